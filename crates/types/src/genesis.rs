@@ -1,0 +1,111 @@
+//! The genesis file: a network's chain id, its validators and its initial balances.
+
+use crate::account::AccountId;
+use crate::hash::Hash;
+use crate::limits::MAX_CHAIN_ID;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// An initial balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// The funded account.
+    pub account: AccountId,
+    /// Its balance at height 0.
+    pub balance: u64,
+}
+
+/// A validator of the network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validator {
+    /// Its ed25519 public key (also its account).
+    pub key: AccountId,
+    /// Where its peers reach it (`host:port`).
+    pub address: String,
+}
+
+/// Everything that defines height 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genesis {
+    /// The network's name; every transaction carries it.
+    pub chain_id: String,
+    /// The timestamp of height 0, milliseconds since the Unix epoch.
+    pub genesis_time_ms: u64,
+    /// Initial balances.
+    pub allocations: Vec<Allocation>,
+    /// The validator set (empty in single-node mode, where the node key produces blocks).
+    #[serde(default)]
+    pub validators: Vec<Validator>,
+}
+
+/// A genesis that cannot start a network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GenesisError {
+    /// Chain id empty or too long.
+    #[error("chain id must be 1..={MAX_CHAIN_ID} bytes, got {0:?}")]
+    BadChainId(String),
+    /// An account funded twice.
+    #[error("account {0} is allocated twice")]
+    DuplicateAllocation(AccountId),
+    /// Balances that do not fit in 64 bits.
+    #[error("the allocations sum to more than 2^64 - 1")]
+    SupplyOverflow,
+    /// A validator listed twice.
+    #[error("validator {0} is listed twice")]
+    DuplicateValidator(AccountId),
+}
+
+impl Genesis {
+    /// Checks the genesis is usable.
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        if self.chain_id.is_empty() || self.chain_id.len() > MAX_CHAIN_ID {
+            return Err(GenesisError::BadChainId(self.chain_id.clone()));
+        }
+        let mut seen = BTreeSet::new();
+        let mut supply: u64 = 0;
+        for a in &self.allocations {
+            if !seen.insert(a.account) {
+                return Err(GenesisError::DuplicateAllocation(a.account));
+            }
+            supply = supply
+                .checked_add(a.balance)
+                .ok_or(GenesisError::SupplyOverflow)?;
+        }
+        let mut validators = BTreeSet::new();
+        for v in &self.validators {
+            if !validators.insert(v.key) {
+                return Err(GenesisError::DuplicateValidator(v.key));
+            }
+        }
+        Ok(())
+    }
+
+    /// The total supply: the sum of all allocations.
+    pub fn total_supply(&self) -> u64 {
+        self.allocations
+            .iter()
+            .fold(0u64, |acc, a| acc.saturating_add(a.balance))
+    }
+
+    /// A hash that identifies this network: two nodes with different genesis hashes refuse
+    /// to talk to each other.
+    pub fn hash(&self) -> Hash {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(b"secnet/genesis/v1");
+        bytes.extend_from_slice(&(self.chain_id.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(self.chain_id.as_bytes());
+        bytes.extend_from_slice(&self.genesis_time_ms.to_be_bytes());
+        bytes.extend_from_slice(&(self.allocations.len() as u64).to_be_bytes());
+        for a in &self.allocations {
+            bytes.extend_from_slice(a.account.as_bytes());
+            bytes.extend_from_slice(&a.balance.to_be_bytes());
+        }
+        bytes.extend_from_slice(&(self.validators.len() as u64).to_be_bytes());
+        for v in &self.validators {
+            bytes.extend_from_slice(v.key.as_bytes());
+            bytes.extend_from_slice(&(v.address.len() as u64).to_be_bytes());
+            bytes.extend_from_slice(v.address.as_bytes());
+        }
+        Hash::digest(&bytes)
+    }
+}

@@ -1,0 +1,606 @@
+//! Transactions: what an account asks the ledger to do, in a canonical, bounded encoding.
+//!
+//! The bytes that are signed are exactly the transaction's encoding; the signature covers the
+//! chain id and the nonce, so a transaction cannot be replayed on another network or twice.
+
+use crate::account::{AccountId, EncryptionKey, Keypair, Signature};
+use crate::codec::{read_string, read_vec_bounded, write_string};
+use crate::hash::Hash;
+use crate::limits::*;
+use bytes::BufMut;
+use commonware_codec::{
+    Buf, Copying, DecodeExt, Encode, EncodeSize, Error as CodecError, FixedSize, Read, ReadExt, Write,
+};
+use serde::{Deserialize, Serialize};
+
+/// The namespace under which transactions are signed.
+pub const TX_NAMESPACE: &[u8] = b"secnet/tx/v1";
+
+/// Identifies a network; a transaction for another network is rejected.
+pub type ChainId = String;
+
+/// Identifies a transaction: SHA-256 of its unsigned encoding.
+pub type TxHash = Hash;
+
+/// Identifies an access grant: the hash of the request transaction that created it.
+pub type GrantId = Hash;
+
+/// What kind of thing a listing offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum DataKind {
+    /// Data about a person or an organisation (e.g. a medical record).
+    UserData,
+    /// A security rule or a trained detector, with the category it protects against.
+    SecurityRule {
+        /// The category name, e.g. `dos`.
+        category: String,
+    },
+}
+
+/// `RegisterData`: announce data for sharing (Algorithm 1), naming who stores and serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterData {
+    /// Hash of the content, as the consumer will check it.
+    pub hash: Hash,
+    /// What the data is, for consumers browsing the ledger.
+    pub description: String,
+    /// Where the holder serves it.
+    pub address: String,
+    /// What one subscription costs.
+    pub price: u64,
+    /// User data or a security rule.
+    pub kind: DataKind,
+    /// The account of the node that stores and serves the data.
+    pub holder: AccountId,
+    /// The holder's share of each payment, in basis points of the price.
+    pub holder_share_bps: u16,
+}
+
+/// Why a holder refused to serve a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum RefusalReason {
+    /// The requester holds no subscription.
+    NotSubscribed = 1,
+    /// The requester holds no grant for this data.
+    NoGrant = 2,
+    /// The grant or the token has expired.
+    Expired = 3,
+    /// The token was issued to another key.
+    WrongKey = 4,
+    /// The request's signature is invalid.
+    BadSignature = 5,
+    /// The request was already served once.
+    Replay = 6,
+    /// The owner's policy denies it.
+    PolicyDenied = 7,
+    /// The request detector judged it malicious.
+    DetectorFlagged = 8,
+    /// The data was withdrawn.
+    Withdrawn = 9,
+    /// The stored content no longer matches the registered hash.
+    IntegrityFailure = 10,
+}
+
+impl RefusalReason {
+    fn from_u8(v: u8) -> Option<RefusalReason> {
+        use RefusalReason::*;
+        Some(match v {
+            1 => NotSubscribed,
+            2 => NoGrant,
+            3 => Expired,
+            4 => WrongKey,
+            5 => BadSignature,
+            6 => Replay,
+            7 => PolicyDenied,
+            8 => DetectorFlagged,
+            9 => Withdrawn,
+            10 => IntegrityFailure,
+            _ => return None,
+        })
+    }
+}
+
+/// The outcome of one access attempt, as the holder records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "decision", content = "reason")]
+pub enum AccessDecision {
+    /// The data was served.
+    Delivered,
+    /// The request was refused, for this reason.
+    Refused(RefusalReason),
+}
+
+/// One access attempt recorded by the holder (`RecordAccess`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEntry {
+    /// The data that was asked for.
+    pub data: Hash,
+    /// The grant presented, if any.
+    pub grant: Option<GrantId>,
+    /// Who asked.
+    pub requester: AccountId,
+    /// What the holder decided.
+    pub decision: AccessDecision,
+    /// The request detector's score, parts per million.
+    pub score_ppm: u32,
+    /// When the holder decided, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// The operation a transaction performs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "call")]
+pub enum Call {
+    /// Move `amount` from the sender to `to`.
+    Transfer {
+        /// Recipient.
+        to: AccountId,
+        /// Amount moved.
+        amount: u64,
+    },
+    /// Publish the X25519 key that data keys are sealed to.
+    SetEncryptionKey {
+        /// The X25519 public key.
+        key: EncryptionKey,
+    },
+    /// Announce data for sharing.
+    RegisterData(RegisterData),
+    /// Remove a listing (owner only).
+    WithdrawData {
+        /// The listed content hash.
+        hash: Hash,
+    },
+    /// Pay the price of a listing and become its subscriber.
+    SubscribeData {
+        /// The listed content hash.
+        hash: Hash,
+    },
+    /// Ask for a time-limited access grant, naming the data by its address.
+    RequestDataWithAddress {
+        /// The listed address.
+        address: String,
+        /// Why the data is wanted (recorded with the grant).
+        purpose: String,
+        /// How long the grant should last, in seconds.
+        ttl_secs: u32,
+    },
+    /// Ask for a time-limited access grant, naming the data by its hash.
+    RequestDataWithHash {
+        /// The listed content hash.
+        hash: Hash,
+        /// Why the data is wanted (recorded with the grant).
+        purpose: String,
+        /// How long the grant should last, in seconds.
+        ttl_secs: u32,
+    },
+    /// The holder records deliveries and refusals.
+    RecordAccess {
+        /// The recorded attempts.
+        entries: Vec<AccessEntry>,
+    },
+}
+
+/// An unsigned transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    /// The network this transaction is for.
+    pub chain_id: ChainId,
+    /// Who signs and pays.
+    pub sender: AccountId,
+    /// The sender's next nonce: transactions of one sender execute in nonce order, once.
+    pub nonce: u64,
+    /// What to do.
+    pub call: Call,
+}
+
+impl Transaction {
+    /// The canonical bytes: what is signed and what the hash covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        self.encode().to_vec()
+    }
+
+    /// The transaction hash.
+    pub fn hash(&self) -> TxHash {
+        Hash::digest(&self.encode())
+    }
+
+    /// Signs with `key`, whose account must be the sender.
+    pub fn sign(self, key: &Keypair) -> SignedTransaction {
+        let bytes = self.encode();
+        let signature = key.sign(TX_NAMESPACE, &bytes);
+        SignedTransaction {
+            hash: Hash::digest(&bytes),
+            tx: self,
+            signature,
+        }
+    }
+}
+
+/// A transaction with the sender's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignedTransaction {
+    /// The transaction.
+    pub tx: Transaction,
+    /// The sender's signature over the transaction's encoding.
+    pub signature: Signature,
+    /// The transaction hash, computed once when built or decoded.
+    #[serde(skip)]
+    hash: TxHash,
+}
+
+impl<'de> Deserialize<'de> for SignedTransaction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Wire {
+            tx: Transaction,
+            signature: Signature,
+        }
+        let wire = Wire::deserialize(d)?;
+        Ok(SignedTransaction::new(wire.tx, wire.signature))
+    }
+}
+
+impl SignedTransaction {
+    /// Joins a transaction and a signature (not checked here: see [`Self::verify_signature`]).
+    pub fn new(tx: Transaction, signature: Signature) -> SignedTransaction {
+        SignedTransaction {
+            hash: tx.hash(),
+            tx,
+            signature,
+        }
+    }
+
+    /// The transaction hash.
+    pub fn hash(&self) -> TxHash {
+        self.hash
+    }
+
+    /// Whether the signature is the sender's over this transaction.
+    pub fn verify_signature(&self) -> bool {
+        self.signature
+            .verify(&self.tx.sender, TX_NAMESPACE, &self.tx.signing_bytes())
+    }
+
+    /// Decodes a signed transaction from untrusted bytes, enforcing every bound.
+    pub fn decode_bytes(bytes: &[u8]) -> Result<SignedTransaction, DecodeError> {
+        if bytes.len() > MAX_TX_BYTES {
+            return Err(DecodeError::TooLarge {
+                len: bytes.len(),
+                max: MAX_TX_BYTES,
+            });
+        }
+        SignedTransaction::decode(Copying(bytes)).map_err(DecodeError::from)
+    }
+
+    /// The canonical encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode().to_vec()
+    }
+}
+
+/// Why bytes could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Input longer than the bound for its kind.
+    #[error("input is {len} bytes, more than the limit of {max}")]
+    TooLarge {
+        /// Length received.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Input that does not follow the encoding.
+    #[error("malformed input: {0}")]
+    Malformed(String),
+}
+
+impl From<CodecError> for DecodeError {
+    fn from(e: CodecError) -> Self {
+        DecodeError::Malformed(match e {
+            CodecError::Invalid(field, msg) => format!("{field}: {msg}"),
+            CodecError::EndOfBuffer => "input ends early".to_string(),
+            CodecError::ExtraData(n) => format!("{n} unexpected bytes after the end"),
+            CodecError::InvalidEnum(tag) => format!("unknown variant tag {tag}"),
+            other => other.to_string(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Canonical encoding. Tags are stable: changing one breaks the golden fixtures on purpose.
+
+impl Write for DataKind {
+    fn write(&self, buf: &mut impl BufMut) {
+        match self {
+            DataKind::UserData => 0u8.write(buf),
+            DataKind::SecurityRule { category } => {
+                1u8.write(buf);
+                write_string(category, buf);
+            }
+        }
+    }
+}
+
+impl EncodeSize for DataKind {
+    fn encode_size(&self) -> usize {
+        match self {
+            DataKind::UserData => 1,
+            DataKind::SecurityRule { category } => 1 + category.as_bytes().to_vec().encode_size(),
+        }
+    }
+}
+
+impl Read for DataKind {
+    type Cfg = ();
+    fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
+        match u8::read(buf)? {
+            0 => Ok(DataKind::UserData),
+            1 => Ok(DataKind::SecurityRule {
+                category: read_string(buf, "category", MAX_CATEGORY)?,
+            }),
+            tag => Err(CodecError::InvalidEnum(tag)),
+        }
+    }
+}
+
+impl Write for RegisterData {
+    fn write(&self, buf: &mut impl BufMut) {
+        self.hash.write(buf);
+        write_string(&self.description, buf);
+        write_string(&self.address, buf);
+        self.price.write(buf);
+        self.kind.write(buf);
+        self.holder.write(buf);
+        self.holder_share_bps.write(buf);
+    }
+}
+
+impl EncodeSize for RegisterData {
+    fn encode_size(&self) -> usize {
+        Hash::SIZE
+            + crate::codec::string_size(&self.description)
+            + crate::codec::string_size(&self.address)
+            + u64::SIZE
+            + self.kind.encode_size()
+            + AccountId::SIZE
+            + u16::SIZE
+    }
+}
+
+impl Read for RegisterData {
+    type Cfg = ();
+    fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
+        Ok(RegisterData {
+            hash: Hash::read(buf)?,
+            description: read_string(buf, "description", MAX_DESCRIPTION)?,
+            address: read_string(buf, "address", MAX_ADDRESS)?,
+            price: u64::read(buf)?,
+            kind: DataKind::read(buf)?,
+            holder: AccountId::read(buf)?,
+            holder_share_bps: u16::read(buf)?,
+        })
+    }
+}
+
+impl Write for AccessDecision {
+    fn write(&self, buf: &mut impl BufMut) {
+        match self {
+            AccessDecision::Delivered => 0u8.write(buf),
+            AccessDecision::Refused(reason) => (*reason as u8).write(buf),
+        }
+    }
+}
+
+impl FixedSize for AccessDecision {
+    const SIZE: usize = 1;
+}
+
+impl Read for AccessDecision {
+    type Cfg = ();
+    fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
+        match u8::read(buf)? {
+            0 => Ok(AccessDecision::Delivered),
+            tag => RefusalReason::from_u8(tag)
+                .map(AccessDecision::Refused)
+                .ok_or(CodecError::InvalidEnum(tag)),
+        }
+    }
+}
+
+impl Write for AccessEntry {
+    fn write(&self, buf: &mut impl BufMut) {
+        self.data.write(buf);
+        self.grant.write(buf);
+        self.requester.write(buf);
+        self.decision.write(buf);
+        self.score_ppm.write(buf);
+        self.at_ms.write(buf);
+    }
+}
+
+impl EncodeSize for AccessEntry {
+    fn encode_size(&self) -> usize {
+        Hash::SIZE
+            + self.grant.encode_size()
+            + AccountId::SIZE
+            + AccessDecision::SIZE
+            + u32::SIZE
+            + u64::SIZE
+    }
+}
+
+impl Read for AccessEntry {
+    type Cfg = ();
+    fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
+        Ok(AccessEntry {
+            data: Hash::read(buf)?,
+            grant: Option::<Hash>::read(buf)?,
+            requester: AccountId::read(buf)?,
+            decision: AccessDecision::read(buf)?,
+            score_ppm: u32::read(buf)?,
+            at_ms: u64::read(buf)?,
+        })
+    }
+}
+
+impl Write for Call {
+    fn write(&self, buf: &mut impl BufMut) {
+        match self {
+            Call::Transfer { to, amount } => {
+                0u8.write(buf);
+                to.write(buf);
+                amount.write(buf);
+            }
+            Call::SetEncryptionKey { key } => {
+                1u8.write(buf);
+                key.write(buf);
+            }
+            Call::RegisterData(r) => {
+                2u8.write(buf);
+                r.write(buf);
+            }
+            Call::WithdrawData { hash } => {
+                3u8.write(buf);
+                hash.write(buf);
+            }
+            Call::SubscribeData { hash } => {
+                4u8.write(buf);
+                hash.write(buf);
+            }
+            Call::RequestDataWithAddress {
+                address,
+                purpose,
+                ttl_secs,
+            } => {
+                5u8.write(buf);
+                write_string(address, buf);
+                write_string(purpose, buf);
+                ttl_secs.write(buf);
+            }
+            Call::RequestDataWithHash {
+                hash,
+                purpose,
+                ttl_secs,
+            } => {
+                6u8.write(buf);
+                hash.write(buf);
+                write_string(purpose, buf);
+                ttl_secs.write(buf);
+            }
+            Call::RecordAccess { entries } => {
+                7u8.write(buf);
+                entries.write(buf);
+            }
+        }
+    }
+}
+
+impl EncodeSize for Call {
+    fn encode_size(&self) -> usize {
+        use crate::codec::string_size;
+        1 + match self {
+            Call::Transfer { .. } => AccountId::SIZE + u64::SIZE,
+            Call::SetEncryptionKey { .. } => EncryptionKey::SIZE,
+            Call::RegisterData(r) => r.encode_size(),
+            Call::WithdrawData { .. } | Call::SubscribeData { .. } => Hash::SIZE,
+            Call::RequestDataWithAddress {
+                address, purpose, ..
+            } => string_size(address) + string_size(purpose) + u32::SIZE,
+            Call::RequestDataWithHash { purpose, .. } => {
+                Hash::SIZE + string_size(purpose) + u32::SIZE
+            }
+            Call::RecordAccess { entries } => entries.encode_size(),
+        }
+    }
+}
+
+impl Read for Call {
+    type Cfg = ();
+    fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
+        match u8::read(buf)? {
+            0 => Ok(Call::Transfer {
+                to: AccountId::read(buf)?,
+                amount: u64::read(buf)?,
+            }),
+            1 => Ok(Call::SetEncryptionKey {
+                key: EncryptionKey::read(buf)?,
+            }),
+            2 => Ok(Call::RegisterData(RegisterData::read(buf)?)),
+            3 => Ok(Call::WithdrawData {
+                hash: Hash::read(buf)?,
+            }),
+            4 => Ok(Call::SubscribeData {
+                hash: Hash::read(buf)?,
+            }),
+            5 => Ok(Call::RequestDataWithAddress {
+                address: read_string(buf, "address", MAX_ADDRESS)?,
+                purpose: read_string(buf, "purpose", MAX_PURPOSE)?,
+                ttl_secs: u32::read(buf)?,
+            }),
+            6 => Ok(Call::RequestDataWithHash {
+                hash: Hash::read(buf)?,
+                purpose: read_string(buf, "purpose", MAX_PURPOSE)?,
+                ttl_secs: u32::read(buf)?,
+            }),
+            7 => Ok(Call::RecordAccess {
+                entries: read_vec_bounded(buf, "entries", MAX_ACCESS_ENTRIES)?,
+            }),
+            tag => Err(CodecError::InvalidEnum(tag)),
+        }
+    }
+}
+
+impl Write for Transaction {
+    fn write(&self, buf: &mut impl BufMut) {
+        write_string(&self.chain_id, buf);
+        self.sender.write(buf);
+        self.nonce.write(buf);
+        self.call.write(buf);
+    }
+}
+
+impl EncodeSize for Transaction {
+    fn encode_size(&self) -> usize {
+        crate::codec::string_size(&self.chain_id)
+            + AccountId::SIZE
+            + u64::SIZE
+            + self.call.encode_size()
+    }
+}
+
+impl Read for Transaction {
+    type Cfg = ();
+    fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
+        Ok(Transaction {
+            chain_id: read_string(buf, "chain_id", MAX_CHAIN_ID)?,
+            sender: AccountId::read(buf)?,
+            nonce: u64::read(buf)?,
+            call: Call::read(buf)?,
+        })
+    }
+}
+
+impl Write for SignedTransaction {
+    fn write(&self, buf: &mut impl BufMut) {
+        self.tx.write(buf);
+        self.signature.write(buf);
+    }
+}
+
+impl EncodeSize for SignedTransaction {
+    fn encode_size(&self) -> usize {
+        self.tx.encode_size() + Signature::SIZE
+    }
+}
+
+impl Read for SignedTransaction {
+    type Cfg = ();
+    fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
+        let tx = Transaction::read(buf)?;
+        let signature = Signature::read(buf)?;
+        Ok(SignedTransaction::new(tx, signature))
+    }
+}
