@@ -136,7 +136,7 @@ impl MerkleLog {
     /// MTH(D[start..end]); requires `start < end <= len`.
     fn subtree(&self, start: u64, end: u64) -> Digest {
         let n = end - start;
-        if n.is_power_of_two() && start % n == 0 {
+        if n.is_power_of_two() && start.is_multiple_of(n) {
             let level = n.trailing_zeros() as usize;
             let idx = (start / n) as usize;
             if let Some(h) = self.levels.get(level).and_then(|row| row.get(idx)) {

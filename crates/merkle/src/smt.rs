@@ -154,7 +154,7 @@ impl SparseMerkleTree {
 
     /// Builds a tree from `(key, value_hash)` entries in one pass; later duplicates win.
     pub fn from_entries(mut entries: Vec<(Digest, Digest)>) -> SparseMerkleTree {
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by_key(|e| e.0);
         entries.reverse();
         entries.dedup_by(|a, b| a.0 == b.0);
         entries.reverse();
@@ -185,7 +185,7 @@ impl SparseMerkleTree {
             return;
         }
         // Stable sort keeps the order of duplicates; keep the last of each key.
-        updates.sort_by(|a, b| a.0.cmp(&b.0));
+        updates.sort_by_key(|u| u.0);
         let mut deduped: Vec<(Digest, Option<Digest>)> = Vec::with_capacity(updates.len());
         for u in updates {
             match deduped.last_mut() {

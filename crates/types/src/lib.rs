@@ -20,5 +20,5 @@ pub use hash::Hash;
 pub use receipt::{Event, Outcome, Receipt, Rejection};
 pub use tx::{
     AccessDecision, AccessEntry, Call, ChainId, DataKind, DecodeError, GrantId, RefusalReason,
-    RegisterData, SignedTransaction, Transaction, TxHash,
+    RegisterData, SignedTransaction, Transaction, TxHash, verify_signatures,
 };

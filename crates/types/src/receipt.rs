@@ -130,6 +130,14 @@ pub enum Rejection {
     /// An amount would overflow.
     #[error("amount overflows")]
     Overflow,
+    /// A field is longer than its limit.
+    #[error("field {field} is longer than {max} bytes")]
+    FieldTooLong {
+        /// The field's name.
+        field: String,
+        /// Its limit in bytes.
+        max: u32,
+    },
 }
 
 /// Something a successful transaction did.
@@ -281,6 +289,11 @@ impl Write for Rejection {
             TtlOutOfRange { ttl_secs, max } => (16u8, *ttl_secs, *max).write(buf),
             ScoreOutOfRange { score_ppm } => (17u8, *score_ppm).write(buf),
             Overflow => 18u8.write(buf),
+            FieldTooLong { field, max } => {
+                19u8.write(buf);
+                write_string(field, buf);
+                max.write(buf);
+            }
         }
     }
 }
@@ -302,6 +315,7 @@ impl EncodeSize for Rejection {
             | GrantMismatch { .. } => Hash::SIZE,
             UnknownAddress { address } | AddressTaken { address } => string_size(address),
             EmptyField { field } => string_size(field),
+            FieldTooLong { field, .. } => string_size(field) + 4,
             InvalidShare { .. } => 2,
             TtlOutOfRange { .. } => 8,
             ScoreOutOfRange { .. } => 4,
@@ -351,6 +365,10 @@ impl Read for Rejection {
             },
             17 => ScoreOutOfRange { score_ppm: u32::read(buf)? },
             18 => Overflow,
+            19 => FieldTooLong {
+                field: read_string(buf, "field", MAX_FIELD_NAME)?,
+                max: u32::read(buf)?,
+            },
             tag => return Err(CodecError::InvalidEnum(tag)),
         })
     }

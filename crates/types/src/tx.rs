@@ -209,26 +209,22 @@ impl Transaction {
 
     /// Signs with `key`, whose account must be the sender.
     pub fn sign(self, key: &Keypair) -> SignedTransaction {
-        let bytes = self.encode();
-        let signature = key.sign(TX_NAMESPACE, &bytes);
-        SignedTransaction {
-            hash: Hash::digest(&bytes),
-            tx: self,
-            signature,
-        }
+        let signature = key.sign(TX_NAMESPACE, &self.encode());
+        SignedTransaction::new(self, signature)
     }
 }
 
 /// A transaction with the sender's signature.
+///
+/// Immutable once built: the canonical bytes and the hash are computed once and cached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignedTransaction {
-    /// The transaction.
-    pub tx: Transaction,
-    /// The sender's signature over the transaction's encoding.
-    pub signature: Signature,
-    /// The transaction hash, computed once when built or decoded.
+    tx: Transaction,
+    signature: Signature,
     #[serde(skip)]
     hash: TxHash,
+    #[serde(skip)]
+    signing_bytes: Vec<u8>,
 }
 
 impl<'de> Deserialize<'de> for SignedTransaction {
@@ -246,11 +242,23 @@ impl<'de> Deserialize<'de> for SignedTransaction {
 impl SignedTransaction {
     /// Joins a transaction and a signature (not checked here: see [`Self::verify_signature`]).
     pub fn new(tx: Transaction, signature: Signature) -> SignedTransaction {
+        let signing_bytes = tx.encode().to_vec();
         SignedTransaction {
-            hash: tx.hash(),
+            hash: Hash::digest(&signing_bytes),
+            signing_bytes,
             tx,
             signature,
         }
+    }
+
+    /// The transaction.
+    pub fn tx(&self) -> &Transaction {
+        &self.tx
+    }
+
+    /// The sender's signature.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
     }
 
     /// The transaction hash.
@@ -258,10 +266,15 @@ impl SignedTransaction {
         self.hash
     }
 
+    /// The bytes the signature covers.
+    pub fn signing_bytes(&self) -> &[u8] {
+        &self.signing_bytes
+    }
+
     /// Whether the signature is the sender's over this transaction.
     pub fn verify_signature(&self) -> bool {
         self.signature
-            .verify(&self.tx.sender, TX_NAMESPACE, &self.tx.signing_bytes())
+            .verify(&self.tx.sender, TX_NAMESPACE, &self.signing_bytes)
     }
 
     /// Decodes a signed transaction from untrusted bytes, enforcing every bound.
@@ -278,6 +291,51 @@ impl SignedTransaction {
     /// The canonical encoding.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.encode().to_vec()
+    }
+}
+
+/// Checks the signatures of `txs`, one flag per transaction.
+///
+/// All signatures are first checked together as one batch; only if the batch fails is each
+/// checked alone. The ed25519 rules used (ZIP-215) make batch and single verification agree,
+/// so every node reaches the same flags.
+pub fn verify_signatures(txs: &[SignedTransaction]) -> Vec<bool> {
+    use commonware_cryptography::{BatchEntry, BatchVerifier as _, ed25519};
+    let parsed: Vec<Option<(ed25519::PublicKey, ed25519::Signature)>> = txs
+        .iter()
+        .map(|t| Some((t.tx.sender.verification_key()?, t.signature.to_commonware()?)))
+        .collect();
+    let all_parsed: Option<Vec<&(ed25519::PublicKey, ed25519::Signature)>> =
+        parsed.iter().map(Option::as_ref).collect();
+    if let Some(keys) = all_parsed
+        && !keys.is_empty()
+    {
+        let batch_ok = ed25519::PublicKey::verify_batch(
+            &mut rand::rng(),
+            txs,
+            |i, t| {
+                let (public_key, signature) = keys.get(i).copied().unwrap_or_else(|| keys_missing());
+                BatchEntry {
+                    namespace: TX_NAMESPACE,
+                    message: &t.signing_bytes,
+                    public_key,
+                    signature,
+                }
+            },
+            &commonware_parallel::Sequential,
+        );
+        if batch_ok {
+            return vec![true; txs.len()];
+        }
+    }
+    txs.iter().map(SignedTransaction::verify_signature).collect()
+}
+
+#[cold]
+fn keys_missing() -> ! {
+    #[expect(clippy::panic, reason = "the projection is called only with indices of `txs`, which `keys` mirrors")]
+    {
+        panic!("batch projection index out of range")
     }
 }
 

@@ -1,0 +1,21 @@
+//! SecNet's data contract (the paper's Algorithm 1, extended with holders, payments split
+//! between holder and owner, time-limited grants and recorded accesses) as a pure state
+//! machine: [`State::apply_block`] takes a block and returns receipts, the state changes to
+//! persist, and the new state root.
+//!
+//! No I/O, no clock, no randomness that affects results: the same blocks from the same
+//! genesis give the same state root on every machine.
+
+mod apply;
+pub mod entries;
+pub mod log_entry;
+pub mod proof;
+mod state;
+
+pub use apply::{BlockOutcome, BlockRejected, StateWrite};
+pub use entries::{
+    AccessGrant, Account, CorruptEntry, Listing, LogHead, StateKey, StateValue, Subscription,
+};
+pub use log_entry::LogEntry;
+pub use proof::{StateProof, StateProofError};
+pub use state::{ChainTip, State};

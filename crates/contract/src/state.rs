@@ -1,0 +1,282 @@
+//! The contract state held in memory, with its sparse Merkle commitment and access log.
+
+use crate::entries::{
+    AccessGrant, Account, CorruptEntry, Listing, LogHead, StateKey, StateValue, Subscription,
+};
+use crate::proof::StateProof;
+use secnet_merkle::log::MerkleLog;
+use secnet_merkle::smt::SparseMerkleTree;
+use secnet_types::{AccountId, Genesis, GrantId, Hash};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The last applied block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainTip {
+    /// Height of the last applied block (0 at genesis).
+    pub height: u64,
+    /// Its hash (zero at genesis).
+    pub block_hash: Hash,
+    /// Its timestamp, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The state root after it.
+    pub state_root: Hash,
+}
+
+/// The whole contract state.
+///
+/// INVARIANT: `tree` holds exactly one leaf per entry of the maps (and the log head once the
+/// log is non-empty), keyed by [`StateKey::tree_key`] with the SHA-256 of the value bytes.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub(crate) chain_id: String,
+    pub(crate) tip: ChainTip,
+    pub(crate) accounts: BTreeMap<AccountId, Account>,
+    pub(crate) listings: BTreeMap<Hash, Listing>,
+    pub(crate) addresses: BTreeMap<String, Hash>,
+    pub(crate) subscriptions: BTreeMap<(Hash, AccountId), Subscription>,
+    pub(crate) grants: BTreeMap<GrantId, AccessGrant>,
+    pub(crate) log: MerkleLog,
+    pub(crate) tree: SparseMerkleTree,
+}
+
+impl State {
+    /// The state at height 0. The genesis must be valid ([`Genesis::validate`]).
+    pub fn genesis(genesis: &Genesis) -> State {
+        let accounts: BTreeMap<AccountId, Account> = genesis
+            .allocations
+            .iter()
+            .map(|a| {
+                (
+                    a.account,
+                    Account {
+                        balance: a.balance,
+                        ..Account::default()
+                    },
+                )
+            })
+            .collect();
+        let mut state = State {
+            chain_id: genesis.chain_id.clone(),
+            tip: ChainTip {
+                height: 0,
+                block_hash: Hash::ZERO,
+                timestamp_ms: genesis.genesis_time_ms,
+                state_root: Hash::ZERO,
+            },
+            accounts,
+            listings: BTreeMap::new(),
+            addresses: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
+            grants: BTreeMap::new(),
+            log: MerkleLog::new(),
+            tree: SparseMerkleTree::new(),
+        };
+        state.rebuild_tree();
+        state
+    }
+
+    /// Rebuilds a state from its stored entries, access-log leaf hashes and tip.
+    ///
+    /// The state root is recomputed from the entries; the caller compares it with the root
+    /// it stored to detect corruption.
+    pub fn from_entries(
+        chain_id: String,
+        tip: ChainTip,
+        entries: impl IntoIterator<Item = (StateKey, StateValue)>,
+        log_leaf_hashes: impl IntoIterator<Item = [u8; 32]>,
+    ) -> Result<State, CorruptEntry> {
+        let mut state = State {
+            chain_id,
+            tip,
+            accounts: BTreeMap::new(),
+            listings: BTreeMap::new(),
+            addresses: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
+            grants: BTreeMap::new(),
+            log: MerkleLog::new(),
+            tree: SparseMerkleTree::new(),
+        };
+        for leaf in log_leaf_hashes {
+            state.log.append_hash(leaf);
+        }
+        let mut log_head = None;
+        for (key, value) in entries {
+            match (key, value) {
+                (StateKey::Account(k), StateValue::Account(v)) => {
+                    state.accounts.insert(k, v);
+                }
+                (StateKey::Listing(k), StateValue::Listing(v)) => {
+                    state.listings.insert(k, v);
+                }
+                (StateKey::Address(k), StateValue::Address(v)) => {
+                    state.addresses.insert(k, v);
+                }
+                (StateKey::Subscription(h, a), StateValue::Subscription(v)) => {
+                    state.subscriptions.insert((h, a), v);
+                }
+                (StateKey::Grant(k), StateValue::Grant(v)) => {
+                    state.grants.insert(k, v);
+                }
+                (StateKey::LogHead, StateValue::LogHead(v)) => log_head = Some(v),
+                (key, _) => {
+                    return Err(CorruptEntry(format!("value of the wrong kind under {key:?}")));
+                }
+            }
+        }
+        if let Some(head) = log_head
+            && (head.size != state.log.len() || head.root.0 != state.log.root())
+        {
+            return Err(CorruptEntry(format!(
+                "stored log head (size {}) does not match the {} stored log leaves",
+                head.size,
+                state.log.len()
+            )));
+        }
+        state.rebuild_tree();
+        Ok(state)
+    }
+
+    fn rebuild_tree(&mut self) {
+        let entries: Vec<([u8; 32], [u8; 32])> = self
+            .entries()
+            .map(|(k, v)| (k.tree_key().0, Hash::digest(&v.to_bytes()).0))
+            .collect();
+        self.tree = SparseMerkleTree::from_entries(entries);
+        self.tip.state_root = Hash(self.tree.root());
+    }
+
+    /// Every entry, in key order within each kind.
+    pub fn entries(&self) -> impl Iterator<Item = (StateKey, StateValue)> + '_ {
+        let accounts = self
+            .accounts
+            .iter()
+            .map(|(k, v)| (StateKey::Account(*k), StateValue::Account(v.clone())));
+        let listings = self
+            .listings
+            .iter()
+            .map(|(k, v)| (StateKey::Listing(*k), StateValue::Listing(v.clone())));
+        let addresses = self
+            .addresses
+            .iter()
+            .map(|(k, v)| (StateKey::Address(k.clone()), StateValue::Address(*v)));
+        let subs = self.subscriptions.iter().map(|((h, a), v)| {
+            (StateKey::Subscription(*h, *a), StateValue::Subscription(v.clone()))
+        });
+        let grants = self
+            .grants
+            .iter()
+            .map(|(k, v)| (StateKey::Grant(*k), StateValue::Grant(v.clone())));
+        let head = self.log_head().map(|h| (StateKey::LogHead, StateValue::LogHead(h)));
+        accounts
+            .chain(listings)
+            .chain(addresses)
+            .chain(subs)
+            .chain(grants)
+            .chain(head)
+    }
+
+    /// The value under `key`, if any.
+    pub fn get(&self, key: &StateKey) -> Option<StateValue> {
+        match key {
+            StateKey::Account(k) => self.accounts.get(k).cloned().map(StateValue::Account),
+            StateKey::Listing(k) => self.listings.get(k).cloned().map(StateValue::Listing),
+            StateKey::Address(k) => self.addresses.get(k).copied().map(StateValue::Address),
+            StateKey::Subscription(h, a) => self
+                .subscriptions
+                .get(&(*h, *a))
+                .cloned()
+                .map(StateValue::Subscription),
+            StateKey::Grant(k) => self.grants.get(k).cloned().map(StateValue::Grant),
+            StateKey::LogHead => self.log_head().map(StateValue::LogHead),
+        }
+    }
+
+    /// A proof of the value under `key` (or of its absence) against the current state root.
+    pub fn prove(&self, key: &StateKey) -> StateProof {
+        let value = self.get(key).map(|v| v.to_bytes());
+        StateProof {
+            height: self.tip.height,
+            state_root: self.tip.state_root,
+            key: key.clone(),
+            value,
+            proof: self.tree.prove(&key.tree_key().0),
+        }
+    }
+
+    /// The network's chain id.
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// The last applied block.
+    pub fn tip(&self) -> ChainTip {
+        self.tip
+    }
+
+    /// The state root after the last applied block.
+    pub fn state_root(&self) -> Hash {
+        self.tip.state_root
+    }
+
+    /// An account (absent accounts have zero balance and nonce).
+    pub fn account(&self, id: &AccountId) -> Account {
+        self.accounts.get(id).cloned().unwrap_or_default()
+    }
+
+    /// All accounts.
+    pub fn accounts(&self) -> impl Iterator<Item = (&AccountId, &Account)> {
+        self.accounts.iter()
+    }
+
+    /// A listing by content hash.
+    pub fn listing(&self, hash: &Hash) -> Option<&Listing> {
+        self.listings.get(hash)
+    }
+
+    /// A listing by address.
+    pub fn listing_at(&self, address: &str) -> Option<&Listing> {
+        self.addresses.get(address).and_then(|h| self.listings.get(h))
+    }
+
+    /// All listings.
+    pub fn listings(&self) -> impl Iterator<Item = &Listing> {
+        self.listings.values()
+    }
+
+    /// Whether `account` holds a subscription to the current registration of `hash`.
+    pub fn is_subscribed(&self, hash: &Hash, account: &AccountId) -> bool {
+        match (self.listings.get(hash), self.subscriptions.get(&(*hash, *account))) {
+            (Some(listing), Some(sub)) => sub.listing == listing.id,
+            _ => false,
+        }
+    }
+
+    /// A grant.
+    pub fn grant(&self, id: &GrantId) -> Option<&AccessGrant> {
+        self.grants.get(id)
+    }
+
+    /// All grants.
+    pub fn grants(&self) -> impl Iterator<Item = &AccessGrant> {
+        self.grants.values()
+    }
+
+    /// The access log (leaf hashes; the leaf bytes are stored by the ledger).
+    pub fn log(&self) -> &MerkleLog {
+        &self.log
+    }
+
+    /// The access log's head, once it has leaves.
+    pub fn log_head(&self) -> Option<LogHead> {
+        (!self.log.is_empty()).then(|| LogHead {
+            size: self.log.len(),
+            root: Hash(self.log.root()),
+        })
+    }
+
+    /// The sum of all balances; constant from genesis on.
+    pub fn total_balance(&self) -> u128 {
+        self.accounts.values().map(|a| u128::from(a.balance)).sum()
+    }
+}
