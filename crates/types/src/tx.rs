@@ -662,3 +662,65 @@ impl Read for SignedTransaction {
         Ok(SignedTransaction::new(tx, signature))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn oversized_and_truncated_inputs_are_refused_with_a_reason() {
+        let too_big = vec![0u8; MAX_TX_BYTES + 1];
+        let err = SignedTransaction::decode_bytes(&too_big).unwrap_err();
+        assert!(err.to_string().contains("more than the limit"), "{err}");
+        let err = SignedTransaction::decode_bytes(&[1, 2, 3]).unwrap_err();
+        assert!(err.to_string().starts_with("malformed input"), "{err}");
+    }
+
+    #[test]
+    fn a_field_over_its_limit_is_named() {
+        let key = Keypair::deterministic("limits", 0);
+        let tx = Transaction {
+            chain_id: "c".into(),
+            sender: key.account(),
+            nonce: 0,
+            call: Call::RequestDataWithHash {
+                hash: Hash::ZERO,
+                purpose: "p".repeat(MAX_PURPOSE + 1),
+                ttl_secs: 1,
+            },
+        }
+        .sign(&key);
+        let err = SignedTransaction::decode_bytes(&tx.to_bytes()).unwrap_err();
+        assert!(err.to_string().contains("purpose"), "{err}");
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let key = Keypair::deterministic("limits", 0);
+        let tx = Transaction { chain_id: "c".into(), sender: key.account(), nonce: 0, call: Call::WithdrawData { hash: Hash::ZERO } }.sign(&key);
+        let mut bytes = tx.to_bytes();
+        bytes.push(0);
+        assert!(SignedTransaction::decode_bytes(&bytes).unwrap_err().to_string().contains("unexpected bytes"));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = SignedTransaction::decode_bytes(&bytes);
+            let _ = crate::Block::decode_bytes(&bytes);
+        }
+
+        #[test]
+        fn every_flipped_byte_breaks_decoding_or_the_signature(pos in 0usize..200, bit in 0u8..8) {
+            let key = Keypair::deterministic("flip", 0);
+            let tx = Transaction { chain_id: "c".into(), sender: key.account(), nonce: 3, call: Call::Transfer { to: key.account(), amount: 9 } }.sign(&key);
+            let mut bytes = tx.to_bytes();
+            let pos = pos % bytes.len();
+            bytes[pos] ^= 1 << bit;
+            if let Ok(decoded) = SignedTransaction::decode_bytes(&bytes) {
+                prop_assert!(!decoded.verify_signature());
+            }
+        }
+    }
+}
