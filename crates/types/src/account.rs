@@ -166,6 +166,14 @@ impl Keypair {
         Zeroizing::new(self.encryption.to_bytes())
     }
 
+    /// Signs `msg` with plain RFC 8032 Ed25519, for formats verified by other tools (signed
+    /// notes and checkpoints). Ledger messages use [`Self::sign`], which separates domains.
+    pub fn sign_raw(&self, msg: &[u8]) -> Signature {
+        use ed25519_dalek::Signer as _;
+        let key = ed25519_dalek::SigningKey::from_bytes(&self.signing_seed);
+        Signature(key.sign(msg).to_bytes())
+    }
+
     /// Signs `msg` under `namespace` (domain separation between signing contexts).
     pub fn sign(&self, namespace: &[u8], msg: &[u8]) -> Signature {
         let sig = self.signing.sign(namespace, msg);
@@ -203,6 +211,14 @@ impl Signature {
             return false;
         };
         key.verify(namespace, msg, &sig)
+    }
+
+    /// Checks a plain RFC 8032 Ed25519 signature (see [`Keypair::sign_raw`]).
+    pub fn verify_raw(&self, account: &AccountId, msg: &[u8]) -> bool {
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&account.0) else {
+            return false;
+        };
+        key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&self.0)).is_ok()
     }
 
     pub(crate) fn to_commonware(self) -> Option<ed25519::Signature> {
@@ -267,6 +283,15 @@ mod tests {
         assert!(!sig.verify(&kp.account(), b"ns", b"hellO"));
         let other = Keypair::deterministic("test", 2);
         assert!(!sig.verify(&other.account(), b"ns", b"hello"));
+    }
+
+    #[test]
+    fn raw_signatures_are_plain_ed25519() {
+        let kp = Keypair::deterministic("test", 4);
+        let sig = kp.sign_raw(b"note");
+        assert!(sig.verify_raw(&kp.account(), b"note"));
+        assert!(!sig.verify_raw(&kp.account(), b"note!"));
+        assert!(!sig.verify(&kp.account(), b"", b"note"), "raw and namespaced never mix");
     }
 
     #[test]

@@ -1,0 +1,18 @@
+//! The durable ledger of one node: the contract state, every block with its receipts, and
+//! the access log, kept in one redb database.
+//!
+//! A block is applied in one redb write transaction: after a crash at any moment the
+//! ledger reopens at the last block whose transaction committed, and its state root equals
+//! the root obtained by replaying every stored block from genesis.
+
+mod audit;
+mod checkpoint;
+mod error;
+mod store;
+mod stored_block;
+
+pub use audit::{AuditError, ConsistencyProof, InclusionProof};
+pub use checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint, verifier_key};
+pub use error::LedgerError;
+pub use store::{LEDGER_FILE, Ledger, ReplayReport};
+pub use stored_block::StoredBlock;

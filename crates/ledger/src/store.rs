@@ -1,0 +1,298 @@
+//! The ledger's redb database and the one write path that applies blocks.
+
+use crate::error::LedgerError;
+use crate::stored_block::StoredBlock;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use secnet_contract::{BlockOutcome, ChainTip, State, StateKey, StateValue};
+use secnet_merkle::log::leaf_hash;
+use secnet_types::{Block, Genesis, Hash};
+use std::path::{Path, PathBuf};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("access_log");
+
+const META_GENESIS: &str = "genesis_hash";
+const META_TIP: &str = "tip";
+const META_FORMAT: &str = "format";
+const FORMAT_VERSION: &[u8] = b"secnet-ledger/1";
+
+/// The file inside a data directory that holds the ledger.
+pub const LEDGER_FILE: &str = "ledger.redb";
+
+/// A node's durable ledger.
+#[derive(Debug)]
+pub struct Ledger {
+    db: Database,
+    state: State,
+    genesis: Genesis,
+    path: PathBuf,
+    poisoned: bool,
+}
+
+/// What [`Ledger::replay_check`] found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplayReport {
+    /// Blocks replayed.
+    pub blocks: u64,
+    /// The state root after replaying them.
+    pub replayed_root: Hash,
+    /// The state root the ledger holds.
+    pub stored_root: Hash,
+}
+
+fn encode_tip(tip: &ChainTip) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 32 + 8 + 32);
+    out.extend_from_slice(&tip.height.to_be_bytes());
+    out.extend_from_slice(tip.block_hash.as_bytes());
+    out.extend_from_slice(&tip.timestamp_ms.to_be_bytes());
+    out.extend_from_slice(tip.state_root.as_bytes());
+    out
+}
+
+fn decode_tip(bytes: &[u8]) -> Result<ChainTip, LedgerError> {
+    let bad = || LedgerError::Corrupt(format!("tip record of {} bytes", bytes.len()));
+    if bytes.len() != 80 {
+        return Err(bad());
+    }
+    let (h, rest) = bytes.split_at(8);
+    let (bh, rest) = rest.split_at(32);
+    let (ts, root) = rest.split_at(8);
+    Ok(ChainTip {
+        height: u64::from_be_bytes(h.try_into().map_err(|_| bad())?),
+        block_hash: Hash(bh.try_into().map_err(|_| bad())?),
+        timestamp_ms: u64::from_be_bytes(ts.try_into().map_err(|_| bad())?),
+        state_root: Hash(root.try_into().map_err(|_| bad())?),
+    })
+}
+
+impl Ledger {
+    /// Opens the ledger in `dir`, creating it from `genesis` if the directory is new.
+    ///
+    /// Refuses a directory made for another genesis, and a directory whose stored entries do
+    /// not hash to the stored state root.
+    pub fn open(dir: &Path, genesis: &Genesis) -> Result<Ledger, LedgerError> {
+        genesis
+            .validate()
+            .map_err(|e| LedgerError::Corrupt(format!("invalid genesis: {e}")))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LedgerError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join(LEDGER_FILE);
+        let db = Database::create(&path)?;
+        let given = genesis.hash();
+
+        let stored_genesis = {
+            let read = db.begin_read()?;
+            match read.open_table(META) {
+                Ok(meta) => meta.get(META_GENESIS)?.map(|v| v.value().to_vec()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let state = match stored_genesis {
+            None => Self::initialise(&db, genesis)?,
+            Some(stored) => {
+                let stored: [u8; 32] = stored
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| LedgerError::Corrupt("genesis hash record".into()))?;
+                if stored != given.0 {
+                    return Err(LedgerError::GenesisMismatch {
+                        stored: Hash(stored),
+                        given,
+                    });
+                }
+                Self::load(&db, genesis)?
+            }
+        };
+        Ok(Ledger {
+            db,
+            state,
+            genesis: genesis.clone(),
+            path,
+            poisoned: false,
+        })
+    }
+
+    fn initialise(db: &Database, genesis: &Genesis) -> Result<State, LedgerError> {
+        let state = State::genesis(genesis);
+        let write = db.begin_write()?;
+        {
+            let mut meta = write.open_table(META)?;
+            meta.insert(META_FORMAT, FORMAT_VERSION)?;
+            meta.insert(META_GENESIS, genesis.hash().as_bytes().as_slice())?;
+            meta.insert(META_TIP, encode_tip(&state.tip()).as_slice())?;
+            let mut table = write.open_table(STATE)?;
+            for (key, value) in state.entries() {
+                table.insert(key.to_bytes().as_slice(), value.to_bytes().as_slice())?;
+            }
+            write.open_table(BLOCKS)?;
+            write.open_table(LOG)?;
+        }
+        write.commit()?;
+        Ok(state)
+    }
+
+    fn load(db: &Database, genesis: &Genesis) -> Result<State, LedgerError> {
+        let read = db.begin_read()?;
+        let meta = read.open_table(META)?;
+        let format = meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
+        if format.as_deref() != Some(FORMAT_VERSION) {
+            return Err(LedgerError::Corrupt(format!(
+                "unknown ledger format {:?}",
+                format.map(|f| String::from_utf8_lossy(&f).into_owned())
+            )));
+        }
+        let tip = decode_tip(
+            meta.get(META_TIP)?
+                .ok_or_else(|| LedgerError::Corrupt("no tip record".into()))?
+                .value(),
+        )?;
+        let table = read.open_table(STATE)?;
+        let mut entries = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let key = StateKey::from_bytes(k.value())?;
+            let value = StateValue::from_bytes(&key, v.value())?;
+            entries.push((key, value));
+        }
+        let log = read.open_table(LOG)?;
+        let mut leaves = Vec::new();
+        for (expected, item) in (0u64..).zip(log.iter()?) {
+            let (index, leaf) = item?;
+            if index.value() != expected {
+                return Err(LedgerError::Corrupt(format!(
+                    "access log jumps from leaf {expected} to {}",
+                    index.value()
+                )));
+            }
+            leaves.push(leaf_hash(leaf.value()));
+        }
+        let state = State::from_entries(genesis.chain_id.clone(), tip, entries, leaves)?;
+        if state.state_root() != tip.state_root {
+            return Err(LedgerError::Corrupt(format!(
+                "stored entries hash to {}, but height {} recorded root {}",
+                state.state_root(),
+                tip.height,
+                tip.state_root
+            )));
+        }
+        Ok(state)
+    }
+
+    /// Applies `block` to the state and persists it, atomically.
+    pub fn apply_block(&mut self, block: &Block) -> Result<BlockOutcome, LedgerError> {
+        if self.poisoned {
+            return Err(LedgerError::Poisoned);
+        }
+        let outcome = self.state.apply_block(block)?;
+        if let Err(e) = self.persist(block, &outcome) {
+            // The in-memory state is ahead of the disk: refuse further work until reopened.
+            self.poisoned = true;
+            return Err(e);
+        }
+        Ok(outcome)
+    }
+
+    fn persist(&self, block: &Block, outcome: &BlockOutcome) -> Result<(), LedgerError> {
+        let mut write = self.db.begin_write()?;
+        write
+            .set_durability(Durability::Immediate)
+            .map_err(|e| LedgerError::Storage(e.to_string()))?;
+        {
+            let mut state = write.open_table(STATE)?;
+            for w in &outcome.writes {
+                match &w.value {
+                    Some(v) => {
+                        state.insert(w.key.as_slice(), v.as_slice())?;
+                    }
+                    None => {
+                        state.remove(w.key.as_slice())?;
+                    }
+                }
+            }
+            let mut log = write.open_table(LOG)?;
+            for (index, leaf) in (outcome.first_log_index..).zip(&outcome.log_leaves) {
+                log.insert(index, leaf.as_slice())?;
+            }
+            let stored = StoredBlock {
+                block: block.clone(),
+                receipts: outcome.receipts.clone(),
+                state_root: outcome.tip.state_root,
+                log_size: self.state.log().len(),
+            };
+            write
+                .open_table(BLOCKS)?
+                .insert(block.header.height, stored.to_bytes().as_slice())?;
+            write
+                .open_table(META)?
+                .insert(META_TIP, encode_tip(&outcome.tip).as_slice())?;
+        }
+        write.commit()?;
+        Ok(())
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The genesis this ledger was created from.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored block at `height`, with its receipts.
+    pub fn block(&self, height: u64) -> Result<Option<StoredBlock>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(BLOCKS)?;
+        let Some(bytes) = table.get(height)? else {
+            return Ok(None);
+        };
+        StoredBlock::from_bytes(bytes.value())
+            .map(Some)
+            .map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")))
+    }
+
+    /// The bytes of access-log leaf `index`.
+    pub fn log_leaf(&self, index: u64) -> Result<Option<Vec<u8>>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(LOG)?;
+        Ok(table.get(index)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Replays every stored block from genesis in memory and compares each state root with
+    /// the stored one.
+    pub fn replay_check(&self) -> Result<ReplayReport, LedgerError> {
+        let mut state = State::genesis(&self.genesis);
+        let tip = self.state.tip();
+        for height in 1..=tip.height {
+            let stored = self
+                .block(height)?
+                .ok_or_else(|| LedgerError::Corrupt(format!("block {height} is missing")))?;
+            let outcome = state.apply_block(&stored.block)?;
+            if outcome.tip.state_root != stored.state_root {
+                return Err(LedgerError::Corrupt(format!(
+                    "replaying block {height} gives root {}, stored root is {}",
+                    outcome.tip.state_root, stored.state_root
+                )));
+            }
+            if outcome.receipts != stored.receipts {
+                return Err(LedgerError::Corrupt(format!(
+                    "replaying block {height} gives other receipts than stored"
+                )));
+            }
+        }
+        Ok(ReplayReport {
+            blocks: tip.height,
+            replayed_root: state.state_root(),
+            stored_root: self.state.state_root(),
+        })
+    }
+}

@@ -1,0 +1,66 @@
+//! A block as stored: the block, its receipts and the state root after it.
+
+use bytes::BufMut;
+use commonware_codec::{Buf, Copying, Decode, Encode, EncodeSize, Error as CodecError, Read, ReadExt, Write};
+use secnet_types::codec::read_vec_bounded;
+use secnet_types::limits::MAX_BLOCK_TXS;
+use secnet_types::{Block, Hash, Receipt};
+use serde::Serialize;
+
+const STORED_BLOCK_VERSION: u8 = 1;
+
+/// An applied block and what it produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredBlock {
+    /// The block.
+    pub block: Block,
+    /// One receipt per transaction.
+    pub receipts: Vec<Receipt>,
+    /// The state root after the block.
+    pub state_root: Hash,
+    /// The access log's size after the block.
+    pub log_size: u64,
+}
+
+impl StoredBlock {
+    /// The stored bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode().to_vec()
+    }
+
+    /// Parses stored bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<StoredBlock, CodecError> {
+        StoredBlock::decode_cfg(Copying(bytes), &())
+    }
+}
+
+impl Write for StoredBlock {
+    fn write(&self, buf: &mut impl BufMut) {
+        STORED_BLOCK_VERSION.write(buf);
+        self.block.write(buf);
+        self.receipts.write(buf);
+        self.state_root.write(buf);
+        self.log_size.write(buf);
+    }
+}
+
+impl EncodeSize for StoredBlock {
+    fn encode_size(&self) -> usize {
+        1 + self.block.encode_size() + self.receipts.encode_size() + 32 + 8
+    }
+}
+
+impl Read for StoredBlock {
+    type Cfg = ();
+    fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
+        if u8::read(buf)? != STORED_BLOCK_VERSION {
+            return Err(CodecError::Invalid("stored block", "unknown format version"));
+        }
+        Ok(StoredBlock {
+            block: Block::read(buf)?,
+            receipts: read_vec_bounded(buf, "receipts", MAX_BLOCK_TXS)?,
+            state_root: Hash::read(buf)?,
+            log_size: u64::read(buf)?,
+        })
+    }
+}
