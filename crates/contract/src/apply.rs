@@ -261,24 +261,31 @@ impl State {
         changes: &mut Changes,
     ) -> Result<(), Rejection> {
         let mut balances: Vec<(AccountId, u64)> = Vec::with_capacity(legs.len() * 2);
-        let mut balance_of = |id: AccountId, accounts: &std::collections::BTreeMap<AccountId, Account>| {
-            if let Some(pos) = balances.iter().position(|(a, _)| *a == id) {
-                pos
-            } else {
-                balances.push((id, accounts.get(&id).map_or(0, |a| a.balance)));
-                balances.len() - 1
-            }
-        };
+        let mut balance_of =
+            |id: AccountId, accounts: &std::collections::BTreeMap<AccountId, Account>| {
+                if let Some(pos) = balances.iter().position(|(a, _)| *a == id) {
+                    pos
+                } else {
+                    balances.push((id, accounts.get(&id).map_or(0, |a| a.balance)));
+                    balances.len() - 1
+                }
+            };
         let mut plan: Vec<(usize, usize, u64)> = Vec::with_capacity(legs.len());
         for (from, to, amount) in legs {
-            plan.push((balance_of(*from, &self.accounts), balance_of(*to, &self.accounts), *amount));
+            plan.push((
+                balance_of(*from, &self.accounts),
+                balance_of(*to, &self.accounts),
+                *amount,
+            ));
         }
         for (from, to, amount) in plan {
             let available = balances.get(from).map_or(0, |b| b.1);
-            let after = available.checked_sub(amount).ok_or(Rejection::InsufficientBalance {
-                needed: amount,
-                available,
-            })?;
+            let after = available
+                .checked_sub(amount)
+                .ok_or(Rejection::InsufficientBalance {
+                    needed: amount,
+                    available,
+                })?;
             if let Some(b) = balances.get_mut(from) {
                 b.1 = after;
             }
@@ -389,9 +396,10 @@ impl State {
         let price = listing.price;
         // INVARIANT: holder_share_bps <= 10_000 (checked at registration), so the holder's
         // amount never exceeds the price.
-        let holder_amount =
-            u64::try_from(u128::from(price) * u128::from(listing.holder_share_bps) / u128::from(BASIS_POINTS))
-                .map_err(|_| Rejection::Overflow)?;
+        let holder_amount = u64::try_from(
+            u128::from(price) * u128::from(listing.holder_share_bps) / u128::from(BASIS_POINTS),
+        )
+        .map_err(|_| Rejection::Overflow)?;
         let owner_amount = price - holder_amount.min(price);
         let (holder, owner, listing_id) = (listing.holder, listing.owner, listing.id);
         let available = self.accounts.get(&consumer).map_or(0, |a| a.balance);
@@ -403,7 +411,10 @@ impl State {
         }
         // SC1: consumer pays the holder the whole price; SC2: the holder passes the owner's
         // share on. Both legs settle in this one step or not at all.
-        self.pay(&[(consumer, holder, price), (holder, owner, owner_amount)], changes)?;
+        self.pay(
+            &[(consumer, holder, price), (holder, owner, owner_amount)],
+            changes,
+        )?;
         self.subscriptions.insert(
             (hash, consumer),
             Subscription {
@@ -448,9 +459,7 @@ impl State {
             });
         }
         let grant_id = stx.hash();
-        let expires_at_ms = ctx
-            .timestamp_ms
-            .saturating_add(u64::from(ttl_secs) * 1000);
+        let expires_at_ms = ctx.timestamp_ms.saturating_add(u64::from(ttl_secs) * 1000);
         let log_index = self.log.len();
         let entry = LogEntry::Grant {
             height: ctx.height,

@@ -4,7 +4,9 @@
 //! sparse Merkle root over `(SHA-256(key), SHA-256(value))`.
 
 use bytes::BufMut;
-use commonware_codec::{Buf, Copying, Encode, EncodeSize, Error as CodecError, FixedSize, Read, ReadExt, Write};
+use commonware_codec::{
+    Buf, Copying, Encode, EncodeSize, Error as CodecError, FixedSize, Read, ReadExt, Write,
+};
 use secnet_types::codec::{read_string, string_size, write_string};
 use secnet_types::limits::{MAX_ADDRESS, MAX_DESCRIPTION, MAX_PURPOSE};
 use secnet_types::{AccountId, DataKind, EncryptionKey, GrantId, Hash, TxHash};
@@ -214,13 +216,19 @@ impl StateValue {
         let input = Copying(bytes);
         let err = |e: CodecError| CorruptEntry(format!("value of {key:?}: {e}"));
         Ok(match key {
-            StateKey::Account(_) => StateValue::Account(Account::decode_cfg(input, &()).map_err(err)?),
-            StateKey::Listing(_) => StateValue::Listing(Listing::decode_cfg(input, &()).map_err(err)?),
+            StateKey::Account(_) => {
+                StateValue::Account(Account::decode_cfg(input, &()).map_err(err)?)
+            }
+            StateKey::Listing(_) => {
+                StateValue::Listing(Listing::decode_cfg(input, &()).map_err(err)?)
+            }
             StateKey::Address(_) => StateValue::Address(Hash::decode_cfg(input, &()).map_err(err)?),
             StateKey::Subscription(..) => {
                 StateValue::Subscription(Subscription::decode_cfg(input, &()).map_err(err)?)
             }
-            StateKey::Grant(_) => StateValue::Grant(AccessGrant::decode_cfg(input, &()).map_err(err)?),
+            StateKey::Grant(_) => {
+                StateValue::Grant(AccessGrant::decode_cfg(input, &()).map_err(err)?)
+            }
             StateKey::LogHead => StateValue::LogHead(LogHead::decode_cfg(input, &()).map_err(err)?),
         })
     }
@@ -251,7 +259,14 @@ impl Read for Account {
 
 impl Write for Listing {
     fn write(&self, buf: &mut impl BufMut) {
-        (self.id, self.hash, self.owner, self.holder, self.holder_share_bps).write(buf);
+        (
+            self.id,
+            self.hash,
+            self.owner,
+            self.holder,
+            self.holder_share_bps,
+        )
+            .write(buf);
         write_string(&self.description, buf);
         write_string(&self.address, buf);
         self.price.write(buf);

@@ -4,7 +4,9 @@
 //! `SHA-256(0x00 || bytes)`, so any CT verifier can check inclusion given these bytes.
 
 use bytes::BufMut;
-use commonware_codec::{Buf, Copying, Decode, Encode, EncodeSize, Error as CodecError, Read, ReadExt, Write};
+use commonware_codec::{
+    Buf, Copying, Decode, Encode, EncodeSize, Error as CodecError, Read, ReadExt, Write,
+};
 use secnet_types::codec::{read_string, string_size, write_string};
 use secnet_types::limits::MAX_PURPOSE;
 use secnet_types::{AccessEntry, AccountId, GrantId, Hash, TxHash};

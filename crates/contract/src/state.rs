@@ -120,7 +120,9 @@ impl State {
                 }
                 (StateKey::LogHead, StateValue::LogHead(v)) => log_head = Some(v),
                 (key, _) => {
-                    return Err(CorruptEntry(format!("value of the wrong kind under {key:?}")));
+                    return Err(CorruptEntry(format!(
+                        "value of the wrong kind under {key:?}"
+                    )));
                 }
             }
         }
@@ -161,13 +163,18 @@ impl State {
             .iter()
             .map(|(k, v)| (StateKey::Address(k.clone()), StateValue::Address(*v)));
         let subs = self.subscriptions.iter().map(|((h, a), v)| {
-            (StateKey::Subscription(*h, *a), StateValue::Subscription(v.clone()))
+            (
+                StateKey::Subscription(*h, *a),
+                StateValue::Subscription(v.clone()),
+            )
         });
         let grants = self
             .grants
             .iter()
             .map(|(k, v)| (StateKey::Grant(*k), StateValue::Grant(v.clone())));
-        let head = self.log_head().map(|h| (StateKey::LogHead, StateValue::LogHead(h)));
+        let head = self
+            .log_head()
+            .map(|h| (StateKey::LogHead, StateValue::LogHead(h)));
         accounts
             .chain(listings)
             .chain(addresses)
@@ -236,7 +243,9 @@ impl State {
 
     /// A listing by address.
     pub fn listing_at(&self, address: &str) -> Option<&Listing> {
-        self.addresses.get(address).and_then(|h| self.listings.get(h))
+        self.addresses
+            .get(address)
+            .and_then(|h| self.listings.get(h))
     }
 
     /// All listings.
@@ -246,7 +255,10 @@ impl State {
 
     /// Whether `account` holds a subscription to the current registration of `hash`.
     pub fn is_subscribed(&self, hash: &Hash, account: &AccountId) -> bool {
-        match (self.listings.get(hash), self.subscriptions.get(&(*hash, *account))) {
+        match (
+            self.listings.get(hash),
+            self.subscriptions.get(&(*hash, *account)),
+        ) {
             (Some(listing), Some(sub)) => sub.listing == listing.id,
             _ => false,
         }

@@ -1,8 +1,15 @@
 //! The data contract, transaction by transaction: what each call does and how each is refused.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
 
 mod common;
 
-use common::{Harness, data_hash, register, CHAIN};
+use common::{CHAIN, Harness, data_hash, register};
 use secnet_contract::{State, StateKey};
 use secnet_types::limits::{MAX_DESCRIPTION, MAX_GRANT_TTL_SECS};
 use secnet_types::{
@@ -16,11 +23,17 @@ const CONSUMER: usize = 2;
 const STRANGER: usize = 3;
 
 fn rejected(r: &secnet_types::Receipt) -> Rejection {
-    r.rejection().cloned().unwrap_or_else(|| panic!("expected a rejection, got {:?}", r.outcome))
+    r.rejection()
+        .cloned()
+        .unwrap_or_else(|| panic!("expected a rejection, got {:?}", r.outcome))
 }
 
 fn request(hash: secnet_types::Hash) -> Call {
-    Call::RequestDataWithHash { hash, purpose: "treatment".into(), ttl_secs: 600 }
+    Call::RequestDataWithHash {
+        hash,
+        purpose: "treatment".into(),
+        ttl_secs: 600,
+    }
 }
 
 /// A listing by PATIENT, held by HOLDER with a 30% share, price 100, with CONSUMER subscribed.
@@ -28,8 +41,14 @@ fn listed_and_subscribed() -> (Harness, secnet_types::Hash) {
     let mut h = Harness::new(4, 1_000);
     let d = data_hash(1);
     let holder = h.id(HOLDER);
-    assert!(h.run(PATIENT, register(d, "pdc://hb/alice/1", 100, holder, 3_000)).is_applied());
-    assert!(h.run(CONSUMER, Call::SubscribeData { hash: d }).is_applied());
+    assert!(
+        h.run(PATIENT, register(d, "pdc://hb/alice/1", 100, holder, 3_000))
+            .is_applied()
+    );
+    assert!(
+        h.run(CONSUMER, Call::SubscribeData { hash: d })
+            .is_applied()
+    );
     (h, d)
 }
 
@@ -38,7 +57,16 @@ fn transfer_moves_value_and_bumps_nonce() {
     let mut h = Harness::new(2, 500);
     let to = h.id(1);
     let r = h.run(0, Call::Transfer { to, amount: 120 });
-    assert_eq!(r.outcome, Outcome::Applied { events: vec![Event::Transfer { from: h.id(0), to, amount: 120 }] });
+    assert_eq!(
+        r.outcome,
+        Outcome::Applied {
+            events: vec![Event::Transfer {
+                from: h.id(0),
+                to,
+                amount: 120
+            }]
+        }
+    );
     assert_eq!((h.balance(0), h.balance(1)), (380, 620));
     assert_eq!(h.state.account(&h.id(0)).nonce, 1);
 }
@@ -67,23 +95,61 @@ fn subscribers_get_time_limited_grants_by_hash_or_address() {
     assert_eq!(grant.expires_at_ms, out.tip.timestamp_ms + 600_000);
     assert_eq!(out.log_leaves.len(), 1);
 
-    let by_address = h.run(CONSUMER, Call::RequestDataWithAddress {
-        address: "pdc://hb/alice/1".into(), purpose: "research".into(), ttl_secs: 60,
-    });
+    let by_address = h.run(
+        CONSUMER,
+        Call::RequestDataWithAddress {
+            address: "pdc://hb/alice/1".into(),
+            purpose: "research".into(),
+            ttl_secs: 60,
+        },
+    );
     assert!(by_address.is_applied());
-    let unknown = h.run(CONSUMER, Call::RequestDataWithAddress {
-        address: "pdc://nowhere".into(), purpose: "research".into(), ttl_secs: 60,
-    });
-    assert_eq!(rejected(&unknown), Rejection::UnknownAddress { address: "pdc://nowhere".into() });
+    let unknown = h.run(
+        CONSUMER,
+        Call::RequestDataWithAddress {
+            address: "pdc://nowhere".into(),
+            purpose: "research".into(),
+            ttl_secs: 60,
+        },
+    );
+    assert_eq!(
+        rejected(&unknown),
+        Rejection::UnknownAddress {
+            address: "pdc://nowhere".into()
+        }
+    );
 }
 
 #[test]
 fn non_subscribers_and_bad_lifetimes_get_no_grant() {
     let (mut h, d) = listed_and_subscribed();
-    assert_eq!(rejected(&h.run(STRANGER, request(d))), Rejection::NotSubscribed { hash: d });
-    let zero = h.run(CONSUMER, Call::RequestDataWithHash { hash: d, purpose: "x".into(), ttl_secs: 0 });
-    assert_eq!(rejected(&zero), Rejection::TtlOutOfRange { ttl_secs: 0, max: MAX_GRANT_TTL_SECS });
-    let long = h.run(CONSUMER, Call::RequestDataWithHash { hash: d, purpose: "x".into(), ttl_secs: MAX_GRANT_TTL_SECS + 1 });
+    assert_eq!(
+        rejected(&h.run(STRANGER, request(d))),
+        Rejection::NotSubscribed { hash: d }
+    );
+    let zero = h.run(
+        CONSUMER,
+        Call::RequestDataWithHash {
+            hash: d,
+            purpose: "x".into(),
+            ttl_secs: 0,
+        },
+    );
+    assert_eq!(
+        rejected(&zero),
+        Rejection::TtlOutOfRange {
+            ttl_secs: 0,
+            max: MAX_GRANT_TTL_SECS
+        }
+    );
+    let long = h.run(
+        CONSUMER,
+        Call::RequestDataWithHash {
+            hash: d,
+            purpose: "x".into(),
+            ttl_secs: MAX_GRANT_TTL_SECS + 1,
+        },
+    );
     assert!(matches!(rejected(&long), Rejection::TtlOutOfRange { .. }));
     assert_eq!(h.state.grants().count(), 0);
     assert!(h.state.log().is_empty());
@@ -92,16 +158,31 @@ fn non_subscribers_and_bad_lifetimes_get_no_grant() {
 #[test]
 fn only_the_owner_withdraws_and_then_no_grants() {
     let (mut h, d) = listed_and_subscribed();
-    assert_eq!(rejected(&h.run(CONSUMER, Call::WithdrawData { hash: d })), Rejection::NotOwner { hash: d });
+    assert_eq!(
+        rejected(&h.run(CONSUMER, Call::WithdrawData { hash: d })),
+        Rejection::NotOwner { hash: d }
+    );
     assert!(h.run(PATIENT, Call::WithdrawData { hash: d }).is_applied());
     assert!(h.state.listing(&d).is_none());
     assert!(h.state.listing_at("pdc://hb/alice/1").is_none());
-    assert_eq!(rejected(&h.run(CONSUMER, request(d))), Rejection::UnknownData { hash: d });
+    assert_eq!(
+        rejected(&h.run(CONSUMER, request(d))),
+        Rejection::UnknownData { hash: d }
+    );
     // Registering again is a new listing: the old subscription does not carry over.
     let holder = h.id(HOLDER);
-    assert!(h.run(PATIENT, register(d, "pdc://hb/alice/1", 100, holder, 3_000)).is_applied());
-    assert_eq!(rejected(&h.run(CONSUMER, request(d))), Rejection::NotSubscribed { hash: d });
-    assert!(h.run(CONSUMER, Call::SubscribeData { hash: d }).is_applied());
+    assert!(
+        h.run(PATIENT, register(d, "pdc://hb/alice/1", 100, holder, 3_000))
+            .is_applied()
+    );
+    assert_eq!(
+        rejected(&h.run(CONSUMER, request(d))),
+        Rejection::NotSubscribed { hash: d }
+    );
+    assert!(
+        h.run(CONSUMER, Call::SubscribeData { hash: d })
+            .is_applied()
+    );
     assert!(h.run(CONSUMER, request(d)).is_applied());
 }
 
@@ -109,12 +190,23 @@ fn only_the_owner_withdraws_and_then_no_grants() {
 fn hashes_and_addresses_register_once() {
     let (mut h, d) = listed_and_subscribed();
     let holder = h.id(HOLDER);
-    assert_eq!(rejected(&h.run(STRANGER, register(d, "other", 1, holder, 0))), Rejection::AlreadyRegistered { hash: d });
     assert_eq!(
-        rejected(&h.run(STRANGER, register(data_hash(2), "pdc://hb/alice/1", 1, holder, 0))),
-        Rejection::AddressTaken { address: "pdc://hb/alice/1".into() }
+        rejected(&h.run(STRANGER, register(d, "other", 1, holder, 0))),
+        Rejection::AlreadyRegistered { hash: d }
     );
-    assert_eq!(rejected(&h.run(STRANGER, register(data_hash(3), "a", 1, holder, 10_001))), Rejection::InvalidShare { bps: 10_001 });
+    assert_eq!(
+        rejected(&h.run(
+            STRANGER,
+            register(data_hash(2), "pdc://hb/alice/1", 1, holder, 0)
+        )),
+        Rejection::AddressTaken {
+            address: "pdc://hb/alice/1".into()
+        }
+    );
+    assert_eq!(
+        rejected(&h.run(STRANGER, register(data_hash(3), "a", 1, holder, 10_001))),
+        Rejection::InvalidShare { bps: 10_001 }
+    );
 }
 
 #[test]
@@ -125,12 +217,30 @@ fn oversized_and_empty_fields_are_refused() {
     if let Call::RegisterData(r) = &mut call {
         r.description = "x".repeat(MAX_DESCRIPTION + 1);
     }
-    assert_eq!(rejected(&h.run(0, call)), Rejection::FieldTooLong { field: "description".into(), max: MAX_DESCRIPTION as u32 });
+    assert_eq!(
+        rejected(&h.run(0, call)),
+        Rejection::FieldTooLong {
+            field: "description".into(),
+            max: MAX_DESCRIPTION as u32
+        }
+    );
     let empty = Call::RegisterData(RegisterData {
-        hash: data_hash(2), description: "d".into(), address: "a2".into(), price: 0,
-        kind: DataKind::SecurityRule { category: String::new() }, holder, holder_share_bps: 0,
+        hash: data_hash(2),
+        description: "d".into(),
+        address: "a2".into(),
+        price: 0,
+        kind: DataKind::SecurityRule {
+            category: String::new(),
+        },
+        holder,
+        holder_share_bps: 0,
     });
-    assert_eq!(rejected(&h.run(0, empty)), Rejection::EmptyField { field: "category".into() });
+    assert_eq!(
+        rejected(&h.run(0, empty)),
+        Rejection::EmptyField {
+            field: "category".into()
+        }
+    );
     assert_eq!(h.state.listings().count(), 0);
 }
 
@@ -140,7 +250,13 @@ fn too_little_balance_changes_nothing_but_the_nonce() {
     let root_before_accounts = (h.balance(0), h.balance(1));
     let to = h.id(1);
     let r = h.run(0, Call::Transfer { to, amount: 51 });
-    assert_eq!(rejected(&r), Rejection::InsufficientBalance { needed: 51, available: 50 });
+    assert_eq!(
+        rejected(&r),
+        Rejection::InsufficientBalance {
+            needed: 51,
+            available: 50
+        }
+    );
     assert_eq!((h.balance(0), h.balance(1)), root_before_accounts);
     assert_eq!(h.state.account(&h.id(0)).nonce, 1);
 }
@@ -153,16 +269,51 @@ fn replays_gaps_other_chains_and_forgeries_are_refused_without_a_trace() {
     h.block(vec![first.clone()]);
     // Replay.
     let out = h.block(vec![first]);
-    assert_eq!(rejected(&out.receipts[0]), Rejection::BadNonce { expected: 1, got: 0 });
+    assert_eq!(
+        rejected(&out.receipts[0]),
+        Rejection::BadNonce {
+            expected: 1,
+            got: 0
+        }
+    );
     // Gap.
     let sender = h.id(0);
-    let gap = Transaction { chain_id: CHAIN.into(), sender, nonce: 5, call: Call::Transfer { to, amount: 1 } }.sign(&h.keys[0]);
-    assert_eq!(rejected(&h.block(vec![gap]).receipts[0]), Rejection::BadNonce { expected: 1, got: 5 });
+    let gap = Transaction {
+        chain_id: CHAIN.into(),
+        sender,
+        nonce: 5,
+        call: Call::Transfer { to, amount: 1 },
+    }
+    .sign(&h.keys[0]);
+    assert_eq!(
+        rejected(&h.block(vec![gap]).receipts[0]),
+        Rejection::BadNonce {
+            expected: 1,
+            got: 5
+        }
+    );
     // Another network.
-    let other = Transaction { chain_id: "other-net".into(), sender, nonce: 1, call: Call::Transfer { to, amount: 1 } }.sign(&h.keys[0]);
-    assert_eq!(rejected(&h.block(vec![other]).receipts[0]), Rejection::WrongChain { expected: CHAIN.into(), got: "other-net".into() });
+    let other = Transaction {
+        chain_id: "other-net".into(),
+        sender,
+        nonce: 1,
+        call: Call::Transfer { to, amount: 1 },
+    }
+    .sign(&h.keys[0]);
+    assert_eq!(
+        rejected(&h.block(vec![other]).receipts[0]),
+        Rejection::WrongChain {
+            expected: CHAIN.into(),
+            got: "other-net".into()
+        }
+    );
     // Signed by someone else.
-    let forged_tx = Transaction { chain_id: CHAIN.into(), sender, nonce: 1, call: Call::Transfer { to, amount: 40 } };
+    let forged_tx = Transaction {
+        chain_id: CHAIN.into(),
+        sender,
+        nonce: 1,
+        call: Call::Transfer { to, amount: 40 },
+    };
     let forged = forged_tx.sign(&h.keys[1]);
     let out = h.block(vec![forged]);
     assert_eq!(rejected(&out.receipts[0]), Rejection::BadSignature);
@@ -179,7 +330,10 @@ fn one_bad_signature_does_not_taint_the_batch() {
     let good0 = h.tx(0, Call::Transfer { to, amount: 1 });
     let good1 = h.tx(1, Call::Transfer { to, amount: 2 });
     let tampered = SignedTransaction::new(
-        Transaction { nonce: 1, ..good0.tx().clone() },
+        Transaction {
+            nonce: 1,
+            ..good0.tx().clone()
+        },
         Signature([7u8; 64]),
     );
     let out = h.block(vec![good0, tampered, good1]);
@@ -195,21 +349,81 @@ fn holders_record_deliveries_and_refusals() {
     h.block(vec![grant_tx]);
     let consumer = h.id(CONSUMER);
     let stranger = h.id(STRANGER);
-    let delivered = AccessEntry { data: d, grant: Some(grant), requester: consumer, decision: AccessDecision::Delivered, score_ppm: 1_200, at_ms: 1 };
-    let refused = AccessEntry { data: d, grant: None, requester: stranger, decision: AccessDecision::Refused(RefusalReason::NotSubscribed), score_ppm: 0, at_ms: 2 };
-    let r = h.run(HOLDER, Call::RecordAccess { entries: vec![delivered.clone(), refused.clone()] });
-    assert_eq!(r.outcome, Outcome::Applied { events: vec![Event::Logged { first_index: 1, count: 2 }] });
+    let delivered = AccessEntry {
+        data: d,
+        grant: Some(grant),
+        requester: consumer,
+        decision: AccessDecision::Delivered,
+        score_ppm: 1_200,
+        at_ms: 1,
+    };
+    let refused = AccessEntry {
+        data: d,
+        grant: None,
+        requester: stranger,
+        decision: AccessDecision::Refused(RefusalReason::NotSubscribed),
+        score_ppm: 0,
+        at_ms: 2,
+    };
+    let r = h.run(
+        HOLDER,
+        Call::RecordAccess {
+            entries: vec![delivered.clone(), refused.clone()],
+        },
+    );
+    assert_eq!(
+        r.outcome,
+        Outcome::Applied {
+            events: vec![Event::Logged {
+                first_index: 1,
+                count: 2
+            }]
+        }
+    );
     assert_eq!(h.state.log().len(), 3);
 
     // Not the holder.
-    assert_eq!(rejected(&h.run(STRANGER, Call::RecordAccess { entries: vec![refused.clone()] })), Rejection::NotHolder { hash: d });
+    assert_eq!(
+        rejected(&h.run(
+            STRANGER,
+            Call::RecordAccess {
+                entries: vec![refused.clone()]
+            }
+        )),
+        Rejection::NotHolder { hash: d }
+    );
     // A grant presented for someone else.
-    let wrong = AccessEntry { requester: stranger, ..delivered.clone() };
-    assert_eq!(rejected(&h.run(HOLDER, Call::RecordAccess { entries: vec![refused, wrong] })), Rejection::GrantMismatch { grant });
+    let wrong = AccessEntry {
+        requester: stranger,
+        ..delivered.clone()
+    };
+    assert_eq!(
+        rejected(&h.run(
+            HOLDER,
+            Call::RecordAccess {
+                entries: vec![refused, wrong]
+            }
+        )),
+        Rejection::GrantMismatch { grant }
+    );
     assert_eq!(h.state.log().len(), 3, "a refused batch appends nothing");
-    let bad_score = AccessEntry { score_ppm: 1_000_001, ..delivered };
-    assert!(matches!(rejected(&h.run(HOLDER, Call::RecordAccess { entries: vec![bad_score] })), Rejection::ScoreOutOfRange { .. }));
-    assert!(matches!(rejected(&h.run(HOLDER, Call::RecordAccess { entries: vec![] })), Rejection::EmptyField { .. }));
+    let bad_score = AccessEntry {
+        score_ppm: 1_000_001,
+        ..delivered
+    };
+    assert!(matches!(
+        rejected(&h.run(
+            HOLDER,
+            Call::RecordAccess {
+                entries: vec![bad_score]
+            }
+        )),
+        Rejection::ScoreOutOfRange { .. }
+    ));
+    assert!(matches!(
+        rejected(&h.run(HOLDER, Call::RecordAccess { entries: vec![] })),
+        Rejection::EmptyField { .. }
+    ));
 }
 
 #[test]
@@ -230,7 +444,9 @@ fn every_kind_of_entry_is_provable_and_absence_too() {
     for key in keys {
         let proof = h.state.prove(&key);
         assert!(proof.value.is_some(), "{key:?} present");
-        proof.verify(&root).unwrap_or_else(|e| panic!("{key:?}: {e}"));
+        proof
+            .verify(&root)
+            .unwrap_or_else(|e| panic!("{key:?}: {e}"));
         assert!(proof.decoded_value().is_some());
     }
     let absent = h.state.prove(&StateKey::Listing(data_hash(99)));
@@ -248,13 +464,33 @@ fn malformed_blocks_are_refused_whole() {
     let tx = h.tx(0, Call::Transfer { to, amount: 1 });
     let tip = h.state.tip();
     let before = h.state.state_root();
-    let wrong_height = Block::new(tip.height + 2, tip.block_hash, tip.timestamp_ms, vec![tx.clone()]);
+    let wrong_height = Block::new(
+        tip.height + 2,
+        tip.block_hash,
+        tip.timestamp_ms,
+        vec![tx.clone()],
+    );
     assert!(h.state.apply_block(&wrong_height).is_err());
-    let wrong_parent = Block::new(tip.height + 1, data_hash(5), tip.timestamp_ms, vec![tx.clone()]);
+    let wrong_parent = Block::new(
+        tip.height + 1,
+        data_hash(5),
+        tip.timestamp_ms,
+        vec![tx.clone()],
+    );
     assert!(h.state.apply_block(&wrong_parent).is_err());
-    let back_in_time = Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms - 1, vec![tx.clone()]);
+    let back_in_time = Block::new(
+        tip.height + 1,
+        tip.block_hash,
+        tip.timestamp_ms - 1,
+        vec![tx.clone()],
+    );
     assert!(h.state.apply_block(&back_in_time).is_err());
-    let mut lying_body = Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms, vec![tx.clone()]);
+    let mut lying_body = Block::new(
+        tip.height + 1,
+        tip.block_hash,
+        tip.timestamp_ms,
+        vec![tx.clone()],
+    );
     lying_body.txs.push(tx);
     assert!(h.state.apply_block(&lying_body).is_err());
     assert_eq!(h.state.state_root(), before);
@@ -265,7 +501,10 @@ fn malformed_blocks_are_refused_whole() {
 fn state_rebuilt_from_its_entries_has_the_same_root() {
     let (mut h, d) = listed_and_subscribed();
     h.run(CONSUMER, request(d));
-    let logs: Vec<[u8; 32]> = (0..h.state.log().len()).map(|i| h.state.log().leaf_hash_at(i).unwrap()).collect();
-    let rebuilt = State::from_entries(CHAIN.into(), h.state.tip(), h.state.entries(), logs).unwrap();
+    let logs: Vec<[u8; 32]> = (0..h.state.log().len())
+        .map(|i| h.state.log().leaf_hash_at(i).unwrap())
+        .collect();
+    let rebuilt =
+        State::from_entries(CHAIN.into(), h.state.tip(), h.state.entries(), logs).unwrap();
     assert_eq!(rebuilt.state_root(), h.state.state_root());
 }

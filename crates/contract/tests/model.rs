@@ -4,10 +4,17 @@
 //! balances and nonces equal the model's, the sum of balances equals genesis, only owners
 //! withdraw, nobody is charged twice, replays are refused, and replaying the same blocks
 //! from genesis (or rebuilding from the stored entries) gives the same state root.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
 
 mod common;
 
-use common::{Harness, data_hash, register, CHAIN};
+use common::{CHAIN, Harness, data_hash, register};
 use proptest::prelude::*;
 use secnet_contract::State;
 use secnet_types::{Call, SignedTransaction, Transaction};
@@ -18,31 +25,85 @@ const GENESIS_BALANCE: u64 = 1_000;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Transfer { from: usize, to: usize, amount: u64 },
-    Register { sender: usize, data: u64, addr: u8, price: u64, holder: usize, share: u16 },
-    Withdraw { sender: usize, data: u64 },
-    Subscribe { sender: usize, data: u64 },
-    Request { sender: usize, data: u64, by_address: bool },
-    Replay { index: usize },
-    WrongChain { sender: usize },
+    Transfer {
+        from: usize,
+        to: usize,
+        amount: u64,
+    },
+    Register {
+        sender: usize,
+        data: u64,
+        addr: u8,
+        price: u64,
+        holder: usize,
+        share: u16,
+    },
+    Withdraw {
+        sender: usize,
+        data: u64,
+    },
+    Subscribe {
+        sender: usize,
+        data: u64,
+    },
+    Request {
+        sender: usize,
+        data: u64,
+        by_address: bool,
+    },
+    Replay {
+        index: usize,
+    },
+    WrongChain {
+        sender: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let acct = 0..ACCOUNTS;
     prop_oneof![
-        (acct.clone(), acct.clone(), 0u64..700).prop_map(|(from, to, amount)| Op::Transfer { from, to, amount }),
-        (acct.clone(), 0u64..3, 0u8..3, 0u64..400, acct.clone(), prop_oneof![0u16..=10_000, Just(10_001)])
-            .prop_map(|(sender, data, addr, price, holder, share)| Op::Register { sender, data, addr, price, holder, share }),
+        (acct.clone(), acct.clone(), 0u64..700).prop_map(|(from, to, amount)| Op::Transfer {
+            from,
+            to,
+            amount
+        }),
+        (
+            acct.clone(),
+            0u64..3,
+            0u8..3,
+            0u64..400,
+            acct.clone(),
+            prop_oneof![0u16..=10_000, Just(10_001)]
+        )
+            .prop_map(|(sender, data, addr, price, holder, share)| Op::Register {
+                sender,
+                data,
+                addr,
+                price,
+                holder,
+                share
+            }),
         (acct.clone(), 0u64..3).prop_map(|(sender, data)| Op::Withdraw { sender, data }),
         (acct.clone(), 0u64..3).prop_map(|(sender, data)| Op::Subscribe { sender, data }),
-        (acct.clone(), 0u64..3, any::<bool>()).prop_map(|(sender, data, by_address)| Op::Request { sender, data, by_address }),
+        (acct.clone(), 0u64..3, any::<bool>()).prop_map(|(sender, data, by_address)| Op::Request {
+            sender,
+            data,
+            by_address
+        }),
         (0usize..1000).prop_map(|index| Op::Replay { index }),
         acct.prop_map(|sender| Op::WrongChain { sender }),
     ]
 }
 
 #[derive(Debug, Clone)]
-struct ModelListing { owner: usize, holder: usize, share: u16, price: u64, addr: u8, registration: u64 }
+struct ModelListing {
+    owner: usize,
+    holder: usize,
+    share: u16,
+    price: u64,
+    addr: u8,
+    registration: u64,
+}
 
 #[derive(Default)]
 struct Model {
@@ -62,26 +123,55 @@ impl Model {
     fn apply(&mut self, op: &Op) -> bool {
         match *op {
             Op::Transfer { from, to, amount } => {
-                if self.balances[&from] < amount { return false; }
+                if self.balances[&from] < amount {
+                    return false;
+                }
                 *self.balances.get_mut(&from).unwrap() -= amount;
                 *self.balances.get_mut(&to).unwrap() += amount;
                 true
             }
-            Op::Register { sender, data, addr, price, holder, share } => {
-                if share > 10_000 || self.listings.contains_key(&data) || self.listings.values().any(|l| l.addr == addr) {
+            Op::Register {
+                sender,
+                data,
+                addr,
+                price,
+                holder,
+                share,
+            } => {
+                if share > 10_000
+                    || self.listings.contains_key(&data)
+                    || self.listings.values().any(|l| l.addr == addr)
+                {
                     return false;
                 }
                 self.registrations += 1;
-                self.listings.insert(data, ModelListing { owner: sender, holder, share, price, addr, registration: self.registrations });
+                self.listings.insert(
+                    data,
+                    ModelListing {
+                        owner: sender,
+                        holder,
+                        share,
+                        price,
+                        addr,
+                        registration: self.registrations,
+                    },
+                );
                 true
             }
             Op::Withdraw { sender, data } => match self.listings.get(&data) {
-                Some(l) if l.owner == sender => { self.listings.remove(&data); true }
+                Some(l) if l.owner == sender => {
+                    self.listings.remove(&data);
+                    true
+                }
                 _ => false,
             },
             Op::Subscribe { sender, data } => {
-                let Some(l) = self.listings.get(&data).cloned() else { return false };
-                if self.subscribed(data, sender) || self.balances[&sender] < l.price { return false; }
+                let Some(l) = self.listings.get(&data).cloned() else {
+                    return false;
+                };
+                if self.subscribed(data, sender) || self.balances[&sender] < l.price {
+                    return false;
+                }
                 let holder_amount = l.price * u64::from(l.share) / 10_000;
                 *self.balances.get_mut(&sender).unwrap() -= l.price;
                 *self.balances.get_mut(&l.holder).unwrap() += holder_amount;
@@ -101,19 +191,61 @@ fn addr(a: u8) -> String {
 
 fn call_for(h: &Harness, op: &Op) -> (usize, Call) {
     match *op {
-        Op::Transfer { from, to, amount } => (from, Call::Transfer { to: h.id(to), amount }),
-        Op::Register { sender, data, addr: a, price, holder, share } => {
-            (sender, register(data_hash(data), &addr(a), price, h.id(holder), share))
-        }
-        Op::Withdraw { sender, data } => (sender, Call::WithdrawData { hash: data_hash(data) }),
-        Op::Subscribe { sender, data } => (sender, Call::SubscribeData { hash: data_hash(data) }),
-        Op::Request { sender, data, by_address } => {
+        Op::Transfer { from, to, amount } => (
+            from,
+            Call::Transfer {
+                to: h.id(to),
+                amount,
+            },
+        ),
+        Op::Register {
+            sender,
+            data,
+            addr: a,
+            price,
+            holder,
+            share,
+        } => (
+            sender,
+            register(data_hash(data), &addr(a), price, h.id(holder), share),
+        ),
+        Op::Withdraw { sender, data } => (
+            sender,
+            Call::WithdrawData {
+                hash: data_hash(data),
+            },
+        ),
+        Op::Subscribe { sender, data } => (
+            sender,
+            Call::SubscribeData {
+                hash: data_hash(data),
+            },
+        ),
+        Op::Request {
+            sender,
+            data,
+            by_address,
+        } => {
             // Ask by address when the listing is known before this block; the model's answer
             // is the same either way, since an address resolves to exactly one listing.
             let listing = h.state.listing(&data_hash(data));
             match (by_address, listing) {
-                (true, Some(l)) => (sender, Call::RequestDataWithAddress { address: l.address.clone(), purpose: "p".into(), ttl_secs: 60 }),
-                _ => (sender, Call::RequestDataWithHash { hash: data_hash(data), purpose: "p".into(), ttl_secs: 60 }),
+                (true, Some(l)) => (
+                    sender,
+                    Call::RequestDataWithAddress {
+                        address: l.address.clone(),
+                        purpose: "p".into(),
+                        ttl_secs: 60,
+                    },
+                ),
+                _ => (
+                    sender,
+                    Call::RequestDataWithHash {
+                        hash: data_hash(data),
+                        purpose: "p".into(),
+                        ttl_secs: 60,
+                    },
+                ),
             }
         }
         Op::Replay { .. } | Op::WrongChain { .. } => unreachable!(),

@@ -89,7 +89,11 @@ impl ConsistencyProof {
 
 impl Ledger {
     /// An inclusion proof for leaf `index` in the log of `size` leaves (default: all).
-    pub fn inclusion_proof(&self, index: u64, size: Option<u64>) -> Result<InclusionProof, LedgerError> {
+    pub fn inclusion_proof(
+        &self,
+        index: u64,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, LedgerError> {
         let log = self.state().log();
         let size = size.unwrap_or(log.len());
         let audit_path = log.inclusion_proof(index, size)?;
@@ -107,7 +111,11 @@ impl Ledger {
     }
 
     /// A consistency proof between two sizes of the log.
-    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<ConsistencyProof, LedgerError> {
+    pub fn consistency_proof(
+        &self,
+        first: u64,
+        second: u64,
+    ) -> Result<ConsistencyProof, LedgerError> {
         let log = self.state().log();
         let proof = log.consistency_proof(first, second)?;
         Ok(ConsistencyProof {

@@ -67,7 +67,11 @@ fn key_id(name: &str, key: &AccountId) -> [u8; 4] {
 pub fn verifier_key(name: &str, key: &AccountId) -> String {
     let mut raw = vec![0x01];
     raw.extend_from_slice(key.as_bytes());
-    format!("{name}+{}+{}", hex::encode(key_id(name, key)), B64.encode(raw))
+    format!(
+        "{name}+{}+{}",
+        hex::encode(key_id(name, key)),
+        B64.encode(raw)
+    )
 }
 
 impl Checkpoint {
@@ -94,13 +98,19 @@ impl Checkpoint {
     }
 
     /// Parses and verifies a signed note against the key `name`/`key`.
-    pub fn verify_note(note: &str, name: &str, key: &AccountId) -> Result<Checkpoint, CheckpointError> {
-        let (body, sigs) = note
-            .split_once("\n\n")
-            .ok_or(CheckpointError::Malformed("no blank line before the signatures"))?;
+    pub fn verify_note(
+        note: &str,
+        name: &str,
+        key: &AccountId,
+    ) -> Result<Checkpoint, CheckpointError> {
+        let (body, sigs) = note.split_once("\n\n").ok_or(CheckpointError::Malformed(
+            "no blank line before the signatures",
+        ))?;
         let body = format!("{body}\n");
         let mut lines = body.lines();
-        let origin = lines.next().ok_or(CheckpointError::Malformed("no origin line"))?;
+        let origin = lines
+            .next()
+            .ok_or(CheckpointError::Malformed("no origin line"))?;
         let tree_size = lines
             .next()
             .and_then(|l| l.parse::<u64>().ok())
@@ -109,7 +119,9 @@ impl Checkpoint {
             .next()
             .and_then(|l| B64.decode(l).ok())
             .and_then(|b| b.try_into().ok())
-            .ok_or(CheckpointError::Malformed("root hash is not 32 bytes of base64"))?;
+            .ok_or(CheckpointError::Malformed(
+                "root hash is not 32 bytes of base64",
+            ))?;
         let want_id = key_id(name, key);
         for line in sigs.lines() {
             let Some(rest) = line.strip_prefix("\u{2014} ") else {
@@ -153,7 +165,10 @@ mod tests {
         };
         let signed = cp.sign("node0", &key);
         assert!(signed.note.starts_with("secnet/test/access-log\n12\n"));
-        assert_eq!(Checkpoint::verify_note(&signed.note, "node0", &key.account()), Ok(cp));
+        assert_eq!(
+            Checkpoint::verify_note(&signed.note, "node0", &key.account()),
+            Ok(cp)
+        );
         let tampered = signed.note.replace("\n12\n", "\n13\n");
         assert_eq!(
             Checkpoint::verify_note(&tampered, "node0", &key.account()),

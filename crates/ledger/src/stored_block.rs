@@ -1,7 +1,9 @@
 //! A block as stored: the block, its receipts and the state root after it.
 
 use bytes::BufMut;
-use commonware_codec::{Buf, Copying, Decode, Encode, EncodeSize, Error as CodecError, Read, ReadExt, Write};
+use commonware_codec::{
+    Buf, Copying, Decode, Encode, EncodeSize, Error as CodecError, Read, ReadExt, Write,
+};
 use secnet_types::codec::read_vec_bounded;
 use secnet_types::limits::MAX_BLOCK_TXS;
 use secnet_types::{Block, Hash, Receipt};
@@ -54,7 +56,10 @@ impl Read for StoredBlock {
     type Cfg = ();
     fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
         if u8::read(buf)? != STORED_BLOCK_VERSION {
-            return Err(CodecError::Invalid("stored block", "unknown format version"));
+            return Err(CodecError::Invalid(
+                "stored block",
+                "unknown format version",
+            ));
         }
         Ok(StoredBlock {
             block: Block::read(buf)?,

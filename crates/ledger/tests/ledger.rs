@@ -1,4 +1,11 @@
 //! The durable ledger: reopening, refusing foreign or tampered directories, audit proofs.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
 
 use redb::{Database, ReadableTable, TableDefinition};
 use secnet_contract::StateKey;
@@ -9,14 +16,22 @@ use secnet_types::{
 };
 
 fn keys() -> Vec<Keypair> {
-    (0..3).map(|i| Keypair::deterministic("ledger-test", i)).collect()
+    (0..3)
+        .map(|i| Keypair::deterministic("ledger-test", i))
+        .collect()
 }
 
 fn genesis(chain: &str) -> Genesis {
     Genesis {
         chain_id: chain.into(),
         genesis_time_ms: 1_000,
-        allocations: keys().iter().map(|k| Allocation { account: k.account(), balance: 1_000 }).collect(),
+        allocations: keys()
+            .iter()
+            .map(|k| Allocation {
+                account: k.account(),
+                balance: 1_000,
+            })
+            .collect(),
         validators: vec![],
     }
 }
@@ -26,32 +41,72 @@ fn run_story(ledger: &mut Ledger, n: u64) {
     let k = keys();
     let mut nonces = [0u64; 3];
     let mut tx = |i: usize, call: Call| {
-        let t = Transaction { chain_id: "ledger-test".into(), sender: k[i].account(), nonce: nonces[i], call };
+        let t = Transaction {
+            chain_id: "ledger-test".into(),
+            sender: k[i].account(),
+            nonce: nonces[i],
+            call,
+        };
         nonces[i] += 1;
         t.sign(&k[i])
     };
     let data = Hash::digest(b"record");
     let story = vec![
-        vec![tx(0, Call::RegisterData(RegisterData {
-            hash: data, description: "record".into(), address: "pdc://1/record".into(), price: 10,
-            kind: DataKind::UserData, holder: k[1].account(), holder_share_bps: 5_000,
-        }))],
+        vec![tx(
+            0,
+            Call::RegisterData(RegisterData {
+                hash: data,
+                description: "record".into(),
+                address: "pdc://1/record".into(),
+                price: 10,
+                kind: DataKind::UserData,
+                holder: k[1].account(),
+                holder_share_bps: 5_000,
+            }),
+        )],
         vec![tx(2, Call::SubscribeData { hash: data })],
-        vec![tx(2, Call::RequestDataWithHash { hash: data, purpose: "study".into(), ttl_secs: 60 })],
+        vec![tx(
+            2,
+            Call::RequestDataWithHash {
+                hash: data,
+                purpose: "study".into(),
+                ttl_secs: 60,
+            },
+        )],
     ];
     let mut blocks = story;
     let grant = blocks[2][0].hash();
-    blocks.push(vec![tx(1, Call::RecordAccess { entries: vec![AccessEntry {
-        data, grant: Some(grant), requester: k[2].account(), decision: AccessDecision::Delivered, score_ppm: 10, at_ms: 5,
-    }] })]);
+    blocks.push(vec![tx(
+        1,
+        Call::RecordAccess {
+            entries: vec![AccessEntry {
+                data,
+                grant: Some(grant),
+                requester: k[2].account(),
+                decision: AccessDecision::Delivered,
+                score_ppm: 10,
+                at_ms: 5,
+            }],
+        },
+    )]);
     for i in 0..n {
-        blocks.push(vec![tx((i % 3) as usize, Call::Transfer { to: k[((i + 1) % 3) as usize].account(), amount: 1 })]);
+        blocks.push(vec![tx(
+            (i % 3) as usize,
+            Call::Transfer {
+                to: k[((i + 1) % 3) as usize].account(),
+                amount: 1,
+            },
+        )]);
     }
     for txs in blocks {
         let tip = ledger.state().tip();
         let block = Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms + 1, txs);
         let out = ledger.apply_block(&block).unwrap();
-        assert!(out.receipts.iter().all(|r| r.is_applied()), "{:?}", out.receipts);
+        assert!(
+            out.receipts.iter().all(|r| r.is_applied()),
+            "{:?}",
+            out.receipts
+        );
     }
 }
 
@@ -62,7 +117,11 @@ fn reopening_restores_the_same_state_blocks_and_log() {
     let (root, tip, checkpoint) = {
         let mut ledger = Ledger::open(dir.path(), &g).unwrap();
         run_story(&mut ledger, 20);
-        (ledger.state().state_root(), ledger.state().tip(), ledger.checkpoint())
+        (
+            ledger.state().state_root(),
+            ledger.state().tip(),
+            ledger.checkpoint(),
+        )
     };
     let ledger = Ledger::open(dir.path(), &g).unwrap();
     assert_eq!(ledger.state().state_root(), root);
@@ -79,7 +138,11 @@ fn reopening_restores_the_same_state_blocks_and_log() {
         ledger.inclusion_proof(i, None).unwrap().verify().unwrap();
     }
     ledger.consistency_proof(1, 2).unwrap().verify().unwrap();
-    ledger.state().prove(&StateKey::Account(keys()[0].account())).verify(&root).unwrap();
+    ledger
+        .state()
+        .prove(&StateKey::Account(keys()[0].account()))
+        .verify(&root)
+        .unwrap();
 }
 
 #[test]
@@ -125,7 +188,10 @@ fn checkpoints_sign_the_log_head() {
     let signed = ledger.checkpoint().sign("node0", &key);
     let cp = Checkpoint::verify_note(&signed.note, "node0", &key.account()).unwrap();
     assert_eq!(cp.tree_size, 2);
-    assert_eq!(cp.root_hash, ledger.inclusion_proof(0, None).unwrap().root_hash);
+    assert_eq!(
+        cp.root_hash,
+        ledger.inclusion_proof(0, None).unwrap().root_hash
+    );
 }
 
 #[test]
@@ -133,6 +199,12 @@ fn proofs_beyond_the_log_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::open(dir.path(), &genesis("ledger-test")).unwrap();
     run_story(&mut ledger, 0);
-    assert!(ledger.inclusion_proof(2, None).unwrap_err().to_string().contains("outside a tree of size 2"));
+    assert!(
+        ledger
+            .inclusion_proof(2, None)
+            .unwrap_err()
+            .to_string()
+            .contains("outside a tree of size 2")
+    );
     assert!(ledger.consistency_proof(1, 9).is_err());
 }

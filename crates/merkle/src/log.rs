@@ -106,7 +106,10 @@ impl MerkleLog {
 
     /// The hash of leaf `index`.
     pub fn leaf_hash_at(&self, index: u64) -> Option<Digest> {
-        self.levels.first()?.get(usize::try_from(index).ok()?).copied()
+        self.levels
+            .first()?
+            .get(usize::try_from(index).ok()?)
+            .copied()
     }
 
     /// The root of the whole log.
@@ -144,7 +147,10 @@ impl MerkleLog {
             }
         }
         let k = largest_power_of_two_below(n);
-        node_hash(&self.subtree(start, start + k), &self.subtree(start + k, end))
+        node_hash(
+            &self.subtree(start, start + k),
+            &self.subtree(start + k, end),
+        )
     }
 
     /// The audit path of leaf `index` in the tree of the first `size` leaves (RFC 6962 2.1.1),
@@ -457,7 +463,12 @@ mod tests {
             log.append(&leaf);
         }
         // Leaf 0 in the tree of 8 (from the CT test suite).
-        let path: Vec<String> = log.inclusion_proof(0, 8).unwrap().iter().map(hex::encode).collect();
+        let path: Vec<String> = log
+            .inclusion_proof(0, 8)
+            .unwrap()
+            .iter()
+            .map(hex::encode)
+            .collect();
         assert_eq!(
             path,
             [
@@ -474,7 +485,12 @@ mod tests {
         for leaf in ct_leaves() {
             log.append(&leaf);
         }
-        let proof: Vec<String> = log.consistency_proof(1, 8).unwrap().iter().map(hex::encode).collect();
+        let proof: Vec<String> = log
+            .consistency_proof(1, 8)
+            .unwrap()
+            .iter()
+            .map(hex::encode)
+            .collect();
         assert_eq!(
             proof,
             [
@@ -498,7 +514,10 @@ mod tests {
         );
         assert_eq!(
             log.consistency_proof(0, 3),
-            Err(ProofError::BadRange { first: 0, second: 3 })
+            Err(ProofError::BadRange {
+                first: 0,
+                second: 3
+            })
         );
     }
 

@@ -34,7 +34,11 @@ fn bit(key: &Digest, depth: usize) -> bool {
 #[derive(Debug, Clone)]
 enum Node {
     Empty,
-    Leaf { key: Digest, value_hash: Digest, hash: Digest },
+    Leaf {
+        key: Digest,
+        value_hash: Digest,
+        hash: Digest,
+    },
     Internal(Box<Internal>),
 }
 
@@ -96,11 +100,15 @@ fn update(node: Node, depth: usize, updates: &[(Digest, Option<Digest>)]) -> Nod
     }
     match node {
         Node::Empty => {
-            let inserts: Vec<(Digest, Digest)> =
-                updates.iter().filter_map(|(k, v)| v.map(|v| (*k, v))).collect();
+            let inserts: Vec<(Digest, Digest)> = updates
+                .iter()
+                .filter_map(|(k, v)| v.map(|v| (*k, v)))
+                .collect();
             build(depth, &inserts)
         }
-        Node::Leaf { key, value_hash, .. } => {
+        Node::Leaf {
+            key, value_hash, ..
+        } => {
             let mut merged: Vec<(Digest, Digest)> = Vec::with_capacity(updates.len() + 1);
             let mut existing = Some((key, value_hash));
             for (k, v) in updates {
@@ -214,7 +222,9 @@ impl SparseMerkleTree {
         loop {
             match node {
                 Node::Empty => return None,
-                Node::Leaf { key: k, value_hash, .. } => {
+                Node::Leaf {
+                    key: k, value_hash, ..
+                } => {
                     return (k == key).then_some(*value_hash);
                 }
                 Node::Internal(i) => {
@@ -238,7 +248,9 @@ impl SparseMerkleTree {
                         leaf: None,
                     };
                 }
-                Node::Leaf { key: k, value_hash, .. } => {
+                Node::Leaf {
+                    key: k, value_hash, ..
+                } => {
                     return SmtProof {
                         siblings,
                         leaf: Some((*k, *value_hash)),
@@ -364,14 +376,20 @@ mod tests {
         let root = t.root();
         let p = t.prove(&h(7));
         assert_eq!(p.verify(&root, &h(7), Some(&h(107))), Ok(()));
-        assert_eq!(p.verify(&root, &h(7), Some(&h(108))), Err(SmtVerifyError::LeafMismatch));
+        assert_eq!(
+            p.verify(&root, &h(7), Some(&h(108))),
+            Err(SmtVerifyError::LeafMismatch)
+        );
         assert!(p.verify(&root, &h(7), None).is_err());
         let absent = t.prove(&h(1000));
         assert_eq!(absent.verify(&root, &h(1000), None), Ok(()));
         assert!(absent.verify(&root, &h(1000), Some(&h(1))).is_err());
         let mut bad = p.clone();
         bad.siblings[0][3] ^= 0x10;
-        assert_eq!(bad.verify(&root, &h(7), Some(&h(107))), Err(SmtVerifyError::RootMismatch));
+        assert_eq!(
+            bad.verify(&root, &h(7), Some(&h(107))),
+            Err(SmtVerifyError::RootMismatch)
+        );
     }
 
     proptest! {

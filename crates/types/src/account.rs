@@ -136,7 +136,11 @@ impl Keypair {
 
     /// A deterministic keypair for tests, simulations and benchmarks: never for real funds.
     pub fn deterministic(label: &str, index: u64) -> Keypair {
-        let base = crate::Hash::digest_parts(&[b"secnet/deterministic-key/", label.as_bytes(), &index.to_be_bytes()]);
+        let base = crate::Hash::digest_parts(&[
+            b"secnet/deterministic-key/",
+            label.as_bytes(),
+            &index.to_be_bytes(),
+        ]);
         let enc = crate::Hash::digest_parts(&[b"secnet/deterministic-enc/", base.as_bytes()]);
         Keypair::from_seeds(base.0, enc.0)
     }
@@ -218,7 +222,8 @@ impl Signature {
         let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&account.0) else {
             return false;
         };
-        key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&self.0)).is_ok()
+        key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&self.0))
+            .is_ok()
     }
 
     pub(crate) fn to_commonware(self) -> Option<ed25519::Signature> {
@@ -291,7 +296,10 @@ mod tests {
         let sig = kp.sign_raw(b"note");
         assert!(sig.verify_raw(&kp.account(), b"note"));
         assert!(!sig.verify_raw(&kp.account(), b"note!"));
-        assert!(!sig.verify(&kp.account(), b"", b"note"), "raw and namespaced never mix");
+        assert!(
+            !sig.verify(&kp.account(), b"", b"note"),
+            "raw and namespaced never mix"
+        );
     }
 
     #[test]

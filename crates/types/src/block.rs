@@ -1,11 +1,14 @@
 //! Blocks: an ordered batch of signed transactions on top of a parent.
 
+use crate::codec::read_vec_bounded;
 use crate::hash::Hash;
 use crate::limits::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
-use crate::codec::read_vec_bounded;
 use crate::tx::{DecodeError, SignedTransaction};
 use bytes::BufMut;
-use commonware_codec::{Buf, Copying, DecodeExt, Encode, EncodeSize, Error as CodecError, FixedSize, Read, ReadExt, Write};
+use commonware_codec::{
+    Buf, Copying, DecodeExt, Encode, EncodeSize, Error as CodecError, FixedSize, Read, ReadExt,
+    Write,
+};
 use serde::{Deserialize, Serialize};
 
 /// What a block commits to; its hash is the block's identity.

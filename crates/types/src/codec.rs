@@ -15,10 +15,13 @@ pub fn string_size(s: &str) -> usize {
 }
 
 /// Reads a string of at most `max` bytes; `field` names it in the error.
-pub fn read_string(buf: &mut impl Buf, field: &'static str, max: usize) -> Result<String, CodecError> {
-    let len = usize::read_cfg(buf, &RangeCfg::from(..=usize::MAX)).map_err(|_| {
-        CodecError::Invalid(field, "bad length prefix")
-    })?;
+pub fn read_string(
+    buf: &mut impl Buf,
+    field: &'static str,
+    max: usize,
+) -> Result<String, CodecError> {
+    let len = usize::read_cfg(buf, &RangeCfg::from(..=usize::MAX))
+        .map_err(|_| CodecError::Invalid(field, "bad length prefix"))?;
     if len > max {
         return Err(CodecError::Invalid(field, "longer than its limit"));
     }

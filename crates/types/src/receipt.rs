@@ -341,29 +341,49 @@ impl Read for Rejection {
                 needed: u64::read(buf)?,
                 available: u64::read(buf)?,
             },
-            4 => UnknownData { hash: Hash::read(buf)? },
+            4 => UnknownData {
+                hash: Hash::read(buf)?,
+            },
             5 => UnknownAddress {
                 address: read_string(buf, "address", MAX_ADDRESS)?,
             },
-            6 => AlreadyRegistered { hash: Hash::read(buf)? },
+            6 => AlreadyRegistered {
+                hash: Hash::read(buf)?,
+            },
             7 => AddressTaken {
                 address: read_string(buf, "address", MAX_ADDRESS)?,
             },
-            8 => NotOwner { hash: Hash::read(buf)? },
-            9 => NotSubscribed { hash: Hash::read(buf)? },
-            10 => AlreadySubscribed { hash: Hash::read(buf)? },
+            8 => NotOwner {
+                hash: Hash::read(buf)?,
+            },
+            9 => NotSubscribed {
+                hash: Hash::read(buf)?,
+            },
+            10 => AlreadySubscribed {
+                hash: Hash::read(buf)?,
+            },
             11 => EmptyField {
                 field: read_string(buf, "field", MAX_FIELD_NAME)?,
             },
-            12 => InvalidShare { bps: u16::read(buf)? },
-            13 => UnknownGrant { grant: Hash::read(buf)? },
-            14 => NotHolder { hash: Hash::read(buf)? },
-            15 => GrantMismatch { grant: Hash::read(buf)? },
+            12 => InvalidShare {
+                bps: u16::read(buf)?,
+            },
+            13 => UnknownGrant {
+                grant: Hash::read(buf)?,
+            },
+            14 => NotHolder {
+                hash: Hash::read(buf)?,
+            },
+            15 => GrantMismatch {
+                grant: Hash::read(buf)?,
+            },
             16 => TtlOutOfRange {
                 ttl_secs: u32::read(buf)?,
                 max: u32::read(buf)?,
             },
-            17 => ScoreOutOfRange { score_ppm: u32::read(buf)? },
+            17 => ScoreOutOfRange {
+                score_ppm: u32::read(buf)?,
+            },
             18 => Overflow,
             19 => FieldTooLong {
                 field: read_string(buf, "field", MAX_FIELD_NAME)?,
@@ -437,8 +457,12 @@ impl Read for Event {
                 owner: AccountId::read(buf)?,
                 owner_amount: u64::read(buf)?,
             },
-            2 => Event::Registered { data: Hash::read(buf)? },
-            3 => Event::Withdrawn { data: Hash::read(buf)? },
+            2 => Event::Registered {
+                data: Hash::read(buf)?,
+            },
+            3 => Event::Withdrawn {
+                data: Hash::read(buf)?,
+            },
             4 => Event::GrantIssued {
                 grant: Hash::read(buf)?,
                 data: Hash::read(buf)?,

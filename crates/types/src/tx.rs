@@ -9,7 +9,8 @@ use crate::hash::Hash;
 use crate::limits::*;
 use bytes::BufMut;
 use commonware_codec::{
-    Buf, Copying, DecodeExt, Encode, EncodeSize, Error as CodecError, FixedSize, Read, ReadExt, Write,
+    Buf, Copying, DecodeExt, Encode, EncodeSize, Error as CodecError, FixedSize, Read, ReadExt,
+    Write,
 };
 use serde::{Deserialize, Serialize};
 
@@ -303,7 +304,12 @@ pub fn verify_signatures(txs: &[SignedTransaction]) -> Vec<bool> {
     use commonware_cryptography::{BatchEntry, BatchVerifier as _, ed25519};
     let parsed: Vec<Option<(ed25519::PublicKey, ed25519::Signature)>> = txs
         .iter()
-        .map(|t| Some((t.tx.sender.verification_key()?, t.signature.to_commonware()?)))
+        .map(|t| {
+            Some((
+                t.tx.sender.verification_key()?,
+                t.signature.to_commonware()?,
+            ))
+        })
         .collect();
     let all_parsed: Option<Vec<&(ed25519::PublicKey, ed25519::Signature)>> =
         parsed.iter().map(Option::as_ref).collect();
@@ -314,7 +320,8 @@ pub fn verify_signatures(txs: &[SignedTransaction]) -> Vec<bool> {
             &mut rand::rng(),
             txs,
             |i, t| {
-                let (public_key, signature) = keys.get(i).copied().unwrap_or_else(|| keys_missing());
+                let (public_key, signature) =
+                    keys.get(i).copied().unwrap_or_else(|| keys_missing());
                 BatchEntry {
                     namespace: TX_NAMESPACE,
                     message: &t.signing_bytes,
@@ -328,12 +335,17 @@ pub fn verify_signatures(txs: &[SignedTransaction]) -> Vec<bool> {
             return vec![true; txs.len()];
         }
     }
-    txs.iter().map(SignedTransaction::verify_signature).collect()
+    txs.iter()
+        .map(SignedTransaction::verify_signature)
+        .collect()
 }
 
 #[cold]
 fn keys_missing() -> ! {
-    #[expect(clippy::panic, reason = "the projection is called only with indices of `txs`, which `keys` mirrors")]
+    #[expect(
+        clippy::panic,
+        reason = "the projection is called only with indices of `txs`, which `keys` mirrors"
+    )]
     {
         panic!("batch projection index out of range")
     }
@@ -698,10 +710,21 @@ mod tests {
     #[test]
     fn trailing_bytes_are_refused() {
         let key = Keypair::deterministic("limits", 0);
-        let tx = Transaction { chain_id: "c".into(), sender: key.account(), nonce: 0, call: Call::WithdrawData { hash: Hash::ZERO } }.sign(&key);
+        let tx = Transaction {
+            chain_id: "c".into(),
+            sender: key.account(),
+            nonce: 0,
+            call: Call::WithdrawData { hash: Hash::ZERO },
+        }
+        .sign(&key);
         let mut bytes = tx.to_bytes();
         bytes.push(0);
-        assert!(SignedTransaction::decode_bytes(&bytes).unwrap_err().to_string().contains("unexpected bytes"));
+        assert!(
+            SignedTransaction::decode_bytes(&bytes)
+                .unwrap_err()
+                .to_string()
+                .contains("unexpected bytes")
+        );
     }
 
     proptest! {

@@ -2,6 +2,13 @@
 //!
 //! A failure here means the wire or storage format changed. That breaks signatures, stored
 //! blocks and other nodes: change a fixture only as a deliberate, reviewed format change.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
 
 use secnet_types::{
     AccessDecision, AccessEntry, Block, Call, DataKind, EncryptionKey, Event, Hash, Keypair,
@@ -16,8 +23,13 @@ fn calls() -> Vec<Call> {
     let other = Keypair::deterministic("golden", 1).account();
     let h = Hash::digest(b"golden data");
     vec![
-        Call::Transfer { to: other, amount: 42 },
-        Call::SetEncryptionKey { key: EncryptionKey([9u8; 32]) },
+        Call::Transfer {
+            to: other,
+            amount: 42,
+        },
+        Call::SetEncryptionKey {
+            key: EncryptionKey([9u8; 32]),
+        },
         Call::RegisterData(RegisterData {
             hash: h,
             description: "Alice: blood panel 2019".into(),
@@ -32,18 +44,42 @@ fn calls() -> Vec<Call> {
             description: "DoS detector".into(),
             address: "pdc://sec/rules/dos".into(),
             price: 7,
-            kind: DataKind::SecurityRule { category: "dos".into() },
+            kind: DataKind::SecurityRule {
+                category: "dos".into(),
+            },
             holder: other,
             holder_share_bps: 0,
         }),
         Call::WithdrawData { hash: h },
         Call::SubscribeData { hash: h },
-        Call::RequestDataWithAddress { address: "pdc://hb/alice/obs/1".into(), purpose: "trial".into(), ttl_secs: 600 },
-        Call::RequestDataWithHash { hash: h, purpose: "trial".into(), ttl_secs: 600 },
+        Call::RequestDataWithAddress {
+            address: "pdc://hb/alice/obs/1".into(),
+            purpose: "trial".into(),
+            ttl_secs: 600,
+        },
+        Call::RequestDataWithHash {
+            hash: h,
+            purpose: "trial".into(),
+            ttl_secs: 600,
+        },
         Call::RecordAccess {
             entries: vec![
-                AccessEntry { data: h, grant: Some(Hash::digest(b"g")), requester: other, decision: AccessDecision::Delivered, score_ppm: 1234, at_ms: 1_700_000_000_000 },
-                AccessEntry { data: h, grant: None, requester: other, decision: AccessDecision::Refused(RefusalReason::PolicyDenied), score_ppm: 0, at_ms: 1_700_000_000_001 },
+                AccessEntry {
+                    data: h,
+                    grant: Some(Hash::digest(b"g")),
+                    requester: other,
+                    decision: AccessDecision::Delivered,
+                    score_ppm: 1234,
+                    at_ms: 1_700_000_000_000,
+                },
+                AccessEntry {
+                    data: h,
+                    grant: None,
+                    requester: other,
+                    decision: AccessDecision::Refused(RefusalReason::PolicyDenied),
+                    score_ppm: 0,
+                    at_ms: 1_700_000_000_001,
+                },
             ],
         },
     ]
@@ -54,7 +90,15 @@ fn signed() -> Vec<SignedTransaction> {
     calls()
         .into_iter()
         .enumerate()
-        .map(|(i, call)| Transaction { chain_id: "secnet-golden".into(), sender: k.account(), nonce: i as u64, call }.sign(&k))
+        .map(|(i, call)| {
+            Transaction {
+                chain_id: "secnet-golden".into(),
+                sender: k.account(),
+                nonce: i as u64,
+                call,
+            }
+            .sign(&k)
+        })
         .collect()
 }
 
@@ -72,22 +116,57 @@ const TX_FIXTURES: [&str; 9] = [
 
 #[test]
 fn transaction_encodings_are_frozen() {
-    let got: Vec<String> = signed().iter().map(|t| Hash::digest(&t.to_bytes()).to_hex()).collect();
+    let got: Vec<String> = signed()
+        .iter()
+        .map(|t| Hash::digest(&t.to_bytes()).to_hex())
+        .collect();
     assert_eq!(got, TX_FIXTURES, "signed transaction encodings changed");
 }
 
 #[test]
 fn block_and_receipt_encodings_are_frozen() {
     let block = Block::new(7, Hash::digest(b"parent"), 1_700_000_000_000, signed());
-    assert_eq!(block.hash().to_hex(), "69a2bb8092704677d24e4b1a5874f10fd7b433802895d2af4686e35f223f30c1");
-    assert_eq!(Hash::digest(&block.to_bytes()).to_hex(), "7598f907a1e5482bc4cd579f5fff7d543d15fb1ed268b57d322d433572ddd3a5");
-    let receipts = vec![
-        Receipt { tx: Hash::digest(b"a"), outcome: Outcome::Applied { events: vec![Event::Transfer { from: key().account(), to: key().account(), amount: 1 }, Event::Logged { first_index: 3, count: 2 }] } },
-        Receipt { tx: Hash::digest(b"b"), outcome: Outcome::Rejected { rejection: Rejection::BadNonce { expected: 1, got: 5 } } },
+    assert_eq!(
+        block.hash().to_hex(),
+        "69a2bb8092704677d24e4b1a5874f10fd7b433802895d2af4686e35f223f30c1"
+    );
+    assert_eq!(
+        Hash::digest(&block.to_bytes()).to_hex(),
+        "7598f907a1e5482bc4cd579f5fff7d543d15fb1ed268b57d322d433572ddd3a5"
+    );
+    let receipts = [
+        Receipt {
+            tx: Hash::digest(b"a"),
+            outcome: Outcome::Applied {
+                events: vec![
+                    Event::Transfer {
+                        from: key().account(),
+                        to: key().account(),
+                        amount: 1,
+                    },
+                    Event::Logged {
+                        first_index: 3,
+                        count: 2,
+                    },
+                ],
+            },
+        },
+        Receipt {
+            tx: Hash::digest(b"b"),
+            outcome: Outcome::Rejected {
+                rejection: Rejection::BadNonce {
+                    expected: 1,
+                    got: 5,
+                },
+            },
+        },
     ];
     use commonware_codec::Encode;
     let bytes: Vec<u8> = receipts.iter().flat_map(|r| r.encode().to_vec()).collect();
-    assert_eq!(Hash::digest(&bytes).to_hex(), "8b9cce5b444049a3a098ad691fd0268ca543b44710313a90328b5acd86106108");
+    assert_eq!(
+        Hash::digest(&bytes).to_hex(),
+        "8b9cce5b444049a3a098ad691fd0268ca543b44710313a90328b5acd86106108"
+    );
 }
 
 #[test]

@@ -1,5 +1,15 @@
 //! A harness that drives the contract block by block with deterministic keys.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
 
 use secnet_contract::{BlockOutcome, State};
 use secnet_types::{
@@ -21,14 +31,28 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(accounts: usize, balance: u64) -> Harness {
-        let keys: Vec<Keypair> = (0..accounts as u64).map(|i| Keypair::deterministic("harness", i)).collect();
+        let keys: Vec<Keypair> = (0..accounts as u64)
+            .map(|i| Keypair::deterministic("harness", i))
+            .collect();
         let genesis = Genesis {
             chain_id: CHAIN.into(),
             genesis_time_ms: START_MS,
-            allocations: keys.iter().map(|k| Allocation { account: k.account(), balance }).collect(),
+            allocations: keys
+                .iter()
+                .map(|k| Allocation {
+                    account: k.account(),
+                    balance,
+                })
+                .collect(),
             validators: vec![],
         };
-        Harness { state: State::genesis(&genesis), keys, nonces: BTreeMap::new(), blocks: vec![], genesis }
+        Harness {
+            state: State::genesis(&genesis),
+            keys,
+            nonces: BTreeMap::new(),
+            blocks: vec![],
+            genesis,
+        }
     }
 
     pub fn id(&self, i: usize) -> AccountId {
@@ -43,7 +67,12 @@ impl Harness {
     pub fn tx(&mut self, i: usize, call: Call) -> SignedTransaction {
         let sender = self.id(i);
         let nonce = self.nonces.entry(sender).or_insert(0);
-        let tx = Transaction { chain_id: CHAIN.into(), sender, nonce: *nonce, call };
+        let tx = Transaction {
+            chain_id: CHAIN.into(),
+            sender,
+            nonce: *nonce,
+            call,
+        };
         *nonce += 1;
         tx.sign(&self.keys[i])
     }
@@ -62,12 +91,6 @@ impl Harness {
         let tx = self.tx(i, call);
         let mut out = self.block(vec![tx]);
         out.receipts.remove(0)
-    }
-
-    /// Forgets that a rejected-before-nonce transaction used a nonce.
-    pub fn unuse_nonce(&mut self, i: usize) {
-        let id = self.id(i);
-        *self.nonces.get_mut(&id).unwrap() -= 1;
     }
 }
 
