@@ -5,13 +5,15 @@ use crate::stored_block::StoredBlock;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use secnet_contract::{BlockOutcome, ChainTip, State, StateKey, StateValue};
 use secnet_merkle::log::leaf_hash;
-use secnet_types::{Block, Genesis, Hash};
+use secnet_types::{Block, Genesis, Hash, Receipt, Rejection};
 use std::path::{Path, PathBuf};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("access_log");
+/// Transaction hash → (height, position), 12 bytes big-endian.
+const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
 
 const META_GENESIS: &str = "genesis_hash";
 const META_TIP: &str = "tip";
@@ -65,6 +67,15 @@ fn decode_tip(bytes: &[u8]) -> Result<ChainTip, LedgerError> {
         timestamp_ms: u64::from_be_bytes(ts.try_into().map_err(|_| bad())?),
         state_root: Hash(root.try_into().map_err(|_| bad())?),
     })
+}
+
+/// Whether a receipt's transaction consumed its sender's nonce (it was well signed, for this
+/// chain, at the right nonce), whether or not the call itself succeeded.
+fn consumed_nonce(receipt: &Receipt) -> bool {
+    !matches!(
+        receipt.rejection(),
+        Some(Rejection::BadSignature | Rejection::WrongChain { .. } | Rejection::BadNonce { .. })
+    )
 }
 
 impl Ledger {
@@ -129,6 +140,7 @@ impl Ledger {
             }
             write.open_table(BLOCKS)?;
             write.open_table(LOG)?;
+            write.open_table(TXS)?;
         }
         write.commit()?;
         Ok(state)
@@ -216,6 +228,16 @@ impl Ledger {
             for (index, leaf) in (outcome.first_log_index..).zip(&outcome.log_leaves) {
                 log.insert(index, leaf.as_slice())?;
             }
+            let mut txs = write.open_table(TXS)?;
+            for ((position, tx), receipt) in (0u32..).zip(&block.txs).zip(&outcome.receipts) {
+                if !consumed_nonce(receipt) {
+                    continue;
+                }
+                let mut location = [0u8; 12];
+                location[..8].copy_from_slice(&block.header.height.to_be_bytes());
+                location[8..].copy_from_slice(&position.to_be_bytes());
+                txs.insert(tx.hash().as_bytes().as_slice(), location.as_slice())?;
+            }
             let stored = StoredBlock {
                 block: block.clone(),
                 receipts: outcome.receipts.clone(),
@@ -258,6 +280,23 @@ impl Ledger {
         StoredBlock::from_bytes(bytes.value())
             .map(Some)
             .map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")))
+    }
+
+    /// Where a transaction was included: `(height, position)`.
+    ///
+    /// Only the inclusion that consumed the sender's nonce is indexed: a transaction hash
+    /// covers sender and nonce, so there is at most one.
+    pub fn tx_location(&self, hash: &Hash) -> Result<Option<(u64, u32)>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(TXS)?;
+        let Some(v) = table.get(hash.as_bytes().as_slice())? else {
+            return Ok(None);
+        };
+        let bytes = v.value();
+        let bad = || LedgerError::Corrupt(format!("index entry of transaction {hash}"));
+        let height = u64::from_be_bytes(bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(bad)?);
+        let position = u32::from_be_bytes(bytes.get(8..12).and_then(|b| b.try_into().ok()).ok_or_else(bad)?);
+        Ok(Some((height, position)))
     }
 
     /// The bytes of access-log leaf `index`.
