@@ -1,0 +1,187 @@
+//! A single-node network: the node admits transactions into its mempool and produces blocks
+//! from them on the same apply path that validators use.
+
+use crate::datadir::now_ms;
+use crate::mempool::{AdmitError, Mempool};
+use secnet_contract::BlockOutcome;
+use secnet_ledger::{Ledger, LedgerError};
+use secnet_types::limits::MAX_BLOCK_TXS;
+use secnet_types::{Block, Genesis, Hash, Keypair, Receipt, SignedTransaction};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How a node produces blocks.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Time between blocks while transactions are waiting.
+    pub block_interval: Duration,
+    /// Most transactions per block.
+    pub max_block_txs: usize,
+    /// Most pending transactions.
+    pub mempool_capacity: usize,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            block_interval: Duration::from_millis(200),
+            max_block_txs: 5_000,
+            mempool_capacity: 100_000,
+        }
+    }
+}
+
+/// Where a transaction is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum TxStatus {
+    /// Waiting for a block.
+    Pending,
+    /// In a block.
+    Committed {
+        /// The block.
+        height: u64,
+        /// Its position in the block.
+        position: u32,
+        /// What happened.
+        receipt: Receipt,
+    },
+    /// Neither pending nor committed.
+    Unknown,
+}
+
+/// A running single-node ledger.
+#[derive(Debug)]
+pub struct DevNode {
+    ledger: Mutex<Ledger>,
+    mempool: Mutex<Mempool>,
+    key: Keypair,
+    config: ProducerConfig,
+}
+
+/// A failure of the node itself (not of a request).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// A lock was poisoned by a panic in another thread.
+    #[error("internal state poisoned by an earlier failure; restart the node")]
+    Poisoned,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, NodeError> {
+    m.lock().map_err(|_| NodeError::Poisoned)
+}
+
+impl DevNode {
+    /// Opens the ledger under `dir` and prepares the node.
+    pub fn open(dir: &Path, genesis: &Genesis, key: Keypair, config: ProducerConfig) -> Result<DevNode, NodeError> {
+        let ledger = Ledger::open(dir, genesis)?;
+        Ok(DevNode {
+            ledger: Mutex::new(ledger),
+            mempool: Mutex::new(Mempool::new(config.mempool_capacity)),
+            key,
+            config,
+        })
+    }
+
+    /// The node's signing key.
+    pub fn key(&self) -> &Keypair {
+        &self.key
+    }
+
+    /// The block production settings.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.config
+    }
+
+    /// Runs `f` with the ledger locked.
+    pub fn with_ledger<R>(&self, f: impl FnOnce(&Ledger) -> R) -> Result<R, NodeError> {
+        Ok(f(&*lock(&self.ledger)?))
+    }
+
+    /// Admits a transaction to the mempool.
+    pub fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, NodeError> {
+        let ledger = lock(&self.ledger)?;
+        let mut pool = lock(&self.mempool)?;
+        Ok(pool.admit(tx, ledger.state()))
+    }
+
+    /// Number of pending transactions.
+    pub fn pending(&self) -> Result<usize, NodeError> {
+        Ok(lock(&self.mempool)?.len())
+    }
+
+    /// Where a transaction is.
+    pub fn tx_status(&self, hash: &Hash) -> Result<TxStatus, NodeError> {
+        if lock(&self.mempool)?.contains(hash) {
+            return Ok(TxStatus::Pending);
+        }
+        let ledger = lock(&self.ledger)?;
+        let Some((height, position)) = ledger.tx_location(hash)? else {
+            return Ok(TxStatus::Unknown);
+        };
+        let receipt = ledger
+            .block(height)?
+            .and_then(|b| b.receipts.into_iter().nth(position as usize))
+            .ok_or_else(|| LedgerError::Corrupt(format!("receipt of {hash} missing at height {height}")))?;
+        Ok(TxStatus::Committed {
+            height,
+            position,
+            receipt,
+        })
+    }
+
+    /// Produces one block from the mempool, if anything is waiting. Blocking: it commits to
+    /// disk.
+    pub fn produce_block(&self) -> Result<Option<BlockOutcome>, NodeError> {
+        let txs = lock(&self.mempool)?.take(self.config.max_block_txs.min(MAX_BLOCK_TXS));
+        if txs.is_empty() {
+            return Ok(None);
+        }
+        let result = {
+            let mut ledger = lock(&self.ledger)?;
+            let tip = ledger.state().tip();
+            let block = Block::new(tip.height + 1, tip.block_hash, now_ms().max(tip.timestamp_ms), txs);
+            let result = ledger.apply_block(&block);
+            (block, result)
+        };
+        let (block, result) = result;
+        lock(&self.mempool)?.settle(&block.txs);
+        let outcome = result?;
+        tracing::info!(
+            height = outcome.tip.height,
+            txs = block.txs.len(),
+            state_root = %outcome.tip.state_root,
+            "block committed"
+        );
+        Ok(Some(outcome))
+    }
+
+    /// Produces blocks until `shutdown` fires.
+    pub async fn run_producer(self: std::sync::Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.block_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => break,
+            }
+            let node = self.clone();
+            match tokio::task::spawn_blocking(move || node.produce_block()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "block production stopped");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "block production task failed");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The I/O shell of a SecNet node: key files, the data directory, the mempool, block
+//! production and the HTTP API. The decisions themselves live in `secnet-contract`.
+
+pub mod api;
+pub mod datadir;
+pub mod dev;
+pub mod keyfile;
+pub mod mempool;
+mod server;
+
+pub use server::{RunningNode, StartError, start_dev};

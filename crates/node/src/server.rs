@@ -1,0 +1,87 @@
+//! Starting a single-node network: the block producer and the HTTP server on one runtime.
+
+use crate::api;
+use crate::dev::{DevNode, NodeError, ProducerConfig};
+use secnet_types::{Genesis, Keypair};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A node serving HTTP.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The node.
+    pub node: Arc<DevNode>,
+    /// The address the API listens on.
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// The API's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops producing blocks and serving, and waits for both.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Opens the ledger in `dir` and starts producing blocks and serving the API on `listen`.
+pub async fn start_dev(
+    dir: &Path,
+    genesis: &Genesis,
+    key: Keypair,
+    listen: SocketAddr,
+    config: ProducerConfig,
+) -> Result<RunningNode, StartError> {
+    let node = Arc::new(DevNode::open(dir, genesis, key, config)?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartError::Bind(listen, e))?;
+    let addr = listener.local_addr().map_err(|e| StartError::Bind(listen, e))?;
+    let (shutdown, rx) = watch::channel(false);
+    let producer = tokio::spawn(node.clone().run_producer(rx.clone()));
+    let app = api::router(node.clone()).layer(
+        tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_secs(30),
+        ),
+    );
+    let mut rx_http = rx;
+    let server = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx_http.changed().await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(RunningNode {
+        node,
+        addr,
+        shutdown,
+        tasks: vec![producer, server],
+    })
+}
+
+/// A node that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The ledger could not be opened.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The address is unavailable.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
