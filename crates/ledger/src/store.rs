@@ -294,8 +294,18 @@ impl Ledger {
         };
         let bytes = v.value();
         let bad = || LedgerError::Corrupt(format!("index entry of transaction {hash}"));
-        let height = u64::from_be_bytes(bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(bad)?);
-        let position = u32::from_be_bytes(bytes.get(8..12).and_then(|b| b.try_into().ok()).ok_or_else(bad)?);
+        let height = u64::from_be_bytes(
+            bytes
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(bad)?,
+        );
+        let position = u32::from_be_bytes(
+            bytes
+                .get(8..12)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(bad)?,
+        );
         Ok(Some((height, position)))
     }
 

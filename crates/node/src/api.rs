@@ -63,7 +63,11 @@ impl IntoResponse for Problem {
 impl From<NodeError> for Problem {
     fn from(e: NodeError) -> Self {
         tracing::error!(error = %e, "request failed inside the node");
-        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", e.to_string())
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            e.to_string(),
+        )
     }
 }
 
@@ -138,7 +142,11 @@ async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> ApiResult<Resp
             ),
         )
             .into_response()),
-        Err(e @ AdmitError::Duplicate(_)) => Err(Problem::new(StatusCode::CONFLICT, "duplicate", e.to_string())),
+        Err(e @ AdmitError::Duplicate(_)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "duplicate",
+            e.to_string(),
+        )),
         Err(e) => Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "transaction refused",
@@ -151,7 +159,9 @@ async fn tx_status(State(node): Node, Path(hash): Path<String>) -> ApiResult<Res
     let hash: Hash = parse("transaction hash", &hash)?;
     let status = node.tx_status(&hash)?;
     if status == crate::dev::TxStatus::Unknown {
-        return Err(Problem::not_found(format!("transaction {hash} is neither pending nor committed")));
+        return Err(Problem::not_found(format!(
+            "transaction {hash} is neither pending nor committed"
+        )));
     }
     Ok(Json(json!({ "hash": hash, "status": status })).into_response())
 }
@@ -178,7 +188,10 @@ async fn status(State(node): Node) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(body))
 }
 
-async fn block(State(node): Node, Path(height): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn block(
+    State(node): Node,
+    Path(height): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let height: u64 = parse("height", &height)?;
     let stored = node
         .with_ledger(|l| l.block(height))??
@@ -215,15 +228,26 @@ struct ListingQuery {
     address: Option<String>,
 }
 
-async fn listings(State(node): Node, Query(q): Query<ListingQuery>) -> ApiResult<Json<serde_json::Value>> {
+async fn listings(
+    State(node): Node,
+    Query(q): Query<ListingQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
     let body = node.with_ledger(|l| match &q.address {
-        Some(address) => json!(l.state().listing_at(address).into_iter().collect::<Vec<_>>()),
+        Some(address) => json!(
+            l.state()
+                .listing_at(address)
+                .into_iter()
+                .collect::<Vec<_>>()
+        ),
         None => json!(l.state().listings().collect::<Vec<_>>()),
     })?;
     Ok(Json(body))
 }
 
-async fn listing(State(node): Node, Path(hash): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn listing(
+    State(node): Node,
+    Path(hash): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let hash: Hash = parse("data hash", &hash)?;
     let body = node.with_ledger(|l| {
         l.state().listing(&hash).map(|listing| {
@@ -251,21 +275,27 @@ struct LogQuery {
     limit: Option<u64>,
 }
 
-async fn log_entries(State(node): Node, Query(q): Query<LogQuery>) -> ApiResult<Json<serde_json::Value>> {
+async fn log_entries(
+    State(node): Node,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
     let from = q.from.unwrap_or(0);
     let limit = q.limit.unwrap_or(100).min(MAX_LOG_PAGE);
-    let entries = node.with_ledger(|l| -> Result<Vec<serde_json::Value>, secnet_ledger::LedgerError> {
-        let end = l.state().log().len().min(from.saturating_add(limit));
-        let mut out = Vec::new();
-        for index in from..end {
-            if let Some(bytes) = l.log_leaf(index)? {
-                let entry = LogEntry::from_bytes(&bytes)
-                    .map_err(|e| secnet_ledger::LedgerError::Corrupt(format!("log leaf {index}: {e}")))?;
-                out.push(json!({ "index": index, "entry": entry }));
+    let entries = node.with_ledger(
+        |l| -> Result<Vec<serde_json::Value>, secnet_ledger::LedgerError> {
+            let end = l.state().log().len().min(from.saturating_add(limit));
+            let mut out = Vec::new();
+            for index in from..end {
+                if let Some(bytes) = l.log_leaf(index)? {
+                    let entry = LogEntry::from_bytes(&bytes).map_err(|e| {
+                        secnet_ledger::LedgerError::Corrupt(format!("log leaf {index}: {e}"))
+                    })?;
+                    out.push(json!({ "index": index, "entry": entry }));
+                }
             }
-        }
-        Ok(out)
-    })??;
+            Ok(out)
+        },
+    )??;
     Ok(Json(json!({ "from": from, "entries": entries })))
 }
 
@@ -280,7 +310,9 @@ async fn log_proof(
     Query(q): Query<SizeQuery>,
 ) -> ApiResult<Json<secnet_ledger::InclusionProof>> {
     let index: u64 = parse("leaf index", &index)?;
-    Ok(Json(node.with_ledger(|l| l.inclusion_proof(index, q.size))??))
+    Ok(Json(
+        node.with_ledger(|l| l.inclusion_proof(index, q.size))??,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -121,7 +121,9 @@ pub fn read_genesis(path: &Path) -> Result<Genesis, DataDirError> {
         reason,
     };
     if len > MAX_GENESIS_FILE {
-        return Err(bad(format!("{len} bytes is larger than the {MAX_GENESIS_FILE}-byte limit")));
+        return Err(bad(format!(
+            "{len} bytes is larger than the {MAX_GENESIS_FILE}-byte limit"
+        )));
     }
     let text = std::fs::read_to_string(path).map_err(io)?;
     let genesis: Genesis = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;

@@ -78,7 +78,12 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, NodeError> {
 
 impl DevNode {
     /// Opens the ledger under `dir` and prepares the node.
-    pub fn open(dir: &Path, genesis: &Genesis, key: Keypair, config: ProducerConfig) -> Result<DevNode, NodeError> {
+    pub fn open(
+        dir: &Path,
+        genesis: &Genesis,
+        key: Keypair,
+        config: ProducerConfig,
+    ) -> Result<DevNode, NodeError> {
         let ledger = Ledger::open(dir, genesis)?;
         Ok(DevNode {
             ledger: Mutex::new(ledger),
@@ -127,7 +132,9 @@ impl DevNode {
         let receipt = ledger
             .block(height)?
             .and_then(|b| b.receipts.into_iter().nth(position as usize))
-            .ok_or_else(|| LedgerError::Corrupt(format!("receipt of {hash} missing at height {height}")))?;
+            .ok_or_else(|| {
+                LedgerError::Corrupt(format!("receipt of {hash} missing at height {height}"))
+            })?;
         Ok(TxStatus::Committed {
             height,
             position,
@@ -145,7 +152,12 @@ impl DevNode {
         let result = {
             let mut ledger = lock(&self.ledger)?;
             let tip = ledger.state().tip();
-            let block = Block::new(tip.height + 1, tip.block_hash, now_ms().max(tip.timestamp_ms), txs);
+            let block = Block::new(
+                tip.height + 1,
+                tip.block_hash,
+                now_ms().max(tip.timestamp_ms),
+                txs,
+            );
             let result = ledger.apply_block(&block);
             (block, result)
         };
@@ -162,7 +174,10 @@ impl DevNode {
     }
 
     /// Produces blocks until `shutdown` fires.
-    pub async fn run_producer(self: std::sync::Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_producer(
+        self: std::sync::Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(self.config.block_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

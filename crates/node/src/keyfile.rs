@@ -75,9 +75,11 @@ pub fn write_key(path: &Path, key: &Keypair, force: bool) -> Result<(), KeyFileE
         signing_seed: hex::encode(*key.signing_seed()),
         encryption_seed: hex::encode(*key.encryption_seed()),
     };
-    let text = Zeroizing::new(serde_json::to_string_pretty(&file).map_err(|e| KeyFileError::Malformed {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
+    let text = Zeroizing::new(serde_json::to_string_pretty(&file).map_err(|e| {
+        KeyFileError::Malformed {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
     })?);
     let tmp = path.with_extension("key-tmp");
     let _ = fs::remove_file(&tmp);
@@ -117,16 +119,22 @@ pub fn read_key(path: &Path) -> Result<Keypair, KeyFileError> {
     };
     let file: KeyFile = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
     if file.kind != "secnet-key" || file.version != 1 {
-        return Err(malformed(format!("type {:?} version {}", file.kind, file.version)));
+        return Err(malformed(format!(
+            "type {:?} version {}",
+            file.kind, file.version
+        )));
     }
     let seed = |s: &str| -> Result<Zeroizing<[u8; 32]>, KeyFileError> {
         let mut out = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(s, out.as_mut()).map_err(|_| malformed("a seed is not 64 hex characters".into()))?;
+        hex::decode_to_slice(s, out.as_mut())
+            .map_err(|_| malformed("a seed is not 64 hex characters".into()))?;
         Ok(out)
     };
     let key = Keypair::from_seeds(*seed(&file.signing_seed)?, *seed(&file.encryption_seed)?);
     if key.account() != file.account {
-        return Err(malformed("the account does not match the signing seed".into()));
+        return Err(malformed(
+            "the account does not match the signing seed".into(),
+        ));
     }
     Ok(key)
 }
@@ -151,9 +159,15 @@ mod tests {
         let path = dir.path().join("k.key");
         let key = Keypair::generate();
         write_key(&path, &key, false).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(read_key(&path).unwrap().account(), key.account());
-        assert!(matches!(write_key(&path, &key, false), Err(KeyFileError::Exists(_))));
+        assert!(matches!(
+            write_key(&path, &key, false),
+            Err(KeyFileError::Exists(_))
+        ));
         write_key(&path, &Keypair::generate(), true).unwrap();
     }
 
@@ -171,6 +185,11 @@ mod tests {
         let start = text.find("\"account\": \"").unwrap() + 12;
         let tampered = format!("{}{}{}", &text[..start], other, &text[start + 64..]);
         fs::write(&path, tampered).unwrap();
-        assert!(read_key(&path).unwrap_err().to_string().contains("does not match"));
+        assert!(
+            read_key(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("does not match")
+        );
     }
 }

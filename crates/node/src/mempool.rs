@@ -82,7 +82,10 @@ impl Mempool {
             });
         }
         let committed = state.account(&t.sender).nonce;
-        let expected = self.senders.get(&t.sender).map_or(committed, |s| s.0.max(committed));
+        let expected = self
+            .senders
+            .get(&t.sender)
+            .map_or(committed, |s| s.0.max(committed));
         if t.nonce < expected {
             return Err(AdmitError::StaleNonce {
                 expected,

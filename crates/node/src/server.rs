@@ -47,15 +47,15 @@ pub async fn start_dev(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| StartError::Bind(listen, e))?;
-    let addr = listener.local_addr().map_err(|e| StartError::Bind(listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(listen, e))?;
     let (shutdown, rx) = watch::channel(false);
     let producer = tokio::spawn(node.clone().run_producer(rx.clone()));
-    let app = api::router(node.clone()).layer(
-        tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            std::time::Duration::from_secs(30),
-        ),
-    );
+    let app = api::router(node.clone()).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        std::time::Duration::from_secs(30),
+    ));
     let mut rx_http = rx;
     let server = tokio::spawn(async move {
         let result = axum::serve(listener, app)

@@ -1,0 +1,235 @@
+//! `secnet bench`: throughput measurements printed as JSON. Run them from a release build.
+
+use anyhow::{Context, ensure};
+use clap::Subcommand;
+use secnet_contract::StateKey;
+use secnet_ledger::Ledger;
+use secnet_merkle::log::verify_inclusion;
+use secnet_node::datadir::DataDir;
+use secnet_types::{
+    AccessDecision, AccessEntry, AccountId, Allocation, Block, Call, DataKind, Genesis, Hash,
+    Keypair, RegisterData, SignedTransaction, Transaction, verify_signatures,
+};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Benchmarks.
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Execute signed contract transactions through the durable ledger on one core.
+    Apply {
+        /// Transactions to execute.
+        #[arg(long, default_value_t = 200_000)]
+        txs: usize,
+        /// Funded accounts that send them.
+        #[arg(long, default_value_t = 20_000)]
+        accounts: usize,
+        /// Transactions per block.
+        #[arg(long, default_value_t = 5_000)]
+        block_txs: usize,
+        /// Write the ledger here (default: a temporary directory, removed afterwards).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print JSON (the only output format; kept for symmetry with other commands).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const CHAIN: &str = "secnet-bench";
+
+/// Builds the workload: registrations, subscriptions, grant requests and access records
+/// (one tenth each of the data-contract part), the rest transfers; signed, in nonce order.
+fn workload(keys: &[Keypair], total: usize) -> Vec<SignedTransaction> {
+    let k = keys.len();
+    let per_phase = (total / 10).min(k);
+    let mut nonces: HashMap<AccountId, u64> = HashMap::new();
+    let mut sign = |i: usize, call: Call| -> SignedTransaction {
+        let key = &keys[i % k];
+        let nonce = nonces.entry(key.account()).or_insert(0);
+        let tx = Transaction {
+            chain_id: CHAIN.into(),
+            sender: key.account(),
+            nonce: *nonce,
+            call,
+        };
+        *nonce += 1;
+        tx.sign(key)
+    };
+    let data = |i: usize| Hash::digest(&(i as u64).to_be_bytes());
+    let mut txs = Vec::with_capacity(total);
+    for i in 0..per_phase {
+        txs.push(sign(
+            i,
+            Call::RegisterData(RegisterData {
+                hash: data(i),
+                description: format!("bench record {i}"),
+                address: format!("pdc://bench/{i}"),
+                price: 100,
+                kind: DataKind::UserData,
+                holder: keys[(i + 1) % k].account(),
+                holder_share_bps: 2_500,
+            }),
+        ));
+    }
+    let consumer = |i: usize| (i + 7) % k;
+    for i in 0..per_phase {
+        txs.push(sign(consumer(i), Call::SubscribeData { hash: data(i) }));
+    }
+    let mut grants = Vec::with_capacity(per_phase);
+    for i in 0..per_phase {
+        let tx = sign(
+            consumer(i),
+            Call::RequestDataWithHash {
+                hash: data(i),
+                purpose: "bench".into(),
+                ttl_secs: 3_600,
+            },
+        );
+        grants.push(tx.hash());
+        txs.push(tx);
+    }
+    for (i, grant) in grants.iter().enumerate() {
+        txs.push(sign(
+            (i + 1) % k,
+            Call::RecordAccess {
+                entries: vec![AccessEntry {
+                    data: data(i),
+                    grant: Some(*grant),
+                    requester: keys[consumer(i)].account(),
+                    decision: AccessDecision::Delivered,
+                    score_ppm: 1_000,
+                    at_ms: 0,
+                }],
+            },
+        ));
+    }
+    let mut i = 0;
+    while txs.len() < total {
+        let to = keys[(i * 31 + 5) % k].account();
+        txs.push(sign(i, Call::Transfer { to, amount: 1 }));
+        i += 1;
+    }
+    txs
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    let BenchCmd::Apply {
+        txs: total,
+        accounts,
+        block_txs,
+        data_dir,
+        json: _,
+    } = cmd;
+    ensure!(accounts >= 8, "--accounts must be at least 8");
+    ensure!(
+        block_txs >= 1 && block_txs <= secnet_types::limits::MAX_BLOCK_TXS,
+        "--block-txs must be 1..={}",
+        secnet_types::limits::MAX_BLOCK_TXS
+    );
+    eprintln!("preparing {accounts} accounts and {total} signed transactions...");
+    let keys: Vec<Keypair> = (0..accounts as u64)
+        .map(|i| Keypair::deterministic("bench", i))
+        .collect();
+    let genesis = Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: 1_700_000_000_000,
+        allocations: keys
+            .iter()
+            .map(|k| Allocation {
+                account: k.account(),
+                balance: 1_000_000_000,
+            })
+            .collect(),
+        validators: vec![],
+    };
+    let txs = workload(&keys, total);
+
+    let tmp;
+    let dir = match data_dir {
+        Some(d) => d,
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    DataDir::new(&dir).write_genesis(&genesis)?;
+    let mut ledger = Ledger::open(&dir, &genesis)?;
+
+    // Signature verification alone, as the ceiling: the same batches the ledger checks.
+    let start = Instant::now();
+    let mut valid = 0usize;
+    for chunk in txs.chunks(block_txs) {
+        valid += verify_signatures(chunk).iter().filter(|ok| **ok).count();
+    }
+    let sig_secs = start.elapsed().as_secs_f64();
+    ensure!(
+        valid == txs.len(),
+        "{} signatures failed",
+        txs.len() - valid
+    );
+
+    eprintln!("applying {} blocks...", txs.len().div_ceil(block_txs));
+    let mut rejected = 0usize;
+    let mut blocks = 0u64;
+    let start = Instant::now();
+    for chunk in txs.chunks(block_txs) {
+        let tip = ledger.state().tip();
+        let block = Block::new(
+            tip.height + 1,
+            tip.block_hash,
+            tip.timestamp_ms + 1_000,
+            chunk.to_vec(),
+        );
+        let outcome = ledger.apply_block(&block)?;
+        rejected += outcome.receipts.iter().filter(|r| !r.is_applied()).count();
+        blocks += 1;
+    }
+    let apply_secs = start.elapsed().as_secs_f64();
+
+    // Proof generation plus verification.
+    let state = ledger.state();
+    let root = state.state_root();
+    let mut state_us = Vec::new();
+    for key in keys.iter().step_by((keys.len() / 1000).max(1)) {
+        let t = Instant::now();
+        let proof = state.prove(&StateKey::Account(key.account()));
+        proof.verify(&root).context("state proof")?;
+        state_us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let log = state.log();
+    let mut log_us = Vec::new();
+    let log_root = log.root();
+    for index in (0..log.len()).step_by((log.len() as usize / 1000).max(1)) {
+        let t = Instant::now();
+        let path = log.inclusion_proof(index, log.len())?;
+        let leaf = log.leaf_hash_at(index).context("leaf")?;
+        verify_inclusion(&leaf, index, log.len(), &path, &log_root).context("log proof")?;
+        log_us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+
+    let out = serde_json::json!({
+        "bench": "apply",
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "txs": txs.len(),
+        "accounts": accounts,
+        "blocks": blocks,
+        "block_txs": block_txs,
+        "rejected": rejected,
+        "apply_seconds": apply_secs,
+        "tx_per_s": txs.len() as f64 / apply_secs,
+        "limit_sig_verify_per_s": txs.len() as f64 / sig_secs,
+        "state_entries": state.entries().count(),
+        "log_size": log.len(),
+        "state_proof_gen_verify_us_p50": median(state_us),
+        "log_proof_gen_verify_us_p50": median(log_us),
+        "state_root": root,
+    });
+    super::print_json(&out)
+}

@@ -1,0 +1,51 @@
+//! `secnet dev`: one node that accepts signed transactions over HTTP and produces blocks.
+
+use clap::Args;
+use secnet_node::datadir::DataDir;
+use secnet_node::dev::ProducerConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Arguments of `secnet dev`.
+#[derive(Args)]
+pub struct DevArgs {
+    /// The node's data directory (created with a development genesis if new).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: SocketAddr,
+    /// Milliseconds between blocks while transactions wait.
+    #[arg(long, default_value_t = 200)]
+    pub block_ms: u64,
+}
+
+pub fn run(args: DevArgs) -> anyhow::Result<()> {
+    let data = DataDir::new(&args.data_dir);
+    let (genesis, key) = data.open_dev(&[])?;
+    let config = ProducerConfig {
+        block_interval: Duration::from_millis(args.block_ms.max(1)),
+        ..ProducerConfig::default()
+    };
+    super::runtime()?.block_on(async move {
+        let running =
+            secnet_node::start_dev(&args.data_dir, &genesis, key, args.listen, config).await?;
+        let height = running.node.with_ledger(|l| l.state().tip().height)?;
+        println!("secnet dev node");
+        println!("  chain       {}", genesis.chain_id);
+        println!("  data dir    {}", args.data_dir.display());
+        println!("  api         {}", running.url());
+        println!(
+            "  node key    {} (funded account {})",
+            data.node_key_path().display(),
+            running.node.key().account()
+        );
+        println!("  height      {height}");
+        println!("press Ctrl-C to stop");
+        tokio::signal::ctrl_c().await?;
+        running.stop().await;
+        println!("stopped");
+        anyhow::Ok(())
+    })
+}

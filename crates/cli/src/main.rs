@@ -1,0 +1,77 @@
+//! `secnet`: the command-line entry point. Parses arguments, then hands each command to its
+//! module; every command that touches a node's data takes `--data-dir`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "secnet",
+    version,
+    about = "SecNet: share data you own, record every use, get paid"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create and inspect account keys.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCmd),
+    /// Run a single-node ledger with its HTTP API.
+    Dev(cmd::dev::DevArgs),
+    /// Run the paper's medical data-sharing story against a fresh single-node ledger.
+    Demo(cmd::demo::DemoArgs),
+    /// Prove and verify entries of the access log.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCmd),
+    /// Check a data directory's ledger.
+    #[command(subcommand)]
+    Ledger(cmd::ledger::LedgerCmd),
+    /// Sign and submit transactions.
+    #[command(subcommand)]
+    Tx(cmd::tx::TxCmd),
+    /// Show a node's height, state root and validators.
+    Status(cmd::query::StatusArgs),
+    /// Show a block with its receipts.
+    Block(cmd::query::BlockArgs),
+    /// Show an account with a proof against the state root.
+    Account(cmd::query::AccountArgs),
+    /// Measure throughput (release builds; prints JSON).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SECNET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Keys(c) => cmd::keys::run(c),
+        Command::Dev(a) => cmd::dev::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
+        Command::Audit(c) => cmd::audit::run(c),
+        Command::Ledger(c) => cmd::ledger::run(c),
+        Command::Tx(c) => cmd::tx::run(c),
+        Command::Status(a) => cmd::query::status(a),
+        Command::Block(a) => cmd::query::block(a),
+        Command::Account(a) => cmd::query::account(a),
+        Command::Bench(c) => cmd::bench::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
