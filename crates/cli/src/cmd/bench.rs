@@ -41,6 +41,10 @@ const CHAIN: &str = "secnet-bench";
 
 /// Builds the workload: registrations, subscriptions, grant requests and access records
 /// (one tenth each of the data-contract part), the rest transfers; signed, in nonce order.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "every index is reduced modulo the non-empty key list"
+)]
 fn workload(keys: &[Keypair], total: usize) -> Vec<SignedTransaction> {
     let k = keys.len();
     let per_phase = (total / 10).min(k);
@@ -129,7 +133,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     } = cmd;
     ensure!(accounts >= 8, "--accounts must be at least 8");
     ensure!(
-        block_txs >= 1 && block_txs <= secnet_types::limits::MAX_BLOCK_TXS,
+        (1..=secnet_types::limits::MAX_BLOCK_TXS).contains(&block_txs),
         "--block-txs must be 1..={}",
         secnet_types::limits::MAX_BLOCK_TXS
     );
