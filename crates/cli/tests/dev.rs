@@ -1,0 +1,63 @@
+//! End to end: `secnet dev` accepts signed transactions over HTTP, commits them, and refuses
+//! bad input with problem details while keeping its state.
+#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed lookup is a failed test")]
+
+mod common;
+
+use common::{DevNode, json, ok, path};
+
+fn post(url: &str, body: &str) -> (u16, serde_json::Value, String) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("{url}/v1/tx"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body, ctype)
+    })
+}
+
+#[test]
+fn transfers_commit_and_bad_input_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = DevNode::start(dir.path());
+    let node_key = dir.path().join("node.key");
+    let alice_key = dir.path().join("alice.key");
+    let alice = ok(&["keys", "new", "--out", path(&alice_key)]).trim().to_string();
+
+    let receipt = json(&["tx", "transfer", "--key", path(&node_key), "--to", &alice, "--amount", "250", "--node", &node.url, "--wait"]);
+    assert_eq!(receipt["receipt"]["outcome"]["status"], "applied");
+    let account = json(&["account", &alice, "--node", &node.url, "--json"]);
+    assert_eq!(account["balance"], 250);
+    let status = json(&["status", "--node", &node.url, "--json"]);
+    assert!(status["height"].as_u64().unwrap() >= 1);
+    let height = status["height"].as_u64().unwrap().to_string();
+    let block = json(&["block", "--height", &height, "--node", &node.url, "--json"]);
+    assert_eq!(block["state_root"], status["state_root"]);
+
+    // Not enough money: committed, refused, nothing moved.
+    let out = common::run(&["tx", "transfer", "--key", path(&alice_key), "--to", &alice, "--amount", "251", "--node", &node.url, "--wait"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("balance 250 is below the 251 required"));
+
+    // Garbage, a truncated transaction, and an oversized body: problem+json, no state change.
+    let before = json(&["status", "--node", &node.url, "--json"]);
+    let (code, body, ctype) = post(&node.url, "{\"tx\": \"zz\"}");
+    assert_eq!(code, 400);
+    assert_eq!(ctype, "application/problem+json");
+    assert!(body["detail"].as_str().unwrap().contains("not hex"));
+    let (code, body, _) = post(&node.url, "{\"tx\": \"0102\"}");
+    assert_eq!(code, 400);
+    assert!(body["detail"].as_str().unwrap().contains("malformed"), "{body}");
+    let huge = format!("{{\"tx\": \"{}\"}}", "00".repeat(200 * 1024));
+    let (code, _, _) = post(&node.url, &huge);
+    assert_eq!(code, 413);
+    let after = json(&["status", "--node", &node.url, "--json"]);
+    assert_eq!(before["state_root"], after["state_root"]);
+}
