@@ -238,15 +238,15 @@ impl Ledger {
                 location[8..].copy_from_slice(&position.to_be_bytes());
                 txs.insert(tx.hash().as_bytes().as_slice(), location.as_slice())?;
             }
-            let stored = StoredBlock {
-                block: block.clone(),
-                receipts: outcome.receipts.clone(),
-                state_root: outcome.tip.state_root,
-                log_size: self.state.log().len(),
-            };
+            let stored = StoredBlock::encode_parts(
+                block,
+                &outcome.receipts,
+                &outcome.tip.state_root,
+                self.state.log().len(),
+            );
             write
                 .open_table(BLOCKS)?
-                .insert(block.header.height, stored.to_bytes().as_slice())?;
+                .insert(block.header.height, stored.as_slice())?;
             write
                 .open_table(META)?
                 .insert(META_TIP, encode_tip(&outcome.tip).as_slice())?;

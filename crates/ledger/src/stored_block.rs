@@ -30,6 +30,21 @@ impl StoredBlock {
         self.encode().to_vec()
     }
 
+    /// The stored bytes of a block and its results, without assembling a `StoredBlock`.
+    pub fn encode_parts(block: &Block, receipts: &[Receipt], state_root: &Hash, log_size: u64) -> Vec<u8> {
+        let size = 1 + block.encode_size() + receipts.len().encode_size() + receipts.iter().map(EncodeSize::encode_size).sum::<usize>() + 40;
+        let mut buf = Vec::with_capacity(size);
+        STORED_BLOCK_VERSION.write(&mut buf);
+        block.write(&mut buf);
+        receipts.len().write(&mut buf);
+        for r in receipts {
+            r.write(&mut buf);
+        }
+        state_root.write(&mut buf);
+        log_size.write(&mut buf);
+        buf
+    }
+
     /// Parses stored bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<StoredBlock, CodecError> {
         StoredBlock::decode_cfg(Copying(bytes), &())
@@ -38,11 +53,7 @@ impl StoredBlock {
 
 impl Write for StoredBlock {
     fn write(&self, buf: &mut impl BufMut) {
-        STORED_BLOCK_VERSION.write(buf);
-        self.block.write(buf);
-        self.receipts.write(buf);
-        self.state_root.write(buf);
-        self.log_size.write(buf);
+        buf.put_slice(&StoredBlock::encode_parts(&self.block, &self.receipts, &self.state_root, self.log_size));
     }
 }
 
