@@ -1,6 +1,12 @@
 //! End to end: `secnet demo` tells the paper's story against a real node, and `secnet audit`
 //! proves it afterwards from the data directory alone.
-#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed lookup is a failed test")]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
 
 mod common;
 
@@ -18,23 +24,45 @@ fn demo_runs_the_medical_story_and_leaves_an_auditable_ledger() {
     assert!(out.contains("hospital-a   10000 ->   9500 (-500)"), "{out}");
     assert!(out.contains("hospital-b    1000 ->   1100 (+100)"), "{out}");
     assert!(out.contains("alice            0 ->    400 (+400)"), "{out}");
-    assert!(out.contains("refuses a grant: sender has not subscribed"), "{out}");
+    assert!(
+        out.contains("refuses a grant: sender has not subscribed"),
+        "{out}"
+    );
 
     // Keys are private to their owner.
     for key in ["node.key", "keys/alice.key", "keys/hospital-a.key"] {
-        let mode = std::fs::metadata(dir.path().join(key)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.path().join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{key}");
     }
 
     // The access log: grant, delivery, refusal.
     let log = json(&["audit", "log", "--data-dir", d, "--json"]);
-    let kinds: Vec<&str> = log.as_array().unwrap().iter().map(|e| e["entry"]["type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry"]["type"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["grant", "access", "access"]);
-    assert_eq!(log[2]["entry"]["entry"]["decision"]["reason"], "not_subscribed");
+    assert_eq!(
+        log[2]["entry"]["entry"]["decision"]["reason"],
+        "not_subscribed"
+    );
 
     // Inclusion proof in the documented shape, verified by the CLI.
     let proof = json(&["audit", "proof", "--data-dir", d, "--leaf", "1", "--json"]);
-    for field in ["tree_size", "root_hash", "leaf_index", "leaf", "leaf_hash", "audit_path"] {
+    for field in [
+        "tree_size",
+        "root_hash",
+        "leaf_index",
+        "leaf",
+        "leaf_hash",
+        "audit_path",
+    ] {
         assert!(proof.get(field).is_some(), "proof lacks {field}: {proof}");
     }
     let proof_file = dir.path().join("proof.json");
@@ -46,12 +74,42 @@ fn demo_runs_the_medical_story_and_leaves_an_auditable_ledger() {
     let cp_file = dir.path().join("checkpoint.txt");
     std::fs::write(&cp_file, &checkpoint).unwrap();
     let node = ok(&["keys", "show", path(&dir.path().join("node.key"))]);
-    assert!(ok(&["audit", "verify", path(&proof_file), "--checkpoint", path(&cp_file), "--signer-key", node.trim()]).contains("checkpoint signed by"));
+    assert!(
+        ok(&[
+            "audit",
+            "verify",
+            path(&proof_file),
+            "--checkpoint",
+            path(&cp_file),
+            "--signer-key",
+            node.trim()
+        ])
+        .contains("checkpoint signed by")
+    );
 
     // Consistency.
-    let cons = json(&["audit", "consistency", "--data-dir", d, "--from", "1", "--to", "3", "--json"]);
-    for field in ["first_size", "second_size", "first_root", "second_root", "proof"] {
-        assert!(cons.get(field).is_some(), "consistency proof lacks {field}: {cons}");
+    let cons = json(&[
+        "audit",
+        "consistency",
+        "--data-dir",
+        d,
+        "--from",
+        "1",
+        "--to",
+        "3",
+        "--json",
+    ]);
+    for field in [
+        "first_size",
+        "second_size",
+        "first_root",
+        "second_root",
+        "proof",
+    ] {
+        assert!(
+            cons.get(field).is_some(),
+            "consistency proof lacks {field}: {cons}"
+        );
     }
     let cons_file = dir.path().join("cons.json");
     std::fs::write(&cons_file, cons.to_string()).unwrap();
@@ -75,6 +133,13 @@ fn demo_runs_the_medical_story_and_leaves_an_auditable_ledger() {
 #[test]
 fn audit_of_an_empty_directory_says_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
-    let err = fails(&["audit", "proof", "--data-dir", path(dir.path()), "--leaf", "0"]);
+    let err = fails(&[
+        "audit",
+        "proof",
+        "--data-dir",
+        path(dir.path()),
+        "--leaf",
+        "0",
+    ]);
     assert!(err.contains("holds no SecNet data"), "{err}");
 }

@@ -1,6 +1,12 @@
 //! End to end: `secnet dev` accepts signed transactions over HTTP, commits them, and refuses
 //! bad input with problem details while keeping its state.
-#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed lookup is a failed test")]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
 
 mod common;
 
@@ -17,7 +23,11 @@ fn post(url: &str, body: &str) -> (u16, serde_json::Value, String) {
             .await
             .unwrap();
         let status = resp.status().as_u16();
-        let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
         let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
         (status, body, ctype)
     })
@@ -29,9 +39,23 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
     let node = DevNode::start(dir.path());
     let node_key = dir.path().join("node.key");
     let alice_key = dir.path().join("alice.key");
-    let alice = ok(&["keys", "new", "--out", path(&alice_key)]).trim().to_string();
+    let alice = ok(&["keys", "new", "--out", path(&alice_key)])
+        .trim()
+        .to_string();
 
-    let receipt = json(&["tx", "transfer", "--key", path(&node_key), "--to", &alice, "--amount", "250", "--node", &node.url, "--wait"]);
+    let receipt = json(&[
+        "tx",
+        "transfer",
+        "--key",
+        path(&node_key),
+        "--to",
+        &alice,
+        "--amount",
+        "250",
+        "--node",
+        &node.url,
+        "--wait",
+    ]);
     assert_eq!(receipt["receipt"]["outcome"]["status"], "applied");
     let account = json(&["account", &alice, "--node", &node.url, "--json"]);
     assert_eq!(account["balance"], 250);
@@ -42,7 +66,19 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
     assert_eq!(block["state_root"], status["state_root"]);
 
     // Not enough money: committed, refused, nothing moved.
-    let out = common::run(&["tx", "transfer", "--key", path(&alice_key), "--to", &alice, "--amount", "251", "--node", &node.url, "--wait"]);
+    let out = common::run(&[
+        "tx",
+        "transfer",
+        "--key",
+        path(&alice_key),
+        "--to",
+        &alice,
+        "--amount",
+        "251",
+        "--node",
+        &node.url,
+        "--wait",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("balance 250 is below the 251 required"));
 
@@ -54,10 +90,38 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
     assert!(body["detail"].as_str().unwrap().contains("not hex"));
     let (code, body, _) = post(&node.url, "{\"tx\": \"0102\"}");
     assert_eq!(code, 400);
-    assert!(body["detail"].as_str().unwrap().contains("malformed"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("malformed"),
+        "{body}"
+    );
     let huge = format!("{{\"tx\": \"{}\"}}", "00".repeat(200 * 1024));
     let (code, _, _) = post(&node.url, &huge);
     assert_eq!(code, 413);
     let after = json(&["status", "--node", &node.url, "--json"]);
     assert_eq!(before["state_root"], after["state_root"]);
+}
+
+#[test]
+fn a_node_refuses_a_genesis_of_another_network() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(DevNode::start(dir.path()));
+    let mut other: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("genesis.json")).unwrap())
+            .unwrap();
+    other["chain_id"] = serde_json::json!("another-network");
+    let other_file = dir.path().join("other-genesis.json");
+    std::fs::write(&other_file, other.to_string()).unwrap();
+    let err = common::fails(&[
+        "dev",
+        "--data-dir",
+        path(dir.path()),
+        "--genesis",
+        path(&other_file),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        err.contains("was created for genesis") && err.contains("another-network"),
+        "{err}"
+    );
 }

@@ -31,8 +31,17 @@ impl StoredBlock {
     }
 
     /// The stored bytes of a block and its results, without assembling a `StoredBlock`.
-    pub fn encode_parts(block: &Block, receipts: &[Receipt], state_root: &Hash, log_size: u64) -> Vec<u8> {
-        let size = 1 + block.encode_size() + receipts.len().encode_size() + receipts.iter().map(EncodeSize::encode_size).sum::<usize>() + 40;
+    pub fn encode_parts(
+        block: &Block,
+        receipts: &[Receipt],
+        state_root: &Hash,
+        log_size: u64,
+    ) -> Vec<u8> {
+        let size = 1
+            + block.encode_size()
+            + receipts.len().encode_size()
+            + receipts.iter().map(EncodeSize::encode_size).sum::<usize>()
+            + 40;
         let mut buf = Vec::with_capacity(size);
         STORED_BLOCK_VERSION.write(&mut buf);
         block.write(&mut buf);
@@ -53,7 +62,12 @@ impl StoredBlock {
 
 impl Write for StoredBlock {
     fn write(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&StoredBlock::encode_parts(&self.block, &self.receipts, &self.state_root, self.log_size));
+        buf.put_slice(&StoredBlock::encode_parts(
+            &self.block,
+            &self.receipts,
+            &self.state_root,
+            self.log_size,
+        ));
     }
 }
 

@@ -16,6 +16,10 @@ pub struct DevArgs {
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: SocketAddr,
+    /// Start a new data directory from this genesis file instead of a development genesis
+    /// (a directory made for another genesis is refused).
+    #[arg(long)]
+    pub genesis: Option<PathBuf>,
     /// Milliseconds between blocks while transactions wait.
     #[arg(long, default_value_t = 200)]
     pub block_ms: u64,
@@ -23,6 +27,24 @@ pub struct DevArgs {
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let data = DataDir::new(&args.data_dir);
+    if let Some(path) = &args.genesis {
+        let given = secnet_node::datadir::read_genesis(path)?;
+        if data.genesis_path().exists() {
+            let stored = data.read_genesis()?;
+            anyhow::ensure!(
+                stored.hash() == given.hash(),
+                "{} was created for genesis {} (chain {:?}), not for {} (chain {:?}) from {}",
+                args.data_dir.display(),
+                stored.hash(),
+                stored.chain_id,
+                given.hash(),
+                given.chain_id,
+                path.display()
+            );
+        } else {
+            data.write_genesis(&given)?;
+        }
+    }
     let (genesis, key) = data.open_dev(&[])?;
     let config = ProducerConfig {
         block_interval: Duration::from_millis(args.block_ms.max(1)),

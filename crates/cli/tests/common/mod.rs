@@ -1,6 +1,15 @@
 //! Helpers for end-to-end tests that run the real `secnet` binary.
-#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed lookup is a failed test")]
-#![allow(dead_code, reason = "each test binary uses a different part of the helpers")]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the helpers"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -27,7 +36,10 @@ pub fn ok(args: &[&str]) -> String {
 /// Runs `secnet args...`, asserting failure; returns stderr.
 pub fn fails(args: &[&str]) -> String {
     let out = run(args);
-    assert!(!out.status.success(), "secnet {args:?} unexpectedly succeeded");
+    assert!(
+        !out.status.success(),
+        "secnet {args:?} unexpectedly succeeded"
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -37,7 +49,8 @@ pub fn run(args: &[&str]) -> Output {
 
 pub fn json(args: &[&str]) -> serde_json::Value {
     let out = ok(args);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("secnet {args:?} printed no JSON ({e}): {out}"))
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("secnet {args:?} printed no JSON ({e}): {out}"))
 }
 
 pub fn path(p: &Path) -> &str {
@@ -53,7 +66,15 @@ pub struct DevNode {
 impl DevNode {
     pub fn start(dir: &Path) -> DevNode {
         let mut child = secnet()
-            .args(["dev", "--data-dir", path(dir), "--listen", "127.0.0.1:0", "--block-ms", "20"])
+            .args([
+                "dev",
+                "--data-dir",
+                path(dir),
+                "--listen",
+                "127.0.0.1:0",
+                "--block-ms",
+                "20",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -61,7 +82,10 @@ impl DevNode {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let url = loop {
-            let line = lines.next().expect("secnet dev exited before printing its API address").expect("read");
+            let line = lines
+                .next()
+                .expect("secnet dev exited before printing its API address")
+                .expect("read");
             if let Some(rest) = line.trim().strip_prefix("api") {
                 break rest.trim().to_string();
             }
