@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 pub struct ChainTip {
     /// Height of the last applied block (0 at genesis).
     pub height: u64,
-    /// Its hash (zero at genesis).
+    /// Its hash (at height 0, the hash of [`Genesis::block`]).
     pub block_hash: Hash,
     /// Its timestamp, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
@@ -60,7 +60,7 @@ impl State {
             chain_id: genesis.chain_id.clone(),
             tip: ChainTip {
                 height: 0,
-                block_hash: Hash::ZERO,
+                block_hash: genesis.block().hash(),
                 timestamp_ms: genesis.genesis_time_ms,
                 state_root: Hash::ZERO,
             },

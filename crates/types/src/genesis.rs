@@ -87,6 +87,12 @@ impl Genesis {
             .fold(0u64, |acc, a| acc.saturating_add(a.balance))
     }
 
+    /// The block at height 0: no transactions, its parent field set to the genesis hash so
+    /// that every network's chain starts from a different block.
+    pub fn block(&self) -> crate::Block {
+        crate::Block::new(0, self.hash(), self.genesis_time_ms, Vec::new())
+    }
+
     /// A hash that identifies this network: two nodes with different genesis hashes refuse
     /// to talk to each other.
     pub fn hash(&self) -> Hash {
