@@ -145,25 +145,23 @@ impl DevNode {
     /// Produces one block from the mempool, if anything is waiting. Blocking: it commits to
     /// disk.
     pub fn produce_block(&self) -> Result<Option<BlockOutcome>, NodeError> {
-        let txs = lock(&self.mempool)?.take(self.config.max_block_txs.min(MAX_BLOCK_TXS));
+        let max = self.config.max_block_txs.min(MAX_BLOCK_TXS);
+        let txs = lock(&self.mempool)?.select(max, |_| false);
         if txs.is_empty() {
             return Ok(None);
         }
-        let result = {
-            let mut ledger = lock(&self.ledger)?;
-            let tip = ledger.state().tip();
-            let block = Block::new(
-                tip.height + 1,
-                tip.block_hash,
-                now_ms().max(tip.timestamp_ms),
-                txs,
-            );
-            let result = ledger.apply_block(&block);
-            (block, result)
-        };
-        let (block, result) = result;
-        lock(&self.mempool)?.settle(&block.txs);
-        let outcome = result?;
+        // Lock order everywhere: ledger, then mempool.
+        let mut ledger = lock(&self.ledger)?;
+        let tip = ledger.state().tip();
+        let block = Block::new(
+            tip.height + 1,
+            tip.block_hash,
+            now_ms().max(tip.timestamp_ms),
+            txs,
+        );
+        let outcome = ledger.apply_block(&block)?;
+        lock(&self.mempool)?.settle(ledger.state());
+        drop(ledger);
         tracing::info!(
             height = outcome.tip.height,
             txs = block.txs.len(),

@@ -44,13 +44,15 @@ pub enum AdmitError {
 }
 
 /// Pending transactions.
+///
+/// A transaction stays in the pool until a committed block consumes its nonce: proposing it
+/// does not remove it, so a proposal that never commits loses nothing.
 #[derive(Debug)]
 pub struct Mempool {
     queue: VecDeque<SignedTransaction>,
-    /// Hashes queued or handed to a block that is not yet applied.
     pending: HashSet<Hash>,
-    /// Per sender: the next nonce to admit and how many are pending.
-    senders: HashMap<AccountId, (u64, usize)>,
+    /// Per sender: the next nonce to admit.
+    next_nonce: HashMap<AccountId, u64>,
     capacity: usize,
 }
 
@@ -60,7 +62,7 @@ impl Mempool {
         Mempool {
             queue: VecDeque::new(),
             pending: HashSet::new(),
-            senders: HashMap::new(),
+            next_nonce: HashMap::new(),
             capacity,
         }
     }
@@ -83,9 +85,9 @@ impl Mempool {
         }
         let committed = state.account(&t.sender).nonce;
         let expected = self
-            .senders
+            .next_nonce
             .get(&t.sender)
-            .map_or(committed, |s| s.0.max(committed));
+            .map_or(committed, |n| (*n).max(committed));
         if t.nonce < expected {
             return Err(AdmitError::StaleNonce {
                 expected,
@@ -101,32 +103,39 @@ impl Mempool {
         if !tx.verify_signature() {
             return Err(AdmitError::BadSignature(t.sender));
         }
-        let entry = self.senders.entry(t.sender).or_insert((expected, 0));
-        *entry = (expected + 1, entry.1 + 1);
+        self.next_nonce.insert(t.sender, expected + 1);
         self.pending.insert(hash);
         self.queue.push_back(tx);
         Ok(hash)
     }
 
-    /// Takes up to `max` transactions for the next block; they stay pending until
-    /// [`Self::settle`].
-    pub fn take(&mut self, max: usize) -> Vec<SignedTransaction> {
-        let n = max.min(self.queue.len());
-        self.queue.drain(..n).collect()
+    /// Up to `max` transactions for a proposal, in arrival order, skipping those for which
+    /// `skip` is true (e.g. already in an uncommitted ancestor).
+    pub fn select(&self, max: usize, skip: impl Fn(&Hash) -> bool) -> Vec<SignedTransaction> {
+        self.queue
+            .iter()
+            .filter(|tx| !skip(&tx.hash()))
+            .take(max)
+            .cloned()
+            .collect()
     }
 
-    /// Forgets transactions that a block included (applied or refused).
-    pub fn settle(&mut self, included: &[SignedTransaction]) {
-        for tx in included {
-            if self.pending.remove(&tx.hash())
-                && let Some(s) = self.senders.get_mut(&tx.tx().sender)
-            {
-                s.1 = s.1.saturating_sub(1);
-                if s.1 == 0 {
-                    self.senders.remove(&tx.tx().sender);
-                }
+    /// Drops every transaction whose nonce the committed `state` has consumed.
+    pub fn settle(&mut self, state: &State) {
+        let pending = &mut self.pending;
+        self.queue.retain(|tx| {
+            let keep = tx.tx().nonce >= state.account(&tx.tx().sender).nonce;
+            if !keep {
+                pending.remove(&tx.hash());
             }
+            keep
+        });
+        let mut next: HashMap<AccountId, u64> = HashMap::new();
+        for tx in &self.queue {
+            let n = next.entry(tx.tx().sender).or_insert(0);
+            *n = (*n).max(tx.tx().nonce + 1);
         }
+        self.next_nonce = next;
     }
 
     /// Whether `hash` is pending.
@@ -143,9 +152,99 @@ impl Mempool {
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
+}
 
-    /// Whether transactions are waiting for a block.
-    pub fn has_queued(&self) -> bool {
-        !self.queue.is_empty()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secnet_types::{Allocation, Call, Genesis, Keypair, Transaction};
+
+    fn setup() -> (State, Keypair) {
+        let key = Keypair::deterministic("mempool", 0);
+        let genesis = Genesis {
+            chain_id: "pool".into(),
+            genesis_time_ms: 0,
+            allocations: vec![Allocation {
+                account: key.account(),
+                balance: 100,
+            }],
+            validators: vec![],
+        };
+        (State::genesis(&genesis), key)
+    }
+
+    fn tx(key: &Keypair, chain: &str, nonce: u64) -> SignedTransaction {
+        Transaction {
+            chain_id: chain.into(),
+            sender: key.account(),
+            nonce,
+            call: Call::Transfer {
+                to: key.account(),
+                amount: 1,
+            },
+        }
+        .sign(key)
+    }
+
+    #[test]
+    fn admission_checks_chain_nonce_signature_duplicates_and_capacity() {
+        let (state, key) = setup();
+        let mut pool = Mempool::new(2);
+        assert!(matches!(
+            pool.admit(tx(&key, "other", 0), &state),
+            Err(AdmitError::WrongChain { .. })
+        ));
+        assert!(matches!(
+            pool.admit(tx(&key, "pool", 1), &state),
+            Err(AdmitError::NonceGap {
+                expected: 0,
+                got: 1
+            })
+        ));
+        let first = tx(&key, "pool", 0);
+        pool.admit(first.clone(), &state).unwrap();
+        assert!(matches!(
+            pool.admit(first, &state),
+            Err(AdmitError::Duplicate(_))
+        ));
+        let forged = SignedTransaction::new(
+            tx(&key, "pool", 1).tx().clone(),
+            secnet_types::Signature([1; 64]),
+        );
+        assert!(matches!(
+            pool.admit(forged, &state),
+            Err(AdmitError::BadSignature(_))
+        ));
+        pool.admit(tx(&key, "pool", 1), &state).unwrap();
+        assert_eq!(
+            pool.admit(tx(&key, "pool", 2), &state),
+            Err(AdmitError::Full(2))
+        );
+        assert_eq!(pool.select(10, |_| false).len(), 2);
+    }
+
+    #[test]
+    fn selection_keeps_transactions_until_their_nonce_is_consumed() {
+        let (mut state, key) = setup();
+        let mut pool = Mempool::new(10);
+        let txs: Vec<_> = (0..3).map(|n| tx(&key, "pool", n)).collect();
+        for t in &txs {
+            pool.admit(t.clone(), &state).unwrap();
+        }
+        let first = pool.select(1, |_| false);
+        assert_eq!(first, txs[..1]);
+        // A proposal that never commits loses nothing.
+        assert_eq!(pool.select(10, |_| false).len(), 3);
+        let tip = state.tip();
+        let block = secnet_types::Block::new(1, tip.block_hash, 1, first);
+        state.apply_block(&block).unwrap();
+        pool.settle(&state);
+        assert_eq!(pool.len(), 2);
+        assert_eq!(pool.select(10, |h| *h == txs[1].hash()), txs[2..]);
+        assert!(matches!(
+            pool.admit(txs[0].clone(), &state),
+            Err(AdmitError::StaleNonce { .. })
+        ));
+        pool.admit(tx(&key, "pool", 3), &state).unwrap();
     }
 }
