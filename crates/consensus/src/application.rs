@@ -1,0 +1,171 @@
+//! The consensus application: building proposals from the mempool and checking proposals
+//! before voting for them.
+//!
+//! Verification is stateless with respect to uncommitted blocks: it checks the header against
+//! the parent, the body against the header, the chain id and every signature. Nonces and
+//! balances are checked when the finalized block executes, where a refusal becomes a receipt;
+//! so every block that passes verification executes, on every node, to the same state.
+
+use crate::block::ChainBlock;
+use crate::chain::Chain;
+use commonware_consensus::marshal::ancestry::Ancestry;
+use commonware_consensus::simplex::types::Context;
+use commonware_cryptography::{Digested, ed25519, sha256};
+use commonware_parallel::Sequential;
+use commonware_runtime::Clock;
+use commonware_utils::SystemTimeExt as _;
+use futures::StreamExt as _;
+use secnet_types::limits::MAX_BLOCK_TXS;
+use secnet_types::{Block, Hash, verify_signatures};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The simplex signing scheme of SecNet validators.
+pub type Scheme = commonware_consensus::simplex::scheme::ed25519::Scheme;
+
+/// How far ahead of a validator's clock a proposal's timestamp may be, in milliseconds.
+pub const MAX_CLOCK_SKEW_MS: u64 = 5_000;
+
+/// The application handed to marshal's inline-verification wrapper.
+#[derive(Debug, Clone)]
+pub struct SecnetApp {
+    chain: Arc<Chain>,
+}
+
+impl SecnetApp {
+    /// An application over `chain`.
+    pub fn new(chain: Arc<Chain>) -> SecnetApp {
+        SecnetApp { chain }
+    }
+}
+
+/// Why a proposal is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidProposal {
+    /// Not built on the given parent.
+    #[error("block {height} does not extend its parent")]
+    NotChild {
+        /// Height of the block.
+        height: u64,
+    },
+    /// Timestamp before the parent's or too far in the future.
+    #[error("block timestamp {got} ms is outside [{parent}, {limit}]")]
+    BadTime {
+        /// The block's time.
+        got: u64,
+        /// The parent's time.
+        parent: u64,
+        /// Now plus the allowed skew.
+        limit: u64,
+    },
+    /// Body and header disagree, or too many transactions.
+    #[error("block body is invalid: {0}")]
+    Body(String),
+    /// A transaction for another network.
+    #[error("transaction {0} is for another chain")]
+    WrongChain(Hash),
+    /// A transaction with an invalid signature.
+    #[error("transaction {0} has an invalid signature")]
+    BadSignature(Hash),
+}
+
+/// Checks a proposal against its parent: everything that does not depend on uncommitted state.
+pub fn check_proposal(
+    block: &Block,
+    parent: &Block,
+    chain_id: &str,
+    now_ms: u64,
+) -> Result<(), InvalidProposal> {
+    let height = block.header.height;
+    if block.header.parent != parent.hash() || height != parent.header.height + 1 {
+        return Err(InvalidProposal::NotChild { height });
+    }
+    let limit = now_ms.saturating_add(MAX_CLOCK_SKEW_MS);
+    if block.header.timestamp_ms < parent.header.timestamp_ms || block.header.timestamp_ms > limit {
+        return Err(InvalidProposal::BadTime {
+            got: block.header.timestamp_ms,
+            parent: parent.header.timestamp_ms,
+            limit,
+        });
+    }
+    if block.txs.len() > MAX_BLOCK_TXS {
+        return Err(InvalidProposal::Body(format!(
+            "{} transactions",
+            block.txs.len()
+        )));
+    }
+    block
+        .check_body()
+        .map_err(|e| InvalidProposal::Body(e.to_string()))?;
+    if let Some(tx) = block.txs.iter().find(|t| t.tx().chain_id != chain_id) {
+        return Err(InvalidProposal::WrongChain(tx.hash()));
+    }
+    let sigs = verify_signatures(&block.txs);
+    if let Some((tx, _)) = block.txs.iter().zip(sigs).find(|(_, ok)| !ok) {
+        return Err(InvalidProposal::BadSignature(tx.hash()));
+    }
+    Ok(())
+}
+
+impl<E> commonware_consensus::Application<E> for SecnetApp
+where
+    E: Clock + Send + Sync + 'static,
+{
+    type SigningScheme = Scheme;
+    type Context = Context<sha256::Digest, ed25519::PublicKey>;
+    type Block = ChainBlock;
+    type Input = ();
+
+    async fn propose(
+        &mut self,
+        (runtime, _context): (E, Self::Context),
+        mut ancestry: impl Ancestry<Self::Block>,
+        _input: (),
+    ) -> Option<Digested<Self::Block>> {
+        let parent = ancestry.next().await?;
+        let executed = self.chain.executed_height().ok()?;
+        // Transactions already in uncommitted ancestors must not be proposed again.
+        let mut in_flight: HashSet<Hash> = HashSet::new();
+        let mut cursor = Some(parent.clone());
+        while let Some(block) = cursor {
+            if block.inner().block().header.height <= executed {
+                break;
+            }
+            in_flight.extend(block.inner().block().txs.iter().map(|t| t.hash()));
+            cursor = ancestry.next().await;
+        }
+        let txs = self.chain.select(|h| in_flight.contains(h)).ok()?;
+        let parent_header = &parent.inner().block().header;
+        let now = runtime.current().epoch_millis();
+        let block = Block::new(
+            parent_header.height + 1,
+            parent.inner().hash(),
+            now.max(parent_header.timestamp_ms),
+            txs,
+        );
+        Some(Digested::compute(ChainBlock::new(block), &Sequential).await)
+    }
+
+    async fn verify(
+        &mut self,
+        (runtime, _context): (E, Self::Context),
+        mut ancestry: impl Ancestry<Self::Block>,
+    ) -> bool {
+        let (Some(block), Some(parent)) = (ancestry.next().await, ancestry.next().await) else {
+            return false;
+        };
+        let now = runtime.current().epoch_millis();
+        match check_proposal(
+            block.inner().block(),
+            parent.inner().block(),
+            self.chain.chain_id(),
+            now,
+        ) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(height = block.inner().block().header.height, error = %e, "rejected proposal");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! What a validator shares between its consensus application, its executor and its API:
+//! the durable ledger and the mempool.
+
+use crate::block::ChainBlock;
+use secnet_contract::BlockOutcome;
+use secnet_ledger::{Ledger, LedgerError};
+use secnet_node::mempool::{AdmitError, Mempool};
+use secnet_types::{Genesis, Hash, SignedTransaction};
+use std::sync::{Mutex, MutexGuard};
+
+/// A validator's ledger and mempool. Lock order everywhere: ledger, then mempool.
+#[derive(Debug)]
+pub struct Chain {
+    ledger: Mutex<Ledger>,
+    mempool: Mutex<Mempool>,
+    genesis_block: ChainBlock,
+    chain_id: String,
+    max_block_txs: usize,
+}
+
+/// The chain's locks were poisoned by a panic elsewhere.
+#[derive(Debug, thiserror::Error)]
+#[error("validator state poisoned by an earlier failure; restart the node")]
+pub struct Poisoned;
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Poisoned> {
+    m.lock().map_err(|_| Poisoned)
+}
+
+/// What happened to a finalized block handed to [`Chain::execute`].
+#[derive(Debug)]
+pub enum Executed {
+    /// Applied now.
+    Applied(Box<BlockOutcome>),
+    /// Already applied before (redelivery after a restart).
+    AlreadyApplied,
+}
+
+impl Chain {
+    /// Wraps an opened ledger.
+    pub fn new(
+        ledger: Ledger,
+        genesis: &Genesis,
+        mempool_capacity: usize,
+        max_block_txs: usize,
+    ) -> Chain {
+        Chain {
+            ledger: Mutex::new(ledger),
+            mempool: Mutex::new(Mempool::new(mempool_capacity)),
+            genesis_block: ChainBlock::new(genesis.block()),
+            chain_id: genesis.chain_id.clone(),
+            max_block_txs,
+        }
+    }
+
+    /// The height-0 block.
+    pub fn genesis_block(&self) -> &ChainBlock {
+        &self.genesis_block
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// Most transactions a proposal carries.
+    pub fn max_block_txs(&self) -> usize {
+        self.max_block_txs
+    }
+
+    /// Runs `f` with the ledger locked.
+    pub fn with_ledger<R>(&self, f: impl FnOnce(&Ledger) -> R) -> Result<R, Poisoned> {
+        Ok(f(&*lock(&self.ledger)?))
+    }
+
+    /// Height of the last executed block.
+    pub fn executed_height(&self) -> Result<u64, Poisoned> {
+        self.with_ledger(|l| l.state().tip().height)
+    }
+
+    /// Admits a transaction to the mempool.
+    pub fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, Poisoned> {
+        let ledger = lock(&self.ledger)?;
+        let mut pool = lock(&self.mempool)?;
+        Ok(pool.admit(tx, ledger.state()))
+    }
+
+    /// Transactions for a proposal, skipping those `skip` names.
+    pub fn select(&self, skip: impl Fn(&Hash) -> bool) -> Result<Vec<SignedTransaction>, Poisoned> {
+        Ok(lock(&self.mempool)?.select(self.max_block_txs, skip))
+    }
+
+    /// Whether `hash` is pending.
+    pub fn is_pending(&self, hash: &Hash) -> Result<bool, Poisoned> {
+        Ok(lock(&self.mempool)?.contains(hash))
+    }
+
+    /// Number of pending transactions.
+    pub fn pending(&self) -> Result<usize, Poisoned> {
+        Ok(lock(&self.mempool)?.len())
+    }
+
+    /// Applies a finalized block unless the ledger already has it, then drops from the
+    /// mempool what it consumed.
+    pub fn execute(&self, block: &ChainBlock) -> Result<Executed, ExecuteError> {
+        let mut ledger = lock(&self.ledger)?;
+        let height = block.block().header.height;
+        if height <= ledger.state().tip().height {
+            return Ok(Executed::AlreadyApplied);
+        }
+        let outcome = ledger.apply_block(block.block())?;
+        lock(&self.mempool)?.settle(ledger.state());
+        Ok(Executed::Applied(Box::new(outcome)))
+    }
+}
+
+/// A finalized block that could not be executed: the node must stop, not skip it.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// Locks poisoned.
+    #[error(transparent)]
+    Poisoned(#[from] Poisoned),
+    /// The ledger refused or failed to store it.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}

@@ -1,0 +1,341 @@
+//! Wiring one validator: block broadcast, marshal (with its archives and backfill resolver),
+//! the inline-verification wrapper around the application, simplex consensus, and the
+//! executor. Generic over the runtime (deterministic simulation or tokio) and the network
+//! (simulated or authenticated TCP).
+
+use crate::application::{Scheme, SecnetApp};
+use crate::block::digest_of;
+use crate::chain::Chain;
+use crate::executor::{Executor, Progress};
+use commonware_broadcast::buffered;
+use commonware_consensus::marshal::{
+    self, core::Actor as Marshal, resolver::p2p as marshal_resolver, standard::Inline,
+};
+use commonware_consensus::simplex::{self, ForwardPolicy, SkipPolicy, elector::RoundRobin};
+use commonware_consensus::types::{Epoch, FixedEpocher, ViewDelta};
+use commonware_cryptography::certificate::{ConstantProvider, Verifier};
+use commonware_cryptography::{Digested, Sha256, Signer as _, ed25519};
+use commonware_p2p::{Blocker, Provider, Receiver, Sender};
+use commonware_parallel::Sequential;
+use commonware_runtime::buffer::paged::CacheRef;
+use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage};
+use commonware_storage::archive::immutable;
+use commonware_utils::ordered::Set;
+use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize};
+use rand_core::CryptoRng;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Namespace of consensus signatures; a vote of another application cannot be replayed here.
+pub const CONSENSUS_NAMESPACE: &[u8] = b"secnet/consensus/v1";
+
+/// The p2p channels a validator uses.
+pub mod channels {
+    /// Simplex votes.
+    pub const VOTES: u64 = 0;
+    /// Simplex certificates.
+    pub const CERTIFICATES: u64 = 1;
+    /// Simplex's resolver of missing certificates.
+    pub const RESOLVER: u64 = 2;
+    /// Marshal's backfill of missing blocks.
+    pub const BACKFILL: u64 = 3;
+    /// Full-block broadcast.
+    pub const BLOCKS: u64 = 4;
+    /// Transaction gossip.
+    pub const TXS: u64 = 5;
+}
+
+/// Timeouts and sizes of one validator.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// How long to wait for a leader's proposal.
+    pub leader_timeout: Duration,
+    /// How long to wait for a certificate once a proposal is seen.
+    pub certification_timeout: Duration,
+    /// How often to retry a nullify vote.
+    pub timeout_retry: Duration,
+    /// How long a fetch from a peer may take.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            leader_timeout: Duration::from_secs(1),
+            certification_timeout: Duration::from_secs(2),
+            timeout_retry: Duration::from_secs(5),
+            fetch_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One validator's identity and environment.
+pub struct ValidatorConfig<B, P> {
+    /// Its signing key.
+    pub key: ed25519::PrivateKey,
+    /// All validators.
+    pub participants: Set<ed25519::PublicKey>,
+    /// Disconnects misbehaving peers.
+    pub blocker: B,
+    /// Supplies the peer set.
+    pub provider: P,
+    /// Prefix of its storage partitions.
+    pub partition_prefix: String,
+    /// Timeouts.
+    pub timing: Timing,
+}
+
+impl<B, P> std::fmt::Debug for ValidatorConfig<B, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidatorConfig")
+            .field("key", &self.key.public_key())
+            .field("partition_prefix", &self.partition_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A network channel: its sender and receiver.
+pub type Channel<S, R> = (S, R);
+
+/// The running parts of a validator.
+pub struct Running {
+    /// Finalized and executed heights.
+    pub progress: Arc<Progress>,
+    /// The tasks: broadcast, marshal, consensus, executor.
+    pub handles: Vec<Handle<()>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("progress", &self.progress)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Stops every task of this validator (as a crash would).
+    pub fn abort(self) {
+        for h in self.handles {
+            h.abort();
+        }
+    }
+}
+
+const MAILBOX: NonZeroUsize = NZUsize!(1024);
+const PAGE_CACHE_PAGE: std::num::NonZeroU16 = NZU16!(4096);
+const PAGE_CACHE_PAGES: NonZeroUsize = NZUsize!(4096);
+
+fn archive_config<C>(
+    prefix: &str,
+    name: &str,
+    page_cache: &CacheRef,
+    codec_config: C,
+) -> immutable::Config<C> {
+    immutable::Config {
+        metadata_partition: format!("{prefix}-{name}-metadata"),
+        freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
+        freezer_table_initial_size: 1024,
+        freezer_table_resize_frequency: 4,
+        freezer_table_resize_chunk_size: 1024,
+        freezer_key_partition: format!("{prefix}-{name}-freezer-key"),
+        freezer_key_page_cache: page_cache.clone(),
+        freezer_value_partition: format!("{prefix}-{name}-freezer-value"),
+        freezer_value_target_size: 64 * 1024 * 1024,
+        freezer_value_compression: None,
+        ordinal_partition: format!("{prefix}-{name}-ordinal"),
+        items_per_section: NZU64!(4096),
+        codec_config,
+        replay_buffer: NZUsize!(1024 * 1024),
+        freezer_key_write_buffer: NZUsize!(1024 * 1024),
+        freezer_value_write_buffer: NZUsize!(1024 * 1024),
+        ordinal_write_buffer: NZUsize!(1024 * 1024),
+    }
+}
+
+/// Starts a validator over `chain` with the given network channels.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per network channel"
+)]
+pub async fn start_validator<E, B, P, S, R>(
+    context: E,
+    chain: Arc<Chain>,
+    config: ValidatorConfig<B, P>,
+    votes: Channel<S, R>,
+    certificates: Channel<S, R>,
+    resolver: Channel<S, R>,
+    backfill: Channel<S, R>,
+    blocks: Channel<S, R>,
+) -> Running
+where
+    E: Clock + CryptoRng + Spawner + Storage + Metrics,
+    B: Blocker<PublicKey = ed25519::PublicKey>,
+    P: Provider<PublicKey = ed25519::PublicKey>,
+    S: Sender<PublicKey = ed25519::PublicKey>,
+    R: Receiver<PublicKey = ed25519::PublicKey>,
+{
+    let me = config.key.public_key();
+    let prefix = config.partition_prefix.clone();
+    let page_cache = CacheRef::new(PAGE_CACHE_PAGE, PAGE_CACHE_PAGES);
+    let scheme = Scheme::signer(
+        CONSENSUS_NAMESPACE,
+        config.participants.clone(),
+        config.key.clone(),
+    )
+    .unwrap_or_else(|| not_a_validator());
+
+    // Full-block broadcast.
+    let (buffer, buffer_mailbox) = buffered::Engine::new(
+        context.child("buffer"),
+        buffered::Config {
+            public_key: me.clone(),
+            mailbox_size: MAILBOX,
+            deque_size: 16,
+            priority: false,
+            codec_config: (),
+            peer_provider: config.provider.clone(),
+            strategy: Sequential,
+        },
+    );
+
+    // Marshal and its archives.
+    let finalizations = immutable::Archive::init(
+        context.child("finalizations_by_height"),
+        archive_config(
+            &prefix,
+            "finalizations",
+            &page_cache,
+            <Scheme as Verifier>::certificate_codec_config_unbounded(),
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| storage_failed(&e));
+    let finalized_blocks = immutable::Archive::init(
+        context.child("finalized_blocks"),
+        archive_config(&prefix, "blocks", &page_cache, ()),
+    )
+    .await
+    .unwrap_or_else(|e| storage_failed(&e));
+    let epocher = FixedEpocher::new(NZU64!(u64::MAX));
+    let (marshal_actor, marshal_mailbox, _floor) = Marshal::init(
+        context.child("marshal"),
+        finalizations,
+        finalized_blocks,
+        marshal::Config {
+            provider: ConstantProvider::new(scheme.clone()),
+            epocher: epocher.clone(),
+            start: marshal::Start::Genesis(Digested::precomputed(
+                chain.genesis_block().clone(),
+                digest_of(&chain.genesis_block().hash()),
+            )),
+            partition_prefix: format!("{prefix}-marshal"),
+            mailbox_size: MAILBOX,
+            view_retention: ViewDelta::new(64),
+            prunable_items_per_section: NZU64!(1024),
+            page_cache: page_cache.clone(),
+            replay_buffer: NZUsize!(1024 * 1024),
+            key_write_buffer: NZUsize!(1024 * 1024),
+            value_write_buffer: NZUsize!(1024 * 1024),
+            block_codec_config: (),
+            max_repair: NZUsize!(16),
+            max_pending_acks: NZUsize!(8),
+            strategy: Sequential,
+        },
+    )
+    .await;
+    let backfill_resolver = marshal_resolver::init(
+        context.child("backfill"),
+        marshal_resolver::Config {
+            public_key: me.clone(),
+            peer_provider: config.provider.clone(),
+            blocker: config.blocker.clone(),
+            mailbox_size: MAILBOX,
+            fetch_timeout: NZDuration!(Duration::from_secs(2)),
+            fetch_retry_delay: Duration::from_millis(100),
+            priority_requests: false,
+            priority_responses: false,
+        },
+        backfill,
+    );
+
+    // Execution of finalized blocks.
+    let progress = Arc::new(Progress::default());
+    let (executor, executor_mailbox) = Executor::new(chain.clone(), progress.clone());
+
+    // Consensus over the application.
+    let app = Inline::new(
+        context.child("application"),
+        SecnetApp::new(chain.clone()),
+        marshal_mailbox.clone(),
+        epocher,
+    );
+    let consensus = simplex::Engine::new(
+        context.child("consensus"),
+        simplex::Config {
+            scheme,
+            elector: RoundRobin::<Sha256>::default(),
+            blocker: config.blocker,
+            automaton: app.clone(),
+            relay: app.clone(),
+            reporter: app,
+            strategy: Sequential,
+            partition: format!("{prefix}-consensus"),
+            mailbox_size: MAILBOX,
+            epoch: Epoch::zero(),
+            floor: simplex::Floor::Genesis(digest_of(&chain.genesis_block().hash())),
+            replay_buffer: NZUsize!(1024 * 1024),
+            write_buffer: NZUsize!(1024 * 1024),
+            page_cache,
+            leader_timeout: config.timing.leader_timeout,
+            certification_timeout: config.timing.certification_timeout,
+            timeout_retry: config.timing.timeout_retry,
+            view_retention: ViewDelta::new(64),
+            skip: SkipPolicy::Enabled {
+                timeout: config.timing.timeout_retry * 2,
+                budget: simplex::SkipBudget::Participants,
+            },
+            fetch_timeout: NZDuration!(config.timing.fetch_timeout),
+            fetch_retry_delay: Duration::from_millis(100),
+            forward: ForwardPolicy::Disabled,
+            track_historical_votes: false,
+        },
+    );
+
+    let executor_handle = context.child("executor").spawn(move |_| executor.run());
+    let buffer_handle = buffer.start(blocks);
+    let marshal_handle = marshal_actor.start(executor_mailbox, buffer_mailbox, backfill_resolver);
+    let consensus_handle = consensus.start(votes, certificates, resolver);
+    Running {
+        progress,
+        handles: vec![
+            buffer_handle,
+            marshal_handle,
+            consensus_handle,
+            executor_handle,
+        ],
+    }
+}
+
+#[cold]
+fn not_a_validator() -> ! {
+    #[expect(
+        clippy::panic,
+        reason = "callers check membership before starting a validator"
+    )]
+    {
+        panic!("this key is not in the validator set")
+    }
+}
+
+#[cold]
+fn storage_failed(e: &dyn std::fmt::Display) -> ! {
+    #[expect(
+        clippy::panic,
+        reason = "a validator cannot run without its block archives"
+    )]
+    {
+        panic!("cannot open block archives: {e}")
+    }
+}
