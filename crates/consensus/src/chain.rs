@@ -85,6 +85,13 @@ impl Chain {
         Ok(pool.admit(tx, ledger.state()))
     }
 
+    /// Queues a transaction without checking it, so this validator proposes invalid blocks.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_unchecked(&self, tx: SignedTransaction) -> Result<(), Poisoned> {
+        lock(&self.mempool)?.push_unchecked(tx);
+        Ok(())
+    }
+
     /// Transactions for a proposal, skipping those `skip` names.
     pub fn select(&self, skip: impl Fn(&Hash) -> bool) -> Result<Vec<SignedTransaction>, Poisoned> {
         Ok(lock(&self.mempool)?.select(self.max_block_txs, skip))

@@ -12,7 +12,7 @@
 
 use commonware_cryptography::{Signer as _, ed25519};
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
-use commonware_runtime::{Clock, Metrics as _, Quota, Runner as _, Supervisor as _, deterministic};
+use commonware_runtime::{Clock, Quota, Runner as _, Supervisor as _, deterministic};
 use commonware_utils::{NZU32, NZUsize, TryCollect as _, ordered::Set, probability};
 use secnet_consensus::chain::Chain;
 use secnet_consensus::engine::{Running, Timing, ValidatorConfig, start_validator};
@@ -21,7 +21,6 @@ use secnet_types::{Allocation, Call, Genesis, Hash, Keypair, SignedTransaction, 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
@@ -29,6 +28,11 @@ const LINK: Link = Link {
     latency: Duration::from_millis(20),
     jitter: Duration::from_millis(5),
     success_rate: probability!(1.0),
+};
+const LOSSY: Link = Link {
+    latency: Duration::from_millis(60),
+    jitter: Duration::from_millis(30),
+    success_rate: probability!(0.8),
 };
 const CHAIN: &str = "secnet-sim";
 const CLIENTS: u64 = 8;
@@ -72,11 +76,15 @@ struct Cluster {
 
 impl Cluster {
     async fn new(context: &deterministic::Context, n: u64) -> Cluster {
+        Cluster::with_link(context, n, LINK).await
+    }
+
+    async fn with_link(context: &deterministic::Context, n: u64, link: Link) -> Cluster {
         let participants: Set<ed25519::PublicKey> = (0..n)
             .map(|i| validator_key(i).public_key())
             .try_collect()
             .unwrap();
-        let (network, mut oracle) = Network::new_with_peers(
+        let (network, oracle) = Network::new_with_peers(
             context.child("network"),
             simulated::Config {
                 max_size: 16 * 1024 * 1024,
@@ -88,13 +96,6 @@ impl Cluster {
         )
         .await;
         network.start();
-        for a in participants.iter() {
-            for b in participants.iter() {
-                if a != b {
-                    oracle.add_link(a.clone(), b.clone(), LINK).await.unwrap();
-                }
-            }
-        }
         let dirs = tempfile::tempdir().unwrap();
         let mut cluster = Cluster {
             oracle,
@@ -103,6 +104,7 @@ impl Cluster {
             genesis: genesis(),
             _dirs: dirs,
         };
+        cluster.link_all(link).await;
         for i in 0..n {
             let dir = cluster._dirs.path().join(format!("v{i}"));
             let chain = open_chain(&dir, &cluster.genesis);
@@ -116,10 +118,56 @@ impl Cluster {
         cluster
     }
 
+    /// Links every pair of validators.
+    async fn link_all(&mut self, link: Link) {
+        let keys: Vec<_> = self.participants.iter().cloned().collect();
+        for a in &keys {
+            for b in &keys {
+                if a != b {
+                    let _ = self
+                        .oracle
+                        .add_link(a.clone(), b.clone(), link.clone())
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Cuts every link between the two groups.
+    async fn partition(&mut self, left: &[usize]) {
+        let keys: Vec<_> = self.participants.iter().cloned().collect();
+        for (i, a) in keys.iter().enumerate() {
+            for (j, b) in keys.iter().enumerate() {
+                if left.contains(&i) != left.contains(&j) {
+                    let _ = self.oracle.remove_link(a.clone(), b.clone()).await;
+                }
+            }
+        }
+    }
+
+    /// Stops validator `i` as a crash would: its tasks end and its ledger is closed.
+    async fn crash(&mut self, context: &deterministic::Context, i: usize) {
+        if let Some(running) = self.nodes[i].running.take() {
+            for h in running.handles {
+                h.abort();
+                let _ = h.await;
+            }
+        }
+        // Let the aborted tasks unwind and release what they hold.
+        context.sleep(Duration::from_secs(1)).await;
+        // Drop the last reference so the ledger file is closed, then reopen it from disk.
+        let dir = self.nodes[i].dir.clone();
+        self.nodes[i].chain = open_chain_after_crash(
+            &dir,
+            &self.genesis,
+            std::mem::replace(&mut self.nodes[i].chain, placeholder()),
+        );
+    }
+
     async fn start(&mut self, context: &deterministic::Context, i: usize) {
         let key = validator_key(i as u64);
         let control = self.oracle.control(key.public_key());
-        let mut channel = async |c: u64| control.register(c, QUOTA).await.unwrap();
+        let channel = async |c: u64| control.register(c, QUOTA).await.unwrap();
         let votes = channel(0).await;
         let certificates = channel(1).await;
         let resolver = channel(2).await;
@@ -207,6 +255,27 @@ impl Cluster {
     }
 }
 
+/// A chain that is never used: it stands in while a crashed validator's chain is reopened.
+fn placeholder() -> Arc<Chain> {
+    thread_local!(static DIR: tempfile::TempDir = tempfile::tempdir().unwrap());
+    DIR.with(|d| {
+        open_chain(
+            &d.path().join(format!("{:?}", std::time::Instant::now())),
+            &genesis(),
+        )
+    })
+}
+
+fn open_chain_after_crash(dir: &Path, genesis: &Genesis, old: Arc<Chain>) -> Arc<Chain> {
+    assert_eq!(
+        Arc::strong_count(&old),
+        1,
+        "a crashed validator's tasks still hold its chain"
+    );
+    drop(old);
+    open_chain(dir, genesis)
+}
+
 fn open_chain(dir: &Path, genesis: &Genesis) -> Arc<Chain> {
     let ledger = Ledger::open(dir, genesis).unwrap();
     Arc::new(Chain::new(ledger, genesis, 100_000, 2_000))
@@ -241,42 +310,181 @@ fn committed(cluster: &Cluster, txs: &[SignedTransaction]) -> bool {
     })
 }
 
-fn run_transfers(seed: u64, validators: u64) -> Hash {
-    let runner = deterministic::Runner::new(
+fn runner(seed: u64) -> deterministic::Runner {
+    deterministic::Runner::new(
         deterministic::Config::new()
             .with_seed(seed)
-            .with_timeout(Some(Duration::from_secs(600))),
-    );
-    runner.start(|context| async move {
-        let cluster = Cluster::new(&context, validators).await;
-        let txs: Vec<SignedTransaction> = (0..CLIENTS).flat_map(|c| transfers(c, 0..20)).collect();
-        cluster.submit(&txs);
-        cluster.wait_until(&context, |c| committed(c, &txs)).await;
-        let root = cluster.check_agreement();
-        // Each transaction executed exactly once: every client's nonce is 20.
-        cluster.nodes[0]
-            .chain
+            .with_timeout(Some(Duration::from_secs(900))),
+    )
+}
+
+fn all_transfers(nonces: std::ops::Range<u64>) -> Vec<SignedTransaction> {
+    (0..CLIENTS)
+        .flat_map(|c| transfers(c, nonces.clone()))
+        .collect()
+}
+
+fn check_nonces(cluster: &Cluster, expected: u64) {
+    for node in &cluster.nodes {
+        node.chain
             .with_ledger(|l| {
                 for c in 0..CLIENTS {
-                    assert_eq!(l.state().account(&client(c).account()).nonce, 20);
+                    assert_eq!(
+                        l.state().account(&client(c).account()).nonce,
+                        expected,
+                        "every transaction executes exactly once"
+                    );
                 }
             })
             .unwrap();
-        let _ = cluster
-            .nodes
-            .iter()
-            .map(|n| {
-                n.running
-                    .as_ref()
-                    .map(|r| r.progress.executed.load(Ordering::Relaxed))
+    }
+}
+
+fn run_transfers(seed: u64, validators: u64, link: Link) -> Hash {
+    runner(seed).start(|context| async move {
+        let cluster = Cluster::with_link(&context, validators, link).await;
+        let txs = all_transfers(0..20);
+        cluster.submit(&txs);
+        cluster.wait_until(&context, |c| committed(c, &txs)).await;
+        let max = (0..cluster.nodes.len())
+            .map(|i| cluster.executed(i))
+            .max()
+            .unwrap();
+        cluster
+            .wait_until(&context, |c| {
+                (0..c.nodes.len()).all(|i| c.executed(i) >= max)
             })
-            .count();
-        root
+            .await;
+        check_nonces(&cluster, 20);
+        cluster.check_agreement()
     })
 }
 
 #[test]
-fn four_validators_finalize_and_agree() {
-    let a = run_transfers(1, 4);
-    assert_ne!(a, Hash::ZERO);
+fn four_validators_finalize_and_agree_over_many_seeds() {
+    for seed in 1..=4 {
+        assert_ne!(run_transfers(seed, 4, LINK), Hash::ZERO, "seed {seed}");
+    }
+}
+
+#[test]
+fn seven_validators_over_lossy_slow_links() {
+    for seed in [11, 12] {
+        assert_ne!(run_transfers(seed, 7, LOSSY), Hash::ZERO, "seed {seed}");
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_chain() {
+    assert_eq!(run_transfers(21, 4, LOSSY), run_transfers(21, 4, LOSSY));
+}
+
+#[test]
+fn a_crashed_validator_restarts_and_catches_up() {
+    runner(31).start(|context| async move {
+        let mut cluster = Cluster::new(&context, 4).await;
+        let first = all_transfers(0..5);
+        cluster.submit(&first);
+        cluster.wait_until(&context, |c| committed(c, &first)).await;
+
+        cluster.crash(&context, 3).await;
+        let second = all_transfers(5..10);
+        for node in &cluster.nodes[..3] {
+            for tx in &second {
+                let _ = node.chain.submit(tx.clone()).unwrap();
+            }
+        }
+        let live_committed = |c: &Cluster| {
+            c.nodes[..3].iter().all(|n| {
+                n.chain
+                    .with_ledger(|l| {
+                        second
+                            .iter()
+                            .all(|t| l.tx_location(&t.hash()).unwrap().is_some())
+                    })
+                    .unwrap()
+            })
+        };
+        cluster.wait_until(&context, live_committed).await;
+        let behind = cluster.executed(3);
+        let ahead = cluster.executed(0);
+        assert!(
+            behind < ahead,
+            "the crashed validator should have fallen behind ({behind} vs {ahead})"
+        );
+
+        cluster.start(&context, 3).await;
+        cluster
+            .wait_until(&context, |c| c.executed(3) >= ahead)
+            .await;
+        check_nonces(&cluster, 10);
+        cluster.check_agreement();
+    });
+}
+
+#[test]
+fn progress_stops_without_quorum_and_resumes_when_the_partition_heals() {
+    runner(41).start(|context| async move {
+        let mut cluster = Cluster::new(&context, 4).await;
+        let first = all_transfers(0..3);
+        cluster.submit(&first);
+        cluster.wait_until(&context, |c| committed(c, &first)).await;
+
+        cluster.partition(&[0, 1]).await;
+        context.sleep(Duration::from_secs(2)).await;
+        let stuck = (0..4).map(|i| cluster.executed(i)).max().unwrap();
+        let second = all_transfers(3..6);
+        cluster.submit(&second);
+        context.sleep(Duration::from_secs(10)).await;
+        let during = (0..4).map(|i| cluster.executed(i)).max().unwrap();
+        assert_eq!(
+            stuck, during,
+            "two of four validators must not finalize alone"
+        );
+
+        cluster.link_all(LINK).await;
+        cluster
+            .wait_until(&context, |c| committed(c, &second))
+            .await;
+        check_nonces(&cluster, 6);
+        cluster.check_agreement();
+    });
+}
+
+#[test]
+fn a_byzantine_proposer_of_invalid_blocks_is_outvoted() {
+    runner(51).start(|context| async move {
+        let cluster = Cluster::new(&context, 4).await;
+        // Validator 0 proposes a transfer whose signature is forged.
+        let honest = transfers(0, 0..1);
+        let stolen = Transaction {
+            call: Call::Transfer {
+                to: client(5).account(),
+                amount: 500_000,
+            },
+            ..honest[0].tx().clone()
+        };
+        let forged = SignedTransaction::new(stolen, secnet_types::Signature([3; 64]));
+        cluster.nodes[0]
+            .chain
+            .inject_unchecked(forged.clone())
+            .unwrap();
+        let txs = all_transfers(0..8);
+        cluster.submit(&txs);
+        cluster.wait_until(&context, |c| committed(c, &txs)).await;
+        let max = (0..4).map(|i| cluster.executed(i)).max().unwrap();
+        cluster
+            .wait_until(&context, |c| (0..4).all(|i| c.executed(i) >= max))
+            .await;
+        check_nonces(&cluster, 8);
+        cluster.check_agreement();
+        for node in &cluster.nodes {
+            assert!(
+                node.chain
+                    .with_ledger(|l| l.tx_location(&forged.hash()).unwrap().is_none())
+                    .unwrap(),
+                "a forged transaction was finalized"
+            );
+        }
+    });
 }

@@ -109,6 +109,14 @@ impl Mempool {
         Ok(hash)
     }
 
+    /// Queues `tx` without any check, to make a validator propose invalid blocks in fault
+    /// tests. Never compiled into a release node.
+    #[cfg(feature = "fault-injection")]
+    pub fn push_unchecked(&mut self, tx: SignedTransaction) {
+        self.pending.insert(tx.hash());
+        self.queue.push_back(tx);
+    }
+
     /// Up to `max` transactions for a proposal, in arrival order, skipping those for which
     /// `skip` is true (e.g. already in an uncommitted ancestor).
     pub fn select(&self, max: usize, skip: impl Fn(&Hash) -> bool) -> Vec<SignedTransaction> {
