@@ -24,6 +24,13 @@ enum Command {
     Keys(cmd::keys::KeysCmd),
     /// Run a single-node ledger with its HTTP API.
     Dev(cmd::dev::DevArgs),
+    /// Create a multi-validator network's files.
+    #[command(subcommand)]
+    Testnet(cmd::testnet::TestnetCmd),
+    /// Run one validator.
+    Node(cmd::testnet::NodeArgs),
+    /// Run a whole local network of validators from one command.
+    Devnet(cmd::testnet::DevnetArgs),
     /// Run the paper's medical data-sharing story against a fresh single-node ledger.
     Demo(cmd::demo::DemoArgs),
     /// Prove and verify entries of the access log.
@@ -59,6 +66,9 @@ fn main() -> ExitCode {
         Command::Keys(c) => cmd::keys::run(c),
         Command::Dev(a) => cmd::dev::run(a),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Testnet(c) => cmd::testnet::run(c),
+        Command::Node(a) => cmd::testnet::node(a),
+        Command::Devnet(a) => cmd::testnet::devnet(a),
         Command::Audit(c) => cmd::audit::run(c),
         Command::Ledger(c) => cmd::ledger::run(c),
         Command::Tx(c) => cmd::tx::run(c),

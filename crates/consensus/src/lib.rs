@@ -10,3 +10,5 @@ pub mod block;
 pub mod chain;
 pub mod engine;
 pub mod executor;
+pub mod gossip;
+pub mod node;

@@ -1,6 +1,6 @@
 //! The HTTP API: JSON at the edge, errors as RFC 9457 problem details.
 
-use crate::dev::{DevNode, NodeError};
+use crate::dev::{NodeError, TxStatus};
 use crate::mempool::AdmitError;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -81,10 +81,43 @@ impl From<secnet_ledger::LedgerError> for Problem {
 }
 
 type ApiResult<T> = Result<T, Problem>;
-type Node = State<Arc<DevNode>>;
+type Node = State<Arc<dyn Backend>>;
+
+/// What the API needs from a node: a single-node ledger or a validator.
+pub trait Backend: Send + Sync + 'static {
+    /// Admits a transaction (and, on a validator, gossips it to the other validators).
+    fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, NodeError>;
+    /// Where a transaction is.
+    fn tx_status(&self, hash: &Hash) -> Result<TxStatus, NodeError>;
+    /// Runs `f` with the ledger locked.
+    fn visit_ledger(&self, f: &mut dyn FnMut(&secnet_ledger::Ledger)) -> Result<(), NodeError>;
+    /// Number of pending transactions.
+    fn pending(&self) -> Result<usize, NodeError>;
+    /// The node's signing key.
+    fn key(&self) -> &secnet_types::Keypair;
+    /// The validators and the last height each is known to have reached.
+    fn validators(&self) -> Vec<serde_json::Value>;
+}
+
+impl dyn Backend {
+    /// Runs `f` with the ledger locked and returns its result.
+    pub fn with_ledger<R>(
+        &self,
+        f: impl FnOnce(&secnet_ledger::Ledger) -> R,
+    ) -> Result<R, NodeError> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.visit_ledger(&mut |l| {
+            if let Some(f) = f.take() {
+                out = Some(f(l));
+            }
+        })?;
+        out.ok_or(NodeError::Poisoned)
+    }
+}
 
 /// The API's routes.
-pub fn router(node: Arc<DevNode>) -> Router {
+pub fn router(node: Arc<dyn Backend>) -> Router {
     Router::new()
         .route("/v1/tx", post(submit_tx))
         .route("/v1/tx/{hash}", get(tx_status))
@@ -158,7 +191,7 @@ async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> ApiResult<Resp
 async fn tx_status(State(node): Node, Path(hash): Path<String>) -> ApiResult<Response> {
     let hash: Hash = parse("transaction hash", &hash)?;
     let status = node.tx_status(&hash)?;
-    if status == crate::dev::TxStatus::Unknown {
+    if status == TxStatus::Unknown {
         return Err(Problem::not_found(format!(
             "transaction {hash} is neither pending nor committed"
         )));
@@ -182,9 +215,12 @@ async fn status(State(node): Node) -> ApiResult<Json<serde_json::Value>> {
             "log_root": Hash(log.root()),
             "mempool": pending,
             "node": node.key().account(),
-            "validators": [{ "key": node.key().account(), "height": tip.height }],
         })
     })?;
+    let mut body = body;
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert("validators".into(), serde_json::Value::Array(node.validators()));
+    }
     Ok(Json(body))
 }
 

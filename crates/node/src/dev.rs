@@ -172,6 +172,8 @@ impl DevNode {
     }
 
     /// Produces blocks until `shutdown` fires.
+    ///
+    /// (Blocks are produced only while transactions wait; an idle node adds none.)
     pub async fn run_producer(
         self: std::sync::Arc<Self>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -196,5 +198,27 @@ impl DevNode {
                 }
             }
         }
+    }
+}
+
+impl crate::api::Backend for DevNode {
+    fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, NodeError> {
+        DevNode::submit(self, tx)
+    }
+    fn tx_status(&self, hash: &Hash) -> Result<TxStatus, NodeError> {
+        DevNode::tx_status(self, hash)
+    }
+    fn visit_ledger(&self, f: &mut dyn FnMut(&Ledger)) -> Result<(), NodeError> {
+        self.with_ledger(|l| f(l))
+    }
+    fn pending(&self) -> Result<usize, NodeError> {
+        DevNode::pending(self)
+    }
+    fn key(&self) -> &Keypair {
+        &self.key
+    }
+    fn validators(&self) -> Vec<serde_json::Value> {
+        let height = self.with_ledger(|l| l.state().tip().height).unwrap_or(0);
+        vec![serde_json::json!({ "key": self.key.account(), "height": height })]
     }
 }

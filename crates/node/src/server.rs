@@ -52,7 +52,8 @@ pub async fn start_dev(
         .map_err(|e| StartError::Bind(listen, e))?;
     let (shutdown, rx) = watch::channel(false);
     let producer = tokio::spawn(node.clone().run_producer(rx.clone()));
-    let app = api::router(node.clone()).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+    let backend: Arc<dyn api::Backend> = node.clone();
+    let app = api::router(backend).layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         std::time::Duration::from_secs(30),
     ));

@@ -8,6 +8,7 @@ pub mod dev;
 pub mod keys;
 pub mod ledger;
 pub mod query;
+pub mod testnet;
 pub mod tx;
 
 use anyhow::{Context, bail};

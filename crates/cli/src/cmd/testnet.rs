@@ -1,0 +1,276 @@
+//! `secnet testnet init`, `secnet node` and `secnet devnet`: a network of validators on this
+//! machine, each its own process with its own data directory.
+
+use anyhow::{Context, bail, ensure};
+use clap::{Args, Subcommand};
+use secnet_consensus::engine::Timing;
+use secnet_consensus::node::{ValidatorNodeConfig, run as run_validator};
+use secnet_node::datadir::{DataDir, now_ms, read_genesis};
+use secnet_node::keyfile;
+use secnet_types::{Allocation, Genesis, Keypair, Validator};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Balance of each generated client account.
+const ACCOUNT_BALANCE: u64 = 1_000_000_000;
+
+/// Testnet commands.
+#[derive(Subcommand)]
+pub enum TestnetCmd {
+    /// Write a genesis, validator keys and configs, and funded client accounts.
+    Init(InitArgs),
+}
+
+/// Arguments of `secnet testnet init`.
+#[derive(Args, Clone)]
+pub struct InitArgs {
+    /// Number of validators.
+    #[arg(long, default_value_t = 4)]
+    pub validators: usize,
+    /// Number of funded client accounts (key files under DIR/accounts).
+    #[arg(long, default_value_t = 16)]
+    pub accounts: usize,
+    /// Where to write everything.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// First p2p port; validator i listens on base + i.
+    #[arg(long, default_value_t = 9100)]
+    pub p2p_base_port: u16,
+    /// First HTTP API port; validator i serves on base + i.
+    #[arg(long, default_value_t = 8100)]
+    pub api_base_port: u16,
+    /// Chain id.
+    #[arg(long, default_value = "secnet-devnet")]
+    pub chain_id: String,
+}
+
+/// A validator's `config.toml` (paths relative to the file).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeConfigFile {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The genesis file.
+    pub genesis: PathBuf,
+    /// The validator's key file.
+    pub key: PathBuf,
+    /// p2p listen address.
+    pub p2p_listen: SocketAddr,
+    /// HTTP API listen address.
+    pub api_listen: SocketAddr,
+}
+
+pub fn run(cmd: TestnetCmd) -> anyhow::Result<()> {
+    let TestnetCmd::Init(args) = cmd;
+    init(&args)?;
+    println!(
+        "wrote a {}-validator network to {}",
+        args.validators,
+        args.dir.display()
+    );
+    Ok(())
+}
+
+/// Writes a testnet into `args.dir`.
+pub fn init(args: &InitArgs) -> anyhow::Result<Genesis> {
+    ensure!(
+        (1..=64).contains(&args.validators),
+        "--validators must be 1..=64"
+    );
+    ensure!(
+        !args.dir.join("genesis.json").exists(),
+        "{} already holds a network (genesis.json exists)",
+        args.dir.display()
+    );
+    let mut validators = Vec::new();
+    let mut keys = Vec::new();
+    for i in 0..args.validators {
+        let key = Keypair::generate();
+        let dir = args.dir.join(format!("node{i}"));
+        keyfile::write_key(&dir.join("node.key"), &key, false)?;
+        let port = args
+            .p2p_base_port
+            .checked_add(i as u16)
+            .context("p2p port out of range")?;
+        validators.push(Validator {
+            key: key.account(),
+            address: format!("127.0.0.1:{port}"),
+        });
+        keys.push(key);
+    }
+    let mut allocations = Vec::new();
+    for j in 0..args.accounts {
+        let key = Keypair::generate();
+        keyfile::write_key(
+            &args.dir.join("accounts").join(format!("account{j}.key")),
+            &key,
+            false,
+        )?;
+        allocations.push(Allocation {
+            account: key.account(),
+            balance: ACCOUNT_BALANCE,
+        });
+    }
+    let genesis = Genesis {
+        chain_id: args.chain_id.clone(),
+        genesis_time_ms: now_ms(),
+        allocations,
+        validators,
+    };
+    genesis.validate()?;
+    DataDir::new(&args.dir).write_genesis(&genesis)?;
+    for i in 0..args.validators {
+        let config = NodeConfigFile {
+            data_dir: PathBuf::from("."),
+            genesis: PathBuf::from("../genesis.json"),
+            key: PathBuf::from("node.key"),
+            p2p_listen: format!("127.0.0.1:{}", args.p2p_base_port + i as u16).parse()?,
+            api_listen: format!("127.0.0.1:{}", args.api_base_port + i as u16).parse()?,
+        };
+        std::fs::write(
+            args.dir.join(format!("node{i}")).join("config.toml"),
+            toml::to_string_pretty(&config)?,
+        )?;
+    }
+    Ok(genesis)
+}
+
+/// Arguments of `secnet node`.
+#[derive(Args)]
+pub struct NodeArgs {
+    /// The validator's config.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+fn relative(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+pub fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let file: NodeConfigFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
+    let base = args.config.parent().unwrap_or(Path::new("."));
+    let data_dir = relative(base, &file.data_dir);
+    let genesis = read_genesis(&relative(base, &file.genesis))?;
+    let key = keyfile::read_key(&relative(base, &file.key))?;
+    println!(
+        "validator {} of chain {} (genesis {})",
+        key.account(),
+        genesis.chain_id,
+        genesis.hash()
+    );
+    println!("  p2p {}  api http://{}", file.p2p_listen, file.api_listen);
+    run_validator(ValidatorNodeConfig {
+        data_dir,
+        genesis,
+        key,
+        p2p_listen: file.p2p_listen,
+        api_listen: file.api_listen,
+        timing: Timing::default(),
+    })?;
+    Ok(())
+}
+
+/// Arguments of `secnet devnet`.
+#[derive(Args)]
+pub struct DevnetArgs {
+    /// Number of validators.
+    #[arg(long, default_value_t = 4)]
+    pub validators: usize,
+    /// Where the network lives (created on first run, reused afterwards).
+    #[arg(long, default_value = "./secnet-devnet")]
+    pub dir: PathBuf,
+    /// Number of funded client accounts on first run.
+    #[arg(long, default_value_t = 16)]
+    pub accounts: usize,
+}
+
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
+    let genesis = if args.dir.join("genesis.json").exists() {
+        read_genesis(&args.dir.join("genesis.json"))?
+    } else {
+        init(&InitArgs {
+            validators: args.validators,
+            accounts: args.accounts,
+            dir: args.dir.clone(),
+            p2p_base_port: 9100,
+            api_base_port: 8100,
+            chain_id: "secnet-devnet".into(),
+        })?
+    };
+    let n = genesis.validators.len();
+    if n != args.validators {
+        bail!(
+            "{} holds a {n}-validator network; pass --validators {n} or another --dir",
+            args.dir.display()
+        );
+    }
+    let exe = std::env::current_exe()?;
+    let mut children = Children(Vec::new());
+    let mut apis = Vec::new();
+    for i in 0..n {
+        let dir = args.dir.join(format!("node{i}"));
+        let config = dir.join("config.toml");
+        let file: NodeConfigFile = toml::from_str(&std::fs::read_to_string(&config)?)?;
+        let log = std::fs::File::create(dir.join("node.log"))?;
+        let child = Command::new(&exe)
+            .args(["node", "--config"])
+            .arg(&config)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting validator {i}"))?;
+        children.0.push(child);
+        apis.push(format!("http://{}", file.api_listen));
+    }
+    println!("secnet devnet: {n} validators, chain {}", genesis.chain_id);
+    for (i, api) in apis.iter().enumerate() {
+        println!(
+            "  node{i}  api {api}  log {}",
+            args.dir.join(format!("node{i}")).join("node.log").display()
+        );
+    }
+    println!("  client keys in {}", args.dir.join("accounts").display());
+    println!(
+        "try: secnet status --node {} --json",
+        apis.first().map(String::as_str).unwrap_or("")
+    );
+    println!("press Ctrl-C to stop");
+    super::runtime()?.block_on(async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tick.tick() => {
+                    for (i, c) in children.0.iter_mut().enumerate() {
+                        if let Ok(Some(status)) = c.try_wait() {
+                            eprintln!("validator {i} exited ({status}); see its node.log");
+                        }
+                    }
+                }
+            }
+        }
+    });
+    drop(children);
+    println!("stopped");
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! A validator process: the Commonware tokio runtime, authenticated TCP between validators
+//! (static address book from the genesis), the validator engine, transaction gossip and the
+//! HTTP API.
+
+use crate::chain::Chain;
+use crate::engine::{Running, Timing, ValidatorConfig, channels, start_validator};
+use crate::executor::Progress;
+use crate::gossip::{TxGossip, start_gossip};
+use commonware_codec::DecodeExt as _;
+use commonware_cryptography::{ChaCha20Poly1305, ed25519};
+use commonware_p2p::authenticated::lookup;
+use commonware_p2p::{Address, AddressableManager as _};
+use commonware_runtime::{Quota, Runner as _, Supervisor as _, tokio as cw_tokio};
+use commonware_stream::cups::{self, Cups};
+use commonware_stream::sake::{self, Sake};
+use commonware_utils::ordered::{Map, Set};
+use commonware_utils::{NZU32, NZUsize, TryCollect as _};
+use secnet_ledger::{Ledger, LedgerError};
+use secnet_node::api::{self, Backend};
+use secnet_node::dev::{NodeError, TxStatus};
+use secnet_node::mempool::AdmitError;
+use secnet_types::{AccountId, Genesis, Hash, Keypair, SignedTransaction};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Namespace of the p2p handshake.
+pub const P2P_NAMESPACE: &[u8] = b"secnet/p2p/v1";
+/// Largest p2p message: a full block plus framing.
+pub const MAX_P2P_MESSAGE: u32 = 20 * 1024 * 1024;
+
+/// Everything a validator process needs.
+#[derive(Debug)]
+pub struct ValidatorNodeConfig {
+    /// Holds `ledger.redb` and the consensus archives.
+    pub data_dir: PathBuf,
+    /// The network's genesis, listing the validators and their p2p addresses.
+    pub genesis: Genesis,
+    /// This validator's key.
+    pub key: Keypair,
+    /// Where to accept validator connections.
+    pub p2p_listen: SocketAddr,
+    /// Where to serve the HTTP API.
+    pub api_listen: SocketAddr,
+    /// Consensus timeouts.
+    pub timing: Timing,
+}
+
+/// A validator that cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The key is not a validator of this genesis.
+    #[error("key {0} is not a validator of this network's genesis")]
+    NotAValidator(AccountId),
+    /// The genesis has no validators or a bad address.
+    #[error("genesis: {0}")]
+    Genesis(String),
+    /// The ledger could not be opened.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+struct ValidatorBackend {
+    chain: Arc<Chain>,
+    gossip: TxGossip,
+    key: Keypair,
+    progress: Arc<Progress>,
+    validators: Vec<AccountId>,
+}
+
+impl Backend for ValidatorBackend {
+    fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, NodeError> {
+        let result = self
+            .chain
+            .submit(tx.clone())
+            .map_err(|_| NodeError::Poisoned)?;
+        if result.is_ok() {
+            self.gossip.publish(&tx);
+        }
+        Ok(result)
+    }
+
+    fn tx_status(&self, hash: &Hash) -> Result<TxStatus, NodeError> {
+        if self
+            .chain
+            .is_pending(hash)
+            .map_err(|_| NodeError::Poisoned)?
+        {
+            return Ok(TxStatus::Pending);
+        }
+        let found = self
+            .chain
+            .with_ledger(|l| -> Result<Option<TxStatus>, LedgerError> {
+                let Some((height, position)) = l.tx_location(hash)? else {
+                    return Ok(None);
+                };
+                let receipt = l
+                    .block(height)?
+                    .and_then(|b| b.receipts.into_iter().nth(position as usize))
+                    .ok_or_else(|| LedgerError::Corrupt(format!("receipt of {hash} missing")))?;
+                Ok(Some(TxStatus::Committed {
+                    height,
+                    position,
+                    receipt,
+                }))
+            })
+            .map_err(|_| NodeError::Poisoned)??;
+        Ok(found.unwrap_or(TxStatus::Unknown))
+    }
+
+    fn visit_ledger(&self, f: &mut dyn FnMut(&Ledger)) -> Result<(), NodeError> {
+        self.chain
+            .with_ledger(|l| f(l))
+            .map_err(|_| NodeError::Poisoned)
+    }
+
+    fn pending(&self) -> Result<usize, NodeError> {
+        self.chain.pending().map_err(|_| NodeError::Poisoned)
+    }
+
+    fn key(&self) -> &Keypair {
+        &self.key
+    }
+
+    fn validators(&self) -> Vec<serde_json::Value> {
+        let me = self.key.account();
+        let executed = self.progress.executed.load(Ordering::Relaxed);
+        let finalized = self.progress.finalized.load(Ordering::Relaxed);
+        self.validators
+            .iter()
+            .map(|v| {
+                if *v == me {
+                    serde_json::json!({ "key": v, "self": true, "height": executed, "finalized": finalized })
+                } else {
+                    serde_json::json!({ "key": v, "self": false })
+                }
+            })
+            .collect()
+    }
+}
+
+/// The commonware ed25519 key of a SecNet key.
+pub fn consensus_key(key: &Keypair) -> ed25519::PrivateKey {
+    match ed25519::PrivateKey::decode(key.signing_seed().to_vec()) {
+        Ok(k) => k,
+        Err(_) => unreachable_key(),
+    }
+}
+
+#[cold]
+fn unreachable_key() -> ! {
+    #[expect(clippy::panic, reason = "any 32-byte seed is an ed25519 key")]
+    {
+        panic!("a 32-byte seed is always an ed25519 key")
+    }
+}
+
+fn public_key(account: &AccountId) -> Result<ed25519::PublicKey, StartError> {
+    ed25519::PublicKey::decode(account.0.to_vec())
+        .map_err(|_| StartError::Genesis(format!("validator {account} is not an ed25519 key")))
+}
+
+/// Runs a validator until the process is stopped.
+pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
+    let me = config.key.account();
+    if !config.genesis.validators.iter().any(|v| v.key == me) {
+        return Err(StartError::NotAValidator(me));
+    }
+    let mut book = Vec::new();
+    for v in &config.genesis.validators {
+        let addr: SocketAddr = v.address.parse().map_err(|_| {
+            StartError::Genesis(format!(
+                "validator {} has address {:?}, not host:port",
+                v.key, v.address
+            ))
+        })?;
+        book.push((public_key(&v.key)?, addr));
+    }
+    let participants: Set<ed25519::PublicKey> =
+        book.iter()
+            .map(|(k, _)| k.clone())
+            .try_collect()
+            .map_err(|_| StartError::Genesis("a validator is listed twice".into()))?;
+    let validators: Vec<AccountId> = config.genesis.validators.iter().map(|v| v.key).collect();
+
+    let ledger = Ledger::open(&config.data_dir, &config.genesis)?;
+    let chain = Arc::new(Chain::new(ledger, &config.genesis, 200_000, 5_000));
+    let signer = consensus_key(&config.key);
+    let storage = config.data_dir.join("consensus");
+    let runtime = cw_tokio::Runner::new(cw_tokio::Config::new().with_storage_directory(storage));
+    runtime.start(async move |context| {
+        let p2p = lookup::Config::local(
+            Cups::<_, ChaCha20Poly1305>::new(
+                Sake {
+                    signer: signer.clone(),
+                    synchrony_bound: Duration::from_secs(5),
+                    max_handshake_age: Duration::from_secs(10),
+                    version: sake::Version::V1,
+                },
+                cups::Version::V1,
+            ),
+            P2P_NAMESPACE,
+            config.p2p_listen,
+            NZUsize!(book.len()),
+            MAX_P2P_MESSAGE,
+            NZUsize!(4096),
+        );
+        let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p);
+        let peers: Map<ed25519::PublicKey, Address> = match book
+            .iter()
+            .map(|(k, a)| (k.clone(), Address::from(*a)))
+            .try_collect()
+        {
+            Ok(m) => m,
+            Err(_) => {
+                tracing::error!("duplicate validator in the address book");
+                return;
+            }
+        };
+        oracle.track(0, peers);
+        // Per-peer rates; each channel's inbound mailbox holds one burst per peer, so these
+        // also bound memory.
+        let votes = network.register(channels::VOTES, Quota::per_second(NZU32!(1_000)));
+        let certificates =
+            network.register(channels::CERTIFICATES, Quota::per_second(NZU32!(1_000)));
+        let resolver = network.register(channels::RESOLVER, Quota::per_second(NZU32!(256)));
+        let backfill = network.register(channels::BACKFILL, Quota::per_second(NZU32!(256)));
+        let blocks = network.register(channels::BLOCKS, Quota::per_second(NZU32!(256)));
+        let txs = network.register(channels::TXS, Quota::per_second(NZU32!(10_000)));
+        let network_handle = network.start();
+
+        let running: Running = start_validator(
+            context.child("validator"),
+            chain.clone(),
+            ValidatorConfig {
+                key: signer,
+                participants,
+                blocker: oracle.clone(),
+                provider: oracle.clone(),
+                partition_prefix: "validator".into(),
+                timing: config.timing,
+            },
+            votes,
+            certificates,
+            resolver,
+            backfill,
+            blocks,
+        )
+        .await;
+        let (gossip, _gossip_handles) =
+            start_gossip(context.child("gossip"), chain.clone(), oracle.clone(), txs);
+
+        let backend: Arc<dyn Backend> = Arc::new(ValidatorBackend {
+            chain,
+            gossip,
+            key: config.key,
+            progress: running.progress.clone(),
+            validators,
+        });
+        let app = api::router(backend);
+        match tokio::net::TcpListener::bind(config.api_listen).await {
+            Ok(listener) => {
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::error!(error = %e, "HTTP API stopped");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(addr = %config.api_listen, error = %e, "cannot serve the HTTP API");
+                return;
+            }
+        }
+        let _ = network_handle.await;
+    });
+    Ok(())
+}
