@@ -1,0 +1,103 @@
+//! End to end with four real validator processes on loopback: transfers commit through any
+//! validator; one validator is killed with SIGKILL and restarted; it catches up, state roots
+//! agree at equal heights, and the sum of balances still equals the genesis supply.
+#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed lookup is a failed test")]
+
+mod common;
+
+use common::{json, ok, path, secnet};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port_block(n: u16) -> u16 {
+    // Ask the OS for a free port and use the block after it; retry if any is taken.
+    loop {
+        let base = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if base > 60_000 {
+            continue;
+        }
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+struct Validators(Vec<Option<Child>>);
+
+impl Drop for Validators {
+    fn drop(&mut self) {
+        for c in self.0.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start(dir: &Path, i: usize, log_name: &str) -> Child {
+    let log = std::fs::File::create(dir.join(format!("node{i}")).join(log_name)).unwrap();
+    secnet()
+        .args(["node", "--config", path(&dir.join(format!("node{i}")).join("config.toml"))])
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
+}
+
+fn status(api: &str) -> Option<serde_json::Value> {
+    let out = common::run(&["status", "--node", api, "--json"]);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn height(api: &str) -> u64 {
+    status(api).map(|s| s["height"].as_u64().unwrap()).unwrap_or(0)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn four_processes_survive_a_sigkill_and_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p2p = free_port_block(4);
+    let api = free_port_block(4);
+    ok(&["testnet", "init", "--validators", "4", "--accounts", "4", "--dir", path(d), "--p2p-base-port", &p2p.to_string(), "--api-base-port", &api.to_string()]);
+    let apis: Vec<String> = (0..4).map(|i| format!("http://127.0.0.1:{}", api + i)).collect();
+    let mut nodes = Validators((0..4).map(|i| Some(start(d, i, "node.log"))).collect());
+    wait_for("all validators to serve", Duration::from_secs(60), || apis.iter().all(|a| height(a) >= 1));
+
+    let accounts: Vec<String> = (0..4).map(|j| ok(&["keys", "show", path(&d.join("accounts").join(format!("account{j}.key")))]).trim().to_string()).collect();
+    let transfer = |from: usize, to: usize, via: &str| {
+        let r = json(&["tx", "transfer", "--key", path(&d.join("accounts").join(format!("account{from}.key"))), "--to", &accounts[to], "--amount", "7", "--node", via, "--wait"]);
+        assert_eq!(r["receipt"]["outcome"]["status"], "applied", "{r}");
+    };
+    for k in 0..4 {
+        transfer(k, (k + 1) % 4, &apis[k]);
+    }
+
+    // SIGKILL validator 3 and keep going without it.
+    let mut victim = nodes.0[3].take().unwrap();
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    for k in 0..3 {
+        transfer(k, 3, &apis[k]);
+    }
+    let target = height(&apis[0]);
+
+    nodes.0[3] = Some(start(d, 3, "node-restarted.log"));
+    wait_for("the restarted validator to catch up", Duration::from_secs(120), || height(&apis[3]) >= target);
+
+    // Same state root at equal heights.
+    let h = target.to_string();
+    let roots: Vec<serde_json::Value> = apis.iter().map(|a| json(&["block", "--height", &h, "--node", a, "--json"])["state_root"].clone()).collect();
+    assert!(roots.windows(2).all(|w| w[0] == w[1]), "state roots differ at height {h}: {roots:?}");
+    // Value is conserved.
+    let total: u64 = accounts.iter().map(|a| json(&["account", a, "--node", &apis[3], "--json"])["balance"].as_u64().unwrap()).sum();
+    assert_eq!(total, 4 * 1_000_000_000);
+}
