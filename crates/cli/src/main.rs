@@ -48,6 +48,8 @@ enum Command {
     Block(cmd::query::BlockArgs),
     /// Show an account with a proof against the state root.
     Account(cmd::query::AccountArgs),
+    /// Drive signed transactions into a network and measure throughput and latency.
+    Load(cmd::load::LoadArgs),
     /// Measure throughput (release builds; prints JSON).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Block(a) => cmd::query::block(a),
         Command::Account(a) => cmd::query::account(a),
         Command::Bench(c) => cmd::bench::run(c),
+        Command::Load(a) => cmd::load::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

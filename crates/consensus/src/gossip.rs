@@ -6,6 +6,7 @@ use crate::chain::Chain;
 use commonware_cryptography::ed25519;
 use commonware_p2p::{Blocker, Receiver, Recipients, Sender};
 use commonware_runtime::{Handle, Spawner};
+use commonware_codec::{Copying, Decode as _, Encode as _, RangeCfg};
 use futures::StreamExt as _;
 use futures::channel::mpsc;
 use secnet_types::SignedTransaction;
@@ -17,11 +18,20 @@ pub struct TxGossip {
     sender: mpsc::UnboundedSender<Vec<u8>>,
 }
 
+/// Most transactions in one gossip message.
+pub const MAX_GOSSIP_BATCH: usize = 1_024;
+
 impl TxGossip {
-    /// Sends `tx` to every other validator.
-    pub fn publish(&self, tx: &SignedTransaction) {
-        let _ = self.sender.unbounded_send(tx.to_bytes());
+    /// Sends `txs` (at most [`MAX_GOSSIP_BATCH`] per message) to every other validator.
+    pub fn publish(&self, txs: &[SignedTransaction]) {
+        for chunk in txs.chunks(MAX_GOSSIP_BATCH) {
+            let _ = self.sender.unbounded_send(chunk.to_vec().encode().to_vec());
+        }
     }
+}
+
+fn decode_batch(bytes: &[u8]) -> Result<Vec<SignedTransaction>, commonware_codec::Error> {
+    Vec::<SignedTransaction>::decode_cfg(Copying(bytes), &(RangeCfg::from(1..=MAX_GOSSIP_BATCH), ()))
 }
 
 /// Starts the gossip tasks on the transaction channel.
@@ -45,14 +55,15 @@ where
     });
     let inbound = context.child("gossip_in").spawn(move |_| async move {
         while let Ok((peer, message)) = receiver.recv().await {
-            match SignedTransaction::decode_bytes(message.as_ref()) {
-                Ok(tx) => match chain.submit(tx) {
-                    Ok(Ok(_)) | Ok(Err(_)) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "gossip stopped");
-                        return;
+            match decode_batch(message.as_ref()) {
+                Ok(txs) => {
+                    for tx in txs {
+                        if let Err(e) = chain.submit(tx) {
+                            tracing::error!(error = %e, "gossip stopped");
+                            return;
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "peer sent garbage on the transaction channel; blocking it");
                     let _ = blocker.block(peer);

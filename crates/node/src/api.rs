@@ -16,6 +16,10 @@ use std::sync::Arc;
 
 /// Largest request body, in bytes (a hex-encoded transaction of the largest size fits).
 pub const MAX_BODY_BYTES: usize = 160 * 1024;
+/// Largest batch submission body, in bytes.
+pub const MAX_BATCH_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Most transactions in one batch submission.
+pub const MAX_BATCH_TXS: usize = 4_096;
 /// Most log entries returned by one listing request.
 const MAX_LOG_PAGE: u64 = 1_000;
 
@@ -87,6 +91,10 @@ type Node = State<Arc<dyn Backend>>;
 pub trait Backend: Send + Sync + 'static {
     /// Admits a transaction (and, on a validator, gossips it to the other validators).
     fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, NodeError>;
+    /// Admits several transactions; one result each.
+    fn submit_batch(&self, txs: Vec<SignedTransaction>) -> Result<Vec<Result<Hash, AdmitError>>, NodeError> {
+        txs.into_iter().map(|tx| self.submit(tx)).collect()
+    }
     /// Where a transaction is.
     fn tx_status(&self, hash: &Hash) -> Result<TxStatus, NodeError>;
     /// Runs `f` with the ledger locked.
@@ -121,6 +129,10 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
     Router::new()
         .route("/v1/tx", post(submit_tx))
         .route("/v1/tx/{hash}", get(tx_status))
+        .route(
+            "/v1/txs",
+            post(submit_txs).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
+        )
         .route("/v1/status", get(status))
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/accounts/{id}", get(account))
@@ -186,6 +198,42 @@ async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> ApiResult<Resp
             e.to_string(),
         )),
     }
+}
+
+/// Body of `POST /v1/txs`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubmitTxs {
+    /// Signed transactions' canonical bytes, hex.
+    pub txs: Vec<String>,
+}
+
+async fn submit_txs(State(node): Node, body: axum::body::Bytes) -> ApiResult<Json<serde_json::Value>> {
+    let req: SubmitTxs = serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request(format!("body must be {{\"txs\": [\"<hex>\", ...]}}: {e}")))?;
+    if req.txs.len() > MAX_BATCH_TXS {
+        return Err(Problem::bad_request(format!(
+            "{} transactions is more than the batch limit of {MAX_BATCH_TXS}",
+            req.txs.len()
+        )));
+    }
+    let mut txs = Vec::with_capacity(req.txs.len());
+    for (i, t) in req.txs.iter().enumerate() {
+        let bytes = hex::decode(t.trim()).map_err(|e| Problem::bad_request(format!("txs[{i}] is not hex: {e}")))?;
+        txs.push(
+            SignedTransaction::decode_bytes(&bytes)
+                .map_err(|e| Problem::bad_request(format!("txs[{i}] rejected: {e}")))?,
+        );
+    }
+    let results = node.submit_batch(txs)?;
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    let results: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(hash) => json!({ "hash": hash }),
+            Err(e) => json!({ "error": e.to_string(), "busy": matches!(e, AdmitError::Full(_)) }),
+        })
+        .collect();
+    Ok(Json(json!({ "accepted": accepted, "results": results })))
 }
 
 async fn tx_status(State(node): Node, Path(hash): Path<String>) -> ApiResult<Response> {

@@ -1,4 +1,5 @@
 //! `secnet bench`: throughput measurements printed as JSON. Run them from a release build.
+#![allow(clippy::indexing_slicing, reason = "indexing a serde_json::Value yields Null, never panics")]
 
 use anyhow::{Context, ensure};
 use clap::Subcommand;
@@ -35,6 +36,129 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Drive transactions through a real network of validator processes on this machine.
+    Ledger {
+        /// Number of validators.
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Transactions to drive.
+        #[arg(long, default_value_t = 30_000)]
+        txs: usize,
+        /// Target submission rate, transactions per second (default: as fast as accepted).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Funded client accounts sending them.
+        #[arg(long, default_value_t = 64)]
+        accounts: usize,
+        /// Print JSON (the only output format; kept for symmetry with other commands).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn free_port_block(n: u16) -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if base < 60_000 && (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    anyhow::bail!("no block of {n} free ports on 127.0.0.1")
+}
+
+/// Peak resident memory of a process, in MiB, from /proc.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn bench_ledger(validators: usize, txs: usize, rate: Option<u64>, accounts: usize) -> anyhow::Result<()> {
+    use super::testnet::{InitArgs, init};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir()?;
+    let p2p = free_port_block(validators as u16)?;
+    let api = free_port_block(validators as u16)?;
+    let genesis = init(&InitArgs {
+        validators,
+        accounts,
+        dir: dir.path().to_path_buf(),
+        p2p_base_port: p2p,
+        api_base_port: api,
+        chain_id: "secnet-bench".into(),
+    })?;
+    let exe = std::env::current_exe()?;
+    struct Kill(Vec<std::process::Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut children = Kill(Vec::new());
+    for i in 0..validators {
+        let node_dir = dir.path().join(format!("node{i}"));
+        let log = std::fs::File::create(node_dir.join("node.log"))?;
+        children.0.push(
+            Command::new(&exe)
+                .args(["node", "--config"])
+                .arg(node_dir.join("config.toml"))
+                .stdout(Stdio::from(log.try_clone()?))
+                .stderr(Stdio::from(log))
+                .spawn()?,
+        );
+    }
+    let apis: Vec<String> = (0..validators).map(|i| format!("http://127.0.0.1:{}", api + i as u16)).collect();
+    let keys = super::load::read_keys(&dir.path().join("accounts"))?;
+    let nonces = vec![0u64; keys.len()];
+    eprintln!("signing {txs} transactions...");
+    let workload = super::load::sign_workload(&keys, &nonces, &genesis.chain_id, txs, 1);
+    let start = Instant::now();
+    let mut valid = 0usize;
+    for chunk in workload.chunks(5_000) {
+        valid += verify_signatures(chunk).iter().filter(|ok| **ok).count();
+    }
+    let sig_rate = valid as f64 / start.elapsed().as_secs_f64();
+    let report = super::runtime()?.block_on(async {
+        let client = super::client::Client::new(apis.first().context("no validator")?)?;
+        let ready = Instant::now();
+        loop {
+            let mut all = true;
+            for a in &apis {
+                let c = super::client::Client::new(a)?;
+                all &= c.get("/v1/status").await.is_ok_and(|s| s["height"].as_u64().unwrap_or(0) >= 1);
+            }
+            if all {
+                break;
+            }
+            ensure!(ready.elapsed() < std::time::Duration::from_secs(60), "validators did not start; see their node.log");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        drop(client);
+        eprintln!("driving {txs} transactions through {validators} validators...");
+        super::load::drive(&apis, workload, rate, 500, true).await
+    })?;
+    let memory: Vec<Option<f64>> = children.0.iter().map(|c| peak_rss_mib(c.id())).collect();
+    let out = serde_json::json!({
+        "bench": "ledger",
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "validators": validators,
+        "txs": txs,
+        "rate": rate,
+        "committed": report.committed,
+        "refused": report.refused,
+        "seconds": report.seconds,
+        "tx_per_s": report.tx_per_s,
+        "p50_ms": report.p50_ms,
+        "p99_ms": report.p99_ms,
+        "validator_peak_rss_mib": memory,
+        "limit_sig_verify_per_s": sig_rate,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    super::print_json(&out)
 }
 
 const CHAIN: &str = "secnet-bench";
@@ -124,13 +248,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    let BenchCmd::Apply {
-        txs: total,
-        accounts,
-        block_txs,
-        data_dir,
-        json: _,
-    } = cmd;
+    let (total, accounts, block_txs, data_dir) = match cmd {
+        BenchCmd::Apply { txs, accounts, block_txs, data_dir, json: _ } => (txs, accounts, block_txs, data_dir),
+        BenchCmd::Ledger { validators, txs, rate, accounts, json: _ } => {
+            return bench_ledger(validators, txs, rate, accounts);
+        }
+    };
     ensure!(accounts >= 8, "--accounts must be at least 8");
     ensure!(
         (1..=secnet_types::limits::MAX_BLOCK_TXS).contains(&block_txs),

@@ -52,6 +52,19 @@ impl Client {
         Self::answer(resp).await
     }
 
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        Self::answer(resp).await
+    }
+
     /// Submits a signed transaction; returns its hash.
     pub async fn submit(&self, tx: &SignedTransaction) -> anyhow::Result<Hash> {
         let url = format!("{}/v1/tx", self.base);

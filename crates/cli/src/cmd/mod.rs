@@ -7,6 +7,7 @@ pub mod demo;
 pub mod dev;
 pub mod keys;
 pub mod ledger;
+pub mod load;
 pub mod query;
 pub mod testnet;
 pub mod tx;
