@@ -105,7 +105,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Submits `txs` to `nodes` and waits until they are committed.
+///
+/// Each sender's transactions go to one node, in nonce order, so no node sees a nonce gap;
+/// one task per node submits batches concurrently while this task watches blocks commit.
 pub async fn drive(nodes: &[String], txs: Vec<SignedTransaction>, rate: Option<u64>, batch: usize, progress: bool) -> anyhow::Result<LoadReport> {
+    use std::sync::{Arc, Mutex};
     ensure!(!nodes.is_empty(), "no node to send to");
     let clients: Vec<Client> = nodes.iter().map(|n| Client::new(n)).collect::<Result<_, _>>()?;
     let watcher = clients.first().context("no node")?.clone();
@@ -115,61 +119,82 @@ pub async fn drive(nodes: &[String], txs: Vec<SignedTransaction>, rate: Option<u
     bar.set_style(ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec})").unwrap_or_else(|_| ProgressStyle::default_bar()));
     bar.set_message("committed");
 
-    let mut submitted_at: HashMap<Hash, Instant> = HashMap::with_capacity(total);
-    let mut latencies = Vec::with_capacity(total);
-    let mut refused = 0usize;
+    let mut queues: Vec<Vec<SignedTransaction>> = vec![Vec::new(); clients.len()];
+    for tx in txs {
+        let node = usize::from(tx.tx().sender.0[0]) % clients.len();
+        if let Some(q) = queues.get_mut(node) {
+            q.push(tx);
+        }
+    }
+    let submitted_at: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
-    let mut next_height = start_height + 1;
-    let mut last_commit = started;
-    let mut chunks = txs.chunks(batch.max(1)).enumerate().peekable();
-    let deadline_after_submit = Duration::from_secs(120);
-    let mut submit_done: Option<Instant> = None;
-    while latencies.len() + refused < total {
-        // Submit the next batch, respecting the rate.
-        if let Some((i, chunk)) = chunks.peek() {
-            let due = rate.map(|r| Duration::from_secs_f64((i * batch) as f64 / r as f64)).unwrap_or_default();
-            if started.elapsed() >= due {
-                let client = clients.get(i % clients.len()).context("client")?;
+    let per_node_rate = rate.map(|r| (r as f64 / clients.len() as f64).max(1.0));
+    let mut submitters = Vec::new();
+    for (client, queue) in clients.iter().cloned().zip(queues) {
+        let submitted_at = submitted_at.clone();
+        let refused = refused.clone();
+        let batch = batch.max(1);
+        submitters.push(tokio::spawn(async move {
+            for (i, chunk) in queue.chunks(batch).enumerate() {
+                if let Some(r) = per_node_rate {
+                    let due = Duration::from_secs_f64((i * batch) as f64 / r);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 let body = serde_json::json!({ "txs": chunk.iter().map(|t| hex::encode(t.to_bytes())).collect::<Vec<_>>() });
                 let answer = client.post("/v1/txs", &body).await?;
                 let now = Instant::now();
+                let mut map = submitted_at.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
                 for (tx, r) in chunk.iter().zip(answer["results"].as_array().into_iter().flatten()) {
                     if r.get("hash").is_some() {
-                        submitted_at.insert(tx.hash(), now);
+                        map.insert(tx.hash(), now);
                     } else if r["busy"] == true {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        bail!("the node is busy: lower --rate (answer: {})", r["error"]);
+                        bail!("the node is busy: lower --rate ({})", r["error"]);
                     } else {
-                        refused += 1;
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(error = %r["error"], "transaction refused");
                     }
                 }
-                chunks.next();
-                if chunks.peek().is_none() {
-                    submit_done = Some(Instant::now());
-                }
-                continue;
             }
+            anyhow::Ok(())
+        }));
+    }
+
+    let mut latencies = Vec::with_capacity(total);
+    let mut next_height = start_height + 1;
+    let mut last_commit = started;
+    let mut idle_since = Instant::now();
+    loop {
+        let refused_now = refused.load(std::sync::atomic::Ordering::Relaxed);
+        if latencies.len() + refused_now >= total {
+            break;
         }
-        // Collect commits.
         let height = watcher.get("/v1/status").await?["height"].as_u64().unwrap_or(0);
         while next_height <= height {
             let block = watcher.get(&format!("/v1/blocks/{next_height}")).await?;
             let now = Instant::now();
+            let mut map = submitted_at.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
             for t in block["transactions"].as_array().into_iter().flatten() {
                 if let Some(hash) = t["hash"].as_str().and_then(|h| h.parse::<Hash>().ok())
-                    && let Some(at) = submitted_at.remove(&hash)
+                    && let Some(at) = map.remove(&hash)
                 {
                     latencies.push(now.duration_since(at).as_secs_f64() * 1e3);
                     last_commit = now;
+                    idle_since = now;
                     bar.inc(1);
                 }
             }
             next_height += 1;
         }
-        if let Some(done) = submit_done
-            && done.elapsed() > deadline_after_submit
-        {
-            bail!("{} transactions not committed {deadline_after_submit:?} after the last submission", submitted_at.len());
+        if submitters.iter().all(|s| s.is_finished()) {
+            for s in submitters.drain(..) {
+                s.await??;
+            }
+        }
+        if idle_since.elapsed() > Duration::from_secs(60) {
+            bail!("no transaction committed for 60 s; {} still pending", submitted_at.lock().map(|m| m.len()).unwrap_or(0));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -178,7 +203,7 @@ pub async fn drive(nodes: &[String], txs: Vec<SignedTransaction>, rate: Option<u
     let seconds = last_commit.duration_since(started).as_secs_f64();
     Ok(LoadReport {
         submitted: total,
-        refused,
+        refused: refused.load(std::sync::atomic::Ordering::Relaxed),
         committed: latencies.len(),
         tx_per_s: latencies.len() as f64 / seconds.max(1e-9),
         p50_ms: percentile(&latencies, 0.50),
