@@ -1,6 +1,7 @@
 //! End to end with four real validator processes on loopback: transfers commit through any
 //! validator; one validator is killed with SIGKILL and restarted; it catches up, state roots
-//! agree at equal heights, and the sum of balances still equals the genesis supply.
+//! agree at equal heights, and the sum of balances still equals the genesis supply. A
+//! validator whose data directory is wiped syncs from its peers to the same state.
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed lookup is a failed test")]
 
 mod common;
@@ -97,6 +98,22 @@ fn four_processes_survive_a_sigkill_and_agree() {
     let h = target.to_string();
     let roots: Vec<serde_json::Value> = apis.iter().map(|a| json(&["block", "--height", &h, "--node", a, "--json"])["state_root"].clone()).collect();
     assert!(roots.windows(2).all(|w| w[0] == w[1]), "state roots differ at height {h}: {roots:?}");
+    // A validator that lost its whole data directory syncs from its peers.
+    let mut wiped = nodes.0[2].take().unwrap();
+    wiped.kill().unwrap();
+    wiped.wait().unwrap();
+    let node2 = d.join("node2");
+    std::fs::remove_file(node2.join("ledger.redb")).unwrap();
+    std::fs::remove_dir_all(node2.join("consensus")).unwrap();
+    transfer(0, 1, &apis[0]);
+    let target = height(&apis[0]);
+    nodes.0[2] = Some(start(d, 2, "node-wiped.log"));
+    wait_for("the wiped validator to sync", Duration::from_secs(120), || height(&apis[2]) >= target);
+    let h = target.to_string();
+    let fresh = json(&["block", "--height", &h, "--node", &apis[2], "--json"])["state_root"].clone();
+    let reference = json(&["block", "--height", &h, "--node", &apis[0], "--json"])["state_root"].clone();
+    assert_eq!(fresh, reference, "a validator synced from scratch disagrees at height {h}");
+
     // Value is conserved.
     let total: u64 = accounts.iter().map(|a| json(&["account", a, "--node", &apis[3], "--json"])["balance"].as_u64().unwrap()).sum();
     assert_eq!(total, 4 * 1_000_000_000);
