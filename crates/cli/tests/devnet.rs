@@ -118,3 +118,33 @@ fn four_processes_survive_a_sigkill_and_agree() {
     let total: u64 = accounts.iter().map(|a| json(&["account", a, "--node", &apis[3], "--json"])["balance"].as_u64().unwrap()).sum();
     assert_eq!(total, 4 * 1_000_000_000);
 }
+
+#[test]
+fn a_validator_refuses_a_genesis_of_another_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p2p = free_port_block(2);
+    let api = free_port_block(2);
+    ok(&["testnet", "init", "--validators", "2", "--accounts", "1", "--dir", path(d), "--p2p-base-port", &p2p.to_string(), "--api-base-port", &api.to_string()]);
+    let config = d.join("node0").join("config.toml");
+    let mut node = start(d, 0, "node.log");
+    wait_for("the ledger to be created", Duration::from_secs(30), || d.join("node0").join("ledger.redb").exists());
+    std::thread::sleep(Duration::from_millis(300));
+    node.kill().unwrap();
+    node.wait().unwrap();
+
+    // Same validators, another chain id: another network.
+    let genesis_path = d.join("genesis.json");
+    let mut genesis: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&genesis_path).unwrap()).unwrap();
+    genesis["chain_id"] = serde_json::json!("someone-elses-chain");
+    std::fs::write(&genesis_path, genesis.to_string()).unwrap();
+    let err = common::fails(&["node", "--config", path(&config)]);
+    assert!(err.contains("belongs to genesis"), "{err}");
+
+    // A key that is not a validator of the genesis.
+    genesis["validators"] = serde_json::json!([]);
+    genesis["chain_id"] = serde_json::json!("secnet-devnet");
+    std::fs::write(&genesis_path, genesis.to_string()).unwrap();
+    let err = common::fails(&["node", "--config", path(&config)]);
+    assert!(err.contains("is not a validator"), "{err}");
+}
