@@ -2,7 +2,13 @@
 //! validator; one validator is killed with SIGKILL and restarted; it catches up, state roots
 //! agree at equal heights, and the sum of balances still equals the genesis supply. A
 //! validator whose data directory is wiped syncs from its peers to the same state.
-#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed lookup is a failed test")]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
 
 mod common;
 
@@ -14,7 +20,11 @@ use std::time::{Duration, Instant};
 fn free_port_block(n: u16) -> u16 {
     // Ask the OS for a free port and use the block after it; retry if any is taken.
     loop {
-        let base = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let base = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         if base > 60_000 {
             continue;
         }
@@ -38,7 +48,11 @@ impl Drop for Validators {
 fn start(dir: &Path, i: usize, log_name: &str) -> Child {
     let log = std::fs::File::create(dir.join(format!("node{i}")).join(log_name)).unwrap();
     secnet()
-        .args(["node", "--config", path(&dir.join(format!("node{i}")).join("config.toml"))])
+        .args([
+            "node",
+            "--config",
+            path(&dir.join(format!("node{i}")).join("config.toml")),
+        ])
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
@@ -47,11 +61,15 @@ fn start(dir: &Path, i: usize, log_name: &str) -> Child {
 
 fn status(api: &str) -> Option<serde_json::Value> {
     let out = common::run(&["status", "--node", api, "--json"]);
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
 fn height(api: &str) -> u64 {
-    status(api).map(|s| s["height"].as_u64().unwrap()).unwrap_or(0)
+    status(api)
+        .map(|s| s["height"].as_u64().unwrap())
+        .unwrap_or(0)
 }
 
 fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -68,36 +86,85 @@ fn four_processes_survive_a_sigkill_and_agree() {
     let d = dir.path();
     let p2p = free_port_block(4);
     let api = free_port_block(4);
-    ok(&["testnet", "init", "--validators", "4", "--accounts", "4", "--dir", path(d), "--p2p-base-port", &p2p.to_string(), "--api-base-port", &api.to_string()]);
-    let apis: Vec<String> = (0..4).map(|i| format!("http://127.0.0.1:{}", api + i)).collect();
+    ok(&[
+        "testnet",
+        "init",
+        "--validators",
+        "4",
+        "--accounts",
+        "4",
+        "--dir",
+        path(d),
+        "--p2p-base-port",
+        &p2p.to_string(),
+        "--api-base-port",
+        &api.to_string(),
+    ]);
+    let apis: Vec<String> = (0..4)
+        .map(|i| format!("http://127.0.0.1:{}", api + i))
+        .collect();
     let mut nodes = Validators((0..4).map(|i| Some(start(d, i, "node.log"))).collect());
-    wait_for("all validators to serve", Duration::from_secs(60), || apis.iter().all(|a| height(a) >= 1));
+    wait_for("all validators to serve", Duration::from_secs(60), || {
+        apis.iter().all(|a| height(a) >= 1)
+    });
 
-    let accounts: Vec<String> = (0..4).map(|j| ok(&["keys", "show", path(&d.join("accounts").join(format!("account{j}.key")))]).trim().to_string()).collect();
+    let accounts: Vec<String> = (0..4)
+        .map(|j| {
+            ok(&[
+                "keys",
+                "show",
+                path(&d.join("accounts").join(format!("account{j}.key"))),
+            ])
+            .trim()
+            .to_string()
+        })
+        .collect();
     let transfer = |from: usize, to: usize, via: &str| {
-        let r = json(&["tx", "transfer", "--key", path(&d.join("accounts").join(format!("account{from}.key"))), "--to", &accounts[to], "--amount", "7", "--node", via, "--wait"]);
+        let r = json(&[
+            "tx",
+            "transfer",
+            "--key",
+            path(&d.join("accounts").join(format!("account{from}.key"))),
+            "--to",
+            &accounts[to],
+            "--amount",
+            "7",
+            "--node",
+            via,
+            "--wait",
+        ]);
         assert_eq!(r["receipt"]["outcome"]["status"], "applied", "{r}");
     };
-    for k in 0..4 {
-        transfer(k, (k + 1) % 4, &apis[k]);
+    for (k, api) in apis.iter().enumerate() {
+        transfer(k, (k + 1) % 4, api);
     }
 
     // SIGKILL validator 3 and keep going without it.
     let mut victim = nodes.0[3].take().unwrap();
     victim.kill().unwrap();
     victim.wait().unwrap();
-    for k in 0..3 {
-        transfer(k, 3, &apis[k]);
+    for (k, api) in apis.iter().take(3).enumerate() {
+        transfer(k, 3, api);
     }
     let target = height(&apis[0]);
 
     nodes.0[3] = Some(start(d, 3, "node-restarted.log"));
-    wait_for("the restarted validator to catch up", Duration::from_secs(120), || height(&apis[3]) >= target);
+    wait_for(
+        "the restarted validator to catch up",
+        Duration::from_secs(120),
+        || height(&apis[3]) >= target,
+    );
 
     // Same state root at equal heights.
     let h = target.to_string();
-    let roots: Vec<serde_json::Value> = apis.iter().map(|a| json(&["block", "--height", &h, "--node", a, "--json"])["state_root"].clone()).collect();
-    assert!(roots.windows(2).all(|w| w[0] == w[1]), "state roots differ at height {h}: {roots:?}");
+    let roots: Vec<serde_json::Value> = apis
+        .iter()
+        .map(|a| json(&["block", "--height", &h, "--node", a, "--json"])["state_root"].clone())
+        .collect();
+    assert!(
+        roots.windows(2).all(|w| w[0] == w[1]),
+        "state roots differ at height {h}: {roots:?}"
+    );
     // A validator that lost its whole data directory syncs from its peers.
     let mut wiped = nodes.0[2].take().unwrap();
     wiped.kill().unwrap();
@@ -108,14 +175,30 @@ fn four_processes_survive_a_sigkill_and_agree() {
     transfer(0, 1, &apis[0]);
     let target = height(&apis[0]);
     nodes.0[2] = Some(start(d, 2, "node-wiped.log"));
-    wait_for("the wiped validator to sync", Duration::from_secs(120), || height(&apis[2]) >= target);
+    wait_for(
+        "the wiped validator to sync",
+        Duration::from_secs(120),
+        || height(&apis[2]) >= target,
+    );
     let h = target.to_string();
-    let fresh = json(&["block", "--height", &h, "--node", &apis[2], "--json"])["state_root"].clone();
-    let reference = json(&["block", "--height", &h, "--node", &apis[0], "--json"])["state_root"].clone();
-    assert_eq!(fresh, reference, "a validator synced from scratch disagrees at height {h}");
+    let fresh =
+        json(&["block", "--height", &h, "--node", &apis[2], "--json"])["state_root"].clone();
+    let reference =
+        json(&["block", "--height", &h, "--node", &apis[0], "--json"])["state_root"].clone();
+    assert_eq!(
+        fresh, reference,
+        "a validator synced from scratch disagrees at height {h}"
+    );
 
     // Value is conserved.
-    let total: u64 = accounts.iter().map(|a| json(&["account", a, "--node", &apis[3], "--json"])["balance"].as_u64().unwrap()).sum();
+    let total: u64 = accounts
+        .iter()
+        .map(|a| {
+            json(&["account", a, "--node", &apis[3], "--json"])["balance"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
     assert_eq!(total, 4 * 1_000_000_000);
 }
 
@@ -125,17 +208,33 @@ fn a_validator_refuses_a_genesis_of_another_network() {
     let d = dir.path();
     let p2p = free_port_block(2);
     let api = free_port_block(2);
-    ok(&["testnet", "init", "--validators", "2", "--accounts", "1", "--dir", path(d), "--p2p-base-port", &p2p.to_string(), "--api-base-port", &api.to_string()]);
+    ok(&[
+        "testnet",
+        "init",
+        "--validators",
+        "2",
+        "--accounts",
+        "1",
+        "--dir",
+        path(d),
+        "--p2p-base-port",
+        &p2p.to_string(),
+        "--api-base-port",
+        &api.to_string(),
+    ]);
     let config = d.join("node0").join("config.toml");
     let mut node = start(d, 0, "node.log");
-    wait_for("the ledger to be created", Duration::from_secs(30), || d.join("node0").join("ledger.redb").exists());
+    wait_for("the ledger to be created", Duration::from_secs(30), || {
+        d.join("node0").join("ledger.redb").exists()
+    });
     std::thread::sleep(Duration::from_millis(300));
     node.kill().unwrap();
     node.wait().unwrap();
 
     // Same validators, another chain id: another network.
     let genesis_path = d.join("genesis.json");
-    let mut genesis: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&genesis_path).unwrap()).unwrap();
+    let mut genesis: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&genesis_path).unwrap()).unwrap();
     genesis["chain_id"] = serde_json::json!("someone-elses-chain");
     std::fs::write(&genesis_path, genesis.to_string()).unwrap();
     let err = common::fails(&["node", "--config", path(&config)]);

@@ -16,7 +16,7 @@ use commonware_runtime::Clock;
 use commonware_utils::SystemTimeExt as _;
 use futures::StreamExt as _;
 use secnet_types::limits::MAX_BLOCK_TXS;
-use secnet_types::{Block, Hash, verify_signatures};
+use secnet_types::{Block, Hash, SignedTransaction, verify_signatures_except};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -70,11 +70,14 @@ pub enum InvalidProposal {
 }
 
 /// Checks a proposal against its parent: everything that does not depend on uncommitted state.
+///
+/// Signatures for which `verified` is true were checked before and are not checked again.
 pub fn check_proposal(
     block: &Block,
     parent: &Block,
     chain_id: &str,
     now_ms: u64,
+    verified: impl Fn(&SignedTransaction) -> bool,
 ) -> Result<(), InvalidProposal> {
     let height = block.header.height;
     if block.header.parent != parent.hash() || height != parent.header.height + 1 {
@@ -100,7 +103,7 @@ pub fn check_proposal(
     if let Some(tx) = block.txs.iter().find(|t| t.tx().chain_id != chain_id) {
         return Err(InvalidProposal::WrongChain(tx.hash()));
     }
-    let sigs = verify_signatures(&block.txs);
+    let sigs = verify_signatures_except(&block.txs, verified);
     if let Some((tx, _)) = block.txs.iter().zip(sigs).find(|(_, ok)| !ok) {
         return Err(InvalidProposal::BadSignature(tx.hash()));
     }
@@ -155,13 +158,23 @@ where
             return false;
         };
         let now = runtime.current().epoch_millis();
+        let chain = &self.chain;
         match check_proposal(
             block.inner().block(),
             parent.inner().block(),
-            self.chain.chain_id(),
+            chain.chain_id(),
             now,
+            |t| chain.is_verified(t),
         ) {
-            Ok(()) => true,
+            Ok(()) => {
+                let ids = block
+                    .inner()
+                    .block()
+                    .txs
+                    .iter()
+                    .map(SignedTransaction::signed_id);
+                chain.remember_verified(ids).is_ok()
+            }
             Err(e) => {
                 tracing::warn!(height = block.inner().block().header.height, error = %e, "rejected proposal");
                 false

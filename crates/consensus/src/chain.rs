@@ -6,13 +6,20 @@ use secnet_contract::BlockOutcome;
 use secnet_ledger::{Ledger, LedgerError};
 use secnet_node::mempool::{AdmitError, Mempool};
 use secnet_types::{Genesis, Hash, SignedTransaction};
+use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
+
+/// Most remembered verified signatures; beyond it the memory is cleared (and signatures
+/// are simply checked again).
+const MAX_VERIFIED: usize = 1_000_000;
 
 /// A validator's ledger and mempool. Lock order everywhere: ledger, then mempool.
 #[derive(Debug)]
 pub struct Chain {
     ledger: Mutex<Ledger>,
     mempool: Mutex<Mempool>,
+    /// `signed_id`s of transactions whose signature this node already checked.
+    verified: Mutex<HashSet<Hash>>,
     genesis_block: ChainBlock,
     chain_id: String,
     max_block_txs: usize,
@@ -47,6 +54,7 @@ impl Chain {
         Chain {
             ledger: Mutex::new(ledger),
             mempool: Mutex::new(Mempool::new(mempool_capacity)),
+            verified: Mutex::new(HashSet::new()),
             genesis_block: ChainBlock::new(genesis.block()),
             chain_id: genesis.chain_id.clone(),
             max_block_txs,
@@ -80,9 +88,33 @@ impl Chain {
 
     /// Admits a transaction to the mempool.
     pub fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, Poisoned> {
-        let ledger = lock(&self.ledger)?;
-        let mut pool = lock(&self.mempool)?;
-        Ok(pool.admit(tx, ledger.state()))
+        let id = tx.signed_id();
+        let result = {
+            let ledger = lock(&self.ledger)?;
+            let mut pool = lock(&self.mempool)?;
+            pool.admit(tx, ledger.state())
+        };
+        if result.is_ok() {
+            self.remember_verified([id])?;
+        }
+        Ok(result)
+    }
+
+    /// Remembers that these signed transactions' signatures are valid.
+    pub fn remember_verified(&self, ids: impl IntoIterator<Item = Hash>) -> Result<(), Poisoned> {
+        let mut verified = lock(&self.verified)?;
+        if verified.len() > MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.extend(ids);
+        Ok(())
+    }
+
+    /// Whether this node already checked the signature of `tx`.
+    pub fn is_verified(&self, tx: &SignedTransaction) -> bool {
+        self.verified
+            .lock()
+            .is_ok_and(|v| v.contains(&tx.signed_id()))
     }
 
     /// Queues a transaction without checking it, so this validator proposes invalid blocks.
@@ -115,8 +147,15 @@ impl Chain {
         if height <= ledger.state().tip().height {
             return Ok(Executed::AlreadyApplied);
         }
-        let outcome = ledger.apply_block(block.block())?;
+        let outcome = {
+            let verified = lock(&self.verified)?;
+            ledger.apply_block_trusting(block.block(), |t| verified.contains(&t.signed_id()))?
+        };
         lock(&self.mempool)?.settle(ledger.state());
+        let mut verified = lock(&self.verified)?;
+        for tx in &block.block().txs {
+            verified.remove(&tx.signed_id());
+        }
         Ok(Executed::Applied(Box::new(outcome)))
     }
 }

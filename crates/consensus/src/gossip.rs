@@ -3,10 +3,10 @@
 //! a transaction is blocked.
 
 use crate::chain::Chain;
+use commonware_codec::{Copying, Decode as _, Encode as _, RangeCfg};
 use commonware_cryptography::ed25519;
 use commonware_p2p::{Blocker, Receiver, Recipients, Sender};
 use commonware_runtime::{Handle, Spawner};
-use commonware_codec::{Copying, Decode as _, Encode as _, RangeCfg};
 use futures::StreamExt as _;
 use futures::channel::mpsc;
 use secnet_types::SignedTransaction;
@@ -31,7 +31,10 @@ impl TxGossip {
 }
 
 fn decode_batch(bytes: &[u8]) -> Result<Vec<SignedTransaction>, commonware_codec::Error> {
-    Vec::<SignedTransaction>::decode_cfg(Copying(bytes), &(RangeCfg::from(1..=MAX_GOSSIP_BATCH), ()))
+    Vec::<SignedTransaction>::decode_cfg(
+        Copying(bytes),
+        &(RangeCfg::from(1..=MAX_GOSSIP_BATCH), ()),
+    )
 }
 
 /// Starts the gossip tasks on the transaction channel.

@@ -72,18 +72,27 @@ struct ValidatorBackend {
 
 impl Backend for ValidatorBackend {
     fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, NodeError> {
-        let result = self.chain.submit(tx.clone()).map_err(|_| NodeError::Poisoned)?;
+        let result = self
+            .chain
+            .submit(tx.clone())
+            .map_err(|_| NodeError::Poisoned)?;
         if result.is_ok() {
             self.gossip.publish(std::slice::from_ref(&tx));
         }
         Ok(result)
     }
 
-    fn submit_batch(&self, txs: Vec<SignedTransaction>) -> Result<Vec<Result<Hash, AdmitError>>, NodeError> {
+    fn submit_batch(
+        &self,
+        txs: Vec<SignedTransaction>,
+    ) -> Result<Vec<Result<Hash, AdmitError>>, NodeError> {
         let mut results = Vec::with_capacity(txs.len());
         let mut admitted = Vec::with_capacity(txs.len());
         for tx in txs {
-            let r = self.chain.submit(tx.clone()).map_err(|_| NodeError::Poisoned)?;
+            let r = self
+                .chain
+                .submit(tx.clone())
+                .map_err(|_| NodeError::Poisoned)?;
             if r.is_ok() {
                 admitted.push(tx);
             }

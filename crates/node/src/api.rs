@@ -92,7 +92,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Admits a transaction (and, on a validator, gossips it to the other validators).
     fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, NodeError>;
     /// Admits several transactions; one result each.
-    fn submit_batch(&self, txs: Vec<SignedTransaction>) -> Result<Vec<Result<Hash, AdmitError>>, NodeError> {
+    fn submit_batch(
+        &self,
+        txs: Vec<SignedTransaction>,
+    ) -> Result<Vec<Result<Hash, AdmitError>>, NodeError> {
         txs.into_iter().map(|tx| self.submit(tx)).collect()
     }
     /// Where a transaction is.
@@ -207,9 +210,13 @@ pub struct SubmitTxs {
     pub txs: Vec<String>,
 }
 
-async fn submit_txs(State(node): Node, body: axum::body::Bytes) -> ApiResult<Json<serde_json::Value>> {
-    let req: SubmitTxs = serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request(format!("body must be {{\"txs\": [\"<hex>\", ...]}}: {e}")))?;
+async fn submit_txs(
+    State(node): Node,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let req: SubmitTxs = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(format!("body must be {{\"txs\": [\"<hex>\", ...]}}: {e}"))
+    })?;
     if req.txs.len() > MAX_BATCH_TXS {
         return Err(Problem::bad_request(format!(
             "{} transactions is more than the batch limit of {MAX_BATCH_TXS}",
@@ -218,7 +225,8 @@ async fn submit_txs(State(node): Node, body: axum::body::Bytes) -> ApiResult<Jso
     }
     let mut txs = Vec::with_capacity(req.txs.len());
     for (i, t) in req.txs.iter().enumerate() {
-        let bytes = hex::decode(t.trim()).map_err(|e| Problem::bad_request(format!("txs[{i}] is not hex: {e}")))?;
+        let bytes = hex::decode(t.trim())
+            .map_err(|e| Problem::bad_request(format!("txs[{i}] is not hex: {e}")))?;
         txs.push(
             SignedTransaction::decode_bytes(&bytes)
                 .map_err(|e| Problem::bad_request(format!("txs[{i}] rejected: {e}")))?,
@@ -267,7 +275,10 @@ async fn status(State(node): Node) -> ApiResult<Json<serde_json::Value>> {
     })?;
     let mut body = body;
     if let Some(fields) = body.as_object_mut() {
-        fields.insert("validators".into(), serde_json::Value::Array(node.validators()));
+        fields.insert(
+            "validators".into(),
+            serde_json::Value::Array(node.validators()),
+        );
     }
     Ok(Json(body))
 }

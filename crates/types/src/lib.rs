@@ -21,4 +21,5 @@ pub use receipt::{Event, Outcome, Receipt, Rejection};
 pub use tx::{
     AccessDecision, AccessEntry, Call, ChainId, DataKind, DecodeError, GrantId, RefusalReason,
     RegisterData, SignedTransaction, Transaction, TxHash, verify_signatures,
+    verify_signatures_except,
 };

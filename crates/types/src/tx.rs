@@ -272,6 +272,12 @@ impl SignedTransaction {
         &self.signing_bytes
     }
 
+    /// Identifies this exact signed transaction (hash and signature), e.g. to remember that
+    /// its signature was already checked.
+    pub fn signed_id(&self) -> Hash {
+        Hash::digest_parts(&[self.hash.as_bytes(), &self.signature.0])
+    }
+
     /// Whether the signature is the sender's over this transaction.
     pub fn verify_signature(&self) -> bool {
         self.signature
@@ -301,6 +307,40 @@ impl SignedTransaction {
 /// checked alone. The ed25519 rules used (ZIP-215) make batch and single verification agree,
 /// so every node reaches the same flags.
 pub fn verify_signatures(txs: &[SignedTransaction]) -> Vec<bool> {
+    verify_signatures_except(txs, |_| false)
+}
+
+/// Like [`verify_signatures`], but trusts the transactions for which `already_verified` is
+/// true (the caller checked those signatures before, e.g. at mempool admission).
+pub fn verify_signatures_except(
+    txs: &[SignedTransaction],
+    already_verified: impl Fn(&SignedTransaction) -> bool,
+) -> Vec<bool> {
+    let known: Vec<bool> = txs.iter().map(&already_verified).collect();
+    if !known.iter().any(|k| *k) {
+        return batch_verify(txs);
+    }
+    let mut flags = vec![true; txs.len()];
+    let pending: Vec<(usize, SignedTransaction)> = txs
+        .iter()
+        .enumerate()
+        .zip(&known)
+        .filter(|(_, known)| !**known)
+        .map(|((i, t), _)| (i, t.clone()))
+        .collect();
+    if pending.is_empty() {
+        return flags;
+    }
+    let unverified: Vec<SignedTransaction> = pending.iter().map(|(_, t)| t.clone()).collect();
+    for ((i, _), ok) in pending.iter().zip(batch_verify(&unverified)) {
+        if let Some(f) = flags.get_mut(*i) {
+            *f = ok;
+        }
+    }
+    flags
+}
+
+fn batch_verify(txs: &[SignedTransaction]) -> Vec<bool> {
     use commonware_cryptography::{BatchEntry, BatchVerifier as _, ed25519};
     let parsed: Vec<Option<(ed25519::PublicKey, ed25519::Signature)>> = txs
         .iter()

@@ -1,5 +1,8 @@
 //! `secnet bench`: throughput measurements printed as JSON. Run them from a release build.
-#![allow(clippy::indexing_slicing, reason = "indexing a serde_json::Value yields Null, never panics")]
+#![allow(
+    clippy::indexing_slicing,
+    reason = "indexing a serde_json::Value yields Null, never panics"
+)]
 
 use anyhow::{Context, ensure};
 use clap::Subcommand;
@@ -58,8 +61,12 @@ pub enum BenchCmd {
 
 fn free_port_block(n: u16) -> anyhow::Result<u16> {
     for _ in 0..100 {
-        let base = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        if base < 60_000 && (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        if base < 60_000
+            && (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
             return Ok(base);
         }
     }
@@ -74,7 +81,12 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn bench_ledger(validators: usize, txs: usize, rate: Option<u64>, accounts: usize) -> anyhow::Result<()> {
+fn bench_ledger(
+    validators: usize,
+    txs: usize,
+    rate: Option<u64>,
+    accounts: usize,
+) -> anyhow::Result<()> {
     use super::testnet::{InitArgs, init};
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir()?;
@@ -111,7 +123,9 @@ fn bench_ledger(validators: usize, txs: usize, rate: Option<u64>, accounts: usiz
                 .spawn()?,
         );
     }
-    let apis: Vec<String> = (0..validators).map(|i| format!("http://127.0.0.1:{}", api + i as u16)).collect();
+    let apis: Vec<String> = (0..validators)
+        .map(|i| format!("http://127.0.0.1:{}", api + i as u16))
+        .collect();
     let keys = super::load::read_keys(&dir.path().join("accounts"))?;
     let nonces = vec![0u64; keys.len()];
     eprintln!("signing {txs} transactions...");
@@ -129,12 +143,18 @@ fn bench_ledger(validators: usize, txs: usize, rate: Option<u64>, accounts: usiz
             let mut all = true;
             for a in &apis {
                 let c = super::client::Client::new(a)?;
-                all &= c.get("/v1/status").await.is_ok_and(|s| s["height"].as_u64().unwrap_or(0) >= 1);
+                all &= c
+                    .get("/v1/status")
+                    .await
+                    .is_ok_and(|s| s["height"].as_u64().unwrap_or(0) >= 1);
             }
             if all {
                 break;
             }
-            ensure!(ready.elapsed() < std::time::Duration::from_secs(60), "validators did not start; see their node.log");
+            ensure!(
+                ready.elapsed() < std::time::Duration::from_secs(60),
+                "validators did not start; see their node.log"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         drop(client);
@@ -249,8 +269,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let (total, accounts, block_txs, data_dir) = match cmd {
-        BenchCmd::Apply { txs, accounts, block_txs, data_dir, json: _ } => (txs, accounts, block_txs, data_dir),
-        BenchCmd::Ledger { validators, txs, rate, accounts, json: _ } => {
+        BenchCmd::Apply {
+            txs,
+            accounts,
+            block_txs,
+            data_dir,
+            json: _,
+        } => (txs, accounts, block_txs, data_dir),
+        BenchCmd::Ledger {
+            validators,
+            txs,
+            rate,
+            accounts,
+            json: _,
+        } => {
             return bench_ledger(validators, txs, rate, accounts);
         }
     };

@@ -1,5 +1,8 @@
 //! `secnet load`: drive signed transactions into a network over HTTP and measure committed
-#![allow(clippy::indexing_slicing, reason = "indexing a serde_json::Value yields Null, never panics")]
+#![allow(
+    clippy::indexing_slicing,
+    reason = "indexing a serde_json::Value yields Null, never panics"
+)]
 //! throughput and submission-to-finality latency.
 
 use super::client::Client;
@@ -64,17 +67,28 @@ pub fn read_keys(dir: &Path) -> anyhow::Result<Vec<Keypair>> {
         .collect();
     paths.sort();
     ensure!(!paths.is_empty(), "no key files in {}", dir.display());
-    paths.iter().map(|p| keyfile::read_key(p).map_err(Into::into)).collect()
+    paths
+        .iter()
+        .map(|p| keyfile::read_key(p).map_err(Into::into))
+        .collect()
 }
 
 /// Signs `n` transactions from `keys` starting at their current nonces: nine transfers for
 /// every data registration.
-pub fn sign_workload(keys: &[Keypair], nonces: &[u64], chain_id: &str, n: usize, salt: u64) -> Vec<SignedTransaction> {
+pub fn sign_workload(
+    keys: &[Keypair],
+    nonces: &[u64],
+    chain_id: &str,
+    n: usize,
+    salt: u64,
+) -> Vec<SignedTransaction> {
     let mut next: Vec<u64> = nonces.to_vec();
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let k = i % keys.len();
-        let (Some(key), Some(nonce)) = (keys.get(k), next.get_mut(k)) else { break };
+        let (Some(key), Some(nonce)) = (keys.get(k), next.get_mut(k)) else {
+            break;
+        };
         let call = if i % 10 == 9 {
             let hash = Hash::digest_parts(&[&salt.to_be_bytes(), &(i as u64).to_be_bytes()]);
             Call::RegisterData(RegisterData {
@@ -87,10 +101,20 @@ pub fn sign_workload(keys: &[Keypair], nonces: &[u64], chain_id: &str, n: usize,
                 holder_share_bps: 1_000,
             })
         } else {
-            let to = keys.get((k + 1) % keys.len()).map_or(key.account(), Keypair::account);
+            let to = keys
+                .get((k + 1) % keys.len())
+                .map_or(key.account(), Keypair::account);
             Call::Transfer { to, amount: 1 }
         };
-        out.push(Transaction { chain_id: chain_id.to_string(), sender: key.account(), nonce: *nonce, call }.sign(key));
+        out.push(
+            Transaction {
+                chain_id: chain_id.to_string(),
+                sender: key.account(),
+                nonce: *nonce,
+                call,
+            }
+            .sign(key),
+        );
         *nonce += 1;
     }
     out
@@ -108,15 +132,33 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 ///
 /// Each sender's transactions go to one node, in nonce order, so no node sees a nonce gap;
 /// one task per node submits batches concurrently while this task watches blocks commit.
-pub async fn drive(nodes: &[String], txs: Vec<SignedTransaction>, rate: Option<u64>, batch: usize, progress: bool) -> anyhow::Result<LoadReport> {
+pub async fn drive(
+    nodes: &[String],
+    txs: Vec<SignedTransaction>,
+    rate: Option<u64>,
+    batch: usize,
+    progress: bool,
+) -> anyhow::Result<LoadReport> {
     use std::sync::{Arc, Mutex};
     ensure!(!nodes.is_empty(), "no node to send to");
-    let clients: Vec<Client> = nodes.iter().map(|n| Client::new(n)).collect::<Result<_, _>>()?;
+    let clients: Vec<Client> = nodes
+        .iter()
+        .map(|n| Client::new(n))
+        .collect::<Result<_, _>>()?;
     let watcher = clients.first().context("no node")?.clone();
-    let start_height = watcher.get("/v1/status").await?["height"].as_u64().unwrap_or(0);
+    let start_height = watcher.get("/v1/status").await?["height"]
+        .as_u64()
+        .unwrap_or(0);
     let total = txs.len();
-    let bar = if progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec})").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let bar = if progress {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     bar.set_message("committed");
 
     let mut queues: Vec<Vec<SignedTransaction>> = vec![Vec::new(); clients.len()];
@@ -126,7 +168,8 @@ pub async fn drive(nodes: &[String], txs: Vec<SignedTransaction>, rate: Option<u
             q.push(tx);
         }
     }
-    let submitted_at: Arc<Mutex<HashMap<Hash, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
+    let submitted_at: Arc<Mutex<HashMap<Hash, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(total)));
     let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let per_node_rate = rate.map(|r| (r as f64 / clients.len() as f64).max(1.0));
@@ -171,11 +214,15 @@ pub async fn drive(nodes: &[String], txs: Vec<SignedTransaction>, rate: Option<u
         if latencies.len() + refused_now >= total {
             break;
         }
-        let height = watcher.get("/v1/status").await?["height"].as_u64().unwrap_or(0);
+        let height = watcher.get("/v1/status").await?["height"]
+            .as_u64()
+            .unwrap_or(0);
         while next_height <= height {
             let block = watcher.get(&format!("/v1/blocks/{next_height}")).await?;
             let now = Instant::now();
-            let mut map = submitted_at.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
+            let mut map = submitted_at
+                .lock()
+                .map_err(|_| anyhow::anyhow!("lock poisoned"))?;
             for t in block["transactions"].as_array().into_iter().flatten() {
                 if let Some(hash) = t["hash"].as_str().and_then(|h| h.parse::<Hash>().ok())
                     && let Some(at) = map.remove(&hash)
@@ -194,7 +241,10 @@ pub async fn drive(nodes: &[String], txs: Vec<SignedTransaction>, rate: Option<u
             }
         }
         if idle_since.elapsed() > Duration::from_secs(60) {
-            bail!("no transaction committed for 60 s; {} still pending", submitted_at.lock().map(|m| m.len()).unwrap_or(0));
+            bail!(
+                "no transaction committed for 60 s; {} still pending",
+                submitted_at.lock().map(|m| m.len()).unwrap_or(0)
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
