@@ -508,3 +508,34 @@ fn state_rebuilt_from_its_entries_has_the_same_root() {
         State::from_entries(CHAIN.into(), h.state.tip(), h.state.entries(), logs).unwrap();
     assert_eq!(rebuilt.state_root(), h.state.state_root());
 }
+
+#[test]
+fn trusting_already_checked_signatures_changes_nothing_for_honest_callers() {
+    let mut h = Harness::new(3, 50);
+    let to = h.id(2);
+    let good = h.tx(0, Call::Transfer { to, amount: 1 });
+    let forged = SignedTransaction::new(
+        Transaction {
+            nonce: 1,
+            ..good.tx().clone()
+        },
+        Signature([9u8; 64]),
+    );
+    let tip = h.state.tip();
+    let block = Block::new(
+        tip.height + 1,
+        tip.block_hash,
+        tip.timestamp_ms + 1,
+        vec![good.clone(), forged.clone()],
+    );
+    let mut checked = h.state.clone();
+    let mut trusting = h.state.clone();
+    let a = checked.apply_block(&block).unwrap();
+    // The caller vouches only for the transaction it actually verified.
+    let b = trusting
+        .apply_block_trusting(&block, |t| t.signed_id() == good.signed_id())
+        .unwrap();
+    assert_eq!(a.receipts, b.receipts);
+    assert_eq!(a.tip, b.tip);
+    assert_eq!(rejected(&b.receipts[1]), Rejection::BadSignature);
+}
