@@ -488,3 +488,75 @@ fn a_byzantine_proposer_of_invalid_blocks_is_outvoted() {
         }
     });
 }
+
+#[test]
+fn an_equivocating_validator_cannot_split_the_honest_ones() {
+    use commonware_consensus::simplex::elector::RoundRobin;
+    use commonware_consensus::simplex::mocks::{equivocator, relay::Relay};
+    use commonware_consensus::types::Epoch;
+    use commonware_cryptography::Sha256;
+    use secnet_consensus::application::Scheme;
+    use secnet_consensus::engine::CONSENSUS_NAMESPACE;
+    runner(61).start(|context| async move {
+        // Three honest validators run SecNet; the fourth member of the set equivocates: as
+        // leader it sends one proposal to one validator and a conflicting one to the others.
+        let mut cluster = Cluster::new(&context, 4).await;
+        cluster.crash(&context, 3).await;
+        let byzantine = validator_key(3);
+        let scheme = Scheme::signer(
+            CONSENSUS_NAMESPACE,
+            cluster.participants.clone(),
+            byzantine.clone(),
+        )
+        .unwrap();
+        let control = cluster.oracle.control(byzantine.public_key());
+        let votes = control.register(0, QUOTA).await.unwrap();
+        let certificates = control.register(1, QUOTA).await.unwrap();
+        let engine = equivocator::Equivocator::new(
+            context.child("equivocator"),
+            equivocator::Config::<_, _, Sha256> {
+                scheme,
+                elector: RoundRobin::<Sha256>::default(),
+                epoch: Epoch::zero(),
+                relay: std::sync::Arc::new(Relay::new()),
+            },
+        );
+        let _handle = engine.start(votes, certificates);
+
+        let txs = all_transfers(0..6);
+        for node in &cluster.nodes[..3] {
+            for tx in &txs {
+                let _ = node.chain.submit(tx.clone()).unwrap();
+            }
+        }
+        let honest_committed = |c: &Cluster| {
+            c.nodes[..3].iter().all(|n| {
+                n.chain
+                    .with_ledger(|l| {
+                        txs.iter()
+                            .all(|t| l.tx_location(&t.hash()).unwrap().is_some())
+                    })
+                    .unwrap()
+            })
+        };
+        cluster.wait_until(&context, honest_committed).await;
+        let heights: Vec<u64> = (0..3).map(|i| cluster.executed(i)).collect();
+        let min = *heights.iter().min().unwrap();
+        let mut seen = BTreeMap::new();
+        for node in &cluster.nodes[..3] {
+            node.chain
+                .with_ledger(|l| {
+                    for h in 1..=min {
+                        let b = l.block(h).unwrap().unwrap();
+                        let entry = (b.block.hash(), b.state_root);
+                        assert_eq!(
+                            *seen.entry(h).or_insert(entry),
+                            entry,
+                            "honest validators finalized different blocks at {h}"
+                        );
+                    }
+                })
+                .unwrap();
+        }
+    });
+}
