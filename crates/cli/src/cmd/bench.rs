@@ -88,7 +88,6 @@ fn bench_ledger(
     accounts: usize,
 ) -> anyhow::Result<()> {
     use super::testnet::{InitArgs, init};
-    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir()?;
     let p2p = free_port_block(validators as u16)?;
     let api = free_port_block(validators as u16)?;
@@ -100,32 +99,7 @@ fn bench_ledger(
         api_base_port: api,
         chain_id: "secnet-bench".into(),
     })?;
-    let exe = std::env::current_exe()?;
-    struct Kill(Vec<std::process::Child>);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            for c in &mut self.0 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-    let mut children = Kill(Vec::new());
-    for i in 0..validators {
-        let node_dir = dir.path().join(format!("node{i}"));
-        let log = std::fs::File::create(node_dir.join("node.log"))?;
-        children.0.push(
-            Command::new(&exe)
-                .args(["node", "--config"])
-                .arg(node_dir.join("config.toml"))
-                .stdout(Stdio::from(log.try_clone()?))
-                .stderr(Stdio::from(log))
-                .spawn()?,
-        );
-    }
-    let apis: Vec<String> = (0..validators)
-        .map(|i| format!("http://127.0.0.1:{}", api + i as u16))
-        .collect();
+    let (children, apis) = super::testnet::spawn_validators(dir.path(), validators)?;
     let keys = super::load::read_keys(&dir.path().join("accounts"))?;
     let nonces = vec![0u64; keys.len()];
     eprintln!("signing {txs} transactions...");

@@ -193,7 +193,8 @@ pub struct DevnetArgs {
     pub accounts: usize,
 }
 
-struct Children(Vec<Child>);
+/// Validator processes, killed when dropped.
+pub struct Children(pub Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -202,6 +203,30 @@ impl Drop for Children {
             let _ = c.wait();
         }
     }
+}
+
+/// Starts `secnet node` for each of the `n` validators under `dir` (logs in
+/// `nodeI/node.log`); returns the processes and their API URLs.
+pub fn spawn_validators(dir: &Path, n: usize) -> anyhow::Result<(Children, Vec<String>)> {
+    let exe = std::env::current_exe()?;
+    let mut children = Children(Vec::new());
+    let mut apis = Vec::new();
+    for i in 0..n {
+        let node_dir = dir.join(format!("node{i}"));
+        let config = node_dir.join("config.toml");
+        let file: NodeConfigFile = toml::from_str(&std::fs::read_to_string(&config)?)?;
+        let log = std::fs::File::create(node_dir.join("node.log"))?;
+        let child = Command::new(&exe)
+            .args(["node", "--config"])
+            .arg(&config)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting validator {i}"))?;
+        children.0.push(child);
+        apis.push(format!("http://{}", file.api_listen));
+    }
+    Ok((children, apis))
 }
 
 pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
@@ -224,24 +249,7 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
             args.dir.display()
         );
     }
-    let exe = std::env::current_exe()?;
-    let mut children = Children(Vec::new());
-    let mut apis = Vec::new();
-    for i in 0..n {
-        let dir = args.dir.join(format!("node{i}"));
-        let config = dir.join("config.toml");
-        let file: NodeConfigFile = toml::from_str(&std::fs::read_to_string(&config)?)?;
-        let log = std::fs::File::create(dir.join("node.log"))?;
-        let child = Command::new(&exe)
-            .args(["node", "--config"])
-            .arg(&config)
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| format!("starting validator {i}"))?;
-        children.0.push(child);
-        apis.push(format!("http://{}", file.api_listen));
-    }
+    let (mut children, apis) = spawn_validators(&args.dir, n)?;
     println!("secnet devnet: {n} validators, chain {}", genesis.chain_id);
     for (i, api) in apis.iter().enumerate() {
         println!(
