@@ -72,6 +72,24 @@ fn height(api: &str) -> u64 {
         .unwrap_or(0)
 }
 
+fn state_root(api: &str, height: u64) -> serde_json::Value {
+    json(&[
+        "block",
+        "--height",
+        &height.to_string(),
+        "--node",
+        api,
+        "--json",
+    ])["state_root"]
+        .clone()
+}
+
+fn kill(nodes: &mut Validators, i: usize) {
+    let mut child = nodes.0[i].take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
@@ -140,9 +158,7 @@ fn four_processes_survive_a_sigkill_and_agree() {
     }
 
     // SIGKILL validator 3 and keep going without it.
-    let mut victim = nodes.0[3].take().unwrap();
-    victim.kill().unwrap();
-    victim.wait().unwrap();
+    kill(&mut nodes, 3);
     for (k, api) in apis.iter().take(3).enumerate() {
         transfer(k, 3, api);
     }
@@ -156,19 +172,13 @@ fn four_processes_survive_a_sigkill_and_agree() {
     );
 
     // Same state root at equal heights.
-    let h = target.to_string();
-    let roots: Vec<serde_json::Value> = apis
-        .iter()
-        .map(|a| json(&["block", "--height", &h, "--node", a, "--json"])["state_root"].clone())
-        .collect();
+    let roots: Vec<serde_json::Value> = apis.iter().map(|a| state_root(a, target)).collect();
     assert!(
         roots.windows(2).all(|w| w[0] == w[1]),
-        "state roots differ at height {h}: {roots:?}"
+        "state roots differ at height {target}: {roots:?}"
     );
     // A validator that lost its whole data directory syncs from its peers.
-    let mut wiped = nodes.0[2].take().unwrap();
-    wiped.kill().unwrap();
-    wiped.wait().unwrap();
+    kill(&mut nodes, 2);
     let node2 = d.join("node2");
     std::fs::remove_file(node2.join("ledger.redb")).unwrap();
     std::fs::remove_dir_all(node2.join("consensus")).unwrap();
@@ -180,14 +190,10 @@ fn four_processes_survive_a_sigkill_and_agree() {
         Duration::from_secs(120),
         || height(&apis[2]) >= target,
     );
-    let h = target.to_string();
-    let fresh =
-        json(&["block", "--height", &h, "--node", &apis[2], "--json"])["state_root"].clone();
-    let reference =
-        json(&["block", "--height", &h, "--node", &apis[0], "--json"])["state_root"].clone();
     assert_eq!(
-        fresh, reference,
-        "a validator synced from scratch disagrees at height {h}"
+        state_root(&apis[2], target),
+        state_root(&apis[0], target),
+        "a validator synced from scratch disagrees at height {target}"
     );
 
     // Value is conserved.

@@ -112,22 +112,9 @@ impl Backend for ValidatorBackend {
         }
         let found = self
             .chain
-            .with_ledger(|l| -> Result<Option<TxStatus>, LedgerError> {
-                let Some((height, position)) = l.tx_location(hash)? else {
-                    return Ok(None);
-                };
-                let receipt = l
-                    .block(height)?
-                    .and_then(|b| b.receipts.into_iter().nth(position as usize))
-                    .ok_or_else(|| LedgerError::Corrupt(format!("receipt of {hash} missing")))?;
-                Ok(Some(TxStatus::Committed {
-                    height,
-                    position,
-                    receipt,
-                }))
-            })
+            .with_ledger(|l| l.committed_receipt(hash))
             .map_err(|_| NodeError::Poisoned)??;
-        Ok(found.unwrap_or(TxStatus::Unknown))
+        Ok(TxStatus::from_committed(found))
     }
 
     fn visit_ledger(&self, f: &mut dyn FnMut(&Ledger)) -> Result<(), NodeError> {

@@ -319,6 +319,24 @@ impl Ledger {
         Ok(Some((height, position)))
     }
 
+    /// The committed receipt of a transaction with where it was included:
+    /// `(height, position, receipt)`.
+    pub fn committed_receipt(
+        &self,
+        hash: &Hash,
+    ) -> Result<Option<(u64, u32, Receipt)>, LedgerError> {
+        let Some((height, position)) = self.tx_location(hash)? else {
+            return Ok(None);
+        };
+        let receipt = self
+            .block(height)?
+            .and_then(|b| b.receipts.into_iter().nth(position as usize))
+            .ok_or_else(|| {
+                LedgerError::Corrupt(format!("receipt of {hash} missing at height {height}"))
+            })?;
+        Ok(Some((height, position, receipt)))
+    }
+
     /// The bytes of access-log leaf `index`.
     pub fn log_leaf(&self, index: u64) -> Result<Option<Vec<u8>>, LedgerError> {
         let read = self.db.begin_read()?;

@@ -52,6 +52,20 @@ pub enum TxStatus {
     Unknown,
 }
 
+impl TxStatus {
+    /// The status of a transaction that is not pending, from the ledger's record of it.
+    pub fn from_committed(found: Option<(u64, u32, Receipt)>) -> TxStatus {
+        match found {
+            Some((height, position, receipt)) => TxStatus::Committed {
+                height,
+                position,
+                receipt,
+            },
+            None => TxStatus::Unknown,
+        }
+    }
+}
+
 /// A running single-node ledger.
 #[derive(Debug)]
 pub struct DevNode {
@@ -125,21 +139,8 @@ impl DevNode {
         if lock(&self.mempool)?.contains(hash) {
             return Ok(TxStatus::Pending);
         }
-        let ledger = lock(&self.ledger)?;
-        let Some((height, position)) = ledger.tx_location(hash)? else {
-            return Ok(TxStatus::Unknown);
-        };
-        let receipt = ledger
-            .block(height)?
-            .and_then(|b| b.receipts.into_iter().nth(position as usize))
-            .ok_or_else(|| {
-                LedgerError::Corrupt(format!("receipt of {hash} missing at height {height}"))
-            })?;
-        Ok(TxStatus::Committed {
-            height,
-            position,
-            receipt,
-        })
+        let found = lock(&self.ledger)?.committed_receipt(hash)?;
+        Ok(TxStatus::from_committed(found))
     }
 
     /// Produces one block from the mempool, if anything is waiting. Blocking: it commits to
