@@ -196,6 +196,20 @@ fn four_processes_survive_a_sigkill_and_agree() {
         "a validator synced from scratch disagrees at height {target}"
     );
 
+    // Every validator hears every other one's height.
+    wait_for(
+        "validator 0 to report its peers' heights",
+        Duration::from_secs(30),
+        || {
+            let s = json(&["status", "--node", &apis[0], "--json"]);
+            let vs = s["validators"].as_array().unwrap();
+            vs.len() == 4
+                && vs
+                    .iter()
+                    .all(|v| v["height"].as_u64().is_some_and(|h| h >= target))
+        },
+    );
+
     // Value is conserved.
     let total: u64 = accounts
         .iter()

@@ -5,9 +5,11 @@ use crate::block::ChainBlock;
 use secnet_contract::BlockOutcome;
 use secnet_ledger::{Ledger, LedgerError};
 use secnet_node::mempool::{AdmitError, Mempool};
+use secnet_types::AccountId;
 use secnet_types::{Genesis, Hash, SignedTransaction};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
 
 /// Most remembered verified signatures; beyond it the memory is cleared (and signatures
 /// are simply checked again).
@@ -20,9 +22,20 @@ pub struct Chain {
     mempool: Mutex<Mempool>,
     /// `signed_id`s of transactions whose signature this node already checked.
     verified: Mutex<HashSet<Hash>>,
+    /// The height each peer last announced, and when.
+    peers: Mutex<BTreeMap<AccountId, PeerSeen>>,
     genesis_block: ChainBlock,
     chain_id: String,
     max_block_txs: usize,
+}
+
+/// What a validator last heard from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerSeen {
+    /// The peer's executed height.
+    pub height: u64,
+    /// When it said so.
+    pub at: SystemTime,
 }
 
 /// The chain's locks were poisoned by a panic elsewhere.
@@ -55,6 +68,7 @@ impl Chain {
             ledger: Mutex::new(ledger),
             mempool: Mutex::new(Mempool::new(mempool_capacity)),
             verified: Mutex::new(HashSet::new()),
+            peers: Mutex::new(BTreeMap::new()),
             genesis_block: ChainBlock::new(genesis.block()),
             chain_id: genesis.chain_id.clone(),
             max_block_txs,
@@ -84,6 +98,18 @@ impl Chain {
     /// Height of the last executed block.
     pub fn executed_height(&self) -> Result<u64, Poisoned> {
         self.with_ledger(|l| l.state().tip().height)
+    }
+
+    /// Records a peer's announced height.
+    pub fn saw_peer(&self, peer: AccountId, height: u64, at: SystemTime) {
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.insert(peer, PeerSeen { height, at });
+        }
+    }
+
+    /// What this validator last heard from `peer`.
+    pub fn peer(&self, peer: &AccountId) -> Option<PeerSeen> {
+        self.peers.lock().ok()?.get(peer).copied()
     }
 
     /// Admits a transaction to the mempool.

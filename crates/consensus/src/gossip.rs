@@ -1,16 +1,18 @@
-//! Transaction gossip: a transaction admitted by one validator is sent to all others, which
-//! admit it to their own mempools after the same checks. A peer that sends bytes that are not
-//! a transaction is blocked.
+//! Gossip between validators on the transaction channel: a transaction admitted by one
+//! validator is sent to all others, which admit it to their own mempools after the same
+//! checks; and each validator announces its executed height once a second, so that any node
+//! can report how far its peers are. A peer that sends bytes that are neither is blocked.
 
 use crate::chain::Chain;
 use commonware_codec::{Copying, Decode as _, Encode as _, RangeCfg};
 use commonware_cryptography::ed25519;
 use commonware_p2p::{Blocker, Receiver, Recipients, Sender};
-use commonware_runtime::{Handle, Spawner};
+use commonware_runtime::{Clock, Handle, Spawner};
 use futures::StreamExt as _;
 use futures::channel::mpsc;
-use secnet_types::SignedTransaction;
+use secnet_types::{AccountId, SignedTransaction};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Publishes transactions to the other validators.
 #[derive(Debug, Clone)]
@@ -21,20 +23,63 @@ pub struct TxGossip {
 /// Most transactions in one gossip message.
 pub const MAX_GOSSIP_BATCH: usize = 1_024;
 
-impl TxGossip {
-    /// Sends `txs` (at most [`MAX_GOSSIP_BATCH`] per message) to every other validator.
-    pub fn publish(&self, txs: &[SignedTransaction]) {
-        for chunk in txs.chunks(MAX_GOSSIP_BATCH) {
-            let _ = self.sender.unbounded_send(chunk.to_vec().encode().to_vec());
+/// How often a validator announces its height.
+pub const HEIGHT_INTERVAL: Duration = Duration::from_secs(1);
+
+const TAG_TXS: u8 = 0;
+const TAG_HEIGHT: u8 = 1;
+
+/// One gossip message.
+#[derive(Debug, PartialEq, Eq)]
+enum Message {
+    /// Transactions the sender admitted.
+    Txs(Vec<SignedTransaction>),
+    /// The sender's executed height.
+    Height(u64),
+}
+
+impl Message {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Message::Txs(txs) => {
+                let mut out = vec![TAG_TXS];
+                out.extend_from_slice(&txs.encode());
+                out
+            }
+            Message::Height(h) => {
+                let mut out = vec![TAG_HEIGHT];
+                out.extend_from_slice(&h.to_be_bytes());
+                out
+            }
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Message, String> {
+        match bytes.split_first() {
+            Some((&TAG_TXS, rest)) => Vec::<SignedTransaction>::decode_cfg(
+                Copying(rest),
+                &(RangeCfg::from(1..=MAX_GOSSIP_BATCH), ()),
+            )
+            .map(Message::Txs)
+            .map_err(|e| e.to_string()),
+            Some((&TAG_HEIGHT, rest)) => <[u8; 8]>::try_from(rest)
+                .map(|b| Message::Height(u64::from_be_bytes(b)))
+                .map_err(|_| format!("height message of {} bytes, expected 8", rest.len())),
+            Some((tag, _)) => Err(format!("unknown message tag {tag}")),
+            None => Err("empty message".into()),
         }
     }
 }
 
-fn decode_batch(bytes: &[u8]) -> Result<Vec<SignedTransaction>, commonware_codec::Error> {
-    Vec::<SignedTransaction>::decode_cfg(
-        Copying(bytes),
-        &(RangeCfg::from(1..=MAX_GOSSIP_BATCH), ()),
-    )
+impl TxGossip {
+    /// Sends `txs` (at most [`MAX_GOSSIP_BATCH`] per message) to every other validator.
+    pub fn publish(&self, txs: &[SignedTransaction]) {
+        for chunk in txs.chunks(MAX_GOSSIP_BATCH) {
+            let _ = self
+                .sender
+                .unbounded_send(Message::Txs(chunk.to_vec()).encode());
+        }
+    }
 }
 
 /// Starts the gossip tasks on the transaction channel.
@@ -45,7 +90,7 @@ pub fn start_gossip<E, B, S, R>(
     (mut sender, mut receiver): (S, R),
 ) -> (TxGossip, Vec<Handle<()>>)
 where
-    E: Spawner,
+    E: Spawner + Clock,
     B: Blocker<PublicKey = ed25519::PublicKey>,
     S: Sender<PublicKey = ed25519::PublicKey>,
     R: Receiver<PublicKey = ed25519::PublicKey>,
@@ -56,23 +101,74 @@ where
             let _ = sender.send(Recipients::All, bytes, false);
         }
     });
-    let inbound = context.child("gossip_in").spawn(move |_| async move {
-        while let Ok((peer, message)) = receiver.recv().await {
-            match decode_batch(message.as_ref()) {
-                Ok(txs) => {
-                    for tx in txs {
-                        if let Err(e) = chain.submit(tx) {
-                            tracing::error!(error = %e, "gossip stopped");
-                            return;
+    let announcer = {
+        let chain = chain.clone();
+        let out = tx.clone();
+        context
+            .child("gossip_height")
+            .spawn(move |context| async move {
+                loop {
+                    let Ok(height) = chain.executed_height() else {
+                        return;
+                    };
+                    if out
+                        .unbounded_send(Message::Height(height).encode())
+                        .is_err()
+                    {
+                        return;
+                    }
+                    context.sleep(HEIGHT_INTERVAL).await;
+                }
+            })
+    };
+    let inbound = context
+        .child("gossip_in")
+        .spawn(move |context| async move {
+            while let Ok((peer, message)) = receiver.recv().await {
+                match Message::decode(message.as_ref()) {
+                    Ok(Message::Txs(txs)) => {
+                        for tx in txs {
+                            if let Err(e) = chain.submit(tx) {
+                                tracing::error!(error = %e, "gossip stopped");
+                                return;
+                            }
                         }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "peer sent garbage on the transaction channel; blocking it");
-                    let _ = blocker.block(peer);
+                    Ok(Message::Height(height)) => {
+                        let account = AccountId::of_key(&peer);
+                        chain.saw_peer(account, height, context.current());
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "peer sent garbage on the gossip channel; blocking it");
+                        let _ = blocker.block(peer);
+                    }
                 }
             }
-        }
-    });
-    (TxGossip { sender: tx }, vec![outbound, inbound])
+        });
+    (TxGossip { sender: tx }, vec![outbound, announcer, inbound])
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_refused() {
+        let m = Message::Height(42);
+        assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+        let empty = Message::Txs(vec![]).encode();
+        assert!(
+            Message::decode(&empty).is_err(),
+            "an empty batch is not a message"
+        );
+        assert!(Message::decode(&[]).is_err());
+        assert!(
+            Message::decode(&[7, 1, 2])
+                .unwrap_err()
+                .contains("unknown message tag 7")
+        );
+        assert!(Message::decode(&[TAG_HEIGHT, 1]).is_err());
+        assert!(Message::decode(&[TAG_TXS, 0xff, 0xff, 0xff]).is_err());
+    }
 }

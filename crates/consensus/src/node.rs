@@ -141,7 +141,18 @@ impl Backend for ValidatorBackend {
                 if *v == me {
                     serde_json::json!({ "key": v, "self": true, "height": executed, "finalized": finalized })
                 } else {
-                    serde_json::json!({ "key": v, "self": false })
+                    match self.chain.peer(v) {
+                        Some(seen) => serde_json::json!({
+                            "key": v,
+                            "self": false,
+                            "height": seen.height,
+                            "seen_unix_ms": seen
+                                .at
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                        }),
+                        None => serde_json::json!({ "key": v, "self": false, "height": null }),
+                    }
                 }
             })
             .collect()

@@ -560,3 +560,65 @@ fn an_equivocating_validator_cannot_split_the_honest_ones() {
         }
     });
 }
+
+#[test]
+fn a_validator_sending_garbage_is_blocked_and_the_others_go_on() {
+    use commonware_p2p::{Recipients, Sender as _};
+    use commonware_runtime::Spawner as _;
+    runner(73).start(|context| async move {
+        // The fourth member of the validator set sends random bytes on every consensus channel.
+        let mut cluster = Cluster::new(&context, 4).await;
+        cluster.crash(&context, 3).await;
+        let byzantine = validator_key(3);
+        let control = cluster.oracle.control(byzantine.public_key());
+        let mut senders = Vec::new();
+        for channel in 0..5 {
+            senders.push(control.register(channel, QUOTA).await.unwrap());
+        }
+        let _garbage = context.child("garbage").spawn(move |context| async move {
+            let mut state: u64 = 73;
+            let mut next = move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            loop {
+                for (sender, _receiver) in &mut senders {
+                    let len = next() % 512;
+                    let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                    let _ = sender.send(Recipients::All, bytes, false);
+                }
+                context.sleep(Duration::from_millis(50)).await;
+            }
+        });
+
+        let txs = all_transfers(0..4);
+        for node in &cluster.nodes[..3] {
+            for tx in &txs {
+                let _ = node.chain.submit(tx.clone()).unwrap();
+            }
+        }
+        let honest_committed = |c: &Cluster| {
+            c.nodes[..3].iter().all(|n| {
+                n.chain
+                    .with_ledger(|l| {
+                        txs.iter()
+                            .all(|t| l.tx_location(&t.hash()).unwrap().is_some())
+                    })
+                    .unwrap()
+            })
+        };
+        cluster.wait_until(&context, honest_committed).await;
+        let blocked = cluster.oracle.blocked().await.unwrap();
+        for i in 0..3 {
+            let honest = validator_key(i).public_key();
+            assert!(
+                blocked
+                    .iter()
+                    .any(|(by, whom)| *by == honest && *whom == byzantine.public_key()),
+                "validator {i} did not block the peer sending garbage: {blocked:?}"
+            );
+        }
+    });
+}

@@ -93,6 +93,15 @@ impl AccountId {
     pub fn verification_key(&self) -> Option<ed25519::PublicKey> {
         ed25519::PublicKey::read(&mut Copying(&self.0[..])).ok()
     }
+
+    /// The account of an ed25519 verification key.
+    pub fn of_key(key: &ed25519::PublicKey) -> AccountId {
+        let mut bytes = Vec::with_capacity(32);
+        key.write(&mut bytes);
+        let mut account = [0u8; 32];
+        account.copy_from_slice(bytes.get(..32).unwrap_or(&[0u8; 32]));
+        AccountId(account)
+    }
 }
 
 /// An account's secrets: the ed25519 signing key and the X25519 decryption key.

@@ -58,6 +58,21 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!("state root {}", s["state_root"].as_str().unwrap_or("?"));
         println!("log size   {}", s["log_size"]);
         println!("mempool    {}", s["mempool"]);
+        if let Some(validators) = s["validators"].as_array() {
+            println!("validators");
+            for v in validators {
+                let key = v["key"].as_str().unwrap_or("?");
+                let height = v["height"]
+                    .as_u64()
+                    .map_or_else(|| "not heard from".to_string(), |h| format!("height {h}"));
+                let me = if v["self"].as_bool() == Some(true) {
+                    " (this node)"
+                } else {
+                    ""
+                };
+                println!("  {key}  {height}{me}");
+            }
+        }
         Ok(())
     })
 }
