@@ -110,7 +110,7 @@ fn four_processes_survive_a_sigkill_and_agree() {
         "--validators",
         "4",
         "--accounts",
-        "4",
+        "8",
         "--dir",
         path(d),
         "--p2p-base-port",
@@ -118,6 +118,13 @@ fn four_processes_survive_a_sigkill_and_agree() {
         "--api-base-port",
         &api.to_string(),
     ]);
+    // Accounts 4..8 send a steady load in the background; 0..4 send single transfers.
+    let load_keys = d.join("load-keys");
+    std::fs::create_dir(&load_keys).unwrap();
+    for j in 4..8 {
+        let name = format!("account{j}.key");
+        std::fs::rename(d.join("accounts").join(&name), load_keys.join(&name)).unwrap();
+    }
     let apis: Vec<String> = (0..4)
         .map(|i| format!("http://127.0.0.1:{}", api + i))
         .collect();
@@ -157,7 +164,29 @@ fn four_processes_survive_a_sigkill_and_agree() {
         transfer(k, (k + 1) % 4, api);
     }
 
-    // SIGKILL validator 3 and keep going without it.
+    // Under load (spread over validators 0..3, which stay up), SIGKILL validator 3 and keep
+    // going without it.
+    let load_log = std::fs::File::create(d.join("load.json")).unwrap();
+    let mut load = secnet()
+        .args([
+            "load",
+            "--node",
+            &apis[..3].join(","),
+            "--key-dir",
+            path(&load_keys),
+            "--txs",
+            "3000",
+            "--rate",
+            "400",
+            "--batch",
+            "50",
+            "--json",
+        ])
+        .stdout(Stdio::from(load_log))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
     kill(&mut nodes, 3);
     for (k, api) in apis.iter().take(3).enumerate() {
         transfer(k, 3, api);
@@ -169,6 +198,18 @@ fn four_processes_survive_a_sigkill_and_agree() {
         "the restarted validator to catch up",
         Duration::from_secs(120),
         || height(&apis[3]) >= target,
+    );
+
+    let status = load.wait().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("load.json")).unwrap()).unwrap();
+    assert!(status.success(), "load generator failed: {report}");
+    assert_eq!(report["committed"], 3000, "{report}");
+    let target = target.max(height(&apis[0]));
+    wait_for(
+        "every validator, the restarted one too, to reach the same height",
+        Duration::from_secs(120),
+        || apis.iter().all(|a| height(a) >= target),
     );
 
     // Same state root at equal heights.
@@ -210,16 +251,28 @@ fn four_processes_survive_a_sigkill_and_agree() {
         },
     );
 
-    // Value is conserved.
+    // Value is conserved, over the single-transfer accounts and the load accounts.
+    let load_accounts: Vec<String> = (4..8)
+        .map(|j| {
+            ok(&[
+                "keys",
+                "show",
+                path(&load_keys.join(format!("account{j}.key"))),
+            ])
+            .trim()
+            .to_string()
+        })
+        .collect();
     let total: u64 = accounts
         .iter()
+        .chain(&load_accounts)
         .map(|a| {
             json(&["account", a, "--node", &apis[3], "--json"])["balance"]
                 .as_u64()
                 .unwrap()
         })
         .sum();
-    assert_eq!(total, 4 * 1_000_000_000);
+    assert_eq!(total, 8 * 1_000_000_000);
 }
 
 #[test]

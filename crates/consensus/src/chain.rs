@@ -114,16 +114,42 @@ impl Chain {
 
     /// Admits a transaction to the mempool.
     pub fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, Poisoned> {
+        let valid = tx.verify_signature();
         let id = tx.signed_id();
         let result = {
             let ledger = lock(&self.ledger)?;
             let mut pool = lock(&self.mempool)?;
-            pool.admit(tx, ledger.state())
+            pool.admit_checked(tx, ledger.state(), valid)
         };
         if result.is_ok() {
             self.remember_verified([id])?;
         }
         Ok(result)
+    }
+
+    /// Admits transactions to the mempool, checking their signatures as one batch before
+    /// taking any lock. One result per transaction, in order.
+    pub fn submit_batch(
+        &self,
+        txs: Vec<SignedTransaction>,
+    ) -> Result<Vec<Result<Hash, AdmitError>>, Poisoned> {
+        let valid = secnet_types::verify_signatures(&txs);
+        let mut results = Vec::with_capacity(txs.len());
+        let mut admitted = Vec::with_capacity(txs.len());
+        {
+            let ledger = lock(&self.ledger)?;
+            let mut pool = lock(&self.mempool)?;
+            for (tx, ok) in txs.into_iter().zip(valid) {
+                let id = tx.signed_id();
+                let r = pool.admit_checked(tx, ledger.state(), ok);
+                if r.is_ok() {
+                    admitted.push(id);
+                }
+                results.push(r);
+            }
+        }
+        self.remember_verified(admitted)?;
+        Ok(results)
     }
 
     /// Remembers that these signed transactions' signatures are valid.

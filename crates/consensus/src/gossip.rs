@@ -127,11 +127,9 @@ where
             while let Ok((peer, message)) = receiver.recv().await {
                 match Message::decode(message.as_ref()) {
                     Ok(Message::Txs(txs)) => {
-                        for tx in txs {
-                            if let Err(e) = chain.submit(tx) {
-                                tracing::error!(error = %e, "gossip stopped");
-                                return;
-                            }
+                        if let Err(e) = chain.submit_batch(txs) {
+                            tracing::error!(error = %e, "gossip stopped");
+                            return;
                         }
                     }
                     Ok(Message::Height(height)) => {

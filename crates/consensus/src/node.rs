@@ -86,18 +86,16 @@ impl Backend for ValidatorBackend {
         &self,
         txs: Vec<SignedTransaction>,
     ) -> Result<Vec<Result<Hash, AdmitError>>, NodeError> {
-        let mut results = Vec::with_capacity(txs.len());
-        let mut admitted = Vec::with_capacity(txs.len());
-        for tx in txs {
-            let r = self
-                .chain
-                .submit(tx.clone())
-                .map_err(|_| NodeError::Poisoned)?;
-            if r.is_ok() {
-                admitted.push(tx);
-            }
-            results.push(r);
-        }
+        let results = self
+            .chain
+            .submit_batch(txs.clone())
+            .map_err(|_| NodeError::Poisoned)?;
+        let admitted: Vec<SignedTransaction> = txs
+            .into_iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(tx, _)| tx)
+            .collect();
         self.gossip.publish(&admitted);
         Ok(results)
     }

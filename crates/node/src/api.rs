@@ -138,6 +138,7 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         )
         .route("/v1/status", get(status))
         .route("/v1/blocks/{height}", get(block))
+        .route("/v1/blocks/{height}/tx-hashes", get(block_tx_hashes))
         .route("/v1/accounts/{id}", get(account))
         .route("/v1/listings", get(listings))
         .route("/v1/listings/{hash}", get(listing))
@@ -281,6 +282,23 @@ async fn status(State(node): Node) -> ApiResult<Json<serde_json::Value>> {
         );
     }
     Ok(Json(body))
+}
+
+/// Only the hashes of a block's transactions, in order: what a client watching for its
+/// transactions needs, without the cost of the full block.
+async fn block_tx_hashes(
+    State(node): Node,
+    Path(height): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let height: u64 = parse("height", &height)?;
+    let stored = node
+        .with_ledger(|l| l.block(height))??
+        .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+    Ok(Json(json!({
+        "height": height,
+        "hash": stored.block.hash(),
+        "tx_hashes": stored.block.txs.iter().map(SignedTransaction::hash).collect::<Vec<_>>(),
+    })))
 }
 
 async fn block(

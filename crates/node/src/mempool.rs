@@ -69,6 +69,26 @@ impl Mempool {
 
     /// Checks `tx` against `state` and queues it.
     pub fn admit(&mut self, tx: SignedTransaction, state: &State) -> Result<Hash, AdmitError> {
+        self.admit_with(tx, state, SignedTransaction::verify_signature)
+    }
+
+    /// Like [`Mempool::admit`], for a transaction whose signature the caller already checked
+    /// (e.g. in a batch, outside any lock): `signature_valid` is that check's result.
+    pub fn admit_checked(
+        &mut self,
+        tx: SignedTransaction,
+        state: &State,
+        signature_valid: bool,
+    ) -> Result<Hash, AdmitError> {
+        self.admit_with(tx, state, |_| signature_valid)
+    }
+
+    fn admit_with(
+        &mut self,
+        tx: SignedTransaction,
+        state: &State,
+        verify: impl FnOnce(&SignedTransaction) -> bool,
+    ) -> Result<Hash, AdmitError> {
         let hash = tx.hash();
         if self.pending.contains(&hash) {
             return Err(AdmitError::Duplicate(hash));
@@ -100,7 +120,7 @@ impl Mempool {
                 got: t.nonce,
             });
         }
-        if !tx.verify_signature() {
+        if !verify(&tx) {
             return Err(AdmitError::BadSignature(t.sender));
         }
         self.next_nonce.insert(t.sender, expected + 1);

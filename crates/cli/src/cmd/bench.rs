@@ -45,11 +45,15 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 4)]
         validators: usize,
         /// Transactions to drive.
-        #[arg(long, default_value_t = 30_000)]
+        #[arg(long, default_value_t = 60_000)]
         txs: usize,
-        /// Target submission rate, transactions per second (default: as fast as accepted).
+        /// Offered load, transactions per second, spread over the validators.
+        #[arg(long, default_value_t = 12_000, conflicts_with = "saturate")]
+        rate: u64,
+        /// Submit as fast as the validators accept instead of at `--rate` (measures the
+        /// ceiling; finality latency then includes the time spent queued).
         #[arg(long)]
-        rate: Option<u64>,
+        saturate: bool,
         /// Funded client accounts sending them.
         #[arg(long, default_value_t = 64)]
         accounts: usize,
@@ -254,10 +258,11 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             validators,
             txs,
             rate,
+            saturate,
             accounts,
             json: _,
         } => {
-            return bench_ledger(validators, txs, rate, accounts);
+            return bench_ledger(validators, txs, (!saturate).then_some(rate), accounts);
         }
     };
     ensure!(accounts >= 8, "--accounts must be at least 8");

@@ -172,9 +172,11 @@ pub async fn drive(
         Arc::new(Mutex::new(HashMap::with_capacity(total)));
     let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
-    let per_node_rate = rate.map(|r| (r as f64 / clients.len() as f64).max(1.0));
     let mut submitters = Vec::new();
     for (client, queue) in clients.iter().cloned().zip(queues) {
+        // Each node gets its share of the rate, so that all queues drain together.
+        let per_node_rate =
+            rate.map(|r| (r as f64 * queue.len() as f64 / total.max(1) as f64).max(1.0));
         let submitted_at = submitted_at.clone();
         let refused = refused.clone();
         let batch = batch.max(1);
@@ -218,13 +220,15 @@ pub async fn drive(
             .as_u64()
             .unwrap_or(0);
         while next_height <= height {
-            let block = watcher.get(&format!("/v1/blocks/{next_height}")).await?;
+            let block = watcher
+                .get(&format!("/v1/blocks/{next_height}/tx-hashes"))
+                .await?;
             let now = Instant::now();
             let mut map = submitted_at
                 .lock()
                 .map_err(|_| anyhow::anyhow!("lock poisoned"))?;
-            for t in block["transactions"].as_array().into_iter().flatten() {
-                if let Some(hash) = t["hash"].as_str().and_then(|h| h.parse::<Hash>().ok())
+            for t in block["tx_hashes"].as_array().into_iter().flatten() {
+                if let Some(hash) = t.as_str().and_then(|h| h.parse::<Hash>().ok())
                     && let Some(at) = map.remove(&hash)
                 {
                     latencies.push(now.duration_since(at).as_secs_f64() * 1e3);
