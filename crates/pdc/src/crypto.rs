@@ -180,7 +180,20 @@ impl DataKey {
 
 fn nonce(index: u64, last: bool) -> Nonce {
     let i = index.to_be_bytes();
-    Nonce::from([i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], 0, 0, 0, u8::from(last)])
+    Nonce::from([
+        i[0],
+        i[1],
+        i[2],
+        i[3],
+        i[4],
+        i[5],
+        i[6],
+        i[7],
+        0,
+        0,
+        0,
+        u8::from(last),
+    ])
 }
 
 fn aad(blob: BlobId) -> Vec<u8> {
