@@ -2,6 +2,7 @@
 //! encrypted, in a uniform, self-describing representation, under uniform identifiers, and
 //! serves it to others only as the owner's policy and the ledger allow.
 
+pub mod access;
 pub mod crypto;
 pub mod envelope;
 pub mod fhir;

@@ -23,8 +23,8 @@ use std::str::FromStr as _;
 /// The Cedar schema every policy is validated against.
 pub const SCHEMA: &str = include_str!("schema.cedarschema");
 
-/// Default detector score (of 10,000) from which non-owners are refused.
-pub const DEFAULT_RISK_THRESHOLD: u16 = 8_000;
+/// Default detector score (parts per million) from which non-owners are refused.
+pub const DEFAULT_RISK_THRESHOLD: u32 = 800_000;
 
 /// What an agent wants to do.
 #[derive(
@@ -122,8 +122,8 @@ pub struct Resource {
 pub struct Facts {
     /// Declared purpose.
     pub purpose: String,
-    /// Detector score, 0..=10000.
-    pub score: u16,
+    /// Detector score in parts per million, 0..=1_000_000.
+    pub score: u32,
     /// A valid grant for this data is on the ledger.
     pub grant: bool,
 }
@@ -147,7 +147,7 @@ pub struct Decision {
     /// matched for a deny (empty when nothing permitted: the default deny).
     pub policies: Vec<String>,
     /// The detector's score the decision saw.
-    pub score: u16,
+    pub score: u32,
     /// Policies that failed to evaluate (they are skipped, as Cedar specifies).
     pub errors: Vec<String>,
 }
@@ -212,10 +212,10 @@ pub struct Engine {
     schema: Schema,
     builtin: PolicySet,
     authorizer: Authorizer,
-    threshold: u16,
+    threshold: u32,
 }
 
-fn builtin_text(threshold: u16) -> String {
+fn builtin_text(threshold: u32) -> String {
     format!(
         r#"
 @id("owner")
@@ -276,8 +276,8 @@ pub fn collections(path: &str) -> Vec<String> {
 }
 
 impl Engine {
-    /// An engine refusing non-owners from detector score `threshold` (of 10,000) upward.
-    pub fn new(threshold: u16) -> Result<Engine, PolicyError> {
+    /// An engine refusing non-owners from detector score `threshold` (parts per million) upward.
+    pub fn new(threshold: u32) -> Result<Engine, PolicyError> {
         let schema = Schema::from_cedarschema_str(SCHEMA)
             .map_err(|e| PolicyError::Invalid(e.to_string()))?
             .0;
@@ -297,7 +297,7 @@ impl Engine {
     }
 
     /// The detector threshold.
-    pub fn threshold(&self) -> u16 {
+    pub fn threshold(&self) -> u32 {
         self.threshold
     }
 

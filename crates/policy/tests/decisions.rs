@@ -17,7 +17,7 @@ const USERS: [&str; 3] = ["bb01", "bb02", "bb03"];
 const ORG: &str = "cc01";
 const OBJECTS: [&str; 3] = ["fhir/Condition/1", "fhir/Observation/2", "notes/3"];
 const PURPOSES: [&str; 2] = ["treatment", "research"];
-const THRESHOLD: u16 = 8_000;
+const THRESHOLD: u32 = 800_000;
 
 fn engine() -> Engine {
     Engine::new(THRESHOLD).unwrap()
@@ -160,7 +160,7 @@ fn reference(
     action: Action,
     what: usize,
     purpose: usize,
-    score: u16,
+    score: u32,
     grant: bool,
 ) -> bool {
     if who == 0 {
@@ -189,7 +189,7 @@ proptest! {
     fn cedar_agrees_with_the_reference_model(
         specs in proptest::collection::vec(spec(), 0..5),
         requests in proptest::collection::vec(
-            (0usize..5, proptest::sample::select(Action::ALL.to_vec()), 0usize..3, 0usize..2, prop_oneof![Just(0u16), Just(7_999u16), Just(8_000u16), 0u16..=10_000], any::<bool>()),
+            (0usize..5, proptest::sample::select(Action::ALL.to_vec()), 0usize..3, 0usize..2, prop_oneof![Just(0u32), Just(799_999u32), Just(800_000u32), 0u32..=1_000_000], any::<bool>()),
             1..24,
         ),
     ) {
@@ -222,7 +222,7 @@ when {{ context.purpose == "treatment" }};
 forbid (principal, action, resource in SecNet::Collection::"notes") when {{ context.purpose == "research" }};"#
         ))
         .unwrap();
-    let facts = |purpose: &str, score: u16, grant: bool| Facts {
+    let facts = |purpose: &str, score: u32, grant: bool| Facts {
         purpose: purpose.into(),
         score,
         grant,
@@ -259,11 +259,11 @@ forbid (principal, action, resource in SecNet::Collection::"notes") when {{ cont
             &agent(1),
             Action::Read,
             &resource(0),
-            &facts("treatment", 9_500, true),
+            &facts("treatment", 950_000, true),
         )
         .unwrap();
     assert_eq!(d.policies, vec!["detector"]);
-    assert_eq!(d.score, 9_500);
+    assert_eq!(d.score, 950_000);
 
     // Nothing permits: the default deny names no policy.
     let d = engine

@@ -1,0 +1,477 @@
+//! The access path on a real contract state and a real store: a permitted fetch delivers data
+//! the consumer can decrypt and check against the ledger; every other case is refused with
+//! the reason the ledger records.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
+
+use secnet_contract::State;
+use secnet_pdc::access::{
+    AccessToken, FetchAttempt, FetchProof, Gate, RequestFeatures, RuleScorer, Scorer,
+};
+use secnet_pdc::crypto::DataKey;
+use secnet_pdc::envelope::FHIR_JSON;
+use secnet_pdc::store::{Decryptor, PutRequest, Store};
+use secnet_policy::{Agent, AgentKind, AgentRef, Engine, OwnerPolicies, Resource};
+use secnet_types::{
+    AccountId, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair, RefusalReason,
+    RegisterData, SignedTransaction, Transaction,
+};
+use std::collections::BTreeMap;
+use std::io::Read as _;
+
+const START_MS: u64 = 1_700_000_000_000;
+const PATIENT: usize = 0;
+const HOLDER: usize = 1;
+const CONSUMER: usize = 2;
+const THIEF: usize = 3;
+
+struct Ledger {
+    state: State,
+    keys: Vec<Keypair>,
+    nonces: BTreeMap<AccountId, u64>,
+}
+
+impl Ledger {
+    fn new() -> Ledger {
+        let keys: Vec<Keypair> = (0..4)
+            .map(|i| Keypair::deterministic("access", i))
+            .collect();
+        let genesis = Genesis {
+            chain_id: "secnet-access".into(),
+            genesis_time_ms: START_MS,
+            allocations: keys
+                .iter()
+                .map(|k| Allocation {
+                    account: k.account(),
+                    balance: 10_000,
+                })
+                .collect(),
+            validators: vec![],
+        };
+        let mut l = Ledger {
+            state: State::genesis(&genesis),
+            keys,
+            nonces: BTreeMap::new(),
+        };
+        for i in 0..4 {
+            let key = l.keys[i].encryption_key();
+            l.run(i, Call::SetEncryptionKey { key });
+        }
+        l
+    }
+
+    fn id(&self, i: usize) -> AccountId {
+        self.keys[i].account()
+    }
+
+    fn now(&self) -> u64 {
+        self.state.tip().timestamp_ms
+    }
+
+    fn run(&mut self, i: usize, call: Call) -> secnet_types::Receipt {
+        let sender = self.id(i);
+        let nonce = self.nonces.entry(sender).or_insert(0);
+        let tx: SignedTransaction = Transaction {
+            chain_id: "secnet-access".into(),
+            sender,
+            nonce: *nonce,
+            call,
+        }
+        .sign(&self.keys[i]);
+        *nonce += 1;
+        let tip = self.state.tip();
+        let block = Block::new(
+            tip.height + 1,
+            tip.block_hash,
+            tip.timestamp_ms + 1000,
+            vec![tx],
+        );
+        self.state.apply_block(&block).unwrap().receipts.remove(0)
+    }
+}
+
+struct World {
+    ledger: Ledger,
+    store: Store,
+    _dir: tempfile::TempDir,
+    engine: Engine,
+    policies: OwnerPolicies,
+    resource: Resource,
+    data: Hash,
+    content: Vec<u8>,
+    grant: Hash,
+    version: secnet_pdc::Version,
+}
+
+fn consumer_agent(account: &AccountId) -> Agent {
+    Agent {
+        kind: AgentKind::User,
+        account: account.to_string(),
+        name: "dr. b".into(),
+        member_of: vec![AgentRef {
+            kind: AgentKind::Organisation,
+            account: "hospital-b".into(),
+        }],
+    }
+}
+
+const PERMIT: &str = r#"@id("hospital-b-treats")
+permit (principal in SecNet::Organisation::"hospital-b", action == SecNet::Action::"read", resource in SecNet::Collection::"fhir/Condition")
+when { context.purpose == "treatment" };"#;
+
+fn world() -> World {
+    let mut ledger = Ledger::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), ledger.keys[HOLDER].clone_for_test()).unwrap();
+    let content = br#"{"resourceType":"Condition","id":"c1","code":{"text":"Diabetes"},"subject":{"reference":"Patient/p1"}}"#.to_vec();
+    let p = &ledger.keys[PATIENT];
+    let (object, udi) = store
+        .put(
+            &PutRequest {
+                owner: p.account(),
+                owner_key: p.encryption_key(),
+                source: "hospital-a".into(),
+                object: "fhir/Condition/c1".into(),
+                media_type: FHIR_JSON.into(),
+            },
+            content.as_slice(),
+        )
+        .unwrap();
+    let data = udi.cid.hash();
+    let holder = ledger.id(HOLDER);
+    assert!(
+        ledger
+            .run(
+                PATIENT,
+                Call::RegisterData(RegisterData {
+                    hash: data,
+                    description: "condition".into(),
+                    address: format!("pdc://hospital-a/{udi}"),
+                    price: 50,
+                    kind: DataKind::UserData,
+                    holder,
+                    holder_share_bps: 2_000,
+                })
+            )
+            .is_applied()
+    );
+    assert!(
+        ledger
+            .run(CONSUMER, Call::SubscribeData { hash: data })
+            .is_applied()
+    );
+    let r = ledger.run(
+        CONSUMER,
+        Call::RequestDataWithHash {
+            hash: data,
+            purpose: "treatment".into(),
+            ttl_secs: 600,
+        },
+    );
+    assert!(r.is_applied(), "{r:?}");
+    let grant = ledger.state.grants().find(|g| g.data == data).unwrap().id;
+    let engine = Engine::new(secnet_policy::DEFAULT_RISK_THRESHOLD).unwrap();
+    let policies = engine.check(PERMIT).unwrap();
+    World {
+        resource: Resource {
+            owner: ledger.id(PATIENT).to_string(),
+            path: "fhir/Condition/c1".into(),
+            media_type: FHIR_JSON.into(),
+            schema: object.latest().unwrap().envelope.schema.clone(),
+        },
+        version: object.latest().unwrap().clone(),
+        ledger,
+        store,
+        _dir: dir,
+        engine,
+        policies,
+        data,
+        content,
+        grant,
+    }
+}
+
+trait CloneForTest {
+    fn clone_for_test(&self) -> Keypair;
+}
+
+impl CloneForTest for Keypair {
+    fn clone_for_test(&self) -> Keypair {
+        Keypair::from_seeds(*self.signing_seed(), *self.encryption_seed())
+    }
+}
+
+impl World {
+    fn token(&self) -> (AccessToken, String) {
+        Gate::issue(
+            &self.ledger.keys[HOLDER],
+            &self.ledger.id(CONSUMER),
+            &self.grant,
+            &self.ledger.state,
+            self.ledger.now(),
+        )
+        .unwrap()
+    }
+
+    fn fetch(
+        &self,
+        gate: &mut Gate,
+        sealed: &str,
+        proof: &FetchProof,
+        now: u64,
+    ) -> Result<secnet_pdc::access::Authorized, RefusalReason> {
+        self.fetch_with(gate, sealed, proof, now, &RuleScorer)
+    }
+
+    fn fetch_with(
+        &self,
+        gate: &mut Gate,
+        sealed: &str,
+        proof: &FetchProof,
+        now: u64,
+        scorer: &dyn Scorer,
+    ) -> Result<secnet_pdc::access::Authorized, RefusalReason> {
+        gate.authorize(
+            &self.ledger.id(HOLDER),
+            &FetchAttempt {
+                token: sealed,
+                proof,
+                method: "GET",
+                path: "/v1/pdc/fetch",
+                data: self.data,
+            },
+            &self.ledger.state,
+            &self.engine,
+            &self.policies,
+            consumer_agent,
+            &self.resource,
+            scorer,
+            now,
+        )
+        .map_err(|r| r.reason)
+    }
+
+    fn proof(&self, who: usize, token: &AccessToken, now: u64) -> FetchProof {
+        FetchProof::sign(&self.ledger.keys[who], token, "GET", "/v1/pdc/fetch", now)
+    }
+}
+
+#[test]
+fn a_permitted_fetch_delivers_data_the_consumer_can_check_against_the_ledger() {
+    let w = world();
+    let mut gate = Gate::new();
+    let (token, sealed) = w.token();
+    let now = w.ledger.now();
+    let proof = FetchProof::from_header(&w.proof(CONSUMER, &token, now).to_header()).unwrap();
+    let ok = w.fetch(&mut gate, &sealed, &proof, now).unwrap();
+    assert_eq!(ok.decision.policies, vec!["hospital-b-treats"]);
+    assert_eq!(ok.consumer_key, w.ledger.keys[CONSUMER].encryption_key());
+
+    // The holder re-seals the data key to the consumer's registered key and sends the blob.
+    let sealed_key = w.store.reseal(&w.version, &ok.consumer_key).unwrap();
+    let key = DataKey::open(&sealed_key, &w.ledger.keys[CONSUMER], w.version.blob_id()).unwrap();
+    let registered = w.ledger.state.listing(&w.data).unwrap().hash;
+    let mut plain = Vec::new();
+    Decryptor::with_expected(
+        w.store.blob(&w.version).unwrap(),
+        &key,
+        w.version.blob_id(),
+        w.version.size,
+        registered,
+    )
+    .read_to_end(&mut plain)
+    .unwrap();
+    assert_eq!(plain, w.content);
+}
+
+#[test]
+fn every_bad_fetch_is_refused_with_its_reason() {
+    let w = world();
+    let now = w.ledger.now();
+    let (token, sealed) = w.token();
+
+    // Another key's token: a thief who stole it signs with their own key.
+    let mut gate = Gate::new();
+    assert_eq!(
+        w.fetch(&mut gate, &sealed, &w.proof(THIEF, &token, now), now)
+            .unwrap_err(),
+        RefusalReason::WrongKey
+    );
+
+    // A replayed fetch.
+    let proof = w.proof(CONSUMER, &token, now);
+    w.fetch(&mut gate, &sealed, &proof, now).unwrap();
+    assert_eq!(
+        w.fetch(&mut gate, &sealed, &proof, now + 5).unwrap_err(),
+        RefusalReason::Replay
+    );
+    // A proof from the past (outside the clock window).
+    let old = w.proof(CONSUMER, &token, now - 120_000);
+    assert_eq!(
+        w.fetch(&mut gate, &sealed, &old, now).unwrap_err(),
+        RefusalReason::Replay
+    );
+
+    // An expired token.
+    let later = token.expires_ms + 1;
+    assert_eq!(
+        w.fetch(&mut gate, &sealed, &w.proof(CONSUMER, &token, later), later)
+            .unwrap_err(),
+        RefusalReason::Expired
+    );
+
+    // A forged token: one byte changed.
+    let mut forged = sealed.clone().into_bytes();
+    forged[30] = if forged[30] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(
+        w.fetch(&mut gate, &forged, &w.proof(CONSUMER, &token, now), now)
+            .unwrap_err(),
+        RefusalReason::BadSignature
+    );
+    assert_eq!(
+        w.fetch(&mut gate, "garbage!", &w.proof(CONSUMER, &token, now), now)
+            .unwrap_err(),
+        RefusalReason::BadSignature
+    );
+
+    // A token signed by someone other than the holder.
+    let (_, self_issued) = {
+        let mut t = token.clone();
+        t.holder = w.ledger.id(THIEF);
+        (t.clone(), t.seal(&w.ledger.keys[THIEF]))
+    };
+    assert_eq!(
+        w.fetch(
+            &mut gate,
+            &self_issued,
+            &w.proof(CONSUMER, &token, now),
+            now
+        )
+        .unwrap_err(),
+        RefusalReason::BadSignature
+    );
+
+    // The detector flags a request.
+    struct Paranoid;
+    impl Scorer for Paranoid {
+        fn score(&self, _: &RequestFeatures) -> u32 {
+            990_000
+        }
+    }
+    assert_eq!(
+        w.fetch_with(
+            &mut gate,
+            &sealed,
+            &w.proof(CONSUMER, &token, now),
+            now,
+            &Paranoid
+        )
+        .unwrap_err(),
+        RefusalReason::DetectorFlagged
+    );
+}
+
+#[test]
+fn no_subscription_means_no_grant_and_no_token() {
+    let mut w = world();
+    // The thief never subscribed: the ledger refuses the request, so there is no grant.
+    let r = w.ledger.run(
+        THIEF,
+        Call::RequestDataWithHash {
+            hash: w.data,
+            purpose: "treatment".into(),
+            ttl_secs: 600,
+        },
+    );
+    assert!(!r.is_applied());
+    // And the consumer's grant does not issue a token to the thief.
+    let thief = w.ledger.id(THIEF);
+    assert_eq!(
+        Gate::issue(
+            &w.ledger.keys[HOLDER],
+            &thief,
+            &w.grant,
+            &w.ledger.state,
+            w.ledger.now()
+        )
+        .unwrap_err(),
+        RefusalReason::NoGrant
+    );
+}
+
+#[test]
+fn withdrawal_and_a_policy_change_stop_access() {
+    let mut w = world();
+    let (token, sealed) = w.token();
+    let mut gate = Gate::new();
+    let now = w.ledger.now();
+
+    // The owner's policy changes to deny.
+    let permit = std::mem::replace(&mut w.policies, w.engine.check(&format!("{PERMIT}\n@id(\"no-more\") forbid (principal, action, resource in SecNet::Collection::\"fhir\");")).unwrap());
+    assert_eq!(
+        w.fetch(&mut gate, &sealed, &w.proof(CONSUMER, &token, now), now)
+            .unwrap_err(),
+        RefusalReason::PolicyDenied
+    );
+    w.policies = OwnerPolicies::empty();
+    assert_eq!(
+        w.fetch(&mut gate, &sealed, &w.proof(CONSUMER, &token, now), now)
+            .unwrap_err(),
+        RefusalReason::PolicyDenied
+    );
+    w.policies = permit;
+    w.fetch(&mut gate, &sealed, &w.proof(CONSUMER, &token, now), now)
+        .unwrap();
+
+    // The owner withdraws the data.
+    assert!(
+        w.ledger
+            .run(PATIENT, Call::WithdrawData { hash: w.data })
+            .is_applied()
+    );
+    let now = w.ledger.now();
+    assert_eq!(
+        w.fetch(&mut gate, &sealed, &w.proof(CONSUMER, &token, now), now)
+            .unwrap_err(),
+        RefusalReason::Withdrawn
+    );
+    assert_eq!(
+        Gate::issue(
+            &w.ledger.keys[HOLDER],
+            &w.ledger.id(CONSUMER),
+            &w.grant,
+            &w.ledger.state,
+            now
+        )
+        .unwrap_err(),
+        RefusalReason::Withdrawn
+    );
+}
+
+#[test]
+fn the_rule_scorer_flags_bursts_and_sweeps() {
+    let calm = RequestFeatures {
+        rate_per_min: 2,
+        breadth_per_hour: 3,
+        history: 10,
+        token_age_s: 5,
+        hour: 14,
+        purpose: "treatment".into(),
+    };
+    assert_eq!(RuleScorer.score(&calm), 0);
+    let sweep = RequestFeatures {
+        rate_per_min: 300,
+        breadth_per_hour: 900,
+        history: 0,
+        hour: 3,
+        purpose: "curiosity".into(),
+        ..calm
+    };
+    assert_eq!(RuleScorer.score(&sweep), 1_000_000);
+}
