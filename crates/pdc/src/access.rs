@@ -369,8 +369,63 @@ pub struct Refused {
 pub struct Gate {
     seen: HashMap<([u8; 16], [u8; 16]), u64>,
     expiries: VecDeque<(u64, [u8; 16], [u8; 16])>,
-    recent: HashMap<AccountId, VecDeque<(u64, Hash)>>,
+    recent: HashMap<AccountId, Recent>,
     served: HashMap<AccountId, u32>,
+    /// Tokens whose holder signature was already checked, by the hash of their sealed form.
+    opened: HashMap<Hash, AccessToken>,
+}
+
+/// Most checked tokens remembered; beyond it expired ones are dropped, then all.
+const MAX_OPENED: usize = 100_000;
+
+/// Most requests remembered per consumer and window.
+const MAX_RECENT: usize = 100_000;
+
+/// One consumer's requests in the last minute and the last hour, kept incrementally so a
+/// request costs O(1) amortized whatever the consumer's rate.
+#[derive(Debug, Default)]
+struct Recent {
+    minute: VecDeque<u64>,
+    hour: VecDeque<(u64, Hash)>,
+    per_data: HashMap<Hash, u32>,
+}
+
+impl Recent {
+    fn drop_oldest_of_hour(&mut self) {
+        if let Some((_, d)) = self.hour.pop_front()
+            && let Some(c) = self.per_data.get_mut(&d)
+        {
+            *c -= 1;
+            if *c == 0 {
+                self.per_data.remove(&d);
+            }
+        }
+    }
+
+    /// Records a request and returns (requests in the last minute, distinct data in the
+    /// last hour), both including this one.
+    fn record(&mut self, now_ms: u64, data: Hash) -> (usize, usize) {
+        while self
+            .minute
+            .front()
+            .is_some_and(|t| now_ms.saturating_sub(*t) > 60_000)
+            || self.minute.len() >= MAX_RECENT
+        {
+            self.minute.pop_front();
+        }
+        while self
+            .hour
+            .front()
+            .is_some_and(|(t, _)| now_ms.saturating_sub(*t) > 3_600_000)
+            || self.hour.len() >= MAX_RECENT
+        {
+            self.drop_oldest_of_hour();
+        }
+        self.minute.push_back(now_ms);
+        self.hour.push_back((now_ms, data));
+        *self.per_data.entry(data).or_insert(0) += 1;
+        (self.minute.len(), self.per_data.len())
+    }
 }
 
 /// Most remembered fetch nonces; beyond it fetches are refused until old ones expire.
@@ -419,6 +474,28 @@ impl Gate {
         Ok((token, sealed))
     }
 
+    /// Opens a sealed token, checking the holder's signature once per token.
+    fn open_token(
+        &mut self,
+        sealed: &str,
+        holder: &AccountId,
+        now_ms: u64,
+    ) -> Result<AccessToken, RefusalReason> {
+        let key = Hash::digest(sealed.as_bytes());
+        if let Some(t) = self.opened.get(&key) {
+            return Ok(t.clone());
+        }
+        let token = AccessToken::open(sealed, holder)?;
+        if self.opened.len() >= MAX_OPENED {
+            self.opened.retain(|_, t| t.expires_ms > now_ms);
+            if self.opened.len() >= MAX_OPENED {
+                self.opened.clear();
+            }
+        }
+        self.opened.insert(key, token.clone());
+        Ok(token)
+    }
+
     fn prune(&mut self, now_ms: u64) {
         while let Some((exp, t, n)) = self.expiries.front().copied() {
             if exp > now_ms {
@@ -438,26 +515,11 @@ impl Gate {
         now_ms: u64,
     ) -> RequestFeatures {
         let history = self.served.get(consumer).copied().unwrap_or(0);
-        let recent = self.recent.entry(*consumer).or_default();
-        while recent
-            .front()
-            .is_some_and(|(t, _)| now_ms.saturating_sub(*t) > 3_600_000)
-        {
-            recent.pop_front();
-        }
-        if recent.len() >= 10_000 {
-            recent.pop_front();
-        }
-        recent.push_back((now_ms, data));
-        let rate = recent
-            .iter()
-            .filter(|(t, _)| now_ms.saturating_sub(*t) <= 60_000)
-            .count();
-        let breadth = recent
-            .iter()
-            .map(|(_, d)| d)
-            .collect::<std::collections::HashSet<_>>()
-            .len();
+        let (rate, breadth) = self
+            .recent
+            .entry(*consumer)
+            .or_default()
+            .record(now_ms, data);
         RequestFeatures {
             rate_per_min: u32::try_from(rate).unwrap_or(u32::MAX),
             breadth_per_hour: u32::try_from(breadth).unwrap_or(u32::MAX),
@@ -496,7 +558,9 @@ impl Gate {
             score: 0,
             decision: None,
         };
-        let token = AccessToken::open(attempt.token, holder).map_err(|r| refuse(r, None))?;
+        let token = self
+            .open_token(attempt.token, holder, now_ms)
+            .map_err(|r| refuse(r, None))?;
         if now_ms >= token.expires_ms {
             return Err(refuse(RefusalReason::Expired, Some(&token)));
         }

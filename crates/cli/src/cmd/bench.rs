@@ -39,6 +39,19 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The Private Data Center in process: access decisions and streaming through the
+    /// encrypted store.
+    Pdc {
+        /// Access decisions to time.
+        #[arg(long, default_value_t = 20_000)]
+        decisions: usize,
+        /// Size of the streamed object, MiB.
+        #[arg(long, default_value_t = 1_024)]
+        stream_mib: u64,
+        /// Print JSON (the only output format; kept for symmetry with other commands).
+        #[arg(long)]
+        json: bool,
+    },
     /// Drive transactions through a real network of validator processes on this machine.
     Ledger {
         /// Number of validators.
@@ -254,6 +267,11 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             data_dir,
             json: _,
         } => (txs, accounts, block_txs, data_dir),
+        BenchCmd::Pdc {
+            decisions,
+            stream_mib,
+            json: _,
+        } => return super::bench_pdc::run(decisions, stream_mib),
         BenchCmd::Ledger {
             validators,
             txs,

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_pdc;
 pub mod client;
 pub mod demo;
 pub mod dev;

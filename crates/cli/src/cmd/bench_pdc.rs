@@ -1,0 +1,329 @@
+//! `secnet bench pdc`: the Private Data Center's hot paths, in process.
+//!
+//! - the access decision for one fetch (token signature, fetch signature and replay check,
+//!   grant and listing lookup in the ledger state, request detector, Cedar), p50/p99;
+//! - Cedar alone on the same request;
+//! - streaming one large object into the encrypted store and back out (decrypting and
+//!   checking its hash), MB/s, with the process's peak memory before and after.
+
+use anyhow::{Context, ensure};
+use secnet_contract::State;
+use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, RuleScorer};
+use secnet_pdc::envelope::{FHIR_JSON, OCTETS};
+use secnet_pdc::store::{PutRequest, Store};
+use secnet_policy::{Action, Agent, AgentKind, AgentRef, Engine, Facts, Resource};
+use secnet_types::{
+    Allocation, Block, Call, DataKind, Genesis, Keypair, RegisterData, SignedTransaction,
+    Transaction,
+};
+use std::io::Read;
+use std::time::Instant;
+
+const CHAIN: &str = "secnet-bench-pdc";
+const POLICY: &str = r#"@id("hospital-b-treats")
+permit (principal in SecNet::Organisation::"hospital-b", action == SecNet::Action::"read", resource in SecNet::Collection::"fhir/Condition")
+when { context.purpose == "treatment" };
+@id("no-research-on-notes")
+forbid (principal, action, resource in SecNet::Collection::"notes") when { context.purpose == "research" };"#;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// A reader of `len` pseudo-random bytes, generated on the fly.
+struct Generated {
+    left: u64,
+    state: u64,
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let Some(out) = buf.get_mut(..n) else {
+            return Ok(0);
+        };
+        for chunk in out.chunks_mut(8) {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let bytes = self.state.to_le_bytes();
+            chunk.copy_from_slice(bytes.get(..chunk.len()).unwrap_or_default());
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+struct Chain {
+    state: State,
+    keys: Vec<Keypair>,
+    nonces: Vec<u64>,
+}
+
+impl Chain {
+    fn run(&mut self, i: usize, call: Call) -> anyhow::Result<()> {
+        let key = self.keys.get(i).context("no such key")?;
+        let nonce = self.nonces.get_mut(i).context("no such key")?;
+        let tx: SignedTransaction = Transaction {
+            chain_id: CHAIN.into(),
+            sender: key.account(),
+            nonce: *nonce,
+            call,
+        }
+        .sign(key);
+        *nonce += 1;
+        let tip = self.state.tip();
+        let block = Block::new(
+            tip.height + 1,
+            tip.block_hash,
+            tip.timestamp_ms + 1000,
+            vec![tx],
+        );
+        let outcome = self.state.apply_block(&block)?;
+        ensure!(
+            outcome.receipts.iter().all(|r| r.is_applied()),
+            "setup transaction refused: {:?}",
+            outcome.receipts
+        );
+        Ok(())
+    }
+}
+
+/// Runs the benchmark and prints JSON.
+pub fn run(decisions: usize, stream_mib: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let keys: Vec<Keypair> = (0..3)
+        .map(|i| Keypair::deterministic("bench-pdc", i))
+        .collect();
+    let [patient, holder, consumer] = [0usize, 1, 2];
+    let genesis = Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: 1_700_000_000_000,
+        allocations: keys
+            .iter()
+            .map(|k| Allocation {
+                account: k.account(),
+                balance: 1_000_000,
+            })
+            .collect(),
+        validators: vec![],
+    };
+    let mut chain = Chain {
+        state: State::genesis(&genesis),
+        nonces: vec![0; keys.len()],
+        keys,
+    };
+    for i in 0..3 {
+        let key = chain.keys.get(i).context("key")?.encryption_key();
+        chain.run(i, Call::SetEncryptionKey { key })?;
+    }
+    let k = |i: usize| {
+        chain
+            .keys
+            .get(i)
+            .context("key")
+            .map(|k| Keypair::from_seeds(*k.signing_seed(), *k.encryption_seed()))
+    };
+    let (patient_key, holder_key, consumer_key) = (k(patient)?, k(holder)?, k(consumer)?);
+    let store = Store::open(
+        dir.path(),
+        Keypair::from_seeds(*holder_key.signing_seed(), *holder_key.encryption_seed()),
+    )?;
+
+    // A 1 KiB FHIR Condition, registered, subscribed and granted.
+    let condition = |note: &str| {
+        serde_json::json!({
+            "resourceType": "Condition", "id": "c1",
+            "code": {"text": "Diabetes mellitus type 2"},
+            "subject": {"reference": "Patient/p1"},
+            "note": [{"text": note}]
+        })
+    };
+    let pad = 1024usize.saturating_sub(serde_json::to_vec(&condition(""))?.len());
+    let resource = condition(&"x".repeat(pad));
+    let bytes = serde_json::to_vec(&resource)?;
+    let (object, udi) = store.put(
+        &PutRequest {
+            owner: patient_key.account(),
+            owner_key: patient_key.encryption_key(),
+            source: "hospital-a".into(),
+            object: "fhir/Condition/c1".into(),
+            media_type: FHIR_JSON.into(),
+        },
+        bytes.as_slice(),
+    )?;
+    let version = object.latest().context("no version")?.clone();
+    let data = udi.cid.hash();
+    chain.run(
+        patient,
+        Call::RegisterData(RegisterData {
+            hash: data,
+            description: "condition".into(),
+            address: format!("pdc://hospital-a/{udi}"),
+            price: 10,
+            kind: DataKind::UserData,
+            holder: holder_key.account(),
+            holder_share_bps: 2_000,
+        }),
+    )?;
+    chain.run(consumer, Call::SubscribeData { hash: data })?;
+    chain.run(
+        consumer,
+        Call::RequestDataWithHash {
+            hash: data,
+            purpose: "treatment".into(),
+            ttl_secs: 3_600,
+        },
+    )?;
+    let grant = chain
+        .state
+        .grants()
+        .find(|g| g.data == data)
+        .context("no grant")?
+        .id;
+
+    let engine = Engine::new(secnet_policy::DEFAULT_RISK_THRESHOLD)?;
+    let policies = engine.check(POLICY)?;
+    let res = Resource {
+        owner: patient_key.account().to_string(),
+        path: "fhir/Condition/c1".into(),
+        media_type: FHIR_JSON.into(),
+        schema: version.envelope.schema.clone(),
+    };
+    let agent = Agent {
+        kind: AgentKind::User,
+        account: consumer_key.account().to_string(),
+        name: "dr. b".into(),
+        member_of: vec![AgentRef {
+            kind: AgentKind::Organisation,
+            account: "hospital-b".into(),
+        }],
+    };
+    let now = chain.state.tip().timestamp_ms;
+    let (token, sealed) = Gate::issue(
+        &holder_key,
+        &consumer_key.account(),
+        &grant,
+        &chain.state,
+        now,
+    )
+    .map_err(|r| anyhow::anyhow!("token refused: {r:?}"))?;
+    // Fetch proofs are signed by the consumer beforehand: the benchmark measures the holder.
+    let proofs: Vec<FetchProof> = (0..decisions)
+        .map(|i| {
+            FetchProof::sign(
+                &consumer_key,
+                &token,
+                "GET",
+                "/v1/pdc/fetch",
+                now + i as u64 / 1_000,
+            )
+        })
+        .collect();
+    let mut gate = Gate::new();
+    let mut access_us = Vec::with_capacity(decisions);
+    for (i, proof) in proofs.iter().enumerate() {
+        // Spread fetches over time so the rule scorer sees a normal rate.
+        let at = now + i as u64 / 1_000;
+        let start = Instant::now();
+        let ok = gate.authorize(
+            &holder_key.account(),
+            &FetchAttempt {
+                token: &sealed,
+                proof,
+                method: "GET",
+                path: "/v1/pdc/fetch",
+                data,
+            },
+            &chain.state,
+            &engine,
+            &policies,
+            |_| agent.clone(),
+            &res,
+            &RuleScorer,
+            at,
+        );
+        access_us.push(start.elapsed().as_secs_f64() * 1e6);
+        ensure!(
+            ok.is_ok(),
+            "a valid fetch was refused: {:?}",
+            ok.err().map(|r| r.reason)
+        );
+    }
+    access_us.sort_by(f64::total_cmp);
+
+    let facts = Facts {
+        purpose: "treatment".into(),
+        score: 0,
+        grant: true,
+    };
+    let mut cedar_us = Vec::with_capacity(decisions);
+    for _ in 0..decisions {
+        let start = Instant::now();
+        let d = engine.decide(&policies, &agent, Action::Read, &res, &facts)?;
+        cedar_us.push(start.elapsed().as_secs_f64() * 1e6);
+        ensure!(d.allowed(), "Cedar denied the benchmark request");
+    }
+    cedar_us.sort_by(f64::total_cmp);
+
+    // Streaming.
+    let len = stream_mib << 20;
+    let rss_before = peak_rss_mib();
+    let start = Instant::now();
+    let (big, _) = store.put(
+        &PutRequest {
+            owner: patient_key.account(),
+            owner_key: patient_key.encryption_key(),
+            source: "imaging".into(),
+            object: "scans/big".into(),
+            media_type: OCTETS.into(),
+        },
+        Generated {
+            left: len,
+            state: 0x9e37_79b9_7f4a_7c15,
+        },
+    )?;
+    let put_s = start.elapsed().as_secs_f64();
+    let big_version = big.latest().context("no version")?;
+    let start = Instant::now();
+    let mut reader = store.read(big_version)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+    }
+    let get_s = start.elapsed().as_secs_f64();
+    ensure!(read == len, "read back {read} of {len} bytes");
+    let rss_after = peak_rss_mib();
+
+    let mb = len as f64 / 1e6;
+    let out = serde_json::json!({
+        "bench": "pdc",
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "decisions": decisions,
+        "access_decision_p50_us": percentile(&access_us, 0.50),
+        "access_decision_p99_us": percentile(&access_us, 0.99),
+        "cedar_p50_us": percentile(&cedar_us, 0.50),
+        "cedar_p99_us": percentile(&cedar_us, 0.99),
+        "stream_bytes": len,
+        "stream_put_mb_per_s": mb / put_s,
+        "stream_get_mb_per_s": mb / get_s,
+        "peak_rss_mib_before_stream": rss_before,
+        "peak_rss_mib_after_stream": rss_after,
+    });
+    super::print_json(&out)
+}
