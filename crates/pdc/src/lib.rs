@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod fhir;
 pub mod ids;
 pub mod import;
+pub mod record;
 pub mod store;
 
 pub use crypto::{BlobId, DataKey, SealedKey};

@@ -475,3 +475,80 @@ fn the_rule_scorer_flags_bursts_and_sweeps() {
     };
     assert_eq!(RuleScorer.score(&sweep), 1_000_000);
 }
+
+#[test]
+fn deliveries_and_refusals_are_recorded_on_the_ledger_and_provable() {
+    use secnet_contract::LogEntry;
+    use secnet_pdc::record::{Recorder, entry_for, record_tx};
+    use secnet_types::AccessDecision;
+
+    let mut w = world();
+    let now = w.ledger.now();
+    let (token, sealed) = w.token();
+    let mut gate = Gate::new();
+    let mut recorder = Recorder::new();
+    let good = w.proof(CONSUMER, &token, now);
+    for proof in [&good, &good, &w.proof(THIEF, &token, now)] {
+        let result = gate.authorize(
+            &w.ledger.id(HOLDER),
+            &FetchAttempt {
+                token: &sealed,
+                proof,
+                method: "GET",
+                path: "/v1/pdc/fetch",
+                data: w.data,
+            },
+            &w.ledger.state,
+            &w.engine,
+            &w.policies,
+            consumer_agent,
+            &w.resource,
+            &RuleScorer,
+            now,
+        );
+        recorder.push(entry_for(&result, w.data, w.ledger.id(THIEF), now));
+    }
+    let batch = recorder.next_batch().unwrap();
+    let holder_nonce = w.ledger.state.account(&w.ledger.id(HOLDER)).nonce;
+    let tx = record_tx(&w.ledger.keys[HOLDER], "secnet-access", holder_nonce, batch);
+    let tip = w.ledger.state.tip();
+    let block = Block::new(
+        tip.height + 1,
+        tip.block_hash,
+        tip.timestamp_ms + 1000,
+        vec![tx],
+    );
+    let before = w.ledger.state.log().len();
+    let outcome = w.ledger.state.apply_block(&block).unwrap();
+    assert!(
+        outcome.receipts[0].is_applied(),
+        "{:?}",
+        outcome.receipts[0]
+    );
+    assert_eq!(w.ledger.state.log().len(), before + 3);
+
+    let decisions: Vec<AccessDecision> = outcome
+        .log_leaves
+        .iter()
+        .map(|leaf| match LogEntry::from_bytes(leaf).unwrap() {
+            LogEntry::Access { entry, .. } => entry.decision,
+            other => panic!("unexpected leaf {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        vec![
+            AccessDecision::Delivered,
+            AccessDecision::Refused(RefusalReason::Replay),
+            AccessDecision::Refused(RefusalReason::WrongKey),
+        ]
+    );
+    // The consumer proves the delivery: an inclusion proof of its leaf in the log.
+    let index = outcome.first_log_index;
+    let log = w.ledger.state.log();
+    let proof = log.inclusion_proof(index, log.len()).unwrap();
+    let leaf = secnet_merkle::log::leaf_hash(&outcome.log_leaves[0]);
+    assert!(
+        secnet_merkle::log::verify_inclusion(&leaf, index, log.len(), &proof, &log.root()).is_ok()
+    );
+}
