@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const BY_HASH: MultimapTableDefinition<&[u8; 32], &str> = MultimapTableDefinition::new("by_hash");
+const POLICIES: TableDefinition<&str, &str> = TableDefinition::new("policies");
+const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 const KEY_MAGIC: &[u8; 4] = b"SNK1";
 const KEY_FILE_LEN: usize = 4 + 2 * SealedKey::LEN;
 
@@ -230,6 +232,8 @@ impl Store {
             let w = db.begin_write().map_err(db_err)?;
             w.open_table(OBJECTS).map_err(db_err)?;
             w.open_multimap_table(BY_HASH).map_err(db_err)?;
+            w.open_table(POLICIES).map_err(db_err)?;
+            w.open_table(AGENTS).map_err(db_err)?;
             w.commit().map_err(db_err)?;
         }
         let store = Store {
@@ -613,6 +617,57 @@ impl Store {
         }
         w.commit().map_err(db_err)?;
         Ok(record)
+    }
+}
+
+impl Store {
+    /// Replaces `owner`'s policy text (the caller validated it).
+    pub fn set_policy(&self, owner: &AccountId, text: &str) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(POLICIES).map_err(db_err)?;
+            t.insert(owner.to_string().as_str(), text).map_err(db_err)?;
+        }
+        w.commit().map_err(db_err)
+    }
+
+    /// `owner`'s policy text, if they set one.
+    pub fn policy(&self, owner: &AccountId) -> Result<Option<String>, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(POLICIES).map_err(db_err)?;
+        Ok(t.get(owner.to_string().as_str())
+            .map_err(db_err)?
+            .map(|v| v.value().to_string()))
+    }
+
+    /// Records what an account is (kind, name, memberships) in this node's directory.
+    pub fn set_agent(&self, agent: &secnet_policy::Agent) -> Result<(), StoreError> {
+        let bytes = postcard::to_allocvec(agent).map_err(db_err)?;
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(AGENTS).map_err(db_err)?;
+            t.insert(agent.account.as_str(), bytes.as_slice())
+                .map_err(db_err)?;
+        }
+        w.commit().map_err(db_err)
+    }
+
+    /// What this node's directory says an account is; unknown accounts are plain users
+    /// belonging to nothing.
+    pub fn agent(&self, account: &AccountId) -> Result<secnet_policy::Agent, StoreError> {
+        let key = account.to_string();
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(AGENTS).map_err(db_err)?;
+        match t.get(key.as_str()).map_err(db_err)? {
+            Some(v) => postcard::from_bytes(v.value())
+                .map_err(|_| StoreError::Corrupt(format!("agent {key}"))),
+            None => Ok(secnet_policy::Agent {
+                kind: secnet_policy::AgentKind::User,
+                account: key,
+                name: String::new(),
+                member_of: Vec::new(),
+            }),
+        }
     }
 }
 

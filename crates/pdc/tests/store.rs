@@ -417,3 +417,34 @@ fn the_shared_fhir_bundles_validate_when_present() {
     }
     assert!(n > 0);
 }
+
+#[test]
+fn policies_and_the_agent_directory_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), holder()).unwrap();
+    let p = patient().account();
+    assert_eq!(store.policy(&p).unwrap(), None);
+    store
+        .set_policy(&p, "permit (principal, action, resource);")
+        .unwrap();
+    let unknown = store.agent(&p).unwrap();
+    assert_eq!(unknown.kind, secnet_policy::AgentKind::User);
+    assert!(unknown.member_of.is_empty());
+    let doctor = secnet_policy::Agent {
+        kind: secnet_policy::AgentKind::User,
+        account: holder().account().to_string(),
+        name: "Dr. B".into(),
+        member_of: vec![secnet_policy::AgentRef {
+            kind: secnet_policy::AgentKind::Organisation,
+            account: "hospital-b".into(),
+        }],
+    };
+    store.set_agent(&doctor).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), holder()).unwrap();
+    assert_eq!(
+        store.policy(&p).unwrap().as_deref(),
+        Some("permit (principal, action, resource);")
+    );
+    assert_eq!(store.agent(&holder().account()).unwrap(), doctor);
+}
