@@ -268,6 +268,13 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
         let (gossip, _gossip_handles) =
             start_gossip(context.child("gossip"), chain.clone(), oracle.clone(), txs);
 
+        let pdc = match secnet_node::pdc::open(&config.data_dir, &config.key) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the Private Data Center");
+                return;
+            }
+        };
         let backend: Arc<dyn Backend> = Arc::new(ValidatorBackend {
             chain,
             gossip,
@@ -275,7 +282,14 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             progress: running.progress.clone(),
             validators,
         });
-        let app = api::router(backend);
+        let (_keep_recording, recording) = tokio::sync::watch::channel(false);
+        tokio::spawn(secnet_node::pdc::run_recorder(
+            backend.clone(),
+            pdc.clone(),
+            Duration::from_millis(500),
+            recording,
+        ));
+        let app = api::router(backend.clone()).merge(secnet_node::pdc::router(backend, pdc));
         match tokio::net::TcpListener::bind(config.api_listen).await {
             Ok(listener) => {
                 tokio::spawn(async move {

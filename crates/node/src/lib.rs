@@ -6,6 +6,7 @@ pub mod datadir;
 pub mod dev;
 pub mod keyfile;
 pub mod mempool;
+pub mod pdc;
 mod server;
 
 pub use server::{RunningNode, StartError, start_dev};

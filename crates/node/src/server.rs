@@ -53,10 +53,19 @@ pub async fn start_dev(
     let (shutdown, rx) = watch::channel(false);
     let producer = tokio::spawn(node.clone().run_producer(rx.clone()));
     let backend: Arc<dyn api::Backend> = node.clone();
-    let app = api::router(backend).layer(tower_http::timeout::TimeoutLayer::with_status_code(
-        axum::http::StatusCode::REQUEST_TIMEOUT,
-        std::time::Duration::from_secs(30),
+    let pdc = crate::pdc::open(dir, node.key()).map_err(StartError::Pdc)?;
+    let recorder = tokio::spawn(crate::pdc::run_recorder(
+        backend.clone(),
+        pdc.clone(),
+        std::time::Duration::from_millis(500),
+        rx.clone(),
     ));
+    let app = api::router(backend.clone())
+        .merge(crate::pdc::router(backend, pdc))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_secs(30),
+        ));
     let mut rx_http = rx;
     let server = tokio::spawn(async move {
         let result = axum::serve(listener, app)
@@ -72,7 +81,7 @@ pub async fn start_dev(
         node,
         addr,
         shutdown,
-        tasks: vec![producer, server],
+        tasks: vec![producer, server, recorder],
     })
 }
 
@@ -82,6 +91,9 @@ pub enum StartError {
     /// The ledger could not be opened.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The Private Data Center could not be opened.
+    #[error("opening the Private Data Center: {0}")]
+    Pdc(String),
     /// The address is unavailable.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),

@@ -204,6 +204,11 @@ impl OwnerPolicies {
     pub fn text(&self) -> &str {
         &self.text
     }
+
+    /// The policies' ids, in order.
+    pub fn ids(&self) -> Vec<String> {
+        self.set.policies().map(|p| p.id().to_string()).collect()
+    }
 }
 
 /// Evaluates requests against the built-in and owners' policies.

@@ -1,0 +1,714 @@
+//! The Private Data Center's HTTP API, served by the node that holds the data: storing and
+//! importing (signed by the owner, or by a writer the owner's policy permits), owners'
+//! policies, tokens for grant holders, signed fetches, deletion, and the owner's history.
+//! Every fetch decision — delivery or refusal — is queued and recorded on the ledger with
+//! `RecordAccess`.
+
+use crate::api::{Backend, Problem};
+use crate::mempool::AdmitError;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine as _;
+use secnet_contract::LogEntry;
+use secnet_pdc::Udi;
+use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, RuleScorer, Scorer};
+use secnet_pdc::auth::{AuthError, RequestGuard};
+use secnet_pdc::import::import_bundle;
+use secnet_pdc::record::{Recorder, audit_event, entry_for, reason_code, record_tx};
+use secnet_pdc::store::{PutRequest, Store, StoreError};
+use secnet_policy::{Action, Engine, Facts, OwnerPolicies, Resource};
+use secnet_types::{AccessDecision, AccountId, EncryptionKey, Hash};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashSet;
+use std::io::Read as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Largest object accepted over HTTP in one request.
+pub const MAX_OBJECT_BODY: usize = 64 * 1024 * 1024;
+/// Largest object delivered inline in a fetch answer.
+pub const MAX_INLINE_FETCH: u64 = 64 * 1024 * 1024;
+
+/// A node's Private Data Center.
+pub struct Pdc {
+    store: Store,
+    engine: Engine,
+    scorer: Box<dyn Scorer>,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Pdc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pdc")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    gate: Gate,
+    guard: RequestGuard,
+    recorder: Recorder,
+    next_nonce: u64,
+}
+
+impl Pdc {
+    /// A PDC over `store`, refusing non-owners from detector score `threshold` (ppm).
+    pub fn new(store: Store, threshold: u32) -> Result<Pdc, secnet_policy::PolicyError> {
+        Ok(Pdc {
+            store,
+            engine: Engine::new(threshold)?,
+            scorer: Box::new(RuleScorer),
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    fn inner(&self) -> Result<std::sync::MutexGuard<'_, Inner>, Problem> {
+        self.inner
+            .lock()
+            .map_err(|_| internal("PDC state poisoned"))
+    }
+
+    /// Access entries waiting to be recorded.
+    pub fn unrecorded(&self) -> usize {
+        self.inner.lock().map(|i| i.recorder.len()).unwrap_or(0)
+    }
+
+    fn policies(&self, owner: &AccountId) -> Result<OwnerPolicies, Problem> {
+        match self.store.policy(owner).map_err(store_problem)? {
+            Some(text) => self
+                .engine
+                .check(&text)
+                .map_err(|e| internal(&format!("stored policy no longer valid: {e}"))),
+            None => Ok(OwnerPolicies::empty()),
+        }
+    }
+
+    /// Submits queued access records as `RecordAccess` transactions. Returns how many
+    /// entries were submitted.
+    pub fn flush_records(&self, node: &dyn Backend) -> usize {
+        let mut submitted = 0;
+        loop {
+            // Lock order everywhere: ledger, then the PDC's state; never the reverse.
+            let committed = node
+                .with_ledger(|l| l.state().account(&node.key().account()).nonce)
+                .unwrap_or(0);
+            let (batch, nonce) = {
+                let Ok(mut inner) = self.inner.lock() else {
+                    return submitted;
+                };
+                let Some(batch) = inner.recorder.next_batch() else {
+                    return submitted;
+                };
+                (batch, inner.next_nonce.max(committed))
+            };
+            let chain_id = node
+                .with_ledger(|l| l.genesis().chain_id.clone())
+                .unwrap_or_default();
+            let n = batch.len();
+            let tx = record_tx(node.key(), &chain_id, nonce, batch.clone());
+            let result = node.submit(tx);
+            let Ok(mut inner) = self.inner.lock() else {
+                return submitted;
+            };
+            match result {
+                Ok(Ok(_)) => {
+                    inner.next_nonce = nonce + 1;
+                    submitted += n;
+                }
+                Ok(Err(
+                    AdmitError::StaleNonce { expected, .. } | AdmitError::NonceGap { expected, .. },
+                )) => {
+                    inner.next_nonce = expected;
+                    inner.recorder.requeue(batch);
+                    return submitted;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "access records not admitted; will retry");
+                    inner.recorder.requeue(batch);
+                    return submitted;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "access records not submitted; will retry");
+                    inner.recorder.requeue(batch);
+                    return submitted;
+                }
+            }
+        }
+    }
+}
+
+/// Opens the PDC of the node whose data directory is `data_dir` (its store lives in
+/// `data_dir/pdc`), holding data as `key`.
+pub fn open(data_dir: &std::path::Path, key: &secnet_types::Keypair) -> Result<Arc<Pdc>, String> {
+    let holder = secnet_types::Keypair::from_seeds(*key.signing_seed(), *key.encryption_seed());
+    let store = Store::open(&data_dir.join("pdc"), holder).map_err(|e| e.to_string())?;
+    Pdc::new(store, secnet_policy::DEFAULT_RISK_THRESHOLD)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// Submits queued access records every `every` until `shutdown` turns true, then once more.
+pub async fn run_recorder(
+    node: Arc<dyn Backend>,
+    pdc: Arc<Pdc>,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let stop = tokio::select! {
+            () = tokio::time::sleep(every) => false,
+            _ = shutdown.changed() => true,
+        };
+        let (n, p) = (node.clone(), pdc.clone());
+        let _ = tokio::task::spawn_blocking(move || p.flush_records(&*n)).await;
+        if stop || *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+fn internal(detail: &str) -> Problem {
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", detail)
+}
+
+fn store_problem(e: StoreError) -> Problem {
+    match e {
+        StoreError::Envelope(e) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid payload",
+            e.to_string(),
+        ),
+        StoreError::Id(e) => Problem::bad_request(e.to_string()),
+        StoreError::TooLarge { .. } => {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too large", e.to_string())
+        }
+        StoreError::NotFound(_) => Problem::not_found(e.to_string()),
+        StoreError::Crypto(_) | StoreError::Integrity { .. } => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "integrity failure",
+            e.to_string(),
+        ),
+        other => {
+            tracing::error!(error = %other, "PDC storage failed");
+            internal(&other.to_string())
+        }
+    }
+}
+
+fn auth_problem(e: AuthError) -> Problem {
+    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+}
+
+fn forbidden(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)
+}
+
+fn now_ms() -> u64 {
+    crate::datadir::now_ms()
+}
+
+type Ctx = State<(Arc<dyn Backend>, Arc<Pdc>)>;
+
+/// The PDC routes, under `/v1/pdc`.
+pub fn router(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Router {
+    Router::new()
+        .route(
+            "/v1/pdc/objects/{owner}/{*path}",
+            put(put_object).get(get_object).delete(delete_object),
+        )
+        .route("/v1/pdc/import/{owner}", post(import))
+        .route("/v1/pdc/policies/{owner}", put(put_policy).get(get_policy))
+        .route("/v1/pdc/tokens", post(issue_token))
+        .route("/v1/pdc/data/{hash}", get(fetch))
+        .route("/v1/pdc/history/{owner}", get(history))
+        .layer(DefaultBodyLimit::max(MAX_OBJECT_BODY))
+        .with_state((node, pdc))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// Checks the request's signature and returns the signer.
+fn signer(
+    pdc: &Pdc,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<AccountId, Problem> {
+    pdc.inner()?
+        .guard
+        .check(
+            header(headers, "secnet-auth"),
+            method.as_str(),
+            path_and_query(uri),
+            body,
+            now_ms(),
+        )
+        .map_err(auth_problem)
+}
+
+fn parse_account(s: &str) -> Result<AccountId, Problem> {
+    s.parse()
+        .map_err(|_| Problem::bad_request(format!("{s:?} is not an account (64 hex digits)")))
+}
+
+/// Whether `who` may do `action` on `path` of `owner` (owners always may).
+fn permitted(
+    pdc: &Pdc,
+    who: &AccountId,
+    action: Action,
+    owner: &AccountId,
+    path: &str,
+    media_type: &str,
+) -> Result<(), Problem> {
+    if who == owner {
+        return Ok(());
+    }
+    let decision = pdc
+        .engine
+        .decide(
+            &pdc.policies(owner)?,
+            &pdc.store.agent(who).map_err(store_problem)?,
+            action,
+            &Resource {
+                owner: owner.to_string(),
+                path: path.into(),
+                media_type: media_type.into(),
+                schema: String::new(),
+            },
+            &Facts {
+                purpose: "write".into(),
+                score: 0,
+                grant: false,
+            },
+        )
+        .map_err(|e| internal(&e.to_string()))?;
+    if decision.allowed() {
+        Ok(())
+    } else {
+        Err(forbidden(format!(
+            "{who} may not {} {path} of {owner} (policies: {:?})",
+            action.as_str(),
+            decision.policies
+        )))
+    }
+}
+
+fn owner_key(node: &dyn Backend, owner: &AccountId) -> Result<EncryptionKey, Problem> {
+    node.with_ledger(|l| l.state().account(owner).encryption_key)?
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::CONFLICT,
+                "no encryption key",
+                format!("{owner} has not registered an encryption key on the ledger (SetEncryptionKey); data cannot be sealed to it"),
+            )
+        })
+}
+
+#[derive(Debug, Deserialize)]
+struct PutQuery {
+    media_type: Option<String>,
+    source: Option<String>,
+}
+
+async fn put_object(
+    State((node, pdc)): Ctx,
+    Path((owner, path)): Path<(String, String)>,
+    Query(q): Query<PutQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let owner = parse_account(&owner)?;
+    let who = signer(&pdc, &method, &uri, &headers, &body)?;
+    let media_type = q
+        .media_type
+        .or_else(|| header(&headers, "content-type").map(str::to_string))
+        .ok_or_else(|| {
+            Problem::bad_request("say what the payload is: ?media_type= or Content-Type")
+        })?;
+    permitted(&pdc, &who, Action::Write, &owner, &path, &media_type)?;
+    let req = PutRequest {
+        owner,
+        owner_key: owner_key(&*node, &owner)?,
+        source: q.source.unwrap_or_else(|| "self".into()),
+        object: path,
+        media_type,
+    };
+    let (object, udi) = tokio::task::spawn_blocking(move || pdc.store.put(&req, body.as_ref()))
+        .await
+        .map_err(|e| internal(&e.to_string()))?
+        .map_err(store_problem)?;
+    let v = object
+        .latest()
+        .ok_or_else(|| internal("stored object has no version"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "udi": udi, "version": v.version, "cid": v.cid(), "hash": v.content_hash,
+            "size": v.size, "envelope": v.envelope,
+        })),
+    )
+        .into_response())
+}
+
+async fn get_object(
+    State((_node, pdc)): Ctx,
+    Path((owner, path)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let owner = parse_account(&owner)?;
+    let who = signer(&pdc, &method, &uri, &headers, b"")?;
+    if who != owner {
+        return Err(forbidden(
+            "only the owner lists an object's versions; others fetch with a token",
+        ));
+    }
+    let object = pdc.store.object(&owner, &path).map_err(store_problem)?;
+    let versions: Vec<serde_json::Value> = object
+        .versions
+        .iter()
+        .map(|v| json!({
+            "udi": object.udi(v), "version": v.version, "source": v.source, "cid": v.cid(),
+            "hash": v.content_hash, "size": v.size, "envelope": v.envelope, "created_ms": v.created_ms,
+        }))
+        .collect();
+    Ok(Json(
+        json!({ "owner": owner, "object": object.object, "versions": versions }),
+    ))
+}
+
+async fn delete_object(
+    State((_node, pdc)): Ctx,
+    Path((owner, path)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let owner = parse_account(&owner)?;
+    let who = signer(&pdc, &method, &uri, &headers, b"")?;
+    permitted(&pdc, &who, Action::Control, &owner, &path, "")?;
+    let deleted = tokio::task::spawn_blocking(move || pdc.store.delete(&owner, &path))
+        .await
+        .map_err(|e| internal(&e.to_string()))?
+        .map_err(store_problem)?;
+    Ok(Json(
+        json!({ "deleted": deleted.object, "versions": deleted.versions.len() }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct ImportQuery {
+    source: Option<String>,
+}
+
+async fn import(
+    State((node, pdc)): Ctx,
+    Path(owner): Path<String>,
+    Query(q): Query<ImportQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let owner = parse_account(&owner)?;
+    let who = signer(&pdc, &method, &uri, &headers, &body)?;
+    permitted(
+        &pdc,
+        &who,
+        Action::Write,
+        &owner,
+        "fhir",
+        secnet_pdc::envelope::FHIR_JSON,
+    )?;
+    let key = owner_key(&*node, &owner)?;
+    let source = q.source.unwrap_or_else(|| "fhir-import".into());
+    let imported =
+        tokio::task::spawn_blocking(move || import_bundle(&pdc.store, owner, key, &source, &body))
+            .await
+            .map_err(|e| internal(&e.to_string()))?
+            .map_err(store_problem)?;
+    Ok((StatusCode::CREATED, Json(imported)).into_response())
+}
+
+async fn put_policy(
+    State((_node, pdc)): Ctx,
+    Path(owner): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let owner = parse_account(&owner)?;
+    let who = signer(&pdc, &method, &uri, &headers, &body)?;
+    if who != owner {
+        return Err(forbidden("only the owner sets their policies"));
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| Problem::bad_request("policy text must be UTF-8"))?;
+    let checked = pdc.engine.check(text).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid policy",
+            e.to_string(),
+        )
+    })?;
+    pdc.store
+        .set_policy(&owner, checked.text())
+        .map_err(store_problem)?;
+    Ok(Json(json!({ "owner": owner, "policies": checked.ids() })))
+}
+
+async fn get_policy(
+    State((_node, pdc)): Ctx,
+    Path(owner): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let owner = parse_account(&owner)?;
+    let who = signer(&pdc, &method, &uri, &headers, b"")?;
+    if who != owner {
+        return Err(forbidden("only the owner reads their policies"));
+    }
+    let text = pdc
+        .store
+        .policy(&owner)
+        .map_err(store_problem)?
+        .unwrap_or_default();
+    Ok(Json(
+        json!({ "owner": owner, "text": text, "builtin": pdc.engine.builtin_text() }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenRequest {
+    grant: Hash,
+}
+
+async fn issue_token(
+    State((node, pdc)): Ctx,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let who = signer(&pdc, &method, &uri, &headers, &body)?;
+    let req: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(format!("body must be {{\"grant\": \"<hash>\"}}: {e}"))
+    })?;
+    let now = now_ms();
+    let issued = node.with_ledger(|l| Gate::issue(node.key(), &who, &req.grant, l.state(), now))?;
+    match issued {
+        Ok((token, sealed)) => Ok(Json(json!({
+            "token": sealed, "expires_ms": token.expires_ms, "data": token.data, "grant": token.grant,
+        }))),
+        Err(reason) => Err(forbidden(format!("no token: {}", reason_code(reason)))),
+    }
+}
+
+async fn fetch(
+    State((node, pdc)): Ctx,
+    Path(hash): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let data: Hash = hash
+        .parse()
+        .map_err(|_| Problem::bad_request(format!("{hash:?} is not a content hash")))?;
+    let token = header(&headers, "secnet-token").ok_or_else(|| auth_problem(AuthError::Missing))?;
+    let proof = FetchProof::from_header(header(&headers, "secnet-fetch").unwrap_or_default())
+        .map_err(|e| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
+    let claimed: AccountId = header(&headers, "secnet-account")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(AccountId([0; 32]));
+    let udi: Udi = pdc
+        .store
+        .by_hash(&data)
+        .map_err(store_problem)?
+        .into_iter()
+        .last()
+        .ok_or_else(|| Problem::not_found(format!("this node holds no data with hash {data}")))?;
+    let (_, version) = pdc.store.resolve(&udi).map_err(store_problem)?;
+    let owner = udi.owner;
+    let policies = pdc.policies(&owner)?;
+    let resource = Resource {
+        owner: owner.to_string(),
+        path: udi.object.clone(),
+        media_type: version.envelope.media_type.clone(),
+        schema: version.envelope.schema.clone(),
+    };
+    let now = now_ms();
+    let path = uri.path().to_string();
+    let holder = node.key().account();
+    let result = node.with_ledger(|l| -> Result<_, Problem> {
+        let mut inner = pdc.inner()?;
+        let agent_store = &pdc.store;
+        let r = inner.gate.authorize(
+            &holder,
+            &FetchAttempt {
+                token,
+                proof: &proof,
+                method: "GET",
+                path: &path,
+                data,
+            },
+            l.state(),
+            &pdc.engine,
+            &policies,
+            |a| {
+                agent_store
+                    .agent(a)
+                    .unwrap_or_else(|_| secnet_policy::Agent {
+                        kind: secnet_policy::AgentKind::User,
+                        account: a.to_string(),
+                        name: String::new(),
+                        member_of: Vec::new(),
+                    })
+            },
+            &resource,
+            &*pdc.scorer,
+            now,
+        );
+        inner.recorder.push(entry_for(&r, data, claimed, now));
+        Ok(r)
+    })??;
+    match result {
+        Ok(ok) => {
+            if version.size > MAX_INLINE_FETCH {
+                return Err(Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too large",
+                    "object too large for an inline answer",
+                ));
+            }
+            let sealed = pdc
+                .store
+                .reseal(&version, &ok.consumer_key)
+                .map_err(store_problem)?;
+            let mut ciphertext =
+                Vec::with_capacity(usize::try_from(version.blob_size()).unwrap_or(0));
+            pdc.store
+                .blob(&version)
+                .map_err(store_problem)?
+                .read_to_end(&mut ciphertext)
+                .map_err(|e| internal(&e.to_string()))?;
+            Ok(Json(json!({
+                "udi": udi,
+                "envelope": version.envelope,
+                "size": version.size,
+                "hash": version.content_hash,
+                "blob": version.blob_id().to_hex(),
+                "sealed_key": sealed.to_hex(),
+                "ciphertext": base64::engine::general_purpose::STANDARD.encode(&ciphertext),
+                "decision": ok.decision,
+                "grant": ok.grant.id,
+            }))
+            .into_response())
+        }
+        Err(refused) => {
+            let body = json!({
+                "type": "about:blank",
+                "title": "access refused",
+                "status": 403,
+                "detail": format!("access refused: {}", reason_code(refused.reason)),
+                "reason": reason_code(refused.reason),
+                "score_ppm": refused.score,
+                "decision": refused.decision,
+            });
+            Ok((
+                StatusCode::FORBIDDEN,
+                [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+                body.to_string(),
+            )
+                .into_response())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    format: Option<String>,
+}
+
+async fn history(
+    State((node, pdc)): Ctx,
+    Path(owner): Path<String>,
+    Query(q): Query<HistoryQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let owner = parse_account(&owner)?;
+    let who = signer(&pdc, &method, &uri, &headers, b"")?;
+    if who != owner {
+        return Err(forbidden("only the owner reads their history"));
+    }
+    let mut mine: HashSet<Hash> = HashSet::new();
+    for object in pdc.store.objects_of(&owner).map_err(store_problem)? {
+        mine.extend(object.versions.iter().map(|v| v.content_hash));
+    }
+    let mut delivered = 0usize;
+    let mut events = Vec::new();
+    let entries = node.with_ledger(|l| -> Result<Vec<serde_json::Value>, Problem> {
+        mine.extend(
+            l.state()
+                .listings()
+                .filter(|x| x.owner == owner)
+                .map(|x| x.hash),
+        );
+        let size = l.state().log().len();
+        let mut out = Vec::new();
+        for index in 0..size {
+            let Some(leaf) = l.log_leaf(index)? else {
+                continue;
+            };
+            let Ok(entry) = LogEntry::from_bytes(&leaf) else {
+                continue;
+            };
+            let (data, height, is_delivery) = match &entry {
+                LogEntry::Grant { data, height, .. } => (*data, *height, false),
+                LogEntry::Access { entry, height, .. } => (
+                    entry.data,
+                    *height,
+                    entry.decision == AccessDecision::Delivered,
+                ),
+            };
+            if !mine.contains(&data) {
+                continue;
+            }
+            delivered += usize::from(is_delivery);
+            let proof = l.inclusion_proof(index, Some(size))?;
+            let block_ms = l.block(height)?.map_or(0, |b| b.block.header.timestamp_ms);
+            let event = audit_event(&entry, index, block_ms);
+            events.push(json!({ "resource": event.clone() }));
+            out.push(
+                json!({ "index": index, "entry": entry, "proof": proof, "audit_event": event }),
+            );
+        }
+        Ok(out)
+    })??;
+    if q.format.as_deref() == Some("fhir") {
+        return Ok(Json(
+            json!({ "resourceType": "Bundle", "type": "collection", "entry": events }),
+        ));
+    }
+    Ok(Json(
+        json!({ "owner": owner, "entries": entries, "delivered": delivered }),
+    ))
+}

@@ -1,0 +1,465 @@
+//! The Private Data Center over HTTP on loopback, on a real single-node ledger: a patient
+//! stores a record at a hospital's node, registers it, and writes a policy; a consumer
+//! subscribes, requests, gets a token and fetches with signed requests. The permitted fetch
+//! decrypts to content matching the registered hash; refusals say why; every decision is
+//! recorded on the ledger and shows in the owner's history with an inclusion proof.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
+
+use base64::Engine as _;
+use secnet_node::dev::ProducerConfig;
+use secnet_pdc::access::{AccessToken, FetchProof};
+use secnet_pdc::auth::RequestAuth;
+use secnet_pdc::crypto::{BlobId, DataKey, SealedKey};
+use secnet_pdc::store::Decryptor;
+use secnet_types::{Allocation, Call, DataKind, Genesis, Hash, Keypair, RegisterData, Transaction};
+use serde_json::{Value, json};
+use std::io::Read as _;
+use std::time::Duration;
+
+const CHAIN: &str = "secnet-pdc-test";
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+fn now_ms() -> u64 {
+    secnet_node::datadir::now_ms()
+}
+
+impl Client {
+    async fn signed(
+        &self,
+        key: &Keypair,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> (u16, Value) {
+        let auth = RequestAuth::sign(key, method.as_str(), path, &body, now_ms());
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("secnet-auth", auth.to_header())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn tx(&self, key: &Keypair, nonce: u64, call: Call) -> Hash {
+        let tx = Transaction {
+            chain_id: CHAIN.into(),
+            sender: key.account(),
+            nonce,
+            call,
+        }
+        .sign(key);
+        let r: Value = self
+            .http
+            .post(format!("{}/v1/tx", self.base))
+            .json(&json!({ "tx": hex::encode(tx.to_bytes()) }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let hash: Hash = r["hash"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"))
+            .parse()
+            .unwrap();
+        let mut s = Value::Null;
+        for _ in 0..200 {
+            s = self
+                .http
+                .get(format!("{}/v1/tx/{hash}", self.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if s["status"]["status"] == "committed" {
+                assert_eq!(
+                    s["status"]["receipt"]["outcome"]["status"], "applied",
+                    "{s}"
+                );
+                return hash;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("transaction {hash} never committed: {s}");
+    }
+
+    async fn fetch(
+        &self,
+        token: &str,
+        proof: &FetchProof,
+        hash: &Hash,
+        who: &Keypair,
+    ) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}/v1/pdc/data/{hash}", self.base))
+            .header("secnet-token", token)
+            .header("secnet-fetch", proof.to_header())
+            .header("secnet-account", who.account().to_string())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let hospital = Keypair::deterministic("pdc-http", 0);
+    let patient = Keypair::deterministic("pdc-http", 1);
+    let consumer = Keypair::deterministic("pdc-http", 2);
+    let thief = Keypair::deterministic("pdc-http", 3);
+    let genesis = Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: now_ms() - 1_000,
+        allocations: [&hospital, &patient, &consumer, &thief]
+            .iter()
+            .map(|k| Allocation {
+                account: k.account(),
+                balance: 10_000,
+            })
+            .collect(),
+        validators: vec![],
+    };
+    let node = secnet_node::start_dev(
+        dir.path(),
+        &genesis,
+        Keypair::from_seeds(*hospital.signing_seed(), *hospital.encryption_seed()),
+        "127.0.0.1:0".parse().unwrap(),
+        ProducerConfig {
+            block_interval: Duration::from_millis(50),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: node.url(),
+    };
+    let json_ct = "application/json";
+
+    // Storing for an owner without a registered encryption key is refused.
+    let record = br#"{"resourceType":"Condition","id":"c1","code":{"text":"Type 2 diabetes"},"subject":{"reference":"Patient/p1"}}"#.to_vec();
+    let object_path = format!(
+        "/v1/pdc/objects/{}/fhir/Condition/c1?media_type=application/fhir%2Bjson&source=hospital-a",
+        patient.account()
+    );
+    let (status, body) = c
+        .signed(
+            &patient,
+            reqwest::Method::PUT,
+            &object_path,
+            record.clone(),
+            json_ct,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    for (k, key) in [&patient, &consumer, &thief].into_iter().enumerate() {
+        let _ = k;
+        c.tx(
+            key,
+            0,
+            Call::SetEncryptionKey {
+                key: key.encryption_key(),
+            },
+        )
+        .await;
+    }
+
+    // Bad input: malformed FHIR, unknown media type, a stranger writing, an unsigned request.
+    let bad = br#"{"resourceType":"Condition","code":{}}"#.to_vec();
+    let (status, body) = c
+        .signed(&patient, reqwest::Method::PUT, &object_path, bad, json_ct)
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Condition.subject is required"),
+        "{body}"
+    );
+    let weird = format!(
+        "/v1/pdc/objects/{}/x/1?media_type=application/x-unknown",
+        patient.account()
+    );
+    let (status, body) = c
+        .signed(
+            &patient,
+            reqwest::Method::PUT,
+            &weird,
+            b"x".to_vec(),
+            json_ct,
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _) = c
+        .signed(
+            &thief,
+            reqwest::Method::PUT,
+            &object_path,
+            record.clone(),
+            json_ct,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let r = c
+        .http
+        .put(format!("{}{object_path}", c.base))
+        .body(record.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    // The patient stores the record and registers it, held by the hospital's node.
+    let (status, stored) = c
+        .signed(
+            &patient,
+            reqwest::Method::PUT,
+            &object_path,
+            record.clone(),
+            json_ct,
+        )
+        .await;
+    assert_eq!(status, 201, "{stored}");
+    let data: Hash = stored["hash"].as_str().unwrap().parse().unwrap();
+    c.tx(
+        &patient,
+        1,
+        Call::RegisterData(RegisterData {
+            hash: data,
+            description: "condition".into(),
+            address: stored["udi"].as_str().unwrap().into(),
+            price: 100,
+            kind: DataKind::UserData,
+            holder: hospital.account(),
+            holder_share_bps: 2_000,
+        }),
+    )
+    .await;
+
+    // The consumer subscribes and requests: the grant id is the request's hash.
+    c.tx(&consumer, 1, Call::SubscribeData { hash: data }).await;
+    let grant = c
+        .tx(
+            &consumer,
+            2,
+            Call::RequestDataWithHash {
+                hash: data,
+                purpose: "treatment".into(),
+                ttl_secs: 600,
+            },
+        )
+        .await;
+
+    // A thief cannot get a token for the consumer's grant.
+    let body = serde_json::to_vec(&json!({ "grant": grant })).unwrap();
+    let (status, _) = c
+        .signed(
+            &thief,
+            reqwest::Method::POST,
+            "/v1/pdc/tokens",
+            body.clone(),
+            json_ct,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, t) = c
+        .signed(
+            &consumer,
+            reqwest::Method::POST,
+            "/v1/pdc/tokens",
+            body,
+            json_ct,
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    let token = t["token"].as_str().unwrap().to_string();
+    let opened = AccessToken::open(&token, &hospital.account()).unwrap();
+    let path = format!("/v1/pdc/data/{data}");
+
+    // No policy yet: default deny.
+    let (status, refused) = c
+        .fetch(
+            &token,
+            &FetchProof::sign(&consumer, &opened, "GET", &path, now_ms()),
+            &data,
+            &consumer,
+        )
+        .await;
+    assert_eq!(
+        (status, refused["reason"].as_str()),
+        (403, Some("policy-denied")),
+        "{refused}"
+    );
+
+    // An invalid policy is refused; a valid one permits the consumer for treatment.
+    let (status, body) = c
+        .signed(
+            &patient,
+            reqwest::Method::PUT,
+            &format!("/v1/pdc/policies/{}", patient.account()),
+            b"permit (principal, action, resource".to_vec(),
+            "text/plain",
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let policy = format!(
+        "@id(\"consumer-treats\")\npermit (principal == SecNet::User::\"{}\", action == SecNet::Action::\"read\", resource in SecNet::Collection::\"fhir/Condition\") when {{ context.purpose == \"treatment\" }};",
+        consumer.account()
+    );
+    let (status, body) = c
+        .signed(
+            &patient,
+            reqwest::Method::PUT,
+            &format!("/v1/pdc/policies/{}", patient.account()),
+            policy.into_bytes(),
+            "text/plain",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The permitted fetch: decrypt with the re-sealed key and check against the ledger.
+    let proof = FetchProof::sign(&consumer, &opened, "GET", &path, now_ms());
+    let (status, got) = c.fetch(&token, &proof, &data, &consumer).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["decision"]["policies"], json!(["consumer-treats"]));
+    let listing: Value = c
+        .http
+        .get(format!("{}/v1/listings/{data}", c.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let registered: Hash = listing["listing"]["hash"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{listing}"))
+        .parse()
+        .unwrap();
+    let blob = BlobId::from_hex(got["blob"].as_str().unwrap()).unwrap();
+    let key = DataKey::open(
+        &SealedKey::from_hex(got["sealed_key"].as_str().unwrap()).unwrap(),
+        &consumer,
+        blob,
+    )
+    .unwrap();
+    let ciphertext = base64::engine::general_purpose::STANDARD
+        .decode(got["ciphertext"].as_str().unwrap())
+        .unwrap();
+    let mut plain = Vec::new();
+    Decryptor::with_expected(
+        ciphertext.as_slice(),
+        &key,
+        blob,
+        got["size"].as_u64().unwrap(),
+        registered,
+    )
+    .read_to_end(&mut plain)
+    .unwrap();
+    assert_eq!(plain, record);
+
+    // Replayed fetch, stolen token, forged proof: refused with their reasons.
+    let (status, r) = c.fetch(&token, &proof, &data, &consumer).await;
+    assert_eq!((status, r["reason"].as_str()), (403, Some("replay")));
+    let (status, r) = c
+        .fetch(
+            &token,
+            &FetchProof::sign(&thief, &opened, "GET", &path, now_ms()),
+            &data,
+            &thief,
+        )
+        .await;
+    assert_eq!((status, r["reason"].as_str()), (403, Some("wrong-key")));
+
+    // Every decision reaches the ledger; the owner's history shows them with proofs.
+    let mut history = Value::Null;
+    for _ in 0..200 {
+        let (status, h) = c
+            .signed(
+                &patient,
+                reqwest::Method::GET,
+                &format!("/v1/pdc/history/{}", patient.account()),
+                vec![],
+                json_ct,
+            )
+            .await;
+        assert_eq!(status, 200, "{h}");
+        if h["entries"].as_array().unwrap().len() >= 5 {
+            history = h;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let entries = history["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("history never filled"));
+    // The grant, the default-deny refusal, the delivery, the replay and the stolen token.
+    assert_eq!(entries.len(), 5, "{history}");
+    assert_eq!(history["delivered"], 1);
+    for e in entries {
+        let proof: secnet_ledger::InclusionProof =
+            serde_json::from_value(e["proof"].clone()).unwrap();
+        proof.verify().unwrap();
+    }
+    let (status, bundle) = c
+        .signed(
+            &patient,
+            reqwest::Method::GET,
+            &format!("/v1/pdc/history/{}?format=fhir", patient.account()),
+            vec![],
+            json_ct,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        secnet_pdc::fhir::validate(&serde_json::to_vec(&bundle).unwrap()).unwrap(),
+        "Bundle"
+    );
+
+    // The owner deletes the record; it is gone and fetches find nothing.
+    let (status, body) = c
+        .signed(
+            &patient,
+            reqwest::Method::DELETE,
+            &format!("/v1/pdc/objects/{}/fhir/Condition/c1", patient.account()),
+            vec![],
+            json_ct,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = c
+        .fetch(
+            &token,
+            &FetchProof::sign(&consumer, &opened, "GET", &path, now_ms()),
+            &data,
+            &consumer,
+        )
+        .await;
+    assert_eq!(status, 404);
+    node.stop().await;
+}
