@@ -48,6 +48,12 @@ pub enum BenchCmd {
         /// Size of the streamed object, MiB.
         #[arg(long, default_value_t = 1_024)]
         stream_mib: u64,
+        /// Instead, fetch a 1 KiB FHIR resource over HTTP on loopback this many times.
+        #[arg(long)]
+        http_fetches: Option<usize>,
+        /// Concurrent connections for `--http-fetches`.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
         /// Print JSON (the only output format; kept for symmetry with other commands).
         #[arg(long)]
         json: bool,
@@ -270,8 +276,15 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Pdc {
             decisions,
             stream_mib,
+            http_fetches,
+            concurrency,
             json: _,
-        } => return super::bench_pdc::run(decisions, stream_mib),
+        } => {
+            return match http_fetches {
+                Some(n) => super::bench_pdc::run_http(n, concurrency),
+                None => super::bench_pdc::run(decisions, stream_mib),
+            };
+        }
         BenchCmd::Ledger {
             validators,
             txs,

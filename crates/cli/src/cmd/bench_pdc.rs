@@ -327,3 +327,152 @@ pub fn run(decisions: usize, stream_mib: u64) -> anyhow::Result<()> {
     });
     super::print_json(&out)
 }
+
+/// Fetches of a 1 KiB FHIR resource over HTTP on loopback: a single-node ledger with its PDC,
+/// one grant, and `fetches` pre-signed fetch proofs sent by `concurrency` connections.
+pub fn run_http(fetches: usize, concurrency: usize) -> anyhow::Result<()> {
+    super::runtime()?.block_on(async move {
+        let dir = tempfile::tempdir()?;
+        let keys: Vec<Keypair> = (0..3).map(|i| Keypair::deterministic("bench-pdc-http", i)).collect();
+        let clone = |k: &Keypair| Keypair::from_seeds(*k.signing_seed(), *k.encryption_seed());
+        let (holder, patient, consumer) = match keys.as_slice() {
+            [h, p, c] => (clone(h), clone(p), clone(c)),
+            _ => anyhow::bail!("three keys expected"),
+        };
+        let genesis = Genesis {
+            chain_id: CHAIN.into(),
+            genesis_time_ms: secnet_node::datadir::now_ms().saturating_sub(1_000),
+            allocations: keys
+                .iter()
+                .map(|k| Allocation { account: k.account(), balance: 1_000_000 })
+                .collect(),
+            validators: vec![],
+        };
+        let node = secnet_node::start_dev(
+            dir.path(),
+            &genesis,
+            clone(&holder),
+            "127.0.0.1:0".parse()?,
+            secnet_node::dev::ProducerConfig {
+                block_interval: std::time::Duration::from_millis(50),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let base = node.url();
+        let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+        let mut nonces = std::collections::HashMap::new();
+        let mut submit = async |key: &Keypair, call: Call| -> anyhow::Result<secnet_types::Hash> {
+            let nonce = nonces.entry(key.account()).or_insert(0u64);
+            let tx = Transaction { chain_id: CHAIN.into(), sender: key.account(), nonce: *nonce, call }.sign(key);
+            *nonce += 1;
+            let hash = tx.hash();
+            node.node.submit(tx)?.map_err(|e| anyhow::anyhow!("{e}"))?;
+            for _ in 0..400 {
+                if node.node.with_ledger(|l| l.tx_location(&hash))??.is_some() {
+                    return Ok(hash);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            anyhow::bail!("setup transaction {hash} did not commit")
+        };
+        for k in [&patient, &consumer] {
+            submit(k, Call::SetEncryptionKey { key: k.encryption_key() }).await?;
+        }
+        let condition = serde_json::json!({
+            "resourceType": "Condition", "id": "c1", "code": {"text": "Diabetes mellitus type 2"},
+            "subject": {"reference": "Patient/p1"}, "note": [{"text": "x".repeat(900)}]
+        });
+        let body = serde_json::to_vec(&condition)?;
+        let put_path = format!("/v1/pdc/objects/{}/fhir/Condition/c1?media_type=application/fhir%2Bjson", patient.account());
+        let auth = secnet_pdc::auth::RequestAuth::sign(&patient, "PUT", &put_path, &body, secnet_node::datadir::now_ms());
+        let stored: serde_json::Value = http
+            .put(format!("{base}{put_path}"))
+            .header("secnet-auth", auth.to_header())
+            .body(body.clone())
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let data: secnet_types::Hash = stored
+            .get("hash")
+            .and_then(|h| h.as_str())
+            .context("no hash in the store answer")?
+            .parse()?;
+        submit(&patient, Call::RegisterData(RegisterData {
+            hash: data,
+            description: "condition".into(),
+            address: "pdc://bench".into(),
+            price: 1,
+            kind: DataKind::UserData,
+            holder: holder.account(),
+            holder_share_bps: 1_000,
+        }))
+        .await?;
+        submit(&consumer, Call::SubscribeData { hash: data }).await?;
+        let grant = submit(&consumer, Call::RequestDataWithHash { hash: data, purpose: "treatment".into(), ttl_secs: 3_600 }).await?;
+        let policy = format!(
+            "permit (principal == SecNet::User::\"{}\", action == SecNet::Action::\"read\", resource in SecNet::Collection::\"fhir\");",
+            consumer.account()
+        );
+        let pol_path = format!("/v1/pdc/policies/{}", patient.account());
+        let auth = secnet_pdc::auth::RequestAuth::sign(&patient, "PUT", &pol_path, policy.as_bytes(), secnet_node::datadir::now_ms());
+        http.put(format!("{base}{pol_path}")).header("secnet-auth", auth.to_header()).body(policy).send().await?.error_for_status()?;
+        let tok_body = serde_json::to_vec(&serde_json::json!({ "grant": grant }))?;
+        let auth = secnet_pdc::auth::RequestAuth::sign(&consumer, "POST", "/v1/pdc/tokens", &tok_body, secnet_node::datadir::now_ms());
+        let t: serde_json::Value = http
+            .post(format!("{base}/v1/pdc/tokens"))
+            .header("secnet-auth", auth.to_header())
+            .body(tok_body)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let sealed = t.get("token").and_then(|v| v.as_str()).context("no token")?.to_string();
+        let token = secnet_pdc::access::AccessToken::open(&sealed, &holder.account())
+            .map_err(|r| anyhow::anyhow!("token does not open: {r:?}"))?;
+        let path = format!("/v1/pdc/data/{data}");
+        let now = secnet_node::datadir::now_ms();
+        let proofs: Vec<String> = (0..fetches)
+            .map(|_| FetchProof::sign(&consumer, &token, "GET", &path, now).to_header())
+            .collect();
+        let proofs = std::sync::Arc::new(std::sync::Mutex::new(proofs));
+        let start = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..concurrency.max(1) {
+            let (http, proofs, url, sealed) = (http.clone(), proofs.clone(), format!("{base}{path}"), sealed.clone());
+            workers.push(tokio::spawn(async move {
+                let mut ok = 0usize;
+                loop {
+                    let next = proofs.lock().ok().and_then(|mut p| p.pop());
+                    let Some(proof) = next else { break };
+                    let r = http.get(&url).header("secnet-token", &sealed).header("secnet-fetch", proof).send().await?;
+                    if r.status().is_success() {
+                        let _ = r.bytes().await?;
+                        ok += 1;
+                    }
+                }
+                anyhow::Ok(ok)
+            }));
+        }
+        let mut ok = 0;
+        for w in workers {
+            ok += w.await??;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        ensure!(ok == fetches, "{} of {fetches} fetches were refused", fetches - ok);
+        let out = serde_json::json!({
+            "bench": "pdc-http",
+            "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "fetches": fetches,
+            "concurrency": concurrency,
+            "resource_bytes": body.len(),
+            "seconds": secs,
+            "requests_per_s": fetches as f64 / secs,
+        });
+        node.stop().await;
+        super::print_json(&out)
+    })
+}
