@@ -534,9 +534,9 @@ async fn fetch(
     let token = header(&headers, "secnet-token").ok_or_else(|| auth_problem(AuthError::Missing))?;
     let proof = FetchProof::from_header(header(&headers, "secnet-fetch").unwrap_or_default())
         .map_err(|e| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
-    let claimed: AccountId = header(&headers, "secnet-account")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(AccountId([0; 32]));
+    // A request without a valid token names nobody: its refusal is recorded against the
+    // all-zero account rather than an account the request merely claims.
+    let claimed = AccountId([0; 32]);
     let udi: Udi = pdc
         .store
         .by_hash(&data)

@@ -102,19 +102,12 @@ impl Client {
         panic!("transaction {hash} never committed: {s}");
     }
 
-    async fn fetch(
-        &self,
-        token: &str,
-        proof: &FetchProof,
-        hash: &Hash,
-        who: &Keypair,
-    ) -> (u16, Value) {
+    async fn fetch(&self, token: &str, proof: &FetchProof, hash: &Hash) -> (u16, Value) {
         let r = self
             .http
             .get(format!("{}/v1/pdc/data/{hash}", self.base))
             .header("secnet-token", token)
             .header("secnet-fetch", proof.to_header())
-            .header("secnet-account", who.account().to_string())
             .send()
             .await
             .unwrap();
@@ -307,7 +300,6 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
             &token,
             &FetchProof::sign(&consumer, &opened, "GET", &path, now_ms()),
             &data,
-            &consumer,
         )
         .await;
     assert_eq!(
@@ -344,7 +336,7 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
 
     // The permitted fetch: decrypt with the re-sealed key and check against the ledger.
     let proof = FetchProof::sign(&consumer, &opened, "GET", &path, now_ms());
-    let (status, got) = c.fetch(&token, &proof, &data, &consumer).await;
+    let (status, got) = c.fetch(&token, &proof, &data).await;
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["decision"]["policies"], json!(["consumer-treats"]));
     let listing: Value = c
@@ -384,14 +376,13 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     assert_eq!(plain, record);
 
     // Replayed fetch, stolen token, forged proof: refused with their reasons.
-    let (status, r) = c.fetch(&token, &proof, &data, &consumer).await;
+    let (status, r) = c.fetch(&token, &proof, &data).await;
     assert_eq!((status, r["reason"].as_str()), (403, Some("replay")));
     let (status, r) = c
         .fetch(
             &token,
             &FetchProof::sign(&thief, &opened, "GET", &path, now_ms()),
             &data,
-            &thief,
         )
         .await;
     assert_eq!((status, r["reason"].as_str()), (403, Some("wrong-key")));
@@ -457,7 +448,6 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
             &token,
             &FetchProof::sign(&consumer, &opened, "GET", &path, now_ms()),
             &data,
-            &consumer,
         )
         .await;
     assert_eq!(status, 404);
