@@ -288,16 +288,25 @@ async fn status(State(node): Node) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(body))
 }
 
+/// The stored block at the height named in a path.
+fn stored_block(
+    node: &Arc<dyn Backend>,
+    height: &str,
+) -> ApiResult<(u64, secnet_ledger::StoredBlock)> {
+    let height: u64 = parse("height", height)?;
+    let stored = node
+        .with_ledger(|l| l.block(height))??
+        .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+    Ok((height, stored))
+}
+
 /// Only the hashes of a block's transactions, in order: what a client watching for its
 /// transactions needs, without the cost of the full block.
 async fn block_tx_hashes(
     State(node): Node,
     Path(height): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let height: u64 = parse("height", &height)?;
-    let stored = node
-        .with_ledger(|l| l.block(height))??
-        .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+    let (height, stored) = stored_block(&node, &height)?;
     Ok(Json(json!({
         "height": height,
         "hash": stored.block.hash(),
@@ -309,10 +318,7 @@ async fn block(
     State(node): Node,
     Path(height): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let height: u64 = parse("height", &height)?;
-    let stored = node
-        .with_ledger(|l| l.block(height))??
-        .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+    let (_, stored) = stored_block(&node, &height)?;
     Ok(Json(json!({
         "hash": stored.block.hash(),
         "header": stored.block.header,

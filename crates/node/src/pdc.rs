@@ -259,6 +259,15 @@ fn signer(
         .map_err(auth_problem)
 }
 
+/// Refuses anyone but the owner, saying why.
+fn require_owner(who: &AccountId, owner: &AccountId, why: &str) -> Result<(), Problem> {
+    if who == owner {
+        Ok(())
+    } else {
+        Err(forbidden(why))
+    }
+}
+
 fn parse_account(s: &str) -> Result<AccountId, Problem> {
     s.parse()
         .map_err(|_| Problem::bad_request(format!("{s:?} is not an account (64 hex digits)")))
@@ -374,11 +383,11 @@ async fn get_object(
 ) -> Result<Json<serde_json::Value>, Problem> {
     let owner = parse_account(&owner)?;
     let who = signer(&pdc, &method, &uri, &headers, b"")?;
-    if who != owner {
-        return Err(forbidden(
-            "only the owner lists an object's versions; others fetch with a token",
-        ));
-    }
+    require_owner(
+        &who,
+        &owner,
+        "only the owner lists an object's versions; others fetch with a token",
+    )?;
     let object = pdc.store.object(&owner, &path).map_err(store_problem)?;
     let versions: Vec<serde_json::Value> = object
         .versions
@@ -456,9 +465,7 @@ async fn put_policy(
 ) -> Result<Json<serde_json::Value>, Problem> {
     let owner = parse_account(&owner)?;
     let who = signer(&pdc, &method, &uri, &headers, &body)?;
-    if who != owner {
-        return Err(forbidden("only the owner sets their policies"));
-    }
+    require_owner(&who, &owner, "only the owner sets their policies")?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| Problem::bad_request("policy text must be UTF-8"))?;
     let checked = pdc.engine.check(text).map_err(|e| {
@@ -483,9 +490,7 @@ async fn get_policy(
 ) -> Result<Json<serde_json::Value>, Problem> {
     let owner = parse_account(&owner)?;
     let who = signer(&pdc, &method, &uri, &headers, b"")?;
-    if who != owner {
-        return Err(forbidden("only the owner reads their policies"));
-    }
+    require_owner(&who, &owner, "only the owner reads their policies")?;
     let text = pdc
         .store
         .policy(&owner)
@@ -656,9 +661,7 @@ async fn history(
 ) -> Result<Json<serde_json::Value>, Problem> {
     let owner = parse_account(&owner)?;
     let who = signer(&pdc, &method, &uri, &headers, b"")?;
-    if who != owner {
-        return Err(forbidden("only the owner reads their history"));
-    }
+    require_owner(&who, &owner, "only the owner reads their history")?;
     let mut mine: HashSet<Hash> = HashSet::new();
     for object in pdc.store.objects_of(&owner).map_err(store_problem)? {
         mine.extend(object.versions.iter().map(|v| v.content_hash));
