@@ -197,7 +197,12 @@ impl Cluster {
 
     /// Hands every transaction to every validator's mempool, as gossip would.
     fn submit(&self, txs: &[SignedTransaction]) {
-        for node in &self.nodes {
+        self.submit_to(self.nodes.len(), txs);
+    }
+
+    /// Hands every transaction to the mempools of the first `n` validators.
+    fn submit_to(&self, n: usize, txs: &[SignedTransaction]) {
+        for node in &self.nodes[..n] {
             for tx in txs {
                 let _ = node.chain.submit(tx.clone()).unwrap();
             }
@@ -300,7 +305,12 @@ fn transfers(from: u64, nonces: std::ops::Range<u64>) -> Vec<SignedTransaction> 
 }
 
 fn committed(cluster: &Cluster, txs: &[SignedTransaction]) -> bool {
-    cluster.nodes.iter().all(|n| {
+    committed_on(cluster, cluster.nodes.len(), txs)
+}
+
+/// Whether the first `n` validators have all committed `txs`.
+fn committed_on(cluster: &Cluster, n: usize, txs: &[SignedTransaction]) -> bool {
+    cluster.nodes[..n].iter().all(|n| {
         n.chain
             .with_ledger(|l| {
                 txs.iter()
@@ -524,22 +534,10 @@ fn an_equivocating_validator_cannot_split_the_honest_ones() {
         let _handle = engine.start(votes, certificates);
 
         let txs = all_transfers(0..6);
-        for node in &cluster.nodes[..3] {
-            for tx in &txs {
-                let _ = node.chain.submit(tx.clone()).unwrap();
-            }
-        }
-        let honest_committed = |c: &Cluster| {
-            c.nodes[..3].iter().all(|n| {
-                n.chain
-                    .with_ledger(|l| {
-                        txs.iter()
-                            .all(|t| l.tx_location(&t.hash()).unwrap().is_some())
-                    })
-                    .unwrap()
-            })
-        };
-        cluster.wait_until(&context, honest_committed).await;
+        cluster.submit_to(3, &txs);
+        cluster
+            .wait_until(&context, |c| committed_on(c, 3, &txs))
+            .await;
         let heights: Vec<u64> = (0..3).map(|i| cluster.executed(i)).collect();
         let min = *heights.iter().min().unwrap();
         let mut seen = BTreeMap::new();
@@ -594,22 +592,10 @@ fn a_validator_sending_garbage_is_blocked_and_the_others_go_on() {
         });
 
         let txs = all_transfers(0..4);
-        for node in &cluster.nodes[..3] {
-            for tx in &txs {
-                let _ = node.chain.submit(tx.clone()).unwrap();
-            }
-        }
-        let honest_committed = |c: &Cluster| {
-            c.nodes[..3].iter().all(|n| {
-                n.chain
-                    .with_ledger(|l| {
-                        txs.iter()
-                            .all(|t| l.tx_location(&t.hash()).unwrap().is_some())
-                    })
-                    .unwrap()
-            })
-        };
-        cluster.wait_until(&context, honest_committed).await;
+        cluster.submit_to(3, &txs);
+        cluster
+            .wait_until(&context, |c| committed_on(c, 3, &txs))
+            .await;
         let blocked = cluster.oracle.blocked().await.unwrap();
         for i in 0..3 {
             let honest = validator_key(i).public_key();

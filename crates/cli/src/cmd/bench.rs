@@ -97,7 +97,7 @@ fn free_port_block(n: u16) -> anyhow::Result<u16> {
 }
 
 /// Peak resident memory of a process, in MiB, from /proc.
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+pub(super) fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

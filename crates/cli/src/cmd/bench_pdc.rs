@@ -6,6 +6,8 @@
 //! - streaming one large object into the encrypted store and back out (decrypting and
 //!   checking its hash), MB/s, with the process's peak memory before and after.
 
+use super::bench::peak_rss_mib;
+use super::load::percentile;
 use anyhow::{Context, ensure};
 use secnet_contract::State;
 use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, RuleScorer};
@@ -25,18 +27,6 @@ permit (principal in SecNet::Organisation::"hospital-b", action == SecNet::Actio
 when { context.purpose == "treatment" };
 @id("no-research-on-notes")
 forbid (principal, action, resource in SecNet::Collection::"notes") when { context.purpose == "research" };"#;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or(f64::NAN)
-}
-
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
 
 /// A reader of `len` pseudo-random bytes, generated on the fly.
 struct Generated {
@@ -278,7 +268,7 @@ pub fn run(decisions: usize, stream_mib: u64) -> anyhow::Result<()> {
 
     // Streaming.
     let len = stream_mib << 20;
-    let rss_before = peak_rss_mib();
+    let rss_before = peak_rss_mib(std::process::id());
     let start = Instant::now();
     let (big, _) = store.put(
         &PutRequest {
@@ -308,7 +298,7 @@ pub fn run(decisions: usize, stream_mib: u64) -> anyhow::Result<()> {
     }
     let get_s = start.elapsed().as_secs_f64();
     ensure!(read == len, "read back {read} of {len} bytes");
-    let rss_after = peak_rss_mib();
+    let rss_after = peak_rss_mib(std::process::id());
 
     let mb = len as f64 / 1e6;
     let out = serde_json::json!({
