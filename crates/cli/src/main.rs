@@ -39,6 +39,9 @@ enum Command {
     /// Check a data directory's ledger.
     #[command(subcommand)]
     Ledger(cmd::ledger::LedgerCmd),
+    /// Store, register, share, fetch and verify data; policies and access history.
+    #[command(subcommand)]
+    Data(cmd::data::DataCmd),
     /// Sign and submit transactions.
     #[command(subcommand)]
     Tx(cmd::tx::TxCmd),
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Audit(c) => cmd::audit::run(c),
         Command::Ledger(c) => cmd::ledger::run(c),
         Command::Tx(c) => cmd::tx::run(c),
+        Command::Data(c) => cmd::data::run(c),
         Command::Status(a) => cmd::query::status(a),
         Command::Block(a) => cmd::query::block(a),
         Command::Account(a) => cmd::query::account(a),

@@ -396,24 +396,60 @@ async fn grant(State(node): Node, Path(id): Path<String>) -> ApiResult<Json<serd
 struct LogQuery {
     from: Option<u64>,
     limit: Option<u64>,
+    /// Only entries of this grant (the grant itself and the accesses presenting it).
+    grant: Option<String>,
+    /// Only entries about this data.
+    data: Option<String>,
 }
 
+/// Whether a log entry is about `grant` and `data` (each when given).
+fn log_entry_matches(entry: &LogEntry, grant: Option<&Hash>, data: Option<&Hash>) -> bool {
+    let (g, d) = match entry {
+        LogEntry::Grant { grant, data, .. } => (Some(grant), data),
+        LogEntry::Access { entry, .. } => (entry.grant.as_ref(), &entry.data),
+    };
+    grant.is_none_or(|want| g == Some(want)) && data.is_none_or(|want| d == want)
+}
+
+/// `GET /v1/log`: entries from `from`, at most `limit`; with `grant` or `data`, only the
+/// matching ones (the scan goes on from `from` until `limit` matched or the log ends).
 async fn log_entries(
     State(node): Node,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let from = q.from.unwrap_or(0);
     let limit = q.limit.unwrap_or(100).min(MAX_LOG_PAGE);
+    let grant: Option<Hash> = q
+        .grant
+        .as_deref()
+        .map(|g| parse("grant id", g))
+        .transpose()?;
+    let data: Option<Hash> = q
+        .data
+        .as_deref()
+        .map(|d| parse("data hash", d))
+        .transpose()?;
+    let filtered = grant.is_some() || data.is_some();
     let entries = node.with_ledger(
         |l| -> Result<Vec<serde_json::Value>, secnet_ledger::LedgerError> {
-            let end = l.state().log().len().min(from.saturating_add(limit));
+            let size = l.state().log().len();
+            let end = if filtered {
+                size
+            } else {
+                size.min(from.saturating_add(limit))
+            };
             let mut out = Vec::new();
             for index in from..end {
+                if out.len() as u64 >= limit {
+                    break;
+                }
                 if let Some(bytes) = l.log_leaf(index)? {
                     let entry = LogEntry::from_bytes(&bytes).map_err(|e| {
                         secnet_ledger::LedgerError::Corrupt(format!("log leaf {index}: {e}"))
                     })?;
-                    out.push(json!({ "index": index, "entry": entry }));
+                    if log_entry_matches(&entry, grant.as_ref(), data.as_ref()) {
+                        out.push(json!({ "index": index, "entry": entry }));
+                    }
                 }
             }
             Ok(out)

@@ -14,8 +14,9 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use secnet_contract::LogEntry;
 use secnet_pdc::Udi;
-use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, RuleScorer, Scorer};
+use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, LedgerFacts, RuleScorer, Scorer};
 use secnet_pdc::auth::{AuthError, RequestGuard};
+use secnet_pdc::envelope::OCTETS;
 use secnet_pdc::import::import_bundle;
 use secnet_pdc::record::{Recorder, audit_event, entry_for, reason_code, record_tx};
 use secnet_pdc::store::{PutRequest, Store, StoreError};
@@ -23,7 +24,7 @@ use secnet_policy::{Action, Engine, Facts, OwnerPolicies, Resource};
 use secnet_types::{AccessDecision, AccountId, EncryptionKey, Hash};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub struct Pdc {
     engine: Engine,
     scorer: Box<dyn Scorer>,
     inner: Mutex<Inner>,
+    /// Owners' parsed and validated policies, so a fetch does not re-parse them.
+    policies: Mutex<HashMap<AccountId, Arc<OwnerPolicies>>>,
 }
 
 impl std::fmt::Debug for Pdc {
@@ -65,6 +68,7 @@ impl Pdc {
             engine: Engine::new(threshold)?,
             scorer: Box::new(RuleScorer),
             inner: Mutex::new(Inner::default()),
+            policies: Mutex::new(HashMap::new()),
         })
     }
 
@@ -79,14 +83,39 @@ impl Pdc {
         self.inner.lock().map(|i| i.recorder.len()).unwrap_or(0)
     }
 
-    fn policies(&self, owner: &AccountId) -> Result<OwnerPolicies, Problem> {
-        match self.store.policy(owner).map_err(store_problem)? {
+    fn policies(&self, owner: &AccountId) -> Result<Arc<OwnerPolicies>, Problem> {
+        if let Some(p) = self
+            .policies
+            .lock()
+            .ok()
+            .and_then(|m| m.get(owner).cloned())
+        {
+            return Ok(p);
+        }
+        let parsed = Arc::new(match self.store.policy(owner).map_err(store_problem)? {
             Some(text) => self
                 .engine
                 .check(&text)
-                .map_err(|e| internal(&format!("stored policy no longer valid: {e}"))),
-            None => Ok(OwnerPolicies::empty()),
+                .map_err(|e| internal(&format!("stored policy no longer valid: {e}")))?,
+            None => OwnerPolicies::empty(),
+        });
+        if let Ok(mut m) = self.policies.lock() {
+            m.insert(*owner, parsed.clone());
         }
+        Ok(parsed)
+    }
+
+    /// Stores `owner`'s validated policies and makes them the ones decisions use.
+    fn set_policies(&self, owner: &AccountId, checked: OwnerPolicies) -> Result<(), Problem> {
+        let mut m = self
+            .policies
+            .lock()
+            .map_err(|_| internal("PDC state poisoned"))?;
+        self.store
+            .set_policy(owner, checked.text())
+            .map_err(store_problem)?;
+        m.insert(*owner, Arc::new(checked));
+        Ok(())
     }
 
     /// Submits queued access records as `RecordAccess` transactions. Returns how many
@@ -218,6 +247,7 @@ type Ctx = State<(Arc<dyn Backend>, Arc<Pdc>)>;
 /// The PDC routes, under `/v1/pdc`.
 pub fn router(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Router {
     Router::new()
+        .route("/v1/pdc", get(info))
         .route(
             "/v1/pdc/objects/{owner}/{*path}",
             put(put_object).get(get_object).delete(delete_object),
@@ -229,6 +259,17 @@ pub fn router(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Router {
         .route("/v1/pdc/history/{owner}", get(history))
         .layer(DefaultBodyLimit::max(MAX_OBJECT_BODY))
         .with_state((node, pdc))
+}
+
+/// `GET /v1/pdc`: who holds the data here and the limits that apply.
+async fn info(State((node, _pdc)): Ctx) -> Json<serde_json::Value> {
+    Json(json!({
+        "holder": node.key().account(),
+        "encryption_key": node.key().encryption_key(),
+        "max_object_bytes": MAX_OBJECT_BODY,
+        "max_fetch_bytes": MAX_INLINE_FETCH,
+        "token_ttl_ms": secnet_pdc::access::TOKEN_TTL_MS,
+    }))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -288,7 +329,7 @@ fn permitted(
     let decision = pdc
         .engine
         .decide(
-            &pdc.policies(owner)?,
+            &*pdc.policies(owner)?,
             &pdc.store.agent(who).map_err(store_problem)?,
             action,
             &Resource {
@@ -475,10 +516,9 @@ async fn put_policy(
             e.to_string(),
         )
     })?;
-    pdc.store
-        .set_policy(&owner, checked.text())
-        .map_err(store_problem)?;
-    Ok(Json(json!({ "owner": owner, "policies": checked.ids() })))
+    let ids = checked.ids();
+    pdc.set_policies(&owner, checked)?;
+    Ok(Json(json!({ "owner": owner, "policies": ids })))
 }
 
 async fn get_policy(
@@ -527,6 +567,9 @@ async fn issue_token(
     }
 }
 
+/// `GET /v1/pdc/data/{hash}`. With `Accept: application/octet-stream` the answer's body is
+/// the ciphertext itself and what describes it comes in `SecNet-*` headers; otherwise it is
+/// JSON with the ciphertext in base64.
 async fn fetch(
     State((node, pdc)): Ctx,
     Path(hash): Path<String>,
@@ -539,6 +582,7 @@ async fn fetch(
     let token = header(&headers, "secnet-token").ok_or_else(|| auth_problem(AuthError::Missing))?;
     let proof = FetchProof::from_header(header(&headers, "secnet-fetch").unwrap_or_default())
         .map_err(|e| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
+    let binary = header(&headers, "accept").is_some_and(|a| a.contains(OCTETS));
     // A request without a valid token names nobody: its refusal is recorded against the
     // all-zero account rather than an account the request merely claims.
     let claimed = AccountId([0; 32]);
@@ -561,9 +605,18 @@ async fn fetch(
     let now = now_ms();
     let path = uri.path().to_string();
     let holder = node.key().account();
-    let result = node.with_ledger(|l| -> Result<_, Problem> {
+    // The ledger is held only to copy out the facts this fetch depends on.
+    let facts = node.with_ledger(|l| LedgerFacts::for_token(token, l.state()))?;
+    let agent = |a: &AccountId| {
+        pdc.store.agent(a).unwrap_or_else(|_| secnet_policy::Agent {
+            kind: secnet_policy::AgentKind::User,
+            account: a.to_string(),
+            name: String::new(),
+            member_of: Vec::new(),
+        })
+    };
+    let result = {
         let mut inner = pdc.inner()?;
-        let agent_store = &pdc.store;
         let r = inner.gate.authorize(
             &holder,
             &FetchAttempt {
@@ -573,59 +626,19 @@ async fn fetch(
                 path: &path,
                 data,
             },
-            l.state(),
+            &facts,
             &pdc.engine,
             &policies,
-            |a| {
-                agent_store
-                    .agent(a)
-                    .unwrap_or_else(|_| secnet_policy::Agent {
-                        kind: secnet_policy::AgentKind::User,
-                        account: a.to_string(),
-                        name: String::new(),
-                        member_of: Vec::new(),
-                    })
-            },
+            agent,
             &resource,
             &*pdc.scorer,
             now,
         );
         inner.recorder.push(entry_for(&r, data, claimed, now));
-        Ok(r)
-    })??;
-    match result {
-        Ok(ok) => {
-            if version.size > MAX_INLINE_FETCH {
-                return Err(Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too large",
-                    "object too large for an inline answer",
-                ));
-            }
-            let sealed = pdc
-                .store
-                .reseal(&version, &ok.consumer_key)
-                .map_err(store_problem)?;
-            let mut ciphertext =
-                Vec::with_capacity(usize::try_from(version.blob_size()).unwrap_or(0));
-            pdc.store
-                .blob(&version)
-                .map_err(store_problem)?
-                .read_to_end(&mut ciphertext)
-                .map_err(|e| internal(&e.to_string()))?;
-            Ok(Json(json!({
-                "udi": udi,
-                "envelope": version.envelope,
-                "size": version.size,
-                "hash": version.content_hash,
-                "blob": version.blob_id().to_hex(),
-                "sealed_key": sealed.to_hex(),
-                "ciphertext": base64::engine::general_purpose::STANDARD.encode(&ciphertext),
-                "decision": ok.decision,
-                "grant": ok.grant.id,
-            }))
-            .into_response())
-        }
+        r
+    };
+    let ok = match result {
+        Ok(ok) => ok,
         Err(refused) => {
             let body = json!({
                 "type": "about:blank",
@@ -636,14 +649,81 @@ async fn fetch(
                 "score_ppm": refused.score,
                 "decision": refused.decision,
             });
-            Ok((
+            return Ok((
                 StatusCode::FORBIDDEN,
                 [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
                 body.to_string(),
             )
-                .into_response())
+                .into_response());
         }
+    };
+    if version.size > MAX_INLINE_FETCH {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too large",
+            format!("objects over {MAX_INLINE_FETCH} bytes are not served in one answer"),
+        ));
     }
+    let sealed = pdc
+        .store
+        .reseal(&version, &ok.consumer_key)
+        .map_err(store_problem)?;
+    let ciphertext = {
+        let mut file = pdc.store.blob(&version).map_err(store_problem)?;
+        let expected = usize::try_from(version.blob_size()).unwrap_or(0);
+        let mut read = move || -> std::io::Result<Vec<u8>> {
+            let mut buf = Vec::with_capacity(expected);
+            file.read_to_end(&mut buf)?;
+            Ok(buf)
+        };
+        if expected <= 256 * 1024 {
+            read()
+        } else {
+            tokio::task::spawn_blocking(read)
+                .await
+                .map_err(|e| internal(&e.to_string()))?
+        }
+        .map_err(|e| internal(&format!("reading the stored blob: {e}")))?
+    };
+    if binary {
+        let mut response = Response::new(axum::body::Body::from(ciphertext));
+        let h = response.headers_mut();
+        let policies = ok.decision.policies.join(",");
+        for (name, value) in [
+            ("content-type", OCTETS.to_string()),
+            ("secnet-udi", udi.to_string()),
+            ("secnet-media-type", version.envelope.media_type.clone()),
+            ("secnet-schema", version.envelope.schema.clone()),
+            (
+                "secnet-schema-version",
+                version.envelope.schema_version.clone(),
+            ),
+            ("secnet-size", version.size.to_string()),
+            ("secnet-hash", version.content_hash.to_string()),
+            ("secnet-blob", version.blob_id().to_hex()),
+            ("secnet-sealed-key", sealed.to_hex()),
+            ("secnet-grant", ok.grant.id.to_string()),
+            ("secnet-policies", policies),
+            ("secnet-score", ok.decision.score.to_string()),
+        ] {
+            let value = axum::http::HeaderValue::from_str(&value)
+                .map_err(|_| internal(&format!("{name} is not a valid header value")))?;
+            h.insert(name, value);
+        }
+        return Ok(response);
+    }
+    Ok(Json(json!({
+        "udi": udi,
+        "envelope": version.envelope,
+        "size": version.size,
+        "hash": version.content_hash,
+        "blob": version.blob_id().to_hex(),
+        "sealed_key": sealed.to_hex(),
+        "ciphertext": base64::engine::general_purpose::STANDARD.encode(&ciphertext),
+        "decision": ok.decision,
+        "grant": ok.grant.id,
+    }))
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]

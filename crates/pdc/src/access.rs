@@ -13,7 +13,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secnet_contract::{AccessGrant, State};
-use secnet_policy::{Action, Agent, Decision, Engine, Facts, OwnerPolicies, PolicyError, Resource};
+use secnet_policy::{
+    Action, Agent, Decision, DecisionMemo, Engine, Facts, OwnerPolicies, PolicyError, Resource,
+};
 use secnet_types::{AccountId, EncryptionKey, Hash, Keypair, RefusalReason, Signature};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -103,6 +105,17 @@ impl AccessToken {
             return Err(RefusalReason::BadSignature);
         }
         Ok(token)
+    }
+
+    /// Decodes a sealed token without checking its signature: only to look up what it
+    /// claims before the real check.
+    fn peek(sealed: &str) -> Option<AccessToken> {
+        if sealed.len() > MAX_TOKEN_BYTES * 4 / 3 + 4 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        let (body, _) = bytes.split_at_checked(bytes.len().checked_sub(64)?)?;
+        AccessToken::decode_body(body).ok()
     }
 
     fn decode_body(b: &[u8]) -> Result<AccessToken, Malformed> {
@@ -255,6 +268,49 @@ impl LedgerView for State {
     }
 }
 
+/// The ledger facts one fetch depends on, copied out of the ledger so that the decision
+/// runs without holding the ledger: the grant the token names, whether its data is still
+/// listed, and the requester's encryption key. Nothing here is trusted because it came with
+/// the token: [`Gate::authorize`] still checks the token's signature and matches the grant
+/// against it.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerFacts {
+    grant: Option<AccessGrant>,
+    listed: bool,
+    requester_key: Option<(AccountId, EncryptionKey)>,
+}
+
+impl LedgerFacts {
+    /// Reads from `ledger` the facts a fetch with the sealed `token` needs (none if the
+    /// token does not decode).
+    pub fn for_token(token: &str, ledger: &impl LedgerView) -> LedgerFacts {
+        let Some(grant) = AccessToken::peek(token).and_then(|t| ledger.grant(&t.grant)) else {
+            return LedgerFacts::default();
+        };
+        LedgerFacts {
+            listed: ledger.is_listed(&grant.data),
+            requester_key: ledger
+                .encryption_key(&grant.requester)
+                .map(|k| (grant.requester, k)),
+            grant: Some(grant),
+        }
+    }
+}
+
+impl LedgerView for LedgerFacts {
+    fn grant(&self, id: &Hash) -> Option<AccessGrant> {
+        self.grant.as_ref().filter(|g| g.id == *id).cloned()
+    }
+    fn is_listed(&self, data: &Hash) -> bool {
+        self.listed && self.grant.as_ref().is_some_and(|g| g.data == *data)
+    }
+    fn encryption_key(&self, account: &AccountId) -> Option<EncryptionKey> {
+        self.requester_key
+            .filter(|(a, _)| a == account)
+            .map(|(_, k)| k)
+    }
+}
+
 /// What the request detector sees of one access request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestFeatures {
@@ -373,6 +429,8 @@ pub struct Gate {
     served: HashMap<AccountId, u32>,
     /// Tokens whose holder signature was already checked, by the hash of their sealed form.
     opened: HashMap<Hash, AccessToken>,
+    /// Policy decisions already made.
+    decisions: DecisionMemo,
 }
 
 /// Most checked tokens remembered; beyond it expired ones are dropped, then all.
@@ -616,7 +674,14 @@ impl Gate {
             grant: true,
         };
         let decision = engine
-            .decide(policies, &agent, Action::Read, resource, &facts)
+            .decide_remembered(
+                &mut self.decisions,
+                policies,
+                &agent,
+                Action::Read,
+                resource,
+                &facts,
+            )
             .map_err(|_: PolicyError| Refused {
                 score,
                 ..refuse(RefusalReason::PolicyDenied, Some(&token))

@@ -22,9 +22,11 @@ use redb::{
 use secnet_types::{AccountId, EncryptionKey, Hash, Keypair};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const BY_HASH: MultimapTableDefinition<&[u8; 32], &str> = MultimapTableDefinition::new("by_hash");
@@ -187,7 +189,14 @@ pub struct Store {
     db: Database,
     holder: Keypair,
     max_object_bytes: u64,
+    /// Data keys already re-sealed to a consumer's key, by blob and recipient: a consumer
+    /// fetching the same version again gets the same sealed key without two more X25519
+    /// operations. Entries of a deleted object are dropped with it.
+    resealed: Mutex<HashMap<(BlobId, EncryptionKey), SealedKey>>,
 }
+
+/// Most re-sealed keys remembered; beyond it the memory is cleared.
+const MAX_RESEALED: usize = 65_536;
 
 /// Default largest object: 64 GiB.
 pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 64 << 30;
@@ -241,6 +250,7 @@ impl Store {
             db,
             holder,
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            resealed: Mutex::new(HashMap::new()),
         };
         store.sweep()?;
         Ok(store)
@@ -547,9 +557,20 @@ impl Store {
         version: &Version,
         recipient: &EncryptionKey,
     ) -> Result<SealedKey, StoreError> {
-        Ok(self
+        let key = (version.blob_id(), *recipient);
+        if let Some(sealed) = self.resealed.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(sealed);
+        }
+        let sealed = self
             .data_key(version)?
-            .seal_to(recipient, version.blob_id())?)
+            .seal_to(recipient, version.blob_id())?;
+        if let Ok(mut memory) = self.resealed.lock() {
+            if memory.len() >= MAX_RESEALED {
+                memory.clear();
+            }
+            memory.insert(key, sealed.clone());
+        }
+        Ok(sealed)
     }
 
     /// The data key as sealed to the owner.
@@ -594,6 +615,10 @@ impl Store {
     /// then the record. Returns the versions that were deleted.
     pub fn delete(&self, owner: &AccountId, object: &str) -> Result<Object, StoreError> {
         let record = self.object(owner, object)?;
+        if let Ok(mut memory) = self.resealed.lock() {
+            let blobs: HashSet<BlobId> = record.versions.iter().map(Version::blob_id).collect();
+            memory.retain(|(blob, _), _| !blobs.contains(blob));
+        }
         for v in &record.versions {
             shred(&self.key_path(v.blob_id()))?;
         }

@@ -92,7 +92,7 @@ pub struct AgentRef {
 }
 
 /// The agent making a request, with what it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct Agent {
     /// Kind.
     pub kind: AgentKind,
@@ -105,7 +105,7 @@ pub struct Agent {
 }
 
 /// The data a request is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct Resource {
     /// The owner's account (hex).
     pub owner: String,
@@ -118,7 +118,7 @@ pub struct Resource {
 }
 
 /// Facts about the request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct Facts {
     /// Declared purpose.
     pub purpose: String,
@@ -189,6 +189,43 @@ const BUILTIN_IDS: [&str; 3] = ["owner", "ledger-grant", "detector"];
 pub struct OwnerPolicies {
     text: String,
     set: PolicySet,
+    /// Distinguishes this parse from every other in the process (its clones share it), so
+    /// remembered decisions are never reused under other policies.
+    generation: u64,
+}
+
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Most decisions a [`DecisionMemo`] keeps; when full it starts over.
+pub const MAX_REMEMBERED_DECISIONS: usize = 65_536;
+
+/// Decisions already made. Evaluating policies is a pure function of the policies, the agent,
+/// the action, the resource and the facts, so the same inputs give the same decision; this
+/// keeps the result instead of evaluating again. Bounded by [`MAX_REMEMBERED_DECISIONS`].
+#[derive(Debug, Default)]
+pub struct DecisionMemo {
+    decisions: std::collections::HashMap<(u64, Agent, Action, Resource, Facts), Decision>,
+}
+
+impl DecisionMemo {
+    /// An empty memo.
+    pub fn new() -> DecisionMemo {
+        DecisionMemo::default()
+    }
+
+    /// Decisions remembered.
+    pub fn len(&self) -> usize {
+        self.decisions.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.decisions.is_empty()
+    }
 }
 
 impl OwnerPolicies {
@@ -197,6 +234,7 @@ impl OwnerPolicies {
         OwnerPolicies {
             text: String::new(),
             set: PolicySet::new(),
+            generation: 0,
         }
     }
 
@@ -336,7 +374,37 @@ impl Engine {
         Ok(OwnerPolicies {
             text: text.to_string(),
             set,
+            generation: next_generation(),
         })
+    }
+
+    /// [`Engine::decide`], answered from `memo` when the same question was decided before
+    /// under the same policies.
+    pub fn decide_remembered(
+        &self,
+        memo: &mut DecisionMemo,
+        owner: &OwnerPolicies,
+        agent: &Agent,
+        action: Action,
+        resource: &Resource,
+        facts: &Facts,
+    ) -> Result<Decision, PolicyError> {
+        let key = (
+            owner.generation,
+            agent.clone(),
+            action,
+            resource.clone(),
+            facts.clone(),
+        );
+        if let Some(d) = memo.decisions.get(&key) {
+            return Ok(d.clone());
+        }
+        let decision = self.decide(owner, agent, action, resource, facts)?;
+        if memo.decisions.len() >= MAX_REMEMBERED_DECISIONS {
+            memo.decisions.clear();
+        }
+        memo.decisions.insert(key, decision.clone());
+        Ok(decision)
     }
 
     /// Decides whether `agent` may do `action` on `resource`, under the built-in policies and

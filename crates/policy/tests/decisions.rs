@@ -10,7 +10,9 @@
 )]
 
 use proptest::prelude::*;
-use secnet_policy::{Action, Agent, AgentKind, AgentRef, Engine, Facts, PolicyError, Resource};
+use secnet_policy::{
+    Action, Agent, AgentKind, AgentRef, DecisionMemo, Engine, Facts, PolicyError, Resource,
+};
 
 const OWNER: &str = "aa00";
 const USERS: [&str; 3] = ["bb01", "bb02", "bb03"];
@@ -207,6 +209,36 @@ proptest! {
                 text, who, action, OBJECTS[what], PURPOSES[purpose], score, grant, d
             );
         }
+    }
+
+    /// Remembered decisions are the decisions: the same under the same policies, and never
+    /// carried over to other policies, even when the memo outlives them.
+    #[test]
+    fn remembered_decisions_are_the_decisions(
+        first in proptest::collection::vec(spec(), 0..4),
+        second in proptest::collection::vec(spec(), 0..4),
+        requests in proptest::collection::vec(
+            (0usize..5, proptest::sample::select(Action::ALL.to_vec()), 0usize..3, 0usize..2, any::<bool>()),
+            1..16,
+        ),
+    ) {
+        let engine = engine();
+        let mut memo = DecisionMemo::new();
+        for specs in [&first, &second, &first] {
+            let text: String = specs.iter().map(Spec::text).collect();
+            let policies = engine.check(&text).unwrap();
+            for _ in 0..2 {
+                for (who, action, what, purpose, grant) in &requests {
+                    let facts = Facts { purpose: PURPOSES[*purpose].into(), score: 0, grant: *grant };
+                    let fresh = engine.decide(&policies, &agent(*who), *action, &resource(*what), &facts).unwrap();
+                    let remembered = engine
+                        .decide_remembered(&mut memo, &policies, &agent(*who), *action, &resource(*what), &facts)
+                        .unwrap();
+                    prop_assert_eq!(fresh, remembered);
+                }
+            }
+        }
+        prop_assert!(memo.len() <= 3 * requests.len());
     }
 }
 

@@ -438,7 +438,7 @@ pub fn run_http(fetches: usize, concurrency: usize) -> anyhow::Result<()> {
                 loop {
                     let next = proofs.lock().ok().and_then(|mut p| p.pop());
                     let Some(proof) = next else { break };
-                    let r = http.get(&url).header("secnet-token", &sealed).header("secnet-fetch", proof).send().await?;
+                    let r = http.get(&url).header("accept", secnet_pdc::envelope::OCTETS).header("secnet-token", &sealed).header("secnet-fetch", proof).send().await?;
                     if r.status().is_success() {
                         let _ = r.bytes().await?;
                         ok += 1;

@@ -29,7 +29,12 @@ impl Client {
 
     async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
         let status = resp.status();
-        let body: Value = resp.json().await.context("reading the node's answer")?;
+        let text = resp.text().await.context("reading the node's answer")?;
+        let body: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(_) if !status.is_success() => bail!("node answered {status}: {text}"),
+            Err(e) => return Err(e).context("the node's answer is not JSON"),
+        };
         if !status.is_success() {
             let detail = body
                 .get("detail")
@@ -63,6 +68,61 @@ impl Client {
             .await
             .with_context(|| format!("cannot reach {url}"))?;
         Self::answer(resp).await
+    }
+
+    /// Sends `method path` signed by `key` (the `SecNet-Auth` header over the method, path,
+    /// body, time and a nonce) and returns the JSON answer.
+    pub async fn signed(
+        &self,
+        key: &Keypair,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let auth = secnet_pdc::auth::RequestAuth::sign(
+            key,
+            method.as_str(),
+            path,
+            &body,
+            secnet_node::datadir::now_ms(),
+        );
+        let resp = self
+            .http
+            .request(method, &url)
+            .header("secnet-auth", auth.to_header())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        Self::answer(resp).await
+    }
+
+    /// `GET path` with extra headers; the raw response.
+    pub async fn get_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))
+    }
+
+    /// Turns an unsuccessful raw response into an error carrying its problem detail.
+    pub async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Self::answer(resp).await?;
+        bail!("unexpected answer")
     }
 
     /// Submits a signed transaction; returns its hash.

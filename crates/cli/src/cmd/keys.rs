@@ -17,6 +17,15 @@ pub enum KeysCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Publish the key's X25519 encryption key on the ledger, so data can be sealed to it.
+    Publish {
+        /// The key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The node's API.
+        #[arg(long, default_value = "http://127.0.0.1:7878")]
+        node: String,
+    },
     /// Print the account id (and encryption key) of a key file.
     Show {
         /// The key file.
@@ -34,6 +43,24 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<()> {
             keyfile::write_key(&out, &key, force)?;
             println!("{}", key.account());
             eprintln!("wrote {} (mode 0600)", out.display());
+        }
+        KeysCmd::Publish { key, node } => {
+            let key = keyfile::read_key(&key)?;
+            super::runtime()?.block_on(async move {
+                let call = secnet_types::Call::SetEncryptionKey {
+                    key: key.encryption_key(),
+                };
+                let (height, hash, receipt) = super::client::Client::new(&node)?
+                    .execute(&key, call)
+                    .await?;
+                super::print_json(
+                    &serde_json::json!({ "tx": hash, "height": height, "receipt": receipt }),
+                )?;
+                match receipt.rejection() {
+                    Some(r) => anyhow::bail!("transaction refused: {r}"),
+                    None => Ok(()),
+                }
+            })?;
         }
         KeysCmd::Show { file, json } => {
             let key = keyfile::read_key(&file)?;

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod bench_pdc;
 pub mod client;
+pub mod data;
 pub mod demo;
 pub mod dev;
 pub mod keys;

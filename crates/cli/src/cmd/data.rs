@@ -1,0 +1,770 @@
+//! `secnet data`: store, share and fetch data through a node's Private Data Center and the
+//! ledger's data contract. Every request that acts as an account is signed with its key file;
+//! fetched data is decrypted here and checked against the hash registered on the ledger
+//! before it is written anywhere.
+#![allow(
+    clippy::indexing_slicing,
+    reason = "indexing a serde_json::Value yields Null, never panics"
+)]
+
+use super::client::Client;
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use secnet_ledger::InclusionProof;
+use secnet_node::keyfile;
+use secnet_pdc::access::{AccessToken, FetchProof};
+use secnet_pdc::crypto::{BlobId, DataKey, SealedKey};
+use secnet_pdc::store::Decryptor;
+use secnet_types::{AccountId, Call, DataKind, Event, Hash, Keypair, Outcome, RegisterData};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Where the node is and who acts.
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// The node's API (for `fetch`, the node that holds the data).
+    #[arg(long, default_value = "http://127.0.0.1:7878", global = true)]
+    pub node: String,
+}
+
+/// Data commands.
+#[derive(Subcommand)]
+pub enum DataCmd {
+    /// Store a file as an object at the node, encrypted, as a new version.
+    Put {
+        /// The key file of the account that writes (the owner, or a writer the owner permits).
+        #[arg(long)]
+        key: PathBuf,
+        /// The owner (default: the key's account).
+        #[arg(long)]
+        owner: Option<AccountId>,
+        /// The object's path, e.g. `fhir/Condition/c1` or `notes/2026-11`.
+        #[arg(long)]
+        path: String,
+        /// What the payload is (default: guessed from the file name: .json → application/json,
+        /// .csv → text/csv, .txt → text/plain; FHIR needs `application/fhir+json`).
+        #[arg(long)]
+        media_type: Option<String>,
+        /// Where the data comes from (a name), recorded in its identifier.
+        #[arg(long)]
+        source: Option<String>,
+        /// The file (`-` for standard input).
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Import a FHIR R4 Bundle: each resource becomes an object owned by the patient.
+    ImportFhir {
+        /// The key file of the owner (or a permitted writer).
+        #[arg(long)]
+        key: PathBuf,
+        /// The owner (default: the key's account).
+        #[arg(long)]
+        owner: Option<AccountId>,
+        /// The source recorded in the identifiers.
+        #[arg(long)]
+        source: Option<String>,
+        /// The Bundle (JSON).
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List an object's versions (owner only).
+    Show {
+        /// The owner's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The object's path.
+        #[arg(long)]
+        path: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Register data on the ledger for sharing (the contract's `RegisterData`).
+    Register {
+        /// The owner's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The stored object to register (its latest version); or give --hash and --address.
+        #[arg(long, conflicts_with = "hash")]
+        path: Option<String>,
+        /// The content hash, for data not stored at this node.
+        #[arg(long, requires = "address")]
+        hash: Option<Hash>,
+        /// Where the data can be asked for (default: the version's identifier).
+        #[arg(long)]
+        address: Option<String>,
+        /// The price a subscriber pays.
+        #[arg(long)]
+        price: u64,
+        /// What the data is, for people looking for it.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The holder that serves it (default: the node's account).
+        #[arg(long)]
+        holder: Option<AccountId>,
+        /// The holder's share of each payment, in basis points.
+        #[arg(long, default_value_t = 2_000)]
+        holder_share_bps: u16,
+        /// Register a security rule (a detector or rule set) protecting against this
+        /// attack category, e.g. `dos`, instead of user data.
+        #[arg(long, value_name = "CATEGORY")]
+        security_rule: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Withdraw a registration (owner only): no new grants, no more deliveries.
+    Withdraw {
+        /// The owner's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The registered content hash.
+        #[arg(long)]
+        hash: Hash,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Subscribe to registered data, paying its price.
+    Subscribe {
+        /// The subscriber's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The registered content hash.
+        #[arg(long)]
+        hash: Hash,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Ask for time-limited access to subscribed data; prints the grant id.
+    Request {
+        /// The subscriber's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The content hash (request by hash).
+        #[arg(long, conflicts_with = "address", required_unless_present = "address")]
+        hash: Option<Hash>,
+        /// The registered address (request by address).
+        #[arg(long)]
+        address: Option<String>,
+        /// Why the data is needed (owners' policies decide on it).
+        #[arg(long, default_value = "treatment")]
+        purpose: String,
+        /// How long the grant lasts, in seconds.
+        #[arg(long, default_value_t = 600)]
+        ttl_secs: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Fetch granted data from its holder, decrypt it and check it against the ledger.
+    Fetch {
+        /// The key file of the account the grant was issued to.
+        #[arg(long)]
+        key: PathBuf,
+        /// The grant id (printed by `request`).
+        #[arg(long)]
+        grant: Hash,
+        /// Where to write the data (`-` for standard output). Written only once verified.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Check a grant's recorded accesses (with inclusion proofs) and, given a file, that
+    /// its content is what was registered.
+    Verify {
+        /// The grant id.
+        #[arg(long)]
+        grant: Hash,
+        /// A file to check against the registered hash.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show or set the owner's access policies (Cedar).
+    Policy {
+        /// The owner's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// A Cedar policy file to install; without it, the current policies are shown.
+        #[arg(long)]
+        set: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Who accessed my data, when, why and how it was decided, with inclusion proofs.
+    History {
+        /// The owner's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Print FHIR AuditEvent resources (a Bundle) instead.
+        #[arg(long)]
+        fhir: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete an object: every version's keys and chunks are destroyed.
+    Delete {
+        /// The key file of the owner (or an account the owner lets control it).
+        #[arg(long)]
+        key: PathBuf,
+        /// The owner (default: the key's account).
+        #[arg(long)]
+        owner: Option<AccountId>,
+        /// The object's path.
+        #[arg(long)]
+        path: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
+    super::runtime()?.block_on(async move {
+        match cmd {
+            DataCmd::Put {
+                key,
+                owner,
+                path,
+                media_type,
+                source,
+                file,
+                conn,
+            } => put(&conn, &key, owner, &path, media_type, source, &file).await,
+            DataCmd::ImportFhir {
+                key,
+                owner,
+                source,
+                file,
+                conn,
+            } => import_fhir(&conn, &key, owner, source, &file).await,
+            DataCmd::Show { key, path, conn } => {
+                let key = keyfile::read_key(&key)?;
+                let object = show(&conn, &key, &path).await?;
+                super::print_json(&object)
+            }
+            DataCmd::Register {
+                key,
+                path,
+                hash,
+                address,
+                price,
+                description,
+                holder,
+                holder_share_bps,
+                security_rule,
+                conn,
+            } => {
+                register(
+                    &conn,
+                    &key,
+                    path.as_deref(),
+                    hash,
+                    address,
+                    holder,
+                    RegisterData {
+                        hash: Hash([0; 32]),
+                        description,
+                        address: String::new(),
+                        price,
+                        kind: match security_rule {
+                            None => DataKind::UserData,
+                            Some(category) => DataKind::SecurityRule { category },
+                        },
+                        holder: AccountId([0; 32]),
+                        holder_share_bps,
+                    },
+                )
+                .await
+            }
+            DataCmd::Withdraw { key, hash, conn } => {
+                let key = keyfile::read_key(&key)?;
+                execute(&conn, &key, Call::WithdrawData { hash }).await
+            }
+            DataCmd::Subscribe { key, hash, conn } => {
+                let key = keyfile::read_key(&key)?;
+                execute(&conn, &key, Call::SubscribeData { hash }).await
+            }
+            DataCmd::Request {
+                key,
+                hash,
+                address,
+                purpose,
+                ttl_secs,
+                conn,
+            } => {
+                let key = keyfile::read_key(&key)?;
+                let call = match (hash, address) {
+                    (Some(hash), _) => Call::RequestDataWithHash {
+                        hash,
+                        purpose,
+                        ttl_secs,
+                    },
+                    (None, Some(address)) => Call::RequestDataWithAddress {
+                        address,
+                        purpose,
+                        ttl_secs,
+                    },
+                    (None, None) => bail!("say what to request: --hash or --address"),
+                };
+                execute(&conn, &key, call).await
+            }
+            DataCmd::Fetch {
+                key,
+                grant,
+                out,
+                conn,
+            } => fetch(&conn, &key, &grant, &out).await,
+            DataCmd::Verify { grant, file, conn } => verify(&conn, &grant, file.as_deref()).await,
+            DataCmd::Policy { key, set, conn } => policy(&conn, &key, set.as_deref()).await,
+            DataCmd::History {
+                key,
+                fhir,
+                json,
+                conn,
+            } => history(&conn, &key, fhir, json).await,
+            DataCmd::Delete {
+                key,
+                owner,
+                path,
+                conn,
+            } => {
+                let key = keyfile::read_key(&key)?;
+                let owner = owner.unwrap_or_else(|| key.account());
+                let c = Client::new(&conn.node)?;
+                let answer = c
+                    .signed(
+                        &key,
+                        Method::DELETE,
+                        &object_url(&owner, &path, &[]),
+                        Vec::new(),
+                        "application/json",
+                    )
+                    .await?;
+                super::print_json(&answer)
+            }
+        }
+    })
+}
+
+/// Percent-encodes a query value.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn object_url(owner: &AccountId, path: &str, query: &[(&str, &str)]) -> String {
+    let mut url = format!("/v1/pdc/objects/{owner}/{}", path.trim_start_matches('/'));
+    for (i, (name, value)) in query.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(name);
+        url.push('=');
+        url.push_str(&query_escape(value));
+    }
+    url
+}
+
+fn guess_media_type(file: &Path) -> Option<&'static str> {
+    match file.extension()?.to_str()? {
+        "json" => Some(secnet_pdc::envelope::JSON),
+        "csv" => Some(secnet_pdc::envelope::CSV),
+        "txt" | "md" => Some(secnet_pdc::envelope::TEXT),
+        _ => None,
+    }
+}
+
+fn read_input(file: &Path) -> anyhow::Result<Vec<u8>> {
+    if file == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf)?;
+        return Ok(buf);
+    }
+    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+}
+
+async fn put(
+    conn: &Conn,
+    key: &Path,
+    owner: Option<AccountId>,
+    path: &str,
+    media_type: Option<String>,
+    source: Option<String>,
+    file: &Path,
+) -> anyhow::Result<()> {
+    let key = keyfile::read_key(key)?;
+    let owner = owner.unwrap_or_else(|| key.account());
+    let media_type = media_type
+        .or_else(|| guess_media_type(file).map(str::to_string))
+        .ok_or_else(|| anyhow!("say what {} is: --media-type", file.display()))?;
+    let body = read_input(file)?;
+    let mut query = vec![("media_type", media_type.as_str())];
+    if let Some(s) = source.as_deref() {
+        query.push(("source", s));
+    }
+    let answer = Client::new(&conn.node)?
+        .signed(
+            &key,
+            Method::PUT,
+            &object_url(&owner, path, &query),
+            body,
+            &media_type,
+        )
+        .await?;
+    super::print_json(&answer)
+}
+
+async fn import_fhir(
+    conn: &Conn,
+    key: &Path,
+    owner: Option<AccountId>,
+    source: Option<String>,
+    file: &Path,
+) -> anyhow::Result<()> {
+    let key = keyfile::read_key(key)?;
+    let owner = owner.unwrap_or_else(|| key.account());
+    let mut url = format!("/v1/pdc/import/{owner}");
+    if let Some(s) = source {
+        url.push_str("?source=");
+        url.push_str(&query_escape(&s));
+    }
+    let answer = Client::new(&conn.node)?
+        .signed(
+            &key,
+            Method::POST,
+            &url,
+            read_input(file)?,
+            secnet_pdc::envelope::FHIR_JSON,
+        )
+        .await?;
+    super::print_json(&answer)
+}
+
+async fn show(conn: &Conn, key: &Keypair, path: &str) -> anyhow::Result<Value> {
+    Client::new(&conn.node)?
+        .signed(
+            key,
+            Method::GET,
+            &object_url(&key.account(), path, &[]),
+            Vec::new(),
+            "application/json",
+        )
+        .await
+}
+
+/// Signs `call`, submits it, waits for its receipt and prints it; a refused call is an error.
+async fn execute(conn: &Conn, key: &Keypair, call: Call) -> anyhow::Result<()> {
+    let c = Client::new(&conn.node)?;
+    let (height, hash, receipt) = c.execute(key, call).await?;
+    let mut out = json!({ "tx": hash, "height": height, "receipt": receipt });
+    if let Outcome::Applied { events } = &receipt.outcome {
+        for event in events {
+            if let Event::GrantIssued {
+                grant,
+                expires_at_ms,
+                ..
+            } = event
+            {
+                out["grant"] = json!(grant);
+                out["expires_at_ms"] = json!(expires_at_ms);
+            }
+        }
+    }
+    super::print_json(&out)?;
+    if let Some(rejection) = receipt.rejection() {
+        bail!("transaction refused: {rejection}");
+    }
+    Ok(())
+}
+
+async fn register(
+    conn: &Conn,
+    key: &Path,
+    path: Option<&str>,
+    hash: Option<Hash>,
+    address: Option<String>,
+    holder: Option<AccountId>,
+    mut reg: RegisterData,
+) -> anyhow::Result<()> {
+    let key = keyfile::read_key(key)?;
+    let c = Client::new(&conn.node)?;
+    let (hash, default_address) = match (path, hash) {
+        (Some(path), _) => {
+            let object = show(conn, &key, path).await?;
+            let latest = object["versions"]
+                .as_array()
+                .and_then(|v| v.last())
+                .ok_or_else(|| anyhow!("{path} has no stored version"))?;
+            let hash: Hash = serde_json::from_value(latest["hash"].clone())
+                .context("the node listed a version without a hash")?;
+            (hash, latest["udi"].as_str().map(str::to_string))
+        }
+        (None, Some(hash)) => (hash, None),
+        (None, None) => bail!("say what to register: --path of a stored object, or --hash"),
+    };
+    reg.hash = hash;
+    reg.address = address
+        .or(default_address)
+        .ok_or_else(|| anyhow!("say where the data can be asked for: --address"))?;
+    reg.holder = match holder {
+        Some(h) => h,
+        None => serde_json::from_value(c.get("/v1/pdc").await?["holder"].clone())
+            .context("the node did not say which account holds its data")?,
+    };
+    execute(conn, &key, Call::RegisterData(reg)).await
+}
+
+fn header<'a>(resp: &'a reqwest::Response, name: &str) -> anyhow::Result<&'a str> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| anyhow!("the holder's answer has no {name} header"))
+}
+
+async fn fetch(conn: &Conn, key: &Path, grant_id: &Hash, out: &Path) -> anyhow::Result<()> {
+    let key = keyfile::read_key(key)?;
+    let c = Client::new(&conn.node)?;
+    let grant = c.get(&format!("/v1/grants/{grant_id}")).await?["grant"].clone();
+    let requester: AccountId = serde_json::from_value(grant["requester"].clone())?;
+    let holder: AccountId = serde_json::from_value(grant["holder"].clone())?;
+    let data: Hash = serde_json::from_value(grant["data"].clone())?;
+    if requester != key.account() {
+        bail!(
+            "grant {grant_id} was issued to {requester}, not to this key's account {}",
+            key.account()
+        );
+    }
+    let here: AccountId = serde_json::from_value(c.get("/v1/pdc").await?["holder"].clone())
+        .context("the node did not say which account holds its data")?;
+    if here != holder {
+        bail!(
+            "the data is held by {holder}, and {} is node {here}: pass the holder's --node",
+            conn.node
+        );
+    }
+    // What the ledger says the data is: the decrypted content must hash to it.
+    let registered: Hash = serde_json::from_value(
+        c.get(&format!("/v1/listings/{data}")).await?["listing"]["hash"].clone(),
+    )
+    .context("the data is no longer registered on the ledger")?;
+
+    let t = c
+        .signed(
+            &key,
+            Method::POST,
+            "/v1/pdc/tokens",
+            serde_json::to_vec(&json!({ "grant": grant_id }))?,
+            "application/json",
+        )
+        .await?;
+    let sealed = t["token"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the holder issued no token: {t}"))?;
+    let token = AccessToken::open(sealed, &holder)
+        .map_err(|r| anyhow!("the holder's token does not check out: {r:?}"))?;
+    let path = format!("/v1/pdc/data/{data}");
+    let proof = FetchProof::sign(&key, &token, "GET", &path, secnet_node::datadir::now_ms());
+    let resp = c
+        .get_raw(
+            &path,
+            &[
+                ("accept", secnet_pdc::envelope::OCTETS),
+                ("secnet-token", sealed),
+                ("secnet-fetch", &proof.to_header()),
+            ],
+        )
+        .await?;
+    let resp = Client::check(resp).await?;
+    let blob = BlobId::from_hex(header(&resp, "secnet-blob")?)
+        .ok_or_else(|| anyhow!("malformed secnet-blob header"))?;
+    let sealed_key = SealedKey::from_hex(header(&resp, "secnet-sealed-key")?)?;
+    let size: u64 = header(&resp, "secnet-size")?.parse()?;
+    let udi = header(&resp, "secnet-udi")?.to_string();
+    let media_type = header(&resp, "secnet-media-type")?.to_string();
+    let policies = header(&resp, "secnet-policies")?.to_string();
+    let data_key = DataKey::open(&sealed_key, &key, blob)
+        .context("the data key was not sealed to this key's encryption key")?;
+    let ciphertext = resp.bytes().await?;
+    let mut reader =
+        Decryptor::with_expected(ciphertext.as_ref(), &data_key, blob, size, registered);
+    let integrity = |e: std::io::Error| {
+        anyhow!(
+            "integrity failure: what {} served for {udi} does not decrypt to the content registered as {registered} ({e}); nothing was written",
+            conn.node
+        )
+    };
+    if out == Path::new("-") {
+        let mut plain = Vec::new();
+        reader.read_to_end(&mut plain).map_err(integrity)?;
+        std::io::stdout().write_all(&plain)?;
+    } else {
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::copy(&mut reader, tmp.as_file_mut()).map_err(integrity)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(out)?;
+        super::print_json(&json!({
+            "udi": udi, "hash": registered, "size": size, "media_type": media_type,
+            "grant": grant_id, "policies": policies.split(',').filter(|p| !p.is_empty()).collect::<Vec<_>>(),
+            "verified": true, "out": out,
+        }))?;
+    }
+    Ok(())
+}
+
+fn file_hash(path: &Path) -> anyhow::Result<Hash> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok(Hash(h.finalize().into()))
+}
+
+async fn verify(conn: &Conn, grant_id: &Hash, file: Option<&Path>) -> anyhow::Result<()> {
+    let c = Client::new(&conn.node)?;
+    let grant = c.get(&format!("/v1/grants/{grant_id}")).await?["grant"].clone();
+    let data: Hash = serde_json::from_value(grant["data"].clone())?;
+    let status = c.get("/v1/status").await?;
+    let size = status["log_size"].as_u64().unwrap_or(0);
+    let root: Hash = serde_json::from_value(status["log_root"].clone())?;
+    let entries = c
+        .get(&format!("/v1/log?grant={grant_id}&limit=1000"))
+        .await?["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut records = Vec::new();
+    for e in entries {
+        let index = e["index"].as_u64().unwrap_or(0);
+        if index >= size {
+            continue;
+        }
+        let proof: InclusionProof =
+            serde_json::from_value(c.get(&format!("/v1/log/{index}?size={size}")).await?)?;
+        proof
+            .verify()
+            .map_err(|err| anyhow!("log entry {index}: inclusion proof does not verify: {err}"))?;
+        if proof.root_hash != root {
+            bail!("log entry {index}: proven against a root other than the node's log root");
+        }
+        records.push(json!({
+            "index": index,
+            "entry": e["entry"],
+            "proven": true,
+        }));
+    }
+    let file_check = match file {
+        Some(path) => {
+            let got = file_hash(path)?;
+            Some((got == data, got))
+        }
+        None => None,
+    };
+    super::print_json(&json!({
+        "grant": grant_id,
+        "data": data,
+        "log_size": size,
+        "log_root": root,
+        "records": records,
+        "file": file_check.map(|(ok, got)| json!({ "hash": got, "matches_registered": ok })),
+    }))?;
+    if let Some((false, got)) = file_check {
+        bail!("the file's hash {got} is not the registered {data}");
+    }
+    Ok(())
+}
+
+async fn policy(conn: &Conn, key: &Path, set: Option<&Path>) -> anyhow::Result<()> {
+    let key = keyfile::read_key(key)?;
+    let c = Client::new(&conn.node)?;
+    let url = format!("/v1/pdc/policies/{}", key.account());
+    let answer = match set {
+        Some(file) => {
+            let text =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            c.signed(&key, Method::PUT, &url, text, "text/plain")
+                .await?
+        }
+        None => {
+            c.signed(&key, Method::GET, &url, Vec::new(), "application/json")
+                .await?
+        }
+    };
+    super::print_json(&answer)
+}
+
+async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::Result<()> {
+    let key = keyfile::read_key(key)?;
+    let c = Client::new(&conn.node)?;
+    let mut url = format!("/v1/pdc/history/{}", key.account());
+    if fhir {
+        url.push_str("?format=fhir");
+    }
+    let answer = c
+        .signed(&key, Method::GET, &url, Vec::new(), "application/json")
+        .await?;
+    if fhir || as_json {
+        return super::print_json(&answer);
+    }
+    let entries = answer["entries"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:>6}  {:<24}  {:<16}  {:<10}  {:<20}  proof",
+        "index", "when (UTC ms)", "who", "what", "purpose / reason"
+    );
+    for e in &entries {
+        let proof: Result<InclusionProof, _> = serde_json::from_value(e["proof"].clone());
+        let proven = proof.map(|p| p.verify().is_ok()).unwrap_or(false);
+        let entry = &e["entry"];
+        let when = e["audit_event"]["recorded"].as_str().unwrap_or("?");
+        let (who, what, why) = match entry["type"].as_str() {
+            Some("grant") => (
+                entry["requester"].as_str().unwrap_or("?"),
+                "granted",
+                entry["purpose"].as_str().unwrap_or(""),
+            ),
+            _ => (
+                entry["entry"]["requester"].as_str().unwrap_or("?"),
+                entry["entry"]["decision"]["decision"]
+                    .as_str()
+                    .unwrap_or("?"),
+                entry["entry"]["decision"]["reason"].as_str().unwrap_or(""),
+            ),
+        };
+        println!(
+            "{:>6}  {:<24}  {:<16}  {:<10}  {:<20}  {}",
+            e["index"].as_u64().unwrap_or(0),
+            when,
+            who.get(..16).unwrap_or(who),
+            what,
+            why,
+            if proven { "verified" } else { "INVALID" }
+        );
+    }
+    println!(
+        "{} entries, {} deliveries",
+        entries.len(),
+        answer["delivered"]
+    );
+    Ok(())
+}
