@@ -289,7 +289,7 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             Duration::from_millis(500),
             recording,
         ));
-        let app = api::router(backend.clone()).merge(secnet_node::pdc::router(backend, pdc));
+        let app = api::app(backend, pdc);
         match tokio::net::TcpListener::bind(config.api_listen).await {
             Ok(listener) => {
                 tokio::spawn(async move {

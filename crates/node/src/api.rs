@@ -51,18 +51,36 @@ impl Problem {
     }
 }
 
+/// An error as answered: RFC 9457 problem details (`application/problem+json`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProblemBody {
+    /// Always `about:blank`: the status and title say what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short, fixed summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What exactly was wrong with this request.
+    pub detail: String,
+    /// For refused fetches: the machine-readable reason, as recorded on the ledger.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({
-            "type": "about:blank",
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
+        let body = ProblemBody {
+            kind: "about:blank".into(),
+            title: self.title.into(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            reason: None,
+        };
         (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
-            body.to_string(),
+            serde_json::to_string(&body).unwrap_or_default(),
         )
             .into_response()
     }
@@ -131,6 +149,91 @@ impl dyn Backend {
     }
 }
 
+/// The ledger's half of the API document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "SecNet node API",
+        description = "The ledger (transactions, blocks, accounts, the data contract's listings and grants, the access log with its proofs) and the Private Data Center (encrypted objects, owners' policies, tokens, signed fetches, access history). Errors are RFC 9457 problem details.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        submit_tx, submit_txs, tx_status, status, block, block_tx_hashes, account, listings,
+        listing, grant, log_entries, log_consistency, log_proof, checkpoint, metrics,
+        openapi_json
+    ),
+    components(schemas(ProblemBody, SubmitTx, SubmitTxs)),
+    tags(
+        (name = "ledger", description = "Transactions, blocks and accounts"),
+        (name = "contract", description = "Registered data and access grants"),
+        (name = "audit", description = "The access log, its proofs and signed checkpoints"),
+        (name = "pdc", description = "The Private Data Center"),
+        (name = "node", description = "Operations")
+    )
+)]
+struct LedgerApi;
+
+/// The whole API's OpenAPI document: the ledger's routes and the Private Data Center's.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    let mut doc = LedgerApi::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc.merge(crate::pdc::PdcApi::openapi());
+    doc
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "node",
+    summary = "This document",
+    responses((status = 200, description = "OpenAPI 3.1", body = serde_json::Value))
+)]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+/// The whole HTTP API of a node: the ledger's routes, the Private Data Center's, a 30 s
+/// request timeout, and every error answered as problem+json.
+pub fn app(node: Arc<dyn Backend>, pdc: Arc<crate::pdc::Pdc>) -> Router {
+    router(node.clone())
+        .merge(crate::pdc::router(node, pdc))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_secs(30),
+        ))
+        .layer(axum::middleware::map_response(problem_json))
+}
+
+/// Largest error body carried over into a problem's detail.
+const MAX_ERROR_DETAIL: usize = 4 * 1024;
+
+/// Answers every error as problem+json, including those that axum's extractors and the
+/// layers produce as plain text (a malformed query, an oversized body, a timeout).
+async fn problem_json(resp: Response) -> Response {
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let title = status.canonical_reason().unwrap_or("error");
+    let detail = match axum::body::to_bytes(body, MAX_ERROR_DETAIL).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => title.to_string(),
+    };
+    let mut out = Problem::new(status, title, detail).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
 /// The API's routes.
 pub fn router(node: Arc<dyn Backend>) -> Router {
     Router::new()
@@ -152,7 +255,10 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         .route("/v1/log/{index}", get(log_proof))
         .route("/v1/checkpoint", get(checkpoint))
         .route("/metrics", get(metrics))
-        .fallback(|| async { Problem::not_found("no such endpoint; see /v1/status") })
+        .route("/openapi.json", get(openapi_json))
+        .fallback(|| async {
+            Problem::not_found("no such endpoint; the API is described at /openapi.json")
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(node)
 }
@@ -166,12 +272,25 @@ where
 }
 
 /// Body of `POST /v1/tx`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitTx {
     /// The signed transaction's canonical bytes, hex.
     pub tx: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tx",
+    tag = "ledger",
+    summary = "Submit one signed transaction",
+    request_body = SubmitTx,
+    responses(
+        (status = 202, description = "admitted: its hash, pending", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "already admitted, or a stale nonce", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "mempool full: busy, retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> ApiResult<Response> {
     let req: SubmitTx = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request(format!("body must be {{\"tx\": \"<hex>\"}}: {e}")))?;
@@ -209,12 +328,24 @@ async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> ApiResult<Resp
 }
 
 /// Body of `POST /v1/txs`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubmitTxs {
     /// Signed transactions' canonical bytes, hex.
     pub txs: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/txs",
+    tag = "ledger",
+    summary = "Submit a batch of signed transactions",
+    request_body = SubmitTxs,
+    responses(
+        (status = 200, description = "one result per transaction: its hash, or why it was not admitted", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "body over the batch limit", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn submit_txs(
     State(node): Node,
     body: axum::body::Bytes,
@@ -249,6 +380,20 @@ async fn submit_txs(
     Ok(Json(json!({ "accepted": accepted, "results": results })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tx/{hash}",
+    tag = "ledger",
+    summary = "Where a transaction is: pending, or committed with its receipt",
+    params(
+        ("hash" = String, Path, description = "transaction hash, hex"),
+    ),
+    responses(
+        (status = 200, description = "pending, or committed with height and receipt", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "neither pending nor committed", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn tx_status(State(node): Node, Path(hash): Path<String>) -> ApiResult<Response> {
     let hash: Hash = parse("transaction hash", &hash)?;
     let status = node.tx_status(&hash)?;
@@ -260,6 +405,15 @@ async fn tx_status(State(node): Node, Path(hash): Path<String>) -> ApiResult<Res
     Ok(Json(json!({ "hash": hash, "status": status })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "ledger",
+    summary = "The node's chain, height, state root, log head and validators",
+    responses(
+        (status = 200, description = "status", body = serde_json::Value),
+    )
+)]
 async fn status(State(node): Node) -> ApiResult<Json<serde_json::Value>> {
     let pending = node.pending()?;
     let body = node.with_ledger(|l| {
@@ -302,6 +456,20 @@ fn stored_block(
 
 /// Only the hashes of a block's transactions, in order: what a client watching for its
 /// transactions needs, without the cost of the full block.
+#[utoipa::path(
+    get,
+    path = "/v1/blocks/{height}/tx-hashes",
+    tag = "ledger",
+    summary = "A block's transaction hashes, in order",
+    params(
+        ("height" = String, Path, description = "block height"),
+    ),
+    responses(
+        (status = 200, description = "height, block hash and transaction hashes", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no block at that height yet", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn block_tx_hashes(
     State(node): Node,
     Path(height): Path<String>,
@@ -314,6 +482,20 @@ async fn block_tx_hashes(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/blocks/{height}",
+    tag = "ledger",
+    summary = "A block with its receipts and the state root after it",
+    params(
+        ("height" = String, Path, description = "block height"),
+    ),
+    responses(
+        (status = 200, description = "header, transactions, receipts, state root", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no block at that height yet", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn block(
     State(node): Node,
     Path(height): Path<String>,
@@ -331,6 +513,19 @@ async fn block(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}",
+    tag = "ledger",
+    summary = "An account's balance, nonce and encryption key, with a proof against the state root",
+    params(
+        ("id" = String, Path, description = "account id: 64 hex digits"),
+    ),
+    responses(
+        (status = 200, description = "account and its state proof", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn account(State(node): Node, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     let id: AccountId = parse("account", &id)?;
     let body = node.with_ledger(|l| {
@@ -351,6 +546,18 @@ struct ListingQuery {
     address: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/listings",
+    tag = "contract",
+    summary = "Registered data",
+    params(
+        ("address" = Option<String>, Query, description = "only the listing registered at this address"),
+    ),
+    responses(
+        (status = 200, description = "listings", body = serde_json::Value),
+    )
+)]
 async fn listings(
     State(node): Node,
     Query(q): Query<ListingQuery>,
@@ -367,6 +574,20 @@ async fn listings(
     Ok(Json(body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/listings/{hash}",
+    tag = "contract",
+    summary = "One registration, with its state proof",
+    params(
+        ("hash" = String, Path, description = "content hash, hex"),
+    ),
+    responses(
+        (status = 200, description = "listing and proof", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "nothing registered with that hash", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn listing(
     State(node): Node,
     Path(hash): Path<String>,
@@ -381,6 +602,20 @@ async fn listing(
         .ok_or_else(|| Problem::not_found(format!("no data is registered with hash {hash}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/grants/{id}",
+    tag = "contract",
+    summary = "An access grant, with its state proof",
+    params(
+        ("id" = String, Path, description = "grant id (the request transaction hash)"),
+    ),
+    responses(
+        (status = 200, description = "grant and proof", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no such grant", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn grant(State(node): Node, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     let id: Hash = parse("grant id", &id)?;
     let body = node.with_ledger(|l| {
@@ -413,6 +648,22 @@ fn log_entry_matches(entry: &LogEntry, grant: Option<&Hash>, data: Option<&Hash>
 
 /// `GET /v1/log`: entries from `from`, at most `limit`; with `grant` or `data`, only the
 /// matching ones (the scan goes on from `from` until `limit` matched or the log ends).
+#[utoipa::path(
+    get,
+    path = "/v1/log",
+    tag = "audit",
+    summary = "Access log entries: grants, deliveries and refusals",
+    params(
+        ("from" = Option<u64>, Query, description = "first index"),
+        ("limit" = Option<u64>, Query, description = "most entries (at most 1000)"),
+        ("grant" = Option<String>, Query, description = "only entries of this grant"),
+        ("data" = Option<String>, Query, description = "only entries about this content hash"),
+    ),
+    responses(
+        (status = 200, description = "entries with their indices", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn log_entries(
     State(node): Node,
     Query(q): Query<LogQuery>,
@@ -463,6 +714,20 @@ struct SizeQuery {
     size: Option<u64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/log/{index}",
+    tag = "audit",
+    summary = "Inclusion proof of one log entry (RFC 9162)",
+    params(
+        ("index" = String, Path, description = "leaf index"),
+        ("size" = Option<u64>, Query, description = "tree size to prove against (default: current)"),
+    ),
+    responses(
+        (status = 200, description = "inclusion proof with the leaf bytes", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn log_proof(
     State(node): Node,
     Path(index): Path<String>,
@@ -480,6 +745,20 @@ struct ConsistencyQuery {
     to: Option<u64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/log/consistency",
+    tag = "audit",
+    summary = "Consistency proof between two log sizes (RFC 9162)",
+    params(
+        ("from" = u64, Query, description = "older size"),
+        ("to" = Option<u64>, Query, description = "newer size (default: current)"),
+    ),
+    responses(
+        (status = 200, description = "consistency proof", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn log_consistency(
     State(node): Node,
     Query(q): Query<ConsistencyQuery>,
@@ -495,6 +774,15 @@ pub fn checkpoint_signer_name(key: &AccountId) -> String {
     format!("secnet-node-{}", &key.to_hex()[..16])
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/checkpoint",
+    tag = "audit",
+    summary = "The log head signed by this node (C2SP signed note)",
+    responses(
+        (status = 200, description = "checkpoint note and its fields", body = serde_json::Value),
+    )
+)]
 async fn checkpoint(State(node): Node) -> ApiResult<Json<serde_json::Value>> {
     let cp: Checkpoint = node.with_ledger(|l| l.checkpoint())?;
     let name = checkpoint_signer_name(&node.key().account());
@@ -507,6 +795,15 @@ async fn checkpoint(State(node): Node) -> ApiResult<Json<serde_json::Value>> {
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "node",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+    )
+)]
 async fn metrics(State(node): Node) -> ApiResult<Response> {
     let pending = node.pending()?;
     let text = node.with_ledger(|l| {

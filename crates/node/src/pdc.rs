@@ -4,7 +4,7 @@
 //! Every fetch decision — delivery or refusal — is queued and recorded on the ledger with
 //! `RecordAccess`.
 
-use crate::api::{Backend, Problem};
+use crate::api::{Backend, Problem, ProblemBody};
 use crate::mempool::AdmitError;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -244,6 +244,25 @@ fn now_ms() -> u64 {
 
 type Ctx = State<(Arc<dyn Backend>, Arc<Pdc>)>;
 
+/// The Private Data Center's half of the API document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        info,
+        put_object,
+        get_object,
+        delete_object,
+        import,
+        put_policy,
+        get_policy,
+        issue_token,
+        fetch,
+        history
+    ),
+    components(schemas(TokenRequest))
+)]
+pub(crate) struct PdcApi;
+
 /// The PDC routes, under `/v1/pdc`.
 pub fn router(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Router {
     Router::new()
@@ -262,6 +281,15 @@ pub fn router(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Router {
 }
 
 /// `GET /v1/pdc`: who holds the data here and the limits that apply.
+#[utoipa::path(
+    get,
+    path = "/v1/pdc",
+    tag = "pdc",
+    summary = "Who holds data here, and the limits",
+    responses(
+        (status = 200, description = "holder account and encryption key, size limits, token lifetime", body = serde_json::Value),
+    )
+)]
 async fn info(State((node, _pdc)): Ctx) -> Json<serde_json::Value> {
     Json(json!({
         "holder": node.key().account(),
@@ -373,6 +401,29 @@ struct PutQuery {
     source: Option<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/pdc/objects/{owner}/{path}",
+    tag = "pdc",
+    summary = "Store a new version of an object, encrypted",
+    params(
+        ("owner" = String, Path, description = "owner account, 64 hex digits"),
+        ("path" = String, Path, description = "object path, e.g. fhir/Condition/c1"),
+        ("media_type" = Option<String>, Query, description = "what the payload is (or Content-Type)"),
+        ("source" = Option<String>, Query, description = "where the data comes from"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+    ),
+    request_body(content = Vec<u8>, description = "the payload", content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "identifier (UDI), version, CID, hash, size, envelope", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "neither the owner nor a permitted writer", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "the owner has no encryption key on the ledger", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "payload not what its media type says (e.g. invalid FHIR), or an unknown media type", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn put_object(
     State((node, pdc)): Ctx,
     Path((owner, path)): Path<(String, String)>,
@@ -415,6 +466,23 @@ async fn put_object(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pdc/objects/{owner}/{path}",
+    tag = "pdc",
+    summary = "An object's versions (owner only)",
+    params(
+        ("owner" = String, Path, description = "owner account, 64 hex digits"),
+        ("path" = String, Path, description = "object path, e.g. fhir/Condition/c1"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+    ),
+    responses(
+        (status = 200, description = "versions with identifiers, hashes and envelopes", body = serde_json::Value),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no such object", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn get_object(
     State((_node, pdc)): Ctx,
     Path((owner, path)): Path<(String, String)>,
@@ -443,6 +511,23 @@ async fn get_object(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/pdc/objects/{owner}/{path}",
+    tag = "pdc",
+    summary = "Delete an object: every version's keys and chunks are destroyed",
+    params(
+        ("owner" = String, Path, description = "owner account, 64 hex digits"),
+        ("path" = String, Path, description = "object path, e.g. fhir/Condition/c1"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+    ),
+    responses(
+        (status = 200, description = "what was deleted", body = serde_json::Value),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "neither the owner nor allowed to control it", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no such object", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn delete_object(
     State((_node, pdc)): Ctx,
     Path((owner, path)): Path<(String, String)>,
@@ -467,6 +552,25 @@ struct ImportQuery {
     source: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pdc/import/{owner}",
+    tag = "pdc",
+    summary = "Import a FHIR R4 Bundle: one object per resource",
+    params(
+        ("owner" = String, Path, description = "owner account, 64 hex digits"),
+        ("source" = Option<String>, Query, description = "the source recorded in identifiers"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+    ),
+    request_body(content = serde_json::Value, description = "a FHIR R4 Bundle", content_type = "application/fhir+json"),
+    responses(
+        (status = 201, description = "the stored resources", body = serde_json::Value),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "neither the owner nor a permitted writer", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "the owner has no encryption key on the ledger", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "not a valid Bundle", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn import(
     State((node, pdc)): Ctx,
     Path(owner): Path<String>,
@@ -496,6 +600,23 @@ async fn import(
     Ok((StatusCode::CREATED, Json(imported)).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/pdc/policies/{owner}",
+    tag = "pdc",
+    summary = "Replace the owner's Cedar policies",
+    params(
+        ("owner" = String, Path, description = "owner account, 64 hex digits"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+    ),
+    request_body(content = String, description = "Cedar policies over the SecNet schema", content_type = "text/plain"),
+    responses(
+        (status = 200, description = "the ids of the installed policies", body = serde_json::Value),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "does not parse or validate against the schema", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn put_policy(
     State((_node, pdc)): Ctx,
     Path(owner): Path<String>,
@@ -521,6 +642,21 @@ async fn put_policy(
     Ok(Json(json!({ "owner": owner, "policies": ids })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pdc/policies/{owner}",
+    tag = "pdc",
+    summary = "The owner's policies and the built-in ones",
+    params(
+        ("owner" = String, Path, description = "owner account, 64 hex digits"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+    ),
+    responses(
+        (status = 200, description = "policy text", body = serde_json::Value),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn get_policy(
     State((_node, pdc)): Ctx,
     Path(owner): Path<String>,
@@ -541,11 +677,30 @@ async fn get_policy(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /v1/pdc/tokens`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct TokenRequest {
+    /// The grant id on the ledger (the hash of the request transaction), hex.
+    #[schema(value_type = String)]
     grant: Hash,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pdc/tokens",
+    tag = "pdc",
+    summary = "A short-lived token for a grant on the ledger, bound to the grantee",
+    params(
+        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+    ),
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "the sealed token and its expiry", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "no such grant for the signer, expired, or withdrawn", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn issue_token(
     State((node, pdc)): Ctx,
     method: Method,
@@ -570,6 +725,26 @@ async fn issue_token(
 /// `GET /v1/pdc/data/{hash}`. With `Accept: application/octet-stream` the answer's body is
 /// the ciphertext itself and what describes it comes in `SecNet-*` headers; otherwise it is
 /// JSON with the ciphertext in base64.
+#[utoipa::path(
+    get,
+    path = "/v1/pdc/data/{hash}",
+    tag = "pdc",
+    summary = "Fetch granted data: ciphertext and the data key sealed to the consumer",
+    params(
+        ("hash" = String, Path, description = "registered content hash"),
+        ("SecNet-Token" = String, Header, description = "token from POST /v1/pdc/tokens"),
+        ("SecNet-Fetch" = String, Header, description = "the consumer's signature over token id, method, path, time and nonce"),
+        ("Accept" = Option<String>, Header, description = "application/octet-stream: the ciphertext as the body, described in SecNet-* headers"),
+    ),
+    responses(
+        (status = 200, description = "JSON: envelope, size, hash, sealed key, ciphertext (base64), decision; or the ciphertext as octets", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "no token or a malformed fetch signature", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "refused, with the reason (replay, wrong-key, expired, withdrawn, policy-denied, detector-flagged, ...)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no data with that hash here", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "too large for one answer", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn fetch(
     State((node, pdc)): Ctx,
     Path(hash): Path<String>,
@@ -731,6 +906,22 @@ struct HistoryQuery {
     format: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pdc/history/{owner}",
+    tag = "pdc",
+    summary = "Who accessed the owner's data, when, why and how it was decided, with inclusion proofs",
+    params(
+        ("owner" = String, Path, description = "owner account, 64 hex digits"),
+        ("format" = Option<String>, Query, description = "fhir: a Bundle of AuditEvent resources"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+    ),
+    responses(
+        (status = 200, description = "entries with proofs", body = serde_json::Value),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
 async fn history(
     State((node, pdc)): Ctx,
     Path(owner): Path<String>,

@@ -60,12 +60,7 @@ pub async fn start_dev(
         std::time::Duration::from_millis(500),
         rx.clone(),
     ));
-    let app = api::router(backend.clone())
-        .merge(crate::pdc::router(backend, pdc))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            std::time::Duration::from_secs(30),
-        ));
+    let app = api::app(backend, pdc);
     let mut rx_http = rx;
     let server = tokio::spawn(async move {
         let result = axum::serve(listener, app)

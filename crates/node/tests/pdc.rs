@@ -453,3 +453,83 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     assert_eq!(status, 404);
     node.stop().await;
 }
+
+/// `/openapi.json` describes the API, and every operation it describes is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_served_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::deterministic("pdc-openapi", 0);
+    let genesis = Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: now_ms() - 1_000,
+        allocations: vec![Allocation {
+            account: key.account(),
+            balance: 1,
+        }],
+        validators: vec![],
+    };
+    let node = secnet_node::start_dev(
+        dir.path(),
+        &genesis,
+        key,
+        "127.0.0.1:0".parse().unwrap(),
+        ProducerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let doc: Value = http
+        .get(format!("{}/openapi.json", node.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    let zeros = "0".repeat(64);
+    let mut operations = 0;
+    for (template, item) in paths {
+        let path = template
+            .replace("{hash}", &zeros)
+            .replace("{owner}", &zeros)
+            .replace("{id}", &zeros)
+            .replace("{height}", "1")
+            .replace("{index}", "0")
+            .replace("{path}", "fhir/Condition/c1");
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {template} documents no responses"
+            );
+            let method: reqwest::Method = method.to_uppercase().parse().unwrap();
+            let r = http
+                .request(method.clone(), format!("{}{path}", node.url()))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            assert_ne!(
+                status, 405,
+                "{method} {template} is documented but not served"
+            );
+            assert!(
+                !body.contains("no such endpoint"),
+                "{method} {template} is documented but not served"
+            );
+            if status >= 400 {
+                let problem: Value = serde_json::from_str(&body)
+                    .unwrap_or_else(|_| panic!("{method} {template}: error is not JSON: {body}"));
+                assert!(
+                    problem["detail"].is_string(),
+                    "{method} {template}: {problem}"
+                );
+            }
+        }
+    }
+    assert!(operations >= 26, "only {operations} operations documented");
+    node.stop().await;
+}
