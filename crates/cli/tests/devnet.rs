@@ -12,65 +12,11 @@
 
 mod common;
 
-use common::{json, ok, path, secnet};
-use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-fn free_port_block(n: u16) -> u16 {
-    // Ask the OS for a free port and use the block after it; retry if any is taken.
-    loop {
-        let base = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > 60_000 {
-            continue;
-        }
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-}
-
-struct Validators(Vec<Option<Child>>);
-
-impl Drop for Validators {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().flatten() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn start(dir: &Path, i: usize, log_name: &str) -> Child {
-    let log = std::fs::File::create(dir.join(format!("node{i}")).join(log_name)).unwrap();
-    secnet()
-        .args([
-            "node",
-            "--config",
-            path(&dir.join(format!("node{i}")).join("config.toml")),
-        ])
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap()
-}
-
-fn status(api: &str) -> Option<serde_json::Value> {
-    let out = common::run(&["status", "--node", api, "--json"]);
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
-
-fn height(api: &str) -> u64 {
-    status(api)
-        .map(|s| s["height"].as_u64().unwrap())
-        .unwrap_or(0)
-}
+use common::{
+    Validators, free_port_block, height, json, kill, ok, path, secnet, start_validator, wait_for,
+};
+use std::process::Stdio;
+use std::time::Duration;
 
 fn state_root(api: &str, height: u64) -> serde_json::Value {
     json(&[
@@ -82,20 +28,6 @@ fn state_root(api: &str, height: u64) -> serde_json::Value {
         "--json",
     ])["state_root"]
         .clone()
-}
-
-fn kill(nodes: &mut Validators, i: usize) {
-    let mut child = nodes.0[i].take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -128,7 +60,11 @@ fn four_processes_survive_a_sigkill_and_agree() {
     let apis: Vec<String> = (0..4)
         .map(|i| format!("http://127.0.0.1:{}", api + i))
         .collect();
-    let mut nodes = Validators((0..4).map(|i| Some(start(d, i, "node.log"))).collect());
+    let mut nodes = Validators(
+        (0..4)
+            .map(|i| Some(start_validator(d, i, "node.log")))
+            .collect(),
+    );
     wait_for("all validators to serve", Duration::from_secs(60), || {
         apis.iter().all(|a| height(a) >= 1)
     });
@@ -193,7 +129,7 @@ fn four_processes_survive_a_sigkill_and_agree() {
     }
     let target = height(&apis[0]);
 
-    nodes.0[3] = Some(start(d, 3, "node-restarted.log"));
+    nodes.0[3] = Some(start_validator(d, 3, "node-restarted.log"));
     wait_for(
         "the restarted validator to catch up",
         Duration::from_secs(120),
@@ -225,7 +161,7 @@ fn four_processes_survive_a_sigkill_and_agree() {
     std::fs::remove_dir_all(node2.join("consensus")).unwrap();
     transfer(0, 1, &apis[0]);
     let target = height(&apis[0]);
-    nodes.0[2] = Some(start(d, 2, "node-wiped.log"));
+    nodes.0[2] = Some(start_validator(d, 2, "node-wiped.log"));
     wait_for(
         "the wiped validator to sync",
         Duration::from_secs(120),
@@ -296,7 +232,7 @@ fn a_validator_refuses_a_genesis_of_another_network() {
         &api.to_string(),
     ]);
     let config = d.join("node0").join("config.toml");
-    let mut node = start(d, 0, "node.log");
+    let mut node = start_validator(d, 0, "node.log");
     wait_for("the ledger to be created", Duration::from_secs(30), || {
         d.join("node0").join("ledger.redb").exists()
     });

@@ -933,10 +933,12 @@ async fn history(
     let owner = parse_account(&owner)?;
     let who = signer(&pdc, &method, &uri, &headers, b"")?;
     require_owner(&who, &owner, "only the owner reads their history")?;
-    let mut mine: HashSet<Hash> = HashSet::new();
-    for object in pdc.store.objects_of(&owner).map_err(store_problem)? {
-        mine.extend(object.versions.iter().map(|v| v.content_hash));
-    }
+    let mut mine: HashSet<Hash> = pdc
+        .store
+        .hashes_of(&owner)
+        .map_err(store_problem)?
+        .into_iter()
+        .collect();
     let mut delivered = 0usize;
     let mut events = Vec::new();
     let entries = node.with_ledger(|l| -> Result<Vec<serde_json::Value>, Problem> {

@@ -32,6 +32,10 @@ const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const BY_HASH: MultimapTableDefinition<&[u8; 32], &str> = MultimapTableDefinition::new("by_hash");
 const POLICIES: TableDefinition<&str, &str> = TableDefinition::new("policies");
 const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// Content hashes of every version an owner ever stored here, deleted ones included, so
+/// the owner's access history stays complete after a deletion. A hash is what the ledger
+/// already records forever; it brings nothing of the content back.
+const HELD: MultimapTableDefinition<&[u8; 32], &[u8; 32]> = MultimapTableDefinition::new("held");
 const KEY_MAGIC: &[u8; 4] = b"SNK1";
 const KEY_FILE_LEN: usize = 4 + 2 * SealedKey::LEN;
 
@@ -243,6 +247,7 @@ impl Store {
             w.open_multimap_table(BY_HASH).map_err(db_err)?;
             w.open_table(POLICIES).map_err(db_err)?;
             w.open_table(AGENTS).map_err(db_err)?;
+            w.open_multimap_table(HELD).map_err(db_err)?;
             w.commit().map_err(db_err)?;
         }
         let store = Store {
@@ -456,6 +461,8 @@ impl Store {
                 .map_err(db_err)?;
             let mut by_hash = w.open_multimap_table(BY_HASH).map_err(db_err)?;
             by_hash.insert(&hash.0, key.as_str()).map_err(db_err)?;
+            let mut held = w.open_multimap_table(HELD).map_err(db_err)?;
+            held.insert(&req.owner.0, &hash.0).map_err(db_err)?;
             object
         };
         w.commit().map_err(db_err)?;
@@ -519,6 +526,17 @@ impl Store {
                 break;
             }
             out.push(decode_object(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The content hash of every version `owner` ever stored here, deleted ones included.
+    pub fn hashes_of(&self, owner: &AccountId) -> Result<Vec<Hash>, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let held = r.open_multimap_table(HELD).map_err(db_err)?;
+        let mut out = Vec::new();
+        for h in held.get(&owner.0).map_err(db_err)? {
+            out.push(Hash(*h.map_err(db_err)?.value()));
         }
         Ok(out)
     }

@@ -101,7 +101,7 @@ pub enum DataCmd {
         #[arg(long)]
         price: u64,
         /// What the data is, for people looking for it.
-        #[arg(long, default_value = "")]
+        #[arg(long)]
         description: String,
         /// The holder that serves it (default: the node's account).
         #[arg(long)]

@@ -14,6 +14,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn secnet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_secnet"));
@@ -100,5 +101,76 @@ impl Drop for DevNode {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+pub fn free_port_block(n: u16) -> u16 {
+    // Ask the OS for a free port and use the block after it; retry if any is taken.
+    loop {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if base > 60_000 {
+            continue;
+        }
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// Validator processes, killed on drop.
+pub struct Validators(pub Vec<Option<Child>>);
+
+impl Drop for Validators {
+    fn drop(&mut self) {
+        for c in self.0.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts validator `i` of the testnet in `dir`, logging to `dir/node<i>/<log_name>`.
+pub fn start_validator(dir: &Path, i: usize, log_name: &str) -> Child {
+    let log = std::fs::File::create(dir.join(format!("node{i}")).join(log_name)).unwrap();
+    secnet()
+        .args([
+            "node",
+            "--config",
+            path(&dir.join(format!("node{i}")).join("config.toml")),
+        ])
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
+}
+
+pub fn status(api: &str) -> Option<serde_json::Value> {
+    let out = run(&["status", "--node", api, "--json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+pub fn height(api: &str) -> u64 {
+    status(api)
+        .map(|s| s["height"].as_u64().unwrap())
+        .unwrap_or(0)
+}
+
+pub fn kill(nodes: &mut Validators, i: usize) {
+    let mut child = nodes.0[i].take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
