@@ -53,6 +53,9 @@ enum Command {
     Account(cmd::query::AccountArgs),
     /// Drive signed transactions into a network and measure throughput and latency.
     Load(cmd::load::LoadArgs),
+    /// Train and evaluate access-request detectors.
+    #[command(subcommand)]
+    Ai(cmd::ai::AiCmd),
     /// Measure throughput (release builds; prints JSON).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Block(a) => cmd::query::block(a),
         Command::Account(a) => cmd::query::account(a),
         Command::Bench(c) => cmd::bench::run(c),
+        Command::Ai(c) => cmd::ai::run(c),
         Command::Load(a) => cmd::load::run(a),
     };
     match result {

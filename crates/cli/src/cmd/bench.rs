@@ -58,6 +58,21 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Train the default detector and time its scoring (batched on one core, and single).
+    Ai {
+        /// The kind of data: nsl-kdd or http-params.
+        #[arg(long, default_value = "nsl-kdd")]
+        dataset: secnet_ai::data::Kind,
+        /// The labelled file.
+        #[arg(long, default_value = "../shared/data/nsl-kdd/KDDTrain+_20Percent.txt")]
+        data: PathBuf,
+        /// Scores to time.
+        #[arg(long, default_value_t = 1_000_000)]
+        scores: usize,
+        /// Print JSON (the only output format; kept for symmetry with other commands).
+        #[arg(long)]
+        json: bool,
+    },
     /// Drive transactions through a real network of validator processes on this machine.
     Ledger {
         /// Number of validators.
@@ -273,6 +288,12 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             data_dir,
             json: _,
         } => (txs, accounts, block_txs, data_dir),
+        BenchCmd::Ai {
+            dataset,
+            data,
+            scores,
+            json: _,
+        } => return super::bench_ai::run(dataset, &data, scores),
         BenchCmd::Pdc {
             decisions,
             stream_mib,

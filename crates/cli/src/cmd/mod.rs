@@ -1,7 +1,9 @@
 //! One module per command.
 
+pub mod ai;
 pub mod audit;
 pub mod bench;
+pub mod bench_ai;
 pub mod bench_pdc;
 pub mod client;
 pub mod data;
