@@ -189,7 +189,10 @@ fn a_detector_learns_the_pattern_and_a_seed_gives_the_same_model() {
     let text = nsl_fixture(900, 4);
     let (a, records) = trained(Kind::NslKdd, &text, 7);
     let (b, _) = trained(Kind::NslKdd, &text, 7);
-    assert!(a.to_bytes().unwrap() == b.to_bytes().unwrap(), "same seed, same model");
+    assert!(
+        a.to_bytes().unwrap() == b.to_bytes().unwrap(),
+        "same seed, same model"
+    );
     let report = evaluate(&a, &records);
     assert!(report.auroc > 0.9, "{report:?}");
     assert!(report.accuracy > 0.9, "{report:?}");
