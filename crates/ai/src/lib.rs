@@ -8,6 +8,7 @@
 
 pub mod data;
 pub mod features;
+pub mod iforest;
 pub mod metrics;
 pub mod mlp;
 pub mod model;
