@@ -18,7 +18,7 @@ use data::{Kind, Record};
 use features::Encoder;
 use metrics::{Report, Thresholds};
 use mlp::{Batch, TrainConfig};
-use model::{Detector, Provenance};
+use model::{Classifier, Detector, Provenance};
 use rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +118,45 @@ pub fn augment(x: &mut Vec<f32>, y: &mut Vec<f32>, dim: usize, arm: Augment, see
     }
 }
 
+/// What kind of classifier to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// The MLP (the default).
+    Mlp,
+    /// Logistic regression: the MLP with no hidden layer.
+    Logreg,
+    /// An isolation forest trained on the normal training records only.
+    Iforest,
+}
+
+impl std::str::FromStr for Family {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Family, String> {
+        match s {
+            "mlp" => Ok(Family::Mlp),
+            "logreg" => Ok(Family::Logreg),
+            "iforest" => Ok(Family::Iforest),
+            other => Err(format!("unknown model {other:?}: mlp, logreg or iforest")),
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::Mlp => "mlp",
+            Family::Logreg => "logreg",
+            Family::Iforest => "iforest",
+        })
+    }
+}
+
+/// Trees of the isolation forest baseline.
+pub const IFOREST_TREES: usize = 100;
+/// Rows sampled per tree of the isolation forest baseline.
+pub const IFOREST_SAMPLE: usize = 256;
+
 /// Labels as training targets.
 pub fn targets(records: &[Record]) -> Vec<f32> {
     records
@@ -133,6 +172,7 @@ pub fn train_detector(
     records: &[Record],
     data_sha256: &str,
     arm: Augment,
+    family: Family,
     cfg: &TrainConfig,
 ) -> Result<Detector, mlp::TrainError> {
     let (train, valid) = split(records, cfg.seed);
@@ -143,27 +183,52 @@ pub fn train_detector(
     augment(&mut xt, &mut yt, dim, arm, cfg.seed);
     let xv = encoder.encode_all(&valid);
     let yv = targets(&valid);
-    let mlp = mlp::train(
-        Batch {
-            x: &xt,
-            y: &yt,
-            dim,
-        },
-        Batch {
-            x: &xv,
-            y: &yv,
-            dim,
-        },
-        cfg,
-    )?;
-    let scores = mlp.score_all(&xv, dim);
+    let classifier = match family {
+        Family::Mlp | Family::Logreg => {
+            let cfg = TrainConfig {
+                hidden: if family == Family::Logreg {
+                    Vec::new()
+                } else {
+                    cfg.hidden.clone()
+                },
+                ..cfg.clone()
+            };
+            let train = Batch {
+                x: &xt,
+                y: &yt,
+                dim,
+            };
+            let valid = Batch {
+                x: &xv,
+                y: &yv,
+                dim,
+            };
+            Classifier::Mlp(mlp::train(train, valid, &cfg)?)
+        }
+        Family::Iforest => {
+            let normal: Vec<f32> = xt
+                .chunks_exact(dim.max(1))
+                .zip(&yt)
+                .filter(|(_, y)| **y < 0.5)
+                .flat_map(|(r, _)| r.iter().copied())
+                .collect();
+            Classifier::IsolationForest(iforest::IsolationForest::train(
+                &normal,
+                dim,
+                IFOREST_TREES,
+                IFOREST_SAMPLE,
+                cfg.seed,
+            ))
+        }
+    };
+    let scores = classifier.score_all(&xv, dim);
     let attack: Vec<bool> = valid.iter().map(|r| r.attack).collect();
     let categories: Vec<String> = valid.iter().map(|r| r.category.clone()).collect();
     let thresholds = Thresholds::fit(&scores, &attack);
     let validation = Report::new(&scores, &attack, &categories, &thresholds);
     Ok(Detector {
         encoder,
-        mlp,
+        classifier,
         thresholds,
         provenance: Provenance {
             dataset: kind,
@@ -171,6 +236,7 @@ pub fn train_detector(
             train_rows: yt.len(),
             valid_rows: valid.len(),
             augment: arm.to_string(),
+            family,
             seed: cfg.seed,
             validation,
         },
@@ -180,7 +246,7 @@ pub fn train_detector(
 /// Evaluates a detector on records.
 pub fn evaluate(detector: &Detector, records: &[Record]) -> Report {
     let x = detector.encoder.encode_all(records);
-    let scores = detector.mlp.score_all(&x, detector.encoder.dim());
+    let scores = detector.classifier.score_all(&x, detector.encoder.dim());
     let attack: Vec<bool> = records.iter().map(|r| r.attack).collect();
     let categories: Vec<String> = records.iter().map(|r| r.category.clone()).collect();
     Report::new(&scores, &attack, &categories, &detector.thresholds)

@@ -5,6 +5,7 @@
 
 use crate::data::Kind;
 use crate::features::Encoder;
+use crate::iforest::IsolationForest;
 use crate::metrics::{Report, Thresholds};
 use crate::mlp::Mlp;
 use serde::{Deserialize, Serialize};
@@ -31,10 +32,45 @@ pub struct Provenance {
     pub valid_rows: usize,
     /// The augmentation arm.
     pub augment: String,
+    /// The classifier family.
+    pub family: crate::Family,
     /// The seed.
     pub seed: u64,
     /// Validation metrics at the model's thresholds.
     pub validation: Report,
+}
+
+/// The model that turns a feature vector into an attack score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "family", rename_all = "kebab-case")]
+pub enum Classifier {
+    /// A multilayer perceptron (with no hidden layer: logistic regression).
+    Mlp(Mlp),
+    /// An isolation forest trained on normal records only.
+    IsolationForest(IsolationForest),
+}
+
+impl Classifier {
+    /// The attack score of one feature vector (higher = more likely an attack).
+    pub fn score(&self, x: &[f32]) -> f32 {
+        match self {
+            Classifier::Mlp(m) => m.score(x),
+            Classifier::IsolationForest(f) => f.score(x),
+        }
+    }
+
+    /// Scores the rows of a row-major matrix.
+    pub fn score_all(&self, x: &[f32], dim: usize) -> Vec<f32> {
+        x.chunks_exact(dim.max(1)).map(|r| self.score(r)).collect()
+    }
+
+    /// Input width.
+    pub fn inputs(&self) -> usize {
+        match self {
+            Classifier::Mlp(m) => m.inputs(),
+            Classifier::IsolationForest(f) => f.dim,
+        }
+    }
 }
 
 /// A trained detector.
@@ -43,7 +79,7 @@ pub struct Detector {
     /// How records become features.
     pub encoder: Encoder,
     /// The classifier.
-    pub mlp: Mlp,
+    pub classifier: Classifier,
     /// Operating points fixed on validation.
     pub thresholds: Thresholds,
     /// Where it came from.
@@ -116,15 +152,18 @@ impl Detector {
     }
 
     fn check(&self) -> Result<(), ModelError> {
-        if self.mlp.inputs() != self.encoder.dim() {
+        if self.classifier.inputs() != self.encoder.dim() {
             return Err(ModelError::Malformed(format!(
                 "the classifier takes {} features, the encoder makes {}",
-                self.mlp.inputs(),
+                self.classifier.inputs(),
                 self.encoder.dim()
             )));
         }
+        let Classifier::Mlp(mlp) = &self.classifier else {
+            return Ok(());
+        };
         let mut width = self.encoder.dim();
-        for (k, l) in self.mlp.layers.iter().enumerate() {
+        for (k, l) in mlp.layers.iter().enumerate() {
             if l.inputs != width || l.w.len() != l.inputs * l.outputs || l.b.len() != l.outputs {
                 return Err(ModelError::Malformed(format!(
                     "layer {k} has inconsistent shapes"
@@ -160,7 +199,7 @@ impl Detector {
 
     /// The attack probability of one record.
     pub fn score(&self, record: &crate::data::Record) -> f32 {
-        self.mlp.score(&self.encoder.encode(record))
+        self.classifier.score(&self.encoder.encode(record))
     }
 
     /// SHA-256 of the file's bytes: the detector's content address.

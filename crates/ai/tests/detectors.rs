@@ -14,7 +14,7 @@ use secnet_ai::metrics::{Confusion, auroc, threshold_at_fpr};
 use secnet_ai::mlp::TrainConfig;
 use secnet_ai::model::{Detector, ModelError};
 use secnet_ai::rng::Rng;
-use secnet_ai::{Augment, evaluate, train_detector};
+use secnet_ai::{Augment, Family, evaluate, train_detector};
 use std::fmt::Write as _;
 
 /// A generated NSL-KDD-shaped file: normal traffic and a SYN-flood-like attack (many
@@ -180,7 +180,15 @@ fn trained(kind: Kind, text: &str, seed: u64) -> (Detector, Vec<secnet_ai::data:
         seed,
         ..TrainConfig::default()
     };
-    let d = train_detector(kind, &loaded.records, "fixture", Augment::Jitter, &cfg).unwrap();
+    let d = train_detector(
+        kind,
+        &loaded.records,
+        "fixture",
+        Augment::Jitter,
+        Family::Mlp,
+        &cfg,
+    )
+    .unwrap();
     (d, loaded.records)
 }
 
@@ -235,4 +243,31 @@ fn detector_files_from_another_version_or_altered_are_refused() {
         Detector::from_bytes(b"hello"),
         Err(ModelError::NotAModel)
     ));
+}
+
+#[test]
+fn the_baselines_train_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    std::fs::write(&path, nsl_fixture(600, 8)).unwrap();
+    let loaded = secnet_ai::data::load(Kind::NslKdd, &path).unwrap();
+    let cfg = TrainConfig {
+        epochs: 8,
+        ..TrainConfig::default()
+    };
+    for family in [Family::Logreg, Family::Iforest] {
+        let d = train_detector(
+            Kind::NslKdd,
+            &loaded.records,
+            "fixture",
+            Augment::None,
+            family,
+            &cfg,
+        )
+        .unwrap();
+        let report = evaluate(&d, &loaded.records);
+        assert!(report.auroc > 0.8, "{family}: {report:?}");
+        let back = Detector::from_bytes(&d.to_bytes().unwrap()).unwrap();
+        assert!(back == d, "{family} reads back as written");
+    }
 }

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use secnet_ai::data::{Kind, load};
 use secnet_ai::mlp::TrainConfig;
 use secnet_ai::model::Detector;
-use secnet_ai::{Augment, evaluate, train_detector};
+use secnet_ai::{Augment, Family, evaluate, train_detector};
 use sha2::{Digest as _, Sha256};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -34,6 +34,10 @@ pub struct TrainArgs {
     /// Rows added to the training attacks: none, dup (copies) or jitter (noisy copies).
     #[arg(long, default_value = "none")]
     pub augment: Augment,
+    /// The classifier: mlp, logreg (logistic regression) or iforest (isolation forest,
+    /// trained on the normal records only).
+    #[arg(long, default_value = "mlp")]
+    pub model: Family,
     /// The seed of the split, the initial weights and the shuffles.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -85,6 +89,7 @@ pub fn run(cmd: AiCmd) -> anyhow::Result<()> {
                 &loaded.records,
                 &file_sha256(&a.data)?,
                 a.augment,
+                a.model,
                 &cfg,
             )?;
             let seconds = start.elapsed().as_secs_f64();
@@ -93,6 +98,7 @@ pub fn run(cmd: AiCmd) -> anyhow::Result<()> {
                 "model": a.out,
                 "dataset": a.dataset,
                 "augment": a.augment,
+                "family": a.model,
                 "seed": a.seed,
                 "train_seconds": seconds,
                 "load": loaded.report,

@@ -16,6 +16,7 @@ pub fn run(kind: Kind, data: &Path, scores: usize) -> anyhow::Result<()> {
         &loaded.records,
         "bench",
         Augment::None,
+        secnet_ai::Family::Mlp,
         &TrainConfig::default(),
     )?;
     let train_seconds = start.elapsed().as_secs_f64();
@@ -31,7 +32,11 @@ pub fn run(kind: Kind, data: &Path, scores: usize) -> anyhow::Result<()> {
         batch.extend_from_slice(encoded.get(..need.min(encoded.len())).unwrap_or_default());
     }
     let start = Instant::now();
-    let out = std::hint::black_box(detector.mlp.score_all(std::hint::black_box(&batch), dim));
+    let out = std::hint::black_box(
+        detector
+            .classifier
+            .score_all(std::hint::black_box(&batch), dim),
+    );
     let batch_seconds = start.elapsed().as_secs_f64();
     let flagged = out
         .iter()
@@ -41,7 +46,7 @@ pub fn run(kind: Kind, data: &Path, scores: usize) -> anyhow::Result<()> {
     let mut single = Vec::with_capacity(scores.min(100_000));
     for row in batch.chunks_exact(dim.max(1)).take(100_000) {
         let t = Instant::now();
-        std::hint::black_box(detector.mlp.score(std::hint::black_box(row)));
+        std::hint::black_box(detector.classifier.score(std::hint::black_box(row)));
         single.push(t.elapsed().as_secs_f64() * 1e6);
     }
     single.sort_by(f64::total_cmp);
