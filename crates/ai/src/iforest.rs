@@ -158,13 +158,6 @@ impl IsolationForest {
         let norm = c(self.sample).max(f64::MIN_POSITIVE);
         2f64.powf(-mean / norm) as f32
     }
-
-    /// Scores the rows of a row-major matrix.
-    pub fn score_all(&self, x: &[f32]) -> Vec<f32> {
-        x.chunks_exact(self.dim.max(1))
-            .map(|r| self.score(r))
-            .collect()
-    }
 }
 
 #[cfg(test)]

@@ -165,6 +165,14 @@ pub fn targets(records: &[Record]) -> Vec<f32> {
         .collect()
 }
 
+/// Whether each record is an attack, and its category.
+fn labels(records: &[Record]) -> (Vec<bool>, Vec<String>) {
+    records
+        .iter()
+        .map(|r| (r.attack, r.category.clone()))
+        .unzip()
+}
+
 /// Trains a detector on `records` (all from one file): splits off validation, fits the
 /// encoder on the training part, augments, trains, and fixes thresholds on validation.
 pub fn train_detector(
@@ -222,8 +230,7 @@ pub fn train_detector(
         }
     };
     let scores = classifier.score_all(&xv, dim);
-    let attack: Vec<bool> = valid.iter().map(|r| r.attack).collect();
-    let categories: Vec<String> = valid.iter().map(|r| r.category.clone()).collect();
+    let (attack, categories) = labels(&valid);
     let thresholds = Thresholds::fit(&scores, &attack);
     let validation = Report::new(&scores, &attack, &categories, &thresholds);
     Ok(Detector {
@@ -247,7 +254,6 @@ pub fn train_detector(
 pub fn evaluate(detector: &Detector, records: &[Record]) -> Report {
     let x = detector.encoder.encode_all(records);
     let scores = detector.classifier.score_all(&x, detector.encoder.dim());
-    let attack: Vec<bool> = records.iter().map(|r| r.attack).collect();
-    let categories: Vec<String> = records.iter().map(|r| r.category.clone()).collect();
+    let (attack, categories) = labels(records);
     Report::new(&scores, &attack, &categories, &detector.thresholds)
 }

@@ -68,11 +68,6 @@ impl Mlp {
         sigmoid(self.logit(x))
     }
 
-    /// Scores the rows of a row-major matrix.
-    pub fn score_all(&self, x: &[f32], dim: usize) -> Vec<f32> {
-        x.chunks_exact(dim.max(1)).map(|r| self.score(r)).collect()
-    }
-
     /// Input width.
     pub fn inputs(&self) -> usize {
         self.layers.first().map_or(0, |l| l.inputs)

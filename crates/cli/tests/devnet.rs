@@ -13,7 +13,7 @@
 mod common;
 
 use common::{
-    Validators, free_port_block, height, json, kill, ok, path, secnet, start_validator, wait_for,
+    Validators, height, init_testnet, json, kill, ok, path, secnet, start_validator, wait_for,
 };
 use std::process::Stdio;
 use std::time::Duration;
@@ -34,22 +34,7 @@ fn state_root(api: &str, height: u64) -> serde_json::Value {
 fn four_processes_survive_a_sigkill_and_agree() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let p2p = free_port_block(4);
-    let api = free_port_block(4);
-    ok(&[
-        "testnet",
-        "init",
-        "--validators",
-        "4",
-        "--accounts",
-        "8",
-        "--dir",
-        path(d),
-        "--p2p-base-port",
-        &p2p.to_string(),
-        "--api-base-port",
-        &api.to_string(),
-    ]);
+    let api = init_testnet(d, 4, 8);
     // Accounts 4..8 send a steady load in the background; 0..4 send single transfers.
     let load_keys = d.join("load-keys");
     std::fs::create_dir(&load_keys).unwrap();
@@ -215,22 +200,7 @@ fn four_processes_survive_a_sigkill_and_agree() {
 fn a_validator_refuses_a_genesis_of_another_network() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let p2p = free_port_block(2);
-    let api = free_port_block(2);
-    ok(&[
-        "testnet",
-        "init",
-        "--validators",
-        "2",
-        "--accounts",
-        "1",
-        "--dir",
-        path(d),
-        "--p2p-base-port",
-        &p2p.to_string(),
-        "--api-base-port",
-        &api.to_string(),
-    ]);
+    init_testnet(d, 2, 1);
     let config = d.join("node0").join("config.toml");
     let mut node = start_validator(d, 0, "node.log");
     wait_for("the ledger to be created", Duration::from_secs(30), || {

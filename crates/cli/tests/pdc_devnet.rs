@@ -15,9 +15,7 @@
 
 mod common;
 
-use common::{
-    Validators, fails, free_port_block, height, json, ok, path, start_validator, wait_for,
-};
+use common::{Validators, fails, height, init_testnet, json, ok, path, start_validator, wait_for};
 use secnet_pdc::access::{AccessToken, FetchProof};
 use secnet_pdc::auth::RequestAuth;
 use secnet_types::{AccountId, Keypair};
@@ -158,22 +156,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let p2p = free_port_block(4);
-    let api = free_port_block(4);
-    ok(&[
-        "testnet",
-        "init",
-        "--validators",
-        "4",
-        "--accounts",
-        "3",
-        "--dir",
-        path(d),
-        "--p2p-base-port",
-        &p2p.to_string(),
-        "--api-base-port",
-        &api.to_string(),
-    ]);
+    let api = init_testnet(d, 4, 3);
     let _nodes = Validators(
         (0..4)
             .map(|i| Some(start_validator(d, i, "node.log")))
@@ -341,24 +324,23 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
 
     // The patient permits hospital B to read conditions for treatment.
     let policy = d.join("policy.cedar");
-    std::fs::write(
-        &policy,
-        format!(
-            "@id(\"hospital-b-treats\")\npermit (principal == SecNet::User::\"{}\", action == SecNet::Action::\"read\", resource in SecNet::Collection::\"fhir/Condition\") when {{ context.purpose == \"treatment\" }};\n",
-            net.account(hospital_b)
-        ),
-    )
-    .unwrap();
-    let set = json(&[
-        "data",
-        "policy",
-        "--key",
-        &net.key(patient),
-        "--set",
-        path(&policy),
-        "--node",
-        &net.a,
-    ]);
+    let set_policy = |text: String| -> serde_json::Value {
+        std::fs::write(&policy, text).unwrap();
+        json(&[
+            "data",
+            "policy",
+            "--key",
+            &net.key(patient),
+            "--set",
+            path(&policy),
+            "--node",
+            &net.a,
+        ])
+    };
+    let set = set_policy(format!(
+        "@id(\"hospital-b-treats\")\npermit (principal == SecNet::User::\"{}\", action == SecNet::Action::\"read\", resource in SecNet::Collection::\"fhir/Condition\") when {{ context.purpose == \"treatment\" }};\n",
+        net.account(hospital_b)
+    ));
     assert_eq!(set["policies"], json!(["hospital-b-treats"]));
 
     // The permitted fetch: decrypted, checked against the ledger, written.
@@ -435,29 +417,14 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
     flip_all();
 
     // The patient changes the policy to deny: refused.
-    std::fs::write(
-        &policy,
-        format!(
-            "@id(\"no-one-else\")\nforbid (principal == SecNet::User::\"{}\", action, resource);\n",
-            net.account(hospital_b)
-        ),
-    )
-    .unwrap();
-    json(&[
-        "data",
-        "policy",
-        "--key",
-        &net.key(patient),
-        "--set",
-        path(&policy),
-        "--node",
-        &net.a,
-    ]);
+    set_policy(format!(
+        "@id(\"no-one-else\")\nforbid (principal == SecNet::User::\"{}\", action, resource);\n",
+        net.account(hospital_b)
+    ));
     let r = fetch(&grant, &out);
     assert!(String::from_utf8_lossy(&r.stderr).contains("policy-denied"));
 
     // Withdrawn: refused even with a valid token, whatever the policy.
-    std::fs::write(&policy, "").unwrap();
     json(&[
         "data",
         "withdraw",

@@ -287,7 +287,8 @@ pub struct SubmitTx {
     responses(
         (status = 202, description = "admitted: its hash, pending", body = serde_json::Value),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "already admitted, or a stale nonce", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "already admitted", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "refused at admission: bad signature, another chain, a stale nonce or a gap", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "mempool full: busy, retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]

@@ -174,3 +174,25 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `secnet testnet init` in `dir` for `validators` validators and `accounts` funded accounts,
+/// on free loopback ports; returns the first validator's API port (the others follow).
+pub fn init_testnet(dir: &Path, validators: u16, accounts: usize) -> u16 {
+    let p2p = free_port_block(validators);
+    let api = free_port_block(validators);
+    ok(&[
+        "testnet",
+        "init",
+        "--validators",
+        &validators.to_string(),
+        "--accounts",
+        &accounts.to_string(),
+        "--dir",
+        path(dir),
+        "--p2p-base-port",
+        &p2p.to_string(),
+        "--api-base-port",
+        &api.to_string(),
+    ]);
+    api
+}
