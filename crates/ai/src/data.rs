@@ -14,6 +14,8 @@ pub enum Kind {
     NslKdd,
     /// HTTP request parameter values (CSIC 2010 derived), labelled norm/anom.
     HttpParams,
+    /// SecNet's own access requests (see [`crate::requests`]).
+    AccessRequests,
 }
 
 impl std::str::FromStr for Kind {
@@ -22,7 +24,10 @@ impl std::str::FromStr for Kind {
         match s {
             "nsl-kdd" => Ok(Kind::NslKdd),
             "http-params" => Ok(Kind::HttpParams),
-            other => Err(format!("unknown dataset {other:?}: nsl-kdd or http-params")),
+            "access-requests" => Ok(Kind::AccessRequests),
+            other => Err(format!(
+                "unknown dataset {other:?}: nsl-kdd, http-params or access-requests"
+            )),
         }
     }
 }
@@ -32,6 +37,7 @@ impl std::fmt::Display for Kind {
         f.write_str(match self {
             Kind::NslKdd => "nsl-kdd",
             Kind::HttpParams => "http-params",
+            Kind::AccessRequests => "access-requests",
         })
     }
 }
@@ -39,7 +45,8 @@ impl std::fmt::Display for Kind {
 /// One labelled record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    /// The raw fields (NSL-KDD: the 41 features; HTTP: the parameter value).
+    /// The raw fields (NSL-KDD: the 41 features; HTTP: the parameter value; access
+    /// requests: [`crate::requests::FIELDS`]).
     pub fields: Vec<String>,
     /// Whether it is an attack.
     pub attack: bool,
@@ -403,10 +410,36 @@ fn parse_http_row(row: &csv::ByteRecord) -> Result<Record, String> {
     })
 }
 
+/// Loads an access-request CSV (the header of [`crate::requests::header`]).
+pub fn load_access_requests(path: &Path) -> Result<Records, LoadError> {
+    let mut report = LoadReport::default();
+    let mut records = Vec::new();
+    for (i, line) in open(path)?.lines().enumerate() {
+        let line = line.map_err(|source| LoadError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        if (i == 0 && line.starts_with(crate::requests::FIELDS[0])) || line.trim().is_empty() {
+            continue;
+        }
+        report.rows += 1;
+        let cols: Vec<&str> = line.trim().split(',').map(str::trim).collect();
+        match crate::requests::parse_row(&cols) {
+            Ok(r) => {
+                report.keep(&r);
+                records.push(r);
+            }
+            Err(reason) => report.refuse(i + 1, reason),
+        }
+    }
+    finish(Kind::AccessRequests, path, records, report)
+}
+
 /// Loads `path` as `kind`.
 pub fn load(kind: Kind, path: &Path) -> Result<Records, LoadError> {
     match kind {
         Kind::NslKdd => load_nsl_kdd(path),
         Kind::HttpParams => load_http_params(path),
+        Kind::AccessRequests => load_access_requests(path),
     }
 }

@@ -78,6 +78,86 @@ pub enum Encoder {
         /// Standardisation.
         scale: Scale,
     },
+    /// SecNet access requests: counts as `ln(1 + x)`, the hour as a point on the unit
+    /// circle, the purpose one-hot over the training vocabulary; standardised.
+    AccessRequests {
+        /// The purposes seen in training.
+        purposes: Vec<String>,
+        /// Standardisation.
+        scale: Scale,
+    },
+}
+
+/// What a feature column describes: the unit an attacker's perturbation is constrained by
+/// (see [`crate::gan::Threat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Group {
+    /// NSL-KDD basic connection features (fields 1–9).
+    Intrinsic,
+    /// NSL-KDD content features (fields 10–22).
+    Content,
+    /// NSL-KDD time-based traffic features (fields 23–31).
+    TimeTraffic,
+    /// NSL-KDD host-based traffic features (fields 32–41).
+    HostTraffic,
+    /// HTTP: hashed character n-gram counts.
+    Grams,
+    /// HTTP: presence of attack tokens.
+    Tokens,
+    /// HTTP: special character counts.
+    Chars,
+    /// HTTP: length.
+    Length,
+    /// HTTP: character class ratios.
+    Ratios,
+    /// Access requests: request rate.
+    Rate,
+    /// Access requests: breadth of records touched.
+    Breadth,
+    /// Access requests: the requester's history.
+    History,
+    /// Access requests: token age.
+    TokenAge,
+    /// Access requests: hour of day.
+    Hour,
+    /// Access requests: purpose.
+    Purpose,
+}
+
+fn nsl_group(field: usize) -> Group {
+    match field {
+        0..=8 => Group::Intrinsic,
+        9..=21 => Group::Content,
+        22..=30 => Group::TimeTraffic,
+        _ => Group::HostTraffic,
+    }
+}
+
+fn access_raw(purposes: &[String], r: &Record) -> Vec<f32> {
+    let num = |i: usize| -> f32 {
+        r.fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |v| v.max(0.0).ln_1p() as f32)
+    };
+    let hour: f64 = r.fields.get(4).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let angle = hour / 24.0 * std::f64::consts::TAU;
+    let purpose = r.fields.get(5).map_or("", String::as_str);
+    let mut out = vec![
+        num(0),
+        num(1),
+        num(2),
+        num(3),
+        angle.sin() as f32,
+        angle.cos() as f32,
+    ];
+    out.extend(
+        purposes
+            .iter()
+            .map(|p| if p == purpose { 1.0 } else { 0.0 }),
+    );
+    out
 }
 
 /// Per-feature mean and standard deviation (1 where a feature never varies).
@@ -231,6 +311,60 @@ impl Encoder {
                     scale: Scale::fit(&raw, dim),
                 }
             }
+            Kind::AccessRequests => {
+                let mut purposes: Vec<String> = records
+                    .iter()
+                    .filter_map(|r| r.fields.get(5).cloned())
+                    .collect();
+                purposes.sort();
+                purposes.dedup();
+                let raw: Vec<Vec<f32>> = records.iter().map(|r| access_raw(&purposes, r)).collect();
+                let dim = raw.first().map_or(6 + purposes.len(), Vec::len);
+                Encoder::AccessRequests {
+                    scale: Scale::fit(&raw, dim),
+                    purposes,
+                }
+            }
+        }
+    }
+
+    /// What each column describes.
+    pub fn groups(&self) -> Vec<Group> {
+        match self {
+            Encoder::NslKdd { vocab, .. } => {
+                let mut out = Vec::new();
+                let mut sym = 0;
+                for (i, (_, symbolic)) in NSL_KDD_FIELDS.iter().enumerate() {
+                    let width = if *symbolic {
+                        sym += 1;
+                        vocab.get(sym - 1).map_or(0, Vec::len)
+                    } else {
+                        1
+                    };
+                    out.extend(std::iter::repeat_n(nsl_group(i), width));
+                }
+                out
+            }
+            Encoder::HttpParams { .. } => {
+                let mut out = vec![Group::Grams; HTTP_BUCKETS];
+                out.extend(std::iter::repeat_n(Group::Tokens, HTTP_TOKENS.len()));
+                out.extend(std::iter::repeat_n(Group::Chars, HTTP_CHARS.len()));
+                out.push(Group::Length);
+                out.extend([Group::Ratios; 4]);
+                out
+            }
+            Encoder::AccessRequests { purposes, .. } => {
+                let mut out = vec![
+                    Group::Rate,
+                    Group::Breadth,
+                    Group::History,
+                    Group::TokenAge,
+                    Group::Hour,
+                    Group::Hour,
+                ];
+                out.extend(std::iter::repeat_n(Group::Purpose, purposes.len()));
+                out
+            }
         }
     }
 
@@ -239,13 +373,16 @@ impl Encoder {
         match self {
             Encoder::NslKdd { .. } => Kind::NslKdd,
             Encoder::HttpParams { .. } => Kind::HttpParams,
+            Encoder::AccessRequests { .. } => Kind::AccessRequests,
         }
     }
 
     /// Length of a feature vector.
     pub fn dim(&self) -> usize {
         match self {
-            Encoder::NslKdd { scale, .. } | Encoder::HttpParams { scale } => scale.mean.len(),
+            Encoder::NslKdd { scale, .. }
+            | Encoder::HttpParams { scale }
+            | Encoder::AccessRequests { scale, .. } => scale.mean.len(),
         }
     }
 
@@ -256,6 +393,7 @@ impl Encoder {
             Encoder::HttpParams { scale } => {
                 (http_raw(r.fields.first().map_or("", String::as_str)), scale)
             }
+            Encoder::AccessRequests { purposes, scale } => (access_raw(purposes, r), scale),
         };
         scale.apply(&mut x);
         x

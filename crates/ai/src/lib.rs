@@ -8,10 +8,13 @@
 
 pub mod data;
 pub mod features;
+pub mod forest;
+pub mod gan;
 pub mod iforest;
 pub mod metrics;
 pub mod mlp;
 pub mod model;
+pub mod requests;
 pub mod rng;
 
 use data::{Kind, Record};
@@ -61,6 +64,11 @@ pub enum Augment {
     Dup,
     /// Real training attacks with Gaussian noise (σ = 0.1 in standardised units).
     Jitter,
+    /// Rows drawn from a plain GAN trained on the training attacks.
+    Gan,
+    /// Adversarial training: rounds of training the detector, training an IDSGAN attacker
+    /// against it, and adding the attacker's versions of real training attacks.
+    AdvGan,
 }
 
 impl std::str::FromStr for Augment {
@@ -70,8 +78,10 @@ impl std::str::FromStr for Augment {
             "none" => Ok(Augment::None),
             "dup" => Ok(Augment::Dup),
             "jitter" => Ok(Augment::Jitter),
+            "gan" => Ok(Augment::Gan),
+            "adv-gan" => Ok(Augment::AdvGan),
             other => Err(format!(
-                "unknown augmentation {other:?}: none, dup or jitter"
+                "unknown augmentation {other:?}: none, dup, jitter, gan or adv-gan"
             )),
         }
     }
@@ -83,6 +93,8 @@ impl std::fmt::Display for Augment {
             Augment::None => "none",
             Augment::Dup => "dup",
             Augment::Jitter => "jitter",
+            Augment::Gan => "gan",
+            Augment::AdvGan => "adv-gan",
         })
     }
 }
@@ -90,7 +102,17 @@ impl std::fmt::Display for Augment {
 /// Attack rows each arm adds, as a share of the training attacks.
 pub const AUGMENT_SHARE: f64 = 0.5;
 
-/// Adds augmented attack rows to an encoded training matrix.
+/// Rounds of adversarial training in the `adv-gan` arm.
+pub const ADV_ROUNDS: usize = 2;
+
+/// Attack rows an arm adds to `y`'s training rows.
+pub fn augment_budget(y: &[f32]) -> usize {
+    let attacks = y.iter().filter(|v| **v > 0.5).count();
+    ((attacks as f64) * AUGMENT_SHARE).round() as usize
+}
+
+/// Adds copies (`dup`) or noisy copies (`jitter`) of real training attacks to an encoded
+/// training matrix; the other arms add nothing here.
 pub fn augment(x: &mut Vec<f32>, y: &mut Vec<f32>, dim: usize, arm: Augment, seed: u64) {
     let attacks: Vec<usize> = y
         .iter()
@@ -98,11 +120,11 @@ pub fn augment(x: &mut Vec<f32>, y: &mut Vec<f32>, dim: usize, arm: Augment, see
         .filter(|(_, v)| **v > 0.5)
         .map(|(i, _)| i)
         .collect();
-    if attacks.is_empty() || arm == Augment::None {
+    if attacks.is_empty() || !matches!(arm, Augment::Dup | Augment::Jitter) {
         return;
     }
     let mut rng = Rng::new(seed).fork(4);
-    let add = ((attacks.len() as f64) * AUGMENT_SHARE).round() as usize;
+    let add = augment_budget(y);
     for _ in 0..add {
         let Some(&i) = attacks.get(rng.below(attacks.len())) else {
             continue;
@@ -111,8 +133,8 @@ pub fn augment(x: &mut Vec<f32>, y: &mut Vec<f32>, dim: usize, arm: Augment, see
             continue;
         };
         match arm {
-            Augment::Dup | Augment::None => x.extend_from_slice(&row),
             Augment::Jitter => x.extend(row.iter().map(|v| v + 0.1 * rng.normal() as f32)),
+            _ => x.extend_from_slice(&row),
         }
         y.push(1.0);
     }
@@ -128,6 +150,8 @@ pub enum Family {
     Logreg,
     /// An isolation forest trained on the normal training records only.
     Iforest,
+    /// A random forest.
+    Forest,
 }
 
 impl std::str::FromStr for Family {
@@ -137,7 +161,10 @@ impl std::str::FromStr for Family {
             "mlp" => Ok(Family::Mlp),
             "logreg" => Ok(Family::Logreg),
             "iforest" => Ok(Family::Iforest),
-            other => Err(format!("unknown model {other:?}: mlp, logreg or iforest")),
+            "forest" => Ok(Family::Forest),
+            other => Err(format!(
+                "unknown model {other:?}: mlp, logreg, forest or iforest"
+            )),
         }
     }
 }
@@ -148,6 +175,7 @@ impl std::fmt::Display for Family {
             Family::Mlp => "mlp",
             Family::Logreg => "logreg",
             Family::Iforest => "iforest",
+            Family::Forest => "forest",
         })
     }
 }
@@ -173,6 +201,104 @@ fn labels(records: &[Record]) -> (Vec<bool>, Vec<String>) {
         .unzip()
 }
 
+/// Encoded training and validation rows.
+struct Encoded<'a> {
+    xt: Vec<f32>,
+    yt: Vec<f32>,
+    categories: Vec<String>,
+    xv: &'a [f32],
+    yv: &'a [f32],
+    dim: usize,
+}
+
+impl Encoded<'_> {
+    fn attacks(&self) -> (Vec<f32>, Vec<String>) {
+        let mut x = Vec::new();
+        let mut c = Vec::new();
+        for ((row, y), cat) in self
+            .xt
+            .chunks_exact(self.dim.max(1))
+            .zip(&self.yt)
+            .zip(&self.categories)
+        {
+            if *y > 0.5 {
+                x.extend_from_slice(row);
+                c.push(cat.clone());
+            }
+        }
+        (x, c)
+    }
+
+    fn normal(&self) -> (Vec<f32>, Vec<String>) {
+        let mut x = Vec::new();
+        for (row, y) in self.xt.chunks_exact(self.dim.max(1)).zip(&self.yt) {
+            if *y < 0.5 {
+                x.extend_from_slice(row);
+            }
+        }
+        let n = x.len() / self.dim.max(1);
+        (x, vec!["normal".to_string(); n])
+    }
+
+    fn push(&mut self, rows: &[f32], category: &str) {
+        let n = rows.len() / self.dim.max(1);
+        self.xt.extend_from_slice(rows);
+        self.yt.extend(std::iter::repeat_n(1.0, n));
+        self.categories
+            .extend(std::iter::repeat_n(category.to_string(), n));
+    }
+}
+
+fn fit_classifier(
+    data: &Encoded<'_>,
+    family: Family,
+    cfg: &TrainConfig,
+) -> Result<Classifier, mlp::TrainError> {
+    let dim = data.dim;
+    Ok(match family {
+        Family::Mlp | Family::Logreg => {
+            let cfg = TrainConfig {
+                hidden: if family == Family::Logreg {
+                    Vec::new()
+                } else {
+                    cfg.hidden.clone()
+                },
+                ..cfg.clone()
+            };
+            let train = Batch {
+                x: &data.xt,
+                y: &data.yt,
+                dim,
+            };
+            let valid = Batch {
+                x: data.xv,
+                y: data.yv,
+                dim,
+            };
+            Classifier::Mlp(mlp::train(train, valid, &cfg)?)
+        }
+        Family::Forest => Classifier::RandomForest(forest::RandomForest::train(
+            &data.xt,
+            &data.yt,
+            dim,
+            &forest::ForestConfig {
+                seed: cfg.seed,
+                ..forest::ForestConfig::default()
+            },
+        )),
+        Family::Iforest => {
+            let (normal, _) = data.normal();
+            Classifier::IsolationForest(iforest::IsolationForest::train(
+                &normal,
+                dim,
+                IFOREST_TREES,
+                IFOREST_SAMPLE,
+                cfg.seed,
+            ))
+        }
+    })
+}
+
 /// Trains a detector on `records` (all from one file): splits off validation, fits the
 /// encoder on the training part, augments, trains, and fixes thresholds on validation.
 pub fn train_detector(
@@ -186,51 +312,86 @@ pub fn train_detector(
     let (train, valid) = split(records, cfg.seed);
     let encoder = Encoder::fit(kind, &train);
     let dim = encoder.dim();
-    let mut xt = encoder.encode_all(&train);
-    let mut yt = targets(&train);
-    augment(&mut xt, &mut yt, dim, arm, cfg.seed);
     let xv = encoder.encode_all(&valid);
     let yv = targets(&valid);
-    let classifier = match family {
-        Family::Mlp | Family::Logreg => {
-            let cfg = TrainConfig {
-                hidden: if family == Family::Logreg {
-                    Vec::new()
-                } else {
-                    cfg.hidden.clone()
-                },
-                ..cfg.clone()
-            };
-            let train = Batch {
-                x: &xt,
-                y: &yt,
-                dim,
-            };
-            let valid = Batch {
-                x: &xv,
-                y: &yv,
-                dim,
-            };
-            Classifier::Mlp(mlp::train(train, valid, &cfg)?)
-        }
-        Family::Iforest => {
-            let normal: Vec<f32> = xt
-                .chunks_exact(dim.max(1))
-                .zip(&yt)
-                .filter(|(_, y)| **y < 0.5)
-                .flat_map(|(r, _)| r.iter().copied())
-                .collect();
-            Classifier::IsolationForest(iforest::IsolationForest::train(
-                &normal,
-                dim,
-                IFOREST_TREES,
-                IFOREST_SAMPLE,
-                cfg.seed,
-            ))
-        }
-    };
-    let scores = classifier.score_all(&xv, dim);
     let (attack, categories) = labels(&valid);
+    let mut data = Encoded {
+        xt: encoder.encode_all(&train),
+        yt: targets(&train),
+        categories: train.iter().map(|r| r.category.clone()).collect(),
+        xv: &xv,
+        yv: &yv,
+        dim,
+    };
+    let threat = gan::Threat::new(&encoder, &data.xt);
+    let budget = augment_budget(&data.yt);
+    let gan_cfg = gan::GanConfig {
+        seed: cfg.seed,
+        ..gan::GanConfig::default()
+    };
+    match arm {
+        Augment::None | Augment::Dup | Augment::Jitter => {
+            augment(&mut data.xt, &mut data.yt, dim, arm, cfg.seed);
+        }
+        Augment::Gan => {
+            let (x, c) = data.attacks();
+            let rows = gan::Rows {
+                x: &x,
+                categories: &c,
+                dim,
+            };
+            let generated =
+                gan::SampleGan::train(&threat, rows, &gan_cfg)?.sample(budget, cfg.seed);
+            data.push(&generated, "generated");
+        }
+        Augment::AdvGan => {
+            let (x, c) = data.attacks();
+            let (nx, nc) = data.normal();
+            let mut rng = Rng::new(cfg.seed).fork(5);
+            for round in 0..ADV_ROUNDS {
+                let current = fit_classifier(&data, family, cfg)?;
+                let scores = current.score_all(&xv, dim);
+                let target = gan::BlackBox {
+                    score: &|r| current.score(r),
+                    threshold: Thresholds::fit(&scores, &attack).operating,
+                };
+                let attacker = gan::Attacker::train(
+                    &target,
+                    &threat,
+                    gan::Rows {
+                        x: &x,
+                        categories: &c,
+                        dim,
+                    },
+                    gan::Rows {
+                        x: &nx,
+                        categories: &nc,
+                        dim,
+                    },
+                    &gan::GanConfig {
+                        seed: gan_cfg.seed.wrapping_add(round as u64),
+                        ..gan_cfg.clone()
+                    },
+                )?;
+                let share = budget / ADV_ROUNDS
+                    + if round + 1 == ADV_ROUNDS {
+                        budget % ADV_ROUNDS
+                    } else {
+                        0
+                    };
+                let mut added = Vec::with_capacity(share * dim);
+                for _ in 0..share {
+                    let i = rng.below(c.len().max(1));
+                    let row = x.get(i * dim..(i + 1) * dim).unwrap_or(&[]);
+                    let category = c.get(i).map_or("unknown", String::as_str);
+                    added.extend(attacker.perturb(row, category, &mut rng));
+                }
+                data.push(&added, "adversarial");
+            }
+        }
+    }
+    let classifier = fit_classifier(&data, family, cfg)?;
+    let scores = classifier.score_all(&xv, dim);
     let thresholds = Thresholds::fit(&scores, &attack);
     let validation = Report::new(&scores, &attack, &categories, &thresholds);
     Ok(Detector {
@@ -240,7 +401,7 @@ pub fn train_detector(
         provenance: Provenance {
             dataset: kind,
             data_sha256: data_sha256.to_string(),
-            train_rows: yt.len(),
+            train_rows: data.yt.len(),
             valid_rows: valid.len(),
             augment: arm.to_string(),
             family,
@@ -248,6 +409,67 @@ pub fn train_detector(
             validation,
         },
     })
+}
+
+/// How a detector fares against a fresh IDSGAN attacker: the attacker is trained against
+/// the detector (queried at its 1%-false-positive threshold) on the attacks and normal
+/// records of `known`, and measured on the attacks of `unseen`.
+pub fn evasion(
+    detector: &Detector,
+    known: &[Record],
+    unseen: &[Record],
+    seed: u64,
+) -> Result<gan::Evasion, mlp::TrainError> {
+    let enc = &detector.encoder;
+    let dim = enc.dim();
+    let encode = |attack: bool, records: &[Record]| {
+        let picked: Vec<Record> = records
+            .iter()
+            .filter(|r| r.attack == attack)
+            .cloned()
+            .collect();
+        let categories: Vec<String> = picked.iter().map(|r| r.category.clone()).collect();
+        (enc.encode_all(&picked), categories)
+    };
+    let (ax, ac) = encode(true, known);
+    let (nx, nc) = encode(false, known);
+    let (ux, uc) = encode(true, unseen);
+    let mut range = ax.clone();
+    range.extend_from_slice(&nx);
+    let threat = gan::Threat::new(enc, &range);
+    let target = gan::BlackBox {
+        score: &|r| detector.classifier.score(r),
+        threshold: detector.thresholds.at_1pct_fpr,
+    };
+    let attacker = gan::Attacker::train(
+        &target,
+        &threat,
+        gan::Rows {
+            x: &ax,
+            categories: &ac,
+            dim,
+        },
+        gan::Rows {
+            x: &nx,
+            categories: &nc,
+            dim,
+        },
+        &gan::GanConfig {
+            // A stream of its own, so that the attacker never shares weights or noise with
+            // the attackers of adversarial training under the same seed.
+            seed: Rng::new(seed).fork(99).next_u64(),
+            ..gan::GanConfig::default()
+        },
+    )?;
+    Ok(attacker.evasion(
+        &target,
+        gan::Rows {
+            x: &ux,
+            categories: &uc,
+            dim,
+        },
+        seed,
+    ))
 }
 
 /// Evaluates a detector on records.

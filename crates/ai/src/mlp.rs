@@ -50,6 +50,11 @@ pub fn sigmoid(x: f32) -> f32 {
 impl Mlp {
     /// The logit for one feature vector (`x.len()` must be the input width).
     pub fn logit(&self, x: &[f32]) -> f32 {
+        self.forward(x).first().copied().unwrap_or(0.0)
+    }
+
+    /// Every output of the last layer for one input vector.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let mut cur: Vec<f32> = x.to_vec();
         let last = self.layers.len().saturating_sub(1);
         for (i, l) in self.layers.iter().enumerate() {
@@ -60,7 +65,7 @@ impl Mlp {
             }
             cur = next;
         }
-        cur.first().copied().unwrap_or(0.0)
+        cur
     }
 
     /// The attack probability for one feature vector.
@@ -124,12 +129,14 @@ pub fn bce_with_logits(logits: &Tensor, y: &Tensor) -> candle_core::Result<Tenso
     ((pos - xy)? + soft)?.mean_all()
 }
 
-struct Params {
+/// Trainable weights of an MLP inside candle (ReLU between layers, linear output).
+pub(crate) struct Params {
     vars: Vec<(Var, Var)>,
 }
 
 impl Params {
-    fn init(dims: &[usize], rng: &mut Rng, dev: &Device) -> Result<Params, TrainError> {
+    /// He-uniform weights for layer widths `dims` (input first), drawn from `rng`.
+    pub(crate) fn init(dims: &[usize], rng: &mut Rng, dev: &Device) -> Result<Params, TrainError> {
         let mut vars = Vec::new();
         for w in dims.windows(2) {
             let (i, o) = match w {
@@ -148,7 +155,16 @@ impl Params {
         Ok(Params { vars })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// The variables, for an optimizer.
+    pub(crate) fn vars(&self) -> Vec<Var> {
+        self.vars
+            .iter()
+            .flat_map(|(w, b)| [w.clone(), b.clone()])
+            .collect()
+    }
+
+    /// The outputs, `(rows, last width)`.
+    pub(crate) fn outputs(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut h = x.clone();
         let last = self.vars.len().saturating_sub(1);
         for (k, (w, b)) in self.vars.iter().enumerate() {
@@ -157,10 +173,15 @@ impl Params {
                 h = h.relu()?;
             }
         }
-        h.squeeze(1)
+        Ok(h)
     }
 
-    fn export(&self) -> Result<Mlp, TrainError> {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.outputs(x)?.squeeze(1)
+    }
+
+    /// The weights as a plain-Rust [`Mlp`].
+    pub(crate) fn export(&self) -> Result<Mlp, TrainError> {
         let mut layers = Vec::new();
         for (w, b) in &self.vars {
             let (i, o) = w.as_tensor().dims2()?;
@@ -227,13 +248,8 @@ pub fn train(train: Batch<'_>, valid: Batch<'_>, cfg: &TrainConfig) -> Result<Ml
     dims.extend(&cfg.hidden);
     dims.push(1);
     let params = Params::init(&dims, &mut rng.fork(1), &dev)?;
-    let vars: Vec<Var> = params
-        .vars
-        .iter()
-        .flat_map(|(w, b)| [w.clone(), b.clone()])
-        .collect();
     let mut opt = AdamW::new(
-        vars,
+        params.vars(),
         ParamsAdamW {
             lr: cfg.lr,
             weight_decay: cfg.weight_decay,

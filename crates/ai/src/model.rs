@@ -5,6 +5,7 @@
 
 use crate::data::Kind;
 use crate::features::Encoder;
+use crate::forest::RandomForest;
 use crate::iforest::IsolationForest;
 use crate::metrics::{Report, Thresholds};
 use crate::mlp::Mlp;
@@ -48,6 +49,8 @@ pub enum Classifier {
     Mlp(Mlp),
     /// An isolation forest trained on normal records only.
     IsolationForest(IsolationForest),
+    /// A random forest.
+    RandomForest(RandomForest),
 }
 
 impl Classifier {
@@ -56,6 +59,7 @@ impl Classifier {
         match self {
             Classifier::Mlp(m) => m.score(x),
             Classifier::IsolationForest(f) => f.score(x),
+            Classifier::RandomForest(f) => f.score(x),
         }
     }
 
@@ -69,6 +73,7 @@ impl Classifier {
         match self {
             Classifier::Mlp(m) => m.inputs(),
             Classifier::IsolationForest(f) => f.dim,
+            Classifier::RandomForest(f) => f.dim,
         }
     }
 }
@@ -159,8 +164,12 @@ impl Detector {
                 self.encoder.dim()
             )));
         }
-        let Classifier::Mlp(mlp) = &self.classifier else {
-            return Ok(());
+        let mlp = match &self.classifier {
+            Classifier::Mlp(mlp) => mlp,
+            Classifier::RandomForest(forest) => {
+                return forest.check().map_err(ModelError::Malformed);
+            }
+            Classifier::IsolationForest(_) => return Ok(()),
         };
         let mut width = self.encoder.dim();
         for (k, l) in mlp.layers.iter().enumerate() {

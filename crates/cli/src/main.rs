@@ -56,6 +56,9 @@ enum Command {
     /// Train and evaluate access-request detectors.
     #[command(subcommand)]
     Ai(cmd::ai::AiCmd),
+    /// Package, sell, buy and install security rules (signed detectors).
+    #[command(subcommand)]
+    Rules(cmd::rules::RulesCmd),
     /// Measure throughput (release builds; prints JSON).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Account(a) => cmd::query::account(a),
         Command::Bench(c) => cmd::bench::run(c),
         Command::Ai(c) => cmd::ai::run(c),
+        Command::Rules(c) => cmd::rules::run(c),
         Command::Load(a) => cmd::load::run(a),
     };
     match result {

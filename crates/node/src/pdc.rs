@@ -14,13 +14,14 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use secnet_contract::LogEntry;
 use secnet_pdc::Udi;
-use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, LedgerFacts, RuleScorer, Scorer};
+use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, LedgerFacts};
 use secnet_pdc::auth::{AuthError, RequestGuard};
 use secnet_pdc::envelope::OCTETS;
 use secnet_pdc::import::import_bundle;
 use secnet_pdc::record::{Recorder, audit_event, entry_for, reason_code, record_tx};
 use secnet_pdc::store::{PutRequest, Store, StoreError};
 use secnet_policy::{Action, Engine, Facts, OwnerPolicies, Resource};
+use secnet_rules::Installed;
 use secnet_types::{AccessDecision, AccountId, EncryptionKey, Hash};
 use serde::Deserialize;
 use serde_json::json;
@@ -38,7 +39,8 @@ pub const MAX_INLINE_FETCH: u64 = 64 * 1024 * 1024;
 pub struct Pdc {
     store: Store,
     engine: Engine,
-    scorer: Box<dyn Scorer>,
+    /// The node's own detector and the security rules it installed: they score every fetch.
+    rules: Installed,
     inner: Mutex<Inner>,
     /// Owners' parsed and validated policies, so a fetch does not re-parse them.
     policies: Mutex<HashMap<AccountId, Arc<OwnerPolicies>>>,
@@ -61,12 +63,14 @@ struct Inner {
 }
 
 impl Pdc {
-    /// A PDC over `store`, refusing non-owners from detector score `threshold` (ppm).
-    pub fn new(store: Store, threshold: u32) -> Result<Pdc, secnet_policy::PolicyError> {
+    /// A PDC over `store`, refusing non-owners from detector score `threshold` (ppm), with
+    /// the detectors installed in `rules_dir` scoring requests.
+    pub fn new(store: Store, threshold: u32, rules_dir: &std::path::Path) -> Result<Pdc, String> {
         Ok(Pdc {
             store,
-            engine: Engine::new(threshold)?,
-            scorer: Box::new(RuleScorer),
+            engine: Engine::new(threshold).map_err(|e| e.to_string())?,
+            rules: Installed::open(rules_dir, threshold)
+                .map_err(|e| format!("{}: {e}", rules_dir.display()))?,
             inner: Mutex::new(Inner::default()),
             policies: Mutex::new(HashMap::new()),
         })
@@ -76,6 +80,15 @@ impl Pdc {
         self.inner
             .lock()
             .map_err(|_| internal("PDC state poisoned"))
+    }
+
+    /// Re-reads the rules directory if it changed; returns whether it did.
+    pub fn reload_rules(&self) -> bool {
+        let changed = self.rules.reload();
+        if changed {
+            tracing::info!(rules = self.rules.list().len(), "security rules reloaded");
+        }
+        changed
     }
 
     /// Access entries waiting to be recorded.
@@ -177,9 +190,12 @@ impl Pdc {
 pub fn open(data_dir: &std::path::Path, key: &secnet_types::Keypair) -> Result<Arc<Pdc>, String> {
     let holder = secnet_types::Keypair::from_seeds(*key.signing_seed(), *key.encryption_seed());
     let store = Store::open(&data_dir.join("pdc"), holder).map_err(|e| e.to_string())?;
-    Pdc::new(store, secnet_policy::DEFAULT_RISK_THRESHOLD)
-        .map(Arc::new)
-        .map_err(|e| e.to_string())
+    Pdc::new(
+        store,
+        secnet_policy::DEFAULT_RISK_THRESHOLD,
+        &data_dir.join("rules"),
+    )
+    .map(Arc::new)
 }
 
 /// Submits queued access records every `every` until `shutdown` turns true, then once more.
@@ -195,7 +211,11 @@ pub async fn run_recorder(
             _ = shutdown.changed() => true,
         };
         let (n, p) = (node.clone(), pdc.clone());
-        let _ = tokio::task::spawn_blocking(move || p.flush_records(&*n)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            p.reload_rules();
+            p.flush_records(&*n)
+        })
+        .await;
         if stop || *shutdown.borrow() {
             return;
         }
@@ -257,7 +277,8 @@ type Ctx = State<(Arc<dyn Backend>, Arc<Pdc>)>;
         get_policy,
         issue_token,
         fetch,
-        history
+        history,
+        rules
     ),
     components(schemas(TokenRequest))
 )]
@@ -276,6 +297,7 @@ pub fn router(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Router {
         .route("/v1/pdc/tokens", post(issue_token))
         .route("/v1/pdc/data/{hash}", get(fetch))
         .route("/v1/pdc/history/{owner}", get(history))
+        .route("/v1/pdc/rules", get(rules))
         .layer(DefaultBodyLimit::max(MAX_OBJECT_BODY))
         .with_state((node, pdc))
 }
@@ -297,6 +319,25 @@ async fn info(State((node, _pdc)): Ctx) -> Json<serde_json::Value> {
         "max_object_bytes": MAX_OBJECT_BODY,
         "max_fetch_bytes": MAX_INLINE_FETCH,
         "token_ttl_ms": secnet_pdc::access::TOKEN_TTL_MS,
+    }))
+}
+
+/// `GET /v1/pdc/rules`: the detectors scoring access requests here.
+#[utoipa::path(
+    get,
+    path = "/v1/pdc/rules",
+    tag = "pdc",
+    summary = "The node's own detector and installed security rules",
+    responses(
+        (status = 200, description = "rules in use (hash, name, version, category, publisher, what they score, validation F1 and detection at 1% FPR) and files that failed to load", body = serde_json::Value),
+    )
+)]
+async fn rules(State((_node, pdc)): Ctx) -> Json<serde_json::Value> {
+    pdc.reload_rules();
+    Json(json!({
+        "rules": pdc.rules.list(),
+        "refused": pdc.rules.refused().iter().map(|(file, reason)| json!({ "file": file, "reason": reason })).collect::<Vec<_>>(),
+        "threshold_ppm": pdc.engine.threshold(),
     }))
 }
 
@@ -806,7 +847,7 @@ async fn fetch(
             &policies,
             agent,
             &resource,
-            &*pdc.scorer,
+            &pdc.rules,
             now,
         );
         inner.recorder.push(entry_for(&r, data, claimed, now));

@@ -343,6 +343,7 @@ pub const KNOWN_PURPOSES: &[&str] = &[
     "billing",
     "care-coordination",
     "public-health",
+    "security",
 ];
 
 /// A transparent rule-based scorer: bursts, sweeping many records, unknown purposes and

@@ -320,7 +320,10 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
                 grant,
                 out,
                 conn,
-            } => fetch(&conn, &key, &grant, &out).await,
+            } => match fetch_to(&conn, &key, &grant, &out).await? {
+                Some(summary) => super::print_json(&summary),
+                None => Ok(()),
+            },
             DataCmd::Verify { grant, file, conn } => verify(&conn, &grant, file.as_deref()).await,
             DataCmd::Policy { key, set, conn } => policy(&conn, &key, set.as_deref()).await,
             DataCmd::History {
@@ -465,7 +468,9 @@ async fn show(conn: &Conn, key: &Keypair, path: &str) -> anyhow::Result<Value> {
 }
 
 /// Signs `call`, submits it, waits for its receipt and prints it; a refused call is an error.
-async fn execute(conn: &Conn, key: &Keypair, call: Call) -> anyhow::Result<()> {
+/// Executes `call` signed by `key`, prints the receipt (and the grant it issued, if any)
+/// and fails if it was refused. Returns the printed summary.
+pub(super) async fn execute_call(conn: &Conn, key: &Keypair, call: Call) -> anyhow::Result<Value> {
     let c = Client::new(&conn.node)?;
     let (height, hash, receipt) = c.execute(key, call).await?;
     let mut out = json!({ "tx": hash, "height": height, "receipt": receipt });
@@ -486,10 +491,14 @@ async fn execute(conn: &Conn, key: &Keypair, call: Call) -> anyhow::Result<()> {
     if let Some(rejection) = receipt.rejection() {
         bail!("transaction refused: {rejection}");
     }
-    Ok(())
+    Ok(out)
 }
 
-async fn register(
+async fn execute(conn: &Conn, key: &Keypair, call: Call) -> anyhow::Result<()> {
+    execute_call(conn, key, call).await.map(drop)
+}
+
+pub(super) async fn register(
     conn: &Conn,
     key: &Path,
     path: Option<&str>,
@@ -533,7 +542,14 @@ fn header<'a>(resp: &'a reqwest::Response, name: &str) -> anyhow::Result<&'a str
         .ok_or_else(|| anyhow!("the holder's answer has no {name} header"))
 }
 
-async fn fetch(conn: &Conn, key: &Path, grant_id: &Hash, out: &Path) -> anyhow::Result<()> {
+/// Fetches the data of `grant_id` from its holder, decrypts it and checks it against the
+/// registered hash before writing `out` (`-`: standard output). Returns what was written.
+pub(super) async fn fetch_to(
+    conn: &Conn,
+    key: &Path,
+    grant_id: &Hash,
+    out: &Path,
+) -> anyhow::Result<Option<Value>> {
     let key = keyfile::read_key(key)?;
     let c = Client::new(&conn.node)?;
     let grant = c.get(&format!("/v1/grants/{grant_id}")).await?["grant"].clone();
@@ -609,6 +625,7 @@ async fn fetch(conn: &Conn, key: &Path, grant_id: &Hash, out: &Path) -> anyhow::
         let mut plain = Vec::new();
         reader.read_to_end(&mut plain).map_err(integrity)?;
         std::io::stdout().write_all(&plain)?;
+        Ok(None)
     } else {
         let dir = out
             .parent()
@@ -618,13 +635,12 @@ async fn fetch(conn: &Conn, key: &Path, grant_id: &Hash, out: &Path) -> anyhow::
         std::io::copy(&mut reader, tmp.as_file_mut()).map_err(integrity)?;
         tmp.as_file().sync_all()?;
         tmp.persist(out)?;
-        super::print_json(&json!({
+        Ok(Some(json!({
             "udi": udi, "hash": registered, "size": size, "media_type": media_type,
             "grant": grant_id, "policies": policies.split(',').filter(|p| !p.is_empty()).collect::<Vec<_>>(),
             "verified": true, "out": out,
-        }))?;
+        })))
     }
-    Ok(())
 }
 
 fn file_hash(path: &Path) -> anyhow::Result<Hash> {

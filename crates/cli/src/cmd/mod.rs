@@ -13,6 +13,7 @@ pub mod keys;
 pub mod ledger;
 pub mod load;
 pub mod query;
+pub mod rules;
 pub mod testnet;
 pub mod tx;
 

@@ -1,0 +1,370 @@
+//! `secnet rules`: package trained detectors as signed security rules, sell them through
+//! the data contract, buy them, and install them where a node's access path uses them.
+#![allow(
+    clippy::indexing_slicing,
+    reason = "indexing a serde_json::Value yields Null, never panics"
+)]
+
+use super::client::Client;
+use super::data::{Conn, execute_call, fetch_to, register};
+use anyhow::{Context, anyhow, bail};
+use clap::Subcommand;
+use reqwest::Method;
+use secnet_ai::model::Detector;
+use secnet_node::keyfile;
+use secnet_rules::{SecurityRule, install};
+use secnet_types::{AccountId, Call, DataKind, Hash, RegisterData};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// The collection rules are stored under in their publisher's Private Data Center.
+pub const RULES_COLLECTION: &str = "rules";
+/// The id of the policy that lets paying subscribers read a publisher's rules.
+pub const SELL_POLICY_ID: &str = "sell-rules";
+/// The purpose a rule is requested for.
+pub const PURPOSE: &str = "security";
+
+/// Security rule commands.
+#[derive(Subcommand)]
+pub enum RulesCmd {
+    /// Package a trained detector as a security rule signed by the publisher's key.
+    Package {
+        /// The publisher's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The detector (from `secnet ai train`).
+        #[arg(long)]
+        detector: PathBuf,
+        /// The rule's name, e.g. `scrape-mlp`.
+        #[arg(long)]
+        name: String,
+        /// Its version; a newer version replaces older ones where installed.
+        #[arg(long, default_value_t = 1)]
+        version: u32,
+        /// The attack category it protects against, e.g. `dos` or `scrape`.
+        #[arg(long)]
+        category: String,
+        /// Where to write the rule.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Store a rule at the node and register it on the ledger as a priced security rule;
+    /// adds a policy letting paying subscribers read the publisher's rules.
+    Publish {
+        /// The publisher's key file (the one that signed the rule).
+        #[arg(long)]
+        key: PathBuf,
+        /// The rule file.
+        #[arg(long)]
+        rule: PathBuf,
+        /// The price of a subscription.
+        #[arg(long)]
+        price: u64,
+        /// The holder's share of each payment, in basis points.
+        #[arg(long, default_value_t = 2_000)]
+        holder_share_bps: u16,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Security rules registered on the ledger, with their price and category.
+    List {
+        /// Only this category.
+        #[arg(long)]
+        category: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Subscribe to a registered rule, paying its price.
+    Subscribe {
+        /// The buyer's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The rule's content hash.
+        #[arg(long)]
+        hash: Hash,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Get access to a subscribed rule from its holder, check it against the ledger and its
+    /// publisher's signature, write it and optionally install it.
+    Fetch {
+        /// The buyer's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The rule's content hash.
+        #[arg(long)]
+        hash: Hash,
+        /// Where to write the rule.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also install it into this rules directory (a node's `<data dir>/rules`).
+        #[arg(long)]
+        install: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Verify a rule and install it into a rules directory; the node using that directory
+    /// picks it up within seconds.
+    Install {
+        /// The rule file.
+        #[arg(long)]
+        rule: PathBuf,
+        /// The rules directory (a node's `<data dir>/rules`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The content hash it must have (as registered on the ledger).
+        #[arg(long)]
+        hash: Option<Hash>,
+    },
+    /// The rules a node uses to score access requests.
+    Show {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn read_rule(path: &Path) -> anyhow::Result<SecurityRule> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    SecurityRule::from_bytes(&bytes)
+        .with_context(|| format!("{} is not a usable rule", path.display()))
+}
+
+fn describe(rule: &SecurityRule) -> Value {
+    let m = &rule.meta;
+    json!({
+        "hash": rule.hash(),
+        "name": m.name,
+        "version": m.version,
+        "category": m.category,
+        "publisher": m.publisher,
+        "dataset": m.dataset,
+        "family": m.family,
+        "augment": m.augment,
+        "data_sha256": m.data_sha256,
+        "validation": {
+            "f1": m.validation.f1,
+            "auroc": m.validation.auroc,
+            "dr_at_1pct_fpr": m.validation.dr_at_1pct_fpr,
+            "per_category": m.validation.per_category,
+        },
+    })
+}
+
+pub fn run(cmd: RulesCmd) -> anyhow::Result<()> {
+    match cmd {
+        RulesCmd::Package {
+            key,
+            detector,
+            name,
+            version,
+            category,
+            out,
+        } => {
+            let key = keyfile::read_key(&key)?;
+            let d = Detector::load(&detector)
+                .with_context(|| format!("loading {}", detector.display()))?;
+            let rule = SecurityRule::create(&key, &name, version, &category, &d)?;
+            std::fs::write(&out, rule.bytes())
+                .with_context(|| format!("writing {}", out.display()))?;
+            super::print_json(&describe(&rule))
+        }
+        RulesCmd::Install { rule, dir, hash } => {
+            let bytes =
+                std::fs::read(&rule).with_context(|| format!("reading {}", rule.display()))?;
+            let (_, installed) = install(&dir, &bytes, hash)?;
+            super::print_json(&json!({ "installed": describe(&installed), "dir": dir }))
+        }
+        other => super::runtime()?.block_on(run_remote(other)),
+    }
+}
+
+async fn run_remote(cmd: RulesCmd) -> anyhow::Result<()> {
+    match cmd {
+        RulesCmd::Publish {
+            key,
+            rule,
+            price,
+            holder_share_bps,
+            conn,
+        } => publish(&conn, &key, &rule, price, holder_share_bps).await,
+        RulesCmd::List { category, conn } => {
+            let all = Client::new(&conn.node)?.get("/v1/listings").await?;
+            let rules: Vec<&Value> = all
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter(|l| l["kind"]["type"] == "security_rule")
+                .filter(|l| {
+                    category
+                        .as_ref()
+                        .is_none_or(|c| l["kind"]["category"] == **c)
+                })
+                .collect();
+            super::print_json(&json!({ "rules": rules }))
+        }
+        RulesCmd::Subscribe { key, hash, conn } => {
+            let key = keyfile::read_key(&key)?;
+            execute_call(&conn, &key, Call::SubscribeData { hash })
+                .await
+                .map(drop)
+        }
+        RulesCmd::Fetch {
+            key,
+            hash,
+            out,
+            install: into,
+            conn,
+        } => fetch(&conn, &key, hash, &out, into.as_deref()).await,
+        RulesCmd::Show { conn } => {
+            super::print_json(&Client::new(&conn.node)?.get("/v1/pdc/rules").await?)
+        }
+        RulesCmd::Package { .. } | RulesCmd::Install { .. } => Ok(()),
+    }
+}
+
+async fn publish(
+    conn: &Conn,
+    key_path: &Path,
+    rule_path: &Path,
+    price: u64,
+    holder_share_bps: u16,
+) -> anyhow::Result<()> {
+    let key = keyfile::read_key(key_path)?;
+    let rule = read_rule(rule_path)?;
+    if rule.meta.publisher != key.account() {
+        bail!(
+            "the rule was signed by {}, not by this key's account {}: only its publisher registers it",
+            rule.meta.publisher,
+            key.account()
+        );
+    }
+    let c = Client::new(&conn.node)?;
+    let object = format!(
+        "{RULES_COLLECTION}/{}/{}-v{}",
+        rule.meta.category, rule.meta.name, rule.meta.version
+    );
+    let stored = c
+        .signed(
+            &key,
+            Method::PUT,
+            &format!(
+                "/v1/pdc/objects/{}/{object}?media_type={}",
+                key.account(),
+                secnet_rules::artifact::MEDIA_TYPE.replace('+', "%2B")
+            ),
+            rule.bytes().to_vec(),
+            secnet_rules::artifact::MEDIA_TYPE,
+        )
+        .await?;
+    let stored_hash: Hash = serde_json::from_value(stored["hash"].clone())
+        .with_context(|| format!("the node stored the rule but named no hash: {stored}"))?;
+    if stored_hash != rule.hash() {
+        bail!(
+            "the node stored the rule under hash {stored_hash}, not its content hash {}",
+            rule.hash()
+        );
+    }
+    ensure_sell_policy(&c, &key).await?;
+    register(
+        conn,
+        key_path,
+        None,
+        Some(rule.hash()),
+        stored["udi"].as_str().map(str::to_string),
+        None,
+        RegisterData {
+            hash: Hash([0; 32]),
+            description: format!(
+                "security rule {} v{} against {} ({} on {}, validation F1 {:.4}, detection at 1% FPR {:.4})",
+                rule.meta.name,
+                rule.meta.version,
+                rule.meta.category,
+                rule.meta.family,
+                rule.meta.dataset,
+                rule.meta.validation.f1,
+                rule.meta.validation.dr_at_1pct_fpr
+            ),
+            address: String::new(),
+            price,
+            kind: DataKind::SecurityRule {
+                category: rule.meta.category.clone(),
+            },
+            holder: AccountId([0; 32]),
+            holder_share_bps,
+        },
+    )
+    .await
+}
+
+/// Adds to the publisher's policies, unless already there, one that lets anyone holding a
+/// ledger grant (that is, a paying subscriber) read the publisher's rules.
+async fn ensure_sell_policy(c: &Client, key: &secnet_types::Keypair) -> anyhow::Result<()> {
+    let url = format!("/v1/pdc/policies/{}", key.account());
+    let current = c
+        .signed(key, Method::GET, &url, Vec::new(), "application/json")
+        .await?;
+    let text = current["text"].as_str().unwrap_or_default();
+    if text.contains(&format!("@id(\"{SELL_POLICY_ID}\")")) {
+        return Ok(());
+    }
+    let policy = format!(
+        "{text}\n@id(\"{SELL_POLICY_ID}\")\npermit (principal, action == SecNet::Action::\"read\", resource in SecNet::Collection::\"{RULES_COLLECTION}\")\nwhen {{ context.grant }};\n"
+    );
+    c.signed(key, Method::PUT, &url, policy.into_bytes(), "text/plain")
+        .await?;
+    Ok(())
+}
+
+async fn fetch(
+    conn: &Conn,
+    key_path: &Path,
+    hash: Hash,
+    out: &Path,
+    into: Option<&Path>,
+) -> anyhow::Result<()> {
+    let key = keyfile::read_key(key_path)?;
+    let c = Client::new(&conn.node)?;
+    let listing = c.get(&format!("/v1/listings/{hash}")).await?["listing"].clone();
+    if listing["kind"]["type"] != "security_rule" {
+        bail!("{hash} is registered, but not as a security rule");
+    }
+    let owner: AccountId =
+        serde_json::from_value(listing["owner"].clone()).context("the listing names no owner")?;
+    let granted = execute_call(
+        conn,
+        &key,
+        Call::RequestDataWithHash {
+            hash,
+            purpose: PURPOSE.into(),
+            ttl_secs: 600,
+        },
+    )
+    .await?;
+    let grant: Hash = serde_json::from_value(granted["grant"].clone())
+        .map_err(|_| anyhow!("the ledger issued no grant: {granted}"))?;
+    fetch_to(conn, key_path, &grant, out)
+        .await?
+        .ok_or_else(|| anyhow!("nothing was written"))?;
+    let bytes = std::fs::read(out)?;
+    let rule = match SecurityRule::from_bytes(&bytes) {
+        Ok(r) if r.meta.publisher == owner => r,
+        Ok(r) => {
+            std::fs::remove_file(out)?;
+            bail!(
+                "the rule is signed by {}, but {owner} registered it: refused and deleted",
+                r.meta.publisher
+            );
+        }
+        Err(e) => {
+            std::fs::remove_file(out)?;
+            bail!("what was fetched is not a usable rule ({e}): deleted");
+        }
+    };
+    let mut summary = json!({ "rule": describe(&rule), "out": out, "grant": grant });
+    if let Some(dir) = into {
+        install(dir, &bytes, Some(hash))?;
+        summary["installed"] = json!(dir);
+    }
+    super::print_json(&summary)
+}
