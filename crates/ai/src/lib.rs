@@ -103,7 +103,7 @@ impl std::fmt::Display for Augment {
 pub const AUGMENT_SHARE: f64 = 0.5;
 
 /// Rounds of adversarial training in the `adv-gan` arm.
-pub const ADV_ROUNDS: usize = 2;
+pub const ADV_ROUNDS: usize = 4;
 
 /// Attack rows an arm adds to `y`'s training rows.
 pub fn augment_budget(y: &[f32]) -> usize {
@@ -348,8 +348,14 @@ pub fn train_detector(
             let (x, c) = data.attacks();
             let (nx, nc) = data.normal();
             let mut rng = Rng::new(cfg.seed).fork(5);
+            // The detectors attacked between rounds are trained for half the epochs: they
+            // only have to be good enough for the attacker to find their blind spots.
+            let quick = TrainConfig {
+                epochs: cfg.epochs.div_ceil(2),
+                ..cfg.clone()
+            };
             for round in 0..ADV_ROUNDS {
-                let current = fit_classifier(&data, family, cfg)?;
+                let current = fit_classifier(&data, family, &quick)?;
                 let scores = current.score_all(&xv, dim);
                 let target = gan::BlackBox {
                     score: &|r| current.score(r),

@@ -10,11 +10,13 @@
 )]
 
 use secnet_ai::data::{Kind, load_http_params, load_nsl_kdd};
+use secnet_ai::features::{Encoder, Group};
+use secnet_ai::gan::{Attacker, BlackBox, GanConfig, Rows, Threat, functional};
 use secnet_ai::metrics::{Confusion, auroc, threshold_at_fpr};
 use secnet_ai::mlp::TrainConfig;
 use secnet_ai::model::{Detector, ModelError};
 use secnet_ai::rng::Rng;
-use secnet_ai::{Augment, Family, evaluate, train_detector};
+use secnet_ai::{Augment, Family, evaluate, evasion, requests, split, train_detector};
 use std::fmt::Write as _;
 
 /// A generated NSL-KDD-shaped file: normal traffic and a SYN-flood-like attack (many
@@ -255,7 +257,7 @@ fn the_baselines_train_and_read_back() {
         epochs: 8,
         ..TrainConfig::default()
     };
-    for family in [Family::Logreg, Family::Iforest] {
+    for family in [Family::Logreg, Family::Forest, Family::Iforest] {
         let d = train_detector(
             Kind::NslKdd,
             &loaded.records,
@@ -270,4 +272,217 @@ fn the_baselines_train_and_read_back() {
         let back = Detector::from_bytes(&d.to_bytes().unwrap()).unwrap();
         assert!(back == d, "{family} reads back as written");
     }
+}
+
+fn records(kind: Kind, text: &str) -> Vec<secnet_ai::data::Record> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    std::fs::write(&path, text).unwrap();
+    secnet_ai::data::load(kind, &path).unwrap().records
+}
+
+#[test]
+fn every_arm_adds_the_same_number_of_rows_and_is_deterministic() {
+    let recs = records(Kind::NslKdd, &nsl_fixture(600, 9));
+    let cfg = TrainConfig {
+        epochs: 4,
+        ..TrainConfig::default()
+    };
+    let mut rows = Vec::new();
+    for arm in [
+        Augment::None,
+        Augment::Dup,
+        Augment::Jitter,
+        Augment::Gan,
+        Augment::AdvGan,
+    ] {
+        let d = train_detector(Kind::NslKdd, &recs, "fixture", arm, Family::Mlp, &cfg).unwrap();
+        assert_eq!(d.provenance.augment, arm.to_string());
+        rows.push(d.provenance.train_rows);
+        if matches!(arm, Augment::Gan | Augment::AdvGan) {
+            let again =
+                train_detector(Kind::NslKdd, &recs, "fixture", arm, Family::Mlp, &cfg).unwrap();
+            assert!(again == d, "{arm}: same seed, same detector");
+        }
+    }
+    let base = rows[0];
+    assert!(rows[1] > base, "{rows:?}");
+    assert!(rows.iter().skip(1).all(|r| *r == rows[1]), "{rows:?}");
+    for s in ["none", "dup", "jitter", "gan", "adv-gan"] {
+        assert_eq!(s.parse::<Augment>().unwrap().to_string(), s);
+    }
+    assert!("smote".parse::<Augment>().unwrap_err().contains("adv-gan"));
+}
+
+#[test]
+fn the_attacker_changes_only_what_does_not_change_the_attack() {
+    let recs = records(Kind::NslKdd, &nsl_fixture(600, 10));
+    let (train, _) = split(&recs, 1);
+    let encoder = Encoder::fit(Kind::NslKdd, &train);
+    let groups = encoder.groups();
+    assert_eq!(groups.len(), encoder.dim());
+    let x = encoder.encode_all(&train);
+    let threat = Threat::new(&encoder, &x);
+    // DoS keeps its intrinsic and time-based traffic features; R2L its content.
+    let dos = threat.mask("dos");
+    let r2l = threat.mask("r2l");
+    for ((g, d), r) in groups.iter().zip(&dos).zip(&r2l) {
+        assert_eq!(*d == 0.0, functional("dos").contains(g), "{g:?}");
+        assert_eq!(*r == 0.0, functional("r2l").contains(g), "{g:?}");
+    }
+    assert!(dos.contains(&1.0) && dos.contains(&0.0));
+
+    let dim = encoder.dim();
+    let cats: Vec<String> = train.iter().map(|r| r.category.clone()).collect();
+    let (ax, ac): (Vec<f32>, Vec<String>) = {
+        let mut ax = Vec::new();
+        let mut ac = Vec::new();
+        for (row, c) in x.chunks_exact(dim).zip(&cats) {
+            if c != "normal" {
+                ax.extend_from_slice(row);
+                ac.push(c.clone());
+            }
+        }
+        (ax, ac)
+    };
+    let nx: Vec<f32> = x
+        .chunks_exact(dim)
+        .zip(&cats)
+        .filter(|(_, c)| *c == "normal")
+        .flat_map(|(r, _)| r.to_vec())
+        .collect();
+    let nc = vec!["normal".to_string(); nx.len() / dim];
+    // A detector that looks only at a mutable column: the attacker learns to move it.
+    let watched = groups
+        .iter()
+        .position(|g| *g == Group::HostTraffic)
+        .unwrap();
+    let score = move |r: &[f32]| if r[watched] > 0.0 { 0.9 } else { 0.1 };
+    let target = BlackBox {
+        score: &score,
+        threshold: 0.5,
+    };
+    let attacks = Rows {
+        x: &ax,
+        categories: &ac,
+        dim,
+    };
+    let cfg = GanConfig {
+        epochs: 60,
+        batch: 32,
+        ..GanConfig::default()
+    };
+    let attacker = Attacker::train(
+        &target,
+        &threat,
+        attacks,
+        Rows {
+            x: &nx,
+            categories: &nc,
+            dim,
+        },
+        &cfg,
+    )
+    .unwrap();
+    let adversarial = attacker.perturb_all(attacks, 3);
+    for ((orig, adv), c) in ax
+        .chunks_exact(dim)
+        .zip(adversarial.chunks_exact(dim))
+        .zip(&ac)
+    {
+        let mask = threat.mask(c);
+        for (((o, a), m), g) in orig.iter().zip(adv).zip(&mask).zip(&groups) {
+            if *m == 0.0 {
+                assert_eq!(o, a, "{g:?} is functional for {c} and must not move");
+            }
+            assert!(a.is_finite());
+        }
+    }
+    let e = attacker.evasion(&target, attacks, 3);
+    assert_eq!(e.attacks, ac.len());
+    assert!(e.detected > 0, "{e:?}");
+    assert!(
+        e.evasion_rate > 0.5,
+        "the attacker learns to move the watched column: {e:?}"
+    );
+    assert!(e.detected_adversarial <= e.attacks && e.detected <= e.attacks);
+}
+
+#[test]
+fn http_attackers_may_only_add_characters() {
+    let recs = records(Kind::HttpParams, &http_fixture(300, 11));
+    let encoder = Encoder::fit(Kind::HttpParams, &recs);
+    let x = encoder.encode_all(&recs);
+    let threat = Threat::new(&encoder, &x);
+    let groups = encoder.groups();
+    let row = &x[..encoder.dim()];
+    let shrink = vec![-5.0f32; encoder.dim()];
+    let moved = threat.apply(row, &shrink, &threat.mask("sqli"));
+    for ((g, before), after) in groups.iter().zip(row).zip(&moved) {
+        match g {
+            Group::Grams | Group::Chars | Group::Length | Group::Tokens => {
+                assert_eq!(before, after, "{g:?} cannot shrink")
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_fresh_attacker_is_measured_on_attacks_it_never_saw() {
+    let recs = records(Kind::NslKdd, &nsl_fixture(600, 12));
+    let cfg = TrainConfig {
+        epochs: 4,
+        ..TrainConfig::default()
+    };
+    let d = train_detector(
+        Kind::NslKdd,
+        &recs,
+        "fixture",
+        Augment::None,
+        Family::Mlp,
+        &cfg,
+    )
+    .unwrap();
+    let (known, unseen) = split(&recs, 2);
+    let e = evasion(&d, &known, &unseen, 2).unwrap();
+    assert_eq!(e.attacks, unseen.iter().filter(|r| r.attack).count());
+    assert_eq!(e, evasion(&d, &known, &unseen, 2).unwrap(), "deterministic");
+}
+
+#[test]
+fn access_requests_load_encode_and_train() {
+    let mut text = requests::header();
+    text.push('\n');
+    for r in requests::generate(2000, 3) {
+        text.push_str(&requests::to_row(&r));
+        text.push('\n');
+    }
+    text.push_str("1,2,3,4,99,treatment,normal,normal\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("requests.csv");
+    std::fs::write(&path, &text).unwrap();
+    let loaded = secnet_ai::data::load(Kind::AccessRequests, &path).unwrap();
+    assert_eq!(loaded.report.rows, 2001);
+    assert_eq!(loaded.report.malformed, 1);
+    assert!(loaded.report.examples[0].1.contains("hour"));
+    let cfg = TrainConfig {
+        epochs: 6,
+        ..TrainConfig::default()
+    };
+    let d = train_detector(
+        Kind::AccessRequests,
+        &loaded.records,
+        "fixture",
+        Augment::None,
+        Family::Mlp,
+        &cfg,
+    )
+    .unwrap();
+    assert_eq!(d.encoder.groups().len(), d.encoder.dim());
+    assert!(
+        d.provenance.validation.auroc > 0.9,
+        "{:?}",
+        d.provenance.validation
+    );
 }

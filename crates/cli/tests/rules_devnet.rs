@@ -198,6 +198,9 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
     // Fetched, verified and installed; the hospital's node uses it.
     let r = fetch();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // Hospital A's node scored the request with its transparent rules only: a calm request.
+    let first: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(first["score"], 0, "{first}");
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&rule).unwrap());
     assert!(rules_dir.join(format!("{hash}.rule")).exists());
     let mut shown = Value::Null;
@@ -246,6 +249,39 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
         !other_dir.exists() || std::fs::read_dir(&other_dir).unwrap().next().is_none(),
         "nothing installed"
     );
+
+    // The team installs its rule on its own node: the next request is scored by it too.
+    ok(&[
+        "rules",
+        "install",
+        "--rule",
+        path(&rule),
+        "--dir",
+        path(&d.join("node0").join("rules")),
+    ]);
+    wait_for(
+        "hospital A's node to load the rule",
+        Duration::from_secs(20),
+        || {
+            json(&["rules", "show", "--node", &a])["rules"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        },
+    );
+    let again = json(&[
+        "rules",
+        "fetch",
+        "--key",
+        &key(d, hospital),
+        "--hash",
+        &hash,
+        "--out",
+        path(&d.join("again.rule")),
+        "--node",
+        &a,
+    ]);
+    let score = again["score"].as_u64().unwrap();
+    assert!(score > 0 && score < 800_000, "{again}");
 
     // The delivery is recorded: the publisher's history names the hospital.
     let buyer = account(d, hospital);

@@ -468,8 +468,8 @@ async fn show(conn: &Conn, key: &Keypair, path: &str) -> anyhow::Result<Value> {
 }
 
 /// Signs `call`, submits it, waits for its receipt and prints it; a refused call is an error.
-/// Executes `call` signed by `key`, prints the receipt (and the grant it issued, if any)
-/// and fails if it was refused. Returns the printed summary.
+/// Executes `call` signed by `key` and returns the receipt (and the grant it issued, if
+/// any); fails, after printing the receipt, if it was refused.
 pub(super) async fn execute_call(conn: &Conn, key: &Keypair, call: Call) -> anyhow::Result<Value> {
     let c = Client::new(&conn.node)?;
     let (height, hash, receipt) = c.execute(key, call).await?;
@@ -487,15 +487,15 @@ pub(super) async fn execute_call(conn: &Conn, key: &Keypair, call: Call) -> anyh
             }
         }
     }
-    super::print_json(&out)?;
     if let Some(rejection) = receipt.rejection() {
+        super::print_json(&out)?;
         bail!("transaction refused: {rejection}");
     }
     Ok(out)
 }
 
 async fn execute(conn: &Conn, key: &Keypair, call: Call) -> anyhow::Result<()> {
-    execute_call(conn, key, call).await.map(drop)
+    super::print_json(&execute_call(conn, key, call).await?)
 }
 
 pub(super) async fn register(
@@ -610,6 +610,7 @@ pub(super) async fn fetch_to(
     let udi = header(&resp, "secnet-udi")?.to_string();
     let media_type = header(&resp, "secnet-media-type")?.to_string();
     let policies = header(&resp, "secnet-policies")?.to_string();
+    let score: u32 = header(&resp, "secnet-score")?.parse().unwrap_or(0);
     let data_key = DataKey::open(&sealed_key, &key, blob)
         .context("the data key was not sealed to this key's encryption key")?;
     let ciphertext = resp.bytes().await?;
@@ -638,7 +639,7 @@ pub(super) async fn fetch_to(
         Ok(Some(json!({
             "udi": udi, "hash": registered, "size": size, "media_type": media_type,
             "grant": grant_id, "policies": policies.split(',').filter(|p| !p.is_empty()).collect::<Vec<_>>(),
-            "verified": true, "out": out,
+            "score": score, "verified": true, "out": out,
         })))
     }
 }

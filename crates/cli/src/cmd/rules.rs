@@ -205,9 +205,7 @@ async fn run_remote(cmd: RulesCmd) -> anyhow::Result<()> {
         }
         RulesCmd::Subscribe { key, hash, conn } => {
             let key = keyfile::read_key(&key)?;
-            execute_call(&conn, &key, Call::SubscribeData { hash })
-                .await
-                .map(drop)
+            super::print_json(&execute_call(&conn, &key, Call::SubscribeData { hash }).await?)
         }
         RulesCmd::Fetch {
             key,
@@ -343,7 +341,7 @@ async fn fetch(
     .await?;
     let grant: Hash = serde_json::from_value(granted["grant"].clone())
         .map_err(|_| anyhow!("the ledger issued no grant: {granted}"))?;
-    fetch_to(conn, key_path, &grant, out)
+    let fetched = fetch_to(conn, key_path, &grant, out)
         .await?
         .ok_or_else(|| anyhow!("nothing was written"))?;
     let bytes = std::fs::read(out)?;
@@ -361,7 +359,12 @@ async fn fetch(
             bail!("what was fetched is not a usable rule ({e}): deleted");
         }
     };
-    let mut summary = json!({ "rule": describe(&rule), "out": out, "grant": grant });
+    let mut summary = json!({
+        "rule": describe(&rule),
+        "out": out,
+        "grant": grant,
+        "score": fetched["score"],
+    });
     if let Some(dir) = into {
         install(dir, &bytes, Some(hash))?;
         summary["installed"] = json!(dir);
