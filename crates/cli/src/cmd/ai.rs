@@ -79,7 +79,7 @@ pub struct TrainArgs {
     pub out: PathBuf,
     /// Rows added to the training attacks: none, dup (copies), jitter (noisy copies), gan
     /// (a plain GAN's samples) or adv-gan (adversarial training against an IDSGAN attacker).
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value_t = secnet_ai::DEFAULT_AUGMENT)]
     pub augment: Augment,
     /// The classifier: mlp, logreg (logistic regression), forest (random forest) or
     /// iforest (isolation forest, trained on the normal records only).
