@@ -59,6 +59,9 @@ enum Command {
     /// Package, sell, buy and install security rules (signed detectors).
     #[command(subcommand)]
     Rules(cmd::rules::RulesCmd),
+    /// The paper's evaluation: Figures 4-6 from their models, then measured on the system.
+    #[command(subcommand)]
+    Sim(cmd::sim::SimCmd),
     /// Measure throughput (release builds; prints JSON).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Bench(c) => cmd::bench::run(c),
         Command::Ai(c) => cmd::ai::run(c),
         Command::Rules(c) => cmd::rules::run(c),
+        Command::Sim(c) => cmd::sim::run(c),
         Command::Load(a) => cmd::load::run(a),
     };
     match result {

@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod load;
 pub mod query;
 pub mod rules;
+pub mod sim;
 pub mod testnet;
 pub mod tx;
 
