@@ -61,8 +61,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            nodes: 10,
-            seeds: 5,
+            nodes: 20,
+            seeds: 10,
             rows_per_node: 4000,
             types_per_node: 2,
             slots: 4,
