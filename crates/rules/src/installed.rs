@@ -15,7 +15,7 @@
 
 use crate::artifact::{RuleError, SecurityRule};
 use secnet_ai::data::Kind;
-use secnet_ai::model::{Detector, ModelError};
+use secnet_ai::model::Detector;
 use secnet_ai::requests::Request;
 use secnet_pdc::access::{RequestFeatures, RuleScorer, Scorer};
 use secnet_types::{AccountId, Hash};
@@ -321,9 +321,10 @@ pub fn install(
         if !name.ends_with(".rule") {
             continue;
         }
-        let Ok(other) = std::fs::read(dir.join(&name))
-            .map_err(RuleError::from_io)
-            .and_then(|b| SecurityRule::from_bytes(&b))
+        // A file that does not read as a rule is not loaded either; it cannot block this one.
+        let Some(other) = std::fs::read(dir.join(&name))
+            .ok()
+            .and_then(|b| SecurityRule::from_bytes(&b).ok())
         else {
             continue;
         };
@@ -347,10 +348,4 @@ pub fn install(
         std::fs::remove_file(dir.join(name))?;
     }
     Ok((hash, rule))
-}
-
-impl RuleError {
-    fn from_io(e: std::io::Error) -> RuleError {
-        RuleError::Detector(ModelError::Io(e))
-    }
 }
