@@ -321,9 +321,14 @@ pub fn parse_nsl_kdd_line(
     })
 }
 
-/// Loads an NSL-KDD file (`KDDTrain+.txt`, `KDDTest+.txt`, …).
-pub fn load_nsl_kdd(path: &Path) -> Result<Records, LoadError> {
-    let categories = categories_beside(path);
+/// Reads `path` line by line: blank lines and those `skip` names are passed over, every
+/// other line is a row that `parse` keeps or refuses with a reason.
+fn load_lines(
+    kind: Kind,
+    path: &Path,
+    skip: impl Fn(usize, &str) -> bool,
+    parse: impl Fn(&str) -> Result<Record, String>,
+) -> Result<Records, LoadError> {
     let mut report = LoadReport::default();
     let mut records = Vec::new();
     for (i, line) in open(path)?.lines().enumerate() {
@@ -331,11 +336,11 @@ pub fn load_nsl_kdd(path: &Path) -> Result<Records, LoadError> {
             path: path.display().to_string(),
             source,
         })?;
-        if line.trim().is_empty() {
+        if line.trim().is_empty() || skip(i, &line) {
             continue;
         }
         report.rows += 1;
-        match parse_nsl_kdd_line(&line, &categories) {
+        match parse(&line) {
             Ok(r) => {
                 report.keep(&r);
                 records.push(r);
@@ -343,7 +348,18 @@ pub fn load_nsl_kdd(path: &Path) -> Result<Records, LoadError> {
             Err(reason) => report.refuse(i + 1, reason),
         }
     }
-    finish(Kind::NslKdd, path, records, report)
+    finish(kind, path, records, report)
+}
+
+/// Loads an NSL-KDD file (`KDDTrain+.txt`, `KDDTest+.txt`, …).
+pub fn load_nsl_kdd(path: &Path) -> Result<Records, LoadError> {
+    let categories = categories_beside(path);
+    load_lines(
+        Kind::NslKdd,
+        path,
+        |_, _| false,
+        |line| parse_nsl_kdd_line(line, &categories),
+    )
 }
 
 /// Loads the HTTP parameter CSV: `payload,length,attack_type,label` with a header, label
@@ -412,27 +428,15 @@ fn parse_http_row(row: &csv::ByteRecord) -> Result<Record, String> {
 
 /// Loads an access-request CSV (the header of [`crate::requests::header`]).
 pub fn load_access_requests(path: &Path) -> Result<Records, LoadError> {
-    let mut report = LoadReport::default();
-    let mut records = Vec::new();
-    for (i, line) in open(path)?.lines().enumerate() {
-        let line = line.map_err(|source| LoadError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        if (i == 0 && line.starts_with(crate::requests::FIELDS[0])) || line.trim().is_empty() {
-            continue;
-        }
-        report.rows += 1;
-        let cols: Vec<&str> = line.trim().split(',').map(str::trim).collect();
-        match crate::requests::parse_row(&cols) {
-            Ok(r) => {
-                report.keep(&r);
-                records.push(r);
-            }
-            Err(reason) => report.refuse(i + 1, reason),
-        }
-    }
-    finish(Kind::AccessRequests, path, records, report)
+    load_lines(
+        Kind::AccessRequests,
+        path,
+        |i, line| i == 0 && line.starts_with(crate::requests::FIELDS[0]),
+        |line| {
+            let cols: Vec<&str> = line.trim().split(',').map(str::trim).collect();
+            crate::requests::parse_row(&cols)
+        },
+    )
 }
 
 /// Loads `path` as `kind`.

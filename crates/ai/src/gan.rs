@@ -173,6 +173,48 @@ impl Default for GanConfig {
     }
 }
 
+/// A generator, a discriminator over `dim` features, an Adam optimiser for each (β₁ = 0.5,
+/// as GANs are usually trained) and the stream of random draws, all from one seed stream.
+struct Networks {
+    generator: Params,
+    discriminator: Params,
+    g_opt: AdamW,
+    d_opt: AdamW,
+    draws: Rng,
+}
+
+impl Networks {
+    fn new(
+        generator_dims: &[usize],
+        dim: usize,
+        cfg: &GanConfig,
+        stream: u64,
+        dev: &Device,
+    ) -> Result<Networks, TrainError> {
+        let rng = Rng::new(cfg.seed).fork(stream);
+        let generator = Params::init(generator_dims, &mut rng.fork(1), dev)?;
+        let discriminator = Params::init(&[dim, cfg.hidden / 2, 1], &mut rng.fork(2), dev)?;
+        let adam = |vars| {
+            AdamW::new(
+                vars,
+                ParamsAdamW {
+                    lr: cfg.lr,
+                    beta1: 0.5,
+                    weight_decay: 0.0,
+                    ..ParamsAdamW::default()
+                },
+            )
+        };
+        Ok(Networks {
+            g_opt: adam(generator.vars())?,
+            d_opt: adam(discriminator.vars())?,
+            generator,
+            discriminator,
+            draws: rng.fork(3),
+        })
+    }
+}
+
 /// A black-box detector: the attack score of one encoded row, and the threshold from which
 /// it flags.
 pub struct BlackBox<'a> {
@@ -268,23 +310,13 @@ impl Attacker {
     ) -> Result<Attacker, TrainError> {
         let dev = Device::Cpu;
         let dim = threat.dim();
-        let rng = Rng::new(cfg.seed).fork(21);
-        let generator = Params::init(&[dim + cfg.noise, cfg.hidden, dim], &mut rng.fork(1), &dev)?;
-        let discriminator = Params::init(&[dim, cfg.hidden / 2, 1], &mut rng.fork(2), &dev)?;
-        let adam = |vars| {
-            AdamW::new(
-                vars,
-                ParamsAdamW {
-                    lr: cfg.lr,
-                    beta1: 0.5,
-                    weight_decay: 0.0,
-                    ..ParamsAdamW::default()
-                },
-            )
-        };
-        let mut g_opt = adam(generator.vars())?;
-        let mut d_opt = adam(discriminator.vars())?;
-        let mut draws = rng.fork(3);
+        let Networks {
+            generator,
+            discriminator,
+            mut g_opt,
+            mut d_opt,
+            mut draws,
+        } = Networks::new(&[dim + cfg.noise, cfg.hidden, dim], dim, cfg, 21, &dev)?;
         let masks: Vec<Vec<f32>> = (0..attacks.len())
             .map(|i| threat.mask(attacks.category(i)))
             .collect();
@@ -430,23 +462,13 @@ impl SampleGan {
     ) -> Result<SampleGan, TrainError> {
         let dev = Device::Cpu;
         let dim = threat.dim();
-        let rng = Rng::new(cfg.seed).fork(31);
-        let generator = Params::init(&[cfg.noise, cfg.hidden, dim], &mut rng.fork(1), &dev)?;
-        let discriminator = Params::init(&[dim, cfg.hidden / 2, 1], &mut rng.fork(2), &dev)?;
-        let adam = |vars| {
-            AdamW::new(
-                vars,
-                ParamsAdamW {
-                    lr: cfg.lr,
-                    beta1: 0.5,
-                    weight_decay: 0.0,
-                    ..ParamsAdamW::default()
-                },
-            )
-        };
-        let mut g_opt = adam(generator.vars())?;
-        let mut d_opt = adam(discriminator.vars())?;
-        let mut draws = rng.fork(3);
+        let Networks {
+            generator,
+            discriminator,
+            mut g_opt,
+            mut d_opt,
+            mut draws,
+        } = Networks::new(&[cfg.noise, cfg.hidden, dim], dim, cfg, 31, &dev)?;
         let lo = Tensor::from_vec(threat.lo.clone(), (1, dim), &dev)?;
         let hi = Tensor::from_vec(threat.hi.clone(), (1, dim), &dev)?;
         for _ in 0..cfg.epochs {

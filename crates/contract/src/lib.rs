@@ -10,6 +10,7 @@ mod apply;
 pub mod entries;
 pub mod log_entry;
 pub mod proof;
+pub mod sandbox;
 mod state;
 
 pub use apply::{BlockOutcome, BlockRejected, StateWrite};
@@ -18,4 +19,5 @@ pub use entries::{
 };
 pub use log_entry::LogEntry;
 pub use proof::{StateProof, StateProofError};
+pub use sandbox::{Sandbox, SandboxError};
 pub use state::{ChainTip, State};

@@ -9,7 +9,7 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
-use secnet_contract::State;
+use secnet_contract::Sandbox;
 use secnet_pdc::access::{
     AccessToken, FetchAttempt, FetchProof, Gate, RequestFeatures, RuleScorer, Scorer,
 };
@@ -17,23 +17,28 @@ use secnet_pdc::crypto::DataKey;
 use secnet_pdc::envelope::FHIR_JSON;
 use secnet_pdc::store::{Decryptor, PutRequest, Store};
 use secnet_policy::{Agent, AgentKind, AgentRef, Engine, OwnerPolicies, Resource};
-use secnet_types::{
-    AccountId, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair, RefusalReason,
-    RegisterData, SignedTransaction, Transaction,
-};
-use std::collections::BTreeMap;
+use secnet_types::{AccountId, Block, Call, DataKind, Hash, Keypair, RefusalReason, RegisterData};
 use std::io::Read as _;
 
-const START_MS: u64 = 1_700_000_000_000;
 const PATIENT: usize = 0;
 const HOLDER: usize = 1;
 const CONSUMER: usize = 2;
 const THIEF: usize = 3;
 
-struct Ledger {
-    state: State,
-    keys: Vec<Keypair>,
-    nonces: BTreeMap<AccountId, u64>,
+/// The sandbox ledger with every account's encryption key registered.
+struct Ledger(Sandbox);
+
+impl std::ops::Deref for Ledger {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Ledger {
+    fn deref_mut(&mut self) -> &mut Sandbox {
+        &mut self.0
+    }
 }
 
 impl Ledger {
@@ -41,57 +46,24 @@ impl Ledger {
         let keys: Vec<Keypair> = (0..4)
             .map(|i| Keypair::deterministic("access", i))
             .collect();
-        let genesis = Genesis {
-            chain_id: "secnet-access".into(),
-            genesis_time_ms: START_MS,
-            allocations: keys
-                .iter()
-                .map(|k| Allocation {
-                    account: k.account(),
-                    balance: 10_000,
-                })
-                .collect(),
-            validators: vec![],
-        };
-        let mut l = Ledger {
-            state: State::genesis(&genesis),
-            keys,
-            nonces: BTreeMap::new(),
-        };
+        let mut l = Ledger(Sandbox::new("secnet-access", keys, 10_000));
         for i in 0..4 {
-            let key = l.keys[i].encryption_key();
+            let key = l.key(i).unwrap().encryption_key();
             l.run(i, Call::SetEncryptionKey { key });
         }
         l
     }
 
     fn id(&self, i: usize) -> AccountId {
-        self.keys[i].account()
+        self.account(i)
     }
 
     fn now(&self) -> u64 {
-        self.state.tip().timestamp_ms
+        self.now_ms()
     }
 
     fn run(&mut self, i: usize, call: Call) -> secnet_types::Receipt {
-        let sender = self.id(i);
-        let nonce = self.nonces.entry(sender).or_insert(0);
-        let tx: SignedTransaction = Transaction {
-            chain_id: "secnet-access".into(),
-            sender,
-            nonce: *nonce,
-            call,
-        }
-        .sign(&self.keys[i]);
-        *nonce += 1;
-        let tip = self.state.tip();
-        let block = Block::new(
-            tip.height + 1,
-            tip.block_hash,
-            tip.timestamp_ms + 1000,
-            vec![tx],
-        );
-        self.state.apply_block(&block).unwrap().receipts.remove(0)
+        self.0.run(i, call).unwrap()
     }
 }
 
@@ -127,9 +99,9 @@ when { context.purpose == "treatment" };"#;
 fn world() -> World {
     let mut ledger = Ledger::new();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), ledger.keys[HOLDER].clone_for_test()).unwrap();
+    let store = Store::open(dir.path(), ledger.key(HOLDER).unwrap().clone_for_test()).unwrap();
     let content = br#"{"resourceType":"Condition","id":"c1","code":{"text":"Diabetes"},"subject":{"reference":"Patient/p1"}}"#.to_vec();
-    let p = &ledger.keys[PATIENT];
+    let p = ledger.key(PATIENT).unwrap();
     let (object, udi) = store
         .put(
             &PutRequest {
@@ -209,7 +181,7 @@ impl CloneForTest for Keypair {
 impl World {
     fn token(&self) -> (AccessToken, String) {
         Gate::issue(
-            &self.ledger.keys[HOLDER],
+            self.ledger.key(HOLDER).unwrap(),
             &self.ledger.id(CONSUMER),
             &self.grant,
             &self.ledger.state,
@@ -257,7 +229,13 @@ impl World {
     }
 
     fn proof(&self, who: usize, token: &AccessToken, now: u64) -> FetchProof {
-        FetchProof::sign(&self.ledger.keys[who], token, "GET", "/v1/pdc/fetch", now)
+        FetchProof::sign(
+            self.ledger.key(who).unwrap(),
+            token,
+            "GET",
+            "/v1/pdc/fetch",
+            now,
+        )
     }
 }
 
@@ -270,11 +248,19 @@ fn a_permitted_fetch_delivers_data_the_consumer_can_check_against_the_ledger() {
     let proof = FetchProof::from_header(&w.proof(CONSUMER, &token, now).to_header()).unwrap();
     let ok = w.fetch(&mut gate, &sealed, &proof, now).unwrap();
     assert_eq!(ok.decision.policies, vec!["hospital-b-treats"]);
-    assert_eq!(ok.consumer_key, w.ledger.keys[CONSUMER].encryption_key());
+    assert_eq!(
+        ok.consumer_key,
+        w.ledger.key(CONSUMER).unwrap().encryption_key()
+    );
 
     // The holder re-seals the data key to the consumer's registered key and sends the blob.
     let sealed_key = w.store.reseal(&w.version, &ok.consumer_key).unwrap();
-    let key = DataKey::open(&sealed_key, &w.ledger.keys[CONSUMER], w.version.blob_id()).unwrap();
+    let key = DataKey::open(
+        &sealed_key,
+        w.ledger.key(CONSUMER).unwrap(),
+        w.version.blob_id(),
+    )
+    .unwrap();
     let registered = w.ledger.state.listing(&w.data).unwrap().hash;
     let mut plain = Vec::new();
     Decryptor::with_expected(
@@ -344,7 +330,7 @@ fn every_bad_fetch_is_refused_with_its_reason() {
     let (_, self_issued) = {
         let mut t = token.clone();
         t.holder = w.ledger.id(THIEF);
-        (t.clone(), t.seal(&w.ledger.keys[THIEF]))
+        (t.clone(), t.seal(w.ledger.key(THIEF).unwrap()))
     };
     assert_eq!(
         w.fetch(
@@ -394,7 +380,7 @@ fn no_subscription_means_no_grant_and_no_token() {
     let thief = w.ledger.id(THIEF);
     assert_eq!(
         Gate::issue(
-            &w.ledger.keys[HOLDER],
+            w.ledger.key(HOLDER).unwrap(),
             &thief,
             &w.grant,
             &w.ledger.state,
@@ -443,7 +429,7 @@ fn withdrawal_and_a_policy_change_stop_access() {
     );
     assert_eq!(
         Gate::issue(
-            &w.ledger.keys[HOLDER],
+            w.ledger.key(HOLDER).unwrap(),
             &w.ledger.id(CONSUMER),
             &w.grant,
             &w.ledger.state,
@@ -510,7 +496,12 @@ fn deliveries_and_refusals_are_recorded_on_the_ledger_and_provable() {
     }
     let batch = recorder.next_batch().unwrap();
     let holder_nonce = w.ledger.state.account(&w.ledger.id(HOLDER)).nonce;
-    let tx = record_tx(&w.ledger.keys[HOLDER], "secnet-access", holder_nonce, batch);
+    let tx = record_tx(
+        w.ledger.key(HOLDER).unwrap(),
+        "secnet-access",
+        holder_nonce,
+        batch,
+    );
     let tip = w.ledger.state.tip();
     let block = Block::new(
         tip.height + 1,

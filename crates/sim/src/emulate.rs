@@ -1,7 +1,7 @@
 //! The paper's experiment, measured: `N` Private Data Centers, each attacked by its own
 //! stream of NSL-KDD records in which it sees only some attack types, train detectors on
 //! what they saw, publish them as priced security rules on the real data contract (a
-//! deterministic in-process ledger: one block per step, fixed timestamps), and buy each
+//! deterministic in-process [`Sandbox`] ledger: blocks one second apart), and buy each
 //! other's rules by a policy that weighs measured quality against price.
 //!
 //! Each seed:
@@ -30,12 +30,9 @@ use secnet_ai::mlp::TrainConfig;
 use secnet_ai::model::Detector;
 use secnet_ai::rng::Rng;
 use secnet_ai::{Augment, Family, train_detector};
-use secnet_contract::State;
+use secnet_contract::Sandbox;
 use secnet_rules::SecurityRule;
-use secnet_types::{
-    AccountId, Allocation, Block, Call, DataKind, Genesis, Keypair, RegisterData,
-    SignedTransaction, Transaction,
-};
+use secnet_types::{Call, DataKind, Keypair, RegisterData};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -176,81 +173,17 @@ pub struct Outcome {
     pub rules: Vec<RuleStat>,
 }
 
-/// The deterministic ledger the market runs on.
-struct Ledger {
-    state: State,
-    keys: Vec<Keypair>,
-    nonces: Vec<u64>,
-    pending: Vec<SignedTransaction>,
-}
-
 const CHAIN: &str = "secnet-sim";
 
-impl Ledger {
-    fn new(keys: Vec<Keypair>) -> Ledger {
-        let genesis = Genesis {
-            chain_id: CHAIN.into(),
-            genesis_time_ms: 1_700_000_000_000,
-            allocations: keys
-                .iter()
-                .map(|k| Allocation {
-                    account: k.account(),
-                    balance: 1_000_000_000,
-                })
-                .collect(),
-            validators: vec![],
-        };
-        Ledger {
-            state: State::genesis(&genesis),
-            nonces: vec![0; keys.len()],
-            keys,
-            pending: Vec::new(),
-        }
+/// Commits the queued market transactions; any refusal is an error of the emulation.
+fn commit(ledger: &mut Sandbox) -> Result<(), String> {
+    let outcome = ledger
+        .commit()
+        .map_err(|e| format!("the simulated ledger refused a block: {e}"))?;
+    if let Some(r) = outcome.receipts.iter().find_map(|r| r.rejection()) {
+        return Err(format!("a market transaction was refused: {r}"));
     }
-
-    fn submit(&mut self, who: usize, call: Call) {
-        let (Some(key), Some(nonce)) = (self.keys.get(who), self.nonces.get_mut(who)) else {
-            return;
-        };
-        let tx = Transaction {
-            chain_id: CHAIN.into(),
-            sender: key.account(),
-            nonce: *nonce,
-            call,
-        };
-        *nonce += 1;
-        self.pending.push(tx.sign(key));
-    }
-
-    fn commit(&mut self) -> Result<(), String> {
-        let tip = self.state.tip();
-        let block = Block::new(
-            tip.height + 1,
-            tip.block_hash,
-            tip.timestamp_ms + 1000,
-            std::mem::take(&mut self.pending),
-        );
-        let outcome = self
-            .state
-            .apply_block(&block)
-            .map_err(|e| format!("the simulated ledger refused a block: {e:?}"))?;
-        if let Some(r) = outcome.receipts.iter().find_map(|r| r.rejection()) {
-            return Err(format!("a market transaction was refused: {r}"));
-        }
-        Ok(())
-    }
-
-    fn balance(&self, who: usize) -> u64 {
-        self.keys
-            .get(who)
-            .map_or(0, |k| self.state.account(&k.account()).balance)
-    }
-
-    fn account(&self, who: usize) -> AccountId {
-        self.keys
-            .get(who)
-            .map_or(AccountId([0; 32]), Keypair::account)
-    }
+    Ok(())
 }
 
 struct Node {
@@ -422,7 +355,7 @@ pub fn run_seed(
         });
     }
 
-    let mut ledger = Ledger::new(keys);
+    let mut ledger = Sandbox::new(CHAIN, keys, 1_000_000_000);
     let start: Vec<u64> = (0..cfg.nodes).map(|i| ledger.balance(i)).collect();
     let order = rng.permutation(cfg.nodes);
     let mut installed: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); cfg.nodes];
@@ -486,7 +419,7 @@ pub fn run_seed(
                 holder_share_bps: 0,
             }),
         );
-        ledger.commit()?;
+        commit(&mut ledger)?;
         let market_now: Vec<usize> = order.get(..=step).unwrap_or_default().to_vec();
         for j in 0..cfg.nodes {
             let mut ranked: Vec<(f64, usize)> = market_now
@@ -529,7 +462,7 @@ pub fn run_seed(
                 *slot = keep;
             }
         }
-        ledger.commit()?;
+        commit(&mut ledger)?;
         let k = step + 1;
         out.sharing.push(measure(&installed, &none, k));
         // Control: the same number of rules per node, each flagging a random 1%.

@@ -9,15 +9,12 @@
 use super::bench::peak_rss_mib;
 use super::load::percentile;
 use anyhow::{Context, ensure};
-use secnet_contract::State;
+use secnet_contract::Sandbox;
 use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, RuleScorer};
 use secnet_pdc::envelope::{FHIR_JSON, OCTETS};
 use secnet_pdc::store::{PutRequest, Store};
 use secnet_policy::{Action, Agent, AgentKind, AgentRef, Engine, Facts, Resource};
-use secnet_types::{
-    Allocation, Block, Call, DataKind, Genesis, Keypair, RegisterData, SignedTransaction,
-    Transaction,
-};
+use secnet_types::{Allocation, Call, DataKind, Genesis, Keypair, RegisterData, Transaction};
 use std::io::Read;
 use std::time::Instant;
 
@@ -54,39 +51,15 @@ impl Read for Generated {
     }
 }
 
-struct Chain {
-    state: State,
-    keys: Vec<Keypair>,
-    nonces: Vec<u64>,
-}
-
-impl Chain {
-    fn run(&mut self, i: usize, call: Call) -> anyhow::Result<()> {
-        let key = self.keys.get(i).context("no such key")?;
-        let nonce = self.nonces.get_mut(i).context("no such key")?;
-        let tx: SignedTransaction = Transaction {
-            chain_id: CHAIN.into(),
-            sender: key.account(),
-            nonce: *nonce,
-            call,
-        }
-        .sign(key);
-        *nonce += 1;
-        let tip = self.state.tip();
-        let block = Block::new(
-            tip.height + 1,
-            tip.block_hash,
-            tip.timestamp_ms + 1000,
-            vec![tx],
-        );
-        let outcome = self.state.apply_block(&block)?;
-        ensure!(
-            outcome.receipts.iter().all(|r| r.is_applied()),
-            "setup transaction refused: {:?}",
-            outcome.receipts
-        );
-        Ok(())
-    }
+/// Runs a setup call on the sandbox ledger; a refusal is an error of the benchmark.
+fn setup(chain: &mut Sandbox, i: usize, call: Call) -> anyhow::Result<()> {
+    let receipt = chain.run(i, call)?;
+    ensure!(
+        receipt.is_applied(),
+        "setup transaction refused: {:?}",
+        receipt.outcome
+    );
+    Ok(())
 }
 
 /// Runs the benchmark and prints JSON.
@@ -96,31 +69,14 @@ pub fn run(decisions: usize, stream_mib: u64) -> anyhow::Result<()> {
         .map(|i| Keypair::deterministic("bench-pdc", i))
         .collect();
     let [patient, holder, consumer] = [0usize, 1, 2];
-    let genesis = Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: 1_700_000_000_000,
-        allocations: keys
-            .iter()
-            .map(|k| Allocation {
-                account: k.account(),
-                balance: 1_000_000,
-            })
-            .collect(),
-        validators: vec![],
-    };
-    let mut chain = Chain {
-        state: State::genesis(&genesis),
-        nonces: vec![0; keys.len()],
-        keys,
-    };
+    let mut chain = Sandbox::new(CHAIN, keys, 1_000_000);
     for i in 0..3 {
-        let key = chain.keys.get(i).context("key")?.encryption_key();
-        chain.run(i, Call::SetEncryptionKey { key })?;
+        let key = chain.key(i).context("key")?.encryption_key();
+        setup(&mut chain, i, Call::SetEncryptionKey { key })?;
     }
     let k = |i: usize| {
         chain
-            .keys
-            .get(i)
+            .key(i)
             .context("key")
             .map(|k| Keypair::from_seeds(*k.signing_seed(), *k.encryption_seed()))
     };
@@ -154,7 +110,8 @@ pub fn run(decisions: usize, stream_mib: u64) -> anyhow::Result<()> {
     )?;
     let version = object.latest().context("no version")?.clone();
     let data = udi.cid.hash();
-    chain.run(
+    setup(
+        &mut chain,
         patient,
         Call::RegisterData(RegisterData {
             hash: data,
@@ -166,8 +123,9 @@ pub fn run(decisions: usize, stream_mib: u64) -> anyhow::Result<()> {
             holder_share_bps: 2_000,
         }),
     )?;
-    chain.run(consumer, Call::SubscribeData { hash: data })?;
-    chain.run(
+    setup(&mut chain, consumer, Call::SubscribeData { hash: data })?;
+    setup(
+        &mut chain,
         consumer,
         Call::RequestDataWithHash {
             hash: data,
