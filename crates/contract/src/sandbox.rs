@@ -128,7 +128,9 @@ mod tests {
 
     #[test]
     fn calls_run_in_blocks_one_interval_apart() {
-        let keys = (0..2).map(|i| Keypair::deterministic("sandbox", i)).collect();
+        let keys = (0..2)
+            .map(|i| Keypair::deterministic("sandbox", i))
+            .collect();
         let mut s = Sandbox::new("secnet-sandbox", keys, 500);
         let to = s.account(1);
         let r = s.run(0, Call::Transfer { to, amount: 120 }).unwrap();
@@ -136,7 +138,11 @@ mod tests {
         assert_eq!((s.balance(0), s.balance(1)), (380, 620));
         assert_eq!(s.now_ms(), GENESIS_TIME_MS + BLOCK_INTERVAL_MS);
         // Nonces follow on: a second call from the same account applies too.
-        assert!(s.run(0, Call::Transfer { to, amount: 1 }).unwrap().is_applied());
+        assert!(
+            s.run(0, Call::Transfer { to, amount: 1 })
+                .unwrap()
+                .is_applied()
+        );
         assert!(matches!(
             s.run(7, Call::Transfer { to, amount: 1 }),
             Err(SandboxError::NoAccount(7))
