@@ -71,31 +71,48 @@ pub enum Augment {
     AdvGan,
 }
 
+/// Each arm and its name on the command line and in files.
+const AUGMENT_NAMES: [(Augment, &str); 5] = [
+    (Augment::None, "none"),
+    (Augment::Dup, "dup"),
+    (Augment::Jitter, "jitter"),
+    (Augment::Gan, "gan"),
+    (Augment::AdvGan, "adv-gan"),
+];
+
+/// Each family and its name on the command line and in files.
+const FAMILY_NAMES: [(Family, &str); 4] = [
+    (Family::Mlp, "mlp"),
+    (Family::Logreg, "logreg"),
+    (Family::Forest, "forest"),
+    (Family::Iforest, "iforest"),
+];
+
+fn parse_name<T: Copy>(table: &[(T, &str)], what: &str, s: &str) -> Result<T, String> {
+    table
+        .iter()
+        .find(|(_, n)| *n == s)
+        .map(|(v, _)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = table.iter().map(|(_, n)| *n).collect();
+            format!("unknown {what} {s:?}: {}", names.join(", "))
+        })
+}
+
+fn name_of<T: PartialEq>(table: &[(T, &'static str)], v: &T) -> &'static str {
+    table.iter().find(|(t, _)| t == v).map_or("?", |(_, n)| n)
+}
+
 impl std::str::FromStr for Augment {
     type Err = String;
     fn from_str(s: &str) -> Result<Augment, String> {
-        match s {
-            "none" => Ok(Augment::None),
-            "dup" => Ok(Augment::Dup),
-            "jitter" => Ok(Augment::Jitter),
-            "gan" => Ok(Augment::Gan),
-            "adv-gan" => Ok(Augment::AdvGan),
-            other => Err(format!(
-                "unknown augmentation {other:?}: none, dup, jitter, gan or adv-gan"
-            )),
-        }
+        parse_name(&AUGMENT_NAMES, "augmentation", s)
     }
 }
 
 impl std::fmt::Display for Augment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Augment::None => "none",
-            Augment::Dup => "dup",
-            Augment::Jitter => "jitter",
-            Augment::Gan => "gan",
-            Augment::AdvGan => "adv-gan",
-        })
+        f.write_str(name_of(&AUGMENT_NAMES, self))
     }
 }
 
@@ -162,26 +179,13 @@ pub enum Family {
 impl std::str::FromStr for Family {
     type Err = String;
     fn from_str(s: &str) -> Result<Family, String> {
-        match s {
-            "mlp" => Ok(Family::Mlp),
-            "logreg" => Ok(Family::Logreg),
-            "iforest" => Ok(Family::Iforest),
-            "forest" => Ok(Family::Forest),
-            other => Err(format!(
-                "unknown model {other:?}: mlp, logreg, forest or iforest"
-            )),
-        }
+        parse_name(&FAMILY_NAMES, "model", s)
     }
 }
 
 impl std::fmt::Display for Family {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Family::Mlp => "mlp",
-            Family::Logreg => "logreg",
-            Family::Iforest => "iforest",
-            Family::Forest => "forest",
-        })
+        f.write_str(name_of(&FAMILY_NAMES, self))
     }
 }
 
