@@ -45,12 +45,15 @@ enum Command {
     /// Sign and submit transactions.
     #[command(subcommand)]
     Tx(cmd::tx::TxCmd),
-    /// Show a node's height, state root and validators.
+    /// The network's certified height, state root and access-log head, verified against the
+    /// genesis validators.
     Status(cmd::query::StatusArgs),
-    /// Show a block with its receipts.
+    /// A block, verified: linked to a certified block, with its certified state root.
     Block(cmd::query::BlockArgs),
-    /// Show an account with a proof against the state root.
+    /// An account, verified against a certified state root.
     Account(cmd::query::AccountArgs),
+    /// The node's own report of itself: tip, mempool, peers' heights (not verified).
+    Health(cmd::query::HealthArgs),
     /// Drive signed transactions into a network and measure throughput and latency.
     Load(cmd::load::LoadArgs),
     /// Train and evaluate access-request detectors.
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cmd::query::status(a),
         Command::Block(a) => cmd::query::block(a),
         Command::Account(a) => cmd::query::account(a),
+        Command::Health(a) => cmd::query::health(a),
         Command::Bench(c) => cmd::bench::run(c),
         Command::Ai(c) => cmd::ai::run(c),
         Command::Rules(c) => cmd::rules::run(c),

@@ -57,12 +57,41 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
         "--wait",
     ]);
     assert_eq!(receipt["receipt"]["outcome"]["status"], "applied");
-    let account = json(&["account", &alice, "--node", &node.url, "--json"]);
+    let genesis = dir.path().join("genesis.json");
+    let genesis = path(&genesis);
+    let account = json(&[
+        "account",
+        &alice,
+        "--node",
+        &node.url,
+        "--genesis",
+        genesis,
+        "--json",
+    ]);
+    assert_eq!(account["verified"], true);
     assert_eq!(account["balance"], 250);
-    let status = json(&["status", "--node", &node.url, "--json"]);
+    let status = json(&[
+        "status",
+        "--node",
+        &node.url,
+        "--genesis",
+        genesis,
+        "--json",
+    ]);
     assert!(status["height"].as_u64().unwrap() >= 1);
+    assert_eq!(status["verified"], true);
     let height = status["height"].as_u64().unwrap().to_string();
-    let block = json(&["block", "--height", &height, "--node", &node.url, "--json"]);
+    let block = json(&[
+        "block",
+        "--height",
+        &height,
+        "--node",
+        &node.url,
+        "--genesis",
+        genesis,
+        "--json",
+    ]);
+    assert_eq!(block["verified"], true);
     assert_eq!(block["state_root"], status["state_root"]);
 
     // Not enough money: committed, refused, nothing moved.
@@ -83,7 +112,7 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("balance 250 is below the 251 required"));
 
     // Garbage, a truncated transaction, and an oversized body: problem+json, no state change.
-    let before = json(&["status", "--node", &node.url, "--json"]);
+    let before = json(&["health", "--node", &node.url, "--json"]);
     let (code, body, ctype) = post(&node.url, "{\"tx\": \"zz\"}");
     assert_eq!(code, 400);
     assert_eq!(ctype, "application/problem+json");
@@ -97,7 +126,7 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
     let huge = format!("{{\"tx\": \"{}\"}}", "00".repeat(200 * 1024));
     let (code, _, _) = post(&node.url, &huge);
     assert_eq!(code, 413);
-    let after = json(&["status", "--node", &node.url, "--json"]);
+    let after = json(&["health", "--node", &node.url, "--json"]);
     assert_eq!(before["state_root"], after["state_root"]);
 }
 

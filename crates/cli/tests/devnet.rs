@@ -18,16 +18,19 @@ use common::{
 use std::process::Stdio;
 use std::time::Duration;
 
-fn state_root(api: &str, height: u64) -> serde_json::Value {
-    json(&[
+fn state_root(dir: &std::path::Path, api: &str, height: u64) -> serde_json::Value {
+    let block = json(&[
         "block",
         "--height",
         &height.to_string(),
         "--node",
         api,
+        "--genesis",
+        path(&dir.join("genesis.json")),
         "--json",
-    ])["state_root"]
-        .clone()
+    ]);
+    assert_eq!(block["verified"], true, "{block}");
+    block["state_root"].clone()
 }
 
 #[test]
@@ -134,7 +137,7 @@ fn four_processes_survive_a_sigkill_and_agree() {
     );
 
     // Same state root at equal heights.
-    let roots: Vec<serde_json::Value> = apis.iter().map(|a| state_root(a, target)).collect();
+    let roots: Vec<serde_json::Value> = apis.iter().map(|a| state_root(d, a, target)).collect();
     assert!(
         roots.windows(2).all(|w| w[0] == w[1]),
         "state roots differ at height {target}: {roots:?}"
@@ -153,8 +156,8 @@ fn four_processes_survive_a_sigkill_and_agree() {
         || height(&apis[2]) >= target,
     );
     assert_eq!(
-        state_root(&apis[2], target),
-        state_root(&apis[0], target),
+        state_root(d, &apis[2], target),
+        state_root(d, &apis[0], target),
         "a validator synced from scratch disagrees at height {target}"
     );
 
@@ -163,7 +166,7 @@ fn four_processes_survive_a_sigkill_and_agree() {
         "validator 0 to report its peers' heights",
         Duration::from_secs(30),
         || {
-            let s = json(&["status", "--node", &apis[0], "--json"]);
+            let s = json(&["health", "--node", &apis[0], "--json"]);
             let vs = s["validators"].as_array().unwrap();
             vs.len() == 4
                 && vs
@@ -188,7 +191,15 @@ fn four_processes_survive_a_sigkill_and_agree() {
         .iter()
         .chain(&load_accounts)
         .map(|a| {
-            json(&["account", a, "--node", &apis[3], "--json"])["balance"]
+            json(&[
+                "account",
+                a,
+                "--node",
+                &apis[3],
+                "--genesis",
+                path(&d.join("genesis.json")),
+                "--json",
+            ])["balance"]
                 .as_u64()
                 .unwrap()
         })

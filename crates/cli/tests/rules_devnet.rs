@@ -28,10 +28,19 @@ fn account(dir: &Path, name: &str) -> String {
     ok(&["keys", "show", &key(dir, name)]).trim().to_string()
 }
 
-fn balance(node: &str, id: &str) -> u64 {
-    json(&["account", id, "--node", node, "--json"])["balance"]
-        .as_u64()
-        .unwrap()
+fn balance(dir: &Path, node: &str, id: &str) -> u64 {
+    let genesis = dir.join("genesis.json");
+    let answer = json(&[
+        "account",
+        id,
+        "--node",
+        node,
+        "--genesis",
+        path(&genesis),
+        "--json",
+    ]);
+    assert_eq!(answer["verified"], true, "{answer}");
+    answer["balance"].as_u64().unwrap()
 }
 
 fn node_account(dir: &Path, i: usize) -> String {
@@ -177,9 +186,9 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
 
     // Paying: the price leaves the hospital and reaches the publisher and the holder.
     let (h0, t0, n0) = (
-        balance(&b, &account(d, hospital)),
-        balance(&b, &account(d, team)),
-        balance(&b, &node_account(d, 0)),
+        balance(d, &b, &account(d, hospital)),
+        balance(d, &b, &account(d, team)),
+        balance(d, &b, &node_account(d, 0)),
     );
     json(&[
         "rules",
@@ -191,9 +200,9 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
         "--node",
         &b,
     ]);
-    assert_eq!(balance(&b, &account(d, hospital)), h0 - 40);
-    assert_eq!(balance(&b, &account(d, team)), t0 + 32);
-    assert_eq!(balance(&b, &node_account(d, 0)), n0 + 8);
+    assert_eq!(balance(d, &b, &account(d, hospital)), h0 - 40);
+    assert_eq!(balance(d, &b, &account(d, team)), t0 + 32);
+    assert_eq!(balance(d, &b, &node_account(d, 0)), n0 + 8);
 
     // Fetched, verified and installed; the hospital's node uses it.
     let r = fetch();

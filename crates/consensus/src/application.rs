@@ -19,9 +19,9 @@ use secnet_types::limits::MAX_BLOCK_TXS;
 use secnet_types::{Block, Hash, SignedTransaction, verify_signatures_except};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// The simplex signing scheme of SecNet validators.
-pub type Scheme = commonware_consensus::simplex::scheme::ed25519::Scheme;
+pub use secnet_certified::Scheme;
 
 /// How far ahead of a validator's clock a proposal's timestamp may be, in milliseconds.
 pub const MAX_CLOCK_SKEW_MS: u64 = 5_000;
@@ -30,12 +30,71 @@ pub const MAX_CLOCK_SKEW_MS: u64 = 5_000;
 #[derive(Debug, Clone)]
 pub struct SecnetApp {
     chain: Arc<Chain>,
+    /// How long a verifier waits to execute the heights a proposal commits to.
+    commitment_wait: Duration,
 }
 
 impl SecnetApp {
-    /// An application over `chain`.
-    pub fn new(chain: Arc<Chain>) -> SecnetApp {
-        SecnetApp { chain }
+    /// An application over `chain`; a proposal committing to heights this validator has not
+    /// executed yet is given `commitment_wait` to catch up before it is refused.
+    pub fn new(chain: Arc<Chain>, commitment_wait: Duration) -> SecnetApp {
+        SecnetApp {
+            chain,
+            commitment_wait,
+        }
+    }
+
+    /// Checks the header's state commitment against this validator's own roots, waiting (up
+    /// to `commitment_wait`) for heights it has not executed yet: they are final, so they
+    /// arrive.
+    async fn check_commitment<E: Clock>(
+        &self,
+        runtime: &E,
+        block: &Block,
+        parent: &Block,
+    ) -> Result<(), InvalidProposal> {
+        let state = &block.header.state;
+        let height = block.header.height;
+        if state.from != parent.header.state.next() {
+            return Err(InvalidProposal::Commitment(format!(
+                "commits from height {}, the parent leaves {}",
+                state.from,
+                parent.header.state.next()
+            )));
+        }
+        if state.next() > height {
+            return Err(InvalidProposal::Commitment(format!(
+                "block {height} commits to the root of height {}",
+                state.next() - 1
+            )));
+        }
+        let deadline = runtime.current() + self.commitment_wait;
+        for (committed, claimed) in (state.from..).zip(&state.roots) {
+            let own = loop {
+                let own = self
+                    .chain
+                    .state_root_at(committed)
+                    .map_err(|e| InvalidProposal::Commitment(e.to_string()))?;
+                match own {
+                    Some(root) => break root,
+                    None if runtime.current() < deadline => {
+                        runtime.sleep(Duration::from_millis(5)).await;
+                    }
+                    None => {
+                        return Err(InvalidProposal::Commitment(format!(
+                            "height {committed} not executed here within {:?}",
+                            self.commitment_wait
+                        )));
+                    }
+                }
+            };
+            if own != *claimed {
+                return Err(InvalidProposal::Commitment(format!(
+                    "root {claimed} for height {committed}, computed {own}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -67,6 +126,9 @@ pub enum InvalidProposal {
     /// A transaction with an invalid signature.
     #[error("transaction {0} has an invalid signature")]
     BadSignature(Hash),
+    /// State roots that do not follow the parent's or differ from this validator's own.
+    #[error("state commitment refused: {0}")]
+    Commitment(String),
 }
 
 /// Checks a proposal against its parent: everything that does not depend on uncommitted state.
@@ -139,13 +201,15 @@ where
         }
         let txs = self.chain.select(|h| in_flight.contains(h)).ok()?;
         let parent_header = &parent.inner().block().header;
+        let state = self.chain.commitment_after(&parent_header.state).ok()?;
         let now = runtime.current().epoch_millis();
         let block = Block::new(
             parent_header.height + 1,
             parent.inner().hash(),
             now.max(parent_header.timestamp_ms),
             txs,
-        );
+        )
+        .committing(state);
         Some(Digested::compute(ChainBlock::new(block), &Sequential).await)
     }
 
@@ -159,13 +223,20 @@ where
         };
         let now = runtime.current().epoch_millis();
         let chain = &self.chain;
-        match check_proposal(
+        let checked = match check_proposal(
             block.inner().block(),
             parent.inner().block(),
             chain.chain_id(),
             now,
             |t| chain.is_verified(t),
         ) {
+            Ok(()) => {
+                self.check_commitment(&runtime, block.inner().block(), parent.inner().block())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match checked {
             Ok(()) => {
                 let ids = block
                     .inner()

@@ -10,10 +10,7 @@ use secnet_types::limits::MAX_BLOCK_BYTES;
 use secnet_types::{Block, Hash};
 use std::sync::Arc;
 
-/// The consensus digest of a SecNet block hash.
-pub fn digest_of(hash: &Hash) -> sha256::Digest {
-    sha256::Digest(hash.0)
-}
+pub use secnet_certified::digest_of;
 
 /// The SecNet block hash of a consensus digest.
 pub fn hash_of(digest: &sha256::Digest) -> Hash {

@@ -6,7 +6,7 @@ use secnet_contract::BlockOutcome;
 use secnet_ledger::{Ledger, LedgerError};
 use secnet_node::mempool::{AdmitError, Mempool};
 use secnet_types::AccountId;
-use secnet_types::{Genesis, Hash, SignedTransaction};
+use secnet_types::{Genesis, Hash, SignedTransaction, StateCommitment};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -26,6 +26,7 @@ pub struct Chain {
     peers: Mutex<BTreeMap<AccountId, PeerSeen>>,
     genesis_block: ChainBlock,
     chain_id: String,
+    namespace: Vec<u8>,
     max_block_txs: usize,
 }
 
@@ -71,6 +72,7 @@ impl Chain {
             peers: Mutex::new(BTreeMap::new()),
             genesis_block: ChainBlock::new(genesis.block()),
             chain_id: genesis.chain_id.clone(),
+            namespace: secnet_certified::consensus_namespace(genesis),
             max_block_txs,
         }
     }
@@ -78,6 +80,27 @@ impl Chain {
     /// The height-0 block.
     pub fn genesis_block(&self) -> &ChainBlock {
         &self.genesis_block
+    }
+
+    /// The namespace of this network's consensus signatures.
+    pub fn namespace(&self) -> &[u8] {
+        &self.namespace
+    }
+
+    /// The state roots a block on top of `parent` commits to (see
+    /// [`Ledger::commitment_after`]).
+    pub fn commitment_after(&self, parent: &StateCommitment) -> Result<StateCommitment, Poisoned> {
+        self.with_ledger(|l| l.commitment_after(parent))
+    }
+
+    /// The state root this node computed after `height`, once it has executed it.
+    pub fn state_root_at(&self, height: u64) -> Result<Option<Hash>, Poisoned> {
+        self.with_ledger(|l| {
+            if height > l.state().tip().height {
+                return None;
+            }
+            l.state_root_at(height).ok().flatten()
+        })
     }
 
     /// The chain id.

@@ -4,7 +4,7 @@
 //! (simulated or authenticated TCP).
 
 use crate::application::{Scheme, SecnetApp};
-use crate::block::digest_of;
+use crate::block::{ChainBlock, digest_of};
 use crate::chain::Chain;
 use crate::executor::{Executor, Progress};
 use commonware_broadcast::buffered;
@@ -26,9 +26,6 @@ use rand_core::CryptoRng;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Namespace of consensus signatures; a vote of another application cannot be replayed here.
-pub const CONSENSUS_NAMESPACE: &[u8] = b"secnet/consensus/v1";
 
 /// The p2p channels a validator uses.
 pub mod channels {
@@ -98,10 +95,15 @@ impl<B, P> std::fmt::Debug for ValidatorConfig<B, P> {
 /// A network channel: its sender and receiver.
 pub type Channel<S, R> = (S, R);
 
+/// Marshal's mailbox: where finalization certificates are read from.
+pub type MarshalMailbox = marshal::core::Mailbox<Scheme, marshal::standard::Standard<ChainBlock>>;
+
 /// The running parts of a validator.
 pub struct Running {
     /// Finalized and executed heights.
     pub progress: Arc<Progress>,
+    /// Marshal, for the certificates of finalized blocks.
+    pub marshal: MarshalMailbox,
     /// The tasks: broadcast, marshal, consensus, executor.
     pub handles: Vec<Handle<()>>,
 }
@@ -180,7 +182,7 @@ where
     let prefix = config.partition_prefix.clone();
     let page_cache = CacheRef::new(PAGE_CACHE_PAGE, PAGE_CACHE_PAGES);
     let scheme = Scheme::signer(
-        CONSENSUS_NAMESPACE,
+        chain.namespace(),
         config.participants.clone(),
         config.key.clone(),
     )
@@ -267,7 +269,7 @@ where
     // Consensus over the application.
     let app = Inline::new(
         context.child("application"),
-        SecnetApp::new(chain.clone()),
+        SecnetApp::new(chain.clone(), config.timing.certification_timeout),
         marshal_mailbox.clone(),
         epocher,
     );
@@ -309,6 +311,7 @@ where
     let consensus_handle = consensus.start(votes, certificates, resolver);
     Running {
         progress,
+        marshal: marshal_mailbox,
         handles: vec![
             buffer_handle,
             marshal_handle,

@@ -64,6 +64,7 @@ pub enum StartError {
 
 struct ValidatorBackend {
     chain: Arc<Chain>,
+    marshal: crate::engine::MarshalMailbox,
     gossip: TxGossip,
     key: Keypair,
     progress: Arc<Progress>,
@@ -129,6 +130,16 @@ impl Backend for ValidatorBackend {
         &self.key
     }
 
+    fn certificate(&self, height: u64) -> api::CertificateFuture<'_> {
+        Box::pin(async move {
+            let finalization = self
+                .marshal
+                .get_finalization(commonware_consensus::types::Height::new(height))
+                .await?;
+            Some(commonware_codec::Encode::encode(&finalization).to_vec())
+        })
+    }
+
     fn validators(&self) -> Vec<serde_json::Value> {
         let me = self.key.account();
         let executed = self.progress.executed.load(Ordering::Relaxed);
@@ -157,11 +168,11 @@ impl Backend for ValidatorBackend {
     }
 }
 
-/// The commonware ed25519 key of a SecNet key.
+/// The consensus signing key of a validator's account key (the same ed25519 seed).
 pub fn consensus_key(key: &Keypair) -> ed25519::PrivateKey {
-    match ed25519::PrivateKey::decode(key.signing_seed().to_vec()) {
-        Ok(k) => k,
-        Err(_) => unreachable_key(),
+    match secnet_certified::certificate::consensus_key(key) {
+        Some(k) => k,
+        None => unreachable_key(),
     }
 }
 
@@ -277,6 +288,7 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
         };
         let backend: Arc<dyn Backend> = Arc::new(ValidatorBackend {
             chain,
+            marshal: running.marshal.clone(),
             gossip,
             key: config.key,
             progress: running.progress.clone(),

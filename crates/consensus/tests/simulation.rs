@@ -506,19 +506,15 @@ fn an_equivocating_validator_cannot_split_the_honest_ones() {
     use commonware_consensus::types::Epoch;
     use commonware_cryptography::Sha256;
     use secnet_consensus::application::Scheme;
-    use secnet_consensus::engine::CONSENSUS_NAMESPACE;
     runner(61).start(|context| async move {
         // Three honest validators run SecNet; the fourth member of the set equivocates: as
         // leader it sends one proposal to one validator and a conflicting one to the others.
         let mut cluster = Cluster::new(&context, 4).await;
         cluster.crash(&context, 3).await;
         let byzantine = validator_key(3);
-        let scheme = Scheme::signer(
-            CONSENSUS_NAMESPACE,
-            cluster.participants.clone(),
-            byzantine.clone(),
-        )
-        .unwrap();
+        let namespace = secnet_certified::consensus_namespace(&cluster.genesis);
+        let scheme =
+            Scheme::signer(&namespace, cluster.participants.clone(), byzantine.clone()).unwrap();
         let control = cluster.oracle.control(byzantine.public_key());
         let votes = control.register(0, QUOTA).await.unwrap();
         let certificates = control.register(1, QUOTA).await.unwrap();

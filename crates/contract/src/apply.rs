@@ -169,14 +169,19 @@ impl State {
             let value = self.get(&key).map(|v| v.to_bytes());
             tree_updates.push((
                 Hash::digest(&key_bytes).0,
-                value.as_ref().map(|v| Hash::digest(v).0),
+                value.as_ref().map(|v| {
+                    (
+                        Hash::digest(v).0,
+                        std::sync::Arc::<[u8]>::from(v.as_slice()),
+                    )
+                }),
             ));
             writes.push(StateWrite {
                 key: key_bytes,
                 value,
             });
         }
-        self.tree.apply(tree_updates);
+        self.tree.apply_with(tree_updates);
         self.tip = ChainTip {
             height: block.header.height,
             block_hash: block.hash(),

@@ -20,4 +20,4 @@ pub use entries::{
 pub use log_entry::LogEntry;
 pub use proof::{StateProof, StateProofError};
 pub use sandbox::{Sandbox, SandboxError};
-pub use state::{ChainTip, State};
+pub use state::{ChainTip, State, StateSnapshot};

@@ -9,6 +9,7 @@ use secnet_merkle::smt::SparseMerkleTree;
 use secnet_types::{AccountId, Genesis, GrantId, Hash};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The last applied block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +38,45 @@ pub struct State {
     pub(crate) subscriptions: BTreeMap<(Hash, AccountId), Subscription>,
     pub(crate) grants: BTreeMap<GrantId, AccessGrant>,
     pub(crate) log: MerkleLog,
-    pub(crate) tree: SparseMerkleTree,
+    pub(crate) tree: StateTree,
+}
+
+/// The state commitment: one leaf per entry, keeping the entry's value bytes beside it so
+/// that a snapshot alone can prove any entry.
+pub(crate) type StateTree = SparseMerkleTree<Arc<[u8]>>;
+
+/// The state tree as it was after one height: enough to prove any entry as of then.
+///
+/// Taking one is O(1) (the tree's nodes are shared); keeping it costs only the nodes that
+/// later blocks replace.
+#[derive(Debug, Clone)]
+pub struct StateSnapshot {
+    height: u64,
+    tree: StateTree,
+}
+
+impl StateSnapshot {
+    /// The height this snapshot is the state after.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// Its state root.
+    pub fn state_root(&self) -> Hash {
+        Hash(self.tree.root())
+    }
+
+    /// A proof of the value under `key` (or of its absence) as of this height.
+    pub fn prove(&self, key: &StateKey) -> StateProof {
+        let tree_key = key.tree_key().0;
+        StateProof {
+            height: self.height,
+            state_root: self.state_root(),
+            key: key.clone(),
+            value: self.tree.payload(&tree_key).map(|v| v.to_vec()),
+            proof: self.tree.prove(&tree_key),
+        }
+    }
 }
 
 impl State {
@@ -70,7 +109,7 @@ impl State {
             subscriptions: BTreeMap::new(),
             grants: BTreeMap::new(),
             log: MerkleLog::new(),
-            tree: SparseMerkleTree::new(),
+            tree: StateTree::default(),
         };
         state.rebuild_tree();
         state
@@ -95,7 +134,7 @@ impl State {
             subscriptions: BTreeMap::new(),
             grants: BTreeMap::new(),
             log: MerkleLog::new(),
-            tree: SparseMerkleTree::new(),
+            tree: StateTree::default(),
         };
         for leaf in log_leaf_hashes {
             state.log.append_hash(leaf);
@@ -140,11 +179,14 @@ impl State {
     }
 
     fn rebuild_tree(&mut self) {
-        let entries: Vec<([u8; 32], [u8; 32])> = self
+        let entries: Vec<([u8; 32], [u8; 32], Arc<[u8]>)> = self
             .entries()
-            .map(|(k, v)| (k.tree_key().0, Hash::digest(&v.to_bytes()).0))
+            .map(|(k, v)| {
+                let bytes = v.to_bytes();
+                (k.tree_key().0, Hash::digest(&bytes).0, Arc::from(bytes))
+            })
             .collect();
-        self.tree = SparseMerkleTree::from_entries(entries);
+        self.tree = StateTree::from_entries_with(entries);
         self.tip.state_root = Hash(self.tree.root());
     }
 
@@ -201,13 +243,14 @@ impl State {
 
     /// A proof of the value under `key` (or of its absence) against the current state root.
     pub fn prove(&self, key: &StateKey) -> StateProof {
-        let value = self.get(key).map(|v| v.to_bytes());
-        StateProof {
+        self.snapshot().prove(key)
+    }
+
+    /// The state tree as of the last applied block, to prove entries later.
+    pub fn snapshot(&self) -> StateSnapshot {
+        StateSnapshot {
             height: self.tip.height,
-            state_root: self.tip.state_root,
-            key: key.clone(),
-            value,
-            proof: self.tree.prove(&key.tree_key().0),
+            tree: self.tree.clone(),
         }
     }
 

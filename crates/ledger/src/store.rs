@@ -3,10 +3,16 @@
 use crate::error::LedgerError;
 use crate::stored_block::StoredBlock;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use secnet_contract::{BlockOutcome, ChainTip, State, StateKey, StateValue};
+use secnet_contract::{BlockOutcome, ChainTip, State, StateKey, StateSnapshot, StateValue};
 use secnet_merkle::log::leaf_hash;
-use secnet_types::{Block, Genesis, Hash, Receipt, Rejection};
+use secnet_types::limits::MAX_HEADER_STATE_ROOTS;
+use secnet_types::{Block, Genesis, Hash, Receipt, Rejection, StateCommitment};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+
+/// How many recent heights' state trees a ledger keeps, to prove entries as of a height a
+/// certificate covers (certification trails execution by a few blocks).
+pub const RECENT_STATES: usize = 64;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
@@ -31,6 +37,9 @@ pub struct Ledger {
     genesis: Genesis,
     path: PathBuf,
     poisoned: bool,
+    /// The state trees of the last [`RECENT_STATES`] heights, oldest first.
+    recent: VecDeque<StateSnapshot>,
+    genesis_root: Hash,
 }
 
 /// What [`Ledger::replay_check`] found.
@@ -117,12 +126,15 @@ impl Ledger {
                 Self::load(&db, genesis)?
             }
         };
+        let recent = VecDeque::from([state.snapshot()]);
         Ok(Ledger {
             db,
             state,
             genesis: genesis.clone(),
             path,
             poisoned: false,
+            recent,
+            genesis_root: State::genesis(genesis).state_root(),
         })
     }
 
@@ -214,6 +226,10 @@ impl Ledger {
             self.poisoned = true;
             return Err(e);
         }
+        if self.recent.len() >= RECENT_STATES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(self.state.snapshot());
         Ok(outcome)
     }
 
@@ -268,6 +284,42 @@ impl Ledger {
     /// The current state.
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The state tree as of `height`, if it is one of the last [`RECENT_STATES`] heights.
+    pub fn snapshot_at(&self, height: u64) -> Option<&StateSnapshot> {
+        let oldest = self.recent.front()?.height();
+        let index = usize::try_from(height.checked_sub(oldest)?).ok()?;
+        self.recent.get(index).filter(|s| s.height() == height)
+    }
+
+    /// The state root after `height` (height 0: the genesis state), if it was applied.
+    pub fn state_root_at(&self, height: u64) -> Result<Option<Hash>, LedgerError> {
+        if let Some(snapshot) = self.snapshot_at(height) {
+            return Ok(Some(snapshot.state_root()));
+        }
+        if height == 0 {
+            return Ok(Some(self.genesis_root));
+        }
+        Ok(self.block(height)?.map(|b| b.state_root))
+    }
+
+    /// The state roots a block on top of a parent committing `parent` commits to: those of
+    /// the heights from the parent's [`StateCommitment::next`] this ledger has applied, at
+    /// most [`MAX_HEADER_STATE_ROOTS`].
+    pub fn commitment_after(&self, parent: &StateCommitment) -> StateCommitment {
+        let from = parent.next();
+        let executed = self.state.tip().height;
+        let mut roots = Vec::new();
+        let mut height = from;
+        while height <= executed && roots.len() < MAX_HEADER_STATE_ROOTS {
+            match self.state_root_at(height) {
+                Ok(Some(root)) => roots.push(root),
+                _ => break,
+            }
+            height += 1;
+        }
+        StateCommitment { from, roots }
     }
 
     /// The genesis this ledger was created from.

@@ -12,6 +12,7 @@
 
 use crate::{Digest, sha256};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The hash of an empty subtree.
 pub const EMPTY: Digest = [0u8; 32];
@@ -32,24 +33,29 @@ fn bit(key: &Digest, depth: usize) -> bool {
 }
 
 #[derive(Debug, Clone)]
-enum Node {
+enum Node<P> {
     Empty,
     Leaf {
         key: Digest,
         value_hash: Digest,
         hash: Digest,
+        payload: P,
     },
-    Internal(Box<Internal>),
+    /// Shared between versions of the tree: an update copies only the nodes on its paths.
+    Internal(Arc<Internal<P>>),
 }
 
 #[derive(Debug, Clone)]
-struct Internal {
-    left: Node,
-    right: Node,
+struct Internal<P> {
+    left: Node<P>,
+    right: Node<P>,
     hash: Digest,
 }
 
-impl Node {
+/// One entry: its key, the hash of its value, and what the tree keeps beside it.
+type Entry<P> = (Digest, Digest, P);
+
+impl<P: Clone> Node<P> {
     fn hash(&self) -> Digest {
         match self {
             Node::Empty => EMPTY,
@@ -58,70 +64,74 @@ impl Node {
         }
     }
 
-    fn leaf(key: Digest, value_hash: Digest) -> Node {
+    fn leaf((key, value_hash, payload): Entry<P>) -> Node<P> {
         Node::Leaf {
             key,
             value_hash,
             hash: leaf_hash(&key, &value_hash),
+            payload,
         }
     }
 
     /// Joins two children into the canonical node for their parent.
-    fn join(left: Node, right: Node) -> Node {
+    fn join(left: Node<P>, right: Node<P>) -> Node<P> {
         match (&left, &right) {
             (Node::Empty, Node::Empty) => Node::Empty,
             (Node::Empty, Node::Leaf { .. }) => right,
             (Node::Leaf { .. }, Node::Empty) => left,
             _ => {
                 let hash = internal_hash(&left.hash(), &right.hash());
-                Node::Internal(Box::new(Internal { left, right, hash }))
+                Node::Internal(Arc::new(Internal { left, right, hash }))
             }
         }
     }
 }
 
 /// Builds the canonical subtree at `depth` from entries sorted by key, keys distinct.
-fn build(depth: usize, entries: &[(Digest, Digest)]) -> Node {
+fn build<P: Clone>(depth: usize, entries: &[Entry<P>]) -> Node<P> {
     match entries {
         [] => Node::Empty,
-        [(k, v)] => Node::leaf(*k, *v),
+        [entry] => Node::leaf(entry.clone()),
         _ => {
-            let split = entries.partition_point(|(k, _)| !bit(k, depth));
+            let split = entries.partition_point(|(k, _, _)| !bit(k, depth));
             let (l, r) = entries.split_at(split);
             Node::join(build(depth + 1, l), build(depth + 1, r))
         }
     }
 }
 
+/// An update: set (`Some`) or remove (`None`) the entry under a key.
+type Update<P> = (Digest, Option<(Digest, P)>);
+
 /// Applies sorted, distinct-key updates below `node` at `depth`.
-fn update(node: Node, depth: usize, updates: &[(Digest, Option<Digest>)]) -> Node {
+fn update<P: Clone>(node: Node<P>, depth: usize, updates: &[Update<P>]) -> Node<P> {
     if updates.is_empty() {
         return node;
     }
     match node {
         Node::Empty => {
-            let inserts: Vec<(Digest, Digest)> = updates
+            let inserts: Vec<Entry<P>> = updates
                 .iter()
-                .filter_map(|(k, v)| v.map(|v| (*k, v)))
+                .filter_map(|(k, v)| v.as_ref().map(|(h, p)| (*k, *h, p.clone())))
                 .collect();
             build(depth, &inserts)
         }
         Node::Leaf {
-            key, value_hash, ..
+            key,
+            value_hash,
+            payload,
+            ..
         } => {
-            let mut merged: Vec<(Digest, Digest)> = Vec::with_capacity(updates.len() + 1);
-            let mut existing = Some((key, value_hash));
+            let mut merged: Vec<Entry<P>> = Vec::with_capacity(updates.len() + 1);
+            let mut existing = Some((key, value_hash, payload));
             for (k, v) in updates {
-                if let Some((ek, ev)) = existing {
-                    if ek < *k {
-                        merged.push((ek, ev));
-                        existing = None;
-                    } else if ek == *k {
-                        existing = None;
-                    }
+                if let Some(e) = existing.take_if(|e| e.0 <= *k)
+                    && e.0 < *k
+                {
+                    merged.push(e);
                 }
-                if let Some(v) = v {
-                    merged.push((*k, *v));
+                if let Some((h, p)) = v {
+                    merged.push((*k, *h, p.clone()));
                 }
             }
             if let Some(e) = existing {
@@ -130,7 +140,8 @@ fn update(node: Node, depth: usize, updates: &[(Digest, Option<Digest>)]) -> Nod
             build(depth, &merged)
         }
         Node::Internal(internal) => {
-            let Internal { left, right, .. } = *internal;
+            // A node shared with another version is copied (its children stay shared).
+            let Internal { left, right, .. } = Arc::unwrap_or_clone(internal);
             let split = updates.partition_point(|(k, _)| !bit(k, depth));
             let (lu, ru) = updates.split_at(split);
             Node::join(update(left, depth + 1, lu), update(right, depth + 1, ru))
@@ -138,14 +149,18 @@ fn update(node: Node, depth: usize, updates: &[(Digest, Option<Digest>)]) -> Nod
     }
 }
 
-/// A sparse Merkle tree held in memory.
+/// A sparse Merkle tree held in memory, keeping a payload `P` beside each entry (`()` when
+/// only the commitment matters).
+///
+/// Cloning is O(1): versions share every node neither has changed since, so keeping the
+/// trees of recent heights costs only the paths each block touched.
 #[derive(Debug, Clone)]
-pub struct SparseMerkleTree {
-    root: Node,
+pub struct SparseMerkleTree<P = ()> {
+    root: Node<P>,
     len: usize,
 }
 
-impl Default for SparseMerkleTree {
+impl<P> Default for SparseMerkleTree<P> {
     fn default() -> Self {
         SparseMerkleTree {
             root: Node::Empty,
@@ -161,7 +176,25 @@ impl SparseMerkleTree {
     }
 
     /// Builds a tree from `(key, value_hash)` entries in one pass; later duplicates win.
-    pub fn from_entries(mut entries: Vec<(Digest, Digest)>) -> SparseMerkleTree {
+    pub fn from_entries(entries: Vec<(Digest, Digest)>) -> SparseMerkleTree {
+        SparseMerkleTree::from_entries_with(entries.into_iter().map(|(k, v)| (k, v, ())).collect())
+    }
+
+    /// Sets (`Some`) or removes (`None`) entries; for a key given twice the last update wins.
+    pub fn apply(&mut self, updates: Vec<(Digest, Option<Digest>)>) {
+        self.apply_with(
+            updates
+                .into_iter()
+                .map(|(k, v)| (k, v.map(|v| (v, ()))))
+                .collect(),
+        );
+    }
+}
+
+impl<P: Clone> SparseMerkleTree<P> {
+    /// Builds a tree from `(key, value_hash, payload)` entries in one pass; later duplicates
+    /// win.
+    pub fn from_entries_with(mut entries: Vec<(Digest, Digest, P)>) -> SparseMerkleTree<P> {
         entries.sort_by_key(|e| e.0);
         entries.reverse();
         entries.dedup_by(|a, b| a.0 == b.0);
@@ -187,14 +220,15 @@ impl SparseMerkleTree {
         self.len == 0
     }
 
-    /// Sets (`Some`) or removes (`None`) entries; for a key given twice the last update wins.
-    pub fn apply(&mut self, mut updates: Vec<(Digest, Option<Digest>)>) {
+    /// Sets (`Some((value_hash, payload))`) or removes (`None`) entries; for a key given
+    /// twice the last update wins.
+    pub fn apply_with(&mut self, mut updates: Vec<(Digest, Option<(Digest, P)>)>) {
         if updates.is_empty() {
             return;
         }
         // Stable sort keeps the order of duplicates; keep the last of each key.
         updates.sort_by_key(|u| u.0);
-        let mut deduped: Vec<(Digest, Option<Digest>)> = Vec::with_capacity(updates.len());
+        let mut deduped: Vec<Update<P>> = Vec::with_capacity(updates.len());
         for u in updates {
             match deduped.last_mut() {
                 Some(last) if last.0 == u.0 => *last = u,
@@ -215,17 +249,19 @@ impl SparseMerkleTree {
         self.len = self.len.saturating_add_signed(delta);
     }
 
-    /// The value hash stored under `key`.
-    pub fn get(&self, key: &Digest) -> Option<Digest> {
+    fn leaf(&self, key: &Digest) -> Option<(&Digest, &P)> {
         let mut node = &self.root;
         let mut depth = 0;
         loop {
             match node {
                 Node::Empty => return None,
                 Node::Leaf {
-                    key: k, value_hash, ..
+                    key: k,
+                    value_hash,
+                    payload,
+                    ..
                 } => {
-                    return (k == key).then_some(*value_hash);
+                    return (k == key).then_some((value_hash, payload));
                 }
                 Node::Internal(i) => {
                     node = if bit(key, depth) { &i.right } else { &i.left };
@@ -233,6 +269,16 @@ impl SparseMerkleTree {
                 }
             }
         }
+    }
+
+    /// The value hash stored under `key`.
+    pub fn get(&self, key: &Digest) -> Option<Digest> {
+        self.leaf(key).map(|(h, _)| *h)
+    }
+
+    /// The payload kept under `key`.
+    pub fn payload(&self, key: &Digest) -> Option<&P> {
+        self.leaf(key).map(|(_, p)| p)
     }
 
     /// A proof that `key` holds its current value, or that it is absent.
@@ -389,6 +435,25 @@ mod tests {
         assert_eq!(
             bad.verify(&root, &h(7), Some(&h(107))),
             Err(SmtVerifyError::RootMismatch)
+        );
+    }
+
+    #[test]
+    fn clones_are_versions() {
+        let mut t: SparseMerkleTree<u64> =
+            SparseMerkleTree::from_entries_with((0..40).map(|i| (h(i), h(i + 100), i)).collect());
+        let old = t.clone();
+        let old_root = old.root();
+        t.apply_with(vec![(h(3), Some((h(999), 999))), (h(4), None)]);
+        assert_ne!(t.root(), old_root);
+        assert_eq!(old.root(), old_root);
+        assert_eq!(old.payload(&h(3)), Some(&3));
+        assert_eq!(t.payload(&h(3)), Some(&999));
+        assert_eq!(old.get(&h(4)), Some(h(104)));
+        assert_eq!(t.get(&h(4)), None);
+        assert_eq!(
+            old.prove(&h(4)).verify(&old_root, &h(4), Some(&h(104))),
+            Ok(())
         );
     }
 

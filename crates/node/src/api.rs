@@ -7,6 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use secnet_certified::{CertifiedHeader, CertifiedState, HexBytes};
 use secnet_contract::{LogEntry, StateKey};
 use secnet_ledger::{Checkpoint, verifier_key};
 use secnet_types::{AccountId, Hash, SignedTransaction};
@@ -130,7 +131,14 @@ pub trait Backend: Send + Sync + 'static {
     fn key(&self) -> &secnet_types::Keypair;
     /// The validators and the last height each is known to have reached.
     fn validators(&self) -> Vec<serde_json::Value>;
+    /// The finalization certificate of the block at `height`, in Commonware's encoding, if
+    /// this node has one (a block finalized only through a descendant has none).
+    fn certificate(&self, height: u64) -> CertificateFuture<'_>;
 }
+
+/// What [`Backend::certificate`] answers.
+pub type CertificateFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + 'a>>;
 
 impl dyn Backend {
     /// Runs `f` with the ledger locked and returns its result.
@@ -158,7 +166,8 @@ impl dyn Backend {
         license(name = "Apache-2.0")
     ),
     paths(
-        submit_tx, submit_txs, tx_status, status, block, block_tx_hashes, account, listings,
+        submit_tx, submit_txs, tx_status, status, block, block_tx_hashes, block_certificate,
+        certified_state, account, listings,
         listing, grant, log_entries, log_consistency, log_proof, checkpoint, metrics,
         openapi_json
     ),
@@ -246,6 +255,8 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/blocks/{height}/tx-hashes", get(block_tx_hashes))
+        .route("/v1/blocks/{height}/certificate", get(block_certificate))
+        .route("/v1/state", get(certified_state))
         .route("/v1/accounts/{id}", get(account))
         .route("/v1/listings", get(listings))
         .route("/v1/listings/{hash}", get(listing))
@@ -492,7 +503,7 @@ async fn block_tx_hashes(
         ("height" = String, Path, description = "block height"),
     ),
     responses(
-        (status = 200, description = "header, transactions, receipts, state root", body = serde_json::Value),
+        (status = 200, description = "header, transactions, receipts, state root, and the block's canonical bytes (hex) for clients that check it against a certified header", body = serde_json::Value),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no block at that height yet", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -504,6 +515,7 @@ async fn block(
     let (_, stored) = stored_block(&node, &height)?;
     Ok(Json(json!({
         "hash": stored.block.hash(),
+        "bytes": hex::encode(stored.block.to_bytes()),
         "header": stored.block.header,
         "state_root": stored.state_root,
         "log_size": stored.log_size,
@@ -512,6 +524,146 @@ async fn block(
         })).collect::<Vec<_>>(),
         "receipts": stored.receipts,
     })))
+}
+
+/// How many of the latest blocks are searched for a certificate: a block finalized only
+/// through a descendant has none of its own.
+const CERTIFIED_SEARCH: u64 = 16;
+/// Most state keys one certified query may ask for.
+pub const MAX_STATE_KEYS: usize = 64;
+
+#[utoipa::path(
+    get,
+    path = "/v1/blocks/{height}/certificate",
+    tag = "ledger",
+    summary = "A block header with the validators' finalization certificate over it",
+    params(
+        ("height" = String, Path, description = "block height"),
+    ),
+    responses(
+        (status = 200, description = "the header's canonical bytes and the certificate, hex", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no block at that height yet, or it has no certificate of its own (it was finalized through a descendant)", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+async fn block_certificate(
+    State(node): Node,
+    Path(height): Path<String>,
+) -> ApiResult<Json<CertifiedHeader>> {
+    let (height, stored) = stored_block(&node, &height)?;
+    let certificate = node.certificate(height).await.ok_or_else(|| {
+        Problem::not_found(format!(
+            "block {height} has no certificate of its own; a later block's certifies it"
+        ))
+    })?;
+    Ok(Json(CertifiedHeader {
+        header: HexBytes(stored.block.header.to_bytes()),
+        certificate: HexBytes(certificate),
+    }))
+}
+
+/// How long a certified query waits for the node's current state to be certified.
+const CERTIFIED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The newest certified header this node has and proofs of `keys` as of the newest height it
+/// commits to.
+async fn newest_certified(
+    node: &Arc<dyn Backend>,
+    keys: &[StateKey],
+) -> ApiResult<Option<CertifiedState>> {
+    let tip = node.with_ledger(|l| l.state().tip().height)?;
+    for height in (tip.saturating_sub(CERTIFIED_SEARCH).max(1)..=tip).rev() {
+        let Some(certificate) = node.certificate(height).await else {
+            continue;
+        };
+        let proven = node.with_ledger(|l| {
+            let header = l.block(height).ok()??.block.header;
+            let (state_height, _) = header.state.last()?;
+            let snapshot = l.snapshot_at(state_height)?;
+            let proofs = keys.iter().map(|k| snapshot.prove(k)).collect();
+            Some((header, state_height, proofs))
+        })?;
+        if let Some((header, state_height, proofs)) = proven {
+            return Ok(Some(CertifiedState {
+                certified: CertifiedHeader {
+                    header: HexBytes(header.to_bytes()),
+                    certificate: HexBytes(certificate),
+                },
+                height: state_height,
+                proofs,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+#[derive(Deserialize)]
+struct StateQuery {
+    /// State keys, hex of their canonical bytes, comma-separated.
+    #[serde(default)]
+    keys: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/state",
+    tag = "ledger",
+    summary = "State entries proven against the newest certified state root",
+    description = "Finds the newest block with a finalization certificate, takes the newest height whose state root its header commits to, and proves each asked key (present or absent) as of that height. Waits up to 5 s for the state this node had applied when asked to be certified, so a client reads its own committed writes. A client checks the certificate against the genesis validators, then each proof against the committed root: nothing in the answer needs trusting this node.",
+    params(
+        ("keys" = Option<String>, Query, description = "state keys, hex of their canonical bytes, comma-separated (at most 64); none: just the certified header"),
+    ),
+    responses(
+        (status = 200, description = "certified header, state height and one proof per key", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "no certified state yet (retry shortly)", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+async fn certified_state(
+    State(node): Node,
+    Query(q): Query<StateQuery>,
+) -> ApiResult<Json<CertifiedState>> {
+    let keys = q
+        .keys
+        .split(',')
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            let bytes = hex::decode(k)
+                .map_err(|e| Problem::bad_request(format!("state key {k:?} is not hex: {e}")))?;
+            StateKey::from_bytes(&bytes)
+                .map_err(|e| Problem::bad_request(format!("state key {k:?}: {}", e.0)))
+        })
+        .collect::<ApiResult<Vec<StateKey>>>()?;
+    if keys.len() > MAX_STATE_KEYS {
+        return Err(Problem::bad_request(format!(
+            "{} state keys asked; at most {MAX_STATE_KEYS} per query",
+            keys.len()
+        )));
+    }
+    // Read-your-writes: wait (briefly) until the state this node had applied when asked is
+    // certified; past the wait, answer with the newest certified state there is.
+    let wanted = node.with_ledger(|l| l.state().tip().height)?;
+    let deadline = tokio::time::Instant::now() + CERTIFIED_WAIT;
+    let mut newest = None;
+    loop {
+        if let Some(answer) = newest_certified(&node, &keys).await? {
+            if answer.height >= wanted || tokio::time::Instant::now() >= deadline {
+                return Ok(Json(answer));
+            }
+            newest = Some(answer);
+        } else if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if let Some(answer) = newest {
+        return Ok(Json(answer));
+    }
+    Err(Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service unavailable",
+        "no certified state root yet; retry shortly",
+    ))
 }
 
 #[utoipa::path(

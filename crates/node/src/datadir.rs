@@ -1,7 +1,7 @@
 //! A node's data directory: `genesis.json`, `node.key` (0600) and the ledger database.
 
 use crate::keyfile::{self, KeyFileError};
-use secnet_types::{Allocation, Genesis, Keypair};
+use secnet_types::{Allocation, Genesis, Keypair, Validator};
 use std::path::{Path, PathBuf};
 
 /// Balance given to the node's own account by a development genesis.
@@ -102,7 +102,12 @@ impl DataDir {
             chain_id: DEV_CHAIN_ID.into(),
             genesis_time_ms: now_ms(),
             allocations,
-            validators: vec![],
+            // The node is the network's single validator: it certifies its own blocks, and
+            // a client holding this genesis checks them against its key.
+            validators: vec![Validator {
+                key: key.account(),
+                address: String::new(),
+            }],
         };
         self.write_genesis(&genesis)?;
         Ok((genesis, key))

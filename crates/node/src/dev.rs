@@ -6,7 +6,7 @@ use crate::mempool::{AdmitError, Mempool};
 use secnet_contract::BlockOutcome;
 use secnet_ledger::{Ledger, LedgerError};
 use secnet_types::limits::MAX_BLOCK_TXS;
-use secnet_types::{Block, Genesis, Hash, Keypair, Receipt, SignedTransaction};
+use secnet_types::{Block, Genesis, Hash, Keypair, Receipt, SignedTransaction, StateCommitment};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -143,23 +143,31 @@ impl DevNode {
         Ok(TxStatus::from_committed(found))
     }
 
-    /// Produces one block from the mempool, if anything is waiting. Blocking: it commits to
-    /// disk.
+    /// Produces one block from the mempool if anything is waiting, or an empty one if the
+    /// latest state root is not committed by a header yet (so that it can be certified).
+    /// Blocking: it commits to disk.
     pub fn produce_block(&self) -> Result<Option<BlockOutcome>, NodeError> {
         let max = self.config.max_block_txs.min(MAX_BLOCK_TXS);
         let txs = lock(&self.mempool)?.select(max, |_| false);
-        if txs.is_empty() {
-            return Ok(None);
-        }
         // Lock order everywhere: ledger, then mempool.
         let mut ledger = lock(&self.ledger)?;
         let tip = ledger.state().tip();
+        let parent = match ledger.block(tip.height)? {
+            Some(stored) => stored.block.header.state,
+            None => StateCommitment::default(),
+        };
+        let uncommitted = parent.next() <= tip.height
+            && parent.last().map(|(_, root)| root) != Some(tip.state_root);
+        if txs.is_empty() && !uncommitted {
+            return Ok(None);
+        }
         let block = Block::new(
             tip.height + 1,
             tip.block_hash,
             now_ms().max(tip.timestamp_ms),
             txs,
-        );
+        )
+        .committing(ledger.commitment_after(&parent));
         let outcome = ledger.apply_block(&block)?;
         lock(&self.mempool)?.settle(ledger.state());
         drop(ledger);
@@ -174,7 +182,8 @@ impl DevNode {
 
     /// Produces blocks until `shutdown` fires.
     ///
-    /// (Blocks are produced only while transactions wait; an idle node adds none.)
+    /// (Blocks are produced only while transactions wait, plus one empty block after them
+    /// to commit the last state root; an idle node adds none.)
     pub async fn run_producer(
         self: std::sync::Arc<Self>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -217,6 +226,14 @@ impl crate::api::Backend for DevNode {
     }
     fn key(&self) -> &Keypair {
         &self.key
+    }
+    fn certificate(&self, height: u64) -> crate::api::CertificateFuture<'_> {
+        // The single producer certifies its own blocks, if the genesis names it validator.
+        let certificate = self.with_ledger(|l| {
+            let header = l.block(height).ok()??.block.header;
+            secnet_certified::certify(l.genesis(), &[&self.key], &header).ok()
+        });
+        Box::pin(std::future::ready(certificate.ok().flatten()))
     }
     fn validators(&self) -> Vec<serde_json::Value> {
         let height = self.with_ledger(|l| l.state().tip().height).unwrap_or(0);

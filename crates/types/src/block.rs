@@ -2,7 +2,7 @@
 
 use crate::codec::read_vec_bounded;
 use crate::hash::Hash;
-use crate::limits::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
+use crate::limits::{MAX_BLOCK_BYTES, MAX_BLOCK_TXS, MAX_HEADER_STATE_ROOTS};
 use crate::tx::{DecodeError, SignedTransaction};
 use bytes::BufMut;
 use commonware_codec::{
@@ -10,6 +10,69 @@ use commonware_codec::{
     Write,
 };
 use serde::{Deserialize, Serialize};
+
+/// The state roots a header commits to: the root after each height `from`,
+/// `from + 1`, … (one root per height, in order).
+///
+/// Execution follows finality, and a proposal usually builds on a parent that is not final
+/// yet, so a block cannot carry the root after itself. Instead it carries the roots of the
+/// heights its proposer had executed and no ancestor had committed yet (Tendermint's
+/// `app_hash`, widened to a range for a pipelined protocol): at steady state, block `h`
+/// commits the root after `h - 2`. A certificate over the header therefore certifies those
+/// roots, and with them every state entry and the access log's head.
+///
+/// INVARIANT (checked by validators before voting): `from` equals the parent's
+/// [`StateCommitment::next`], and every root equals the root the voter computed itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCommitment {
+    /// The first committed height.
+    pub from: u64,
+    /// The root after each height from `from` on; at most
+    /// [`MAX_HEADER_STATE_ROOTS`].
+    pub roots: Vec<Hash>,
+}
+
+impl StateCommitment {
+    /// The first height this commitment leaves to the next block.
+    pub fn next(&self) -> u64 {
+        self.from.saturating_add(self.roots.len() as u64)
+    }
+
+    /// The root committed for `height`, if this commitment covers it.
+    pub fn root_at(&self, height: u64) -> Option<Hash> {
+        let index = usize::try_from(height.checked_sub(self.from)?).ok()?;
+        self.roots.get(index).copied()
+    }
+
+    /// The highest height committed here, with its root.
+    pub fn last(&self) -> Option<(u64, Hash)> {
+        let root = *self.roots.last()?;
+        Some((self.next() - 1, root))
+    }
+}
+
+impl Write for StateCommitment {
+    fn write(&self, buf: &mut impl BufMut) {
+        self.from.write(buf);
+        self.roots.write(buf);
+    }
+}
+
+impl EncodeSize for StateCommitment {
+    fn encode_size(&self) -> usize {
+        u64::SIZE + self.roots.encode_size()
+    }
+}
+
+impl Read for StateCommitment {
+    type Cfg = ();
+    fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
+        Ok(StateCommitment {
+            from: u64::read(buf)?,
+            roots: read_vec_bounded(buf, "state_roots", MAX_HEADER_STATE_ROOTS)?,
+        })
+    }
+}
 
 /// What a block commits to; its hash is the block's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +87,8 @@ pub struct BlockHeader {
     pub tx_root: Hash,
     /// Number of transactions.
     pub tx_count: u32,
+    /// State roots of earlier heights.
+    pub state: StateCommitment,
 }
 
 impl BlockHeader {
@@ -82,9 +147,17 @@ impl Block {
                 timestamp_ms,
                 tx_root: tx_root(&txs),
                 tx_count: u32::try_from(txs.len()).unwrap_or(u32::MAX),
+                state: StateCommitment::default(),
             },
             txs,
         }
+    }
+
+    /// The same block committing to `state` (execution ignores the commitment; validators
+    /// check it before voting).
+    pub fn committing(mut self, state: StateCommitment) -> Block {
+        self.header.state = state;
+        self
     }
 
     /// The block hash (its header's hash).
@@ -134,11 +207,33 @@ impl Write for BlockHeader {
         self.timestamp_ms.write(buf);
         self.tx_root.write(buf);
         self.tx_count.write(buf);
+        self.state.write(buf);
     }
 }
 
-impl FixedSize for BlockHeader {
-    const SIZE: usize = u64::SIZE + Hash::SIZE + u64::SIZE + Hash::SIZE + u32::SIZE;
+impl EncodeSize for BlockHeader {
+    fn encode_size(&self) -> usize {
+        u64::SIZE + Hash::SIZE + u64::SIZE + Hash::SIZE + u32::SIZE + self.state.encode_size()
+    }
+}
+
+impl BlockHeader {
+    /// Decodes a header from untrusted bytes, enforcing every bound.
+    pub fn decode_bytes(bytes: &[u8]) -> Result<BlockHeader, DecodeError> {
+        let max = 4 * u64::SIZE + 2 * Hash::SIZE + u32::SIZE + MAX_HEADER_STATE_ROOTS * Hash::SIZE;
+        if bytes.len() > max {
+            return Err(DecodeError::TooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
+        BlockHeader::decode(Copying(bytes)).map_err(DecodeError::from)
+    }
+
+    /// The canonical encoding (what the block hash is over).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode().to_vec()
+    }
 }
 
 impl Read for BlockHeader {
@@ -150,6 +245,7 @@ impl Read for BlockHeader {
             timestamp_ms: u64::read(buf)?,
             tx_root: Hash::read(buf)?,
             tx_count: u32::read(buf)?,
+            state: StateCommitment::read(buf)?,
         })
     }
 }
@@ -163,7 +259,7 @@ impl Write for Block {
 
 impl EncodeSize for Block {
     fn encode_size(&self) -> usize {
-        BlockHeader::SIZE + self.txs.encode_size()
+        self.header.encode_size() + self.txs.encode_size()
     }
 }
 

@@ -14,7 +14,7 @@ pub mod receipt;
 pub mod tx;
 
 pub use account::{AccountId, EncryptionKey, Keypair, Signature};
-pub use block::{Block, BlockError, BlockHeader};
+pub use block::{Block, BlockError, BlockHeader, StateCommitment};
 pub use genesis::{Allocation, Genesis, GenesisError, Validator};
 pub use hash::Hash;
 pub use receipt::{Event, Outcome, Receipt, Rejection};

@@ -18,6 +18,8 @@ pub const MAX_TX_BYTES: usize = 64 * 1024;
 pub const MAX_BLOCK_TXS: usize = 20_000;
 /// Largest encoded block, in bytes.
 pub const MAX_BLOCK_BYTES: usize = 16 * 1024 * 1024;
+/// Most state roots one block header commits to (see `StateCommitment`).
+pub const MAX_HEADER_STATE_ROOTS: usize = 64;
 /// Longest lifetime of an access grant, in seconds (one day).
 pub const MAX_GRANT_TTL_SECS: u32 = 86_400;
 /// The holder's share of a payment is expressed in basis points of the price.

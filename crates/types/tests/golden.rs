@@ -12,7 +12,8 @@
 
 use secnet_types::{
     AccessDecision, AccessEntry, Block, Call, DataKind, EncryptionKey, Event, Hash, Keypair,
-    Outcome, Receipt, RefusalReason, RegisterData, Rejection, SignedTransaction, Transaction,
+    Outcome, Receipt, RefusalReason, RegisterData, Rejection, SignedTransaction, StateCommitment,
+    Transaction,
 };
 
 fn key() -> Keypair {
@@ -125,14 +126,19 @@ fn transaction_encodings_are_frozen() {
 
 #[test]
 fn block_and_receipt_encodings_are_frozen() {
-    let block = Block::new(7, Hash::digest(b"parent"), 1_700_000_000_000, signed());
+    let block = Block::new(7, Hash::digest(b"parent"), 1_700_000_000_000, signed()).committing(
+        StateCommitment {
+            from: 4,
+            roots: vec![Hash::digest(b"root 4"), Hash::digest(b"root 5")],
+        },
+    );
     assert_eq!(
         block.hash().to_hex(),
-        "69a2bb8092704677d24e4b1a5874f10fd7b433802895d2af4686e35f223f30c1"
+        "f83c80ad89d4d313488379cebe5d8ba9180ced3bc46d0f690bcd60f5c4aadc8d"
     );
     assert_eq!(
         Hash::digest(&block.to_bytes()).to_hex(),
-        "7598f907a1e5482bc4cd579f5fff7d543d15fb1ed268b57d322d433572ddd3a5"
+        "b3652206fd6908f4cdbc2eb471b0a30367e4dc5e3a4a20406986da7a14c925a9"
     );
     let receipts = [
         Receipt {

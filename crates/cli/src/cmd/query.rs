@@ -1,20 +1,50 @@
-//! `secnet status | block | account`: read a node's state over HTTP.
-#![allow(
-    clippy::indexing_slicing,
-    reason = "indexing a serde_json::Value yields Null, never panics"
-)]
+//! `secnet status | block | account`: read a node's state over HTTP, and believe only what
+//! verifies against state certified by the genesis validators.
 
-use super::client::Client;
 use clap::Args;
-use secnet_contract::StateProof;
-use secnet_types::AccountId;
+use secnet_client::{ClientError, RemoteNode, VerifyError};
+use secnet_node::datadir::read_genesis;
+use secnet_types::{AccountId, Block, Genesis};
+use serde_json::json;
+use std::path::PathBuf;
+
+/// Where a verifying command asks, and what it trusts.
+#[derive(Args, Debug, Clone)]
+pub struct Remote {
+    /// The node's API.
+    #[arg(long, default_value = "http://127.0.0.1:7878")]
+    pub node: String,
+    /// The network's genesis: answers are checked against its validators. Defaults to the
+    /// default devnet's (`secnet-devnet/genesis.json`); a dev node's is
+    /// `<data-dir>/genesis.json`.
+    #[arg(long, default_value = "secnet-devnet/genesis.json")]
+    pub genesis: PathBuf,
+}
+
+impl Remote {
+    /// The genesis file, read and validated.
+    pub fn read_genesis(&self) -> anyhow::Result<Genesis> {
+        if !self.genesis.exists() {
+            anyhow::bail!(
+                "no genesis to verify answers against at {}: pass --genesis FILE (a devnet's is \
+                 <dir>/genesis.json, a dev node's <data-dir>/genesis.json)",
+                self.genesis.display()
+            );
+        }
+        Ok(read_genesis(&self.genesis)?)
+    }
+
+    /// A verifying client of the node.
+    pub fn connect(&self) -> anyhow::Result<RemoteNode> {
+        Ok(RemoteNode::new(&self.node, &self.read_genesis()?)?)
+    }
+}
 
 /// Arguments of `secnet status`.
 #[derive(Args)]
 pub struct StatusArgs {
-    /// The node's API.
-    #[arg(long, default_value = "http://127.0.0.1:7878")]
-    pub node: String,
+    #[command(flatten)]
+    pub remote: Remote,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -26,9 +56,8 @@ pub struct BlockArgs {
     /// The height.
     #[arg(long)]
     pub height: u64,
-    /// The node's API.
-    #[arg(long, default_value = "http://127.0.0.1:7878")]
-    pub node: String,
+    #[command(flatten)]
+    pub remote: Remote,
     /// Print JSON (the default; kept for symmetry with the other commands).
     #[arg(long)]
     pub json: bool,
@@ -39,6 +68,142 @@ pub struct BlockArgs {
 pub struct AccountArgs {
     /// The account id.
     pub id: AccountId,
+    #[command(flatten)]
+    pub remote: Remote,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    super::runtime()?.block_on(async move {
+        let genesis = args.remote.read_genesis()?;
+        let node = args.remote.connect()?;
+        let head = node.log_head().await?;
+        let (log_size, log_root) = head.value.map_or((0, None), |h| (h.size, Some(h.root)));
+        let out = json!({
+            "chain_id": genesis.chain_id,
+            "genesis_hash": genesis.hash(),
+            "height": head.height,
+            "state_root": head.state_root,
+            "certified_block": head.certified_block,
+            "log_size": log_size,
+            "log_root": log_root,
+            "validators": node.light().committee().len(),
+            "quorum": node.light().committee().quorum(),
+            "verified": true,
+        });
+        if args.json {
+            return super::print_json(&out);
+        }
+        println!("chain           {}", genesis.chain_id);
+        println!(
+            "height          {} (certified by block {})",
+            head.height, head.certified_block
+        );
+        println!("state root      {}", head.state_root);
+        println!("log size        {log_size}");
+        println!(
+            "validators      {} (a certificate needs {})",
+            node.light().committee().len(),
+            node.light().committee().quorum()
+        );
+        println!("verified        yes: certificate checked against the genesis validators");
+        Ok(())
+    })
+}
+
+/// Most blocks walked after a height for a certified one that covers it.
+const CERTIFIED_DESCENDANT_SEARCH: u64 = 64;
+
+fn block_failure(height: u64, reason: impl std::fmt::Display) -> anyhow::Error {
+    ClientError::Verification(VerifyError::Undecodable {
+        key: format!("block {height}"),
+        reason: reason.to_string(),
+    })
+    .into()
+}
+
+pub fn block(args: BlockArgs) -> anyhow::Result<()> {
+    super::runtime()?.block_on(async move {
+        let node = args.remote.connect()?;
+        let raw = super::client::Client::new(&args.remote.node)?;
+        let fetch = |height: u64| {
+            let raw = raw.clone();
+            async move {
+                let b = raw.get(&format!("/v1/blocks/{height}")).await?;
+                let hex = b
+                    .get("bytes")
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| block_failure(height, "the answer carries no block bytes"))?;
+                let bytes = hex::decode(hex).map_err(|e| block_failure(height, e))?;
+                let block = Block::decode_bytes(&bytes).map_err(|e| block_failure(height, e))?;
+                block.check_body().map_err(|e| block_failure(height, e))?;
+                if block.header.height != height {
+                    return Err(anyhow::Error::new(ClientError::Verification(
+                        VerifyError::OtherHeight {
+                            asked: height,
+                            got: block.header.height,
+                        },
+                    )));
+                }
+                anyhow::Ok(block)
+            }
+        };
+        let block = fetch(args.height).await?;
+        // Walk forward along parent links to a certified block, until a header on the way
+        // has committed to this block's state root: every header on a chain ending in a
+        // certified one is as certain as it.
+        let mut last = block.header.clone();
+        let mut state_root = None;
+        let mut certified_by = None;
+        for height in args.height..args.height + CERTIFIED_DESCENDANT_SEARCH {
+            if height > args.height {
+                let next = fetch(height).await?.header;
+                if next.parent != last.hash() {
+                    return Err(
+                        ClientError::Verification(VerifyError::BrokenChain { height }).into(),
+                    );
+                }
+                state_root = state_root.or(next.state.root_at(args.height));
+                last = next;
+            }
+            if state_root.is_some()
+                && let Ok(certified) = node.certified_header(height).await
+            {
+                if certified != last {
+                    return Err(
+                        ClientError::Verification(VerifyError::BrokenChain { height }).into(),
+                    );
+                }
+                certified_by = Some(height);
+                break;
+            }
+        }
+        let (Some(certified_by), Some(state_root)) = (certified_by, state_root) else {
+            anyhow::bail!(
+                "verification failed: no certified block within {CERTIFIED_DESCENDANT_SEARCH} \
+                 heights of {} commits to its state root yet",
+                args.height
+            );
+        };
+        super::print_json(&json!({
+            "height": block.header.height,
+            "hash": block.hash(),
+            "header": block.header,
+            "state_root": state_root,
+            "transactions": block.txs.iter().map(|t| json!({
+                "hash": t.hash(), "tx": t.tx(), "signature": t.signature(),
+            })).collect::<Vec<_>>(),
+            "certified_block": certified_by,
+            "verified": true,
+        }))
+    })
+}
+
+/// Arguments of `secnet health`.
+#[derive(Args)]
+pub struct HealthArgs {
     /// The node's API.
     #[arg(long, default_value = "http://127.0.0.1:7878")]
     pub node: String,
@@ -47,61 +212,60 @@ pub struct AccountArgs {
     pub json: bool,
 }
 
-pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+/// The node's own report of itself — its tip, mempool and what it heard from its peers.
+/// Operational information, not verified: `secnet status` is the verified view.
+pub fn health(args: HealthArgs) -> anyhow::Result<()> {
     super::runtime()?.block_on(async move {
-        let s = Client::new(&args.node)?.get("/v1/status").await?;
+        let s = super::client::Client::new(&args.node)?
+            .get("/v1/status")
+            .await?;
         if args.json {
             return super::print_json(&s);
         }
-        println!("chain      {}", s["chain_id"].as_str().unwrap_or("?"));
-        println!("height     {}", s["height"]);
-        println!("state root {}", s["state_root"].as_str().unwrap_or("?"));
-        println!("log size   {}", s["log_size"]);
-        println!("mempool    {}", s["mempool"]);
-        if let Some(validators) = s["validators"].as_array() {
+        println!("(the node's own report, not verified; `secnet status` verifies)");
+        for field in ["chain_id", "height", "state_root", "log_size", "mempool"] {
+            println!(
+                "{field:<11} {}",
+                s.get(field).unwrap_or(&serde_json::Value::Null)
+            );
+        }
+        if let Some(validators) = s.get("validators").and_then(|v| v.as_array()) {
             println!("validators");
             for v in validators {
-                let key = v["key"].as_str().unwrap_or("?");
-                let height = v["height"]
-                    .as_u64()
-                    .map_or_else(|| "not heard from".to_string(), |h| format!("height {h}"));
-                let me = if v["self"].as_bool() == Some(true) {
-                    " (this node)"
-                } else {
-                    ""
-                };
-                println!("  {key}  {height}{me}");
+                println!(
+                    "  {}  height {}",
+                    v.get("key").and_then(|k| k.as_str()).unwrap_or("?"),
+                    v.get("height").unwrap_or(&serde_json::Value::Null)
+                );
             }
         }
         Ok(())
     })
 }
 
-pub fn block(args: BlockArgs) -> anyhow::Result<()> {
-    super::runtime()?.block_on(async move {
-        let b = Client::new(&args.node)?
-            .get(&format!("/v1/blocks/{}", args.height))
-            .await?;
-        super::print_json(&b)
-    })
-}
-
 pub fn account(args: AccountArgs) -> anyhow::Result<()> {
     super::runtime()?.block_on(async move {
-        let client = Client::new(&args.node)?;
-        let a = client.get(&format!("/v1/accounts/{}", args.id)).await?;
-        // Check the proof before showing anything.
-        let proof: StateProof = serde_json::from_value(a["proof"].clone())?;
-        proof.verify(&proof.state_root)?;
+        let node = args.remote.connect()?;
+        let a = node.account(&args.id).await?;
+        let out = json!({
+            "account": args.id,
+            "balance": a.value.balance,
+            "nonce": a.value.nonce,
+            "encryption_key": a.value.encryption_key,
+            "height": a.height,
+            "state_root": a.state_root,
+            "certified_block": a.certified_block,
+            "verified": true,
+        });
         if args.json {
-            return super::print_json(&a);
+            return super::print_json(&out);
         }
-        println!("account  {}", args.id);
-        println!("balance  {}", a["balance"]);
-        println!("nonce    {}", a["nonce"]);
+        println!("account   {}", args.id);
+        println!("balance   {}", a.value.balance);
+        println!("nonce     {}", a.value.nonce);
         println!(
-            "proof    verified against state root {} at height {}",
-            proof.state_root, proof.height
+            "verified  against the state root of height {} certified by block {}",
+            a.height, a.certified_block
         );
         Ok(())
     })

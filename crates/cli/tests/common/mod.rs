@@ -149,7 +149,7 @@ pub fn start_validator(dir: &Path, i: usize, log_name: &str) -> Child {
 }
 
 pub fn status(api: &str) -> Option<serde_json::Value> {
-    let out = run(&["status", "--node", api, "--json"]);
+    let out = run(&["health", "--node", api, "--json"]);
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).unwrap())

@@ -1,0 +1,44 @@
+//! What a node answers when asked for certified state: bytes as hex on the wire, decoded by
+//! the verifier with the same bounds validators use.
+
+use secnet_contract::StateProof;
+use serde::{Deserialize, Serialize};
+
+/// Bytes carried as lower-case hex in JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HexBytes(pub Vec<u8>);
+
+impl Serialize for HexBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HexBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text.as_bytes())
+            .map(HexBytes)
+            .map_err(|e| serde::de::Error::custom(format!("not hex: {e}")))
+    }
+}
+
+/// A block header with the finalization certificate over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertifiedHeader {
+    /// The header's canonical encoding (its SHA-256 is the block hash the certificate signs).
+    pub header: HexBytes,
+    /// The simplex finalization certificate, in Commonware's encoding.
+    pub certificate: HexBytes,
+}
+
+/// State entries proven as of a height whose root a certified header commits to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertifiedState {
+    /// The certified header committing to the root of `height`.
+    pub certified: CertifiedHeader,
+    /// The height the proofs are as of.
+    pub height: u64,
+    /// One proof per requested key, in the order asked.
+    pub proofs: Vec<StateProof>,
+}

@@ -1,0 +1,21 @@
+//! Certified state: what SecNet's validators sign and how anyone holding the genesis checks it.
+//!
+//! A block header commits to the state roots of earlier heights
+//! ([`secnet_types::StateCommitment`]); simplex's finalization certificate — ed25519
+//! signatures of at least 2f+1 of the genesis validators over the header's hash — certifies
+//! the header, and so those roots; a sparse Merkle proof against a certified root proves any
+//! state entry, including the access log's head. Nothing here trusts the node that serves the
+//! answer: the validator set and the consensus namespace come from the genesis alone.
+//!
+//! - [`certificate`]: the certificate format, its verification with typed errors, and the
+//!   single-signer certificates of a one-validator development network.
+//! - [`answer`]: the shapes a node answers with (hex on the wire, decoded with bounds).
+
+pub mod answer;
+pub mod certificate;
+
+pub use answer::{CertifiedHeader, CertifiedState, HexBytes};
+pub use certificate::{
+    CertificateError, CommitteeVerifier, Finalization, Scheme, certify, consensus_namespace,
+    digest_of,
+};

@@ -1,0 +1,13 @@
+//! A SecNet client that trusts no node.
+//!
+//! - [`light`]: the light client. It starts from a genesis, verifies finalization
+//!   certificates against the genesis validators, and checks every state answer — accounts,
+//!   listings, subscriptions, grants, the access log's head — against a root a certified
+//!   header commits to. Pure: bytes in, verified values or a typed [`VerifyError`] out.
+//! - [`remote`]: the same checks over a node's HTTP API.
+
+pub mod light;
+pub mod remote;
+
+pub use light::{LightClient, VerifiedState, VerifyError};
+pub use remote::{ClientError, RemoteNode, Verified};

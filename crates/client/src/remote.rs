@@ -1,0 +1,241 @@
+//! The light client over a node's HTTP API: every answer is checked before it is returned.
+
+use crate::light::{LightClient, VerifiedState, VerifyError};
+use secnet_certified::{CertificateError, CertifiedHeader, CertifiedState};
+use secnet_contract::entries::{AccessGrant, Account, Listing, LogHead, Subscription};
+use secnet_contract::{StateKey, StateValue};
+use secnet_types::{AccountId, BlockHeader, Genesis, GrantId, Hash};
+use std::time::{Duration, Instant};
+
+/// Largest answer read from a node, in bytes.
+const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+/// How long to wait for a node that has no certified state yet.
+const CERTIFIED_WAIT: Duration = Duration::from_secs(15);
+
+/// Why a remote query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The answer does not verify: the node (or something between) lied or is broken.
+    #[error("verification failed: {0}")]
+    Verification(#[from] VerifyError),
+    /// The node could not be reached or answered with an error.
+    #[error("{0}")]
+    Node(String),
+    /// The answer is not the shape the API defines.
+    #[error("the node's answer is malformed: {0}")]
+    Malformed(String),
+}
+
+impl From<CertificateError> for ClientError {
+    fn from(e: CertificateError) -> Self {
+        ClientError::Verification(VerifyError::Certificate(e))
+    }
+}
+
+/// A value checked against certified state, with the height it is as of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified<T> {
+    /// The value.
+    pub value: T,
+    /// The height it is as of.
+    pub height: u64,
+    /// That height's certified state root.
+    pub state_root: Hash,
+    /// The certified block committing to that root.
+    pub certified_block: u64,
+}
+
+impl<T> Verified<T> {
+    fn from_state(state: &VerifiedState, value: T) -> Verified<T> {
+        Verified {
+            value,
+            height: state.height,
+            state_root: state.state_root,
+            certified_block: state.certified_block,
+        }
+    }
+}
+
+/// A node, asked through the light client.
+#[derive(Debug)]
+pub struct RemoteNode {
+    base: String,
+    http: reqwest::Client,
+    light: LightClient,
+}
+
+impl RemoteNode {
+    /// A client of the node at `base` (e.g. `http://127.0.0.1:7878`) on the network
+    /// `genesis` defines.
+    pub fn new(base: &str, genesis: &Genesis) -> Result<RemoteNode, ClientError> {
+        Ok(RemoteNode {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| ClientError::Node(e.to_string()))?,
+            light: LightClient::new(genesis)?,
+        })
+    }
+
+    /// The light client doing the checks.
+    pub fn light(&self) -> &LightClient {
+        &self.light
+    }
+
+    /// The node's address.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(reqwest::StatusCode, Result<T, String>), ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Node(format!("cannot reach {url}: {e}")))?;
+        let status = resp.status();
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(ClientError::Malformed(format!(
+                "answer of more than {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Node(format!("reading {url}: {e}")))?;
+        if bytes.len() > MAX_ANSWER_BYTES {
+            return Err(ClientError::Malformed(format!(
+                "answer of more than {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        if !status.is_success() {
+            let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(String::from))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Ok((status, Err(detail)));
+        }
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Malformed(format!("{path}: {e}")))?;
+        Ok((status, Ok(value)))
+    }
+
+    /// The state entries under `keys`, verified, as of the newest certified height the node
+    /// offers (waiting a little for a node that has none yet).
+    pub async fn state(&self, keys: &[StateKey]) -> Result<VerifiedState, ClientError> {
+        let list: Vec<String> = keys.iter().map(|k| hex::encode(k.to_bytes())).collect();
+        let path = format!("/v1/state?keys={}", list.join(","));
+        let started = Instant::now();
+        loop {
+            match self.get::<CertifiedState>(&path).await? {
+                (_, Ok(answer)) => return Ok(self.light.verify_state(&answer, keys)?),
+                (status, Err(_))
+                    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                        && started.elapsed() < CERTIFIED_WAIT =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                (status, Err(detail)) => {
+                    return Err(ClientError::Node(format!(
+                        "node answered {status}: {detail}"
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn one(&self, key: StateKey) -> Result<(VerifiedState, Option<StateValue>), ClientError> {
+        let state = self.state(std::slice::from_ref(&key)).await?;
+        let value = state.get(&key).cloned();
+        Ok((state, value))
+    }
+
+    /// An account (absent accounts have zero balance and nonce).
+    pub async fn account(&self, id: &AccountId) -> Result<Verified<Account>, ClientError> {
+        let (state, value) = self.one(StateKey::Account(*id)).await?;
+        let account = match value {
+            Some(StateValue::Account(a)) => a,
+            _ => Account::default(),
+        };
+        Ok(Verified::from_state(&state, account))
+    }
+
+    /// The listing registered with `hash`, if any.
+    pub async fn listing(&self, hash: &Hash) -> Result<Verified<Option<Listing>>, ClientError> {
+        let (state, value) = self.one(StateKey::Listing(*hash)).await?;
+        let listing = match value {
+            Some(StateValue::Listing(l)) => Some(l),
+            _ => None,
+        };
+        Ok(Verified::from_state(&state, listing))
+    }
+
+    /// The listing registered at `address`, if any (two proofs: address → hash → listing).
+    pub async fn listing_at(
+        &self,
+        address: &str,
+    ) -> Result<Verified<Option<Listing>>, ClientError> {
+        let (state, value) = self.one(StateKey::Address(address.to_string())).await?;
+        match value {
+            Some(StateValue::Address(hash)) => self.listing(&hash).await,
+            _ => Ok(Verified::from_state(&state, None)),
+        }
+    }
+
+    /// `account`'s subscription to the data registered with `hash`, if any.
+    pub async fn subscription(
+        &self,
+        hash: &Hash,
+        account: &AccountId,
+    ) -> Result<Verified<Option<Subscription>>, ClientError> {
+        let (state, value) = self.one(StateKey::Subscription(*hash, *account)).await?;
+        let sub = match value {
+            Some(StateValue::Subscription(s)) => Some(s),
+            _ => None,
+        };
+        Ok(Verified::from_state(&state, sub))
+    }
+
+    /// An access grant, if any.
+    pub async fn grant(&self, id: &GrantId) -> Result<Verified<Option<AccessGrant>>, ClientError> {
+        let (state, value) = self.one(StateKey::Grant(*id)).await?;
+        let grant = match value {
+            Some(StateValue::Grant(g)) => Some(g),
+            _ => None,
+        };
+        Ok(Verified::from_state(&state, grant))
+    }
+
+    /// The access log's size and root, if it has entries.
+    pub async fn log_head(&self) -> Result<Verified<Option<LogHead>>, ClientError> {
+        let (state, value) = self.one(StateKey::LogHead).await?;
+        let head = match value {
+            Some(StateValue::LogHead(h)) => Some(h),
+            _ => None,
+        };
+        Ok(Verified::from_state(&state, head))
+    }
+
+    /// The certified header of block `height` (an error if that block has no certificate of
+    /// its own).
+    pub async fn certified_header(&self, height: u64) -> Result<BlockHeader, ClientError> {
+        match self
+            .get::<CertifiedHeader>(&format!("/v1/blocks/{height}/certificate"))
+            .await?
+        {
+            (_, Ok(certified)) => Ok(self.light.verify_header_at(height, &certified)?),
+            (status, Err(detail)) => Err(ClientError::Node(format!(
+                "node answered {status}: {detail}"
+            ))),
+        }
+    }
+}

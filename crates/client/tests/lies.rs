@@ -1,0 +1,473 @@
+//! A lying node is caught: every kind of false answer fails with its typed error, and honest
+//! answers verify. Everything runs in process: a contract state, validators' keys, and the
+//! answers a node would send, altered the way an attacker would.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
+
+use proptest::prelude::*;
+use secnet_certified::{
+    CertificateError, CertifiedHeader, CertifiedState, CommitteeVerifier, HexBytes, certify,
+};
+use secnet_client::{LightClient, VerifyError};
+use secnet_contract::entries::Account;
+use secnet_contract::{Sandbox, StateKey, StateProofError, StateValue};
+use secnet_types::{
+    Allocation, Block, BlockHeader, Call, DataKind, Genesis, Hash, Keypair, RegisterData,
+    StateCommitment, Validator,
+};
+
+fn validator(i: u64) -> Keypair {
+    Keypair::deterministic("lies-validator", i)
+}
+
+fn network(chain_id: &str, keys: &[Keypair]) -> Genesis {
+    Genesis {
+        chain_id: chain_id.into(),
+        genesis_time_ms: 1_700_000_000_000,
+        allocations: vec![Allocation {
+            account: Keypair::deterministic("lies-user", 0).account(),
+            balance: 1_000,
+        }],
+        validators: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Validator {
+                key: k.account(),
+                address: format!("127.0.0.1:{}", 9000 + i),
+            })
+            .collect(),
+    }
+}
+
+/// A network of four validators, a state with an account and a listing, and a certified
+/// header committing to that state's root.
+struct World {
+    genesis: Genesis,
+    validators: Vec<Keypair>,
+    sandbox: Sandbox,
+    data: Hash,
+}
+
+impl World {
+    fn new() -> World {
+        let validators: Vec<Keypair> = (0..4).map(validator).collect();
+        let genesis = network("secnet-lies", &validators);
+        let users = vec![
+            Keypair::deterministic("lies-user", 0),
+            Keypair::deterministic("lies-user", 1),
+        ];
+        let mut sandbox = Sandbox::new("secnet-lies", users, 1_000);
+        let data = Hash::digest(b"a blood panel");
+        sandbox
+            .run(
+                0,
+                Call::RegisterData(RegisterData {
+                    hash: data,
+                    description: "blood panel".into(),
+                    address: "pdc://h/1".into(),
+                    price: 10,
+                    kind: DataKind::UserData,
+                    holder: sandbox.account(1),
+                    holder_share_bps: 1000,
+                }),
+            )
+            .unwrap();
+        sandbox
+            .run(
+                1,
+                Call::Transfer {
+                    to: sandbox.account(0),
+                    amount: 25,
+                },
+            )
+            .unwrap();
+        World {
+            genesis,
+            validators,
+            sandbox,
+            data,
+        }
+    }
+
+    fn height(&self) -> u64 {
+        self.sandbox.state.tip().height
+    }
+
+    /// The header of the block after the tip, committing to the tip's root.
+    fn header(&self) -> BlockHeader {
+        let tip = self.sandbox.state.tip();
+        Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms + 1, vec![])
+            .committing(StateCommitment {
+                from: tip.height,
+                roots: vec![tip.state_root],
+            })
+            .header
+    }
+
+    fn certified_by(&self, genesis: &Genesis, signers: &[&Keypair]) -> CertifiedHeader {
+        let header = self.header();
+        CertifiedHeader {
+            certificate: HexBytes(certify(genesis, signers, &header).unwrap()),
+            header: HexBytes(header.to_bytes()),
+        }
+    }
+
+    fn certified(&self) -> CertifiedHeader {
+        let signers: Vec<&Keypair> = self.validators.iter().take(3).collect();
+        self.certified_by(&self.genesis, &signers)
+    }
+
+    /// What an honest node answers about `keys`.
+    fn answer(&self, keys: &[StateKey]) -> CertifiedState {
+        let snapshot = self.sandbox.state.snapshot();
+        CertifiedState {
+            certified: self.certified(),
+            height: self.height(),
+            proofs: keys.iter().map(|k| snapshot.prove(k)).collect(),
+        }
+    }
+
+    fn client(&self) -> LightClient {
+        LightClient::new(&self.genesis).unwrap()
+    }
+
+    fn alice(&self) -> StateKey {
+        StateKey::Account(self.sandbox.account(0))
+    }
+}
+
+#[test]
+fn an_honest_answer_verifies() {
+    let world = World::new();
+    let keys = [
+        world.alice(),
+        StateKey::Listing(world.data),
+        StateKey::Grant(Hash::digest(b"no such grant")),
+    ];
+    let verified = world
+        .client()
+        .verify_state(&world.answer(&keys), &keys)
+        .unwrap();
+    assert_eq!(verified.height, world.height());
+    assert_eq!(verified.certified_block, world.height() + 1);
+    assert_eq!(verified.state_root, world.sandbox.state.state_root());
+    match verified.get(&world.alice()) {
+        Some(StateValue::Account(a)) => assert_eq!(a.balance, 1_025),
+        other => panic!("expected alice's account, got {other:?}"),
+    }
+    match verified.get(&StateKey::Listing(world.data)) {
+        Some(StateValue::Listing(l)) => assert_eq!(l.price, 10),
+        other => panic!("expected the listing, got {other:?}"),
+    }
+    assert_eq!(verified.values[2].1, None, "absence is proven too");
+}
+
+#[test]
+fn an_inflated_balance_is_caught() {
+    let world = World::new();
+    let keys = [world.alice()];
+    let mut answer = world.answer(&keys);
+    let inflated = StateValue::Account(Account {
+        balance: 1_000_000,
+        nonce: 1,
+        encryption_key: None,
+    });
+    answer.proofs[0].value = Some(inflated.to_bytes());
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifyError::Proof {
+                source: StateProofError::Merkle(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_forged_listing_or_grant_is_caught() {
+    let world = World::new();
+    // A listing that does not exist, claimed with the value of the real one under its key.
+    let forged_hash = Hash::digest(b"never registered");
+    let keys = [StateKey::Listing(forged_hash)];
+    let real = world.answer(&[StateKey::Listing(world.data)]);
+    let mut answer = world.answer(&keys);
+    answer.proofs[0].value = real.proofs[0].value.clone();
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert!(matches!(err, VerifyError::Proof { .. }), "{err}");
+
+    // A grant claimed where the state has none: the real proof is of absence.
+    let grant = Hash::digest(b"a grant nobody was given");
+    let keys = [StateKey::Grant(grant)];
+    let mut answer = world.answer(&keys);
+    answer.proofs[0].value = Some(vec![0u8; 90]);
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert!(matches!(err, VerifyError::Proof { .. }), "{err}");
+}
+
+#[test]
+fn a_proof_for_another_key_is_caught() {
+    let world = World::new();
+    let bob = StateKey::Account(world.sandbox.account(1));
+    let keys = [world.alice()];
+    // Bob's proof, labelled as Bob's.
+    let mut answer = world.answer(&keys);
+    answer.proofs = world.answer(std::slice::from_ref(&bob)).proofs;
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert!(matches!(err, VerifyError::OtherKey { .. }), "{err}");
+    // Bob's proof relabelled as Alice's.
+    answer.proofs[0].key = world.alice();
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert!(matches!(err, VerifyError::Proof { .. }), "{err}");
+}
+
+#[test]
+fn an_altered_root_is_caught() {
+    let world = World::new();
+    let keys = [world.alice()];
+    // The root inside the proof.
+    let mut answer = world.answer(&keys);
+    answer.proofs[0].state_root = Hash::digest(b"another root");
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifyError::Proof {
+                source: StateProofError::OtherRoot { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The root inside the header: the certificate no longer signs it.
+    let mut answer = world.answer(&keys);
+    let mut header = world.header();
+    header.state.roots[0] = Hash::digest(b"another root");
+    answer.certified.header = HexBytes(header.to_bytes());
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifyError::Certificate(CertificateError::OtherBlock { .. })
+        ),
+        "{err}"
+    );
+    // A height the header does not commit to.
+    let mut answer = world.answer(&keys);
+    answer.height += 1;
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert!(matches!(err, VerifyError::NotCommitted { .. }), "{err}");
+}
+
+#[test]
+fn a_certificate_with_too_few_signatures_is_caught() {
+    let world = World::new();
+    let keys = [world.alice()];
+    let mut answer = world.answer(&keys);
+    let two: Vec<&Keypair> = world.validators.iter().take(2).collect();
+    answer.certified = world.certified_by(&world.genesis, &two);
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert_eq!(
+        err,
+        VerifyError::Certificate(CertificateError::TooFewSignatures {
+            got: 2,
+            need: 3,
+            validators: 4
+        })
+    );
+}
+
+#[test]
+fn a_certificate_of_keys_outside_the_set_is_caught() {
+    let world = World::new();
+    let keys = [world.alice()];
+    // Four other keys run a network with the same chain id and sign the same header.
+    let outsiders: Vec<Keypair> = (0..4)
+        .map(|i| Keypair::deterministic("outsider", i))
+        .collect();
+    let theirs = network("secnet-lies", &outsiders);
+    let signers: Vec<&Keypair> = outsiders.iter().collect();
+    let mut answer = world.answer(&keys);
+    answer.certified = world.certified_by(&theirs, &signers);
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    match err {
+        VerifyError::Certificate(CertificateError::BadSignatures(bad)) => {
+            assert_eq!(bad.len(), 4, "every signature is named")
+        }
+        other => panic!("expected bad signatures, got {other}"),
+    }
+    // A set of another size is named as such.
+    let five: Vec<Keypair> = (0..5)
+        .map(|i| Keypair::deterministic("outsider", i))
+        .collect();
+    let theirs = network("secnet-lies", &five);
+    let signers: Vec<&Keypair> = five.iter().collect();
+    answer.certified = world.certified_by(&theirs, &signers);
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifyError::Certificate(CertificateError::WrongCommittee {
+                certificate: 5,
+                genesis: 4
+            })
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_answer_from_a_fork_of_another_genesis_is_caught() {
+    let world = World::new();
+    let keys = [world.alice()];
+    // The same validators run a second network (another genesis): their certificates there
+    // are valid signatures, under that network's namespace.
+    let mut fork = world.genesis.clone();
+    fork.chain_id = "secnet-fork".into();
+    let signers: Vec<&Keypair> = world.validators.iter().collect();
+    let mut answer = world.answer(&keys);
+    answer.certified = world.certified_by(&fork, &signers);
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifyError::Certificate(CertificateError::BadSignatures(_))
+        ),
+        "{err}"
+    );
+    // The fork's own client accepts it: the signatures are real.
+    LightClient::new(&fork)
+        .unwrap()
+        .verify_state(&answer, &keys)
+        .unwrap();
+}
+
+#[test]
+fn a_stale_answer_is_refused_once_a_newer_height_is_required() {
+    let world = World::new();
+    let keys = [world.alice()];
+    let client = world.client();
+    client.verify_state(&world.answer(&keys), &keys).unwrap();
+    client.require_at_least(world.height() + 1);
+    let err = client
+        .verify_state(&world.answer(&keys), &keys)
+        .unwrap_err();
+    assert!(matches!(err, VerifyError::Stale { .. }), "{err}");
+}
+
+#[test]
+fn missing_and_mislabelled_proofs_are_caught() {
+    let world = World::new();
+    let keys = [world.alice(), StateKey::LogHead];
+    let mut answer = world.answer(&keys);
+    answer.proofs.pop();
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert!(matches!(err, VerifyError::MissingProof { .. }), "{err}");
+    let mut answer = world.answer(&keys);
+    answer.proofs[0].height -= 1;
+    let err = world.client().verify_state(&answer, &keys).unwrap_err();
+    assert!(matches!(err, VerifyError::ProofHeight { .. }), "{err}");
+}
+
+#[test]
+fn truncated_oversized_and_garbage_certificates_are_typed_errors() {
+    let world = World::new();
+    let committee = CommitteeVerifier::from_genesis(&world.genesis).unwrap();
+    let good = world.certified();
+    let mut truncated = good.certificate.0.clone();
+    truncated.truncate(truncated.len() - 7);
+    assert!(matches!(
+        committee.verify(&good.header.0, &truncated),
+        Err(CertificateError::MalformedCertificate(_))
+    ));
+    let oversized = vec![0u8; committee.max_certificate_len() + 1];
+    assert!(matches!(
+        committee.verify(&good.header.0, &oversized),
+        Err(CertificateError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        committee.verify(&good.header.0[..10], &good.certificate.0),
+        Err(CertificateError::MalformedHeader(_))
+    ));
+    let mut flipped = good.certificate.0.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(committee.verify(&good.header.0, &flipped).is_err());
+    assert!(
+        committee
+            .verify(&good.header.0, &good.certificate.0)
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_genesis_without_validators_certifies_nothing() {
+    let mut genesis = World::new().genesis;
+    genesis.validators.clear();
+    assert_eq!(
+        LightClient::new(&genesis).unwrap_err(),
+        CertificateError::NoValidators
+    );
+}
+
+#[test]
+fn following_headers_checks_each_link() {
+    let world = World::new();
+    let signers: Vec<&Keypair> = world.validators.iter().take(3).collect();
+    let first = world.header();
+    let child = Block::new(first.height + 1, first.hash(), first.timestamp_ms, vec![]).header;
+    let stranger = Block::new(
+        first.height + 1,
+        Hash::digest(b"x"),
+        first.timestamp_ms,
+        vec![],
+    )
+    .header;
+    let certify_header = |h: &BlockHeader| CertifiedHeader {
+        header: HexBytes(h.to_bytes()),
+        certificate: HexBytes(certify(&world.genesis, &signers, h).unwrap()),
+    };
+    let client = world.client();
+    assert_eq!(
+        client.follow(&first, &[certify_header(&child)]).unwrap(),
+        child
+    );
+    assert!(matches!(
+        client.follow(&first, &[certify_header(&stranger)]),
+        Err(VerifyError::BrokenChain { .. })
+    ));
+}
+
+/// Frozen formats: the header encoding (with its state commitment) and the certificate.
+/// Ed25519 signatures are deterministic, so the certificate's bytes are too.
+#[test]
+fn header_and_certificate_formats_are_frozen() {
+    let world = World::new();
+    let certified = world.certified();
+    assert_eq!(
+        Hash::digest(&certified.header.0).to_hex(),
+        "dea1f3fbe413ee25676087e9431623c7cae49d44b2baf7b58e739ffd81d1ac91"
+    );
+    assert_eq!(
+        Hash::digest(&certified.certificate.0).to_hex(),
+        "49600fd81b4ede31ea07c0c756082e1e6713a867ebed2588e89b90f628be7fe4"
+    );
+}
+
+proptest! {
+    /// Arbitrary bytes never panic the verifier and never verify.
+    #[test]
+    fn garbage_never_verifies(header in prop::collection::vec(any::<u8>(), 0..400),
+                              certificate in prop::collection::vec(any::<u8>(), 0..600)) {
+        let validators: Vec<Keypair> = (0..4).map(validator).collect();
+        let committee = CommitteeVerifier::from_genesis(&network("secnet-lies", &validators)).unwrap();
+        prop_assert!(committee.verify(&header, &certificate).is_err());
+    }
+}
