@@ -142,6 +142,21 @@ fn four_processes_survive_a_sigkill_and_agree() {
         roots.windows(2).all(|w| w[0] == w[1]),
         "state roots differ at height {target}: {roots:?}"
     );
+    // Every validator's answer verifies against the genesis validators' certificates.
+    let genesis = d.join("genesis.json");
+    for api in &apis {
+        let status = json(&[
+            "status",
+            "--node",
+            api,
+            "--genesis",
+            path(&genesis),
+            "--json",
+        ]);
+        assert_eq!(status["verified"], true, "{status}");
+        assert!(status["height"].as_u64().unwrap() >= target, "{status}");
+        assert!(status["log_size"].as_u64().is_some(), "{status}");
+    }
     // A validator that lost its whole data directory syncs from its peers.
     kill(&mut nodes, 2);
     let node2 = d.join("node2");

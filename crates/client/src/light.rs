@@ -4,7 +4,7 @@
 use secnet_certified::{CertificateError, CertifiedHeader, CertifiedState, CommitteeVerifier};
 use secnet_contract::{StateKey, StateProofError, StateValue};
 use secnet_types::{BlockHeader, Genesis, Hash};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 /// Most certified headers remembered (verified once, then trusted by hash).
@@ -117,6 +117,8 @@ impl VerifiedState {
 struct Memory {
     /// Verified headers by hash.
     headers: BTreeMap<Hash, BlockHeader>,
+    /// Their hashes, oldest first (the first forgotten).
+    order: VecDeque<Hash>,
     /// Answers below this height are refused.
     floor: u64,
 }
@@ -181,15 +183,13 @@ impl LightClient {
             .verify(&certified.header.0, &certified.certificate.0)?;
         if let Ok(mut m) = self.memory.lock() {
             if m.headers.len() >= REMEMBERED_HEADERS
-                && let Some(oldest) = m
-                    .headers
-                    .iter()
-                    .min_by_key(|(_, h)| h.height)
-                    .map(|(k, _)| *k)
+                && let Some(oldest) = m.order.pop_front()
             {
                 m.headers.remove(&oldest);
             }
-            m.headers.insert(header.hash(), header.clone());
+            if m.headers.insert(header.hash(), header.clone()).is_none() {
+                m.order.push_back(header.hash());
+            }
         }
         Ok(header)
     }

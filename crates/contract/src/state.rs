@@ -179,7 +179,7 @@ impl State {
     }
 
     fn rebuild_tree(&mut self) {
-        let entries: Vec<([u8; 32], [u8; 32], Arc<[u8]>)> = self
+        let entries: Vec<_> = self
             .entries()
             .map(|(k, v)| {
                 let bytes = v.to_bytes();
