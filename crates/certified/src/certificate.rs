@@ -265,46 +265,75 @@ impl CommitteeVerifier {
     }
 }
 
-/// A finalization certificate of `header` signed by `signers`, validators of `genesis`.
-///
-/// Whether they are enough is for the verifier to decide: a one-validator development
-/// network certifies its blocks with its own key; tests make certificates with too few.
+/// Validators of one network ready to sign certificates (their schemes built once).
+#[derive(Debug)]
+pub struct Certifier {
+    validators: usize,
+    schemes: Vec<Scheme>,
+}
+
+impl Certifier {
+    /// `signers`, validators of `genesis`, ready to certify its headers.
+    pub fn new(genesis: &Genesis, signers: &[&Keypair]) -> Result<Certifier, CertificateError> {
+        let committee = CommitteeVerifier::from_genesis(genesis)?;
+        let schemes = signers
+            .iter()
+            .map(|key| {
+                let not_validator = || CertificateError::NotAValidator(key.account());
+                let private = consensus_key(key).ok_or_else(not_validator)?;
+                Scheme::signer(
+                    &committee.namespace,
+                    committee.participants.clone(),
+                    private,
+                )
+                .ok_or_else(not_validator)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Certifier {
+            validators: committee.len(),
+            schemes,
+        })
+    }
+
+    /// A finalization certificate of `header` signed by every signer.
+    ///
+    /// Whether they are enough is for the verifier to decide: a one-validator development
+    /// network certifies its blocks with its own key; tests make certificates with too few.
+    pub fn certify(&self, header: &BlockHeader) -> Result<Vec<u8>, CertificateError> {
+        let proposal = Proposal::new(
+            Round::new(Epoch::zero(), View::new(header.height)),
+            View::new(header.height.saturating_sub(1)),
+            digest_of(&header.hash()),
+        );
+        let mut attestations = Vec::with_capacity(self.schemes.len());
+        for scheme in &self.schemes {
+            let vote = Finalize::<Scheme, sha256::Digest>::sign(scheme, proposal.clone()).ok_or(
+                CertificateError::MalformedCertificate("a signer cannot sign".into()),
+            )?;
+            attestations.push(vote.attestation);
+        }
+        attestations.sort_by_key(|a| a.signer);
+        attestations.dedup_by_key(|a| a.signer);
+        let n = u32::try_from(self.validators).unwrap_or(u32::MAX);
+        let signers = Signers::new(n, attestations.iter().map(|a| a.signer))
+            .map_err(|e| CertificateError::MalformedCertificate(e.to_string()))?;
+        let finalization = Finalization {
+            proposal,
+            certificate: Certificate {
+                signers,
+                signatures: attestations.into_iter().map(|a| a.signature).collect(),
+            },
+        };
+        Ok(finalization.encode().to_vec())
+    }
+}
+
+/// A finalization certificate of `header` signed by `signers`, validators of `genesis` (see
+/// [`Certifier::certify`]).
 pub fn certify(
     genesis: &Genesis,
     signers: &[&Keypair],
     header: &BlockHeader,
 ) -> Result<Vec<u8>, CertificateError> {
-    let committee = CommitteeVerifier::from_genesis(genesis)?;
-    let proposal = Proposal::new(
-        Round::new(Epoch::zero(), View::new(header.height)),
-        View::new(header.height.saturating_sub(1)),
-        digest_of(&header.hash()),
-    );
-    let mut attestations = Vec::with_capacity(signers.len());
-    for key in signers {
-        let not_validator = || CertificateError::NotAValidator(key.account());
-        let private = consensus_key(key).ok_or_else(not_validator)?;
-        let scheme = Scheme::signer(
-            &committee.namespace,
-            committee.participants.clone(),
-            private,
-        )
-        .ok_or_else(not_validator)?;
-        let vote = Finalize::<Scheme, sha256::Digest>::sign(&scheme, proposal.clone())
-            .ok_or_else(not_validator)?;
-        attestations.push(vote.attestation);
-    }
-    attestations.sort_by_key(|a| a.signer);
-    attestations.dedup_by_key(|a| a.signer);
-    let n = u32::try_from(committee.len()).unwrap_or(u32::MAX);
-    let signers = Signers::new(n, attestations.iter().map(|a| a.signer))
-        .map_err(|e| CertificateError::MalformedCertificate(e.to_string()))?;
-    let finalization = Finalization {
-        proposal,
-        certificate: Certificate {
-            signers,
-            signatures: attestations.into_iter().map(|a| a.signature).collect(),
-        },
-    };
-    Ok(finalization.encode().to_vec())
+    Certifier::new(genesis, signers)?.certify(header)
 }

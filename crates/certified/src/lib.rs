@@ -16,6 +16,6 @@ pub mod certificate;
 
 pub use answer::{CertifiedHeader, CertifiedState, HexBytes};
 pub use certificate::{
-    CertificateError, CommitteeVerifier, Finalization, Scheme, certify, consensus_namespace,
-    digest_of,
+    CertificateError, Certifier, CommitteeVerifier, Finalization, Scheme, certify,
+    consensus_namespace, digest_of,
 };

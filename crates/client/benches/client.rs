@@ -16,7 +16,7 @@
 )]
 
 use anyhow::ensure;
-use secnet_certified::{CertifiedHeader, CertifiedState, HexBytes, certify};
+use secnet_certified::{CertifiedHeader, CertifiedState, Certifier, HexBytes};
 use secnet_client::LightClient;
 use secnet_contract::{State, StateKey};
 use secnet_types::{Allocation, Block, BlockHeader, Genesis, Keypair, StateCommitment, Validator};
@@ -94,6 +94,7 @@ fn run(answers: usize, accounts: usize, heights: u64, validators: usize) -> anyh
     };
     let quorum = validators - (validators - 1) / 3;
     let signers: Vec<&Keypair> = keys.iter().take(quorum).collect();
+    let certifier = Certifier::new(&genesis, &signers)?;
     eprintln!("building a state of {accounts} accounts...");
     let state = State::genesis(&genesis);
     let snapshot = state.snapshot();
@@ -104,7 +105,7 @@ fn run(answers: usize, accounts: usize, heights: u64, validators: usize) -> anyh
         })
         .header;
     let certified = CertifiedHeader {
-        certificate: HexBytes(certify(&genesis, &signers, &header)?),
+        certificate: HexBytes(certifier.certify(&header)?),
         header: HexBytes(header.to_bytes()),
     };
     let questions: Vec<(StateKey, CertifiedState)> = (0..answers)
@@ -153,7 +154,7 @@ fn run(answers: usize, accounts: usize, heights: u64, validators: usize) -> anyh
         })
         .header;
         chain.push(CertifiedHeader {
-            certificate: HexBytes(certify(&genesis, &signers, &next)?),
+            certificate: HexBytes(certifier.certify(&next)?),
             header: HexBytes(next.to_bytes()),
         });
         parent = next;
