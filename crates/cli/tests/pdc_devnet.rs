@@ -301,6 +301,7 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
     };
     let grant = request("600");
     let out = d.join("fetched.json");
+    let genesis = path(&d.join("genesis.json")).to_string();
     let fetch = |grant: &str, out: &Path| {
         common::run(&[
             "data",
@@ -313,6 +314,8 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
             path(out),
             "--node",
             &net.a,
+            "--genesis",
+            &genesis,
         ])
     };
 
@@ -380,6 +383,8 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
         &grant,
         "--node",
         &net.a,
+        "--genesis",
+        &genesis,
     ]);
     assert!(err.contains("was issued to"), "{err}");
 
@@ -505,7 +510,10 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
         path(&out),
         "--node",
         &net.b,
+        "--genesis",
+        &genesis,
     ]);
+    assert_eq!(verified["verified"], true, "{verified}");
     assert_eq!(verified["file"]["matches_registered"], true);
     assert!(
         verified["records"].as_array().unwrap().len() >= 4,

@@ -177,6 +177,8 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
             path(&rules_dir),
             "--node",
             &a,
+            "--genesis",
+            path(&d.join("genesis.json")),
         ])
     };
     let r = fetch();
@@ -288,6 +290,8 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
         path(&d.join("again.rule")),
         "--node",
         &a,
+        "--genesis",
+        path(&d.join("genesis.json")),
     ]);
     let score = again["score"].as_u64().unwrap();
     assert!(score > 0 && score < 800_000, "{again}");

@@ -5,9 +5,14 @@
 //!   listings, subscriptions, grants, the access log's head — against a root a certified
 //!   header commits to. Pure: bytes in, verified values or a typed [`VerifyError`] out.
 //! - [`remote`]: the same checks over a node's HTTP API.
+//! - [`pdc`]: the consumer's side of the Private Data Center protocol — token, signed fetch,
+//!   unsealed data key, decryption checked against the registered hash — with the grant and
+//!   the listing taken from certified state.
 
 pub mod light;
+pub mod pdc;
 pub mod remote;
 
 pub use light::{LightClient, VerifiedState, VerifyError};
-pub use remote::{ClientError, RemoteNode, Verified};
+pub use pdc::{Delivery, IntegrityError};
+pub use remote::{ClientError, ReadError, RemoteNode, Verified, read_bounded};

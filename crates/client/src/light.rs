@@ -99,6 +99,8 @@ pub struct VerifiedState {
     pub state_root: Hash,
     /// The certified block whose header commits to that root.
     pub certified_block: u64,
+    /// That block's timestamp (milliseconds since the Unix epoch).
+    pub certified_at_ms: u64,
     /// Each asked key with its value (`None`: proven absent), in the order asked.
     pub values: Vec<(StateKey, Option<StateValue>)>,
 }
@@ -271,6 +273,7 @@ impl LightClient {
             height: answer.height,
             state_root: root,
             certified_block: header.height,
+            certified_at_ms: header.timestamp_ms,
             values,
         })
     }

@@ -24,12 +24,40 @@ pub enum ClientError {
     /// The answer is not the shape the API defines.
     #[error("the node's answer is malformed: {0}")]
     Malformed(String),
+    /// What the ledger or the holder refuses (no grant, not yours, withdrawn, denied).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<CertificateError> for ClientError {
     fn from(e: CertificateError) -> Self {
         ClientError::Verification(VerifyError::Certificate(e))
     }
+}
+
+/// Why an answer could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// More bytes than allowed.
+    TooLarge,
+    /// The transfer failed.
+    Http(reqwest::Error),
+}
+
+/// Reads an answer's body, stopping as soon as it exceeds `max` bytes (whatever its
+/// `Content-Length` claims, and for chunked answers too).
+pub async fn read_bounded(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, ReadError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
+        if body.len() + chunk.len() > max {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A value checked against certified state, with the height it is as of.
@@ -43,6 +71,9 @@ pub struct Verified<T> {
     pub state_root: Hash,
     /// The certified block committing to that root.
     pub certified_block: u64,
+    /// That block's timestamp (its proposer's clock, milliseconds since the Unix epoch):
+    /// how fresh the answer is.
+    pub certified_at_ms: u64,
 }
 
 impl<T> Verified<T> {
@@ -52,6 +83,7 @@ impl<T> Verified<T> {
             height: state.height,
             state_root: state.state_root,
             certified_block: state.certified_block,
+            certified_at_ms: state.certified_at_ms,
         }
     }
 }
@@ -88,6 +120,59 @@ impl RemoteNode {
         &self.base
     }
 
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `GET path` as JSON, unverified (for what the node says about itself).
+    pub(crate) async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        match self.get::<serde_json::Value>(path).await? {
+            (_, Ok(v)) => Ok(v),
+            (status, Err(detail)) => Err(ClientError::Node(format!(
+                "node answered {status}: {detail}"
+            ))),
+        }
+    }
+
+    /// `POST path` with a JSON body signed by `key` (`SecNet-Auth`); the JSON answer.
+    pub(crate) async fn signed_json(
+        &self,
+        key: &secnet_types::Keypair,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let auth = secnet_pdc::auth::RequestAuth::sign(key, "POST", path, &body, now);
+        let resp = self
+            .http
+            .post(&url)
+            .header("secnet-auth", auth.to_header())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Node(format!("cannot reach {url}: {e}")))?;
+        let status = resp.status();
+        let bytes = read_bounded(resp, MAX_ANSWER_BYTES).await.map_err(|_| {
+            ClientError::Malformed(format!("answer of more than {MAX_ANSWER_BYTES} bytes"))
+        })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Malformed(format!("{path}: {e}")))?;
+        if !status.is_success() {
+            let detail = value
+                .get("detail")
+                .and_then(|d| d.as_str())
+                .unwrap_or("no detail");
+            return Err(ClientError::Refused(format!(
+                "node answered {status}: {detail}"
+            )));
+        }
+        Ok(value)
+    }
+
     async fn get<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -100,23 +185,14 @@ impl RemoteNode {
             .await
             .map_err(|e| ClientError::Node(format!("cannot reach {url}: {e}")))?;
         let status = resp.status();
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
-        {
-            return Err(ClientError::Malformed(format!(
-                "answer of more than {MAX_ANSWER_BYTES} bytes"
-            )));
-        }
-        let bytes = resp
-            .bytes()
+        let bytes = read_bounded(resp, MAX_ANSWER_BYTES)
             .await
-            .map_err(|e| ClientError::Node(format!("reading {url}: {e}")))?;
-        if bytes.len() > MAX_ANSWER_BYTES {
-            return Err(ClientError::Malformed(format!(
-                "answer of more than {MAX_ANSWER_BYTES} bytes"
-            )));
-        }
+            .map_err(|e| match e {
+                ReadError::TooLarge => {
+                    ClientError::Malformed(format!("answer of more than {MAX_ANSWER_BYTES} bytes"))
+                }
+                ReadError::Http(e) => ClientError::Node(format!("reading {url}: {e}")),
+            })?;
         if !status.is_success() {
             let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
@@ -131,13 +207,20 @@ impl RemoteNode {
 
     /// The state entries under `keys`, verified, as of the newest certified height the node
     /// offers (waiting a little for a node that has none yet).
+    ///
+    /// Answers never go back in time: each verified answer raises the height later answers
+    /// must reach, so a node cannot roll this client back from one question to the next.
     pub async fn state(&self, keys: &[StateKey]) -> Result<VerifiedState, ClientError> {
         let list: Vec<String> = keys.iter().map(|k| hex::encode(k.to_bytes())).collect();
         let path = format!("/v1/state?keys={}", list.join(","));
         let started = Instant::now();
         loop {
             match self.get::<CertifiedState>(&path).await? {
-                (_, Ok(answer)) => return Ok(self.light.verify_state(&answer, keys)?),
+                (_, Ok(answer)) => {
+                    let verified = self.light.verify_state(&answer, keys)?;
+                    self.light.require_at_least(verified.height);
+                    return Ok(verified);
+                }
                 (status, Err(_))
                     if status == reqwest::StatusCode::SERVICE_UNAVAILABLE
                         && started.elapsed() < CERTIFIED_WAIT =>

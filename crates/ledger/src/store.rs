@@ -6,13 +6,13 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use secnet_contract::{BlockOutcome, ChainTip, State, StateKey, StateSnapshot, StateValue};
 use secnet_merkle::log::leaf_hash;
 use secnet_types::limits::MAX_HEADER_STATE_ROOTS;
-use secnet_types::{Block, Genesis, Hash, Receipt, Rejection, StateCommitment};
+use secnet_types::{Block, BlockHeader, Genesis, Hash, Receipt, Rejection, StateCommitment};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 /// How many recent heights' state trees a ledger keeps, to prove entries as of a height a
 /// certificate covers (certification trails execution by a few blocks).
-pub const RECENT_STATES: usize = 64;
+pub const RECENT_STATES: usize = 32;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
@@ -24,7 +24,7 @@ const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
 const META_GENESIS: &str = "genesis_hash";
 const META_TIP: &str = "tip";
 const META_FORMAT: &str = "format";
-const FORMAT_VERSION: &[u8] = b"secnet-ledger/1";
+const FORMAT_VERSION: &[u8] = b"secnet-ledger/2";
 
 /// The file inside a data directory that holds the ledger.
 pub const LEDGER_FILE: &str = "ledger.redb";
@@ -37,8 +37,9 @@ pub struct Ledger {
     genesis: Genesis,
     path: PathBuf,
     poisoned: bool,
-    /// The state trees of the last [`RECENT_STATES`] heights, oldest first.
-    recent: VecDeque<StateSnapshot>,
+    /// The state trees of the last [`RECENT_STATES`] heights, oldest first, with the
+    /// headers of the blocks that produced them (none for the state a ledger was opened at).
+    recent: VecDeque<(StateSnapshot, Option<BlockHeader>)>,
     genesis_root: Hash,
 }
 
@@ -126,7 +127,7 @@ impl Ledger {
                 Self::load(&db, genesis)?
             }
         };
-        let recent = VecDeque::from([state.snapshot()]);
+        let recent = VecDeque::from([(state.snapshot(), None)]);
         Ok(Ledger {
             db,
             state,
@@ -229,7 +230,8 @@ impl Ledger {
         if self.recent.len() >= RECENT_STATES {
             self.recent.pop_front();
         }
-        self.recent.push_back(self.state.snapshot());
+        self.recent
+            .push_back((self.state.snapshot(), Some(block.header.clone())));
         Ok(outcome)
     }
 
@@ -288,9 +290,29 @@ impl Ledger {
 
     /// The state tree as of `height`, if it is one of the last [`RECENT_STATES`] heights.
     pub fn snapshot_at(&self, height: u64) -> Option<&StateSnapshot> {
-        let oldest = self.recent.front()?.height();
+        self.recent_at(height).map(|(s, _)| s)
+    }
+
+    fn recent_at(&self, height: u64) -> Option<&(StateSnapshot, Option<BlockHeader>)> {
+        let oldest = self.recent.front()?.0.height();
         let index = usize::try_from(height.checked_sub(oldest)?).ok()?;
-        self.recent.get(index).filter(|s| s.height() == height)
+        self.recent.get(index).filter(|(s, _)| s.height() == height)
+    }
+
+    /// The header of the block at `height` (recent ones from memory, others read without
+    /// decoding the body).
+    pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, LedgerError> {
+        if let Some((_, Some(header))) = self.recent_at(height) {
+            return Ok(Some(header.clone()));
+        }
+        let read = self.db.begin_read()?;
+        let table = read.open_table(BLOCKS)?;
+        let Some(bytes) = table.get(height)? else {
+            return Ok(None);
+        };
+        StoredBlock::header_of(bytes.value())
+            .map(Some)
+            .map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")))
     }
 
     /// The state root after `height` (height 0: the genesis state), if it was applied.

@@ -6,7 +6,7 @@ use commonware_codec::{
 };
 use secnet_types::codec::read_vec_bounded;
 use secnet_types::limits::MAX_BLOCK_TXS;
-use secnet_types::{Block, Hash, Receipt};
+use secnet_types::{Block, BlockHeader, Hash, Receipt};
 use serde::Serialize;
 
 const STORED_BLOCK_VERSION: u8 = 1;
@@ -52,6 +52,18 @@ impl StoredBlock {
         state_root.write(&mut buf);
         log_size.write(&mut buf);
         buf
+    }
+
+    /// The block header alone, read from the front of stored bytes.
+    pub fn header_of(bytes: &[u8]) -> Result<BlockHeader, CodecError> {
+        // A header is at most a few KiB: copy only the front of the stored bytes.
+        let front = bytes.get(..bytes.len().min(8 * 1024)).unwrap_or(bytes);
+        let mut buf = bytes::Bytes::copy_from_slice(front);
+        let version = u8::read(&mut buf)?;
+        if version != STORED_BLOCK_VERSION {
+            return Err(CodecError::Invalid("stored block", "unknown version"));
+        }
+        BlockHeader::read(&mut buf)
     }
 
     /// Parses stored bytes.

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use secnet_certified::{CertifiedHeader, CertifiedState, HexBytes};
 use secnet_contract::{LogEntry, StateKey};
 use secnet_ledger::{Checkpoint, verifier_key};
-use secnet_types::{AccountId, Hash, SignedTransaction};
+use secnet_types::{AccountId, BlockHeader, Hash, SignedTransaction};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
@@ -565,33 +565,25 @@ async fn block_certificate(
 /// How long a certified query waits for the node's current state to be certified.
 const CERTIFIED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The newest certified header this node has and proofs of `keys` as of the newest height it
-/// commits to.
+/// Most `/v1/state` queries served at once; more are answered 503 (retry).
+const MAX_STATE_QUERIES: usize = 64;
+static STATE_QUERIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_STATE_QUERIES);
+
+/// The newest block at or below `tip` with a certificate of its own whose header commits to
+/// a height this node still has the state of: `(block height, its header, certificate)`.
 async fn newest_certified(
     node: &Arc<dyn Backend>,
-    keys: &[StateKey],
-) -> ApiResult<Option<CertifiedState>> {
-    let tip = node.with_ledger(|l| l.state().tip().height)?;
+    tip: u64,
+) -> ApiResult<Option<(BlockHeader, Vec<u8>)>> {
     for height in (tip.saturating_sub(CERTIFIED_SEARCH).max(1)..=tip).rev() {
-        let Some(certificate) = node.certificate(height).await else {
-            continue;
-        };
-        let proven = node.with_ledger(|l| {
-            let header = l.block(height).ok()??.block.header;
+        let header = node.with_ledger(|l| {
+            let header = l.header(height).ok()??;
             let (state_height, _) = header.state.last()?;
-            let snapshot = l.snapshot_at(state_height)?;
-            let proofs = keys.iter().map(|k| snapshot.prove(k)).collect();
-            Some((header, state_height, proofs))
+            l.snapshot_at(state_height).map(|_| header)
         })?;
-        if let Some((header, state_height, proofs)) = proven {
-            return Ok(Some(CertifiedState {
-                certified: CertifiedHeader {
-                    header: HexBytes(header.to_bytes()),
-                    certificate: HexBytes(certificate),
-                },
-                height: state_height,
-                proofs,
-            }));
+        let Some(header) = header else { continue };
+        if let Some(certificate) = node.certificate(height).await {
+            return Ok(Some((header, certificate)));
         }
     }
     Ok(None)
@@ -609,7 +601,7 @@ struct StateQuery {
     path = "/v1/state",
     tag = "ledger",
     summary = "State entries proven against the newest certified state root",
-    description = "Finds the newest block with a finalization certificate, takes the newest height whose state root its header commits to, and proves each asked key (present or absent) as of that height. Waits up to 5 s for the state this node had applied when asked to be certified, so a client reads its own committed writes. A client checks the certificate against the genesis validators, then each proof against the committed root: nothing in the answer needs trusting this node.",
+    description = "Finds the newest block with a finalization certificate, takes the newest height whose state root its header commits to, and proves each asked key (present or absent) as of that height. Waits up to 5 s for the state this node had applied when asked to be certified, so a client reads its own committed writes. At most 64 such queries run at once; more are answered 503. A client checks the certificate against the genesis validators, then each proof against the committed root: nothing in the answer needs trusting this node.",
     params(
         ("keys" = Option<String>, Query, description = "state keys, hex of their canonical bytes, comma-separated (at most 64); none: just the certified header"),
     ),
@@ -640,24 +632,56 @@ async fn certified_state(
             keys.len()
         )));
     }
-    // Read-your-writes: wait (briefly) until the state this node had applied when asked is
-    // certified; past the wait, answer with the newest certified state there is.
-    let wanted = node.with_ledger(|l| l.state().tip().height)?;
+    let _permit = STATE_QUERIES.try_acquire().map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service unavailable",
+            "too many certified-state queries at once; retry shortly",
+        )
+    })?;
+    // Read-your-writes: the answer must be as of the state this node had applied when asked
+    // (its root, or a later height). Wait for it, re-searching only when the tip moves; past
+    // the wait, answer with the newest certified state there is.
+    let (wanted_height, wanted_root) = node.with_ledger(|l| {
+        let tip = l.state().tip();
+        (tip.height, tip.state_root)
+    })?;
     let deadline = tokio::time::Instant::now() + CERTIFIED_WAIT;
-    let mut newest = None;
+    let mut searched = None;
+    let mut found: Option<(BlockHeader, Vec<u8>)> = None;
     loop {
-        if let Some(answer) = newest_certified(&node, &keys).await? {
-            if answer.height >= wanted || tokio::time::Instant::now() >= deadline {
-                return Ok(Json(answer));
+        let tip = node.with_ledger(|l| l.state().tip().height)?;
+        if searched != Some(tip) {
+            searched = Some(tip);
+            if let Some(newest) = newest_certified(&node, tip).await? {
+                found = Some(newest);
             }
-            newest = Some(answer);
-        } else if tokio::time::Instant::now() >= deadline {
+        }
+        let fresh = found
+            .as_ref()
+            .and_then(|(h, _)| h.state.last())
+            .is_some_and(|(height, root)| height >= wanted_height || root == wanted_root);
+        if fresh || tokio::time::Instant::now() >= deadline {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    if let Some(answer) = newest {
-        return Ok(Json(answer));
+    if let Some((header, certificate)) = found {
+        let answer = node.with_ledger(|l| {
+            let (state_height, _) = header.state.last()?;
+            let snapshot = l.snapshot_at(state_height)?;
+            Some(CertifiedState {
+                certified: CertifiedHeader {
+                    header: HexBytes(header.to_bytes()),
+                    certificate: HexBytes(certificate),
+                },
+                height: state_height,
+                proofs: keys.iter().map(|k| snapshot.prove(k)).collect(),
+            })
+        })?;
+        if let Some(answer) = answer {
+            return Ok(Json(answer));
+        }
     }
     Err(Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -73,6 +73,9 @@ pub struct DevNode {
     mempool: Mutex<Mempool>,
     key: Keypair,
     config: ProducerConfig,
+    /// The node's key as the network's single validator (none if the genesis does not name
+    /// it: then nothing it serves can be certified).
+    certifier: Option<secnet_certified::Certifier>,
 }
 
 /// A failure of the node itself (not of a request).
@@ -99,11 +102,13 @@ impl DevNode {
         config: ProducerConfig,
     ) -> Result<DevNode, NodeError> {
         let ledger = Ledger::open(dir, genesis)?;
+        let certifier = secnet_certified::Certifier::new(genesis, &[&key]).ok();
         Ok(DevNode {
             ledger: Mutex::new(ledger),
             mempool: Mutex::new(Mempool::new(config.mempool_capacity)),
             key,
             config,
+            certifier,
         })
     }
 
@@ -152,8 +157,8 @@ impl DevNode {
         // Lock order everywhere: ledger, then mempool.
         let mut ledger = lock(&self.ledger)?;
         let tip = ledger.state().tip();
-        let parent = match ledger.block(tip.height)? {
-            Some(stored) => stored.block.header.state,
+        let parent = match ledger.header(tip.height)? {
+            Some(header) => header.state,
             None => StateCommitment::default(),
         };
         let uncommitted = parent.next() <= tip.height
@@ -229,11 +234,11 @@ impl crate::api::Backend for DevNode {
     }
     fn certificate(&self, height: u64) -> crate::api::CertificateFuture<'_> {
         // The single producer certifies its own blocks, if the genesis names it validator.
-        let certificate = self.with_ledger(|l| {
-            let header = l.block(height).ok()??.block.header;
-            secnet_certified::certify(l.genesis(), &[&self.key], &header).ok()
+        let certificate = self.certifier.as_ref().and_then(|certifier| {
+            let header = self.with_ledger(|l| l.header(height)).ok()?.ok()??;
+            certifier.certify(&header).ok()
         });
-        Box::pin(std::future::ready(certificate.ok().flatten()))
+        Box::pin(std::future::ready(certificate))
     }
     fn validators(&self) -> Vec<serde_json::Value> {
         let height = self.with_ledger(|l| l.state().tip().height).unwrap_or(0);

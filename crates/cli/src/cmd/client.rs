@@ -9,6 +9,10 @@ use secnet_types::{AccountId, Call, Hash, Keypair, Receipt, SignedTransaction, T
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
+/// Largest JSON answer read from a node, in bytes (a fetched object's bytes are read
+/// separately, streamed to a file).
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 /// A node's API.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -29,7 +33,17 @@ impl Client {
 
     async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
         let status = resp.status();
-        let text = resp.text().await.context("reading the node's answer")?;
+        let bytes = secnet_client::read_bounded(resp, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| match e {
+                secnet_client::ReadError::TooLarge => {
+                    anyhow!("the node's answer is larger than {MAX_ANSWER_BYTES} bytes")
+                }
+                secnet_client::ReadError::Http(e) => {
+                    anyhow::Error::new(e).context("reading the node's answer")
+                }
+            })?;
+        let text = String::from_utf8_lossy(&bytes);
         let body: Value = match serde_json::from_str(&text) {
             Ok(v) => v,
             Err(_) if !status.is_success() => bail!("node answered {status}: {text}"),
@@ -98,31 +112,6 @@ impl Client {
             .await
             .with_context(|| format!("cannot reach {url}"))?;
         Self::answer(resp).await
-    }
-
-    /// `GET path` with extra headers; the raw response.
-    pub async fn get_raw(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> anyhow::Result<reqwest::Response> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.get(&url);
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        req.send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))
-    }
-
-    /// Turns an unsuccessful raw response into an error carrying its problem detail.
-    pub async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        Self::answer(resp).await?;
-        bail!("unexpected answer")
     }
 
     /// Submits a signed transaction; returns its hash.

@@ -13,9 +13,6 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use secnet_ledger::InclusionProof;
 use secnet_node::keyfile;
-use secnet_pdc::access::{AccessToken, FetchProof};
-use secnet_pdc::crypto::{BlobId, DataKey, SealedKey};
-use secnet_pdc::store::Decryptor;
 use secnet_types::{AccountId, Call, DataKind, Event, Hash, Keypair, Outcome, RegisterData};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -28,6 +25,21 @@ pub struct Conn {
     /// The node's API (for `fetch`, the node that holds the data).
     #[arg(long, default_value = "http://127.0.0.1:7878", global = true)]
     pub node: String,
+    /// The network's genesis: what is read from the ledger (grants, listings, the access
+    /// log's head) is checked against state its validators certified.
+    #[arg(long, default_value = "secnet-devnet/genesis.json", global = true)]
+    pub genesis: PathBuf,
+}
+
+impl Conn {
+    /// A verifying client of the node.
+    pub fn remote(&self) -> anyhow::Result<secnet_client::RemoteNode> {
+        super::query::Remote {
+            node: self.node.clone(),
+            genesis: self.genesis.clone(),
+        }
+        .connect()
+    }
 }
 
 /// Data commands.
@@ -535,15 +547,9 @@ pub(super) async fn register(
     execute(conn, &key, Call::RegisterData(reg)).await
 }
 
-fn header<'a>(resp: &'a reqwest::Response, name: &str) -> anyhow::Result<&'a str> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| anyhow!("the holder's answer has no {name} header"))
-}
-
 /// Fetches the data of `grant_id` from its holder, decrypts it and checks it against the
 /// registered hash before writing `out` (`-`: standard output). Returns what was written.
+/// The grant and the listing come from certified state (`secnet-client`), not the holder.
 pub(super) async fn fetch_to(
     conn: &Conn,
     key: &Path,
@@ -551,97 +557,31 @@ pub(super) async fn fetch_to(
     out: &Path,
 ) -> anyhow::Result<Option<Value>> {
     let key = keyfile::read_key(key)?;
-    let c = Client::new(&conn.node)?;
-    let grant = c.get(&format!("/v1/grants/{grant_id}")).await?["grant"].clone();
-    let requester: AccountId = serde_json::from_value(grant["requester"].clone())?;
-    let holder: AccountId = serde_json::from_value(grant["holder"].clone())?;
-    let data: Hash = serde_json::from_value(grant["data"].clone())?;
-    if requester != key.account() {
-        bail!(
-            "grant {grant_id} was issued to {requester}, not to this key's account {}",
-            key.account()
-        );
-    }
-    let here: AccountId = serde_json::from_value(c.get("/v1/pdc").await?["holder"].clone())
-        .context("the node did not say which account holds its data")?;
-    if here != holder {
-        bail!(
-            "the data is held by {holder}, and {} is node {here}: pass the holder's --node",
-            conn.node
-        );
-    }
-    // What the ledger says the data is: the decrypted content must hash to it.
-    let registered: Hash = serde_json::from_value(
-        c.get(&format!("/v1/listings/{data}")).await?["listing"]["hash"].clone(),
-    )
-    .context("the data is no longer registered on the ledger")?;
-
-    let t = c
-        .signed(
-            &key,
-            Method::POST,
-            "/v1/pdc/tokens",
-            serde_json::to_vec(&json!({ "grant": grant_id }))?,
-            "application/json",
-        )
-        .await?;
-    let sealed = t["token"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the holder issued no token: {t}"))?;
-    let token = AccessToken::open(sealed, &holder)
-        .map_err(|r| anyhow!("the holder's token does not check out: {r:?}"))?;
-    let path = format!("/v1/pdc/data/{data}");
-    let proof = FetchProof::sign(&key, &token, "GET", &path, secnet_node::datadir::now_ms());
-    let resp = c
-        .get_raw(
-            &path,
-            &[
-                ("accept", secnet_pdc::envelope::OCTETS),
-                ("secnet-token", sealed),
-                ("secnet-fetch", &proof.to_header()),
-            ],
-        )
-        .await?;
-    let resp = Client::check(resp).await?;
-    let blob = BlobId::from_hex(header(&resp, "secnet-blob")?)
-        .ok_or_else(|| anyhow!("malformed secnet-blob header"))?;
-    let sealed_key = SealedKey::from_hex(header(&resp, "secnet-sealed-key")?)?;
-    let size: u64 = header(&resp, "secnet-size")?.parse()?;
-    let udi = header(&resp, "secnet-udi")?.to_string();
-    let media_type = header(&resp, "secnet-media-type")?.to_string();
-    let policies = header(&resp, "secnet-policies")?.to_string();
-    let score: u32 = header(&resp, "secnet-score")?.parse().unwrap_or(0);
-    let data_key = DataKey::open(&sealed_key, &key, blob)
-        .context("the data key was not sealed to this key's encryption key")?;
-    let ciphertext = resp.bytes().await?;
-    let mut reader =
-        Decryptor::with_expected(ciphertext.as_ref(), &data_key, blob, size, registered);
-    let integrity = |e: std::io::Error| {
-        anyhow!(
-            "integrity failure: what {} served for {udi} does not decrypt to the content registered as {registered} ({e}); nothing was written",
-            conn.node
-        )
+    let delivery = conn.remote()?.fetch(&key, grant_id).await?;
+    let nothing_written = |e: secnet_client::IntegrityError| {
+        anyhow!("{e}; served by {}; nothing was written", conn.node)
     };
     if out == Path::new("-") {
-        let mut plain = Vec::new();
-        reader.read_to_end(&mut plain).map_err(integrity)?;
+        let plain = delivery.plaintext().map_err(nothing_written)?;
         std::io::stdout().write_all(&plain)?;
-        Ok(None)
-    } else {
-        let dir = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::copy(&mut reader, tmp.as_file_mut()).map_err(integrity)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(out)?;
-        Ok(Some(json!({
-            "udi": udi, "hash": registered, "size": size, "media_type": media_type,
-            "grant": grant_id, "policies": policies.split(',').filter(|p| !p.is_empty()).collect::<Vec<_>>(),
-            "score": score, "verified": true, "out": out,
-        })))
+        return Ok(None);
     }
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    delivery
+        .decrypt_to(tmp.as_file_mut())
+        .map_err(nothing_written)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(out)?;
+    Ok(Some(json!({
+        "udi": delivery.udi, "hash": delivery.registered, "size": delivery.size,
+        "media_type": delivery.media_type, "grant": grant_id, "policies": delivery.policies,
+        "score": delivery.score, "verified": true, "certified_height": delivery.height,
+        "out": out,
+    })))
 }
 
 fn file_hash(path: &Path) -> anyhow::Result<Hash> {
@@ -659,12 +599,17 @@ fn file_hash(path: &Path) -> anyhow::Result<Hash> {
 }
 
 async fn verify(conn: &Conn, grant_id: &Hash, file: Option<&Path>) -> anyhow::Result<()> {
+    let remote = conn.remote()?;
+    let grant = remote
+        .grant(grant_id)
+        .await?
+        .value
+        .ok_or_else(|| anyhow!("no grant {grant_id} on the ledger"))?;
+    let data = grant.data;
+    // The log head comes from certified state: every proof is checked against it.
+    let head = remote.log_head().await?;
+    let (size, root) = head.value.map_or((0, Hash::ZERO), |h| (h.size, h.root));
     let c = Client::new(&conn.node)?;
-    let grant = c.get(&format!("/v1/grants/{grant_id}")).await?["grant"].clone();
-    let data: Hash = serde_json::from_value(grant["data"].clone())?;
-    let status = c.get("/v1/status").await?;
-    let size = status["log_size"].as_u64().unwrap_or(0);
-    let root: Hash = serde_json::from_value(status["log_root"].clone())?;
     let entries = c
         .get(&format!("/v1/log?grant={grant_id}&limit=1000"))
         .await?["entries"]
@@ -679,11 +624,14 @@ async fn verify(conn: &Conn, grant_id: &Hash, file: Option<&Path>) -> anyhow::Re
         }
         let proof: InclusionProof =
             serde_json::from_value(c.get(&format!("/v1/log/{index}?size={size}")).await?)?;
-        proof
-            .verify()
-            .map_err(|err| anyhow!("log entry {index}: inclusion proof does not verify: {err}"))?;
-        if proof.root_hash != root {
-            bail!("log entry {index}: proven against a root other than the node's log root");
+        proof.verify().map_err(|err| {
+            anyhow!("verification failed: log entry {index}: inclusion proof: {err}")
+        })?;
+        if proof.root_hash != root || proof.tree_size != size {
+            bail!(
+                "verification failed: log entry {index} is proven against a log other than the \
+                 certified one (size {size}, root {root})"
+            );
         }
         records.push(json!({
             "index": index,
@@ -703,6 +651,8 @@ async fn verify(conn: &Conn, grant_id: &Hash, file: Option<&Path>) -> anyhow::Re
         "data": data,
         "log_size": size,
         "log_root": root,
+        "certified_height": head.height,
+        "verified": true,
         "records": records,
         "file": file_check.map(|(ok, got)| json!({ "hash": got, "matches_registered": ok })),
     }))?;

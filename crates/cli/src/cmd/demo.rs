@@ -1,24 +1,26 @@
 //! `secnet demo`: the paper's medical workflow (Section IV) end to end on a single-node
-//! ledger: Alice's record held by hospital H_B is registered, hospital H_A subscribes and
-//! pays (SC1: H_A → H_B, SC2: H_B → Alice), requests it, H_B checks the grant on the
-//! ledger, serves the record, and records the access; an unsubscribed institute is refused
-//! and the refusal is recorded too. Every access is then proven from the access log.
+//! network whose node is hospital H_B and its Private Data Center: Alice stores her record
+//! at H_B (encrypted), permits treatment use, and registers it; hospital H_A subscribes and
+//! pays (SC1: H_A → H_B, SC2: H_B → Alice), requests it, and fetches it from H_B's PDC —
+//! token, signed fetch, Alice's policy, the detector's score — checked against the ledger by
+//! the verifying client. A research institute is refused by the contract (not subscribed)
+//! and, once it has paid, by Alice's policy. H_B's PDC records every delivery and refusal
+//! itself; the client then proves them against the certified access-log head.
 #![allow(
     clippy::indexing_slicing,
     reason = "indexing a serde_json::Value yields Null, never panics"
 )]
 
 use super::client::Client;
-use anyhow::{Context, bail, ensure};
+use anyhow::{bail, ensure};
 use clap::Args;
-use secnet_contract::{AccessGrant, StateProof};
+use secnet_client::RemoteNode;
 use secnet_ledger::{ConsistencyProof, InclusionProof};
-use secnet_node::datadir::{DataDir, now_ms};
+use secnet_node::datadir::DataDir;
 use secnet_node::dev::ProducerConfig;
 use secnet_node::keyfile;
 use secnet_types::{
-    AccessDecision, AccessEntry, Allocation, Call, DataKind, Event, Hash, Keypair, Outcome,
-    RefusalReason, RegisterData,
+    Allocation, Call, DataKind, Event, Genesis, Hash, Keypair, Outcome, RegisterData,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,8 @@ pub struct DemoArgs {
 }
 
 const PRICE: u64 = 500;
+/// The purpose Alice's policy permits.
+const TREATMENT: &str = "treatment";
 const HOLDER_SHARE_BPS: u16 = 2_000;
 
 struct Party {
@@ -81,16 +85,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = args.data_dir.clone();
     let alice = party(&dir, "alice")?;
     let ha = party(&dir, "hospital-a")?;
-    let hb = party(&dir, "hospital-b")?;
     let institute = party(&dir, "research-institute")?;
     let funded = [
         Allocation {
             account: ha.key.account(),
             balance: 10_000,
-        },
-        Allocation {
-            account: hb.key.account(),
-            balance: 1_000,
         },
         Allocation {
             account: institute.key.account(),
@@ -99,6 +98,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     ];
     let data = DataDir::new(&dir);
     let (genesis, node_key) = data.open_dev(&funded)?;
+    // Hospital H_B is the node: its key holds the PDC's data and signs its records.
+    let hb = Party {
+        name: "hospital-b",
+        key: keyfile::read_key(&data.node_key_path())?,
+    };
     for a in &funded {
         ensure!(
             genesis.allocations.iter().any(|g| g.account == a.account),
@@ -112,7 +116,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     super::runtime()?.block_on(async move {
         let node = secnet_node::start_dev(&dir, &genesis, node_key, args.listen, config).await?;
-        let result = story(&node.url(), &dir, &alice, &ha, &hb, &institute).await;
+        let result = story(&node.url(), &dir, &genesis, &alice, &ha, &hb, &institute).await;
         node.stop().await;
         result
     })
@@ -129,6 +133,7 @@ async fn balances(c: &Client, parties: &[&Party]) -> anyhow::Result<Vec<u64>> {
 async fn story(
     url: &str,
     dir: &Path,
+    genesis: &Genesis,
     alice: &Party,
     ha: &Party,
     hb: &Party,
@@ -163,18 +168,49 @@ async fn story(
 
     let run = c.get("/v1/status").await?["height"].as_u64().unwrap_or(0);
     let record = alice_record(run);
-    let hash = Hash::digest(&record);
+    let object = format!("fhir/Condition/alice-t2d-{run}");
     let address = format!("pdc://hospital-b/alice/condition/{run}");
     step(
         2,
-        "H_B stores Alice's record MD_Alice; Alice registers it as owner, with H_B as holder",
+        "Alice stores her record MD_Alice at H_B's PDC (encrypted), permits treatment use, and registers it with H_B as holder",
     );
+    let stored = c
+        .signed(
+            &alice.key,
+            reqwest::Method::PUT,
+            &format!(
+                "/v1/pdc/objects/{}/{object}?source=hospital-b",
+                alice.key.account()
+            ),
+            record.clone(),
+            "application/fhir+json",
+        )
+        .await?;
+    let hash: Hash = serde_json::from_value(stored["hash"].clone())?;
+    ensure!(
+        hash == Hash::digest(&record),
+        "the PDC stored other content"
+    );
+    println!("    stored {}", stored["udi"].as_str().unwrap_or("?"));
+    let policy = format!(
+        "@id(\"hospital-a-treats\")\npermit (principal == SecNet::User::\"{}\", action == SecNet::Action::\"read\", resource in SecNet::Collection::\"fhir/Condition\") when {{ context.purpose == \"{TREATMENT}\" }};\n",
+        ha.key.account()
+    );
+    c.signed(
+        &alice.key,
+        reqwest::Method::PUT,
+        &format!("/v1/pdc/policies/{}", alice.key.account()),
+        policy.into_bytes(),
+        "text/plain",
+    )
+    .await?;
+    println!("    Alice's policy: hospital-a may read her conditions for {TREATMENT}");
     let (height, _, receipt) = c
         .execute(
             &alice.key,
             Call::RegisterData(RegisterData {
                 hash,
-                description: "Alice: type 2 diabetes (FHIR R4 Condition)".into(),
+                description: "type 2 diabetes (FHIR R4 Condition)".into(),
                 address: address.clone(),
                 price: PRICE,
                 kind: DataKind::UserData,
@@ -231,7 +267,7 @@ async fn story(
             &ha.key,
             Call::RequestDataWithAddress {
                 address: address.clone(),
-                purpose: "clinical trial NCT-2019-042".into(),
+                purpose: TREATMENT.into(),
                 ttl_secs: 900,
             },
         )
@@ -241,49 +277,35 @@ async fn story(
 
     step(
         5,
-        "H_B checks the grant against the ledger, serves the record, and records the delivery",
+        "H_A fetches from H_B's PDC: token, signed fetch, Alice's policy, the detector; checked against the ledger",
     );
-    let g = c.get(&format!("/v1/grants/{grant_id}")).await?;
-    let grant: AccessGrant = serde_json::from_value(g["grant"].clone())?;
-    let proof: StateProof = serde_json::from_value(g["proof"].clone())?;
-    proof.verify(&proof.state_root)?;
-    ensure!(
-        grant.requester == ha.key.account() && grant.holder == hb.key.account(),
-        "grant names other parties"
-    );
-    ensure!(grant.expires_at_ms > now_ms(), "grant already expired");
+    let verifying = RemoteNode::new(url, genesis)?;
+    let delivery = verifying.fetch(&ha.key, &grant_id).await?;
+    let plain = delivery.plaintext()?;
+    ensure!(plain == record, "H_A received other content");
     println!(
-        "    grant valid until {} ms, proven against state root {}",
-        grant.expires_at_ms, proof.state_root
-    );
-    let served = record.clone();
-    ensure!(
-        Hash::digest(&served) == hash,
-        "served content does not match the registered hash"
+        "    {} ({} bytes, {})",
+        delivery.udi, delivery.size, delivery.media_type
     );
     println!(
-        "    H_A checked {} bytes against the registered hash: intact",
-        served.len()
+        "    permitted by {:?}, detector score {} ppm",
+        delivery.policies, delivery.score
     );
-    let delivered = AccessEntry {
-        data: hash,
-        grant: Some(grant_id),
-        requester: ha.key.account(),
-        decision: AccessDecision::Delivered,
-        score_ppm: 15_000,
-        at_ms: now_ms(),
-    };
+    println!(
+        "    decrypted and checked against the hash registered on the ledger (grant and listing proven at certified height {})",
+        delivery.height
+    );
 
     step(
         6,
-        "An unsubscribed research institute asks H_B for the same record: refused and recorded",
+        "A research institute: refused by the contract unpaid, then by Alice's policy once it has paid",
     );
     let (_, _, receipt) = c
         .execute(
             &institute.key,
             Call::RequestDataWithHash {
                 hash,
-                purpose: "marketing".into(),
+                purpose: "research".into(),
                 ttl_secs: 900,
             },
         )
@@ -292,52 +314,99 @@ async fn story(
         Some(r) => println!("    the contract refuses a grant: {r}"),
         None => bail!("an unsubscribed party obtained a grant"),
     }
-    let refused = AccessEntry {
-        data: hash,
-        grant: None,
-        requester: institute.key.account(),
-        decision: AccessDecision::Refused(RefusalReason::NotSubscribed),
-        score_ppm: 0,
-        at_ms: now_ms(),
-    };
-    let (height, _, receipt) = c
+    let (_, _, receipt) = c
+        .execute(&institute.key, Call::SubscribeData { hash })
+        .await?;
+    applied(&receipt.outcome)?;
+    let (_, research_grant, receipt) = c
         .execute(
-            &hb.key,
-            Call::RecordAccess {
-                entries: vec![delivered, refused],
+            &institute.key,
+            Call::RequestDataWithHash {
+                hash,
+                purpose: "research".into(),
+                ttl_secs: 900,
             },
         )
         .await?;
-    let (first, count) = applied(&receipt.outcome)?
+    applied(&receipt.outcome)?;
+    match verifying.fetch(&institute.key, &research_grant).await {
+        Ok(_) => bail!("Alice's policy did not stop research use"),
+        Err(e) => println!("    paid and granted, but H_B's PDC refuses: {e}"),
+    }
+
+    // H_B's PDC records each decision on the ledger itself; wait for both.
+    let entries = loop {
+        let log = c.get(&format!("/v1/log?data={hash}&limit=100")).await?;
+        let entries = log["entries"].as_array().cloned().unwrap_or_default();
+        let accesses = entries
+            .iter()
+            .filter(|e| e["entry"]["type"] == "access")
+            .count();
+        if accesses >= 2 {
+            break entries;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for e in &entries {
+        let entry = &e["entry"];
+        if entry["type"] == "access" {
+            let decision = &entry["entry"]["decision"];
+            println!(
+                "    H_B recorded leaf {}: {} {}{} (score {} ppm)",
+                e["index"],
+                entry["entry"]["requester"].as_str().unwrap_or("?"),
+                decision["decision"].as_str().unwrap_or("?"),
+                decision["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                entry["entry"]["score_ppm"]
+            );
+        }
+    }
+    let leaves: Vec<u64> = entries.iter().filter_map(|e| e["index"].as_u64()).collect();
+    // The log as it was before the first recorded access: what the log must extend.
+    let first = entries
         .iter()
-        .find_map(|e| match e {
-            Event::Logged { first_index, count } => Some((*first_index, *count)),
-            _ => None,
-        })
-        .context("no log entries in the receipt")?;
-    println!(
-        "    H_B recorded {count} accesses at height {height}, log leaves {first}..{}",
-        first + u64::from(count) - 1
-    );
+        .filter(|e| e["entry"]["type"] == "access")
+        .filter_map(|e| e["index"].as_u64())
+        .min()
+        .unwrap_or(1)
+        .max(1);
 
     step(
         7,
         "Anyone can verify: inclusion of each access, and that the log only grew",
     );
-    let size = c.get("/v1/status").await?["log_size"].as_u64().unwrap_or(0);
-    for leaf in first..first + u64::from(count) {
-        let p: InclusionProof = serde_json::from_value(c.get(&format!("/v1/log/{leaf}")).await?)?;
+    // The log head from certified state: no node's word.
+    let head = verifying.log_head().await?;
+    let Some(certified) = head.value else {
+        bail!("the certified state has no access log");
+    };
+    let size = certified.size;
+    println!(
+        "    log head certified at height {} (block {}): {size} leaves, root {}",
+        head.height, head.certified_block, certified.root
+    );
+    for &leaf in &leaves {
+        let p: InclusionProof =
+            serde_json::from_value(c.get(&format!("/v1/log/{leaf}?size={size}")).await?)?;
         p.verify()?;
-        println!(
-            "    leaf {leaf}: inclusion in log of {} verified (root {})",
-            p.tree_size, p.root_hash
+        ensure!(
+            p.root_hash == certified.root && p.tree_size == size,
+            "verification failed: leaf {leaf} is proven against another log"
         );
+        println!("    leaf {leaf}: inclusion in the certified log verified");
     }
     let p: ConsistencyProof = serde_json::from_value(
         c.get(&format!("/v1/log/consistency?from={first}&to={size}"))
             .await?,
     )?;
     p.verify()?;
+    ensure!(
+        p.second_root == certified.root,
+        "verification failed: consistency proven to another log"
+    );
     println!("    log of {size} extends log of {first}: consistency verified");
     let cp = c.get("/v1/checkpoint").await?;
     println!("    signed checkpoint:");

@@ -87,6 +87,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             "height": head.height,
             "state_root": head.state_root,
             "certified_block": head.certified_block,
+            "certified_at_ms": head.certified_at_ms,
             "log_size": log_size,
             "log_root": log_root,
             "validators": node.light().committee().len(),
@@ -157,7 +158,7 @@ pub fn block(args: BlockArgs) -> anyhow::Result<()> {
         let mut last = block.header.clone();
         let mut state_root = None;
         let mut certified_by = None;
-        for height in args.height..args.height + CERTIFIED_DESCENDANT_SEARCH {
+        for height in args.height..args.height.saturating_add(CERTIFIED_DESCENDANT_SEARCH) {
             if height > args.height {
                 let next = fetch(height).await?.header;
                 if next.parent != last.hash() {
@@ -255,6 +256,7 @@ pub fn account(args: AccountArgs) -> anyhow::Result<()> {
             "height": a.height,
             "state_root": a.state_root,
             "certified_block": a.certified_block,
+            "certified_at_ms": a.certified_at_ms,
             "verified": true,
         });
         if args.json {
