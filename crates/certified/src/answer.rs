@@ -42,3 +42,19 @@ pub struct CertifiedState {
     /// One proof per requested key, in the order asked.
     pub proofs: Vec<StateProof>,
 }
+
+/// A committed transaction's receipt with its audit path to the block's receipts root (an
+/// RFC 6962 tree over the block's encoded receipts, which a later header commits to).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptProof {
+    /// The block.
+    pub height: u64,
+    /// The transaction's position in it.
+    pub position: u64,
+    /// Number of receipts in the block.
+    pub count: u64,
+    /// The receipt's canonical bytes.
+    pub receipt: HexBytes,
+    /// The audit path from the receipt's leaf upwards.
+    pub path: Vec<HexBytes>,
+}

@@ -14,7 +14,7 @@
 pub mod answer;
 pub mod certificate;
 
-pub use answer::{CertifiedHeader, CertifiedState, HexBytes};
+pub use answer::{CertifiedHeader, CertifiedState, HexBytes, ReceiptProof};
 pub use certificate::{
     CertificateError, Certifier, CommitteeVerifier, Finalization, Scheme, certify,
     consensus_namespace, digest_of,

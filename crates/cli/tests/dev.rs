@@ -92,6 +92,18 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
         "--json",
     ]);
     assert_eq!(block["verified"], true);
+    // The transfer's receipt, proven against a certified receipts root.
+    let shown = json(&[
+        "tx",
+        "show",
+        receipt["hash"].as_str().unwrap(),
+        "--node",
+        &node.url,
+        "--genesis",
+        genesis,
+    ]);
+    assert_eq!(shown["verified"], true, "{shown}");
+    assert_eq!(shown["receipt"]["outcome"]["status"], "applied");
     assert_eq!(block["state_root"], status["state_root"]);
 
     // Not enough money: committed, refused, nothing moved.

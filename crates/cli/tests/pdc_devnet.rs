@@ -467,6 +467,8 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
             "--json",
             "--node",
             &net.a,
+            "--genesis",
+            &genesis,
         ]);
         let found = reasons(&h);
         if wanted.iter().all(|r| found.iter().any(|f| f == r)) {
@@ -479,10 +481,15 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
         std::thread::sleep(Duration::from_millis(250));
     };
     assert_eq!(history["delivered"], 3, "{history}");
+    let certified = history["certified_log_size"].as_u64().unwrap();
     for e in history["entries"].as_array().unwrap() {
         let proof: secnet_ledger::InclusionProof =
             serde_json::from_value(e["proof"].clone()).unwrap();
         proof.verify().unwrap();
+        assert!(
+            e["verified"] == true || e["index"].as_u64().unwrap() >= certified,
+            "an entry of the certified log is not verified: {e}"
+        );
     }
     let fhir = json(&[
         "data",

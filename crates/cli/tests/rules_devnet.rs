@@ -148,7 +148,17 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
         published["receipt"]["outcome"]["status"], "applied",
         "{published}"
     );
-    let listed = json(&["rules", "list", "--category", "scrape", "--node", &b]);
+    let listed = json(&[
+        "rules",
+        "list",
+        "--category",
+        "scrape",
+        "--node",
+        &b,
+        "--genesis",
+        path(&d.join("genesis.json")),
+    ]);
+    assert_eq!(listed["verified"], true, "{listed}");
     let listing = &listed["rules"][0];
     assert_eq!(listing["hash"], hash.as_str(), "{listed}");
     assert_eq!(listing["price"], 40);
@@ -310,6 +320,8 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
                 "--json",
                 "--node",
                 &a,
+                "--genesis",
+                path(&d.join("genesis.json")),
             ])
             .to_string()
             .contains(&buyer)

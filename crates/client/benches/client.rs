@@ -102,6 +102,7 @@ fn run(answers: usize, accounts: usize, heights: u64, validators: usize) -> anyh
         .committing(StateCommitment {
             from: 0,
             roots: vec![state.state_root()],
+            receipts: vec![secnet_contract::receipts_root(&[])],
         })
         .header;
     let certified = CertifiedHeader {
@@ -151,6 +152,7 @@ fn run(answers: usize, accounts: usize, heights: u64, validators: usize) -> anyh
         .committing(StateCommitment {
             from: height - 1,
             roots: vec![state.state_root()],
+            receipts: vec![secnet_contract::receipts_root(&[])],
         })
         .header;
         chain.push(CertifiedHeader {

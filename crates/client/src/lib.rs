@@ -15,4 +15,6 @@ pub mod remote;
 
 pub use light::{LightClient, VerifiedState, VerifyError};
 pub use pdc::{Delivery, IntegrityError};
-pub use remote::{ClientError, ReadError, RemoteNode, Verified, read_bounded};
+pub use remote::{
+    ClientError, CommittedRoots, ReadError, RemoteNode, Verified, VerifiedReceipt, read_bounded,
+};

@@ -82,6 +82,30 @@ pub enum VerifyError {
         /// Height of the certified header.
         got: u64,
     },
+    /// A receipt of another transaction than the one asked about.
+    #[error("asked about transaction {asked}, the receipt is of {got}")]
+    OtherTransaction {
+        /// The transaction asked about.
+        asked: Hash,
+        /// The one the receipt names.
+        got: Hash,
+    },
+    /// The receipt is not in the block's certified receipts root.
+    #[error("receipt of {tx} at height {height}: {reason}")]
+    ReceiptProof {
+        /// The transaction.
+        tx: Hash,
+        /// Its block.
+        height: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// No certified header commits to the height yet (or ever, from this node).
+    #[error("no certified block commits to height {height} yet")]
+    Uncertified {
+        /// The height.
+        height: u64,
+    },
     /// Two headers that should be parent and child are not.
     #[error("block {height} does not extend the verified block before it")]
     BrokenChain {

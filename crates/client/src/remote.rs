@@ -1,10 +1,10 @@
 //! The light client over a node's HTTP API: every answer is checked before it is returned.
 
 use crate::light::{LightClient, VerifiedState, VerifyError};
-use secnet_certified::{CertificateError, CertifiedHeader, CertifiedState};
+use secnet_certified::{CertificateError, CertifiedHeader, CertifiedState, ReceiptProof};
 use secnet_contract::entries::{AccessGrant, Account, Listing, LogHead, Subscription};
 use secnet_contract::{StateKey, StateValue};
-use secnet_types::{AccountId, BlockHeader, Genesis, GrantId, Hash};
+use secnet_types::{AccountId, BlockHeader, Genesis, GrantId, Hash, Receipt};
 use std::time::{Duration, Instant};
 
 /// Largest answer read from a node, in bytes.
@@ -86,6 +86,40 @@ impl<T> Verified<T> {
             certified_at_ms: state.certified_at_ms,
         }
     }
+}
+
+/// Most state keys one query asks for (the node's bound).
+pub const MAX_KEYS: usize = 64;
+
+/// How many headers past a height are walked for a certified one that covers it.
+const WALK: u64 = 64;
+
+/// The roots of one height, as a certified header (or one linked to it) commits to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedRoots {
+    /// The height.
+    pub height: u64,
+    /// The state root after it.
+    pub state_root: Hash,
+    /// Its receipts root.
+    pub receipts_root: Hash,
+    /// The header of the block at `height` (linked to the certified one), if `height` > 0.
+    pub header: Option<BlockHeader>,
+    /// The certified block the walk ended at.
+    pub certified_block: u64,
+    /// Its timestamp (milliseconds since the Unix epoch).
+    pub certified_at_ms: u64,
+}
+
+/// A transaction's receipt and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedReceipt {
+    /// Its block.
+    pub height: u64,
+    /// Its position in the block.
+    pub position: u64,
+    /// The receipt.
+    pub receipt: Receipt,
 }
 
 /// A node, asked through the light client.
@@ -262,6 +296,24 @@ impl RemoteNode {
         Ok(Verified::from_state(&state, listing))
     }
 
+    /// The listings registered with `hashes` (each `None` if not registered), verified in
+    /// batches of [`MAX_KEYS`]. A node answering a listing query can leave listings out;
+    /// it cannot invent or alter one that this proves.
+    pub async fn listings(&self, hashes: &[Hash]) -> Result<Vec<Option<Listing>>, ClientError> {
+        let mut out = Vec::with_capacity(hashes.len());
+        for chunk in hashes.chunks(MAX_KEYS) {
+            let keys: Vec<StateKey> = chunk.iter().map(|h| StateKey::Listing(*h)).collect();
+            let state = self.state(&keys).await?;
+            for key in &keys {
+                out.push(match state.get(key) {
+                    Some(StateValue::Listing(l)) => Some(l.clone()),
+                    _ => None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// The listing registered at `address`, if any (two proofs: address → hash → listing).
     pub async fn listing_at(
         &self,
@@ -306,6 +358,165 @@ impl RemoteNode {
             _ => None,
         };
         Ok(Verified::from_state(&state, head))
+    }
+
+    /// A block header as the node states it (not verified: see [`Self::committed_roots`]).
+    async fn header(&self, height: u64) -> Result<Option<BlockHeader>, ClientError> {
+        match self
+            .get::<serde_json::Value>(&format!("/v1/headers/{height}"))
+            .await?
+        {
+            (_, Ok(v)) => {
+                let hex = v.get("header").and_then(|h| h.as_str()).ok_or_else(|| {
+                    ClientError::Malformed(format!("header {height}: no header field"))
+                })?;
+                let bytes = hex::decode(hex)
+                    .map_err(|e| ClientError::Malformed(format!("header {height}: {e}")))?;
+                let header = BlockHeader::decode_bytes(&bytes)
+                    .map_err(|e| ClientError::Malformed(format!("header {height}: {e}")))?;
+                if header.height != height {
+                    return Err(VerifyError::OtherHeight {
+                        asked: height,
+                        got: header.height,
+                    }
+                    .into());
+                }
+                Ok(Some(header))
+            }
+            (status, Err(_)) if status == reqwest::StatusCode::NOT_FOUND => Ok(None),
+            (status, Err(detail)) => Err(ClientError::Node(format!(
+                "node answered {status}: {detail}"
+            ))),
+        }
+    }
+
+    /// The state root and receipts root of `height`, as committed by a header that is, or
+    /// links by parent hashes to, a certified one. Waits (up to 15 s) for a height just
+    /// executed to be committed and certified.
+    pub async fn committed_roots(&self, height: u64) -> Result<CommittedRoots, ClientError> {
+        let started = Instant::now();
+        loop {
+            if let Some(found) = self.try_committed_roots(height).await? {
+                return Ok(found);
+            }
+            if started.elapsed() > CERTIFIED_WAIT {
+                return Err(VerifyError::Uncertified { height }.into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn try_committed_roots(
+        &self,
+        height: u64,
+    ) -> Result<Option<CommittedRoots>, ClientError> {
+        let anchor = if height == 0 {
+            None
+        } else {
+            match self.header(height).await? {
+                Some(h) => Some(h),
+                None => return Ok(None),
+            }
+        };
+        let mut last: Option<BlockHeader> = anchor.clone();
+        let mut roots = None;
+        for k in height.saturating_add(1)..height.saturating_add(1 + WALK) {
+            let Some(next) = self.header(k).await? else {
+                return Ok(None);
+            };
+            if let Some(prev) = &last
+                && next.parent != prev.hash()
+            {
+                return Err(VerifyError::BrokenChain { height: k }.into());
+            }
+            if roots.is_none() {
+                roots = next
+                    .state
+                    .root_at(height)
+                    .zip(next.state.receipts_root_at(height));
+            }
+            last = Some(next);
+            let Some((state_root, receipts_root)) = roots else {
+                continue;
+            };
+            if let Ok(certified) = self.certified_header(k).await {
+                if Some(&certified) != last.as_ref() {
+                    return Err(VerifyError::BrokenChain { height: k }.into());
+                }
+                return Ok(Some(CommittedRoots {
+                    height,
+                    state_root,
+                    receipts_root,
+                    header: anchor,
+                    certified_block: k,
+                    certified_at_ms: certified.timestamp_ms,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A committed transaction's receipt, verified: in its block's receipts root, which a
+    /// certified header commits to.
+    pub async fn transaction(&self, hash: &Hash) -> Result<Verified<VerifiedReceipt>, ClientError> {
+        let proof = match self
+            .get::<ReceiptProof>(&format!("/v1/tx/{hash}/proof"))
+            .await?
+        {
+            (_, Ok(p)) => p,
+            (status, Err(detail)) => {
+                return Err(ClientError::Node(format!(
+                    "node answered {status}: {detail}"
+                )));
+            }
+        };
+        let receipt =
+            Receipt::decode_bytes(&proof.receipt.0).map_err(|e| VerifyError::ReceiptProof {
+                tx: *hash,
+                height: proof.height,
+                reason: format!("receipt does not decode: {e}"),
+            })?;
+        if receipt.tx != *hash {
+            return Err(VerifyError::OtherTransaction {
+                asked: *hash,
+                got: receipt.tx,
+            }
+            .into());
+        }
+        let roots = self.committed_roots(proof.height).await?;
+        let path: Vec<[u8; 32]> = proof
+            .path
+            .iter()
+            .map(|h| h.0.as_slice().try_into())
+            .collect::<Result<_, _>>()
+            .map_err(|_| VerifyError::ReceiptProof {
+                tx: *hash,
+                height: proof.height,
+                reason: "a path hash is not 32 bytes".into(),
+            })?;
+        secnet_merkle::log::verify_inclusion(
+            &secnet_merkle::log::leaf_hash(&proof.receipt.0),
+            proof.position,
+            proof.count,
+            &path,
+            &roots.receipts_root.0,
+        )
+        .map_err(|e| VerifyError::ReceiptProof {
+            tx: *hash,
+            height: proof.height,
+            reason: e.to_string(),
+        })?;
+        Ok(Verified {
+            value: VerifiedReceipt {
+                height: proof.height,
+                position: proof.position,
+                receipt,
+            },
+            height: proof.height,
+            state_root: roots.state_root,
+            certified_block: roots.certified_block,
+            certified_at_ms: roots.certified_at_ms,
+        })
     }
 
     /// The certified header of block `height` (an error if that block has no certificate of

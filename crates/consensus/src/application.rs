@@ -62,6 +62,13 @@ impl SecnetApp {
                 parent.header.state.next()
             )));
         }
+        if state.receipts.len() != state.roots.len() {
+            return Err(InvalidProposal::Commitment(format!(
+                "{} state roots but {} receipts roots",
+                state.roots.len(),
+                state.receipts.len()
+            )));
+        }
         if state.next() > height {
             return Err(InvalidProposal::Commitment(format!(
                 "block {height} commits to the root of height {}",
@@ -69,11 +76,12 @@ impl SecnetApp {
             )));
         }
         let deadline = runtime.current() + self.commitment_wait;
-        for (committed, claimed) in (state.from..).zip(&state.roots) {
+        for (committed, claimed) in (state.from..).zip(state.roots.iter().zip(&state.receipts)) {
+            let claimed = (*claimed.0, *claimed.1);
             let own = loop {
                 let own = self
                     .chain
-                    .state_root_at(committed)
+                    .committed_roots_at(committed)
                     .map_err(|e| InvalidProposal::Commitment(e.to_string()))?;
                 match own {
                     Some(root) => break root,
@@ -88,9 +96,10 @@ impl SecnetApp {
                     }
                 }
             };
-            if own != *claimed {
+            if own != claimed {
                 return Err(InvalidProposal::Commitment(format!(
-                    "root {claimed} for height {committed}, computed {own}"
+                    "roots (state {}, receipts {}) for height {committed}, computed (state {}, receipts {})",
+                    claimed.0, claimed.1, own.0, own.1
                 )));
             }
         }

@@ -93,14 +93,10 @@ impl Chain {
         self.with_ledger(|l| l.commitment_after(parent))
     }
 
-    /// The state root this node computed after `height`, once it has executed it.
-    pub fn state_root_at(&self, height: u64) -> Result<Option<Hash>, Poisoned> {
-        self.with_ledger(|l| {
-            if height > l.state().tip().height {
-                return None;
-            }
-            l.state_root_at(height).ok().flatten()
-        })
+    /// The state root and receipts root this node computed for `height`, once it has
+    /// executed it.
+    pub fn committed_roots_at(&self, height: u64) -> Result<Option<(Hash, Hash)>, Poisoned> {
+        self.with_ledger(|l| l.committed_roots_at(height).ok().flatten())
     }
 
     /// The chain id.

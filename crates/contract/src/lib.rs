@@ -10,6 +10,7 @@ mod apply;
 pub mod entries;
 pub mod log_entry;
 pub mod proof;
+pub mod receipts;
 pub mod sandbox;
 mod state;
 
@@ -19,5 +20,6 @@ pub use entries::{
 };
 pub use log_entry::LogEntry;
 pub use proof::{StateProof, StateProofError};
+pub use receipts::{receipt_proof, receipts_root};
 pub use sandbox::{Sandbox, SandboxError};
 pub use state::{ChainTip, State, StateSnapshot};

@@ -3,7 +3,9 @@
 use crate::error::LedgerError;
 use crate::stored_block::StoredBlock;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use secnet_contract::{BlockOutcome, ChainTip, State, StateKey, StateSnapshot, StateValue};
+use secnet_contract::{
+    BlockOutcome, ChainTip, State, StateKey, StateSnapshot, StateValue, receipts_root,
+};
 use secnet_merkle::log::leaf_hash;
 use secnet_types::limits::MAX_HEADER_STATE_ROOTS;
 use secnet_types::{Block, BlockHeader, Genesis, Hash, Receipt, Rejection, StateCommitment};
@@ -37,10 +39,20 @@ pub struct Ledger {
     genesis: Genesis,
     path: PathBuf,
     poisoned: bool,
-    /// The state trees of the last [`RECENT_STATES`] heights, oldest first, with the
-    /// headers of the blocks that produced them (none for the state a ledger was opened at).
-    recent: VecDeque<(StateSnapshot, Option<BlockHeader>)>,
+    /// The last [`RECENT_STATES`] heights, oldest first.
+    recent: VecDeque<Recent>,
     genesis_root: Hash,
+}
+
+/// What a ledger keeps of a recent height.
+#[derive(Debug)]
+struct Recent {
+    /// The state tree after it.
+    snapshot: StateSnapshot,
+    /// The header of its block (none for the state a ledger was opened at: read from disk).
+    header: Option<BlockHeader>,
+    /// Its receipts root (likewise).
+    receipts_root: Option<Hash>,
 }
 
 /// What [`Ledger::replay_check`] found.
@@ -127,7 +139,11 @@ impl Ledger {
                 Self::load(&db, genesis)?
             }
         };
-        let recent = VecDeque::from([(state.snapshot(), None)]);
+        let recent = VecDeque::from([Recent {
+            snapshot: state.snapshot(),
+            header: None,
+            receipts_root: None,
+        }]);
         Ok(Ledger {
             db,
             state,
@@ -230,8 +246,11 @@ impl Ledger {
         if self.recent.len() >= RECENT_STATES {
             self.recent.pop_front();
         }
-        self.recent
-            .push_back((self.state.snapshot(), Some(block.header.clone())));
+        self.recent.push_back(Recent {
+            snapshot: self.state.snapshot(),
+            header: Some(block.header.clone()),
+            receipts_root: Some(receipts_root(&outcome.receipts)),
+        });
         Ok(outcome)
     }
 
@@ -290,19 +309,25 @@ impl Ledger {
 
     /// The state tree as of `height`, if it is one of the last [`RECENT_STATES`] heights.
     pub fn snapshot_at(&self, height: u64) -> Option<&StateSnapshot> {
-        self.recent_at(height).map(|(s, _)| s)
+        self.recent_at(height).map(|r| &r.snapshot)
     }
 
-    fn recent_at(&self, height: u64) -> Option<&(StateSnapshot, Option<BlockHeader>)> {
-        let oldest = self.recent.front()?.0.height();
+    fn recent_at(&self, height: u64) -> Option<&Recent> {
+        let oldest = self.recent.front()?.snapshot.height();
         let index = usize::try_from(height.checked_sub(oldest)?).ok()?;
-        self.recent.get(index).filter(|(s, _)| s.height() == height)
+        self.recent
+            .get(index)
+            .filter(|r| r.snapshot.height() == height)
     }
 
     /// The header of the block at `height` (recent ones from memory, others read without
     /// decoding the body).
     pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, LedgerError> {
-        if let Some((_, Some(header))) = self.recent_at(height) {
+        if let Some(Recent {
+            header: Some(header),
+            ..
+        }) = self.recent_at(height)
+        {
             return Ok(Some(header.clone()));
         }
         let read = self.db.begin_read()?;
@@ -326,22 +351,54 @@ impl Ledger {
         Ok(self.block(height)?.map(|b| b.state_root))
     }
 
-    /// The state roots a block on top of a parent committing `parent` commits to: those of
-    /// the heights from the parent's [`StateCommitment::next`] this ledger has applied, at
-    /// most [`MAX_HEADER_STATE_ROOTS`].
+    /// The receipts root of `height` (height 0: of no receipts), if it was applied.
+    pub fn receipts_root_at(&self, height: u64) -> Result<Option<Hash>, LedgerError> {
+        if let Some(Recent {
+            receipts_root: Some(root),
+            ..
+        }) = self.recent_at(height)
+        {
+            return Ok(Some(*root));
+        }
+        if height == 0 {
+            return Ok(Some(receipts_root(&[])));
+        }
+        Ok(self.block(height)?.map(|b| receipts_root(&b.receipts)))
+    }
+
+    /// The state root and the receipts root of `height`, once applied.
+    pub fn committed_roots_at(&self, height: u64) -> Result<Option<(Hash, Hash)>, LedgerError> {
+        if height > self.state.tip().height {
+            return Ok(None);
+        }
+        match (self.state_root_at(height)?, self.receipts_root_at(height)?) {
+            (Some(state), Some(receipts)) => Ok(Some((state, receipts))),
+            _ => Ok(None),
+        }
+    }
+
+    /// What a block on top of a parent committing `parent` commits to: the roots of the
+    /// heights from the parent's [`StateCommitment::next`] this ledger has applied, at most
+    /// [`MAX_HEADER_STATE_ROOTS`].
     pub fn commitment_after(&self, parent: &StateCommitment) -> StateCommitment {
         let from = parent.next();
-        let executed = self.state.tip().height;
-        let mut roots = Vec::new();
+        let mut commitment = StateCommitment {
+            from,
+            roots: Vec::new(),
+            receipts: Vec::new(),
+        };
         let mut height = from;
-        while height <= executed && roots.len() < MAX_HEADER_STATE_ROOTS {
-            match self.state_root_at(height) {
-                Ok(Some(root)) => roots.push(root),
+        while commitment.roots.len() < MAX_HEADER_STATE_ROOTS {
+            match self.committed_roots_at(height) {
+                Ok(Some((state, receipts))) => {
+                    commitment.roots.push(state);
+                    commitment.receipts.push(receipts);
+                }
                 _ => break,
             }
             height += 1;
         }
-        StateCommitment { from, roots }
+        commitment
     }
 
     /// The genesis this ledger was created from.

@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use secnet_certified::{CertifiedHeader, CertifiedState, HexBytes};
+use secnet_certified::{CertifiedHeader, CertifiedState, HexBytes, ReceiptProof};
 use secnet_contract::{LogEntry, StateKey};
 use secnet_ledger::{Checkpoint, verifier_key};
 use secnet_types::{AccountId, BlockHeader, Hash, SignedTransaction};
@@ -166,7 +166,7 @@ impl dyn Backend {
         license(name = "Apache-2.0")
     ),
     paths(
-        submit_tx, submit_txs, tx_status, status, block, block_tx_hashes, block_certificate,
+        submit_tx, submit_txs, tx_status, tx_proof, block_header, status, block, block_tx_hashes, block_certificate,
         certified_state, account, listings,
         listing, grant, log_entries, log_consistency, log_proof, checkpoint, metrics,
         openapi_json
@@ -248,6 +248,8 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
     Router::new()
         .route("/v1/tx", post(submit_tx))
         .route("/v1/tx/{hash}", get(tx_status))
+        .route("/v1/tx/{hash}/proof", get(tx_proof))
+        .route("/v1/headers/{height}", get(block_header))
         .route(
             "/v1/txs",
             post(submit_txs).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
@@ -415,6 +417,76 @@ async fn tx_status(State(node): Node, Path(hash): Path<String>) -> ApiResult<Res
         )));
     }
     Ok(Json(json!({ "hash": hash, "status": status })).into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tx/{hash}/proof",
+    tag = "ledger",
+    summary = "A committed transaction's receipt, proven against its block's receipts root",
+    description = "A later header commits to the block's receipts root; a client checks that header's certificate, then this path.",
+    params(
+        ("hash" = String, Path, description = "transaction hash, hex"),
+    ),
+    responses(
+        (status = 200, description = "height, position, receipt count, the receipt's bytes and its audit path (hex)", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "not committed (yet)", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+async fn tx_proof(State(node): Node, Path(hash): Path<String>) -> ApiResult<Json<ReceiptProof>> {
+    let hash: Hash = parse("transaction hash", &hash)?;
+    let proof = node.with_ledger(|l| -> Result<Option<ReceiptProof>, Problem> {
+        let Some((height, position)) = l.tx_location(&hash)? else {
+            return Ok(None);
+        };
+        let stored = l
+            .block(height)?
+            .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+        let receipt = stored
+            .receipts
+            .get(position as usize)
+            .ok_or_else(|| Problem::not_found(format!("no receipt {position} at {height}")))?;
+        let path = secnet_contract::receipt_proof(&stored.receipts, u64::from(position))
+            .map_err(|e| Problem::bad_request(e.to_string()))?;
+        Ok(Some(ReceiptProof {
+            height,
+            position: u64::from(position),
+            count: stored.receipts.len() as u64,
+            receipt: HexBytes(receipt.to_bytes()),
+            path: path.iter().map(|h| HexBytes(h.to_vec())).collect(),
+        }))
+    })??;
+    proof
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("transaction {hash} is not committed")))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/headers/{height}",
+    tag = "ledger",
+    summary = "A block header's canonical bytes",
+    params(
+        ("height" = String, Path, description = "block height"),
+    ),
+    responses(
+        (status = 200, description = "the header, hex", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no block at that height yet", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+async fn block_header(
+    State(node): Node,
+    Path(height): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let height: u64 = parse("height", &height)?;
+    let header = node
+        .with_ledger(|l| l.header(height))??
+        .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+    Ok(Json(
+        json!({ "height": height, "header": hex::encode(header.to_bytes()) }),
+    ))
 }
 
 #[utoipa::path(

@@ -11,8 +11,8 @@ use commonware_codec::{
 };
 use serde::{Deserialize, Serialize};
 
-/// The state roots a header commits to: the root after each height `from`,
-/// `from + 1`, … (one root per height, in order).
+/// What a header commits to about earlier heights: for each height `from`, `from + 1`, …
+/// the state root after it and the root of its receipts (one of each per height, in order).
 ///
 /// Execution follows finality, and a proposal usually builds on a parent that is not final
 /// yet, so a block cannot carry the root after itself. Instead it carries the roots of the
@@ -27,9 +27,12 @@ use serde::{Deserialize, Serialize};
 pub struct StateCommitment {
     /// The first committed height.
     pub from: u64,
-    /// The root after each height from `from` on; at most
+    /// The state root after each height from `from` on; at most
     /// [`MAX_HEADER_STATE_ROOTS`].
     pub roots: Vec<Hash>,
+    /// The receipts root of each of those heights (RFC 6962 Merkle root over the encoded
+    /// receipts, in transaction order); as many as `roots`.
+    pub receipts: Vec<Hash>,
 }
 
 impl StateCommitment {
@@ -38,10 +41,16 @@ impl StateCommitment {
         self.from.saturating_add(self.roots.len() as u64)
     }
 
-    /// The root committed for `height`, if this commitment covers it.
+    /// The state root committed for `height`, if this commitment covers it.
     pub fn root_at(&self, height: u64) -> Option<Hash> {
         let index = usize::try_from(height.checked_sub(self.from)?).ok()?;
         self.roots.get(index).copied()
+    }
+
+    /// The receipts root committed for `height`, if this commitment covers it.
+    pub fn receipts_root_at(&self, height: u64) -> Option<Hash> {
+        let index = usize::try_from(height.checked_sub(self.from)?).ok()?;
+        self.receipts.get(index).copied()
     }
 
     /// The highest height committed here, with its root.
@@ -55,21 +64,32 @@ impl Write for StateCommitment {
     fn write(&self, buf: &mut impl BufMut) {
         self.from.write(buf);
         self.roots.write(buf);
+        self.receipts.write(buf);
     }
 }
 
 impl EncodeSize for StateCommitment {
     fn encode_size(&self) -> usize {
-        u64::SIZE + self.roots.encode_size()
+        u64::SIZE + self.roots.encode_size() + self.receipts.encode_size()
     }
 }
 
 impl Read for StateCommitment {
     type Cfg = ();
     fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
+        let from = u64::read(buf)?;
+        let roots: Vec<Hash> = read_vec_bounded(buf, "state_roots", MAX_HEADER_STATE_ROOTS)?;
+        let receipts: Vec<Hash> = read_vec_bounded(buf, "receipts_roots", MAX_HEADER_STATE_ROOTS)?;
+        if receipts.len() != roots.len() {
+            return Err(CodecError::Invalid(
+                "receipts_roots",
+                "not one receipts root per state root",
+            ));
+        }
         Ok(StateCommitment {
-            from: u64::read(buf)?,
-            roots: read_vec_bounded(buf, "state_roots", MAX_HEADER_STATE_ROOTS)?,
+            from,
+            roots,
+            receipts,
         })
     }
 }
@@ -220,7 +240,8 @@ impl EncodeSize for BlockHeader {
 impl BlockHeader {
     /// Decodes a header from untrusted bytes, enforcing every bound.
     pub fn decode_bytes(bytes: &[u8]) -> Result<BlockHeader, DecodeError> {
-        let max = 4 * u64::SIZE + 2 * Hash::SIZE + u32::SIZE + MAX_HEADER_STATE_ROOTS * Hash::SIZE;
+        let max =
+            5 * u64::SIZE + 2 * Hash::SIZE + u32::SIZE + 2 * MAX_HEADER_STATE_ROOTS * Hash::SIZE;
         if bytes.len() > max {
             return Err(DecodeError::TooLarge {
                 len: bytes.len(),

@@ -226,6 +226,23 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// The canonical encoding (what a receipts root is over).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        commonware_codec::Encode::encode(self).to_vec()
+    }
+
+    /// Decodes a receipt from untrusted bytes, enforcing every bound.
+    pub fn decode_bytes(bytes: &[u8]) -> Result<Receipt, crate::DecodeError> {
+        if bytes.len() > crate::limits::MAX_TX_BYTES {
+            return Err(crate::DecodeError::TooLarge {
+                len: bytes.len(),
+                max: crate::limits::MAX_TX_BYTES,
+            });
+        }
+        <Receipt as commonware_codec::DecodeExt<()>>::decode(commonware_codec::Copying(bytes))
+            .map_err(crate::DecodeError::from)
+    }
+
     /// Whether the transaction was applied.
     pub fn is_applied(&self) -> bool {
         matches!(self.outcome, Outcome::Applied { .. })

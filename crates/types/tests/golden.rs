@@ -130,15 +130,16 @@ fn block_and_receipt_encodings_are_frozen() {
         StateCommitment {
             from: 4,
             roots: vec![Hash::digest(b"root 4"), Hash::digest(b"root 5")],
+            receipts: vec![Hash::digest(b"receipts 4"), Hash::digest(b"receipts 5")],
         },
     );
     assert_eq!(
         block.hash().to_hex(),
-        "f83c80ad89d4d313488379cebe5d8ba9180ced3bc46d0f690bcd60f5c4aadc8d"
+        "e405aae18a4f66f6807165b46937cdb609541fe526e2be8d98ac36b5968080d9"
     );
     assert_eq!(
         Hash::digest(&block.to_bytes()).to_hex(),
-        "b3652206fd6908f4cdbc2eb471b0a30367e4dc5e3a4a20406986da7a14c925a9"
+        "d5502b4af6380e68010c5c509b0054b411dbfd34b73d7d8a475dc0e13fef565c"
     );
     let receipts = [
         Receipt {

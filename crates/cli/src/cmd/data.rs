@@ -11,7 +11,7 @@ use super::client::Client;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use secnet_ledger::InclusionProof;
+use secnet_ledger::{ConsistencyProof, InclusionProof};
 use secnet_node::keyfile;
 use secnet_types::{AccountId, Call, DataKind, Event, Hash, Keypair, Outcome, RegisterData};
 use serde_json::{Value, json};
@@ -681,6 +681,72 @@ async fn policy(conn: &Conn, key: &Path, set: Option<&Path>) -> anyhow::Result<(
     super::print_json(&answer)
 }
 
+/// How an entry of the owner's history stands against the certified access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proven {
+    /// In the certified log.
+    Verified,
+    /// Appended after the certified head: proven again once a later head is certified.
+    Pending,
+}
+
+/// Checks the history's inclusion proofs against the access-log head on certified state:
+/// every proof must verify against the node's log root, and that log must extend the
+/// certified one (a consistency proof), so each entry below the certified size is in the
+/// certified log. Entries past it are pending.
+async fn prove_history(conn: &Conn, entries: &[Value]) -> anyhow::Result<(Vec<Proven>, u64, u64)> {
+    let head = conn.remote()?.log_head().await?;
+    let (size, root) = head.value.map_or((0, Hash::ZERO), |h| (h.size, h.root));
+    let c = Client::new(&conn.node)?;
+    let mut extends: Option<(u64, Hash)> = None;
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let proof: InclusionProof = serde_json::from_value(e["proof"].clone())
+            .map_err(|err| anyhow!("verification failed: history entry without a proof: {err}"))?;
+        proof.verify().map_err(|err| {
+            anyhow!(
+                "verification failed: log entry {}: inclusion proof: {err}",
+                proof.leaf_index
+            )
+        })?;
+        if proof.leaf_index >= size {
+            out.push(Proven::Pending);
+            continue;
+        }
+        let node_log = (proof.tree_size, proof.root_hash);
+        if node_log == (size, root) {
+            out.push(Proven::Verified);
+            continue;
+        }
+        if extends != Some(node_log) {
+            if proof.tree_size < size {
+                bail!(
+                    "verification failed: the node proves against a log of {} leaves, older than the certified {size}",
+                    proof.tree_size
+                );
+            }
+            let cons: ConsistencyProof = serde_json::from_value(
+                c.get(&format!(
+                    "/v1/log/consistency?from={size}&to={}",
+                    proof.tree_size
+                ))
+                .await?,
+            )?;
+            cons.verify()
+                .map_err(|err| anyhow!("verification failed: consistency: {err}"))?;
+            if cons.first_root != root || cons.second_root != proof.root_hash {
+                bail!(
+                    "verification failed: the node's log of {} leaves does not extend the certified one",
+                    proof.tree_size
+                );
+            }
+            extends = Some(node_log);
+        }
+        out.push(Proven::Verified);
+    }
+    Ok((out, size, head.height))
+}
+
 async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::Result<()> {
     let key = keyfile::read_key(key)?;
     let c = Client::new(&conn.node)?;
@@ -691,17 +757,27 @@ async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::
     let answer = c
         .signed(&key, Method::GET, &url, Vec::new(), "application/json")
         .await?;
-    if fhir || as_json {
+    if fhir {
         return super::print_json(&answer);
     }
     let entries = answer["entries"].as_array().cloned().unwrap_or_default();
+    let (proven, certified_size, certified_height) = prove_history(conn, &entries).await?;
+    if as_json {
+        let mut answer = answer;
+        if let Some(list) = answer["entries"].as_array_mut() {
+            for (e, p) in list.iter_mut().zip(&proven) {
+                e["verified"] = json!(*p == Proven::Verified);
+            }
+        }
+        answer["certified_log_size"] = json!(certified_size);
+        answer["certified_height"] = json!(certified_height);
+        return super::print_json(&answer);
+    }
     println!(
         "{:>6}  {:<24}  {:<16}  {:<10}  {:<20}  proof",
         "index", "when (UTC ms)", "who", "what", "purpose / reason"
     );
-    for e in &entries {
-        let proof: Result<InclusionProof, _> = serde_json::from_value(e["proof"].clone());
-        let proven = proof.map(|p| p.verify().is_ok()).unwrap_or(false);
+    for (e, proven) in entries.iter().zip(&proven) {
         let entry = &e["entry"];
         let when = e["audit_event"]["recorded"].as_str().unwrap_or("?");
         let (who, what, why) = match entry["type"].as_str() {
@@ -725,7 +801,10 @@ async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::
             who.get(..16).unwrap_or(who),
             what,
             why,
-            if proven { "verified" } else { "INVALID" }
+            match proven {
+                Proven::Verified => "verified",
+                Proven::Pending => "pending certification",
+            }
         );
     }
     println!(

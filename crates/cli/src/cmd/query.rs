@@ -114,9 +114,6 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Most blocks walked after a height for a certified one that covers it.
-const CERTIFIED_DESCENDANT_SEARCH: u64 = 64;
-
 fn block_failure(height: u64, reason: impl std::fmt::Display) -> anyhow::Error {
     ClientError::Verification(VerifyError::Undecodable {
         key: format!("block {height}"),
@@ -152,42 +149,15 @@ pub fn block(args: BlockArgs) -> anyhow::Result<()> {
             }
         };
         let block = fetch(args.height).await?;
-        // Walk forward along parent links to a certified block, until a header on the way
-        // has committed to this block's state root: every header on a chain ending in a
-        // certified one is as certain as it.
-        let mut last = block.header.clone();
-        let mut state_root = None;
-        let mut certified_by = None;
-        for height in args.height..args.height.saturating_add(CERTIFIED_DESCENDANT_SEARCH) {
-            if height > args.height {
-                let next = fetch(height).await?.header;
-                if next.parent != last.hash() {
-                    return Err(
-                        ClientError::Verification(VerifyError::BrokenChain { height }).into(),
-                    );
-                }
-                state_root = state_root.or(next.state.root_at(args.height));
-                last = next;
-            }
-            if state_root.is_some()
-                && let Ok(certified) = node.certified_header(height).await
-            {
-                if certified != last {
-                    return Err(
-                        ClientError::Verification(VerifyError::BrokenChain { height }).into(),
-                    );
-                }
-                certified_by = Some(height);
-                break;
-            }
+        // The block's header must be the one a certified header links back to.
+        let roots = node.committed_roots(args.height).await?;
+        if roots.header.as_ref() != Some(&block.header) {
+            return Err(ClientError::Verification(VerifyError::BrokenChain {
+                height: args.height,
+            })
+            .into());
         }
-        let (Some(certified_by), Some(state_root)) = (certified_by, state_root) else {
-            anyhow::bail!(
-                "verification failed: no certified block within {CERTIFIED_DESCENDANT_SEARCH} \
-                 heights of {} commits to its state root yet",
-                args.height
-            );
-        };
+        let (certified_by, state_root) = (roots.certified_block, roots.state_root);
         super::print_json(&json!({
             "height": block.header.height,
             "hash": block.hash(),
@@ -196,7 +166,9 @@ pub fn block(args: BlockArgs) -> anyhow::Result<()> {
             "transactions": block.txs.iter().map(|t| json!({
                 "hash": t.hash(), "tx": t.tx(), "signature": t.signature(),
             })).collect::<Vec<_>>(),
+            "receipts_root": roots.receipts_root,
             "certified_block": certified_by,
+            "certified_at_ms": roots.certified_at_ms,
             "verified": true,
         }))
     })

@@ -188,20 +188,35 @@ async fn run_remote(cmd: RulesCmd) -> anyhow::Result<()> {
             conn,
         } => publish(&conn, &key, &rule, price, holder_share_bps).await,
         RulesCmd::List { category, conn } => {
+            // The node says which listings exist; each one shown is proven on certified
+            // state (a node can leave some out, but not invent or alter one).
             let all = Client::new(&conn.node)?.get("/v1/listings").await?;
-            let rules: Vec<&Value> = all
+            let hashes: Vec<Hash> = all
                 .as_array()
                 .map(Vec::as_slice)
                 .unwrap_or_default()
                 .iter()
-                .filter(|l| l["kind"]["type"] == "security_rule")
-                .filter(|l| {
-                    category
-                        .as_ref()
-                        .is_none_or(|c| l["kind"]["category"] == **c)
-                })
+                .filter_map(|l| serde_json::from_value(l["hash"].clone()).ok())
                 .collect();
-            super::print_json(&json!({ "rules": rules }))
+            let proven = conn.remote()?.listings(&hashes).await?;
+            let mut rules = Vec::new();
+            for (hash, listing) in hashes.iter().zip(proven) {
+                let Some(listing) = listing else {
+                    anyhow::bail!(
+                        "verification failed: the node lists {hash}, which is not registered"
+                    );
+                };
+                let wanted = match &listing.kind {
+                    DataKind::SecurityRule { category: c } => {
+                        category.as_ref().is_none_or(|want| want == c)
+                    }
+                    _ => false,
+                };
+                if wanted {
+                    rules.push(listing);
+                }
+            }
+            super::print_json(&json!({ "rules": rules, "verified": true }))
         }
         RulesCmd::Subscribe { key, hash, conn } => {
             let key = keyfile::read_key(&key)?;

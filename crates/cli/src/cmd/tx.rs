@@ -1,10 +1,11 @@
-//! `secnet tx`: sign and submit transactions.
+//! `secnet tx`: sign and submit transactions, and show a committed one's verified receipt.
 
 use super::client::Client;
+use super::query::Remote;
 use anyhow::bail;
 use clap::Subcommand;
 use secnet_node::keyfile;
-use secnet_types::{AccountId, Call, Transaction};
+use secnet_types::{AccountId, Call, Hash, Transaction};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,41 +29,94 @@ pub enum TxCmd {
         /// Wait for the receipt.
         #[arg(long)]
         wait: bool,
+        /// With `--wait`, verify the receipt against this network's genesis (the default
+        /// devnet's if it exists); without one the receipt is the node's word and says
+        /// `"verified": false`.
+        #[arg(long)]
+        genesis: Option<PathBuf>,
+    },
+    /// A committed transaction's receipt, verified against a certified receipts root.
+    Show {
+        /// The transaction hash.
+        hash: Hash,
+        #[command(flatten)]
+        remote: Remote,
     },
 }
 
+/// Where the default devnet keeps its genesis.
+const DEVNET_GENESIS: &str = "secnet-devnet/genesis.json";
+
 pub fn run(cmd: TxCmd) -> anyhow::Result<()> {
-    let TxCmd::Transfer {
-        key,
-        to,
-        amount,
-        node,
-        wait,
-    } = cmd;
-    let key = keyfile::read_key(&key)?;
-    super::runtime()?.block_on(async move {
-        let client = Client::new(&node)?;
-        let chain_id = client.chain_id().await?;
-        let (_, nonce) = client.account(&key.account()).await?;
-        let tx = Transaction {
-            chain_id,
-            sender: key.account(),
-            nonce,
-            call: Call::Transfer { to, amount },
+    match cmd {
+        TxCmd::Show { hash, remote } => super::runtime()?.block_on(async move {
+            let node = remote.connect()?;
+            let verified = node.transaction(&hash).await?;
+            print_receipt(&hash, &verified)
+        }),
+        TxCmd::Transfer {
+            key,
+            to,
+            amount,
+            node,
+            wait,
+            genesis,
+        } => {
+            let key = keyfile::read_key(&key)?;
+            let genesis = genesis.or_else(|| {
+                let default = PathBuf::from(DEVNET_GENESIS);
+                default.exists().then_some(default)
+            });
+            super::runtime()?.block_on(async move {
+                let client = Client::new(&node)?;
+                let chain_id = client.chain_id().await?;
+                let (_, nonce) = client.account(&key.account()).await?;
+                let tx = Transaction {
+                    chain_id,
+                    sender: key.account(),
+                    nonce,
+                    call: Call::Transfer { to, amount },
+                }
+                .sign(&key);
+                let hash = client.submit(&tx).await?;
+                if !wait {
+                    super::print_json(&serde_json::json!({ "hash": hash, "status": "pending" }))?;
+                    return Ok(());
+                }
+                let (height, receipt) = client.wait(&hash, Duration::from_secs(60)).await?;
+                if let Some(genesis) = genesis {
+                    let remote = Remote { node, genesis }.connect()?;
+                    let verified = remote.transaction(&hash).await?;
+                    return print_receipt(&hash, &verified);
+                }
+                super::print_json(&serde_json::json!({
+                    "hash": hash, "height": height, "receipt": receipt, "verified": false,
+                }))?;
+                if let Some(rejection) = receipt.rejection() {
+                    bail!("transaction refused: {rejection}");
+                }
+                Ok(())
+            })
         }
-        .sign(&key);
-        let hash = client.submit(&tx).await?;
-        if !wait {
-            super::print_json(&serde_json::json!({ "hash": hash, "status": "pending" }))?;
-            return Ok(());
-        }
-        let (height, receipt) = client.wait(&hash, Duration::from_secs(60)).await?;
-        super::print_json(
-            &serde_json::json!({ "hash": hash, "height": height, "receipt": receipt }),
-        )?;
-        if let Some(rejection) = receipt.rejection() {
-            bail!("transaction refused: {rejection}");
-        }
-        Ok(())
-    })
+    }
+}
+
+fn print_receipt(
+    hash: &Hash,
+    verified: &secnet_client::Verified<secnet_client::VerifiedReceipt>,
+) -> anyhow::Result<()> {
+    let receipt = &verified.value.receipt;
+    super::print_json(&serde_json::json!({
+        "hash": hash,
+        "height": verified.value.height,
+        "position": verified.value.position,
+        "receipt": receipt,
+        "certified_block": verified.certified_block,
+        "certified_at_ms": verified.certified_at_ms,
+        "verified": true,
+    }))?;
+    if let Some(rejection) = receipt.rejection() {
+        bail!("transaction refused: {rejection}");
+    }
+    Ok(())
 }
