@@ -16,8 +16,9 @@ use commonware_stream::sake::{self, Sake};
 use commonware_utils::ordered::{Map, Set};
 use commonware_utils::{NZU32, NZUsize, TryCollect as _};
 use secnet_ledger::{Ledger, LedgerError};
-use secnet_node::api::{self, Backend};
-use secnet_node::dev::{NodeError, TxStatus};
+use secnet_node::api;
+use secnet_node::backend::Backend;
+use secnet_node::backend::{CertificateFuture, NodeError, TxStatus};
 use secnet_node::mempool::AdmitError;
 use secnet_types::{AccountId, Genesis, Hash, Keypair, SignedTransaction};
 use std::net::SocketAddr;
@@ -130,7 +131,7 @@ impl Backend for ValidatorBackend {
         &self.key
     }
 
-    fn certificate(&self, height: u64) -> api::CertificateFuture<'_> {
+    fn certificate(&self, height: u64) -> CertificateFuture<'_> {
         Box::pin(async move {
             let finalization = self
                 .marshal

@@ -1,13 +1,13 @@
 //! A single-node network: the node admits transactions into its mempool and produces blocks
 //! from them on the same apply path that validators use.
 
+use crate::backend::{Backend, CertificateFuture, NodeError, TxStatus};
 use crate::datadir::now_ms;
 use crate::mempool::{AdmitError, Mempool};
 use secnet_contract::BlockOutcome;
-use secnet_ledger::{Ledger, LedgerError};
+use secnet_ledger::Ledger;
 use secnet_types::limits::MAX_BLOCK_TXS;
-use secnet_types::{Block, Genesis, Hash, Keypair, Receipt, SignedTransaction, StateCommitment};
-use serde::Serialize;
+use secnet_types::{Block, Genesis, Hash, Keypair, SignedTransaction, StateCommitment};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -33,39 +33,6 @@ impl Default for ProducerConfig {
     }
 }
 
-/// Where a transaction is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "status")]
-pub enum TxStatus {
-    /// Waiting for a block.
-    Pending,
-    /// In a block.
-    Committed {
-        /// The block.
-        height: u64,
-        /// Its position in the block.
-        position: u32,
-        /// What happened.
-        receipt: Receipt,
-    },
-    /// Neither pending nor committed.
-    Unknown,
-}
-
-impl TxStatus {
-    /// The status of a transaction that is not pending, from the ledger's record of it.
-    pub fn from_committed(found: Option<(u64, u32, Receipt)>) -> TxStatus {
-        match found {
-            Some((height, position, receipt)) => TxStatus::Committed {
-                height,
-                position,
-                receipt,
-            },
-            None => TxStatus::Unknown,
-        }
-    }
-}
-
 /// A running single-node ledger.
 #[derive(Debug)]
 pub struct DevNode {
@@ -76,17 +43,6 @@ pub struct DevNode {
     /// The node's key as the network's single validator (none if the genesis does not name
     /// it: then nothing it serves can be certified).
     certifier: Option<secnet_certified::Certifier>,
-}
-
-/// A failure of the node itself (not of a request).
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// The ledger failed.
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    /// A lock was poisoned by a panic in another thread.
-    #[error("internal state poisoned by an earlier failure; restart the node")]
-    Poisoned,
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, NodeError> {
@@ -216,7 +172,7 @@ impl DevNode {
     }
 }
 
-impl crate::api::Backend for DevNode {
+impl Backend for DevNode {
     fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, NodeError> {
         DevNode::submit(self, tx)
     }
@@ -232,7 +188,7 @@ impl crate::api::Backend for DevNode {
     fn key(&self) -> &Keypair {
         &self.key
     }
-    fn certificate(&self, height: u64) -> crate::api::CertificateFuture<'_> {
+    fn certificate(&self, height: u64) -> CertificateFuture<'_> {
         // The single producer certifies its own blocks, if the genesis names it validator.
         let certificate = self.certifier.as_ref().and_then(|certifier| {
             let header = self.with_ledger(|l| l.header(height)).ok()?.ok()??;

@@ -2,11 +2,13 @@
 //! production and the HTTP API. The decisions themselves live in `secnet-contract`.
 
 pub mod api;
+pub mod backend;
 pub mod datadir;
 pub mod dev;
 pub mod keyfile;
 pub mod mempool;
 pub mod pdc;
+pub mod problem;
 mod server;
 
 pub use server::{RunningNode, StartError, start_dev};

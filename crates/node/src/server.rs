@@ -1,7 +1,8 @@
 //! Starting a single-node network: the block producer and the HTTP server on one runtime.
 
 use crate::api;
-use crate::dev::{DevNode, NodeError, ProducerConfig};
+use crate::backend::{Backend, NodeError};
+use crate::dev::{DevNode, ProducerConfig};
 use secnet_types::{Genesis, Keypair};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -52,7 +53,7 @@ pub async fn start_dev(
         .map_err(|e| StartError::Bind(listen, e))?;
     let (shutdown, rx) = watch::channel(false);
     let producer = tokio::spawn(node.clone().run_producer(rx.clone()));
-    let backend: Arc<dyn api::Backend> = node.clone();
+    let backend: Arc<dyn Backend> = node.clone();
     let pdc = crate::pdc::open(dir, node.key()).map_err(StartError::Pdc)?;
     let recorder = tokio::spawn(crate::pdc::run_recorder(
         backend.clone(),

@@ -1,11 +1,8 @@
-//! The Private Data Center's HTTP API, served by the node that holds the data: storing and
-//! importing (signed by the owner, or by a writer the owner's policy permits), owners'
-//! policies, tokens for grant holders, signed fetches, deletion, and the owner's history.
-//! Every fetch decision — delivery or refusal — is queued and recorded on the ledger with
-//! `RecordAccess`.
+//! The Private Data Center's HTTP routes.
 
-use crate::api::{Backend, Problem, ProblemBody};
-use crate::mempool::AdmitError;
+use super::{MAX_INLINE_FETCH, MAX_OBJECT_BODY, Pdc, internal, store_problem};
+use crate::backend::Backend;
+use crate::problem::{Problem, ProblemBody};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -15,240 +12,18 @@ use base64::Engine as _;
 use secnet_contract::LogEntry;
 use secnet_pdc::Udi;
 use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, LedgerFacts};
-use secnet_pdc::auth::{AuthError, RequestGuard};
+use secnet_pdc::auth::AuthError;
 use secnet_pdc::envelope::OCTETS;
 use secnet_pdc::import::import_bundle;
-use secnet_pdc::record::{Recorder, audit_event, entry_for, reason_code, record_tx};
-use secnet_pdc::store::{PutRequest, Store, StoreError};
-use secnet_policy::{Action, Engine, Facts, OwnerPolicies, Resource};
-use secnet_rules::Installed;
+use secnet_pdc::record::{audit_event, entry_for, reason_code};
+use secnet_pdc::store::PutRequest;
+use secnet_policy::{Action, Facts, Resource};
 use secnet_types::{AccessDecision, AccountId, EncryptionKey, Hash};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Read as _;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// Largest object accepted over HTTP in one request.
-pub const MAX_OBJECT_BODY: usize = 64 * 1024 * 1024;
-/// Largest object delivered inline in a fetch answer.
-pub const MAX_INLINE_FETCH: u64 = 64 * 1024 * 1024;
-
-/// A node's Private Data Center.
-pub struct Pdc {
-    store: Store,
-    engine: Engine,
-    /// The node's own detector and the security rules it installed: they score every fetch.
-    rules: Installed,
-    inner: Mutex<Inner>,
-    /// Owners' parsed and validated policies, so a fetch does not re-parse them.
-    policies: Mutex<HashMap<AccountId, Arc<OwnerPolicies>>>,
-}
-
-impl std::fmt::Debug for Pdc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pdc")
-            .field("store", &self.store)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    gate: Gate,
-    guard: RequestGuard,
-    recorder: Recorder,
-    next_nonce: u64,
-}
-
-impl Pdc {
-    /// A PDC over `store`, refusing non-owners from detector score `threshold` (ppm), with
-    /// the detectors installed in `rules_dir` scoring requests.
-    pub fn new(store: Store, threshold: u32, rules_dir: &std::path::Path) -> Result<Pdc, String> {
-        Ok(Pdc {
-            store,
-            engine: Engine::new(threshold).map_err(|e| e.to_string())?,
-            rules: Installed::open(rules_dir, threshold)
-                .map_err(|e| format!("{}: {e}", rules_dir.display()))?,
-            inner: Mutex::new(Inner::default()),
-            policies: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn inner(&self) -> Result<std::sync::MutexGuard<'_, Inner>, Problem> {
-        self.inner
-            .lock()
-            .map_err(|_| internal("PDC state poisoned"))
-    }
-
-    /// Re-reads the rules directory if it changed; returns whether it did.
-    pub fn reload_rules(&self) -> bool {
-        let changed = self.rules.reload();
-        if changed {
-            tracing::info!(rules = self.rules.list().len(), "security rules reloaded");
-        }
-        changed
-    }
-
-    /// Access entries waiting to be recorded.
-    pub fn unrecorded(&self) -> usize {
-        self.inner.lock().map(|i| i.recorder.len()).unwrap_or(0)
-    }
-
-    fn policies(&self, owner: &AccountId) -> Result<Arc<OwnerPolicies>, Problem> {
-        if let Some(p) = self
-            .policies
-            .lock()
-            .ok()
-            .and_then(|m| m.get(owner).cloned())
-        {
-            return Ok(p);
-        }
-        let parsed = Arc::new(match self.store.policy(owner).map_err(store_problem)? {
-            Some(text) => self
-                .engine
-                .check(&text)
-                .map_err(|e| internal(&format!("stored policy no longer valid: {e}")))?,
-            None => OwnerPolicies::empty(),
-        });
-        if let Ok(mut m) = self.policies.lock() {
-            m.insert(*owner, parsed.clone());
-        }
-        Ok(parsed)
-    }
-
-    /// Stores `owner`'s validated policies and makes them the ones decisions use.
-    fn set_policies(&self, owner: &AccountId, checked: OwnerPolicies) -> Result<(), Problem> {
-        let mut m = self
-            .policies
-            .lock()
-            .map_err(|_| internal("PDC state poisoned"))?;
-        self.store
-            .set_policy(owner, checked.text())
-            .map_err(store_problem)?;
-        m.insert(*owner, Arc::new(checked));
-        Ok(())
-    }
-
-    /// Submits queued access records as `RecordAccess` transactions. Returns how many
-    /// entries were submitted.
-    pub fn flush_records(&self, node: &dyn Backend) -> usize {
-        let mut submitted = 0;
-        loop {
-            // Lock order everywhere: ledger, then the PDC's state; never the reverse.
-            let committed = node
-                .with_ledger(|l| l.state().account(&node.key().account()).nonce)
-                .unwrap_or(0);
-            let (batch, nonce) = {
-                let Ok(mut inner) = self.inner.lock() else {
-                    return submitted;
-                };
-                let Some(batch) = inner.recorder.next_batch() else {
-                    return submitted;
-                };
-                (batch, inner.next_nonce.max(committed))
-            };
-            let chain_id = node
-                .with_ledger(|l| l.genesis().chain_id.clone())
-                .unwrap_or_default();
-            let n = batch.len();
-            let tx = record_tx(node.key(), &chain_id, nonce, batch.clone());
-            let result = node.submit(tx);
-            let Ok(mut inner) = self.inner.lock() else {
-                return submitted;
-            };
-            match result {
-                Ok(Ok(_)) => {
-                    inner.next_nonce = nonce + 1;
-                    submitted += n;
-                }
-                Ok(Err(
-                    AdmitError::StaleNonce { expected, .. } | AdmitError::NonceGap { expected, .. },
-                )) => {
-                    inner.next_nonce = expected;
-                    inner.recorder.requeue(batch);
-                    return submitted;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "access records not admitted; will retry");
-                    inner.recorder.requeue(batch);
-                    return submitted;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "access records not submitted; will retry");
-                    inner.recorder.requeue(batch);
-                    return submitted;
-                }
-            }
-        }
-    }
-}
-
-/// Opens the PDC of the node whose data directory is `data_dir` (its store lives in
-/// `data_dir/pdc`), holding data as `key`.
-pub fn open(data_dir: &std::path::Path, key: &secnet_types::Keypair) -> Result<Arc<Pdc>, String> {
-    let holder = secnet_types::Keypair::from_seeds(*key.signing_seed(), *key.encryption_seed());
-    let store = Store::open(&data_dir.join("pdc"), holder).map_err(|e| e.to_string())?;
-    Pdc::new(
-        store,
-        secnet_policy::DEFAULT_RISK_THRESHOLD,
-        &data_dir.join("rules"),
-    )
-    .map(Arc::new)
-}
-
-/// Submits queued access records every `every` until `shutdown` turns true, then once more.
-pub async fn run_recorder(
-    node: Arc<dyn Backend>,
-    pdc: Arc<Pdc>,
-    every: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        let stop = tokio::select! {
-            () = tokio::time::sleep(every) => false,
-            _ = shutdown.changed() => true,
-        };
-        let (n, p) = (node.clone(), pdc.clone());
-        let _ = tokio::task::spawn_blocking(move || {
-            p.reload_rules();
-            p.flush_records(&*n)
-        })
-        .await;
-        if stop || *shutdown.borrow() {
-            return;
-        }
-    }
-}
-
-fn internal(detail: &str) -> Problem {
-    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", detail)
-}
-
-fn store_problem(e: StoreError) -> Problem {
-    match e {
-        StoreError::Envelope(e) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid payload",
-            e.to_string(),
-        ),
-        StoreError::Id(e) => Problem::bad_request(e.to_string()),
-        StoreError::TooLarge { .. } => {
-            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too large", e.to_string())
-        }
-        StoreError::NotFound(_) => Problem::not_found(e.to_string()),
-        StoreError::Crypto(_) | StoreError::Integrity { .. } => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "integrity failure",
-            e.to_string(),
-        ),
-        other => {
-            tracing::error!(error = %other, "PDC storage failed");
-            internal(&other.to_string())
-        }
-    }
-}
+use std::sync::Arc;
 
 fn auth_problem(e: AuthError) -> Problem {
     Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())

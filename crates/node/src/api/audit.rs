@@ -1,0 +1,184 @@
+//! The access log: entries, inclusion and consistency proofs, and the signed checkpoint.
+
+use super::MAX_LOG_PAGE;
+use super::{ApiResult, Node, parse};
+use crate::problem::ProblemBody;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use secnet_contract::LogEntry;
+use secnet_ledger::{Checkpoint, verifier_key};
+use secnet_types::{AccountId, Hash};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+pub(super) struct LogQuery {
+    from: Option<u64>,
+    limit: Option<u64>,
+    /// Only entries of this grant (the grant itself and the accesses presenting it).
+    grant: Option<String>,
+    /// Only entries about this data.
+    data: Option<String>,
+}
+
+/// Whether a log entry is about `grant` and `data` (each when given).
+pub(super) fn log_entry_matches(
+    entry: &LogEntry,
+    grant: Option<&Hash>,
+    data: Option<&Hash>,
+) -> bool {
+    let (g, d) = match entry {
+        LogEntry::Grant { grant, data, .. } => (Some(grant), data),
+        LogEntry::Access { entry, .. } => (entry.grant.as_ref(), &entry.data),
+    };
+    grant.is_none_or(|want| g == Some(want)) && data.is_none_or(|want| d == want)
+}
+
+/// `GET /v1/log`: entries from `from`, at most `limit`; with `grant` or `data`, only the
+/// matching ones (the scan goes on from `from` until `limit` matched or the log ends).
+#[utoipa::path(
+    get,
+    path = "/v1/log",
+    tag = "audit",
+    summary = "Access log entries: grants, deliveries and refusals",
+    params(
+        ("from" = Option<u64>, Query, description = "first index"),
+        ("limit" = Option<u64>, Query, description = "most entries (at most 1000)"),
+        ("grant" = Option<String>, Query, description = "only entries of this grant"),
+        ("data" = Option<String>, Query, description = "only entries about this content hash"),
+    ),
+    responses(
+        (status = 200, description = "entries with their indices", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn log_entries(
+    State(node): Node,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let from = q.from.unwrap_or(0);
+    let limit = q.limit.unwrap_or(100).min(MAX_LOG_PAGE);
+    let grant: Option<Hash> = q
+        .grant
+        .as_deref()
+        .map(|g| parse("grant id", g))
+        .transpose()?;
+    let data: Option<Hash> = q
+        .data
+        .as_deref()
+        .map(|d| parse("data hash", d))
+        .transpose()?;
+    let filtered = grant.is_some() || data.is_some();
+    let entries = node.with_ledger(
+        |l| -> Result<Vec<serde_json::Value>, secnet_ledger::LedgerError> {
+            let size = l.state().log().len();
+            let end = if filtered {
+                size
+            } else {
+                size.min(from.saturating_add(limit))
+            };
+            let mut out = Vec::new();
+            for index in from..end {
+                if out.len() as u64 >= limit {
+                    break;
+                }
+                if let Some(bytes) = l.log_leaf(index)? {
+                    let entry = LogEntry::from_bytes(&bytes).map_err(|e| {
+                        secnet_ledger::LedgerError::Corrupt(format!("log leaf {index}: {e}"))
+                    })?;
+                    if log_entry_matches(&entry, grant.as_ref(), data.as_ref()) {
+                        out.push(json!({ "index": index, "entry": entry }));
+                    }
+                }
+            }
+            Ok(out)
+        },
+    )??;
+    Ok(Json(json!({ "from": from, "entries": entries })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct SizeQuery {
+    size: Option<u64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/log/{index}",
+    tag = "audit",
+    summary = "Inclusion proof of one log entry (RFC 9162)",
+    params(
+        ("index" = String, Path, description = "leaf index"),
+        ("size" = Option<u64>, Query, description = "tree size to prove against (default: current)"),
+    ),
+    responses(
+        (status = 200, description = "inclusion proof with the leaf bytes", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn log_proof(
+    State(node): Node,
+    Path(index): Path<String>,
+    Query(q): Query<SizeQuery>,
+) -> ApiResult<Json<secnet_ledger::InclusionProof>> {
+    let index: u64 = parse("leaf index", &index)?;
+    Ok(Json(
+        node.with_ledger(|l| l.inclusion_proof(index, q.size))??,
+    ))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ConsistencyQuery {
+    from: u64,
+    to: Option<u64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/log/consistency",
+    tag = "audit",
+    summary = "Consistency proof between two log sizes (RFC 9162)",
+    params(
+        ("from" = u64, Query, description = "older size"),
+        ("to" = Option<u64>, Query, description = "newer size (default: current)"),
+    ),
+    responses(
+        (status = 200, description = "consistency proof", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn log_consistency(
+    State(node): Node,
+    Query(q): Query<ConsistencyQuery>,
+) -> ApiResult<Json<secnet_ledger::ConsistencyProof>> {
+    Ok(Json(node.with_ledger(|l| {
+        let to = q.to.unwrap_or(l.state().log().len());
+        l.consistency_proof(q.from, to)
+    })??))
+}
+
+/// The name a node signs checkpoints under.
+pub fn checkpoint_signer_name(key: &AccountId) -> String {
+    format!("secnet-node-{}", &key.to_hex()[..16])
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/checkpoint",
+    tag = "audit",
+    summary = "The log head signed by this node (C2SP signed note)",
+    responses(
+        (status = 200, description = "checkpoint note and its fields", body = serde_json::Value),
+    )
+)]
+pub(super) async fn checkpoint(State(node): Node) -> ApiResult<Json<serde_json::Value>> {
+    let cp: Checkpoint = node.with_ledger(|l| l.checkpoint())?;
+    let name = checkpoint_signer_name(&node.key().account());
+    let signed = cp.sign(&name, node.key());
+    Ok(Json(json!({
+        "checkpoint": signed.checkpoint,
+        "note": signed.note,
+        "signer": name,
+        "verifier_key": verifier_key(&name, &node.key().account()),
+    })))
+}

@@ -1,0 +1,294 @@
+//! Blocks, headers, accounts, listings and grants as the node holds them, the node's own
+//! status and its metrics.
+
+use super::{ApiResult, Node, parse};
+use crate::backend::Backend;
+use crate::problem::{Problem, ProblemBody};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use secnet_contract::StateKey;
+use secnet_types::{AccountId, Hash, SignedTransaction};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+#[utoipa::path(
+    get,
+    path = "/v1/headers/{height}",
+    tag = "ledger",
+    summary = "A block header's canonical bytes",
+    params(
+        ("height" = String, Path, description = "block height"),
+    ),
+    responses(
+        (status = 200, description = "the header, hex", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no block at that height yet", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn block_header(
+    State(node): Node,
+    Path(height): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let height: u64 = parse("height", &height)?;
+    let header = node
+        .with_ledger(|l| l.header(height))??
+        .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+    Ok(Json(
+        json!({ "height": height, "header": hex::encode(header.to_bytes()) }),
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "ledger",
+    summary = "The node's chain, height, state root, log head and validators",
+    responses(
+        (status = 200, description = "status", body = serde_json::Value),
+    )
+)]
+pub(super) async fn status(State(node): Node) -> ApiResult<Json<serde_json::Value>> {
+    let pending = node.pending()?;
+    let body = node.with_ledger(|l| {
+        let tip = l.state().tip();
+        let log = l.state().log();
+        json!({
+            "chain_id": l.genesis().chain_id,
+            "genesis_hash": l.genesis().hash(),
+            "height": tip.height,
+            "block_hash": tip.block_hash,
+            "timestamp_ms": tip.timestamp_ms,
+            "state_root": tip.state_root,
+            "log_size": log.len(),
+            "log_root": Hash(log.root()),
+            "mempool": pending,
+            "node": node.key().account(),
+        })
+    })?;
+    let mut body = body;
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert(
+            "validators".into(),
+            serde_json::Value::Array(node.validators()),
+        );
+    }
+    Ok(Json(body))
+}
+
+/// The stored block at the height named in a path.
+pub(super) fn stored_block(
+    node: &Arc<dyn Backend>,
+    height: &str,
+) -> ApiResult<(u64, secnet_ledger::StoredBlock)> {
+    let height: u64 = parse("height", height)?;
+    let stored = node
+        .with_ledger(|l| l.block(height))??
+        .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+    Ok((height, stored))
+}
+
+/// Only the hashes of a block's transactions, in order: what a client watching for its
+/// transactions needs, without the cost of the full block.
+#[utoipa::path(
+    get,
+    path = "/v1/blocks/{height}/tx-hashes",
+    tag = "ledger",
+    summary = "A block's transaction hashes, in order",
+    params(
+        ("height" = String, Path, description = "block height"),
+    ),
+    responses(
+        (status = 200, description = "height, block hash and transaction hashes", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no block at that height yet", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn block_tx_hashes(
+    State(node): Node,
+    Path(height): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (height, stored) = stored_block(&node, &height)?;
+    Ok(Json(json!({
+        "height": height,
+        "hash": stored.block.hash(),
+        "tx_hashes": stored.block.txs.iter().map(SignedTransaction::hash).collect::<Vec<_>>(),
+    })))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/blocks/{height}",
+    tag = "ledger",
+    summary = "A block with its receipts and the state root after it",
+    params(
+        ("height" = String, Path, description = "block height"),
+    ),
+    responses(
+        (status = 200, description = "header, transactions, receipts, state root, and the block's canonical bytes (hex) for clients that check it against a certified header", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no block at that height yet", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn block(
+    State(node): Node,
+    Path(height): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (_, stored) = stored_block(&node, &height)?;
+    Ok(Json(json!({
+        "hash": stored.block.hash(),
+        "bytes": hex::encode(stored.block.to_bytes()),
+        "header": stored.block.header,
+        "state_root": stored.state_root,
+        "log_size": stored.log_size,
+        "transactions": stored.block.txs.iter().map(|t| json!({
+            "hash": t.hash(), "tx": t.tx(), "signature": t.signature(),
+        })).collect::<Vec<_>>(),
+        "receipts": stored.receipts,
+    })))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}",
+    tag = "ledger",
+    summary = "An account's balance, nonce and encryption key, with a proof against the state root",
+    params(
+        ("id" = String, Path, description = "account id: 64 hex digits"),
+    ),
+    responses(
+        (status = 200, description = "account and its state proof", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn account(
+    State(node): Node,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id: AccountId = parse("account", &id)?;
+    let body = node.with_ledger(|l| {
+        let a = l.state().account(&id);
+        json!({
+            "account": id,
+            "balance": a.balance,
+            "nonce": a.nonce,
+            "encryption_key": a.encryption_key,
+            "proof": l.state().prove(&StateKey::Account(id)),
+        })
+    })?;
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListingQuery {
+    address: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/listings",
+    tag = "contract",
+    summary = "Registered data",
+    params(
+        ("address" = Option<String>, Query, description = "only the listing registered at this address"),
+    ),
+    responses(
+        (status = 200, description = "listings", body = serde_json::Value),
+    )
+)]
+pub(super) async fn listings(
+    State(node): Node,
+    Query(q): Query<ListingQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let body = node.with_ledger(|l| match &q.address {
+        Some(address) => json!(
+            l.state()
+                .listing_at(address)
+                .into_iter()
+                .collect::<Vec<_>>()
+        ),
+        None => json!(l.state().listings().collect::<Vec<_>>()),
+    })?;
+    Ok(Json(body))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/listings/{hash}",
+    tag = "contract",
+    summary = "One registration, with its state proof",
+    params(
+        ("hash" = String, Path, description = "content hash, hex"),
+    ),
+    responses(
+        (status = 200, description = "listing and proof", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "nothing registered with that hash", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn listing(
+    State(node): Node,
+    Path(hash): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let hash: Hash = parse("data hash", &hash)?;
+    let body = node.with_ledger(|l| {
+        l.state().listing(&hash).map(|listing| {
+            json!({ "listing": listing, "proof": l.state().prove(&StateKey::Listing(hash)) })
+        })
+    })?;
+    body.map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no data is registered with hash {hash}")))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/grants/{id}",
+    tag = "contract",
+    summary = "An access grant, with its state proof",
+    params(
+        ("id" = String, Path, description = "grant id (the request transaction hash)"),
+    ),
+    responses(
+        (status = 200, description = "grant and proof", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "no such grant", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn grant(
+    State(node): Node,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id: Hash = parse("grant id", &id)?;
+    let body = node.with_ledger(|l| {
+        l.state()
+            .grant(&id)
+            .map(|g| json!({ "grant": g, "proof": l.state().prove(&StateKey::Grant(id)) }))
+    })?;
+    body.map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no access grant {id}")))
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "node",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+    )
+)]
+pub(super) async fn metrics(State(node): Node) -> ApiResult<Response> {
+    let pending = node.pending()?;
+    let text = node.with_ledger(|l| {
+        let tip = l.state().tip();
+        format!(
+            "# TYPE secnet_height gauge\nsecnet_height {}\n# TYPE secnet_log_size gauge\nsecnet_log_size {}\n# TYPE secnet_mempool_pending gauge\nsecnet_mempool_pending {}\n",
+            tip.height,
+            l.state().log().len(),
+            pending
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

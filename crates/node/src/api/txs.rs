@@ -1,0 +1,196 @@
+//! Submitting transactions and asking where they are.
+
+use super::MAX_BATCH_TXS;
+use super::{ApiResult, Node, parse};
+use crate::backend::TxStatus;
+use crate::mempool::AdmitError;
+use crate::problem::{Problem, ProblemBody};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secnet_certified::{HexBytes, ReceiptProof};
+use secnet_types::{Hash, SignedTransaction};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Body of `POST /v1/tx`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SubmitTx {
+    /// The signed transaction's canonical bytes, hex.
+    pub tx: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/tx",
+    tag = "ledger",
+    summary = "Submit one signed transaction",
+    request_body = SubmitTx,
+    responses(
+        (status = 202, description = "admitted: its hash, pending", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "already admitted", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "refused at admission: bad signature, another chain, a stale nonce or a gap", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "mempool full: busy, retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> ApiResult<Response> {
+    let req: SubmitTx = serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request(format!("body must be {{\"tx\": \"<hex>\"}}: {e}")))?;
+    let bytes = hex::decode(req.tx.trim())
+        .map_err(|e| Problem::bad_request(format!("tx is not hex: {e}")))?;
+    let tx = SignedTransaction::decode_bytes(&bytes)
+        .map_err(|e| Problem::bad_request(format!("transaction rejected: {e}")))?;
+    match node.submit(tx)? {
+        Ok(hash) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "hash": hash, "status": "pending" })),
+        )
+            .into_response()),
+        Err(AdmitError::Full(n)) => Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                AdmitError::Full(n).to_string(),
+            ),
+        )
+            .into_response()),
+        Err(e @ AdmitError::Duplicate(_)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "duplicate",
+            e.to_string(),
+        )),
+        Err(e) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "transaction refused",
+            e.to_string(),
+        )),
+    }
+}
+
+/// Body of `POST /v1/txs`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SubmitTxs {
+    /// Signed transactions' canonical bytes, hex.
+    pub txs: Vec<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/txs",
+    tag = "ledger",
+    summary = "Submit a batch of signed transactions",
+    request_body = SubmitTxs,
+    responses(
+        (status = 200, description = "one result per transaction: its hash, or why it was not admitted", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "body over the batch limit", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn submit_txs(
+    State(node): Node,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let req: SubmitTxs = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(format!("body must be {{\"txs\": [\"<hex>\", ...]}}: {e}"))
+    })?;
+    if req.txs.len() > MAX_BATCH_TXS {
+        return Err(Problem::bad_request(format!(
+            "{} transactions is more than the batch limit of {MAX_BATCH_TXS}",
+            req.txs.len()
+        )));
+    }
+    let mut txs = Vec::with_capacity(req.txs.len());
+    for (i, t) in req.txs.iter().enumerate() {
+        let bytes = hex::decode(t.trim())
+            .map_err(|e| Problem::bad_request(format!("txs[{i}] is not hex: {e}")))?;
+        txs.push(
+            SignedTransaction::decode_bytes(&bytes)
+                .map_err(|e| Problem::bad_request(format!("txs[{i}] rejected: {e}")))?,
+        );
+    }
+    let results = node.submit_batch(txs)?;
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    let results: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(hash) => json!({ "hash": hash }),
+            Err(e) => json!({ "error": e.to_string(), "busy": matches!(e, AdmitError::Full(_)) }),
+        })
+        .collect();
+    Ok(Json(json!({ "accepted": accepted, "results": results })))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tx/{hash}",
+    tag = "ledger",
+    summary = "Where a transaction is: pending, or committed with its receipt",
+    params(
+        ("hash" = String, Path, description = "transaction hash, hex"),
+    ),
+    responses(
+        (status = 200, description = "pending, or committed with height and receipt", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "neither pending nor committed", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn tx_status(State(node): Node, Path(hash): Path<String>) -> ApiResult<Response> {
+    let hash: Hash = parse("transaction hash", &hash)?;
+    let status = node.tx_status(&hash)?;
+    if status == TxStatus::Unknown {
+        return Err(Problem::not_found(format!(
+            "transaction {hash} is neither pending nor committed"
+        )));
+    }
+    Ok(Json(json!({ "hash": hash, "status": status })).into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tx/{hash}/proof",
+    tag = "ledger",
+    summary = "A committed transaction's receipt, proven against its block's receipts root",
+    description = "A later header commits to the block's receipts root; a client checks that header's certificate, then this path.",
+    params(
+        ("hash" = String, Path, description = "transaction hash, hex"),
+    ),
+    responses(
+        (status = 200, description = "height, position, receipt count, the receipt's bytes and its audit path (hex)", body = serde_json::Value),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "not committed (yet)", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn tx_proof(
+    State(node): Node,
+    Path(hash): Path<String>,
+) -> ApiResult<Json<ReceiptProof>> {
+    let hash: Hash = parse("transaction hash", &hash)?;
+    let proof = node.with_ledger(|l| -> Result<Option<ReceiptProof>, Problem> {
+        let Some((height, position)) = l.tx_location(&hash)? else {
+            return Ok(None);
+        };
+        let stored = l
+            .block(height)?
+            .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+        let receipt = stored
+            .receipts
+            .get(position as usize)
+            .ok_or_else(|| Problem::not_found(format!("no receipt {position} at {height}")))?;
+        let path = secnet_contract::receipt_proof(&stored.receipts, u64::from(position))
+            .map_err(|e| Problem::bad_request(e.to_string()))?;
+        Ok(Some(ReceiptProof {
+            height,
+            position: u64::from(position),
+            count: stored.receipts.len() as u64,
+            receipt: HexBytes(receipt.to_bytes()),
+            path: path.iter().map(|h| HexBytes(h.to_vec())).collect(),
+        }))
+    })??;
+    proof
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("transaction {hash} is not committed")))
+}

@@ -1,0 +1,97 @@
+//! What the API and the Private Data Center need from a node — a single-node ledger or a
+//! validator — and the errors and statuses they share.
+
+use crate::mempool::AdmitError;
+use secnet_types::{Hash, Receipt, SignedTransaction};
+use serde::Serialize;
+
+/// Where a transaction is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum TxStatus {
+    /// Waiting for a block.
+    Pending,
+    /// In a block.
+    Committed {
+        /// The block.
+        height: u64,
+        /// Its position in the block.
+        position: u32,
+        /// What happened.
+        receipt: Receipt,
+    },
+    /// Neither pending nor committed.
+    Unknown,
+}
+
+impl TxStatus {
+    /// The status of a transaction that is not pending, from the ledger's record of it.
+    pub fn from_committed(found: Option<(u64, u32, Receipt)>) -> TxStatus {
+        match found {
+            Some((height, position, receipt)) => TxStatus::Committed {
+                height,
+                position,
+                receipt,
+            },
+            None => TxStatus::Unknown,
+        }
+    }
+}
+
+/// A failure of the node itself (not of a request).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] secnet_ledger::LedgerError),
+    /// A lock was poisoned by a panic in another thread.
+    #[error("internal state poisoned by an earlier failure; restart the node")]
+    Poisoned,
+}
+
+/// What the API needs from a node: a single-node ledger or a validator.
+pub trait Backend: Send + Sync + 'static {
+    /// Admits a transaction (and, on a validator, gossips it to the other validators).
+    fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, NodeError>;
+    /// Admits several transactions; one result each.
+    fn submit_batch(
+        &self,
+        txs: Vec<SignedTransaction>,
+    ) -> Result<Vec<Result<Hash, AdmitError>>, NodeError> {
+        txs.into_iter().map(|tx| self.submit(tx)).collect()
+    }
+    /// Where a transaction is.
+    fn tx_status(&self, hash: &Hash) -> Result<TxStatus, NodeError>;
+    /// Runs `f` with the ledger locked.
+    fn visit_ledger(&self, f: &mut dyn FnMut(&secnet_ledger::Ledger)) -> Result<(), NodeError>;
+    /// Number of pending transactions.
+    fn pending(&self) -> Result<usize, NodeError>;
+    /// The node's signing key.
+    fn key(&self) -> &secnet_types::Keypair;
+    /// The validators and the last height each is known to have reached.
+    fn validators(&self) -> Vec<serde_json::Value>;
+    /// The finalization certificate of the block at `height`, in Commonware's encoding, if
+    /// this node has one (a block finalized only through a descendant has none).
+    fn certificate(&self, height: u64) -> CertificateFuture<'_>;
+}
+
+/// What [`Backend::certificate`] answers.
+pub type CertificateFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + 'a>>;
+
+impl dyn Backend {
+    /// Runs `f` with the ledger locked and returns its result.
+    pub fn with_ledger<R>(
+        &self,
+        f: impl FnOnce(&secnet_ledger::Ledger) -> R,
+    ) -> Result<R, NodeError> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.visit_ledger(&mut |l| {
+            if let Some(f) = f.take() {
+                out = Some(f(l));
+            }
+        })?;
+        out.ok_or(NodeError::Poisoned)
+    }
+}

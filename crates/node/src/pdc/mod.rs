@@ -1,0 +1,168 @@
+//! The Private Data Center of a node: its state (the store, the policy engine and owners'
+//! parsed policies, the installed detectors, the request guard and the access recorder),
+//! the recorder that submits every fetch decision to the ledger as `RecordAccess`, and the
+//! HTTP API (`routes`): storing and importing (signed by the owner, or by a writer the
+//! owner's policy permits), owners' policies, tokens for grant holders, signed fetches,
+//! deletion, and the owner's history.
+
+mod recorder;
+mod routes;
+
+pub use recorder::run_recorder;
+pub(crate) use routes::PdcApi;
+pub use routes::router;
+
+use crate::problem::Problem;
+use axum::http::StatusCode;
+use secnet_pdc::access::Gate;
+use secnet_pdc::auth::RequestGuard;
+use secnet_pdc::record::Recorder;
+use secnet_pdc::store::{Store, StoreError};
+use secnet_policy::{Engine, OwnerPolicies};
+use secnet_rules::Installed;
+use secnet_types::AccountId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Largest object accepted over HTTP in one request.
+pub const MAX_OBJECT_BODY: usize = 64 * 1024 * 1024;
+/// Largest object delivered inline in a fetch answer.
+pub const MAX_INLINE_FETCH: u64 = 64 * 1024 * 1024;
+
+/// A node's Private Data Center.
+pub struct Pdc {
+    store: Store,
+    engine: Engine,
+    /// The node's own detector and the security rules it installed: they score every fetch.
+    rules: Installed,
+    inner: Mutex<Inner>,
+    /// Owners' parsed and validated policies, so a fetch does not re-parse them.
+    policies: Mutex<HashMap<AccountId, Arc<OwnerPolicies>>>,
+}
+
+impl std::fmt::Debug for Pdc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pdc")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    gate: Gate,
+    guard: RequestGuard,
+    recorder: Recorder,
+    next_nonce: u64,
+}
+
+impl Pdc {
+    /// A PDC over `store`, refusing non-owners from detector score `threshold` (ppm), with
+    /// the detectors installed in `rules_dir` scoring requests.
+    pub fn new(store: Store, threshold: u32, rules_dir: &std::path::Path) -> Result<Pdc, String> {
+        Ok(Pdc {
+            store,
+            engine: Engine::new(threshold).map_err(|e| e.to_string())?,
+            rules: Installed::open(rules_dir, threshold)
+                .map_err(|e| format!("{}: {e}", rules_dir.display()))?,
+            inner: Mutex::new(Inner::default()),
+            policies: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn inner(&self) -> Result<std::sync::MutexGuard<'_, Inner>, Problem> {
+        self.inner
+            .lock()
+            .map_err(|_| internal("PDC state poisoned"))
+    }
+
+    /// Re-reads the rules directory if it changed; returns whether it did.
+    pub fn reload_rules(&self) -> bool {
+        let changed = self.rules.reload();
+        if changed {
+            tracing::info!(rules = self.rules.list().len(), "security rules reloaded");
+        }
+        changed
+    }
+
+    /// Access entries waiting to be recorded.
+    pub fn unrecorded(&self) -> usize {
+        self.inner.lock().map(|i| i.recorder.len()).unwrap_or(0)
+    }
+
+    fn policies(&self, owner: &AccountId) -> Result<Arc<OwnerPolicies>, Problem> {
+        if let Some(p) = self
+            .policies
+            .lock()
+            .ok()
+            .and_then(|m| m.get(owner).cloned())
+        {
+            return Ok(p);
+        }
+        let parsed = Arc::new(match self.store.policy(owner).map_err(store_problem)? {
+            Some(text) => self
+                .engine
+                .check(&text)
+                .map_err(|e| internal(&format!("stored policy no longer valid: {e}")))?,
+            None => OwnerPolicies::empty(),
+        });
+        if let Ok(mut m) = self.policies.lock() {
+            m.insert(*owner, parsed.clone());
+        }
+        Ok(parsed)
+    }
+
+    /// Stores `owner`'s validated policies and makes them the ones decisions use.
+    fn set_policies(&self, owner: &AccountId, checked: OwnerPolicies) -> Result<(), Problem> {
+        let mut m = self
+            .policies
+            .lock()
+            .map_err(|_| internal("PDC state poisoned"))?;
+        self.store
+            .set_policy(owner, checked.text())
+            .map_err(store_problem)?;
+        m.insert(*owner, Arc::new(checked));
+        Ok(())
+    }
+}
+
+/// Opens the PDC of the node whose data directory is `data_dir` (its store lives in
+/// `data_dir/pdc`), holding data as `key`.
+pub fn open(data_dir: &std::path::Path, key: &secnet_types::Keypair) -> Result<Arc<Pdc>, String> {
+    let holder = secnet_types::Keypair::from_seeds(*key.signing_seed(), *key.encryption_seed());
+    let store = Store::open(&data_dir.join("pdc"), holder).map_err(|e| e.to_string())?;
+    Pdc::new(
+        store,
+        secnet_policy::DEFAULT_RISK_THRESHOLD,
+        &data_dir.join("rules"),
+    )
+    .map(Arc::new)
+}
+
+fn internal(detail: &str) -> Problem {
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", detail)
+}
+
+fn store_problem(e: StoreError) -> Problem {
+    match e {
+        StoreError::Envelope(e) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid payload",
+            e.to_string(),
+        ),
+        StoreError::Id(e) => Problem::bad_request(e.to_string()),
+        StoreError::TooLarge { .. } => {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too large", e.to_string())
+        }
+        StoreError::NotFound(_) => Problem::not_found(e.to_string()),
+        StoreError::Crypto(_) | StoreError::Integrity { .. } => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "integrity failure",
+            e.to_string(),
+        ),
+        other => {
+            tracing::error!(error = %other, "PDC storage failed");
+            internal(&other.to_string())
+        }
+    }
+}
