@@ -4,7 +4,8 @@
 use crate::block::ChainBlock;
 use secnet_contract::BlockOutcome;
 use secnet_ledger::{Ledger, LedgerError};
-use secnet_node::mempool::{AdmitError, Mempool};
+use secnet_node::core::LedgerCore;
+use secnet_node::mempool::AdmitError;
 use secnet_types::AccountId;
 use secnet_types::{Genesis, Hash, SignedTransaction, StateCommitment};
 use std::collections::{BTreeMap, HashSet};
@@ -15,11 +16,11 @@ use std::time::SystemTime;
 /// are simply checked again).
 const MAX_VERIFIED: usize = 1_000_000;
 
-/// A validator's ledger and mempool. Lock order everywhere: ledger, then mempool.
+/// A validator's ledger and mempool (the core every node has) and what only validators need.
+/// Lock order everywhere: ledger, then mempool, then the memory of verified signatures.
 #[derive(Debug)]
 pub struct Chain {
-    ledger: Mutex<Ledger>,
-    mempool: Mutex<Mempool>,
+    core: LedgerCore,
     /// `signed_id`s of transactions whose signature this node already checked.
     verified: Mutex<HashSet<Hash>>,
     /// The height each peer last announced, and when.
@@ -66,8 +67,7 @@ impl Chain {
         max_block_txs: usize,
     ) -> Chain {
         Chain {
-            ledger: Mutex::new(ledger),
-            mempool: Mutex::new(Mempool::new(mempool_capacity)),
+            core: LedgerCore::new(ledger, mempool_capacity),
             verified: Mutex::new(HashSet::new()),
             peers: Mutex::new(BTreeMap::new()),
             genesis_block: ChainBlock::new(genesis.block()),
@@ -111,7 +111,7 @@ impl Chain {
 
     /// Runs `f` with the ledger locked.
     pub fn with_ledger<R>(&self, f: impl FnOnce(&Ledger) -> R) -> Result<R, Poisoned> {
-        Ok(f(&*lock(&self.ledger)?))
+        self.core.with_ledger(f).map_err(|_| Poisoned)
     }
 
     /// Height of the last executed block.
@@ -133,17 +133,7 @@ impl Chain {
 
     /// Admits a transaction to the mempool.
     pub fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, Poisoned> {
-        let valid = tx.verify_signature();
-        let id = tx.signed_id();
-        let result = {
-            let ledger = lock(&self.ledger)?;
-            let mut pool = lock(&self.mempool)?;
-            pool.admit_checked(tx, ledger.state(), valid)
-        };
-        if result.is_ok() {
-            self.remember_verified([id])?;
-        }
-        Ok(result)
+        self.submit_batch(vec![tx])?.pop().ok_or(Poisoned)
     }
 
     /// Admits transactions to the mempool, checking their signatures as one batch before
@@ -152,22 +142,14 @@ impl Chain {
         &self,
         txs: Vec<SignedTransaction>,
     ) -> Result<Vec<Result<Hash, AdmitError>>, Poisoned> {
-        let valid = secnet_types::verify_signatures(&txs);
-        let mut results = Vec::with_capacity(txs.len());
-        let mut admitted = Vec::with_capacity(txs.len());
-        {
-            let ledger = lock(&self.ledger)?;
-            let mut pool = lock(&self.mempool)?;
-            for (tx, ok) in txs.into_iter().zip(valid) {
-                let id = tx.signed_id();
-                let r = pool.admit_checked(tx, ledger.state(), ok);
-                if r.is_ok() {
-                    admitted.push(id);
-                }
-                results.push(r);
-            }
-        }
-        self.remember_verified(admitted)?;
+        let ids: Vec<Hash> = txs.iter().map(SignedTransaction::signed_id).collect();
+        let results = self.core.admit(txs).map_err(|_| Poisoned)?;
+        self.remember_verified(
+            ids.into_iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(id, _)| id),
+        )?;
         Ok(results)
     }
 
@@ -191,29 +173,34 @@ impl Chain {
     /// Queues a transaction without checking it, so this validator proposes invalid blocks.
     #[cfg(feature = "fault-injection")]
     pub fn inject_unchecked(&self, tx: SignedTransaction) -> Result<(), Poisoned> {
-        lock(&self.mempool)?.push_unchecked(tx);
+        self.core
+            .mempool()
+            .map_err(|_| Poisoned)?
+            .push_unchecked(tx);
         Ok(())
     }
 
     /// Transactions for a proposal, skipping those `skip` names.
     pub fn select(&self, skip: impl Fn(&Hash) -> bool) -> Result<Vec<SignedTransaction>, Poisoned> {
-        Ok(lock(&self.mempool)?.select(self.max_block_txs, skip))
+        self.core
+            .select(self.max_block_txs, skip)
+            .map_err(|_| Poisoned)
     }
 
     /// Whether `hash` is pending.
     pub fn is_pending(&self, hash: &Hash) -> Result<bool, Poisoned> {
-        Ok(lock(&self.mempool)?.contains(hash))
+        self.core.is_pending(hash).map_err(|_| Poisoned)
     }
 
     /// Number of pending transactions.
     pub fn pending(&self) -> Result<usize, Poisoned> {
-        Ok(lock(&self.mempool)?.len())
+        self.core.pending().map_err(|_| Poisoned)
     }
 
     /// Applies a finalized block unless the ledger already has it, then drops from the
     /// mempool what it consumed.
     pub fn execute(&self, block: &ChainBlock) -> Result<Executed, ExecuteError> {
-        let mut ledger = lock(&self.ledger)?;
+        let mut ledger = self.core.ledger().map_err(|_| Poisoned)?;
         let height = block.block().header.height;
         if height <= ledger.state().tip().height {
             return Ok(Executed::AlreadyApplied);
@@ -222,7 +209,10 @@ impl Chain {
             let verified = lock(&self.verified)?;
             ledger.apply_block_trusting(block.block(), |t| verified.contains(&t.signed_id()))?
         };
-        lock(&self.mempool)?.settle(ledger.state());
+        self.core
+            .mempool()
+            .map_err(|_| Poisoned)?
+            .settle(ledger.state());
         let mut verified = lock(&self.verified)?;
         for tx in &block.block().txs {
             verified.remove(&tx.signed_id());

@@ -14,5 +14,5 @@ mod stored_block;
 pub use audit::{AuditError, ConsistencyProof, InclusionProof};
 pub use checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint, verifier_key};
 pub use error::LedgerError;
-pub use store::{LEDGER_FILE, Ledger, ReplayReport};
+pub use store::{LEDGER_FILE, Ledger, LogSubject, ReplayReport};
 pub use stored_block::StoredBlock;

@@ -2,13 +2,17 @@
 
 use crate::error::LedgerError;
 use crate::stored_block::StoredBlock;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition,
+};
 use secnet_contract::{
-    BlockOutcome, ChainTip, State, StateKey, StateSnapshot, StateValue, receipts_root,
+    BlockOutcome, ChainTip, LogEntry, State, StateKey, StateSnapshot, StateValue, receipts_root,
 };
 use secnet_merkle::log::leaf_hash;
 use secnet_types::limits::MAX_HEADER_STATE_ROOTS;
-use secnet_types::{Block, BlockHeader, Genesis, Hash, Receipt, Rejection, StateCommitment};
+use secnet_types::{
+    Block, BlockHeader, Genesis, GrantId, Hash, Receipt, Rejection, StateCommitment,
+};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +24,10 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("access_log");
+/// The access log's leaves by what they are about: `0 ‖ data hash` and `1 ‖ grant id` →
+/// leaf indices, so an owner's history or a grant's accesses are read without a scan.
+const LOG_INDEX: MultimapTableDefinition<&[u8], u64> =
+    MultimapTableDefinition::new("access_log_index");
 /// Transaction hash → (height, position), 12 bytes big-endian.
 const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
 
@@ -42,6 +50,42 @@ pub struct Ledger {
     /// The last [`RECENT_STATES`] heights, oldest first.
     recent: VecDeque<Recent>,
     genesis_root: Hash,
+}
+
+/// What an access-log leaf is about, as the ledger indexes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogSubject {
+    /// The data it concerns.
+    Data(Hash),
+    /// The grant it issued or that was presented.
+    Grant(GrantId),
+}
+
+impl LogSubject {
+    /// What `entry` is about.
+    pub fn of(entry: &LogEntry) -> Vec<LogSubject> {
+        match entry {
+            LogEntry::Grant { data, grant, .. } => {
+                vec![LogSubject::Data(*data), LogSubject::Grant(*grant)]
+            }
+            LogEntry::Access { entry, .. } => {
+                let mut out = vec![LogSubject::Data(entry.data)];
+                out.extend(entry.grant.map(LogSubject::Grant));
+                out
+            }
+        }
+    }
+
+    fn key(&self) -> Vec<u8> {
+        let (tag, hash) = match self {
+            LogSubject::Data(h) => (0u8, h),
+            LogSubject::Grant(g) => (1u8, g),
+        };
+        let mut key = Vec::with_capacity(33);
+        key.push(tag);
+        key.extend_from_slice(hash.as_bytes());
+        key
+    }
 }
 
 /// What a ledger keeps of a recent height.
@@ -169,6 +213,7 @@ impl Ledger {
             }
             write.open_table(BLOCKS)?;
             write.open_table(LOG)?;
+            write.open_multimap_table(LOG_INDEX)?;
             write.open_table(TXS)?;
         }
         write.commit()?;
@@ -272,8 +317,15 @@ impl Ledger {
                 }
             }
             let mut log = write.open_table(LOG)?;
+            let mut log_index = write.open_multimap_table(LOG_INDEX)?;
             for (index, leaf) in (outcome.first_log_index..).zip(&outcome.log_leaves) {
                 log.insert(index, leaf.as_slice())?;
+                let entry = LogEntry::from_bytes(leaf).map_err(|e| {
+                    LedgerError::Corrupt(format!("log leaf {index} being written: {e}"))
+                })?;
+                for key in LogSubject::of(&entry) {
+                    log_index.insert(key.key().as_slice(), index)?;
+                }
             }
             let mut txs = write.open_table(TXS)?;
             for ((position, tx), receipt) in (0u32..).zip(&block.txs).zip(&outcome.receipts) {
@@ -466,6 +518,17 @@ impl Ledger {
                 LedgerError::Corrupt(format!("receipt of {hash} missing at height {height}"))
             })?;
         Ok(Some((height, position, receipt)))
+    }
+
+    /// The indices of the access-log leaves about `subject`, ascending.
+    pub fn log_indices(&self, subject: LogSubject) -> Result<Vec<u64>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_multimap_table(LOG_INDEX)?;
+        let mut out = Vec::new();
+        for index in table.get(subject.key().as_slice())? {
+            out.push(index?.value());
+        }
+        Ok(out)
     }
 
     /// The bytes of access-log leaf `index`.

@@ -8,8 +8,8 @@
 )]
 
 use redb::{Database, ReadableTable, TableDefinition};
-use secnet_contract::StateKey;
-use secnet_ledger::{Checkpoint, LEDGER_FILE, Ledger, LedgerError};
+use secnet_contract::{LogEntry, StateKey};
+use secnet_ledger::{Checkpoint, LEDGER_FILE, Ledger, LedgerError, LogSubject};
 use secnet_types::{
     AccessDecision, AccessEntry, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair,
     RegisterData, Transaction,
@@ -207,4 +207,35 @@ fn proofs_beyond_the_log_are_typed_errors() {
             .contains("outside a tree of size 2")
     );
     assert!(ledger.consistency_proof(1, 9).is_err());
+}
+
+/// The index of what log leaves are about agrees with a scan of every leaf, and survives a
+/// reopen.
+#[test]
+fn the_log_index_agrees_with_a_full_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis("ledger-test");
+    {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        run_story(&mut ledger, 3);
+    }
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    let size = ledger.state().log().len();
+    let mut scanned: std::collections::BTreeMap<LogSubject, Vec<u64>> = Default::default();
+    for index in 0..size {
+        let entry = LogEntry::from_bytes(&ledger.log_leaf(index).unwrap().unwrap()).unwrap();
+        for subject in LogSubject::of(&entry) {
+            scanned.entry(subject).or_default().push(index);
+        }
+    }
+    assert_eq!(scanned.len(), 2, "one data hash and one grant: {scanned:?}");
+    for (subject, indices) in scanned {
+        assert_eq!(ledger.log_indices(subject).unwrap(), indices, "{subject:?}");
+    }
+    assert!(
+        ledger
+            .log_indices(LogSubject::Data(Hash::digest(b"other")))
+            .unwrap()
+            .is_empty()
+    );
 }

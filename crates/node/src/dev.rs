@@ -2,14 +2,14 @@
 //! from them on the same apply path that validators use.
 
 use crate::backend::{Backend, CertificateFuture, NodeError, TxStatus};
+use crate::core::LedgerCore;
 use crate::datadir::now_ms;
-use crate::mempool::{AdmitError, Mempool};
+use crate::mempool::AdmitError;
 use secnet_contract::BlockOutcome;
 use secnet_ledger::Ledger;
 use secnet_types::limits::MAX_BLOCK_TXS;
 use secnet_types::{Block, Genesis, Hash, Keypair, SignedTransaction, StateCommitment};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How a node produces blocks.
@@ -36,17 +36,12 @@ impl Default for ProducerConfig {
 /// A running single-node ledger.
 #[derive(Debug)]
 pub struct DevNode {
-    ledger: Mutex<Ledger>,
-    mempool: Mutex<Mempool>,
+    core: LedgerCore,
     key: Keypair,
     config: ProducerConfig,
     /// The node's key as the network's single validator (none if the genesis does not name
     /// it: then nothing it serves can be certified).
     certifier: Option<secnet_certified::Certifier>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, NodeError> {
-    m.lock().map_err(|_| NodeError::Poisoned)
 }
 
 impl DevNode {
@@ -60,8 +55,7 @@ impl DevNode {
         let ledger = Ledger::open(dir, genesis)?;
         let certifier = secnet_certified::Certifier::new(genesis, &[&key]).ok();
         Ok(DevNode {
-            ledger: Mutex::new(ledger),
-            mempool: Mutex::new(Mempool::new(config.mempool_capacity)),
+            core: LedgerCore::new(ledger, config.mempool_capacity),
             key,
             config,
             certifier,
@@ -78,30 +72,14 @@ impl DevNode {
         &self.config
     }
 
+    /// The ledger and mempool.
+    pub fn core(&self) -> &LedgerCore {
+        &self.core
+    }
+
     /// Runs `f` with the ledger locked.
     pub fn with_ledger<R>(&self, f: impl FnOnce(&Ledger) -> R) -> Result<R, NodeError> {
-        Ok(f(&*lock(&self.ledger)?))
-    }
-
-    /// Admits a transaction to the mempool.
-    pub fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, NodeError> {
-        let ledger = lock(&self.ledger)?;
-        let mut pool = lock(&self.mempool)?;
-        Ok(pool.admit(tx, ledger.state()))
-    }
-
-    /// Number of pending transactions.
-    pub fn pending(&self) -> Result<usize, NodeError> {
-        Ok(lock(&self.mempool)?.len())
-    }
-
-    /// Where a transaction is.
-    pub fn tx_status(&self, hash: &Hash) -> Result<TxStatus, NodeError> {
-        if lock(&self.mempool)?.contains(hash) {
-            return Ok(TxStatus::Pending);
-        }
-        let found = lock(&self.ledger)?.committed_receipt(hash)?;
-        Ok(TxStatus::from_committed(found))
+        self.core.with_ledger(f)
     }
 
     /// Produces one block from the mempool if anything is waiting, or an empty one if the
@@ -109,9 +87,8 @@ impl DevNode {
     /// Blocking: it commits to disk.
     pub fn produce_block(&self) -> Result<Option<BlockOutcome>, NodeError> {
         let max = self.config.max_block_txs.min(MAX_BLOCK_TXS);
-        let txs = lock(&self.mempool)?.select(max, |_| false);
-        // Lock order everywhere: ledger, then mempool.
-        let mut ledger = lock(&self.ledger)?;
+        let txs = self.core.select(max, |_| false)?;
+        let mut ledger = self.core.ledger()?;
         let tip = ledger.state().tip();
         let parent = match ledger.header(tip.height)? {
             Some(header) => header.state,
@@ -130,7 +107,7 @@ impl DevNode {
         )
         .committing(ledger.commitment_after(&parent));
         let outcome = ledger.apply_block(&block)?;
-        lock(&self.mempool)?.settle(ledger.state());
+        self.core.mempool()?.settle(ledger.state());
         drop(ledger);
         tracing::info!(
             height = outcome.tip.height,
@@ -174,16 +151,22 @@ impl DevNode {
 
 impl Backend for DevNode {
     fn submit(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, NodeError> {
-        DevNode::submit(self, tx)
+        self.core.admit_one(tx)
+    }
+    fn submit_batch(
+        &self,
+        txs: Vec<SignedTransaction>,
+    ) -> Result<Vec<Result<Hash, AdmitError>>, NodeError> {
+        self.core.admit(txs)
     }
     fn tx_status(&self, hash: &Hash) -> Result<TxStatus, NodeError> {
-        DevNode::tx_status(self, hash)
+        self.core.tx_status(hash)
     }
     fn visit_ledger(&self, f: &mut dyn FnMut(&Ledger)) -> Result<(), NodeError> {
         self.with_ledger(|l| f(l))
     }
     fn pending(&self) -> Result<usize, NodeError> {
-        DevNode::pending(self)
+        self.core.pending()
     }
     fn key(&self) -> &Keypair {
         &self.key

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod core;
 pub mod datadir;
 pub mod dev;
 pub mod keyfile;

@@ -315,7 +315,7 @@ pub fn run_http(fetches: usize, concurrency: usize) -> anyhow::Result<()> {
             let tx = Transaction { chain_id: CHAIN.into(), sender: key.account(), nonce: *nonce, call }.sign(key);
             *nonce += 1;
             let hash = tx.hash();
-            node.node.submit(tx)?.map_err(|e| anyhow::anyhow!("{e}"))?;
+            node.node.core().admit_one(tx)?.map_err(|e| anyhow::anyhow!("{e}"))?;
             for _ in 0..400 {
                 if node.node.with_ledger(|l| l.tx_location(&hash))??.is_some() {
                     return Ok(hash);

@@ -6,7 +6,7 @@ use crate::problem::ProblemBody;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use secnet_contract::LogEntry;
-use secnet_ledger::{Checkpoint, verifier_key};
+use secnet_ledger::{Checkpoint, LogSubject, verifier_key};
 use secnet_types::{AccountId, Hash};
 use serde::Deserialize;
 use serde_json::json;
@@ -68,17 +68,17 @@ pub(super) async fn log_entries(
         .as_deref()
         .map(|d| parse("data hash", d))
         .transpose()?;
-    let filtered = grant.is_some() || data.is_some();
     let entries = node.with_ledger(
         |l| -> Result<Vec<serde_json::Value>, secnet_ledger::LedgerError> {
             let size = l.state().log().len();
-            let end = if filtered {
-                size
-            } else {
-                size.min(from.saturating_add(limit))
+            // A filter reads the index of what leaves are about; otherwise a page in order.
+            let indices: Vec<u64> = match (grant, data) {
+                (Some(g), _) => l.log_indices(LogSubject::Grant(g))?,
+                (None, Some(d)) => l.log_indices(LogSubject::Data(d))?,
+                (None, None) => (from..size.min(from.saturating_add(limit))).collect(),
             };
             let mut out = Vec::new();
-            for index in from..end {
+            for index in indices.into_iter().filter(|i| *i >= from && *i < size) {
                 if out.len() as u64 >= limit {
                     break;
                 }

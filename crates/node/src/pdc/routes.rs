@@ -10,6 +10,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 use secnet_contract::LogEntry;
+use secnet_ledger::LogSubject;
 use secnet_pdc::Udi;
 use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, LedgerFacts};
 use secnet_pdc::auth::AuthError;
@@ -765,8 +766,12 @@ async fn history(
                 .map(|x| x.hash),
         );
         let size = l.state().log().len();
+        let mut indices = std::collections::BTreeSet::new();
+        for hash in &mine {
+            indices.extend(l.log_indices(LogSubject::Data(*hash))?);
+        }
         let mut out = Vec::new();
-        for index in 0..size {
+        for index in indices.into_iter().filter(|i| *i < size) {
             let Some(leaf) = l.log_leaf(index)? else {
                 continue;
             };

@@ -1,0 +1,93 @@
+//! What every node serves from, single node and validator alike: the durable ledger and the
+//! mempool, behind one lock order — ledger, then mempool, never the reverse.
+
+use crate::backend::{NodeError, TxStatus};
+use crate::mempool::{AdmitError, Mempool};
+use secnet_ledger::Ledger;
+use secnet_types::{Hash, SignedTransaction};
+use std::sync::{Mutex, MutexGuard};
+
+/// A node's ledger and mempool.
+#[derive(Debug)]
+pub struct LedgerCore {
+    ledger: Mutex<Ledger>,
+    mempool: Mutex<Mempool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, NodeError> {
+    m.lock().map_err(|_| NodeError::Poisoned)
+}
+
+impl LedgerCore {
+    /// Wraps an opened ledger with an empty mempool of `mempool_capacity` transactions.
+    pub fn new(ledger: Ledger, mempool_capacity: usize) -> LedgerCore {
+        LedgerCore {
+            ledger: Mutex::new(ledger),
+            mempool: Mutex::new(Mempool::new(mempool_capacity)),
+        }
+    }
+
+    /// The ledger, locked. Take the mempool only after it, if at all.
+    pub fn ledger(&self) -> Result<MutexGuard<'_, Ledger>, NodeError> {
+        lock(&self.ledger)
+    }
+
+    /// The mempool, locked. Never hold it while taking the ledger.
+    pub fn mempool(&self) -> Result<MutexGuard<'_, Mempool>, NodeError> {
+        lock(&self.mempool)
+    }
+
+    /// Runs `f` with the ledger locked.
+    pub fn with_ledger<R>(&self, f: impl FnOnce(&Ledger) -> R) -> Result<R, NodeError> {
+        Ok(f(&*self.ledger()?))
+    }
+
+    /// Admits transactions, checking their signatures as one batch before taking any lock;
+    /// only the nonce and duplicate checks run under the locks. One result per transaction.
+    pub fn admit(
+        &self,
+        txs: Vec<SignedTransaction>,
+    ) -> Result<Vec<Result<Hash, AdmitError>>, NodeError> {
+        let valid = secnet_types::verify_signatures(&txs);
+        let ledger = self.ledger()?;
+        let mut pool = self.mempool()?;
+        Ok(txs
+            .into_iter()
+            .zip(valid)
+            .map(|(tx, ok)| pool.admit_checked(tx, ledger.state(), ok))
+            .collect())
+    }
+
+    /// Admits one transaction (see [`Self::admit`]).
+    pub fn admit_one(&self, tx: SignedTransaction) -> Result<Result<Hash, AdmitError>, NodeError> {
+        self.admit(vec![tx])?.pop().ok_or(NodeError::Poisoned)
+    }
+
+    /// Where a transaction is.
+    pub fn tx_status(&self, hash: &Hash) -> Result<TxStatus, NodeError> {
+        if self.mempool()?.contains(hash) {
+            return Ok(TxStatus::Pending);
+        }
+        let found = self.ledger()?.committed_receipt(hash)?;
+        Ok(TxStatus::from_committed(found))
+    }
+
+    /// Whether `hash` is pending.
+    pub fn is_pending(&self, hash: &Hash) -> Result<bool, NodeError> {
+        Ok(self.mempool()?.contains(hash))
+    }
+
+    /// Number of pending transactions.
+    pub fn pending(&self) -> Result<usize, NodeError> {
+        Ok(self.mempool()?.len())
+    }
+
+    /// Up to `max` pending transactions for a block, skipping those `skip` names.
+    pub fn select(
+        &self,
+        max: usize,
+        skip: impl Fn(&Hash) -> bool,
+    ) -> Result<Vec<SignedTransaction>, NodeError> {
+        Ok(self.mempool()?.select(max, skip))
+    }
+}
