@@ -25,27 +25,35 @@ impl<'de> Deserialize<'de> for HexBytes {
 
 /// A block header with the finalization certificate over it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertifiedHeader {
-    /// The header's canonical encoding (its SHA-256 is the block hash the certificate signs).
+    /// The header's canonical encoding (its SHA-256 is the block hash the certificate signs),
+    /// hex.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub header: HexBytes,
-    /// The simplex finalization certificate, in Commonware's encoding.
+    /// The simplex finalization certificate, in Commonware's encoding, hex.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub certificate: HexBytes,
 }
 
 /// State entries proven as of a height whose root a certified header commits to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertifiedState {
     /// The certified header committing to the root of `height`.
     pub certified: CertifiedHeader,
     /// The height the proofs are as of.
     pub height: u64,
-    /// One proof per requested key, in the order asked.
+    /// One proof per requested key, in the order asked: the key, its value bytes (absent
+    /// to prove absence) and the sparse Merkle path.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub proofs: Vec<StateProof>,
 }
 
 /// A committed transaction's receipt with its audit path to the block's receipts root (an
 /// RFC 6962 tree over the block's encoded receipts, which a later header commits to).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReceiptProof {
     /// The block.
     pub height: u64,
@@ -53,8 +61,10 @@ pub struct ReceiptProof {
     pub position: u64,
     /// Number of receipts in the block.
     pub count: u64,
-    /// The receipt's canonical bytes.
+    /// The receipt's canonical bytes, hex.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub receipt: HexBytes,
-    /// The audit path from the receipt's leaf upwards.
+    /// The audit path from the receipt's leaf upwards, hex.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub path: Vec<HexBytes>,
 }

@@ -1,9 +1,12 @@
 //! The light client: certificates checked against the genesis validators, state proofs
 //! against the roots certified headers commit to.
 
-use secnet_certified::{CertificateError, CertifiedHeader, CertifiedState, CommitteeVerifier};
+use secnet_certified::{
+    CertificateError, CertifiedHeader, CertifiedState, CommitteeVerifier, ReceiptProof,
+};
 use secnet_contract::{StateKey, StateProofError, StateValue};
-use secnet_types::{BlockHeader, Genesis, Hash};
+use secnet_merkle::log::{leaf_hash, verify_inclusion};
+use secnet_types::{BlockHeader, Genesis, Hash, Receipt};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
@@ -300,6 +303,44 @@ impl LightClient {
             certified_at_ms: header.timestamp_ms,
             values,
         })
+    }
+
+    /// Checks that `proof` shows the receipt of transaction `tx` in the block whose receipts
+    /// root is `receipts_root` (a root a certified header commits to). Returns the receipt.
+    pub fn verify_receipt(
+        &self,
+        tx: &Hash,
+        proof: &ReceiptProof,
+        receipts_root: &Hash,
+    ) -> Result<Receipt, VerifyError> {
+        let failed = |reason: String| VerifyError::ReceiptProof {
+            tx: *tx,
+            height: proof.height,
+            reason,
+        };
+        let receipt = Receipt::decode_bytes(&proof.receipt.0)
+            .map_err(|e| failed(format!("receipt does not decode: {e}")))?;
+        if receipt.tx != *tx {
+            return Err(VerifyError::OtherTransaction {
+                asked: *tx,
+                got: receipt.tx,
+            });
+        }
+        let path: Vec<[u8; 32]> = proof
+            .path
+            .iter()
+            .map(|h| h.0.as_slice().try_into())
+            .collect::<Result<_, _>>()
+            .map_err(|_| failed("a path hash is not 32 bytes".into()))?;
+        verify_inclusion(
+            &leaf_hash(&proof.receipt.0),
+            proof.position,
+            proof.count,
+            &path,
+            &receipts_root.0,
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        Ok(receipt)
     }
 
     /// Follows a chain of certified headers from a verified `trusted` header: each must be

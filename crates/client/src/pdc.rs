@@ -61,38 +61,34 @@ impl Delivery {
     /// `out` receives bytes as they are checked chunk by chunk: give it a temporary file and
     /// keep it only on `Ok` (the whole content is checked only at the end).
     pub fn decrypt_to(&self, out: &mut impl Write) -> Result<u64, IntegrityError> {
-        let mut reader = Decryptor::with_expected(
-            self.ciphertext.as_slice(),
-            &self.data_key,
-            self.blob,
-            self.size,
-            self.registered,
-        );
-        std::io::copy(&mut reader, out).map_err(|source| IntegrityError {
-            udi: self.udi.clone(),
-            registered: self.registered,
-            source,
-        })
+        std::io::copy(&mut self.decryptor(), out).map_err(|e| self.integrity(e))
     }
 
     /// Decrypts into memory; the plaintext only if it is the registered content.
     pub fn plaintext(&self) -> Result<Vec<u8>, IntegrityError> {
-        let mut reader = Decryptor::with_expected(
+        let mut plain = Vec::new();
+        self.decryptor()
+            .read_to_end(&mut plain)
+            .map_err(|e| self.integrity(e))?;
+        Ok(plain)
+    }
+
+    fn decryptor(&self) -> Decryptor<&[u8]> {
+        Decryptor::with_expected(
             self.ciphertext.as_slice(),
             &self.data_key,
             self.blob,
             self.size,
             self.registered,
-        );
-        let mut plain = Vec::new();
-        reader
-            .read_to_end(&mut plain)
-            .map_err(|source| IntegrityError {
-                udi: self.udi.clone(),
-                registered: self.registered,
-                source,
-            })?;
-        Ok(plain)
+        )
+    }
+
+    fn integrity(&self, source: std::io::Error) -> IntegrityError {
+        IntegrityError {
+            udi: self.udi.clone(),
+            registered: self.registered,
+            source,
+        }
     }
 }
 

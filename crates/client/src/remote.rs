@@ -470,42 +470,10 @@ impl RemoteNode {
                 )));
             }
         };
-        let receipt =
-            Receipt::decode_bytes(&proof.receipt.0).map_err(|e| VerifyError::ReceiptProof {
-                tx: *hash,
-                height: proof.height,
-                reason: format!("receipt does not decode: {e}"),
-            })?;
-        if receipt.tx != *hash {
-            return Err(VerifyError::OtherTransaction {
-                asked: *hash,
-                got: receipt.tx,
-            }
-            .into());
-        }
         let roots = self.committed_roots(proof.height).await?;
-        let path: Vec<[u8; 32]> = proof
-            .path
-            .iter()
-            .map(|h| h.0.as_slice().try_into())
-            .collect::<Result<_, _>>()
-            .map_err(|_| VerifyError::ReceiptProof {
-                tx: *hash,
-                height: proof.height,
-                reason: "a path hash is not 32 bytes".into(),
-            })?;
-        secnet_merkle::log::verify_inclusion(
-            &secnet_merkle::log::leaf_hash(&proof.receipt.0),
-            proof.position,
-            proof.count,
-            &path,
-            &roots.receipts_root.0,
-        )
-        .map_err(|e| VerifyError::ReceiptProof {
-            tx: *hash,
-            height: proof.height,
-            reason: e.to_string(),
-        })?;
+        let receipt = self
+            .light
+            .verify_receipt(hash, &proof, &roots.receipts_root)?;
         Ok(Verified {
             value: VerifiedReceipt {
                 height: proof.height,

@@ -446,6 +446,64 @@ fn following_headers_checks_each_link() {
     ));
 }
 
+#[test]
+fn a_false_receipt_is_caught() {
+    use secnet_certified::ReceiptProof;
+    use secnet_types::{Outcome, Receipt, Rejection};
+    let world = World::new();
+    let client = world.client();
+    let receipts: Vec<Receipt> = (0..5u8)
+        .map(|i| Receipt {
+            tx: Hash::digest(&[i]),
+            outcome: Outcome::Applied { events: vec![] },
+        })
+        .collect();
+    let root = secnet_contract::receipts_root(&receipts);
+    let proof_of = |i: usize, receipt: &Receipt| ReceiptProof {
+        height: 7,
+        position: i as u64,
+        count: receipts.len() as u64,
+        receipt: HexBytes(receipt.to_bytes()),
+        path: secnet_contract::receipt_proof(&receipts, i as u64)
+            .unwrap()
+            .iter()
+            .map(|h| HexBytes(h.to_vec()))
+            .collect(),
+    };
+    let tx = Hash::digest(&[3u8]);
+    assert_eq!(
+        client
+            .verify_receipt(&tx, &proof_of(3, &receipts[3]), &root)
+            .unwrap(),
+        receipts[3]
+    );
+    // A refused transaction shown as applied, or the other way round.
+    let flipped = Receipt {
+        tx,
+        outcome: Outcome::Rejected {
+            rejection: Rejection::BadSignature,
+        },
+    };
+    assert!(matches!(
+        client.verify_receipt(&tx, &proof_of(3, &flipped), &root),
+        Err(VerifyError::ReceiptProof { .. })
+    ));
+    // Another transaction's receipt.
+    assert!(matches!(
+        client.verify_receipt(&tx, &proof_of(2, &receipts[2]), &root),
+        Err(VerifyError::OtherTransaction { .. })
+    ));
+    // The right receipt at the wrong position, or against another block's root.
+    let mut moved = proof_of(3, &receipts[3]);
+    moved.position = 4;
+    assert!(client.verify_receipt(&tx, &moved, &root).is_err());
+    assert!(
+        client
+            .verify_receipt(&tx, &proof_of(3, &receipts[3]), &Hash::digest(b"x"))
+            .is_err()
+    );
+}
+
 /// Frozen formats: the header encoding (with its state commitment) and the certificate.
 /// Ed25519 signatures are deterministic, so the certificate's bytes are too.
 #[test]

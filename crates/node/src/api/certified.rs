@@ -29,7 +29,7 @@ pub const MAX_STATE_KEYS: usize = 64;
         ("height" = String, Path, description = "block height"),
     ),
     responses(
-        (status = 200, description = "the header's canonical bytes and the certificate, hex", body = serde_json::Value),
+        (status = 200, description = "the header's canonical bytes and the certificate, hex", body = CertifiedHeader),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no block at that height yet, or it has no certificate of its own (it was finalized through a descendant)", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -94,7 +94,7 @@ pub(super) struct StateQuery {
         ("keys" = Option<String>, Query, description = "state keys, hex of their canonical bytes, comma-separated (at most 64); none: just the certified header"),
     ),
     responses(
-        (status = 200, description = "certified header, state height and one proof per key", body = serde_json::Value),
+        (status = 200, description = "certified header, state height and one proof per key", body = CertifiedState),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "no certified state yet (retry shortly)", body = ProblemBody, content_type = "application/problem+json"),
     )

@@ -47,7 +47,14 @@ type Node = State<Arc<dyn Backend>>;
         audit::log_entries, audit::log_consistency, audit::log_proof, audit::checkpoint,
         openapi_json
     ),
-    components(schemas(ProblemBody, SubmitTx, SubmitTxs)),
+    components(schemas(
+        ProblemBody,
+        SubmitTx,
+        SubmitTxs,
+        secnet_certified::CertifiedHeader,
+        secnet_certified::CertifiedState,
+        secnet_certified::ReceiptProof
+    )),
     tags(
         (name = "ledger", description = "Transactions, blocks and accounts"),
         (name = "contract", description = "Registered data and access grants"),

@@ -159,7 +159,7 @@ pub(super) async fn tx_status(State(node): Node, Path(hash): Path<String>) -> Ap
         ("hash" = String, Path, description = "transaction hash, hex"),
     ),
     responses(
-        (status = 200, description = "height, position, receipt count, the receipt's bytes and its audit path (hex)", body = serde_json::Value),
+        (status = 200, description = "height, position, receipt count, the receipt's bytes and its audit path (hex)", body = ReceiptProof),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "not committed (yet)", body = ProblemBody, content_type = "application/problem+json"),
     )
