@@ -4,7 +4,7 @@ use crate::light::{LightClient, VerifiedState, VerifyError};
 use secnet_certified::{CertificateError, CertifiedHeader, CertifiedState, ReceiptProof};
 use secnet_contract::entries::{AccessGrant, Account, Listing, LogHead, Subscription};
 use secnet_contract::{StateKey, StateValue};
-use secnet_types::{AccountId, BlockHeader, Genesis, GrantId, Hash, Receipt};
+use secnet_types::{AccountId, BlockHeader, Genesis, GrantId, Hash, Receipt, Rejection};
 use std::time::{Duration, Instant};
 
 /// Largest answer read from a node, in bytes.
@@ -439,7 +439,13 @@ impl RemoteNode {
             let Some((state_root, receipts_root)) = roots else {
                 continue;
             };
-            if let Ok(certified) = self.certified_header(k).await {
+            let certified = match self.certified_header(k).await {
+                Ok(certified) => certified,
+                // A certificate that does not verify is a lie, not a gap.
+                Err(ClientError::Verification(e)) => return Err(e.into()),
+                Err(_) => continue,
+            };
+            {
                 if Some(&certified) != last.as_ref() {
                     return Err(VerifyError::BrokenChain { height: k }.into());
                 }
@@ -471,9 +477,41 @@ impl RemoteNode {
             }
         };
         let roots = self.committed_roots(proof.height).await?;
+        // The leaf count is the block's transaction count, from its linked header: with it
+        // fixed, a path proves one position only.
+        let tx_count = roots.header.as_ref().map(|h| u64::from(h.tx_count));
+        if tx_count != Some(proof.count) {
+            return Err(VerifyError::ReceiptProof {
+                tx: *hash,
+                height: proof.height,
+                reason: format!(
+                    "the proof counts {} receipts, the block has {tx_count:?}",
+                    proof.count
+                ),
+            }
+            .into());
+        }
         let receipt = self
             .light
             .verify_receipt(hash, &proof, &roots.receipts_root)?;
+        // A receipt that did not consume the sender's nonce (a replayed or misdirected copy)
+        // says nothing about whether the transaction ran elsewhere: not conclusive.
+        if let Some(
+            rejection @ (Rejection::BadNonce { .. }
+            | Rejection::WrongChain { .. }
+            | Rejection::BadSignature),
+        ) = receipt.rejection()
+        {
+            return Err(VerifyError::ReceiptProof {
+                tx: *hash,
+                height: proof.height,
+                reason: format!(
+                    "this inclusion was refused ({rejection}) without consuming the sender's \
+                     nonce; it does not show whether the transaction ran elsewhere"
+                ),
+            }
+            .into());
+        }
         Ok(Verified {
             value: VerifiedReceipt {
                 height: proof.height,

@@ -205,10 +205,20 @@ impl Chain {
         if height <= ledger.state().tip().height {
             return Ok(Executed::AlreadyApplied);
         }
-        let outcome = {
+        // Which signatures were checked before, read out so that the memory is not held
+        // across execution and the disk write (proposal checks consult it meanwhile).
+        let vouched: HashSet<Hash> = {
             let verified = lock(&self.verified)?;
-            ledger.apply_block_trusting(block.block(), |t| verified.contains(&t.signed_id()))?
+            block
+                .block()
+                .txs
+                .iter()
+                .map(SignedTransaction::signed_id)
+                .filter(|id| verified.contains(id))
+                .collect()
         };
+        let outcome =
+            ledger.apply_block_trusting(block.block(), |t| vouched.contains(&t.signed_id()))?;
         self.core
             .mempool()
             .map_err(|_| Poisoned)?

@@ -106,7 +106,8 @@ impl DevNode {
             txs,
         )
         .committing(ledger.commitment_after(&parent));
-        let outcome = ledger.apply_block(&block)?;
+        // Every pooled transaction's signature was checked at admission.
+        let outcome = ledger.apply_block_trusting(&block, |_| true)?;
         self.core.mempool()?.settle(ledger.state());
         drop(ledger);
         tracing::info!(

@@ -11,7 +11,8 @@ use super::client::Client;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use secnet_ledger::{ConsistencyProof, InclusionProof};
+use secnet_contract::LogEntry;
+use secnet_ledger::{ConsistencyProof, InclusionProof, LogSubject};
 use secnet_node::keyfile;
 use secnet_types::{AccountId, Call, DataKind, Event, Hash, Keypair, Outcome, RegisterData};
 use serde_json::{Value, json};
@@ -580,6 +581,7 @@ pub(super) async fn fetch_to(
         "udi": delivery.udi, "hash": delivery.registered, "size": delivery.size,
         "media_type": delivery.media_type, "grant": grant_id, "policies": delivery.policies,
         "score": delivery.score, "verified": true, "certified_height": delivery.height,
+        "reported_by_holder": ["udi", "media_type", "policies", "score"],
         "out": out,
     })))
 }
@@ -617,25 +619,29 @@ async fn verify(conn: &Conn, grant_id: &Hash, file: Option<&Path>) -> anyhow::Re
         .cloned()
         .unwrap_or_default();
     let mut records = Vec::new();
+    let mut pending = 0usize;
     for e in entries {
         let index = e["index"].as_u64().unwrap_or(0);
         if index >= size {
+            pending += 1;
             continue;
         }
         let proof: InclusionProof =
             serde_json::from_value(c.get(&format!("/v1/log/{index}?size={size}")).await?)?;
-        proof.verify().map_err(|err| {
-            anyhow!("verification failed: log entry {index}: inclusion proof: {err}")
-        })?;
+        let entry = proven_leaf(&proof, index)?;
         if proof.root_hash != root || proof.tree_size != size {
             bail!(
                 "verification failed: log entry {index} is proven against a log other than the \
                  certified one (size {size}, root {root})"
             );
         }
+        if !LogSubject::of(&entry).contains(&LogSubject::Grant(*grant_id)) {
+            bail!("verification failed: log entry {index} is not about grant {grant_id}");
+        }
+        // What is shown is the proven leaf, never the node's rendering of it.
         records.push(json!({
             "index": index,
-            "entry": e["entry"],
+            "entry": entry,
             "proven": true,
         }));
     }
@@ -654,6 +660,7 @@ async fn verify(conn: &Conn, grant_id: &Hash, file: Option<&Path>) -> anyhow::Re
         "certified_height": head.height,
         "verified": true,
         "records": records,
+        "pending_past_certified_head": pending,
         "file": file_check.map(|(ok, got)| json!({ "hash": got, "matches_registered": ok })),
     }))?;
     if let Some((false, got)) = file_check {
@@ -681,6 +688,21 @@ async fn policy(conn: &Conn, key: &Path, set: Option<&Path>) -> anyhow::Result<(
     super::print_json(&answer)
 }
 
+/// The log entry an inclusion proof proves, once the proof verifies and is for leaf `index`.
+fn proven_leaf(proof: &InclusionProof, index: u64) -> anyhow::Result<LogEntry> {
+    proof
+        .verify()
+        .map_err(|err| anyhow!("verification failed: log entry {index}: inclusion proof: {err}"))?;
+    if proof.leaf_index != index {
+        bail!(
+            "verification failed: the proof offered for log entry {index} is of entry {}",
+            proof.leaf_index
+        );
+    }
+    LogEntry::from_bytes(&proof.leaf)
+        .map_err(|err| anyhow!("verification failed: log entry {index} does not decode: {err}"))
+}
+
 /// How an entry of the owner's history stands against the certified access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Proven {
@@ -703,12 +725,11 @@ async fn prove_history(conn: &Conn, entries: &[Value]) -> anyhow::Result<(Vec<Pr
     for e in entries {
         let proof: InclusionProof = serde_json::from_value(e["proof"].clone())
             .map_err(|err| anyhow!("verification failed: history entry without a proof: {err}"))?;
-        proof.verify().map_err(|err| {
-            anyhow!(
-                "verification failed: log entry {}: inclusion proof: {err}",
-                proof.leaf_index
-            )
-        })?;
+        let index = e["index"].as_u64().unwrap_or(u64::MAX);
+        let entry = proven_leaf(&proof, index)?;
+        if serde_json::to_value(&entry)? != e["entry"] {
+            bail!("verification failed: the node shows log entry {index} other than it is");
+        }
         if proof.leaf_index >= size {
             out.push(Proven::Pending);
             continue;
@@ -734,7 +755,11 @@ async fn prove_history(conn: &Conn, entries: &[Value]) -> anyhow::Result<(Vec<Pr
             )?;
             cons.verify()
                 .map_err(|err| anyhow!("verification failed: consistency: {err}"))?;
-            if cons.first_root != root || cons.second_root != proof.root_hash {
+            if cons.first_root != root
+                || cons.second_root != proof.root_hash
+                || cons.first_size != size
+                || cons.second_size != proof.tree_size
+            {
                 bail!(
                     "verification failed: the node's log of {} leaves does not extend the certified one",
                     proof.tree_size

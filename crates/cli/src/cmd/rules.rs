@@ -15,6 +15,9 @@ use secnet_node::keyfile;
 use secnet_rules::{SecurityRule, install};
 use secnet_types::{AccountId, Call, DataKind, Hash, RegisterData};
 use serde_json::{Value, json};
+
+/// Most registrations `rules list` checks against certified state.
+const MAX_LISTED: usize = 10_000;
 use std::path::{Path, PathBuf};
 
 /// The collection rules are stored under in their publisher's Private Data Center.
@@ -191,20 +194,29 @@ async fn run_remote(cmd: RulesCmd) -> anyhow::Result<()> {
             // The node says which listings exist; each one shown is proven on certified
             // state (a node can leave some out, but not invent or alter one).
             let all = Client::new(&conn.node)?.get("/v1/listings").await?;
-            let hashes: Vec<Hash> = all
+            let mut hashes: Vec<Hash> = all
                 .as_array()
                 .map(Vec::as_slice)
                 .unwrap_or_default()
                 .iter()
                 .filter_map(|l| serde_json::from_value(l["hash"].clone()).ok())
                 .collect();
+            hashes.sort();
+            hashes.dedup();
+            if hashes.len() > MAX_LISTED {
+                bail!(
+                    "the node lists {} registrations; at most {MAX_LISTED} are checked",
+                    hashes.len()
+                );
+            }
             let proven = conn.remote()?.listings(&hashes).await?;
             let mut rules = Vec::new();
+            let mut not_registered = Vec::new();
             for (hash, listing) in hashes.iter().zip(proven) {
                 let Some(listing) = listing else {
-                    anyhow::bail!(
-                        "verification failed: the node lists {hash}, which is not registered"
-                    );
+                    // Withdrawn since, or never registered: never shown as a listing.
+                    not_registered.push(*hash);
+                    continue;
                 };
                 let wanted = match &listing.kind {
                     DataKind::SecurityRule { category: c } => {
@@ -216,7 +228,11 @@ async fn run_remote(cmd: RulesCmd) -> anyhow::Result<()> {
                     rules.push(listing);
                 }
             }
-            super::print_json(&json!({ "rules": rules, "verified": true }))
+            super::print_json(&json!({
+                "rules": rules,
+                "verified": true,
+                "listed_but_not_registered": not_registered,
+            }))
         }
         RulesCmd::Subscribe { key, hash, conn } => {
             let key = keyfile::read_key(&key)?;

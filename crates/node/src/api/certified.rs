@@ -120,13 +120,13 @@ pub(super) async fn certified_state(
             keys.len()
         )));
     }
-    let _permit = STATE_QUERIES.try_acquire().map_err(|_| {
+    let busy = || {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "service unavailable",
             "too many certified-state queries at once; retry shortly",
         )
-    })?;
+    };
     // Read-your-writes: the answer must be as of the state this node had applied when asked
     // (its root, or a later height). Wait for it, re-searching only when the tip moves; past
     // the wait, answer with the newest certified state there is.
@@ -141,7 +141,11 @@ pub(super) async fn certified_state(
         let tip = node.with_ledger(|l| l.state().tip().height)?;
         if searched != Some(tip) {
             searched = Some(tip);
-            if let Some(newest) = newest_certified(&node, tip).await? {
+            // The permit bounds the work (searching, proving), not the waiting.
+            let permit = STATE_QUERIES.try_acquire().map_err(|_| busy())?;
+            let newest = newest_certified(&node, tip).await?;
+            drop(permit);
+            if let Some(newest) = newest {
                 found = Some(newest);
             }
         }
@@ -155,6 +159,7 @@ pub(super) async fn certified_state(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     if let Some((header, certificate)) = found {
+        let _permit = STATE_QUERIES.try_acquire().map_err(|_| busy())?;
         let answer = node.with_ledger(|l| {
             let (state_height, _) = header.state.last()?;
             let snapshot = l.snapshot_at(state_height)?;
