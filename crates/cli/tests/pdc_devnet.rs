@@ -482,6 +482,10 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
     };
     assert_eq!(history["delivered"], 3, "{history}");
     let certified = history["certified_log_size"].as_u64().unwrap();
+    assert!(
+        history["delivered_verified"].as_u64().unwrap() <= 3,
+        "{history}"
+    );
     for e in history["entries"].as_array().unwrap() {
         let proof: secnet_ledger::InclusionProof =
             serde_json::from_value(e["proof"].clone()).unwrap();

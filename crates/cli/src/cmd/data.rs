@@ -787,6 +787,17 @@ async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::
     }
     let entries = answer["entries"].as_array().cloned().unwrap_or_default();
     let (proven, certified_size, certified_height) = prove_history(conn, &entries).await?;
+    // Deliveries counted from entries proven in the certified log (each entry shown was
+    // checked equal to its proven leaf), not the node's own count.
+    let delivered_verified = entries
+        .iter()
+        .zip(&proven)
+        .filter(|(e, p)| {
+            **p == Proven::Verified
+                && e["entry"]["type"] == "access"
+                && e["entry"]["entry"]["decision"]["decision"] == "delivered"
+        })
+        .count();
     if as_json {
         let mut answer = answer;
         if let Some(list) = answer["entries"].as_array_mut() {
@@ -796,6 +807,7 @@ async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::
         }
         answer["certified_log_size"] = json!(certified_size);
         answer["certified_height"] = json!(certified_height);
+        answer["delivered_verified"] = json!(delivered_verified);
         return super::print_json(&answer);
     }
     println!(
@@ -833,7 +845,8 @@ async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::
         );
     }
     println!(
-        "{} entries, {} deliveries",
+        "{} entries, {delivered_verified} deliveries verified in the certified log (the node \
+         counts {})",
         entries.len(),
         answer["delivered"]
     );
