@@ -3,13 +3,12 @@
 //! plaintext checked against the hash registered on the ledger (also proven) before anything
 //! is handed over.
 
-use crate::remote::{ClientError, RemoteNode, read_bounded};
+use crate::remote::{ClientError, RemoteNode, now_ms, read_bounded};
 use secnet_pdc::access::{AccessToken, FetchProof};
 use secnet_pdc::crypto::{BlobId, DataKey, SealedKey};
 use secnet_pdc::store::Decryptor;
 use secnet_types::{AccountId, GrantId, Hash, Keypair};
 use std::io::{Read, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Largest object fetched into memory, in bytes of ciphertext.
 pub const MAX_FETCH_BYTES: usize = 1 << 30;
@@ -92,12 +91,6 @@ impl Delivery {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn header(resp: &reqwest::Response, name: &str) -> Result<String, ClientError> {
     resp.headers()
         .get(name)
@@ -129,7 +122,7 @@ impl RemoteNode {
         let listing = listing.value.ok_or_else(|| {
             ClientError::Refused(format!("data {} is no longer registered", grant.data))
         })?;
-        let here: serde_json::Value = self.get_json("/v1/pdc").await?;
+        let here: serde_json::Value = self.get_ok("/v1/pdc").await?;
         let here: AccountId = here
             .get("holder")
             .cloned()

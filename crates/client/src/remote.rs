@@ -60,6 +60,46 @@ pub async fn read_bounded(mut resp: reqwest::Response, max: usize) -> Result<Vec
     Ok(body)
 }
 
+/// The current time, milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A node's answer other than success, as an error.
+fn node_error(status: reqwest::StatusCode, detail: &str) -> ClientError {
+    ClientError::Node(format!("node answered {status}: {detail}"))
+}
+
+/// Reads an answer (bounded) to the request for `path` at `url`: its status, and the decoded
+/// body on success or the problem's detail otherwise.
+async fn answer<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    url: &str,
+    path: &str,
+) -> Result<(reqwest::StatusCode, Result<T, String>), ClientError> {
+    let status = resp.status();
+    let bytes = read_bounded(resp, MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => {
+                ClientError::Malformed(format!("answer of more than {MAX_ANSWER_BYTES} bytes"))
+            }
+            ReadError::Http(e) => ClientError::Node(format!("reading {url}: {e}")),
+        })?;
+    if !status.is_success() {
+        let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        return Ok((status, Err(detail)));
+    }
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|e| ClientError::Malformed(format!("{path}: {e}")))?;
+    Ok((status, Ok(value)))
+}
+
 /// A value checked against certified state, with the height it is as of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified<T> {
@@ -158,13 +198,14 @@ impl RemoteNode {
         &self.http
     }
 
-    /// `GET path` as JSON, unverified (for what the node says about itself).
-    pub(crate) async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
-        match self.get::<serde_json::Value>(path).await? {
+    /// `GET path`, unverified; an answer other than success is an error.
+    pub(crate) async fn get_ok<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        match self.get::<T>(path).await? {
             (_, Ok(v)) => Ok(v),
-            (status, Err(detail)) => Err(ClientError::Node(format!(
-                "node answered {status}: {detail}"
-            ))),
+            (status, Err(detail)) => Err(node_error(status, &detail)),
         }
     }
 
@@ -176,10 +217,7 @@ impl RemoteNode {
         body: Vec<u8>,
     ) -> Result<serde_json::Value, ClientError> {
         let url = format!("{}{path}", self.base);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let auth = secnet_pdc::auth::RequestAuth::sign(key, "POST", path, &body, now);
+        let auth = secnet_pdc::auth::RequestAuth::sign(key, "POST", path, &body, now_ms());
         let resp = self
             .http
             .post(&url)
@@ -189,22 +227,12 @@ impl RemoteNode {
             .send()
             .await
             .map_err(|e| ClientError::Node(format!("cannot reach {url}: {e}")))?;
-        let status = resp.status();
-        let bytes = read_bounded(resp, MAX_ANSWER_BYTES).await.map_err(|_| {
-            ClientError::Malformed(format!("answer of more than {MAX_ANSWER_BYTES} bytes"))
-        })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Malformed(format!("{path}: {e}")))?;
-        if !status.is_success() {
-            let detail = value
-                .get("detail")
-                .and_then(|d| d.as_str())
-                .unwrap_or("no detail");
-            return Err(ClientError::Refused(format!(
+        match answer(resp, &url, path).await? {
+            (_, Ok(value)) => Ok(value),
+            (status, Err(detail)) => Err(ClientError::Refused(format!(
                 "node answered {status}: {detail}"
-            )));
+            ))),
         }
-        Ok(value)
     }
 
     async fn get<T: serde::de::DeserializeOwned>(
@@ -218,25 +246,7 @@ impl RemoteNode {
             .send()
             .await
             .map_err(|e| ClientError::Node(format!("cannot reach {url}: {e}")))?;
-        let status = resp.status();
-        let bytes = read_bounded(resp, MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| match e {
-                ReadError::TooLarge => {
-                    ClientError::Malformed(format!("answer of more than {MAX_ANSWER_BYTES} bytes"))
-                }
-                ReadError::Http(e) => ClientError::Node(format!("reading {url}: {e}")),
-            })?;
-        if !status.is_success() {
-            let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(String::from))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Ok((status, Err(detail)));
-        }
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Malformed(format!("{path}: {e}")))?;
-        Ok((status, Ok(value)))
+        answer(resp, &url, path).await
     }
 
     /// The state entries under `keys`, verified, as of the newest certified height the node
@@ -261,11 +271,7 @@ impl RemoteNode {
                 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                (status, Err(detail)) => {
-                    return Err(ClientError::Node(format!(
-                        "node answered {status}: {detail}"
-                    )));
-                }
+                (status, Err(detail)) => return Err(node_error(status, &detail)),
             }
         }
     }
@@ -384,9 +390,7 @@ impl RemoteNode {
                 Ok(Some(header))
             }
             (status, Err(_)) if status == reqwest::StatusCode::NOT_FOUND => Ok(None),
-            (status, Err(detail)) => Err(ClientError::Node(format!(
-                "node answered {status}: {detail}"
-            ))),
+            (status, Err(detail)) => Err(node_error(status, &detail)),
         }
     }
 
@@ -465,17 +469,7 @@ impl RemoteNode {
     /// A committed transaction's receipt, verified: in its block's receipts root, which a
     /// certified header commits to.
     pub async fn transaction(&self, hash: &Hash) -> Result<Verified<VerifiedReceipt>, ClientError> {
-        let proof = match self
-            .get::<ReceiptProof>(&format!("/v1/tx/{hash}/proof"))
-            .await?
-        {
-            (_, Ok(p)) => p,
-            (status, Err(detail)) => {
-                return Err(ClientError::Node(format!(
-                    "node answered {status}: {detail}"
-                )));
-            }
-        };
+        let proof: ReceiptProof = self.get_ok(&format!("/v1/tx/{hash}/proof")).await?;
         let roots = self.committed_roots(proof.height).await?;
         // The leaf count is the block's transaction count, from its linked header: with it
         // fixed, a path proves one position only.
@@ -528,14 +522,9 @@ impl RemoteNode {
     /// The certified header of block `height` (an error if that block has no certificate of
     /// its own).
     pub async fn certified_header(&self, height: u64) -> Result<BlockHeader, ClientError> {
-        match self
-            .get::<CertifiedHeader>(&format!("/v1/blocks/{height}/certificate"))
-            .await?
-        {
-            (_, Ok(certified)) => Ok(self.light.verify_header_at(height, &certified)?),
-            (status, Err(detail)) => Err(ClientError::Node(format!(
-                "node answered {status}: {detail}"
-            ))),
-        }
+        let certified: CertifiedHeader = self
+            .get_ok(&format!("/v1/blocks/{height}/certificate"))
+            .await?;
+        Ok(self.light.verify_header_at(height, &certified)?)
     }
 }

@@ -392,41 +392,27 @@ impl Ledger {
             .map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")))
     }
 
-    /// The state root after `height` (height 0: the genesis state), if it was applied.
-    pub fn state_root_at(&self, height: u64) -> Result<Option<Hash>, LedgerError> {
-        if let Some(snapshot) = self.snapshot_at(height) {
-            return Ok(Some(snapshot.state_root()));
-        }
-        if height == 0 {
-            return Ok(Some(self.genesis_root));
-        }
-        Ok(self.block(height)?.map(|b| b.state_root))
-    }
-
-    /// The receipts root of `height` (height 0: of no receipts), if it was applied.
-    pub fn receipts_root_at(&self, height: u64) -> Result<Option<Hash>, LedgerError> {
-        if let Some(Recent {
-            receipts_root: Some(root),
-            ..
-        }) = self.recent_at(height)
-        {
-            return Ok(Some(*root));
-        }
-        if height == 0 {
-            return Ok(Some(receipts_root(&[])));
-        }
-        Ok(self.block(height)?.map(|b| receipts_root(&b.receipts)))
-    }
-
-    /// The state root and the receipts root of `height`, once applied.
+    /// The state root after `height` and its receipts root, once applied (height 0: the
+    /// genesis state and no receipts). Recent heights come from memory; older ones from one
+    /// read of the stored block.
     pub fn committed_roots_at(&self, height: u64) -> Result<Option<(Hash, Hash)>, LedgerError> {
         if height > self.state.tip().height {
             return Ok(None);
         }
-        match (self.state_root_at(height)?, self.receipts_root_at(height)?) {
-            (Some(state), Some(receipts)) => Ok(Some((state, receipts))),
-            _ => Ok(None),
+        if let Some(Recent {
+            snapshot,
+            receipts_root: Some(receipts),
+            ..
+        }) = self.recent_at(height)
+        {
+            return Ok(Some((snapshot.state_root(), *receipts)));
         }
+        if height == 0 {
+            return Ok(Some((self.genesis_root, receipts_root(&[]))));
+        }
+        Ok(self
+            .block(height)?
+            .map(|b| (b.state_root, receipts_root(&b.receipts))))
     }
 
     /// What a block on top of a parent committing `parent` commits to: the roots of the

@@ -626,15 +626,7 @@ async fn verify(conn: &Conn, grant_id: &Hash, file: Option<&Path>) -> anyhow::Re
             pending += 1;
             continue;
         }
-        let proof: InclusionProof =
-            serde_json::from_value(c.get(&format!("/v1/log/{index}?size={size}")).await?)?;
-        let entry = proven_leaf(&proof, index)?;
-        if proof.root_hash != root || proof.tree_size != size {
-            bail!(
-                "verification failed: log entry {index} is proven against a log other than the \
-                 certified one (size {size}, root {root})"
-            );
-        }
+        let entry = proven_in_log(&c, index, size, root).await?;
         if !LogSubject::of(&entry).contains(&LogSubject::Grant(*grant_id)) {
             bail!("verification failed: log entry {index} is not about grant {grant_id}");
         }
@@ -701,6 +693,26 @@ fn proven_leaf(proof: &InclusionProof, index: u64) -> anyhow::Result<LogEntry> {
     }
     LogEntry::from_bytes(&proof.leaf)
         .map_err(|err| anyhow!("verification failed: log entry {index} does not decode: {err}"))
+}
+
+/// Access-log leaf `index`, fetched with its inclusion proof in the log of `size` leaves and
+/// checked against `root` (a certified log head's): the proven entry.
+pub(super) async fn proven_in_log(
+    c: &Client,
+    index: u64,
+    size: u64,
+    root: Hash,
+) -> anyhow::Result<LogEntry> {
+    let proof: InclusionProof =
+        serde_json::from_value(c.get(&format!("/v1/log/{index}?size={size}")).await?)?;
+    let entry = proven_leaf(&proof, index)?;
+    if proof.root_hash != root || proof.tree_size != size {
+        bail!(
+            "verification failed: log entry {index} is proven against a log other than the \
+             certified one (size {size}, root {root})"
+        );
+    }
+    Ok(entry)
 }
 
 /// How an entry of the owner's history stands against the certified access log.

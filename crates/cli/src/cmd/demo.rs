@@ -15,7 +15,7 @@ use super::client::Client;
 use anyhow::{bail, ensure};
 use clap::Args;
 use secnet_client::RemoteNode;
-use secnet_ledger::{ConsistencyProof, InclusionProof};
+use secnet_ledger::ConsistencyProof;
 use secnet_node::datadir::DataDir;
 use secnet_node::dev::ProducerConfig;
 use secnet_node::keyfile;
@@ -389,13 +389,7 @@ async fn story(
         head.height, head.certified_block, certified.root
     );
     for &leaf in &leaves {
-        let p: InclusionProof =
-            serde_json::from_value(c.get(&format!("/v1/log/{leaf}?size={size}")).await?)?;
-        p.verify()?;
-        ensure!(
-            p.root_hash == certified.root && p.tree_size == size,
-            "verification failed: leaf {leaf} is proven against another log"
-        );
+        super::data::proven_in_log(&c, leaf, size, certified.root).await?;
         println!("    leaf {leaf}: inclusion in the certified log verified");
     }
     let p: ConsistencyProof = serde_json::from_value(

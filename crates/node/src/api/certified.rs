@@ -1,7 +1,7 @@
 //! Certified state: finalization certificates and state proofs as of certified heights, for
 //! clients that trust no node.
 
-use super::chain::stored_block;
+use super::chain::stored_header;
 use super::{ApiResult, Node};
 use crate::backend::Backend;
 use crate::problem::{Problem, ProblemBody};
@@ -38,14 +38,14 @@ pub(super) async fn block_certificate(
     State(node): Node,
     Path(height): Path<String>,
 ) -> ApiResult<Json<CertifiedHeader>> {
-    let (height, stored) = stored_block(&node, &height)?;
+    let (height, header) = stored_header(&node, &height)?;
     let certificate = node.certificate(height).await.ok_or_else(|| {
         Problem::not_found(format!(
             "block {height} has no certificate of its own; a later block's certifies it"
         ))
     })?;
     Ok(Json(CertifiedHeader {
-        header: HexBytes(stored.block.header.to_bytes()),
+        header: HexBytes(header.to_bytes()),
         certificate: HexBytes(certificate),
     }))
 }

@@ -32,10 +32,7 @@ pub(super) async fn block_header(
     State(node): Node,
     Path(height): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let height: u64 = parse("height", &height)?;
-    let header = node
-        .with_ledger(|l| l.header(height))??
-        .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+    let (height, header) = stored_header(&node, &height)?;
     Ok(Json(
         json!({ "height": height, "header": hex::encode(header.to_bytes()) }),
     ))
@@ -88,6 +85,18 @@ pub(super) fn stored_block(
         .with_ledger(|l| l.block(height))??
         .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
     Ok((height, stored))
+}
+
+/// The header of the block at the height named in a path (read without its body).
+pub(super) fn stored_header(
+    node: &Arc<dyn Backend>,
+    height: &str,
+) -> ApiResult<(u64, secnet_types::BlockHeader)> {
+    let height: u64 = parse("height", height)?;
+    let header = node
+        .with_ledger(|l| l.header(height))??
+        .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
+    Ok((height, header))
 }
 
 /// Only the hashes of a block's transactions, in order: what a client watching for its
