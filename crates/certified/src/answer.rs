@@ -68,3 +68,19 @@ pub struct ReceiptProof {
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub path: Vec<HexBytes>,
 }
+
+/// The access log's head cosigned by validators: the note is what a verifier checks; the
+/// other fields repeat what it says, for reading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CosignedCheckpointAnswer {
+    /// The checkpoint the note carries.
+    pub checkpoint: crate::Checkpoint,
+    /// The C2SP note: the checkpoint body, then one `tlog-cosignature` v1 line per validator.
+    pub note: String,
+    /// The validators that cosigned.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub cosigners: Vec<secnet_types::AccountId>,
+    /// Cosignatures a verifier requires (2f+1 of the genesis validators).
+    pub quorum: usize,
+}

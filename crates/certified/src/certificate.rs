@@ -1,6 +1,7 @@
 //! Finalization certificates over block headers: the format, its verification against the
 //! genesis validator set, and certificates signed by chosen validators.
 
+use crate::checkpoint::{Checkpoint, CheckpointError, CosignPool, verify_cosigned};
 use commonware_codec::{Copying, Decode as _, DecodeExt as _, Encode as _};
 use commonware_consensus::simplex::types::{
     Finalization as SimplexFinalization, Finalize, Proposal,
@@ -112,11 +113,18 @@ fn list(ids: &[AccountId]) -> String {
         .join(", ")
 }
 
+/// Signatures `n` validators need for a certificate or a cosigned checkpoint: 2f+1 where
+/// f = (n-1)/3 is the most faults the network tolerates.
+pub fn quorum_of(n: usize) -> usize {
+    n - (n.saturating_sub(1)) / 3
+}
+
 /// The validator set of a genesis, able to verify its certificates.
 #[derive(Debug, Clone)]
 pub struct CommitteeVerifier {
     scheme: Scheme,
     namespace: Vec<u8>,
+    chain_id: String,
     participants: Set<ed25519::PublicKey>,
     /// Validators in the certificate's signer order.
     validators: Vec<AccountId>,
@@ -151,6 +159,7 @@ impl CommitteeVerifier {
         Ok(CommitteeVerifier {
             scheme: Scheme::verifier(&namespace, participants.clone()),
             namespace,
+            chain_id: genesis.chain_id.clone(),
             participants,
             validators,
         })
@@ -168,8 +177,26 @@ impl CommitteeVerifier {
 
     /// Signatures a certificate needs: 2f+1 of n = 3f+1.
     pub fn quorum(&self) -> usize {
-        let n = self.len();
-        n - (n.saturating_sub(1)) / 3
+        quorum_of(self.len())
+    }
+
+    /// The network's chain id.
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// Checks a cosigned checkpoint note of this network's access log: at least 2f+1 of the
+    /// genesis validators cosigned it. Returns the checkpoint and its cosigners.
+    pub fn verify_checkpoint(
+        &self,
+        note: &str,
+    ) -> Result<(Checkpoint, Vec<AccountId>), CheckpointError> {
+        verify_cosigned(note, &self.chain_id, &self.validators, self.quorum())
+    }
+
+    /// An empty pool of this network's cosignatures.
+    pub fn cosign_pool(&self) -> CosignPool {
+        CosignPool::new(&self.chain_id, &self.validators, self.quorum())
     }
 
     /// The validators, in the order a certificate's signer bitmap names them.

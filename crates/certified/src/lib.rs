@@ -9,13 +9,21 @@
 //!
 //! - [`certificate`]: the certificate format, its verification with typed errors, and the
 //!   single-signer certificates of a one-validator development network.
+//! - [`checkpoint`]: the access log's checkpoints as C2SP signed notes, the validators'
+//!   `tlog-cosignature` v1 cosignatures over them, and a quorum's verification.
 //! - [`answer`]: the shapes a node answers with (hex on the wire, decoded with bounds).
 
 pub mod answer;
 pub mod certificate;
+pub mod checkpoint;
 
-pub use answer::{CertifiedHeader, CertifiedState, HexBytes, ReceiptProof};
+pub use answer::{
+    CertifiedHeader, CertifiedState, CosignedCheckpointAnswer, HexBytes, ReceiptProof,
+};
 pub use certificate::{
     CertificateError, Certifier, CommitteeVerifier, Finalization, Scheme, certify,
-    consensus_namespace, digest_of,
+    consensus_namespace, digest_of, quorum_of,
+};
+pub use checkpoint::{
+    Checkpoint, CheckpointError, CosignPool, CosignRejected, Cosignature, CosignedCheckpoint,
 };

@@ -90,11 +90,11 @@ fn demo_runs_the_medical_story_and_leaves_an_auditable_ledger() {
     std::fs::write(&proof_file, proof.to_string()).unwrap();
     assert!(ok(&["audit", "verify", path(&proof_file)]).contains("ok: inclusion proof verified"));
 
-    // Against a signed checkpoint.
+    // Against the checkpoint the node cosigned as the network's single validator.
     let checkpoint = ok(&["audit", "checkpoint", "--data-dir", d]);
     let cp_file = dir.path().join("checkpoint.txt");
     std::fs::write(&cp_file, &checkpoint).unwrap();
-    let node = ok(&["keys", "show", path(&dir.path().join("node.key"))]);
+    let genesis = dir.path().join("genesis.json");
     assert!(
         ok(&[
             "audit",
@@ -102,10 +102,10 @@ fn demo_runs_the_medical_story_and_leaves_an_auditable_ledger() {
             path(&proof_file),
             "--checkpoint",
             path(&cp_file),
-            "--signer-key",
-            node.trim()
+            "--genesis",
+            path(&genesis)
         ])
-        .contains("checkpoint signed by")
+        .contains("cosigned by 1 of 1 validators")
     );
 
     // Consistency.

@@ -13,7 +13,7 @@
 mod common;
 
 use common::{
-    Validators, height, init_testnet, json, kill, ok, path, secnet, start_validator, wait_for,
+    Validators, height, init_testnet, json, kill, ok, path, run, secnet, start_validator, wait_for,
 };
 use std::process::Stdio;
 use std::time::Duration;
@@ -156,6 +156,36 @@ fn four_processes_survive_a_sigkill_and_agree() {
         assert_eq!(status["verified"], true, "{status}");
         assert!(status["height"].as_u64().unwrap() >= target, "{status}");
         assert!(status["log_size"].as_u64().is_some(), "{status}");
+    }
+    // Every validator serves the access log's head cosigned by a quorum of validators, and
+    // it verifies against the genesis alone.
+    for api in &apis {
+        let mut last = String::new();
+        wait_for(
+            "a log head cosigned by a quorum",
+            Duration::from_secs(30),
+            || {
+                let out = run(&[
+                    "audit",
+                    "cosigned",
+                    "--node",
+                    api,
+                    "--genesis",
+                    path(&genesis),
+                    "--json",
+                ]);
+                last = String::from_utf8_lossy(&out.stderr).into_owned();
+                out.status.success()
+                    && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| {
+                        v["verified"] == true
+                            && v["cosigners"].as_array().is_some_and(|c| c.len() >= 3)
+                            && v["note"]
+                                .as_str()
+                                .is_some_and(|n| n.contains("/access-log\n"))
+                    })
+            },
+        );
+        assert!(!last.contains("verification failed"), "{last}");
     }
     // A validator that lost its whole data directory syncs from its peers.
     kill(&mut nodes, 2);

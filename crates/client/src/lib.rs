@@ -16,5 +16,6 @@ pub mod remote;
 pub use light::{LightClient, VerifiedState, VerifyError};
 pub use pdc::{Delivery, IntegrityError};
 pub use remote::{
-    ClientError, CommittedRoots, ReadError, RemoteNode, Verified, VerifiedReceipt, read_bounded,
+    ClientError, CommittedRoots, ReadError, RemoteNode, Verified, VerifiedCheckpoint,
+    VerifiedReceipt, read_bounded,
 };

@@ -6,7 +6,7 @@ use secnet_certified::{
 };
 use secnet_contract::{StateKey, StateProofError, StateValue};
 use secnet_merkle::log::{leaf_hash, verify_inclusion};
-use secnet_types::{BlockHeader, Genesis, Hash, Receipt};
+use secnet_types::{AccountId, BlockHeader, Genesis, Hash, Receipt};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
@@ -109,6 +109,9 @@ pub enum VerifyError {
         /// The height.
         height: u64,
     },
+    /// A checkpoint note that a quorum of validators did not cosign.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] secnet_certified::CheckpointError),
     /// Two headers that should be parent and child are not.
     #[error("block {height} does not extend the verified block before it")]
     BrokenChain {
@@ -197,6 +200,16 @@ impl LightClient {
         if let Ok(mut m) = self.memory.lock() {
             m.floor = m.floor.max(height);
         }
+    }
+
+    /// Checks a cosigned checkpoint note of the access log: at least 2f+1 of the genesis
+    /// validators cosigned it (C2SP `tlog-cosignature` v1). Returns the checkpoint and the
+    /// validators whose cosignature verified.
+    pub fn verify_checkpoint(
+        &self,
+        note: &str,
+    ) -> Result<(secnet_certified::Checkpoint, Vec<AccountId>), VerifyError> {
+        Ok(self.committee().verify_checkpoint(note)?)
     }
 
     /// Checks a certified header; a header verified before is trusted by its hash.

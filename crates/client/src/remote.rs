@@ -162,6 +162,17 @@ pub struct VerifiedReceipt {
     pub receipt: Receipt,
 }
 
+/// The access log's head, cosigned by a quorum of validators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCheckpoint {
+    /// The log's size and root.
+    pub checkpoint: secnet_certified::Checkpoint,
+    /// The genesis validators whose cosignature verified.
+    pub cosigners: Vec<AccountId>,
+    /// The C2SP note.
+    pub note: String,
+}
+
 /// A node, asked through the light client.
 #[derive(Debug)]
 pub struct RemoteNode {
@@ -364,6 +375,20 @@ impl RemoteNode {
             _ => None,
         };
         Ok(Verified::from_state(&state, head))
+    }
+
+    /// The access log's head as a quorum of validators cosigned it, verified from the note
+    /// alone (the answer's other fields are ignored). Returns the checkpoint, its cosigners
+    /// and the note, which any C2SP verifier can check again.
+    pub async fn checkpoint(&self) -> Result<VerifiedCheckpoint, ClientError> {
+        let answer: secnet_certified::CosignedCheckpointAnswer =
+            self.get_ok("/v1/checkpoint").await?;
+        let (checkpoint, cosigners) = self.light.verify_checkpoint(&answer.note)?;
+        Ok(VerifiedCheckpoint {
+            checkpoint,
+            cosigners,
+            note: answer.note,
+        })
     }
 
     /// A block header as the node states it (not verified: see [`Self::committed_roots`]).

@@ -1,13 +1,14 @@
-//! What a validator shares between its consensus application, its executor and its API:
-//! the durable ledger and the mempool.
+//! What a validator shares between its consensus application, its executor, its gossip and
+//! its API: the durable ledger, the mempool, and the cosignatures of the access log's head.
 
 use crate::block::ChainBlock;
+use secnet_certified::{Checkpoint, CosignPool, CosignRejected, Cosignature, CosignedCheckpoint};
 use secnet_contract::BlockOutcome;
 use secnet_ledger::{Ledger, LedgerError};
 use secnet_node::core::LedgerCore;
 use secnet_node::mempool::AdmitError;
 use secnet_types::AccountId;
-use secnet_types::{Genesis, Hash, SignedTransaction, StateCommitment};
+use secnet_types::{Genesis, Hash, Keypair, SignedTransaction, StateCommitment};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -17,7 +18,8 @@ use std::time::SystemTime;
 const MAX_VERIFIED: usize = 1_000_000;
 
 /// A validator's ledger and mempool (the core every node has) and what only validators need.
-/// Lock order everywhere: ledger, then mempool, then the memory of verified signatures.
+/// Lock order everywhere: ledger, then mempool, then the memory of verified signatures; the
+/// cosignatures' lock is never held with another.
 #[derive(Debug)]
 pub struct Chain {
     core: LedgerCore,
@@ -25,10 +27,24 @@ pub struct Chain {
     verified: Mutex<HashSet<Hash>>,
     /// The height each peer last announced, and when.
     peers: Mutex<BTreeMap<AccountId, PeerSeen>>,
+    /// This validator's key for cosigning the log head, and what it heard from the others.
+    cosigning: Mutex<Cosigning>,
     genesis_block: ChainBlock,
     chain_id: String,
     namespace: Vec<u8>,
     max_block_txs: usize,
+}
+
+/// A validator cosigns the access log's head after every height that is a multiple of this,
+/// and when the chain has been idle for a gossip interval: every honest validator executed
+/// the same heights, so they cosign the same heads and a quorum forms.
+pub const COSIGN_EVERY: u64 = 16;
+
+#[derive(Debug)]
+struct Cosigning {
+    key: Option<Keypair>,
+    pool: CosignPool,
+    own: Option<(Checkpoint, Cosignature)>,
 }
 
 /// What a validator last heard from a peer.
@@ -70,11 +86,69 @@ impl Chain {
             core: LedgerCore::new(ledger, mempool_capacity),
             verified: Mutex::new(HashSet::new()),
             peers: Mutex::new(BTreeMap::new()),
+            cosigning: Mutex::new(Cosigning {
+                key: None,
+                pool: CosignPool::from_genesis(genesis),
+                own: None,
+            }),
             genesis_block: ChainBlock::new(genesis.block()),
             chain_id: genesis.chain_id.clone(),
             namespace: secnet_certified::consensus_namespace(genesis),
             max_block_txs,
         }
+    }
+
+    /// Cosigns the log heads this validator executes with `key` (see [`COSIGN_EVERY`]).
+    pub fn with_cosigner(self, key: Keypair) -> Chain {
+        if let Ok(mut c) = self.cosigning.lock() {
+            c.key = Some(key);
+        }
+        self
+    }
+
+    /// Cosigns the access log's head as executed now, at `time` (seconds since the epoch),
+    /// unless this validator already cosigned that head. Returns this validator's newest
+    /// cosignature, or `None` if it has no cosigning key.
+    pub fn cosign_head(&self, time: u64) -> Result<Option<(Checkpoint, Cosignature)>, Poisoned> {
+        let head = self.with_ledger(|l| l.checkpoint())?;
+        let mut c = lock(&self.cosigning)?;
+        let Some(key) = &c.key else {
+            return Ok(None);
+        };
+        if let Some(own) = &c.own
+            && own.0 == head
+        {
+            return Ok(Some(own.clone()));
+        }
+        let cosignature = head.cosign(key, time);
+        if let Err(e) = c.pool.add(head.clone(), cosignature) {
+            tracing::error!(error = %e, "own cosignature refused");
+            return Ok(None);
+        }
+        c.own = Some((head, cosignature));
+        Ok(c.own.clone())
+    }
+
+    /// This validator's newest cosignature of the log head.
+    pub fn own_cosignature(&self) -> Result<Option<(Checkpoint, Cosignature)>, Poisoned> {
+        Ok(lock(&self.cosigning)?.own.clone())
+    }
+
+    /// Adds another validator's cosignature of a log head.
+    pub fn add_cosignature(
+        &self,
+        checkpoint: Checkpoint,
+        cosignature: Cosignature,
+    ) -> Result<bool, CosignRejected> {
+        match self.cosigning.lock() {
+            Ok(mut c) => c.pool.add(checkpoint, cosignature),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// The largest log head a quorum of validators cosigned, as far as this validator heard.
+    pub fn cosigned_head(&self) -> Option<CosignedCheckpoint> {
+        self.cosigning.lock().ok()?.pool.best().cloned()
     }
 
     /// The height-0 block.

@@ -305,7 +305,9 @@ where
         },
     );
 
-    let executor_handle = context.child("executor").spawn(move |_| executor.run());
+    let executor_handle = context
+        .child("executor")
+        .spawn(move |context| executor.run(context));
     let buffer_handle = buffer.start(blocks);
     let marshal_handle = marshal_actor.start(executor_mailbox, buffer_mailbox, backfill_resolver);
     let consensus_handle = consensus.start(votes, certificates, resolver);

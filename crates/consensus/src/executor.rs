@@ -3,9 +3,10 @@
 //! (its acknowledgement is dropped, which stops marshal) rather than being skipped.
 
 use crate::block::ChainBlock;
-use crate::chain::{Chain, Executed};
+use crate::chain::{COSIGN_EVERY, Chain, Executed};
 use commonware_actor::Feedback;
 use commonware_consensus::marshal::Update;
+use commonware_runtime::Clock;
 use commonware_utils::Acknowledgement as _;
 use futures::StreamExt as _;
 use futures::channel::mpsc;
@@ -60,8 +61,9 @@ impl Executor {
         )
     }
 
-    /// Applies finalized blocks until marshal goes away or a block cannot be applied.
-    pub async fn run(mut self) {
+    /// Applies finalized blocks until marshal goes away or a block cannot be applied; after
+    /// every [`COSIGN_EVERY`]th height, cosigns the access log's head.
+    pub async fn run(mut self, clock: impl Clock) {
         while let Some(update) = self.receiver.next().await {
             match update {
                 Update::Tip(_, height, _) => {
@@ -74,6 +76,12 @@ impl Executor {
                     match self.chain.execute(block.inner()) {
                         Ok(Executed::Applied(outcome)) => {
                             tracing::debug!(height, state_root = %outcome.tip.state_root, txs = outcome.receipts.len(), "executed block");
+                            if height.is_multiple_of(COSIGN_EVERY)
+                                && self.chain.cosign_head(unix_seconds(&clock)).is_err()
+                            {
+                                tracing::error!(height, "validator state poisoned; stopping");
+                                return;
+                            }
                         }
                         Ok(Executed::AlreadyApplied) => {
                             tracing::debug!(height, "block already executed");
@@ -90,4 +98,12 @@ impl Executor {
             }
         }
     }
+}
+
+/// Seconds since the epoch on `clock`.
+pub fn unix_seconds(clock: &impl Clock) -> u64 {
+    clock
+        .current()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -1,16 +1,22 @@
 //! Gossip between validators on the transaction channel: a transaction admitted by one
 //! validator is sent to all others, which admit it to their own mempools after the same
-//! checks; and each validator announces its executed height once a second, so that any node
-//! can report how far its peers are. A peer that sends bytes that are neither is blocked.
+//! checks; each validator announces its executed height once a second, so that any node
+//! can report how far its peers are, and its newest cosignature of the access log's head
+//! (`tlog-cosignature` v1), so that every node can serve a head a quorum cosigned. A peer
+//! that sends bytes that are none of these, or a cosignature that does not verify, is
+//! blocked.
 
 use crate::chain::Chain;
+use crate::executor::unix_seconds;
 use commonware_codec::{Copying, Decode as _, Encode as _, RangeCfg};
 use commonware_cryptography::ed25519;
 use commonware_p2p::{Blocker, Receiver, Recipients, Sender};
 use commonware_runtime::{Clock, Handle, Spawner};
 use futures::StreamExt as _;
 use futures::channel::mpsc;
-use secnet_types::{AccountId, SignedTransaction};
+use secnet_certified::checkpoint::log_origin;
+use secnet_certified::{Checkpoint, CosignRejected, Cosignature};
+use secnet_types::{AccountId, Hash, Signature, SignedTransaction};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +34,10 @@ pub const HEIGHT_INTERVAL: Duration = Duration::from_secs(1);
 
 const TAG_TXS: u8 = 0;
 const TAG_HEIGHT: u8 = 1;
+const TAG_COSIGNATURE: u8 = 2;
+
+/// Length of a cosignature message after its tag: size, root, time, signature.
+const COSIGNATURE_LEN: usize = 8 + 32 + 8 + 64;
 
 /// One gossip message.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,6 +46,14 @@ enum Message {
     Txs(Vec<SignedTransaction>),
     /// The sender's executed height.
     Height(u64),
+    /// The sender's cosignature of the log head of this size and root (the log's origin is
+    /// the network's).
+    Cosignature {
+        tree_size: u64,
+        root: Hash,
+        time: u64,
+        signature: Signature,
+    },
 }
 
 impl Message {
@@ -49,6 +67,20 @@ impl Message {
             Message::Height(h) => {
                 let mut out = vec![TAG_HEIGHT];
                 out.extend_from_slice(&h.to_be_bytes());
+                out
+            }
+            Message::Cosignature {
+                tree_size,
+                root,
+                time,
+                signature,
+            } => {
+                let mut out = Vec::with_capacity(1 + COSIGNATURE_LEN);
+                out.push(TAG_COSIGNATURE);
+                out.extend_from_slice(&tree_size.to_be_bytes());
+                out.extend_from_slice(root.as_bytes());
+                out.extend_from_slice(&time.to_be_bytes());
+                out.extend_from_slice(&signature.0);
                 out
             }
         }
@@ -65,6 +97,24 @@ impl Message {
             Some((&TAG_HEIGHT, rest)) => <[u8; 8]>::try_from(rest)
                 .map(|b| Message::Height(u64::from_be_bytes(b)))
                 .map_err(|_| format!("height message of {} bytes, expected 8", rest.len())),
+            Some((&TAG_COSIGNATURE, rest)) => {
+                if rest.len() != COSIGNATURE_LEN {
+                    return Err(format!(
+                        "cosignature message of {} bytes, expected {COSIGNATURE_LEN}",
+                        rest.len()
+                    ));
+                }
+                let (size, rest) = rest.split_at(8);
+                let (root, rest) = rest.split_at(32);
+                let (time, signature) = rest.split_at(8);
+                let array = |b: &[u8]| -> [u8; 8] { b.try_into().unwrap_or([0; 8]) };
+                Ok(Message::Cosignature {
+                    tree_size: u64::from_be_bytes(array(size)),
+                    root: Hash(root.try_into().unwrap_or([0; 32])),
+                    time: u64::from_be_bytes(array(time)),
+                    signature: Signature(signature.try_into().unwrap_or([0; 64])),
+                })
+            }
             Some((tag, _)) => Err(format!("unknown message tag {tag}")),
             None => Err("empty message".into()),
         }
@@ -107,6 +157,7 @@ where
         context
             .child("gossip_height")
             .spawn(move |context| async move {
+                let mut last = None;
                 loop {
                     let Ok(height) = chain.executed_height() else {
                         return;
@@ -117,6 +168,32 @@ where
                     {
                         return;
                     }
+                    // Idle for an interval: every validator has executed the same head, so
+                    // cosign it. Under load, the executor cosigns at fixed heights.
+                    let own = if last == Some(height) {
+                        chain.cosign_head(unix_seconds(&context))
+                    } else {
+                        chain.own_cosignature()
+                    };
+                    let Ok(own) = own else {
+                        return;
+                    };
+                    if let Some((checkpoint, cosignature)) = own
+                        && out
+                            .unbounded_send(
+                                Message::Cosignature {
+                                    tree_size: checkpoint.tree_size,
+                                    root: checkpoint.root_hash,
+                                    time: cosignature.time,
+                                    signature: cosignature.signature,
+                                }
+                                .encode(),
+                            )
+                            .is_err()
+                    {
+                        return;
+                    }
+                    last = Some(height);
                     context.sleep(HEIGHT_INTERVAL).await;
                 }
             })
@@ -135,6 +212,31 @@ where
                     Ok(Message::Height(height)) => {
                         let account = AccountId::of_key(&peer);
                         chain.saw_peer(account, height, context.current());
+                    }
+                    Ok(Message::Cosignature {
+                        tree_size,
+                        root,
+                        time,
+                        signature,
+                    }) => {
+                        let checkpoint = Checkpoint {
+                            origin: log_origin(chain.chain_id()),
+                            tree_size,
+                            root_hash: root,
+                        };
+                        let cosignature = Cosignature {
+                            signer: AccountId::of_key(&peer),
+                            time,
+                            signature,
+                        };
+                        match chain.add_cosignature(checkpoint, cosignature) {
+                            Ok(_) => {}
+                            Err(e @ (CosignRejected::BadSignature(_) | CosignRejected::NotAValidator(_))) => {
+                                tracing::warn!(%peer, error = %e, "peer sent a false cosignature; blocking it");
+                                let _ = blocker.block(peer);
+                            }
+                            Err(e) => tracing::warn!(%peer, error = %e, "cosignature refused"),
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "peer sent garbage on the gossip channel; blocking it");
@@ -167,6 +269,20 @@ mod tests {
                 .contains("unknown message tag 7")
         );
         assert!(Message::decode(&[TAG_HEIGHT, 1]).is_err());
+        let c = Message::Cosignature {
+            tree_size: 9,
+            root: Hash::digest(b"root"),
+            time: 1_700_000_000,
+            signature: Signature([7; 64]),
+        };
+        assert_eq!(Message::decode(&c.encode()).unwrap(), c);
+        let mut short = c.encode();
+        short.pop();
+        assert!(
+            Message::decode(&short)
+                .unwrap_err()
+                .contains("cosignature message")
+        );
         assert!(Message::decode(&[TAG_TXS, 0xff, 0xff, 0xff]).is_err());
     }
 }

@@ -141,6 +141,10 @@ impl Backend for ValidatorBackend {
         })
     }
 
+    fn cosigned_checkpoint(&self) -> Option<secnet_certified::CosignedCheckpoint> {
+        self.chain.cosigned_head()
+    }
+
     fn validators(&self) -> Vec<serde_json::Value> {
         let me = self.key.account();
         let executed = self.progress.executed.load(Ordering::Relaxed);
@@ -214,7 +218,9 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
     let validators: Vec<AccountId> = config.genesis.validators.iter().map(|v| v.key).collect();
 
     let ledger = Ledger::open(&config.data_dir, &config.genesis)?;
-    let chain = Arc::new(Chain::new(ledger, &config.genesis, 200_000, 5_000));
+    let cosigner = Keypair::from_seeds(*config.key.signing_seed(), *config.key.encryption_seed());
+    let chain =
+        Arc::new(Chain::new(ledger, &config.genesis, 200_000, 5_000).with_cosigner(cosigner));
     let signer = consensus_key(&config.key);
     let storage = config.data_dir.join("consensus");
     let runtime = cw_tokio::Runner::new(cw_tokio::Config::new().with_storage_directory(storage));

@@ -131,7 +131,7 @@ impl Ledger {
     pub fn checkpoint(&self) -> crate::Checkpoint {
         let log = self.state().log();
         crate::Checkpoint {
-            origin: format!("secnet/{}/access-log", self.genesis().chain_id),
+            origin: secnet_certified::checkpoint::log_origin(&self.genesis().chain_id),
             tree_size: log.len(),
             root_hash: Hash(log.root()),
         }

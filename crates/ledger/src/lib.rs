@@ -6,13 +6,14 @@
 //! the root obtained by replaying every stored block from genesis.
 
 mod audit;
-mod checkpoint;
 mod error;
 mod store;
 mod stored_block;
 
 pub use audit::{AuditError, ConsistencyProof, InclusionProof};
-pub use checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint, verifier_key};
 pub use error::LedgerError;
+pub use secnet_certified::checkpoint::{
+    Checkpoint, CheckpointError, SignedCheckpoint, verifier_key,
+};
 pub use store::{LEDGER_FILE, Ledger, LogSubject, ReplayReport};
 pub use stored_block::StoredBlock;

@@ -73,6 +73,9 @@ pub trait Backend: Send + Sync + 'static {
     /// The finalization certificate of the block at `height`, in Commonware's encoding, if
     /// this node has one (a block finalized only through a descendant has none).
     fn certificate(&self, height: u64) -> CertificateFuture<'_>;
+    /// The largest access-log head a quorum of validators cosigned, as far as this node
+    /// heard.
+    fn cosigned_checkpoint(&self) -> Option<secnet_certified::CosignedCheckpoint>;
 }
 
 /// What [`Backend::certificate`] answers.

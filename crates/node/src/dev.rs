@@ -42,6 +42,8 @@ pub struct DevNode {
     /// The node's key as the network's single validator (none if the genesis does not name
     /// it: then nothing it serves can be certified).
     certifier: Option<secnet_certified::Certifier>,
+    /// The node's cosignatures of the log head, as the network's single validator.
+    cosigned: std::sync::Mutex<secnet_certified::CosignPool>,
 }
 
 impl DevNode {
@@ -59,6 +61,7 @@ impl DevNode {
             key,
             config,
             certifier,
+            cosigned: std::sync::Mutex::new(secnet_certified::CosignPool::from_genesis(genesis)),
         })
     }
 
@@ -179,6 +182,16 @@ impl Backend for DevNode {
             certifier.certify(&header).ok()
         });
         Box::pin(std::future::ready(certificate))
+    }
+    fn cosigned_checkpoint(&self) -> Option<secnet_certified::CosignedCheckpoint> {
+        // The single validator cosigns the head it has executed when asked.
+        let head = self.with_ledger(|l| l.checkpoint()).ok()?;
+        let mut pool = self.cosigned.lock().ok()?;
+        if pool.best().is_none_or(|best| best.checkpoint != head) {
+            let time = now_ms() / 1_000;
+            pool.add(head.clone(), head.cosign(&self.key, time)).ok()?;
+        }
+        pool.best().cloned()
     }
     fn validators(&self) -> Vec<serde_json::Value> {
         let height = self.with_ledger(|l| l.state().tip().height).unwrap_or(0);

@@ -1,14 +1,16 @@
-//! `secnet audit`: inclusion and consistency proofs of the access log, signed checkpoints,
-//! and their verification. Proof JSON carries byte strings as hex, in RFC 6962 terms.
+//! `secnet audit`: inclusion and consistency proofs of the access log, checkpoints cosigned
+//! by the validators (C2SP `tlog-cosignature`), and their verification. Proof JSON carries
+//! byte strings as hex, in RFC 6962 terms.
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use secnet_certified::CommitteeVerifier;
+use secnet_certified::checkpoint::{CosignedCheckpoint, cosigner_name, cosigner_verifier_key};
 use secnet_contract::LogEntry;
-use secnet_ledger::{Checkpoint, ConsistencyProof, InclusionProof, verifier_key};
-use secnet_node::api::checkpoint_signer_name;
-use secnet_node::datadir::DataDir;
+use secnet_ledger::{ConsistencyProof, InclusionProof};
+use secnet_node::datadir::{DataDir, now_ms, read_genesis};
 use secnet_node::keyfile;
-use secnet_types::{AccountId, Hash};
+use secnet_types::Hash;
 use std::io::Read as _;
 use std::path::PathBuf;
 
@@ -53,18 +55,29 @@ pub enum AuditCmd {
         /// Require this root (the proof's `root_hash` or `second_root`).
         #[arg(long)]
         root: Option<Hash>,
-        /// Require the root to be the one in this signed checkpoint note.
-        #[arg(long, requires = "signer_key")]
-        checkpoint: Option<PathBuf>,
-        /// The checkpoint signer's account (ed25519 public key).
+        /// Require the root to be the one in this checkpoint note, cosigned by a quorum of the
+        /// validators of `--genesis`.
         #[arg(long)]
-        signer_key: Option<AccountId>,
+        checkpoint: Option<PathBuf>,
+        /// The genesis whose validators must have cosigned `--checkpoint`.
+        #[arg(long, default_value = "secnet-devnet/genesis.json")]
+        genesis: PathBuf,
     },
-    /// Print the access log's current checkpoint, signed by this node's key.
+    /// Print this node's cosignature of the access log's head (a C2SP note with one
+    /// `tlog-cosignature` line, under the node's key as a validator).
     Checkpoint {
         /// The data directory.
         #[arg(long)]
         data_dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch the access log's head that a quorum of validators cosigned, and verify it
+    /// against the genesis validators.
+    Cosigned {
+        #[command(flatten)]
+        remote: super::query::Remote,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -124,22 +137,51 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<()> {
             proof,
             root,
             checkpoint,
-            signer_key,
-        } => verify(&proof, root, checkpoint, signer_key)?,
+            genesis,
+        } => verify(&proof, root, checkpoint, &genesis)?,
         AuditCmd::Checkpoint { data_dir, json } => {
             let ledger = super::open_existing_ledger(&data_dir)?;
             let key = keyfile::read_key(&DataDir::new(&data_dir).node_key_path())?;
-            let name = checkpoint_signer_name(&key.account());
-            let signed = ledger.checkpoint().sign(&name, &key);
+            let head = ledger.checkpoint();
+            let chain_id = ledger.genesis().chain_id.clone();
+            let cosigned = CosignedCheckpoint {
+                cosignatures: vec![head.cosign(&key, now_ms() / 1_000)],
+                checkpoint: head,
+            };
+            let note = cosigned.note(&chain_id);
             if json {
+                let name = cosigner_name(&chain_id, &key.account());
                 return super::print_json(&serde_json::json!({
-                    "checkpoint": signed.checkpoint,
-                    "note": signed.note,
-                    "signer_key": key.account(),
-                    "verifier_key": verifier_key(&name, &key.account()),
+                    "checkpoint": cosigned.checkpoint,
+                    "note": note,
+                    "cosigner": key.account(),
+                    "verifier_key": cosigner_verifier_key(&name, &key.account()),
                 }));
             }
-            print!("{}", signed.note);
+            print!("{note}");
+        }
+        AuditCmd::Cosigned { remote, json } => {
+            super::runtime()?.block_on(async move {
+                let node = remote.connect()?;
+                let cosigned = node.checkpoint().await?;
+                if json {
+                    return super::print_json(&serde_json::json!({
+                        "checkpoint": cosigned.checkpoint,
+                        "cosigners": cosigned.cosigners,
+                        "quorum": node.light().committee().quorum(),
+                        "note": cosigned.note,
+                        "verified": true,
+                    }));
+                }
+                print!("{}", cosigned.note);
+                eprintln!(
+                    "verified: cosigned by {} of {} validators (a quorum is {})",
+                    cosigned.cosigners.len(),
+                    node.light().committee().len(),
+                    node.light().committee().quorum()
+                );
+                Ok::<_, anyhow::Error>(())
+            })?;
         }
         AuditCmd::Log { data_dir, json } => {
             let ledger = super::open_existing_ledger(&data_dir)?;
@@ -167,7 +209,7 @@ fn verify(
     source: &str,
     root: Option<Hash>,
     checkpoint: Option<PathBuf>,
-    signer_key: Option<AccountId>,
+    genesis: &std::path::Path,
 ) -> anyhow::Result<()> {
     let mut text = String::new();
     if source == "-" {
@@ -197,18 +239,25 @@ fn verify(
     {
         bail!("{kind} proof is for root {proven_root}, not the required {want}");
     }
-    if let (Some(path), Some(key)) = (checkpoint, signer_key) {
+    if let Some(path) = checkpoint {
         let note = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let cp = Checkpoint::verify_note(&note, &checkpoint_signer_name(&key), &key)?;
+        let committee = CommitteeVerifier::from_genesis(&read_genesis(genesis)?)?;
+        let (cp, cosigners) = committee
+            .verify_checkpoint(&note)
+            .context("verification failed")?;
         if cp.tree_size != size || cp.root_hash != proven_root {
             bail!(
-                "{kind} proof is for size {size} root {proven_root}, the signed checkpoint says size {} root {}",
+                "verification failed: {kind} proof is for size {size} root {proven_root}, the cosigned checkpoint says size {} root {}",
                 cp.tree_size,
                 cp.root_hash
             );
         }
-        println!("ok: {kind} proof verified against checkpoint signed by {key}");
+        println!(
+            "ok: {kind} proof verified against a checkpoint cosigned by {} of {} validators",
+            cosigners.len(),
+            committee.len()
+        );
         return Ok(());
     }
     println!("ok: {kind} proof verified (tree size {size}, root {proven_root})");

@@ -402,9 +402,37 @@ async fn story(
         "verification failed: consistency proven to another log"
     );
     println!("    log of {size} extends log of {first}: consistency verified");
-    let cp = c.get("/v1/checkpoint").await?;
-    println!("    signed checkpoint:");
-    for line in cp["note"].as_str().unwrap_or("").lines() {
+    let cosigned = verifying.checkpoint().await?;
+    // The cosigned head and the certified one are views of one log: the smaller is a prefix
+    // of the larger.
+    let cosigned_size = cosigned.checkpoint.tree_size;
+    let cosigned_root = cosigned.checkpoint.root_hash;
+    if cosigned_size == size {
+        ensure!(
+            cosigned_root == certified.root,
+            "verification failed: the cosigned checkpoint and the certified log head disagree at {size} leaves"
+        );
+    } else if cosigned_size > 0 {
+        let ((small, small_root), (large, large_root)) = if cosigned_size < size {
+            ((cosigned_size, cosigned_root), (size, certified.root))
+        } else {
+            ((size, certified.root), (cosigned_size, cosigned_root))
+        };
+        let p: ConsistencyProof = serde_json::from_value(
+            c.get(&format!("/v1/log/consistency?from={small}&to={large}"))
+                .await?,
+        )?;
+        p.verify()?;
+        ensure!(
+            p.first_root == small_root && p.second_root == large_root,
+            "verification failed: the cosigned checkpoint is not consistent with the certified log head"
+        );
+    }
+    println!(
+        "    checkpoint cosigned by {} of the validators, verified (C2SP tlog-cosignature):",
+        cosigned.cosigners.len()
+    );
+    for line in cosigned.note.lines() {
         println!("      {line}");
     }
 

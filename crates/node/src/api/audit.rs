@@ -1,13 +1,17 @@
-//! The access log: entries, inclusion and consistency proofs, and the signed checkpoint.
+//! The access log: entries, inclusion and consistency proofs, and the checkpoint the
+//! validators cosigned.
 
 use super::MAX_LOG_PAGE;
 use super::{ApiResult, Node, parse};
+use crate::problem::Problem;
 use crate::problem::ProblemBody;
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use secnet_certified::CosignedCheckpointAnswer;
 use secnet_contract::LogEntry;
-use secnet_ledger::{Checkpoint, LogSubject, verifier_key};
-use secnet_types::{AccountId, Hash};
+use secnet_ledger::LogSubject;
+use secnet_types::Hash;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -157,28 +161,33 @@ pub(super) async fn log_consistency(
     })??))
 }
 
-/// The name a node signs checkpoints under.
-pub fn checkpoint_signer_name(key: &AccountId) -> String {
-    format!("secnet-node-{}", &key.to_hex()[..16])
-}
-
 #[utoipa::path(
     get,
     path = "/v1/checkpoint",
     tag = "audit",
-    summary = "The log head signed by this node (C2SP signed note)",
+    summary = "The access log's head cosigned by a quorum of validators (C2SP tlog-cosignature)",
+    description = "The largest log head that at least 2f+1 of the genesis validators cosigned, \
+        as far as this node heard: a C2SP checkpoint note with one `tlog-cosignature` v1 line \
+        per validator. Check it with the genesis alone (`secnet audit checkpoint --node`).",
     responses(
-        (status = 200, description = "checkpoint note and its fields", body = serde_json::Value),
+        (status = 200, description = "the cosigned checkpoint", body = CosignedCheckpointAnswer),
+        (status = 503, description = "no head has been cosigned by a quorum yet", body = ProblemBody),
     )
 )]
-pub(super) async fn checkpoint(State(node): Node) -> ApiResult<Json<serde_json::Value>> {
-    let cp: Checkpoint = node.with_ledger(|l| l.checkpoint())?;
-    let name = checkpoint_signer_name(&node.key().account());
-    let signed = cp.sign(&name, node.key());
-    Ok(Json(json!({
-        "checkpoint": signed.checkpoint,
-        "note": signed.note,
-        "signer": name,
-        "verifier_key": verifier_key(&name, &node.key().account()),
-    })))
+pub(super) async fn checkpoint(State(node): Node) -> ApiResult<Json<CosignedCheckpointAnswer>> {
+    let cosigned = node.cosigned_checkpoint().ok_or_else(|| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service unavailable",
+            "no log head has been cosigned by a quorum of validators yet; retry shortly",
+        )
+    })?;
+    let chain_id = node.with_ledger(|l| l.genesis().chain_id.clone())?;
+    let validators = node.with_ledger(|l| l.genesis().validators.len())?;
+    Ok(Json(CosignedCheckpointAnswer {
+        note: cosigned.note(&chain_id),
+        cosigners: cosigned.cosigners(),
+        quorum: secnet_certified::quorum_of(validators),
+        checkpoint: cosigned.checkpoint,
+    }))
 }

@@ -15,7 +15,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
 
-pub use audit::checkpoint_signer_name;
 pub use certified::MAX_STATE_KEYS;
 pub use txs::{SubmitTx, SubmitTxs};
 
@@ -58,7 +57,7 @@ type Node = State<Arc<dyn Backend>>;
     tags(
         (name = "ledger", description = "Transactions, blocks and accounts"),
         (name = "contract", description = "Registered data and access grants"),
-        (name = "audit", description = "The access log, its proofs and signed checkpoints"),
+        (name = "audit", description = "The access log, its proofs and the checkpoint the validators cosigned"),
         (name = "pdc", description = "The Private Data Center"),
         (name = "node", description = "Operations")
     )
