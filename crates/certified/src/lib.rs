@@ -11,11 +11,13 @@
 //!   single-signer certificates of a one-validator development network.
 //! - [`checkpoint`]: the access log's checkpoints as C2SP signed notes, the validators'
 //!   `tlog-cosignature` v1 cosignatures over them, and a quorum's verification.
+//! - [`log_proof`]: RFC 9162 inclusion and consistency proofs of the access log.
 //! - [`answer`]: the shapes a node answers with (hex on the wire, decoded with bounds).
 
 pub mod answer;
 pub mod certificate;
 pub mod checkpoint;
+pub mod log_proof;
 
 pub use answer::{
     CertifiedHeader, CertifiedState, CosignedCheckpointAnswer, HexBytes, ReceiptProof,

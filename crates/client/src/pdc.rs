@@ -3,7 +3,8 @@
 //! plaintext checked against the hash registered on the ledger (also proven) before anything
 //! is handed over.
 
-use crate::remote::{ClientError, RemoteNode, now_ms, read_bounded};
+use crate::api::now_ms;
+use crate::remote::{ClientError, RemoteNode, read_bounded};
 use secnet_pdc::access::{AccessToken, FetchProof};
 use secnet_pdc::crypto::{BlobId, DataKey, SealedKey};
 use secnet_pdc::store::Decryptor;
@@ -122,12 +123,7 @@ impl RemoteNode {
         let listing = listing.value.ok_or_else(|| {
             ClientError::Refused(format!("data {} is no longer registered", grant.data))
         })?;
-        let here: serde_json::Value = self.get_ok("/v1/pdc").await?;
-        let here: AccountId = here
-            .get("holder")
-            .cloned()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or_else(|| ClientError::Malformed("the node did not name its account".into()))?;
+        let here = self.api().pdc_info().await?.holder;
         if here != grant.holder {
             return Err(ClientError::Refused(format!(
                 "the data is held by {}, and {} is node {here}: ask the holder",
@@ -136,14 +132,7 @@ impl RemoteNode {
             )));
         }
 
-        let body = serde_json::to_vec(&serde_json::json!({ "grant": grant_id }))
-            .map_err(|e| ClientError::Malformed(e.to_string()))?;
-        let t = self.signed_json(key, "/v1/pdc/tokens", body).await?;
-        let sealed = t
-            .get("token")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| ClientError::Malformed(format!("the holder issued no token: {t}")))?
-            .to_string();
+        let sealed = self.api().token(key, grant_id).await?.token;
         let token = AccessToken::open(&sealed, &grant.holder).map_err(|r| {
             ClientError::Malformed(format!(
                 "the token is not signed by the grant's holder: {r:?}"
@@ -152,6 +141,7 @@ impl RemoteNode {
         let path = format!("/v1/pdc/data/{}", grant.data);
         let proof = FetchProof::sign(key, &token, "GET", &path, now_ms());
         let resp = self
+            .api()
             .http()
             .get(format!("{}{path}", self.base()))
             .header("accept", secnet_pdc::envelope::OCTETS)
@@ -165,8 +155,8 @@ impl RemoteNode {
             let detail = read_bounded(resp, 64 * 1024)
                 .await
                 .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(String::from))
+                .and_then(|b| serde_json::from_slice::<secnet_api::ProblemBody>(&b).ok())
+                .map(|p| p.detail)
                 .unwrap_or_default();
             return Err(ClientError::Refused(format!(
                 "holder answered {status}: {detail}"

@@ -1,14 +1,14 @@
 //! The light client over a node's HTTP API: every answer is checked before it is returned.
 
+use crate::api::{NodeApi, node_error};
 use crate::light::{LightClient, VerifiedState, VerifyError};
+use secnet_api::chain::HeaderAnswer;
 use secnet_certified::{CertificateError, CertifiedHeader, CertifiedState, ReceiptProof};
 use secnet_contract::entries::{AccessGrant, Account, Listing, LogHead, Subscription};
 use secnet_contract::{StateKey, StateValue};
 use secnet_types::{AccountId, BlockHeader, Genesis, GrantId, Hash, Receipt, Rejection};
 use std::time::{Duration, Instant};
 
-/// Largest answer read from a node, in bytes.
-const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 /// How long to wait for a node that has no certified state yet.
 const CERTIFIED_WAIT: Duration = Duration::from_secs(15);
 
@@ -58,46 +58,6 @@ pub async fn read_bounded(mut resp: reqwest::Response, max: usize) -> Result<Vec
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// The current time, milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A node's answer other than success, as an error.
-fn node_error(status: reqwest::StatusCode, detail: &str) -> ClientError {
-    ClientError::Node(format!("node answered {status}: {detail}"))
-}
-
-/// Reads an answer (bounded) to the request for `path` at `url`: its status, and the decoded
-/// body on success or the problem's detail otherwise.
-async fn answer<T: serde::de::DeserializeOwned>(
-    resp: reqwest::Response,
-    url: &str,
-    path: &str,
-) -> Result<(reqwest::StatusCode, Result<T, String>), ClientError> {
-    let status = resp.status();
-    let bytes = read_bounded(resp, MAX_ANSWER_BYTES)
-        .await
-        .map_err(|e| match e {
-            ReadError::TooLarge => {
-                ClientError::Malformed(format!("answer of more than {MAX_ANSWER_BYTES} bytes"))
-            }
-            ReadError::Http(e) => ClientError::Node(format!("reading {url}: {e}")),
-        })?;
-    if !status.is_success() {
-        let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(String::from))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-        return Ok((status, Err(detail)));
-    }
-    let value = serde_json::from_slice(&bytes)
-        .map_err(|e| ClientError::Malformed(format!("{path}: {e}")))?;
-    Ok((status, Ok(value)))
 }
 
 /// A value checked against certified state, with the height it is as of.
@@ -176,8 +136,7 @@ pub struct VerifiedCheckpoint {
 /// A node, asked through the light client.
 #[derive(Debug)]
 pub struct RemoteNode {
-    base: String,
-    http: reqwest::Client,
+    api: NodeApi,
     light: LightClient,
 }
 
@@ -186,11 +145,7 @@ impl RemoteNode {
     /// `genesis` defines.
     pub fn new(base: &str, genesis: &Genesis) -> Result<RemoteNode, ClientError> {
         Ok(RemoteNode {
-            base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .map_err(|e| ClientError::Node(e.to_string()))?,
+            api: NodeApi::new(base)?,
             light: LightClient::new(genesis)?,
         })
     }
@@ -200,64 +155,14 @@ impl RemoteNode {
         &self.light
     }
 
-    /// The node's address.
+    /// The node's API, unverified: submission, the holder's routes, the node's own report.
+    pub fn api(&self) -> &NodeApi {
+        &self.api
+    }
+
+    /// The node's base URL.
     pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    pub(crate) fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    /// `GET path`, unverified; an answer other than success is an error.
-    pub(crate) async fn get_ok<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-    ) -> Result<T, ClientError> {
-        match self.get::<T>(path).await? {
-            (_, Ok(v)) => Ok(v),
-            (status, Err(detail)) => Err(node_error(status, &detail)),
-        }
-    }
-
-    /// `POST path` with a JSON body signed by `key` (`SecNet-Auth`); the JSON answer.
-    pub(crate) async fn signed_json(
-        &self,
-        key: &secnet_types::Keypair,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Result<serde_json::Value, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let auth = secnet_pdc::auth::RequestAuth::sign(key, "POST", path, &body, now_ms());
-        let resp = self
-            .http
-            .post(&url)
-            .header("secnet-auth", auth.to_header())
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| ClientError::Node(format!("cannot reach {url}: {e}")))?;
-        match answer(resp, &url, path).await? {
-            (_, Ok(value)) => Ok(value),
-            (status, Err(detail)) => Err(ClientError::Refused(format!(
-                "node answered {status}: {detail}"
-            ))),
-        }
-    }
-
-    async fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-    ) -> Result<(reqwest::StatusCode, Result<T, String>), ClientError> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| ClientError::Node(format!("cannot reach {url}: {e}")))?;
-        answer(resp, &url, path).await
+        self.api.base()
     }
 
     /// The state entries under `keys`, verified, as of the newest certified height the node
@@ -270,19 +175,19 @@ impl RemoteNode {
         let path = format!("/v1/state?keys={}", list.join(","));
         let started = Instant::now();
         loop {
-            match self.get::<CertifiedState>(&path).await? {
-                (_, Ok(answer)) => {
+            match self.api.get::<CertifiedState>(&path).await? {
+                Ok(answer) => {
                     let verified = self.light.verify_state(&answer, keys)?;
                     self.light.require_at_least(verified.height);
                     return Ok(verified);
                 }
-                (status, Err(_))
+                Err((status, _))
                     if status == reqwest::StatusCode::SERVICE_UNAVAILABLE
                         && started.elapsed() < CERTIFIED_WAIT =>
                 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                (status, Err(detail)) => return Err(node_error(status, &detail)),
+                Err((status, detail)) => return Err(node_error(status, &detail)),
             }
         }
     }
@@ -382,7 +287,7 @@ impl RemoteNode {
     /// and the note, which any C2SP verifier can check again.
     pub async fn checkpoint(&self) -> Result<VerifiedCheckpoint, ClientError> {
         let answer: secnet_certified::CosignedCheckpointAnswer =
-            self.get_ok("/v1/checkpoint").await?;
+            self.api.get_ok("/v1/checkpoint").await?;
         let (checkpoint, cosigners) = self.light.verify_checkpoint(&answer.note)?;
         Ok(VerifiedCheckpoint {
             checkpoint,
@@ -393,30 +298,23 @@ impl RemoteNode {
 
     /// A block header as the node states it (not verified: see [`Self::committed_roots`]).
     async fn header(&self, height: u64) -> Result<Option<BlockHeader>, ClientError> {
-        match self
-            .get::<serde_json::Value>(&format!("/v1/headers/{height}"))
+        let Some(answer) = self
+            .api
+            .get_found::<HeaderAnswer>(&format!("/v1/headers/{height}"))
             .await?
-        {
-            (_, Ok(v)) => {
-                let hex = v.get("header").and_then(|h| h.as_str()).ok_or_else(|| {
-                    ClientError::Malformed(format!("header {height}: no header field"))
-                })?;
-                let bytes = hex::decode(hex)
-                    .map_err(|e| ClientError::Malformed(format!("header {height}: {e}")))?;
-                let header = BlockHeader::decode_bytes(&bytes)
-                    .map_err(|e| ClientError::Malformed(format!("header {height}: {e}")))?;
-                if header.height != height {
-                    return Err(VerifyError::OtherHeight {
-                        asked: height,
-                        got: header.height,
-                    }
-                    .into());
-                }
-                Ok(Some(header))
+        else {
+            return Ok(None);
+        };
+        let header = BlockHeader::decode_bytes(&answer.header.0)
+            .map_err(|e| ClientError::Malformed(format!("header {height}: {e}")))?;
+        if header.height != height {
+            return Err(VerifyError::OtherHeight {
+                asked: height,
+                got: header.height,
             }
-            (status, Err(_)) if status == reqwest::StatusCode::NOT_FOUND => Ok(None),
-            (status, Err(detail)) => Err(node_error(status, &detail)),
+            .into());
         }
+        Ok(Some(header))
     }
 
     /// The state root and receipts root of `height`, as committed by a header that is, or
@@ -494,7 +392,7 @@ impl RemoteNode {
     /// A committed transaction's receipt, verified: in its block's receipts root, which a
     /// certified header commits to.
     pub async fn transaction(&self, hash: &Hash) -> Result<Verified<VerifiedReceipt>, ClientError> {
-        let proof: ReceiptProof = self.get_ok(&format!("/v1/tx/{hash}/proof")).await?;
+        let proof: ReceiptProof = self.api.get_ok(&format!("/v1/tx/{hash}/proof")).await?;
         let roots = self.committed_roots(proof.height).await?;
         // The leaf count is the block's transaction count, from its linked header: with it
         // fixed, a path proves one position only.
@@ -548,6 +446,7 @@ impl RemoteNode {
     /// its own).
     pub async fn certified_header(&self, height: u64) -> Result<BlockHeader, ClientError> {
         let certified: CertifiedHeader = self
+            .api
             .get_ok(&format!("/v1/blocks/{height}/certificate"))
             .await?;
         Ok(self.light.verify_header_at(height, &certified)?)

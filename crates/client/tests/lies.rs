@@ -530,3 +530,62 @@ proptest! {
         prop_assert!(committee.verify(&header, &certificate).is_err());
     }
 }
+
+#[test]
+fn a_checkpoint_not_cosigned_by_a_quorum_is_caught() {
+    use secnet_certified::checkpoint::log_origin;
+    use secnet_certified::{Checkpoint, CheckpointError, CosignedCheckpoint};
+    let w = World::new();
+    let client = w.client();
+    let head = Checkpoint {
+        origin: log_origin(&w.genesis.chain_id),
+        tree_size: 5,
+        root_hash: Hash::digest(b"log root"),
+    };
+    let cosigned = |signers: &[Keypair], cp: &Checkpoint| {
+        CosignedCheckpoint {
+            checkpoint: cp.clone(),
+            cosignatures: signers.iter().map(|k| cp.cosign(k, 1_700_000_000)).collect(),
+        }
+        .note(&w.genesis.chain_id)
+    };
+    // Honest: three of four validators.
+    let honest = cosigned(&w.validators[..3], &head);
+    let (checkpoint, cosigners) = client.verify_checkpoint(&honest).unwrap();
+    assert_eq!((checkpoint, cosigners.len()), (head.clone(), 3));
+    // One node's word, or two validators: not a quorum.
+    assert!(matches!(
+        client.verify_checkpoint(&cosigned(&w.validators[..2], &head)),
+        Err(VerifyError::Checkpoint(CheckpointError::TooFewCosignatures {
+            got: 2,
+            need: 3
+        }))
+    ));
+    // Keys outside the set never count.
+    let outsiders: Vec<Keypair> = (10..14).map(validator).collect();
+    assert!(matches!(
+        client.verify_checkpoint(&cosigned(&outsiders, &head)),
+        Err(VerifyError::Checkpoint(CheckpointError::TooFewCosignatures { got: 0, .. }))
+    ));
+    // A larger log or another root under the same cosignatures.
+    let grown = honest.replace("\n5\n", "\n6\n");
+    assert!(matches!(
+        client.verify_checkpoint(&grown),
+        Err(VerifyError::Checkpoint(CheckpointError::BadSignature(_)))
+    ));
+    // The same validators' cosignatures of another network's log.
+    let mut other = head.clone();
+    other.origin = log_origin("another-network");
+    let foreign = CosignedCheckpoint {
+        checkpoint: other.clone(),
+        cosignatures: w.validators[..3]
+            .iter()
+            .map(|k| other.cosign(k, 1_700_000_000))
+            .collect(),
+    }
+    .note("another-network");
+    assert!(matches!(
+        client.verify_checkpoint(&foreign),
+        Err(VerifyError::Checkpoint(CheckpointError::WrongOrigin { .. }))
+    ));
+}

@@ -15,6 +15,7 @@ use commonware_stream::cups::{self, Cups};
 use commonware_stream::sake::{self, Sake};
 use commonware_utils::ordered::{Map, Set};
 use commonware_utils::{NZU32, NZUsize, TryCollect as _};
+use secnet_api::chain::ValidatorStatus;
 use secnet_ledger::{Ledger, LedgerError};
 use secnet_node::api;
 use secnet_node::backend::Backend;
@@ -145,7 +146,7 @@ impl Backend for ValidatorBackend {
         self.chain.cosigned_head()
     }
 
-    fn validators(&self) -> Vec<serde_json::Value> {
+    fn validators(&self) -> Vec<ValidatorStatus> {
         let me = self.key.account();
         let executed = self.progress.executed.load(Ordering::Relaxed);
         let finalized = self.progress.finalized.load(Ordering::Relaxed);
@@ -153,20 +154,24 @@ impl Backend for ValidatorBackend {
             .iter()
             .map(|v| {
                 if *v == me {
-                    serde_json::json!({ "key": v, "self": true, "height": executed, "finalized": finalized })
-                } else {
-                    match self.chain.peer(v) {
-                        Some(seen) => serde_json::json!({
-                            "key": v,
-                            "self": false,
-                            "height": seen.height,
-                            "seen_unix_ms": seen
-                                .at
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                        }),
-                        None => serde_json::json!({ "key": v, "self": false, "height": null }),
-                    }
+                    return ValidatorStatus {
+                        key: *v,
+                        is_self: true,
+                        height: Some(executed),
+                        finalized: Some(finalized),
+                        seen_unix_ms: None,
+                    };
+                }
+                let seen = self.chain.peer(v);
+                ValidatorStatus {
+                    key: *v,
+                    is_self: false,
+                    height: seen.map(|s| s.height),
+                    finalized: None,
+                    seen_unix_ms: seen.map(|s| {
+                        s.at.duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    }),
                 }
             })
             .collect()

@@ -10,10 +10,10 @@ mod error;
 mod store;
 mod stored_block;
 
-pub use audit::{AuditError, ConsistencyProof, InclusionProof};
 pub use error::LedgerError;
 pub use secnet_certified::checkpoint::{
     Checkpoint, CheckpointError, SignedCheckpoint, verifier_key,
 };
+pub use secnet_certified::log_proof::{AuditError, ConsistencyProof, InclusionProof};
 pub use store::{LEDGER_FILE, Ledger, LogSubject, ReplayReport};
 pub use stored_block::StoredBlock;

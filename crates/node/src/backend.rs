@@ -2,41 +2,9 @@
 //! validator — and the errors and statuses they share.
 
 use crate::mempool::AdmitError;
-use secnet_types::{Hash, Receipt, SignedTransaction};
-use serde::Serialize;
+use secnet_types::{Hash, SignedTransaction};
 
-/// Where a transaction is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "status")]
-pub enum TxStatus {
-    /// Waiting for a block.
-    Pending,
-    /// In a block.
-    Committed {
-        /// The block.
-        height: u64,
-        /// Its position in the block.
-        position: u32,
-        /// What happened.
-        receipt: Receipt,
-    },
-    /// Neither pending nor committed.
-    Unknown,
-}
-
-impl TxStatus {
-    /// The status of a transaction that is not pending, from the ledger's record of it.
-    pub fn from_committed(found: Option<(u64, u32, Receipt)>) -> TxStatus {
-        match found {
-            Some((height, position, receipt)) => TxStatus::Committed {
-                height,
-                position,
-                receipt,
-            },
-            None => TxStatus::Unknown,
-        }
-    }
-}
+pub use secnet_api::txs::TxStatus;
 
 /// A failure of the node itself (not of a request).
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +37,7 @@ pub trait Backend: Send + Sync + 'static {
     /// The node's signing key.
     fn key(&self) -> &secnet_types::Keypair;
     /// The validators and the last height each is known to have reached.
-    fn validators(&self) -> Vec<serde_json::Value>;
+    fn validators(&self) -> Vec<secnet_api::chain::ValidatorStatus>;
     /// The finalization certificate of the block at `height`, in Commonware's encoding, if
     /// this node has one (a block finalized only through a descendant has none).
     fn certificate(&self, height: u64) -> CertificateFuture<'_>;

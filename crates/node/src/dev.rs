@@ -193,8 +193,14 @@ impl Backend for DevNode {
         }
         pool.best().cloned()
     }
-    fn validators(&self) -> Vec<serde_json::Value> {
-        let height = self.with_ledger(|l| l.state().tip().height).unwrap_or(0);
-        vec![serde_json::json!({ "key": self.key.account(), "height": height })]
+    fn validators(&self) -> Vec<secnet_api::chain::ValidatorStatus> {
+        let height = self.with_ledger(|l| l.state().tip().height).ok();
+        vec![secnet_api::chain::ValidatorStatus {
+            key: self.key.account(),
+            is_self: true,
+            height,
+            finalized: height,
+            seen_unix_ms: None,
+        }]
     }
 }

@@ -5,7 +5,6 @@
 use crate::backend::NodeError;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 /// An error answered as `application/problem+json`.
 #[derive(Debug)]
@@ -31,22 +30,7 @@ impl Problem {
     }
 }
 
-/// An error as answered: RFC 9457 problem details (`application/problem+json`).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ProblemBody {
-    /// Always `about:blank`: the status and title say what kind of problem it is.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Short, fixed summary of the kind of problem.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What exactly was wrong with this request.
-    pub detail: String,
-    /// For refused fetches: the machine-readable reason, as recorded on the ledger.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
+pub use secnet_api::ProblemBody;
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {

@@ -10,7 +10,7 @@ use secnet_types::{AccountId, EncryptionKey};
 use std::collections::BTreeMap;
 
 /// What an import stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Imported {
     /// The Bundle's Patient id.
     pub patient: Option<String>,

@@ -18,8 +18,7 @@ use secnet_ai::data::Kind;
 use secnet_ai::model::Detector;
 use secnet_ai::requests::Request;
 use secnet_pdc::access::{RequestFeatures, RuleScorer, Scorer};
-use secnet_types::{AccountId, Hash};
-use serde::Serialize;
+use secnet_types::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -27,28 +26,7 @@ use std::time::SystemTime;
 /// The node's own detector's file name in the rules directory.
 pub const LOCAL_DETECTOR: &str = "local.detector";
 
-/// One installed rule, as listed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RuleInfo {
-    /// The content hash (`local` for the node's own detector).
-    pub hash: String,
-    /// The rule's name.
-    pub name: String,
-    /// Its version.
-    pub version: u32,
-    /// The attack category.
-    pub category: String,
-    /// The publisher (none for the local detector).
-    pub publisher: Option<AccountId>,
-    /// What it scores.
-    pub dataset: Kind,
-    /// Whether it scores this node's access requests.
-    pub scores_requests: bool,
-    /// Its validation F1 and detection rate at 1% false positives.
-    pub f1: f64,
-    /// Detection rate at 1% false positives on its validation split.
-    pub dr_at_1pct_fpr: f64,
-}
+pub use secnet_api::pdc::RuleInfo;
 
 struct Entry {
     info: RuleInfo,
@@ -140,7 +118,7 @@ fn load_dir(dir: &Path) -> Loaded {
                         version: 0,
                         category: "any".into(),
                         publisher: None,
-                        dataset: d.provenance.dataset,
+                        dataset: d.provenance.dataset.to_string(),
                         scores_requests: d.provenance.dataset == Kind::AccessRequests,
                         f1: d.provenance.validation.f1,
                         dr_at_1pct_fpr: d.provenance.validation.dr_at_1pct_fpr,
@@ -185,7 +163,7 @@ fn info_of(rule: &SecurityRule) -> RuleInfo {
         version: m.version,
         category: m.category.clone(),
         publisher: Some(m.publisher),
-        dataset: m.dataset,
+        dataset: m.dataset.to_string(),
         scores_requests: m.dataset == Kind::AccessRequests,
         f1: m.validation.f1,
         dr_at_1pct_fpr: m.validation.dr_at_1pct_fpr,

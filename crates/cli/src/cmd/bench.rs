@@ -151,16 +151,12 @@ fn bench_ledger(
     }
     let sig_rate = valid as f64 / start.elapsed().as_secs_f64();
     let report = super::runtime()?.block_on(async {
-        let client = super::client::Client::new(apis.first().context("no validator")?)?;
         let ready = Instant::now();
         loop {
             let mut all = true;
             for a in &apis {
-                let c = super::client::Client::new(a)?;
-                all &= c
-                    .get("/v1/status")
-                    .await
-                    .is_ok_and(|s| s["height"].as_u64().unwrap_or(0) >= 1);
+                let c = secnet_client::NodeApi::new(a)?;
+                all &= c.status().await.is_ok_and(|s| s.height >= 1);
             }
             if all {
                 break;
@@ -171,7 +167,6 @@ fn bench_ledger(
             );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        drop(client);
         eprintln!("driving {txs} transactions through {validators} validators...");
         super::load::drive(&apis, workload, rate, 500, true).await
     })?;

@@ -7,15 +7,20 @@
     reason = "indexing a serde_json::Value yields Null, never panics"
 )]
 
-use super::client::Client;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
-use reqwest::Method;
+use secnet_api::audit::InclusionProof;
+use secnet_api::pdc::HistoryItem;
+use secnet_client::{LogQuery, NodeApi};
 use secnet_contract::LogEntry;
-use secnet_ledger::{ConsistencyProof, InclusionProof, LogSubject};
+use secnet_ledger::LogSubject;
 use secnet_node::keyfile;
-use secnet_types::{AccountId, Call, DataKind, Event, Hash, Keypair, Outcome, RegisterData};
-use serde_json::{Value, json};
+use secnet_types::{
+    AccessDecision, AccountId, Call, DataKind, Event, GrantId, Hash, Keypair, Outcome, Receipt,
+    RegisterData,
+};
+use serde::Serialize;
+use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -40,6 +45,11 @@ impl Conn {
             genesis: self.genesis.clone(),
         }
         .connect()
+    }
+
+    /// The node's API, unverified: submission and the holder's routes.
+    pub fn api(&self) -> anyhow::Result<NodeApi> {
+        Ok(NodeApi::new(&self.node)?)
     }
 }
 
@@ -259,7 +269,10 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
             } => import_fhir(&conn, &key, owner, source, &file).await,
             DataCmd::Show { key, path, conn } => {
                 let key = keyfile::read_key(&key)?;
-                let object = show(&conn, &key, &path).await?;
+                let object = conn
+                    .api()?
+                    .object_versions(&key, &key.account(), &path)
+                    .await?;
                 super::print_json(&object)
             }
             DataCmd::Register {
@@ -353,16 +366,7 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
             } => {
                 let key = keyfile::read_key(&key)?;
                 let owner = owner.unwrap_or_else(|| key.account());
-                let c = Client::new(&conn.node)?;
-                let answer = c
-                    .signed(
-                        &key,
-                        Method::DELETE,
-                        &object_url(&owner, &path, &[]),
-                        Vec::new(),
-                        "application/json",
-                    )
-                    .await?;
+                let answer = conn.api()?.delete_object(&key, &owner, &path).await?;
                 super::print_json(&answer)
             }
         }
@@ -382,15 +386,12 @@ fn query_escape(s: &str) -> String {
     out
 }
 
-fn object_url(owner: &AccountId, path: &str, query: &[(&str, &str)]) -> String {
-    let mut url = format!("/v1/pdc/objects/{owner}/{}", path.trim_start_matches('/'));
-    for (i, (name, value)) in query.iter().enumerate() {
-        url.push(if i == 0 { '?' } else { '&' });
-        url.push_str(name);
-        url.push('=');
-        url.push_str(&query_escape(value));
-    }
-    url
+fn query_string(query: &[(&str, &str)]) -> String {
+    query
+        .iter()
+        .map(|(name, value)| format!("{name}={}", query_escape(value)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn guess_media_type(file: &Path) -> Option<&'static str> {
@@ -430,14 +431,9 @@ async fn put(
     if let Some(s) = source.as_deref() {
         query.push(("source", s));
     }
-    let answer = Client::new(&conn.node)?
-        .signed(
-            &key,
-            Method::PUT,
-            &object_url(&owner, path, &query),
-            body,
-            &media_type,
-        )
+    let answer = conn
+        .api()?
+        .put_object(&key, &owner, path, &query_string(&query), body, &media_type)
         .await?;
     super::print_json(&answer)
 }
@@ -451,43 +447,49 @@ async fn import_fhir(
 ) -> anyhow::Result<()> {
     let key = keyfile::read_key(key)?;
     let owner = owner.unwrap_or_else(|| key.account());
-    let mut url = format!("/v1/pdc/import/{owner}");
-    if let Some(s) = source {
-        url.push_str("?source=");
-        url.push_str(&query_escape(&s));
-    }
-    let answer = Client::new(&conn.node)?
-        .signed(
-            &key,
-            Method::POST,
-            &url,
-            read_input(file)?,
-            secnet_pdc::envelope::FHIR_JSON,
-        )
+    let answer = conn
+        .api()?
+        .import_bundle(&key, &owner, source.as_deref(), read_input(file)?)
         .await?;
     super::print_json(&answer)
 }
 
-async fn show(conn: &Conn, key: &Keypair, path: &str) -> anyhow::Result<Value> {
-    Client::new(&conn.node)?
-        .signed(
-            key,
-            Method::GET,
-            &object_url(&key.account(), path, &[]),
-            Vec::new(),
-            "application/json",
-        )
-        .await
+/// What an executed call left: its transaction, block and receipt, and the grant it issued,
+/// if any.
+#[derive(Debug, Serialize)]
+pub(super) struct Executed {
+    /// The transaction.
+    pub tx: Hash,
+    /// Its block.
+    pub height: u64,
+    /// Its receipt.
+    pub receipt: Receipt,
+    /// The grant it issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantId>,
+    /// When that grant expires, milliseconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
 }
 
-/// Signs `call`, submits it, waits for its receipt and prints it; a refused call is an error.
 /// Executes `call` signed by `key` and returns the receipt (and the grant it issued, if
 /// any); fails, after printing the receipt, if it was refused.
-pub(super) async fn execute_call(conn: &Conn, key: &Keypair, call: Call) -> anyhow::Result<Value> {
-    let c = Client::new(&conn.node)?;
-    let (height, hash, receipt) = c.execute(key, call).await?;
-    let mut out = json!({ "tx": hash, "height": height, "receipt": receipt });
-    if let Outcome::Applied { events } = &receipt.outcome {
+pub(super) async fn execute_call(
+    conn: &Conn,
+    key: &Keypair,
+    call: Call,
+) -> anyhow::Result<Executed> {
+    let api = conn.api()?;
+    let chain_id = api.status().await?.chain_id;
+    let (height, tx, receipt) = api.execute(key, &chain_id, call).await?;
+    let mut out = Executed {
+        tx,
+        height,
+        receipt,
+        grant: None,
+        expires_at_ms: None,
+    };
+    if let Outcome::Applied { events } = &out.receipt.outcome {
         for event in events {
             if let Event::GrantIssued {
                 grant,
@@ -495,12 +497,12 @@ pub(super) async fn execute_call(conn: &Conn, key: &Keypair, call: Call) -> anyh
                 ..
             } = event
             {
-                out["grant"] = json!(grant);
-                out["expires_at_ms"] = json!(expires_at_ms);
+                out.grant = Some(*grant);
+                out.expires_at_ms = Some(*expires_at_ms);
             }
         }
     }
-    if let Some(rejection) = receipt.rejection() {
+    if let Some(rejection) = out.receipt.rejection() {
         super::print_json(&out)?;
         bail!("transaction refused: {rejection}");
     }
@@ -521,17 +523,15 @@ pub(super) async fn register(
     mut reg: RegisterData,
 ) -> anyhow::Result<()> {
     let key = keyfile::read_key(key)?;
-    let c = Client::new(&conn.node)?;
+    let api = conn.api()?;
     let (hash, default_address) = match (path, hash) {
         (Some(path), _) => {
-            let object = show(conn, &key, path).await?;
-            let latest = object["versions"]
-                .as_array()
-                .and_then(|v| v.last())
+            let object = api.object_versions(&key, &key.account(), path).await?;
+            let latest = object
+                .versions
+                .last()
                 .ok_or_else(|| anyhow!("{path} has no stored version"))?;
-            let hash: Hash = serde_json::from_value(latest["hash"].clone())
-                .context("the node listed a version without a hash")?;
-            (hash, latest["udi"].as_str().map(str::to_string))
+            (latest.hash, Some(latest.udi.to_string()))
         }
         (None, Some(hash)) => (hash, None),
         (None, None) => bail!("say what to register: --path of a stored object, or --hash"),
@@ -542,8 +542,7 @@ pub(super) async fn register(
         .ok_or_else(|| anyhow!("say where the data can be asked for: --address"))?;
     reg.holder = match holder {
         Some(h) => h,
-        None => serde_json::from_value(c.get("/v1/pdc").await?["holder"].clone())
-            .context("the node did not say which account holds its data")?,
+        None => api.pdc_info().await?.holder,
     };
     execute(conn, &key, Call::RegisterData(reg)).await
 }
@@ -556,7 +555,7 @@ pub(super) async fn fetch_to(
     key: &Path,
     grant_id: &Hash,
     out: &Path,
-) -> anyhow::Result<Option<Value>> {
+) -> anyhow::Result<Option<Fetched>> {
     let key = keyfile::read_key(key)?;
     let delivery = conn.remote()?.fetch(&key, grant_id).await?;
     let nothing_written = |e: secnet_client::IntegrityError| {
@@ -577,13 +576,46 @@ pub(super) async fn fetch_to(
         .map_err(nothing_written)?;
     tmp.as_file().sync_all()?;
     tmp.persist(out)?;
-    Ok(Some(json!({
-        "udi": delivery.udi, "hash": delivery.registered, "size": delivery.size,
-        "media_type": delivery.media_type, "grant": grant_id, "policies": delivery.policies,
-        "score": delivery.score, "verified": true, "certified_height": delivery.height,
-        "reported_by_holder": ["udi", "media_type", "policies", "score"],
-        "out": out,
-    })))
+    Ok(Some(Fetched {
+        udi: delivery.udi,
+        hash: delivery.registered,
+        size: delivery.size,
+        media_type: delivery.media_type,
+        grant: *grant_id,
+        policies: delivery.policies,
+        score: delivery.score,
+        verified: true,
+        certified_height: delivery.height,
+        reported_by_holder: ["udi", "media_type", "policies", "score"],
+        out: out.to_path_buf(),
+    }))
+}
+
+/// What `data fetch` wrote, and what was verified about it.
+#[derive(Debug, Serialize)]
+pub(super) struct Fetched {
+    /// The version delivered (the holder's word).
+    pub udi: String,
+    /// The registered hash the plaintext was checked against.
+    pub hash: Hash,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// Its media type (the holder's word).
+    pub media_type: String,
+    /// The grant presented.
+    pub grant: GrantId,
+    /// The policies that allowed it (the holder's word).
+    pub policies: Vec<String>,
+    /// The detector's score (the holder's word).
+    pub score: u32,
+    /// The grant and listing were certified, the content hashes to the registered hash.
+    pub verified: bool,
+    /// The certified height the grant and listing are as of.
+    pub certified_height: u64,
+    /// Which fields only the holder vouches for.
+    pub reported_by_holder: [&'static str; 4],
+    /// Where it was written.
+    pub out: PathBuf,
 }
 
 fn file_hash(path: &Path) -> anyhow::Result<Hash> {
@@ -611,22 +643,24 @@ async fn verify(conn: &Conn, grant_id: &Hash, file: Option<&Path>) -> anyhow::Re
     // The log head comes from certified state: every proof is checked against it.
     let head = remote.log_head().await?;
     let (size, root) = head.value.map_or((0, Hash::ZERO), |h| (h.size, h.root));
-    let c = Client::new(&conn.node)?;
-    let entries = c
-        .get(&format!("/v1/log?grant={grant_id}&limit=1000"))
-        .await?["entries"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let api = conn.api()?;
+    let entries = api
+        .log(&LogQuery {
+            grant: Some(*grant_id),
+            limit: Some(1_000),
+            ..LogQuery::default()
+        })
+        .await?
+        .entries;
     let mut records = Vec::new();
     let mut pending = 0usize;
     for e in entries {
-        let index = e["index"].as_u64().unwrap_or(0);
+        let index = e.index;
         if index >= size {
             pending += 1;
             continue;
         }
-        let entry = proven_in_log(&c, index, size, root).await?;
+        let entry = proven_in_log(&api, index, size, root).await?;
         if !LogSubject::of(&entry).contains(&LogSubject::Grant(*grant_id)) {
             bail!("verification failed: log entry {index} is not about grant {grant_id}");
         }
@@ -663,21 +697,15 @@ async fn verify(conn: &Conn, grant_id: &Hash, file: Option<&Path>) -> anyhow::Re
 
 async fn policy(conn: &Conn, key: &Path, set: Option<&Path>) -> anyhow::Result<()> {
     let key = keyfile::read_key(key)?;
-    let c = Client::new(&conn.node)?;
-    let url = format!("/v1/pdc/policies/{}", key.account());
-    let answer = match set {
+    let api = conn.api()?;
+    match set {
         Some(file) => {
-            let text =
-                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-            c.signed(&key, Method::PUT, &url, text, "text/plain")
-                .await?
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            super::print_json(&api.set_policies(&key, &text).await?)
         }
-        None => {
-            c.signed(&key, Method::GET, &url, Vec::new(), "application/json")
-                .await?
-        }
-    };
-    super::print_json(&answer)
+        None => super::print_json(&api.policies(&key).await?),
+    }
 }
 
 /// The log entry an inclusion proof proves, once the proof verifies and is for leaf `index`.
@@ -698,13 +726,12 @@ fn proven_leaf(proof: &InclusionProof, index: u64) -> anyhow::Result<LogEntry> {
 /// Access-log leaf `index`, fetched with its inclusion proof in the log of `size` leaves and
 /// checked against `root` (a certified log head's): the proven entry.
 pub(super) async fn proven_in_log(
-    c: &Client,
+    api: &NodeApi,
     index: u64,
     size: u64,
     root: Hash,
 ) -> anyhow::Result<LogEntry> {
-    let proof: InclusionProof =
-        serde_json::from_value(c.get(&format!("/v1/log/{index}?size={size}")).await?)?;
+    let proof = api.log_proof(index, size).await?;
     let entry = proven_leaf(&proof, index)?;
     if proof.root_hash != root || proof.tree_size != size {
         bail!(
@@ -728,18 +755,20 @@ enum Proven {
 /// every proof must verify against the node's log root, and that log must extend the
 /// certified one (a consistency proof), so each entry below the certified size is in the
 /// certified log. Entries past it are pending.
-async fn prove_history(conn: &Conn, entries: &[Value]) -> anyhow::Result<(Vec<Proven>, u64, u64)> {
+async fn prove_history(
+    conn: &Conn,
+    entries: &[HistoryItem],
+) -> anyhow::Result<(Vec<Proven>, u64, u64)> {
     let head = conn.remote()?.log_head().await?;
     let (size, root) = head.value.map_or((0, Hash::ZERO), |h| (h.size, h.root));
-    let c = Client::new(&conn.node)?;
+    let api = conn.api()?;
     let mut extends: Option<(u64, Hash)> = None;
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        let proof: InclusionProof = serde_json::from_value(e["proof"].clone())
-            .map_err(|err| anyhow!("verification failed: history entry without a proof: {err}"))?;
-        let index = e["index"].as_u64().unwrap_or(u64::MAX);
-        let entry = proven_leaf(&proof, index)?;
-        if serde_json::to_value(&entry)? != e["entry"] {
+        let proof = &e.proof;
+        let index = e.index;
+        let entry = proven_leaf(proof, index)?;
+        if entry != e.entry {
             bail!("verification failed: the node shows log entry {index} other than it is");
         }
         if proof.leaf_index >= size {
@@ -758,13 +787,7 @@ async fn prove_history(conn: &Conn, entries: &[Value]) -> anyhow::Result<(Vec<Pr
                     proof.tree_size
                 );
             }
-            let cons: ConsistencyProof = serde_json::from_value(
-                c.get(&format!(
-                    "/v1/log/consistency?from={size}&to={}",
-                    proof.tree_size
-                ))
-                .await?,
-            )?;
+            let cons = api.log_consistency(size, proof.tree_size).await?;
             cons.verify()
                 .map_err(|err| anyhow!("verification failed: consistency: {err}"))?;
             if cons.first_root != root
@@ -786,68 +809,80 @@ async fn prove_history(conn: &Conn, entries: &[Value]) -> anyhow::Result<(Vec<Pr
 
 async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::Result<()> {
     let key = keyfile::read_key(key)?;
-    let c = Client::new(&conn.node)?;
-    let mut url = format!("/v1/pdc/history/{}", key.account());
+    let api = conn.api()?;
     if fhir {
-        url.push_str("?format=fhir");
+        return super::print_json(&api.history_fhir(&key).await?);
     }
-    let answer = c
-        .signed(&key, Method::GET, &url, Vec::new(), "application/json")
-        .await?;
-    if fhir {
-        return super::print_json(&answer);
-    }
-    let entries = answer["entries"].as_array().cloned().unwrap_or_default();
-    let (proven, certified_size, certified_height) = prove_history(conn, &entries).await?;
+    let answer = api.history(&key).await?;
+    let (proven, certified_size, certified_height) = prove_history(conn, &answer.entries).await?;
     // Deliveries counted from entries proven in the certified log (each entry shown was
     // checked equal to its proven leaf), not the node's own count.
-    let delivered_verified = entries
+    let is_delivery = |e: &HistoryItem| {
+        matches!(
+            &e.entry,
+            LogEntry::Access { entry, .. } if entry.decision == AccessDecision::Delivered
+        )
+    };
+    let delivered_verified = answer
+        .entries
         .iter()
         .zip(&proven)
-        .filter(|(e, p)| {
-            **p == Proven::Verified
-                && e["entry"]["type"] == "access"
-                && e["entry"]["entry"]["decision"]["decision"] == "delivered"
-        })
+        .filter(|(e, p)| **p == Proven::Verified && is_delivery(e))
         .count();
     if as_json {
-        let mut answer = answer;
-        if let Some(list) = answer["entries"].as_array_mut() {
-            for (e, p) in list.iter_mut().zip(&proven) {
-                e["verified"] = json!(*p == Proven::Verified);
-            }
-        }
-        answer["certified_log_size"] = json!(certified_size);
-        answer["certified_height"] = json!(certified_height);
-        answer["delivered_verified"] = json!(delivered_verified);
-        return super::print_json(&answer);
+        let entries: Vec<serde_json::Value> = answer
+            .entries
+            .iter()
+            .zip(&proven)
+            .map(|(e, p)| {
+                json!({
+                    "index": e.index,
+                    "entry": e.entry,
+                    "proof": e.proof,
+                    "audit_event": e.audit_event,
+                    "verified": *p == Proven::Verified,
+                })
+            })
+            .collect();
+        return super::print_json(&json!({
+            "owner": answer.owner,
+            "entries": entries,
+            "delivered": answer.delivered,
+            "certified_log_size": certified_size,
+            "certified_height": certified_height,
+            "delivered_verified": delivered_verified,
+        }));
     }
     println!(
         "{:>6}  {:<24}  {:<16}  {:<10}  {:<20}  proof",
-        "index", "when (UTC ms)", "who", "what", "purpose / reason"
+        "index", "when (UTC)", "who", "what", "purpose / reason"
     );
-    for (e, proven) in entries.iter().zip(&proven) {
-        let entry = &e["entry"];
-        let when = e["audit_event"]["recorded"].as_str().unwrap_or("?");
-        let (who, what, why) = match entry["type"].as_str() {
-            Some("grant") => (
-                entry["requester"].as_str().unwrap_or("?"),
-                "granted",
-                entry["purpose"].as_str().unwrap_or(""),
-            ),
-            _ => (
-                entry["entry"]["requester"].as_str().unwrap_or("?"),
-                entry["entry"]["decision"]["decision"]
-                    .as_str()
-                    .unwrap_or("?"),
-                entry["entry"]["decision"]["reason"].as_str().unwrap_or(""),
-            ),
+    for (e, proven) in answer.entries.iter().zip(&proven) {
+        let when = e
+            .audit_event
+            .get("recorded")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?");
+        let (who, what, why) = match &e.entry {
+            LogEntry::Grant {
+                requester, purpose, ..
+            } => (requester.to_hex(), "granted".to_string(), purpose.clone()),
+            LogEntry::Access { entry, .. } => match entry.decision {
+                AccessDecision::Delivered => {
+                    (entry.requester.to_hex(), "delivered".into(), String::new())
+                }
+                AccessDecision::Refused(reason) => (
+                    entry.requester.to_hex(),
+                    "refused".into(),
+                    secnet_pdc::record::reason_code(reason).to_string(),
+                ),
+            },
         };
         println!(
             "{:>6}  {:<24}  {:<16}  {:<10}  {:<20}  {}",
-            e["index"].as_u64().unwrap_or(0),
+            e.index,
             when,
-            who.get(..16).unwrap_or(who),
+            who.get(..16).unwrap_or(&who),
             what,
             why,
             match proven {
@@ -859,8 +894,8 @@ async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::
     println!(
         "{} entries, {delivered_verified} deliveries verified in the certified log (the node \
          counts {})",
-        entries.len(),
-        answer["delivered"]
+        answer.entries.len(),
+        answer.delivered
     );
     Ok(())
 }

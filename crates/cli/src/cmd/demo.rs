@@ -11,16 +11,16 @@
     reason = "indexing a serde_json::Value yields Null, never panics"
 )]
 
-use super::client::Client;
 use anyhow::{bail, ensure};
 use clap::Args;
-use secnet_client::RemoteNode;
-use secnet_ledger::ConsistencyProof;
+use secnet_client::{LogQuery, NodeApi, RemoteNode};
+use secnet_contract::LogEntry;
 use secnet_node::datadir::DataDir;
 use secnet_node::dev::ProducerConfig;
 use secnet_node::keyfile;
 use secnet_types::{
-    Allocation, Call, DataKind, Event, Genesis, Hash, Keypair, Outcome, RegisterData,
+    AccessDecision, Allocation, Call, DataKind, Event, Genesis, Hash, Keypair, Outcome,
+    RegisterData,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -122,12 +122,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn balances(c: &Client, parties: &[&Party]) -> anyhow::Result<Vec<u64>> {
+/// The parties' balances, verified against certified state.
+async fn balances(node: &RemoteNode, parties: &[&Party]) -> anyhow::Result<Vec<u64>> {
     let mut out = Vec::new();
     for p in parties {
-        out.push(c.account(&p.key.account()).await?.0);
+        out.push(node.account(&p.key.account()).await?.value.balance);
     }
     Ok(out)
+}
+
+/// Executes `call` as `party` and waits for its receipt.
+async fn run_call(
+    api: &NodeApi,
+    genesis: &Genesis,
+    party: &Party,
+    call: Call,
+) -> anyhow::Result<(u64, Hash, secnet_types::Receipt)> {
+    Ok(api.execute(&party.key, &genesis.chain_id, call).await?)
 }
 
 async fn story(
@@ -139,13 +150,13 @@ async fn story(
     hb: &Party,
     institute: &Party,
 ) -> anyhow::Result<()> {
-    let c = Client::new(url)?;
-    let status = c.get("/v1/status").await?;
+    let c = NodeApi::new(url)?;
+    let verifying = RemoteNode::new(url, genesis)?;
+    let status = c.status().await?;
     println!("SecNet medical data-sharing demo (paper Section IV)");
     println!(
         "node {url}, chain {}, height {}",
-        status["chain_id"].as_str().unwrap_or("?"),
-        status["height"]
+        status.chain_id, status.height
     );
     for p in [alice, ha, hb, institute] {
         println!("  {:<19} {}", p.name, p.key.account());
@@ -156,8 +167,10 @@ async fn story(
         "Every party publishes the X25519 key that data keys are sealed to",
     );
     for p in [alice, ha, hb, institute] {
-        c.execute(
-            &p.key,
+        run_call(
+            &c,
+            genesis,
+            p,
             Call::SetEncryptionKey {
                 key: p.key.encryption_key(),
             },
@@ -166,7 +179,7 @@ async fn story(
     }
     println!("    4 encryption keys on the ledger");
 
-    let run = c.get("/v1/status").await?["height"].as_u64().unwrap_or(0);
+    let run = c.status().await?.height;
     let record = alice_record(run);
     let object = format!("fhir/Condition/alice-t2d-{run}");
     let address = format!("pdc://hospital-b/alice/condition/{run}");
@@ -175,50 +188,42 @@ async fn story(
         "Alice stores her record MD_Alice at H_B's PDC (encrypted), permits treatment use, and registers it with H_B as holder",
     );
     let stored = c
-        .signed(
+        .put_object(
             &alice.key,
-            reqwest::Method::PUT,
-            &format!(
-                "/v1/pdc/objects/{}/{object}?source=hospital-b",
-                alice.key.account()
-            ),
+            &alice.key.account(),
+            &object,
+            "source=hospital-b",
             record.clone(),
             "application/fhir+json",
         )
         .await?;
-    let hash: Hash = serde_json::from_value(stored["hash"].clone())?;
+    let hash = stored.hash;
     ensure!(
         hash == Hash::digest(&record),
         "the PDC stored other content"
     );
-    println!("    stored {}", stored["udi"].as_str().unwrap_or("?"));
+    println!("    stored {}", stored.udi);
     let policy = format!(
         "@id(\"hospital-a-treats\")\npermit (principal == SecNet::User::\"{}\", action == SecNet::Action::\"read\", resource in SecNet::Collection::\"fhir/Condition\") when {{ context.purpose == \"{TREATMENT}\" }};\n",
         ha.key.account()
     );
-    c.signed(
-        &alice.key,
-        reqwest::Method::PUT,
-        &format!("/v1/pdc/policies/{}", alice.key.account()),
-        policy.into_bytes(),
-        "text/plain",
+    c.set_policies(&alice.key, &policy).await?;
+    println!("    Alice's policy: hospital-a may read her conditions for {TREATMENT}");
+    let (height, _, receipt) = run_call(
+        &c,
+        genesis,
+        alice,
+        Call::RegisterData(RegisterData {
+            hash,
+            description: "type 2 diabetes (FHIR R4 Condition)".into(),
+            address: address.clone(),
+            price: PRICE,
+            kind: DataKind::UserData,
+            holder: hb.key.account(),
+            holder_share_bps: HOLDER_SHARE_BPS,
+        }),
     )
     .await?;
-    println!("    Alice's policy: hospital-a may read her conditions for {TREATMENT}");
-    let (height, _, receipt) = c
-        .execute(
-            &alice.key,
-            Call::RegisterData(RegisterData {
-                hash,
-                description: "type 2 diabetes (FHIR R4 Condition)".into(),
-                address: address.clone(),
-                price: PRICE,
-                kind: DataKind::UserData,
-                holder: hb.key.account(),
-                holder_share_bps: HOLDER_SHARE_BPS,
-            }),
-        )
-        .await?;
     applied(&receipt.outcome)?;
     println!("    content hash {hash}");
     println!("    address      {address}");
@@ -231,15 +236,15 @@ async fn story(
         3,
         "H_A finds the listing and subscribes: SC1 pays H_B, SC2 passes Alice her share",
     );
-    let listings = c.get(&format!("/v1/listings?address={address}")).await?;
+    let listing = verifying.listing_at(&address).await?;
     ensure!(
-        listings.as_array().is_some_and(|l| l.len() == 1),
-        "listing not found by address"
+        listing.value.is_some_and(|l| l.hash == hash),
+        "listing not found by address in certified state"
     );
-    let before = balances(&c, &[ha, hb, alice]).await?;
-    let (_, _, receipt) = c.execute(&ha.key, Call::SubscribeData { hash }).await?;
+    let before = balances(&verifying, &[ha, hb, alice]).await?;
+    let (_, _, receipt) = run_call(&c, genesis, ha, Call::SubscribeData { hash }).await?;
     let events = applied(&receipt.outcome)?;
-    let after = balances(&c, &[ha, hb, alice]).await?;
+    let after = balances(&verifying, &[ha, hb, alice]).await?;
     for ((p, b), a) in [ha, hb, alice].iter().zip(&before).zip(&after) {
         println!(
             "    {:<11} {b:>6} -> {a:>6} ({:+})",
@@ -262,16 +267,17 @@ async fn story(
         4,
         "H_A requests the record by address and receives a time-limited access grant",
     );
-    let (_, grant_id, receipt) = c
-        .execute(
-            &ha.key,
-            Call::RequestDataWithAddress {
-                address: address.clone(),
-                purpose: TREATMENT.into(),
-                ttl_secs: 900,
-            },
-        )
-        .await?;
+    let (_, grant_id, receipt) = run_call(
+        &c,
+        genesis,
+        ha,
+        Call::RequestDataWithAddress {
+            address: address.clone(),
+            purpose: TREATMENT.into(),
+            ttl_secs: 900,
+        },
+    )
+    .await?;
     applied(&receipt.outcome)?;
     println!("    grant {grant_id}");
 
@@ -279,7 +285,6 @@ async fn story(
         5,
         "H_A fetches from H_B's PDC: token, signed fetch, Alice's policy, the detector; checked against the ledger",
     );
-    let verifying = RemoteNode::new(url, genesis)?;
     let delivery = verifying.fetch(&ha.key, &grant_id).await?;
     let plain = delivery.plaintext()?;
     ensure!(plain == record, "H_A received other content");
@@ -300,34 +305,19 @@ async fn story(
         6,
         "A research institute: refused by the contract unpaid, then by Alice's policy once it has paid",
     );
-    let (_, _, receipt) = c
-        .execute(
-            &institute.key,
-            Call::RequestDataWithHash {
-                hash,
-                purpose: "research".into(),
-                ttl_secs: 900,
-            },
-        )
-        .await?;
+    let research = || Call::RequestDataWithHash {
+        hash,
+        purpose: "research".into(),
+        ttl_secs: 900,
+    };
+    let (_, _, receipt) = run_call(&c, genesis, institute, research()).await?;
     match receipt.rejection() {
         Some(r) => println!("    the contract refuses a grant: {r}"),
         None => bail!("an unsubscribed party obtained a grant"),
     }
-    let (_, _, receipt) = c
-        .execute(&institute.key, Call::SubscribeData { hash })
-        .await?;
+    let (_, _, receipt) = run_call(&c, genesis, institute, Call::SubscribeData { hash }).await?;
     applied(&receipt.outcome)?;
-    let (_, research_grant, receipt) = c
-        .execute(
-            &institute.key,
-            Call::RequestDataWithHash {
-                hash,
-                purpose: "research".into(),
-                ttl_secs: 900,
-            },
-        )
-        .await?;
+    let (_, research_grant, receipt) = run_call(&c, genesis, institute, research()).await?;
     applied(&receipt.outcome)?;
     match verifying.fetch(&institute.key, &research_grant).await {
         Ok(_) => bail!("Alice's policy did not stop research use"),
@@ -335,41 +325,39 @@ async fn story(
     }
 
     // H_B's PDC records each decision on the ledger itself; wait for both.
+    let query = LogQuery {
+        data: Some(hash),
+        limit: Some(100),
+        ..LogQuery::default()
+    };
+    let is_access = |e: &secnet_api::audit::LogItem| matches!(e.entry, LogEntry::Access { .. });
     let entries = loop {
-        let log = c.get(&format!("/v1/log?data={hash}&limit=100")).await?;
-        let entries = log["entries"].as_array().cloned().unwrap_or_default();
-        let accesses = entries
-            .iter()
-            .filter(|e| e["entry"]["type"] == "access")
-            .count();
-        if accesses >= 2 {
+        let entries = c.log(&query).await?.entries;
+        if entries.iter().filter(|e| is_access(e)).count() >= 2 {
             break entries;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     for e in &entries {
-        let entry = &e["entry"];
-        if entry["type"] == "access" {
-            let decision = &entry["entry"]["decision"];
+        if let LogEntry::Access { entry, .. } = &e.entry {
+            let decision = match entry.decision {
+                AccessDecision::Delivered => "delivered".to_string(),
+                AccessDecision::Refused(reason) => {
+                    format!("refused ({})", secnet_pdc::record::reason_code(reason))
+                }
+            };
             println!(
-                "    H_B recorded leaf {}: {} {}{} (score {} ppm)",
-                e["index"],
-                entry["entry"]["requester"].as_str().unwrap_or("?"),
-                decision["decision"].as_str().unwrap_or("?"),
-                decision["reason"]
-                    .as_str()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default(),
-                entry["entry"]["score_ppm"]
+                "    H_B recorded leaf {}: {} {decision} (score {} ppm)",
+                e.index, entry.requester, entry.score_ppm
             );
         }
     }
-    let leaves: Vec<u64> = entries.iter().filter_map(|e| e["index"].as_u64()).collect();
+    let leaves: Vec<u64> = entries.iter().map(|e| e.index).collect();
     // The log as it was before the first recorded access: what the log must extend.
     let first = entries
         .iter()
-        .filter(|e| e["entry"]["type"] == "access")
-        .filter_map(|e| e["index"].as_u64())
+        .filter(|e| is_access(e))
+        .map(|e| e.index)
         .min()
         .unwrap_or(1)
         .max(1);
@@ -392,10 +380,7 @@ async fn story(
         super::data::proven_in_log(&c, leaf, size, certified.root).await?;
         println!("    leaf {leaf}: inclusion in the certified log verified");
     }
-    let p: ConsistencyProof = serde_json::from_value(
-        c.get(&format!("/v1/log/consistency?from={first}&to={size}"))
-            .await?,
-    )?;
+    let p = c.log_consistency(first, size).await?;
     p.verify()?;
     ensure!(
         p.second_root == certified.root,
@@ -418,10 +403,7 @@ async fn story(
         } else {
             ((size, certified.root), (cosigned_size, cosigned_root))
         };
-        let p: ConsistencyProof = serde_json::from_value(
-            c.get(&format!("/v1/log/consistency?from={small}&to={large}"))
-                .await?,
-        )?;
+        let p = c.log_consistency(small, large).await?;
         p.verify()?;
         ensure!(
             p.first_root == small_root && p.second_root == large_root,

@@ -50,9 +50,9 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<()> {
                 let call = secnet_types::Call::SetEncryptionKey {
                     key: key.encryption_key(),
                 };
-                let (height, hash, receipt) = super::client::Client::new(&node)?
-                    .execute(&key, call)
-                    .await?;
+                let api = secnet_client::NodeApi::new(&node)?;
+                let chain_id = api.status().await?.chain_id;
+                let (height, hash, receipt) = api.execute(&key, &chain_id, call).await?;
                 super::print_json(
                     &serde_json::json!({ "tx": hash, "height": height, "receipt": receipt }),
                 )?;

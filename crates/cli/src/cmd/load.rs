@@ -5,10 +5,11 @@
 )]
 //! throughput and submission-to-finality latency.
 
-use super::client::Client;
 use anyhow::{Context, bail, ensure};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use secnet_api::txs::BatchResult;
+use secnet_client::NodeApi;
 use secnet_node::keyfile;
 use secnet_types::{Call, DataKind, Hash, Keypair, RegisterData, SignedTransaction, Transaction};
 use serde::Serialize;
@@ -141,14 +142,12 @@ pub async fn drive(
 ) -> anyhow::Result<LoadReport> {
     use std::sync::{Arc, Mutex};
     ensure!(!nodes.is_empty(), "no node to send to");
-    let clients: Vec<Client> = nodes
+    let clients: Vec<NodeApi> = nodes
         .iter()
-        .map(|n| Client::new(n))
+        .map(|n| NodeApi::new(n))
         .collect::<Result<_, _>>()?;
     let watcher = clients.first().context("no node")?.clone();
-    let start_height = watcher.get("/v1/status").await?["height"]
-        .as_u64()
-        .unwrap_or(0);
+    let start_height = watcher.status().await?.height;
     let total = txs.len();
     let bar = if progress {
         ProgressBar::new(total as u64)
@@ -188,18 +187,23 @@ pub async fn drive(
                         tokio::time::sleep(wait).await;
                     }
                 }
-                let body = serde_json::json!({ "txs": chunk.iter().map(|t| hex::encode(t.to_bytes())).collect::<Vec<_>>() });
-                let answer = client.post("/v1/txs", &body).await?;
+                let answer = client.submit_batch(chunk).await?;
                 let now = Instant::now();
-                let mut map = submitted_at.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
-                for (tx, r) in chunk.iter().zip(answer["results"].as_array().into_iter().flatten()) {
-                    if r.get("hash").is_some() {
-                        map.insert(tx.hash(), now);
-                    } else if r["busy"] == true {
-                        bail!("the node is busy: lower --rate ({})", r["error"]);
-                    } else {
-                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(error = %r["error"], "transaction refused");
+                let mut map = submitted_at
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("lock poisoned"))?;
+                for (tx, r) in chunk.iter().zip(answer.results) {
+                    match r {
+                        BatchResult::Admitted { .. } => {
+                            map.insert(tx.hash(), now);
+                        }
+                        BatchResult::Refused { busy: true, error } => {
+                            bail!("the node is busy: lower --rate ({error})");
+                        }
+                        BatchResult::Refused { error, .. } => {
+                            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::warn!(%error, "transaction refused");
+                        }
                     }
                 }
             }
@@ -216,21 +220,17 @@ pub async fn drive(
         if latencies.len() + refused_now >= total {
             break;
         }
-        let height = watcher.get("/v1/status").await?["height"]
-            .as_u64()
-            .unwrap_or(0);
+        let height = watcher.status().await?.height;
         while next_height <= height {
-            let block = watcher
-                .get(&format!("/v1/blocks/{next_height}/tx-hashes"))
-                .await?;
+            let Some(block) = watcher.block_tx_hashes(next_height).await? else {
+                break;
+            };
             let now = Instant::now();
             let mut map = submitted_at
                 .lock()
                 .map_err(|_| anyhow::anyhow!("lock poisoned"))?;
-            for t in block["tx_hashes"].as_array().into_iter().flatten() {
-                if let Some(hash) = t.as_str().and_then(|h| h.parse::<Hash>().ok())
-                    && let Some(at) = map.remove(&hash)
-                {
+            for hash in &block.tx_hashes {
+                if let Some(at) = map.remove(hash) {
                     latencies.push(now.duration_since(at).as_secs_f64() * 1e3);
                     last_commit = now;
                     idle_since = now;
@@ -269,11 +269,11 @@ pub async fn drive(
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let keys = read_keys(&args.key_dir)?;
     super::runtime()?.block_on(async move {
-        let client = Client::new(args.node.first().context("no --node")?)?;
-        let chain_id = client.chain_id().await?;
+        let client = NodeApi::new(args.node.first().context("no --node")?)?;
+        let chain_id = client.status().await?.chain_id;
         let mut nonces = Vec::new();
         for k in &keys {
-            nonces.push(client.account(&k.account()).await?.1);
+            nonces.push(client.account(&k.account()).await?.nonce);
         }
         let salt = secnet_node::datadir::now_ms();
         let txs = sign_workload(&keys, &nonces, &chain_id, args.txs, salt);

@@ -5,7 +5,6 @@ pub mod audit;
 pub mod bench;
 pub mod bench_ai;
 pub mod bench_pdc;
-pub mod client;
 pub mod data;
 pub mod demo;
 pub mod dev;

@@ -125,28 +125,21 @@ fn block_failure(height: u64, reason: impl std::fmt::Display) -> anyhow::Error {
 pub fn block(args: BlockArgs) -> anyhow::Result<()> {
     super::runtime()?.block_on(async move {
         let node = args.remote.connect()?;
-        let raw = super::client::Client::new(&args.remote.node)?;
-        let fetch = |height: u64| {
-            let raw = raw.clone();
-            async move {
-                let b = raw.get(&format!("/v1/blocks/{height}")).await?;
-                let hex = b
-                    .get("bytes")
-                    .and_then(|v| v.as_str())
-                    .ok_or_else(|| block_failure(height, "the answer carries no block bytes"))?;
-                let bytes = hex::decode(hex).map_err(|e| block_failure(height, e))?;
-                let block = Block::decode_bytes(&bytes).map_err(|e| block_failure(height, e))?;
-                block.check_body().map_err(|e| block_failure(height, e))?;
-                if block.header.height != height {
-                    return Err(anyhow::Error::new(ClientError::Verification(
-                        VerifyError::OtherHeight {
-                            asked: height,
-                            got: block.header.height,
-                        },
-                    )));
-                }
-                anyhow::Ok(block)
+        let node = &node;
+        let fetch = |height: u64| async move {
+            let answer = node.api().block(height).await?;
+            let block =
+                Block::decode_bytes(&answer.bytes.0).map_err(|e| block_failure(height, e))?;
+            block.check_body().map_err(|e| block_failure(height, e))?;
+            if block.header.height != height {
+                return Err(anyhow::Error::new(ClientError::Verification(
+                    VerifyError::OtherHeight {
+                        asked: height,
+                        got: block.header.height,
+                    },
+                )));
             }
+            anyhow::Ok(block)
         };
         let block = fetch(args.height).await?;
         // The block's header must be the one a certified header links back to.
@@ -189,28 +182,20 @@ pub struct HealthArgs {
 /// Operational information, not verified: `secnet status` is the verified view.
 pub fn health(args: HealthArgs) -> anyhow::Result<()> {
     super::runtime()?.block_on(async move {
-        let s = super::client::Client::new(&args.node)?
-            .get("/v1/status")
-            .await?;
+        let s = secnet_client::NodeApi::new(&args.node)?.status().await?;
         if args.json {
             return super::print_json(&s);
         }
         println!("(the node's own report, not verified; `secnet status` verifies)");
-        for field in ["chain_id", "height", "state_root", "log_size", "mempool"] {
-            println!(
-                "{field:<11} {}",
-                s.get(field).unwrap_or(&serde_json::Value::Null)
-            );
-        }
-        if let Some(validators) = s.get("validators").and_then(|v| v.as_array()) {
-            println!("validators");
-            for v in validators {
-                println!(
-                    "  {}  height {}",
-                    v.get("key").and_then(|k| k.as_str()).unwrap_or("?"),
-                    v.get("height").unwrap_or(&serde_json::Value::Null)
-                );
-            }
+        println!("chain_id    {}", s.chain_id);
+        println!("height      {}", s.height);
+        println!("state_root  {}", s.state_root);
+        println!("log_size    {}", s.log_size);
+        println!("mempool     {}", s.mempool);
+        println!("validators");
+        for v in &s.validators {
+            let height = v.height.map_or("unknown".to_string(), |h| h.to_string());
+            println!("  {}  height {height}", v.key);
         }
         Ok(())
     })

@@ -5,12 +5,11 @@
     reason = "indexing a serde_json::Value yields Null, never panics"
 )]
 
-use super::client::Client;
 use super::data::{Conn, execute_call, fetch_to, register};
 use anyhow::{Context, anyhow, bail};
 use clap::Subcommand;
-use reqwest::Method;
 use secnet_ai::model::Detector;
+use secnet_client::NodeApi;
 use secnet_node::keyfile;
 use secnet_rules::{SecurityRule, install};
 use secnet_types::{AccountId, Call, DataKind, Hash, RegisterData};
@@ -193,14 +192,8 @@ async fn run_remote(cmd: RulesCmd) -> anyhow::Result<()> {
         RulesCmd::List { category, conn } => {
             // The node says which listings exist; each one shown is proven on certified
             // state (a node can leave some out, but not invent or alter one).
-            let all = Client::new(&conn.node)?.get("/v1/listings").await?;
-            let mut hashes: Vec<Hash> = all
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|l| serde_json::from_value(l["hash"].clone()).ok())
-                .collect();
+            let all = conn.api()?.listings(None).await?;
+            let mut hashes: Vec<Hash> = all.iter().map(|l| l.hash).collect();
             hashes.sort();
             hashes.dedup();
             if hashes.len() > MAX_LISTED {
@@ -245,9 +238,7 @@ async fn run_remote(cmd: RulesCmd) -> anyhow::Result<()> {
             install: into,
             conn,
         } => fetch(&conn, &key, hash, &out, into.as_deref()).await,
-        RulesCmd::Show { conn } => {
-            super::print_json(&Client::new(&conn.node)?.get("/v1/pdc/rules").await?)
-        }
+        RulesCmd::Show { conn } => super::print_json(&conn.api()?.pdc_rules().await?),
         RulesCmd::Package { .. } | RulesCmd::Install { .. } => Ok(()),
     }
 }
@@ -268,39 +259,38 @@ async fn publish(
             key.account()
         );
     }
-    let c = Client::new(&conn.node)?;
+    let api = conn.api()?;
     let object = format!(
         "{RULES_COLLECTION}/{}/{}-v{}",
         rule.meta.category, rule.meta.name, rule.meta.version
     );
-    let stored = c
-        .signed(
+    let stored = api
+        .put_object(
             &key,
-            Method::PUT,
+            &key.account(),
+            &object,
             &format!(
-                "/v1/pdc/objects/{}/{object}?media_type={}",
-                key.account(),
+                "media_type={}",
                 secnet_rules::artifact::MEDIA_TYPE.replace('+', "%2B")
             ),
             rule.bytes().to_vec(),
             secnet_rules::artifact::MEDIA_TYPE,
         )
         .await?;
-    let stored_hash: Hash = serde_json::from_value(stored["hash"].clone())
-        .with_context(|| format!("the node stored the rule but named no hash: {stored}"))?;
+    let stored_hash = stored.hash;
     if stored_hash != rule.hash() {
         bail!(
             "the node stored the rule under hash {stored_hash}, not its content hash {}",
             rule.hash()
         );
     }
-    ensure_sell_policy(&c, &key).await?;
+    ensure_sell_policy(&api, &key).await?;
     register(
         conn,
         key_path,
         None,
         Some(rule.hash()),
-        stored["udi"].as_str().map(str::to_string),
+        Some(stored.udi.to_string()),
         None,
         RegisterData {
             hash: Hash([0; 32]),
@@ -328,20 +318,15 @@ async fn publish(
 
 /// Adds to the publisher's policies, unless already there, one that lets anyone holding a
 /// ledger grant (that is, a paying subscriber) read the publisher's rules.
-async fn ensure_sell_policy(c: &Client, key: &secnet_types::Keypair) -> anyhow::Result<()> {
-    let url = format!("/v1/pdc/policies/{}", key.account());
-    let current = c
-        .signed(key, Method::GET, &url, Vec::new(), "application/json")
-        .await?;
-    let text = current["text"].as_str().unwrap_or_default();
+async fn ensure_sell_policy(api: &NodeApi, key: &secnet_types::Keypair) -> anyhow::Result<()> {
+    let text = api.policies(key).await?.text;
     if text.contains(&format!("@id(\"{SELL_POLICY_ID}\")")) {
         return Ok(());
     }
     let policy = format!(
         "{text}\n@id(\"{SELL_POLICY_ID}\")\npermit (principal, action == SecNet::Action::\"read\", resource in SecNet::Collection::\"{RULES_COLLECTION}\")\nwhen {{ context.grant }};\n"
     );
-    c.signed(key, Method::PUT, &url, policy.into_bytes(), "text/plain")
-        .await?;
+    api.set_policies(key, &policy).await?;
     Ok(())
 }
 
@@ -353,13 +338,18 @@ async fn fetch(
     into: Option<&Path>,
 ) -> anyhow::Result<()> {
     let key = keyfile::read_key(key_path)?;
-    let c = Client::new(&conn.node)?;
-    let listing = c.get(&format!("/v1/listings/{hash}")).await?["listing"].clone();
-    if listing["kind"]["type"] != "security_rule" {
+    // The listing from certified state: who registered the rule decides whose signature
+    // it must carry.
+    let listing = conn
+        .remote()?
+        .listing(&hash)
+        .await?
+        .value
+        .ok_or_else(|| anyhow!("{hash} is not registered"))?;
+    if !matches!(listing.kind, DataKind::SecurityRule { .. }) {
         bail!("{hash} is registered, but not as a security rule");
     }
-    let owner: AccountId =
-        serde_json::from_value(listing["owner"].clone()).context("the listing names no owner")?;
+    let owner = listing.owner;
     let granted = execute_call(
         conn,
         &key,
@@ -370,8 +360,9 @@ async fn fetch(
         },
     )
     .await?;
-    let grant: Hash = serde_json::from_value(granted["grant"].clone())
-        .map_err(|_| anyhow!("the ledger issued no grant: {granted}"))?;
+    let grant = granted
+        .grant
+        .ok_or_else(|| anyhow!("the ledger issued no grant (transaction {})", granted.tx))?;
     let fetched = fetch_to(conn, key_path, &grant, out)
         .await?
         .ok_or_else(|| anyhow!("nothing was written"))?;
@@ -394,7 +385,7 @@ async fn fetch(
         "rule": describe(&rule),
         "out": out,
         "grant": grant,
-        "score": fetched["score"],
+        "score": fetched.score,
     });
     if let Some(dir) = into {
         install(dir, &bytes, Some(hash))?;

@@ -1,9 +1,9 @@
 //! `secnet tx`: sign and submit transactions, and show a committed one's verified receipt.
 
-use super::client::Client;
 use super::query::Remote;
 use anyhow::bail;
 use clap::Subcommand;
+use secnet_client::NodeApi;
 use secnet_node::keyfile;
 use secnet_types::{AccountId, Call, Hash, Transaction};
 use std::path::PathBuf;
@@ -68,9 +68,9 @@ pub fn run(cmd: TxCmd) -> anyhow::Result<()> {
                 default.exists().then_some(default)
             });
             super::runtime()?.block_on(async move {
-                let client = Client::new(&node)?;
-                let chain_id = client.chain_id().await?;
-                let (_, nonce) = client.account(&key.account()).await?;
+                let client = NodeApi::new(&node)?;
+                let chain_id = client.status().await?.chain_id;
+                let nonce = client.account(&key.account()).await?.nonce;
                 let tx = Transaction {
                     chain_id,
                     sender: key.account(),

@@ -8,12 +8,12 @@ use crate::problem::ProblemBody;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use secnet_api::audit::{ConsistencyProof, InclusionProof, LogItem, LogPage};
 use secnet_certified::CosignedCheckpointAnswer;
 use secnet_contract::LogEntry;
 use secnet_ledger::LogSubject;
 use secnet_types::Hash;
 use serde::Deserialize;
-use serde_json::json;
 
 #[derive(Deserialize)]
 pub(super) struct LogQuery {
@@ -52,14 +52,14 @@ pub(super) fn log_entry_matches(
         ("data" = Option<String>, Query, description = "only entries about this content hash"),
     ),
     responses(
-        (status = 200, description = "entries with their indices", body = serde_json::Value),
+        (status = 200, description = "entries with their indices", body = LogPage),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn log_entries(
     State(node): Node,
     Query(q): Query<LogQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<LogPage>> {
     let from = q.from.unwrap_or(0);
     let limit = q.limit.unwrap_or(100).min(MAX_LOG_PAGE);
     let grant: Option<Hash> = q
@@ -72,33 +72,31 @@ pub(super) async fn log_entries(
         .as_deref()
         .map(|d| parse("data hash", d))
         .transpose()?;
-    let entries = node.with_ledger(
-        |l| -> Result<Vec<serde_json::Value>, secnet_ledger::LedgerError> {
-            let size = l.state().log().len();
-            // A filter reads the index of what leaves are about; otherwise a page in order.
-            let indices: Vec<u64> = match (grant, data) {
-                (Some(g), _) => l.log_indices(LogSubject::Grant(g))?,
-                (None, Some(d)) => l.log_indices(LogSubject::Data(d))?,
-                (None, None) => (from..size.min(from.saturating_add(limit))).collect(),
-            };
-            let mut out = Vec::new();
-            for index in indices.into_iter().filter(|i| *i >= from && *i < size) {
-                if out.len() as u64 >= limit {
-                    break;
-                }
-                if let Some(bytes) = l.log_leaf(index)? {
-                    let entry = LogEntry::from_bytes(&bytes).map_err(|e| {
-                        secnet_ledger::LedgerError::Corrupt(format!("log leaf {index}: {e}"))
-                    })?;
-                    if log_entry_matches(&entry, grant.as_ref(), data.as_ref()) {
-                        out.push(json!({ "index": index, "entry": entry }));
-                    }
+    let entries = node.with_ledger(|l| -> Result<Vec<LogItem>, secnet_ledger::LedgerError> {
+        let size = l.state().log().len();
+        // A filter reads the index of what leaves are about; otherwise a page in order.
+        let indices: Vec<u64> = match (grant, data) {
+            (Some(g), _) => l.log_indices(LogSubject::Grant(g))?,
+            (None, Some(d)) => l.log_indices(LogSubject::Data(d))?,
+            (None, None) => (from..size.min(from.saturating_add(limit))).collect(),
+        };
+        let mut out = Vec::new();
+        for index in indices.into_iter().filter(|i| *i >= from && *i < size) {
+            if out.len() as u64 >= limit {
+                break;
+            }
+            if let Some(bytes) = l.log_leaf(index)? {
+                let entry = LogEntry::from_bytes(&bytes).map_err(|e| {
+                    secnet_ledger::LedgerError::Corrupt(format!("log leaf {index}: {e}"))
+                })?;
+                if log_entry_matches(&entry, grant.as_ref(), data.as_ref()) {
+                    out.push(LogItem { index, entry });
                 }
             }
-            Ok(out)
-        },
-    )??;
-    Ok(Json(json!({ "from": from, "entries": entries })))
+        }
+        Ok(out)
+    })??;
+    Ok(Json(LogPage { from, entries }))
 }
 
 #[derive(Deserialize)]
@@ -116,7 +114,7 @@ pub(super) struct SizeQuery {
         ("size" = Option<u64>, Query, description = "tree size to prove against (default: current)"),
     ),
     responses(
-        (status = 200, description = "inclusion proof with the leaf bytes", body = serde_json::Value),
+        (status = 200, description = "inclusion proof with the leaf bytes", body = InclusionProof),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -124,7 +122,7 @@ pub(super) async fn log_proof(
     State(node): Node,
     Path(index): Path<String>,
     Query(q): Query<SizeQuery>,
-) -> ApiResult<Json<secnet_ledger::InclusionProof>> {
+) -> ApiResult<Json<InclusionProof>> {
     let index: u64 = parse("leaf index", &index)?;
     Ok(Json(
         node.with_ledger(|l| l.inclusion_proof(index, q.size))??,
@@ -147,14 +145,14 @@ pub(super) struct ConsistencyQuery {
         ("to" = Option<u64>, Query, description = "newer size (default: current)"),
     ),
     responses(
-        (status = 200, description = "consistency proof", body = serde_json::Value),
+        (status = 200, description = "consistency proof", body = ConsistencyProof),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn log_consistency(
     State(node): Node,
     Query(q): Query<ConsistencyQuery>,
-) -> ApiResult<Json<secnet_ledger::ConsistencyProof>> {
+) -> ApiResult<Json<ConsistencyProof>> {
     Ok(Json(node.with_ledger(|l| {
         let to = q.to.unwrap_or(l.state().log().len());
         l.consistency_proof(q.from, to)

@@ -8,10 +8,15 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use secnet_api::chain::{
+    AccountAnswer, BlockAnswer, BlockTxHashes, GrantAnswer, HeaderAnswer, ListingAnswer,
+    NodeStatus, TxView,
+};
+use secnet_certified::HexBytes;
 use secnet_contract::StateKey;
+use secnet_contract::entries::Listing;
 use secnet_types::{AccountId, Hash, SignedTransaction};
 use serde::Deserialize;
-use serde_json::json;
 use std::sync::Arc;
 
 #[utoipa::path(
@@ -23,7 +28,7 @@ use std::sync::Arc;
         ("height" = String, Path, description = "block height"),
     ),
     responses(
-        (status = 200, description = "the header, hex", body = serde_json::Value),
+        (status = 200, description = "the header, hex", body = HeaderAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no block at that height yet", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -31,11 +36,12 @@ use std::sync::Arc;
 pub(super) async fn block_header(
     State(node): Node,
     Path(height): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<HeaderAnswer>> {
     let (height, header) = stored_header(&node, &height)?;
-    Ok(Json(
-        json!({ "height": height, "header": hex::encode(header.to_bytes()) }),
-    ))
+    Ok(Json(HeaderAnswer {
+        height,
+        header: HexBytes(header.to_bytes()),
+    }))
 }
 
 #[utoipa::path(
@@ -44,35 +50,29 @@ pub(super) async fn block_header(
     tag = "ledger",
     summary = "The node's chain, height, state root, log head and validators",
     responses(
-        (status = 200, description = "status", body = serde_json::Value),
+        (status = 200, description = "status", body = NodeStatus),
     )
 )]
-pub(super) async fn status(State(node): Node) -> ApiResult<Json<serde_json::Value>> {
-    let pending = node.pending()?;
-    let body = node.with_ledger(|l| {
+pub(super) async fn status(State(node): Node) -> ApiResult<Json<NodeStatus>> {
+    let mempool = node.pending()?;
+    let validators = node.validators();
+    Ok(Json(node.with_ledger(|l| {
         let tip = l.state().tip();
         let log = l.state().log();
-        json!({
-            "chain_id": l.genesis().chain_id,
-            "genesis_hash": l.genesis().hash(),
-            "height": tip.height,
-            "block_hash": tip.block_hash,
-            "timestamp_ms": tip.timestamp_ms,
-            "state_root": tip.state_root,
-            "log_size": log.len(),
-            "log_root": Hash(log.root()),
-            "mempool": pending,
-            "node": node.key().account(),
-        })
-    })?;
-    let mut body = body;
-    if let Some(fields) = body.as_object_mut() {
-        fields.insert(
-            "validators".into(),
-            serde_json::Value::Array(node.validators()),
-        );
-    }
-    Ok(Json(body))
+        NodeStatus {
+            chain_id: l.genesis().chain_id.clone(),
+            genesis_hash: l.genesis().hash(),
+            height: tip.height,
+            block_hash: tip.block_hash,
+            timestamp_ms: tip.timestamp_ms,
+            state_root: tip.state_root,
+            log_size: log.len(),
+            log_root: Hash(log.root()),
+            mempool,
+            node: node.key().account(),
+            validators,
+        }
+    })?))
 }
 
 /// The stored block at the height named in a path.
@@ -110,7 +110,7 @@ pub(super) fn stored_header(
         ("height" = String, Path, description = "block height"),
     ),
     responses(
-        (status = 200, description = "height, block hash and transaction hashes", body = serde_json::Value),
+        (status = 200, description = "height, block hash and transaction hashes", body = BlockTxHashes),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no block at that height yet", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -118,13 +118,18 @@ pub(super) fn stored_header(
 pub(super) async fn block_tx_hashes(
     State(node): Node,
     Path(height): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<BlockTxHashes>> {
     let (height, stored) = stored_block(&node, &height)?;
-    Ok(Json(json!({
-        "height": height,
-        "hash": stored.block.hash(),
-        "tx_hashes": stored.block.txs.iter().map(SignedTransaction::hash).collect::<Vec<_>>(),
-    })))
+    Ok(Json(BlockTxHashes {
+        height,
+        hash: stored.block.hash(),
+        tx_hashes: stored
+            .block
+            .txs
+            .iter()
+            .map(SignedTransaction::hash)
+            .collect(),
+    }))
 }
 
 #[utoipa::path(
@@ -136,7 +141,7 @@ pub(super) async fn block_tx_hashes(
         ("height" = String, Path, description = "block height"),
     ),
     responses(
-        (status = 200, description = "header, transactions, receipts, state root, and the block's canonical bytes (hex) for clients that check it against a certified header", body = serde_json::Value),
+        (status = 200, description = "header, transactions, receipts, state root, and the block's canonical bytes (hex) for clients that check it against a certified header", body = BlockAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no block at that height yet", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -144,19 +149,26 @@ pub(super) async fn block_tx_hashes(
 pub(super) async fn block(
     State(node): Node,
     Path(height): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<BlockAnswer>> {
     let (_, stored) = stored_block(&node, &height)?;
-    Ok(Json(json!({
-        "hash": stored.block.hash(),
-        "bytes": hex::encode(stored.block.to_bytes()),
-        "header": stored.block.header,
-        "state_root": stored.state_root,
-        "log_size": stored.log_size,
-        "transactions": stored.block.txs.iter().map(|t| json!({
-            "hash": t.hash(), "tx": t.tx(), "signature": t.signature(),
-        })).collect::<Vec<_>>(),
-        "receipts": stored.receipts,
-    })))
+    Ok(Json(BlockAnswer {
+        hash: stored.block.hash(),
+        bytes: HexBytes(stored.block.to_bytes()),
+        transactions: stored
+            .block
+            .txs
+            .iter()
+            .map(|t| TxView {
+                hash: t.hash(),
+                tx: t.tx().clone(),
+                signature: *t.signature(),
+            })
+            .collect(),
+        header: stored.block.header,
+        state_root: stored.state_root,
+        log_size: stored.log_size,
+        receipts: stored.receipts,
+    }))
 }
 
 #[utoipa::path(
@@ -168,26 +180,25 @@ pub(super) async fn block(
         ("id" = String, Path, description = "account id: 64 hex digits"),
     ),
     responses(
-        (status = 200, description = "account and its state proof", body = serde_json::Value),
+        (status = 200, description = "account and its state proof", body = AccountAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn account(
     State(node): Node,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<AccountAnswer>> {
     let id: AccountId = parse("account", &id)?;
-    let body = node.with_ledger(|l| {
+    Ok(Json(node.with_ledger(|l| {
         let a = l.state().account(&id);
-        json!({
-            "account": id,
-            "balance": a.balance,
-            "nonce": a.nonce,
-            "encryption_key": a.encryption_key,
-            "proof": l.state().prove(&StateKey::Account(id)),
-        })
-    })?;
-    Ok(Json(body))
+        AccountAnswer {
+            account: id,
+            balance: a.balance,
+            nonce: a.nonce,
+            encryption_key: a.encryption_key,
+            proof: l.state().prove(&StateKey::Account(id)),
+        }
+    })?))
 }
 
 #[derive(Deserialize)]
@@ -204,23 +215,17 @@ pub(super) struct ListingQuery {
         ("address" = Option<String>, Query, description = "only the listing registered at this address"),
     ),
     responses(
-        (status = 200, description = "listings", body = serde_json::Value),
+        (status = 200, description = "listings", body = Vec<Object>),
     )
 )]
 pub(super) async fn listings(
     State(node): Node,
     Query(q): Query<ListingQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let body = node.with_ledger(|l| match &q.address {
-        Some(address) => json!(
-            l.state()
-                .listing_at(address)
-                .into_iter()
-                .collect::<Vec<_>>()
-        ),
-        None => json!(l.state().listings().collect::<Vec<_>>()),
-    })?;
-    Ok(Json(body))
+) -> ApiResult<Json<Vec<Listing>>> {
+    Ok(Json(node.with_ledger(|l| match &q.address {
+        Some(address) => l.state().listing_at(address).into_iter().cloned().collect(),
+        None => l.state().listings().cloned().collect(),
+    })?))
 }
 
 #[utoipa::path(
@@ -232,7 +237,7 @@ pub(super) async fn listings(
         ("hash" = String, Path, description = "content hash, hex"),
     ),
     responses(
-        (status = 200, description = "listing and proof", body = serde_json::Value),
+        (status = 200, description = "listing and proof", body = ListingAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "nothing registered with that hash", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -240,11 +245,12 @@ pub(super) async fn listings(
 pub(super) async fn listing(
     State(node): Node,
     Path(hash): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ListingAnswer>> {
     let hash: Hash = parse("data hash", &hash)?;
     let body = node.with_ledger(|l| {
-        l.state().listing(&hash).map(|listing| {
-            json!({ "listing": listing, "proof": l.state().prove(&StateKey::Listing(hash)) })
+        l.state().listing(&hash).map(|listing| ListingAnswer {
+            listing: listing.clone(),
+            proof: l.state().prove(&StateKey::Listing(hash)),
         })
     })?;
     body.map(Json)
@@ -260,7 +266,7 @@ pub(super) async fn listing(
         ("id" = String, Path, description = "grant id (the request transaction hash)"),
     ),
     responses(
-        (status = 200, description = "grant and proof", body = serde_json::Value),
+        (status = 200, description = "grant and proof", body = GrantAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no such grant", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -268,12 +274,13 @@ pub(super) async fn listing(
 pub(super) async fn grant(
     State(node): Node,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<GrantAnswer>> {
     let id: Hash = parse("grant id", &id)?;
     let body = node.with_ledger(|l| {
-        l.state()
-            .grant(&id)
-            .map(|g| json!({ "grant": g, "proof": l.state().prove(&StateKey::Grant(id)) }))
+        l.state().grant(&id).map(|grant| GrantAnswer {
+            grant: grant.clone(),
+            proof: l.state().prove(&StateKey::Grant(id)),
+        })
     })?;
     body.map(Json)
         .ok_or_else(|| Problem::not_found(format!("no access grant {id}")))

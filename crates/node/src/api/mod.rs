@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use std::sync::Arc;
 
 pub use certified::MAX_STATE_KEYS;
-pub use txs::{SubmitTx, SubmitTxs};
+pub use secnet_api::txs::{SubmitTx, SubmitTxs};
 
 /// Largest request body, in bytes (a hex-encoded transaction of the largest size fits).
 pub const MAX_BODY_BYTES: usize = 160 * 1024;

@@ -9,17 +9,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use secnet_api::txs::{
+    BatchAnswer, BatchResult, Pending, SubmitTx, SubmitTxs, Submitted, TxStatusAnswer,
+};
 use secnet_certified::{HexBytes, ReceiptProof};
 use secnet_types::{Hash, SignedTransaction};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-
-/// Body of `POST /v1/tx`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SubmitTx {
-    /// The signed transaction's canonical bytes, hex.
-    pub tx: String,
-}
 
 #[utoipa::path(
     post,
@@ -28,7 +22,7 @@ pub struct SubmitTx {
     summary = "Submit one signed transaction",
     request_body = SubmitTx,
     responses(
-        (status = 202, description = "admitted: its hash, pending", body = serde_json::Value),
+        (status = 202, description = "admitted: its hash, pending", body = Submitted),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "already admitted", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "refused at admission: bad signature, another chain, a stale nonce or a gap", body = ProblemBody, content_type = "application/problem+json"),
@@ -45,7 +39,10 @@ pub(super) async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> Api
     match node.submit(tx)? {
         Ok(hash) => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({ "hash": hash, "status": "pending" })),
+            Json(Submitted {
+                hash,
+                status: Pending::Pending,
+            }),
         )
             .into_response()),
         Err(AdmitError::Full(n)) => Ok((
@@ -71,13 +68,6 @@ pub(super) async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> Api
     }
 }
 
-/// Body of `POST /v1/txs`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SubmitTxs {
-    /// Signed transactions' canonical bytes, hex.
-    pub txs: Vec<String>,
-}
-
 #[utoipa::path(
     post,
     path = "/v1/txs",
@@ -85,7 +75,7 @@ pub struct SubmitTxs {
     summary = "Submit a batch of signed transactions",
     request_body = SubmitTxs,
     responses(
-        (status = 200, description = "one result per transaction: its hash, or why it was not admitted", body = serde_json::Value),
+        (status = 200, description = "one result per transaction: its hash, or why it was not admitted", body = BatchAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "body over the batch limit", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -93,7 +83,7 @@ pub struct SubmitTxs {
 pub(super) async fn submit_txs(
     State(node): Node,
     body: axum::body::Bytes,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<BatchAnswer>> {
     let req: SubmitTxs = serde_json::from_slice(&body).map_err(|e| {
         Problem::bad_request(format!("body must be {{\"txs\": [\"<hex>\", ...]}}: {e}"))
     })?;
@@ -114,14 +104,17 @@ pub(super) async fn submit_txs(
     }
     let results = node.submit_batch(txs)?;
     let accepted = results.iter().filter(|r| r.is_ok()).count();
-    let results: Vec<serde_json::Value> = results
+    let results = results
         .into_iter()
         .map(|r| match r {
-            Ok(hash) => json!({ "hash": hash }),
-            Err(e) => json!({ "error": e.to_string(), "busy": matches!(e, AdmitError::Full(_)) }),
+            Ok(hash) => BatchResult::Admitted { hash },
+            Err(e) => BatchResult::Refused {
+                busy: matches!(e, AdmitError::Full(_)),
+                error: e.to_string(),
+            },
         })
         .collect();
-    Ok(Json(json!({ "accepted": accepted, "results": results })))
+    Ok(Json(BatchAnswer { accepted, results }))
 }
 
 #[utoipa::path(
@@ -133,7 +126,7 @@ pub(super) async fn submit_txs(
         ("hash" = String, Path, description = "transaction hash, hex"),
     ),
     responses(
-        (status = 200, description = "pending, or committed with height and receipt", body = serde_json::Value),
+        (status = 200, description = "pending, or committed with height and receipt", body = TxStatusAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "neither pending nor committed", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -146,7 +139,7 @@ pub(super) async fn tx_status(State(node): Node, Path(hash): Path<String>) -> Ap
             "transaction {hash} is neither pending nor committed"
         )));
     }
-    Ok(Json(json!({ "hash": hash, "status": status })).into_response())
+    Ok(Json(TxStatusAnswer { hash, status }).into_response())
 }
 
 #[utoipa::path(

@@ -9,6 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
+use secnet_api::pdc::{
+    AccessRefused, DataAnswer, Deleted, History, HistoryItem, ObjectVersions, PdcInfo,
+    PoliciesInstalled, PolicyText, RefusedRule, RulesAnswer, Stored, TokenAnswer, TokenRequest,
+    VersionInfo,
+};
 use secnet_contract::LogEntry;
 use secnet_ledger::LogSubject;
 use secnet_pdc::Udi;
@@ -21,7 +26,6 @@ use secnet_pdc::store::PutRequest;
 use secnet_policy::{Action, Facts, Resource};
 use secnet_types::{AccessDecision, AccountId, EncryptionKey, Hash};
 use serde::Deserialize;
-use serde_json::json;
 use std::collections::HashSet;
 use std::io::Read as _;
 use std::sync::Arc;
@@ -85,17 +89,17 @@ pub fn router(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Router {
     tag = "pdc",
     summary = "Who holds data here, and the limits",
     responses(
-        (status = 200, description = "holder account and encryption key, size limits, token lifetime", body = serde_json::Value),
+        (status = 200, description = "holder account and encryption key, size limits, token lifetime", body = PdcInfo),
     )
 )]
-async fn info(State((node, _pdc)): Ctx) -> Json<serde_json::Value> {
-    Json(json!({
-        "holder": node.key().account(),
-        "encryption_key": node.key().encryption_key(),
-        "max_object_bytes": MAX_OBJECT_BODY,
-        "max_fetch_bytes": MAX_INLINE_FETCH,
-        "token_ttl_ms": secnet_pdc::access::TOKEN_TTL_MS,
-    }))
+async fn info(State((node, _pdc)): Ctx) -> Json<PdcInfo> {
+    Json(PdcInfo {
+        holder: node.key().account(),
+        encryption_key: node.key().encryption_key(),
+        max_object_bytes: MAX_OBJECT_BODY,
+        max_fetch_bytes: MAX_INLINE_FETCH,
+        token_ttl_ms: secnet_pdc::access::TOKEN_TTL_MS,
+    })
 }
 
 /// `GET /v1/pdc/rules`: the detectors scoring access requests here.
@@ -105,16 +109,21 @@ async fn info(State((node, _pdc)): Ctx) -> Json<serde_json::Value> {
     tag = "pdc",
     summary = "The node's own detector and installed security rules",
     responses(
-        (status = 200, description = "rules in use (hash, name, version, category, publisher, what they score, validation F1 and detection at 1% FPR) and files that failed to load", body = serde_json::Value),
+        (status = 200, description = "rules in use (hash, name, version, category, publisher, what they score, validation F1 and detection at 1% FPR) and files that failed to load", body = RulesAnswer),
     )
 )]
-async fn rules(State((_node, pdc)): Ctx) -> Json<serde_json::Value> {
+async fn rules(State((_node, pdc)): Ctx) -> Json<RulesAnswer> {
     pdc.reload_rules();
-    Json(json!({
-        "rules": pdc.rules.list(),
-        "refused": pdc.rules.refused().iter().map(|(file, reason)| json!({ "file": file, "reason": reason })).collect::<Vec<_>>(),
-        "threshold_ppm": pdc.engine.threshold(),
-    }))
+    Json(RulesAnswer {
+        rules: pdc.rules.list(),
+        refused: pdc
+            .rules
+            .refused()
+            .into_iter()
+            .map(|(file, reason)| RefusedRule { file, reason })
+            .collect(),
+        threshold_ppm: pdc.engine.threshold(),
+    })
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -232,7 +241,7 @@ struct PutQuery {
     ),
     request_body(content = Vec<u8>, description = "the payload", content_type = "application/octet-stream"),
     responses(
-        (status = 201, description = "identifier (UDI), version, CID, hash, size, envelope", body = serde_json::Value),
+        (status = 201, description = "identifier (UDI), version, CID, hash, size, envelope", body = Stored),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "neither the owner nor a permitted writer", body = ProblemBody, content_type = "application/problem+json"),
@@ -275,10 +284,14 @@ async fn put_object(
         .ok_or_else(|| internal("stored object has no version"))?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "udi": udi, "version": v.version, "cid": v.cid(), "hash": v.content_hash,
-            "size": v.size, "envelope": v.envelope,
-        })),
+        Json(Stored {
+            udi,
+            version: v.version,
+            cid: v.cid(),
+            hash: v.content_hash,
+            size: v.size,
+            envelope: v.envelope.clone(),
+        }),
     )
         .into_response())
 }
@@ -294,7 +307,7 @@ async fn put_object(
         ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
     ),
     responses(
-        (status = 200, description = "versions with identifiers, hashes and envelopes", body = serde_json::Value),
+        (status = 200, description = "versions with identifiers, hashes and envelopes", body = ObjectVersions),
         (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no such object", body = ProblemBody, content_type = "application/problem+json"),
@@ -306,7 +319,7 @@ async fn get_object(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<ObjectVersions>, Problem> {
     let owner = parse_account(&owner)?;
     let who = signer(&pdc, &method, &uri, &headers, b"")?;
     require_owner(
@@ -315,17 +328,25 @@ async fn get_object(
         "only the owner lists an object's versions; others fetch with a token",
     )?;
     let object = pdc.store.object(&owner, &path).map_err(store_problem)?;
-    let versions: Vec<serde_json::Value> = object
+    let versions = object
         .versions
         .iter()
-        .map(|v| json!({
-            "udi": object.udi(v), "version": v.version, "source": v.source, "cid": v.cid(),
-            "hash": v.content_hash, "size": v.size, "envelope": v.envelope, "created_ms": v.created_ms,
-        }))
+        .map(|v| VersionInfo {
+            udi: object.udi(v),
+            version: v.version,
+            source: v.source.clone(),
+            cid: v.cid(),
+            hash: v.content_hash,
+            size: v.size,
+            envelope: v.envelope.clone(),
+            created_ms: v.created_ms,
+        })
         .collect();
-    Ok(Json(
-        json!({ "owner": owner, "object": object.object, "versions": versions }),
-    ))
+    Ok(Json(ObjectVersions {
+        owner,
+        object: object.object,
+        versions,
+    }))
 }
 
 #[utoipa::path(
@@ -339,7 +360,7 @@ async fn get_object(
         ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
     ),
     responses(
-        (status = 200, description = "what was deleted", body = serde_json::Value),
+        (status = 200, description = "what was deleted", body = Deleted),
         (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "neither the owner nor allowed to control it", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no such object", body = ProblemBody, content_type = "application/problem+json"),
@@ -351,7 +372,7 @@ async fn delete_object(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<Deleted>, Problem> {
     let owner = parse_account(&owner)?;
     let who = signer(&pdc, &method, &uri, &headers, b"")?;
     permitted(&pdc, &who, Action::Control, &owner, &path, "")?;
@@ -359,9 +380,10 @@ async fn delete_object(
         .await
         .map_err(|e| internal(&e.to_string()))?
         .map_err(store_problem)?;
-    Ok(Json(
-        json!({ "deleted": deleted.object, "versions": deleted.versions.len() }),
-    ))
+    Ok(Json(Deleted {
+        versions: deleted.versions.len(),
+        deleted: deleted.object,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -381,7 +403,7 @@ struct ImportQuery {
     ),
     request_body(content = serde_json::Value, description = "a FHIR R4 Bundle", content_type = "application/fhir+json"),
     responses(
-        (status = 201, description = "the stored resources", body = serde_json::Value),
+        (status = 201, description = "the stored resources: the Patient id, one UDI per resource, counts per resource type", body = serde_json::Value),
         (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "neither the owner nor a permitted writer", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "the owner has no encryption key on the ledger", body = ProblemBody, content_type = "application/problem+json"),
@@ -428,7 +450,7 @@ async fn import(
     ),
     request_body(content = String, description = "Cedar policies over the SecNet schema", content_type = "text/plain"),
     responses(
-        (status = 200, description = "the ids of the installed policies", body = serde_json::Value),
+        (status = 200, description = "the ids of the installed policies", body = PoliciesInstalled),
         (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "does not parse or validate against the schema", body = ProblemBody, content_type = "application/problem+json"),
@@ -441,7 +463,7 @@ async fn put_policy(
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<PoliciesInstalled>, Problem> {
     let owner = parse_account(&owner)?;
     let who = signer(&pdc, &method, &uri, &headers, &body)?;
     require_owner(&who, &owner, "only the owner sets their policies")?;
@@ -456,7 +478,10 @@ async fn put_policy(
     })?;
     let ids = checked.ids();
     pdc.set_policies(&owner, checked)?;
-    Ok(Json(json!({ "owner": owner, "policies": ids })))
+    Ok(Json(PoliciesInstalled {
+        owner,
+        policies: ids,
+    }))
 }
 
 #[utoipa::path(
@@ -469,7 +494,7 @@ async fn put_policy(
         ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
     ),
     responses(
-        (status = 200, description = "policy text", body = serde_json::Value),
+        (status = 200, description = "policy text", body = PolicyText),
         (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -480,7 +505,7 @@ async fn get_policy(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<PolicyText>, Problem> {
     let owner = parse_account(&owner)?;
     let who = signer(&pdc, &method, &uri, &headers, b"")?;
     require_owner(&who, &owner, "only the owner reads their policies")?;
@@ -489,17 +514,11 @@ async fn get_policy(
         .policy(&owner)
         .map_err(store_problem)?
         .unwrap_or_default();
-    Ok(Json(
-        json!({ "owner": owner, "text": text, "builtin": pdc.engine.builtin_text() }),
-    ))
-}
-
-/// Body of `POST /v1/pdc/tokens`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-struct TokenRequest {
-    /// The grant id on the ledger (the hash of the request transaction), hex.
-    #[schema(value_type = String)]
-    grant: Hash,
+    Ok(Json(PolicyText {
+        owner,
+        text,
+        builtin: pdc.engine.builtin_text(),
+    }))
 }
 
 #[utoipa::path(
@@ -512,7 +531,7 @@ struct TokenRequest {
     ),
     request_body = TokenRequest,
     responses(
-        (status = 200, description = "the sealed token and its expiry", body = serde_json::Value),
+        (status = 200, description = "the sealed token and its expiry", body = TokenAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "no such grant for the signer, expired, or withdrawn", body = ProblemBody, content_type = "application/problem+json"),
@@ -524,7 +543,7 @@ async fn issue_token(
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<TokenAnswer>, Problem> {
     let who = signer(&pdc, &method, &uri, &headers, &body)?;
     let req: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
         Problem::bad_request(format!("body must be {{\"grant\": \"<hash>\"}}: {e}"))
@@ -532,9 +551,12 @@ async fn issue_token(
     let now = now_ms();
     let issued = node.with_ledger(|l| Gate::issue(node.key(), &who, &req.grant, l.state(), now))?;
     match issued {
-        Ok((token, sealed)) => Ok(Json(json!({
-            "token": sealed, "expires_ms": token.expires_ms, "data": token.data, "grant": token.grant,
-        }))),
+        Ok((token, sealed)) => Ok(Json(TokenAnswer {
+            token: sealed,
+            expires_ms: token.expires_ms,
+            data: token.data,
+            grant: token.grant,
+        })),
         Err(reason) => Err(forbidden(format!("no token: {}", reason_code(reason)))),
     }
 }
@@ -554,7 +576,7 @@ async fn issue_token(
         ("Accept" = Option<String>, Header, description = "application/octet-stream: the ciphertext as the body, described in SecNet-* headers"),
     ),
     responses(
-        (status = 200, description = "JSON: envelope, size, hash, sealed key, ciphertext (base64), decision; or the ciphertext as octets", body = serde_json::Value),
+        (status = 200, description = "JSON: envelope, size, hash, sealed key, ciphertext (base64), decision; or the ciphertext as octets", body = DataAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 401, description = "no token or a malformed fetch signature", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "refused, with the reason (replay, wrong-key, expired, withdrawn, policy-denied, detector-flagged, ...)", body = ProblemBody, content_type = "application/problem+json"),
@@ -632,19 +654,19 @@ async fn fetch(
     let ok = match result {
         Ok(ok) => ok,
         Err(refused) => {
-            let body = json!({
-                "type": "about:blank",
-                "title": "access refused",
-                "status": 403,
-                "detail": format!("access refused: {}", reason_code(refused.reason)),
-                "reason": reason_code(refused.reason),
-                "score_ppm": refused.score,
-                "decision": refused.decision,
-            });
+            let body = AccessRefused {
+                kind: "about:blank".into(),
+                title: "access refused".into(),
+                status: 403,
+                detail: format!("access refused: {}", reason_code(refused.reason)),
+                reason: reason_code(refused.reason).to_string(),
+                score_ppm: refused.score,
+                decision: refused.decision.map(|d| *d),
+            };
             return Ok((
                 StatusCode::FORBIDDEN,
                 [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
-                body.to_string(),
+                Json(body),
             )
                 .into_response());
         }
@@ -704,17 +726,17 @@ async fn fetch(
         }
         return Ok(response);
     }
-    Ok(Json(json!({
-        "udi": udi,
-        "envelope": version.envelope,
-        "size": version.size,
-        "hash": version.content_hash,
-        "blob": version.blob_id().to_hex(),
-        "sealed_key": sealed.to_hex(),
-        "ciphertext": base64::engine::general_purpose::STANDARD.encode(&ciphertext),
-        "decision": ok.decision,
-        "grant": ok.grant.id,
-    }))
+    Ok(Json(DataAnswer {
+        udi,
+        size: version.size,
+        hash: version.content_hash,
+        blob: version.blob_id().to_hex(),
+        sealed_key: sealed.to_hex(),
+        ciphertext: base64::engine::general_purpose::STANDARD.encode(&ciphertext),
+        decision: ok.decision,
+        grant: ok.grant.id,
+        envelope: version.envelope,
+    })
     .into_response())
 }
 
@@ -734,7 +756,7 @@ struct HistoryQuery {
         ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
     ),
     responses(
-        (status = 200, description = "entries with proofs", body = serde_json::Value),
+        (status = 200, description = "entries with proofs (or, with format=fhir, a FHIR Bundle of AuditEvents)", body = History),
         (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
     )
@@ -746,7 +768,7 @@ async fn history(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Response, Problem> {
     let owner = parse_account(&owner)?;
     let who = signer(&pdc, &method, &uri, &headers, b"")?;
     require_owner(&who, &owner, "only the owner reads their history")?;
@@ -758,7 +780,7 @@ async fn history(
         .collect();
     let mut delivered = 0usize;
     let mut events = Vec::new();
-    let entries = node.with_ledger(|l| -> Result<Vec<serde_json::Value>, Problem> {
+    let entries = node.with_ledger(|l| -> Result<Vec<HistoryItem>, Problem> {
         mine.extend(
             l.state()
                 .listings()
@@ -793,19 +815,27 @@ async fn history(
             let proof = l.inclusion_proof(index, Some(size))?;
             let block_ms = l.block(height)?.map_or(0, |b| b.block.header.timestamp_ms);
             let event = audit_event(&entry, index, block_ms);
-            events.push(json!({ "resource": event.clone() }));
-            out.push(
-                json!({ "index": index, "entry": entry, "proof": proof, "audit_event": event }),
-            );
+            events.push(serde_json::json!({ "resource": event.clone() }));
+            out.push(HistoryItem {
+                index,
+                entry,
+                proof,
+                audit_event: event,
+            });
         }
         Ok(out)
     })??;
     if q.format.as_deref() == Some("fhir") {
+        // A FHIR resource is JSON by definition: the Bundle is built as such.
         return Ok(Json(
-            json!({ "resourceType": "Bundle", "type": "collection", "entry": events }),
-        ));
+            serde_json::json!({ "resourceType": "Bundle", "type": "collection", "entry": events }),
+        )
+        .into_response());
     }
-    Ok(Json(
-        json!({ "owner": owner, "entries": entries, "delivered": delivered }),
-    ))
+    Ok(Json(History {
+        owner,
+        entries,
+        delivered,
+    })
+    .into_response())
 }

@@ -1,0 +1,495 @@
+//! The node's HTTP API, typed: one method per route, each answer decoded into the type
+//! `secnet-api` defines for it, read with a size bound, and a refusal turned into an error
+//! that carries the node's problem detail.
+//!
+//! Nothing here is verified: these are the node's word (submission, where a transaction
+//! waits, a holder's own routes). Whatever a caller decides on — a balance, a listing, a
+//! grant, a receipt, a log entry — it checks through [`crate::RemoteNode`] against state
+//! the validators certified.
+
+use secnet_api::ProblemBody;
+use secnet_api::audit::{ConsistencyProof, InclusionProof, LogPage};
+use secnet_api::chain::{AccountAnswer, BlockAnswer, BlockTxHashes, NodeStatus};
+use secnet_api::pdc::{
+    Deleted, History, Imported, ObjectVersions, PdcInfo, PoliciesInstalled, PolicyText,
+    RulesAnswer, Stored, TokenAnswer, TokenRequest,
+};
+use secnet_api::txs::{BatchAnswer, SubmitTx, SubmitTxs, Submitted, TxStatus, TxStatusAnswer};
+use secnet_contract::entries::Listing;
+use secnet_types::{
+    AccountId, Call, GrantId, Hash, Keypair, Receipt, SignedTransaction, Transaction,
+};
+use std::time::{Duration, Instant};
+
+use crate::remote::{ClientError, ReadError, read_bounded};
+
+/// Largest answer read from a node, in bytes.
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// The current time, milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Which access-log entries to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// First index.
+    pub from: Option<u64>,
+    /// Most entries (the node caps it at 1,000).
+    pub limit: Option<u64>,
+    /// Only entries of this grant.
+    pub grant: Option<GrantId>,
+    /// Only entries about this content hash.
+    pub data: Option<Hash>,
+}
+
+/// A node's API.
+#[derive(Debug, Clone)]
+pub struct NodeApi {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A refusal: the status and the problem's detail.
+fn refused(status: reqwest::StatusCode, bytes: &[u8]) -> (reqwest::StatusCode, String) {
+    let detail = serde_json::from_slice::<ProblemBody>(bytes)
+        .map(|p| p.detail)
+        .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned());
+    (status, detail)
+}
+
+impl NodeApi {
+    /// The API of the node at `base` (e.g. `http://127.0.0.1:7878`).
+    pub fn new(base: &str) -> Result<NodeApi, ClientError> {
+        Ok(NodeApi {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| ClientError::Node(e.to_string()))?,
+        })
+    }
+
+    /// The node's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sends a request and reads the answer (bounded): the decoded body on success, or the
+    /// status and the problem's detail.
+    async fn exchange<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<Result<T, (reqwest::StatusCode, String)>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| ClientError::Node(format!("cannot reach {url}: {e}")))?;
+        let status = resp.status();
+        let bytes = read_bounded(resp, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => {
+                    ClientError::Malformed(format!("answer of more than {MAX_ANSWER_BYTES} bytes"))
+                }
+                ReadError::Http(e) => ClientError::Node(format!("reading {url}: {e}")),
+            })?;
+        if !status.is_success() {
+            return Ok(Err(refused(status, &bytes)));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Ok)
+            .map_err(|e| ClientError::Malformed(format!("{path}: {e}")))
+    }
+
+    /// `GET path`: the decoded answer, or the status and detail of a refusal.
+    pub(crate) async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Result<T, (reqwest::StatusCode, String)>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.exchange(self.http.get(&url), path).await
+    }
+
+    /// `GET path`; a refusal is an error.
+    pub(crate) async fn get_ok<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        self.get(path).await?.map_err(|(s, d)| node_error(s, &d))
+    }
+
+    /// `GET path`; not found is `None`, another refusal an error.
+    pub(crate) async fn get_found<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, ClientError> {
+        match self.get(path).await? {
+            Ok(v) => Ok(Some(v)),
+            Err((s, _)) if s == reqwest::StatusCode::NOT_FOUND => Ok(None),
+            Err((s, d)) => Err(node_error(s, &d)),
+        }
+    }
+
+    /// `POST path` with a JSON body; a refusal is an error.
+    async fn post_ok<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.exchange(self.http.post(&url).json(body), path)
+            .await?
+            .map_err(|(s, d)| node_error(s, &d))
+    }
+
+    /// `method path` signed by `key` (the `SecNet-Auth` header over the method, path and
+    /// query, body, time and a nonce); the decoded answer. A refusal is
+    /// [`ClientError::Refused`] with the node's detail.
+    pub async fn signed<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &Keypair,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let auth = secnet_pdc::auth::RequestAuth::sign(key, method.as_str(), path, &body, now_ms());
+        let request = self
+            .http
+            .request(method, &url)
+            .header("secnet-auth", auth.to_header())
+            .header("content-type", content_type)
+            .body(body);
+        self.exchange(request, path)
+            .await?
+            .map_err(|(status, detail)| {
+                ClientError::Refused(format!("node answered {status}: {detail}"))
+            })
+    }
+
+    /// The node's own report of itself.
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        self.get_ok("/v1/status").await
+    }
+
+    /// An account as of the node's tip (unverified: see `RemoteNode::account`).
+    pub async fn account(&self, id: &AccountId) -> Result<AccountAnswer, ClientError> {
+        self.get_ok(&format!("/v1/accounts/{id}")).await
+    }
+
+    /// Submits a signed transaction; its hash once admitted.
+    pub async fn submit(&self, tx: &SignedTransaction) -> Result<Hash, ClientError> {
+        let body = SubmitTx {
+            tx: hex::encode(tx.to_bytes()),
+        };
+        let submitted: Submitted = self.post_ok("/v1/tx", &body).await?;
+        Ok(submitted.hash)
+    }
+
+    /// Submits a batch; one result per transaction.
+    pub async fn submit_batch(
+        &self,
+        txs: &[SignedTransaction],
+    ) -> Result<BatchAnswer, ClientError> {
+        let body = SubmitTxs {
+            txs: txs.iter().map(|t| hex::encode(t.to_bytes())).collect(),
+        };
+        self.post_ok("/v1/txs", &body).await
+    }
+
+    /// Where a transaction is, as the node says (`None`: neither pending nor committed).
+    pub async fn tx_status(&self, hash: &Hash) -> Result<Option<TxStatus>, ClientError> {
+        Ok(self
+            .get_found::<TxStatusAnswer>(&format!("/v1/tx/{hash}"))
+            .await?
+            .map(|a| a.status))
+    }
+
+    /// Waits until the node says `hash` is committed; its height and receipt (verify them
+    /// with `RemoteNode::transaction`).
+    pub async fn wait(
+        &self,
+        hash: &Hash,
+        timeout: Duration,
+    ) -> Result<(u64, Receipt), ClientError> {
+        let start = Instant::now();
+        loop {
+            if let Some(TxStatus::Committed {
+                height, receipt, ..
+            }) = self.tx_status(hash).await?
+            {
+                return Ok((height, receipt));
+            }
+            if start.elapsed() > timeout {
+                return Err(ClientError::Node(format!(
+                    "transaction {hash} not committed after {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Signs `call` with `key` for network `chain_id` at the sender's next nonce, submits
+    /// it and waits for its receipt.
+    pub async fn execute(
+        &self,
+        key: &Keypair,
+        chain_id: &str,
+        call: Call,
+    ) -> Result<(u64, Hash, Receipt), ClientError> {
+        let nonce = self.account(&key.account()).await?.nonce;
+        let tx = Transaction {
+            chain_id: chain_id.to_string(),
+            sender: key.account(),
+            nonce,
+            call,
+        }
+        .sign(key);
+        let hash = self.submit(&tx).await?;
+        let (height, receipt) = self.wait(&hash, Duration::from_secs(30)).await?;
+        Ok((height, hash, receipt))
+    }
+
+    /// A block as the node stores it.
+    pub async fn block(&self, height: u64) -> Result<BlockAnswer, ClientError> {
+        self.get_ok(&format!("/v1/blocks/{height}")).await
+    }
+
+    /// A block's transaction hashes (`None`: no block at that height yet).
+    pub async fn block_tx_hashes(&self, height: u64) -> Result<Option<BlockTxHashes>, ClientError> {
+        self.get_found(&format!("/v1/blocks/{height}/tx-hashes"))
+            .await
+    }
+
+    /// Listings as of the node's tip, all or the one at `address` (unverified: check each
+    /// with `RemoteNode::listing`).
+    pub async fn listings(&self, address: Option<&str>) -> Result<Vec<Listing>, ClientError> {
+        match address {
+            Some(a) => {
+                self.get_ok(&format!("/v1/listings?address={}", encode_query(a)))
+                    .await
+            }
+            None => self.get_ok("/v1/listings").await,
+        }
+    }
+
+    /// Access-log entries.
+    pub async fn log(&self, q: &LogQuery) -> Result<LogPage, ClientError> {
+        let mut params = Vec::new();
+        if let Some(from) = q.from {
+            params.push(format!("from={from}"));
+        }
+        if let Some(limit) = q.limit {
+            params.push(format!("limit={limit}"));
+        }
+        if let Some(grant) = &q.grant {
+            params.push(format!("grant={grant}"));
+        }
+        if let Some(data) = &q.data {
+            params.push(format!("data={data}"));
+        }
+        self.get_ok(&format!("/v1/log?{}", params.join("&"))).await
+    }
+
+    /// The inclusion proof of leaf `index` in the log of `size` leaves.
+    pub async fn log_proof(&self, index: u64, size: u64) -> Result<InclusionProof, ClientError> {
+        self.get_ok(&format!("/v1/log/{index}?size={size}")).await
+    }
+
+    /// The consistency proof from the log of `from` leaves to the log of `to`.
+    pub async fn log_consistency(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<ConsistencyProof, ClientError> {
+        self.get_ok(&format!("/v1/log/consistency?from={from}&to={to}"))
+            .await
+    }
+
+    /// Who holds data at this node, and its limits.
+    pub async fn pdc_info(&self) -> Result<PdcInfo, ClientError> {
+        self.get_ok("/v1/pdc").await
+    }
+
+    /// The detectors scoring access requests at this node.
+    pub async fn pdc_rules(&self) -> Result<RulesAnswer, ClientError> {
+        self.get_ok("/v1/pdc/rules").await
+    }
+
+    /// Stores a new version of `owner`'s object `path` (signed by `key`: the owner or a
+    /// permitted writer). `query` is appended as is (`source=…&media_type=…`).
+    pub async fn put_object(
+        &self,
+        key: &Keypair,
+        owner: &AccountId,
+        path: &str,
+        query: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Stored, ClientError> {
+        let mut url = format!("/v1/pdc/objects/{owner}/{}", path.trim_start_matches('/'));
+        if !query.is_empty() {
+            url = format!("{url}?{query}");
+        }
+        self.signed(key, reqwest::Method::PUT, &url, body, content_type)
+            .await
+    }
+
+    /// An object's versions (the owner only).
+    pub async fn object_versions(
+        &self,
+        key: &Keypair,
+        owner: &AccountId,
+        path: &str,
+    ) -> Result<ObjectVersions, ClientError> {
+        let url = format!("/v1/pdc/objects/{owner}/{}", path.trim_start_matches('/'));
+        self.signed(
+            key,
+            reqwest::Method::GET,
+            &url,
+            Vec::new(),
+            "application/json",
+        )
+        .await
+    }
+
+    /// Erases an object and its versions.
+    pub async fn delete_object(
+        &self,
+        key: &Keypair,
+        owner: &AccountId,
+        path: &str,
+    ) -> Result<Deleted, ClientError> {
+        let url = format!("/v1/pdc/objects/{owner}/{}", path.trim_start_matches('/'));
+        self.signed(
+            key,
+            reqwest::Method::DELETE,
+            &url,
+            Vec::new(),
+            "application/json",
+        )
+        .await
+    }
+
+    /// Imports a FHIR R4 Bundle as `owner`'s records, produced by `source`.
+    pub async fn import_bundle(
+        &self,
+        key: &Keypair,
+        owner: &AccountId,
+        source: Option<&str>,
+        bundle: Vec<u8>,
+    ) -> Result<Imported, ClientError> {
+        let mut url = format!("/v1/pdc/import/{owner}");
+        if let Some(source) = source {
+            url = format!("{url}?source={}", encode_query(source));
+        }
+        self.signed(
+            key,
+            reqwest::Method::POST,
+            &url,
+            bundle,
+            secnet_pdc::envelope::FHIR_JSON,
+        )
+        .await
+    }
+
+    /// Replaces `key`'s Cedar policies.
+    pub async fn set_policies(
+        &self,
+        key: &Keypair,
+        text: &str,
+    ) -> Result<PoliciesInstalled, ClientError> {
+        let url = format!("/v1/pdc/policies/{}", key.account());
+        self.signed(
+            key,
+            reqwest::Method::PUT,
+            &url,
+            text.as_bytes().to_vec(),
+            "text/plain",
+        )
+        .await
+    }
+
+    /// `key`'s Cedar policies and the node's built-in ones.
+    pub async fn policies(&self, key: &Keypair) -> Result<PolicyText, ClientError> {
+        let url = format!("/v1/pdc/policies/{}", key.account());
+        self.signed(
+            key,
+            reqwest::Method::GET,
+            &url,
+            Vec::new(),
+            "application/json",
+        )
+        .await
+    }
+
+    /// `key`'s history: every log entry about its data, with inclusion proofs (check them
+    /// against a certified head).
+    pub async fn history(&self, key: &Keypair) -> Result<History, ClientError> {
+        let url = format!("/v1/pdc/history/{}", key.account());
+        self.signed(
+            key,
+            reqwest::Method::GET,
+            &url,
+            Vec::new(),
+            "application/json",
+        )
+        .await
+    }
+
+    /// `key`'s history as a FHIR R4 Bundle of `AuditEvent` resources.
+    pub async fn history_fhir(&self, key: &Keypair) -> Result<serde_json::Value, ClientError> {
+        let url = format!("/v1/pdc/history/{}?format=fhir", key.account());
+        self.signed(
+            key,
+            reqwest::Method::GET,
+            &url,
+            Vec::new(),
+            "application/json",
+        )
+        .await
+    }
+
+    /// A token for `grant`, signed by the holder (check it: `AccessToken::open`).
+    pub async fn token(&self, key: &Keypair, grant: &GrantId) -> Result<TokenAnswer, ClientError> {
+        let body = serde_json::to_vec(&TokenRequest { grant: *grant })
+            .map_err(|e| ClientError::Malformed(e.to_string()))?;
+        self.signed(
+            key,
+            reqwest::Method::POST,
+            "/v1/pdc/tokens",
+            body,
+            "application/json",
+        )
+        .await
+    }
+}
+
+/// A node's refusal as an error.
+pub(crate) fn node_error(status: reqwest::StatusCode, detail: &str) -> ClientError {
+    ClientError::Node(format!("node answered {status}: {detail}"))
+}
+
+/// Percent-encodes a query value.
+fn encode_query(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
