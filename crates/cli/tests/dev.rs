@@ -80,6 +80,32 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
     ]);
     assert!(status["height"].as_u64().unwrap() >= 1);
     assert_eq!(status["verified"], true);
+    // A caller that wants fresh state says how old it may be.
+    let fresh = json(&[
+        "status",
+        "--node",
+        &node.url,
+        "--genesis",
+        genesis,
+        "--max-age",
+        "3600",
+        "--json",
+    ]);
+    assert_eq!(fresh["verified"], true);
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let err = common::fails(&[
+        "status",
+        "--node",
+        &node.url,
+        "--genesis",
+        genesis,
+        "--max-age",
+        "1",
+    ]);
+    assert!(
+        err.contains("verification failed: the newest certified state offered was certified at"),
+        "{err}"
+    );
     let height = status["height"].as_u64().unwrap().to_string();
     let block = json(&[
         "block",

@@ -35,6 +35,18 @@ pub enum VerifyError {
         /// The lowest height accepted.
         floor: u64,
     },
+    /// Certified longer ago than the caller accepts.
+    #[error(
+        "the newest certified state offered was certified at {certified_at_ms} ms, more than {max_age_ms} ms before now ({now_ms} ms)"
+    )]
+    TooOld {
+        /// The certifying block's timestamp.
+        certified_at_ms: u64,
+        /// This machine's clock.
+        now_ms: u64,
+        /// The most accepted.
+        max_age_ms: u64,
+    },
     /// A key asked for has no proof in the answer.
     #[error("no proof for {key}")]
     MissingProof {

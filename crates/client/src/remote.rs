@@ -138,6 +138,7 @@ pub struct VerifiedCheckpoint {
 pub struct RemoteNode {
     api: NodeApi,
     light: LightClient,
+    max_age: Option<Duration>,
 }
 
 impl RemoteNode {
@@ -147,7 +148,17 @@ impl RemoteNode {
         Ok(RemoteNode {
             api: NodeApi::new(base)?,
             light: LightClient::new(genesis)?,
+            max_age: None,
         })
+    }
+
+    /// Refuses certified state whose certifying block is older than `max_age` by this
+    /// machine's clock. A node can otherwise answer a fresh client with state that was
+    /// certified once and is true of its height, but old; on a chain that rests when idle the
+    /// newest certified block can be old and still current, so this is the caller's choice.
+    pub fn with_max_age(mut self, max_age: Duration) -> RemoteNode {
+        self.max_age = Some(max_age);
+        self
     }
 
     /// The light client doing the checks.
@@ -178,6 +189,18 @@ impl RemoteNode {
             match self.api.get::<CertifiedState>(&path).await? {
                 Ok(answer) => {
                     let verified = self.light.verify_state(&answer, keys)?;
+                    if let Some(max_age) = self.max_age {
+                        let now = crate::api::now_ms();
+                        let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+                        if now.saturating_sub(verified.certified_at_ms) > max_age_ms {
+                            return Err(VerifyError::TooOld {
+                                certified_at_ms: verified.certified_at_ms,
+                                now_ms: now,
+                                max_age_ms,
+                            }
+                            .into());
+                        }
+                    }
                     self.light.require_at_least(verified.height);
                     return Ok(verified);
                 }

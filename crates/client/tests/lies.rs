@@ -545,7 +545,10 @@ fn a_checkpoint_not_cosigned_by_a_quorum_is_caught() {
     let cosigned = |signers: &[Keypair], cp: &Checkpoint| {
         CosignedCheckpoint {
             checkpoint: cp.clone(),
-            cosignatures: signers.iter().map(|k| cp.cosign(k, 1_700_000_000)).collect(),
+            cosignatures: signers
+                .iter()
+                .map(|k| cp.cosign(k, 1_700_000_000))
+                .collect(),
         }
         .note(&w.genesis.chain_id)
     };
@@ -556,16 +559,17 @@ fn a_checkpoint_not_cosigned_by_a_quorum_is_caught() {
     // One node's word, or two validators: not a quorum.
     assert!(matches!(
         client.verify_checkpoint(&cosigned(&w.validators[..2], &head)),
-        Err(VerifyError::Checkpoint(CheckpointError::TooFewCosignatures {
-            got: 2,
-            need: 3
-        }))
+        Err(VerifyError::Checkpoint(
+            CheckpointError::TooFewCosignatures { got: 2, need: 3 }
+        ))
     ));
     // Keys outside the set never count.
     let outsiders: Vec<Keypair> = (10..14).map(validator).collect();
     assert!(matches!(
         client.verify_checkpoint(&cosigned(&outsiders, &head)),
-        Err(VerifyError::Checkpoint(CheckpointError::TooFewCosignatures { got: 0, .. }))
+        Err(VerifyError::Checkpoint(
+            CheckpointError::TooFewCosignatures { got: 0, .. }
+        ))
     ));
     // A larger log or another root under the same cosignatures.
     let grown = honest.replace("\n5\n", "\n6\n");

@@ -43,6 +43,7 @@ impl Conn {
         super::query::Remote {
             node: self.node.clone(),
             genesis: self.genesis.clone(),
+            max_age: None,
         }
         .connect()
     }

@@ -19,6 +19,10 @@ pub struct Remote {
     /// `<data-dir>/genesis.json`.
     #[arg(long, default_value = "secnet-devnet/genesis.json")]
     pub genesis: PathBuf,
+    /// Refuse certified state whose certifying block is older than this many seconds (by
+    /// this machine's clock).
+    #[arg(long)]
+    pub max_age: Option<u64>,
 }
 
 impl Remote {
@@ -36,7 +40,11 @@ impl Remote {
 
     /// A verifying client of the node.
     pub fn connect(&self) -> anyhow::Result<RemoteNode> {
-        Ok(RemoteNode::new(&self.node, &self.read_genesis()?)?)
+        let node = RemoteNode::new(&self.node, &self.read_genesis()?)?;
+        Ok(match self.max_age {
+            Some(secs) => node.with_max_age(std::time::Duration::from_secs(secs)),
+            None => node,
+        })
     }
 }
 

@@ -85,7 +85,12 @@ pub fn run(cmd: TxCmd) -> anyhow::Result<()> {
                 }
                 let (height, receipt) = client.wait(&hash, Duration::from_secs(60)).await?;
                 if let Some(genesis) = genesis {
-                    let remote = Remote { node, genesis }.connect()?;
+                    let remote = Remote {
+                        node,
+                        genesis,
+                        max_age: None,
+                    }
+                    .connect()?;
                     let verified = remote.transaction(&hash).await?;
                     return print_receipt(&hash, &verified);
                 }
