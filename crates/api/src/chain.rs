@@ -84,6 +84,8 @@ pub struct BlockTxHashes {
     /// Its transactions' hashes, in order.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub tx_hashes: Vec<Hash>,
+    /// For each, whether it was applied (`false`: its receipt is a rejection).
+    pub applied: Vec<bool>,
 }
 
 /// `GET /v1/blocks/{height}`.

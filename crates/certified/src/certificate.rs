@@ -1,7 +1,7 @@
 //! Finalization certificates over block headers: the format, its verification against the
 //! genesis validator set, and certificates signed by chosen validators.
 
-use crate::checkpoint::{Checkpoint, CheckpointError, CosignPool, verify_cosigned};
+use crate::checkpoint::{Checkpoint, CheckpointError, CosignPool, Cosignature, verify_cosigned};
 use commonware_codec::{Copying, Decode as _, DecodeExt as _, Encode as _};
 use commonware_consensus::simplex::types::{
     Finalization as SimplexFinalization, Finalize, Proposal,
@@ -186,11 +186,11 @@ impl CommitteeVerifier {
     }
 
     /// Checks a cosigned checkpoint note of this network's access log: at least 2f+1 of the
-    /// genesis validators cosigned it. Returns the checkpoint and its cosigners.
+    /// genesis validators cosigned it. Returns the checkpoint and its cosignatures.
     pub fn verify_checkpoint(
         &self,
         note: &str,
-    ) -> Result<(Checkpoint, Vec<AccountId>), CheckpointError> {
+    ) -> Result<(Checkpoint, Vec<Cosignature>), CheckpointError> {
         verify_cosigned(note, &self.chain_id, &self.validators, self.quorum())
     }
 

@@ -169,6 +169,18 @@ fn parse_note(note: &str) -> Result<(Checkpoint, String, Vec<SignatureLine<'_>>)
         .ok_or(CheckpointError::Malformed(
             "root hash is not 32 bytes of base64",
         ))?;
+    let checkpoint = Checkpoint {
+        origin: origin.to_string(),
+        tree_size,
+        root_hash: Hash(root),
+    };
+    // What is verified is exactly what was signed: the canonical three lines, nothing more
+    // (no extension lines, no `+7` or `07`, no carriage returns).
+    if body != checkpoint.body() {
+        return Err(CheckpointError::Malformed(
+            "the body is not a canonical checkpoint: origin, decimal size, base64 root",
+        ));
+    }
     let mut parsed = Vec::new();
     for line in sigs.lines() {
         if line.is_empty() {
@@ -190,15 +202,7 @@ fn parse_note(note: &str) -> Result<(Checkpoint, String, Vec<SignatureLine<'_>>)
         }
         parsed.push(SignatureLine { name, blob });
     }
-    Ok((
-        Checkpoint {
-            origin: origin.to_string(),
-            tree_size,
-            root_hash: Hash(root),
-        },
-        body,
-        parsed,
-    ))
+    Ok((checkpoint, body, parsed))
 }
 
 impl Checkpoint {
@@ -327,14 +331,14 @@ impl CosignedCheckpoint {
 /// Checks a cosigned note of network `chain_id`: its origin is this network's log, and at
 /// least `quorum` distinct `validators` cosigned it. Lines under other names are ignored, as
 /// the note format requires; a line under a validator's name and key id whose signature does
-/// not verify is a forgery and fails the whole note. Returns the checkpoint and the
-/// validators whose cosignature verified.
+/// not verify is a forgery and fails the whole note. Returns the checkpoint and one verified
+/// cosignature per validator that cosigned (its newest, if it cosigned more than once).
 pub fn verify_cosigned(
     note: &str,
     chain_id: &str,
     validators: &[AccountId],
     quorum: usize,
-) -> Result<(Checkpoint, Vec<AccountId>), CheckpointError> {
+) -> Result<(Checkpoint, Vec<Cosignature>), CheckpointError> {
     let (checkpoint, _, lines) = parse_note(note)?;
     let expected = log_origin(chain_id);
     if checkpoint.origin != expected {
@@ -343,7 +347,7 @@ pub fn verify_cosigned(
             found: checkpoint.origin,
         });
     }
-    let mut cosigners = Vec::new();
+    let mut cosigners: Vec<Cosignature> = Vec::new();
     for validator in validators {
         let name = cosigner_name(chain_id, validator);
         let id = key_id(&name, SIG_TYPE_COSIGNATURE, validator);
@@ -361,8 +365,10 @@ pub fn verify_cosigned(
             if !cosignature.verifies(&checkpoint) {
                 return Err(CheckpointError::BadSignature(name));
             }
-            if !cosigners.contains(validator) {
-                cosigners.push(*validator);
+            match cosigners.iter_mut().find(|c| c.signer == *validator) {
+                Some(kept) if kept.time < cosignature.time => *kept = cosignature,
+                Some(_) => {}
+                None => cosigners.push(cosignature),
             }
         }
     }
@@ -433,17 +439,40 @@ impl CosignPool {
         checkpoint: Checkpoint,
         cosignature: Cosignature,
     ) -> Result<bool, CosignRejected> {
-        if checkpoint.origin != log_origin(&self.chain_id) {
-            return Err(CosignRejected::WrongOrigin(checkpoint.origin));
+        if !self.wants(&checkpoint, &cosignature.signer)? {
+            return Ok(false);
         }
-        let Some(kept) = self.recent.get_mut(&cosignature.signer) else {
-            return Err(CosignRejected::NotAValidator(cosignature.signer));
-        };
         if !cosignature.verifies(&checkpoint) {
             return Err(CosignRejected::BadSignature(cosignature.signer));
         }
+        Ok(self.insert_verified(checkpoint, cosignature))
+    }
+
+    /// Whether a cosignature of `checkpoint` by `signer` would be news, checked before its
+    /// signature (so that repeats cost nothing): a genesis validator, this network's log, and
+    /// a checkpoint this signer's kept cosignatures do not already cover.
+    pub fn wants(
+        &self,
+        checkpoint: &Checkpoint,
+        signer: &AccountId,
+    ) -> Result<bool, CosignRejected> {
+        if checkpoint.origin != log_origin(&self.chain_id) {
+            return Err(CosignRejected::WrongOrigin(checkpoint.origin.clone()));
+        }
+        let Some(kept) = self.recent.get(signer) else {
+            return Err(CosignRejected::NotAValidator(*signer));
+        };
+        Ok(!kept.iter().any(|(c, _)| c == checkpoint))
+    }
+
+    /// Adds a cosignature whose signature the caller verified ([`Cosignature::verifies`]).
+    /// Returns whether the quorate checkpoint changed.
+    pub fn insert_verified(&mut self, checkpoint: Checkpoint, cosignature: Cosignature) -> bool {
+        let Some(kept) = self.recent.get_mut(&cosignature.signer) else {
+            return false;
+        };
         if kept.iter().any(|(c, _)| *c == checkpoint) {
-            return Ok(false);
+            return false;
         }
         if kept.len() == KEPT_PER_SIGNER {
             kept.pop_front();
@@ -455,7 +484,7 @@ impl CosignPool {
             .filter_map(|kept| kept.iter().find(|(c, _)| *c == checkpoint).map(|(_, s)| *s))
             .collect();
         if cosignatures.len() < self.quorum {
-            return Ok(false);
+            return false;
         }
         let better = match &self.best {
             None => true,
@@ -471,7 +500,7 @@ impl CosignPool {
                 cosignatures,
             });
         }
-        Ok(better)
+        better
     }
 
     /// The largest checkpoint a quorum has cosigned, with every cosignature heard for it.
@@ -545,8 +574,9 @@ mod tests {
         let text = note(&cp, &keys[..3]);
         assert!(text.starts_with("secnet/test/access-log\n7\n"));
         assert!(text.contains("\n\n\u{2014} secnet/test/validator/"));
-        let (got, signers) = verify_cosigned(&text, "test", &all, 3).unwrap();
+        let (got, cosignatures) = verify_cosigned(&text, "test", &all, 3).unwrap();
         assert_eq!(got, cp);
+        let signers: Vec<AccountId> = cosignatures.iter().map(|c| c.signer).collect();
         assert_eq!(signers, all[..3].to_vec());
         assert_eq!(
             verify_cosigned(&note(&cp, &keys[..2]), "test", &all, 3),
@@ -600,6 +630,21 @@ mod tests {
                 verify_cosigned(bad, "test", &all, 3),
                 Err(CheckpointError::Malformed(_))
             ));
+        }
+        // Only the canonical body verifies: no extension lines, signs or carriage returns.
+        for altered in [
+            text.replacen("\n7\n", "\n+7\n", 1),
+            text.replacen("\n7\n", "\n07\n", 1),
+            text.replace('\n', "\r\n"),
+            text.replacen("=\n\n", "=\nextension line\n\n", 1),
+        ] {
+            assert!(
+                matches!(
+                    verify_cosigned(&altered, "test", &all, 3),
+                    Err(CheckpointError::Malformed(_))
+                ),
+                "{altered:?}"
+            );
         }
         let bad_line = format!("{text}not a signature\n");
         assert!(matches!(

@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use crate::remote::{ClientError, ReadError, read_bounded};
 
-/// Largest answer read from a node, in bytes.
-pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+/// Largest answer read from a node, in bytes (an owner's whole history with its proofs is
+/// the largest).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
 /// The current time, milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {

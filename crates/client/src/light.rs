@@ -6,7 +6,7 @@ use secnet_certified::{
 };
 use secnet_contract::{StateKey, StateProofError, StateValue};
 use secnet_merkle::log::{leaf_hash, verify_inclusion};
-use secnet_types::{AccountId, BlockHeader, Genesis, Hash, Receipt};
+use secnet_types::{BlockHeader, Genesis, Hash, Receipt};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
@@ -33,6 +33,14 @@ pub enum VerifyError {
         /// The answer's state height.
         height: u64,
         /// The lowest height accepted.
+        floor: u64,
+    },
+    /// A checkpoint smaller than one this client already verified: a node hiding entries.
+    #[error("checkpoint of {size} leaves, smaller than the {floor} already verified")]
+    OlderCheckpoint {
+        /// The answer's tree size.
+        size: u64,
+        /// The largest verified before.
         floor: u64,
     },
     /// Certified longer ago than the caller accepts.
@@ -215,12 +223,18 @@ impl LightClient {
     }
 
     /// Checks a cosigned checkpoint note of the access log: at least 2f+1 of the genesis
-    /// validators cosigned it (C2SP `tlog-cosignature` v1). Returns the checkpoint and the
-    /// validators whose cosignature verified.
+    /// validators cosigned it (C2SP `tlog-cosignature` v1). Returns the checkpoint and one
+    /// verified cosignature per validator that cosigned.
     pub fn verify_checkpoint(
         &self,
         note: &str,
-    ) -> Result<(secnet_certified::Checkpoint, Vec<AccountId>), VerifyError> {
+    ) -> Result<
+        (
+            secnet_certified::Checkpoint,
+            Vec<secnet_certified::Cosignature>,
+        ),
+        VerifyError,
+    > {
         Ok(self.committee().verify_checkpoint(note)?)
     }
 

@@ -127,8 +127,11 @@ pub struct VerifiedReceipt {
 pub struct VerifiedCheckpoint {
     /// The log's size and root.
     pub checkpoint: secnet_certified::Checkpoint,
-    /// The genesis validators whose cosignature verified.
+    /// The genesis validators whose cosignature verified, newest cosignature first.
     pub cosigners: Vec<AccountId>,
+    /// When the quorum had cosigned (the quorum-th newest cosignature's time, seconds since
+    /// the Unix epoch).
+    pub cosigned_at: u64,
     /// The C2SP note.
     pub note: String,
 }
@@ -139,6 +142,8 @@ pub struct RemoteNode {
     api: NodeApi,
     light: LightClient,
     max_age: Option<Duration>,
+    /// The largest access-log checkpoint verified so far.
+    checkpoint_floor: std::sync::atomic::AtomicU64,
 }
 
 impl RemoteNode {
@@ -149,6 +154,7 @@ impl RemoteNode {
             api: NodeApi::new(base)?,
             light: LightClient::new(genesis)?,
             max_age: None,
+            checkpoint_floor: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -159,6 +165,25 @@ impl RemoteNode {
     pub fn with_max_age(mut self, max_age: Duration) -> RemoteNode {
         self.max_age = Some(max_age);
         self
+    }
+
+    /// Refuses what was certified (or cosigned) at `at_ms` if that is older than the
+    /// caller's `max_age`.
+    fn check_age(&self, at_ms: u64) -> Result<(), ClientError> {
+        let Some(max_age) = self.max_age else {
+            return Ok(());
+        };
+        let now = crate::api::now_ms();
+        let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(at_ms) > max_age_ms {
+            return Err(VerifyError::TooOld {
+                certified_at_ms: at_ms,
+                now_ms: now,
+                max_age_ms,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// The light client doing the checks.
@@ -189,18 +214,7 @@ impl RemoteNode {
             match self.api.get::<CertifiedState>(&path).await? {
                 Ok(answer) => {
                     let verified = self.light.verify_state(&answer, keys)?;
-                    if let Some(max_age) = self.max_age {
-                        let now = crate::api::now_ms();
-                        let max_age_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
-                        if now.saturating_sub(verified.certified_at_ms) > max_age_ms {
-                            return Err(VerifyError::TooOld {
-                                certified_at_ms: verified.certified_at_ms,
-                                now_ms: now,
-                                max_age_ms,
-                            }
-                            .into());
-                        }
-                    }
+                    self.check_age(verified.certified_at_ms)?;
                     self.light.require_at_least(verified.height);
                     return Ok(verified);
                 }
@@ -311,10 +325,30 @@ impl RemoteNode {
     pub async fn checkpoint(&self) -> Result<VerifiedCheckpoint, ClientError> {
         let answer: secnet_certified::CosignedCheckpointAnswer =
             self.api.get_ok("/v1/checkpoint").await?;
-        let (checkpoint, cosigners) = self.light.verify_checkpoint(&answer.note)?;
+        let (checkpoint, mut cosignatures) = self.light.verify_checkpoint(&answer.note)?;
+        let floor = self
+            .checkpoint_floor
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if checkpoint.tree_size < floor {
+            return Err(VerifyError::OlderCheckpoint {
+                size: checkpoint.tree_size,
+                floor,
+            }
+            .into());
+        }
+        // As fresh as the quorum's oldest member: the quorum-th newest cosignature.
+        cosignatures.sort_by_key(|c| std::cmp::Reverse(c.time));
+        let quorum = self.light.committee().quorum();
+        let quorum_time = cosignatures
+            .get(quorum.saturating_sub(1))
+            .map_or(0, |c| c.time);
+        self.check_age(quorum_time.saturating_mul(1_000))?;
+        self.checkpoint_floor
+            .fetch_max(checkpoint.tree_size, std::sync::atomic::Ordering::Relaxed);
         Ok(VerifiedCheckpoint {
             checkpoint,
-            cosigners,
+            cosigners: cosignatures.iter().map(|c| c.signer).collect(),
+            cosigned_at: quorum_time,
             note: answer.note,
         })
     }

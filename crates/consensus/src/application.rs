@@ -16,7 +16,7 @@ use commonware_runtime::Clock;
 use commonware_utils::SystemTimeExt as _;
 use futures::StreamExt as _;
 use secnet_types::limits::MAX_BLOCK_TXS;
-use secnet_types::{Block, Hash, SignedTransaction, verify_signatures_except};
+use secnet_types::{Block, Hash, SignedTransaction, StateCommitment, verify_signatures_except};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,16 +32,37 @@ pub struct SecnetApp {
     chain: Arc<Chain>,
     /// How long a verifier waits to execute the heights a proposal commits to.
     commitment_wait: Duration,
+    /// How long a leader with nothing to propose waits before proposing an empty block.
+    heartbeat: Duration,
 }
+
+/// How often a waiting leader looks for transactions.
+const PROPOSE_POLL: Duration = Duration::from_millis(10);
 
 impl SecnetApp {
     /// An application over `chain`; a proposal committing to heights this validator has not
-    /// executed yet is given `commitment_wait` to catch up before it is refused.
-    pub fn new(chain: Arc<Chain>, commitment_wait: Duration) -> SecnetApp {
+    /// executed yet is given `commitment_wait` to catch up before it is refused; with nothing
+    /// to propose, a leader waits up to `heartbeat` for transactions.
+    pub fn new(chain: Arc<Chain>, commitment_wait: Duration, heartbeat: Duration) -> SecnetApp {
         SecnetApp {
             chain,
             commitment_wait,
+            heartbeat,
         }
+    }
+
+    /// Whether a proposal committing `state` carries news: a state root that differs from
+    /// the one already committed before it (the state after a block with transactions). An
+    /// empty block leaves the root as it was, so committing it is no reason to propose.
+    fn commits_news(&self, state: &StateCommitment) -> bool {
+        let Some((_, last)) = state.last() else {
+            return false;
+        };
+        let before = state
+            .from
+            .checked_sub(1)
+            .and_then(|h| self.chain.committed_roots_at(h).ok().flatten());
+        before.is_none_or(|(root, _)| root != last)
     }
 
     /// Checks the header's state commitment against this validator's own roots, waiting (up
@@ -208,9 +229,19 @@ where
             in_flight.extend(block.inner().block().txs.iter().map(|t| t.hash()));
             cursor = ancestry.next().await;
         }
-        let txs = self.chain.select(|h| in_flight.contains(h)).ok()?;
         let parent_header = &parent.inner().block().header;
-        let state = self.chain.commitment_after(&parent_header.state).ok()?;
+        // Propose at once when there are transactions or a new state root to commit (so that
+        // it is certified); otherwise wait for transactions, up to the heartbeat: an idle
+        // chain rests instead of finalizing empty blocks as fast as it can.
+        let deadline = runtime.current() + self.heartbeat;
+        let (txs, state) = loop {
+            let txs = self.chain.select(|h| in_flight.contains(h)).ok()?;
+            let state = self.chain.commitment_after(&parent_header.state).ok()?;
+            if !txs.is_empty() || self.commits_news(&state) || runtime.current() >= deadline {
+                break (txs, state);
+            }
+            runtime.sleep(PROPOSE_POLL).await;
+        };
         let now = runtime.current().epoch_millis();
         let block = Block::new(
             parent_header.height + 1,

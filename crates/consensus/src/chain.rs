@@ -45,7 +45,12 @@ struct Cosigning {
     key: Option<Keypair>,
     pool: CosignPool,
     own: Option<(Checkpoint, Cosignature)>,
+    /// Own cosignatures not gossiped yet (the newest [`OUTBOX`]).
+    outbox: std::collections::VecDeque<(Checkpoint, Cosignature)>,
 }
+
+/// Most own cosignatures waiting to be gossiped.
+const OUTBOX: usize = 32;
 
 /// What a validator last heard from a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +95,7 @@ impl Chain {
                 key: None,
                 pool: CosignPool::from_genesis(genesis),
                 own: None,
+                outbox: std::collections::VecDeque::new(),
             }),
             genesis_block: ChainBlock::new(genesis.block()),
             chain_id: genesis.chain_id.clone(),
@@ -125,8 +131,17 @@ impl Chain {
             tracing::error!(error = %e, "own cosignature refused");
             return Ok(None);
         }
-        c.own = Some((head, cosignature));
+        c.own = Some((head.clone(), cosignature));
+        if c.outbox.len() == OUTBOX {
+            c.outbox.pop_front();
+        }
+        c.outbox.push_back((head, cosignature));
         Ok(c.own.clone())
+    }
+
+    /// Own cosignatures made since the last call, to gossip.
+    pub fn take_outbox(&self) -> Result<Vec<(Checkpoint, Cosignature)>, Poisoned> {
+        Ok(lock(&self.cosigning)?.outbox.drain(..).collect())
     }
 
     /// This validator's newest cosignature of the log head.
@@ -134,16 +149,27 @@ impl Chain {
         Ok(lock(&self.cosigning)?.own.clone())
     }
 
-    /// Adds another validator's cosignature of a log head.
+    /// Adds another validator's cosignature of a log head. Repeats are dropped before any
+    /// signature check, and the check runs without the lock.
     pub fn add_cosignature(
         &self,
         checkpoint: Checkpoint,
         cosignature: Cosignature,
     ) -> Result<bool, CosignRejected> {
-        match self.cosigning.lock() {
-            Ok(mut c) => c.pool.add(checkpoint, cosignature),
-            Err(_) => Ok(false),
+        let Ok(c) = self.cosigning.lock() else {
+            return Ok(false);
+        };
+        if !c.pool.wants(&checkpoint, &cosignature.signer)? {
+            return Ok(false);
         }
+        drop(c);
+        if !cosignature.verifies(&checkpoint) {
+            return Err(CosignRejected::BadSignature(cosignature.signer));
+        }
+        Ok(self
+            .cosigning
+            .lock()
+            .is_ok_and(|mut c| c.pool.insert_verified(checkpoint, cosignature)))
     }
 
     /// The largest log head a quorum of validators cosigned, as far as this validator heard.

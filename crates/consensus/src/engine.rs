@@ -54,15 +54,20 @@ pub struct Timing {
     pub timeout_retry: Duration,
     /// How long a fetch from a peer may take.
     pub fetch_timeout: Duration,
+    /// How long a leader with nothing to propose waits for transactions before proposing an
+    /// empty block: an idle chain makes one block per heartbeat. Shorter than
+    /// `leader_timeout`, or the others would time the leader out first.
+    pub heartbeat: Duration,
 }
 
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            leader_timeout: Duration::from_secs(1),
-            certification_timeout: Duration::from_secs(2),
+            leader_timeout: Duration::from_secs(2),
+            certification_timeout: Duration::from_secs(3),
             timeout_retry: Duration::from_secs(5),
             fetch_timeout: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(1),
         }
     }
 }
@@ -269,7 +274,14 @@ where
     // Consensus over the application.
     let app = Inline::new(
         context.child("application"),
-        SecnetApp::new(chain.clone(), config.timing.certification_timeout),
+        SecnetApp::new(
+            chain.clone(),
+            config.timing.certification_timeout,
+            config
+                .timing
+                .heartbeat
+                .min(config.timing.leader_timeout.mul_f64(0.75)),
+        ),
         marshal_mailbox.clone(),
         epocher,
     );

@@ -3,8 +3,10 @@
 //! checks; each validator announces its executed height once a second, so that any node
 //! can report how far its peers are, and its newest cosignature of the access log's head
 //! (`tlog-cosignature` v1), so that every node can serve a head a quorum cosigned. A peer
-//! that sends bytes that are none of these, or a cosignature that does not verify, is
-//! blocked.
+//! that sends a malformed message of a known kind, or a cosignature that does not verify,
+//! is blocked; a message of a kind this version does not know is ignored (a peer may run a
+//! newer version); cosignatures beyond [`MAX_COSIGNATURES_PER_INTERVAL`] per peer and
+//! interval are dropped unread.
 
 use crate::chain::Chain;
 use crate::executor::unix_seconds;
@@ -36,12 +38,18 @@ const TAG_TXS: u8 = 0;
 const TAG_HEIGHT: u8 = 1;
 const TAG_COSIGNATURE: u8 = 2;
 
+/// Most cosignatures read from one peer per [`HEIGHT_INTERVAL`] (an honest validator sends
+/// its newest once per interval, plus those its executor made in between).
+pub const MAX_COSIGNATURES_PER_INTERVAL: u32 = 40;
+
 /// Length of a cosignature message after its tag: size, root, time, signature.
 const COSIGNATURE_LEN: usize = 8 + 32 + 8 + 64;
 
 /// One gossip message.
 #[derive(Debug, PartialEq, Eq)]
 enum Message {
+    /// A kind this version does not know.
+    Unknown(u8),
     /// Transactions the sender admitted.
     Txs(Vec<SignedTransaction>),
     /// The sender's executed height.
@@ -69,6 +77,7 @@ impl Message {
                 out.extend_from_slice(&h.to_be_bytes());
                 out
             }
+            Message::Unknown(tag) => vec![*tag],
             Message::Cosignature {
                 tree_size,
                 root,
@@ -115,7 +124,7 @@ impl Message {
                     signature: Signature(signature.try_into().unwrap_or([0; 64])),
                 })
             }
-            Some((tag, _)) => Err(format!("unknown message tag {tag}")),
+            Some((tag, _)) => Ok(Message::Unknown(*tag)),
             None => Err("empty message".into()),
         }
     }
@@ -175,23 +184,22 @@ where
                     } else {
                         chain.own_cosignature()
                     };
-                    let Ok(own) = own else {
+                    let (Ok(own), Ok(made)) = (own, chain.take_outbox()) else {
                         return;
                     };
-                    if let Some((checkpoint, cosignature)) = own
-                        && out
-                            .unbounded_send(
-                                Message::Cosignature {
-                                    tree_size: checkpoint.tree_size,
-                                    root: checkpoint.root_hash,
-                                    time: cosignature.time,
-                                    signature: cosignature.signature,
-                                }
-                                .encode(),
-                            )
-                            .is_err()
-                    {
-                        return;
+                    // Every head the executor cosigned since the last interval (so that a
+                    // quorum forms on the same heads under load), then the newest again
+                    // (for peers that restarted or lost it).
+                    for (checkpoint, cosignature) in made.into_iter().chain(own) {
+                        let message = Message::Cosignature {
+                            tree_size: checkpoint.tree_size,
+                            root: checkpoint.root_hash,
+                            time: cosignature.time,
+                            signature: cosignature.signature,
+                        };
+                        if out.unbounded_send(message.encode()).is_err() {
+                            return;
+                        }
                     }
                     last = Some(height);
                     context.sleep(HEIGHT_INTERVAL).await;
@@ -201,7 +209,21 @@ where
     let inbound = context
         .child("gossip_in")
         .spawn(move |context| async move {
+            // Cosignatures read per peer in the current interval.
+            let mut budget: std::collections::HashMap<ed25519::PublicKey, (std::time::SystemTime, u32)> =
+                std::collections::HashMap::new();
             while let Ok((peer, message)) = receiver.recv().await {
+                if message.as_ref().first() == Some(&TAG_COSIGNATURE) {
+                    let now = context.current();
+                    let used = budget.entry(peer.clone()).or_insert((now, 0));
+                    if now.duration_since(used.0).unwrap_or_default() >= HEIGHT_INTERVAL {
+                        *used = (now, 0);
+                    }
+                    used.1 += 1;
+                    if used.1 > MAX_COSIGNATURES_PER_INTERVAL {
+                        continue;
+                    }
+                }
                 match Message::decode(message.as_ref()) {
                     Ok(Message::Txs(txs)) => {
                         if let Err(e) = chain.submit_batch(txs) {
@@ -238,6 +260,9 @@ where
                             Err(e) => tracing::warn!(%peer, error = %e, "cosignature refused"),
                         }
                     }
+                    Ok(Message::Unknown(tag)) => {
+                        tracing::debug!(%peer, tag, "gossip message of a kind this version does not know; ignored");
+                    }
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "peer sent garbage on the gossip channel; blocking it");
                         let _ = blocker.block(peer);
@@ -263,11 +288,8 @@ mod tests {
             "an empty batch is not a message"
         );
         assert!(Message::decode(&[]).is_err());
-        assert!(
-            Message::decode(&[7, 1, 2])
-                .unwrap_err()
-                .contains("unknown message tag 7")
-        );
+        // A kind a newer version may send is not garbage.
+        assert_eq!(Message::decode(&[7, 1, 2]).unwrap(), Message::Unknown(7));
         assert!(Message::decode(&[TAG_HEIGHT, 1]).is_err());
         let c = Message::Cosignature {
             tree_size: 9,

@@ -604,3 +604,54 @@ fn a_validator_sending_garbage_is_blocked_and_the_others_go_on() {
         }
     });
 }
+
+#[test]
+fn an_idle_network_rests_and_wakes_for_transactions() {
+    runner(11).start(|context| async move {
+        let cluster = Cluster::new(&context, 4).await;
+        let txs = all_transfers(0..2);
+        cluster.submit(&txs);
+        cluster.wait_until(&context, |c| committed(c, &txs)).await;
+        let busy_until = cluster.executed(0);
+        // A minute of simulated idleness: one block per heartbeat at most, where an eager
+        // leader would finalize hundreds.
+        let idle = Duration::from_secs(60);
+        context.sleep(idle).await;
+        let heartbeat = Timing::default().heartbeat;
+        let produced = cluster.executed(0) - busy_until;
+        let bound = idle.as_secs() / heartbeat.as_secs() + 2;
+        assert!(
+            produced <= bound,
+            "{produced} blocks in {idle:?} of idleness; at most {bound} expected"
+        );
+        assert!(produced >= 1, "the chain stopped instead of resting");
+        // The last state root is committed by a later header, so it can be certified.
+        let root_committed = cluster.nodes[0]
+            .chain
+            .with_ledger(|l| {
+                let tip = l.state().tip();
+                let header = l.header(tip.height).unwrap().unwrap();
+                header.state.last().map(|(_, root)| root) == Some(tip.state_root)
+                    || l.header(tip.height - 1)
+                        .unwrap()
+                        .is_some_and(|h| h.state.last().map(|(_, r)| r) == Some(tip.state_root))
+            })
+            .unwrap();
+        assert!(
+            root_committed,
+            "the idle chain left its last root uncommitted"
+        );
+        // New transactions wake it at once.
+        let more = all_transfers(2..4);
+        let woke_at = context.current();
+        cluster.submit(&more);
+        cluster.wait_until(&context, |c| committed(c, &more)).await;
+        let took = context.current().duration_since(woke_at).unwrap();
+        assert!(
+            took < heartbeat * 3,
+            "transactions after idleness took {took:?} to commit"
+        );
+        check_nonces(&cluster, 4);
+        cluster.check_agreement();
+    });
+}

@@ -58,7 +58,13 @@ pub enum GenesisError {
 impl Genesis {
     /// Checks the genesis is usable.
     pub fn validate(&self) -> Result<(), GenesisError> {
-        if self.chain_id.is_empty() || self.chain_id.len() > MAX_CHAIN_ID {
+        // The chain id names the access log in checkpoint notes and the validators' cosigner
+        // names: letters, digits, `-`, `_` and `.` only.
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if self.chain_id.is_empty()
+            || self.chain_id.len() > MAX_CHAIN_ID
+            || !self.chain_id.chars().all(allowed)
+        {
             return Err(GenesisError::BadChainId(self.chain_id.clone()));
         }
         let mut seen = BTreeSet::new();

@@ -168,6 +168,7 @@ pub fn run(cmd: AuditCmd) -> anyhow::Result<()> {
                     return super::print_json(&serde_json::json!({
                         "checkpoint": cosigned.checkpoint,
                         "cosigners": cosigned.cosigners,
+                        "cosigned_at": cosigned.cosigned_at,
                         "quorum": node.light().committee().quorum(),
                         "note": cosigned.note,
                         "verified": true,

@@ -73,23 +73,30 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Drive transactions through a real network of validator processes on this machine.
+    /// Drive the data contract's workload through a real network of validator processes on
+    /// this machine and measure what a client sees: applied throughput in a steady window
+    /// and submission-to-finality latency.
     Ledger {
         /// Number of validators.
         #[arg(long, default_value_t = 4)]
         validators: usize,
-        /// Transactions to drive.
+        /// Measured transactions per run.
         #[arg(long, default_value_t = 60_000)]
         txs: usize,
-        /// Offered load, transactions per second, spread over the validators. The default is
-        /// the highest rate four validators on a 2-core machine sustain with finality under a
-        /// second; above it they saturate and latency becomes queueing.
-        #[arg(long, default_value_t = 11_000, conflicts_with = "saturate")]
+        /// Offered load, transactions per second, spread over the validators.
+        #[arg(long, default_value_t = 8_000, conflicts_with_all = ["saturate", "sweep"])]
         rate: u64,
-        /// Submit as fast as the validators accept instead of at `--rate` (measures the
-        /// ceiling; finality latency then includes the time spent queued).
+        /// Submit as fast as the validators accept instead of at `--rate` (finality latency
+        /// then includes time spent queued).
         #[arg(long)]
         saturate: bool,
+        /// One run per offered rate (comma-separated), each on a fresh network: the
+        /// latency-throughput curve.
+        #[arg(long, value_delimiter = ',')]
+        sweep: Option<Vec<u64>>,
+        /// With `--sweep`, write the curve as `ledger-curve.png` and `.svg` here.
+        #[arg(long)]
+        plot: Option<PathBuf>,
         /// Funded client accounts sending them.
         #[arg(long, default_value_t = 64)]
         accounts: usize,
@@ -99,7 +106,7 @@ pub enum BenchCmd {
     },
 }
 
-fn free_port_block(n: u16) -> anyhow::Result<u16> {
+pub(super) fn free_port_block(n: u16) -> anyhow::Result<u16> {
     for _ in 0..100 {
         let base = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -119,75 +126,6 @@ pub(super) fn peak_rss_mib(pid: u32) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
-}
-
-fn bench_ledger(
-    validators: usize,
-    txs: usize,
-    rate: Option<u64>,
-    accounts: usize,
-) -> anyhow::Result<()> {
-    use super::testnet::{InitArgs, init};
-    let dir = tempfile::tempdir()?;
-    let p2p = free_port_block(validators as u16)?;
-    let api = free_port_block(validators as u16)?;
-    let genesis = init(&InitArgs {
-        validators,
-        accounts,
-        dir: dir.path().to_path_buf(),
-        p2p_base_port: p2p,
-        api_base_port: api,
-        chain_id: "secnet-bench".into(),
-    })?;
-    let (children, apis) = super::testnet::spawn_validators(dir.path(), validators)?;
-    let keys = super::load::read_keys(&dir.path().join("accounts"))?;
-    let nonces = vec![0u64; keys.len()];
-    eprintln!("signing {txs} transactions...");
-    let workload = super::load::sign_workload(&keys, &nonces, &genesis.chain_id, txs, 1);
-    let start = Instant::now();
-    let mut valid = 0usize;
-    for chunk in workload.chunks(5_000) {
-        valid += verify_signatures(chunk).iter().filter(|ok| **ok).count();
-    }
-    let sig_rate = valid as f64 / start.elapsed().as_secs_f64();
-    let report = super::runtime()?.block_on(async {
-        let ready = Instant::now();
-        loop {
-            let mut all = true;
-            for a in &apis {
-                let c = secnet_client::NodeApi::new(a)?;
-                all &= c.status().await.is_ok_and(|s| s.height >= 1);
-            }
-            if all {
-                break;
-            }
-            ensure!(
-                ready.elapsed() < std::time::Duration::from_secs(60),
-                "validators did not start; see their node.log"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        eprintln!("driving {txs} transactions through {validators} validators...");
-        super::load::drive(&apis, workload, rate, 500, true).await
-    })?;
-    let memory: Vec<Option<f64>> = children.0.iter().map(|c| peak_rss_mib(c.id())).collect();
-    let out = serde_json::json!({
-        "bench": "ledger",
-        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
-        "validators": validators,
-        "txs": txs,
-        "rate": rate,
-        "committed": report.committed,
-        "refused": report.refused,
-        "seconds": report.seconds,
-        "tx_per_s": report.tx_per_s,
-        "p50_ms": report.p50_ms,
-        "p99_ms": report.p99_ms,
-        "validator_peak_rss_mib": memory,
-        "limit_sig_verify_per_s": sig_rate,
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-    });
-    super::print_json(&out)
 }
 
 const CHAIN: &str = "secnet-bench";
@@ -308,10 +246,19 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             txs,
             rate,
             saturate,
+            sweep,
+            plot,
             accounts,
             json: _,
         } => {
-            return bench_ledger(validators, txs, (!saturate).then_some(rate), accounts);
+            return super::bench_ledger::run(
+                validators,
+                accounts,
+                txs,
+                (!saturate).then_some(rate),
+                sweep,
+                plot.as_deref(),
+            );
         }
     };
     ensure!(accounts >= 8, "--accounts must be at least 8");

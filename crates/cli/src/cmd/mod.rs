@@ -4,6 +4,7 @@ pub mod ai;
 pub mod audit;
 pub mod bench;
 pub mod bench_ai;
+pub mod bench_ledger;
 pub mod bench_pdc;
 pub mod data;
 pub mod demo;

@@ -19,8 +19,9 @@ pub struct Remote {
     /// `<data-dir>/genesis.json`.
     #[arg(long, default_value = "secnet-devnet/genesis.json")]
     pub genesis: PathBuf,
-    /// Refuse certified state whose certifying block is older than this many seconds (by
-    /// this machine's clock).
+    /// Refuse current state certified longer ago than this many seconds by this machine's
+    /// clock (`status`, `account`, `audit cosigned`: the cosigning quorum's time; answers
+    /// about a given height are not current state and ignore it).
     #[arg(long)]
     pub max_age: Option<u64>,
 }

@@ -166,7 +166,7 @@ pub(super) async fn log_consistency(
     summary = "The access log's head cosigned by a quorum of validators (C2SP tlog-cosignature)",
     description = "The largest log head that at least 2f+1 of the genesis validators cosigned, \
         as far as this node heard: a C2SP checkpoint note with one `tlog-cosignature` v1 line \
-        per validator. Check it with the genesis alone (`secnet audit checkpoint --node`).",
+        per validator. Check it with the genesis alone (`secnet audit cosigned`).",
     responses(
         (status = 200, description = "the cosigned checkpoint", body = CosignedCheckpointAnswer),
         (status = 503, description = "no head has been cosigned by a quorum yet", body = ProblemBody),

@@ -105,7 +105,7 @@ pub(super) fn stored_header(
     get,
     path = "/v1/blocks/{height}/tx-hashes",
     tag = "ledger",
-    summary = "A block's transaction hashes, in order",
+    summary = "A block's transaction hashes, in order, and whether each was applied",
     params(
         ("height" = String, Path, description = "block height"),
     ),
@@ -128,6 +128,11 @@ pub(super) async fn block_tx_hashes(
             .txs
             .iter()
             .map(SignedTransaction::hash)
+            .collect(),
+        applied: stored
+            .receipts
+            .iter()
+            .map(|r| r.rejection().is_none())
             .collect(),
     }))
 }
