@@ -32,8 +32,10 @@ pub struct SecnetApp {
     chain: Arc<Chain>,
     /// How long a verifier waits to execute the heights a proposal commits to.
     commitment_wait: Duration,
-    /// How long a leader with nothing to propose waits before proposing an empty block.
+    /// An idle chain's block interval (measured from the parent's timestamp).
     heartbeat: Duration,
+    /// How long a leader with nothing to propose waits in its view before giving it up.
+    view_wait: Duration,
 }
 
 /// How often a waiting leader looks for transactions.
@@ -42,12 +44,20 @@ const PROPOSE_POLL: Duration = Duration::from_millis(10);
 impl SecnetApp {
     /// An application over `chain`; a proposal committing to heights this validator has not
     /// executed yet is given `commitment_wait` to catch up before it is refused; with nothing
-    /// to propose, a leader waits up to `heartbeat` for transactions.
-    pub fn new(chain: Arc<Chain>, commitment_wait: Duration, heartbeat: Duration) -> SecnetApp {
+    /// to propose, a leader proposes an empty block once `heartbeat` has passed since its
+    /// parent, and otherwise waits up to `view_wait` for transactions before giving up its
+    /// view.
+    pub fn new(
+        chain: Arc<Chain>,
+        commitment_wait: Duration,
+        heartbeat: Duration,
+        view_wait: Duration,
+    ) -> SecnetApp {
         SecnetApp {
             chain,
             commitment_wait,
             heartbeat,
+            view_wait,
         }
     }
 
@@ -231,14 +241,22 @@ where
         }
         let parent_header = &parent.inner().block().header;
         // Propose at once when there are transactions or a new state root to commit (so that
-        // it is certified); otherwise wait for transactions, up to the heartbeat: an idle
-        // chain rests instead of finalizing empty blocks as fast as it can.
-        let deadline = runtime.current() + self.heartbeat;
+        // it is certified), or when the heartbeat since the parent is due; otherwise wait for
+        // transactions, and give the view up (the others nullify it) rather than finalize an
+        // empty block: an idle chain rests.
+        let view_deadline = runtime.current() + self.view_wait;
+        let beat_due = std::time::UNIX_EPOCH
+            + Duration::from_millis(parent_header.timestamp_ms)
+            + self.heartbeat;
         let (txs, state) = loop {
             let txs = self.chain.select(|h| in_flight.contains(h)).ok()?;
             let state = self.chain.commitment_after(&parent_header.state).ok()?;
-            if !txs.is_empty() || self.commits_news(&state) || runtime.current() >= deadline {
+            let now = runtime.current();
+            if !txs.is_empty() || self.commits_news(&state) || now >= beat_due {
                 break (txs, state);
+            }
+            if now >= view_deadline {
+                return None;
             }
             runtime.sleep(PROPOSE_POLL).await;
         };

@@ -54,9 +54,10 @@ pub struct Timing {
     pub timeout_retry: Duration,
     /// How long a fetch from a peer may take.
     pub fetch_timeout: Duration,
-    /// How long a leader with nothing to propose waits for transactions before proposing an
-    /// empty block: an idle chain makes one block per heartbeat. Shorter than
-    /// `leader_timeout`, or the others would time the leader out first.
+    /// An idle chain adds one empty block per heartbeat: a leader with no transactions and
+    /// no new state root to commit proposes only once this long has passed since its
+    /// parent's timestamp. Before that it waits for transactions for most of its view and
+    /// then lets the view be skipped (nullified), which costs a few votes and no block.
     pub heartbeat: Duration,
 }
 
@@ -67,7 +68,7 @@ impl Default for Timing {
             certification_timeout: Duration::from_secs(3),
             timeout_retry: Duration::from_secs(5),
             fetch_timeout: Duration::from_secs(2),
-            heartbeat: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -277,10 +278,8 @@ where
         SecnetApp::new(
             chain.clone(),
             config.timing.certification_timeout,
-            config
-                .timing
-                .heartbeat
-                .min(config.timing.leader_timeout.mul_f64(0.75)),
+            config.timing.heartbeat,
+            config.timing.leader_timeout.mul_f64(0.75),
         ),
         marshal_mailbox.clone(),
         epocher,

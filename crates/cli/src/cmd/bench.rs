@@ -104,6 +104,26 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Hold an offered rate with the mixed workload through a network of validator processes
+    /// for many minutes: latency and memory over time, stalls, and the same roots at the end.
+    Soak {
+        /// Minutes to run.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Offered load, transactions per second (about half the capacity `bench ledger
+        /// --sweep` measured).
+        #[arg(long, default_value_t = 4_000)]
+        rate: u64,
+        /// Number of validators.
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Funded client accounts.
+        #[arg(long, default_value_t = 64)]
+        accounts: usize,
+        /// Print JSON (the only output format; kept for symmetry with other commands).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(super) fn free_port_block(n: u16) -> anyhow::Result<u16> {
@@ -241,6 +261,13 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 None => super::bench_pdc::run(decisions, stream_mib),
             };
         }
+        BenchCmd::Soak {
+            minutes,
+            rate,
+            validators,
+            accounts,
+            json: _,
+        } => return super::bench_ledger::soak(validators, accounts, minutes, rate),
         BenchCmd::Ledger {
             validators,
             txs,

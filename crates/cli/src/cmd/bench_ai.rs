@@ -3,7 +3,7 @@
 
 use secnet_ai::data::{Kind, load};
 use secnet_ai::mlp::TrainConfig;
-use secnet_ai::{DEFAULT_AUGMENT, evaluate, train_detector};
+use secnet_ai::{DEFAULT_AUGMENT, train_detector};
 use std::path::Path;
 use std::time::Instant;
 
@@ -63,9 +63,13 @@ pub fn run(kind: Kind, data: &Path, scores: usize) -> anyhow::Result<()> {
         })
         .collect();
     encoded_single.sort_by(f64::total_cmp);
-    let eval_start = Instant::now();
-    let _ = evaluate(&detector, &loaded.records);
-    let encode_and_score_per_s = rows as f64 / eval_start.elapsed().as_secs_f64();
+    // Encoding plus scoring of the whole file, in batch: nothing else (no metrics).
+    let start = Instant::now();
+    let features = detector
+        .encoder
+        .encode_all(std::hint::black_box(&loaded.records));
+    std::hint::black_box(detector.classifier.score_all(&features, dim));
+    let encode_and_score_per_s = rows as f64 / start.elapsed().as_secs_f64();
     super::print_json(&serde_json::json!({
         "bench": "ai",
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
@@ -81,7 +85,7 @@ pub fn run(kind: Kind, data: &Path, scores: usize) -> anyhow::Result<()> {
         "batch_scores_per_s_one_core": scores as f64 / batch_seconds,
         "single_p50_us": super::load::percentile(&single, 0.50),
         "single_p99_us": super::load::percentile(&single, 0.99),
-        "encode_and_score_per_s": encode_and_score_per_s,
+        "encode_and_score_per_s_one_core_batch": encode_and_score_per_s,
         "encode_and_score_p99_us": super::load::percentile(&encoded_single, 0.99),
         "flagged_share": flagged as f64 / scores.max(1) as f64,
     }))

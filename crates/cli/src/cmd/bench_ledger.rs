@@ -71,10 +71,11 @@ pub struct LedgerRun {
     pub p99_ms: f64,
     /// 99.9th percentile.
     pub p999_ms: f64,
-    /// Every validator reached the same height and state root at the end.
-    pub same_state_root: bool,
+    /// Every validator reached the same height and state root at the end (`None`: not
+    /// checked after this run).
+    pub same_state_root: Option<bool>,
     /// The height they agreed on.
-    pub final_height: u64,
+    pub final_height: Option<u64>,
     /// Per validator: peak resident memory and CPU time over the run.
     pub validators: Vec<ValidatorUsage>,
 }
@@ -115,124 +116,174 @@ fn data_id(owner: usize, item: usize) -> Hash {
     ])
 }
 
-/// Builds the setup and the measured mix for `keys` on `chain_id`, `total` measured
-/// transactions. Account `t` registers items `d(t, j)` held by account `t+1`; account `i`
-/// subscribes to `d(i+7, 0)` and asks for a grant on it, which account `i+8` holds.
-#[expect(
-    clippy::indexing_slicing,
-    reason = "every index is reduced modulo the non-empty key list"
-)]
-pub fn mixed_workload(keys: &[Keypair], chain_id: &str, total: usize) -> anyhow::Result<Workload> {
-    let k = keys.len();
-    ensure!(k >= 16, "the mixed workload needs at least 16 accounts");
-    let per_sender = total.div_ceil(k);
-    let subscribes_per_sender = per_sender.div_ceil(20) * 2;
-    // Items per owner: the one everyone's setup grant is on, plus enough distinct ones for
-    // every sender's measured subscriptions.
-    let items = 2 + subscribes_per_sender.div_ceil(k - 1);
-    let mut nonces = vec![0u64; k];
-    let mut sign = |i: usize, call: Call| -> SignedTransaction {
+/// The mixed workload, generated as it is needed: the setup it relies on, then any number
+/// of measured transactions. Account `t` registers items `d(t, j)` held by account `t+1`;
+/// account `i` subscribes to `d(i+7, 0)` and asks for a grant on it, which account `i+8`
+/// holds; measured subscriptions go to items `j >= 1`, each (subscriber, item) once.
+pub struct Mix {
+    keys: Vec<Keypair>,
+    chain_id: String,
+    items: usize,
+    nonces: Vec<u64>,
+    grants: Vec<GrantId>,
+    subscribed: Vec<usize>,
+    registered: Vec<usize>,
+    made: usize,
+}
+
+impl Mix {
+    /// A mix for `keys` on `chain_id`, with enough items for `planned` measured
+    /// transactions; returns it and the setup transactions.
+    pub fn new(
+        keys: Vec<Keypair>,
+        chain_id: &str,
+        planned: usize,
+    ) -> anyhow::Result<(Mix, Vec<SignedTransaction>)> {
+        let k = keys.len();
+        ensure!(k >= 16, "the mixed workload needs at least 16 accounts");
+        let subscribes_per_sender = planned.div_ceil(k).div_ceil(20) * 2;
+        let items = 2 + subscribes_per_sender.div_ceil(k - 1);
+        let mut mix = Mix {
+            keys,
+            chain_id: chain_id.to_string(),
+            items,
+            nonces: vec![0; k],
+            grants: Vec::with_capacity(k),
+            subscribed: vec![0; k],
+            registered: vec![0; k],
+            made: 0,
+        };
+        let mut setup = Vec::new();
+        for t in 0..k {
+            for j in 0..items {
+                let call = mix.register(t, data_id(t, j), format!("{t}/{j}"));
+                setup.push(mix.sign(t, call));
+            }
+        }
+        for i in 0..k {
+            let hash = data_id((i + 7) % k, 0);
+            setup.push(mix.sign(i, Call::SubscribeData { hash }));
+            let request = mix.sign(
+                i,
+                Call::RequestDataWithHash {
+                    hash,
+                    purpose: "treatment".into(),
+                    ttl_secs: secnet_types::limits::MAX_GRANT_TTL_SECS,
+                },
+            );
+            mix.grants.push(request.hash());
+            setup.push(request);
+        }
+        Ok((mix, setup))
+    }
+
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "callers pass indices below the number of keys"
+    )]
+    fn sign(&mut self, i: usize, call: Call) -> SignedTransaction {
         let tx = Transaction {
-            chain_id: chain_id.into(),
-            sender: keys[i].account(),
-            nonce: nonces[i],
+            chain_id: self.chain_id.clone(),
+            sender: self.keys[i].account(),
+            nonce: self.nonces[i],
             call,
         };
-        nonces[i] += 1;
-        tx.sign(&keys[i])
-    };
-    let register = |owner: usize, hash: Hash, label: String| {
+        self.nonces[i] += 1;
+        tx.sign(&self.keys[i])
+    }
+
+    #[expect(clippy::indexing_slicing, reason = "reduced modulo the number of keys")]
+    fn register(&self, owner: usize, hash: Hash, label: String) -> Call {
         Call::RegisterData(RegisterData {
             hash,
             description: format!("bench record {label}"),
             address: format!("pdc://bench/{label}"),
             price: 100,
             kind: DataKind::UserData,
-            holder: keys[(owner + 1) % k].account(),
+            holder: self.keys[(owner + 1) % self.keys.len()].account(),
             holder_share_bps: 2_500,
         })
-    };
-    let mut setup = Vec::new();
-    for t in 0..k {
-        for j in 0..items {
-            setup.push(sign(t, register(t, data_id(t, j), format!("{t}/{j}"))));
-        }
-    }
-    let mut grants: Vec<GrantId> = Vec::with_capacity(k);
-    for i in 0..k {
-        setup.push(sign(
-            i,
-            Call::SubscribeData {
-                hash: data_id((i + 7) % k, 0),
-            },
-        ));
-        let request = sign(
-            i,
-            Call::RequestDataWithHash {
-                hash: data_id((i + 7) % k, 0),
-                purpose: "treatment".into(),
-                ttl_secs: 86_400,
-            },
-        );
-        grants.push(request.hash());
-        setup.push(request);
     }
 
-    let slots: Vec<&str> = MIX
-        .iter()
-        .flat_map(|(name, n)| std::iter::repeat_n(*name, *n))
-        .collect();
-    let mut subscribed = vec![0usize; k];
-    let mut registered = vec![0usize; k];
-    let mut measured = Vec::with_capacity(total);
-    for n in 0..total {
-        let s = n % k;
-        let round = n / k;
-        let call = match slots[round % slots.len()] {
-            "register" => {
-                registered[s] += 1;
-                register(
-                    s,
-                    data_id(s, items + registered[s]),
-                    format!("{s}/new/{}", registered[s]),
-                )
-            }
-            "subscribe" => {
-                let c = subscribed[s];
-                subscribed[s] += 1;
-                let owner = (s + 1 + c % (k - 1)) % k;
-                Call::SubscribeData {
-                    hash: data_id(owner, 1 + c / (k - 1)),
-                }
-            }
-            "request" => Call::RequestDataWithHash {
-                hash: data_id((s + 7) % k, 0),
-                purpose: "treatment".into(),
-                ttl_secs: 3_600,
-            },
-            "record_access" => {
-                // `s` holds the grant of requester `s - 8`.
-                let requester = (s + k - 8) % k;
-                let entry = AccessEntry {
-                    data: data_id((requester + 7) % k, 0),
-                    grant: Some(grants[requester]),
-                    requester: keys[requester].account(),
-                    decision: AccessDecision::Delivered,
-                    score_ppm: 1_000,
-                    at_ms: 0,
-                };
-                Call::RecordAccess {
-                    entries: vec![entry; ENTRIES_PER_RECORD],
-                }
-            }
-            _ => Call::Transfer {
-                to: keys[(s * 31 + 5 + round) % k].account(),
+    /// The next `count` measured transactions. Subscriptions past the planned total would
+    /// repeat; they are sent as transfers instead.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "every index is reduced modulo the number of keys"
+    )]
+    pub fn next(&mut self, count: usize) -> Vec<SignedTransaction> {
+        let k = self.keys.len();
+        let slots: Vec<&str> = MIX
+            .iter()
+            .flat_map(|(name, n)| std::iter::repeat_n(*name, *n))
+            .collect();
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let n = self.made;
+            self.made += 1;
+            let s = n % k;
+            let round = n / k;
+            let transfer = Call::Transfer {
+                to: self.keys[(s * 31 + 5 + round) % k].account(),
                 amount: 1,
-            },
-        };
-        measured.push(sign(s, call));
+            };
+            let call = match slots[round % slots.len()] {
+                "register" => {
+                    self.registered[s] += 1;
+                    let r = self.registered[s];
+                    self.register(s, data_id(s, self.items + r), format!("{s}/new/{r}"))
+                }
+                "subscribe" => {
+                    let c = self.subscribed[s];
+                    let item = 1 + c / (k - 1);
+                    if item >= self.items {
+                        transfer
+                    } else {
+                        self.subscribed[s] += 1;
+                        Call::SubscribeData {
+                            hash: data_id((s + 1 + c % (k - 1)) % k, item),
+                        }
+                    }
+                }
+                "request" => Call::RequestDataWithHash {
+                    hash: data_id((s + 7) % k, 0),
+                    purpose: "treatment".into(),
+                    ttl_secs: 3_600,
+                },
+                "record_access" => {
+                    // `s` holds the grant of requester `s - 8`.
+                    let requester = (s + k - 8) % k;
+                    let entry = AccessEntry {
+                        data: data_id((requester + 7) % k, 0),
+                        grant: Some(self.grants[requester]),
+                        requester: self.keys[requester].account(),
+                        decision: AccessDecision::Delivered,
+                        score_ppm: 1_000,
+                        at_ms: 0,
+                    };
+                    Call::RecordAccess {
+                        entries: vec![entry; ENTRIES_PER_RECORD],
+                    }
+                }
+                _ => transfer,
+            };
+            out.push(self.sign(s, call));
+        }
+        out
     }
-    Ok(Workload { setup, measured })
+}
+
+/// The setup and `total` measured transactions of the mix.
+pub fn mixed_workload(keys: &[Keypair], chain_id: &str, total: usize) -> anyhow::Result<Workload> {
+    let keys = keys
+        .iter()
+        .map(|k| Keypair::from_seeds(*k.signing_seed(), *k.encryption_seed()))
+        .collect();
+    let (mut mix, setup) = Mix::new(keys, chain_id, total)?;
+    Ok(Workload {
+        setup,
+        measured: mix.next(total),
+    })
 }
 
 /// Where a submitted transaction is.
@@ -443,6 +494,7 @@ pub async fn measure(
     pids: &[u32],
     measured: Vec<SignedTransaction>,
     rate: Option<u64>,
+    settle: bool,
 ) -> anyhow::Result<LedgerRun> {
     let tracks: Tracks = Arc::new(Mutex::new(HashMap::with_capacity(measured.len())));
     let stop = Arc::new(AtomicBool::new(false));
@@ -504,7 +556,7 @@ pub async fn measure(
     for w in watchers {
         w.await??;
     }
-    let final_height = agree(apis).await?;
+    let final_height = if settle { agree(apis).await? } else { None };
     let cpu_after: Vec<Option<f64>> = pids.iter().map(|p| cpu_seconds(*p)).collect();
 
     let map = tracks
@@ -546,8 +598,8 @@ pub async fn measure(
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         p999_ms: percentile(&latencies, 0.999),
-        same_state_root: final_height.is_some(),
-        final_height: final_height.unwrap_or(0),
+        same_state_root: settle.then_some(final_height.is_some()),
+        final_height,
         validators: pids
             .iter()
             .zip(cpu_before.iter().zip(&cpu_after))
@@ -570,6 +622,69 @@ pub fn sig_verify_per_s(workload: &[SignedTransaction]) -> f64 {
     valid as f64 / start.elapsed().as_secs_f64().max(1e-9)
 }
 
+/// A fresh network of validator processes in a temporary directory.
+struct Net {
+    dir: tempfile::TempDir,
+    children: super::testnet::Children,
+    apis: Vec<NodeApi>,
+    pids: Vec<u32>,
+    chain_id: String,
+}
+
+impl Net {
+    /// Writes a genesis and keys for `validators` and `accounts`, then starts the validators.
+    fn start(validators: usize, accounts: usize) -> anyhow::Result<Net> {
+        use super::testnet::{InitArgs, init};
+        let dir = tempfile::tempdir()?;
+        let p2p = super::bench::free_port_block(validators as u16)?;
+        let api = super::bench::free_port_block(validators as u16)?;
+        let genesis = init(&InitArgs {
+            validators,
+            accounts,
+            dir: dir.path().to_path_buf(),
+            p2p_base_port: p2p,
+            api_base_port: api,
+            chain_id: "secnet-bench".into(),
+        })?;
+        let (children, urls) = super::testnet::spawn_validators(dir.path(), validators)?;
+        let pids = children.0.iter().map(std::process::Child::id).collect();
+        let apis = urls
+            .iter()
+            .map(|u| NodeApi::new(u))
+            .collect::<Result<_, _>>()?;
+        Ok(Net {
+            dir,
+            children,
+            apis,
+            pids,
+            chain_id: genesis.chain_id,
+        })
+    }
+
+    fn keys(&self) -> anyhow::Result<Vec<Keypair>> {
+        super::load::read_keys(&self.dir.path().join("accounts"))
+    }
+
+    /// Waits until every validator answers.
+    async fn ready(&self) -> anyhow::Result<()> {
+        let since = Instant::now();
+        loop {
+            let mut up = 0;
+            for a in &self.apis {
+                up += usize::from(a.status().await.is_ok());
+            }
+            if up == self.apis.len() {
+                return Ok(());
+            }
+            ensure!(
+                since.elapsed() < Duration::from_secs(60),
+                "validators did not start; see their node.log"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 /// Starts a fresh network, prepares its state, and measures one run at `rate`.
 pub fn run_once(
     validators: usize,
@@ -577,59 +692,145 @@ pub fn run_once(
     txs: usize,
     rate: Option<u64>,
 ) -> anyhow::Result<(LedgerRun, f64)> {
-    use super::testnet::{InitArgs, init};
-    let dir = tempfile::tempdir()?;
-    let p2p = super::bench::free_port_block(validators as u16)?;
-    let api = super::bench::free_port_block(validators as u16)?;
-    let genesis = init(&InitArgs {
-        validators,
-        accounts,
-        dir: dir.path().to_path_buf(),
-        p2p_base_port: p2p,
-        api_base_port: api,
-        chain_id: "secnet-bench".into(),
-    })?;
-    let keys = super::load::read_keys(&dir.path().join("accounts"))?;
+    let net = Net::start(validators, accounts)?;
     eprintln!("signing {txs} transactions of the mixed workload...");
-    let workload = mixed_workload(&keys, &genesis.chain_id, txs)?;
+    let workload = mixed_workload(&net.keys()?, &net.chain_id, txs)?;
     let sig_rate = sig_verify_per_s(&workload.measured);
-    let (children, urls) = super::testnet::spawn_validators(dir.path(), validators)?;
-    let pids: Vec<u32> = children.0.iter().map(std::process::Child::id).collect();
     let run = super::runtime()?.block_on(async {
-        let apis: Vec<NodeApi> = urls
-            .iter()
-            .map(|u| NodeApi::new(u))
-            .collect::<Result<_, _>>()?;
-        let ready = Instant::now();
-        loop {
-            let mut up = 0;
-            for a in &apis {
-                up += usize::from(a.status().await.is_ok());
-            }
-            if up == apis.len() {
-                break;
-            }
-            ensure!(
-                ready.elapsed() < Duration::from_secs(60),
-                "validators did not start; see their node.log"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        net.ready().await?;
         eprintln!(
             "preparing state ({} transactions, not measured)...",
             workload.setup.len()
         );
-        prepare(&apis, workload.setup).await?;
+        prepare(&net.apis, workload.setup).await?;
         eprintln!(
             "driving {txs} transactions at {}...",
             rate.map_or("the fastest accepted rate".to_string(), |r| format!(
                 "{r} tx/s"
             ))
         );
-        measure(&apis, &pids, workload.measured, rate).await
+        measure(&net.apis, &net.pids, workload.measured, rate, true).await
     })?;
-    drop(children);
+    drop(net.children);
     Ok((run, sig_rate))
+}
+
+/// Resident memory of a process now, in MiB.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// One minute of a soak.
+#[derive(Debug, Clone, Serialize)]
+struct SoakMinute {
+    minute: u64,
+    offered_tx_per_s: f64,
+    applied_tx_per_s: f64,
+    rejected: usize,
+    refused: usize,
+    lost: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    rss_mib: Vec<Option<f64>>,
+    cpu_s: Vec<Option<f64>>,
+}
+
+/// `secnet bench soak`: holds `rate` with the mixed workload for `minutes`, one measured
+/// minute after another (the next minute's transactions are signed on another thread while
+/// the current one runs), and reports memory and latency over time, stalls, and whether
+/// every validator ends on the same state root.
+pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyhow::Result<()> {
+    ensure!(
+        minutes >= 1 && rate >= 1,
+        "--minutes and --rate must be positive"
+    );
+    let net = Net::start(validators, accounts)?;
+    let per_minute = usize::try_from(rate * 60)?;
+    let (mut mix, setup) = Mix::new(
+        net.keys()?,
+        &net.chain_id,
+        per_minute * usize::try_from(minutes)?,
+    )?;
+    let mut chunk = mix.next(per_minute);
+    let (rows, final_height) = super::runtime()?.block_on(async {
+        net.ready().await?;
+        eprintln!(
+            "preparing state ({} transactions, not measured)...",
+            setup.len()
+        );
+        prepare(&net.apis, setup).await?;
+        let mut rows = Vec::new();
+        for minute in 1..=minutes {
+            let signer = std::thread::spawn(move || {
+                let next = mix.next(per_minute);
+                (mix, next)
+            });
+            let run = measure(&net.apis, &net.pids, chunk, Some(rate), false).await?;
+            let row = SoakMinute {
+                minute,
+                offered_tx_per_s: run.offered_tx_per_s,
+                applied_tx_per_s: run.applied_tx_per_s,
+                rejected: run.rejected,
+                refused: run.refused,
+                lost: run.lost,
+                p50_ms: run.p50_ms,
+                p99_ms: run.p99_ms,
+                rss_mib: net.pids.iter().map(|p| rss_mib(*p)).collect(),
+                cpu_s: run.validators.iter().map(|v| v.cpu_s).collect(),
+            };
+            eprintln!(
+                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, rss {:?} MiB",
+                row.applied_tx_per_s,
+                row.offered_tx_per_s,
+                row.p99_ms,
+                row.rss_mib
+                    .iter()
+                    .map(|r| r.map(|m| m.round()))
+                    .collect::<Vec<_>>()
+            );
+            rows.push(row);
+            let (m, next) = signer
+                .join()
+                .map_err(|_| anyhow::anyhow!("the signing thread failed"))?;
+            mix = m;
+            chunk = next;
+        }
+        anyhow::Ok((rows, agree(&net.apis).await?))
+    })?;
+    drop(net.children);
+    let stalls: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.lost > 0 || r.applied_tx_per_s < 0.9 * r.offered_tx_per_s)
+        .map(|r| r.minute)
+        .collect();
+    let growth: Vec<Option<f64>> = match (rows.first(), rows.last()) {
+        (Some(a), Some(b)) => a
+            .rss_mib
+            .iter()
+            .zip(&b.rss_mib)
+            .map(|(a, b)| a.zip(*b).map(|(a, b)| b - a))
+            .collect(),
+        _ => Vec::new(),
+    };
+    super::print_json(&serde_json::json!({
+        "bench": "soak",
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "validators": validators,
+        "rate": rate,
+        "minutes": rows,
+        "rss_growth_mib_first_to_last_minute": growth,
+        "stalled_minutes": stalls,
+        "same_state_root": final_height.is_some(),
+        "final_height": final_height,
+    }))?;
+    ensure!(
+        final_height.is_some(),
+        "the validators did not reach the same state root"
+    );
+    Ok(())
 }
 
 /// `secnet bench ledger`: one run, or with `sweep` one per rate and the latency–throughput
@@ -651,7 +852,7 @@ pub fn run(
     let Some(rates) = sweep else {
         let (run, sig_rate) = run_once(validators, accounts, txs, rate)?;
         ensure!(
-            run.same_state_root,
+            run.same_state_root == Some(true),
             "the validators did not reach the same state root"
         );
         return super::print_json(&serde_json::json!({
@@ -714,4 +915,88 @@ fn write_curve(dir: &Path, runs: &[LedgerRun]) -> anyhow::Result<PathBuf> {
     };
     secnet_sim::write_chart(dir, "ledger-curve", &chart)?;
     Ok(dir.join("ledger-curve.png"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+    use secnet_contract::State;
+    use secnet_types::{Allocation, Block, Genesis};
+
+    fn apply(state: &mut State, txs: Vec<SignedTransaction>) -> Vec<bool> {
+        let mut applied = Vec::new();
+        for chunk in txs.chunks(500) {
+            let tip = state.tip();
+            let block = Block::new(
+                tip.height + 1,
+                tip.block_hash,
+                tip.timestamp_ms + 1_000,
+                chunk.to_vec(),
+            );
+            let outcome = state.apply_block(&block).unwrap();
+            applied.extend(outcome.receipts.iter().map(|r| r.is_applied()));
+        }
+        applied
+    }
+
+    #[test]
+    fn every_call_of_the_mix_applies_whatever_order_senders_arrive_in() {
+        let keys: Vec<Keypair> = (0..20).map(|i| Keypair::deterministic("mix", i)).collect();
+        let genesis = Genesis {
+            chain_id: "secnet-mix".into(),
+            genesis_time_ms: 1_700_000_000_000,
+            allocations: keys
+                .iter()
+                .map(|k| Allocation {
+                    account: k.account(),
+                    balance: 1_000_000_000,
+                })
+                .collect(),
+            validators: vec![],
+        };
+        let mut state = State::genesis(&genesis);
+        let total = 4_000;
+        let copies = (0..20).map(|i| Keypair::deterministic("mix", i)).collect();
+        let (mut mix, setup) = Mix::new(copies, "secnet-mix", total).unwrap();
+        assert!(apply(&mut state, setup).iter().all(|a| *a));
+        let measured = mix.next(total);
+        let mut kinds: HashMap<&str, usize> = HashMap::new();
+        for tx in &measured {
+            let kind = match tx.tx().call {
+                Call::RegisterData(_) => "register",
+                Call::SubscribeData { .. } => "subscribe",
+                Call::RequestDataWithHash { .. } => "request",
+                Call::RecordAccess { .. } => "record_access",
+                _ => "transfer",
+            };
+            *kinds.entry(kind).or_default() += 1;
+        }
+        for (name, share) in MIX {
+            let expected = total * share / 20;
+            assert_eq!(kinds[name], expected, "{name}: {kinds:?}");
+        }
+        // Senders interleaved the other way round: each sender's nonces stay in order, as
+        // one validator's mempool sees them.
+        let mut by_sender: Vec<Vec<SignedTransaction>> = vec![Vec::new(); keys.len()];
+        for tx in measured {
+            let s = keys
+                .iter()
+                .position(|k| k.account() == tx.tx().sender)
+                .unwrap();
+            by_sender[s].push(tx);
+        }
+        let mut interleaved = Vec::new();
+        let longest = by_sender.iter().map(Vec::len).max().unwrap();
+        for i in 0..longest {
+            for s in by_sender.iter().rev() {
+                if let Some(tx) = s.get(i) {
+                    interleaved.push(tx.clone());
+                }
+            }
+        }
+        let applied = apply(&mut state, interleaved);
+        assert_eq!(applied.len(), total);
+        assert!(applied.iter().all(|a| *a), "a call of the mix was rejected");
+    }
 }
