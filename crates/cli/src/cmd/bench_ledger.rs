@@ -102,8 +102,9 @@ pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// The workload: what prepares the state, and what is measured.
 pub struct Workload {
-    /// Registrations, one subscription and one grant request per account.
-    pub setup: Vec<SignedTransaction>,
+    /// Registrations; then one subscription and one grant request per account (each phase
+    /// final before the next is sent, since it depends on the one before).
+    pub setup: Vec<Vec<SignedTransaction>>,
     /// The measured mix.
     pub measured: Vec<SignedTransaction>,
 }
@@ -138,7 +139,7 @@ impl Mix {
         keys: Vec<Keypair>,
         chain_id: &str,
         planned: usize,
-    ) -> anyhow::Result<(Mix, Vec<SignedTransaction>)> {
+    ) -> anyhow::Result<(Mix, Vec<Vec<SignedTransaction>>)> {
         let k = keys.len();
         ensure!(k >= 16, "the mixed workload needs at least 16 accounts");
         let subscribes_per_sender = planned.div_ceil(k).div_ceil(20) * 2;
@@ -153,13 +154,14 @@ impl Mix {
             registered: vec![0; k],
             made: 0,
         };
-        let mut setup = Vec::new();
+        let mut registrations = Vec::new();
         for t in 0..k {
             for j in 0..items {
                 let call = mix.register(t, data_id(t, j), format!("{t}/{j}"));
-                setup.push(mix.sign(t, call));
+                registrations.push(mix.sign(t, call));
             }
         }
+        let mut setup = Vec::new();
         for i in 0..k {
             let hash = data_id((i + 7) % k, 0);
             setup.push(mix.sign(i, Call::SubscribeData { hash }));
@@ -174,7 +176,7 @@ impl Mix {
             mix.grants.push(request.hash());
             setup.push(request);
         }
-        Ok((mix, setup))
+        Ok((mix, vec![registrations, setup]))
     }
 
     #[expect(
@@ -426,8 +428,16 @@ async fn agree(apis: &[NodeApi]) -> anyhow::Result<Option<u64>> {
     Ok(None)
 }
 
-/// Submits the setup and waits until every one of its transactions is applied.
-async fn prepare(apis: &[NodeApi], setup: Vec<SignedTransaction>) -> anyhow::Result<()> {
+/// Submits the setup, phase after phase, each applied before the next is sent.
+async fn prepare(apis: &[NodeApi], phases: Vec<Vec<SignedTransaction>>) -> anyhow::Result<()> {
+    for phase in phases {
+        prepare_phase(apis, phase).await?;
+    }
+    Ok(())
+}
+
+/// Submits one phase of the setup and waits until every one of its transactions is applied.
+async fn prepare_phase(apis: &[NodeApi], setup: Vec<SignedTransaction>) -> anyhow::Result<()> {
     let tracks: Tracks = Arc::new(Mutex::new(HashMap::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let start_height = apis.first().context("no validator")?.status().await?.height + 1;
@@ -700,7 +710,7 @@ pub fn run_once(
         net.ready().await?;
         eprintln!(
             "preparing state ({} transactions, not measured)...",
-            workload.setup.len()
+            workload.setup.iter().map(Vec::len).sum::<usize>()
         );
         prepare(&net.apis, workload.setup).await?;
         eprintln!(
@@ -759,7 +769,7 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
         net.ready().await?;
         eprintln!(
             "preparing state ({} transactions, not measured)...",
-            setup.len()
+            setup.iter().map(Vec::len).sum::<usize>()
         );
         prepare(&net.apis, setup).await?;
         let mut rows = Vec::new();
@@ -959,7 +969,9 @@ mod tests {
         let total = 4_000;
         let copies = (0..20).map(|i| Keypair::deterministic("mix", i)).collect();
         let (mut mix, setup) = Mix::new(copies, "secnet-mix", total).unwrap();
-        assert!(apply(&mut state, setup).iter().all(|a| *a));
+        for phase in setup {
+            assert!(apply(&mut state, phase).iter().all(|a| *a));
+        }
         let measured = mix.next(total);
         let mut kinds: HashMap<&str, usize> = HashMap::new();
         for tx in &measured {
