@@ -16,9 +16,13 @@ use secnet_types::{
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
+/// The ledger database's page cache (redb's default, 1 GiB, would let every validator's
+/// memory grow with its history).
+pub const LEDGER_CACHE_BYTES: usize = 128 * 1024 * 1024;
+
 /// How many recent heights' state trees a ledger keeps, to prove entries as of a height a
 /// certificate covers (certification trails execution by a few blocks).
-pub const RECENT_STATES: usize = 32;
+pub const RECENT_STATES: usize = 8;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
@@ -156,7 +160,9 @@ impl Ledger {
         std::fs::create_dir_all(dir)
             .map_err(|e| LedgerError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(LEDGER_FILE);
-        let db = Database::create(&path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(LEDGER_CACHE_BYTES)
+            .create(&path)?;
         let given = genesis.hash();
 
         let stored_genesis = {

@@ -32,17 +32,23 @@ fn bit(key: &Digest, depth: usize) -> bool {
     (byte >> (7 - (depth % 8))) & 1 == 1
 }
 
+/// A node is a pointer and a tag (16 bytes): an internal node holding two of them stays
+/// small, which is what each version of the tree copies along the paths it changes.
 #[derive(Debug, Clone)]
 enum Node<P> {
     Empty,
-    Leaf {
-        key: Digest,
-        value_hash: Digest,
-        hash: Digest,
-        payload: P,
-    },
+    /// Shared between versions of the tree, like internal nodes.
+    Leaf(Arc<Leaf<P>>),
     /// Shared between versions of the tree: an update copies only the nodes on its paths.
     Internal(Arc<Internal<P>>),
+}
+
+#[derive(Debug)]
+struct Leaf<P> {
+    key: Digest,
+    value_hash: Digest,
+    hash: Digest,
+    payload: P,
 }
 
 #[derive(Debug, Clone)]
@@ -59,26 +65,26 @@ impl<P: Clone> Node<P> {
     fn hash(&self) -> Digest {
         match self {
             Node::Empty => EMPTY,
-            Node::Leaf { hash, .. } => *hash,
+            Node::Leaf(l) => l.hash,
             Node::Internal(i) => i.hash,
         }
     }
 
     fn leaf((key, value_hash, payload): Entry<P>) -> Node<P> {
-        Node::Leaf {
+        Node::Leaf(Arc::new(Leaf {
             key,
             value_hash,
             hash: leaf_hash(&key, &value_hash),
             payload,
-        }
+        }))
     }
 
     /// Joins two children into the canonical node for their parent.
     fn join(left: Node<P>, right: Node<P>) -> Node<P> {
         match (&left, &right) {
             (Node::Empty, Node::Empty) => Node::Empty,
-            (Node::Empty, Node::Leaf { .. }) => right,
-            (Node::Leaf { .. }, Node::Empty) => left,
+            (Node::Empty, Node::Leaf(_)) => right,
+            (Node::Leaf(_), Node::Empty) => left,
             _ => {
                 let hash = internal_hash(&left.hash(), &right.hash());
                 Node::Internal(Arc::new(Internal { left, right, hash }))
@@ -116,14 +122,9 @@ fn update<P: Clone>(node: Node<P>, depth: usize, updates: &[Update<P>]) -> Node<
                 .collect();
             build(depth, &inserts)
         }
-        Node::Leaf {
-            key,
-            value_hash,
-            payload,
-            ..
-        } => {
+        Node::Leaf(leaf) => {
             let mut merged: Vec<Entry<P>> = Vec::with_capacity(updates.len() + 1);
-            let mut existing = Some((key, value_hash, payload));
+            let mut existing = Some((leaf.key, leaf.value_hash, leaf.payload.clone()));
             for (k, v) in updates {
                 if let Some(e) = existing.take_if(|e| e.0 <= *k)
                     && e.0 < *k
@@ -255,13 +256,8 @@ impl<P: Clone> SparseMerkleTree<P> {
         loop {
             match node {
                 Node::Empty => return None,
-                Node::Leaf {
-                    key: k,
-                    value_hash,
-                    payload,
-                    ..
-                } => {
-                    return (k == key).then_some((value_hash, payload));
+                Node::Leaf(l) => {
+                    return (l.key == *key).then_some((&l.value_hash, &l.payload));
                 }
                 Node::Internal(i) => {
                     node = if bit(key, depth) { &i.right } else { &i.left };
@@ -294,12 +290,10 @@ impl<P: Clone> SparseMerkleTree<P> {
                         leaf: None,
                     };
                 }
-                Node::Leaf {
-                    key: k, value_hash, ..
-                } => {
+                Node::Leaf(l) => {
                     return SmtProof {
                         siblings,
-                        leaf: Some((*k, *value_hash)),
+                        leaf: Some((l.key, l.value_hash)),
                     };
                 }
                 Node::Internal(i) => {

@@ -240,7 +240,12 @@ impl Store {
             fs::create_dir_all(dir.join(sub)).map_err(io_err(dir))?;
         }
         let db_path = dir.join("pdc.redb");
-        let db = Database::create(&db_path).map_err(db_err)?;
+        // Objects are streamed from blob files; the database holds only their metadata, so a
+        // small page cache suffices (redb's default is 1 GiB).
+        let db = redb::Builder::new()
+            .set_cache_size(32 * 1024 * 1024)
+            .create(&db_path)
+            .map_err(db_err)?;
         {
             let w = db.begin_write().map_err(db_err)?;
             w.open_table(OBJECTS).map_err(db_err)?;

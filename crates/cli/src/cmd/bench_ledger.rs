@@ -746,6 +746,10 @@ struct SoakMinute {
     p99_ms: f64,
     rss_mib: Vec<Option<f64>>,
     cpu_s: Vec<Option<f64>>,
+    /// Per validator at the minute's end: finalized heights not executed yet, and
+    /// transactions waiting in its mempool.
+    execution_lag: Vec<Option<u64>>,
+    mempool: Vec<Option<usize>>,
 }
 
 /// `secnet bench soak`: holds `rate` with the mixed workload for `minutes`, one measured
@@ -779,6 +783,18 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
                 (mix, next)
             });
             let run = measure(&net.apis, &net.pids, chunk, Some(rate), false).await?;
+            let mut execution_lag = Vec::new();
+            let mut mempool = Vec::new();
+            for api in &net.apis {
+                let status = api.status().await.ok();
+                mempool.push(status.as_ref().map(|s| s.mempool));
+                execution_lag.push(status.and_then(|s| {
+                    s.validators
+                        .iter()
+                        .find(|v| v.is_self)
+                        .and_then(|v| v.finalized.zip(v.height).map(|(f, h)| f.saturating_sub(h)))
+                }));
+            }
             let row = SoakMinute {
                 minute,
                 offered_tx_per_s: run.offered_tx_per_s,
@@ -790,6 +806,8 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
                 p99_ms: run.p99_ms,
                 rss_mib: net.pids.iter().map(|p| rss_mib(*p)).collect(),
                 cpu_s: run.validators.iter().map(|v| v.cpu_s).collect(),
+                execution_lag,
+                mempool,
             };
             eprintln!(
                 "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, rss {:?} MiB",
