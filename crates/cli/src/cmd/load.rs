@@ -1,8 +1,4 @@
 //! `secnet load`: drive signed transactions into a network over HTTP and measure committed
-#![allow(
-    clippy::indexing_slicing,
-    reason = "indexing a serde_json::Value yields Null, never panics"
-)]
 //! throughput and submission-to-finality latency.
 
 use anyhow::{Context, bail, ensure};
