@@ -179,6 +179,22 @@ impl NodeApi {
             })
     }
 
+    /// `GET path` signed by `key`, with an empty body.
+    async fn signed_get<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &Keypair,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        self.signed(
+            key,
+            reqwest::Method::GET,
+            path,
+            Vec::new(),
+            "application/json",
+        )
+        .await
+    }
+
     /// The node's own report of itself.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         self.get_ok("/v1/status").await
@@ -339,7 +355,7 @@ impl NodeApi {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<Stored, ClientError> {
-        let mut url = format!("/v1/pdc/objects/{owner}/{}", path.trim_start_matches('/'));
+        let mut url = object_route(owner, path);
         if !query.is_empty() {
             url = format!("{url}?{query}");
         }
@@ -354,15 +370,8 @@ impl NodeApi {
         owner: &AccountId,
         path: &str,
     ) -> Result<ObjectVersions, ClientError> {
-        let url = format!("/v1/pdc/objects/{owner}/{}", path.trim_start_matches('/'));
-        self.signed(
-            key,
-            reqwest::Method::GET,
-            &url,
-            Vec::new(),
-            "application/json",
-        )
-        .await
+        let url = object_route(owner, path);
+        self.signed_get(key, &url).await
     }
 
     /// Erases an object and its versions.
@@ -372,7 +381,7 @@ impl NodeApi {
         owner: &AccountId,
         path: &str,
     ) -> Result<Deleted, ClientError> {
-        let url = format!("/v1/pdc/objects/{owner}/{}", path.trim_start_matches('/'));
+        let url = object_route(owner, path);
         self.signed(
             key,
             reqwest::Method::DELETE,
@@ -425,41 +434,20 @@ impl NodeApi {
     /// `key`'s Cedar policies and the node's built-in ones.
     pub async fn policies(&self, key: &Keypair) -> Result<PolicyText, ClientError> {
         let url = format!("/v1/pdc/policies/{}", key.account());
-        self.signed(
-            key,
-            reqwest::Method::GET,
-            &url,
-            Vec::new(),
-            "application/json",
-        )
-        .await
+        self.signed_get(key, &url).await
     }
 
     /// `key`'s history: every log entry about its data, with inclusion proofs (check them
     /// against a certified head).
     pub async fn history(&self, key: &Keypair) -> Result<History, ClientError> {
         let url = format!("/v1/pdc/history/{}", key.account());
-        self.signed(
-            key,
-            reqwest::Method::GET,
-            &url,
-            Vec::new(),
-            "application/json",
-        )
-        .await
+        self.signed_get(key, &url).await
     }
 
     /// `key`'s history as a FHIR R4 Bundle of `AuditEvent` resources.
     pub async fn history_fhir(&self, key: &Keypair) -> Result<serde_json::Value, ClientError> {
         let url = format!("/v1/pdc/history/{}?format=fhir", key.account());
-        self.signed(
-            key,
-            reqwest::Method::GET,
-            &url,
-            Vec::new(),
-            "application/json",
-        )
-        .await
+        self.signed_get(key, &url).await
     }
 
     /// A token for `grant`, signed by the holder (check it: `AccessToken::open`).
@@ -477,13 +465,18 @@ impl NodeApi {
     }
 }
 
+/// The route of `owner`'s object `path`.
+fn object_route(owner: &AccountId, path: &str) -> String {
+    format!("/v1/pdc/objects/{owner}/{}", path.trim_start_matches('/'))
+}
+
 /// A node's refusal as an error.
 pub(crate) fn node_error(status: reqwest::StatusCode, detail: &str) -> ClientError {
     ClientError::Node(format!("node answered {status}: {detail}"))
 }
 
 /// Percent-encodes a query value.
-fn encode_query(value: &str) -> String {
+pub fn encode_query(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

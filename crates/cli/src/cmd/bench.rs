@@ -138,8 +138,15 @@ pub(super) fn free_port_block(n: u16) -> anyhow::Result<u16> {
 
 /// Peak resident memory of a process, in MiB, from /proc.
 pub(super) fn peak_rss_mib(pid: u32) -> Option<f64> {
+    proc_status_mib(pid, "VmHWM")
+}
+
+/// A memory figure of a process from /proc (`VmHWM`, `VmRSS`, ...), in MiB.
+pub(super) fn proc_status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }

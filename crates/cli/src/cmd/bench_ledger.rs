@@ -436,65 +436,18 @@ async fn prepare(apis: &[NodeApi], phases: Vec<Vec<SignedTransaction>>) -> anyho
     Ok(())
 }
 
-/// Submits one phase of the setup and waits until every one of its transactions is applied.
+/// Submits one phase of the setup, the same way a measured run is driven, and requires
+/// every one of its transactions to be admitted, final and applied.
 async fn prepare_phase(apis: &[NodeApi], setup: Vec<SignedTransaction>) -> anyhow::Result<()> {
-    let tracks: Tracks = Arc::new(Mutex::new(HashMap::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let start_height = apis.first().context("no validator")?.status().await?.height + 1;
     let total = setup.len();
-    let mut watchers = Vec::new();
-    let queues = by_validator(setup, apis.len());
-    let started = Instant::now();
-    let mut submitters = Vec::new();
-    for (v, (api, queue)) in apis.iter().zip(queues).enumerate() {
-        watchers.push(tokio::spawn(watch(
-            api.clone(),
-            v,
-            start_height,
-            tracks.clone(),
-            stop.clone(),
-        )));
-        submitters.push(tokio::spawn(submit(
-            api.clone(),
-            v,
-            queue,
-            None,
-            started,
-            tracks.clone(),
-        )));
-    }
-    for s in submitters {
-        ensure!(
-            s.await?? == 0,
-            "a setup transaction was refused at admission"
-        );
-    }
-    loop {
-        let (done, bad) = {
-            let map = tracks
-                .lock()
-                .map_err(|_| anyhow::anyhow!("lock poisoned"))?;
-            let done = map.values().filter(|t| t.final_at.is_some()).count();
-            let bad = map
-                .values()
-                .filter(|t| t.final_at.is_some() && !t.applied)
-                .count();
-            (done, bad)
-        };
-        ensure!(bad == 0, "{bad} setup transactions were rejected");
-        if done == total {
-            break;
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "the setup did not finalize in 120 s ({done} of {total})"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for w in watchers {
-        w.await??;
-    }
+    let run = measure(apis, &[], setup, None, false).await?;
+    ensure!(
+        run.refused == 0 && run.rejected == 0 && run.lost == 0,
+        "of {total} setup transactions, {} were refused at admission, {} rejected and {} not final",
+        run.refused,
+        run.rejected,
+        run.lost
+    );
     Ok(())
 }
 
@@ -727,10 +680,7 @@ pub fn run_once(
 
 /// Resident memory of a process now, in MiB.
 fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    super::bench::proc_status_mib(pid, "VmRSS")
 }
 
 /// One minute of a soak.
@@ -949,8 +899,8 @@ fn write_curve(dir: &Path, runs: &[LedgerRun]) -> anyhow::Result<PathBuf> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
     use super::*;
-    use secnet_contract::State;
-    use secnet_types::{Allocation, Block, Genesis};
+    use secnet_contract::{Sandbox, State};
+    use secnet_types::Block;
 
     fn apply(state: &mut State, txs: Vec<SignedTransaction>) -> Vec<bool> {
         let mut applied = Vec::new();
@@ -971,22 +921,17 @@ mod tests {
     #[test]
     fn every_call_of_the_mix_applies_whatever_order_senders_arrive_in() {
         let keys: Vec<Keypair> = (0..20).map(|i| Keypair::deterministic("mix", i)).collect();
-        let genesis = Genesis {
-            chain_id: "secnet-mix".into(),
-            genesis_time_ms: 1_700_000_000_000,
-            allocations: keys
-                .iter()
-                .map(|k| Allocation {
-                    account: k.account(),
-                    balance: 1_000_000_000,
-                })
-                .collect(),
-            validators: vec![],
-        };
-        let mut state = State::genesis(&genesis);
+        let copies = keys
+            .iter()
+            .map(|k| Keypair::from_seeds(*k.signing_seed(), *k.encryption_seed()))
+            .collect();
+        let mut state = Sandbox::new("secnet-mix", copies, 1_000_000_000).state;
         let total = 4_000;
-        let copies = (0..20).map(|i| Keypair::deterministic("mix", i)).collect();
-        let (mut mix, setup) = Mix::new(copies, "secnet-mix", total).unwrap();
+        let mix_keys = keys
+            .iter()
+            .map(|k| Keypair::from_seeds(*k.signing_seed(), *k.encryption_seed()))
+            .collect();
+        let (mut mix, setup) = Mix::new(mix_keys, "secnet-mix", total).unwrap();
         for phase in setup {
             assert!(apply(&mut state, phase).iter().all(|a| *a));
         }

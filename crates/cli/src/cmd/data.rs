@@ -374,23 +374,10 @@ pub fn run(cmd: DataCmd) -> anyhow::Result<()> {
     })
 }
 
-/// Percent-encodes a query value.
-fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn query_string(query: &[(&str, &str)]) -> String {
     query
         .iter()
-        .map(|(name, value)| format!("{name}={}", query_escape(value)))
+        .map(|(name, value)| format!("{name}={}", secnet_client::api::encode_query(value)))
         .collect::<Vec<_>>()
         .join("&")
 }

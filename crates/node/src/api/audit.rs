@@ -180,8 +180,8 @@ pub(super) async fn checkpoint(State(node): Node) -> ApiResult<Json<CosignedChec
             "no log head has been cosigned by a quorum of validators yet; retry shortly",
         )
     })?;
-    let chain_id = node.with_ledger(|l| l.genesis().chain_id.clone())?;
-    let validators = node.with_ledger(|l| l.genesis().validators.len())?;
+    let (chain_id, validators) =
+        node.with_ledger(|l| (l.genesis().chain_id.clone(), l.genesis().validators.len()))?;
     Ok(Json(CosignedCheckpointAnswer {
         note: cosigned.note(&chain_id),
         cosigners: cosigned.cosigners(),
