@@ -26,6 +26,14 @@ pub enum LedgerError {
     /// An earlier write failed; the in-memory state may be ahead of the disk.
     #[error("an earlier write failed; restart the node to reload the ledger from disk")]
     Poisoned,
+    /// The block at a height was pruned from this ledger.
+    #[error("block {height} is not kept here: this ledger stores blocks from height {first_block} on")]
+    Pruned {
+        /// The height asked for.
+        height: u64,
+        /// The lowest height whose block is stored.
+        first_block: u64,
+    },
     /// A proof was asked for something the log does not have.
     #[error(transparent)]
     Proof(#[from] secnet_merkle::log::ProofError),

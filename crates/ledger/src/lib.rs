@@ -7,6 +7,7 @@
 
 mod audit;
 mod error;
+mod snapshot;
 mod store;
 mod stored_block;
 
@@ -15,5 +16,6 @@ pub use secnet_certified::checkpoint::{
     Checkpoint, CheckpointError, SignedCheckpoint, verifier_key,
 };
 pub use secnet_certified::log_proof::{AuditError, ConsistencyProof, InclusionProof};
-pub use store::{LEDGER_FILE, Ledger, LogSubject, ReplayReport};
+pub use snapshot::{MAX_SNAPSHOT_ITEM, SNAPSHOT_MAGIC, Snapshot, SnapshotError};
+pub use store::{LEDGER_FILE, Ledger, LogSubject, ReplayReport, SnapshotSource};
 pub use stored_block::StoredBlock;

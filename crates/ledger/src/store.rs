@@ -1,9 +1,11 @@
 //! The ledger's redb database and the one write path that applies blocks.
 
 use crate::error::LedgerError;
+use crate::snapshot::{Snapshot, SnapshotError};
 use crate::stored_block::StoredBlock;
 use redb::{
-    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition,
+    Database, Durability, MultimapTableDefinition, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use secnet_contract::{
     BlockOutcome, ChainTip, LogEntry, State, StateKey, StateSnapshot, StateValue, receipts_root,
@@ -38,6 +40,8 @@ const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
 const META_GENESIS: &str = "genesis_hash";
 const META_TIP: &str = "tip";
 const META_FORMAT: &str = "format";
+/// The lowest height whose block is stored (absent: 1, every block is).
+const META_FIRST_BLOCK: &str = "first_block";
 const FORMAT_VERSION: &[u8] = b"secnet-ledger/2";
 
 /// The file inside a data directory that holds the ledger.
@@ -114,7 +118,7 @@ pub struct ReplayReport {
     pub stored_root: Hash,
 }
 
-fn encode_tip(tip: &ChainTip) -> Vec<u8> {
+pub(crate) fn encode_tip(tip: &ChainTip) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + 32 + 8 + 32);
     out.extend_from_slice(&tip.height.to_be_bytes());
     out.extend_from_slice(tip.block_hash.as_bytes());
@@ -123,7 +127,7 @@ fn encode_tip(tip: &ChainTip) -> Vec<u8> {
     out
 }
 
-fn decode_tip(bytes: &[u8]) -> Result<ChainTip, LedgerError> {
+pub(crate) fn decode_tip(bytes: &[u8]) -> Result<ChainTip, LedgerError> {
     let bad = || LedgerError::Corrupt(format!("tip record of {} bytes", bytes.len()));
     if bytes.len() != 80 {
         return Err(bad());
@@ -530,9 +534,151 @@ impl Ledger {
         Ok(table.get(index)?.map(|v| v.value().to_vec()))
     }
 
+    /// The lowest height whose block this ledger stores: 1 unless it was installed from a
+    /// snapshot or pruned (see [`Self::prune_blocks_below`]).
+    pub fn first_block(&self) -> Result<u64, LedgerError> {
+        let read = self.db.begin_read()?;
+        let meta = read.open_table(META)?;
+        match meta.get(META_FIRST_BLOCK)? {
+            None => Ok(1),
+            Some(v) => {
+                let bytes: [u8; 8] = v.value().try_into().map_err(|_| {
+                    LedgerError::Corrupt("first-block record is not 8 bytes".into())
+                })?;
+                Ok(u64::from_be_bytes(bytes))
+            }
+        }
+    }
+
+    /// Drops stored blocks (and the index of their transactions) below `height`, at most
+    /// `max` of them in one write, never the last [`RECENT_STATES`] heights: the state, the
+    /// access log and the newer blocks stay. Returns how many were dropped.
+    pub fn prune_blocks_below(&mut self, height: u64, max: u64) -> Result<u64, LedgerError> {
+        if self.poisoned {
+            return Err(LedgerError::Poisoned);
+        }
+        let keep_from = self
+            .state
+            .tip()
+            .height
+            .saturating_sub(RECENT_STATES as u64)
+            .max(1);
+        let first = self.first_block()?;
+        let until = height.min(keep_from).min(first.saturating_add(max));
+        if until <= first {
+            return Ok(0);
+        }
+        let write = self.db.begin_write()?;
+        {
+            let mut blocks = write.open_table(BLOCKS)?;
+            let mut txs = write.open_table(TXS)?;
+            for h in first..until {
+                let Some(bytes) = blocks.remove(h)? else {
+                    continue;
+                };
+                let stored = StoredBlock::from_bytes(bytes.value())
+                    .map_err(|e| LedgerError::Corrupt(format!("block {h}: {e}")))?;
+                drop(bytes);
+                for (tx, receipt) in stored.block.txs.iter().zip(&stored.receipts) {
+                    if consumed_nonce(receipt) {
+                        txs.remove(tx.hash().as_bytes().as_slice())?;
+                    }
+                }
+            }
+            write
+                .open_table(META)?
+                .insert(META_FIRST_BLOCK, until.to_be_bytes().as_slice())?;
+        }
+        write.commit()?;
+        Ok(until - first)
+    }
+
+    /// A consistent read of the ledger as it is now, to write as a snapshot without holding
+    /// the ledger (see [`SnapshotSource::write_to`]).
+    pub fn snapshot_source(&self) -> Result<SnapshotSource, LedgerError> {
+        Ok(SnapshotSource {
+            read: self.db.begin_read()?,
+            genesis: self.genesis.hash(),
+        })
+    }
+
+    /// Creates the ledger in `dir` from a snapshot the caller checked against certified
+    /// roots, then opens it. Refuses a directory that already holds a ledger. The access
+    /// log's index is rebuilt; only the snapshot's tip block is stored, so heights below
+    /// it have no blocks here ([`Self::first_block`]).
+    pub fn install_snapshot(
+        dir: &Path,
+        genesis: &Genesis,
+        snapshot: Snapshot,
+    ) -> Result<Ledger, LedgerError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LedgerError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join(LEDGER_FILE);
+        if path.exists() {
+            return Err(LedgerError::Storage(format!(
+                "{} already holds a ledger; a snapshot is installed only into a new directory",
+                dir.display()
+            )));
+        }
+        let db = redb::Builder::new()
+            .set_cache_size(LEDGER_CACHE_BYTES)
+            .create(&path)?;
+        let tip = snapshot.tip;
+        let write = db.begin_write()?;
+        {
+            let mut meta = write.open_table(META)?;
+            meta.insert(META_FORMAT, FORMAT_VERSION)?;
+            meta.insert(META_GENESIS, genesis.hash().as_bytes().as_slice())?;
+            meta.insert(META_TIP, encode_tip(&tip).as_slice())?;
+            meta.insert(
+                META_FIRST_BLOCK,
+                tip.height.max(1).to_be_bytes().as_slice(),
+            )?;
+            let mut table = write.open_table(STATE)?;
+            for (key, value) in &snapshot.entries {
+                table.insert(key.as_slice(), value.as_slice())?;
+            }
+            let mut log = write.open_table(LOG)?;
+            let mut log_index = write.open_multimap_table(LOG_INDEX)?;
+            for (index, leaf) in (0u64..).zip(&snapshot.leaves) {
+                log.insert(index, leaf.as_slice())?;
+                let entry = LogEntry::from_bytes(leaf)
+                    .map_err(|e| LedgerError::Corrupt(format!("snapshot log leaf {index}: {e}")))?;
+                for key in LogSubject::of(&entry) {
+                    log_index.insert(key.key().as_slice(), index)?;
+                }
+            }
+            let mut blocks = write.open_table(BLOCKS)?;
+            let mut txs = write.open_table(TXS)?;
+            if let Some(block) = &snapshot.tip_block {
+                blocks.insert(tip.height, snapshot.tip_block_bytes.as_slice())?;
+                for ((position, tx), receipt) in
+                    (0u32..).zip(&block.block.txs).zip(&block.receipts)
+                {
+                    if consumed_nonce(receipt) {
+                        let mut location = [0u8; 12];
+                        location[..8].copy_from_slice(&tip.height.to_be_bytes());
+                        location[8..].copy_from_slice(&position.to_be_bytes());
+                        txs.insert(tx.hash().as_bytes().as_slice(), location.as_slice())?;
+                    }
+                }
+            }
+        }
+        write.commit()?;
+        drop(db);
+        Ledger::open(dir, genesis)
+    }
+
     /// Replays every stored block from genesis in memory and compares each state root with
     /// the stored one.
     pub fn replay_check(&self) -> Result<ReplayReport, LedgerError> {
+        let first = self.first_block()?;
+        if first > 1 {
+            return Err(LedgerError::Pruned {
+                height: 1,
+                first_block: first,
+            });
+        }
         let mut state = State::genesis(&self.genesis);
         let tip = self.state.tip();
         for height in 1..=tip.height {
@@ -557,5 +703,65 @@ impl Ledger {
             replayed_root: state.state_root(),
             stored_root: self.state.state_root(),
         })
+    }
+}
+
+/// A consistent read of a ledger at one height, to be written as a snapshot while the
+/// ledger goes on applying blocks.
+pub struct SnapshotSource {
+    read: ReadTransaction,
+    genesis: Hash,
+}
+
+impl std::fmt::Debug for SnapshotSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotSource").finish_non_exhaustive()
+    }
+}
+
+impl SnapshotSource {
+    /// The height this read holds.
+    pub fn height(&self) -> Result<u64, LedgerError> {
+        Ok(self.tip()?.height)
+    }
+
+    fn tip(&self) -> Result<ChainTip, LedgerError> {
+        let meta = self.read.open_table(META)?;
+        let tip = meta
+            .get(META_TIP)?
+            .ok_or_else(|| LedgerError::Corrupt("no tip record".into()))?;
+        decode_tip(tip.value())
+    }
+
+    /// Writes the snapshot (see [`crate::snapshot`]) to `out`.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> Result<(), SnapshotError> {
+        let tip = self.tip()?;
+        let blocks = self.read.open_table(BLOCKS)?;
+        let tip_block = if tip.height == 0 {
+            Vec::new()
+        } else {
+            blocks
+                .get(tip.height)?
+                .ok_or_else(|| LedgerError::Corrupt(format!("block {} is missing", tip.height)))?
+                .value()
+                .to_vec()
+        };
+        let state = self.read.open_table(STATE)?;
+        let log = self.read.open_table(LOG)?;
+        let entries = state.iter()?.map(|item| {
+            let (k, v) = item?;
+            Ok((k.value().to_vec(), v.value().to_vec()))
+        });
+        let leaves = log.iter()?.map(|item| Ok(item?.1.value().to_vec()));
+        crate::snapshot::write(
+            out,
+            &self.genesis,
+            &tip,
+            &tip_block,
+            entries,
+            state.len()?,
+            leaves,
+            log.len()?,
+        )
     }
 }

@@ -9,10 +9,12 @@
 
 use redb::{Database, ReadableTable, TableDefinition};
 use secnet_contract::{LogEntry, StateKey};
-use secnet_ledger::{Checkpoint, LEDGER_FILE, Ledger, LedgerError, LogSubject};
+use secnet_ledger::{
+    Checkpoint, LEDGER_FILE, Ledger, LedgerError, LogSubject, SNAPSHOT_MAGIC, Snapshot, SnapshotError,
+};
 use secnet_types::{
     AccessDecision, AccessEntry, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair,
-    RegisterData, Transaction,
+    RegisterData, StateCommitment, Transaction,
 };
 
 fn keys() -> Vec<Keypair> {
@@ -238,4 +240,165 @@ fn the_log_index_agrees_with_a_full_scan() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A block of one transfer from key `from`, at the nonce the ledger expects.
+fn transfer_block(ledger: &Ledger, from: usize) -> Block {
+    let k = keys();
+    let tip = ledger.state().tip();
+    let tx = Transaction {
+        chain_id: "ledger-test".into(),
+        sender: k[from].account(),
+        nonce: ledger.state().account(&k[from].account()).nonce,
+        call: Call::Transfer {
+            to: k[(from + 1) % 3].account(),
+            amount: 1,
+        },
+    }
+    .sign(&k[from]);
+    Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms + 1, vec![tx])
+}
+
+fn snapshot_bytes(ledger: &Ledger) -> Vec<u8> {
+    let mut out = Vec::new();
+    ledger.snapshot_source().unwrap().write_to(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_ledger_installed_from_a_snapshot_continues_like_the_original() {
+    let g = genesis("ledger-test");
+    let source_dir = tempfile::tempdir().unwrap();
+    let mut source = Ledger::open(source_dir.path(), &g).unwrap();
+    run_story(&mut source, 12);
+    let bytes = snapshot_bytes(&source);
+
+    let snapshot = Snapshot::read(bytes.as_slice(), &g, u64::MAX).unwrap();
+    let tip = source.state().tip();
+    assert_eq!(snapshot.height(), tip.height);
+    assert_eq!(
+        snapshot.roots(),
+        source.committed_roots_at(tip.height).unwrap().unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut joined = Ledger::install_snapshot(dir.path(), &g, snapshot).unwrap();
+    assert_eq!(joined.state().tip(), tip);
+    assert_eq!(joined.first_block().unwrap(), tip.height);
+    assert!(joined.block(tip.height - 1).unwrap().is_none());
+    assert_eq!(joined.header(tip.height).unwrap(), source.header(tip.height).unwrap());
+    let data = LogSubject::Data(Hash::digest(b"record"));
+    assert_eq!(
+        joined.log_indices(data).unwrap(),
+        source.log_indices(data).unwrap()
+    );
+    assert_eq!(joined.log_leaf(0).unwrap(), source.log_leaf(0).unwrap());
+    assert!(matches!(
+        joined.replay_check(),
+        Err(LedgerError::Pruned { first_block, .. }) if first_block == tip.height
+    ));
+
+    // Both apply the next blocks to the same roots, and the joined one reopens there.
+    for i in 0..3 {
+        let block = transfer_block(&source, i);
+        let a = source.apply_block(&block).unwrap();
+        let b = joined.apply_block(&block).unwrap();
+        assert_eq!(a.tip, b.tip);
+        assert_eq!(a.receipts, b.receipts);
+    }
+    let root = joined.state().state_root();
+    drop(joined);
+    let reopened = Ledger::open(dir.path(), &g).unwrap();
+    assert_eq!(reopened.state().state_root(), root);
+    // It commits the roots of the heights it executed, as the original does.
+    let parent = StateCommitment {
+        from: tip.height,
+        roots: vec![],
+        receipts: vec![],
+    };
+    assert_eq!(reopened.commitment_after(&parent).roots.len(), 4);
+    assert_eq!(
+        reopened.commitment_after(&parent),
+        source.commitment_after(&parent)
+    );
+
+    // Installing over an existing ledger is refused.
+    let again = Snapshot::read(bytes.as_slice(), &g, u64::MAX).unwrap();
+    assert!(Ledger::install_snapshot(dir.path(), &g, again).is_err());
+}
+
+#[test]
+fn a_snapshot_that_does_not_hold_together_is_refused() {
+    let g = genesis("ledger-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    run_story(&mut ledger, 4);
+    let bytes = snapshot_bytes(&ledger);
+    let read = |b: &[u8]| Snapshot::read(b, &g, u64::MAX).map(|_| ());
+
+    assert!(read(&bytes).is_ok());
+    assert!(matches!(
+        Snapshot::read(bytes.as_slice(), &genesis("other-chain"), u64::MAX),
+        Err(SnapshotError::OtherNetwork { .. })
+    ));
+    assert!(matches!(read(b"GET / HTTP/1.1"), Err(SnapshotError::NotASnapshot)));
+    assert!(matches!(
+        read(&bytes[..bytes.len() - 3]),
+        Err(SnapshotError::Io(_))
+    ));
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(matches!(read(&longer), Err(SnapshotError::Inconsistent(_))));
+    assert!(matches!(
+        Snapshot::read(bytes.as_slice(), &g, bytes.len() as u64 - 1),
+        Err(SnapshotError::Io(_))
+    ));
+    // Any flipped byte after the header is caught: by a bound, a decoder, the state root,
+    // or (the tip block's receipts) by the certified roots a joining node compares.
+    let header = SNAPSHOT_MAGIC.len() + 32;
+    let certified = (ledger.state().tip().height, ledger.committed_roots_at(ledger.state().tip().height).unwrap().unwrap());
+    for at in (header..bytes.len()).step_by(7) {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x20;
+        let accepted = Snapshot::read(bad.as_slice(), &g, u64::MAX)
+            .is_ok_and(|s| (s.height(), s.roots()) == certified);
+        assert!(!accepted, "a flipped byte at {at} went unnoticed");
+    }
+    // A length prefix of 4 GiB is refused before anything is allocated.
+    let mut huge = bytes[..header + 80].to_vec();
+    huge.extend_from_slice(&u32::MAX.to_be_bytes());
+    assert!(matches!(read(&huge), Err(SnapshotError::Oversized(_))));
+}
+
+#[test]
+fn pruned_blocks_are_gone_and_the_rest_stays() {
+    let g = genesis("ledger-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    run_story(&mut ledger, 30);
+    let tip = ledger.state().tip();
+    let first_tx = ledger.block(1).unwrap().unwrap().block.txs[0].hash();
+    let late_tx = ledger.block(tip.height).unwrap().unwrap().block.txs[0].hash();
+    let root = ledger.state().state_root();
+
+    // At most `max` per call, never into the recent heights.
+    assert_eq!(ledger.prune_blocks_below(10, 4).unwrap(), 4);
+    assert_eq!(ledger.first_block().unwrap(), 5);
+    assert_eq!(ledger.prune_blocks_below(u64::MAX, u64::MAX).unwrap(), tip.height - 8 - 5);
+    assert_eq!(ledger.prune_blocks_below(u64::MAX, u64::MAX).unwrap(), 0);
+    let first = ledger.first_block().unwrap();
+    assert_eq!(first, tip.height - 8);
+    assert!(ledger.block(first - 1).unwrap().is_none());
+    assert!(ledger.block(first).unwrap().is_some());
+    assert!(ledger.tx_location(&first_tx).unwrap().is_none());
+    assert!(ledger.committed_receipt(&late_tx).unwrap().is_some());
+    assert!(matches!(ledger.replay_check(), Err(LedgerError::Pruned { .. })));
+
+    // The state and the whole access log stay; it reopens and goes on.
+    drop(ledger);
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    assert_eq!(ledger.state().state_root(), root);
+    assert_eq!(ledger.first_block().unwrap(), first);
+    assert!(ledger.log_leaf(0).unwrap().is_some());
+    let block = transfer_block(&ledger, 0);
+    ledger.apply_block(&block).unwrap();
 }

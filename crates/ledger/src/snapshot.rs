@@ -1,0 +1,295 @@
+//! A ledger's state at one height as one stream: what a new node needs to start there
+//! instead of replaying every block from genesis.
+//!
+//! ```text
+//! "secnet-snapshot/1\n"  genesis hash (32)  tip (80)
+//! tip block:  u32 length ‖ stored block        (length 0 at height 0)
+//! entries:    u64 count, then u32 ‖ key ‖ u32 ‖ value
+//! log leaves: u64 count, then u32 ‖ leaf
+//! ```
+//!
+//! Reading checks everything the stream can check about itself: the entries and the log
+//! leaves hash to the tip's state root, and the tip block is the tip's block and ends at that
+//! root. What it cannot check is whether that root is the network's: the caller compares
+//! [`Snapshot::height`] and [`Snapshot::roots`] with roots a validator quorum certified
+//! before installing it ([`crate::Ledger::install_snapshot`]).
+
+use crate::error::LedgerError;
+use crate::store::{decode_tip, encode_tip};
+use crate::stored_block::StoredBlock;
+use secnet_contract::{ChainTip, State, StateKey, StateValue, receipts_root};
+use secnet_merkle::log::leaf_hash;
+use secnet_types::limits::MAX_BLOCK_BYTES;
+use secnet_types::{Genesis, Hash};
+use std::io::{Read, Write};
+
+/// The first bytes of every snapshot.
+pub const SNAPSHOT_MAGIC: &[u8] = b"secnet-snapshot/1\n";
+/// Largest state key, state value or log leaf a snapshot may hold.
+pub const MAX_SNAPSHOT_ITEM: usize = 1024 * 1024;
+
+/// A snapshot that cannot be read or does not hold together.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Reading or writing the stream failed (or it ended early).
+    #[error("snapshot stream: {0}")]
+    Io(#[from] std::io::Error),
+    /// The stream is not a snapshot of this format.
+    #[error("not a SecNet snapshot (format secnet-snapshot/1)")]
+    NotASnapshot,
+    /// It belongs to another network.
+    #[error("snapshot of genesis {found}, not of this network's {expected}")]
+    OtherNetwork {
+        /// The genesis hash it names.
+        found: Hash,
+        /// This network's.
+        expected: Hash,
+    },
+    /// An item is larger than any the ledger writes.
+    #[error("snapshot item of {0} bytes exceeds the {MAX_SNAPSHOT_ITEM}-byte bound")]
+    Oversized(usize),
+    /// Its content does not hold together.
+    #[error("snapshot is inconsistent: {0}")]
+    Inconsistent(String),
+    /// The ledger could not be read.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// A snapshot read and checked against itself, not yet against certified roots.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub(crate) tip: ChainTip,
+    pub(crate) tip_block: Option<StoredBlock>,
+    pub(crate) tip_block_bytes: Vec<u8>,
+    pub(crate) entries: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) leaves: Vec<Vec<u8>>,
+}
+
+impl Snapshot {
+    /// The height whose state it holds.
+    pub fn height(&self) -> u64 {
+        self.tip.height
+    }
+
+    /// The state root after that height and the receipts root of its block (of no receipts
+    /// at height 0): what a certified header must commit to for this snapshot to be the
+    /// network's.
+    pub fn roots(&self) -> (Hash, Hash) {
+        let receipts = self
+            .tip_block
+            .as_ref()
+            .map_or_else(|| receipts_root(&[]), |b| receipts_root(&b.receipts));
+        (self.tip.state_root, receipts)
+    }
+
+    /// Number of state entries.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Number of access-log leaves.
+    pub fn log_size(&self) -> u64 {
+        self.leaves.len() as u64
+    }
+
+    /// Reads a snapshot of `genesis`'s network and checks it against itself. Every item is
+    /// bounded; `max_bytes` bounds the whole stream.
+    pub fn read(
+        reader: impl Read,
+        genesis: &Genesis,
+        max_bytes: u64,
+    ) -> Result<Snapshot, SnapshotError> {
+        let mut r = reader.take(max_bytes);
+        let mut magic = vec![0u8; SNAPSHOT_MAGIC.len()];
+        r.read_exact(&mut magic)
+            .map_err(|_| SnapshotError::NotASnapshot)?;
+        if magic != SNAPSHOT_MAGIC {
+            return Err(SnapshotError::NotASnapshot);
+        }
+        let found = Hash(read_array(&mut r)?);
+        let expected = genesis.hash();
+        if found != expected {
+            return Err(SnapshotError::OtherNetwork { found, expected });
+        }
+        let tip_bytes: [u8; 80] = read_array(&mut r)?;
+        let tip = decode_tip(&tip_bytes)
+            .map_err(|e| SnapshotError::Inconsistent(format!("tip: {e}")))?;
+        let tip_block_bytes = read_item(&mut r, MAX_BLOCK_BYTES + 64 * 1024)?;
+        let tip_block = if tip.height == 0 {
+            if !tip_block_bytes.is_empty() {
+                return Err(SnapshotError::Inconsistent(
+                    "a block is given for height 0".into(),
+                ));
+            }
+            None
+        } else {
+            Some(
+                StoredBlock::from_bytes(&tip_block_bytes)
+                    .map_err(|e| SnapshotError::Inconsistent(format!("tip block: {e}")))?,
+            )
+        };
+        let entry_count = read_u64(&mut r)?;
+        let mut entries = Vec::new();
+        for _ in 0..entry_count {
+            let key = read_item(&mut r, MAX_SNAPSHOT_ITEM)?;
+            let value = read_item(&mut r, MAX_SNAPSHOT_ITEM)?;
+            entries.push((key, value));
+        }
+        let leaf_count = read_u64(&mut r)?;
+        let mut leaves = Vec::new();
+        for _ in 0..leaf_count {
+            leaves.push(read_item(&mut r, MAX_SNAPSHOT_ITEM)?);
+        }
+        let mut rest = [0u8; 1];
+        if r.read(&mut rest)? != 0 {
+            return Err(SnapshotError::Inconsistent(
+                "bytes follow the last log leaf".into(),
+            ));
+        }
+        let snapshot = Snapshot {
+            tip,
+            tip_block,
+            tip_block_bytes,
+            entries,
+            leaves,
+        };
+        snapshot.check(genesis)?;
+        Ok(snapshot)
+    }
+
+    /// The entries and leaves hash to the tip's root, and the tip block is the tip's.
+    fn check(&self, genesis: &Genesis) -> Result<(), SnapshotError> {
+        let bad = |m: String| Err(SnapshotError::Inconsistent(m));
+        let mut decoded = Vec::with_capacity(self.entries.len());
+        for (k, v) in &self.entries {
+            let key = StateKey::from_bytes(k).map_err(LedgerError::from)?;
+            let value = StateValue::from_bytes(&key, v).map_err(LedgerError::from)?;
+            decoded.push((key, value));
+        }
+        let hashes = self.leaves.iter().map(|l| leaf_hash(l));
+        let state = State::from_entries(genesis.chain_id.clone(), self.tip, decoded, hashes)
+            .map_err(LedgerError::from)?;
+        if state.state_root() != self.tip.state_root {
+            return bad(format!(
+                "its entries hash to {}, its tip names {}",
+                state.state_root(),
+                self.tip.state_root
+            ));
+        }
+        if let Some(block) = &self.tip_block {
+            let header = &block.block.header;
+            if header.height != self.tip.height
+                || block.block.hash() != self.tip.block_hash
+                || header.timestamp_ms != self.tip.timestamp_ms
+                || block.state_root != self.tip.state_root
+                || block.log_size != self.log_size()
+                || block.receipts.len() != block.block.txs.len()
+            {
+                return bad(format!(
+                    "the block given for height {} is not the tip's",
+                    self.tip.height
+                ));
+            }
+            if let Err(e) = block.block.check_body() {
+                return bad(format!("the tip block's body: {e}"));
+            }
+            // Signatures are not under the header's hash: each must be as its receipt says.
+            let valid = secnet_types::tx::verify_signatures(&block.block.txs);
+            let claimed = block
+                .receipts
+                .iter()
+                .map(|r| !matches!(r.rejection(), Some(secnet_types::Rejection::BadSignature)));
+            if !valid.iter().copied().eq(claimed) {
+                return bad("a tip-block signature disagrees with its receipt".into());
+            }
+        } else if self.tip.block_hash != genesis.block().hash()
+            || self.tip.timestamp_ms != genesis.genesis_time_ms
+        {
+            return bad("a height-0 snapshot not at the genesis block".into());
+        }
+        Ok(())
+    }
+}
+
+/// Writes a snapshot from a consistent read of the ledger: `tip`, its block, and the rows.
+pub(crate) fn write(
+    out: &mut impl Write,
+    genesis: &Hash,
+    tip: &ChainTip,
+    tip_block: &[u8],
+    entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), LedgerError>>,
+    entry_count: u64,
+    leaves: impl Iterator<Item = Result<Vec<u8>, LedgerError>>,
+    leaf_count: u64,
+) -> Result<(), SnapshotError> {
+    out.write_all(SNAPSHOT_MAGIC)?;
+    out.write_all(genesis.as_bytes())?;
+    out.write_all(&encode_tip(tip))?;
+    write_item(out, tip_block)?;
+    out.write_all(&entry_count.to_be_bytes())?;
+    let mut written = 0u64;
+    for entry in entries {
+        let (k, v) = entry?;
+        write_item(out, &k)?;
+        write_item(out, &v)?;
+        written += 1;
+    }
+    if written != entry_count {
+        return Err(SnapshotError::Inconsistent(format!(
+            "{written} state entries read, {entry_count} counted"
+        )));
+    }
+    out.write_all(&leaf_count.to_be_bytes())?;
+    let mut written = 0u64;
+    for leaf in leaves {
+        write_item(out, &leaf?)?;
+        written += 1;
+    }
+    if written != leaf_count {
+        return Err(SnapshotError::Inconsistent(format!(
+            "{written} log leaves read, {leaf_count} counted"
+        )));
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn write_item(out: &mut impl Write, bytes: &[u8]) -> Result<(), SnapshotError> {
+    let len = u32::try_from(bytes.len()).map_err(|_| SnapshotError::Oversized(bytes.len()))?;
+    out.write_all(&len.to_be_bytes())?;
+    out.write_all(bytes)?;
+    Ok(())
+}
+
+fn read_array<const N: usize>(r: &mut impl Read) -> Result<[u8; N], SnapshotError> {
+    let mut out = [0u8; N];
+    r.read_exact(&mut out)?;
+    Ok(out)
+}
+
+fn read_u64(r: &mut impl Read) -> Result<u64, SnapshotError> {
+    Ok(u64::from_be_bytes(read_array(r)?))
+}
+
+fn read_item(r: &mut impl Read, max: usize) -> Result<Vec<u8>, SnapshotError> {
+    let len = u32::from_be_bytes(read_array(r)?) as usize;
+    if len > max {
+        return Err(SnapshotError::Oversized(len));
+    }
+    let mut out = vec![0u8; len];
+    r.read_exact(&mut out)?;
+    Ok(out)
+}
+
+impl From<redb::TableError> for SnapshotError {
+    fn from(e: redb::TableError) -> Self {
+        SnapshotError::Ledger(e.into())
+    }
+}
+
+impl From<redb::StorageError> for SnapshotError {
+    fn from(e: redb::StorageError) -> Self {
+        SnapshotError::Ledger(e.into())
+    }
+}
