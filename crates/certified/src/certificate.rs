@@ -222,6 +222,17 @@ impl CommitteeVerifier {
         header: &[u8],
         certificate: &[u8],
     ) -> Result<BlockHeader, CertificateError> {
+        self.verify_finalization(header, certificate)
+            .map(|(h, _)| h)
+    }
+
+    /// Like [`Self::verify`], also returning the verified finalization (a validator that
+    /// joins the network starts consensus from one).
+    pub fn verify_finalization(
+        &self,
+        header: &[u8],
+        certificate: &[u8],
+    ) -> Result<(BlockHeader, Finalization), CertificateError> {
         let header = BlockHeader::decode_bytes(header)
             .map_err(|e| CertificateError::MalformedHeader(e.to_string()))?;
         let finalization = self.decode(certificate)?;
@@ -233,7 +244,7 @@ impl CommitteeVerifier {
             });
         }
         self.check_signatures(&finalization)?;
-        Ok(header)
+        Ok((header, finalization))
     }
 
     fn decode(&self, certificate: &[u8]) -> Result<Finalization, CertificateError> {

@@ -19,6 +19,14 @@ pub enum VerifyError {
     /// The certificate does not certify the header.
     #[error(transparent)]
     Certificate(#[from] CertificateError),
+    /// A snapshot is not the certified state of its height.
+    #[error("the snapshot of height {height} is not the network's: {reason}")]
+    Snapshot {
+        /// Its height.
+        height: u64,
+        /// What differs.
+        reason: String,
+    },
     /// The certified header does not commit to the root of the height the answer is about.
     #[error("the certified block {block} does not commit to the state root of height {height}")]
     NotCommitted {

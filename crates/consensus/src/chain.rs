@@ -331,6 +331,19 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// Drops the ledger's stored blocks below `height`, a bounded number at a time (see
+    /// [`Ledger::prune_blocks_below`]).
+    pub fn prune_blocks_below(&self, height: u64) -> Result<u64, ExecuteError> {
+        let mut ledger = self.core.ledger().map_err(|_| Poisoned)?;
+        Ok(ledger.prune_blocks_below(height, PRUNE_BATCH)?)
+    }
+}
+
+/// Most blocks pruned from the ledger in one write, so that pruning a long history does
+/// not hold the ledger for long.
+const PRUNE_BATCH: u64 = 1_024;
+
 /// A finalized block that could not be executed: the node must stop, not skip it.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {

@@ -23,6 +23,7 @@ use commonware_storage::archive::immutable;
 use commonware_utils::ordered::Set;
 use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize};
 use rand_core::CryptoRng;
+use secnet_certified::Finalization;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +74,26 @@ impl Default for Timing {
     }
 }
 
+/// How much history a validator keeps below the height it executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Heights of finalized blocks and certificates consensus keeps, to serve peers that
+    /// fell behind (the ledger keeps its own copy of blocks). A peer further behind than
+    /// this joins again from a snapshot.
+    pub archive: u64,
+    /// Heights of blocks the ledger keeps; `None` keeps every block (an archive node).
+    pub ledger: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            archive: 16_384,
+            ledger: None,
+        }
+    }
+}
+
 /// One validator's identity and environment.
 pub struct ValidatorConfig<B, P> {
     /// Its signing key.
@@ -87,6 +108,12 @@ pub struct ValidatorConfig<B, P> {
     pub partition_prefix: String,
     /// Timeouts.
     pub timing: Timing,
+    /// History kept.
+    pub retention: Retention,
+    /// Where a validator installed from a snapshot starts consensus: a verified
+    /// finalization at or below the snapshot's height. `None` starts from genesis (or from
+    /// wherever this validator's archives already are).
+    pub floor: Option<Finalization>,
 }
 
 impl<B, P> std::fmt::Debug for ValidatorConfig<B, P> {
@@ -234,10 +261,13 @@ where
         marshal::Config {
             provider: ConstantProvider::new(scheme.clone()),
             epocher: epocher.clone(),
-            start: marshal::Start::Genesis(Digested::precomputed(
-                chain.genesis_block().clone(),
-                digest_of(&chain.genesis_block().hash()),
-            )),
+            start: match config.floor.clone() {
+                Some(finalization) => marshal::Start::Floor(finalization),
+                None => marshal::Start::Genesis(Digested::precomputed(
+                    chain.genesis_block().clone(),
+                    digest_of(&chain.genesis_block().hash()),
+                )),
+            },
             partition_prefix: format!("{prefix}-marshal"),
             mailbox_size: MAILBOX,
             view_retention: ViewDelta::new(64),
@@ -270,7 +300,12 @@ where
 
     // Execution of finalized blocks.
     let progress = Arc::new(Progress::default());
-    let (executor, executor_mailbox) = Executor::new(chain.clone(), progress.clone());
+    let (executor, executor_mailbox) = Executor::new(
+        chain.clone(),
+        progress.clone(),
+        marshal_mailbox.clone(),
+        config.retention,
+    );
 
     // Consensus over the application.
     let app = Inline::new(
@@ -297,7 +332,10 @@ where
             partition: format!("{prefix}-consensus"),
             mailbox_size: MAILBOX,
             epoch: Epoch::zero(),
-            floor: simplex::Floor::Genesis(digest_of(&chain.genesis_block().hash())),
+            floor: match config.floor {
+                Some(finalization) => simplex::Floor::Finalized(finalization),
+                None => simplex::Floor::Genesis(digest_of(&chain.genesis_block().hash())),
+            },
             replay_buffer: NZUsize!(1024 * 1024),
             write_buffer: NZUsize!(1024 * 1024),
             page_cache,

@@ -4,8 +4,10 @@
 
 use crate::block::ChainBlock;
 use crate::chain::{COSIGN_EVERY, Chain, Executed};
+use crate::engine::{MarshalMailbox, Retention};
 use commonware_actor::Feedback;
 use commonware_consensus::marshal::Update;
+use commonware_consensus::types::Height;
 use commonware_runtime::Clock;
 use commonware_utils::Acknowledgement as _;
 use futures::StreamExt as _;
@@ -40,29 +42,50 @@ pub struct Progress {
 }
 
 /// The executor task's input and its shared progress.
-#[derive(Debug)]
 pub struct Executor {
     chain: Arc<Chain>,
     receiver: mpsc::UnboundedReceiver<Update<ChainBlock>>,
     progress: Arc<Progress>,
+    marshal: MarshalMailbox,
+    retention: Retention,
 }
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("progress", &self.progress)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+/// History is pruned after every height that is a multiple of this.
+pub const PRUNE_EVERY: u64 = 64;
 
 impl Executor {
     /// An executor for `chain` and the mailbox marshal reports to.
-    pub fn new(chain: Arc<Chain>, progress: Arc<Progress>) -> (Executor, ExecutorMailbox) {
+    pub fn new(
+        chain: Arc<Chain>,
+        progress: Arc<Progress>,
+        marshal: MarshalMailbox,
+        retention: Retention,
+    ) -> (Executor, ExecutorMailbox) {
         let (sender, receiver) = mpsc::unbounded();
         (
             Executor {
                 chain,
                 receiver,
                 progress,
+                marshal,
+                retention,
             },
             ExecutorMailbox { sender },
         )
     }
 
     /// Applies finalized blocks until marshal goes away or a block cannot be applied; after
-    /// every [`COSIGN_EVERY`]th height, cosigns the access log's head.
+    /// every [`COSIGN_EVERY`]th height, cosigns the access log's head; after every
+    /// [`PRUNE_EVERY`]th, prunes history beyond the [`Retention`].
     pub async fn run(mut self, clock: impl Clock) {
         while let Some(update) = self.receiver.next().await {
             match update {
@@ -82,6 +105,9 @@ impl Executor {
                                 tracing::error!(height, "validator state poisoned; stopping");
                                 return;
                             }
+                            if height.is_multiple_of(PRUNE_EVERY) && !self.prune(height) {
+                                return;
+                            }
                         }
                         Ok(Executed::AlreadyApplied) => {
                             tracing::debug!(height, "block already executed");
@@ -97,6 +123,32 @@ impl Executor {
                 }
             }
         }
+    }
+}
+
+impl Executor {
+    /// Prunes history below the retention after executing `height`: consensus archives
+    /// (marshal ignores heights it has not processed) and, if configured, the ledger's
+    /// blocks. False if the ledger failed and the executor must stop.
+    fn prune(&self, height: u64) -> bool {
+        if let Some(below) = height.checked_sub(self.retention.archive) {
+            self.marshal.prune(Height::new(below));
+        }
+        if let Some(below) = self
+            .retention
+            .ledger
+            .and_then(|keep| height.checked_sub(keep))
+        {
+            match self.chain.prune_blocks_below(below) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(height, pruned = n, below, "pruned ledger blocks"),
+                Err(e) => {
+                    tracing::error!(height, error = %e, "cannot prune ledger blocks; stopping");
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 

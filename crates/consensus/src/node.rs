@@ -3,7 +3,7 @@
 //! HTTP API.
 
 use crate::chain::Chain;
-use crate::engine::{Running, Timing, ValidatorConfig, channels, start_validator};
+use crate::engine::{Retention, Running, Timing, ValidatorConfig, channels, start_validator};
 use crate::executor::Progress;
 use crate::gossip::{TxGossip, start_gossip};
 use commonware_codec::DecodeExt as _;
@@ -48,6 +48,8 @@ pub struct ValidatorNodeConfig {
     pub api_listen: SocketAddr,
     /// Consensus timeouts.
     pub timing: Timing,
+    /// History kept.
+    pub retention: Retention,
 }
 
 /// A validator that cannot start.
@@ -62,6 +64,41 @@ pub enum StartError {
     /// The ledger could not be opened.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The consensus floor of a ledger installed from a snapshot is unreadable or not
+    /// certified by this network's validators.
+    #[error("{path}: {reason}")]
+    Floor {
+        /// The floor file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The certified finalization a validator installed from a snapshot starts consensus from
+/// (see [`secnet_ledger::FLOOR_FILE`]); `None` if there is no such file.
+pub fn read_floor(
+    data_dir: &std::path::Path,
+    genesis: &Genesis,
+) -> Result<Option<secnet_certified::Finalization>, StartError> {
+    let path = data_dir.join(secnet_ledger::FLOOR_FILE);
+    let bad = |reason: String| StartError::Floor {
+        path: path.clone(),
+        reason,
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let certified: secnet_certified::CertifiedHeader =
+        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let committee = secnet_certified::CommitteeVerifier::from_genesis(genesis)
+        .map_err(|e| bad(e.to_string()))?;
+    let (_, finalization) = committee
+        .verify_finalization(&certified.header.0, &certified.certificate.0)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Some(finalization))
 }
 
 struct ValidatorBackend {
@@ -222,6 +259,7 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             .map_err(|_| StartError::Genesis("a validator is listed twice".into()))?;
     let validators: Vec<AccountId> = config.genesis.validators.iter().map(|v| v.key).collect();
 
+    let floor = read_floor(&config.data_dir, &config.genesis)?;
     let ledger = Ledger::open(&config.data_dir, &config.genesis)?;
     let cosigner = Keypair::from_seeds(*config.key.signing_seed(), *config.key.encryption_seed());
     let chain =
@@ -280,6 +318,8 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
                 provider: oracle.clone(),
                 partition_prefix: "validator".into(),
                 timing: config.timing,
+                retention: config.retention,
+                floor,
             },
             votes,
             certificates,

@@ -27,7 +27,9 @@ pub enum LedgerError {
     #[error("an earlier write failed; restart the node to reload the ledger from disk")]
     Poisoned,
     /// The block at a height was pruned from this ledger.
-    #[error("block {height} is not kept here: this ledger stores blocks from height {first_block} on")]
+    #[error(
+        "block {height} is not kept here: this ledger stores blocks from height {first_block} on"
+    )]
     Pruned {
         /// The height asked for.
         height: u64,

@@ -17,5 +17,5 @@ pub use secnet_certified::checkpoint::{
 };
 pub use secnet_certified::log_proof::{AuditError, ConsistencyProof, InclusionProof};
 pub use snapshot::{MAX_SNAPSHOT_ITEM, SNAPSHOT_MAGIC, Snapshot, SnapshotError};
-pub use store::{LEDGER_FILE, Ledger, LogSubject, ReplayReport, SnapshotSource};
+pub use store::{FLOOR_FILE, LEDGER_FILE, Ledger, LogSubject, ReplayReport, SnapshotSource};
 pub use stored_block::StoredBlock;

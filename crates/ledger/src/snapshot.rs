@@ -83,6 +83,11 @@ impl Snapshot {
         (self.tip.state_root, receipts)
     }
 
+    /// The hash of the block at that height (the genesis block's at height 0).
+    pub fn block_hash(&self) -> Hash {
+        self.tip.block_hash
+    }
+
     /// Number of state entries.
     pub fn entry_count(&self) -> usize {
         self.entries.len()
@@ -113,8 +118,8 @@ impl Snapshot {
             return Err(SnapshotError::OtherNetwork { found, expected });
         }
         let tip_bytes: [u8; 80] = read_array(&mut r)?;
-        let tip = decode_tip(&tip_bytes)
-            .map_err(|e| SnapshotError::Inconsistent(format!("tip: {e}")))?;
+        let tip =
+            decode_tip(&tip_bytes).map_err(|e| SnapshotError::Inconsistent(format!("tip: {e}")))?;
         let tip_block_bytes = read_item(&mut r, MAX_BLOCK_BYTES + 64 * 1024)?;
         let tip_block = if tip.height == 0 {
             if !tip_block_bytes.is_empty() {
@@ -212,21 +217,24 @@ impl Snapshot {
     }
 }
 
-/// Writes a snapshot from a consistent read of the ledger: `tip`, its block, and the rows.
+/// Writes a snapshot from a consistent read of the ledger: `tip`, its block, and the rows
+/// with how many there are.
 pub(crate) fn write(
     out: &mut impl Write,
     genesis: &Hash,
     tip: &ChainTip,
     tip_block: &[u8],
-    entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), LedgerError>>,
-    entry_count: u64,
-    leaves: impl Iterator<Item = Result<Vec<u8>, LedgerError>>,
-    leaf_count: u64,
+    entries: (
+        u64,
+        impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), LedgerError>>,
+    ),
+    leaves: (u64, impl Iterator<Item = Result<Vec<u8>, LedgerError>>),
 ) -> Result<(), SnapshotError> {
     out.write_all(SNAPSHOT_MAGIC)?;
     out.write_all(genesis.as_bytes())?;
     out.write_all(&encode_tip(tip))?;
     write_item(out, tip_block)?;
+    let (entry_count, entries) = entries;
     out.write_all(&entry_count.to_be_bytes())?;
     let mut written = 0u64;
     for entry in entries {
@@ -240,6 +248,7 @@ pub(crate) fn write(
             "{written} state entries read, {entry_count} counted"
         )));
     }
+    let (leaf_count, leaves) = leaves;
     out.write_all(&leaf_count.to_be_bytes())?;
     let mut written = 0u64;
     for leaf in leaves {

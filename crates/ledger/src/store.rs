@@ -46,6 +46,10 @@ const FORMAT_VERSION: &[u8] = b"secnet-ledger/2";
 
 /// The file inside a data directory that holds the ledger.
 pub const LEDGER_FILE: &str = "ledger.redb";
+/// The file inside a validator's data directory naming where its consensus starts when its
+/// ledger was installed from a snapshot: a certified header (JSON, as `/v1/blocks/{h}/
+/// certificate` serves it).
+pub const FLOOR_FILE: &str = "consensus-floor.json";
 
 /// A node's durable ledger.
 #[derive(Debug)]
@@ -630,10 +634,7 @@ impl Ledger {
             meta.insert(META_FORMAT, FORMAT_VERSION)?;
             meta.insert(META_GENESIS, genesis.hash().as_bytes().as_slice())?;
             meta.insert(META_TIP, encode_tip(&tip).as_slice())?;
-            meta.insert(
-                META_FIRST_BLOCK,
-                tip.height.max(1).to_be_bytes().as_slice(),
-            )?;
+            meta.insert(META_FIRST_BLOCK, tip.height.max(1).to_be_bytes().as_slice())?;
             let mut table = write.open_table(STATE)?;
             for (key, value) in &snapshot.entries {
                 table.insert(key.as_slice(), value.as_slice())?;
@@ -652,8 +653,7 @@ impl Ledger {
             let mut txs = write.open_table(TXS)?;
             if let Some(block) = &snapshot.tip_block {
                 blocks.insert(tip.height, snapshot.tip_block_bytes.as_slice())?;
-                for ((position, tx), receipt) in
-                    (0u32..).zip(&block.block.txs).zip(&block.receipts)
+                for ((position, tx), receipt) in (0u32..).zip(&block.block.txs).zip(&block.receipts)
                 {
                     if consumed_nonce(receipt) {
                         let mut location = [0u8; 12];
@@ -758,10 +758,8 @@ impl SnapshotSource {
             &self.genesis,
             &tip,
             &tip_block,
-            entries,
-            state.len()?,
-            leaves,
-            log.len()?,
+            (state.len()?, entries),
+            (log.len()?, leaves),
         )
     }
 }

@@ -10,7 +10,8 @@
 use redb::{Database, ReadableTable, TableDefinition};
 use secnet_contract::{LogEntry, StateKey};
 use secnet_ledger::{
-    Checkpoint, LEDGER_FILE, Ledger, LedgerError, LogSubject, SNAPSHOT_MAGIC, Snapshot, SnapshotError,
+    Checkpoint, LEDGER_FILE, Ledger, LedgerError, LogSubject, SNAPSHOT_MAGIC, Snapshot,
+    SnapshotError,
 };
 use secnet_types::{
     AccessDecision, AccessEntry, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair,
@@ -256,12 +257,21 @@ fn transfer_block(ledger: &Ledger, from: usize) -> Block {
         },
     }
     .sign(&k[from]);
-    Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms + 1, vec![tx])
+    Block::new(
+        tip.height + 1,
+        tip.block_hash,
+        tip.timestamp_ms + 1,
+        vec![tx],
+    )
 }
 
 fn snapshot_bytes(ledger: &Ledger) -> Vec<u8> {
     let mut out = Vec::new();
-    ledger.snapshot_source().unwrap().write_to(&mut out).unwrap();
+    ledger
+        .snapshot_source()
+        .unwrap()
+        .write_to(&mut out)
+        .unwrap();
     out
 }
 
@@ -285,7 +295,10 @@ fn a_ledger_installed_from_a_snapshot_continues_like_the_original() {
     assert_eq!(joined.state().tip(), tip);
     assert_eq!(joined.first_block().unwrap(), tip.height);
     assert!(joined.block(tip.height - 1).unwrap().is_none());
-    assert_eq!(joined.header(tip.height).unwrap(), source.header(tip.height).unwrap());
+    assert_eq!(
+        joined.header(tip.height).unwrap(),
+        source.header(tip.height).unwrap()
+    );
     let data = LogSubject::Data(Hash::digest(b"record"));
     assert_eq!(
         joined.log_indices(data).unwrap(),
@@ -340,7 +353,10 @@ fn a_snapshot_that_does_not_hold_together_is_refused() {
         Snapshot::read(bytes.as_slice(), &genesis("other-chain"), u64::MAX),
         Err(SnapshotError::OtherNetwork { .. })
     ));
-    assert!(matches!(read(b"GET / HTTP/1.1"), Err(SnapshotError::NotASnapshot)));
+    assert!(matches!(
+        read(b"GET / HTTP/1.1"),
+        Err(SnapshotError::NotASnapshot)
+    ));
     assert!(matches!(
         read(&bytes[..bytes.len() - 3]),
         Err(SnapshotError::Io(_))
@@ -355,7 +371,13 @@ fn a_snapshot_that_does_not_hold_together_is_refused() {
     // Any flipped byte after the header is caught: by a bound, a decoder, the state root,
     // or (the tip block's receipts) by the certified roots a joining node compares.
     let header = SNAPSHOT_MAGIC.len() + 32;
-    let certified = (ledger.state().tip().height, ledger.committed_roots_at(ledger.state().tip().height).unwrap().unwrap());
+    let certified = (
+        ledger.state().tip().height,
+        ledger
+            .committed_roots_at(ledger.state().tip().height)
+            .unwrap()
+            .unwrap(),
+    );
     for at in (header..bytes.len()).step_by(7) {
         let mut bad = bytes.clone();
         bad[at] ^= 0x20;
@@ -383,7 +405,10 @@ fn pruned_blocks_are_gone_and_the_rest_stays() {
     // At most `max` per call, never into the recent heights.
     assert_eq!(ledger.prune_blocks_below(10, 4).unwrap(), 4);
     assert_eq!(ledger.first_block().unwrap(), 5);
-    assert_eq!(ledger.prune_blocks_below(u64::MAX, u64::MAX).unwrap(), tip.height - 8 - 5);
+    assert_eq!(
+        ledger.prune_blocks_below(u64::MAX, u64::MAX).unwrap(),
+        tip.height - 8 - 5
+    );
     assert_eq!(ledger.prune_blocks_below(u64::MAX, u64::MAX).unwrap(), 0);
     let first = ledger.first_block().unwrap();
     assert_eq!(first, tip.height - 8);
@@ -391,7 +416,10 @@ fn pruned_blocks_are_gone_and_the_rest_stays() {
     assert!(ledger.block(first).unwrap().is_some());
     assert!(ledger.tx_location(&first_tx).unwrap().is_none());
     assert!(ledger.committed_receipt(&late_tx).unwrap().is_some());
-    assert!(matches!(ledger.replay_check(), Err(LedgerError::Pruned { .. })));
+    assert!(matches!(
+        ledger.replay_check(),
+        Err(LedgerError::Pruned { .. })
+    ));
 
     // The state and the whole access log stay; it reopens and goes on.
     drop(ledger);

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail, ensure};
 use clap::{Args, Subcommand};
-use secnet_consensus::engine::Timing;
+use secnet_consensus::engine::{Retention, Timing};
 use secnet_consensus::node::{ValidatorNodeConfig, run as run_validator};
 use secnet_node::datadir::{DataDir, now_ms, read_genesis};
 use secnet_node::keyfile;
@@ -142,6 +142,22 @@ pub struct NodeArgs {
     /// The validator's config.toml.
     #[arg(long)]
     pub config: PathBuf,
+    /// Keep only the last N blocks in the ledger (the state and the whole access log stay);
+    /// by default every block is kept.
+    #[arg(long, value_name = "N")]
+    pub keep_blocks: Option<u64>,
+    /// Heights of blocks and certificates consensus keeps to serve validators that fell
+    /// behind; one further behind joins again with --join.
+    #[arg(long, value_name = "N", default_value_t = Retention::default().archive)]
+    pub archive_heights: u64,
+    /// A new validator (no ledger in its data directory yet) starts from the state of the
+    /// node at this URL, checked against roots the validators certified, instead of
+    /// replaying every block from genesis.
+    #[arg(long, value_name = "URL")]
+    pub join: Option<String>,
+    /// Largest snapshot accepted by --join, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 30)]
+    pub max_snapshot_bytes: u64,
 }
 
 fn relative(base: &Path, p: &Path) -> PathBuf {
@@ -168,6 +184,17 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         genesis.hash()
     );
     println!("  p2p {}  api http://{}", file.p2p_listen, file.api_listen);
+    if let Some(url) = &args.join {
+        join(url, &genesis, &data_dir, args.max_snapshot_bytes)?;
+    }
+    ensure!(
+        args.keep_blocks.is_none_or(|n| n >= 64),
+        "--keep-blocks must be at least 64"
+    );
+    ensure!(
+        args.archive_heights >= 64,
+        "--archive-heights must be at least 64"
+    );
     run_validator(ValidatorNodeConfig {
         data_dir,
         genesis,
@@ -175,7 +202,35 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         p2p_listen: file.p2p_listen,
         api_listen: file.api_listen,
         timing: Timing::default(),
+        retention: Retention {
+            archive: args.archive_heights,
+            ledger: args.keep_blocks,
+        },
     })?;
+    Ok(())
+}
+
+/// Installs the state of the node at `url` into a new data directory; a directory that
+/// already has a ledger goes on from it.
+fn join(url: &str, genesis: &Genesis, data_dir: &Path, max_bytes: u64) -> anyhow::Result<()> {
+    if data_dir.join(secnet_ledger::LEDGER_FILE).exists() {
+        println!("  ledger present; --join is ignored");
+        return Ok(());
+    }
+    println!("  joining from the snapshot of {url}");
+    let remote = secnet_client::RemoteNode::new(url, genesis)?;
+    let joined = super::runtime()?.block_on(secnet_client::join_from_snapshot(
+        &remote, genesis, data_dir, max_bytes,
+    ))?;
+    println!(
+        "  installed height {} (state root {}, certified): {} entries, {} log leaves, {} bytes; consensus starts at height {}",
+        joined.height,
+        joined.state_root,
+        joined.entries,
+        joined.log_size,
+        joined.bytes,
+        joined.floor.unwrap_or(0)
+    );
     Ok(())
 }
 

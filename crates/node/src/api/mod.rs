@@ -5,6 +5,7 @@
 mod audit;
 mod certified;
 mod chain;
+mod snapshot;
 mod txs;
 
 use crate::backend::Backend;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 pub use certified::MAX_STATE_KEYS;
 pub use secnet_api::txs::{SubmitTx, SubmitTxs};
+pub use snapshot::SNAPSHOT_HEIGHT_HEADER;
 
 /// Largest request body, in bytes (a hex-encoded transaction of the largest size fits).
 pub const MAX_BODY_BYTES: usize = 160 * 1024;
@@ -44,6 +46,7 @@ type Node = State<Arc<dyn Backend>>;
         chain::account, chain::listings, chain::listing, chain::grant, chain::metrics,
         certified::block_certificate, certified::certified_state,
         audit::log_entries, audit::log_consistency, audit::log_proof, audit::checkpoint,
+        snapshot::snapshot,
         openapi_json
     ),
     components(schemas(
@@ -123,6 +126,7 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         .route("/v1/log/consistency", get(audit::log_consistency))
         .route("/v1/log/{index}", get(audit::log_proof))
         .route("/v1/checkpoint", get(audit::checkpoint))
+        .route("/v1/snapshot", get(snapshot::snapshot))
         .route("/metrics", get(chain::metrics))
         .route("/openapi.json", get(openapi_json))
         .fallback(|| async {

@@ -1,0 +1,202 @@
+//! Joining a network from a snapshot: a new validator downloads another node's state,
+//! checks it against roots a validator quorum certified, installs it as its ledger, and
+//! keeps a certified finalization at or below the snapshot's height where its consensus
+//! starts. The serving node is trusted for nothing but availability.
+
+use crate::remote::{ClientError, RemoteNode};
+use secnet_certified::CertifiedHeader;
+use secnet_ledger::{FLOOR_FILE, LEDGER_FILE, Ledger, Snapshot};
+use secnet_types::{Genesis, Hash};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How far below the snapshot's height a block with a certificate of its own is searched
+/// for (a block finalized only through a descendant has none).
+const FLOOR_SEARCH: u64 = 64;
+/// The partial download, removed once the snapshot is installed.
+const PARTIAL: &str = "snapshot.partial";
+
+/// A ledger installed from a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The snapshot's height.
+    pub height: u64,
+    /// Its state root, as certified.
+    pub state_root: Hash,
+    /// The height consensus starts from (none at height 0: genesis).
+    pub floor: Option<u64>,
+    /// State entries installed.
+    pub entries: usize,
+    /// Access-log leaves installed.
+    pub log_size: u64,
+    /// Bytes downloaded.
+    pub bytes: u64,
+}
+
+/// Downloads the state of the node `remote` speaks to into the new data directory `dir`,
+/// checks it against certified roots and installs it; see the module documentation.
+/// Refuses a directory that already has a ledger. `max_bytes` bounds the download.
+pub async fn join_from_snapshot(
+    remote: &RemoteNode,
+    genesis: &Genesis,
+    dir: &Path,
+    max_bytes: u64,
+) -> Result<Joined, ClientError> {
+    if dir.join(LEDGER_FILE).exists() {
+        return Err(ClientError::Refused(format!(
+            "{} already holds a ledger; a snapshot is installed only into a new directory",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ClientError::Node(format!("cannot create {}: {e}", dir.display())))?;
+    let partial = dir.join(PARTIAL);
+    let bytes = download(remote, &partial, max_bytes).await?;
+    let snapshot = {
+        let path = partial.clone();
+        let genesis = genesis.clone();
+        tokio::task::spawn_blocking(move || -> Result<Snapshot, ClientError> {
+            let file = std::fs::File::open(&path)
+                .map_err(|e| ClientError::Node(format!("{}: {e}", path.display())))?;
+            Snapshot::read(std::io::BufReader::new(file), &genesis, max_bytes)
+                .map_err(|e| ClientError::Malformed(e.to_string()))
+        })
+        .await
+        .map_err(|e| ClientError::Node(e.to_string()))??
+    };
+    let height = snapshot.height();
+
+    // The snapshot's roots and block must be the ones a certified header commits to.
+    let certified = remote.committed_roots(height).await?;
+    let (state_root, receipts_root) = snapshot.roots();
+    let block_hash = certified
+        .header
+        .as_ref()
+        .map_or_else(|| genesis.block().hash(), |h| h.hash());
+    if (certified.state_root, certified.receipts_root, block_hash)
+        != (state_root, receipts_root, snapshot.block_hash())
+    {
+        return Err(crate::VerifyError::Snapshot {
+            height,
+            reason: format!(
+                "it holds state root {state_root}, receipts root {receipts_root} and block {}; \
+                 the certified ones are {}, {} and {block_hash}",
+                snapshot.block_hash(),
+                certified.state_root,
+                certified.receipts_root
+            ),
+        }
+        .into());
+    }
+    let floor = if height == 0 {
+        None
+    } else {
+        Some(certified_floor(remote, height).await?)
+    };
+
+    let entries = snapshot.entry_count();
+    let log_size = snapshot.log_size();
+    {
+        let dir = dir.to_path_buf();
+        let genesis = genesis.clone();
+        tokio::task::spawn_blocking(move || Ledger::install_snapshot(&dir, &genesis, snapshot))
+            .await
+            .map_err(|e| ClientError::Node(e.to_string()))?
+            .map_err(|e| ClientError::Node(format!("installing the snapshot: {e}")))?;
+    }
+    if let Some((_, certified)) = &floor {
+        let json = serde_json::to_vec_pretty(certified)
+            .map_err(|e| ClientError::Malformed(e.to_string()))?;
+        write_file(&dir.join(FLOOR_FILE), &json)?;
+    }
+    let _ = std::fs::remove_file(&partial);
+    Ok(Joined {
+        height,
+        state_root,
+        floor: floor.map(|(h, _)| h),
+        entries,
+        log_size,
+        bytes,
+    })
+}
+
+/// The newest block at or below `height` with a certificate of its own, verified.
+async fn certified_floor(
+    remote: &RemoteNode,
+    height: u64,
+) -> Result<(u64, CertifiedHeader), ClientError> {
+    for h in (height.saturating_sub(FLOOR_SEARCH).max(1)..=height).rev() {
+        let Some(certified) = remote
+            .api()
+            .get_found::<CertifiedHeader>(&format!("/v1/blocks/{h}/certificate"))
+            .await?
+        else {
+            continue;
+        };
+        remote.light().verify_header_at(h, &certified)?;
+        return Ok((h, certified));
+    }
+    Err(ClientError::Node(format!(
+        "no block between heights {} and {height} has a certificate of its own at {}",
+        height.saturating_sub(FLOOR_SEARCH).max(1),
+        remote.base()
+    )))
+}
+
+/// Streams `/v1/snapshot` into `path`, at most `max_bytes`.
+async fn download(remote: &RemoteNode, path: &PathBuf, max_bytes: u64) -> Result<u64, ClientError> {
+    let url = format!("{}/v1/snapshot", remote.base());
+    // No overall timeout: a large state takes long; a stalled transfer does not.
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| ClientError::Node(e.to_string()))?;
+    let mut resp = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| ClientError::Node(format!("cannot reach {url}: {e}")))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = crate::read_bounded(resp, 64 * 1024)
+            .await
+            .unwrap_or_default();
+        return Err(crate::api::node_error(
+            status,
+            &String::from_utf8_lossy(&body),
+        ));
+    }
+    let mut file = std::fs::File::create(path)
+        .map_err(|e| ClientError::Node(format!("{}: {e}", path.display())))?;
+    let mut written = 0u64;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| ClientError::Node(format!("reading {url}: {e}")))?
+    {
+        written += chunk.len() as u64;
+        if written > max_bytes {
+            return Err(ClientError::Malformed(format!(
+                "the snapshot exceeds {max_bytes} bytes"
+            )));
+        }
+        file.write_all(&chunk)
+            .map_err(|e| ClientError::Node(format!("{}: {e}", path.display())))?;
+    }
+    file.sync_all()
+        .map_err(|e| ClientError::Node(format!("{}: {e}", path.display())))?;
+    Ok(written)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| ClientError::Node(format!("{}: {e}", path.display())))
+}

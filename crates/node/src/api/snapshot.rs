@@ -1,0 +1,91 @@
+//! The ledger's state as one snapshot stream, for a node that joins the network without
+//! replaying every block. The stream checks itself; the joining node checks its roots
+//! against certified ones, so it trusts this node for nothing but availability.
+
+use super::{ApiResult, Node};
+use crate::backend::NodeError;
+use crate::problem::{Problem, ProblemBody};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::io::Write;
+
+/// The header naming the height a snapshot holds.
+pub const SNAPSHOT_HEIGHT_HEADER: &str = "x-secnet-snapshot-height";
+
+/// Snapshots streamed at once: each holds a read of the database open and a core busy, so
+/// one at a time; others are answered 503 (retry).
+static SNAPSHOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Bytes handed to the connection at a time.
+const CHUNK: usize = 256 * 1024;
+
+#[utoipa::path(
+    get,
+    path = "/v1/snapshot",
+    tag = "ledger",
+    summary = "The ledger's current state as one snapshot stream",
+    description = "Binary (format secnet-snapshot/1): the tip, its block, every state entry and every access-log leaf. A joining node checks the stream against itself and its roots against a certified header, so this node is trusted for nothing but availability. One snapshot is streamed at a time.",
+    responses(
+        (status = 200, description = "the snapshot; its height in x-secnet-snapshot-height", content_type = "application/octet-stream"),
+        (status = 503, description = "a snapshot is already being streamed; retry later", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn snapshot(State(node): Node) -> ApiResult<Response> {
+    let permit = SNAPSHOTS.try_acquire().map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "a snapshot is already being streamed; retry later",
+        )
+    })?;
+    let source = node
+        .with_ledger(secnet_ledger::Ledger::snapshot_source)?
+        .map_err(NodeError::from)?;
+    let height = source.height().map_err(NodeError::from)?;
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut out = std::io::BufWriter::with_capacity(
+            CHUNK,
+            ChannelWriter {
+                sender: sender.clone(),
+            },
+        );
+        if let Err(e) = source.write_to(&mut out) {
+            tracing::warn!(height, error = %e, "snapshot stream ended early");
+            let _ = sender.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (
+                header::HeaderName::from_static(SNAPSHOT_HEIGHT_HEADER),
+                height.to_string(),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Hands written bytes to the response body; fails once the client went away.
+struct ChannelWriter {
+    sender: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.sender
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
