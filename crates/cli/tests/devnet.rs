@@ -1,7 +1,8 @@
 //! End to end with four real validator processes on loopback: transfers commit through any
 //! validator; one validator is killed with SIGKILL and restarted; it catches up, state roots
 //! agree at equal heights, and the sum of balances still equals the genesis supply. A
-//! validator whose data directory is wiped syncs from its peers to the same state.
+//! validator whose data directory is wiped syncs from its peers to the same state, and one
+//! that joins from a snapshot reaches the same state without replaying.
 #![allow(
     clippy::indexing_slicing,
     clippy::unwrap_used,
@@ -13,7 +14,8 @@
 mod common;
 
 use common::{
-    Validators, height, init_testnet, json, kill, ok, path, run, secnet, start_validator, wait_for,
+    Validators, height, init_testnet, json, kill, ok, path, run, secnet, start_validator,
+    start_validator_with, wait_for,
 };
 use std::process::Stdio;
 use std::time::Duration;
@@ -205,6 +207,39 @@ fn four_processes_survive_a_sigkill_and_agree() {
         state_root(d, &apis[0], target),
         "a validator synced from scratch disagrees at height {target}"
     );
+
+    // Another joins from validator 0's snapshot instead of replaying, and agrees with the
+    // one that replayed everything.
+    kill(&mut nodes, 1);
+    let node1 = d.join("node1");
+    std::fs::remove_file(node1.join("ledger.redb")).unwrap();
+    std::fs::remove_dir_all(node1.join("consensus")).unwrap();
+    nodes.0[1] = Some(start_validator_with(
+        d,
+        1,
+        "node-joined.log",
+        &["--join", &apis[0]],
+    ));
+    transfer(0, 1, &apis[0]);
+    let target = height(&apis[0]);
+    wait_for(
+        "the validator joined from a snapshot to follow",
+        Duration::from_secs(120),
+        || height(&apis[1]) >= target,
+    );
+    assert_eq!(
+        state_root(d, &apis[1], target),
+        state_root(d, &apis[2], target),
+        "a validator joined from a snapshot disagrees at height {target}"
+    );
+    let joined_log = std::fs::read_to_string(node1.join("node-joined.log")).unwrap();
+    assert!(
+        joined_log.contains("certified") && joined_log.contains("consensus starts at height"),
+        "{joined_log}"
+    );
+    // It has no blocks below its snapshot: nothing was replayed.
+    let first_block = run(&["block", "--height", "1", "--node", &apis[1], "--json"]);
+    assert!(!first_block.status.success(), "block 1 on a joined validator");
 
     // Every validator hears every other one's height.
     wait_for(

@@ -135,6 +135,11 @@ impl Drop for Validators {
 
 /// Starts validator `i` of the testnet in `dir`, logging to `dir/node<i>/<log_name>`.
 pub fn start_validator(dir: &Path, i: usize, log_name: &str) -> Child {
+    start_validator_with(dir, i, log_name, &[])
+}
+
+/// Starts validator `i` with more arguments to `secnet node`.
+pub fn start_validator_with(dir: &Path, i: usize, log_name: &str, extra: &[&str]) -> Child {
     let log = std::fs::File::create(dir.join(format!("node{i}")).join(log_name)).unwrap();
     secnet()
         .args([
@@ -142,6 +147,7 @@ pub fn start_validator(dir: &Path, i: usize, log_name: &str) -> Child {
             "--config",
             path(&dir.join(format!("node{i}")).join("config.toml")),
         ])
+        .args(extra)
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
