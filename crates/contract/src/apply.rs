@@ -8,8 +8,8 @@ use crate::entries::{AccessGrant, Account, Listing, StateKey, Subscription};
 use crate::log_entry::LogEntry;
 use crate::state::{ChainTip, State};
 use secnet_types::limits::{
-    BASIS_POINTS, MAX_ACCESS_ENTRIES, MAX_ADDRESS, MAX_BLOCK_TXS, MAX_CATEGORY, MAX_DESCRIPTION,
-    MAX_GRANT_TTL_SECS, MAX_PURPOSE, MAX_SCORE_PPM,
+    BASIS_POINTS, EXPIRED_GRANT_RETENTION_MS, MAX_ACCESS_ENTRIES, MAX_ADDRESS, MAX_BLOCK_TXS,
+    MAX_CATEGORY, MAX_DESCRIPTION, MAX_GRANT_TTL_SECS, MAX_PURPOSE, MAX_SCORE_PPM,
 };
 use secnet_types::{
     AccessEntry, AccountId, Block, BlockError, Call, DataKind, Event, Hash, Outcome, Receipt,
@@ -150,6 +150,7 @@ impl State {
         let signatures = verify_signatures_except(&block.txs, verified);
         let first_log_index = self.log.len();
         let mut changes = Changes::default();
+        self.retire_expired_grants(ctx.timestamp_ms, &mut changes);
         let receipts: Vec<Receipt> = block
             .txs
             .iter()
@@ -500,6 +501,7 @@ impl State {
         };
         let address = grant.address.clone();
         self.append_log(entry, changes);
+        self.expiring.insert((expires_at_ms, grant_id));
         self.grants.insert(grant_id, grant);
         changes.touch(StateKey::Grant(grant_id));
         Ok(vec![
@@ -586,6 +588,23 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Removes the grants that expired more than [`EXPIRED_GRANT_RETENTION_MS`] before
+    /// `now_ms` (block time): they authorise nothing any more, and their issue stays in the
+    /// access log. Kept that long so that a holder's late access records can still name them.
+    fn retire_expired_grants(&mut self, now_ms: u64, changes: &mut Changes) {
+        let Some(cutoff) = now_ms.checked_sub(EXPIRED_GRANT_RETENTION_MS) else {
+            return;
+        };
+        while let Some(&(expires_at_ms, id)) = self.expiring.first() {
+            if expires_at_ms >= cutoff {
+                break;
+            }
+            self.expiring.pop_first();
+            self.grants.remove(&id);
+            changes.touch(StateKey::Grant(id));
+        }
     }
 
     fn append_log(&mut self, entry: LogEntry, changes: &mut Changes) {

@@ -8,7 +8,7 @@ use secnet_merkle::log::MerkleLog;
 use secnet_merkle::smt::SparseMerkleTree;
 use secnet_types::{AccountId, Genesis, GrantId, Hash};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// The last applied block.
@@ -37,6 +37,8 @@ pub struct State {
     pub(crate) addresses: BTreeMap<String, Hash>,
     pub(crate) subscriptions: BTreeMap<(Hash, AccountId), Subscription>,
     pub(crate) grants: BTreeMap<GrantId, AccessGrant>,
+    /// The grants by expiry: derived from `grants`, not committed.
+    pub(crate) expiring: BTreeSet<(u64, GrantId)>,
     pub(crate) log: MerkleLog,
     pub(crate) tree: StateTree,
 }
@@ -108,6 +110,7 @@ impl State {
             addresses: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             grants: BTreeMap::new(),
+            expiring: BTreeSet::new(),
             log: MerkleLog::new(),
             tree: StateTree::default(),
         };
@@ -133,6 +136,7 @@ impl State {
             addresses: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             grants: BTreeMap::new(),
+            expiring: BTreeSet::new(),
             log: MerkleLog::new(),
             tree: StateTree::default(),
         };
@@ -155,6 +159,7 @@ impl State {
                     state.subscriptions.insert((h, a), v);
                 }
                 (StateKey::Grant(k), StateValue::Grant(v)) => {
+                    state.expiring.insert((v.expires_at_ms, k));
                     state.grants.insert(k, v);
                 }
                 (StateKey::LogHead, StateValue::LogHead(v)) => log_head = Some(v),

@@ -11,7 +11,7 @@ mod common;
 
 use common::{CHAIN, Harness, data_hash, register};
 use secnet_contract::{State, StateKey};
-use secnet_types::limits::{MAX_DESCRIPTION, MAX_GRANT_TTL_SECS};
+use secnet_types::limits::{EXPIRED_GRANT_RETENTION_MS, MAX_DESCRIPTION, MAX_GRANT_TTL_SECS};
 use secnet_types::{
     AccessDecision, AccessEntry, Block, Call, DataKind, Event, Outcome, RefusalReason,
     RegisterData, Rejection, Signature, SignedTransaction, Transaction,
@@ -538,4 +538,74 @@ fn trusting_already_checked_signatures_changes_nothing_for_honest_callers() {
     assert_eq!(a.receipts, b.receipts);
     assert_eq!(a.tip, b.tip);
     assert_eq!(rejected(&b.receipts[1]), Rejection::BadSignature);
+}
+
+#[test]
+fn expired_grants_leave_the_state_an_hour_after_expiry_and_stay_in_the_log() {
+    let (mut h, d) = listed_and_subscribed();
+    let tx = h.tx(CONSUMER, request(d));
+    let grant = tx.hash();
+    let issued = h.block(vec![tx]);
+    let expires = issued.tip.timestamp_ms + 600_000;
+    let log_size = h.state.log().len();
+    // A node that loads this state from its stored entries retires the grant just the same.
+    let mut reloaded = State::from_entries(
+        CHAIN.into(),
+        h.state.tip(),
+        h.state.entries(),
+        (0..log_size).map(|i| h.state.log().leaf_hash_at(i).unwrap()),
+    )
+    .unwrap();
+    let reloaded_from = h.blocks.len();
+
+    // Until an hour after expiry it can still be named by the holder's access records.
+    let late = expires + EXPIRED_GRANT_RETENTION_MS - issued.tip.timestamp_ms - 1_000;
+    let record = h.tx(
+        HOLDER,
+        Call::RecordAccess {
+            entries: vec![AccessEntry {
+                data: d,
+                grant: Some(grant),
+                requester: h.id(CONSUMER),
+                decision: AccessDecision::Refused(RefusalReason::Expired),
+                score_ppm: 0,
+                at_ms: expires + 1,
+            }],
+        },
+    );
+    let out = h.block_after(late, vec![record]);
+    assert!(out.receipts[0].is_applied(), "{:?}", out.receipts);
+    assert!(h.state.grant(&grant).is_some());
+
+    // The next block after that removes it, as a write every node persists.
+    let root_before = h.state.state_root();
+    let out = h.block_after(2_000, vec![]);
+    assert!(h.state.grant(&grant).is_none());
+    assert!(
+        out.writes
+            .iter()
+            .any(|w| w.key == StateKey::Grant(grant).to_bytes() && w.value.is_none())
+    );
+    assert_ne!(h.state.state_root(), root_before);
+    assert_eq!(h.state.log().len(), log_size + 1, "its log entries stay");
+    let named = h.tx(
+        HOLDER,
+        Call::RecordAccess {
+            entries: vec![AccessEntry {
+                data: d,
+                grant: Some(grant),
+                requester: h.id(CONSUMER),
+                decision: AccessDecision::Delivered,
+                score_ppm: 0,
+                at_ms: 1,
+            }],
+        },
+    );
+    let out = h.block(vec![named]);
+    assert_eq!(rejected(&out.receipts[0]), Rejection::UnknownGrant { grant });
+
+    for block in &h.blocks[reloaded_from..] {
+        reloaded.apply_block(block).unwrap();
+    }
+    assert_eq!(reloaded.state_root(), h.state.state_root());
 }

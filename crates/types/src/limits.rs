@@ -22,6 +22,10 @@ pub const MAX_BLOCK_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_HEADER_STATE_ROOTS: usize = 64;
 /// Longest lifetime of an access grant, in seconds (one day).
 pub const MAX_GRANT_TTL_SECS: u32 = 86_400;
+/// How long an expired grant stays in the state, in milliseconds of block time (one hour):
+/// a holder's records of late accesses can still name it. Then block execution removes it;
+/// its issue stays in the access log.
+pub const EXPIRED_GRANT_RETENTION_MS: u64 = 3_600_000;
 /// The holder's share of a payment is expressed in basis points of the price.
 pub const BASIS_POINTS: u16 = 10_000;
 /// Detector scores are parts per million: 0 is surely benign, 1,000,000 surely malicious.

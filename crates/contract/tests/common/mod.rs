@@ -79,8 +79,13 @@ impl Harness {
 
     /// Applies one block holding `txs`, one second after the previous one.
     pub fn block(&mut self, txs: Vec<SignedTransaction>) -> BlockOutcome {
+        self.block_after(1_000, txs)
+    }
+
+    /// Applies one block holding `txs`, `ms` after the previous one.
+    pub fn block_after(&mut self, ms: u64, txs: Vec<SignedTransaction>) -> BlockOutcome {
         let tip = self.state.tip();
-        let block = Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms + 1000, txs);
+        let block = Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms + ms, txs);
         let outcome = self.state.apply_block(&block).expect("block applies");
         self.blocks.push(block);
         outcome
