@@ -19,6 +19,80 @@ pub struct SubmitTxs {
     pub txs: Vec<String>,
 }
 
+/// The media type of a binary batch for `POST /v1/txs`: each signed transaction's canonical
+/// bytes, preceded by their length as a 4-byte big-endian integer. For clients that send many
+/// transactions: no hex, no JSON.
+pub const BATCH_MEDIA_TYPE: &str = "application/vnd.secnet.tx-batch";
+
+/// Encodes a binary batch ([`BATCH_MEDIA_TYPE`]).
+pub fn encode_batch(txs: &[secnet_types::SignedTransaction]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for tx in txs {
+        let bytes = tx.to_bytes();
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+/// Why a binary batch does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchDecodeError {
+    /// More transactions than allowed.
+    #[error("more than {max} transactions in one batch")]
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+    /// The body ends inside a length prefix or a transaction.
+    #[error("the batch ends inside transaction {index}")]
+    Truncated {
+        /// Position in the batch.
+        index: usize,
+    },
+    /// A transaction is refused by the decoder.
+    #[error("transaction {index}: {error}")]
+    Transaction {
+        /// Position in the batch.
+        index: usize,
+        /// What was wrong.
+        error: String,
+    },
+}
+
+/// Decodes a binary batch of at most `max` transactions; every transaction is decoded with
+/// its bounds, and a length prefix beyond the body is refused before anything is copied.
+pub fn decode_batch(
+    mut body: &[u8],
+    max: usize,
+) -> Result<Vec<secnet_types::SignedTransaction>, BatchDecodeError> {
+    let mut txs = Vec::new();
+    while !body.is_empty() {
+        let index = txs.len();
+        if index == max {
+            return Err(BatchDecodeError::TooMany { max });
+        }
+        let (len, rest) = body
+            .split_first_chunk::<4>()
+            .ok_or(BatchDecodeError::Truncated { index })?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let (tx, rest) = rest
+            .split_at_checked(len)
+            .ok_or(BatchDecodeError::Truncated { index })?;
+        txs.push(
+            secnet_types::SignedTransaction::decode_bytes(tx).map_err(|e| {
+                BatchDecodeError::Transaction {
+                    index,
+                    error: e.to_string(),
+                }
+            })?,
+        );
+        body = rest;
+    }
+    Ok(txs)
+}
+
 /// Answer of `POST /v1/tx` (202): the transaction is admitted and waits for a block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

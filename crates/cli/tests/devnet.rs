@@ -239,7 +239,10 @@ fn four_processes_survive_a_sigkill_and_agree() {
     );
     // It has no blocks below its snapshot: nothing was replayed.
     let first_block = run(&["block", "--height", "1", "--node", &apis[1], "--json"]);
-    assert!(!first_block.status.success(), "block 1 on a joined validator");
+    assert!(
+        !first_block.status.success(),
+        "block 1 on a joined validator"
+    );
 
     // Every validator hears every other one's height.
     wait_for(

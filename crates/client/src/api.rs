@@ -14,7 +14,9 @@ use secnet_api::pdc::{
     Deleted, History, Imported, ObjectVersions, PdcInfo, PoliciesInstalled, PolicyText,
     RulesAnswer, Stored, TokenAnswer, TokenRequest,
 };
-use secnet_api::txs::{BatchAnswer, SubmitTx, SubmitTxs, Submitted, TxStatus, TxStatusAnswer};
+use secnet_api::txs::{
+    BATCH_MEDIA_TYPE, BatchAnswer, SubmitTx, Submitted, TxStatus, TxStatusAnswer, encode_batch,
+};
 use secnet_contract::entries::Listing;
 use secnet_types::{
     AccountId, Call, GrantId, Hash, Keypair, Receipt, SignedTransaction, Transaction,
@@ -214,15 +216,20 @@ impl NodeApi {
         Ok(submitted.hash)
     }
 
-    /// Submits a batch; one result per transaction.
+    /// Submits a batch in the binary encoding (no hex, no JSON); one result per transaction.
     pub async fn submit_batch(
         &self,
         txs: &[SignedTransaction],
     ) -> Result<BatchAnswer, ClientError> {
-        let body = SubmitTxs {
-            txs: txs.iter().map(|t| hex::encode(t.to_bytes())).collect(),
-        };
-        self.post_ok("/v1/txs", &body).await
+        let url = format!("{}/v1/txs", self.base);
+        let request = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, BATCH_MEDIA_TYPE)
+            .body(encode_batch(txs));
+        self.exchange(request, "/v1/txs")
+            .await?
+            .map_err(|(s, d)| node_error(s, &d))
     }
 
     /// Where a transaction is, as the node says (`None`: neither pending nor committed).

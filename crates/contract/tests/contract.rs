@@ -602,7 +602,10 @@ fn expired_grants_leave_the_state_an_hour_after_expiry_and_stay_in_the_log() {
         },
     );
     let out = h.block(vec![named]);
-    assert_eq!(rejected(&out.receipts[0]), Rejection::UnknownGrant { grant });
+    assert_eq!(
+        rejected(&out.receipts[0]),
+        Rejection::UnknownGrant { grant }
+    );
 
     for block in &h.blocks[reloaded_from..] {
         reloaded.apply_block(block).unwrap();

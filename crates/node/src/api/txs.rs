@@ -10,7 +10,8 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secnet_api::txs::{
-    BatchAnswer, BatchResult, Pending, SubmitTx, SubmitTxs, Submitted, TxStatusAnswer,
+    BATCH_MEDIA_TYPE, BatchAnswer, BatchResult, Pending, SubmitTx, SubmitTxs, Submitted,
+    TxStatusAnswer, decode_batch,
 };
 use secnet_certified::{HexBytes, ReceiptProof};
 use secnet_types::{Hash, SignedTransaction};
@@ -73,7 +74,11 @@ pub(super) async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> Api
     path = "/v1/txs",
     tag = "ledger",
     summary = "Submit a batch of signed transactions",
-    request_body = SubmitTxs,
+    description = "JSON (hex transactions), or binary with Content-Type application/vnd.secnet.tx-batch: each transaction's canonical bytes preceded by their length, 4 bytes big-endian. At most 4,096 transactions and 8 MiB.",
+    request_body(content(
+        (SubmitTxs = "application/json"),
+        (Vec<u8> = "application/vnd.secnet.tx-batch")
+    )),
     responses(
         (status = 200, description = "one result per transaction: its hash, or why it was not admitted", body = BatchAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
@@ -82,10 +87,49 @@ pub(super) async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> Api
 )]
 pub(super) async fn submit_txs(
     State(node): Node,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<BatchAnswer>> {
-    let req: SubmitTxs = serde_json::from_slice(&body).map_err(|e| {
-        Problem::bad_request(format!("body must be {{\"txs\": [\"<hex>\", ...]}}: {e}"))
+    let binary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(BATCH_MEDIA_TYPE));
+    let txs = if binary {
+        decode_batch(&body, MAX_BATCH_TXS)
+            .map_err(|e| Problem::bad_request(format!("binary batch rejected: {e}")))?
+    } else {
+        decode_json_batch(&body)?
+    };
+    // Checking a batch's signatures takes milliseconds: off the async runtime, which also
+    // runs consensus on a validator.
+    let results = tokio::task::spawn_blocking(move || node.submit_batch(txs))
+        .await
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+                format!("admission failed: {e}"),
+            )
+        })??;
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    let results = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(hash) => BatchResult::Admitted { hash },
+            Err(e) => BatchResult::Refused {
+                busy: matches!(e, AdmitError::Full(_)),
+                error: e.to_string(),
+            },
+        })
+        .collect();
+    Ok(Json(BatchAnswer { accepted, results }))
+}
+
+fn decode_json_batch(body: &[u8]) -> ApiResult<Vec<SignedTransaction>> {
+    let req: SubmitTxs = serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request(format!(
+            "body must be {{\"txs\": [\"<hex>\", ...]}} (or Content-Type {BATCH_MEDIA_TYPE}): {e}"
+        ))
     })?;
     if req.txs.len() > MAX_BATCH_TXS {
         return Err(Problem::bad_request(format!(
@@ -102,19 +146,7 @@ pub(super) async fn submit_txs(
                 .map_err(|e| Problem::bad_request(format!("txs[{i}] rejected: {e}")))?,
         );
     }
-    let results = node.submit_batch(txs)?;
-    let accepted = results.iter().filter(|r| r.is_ok()).count();
-    let results = results
-        .into_iter()
-        .map(|r| match r {
-            Ok(hash) => BatchResult::Admitted { hash },
-            Err(e) => BatchResult::Refused {
-                busy: matches!(e, AdmitError::Full(_)),
-                error: e.to_string(),
-            },
-        })
-        .collect();
-    Ok(Json(BatchAnswer { accepted, results }))
+    Ok(txs)
 }
 
 #[utoipa::path(

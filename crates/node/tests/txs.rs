@@ -1,0 +1,158 @@
+//! Batch submission over HTTP on loopback, on a real single-node ledger: the JSON and the
+//! binary encodings admit the same transactions with the same per-transaction results, and
+//! a malformed binary batch is refused whole, saying what was wrong, with nothing admitted.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
+
+use secnet_api::txs::{BATCH_MEDIA_TYPE, BatchAnswer, BatchResult, encode_batch};
+use secnet_node::dev::ProducerConfig;
+use secnet_types::{Allocation, Call, Genesis, Keypair, SignedTransaction, Transaction};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const CHAIN: &str = "secnet-txs-test";
+
+fn transfer(key: &Keypair, to: &Keypair, nonce: u64) -> SignedTransaction {
+    Transaction {
+        chain_id: CHAIN.into(),
+        sender: key.account(),
+        nonce,
+        call: Call::Transfer {
+            to: to.account(),
+            amount: 1,
+        },
+    }
+    .sign(key)
+}
+
+/// A transfer whose signature's last byte is flipped.
+fn forged(key: &Keypair, to: &Keypair, nonce: u64) -> SignedTransaction {
+    let mut bytes = transfer(key, to, nonce).to_bytes();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    SignedTransaction::decode_bytes(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_and_binary_batches_admit_alike_and_a_malformed_one_admits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = Keypair::deterministic("txs-http", 0);
+    let a = Keypair::deterministic("txs-http", 1);
+    let b = Keypair::deterministic("txs-http", 2);
+    let genesis = Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: secnet_node::datadir::now_ms() - 1_000,
+        allocations: [&a, &b]
+            .iter()
+            .map(|k| Allocation {
+                account: k.account(),
+                balance: 10_000,
+            })
+            .collect(),
+        validators: vec![],
+    };
+    let node = secnet_node::start_dev(
+        dir.path(),
+        &genesis,
+        node_key,
+        "127.0.0.1:0".parse().unwrap(),
+        ProducerConfig {
+            block_interval: Duration::from_secs(3_600),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/txs", node.url());
+    let post_binary = async |body: Vec<u8>| {
+        let r = http
+            .post(&url)
+            .header("content-type", BATCH_MEDIA_TYPE)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+
+    // The same kinds of batch, one per encoding: two good, one with a bad signature.
+    let json_batch = [transfer(&a, &b, 0), transfer(&a, &b, 1), forged(&a, &b, 2)];
+    let r: Value = http
+        .post(&url)
+        .json(&json!({ "txs": json_batch.iter().map(|t| hex::encode(t.to_bytes())).collect::<Vec<_>>() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let from_json: BatchAnswer = serde_json::from_value(r).unwrap();
+    let binary_batch = [transfer(&b, &a, 0), transfer(&b, &a, 1), forged(&b, &a, 2)];
+    let (status, r) = post_binary(encode_batch(&binary_batch)).await;
+    assert_eq!(status, 200, "{r}");
+    let from_binary: BatchAnswer = serde_json::from_value(r).unwrap();
+    for answer in [&from_json, &from_binary] {
+        assert_eq!(answer.accepted, 2);
+        assert!(matches!(answer.results[0], BatchResult::Admitted { .. }));
+        assert!(matches!(answer.results[1], BatchResult::Admitted { .. }));
+        assert!(
+            matches!(&answer.results[2], BatchResult::Refused { busy: false, error } if error.contains("signature")),
+            "{:?}",
+            answer.results[2]
+        );
+    }
+    let BatchResult::Admitted { hash } = &from_binary.results[0] else {
+        unreachable!()
+    };
+    assert_eq!(*hash, binary_batch[0].hash());
+
+    // Malformed binary batches: refused whole, with what was wrong, and nothing admitted.
+    let good = encode_batch(&[transfer(&a, &b, 2)]);
+    let pending_before = node_pending(&http, &node.url()).await;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (good[..good.len() - 1].to_vec(), "ends inside transaction 0"),
+        (
+            [good.clone(), vec![0, 0]].concat(),
+            "ends inside transaction 1",
+        ),
+        (
+            [good.clone(), u32::MAX.to_be_bytes().to_vec()].concat(),
+            "ends inside transaction 1",
+        ),
+        (
+            [good.clone(), 3u32.to_be_bytes().to_vec(), vec![1, 2, 3]].concat(),
+            "transaction 1:",
+        ),
+        (
+            encode_batch(&vec![transfer(&a, &b, 2); 4_097]),
+            "more than 4096 transactions",
+        ),
+    ];
+    for (body, says) in cases {
+        let (status, r) = post_binary(body).await;
+        assert_eq!(status, 400, "{r}");
+        let detail = r["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{detail:?} should say {says:?}");
+    }
+    assert_eq!(node_pending(&http, &node.url()).await, pending_before);
+    let (status, r) = post_binary(Vec::new()).await;
+    assert_eq!((status, r["accepted"].as_u64()), (200, Some(0)), "{r}");
+}
+
+async fn node_pending(http: &reqwest::Client, base: &str) -> u64 {
+    let s: Value = http
+        .get(format!("{base}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    s["mempool"].as_u64().unwrap_or_else(|| panic!("{s}"))
+}
