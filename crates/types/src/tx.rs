@@ -340,16 +340,45 @@ pub fn verify_signatures_except(
     flags
 }
 
+/// Most senders' decompressed verification keys remembered; beyond it the memory is cleared.
+const MAX_REMEMBERED_KEYS: usize = 1 << 16;
+
+/// Senders' verification keys, decompressed once: decompressing a key costs about as much
+/// as a quarter of a signature check, and the same senders sign again and again.
+static KEYS: std::sync::LazyLock<
+    std::sync::Mutex<
+        std::collections::HashMap<AccountId, commonware_cryptography::ed25519::PublicKey>,
+    >,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The verification keys of `txs`' senders (`None` for one that is not a curve point).
+fn sender_keys(
+    txs: &[SignedTransaction],
+) -> Vec<Option<commonware_cryptography::ed25519::PublicKey>> {
+    let Ok(mut keys) = KEYS.lock() else {
+        return txs.iter().map(|t| t.tx.sender.verification_key()).collect();
+    };
+    if keys.len() > MAX_REMEMBERED_KEYS {
+        keys.clear();
+    }
+    txs.iter()
+        .map(|t| {
+            if let Some(key) = keys.get(&t.tx.sender) {
+                return Some(key.clone());
+            }
+            let key = t.tx.sender.verification_key()?;
+            keys.insert(t.tx.sender, key.clone());
+            Some(key)
+        })
+        .collect()
+}
+
 fn batch_verify(txs: &[SignedTransaction]) -> Vec<bool> {
     use commonware_cryptography::{BatchEntry, BatchVerifier as _, ed25519};
     let parsed: Vec<Option<(ed25519::PublicKey, ed25519::Signature)>> = txs
         .iter()
-        .map(|t| {
-            Some((
-                t.tx.sender.verification_key()?,
-                t.signature.to_commonware()?,
-            ))
-        })
+        .zip(sender_keys(txs))
+        .map(|(t, key)| Some((key?, t.signature.to_commonware()?)))
         .collect();
     let all_parsed: Option<Vec<&(ed25519::PublicKey, ed25519::Signature)>> =
         parsed.iter().map(Option::as_ref).collect();
