@@ -68,6 +68,9 @@ enum Command {
     /// Measure throughput (release builds; prints JSON).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCmd),
+    /// A hospital node's staff accounts for its browser application.
+    #[command(subcommand)]
+    Staff(cmd::staff::StaffCmd),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Testnet(c) => cmd::testnet::run(c),
         Command::Node(a) => cmd::testnet::node(a),
+        Command::Staff(c) => cmd::staff::run(c),
         Command::Devnet(a) => cmd::testnet::devnet(a),
         Command::Audit(c) => cmd::audit::run(c),
         Command::Ledger(c) => cmd::ledger::run(c),

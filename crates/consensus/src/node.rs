@@ -353,7 +353,14 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             Duration::from_millis(500),
             recording,
         ));
-        let app = api::app(backend, pdc);
+        let web = match secnet_web::Web::open(&config.data_dir, &api::node_name(&me)) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the staff accounts");
+                return;
+            }
+        };
+        let app = api::app(backend, pdc, web);
         match tokio::net::TcpListener::bind(config.api_listen).await {
             Ok(listener) => {
                 tokio::spawn(async move {

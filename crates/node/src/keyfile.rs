@@ -81,6 +81,13 @@ pub fn write_key(path: &Path, key: &Keypair, force: bool) -> Result<(), KeyFileE
             reason: e.to_string(),
         }
     })?);
+    let mut bytes = Zeroizing::new(text.as_bytes().to_vec());
+    bytes.push(b'\n');
+    write_private(path, &bytes)
+}
+
+/// Writes a secret file with mode 0600, atomically (a temporary file renamed into place).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
     let tmp = path.with_extension("key-tmp");
     let _ = fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
@@ -89,8 +96,7 @@ pub fn write_key(path: &Path, key: &Keypair, force: bool) -> Result<(), KeyFileE
         .mode(0o600)
         .open(&tmp)
         .map_err(io(&tmp))?;
-    f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-    f.write_all(b"\n").map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))?;
     Ok(())

@@ -61,7 +61,9 @@ pub async fn start_dev(
         std::time::Duration::from_millis(500),
         rx.clone(),
     ));
-    let app = api::app(backend, pdc);
+    let web = secnet_web::Web::open(dir, &crate::api::node_name(&node.key().account()))
+        .map_err(|e| StartError::Web(e.to_string()))?;
+    let app = api::app(backend, pdc, web);
     let mut rx_http = rx;
     let server = tokio::spawn(async move {
         let result = axum::serve(listener, app)
@@ -93,4 +95,7 @@ pub enum StartError {
     /// The address is unavailable.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    /// The application's staff accounts could not be opened.
+    #[error("opening the staff accounts: {0}")]
+    Web(String),
 }

@@ -15,6 +15,7 @@ pub mod load;
 pub mod query;
 pub mod rules;
 pub mod sim;
+pub mod staff;
 pub mod testnet;
 pub mod tx;
 

@@ -234,6 +234,41 @@ fn join(url: &str, genesis: &Genesis, data_dir: &Path, max_bytes: u64) -> anyhow
     Ok(())
 }
 
+/// Where `secnet devnet` keeps the sample staff sign-ins it made (0600).
+const SAMPLE_LOGINS: &str = "sample-logins.txt";
+
+/// Sample staff accounts of a new devnet: node0 and node1 are hospitals (an admin and a
+/// clinician each), node2 a research institute (a researcher). Random passwords, kept in
+/// `SAMPLE_LOGINS`.
+fn write_sample_logins(dir: &Path, validators: usize) -> anyhow::Result<()> {
+    use secnet_web::staff::{Role, StaffStore};
+    let accounts = [
+        (0, "admin", "Hospital A administrator", Role::Admin),
+        (0, "dr.ada", "Dr Ada Lovelace", Role::Clinician),
+        (1, "admin", "Hospital B administrator", Role::Admin),
+        (1, "dr.bob", "Dr Bob Kahn", Role::Clinician),
+        (
+            2,
+            "researcher",
+            "Research institute analyst",
+            Role::Researcher,
+        ),
+    ];
+    let mut lines = String::new();
+    for (node, user, name, role) in accounts {
+        if node >= validators {
+            continue;
+        }
+        let node_dir = dir.join(format!("node{node}"));
+        let store = StaffStore::open(&node_dir.join(secnet_web::WEB_FILE))?;
+        let password = hex::encode(rand::random::<[u8; 8]>());
+        store.add(user, name, role, &password, now_ms())?;
+        lines.push_str(&format!("node{node}  {user}  {role}  {password}\n"));
+    }
+    keyfile::write_private(&dir.join(SAMPLE_LOGINS), lines.as_bytes())?;
+    Ok(())
+}
+
 /// Arguments of `secnet devnet`.
 #[derive(Args)]
 pub struct DevnetArgs {
@@ -288,14 +323,16 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     let genesis = if args.dir.join("genesis.json").exists() {
         read_genesis(&args.dir.join("genesis.json"))?
     } else {
-        init(&InitArgs {
+        let genesis = init(&InitArgs {
             validators: args.validators,
             accounts: args.accounts,
             dir: args.dir.clone(),
             p2p_base_port: 9100,
             api_base_port: 8100,
             chain_id: "secnet-devnet".into(),
-        })?
+        })?;
+        write_sample_logins(&args.dir, args.validators)?;
+        genesis
     };
     let n = genesis.validators.len();
     if n != args.validators {
@@ -313,6 +350,16 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         );
     }
     println!("  client keys in {}", args.dir.join("accounts").display());
+    if let Ok(logins) = std::fs::read_to_string(args.dir.join(SAMPLE_LOGINS)) {
+        println!(
+            "  the application: open {}/app",
+            apis.first().map(String::as_str).unwrap_or("")
+        );
+        println!("  sample staff sign-ins (node, username, role, password):");
+        for line in logins.lines() {
+            println!("    {line}");
+        }
+    }
     println!(
         "try: secnet status --node {} --json",
         apis.first().map(String::as_str).unwrap_or("")

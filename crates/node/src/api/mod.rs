@@ -87,16 +87,24 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi())
 }
 
-/// The whole HTTP API of a node: the ledger's routes, the Private Data Center's, a 30 s
-/// request timeout, and every error answered as problem+json.
-pub fn app(node: Arc<dyn Backend>, pdc: Arc<crate::pdc::Pdc>) -> Router {
+/// Everything a node serves: the ledger's routes and the Private Data Center's (every error
+/// answered as problem+json), and the browser application under `/app` (errors as pages);
+/// a 30 s request timeout on all.
+pub fn app(node: Arc<dyn Backend>, pdc: Arc<crate::pdc::Pdc>, web: Arc<secnet_web::Web>) -> Router {
     router(node.clone())
         .merge(crate::pdc::router(node, pdc))
+        .layer(axum::middleware::map_response(problem_json))
+        .merge(secnet_web::router(web))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             std::time::Duration::from_secs(30),
         ))
-        .layer(axum::middleware::map_response(problem_json))
+}
+
+/// How the application names a node to its users: its account's first eight hex digits.
+pub fn node_name(account: &secnet_types::AccountId) -> String {
+    let hex = account.to_string();
+    format!("node {}", hex.get(..8).unwrap_or(&hex))
 }
 
 /// The API's routes.

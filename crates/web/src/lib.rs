@@ -1,0 +1,592 @@
+//! The application people use in a browser, served by every node under `/app`.
+//!
+//! - [`staff`]: a hospital's staff accounts (clinician, researcher, admin) with Argon2id
+//!   password hashes in `web.redb`.
+//! - [`session`]: sessions held by the node behind an HttpOnly, Secure, SameSite=Strict
+//!   cookie, a CSRF token per session checked on every form, and sign-in throttling.
+//! - Pages are server-rendered from compile-time-checked templates that escape every value;
+//!   htmx is served from the node itself; every answer carries a Content-Security-Policy that
+//!   allows no inline script and nothing from elsewhere.
+
+pub mod session;
+pub mod staff;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Form, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use session::{Session, Sessions, Throttle, new_token, same_secret};
+use staff::{Role, StaffError, StaffMember, StaffStore};
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+/// The file in a node's data directory that holds its staff accounts.
+pub const WEB_FILE: &str = "web.redb";
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "secnet_session";
+/// The cookie that carries the sign-in form's CSRF token before there is a session.
+pub const LOGIN_COOKIE: &str = "secnet_login";
+/// Largest form body.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// What every page is served with: no script or style but the node's own files, no
+/// framing, no referrer, no caching of pages that show records.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
+
+/// The application's state on one node.
+#[derive(Debug)]
+pub struct Web {
+    staff: StaffStore,
+    sessions: Sessions,
+    throttle: Throttle,
+    node_name: String,
+}
+
+impl Web {
+    /// Opens the application of the node whose data directory is `data_dir`, shown to
+    /// users as `node_name`.
+    pub fn open(data_dir: &FsPath, node_name: &str) -> Result<Arc<Web>, StaffError> {
+        Ok(Arc::new(Web {
+            staff: StaffStore::open(&data_dir.join(WEB_FILE))?,
+            sessions: Sessions::default(),
+            throttle: Throttle::default(),
+            node_name: node_name.to_string(),
+        }))
+    }
+
+    /// The staff accounts.
+    pub fn staff(&self) -> &StaffStore {
+        &self.staff
+    }
+}
+
+type WebState = State<Arc<Web>>;
+
+/// The application's routes, every answer with the security headers.
+pub fn router(web: Arc<Web>) -> Router {
+    Router::new()
+        .route("/app", get(index))
+        .route("/app/", get(index))
+        .route("/app/login", get(login_page).post(login))
+        .route("/app/logout", post(logout))
+        .route("/app/home", get(home))
+        .route("/app/staff", get(staff_page).post(add_staff))
+        .route("/app/static/{file}", get(asset))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(web)
+}
+
+async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The signed-in user as the page header shows them.
+#[derive(Debug, Clone)]
+struct Who {
+    display_name: String,
+    csrf: String,
+    is_admin: bool,
+}
+
+impl From<&Session> for Who {
+    fn from(s: &Session) -> Who {
+        Who {
+            display_name: s.member.display_name.clone(),
+            csrf: s.csrf.clone(),
+            is_admin: s.member.role == Role::Admin,
+        }
+    }
+}
+
+/// Renders a page, or a plain 500 if the template fails.
+fn page(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "page did not render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    node_name: &'a str,
+    who: Option<Who>,
+    message: &'a str,
+    back: &'a str,
+}
+
+fn message(
+    web: &Web,
+    status: StatusCode,
+    who: Option<Who>,
+    title: &str,
+    text: &str,
+    back: &str,
+) -> Response {
+    page(
+        status,
+        &MessagePage {
+            title,
+            node_name: &web.node_name,
+            who,
+            message: text,
+            back,
+        },
+    )
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn set_cookie(name: &str, value: &str, max_age_secs: u64) -> (header::HeaderName, String) {
+    (
+        header::SET_COOKIE,
+        format!(
+            "{name}={value}; Path=/app; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age_secs}"
+        ),
+    )
+}
+
+fn session_of(web: &Web, headers: &HeaderMap) -> Option<(String, Session)> {
+    let token = cookie(headers, SESSION_COOKIE)?;
+    let session = web.sessions.get(&token)?;
+    Some((token, session))
+}
+
+/// The session, or the answer for a request without one: back to sign-in.
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
+fn signed_in(web: &Web, headers: &HeaderMap) -> Result<(String, Session), Response> {
+    session_of(web, headers).ok_or_else(|| Redirect::to("/app/login").into_response())
+}
+
+/// Refuses a form whose CSRF token is not the session's.
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
+fn check_csrf(web: &Web, session: &Session, sent: &str, back: &str) -> Result<(), Response> {
+    if same_secret(sent, &session.csrf) {
+        return Ok(());
+    }
+    tracing::warn!(user = %session.member.username, "form refused: CSRF token missing or wrong");
+    Err(message(
+        web,
+        StatusCode::FORBIDDEN,
+        Some(Who::from(session)),
+        "Form refused",
+        "This form did not carry this session's security token, so it was not accepted. \
+         Reload the page and try again.",
+        back,
+    ))
+}
+
+async fn index(State(web): WebState, headers: HeaderMap) -> Response {
+    if session_of(&web, &headers).is_some() {
+        Redirect::to("/app/home").into_response()
+    } else {
+        Redirect::to("/app/login").into_response()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    title: &'a str,
+    node_name: &'a str,
+    who: Option<Who>,
+    csrf: String,
+    username: &'a str,
+    message: Option<String>,
+}
+
+fn login_form(web: &Web, status: StatusCode, username: &str, message: Option<String>) -> Response {
+    let csrf = new_token();
+    let mut resp = page(
+        status,
+        &LoginPage {
+            title: "Sign in",
+            node_name: &web.node_name,
+            who: None,
+            csrf: csrf.clone(),
+            username,
+            message,
+        },
+    );
+    let (name, value) = set_cookie(LOGIN_COOKIE, &csrf, 3600);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        resp.headers_mut().append(name, v);
+    }
+    resp
+}
+
+async fn login_page(State(web): WebState, headers: HeaderMap) -> Response {
+    if session_of(&web, &headers).is_some() {
+        return Redirect::to("/app/home").into_response();
+    }
+    login_form(&web, StatusCode::OK, "", None)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    username: String,
+    password: String,
+}
+
+async fn login(State(web): WebState, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+    let username = form.username.trim().to_string();
+    let shown = if username.len() <= 32 {
+        username.as_str()
+    } else {
+        ""
+    };
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !same_secret(&form.csrf, &expected) {
+        return login_form(
+            &web,
+            StatusCode::FORBIDDEN,
+            shown,
+            Some("The sign-in form had expired or did not come from this page. Try again.".into()),
+        );
+    }
+    if let Err(wait) = web.throttle.check(&username) {
+        return login_form(
+            &web,
+            StatusCode::TOO_MANY_REQUESTS,
+            shown,
+            Some(format!(
+                "Too many failed attempts for this account. Try again in {} seconds.",
+                wait.as_secs().max(1)
+            )),
+        );
+    }
+    let checked = {
+        let web = web.clone();
+        let (username, password) = (username.clone(), form.password);
+        tokio::task::spawn_blocking(move || web.staff.verify(&username, &password)).await
+    };
+    let member = match checked {
+        Ok(Ok(Some(member))) => member,
+        Ok(Ok(None)) => {
+            web.throttle.failed(&username);
+            tracing::info!("sign-in refused: wrong username or password");
+            return login_form(
+                &web,
+                StatusCode::UNAUTHORIZED,
+                shown,
+                Some("Wrong username or password.".into()),
+            );
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "sign-in failed");
+            return login_form(
+                &web,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                shown,
+                Some(e.to_string()),
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sign-in task failed");
+            return login_form(
+                &web,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                shown,
+                Some("Sign-in failed inside the node.".into()),
+            );
+        }
+    };
+    web.throttle.succeeded(&username);
+    let Some(token) = web.sessions.start(member.clone()) else {
+        return login_form(
+            &web,
+            StatusCode::SERVICE_UNAVAILABLE,
+            shown,
+            Some("The node holds too many sessions; try again later.".into()),
+        );
+    };
+    tracing::info!(user = %member.username, role = %member.role, "signed in");
+    let mut resp = Redirect::to("/app/home").into_response();
+    for (name, value) in [
+        set_cookie(SESSION_COOKIE, &token, session::MAX_AGE.as_secs()),
+        set_cookie(LOGIN_COOKIE, "", 0),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().append(name, v);
+        }
+    }
+    resp
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(State(web): WebState, headers: HeaderMap, Form(form): Form<CsrfOnly>) -> Response {
+    let (token, session) = match signed_in(&web, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_csrf(&web, &session, &form.csrf, "/app/home") {
+        return r;
+    }
+    web.sessions.end(&token);
+    tracing::info!(user = %session.member.username, "signed out");
+    let mut resp = Redirect::to("/app/login").into_response();
+    let (name, value) = set_cookie(SESSION_COOKIE, "", 0);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        resp.headers_mut().append(name, v);
+    }
+    resp
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage<'a> {
+    title: &'a str,
+    node_name: &'a str,
+    who: Option<Who>,
+    member: &'a StaffMember,
+}
+
+async fn home(State(web): WebState, headers: HeaderMap) -> Response {
+    let (_, session) = match signed_in(&web, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    page(
+        StatusCode::OK,
+        &HomePage {
+            title: "Home",
+            node_name: &web.node_name,
+            who: Some(Who::from(&session)),
+            member: &session.member,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "staff.html")]
+struct StaffPage<'a> {
+    title: &'a str,
+    node_name: &'a str,
+    who: Option<Who>,
+    csrf: &'a str,
+    members: Vec<StaffMember>,
+    roles: [Role; 3],
+    message: Option<String>,
+    message_class: &'a str,
+}
+
+/// The admin's session, or the answer for anyone else.
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
+fn admin(web: &Web, headers: &HeaderMap) -> Result<Session, Response> {
+    let (_, session) = signed_in(web, headers)?;
+    if session.member.role != Role::Admin {
+        tracing::warn!(user = %session.member.username, "staff page refused: not an admin");
+        return Err(message(
+            web,
+            StatusCode::FORBIDDEN,
+            Some(Who::from(&session)),
+            "Not allowed",
+            "Only an administrator manages staff accounts.",
+            "/app/home",
+        ));
+    }
+    Ok(session)
+}
+
+fn staff_list(
+    web: &Web,
+    session: &Session,
+    status: StatusCode,
+    note: Option<(String, bool)>,
+) -> Response {
+    let members = match web.staff.list() {
+        Ok(m) => m,
+        Err(e) => {
+            return message(
+                web,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some(Who::from(session)),
+                "Staff accounts",
+                &e.to_string(),
+                "/app/home",
+            );
+        }
+    };
+    let (message, ok) = note.map_or((None, true), |(m, ok)| (Some(m), ok));
+    page(
+        status,
+        &StaffPage {
+            title: "Staff accounts",
+            node_name: &web.node_name,
+            who: Some(Who::from(session)),
+            csrf: &session.csrf,
+            members,
+            roles: Role::ALL,
+            message,
+            message_class: if ok { "ok" } else { "error" },
+        },
+    )
+}
+
+async fn staff_page(State(web): WebState, headers: HeaderMap) -> Response {
+    match admin(&web, &headers) {
+        Ok(session) => staff_list(&web, &session, StatusCode::OK, None),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct NewStaff {
+    #[serde(default)]
+    csrf: String,
+    username: String,
+    display_name: String,
+    role: String,
+    password: String,
+}
+
+async fn add_staff(
+    State(web): WebState,
+    headers: HeaderMap,
+    Form(form): Form<NewStaff>,
+) -> Response {
+    let session = match admin(&web, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_csrf(&web, &session, &form.csrf, "/app/staff") {
+        return r;
+    }
+    let role: Role = match form.role.parse() {
+        Ok(r) => r,
+        Err(e) => {
+            return staff_list(
+                &web,
+                &session,
+                StatusCode::BAD_REQUEST,
+                Some((e.to_string(), false)),
+            );
+        }
+    };
+    let added = {
+        let web = web.clone();
+        let now = now_ms();
+        tokio::task::spawn_blocking(move || {
+            web.staff.add(
+                form.username.trim(),
+                &form.display_name,
+                role,
+                &form.password,
+                now,
+            )
+        })
+        .await
+    };
+    match added {
+        Ok(Ok(member)) => {
+            tracing::info!(by = %session.member.username, user = %member.username, role = %member.role, "staff member registered");
+            staff_list(
+                &web,
+                &session,
+                StatusCode::OK,
+                Some((
+                    format!("Registered {} ({}).", member.username, member.role),
+                    true,
+                )),
+            )
+        }
+        Ok(Err(e @ (StaffError::Invalid(_) | StaffError::Exists(_)))) => staff_list(
+            &web,
+            &session,
+            StatusCode::BAD_REQUEST,
+            Some((e.to_string(), false)),
+        ),
+        Ok(Err(e)) => staff_list(
+            &web,
+            &session,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some((e.to_string(), false)),
+        ),
+        Err(e) => staff_list(
+            &web,
+            &session,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some((e.to_string(), false)),
+        ),
+    }
+}
+
+/// The application's own static files, compiled in.
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, content_type): (&'static [u8], &str) = match file.as_str() {
+        "htmx.min.js" => (
+            include_bytes!("../static/htmx.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "app.css" => (
+            include_bytes!("../static/app.css"),
+            "text/css; charset=utf-8",
+        ),
+        _ => return (StatusCode::NOT_FOUND, "no such file").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

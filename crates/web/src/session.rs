@@ -1,0 +1,172 @@
+//! Signed-in staff: sessions held by the node (the browser keeps only a random token in an
+//! HttpOnly cookie; the node keeps its SHA-256, so its memory does not hold usable tokens),
+//! each with its own CSRF token, and the throttling of failed sign-ins.
+
+use crate::staff::StaffMember;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// A session ends this long after its last use.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// A session ends this long after sign-in, however busy.
+pub const MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+/// Most sessions a node holds; beyond it, expired ones are dropped, then sign-in is refused.
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// A 256-bit random token, hex.
+pub fn new_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+fn key_of(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A signed-in staff member, as a request sees it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Who.
+    pub member: StaffMember,
+    /// The token every form of this session carries.
+    pub csrf: String,
+}
+
+#[derive(Debug)]
+struct Held {
+    session: Session,
+    started: Instant,
+    last_used: Instant,
+}
+
+impl Held {
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.last_used) > IDLE_TIMEOUT
+            || now.duration_since(self.started) > MAX_AGE
+    }
+}
+
+/// The sessions of one node.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    held: Mutex<HashMap<[u8; 32], Held>>,
+}
+
+impl Sessions {
+    /// Starts a session for `member`: its cookie token, or `None` if the node holds too
+    /// many live sessions.
+    pub fn start(&self, member: StaffMember) -> Option<String> {
+        let mut held = self.held.lock().ok()?;
+        let now = Instant::now();
+        if held.len() >= MAX_SESSIONS {
+            held.retain(|_, h| !h.expired(now));
+            if held.len() >= MAX_SESSIONS {
+                return None;
+            }
+        }
+        let token = new_token();
+        held.insert(
+            key_of(&token),
+            Held {
+                session: Session {
+                    member,
+                    csrf: new_token(),
+                },
+                started: now,
+                last_used: now,
+            },
+        );
+        Some(token)
+    }
+
+    /// The live session of `token`, marking it used.
+    pub fn get(&self, token: &str) -> Option<Session> {
+        let mut held = self.held.lock().ok()?;
+        let key = key_of(token);
+        let now = Instant::now();
+        let h = held.get_mut(&key)?;
+        if h.expired(now) {
+            held.remove(&key);
+            return None;
+        }
+        h.last_used = now;
+        Some(h.session.clone())
+    }
+
+    /// Ends the session of `token`.
+    pub fn end(&self, token: &str) {
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(&key_of(token));
+        }
+    }
+}
+
+/// Failed sign-ins before the first pause.
+pub const FREE_FAILURES: u32 = 5;
+/// Longest pause imposed after repeated failures.
+pub const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
+/// Most names tracked; beyond it, entries whose pause is over are dropped.
+const MAX_TRACKED: usize = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    until: Option<Instant>,
+}
+
+/// Throttles sign-in per username: after [`FREE_FAILURES`] failures each further one
+/// doubles a pause (from 1 s up to [`MAX_PAUSE`]) during which attempts are refused before
+/// any password is checked. A success clears it.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+impl Throttle {
+    /// `Err(wait)` while `name` is paused.
+    pub fn check(&self, name: &str) -> Result<(), Duration> {
+        let Ok(failures) = self.failures.lock() else {
+            return Err(MAX_PAUSE);
+        };
+        let now = Instant::now();
+        match failures.get(name).and_then(|f| f.until) {
+            Some(until) if until > now => Err(until - now),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failure for `name`.
+    pub fn failed(&self, name: &str) {
+        let Ok(mut failures) = self.failures.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if failures.len() >= MAX_TRACKED {
+            failures.retain(|_, f| f.until.is_some_and(|u| u > now));
+        }
+        let f = failures.entry(name.to_string()).or_insert(Failures {
+            count: 0,
+            until: None,
+        });
+        f.count = f.count.saturating_add(1);
+        if f.count >= FREE_FAILURES {
+            let doublings = (f.count - FREE_FAILURES).min(20);
+            let pause = Duration::from_secs(1u64 << doublings).min(MAX_PAUSE);
+            f.until = Some(now + pause);
+        }
+    }
+
+    /// Clears `name` after a success.
+    pub fn succeeded(&self, name: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(name);
+        }
+    }
+}

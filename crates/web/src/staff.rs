@@ -1,0 +1,277 @@
+//! A hospital's staff accounts: who may sign in to the node's application, with which role.
+//! Passwords are kept only as Argon2id hashes (PHC strings) in `web.redb`.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const STAFF: TableDefinition<&str, &[u8]> = TableDefinition::new("staff");
+
+/// Shortest password accepted.
+pub const MIN_PASSWORD: usize = 12;
+/// Longest password accepted (Argon2 takes any length; this bounds the work per attempt).
+pub const MAX_PASSWORD: usize = 256;
+/// Longest display name.
+pub const MAX_DISPLAY_NAME: usize = 80;
+
+/// What a staff member may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Treats patients: searches and reads records patients consented to for treatment.
+    Clinician,
+    /// Studies cohorts: reads what patients consented to for research.
+    Researcher,
+    /// Manages the hospital's staff accounts.
+    Admin,
+}
+
+impl Role {
+    /// Every role, in the order forms list them.
+    pub const ALL: [Role; 3] = [Role::Clinician, Role::Researcher, Role::Admin];
+
+    /// The role's name as forms and the command line spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Clinician => "clinician",
+            Role::Researcher => "researcher",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = StaffError;
+    fn from_str(s: &str) -> Result<Role, StaffError> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                StaffError::Invalid(format!(
+                    "unknown role {s:?} (clinician, researcher or admin)"
+                ))
+            })
+    }
+}
+
+/// A staff account as the application shows it (never the hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffMember {
+    /// Sign-in name: 3–32 of `a-z 0-9 . _ -`.
+    pub username: String,
+    /// The name shown on pages (escaped wherever it is shown).
+    pub display_name: String,
+    /// What they may do.
+    pub role: Role,
+    /// When the account was made, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    member: StaffMember,
+    /// Argon2id PHC string.
+    hash: String,
+}
+
+/// Why a staff operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StaffError {
+    /// The input is not acceptable; the message says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The username is taken.
+    #[error("an account named {0:?} exists already")]
+    Exists(String),
+    /// The store could not be read or written.
+    #[error("staff store: {0}")]
+    Storage(String),
+}
+
+macro_rules! storage_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StaffError {
+            fn from(e: $t) -> Self {
+                StaffError::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+
+storage_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The staff accounts of one node.
+#[derive(Debug)]
+pub struct StaffStore {
+    db: Database,
+    /// A hash verified for unknown usernames, so that a wrong name costs as much time as a
+    /// wrong password and does not reveal which accounts exist.
+    decoy: String,
+}
+
+fn hasher() -> Argon2<'static> {
+    // OWASP's Argon2id baseline: 19 MiB, 2 passes, 1 lane.
+    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn hash_password(password: &str) -> Result<String, StaffError> {
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .map_err(|e| StaffError::Storage(format!("salt: {e}")))?;
+    hasher()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| StaffError::Storage(format!("hashing: {e}")))
+}
+
+fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        hasher()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// Checks a new account's fields; the error says which is wrong and how.
+pub fn check_new(username: &str, display_name: &str, password: &str) -> Result<(), StaffError> {
+    let valid_name = (3..=32).contains(&username.len())
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if !valid_name {
+        return Err(StaffError::Invalid(
+            "the username must be 3 to 32 characters: lower-case letters, digits, '.', '_' or '-'"
+                .into(),
+        ));
+    }
+    let name = display_name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_DISPLAY_NAME
+        || name.chars().any(char::is_control)
+    {
+        return Err(StaffError::Invalid(format!(
+            "the display name must be 1 to {MAX_DISPLAY_NAME} characters, without control characters"
+        )));
+    }
+    if password.chars().count() < MIN_PASSWORD || password.len() > MAX_PASSWORD {
+        return Err(StaffError::Invalid(format!(
+            "the password must be at least {MIN_PASSWORD} characters (and at most {MAX_PASSWORD} bytes)"
+        )));
+    }
+    Ok(())
+}
+
+impl StaffStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<StaffStore, StaffError> {
+        let db = redb::Builder::new()
+            .set_cache_size(4 * 1024 * 1024)
+            .create(path)?;
+        let write = db.begin_write()?;
+        write.open_table(STAFF)?;
+        write.commit()?;
+        Ok(StaffStore {
+            db,
+            decoy: hash_password("a password no account has, verified for unknown names")?,
+        })
+    }
+
+    /// Adds an account. Slow on purpose (Argon2id): call it off the async runtime.
+    pub fn add(
+        &self,
+        username: &str,
+        display_name: &str,
+        role: Role,
+        password: &str,
+        now_ms: u64,
+    ) -> Result<StaffMember, StaffError> {
+        check_new(username, display_name, password)?;
+        let member = StaffMember {
+            username: username.to_string(),
+            display_name: display_name.trim().to_string(),
+            role,
+            created_ms: now_ms,
+        };
+        let record = Record {
+            member: member.clone(),
+            hash: hash_password(password)?,
+        };
+        let bytes = serde_json::to_vec(&record).map_err(|e| StaffError::Storage(e.to_string()))?;
+        let write = self.db.begin_write()?;
+        {
+            let mut table = write.open_table(STAFF)?;
+            if table.get(username)?.is_some() {
+                return Err(StaffError::Exists(username.to_string()));
+            }
+            table.insert(username, bytes.as_slice())?;
+        }
+        write.commit()?;
+        Ok(member)
+    }
+
+    /// The account if `password` is its password; `None` for a wrong password or an unknown
+    /// name, which take the same time. Slow on purpose: call it off the async runtime.
+    pub fn verify(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<StaffMember>, StaffError> {
+        if password.len() > MAX_PASSWORD {
+            return Ok(None);
+        }
+        let record = self.record(username)?;
+        match record {
+            Some(r) if verify_password(&r.hash, password) => Ok(Some(r.member)),
+            Some(_) => Ok(None),
+            None => {
+                let _ = verify_password(&self.decoy, password);
+                Ok(None)
+            }
+        }
+    }
+
+    fn record(&self, username: &str) -> Result<Option<Record>, StaffError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(STAFF)?;
+        let Some(bytes) = table.get(username)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(bytes.value())
+            .map(Some)
+            .map_err(|e| StaffError::Storage(format!("account {username:?}: {e}")))
+    }
+
+    /// The account named `username`.
+    pub fn get(&self, username: &str) -> Result<Option<StaffMember>, StaffError> {
+        Ok(self.record(username)?.map(|r| r.member))
+    }
+
+    /// Every account, by username.
+    pub fn list(&self) -> Result<Vec<StaffMember>, StaffError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(STAFF)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (name, bytes) = item?;
+            let record: Record = serde_json::from_slice(bytes.value())
+                .map_err(|e| StaffError::Storage(format!("account {:?}: {e}", name.value())))?;
+            out.push(record.member);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,347 @@
+//! The application's routes over HTTP on loopback, with a real staff store: sign-in and its
+//! throttling, sessions, CSRF on every form, roles, escaping, bad input, security headers.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use secnet_web::staff::Role;
+use secnet_web::{CONTENT_SECURITY_POLICY, LOGIN_COOKIE, SESSION_COOKIE, Web};
+use std::sync::Arc;
+
+const ADMIN_PASSWORD: &str = "correct horse battery staple";
+const CLINICIAN_PASSWORD: &str = "a clinician's long password";
+
+struct App {
+    base: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    web: Arc<Web>,
+}
+
+async fn app() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let web = Web::open(dir.path(), "Hospital A").unwrap();
+    web.staff()
+        .add("admin", "Hospital A admin", Role::Admin, ADMIN_PASSWORD, 1)
+        .unwrap();
+    web.staff()
+        .add("dr.ada", "Dr Ada", Role::Clinician, CLINICIAN_PASSWORD, 1)
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = secnet_web::router(web.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    App {
+        base,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        _dir: dir,
+        web,
+    }
+}
+
+/// The value a response sets for cookie `name`, with the attributes it sets it with.
+fn set_cookie(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (pair, attributes) = v.split_once(';').unwrap_or((v, ""));
+            let (k, value) = pair.split_once('=')?;
+            (k == name).then(|| (value.to_string(), attributes.to_string()))
+        })
+}
+
+/// The value of the hidden `csrf` field of the first form on a page.
+fn csrf_field(html: &str) -> String {
+    let at = html.find(r#"name="csrf" value=""#).expect("a csrf field");
+    let rest = &html[at + r#"name="csrf" value=""#.len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+impl App {
+    async fn get(&self, path: &str, session: Option<&str>) -> (StatusCode, HeaderMap, String) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(s) = session {
+            req = req.header("cookie", format!("{SESSION_COOKIE}={s}"));
+        }
+        let r = req.send().await.unwrap();
+        (r.status(), r.headers().clone(), r.text().await.unwrap())
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        cookie: Option<String>,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).form(form);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let r = req.send().await.unwrap();
+        (r.status(), r.headers().clone(), r.text().await.unwrap())
+    }
+
+    /// Signs in through the form; the answer of the form post.
+    async fn sign_in(&self, user: &str, password: &str) -> (StatusCode, HeaderMap, String) {
+        let (status, headers, html) = self.get("/app/login", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (login_cookie, _) = set_cookie(&headers, LOGIN_COOKIE).unwrap();
+        let csrf = csrf_field(&html);
+        self.post(
+            "/app/login",
+            Some(format!("{LOGIN_COOKIE}={login_cookie}")),
+            &[("csrf", &csrf), ("username", user), ("password", password)],
+        )
+        .await
+    }
+
+    /// A session token for `user`.
+    async fn session(&self, user: &str, password: &str) -> String {
+        let (status, headers, body) = self.sign_in(user, password).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+        set_cookie(&headers, SESSION_COOKIE).unwrap().0
+    }
+}
+
+#[tokio::test]
+async fn staff_sign_in_and_out_with_a_session_cookie_only_the_node_can_use() {
+    let app = app().await;
+    // Every answer, pages and files, carries the security headers.
+    for path in ["/app/login", "/app/static/app.css", "/app/home"] {
+        let (_, headers, _) = app.get(path, None).await;
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert_eq!(csp, CONTENT_SECURITY_POLICY);
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["x-frame-options"], "DENY");
+    }
+    // Without a session, pages lead to sign-in.
+    let (status, headers, _) = app.get("/app/home", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[LOCATION], "/app/login");
+
+    let (status, _, html) = app.sign_in("dr.ada", "not the password").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(html.contains("Wrong username or password."));
+    let (status, _, html) = app.sign_in("nobody", "not the password").await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "an unknown name reads the same"
+    );
+    assert!(html.contains("Wrong username or password."));
+
+    let (status, headers, _) = app.sign_in("dr.ada", CLINICIAN_PASSWORD).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[LOCATION], "/app/home");
+    let (token, attributes) = set_cookie(&headers, SESSION_COOKIE).unwrap();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/app"] {
+        assert!(attributes.contains(attribute), "{attributes}");
+    }
+    assert_eq!(token.len(), 64);
+    let (status, _, html) = app.get("/app/home", Some(&token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Welcome, Dr Ada") && html.contains("clinician"));
+    assert!(
+        !html.contains("/app/staff"),
+        "no staff link for a clinician"
+    );
+
+    // A forged or guessed token is no session.
+    let (status, _, _) = app.get("/app/home", Some(&"0".repeat(64))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+
+    // Signing out needs the session's CSRF token, and ends the session.
+    let csrf = csrf_field(&html);
+    let cookie = Some(format!("{SESSION_COOKIE}={token}"));
+    let (status, _, html) = app
+        .post("/app/logout", cookie.clone(), &[("csrf", "x")])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("security token"));
+    let (status, headers, _) = app.post("/app/logout", cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(set_cookie(&headers, SESSION_COOKIE).unwrap().0, "");
+    let (status, _, _) = app.get("/app/home", Some(&token)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the session is over");
+}
+
+#[tokio::test]
+async fn a_sign_in_form_without_its_token_is_refused() {
+    let app = app().await;
+    let (_, headers, html) = app.get("/app/login", None).await;
+    let (login_cookie, attributes) = set_cookie(&headers, LOGIN_COOKIE).unwrap();
+    assert!(attributes.contains("HttpOnly") && attributes.contains("SameSite=Strict"));
+    let csrf = csrf_field(&html);
+    let form = |csrf: &str| {
+        vec![
+            ("csrf", csrf.to_string()),
+            ("username", "admin".to_string()),
+            ("password", ADMIN_PASSWORD.to_string()),
+        ]
+    };
+    for (cookie, field) in [
+        (None, csrf.clone()),
+        (
+            Some(format!("{LOGIN_COOKIE}={login_cookie}")),
+            String::new(),
+        ),
+        (
+            Some(format!("{LOGIN_COOKIE}={login_cookie}")),
+            "f".repeat(64),
+        ),
+    ] {
+        let f = form(&field);
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, headers, html) = app.post("/app/login", cookie, &pairs).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(set_cookie(&headers, SESSION_COOKIE).is_none());
+        assert!(html.contains("did not come from this page"));
+    }
+}
+
+#[tokio::test]
+async fn repeated_failures_pause_an_account_even_for_the_right_password() {
+    let app = app().await;
+    for _ in 0..secnet_web::session::FREE_FAILURES {
+        let (status, _, _) = app.sign_in("admin", "wrong password!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, headers, html) = app.sign_in("admin", ADMIN_PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(set_cookie(&headers, SESSION_COOKIE).is_none());
+    assert!(html.contains("Too many failed attempts"), "{html}");
+    // Other accounts are not paused.
+    app.session("dr.ada", CLINICIAN_PASSWORD).await;
+}
+
+#[tokio::test]
+async fn only_an_admin_registers_staff_and_every_value_is_shown_as_text() {
+    let app = app().await;
+    let clinician = app.session("dr.ada", CLINICIAN_PASSWORD).await;
+    let (status, _, html) = app.get("/app/staff", Some(&clinician)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("Only an administrator"));
+
+    let admin = app.session("admin", ADMIN_PASSWORD).await;
+    let (status, _, html) = app.get("/app/staff", Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    let csrf = csrf_field(&html);
+    let cookie = || Some(format!("{SESSION_COOKIE}={admin}"));
+    let script = "<script>alert('x')</script> Eve";
+    let new = |csrf: &str, user: &str, name: &str, role: &str, password: &str| {
+        [
+            ("csrf", csrf.to_string()),
+            ("username", user.to_string()),
+            ("display_name", name.to_string()),
+            ("role", role.to_string()),
+            ("password", password.to_string()),
+        ]
+    };
+    let post = async |form: [(&str, String); 5]| {
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        app.post("/app/staff", cookie(), &pairs).await
+    };
+
+    // Without the CSRF token nothing is registered.
+    let (status, _, _) = post(new("", "eve", script, "clinician", "long enough password")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(app.web.staff().get("eve").unwrap().is_none());
+
+    // Bad input: a clear message on the page, nothing stored.
+    for (form, says) in [
+        (
+            new(&csrf, "Eve!", "Eve", "clinician", "long enough password"),
+            "username must be",
+        ),
+        (
+            new(&csrf, "eve", "Eve", "clinician", "short"),
+            "at least 12 characters",
+        ),
+        (
+            new(&csrf, "eve", "Eve", "surgeon", "long enough password"),
+            "unknown role",
+        ),
+        (
+            new(&csrf, "eve", "", "clinician", "long enough password"),
+            "display name",
+        ),
+        (
+            new(
+                &csrf,
+                "dr.ada",
+                "Ada again",
+                "clinician",
+                "long enough password",
+            ),
+            "exists already",
+        ),
+    ] {
+        let (status, _, html) = post(form).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(html.contains(says), "{says}: {html}");
+    }
+    assert!(app.web.staff().get("eve").unwrap().is_none());
+
+    // A name containing a script is stored and shown as text, never run.
+    let (status, _, html) = post(new(
+        &csrf,
+        "eve",
+        script,
+        "researcher",
+        "long enough password",
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Registered eve (researcher)"));
+    let (_, _, html) = app.get("/app/staff", Some(&admin)).await;
+    assert!(!html.contains("<script>alert"), "{html}");
+    assert!(
+        html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"),
+        "{html}"
+    );
+    let eve = app.session("eve", "long enough password").await;
+    let (_, _, html) = app.get("/app/home", Some(&eve)).await;
+    assert!(!html.contains("<script>alert"), "{html}");
+
+    // An oversized form is refused before it is read.
+    let big = "x".repeat(secnet_web::MAX_FORM_BYTES + 1);
+    let (status, _, _) = post(new(&csrf, "big", &big, "clinician", "long enough password")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(app.web.staff().get("big").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_application_serves_its_own_scripts_and_styles_only() {
+    let app = app().await;
+    let (status, headers, body) = app.get("/app/static/htmx.min.js", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(body.contains("htmx"));
+    let (status, _, _) = app.get("/app/static/../lib.rs", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = app.get("/app/static/other.js", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Pages load nothing from elsewhere and carry no inline script.
+    let (_, _, html) = app.get("/app/login", None).await;
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    assert!(html.contains(r#"<script src="/app/static/htmx.min.js" defer></script>"#));
+    assert_eq!(html.matches("<script").count(), 1);
+    assert!(html.contains(r#"<label for="username">"#) && html.contains(r#"<html lang="en">"#));
+}
