@@ -179,6 +179,10 @@ pub fn check_new(username: &str, display_name: &str, password: &str) -> Result<(
 impl StaffStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<StaffStore, StaffError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StaffError::Storage(format!("{}: {e}", parent.display())))?;
+        }
         let db = redb::Builder::new()
             .set_cache_size(4 * 1024 * 1024)
             .create(path)?;
