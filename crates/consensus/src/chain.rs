@@ -340,9 +340,10 @@ impl Chain {
     }
 }
 
-/// Most blocks pruned from the ledger in one write, so that pruning a long history does
-/// not hold the ledger for long.
-const PRUNE_BATCH: u64 = 1_024;
+/// Most blocks pruned from the ledger in one write (each is read back for its transactions'
+/// index entries), so that pruning holds the ledger only briefly; after every
+/// `PRUNE_EVERY` heights, which outpaces the chain.
+const PRUNE_BATCH: u64 = 128;
 
 /// A finalized block that could not be executed: the node must stop, not skip it.
 #[derive(Debug, thiserror::Error)]

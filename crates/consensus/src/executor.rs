@@ -105,8 +105,8 @@ impl Executor {
                                 tracing::error!(height, "validator state poisoned; stopping");
                                 return;
                             }
-                            if height.is_multiple_of(PRUNE_EVERY) && !self.prune(height) {
-                                return;
+                            if height.is_multiple_of(PRUNE_EVERY) {
+                                self.prune(height);
                             }
                         }
                         Ok(Executed::AlreadyApplied) => {
@@ -129,8 +129,8 @@ impl Executor {
 impl Executor {
     /// Prunes history below the retention after executing `height`: consensus archives
     /// (marshal ignores heights it has not processed) and, if configured, the ledger's
-    /// blocks. False if the ledger failed and the executor must stop.
-    fn prune(&self, height: u64) -> bool {
+    /// blocks, a few at a time (see `PRUNE_BATCH`), so the ledger is held only briefly.
+    fn prune(&self, height: u64) {
         if let Some(below) = height.checked_sub(self.retention.archive) {
             self.marshal.prune(Height::new(below));
         }
@@ -143,12 +143,11 @@ impl Executor {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(height, pruned = n, below, "pruned ledger blocks"),
                 Err(e) => {
-                    tracing::error!(height, error = %e, "cannot prune ledger blocks; stopping");
-                    return false;
+                    // Pruning is housekeeping: a failure is reported, and execution goes on.
+                    tracing::error!(height, error = %e, "cannot prune ledger blocks");
                 }
             }
         }
-        true
     }
 }
 

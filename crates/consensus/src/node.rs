@@ -364,7 +364,12 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
         match tokio::net::TcpListener::bind(config.api_listen).await {
             Ok(listener) => {
                 tokio::spawn(async move {
-                    if let Err(e) = axum::serve(listener, app).await {
+                    if let Err(e) = axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                    )
+                    .await
+                    {
                         tracing::error!(error = %e, "HTTP API stopped");
                     }
                 });

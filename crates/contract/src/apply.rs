@@ -9,7 +9,8 @@ use crate::log_entry::LogEntry;
 use crate::state::{ChainTip, State};
 use secnet_types::limits::{
     BASIS_POINTS, EXPIRED_GRANT_RETENTION_MS, MAX_ACCESS_ENTRIES, MAX_ADDRESS, MAX_BLOCK_TXS,
-    MAX_CATEGORY, MAX_DESCRIPTION, MAX_GRANT_TTL_SECS, MAX_PURPOSE, MAX_SCORE_PPM,
+    MAX_CATEGORY, MAX_DESCRIPTION, MAX_GRANT_TTL_SECS, MAX_GRANTS_RETIRED_PER_BLOCK, MAX_PURPOSE,
+    MAX_SCORE_PPM,
 };
 use secnet_types::{
     AccessEntry, AccountId, Block, BlockError, Call, DataKind, Event, Hash, Outcome, Receipt,
@@ -591,13 +592,18 @@ impl State {
     }
 
     /// Removes the grants that expired more than [`EXPIRED_GRANT_RETENTION_MS`] before
-    /// `now_ms` (block time): they authorise nothing any more, and their issue stays in the
-    /// access log. Kept that long so that a holder's late access records can still name them.
+    /// `now_ms` (block time), oldest first and at most [`MAX_GRANTS_RETIRED_PER_BLOCK`] per
+    /// block (grants made to expire together are retired over several blocks): they
+    /// authorise nothing any more, and their issue stays in the access log. Kept that long so
+    /// that a holder's late access records can still name them.
     fn retire_expired_grants(&mut self, now_ms: u64, changes: &mut Changes) {
         let Some(cutoff) = now_ms.checked_sub(EXPIRED_GRANT_RETENTION_MS) else {
             return;
         };
-        while let Some(&(expires_at_ms, id)) = self.expiring.first() {
+        for _ in 0..MAX_GRANTS_RETIRED_PER_BLOCK {
+            let Some(&(expires_at_ms, id)) = self.expiring.first() else {
+                break;
+            };
             if expires_at_ms >= cutoff {
                 break;
             }

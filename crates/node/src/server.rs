@@ -66,11 +66,14 @@ pub async fn start_dev(
     let app = api::app(backend, pdc, web);
     let mut rx_http = rx;
     let server = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx_http.changed().await;
-            })
-            .await;
+        let result = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx_http.changed().await;
+        })
+        .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "HTTP server stopped");
         }

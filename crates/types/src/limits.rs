@@ -26,6 +26,9 @@ pub const MAX_GRANT_TTL_SECS: u32 = 86_400;
 /// a holder's records of late accesses can still name it. Then block execution removes it;
 /// its issue stays in the access log.
 pub const EXPIRED_GRANT_RETENTION_MS: u64 = 3_600_000;
+/// Most expired grants one block removes from the state (the rest go in later blocks), so
+/// that grants made to expire together cannot make one block's execution spike.
+pub const MAX_GRANTS_RETIRED_PER_BLOCK: usize = 1_024;
 /// The holder's share of a payment is expressed in basis points of the price.
 pub const BASIS_POINTS: u16 = 10_000;
 /// Detector scores are parts per million: 0 is surely benign, 1,000,000 surely malicious.

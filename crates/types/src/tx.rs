@@ -351,26 +351,44 @@ static KEYS: std::sync::LazyLock<
     >,
 > = std::sync::LazyLock::new(Default::default);
 
-/// The verification keys of `txs`' senders (`None` for one that is not a curve point).
+/// The verification keys of `txs`' senders (`None` for one that is not a curve point):
+/// remembered ones copied out under the lock, the others decompressed without it.
 fn sender_keys(
     txs: &[SignedTransaction],
 ) -> Vec<Option<commonware_cryptography::ed25519::PublicKey>> {
-    let Ok(mut keys) = KEYS.lock() else {
-        return txs.iter().map(|t| t.tx.sender.verification_key()).collect();
+    let mut keys: Vec<Option<commonware_cryptography::ed25519::PublicKey>> = match KEYS.lock() {
+        Ok(known) => txs
+            .iter()
+            .map(|t| known.get(&t.tx.sender).cloned())
+            .collect(),
+        Err(_) => vec![None; txs.len()],
     };
-    if keys.len() > MAX_REMEMBERED_KEYS {
-        keys.clear();
+    for (key, t) in keys.iter_mut().zip(txs) {
+        if key.is_none() {
+            *key = t.tx.sender.verification_key();
+        }
     }
-    txs.iter()
-        .map(|t| {
-            if let Some(key) = keys.get(&t.tx.sender) {
-                return Some(key.clone());
-            }
-            let key = t.tx.sender.verification_key()?;
-            keys.insert(t.tx.sender, key.clone());
-            Some(key)
-        })
-        .collect()
+    keys
+}
+
+/// Remembers the keys of senders whose signatures just verified (never those of forged
+/// transactions, so that they cannot flush the memory for free).
+fn remember_keys(
+    txs: &[SignedTransaction],
+    parsed: &[&(
+        commonware_cryptography::ed25519::PublicKey,
+        commonware_cryptography::ed25519::Signature,
+    )],
+) {
+    let Ok(mut known) = KEYS.lock() else {
+        return;
+    };
+    if known.len() > MAX_REMEMBERED_KEYS {
+        known.clear();
+    }
+    for (t, (key, _)) in txs.iter().zip(parsed) {
+        known.entry(t.tx.sender).or_insert_with(|| key.clone());
+    }
 }
 
 fn batch_verify(txs: &[SignedTransaction]) -> Vec<bool> {
@@ -401,6 +419,7 @@ fn batch_verify(txs: &[SignedTransaction]) -> Vec<bool> {
             &commonware_parallel::Sequential,
         );
         if batch_ok {
+            remember_keys(txs, &keys);
             return vec![true; txs.len()];
         }
     }

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use session::{Session, Sessions, Throttle, new_token, same_secret};
+use session::{AttemptKeys, Session, Sessions, Throttle, new_token, same_secret};
 use staff::{Role, StaffError, StaffMember, StaffStore};
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -38,13 +38,37 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
+/// Password checks run at once (each takes about 19 MiB and tens of milliseconds of a
+/// core); sign-ins beyond them are answered "busy" rather than queued.
+pub const MAX_PASSWORD_CHECKS: usize = 2;
+
 /// The application's state on one node.
 #[derive(Debug)]
 pub struct Web {
     staff: StaffStore,
     sessions: Sessions,
     throttle: Throttle,
+    password_checks: Arc<tokio::sync::Semaphore>,
     node_name: String,
+}
+
+/// The address a request came from, when the server records it (`ConnectInfo`).
+#[derive(Debug, Clone, Copy)]
+struct Source(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Source, Self::Rejection> {
+        Ok(Source(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
 }
 
 impl Web {
@@ -55,6 +79,7 @@ impl Web {
             staff: StaffStore::open(&data_dir.join(WEB_FILE))?,
             sessions: Sessions::default(),
             throttle: Throttle::default(),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(MAX_PASSWORD_CHECKS)),
             node_name: node_name.to_string(),
         }))
     }
@@ -274,7 +299,12 @@ struct LoginForm {
     password: String,
 }
 
-async fn login(State(web): WebState, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(web): WebState,
+    Source(source): Source,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let username = form.username.trim().to_string();
     let shown = if username.len() <= 32 {
         username.as_str()
@@ -290,7 +320,19 @@ async fn login(State(web): WebState, headers: HeaderMap, Form(form): Form<LoginF
             Some("The sign-in form had expired or did not come from this page. Try again.".into()),
         );
     }
-    if let Err(wait) = web.throttle.check(&username) {
+    let wrong = |web: &Web| {
+        tracing::info!("sign-in refused: wrong username or password");
+        login_form(
+            web,
+            StatusCode::UNAUTHORIZED,
+            shown,
+            Some("Wrong username or password.".into()),
+        )
+    };
+    // A name no account can have costs no password check (the form of names is public).
+    let valid = staff::valid_username(&username);
+    let keys = AttemptKeys::new(if valid { &username } else { "" }, source);
+    if let Err(wait) = web.throttle.attempt(&keys) {
         return login_form(
             &web,
             StatusCode::TOO_MANY_REQUESTS,
@@ -301,23 +343,30 @@ async fn login(State(web): WebState, headers: HeaderMap, Form(form): Form<LoginF
             )),
         );
     }
+    if !valid {
+        return wrong(&web);
+    }
+    let Ok(permit) = web.password_checks.clone().try_acquire_owned() else {
+        return login_form(
+            &web,
+            StatusCode::SERVICE_UNAVAILABLE,
+            shown,
+            Some("The node is busy signing others in; try again in a moment.".into()),
+        );
+    };
     let checked = {
         let web = web.clone();
         let (username, password) = (username.clone(), form.password);
-        tokio::task::spawn_blocking(move || web.staff.verify(&username, &password)).await
+        // The permit goes with the check: a request given up on does not free it early.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            web.staff.verify(&username, &password)
+        })
+        .await
     };
     let member = match checked {
         Ok(Ok(Some(member))) => member,
-        Ok(Ok(None)) => {
-            web.throttle.failed(&username);
-            tracing::info!("sign-in refused: wrong username or password");
-            return login_form(
-                &web,
-                StatusCode::UNAUTHORIZED,
-                shown,
-                Some("Wrong username or password.".into()),
-            );
-        }
+        Ok(Ok(None)) => return wrong(&web),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "sign-in failed");
             return login_form(
@@ -337,7 +386,7 @@ async fn login(State(web): WebState, headers: HeaderMap, Form(form): Form<LoginF
             );
         }
     };
-    web.throttle.succeeded(&username);
+    web.throttle.succeeded(&keys);
     let Some(token) = web.sessions.start(member.clone()) else {
         return login_form(
             &web,

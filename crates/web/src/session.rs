@@ -15,6 +15,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const MAX_AGE: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions a node holds; beyond it, expired ones are dropped, then sign-in is refused.
 pub const MAX_SESSIONS: usize = 10_000;
+/// Most sessions of one account; a new sign-in ends its oldest beyond this.
+pub const MAX_SESSIONS_PER_ACCOUNT: usize = 16;
 
 /// A 256-bit random token, hex.
 pub fn new_token() -> String {
@@ -71,6 +73,16 @@ impl Sessions {
                 return None;
             }
         }
+        let mine: Vec<([u8; 32], Instant)> = held
+            .iter()
+            .filter(|(_, h)| h.session.member.username == member.username)
+            .map(|(k, h)| (*k, h.started))
+            .collect();
+        if mine.len() >= MAX_SESSIONS_PER_ACCOUNT
+            && let Some((oldest, _)) = mine.iter().min_by_key(|(_, started)| *started)
+        {
+            held.remove(oldest);
+        }
         let token = new_token();
         held.insert(
             key_of(&token),
@@ -108,11 +120,13 @@ impl Sessions {
     }
 }
 
-/// Failed sign-ins before the first pause.
+/// Failed sign-ins of one account from one source before the first pause.
 pub const FREE_FAILURES: u32 = 5;
+/// Failed sign-ins from one source, whatever the account, before the first pause.
+pub const FREE_FAILURES_PER_SOURCE: u32 = 50;
 /// Longest pause imposed after repeated failures.
 pub const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
-/// Most names tracked; beyond it, entries whose pause is over are dropped.
+/// Most keys tracked; beyond it, entries whose pause is over are dropped.
 const MAX_TRACKED: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -121,52 +135,79 @@ struct Failures {
     until: Option<Instant>,
 }
 
-/// Throttles sign-in per username: after [`FREE_FAILURES`] failures each further one
-/// doubles a pause (from 1 s up to [`MAX_PAUSE`]) during which attempts are refused before
-/// any password is checked. A success clears it.
+/// What sign-in attempts are counted against: the account as tried from one source address
+/// (so that a stranger's guesses cannot lock the owner out from elsewhere), and the source
+/// address itself (so that one source cannot try account after account).
+#[derive(Debug, Clone)]
+pub struct AttemptKeys {
+    account: String,
+    source: String,
+}
+
+impl AttemptKeys {
+    /// The keys of an attempt at `username` from `source`.
+    pub fn new(username: &str, source: Option<std::net::IpAddr>) -> AttemptKeys {
+        let source = source.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        AttemptKeys {
+            account: format!("{username}\u{0}{source}"),
+            source,
+        }
+    }
+}
+
+/// Throttles sign-in. Each attempt is counted as a failure before its password is checked
+/// (so that parallel attempts cannot all pass the check first) and forgiven if it succeeds.
+/// From the [`FREE_FAILURES`]th attempt at an account from one source, or the
+/// [`FREE_FAILURES_PER_SOURCE`]th from one source, each attempt doubles a pause (from 1 s up to [`MAX_PAUSE`])
+/// during which attempts are refused before any password is checked.
 #[derive(Debug, Default)]
 pub struct Throttle {
     failures: Mutex<HashMap<String, Failures>>,
 }
 
 impl Throttle {
-    /// `Err(wait)` while `name` is paused.
-    pub fn check(&self, name: &str) -> Result<(), Duration> {
-        let Ok(failures) = self.failures.lock() else {
+    /// Counts an attempt; `Err(wait)` if its account or source is paused (nothing counted).
+    pub fn attempt(&self, keys: &AttemptKeys) -> Result<(), Duration> {
+        let Ok(mut failures) = self.failures.lock() else {
             return Err(MAX_PAUSE);
         };
         let now = Instant::now();
-        match failures.get(name).and_then(|f| f.until) {
-            Some(until) if until > now => Err(until - now),
-            _ => Ok(()),
+        for key in [&keys.account, &keys.source] {
+            if let Some(until) = failures.get(key).and_then(|f| f.until)
+                && until > now
+            {
+                return Err(until - now);
+            }
         }
-    }
-
-    /// Counts a failure for `name`.
-    pub fn failed(&self, name: &str) {
-        let Ok(mut failures) = self.failures.lock() else {
-            return;
-        };
-        let now = Instant::now();
         if failures.len() >= MAX_TRACKED {
             failures.retain(|_, f| f.until.is_some_and(|u| u > now));
         }
-        let f = failures.entry(name.to_string()).or_insert(Failures {
-            count: 0,
-            until: None,
-        });
-        f.count = f.count.saturating_add(1);
-        if f.count >= FREE_FAILURES {
-            let doublings = (f.count - FREE_FAILURES).min(20);
-            let pause = Duration::from_secs(1u64 << doublings).min(MAX_PAUSE);
-            f.until = Some(now + pause);
+        for (key, free) in [
+            (&keys.account, FREE_FAILURES),
+            (&keys.source, FREE_FAILURES_PER_SOURCE),
+        ] {
+            let f = failures.entry(key.clone()).or_insert(Failures {
+                count: 0,
+                until: None,
+            });
+            f.count = f.count.saturating_add(1);
+            if f.count >= free {
+                let doublings = (f.count - free).min(20);
+                let pause = Duration::from_secs(1u64 << doublings).min(MAX_PAUSE);
+                f.until = Some(now + pause);
+            }
         }
+        Ok(())
     }
 
-    /// Clears `name` after a success.
-    pub fn succeeded(&self, name: &str) {
+    /// Forgives a successful attempt: the account's count from that source is cleared, and
+    /// the source's count goes back down by the one attempt.
+    pub fn succeeded(&self, keys: &AttemptKeys) {
         if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(name);
+            failures.remove(&keys.account);
+            if let Some(f) = failures.get_mut(&keys.source) {
+                f.count = f.count.saturating_sub(1);
+            }
         }
     }
 }

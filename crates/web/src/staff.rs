@@ -147,13 +147,17 @@ fn verify_password(hash: &str, password: &str) -> bool {
     })
 }
 
-/// Checks a new account's fields; the error says which is wrong and how.
-pub fn check_new(username: &str, display_name: &str, password: &str) -> Result<(), StaffError> {
-    let valid_name = (3..=32).contains(&username.len())
+/// Whether `username` has the form every account name has: 3 to 32 of `a-z 0-9 . _ -`.
+pub fn valid_username(username: &str) -> bool {
+    (3..=32).contains(&username.len())
         && username
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    if !valid_name {
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Checks a new account's fields; the error says which is wrong and how.
+pub fn check_new(username: &str, display_name: &str, password: &str) -> Result<(), StaffError> {
+    if !valid_username(username) {
         return Err(StaffError::Invalid(
             "the username must be 3 to 32 characters: lower-case letters, digits, '.', '_' or '-'"
                 .into(),

@@ -36,7 +36,13 @@ async fn app() -> App {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = secnet_web::router(web.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
     App {
         base,
         http: reqwest::Client::builder()
@@ -222,8 +228,52 @@ async fn repeated_failures_pause_an_account_even_for_the_right_password() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert!(set_cookie(&headers, SESSION_COOKIE).is_none());
     assert!(html.contains("Too many failed attempts"), "{html}");
-    // Other accounts are not paused.
+    // Other accounts are not paused, and the account itself is not paused for another
+    // source address: a stranger's guesses do not lock its owner out.
     app.session("dr.ada", CLINICIAN_PASSWORD).await;
+    let elsewhere = App {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap(),
+        base: app.base.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+        web: app.web.clone(),
+    };
+    elsewhere.session("admin", ADMIN_PASSWORD).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_cannot_outrun_the_throttle() {
+    let app = app().await;
+    // Twenty guesses at once: each is counted before its password is checked, so no more
+    // than the free failures reach a password check; the others are paused or turned away
+    // as busy.
+    let guesses = (0..20).map(|i| {
+        let app = &app;
+        async move { app.sign_in("admin", &format!("guess number {i}")).await.0 }
+    });
+    let statuses = futures::future::join_all(guesses).await;
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert!(
+        checked <= secnet_web::session::FREE_FAILURES as usize,
+        "{checked} guesses were checked: {statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| {
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ]
+        .contains(s)
+    }));
+    // A name no account can have is refused without a password check.
+    let (status, _, _) = app.sign_in(&"x".repeat(5_000), "whatever it is").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

@@ -45,12 +45,15 @@ pub(super) async fn snapshot(State(node): Node) -> ApiResult<Response> {
         .map_err(NodeError::from)?;
     let height = source.height().map_err(NodeError::from)?;
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut out = std::io::BufWriter::with_capacity(
             CHUNK,
             ChannelWriter {
                 sender: sender.clone(),
+                runtime,
+                deadline: std::time::Instant::now() + STREAM_DEADLINE,
             },
         );
         if let Err(e) = source.write_to(&mut out) {
@@ -72,16 +75,37 @@ pub(super) async fn snapshot(State(node): Node) -> ApiResult<Response> {
         .into_response())
 }
 
-/// Hands written bytes to the response body; fails once the client went away.
+/// A reader that takes no chunk for this long is dropped: a slow reader would otherwise
+/// hold the only snapshot permit and a database read open (which keeps the ledger file from
+/// reusing freed pages).
+const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// No snapshot stream lasts longer than this.
+const STREAM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Hands written bytes to the response body; fails once the client went away, stalls, or
+/// the stream's deadline passes.
 struct ChannelWriter {
     sender: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    runtime: tokio::runtime::Handle,
+    deadline: std::time::Instant,
 }
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.sender
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        let gone = |why: &str| std::io::Error::new(std::io::ErrorKind::BrokenPipe, why.to_owned());
+        let left = self
+            .deadline
+            .checked_duration_since(std::time::Instant::now())
+            .ok_or_else(|| gone("the stream's deadline passed"))?;
+        let chunk = Ok(Bytes::copy_from_slice(buf));
+        self.runtime
+            .block_on(self.sender.send_timeout(chunk, STALL_LIMIT.min(left)))
+            .map_err(|e| match e {
+                tokio::sync::mpsc::error::SendTimeoutError::Timeout(_) => {
+                    gone("the client stopped reading")
+                }
+                tokio::sync::mpsc::error::SendTimeoutError::Closed(_) => gone("client went away"),
+            })?;
         Ok(buf.len())
     }
 

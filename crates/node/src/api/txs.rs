@@ -83,6 +83,7 @@ pub(super) async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> Api
         (status = 200, description = "one result per transaction: its hash, or why it was not admitted", body = BatchAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "body over the batch limit", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "too many batches being admitted at once: retry", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn submit_txs(
@@ -101,16 +102,26 @@ pub(super) async fn submit_txs(
         decode_json_batch(&body)?
     };
     // Checking a batch's signatures takes milliseconds: off the async runtime, which also
-    // runs consensus on a validator.
-    let results = tokio::task::spawn_blocking(move || node.submit_batch(txs))
-        .await
-        .map_err(|e| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error",
-                format!("admission failed: {e}"),
-            )
-        })??;
+    // runs consensus on a validator, and only a few batches at once.
+    let permit = ADMISSIONS.try_acquire().map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("{MAX_ADMISSIONS} batches are being admitted; retry shortly"),
+        )
+    })?;
+    let results = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        node.submit_batch(txs)
+    })
+    .await
+    .map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            format!("admission failed: {e}"),
+        )
+    })??;
     let accepted = results.iter().filter(|r| r.is_ok()).count();
     let results = results
         .into_iter()
@@ -124,6 +135,10 @@ pub(super) async fn submit_txs(
         .collect();
     Ok(Json(BatchAnswer { accepted, results }))
 }
+
+/// Batches admitted at once; more are answered 503 (retry).
+const MAX_ADMISSIONS: usize = 8;
+static ADMISSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_ADMISSIONS);
 
 fn decode_json_batch(body: &[u8]) -> ApiResult<Vec<SignedTransaction>> {
     let req: SubmitTxs = serde_json::from_slice(body).map_err(|e| {
