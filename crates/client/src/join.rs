@@ -1,12 +1,15 @@
-//! Joining a network from a snapshot: a new validator downloads another node's state,
-//! checks it against roots a validator quorum certified, installs it as its ledger, and
-//! keeps a certified finalization at or below the snapshot's height where its consensus
-//! starts. The serving node is trusted for nothing but availability.
+//! Joining a network from a snapshot: a new validator downloads another node's state (to
+//! disk, bounded), checks the tip it claims against a certified header before reading the
+//! rest, checks every recent block's roots the same way, and installs it as its ledger
+//! together with a certified finalization at or below the snapshot's height where its
+//! consensus starts (one write, moved into place when complete). The serving node is
+//! trusted for nothing but availability.
 
+use crate::VerifyError;
 use crate::remote::{ClientError, RemoteNode};
 use secnet_certified::CertifiedHeader;
-use secnet_ledger::{FLOOR_FILE, LEDGER_FILE, Ledger, Snapshot};
-use secnet_types::{Genesis, Hash};
+use secnet_ledger::{LEDGER_FILE, Ledger, Snapshot};
+use secnet_types::{BlockHeader, Genesis, Hash};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,38 +56,58 @@ pub async fn join_from_snapshot(
         .map_err(|e| ClientError::Node(format!("cannot create {}: {e}", dir.display())))?;
     let partial = dir.join(PARTIAL);
     let bytes = download(remote, &partial, max_bytes).await?;
+    let open = || {
+        std::fs::File::open(&partial)
+            .map(std::io::BufReader::new)
+            .map_err(|e| ClientError::Node(format!("{}: {e}", partial.display())))
+    };
+
+    // The tip it claims must be certified before the rest is read into memory.
+    let tip = secnet_ledger::read_head(open()?, genesis)
+        .map_err(|e| ClientError::Malformed(e.to_string()))?;
+    check_certified(remote, genesis, tip.height, tip.state_root, tip.block_hash).await?;
+
     let snapshot = {
-        let path = partial.clone();
+        let reader = open()?;
         let genesis = genesis.clone();
-        tokio::task::spawn_blocking(move || -> Result<Snapshot, ClientError> {
-            let file = std::fs::File::open(&path)
-                .map_err(|e| ClientError::Node(format!("{}: {e}", path.display())))?;
-            Snapshot::read(std::io::BufReader::new(file), &genesis, max_bytes)
-                .map_err(|e| ClientError::Malformed(e.to_string()))
-        })
-        .await
-        .map_err(|e| ClientError::Node(e.to_string()))??
+        tokio::task::spawn_blocking(move || Snapshot::read(reader, &genesis, max_bytes))
+            .await
+            .map_err(|e| ClientError::Node(e.to_string()))?
+            .map_err(|e| ClientError::Malformed(e.to_string()))?
     };
     let height = snapshot.height();
-
-    // The snapshot's roots and block must be the ones a certified header commits to.
-    let certified = remote.committed_roots(height).await?;
+    // Every recent block's roots must be the certified ones: the next proposals commit
+    // to them, and this validator will check and make those commitments.
+    for block in snapshot.recent() {
+        let certified = remote.committed_roots(block.height).await?;
+        let header_hash = certified.header.as_ref().map(BlockHeader::hash);
+        if (certified.state_root, certified.receipts_root, header_hash)
+            != (
+                block.state_root,
+                block.receipts_root,
+                Some(block.block_hash),
+            )
+        {
+            return Err(VerifyError::Snapshot {
+                height: block.height,
+                reason: format!(
+                    "its block {} with state root {} and receipts root {} is not the \
+                     certified one",
+                    block.block_hash, block.state_root, block.receipts_root
+                ),
+            }
+            .into());
+        }
+    }
     let (state_root, receipts_root) = snapshot.roots();
-    let block_hash = certified
-        .header
-        .as_ref()
-        .map_or_else(|| genesis.block().hash(), |h| h.hash());
-    if (certified.state_root, certified.receipts_root, block_hash)
-        != (state_root, receipts_root, snapshot.block_hash())
-    {
-        return Err(crate::VerifyError::Snapshot {
+    let tip_roots = remote.committed_roots(height).await?;
+    if (tip_roots.state_root, tip_roots.receipts_root) != (state_root, receipts_root) {
+        return Err(VerifyError::Snapshot {
             height,
             reason: format!(
-                "it holds state root {state_root}, receipts root {receipts_root} and block {}; \
-                 the certified ones are {}, {} and {block_hash}",
-                snapshot.block_hash(),
-                certified.state_root,
-                certified.receipts_root
+                "it holds state root {state_root} and receipts root {receipts_root}; the \
+                 certified ones are {} and {}",
+                tip_roots.state_root, tip_roots.receipts_root
             ),
         }
         .into());
@@ -94,21 +117,23 @@ pub async fn join_from_snapshot(
     } else {
         Some(certified_floor(remote, height).await?)
     };
+    let floor_bytes = floor
+        .as_ref()
+        .map(|(_, certified)| serde_json::to_vec(certified))
+        .transpose()
+        .map_err(|e| ClientError::Malformed(e.to_string()))?;
 
     let entries = snapshot.entry_count();
     let log_size = snapshot.log_size();
     {
         let dir = dir.to_path_buf();
         let genesis = genesis.clone();
-        tokio::task::spawn_blocking(move || Ledger::install_snapshot(&dir, &genesis, snapshot))
-            .await
-            .map_err(|e| ClientError::Node(e.to_string()))?
-            .map_err(|e| ClientError::Node(format!("installing the snapshot: {e}")))?;
-    }
-    if let Some((_, certified)) = &floor {
-        let json = serde_json::to_vec_pretty(certified)
-            .map_err(|e| ClientError::Malformed(e.to_string()))?;
-        write_file(&dir.join(FLOOR_FILE), &json)?;
+        tokio::task::spawn_blocking(move || {
+            Ledger::install_snapshot(&dir, &genesis, snapshot, floor_bytes.as_deref())
+        })
+        .await
+        .map_err(|e| ClientError::Node(e.to_string()))?
+        .map_err(|e| ClientError::Node(format!("installing the snapshot: {e}")))?;
     }
     let _ = std::fs::remove_file(&partial);
     Ok(Joined {
@@ -119,6 +144,34 @@ pub async fn join_from_snapshot(
         log_size,
         bytes,
     })
+}
+
+/// Whether the state root and block hash a snapshot claims for `height` are the ones a
+/// certified header commits to.
+async fn check_certified(
+    remote: &RemoteNode,
+    genesis: &Genesis,
+    height: u64,
+    state_root: Hash,
+    block_hash: Hash,
+) -> Result<(), ClientError> {
+    let certified = remote.committed_roots(height).await?;
+    let certified_hash = certified
+        .header
+        .as_ref()
+        .map_or_else(|| genesis.block().hash(), BlockHeader::hash);
+    if (certified.state_root, certified_hash) != (state_root, block_hash) {
+        return Err(VerifyError::Snapshot {
+            height,
+            reason: format!(
+                "it claims block {block_hash} and state root {state_root}; the certified ones \
+                 are {certified_hash} and {}",
+                certified.state_root
+            ),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The newest block at or below `height` with a certificate of its own, verified.
@@ -188,15 +241,4 @@ async fn download(remote: &RemoteNode, path: &PathBuf, max_bytes: u64) -> Result
     file.sync_all()
         .map_err(|e| ClientError::Node(format!("{}: {e}", path.display())))?;
     Ok(written)
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| ClientError::Node(format!("{}: {e}", path.display())))
 }

@@ -64,8 +64,8 @@ pub enum StartError {
     /// The ledger could not be opened.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// The consensus floor of a ledger installed from a snapshot is unreadable or not
-    /// certified by this network's validators.
+    /// The consensus floor of a ledger installed from a snapshot is unreadable, not
+    /// certified by this network's validators, or above the ledger.
     #[error("{path}: {reason}")]
     Floor {
         /// The floor file.
@@ -76,28 +76,32 @@ pub enum StartError {
 }
 
 /// The certified finalization a validator installed from a snapshot starts consensus from
-/// (see [`secnet_ledger::FLOOR_FILE`]); `None` if there is no such file.
+/// (stored in its ledger with the snapshot); `None` for a ledger that grew from genesis.
 pub fn read_floor(
-    data_dir: &std::path::Path,
+    ledger: &Ledger,
     genesis: &Genesis,
 ) -> Result<Option<secnet_certified::Finalization>, StartError> {
-    let path = data_dir.join(secnet_ledger::FLOOR_FILE);
     let bad = |reason: String| StartError::Floor {
-        path: path.clone(),
+        path: ledger.path().to_path_buf(),
         reason,
     };
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(bad(e.to_string())),
+    let Some(bytes) = ledger.consensus_floor()? else {
+        return Ok(None);
     };
     let certified: secnet_certified::CertifiedHeader =
-        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("consensus floor: {e}")))?;
     let committee = secnet_certified::CommitteeVerifier::from_genesis(genesis)
         .map_err(|e| bad(e.to_string()))?;
-    let (_, finalization) = committee
+    let (header, finalization) = committee
         .verify_finalization(&certified.header.0, &certified.certificate.0)
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|e| bad(format!("consensus floor: {e}")))?;
+    let tip = ledger.state().tip().height;
+    if header.height > tip.saturating_add(1) {
+        return Err(bad(format!(
+            "consensus floor at height {} is above the ledger's {tip}",
+            header.height
+        )));
+    }
     Ok(Some(finalization))
 }
 
@@ -259,8 +263,8 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             .map_err(|_| StartError::Genesis("a validator is listed twice".into()))?;
     let validators: Vec<AccountId> = config.genesis.validators.iter().map(|v| v.key).collect();
 
-    let floor = read_floor(&config.data_dir, &config.genesis)?;
     let ledger = Ledger::open(&config.data_dir, &config.genesis)?;
+    let floor = read_floor(&ledger, &config.genesis)?;
     let cosigner = Keypair::from_seeds(*config.key.signing_seed(), *config.key.encryption_seed());
     let chain =
         Arc::new(Chain::new(ledger, &config.genesis, 200_000, 5_000).with_cosigner(cosigner));

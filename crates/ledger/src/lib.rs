@@ -16,6 +16,9 @@ pub use secnet_certified::checkpoint::{
     Checkpoint, CheckpointError, SignedCheckpoint, verifier_key,
 };
 pub use secnet_certified::log_proof::{AuditError, ConsistencyProof, InclusionProof};
-pub use snapshot::{MAX_SNAPSHOT_ITEM, SNAPSHOT_MAGIC, Snapshot, SnapshotError};
-pub use store::{FLOOR_FILE, LEDGER_FILE, Ledger, LogSubject, ReplayReport, SnapshotSource};
+pub use snapshot::{
+    MAX_SNAPSHOT_ITEM, RecentBlock, SNAPSHOT_BLOCKS, SNAPSHOT_MAGIC, Snapshot, SnapshotError,
+    read_head,
+};
+pub use store::{LEDGER_FILE, Ledger, LogSubject, RECENT_STATES, ReplayReport, SnapshotSource};
 pub use stored_block::StoredBlock;

@@ -3,19 +3,23 @@
 //!
 //! ```text
 //! "secnet-snapshot/1\n"  genesis hash (32)  tip (80)
-//! tip block:  u32 length ‖ stored block        (length 0 at height 0)
-//! entries:    u64 count, then u32 ‖ key ‖ u32 ‖ value
-//! log leaves: u64 count, then u32 ‖ leaf
+//! recent blocks: u32 count (1 to 8; 0 at height 0), then u32 length ‖ stored block,
+//!                ascending, the last being the tip's
+//! entries:       u64 count, then u32 ‖ key ‖ u32 ‖ value
+//! log leaves:    u64 count, then u32 ‖ leaf
 //! ```
 //!
 //! Reading checks everything the stream can check about itself: the entries and the log
-//! leaves hash to the tip's state root, and the tip block is the tip's block and ends at that
-//! root. What it cannot check is whether that root is the network's: the caller compares
-//! [`Snapshot::height`] and [`Snapshot::roots`] with roots a validator quorum certified
-//! before installing it ([`crate::Ledger::install_snapshot`]).
+//! leaves hash to the tip's state root, the last block is the tip's and ends at that root,
+//! and each earlier block is its successor's parent. What it cannot check is whether those
+//! roots are the network's: the caller reads the head first ([`read_head`]) and compares
+//! each block's roots ([`Snapshot::recent`]) with roots a validator quorum certified before
+//! installing it ([`crate::Ledger::install_snapshot`]). The recent blocks let the new node
+//! check and make the state commitments of the next proposals, which name the roots of
+//! heights just below the tip.
 
 use crate::error::LedgerError;
-use crate::store::{decode_tip, encode_tip};
+use crate::store::{RECENT_STATES, decode_tip, encode_tip};
 use crate::stored_block::StoredBlock;
 use secnet_contract::{ChainTip, State, StateKey, StateValue, receipts_root};
 use secnet_merkle::log::leaf_hash;
@@ -27,6 +31,8 @@ use std::io::{Read, Write};
 pub const SNAPSHOT_MAGIC: &[u8] = b"secnet-snapshot/1\n";
 /// Largest state key, state value or log leaf a snapshot may hold.
 pub const MAX_SNAPSHOT_ITEM: usize = 1024 * 1024;
+/// Most recent blocks a snapshot carries.
+pub const SNAPSHOT_BLOCKS: usize = RECENT_STATES;
 
 /// A snapshot that cannot be read or does not hold together.
 #[derive(Debug, thiserror::Error)]
@@ -56,14 +62,47 @@ pub enum SnapshotError {
     Ledger(#[from] LedgerError),
 }
 
+/// One of a snapshot's recent blocks, as the caller checks it against certified roots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentBlock {
+    /// Its height.
+    pub height: u64,
+    /// Its hash.
+    pub block_hash: Hash,
+    /// The state root after it.
+    pub state_root: Hash,
+    /// Its receipts root.
+    pub receipts_root: Hash,
+}
+
 /// A snapshot read and checked against itself, not yet against certified roots.
 #[derive(Debug)]
 pub struct Snapshot {
     pub(crate) tip: ChainTip,
-    pub(crate) tip_block: Option<StoredBlock>,
-    pub(crate) tip_block_bytes: Vec<u8>,
+    /// The recent blocks, ascending, ending with the tip's (none at height 0).
+    pub(crate) blocks: Vec<StoredBlock>,
+    /// Canonical bytes of the state entries.
     pub(crate) entries: Vec<(Vec<u8>, Vec<u8>)>,
     pub(crate) leaves: Vec<Vec<u8>>,
+}
+
+/// Reads a snapshot's head: checks the format and the network, and returns the tip it
+/// claims, so that the caller can compare it with certified roots before reading the rest.
+pub fn read_head(mut reader: impl Read, genesis: &Genesis) -> Result<ChainTip, SnapshotError> {
+    let mut magic = vec![0u8; SNAPSHOT_MAGIC.len()];
+    reader
+        .read_exact(&mut magic)
+        .map_err(|_| SnapshotError::NotASnapshot)?;
+    if magic != SNAPSHOT_MAGIC {
+        return Err(SnapshotError::NotASnapshot);
+    }
+    let found = Hash(read_array(&mut reader)?);
+    let expected = genesis.hash();
+    if found != expected {
+        return Err(SnapshotError::OtherNetwork { found, expected });
+    }
+    let tip_bytes: [u8; 80] = read_array(&mut reader)?;
+    decode_tip(&tip_bytes).map_err(|e| SnapshotError::Inconsistent(format!("tip: {e}")))
 }
 
 impl Snapshot {
@@ -77,8 +116,8 @@ impl Snapshot {
     /// network's.
     pub fn roots(&self) -> (Hash, Hash) {
         let receipts = self
-            .tip_block
-            .as_ref()
+            .blocks
+            .last()
             .map_or_else(|| receipts_root(&[]), |b| receipts_root(&b.receipts));
         (self.tip.state_root, receipts)
     }
@@ -86,6 +125,20 @@ impl Snapshot {
     /// The hash of the block at that height (the genesis block's at height 0).
     pub fn block_hash(&self) -> Hash {
         self.tip.block_hash
+    }
+
+    /// The recent blocks' heights, hashes and roots, ascending, ending with the tip's: each
+    /// to compare with certified roots.
+    pub fn recent(&self) -> Vec<RecentBlock> {
+        self.blocks
+            .iter()
+            .map(|b| RecentBlock {
+                height: b.block.header.height,
+                block_hash: b.block.hash(),
+                state_root: b.state_root,
+                receipts_root: receipts_root(&b.receipts),
+            })
+            .collect()
     }
 
     /// Number of state entries.
@@ -99,52 +152,46 @@ impl Snapshot {
     }
 
     /// Reads a snapshot of `genesis`'s network and checks it against itself. Every item is
-    /// bounded; `max_bytes` bounds the whole stream.
+    /// bounded, none may be empty (nothing the ledger stores is), and `max_bytes` bounds the
+    /// whole stream.
     pub fn read(
         reader: impl Read,
         genesis: &Genesis,
         max_bytes: u64,
     ) -> Result<Snapshot, SnapshotError> {
         let mut r = reader.take(max_bytes);
-        let mut magic = vec![0u8; SNAPSHOT_MAGIC.len()];
-        r.read_exact(&mut magic)
-            .map_err(|_| SnapshotError::NotASnapshot)?;
-        if magic != SNAPSHOT_MAGIC {
-            return Err(SnapshotError::NotASnapshot);
-        }
-        let found = Hash(read_array(&mut r)?);
-        let expected = genesis.hash();
-        if found != expected {
-            return Err(SnapshotError::OtherNetwork { found, expected });
-        }
-        let tip_bytes: [u8; 80] = read_array(&mut r)?;
-        let tip =
-            decode_tip(&tip_bytes).map_err(|e| SnapshotError::Inconsistent(format!("tip: {e}")))?;
-        let tip_block_bytes = read_item(&mut r, MAX_BLOCK_BYTES + 64 * 1024)?;
-        let tip_block = if tip.height == 0 {
-            if !tip_block_bytes.is_empty() {
-                return Err(SnapshotError::Inconsistent(
-                    "a block is given for height 0".into(),
-                ));
-            }
-            None
+        let tip = read_head(&mut r, genesis)?;
+        let block_count = u32::from_be_bytes(read_array(&mut r)?) as usize;
+        let allowed = if tip.height == 0 {
+            0..=0
         } else {
-            Some(
-                StoredBlock::from_bytes(&tip_block_bytes)
-                    .map_err(|e| SnapshotError::Inconsistent(format!("tip block: {e}")))?,
-            )
+            1..=SNAPSHOT_BLOCKS
         };
+        if !allowed.contains(&block_count) {
+            return Err(SnapshotError::Inconsistent(format!(
+                "{block_count} recent blocks for height {}",
+                tip.height
+            )));
+        }
+        let mut blocks = Vec::with_capacity(block_count);
+        for _ in 0..block_count {
+            let bytes = read_item(&mut r, MAX_BLOCK_BYTES + 64 * 1024)?;
+            blocks.push(
+                StoredBlock::from_bytes(&bytes)
+                    .map_err(|e| SnapshotError::Inconsistent(format!("recent block: {e}")))?,
+            );
+        }
         let entry_count = read_u64(&mut r)?;
         let mut entries = Vec::new();
         for _ in 0..entry_count {
-            let key = read_item(&mut r, MAX_SNAPSHOT_ITEM)?;
-            let value = read_item(&mut r, MAX_SNAPSHOT_ITEM)?;
+            let key = read_nonempty(&mut r)?;
+            let value = read_nonempty(&mut r)?;
             entries.push((key, value));
         }
         let leaf_count = read_u64(&mut r)?;
         let mut leaves = Vec::new();
         for _ in 0..leaf_count {
-            leaves.push(read_item(&mut r, MAX_SNAPSHOT_ITEM)?);
+            leaves.push(read_nonempty(&mut r)?);
         }
         let mut rest = [0u8; 1];
         if r.read(&mut rest)? != 0 {
@@ -152,10 +199,9 @@ impl Snapshot {
                 "bytes follow the last log leaf".into(),
             ));
         }
-        let snapshot = Snapshot {
+        let mut snapshot = Snapshot {
             tip,
-            tip_block,
-            tip_block_bytes,
+            blocks,
             entries,
             leaves,
         };
@@ -163,8 +209,9 @@ impl Snapshot {
         Ok(snapshot)
     }
 
-    /// The entries and leaves hash to the tip's root, and the tip block is the tip's.
-    fn check(&self, genesis: &Genesis) -> Result<(), SnapshotError> {
+    /// The entries and leaves hash to the tip's root, the last block is the tip's, each
+    /// earlier block is its successor's parent; entries are kept in canonical form.
+    fn check(&mut self, genesis: &Genesis) -> Result<(), SnapshotError> {
         let bad = |m: String| Err(SnapshotError::Inconsistent(m));
         let mut decoded = Vec::with_capacity(self.entries.len());
         for (k, v) in &self.entries {
@@ -172,6 +219,10 @@ impl Snapshot {
             let value = StateValue::from_bytes(&key, v).map_err(LedgerError::from)?;
             decoded.push((key, value));
         }
+        self.entries = decoded
+            .iter()
+            .map(|(k, v)| (k.to_bytes(), v.to_bytes()))
+            .collect();
         let hashes = self.leaves.iter().map(|l| leaf_hash(l));
         let state = State::from_entries(genesis.chain_id.clone(), self.tip, decoded, hashes)
             .map_err(LedgerError::from)?;
@@ -182,22 +233,47 @@ impl Snapshot {
                 self.tip.state_root
             ));
         }
-        if let Some(block) = &self.tip_block {
-            let header = &block.block.header;
-            if header.height != self.tip.height
-                || block.block.hash() != self.tip.block_hash
-                || header.timestamp_ms != self.tip.timestamp_ms
-                || block.state_root != self.tip.state_root
-                || block.log_size != self.log_size()
-                || block.receipts.len() != block.block.txs.len()
+        let Some(tip_block) = self.blocks.last() else {
+            if self.tip.block_hash != genesis.block().hash()
+                || self.tip.timestamp_ms != genesis.genesis_time_ms
+            {
+                return bad("a height-0 snapshot not at the genesis block".into());
+            }
+            return Ok(());
+        };
+        let header = &tip_block.block.header;
+        if header.height != self.tip.height
+            || tip_block.block.hash() != self.tip.block_hash
+            || header.timestamp_ms != self.tip.timestamp_ms
+            || tip_block.state_root != self.tip.state_root
+            || tip_block.log_size != self.log_size()
+        {
+            return bad(format!(
+                "the last block given is not the tip's (height {})",
+                self.tip.height
+            ));
+        }
+        for pair in self.blocks.windows(2) {
+            let [earlier, later] = pair else { continue };
+            if later.block.header.parent != earlier.block.hash()
+                || later.block.header.height != earlier.block.header.height + 1
+                || earlier.log_size > later.log_size
             {
                 return bad(format!(
-                    "the block given for height {} is not the tip's",
-                    self.tip.height
+                    "block {} is not the parent of the block after it",
+                    earlier.block.header.height
                 ));
             }
+        }
+        for block in &self.blocks {
+            let height = block.block.header.height;
             if let Err(e) = block.block.check_body() {
-                return bad(format!("the tip block's body: {e}"));
+                return bad(format!("block {height}'s body: {e}"));
+            }
+            if block.receipts.len() != block.block.txs.len() {
+                return bad(format!(
+                    "block {height} has other receipts than transactions"
+                ));
             }
             // Signatures are not under the header's hash: each must be as its receipt says.
             let valid = secnet_types::tx::verify_signatures(&block.block.txs);
@@ -206,24 +282,22 @@ impl Snapshot {
                 .iter()
                 .map(|r| !matches!(r.rejection(), Some(secnet_types::Rejection::BadSignature)));
             if !valid.iter().copied().eq(claimed) {
-                return bad("a tip-block signature disagrees with its receipt".into());
+                return bad(format!(
+                    "a signature in block {height} disagrees with its receipt"
+                ));
             }
-        } else if self.tip.block_hash != genesis.block().hash()
-            || self.tip.timestamp_ms != genesis.genesis_time_ms
-        {
-            return bad("a height-0 snapshot not at the genesis block".into());
         }
         Ok(())
     }
 }
 
-/// Writes a snapshot from a consistent read of the ledger: `tip`, its block, and the rows
-/// with how many there are.
+/// Writes a snapshot from a consistent read of the ledger: `tip`, the recent blocks'
+/// stored bytes (ascending, ending with the tip's), and the rows with how many there are.
 pub(crate) fn write(
     out: &mut impl Write,
     genesis: &Hash,
     tip: &ChainTip,
-    tip_block: &[u8],
+    blocks: &[Vec<u8>],
     entries: (
         u64,
         impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), LedgerError>>,
@@ -233,7 +307,11 @@ pub(crate) fn write(
     out.write_all(SNAPSHOT_MAGIC)?;
     out.write_all(genesis.as_bytes())?;
     out.write_all(&encode_tip(tip))?;
-    write_item(out, tip_block)?;
+    let count = u32::try_from(blocks.len()).map_err(|_| SnapshotError::Oversized(blocks.len()))?;
+    out.write_all(&count.to_be_bytes())?;
+    for block in blocks {
+        write_item(out, block)?;
+    }
     let (entry_count, entries) = entries;
     out.write_all(&entry_count.to_be_bytes())?;
     let mut written = 0u64;
@@ -279,6 +357,16 @@ fn read_array<const N: usize>(r: &mut impl Read) -> Result<[u8; N], SnapshotErro
 
 fn read_u64(r: &mut impl Read) -> Result<u64, SnapshotError> {
     Ok(u64::from_be_bytes(read_array(r)?))
+}
+
+/// An item that may not be empty: nothing the ledger stores is, and refusing empty items
+/// bounds the memory a stream of them could take to a small multiple of its length.
+fn read_nonempty(r: &mut impl Read) -> Result<Vec<u8>, SnapshotError> {
+    let item = read_item(r, MAX_SNAPSHOT_ITEM)?;
+    if item.is_empty() {
+        return Err(SnapshotError::Inconsistent("an empty item".into()));
+    }
+    Ok(item)
 }
 
 fn read_item(r: &mut impl Read, max: usize) -> Result<Vec<u8>, SnapshotError> {

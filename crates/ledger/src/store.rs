@@ -42,14 +42,12 @@ const META_TIP: &str = "tip";
 const META_FORMAT: &str = "format";
 /// The lowest height whose block is stored (absent: 1, every block is).
 const META_FIRST_BLOCK: &str = "first_block";
+/// A ledger installed from a snapshot: where its validator's consensus starts.
+const META_CONSENSUS_FLOOR: &str = "consensus_floor";
 const FORMAT_VERSION: &[u8] = b"secnet-ledger/2";
 
 /// The file inside a data directory that holds the ledger.
 pub const LEDGER_FILE: &str = "ledger.redb";
-/// The file inside a validator's data directory naming where its consensus starts when its
-/// ledger was installed from a snapshot: a certified header (JSON, as `/v1/blocks/{h}/
-/// certificate` serves it).
-pub const FLOOR_FILE: &str = "consensus-floor.json";
 
 /// A node's durable ledger.
 #[derive(Debug)]
@@ -614,6 +612,7 @@ impl Ledger {
         dir: &Path,
         genesis: &Genesis,
         snapshot: Snapshot,
+        floor: Option<&[u8]>,
     ) -> Result<Ledger, LedgerError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LedgerError::Storage(format!("cannot create {}: {e}", dir.display())))?;
@@ -624,17 +623,28 @@ impl Ledger {
                 dir.display()
             )));
         }
+        // Built aside and renamed into place once complete: an interrupted install leaves
+        // no ledger behind, only a partial file the next install replaces.
+        let partial = dir.join(format!("{LEDGER_FILE}.partial"));
+        let _ = std::fs::remove_file(&partial);
         let db = redb::Builder::new()
             .set_cache_size(LEDGER_CACHE_BYTES)
-            .create(&path)?;
+            .create(&partial)?;
         let tip = snapshot.tip;
+        let first = snapshot
+            .blocks
+            .first()
+            .map_or(1, |b| b.block.header.height.max(1));
         let write = db.begin_write()?;
         {
             let mut meta = write.open_table(META)?;
             meta.insert(META_FORMAT, FORMAT_VERSION)?;
             meta.insert(META_GENESIS, genesis.hash().as_bytes().as_slice())?;
             meta.insert(META_TIP, encode_tip(&tip).as_slice())?;
-            meta.insert(META_FIRST_BLOCK, tip.height.max(1).to_be_bytes().as_slice())?;
+            meta.insert(META_FIRST_BLOCK, first.to_be_bytes().as_slice())?;
+            if let Some(floor) = floor {
+                meta.insert(META_CONSENSUS_FLOOR, floor)?;
+            }
             let mut table = write.open_table(STATE)?;
             for (key, value) in &snapshot.entries {
                 table.insert(key.as_slice(), value.as_slice())?;
@@ -651,13 +661,14 @@ impl Ledger {
             }
             let mut blocks = write.open_table(BLOCKS)?;
             let mut txs = write.open_table(TXS)?;
-            if let Some(block) = &snapshot.tip_block {
-                blocks.insert(tip.height, snapshot.tip_block_bytes.as_slice())?;
+            for block in &snapshot.blocks {
+                let height = block.block.header.height;
+                blocks.insert(height, block.to_bytes().as_slice())?;
                 for ((position, tx), receipt) in (0u32..).zip(&block.block.txs).zip(&block.receipts)
                 {
                     if consumed_nonce(receipt) {
                         let mut location = [0u8; 12];
-                        location[..8].copy_from_slice(&tip.height.to_be_bytes());
+                        location[..8].copy_from_slice(&height.to_be_bytes());
                         location[8..].copy_from_slice(&position.to_be_bytes());
                         txs.insert(tx.hash().as_bytes().as_slice(), location.as_slice())?;
                     }
@@ -666,7 +677,19 @@ impl Ledger {
         }
         write.commit()?;
         drop(db);
+        std::fs::rename(&partial, &path).map_err(|e| {
+            LedgerError::Storage(format!("cannot move {} into place: {e}", partial.display()))
+        })?;
         Ledger::open(dir, genesis)
+    }
+
+    /// Where consensus starts for a ledger installed from a snapshot: the certified header
+    /// (JSON, as `/v1/blocks/{h}/certificate` serves it) stored with the snapshot, in the
+    /// same write.
+    pub fn consensus_floor(&self) -> Result<Option<Vec<u8>>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let meta = read.open_table(META)?;
+        Ok(meta.get(META_CONSENSUS_FLOOR)?.map(|v| v.value().to_vec()))
     }
 
     /// Replays every stored block from genesis in memory and compares each state root with
@@ -736,16 +759,24 @@ impl SnapshotSource {
     /// Writes the snapshot (see [`crate::snapshot`]) to `out`.
     pub fn write_to(&self, out: &mut impl std::io::Write) -> Result<(), SnapshotError> {
         let tip = self.tip()?;
-        let blocks = self.read.open_table(BLOCKS)?;
-        let tip_block = if tip.height == 0 {
-            Vec::new()
-        } else {
-            blocks
-                .get(tip.height)?
-                .ok_or_else(|| LedgerError::Corrupt(format!("block {} is missing", tip.height)))?
-                .value()
-                .to_vec()
-        };
+        let table = self.read.open_table(BLOCKS)?;
+        let mut recent = Vec::new();
+        if tip.height > 0 {
+            let from = tip
+                .height
+                .saturating_sub(crate::snapshot::SNAPSHOT_BLOCKS as u64 - 1)
+                .max(1);
+            for height in from..=tip.height {
+                // Blocks below a pruned ledger's first are simply not carried; the tip's is.
+                if let Some(bytes) = table.get(height)? {
+                    recent.push(bytes.value().to_vec());
+                } else if height == tip.height {
+                    return Err(LedgerError::Corrupt(format!("block {height} is missing")).into());
+                } else {
+                    recent.clear();
+                }
+            }
+        }
         let state = self.read.open_table(STATE)?;
         let log = self.read.open_table(LOG)?;
         let entries = state.iter()?.map(|item| {
@@ -757,7 +788,7 @@ impl SnapshotSource {
             out,
             &self.genesis,
             &tip,
-            &tip_block,
+            &recent,
             (state.len()?, entries),
             (log.len()?, leaves),
         )

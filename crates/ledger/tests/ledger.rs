@@ -291,10 +291,27 @@ fn a_ledger_installed_from_a_snapshot_continues_like_the_original() {
         source.committed_roots_at(tip.height).unwrap().unwrap()
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut joined = Ledger::install_snapshot(dir.path(), &g, snapshot).unwrap();
+    // The recent blocks come along: the last eight, each its successor's parent.
+    let recent = snapshot.recent();
+    assert_eq!(recent.len(), 8);
+    for block in &recent {
+        assert_eq!(
+            (block.state_root, block.receipts_root),
+            source.committed_roots_at(block.height).unwrap().unwrap()
+        );
+    }
+    let mut joined =
+        Ledger::install_snapshot(dir.path(), &g, snapshot, Some(b"floor".as_slice())).unwrap();
+    assert_eq!(
+        joined.consensus_floor().unwrap().as_deref(),
+        Some(b"floor".as_slice())
+    );
+    assert_eq!(source.consensus_floor().unwrap(), None);
+    assert!(!dir.path().join("ledger.redb.partial").exists());
     assert_eq!(joined.state().tip(), tip);
-    assert_eq!(joined.first_block().unwrap(), tip.height);
-    assert!(joined.block(tip.height - 1).unwrap().is_none());
+    assert_eq!(joined.first_block().unwrap(), tip.height - 7);
+    assert!(joined.block(tip.height - 8).unwrap().is_none());
+    assert!(joined.block(tip.height - 7).unwrap().is_some());
     assert_eq!(
         joined.header(tip.height).unwrap(),
         source.header(tip.height).unwrap()
@@ -307,7 +324,7 @@ fn a_ledger_installed_from_a_snapshot_continues_like_the_original() {
     assert_eq!(joined.log_leaf(0).unwrap(), source.log_leaf(0).unwrap());
     assert!(matches!(
         joined.replay_check(),
-        Err(LedgerError::Pruned { first_block, .. }) if first_block == tip.height
+        Err(LedgerError::Pruned { first_block, .. }) if first_block == tip.height - 7
     ));
 
     // Both apply the next blocks to the same roots, and the joined one reopens there.
@@ -324,11 +341,11 @@ fn a_ledger_installed_from_a_snapshot_continues_like_the_original() {
     assert_eq!(reopened.state().state_root(), root);
     // It commits the roots of the heights it executed, as the original does.
     let parent = StateCommitment {
-        from: tip.height,
+        from: tip.height - 5,
         roots: vec![],
         receipts: vec![],
     };
-    assert_eq!(reopened.commitment_after(&parent).roots.len(), 4);
+    assert_eq!(reopened.commitment_after(&parent).roots.len(), 9);
     assert_eq!(
         reopened.commitment_after(&parent),
         source.commitment_after(&parent)
@@ -336,7 +353,7 @@ fn a_ledger_installed_from_a_snapshot_continues_like_the_original() {
 
     // Installing over an existing ledger is refused.
     let again = Snapshot::read(bytes.as_slice(), &g, u64::MAX).unwrap();
-    assert!(Ledger::install_snapshot(dir.path(), &g, again).is_err());
+    assert!(Ledger::install_snapshot(dir.path(), &g, again, None).is_err());
 }
 
 #[test]
@@ -371,22 +388,23 @@ fn a_snapshot_that_does_not_hold_together_is_refused() {
     // Any flipped byte after the header is caught: by a bound, a decoder, the state root,
     // or (the tip block's receipts) by the certified roots a joining node compares.
     let header = SNAPSHOT_MAGIC.len() + 32;
-    let certified = (
-        ledger.state().tip().height,
-        ledger
-            .committed_roots_at(ledger.state().tip().height)
-            .unwrap()
-            .unwrap(),
-    );
+    let certified = |s: &Snapshot| {
+        s.height() == ledger.state().tip().height
+            && s.recent().iter().all(|b| {
+                Some((b.state_root, b.receipts_root))
+                    == ledger.committed_roots_at(b.height).unwrap()
+                    && Some(b.block_hash) == ledger.header(b.height).unwrap().map(|h| h.hash())
+            })
+    };
     for at in (header..bytes.len()).step_by(7) {
         let mut bad = bytes.clone();
         bad[at] ^= 0x20;
-        let accepted = Snapshot::read(bad.as_slice(), &g, u64::MAX)
-            .is_ok_and(|s| (s.height(), s.roots()) == certified);
+        let accepted = Snapshot::read(bad.as_slice(), &g, u64::MAX).is_ok_and(|s| certified(&s));
         assert!(!accepted, "a flipped byte at {at} went unnoticed");
     }
     // A length prefix of 4 GiB is refused before anything is allocated.
     let mut huge = bytes[..header + 80].to_vec();
+    huge.extend_from_slice(&1u32.to_be_bytes());
     huge.extend_from_slice(&u32::MAX.to_be_bytes());
     assert!(matches!(read(&huge), Err(SnapshotError::Oversized(_))));
 }

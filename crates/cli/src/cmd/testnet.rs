@@ -156,7 +156,7 @@ pub struct NodeArgs {
     #[arg(long, value_name = "URL")]
     pub join: Option<String>,
     /// Largest snapshot accepted by --join, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 30)]
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 30)]
     pub max_snapshot_bytes: u64,
 }
 
