@@ -25,10 +25,11 @@ use std::sync::Arc;
 
 /// The file in a node's data directory that holds its staff accounts.
 pub const WEB_FILE: &str = "web.redb";
-/// The session cookie.
-pub const SESSION_COOKIE: &str = "secnet_session";
+/// The session cookie. The `__Host-` prefix makes browsers refuse it unless this host set
+/// it, over a secure origin, for the whole host: no sibling domain can plant or shadow it.
+pub const SESSION_COOKIE: &str = "__Host-secnet_session";
 /// The cookie that carries the sign-in form's CSRF token before there is a session.
-pub const LOGIN_COOKIE: &str = "secnet_login";
+pub const LOGIN_COOKIE: &str = "__Host-secnet_login";
 /// Largest form body.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
 
@@ -210,7 +211,7 @@ fn set_cookie(name: &str, value: &str, max_age_secs: u64) -> (header::HeaderName
     (
         header::SET_COOKIE,
         format!(
-            "{name}={value}; Path=/app; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age_secs}"
+            "{name}={value}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age_secs}"
         ),
     )
 }

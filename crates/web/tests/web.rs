@@ -152,7 +152,7 @@ async fn staff_sign_in_and_out_with_a_session_cookie_only_the_node_can_use() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers[LOCATION], "/app/home");
     let (token, attributes) = set_cookie(&headers, SESSION_COOKIE).unwrap();
-    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/app"] {
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/;"] {
         assert!(attributes.contains(attribute), "{attributes}");
     }
     assert_eq!(token.len(), 64);
