@@ -2,7 +2,7 @@
 //!
 //! - [`staff`]: a hospital's staff accounts (clinician, researcher, admin) with Argon2id
 //!   password hashes in `web.redb`.
-//! - [`session`]: sessions held by the node behind an HttpOnly, Secure, SameSite=Strict
+//! - [`session`]: sessions held by the node behind an HttpOnly, Secure, SameSite=Strict `__Host-`
 //!   cookie, a CSRF token per session checked on every form, and sign-in throttling.
 //! - Pages are server-rendered from compile-time-checked templates that escape every value;
 //!   htmx is served from the node itself; every answer carries a Content-Security-Policy that
