@@ -1,9 +1,9 @@
 //! The browser application in real headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, which `.ci/run` installs) against a real `secnet dev` node: a hospital
 //! admin signs in, registers a staff member whose name holds a script (shown as text, never
-//! run), a form posted without its CSRF token is refused, and axe-core finds no serious
-//! accessibility violation on any page. Each page's screenshot is saved under
-//! `target/tmp/browser/`.
+//! run), a form posted without its CSRF token is refused, the search page answers, and
+//! axe-core finds no serious accessibility violation on any page. Each page's screenshot is
+//! saved under `target/tmp/browser/`.
 #![allow(
     clippy::indexing_slicing,
     clippy::unwrap_used,
@@ -184,6 +184,16 @@ async fn staff_use_the_application_in_chromium_safely_and_accessibly() {
         .unwrap();
     assert!(text_of_page(&c).await.contains("Hospital A administrator"));
     screenshot(&c, "2-home").await;
+    violations.extend(serious_violations(&c, &axe).await);
+
+    // Search by disease (nothing is registered on this fresh node yet).
+    c.goto(&format!("{app}/search?q=E11")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("p[role=status]"))
+        .await
+        .unwrap();
+    assert!(text_of_page(&c).await.contains("0 results."));
+    screenshot(&c, "2b-search").await;
     violations.extend(serious_violations(&c, &axe).await);
 
     // Register a staff member whose name holds a script: shown as text, never run.

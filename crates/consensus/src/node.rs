@@ -357,7 +357,8 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             Duration::from_millis(500),
             recording,
         ));
-        let web = match secnet_web::Web::open(&config.data_dir, &api::node_name(&me)) {
+        let directory = Arc::new(api::LedgerDirectory(backend.clone()));
+        let web = match secnet_web::Web::open(&config.data_dir, &api::node_name(&me), directory) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "cannot open the staff accounts");

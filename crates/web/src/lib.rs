@@ -8,6 +8,7 @@
 //!   htmx is served from the node itself; every answer carries a Content-Security-Policy that
 //!   allows no inline script and nothing from elsewhere.
 
+pub mod search;
 pub mod session;
 pub mod staff;
 
@@ -43,9 +44,31 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// core); sign-ins beyond them are answered "busy" rather than queued.
 pub const MAX_PASSWORD_CHECKS: usize = 2;
 
+/// The data registered on the ledger, as the node currently sees it.
+pub trait Directory: Send + Sync + 'static {
+    /// Every listing of user data.
+    fn listings(&self) -> Vec<search::Listed>;
+}
+
+/// A directory with nothing registered (a node without a ledger, and tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmptyDirectory;
+
+impl Directory for EmptyDirectory {
+    fn listings(&self) -> Vec<search::Listed> {
+        Vec::new()
+    }
+}
+
+/// Most parsed descriptions remembered; beyond it the memory is cleared.
+const MAX_PARSED: usize = 200_000;
+
 /// The application's state on one node.
-#[derive(Debug)]
 pub struct Web {
+    directory: Arc<dyn Directory>,
+    /// Coded descriptions by listing id, parsed once.
+    parsed:
+        std::sync::Mutex<std::collections::HashMap<String, Option<Arc<search::CodedDescription>>>>,
     staff: StaffStore,
     sessions: Sessions,
     throttle: Throttle,
@@ -74,9 +97,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Source {
 
 impl Web {
     /// Opens the application of the node whose data directory is `data_dir`, shown to
-    /// users as `node_name`.
-    pub fn open(data_dir: &FsPath, node_name: &str) -> Result<Arc<Web>, StaffError> {
+    /// users as `node_name`, searching `directory`.
+    pub fn open(
+        data_dir: &FsPath,
+        node_name: &str,
+        directory: Arc<dyn Directory>,
+    ) -> Result<Arc<Web>, StaffError> {
         Ok(Arc::new(Web {
+            directory,
+            parsed: std::sync::Mutex::default(),
             staff: StaffStore::open(&data_dir.join(WEB_FILE))?,
             sessions: Sessions::default(),
             throttle: Throttle::default(),
@@ -88,6 +117,46 @@ impl Web {
     /// The staff accounts.
     pub fn staff(&self) -> &StaffStore {
         &self.staff
+    }
+
+    /// Searches the directory for `purpose` (descriptions parsed once per listing).
+    pub fn search(&self, query: &search::Query, purpose: search::Purpose) -> Vec<search::Hit> {
+        let listings = self.directory.listings();
+        let coded: Vec<Option<Arc<search::CodedDescription>>> = match self.parsed.lock() {
+            Ok(mut parsed) => {
+                if parsed.len() > MAX_PARSED {
+                    parsed.clear();
+                }
+                listings
+                    .iter()
+                    .map(|l| {
+                        parsed
+                            .entry(l.id.clone())
+                            .or_insert_with(|| {
+                                search::CodedDescription::parse(&l.description).map(Arc::new)
+                            })
+                            .clone()
+                    })
+                    .collect()
+            }
+            Err(_) => listings
+                .iter()
+                .map(|l| search::CodedDescription::parse(&l.description).map(Arc::new))
+                .collect(),
+        };
+        search::search(
+            listings.iter().zip(coded.iter().map(|c| c.as_deref())),
+            query,
+            purpose,
+        )
+    }
+}
+
+impl std::fmt::Debug for Web {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Web")
+            .field("node_name", &self.node_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -102,6 +171,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/app/logout", post(logout))
         .route("/app/home", get(home))
         .route("/app/staff", get(staff_page).post(add_staff))
+        .route("/app/search", get(search_page))
         .route("/app/static/{file}", get(asset))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))
@@ -610,6 +680,113 @@ async fn add_staff(
             Some((e.to_string(), false)),
         ),
     }
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// A search result as the page shows it.
+#[derive(Debug)]
+struct HitView {
+    what: String,
+    categories: String,
+    purposes: String,
+    holder: String,
+    price: u64,
+}
+
+#[derive(Template)]
+#[template(path = "search.html")]
+struct SearchPage<'a> {
+    title: &'a str,
+    node_name: &'a str,
+    who: Option<Who>,
+    query: &'a str,
+    searched: bool,
+    hits: Vec<HitView>,
+    max_hits: usize,
+    purpose_note: &'a str,
+}
+
+async fn search_page(
+    State(web): WebState,
+    headers: HeaderMap,
+    axum::extract::Query(params): axum::extract::Query<SearchQuery>,
+) -> Response {
+    let (_, session) = match signed_in(&web, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (purpose, purpose_note) = match session.member.role {
+        Role::Clinician => (
+            search::Purpose::Treatment,
+            "that patients opened to treatment",
+        ),
+        Role::Researcher => (
+            search::Purpose::Research,
+            "that patients opened to research",
+        ),
+        Role::Admin => (search::Purpose::Any, "for any purpose"),
+    };
+    let q: String = params.q.trim().chars().take(200).collect();
+    let hits = if q.is_empty() {
+        Vec::new()
+    } else {
+        let web = web.clone();
+        let query = search::Query::parse(&q);
+        tokio::task::spawn_blocking(move || web.search(&query, purpose))
+            .await
+            .unwrap_or_default()
+    };
+    let hits = hits
+        .into_iter()
+        .map(|h| {
+            let (what, categories, purposes) = match &h.coded {
+                Some(c) => (
+                    c.codes
+                        .iter()
+                        .map(|code| format!("{} ({})", code.display, code.code))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    c.categories.join(", "),
+                    c.purposes.join(", "),
+                ),
+                None => (
+                    h.listed.description.clone(),
+                    "—".into(),
+                    "not stated".into(),
+                ),
+            };
+            HitView {
+                what,
+                categories,
+                purposes,
+                holder: h
+                    .listed
+                    .holder
+                    .get(..16)
+                    .unwrap_or(&h.listed.holder)
+                    .to_string(),
+                price: h.listed.price,
+            }
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &SearchPage {
+            title: "Search by disease",
+            node_name: &web.node_name,
+            who: Some(Who::from(&session)),
+            query: &q,
+            searched: !q.is_empty(),
+            hits,
+            max_hits: search::MAX_HITS,
+            purpose_note,
+        },
+    )
 }
 
 /// The application's own static files, compiled in.

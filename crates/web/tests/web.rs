@@ -10,11 +10,60 @@
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use secnet_web::search::{Code, CodedDescription, ICD10, Listed, SNOMED};
 use secnet_web::staff::Role;
-use secnet_web::{CONTENT_SECURITY_POLICY, LOGIN_COOKIE, SESSION_COOKIE, Web};
+use secnet_web::{CONTENT_SECURITY_POLICY, Directory, LOGIN_COOKIE, SESSION_COOKIE, Web};
 use std::sync::Arc;
 
 const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// Data registered on the network, as a node's ledger would list it.
+struct Registered;
+
+fn coded(system: &str, code: &str, display: &str, purposes: &[&str]) -> String {
+    serde_json::to_string(&CodedDescription {
+        secnet: "listing/v1".into(),
+        resource: "Condition".into(),
+        codes: vec![Code {
+            system: system.into(),
+            code: code.into(),
+            display: display.into(),
+        }],
+        categories: vec!["conditions".into()],
+        purposes: purposes.iter().map(|p| p.to_string()).collect(),
+    })
+    .unwrap()
+}
+
+impl Directory for Registered {
+    fn listings(&self) -> Vec<Listed> {
+        [
+            coded(
+                SNOMED,
+                "44054006",
+                "Diabetes mellitus type 2",
+                &["treatment"],
+            ),
+            coded(
+                ICD10,
+                "E11.9",
+                "Type 2 diabetes <b>uncomplicated</b>",
+                &["research"],
+            ),
+            "<script>alert(1)</script> diabetes notes".to_string(),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, description)| Listed {
+            id: format!("{i:064x}"),
+            hash: format!("{:064x}", i + 100),
+            holder: format!("{:064x}", 0xb0b),
+            price: 25,
+            description,
+        })
+        .collect()
+    }
+}
 const CLINICIAN_PASSWORD: &str = "a clinician's long password";
 
 struct App {
@@ -26,7 +75,7 @@ struct App {
 
 async fn app() -> App {
     let dir = tempfile::tempdir().unwrap();
-    let web = Web::open(dir.path(), "Hospital A").unwrap();
+    let web = Web::open(dir.path(), "Hospital A", Arc::new(Registered)).unwrap();
     web.staff()
         .add("admin", "Hospital A admin", Role::Admin, ADMIN_PASSWORD, 1)
         .unwrap();
@@ -394,4 +443,35 @@ async fn the_application_serves_its_own_scripts_and_styles_only() {
     assert!(html.contains(r#"<script src="/app/static/htmx.min.js" defer></script>"#));
     assert_eq!(html.matches("<script").count(), 1);
     assert!(html.contains(r#"<label for="username">"#) && html.contains(r#"<html lang="en">"#));
+}
+
+#[tokio::test]
+async fn staff_search_by_code_or_words_and_see_only_what_their_purpose_may_use() {
+    let app = app().await;
+    let (status, headers, _) = app.get("/app/search?q=E11", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "no search without a session");
+    assert_eq!(headers[LOCATION], "/app/login");
+
+    let clinician = app.session("dr.ada", CLINICIAN_PASSWORD).await;
+    let (status, _, html) = app.get("/app/search?q=44054006", Some(&clinician)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("1 result.") && html.contains("Diabetes mellitus type 2 (44054006)"));
+    assert!(html.contains("treatment") && html.contains("conditions") && html.contains("25"));
+    // The research-only listing is not the clinician's to see.
+    let (_, _, html) = app.get("/app/search?q=E11", Some(&clinician)).await;
+    assert!(html.contains("0 results."), "{html}");
+
+    let admin = app.session("admin", ADMIN_PASSWORD).await;
+    let (_, _, html) = app.get("/app/search?q=e11", Some(&admin)).await;
+    assert!(html.contains("1 result."), "{html}");
+    // Everything registered is shown as text, the query too.
+    assert!(html.contains("&#60;b&#62;uncomplicated") || html.contains("&lt;b&gt;uncomplicated"));
+    assert!(!html.contains("<b>uncomplicated"));
+    let (_, _, html) = app
+        .get("/app/search?q=diabetes%20%3Cscript%3E", Some(&admin))
+        .await;
+    assert!(html.contains("1 result."), "{html}");
+    assert!(!html.contains("<script>alert") && html.matches("<script").count() == 1);
+    let (_, _, html) = app.get("/app/search?q=diabetes", Some(&admin)).await;
+    assert!(html.contains("3 results."), "{html}");
 }
