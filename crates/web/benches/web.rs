@@ -8,7 +8,7 @@
     reason = "benchmark harness: a failure aborts the run"
 )]
 
-use secnet_web::search::{Code, CodedDescription, ICD10, Listed, SNOMED};
+use secnet_web::search::{CodedDescription, ICD10, Listed, SNOMED};
 use secnet_web::staff::Role;
 use secnet_web::{Directory, LOGIN_COOKIE, SESSION_COOKIE, Web};
 use std::sync::Arc;
@@ -41,22 +41,13 @@ fn listings() -> Vec<Listed> {
                     format!("Disorder {}", i % 20),
                 )
             };
-            let description = serde_json::to_string(&CodedDescription {
-                secnet: "listing/v1".into(),
-                resource: "Condition".into(),
-                codes: vec![Code {
-                    system: system.into(),
-                    code,
-                    display,
-                }],
-                categories: vec!["conditions".into()],
-                purposes: if i % 3 == 0 {
-                    vec!["research".into()]
-                } else {
-                    vec!["treatment".into(), "research".into()]
-                },
-            })
-            .unwrap();
+            let purposes: &[&str] = if i % 3 == 0 {
+                &["research"]
+            } else {
+                &["treatment", "research"]
+            };
+            let description =
+                CodedDescription::condition(system, &code, &display, purposes).to_description();
             Listed {
                 id: format!("{i:064x}"),
                 hash: format!("{:064x}", i + LISTINGS),

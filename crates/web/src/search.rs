@@ -45,6 +45,26 @@ pub struct CodedDescription {
 }
 
 impl CodedDescription {
+    /// A coded description of shared conditions named by one code, for `purposes`.
+    pub fn condition(system: &str, code: &str, display: &str, purposes: &[&str]) -> Self {
+        CodedDescription {
+            secnet: "listing/v1".into(),
+            resource: "Condition".into(),
+            codes: vec![Code {
+                system: system.into(),
+                code: code.into(),
+                display: display.into(),
+            }],
+            categories: vec!["conditions".into()],
+            purposes: purposes.iter().map(|p| (*p).to_string()).collect(),
+        }
+    }
+
+    /// The form it is registered in: the listing's description.
+    pub fn to_description(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
     /// Parses a coded description; `None` for any other text.
     pub fn parse(description: &str) -> Option<CodedDescription> {
         if !description.trim_start().starts_with('{') {
@@ -215,18 +235,7 @@ mod tests {
     use super::*;
 
     fn coded(system: &str, code: &str, display: &str, purposes: &[&str]) -> String {
-        serde_json::to_string(&CodedDescription {
-            secnet: "listing/v1".into(),
-            resource: "Condition".into(),
-            codes: vec![Code {
-                system: system.into(),
-                code: code.into(),
-                display: display.into(),
-            }],
-            categories: vec!["conditions".into()],
-            purposes: purposes.iter().map(|p| p.to_string()).collect(),
-        })
-        .unwrap()
+        CodedDescription::condition(system, code, display, purposes).to_description()
     }
 
     fn listed(i: usize, description: String) -> Listed {

@@ -10,7 +10,7 @@
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
-use secnet_web::search::{Code, CodedDescription, ICD10, Listed, SNOMED};
+use secnet_web::search::{CodedDescription, ICD10, Listed, SNOMED};
 use secnet_web::staff::Role;
 use secnet_web::{CONTENT_SECURITY_POLICY, Directory, LOGIN_COOKIE, SESSION_COOKIE, Web};
 use std::sync::Arc;
@@ -21,18 +21,7 @@ const ADMIN_PASSWORD: &str = "correct horse battery staple";
 struct Registered;
 
 fn coded(system: &str, code: &str, display: &str, purposes: &[&str]) -> String {
-    serde_json::to_string(&CodedDescription {
-        secnet: "listing/v1".into(),
-        resource: "Condition".into(),
-        codes: vec![Code {
-            system: system.into(),
-            code: code.into(),
-            display: display.into(),
-        }],
-        categories: vec!["conditions".into()],
-        purposes: purposes.iter().map(|p| p.to_string()).collect(),
-    })
-    .unwrap()
+    CodedDescription::condition(system, code, display, purposes).to_description()
 }
 
 impl Directory for Registered {
