@@ -208,6 +208,20 @@ fn four_processes_survive_a_sigkill_and_agree() {
         "a validator synced from scratch disagrees at height {target}"
     );
 
+    // Every validator hears every other one's height.
+    wait_for(
+        "validator 0 to report its peers' heights",
+        Duration::from_secs(30),
+        || {
+            let s = json(&["health", "--node", &apis[0], "--json"]);
+            let vs = s["validators"].as_array().unwrap();
+            vs.len() == 4
+                && vs
+                    .iter()
+                    .all(|v| v["height"].as_u64().is_some_and(|h| h >= target))
+        },
+    );
+
     // Another joins from validator 0's snapshot instead of replaying, and agrees with the
     // one that replayed everything.
     kill(&mut nodes, 1);
@@ -242,20 +256,6 @@ fn four_processes_survive_a_sigkill_and_agree() {
     assert!(
         !first_block.status.success(),
         "block 1 on a joined validator"
-    );
-
-    // Every validator hears every other one's height.
-    wait_for(
-        "validator 0 to report its peers' heights",
-        Duration::from_secs(30),
-        || {
-            let s = json(&["health", "--node", &apis[0], "--json"]);
-            let vs = s["validators"].as_array().unwrap();
-            vs.len() == 4
-                && vs
-                    .iter()
-                    .all(|v| v["height"].as_u64().is_some_and(|h| h >= target))
-        },
     );
 
     // Value is conserved, over the single-transfer accounts and the load accounts.
