@@ -154,6 +154,26 @@ fn consumed_nonce(receipt: &Receipt) -> bool {
     )
 }
 
+/// Indexes the transactions of the block at `height` that consumed their sender's nonce:
+/// hash → (height, position), 12 bytes big-endian.
+fn index_txs(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    height: u64,
+    txs: &[secnet_types::SignedTransaction],
+    receipts: &[Receipt],
+) -> Result<(), LedgerError> {
+    for ((position, tx), receipt) in (0u32..).zip(txs).zip(receipts) {
+        if !consumed_nonce(receipt) {
+            continue;
+        }
+        let mut location = [0u8; 12];
+        location[..8].copy_from_slice(&height.to_be_bytes());
+        location[8..].copy_from_slice(&position.to_be_bytes());
+        table.insert(tx.hash().as_bytes().as_slice(), location.as_slice())?;
+    }
+    Ok(())
+}
+
 impl Ledger {
     /// Opens the ledger in `dir`, creating it from `genesis` if the directory is new.
     ///
@@ -339,16 +359,12 @@ impl Ledger {
                     log_index.insert(key.key().as_slice(), index)?;
                 }
             }
-            let mut txs = write.open_table(TXS)?;
-            for ((position, tx), receipt) in (0u32..).zip(&block.txs).zip(&outcome.receipts) {
-                if !consumed_nonce(receipt) {
-                    continue;
-                }
-                let mut location = [0u8; 12];
-                location[..8].copy_from_slice(&block.header.height.to_be_bytes());
-                location[8..].copy_from_slice(&position.to_be_bytes());
-                txs.insert(tx.hash().as_bytes().as_slice(), location.as_slice())?;
-            }
+            index_txs(
+                &mut write.open_table(TXS)?,
+                block.header.height,
+                &block.txs,
+                &outcome.receipts,
+            )?;
             let stored = StoredBlock::encode_parts(
                 block,
                 &outcome.receipts,
@@ -664,15 +680,7 @@ impl Ledger {
             for block in &snapshot.blocks {
                 let height = block.block.header.height;
                 blocks.insert(height, block.to_bytes().as_slice())?;
-                for ((position, tx), receipt) in (0u32..).zip(&block.block.txs).zip(&block.receipts)
-                {
-                    if consumed_nonce(receipt) {
-                        let mut location = [0u8; 12];
-                        location[..8].copy_from_slice(&height.to_be_bytes());
-                        location[8..].copy_from_slice(&position.to_be_bytes());
-                        txs.insert(tx.hash().as_bytes().as_slice(), location.as_slice())?;
-                    }
-                }
+                index_txs(&mut txs, height, &block.block.txs, &block.receipts)?;
             }
         }
         write.commit()?;
