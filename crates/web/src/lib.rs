@@ -277,13 +277,15 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-fn set_cookie(name: &str, value: &str, max_age_secs: u64) -> (header::HeaderName, String) {
-    (
-        header::SET_COOKIE,
-        format!(
-            "{name}={value}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age_secs}"
-        ),
-    )
+/// Adds a `Set-Cookie` for `name` (host-wide, HttpOnly, Secure, SameSite=Strict) to `resp`;
+/// an empty `value` with age 0 clears it.
+fn set_cookie(resp: &mut Response, name: &str, value: &str, max_age_secs: u64) {
+    let cookie = format!(
+        "{name}={value}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age_secs}"
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
 }
 
 fn session_of(web: &Web, headers: &HeaderMap) -> Option<(String, Session)> {
@@ -348,10 +350,7 @@ fn login_form(web: &Web, status: StatusCode, username: &str, message: Option<Str
             message,
         },
     );
-    let (name, value) = set_cookie(LOGIN_COOKIE, &csrf, 3600);
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        resp.headers_mut().append(name, v);
-    }
+    set_cookie(&mut resp, LOGIN_COOKIE, &csrf, 3600);
     resp
 }
 
@@ -468,14 +467,13 @@ async fn login(
     };
     tracing::info!(user = %member.username, role = %member.role, "signed in");
     let mut resp = Redirect::to("/app/home").into_response();
-    for (name, value) in [
-        set_cookie(SESSION_COOKIE, &token, session::MAX_AGE.as_secs()),
-        set_cookie(LOGIN_COOKIE, "", 0),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            resp.headers_mut().append(name, v);
-        }
-    }
+    set_cookie(
+        &mut resp,
+        SESSION_COOKIE,
+        &token,
+        session::MAX_AGE.as_secs(),
+    );
+    set_cookie(&mut resp, LOGIN_COOKIE, "", 0);
     resp
 }
 
@@ -496,10 +494,7 @@ async fn logout(State(web): WebState, headers: HeaderMap, Form(form): Form<CsrfO
     web.sessions.end(&token);
     tracing::info!(user = %session.member.username, "signed out");
     let mut resp = Redirect::to("/app/login").into_response();
-    let (name, value) = set_cookie(SESSION_COOKIE, "", 0);
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        resp.headers_mut().append(name, v);
-    }
+    set_cookie(&mut resp, SESSION_COOKIE, "", 0);
     resp
 }
 
