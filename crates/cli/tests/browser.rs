@@ -278,3 +278,421 @@ async fn staff_use_the_application_in_chromium_safely_and_accessibly() {
     );
     c.close().await.unwrap();
 }
+
+/// A small FHIR Bundle: a patient whose name holds a script, a condition, an observation and
+/// a medication.
+fn sample_bundle() -> Value {
+    json!({
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": "urn:uuid:p1", "resource": {"resourceType": "Patient", "id": "p1",
+                "name": [{"given": ["<script>document.title='owned'</script>"], "family": "Ann"}],
+                "birthDate": "1970-01-02", "gender": "female"}},
+            {"fullUrl": "urn:uuid:c1", "resource": {"resourceType": "Condition", "id": "c1",
+                "subject": {"reference": "urn:uuid:p1"},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006", "display": "Diabetes mellitus type 2"}]},
+                "clinicalStatus": {"coding": [{"code": "active"}]}, "onsetDateTime": "2011-04-05"}},
+            {"fullUrl": "urn:uuid:o1", "resource": {"resourceType": "Observation", "id": "o1",
+                "subject": {"reference": "urn:uuid:p1"}, "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4", "display": "Hemoglobin A1c"}]},
+                "valueQuantity": {"value": 7.1, "unit": "%"}, "effectiveDateTime": "2020-02-02"}},
+            {"fullUrl": "urn:uuid:m1", "resource": {"resourceType": "MedicationRequest", "id": "m1",
+                "subject": {"reference": "urn:uuid:p1"}, "status": "active", "intent": "order",
+                "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "860975", "display": "Metformin 500 MG"}]},
+                "authoredOn": "2011-04-05"}}
+        ]
+    })
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// Waits until the page's status line says `done` (or fails on an error it shows).
+async fn wait_status(c: &Client, done: &str) {
+    let start = Instant::now();
+    loop {
+        let s = c
+            .find(Locator::Css("#status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default();
+        if s.contains(done) {
+            return;
+        }
+        let class = c
+            .find(Locator::Css("#status"))
+            .await
+            .unwrap()
+            .attr("class")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert!(class != "error", "the page reports an error: {s}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "waited for {done:?}; the page says {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reloads `url` until its main text contains `what`.
+async fn wait_page(c: &Client, url: &str, what: &str) -> String {
+    let start = Instant::now();
+    loop {
+        c.goto(url).await.unwrap();
+        let text = text_of_page(c).await;
+        if text.contains(what) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{url} never showed {what:?}: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn staff_sign_in(c: &Client, api: &str, user: &str, password: &str) {
+    c.goto(&format!("{api}/app/login")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap();
+    type_into(c, "#username", user).await;
+    type_into(c, "#password", password).await;
+    click(c, "button[type=submit]").await;
+    c.wait()
+        .for_element(Locator::XPath("//h1[contains(., 'Welcome')]"))
+        .await
+        .unwrap();
+}
+
+/// Searches for the diabetes code and reads the first result; returns the page's text.
+async fn search_and_read(c: &Client, api: &str) -> String {
+    c.goto(&format!("{api}/app/search?q=44054006"))
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("p[role=status]"))
+        .await
+        .unwrap();
+    click(c, "form[action='/app/read'] button").await;
+    c.wait()
+        .for_element(Locator::XPath(
+            "//h1[contains(., 'Record') or contains(., 'Access refused')]",
+        ))
+        .await
+        .unwrap();
+    text_of_page(c).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
+    let axe = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/browser/node_modules/axe-core/axe.min.js"),
+    )
+    .expect("axe-core: run `npm ci --prefix crates/cli/tests/browser` (./.ci/run does)");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p2p = common::free_port_block(4);
+    let api = common::free_port_block(4);
+    common::ok(&[
+        "testnet",
+        "init",
+        "--validators",
+        "4",
+        "--accounts",
+        "1",
+        "--dir",
+        path(d),
+        "--p2p-base-port",
+        &p2p.to_string(),
+        "--api-base-port",
+        &api.to_string(),
+        "--names",
+        "Northside Hospital,Riverside Hospital,Institute for Clinical Research,Lakeside Clinic",
+    ]);
+    for (node, user, name) in [(0, "dr.ada", "Dr Ada"), (1, "dr.bob", "Dr Bob")] {
+        let out = secnet()
+            .args([
+                "staff",
+                "add",
+                "--data-dir",
+                path(&d.join(format!("node{node}"))),
+                "--user",
+                user,
+                "--name",
+                name,
+                "--role",
+                "clinician",
+            ])
+            .env("SECNET_STAFF_PASSWORD", "a clinician's passphrase")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _nodes = common::Validators(
+        (0..4)
+            .map(|i| Some(common::start_validator(d, i, "node.log")))
+            .collect(),
+    );
+    let hospital_a = format!("http://127.0.0.1:{api}");
+    let hospital_b = format!("http://127.0.0.1:{}", api + 1);
+    common::wait_for(
+        "the validators to finalize",
+        Duration::from_secs(60),
+        || common::height(&hospital_a) > 0,
+    );
+    let bundle = d.join("my-records.json");
+    std::fs::write(&bundle, sample_bundle().to_string()).unwrap();
+
+    let driver = driver();
+    let c = browser(&driver).await;
+    let mut violations = Vec::new();
+
+    // 1. A patient creates their key in the browser, signs in and imports their records.
+    c.goto(&format!("{hospital_a}/app/patient")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#create-pass"))
+        .await
+        .unwrap();
+    violations.extend(serious_violations(&c, &axe).await);
+    type_into(&c, "#create-pass", "my own long passphrase").await;
+    type_into(&c, "#create-pass2", "my own long passphrase").await;
+    click(&c, "#create-form button[type=submit]").await;
+    c.wait()
+        .for_element(Locator::XPath("//h1[contains(., 'My records')]"))
+        .await
+        .unwrap();
+    let account = c
+        .find(Locator::Css("#patient-app"))
+        .await
+        .unwrap()
+        .attr("data-account")
+        .await
+        .unwrap()
+        .unwrap();
+    c.find(Locator::Css("#import-file"))
+        .await
+        .unwrap()
+        .send_keys(path(&bundle))
+        .await
+        .unwrap();
+    click(&c, "#import-form button[type=submit]").await;
+    wait_status(&c, "Imported").await;
+    let records = wait_page(
+        &c,
+        &format!("{hospital_a}/app/patient/records"),
+        "Diabetes mellitus type 2",
+    )
+    .await;
+    assert!(records.contains("SNOMED CT 44054006"), "{records}");
+    assert!(
+        records.contains("7.10 %") || records.contains("7.1 %"),
+        "{records}"
+    );
+    assert!(
+        records.contains("<script>document.title='owned'</script>"),
+        "a name is shown as text: {records}"
+    );
+    assert_ne!(c.title().await.unwrap(), "owned");
+    screenshot(&c, "p1-records").await;
+    violations.extend(serious_violations(&c, &axe).await);
+
+    // 2. The patient consents to hospital A for treatment: conditions and observations.
+    c.goto(&format!("{hospital_a}/app/patient/consent"))
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#consent-form"))
+        .await
+        .unwrap();
+    click(&c, "input[name=categories][value=observations]").await;
+    click(&c, "#consent-form button[type=submit]").await;
+    c.wait()
+        .for_element(Locator::Css("#review:not([hidden])"))
+        .await
+        .unwrap();
+    let review = text_of_page(&c).await;
+    assert!(review.contains("You are about to sign"), "{review}");
+    assert!(
+        review.contains("permit"),
+        "the Cedar policy is shown: {review}"
+    );
+    screenshot(&c, "p2-consent-review").await;
+    violations.extend(serious_violations(&c, &axe).await);
+    click(&c, "#sign-plan").await;
+    wait_status(&c, "Done").await;
+    let consent = wait_page(
+        &c,
+        &format!("{hospital_a}/app/patient/consent"),
+        "Northside Hospital",
+    )
+    .await;
+    assert!(consent.contains("conditions, observations"), "{consent}");
+    screenshot(&c, "p2-consent").await;
+
+    // 3. A clinician at hospital A finds the record by its condition code, pays and reads it:
+    // consented categories only.
+    staff_sign_in(&c, &hospital_a, "dr.ada", "a clinician's passphrase").await;
+    c.goto(&format!("{hospital_a}/app/search?q=44054006"))
+        .await
+        .unwrap();
+    let listed = c
+        .find(Locator::Css("form[action='/app/read'] input[name=data]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let read = search_and_read(&c, &hospital_a).await;
+    assert!(read.contains("Diabetes mellitus type 2"), "{read}");
+    assert!(read.contains("Hemoglobin A1c"), "{read}");
+    assert!(
+        !read.contains("Metformin"),
+        "medications were not consented: {read}"
+    );
+    assert!(
+        !read.contains("1970-01-02"),
+        "demographics were not consented: {read}"
+    );
+    assert!(read.contains("paid 10"), "{read}");
+    screenshot(&c, "p3-clinician-reads").await;
+    violations.extend(serious_violations(&c, &axe).await);
+
+    // 4. The patient sees the delivery and is paid: 10, of which the holder keeps 10 %.
+    let history = wait_page(
+        &c,
+        &format!("{hospital_a}/app/patient/history"),
+        "delivered",
+    )
+    .await;
+    assert!(history.contains("Northside Hospital"), "{history}");
+    assert!(history.contains("treatment"), "{history}");
+    let history = wait_page(
+        &c,
+        &format!("{hospital_a}/app/patient/history"),
+        "Balance (your rewards)\n9",
+    )
+    .await;
+    assert!(history.contains("delivered"), "{history}");
+    // The same balance, verified against the validators' certified state.
+    let balance = common::json(&[
+        "account",
+        &account,
+        "--node",
+        &hospital_a,
+        "--genesis",
+        path(&d.join("genesis.json")),
+        "--json",
+    ]);
+    assert_eq!(balance["balance"], 9, "{balance}");
+    screenshot(&c, "p4-history").await;
+    violations.extend(serious_violations(&c, &axe).await);
+
+    // 5. Hospital B, without consent, is refused by the holder; the patient sees it.
+    staff_sign_in(&c, &hospital_b, "dr.bob", "a clinician's passphrase").await;
+    c.goto(&format!("{hospital_b}/app/search?q=44054006"))
+        .await
+        .unwrap();
+    let found = wait_page(
+        &c,
+        &format!("{hospital_b}/app/search?q=44054006"),
+        "1 result",
+    )
+    .await;
+    assert!(found.contains("other organisations only"), "{found}");
+    let refused = search_and_read(&c, &hospital_b).await;
+    assert!(refused.contains("Refused"), "{refused}");
+    assert!(
+        !refused.contains("Diabetes mellitus type 2 SNOMED"),
+        "{refused}"
+    );
+    screenshot(&c, "p5-hospital-b-refused").await;
+    let history = wait_page(&c, &format!("{hospital_a}/app/patient/history"), "refused").await;
+    assert!(history.contains("Riverside Hospital"), "{history}");
+
+    // 6. The patient revokes; hospital A is refused from then on.
+    c.goto(&format!("{hospital_a}/app/patient/consent"))
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("button.revoke"))
+        .await
+        .unwrap();
+    click(&c, "button.revoke").await;
+    c.wait()
+        .for_element(Locator::Css("#review:not([hidden])"))
+        .await
+        .unwrap();
+    click(&c, "#sign-plan").await;
+    wait_status(&c, "Done").await;
+    wait_page(
+        &c,
+        &format!("{hospital_a}/app/patient/consent"),
+        "Nobody: you have not consented",
+    )
+    .await;
+    let search = text_of_page_at(&c, &format!("{hospital_a}/app/search?q=44054006")).await;
+    assert!(
+        search.contains("0 results"),
+        "withdrawn: no longer offered: {search}"
+    );
+    // A page opened before the revocation still posts the old record: refused.
+    c.execute(
+        "const f = document.createElement('form');
+         f.method = 'post'; f.action = '/app/read';
+         for (const [k, v] of [['csrf', document.querySelector('input[name=csrf]').value], ['data', arguments[0]]]) {
+           const i = document.createElement('input'); i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i);
+         }
+         document.body.appendChild(f); f.submit();",
+        vec![json!(listed)],
+    )
+    .await
+    .unwrap();
+    c.wait()
+        .for_element(Locator::XPath("//h1[contains(., 'Access refused')]"))
+        .await
+        .unwrap();
+    let after = text_of_page(&c).await;
+    assert!(after.contains("withdrew"), "{after}");
+    screenshot(&c, "p6-after-revocation").await;
+
+    assert!(
+        violations.is_empty(),
+        "axe-core found serious accessibility violations: {}",
+        serde_json::to_string_pretty(&violations).unwrap()
+    );
+    c.close().await.unwrap();
+}
+
+async fn text_of_page_at(c: &Client, url: &str) -> String {
+    c.goto(url).await.unwrap();
+    c.wait().for_element(Locator::Css("main")).await.unwrap();
+    text_of_page(c).await
+}

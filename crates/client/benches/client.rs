@@ -89,6 +89,7 @@ fn run(answers: usize, accounts: usize, heights: u64, validators: usize) -> anyh
             .map(|(i, k)| Validator {
                 key: k.account(),
                 address: format!("127.0.0.1:{}", 9000 + i),
+                name: String::new(),
             })
             .collect(),
     };

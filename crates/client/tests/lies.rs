@@ -39,6 +39,7 @@ fn network(chain_id: &str, keys: &[Keypair]) -> Genesis {
             .map(|(i, k)| Validator {
                 key: k.account(),
                 address: format!("127.0.0.1:{}", 9000 + i),
+                name: String::new(),
             })
             .collect(),
     }

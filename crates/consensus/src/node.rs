@@ -357,8 +357,15 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             Duration::from_millis(500),
             recording,
         ));
-        let directory = Arc::new(api::LedgerDirectory(backend.clone()));
-        let web = match secnet_web::Web::open(&config.data_dir, &api::node_name(&me), directory) {
+        let services = match secnet_node::webapp::WebServices::new(backend.clone(), pdc.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the browser application");
+                return;
+            }
+        };
+        let name = services.node_name();
+        let web = match secnet_web::Web::open(&config.data_dir, &name, Arc::new(services)) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "cannot open the staff accounts");

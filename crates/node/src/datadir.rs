@@ -107,6 +107,7 @@ impl DataDir {
             validators: vec![Validator {
                 key: key.account(),
                 address: String::new(),
+                name: String::new(),
             }],
         };
         self.write_genesis(&genesis)?;

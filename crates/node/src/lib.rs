@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod backup;
 pub mod core;
 pub mod datadir;
 pub mod dev;
@@ -11,5 +12,6 @@ pub mod mempool;
 pub mod pdc;
 pub mod problem;
 mod server;
+pub mod webapp;
 
 pub use server::{RunningNode, StartError, start_dev};

@@ -15,6 +15,11 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// What was wrong, as the answer says it.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Problem {
         Problem {
             status,

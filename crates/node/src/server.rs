@@ -61,12 +61,10 @@ pub async fn start_dev(
         std::time::Duration::from_millis(500),
         rx.clone(),
     ));
-    let web = secnet_web::Web::open(
-        dir,
-        &crate::api::node_name(&node.key().account()),
-        Arc::new(crate::api::LedgerDirectory(backend.clone())),
-    )
-    .map_err(|e| StartError::Web(e.to_string()))?;
+    let services =
+        crate::webapp::WebServices::new(backend.clone(), pdc.clone()).map_err(StartError::Web)?;
+    let web = secnet_web::Web::open(dir, &services.node_name(), Arc::new(services))
+        .map_err(|e| StartError::Web(e.to_string()))?;
     let app = api::app(backend, pdc, web);
     let mut rx_http = rx;
     let server = tokio::spawn(async move {

@@ -673,6 +673,7 @@ impl Gate {
             purpose: grant.purpose.clone(),
             score,
             grant: true,
+            day: Facts::day_of(now_ms),
         };
         let decision = engine
             .decide_remembered(

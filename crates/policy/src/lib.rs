@@ -126,6 +126,15 @@ pub struct Facts {
     pub score: u32,
     /// A valid grant for this data is on the ledger.
     pub grant: bool,
+    /// Today, in days since the Unix epoch (UTC): consents that end on a date compare it.
+    pub day: u32,
+}
+
+impl Facts {
+    /// The day of `ms` milliseconds since the Unix epoch, for [`Facts::day`].
+    pub fn day_of(ms: u64) -> u32 {
+        u32::try_from(ms / 86_400_000).unwrap_or(u32::MAX)
+    }
 }
 
 /// Allow or deny.
@@ -247,6 +256,34 @@ impl OwnerPolicies {
     pub fn ids(&self) -> Vec<String> {
         self.set.policies().map(|p| p.id().to_string()).collect()
     }
+}
+
+/// `text` with the policy whose `@id` is `id` left out and `replacement` (the text of
+/// policies to add) appended: how an application changes one of an owner's policies without
+/// touching the others. Each kept policy is written back as Cedar prints it, in the order
+/// written; the result still has to pass [`Engine::check`].
+pub fn with_policy_replaced(
+    text: &str,
+    id: &str,
+    replacement: Option<&str>,
+) -> Result<String, PolicyError> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(PolicyError::TooLarge(text.len()));
+    }
+    let mut out = String::new();
+    if !text.trim().is_empty() {
+        let parsed = PolicySet::from_str(text).map_err(|e| PolicyError::Parse(e.to_string()))?;
+        // The set keeps the order policies were written in, and prints each as written.
+        for p in parsed.policies().filter(|p| p.annotation("id") != Some(id)) {
+            out.push_str(p.to_string().trim_end());
+            out.push('\n');
+        }
+    }
+    if let Some(r) = replacement {
+        out.push_str(r.trim_end());
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// Evaluates requests against the built-in and owners' policies.
@@ -482,6 +519,10 @@ impl Engine {
             (
                 "grant".to_string(),
                 RestrictedExpression::new_bool(facts.grant),
+            ),
+            (
+                "day".to_string(),
+                RestrictedExpression::new_long(i64::from(facts.day)),
             ),
         ])
         .map_err(|e| PolicyError::Request(e.to_string()))?;

@@ -199,7 +199,7 @@ proptest! {
         let text: String = specs.iter().map(Spec::text).collect();
         let policies = engine.check(&text).unwrap();
         for (who, action, what, purpose, score, grant) in requests {
-            let facts = Facts { purpose: PURPOSES[purpose].into(), score, grant };
+            let facts = Facts { purpose: PURPOSES[purpose].into(), score, grant, day: 20_000 };
             let d = engine.decide(&policies, &agent(who), action, &resource(what), &facts).unwrap();
             prop_assert!(d.errors.is_empty(), "{:?}", d.errors);
             prop_assert_eq!(
@@ -229,7 +229,7 @@ proptest! {
             let policies = engine.check(&text).unwrap();
             for _ in 0..2 {
                 for (who, action, what, purpose, grant) in &requests {
-                    let facts = Facts { purpose: PURPOSES[*purpose].into(), score: 0, grant: *grant };
+                    let facts = Facts { purpose: PURPOSES[*purpose].into(), score: 0, grant: *grant, day: 20_000 };
                     let fresh = engine.decide(&policies, &agent(*who), *action, &resource(*what), &facts).unwrap();
                     let remembered = engine
                         .decide_remembered(&mut memo, &policies, &agent(*who), *action, &resource(*what), &facts)
@@ -258,6 +258,7 @@ forbid (principal, action, resource in SecNet::Collection::"notes") when {{ cont
         purpose: purpose.into(),
         score,
         grant,
+        day: 20_000,
     };
 
     let d = engine
@@ -355,4 +356,71 @@ fn invalid_policies_are_refused_with_the_reason() {
     }
     let huge = "permit (principal, action, resource);\n".repeat(3_000);
     assert!(matches!(engine.check(&huge), Err(PolicyError::TooLarge(_))));
+}
+
+#[test]
+fn a_consent_that_ends_on_a_day_stops_permitting_after_it() {
+    let engine = engine();
+    let policies = engine
+        .check(&format!(
+            r#"@id("consent-until")
+permit (principal == SecNet::User::"{}", action == SecNet::Action::"read", resource in SecNet::Collection::"fhir")
+when {{ context.purpose == "treatment" && context.day <= 20000 }};"#,
+            USERS[2]
+        ))
+        .unwrap();
+    let on = |day: u32| {
+        engine
+            .decide(
+                &policies,
+                &agent(3),
+                Action::Read,
+                &resource(0),
+                &Facts {
+                    purpose: "treatment".into(),
+                    score: 0,
+                    grant: true,
+                    day,
+                },
+            )
+            .unwrap()
+            .allowed()
+    };
+    assert!(on(19_999));
+    assert!(on(20_000));
+    assert!(!on(20_001));
+}
+
+#[test]
+fn one_policy_is_replaced_and_the_others_are_kept_as_written() {
+    let engine = engine();
+    let text = format!(
+        r#"// the owner's own rule
+@id("mine")
+permit (principal == SecNet::User::"{a}", action == SecNet::Action::"read", resource in SecNet::Collection::"fhir");
+@id("consent-x")
+permit (principal == SecNet::User::"{b}", action == SecNet::Action::"read", resource);"#,
+        a = USERS[0],
+        b = USERS[1]
+    );
+    let replaced = secnet_policy::with_policy_replaced(
+        &text,
+        "consent-x",
+        Some(&format!(
+            r#"@id("consent-x")
+permit (principal == SecNet::User::"{}", action == SecNet::Action::"read", resource) when {{ context.day <= 1 }};"#,
+            USERS[2]
+        )),
+    )
+    .unwrap();
+    let ids = engine.check(&replaced).unwrap().ids();
+    assert_eq!(ids, vec!["mine", "consent-x"]);
+    assert!(replaced.contains(USERS[2]) && !replaced.contains(USERS[1]));
+    let removed = secnet_policy::with_policy_replaced(&replaced, "consent-x", None).unwrap();
+    assert_eq!(engine.check(&removed).unwrap().ids(), vec!["mine"]);
+    assert_eq!(
+        secnet_policy::with_policy_replaced("", "consent-x", None).unwrap(),
+        ""
+    );
+    assert!(secnet_policy::with_policy_replaced("permit (", "x", None).is_err());
 }

@@ -22,6 +22,9 @@ pub struct Validator {
     pub key: AccountId,
     /// Where its peers reach it (`host:port`).
     pub address: String,
+    /// The organisation that runs it, as people see it ("Northside Hospital"); may be empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
 }
 
 /// Everything that defines height 0.
@@ -53,7 +56,15 @@ pub enum GenesisError {
     /// A validator listed twice.
     #[error("validator {0} is listed twice")]
     DuplicateValidator(AccountId),
+    /// A validator's name is too long or holds control characters.
+    #[error(
+        "validator {0}'s name must be at most {MAX_VALIDATOR_NAME} bytes without control characters"
+    )]
+    BadName(AccountId),
 }
+
+/// Longest validator name.
+pub const MAX_VALIDATOR_NAME: usize = 64;
 
 impl Genesis {
     /// Checks the genesis is usable.
@@ -81,6 +92,9 @@ impl Genesis {
         for v in &self.validators {
             if !validators.insert(v.key) {
                 return Err(GenesisError::DuplicateValidator(v.key));
+            }
+            if v.name.len() > MAX_VALIDATOR_NAME || v.name.chars().any(char::is_control) {
+                return Err(GenesisError::BadName(v.key));
             }
         }
         Ok(())
@@ -117,6 +131,14 @@ impl Genesis {
             bytes.extend_from_slice(v.key.as_bytes());
             bytes.extend_from_slice(&(v.address.len() as u64).to_be_bytes());
             bytes.extend_from_slice(v.address.as_bytes());
+        }
+        // Names were added later: a genesis without any hashes as it always did.
+        if self.validators.iter().any(|v| !v.name.is_empty()) {
+            bytes.extend_from_slice(b"names");
+            for v in &self.validators {
+                bytes.extend_from_slice(&(v.name.len() as u64).to_be_bytes());
+                bytes.extend_from_slice(v.name.as_bytes());
+            }
         }
         Hash::digest(&bytes)
     }

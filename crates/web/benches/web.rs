@@ -10,16 +10,26 @@
 
 use secnet_web::search::{CodedDescription, ICD10, Listed, SNOMED};
 use secnet_web::staff::Role;
-use secnet_web::{Directory, LOGIN_COOKIE, SESSION_COOKIE, Web};
+use secnet_web::{Services, Web};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// This test node's cookies: the base names and its account's first 16 hex digits.
+const SESSION: &str = "__Host-secnet_session-0707070707070707";
+const LOGIN: &str = "__Host-secnet_login-0707070707070707";
 
 const LISTINGS: usize = 10_000;
 const REQUESTS: usize = 300;
 
 struct Registered(Vec<Listed>);
 
-impl Directory for Registered {
+impl Services for Registered {
+    fn me(&self) -> secnet_types::AccountId {
+        secnet_types::AccountId([7; 32])
+    }
+    fn chain_id(&self) -> String {
+        "test".into()
+    }
     fn listings(&self) -> Vec<Listed> {
         self.0.clone()
     }
@@ -52,6 +62,7 @@ fn listings() -> Vec<Listed> {
                 id: format!("{i:064x}"),
                 hash: format!("{:064x}", i + LISTINGS),
                 holder: format!("{:064x}", i % 7),
+                owner: format!("{:064x}", i + 2 * LISTINGS),
                 price: 10 + (i % 50) as u64,
                 description,
             }
@@ -117,7 +128,7 @@ fn main() {
             .iter()
             .find_map(|v| {
                 let v = v.to_str().ok()?;
-                v.strip_prefix(&format!("{LOGIN_COOKIE}="))
+                v.strip_prefix(&format!("{LOGIN}="))
                     .map(|rest| rest.split(';').next().unwrap_or("").to_string())
             })
             .unwrap();
@@ -126,7 +137,7 @@ fn main() {
         let csrf = &html[at..at + 64];
         let r = http
             .post(format!("{base}/app/login"))
-            .header("cookie", format!("{LOGIN_COOKIE}={login_cookie}"))
+            .header("cookie", format!("{LOGIN}={login_cookie}"))
             .form(&[
                 ("csrf", csrf),
                 ("username", "dr.bench"),
@@ -141,11 +152,11 @@ fn main() {
             .iter()
             .find_map(|v| {
                 let v = v.to_str().ok()?;
-                v.strip_prefix(&format!("{SESSION_COOKIE}="))
+                v.strip_prefix(&format!("{SESSION}="))
                     .map(|rest| rest.split(';').next().unwrap_or("").to_string())
             })
             .unwrap();
-        let cookie = format!("{SESSION_COOKIE}={session}");
+        let cookie = format!("{SESSION}={session}");
 
         // Cold: the first search parses every description once.
         let cold = timed(&http, &format!("{base}/app/search?q=E11"), &cookie).await;

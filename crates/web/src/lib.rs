@@ -8,7 +8,13 @@
 //!   htmx is served from the node itself; every answer carries a Content-Security-Policy that
 //!   allows no inline script and nothing from elsewhere.
 
+pub mod consent;
+pub mod patient;
+mod patient_pages;
+mod reading;
+pub mod records;
 pub mod search;
+pub mod services;
 pub mod session;
 pub mod staff;
 
@@ -19,6 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+pub use services::Services;
 use session::{AttemptKeys, Session, Sessions, Throttle, new_token, same_secret};
 use staff::{Role, StaffError, StaffMember, StaffStore};
 use std::path::Path as FsPath;
@@ -26,11 +33,29 @@ use std::sync::Arc;
 
 /// The file in a node's data directory that holds its staff accounts.
 pub const WEB_FILE: &str = "web.redb";
-/// The session cookie. The `__Host-` prefix makes browsers refuse it unless this host set
+/// The session cookie's base name ([`cookie_name`]). The `__Host-` prefix makes browsers refuse it unless this host set
 /// it, over a secure origin, for the whole host: no sibling domain can plant or shadow it.
 pub const SESSION_COOKIE: &str = "__Host-secnet_session";
+/// The cookie of a patient's session (separate from staff sessions).
+pub const PATIENT_COOKIE: &str = "__Host-secnet_patient";
 /// The cookie that carries the sign-in form's CSRF token before there is a session.
 pub const LOGIN_COOKIE: &str = "__Host-secnet_login";
+/// The name a node gives one of its cookies: the base name and the first 16 hex digits of
+/// the node's account, so that nodes on one host (cookies ignore ports) keep their sessions
+/// apart.
+pub fn cookie_name(base: &str, node: &secnet_types::AccountId) -> String {
+    let hex = node.to_string();
+    format!("{base}-{}", hex.get(..16).unwrap_or(&hex))
+}
+
+/// This node's cookie names.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieNames {
+    pub(crate) session: String,
+    pub(crate) patient: String,
+    pub(crate) login: String,
+}
+
 /// Largest form body.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
 
@@ -44,28 +69,12 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// core); sign-ins beyond them are answered "busy" rather than queued.
 pub const MAX_PASSWORD_CHECKS: usize = 2;
 
-/// The data registered on the ledger, as the node currently sees it.
-pub trait Directory: Send + Sync + 'static {
-    /// Every listing of user data.
-    fn listings(&self) -> Vec<search::Listed>;
-}
-
-/// A directory with nothing registered (a node without a ledger, and tests).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EmptyDirectory;
-
-impl Directory for EmptyDirectory {
-    fn listings(&self) -> Vec<search::Listed> {
-        Vec::new()
-    }
-}
-
 /// Most parsed descriptions remembered; beyond it the memory is cleared.
 const MAX_PARSED: usize = 200_000;
 
 /// The application's state on one node.
 pub struct Web {
-    directory: Arc<dyn Directory>,
+    services: Arc<dyn Services>,
     /// Coded descriptions by listing id, parsed once.
     parsed:
         std::sync::Mutex<std::collections::HashMap<String, Option<Arc<search::CodedDescription>>>>,
@@ -74,6 +83,9 @@ pub struct Web {
     throttle: Throttle,
     password_checks: Arc<tokio::sync::Semaphore>,
     node_name: String,
+    patients: Sessions<patient::Patient>,
+    challenges: patient::Challenges,
+    cookies: CookieNames,
 }
 
 /// The address a request came from, when the server records it (`ConnectInfo`).
@@ -97,20 +109,28 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Source {
 
 impl Web {
     /// Opens the application of the node whose data directory is `data_dir`, shown to
-    /// users as `node_name`, searching `directory`.
+    /// users as `node_name`, over the node's `services`.
     pub fn open(
         data_dir: &FsPath,
         node_name: &str,
-        directory: Arc<dyn Directory>,
+        services: Arc<dyn Services>,
     ) -> Result<Arc<Web>, StaffError> {
+        let me = services.me();
         Ok(Arc::new(Web {
-            directory,
+            cookies: CookieNames {
+                session: cookie_name(SESSION_COOKIE, &me),
+                patient: cookie_name(PATIENT_COOKIE, &me),
+                login: cookie_name(LOGIN_COOKIE, &me),
+            },
+            services,
             parsed: std::sync::Mutex::default(),
             staff: StaffStore::open(&data_dir.join(WEB_FILE))?,
             sessions: Sessions::default(),
             throttle: Throttle::default(),
             password_checks: Arc::new(tokio::sync::Semaphore::new(MAX_PASSWORD_CHECKS)),
             node_name: node_name.to_string(),
+            patients: Sessions::default(),
+            challenges: patient::Challenges::default(),
         }))
     }
 
@@ -121,7 +141,7 @@ impl Web {
 
     /// Searches the directory for `purpose` (descriptions parsed once per listing).
     pub fn search(&self, query: &search::Query, purpose: search::Purpose) -> Vec<search::Hit> {
-        let listings = self.directory.listings();
+        let listings = self.services.listings();
         let coded: Vec<Option<Arc<search::CodedDescription>>> = match self.parsed.lock() {
             Ok(mut parsed) => {
                 if parsed.len() > MAX_PARSED {
@@ -172,6 +192,8 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/app/home", get(home))
         .route("/app/staff", get(staff_page).post(add_staff))
         .route("/app/search", get(search_page))
+        .route("/app/read", post(reading::read))
+        .merge(patient_pages::routes())
         .route("/app/static/{file}", get(asset))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))
@@ -200,10 +222,11 @@ async fn security_headers(mut resp: Response) -> Response {
 
 /// The signed-in user as the page header shows them.
 #[derive(Debug, Clone)]
-struct Who {
+pub(crate) struct Who {
     display_name: String,
     csrf: String,
     is_admin: bool,
+    is_patient: bool,
 }
 
 impl From<&Session> for Who {
@@ -212,12 +235,24 @@ impl From<&Session> for Who {
             display_name: s.member.display_name.clone(),
             csrf: s.csrf.clone(),
             is_admin: s.member.role == Role::Admin,
+            is_patient: false,
+        }
+    }
+}
+
+impl From<&Session<patient::Patient>> for Who {
+    fn from(s: &Session<patient::Patient>) -> Who {
+        Who {
+            display_name: format!("patient {}", s.member.hex.get(..8).unwrap_or("")),
+            csrf: s.csrf.clone(),
+            is_admin: false,
+            is_patient: true,
         }
     }
 }
 
 /// Renders a page, or a plain 500 if the template fails.
-fn page(status: StatusCode, template: &impl Template) -> Response {
+pub(crate) fn page(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => (
             status,
@@ -246,7 +281,7 @@ struct MessagePage<'a> {
     back: &'a str,
 }
 
-fn message(
+pub(crate) fn message(
     web: &Web,
     status: StatusCode,
     who: Option<Who>,
@@ -266,7 +301,7 @@ fn message(
     )
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -279,7 +314,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// Adds a `Set-Cookie` for `name` (host-wide, HttpOnly, Secure, SameSite=Strict) to `resp`;
 /// an empty `value` with age 0 clears it.
-fn set_cookie(resp: &mut Response, name: &str, value: &str, max_age_secs: u64) {
+pub(crate) fn set_cookie(resp: &mut Response, name: &str, value: &str, max_age_secs: u64) {
     let cookie = format!(
         "{name}={value}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age_secs}"
     );
@@ -289,20 +324,25 @@ fn set_cookie(resp: &mut Response, name: &str, value: &str, max_age_secs: u64) {
 }
 
 fn session_of(web: &Web, headers: &HeaderMap) -> Option<(String, Session)> {
-    let token = cookie(headers, SESSION_COOKIE)?;
+    let token = cookie(headers, &web.cookies.session)?;
     let session = web.sessions.get(&token)?;
     Some((token, session))
 }
 
 /// The session, or the answer for a request without one: back to sign-in.
 #[expect(clippy::result_large_err, reason = "the error is the response to send")]
-fn signed_in(web: &Web, headers: &HeaderMap) -> Result<(String, Session), Response> {
+pub(crate) fn signed_in(web: &Web, headers: &HeaderMap) -> Result<(String, Session), Response> {
     session_of(web, headers).ok_or_else(|| Redirect::to("/app/login").into_response())
 }
 
 /// Refuses a form whose CSRF token is not the session's.
 #[expect(clippy::result_large_err, reason = "the error is the response to send")]
-fn check_csrf(web: &Web, session: &Session, sent: &str, back: &str) -> Result<(), Response> {
+pub(crate) fn check_csrf(
+    web: &Web,
+    session: &Session,
+    sent: &str,
+    back: &str,
+) -> Result<(), Response> {
     if same_secret(sent, &session.csrf) {
         return Ok(());
     }
@@ -350,7 +390,7 @@ fn login_form(web: &Web, status: StatusCode, username: &str, message: Option<Str
             message,
         },
     );
-    set_cookie(&mut resp, LOGIN_COOKIE, &csrf, 3600);
+    set_cookie(&mut resp, &web.cookies.login, &csrf, 3600);
     resp
 }
 
@@ -381,7 +421,7 @@ async fn login(
     } else {
         ""
     };
-    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    let expected = cookie(&headers, &web.cookies.login).unwrap_or_default();
     if expected.is_empty() || !same_secret(&form.csrf, &expected) {
         return login_form(
             &web,
@@ -469,11 +509,11 @@ async fn login(
     let mut resp = Redirect::to("/app/home").into_response();
     set_cookie(
         &mut resp,
-        SESSION_COOKIE,
+        &web.cookies.session,
         &token,
         session::MAX_AGE.as_secs(),
     );
-    set_cookie(&mut resp, LOGIN_COOKIE, "", 0);
+    set_cookie(&mut resp, &web.cookies.login, "", 0);
     resp
 }
 
@@ -494,7 +534,7 @@ async fn logout(State(web): WebState, headers: HeaderMap, Form(form): Form<CsrfO
     web.sessions.end(&token);
     tracing::info!(user = %session.member.username, "signed out");
     let mut resp = Redirect::to("/app/login").into_response();
-    set_cookie(&mut resp, SESSION_COOKIE, "", 0);
+    set_cookie(&mut resp, &web.cookies.session, "", 0);
     resp
 }
 
@@ -686,11 +726,14 @@ struct SearchQuery {
 /// A search result as the page shows it.
 #[derive(Debug)]
 struct HitView {
+    hash: String,
     what: String,
     categories: String,
     purposes: String,
     holder: String,
     price: u64,
+    /// Whether the owner's consent names this node (`None`: the listing does not say).
+    consented: Option<bool>,
 }
 
 #[derive(Template)]
@@ -704,6 +747,8 @@ struct SearchPage<'a> {
     hits: Vec<HitView>,
     max_hits: usize,
     purpose_note: &'a str,
+    csrf: &'a str,
+    can_read: bool,
 }
 
 async fn search_page(
@@ -736,9 +781,16 @@ async fn search_page(
             .await
             .unwrap_or_default()
     };
+    let me = web.services.me().to_string();
+    let organisations = web.services.organisations();
     let hits = hits
         .into_iter()
         .map(|h| {
+            let consented = h
+                .coded
+                .as_ref()
+                .filter(|c| !c.audience.is_empty())
+                .map(|c| c.audience.contains(&me));
             let (what, categories, purposes) = match &h.coded {
                 Some(c) => (
                     c.codes
@@ -755,17 +807,20 @@ async fn search_page(
                     "not stated".into(),
                 ),
             };
+            let holder = h
+                .listed
+                .holder
+                .parse()
+                .map(|a| services::name_of(&organisations, &a))
+                .unwrap_or_else(|_| h.listed.holder.clone());
             HitView {
+                hash: h.listed.hash.clone(),
                 what,
                 categories,
                 purposes,
-                holder: h
-                    .listed
-                    .holder
-                    .get(..16)
-                    .unwrap_or(&h.listed.holder)
-                    .to_string(),
+                holder,
                 price: h.listed.price,
+                consented,
             }
         })
         .collect();
@@ -780,6 +835,8 @@ async fn search_page(
             hits,
             max_hits: search::MAX_HITS,
             purpose_note,
+            csrf: &session.csrf,
+            can_read: session.member.role != Role::Admin,
         },
     )
 }
@@ -789,6 +846,10 @@ async fn asset(Path(file): Path<String>) -> Response {
     let (body, content_type): (&'static [u8], &str) = match file.as_str() {
         "htmx.min.js" => (
             include_bytes!("../static/htmx.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "patient.js" => (
+            include_bytes!("../static/patient.js"),
             "text/javascript; charset=utf-8",
         ),
         "app.css" => (
@@ -807,7 +868,7 @@ async fn asset(Path(file): Path<String>) -> Response {
         .into_response()
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -42,6 +42,9 @@ pub struct CodedDescription {
     /// For which purposes (`treatment`, `research`).
     #[serde(default)]
     pub purposes: Vec<String>,
+    /// The accounts (hex) of the organisations the owner consented to; empty: not stated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audience: Vec<String>,
 }
 
 impl CodedDescription {
@@ -57,6 +60,7 @@ impl CodedDescription {
             }],
             categories: vec!["conditions".into()],
             purposes: purposes.iter().map(|p| (*p).to_string()).collect(),
+            audience: Vec::new(),
         }
     }
 
@@ -85,6 +89,8 @@ pub struct Listed {
     pub hash: String,
     /// Who holds and serves it, hex.
     pub holder: String,
+    /// Who registered it (the owner), hex.
+    pub owner: String,
     /// Price of a subscription.
     pub price: u64,
     /// The description as registered.
@@ -243,6 +249,7 @@ mod tests {
             id: format!("id{i}"),
             hash: format!("h{i}"),
             holder: "holder".into(),
+            owner: "owner".into(),
             price: 10,
             description,
         }

@@ -32,23 +32,35 @@ fn key_of(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// A signed-in staff member, as a request sees it.
+/// Who a session belongs to.
+pub trait Member: Clone + std::fmt::Debug {
+    /// What identifies the account, for the limit of sessions per account.
+    fn account_key(&self) -> &str;
+}
+
+impl Member for StaffMember {
+    fn account_key(&self) -> &str {
+        &self.username
+    }
+}
+
+/// A signed-in staff member or patient, as a request sees it.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub struct Session<M = StaffMember> {
     /// Who.
-    pub member: StaffMember,
+    pub member: M,
     /// The token every form of this session carries.
     pub csrf: String,
 }
 
 #[derive(Debug)]
-struct Held {
-    session: Session,
+struct Held<M> {
+    session: Session<M>,
     started: Instant,
     last_used: Instant,
 }
 
-impl Held {
+impl<M> Held<M> {
     fn expired(&self, now: Instant) -> bool {
         now.duration_since(self.last_used) > IDLE_TIMEOUT
             || now.duration_since(self.started) > MAX_AGE
@@ -56,15 +68,23 @@ impl Held {
 }
 
 /// The sessions of one node.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    held: Mutex<HashMap<[u8; 32], Held>>,
+#[derive(Debug)]
+pub struct Sessions<M = StaffMember> {
+    held: Mutex<HashMap<[u8; 32], Held<M>>>,
 }
 
-impl Sessions {
+impl<M> Default for Sessions<M> {
+    fn default() -> Self {
+        Sessions {
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<M: Member> Sessions<M> {
     /// Starts a session for `member`: its cookie token, or `None` if the node holds too
     /// many live sessions.
-    pub fn start(&self, member: StaffMember) -> Option<String> {
+    pub fn start(&self, member: M) -> Option<String> {
         let mut held = self.held.lock().ok()?;
         let now = Instant::now();
         if held.len() >= MAX_SESSIONS {
@@ -75,7 +95,7 @@ impl Sessions {
         }
         let mine: Vec<([u8; 32], Instant)> = held
             .iter()
-            .filter(|(_, h)| h.session.member.username == member.username)
+            .filter(|(_, h)| h.session.member.account_key() == member.account_key())
             .map(|(k, h)| (*k, h.started))
             .collect();
         if mine.len() >= MAX_SESSIONS_PER_ACCOUNT
@@ -99,7 +119,7 @@ impl Sessions {
     }
 
     /// The live session of `token`, marking it used.
-    pub fn get(&self, token: &str) -> Option<Session> {
+    pub fn get(&self, token: &str) -> Option<Session<M>> {
         let mut held = self.held.lock().ok()?;
         let key = key_of(token);
         let now = Instant::now();

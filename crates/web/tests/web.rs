@@ -12,8 +12,12 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use secnet_web::search::{CodedDescription, ICD10, Listed, SNOMED};
 use secnet_web::staff::Role;
-use secnet_web::{CONTENT_SECURITY_POLICY, Directory, LOGIN_COOKIE, SESSION_COOKIE, Web};
+use secnet_web::{CONTENT_SECURITY_POLICY, Services, Web};
 use std::sync::Arc;
+
+/// This test node's cookies: the base names and its account's first 16 hex digits.
+const SESSION: &str = "__Host-secnet_session-0707070707070707";
+const LOGIN: &str = "__Host-secnet_login-0707070707070707";
 
 const ADMIN_PASSWORD: &str = "correct horse battery staple";
 
@@ -24,7 +28,13 @@ fn coded(system: &str, code: &str, display: &str, purposes: &[&str]) -> String {
     CodedDescription::condition(system, code, display, purposes).to_description()
 }
 
-impl Directory for Registered {
+impl Services for Registered {
+    fn me(&self) -> secnet_types::AccountId {
+        secnet_types::AccountId([7; 32])
+    }
+    fn chain_id(&self) -> String {
+        "test".into()
+    }
     fn listings(&self) -> Vec<Listed> {
         [
             coded(
@@ -47,6 +57,7 @@ impl Directory for Registered {
             id: format!("{i:064x}"),
             hash: format!("{:064x}", i + 100),
             holder: format!("{:064x}", 0xb0b),
+            owner: format!("{:064x}", i + 200),
             price: 25,
             description,
         })
@@ -116,7 +127,7 @@ impl App {
     async fn get(&self, path: &str, session: Option<&str>) -> (StatusCode, HeaderMap, String) {
         let mut req = self.http.get(format!("{}{path}", self.base));
         if let Some(s) = session {
-            req = req.header("cookie", format!("{SESSION_COOKIE}={s}"));
+            req = req.header("cookie", format!("{SESSION}={s}"));
         }
         let r = req.send().await.unwrap();
         (r.status(), r.headers().clone(), r.text().await.unwrap())
@@ -140,11 +151,11 @@ impl App {
     async fn sign_in(&self, user: &str, password: &str) -> (StatusCode, HeaderMap, String) {
         let (status, headers, html) = self.get("/app/login", None).await;
         assert_eq!(status, StatusCode::OK);
-        let (login_cookie, _) = set_cookie(&headers, LOGIN_COOKIE).unwrap();
+        let (login_cookie, _) = set_cookie(&headers, LOGIN).unwrap();
         let csrf = csrf_field(&html);
         self.post(
             "/app/login",
-            Some(format!("{LOGIN_COOKIE}={login_cookie}")),
+            Some(format!("{LOGIN}={login_cookie}")),
             &[("csrf", &csrf), ("username", user), ("password", password)],
         )
         .await
@@ -154,7 +165,7 @@ impl App {
     async fn session(&self, user: &str, password: &str) -> String {
         let (status, headers, body) = self.sign_in(user, password).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
-        set_cookie(&headers, SESSION_COOKIE).unwrap().0
+        set_cookie(&headers, SESSION).unwrap().0
     }
 }
 
@@ -189,7 +200,7 @@ async fn staff_sign_in_and_out_with_a_session_cookie_only_the_node_can_use() {
     let (status, headers, _) = app.sign_in("dr.ada", CLINICIAN_PASSWORD).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers[LOCATION], "/app/home");
-    let (token, attributes) = set_cookie(&headers, SESSION_COOKIE).unwrap();
+    let (token, attributes) = set_cookie(&headers, SESSION).unwrap();
     for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/;"] {
         assert!(attributes.contains(attribute), "{attributes}");
     }
@@ -208,7 +219,7 @@ async fn staff_sign_in_and_out_with_a_session_cookie_only_the_node_can_use() {
 
     // Signing out needs the session's CSRF token, and ends the session.
     let csrf = csrf_field(&html);
-    let cookie = Some(format!("{SESSION_COOKIE}={token}"));
+    let cookie = Some(format!("{SESSION}={token}"));
     let (status, _, html) = app
         .post("/app/logout", cookie.clone(), &[("csrf", "x")])
         .await;
@@ -216,7 +227,7 @@ async fn staff_sign_in_and_out_with_a_session_cookie_only_the_node_can_use() {
     assert!(html.contains("security token"));
     let (status, headers, _) = app.post("/app/logout", cookie, &[("csrf", &csrf)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(set_cookie(&headers, SESSION_COOKIE).unwrap().0, "");
+    assert_eq!(set_cookie(&headers, SESSION).unwrap().0, "");
     let (status, _, _) = app.get("/app/home", Some(&token)).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "the session is over");
 }
@@ -225,7 +236,7 @@ async fn staff_sign_in_and_out_with_a_session_cookie_only_the_node_can_use() {
 async fn a_sign_in_form_without_its_token_is_refused() {
     let app = app().await;
     let (_, headers, html) = app.get("/app/login", None).await;
-    let (login_cookie, attributes) = set_cookie(&headers, LOGIN_COOKIE).unwrap();
+    let (login_cookie, attributes) = set_cookie(&headers, LOGIN).unwrap();
     assert!(attributes.contains("HttpOnly") && attributes.contains("SameSite=Strict"));
     let csrf = csrf_field(&html);
     let form = |csrf: &str| {
@@ -237,20 +248,14 @@ async fn a_sign_in_form_without_its_token_is_refused() {
     };
     for (cookie, field) in [
         (None, csrf.clone()),
-        (
-            Some(format!("{LOGIN_COOKIE}={login_cookie}")),
-            String::new(),
-        ),
-        (
-            Some(format!("{LOGIN_COOKIE}={login_cookie}")),
-            "f".repeat(64),
-        ),
+        (Some(format!("{LOGIN}={login_cookie}")), String::new()),
+        (Some(format!("{LOGIN}={login_cookie}")), "f".repeat(64)),
     ] {
         let f = form(&field);
         let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (status, headers, html) = app.post("/app/login", cookie, &pairs).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(set_cookie(&headers, SESSION_COOKIE).is_none());
+        assert!(set_cookie(&headers, SESSION).is_none());
         assert!(html.contains("did not come from this page"));
     }
 }
@@ -264,7 +269,7 @@ async fn repeated_failures_pause_an_account_even_for_the_right_password() {
     }
     let (status, headers, html) = app.sign_in("admin", ADMIN_PASSWORD).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert!(set_cookie(&headers, SESSION_COOKIE).is_none());
+    assert!(set_cookie(&headers, SESSION).is_none());
     assert!(html.contains("Too many failed attempts"), "{html}");
     // Other accounts are not paused, and the account itself is not paused for another
     // source address: a stranger's guesses do not lock its owner out.
@@ -326,7 +331,7 @@ async fn only_an_admin_registers_staff_and_every_value_is_shown_as_text() {
     let (status, _, html) = app.get("/app/staff", Some(&admin)).await;
     assert_eq!(status, StatusCode::OK);
     let csrf = csrf_field(&html);
-    let cookie = || Some(format!("{SESSION_COOKIE}={admin}"));
+    let cookie = || Some(format!("{SESSION}={admin}"));
     let script = "<script>alert('x')</script> Eve";
     let new = |csrf: &str, user: &str, name: &str, role: &str, password: &str| {
         [
@@ -463,4 +468,24 @@ async fn staff_search_by_code_or_words_and_see_only_what_their_purpose_may_use()
     assert!(!html.contains("<script>alert") && html.matches("<script").count() == 1);
     let (_, _, html) = app.get("/app/search?q=diabetes", Some(&admin)).await;
     assert!(html.contains("3 results."), "{html}");
+}
+
+#[test]
+fn each_node_names_its_cookies_after_its_account() {
+    let me = secnet_types::AccountId([7; 32]);
+    assert_eq!(
+        secnet_web::cookie_name(secnet_web::SESSION_COOKIE, &me),
+        SESSION
+    );
+    assert_eq!(
+        secnet_web::cookie_name(secnet_web::LOGIN_COOKIE, &me),
+        LOGIN
+    );
+    assert_ne!(
+        secnet_web::cookie_name(
+            secnet_web::SESSION_COOKIE,
+            &secnet_types::AccountId([8; 32])
+        ),
+        SESSION
+    );
 }

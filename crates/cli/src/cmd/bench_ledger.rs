@@ -608,6 +608,7 @@ impl Net {
             p2p_base_port: p2p,
             api_base_port: api,
             chain_id: "secnet-bench".into(),
+            names: Vec::new(),
         })?;
         let (children, urls) = super::testnet::spawn_validators(dir.path(), validators)?;
         let pids = children.0.iter().map(std::process::Child::id).collect();

@@ -237,6 +237,7 @@ pub fn run(decisions: usize, stream_mib: u64) -> anyhow::Result<()> {
         purpose: "treatment".into(),
         score: 0,
         grant: true,
+        day: Facts::day_of(1_800_000_000_000),
     };
     let mut cedar_us = Vec::with_capacity(decisions);
     for _ in 0..decisions {

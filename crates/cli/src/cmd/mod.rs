@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod load;
 pub mod query;
 pub mod rules;
+pub mod samples;
 pub mod sim;
 pub mod staff;
 pub mod testnet;

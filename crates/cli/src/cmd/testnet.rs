@@ -44,7 +44,20 @@ pub struct InitArgs {
     /// Chain id.
     #[arg(long, default_value = "secnet-devnet")]
     pub chain_id: String,
+    /// The organisations running the validators, in order, comma-separated (shown to
+    /// people: "Northside Hospital,Riverside Hospital"); validators beyond the list have
+    /// no name.
+    #[arg(long, value_delimiter = ',')]
+    pub names: Vec<String>,
 }
+
+/// Who runs a new devnet's validators: two hospitals, a research institute, a clinic.
+pub const DEVNET_NAMES: [&str; 4] = [
+    "Northside Hospital",
+    "Riverside Hospital",
+    "Institute for Clinical Research",
+    "Lakeside Clinic",
+];
 
 /// A validator's `config.toml` (paths relative to the file).
 #[derive(Debug, Serialize, Deserialize)]
@@ -96,10 +109,19 @@ pub fn init(args: &InitArgs) -> anyhow::Result<Genesis> {
         validators.push(Validator {
             key: key.account(),
             address: format!("127.0.0.1:{port}"),
+            name: args.names.get(i).cloned().unwrap_or_default(),
         });
         keys.push(key);
     }
-    let mut allocations = Vec::new();
+    // Each validator's node account is funded too: it is the organisation's account, which
+    // pays when its staff subscribe to data.
+    let mut allocations: Vec<Allocation> = keys
+        .iter()
+        .map(|k| Allocation {
+            account: k.account(),
+            balance: ACCOUNT_BALANCE,
+        })
+        .collect();
     for j in 0..args.accounts {
         let key = Keypair::generate();
         keyfile::write_key(
@@ -243,9 +265,9 @@ const SAMPLE_LOGINS: &str = "sample-logins.txt";
 fn write_sample_logins(dir: &Path, validators: usize) -> anyhow::Result<()> {
     use secnet_web::staff::{Role, StaffStore};
     let accounts = [
-        (0, "admin", "Hospital A administrator", Role::Admin),
+        (0, "admin", "Northside administrator", Role::Admin),
         (0, "dr.ada", "Dr Ada Lovelace", Role::Clinician),
-        (1, "admin", "Hospital B administrator", Role::Admin),
+        (1, "admin", "Riverside administrator", Role::Admin),
         (1, "dr.bob", "Dr Bob Kahn", Role::Clinician),
         (
             2,
@@ -281,6 +303,10 @@ pub struct DevnetArgs {
     /// Number of funded client accounts on first run.
     #[arg(long, default_value_t = 16)]
     pub accounts: usize,
+    /// FHIR bundles to import as sample patients on first run (the first four *.json files:
+    /// two held at each hospital); skipped if the directory does not exist.
+    #[arg(long, default_value = super::samples::DEFAULT_SAMPLES)]
+    pub samples: PathBuf,
 }
 
 /// Validator processes, killed when dropped.
@@ -320,7 +346,8 @@ pub fn spawn_validators(dir: &Path, n: usize) -> anyhow::Result<(Children, Vec<S
 }
 
 pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
-    let genesis = if args.dir.join("genesis.json").exists() {
+    let first_run = !args.dir.join("genesis.json").exists();
+    let genesis = if !first_run {
         read_genesis(&args.dir.join("genesis.json"))?
     } else {
         let genesis = init(&InitArgs {
@@ -330,6 +357,7 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
             p2p_base_port: 9100,
             api_base_port: 8100,
             chain_id: "secnet-devnet".into(),
+            names: DEVNET_NAMES.iter().map(|n| (*n).to_string()).collect(),
         })?;
         write_sample_logins(&args.dir, args.validators)?;
         genesis
@@ -342,6 +370,23 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         );
     }
     let (mut children, apis) = spawn_validators(&args.dir, n)?;
+    if first_run && args.samples.is_dir() {
+        println!(
+            "importing sample patients from {} (first run only)…",
+            args.samples.display()
+        );
+        match super::samples::seed(&args.dir, &apis, &genesis, &args.samples) {
+            Ok(lines) => {
+                let mut all = std::fs::read_to_string(args.dir.join(SAMPLE_LOGINS))?;
+                for line in lines {
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+                keyfile::write_private(&args.dir.join(SAMPLE_LOGINS), all.as_bytes())?;
+            }
+            Err(e) => eprintln!("sample patients not imported: {e:#}"),
+        }
+    }
     println!("secnet devnet: {n} validators, chain {}", genesis.chain_id);
     for (i, api) in apis.iter().enumerate() {
         println!(
@@ -352,10 +397,18 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     println!("  client keys in {}", args.dir.join("accounts").display());
     if let Ok(logins) = std::fs::read_to_string(args.dir.join(SAMPLE_LOGINS)) {
         println!(
-            "  the application: open {}/app",
+            "  the application: open {}/app (staff) or {}/app/patient (patients)",
+            apis.first().map(String::as_str).unwrap_or(""),
             apis.first().map(String::as_str).unwrap_or("")
         );
-        println!("  sample staff sign-ins (node, username, role, password):");
+        for (i, api) in apis.iter().enumerate() {
+            if let Some(v) = genesis.validators.get(i).filter(|v| !v.name.is_empty()) {
+                println!("    node{i} is {}: {api}/app", v.name);
+            }
+        }
+        println!(
+            "  sample sign-ins (node, username, role, password; patients: node, patient, backup file to restore in the browser, its passphrase):"
+        );
         for line in logins.lines() {
             println!("    {line}");
         }

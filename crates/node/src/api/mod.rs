@@ -101,37 +101,6 @@ pub fn app(node: Arc<dyn Backend>, pdc: Arc<crate::pdc::Pdc>, web: Arc<secnet_we
         ))
 }
 
-/// The registered data the browser application searches: the listings of user data in
-/// this node's ledger state.
-#[derive(Clone)]
-pub struct LedgerDirectory(pub Arc<dyn Backend>);
-
-impl std::fmt::Debug for LedgerDirectory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LedgerDirectory").finish_non_exhaustive()
-    }
-}
-
-impl secnet_web::Directory for LedgerDirectory {
-    fn listings(&self) -> Vec<secnet_web::search::Listed> {
-        self.0
-            .with_ledger(|l| {
-                l.state()
-                    .listings()
-                    .filter(|x| x.kind == secnet_types::DataKind::UserData)
-                    .map(|x| secnet_web::search::Listed {
-                        id: x.id.to_string(),
-                        hash: x.hash.to_string(),
-                        holder: x.holder.to_string(),
-                        price: x.price,
-                        description: x.description.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
 /// How the application names a node to its users: its account's first eight hex digits.
 pub fn node_name(account: &secnet_types::AccountId) -> String {
     let hex = account.to_string();

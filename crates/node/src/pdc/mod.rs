@@ -38,6 +38,9 @@ pub struct Pdc {
     inner: Mutex<Inner>,
     /// Owners' parsed and validated policies, so a fetch does not re-parse them.
     policies: Mutex<HashMap<AccountId, Arc<OwnerPolicies>>>,
+    /// Held while a transaction signed by the node's key is given its nonce and submitted,
+    /// so the recorder and the application never take the same nonce.
+    own_txs: Mutex<()>,
 }
 
 impl std::fmt::Debug for Pdc {
@@ -67,6 +70,7 @@ impl Pdc {
                 .map_err(|e| format!("{}: {e}", rules_dir.display()))?,
             inner: Mutex::new(Inner::default()),
             policies: Mutex::new(HashMap::new()),
+            own_txs: Mutex::new(()),
         })
     }
 
@@ -74,6 +78,11 @@ impl Pdc {
         self.inner
             .lock()
             .map_err(|_| internal("PDC state poisoned"))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Re-reads the rules directory if it changed; returns whether it did.
@@ -123,6 +132,99 @@ impl Pdc {
             .map_err(store_problem)?;
         m.insert(*owner, Arc::new(checked));
         Ok(())
+    }
+}
+
+impl Pdc {
+    /// Every access-log entry about data `owner` stores here or listed, in log order, with
+    /// its index and its block's time: read through the ledger's log index, not a scan.
+    pub fn history_of(
+        &self,
+        l: &secnet_ledger::Ledger,
+        owner: &AccountId,
+    ) -> Result<Vec<(u64, secnet_contract::LogEntry, u64)>, Problem> {
+        use secnet_contract::LogEntry;
+        use secnet_ledger::LogSubject;
+        let mut mine: std::collections::HashSet<secnet_types::Hash> = self
+            .store
+            .hashes_of(owner)
+            .map_err(store_problem)?
+            .into_iter()
+            .collect();
+        mine.extend(
+            l.state()
+                .listings()
+                .filter(|x| x.owner == *owner)
+                .map(|x| x.hash),
+        );
+        let size = l.state().log().len();
+        let mut indices = std::collections::BTreeSet::new();
+        for hash in &mine {
+            indices.extend(l.log_indices(LogSubject::Data(*hash))?);
+        }
+        let mut out = Vec::new();
+        for index in indices.into_iter().filter(|i| *i < size) {
+            let Some(leaf) = l.log_leaf(index)? else {
+                continue;
+            };
+            let Ok(entry) = LogEntry::from_bytes(&leaf) else {
+                continue;
+            };
+            let (data, height) = match &entry {
+                LogEntry::Grant { data, height, .. } => (*data, *height),
+                LogEntry::Access { entry, height, .. } => (entry.data, *height),
+            };
+            if !mine.contains(&data) {
+                continue;
+            }
+            let block_ms = l.block(height)?.map_or(0, |b| b.block.header.timestamp_ms);
+            out.push((index, entry, block_ms));
+        }
+        Ok(out)
+    }
+
+    /// Signs `call` with the node's key at its next nonce and submits it to the node's own
+    /// mempool: the one way, with the recorder, that the node's key transacts.
+    pub fn submit_own(
+        &self,
+        node: &dyn crate::backend::Backend,
+        call: secnet_types::Call,
+    ) -> Result<secnet_types::Hash, String> {
+        let _turn = self.own_txs.lock().map_err(|_| "PDC state poisoned")?;
+        let me = node.key().account();
+        let (committed, chain_id) = node
+            .with_ledger(|l| (l.state().account(&me).nonce, l.genesis().chain_id.clone()))
+            .map_err(|e| e.to_string())?;
+        let mut nonce = self
+            .inner
+            .lock()
+            .map_err(|_| "PDC state poisoned")?
+            .next_nonce
+            .max(committed);
+        // One retry: the first answer of a stale nonce says which one is next.
+        for _ in 0..2 {
+            let tx = secnet_types::Transaction {
+                chain_id: chain_id.clone(),
+                sender: me,
+                nonce,
+                call: call.clone(),
+            }
+            .sign(node.key());
+            match node.submit(tx).map_err(|e| e.to_string())? {
+                Ok(hash) => {
+                    if let Ok(mut inner) = self.inner.lock() {
+                        inner.next_nonce = nonce + 1;
+                    }
+                    return Ok(hash);
+                }
+                Err(
+                    crate::mempool::AdmitError::StaleNonce { expected, .. }
+                    | crate::mempool::AdmitError::NonceGap { expected, .. },
+                ) => nonce = expected,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err("the node's nonce kept moving; try again".into())
     }
 }
 

@@ -14,7 +14,11 @@ impl Pdc {
     pub fn flush_records(&self, node: &dyn Backend) -> usize {
         let mut submitted = 0;
         loop {
-            // Lock order everywhere: ledger, then the PDC's state; never the reverse.
+            // Lock order everywhere: the node's own submissions, the ledger, then the PDC's
+            // state; never the reverse.
+            let Ok(_turn) = self.own_txs.lock() else {
+                return submitted;
+            };
             let committed = node
                 .with_ledger(|l| l.state().account(&node.key().account()).nonce)
                 .unwrap_or(0);

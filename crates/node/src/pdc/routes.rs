@@ -15,7 +15,6 @@ use secnet_api::pdc::{
     VersionInfo,
 };
 use secnet_contract::LogEntry;
-use secnet_ledger::LogSubject;
 use secnet_pdc::Udi;
 use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, LedgerFacts};
 use secnet_pdc::auth::AuthError;
@@ -26,7 +25,6 @@ use secnet_pdc::store::PutRequest;
 use secnet_policy::{Action, Facts, Resource};
 use secnet_types::{AccessDecision, AccountId, EncryptionKey, Hash};
 use serde::Deserialize;
-use std::collections::HashSet;
 use std::io::Read as _;
 use std::sync::Arc;
 
@@ -196,6 +194,7 @@ fn permitted(
                 purpose: "write".into(),
                 score: 0,
                 grant: false,
+                day: Facts::day_of(now_ms()),
             },
         )
         .map_err(|e| internal(&e.to_string()))?;
@@ -772,48 +771,16 @@ async fn history(
     let owner = parse_account(&owner)?;
     let who = signer(&pdc, &method, &uri, &headers, b"")?;
     require_owner(&who, &owner, "only the owner reads their history")?;
-    let mut mine: HashSet<Hash> = pdc
-        .store
-        .hashes_of(&owner)
-        .map_err(store_problem)?
-        .into_iter()
-        .collect();
     let mut delivered = 0usize;
     let mut events = Vec::new();
     let entries = node.with_ledger(|l| -> Result<Vec<HistoryItem>, Problem> {
-        mine.extend(
-            l.state()
-                .listings()
-                .filter(|x| x.owner == owner)
-                .map(|x| x.hash),
-        );
         let size = l.state().log().len();
-        let mut indices = std::collections::BTreeSet::new();
-        for hash in &mine {
-            indices.extend(l.log_indices(LogSubject::Data(*hash))?);
-        }
         let mut out = Vec::new();
-        for index in indices.into_iter().filter(|i| *i < size) {
-            let Some(leaf) = l.log_leaf(index)? else {
-                continue;
-            };
-            let Ok(entry) = LogEntry::from_bytes(&leaf) else {
-                continue;
-            };
-            let (data, height, is_delivery) = match &entry {
-                LogEntry::Grant { data, height, .. } => (*data, *height, false),
-                LogEntry::Access { entry, height, .. } => (
-                    entry.data,
-                    *height,
-                    entry.decision == AccessDecision::Delivered,
-                ),
-            };
-            if !mine.contains(&data) {
-                continue;
+        for (index, entry, block_ms) in pdc.history_of(l, &owner)? {
+            if let LogEntry::Access { entry: e, .. } = &entry {
+                delivered += usize::from(e.decision == AccessDecision::Delivered);
             }
-            delivered += usize::from(is_delivery);
             let proof = l.inclusion_proof(index, Some(size))?;
-            let block_ms = l.block(height)?.map_or(0, |b| b.block.header.timestamp_ms);
             let event = audit_event(&entry, index, block_ms);
             events.push(serde_json::json!({ "resource": event.clone() }));
             out.push(HistoryItem {

@@ -1,0 +1,345 @@
+//! The browser application's view of this node (`secnet_web::Services`): listings, accounts
+//! and organisations from the ledger and the genesis, patients' records, policies and
+//! histories from the PDC, and reading registered data as this node through the same
+//! verifying client any consumer uses.
+
+use crate::backend::Backend;
+use crate::pdc::Pdc;
+use secnet_api::txs::TxStatus;
+use secnet_types::{AccountId, Call, Event, Genesis, Hash, Outcome};
+use secnet_web::services::{
+    AccountFacts, BoxFuture, HistoryItem, Organisation, ReadError, Reading, Services, StoredRecord,
+};
+use std::io::Read as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest object shown in a page.
+const MAX_SHOWN_OBJECT: u64 = 4 * 1024 * 1024;
+/// How long a grant a reader asks for lasts.
+const READ_GRANT_SECS: u32 = 600;
+/// How long a transaction of this node is waited for.
+const FINALITY_WAIT: Duration = Duration::from_secs(30);
+
+/// The node's side of the browser application.
+pub struct WebServices {
+    node: Arc<dyn Backend>,
+    pdc: Arc<Pdc>,
+    genesis: Genesis,
+}
+
+impl std::fmt::Debug for WebServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebServices").finish_non_exhaustive()
+    }
+}
+
+impl WebServices {
+    /// The application's view of `node` and its `pdc`.
+    pub fn new(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Result<WebServices, String> {
+        let genesis = node
+            .with_ledger(|l| l.genesis().clone())
+            .map_err(|e| e.to_string())?;
+        Ok(WebServices { node, pdc, genesis })
+    }
+
+    /// How people see this node: its organisation's name in the genesis, or its account's
+    /// first eight hex digits.
+    pub fn node_name(&self) -> String {
+        name_in(&self.genesis, &self.node.key().account())
+    }
+
+    async fn final_receipt(&self, hash: Hash) -> Result<(u64, Outcome), ReadError> {
+        let deadline = tokio::time::Instant::now() + FINALITY_WAIT;
+        loop {
+            match self.node.tx_status(&hash) {
+                Ok(TxStatus::Committed {
+                    height, receipt, ..
+                }) => return Ok((height, receipt.outcome)),
+                Ok(TxStatus::Unknown) => {
+                    return Err(ReadError::Failed(format!(
+                        "transaction {hash} left the mempool without a block; try again"
+                    )));
+                }
+                Ok(TxStatus::Pending) => {}
+                Err(e) => return Err(ReadError::Failed(e.to_string())),
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ReadError::Failed(format!(
+                    "transaction {hash} was not final within {} s",
+                    FINALITY_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn transact(&self, call: Call) -> Result<(u64, Vec<Event>), ReadError> {
+        let (node, pdc) = (self.node.clone(), self.pdc.clone());
+        let hash = tokio::task::spawn_blocking(move || pdc.submit_own(&*node, call))
+            .await
+            .map_err(|e| ReadError::Failed(e.to_string()))?
+            .map_err(ReadError::Failed)?;
+        match self.final_receipt(hash).await? {
+            (height, Outcome::Applied { events }) => Ok((height, events)),
+            (_, Outcome::Rejected { rejection }) => Err(ReadError::Refused {
+                steps: Vec::new(),
+                reason: format!("the ledger refused: {rejection}"),
+            }),
+        }
+    }
+
+    async fn read_listed(&self, data: Hash, purpose: String) -> Result<Reading, ReadError> {
+        let me = self.node.key().account();
+        let (listing, subscribed, has_key) = self
+            .node
+            .with_ledger(|l| {
+                (
+                    l.state().listing(&data).cloned(),
+                    l.state().is_subscribed(&data, &me),
+                    l.state().account(&me).encryption_key.is_some(),
+                )
+            })
+            .map_err(|e| ReadError::Failed(e.to_string()))?;
+        let Some(listing) = listing else {
+            return Err(ReadError::Refused {
+                steps: Vec::new(),
+                reason: "this data is not registered (any more): its owner withdrew it".into(),
+            });
+        };
+        let mut steps = Vec::new();
+        let with_steps = |steps: &Vec<String>, e: ReadError| match e {
+            ReadError::Refused { reason, .. } => ReadError::Refused {
+                steps: steps.clone(),
+                reason,
+            },
+            other => other,
+        };
+        if !has_key {
+            // Data keys are sealed to the reader's registered encryption key.
+            let (height, _) = self
+                .transact(Call::SetEncryptionKey {
+                    key: self.node.key().encryption_key(),
+                })
+                .await?;
+            steps.push(format!(
+                "registered this node's encryption key, which data keys are sealed to (final at height {height})"
+            ));
+        }
+        if subscribed {
+            steps.push("already subscribed to this registration: nothing paid".to_string());
+        } else {
+            let (height, _) = self
+                .transact(Call::SubscribeData { hash: data })
+                .await
+                .map_err(|e| with_steps(&steps, e))?;
+            steps.push(format!(
+                "paid {} for a subscription (final at height {height}): {}% to the holder, the rest to the patient",
+                listing.price,
+                listing.holder_share_bps / 100
+            ));
+        }
+        let (height, events) = self
+            .transact(Call::RequestDataWithHash {
+                hash: data,
+                purpose: purpose.clone(),
+                ttl_secs: READ_GRANT_SECS,
+            })
+            .await
+            .map_err(|e| with_steps(&steps, e))?;
+        let Some(grant) = events.iter().find_map(|e| match e {
+            Event::GrantIssued { grant, .. } => Some(*grant),
+            _ => None,
+        }) else {
+            return Err(ReadError::Failed(
+                "the request was applied without issuing a grant".into(),
+            ));
+        };
+        steps.push(format!(
+            "granted by the ledger for {purpose} for {} minutes (final at height {height})",
+            READ_GRANT_SECS / 60
+        ));
+        let base = holder_base(&listing.address).ok_or_else(|| ReadError::Refused {
+            steps: steps.clone(),
+            reason: format!(
+                "the registration's address {:?} is not a holder's data URL",
+                listing.address
+            ),
+        })?;
+        let remote = secnet_client::RemoteNode::new(&base, &self.genesis)
+            .map_err(|e| ReadError::Failed(e.to_string()))?;
+        let delivery = match remote.fetch(self.node.key(), &grant).await {
+            Ok(d) => d,
+            Err(secnet_client::ClientError::Refused(reason)) => {
+                return Err(ReadError::Refused { steps, reason });
+            }
+            Err(e) => return Err(ReadError::Failed(e.to_string())),
+        };
+        let content = delivery
+            .plaintext()
+            .map_err(|e| ReadError::Failed(e.to_string()))?;
+        steps.push(format!(
+            "fetched from the holder ({} bytes), decrypted here, and checked against the registered hash; the holder records the delivery on the ledger",
+            content.len()
+        ));
+        Ok(Reading {
+            data,
+            holder: listing.holder,
+            steps,
+            content,
+        })
+    }
+}
+
+/// The holder's base URL in a registered data address (`<base>/v1/pdc/data/<hash>`); only
+/// http(s) URLs of that shape are followed.
+fn holder_base(address: &str) -> Option<String> {
+    let (base, rest) = address.split_once("/v1/pdc/data/")?;
+    let scheme_ok = base.starts_with("http://") || base.starts_with("https://");
+    let host = base.split_once("://")?.1;
+    (scheme_ok
+        && !host.is_empty()
+        && !host.contains(['/', '?', '#', '@'])
+        && rest.len() == 64
+        && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+    .then(|| base.to_string())
+}
+
+/// The name of `account` in `genesis`: its validator's name, or `node <prefix>`.
+pub fn name_in(genesis: &Genesis, account: &AccountId) -> String {
+    genesis
+        .validators
+        .iter()
+        .find(|v| v.key == *account && !v.name.is_empty())
+        .map(|v| v.name.clone())
+        .unwrap_or_else(|| crate::api::node_name(account))
+}
+
+impl Services for WebServices {
+    fn me(&self) -> AccountId {
+        self.node.key().account()
+    }
+
+    fn chain_id(&self) -> String {
+        self.genesis.chain_id.clone()
+    }
+
+    fn listings(&self) -> Vec<secnet_web::search::Listed> {
+        self.node
+            .with_ledger(|l| {
+                l.state()
+                    .listings()
+                    .filter(|x| x.kind == secnet_types::DataKind::UserData)
+                    .map(|x| secnet_web::search::Listed {
+                        id: x.id.to_string(),
+                        hash: x.hash.to_string(),
+                        holder: x.holder.to_string(),
+                        owner: x.owner.to_string(),
+                        price: x.price,
+                        description: x.description.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn organisations(&self) -> Vec<Organisation> {
+        self.genesis
+            .validators
+            .iter()
+            .map(|v| Organisation {
+                account: v.key,
+                name: name_in(&self.genesis, &v.key),
+            })
+            .collect()
+    }
+
+    fn account(&self, who: &AccountId) -> Result<AccountFacts, String> {
+        self.node
+            .with_ledger(|l| {
+                let a = l.state().account(who);
+                AccountFacts {
+                    balance: a.balance,
+                    nonce: a.nonce,
+                    encryption_key: a.encryption_key.is_some(),
+                }
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    fn records(&self, owner: &AccountId) -> Result<Vec<StoredRecord>, String> {
+        let store = self.pdc.store();
+        let mut out = Vec::new();
+        for object in store.objects_of(owner).map_err(|e| e.to_string())? {
+            let Some(version) = object.latest() else {
+                continue;
+            };
+            let mut content = Vec::new();
+            store
+                .read(version)
+                .map_err(|e| e.to_string())?
+                .take(MAX_SHOWN_OBJECT)
+                .read_to_end(&mut content)
+                .map_err(|e| format!("{}: {e}", object.object))?;
+            out.push(StoredRecord {
+                path: object.object.clone(),
+                content,
+            });
+        }
+        Ok(out)
+    }
+
+    fn policy(&self, owner: &AccountId) -> Result<String, String> {
+        Ok(self
+            .pdc
+            .store()
+            .policy(owner)
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default())
+    }
+
+    fn history(&self, owner: &AccountId) -> Result<Vec<HistoryItem>, String> {
+        self.node
+            .with_ledger(|l| self.pdc.history_of(l, owner))
+            .map_err(|e| e.to_string())?
+            .map_err(|p| p.detail().to_string())
+            .map(|items| {
+                items
+                    .into_iter()
+                    .map(|(index, entry, block_ms)| HistoryItem {
+                        index,
+                        entry,
+                        block_ms,
+                    })
+                    .collect()
+            })
+    }
+
+    fn read(&self, data: Hash, purpose: String) -> BoxFuture<'_, Result<Reading, ReadError>> {
+        Box::pin(self.read_listed(data, purpose))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holder_base;
+
+    #[test]
+    fn only_holder_data_urls_are_followed() {
+        let h = "ab".repeat(32);
+        assert_eq!(
+            holder_base(&format!("http://127.0.0.1:8100/v1/pdc/data/{h}")).as_deref(),
+            Some("http://127.0.0.1:8100")
+        );
+        for bad in [
+            format!("file:///etc/v1/pdc/data/{h}"),
+            format!("http://user@host/v1/pdc/data/{h}"),
+            "http://host/v1/pdc/data/xyz".to_string(),
+            format!("http:///v1/pdc/data/{h}"),
+            format!("http://host/x/v1/pdc/data/{h}"),
+            "secnet://x".to_string(),
+        ] {
+            assert_eq!(holder_base(&bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,753 @@
+//! The patient's pages: signing in with the key the browser keeps, their records, consent
+//! per organisation, and who saw their data. What changes anything is signed in the
+//! browser (`static/patient.js`) and sent to the node's API; the routes here only render
+//! pages and prepare what the browser will show and sign.
+
+use crate::consent::{self, Terms, date_of_day};
+use crate::patient::{Patient, SignInError};
+use crate::records::{RecordView, view};
+use crate::search::CodedDescription;
+use crate::services::{HistoryItem, name_of};
+use crate::session::{MAX_AGE, Session, same_secret};
+use crate::{Web, WebState, Who, cookie, now_ms, page, set_cookie};
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secnet_contract::LogEntry;
+use secnet_types::{AccessDecision, AccountId, Hash};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The holder's share of what a hospital pays for a patient's shared record, in basis
+/// points: the node that stores and serves it keeps a tenth, the patient is paid the rest.
+pub const HOLDER_SHARE_BPS: u16 = 1_000;
+
+pub(crate) fn routes() -> Router<Arc<Web>> {
+    Router::new()
+        .route("/app/patient", get(start))
+        .route("/app/patient/challenge", post(challenge))
+        .route("/app/patient/session", post(sign_in))
+        .route("/app/patient/logout", post(logout))
+        .route("/app/patient/records", get(records))
+        .route("/app/patient/consent", get(consent_page))
+        .route("/app/patient/consent/prepare", post(prepare_consent))
+        .route("/app/patient/consent/revoke", post(prepare_revoke))
+        .route("/app/patient/history", get(history))
+}
+
+fn patient_of(web: &Web, headers: &HeaderMap) -> Option<(String, Session<Patient>)> {
+    let token = cookie(headers, &web.cookies.patient)?;
+    let session = web.patients.get(&token)?;
+    Some((token, session))
+}
+
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
+fn signed_in_patient(web: &Web, headers: &HeaderMap) -> Result<Session<Patient>, Response> {
+    patient_of(web, headers)
+        .map(|(_, s)| s)
+        .ok_or_else(|| Redirect::to("/app/patient").into_response())
+}
+
+/// A JSON refusal for the browser's script: `{"error": "..."}`.
+fn refuse(status: StatusCode, error: impl Into<String>) -> Response {
+    #[derive(Serialize)]
+    struct E {
+        error: String,
+    }
+    (
+        status,
+        Json(E {
+            error: error.into(),
+        }),
+    )
+        .into_response()
+}
+
+#[derive(Template)]
+#[template(path = "patient_start.html")]
+struct StartPage<'a> {
+    title: &'a str,
+    node_name: &'a str,
+    who: Option<Who>,
+    node: String,
+    chain_id: String,
+}
+
+async fn start(State(web): WebState, headers: HeaderMap) -> Response {
+    if patient_of(&web, &headers).is_some() {
+        return Redirect::to("/app/patient/records").into_response();
+    }
+    page(
+        StatusCode::OK,
+        &StartPage {
+            title: "Patients",
+            node_name: &web.node_name,
+            who: None,
+            node: web.services.me().to_string(),
+            chain_id: web.services.chain_id(),
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct Challenge {
+    challenge: String,
+    node: String,
+}
+
+async fn challenge(State(web): WebState) -> Response {
+    match web.challenges.issue() {
+        Some(c) => Json(Challenge {
+            challenge: hex::encode(c),
+            node: web.services.me().to_string(),
+        })
+        .into_response(),
+        None => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many sign-ins at once; try again in a minute",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    account: String,
+    challenge: String,
+    signature: String,
+}
+
+async fn sign_in(State(web): WebState, Json(form): Json<SignIn>) -> Response {
+    let me = web.services.me();
+    let patient = match web
+        .challenges
+        .answer(&me, &form.account, &form.challenge, &form.signature)
+    {
+        Ok(p) => p,
+        Err(e @ SignInError::Malformed(_)) => {
+            return refuse(StatusCode::BAD_REQUEST, e.to_string());
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "patient sign-in refused");
+            return refuse(StatusCode::UNAUTHORIZED, e.to_string());
+        }
+    };
+    let Some(token) = web.patients.start(patient.clone()) else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the node holds too many sessions; try again later",
+        );
+    };
+    tracing::info!(patient = %patient.account, "patient signed in");
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    set_cookie(&mut resp, &web.cookies.patient, &token, MAX_AGE.as_secs());
+    resp
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(web): WebState,
+    headers: HeaderMap,
+    axum::extract::Form(form): axum::extract::Form<CsrfOnly>,
+) -> Response {
+    let Some((token, session)) = patient_of(&web, &headers) else {
+        return Redirect::to("/app/patient").into_response();
+    };
+    if !same_secret(&form.csrf, &session.csrf) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this form did not carry this session's security token",
+        );
+    }
+    web.patients.end(&token);
+    let mut resp = Redirect::to("/app/patient").into_response();
+    set_cookie(&mut resp, &web.cookies.patient, "", 0);
+    resp
+}
+
+/// Runs blocking work of the node's services on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    web: &Arc<Web>,
+    f: impl FnOnce(&Web) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let web = web.clone();
+    tokio::task::spawn_blocking(move || f(&web))
+        .await
+        .map_err(|e| format!("the node failed: {e}"))?
+}
+
+/// The patient's stored FHIR resources, parsed (unparseable objects are left out).
+fn resources(web: &Web, owner: &AccountId) -> Result<Vec<serde_json::Value>, String> {
+    Ok(web
+        .services
+        .records(owner)?
+        .into_iter()
+        .filter(|r| r.path.starts_with("fhir/"))
+        .filter_map(|r| serde_json::from_slice(&r.content).ok())
+        .collect())
+}
+
+#[derive(Template)]
+#[template(path = "patient_records.html")]
+struct RecordsPage<'a> {
+    title: &'a str,
+    node_name: &'a str,
+    who: Option<Who>,
+    account: String,
+    chain_id: String,
+    has_encryption_key: bool,
+    balance: u64,
+    view: RecordView,
+    error: Option<String>,
+}
+
+async fn records(State(web): WebState, headers: HeaderMap) -> Response {
+    let session = match signed_in_patient(&web, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let owner = session.member.account;
+    let facts = blocking(&web, move |w| w.services.account(&owner)).await;
+    let found = blocking(&web, move |w| resources(w, &owner)).await;
+    let (view, error) = match found {
+        Ok(r) => (view(r.iter()), None),
+        Err(e) => (RecordView::default(), Some(e)),
+    };
+    let facts = facts.unwrap_or_default();
+    page(
+        StatusCode::OK,
+        &RecordsPage {
+            title: "My records",
+            node_name: &web.node_name,
+            who: Some(Who::from(&session)),
+            account: session.member.hex.clone(),
+            chain_id: web.services.chain_id(),
+            has_encryption_key: facts.encryption_key,
+            balance: facts.balance,
+            view,
+            error,
+        },
+    )
+}
+
+/// One of the patient's consents as the page lists it.
+#[derive(Debug)]
+struct ConsentRow {
+    audience: String,
+    audience_account: String,
+    categories: String,
+    purposes: String,
+    price: u64,
+    hash: String,
+    enforced: bool,
+}
+
+#[derive(Template)]
+#[template(path = "patient_consent.html")]
+struct ConsentPage<'a> {
+    title: &'a str,
+    node_name: &'a str,
+    who: Option<Who>,
+    account: String,
+    chain_id: String,
+    csrf: String,
+    organisations: Vec<(String, String)>,
+    consents: Vec<ConsentRow>,
+    categories: [&'static str; 4],
+    default_until: String,
+    error: Option<String>,
+}
+
+/// The patient's listings with a coded description, by audience.
+fn my_listings(web: &Web, owner: &AccountId) -> Vec<(crate::search::Listed, CodedDescription)> {
+    let owner = owner.to_string();
+    web.services
+        .listings()
+        .into_iter()
+        .filter(|l| l.owner == owner)
+        .filter_map(|l| CodedDescription::parse(&l.description).map(|d| (l, d)))
+        .filter(|(_, d)| !d.audience.is_empty())
+        .collect()
+}
+
+async fn consent_page(State(web): WebState, headers: HeaderMap) -> Response {
+    let session = match signed_in_patient(&web, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let owner = session.member.account;
+    let policy = blocking(&web, move |w| w.services.policy(&owner)).await;
+    let (policy, error) = match policy {
+        Ok(p) => (p, None),
+        Err(e) => (String::new(), Some(e)),
+    };
+    let organisations = web.services.organisations();
+    let consents = my_listings(&web, &owner)
+        .into_iter()
+        .map(|(l, d)| {
+            let audience: Vec<String> = d
+                .audience
+                .iter()
+                .map(|a| {
+                    a.parse()
+                        .map(|a| name_of(&organisations, &a))
+                        .unwrap_or_else(|_| a.clone())
+                })
+                .collect();
+            let enforced = d
+                .audience
+                .iter()
+                .all(|a| policy.contains(&format!("@id(\"consent-{a}\")")));
+            ConsentRow {
+                audience: audience.join(", "),
+                audience_account: d.audience.first().cloned().unwrap_or_default(),
+                categories: d.categories.join(", "),
+                purposes: d.purposes.join(", "),
+                price: l.price,
+                hash: l.hash,
+                enforced,
+            }
+        })
+        .collect();
+    let today = policy_day(now_ms());
+    page(
+        StatusCode::OK,
+        &ConsentPage {
+            title: "Consent",
+            node_name: &web.node_name,
+            who: Some(Who::from(&session)),
+            account: session.member.hex.clone(),
+            chain_id: web.services.chain_id(),
+            csrf: session.csrf.clone(),
+            organisations: organisations
+                .iter()
+                .map(|o| (o.account.to_string(), o.name.clone()))
+                .collect(),
+            consents,
+            categories: consent::Category::ALL.map(consent::Category::as_str),
+            default_until: date_of_day(today.saturating_add(365)),
+            error,
+        },
+    )
+}
+
+fn policy_day(ms: u64) -> u32 {
+    u32::try_from(ms / 86_400_000).unwrap_or(u32::MAX)
+}
+
+/// One thing the browser signs and sends, as it shows it to the patient first.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Step {
+    /// A signed request to the node's API.
+    Request {
+        summary: String,
+        method: &'static str,
+        path: String,
+        content_type: &'static str,
+        body: String,
+    },
+    /// A `RegisterData` transaction of the body of step `body_of` (its SHA-256 is the
+    /// registered hash; the address is this node's data route for it).
+    Register {
+        summary: String,
+        body_of: usize,
+        description: String,
+        price: u64,
+        holder: String,
+        holder_share_bps: u16,
+    },
+    /// A `WithdrawData` transaction.
+    Withdraw { summary: String, hash: String },
+}
+
+#[derive(Debug, Serialize)]
+struct Plan {
+    chain_id: String,
+    account: String,
+    steps: Vec<Step>,
+}
+
+#[derive(Deserialize)]
+struct ConsentForm {
+    #[serde(default)]
+    csrf: String,
+    audience: String,
+    #[serde(default)]
+    categories: Vec<String>,
+    #[serde(default)]
+    purposes: Vec<String>,
+    #[serde(default)]
+    until: String,
+    #[serde(default)]
+    price: String,
+}
+
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
+fn checked_audience(web: &Web, audience: &str) -> Result<(AccountId, String), Response> {
+    let organisations = web.services.organisations();
+    audience
+        .parse::<AccountId>()
+        .ok()
+        .and_then(|a| {
+            organisations
+                .iter()
+                .find(|o| o.account == a)
+                .map(|o| (a, o.name.clone()))
+        })
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "choose an organisation of this network",
+            )
+        })
+}
+
+fn withdraw_steps(web: &Web, owner: &AccountId, audience: &AccountId, name: &str) -> Vec<Step> {
+    let audience = audience.to_string();
+    my_listings(web, owner)
+        .into_iter()
+        .filter(|(_, d)| d.audience.contains(&audience))
+        .map(|(l, _)| Step::Withdraw {
+            summary: format!(
+                "Withdraw the registration of the record shared with {name} from the ledger, so it is no longer offered"
+            ),
+            hash: l.hash,
+        })
+        .collect()
+}
+
+async fn prepare_consent(
+    State(web): WebState,
+    headers: HeaderMap,
+    Json(form): Json<ConsentForm>,
+) -> Response {
+    let Some((_, session)) = patient_of(&web, &headers) else {
+        return refuse(StatusCode::UNAUTHORIZED, "sign in again");
+    };
+    if !same_secret(&form.csrf, &session.csrf) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this form did not carry this session's security token; reload the page",
+        );
+    }
+    let (audience, name) = match checked_audience(&web, &form.audience) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let price: u64 = match form.price.trim().parse() {
+        Ok(p) => p,
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "the price must be a whole number"),
+    };
+    let terms = match Terms::new(
+        audience,
+        &form.categories,
+        &form.purposes,
+        &form.until,
+        price,
+        policy_day(now_ms()),
+    ) {
+        Ok(t) => t,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let owner = session.member.account;
+    let found = blocking(&web, move |w| {
+        Ok((resources(w, &owner)?, w.services.policy(&owner)?))
+    })
+    .await;
+    let (records, policy) = match found {
+        Ok(f) => f,
+        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let bundle = match consent::shared_bundle(&records, &terms) {
+        Ok(b) => b,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let description = consent::description(&records, &terms);
+    let new_policy = match secnet_policy::with_policy_replaced(
+        &policy,
+        &consent::policy_id(&audience),
+        Some(&consent::policy(&terms)),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            return refuse(
+                StatusCode::CONFLICT,
+                format!("your current policies cannot be changed here: {e}"),
+            );
+        }
+    };
+    let shared = serde_json::from_slice::<serde_json::Value>(&bundle)
+        .map(|b| {
+            b.get("entry")
+                .and_then(serde_json::Value::as_array)
+                .map_or(0, Vec::len)
+        })
+        .unwrap_or(0);
+    let mut steps = withdraw_steps(&web, &owner, &audience, &name);
+    let body_of = steps.len();
+    steps.push(Step::Request {
+        summary: format!(
+            "Store the record shared with {name}: {shared} resources ({}), {} bytes, encrypted at this node",
+            terms
+                .categories
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            bundle.len()
+        ),
+        method: "PUT",
+        path: format!("/v1/pdc/objects/{owner}/{}", consent::object_path(&audience)),
+        content_type: "application/fhir+json",
+        body: String::from_utf8_lossy(&bundle).into_owned(),
+    });
+    steps.push(Step::Request {
+        summary: format!(
+            "Let {name} read it for {} until {} (the policy below; your other policies are kept)",
+            terms.purposes.join(" or "),
+            date_of_day(terms.until_day)
+        ),
+        method: "PUT",
+        path: format!("/v1/pdc/policies/{owner}"),
+        content_type: "text/plain",
+        body: new_policy,
+    });
+    steps.push(Step::Register {
+        summary: format!(
+            "Offer it on the ledger at a price of {price}: {name} pays once, this node keeps {}%, you are paid the rest. The description names no person: {}",
+            HOLDER_SHARE_BPS / 100,
+            description.to_description()
+        ),
+        body_of,
+        description: description.to_description(),
+        price,
+        holder: web.services.me().to_string(),
+        holder_share_bps: HOLDER_SHARE_BPS,
+    });
+    Json(Plan {
+        chain_id: web.services.chain_id(),
+        account: owner.to_string(),
+        steps,
+    })
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+    audience: String,
+}
+
+async fn prepare_revoke(
+    State(web): WebState,
+    headers: HeaderMap,
+    Json(form): Json<RevokeForm>,
+) -> Response {
+    let Some((_, session)) = patient_of(&web, &headers) else {
+        return refuse(StatusCode::UNAUTHORIZED, "sign in again");
+    };
+    if !same_secret(&form.csrf, &session.csrf) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this form did not carry this session's security token; reload the page",
+        );
+    }
+    let (audience, name) = match checked_audience(&web, &form.audience) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let owner = session.member.account;
+    let policy = match blocking(&web, move |w| w.services.policy(&owner)).await {
+        Ok(p) => p,
+        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let new_policy =
+        match secnet_policy::with_policy_replaced(&policy, &consent::policy_id(&audience), None) {
+            Ok(p) => p,
+            Err(e) => {
+                return refuse(
+                    StatusCode::CONFLICT,
+                    format!("your current policies cannot be changed here: {e}"),
+                );
+            }
+        };
+    let mut steps = vec![Step::Request {
+        summary: format!(
+            "Remove the policy that lets {name} read your shared record: from the very next request, this node refuses it"
+        ),
+        method: "PUT",
+        path: format!("/v1/pdc/policies/{owner}"),
+        content_type: "text/plain",
+        body: new_policy,
+    }];
+    steps.extend(withdraw_steps(&web, &owner, &audience, &name));
+    Json(Plan {
+        chain_id: web.services.chain_id(),
+        account: owner.to_string(),
+        steps,
+    })
+    .into_response()
+}
+
+/// One line of the patient's access history.
+#[derive(Debug)]
+struct HistoryRow {
+    when: String,
+    who: String,
+    what: String,
+    why: String,
+    outcome: String,
+    refused: bool,
+    score: String,
+    index: u64,
+}
+
+#[derive(Template)]
+#[template(path = "patient_history.html")]
+struct HistoryPage<'a> {
+    title: &'a str,
+    node_name: &'a str,
+    who: Option<Who>,
+    rows: Vec<HistoryRow>,
+    delivered: usize,
+    refused: usize,
+    balance: u64,
+    error: Option<String>,
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of a time in ms since the Unix epoch.
+pub(crate) fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let day = u32::try_from(secs / 86_400).unwrap_or(u32::MAX);
+    let s = secs % 86_400;
+    format!(
+        "{} {:02}:{:02}:{:02} UTC",
+        date_of_day(day),
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
+fn history_rows(
+    items: &[HistoryItem],
+    organisations: &[crate::services::Organisation],
+    shared_with: &dyn Fn(&Hash) -> String,
+) -> Vec<HistoryRow> {
+    let purposes: std::collections::HashMap<Hash, String> = items
+        .iter()
+        .filter_map(|i| match &i.entry {
+            LogEntry::Grant { grant, purpose, .. } => Some((*grant, purpose.clone())),
+            LogEntry::Access { .. } => None,
+        })
+        .collect();
+    let mut rows: Vec<HistoryRow> = items
+        .iter()
+        .map(|i| match &i.entry {
+            LogEntry::Grant {
+                data,
+                requester,
+                purpose,
+                expires_at_ms,
+                ..
+            } => HistoryRow {
+                when: utc(i.block_ms),
+                who: name_of(organisations, requester),
+                what: shared_with(data),
+                why: purpose.clone(),
+                outcome: format!("granted by the ledger until {}", utc(*expires_at_ms)),
+                refused: false,
+                score: "—".into(),
+                index: i.index,
+            },
+            LogEntry::Access { entry, .. } => {
+                let (outcome, refused) = match entry.decision {
+                    AccessDecision::Delivered => ("delivered".to_string(), false),
+                    AccessDecision::Refused(r) => (
+                        format!("refused: {}", format!("{r:?}").to_lowercase()),
+                        true,
+                    ),
+                };
+                HistoryRow {
+                    when: utc(entry.at_ms),
+                    who: name_of(organisations, &entry.requester),
+                    what: shared_with(&entry.data),
+                    why: entry
+                        .grant
+                        .and_then(|g| purposes.get(&g).cloned())
+                        .unwrap_or_else(|| "—".into()),
+                    outcome,
+                    refused,
+                    score: format!("{:.1} %", f64::from(entry.score_ppm) / 10_000.0),
+                    index: i.index,
+                }
+            }
+        })
+        .collect();
+    rows.reverse();
+    rows
+}
+
+async fn history(State(web): WebState, headers: HeaderMap) -> Response {
+    let session = match signed_in_patient(&web, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let owner = session.member.account;
+    let found = blocking(&web, move |w| {
+        Ok((w.services.history(&owner)?, w.services.account(&owner)?))
+    })
+    .await;
+    let organisations = web.services.organisations();
+    let mine = my_listings(&web, &owner);
+    let shared_with = |h: &Hash| {
+        let hex = h.to_string();
+        mine.iter()
+            .find(|(l, _)| l.hash == hex)
+            .map(|(_, d)| {
+                let names: Vec<String> = d
+                    .audience
+                    .iter()
+                    .map(|a| {
+                        a.parse()
+                            .map(|a| name_of(&organisations, &a))
+                            .unwrap_or_else(|_| a.clone())
+                    })
+                    .collect();
+                format!("record shared with {}", names.join(", "))
+            })
+            .unwrap_or_else(|| format!("data {}", hex.get(..12).unwrap_or(&hex)))
+    };
+    let (rows, balance, error) = match found {
+        Ok((items, facts)) => (
+            history_rows(&items, &organisations, &shared_with),
+            facts.balance,
+            None,
+        ),
+        Err(e) => (Vec::new(), 0, Some(e)),
+    };
+    let delivered = rows.iter().filter(|r| r.outcome == "delivered").count();
+    let refused = rows.iter().filter(|r| r.refused).count();
+    page(
+        StatusCode::OK,
+        &HistoryPage {
+            title: "Who saw my data",
+            node_name: &web.node_name,
+            who: Some(Who::from(&session)),
+            rows,
+            delivered,
+            refused,
+            balance,
+            error,
+        },
+    )
+}

@@ -1,0 +1,139 @@
+//! What the application needs from the node it runs in: the ledger's listings and accounts,
+//! a patient's records and policies in the Private Data Center, the access history of their
+//! data, and reading listed data as this node. `secnet-node` implements it over its ledger
+//! and PDC; tests implement it with fixed answers.
+
+use crate::search::Listed;
+use secnet_contract::LogEntry;
+use secnet_types::{AccountId, Hash};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A future that can be sent between threads.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An organisation running a node of the network: a validator of the genesis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organisation {
+    /// Its node's account.
+    pub account: AccountId,
+    /// Its name as the genesis gives it ("Northside Hospital"), or `node <prefix>`.
+    pub name: String,
+}
+
+/// One stored object of a patient, decrypted: a FHIR resource as imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Its path in the store (`fhir/Condition/<id>`).
+    pub path: String,
+    /// Its content.
+    pub content: Vec<u8>,
+}
+
+/// What the ledger says of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountFacts {
+    /// Its balance.
+    pub balance: u64,
+    /// Its next nonce.
+    pub nonce: u64,
+    /// Whether it registered an encryption key.
+    pub encryption_key: bool,
+}
+
+/// An access-log entry about a patient's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryItem {
+    /// Its index in the access log.
+    pub index: u64,
+    /// The entry.
+    pub entry: LogEntry,
+    /// The time of the block that logged it, ms since the Unix epoch.
+    pub block_ms: u64,
+}
+
+/// Data read as this node: what was done, and the content, checked against the registered
+/// hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    /// The listing's content hash.
+    pub data: Hash,
+    /// Who holds it.
+    pub holder: AccountId,
+    /// Each step taken, for the page ("paid 10 at height 41", …).
+    pub steps: Vec<String>,
+    /// The content.
+    pub content: Vec<u8>,
+}
+
+/// Why data could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The holder or the ledger refused, with the reason; `steps` were done before.
+    #[error("refused: {reason}")]
+    Refused {
+        /// What was done before the refusal.
+        steps: Vec<String>,
+        /// Why.
+        reason: String,
+    },
+    /// Something failed on the way (a node unreachable, a timeout).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The node's side of the application.
+pub trait Services: Send + Sync + 'static {
+    /// This node's account.
+    fn me(&self) -> AccountId;
+
+    /// The chain id transactions must carry.
+    fn chain_id(&self) -> String;
+
+    /// Every listing of user data.
+    fn listings(&self) -> Vec<Listed>;
+
+    /// The organisations of the network.
+    fn organisations(&self) -> Vec<Organisation> {
+        Vec::new()
+    }
+
+    /// An account's balance, nonce and whether it has an encryption key (blocking).
+    fn account(&self, _who: &AccountId) -> Result<AccountFacts, String> {
+        Err("this node keeps no ledger".into())
+    }
+
+    /// The objects `owner` stores here, decrypted (blocking).
+    fn records(&self, _owner: &AccountId) -> Result<Vec<StoredRecord>, String> {
+        Err("this node keeps no records".into())
+    }
+
+    /// `owner`'s policy text here (blocking).
+    fn policy(&self, _owner: &AccountId) -> Result<String, String> {
+        Err("this node keeps no policies".into())
+    }
+
+    /// Every access-log entry about data `owner` stores here or listed (blocking).
+    fn history(&self, _owner: &AccountId) -> Result<Vec<HistoryItem>, String> {
+        Err("this node keeps no ledger".into())
+    }
+
+    /// Reads the listed data `data` as this node for `purpose`: subscribes if it has not,
+    /// asks for a grant, fetches from the holder and checks the content against the
+    /// registered hash.
+    fn read(&self, _data: Hash, _purpose: String) -> BoxFuture<'_, Result<Reading, ReadError>> {
+        Box::pin(async { Err(ReadError::Failed("this node cannot read data".into())) })
+    }
+}
+
+/// The name people see for `account`: its organisation's, or `node <prefix>`.
+pub fn name_of(organisations: &[Organisation], account: &AccountId) -> String {
+    organisations
+        .iter()
+        .find(|o| o.account == *account)
+        .map(|o| o.name.clone())
+        .unwrap_or_else(|| {
+            let hex = account.to_string();
+            format!("account {}", hex.get(..8).unwrap_or(&hex))
+        })
+}

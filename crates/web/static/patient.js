@@ -1,0 +1,386 @@
+// SecNet patient application: the patient's key lives in this browser (WebCrypto, stored
+// non-extractable in IndexedDB) and signs everything the patient does. Nothing here sends the
+// key anywhere; the encrypted backup is made once, when the key is created.
+'use strict';
+(() => {
+  const app = document.getElementById('patient-app');
+  if (!app) return;
+  const $ = (id) => document.getElementById(id);
+  const status = $('status');
+  const say = (text, error) => {
+    status.textContent = text;
+    status.className = error ? 'error' : '';
+  };
+
+  // ---- bytes ----
+  const enc = new TextEncoder();
+  const hex = (b) => Array.from(new Uint8Array(b), (x) => x.toString(16).padStart(2, '0')).join('');
+  const unhex = (h) => {
+    if (!/^([0-9a-f]{2})*$/.test(h)) throw new Error('not hex');
+    return new Uint8Array((h.match(/../g) || []).map((x) => parseInt(x, 16)));
+  };
+  const b64u = (b) => btoa(String.fromCharCode(...new Uint8Array(b)))
+    .replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  const unb64u = (s) => {
+    const b = s.replace(/-/g, '+').replace(/_/g, '/');
+    return Uint8Array.from(atob(b + '='.repeat((4 - (b.length % 4)) % 4)), (c) => c.charCodeAt(0));
+  };
+  const concat = (...parts) => {
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) { out.set(p, at); at += p.length; }
+    return out;
+  };
+  // LEB128, as the ledger's codec writes lengths.
+  const varint = (n) => {
+    const out = [];
+    for (;;) {
+      const b = n % 128;
+      n = Math.floor(n / 128);
+      if (n === 0) { out.push(b); break; }
+      out.push(b | 0x80);
+    }
+    return new Uint8Array(out);
+  };
+  const u64 = (n) => { const b = new Uint8Array(8); new DataView(b.buffer).setBigUint64(0, BigInt(n)); return b; };
+  const u16 = (n) => { const b = new Uint8Array(2); new DataView(b.buffer).setUint16(0, n); return b; };
+  const str = (s) => { const b = enc.encode(s); return concat(varint(b.length), b); };
+  const namespaced = (ns, msg) => concat(varint(enc.encode(ns).length), enc.encode(ns), msg);
+  const sha256 = async (b) => new Uint8Array(await crypto.subtle.digest('SHA-256', b));
+
+  // ---- the key store ----
+  const db = () => new Promise((resolve, reject) => {
+    const r = indexedDB.open('secnet', 1);
+    r.onupgradeneeded = () => r.result.createObjectStore('keys');
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+  const store = async (mode, f) => {
+    const d = await db();
+    return new Promise((resolve, reject) => {
+      const t = d.transaction('keys', mode);
+      const req = f(t.objectStore('keys'));
+      t.oncomplete = () => resolve(req && req.result);
+      t.onerror = () => reject(t.error);
+    });
+  };
+  const loadKey = () => store('readonly', (s) => s.get('patient'));
+  const saveKey = (k) => store('readwrite', (s) => s.put(k, 'patient'));
+  const forgetKey = () => store('readwrite', (s) => s.delete('patient'));
+
+  const PKCS8 = {
+    Ed25519: unhex('302e020100300506032b657004220420'),
+    X25519: unhex('302e020100300506032b656e04220420'),
+  };
+  // Imports 32-byte seeds as non-extractable keys, learning the public halves on the way.
+  const importSeeds = async (signSeed, encSeed) => {
+    const publicOf = async (alg, seed, usages) => {
+      const k = await crypto.subtle.importKey('pkcs8', concat(PKCS8[alg], seed), { name: alg }, true, usages);
+      const jwk = await crypto.subtle.exportKey('jwk', k);
+      const kept = await crypto.subtle.importKey('pkcs8', concat(PKCS8[alg], seed), { name: alg }, false, usages);
+      return [unb64u(jwk.x), kept];
+    };
+    const [account, sign] = await publicOf('Ed25519', signSeed, ['sign']);
+    const [encPub, decrypt] = await publicOf('X25519', encSeed, ['deriveBits']);
+    return { account: hex(account), encryptionKey: hex(encPub), sign, decrypt };
+  };
+
+  // ---- the encrypted backup (secnet-key-backup/1) ----
+  const BACKUP = 'secnet-key-backup/1';
+  const ITERATIONS = 600000;
+  const backupKey = async (pass, salt) => {
+    const base = await crypto.subtle.importKey('raw', enc.encode(pass), 'PBKDF2', false, ['deriveKey']);
+    return crypto.subtle.deriveKey({ name: 'PBKDF2', hash: 'SHA-256', salt, iterations: ITERATIONS },
+      base, { name: 'AES-GCM', length: 256 }, false, ['encrypt', 'decrypt']);
+  };
+  const makeBackup = async (signSeed, encSeed, account, pass) => {
+    const salt = crypto.getRandomValues(new Uint8Array(16));
+    const nonce = crypto.getRandomValues(new Uint8Array(12));
+    const key = await backupKey(pass, salt);
+    const ct = await crypto.subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: enc.encode(BACKUP + account) },
+      key, concat(signSeed, encSeed));
+    return {
+      format: BACKUP, account,
+      kdf: { name: 'PBKDF2-SHA256', iterations: ITERATIONS, salt: hex(salt) },
+      cipher: 'AES-256-GCM', nonce: hex(nonce), ciphertext: hex(ct),
+    };
+  };
+  const openBackup = async (b, pass) => {
+    if (b.format !== BACKUP || b.cipher !== 'AES-256-GCM' || !b.kdf || b.kdf.name !== 'PBKDF2-SHA256'
+        || b.kdf.iterations !== ITERATIONS) {
+      throw new Error('this is not a SecNet key backup (secnet-key-backup/1)');
+    }
+    const key = await backupKey(pass, unhex(b.kdf.salt));
+    let plain;
+    try {
+      plain = new Uint8Array(await crypto.subtle.decrypt(
+        { name: 'AES-GCM', iv: unhex(b.nonce), additionalData: enc.encode(BACKUP + b.account) }, key, unhex(b.ciphertext)));
+    } catch (e) {
+      throw new Error('wrong passphrase, or the backup file was changed');
+    }
+    const k = await importSeeds(plain.slice(0, 32), plain.slice(32, 64));
+    plain.fill(0);
+    if (k.account !== b.account) throw new Error('the backup names another account');
+    return k;
+  };
+  const download = (name, text) => {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(new Blob([text], { type: 'application/json' }));
+    a.download = name;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+  };
+
+  // ---- signing what the node's API takes ----
+  const problem = async (resp) => {
+    try {
+      const j = await resp.json();
+      return j.detail || j.error || j.title || resp.statusText;
+    } catch (e) {
+      return resp.statusText;
+    }
+  };
+  // A request signed with SecNet-Auth: method, path and query, body hash, time, nonce.
+  const signedFetch = async (key, method, path, body, contentType) => {
+    const bytes = body == null ? new Uint8Array() : (typeof body === 'string' ? enc.encode(body) : body);
+    const at = Date.now();
+    const nonce = crypto.getRandomValues(new Uint8Array(16));
+    const msg = concat(enc.encode(method + ' ' + path), new Uint8Array([0]), await sha256(bytes), u64(at), nonce);
+    const sig = await crypto.subtle.sign({ name: 'Ed25519' }, key.sign, namespaced('secnet/pdc/request/v1', msg));
+    const headers = { 'SecNet-Auth': `${key.account}.${at}.${hex(nonce)}.${hex(sig)}` };
+    if (contentType) headers['content-type'] = contentType;
+    const resp = await fetch(path, { method, headers, body: method === 'GET' ? undefined : bytes });
+    if (!resp.ok) throw new Error(`${method} ${path.split('?')[0]} was refused (${resp.status}): ${await problem(resp)}`);
+    return resp;
+  };
+  // Calls as the ledger encodes them.
+  const CALL = {
+    setEncryptionKey: (key) => concat(new Uint8Array([1]), unhex(key)),
+    register: (r) => concat(new Uint8Array([2]), unhex(r.hash), str(r.description), str(r.address),
+      u64(r.price), new Uint8Array([0]), unhex(r.holder), u16(r.holder_share_bps)),
+    withdraw: (hash) => concat(new Uint8Array([3]), unhex(hash)),
+  };
+  const nonceOf = async (account) => {
+    const r = await fetch(`/v1/accounts/${account}`);
+    if (!r.ok) throw new Error(`cannot read the account's nonce: ${await problem(r)}`);
+    return (await r.json()).nonce;
+  };
+  // Signs and submits a transaction, then follows it until it is final.
+  const transact = async (key, chainId, call, progress) => {
+    const nonce = await nonceOf(key.account);
+    const tx = concat(str(chainId), unhex(key.account), u64(nonce), call);
+    const sig = new Uint8Array(await crypto.subtle.sign({ name: 'Ed25519' }, key.sign, namespaced('secnet/tx/v1', tx)));
+    const hash = hex(await sha256(tx));
+    const sent = await fetch('/v1/tx', {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ tx: hex(concat(tx, sig)) }),
+    });
+    if (!sent.ok) throw new Error(`the transaction was not admitted: ${await problem(sent)}`);
+    progress(`submitted ${hash.slice(0, 12)}…, waiting for it to be final`);
+    for (let i = 0; i < 120; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      const r = await fetch(`/v1/tx/${hash}`);
+      if (!r.ok) continue;
+      // {"hash", "status": {"status": "pending" | "committed" | "unknown", ...}}
+      const s = (await r.json()).status || {};
+      if (s.status === 'committed') {
+        if (s.receipt.outcome.status !== 'applied') {
+          const why = s.receipt.outcome.rejection || {};
+          throw new Error(`the ledger refused it: ${why.reason || 'rejected'}`);
+        }
+        progress(`final at height ${s.height}`);
+        return s;
+      }
+    }
+    throw new Error('the transaction did not become final within 30 s; look again later');
+  };
+
+  const requireKey = async () => {
+    const k = await loadKey();
+    if (!k) {
+      location.href = '/app/patient';
+      throw new Error('no key in this browser');
+    }
+    return k;
+  };
+  const ensureEncryptionKey = async (key) => {
+    if (app.dataset.hasEncryptionKey === 'true') return;
+    say('Registering your encryption key on the ledger (signed by you)…');
+    await transact(key, app.dataset.chain, CALL.setEncryptionKey(key.encryptionKey), (p) => say(`Encryption key: ${p}`));
+    app.dataset.hasEncryptionKey = 'true';
+  };
+  const guard = (f) => async (ev) => {
+    if (ev) ev.preventDefault();
+    try {
+      await f(ev);
+    } catch (e) {
+      say(e.message || String(e), true);
+    }
+  };
+
+  // ---- pages ----
+  const signIn = async (key) => {
+    say('Signing in…');
+    const c = await fetch('/app/patient/challenge', { method: 'POST' });
+    if (!c.ok) throw new Error(await problem(c));
+    const { challenge, node } = await c.json();
+    const sig = await crypto.subtle.sign({ name: 'Ed25519' }, key.sign,
+      namespaced('secnet/web/sign-in/v1', concat(unhex(node), unhex(challenge))));
+    const r = await fetch('/app/patient/session', {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ account: key.account, challenge, signature: hex(sig) }),
+    });
+    if (!r.ok) throw new Error(`sign-in refused: ${await problem(r)}`);
+    location.href = '/app/patient/records';
+  };
+
+  const startPage = async () => {
+    if (!window.crypto || !crypto.subtle || !window.indexedDB) {
+      $('no-crypto').hidden = false;
+      return;
+    }
+    const key = await loadKey();
+    if (key) {
+      $('key-account').textContent = key.account;
+      $('has-key').hidden = false;
+    } else {
+      $('no-key').hidden = false;
+      $('restore').hidden = false;
+    }
+    $('sign-in').addEventListener('click', guard(async () => signIn(await loadKey())));
+    $('forget-key').addEventListener('click', guard(async () => {
+      if (!confirm('Remove your key from this browser? Without its backup you lose access to your account.')) return;
+      await forgetKey();
+      location.reload();
+    }));
+    $('create-form').addEventListener('submit', guard(async () => {
+      const pass = $('create-pass').value;
+      if (pass.length < 12) throw new Error('the passphrase must have at least 12 characters');
+      if (pass !== $('create-pass2').value) throw new Error('the two passphrases differ');
+      say('Creating your key…');
+      const ed = await crypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
+      const x = await crypto.subtle.generateKey({ name: 'X25519' }, true, ['deriveBits']);
+      const signSeed = unb64u((await crypto.subtle.exportKey('jwk', ed.privateKey)).d);
+      const encSeed = unb64u((await crypto.subtle.exportKey('jwk', x.privateKey)).d);
+      const key = await importSeeds(signSeed, encSeed);
+      const backup = await makeBackup(signSeed, encSeed, key.account, pass);
+      signSeed.fill(0);
+      encSeed.fill(0);
+      download(`secnet-key-${key.account.slice(0, 12)}.json`, JSON.stringify(backup, null, 2));
+      await saveKey(key);
+      say('Your key is made and its encrypted backup downloaded.');
+      await signIn(key);
+    }));
+    $('restore-form').addEventListener('submit', guard(async () => {
+      const file = $('restore-file').files[0];
+      if (!file) throw new Error('choose the backup file');
+      if (file.size > 4096) throw new Error('this file is too large to be a key backup');
+      let parsed;
+      try { parsed = JSON.parse(await file.text()); } catch (e) { throw new Error('the backup file is not JSON'); }
+      say('Opening the backup…');
+      const key = await openBackup(parsed, $('restore-pass').value);
+      await saveKey(key);
+      await signIn(key);
+    }));
+  };
+
+  const recordsPage = async () => {
+    $('import-form').addEventListener('submit', guard(async () => {
+      const key = await requireKey();
+      if (key.account !== app.dataset.account) throw new Error('this browser holds another account\'s key; sign in again');
+      const file = $('import-file').files[0];
+      if (!file) throw new Error('choose a FHIR Bundle file');
+      if (file.size > 32 * 1024 * 1024) throw new Error('the file is larger than 32 MiB');
+      const body = new Uint8Array(await file.arrayBuffer());
+      await ensureEncryptionKey(key);
+      say(`Signing and importing ${file.name} (${body.length} bytes)…`);
+      const r = await signedFetch(key, 'POST', `/v1/pdc/import/${key.account}?source=patient-upload`, body, 'application/fhir+json');
+      const out = await r.json();
+      const n = (out.objects || []).length;
+      say(`Imported ${n} resources.`);
+      setTimeout(() => location.reload(), 600);
+    }));
+  };
+
+  const showPlan = (plan) => {
+    const list = $('review-steps');
+    list.replaceChildren();
+    for (const s of plan.steps) {
+      const li = document.createElement('li');
+      const p = document.createElement('p');
+      p.textContent = s.summary;
+      li.appendChild(p);
+      if (s.kind === 'request' && s.content_type === 'text/plain') {
+        const pre = document.createElement('pre');
+        pre.textContent = s.body;
+        li.appendChild(pre);
+      }
+      const small = document.createElement('small');
+      small.className = 'progress';
+      li.appendChild(small);
+      list.appendChild(li);
+    }
+    $('review').hidden = false;
+    $('review').scrollIntoView();
+  };
+  const runPlan = async (plan) => {
+    const key = await requireKey();
+    if (key.account !== plan.account) throw new Error('this browser holds another account\'s key; sign in again');
+    const items = $('review-steps').children;
+    const bodies = [];
+    for (let i = 0; i < plan.steps.length; i++) {
+      const s = plan.steps[i];
+      const progress = (t) => { items[i].querySelector('.progress').textContent = t; say(`Step ${i + 1}: ${t}`); };
+      if (s.kind === 'request') {
+        progress('signing and sending…');
+        await signedFetch(key, s.method, s.path, s.body, s.content_type);
+        bodies[i] = enc.encode(s.body);
+        progress('done');
+      } else if (s.kind === 'register') {
+        const hash = hex(await sha256(bodies[s.body_of]));
+        await transact(key, plan.chain_id, CALL.register({
+          hash, description: s.description, address: `${location.origin}/v1/pdc/data/${hash}`,
+          price: s.price, holder: s.holder, holder_share_bps: s.holder_share_bps,
+        }), progress);
+      } else if (s.kind === 'withdraw') {
+        await transact(key, plan.chain_id, CALL.withdraw(s.hash), progress);
+      }
+    }
+    say('Done: all steps are signed, sent and final.');
+    setTimeout(() => location.reload(), 800);
+  };
+  const consentPage = async () => {
+    let plan = null;
+    const prepare = async (url, payload) => {
+      const r = await fetch(url, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ csrf: app.dataset.csrf, ...payload }),
+      });
+      if (!r.ok) throw new Error(await problem(r));
+      plan = await r.json();
+      showPlan(plan);
+      say('Review the steps below, then sign.');
+    };
+    $('consent-form').addEventListener('submit', guard(async () => {
+      const f = new FormData($('consent-form'));
+      await prepare('/app/patient/consent/prepare', {
+        audience: f.get('audience'), categories: f.getAll('categories'), purposes: f.getAll('purposes'),
+        until: f.get('until'), price: f.get('price'),
+      });
+    }));
+    for (const b of document.querySelectorAll('button.revoke')) {
+      b.addEventListener('click', guard(async () => prepare('/app/patient/consent/revoke', { audience: b.dataset.audience })));
+    }
+    $('sign-plan').addEventListener('click', guard(async () => {
+      if (!plan) return;
+      $('sign-plan').disabled = true;
+      try { await runPlan(plan); } finally { $('sign-plan').disabled = false; }
+    }));
+    $('cancel-plan').addEventListener('click', () => { plan = null; $('review').hidden = true; say('Nothing was signed.'); });
+  };
+
+  const pages = { start: startPage, records: recordsPage, consent: consentPage };
+  const run = pages[app.dataset.page];
+  if (run) guard(run)();
+})();
