@@ -667,7 +667,7 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
     c.execute(
         "const f = document.createElement('form');
          f.method = 'post'; f.action = '/app/read';
-         for (const [k, v] of [['csrf', document.querySelector('input[name=csrf]').value], ['data', arguments[0]]]) {
+         for (const [k, v] of [['csrf', document.querySelector('input[name=csrf]').value], ['data', arguments[0]], ['price', '10']]) {
            const i = document.createElement('input'); i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i);
          }
          document.body.appendChild(f); f.submit();",

@@ -71,6 +71,8 @@ impl NodeApi {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                // A node answers itself; a redirect would send signed requests elsewhere.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| ClientError::Node(e.to_string()))?,
         })

@@ -182,6 +182,12 @@ impl RemoteNode {
                 "the data key was not sealed to this key's encryption key: {e}"
             ))
         })?;
+        if usize::try_from(size).map_or(true, |s| s > self.max_fetch) {
+            return Err(ClientError::Refused(format!(
+                "the object is {size} bytes, more than the {} this reader takes",
+                self.max_fetch
+            )));
+        }
         // The ciphertext of `size` plaintext bytes: one tag per 64 KiB chunk.
         let expected =
             size.saturating_add(size.div_ceil(CHUNK_BYTES).max(1).saturating_mul(TAG_BYTES));

@@ -142,6 +142,8 @@ pub struct RemoteNode {
     api: NodeApi,
     light: LightClient,
     max_age: Option<Duration>,
+    /// The largest object `fetch` downloads.
+    pub(crate) max_fetch: usize,
     /// The largest access-log checkpoint verified so far.
     checkpoint_floor: std::sync::atomic::AtomicU64,
 }
@@ -154,8 +156,15 @@ impl RemoteNode {
             api: NodeApi::new(base)?,
             light: LightClient::new(genesis)?,
             max_age: None,
+            max_fetch: crate::pdc::MAX_FETCH_BYTES,
             checkpoint_floor: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Refuses, before downloading, an object larger than `max_bytes` (plaintext).
+    pub fn with_max_fetch(mut self, max_bytes: usize) -> RemoteNode {
+        self.max_fetch = max_bytes.min(crate::pdc::MAX_FETCH_BYTES);
+        self
     }
 
     /// Refuses certified state whose certifying block is older than `max_age` by this

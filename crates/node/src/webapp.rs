@@ -16,16 +16,28 @@ use std::time::Duration;
 
 /// Largest object shown in a page.
 const MAX_SHOWN_OBJECT: u64 = 4 * 1024 * 1024;
+/// Most bytes of a patient's records read for one page.
+const MAX_SHOWN_TOTAL: u64 = 64 * 1024 * 1024;
+/// Most resources read for one page.
+const MAX_SHOWN_OBJECTS: usize = 20_000;
 /// How long a grant a reader asks for lasts.
 const READ_GRANT_SECS: u32 = 600;
-/// How long a transaction of this node is waited for.
-const FINALITY_WAIT: Duration = Duration::from_secs(30);
+/// How long a transaction of this node is waited for (a read waits for up to three, within
+/// the API's 30 s answer timeout).
+const FINALITY_WAIT: Duration = Duration::from_secs(8);
+/// Most a staff member's read may pay at once.
+pub const MAX_READ_PRICE: u64 = 1_000;
+/// Largest record read for a page.
+const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
+/// Reads running at once.
+const MAX_READS: usize = 2;
 
 /// The node's side of the browser application.
 pub struct WebServices {
     node: Arc<dyn Backend>,
     pdc: Arc<Pdc>,
     genesis: Genesis,
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for WebServices {
@@ -40,7 +52,12 @@ impl WebServices {
         let genesis = node
             .with_ledger(|l| l.genesis().clone())
             .map_err(|e| e.to_string())?;
-        Ok(WebServices { node, pdc, genesis })
+        Ok(WebServices {
+            node,
+            pdc,
+            genesis,
+            reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS)),
+        })
     }
 
     /// How people see this node: its organisation's name in the genesis, or its account's
@@ -89,7 +106,17 @@ impl WebServices {
         }
     }
 
-    async fn read_listed(&self, data: Hash, purpose: String) -> Result<Reading, ReadError> {
+    async fn read_listed(
+        &self,
+        data: Hash,
+        purpose: String,
+        price: u64,
+    ) -> Result<Reading, ReadError> {
+        let Ok(_permit) = self.reads.clone().try_acquire_owned() else {
+            return Err(ReadError::Failed(
+                "the node is reading other records; try again in a moment".into(),
+            ));
+        };
         let me = self.node.key().account();
         let (listing, subscribed, has_key) = self
             .node
@@ -107,6 +134,31 @@ impl WebServices {
                 reason: "this data is not registered (any more): its owner withdrew it".into(),
             });
         };
+        let refuse = |reason: String| ReadError::Refused {
+            steps: Vec::new(),
+            reason,
+        };
+        if listing.price != price {
+            return Err(refuse(format!(
+                "the price is now {}, not the {price} you were shown: search again",
+                listing.price
+            )));
+        }
+        if listing.price > MAX_READ_PRICE {
+            return Err(refuse(format!(
+                "the price {} is above the {MAX_READ_PRICE} one read may pay",
+                listing.price
+            )));
+        }
+        // Only data held by an organisation of the network, at that organisation's host.
+        let base = holder_base(&listing.address)
+            .filter(|base| self.is_hosts_address(&listing.holder, base))
+            .ok_or_else(|| {
+                refuse(format!(
+                    "the registration's address {:?} is not the data URL of its holder, an organisation of this network",
+                    listing.address
+                ))
+            })?;
         let mut steps = Vec::new();
         let with_steps = |steps: &Vec<String>, e: ReadError| match e {
             ReadError::Refused { reason, .. } => ReadError::Refused {
@@ -159,15 +211,9 @@ impl WebServices {
             "granted by the ledger for {purpose} for {} minutes (final at height {height})",
             READ_GRANT_SECS / 60
         ));
-        let base = holder_base(&listing.address).ok_or_else(|| ReadError::Refused {
-            steps: steps.clone(),
-            reason: format!(
-                "the registration's address {:?} is not a holder's data URL",
-                listing.address
-            ),
-        })?;
         let remote = secnet_client::RemoteNode::new(&base, &self.genesis)
-            .map_err(|e| ReadError::Failed(e.to_string()))?;
+            .map_err(|e| ReadError::Failed(e.to_string()))?
+            .with_max_fetch(MAX_READ_BYTES);
         let delivery = match remote.fetch(self.node.key(), &grant).await {
             Ok(d) => d,
             Err(secnet_client::ClientError::Refused(reason)) => {
@@ -188,6 +234,24 @@ impl WebServices {
             steps,
             content,
         })
+    }
+}
+
+impl WebServices {
+    /// Whether `base` is on the host of `holder`, a validator of the genesis.
+    fn is_hosts_address(&self, holder: &AccountId, base: &str) -> bool {
+        let Some(v) = self.genesis.validators.iter().find(|v| v.key == *holder) else {
+            return false;
+        };
+        let host_of = |hostport: &str| {
+            hostport
+                .rsplit_once(':')
+                .map_or(hostport, |(h, _)| h)
+                .to_string()
+        };
+        let url_host = base.split_once("://").map(|(_, h)| host_of(h));
+        // A single node's genesis names no address: its own host is all there is.
+        v.address.is_empty() || url_host.is_some_and(|h| h == host_of(&v.address))
     }
 }
 
@@ -270,10 +334,18 @@ impl Services for WebServices {
     fn records(&self, owner: &AccountId) -> Result<Vec<StoredRecord>, String> {
         let store = self.pdc.store();
         let mut out = Vec::new();
+        let mut budget = MAX_SHOWN_TOTAL;
         for object in store.objects_of(owner).map_err(|e| e.to_string())? {
-            let Some(version) = object.latest() else {
+            if !object.object.starts_with("fhir/") {
+                continue;
+            }
+            let Some(version) = object.latest().filter(|v| v.size <= MAX_SHOWN_OBJECT) else {
                 continue;
             };
+            if out.len() >= MAX_SHOWN_OBJECTS || version.size > budget {
+                break;
+            }
+            budget -= version.size;
             let mut content = Vec::new();
             store
                 .read(version)
@@ -315,8 +387,13 @@ impl Services for WebServices {
             })
     }
 
-    fn read(&self, data: Hash, purpose: String) -> BoxFuture<'_, Result<Reading, ReadError>> {
-        Box::pin(self.read_listed(data, purpose))
+    fn read(
+        &self,
+        data: Hash,
+        purpose: String,
+        price: u64,
+    ) -> BoxFuture<'_, Result<Reading, ReadError>> {
+        Box::pin(self.read_listed(data, purpose, price))
     }
 }
 

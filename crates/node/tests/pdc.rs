@@ -102,6 +102,19 @@ impl Client {
         panic!("transaction {hash} never committed: {s}");
     }
 
+    async fn nonce(&self, key: &Keypair) -> u64 {
+        let a: Value = self
+            .http
+            .get(format!("{}/v1/accounts/{}", self.base, key.account()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        a["nonce"].as_u64().unwrap()
+    }
+
     async fn fetch(&self, token: &str, proof: &FetchProof, hash: &Hash) -> (u16, Value) {
         let r = self
             .http
@@ -430,6 +443,86 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     assert_eq!(
         secnet_pdc::fhir::validate(&serde_json::to_vec(&bundle).unwrap()).unwrap(),
         "Bundle"
+    );
+
+    // A thief who registers the patient's next record first (its hash is public once the
+    // patient broadcasts the registration), naming the patient's holder, is served nothing:
+    // the holder serves only the registering account's object.
+    let second = br#"{"resourceType":"Condition","id":"c2","code":{"text":"Asthma"},"subject":{"reference":"Patient/p1"}}"#.to_vec();
+    let (status, stored2) = c
+        .signed(
+            &patient,
+            reqwest::Method::PUT,
+            &format!("/v1/pdc/objects/{}/fhir/Condition/c2", patient.account()),
+            second,
+            "application/fhir+json",
+        )
+        .await;
+    assert_eq!(status, 201, "{stored2}");
+    let stolen: Hash = stored2["hash"].as_str().unwrap().parse().unwrap();
+    c.tx(
+        &thief,
+        c.nonce(&thief).await,
+        Call::RegisterData(RegisterData {
+            hash: stolen,
+            description: "condition".into(),
+            address: format!("{}/v1/pdc/data/{stolen}", c.base),
+            price: 1,
+            kind: DataKind::UserData,
+            holder: hospital.account(),
+            holder_share_bps: 0,
+        }),
+    )
+    .await;
+    c.tx(
+        &consumer,
+        c.nonce(&consumer).await,
+        Call::SubscribeData { hash: stolen },
+    )
+    .await;
+    let stolen_grant = c
+        .tx(
+            &consumer,
+            c.nonce(&consumer).await,
+            Call::RequestDataWithHash {
+                hash: stolen,
+                purpose: "treatment".into(),
+                ttl_secs: 600,
+            },
+        )
+        .await;
+    let (status, t) = c
+        .signed(
+            &consumer,
+            reqwest::Method::POST,
+            "/v1/pdc/tokens",
+            serde_json::to_vec(&json!({ "grant": stolen_grant })).unwrap(),
+            json_ct,
+        )
+        .await;
+    assert_eq!(status, 200, "{t}");
+    let stolen_token = t["token"].as_str().unwrap().to_string();
+    let stolen_opened = AccessToken::open(&stolen_token, &hospital.account()).unwrap();
+    let (status, body) = c
+        .fetch(
+            &stolen_token,
+            &FetchProof::sign(
+                &consumer,
+                &stolen_opened,
+                "GET",
+                &format!("/v1/pdc/data/{stolen}"),
+                now_ms(),
+            ),
+            &stolen,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("of the account that registered it"),
+        "{body}"
     );
 
     // The owner deletes the record; it is gone and fetches find nothing.

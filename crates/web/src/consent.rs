@@ -228,16 +228,100 @@ pub fn policy(terms: &Terms) -> String {
     )
 }
 
+/// The fields of each shared resource type that are shared: the clinical facts. Narrative
+/// (`text`), identifiers, references to the patient, encounters and practitioners, and
+/// contained resources are never copied, so that consenting to conditions does not pass on a
+/// name or a record number through them.
+fn shared_fields(resource_type: &str) -> &'static [&'static str] {
+    match resource_type {
+        "Condition" => &[
+            "clinicalStatus",
+            "verificationStatus",
+            "category",
+            "severity",
+            "code",
+            "bodySite",
+            "onsetDateTime",
+            "onsetPeriod",
+            "onsetAge",
+            "abatementDateTime",
+            "abatementPeriod",
+            "recordedDate",
+        ],
+        "Observation" => &[
+            "status",
+            "category",
+            "code",
+            "effectiveDateTime",
+            "effectivePeriod",
+            "issued",
+            "valueQuantity",
+            "valueCodeableConcept",
+            "valueString",
+            "valueBoolean",
+            "valueInteger",
+            "interpretation",
+            "referenceRange",
+            "component",
+        ],
+        "MedicationRequest" => &[
+            "status",
+            "intent",
+            "medicationCodeableConcept",
+            "authoredOn",
+            "dosageInstruction",
+            "reasonCode",
+        ],
+        "MedicationStatement" => &[
+            "status",
+            "medicationCodeableConcept",
+            "effectiveDateTime",
+            "effectivePeriod",
+            "dateAsserted",
+            "dosage",
+            "reasonCode",
+        ],
+        "Patient" => &["name", "birthDate", "gender"],
+        _ => &[],
+    }
+}
+
 /// The shared record: a FHIR Bundle (`collection`) of the resources in `records` (each a
-/// FHIR resource) that the consented categories cover, in the order given.
+/// FHIR resource) that the consented categories cover, in the order given, each reduced to
+/// its [`shared_fields`] and given a fresh id (so that records shared with two organisations
+/// cannot be joined by resource ids), its subject the bundle's one pseudonym.
 pub fn shared_bundle(records: &[Value], terms: &Terms) -> Result<Vec<u8>, TermsError> {
     let entries: Vec<Value> = records
         .iter()
-        .filter(|r| {
-            let ty = r["resourceType"].as_str().unwrap_or("");
-            terms.categories.iter().any(|c| c.covers(ty))
+        .filter_map(|r| {
+            let ty = r.get("resourceType").and_then(Value::as_str)?;
+            terms
+                .categories
+                .iter()
+                .any(|c| c.covers(ty))
+                .then_some((ty, r))
         })
-        .map(|r| json!({ "resource": r }))
+        .enumerate()
+        .map(|(i, (ty, r))| {
+            let mut kept = serde_json::Map::new();
+            kept.insert("resourceType".into(), json!(ty));
+            // The patient is one pseudonym within the bundle: `Patient/subject`.
+            if ty == "Patient" {
+                kept.insert("id".into(), json!("subject"));
+            } else {
+                kept.insert(
+                    "id".into(),
+                    json!(format!("{}-{}", ty.to_lowercase(), i + 1)),
+                );
+                kept.insert("subject".into(), json!({ "reference": "Patient/subject" }));
+            }
+            for f in shared_fields(ty) {
+                if let Some(v) = r.get(*f) {
+                    kept.insert((*f).to_string(), v.clone());
+                }
+            }
+            json!({ "resource": Value::Object(kept) })
+        })
         .collect();
     if entries.is_empty() {
         return Err(TermsError::Empty);
@@ -375,14 +459,22 @@ mod tests {
 
     #[test]
     fn the_bundle_holds_only_consented_categories_and_the_description_no_person() {
+        let mut with_identity = condition("44054006", "Diabetes mellitus type 2");
+        with_identity["subject"] = json!({"reference": "urn:uuid:p1", "display": "Ann Lee"});
+        with_identity["text"] = json!({"div": "<div>Ann Lee, MRN 12345</div>"});
+        with_identity["identifier"] = json!([{"value": "MRN 12345"}]);
+        with_identity["id"] = json!("secret-uuid");
         let records = vec![
             json!({"resourceType": "Patient", "name": [{"family": "Lee"}]}),
-            condition("44054006", "Diabetes mellitus type 2"),
-            json!({"resourceType": "Observation", "code": {"text": "HbA1c"}}),
+            with_identity,
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "HbA1c"}}),
             json!({"resourceType": "MedicationRequest"}),
         ];
         let t = terms(&["conditions", "observations"], &["treatment"]).unwrap();
-        let bundle: Value = serde_json::from_slice(&shared_bundle(&records, &t).unwrap()).unwrap();
+        let bytes = shared_bundle(&records, &t).unwrap();
+        // The holder stores only valid FHIR: the shared record is.
+        assert_eq!(secnet_pdc::fhir::validate(&bytes).unwrap(), "Bundle");
+        let bundle: Value = serde_json::from_slice(&bytes).unwrap();
         let types: Vec<&str> = bundle["entry"]
             .as_array()
             .unwrap()
@@ -390,6 +482,14 @@ mod tests {
             .map(|e| e["resource"]["resourceType"].as_str().unwrap())
             .collect();
         assert_eq!(types, ["Condition", "Observation"]);
+        let shared = bundle.to_string();
+        for leak in ["Lee", "12345", "urn:uuid:p1", "secret-uuid"] {
+            assert!(!shared.contains(leak), "{leak} in {shared}");
+        }
+        assert_eq!(
+            bundle["entry"][0]["resource"]["code"]["coding"][0]["code"],
+            "44054006"
+        );
         let d = description(&records, &t);
         let text = d.to_description();
         assert!(!text.contains("Lee"));

@@ -256,6 +256,7 @@ struct ConsentPage<'a> {
     node_name: &'a str,
     who: Option<Who>,
     account: String,
+    node: String,
     chain_id: String,
     csrf: String,
     organisations: Vec<(String, String)>,
@@ -324,6 +325,7 @@ async fn consent_page(State(web): WebState, headers: HeaderMap) -> Response {
             node_name: &web.node_name,
             who: Some(Who::from(&session)),
             account: session.member.hex.clone(),
+            node: web.services.me().to_string(),
             chain_id: web.services.chain_id(),
             csrf: session.csrf.clone(),
             organisations: organisations
@@ -360,7 +362,8 @@ enum Step {
         summary: String,
         body_of: usize,
         description: String,
-        price: u64,
+        /// Decimal, so that no price is rounded by a JavaScript number.
+        price: String,
         holder: String,
         holder_share_bps: u16,
     },
@@ -528,7 +531,7 @@ async fn prepare_consent(
         ),
         body_of,
         description: description.to_description(),
-        price,
+        price: price.to_string(),
         holder: web.services.me().to_string(),
         holder_share_bps: HOLDER_SHARE_BPS,
     });

@@ -19,6 +19,9 @@ pub(crate) struct ReadForm {
     #[serde(default)]
     csrf: String,
     data: String,
+    /// The price the reader was shown: nothing is paid at any other.
+    #[serde(default)]
+    price: String,
 }
 
 #[derive(Template)]
@@ -62,20 +65,23 @@ pub(crate) async fn read(
             );
         }
     };
-    let Ok(data) = form.data.trim().parse::<Hash>() else {
+    let (Ok(data), Ok(price)) = (
+        form.data.trim().parse::<Hash>(),
+        form.price.trim().parse::<u64>(),
+    ) else {
         return message(
             &web,
             StatusCode::BAD_REQUEST,
             who,
             "Not a record",
-            "The record to read must be named by its 64-hex-digit content hash.",
+            "The record to read must be named by its 64-hex-digit content hash and the price shown.",
             "/app/search",
         );
     };
     tracing::info!(user = %session.member.username, %data, purpose, "staff member reads registered data");
     let organisations = web.services.organisations();
     let (status, steps, refusal, content, holder) =
-        match web.services.read(data, purpose.to_string()).await {
+        match web.services.read(data, purpose.to_string(), price).await {
             Ok(r) => (
                 StatusCode::OK,
                 r.steps,

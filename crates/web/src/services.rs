@@ -103,7 +103,8 @@ pub trait Services: Send + Sync + 'static {
         Err("this node keeps no ledger".into())
     }
 
-    /// The objects `owner` stores here, decrypted (blocking).
+    /// The FHIR resources (`fhir/…` objects) `owner` stores here, decrypted, within a
+    /// budget of objects and bytes (blocking).
     fn records(&self, _owner: &AccountId) -> Result<Vec<StoredRecord>, String> {
         Err("this node keeps no records".into())
     }
@@ -118,10 +119,15 @@ pub trait Services: Send + Sync + 'static {
         Err("this node keeps no ledger".into())
     }
 
-    /// Reads the listed data `data` as this node for `purpose`: subscribes if it has not,
-    /// asks for a grant, fetches from the holder and checks the content against the
-    /// registered hash.
-    fn read(&self, _data: Hash, _purpose: String) -> BoxFuture<'_, Result<Reading, ReadError>> {
+    /// Reads the listed data `data` as this node for `purpose`: subscribes if it has not
+    /// (only at `price`, the price the reader was shown), asks for a grant, fetches from the
+    /// holder and checks the content against the registered hash.
+    fn read(
+        &self,
+        _data: Hash,
+        _purpose: String,
+        _price: u64,
+    ) -> BoxFuture<'_, Result<Reading, ReadError>> {
         Box::pin(async { Err(ReadError::Failed("this node cannot read data".into())) })
     }
 }

@@ -324,9 +324,25 @@
     $('review').hidden = false;
     $('review').scrollIntoView();
   };
+  // What a consent or revocation may ask the patient to sign, whatever the node sent: the
+  // patient's own shared records and policies at this node, registrations held by this node.
+  const checkPlan = (plan, key) => {
+    const objects = new RegExp(`^/v1/pdc/objects/${key.account}/shared/[0-9a-f]{64}$`);
+    for (const s of plan.steps) {
+      const ok = (s.kind === 'request' && s.method === 'PUT'
+          && (objects.test(s.path) || s.path === `/v1/pdc/policies/${key.account}`))
+        || (s.kind === 'register' && s.holder === app.dataset.node && /^[0-9]{1,20}$/.test(s.price)
+          && s.holder_share_bps >= 0 && s.holder_share_bps <= 2000 && plan.steps[s.body_of]
+          && plan.steps[s.body_of].kind === 'request')
+        || (s.kind === 'withdraw' && /^[0-9a-f]{64}$/.test(s.hash));
+      if (!ok) throw new Error('the node asked to sign something a consent never needs; nothing was signed');
+    }
+    if (plan.chain_id !== app.dataset.chain) throw new Error('the plan is for another network; nothing was signed');
+  };
   const runPlan = async (plan) => {
     const key = await requireKey();
     if (key.account !== plan.account) throw new Error('this browser holds another account\'s key; sign in again');
+    checkPlan(plan, key);
     const items = $('review-steps').children;
     const bodies = [];
     for (let i = 0; i < plan.steps.length; i++) {

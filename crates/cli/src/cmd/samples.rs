@@ -60,6 +60,7 @@ pub fn seed(
         bundles.display()
     );
     let out_dir = dir.join("sample-patients");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     super::runtime()?.block_on(async {
         for api in apis {
             wait_ready(api).await?;

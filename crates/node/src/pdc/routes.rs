@@ -599,13 +599,27 @@ async fn fetch(
     // A request without a valid token names nobody: its refusal is recorded against the
     // all-zero account rather than an account the request merely claims.
     let claimed = AccountId([0; 32]);
+    // What is served is the listing owner's object, and only by the holder the listing
+    // names: registering someone else's hash, or naming another holder, serves nothing.
+    let listed = node.with_ledger(|l| l.state().listing(&data).map(|x| (x.owner, x.holder)))?;
+    if let Some((_, holder)) = listed
+        && holder != node.key().account()
+    {
+        return Err(Problem::not_found(format!(
+            "data {data} is registered as held by {holder}, not by this node"
+        )));
+    }
     let udi: Udi = pdc
         .store
         .by_hash(&data)
         .map_err(store_problem)?
         .into_iter()
-        .last()
-        .ok_or_else(|| Problem::not_found(format!("this node holds no data with hash {data}")))?;
+        .rfind(|u| listed.is_none_or(|(owner, _)| u.owner == owner))
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "this node holds no data with hash {data} of the account that registered it"
+            ))
+        })?;
     let (_, version) = pdc.store.resolve(&udi).map_err(store_problem)?;
     let owner = udi.owner;
     let policies = pdc.policies(&owner)?;
