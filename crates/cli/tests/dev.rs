@@ -192,3 +192,63 @@ fn a_node_refuses_a_genesis_of_another_network() {
         "{err}"
     );
 }
+
+#[test]
+fn a_key_survives_its_encrypted_backup_and_nothing_else_opens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("alice.key");
+    let backup = dir.path().join("alice-backup.json");
+    let account = ok(&["keys", "new", "--out", path(&key)]);
+    let with = |pass: &str, args: &[&str]| {
+        common::secnet()
+            .args(args)
+            .env("SECNET_BACKUP_PASSPHRASE", pass)
+            .output()
+            .unwrap()
+    };
+    let short = with(
+        "short",
+        &["keys", "backup", path(&key), "--out", path(&backup)],
+    );
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("12 characters"));
+    let made = with(
+        "a long backup passphrase",
+        &["keys", "backup", path(&key), "--out", path(&backup)],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let restored = dir.path().join("restored.key");
+    let wrong = with(
+        "another passphrase!",
+        &["keys", "import", path(&backup), "--out", path(&restored)],
+    );
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"));
+    assert!(
+        !restored.exists(),
+        "nothing is written for a wrong passphrase"
+    );
+    let imported = with(
+        "a long backup passphrase",
+        &["keys", "import", path(&backup), "--out", path(&restored)],
+    );
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&imported.stdout), account);
+    assert_eq!(
+        ok(&["keys", "show", path(&restored), "--json"]),
+        ok(&["keys", "show", path(&key), "--json"])
+    );
+}

@@ -675,10 +675,9 @@ fn history_rows(
             LogEntry::Access { entry, .. } => {
                 let (outcome, refused) = match entry.decision {
                     AccessDecision::Delivered => ("delivered".to_string(), false),
-                    AccessDecision::Refused(r) => (
-                        format!("refused: {}", format!("{r:?}").to_lowercase()),
-                        true,
-                    ),
+                    AccessDecision::Refused(r) => {
+                        (format!("refused: {}", words(&format!("{r:?}"))), true)
+                    }
                 };
                 HistoryRow {
                     when: utc(entry.at_ms),
@@ -698,6 +697,18 @@ fn history_rows(
         .collect();
     rows.reverse();
     rows
+}
+
+/// `PolicyDenied` as `policy denied`.
+fn words(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_uppercase() && !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
 }
 
 async fn history(State(web): WebState, headers: HeaderMap) -> Response {

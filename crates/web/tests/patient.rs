@@ -1,0 +1,660 @@
+//! The patient's routes and the staff's read route over HTTP on loopback, against a node
+//! whose services answer from fixed data: sign-in with a key (and every way it is refused),
+//! the records page, consent and revocation prepared for the browser to sign, the access
+//! history, and reading at the price shown.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
+
+use reqwest::StatusCode;
+use reqwest::header::{LOCATION, SET_COOKIE};
+use secnet_contract::LogEntry;
+use secnet_types::{AccessDecision, AccessEntry, AccountId, Hash, Keypair, RefusalReason};
+use secnet_web::patient::{SIGN_IN_NAMESPACE, sign_in_message};
+use secnet_web::search::{CodedDescription, Listed};
+use secnet_web::services::{
+    AccountFacts, BoxFuture, HistoryItem, Organisation, ReadError, Reading, StoredRecord,
+};
+use secnet_web::staff::Role;
+use secnet_web::{Services, Web};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+const PATIENT: &str = "__Host-secnet_patient-0707070707070707";
+const SESSION: &str = "__Host-secnet_session-0707070707070707";
+const PASSWORD: &str = "a clinician's long password";
+
+fn me() -> AccountId {
+    AccountId([7; 32])
+}
+
+fn other_hospital() -> AccountId {
+    Keypair::deterministic("hospital", 1).account()
+}
+
+fn patient() -> Keypair {
+    Keypair::deterministic("patient", 0)
+}
+
+/// A node holding one patient's records.
+struct Clinic {
+    listings: Mutex<Vec<Listed>>,
+    policy: String,
+    prices_read: Mutex<Vec<u64>>,
+}
+
+impl Services for Clinic {
+    fn me(&self) -> AccountId {
+        me()
+    }
+    fn chain_id(&self) -> String {
+        "test-chain".into()
+    }
+    fn listings(&self) -> Vec<Listed> {
+        self.listings.lock().unwrap().clone()
+    }
+    fn organisations(&self) -> Vec<Organisation> {
+        vec![
+            Organisation {
+                account: me(),
+                name: "Northside Hospital".into(),
+            },
+            Organisation {
+                account: other_hospital(),
+                name: "Riverside Hospital".into(),
+            },
+        ]
+    }
+    fn account(&self, _: &AccountId) -> Result<AccountFacts, String> {
+        Ok(AccountFacts {
+            balance: 9,
+            nonce: 3,
+            encryption_key: true,
+        })
+    }
+    fn records(&self, owner: &AccountId) -> Result<Vec<StoredRecord>, String> {
+        if *owner != patient().account() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![
+            StoredRecord {
+                path: "fhir/Patient/p1".into(),
+                content: json!({"resourceType": "Patient", "name": [{"text": "<script>alert(1)</script> Ann"}]})
+                    .to_string()
+                    .into_bytes(),
+            },
+            StoredRecord {
+                path: "fhir/Condition/c1".into(),
+                content: json!({"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+                    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006", "display": "Diabetes mellitus type 2"}]}})
+                .to_string()
+                .into_bytes(),
+            },
+        ])
+    }
+    fn policy(&self, _: &AccountId) -> Result<String, String> {
+        Ok(self.policy.clone())
+    }
+    fn history(&self, _: &AccountId) -> Result<Vec<HistoryItem>, String> {
+        let data = Hash([1; 32]);
+        let grant = Hash([2; 32]);
+        Ok(vec![
+            HistoryItem {
+                index: 0,
+                entry: LogEntry::Grant {
+                    height: 5,
+                    tx: grant,
+                    grant,
+                    data,
+                    requester: me(),
+                    holder: me(),
+                    purpose: "treatment".into(),
+                    expires_at_ms: 1_800_000_600_000,
+                },
+                block_ms: 1_800_000_000_000,
+            },
+            HistoryItem {
+                index: 1,
+                entry: LogEntry::Access {
+                    height: 6,
+                    tx: Hash([3; 32]),
+                    holder: me(),
+                    entry: AccessEntry {
+                        data,
+                        grant: Some(grant),
+                        requester: me(),
+                        decision: AccessDecision::Delivered,
+                        score_ppm: 1_000,
+                        at_ms: 1_800_000_001_000,
+                    },
+                },
+                block_ms: 1_800_000_001_000,
+            },
+            HistoryItem {
+                index: 2,
+                entry: LogEntry::Access {
+                    height: 7,
+                    tx: Hash([4; 32]),
+                    holder: me(),
+                    entry: AccessEntry {
+                        data,
+                        grant: None,
+                        requester: other_hospital(),
+                        decision: AccessDecision::Refused(RefusalReason::PolicyDenied),
+                        score_ppm: 0,
+                        at_ms: 1_800_000_002_000,
+                    },
+                },
+                block_ms: 1_800_000_002_000,
+            },
+        ])
+    }
+    fn read(
+        &self,
+        data: Hash,
+        purpose: String,
+        price: u64,
+    ) -> BoxFuture<'_, Result<Reading, ReadError>> {
+        self.prices_read.lock().unwrap().push(price);
+        Box::pin(async move {
+            if price != 10 {
+                return Err(ReadError::Refused {
+                    steps: vec![],
+                    reason: "the price is now 10".into(),
+                });
+            }
+            Ok(Reading {
+                data,
+                holder: me(),
+                steps: vec![format!("paid 10 for {purpose}")],
+                content: json!({"resourceType": "Bundle", "type": "collection", "entry": [
+                    {"resource": {"resourceType": "Condition", "code": {"text": "Asthma <i>severe</i>"}}}]})
+                .to_string()
+                .into_bytes(),
+            })
+        })
+    }
+}
+
+struct App {
+    base: String,
+    http: reqwest::Client,
+    clinic: Arc<Clinic>,
+    _dir: tempfile::TempDir,
+}
+
+async fn app() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let clinic = Arc::new(Clinic {
+        listings: Mutex::new(Vec::new()),
+        policy: "@id(\"mine\")\npermit (principal == SecNet::User::\"aa\", action == SecNet::Action::\"read\", resource);\n".into(),
+        prices_read: Mutex::new(Vec::new()),
+    });
+    let web = Web::open(dir.path(), "Northside Hospital", clinic.clone()).unwrap();
+    web.staff()
+        .add("dr.ada", "Dr Ada", Role::Clinician, PASSWORD, 1)
+        .unwrap();
+    web.staff()
+        .add("admin", "Admin", Role::Admin, PASSWORD, 1)
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = secnet_web::router(web);
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    App {
+        base,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        clinic,
+        _dir: dir,
+    }
+}
+
+impl App {
+    async fn challenge(&self) -> String {
+        let c: Value = self
+            .http
+            .post(format!("{}/app/patient/challenge", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(c["node"], me().to_string());
+        c["challenge"].as_str().unwrap().to_string()
+    }
+
+    async fn sign_in_as(&self, key: &Keypair, challenge: &str) -> reqwest::Response {
+        let raw: [u8; 32] = hex::decode(challenge).unwrap().try_into().unwrap();
+        let sig = key.sign(SIGN_IN_NAMESPACE, &sign_in_message(&me(), &raw));
+        self.http
+            .post(format!("{}/app/patient/session", self.base))
+            .json(&json!({"account": key.account().to_string(), "challenge": challenge, "signature": hex::encode(sig.0)}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A signed-in patient: the session token and the page's CSRF token.
+    async fn patient_session(&self) -> (String, String) {
+        let c = self.challenge().await;
+        let r = self.sign_in_as(&patient(), &c).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let cookie = r
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix(&format!("{PATIENT}=")))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let page = self.page("/app/patient/consent", &cookie).await.1;
+        let at = page.find("data-csrf=\"").unwrap() + "data-csrf=\"".len();
+        let csrf = page[at..at + 64].to_string();
+        (cookie, csrf)
+    }
+
+    async fn page(&self, path: &str, cookie: &str) -> (StatusCode, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", format!("{PATIENT}={cookie}"))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    async fn post_json(&self, path: &str, cookie: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", format!("{PATIENT}={cookie}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn a_patient_signs_in_with_their_key_once_per_challenge() {
+    let app = app().await;
+    let start = app
+        .http
+        .get(format!("{}/app/patient", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), StatusCode::OK);
+    assert!(
+        start
+            .text()
+            .await
+            .unwrap()
+            .contains("/app/static/patient.js")
+    );
+
+    // Pages need a session.
+    let r = app
+        .http
+        .get(format!("{}/app/patient/records", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/app/patient");
+
+    // Another key's signature, a replayed challenge, an unknown one, malformed input.
+    let c = app.challenge().await;
+    let raw: [u8; 32] = hex::decode(&c).unwrap().try_into().unwrap();
+    let forged =
+        Keypair::deterministic("mallory", 0).sign(SIGN_IN_NAMESPACE, &sign_in_message(&me(), &raw));
+    let r = app
+        .http
+        .post(format!("{}/app/patient/session", app.base))
+        .json(&json!({"account": patient().account().to_string(), "challenge": c, "signature": hex::encode(forged.0)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.sign_in_as(&patient(), &c).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "used up"
+    );
+    assert_eq!(
+        app.sign_in_as(&patient(), &hex::encode([9u8; 32]))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .http
+        .post(format!("{}/app/patient/session", app.base))
+        .json(&json!({"account": "zz", "challenge": "00", "signature": "00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // The right key: a session in this node's own cookie, HttpOnly, Secure, SameSite=Strict.
+    let c = app.challenge().await;
+    let r = app.sign_in_as(&patient(), &c).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let set = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    assert!(set.starts_with(&format!("{PATIENT}=")), "{set}");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    let (cookie, _) = app.patient_session().await;
+    let (status, records) = app.page("/app/patient/records", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(records.contains("Diabetes mellitus type 2"), "{records}");
+    assert!(records.contains("SNOMED CT 44054006"), "{records}");
+    assert!(
+        records.contains("&#60;script&#62;alert(1)&#60;/script&#62; Ann"),
+        "escaped: {records}"
+    );
+    assert!(!records.contains("<script>alert"), "{records}");
+
+    // A staff session is no patient session, and the other way round.
+    let r = app
+        .http
+        .get(format!("{}/app/patient/records", app.base))
+        .header("cookie", format!("{SESSION}={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = app
+        .http
+        .get(format!("{}/app/home", app.base))
+        .header("cookie", format!("{SESSION}={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn consent_and_revocation_are_prepared_for_the_browser_to_sign() {
+    let app = app().await;
+    let (cookie, csrf) = app.patient_session().await;
+    let good = json!({"csrf": csrf, "audience": other_hospital().to_string(), "categories": ["conditions"],
+        "purposes": ["treatment"], "until": "2099-12-31", "price": "10"});
+
+    // Refusals: no CSRF token, no session, an organisation not on the network, no category,
+    // a date in the past, a price that is not a number.
+    let mut no_csrf = good.clone();
+    no_csrf["csrf"] = json!("");
+    assert_eq!(
+        app.post_json("/app/patient/consent/prepare", &cookie, no_csrf)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.post_json("/app/patient/consent/prepare", "nope", good.clone())
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    for (field, value, says) in [
+        (
+            "audience",
+            json!(Keypair::deterministic("x", 0).account().to_string()),
+            "organisation",
+        ),
+        ("categories", json!([]), "category"),
+        ("until", json!("2001-01-01"), "end date"),
+        ("price", json!("ten"), "price"),
+        ("purposes", json!(["marketing"]), "purpose"),
+    ] {
+        let mut bad = good.clone();
+        bad[field] = value;
+        let (status, body) = app
+            .post_json("/app/patient/consent/prepare", &cookie, bad)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{field}: {body}"
+        );
+    }
+
+    // The plan: the shared record, the policy (the patient's own kept), the registration.
+    let (status, plan) = app
+        .post_json("/app/patient/consent/prepare", &cookie, good.clone())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["chain_id"], "test-chain");
+    assert_eq!(plan["account"], patient().account().to_string());
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "{plan}");
+    let owner = patient().account();
+    assert_eq!(
+        steps[0]["path"],
+        format!("/v1/pdc/objects/{owner}/shared/{}", other_hospital())
+    );
+    let shared: Value = serde_json::from_str(steps[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        shared["entry"].as_array().unwrap().len(),
+        1,
+        "conditions only: {shared}"
+    );
+    assert!(
+        !steps[0]["body"].as_str().unwrap().contains("Ann"),
+        "no name without demographics"
+    );
+    let policy = steps[1]["body"].as_str().unwrap();
+    assert_eq!(steps[1]["path"], format!("/v1/pdc/policies/{owner}"));
+    assert!(policy.contains("@id(\"mine\")"), "{policy}");
+    assert!(
+        policy.contains(&format!("@id(\"consent-{}\")", other_hospital())),
+        "{policy}"
+    );
+    assert_eq!(steps[2]["kind"], "register");
+    assert_eq!(steps[2]["price"], "10");
+    assert_eq!(steps[2]["holder"], me().to_string());
+    assert_eq!(steps[2]["body_of"], 0);
+    let description = CodedDescription::parse(steps[2]["description"].as_str().unwrap()).unwrap();
+    assert_eq!(description.audience, [other_hospital().to_string()]);
+    assert_eq!(description.codes[0].code, "44054006");
+
+    // Once registered, consenting again withdraws the old registration first, and revoking
+    // removes the policy and withdraws.
+    app.clinic.listings.lock().unwrap().push(Listed {
+        id: "1".repeat(64),
+        hash: "ab".repeat(32),
+        holder: me().to_string(),
+        owner: owner.to_string(),
+        price: 10,
+        description: description.to_description(),
+    });
+    let (_, again) = app
+        .post_json("/app/patient/consent/prepare", &cookie, good)
+        .await;
+    assert_eq!(again["steps"][0]["kind"], "withdraw", "{again}");
+    assert_eq!(again["steps"][0]["hash"], "ab".repeat(32));
+    let (status, revoke) = app
+        .post_json(
+            "/app/patient/consent/revoke",
+            &cookie,
+            json!({"csrf": csrf, "audience": other_hospital().to_string()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revoke}");
+    let kept = revoke["steps"][0]["body"].as_str().unwrap();
+    assert!(
+        kept.contains("@id(\"mine\")") && !kept.contains("consent-"),
+        "{kept}"
+    );
+    assert_eq!(revoke["steps"][1]["kind"], "withdraw");
+    let (_, page) = app.page("/app/patient/consent", &cookie).await;
+    assert!(page.contains("Riverside Hospital"), "{page}");
+    assert!(page.contains("no policy: reads are refused"), "{page}");
+}
+
+#[tokio::test]
+async fn the_history_names_who_saw_what_and_why() {
+    let app = app().await;
+    let (cookie, _) = app.patient_session().await;
+    let (status, page) = app.page("/app/patient/history", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Northside Hospital"), "{page}");
+    assert!(page.contains("Riverside Hospital"), "{page}");
+    assert!(page.contains("granted by the ledger"), "{page}");
+    assert!(page.contains("delivered"), "{page}");
+    assert!(page.contains("refused: policy denied"), "{page}");
+    assert!(page.contains("0.1 %"), "{page}");
+    assert!(page.contains("treatment"), "{page}");
+}
+
+#[tokio::test]
+async fn staff_read_at_the_price_they_were_shown() {
+    let app = app().await;
+    let sign_in = |user: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .get(format!("{}/app/login", app.base))
+                .send()
+                .await
+                .unwrap();
+            let login_cookie = r
+                .headers()
+                .get_all(SET_COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find(|v| v.starts_with("__Host-secnet_login-"))
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string();
+            let page = r.text().await.unwrap();
+            let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+            let csrf = page[at..at + 64].to_string();
+            let r = app
+                .http
+                .post(format!("{}/app/login", app.base))
+                .header("cookie", login_cookie)
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("username", user),
+                    ("password", PASSWORD),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let session = r
+                .headers()
+                .get_all(SET_COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|v| v.strip_prefix(&format!("{SESSION}=")))
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string();
+            let home = app
+                .http
+                .get(format!("{}/app/home", app.base))
+                .header("cookie", format!("{SESSION}={session}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let at = home.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+            (session, home[at..at + 64].to_string())
+        }
+    };
+    let read = |session: String, form: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .post(format!("{}/app/read", app.base))
+                .header("cookie", format!("{SESSION}={session}"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let data = "cd".repeat(32);
+    let (session, csrf) = sign_in("dr.ada").await;
+    let (status, page) = read(
+        session.clone(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("data", data.clone()),
+            ("price", "10".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("paid 10 for treatment"), "{page}");
+    assert!(
+        page.contains("Asthma &#60;i&#62;severe&#60;/i&#62;"),
+        "{page}"
+    );
+
+    // Another price than the ledger's: refused, shown with the reason.
+    let (status, page) = read(
+        session.clone(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("data", data.clone()),
+            ("price", "9".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(page.contains("the price is now 10"), "{page}");
+    // No price, no CSRF token, an administrator: nothing is read.
+    let (status, _) = read(
+        session.clone(),
+        vec![("csrf", csrf.clone()), ("data", data.clone())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = read(
+        session,
+        vec![("data", data.clone()), ("price", "10".into())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (admin, admin_csrf) = sign_in("admin").await;
+    let (status, page) = read(
+        admin,
+        vec![("csrf", admin_csrf), ("data", data), ("price", "10".into())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(page.contains("Administrators"), "{page}");
+    assert_eq!(*app.clinic.prices_read.lock().unwrap(), vec![10, 9]);
+}
