@@ -613,6 +613,9 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
     ]);
     assert_eq!(balance["balance"], 9, "{balance}");
     screenshot(&c, "p4-history").await;
+    // The history as FHIR AuditEvents, asked for with the patient's key.
+    click(&c, "#export-fhir").await;
+    wait_status(&c, "Downloaded your history").await;
     violations.extend(serious_violations(&c, &axe).await);
 
     // 5. Hospital B, without consent, is refused by the holder; the patient sees it.

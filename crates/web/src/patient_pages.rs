@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<Arc<Web>> {
         .route("/app/patient/consent/prepare", post(prepare_consent))
         .route("/app/patient/consent/revoke", post(prepare_revoke))
         .route("/app/patient/history", get(history))
+        .route("/app/patient/history.csv", get(history_csv))
 }
 
 fn patient_of(web: &Web, headers: &HeaderMap) -> Option<(String, Session<Patient>)> {
@@ -602,7 +603,7 @@ async fn prepare_revoke(
 }
 
 /// One line of the patient's access history.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct HistoryRow {
     when: String,
     who: String,
@@ -625,6 +626,7 @@ struct HistoryPage<'a> {
     refused: usize,
     balance: u64,
     error: Option<String>,
+    account: String,
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` of a time in ms since the Unix epoch.
@@ -711,18 +713,14 @@ fn words(name: &str) -> String {
     out
 }
 
-async fn history(State(web): WebState, headers: HeaderMap) -> Response {
-    let session = match signed_in_patient(&web, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let owner = session.member.account;
-    let found = blocking(&web, move |w| {
+/// The patient's history rows and balance, or what went wrong.
+async fn history_of(web: &Arc<Web>, owner: AccountId) -> (Vec<HistoryRow>, u64, Option<String>) {
+    let found = blocking(web, move |w| {
         Ok((w.services.history(&owner)?, w.services.account(&owner)?))
     })
     .await;
     let organisations = web.services.organisations();
-    let mine = my_listings(&web, &owner);
+    let mine = my_listings(web, &owner);
     let shared_with = |h: &Hash| {
         let hex = h.to_string();
         mine.iter()
@@ -741,14 +739,78 @@ async fn history(State(web): WebState, headers: HeaderMap) -> Response {
             })
             .unwrap_or_else(|| format!("data {}", hex.get(..12).unwrap_or(&hex)))
     };
-    let (rows, balance, error) = match found {
+    match found {
         Ok((items, facts)) => (
             history_rows(&items, &organisations, &shared_with),
             facts.balance,
             None,
         ),
         Err(e) => (Vec::new(), 0, Some(e)),
+    }
+}
+
+/// A CSV field: quoted when it must be, and never read as a formula by a spreadsheet.
+fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
     };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+async fn history_csv(State(web): WebState, headers: HeaderMap) -> Response {
+    let session = match signed_in_patient(&web, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (rows, _, error) = history_of(&web, session.member.account).await;
+    if let Some(e) = error {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response();
+    }
+    let mut out = String::from("when,who,what,why,outcome,detector_score,log_index\r\n");
+    for r in rows {
+        let fields = [
+            r.when,
+            r.who,
+            r.what,
+            r.why,
+            r.outcome,
+            r.score,
+            r.index.to_string(),
+        ];
+        out.push_str(
+            &fields
+                .iter()
+                .map(|f| csv_field(f))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        out.push_str("\r\n");
+    }
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"who-saw-my-data.csv\"",
+            ),
+        ],
+        out,
+    )
+        .into_response()
+}
+
+async fn history(State(web): WebState, headers: HeaderMap) -> Response {
+    let session = match signed_in_patient(&web, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (rows, balance, error) = history_of(&web, session.member.account).await;
     let delivered = rows.iter().filter(|r| r.outcome == "delivered").count();
     let refused = rows.iter().filter(|r| r.refused).count();
     page(
@@ -762,6 +824,7 @@ async fn history(State(web): WebState, headers: HeaderMap) -> Response {
             refused,
             balance,
             error,
+            account: session.member.hex.clone(),
         },
     )
 }

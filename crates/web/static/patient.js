@@ -396,7 +396,18 @@
     $('cancel-plan').addEventListener('click', () => { plan = null; $('review').hidden = true; say('Nothing was signed.'); });
   };
 
-  const pages = { start: startPage, records: recordsPage, consent: consentPage };
+  const historyPage = async () => {
+    $('export-fhir').addEventListener('click', guard(async () => {
+      const key = await requireKey();
+      if (key.account !== app.dataset.account) throw new Error('this browser holds another account\'s key; sign in again');
+      say('Signing the request for your history…');
+      const r = await signedFetch(key, 'GET', `/v1/pdc/history/${key.account}?format=fhir`);
+      download('who-saw-my-data.fhir.json', JSON.stringify(await r.json(), null, 2));
+      say('Downloaded your history as a FHIR Bundle of AuditEvents.');
+    }));
+  };
+
+  const pages = { start: startPage, records: recordsPage, consent: consentPage, history: historyPage };
   const run = pages[app.dataset.page];
   if (run) guard(run)();
 })();

@@ -526,6 +526,39 @@ async fn the_history_names_who_saw_what_and_why() {
     assert!(page.contains("refused: policy denied"), "{page}");
     assert!(page.contains("0.1 %"), "{page}");
     assert!(page.contains("treatment"), "{page}");
+
+    let r = app
+        .http
+        .get(format!("{}/app/patient/history.csv", app.base))
+        .header("cookie", format!("{PATIENT}={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = r.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "when,who,what,why,outcome,detector_score,log_index"
+    );
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(
+        lines[1].contains("Riverside Hospital,") && lines[1].ends_with(",2"),
+        "{csv}"
+    );
+    let r = app
+        .http
+        .get(format!("{}/app/patient/history.csv", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "no session, no history");
 }
 
 #[tokio::test]
