@@ -686,6 +686,42 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
     assert!(after.contains("withdrew"), "{after}");
     screenshot(&c, "p6-after-revocation").await;
 
+    // 7. Break-glass: a clinician at the holding hospital reads without consent, giving a
+    // reason; the ledger records it first, and the patient is shown it, flagged.
+    c.goto(&format!("{hospital_a}/app/emergency"))
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#patient"))
+        .await
+        .unwrap();
+    violations.extend(serious_violations(&c, &axe).await);
+    type_into(&c, "#patient", &account).await;
+    type_into(&c, "#reason", "unconscious in the emergency room").await;
+    click(&c, "form[action='/app/emergency'] button[type=submit]").await;
+    c.wait()
+        .for_element(Locator::XPath(
+            "//p[contains(., 'Emergency access recorded')]",
+        ))
+        .await
+        .unwrap();
+    let glass = text_of_page(&c).await;
+    assert!(glass.contains("Diabetes mellitus type 2"), "{glass}");
+    screenshot(&c, "p7-break-glass").await;
+    let history = wait_page(
+        &c,
+        &format!("{hospital_a}/app/patient/history"),
+        "in an emergency without your consent 1 time",
+    )
+    .await;
+    assert!(
+        history.contains("unconscious in the emergency room"),
+        "{history}"
+    );
+    assert!(history.contains("Dr Ada"), "{history}");
+    screenshot(&c, "p7-patient-sees-break-glass").await;
+    violations.extend(serious_violations(&c, &axe).await);
+
     assert!(
         violations.is_empty(),
         "axe-core found serious accessibility violations: {}",

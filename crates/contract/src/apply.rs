@@ -261,6 +261,25 @@ impl State {
             Call::RecordAccess { entries } => {
                 self.record_access(ctx, stx, sender, entries, changes)
             }
+            Call::BreakGlass { owner, reason } => {
+                check_text("reason", reason, MAX_PURPOSE).map(|()| {
+                    let first_index = self.log.len();
+                    self.append_log(
+                        LogEntry::Emergency {
+                            height: ctx.height,
+                            tx: stx.hash(),
+                            requester: sender,
+                            owner: *owner,
+                            reason: reason.clone(),
+                        },
+                        changes,
+                    );
+                    vec![Event::Logged {
+                        first_index,
+                        count: 1,
+                    }]
+                })
+            }
         };
         Receipt {
             tx: stx.hash(),

@@ -49,6 +49,19 @@ pub enum LogEntry {
         /// What was recorded.
         entry: AccessEntry,
     },
+    /// A holder declared emergency access to an owner's data (`BreakGlass`).
+    Emergency {
+        /// Block height.
+        height: u64,
+        /// The `BreakGlass` transaction.
+        tx: TxHash,
+        /// Who read.
+        requester: AccountId,
+        /// Whose data.
+        owner: AccountId,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl LogEntry {
@@ -90,6 +103,16 @@ impl Write for LogEntry {
                 (1u8, *height, *tx, *holder).write(buf);
                 entry.write(buf);
             }
+            LogEntry::Emergency {
+                height,
+                tx,
+                requester,
+                owner,
+                reason,
+            } => {
+                (2u8, *height, *tx, *requester, *owner).write(buf);
+                write_string(reason, buf);
+            }
         }
     }
 }
@@ -99,6 +122,7 @@ impl EncodeSize for LogEntry {
         2 + match self {
             LogEntry::Grant { purpose, .. } => 8 + 32 * 5 + string_size(purpose) + 8,
             LogEntry::Access { entry, .. } => 8 + 32 + 32 + entry.encode_size(),
+            LogEntry::Emergency { reason, .. } => 8 + 32 * 3 + string_size(reason),
         }
     }
 }
@@ -126,6 +150,13 @@ impl Read for LogEntry {
                 tx: Hash::read(buf)?,
                 holder: AccountId::read(buf)?,
                 entry: AccessEntry::read(buf)?,
+            }),
+            2 => Ok(LogEntry::Emergency {
+                height: u64::read(buf)?,
+                tx: Hash::read(buf)?,
+                requester: AccountId::read(buf)?,
+                owner: AccountId::read(buf)?,
+                reason: read_string(buf, "reason", MAX_PURPOSE)?,
             }),
             tag => Err(CodecError::InvalidEnum(tag)),
         }

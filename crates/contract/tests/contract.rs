@@ -210,6 +210,53 @@ fn hashes_and_addresses_register_once() {
 }
 
 #[test]
+fn a_break_glass_is_logged_against_the_owner_and_grants_nothing() {
+    let mut h = Harness::new(4, 1_000);
+    let owner = h.id(PATIENT);
+    let before = h.state.log().len();
+    let r = h.run(
+        HOLDER,
+        Call::BreakGlass {
+            owner,
+            reason: "Dr Ada: unconscious, allergies unknown".into(),
+        },
+    );
+    assert!(r.is_applied(), "{r:?}");
+    assert_eq!(h.state.log().len(), before + 1);
+    let expected = secnet_contract::LogEntry::Emergency {
+        height: h.state.tip().height,
+        tx: r.tx,
+        requester: h.id(HOLDER),
+        owner,
+        reason: "Dr Ada: unconscious, allergies unknown".into(),
+    };
+    assert_eq!(
+        h.state.log().leaf_hash_at(before),
+        Some(secnet_merkle::log::leaf_hash(&expected.to_bytes())),
+        "the log holds who read whose data and why"
+    );
+    assert_eq!(
+        secnet_contract::LogEntry::from_bytes(&expected.to_bytes()).unwrap(),
+        expected
+    );
+    assert_eq!(h.state.grants().count(), 0);
+    assert_eq!(h.state.account(&h.id(HOLDER)).balance, 1_000);
+    assert_eq!(
+        rejected(&h.run(
+            HOLDER,
+            Call::BreakGlass {
+                owner,
+                reason: String::new()
+            }
+        )),
+        Rejection::EmptyField {
+            field: "reason".into()
+        }
+    );
+    assert_eq!(h.state.log().len(), before + 1);
+}
+
+#[test]
 fn oversized_and_empty_fields_are_refused() {
     let mut h = Harness::new(2, 10);
     let holder = h.id(1);

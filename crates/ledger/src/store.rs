@@ -69,6 +69,8 @@ pub enum LogSubject {
     Data(Hash),
     /// The grant it issued or that was presented.
     Grant(GrantId),
+    /// The owner whose data was read in an emergency.
+    Owner(secnet_types::AccountId),
 }
 
 impl LogSubject {
@@ -83,17 +85,19 @@ impl LogSubject {
                 out.extend(entry.grant.map(LogSubject::Grant));
                 out
             }
+            LogEntry::Emergency { owner, .. } => vec![LogSubject::Owner(*owner)],
         }
     }
 
     fn key(&self) -> Vec<u8> {
-        let (tag, hash) = match self {
-            LogSubject::Data(h) => (0u8, h),
-            LogSubject::Grant(g) => (1u8, g),
+        let (tag, bytes) = match self {
+            LogSubject::Data(h) => (0u8, h.as_bytes()),
+            LogSubject::Grant(g) => (1u8, g.as_bytes()),
+            LogSubject::Owner(a) => (2u8, a.as_bytes()),
         };
         let mut key = Vec::with_capacity(33);
         key.push(tag);
-        key.extend_from_slice(hash.as_bytes());
+        key.extend_from_slice(bytes);
         key
     }
 }

@@ -8,7 +8,8 @@ use crate::pdc::Pdc;
 use secnet_api::txs::TxStatus;
 use secnet_types::{AccountId, Call, Event, Genesis, Hash, Outcome};
 use secnet_web::services::{
-    AccountFacts, BoxFuture, HistoryItem, Organisation, ReadError, Reading, Services, StoredRecord,
+    AccountFacts, BoxFuture, EmergencyReading, HistoryItem, Organisation, ReadError, Reading,
+    Services, StoredRecord,
 };
 use std::io::Read as _;
 use std::sync::Arc;
@@ -255,6 +256,37 @@ impl WebServices {
     }
 }
 
+/// The FHIR resources `owner` stores in `pdc`, decrypted, within the page's budget.
+fn records_of(pdc: &Pdc, owner: &AccountId) -> Result<Vec<StoredRecord>, String> {
+    let store = pdc.store();
+    let mut out = Vec::new();
+    let mut budget = MAX_SHOWN_TOTAL;
+    for object in store.objects_of(owner).map_err(|e| e.to_string())? {
+        if !object.object.starts_with("fhir/") {
+            continue;
+        }
+        let Some(version) = object.latest().filter(|v| v.size <= MAX_SHOWN_OBJECT) else {
+            continue;
+        };
+        if out.len() >= MAX_SHOWN_OBJECTS || version.size > budget {
+            break;
+        }
+        budget -= version.size;
+        let mut content = Vec::new();
+        store
+            .read(version)
+            .map_err(|e| e.to_string())?
+            .take(MAX_SHOWN_OBJECT)
+            .read_to_end(&mut content)
+            .map_err(|e| format!("{}: {e}", object.object))?;
+        out.push(StoredRecord {
+            path: object.object.clone(),
+            content,
+        });
+    }
+    Ok(out)
+}
+
 /// The holder's base URL in a registered data address (`<base>/v1/pdc/data/<hash>`); only
 /// http(s) URLs of that shape are followed.
 fn holder_base(address: &str) -> Option<String> {
@@ -332,33 +364,7 @@ impl Services for WebServices {
     }
 
     fn records(&self, owner: &AccountId) -> Result<Vec<StoredRecord>, String> {
-        let store = self.pdc.store();
-        let mut out = Vec::new();
-        let mut budget = MAX_SHOWN_TOTAL;
-        for object in store.objects_of(owner).map_err(|e| e.to_string())? {
-            if !object.object.starts_with("fhir/") {
-                continue;
-            }
-            let Some(version) = object.latest().filter(|v| v.size <= MAX_SHOWN_OBJECT) else {
-                continue;
-            };
-            if out.len() >= MAX_SHOWN_OBJECTS || version.size > budget {
-                break;
-            }
-            budget -= version.size;
-            let mut content = Vec::new();
-            store
-                .read(version)
-                .map_err(|e| e.to_string())?
-                .take(MAX_SHOWN_OBJECT)
-                .read_to_end(&mut content)
-                .map_err(|e| format!("{}: {e}", object.object))?;
-            out.push(StoredRecord {
-                path: object.object.clone(),
-                content,
-            });
-        }
-        Ok(out)
+        records_of(&self.pdc, owner)
     }
 
     fn policy(&self, owner: &AccountId) -> Result<String, String> {
@@ -394,6 +400,40 @@ impl Services for WebServices {
         price: u64,
     ) -> BoxFuture<'_, Result<Reading, ReadError>> {
         Box::pin(self.read_listed(data, purpose, price))
+    }
+
+    fn break_glass(
+        &self,
+        owner: AccountId,
+        reason: String,
+    ) -> BoxFuture<'_, Result<EmergencyReading, ReadError>> {
+        Box::pin(async move {
+            let holds = {
+                let (pdc, o) = (self.pdc.clone(), owner);
+                tokio::task::spawn_blocking(move || {
+                    pdc.store()
+                        .objects_of(&o)
+                        .map(|objects| objects.iter().any(|x| x.object.starts_with("fhir/")))
+                })
+                .await
+                .map_err(|e| ReadError::Failed(e.to_string()))?
+                .map_err(|e| ReadError::Failed(e.to_string()))?
+            };
+            if !holds {
+                return Err(ReadError::Refused {
+                    steps: Vec::new(),
+                    reason: format!("this node holds no records of {owner}"),
+                });
+            }
+            // Recorded first: nothing is read unless the ledger has the record of it.
+            let (height, _) = self.transact(Call::BreakGlass { owner, reason }).await?;
+            let pdc = self.pdc.clone();
+            let records = tokio::task::spawn_blocking(move || records_of(&pdc, &owner))
+                .await
+                .map_err(|e| ReadError::Failed(e.to_string()))?
+                .map_err(ReadError::Failed)?;
+            Ok(EmergencyReading { height, records })
+        })
     }
 }
 

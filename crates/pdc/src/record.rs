@@ -216,6 +216,28 @@ pub fn audit_event(entry: &LogEntry, index: u64, block_time_ms: u64) -> Value {
                 "entity": entities
             })
         }
+        LogEntry::Emergency {
+            height,
+            requester,
+            owner,
+            reason,
+            ..
+        } => json!({
+            "resourceType": "AuditEvent",
+            "id": format!("secnet-log-{index}"),
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"},
+            "subtype": [{"system": "urn:secnet:event", "code": "break-glass", "display": "Emergency access without consent"}],
+            "action": "R",
+            "recorded": instant(block_time_ms),
+            "outcome": "0",
+            "purposeOfEvent": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ETREAT", "display": "Emergency Treatment"}], "text": reason}],
+            "agent": [{"who": {"identifier": account(requester)}, "requestor": true}],
+            "source": {"observer": {"display": format!("SecNet ledger, block {height}")}},
+            "entity": [
+                {"what": {"identifier": {"system": "urn:secnet:owner", "value": owner.to_string()}}},
+                {"what": {"identifier": {"system": "urn:secnet:log-index", "value": index.to_string()}}}
+            ]
+        }),
     }
 }
 

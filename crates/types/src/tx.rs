@@ -182,6 +182,15 @@ pub enum Call {
         /// The recorded attempts.
         entries: Vec<AccessEntry>,
     },
+    /// Emergency ("break-glass") access: the sender, a holder of `owner`'s data, declares
+    /// that its staff read that data without the owner's consent, and why. It grants nothing:
+    /// it puts the access and its reason in the access log, where the owner sees it.
+    BreakGlass {
+        /// Whose data.
+        owner: AccountId,
+        /// Why (who, what emergency).
+        reason: String,
+    },
 }
 
 /// An unsigned transaction.
@@ -652,6 +661,11 @@ impl Write for Call {
                 7u8.write(buf);
                 entries.write(buf);
             }
+            Call::BreakGlass { owner, reason } => {
+                8u8.write(buf);
+                owner.write(buf);
+                write_string(reason, buf);
+            }
         }
     }
 }
@@ -671,6 +685,7 @@ impl EncodeSize for Call {
                 Hash::SIZE + string_size(purpose) + u32::SIZE
             }
             Call::RecordAccess { entries } => entries.encode_size(),
+            Call::BreakGlass { reason, .. } => AccountId::SIZE + string_size(reason),
         }
     }
 }
@@ -705,6 +720,10 @@ impl Read for Call {
             }),
             7 => Ok(Call::RecordAccess {
                 entries: read_vec_bounded(buf, "entries", MAX_ACCESS_ENTRIES)?,
+            }),
+            8 => Ok(Call::BreakGlass {
+                owner: AccountId::read(buf)?,
+                reason: read_string(buf, "reason", MAX_PURPOSE)?,
             }),
             tag => Err(CodecError::InvalidEnum(tag)),
         }

@@ -83,6 +83,10 @@ fn calls() -> Vec<Call> {
                 },
             ],
         },
+        Call::BreakGlass {
+            owner: other,
+            reason: "Dr Ada (dr.ada): unconscious in the emergency room".into(),
+        },
     ]
 }
 
@@ -103,7 +107,7 @@ fn signed() -> Vec<SignedTransaction> {
         .collect()
 }
 
-const TX_FIXTURES: [&str; 9] = [
+const TX_FIXTURES: [&str; 10] = [
     "1d7242db1307fd79034c6be7e46f64afacb0996547cb7b62ca697e20a8e10b72",
     "166d227bc43d97632f0bdda36c7a194a5846f97395bccf0e5f1d90a7b5104f2b",
     "0c70c6ec736cb552341d6c28b0a22204060a185f1e2d64e921137cbb7536d9ab",
@@ -113,6 +117,7 @@ const TX_FIXTURES: [&str; 9] = [
     "099a51f282a5476ef8345d97720bc490f44510fc92ba5c1d78998ad89560cc29",
     "99ac9ac0f7829c385e28ddac00f9d885f71469dab755bb6e652cee51a96d8ced",
     "6743d963c5ed4794dbd2861a5f4f1bca8dff79776a27849e5a7de942a68723f4",
+    "c60a8d4e2fcf60451a4d57387b8bd99294a090eb7d33fb425e1230786b851555",
 ];
 
 #[test]
@@ -126,7 +131,9 @@ fn transaction_encodings_are_frozen() {
 
 #[test]
 fn block_and_receipt_encodings_are_frozen() {
-    let block = Block::new(7, Hash::digest(b"parent"), 1_700_000_000_000, signed()).committing(
+    // The transactions the block fixture was made with (calls added later have their own).
+    let txs: Vec<SignedTransaction> = signed().into_iter().take(9).collect();
+    let block = Block::new(7, Hash::digest(b"parent"), 1_700_000_000_000, txs).committing(
         StateCommitment {
             from: 4,
             roots: vec![Hash::digest(b"root 4"), Hash::digest(b"root 5")],

@@ -193,6 +193,10 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/app/staff", get(staff_page).post(add_staff))
         .route("/app/search", get(search_page))
         .route("/app/read", post(reading::read))
+        .route(
+            "/app/emergency",
+            get(reading::emergency_page).post(reading::emergency),
+        )
         .merge(patient_pages::routes())
         .route("/app/static/{file}", get(asset))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))

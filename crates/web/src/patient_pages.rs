@@ -605,6 +605,7 @@ async fn prepare_revoke(
 /// One line of the patient's access history.
 #[derive(Debug, Clone)]
 struct HistoryRow {
+    emergency: bool,
     when: String,
     who: String,
     what: String,
@@ -624,6 +625,7 @@ struct HistoryPage<'a> {
     rows: Vec<HistoryRow>,
     delivered: usize,
     refused: usize,
+    emergencies: usize,
     balance: u64,
     error: Option<String>,
     account: String,
@@ -652,7 +654,7 @@ fn history_rows(
         .iter()
         .filter_map(|i| match &i.entry {
             LogEntry::Grant { grant, purpose, .. } => Some((*grant, purpose.clone())),
-            LogEntry::Access { .. } => None,
+            LogEntry::Access { .. } | LogEntry::Emergency { .. } => None,
         })
         .collect();
     let mut rows: Vec<HistoryRow> = items
@@ -665,6 +667,7 @@ fn history_rows(
                 expires_at_ms,
                 ..
             } => HistoryRow {
+                emergency: false,
                 when: utc(i.block_ms),
                 who: name_of(organisations, requester),
                 what: shared_with(data),
@@ -682,6 +685,7 @@ fn history_rows(
                     }
                 };
                 HistoryRow {
+                    emergency: false,
                     when: utc(entry.at_ms),
                     who: name_of(organisations, &entry.requester),
                     what: shared_with(&entry.data),
@@ -695,6 +699,19 @@ fn history_rows(
                     index: i.index,
                 }
             }
+            LogEntry::Emergency {
+                requester, reason, ..
+            } => HistoryRow {
+                emergency: true,
+                when: utc(i.block_ms),
+                who: name_of(organisations, requester),
+                what: "all your records at this node".into(),
+                why: reason.clone(),
+                outcome: "emergency access without consent (break-glass)".into(),
+                refused: false,
+                score: "—".into(),
+                index: i.index,
+            },
         })
         .collect();
     rows.reverse();
@@ -812,6 +829,7 @@ async fn history(State(web): WebState, headers: HeaderMap) -> Response {
     };
     let (rows, balance, error) = history_of(&web, session.member.account).await;
     let delivered = rows.iter().filter(|r| r.outcome == "delivered").count();
+    let emergencies = rows.iter().filter(|r| r.emergency).count();
     let refused = rows.iter().filter(|r| r.refused).count();
     page(
         StatusCode::OK,
@@ -822,6 +840,7 @@ async fn history(State(web): WebState, headers: HeaderMap) -> Response {
             rows,
             delivered,
             refused,
+            emergencies,
             balance,
             error,
             account: session.member.hex.clone(),

@@ -134,3 +134,149 @@ pub(crate) async fn read(
         },
     )
 }
+
+/// Shortest reason accepted for emergency access.
+pub const MIN_REASON: usize = 10;
+
+#[derive(Template)]
+#[template(path = "emergency.html")]
+struct EmergencyPage<'a> {
+    title: &'a str,
+    node_name: &'a str,
+    who: Option<Who>,
+    csrf: String,
+    patient: String,
+    reason: String,
+    message: Option<String>,
+    height: Option<u64>,
+    view: RecordView,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EmergencyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    patient: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The clinician's session, or the answer for anyone else.
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
+fn clinician(web: &crate::Web, headers: &HeaderMap) -> Result<crate::session::Session, Response> {
+    let (_, session) = signed_in(web, headers)?;
+    if session.member.role != Role::Clinician {
+        return Err(message(
+            web,
+            StatusCode::FORBIDDEN,
+            Some(Who::from(&session)),
+            "Not allowed",
+            "Emergency access is for clinicians treating a patient.",
+            "/app/home",
+        ));
+    }
+    Ok(session)
+}
+
+pub(crate) async fn emergency_page(State(web): WebState, headers: HeaderMap) -> Response {
+    let session = match clinician(&web, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    page(
+        StatusCode::OK,
+        &EmergencyPage {
+            title: "Emergency access",
+            node_name: &web.node_name,
+            who: Some(Who::from(&session)),
+            csrf: session.csrf.clone(),
+            patient: String::new(),
+            reason: String::new(),
+            message: None,
+            height: None,
+            view: RecordView::default(),
+        },
+    )
+}
+
+pub(crate) async fn emergency(
+    State(web): WebState,
+    headers: HeaderMap,
+    Form(form): Form<EmergencyForm>,
+) -> Response {
+    let session = match clinician(&web, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_csrf(&web, &session, &form.csrf, "/app/emergency") {
+        return r;
+    }
+    let reason = form.reason.trim().to_string();
+    let shown = |status, message: String, height, view| {
+        page(
+            status,
+            &EmergencyPage {
+                title: "Emergency access",
+                node_name: &web.node_name,
+                who: Some(Who::from(&session)),
+                csrf: session.csrf.clone(),
+                patient: form.patient.trim().chars().take(64).collect(),
+                reason: reason.chars().take(200).collect(),
+                message: Some(message),
+                height,
+                view,
+            },
+        )
+    };
+    let Ok(owner) = form.patient.trim().parse::<secnet_types::AccountId>() else {
+        return shown(
+            StatusCode::BAD_REQUEST,
+            "The patient must be named by their account (64 hex digits), as on their card or records page.".into(),
+            None,
+            RecordView::default(),
+        );
+    };
+    if reason.chars().count() < MIN_REASON || reason.len() > secnet_types::limits::MAX_PURPOSE {
+        return shown(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Give the reason for emergency access ({MIN_REASON} to {} characters): it is recorded on the ledger and shown to the patient.",
+                secnet_types::limits::MAX_PURPOSE
+            ),
+            None,
+            RecordView::default(),
+        );
+    }
+    let by = format!(
+        "{} ({}): {reason}",
+        session.member.display_name, session.member.username
+    );
+    let by: String = by.chars().take(secnet_types::limits::MAX_PURPOSE).collect();
+    tracing::warn!(user = %session.member.username, patient = %owner, "emergency access (break-glass)");
+    match web.services.break_glass(owner, by).await {
+        Ok(r) => {
+            let resources: Vec<serde_json::Value> = r
+                .records
+                .iter()
+                .filter_map(|x| serde_json::from_slice(&x.content).ok())
+                .collect();
+            shown(
+                StatusCode::OK,
+                format!(
+                    "Emergency access recorded on the ledger at height {}: the patient sees who read their records and why.",
+                    r.height
+                ),
+                Some(r.height),
+                view(resources.iter()),
+            )
+        }
+        Err(ReadError::Refused { reason, .. }) => shown(
+            StatusCode::FORBIDDEN,
+            format!("Refused: {reason}"),
+            None,
+            RecordView::default(),
+        ),
+        Err(ReadError::Failed(e)) => shown(StatusCode::BAD_GATEWAY, e, None, RecordView::default()),
+    }
+}

@@ -130,6 +130,25 @@ pub trait Services: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Reading, ReadError>> {
         Box::pin(async { Err(ReadError::Failed("this node cannot read data".into())) })
     }
+
+    /// Emergency access to the records `owner` stores here: first the ledger records, as
+    /// this node, that it reads them without consent and `reason`; then they are read.
+    fn break_glass(
+        &self,
+        _owner: AccountId,
+        _reason: String,
+    ) -> BoxFuture<'_, Result<EmergencyReading, ReadError>> {
+        Box::pin(async { Err(ReadError::Failed("this node keeps no records".into())) })
+    }
+}
+
+/// Records read in an emergency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmergencyReading {
+    /// The height at which the break-glass record became final.
+    pub height: u64,
+    /// The patient's records at this node.
+    pub records: Vec<StoredRecord>,
 }
 
 /// The name people see for `account`: its organisation's, or `node <prefix>`.

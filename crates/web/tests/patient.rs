@@ -690,4 +690,64 @@ async fn staff_read_at_the_price_they_were_shown() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(page.contains("Administrators"), "{page}");
     assert_eq!(*app.clinic.prices_read.lock().unwrap(), vec![10, 9]);
+
+    // Emergency access: clinicians only, a real account and a reason, else nothing happens.
+    let glass = |session: String, form: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .post(format!("{}/app/emergency", app.base))
+                .header("cookie", format!("{SESSION}={session}"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (admin, admin_csrf) = sign_in("admin").await;
+    let patient_hex = patient().account().to_string();
+    let (status, _) = glass(
+        admin,
+        vec![
+            ("csrf", admin_csrf),
+            ("patient", patient_hex.clone()),
+            ("reason", "unconscious, no consent possible".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (session, csrf) = sign_in("dr.ada").await;
+    let (status, page) = glass(
+        session.clone(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("patient", patient_hex.clone()),
+            ("reason", "urgent".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("Give the reason"), "{page}");
+    let (status, page) = glass(
+        session.clone(),
+        vec![
+            ("csrf", csrf.clone()),
+            ("patient", "not-an-account".into()),
+            ("reason", "unconscious, no consent possible".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("64 hex digits"), "{page}");
+    let (status, _) = glass(
+        session,
+        vec![
+            ("patient", patient_hex),
+            ("reason", "unconscious, no consent possible".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no CSRF token");
 }

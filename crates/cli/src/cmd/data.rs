@@ -870,6 +870,9 @@ async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::
                     secnet_pdc::record::reason_code(reason).to_string(),
                 ),
             },
+            LogEntry::Emergency {
+                requester, reason, ..
+            } => (requester.to_hex(), "EMERGENCY".into(), reason.clone()),
         };
         println!(
             "{:>6}  {:<24}  {:<16}  {:<10}  {:<20}  {}",

@@ -32,10 +32,12 @@ pub(super) fn log_entry_matches(
     data: Option<&Hash>,
 ) -> bool {
     let (g, d) = match entry {
-        LogEntry::Grant { grant, data, .. } => (Some(grant), data),
-        LogEntry::Access { entry, .. } => (entry.grant.as_ref(), &entry.data),
+        LogEntry::Grant { grant, data, .. } => (Some(grant), Some(data)),
+        LogEntry::Access { entry, .. } => (entry.grant.as_ref(), Some(&entry.data)),
+        // An emergency access names an owner, not a grant or one piece of data.
+        LogEntry::Emergency { .. } => (None, None),
     };
-    grant.is_none_or(|want| g == Some(want)) && data.is_none_or(|want| d == want)
+    grant.is_none_or(|want| g == Some(want)) && data.is_none_or(|want| d == Some(want))
 }
 
 /// `GET /v1/log`: entries from `from`, at most `limit`; with `grant` or `data`, only the

@@ -158,7 +158,10 @@ impl Pdc {
                 .map(|x| x.hash),
         );
         let size = l.state().log().len();
-        let mut indices = std::collections::BTreeSet::new();
+        let mut indices: std::collections::BTreeSet<u64> = l
+            .log_indices(LogSubject::Owner(*owner))?
+            .into_iter()
+            .collect();
         for hash in &mine {
             indices.extend(l.log_indices(LogSubject::Data(*hash))?);
         }
@@ -170,11 +173,14 @@ impl Pdc {
             let Ok(entry) = LogEntry::from_bytes(&leaf) else {
                 continue;
             };
-            let (data, height) = match &entry {
-                LogEntry::Grant { data, height, .. } => (*data, *height),
-                LogEntry::Access { entry, height, .. } => (entry.data, *height),
+            let (mine_too, height) = match &entry {
+                LogEntry::Grant { data, height, .. } => (mine.contains(data), *height),
+                LogEntry::Access { entry, height, .. } => (mine.contains(&entry.data), *height),
+                LogEntry::Emergency {
+                    owner: o, height, ..
+                } => (o == owner, *height),
             };
-            if !mine.contains(&data) {
+            if !mine_too {
                 continue;
             }
             let block_ms = l.block(height)?.map_or(0, |b| b.block.header.timestamp_ms);
