@@ -121,19 +121,9 @@ pub fn reason_code(r: RefusalReason) -> &'static str {
 }
 
 fn instant(ms: u64) -> String {
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = secnet_types::date::civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,

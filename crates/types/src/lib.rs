@@ -7,6 +7,7 @@
 pub mod account;
 pub mod block;
 pub mod codec;
+pub mod date;
 pub mod genesis;
 pub mod hash;
 pub mod limits;

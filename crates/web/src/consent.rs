@@ -177,27 +177,13 @@ pub fn day_of_date(s: &str) -> Option<u32> {
     if d > *month_days.get(usize::try_from(m - 1).ok()?)? {
         return None;
     }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    u32::try_from(era * 146_097 + doe - 719_468).ok()
+    let (m, d) = (u32::try_from(m).ok()?, u32::try_from(d).ok()?);
+    u32::try_from(secnet_types::date::days_from_civil(y, m, d)).ok()
 }
 
 /// The `YYYY-MM-DD` date of a day since the Unix epoch.
 pub fn date_of_day(day: u32) -> String {
-    let z = i64::from(day) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = secnet_types::date::civil_from_days(i64::from(day));
     format!("{y:04}-{m:02}-{d:02}")
 }
 

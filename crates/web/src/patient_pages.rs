@@ -428,22 +428,34 @@ fn withdraw_steps(web: &Web, owner: &AccountId, audience: &AccountId, name: &str
         .collect()
 }
 
+/// The signed-in patient of a JSON form with its CSRF token, and the organisation it names.
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
+fn consenting(
+    web: &Web,
+    headers: &HeaderMap,
+    csrf: &str,
+    audience: &str,
+) -> Result<(Session<Patient>, AccountId, String), Response> {
+    let Some((_, session)) = patient_of(web, headers) else {
+        return Err(refuse(StatusCode::UNAUTHORIZED, "sign in again"));
+    };
+    if !same_secret(csrf, &session.csrf) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "this form did not carry this session's security token; reload the page",
+        ));
+    }
+    let (audience, name) = checked_audience(web, audience)?;
+    Ok((session, audience, name))
+}
+
 async fn prepare_consent(
     State(web): WebState,
     headers: HeaderMap,
     Json(form): Json<ConsentForm>,
 ) -> Response {
-    let Some((_, session)) = patient_of(&web, &headers) else {
-        return refuse(StatusCode::UNAUTHORIZED, "sign in again");
-    };
-    if !same_secret(&form.csrf, &session.csrf) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "this form did not carry this session's security token; reload the page",
-        );
-    }
-    let (audience, name) = match checked_audience(&web, &form.audience) {
-        Ok(a) => a,
+    let (session, audience, name) = match consenting(&web, &headers, &form.csrf, &form.audience) {
+        Ok(c) => c,
         Err(r) => return r,
     };
     let price: u64 = match form.price.trim().parse() {
@@ -556,17 +568,8 @@ async fn prepare_revoke(
     headers: HeaderMap,
     Json(form): Json<RevokeForm>,
 ) -> Response {
-    let Some((_, session)) = patient_of(&web, &headers) else {
-        return refuse(StatusCode::UNAUTHORIZED, "sign in again");
-    };
-    if !same_secret(&form.csrf, &session.csrf) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "this form did not carry this session's security token; reload the page",
-        );
-    }
-    let (audience, name) = match checked_audience(&web, &form.audience) {
-        Ok(a) => a,
+    let (session, audience, name) = match consenting(&web, &headers, &form.csrf, &form.audience) {
+        Ok(c) => c,
         Err(r) => return r,
     };
     let owner = session.member.account;
