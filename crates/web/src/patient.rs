@@ -21,6 +21,9 @@ pub const SIGN_IN_NAMESPACE: &[u8] = b"secnet/web/sign-in/v1";
 pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(120);
 /// Most challenges outstanding; beyond it expired ones are dropped, then issuing waits.
 pub const MAX_CHALLENGES: usize = 10_000;
+/// Most challenges outstanding for one source address, so that one source cannot take the
+/// slots everyone else signs in with.
+pub const MAX_CHALLENGES_PER_SOURCE: usize = 16;
 
 /// The bytes an Ed25519 signature in `namespace` covers: the namespace's length as a LEB128
 /// varint, the namespace, the message. What a browser signs with WebCrypto.
@@ -91,22 +94,26 @@ pub enum SignInError {
 /// Challenges issued and not yet answered.
 #[derive(Debug, Default)]
 pub struct Challenges {
-    issued: Mutex<HashMap<[u8; 32], Instant>>,
+    issued: Mutex<HashMap<[u8; 32], (Instant, Option<std::net::IpAddr>)>>,
 }
 
 impl Challenges {
-    /// A new challenge, or `None` while too many are outstanding.
-    pub fn issue(&self) -> Option<[u8; 32]> {
+    /// A new challenge for a request from `source`, or `None` while too many are
+    /// outstanding, in all or from that source.
+    pub fn issue(&self, source: Option<std::net::IpAddr>) -> Option<[u8; 32]> {
         let mut issued = self.issued.lock().ok()?;
         let now = Instant::now();
-        if issued.len() >= MAX_CHALLENGES {
-            issued.retain(|_, at| now.duration_since(*at) <= CHALLENGE_LIFETIME);
-            if issued.len() >= MAX_CHALLENGES {
+        let from_source = |issued: &HashMap<_, (Instant, Option<std::net::IpAddr>)>| {
+            issued.values().filter(|(_, s)| *s == source).count()
+        };
+        if issued.len() >= MAX_CHALLENGES || from_source(&issued) >= MAX_CHALLENGES_PER_SOURCE {
+            issued.retain(|_, (at, _)| now.duration_since(*at) <= CHALLENGE_LIFETIME);
+            if issued.len() >= MAX_CHALLENGES || from_source(&issued) >= MAX_CHALLENGES_PER_SOURCE {
                 return None;
             }
         }
         let challenge: [u8; 32] = rand::random();
-        issued.insert(challenge, now);
+        issued.insert(challenge, (now, source));
         Some(challenge)
     }
 
@@ -134,7 +141,7 @@ impl Challenges {
                     "the signature is not 128 hex digits",
                 ))?,
         );
-        let issued = self
+        let (issued, _) = self
             .issued
             .lock()
             .ok()
@@ -175,7 +182,7 @@ mod tests {
         let node = Keypair::deterministic("node", 0).account();
         let key = Keypair::deterministic("patient", 1);
         let challenges = Challenges::default();
-        let c = challenges.issue().unwrap();
+        let c = challenges.issue(None).unwrap();
         let sig = key.sign_raw(&namespaced(SIGN_IN_NAMESPACE, &sign_in_message(&node, &c)));
         let (acct, ch, s) = (
             key.account().to_string(),
@@ -192,13 +199,13 @@ mod tests {
             challenges.answer(&node, &acct, &ch, &s),
             Err(SignInError::Challenge)
         );
-        let c = challenges.issue().unwrap();
+        let c = challenges.issue(None).unwrap();
         let sig = key.sign_raw(&namespaced(SIGN_IN_NAMESPACE, &sign_in_message(&node, &c)));
         let ch = hex::encode(c);
         let s = hex::encode(sig.0);
         // Signed for another node: refused.
         let elsewhere = Challenges::default();
-        let c2 = elsewhere.issue().unwrap();
+        let c2 = elsewhere.issue(None).unwrap();
         let sig2 = key.sign_raw(&namespaced(
             SIGN_IN_NAMESPACE,
             &sign_in_message(&Keypair::deterministic("node", 9).account(), &c2),
@@ -219,5 +226,20 @@ mod tests {
             challenges.answer(&node, "zz", &ch, &s),
             Err(SignInError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn one_source_cannot_take_every_challenge() {
+        let challenges = Challenges::default();
+        let greedy = Some(std::net::IpAddr::from([10, 0, 0, 1]));
+        for _ in 0..MAX_CHALLENGES_PER_SOURCE {
+            assert!(challenges.issue(greedy).is_some());
+        }
+        assert!(challenges.issue(greedy).is_none());
+        assert!(
+            challenges
+                .issue(Some(std::net::IpAddr::from([10, 0, 0, 2])))
+                .is_some()
+        );
     }
 }

@@ -9,7 +9,7 @@ use crate::records::{RecordView, view};
 use crate::search::CodedDescription;
 use crate::services::{HistoryItem, name_of};
 use crate::session::{MAX_AGE, Session, same_secret};
-use crate::{Web, WebState, Who, cookie, now_ms, page, set_cookie};
+use crate::{Source, Web, WebState, Who, cookie, now_ms, page, set_cookie};
 use askama::Template;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -99,8 +99,8 @@ struct Challenge {
     node: String,
 }
 
-async fn challenge(State(web): WebState) -> Response {
-    match web.challenges.issue() {
+async fn challenge(State(web): WebState, Source(source): Source) -> Response {
+    match web.challenges.issue(source) {
         Some(c) => Json(Challenge {
             challenge: hex::encode(c),
             node: web.services.me().to_string(),
@@ -108,7 +108,7 @@ async fn challenge(State(web): WebState) -> Response {
         .into_response(),
         None => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            "too many sign-ins at once; try again in a minute",
+            "too many sign-ins at once from here or in all; try again in two minutes",
         ),
     }
 }
