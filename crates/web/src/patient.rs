@@ -91,10 +91,13 @@ pub enum SignInError {
     Malformed(&'static str),
 }
 
+/// When a challenge was issued, and to which source address.
+type Issued = (Instant, Option<std::net::IpAddr>);
+
 /// Challenges issued and not yet answered.
 #[derive(Debug, Default)]
 pub struct Challenges {
-    issued: Mutex<HashMap<[u8; 32], (Instant, Option<std::net::IpAddr>)>>,
+    issued: Mutex<HashMap<[u8; 32], Issued>>,
 }
 
 impl Challenges {
@@ -103,7 +106,7 @@ impl Challenges {
     pub fn issue(&self, source: Option<std::net::IpAddr>) -> Option<[u8; 32]> {
         let mut issued = self.issued.lock().ok()?;
         let now = Instant::now();
-        let from_source = |issued: &HashMap<_, (Instant, Option<std::net::IpAddr>)>| {
+        let from_source = |issued: &HashMap<[u8; 32], Issued>| {
             issued.values().filter(|(_, s)| *s == source).count()
         };
         if issued.len() >= MAX_CHALLENGES || from_source(&issued) >= MAX_CHALLENGES_PER_SOURCE {
