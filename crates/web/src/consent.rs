@@ -65,6 +65,10 @@ impl Category {
     }
 }
 
+/// The holder's share of what an organisation pays for a patient's shared record, in basis
+/// points: the node that stores and serves it keeps a tenth, the patient is paid the rest.
+pub const HOLDER_SHARE_BPS: u16 = 1_000;
+
 /// Why something is shared.
 pub const PURPOSES: [&str; 2] = ["treatment", "research"];
 

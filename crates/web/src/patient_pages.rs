@@ -21,10 +21,6 @@ use secnet_types::{AccessDecision, AccountId, Hash};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// The holder's share of what a hospital pays for a patient's shared record, in basis
-/// points: the node that stores and serves it keeps a tenth, the patient is paid the rest.
-pub const HOLDER_SHARE_BPS: u16 = 1_000;
-
 pub(crate) fn routes() -> Router<Arc<Web>> {
     Router::new()
         .route("/app/patient", get(start))
@@ -267,6 +263,21 @@ struct ConsentPage<'a> {
     error: Option<String>,
 }
 
+/// The names of the organisations a coded description's audience lists.
+fn audience_names(
+    organisations: &[crate::services::Organisation],
+    d: &CodedDescription,
+) -> Vec<String> {
+    d.audience
+        .iter()
+        .map(|a| {
+            a.parse()
+                .map(|a| name_of(organisations, &a))
+                .unwrap_or_else(|_| a.clone())
+        })
+        .collect()
+}
+
 /// The patient's listings with a coded description, by audience.
 fn my_listings(web: &Web, owner: &AccountId) -> Vec<(crate::search::Listed, CodedDescription)> {
     let owner = owner.to_string();
@@ -294,19 +305,11 @@ async fn consent_page(State(web): WebState, headers: HeaderMap) -> Response {
     let consents = my_listings(&web, &owner)
         .into_iter()
         .map(|(l, d)| {
-            let audience: Vec<String> = d
-                .audience
-                .iter()
-                .map(|a| {
-                    a.parse()
-                        .map(|a| name_of(&organisations, &a))
-                        .unwrap_or_else(|_| a.clone())
-                })
-                .collect();
-            let enforced = d
-                .audience
-                .iter()
-                .all(|a| policy.contains(&format!("@id(\"consent-{a}\")")));
+            let audience = audience_names(&organisations, &d);
+            let enforced = d.audience.iter().all(|a| {
+                a.parse()
+                    .is_ok_and(|a| policy.contains(&format!("@id(\"{}\")", consent::policy_id(&a))))
+            });
             ConsentRow {
                 audience: audience.join(", "),
                 audience_account: d.audience.first().cloned().unwrap_or_default(),
@@ -318,7 +321,7 @@ async fn consent_page(State(web): WebState, headers: HeaderMap) -> Response {
             }
         })
         .collect();
-    let today = policy_day(now_ms());
+    let today = secnet_policy::Facts::day_of(now_ms());
     page(
         StatusCode::OK,
         &ConsentPage {
@@ -339,10 +342,6 @@ async fn consent_page(State(web): WebState, headers: HeaderMap) -> Response {
             error,
         },
     )
-}
-
-fn policy_day(ms: u64) -> u32 {
-    u32::try_from(ms / 86_400_000).unwrap_or(u32::MAX)
 }
 
 /// One thing the browser signs and sends, as it shows it to the patient first.
@@ -468,7 +467,7 @@ async fn prepare_consent(
         &form.purposes,
         &form.until,
         price,
-        policy_day(now_ms()),
+        secnet_policy::Facts::day_of(now_ms()),
     ) {
         Ok(t) => t,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
@@ -539,14 +538,14 @@ async fn prepare_consent(
     steps.push(Step::Register {
         summary: format!(
             "Offer it on the ledger at a price of {price}: {name} pays once, this node keeps {}%, you are paid the rest. The description names no person: {}",
-            HOLDER_SHARE_BPS / 100,
+            consent::HOLDER_SHARE_BPS / 100,
             description.to_description()
         ),
         body_of,
         description: description.to_description(),
         price: price.to_string(),
         holder: web.services.me().to_string(),
-        holder_share_bps: HOLDER_SHARE_BPS,
+        holder_share_bps: consent::HOLDER_SHARE_BPS,
     });
     Json(Plan {
         chain_id: web.services.chain_id(),
@@ -746,16 +745,10 @@ async fn history_of(web: &Arc<Web>, owner: AccountId) -> (Vec<HistoryRow>, u64, 
         mine.iter()
             .find(|(l, _)| l.hash == hex)
             .map(|(_, d)| {
-                let names: Vec<String> = d
-                    .audience
-                    .iter()
-                    .map(|a| {
-                        a.parse()
-                            .map(|a| name_of(&organisations, &a))
-                            .unwrap_or_else(|_| a.clone())
-                    })
-                    .collect();
-                format!("record shared with {}", names.join(", "))
+                format!(
+                    "record shared with {}",
+                    audience_names(&organisations, d).join(", ")
+                )
             })
             .unwrap_or_else(|| format!("data {}", hex.get(..12).unwrap_or(&hex)))
     };

@@ -10,6 +10,8 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
+mod common;
+
 use reqwest::StatusCode;
 use reqwest::header::{LOCATION, SET_COOKIE};
 use secnet_contract::LogEntry;
@@ -201,28 +203,34 @@ async fn app() -> App {
     web.staff()
         .add("admin", "Admin", Role::Admin, PASSWORD, 1)
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = secnet_web::router(web);
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-    });
+    let (base, http) = common::serve(web).await;
     App {
         base,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        http,
         clinic,
         _dir: dir,
     }
 }
 
 impl App {
+    /// Posts `form` to `path` in the staff session `session`: the status and the page.
+    async fn staff_form(
+        &self,
+        path: &str,
+        session: String,
+        form: Vec<(&'static str, String)>,
+    ) -> (StatusCode, String) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", format!("{SESSION}={session}"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
     async fn challenge(&self) -> String {
         let c: Value = self
             .http
@@ -625,18 +633,7 @@ async fn staff_read_at_the_price_they_were_shown() {
         }
     };
     let read = |session: String, form: Vec<(&'static str, String)>| {
-        let app = &app;
-        async move {
-            let r = app
-                .http
-                .post(format!("{}/app/read", app.base))
-                .header("cookie", format!("{SESSION}={session}"))
-                .form(&form)
-                .send()
-                .await
-                .unwrap();
-            (r.status(), r.text().await.unwrap())
-        }
+        app.staff_form("/app/read", session, form)
     };
     let data = "cd".repeat(32);
     let (session, csrf) = sign_in("dr.ada").await;
@@ -693,18 +690,7 @@ async fn staff_read_at_the_price_they_were_shown() {
 
     // Emergency access: clinicians only, a real account and a reason, else nothing happens.
     let glass = |session: String, form: Vec<(&'static str, String)>| {
-        let app = &app;
-        async move {
-            let r = app
-                .http
-                .post(format!("{}/app/emergency", app.base))
-                .header("cookie", format!("{SESSION}={session}"))
-                .form(&form)
-                .send()
-                .await
-                .unwrap();
-            (r.status(), r.text().await.unwrap())
-        }
+        app.staff_form("/app/emergency", session, form)
     };
     let (admin, admin_csrf) = sign_in("admin").await;
     let patient_hex = patient().account().to_string();

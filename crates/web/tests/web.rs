@@ -8,6 +8,8 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
+mod common;
+
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use secnet_web::search::{CodedDescription, ICD10, Listed, SNOMED};
@@ -82,22 +84,10 @@ async fn app() -> App {
     web.staff()
         .add("dr.ada", "Dr Ada", Role::Clinician, CLINICIAN_PASSWORD, 1)
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = secnet_web::router(web.clone());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-    });
+    let (base, http) = common::serve(web.clone()).await;
     App {
         base,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        http,
         _dir: dir,
         web,
     }

@@ -149,7 +149,7 @@ async fn consent_to(
         .flatten()
         .filter_map(|e| e.get("resource").cloned())
         .collect();
-    let today = u32::try_from(secnet_node::datadir::now_ms() / 86_400_000)?;
+    let today = secnet_policy::Facts::day_of(secnet_node::datadir::now_ms());
     let terms = Terms::new(
         audience,
         &categories
@@ -185,7 +185,7 @@ async fn consent_to(
                 price: terms.price,
                 kind: secnet_types::DataKind::UserData,
                 holder,
-                holder_share_bps: 1_000,
+                holder_share_bps: consent::HOLDER_SHARE_BPS,
             }),
         )
         .await?;

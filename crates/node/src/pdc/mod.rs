@@ -189,44 +189,70 @@ impl Pdc {
         Ok(out)
     }
 
+    /// Submits the transaction `sign` makes (from the chain id and a nonce) at the node's
+    /// next nonce, holding the node's own-transaction turn, and keeps that nonce: one past
+    /// it once admitted, the one the mempool expects when it was stale or ahead. The one
+    /// place the node's key is given a nonce: the recorder and the application both submit
+    /// through it, so they never take the same one.
+    fn submit_at_next_nonce(
+        &self,
+        node: &dyn crate::backend::Backend,
+        sign: impl FnOnce(&str, u64) -> secnet_types::SignedTransaction,
+    ) -> Result<Result<secnet_types::Hash, crate::mempool::AdmitError>, crate::backend::NodeError>
+    {
+        use crate::backend::NodeError;
+        use crate::mempool::AdmitError;
+        // Lock order everywhere: the node's own submissions, the ledger, then the PDC's
+        // state; never the reverse.
+        let _turn = self.own_txs.lock().map_err(|_| NodeError::Poisoned)?;
+        let me = node.key().account();
+        let (committed, chain_id) =
+            node.with_ledger(|l| (l.state().account(&me).nonce, l.genesis().chain_id.clone()))?;
+        let nonce = self
+            .inner
+            .lock()
+            .map_err(|_| NodeError::Poisoned)?
+            .next_nonce
+            .max(committed);
+        let result = node.submit(sign(&chain_id, nonce))?;
+        let mut inner = self.inner.lock().map_err(|_| NodeError::Poisoned)?;
+        match &result {
+            Ok(_) => inner.next_nonce = nonce + 1,
+            Err(
+                AdmitError::StaleNonce { expected, .. } | AdmitError::NonceGap { expected, .. },
+            ) => inner.next_nonce = *expected,
+            Err(_) => {}
+        }
+        Ok(result)
+    }
+
     /// Signs `call` with the node's key at its next nonce and submits it to the node's own
-    /// mempool: the one way, with the recorder, that the node's key transacts.
+    /// mempool, trying once more if that nonce was stale.
     pub fn submit_own(
         &self,
         node: &dyn crate::backend::Backend,
         call: secnet_types::Call,
     ) -> Result<secnet_types::Hash, String> {
-        let _turn = self.own_txs.lock().map_err(|_| "PDC state poisoned")?;
-        let me = node.key().account();
-        let (committed, chain_id) = node
-            .with_ledger(|l| (l.state().account(&me).nonce, l.genesis().chain_id.clone()))
-            .map_err(|e| e.to_string())?;
-        let mut nonce = self
-            .inner
-            .lock()
-            .map_err(|_| "PDC state poisoned")?
-            .next_nonce
-            .max(committed);
         // One retry: the first answer of a stale nonce says which one is next.
         for _ in 0..2 {
-            let tx = secnet_types::Transaction {
-                chain_id: chain_id.clone(),
-                sender: me,
-                nonce,
-                call: call.clone(),
-            }
-            .sign(node.key());
-            match node.submit(tx).map_err(|e| e.to_string())? {
-                Ok(hash) => {
-                    if let Ok(mut inner) = self.inner.lock() {
-                        inner.next_nonce = nonce + 1;
-                    }
-                    return Ok(hash);
+            let signed = |chain_id: &str, nonce| {
+                secnet_types::Transaction {
+                    chain_id: chain_id.to_string(),
+                    sender: node.key().account(),
+                    nonce,
+                    call: call.clone(),
                 }
+                .sign(node.key())
+            };
+            match self
+                .submit_at_next_nonce(node, signed)
+                .map_err(|e| e.to_string())?
+            {
+                Ok(hash) => return Ok(hash),
                 Err(
-                    crate::mempool::AdmitError::StaleNonce { expected, .. }
-                    | crate::mempool::AdmitError::NonceGap { expected, .. },
-                ) => nonce = expected,
+                    crate::mempool::AdmitError::StaleNonce { .. }
+                    | crate::mempool::AdmitError::NonceGap { .. },
+                ) => {}
                 Err(e) => return Err(e.to_string()),
             }
         }

@@ -14,55 +14,34 @@ impl Pdc {
     pub fn flush_records(&self, node: &dyn Backend) -> usize {
         let mut submitted = 0;
         loop {
-            // Lock order everywhere: the node's own submissions, the ledger, then the PDC's
-            // state; never the reverse.
-            let Ok(_turn) = self.own_txs.lock() else {
-                return submitted;
-            };
-            let committed = node
-                .with_ledger(|l| l.state().account(&node.key().account()).nonce)
-                .unwrap_or(0);
-            let (batch, nonce) = {
+            let batch = {
                 let Ok(mut inner) = self.inner.lock() else {
                     return submitted;
                 };
                 let Some(batch) = inner.recorder.next_batch() else {
                     return submitted;
                 };
-                (batch, inner.next_nonce.max(committed))
+                batch
             };
-            let chain_id = node
-                .with_ledger(|l| l.genesis().chain_id.clone())
-                .unwrap_or_default();
             let n = batch.len();
-            let tx = record_tx(node.key(), &chain_id, nonce, batch.clone());
-            let result = node.submit(tx);
-            let Ok(mut inner) = self.inner.lock() else {
-                return submitted;
-            };
+            let result = self.submit_at_next_nonce(node, |chain_id, nonce| {
+                record_tx(node.key(), chain_id, nonce, batch.clone())
+            });
             match result {
                 Ok(Ok(_)) => {
-                    inner.next_nonce = nonce + 1;
                     submitted += n;
+                    continue;
                 }
-                Ok(Err(
-                    AdmitError::StaleNonce { expected, .. } | AdmitError::NonceGap { expected, .. },
-                )) => {
-                    inner.next_nonce = expected;
-                    inner.recorder.requeue(batch);
-                    return submitted;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "access records not admitted; will retry");
-                    inner.recorder.requeue(batch);
-                    return submitted;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "access records not submitted; will retry");
-                    inner.recorder.requeue(batch);
-                    return submitted;
-                }
+                // The nonce was moved on to the one expected; the batch goes next time.
+                Ok(Err(AdmitError::StaleNonce { .. } | AdmitError::NonceGap { .. })) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "access records not admitted; will retry"),
+                Err(e) => tracing::error!(error = %e, "access records not submitted; will retry"),
             }
+            // Unadmitted: back in the queue, in order.
+            if let Ok(mut inner) = self.inner.lock() {
+                inner.recorder.requeue(batch);
+            }
+            return submitted;
         }
     }
 }
