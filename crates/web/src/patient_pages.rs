@@ -703,17 +703,31 @@ fn history_rows(
             }
             LogEntry::Emergency {
                 requester, reason, ..
-            } => HistoryRow {
-                emergency: true,
-                when: utc(i.block_ms),
-                who: name_of(organisations, requester),
-                what: "all your records at this node".into(),
-                why: reason.clone(),
-                outcome: "emergency access without consent (break-glass)".into(),
-                refused: false,
-                score: "—".into(),
-                index: i.index,
-            },
+            } => {
+                // Anyone may put a declaration in the log; only an organisation's node holds
+                // records to read. Another account's is shown for what it is.
+                let holder = organisations.iter().any(|o| o.account == *requester);
+                HistoryRow {
+                    emergency: holder,
+                    when: utc(i.block_ms),
+                    who: name_of(organisations, requester),
+                    what: if holder {
+                        "all your records at this node".into()
+                    } else {
+                        "nothing: this account is no organisation of the network and holds no records"
+                            .into()
+                    },
+                    why: reason.clone(),
+                    outcome: if holder {
+                        "emergency access without consent (break-glass)".into()
+                    } else {
+                        "emergency declared by an outsider".into()
+                    },
+                    refused: false,
+                    score: "—".into(),
+                    index: i.index,
+                }
+            }
         })
         .collect();
     rows.reverse();

@@ -153,6 +153,17 @@ impl Services for Clinic {
                 },
                 block_ms: 1_800_000_002_000,
             },
+            HistoryItem {
+                index: 3,
+                entry: LogEntry::Emergency {
+                    height: 8,
+                    tx: Hash([5; 32]),
+                    requester: Keypair::deterministic("mallory", 0).account(),
+                    owner: patient().account(),
+                    reason: "your records were read, call +1 555".into(),
+                },
+                block_ms: 1_800_000_003_000,
+            },
         ])
     }
     fn read(
@@ -534,6 +545,10 @@ async fn the_history_names_who_saw_what_and_why() {
     assert!(page.contains("refused: policy denied"), "{page}");
     assert!(page.contains("0.1 %"), "{page}");
     assert!(page.contains("treatment"), "{page}");
+    // A declaration of emergency access by an account that is no organisation is shown for
+    // what it is, and not announced as a read.
+    assert!(page.contains("emergency declared by an outsider"), "{page}");
+    assert!(!page.contains("emergency-notice"), "{page}");
 
     let r = app
         .http
@@ -555,9 +570,10 @@ async fn the_history_names_who_saw_what_and_why() {
         lines[0],
         "when,who,what,why,outcome,detector_score,log_index"
     );
-    assert_eq!(lines.len(), 4, "{csv}");
+    assert_eq!(lines.len(), 5, "{csv}");
+    assert!(lines[1].ends_with(",3"), "newest first: {csv}");
     assert!(
-        lines[1].contains("Riverside Hospital,") && lines[1].ends_with(",2"),
+        lines[2].contains("Riverside Hospital,") && lines[2].ends_with(",2"),
         "{csv}"
     );
     let r = app
