@@ -29,3 +29,21 @@ pub use certificate::{
 pub use checkpoint::{
     Checkpoint, CheckpointError, CosignPool, CosignRejected, Cosignature, CosignedCheckpoint,
 };
+
+/// The network's fingerprint: the first 32 hex digits of SHA-256 over `secnet/network/v1`,
+/// the chain id and the validators' keys (lower-case hex, sorted), each on its own line.
+///
+/// A browser that pinned the validators shows the same value, so a patient can compare what
+/// their browser checks history against with what their hospital publishes.
+pub fn network_fingerprint(genesis: &secnet_types::Genesis) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut keys: Vec<String> = genesis.validators.iter().map(|v| v.key.to_hex()).collect();
+    keys.sort();
+    let mut text = format!("secnet/network/v1\n{}\n", genesis.chain_id);
+    for k in keys {
+        text.push_str(&k);
+        text.push('\n');
+    }
+    let digest = hex::encode(Sha256::digest(text.as_bytes()));
+    digest.get(..32).unwrap_or(&digest).to_string()
+}

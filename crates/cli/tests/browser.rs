@@ -355,6 +355,32 @@ async fn wait_status(c: &Client, done: &str) {
 }
 
 /// Reloads `url` until its main text contains `what`.
+/// Waits until the page's script has verified every log entry on it; fails if any entry
+/// fails verification.
+async fn wait_verified(c: &Client) {
+    let start = Instant::now();
+    loop {
+        let summary = c.find(Locator::Css("#verify-summary")).await.unwrap();
+        let text = summary.text().await.unwrap_or_default();
+        let class = summary.attr("class").await.unwrap().unwrap_or_default();
+        assert!(class != "error", "verification failed: {text}");
+        if class == "ok" {
+            assert!(text.contains("entries verified"), "{text}");
+            let failed = c
+                .find_all(Locator::Css("td.proof:not(.verified)"))
+                .await
+                .unwrap();
+            assert!(failed.is_empty(), "unverified rows: {text}");
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the history was never verified: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn wait_page(c: &Client, url: &str, what: &str) -> String {
     let start = Instant::now();
     loop {
@@ -432,7 +458,11 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
         "--names",
         "Northside Hospital,Riverside Hospital,Institute for Clinical Research,Lakeside Clinic",
     ]);
-    for (node, user, name) in [(0, "dr.ada", "Dr Ada"), (1, "dr.bob", "Dr Bob")] {
+    for (node, user, name, role) in [
+        (0, "dr.ada", "Dr Ada", "clinician"),
+        (1, "dr.bob", "Dr Bob", "clinician"),
+        (1, "it.admin", "Riverside administrator", "admin"),
+    ] {
         let out = secnet()
             .args([
                 "staff",
@@ -444,7 +474,7 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
                 "--name",
                 name,
                 "--role",
-                "clinician",
+                role,
             ])
             .env("SECNET_STAFF_PASSWORD", "a clinician's passphrase")
             .output()
@@ -597,10 +627,45 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
     let history = wait_page(
         &c,
         &format!("{hospital_a}/app/patient/history"),
-        "Balance (your rewards)\n9",
+        "Rewards paid to you\n9",
     )
     .await;
     assert!(history.contains("delivered"), "{history}");
+    // The statement of rewards: Northside paid 10 once, kept 1 as holder, 9 reached the
+    // patient.
+    let mut cells = Vec::new();
+    for cell in c
+        .find_all(Locator::Css("#statement tbody td"))
+        .await
+        .unwrap()
+    {
+        cells.push(cell.text().await.unwrap());
+    }
+    assert_eq!(cells.len(), 8, "one payment: {cells:?}");
+    assert_eq!(
+        cells[1..6],
+        [
+            "Northside Hospital",
+            "record shared with Northside Hospital",
+            "10",
+            "1 (Northside Hospital)",
+            "9"
+        ],
+        "{cells:?}"
+    );
+    // Every entry is verified in the browser against the log head the validators cosigned,
+    // under the validators the browser pinned: the same network the genesis defines.
+    wait_verified(&c).await;
+    let genesis: secnet_types::Genesis =
+        serde_json::from_slice(&std::fs::read(d.join("genesis.json")).unwrap()).unwrap();
+    let pinned = c
+        .find(Locator::Css("#network-fingerprint"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(pinned, secnet_certified::network_fingerprint(&genesis));
     // The same balance, verified against the validators' certified state.
     let balance = common::json(&[
         "account",
@@ -639,6 +704,24 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
     screenshot(&c, "p5-hospital-b-refused").await;
     let history = wait_page(&c, &format!("{hospital_a}/app/patient/history"), "refused").await;
     assert!(history.contains("Riverside Hospital"), "{history}");
+    wait_verified(&c).await;
+    // Riverside's administrator sees, in its own audit, what it paid and that it was refused.
+    c.goto(&format!("{hospital_b}/app/home")).await.unwrap();
+    click(&c, "form[action='/app/logout'] button[type=submit]").await;
+    c.wait()
+        .for_element(Locator::Css("#username"))
+        .await
+        .unwrap();
+    staff_sign_in(&c, &hospital_b, "it.admin", "a clinician's passphrase").await;
+    let audit = wait_page(&c, &format!("{hospital_b}/app/audit"), "refused").await;
+    assert!(audit.contains("Paid for subscriptions\n10"), "{audit}");
+    assert!(
+        audit.contains("paid 10: 1 to the holder, 9 to the patient"),
+        "{audit}"
+    );
+    assert!(audit.contains("refused: policy denied"), "{audit}");
+    screenshot(&c, "p5-hospital-b-audit").await;
+    violations.extend(serious_violations(&c, &axe).await);
 
     // 6. The patient revokes; hospital A is refused from then on.
     c.goto(&format!("{hospital_a}/app/patient/consent"))

@@ -239,7 +239,7 @@ impl State {
             }
             Call::RegisterData(r) => self.register(ctx, stx.hash(), sender, r, changes),
             Call::WithdrawData { hash } => self.withdraw(sender, *hash, changes),
-            Call::SubscribeData { hash } => self.subscribe(ctx, sender, *hash, changes),
+            Call::SubscribeData { hash } => self.subscribe(ctx, stx, *hash, changes),
             Call::RequestDataWithAddress {
                 address,
                 purpose,
@@ -419,10 +419,11 @@ impl State {
     fn subscribe(
         &mut self,
         ctx: &BlockCtx,
-        consumer: AccountId,
+        stx: &SignedTransaction,
         hash: Hash,
         changes: &mut Changes,
     ) -> Result<Vec<Event>, Rejection> {
+        let consumer = stx.tx().sender;
         let listing = self
             .listings
             .get(&hash)
@@ -461,14 +462,36 @@ impl State {
             },
         );
         changes.touch(StateKey::Subscription(hash, consumer));
-        Ok(vec![Event::Payment {
-            data: hash,
-            consumer,
-            holder,
-            holder_amount,
-            owner,
-            owner_amount,
-        }])
+        // The payment is logged too, so the owner's statement of rewards and the consumer's
+        // audit come from the certified log rather than from blocks a node may have pruned.
+        let first_index = self.log.len();
+        self.append_log(
+            LogEntry::Payment {
+                height: ctx.height,
+                tx: stx.hash(),
+                data: hash,
+                consumer,
+                holder,
+                holder_amount,
+                owner,
+                owner_amount,
+            },
+            changes,
+        );
+        Ok(vec![
+            Event::Payment {
+                data: hash,
+                consumer,
+                holder,
+                holder_amount,
+                owner,
+                owner_amount,
+            },
+            Event::Logged {
+                first_index,
+                count: 1,
+            },
+        ])
     }
 
     fn request(

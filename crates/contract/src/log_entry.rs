@@ -1,4 +1,5 @@
-//! Leaves of the access log: every grant issued and every access recorded.
+//! Leaves of the access log: every grant issued, every access recorded, every emergency
+//! declared and every subscription paid.
 //!
 //! A leaf's bytes are its canonical encoding below; its RFC 6962 leaf hash is
 //! `SHA-256(0x00 || bytes)`, so any CT verifier can check inclusion given these bytes.
@@ -62,6 +63,26 @@ pub enum LogEntry {
         /// Why.
         reason: String,
     },
+    /// A subscription was paid (`SubscribeData`): the consumer paid the holder the price
+    /// (SC1) and the holder passed the owner's part on (SC2).
+    Payment {
+        /// Block height.
+        height: u64,
+        /// The `SubscribeData` transaction.
+        tx: TxHash,
+        /// The listing.
+        data: Hash,
+        /// Who paid.
+        consumer: AccountId,
+        /// Who stores the data.
+        holder: AccountId,
+        /// The holder's part of the price.
+        holder_amount: u64,
+        /// Who owns the data.
+        owner: AccountId,
+        /// The owner's part of the price.
+        owner_amount: u64,
+    },
 }
 
 impl LogEntry {
@@ -113,6 +134,19 @@ impl Write for LogEntry {
                 (2u8, *height, *tx, *requester, *owner).write(buf);
                 write_string(reason, buf);
             }
+            LogEntry::Payment {
+                height,
+                tx,
+                data,
+                consumer,
+                holder,
+                holder_amount,
+                owner,
+                owner_amount,
+            } => {
+                (3u8, *height, *tx, *data, *consumer, *holder).write(buf);
+                (*holder_amount, *owner, *owner_amount).write(buf);
+            }
         }
     }
 }
@@ -123,6 +157,7 @@ impl EncodeSize for LogEntry {
             LogEntry::Grant { purpose, .. } => 8 + 32 * 5 + string_size(purpose) + 8,
             LogEntry::Access { entry, .. } => 8 + 32 + 32 + entry.encode_size(),
             LogEntry::Emergency { reason, .. } => 8 + 32 * 3 + string_size(reason),
+            LogEntry::Payment { .. } => 8 + 32 * 4 + 8 + 32 + 8,
         }
     }
 }
@@ -157,6 +192,16 @@ impl Read for LogEntry {
                 requester: AccountId::read(buf)?,
                 owner: AccountId::read(buf)?,
                 reason: read_string(buf, "reason", MAX_PURPOSE)?,
+            }),
+            3 => Ok(LogEntry::Payment {
+                height: u64::read(buf)?,
+                tx: Hash::read(buf)?,
+                data: Hash::read(buf)?,
+                consumer: AccountId::read(buf)?,
+                holder: AccountId::read(buf)?,
+                holder_amount: u64::read(buf)?,
+                owner: AccountId::read(buf)?,
+                owner_amount: u64::read(buf)?,
             }),
             tag => Err(CodecError::InvalidEnum(tag)),
         }

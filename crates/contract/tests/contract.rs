@@ -10,7 +10,7 @@
 mod common;
 
 use common::{CHAIN, Harness, data_hash, register};
-use secnet_contract::{State, StateKey};
+use secnet_contract::{LogEntry, State, StateKey};
 use secnet_types::limits::{EXPIRED_GRANT_RETENTION_MS, MAX_DESCRIPTION, MAX_GRANT_TTL_SECS};
 use secnet_types::{
     AccessDecision, AccessEntry, Block, Call, DataKind, Event, Outcome, RefusalReason,
@@ -81,6 +81,30 @@ fn subscription_pays_holder_then_owner_once() {
     assert_eq!(rejected(&again), Rejection::AlreadySubscribed { hash: d });
     assert_eq!(h.balance(CONSUMER), 900, "no double charge");
     assert_eq!(h.state.total_balance(), 4_000);
+    // Each payment is in the access log, with both legs; the refused second subscription
+    // left nothing there.
+    assert_eq!(h.state.log().len(), 1);
+    let tx = h.tx(STRANGER, Call::SubscribeData { hash: d });
+    let out = h.block(vec![tx]);
+    assert_eq!(h.state.log().len(), 2);
+    let leaf = LogEntry::from_bytes(&out.log_leaves[0]).unwrap();
+    let LogEntry::Payment {
+        data,
+        consumer,
+        holder,
+        holder_amount,
+        owner,
+        owner_amount,
+        ..
+    } = leaf
+    else {
+        panic!("expected a payment, got {leaf:?}");
+    };
+    assert_eq!(
+        (data, consumer, holder, owner),
+        (d, h.id(STRANGER), h.id(HOLDER), h.id(PATIENT))
+    );
+    assert_eq!((holder_amount, owner_amount), (30, 70));
 }
 
 #[test]
@@ -152,7 +176,11 @@ fn non_subscribers_and_bad_lifetimes_get_no_grant() {
     );
     assert!(matches!(rejected(&long), Rejection::TtlOutOfRange { .. }));
     assert_eq!(h.state.grants().count(), 0);
-    assert!(h.state.log().is_empty());
+    assert_eq!(
+        h.state.log().len(),
+        1,
+        "only the subscription's payment is logged"
+    );
 }
 
 #[test]
@@ -422,12 +450,12 @@ fn holders_record_deliveries_and_refusals() {
         r.outcome,
         Outcome::Applied {
             events: vec![Event::Logged {
-                first_index: 1,
+                first_index: 2,
                 count: 2
             }]
         }
     );
-    assert_eq!(h.state.log().len(), 3);
+    assert_eq!(h.state.log().len(), 4);
 
     // Not the holder.
     assert_eq!(
@@ -453,7 +481,7 @@ fn holders_record_deliveries_and_refusals() {
         )),
         Rejection::GrantMismatch { grant }
     );
-    assert_eq!(h.state.log().len(), 3, "a refused batch appends nothing");
+    assert_eq!(h.state.log().len(), 4, "a refused batch appends nothing");
     let bad_score = AccessEntry {
         score_ppm: 1_000_001,
         ..delivered

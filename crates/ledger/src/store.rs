@@ -44,7 +44,7 @@ const META_FORMAT: &str = "format";
 const META_FIRST_BLOCK: &str = "first_block";
 /// A ledger installed from a snapshot: where its validator's consensus starts.
 const META_CONSENSUS_FLOOR: &str = "consensus_floor";
-const FORMAT_VERSION: &[u8] = b"secnet-ledger/2";
+const FORMAT_VERSION: &[u8] = b"secnet-ledger/3";
 
 /// The file inside a data directory that holds the ledger.
 pub const LEDGER_FILE: &str = "ledger.redb";
@@ -69,23 +69,47 @@ pub enum LogSubject {
     Data(Hash),
     /// The grant it issued or that was presented.
     Grant(GrantId),
-    /// The owner whose data was read in an emergency.
+    /// The owner whose data was read in an emergency, or who was paid for it.
     Owner(secnet_types::AccountId),
+    /// The account that asked for data, read it, or paid for it: a consumer's own trail.
+    Requester(secnet_types::AccountId),
 }
 
 impl LogSubject {
     /// What `entry` is about.
     pub fn of(entry: &LogEntry) -> Vec<LogSubject> {
         match entry {
-            LogEntry::Grant { data, grant, .. } => {
-                vec![LogSubject::Data(*data), LogSubject::Grant(*grant)]
-            }
+            LogEntry::Grant {
+                data,
+                grant,
+                requester,
+                ..
+            } => vec![
+                LogSubject::Data(*data),
+                LogSubject::Grant(*grant),
+                LogSubject::Requester(*requester),
+            ],
             LogEntry::Access { entry, .. } => {
-                let mut out = vec![LogSubject::Data(entry.data)];
+                let mut out = vec![
+                    LogSubject::Data(entry.data),
+                    LogSubject::Requester(entry.requester),
+                ];
                 out.extend(entry.grant.map(LogSubject::Grant));
                 out
             }
-            LogEntry::Emergency { owner, .. } => vec![LogSubject::Owner(*owner)],
+            LogEntry::Emergency {
+                owner, requester, ..
+            } => vec![LogSubject::Owner(*owner), LogSubject::Requester(*requester)],
+            LogEntry::Payment {
+                data,
+                consumer,
+                owner,
+                ..
+            } => vec![
+                LogSubject::Data(*data),
+                LogSubject::Owner(*owner),
+                LogSubject::Requester(*consumer),
+            ],
         }
     }
 
@@ -94,6 +118,7 @@ impl LogSubject {
             LogSubject::Data(h) => (0u8, h.as_bytes()),
             LogSubject::Grant(g) => (1u8, g.as_bytes()),
             LogSubject::Owner(a) => (2u8, a.as_bytes()),
+            LogSubject::Requester(a) => (3u8, a.as_bytes()),
         };
         let mut key = Vec::with_capacity(33);
         key.push(tag);

@@ -190,7 +190,7 @@ fn checkpoints_sign_the_log_head() {
     let key = Keypair::deterministic("node", 0);
     let signed = ledger.checkpoint().sign("node0", &key);
     let cp = Checkpoint::verify_note(&signed.note, "node0", &key.account()).unwrap();
-    assert_eq!(cp.tree_size, 2);
+    assert_eq!(cp.tree_size, 3, "the payment, the grant and the delivery");
     assert_eq!(
         cp.root_hash,
         ledger.inclusion_proof(0, None).unwrap().root_hash
@@ -204,10 +204,10 @@ fn proofs_beyond_the_log_are_typed_errors() {
     run_story(&mut ledger, 0);
     assert!(
         ledger
-            .inclusion_proof(2, None)
+            .inclusion_proof(3, None)
             .unwrap_err()
             .to_string()
-            .contains("outside a tree of size 2")
+            .contains("outside a tree of size 3")
     );
     assert!(ledger.consistency_proof(1, 9).is_err());
 }
@@ -231,7 +231,11 @@ fn the_log_index_agrees_with_a_full_scan() {
             scanned.entry(subject).or_default().push(index);
         }
     }
-    assert_eq!(scanned.len(), 2, "one data hash and one grant: {scanned:?}");
+    assert_eq!(
+        scanned.len(),
+        4,
+        "one data hash, one grant, one owner paid and one consumer: {scanned:?}"
+    );
     for (subject, indices) in scanned {
         assert_eq!(ledger.log_indices(subject).unwrap(), indices, "{subject:?}");
     }

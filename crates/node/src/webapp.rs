@@ -339,6 +339,10 @@ impl Services for WebServices {
             .unwrap_or_default()
     }
 
+    fn validators(&self) -> Vec<AccountId> {
+        self.genesis.validators.iter().map(|v| v.key).collect()
+    }
+
     fn organisations(&self) -> Vec<Organisation> {
         self.genesis
             .validators
@@ -377,20 +381,19 @@ impl Services for WebServices {
     }
 
     fn history(&self, owner: &AccountId) -> Result<Vec<HistoryItem>, String> {
-        self.node
-            .with_ledger(|l| self.pdc.history_of(l, owner))
-            .map_err(|e| e.to_string())?
-            .map_err(|p| p.detail().to_string())
-            .map(|items| {
-                items
-                    .into_iter()
-                    .map(|(index, entry, block_ms)| HistoryItem {
-                        index,
-                        entry,
-                        block_ms,
-                    })
-                    .collect()
-            })
+        history_items(
+            self.node
+                .with_ledger(|l| self.pdc.history_of(l, owner))
+                .map_err(|e| e.to_string())?,
+        )
+    }
+
+    fn trail(&self, account: &AccountId, limit: usize) -> Result<Vec<HistoryItem>, String> {
+        history_items(
+            self.node
+                .with_ledger(|l| self.pdc.trail_of(l, account, limit))
+                .map_err(|e| e.to_string())?,
+        )
     }
 
     fn read(
@@ -435,6 +438,22 @@ impl Services for WebServices {
             Ok(EmergencyReading { height, records })
         })
     }
+}
+
+/// Log entries as the application shows them, or what went wrong.
+fn history_items(
+    found: Result<Vec<(u64, secnet_contract::LogEntry, u64)>, crate::problem::Problem>,
+) -> Result<Vec<HistoryItem>, String> {
+    found.map_err(|p| p.detail().to_string()).map(|items| {
+        items
+            .into_iter()
+            .map(|(index, entry, block_ms)| HistoryItem {
+                index,
+                entry,
+                block_ms,
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

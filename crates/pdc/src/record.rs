@@ -228,6 +228,39 @@ pub fn audit_event(entry: &LogEntry, index: u64, block_time_ms: u64) -> Value {
                 {"what": {"identifier": {"system": "urn:secnet:log-index", "value": index.to_string()}}}
             ]
         }),
+        LogEntry::Payment {
+            height,
+            data,
+            consumer,
+            holder,
+            holder_amount,
+            owner,
+            owner_amount,
+            ..
+        } => json!({
+            "resourceType": "AuditEvent",
+            "id": format!("secnet-log-{index}"),
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"},
+            "subtype": [{"system": "urn:secnet:event", "code": "payment", "display": "Subscription paid through the data contract"}],
+            "action": "E",
+            "recorded": instant(block_time_ms),
+            "outcome": "0",
+            "agent": [
+                {"who": {"identifier": account(consumer)}, "requestor": true},
+                {"who": {"identifier": account(holder)}, "requestor": false}
+            ],
+            "source": {"observer": {"display": format!("SecNet ledger, block {height}")}},
+            "entity": [
+                {"what": {"identifier": {"system": "urn:secnet:data", "value": data.to_string()}},
+                 "detail": [
+                    {"type": "price", "valueString": (holder_amount.saturating_add(*owner_amount)).to_string()},
+                    {"type": "holder_amount", "valueString": holder_amount.to_string()},
+                    {"type": "owner_amount", "valueString": owner_amount.to_string()}
+                 ]},
+                {"what": {"identifier": {"system": "urn:secnet:owner", "value": owner.to_string()}}},
+                {"what": {"identifier": {"system": "urn:secnet:log-index", "value": index.to_string()}}}
+            ]
+        }),
     }
 }
 

@@ -8,7 +8,9 @@
 //!   htmx is served from the node itself; every answer carries a Content-Security-Policy that
 //!   allows no inline script and nothing from elsewhere.
 
+mod audit;
 pub mod consent;
+pub mod log_view;
 pub mod patient;
 mod patient_pages;
 mod reading;
@@ -192,6 +194,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/app/home", get(home))
         .route("/app/staff", get(staff_page).post(add_staff))
         .route("/app/search", get(search_page))
+        .route("/app/audit", get(audit::audit_page))
         .route("/app/read", post(reading::read))
         .route(
             "/app/emergency",
@@ -253,6 +256,17 @@ impl From<&Session<patient::Patient>> for Who {
             is_patient: true,
         }
     }
+}
+
+/// Runs blocking work of the node's services on a blocking thread.
+pub(crate) async fn blocking<T: Send + 'static>(
+    web: &Arc<Web>,
+    f: impl FnOnce(&Web) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let web = web.clone();
+    tokio::task::spawn_blocking(move || f(&web))
+        .await
+        .map_err(|e| format!("the node failed: {e}"))?
 }
 
 /// Renders a page, or a plain 500 if the template fails.
@@ -580,18 +594,21 @@ struct StaffPage<'a> {
     message_class: &'a str,
 }
 
-/// The admin's session, or the answer for anyone else.
+/// Why a non-admin is refused the staff pages.
+const STAFF_ONLY: &str = "Only an administrator manages staff accounts.";
+
+/// The admin's session, or the answer for anyone else (`only` says what is reserved).
 #[expect(clippy::result_large_err, reason = "the error is the response to send")]
-fn admin(web: &Web, headers: &HeaderMap) -> Result<Session, Response> {
+pub(crate) fn admin(web: &Web, headers: &HeaderMap, only: &str) -> Result<Session, Response> {
     let (_, session) = signed_in(web, headers)?;
     if session.member.role != Role::Admin {
-        tracing::warn!(user = %session.member.username, "staff page refused: not an admin");
+        tracing::warn!(user = %session.member.username, "admin page refused: not an admin");
         return Err(message(
             web,
             StatusCode::FORBIDDEN,
             Some(Who::from(&session)),
             "Not allowed",
-            "Only an administrator manages staff accounts.",
+            only,
             "/app/home",
         ));
     }
@@ -634,7 +651,7 @@ fn staff_list(
 }
 
 async fn staff_page(State(web): WebState, headers: HeaderMap) -> Response {
-    match admin(&web, &headers) {
+    match admin(&web, &headers, STAFF_ONLY) {
         Ok(session) => staff_list(&web, &session, StatusCode::OK, None),
         Err(r) => r,
     }
@@ -655,7 +672,7 @@ async fn add_staff(
     headers: HeaderMap,
     Form(form): Form<NewStaff>,
 ) -> Response {
-    let session = match admin(&web, &headers) {
+    let session = match admin(&web, &headers, STAFF_ONLY) {
         Ok(s) => s,
         Err(r) => return r,
     };

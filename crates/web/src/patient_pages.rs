@@ -4,20 +4,20 @@
 //! pages and prepare what the browser will show and sign.
 
 use crate::consent::{self, Terms, date_of_day};
+use crate::log_view::{LogRow, PaymentRow, Viewer, log_rows, short, statement};
 use crate::patient::{Patient, SignInError};
 use crate::records::{RecordView, view};
 use crate::search::CodedDescription;
-use crate::services::{HistoryItem, name_of};
+use crate::services::name_of;
 use crate::session::{MAX_AGE, Session, same_secret};
-use crate::{Source, Web, WebState, Who, cookie, now_ms, page, set_cookie};
+use crate::{Source, Web, WebState, Who, blocking, cookie, now_ms, page, set_cookie};
 use askama::Template;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use secnet_contract::LogEntry;
-use secnet_types::{AccessDecision, AccountId, Hash};
+use secnet_types::{AccountId, Hash};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -167,17 +167,6 @@ async fn logout(
     let mut resp = Redirect::to("/app/patient").into_response();
     set_cookie(&mut resp, &web.cookies.patient, "", 0);
     resp
-}
-
-/// Runs blocking work of the node's services on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    web: &Arc<Web>,
-    f: impl FnOnce(&Web) -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    let web = web.clone();
-    tokio::task::spawn_blocking(move || f(&web))
-        .await
-        .map_err(|e| format!("the node failed: {e}"))?
 }
 
 /// The patient's stored FHIR resources, parsed (unparseable objects are left out).
@@ -604,150 +593,58 @@ async fn prepare_revoke(
     .into_response()
 }
 
-/// One line of the patient's access history.
-#[derive(Debug, Clone)]
-struct HistoryRow {
-    emergency: bool,
-    when: String,
-    who: String,
-    what: String,
-    why: String,
-    outcome: String,
-    refused: bool,
-    score: String,
-    index: u64,
-}
-
 #[derive(Template)]
 #[template(path = "patient_history.html")]
 struct HistoryPage<'a> {
     title: &'a str,
     node_name: &'a str,
     who: Option<Who>,
-    rows: Vec<HistoryRow>,
+    rows: Vec<LogRow>,
+    payments: Vec<PaymentRow>,
+    rewards: u64,
     delivered: usize,
     refused: usize,
     emergencies: usize,
     balance: u64,
     error: Option<String>,
     account: String,
+    verify: VerifyAttrs,
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` of a time in ms since the Unix epoch.
-pub(crate) fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let day = u32::try_from(secs / 86_400).unwrap_or(u32::MAX);
-    let s = secs % 86_400;
-    format!(
-        "{} {:02}:{:02}:{:02} UTC",
-        date_of_day(day),
-        s / 3600,
-        (s / 60) % 60,
-        s % 60
-    )
+/// What the page's script needs to verify rows: the network's chain id and validators,
+/// which it pins on first use and compares every later visit against.
+#[derive(Debug, Clone)]
+pub(crate) struct VerifyAttrs {
+    pub(crate) chain_id: String,
+    pub(crate) validators: String,
 }
 
-fn history_rows(
-    items: &[HistoryItem],
-    organisations: &[crate::services::Organisation],
-    shared_with: &dyn Fn(&Hash) -> String,
-) -> Vec<HistoryRow> {
-    let purposes: std::collections::HashMap<Hash, String> = items
-        .iter()
-        .filter_map(|i| match &i.entry {
-            LogEntry::Grant { grant, purpose, .. } => Some((*grant, purpose.clone())),
-            LogEntry::Access { .. } | LogEntry::Emergency { .. } => None,
-        })
-        .collect();
-    let mut rows: Vec<HistoryRow> = items
-        .iter()
-        .map(|i| match &i.entry {
-            LogEntry::Grant {
-                data,
-                requester,
-                purpose,
-                expires_at_ms,
-                ..
-            } => HistoryRow {
-                emergency: false,
-                when: utc(i.block_ms),
-                who: name_of(organisations, requester),
-                what: shared_with(data),
-                why: purpose.clone(),
-                outcome: format!("granted by the ledger until {}", utc(*expires_at_ms)),
-                refused: false,
-                score: "—".into(),
-                index: i.index,
-            },
-            LogEntry::Access { entry, .. } => {
-                let (outcome, refused) = match entry.decision {
-                    AccessDecision::Delivered => ("delivered".to_string(), false),
-                    AccessDecision::Refused(r) => {
-                        (format!("refused: {}", words(&format!("{r:?}"))), true)
-                    }
-                };
-                HistoryRow {
-                    emergency: false,
-                    when: utc(entry.at_ms),
-                    who: name_of(organisations, &entry.requester),
-                    what: shared_with(&entry.data),
-                    why: entry
-                        .grant
-                        .and_then(|g| purposes.get(&g).cloned())
-                        .unwrap_or_else(|| "—".into()),
-                    outcome,
-                    refused,
-                    score: format!("{:.1} %", f64::from(entry.score_ppm) / 10_000.0),
-                    index: i.index,
-                }
-            }
-            LogEntry::Emergency {
-                requester, reason, ..
-            } => {
-                // Anyone may put a declaration in the log; only an organisation's node holds
-                // records to read. Another account's is shown for what it is.
-                let holder = organisations.iter().any(|o| o.account == *requester);
-                HistoryRow {
-                    emergency: holder,
-                    when: utc(i.block_ms),
-                    who: name_of(organisations, requester),
-                    what: if holder {
-                        "all your records at this node".into()
-                    } else {
-                        "nothing: this account is no organisation of the network and holds no records"
-                            .into()
-                    },
-                    why: reason.clone(),
-                    outcome: if holder {
-                        "emergency access without consent (break-glass)".into()
-                    } else {
-                        "emergency declared by an outsider".into()
-                    },
-                    refused: false,
-                    score: "—".into(),
-                    index: i.index,
-                }
-            }
-        })
-        .collect();
-    rows.reverse();
-    rows
-}
-
-/// `PolicyDenied` as `policy denied`.
-fn words(name: &str) -> String {
-    let mut out = String::new();
-    for c in name.chars() {
-        if c.is_uppercase() && !out.is_empty() {
-            out.push(' ');
+impl VerifyAttrs {
+    pub(crate) fn of(web: &Web) -> VerifyAttrs {
+        VerifyAttrs {
+            chain_id: web.services.chain_id(),
+            validators: web
+                .services
+                .validators()
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         }
-        out.extend(c.to_lowercase());
     }
-    out
 }
 
-/// The patient's history rows and balance, or what went wrong.
-async fn history_of(web: &Arc<Web>, owner: AccountId) -> (Vec<HistoryRow>, u64, Option<String>) {
+/// What the patient's history page shows.
+struct History {
+    rows: Vec<LogRow>,
+    payments: Vec<PaymentRow>,
+    rewards: u64,
+    balance: u64,
+    error: Option<String>,
+}
+
+/// The patient's history rows, statement of rewards and balance, or what went wrong.
+async fn history_of(web: &Arc<Web>, owner: AccountId) -> History {
     let found = blocking(web, move |w| {
         Ok((w.services.history(&owner)?, w.services.account(&owner)?))
     })
@@ -764,15 +661,26 @@ async fn history_of(web: &Arc<Web>, owner: AccountId) -> (Vec<HistoryRow>, u64, 
                     audience_names(&organisations, d).join(", ")
                 )
             })
-            .unwrap_or_else(|| format!("data {}", hex.get(..12).unwrap_or(&hex)))
+            .unwrap_or_else(|| format!("data {}", short(&hex)))
     };
     match found {
-        Ok((items, facts)) => (
-            history_rows(&items, &organisations, &shared_with),
-            facts.balance,
-            None,
-        ),
-        Err(e) => (Vec::new(), 0, Some(e)),
+        Ok((items, facts)) => {
+            let (payments, rewards) = statement(&items, &owner, &organisations, &shared_with);
+            History {
+                rows: log_rows(&items, &organisations, &shared_with, Viewer::Owner),
+                payments,
+                rewards,
+                balance: facts.balance,
+                error: None,
+            }
+        }
+        Err(e) => History {
+            rows: Vec::new(),
+            payments: Vec::new(),
+            rewards: 0,
+            balance: 0,
+            error: Some(e),
+        },
     }
 }
 
@@ -795,7 +703,7 @@ async fn history_csv(State(web): WebState, headers: HeaderMap) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let (rows, _, error) = history_of(&web, session.member.account).await;
+    let History { rows, error, .. } = history_of(&web, session.member.account).await;
     if let Some(e) = error {
         return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response();
     }
@@ -837,23 +745,26 @@ async fn history(State(web): WebState, headers: HeaderMap) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let (rows, balance, error) = history_of(&web, session.member.account).await;
-    let delivered = rows.iter().filter(|r| r.outcome == "delivered").count();
-    let emergencies = rows.iter().filter(|r| r.emergency).count();
-    let refused = rows.iter().filter(|r| r.refused).count();
+    let h = history_of(&web, session.member.account).await;
+    let delivered = h.rows.iter().filter(|r| r.outcome == "delivered").count();
+    let emergencies = h.rows.iter().filter(|r| r.emergency).count();
+    let refused = h.rows.iter().filter(|r| r.refused).count();
     page(
         StatusCode::OK,
         &HistoryPage {
             title: "Who saw my data",
             node_name: &web.node_name,
             who: Some(Who::from(&session)),
-            rows,
+            rows: h.rows,
+            payments: h.payments,
+            rewards: h.rewards,
             delivered,
             refused,
             emergencies,
-            balance,
-            error,
+            balance: h.balance,
+            error: h.error,
             account: session.member.hex.clone(),
+            verify: VerifyAttrs::of(&web),
         },
     )
 }

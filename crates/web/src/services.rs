@@ -93,7 +93,12 @@ pub trait Services: Send + Sync + 'static {
     /// Every listing of user data.
     fn listings(&self) -> Vec<Listed>;
 
-    /// The organisations of the network.
+    /// The genesis validators, whose cosignatures certify the access log.
+    fn validators(&self) -> Vec<AccountId> {
+        Vec::new()
+    }
+
+    /// The organisations of the network, as the genesis names them.
     fn organisations(&self) -> Vec<Organisation> {
         Vec::new()
     }
@@ -116,6 +121,12 @@ pub trait Services: Send + Sync + 'static {
 
     /// Every access-log entry about data `owner` stores here or listed (blocking).
     fn history(&self, _owner: &AccountId) -> Result<Vec<HistoryItem>, String> {
+        Err("this node keeps no ledger".into())
+    }
+
+    /// The last `limit` access-log entries in which `account` asked, read or paid, in log
+    /// order (blocking).
+    fn trail(&self, _account: &AccountId, _limit: usize) -> Result<Vec<HistoryItem>, String> {
         Err("this node keeps no ledger".into())
     }
 

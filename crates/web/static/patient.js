@@ -396,6 +396,203 @@
     $('cancel-plan').addEventListener('click', () => { plan = null; $('review').hidden = true; say('Nothing was signed.'); });
   };
 
+  // ---- checking the access log without taking this node's word ----
+  // The validators are pinned in this browser the first time a history is checked (or
+  // compared with the pinned set every later time), and the network fingerprint is shown so
+  // the patient can compare it with the one their hospital publishes.
+  const loadNetwork = () => store('readonly', (s) => s.get('network'));
+  const saveNetwork = (n) => store('readwrite', (s) => s.put(n, 'network'));
+  // SHA-256 of `secnet/network/v1`, the chain id and the sorted validator keys, one per line;
+  // the first 32 hex digits (as `secnet_certified::network_fingerprint`).
+  const fingerprint = async (chain, validators) => hex(await sha256(enc.encode(
+    `secnet/network/v1\n${chain}\n${[...validators].sort().join('\n')}\n`))).slice(0, 32);
+  const pinnedNetwork = async () => {
+    const offered = { chain: app.dataset.chain, validators: app.dataset.validators.split(',').filter((v) => v) };
+    if (offered.validators.some((v) => !/^[0-9a-f]{64}$/.test(v))) throw new Error('the node named validators that are not keys');
+    const pinned = await loadNetwork();
+    if (!pinned) {
+      await saveNetwork({ ...offered, since: new Date().toISOString() });
+      return { ...offered, fresh: true };
+    }
+    const same = pinned.chain === offered.chain
+      && [...pinned.validators].sort().join() === [...offered.validators].sort().join();
+    if (!same) {
+      throw new Error(`this node names another network than the one your browser pinned on ${pinned.since}: `
+        + 'its history cannot be checked here. If your hospital moved to a new network, forget this browser\'s key and restore your backup.');
+    }
+    return pinned;
+  };
+  const b64 = (s) => {
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s)) throw new Error('not base64');
+    return Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+  };
+  const sameBytes = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+  // A C2SP checkpoint note with tlog-cosignature/v1 lines: at least 2f+1 of the pinned
+  // validators must have cosigned exactly its canonical body.
+  const verifyCheckpoint = async (note, network) => {
+    const cut = note.indexOf('\n\n');
+    if (cut < 0 || note.length > 65536) throw new Error('the checkpoint is not a signed note');
+    const body = `${note.slice(0, cut)}\n`;
+    const [origin, size, root] = note.slice(0, cut).split('\n');
+    if (origin !== `secnet/${network.chain}/access-log`) throw new Error(`the checkpoint is of another log: ${origin}`);
+    if (!/^(0|[1-9][0-9]{0,15})$/.test(size || '')) throw new Error('the checkpoint size is not a number');
+    const rootHash = b64(root || '');
+    if (rootHash.length !== 32 || body !== `${origin}\n${size}\n${root}\n`) throw new Error('the checkpoint body is not canonical');
+    const lines = note.slice(cut + 2).split('\n').filter((l) => l);
+    const signers = [];
+    for (const v of network.validators) {
+      const name = `secnet/${network.chain}/validator/${v.slice(0, 16)}`;
+      const keyId = (await sha256(concat(enc.encode(`${name}\n`), new Uint8Array([4]), unhex(v)))).slice(0, 4);
+      const key = await crypto.subtle.importKey('raw', unhex(v), { name: 'Ed25519' }, false, ['verify']);
+      for (const line of lines) {
+        if (!line.startsWith(`\u2014 ${name} `)) continue;
+        const blob = b64(line.slice(name.length + 3));
+        if (blob.length !== 76 || !sameBytes(blob.slice(0, 4), keyId)) continue;
+        const time = new DataView(blob.buffer).getBigUint64(4);
+        if (time > 0x7fffffffffffffffn) continue;
+        const message = enc.encode(`cosignature/v1\ntime ${time}\n${body}`);
+        if (await crypto.subtle.verify({ name: 'Ed25519' }, key, blob.slice(12), message)) {
+          signers.push(v);
+          break;
+        }
+      }
+    }
+    const n = network.validators.length;
+    const quorum = n - Math.floor((n - 1) / 3);
+    if (signers.length < quorum) {
+      throw new Error(`only ${signers.length} of the ${n} validators cosigned the log head; ${quorum} are needed`);
+    }
+    return { size: Number(size), root: rootHash, signers: signers.length, of: n };
+  };
+  const node = async (left, right) => sha256(concat(new Uint8Array([1]), left, right));
+  // RFC 9162, section 2.1.3.2: the leaf at `index` of a tree of `size` leaves, up `path`.
+  const inclusionRoot = async (leafHash, index, size, path) => {
+    if (index >= size) throw new Error('the leaf is beyond the tree');
+    let fn = index;
+    let sn = size - 1;
+    let r = leafHash;
+    for (const p of path) {
+      if (sn === 0) throw new Error('the audit path is too long');
+      if (fn % 2 === 1 || fn === sn) {
+        r = await node(p, r);
+        if (fn % 2 === 0) {
+          while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+        }
+      } else {
+        r = await node(r, p);
+      }
+      fn = Math.floor(fn / 2);
+      sn = Math.floor(sn / 2);
+    }
+    if (sn !== 0) throw new Error('the audit path is too short');
+    return r;
+  };
+  // The claim a row makes, rebuilt from the leaf's own bytes (as `log_view::claim`).
+  const claimOf = (leaf) => {
+    let at = 0;
+    const take = (n) => {
+      if (at + n > leaf.length) throw new Error('the log entry is cut short');
+      const out = leaf.slice(at, at + n);
+      at += n;
+      return out;
+    };
+    const u8 = () => take(1)[0];
+    const u32 = () => new DataView(take(4).buffer).getUint32(0);
+    const u64s = () => new DataView(take(8).buffer).getBigUint64(0).toString();
+    const h = () => hex(take(32));
+    const skipString = () => {
+      let len = 0;
+      for (let shift = 1, i = 0; ; shift *= 128, i++) {
+        const b = u8();
+        len += (b & 0x7f) * shift;
+        if (b < 0x80) break;
+        if (i === 4) throw new Error('a length in the log entry is too long');
+      }
+      take(len);
+    };
+    if (u8() !== 1) throw new Error('the log entry has an unknown format version');
+    const tag = u8();
+    let claim;
+    if (tag === 0) {
+      const height = u64s(); h(); h();
+      const data = h(); const by = h(); h(); skipString();
+      claim = `grant h=${height} by=${by} data=${data} until=${u64s()}`;
+    } else if (tag === 1) {
+      const height = u64s(); h(); h();
+      const data = h();
+      const hasGrant = u8();
+      if (hasGrant > 1) throw new Error('the log entry is malformed');
+      if (hasGrant) h();
+      const by = h(); const decision = u8(); const score = u32(); const atMs = u64s();
+      claim = `access h=${height} by=${by} data=${data} decision=${decision} score=${score} at=${atMs}`;
+    } else if (tag === 2) {
+      const height = u64s(); h();
+      const by = h(); const owner = h(); skipString();
+      claim = `emergency h=${height} by=${by} owner=${owner}`;
+    } else if (tag === 3) {
+      const height = u64s(); h();
+      const data = h(); const by = h(); const holder = h(); const holderAmount = u64s();
+      const owner = h(); const ownerAmount = u64s();
+      claim = `payment h=${height} by=${by} data=${data} holder=${holder} holder_amount=${holderAmount} owner=${owner} owner_amount=${ownerAmount}`;
+    } else {
+      throw new Error('the log entry has an unknown kind');
+    }
+    if (at !== leaf.length) throw new Error('the log entry has trailing bytes');
+    return claim;
+  };
+  const verifyLog = async () => {
+    const cells = [...document.querySelectorAll('td.proof')];
+    const summary = $('verify-summary');
+    const network = await pinnedNetwork();
+    $('network-fingerprint').textContent = await fingerprint(network.chain, network.validators);
+    if (!cells.length) { summary.textContent = 'There is nothing to check yet.'; return; }
+    const mark = (cell, text, cls, title) => {
+      cell.textContent = text;
+      cell.className = `proof ${cls}`;
+      if (title) cell.title = title;
+    };
+    const checked = new Map();
+    for (let attempt = 0; ; attempt++) {
+      const r = await fetch('/v1/checkpoint');
+      const head = r.ok ? await verifyCheckpoint((await r.json()).note, network) : null;
+      let waiting = 0;
+      for (const cell of cells) {
+        if (cell.classList.contains('verified') || cell.classList.contains('failed')) continue;
+        const index = Number(cell.dataset.index);
+        if (!head || index >= head.size) { waiting++; mark(cell, 'awaiting cosignature', 'waiting'); continue; }
+        try {
+          if (!checked.has(index)) {
+            const p = await fetch(`/v1/log/${index}?size=${head.size}`);
+            if (!p.ok) throw new Error(await problem(p));
+            const proof = await p.json();
+            if (proof.leaf_index !== index || proof.tree_size !== head.size) throw new Error('the proof is for another entry');
+            const leaf = unhex(proof.leaf);
+            const leafHash = await sha256(concat(new Uint8Array([0]), leaf));
+            const root = await inclusionRoot(leafHash, index, head.size, proof.audit_path.map(unhex));
+            if (!sameBytes(root, head.root)) throw new Error('the entry is not in the cosigned log');
+            checked.set(index, claimOf(leaf));
+          }
+          if (checked.get(index) !== cell.dataset.claim) throw new Error('the row does not say what the log entry says');
+          mark(cell, 'verified', 'verified',
+            `entry ${index} of the access log of ${head.size} entries cosigned by ${head.signers} of ${head.of} validators`);
+        } catch (e) {
+          mark(cell, `verification failed: ${e.message}`, 'failed');
+        }
+      }
+      // A payment shows in the timeline and in the statement: count entries, not cells.
+      const entries = (cls) => new Set(cells.filter((c) => !cls || c.classList.contains(cls)).map((c) => c.dataset.index)).size;
+      const failed = entries('failed');
+      const verified = entries('verified');
+      summary.textContent = `${verified} of ${entries()} entries verified against the log head `
+        + `${head ? `of ${head.size} entries cosigned by ${head.signers} of ${head.of} validators` : 'once the validators cosign one'}`
+        + `${failed ? `; ${failed} FAILED verification: do not trust this node's account of your data` : ''}`
+        + `${waiting ? `; ${entries('waiting')} awaiting the validators' cosignature` : ''}.`;
+      summary.className = failed ? 'error' : (waiting ? '' : 'ok');
+      if (!waiting || attempt >= 20) break;
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+    }
+  };
+
   const historyPage = async () => {
     $('export-fhir').addEventListener('click', guard(async () => {
       const key = await requireKey();
@@ -405,6 +602,12 @@
       download('who-saw-my-data.fhir.json', JSON.stringify(await r.json(), null, 2));
       say('Downloaded your history as a FHIR Bundle of AuditEvents.');
     }));
+    try {
+      await verifyLog();
+    } catch (e) {
+      $('verify-summary').textContent = `Verification failed: ${e.message}`;
+      $('verify-summary').className = 'error';
+    }
   };
 
   const pages = { start: startPage, records: recordsPage, consent: consentPage, history: historyPage };

@@ -49,62 +49,12 @@ struct Clinic {
     prices_read: Mutex<Vec<u64>>,
 }
 
-impl Services for Clinic {
-    fn me(&self) -> AccountId {
-        me()
-    }
-    fn chain_id(&self) -> String {
-        "test-chain".into()
-    }
-    fn listings(&self) -> Vec<Listed> {
-        self.listings.lock().unwrap().clone()
-    }
-    fn organisations(&self) -> Vec<Organisation> {
-        vec![
-            Organisation {
-                account: me(),
-                name: "Northside Hospital".into(),
-            },
-            Organisation {
-                account: other_hospital(),
-                name: "Riverside Hospital".into(),
-            },
-        ]
-    }
-    fn account(&self, _: &AccountId) -> Result<AccountFacts, String> {
-        Ok(AccountFacts {
-            balance: 9,
-            nonce: 3,
-            encryption_key: true,
-        })
-    }
-    fn records(&self, owner: &AccountId) -> Result<Vec<StoredRecord>, String> {
-        if *owner != patient().account() {
-            return Ok(Vec::new());
-        }
-        Ok(vec![
-            StoredRecord {
-                path: "fhir/Patient/p1".into(),
-                content: json!({"resourceType": "Patient", "name": [{"text": "<script>alert(1)</script> Ann"}]})
-                    .to_string()
-                    .into_bytes(),
-            },
-            StoredRecord {
-                path: "fhir/Condition/c1".into(),
-                content: json!({"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
-                    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006", "display": "Diabetes mellitus type 2"}]}})
-                .to_string()
-                .into_bytes(),
-            },
-        ])
-    }
-    fn policy(&self, _: &AccountId) -> Result<String, String> {
-        Ok(self.policy.clone())
-    }
-    fn history(&self, _: &AccountId) -> Result<Vec<HistoryItem>, String> {
+impl Clinic {
+    /// The access-log entries about the patient's data.
+    fn fixed_history() -> Vec<HistoryItem> {
         let data = Hash([1; 32]);
         let grant = Hash([2; 32]);
-        Ok(vec![
+        vec![
             HistoryItem {
                 index: 0,
                 entry: LogEntry::Grant {
@@ -164,7 +114,84 @@ impl Services for Clinic {
                 },
                 block_ms: 1_800_000_003_000,
             },
+            HistoryItem {
+                index: 4,
+                entry: LogEntry::Payment {
+                    height: 9,
+                    tx: Hash([6; 32]),
+                    data,
+                    consumer: other_hospital(),
+                    holder: me(),
+                    holder_amount: 2,
+                    owner: patient().account(),
+                    owner_amount: 18,
+                },
+                block_ms: 1_800_000_004_000,
+            },
+        ]
+    }
+}
+
+impl Services for Clinic {
+    fn me(&self) -> AccountId {
+        me()
+    }
+    fn chain_id(&self) -> String {
+        "test-chain".into()
+    }
+    fn listings(&self) -> Vec<Listed> {
+        self.listings.lock().unwrap().clone()
+    }
+    fn organisations(&self) -> Vec<Organisation> {
+        vec![
+            Organisation {
+                account: me(),
+                name: "Northside Hospital".into(),
+            },
+            Organisation {
+                account: other_hospital(),
+                name: "Riverside Hospital".into(),
+            },
+        ]
+    }
+    fn account(&self, _: &AccountId) -> Result<AccountFacts, String> {
+        Ok(AccountFacts {
+            balance: 9,
+            nonce: 3,
+            encryption_key: true,
+        })
+    }
+    fn records(&self, owner: &AccountId) -> Result<Vec<StoredRecord>, String> {
+        if *owner != patient().account() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![
+            StoredRecord {
+                path: "fhir/Patient/p1".into(),
+                content: json!({"resourceType": "Patient", "name": [{"text": "<script>alert(1)</script> Ann"}]})
+                    .to_string()
+                    .into_bytes(),
+            },
+            StoredRecord {
+                path: "fhir/Condition/c1".into(),
+                content: json!({"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+                    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006", "display": "Diabetes mellitus type 2"}]}})
+                .to_string()
+                .into_bytes(),
+            },
         ])
+    }
+    fn policy(&self, _: &AccountId) -> Result<String, String> {
+        Ok(self.policy.clone())
+    }
+    fn history(&self, _: &AccountId) -> Result<Vec<HistoryItem>, String> {
+        Ok(Clinic::fixed_history())
+    }
+    fn trail(&self, _: &AccountId, _: usize) -> Result<Vec<HistoryItem>, String> {
+        Ok(Clinic::fixed_history())
+    }
+    fn validators(&self) -> Vec<AccountId> {
+        vec![me(), other_hospital()]
     }
     fn read(
         &self,
@@ -240,6 +267,67 @@ impl App {
             .await
             .unwrap();
         (r.status(), r.text().await.unwrap())
+    }
+
+    /// Signs staff member `user` in: the session cookie's value and the home page's CSRF
+    /// token.
+    async fn staff_session(&self, user: &'static str) -> (String, String) {
+        let app = self;
+        let r = app
+            .http
+            .get(format!("{}/app/login", app.base))
+            .send()
+            .await
+            .unwrap();
+        let login_cookie = r
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("__Host-secnet_login-"))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let page = r.text().await.unwrap();
+        let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+        let csrf = page[at..at + 64].to_string();
+        let r = app
+            .http
+            .post(format!("{}/app/login", app.base))
+            .header("cookie", login_cookie)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("username", user),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let session = r
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix(&format!("{SESSION}=")))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let home = app
+            .http
+            .get(format!("{}/app/home", app.base))
+            .header("cookie", format!("{SESSION}={session}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let at = home.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+        (session, home[at..at + 64].to_string())
     }
 
     async fn challenge(&self) -> String {
@@ -549,6 +637,41 @@ async fn the_history_names_who_saw_what_and_why() {
     // what it is, and not announced as a read.
     assert!(page.contains("emergency declared by an outsider"), "{page}");
     assert!(!page.contains("emergency-notice"), "{page}");
+    // The subscription Riverside paid is in the timeline and in the statement of rewards:
+    // the price, the holder's share and the patient's reward, once.
+    assert!(
+        page.contains("paid 20: 18 to you, 2 to Northside Hospital (holder)"),
+        "{page}"
+    );
+    let statement = &page[page.find("id=\"statement\"").unwrap()..];
+    assert!(
+        statement.contains("<td>Riverside Hospital</td>")
+            && statement.contains("<td>20</td>")
+            && statement.contains("<td>2 (Northside Hospital)</td>")
+            && statement.contains("<td>18</td>"),
+        "{statement}"
+    );
+    assert!(page.contains("id=\"rewards-total\">18<"), "{page}");
+    // Every row carries the claim the browser checks against the log leaf it fetches, and
+    // the page names the validators whose cosignatures it checks them against.
+    for item in Clinic::fixed_history() {
+        let claim = secnet_web::log_view::claim(&item.entry);
+        assert!(
+            page.contains(&format!(
+                "data-index=\"{}\" data-claim=\"{claim}\"",
+                item.index
+            )),
+            "{claim} missing from {page}"
+        );
+    }
+    assert!(
+        page.contains(&format!(
+            "data-chain=\"test-chain\" data-validators=\"{},{}\"",
+            me(),
+            other_hospital()
+        )),
+        "{page}"
+    );
 
     let r = app
         .http
@@ -570,10 +693,10 @@ async fn the_history_names_who_saw_what_and_why() {
         lines[0],
         "when,who,what,why,outcome,detector_score,log_index"
     );
-    assert_eq!(lines.len(), 5, "{csv}");
-    assert!(lines[1].ends_with(",3"), "newest first: {csv}");
+    assert_eq!(lines.len(), 6, "{csv}");
+    assert!(lines[1].ends_with(",4"), "newest first: {csv}");
     assert!(
-        lines[2].contains("Riverside Hospital,") && lines[2].ends_with(",2"),
+        lines[3].contains("Riverside Hospital,") && lines[3].ends_with(",2"),
         "{csv}"
     );
     let r = app
@@ -588,66 +711,7 @@ async fn the_history_names_who_saw_what_and_why() {
 #[tokio::test]
 async fn staff_read_at_the_price_they_were_shown() {
     let app = app().await;
-    let sign_in = |user: &'static str| {
-        let app = &app;
-        async move {
-            let r = app
-                .http
-                .get(format!("{}/app/login", app.base))
-                .send()
-                .await
-                .unwrap();
-            let login_cookie = r
-                .headers()
-                .get_all(SET_COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find(|v| v.starts_with("__Host-secnet_login-"))
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .to_string();
-            let page = r.text().await.unwrap();
-            let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
-            let csrf = page[at..at + 64].to_string();
-            let r = app
-                .http
-                .post(format!("{}/app/login", app.base))
-                .header("cookie", login_cookie)
-                .form(&[
-                    ("csrf", csrf.as_str()),
-                    ("username", user),
-                    ("password", PASSWORD),
-                ])
-                .send()
-                .await
-                .unwrap();
-            let session = r
-                .headers()
-                .get_all(SET_COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(|v| v.strip_prefix(&format!("{SESSION}=")))
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .to_string();
-            let home = app
-                .http
-                .get(format!("{}/app/home", app.base))
-                .header("cookie", format!("{SESSION}={session}"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let at = home.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
-            (session, home[at..at + 64].to_string())
-        }
-    };
+    let sign_in = |user: &'static str| app.staff_session(user);
     let read = |session: String, form: Vec<(&'static str, String)>| {
         app.staff_form("/app/read", session, form)
     };
@@ -752,4 +816,52 @@ async fn staff_read_at_the_price_they_were_shown() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "no CSRF token");
+}
+
+#[tokio::test]
+async fn only_an_administrator_reads_the_organisations_audit() {
+    let app = app().await;
+    let (admin, _) = app.staff_session("admin").await;
+    let r = app
+        .http
+        .get(format!("{}/app/audit", app.base))
+        .header("cookie", format!("{SESSION}={admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.unwrap();
+    // Its own trail, naming the other party (the holder) and what was paid.
+    assert!(page.contains("id=\"paid-total\">20<"), "{page}");
+    assert!(
+        page.contains("paid 20: 2 to the holder, 18 to the patient"),
+        "{page}"
+    );
+    assert!(page.contains("refused: policy denied"), "{page}");
+    assert!(page.contains("granted by the ledger"), "{page}");
+    assert!(page.contains("<td>Northside Hospital</td>"), "{page}");
+    // Clinicians and strangers are not shown it.
+    let (clinician, _) = app.staff_session("dr.ada").await;
+    let r = app
+        .http
+        .get(format!("{}/app/audit", app.base))
+        .header("cookie", format!("{SESSION}={clinician}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Only an administrator reads the organisation")
+    );
+    let r = app
+        .http
+        .get(format!("{}/app/audit", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/app/login");
 }

@@ -873,6 +873,16 @@ async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::
             LogEntry::Emergency {
                 requester, reason, ..
             } => (requester.to_hex(), "EMERGENCY".into(), reason.clone()),
+            LogEntry::Payment {
+                consumer,
+                holder_amount,
+                owner_amount,
+                ..
+            } => (
+                consumer.to_hex(),
+                "paid".into(),
+                format!("{owner_amount} to owner, {holder_amount} to holder"),
+            ),
         };
         println!(
             "{:>6}  {:<24}  {:<16}  {:<10}  {:<20}  {}",

@@ -388,6 +388,10 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         }
     }
     println!("secnet devnet: {n} validators, chain {}", genesis.chain_id);
+    println!(
+        "  network fingerprint {} (the patient's page shows the one its browser pinned)",
+        secnet_certified::network_fingerprint(&genesis)
+    );
     for (i, api) in apis.iter().enumerate() {
         println!(
             "  node{i}  api {api}  log {}",

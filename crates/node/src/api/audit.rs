@@ -36,6 +36,7 @@ pub(super) fn log_entry_matches(
         LogEntry::Access { entry, .. } => (entry.grant.as_ref(), Some(&entry.data)),
         // An emergency access names an owner, not a grant or one piece of data.
         LogEntry::Emergency { .. } => (None, None),
+        LogEntry::Payment { data, .. } => (None, Some(data)),
     };
     grant.is_none_or(|want| g == Some(want)) && data.is_none_or(|want| d == Some(want))
 }

@@ -178,6 +178,9 @@ impl Pdc {
                 LogEntry::Access { entry, height, .. } => (mine.contains(&entry.data), *height),
                 LogEntry::Emergency {
                     owner: o, height, ..
+                }
+                | LogEntry::Payment {
+                    owner: o, height, ..
                 } => (o == owner, *height),
             };
             if !mine_too {
@@ -186,6 +189,41 @@ impl Pdc {
             let block_ms = l.block(height)?.map_or(0, |b| b.block.header.timestamp_ms);
             out.push((index, entry, block_ms));
         }
+        Ok(out)
+    }
+
+    /// The last `limit` access-log entries in which `account` asked, read or paid (its own
+    /// trail: grants it was issued, deliveries and refusals to it, emergencies it declared,
+    /// subscriptions it paid), in log order, with index and block time; read through the
+    /// ledger's log index.
+    pub fn trail_of(
+        &self,
+        l: &secnet_ledger::Ledger,
+        account: &AccountId,
+        limit: usize,
+    ) -> Result<Vec<(u64, secnet_contract::LogEntry, u64)>, Problem> {
+        use secnet_contract::LogEntry;
+        use secnet_ledger::LogSubject;
+        let indices = l.log_indices(LogSubject::Requester(*account))?;
+        let size = l.state().log().len();
+        let mut out = Vec::new();
+        for index in indices.iter().rev().filter(|i| **i < size).take(limit) {
+            let Some(leaf) = l.log_leaf(*index)? else {
+                continue;
+            };
+            let Ok(entry) = LogEntry::from_bytes(&leaf) else {
+                continue;
+            };
+            let height = match &entry {
+                LogEntry::Grant { height, .. }
+                | LogEntry::Access { height, .. }
+                | LogEntry::Emergency { height, .. }
+                | LogEntry::Payment { height, .. } => *height,
+            };
+            let block_ms = l.block(height)?.map_or(0, |b| b.block.header.timestamp_ms);
+            out.push((*index, entry, block_ms));
+        }
+        out.reverse();
         Ok(out)
     }
 

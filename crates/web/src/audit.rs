@@ -1,0 +1,94 @@
+//! The hospital's own audit (`/app/audit`, administrators): every grant it was issued, every
+//! delivery and refusal to it, every emergency it declared and every subscription it paid,
+//! from the ledger's access log.
+
+use crate::log_view::{LogRow, Viewer, log_rows, short};
+use crate::search::CodedDescription;
+use crate::{WebState, Who, admin, blocking, page};
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use secnet_contract::LogEntry;
+use secnet_types::Hash;
+
+/// Most entries the audit page shows (the newest).
+pub const AUDIT_ROWS: usize = 500;
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage<'a> {
+    title: &'a str,
+    node_name: &'a str,
+    who: Option<Who>,
+    rows: Vec<LogRow>,
+    grants: usize,
+    delivered: usize,
+    refused: usize,
+    emergencies: usize,
+    paid: u64,
+    limit: usize,
+    error: Option<String>,
+}
+
+pub(crate) async fn audit_page(State(web): WebState, headers: HeaderMap) -> Response {
+    let session = match admin(
+        &web,
+        &headers,
+        "Only an administrator reads the organisation's audit.",
+    ) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let me = web.services.me();
+    let found = blocking(&web, move |w| w.services.trail(&me, AUDIT_ROWS)).await;
+    let (items, error) = match found {
+        Ok(items) => (items, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let listings = web.services.listings();
+    let describe = |h: &Hash| {
+        let hex = h.to_string();
+        listings
+            .iter()
+            .find(|l| l.hash == hex)
+            .and_then(|l| CodedDescription::parse(&l.description))
+            .map(|d| {
+                let codes: Vec<&str> = d.codes.iter().map(|c| c.display.as_str()).collect();
+                format!("{} ({})", d.resource, codes.join(", "))
+            })
+            .unwrap_or_else(|| format!("data {}", short(&hex)))
+    };
+    let organisations = web.services.organisations();
+    let mut paid = 0u64;
+    let mut grants = 0;
+    for i in &items {
+        match &i.entry {
+            LogEntry::Payment {
+                holder_amount,
+                owner_amount,
+                ..
+            } => paid = paid.saturating_add(holder_amount.saturating_add(*owner_amount)),
+            LogEntry::Grant { .. } => grants += 1,
+            _ => {}
+        }
+    }
+    let rows = log_rows(&items, &organisations, &describe, Viewer::Requester);
+    tracing::info!(user = %session.member.username, entries = rows.len(), "audit read");
+    page(
+        StatusCode::OK,
+        &AuditPage {
+            title: "Audit",
+            node_name: &web.node_name,
+            who: Some(Who::from(&session)),
+            delivered: rows.iter().filter(|r| r.outcome == "delivered").count(),
+            refused: rows.iter().filter(|r| r.refused).count(),
+            emergencies: rows.iter().filter(|r| r.emergency).count(),
+            grants,
+            paid,
+            limit: AUDIT_ROWS,
+            rows,
+            error,
+        },
+    )
+}
