@@ -2,8 +2,9 @@
 //! `chromium-driver`, which `.ci/run` installs) against a real `secnet dev` node: a hospital
 //! admin signs in, registers a staff member whose name holds a script (shown as text, never
 //! run), a form posted without its CSRF token is refused, the search page answers, and
-//! axe-core finds no serious accessibility violation on any page. Each page's screenshot is
-//! saved under `target/tmp/browser/`.
+//! axe-core finds no serious accessibility violation on any page; a patient's whole story on
+//! a four-validator network; and a node lying about a patient's history, caught by the
+//! patient's browser. Each page's screenshot is saved under `target/tmp/browser/`.
 #![allow(
     clippy::indexing_slicing,
     clippy::unwrap_used,
@@ -354,15 +355,15 @@ async fn wait_status(c: &Client, done: &str) {
     }
 }
 
-/// Reloads `url` until its main text contains `what`.
 /// Waits until the page's script has verified every log entry on it; fails if any entry
 /// fails verification.
 async fn wait_verified(c: &Client) {
     let start = Instant::now();
     loop {
         let summary = c.find(Locator::Css("#verify-summary")).await.unwrap();
-        let text = summary.text().await.unwrap_or_default();
+        // The class is set after the text: read it first, so the text is at least as new.
         let class = summary.attr("class").await.unwrap().unwrap_or_default();
+        let text = summary.text().await.unwrap_or_default();
         assert!(class != "error", "verification failed: {text}");
         if class == "ok" {
             assert!(text.contains("entries verified"), "{text}");
@@ -381,6 +382,7 @@ async fn wait_verified(c: &Client) {
     }
 }
 
+/// Reloads `url` until its main text contains `what`.
 async fn wait_page(c: &Client, url: &str, what: &str) -> String {
     let start = Instant::now();
     loop {
@@ -817,4 +819,362 @@ async fn text_of_page_at(c: &Client, url: &str) -> String {
     c.goto(url).await.unwrap();
     c.wait().for_element(Locator::Css("main")).await.unwrap();
     text_of_page(c).await
+}
+
+/// What the lying node of [`a_node_that_lies_about_a_patients_history_is_caught_in_the_browser`]
+/// serves besides its pages: the true log (for proofs), the leaves it hands out, and how
+/// many validators cosigned its head.
+struct Served {
+    log: secnet_merkle::log::MerkleLog,
+    leaves: Vec<Vec<u8>>,
+    cosigners: usize,
+}
+
+/// A node holding one patient's data whose pages, log answers and validator set the test
+/// changes at will.
+struct Liar {
+    history: std::sync::Mutex<Vec<secnet_web::services::HistoryItem>>,
+    validators: std::sync::Mutex<Vec<secnet_types::AccountId>>,
+}
+
+const LIAR_CHAIN: &str = "liar-chain";
+
+fn liar_node() -> secnet_types::AccountId {
+    secnet_types::Keypair::deterministic("liar", 0).account()
+}
+
+fn validator_keys() -> Vec<secnet_types::Keypair> {
+    (0..4)
+        .map(|i| secnet_types::Keypair::deterministic("validator", i))
+        .collect()
+}
+
+impl secnet_web::Services for Liar {
+    fn me(&self) -> secnet_types::AccountId {
+        liar_node()
+    }
+    fn chain_id(&self) -> String {
+        LIAR_CHAIN.into()
+    }
+    fn listings(&self) -> Vec<secnet_web::search::Listed> {
+        Vec::new()
+    }
+    fn validators(&self) -> Vec<secnet_types::AccountId> {
+        self.validators.lock().unwrap().clone()
+    }
+    fn account(
+        &self,
+        _: &secnet_types::AccountId,
+    ) -> Result<secnet_web::services::AccountFacts, String> {
+        Ok(secnet_web::services::AccountFacts {
+            balance: 18,
+            nonce: 1,
+            encryption_key: true,
+        })
+    }
+    fn history(
+        &self,
+        _: &secnet_types::AccountId,
+    ) -> Result<Vec<secnet_web::services::HistoryItem>, String> {
+        Ok(self.history.lock().unwrap().clone())
+    }
+}
+
+/// The true access log about the patient's data: a grant, its delivery and a payment.
+fn true_history(patient: secnet_types::AccountId) -> Vec<secnet_web::services::HistoryItem> {
+    use secnet_contract::LogEntry;
+    use secnet_types::{AccessDecision, AccessEntry, Hash};
+    let hospital = secnet_types::Keypair::deterministic("hospital", 1).account();
+    let (data, grant) = (Hash([1; 32]), Hash([2; 32]));
+    let entries = vec![
+        LogEntry::Payment {
+            height: 4,
+            tx: Hash([3; 32]),
+            data,
+            consumer: hospital,
+            holder: liar_node(),
+            holder_amount: 2,
+            owner: patient,
+            owner_amount: 18,
+        },
+        LogEntry::Grant {
+            height: 5,
+            tx: grant,
+            grant,
+            data,
+            requester: hospital,
+            holder: liar_node(),
+            purpose: "treatment".into(),
+            expires_at_ms: 1_800_000_600_000,
+        },
+        LogEntry::Access {
+            height: 6,
+            tx: Hash([4; 32]),
+            holder: liar_node(),
+            entry: AccessEntry {
+                data,
+                grant: Some(grant),
+                requester: hospital,
+                decision: AccessDecision::Delivered,
+                score_ppm: 1_000,
+                at_ms: 1_800_000_001_000,
+            },
+        },
+    ];
+    entries
+        .into_iter()
+        .zip(0u64..)
+        .map(|(entry, index)| secnet_web::services::HistoryItem {
+            index,
+            entry,
+            block_ms: 1_800_000_000_000 + index,
+        })
+        .collect()
+}
+
+/// Serves the liar's application with `/v1/checkpoint` and `/v1/log/{index}` answered from
+/// `served`; returns its base URL.
+async fn serve_liar(
+    web: std::sync::Arc<secnet_web::Web>,
+    served: std::sync::Arc<std::sync::Mutex<Served>>,
+) -> String {
+    use axum::extract::{Path as UrlPath, Query, State};
+    use axum::routing::get;
+    type Shared = std::sync::Arc<std::sync::Mutex<Served>>;
+    async fn checkpoint(State(served): State<Shared>) -> axum::Json<Value> {
+        let s = served.lock().unwrap();
+        let checkpoint = secnet_certified::Checkpoint {
+            origin: secnet_certified::checkpoint::log_origin(LIAR_CHAIN),
+            tree_size: s.log.len(),
+            root_hash: secnet_types::Hash(s.log.root()),
+        };
+        let cosignatures = validator_keys()
+            .iter()
+            .take(s.cosigners)
+            .map(|k| checkpoint.cosign(k, 1_800_000_000))
+            .collect();
+        let note = secnet_certified::CosignedCheckpoint {
+            checkpoint,
+            cosignatures,
+        }
+        .note(LIAR_CHAIN);
+        axum::Json(json!({ "note": note }))
+    }
+    async fn log(
+        State(served): State<Shared>,
+        UrlPath(index): UrlPath<u64>,
+        Query(q): Query<std::collections::HashMap<String, u64>>,
+    ) -> axum::Json<secnet_certified::log_proof::InclusionProof> {
+        let s = served.lock().unwrap();
+        let size = q["size"];
+        let leaf = s.leaves[index as usize].clone();
+        axum::Json(secnet_certified::log_proof::InclusionProof {
+            tree_size: size,
+            root_hash: secnet_types::Hash(s.log.root_at(size).unwrap()),
+            leaf_index: index,
+            leaf_hash: secnet_types::Hash(secnet_merkle::log::leaf_hash(&leaf)),
+            leaf,
+            audit_path: s
+                .log
+                .inclusion_proof(index, size)
+                .unwrap()
+                .into_iter()
+                .map(secnet_types::Hash)
+                .collect(),
+        })
+    }
+    let router = secnet_web::router(web).merge(
+        axum::Router::new()
+            .route("/v1/checkpoint", get(checkpoint))
+            .route("/v1/log/{index}", get(log))
+            .with_state(served),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    base
+}
+
+/// Waits until the history page's verification ends in an error; returns what it says.
+async fn wait_verification_error(c: &Client) -> String {
+    let start = Instant::now();
+    loop {
+        let summary = c.find(Locator::Css("#verify-summary")).await.unwrap();
+        // The class is set after the text: read it first, so the text is at least as new.
+        let class = summary.attr("class").await.unwrap().unwrap_or_default();
+        let text = summary.text().await.unwrap_or_default();
+        assert!(class != "ok", "a lie was verified: {text}");
+        if class == "error" {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the verification never ended: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The texts of the proof cells of the history's timeline, oldest entry last.
+async fn proof_cells(c: &Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for cell in c.find_all(Locator::Css("#history td.proof")).await.unwrap() {
+        out.push(cell.text().await.unwrap());
+    }
+    out
+}
+
+/// The patient's browser checks the history itself: a node that rewrites a row, forges the
+/// leaf to match, shows a head too few validators cosigned, or names another validator set
+/// is caught, whatever its pages say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lies_about_a_patients_history_is_caught_in_the_browser() {
+    use secnet_contract::LogEntry;
+    use secnet_types::{AccessDecision, RefusalReason};
+    let patient = secnet_types::Keypair::deterministic("patient", 0);
+    let truth = true_history(patient.account());
+    let mut log = secnet_merkle::log::MerkleLog::new();
+    let leaves: Vec<Vec<u8>> = truth.iter().map(|i| i.entry.to_bytes()).collect();
+    for leaf in &leaves {
+        log.append(leaf);
+    }
+    let served = std::sync::Arc::new(std::sync::Mutex::new(Served {
+        log,
+        leaves,
+        cosigners: 4,
+    }));
+    let validators: Vec<_> = validator_keys().iter().map(|k| k.account()).collect();
+    let liar = std::sync::Arc::new(Liar {
+        history: std::sync::Mutex::new(truth.clone()),
+        validators: std::sync::Mutex::new(validators.clone()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let web = secnet_web::Web::open(dir.path(), "Liar Clinic", liar.clone()).unwrap();
+    let base = serve_liar(web, served.clone()).await;
+
+    let driver = driver();
+    let c = browser(&driver).await;
+    // The patient signs in: the browser posts the signed challenge, so it holds the session.
+    c.goto(&format!("{base}/app/patient")).await.unwrap();
+    let http = reqwest::Client::new();
+    let challenge: Value = http
+        .post(format!("{base}/app/patient/challenge"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let challenge = challenge["challenge"].as_str().unwrap().to_string();
+    let raw: [u8; 32] = hex::decode(&challenge).unwrap().try_into().unwrap();
+    let signature = patient.sign(
+        secnet_web::patient::SIGN_IN_NAMESPACE,
+        &secnet_web::patient::sign_in_message(&liar_node(), &raw),
+    );
+    let body = json!({
+        "account": patient.account().to_string(),
+        "challenge": challenge,
+        "signature": hex::encode(signature.0),
+    })
+    .to_string();
+    let status = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/app/patient/session', {method: 'POST', headers: {'content-type': 'application/json'}, body: arguments[0]})
+               .then(r => done(r.status));",
+            vec![json!(body)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    let history = format!("{base}/app/patient/history");
+
+    // The truth verifies, and pins the validators.
+    c.goto(&history).await.unwrap();
+    wait_verified(&c).await;
+    screenshot(&c, "liar-0-truth").await;
+
+    // 1. The node rewrites a row (the delivery shown as a refusal): that row fails.
+    liar.history.lock().unwrap()[2].entry = match truth[2].entry.clone() {
+        LogEntry::Access {
+            height,
+            tx,
+            holder,
+            mut entry,
+        } => {
+            entry.decision = AccessDecision::Refused(RefusalReason::PolicyDenied);
+            LogEntry::Access {
+                height,
+                tx,
+                holder,
+                entry,
+            }
+        }
+        other => panic!("{other:?}"),
+    };
+    c.goto(&history).await.unwrap();
+    let said = wait_verification_error(&c).await;
+    assert!(said.contains("1 FAILED verification"), "{said}");
+    let cells = proof_cells(&c).await;
+    assert_eq!(
+        cells[0],
+        "verification failed: the row does not say what the log entry says"
+    );
+    assert_eq!(cells[1..], ["verified", "verified"]);
+    let flagged = c
+        .find_all(Locator::Css("#history tr.unverified"))
+        .await
+        .unwrap();
+    assert_eq!(flagged.len(), 1, "the lying row is flagged as a whole");
+    screenshot(&c, "liar-1-row-rewritten").await;
+
+    // 2. It forges the leaf to match its row: the leaf is not in the cosigned log.
+    let forged = liar.history.lock().unwrap()[2].entry.to_bytes();
+    served.lock().unwrap().leaves[2] = forged;
+    c.goto(&history).await.unwrap();
+    let said = wait_verification_error(&c).await;
+    assert!(said.contains("1 FAILED verification"), "{said}");
+    assert_eq!(
+        proof_cells(&c).await[0],
+        "verification failed: the entry is not in the cosigned log"
+    );
+
+    // 3. Honest rows, but a head only 2 of the 4 validators cosigned.
+    *liar.history.lock().unwrap() = truth.clone();
+    {
+        let mut s = served.lock().unwrap();
+        s.leaves = truth.iter().map(|i| i.entry.to_bytes()).collect();
+        s.cosigners = 2;
+    }
+    c.goto(&history).await.unwrap();
+    let said = wait_verification_error(&c).await;
+    assert!(
+        said.contains("only 2 of the 4 validators cosigned the log head; 3 are needed"),
+        "{said}"
+    );
+
+    // 4. A node that names validators of its own (which cosign anything it likes).
+    served.lock().unwrap().cosigners = 4;
+    *liar.validators.lock().unwrap() = (0..4)
+        .map(|i| secnet_types::Keypair::deterministic("sybil", i).account())
+        .collect();
+    c.goto(&history).await.unwrap();
+    let said = wait_verification_error(&c).await;
+    assert!(
+        said.contains("this node names another network than the one your browser pinned"),
+        "{said}"
+    );
+    screenshot(&c, "liar-4-other-network").await;
+
+    // And back to the truth: verified again.
+    *liar.validators.lock().unwrap() = validators;
+    c.goto(&history).await.unwrap();
+    wait_verified(&c).await;
+    c.close().await.unwrap();
 }

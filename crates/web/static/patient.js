@@ -549,6 +549,7 @@
     const mark = (cell, text, cls, title) => {
       cell.textContent = text;
       cell.className = `proof ${cls}`;
+      cell.parentElement.classList.toggle('unverified', cls === 'failed');
       if (title) cell.title = title;
     };
     const checked = new Map();
