@@ -276,3 +276,85 @@ pub struct HistoryItem {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub audit_event: serde_json::Value,
 }
+
+/// `POST /v1/pdc/asks/{owner}`: an organisation asks a patient for access to a listing of
+/// theirs held here; the patient approves (with the same or a narrower scope) or denies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AccessAsk {
+    /// The listing asked about (the owner's, held by this node).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub data: Hash,
+    /// What for (`treatment`, `research`).
+    pub purposes: Vec<String>,
+    /// Which categories of the record (`conditions`, `medications`, `observations`,
+    /// `demographics`).
+    pub categories: Vec<String>,
+    /// The last day asked for, `YYYY-MM-DD`.
+    pub until: String,
+    /// Why, in the asker's words (shown to the patient as text).
+    pub reason: String,
+    /// Who at the organisation asks (shown to the patient as text).
+    pub staff: String,
+}
+
+/// The patient's answer to an ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AskDecision {
+    /// Consent was given, with the scope in the answer (which may be narrower).
+    Approved,
+    /// Refused.
+    Denied,
+}
+
+/// `POST /v1/pdc/asks/{owner}/{id}`: the owner's answer, signed by the owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AskAnswer {
+    /// Approved or denied.
+    pub decision: AskDecision,
+    /// What was consented to (approved only; empty when denied).
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// For which purposes (approved only).
+    #[serde(default)]
+    pub purposes: Vec<String>,
+    /// Until which day (approved only).
+    #[serde(default)]
+    pub until: String,
+}
+
+/// An ask as the holder keeps it: who asked what, when, and the owner's answer if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AskRecord {
+    /// Its id: SHA-256 of the owner, the asker, the time and the ask.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: Hash,
+    /// Whose data.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub owner: AccountId,
+    /// The organisation that asked (its node's account, which signed the ask).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub requester: AccountId,
+    /// What it asked.
+    pub ask: AccessAsk,
+    /// When the holder received it, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The owner's answer, once given.
+    pub answer: Option<AskAnswer>,
+    /// When the owner answered, ms since the Unix epoch.
+    pub answered_at_ms: Option<u64>,
+}
+
+/// `GET /v1/pdc/asks/{owner}`: the owner's asks, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Asks {
+    /// The asks.
+    pub asks: Vec<AskRecord>,
+}

@@ -355,6 +355,30 @@ async fn wait_status(c: &Client, done: &str) {
     }
 }
 
+/// The account (hex) of organisation `i` of the network in `dir`.
+fn organisation(dir: &Path, i: usize) -> String {
+    let genesis: secnet_types::Genesis =
+        serde_json::from_slice(&std::fs::read(dir.join("genesis.json")).unwrap()).unwrap();
+    genesis.validators[i].key.to_string()
+}
+
+/// A clinician signed in at `api` asks the patient of the first search hit that does not
+/// name this hospital for conditions and observations, for treatment.
+async fn ask_the_patient(c: &Client, api: &str) {
+    c.goto(&format!("{api}/app/search?q=44054006"))
+        .await
+        .unwrap();
+    click(c, "a[href^='/app/ask']").await;
+    c.wait().for_element(Locator::Css("#reason")).await.unwrap();
+    click(c, "input[name=observations]").await;
+    type_into(c, "#reason", "to continue your diabetes care with us").await;
+    click(c, "form[action='/app/ask'] button[type=submit]").await;
+    c.wait()
+        .for_element(Locator::Css("#ask-sent"))
+        .await
+        .unwrap();
+}
+
 /// Waits until the page's script has verified every log entry on it; fails if any entry
 /// fails verification.
 async fn wait_verified(c: &Client) {
@@ -704,6 +728,95 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
         "{refused}"
     );
     screenshot(&c, "p5-hospital-b-refused").await;
+
+    // 5a. Dr Bob asks the patient for access; the patient denies it with their key.
+    ask_the_patient(&c, &hospital_b).await;
+    screenshot(&c, "p5a-ask-sent").await;
+    violations.extend(serious_violations(&c, &axe).await);
+    let inbox = wait_page(
+        &c,
+        &format!("{hospital_a}/app/patient/inbox"),
+        "Riverside Hospital",
+    )
+    .await;
+    assert!(
+        inbox.contains("to continue your diabetes care with us"),
+        "{inbox}"
+    );
+    assert!(inbox.contains("Dr Bob"), "{inbox}");
+    screenshot(&c, "p5a-inbox").await;
+    violations.extend(serious_violations(&c, &axe).await);
+    click(&c, "button.deny").await;
+    wait_status(&c, "Denied").await;
+    wait_page(
+        &c,
+        &format!("{hospital_a}/app/patient/inbox"),
+        "you denied it",
+    )
+    .await;
+    // 5b. Asked again, the patient approves for less than asked: conditions only.
+    ask_the_patient(&c, &hospital_b).await;
+    wait_page(
+        &c,
+        &format!("{hospital_a}/app/patient/inbox"),
+        "waiting for your answer",
+    )
+    .await;
+    click(&c, "a[href*='consent?ask=']").await;
+    c.wait().for_element(Locator::Css("#asked")).await.unwrap();
+    let selected = c
+        .find(Locator::Css("#audience"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(selected, organisation(d, 1), "the asker is chosen");
+    click(&c, "input[name=categories][value=observations]").await;
+    click(&c, "#consent-form button[type=submit]").await;
+    c.wait()
+        .for_element(Locator::Css("#review:not([hidden])"))
+        .await
+        .unwrap();
+    click(&c, "#sign-plan").await;
+    wait_status(&c, "Done").await;
+    let inbox = wait_page(
+        &c,
+        &format!("{hospital_a}/app/patient/inbox"),
+        "you consented to conditions for treatment",
+    )
+    .await;
+    assert!(inbox.contains("you denied it"), "{inbox}");
+    // Riverside now reads what was consented, and nothing more.
+    wait_page(
+        &c,
+        &format!("{hospital_b}/app/search?q=44054006"),
+        "this hospital",
+    )
+    .await;
+    c.find(Locator::XPath(
+        "//tr[td[normalize-space(.)='this hospital']]//form[@action='/app/read']//button",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    c.wait()
+        .for_element(Locator::XPath(
+            "//h1[contains(., 'Record') or contains(., 'Access refused')]",
+        ))
+        .await
+        .unwrap();
+    let read = text_of_page(&c).await;
+    assert!(read.contains("Diabetes mellitus type 2"), "{read}");
+    assert!(
+        !read.contains("Hemoglobin A1c"),
+        "observations were not consented to Riverside: {read}"
+    );
+    screenshot(&c, "p5b-riverside-reads").await;
+
     let history = wait_page(&c, &format!("{hospital_a}/app/patient/history"), "refused").await;
     assert!(history.contains("Riverside Hospital"), "{history}");
     wait_verified(&c).await;
@@ -716,7 +829,7 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
         .unwrap();
     staff_sign_in(&c, &hospital_b, "it.admin", "a clinician's passphrase").await;
     let audit = wait_page(&c, &format!("{hospital_b}/app/audit"), "refused").await;
-    assert!(audit.contains("Paid for subscriptions\n10"), "{audit}");
+    assert!(audit.contains("Paid for subscriptions\n20"), "{audit}");
     assert!(
         audit.contains("paid 10: 1 to the holder, 9 to the patient"),
         "{audit}"
@@ -729,27 +842,41 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
     c.goto(&format!("{hospital_a}/app/patient/consent"))
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("button.revoke"))
-        .await
-        .unwrap();
-    click(&c, "button.revoke").await;
+    let revoke_a = format!("button.revoke[data-audience='{}']", organisation(d, 0));
+    c.wait().for_element(Locator::Css(&revoke_a)).await.unwrap();
+    click(&c, &revoke_a).await;
     c.wait()
         .for_element(Locator::Css("#review:not([hidden])"))
         .await
         .unwrap();
     click(&c, "#sign-plan").await;
     wait_status(&c, "Done").await;
-    wait_page(
-        &c,
-        &format!("{hospital_a}/app/patient/consent"),
-        "Nobody: you have not consented",
-    )
-    .await;
+    let start = Instant::now();
+    loop {
+        c.goto(&format!("{hospital_a}/app/patient/consent"))
+            .await
+            .unwrap();
+        if c.find_all(Locator::Css(&revoke_a))
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the consent to Northside was never withdrawn"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        text_of_page(&c).await.contains("Riverside Hospital"),
+        "the other consent stays"
+    );
     let search = text_of_page_at(&c, &format!("{hospital_a}/app/search?q=44054006")).await;
     assert!(
-        search.contains("0 results"),
-        "withdrawn: no longer offered: {search}"
+        search.contains("1 result") && search.contains("other organisations only"),
+        "withdrawn: only Riverside's registration is left: {search}"
     );
     // A page opened before the revocation still posts the old record: refused.
     c.execute(

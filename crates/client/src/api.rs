@@ -11,8 +11,8 @@ use secnet_api::ProblemBody;
 use secnet_api::audit::{ConsistencyProof, InclusionProof, LogPage};
 use secnet_api::chain::{AccountAnswer, BlockAnswer, BlockTxHashes, NodeStatus};
 use secnet_api::pdc::{
-    Deleted, History, Imported, ObjectVersions, PdcInfo, PoliciesInstalled, PolicyText,
-    RulesAnswer, Stored, TokenAnswer, TokenRequest,
+    AccessAsk, AskAnswer, AskRecord, Asks, Deleted, History, Imported, ObjectVersions, PdcInfo,
+    PoliciesInstalled, PolicyText, RulesAnswer, Stored, TokenAnswer, TokenRequest,
 };
 use secnet_api::txs::{
     BATCH_MEDIA_TYPE, BatchAnswer, SubmitTx, Submitted, TxStatus, TxStatusAnswer, encode_batch,
@@ -457,6 +457,60 @@ impl NodeApi {
     pub async fn history_fhir(&self, key: &Keypair) -> Result<serde_json::Value, ClientError> {
         let url = format!("/v1/pdc/history/{}?format=fhir", key.account());
         self.signed_get(key, &url).await
+    }
+
+    /// Asks `owner`, as the organisation whose node key is `key`, for access to a listing of
+    /// theirs this node holds.
+    pub async fn ask(
+        &self,
+        key: &Keypair,
+        owner: &AccountId,
+        ask: &AccessAsk,
+    ) -> Result<AskRecord, ClientError> {
+        let body = serde_json::to_vec(ask).map_err(|e| ClientError::Malformed(e.to_string()))?;
+        self.signed(
+            key,
+            reqwest::Method::POST,
+            &format!("/v1/pdc/asks/{owner}"),
+            body,
+            "application/json",
+        )
+        .await
+    }
+
+    /// `key`'s asks (as the owner), newest first.
+    pub async fn asks(&self, key: &Keypair) -> Result<Asks, ClientError> {
+        self.signed_get(key, &format!("/v1/pdc/asks/{}", key.account()))
+            .await
+    }
+
+    /// One ask of `owner`, as its owner or the organisation that asked.
+    pub async fn ask_status(
+        &self,
+        key: &Keypair,
+        owner: &AccountId,
+        id: &Hash,
+    ) -> Result<AskRecord, ClientError> {
+        self.signed_get(key, &format!("/v1/pdc/asks/{owner}/{id}"))
+            .await
+    }
+
+    /// Answers one of `key`'s asks, as its owner.
+    pub async fn answer_ask(
+        &self,
+        key: &Keypair,
+        id: &Hash,
+        answer: &AskAnswer,
+    ) -> Result<AskRecord, ClientError> {
+        let body = serde_json::to_vec(answer).map_err(|e| ClientError::Malformed(e.to_string()))?;
+        self.signed(
+            key,
+            reqwest::Method::POST,
+            &format!("/v1/pdc/asks/{}/{id}", key.account()),
+            body,
+            "application/json",
+        )
+        .await
     }
 
     /// A token for `grant`, signed by the holder (check it: `AccessToken::open`).

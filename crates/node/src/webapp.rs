@@ -5,6 +5,7 @@
 
 use crate::backend::Backend;
 use crate::pdc::Pdc;
+use secnet_api::pdc::{AccessAsk, AskRecord};
 use secnet_api::txs::TxStatus;
 use secnet_types::{AccountId, Call, Event, Genesis, Hash, Outcome};
 use secnet_web::services::{
@@ -239,6 +240,40 @@ impl WebServices {
 }
 
 impl WebServices {
+    /// Sends `ask` to the node holding its listing, signed as this node.
+    async fn ask_holder(&self, ask: AccessAsk) -> Result<AskRecord, ReadError> {
+        let refuse = |reason: String| ReadError::Refused {
+            steps: Vec::new(),
+            reason,
+        };
+        let listing = self
+            .node
+            .with_ledger(|l| l.state().listing(&ask.data).cloned())
+            .map_err(|e| ReadError::Failed(e.to_string()))?
+            .ok_or_else(|| {
+                refuse("this data is not registered (any more): its owner withdrew it".into())
+            })?;
+        let base = holder_base(&listing.address)
+            .filter(|base| self.is_hosts_address(&listing.holder, base))
+            .ok_or_else(|| {
+                refuse(format!(
+                    "the registration's address {:?} is not the data URL of its holder, an organisation of this network",
+                    listing.address
+                ))
+            })?;
+        let remote = secnet_client::RemoteNode::new(&base, &self.genesis)
+            .map_err(|e| ReadError::Failed(e.to_string()))?;
+        match remote
+            .api()
+            .ask(self.node.key(), &listing.owner, &ask)
+            .await
+        {
+            Ok(record) => Ok(record),
+            Err(secnet_client::ClientError::Refused(reason)) => Err(refuse(reason)),
+            Err(e) => Err(ReadError::Failed(e.to_string())),
+        }
+    }
+
     /// Whether `base` is on the host of `holder`, a validator of the genesis.
     fn is_hosts_address(&self, holder: &AccountId, base: &str) -> bool {
         let Some(v) = self.genesis.validators.iter().find(|v| v.key == *holder) else {
@@ -394,6 +429,14 @@ impl Services for WebServices {
                 .with_ledger(|l| self.pdc.trail_of(l, account, limit))
                 .map_err(|e| e.to_string())?,
         )
+    }
+
+    fn asks(&self, owner: &AccountId) -> Result<Vec<AskRecord>, String> {
+        self.pdc.asks_of(owner).map_err(|p| p.detail().to_string())
+    }
+
+    fn ask(&self, ask: AccessAsk) -> BoxFuture<'_, Result<AskRecord, ReadError>> {
+        Box::pin(self.ask_holder(ask))
     }
 
     fn read(

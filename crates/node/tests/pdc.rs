@@ -626,3 +626,250 @@ async fn the_openapi_document_describes_served_routes() {
     assert!(operations >= 26, "only {operations} operations documented");
     node.stop().await;
 }
+
+/// An organisation asks a patient, through the node holding the patient's data, for access
+/// to a listing; only organisations of the network ask, only about the patient's listings
+/// held there, once at a time; only the patient lists and answers, once; the organisation
+/// learns the answer and nobody else learns anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organisations_ask_patients_and_only_the_patient_answers() {
+    use secnet_api::pdc::{AccessAsk, AskAnswer, AskDecision, AskRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let hospital = Keypair::deterministic("asks", 0);
+    let patient = Keypair::deterministic("asks", 1);
+    let riverside = Keypair::deterministic("asks", 2);
+    let stranger = Keypair::deterministic("asks", 3);
+    let genesis = Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: now_ms() - 1_000,
+        allocations: [&hospital, &patient, &riverside, &stranger]
+            .iter()
+            .map(|k| Allocation {
+                account: k.account(),
+                balance: 10_000,
+            })
+            .collect(),
+        validators: [&hospital, &riverside]
+            .iter()
+            .map(|k| secnet_types::Validator {
+                key: k.account(),
+                address: String::new(),
+                name: String::new(),
+            })
+            .collect(),
+    };
+    let node = secnet_node::start_dev(
+        dir.path(),
+        &genesis,
+        Keypair::from_seeds(*hospital.signing_seed(), *hospital.encryption_seed()),
+        "127.0.0.1:0".parse().unwrap(),
+        ProducerConfig {
+            block_interval: Duration::from_millis(50),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: node.url(),
+    };
+    let register = |hash: Hash, holder: &Keypair| {
+        Call::RegisterData(RegisterData {
+            hash,
+            description: "condition".into(),
+            address: format!("pdc://asks/{hash}"),
+            price: 1,
+            kind: DataKind::UserData,
+            holder: holder.account(),
+            holder_share_bps: 0,
+        })
+    };
+    let (held, elsewhere) = (Hash::digest(b"held here"), Hash::digest(b"held elsewhere"));
+    c.tx(&patient, 0, register(held, &hospital)).await;
+    c.tx(&patient, 1, register(elsewhere, &riverside)).await;
+
+    let today = now_ms() / 86_400_000;
+    let date = |days: u64| {
+        let (y, m, d) = secnet_types::date::civil_from_days((today + days) as i64);
+        format!("{y:04}-{m:02}-{d:02}")
+    };
+    let ask = |data: Hash| AccessAsk {
+        data,
+        purposes: vec!["treatment".into()],
+        categories: vec!["conditions".into(), "medications".into()],
+        until: date(30),
+        reason: "follow-up of your diabetes <b>care</b>".into(),
+        staff: "Dr Bob".into(),
+    };
+    let asks_path = format!("/v1/pdc/asks/{}", patient.account());
+    let body = |a: &AccessAsk| serde_json::to_vec(a).unwrap();
+
+    // Refused: not an organisation; a listing held elsewhere; an unknown listing; bad scope,
+    // a short reason, a date in the past, a field the API does not know, an oversized body.
+    let (status, b) = post(&c, &stranger, asks_path.clone(), body(&ask(held))).await;
+    assert_eq!(status, 403, "{b}");
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not an organisation"),
+        "{b}"
+    );
+    let (status, b) = post(&c, &riverside, asks_path.clone(), body(&ask(elsewhere))).await;
+    assert_eq!(status, 403, "{b}");
+    let (status, _) = post(&c, &riverside, asks_path.clone(), body(&ask(Hash([9; 32])))).await;
+    assert_eq!(status, 403);
+    for (bad, why) in [
+        (
+            AccessAsk {
+                categories: vec!["everything".into()],
+                ..ask(held)
+            },
+            "unknown category",
+        ),
+        (
+            AccessAsk {
+                purposes: vec!["marketing".into()],
+                ..ask(held)
+            },
+            "unknown purpose",
+        ),
+        (
+            AccessAsk {
+                purposes: vec![],
+                ..ask(held)
+            },
+            "one or two purposes",
+        ),
+        (
+            AccessAsk {
+                reason: "pls".into(),
+                ..ask(held)
+            },
+            "10 to 500 characters",
+        ),
+        (
+            AccessAsk {
+                until: "2001-01-01".into(),
+                ..ask(held)
+            },
+            "between today",
+        ),
+        (
+            AccessAsk {
+                until: "soon".into(),
+                ..ask(held)
+            },
+            "not a date",
+        ),
+        (
+            AccessAsk {
+                staff: "Dr\u{7}Bob".into(),
+                ..ask(held)
+            },
+            "control characters",
+        ),
+    ] {
+        let (status, b) = post(&c, &riverside, asks_path.clone(), body(&bad)).await;
+        assert_eq!(status, 400, "{why}: {b}");
+        assert!(b["detail"].as_str().unwrap().contains(why), "{why}: {b}");
+    }
+    let mut extra = serde_json::to_value(ask(held)).unwrap();
+    extra["price"] = json!(0);
+    let (status, _) = post(
+        &c,
+        &riverside,
+        asks_path.clone(),
+        extra.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = post(&c, &riverside, asks_path.clone(), vec![b' '; 9 * 1024]).await;
+    assert_eq!(status, 413);
+
+    // Kept once; asking again about the same listing waits for the answer.
+    let (status, b) = post(&c, &riverside, asks_path.clone(), body(&ask(held))).await;
+    assert_eq!(status, 201, "{b}");
+    let record: AskRecord = serde_json::from_value(b).unwrap();
+    assert_eq!(
+        (record.owner, record.requester),
+        (patient.account(), riverside.account())
+    );
+    let (status, _) = post(&c, &riverside, asks_path.clone(), body(&ask(held))).await;
+    assert_eq!(status, 409);
+
+    // Only the patient lists; the asker and the patient read the ask, nobody else does.
+    let (status, b) = get(&c, &patient, asks_path.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(b["asks"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        b["asks"][0]["ask"]["reason"],
+        "follow-up of your diabetes <b>care</b>"
+    );
+    let (status, _) = get(&c, &riverside, asks_path.clone()).await;
+    assert_eq!(status, 403);
+    let one = format!("{asks_path}/{}", record.id);
+    assert_eq!(get(&c, &riverside, one.clone()).await.0, 200);
+    assert_eq!(get(&c, &stranger, one.clone()).await.0, 404);
+    assert_eq!(get(&c, &hospital, one.clone()).await.0, 404);
+
+    // Only the patient answers, once; an approval names a valid scope, a denial none.
+    let approve = AskAnswer {
+        decision: AskDecision::Approved,
+        categories: vec!["conditions".into()],
+        purposes: vec!["treatment".into()],
+        until: date(7),
+    };
+    let answer = |a: &AskAnswer| serde_json::to_vec(a).unwrap();
+    assert_eq!(
+        post(&c, &riverside, one.clone(), answer(&approve)).await.0,
+        403
+    );
+    let (status, b) = post(
+        &c,
+        &patient,
+        one.clone(),
+        answer(&AskAnswer {
+            decision: AskDecision::Denied,
+            ..approve.clone()
+        }),
+    )
+    .await;
+    assert_eq!(status, 400, "{b}");
+    let (status, b) = post(&c, &patient, one.clone(), answer(&approve)).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(
+        post(&c, &patient, one.clone(), answer(&approve)).await.0,
+        409
+    );
+    let (_, b) = get(&c, &riverside, one).await;
+    let seen: AskRecord = serde_json::from_value(b).unwrap();
+    assert_eq!(
+        seen.answer,
+        Some(approve),
+        "the asker learns the narrower scope"
+    );
+    // Answered, it may ask again.
+    assert_eq!(
+        post(&c, &riverside, asks_path, body(&ask(held))).await.0,
+        201
+    );
+    node.stop().await;
+}
+
+async fn post(c: &Client, key: &Keypair, path: String, body: Vec<u8>) -> (u16, Value) {
+    c.signed(key, reqwest::Method::POST, &path, body, "application/json")
+        .await
+}
+
+async fn get(c: &Client, key: &Keypair, path: String) -> (u16, Value) {
+    c.signed(
+        key,
+        reqwest::Method::GET,
+        &path,
+        Vec::new(),
+        "application/json",
+    )
+    .await
+}

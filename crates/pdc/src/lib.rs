@@ -3,6 +3,7 @@
 //! serves it to others only as the owner's policy and the ledger allow.
 
 pub mod access;
+pub mod asks;
 pub mod auth;
 pub mod crypto;
 pub mod envelope;

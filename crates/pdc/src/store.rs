@@ -167,7 +167,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
-fn db_err(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn db_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
@@ -190,7 +190,7 @@ pub struct PutRequest {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    db: Database,
+    pub(crate) db: Database,
     holder: Keypair,
     max_object_bytes: u64,
     /// Data keys already re-sealed to a consumer's key, by blob and recipient: a consumer
@@ -253,6 +253,7 @@ impl Store {
             w.open_table(POLICIES).map_err(db_err)?;
             w.open_table(AGENTS).map_err(db_err)?;
             w.open_multimap_table(HELD).map_err(db_err)?;
+            w.open_table(crate::asks::ASKS).map_err(db_err)?;
             w.commit().map_err(db_err)?;
         }
         let store = Store {

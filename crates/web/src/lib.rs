@@ -8,6 +8,7 @@
 //!   htmx is served from the node itself; every answer carries a Content-Security-Policy that
 //!   allows no inline script and nothing from elsewhere.
 
+mod asks;
 mod audit;
 pub mod consent;
 pub mod log_view;
@@ -195,6 +196,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/app/staff", get(staff_page).post(add_staff))
         .route("/app/search", get(search_page))
         .route("/app/audit", get(audit::audit_page))
+        .route("/app/ask", get(asks::ask_page).post(asks::ask))
         .route("/app/read", post(reading::read))
         .route(
             "/app/emergency",

@@ -32,6 +32,7 @@ pub(crate) fn routes() -> Router<Arc<Web>> {
         .route("/app/patient/consent/prepare", post(prepare_consent))
         .route("/app/patient/consent/revoke", post(prepare_revoke))
         .route("/app/patient/history", get(history))
+        .route("/app/patient/inbox", get(crate::asks::inbox))
         .route("/app/patient/history.csv", get(history_csv))
 }
 
@@ -42,7 +43,10 @@ fn patient_of(web: &Web, headers: &HeaderMap) -> Option<(String, Session<Patient
 }
 
 #[expect(clippy::result_large_err, reason = "the error is the response to send")]
-fn signed_in_patient(web: &Web, headers: &HeaderMap) -> Result<Session<Patient>, Response> {
+pub(crate) fn signed_in_patient(
+    web: &Web,
+    headers: &HeaderMap,
+) -> Result<Session<Patient>, Response> {
     patient_of(web, headers)
         .map(|(_, s)| s)
         .ok_or_else(|| Redirect::to("/app/patient").into_response())
@@ -247,8 +251,11 @@ struct ConsentPage<'a> {
     csrf: String,
     organisations: Vec<(String, String)>,
     consents: Vec<ConsentRow>,
-    categories: [&'static str; 4],
+    category_checks: Vec<(&'static str, bool)>,
+    purpose_checks: Vec<(&'static str, bool)>,
+    selected_audience: String,
     default_until: String,
+    asked: Option<Asked>,
     error: Option<String>,
 }
 
@@ -279,12 +286,34 @@ fn my_listings(web: &Web, owner: &AccountId) -> Vec<(crate::search::Listed, Code
         .collect()
 }
 
-async fn consent_page(State(web): WebState, headers: HeaderMap) -> Response {
+#[derive(Deserialize)]
+struct ConsentQuery {
+    /// An ask to answer: the form is filled in with it.
+    ask: Option<String>,
+}
+
+/// What the consent form shows of the ask it answers.
+struct Asked {
+    id: String,
+    organisation: String,
+    staff: String,
+    reason: String,
+}
+
+async fn consent_page(
+    State(web): WebState,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<ConsentQuery>,
+) -> Response {
     let session = match signed_in_patient(&web, &headers) {
         Ok(s) => s,
         Err(r) => return r,
     };
     let owner = session.member.account;
+    let ask = match q.ask.as_deref() {
+        Some(id) => crate::asks::pending_ask(&web, owner, id).await,
+        None => None,
+    };
     let policy = blocking(&web, move |w| w.services.policy(&owner)).await;
     let (policy, error) = match policy {
         Ok(p) => (p, None),
@@ -311,6 +340,27 @@ async fn consent_page(State(web): WebState, headers: HeaderMap) -> Response {
         })
         .collect();
     let today = secnet_policy::Facts::day_of(now_ms());
+    let named = |list: &[String], name: &str| list.iter().any(|x| x == name);
+    let category_checks = consent::Category::ALL
+        .iter()
+        .map(|c| {
+            let on = match &ask {
+                Some(a) => named(&a.ask.categories, c.as_str()),
+                None => *c == consent::Category::Conditions,
+            };
+            (c.as_str(), on)
+        })
+        .collect();
+    let purpose_checks = consent::PURPOSES
+        .iter()
+        .map(|p| {
+            let on = match &ask {
+                Some(a) => named(&a.ask.purposes, p),
+                None => *p == "treatment",
+            };
+            (*p, on)
+        })
+        .collect();
     page(
         StatusCode::OK,
         &ConsentPage {
@@ -326,8 +376,22 @@ async fn consent_page(State(web): WebState, headers: HeaderMap) -> Response {
                 .map(|o| (o.account.to_string(), o.name.clone()))
                 .collect(),
             consents,
-            categories: consent::Category::ALL.map(consent::Category::as_str),
-            default_until: date_of_day(today.saturating_add(365)),
+            category_checks,
+            purpose_checks,
+            selected_audience: ask
+                .as_ref()
+                .map(|a| a.requester.to_string())
+                .unwrap_or_default(),
+            default_until: ask
+                .as_ref()
+                .map(|a| a.ask.until.clone())
+                .unwrap_or_else(|| date_of_day(today.saturating_add(365))),
+            asked: ask.as_ref().map(|a| Asked {
+                id: a.id.to_string(),
+                organisation: name_of(&organisations, &a.requester),
+                staff: a.ask.staff.clone(),
+                reason: a.ask.reason.clone(),
+            }),
             error,
         },
     )

@@ -38,6 +38,16 @@ struct ReadPage<'a> {
     view: RecordView,
 }
 
+/// The purpose a staff member reads and asks for: clinicians treat, researchers research;
+/// administrators read nothing.
+pub(crate) fn staff_purpose(role: Role) -> Option<&'static str> {
+    match role {
+        Role::Clinician => Some("treatment"),
+        Role::Researcher => Some("research"),
+        Role::Admin => None,
+    }
+}
+
 pub(crate) async fn read(
     State(web): WebState,
     headers: HeaderMap,
@@ -51,19 +61,15 @@ pub(crate) async fn read(
         return r;
     }
     let who = Some(Who::from(&session));
-    let purpose = match session.member.role {
-        Role::Clinician => "treatment",
-        Role::Researcher => "research",
-        Role::Admin => {
-            return message(
-                &web,
-                StatusCode::FORBIDDEN,
-                who,
-                "Not allowed",
-                "Administrators manage the node; reading patients' records is for clinicians (treatment) and researchers (research).",
-                "/app/search",
-            );
-        }
+    let Some(purpose) = staff_purpose(session.member.role) else {
+        return message(
+            &web,
+            StatusCode::FORBIDDEN,
+            who,
+            "Not allowed",
+            "Administrators manage the node; reading patients' records is for clinicians (treatment) and researchers (research).",
+            "/app/search",
+        );
     };
     let (Ok(data), Ok(price)) = (
         form.data.trim().parse::<Hash>(),

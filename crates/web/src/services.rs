@@ -142,6 +142,20 @@ pub trait Services: Send + Sync + 'static {
         Box::pin(async { Err(ReadError::Failed("this node cannot read data".into())) })
     }
 
+    /// `owner`'s asks received here, newest first (blocking).
+    fn asks(&self, _owner: &AccountId) -> Result<Vec<secnet_api::pdc::AskRecord>, String> {
+        Err("this node keeps no requests".into())
+    }
+
+    /// Asks, as this node's organisation, the owner of the listing `ask.data` (through the
+    /// node that holds it) for access.
+    fn ask(
+        &self,
+        _ask: secnet_api::pdc::AccessAsk,
+    ) -> BoxFuture<'_, Result<secnet_api::pdc::AskRecord, ReadError>> {
+        Box::pin(async { Err(ReadError::Failed("this node cannot ask".into())) })
+    }
+
     /// Emergency access to the records `owner` stores here: first the ledger records, as
     /// this node, that it reads them without consent and `reason`; then they are read.
     fn break_glass(

@@ -339,7 +339,9 @@
     }
     if (plan.chain_id !== app.dataset.chain) throw new Error('the plan is for another network; nothing was signed');
   };
-  const runPlan = async (plan) => {
+  const answerAsk = (key, id, answer) => signedFetch(key, 'POST', `/v1/pdc/asks/${key.account}/${id}`,
+    JSON.stringify(answer), 'application/json');
+  const runPlan = async (plan, afterwards) => {
     const key = await requireKey();
     if (key.account !== plan.account) throw new Error('this browser holds another account\'s key; sign in again');
     checkPlan(plan, key);
@@ -363,11 +365,14 @@
         await transact(key, plan.chain_id, CALL.withdraw(s.hash), progress);
       }
     }
+    if (afterwards) await afterwards(key);
     say('Done: all steps are signed, sent and final.');
     setTimeout(() => location.reload(), 800);
   };
   const consentPage = async () => {
     let plan = null;
+    // The ask this consent answers, with the scope the patient chose (maybe narrower).
+    let answering = null;
     const prepare = async (url, payload) => {
       const r = await fetch(url, {
         method: 'POST', headers: { 'content-type': 'application/json' },
@@ -380,18 +385,28 @@
     };
     $('consent-form').addEventListener('submit', guard(async () => {
       const f = new FormData($('consent-form'));
-      await prepare('/app/patient/consent/prepare', {
+      const terms = {
         audience: f.get('audience'), categories: f.getAll('categories'), purposes: f.getAll('purposes'),
         until: f.get('until'), price: f.get('price'),
-      });
+      };
+      await prepare('/app/patient/consent/prepare', terms);
+      answering = f.get('ask') ? { id: f.get('ask'), categories: terms.categories, purposes: terms.purposes, until: terms.until } : null;
     }));
     for (const b of document.querySelectorAll('button.revoke')) {
-      b.addEventListener('click', guard(async () => prepare('/app/patient/consent/revoke', { audience: b.dataset.audience })));
+      b.addEventListener('click', guard(async () => {
+        answering = null;
+        await prepare('/app/patient/consent/revoke', { audience: b.dataset.audience });
+      }));
     }
     $('sign-plan').addEventListener('click', guard(async () => {
       if (!plan) return;
       $('sign-plan').disabled = true;
-      try { await runPlan(plan); } finally { $('sign-plan').disabled = false; }
+      const ask = answering;
+      const afterwards = ask && (async (key) => {
+        say('Telling the organisation your answer (signed by you)…');
+        await answerAsk(key, ask.id, { decision: 'approved', categories: ask.categories, purposes: ask.purposes, until: ask.until });
+      });
+      try { await runPlan(plan, afterwards); } finally { $('sign-plan').disabled = false; }
     }));
     $('cancel-plan').addEventListener('click', () => { plan = null; $('review').hidden = true; say('Nothing was signed.'); });
   };
@@ -611,7 +626,21 @@
     }
   };
 
-  const pages = { start: startPage, records: recordsPage, consent: consentPage, history: historyPage };
+  const inboxPage = async () => {
+    for (const b of document.querySelectorAll('button.deny')) {
+      b.addEventListener('click', guard(async () => {
+        const key = await requireKey();
+        if (key.account !== app.dataset.account) throw new Error('this browser holds another account\'s key; sign in again');
+        b.disabled = true;
+        say('Signing your refusal…');
+        await answerAsk(key, b.dataset.ask, { decision: 'denied' });
+        say('Denied: the organisation is told.');
+        setTimeout(() => location.reload(), 500);
+      }));
+    }
+  };
+
+  const pages = { start: startPage, inbox: inboxPage, records: recordsPage, consent: consentPage, history: historyPage };
   const run = pages[app.dataset.page];
   if (run) guard(run)();
 })();

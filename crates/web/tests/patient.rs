@@ -14,6 +14,7 @@ mod common;
 
 use reqwest::StatusCode;
 use reqwest::header::{LOCATION, SET_COOKIE};
+use secnet_api::pdc::{AccessAsk, AskAnswer, AskDecision, AskRecord};
 use secnet_contract::LogEntry;
 use secnet_types::{AccessDecision, AccessEntry, AccountId, Hash, Keypair, RefusalReason};
 use secnet_web::patient::{SIGN_IN_NAMESPACE, sign_in_message};
@@ -47,9 +48,47 @@ struct Clinic {
     listings: Mutex<Vec<Listed>>,
     policy: String,
     prices_read: Mutex<Vec<u64>>,
+    asked: Mutex<Vec<AccessAsk>>,
 }
 
 impl Clinic {
+    /// The patient's asks: one pending from Riverside, one denied.
+    fn fixed_asks() -> Vec<AskRecord> {
+        let ask = AccessAsk {
+            data: Hash([1; 32]),
+            purposes: vec!["research".into()],
+            categories: vec!["conditions".into(), "observations".into()],
+            until: "2027-03-01".into(),
+            reason: "a study of <script>alert(1)</script> diabetes".into(),
+            staff: "Dr Bob".into(),
+        };
+        vec![
+            AskRecord {
+                id: Hash([0xb1; 32]),
+                owner: patient().account(),
+                requester: other_hospital(),
+                ask: ask.clone(),
+                at_ms: 1_800_000_005_000,
+                answer: None,
+                answered_at_ms: None,
+            },
+            AskRecord {
+                id: Hash([0xb2; 32]),
+                owner: patient().account(),
+                requester: other_hospital(),
+                ask,
+                at_ms: 1_800_000_004_000,
+                answer: Some(AskAnswer {
+                    decision: AskDecision::Denied,
+                    categories: vec![],
+                    purposes: vec![],
+                    until: String::new(),
+                }),
+                answered_at_ms: Some(1_800_000_004_500),
+            },
+        ]
+    }
+
     /// The access-log entries about the patient's data.
     fn fixed_history() -> Vec<HistoryItem> {
         let data = Hash([1; 32]);
@@ -193,6 +232,32 @@ impl Services for Clinic {
     fn validators(&self) -> Vec<AccountId> {
         vec![me(), other_hospital()]
     }
+    fn asks(&self, owner: &AccountId) -> Result<Vec<AskRecord>, String> {
+        Ok(Clinic::fixed_asks()
+            .into_iter()
+            .filter(|a| a.owner == *owner)
+            .collect())
+    }
+    fn ask(&self, ask: AccessAsk) -> BoxFuture<'_, Result<AskRecord, ReadError>> {
+        self.asked.lock().unwrap().push(ask.clone());
+        Box::pin(async move {
+            if ask.reason.len() < 10 {
+                return Err(ReadError::Refused {
+                    steps: vec![],
+                    reason: "the reason must be 10 to 500 characters".into(),
+                });
+            }
+            Ok(AskRecord {
+                id: Hash([0xa5; 32]),
+                owner: patient().account(),
+                requester: me(),
+                ask,
+                at_ms: 1_800_000_000_000,
+                answer: None,
+                answered_at_ms: None,
+            })
+        })
+    }
     fn read(
         &self,
         data: Hash,
@@ -233,6 +298,7 @@ async fn app() -> App {
         listings: Mutex::new(Vec::new()),
         policy: "@id(\"mine\")\npermit (principal == SecNet::User::\"aa\", action == SecNet::Action::\"read\", resource);\n".into(),
         prices_read: Mutex::new(Vec::new()),
+        asked: Mutex::new(Vec::new()),
     });
     let web = Web::open(dir.path(), "Northside Hospital", clinic.clone()).unwrap();
     web.staff()
@@ -864,4 +930,172 @@ async fn only_an_administrator_reads_the_organisations_audit() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[LOCATION], "/app/login");
+}
+
+#[tokio::test]
+async fn the_patient_sees_requests_and_answers_them_from_a_prefilled_consent_form() {
+    let app = app().await;
+    let (cookie, _) = app.patient_session().await;
+    let (status, page) = app.page("/app/patient/inbox", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Riverside Hospital"), "{page}");
+    assert!(page.contains("Dr Bob"), "{page}");
+    assert!(
+        page.contains("a study of &#60;script&#62;alert(1)&#60;/script&#62; diabetes"),
+        "the reason is text: {page}"
+    );
+    assert!(page.contains("conditions, observations"), "{page}");
+    let pending = Hash([0xb1; 32]).to_string();
+    let denied = Hash([0xb2; 32]).to_string();
+    assert!(
+        page.contains(&format!("/app/patient/consent?ask={pending}")),
+        "{page}"
+    );
+    assert!(page.contains(&format!("data-ask=\"{pending}\"")), "{page}");
+    assert!(
+        !page.contains(&format!("data-ask=\"{denied}\"")),
+        "answered once: {page}"
+    );
+    assert!(page.contains("you denied it"), "{page}");
+
+    // Approving opens the consent form filled in with the ask.
+    let (_, form) = app
+        .page(&format!("/app/patient/consent?ask={pending}"), &cookie)
+        .await;
+    assert!(
+        form.contains(&format!("name=\"ask\" value=\"{pending}\"")),
+        "{form}"
+    );
+    assert!(
+        form.contains(&format!("<option value=\"{}\" selected>", other_hospital())),
+        "{form}"
+    );
+    for (name, on) in [
+        ("conditions", true),
+        ("medications", false),
+        ("observations", true),
+        ("demographics", false),
+    ] {
+        let checked = format!("value=\"{name}\" checked");
+        assert_eq!(form.contains(&checked), on, "{name}: {form}");
+    }
+    assert!(form.contains("value=\"research\" checked"), "{form}");
+    assert!(!form.contains("value=\"treatment\" checked"), "{form}");
+    assert!(form.contains("value=\"2027-03-01\""), "{form}");
+    // An answered or unknown ask fills nothing in.
+    for id in [denied, "zz".into()] {
+        let (status, form) = app
+            .page(&format!("/app/patient/consent?ask={id}"), &cookie)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!form.contains("name=\"ask\""), "{form}");
+    }
+    // No session, no inbox.
+    let r = app
+        .http
+        .get(format!("{}/app/patient/inbox", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn staff_ask_a_patient_for_what_their_role_may_use() {
+    let app = app().await;
+    let data = "cd".repeat(32);
+    app.clinic.listings.lock().unwrap().push(Listed {
+        id: "1".repeat(64),
+        hash: data.clone(),
+        holder: other_hospital().to_string(),
+        owner: patient().account().to_string(),
+        price: 10,
+        description: CodedDescription::condition(
+            "http://snomed.info/sct",
+            "44054006",
+            "Diabetes mellitus type 2",
+            &["treatment"],
+        )
+        .to_description(),
+    });
+    let (session, csrf) = app.staff_session("dr.ada").await;
+    let r = app
+        .http
+        .get(format!("{}/app/ask?data={data}", app.base))
+        .header("cookie", format!("{SESSION}={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Diabetes mellitus type 2"), "{page}");
+    assert!(page.contains("held by Riverside Hospital"), "{page}");
+    assert!(page.contains("<strong>treatment</strong>"), "{page}");
+
+    let form = |csrf: &str, reason: &str| {
+        vec![
+            ("csrf", csrf.to_string()),
+            ("data", data.clone()),
+            ("conditions", "on".to_string()),
+            ("observations", "on".to_string()),
+            ("until", "2027-01-31".to_string()),
+            ("reason", reason.to_string()),
+        ]
+    };
+    // Without the session's token: refused, nothing sent.
+    let (status, _) = app
+        .staff_form(
+            "/app/ask",
+            session.clone(),
+            form("", "to plan your treatment"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(app.clinic.asked.lock().unwrap().is_empty());
+    let (status, page) = app
+        .staff_form(
+            "/app/ask",
+            session.clone(),
+            form(&csrf, "to plan your treatment"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("id=\"ask-sent\""), "{page}");
+    let sent = app.clinic.asked.lock().unwrap()[0].clone();
+    assert_eq!(sent.purposes, ["treatment"]);
+    assert_eq!(sent.categories, ["conditions", "observations"]);
+    assert_eq!(sent.staff, "Dr Ada");
+    assert_eq!(sent.until, "2027-01-31");
+    // The holder's refusal is shown with its reason, the form kept.
+    let (status, page) = app
+        .staff_form("/app/ask", session.clone(), form(&csrf, "short"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        page.contains("Not sent: the reason must be 10 to 500 characters"),
+        "{page}"
+    );
+    assert!(
+        page.contains("name=\"observations\" value=\"on\" checked"),
+        "{page}"
+    );
+    // An unregistered record, and an administrator: nothing sent.
+    let (status, _) = app
+        .staff_form(
+            "/app/ask",
+            session,
+            vec![("csrf", csrf.clone()), ("data", "ef".repeat(32))],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (admin, admin_csrf) = app.staff_session("admin").await;
+    let (status, _) = app
+        .staff_form(
+            "/app/ask",
+            admin,
+            form(&admin_csrf, "to plan your treatment"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(app.clinic.asked.lock().unwrap().len(), 2);
 }

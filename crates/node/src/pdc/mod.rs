@@ -5,6 +5,7 @@
 //! owner's policy permits), owners' policies, tokens for grant holders, signed fetches,
 //! deletion, and the owner's history.
 
+mod asks;
 mod recorder;
 mod routes;
 

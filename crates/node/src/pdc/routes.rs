@@ -32,15 +32,15 @@ fn auth_problem(e: AuthError) -> Problem {
     Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
 }
 
-fn forbidden(detail: impl Into<String>) -> Problem {
+pub(super) fn forbidden(detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     crate::datadir::now_ms()
 }
 
-type Ctx = State<(Arc<dyn Backend>, Arc<Pdc>)>;
+pub(super) type Ctx = State<(Arc<dyn Backend>, Arc<Pdc>)>;
 
 /// The Private Data Center's half of the API document.
 #[derive(utoipa::OpenApi)]
@@ -56,7 +56,11 @@ type Ctx = State<(Arc<dyn Backend>, Arc<Pdc>)>;
         issue_token,
         fetch,
         history,
-        rules
+        rules,
+        super::asks::ask,
+        super::asks::asks,
+        super::asks::ask_status,
+        super::asks::answer
     ),
     components(schemas(TokenRequest))
 )]
@@ -76,6 +80,18 @@ pub fn router(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Router {
         .route("/v1/pdc/data/{hash}", get(fetch))
         .route("/v1/pdc/history/{owner}", get(history))
         .route("/v1/pdc/rules", get(rules))
+        .route(
+            "/v1/pdc/asks/{owner}",
+            post(super::asks::ask)
+                .get(super::asks::asks)
+                .layer(DefaultBodyLimit::max(super::asks::MAX_ASK_BODY)),
+        )
+        .route(
+            "/v1/pdc/asks/{owner}/{id}",
+            post(super::asks::answer)
+                .get(super::asks::ask_status)
+                .layer(DefaultBodyLimit::max(super::asks::MAX_ASK_BODY)),
+        )
         .layer(DefaultBodyLimit::max(MAX_OBJECT_BODY))
         .with_state((node, pdc))
 }
@@ -133,7 +149,7 @@ fn path_and_query(uri: &Uri) -> &str {
 }
 
 /// Checks the request's signature and returns the signer.
-fn signer(
+pub(super) fn signer(
     pdc: &Pdc,
     method: &Method,
     uri: &Uri,
@@ -153,7 +169,7 @@ fn signer(
 }
 
 /// Refuses anyone but the owner, saying why.
-fn require_owner(who: &AccountId, owner: &AccountId, why: &str) -> Result<(), Problem> {
+pub(super) fn require_owner(who: &AccountId, owner: &AccountId, why: &str) -> Result<(), Problem> {
     if who == owner {
         Ok(())
     } else {
@@ -161,7 +177,7 @@ fn require_owner(who: &AccountId, owner: &AccountId, why: &str) -> Result<(), Pr
     }
 }
 
-fn parse_account(s: &str) -> Result<AccountId, Problem> {
+pub(super) fn parse_account(s: &str) -> Result<AccountId, Problem> {
     s.parse()
         .map_err(|_| Problem::bad_request(format!("{s:?} is not an account (64 hex digits)")))
 }
