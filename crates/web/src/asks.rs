@@ -136,24 +136,9 @@ pub(crate) async fn ask_page(
     else {
         return not_a_listing(&web, who);
     };
-    page(
-        StatusCode::OK,
-        &AskPage {
-            title: "Ask the patient",
-            node_name: &web.node_name,
-            who,
-            csrf: session.csrf.clone(),
-            listing,
-            purpose,
-            categories: Category::ALL
-                .iter()
-                .map(|c| (c.as_str(), *c == Category::Conditions))
-                .collect(),
-            until: date_of_day(today().saturating_add(DEFAULT_ASK_DAYS)),
-            sent: None,
-            error: None,
-        },
-    )
+    let until = date_of_day(today().saturating_add(DEFAULT_ASK_DAYS));
+    let page = AskForm::page(&web, &session, listing, purpose, &until);
+    page.render(StatusCode::OK, |c| c == Category::Conditions)
 }
 
 #[derive(Deserialize)]
@@ -228,24 +213,47 @@ pub(crate) async fn ask(
         Err(ReadError::Refused { reason, .. }) => (StatusCode::FORBIDDEN, None, Some(reason)),
         Err(ReadError::Failed(e)) => (StatusCode::BAD_GATEWAY, None, Some(e)),
     };
-    page(
-        status,
-        &AskPage {
+    let page = AskPage {
+        sent,
+        error,
+        ..AskForm::page(&web, &session, listing, purpose, &form.until)
+    };
+    page.render(status, |c| form.checked(c))
+}
+
+impl AskForm {
+    /// The ask page for `listing`, nothing checked, nothing sent.
+    fn page<'a>(
+        web: &'a Web,
+        session: &crate::session::Session,
+        listing: Listing,
+        purpose: &'static str,
+        until: &str,
+    ) -> AskPage<'a> {
+        AskPage {
             title: "Ask the patient",
             node_name: &web.node_name,
-            who,
+            who: Some(Who::from(session)),
             csrf: session.csrf.clone(),
             listing,
             purpose,
-            categories: Category::ALL
-                .iter()
-                .map(|c| (c.as_str(), form.checked(*c)))
-                .collect(),
-            until: form.until.clone(),
-            sent,
-            error,
-        },
-    )
+            categories: Vec::new(),
+            until: until.to_string(),
+            sent: None,
+            error: None,
+        }
+    }
+}
+
+impl AskPage<'_> {
+    /// Renders the page with the categories `checked` says.
+    fn render(mut self, status: StatusCode, checked: impl Fn(Category) -> bool) -> Response {
+        self.categories = Category::ALL
+            .iter()
+            .map(|c| (c.as_str(), checked(*c)))
+            .collect();
+        page(status, &self)
+    }
 }
 
 /// One ask as the patient's inbox shows it.
