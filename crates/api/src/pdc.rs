@@ -358,3 +358,19 @@ pub struct Asks {
     /// The asks.
     pub asks: Vec<AskRecord>,
 }
+
+/// Something the patient is told by a node holding their data (`GET /app/patient/inbox`):
+/// e.g. that an organisation imported records on their behalf.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Notice {
+    /// The organisation that acted (its node's account).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub from: AccountId,
+    /// Who at the organisation acted.
+    pub staff: String,
+    /// What was done, in words.
+    pub message: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+}

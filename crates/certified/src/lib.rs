@@ -30,16 +30,21 @@ pub use checkpoint::{
     Checkpoint, CheckpointError, CosignPool, CosignRejected, Cosignature, CosignedCheckpoint,
 };
 
-/// The network's fingerprint: the first 32 hex digits of SHA-256 over `secnet/network/v1`,
-/// the chain id and the validators' keys (lower-case hex, sorted), each on its own line.
+/// The network's fingerprint: the first 32 hex digits of SHA-256 over `secnet/network/v2`,
+/// the chain id, and one line per validator (sorted): its key in lower-case hex, a space,
+/// and its name as the genesis gives it (maybe empty).
 ///
 /// A browser that pinned the validators shows the same value, so a patient can compare what
 /// their browser checks history against with what their hospital publishes.
 pub fn network_fingerprint(genesis: &secnet_types::Genesis) -> String {
     use sha2::{Digest as _, Sha256};
-    let mut keys: Vec<String> = genesis.validators.iter().map(|v| v.key.to_hex()).collect();
+    let mut keys: Vec<String> = genesis
+        .validators
+        .iter()
+        .map(|v| format!("{} {}", v.key.to_hex(), v.name))
+        .collect();
     keys.sort();
-    let mut text = format!("secnet/network/v1\n{}\n", genesis.chain_id);
+    let mut text = format!("secnet/network/v2\n{}\n", genesis.chain_id);
     for k in keys {
         text.push_str(&k);
         text.push('\n');

@@ -639,6 +639,43 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
     );
     assert!(read.contains("paid 10"), "{read}");
     screenshot(&c, "p3-clinician-reads").await;
+
+    // 3b. Dr Ada imports the record of a visit for the patient: held at Northside, owned by
+    // the patient, who is told.
+    let visit = d.join("visit.json");
+    std::fs::write(
+        &visit,
+        json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"fullUrl": "urn:uuid:p1", "resource": {"resourceType": "Patient", "id": "p1", "gender": "female"}},
+            {"fullUrl": "urn:uuid:c2", "resource": {"resourceType": "Condition", "id": "c2",
+                "subject": {"reference": "urn:uuid:p1"},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003", "display": "Hypertensive disorder"}]},
+                "onsetDateTime": "2026-11-30"}}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    c.goto(&format!("{hospital_a}/app/import")).await.unwrap();
+    type_into(&c, "#patient", &account).await;
+    c.find(Locator::Css("#bundle"))
+        .await
+        .unwrap()
+        .send_keys(path(&visit))
+        .await
+        .unwrap();
+    click(&c, "form[action='/app/import'] button[type=submit]").await;
+    c.wait()
+        .for_element(Locator::Css("#import-done"))
+        .await
+        .unwrap();
+    screenshot(&c, "p3b-imported-for-the-patient").await;
+    violations.extend(serious_violations(&c, &axe).await);
+    wait_page(
+        &c,
+        &format!("{hospital_a}/app/patient/records"),
+        "Hypertensive disorder",
+    )
+    .await;
     violations.extend(serious_violations(&c, &axe).await);
 
     // 4. The patient sees the delivery and is paid: 10, of which the holder keeps 10 %.
@@ -744,6 +781,10 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
         "{inbox}"
     );
     assert!(inbox.contains("Dr Bob"), "{inbox}");
+    assert!(
+        inbox.contains("Northside Hospital (Dr Ada) imported 2 records on your behalf"),
+        "{inbox}"
+    );
     screenshot(&c, "p5a-inbox").await;
     violations.extend(serious_violations(&c, &axe).await);
     click(&c, "button.deny").await;
@@ -962,6 +1003,7 @@ struct Served {
 struct Liar {
     history: std::sync::Mutex<Vec<secnet_web::services::HistoryItem>>,
     validators: std::sync::Mutex<Vec<secnet_types::AccountId>>,
+    names: std::sync::Mutex<Vec<secnet_web::services::Organisation>>,
 }
 
 const LIAR_CHAIN: &str = "liar-chain";
@@ -986,8 +1028,16 @@ impl secnet_web::Services for Liar {
     fn listings(&self) -> Vec<secnet_web::search::Listed> {
         Vec::new()
     }
-    fn validators(&self) -> Vec<secnet_types::AccountId> {
-        self.validators.lock().unwrap().clone()
+    fn organisations(&self) -> Vec<secnet_web::services::Organisation> {
+        self.names.lock().unwrap().clone()
+    }
+    fn validators(&self) -> Vec<(secnet_types::AccountId, String)> {
+        self.validators
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| (*v, String::new()))
+            .collect()
     }
     fn account(
         &self,
@@ -1180,6 +1230,7 @@ async fn a_node_that_lies_about_a_patients_history_is_caught_in_the_browser() {
     let liar = std::sync::Arc::new(Liar {
         history: std::sync::Mutex::new(truth.clone()),
         validators: std::sync::Mutex::new(validators.clone()),
+        names: std::sync::Mutex::new(Vec::new()),
     });
     let dir = tempfile::tempdir().unwrap();
     let web = secnet_web::Web::open(dir.path(), "Liar Clinic", liar.clone()).unwrap();
@@ -1276,7 +1327,7 @@ async fn a_node_that_lies_about_a_patients_history_is_caught_in_the_browser() {
     *liar.history.lock().unwrap() = truth.clone();
     {
         let mut s = served.lock().unwrap();
-        s.leaves = truth.iter().map(|i| i.entry.to_bytes()).collect();
+        s.leaves[2] = truth[2].entry.to_bytes();
         s.cosigners = 2;
     }
     c.goto(&history).await.unwrap();
@@ -1286,8 +1337,57 @@ async fn a_node_that_lies_about_a_patients_history_is_caught_in_the_browser() {
         "{said}"
     );
 
-    // 4. A node that names validators of its own (which cosign anything it likes).
+    // 4. Rows that say what their entries say, but credit the access to a famous name, show
+    // an entry twice, or slip in another patient's payment.
     served.lock().unwrap().cosigners = 4;
+    let hospital = secnet_types::Keypair::deterministic("hospital", 1).account();
+    *liar.names.lock().unwrap() = vec![secnet_web::services::Organisation {
+        account: hospital,
+        name: "Famous Clinic".into(),
+    }];
+    c.goto(&history).await.unwrap();
+    wait_verification_error(&c).await;
+    let cells = proof_cells(&c).await;
+    assert!(
+        cells
+            .iter()
+            .all(|c| c.starts_with("verification failed: the entry is by account ")),
+        "{cells:?}"
+    );
+    liar.names.lock().unwrap().clear();
+    let other_patient = secnet_types::Keypair::deterministic("patient", 9).account();
+    let mut theirs = truth[0].clone();
+    if let LogEntry::Payment { owner, .. } = &mut theirs.entry {
+        *owner = other_patient;
+    }
+    theirs.index = 3;
+    {
+        let mut s = served.lock().unwrap();
+        let leaf = theirs.entry.to_bytes();
+        s.log.append(&leaf);
+        s.leaves.push(leaf);
+    }
+    {
+        let mut h = liar.history.lock().unwrap();
+        h.push(theirs);
+        let again = h[1].clone();
+        h.push(again);
+    }
+    c.goto(&history).await.unwrap();
+    let said = wait_verification_error(&c).await;
+    assert!(said.contains("FAILED"), "{said}");
+    let cells = proof_cells(&c).await;
+    assert!(
+        cells.contains(&"verification failed: the entry is shown twice".to_string()),
+        "{cells:?}"
+    );
+    assert!(
+        cells.contains(&"verification failed: the entry is about another patient".to_string()),
+        "{cells:?}"
+    );
+    *liar.history.lock().unwrap() = truth.clone();
+
+    // 5. A node that names validators of its own (which cosign anything it likes).
     *liar.validators.lock().unwrap() = (0..4)
         .map(|i| secnet_types::Keypair::deterministic("sybil", i).account())
         .collect();

@@ -90,11 +90,14 @@ impl LogSubject {
                 LogSubject::Requester(*requester),
             ],
             LogEntry::Access { entry, .. } => {
-                let mut out = vec![
-                    LogSubject::Data(entry.data),
-                    LogSubject::Requester(entry.requester),
-                ];
-                out.extend(entry.grant.map(LogSubject::Grant));
+                let mut out = vec![LogSubject::Data(entry.data)];
+                // Only an access presenting a grant is the requester's own: the contract
+                // checks that grant was issued to it. Without one, any holder of any listing
+                // could write entries naming anyone as requester.
+                if let Some(grant) = entry.grant {
+                    out.push(LogSubject::Grant(grant));
+                    out.push(LogSubject::Requester(entry.requester));
+                }
                 out
             }
             LogEntry::Emergency {

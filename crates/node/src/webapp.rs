@@ -5,7 +5,7 @@
 
 use crate::backend::Backend;
 use crate::pdc::Pdc;
-use secnet_api::pdc::{AccessAsk, AskRecord};
+use secnet_api::pdc::{AccessAsk, AskRecord, Notice};
 use secnet_api::txs::TxStatus;
 use secnet_types::{AccountId, Call, Event, Genesis, Hash, Outcome};
 use secnet_web::services::{
@@ -374,8 +374,12 @@ impl Services for WebServices {
             .unwrap_or_default()
     }
 
-    fn validators(&self) -> Vec<AccountId> {
-        self.genesis.validators.iter().map(|v| v.key).collect()
+    fn validators(&self) -> Vec<(AccountId, String)> {
+        self.genesis
+            .validators
+            .iter()
+            .map(|v| (v.key, v.name.clone()))
+            .collect()
     }
 
     fn organisations(&self) -> Vec<Organisation> {
@@ -433,6 +437,29 @@ impl Services for WebServices {
 
     fn asks(&self, owner: &AccountId) -> Result<Vec<AskRecord>, String> {
         self.pdc.asks_of(owner).map_err(|p| p.detail().to_string())
+    }
+
+    fn import_for(&self, owner: &AccountId, staff: &str, bundle: &[u8]) -> Result<String, String> {
+        let imported = self
+            .pdc
+            .import_for(&*self.node, owner, staff, bundle)
+            .map_err(|p| p.detail().to_string())?;
+        Ok(format!(
+            "{} records stored for {owner}: {}",
+            imported.objects.len(),
+            imported
+                .counts
+                .iter()
+                .map(|(kind, n)| format!("{n} {kind}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
+    fn notices(&self, owner: &AccountId) -> Result<Vec<Notice>, String> {
+        self.pdc
+            .notices_of(owner)
+            .map_err(|p| p.detail().to_string())
     }
 
     fn ask(&self, ask: AccessAsk) -> BoxFuture<'_, Result<AskRecord, ReadError>> {

@@ -768,7 +768,14 @@ async fn organisations_ask_patients_and_only_the_patient_answers() {
                 staff: "Dr\u{7}Bob".into(),
                 ..ask(held)
             },
-            "control characters",
+            "control or invisible",
+        ),
+        (
+            AccessAsk {
+                reason: "follow-up \u{202E}evil\u{202C} of care".into(),
+                ..ask(held)
+            },
+            "control or invisible",
         ),
     ] {
         let (status, b) = post(&c, &riverside, asks_path.clone(), body(&bad)).await;

@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod fhir;
 pub mod ids;
 pub mod import;
+pub mod notices;
 pub mod record;
 pub mod store;
 

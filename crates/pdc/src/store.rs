@@ -254,6 +254,7 @@ impl Store {
             w.open_table(AGENTS).map_err(db_err)?;
             w.open_multimap_table(HELD).map_err(db_err)?;
             w.open_table(crate::asks::ASKS).map_err(db_err)?;
+            w.open_table(crate::notices::NOTICES).map_err(db_err)?;
             w.commit().map_err(db_err)?;
         }
         let store = Store {

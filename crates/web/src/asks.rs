@@ -278,7 +278,16 @@ struct InboxPage<'a> {
     who: Option<Who>,
     account: String,
     rows: Vec<InboxRow>,
+    notices: Vec<NoticeRow>,
     error: Option<String>,
+}
+
+/// Something the patient was told, as the inbox shows it.
+pub(crate) struct NoticeRow {
+    pub(crate) when: String,
+    pub(crate) organisation: String,
+    pub(crate) staff: String,
+    pub(crate) message: String,
 }
 
 fn inbox_row(r: &AskRecord, organisations: &[crate::services::Organisation]) -> InboxRow {
@@ -328,12 +337,25 @@ pub(crate) async fn inbox(State(web): WebState, headers: HeaderMap) -> Response 
     };
     let owner = session.member.account;
     let organisations = web.services.organisations();
-    let (rows, error) = match blocking(&web, move |w| w.services.asks(&owner)).await {
-        Ok(asks) => (
+    let found = blocking(&web, move |w| {
+        Ok((w.services.asks(&owner)?, w.services.notices(&owner)?))
+    })
+    .await;
+    let (rows, notices, error) = match found {
+        Ok((asks, notices)) => (
             asks.iter().map(|r| inbox_row(r, &organisations)).collect(),
+            notices
+                .iter()
+                .map(|n| NoticeRow {
+                    when: utc(n.at_ms),
+                    organisation: name_of(&organisations, &n.from),
+                    staff: n.staff.clone(),
+                    message: n.message.clone(),
+                })
+                .collect(),
             None,
         ),
-        Err(e) => (Vec::new(), Some(e)),
+        Err(e) => (Vec::new(), Vec::new(), Some(e)),
     };
     page(
         StatusCode::OK,
@@ -343,6 +365,7 @@ pub(crate) async fn inbox(State(web): WebState, headers: HeaderMap) -> Response 
             who: Some(Who::from(&session)),
             account: session.member.hex.clone(),
             rows,
+            notices,
             error,
         },
     )

@@ -11,6 +11,7 @@
 mod asks;
 mod audit;
 pub mod consent;
+mod import;
 pub mod log_view;
 pub mod patient;
 mod patient_pages;
@@ -199,6 +200,12 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/app/ask", get(asks::ask_page).post(asks::ask))
         .route("/app/read", post(reading::read))
         .route(
+            "/app/import",
+            get(import::import_page)
+                .post(import::import)
+                .layer(DefaultBodyLimit::max(import::MAX_IMPORT_BYTES)),
+        )
+        .route(
             "/app/emergency",
             get(reading::emergency_page).post(reading::emergency),
         )
@@ -235,6 +242,7 @@ pub(crate) struct Who {
     display_name: String,
     csrf: String,
     is_admin: bool,
+    is_clinician: bool,
     is_patient: bool,
 }
 
@@ -244,6 +252,7 @@ impl From<&Session> for Who {
             display_name: s.member.display_name.clone(),
             csrf: s.csrf.clone(),
             is_admin: s.member.role == Role::Admin,
+            is_clinician: s.member.role == Role::Clinician,
             is_patient: false,
         }
     }
@@ -255,6 +264,7 @@ impl From<&Session<patient::Patient>> for Who {
             display_name: format!("patient {}", s.member.hex.get(..8).unwrap_or("")),
             csrf: s.csrf.clone(),
             is_admin: false,
+            is_clinician: false,
             is_patient: true,
         }
     }

@@ -1,11 +1,14 @@
 //! Access-log entries as people read them, and the claim each row makes about its entry.
 //!
-//! A row's *claim* is a one-line canonical summary of the log leaf it was drawn from:
-//! every field the row's text is derived from. The browser fetches the leaf with its
-//! inclusion proof, checks the proof against a checkpoint cosigned by a quorum of the
-//! validators it pinned, decodes the leaf itself and rebuilds the claim; the row is shown as
-//! verified only if the two are equal (`static/patient.js`, `verifyLog`). So a node that
-//! alters, moves or invents a row is caught, whatever it renders.
+//! A row's *claim* is a one-line canonical summary of the log leaf it was drawn from: the
+//! leaf's fields the row shows (kind, height, accounts, data, decision, score, times,
+//! amounts, purpose, reason). The browser fetches the leaf with its inclusion proof, checks
+//! the proof against a checkpoint cosigned by a quorum of the validators it pinned, decodes
+//! the leaf itself and rebuilds the claim; a row is shown as verified only if the two are
+//! equal, the organisation it names is the one the pinned genesis names for the claim's
+//! account, an emergency or payment names this patient as owner, and no entry is shown
+//! twice (`static/patient.js`, `verifyLog`). What the log does not hold — block times,
+//! descriptions of the data — is the node's word, and a node can leave entries out.
 
 use crate::consent::date_of_day;
 use crate::services::{HistoryItem, Organisation, name_of};
@@ -41,9 +44,9 @@ pub(crate) fn words(name: &str) -> String {
 /// The canonical summary of a log entry that the browser rebuilds from the leaf bytes.
 ///
 /// ```text
-/// grant h=<height> by=<requester> data=<hash> until=<ms>
+/// grant h=<height> by=<requester> data=<hash> until=<ms> purpose=<JSON string>
 /// access h=<height> by=<requester> data=<hash> decision=<byte> score=<ppm> at=<ms>
-/// emergency h=<height> by=<requester> owner=<account>
+/// emergency h=<height> by=<requester> owner=<account> reason=<JSON string>
 /// payment h=<height> by=<consumer> data=<hash> holder=<account> holder_amount=<n> owner=<account> owner_amount=<n>
 /// ```
 ///
@@ -56,8 +59,12 @@ pub fn claim(entry: &LogEntry) -> String {
             data,
             requester,
             expires_at_ms,
+            purpose,
             ..
-        } => format!("grant h={height} by={requester} data={data} until={expires_at_ms}"),
+        } => format!(
+            "grant h={height} by={requester} data={data} until={expires_at_ms} purpose={}",
+            json_text(purpose)
+        ),
         LogEntry::Access { height, entry, .. } => {
             let decision = match entry.decision {
                 AccessDecision::Delivered => 0u8,
@@ -72,8 +79,12 @@ pub fn claim(entry: &LogEntry) -> String {
             height,
             requester,
             owner,
+            reason,
             ..
-        } => format!("emergency h={height} by={requester} owner={owner}"),
+        } => format!(
+            "emergency h={height} by={requester} owner={owner} reason={}",
+            json_text(reason)
+        ),
         LogEntry::Payment {
             height,
             data,
@@ -88,6 +99,11 @@ pub fn claim(entry: &LogEntry) -> String {
              holder_amount={holder_amount} owner={owner} owner_amount={owner_amount}"
         ),
     }
+}
+
+/// A text as a JSON string (what `JSON.stringify` gives for the same text).
+fn json_text(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
 }
 
 /// Whose eyes a row is written for.

@@ -295,6 +295,7 @@ struct ConsentQuery {
 /// What the consent form shows of the ask it answers.
 struct Asked {
     id: String,
+    requester: String,
     organisation: String,
     staff: String,
     reason: String,
@@ -388,6 +389,7 @@ async fn consent_page(
                 .unwrap_or_else(|| date_of_day(today.saturating_add(365))),
             asked: ask.as_ref().map(|a| Asked {
                 id: a.id.to_string(),
+                requester: a.requester.to_string(),
                 organisation: name_of(&organisations, &a.requester),
                 staff: a.ask.staff.clone(),
                 reason: a.ask.reason.clone(),
@@ -675,25 +677,34 @@ struct HistoryPage<'a> {
     verify: VerifyAttrs,
 }
 
-/// What the page's script needs to verify rows: the network's chain id and validators,
-/// which it pins on first use and compares every later visit against.
+/// What the page's script needs to verify rows: the network's chain id, validators and
+/// their genesis names, which it pins on first use and compares every later visit against.
 #[derive(Debug, Clone)]
 pub(crate) struct VerifyAttrs {
     pub(crate) chain_id: String,
+    /// The validators' keys, hex, comma-separated.
     pub(crate) validators: String,
+    /// Their names, a JSON array in the same order.
+    pub(crate) names: String,
 }
 
 impl VerifyAttrs {
     pub(crate) fn of(web: &Web) -> VerifyAttrs {
+        let validators = web.services.validators();
         VerifyAttrs {
             chain_id: web.services.chain_id(),
-            validators: web
-                .services
-                .validators()
+            validators: validators
                 .iter()
-                .map(|v| v.to_string())
+                .map(|(k, _)| k.to_string())
                 .collect::<Vec<_>>()
                 .join(","),
+            names: serde_json::to_string(
+                &validators
+                    .iter()
+                    .map(|(_, n)| n.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_else(|_| "[]".into()),
         }
     }
 }

@@ -93,8 +93,9 @@ pub trait Services: Send + Sync + 'static {
     /// Every listing of user data.
     fn listings(&self) -> Vec<Listed>;
 
-    /// The genesis validators, whose cosignatures certify the access log.
-    fn validators(&self) -> Vec<AccountId> {
+    /// The genesis validators, whose cosignatures certify the access log, with their names
+    /// as the genesis gives them (maybe empty).
+    fn validators(&self) -> Vec<(AccountId, String)> {
         Vec::new()
     }
 
@@ -154,6 +155,22 @@ pub trait Services: Send + Sync + 'static {
         _ask: secnet_api::pdc::AccessAsk,
     ) -> BoxFuture<'_, Result<secnet_api::pdc::AskRecord, ReadError>> {
         Box::pin(async { Err(ReadError::Failed("this node cannot ask".into())) })
+    }
+
+    /// Imports a FHIR Bundle for `owner` as this organisation (its staff member `staff`):
+    /// held here, owned by the patient, who is told. What was stored, in words (blocking).
+    fn import_for(
+        &self,
+        _owner: &AccountId,
+        _staff: &str,
+        _bundle: &[u8],
+    ) -> Result<String, String> {
+        Err("this node keeps no records".into())
+    }
+
+    /// What `owner` has been told by this node, newest first (blocking).
+    fn notices(&self, _owner: &AccountId) -> Result<Vec<secnet_api::pdc::Notice>, String> {
+        Ok(Vec::new())
     }
 
     /// Emergency access to the records `owner` stores here: first the ledger records, as

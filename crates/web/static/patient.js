@@ -389,6 +389,9 @@
         audience: f.get('audience'), categories: f.getAll('categories'), purposes: f.getAll('purposes'),
         until: f.get('until'), price: f.get('price'),
       };
+      if (f.get('ask') && terms.audience !== f.get('asked_by')) {
+        throw new Error('this answers the request of another organisation: choose it, or open the consent form from the menu to consent to someone else');
+      }
       await prepare('/app/patient/consent/prepare', terms);
       answering = f.get('ask') ? { id: f.get('ask'), categories: terms.categories, purposes: terms.purposes, until: terms.until } : null;
     }));
@@ -417,23 +420,31 @@
   // the patient can compare it with the one their hospital publishes.
   const loadNetwork = () => store('readonly', (s) => s.get('network'));
   const saveNetwork = (n) => store('readwrite', (s) => s.put(n, 'network'));
-  // SHA-256 of `secnet/network/v1`, the chain id and the sorted validator keys, one per line;
-  // the first 32 hex digits (as `secnet_certified::network_fingerprint`).
-  const fingerprint = async (chain, validators) => hex(await sha256(enc.encode(
-    `secnet/network/v1\n${chain}\n${[...validators].sort().join('\n')}\n`))).slice(0, 32);
+  // SHA-256 of `secnet/network/v2`, the chain id and one line per validator, sorted: its key
+  // and its genesis name; the first 32 hex digits (as `secnet_certified::network_fingerprint`).
+  const fingerprint = async (n) => hex(await sha256(enc.encode(
+    `secnet/network/v2\n${n.chain}\n${n.validators.map((v, i) => `${v} ${n.names[i]}\n`).sort().join('')}`))).slice(0, 32);
+  const sameNetwork = (a, b) => a.chain === b.chain
+    && JSON.stringify(a.validators.map((v, i) => [v, a.names[i]]).sort())
+      === JSON.stringify(b.validators.map((v, i) => [v, b.names[i]]).sort());
   const pinnedNetwork = async () => {
     const offered = { chain: app.dataset.chain, validators: app.dataset.validators.split(',').filter((v) => v) };
-    if (offered.validators.some((v) => !/^[0-9a-f]{64}$/.test(v))) throw new Error('the node named validators that are not keys');
+    try { offered.names = JSON.parse(app.dataset.names); } catch (e) { offered.names = null; }
+    if (!Array.isArray(offered.names) || offered.names.length !== offered.validators.length
+        || offered.names.some((n) => typeof n !== 'string')) {
+      throw new Error('the node named its validators without their names');
+    }
+    if (offered.validators.some((v) => !/^[0-9a-f]{64}$/.test(v)) || new Set(offered.validators).size !== offered.validators.length) {
+      throw new Error('the node named validators that are not distinct keys');
+    }
     const pinned = await loadNetwork();
-    if (!pinned) {
+    if (!pinned || !Array.isArray(pinned.names)) {
       await saveNetwork({ ...offered, since: new Date().toISOString() });
       return { ...offered, fresh: true };
     }
-    const same = pinned.chain === offered.chain
-      && [...pinned.validators].sort().join() === [...offered.validators].sort().join();
-    if (!same) {
+    if (!sameNetwork(pinned, offered)) {
       throw new Error(`this node names another network than the one your browser pinned on ${pinned.since}: `
-        + 'its history cannot be checked here. If your hospital moved to a new network, forget this browser\'s key and restore your backup.');
+        + 'do not trust its account of your data, and ask your hospital which network fingerprint is theirs');
     }
     return pinned;
   };
@@ -515,7 +526,7 @@
     const u32 = () => new DataView(take(4).buffer).getUint32(0);
     const u64s = () => new DataView(take(8).buffer).getBigUint64(0).toString();
     const h = () => hex(take(32));
-    const skipString = () => {
+    const text = () => {
       let len = 0;
       for (let shift = 1, i = 0; ; shift *= 128, i++) {
         const b = u8();
@@ -523,15 +534,15 @@
         if (b < 0x80) break;
         if (i === 4) throw new Error('a length in the log entry is too long');
       }
-      take(len);
+      return JSON.stringify(new TextDecoder('utf-8', { fatal: true }).decode(take(len)));
     };
     if (u8() !== 1) throw new Error('the log entry has an unknown format version');
     const tag = u8();
     let claim;
     if (tag === 0) {
       const height = u64s(); h(); h();
-      const data = h(); const by = h(); h(); skipString();
-      claim = `grant h=${height} by=${by} data=${data} until=${u64s()}`;
+      const data = h(); const by = h(); h(); const purpose = text();
+      claim = `grant h=${height} by=${by} data=${data} until=${u64s()} purpose=${purpose}`;
     } else if (tag === 1) {
       const height = u64s(); h(); h();
       const data = h();
@@ -542,8 +553,8 @@
       claim = `access h=${height} by=${by} data=${data} decision=${decision} score=${score} at=${atMs}`;
     } else if (tag === 2) {
       const height = u64s(); h();
-      const by = h(); const owner = h(); skipString();
-      claim = `emergency h=${height} by=${by} owner=${owner}`;
+      const by = h(); const owner = h(); const reason = text();
+      claim = `emergency h=${height} by=${by} owner=${owner} reason=${reason}`;
     } else if (tag === 3) {
       const height = u64s(); h();
       const data = h(); const by = h(); const holder = h(); const holderAmount = u64s();
@@ -555,11 +566,36 @@
     if (at !== leaf.length) throw new Error('the log entry has trailing bytes');
     return claim;
   };
+  // What the row must also get right beyond its claim: the organisation it names (as the
+  // pinned genesis names the claim's account), whose data it is, and whether an emergency was
+  // declared by an organisation. An error says what the row got wrong.
+  const checkRow = (cell, claim, network) => {
+    const kind = claim.split(' ')[0];
+    const by = (claim.match(/ by=([0-9a-f]{64})/) || [])[1];
+    const owner = (claim.match(/ owner=([0-9a-f]{64})/) || [])[1];
+    if ((kind === 'emergency' || kind === 'payment') && owner !== app.dataset.account) {
+      throw new Error('the entry is about another patient');
+    }
+    const at = network.validators.indexOf(by);
+    const name = at >= 0 ? (network.names[at] || `node ${by.slice(0, 8)}`) : `account ${by.slice(0, 8)}`;
+    const who = cell.parentElement.querySelector('td.who');
+    if (!who || who.textContent.trim() !== name) throw new Error(`the entry is by ${name}, not as the row says`);
+    if (kind === 'emergency' && (at >= 0) !== cell.parentElement.classList.contains('emergency')) {
+      throw new Error('the row misstates whether an organisation declared the emergency');
+    }
+  };
+  const ATTEMPTS = 20;
   const verifyLog = async () => {
     const cells = [...document.querySelectorAll('td.proof')];
     const summary = $('verify-summary');
     const network = await pinnedNetwork();
-    $('network-fingerprint').textContent = await fingerprint(network.chain, network.validators);
+    const print = await fingerprint(network);
+    $('network-fingerprint').textContent = print;
+    if (network.fresh) {
+      $('pin-notice').textContent = `This browser has just pinned network ${print}: it will check this and every later `
+        + 'visit against it. Compare it with the fingerprint your hospital publishes before you rely on it.';
+      $('pin-notice').hidden = false;
+    }
     if (!cells.length) { summary.textContent = 'There is nothing to check yet.'; return; }
     const mark = (cell, text, cls, title) => {
       cell.textContent = text;
@@ -567,17 +603,32 @@
       cell.parentElement.classList.toggle('unverified', cls === 'failed');
       if (title) cell.title = title;
     };
-    const checked = new Map();
-    for (let attempt = 0; ; attempt++) {
+    // Each entry once per table: a row repeated would count twice.
+    const seen = new Map();
+    for (const cell of cells) {
+      const table = cell.closest('table').id;
+      const index = cell.dataset.index;
+      const key = `${table}/${index}`;
+      if (!/^(0|[1-9][0-9]{0,14})$/.test(index)) mark(cell, 'verification failed: not a log entry', 'failed');
+      else if (seen.has(key)) mark(cell, 'verification failed: the entry is shown twice', 'failed');
+      seen.set(key, true);
+    }
+    const claims = new Map();
+    let head = null;
+    for (let attempt = 1; ; attempt++) {
       const r = await fetch('/v1/checkpoint');
-      const head = r.ok ? await verifyCheckpoint((await r.json()).note, network) : null;
+      head = r.ok ? await verifyCheckpoint((await r.json()).note, network) : null;
       let waiting = 0;
       for (const cell of cells) {
         if (cell.classList.contains('verified') || cell.classList.contains('failed')) continue;
         const index = Number(cell.dataset.index);
-        if (!head || index >= head.size) { waiting++; mark(cell, 'awaiting cosignature', 'waiting'); continue; }
+        if (!head || index >= head.size) {
+          if (attempt < ATTEMPTS) { waiting++; mark(cell, 'awaiting cosignature', 'waiting'); continue; }
+          mark(cell, 'verification failed: the validators never cosigned a log with this entry', 'failed');
+          continue;
+        }
         try {
-          if (!checked.has(index)) {
+          if (!claims.has(index)) {
             const p = await fetch(`/v1/log/${index}?size=${head.size}`);
             if (!p.ok) throw new Error(await problem(p));
             const proof = await p.json();
@@ -586,15 +637,25 @@
             const leafHash = await sha256(concat(new Uint8Array([0]), leaf));
             const root = await inclusionRoot(leafHash, index, head.size, proof.audit_path.map(unhex));
             if (!sameBytes(root, head.root)) throw new Error('the entry is not in the cosigned log');
-            checked.set(index, claimOf(leaf));
+            claims.set(index, claimOf(leaf));
           }
-          if (checked.get(index) !== cell.dataset.claim) throw new Error('the row does not say what the log entry says');
+          const claim = claims.get(index);
+          if (claim !== cell.dataset.claim) throw new Error('the row does not say what the log entry says');
+          checkRow(cell, claim, network);
           mark(cell, 'verified', 'verified',
-            `entry ${index} of the access log of ${head.size} entries cosigned by ${head.signers} of ${head.of} validators`);
+            `entry ${index} of the access log of ${head.size} entries cosigned by ${head.signers} of ${head.of} validators; `
+            + 'the time shown is the node\'s, the block height is checked');
         } catch (e) {
           mark(cell, `verification failed: ${e.message}`, 'failed');
         }
       }
+      // The rewards shown must be the sum of the verified payments to this patient.
+      const paid = cells.filter((c) => c.closest('table').id === 'statement' && c.classList.contains('verified'))
+        .reduce((sum, c) => sum + BigInt((c.dataset.claim.match(/ owner_amount=([0-9]+)/) || [0, 0])[1]), 0n);
+      const total = $('rewards-total');
+      const payments = cells.filter((c) => c.closest('table').id === 'statement');
+      const rewardsWrong = !waiting && total && payments.every((c) => c.classList.contains('verified'))
+        && total.textContent.trim() !== paid.toString();
       // A payment shows in the timeline and in the statement: count entries, not cells.
       const entries = (cls) => new Set(cells.filter((c) => !cls || c.classList.contains(cls)).map((c) => c.dataset.index)).size;
       const failed = entries('failed');
@@ -602,9 +663,10 @@
       summary.textContent = `${verified} of ${entries()} entries verified against the log head `
         + `${head ? `of ${head.size} entries cosigned by ${head.signers} of ${head.of} validators` : 'once the validators cosign one'}`
         + `${failed ? `; ${failed} FAILED verification: do not trust this node's account of your data` : ''}`
+        + `${rewardsWrong ? `; the rewards shown are not the ${paid} the verified payments add up to` : ''}`
         + `${waiting ? `; ${entries('waiting')} awaiting the validators' cosignature` : ''}.`;
-      summary.className = failed ? 'error' : (waiting ? '' : 'ok');
-      if (!waiting || attempt >= 20) break;
+      summary.className = failed || rewardsWrong ? 'error' : (waiting ? '' : 'ok');
+      if (!waiting) break;
       await new Promise((resolve) => setTimeout(resolve, 3000));
     }
   };

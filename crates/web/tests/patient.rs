@@ -14,7 +14,7 @@ mod common;
 
 use reqwest::StatusCode;
 use reqwest::header::{LOCATION, SET_COOKIE};
-use secnet_api::pdc::{AccessAsk, AskAnswer, AskDecision, AskRecord};
+use secnet_api::pdc::{AccessAsk, AskAnswer, AskDecision, AskRecord, Notice};
 use secnet_contract::LogEntry;
 use secnet_types::{AccessDecision, AccessEntry, AccountId, Hash, Keypair, RefusalReason};
 use secnet_web::patient::{SIGN_IN_NAMESPACE, sign_in_message};
@@ -49,6 +49,7 @@ struct Clinic {
     policy: String,
     prices_read: Mutex<Vec<u64>>,
     asked: Mutex<Vec<AccessAsk>>,
+    imported: Mutex<Vec<(AccountId, String, Vec<u8>)>>,
 }
 
 impl Clinic {
@@ -229,14 +230,43 @@ impl Services for Clinic {
     fn trail(&self, _: &AccountId, _: usize) -> Result<Vec<HistoryItem>, String> {
         Ok(Clinic::fixed_history())
     }
-    fn validators(&self) -> Vec<AccountId> {
-        vec![me(), other_hospital()]
+    fn validators(&self) -> Vec<(AccountId, String)> {
+        vec![
+            (me(), "Northside Hospital".into()),
+            (other_hospital(), "Riverside Hospital".into()),
+        ]
     }
     fn asks(&self, owner: &AccountId) -> Result<Vec<AskRecord>, String> {
         Ok(Clinic::fixed_asks()
             .into_iter()
             .filter(|a| a.owner == *owner)
             .collect())
+    }
+    fn import_for(&self, owner: &AccountId, staff: &str, bundle: &[u8]) -> Result<String, String> {
+        let parsed: Value =
+            serde_json::from_slice(bundle).map_err(|e| format!("the Bundle is not JSON: {e}"))?;
+        if parsed["resourceType"] != "Bundle" {
+            return Err("resourceType must be Bundle".into());
+        }
+        self.imported
+            .lock()
+            .unwrap()
+            .push((*owner, staff.to_string(), bundle.to_vec()));
+        Ok(format!(
+            "2 records stored for {owner}: 1 Condition, 1 Patient"
+        ))
+    }
+    fn notices(&self, owner: &AccountId) -> Result<Vec<Notice>, String> {
+        Ok(if *owner == patient().account() {
+            vec![Notice {
+                from: me(),
+                staff: "Dr <b>Ada</b>".into(),
+                message: "imported 2 records on your behalf (1 Condition, 1 Patient)".into(),
+                at_ms: 1_800_000_006_000,
+            }]
+        } else {
+            Vec::new()
+        })
     }
     fn ask(&self, ask: AccessAsk) -> BoxFuture<'_, Result<AskRecord, ReadError>> {
         self.asked.lock().unwrap().push(ask.clone());
@@ -299,6 +329,7 @@ async fn app() -> App {
         policy: "@id(\"mine\")\npermit (principal == SecNet::User::\"aa\", action == SecNet::Action::\"read\", resource);\n".into(),
         prices_read: Mutex::new(Vec::new()),
         asked: Mutex::new(Vec::new()),
+        imported: Mutex::new(Vec::new()),
     });
     let web = Web::open(dir.path(), "Northside Hospital", clinic.clone()).unwrap();
     web.staff()
@@ -732,7 +763,8 @@ async fn the_history_names_who_saw_what_and_why() {
     }
     assert!(
         page.contains(&format!(
-            "data-chain=\"test-chain\" data-validators=\"{},{}\"",
+            "data-chain=\"test-chain\" data-validators=\"{},{}\" \
+             data-names=\"[&#34;Northside Hospital&#34;,&#34;Riverside Hospital&#34;]\"",
             me(),
             other_hospital()
         )),
@@ -957,6 +989,9 @@ async fn the_patient_sees_requests_and_answers_them_from_a_prefilled_consent_for
         "answered once: {page}"
     );
     assert!(page.contains("you denied it"), "{page}");
+    // What was done on the patient's behalf, as text.
+    assert!(page.contains("Dr &#60;b&#62;Ada&#60;/b&#62;"), "{page}");
+    assert!(page.contains("imported 2 records on your behalf"), "{page}");
 
     // Approving opens the consent form filled in with the ask.
     let (_, form) = app
@@ -1098,4 +1133,107 @@ async fn staff_ask_a_patient_for_what_their_role_may_use() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(app.clinic.asked.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn clinicians_import_a_patients_bundle_on_their_behalf() {
+    let app = app().await;
+    let (session, csrf) = app.staff_session("dr.ada").await;
+    let cookie = format!("{SESSION}={session}");
+    let r = app
+        .http
+        .get(format!("{}/app/import", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("enctype=\"multipart/form-data\"")
+    );
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": []}).to_string();
+    let post = |csrf: &str, patient: &str, bundle: Vec<u8>, cookie: &str| {
+        let form = reqwest::multipart::Form::new()
+            .text("csrf", csrf.to_string())
+            .text("patient", patient.to_string())
+            .part(
+                "bundle",
+                reqwest::multipart::Part::bytes(bundle).file_name("bundle.json"),
+            );
+        app.http
+            .post(format!("{}/app/import", app.base))
+            .header("cookie", cookie.to_string())
+            .multipart(form)
+            .send()
+    };
+    let owner = patient().account().to_string();
+    // Without the session's token, for a malformed account, with a malformed Bundle, too
+    // large: nothing is stored, and the page says why.
+    let r = post("", &owner, bundle.clone().into_bytes(), &cookie)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = post(&csrf, "patient-1", bundle.clone().into_bytes(), &cookie)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("64 hex digits"));
+    let r = post(&csrf, &owner, b"{not json".to_vec(), &cookie)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Nothing was stored: the Bundle is not JSON")
+    );
+    let r = post(&csrf, &owner, vec![b' '; 5 * 1024 * 1024], &cookie)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            r.status(),
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE
+        ),
+        "{}",
+        r.status()
+    );
+    assert!(app.clinic.imported.lock().unwrap().is_empty());
+    // Imported, by the clinician, for the patient.
+    let r = post(&csrf, &owner, bundle.clone().into_bytes(), &cookie)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("The patient is told in their inbox")
+    );
+    let imported = app.clinic.imported.lock().unwrap().clone();
+    assert_eq!(imported.len(), 1);
+    assert_eq!(
+        (
+            imported[0].0,
+            imported[0].1.as_str(),
+            imported[0].2.as_slice()
+        ),
+        (patient().account(), "Dr Ada", bundle.as_bytes())
+    );
+    // Only clinicians import.
+    let (admin, admin_csrf) = app.staff_session("admin").await;
+    let r = post(
+        &admin_csrf,
+        &owner,
+        bundle.into_bytes(),
+        &format!("{SESSION}={admin}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.clinic.imported.lock().unwrap().len(), 1);
 }

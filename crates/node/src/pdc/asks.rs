@@ -16,7 +16,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use secnet_api::pdc::{AccessAsk, AskAnswer, AskDecision, AskRecord, Asks};
+use secnet_api::pdc::{AccessAsk, AskAnswer, AskDecision, AskRecord, Asks, Notice};
 use secnet_pdc::asks::{AskError, StoredAsk};
 use secnet_types::{AccountId, Hash};
 use secnet_web::consent::{Category, PURPOSES, day_of_date};
@@ -68,9 +68,15 @@ fn check_text(
             chars.end()
         )));
     }
-    if value.chars().any(char::is_control) {
+    // Control characters, and the invisible ones that reorder or hide text (bidirectional
+    // overrides, zero-width characters), which would let an asker disguise what it says.
+    let invisible = |c: char| {
+        matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    };
+    if value.chars().any(|c| c.is_control() || invisible(c)) {
         return Err(Problem::bad_request(format!(
-            "{field} must not contain control characters"
+            "{field} must not contain control or invisible characters"
         )));
     }
     Ok(())
@@ -342,6 +348,58 @@ impl super::Pdc {
             .map_err(store_problem)?
             .iter()
             .map(|(_, a)| record_of(a))
+            .collect()
+    }
+}
+
+impl super::Pdc {
+    /// Imports the FHIR Bundle `bundle` for `owner` as this node, on behalf of its
+    /// organisation (staff member `staff`, authenticated by the application): held here,
+    /// owned by the patient, sealed to the patient's registered key; then tells the patient.
+    pub fn import_for(
+        &self,
+        node: &dyn crate::backend::Backend,
+        owner: &AccountId,
+        staff: &str,
+        bundle: &[u8],
+    ) -> Result<secnet_pdc::import::Imported, Problem> {
+        let key = super::routes::owner_key(node, owner)?;
+        let imported =
+            secnet_pdc::import::import_bundle(&self.store, *owner, key, "hospital-import", bundle)
+                .map_err(store_problem)?;
+        let counts: Vec<String> = imported
+            .counts
+            .iter()
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect();
+        let at_ms = now_ms();
+        let notice = Notice {
+            from: node.key().account(),
+            staff: staff.chars().take(64).collect(),
+            message: format!(
+                "imported {} records on your behalf ({}); they are held here and owned by you: nobody reads them without your consent",
+                imported.objects.len(),
+                counts.join(", ")
+            ),
+            at_ms,
+        };
+        let bytes = serde_json::to_vec(&notice).map_err(|e| internal(&e.to_string()))?;
+        self.store
+            .put_notice(owner, at_ms, &bytes)
+            .map_err(store_problem)?;
+        tracing::info!(%owner, objects = imported.objects.len(), "records imported on the owner's behalf");
+        Ok(imported)
+    }
+
+    /// What `owner` has been told, newest first.
+    pub fn notices_of(&self, owner: &AccountId) -> Result<Vec<Notice>, Problem> {
+        self.store
+            .notices_of(owner)
+            .map_err(store_problem)?
+            .iter()
+            .map(|n| {
+                serde_json::from_slice(n).map_err(|e| internal(&format!("a kept notice: {e}")))
+            })
             .collect()
     }
 }

@@ -225,7 +225,7 @@ fn permitted(
     }
 }
 
-fn owner_key(node: &dyn Backend, owner: &AccountId) -> Result<EncryptionKey, Problem> {
+pub(super) fn owner_key(node: &dyn Backend, owner: &AccountId) -> Result<EncryptionKey, Problem> {
     node.with_ledger(|l| l.state().account(owner).encryption_key)?
         .ok_or_else(|| {
             Problem::new(
