@@ -213,6 +213,19 @@ pub(crate) async fn ask(
         Err(ReadError::Refused { reason, .. }) => (StatusCode::FORBIDDEN, None, Some(reason)),
         Err(ReadError::Failed(e)) => (StatusCode::BAD_GATEWAY, None, Some(e)),
     };
+    crate::record_action(
+        &web,
+        &session.member.username,
+        "asked a patient",
+        match (&sent, &error) {
+            (Some(id), _) => format!("about record {data} for {purpose}: sent as request {id}"),
+            (_, e) => format!(
+                "about record {data} for {purpose}: not sent: {}",
+                e.as_deref().unwrap_or("")
+            ),
+        },
+    )
+    .await;
     let page = AskPage {
         sent,
         error,

@@ -2,7 +2,7 @@
 //! delivery and refusal to it, every emergency it declared and every subscription it paid,
 //! from the ledger's access log.
 
-use crate::log_view::{LogRow, Viewer, log_rows, short};
+use crate::log_view::{LogRow, Viewer, log_rows, short, utc};
 use crate::search::CodedDescription;
 use crate::{WebState, Who, admin, blocking, page};
 use askama::Template;
@@ -28,8 +28,20 @@ struct AuditPage<'a> {
     emergencies: usize,
     paid: u64,
     limit: usize,
+    actions: Vec<ActionRow>,
     error: Option<String>,
 }
+
+/// One staff action as the audit shows it.
+struct ActionRow {
+    when: String,
+    who: String,
+    action: String,
+    detail: String,
+}
+
+/// Most staff actions the audit page shows (the newest).
+pub const AUDIT_ACTIONS: usize = 200;
 
 pub(crate) async fn audit_page(State(web): WebState, headers: HeaderMap) -> Response {
     let session = match admin(
@@ -41,11 +53,24 @@ pub(crate) async fn audit_page(State(web): WebState, headers: HeaderMap) -> Resp
         Err(r) => return r,
     };
     let me = web.services.me();
-    let found = blocking(&web, move |w| w.services.trail(&me, AUDIT_ROWS)).await;
-    let (items, error) = match found {
-        Ok(items) => (items, None),
-        Err(e) => (Vec::new(), Some(e)),
+    let found = blocking(&web, move |w| {
+        let actions = w.staff.actions(AUDIT_ACTIONS).map_err(|e| e.to_string())?;
+        Ok((w.services.trail(&me, AUDIT_ROWS)?, actions))
+    })
+    .await;
+    let (items, actions, error) = match found {
+        Ok((items, actions)) => (items, actions, None),
+        Err(e) => (Vec::new(), Vec::new(), Some(e)),
     };
+    let actions = actions
+        .into_iter()
+        .map(|a| ActionRow {
+            when: utc(a.at_ms),
+            who: a.username,
+            action: a.action,
+            detail: a.detail,
+        })
+        .collect();
     let listings = web.services.listings();
     let describe = |h: &Hash| {
         let hex = h.to_string();
@@ -87,6 +112,7 @@ pub(crate) async fn audit_page(State(web): WebState, headers: HeaderMap) -> Resp
             grants,
             paid,
             limit: AUDIT_ROWS,
+            actions,
             rows,
             error,
         },

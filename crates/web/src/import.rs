@@ -140,11 +140,21 @@ pub(crate) async fn import(State(web): WebState, headers: HeaderMap, form: Multi
     let staff = session.member.display_name.clone();
     let bundle = up.bundle;
     tracing::info!(user = %session.member.username, %owner, bytes = bundle.len(), "staff member imports records for a patient");
-    match blocking(&web, move |w| {
+    let outcome = blocking(&web, move |w| {
         w.services.import_for(&owner, &staff, &bundle)
     })
-    .await
-    {
+    .await;
+    crate::record_action(
+        &web,
+        &session.member.username,
+        "imported records",
+        match &outcome {
+            Ok(done) => done.clone(),
+            Err(e) => format!("for {owner}: nothing stored: {e}"),
+        },
+    )
+    .await;
+    match outcome {
         Ok(done) => respond(
             StatusCode::CREATED,
             up.patient,

@@ -281,6 +281,22 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| format!("the node failed: {e}"))?
 }
 
+/// Keeps what a staff member did in the node's action log (off the async runtime). A
+/// failure to keep it is logged, not shown: the action itself already happened.
+pub(crate) async fn record_action(web: &Arc<Web>, username: &str, action: &str, detail: String) {
+    let entry = staff::StaffAction {
+        at_ms: now_ms(),
+        username: username.to_string(),
+        action: action.to_string(),
+        detail,
+    };
+    let web = web.clone();
+    let kept = tokio::task::spawn_blocking(move || web.staff.keep_action(&entry)).await;
+    if !matches!(kept, Ok(Ok(()))) {
+        tracing::warn!(action, "a staff action could not be kept in the action log");
+    }
+}
+
 /// Renders a page, or a plain 500 if the template fails.
 pub(crate) fn page(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
@@ -536,6 +552,13 @@ async fn login(
         );
     };
     tracing::info!(user = %member.username, role = %member.role, "signed in");
+    record_action(
+        &web,
+        &member.username,
+        "signed in",
+        format!("as {}", member.role),
+    )
+    .await;
     let mut resp = Redirect::to("/app/home").into_response();
     set_cookie(
         &mut resp,
@@ -719,6 +742,13 @@ async fn add_staff(
     match added {
         Ok(Ok(member)) => {
             tracing::info!(by = %session.member.username, user = %member.username, role = %member.role, "staff member registered");
+            record_action(
+                &web,
+                &session.member.username,
+                "added staff",
+                format!("{} as {}", member.username, member.role),
+            )
+            .await;
             staff_list(
                 &web,
                 &session,

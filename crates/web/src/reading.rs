@@ -107,6 +107,13 @@ pub(crate) async fn read(
             }
             Err(ReadError::Failed(e)) => {
                 tracing::warn!(user = %session.member.username, %data, error = %e, "read failed");
+                crate::record_action(
+                    &web,
+                    &session.member.username,
+                    "read",
+                    format!("record {data} for {purpose}: failed: {e}"),
+                )
+                .await;
                 return message(
                     &web,
                     StatusCode::BAD_GATEWAY,
@@ -117,6 +124,18 @@ pub(crate) async fn read(
                 );
             }
         };
+    crate::record_action(
+        &web,
+        &session.member.username,
+        "read",
+        format!(
+            "record {data} for {purpose}: {}",
+            refusal
+                .as_ref()
+                .map_or("delivered".to_string(), |r| format!("refused: {r}"))
+        ),
+    )
+    .await;
     let view = match serde_json::from_slice::<serde_json::Value>(&content) {
         Ok(v) => view([&v]),
         Err(_) => RecordView::default(),
@@ -260,7 +279,22 @@ pub(crate) async fn emergency(
     );
     let by: String = by.chars().take(secnet_types::limits::MAX_PURPOSE).collect();
     tracing::warn!(user = %session.member.username, patient = %owner, "emergency access (break-glass)");
-    match web.services.break_glass(owner, by).await {
+    let outcome = web.services.break_glass(owner, by).await;
+    crate::record_action(
+        &web,
+        &session.member.username,
+        "break-glass",
+        format!(
+            "records of patient {owner}, because: {reason}: {}",
+            match &outcome {
+                Ok(r) => format!("recorded at height {}", r.height),
+                Err(ReadError::Refused { reason, .. }) => format!("refused: {reason}"),
+                Err(ReadError::Failed(e)) => format!("failed: {e}"),
+            }
+        ),
+    )
+    .await;
+    match outcome {
         Ok(r) => {
             let resources: Vec<serde_json::Value> = r
                 .records

@@ -8,6 +8,24 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 const STAFF: TableDefinition<&str, &[u8]> = TableDefinition::new("staff");
+/// Sequence number → a JSON [`StaffAction`].
+const ACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("staff_actions");
+
+/// Most staff actions kept (the oldest go first).
+pub const MAX_ACTIONS: u64 = 100_000;
+
+/// Something a staff member did that changed something or read a patient's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffAction {
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Who (the account name).
+    pub username: String,
+    /// What (`signed in`, `read`, `asked`, `imported`, `break-glass`, `added staff`).
+    pub action: String,
+    /// About what, and how it ended.
+    pub detail: String,
+}
 
 /// Shortest password accepted.
 pub const MIN_PASSWORD: usize = 12;
@@ -118,6 +136,8 @@ storage_errors!(
 #[derive(Debug)]
 pub struct StaffStore {
     db: Database,
+    /// Most actions kept ([`MAX_ACTIONS`] unless set for a test).
+    max_actions: u64,
     /// A hash verified for unknown usernames, so that a wrong name costs as much time as a
     /// wrong password and does not reveal which accounts exist.
     decoy: String,
@@ -192,11 +212,50 @@ impl StaffStore {
             .create(path)?;
         let write = db.begin_write()?;
         write.open_table(STAFF)?;
+        write.open_table(ACTIONS)?;
         write.commit()?;
         Ok(StaffStore {
             db,
+            max_actions: MAX_ACTIONS,
             decoy: hash_password("a password no account has, verified for unknown names")?,
         })
+    }
+
+    /// Keeps at most `n` actions (the default is [`MAX_ACTIONS`]).
+    pub fn with_max_actions(mut self, n: u64) -> StaffStore {
+        self.max_actions = n.max(1);
+        self
+    }
+
+    /// Keeps `action` in the staff's action log, dropping the oldest beyond the bound.
+    pub fn keep_action(&self, action: &StaffAction) -> Result<(), StaffError> {
+        let bytes = serde_json::to_vec(action).map_err(|e| StaffError::Storage(e.to_string()))?;
+        let write = self.db.begin_write()?;
+        {
+            let mut table = write.open_table(ACTIONS)?;
+            let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+            table.insert(next, bytes.as_slice())?;
+            if next >= self.max_actions {
+                table.remove(next - self.max_actions)?;
+            }
+        }
+        write.commit()?;
+        Ok(())
+    }
+
+    /// The newest `limit` staff actions, newest first.
+    pub fn actions(&self, limit: usize) -> Result<Vec<StaffAction>, StaffError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(ACTIONS)?;
+        let mut out = Vec::new();
+        for row in table.iter()?.rev().take(limit) {
+            let (_, v) = row?;
+            out.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| StaffError::Storage(format!("a kept action: {e}")))?,
+            );
+        }
+        Ok(out)
     }
 
     /// Adds an account. Slow on purpose (Argon2id): call it off the async runtime.
@@ -281,5 +340,32 @@ impl StaffStore {
             out.push(record.member);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn the_action_log_keeps_the_newest_actions_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StaffStore::open(&dir.path().join("web.redb"))
+            .unwrap()
+            .with_max_actions(3);
+        for i in 0..5u64 {
+            store
+                .keep_action(&StaffAction {
+                    at_ms: i,
+                    username: "dr.ada".into(),
+                    action: "read".into(),
+                    detail: format!("record {i}"),
+                })
+                .unwrap();
+        }
+        let kept: Vec<u64> = store.actions(10).unwrap().iter().map(|a| a.at_ms).collect();
+        assert_eq!(kept, [4, 3, 2]);
+        assert_eq!(store.actions(1).unwrap().len(), 1);
     }
 }

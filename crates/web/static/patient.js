@@ -461,7 +461,7 @@
     const body = `${note.slice(0, cut)}\n`;
     const [origin, size, root] = note.slice(0, cut).split('\n');
     if (origin !== `secnet/${network.chain}/access-log`) throw new Error(`the checkpoint is of another log: ${origin}`);
-    if (!/^(0|[1-9][0-9]{0,15})$/.test(size || '')) throw new Error('the checkpoint size is not a number');
+    if (!/^(0|[1-9][0-9]{0,14})$/.test(size || '')) throw new Error('the checkpoint size is not a number');
     const rootHash = b64(root || '');
     if (rootHash.length !== 32 || body !== `${origin}\n${size}\n${root}\n`) throw new Error('the checkpoint body is not canonical');
     const lines = note.slice(cut + 2).split('\n').filter((l) => l);

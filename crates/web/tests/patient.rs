@@ -742,7 +742,7 @@ async fn the_history_names_who_saw_what_and_why() {
     );
     let statement = &page[page.find("id=\"statement\"").unwrap()..];
     assert!(
-        statement.contains("<td>Riverside Hospital</td>")
+        statement.contains("<td class=\"who\">Riverside Hospital</td>")
             && statement.contains("<td>20</td>")
             && statement.contains("<td>2 (Northside Hospital)</td>")
             && statement.contains("<td>18</td>"),
@@ -752,7 +752,7 @@ async fn the_history_names_who_saw_what_and_why() {
     // Every row carries the claim the browser checks against the log leaf it fetches, and
     // the page names the validators whose cosignatures it checks them against.
     for item in Clinic::fixed_history() {
-        let claim = secnet_web::log_view::claim(&item.entry);
+        let claim = secnet_web::log_view::claim(&item.entry).replace('"', "&#34;");
         assert!(
             page.contains(&format!(
                 "data-index=\"{}\" data-claim=\"{claim}\"",
@@ -938,6 +938,11 @@ async fn only_an_administrator_reads_the_organisations_audit() {
     assert!(page.contains("refused: policy denied"), "{page}");
     assert!(page.contains("granted by the ledger"), "{page}");
     assert!(page.contains("<td>Northside Hospital</td>"), "{page}");
+    // And what its staff did here, from the node's action log.
+    assert!(
+        page.contains("<td>admin</td><td>signed in</td><td>as admin</td>"),
+        "{page}"
+    );
     // Clinicians and strangers are not shown it.
     let (clinician, _) = app.staff_session("dr.ada").await;
     let r = app
@@ -1127,12 +1132,31 @@ async fn staff_ask_a_patient_for_what_their_role_may_use() {
     let (status, _) = app
         .staff_form(
             "/app/ask",
-            admin,
+            admin.clone(),
             form(&admin_csrf, "to plan your treatment"),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(app.clinic.asked.lock().unwrap().len(), 2);
+    // Each request, sent or not, is in the staff's action log.
+    let r = app
+        .http
+        .get(format!("{}/app/audit", app.base))
+        .header("cookie", format!("{SESSION}={admin}"))
+        .send()
+        .await
+        .unwrap();
+    let audit = r.text().await.unwrap();
+    assert!(
+        audit.contains(&format!(
+            "<td>dr.ada</td><td>asked a patient</td><td>about record {data} for treatment: sent as request"
+        )),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("for treatment: not sent: the reason must be 10 to 500 characters"),
+        "{audit}"
+    );
 }
 
 #[tokio::test]
