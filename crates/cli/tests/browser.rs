@@ -1025,8 +1025,8 @@ impl secnet_web::Services for Liar {
     fn chain_id(&self) -> String {
         LIAR_CHAIN.into()
     }
-    fn listings(&self) -> Vec<secnet_web::search::Listed> {
-        Vec::new()
+    fn listings(&self) -> std::sync::Arc<Vec<secnet_web::search::Listed>> {
+        std::sync::Arc::default()
     }
     fn organisations(&self) -> Vec<secnet_web::services::Organisation> {
         self.names.lock().unwrap().clone()

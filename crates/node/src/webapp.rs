@@ -40,6 +40,8 @@ pub struct WebServices {
     pdc: Arc<Pdc>,
     genesis: Genesis,
     reads: Arc<tokio::sync::Semaphore>,
+    /// The listings as of a height, shared by every page until the next height.
+    listed: std::sync::Mutex<(Option<u64>, Arc<Vec<secnet_web::search::Listed>>)>,
 }
 
 impl std::fmt::Debug for WebServices {
@@ -59,6 +61,7 @@ impl WebServices {
             pdc,
             genesis,
             reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS)),
+            listed: std::sync::Mutex::new((None, Arc::default())),
         })
     }
 
@@ -355,21 +358,32 @@ impl Services for WebServices {
         self.genesis.chain_id.clone()
     }
 
-    fn listings(&self) -> Vec<secnet_web::search::Listed> {
+    fn listings(&self) -> Arc<Vec<secnet_web::search::Listed>> {
         self.node
             .with_ledger(|l| {
-                l.state()
-                    .listings()
-                    .filter(|x| x.kind == secnet_types::DataKind::UserData)
-                    .map(|x| secnet_web::search::Listed {
-                        id: x.id.to_string(),
-                        hash: x.hash.to_string(),
-                        holder: x.holder.to_string(),
-                        owner: x.owner.to_string(),
-                        price: x.price,
-                        description: x.description.clone(),
-                    })
-                    .collect()
+                // Listings change only with a new height: built once per height, shared.
+                let height = l.state().tip().height;
+                let mut cached = self
+                    .listed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if cached.0 != Some(height) {
+                    let fresh: Vec<_> = l
+                        .state()
+                        .listings()
+                        .filter(|x| x.kind == secnet_types::DataKind::UserData)
+                        .map(|x| secnet_web::search::Listed {
+                            id: x.id.to_string(),
+                            hash: x.hash.to_string(),
+                            holder: x.holder.to_string(),
+                            owner: x.owner.to_string(),
+                            price: x.price,
+                            description: x.description.clone(),
+                        })
+                        .collect();
+                    *cached = (Some(height), Arc::new(fresh));
+                }
+                cached.1.clone()
             })
             .unwrap_or_default()
     }

@@ -413,7 +413,7 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
             )
             .await;
         assert_eq!(status, 200, "{h}");
-        if h["entries"].as_array().unwrap().len() >= 5 {
+        if h["entries"].as_array().unwrap().len() >= 6 {
             history = h;
             break;
         }
@@ -422,8 +422,11 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     let entries = history["entries"]
         .as_array()
         .unwrap_or_else(|| panic!("history never filled"));
-    // The grant, the default-deny refusal, the delivery, the replay and the stolen token.
-    assert_eq!(entries.len(), 5, "{history}");
+    // The payment, the grant, the default-deny refusal, the delivery, the replay and the
+    // stolen token.
+    assert_eq!(entries.len(), 6, "{history}");
+    assert_eq!(entries[0]["entry"]["type"], "payment", "{history}");
+    assert_eq!(entries[0]["entry"]["owner_amount"], 80, "{history}");
     assert_eq!(history["delivered"], 1);
     for e in entries {
         let proof: secnet_ledger::InclusionProof =

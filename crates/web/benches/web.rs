@@ -21,7 +21,7 @@ const LOGIN: &str = "__Host-secnet_login-0707070707070707";
 const LISTINGS: usize = 10_000;
 const REQUESTS: usize = 300;
 
-struct Registered(Vec<Listed>);
+struct Registered(Arc<Vec<Listed>>);
 
 impl Services for Registered {
     fn me(&self) -> secnet_types::AccountId {
@@ -30,7 +30,7 @@ impl Services for Registered {
     fn chain_id(&self) -> String {
         "test".into()
     }
-    fn listings(&self) -> Vec<Listed> {
+    fn listings(&self) -> Arc<Vec<Listed>> {
         self.0.clone()
     }
 }
@@ -101,7 +101,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let web = Web::open(dir.path(), "bench", Arc::new(Registered(listings()))).unwrap();
+        let web = Web::open(dir.path(), "bench", Arc::new(Registered(Arc::new(listings())))).unwrap();
         web.staff()
             .add("dr.bench", "Dr Bench", Role::Clinician, "a long bench password", 1)
             .unwrap();

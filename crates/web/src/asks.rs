@@ -61,8 +61,9 @@ fn listing_of(web: &Web, data: &Hash) -> Option<Listing> {
     let organisations = web.services.organisations();
     web.services
         .listings()
-        .into_iter()
+        .iter()
         .find(|l| l.hash == hex)
+        .cloned()
         .map(|l| Listing {
             what: CodedDescription::parse(&l.description)
                 .map(|d| {

@@ -153,13 +153,14 @@ impl Web {
                 }
                 listings
                     .iter()
-                    .map(|l| {
-                        parsed
-                            .entry(l.id.clone())
-                            .or_insert_with(|| {
-                                search::CodedDescription::parse(&l.description).map(Arc::new)
-                            })
-                            .clone()
+                    .map(|l| match parsed.get(&l.id) {
+                        Some(known) => known.clone(),
+                        None => {
+                            let coded =
+                                search::CodedDescription::parse(&l.description).map(Arc::new);
+                            parsed.insert(l.id.clone(), coded.clone());
+                            coded
+                        }
                     })
                     .collect()
             }

@@ -279,8 +279,9 @@ fn my_listings(web: &Web, owner: &AccountId) -> Vec<(crate::search::Listed, Code
     let owner = owner.to_string();
     web.services
         .listings()
-        .into_iter()
+        .iter()
         .filter(|l| l.owner == owner)
+        .cloned()
         .filter_map(|l| CodedDescription::parse(&l.description).map(|d| (l, d)))
         .filter(|(_, d)| !d.audience.is_empty())
         .collect()

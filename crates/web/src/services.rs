@@ -91,7 +91,7 @@ pub trait Services: Send + Sync + 'static {
     fn chain_id(&self) -> String;
 
     /// Every listing of user data.
-    fn listings(&self) -> Vec<Listed>;
+    fn listings(&self) -> std::sync::Arc<Vec<Listed>>;
 
     /// The genesis validators, whose cosignatures certify the access log, with their names
     /// as the genesis gives them (maybe empty).

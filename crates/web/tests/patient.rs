@@ -179,8 +179,8 @@ impl Services for Clinic {
     fn chain_id(&self) -> String {
         "test-chain".into()
     }
-    fn listings(&self) -> Vec<Listed> {
-        self.listings.lock().unwrap().clone()
+    fn listings(&self) -> Arc<Vec<Listed>> {
+        Arc::new(self.listings.lock().unwrap().clone())
     }
     fn organisations(&self) -> Vec<Organisation> {
         vec![

@@ -37,33 +37,35 @@ impl Services for Registered {
     fn chain_id(&self) -> String {
         "test".into()
     }
-    fn listings(&self) -> Vec<Listed> {
-        [
-            coded(
-                SNOMED,
-                "44054006",
-                "Diabetes mellitus type 2",
-                &["treatment"],
-            ),
-            coded(
-                ICD10,
-                "E11.9",
-                "Type 2 diabetes <b>uncomplicated</b>",
-                &["research"],
-            ),
-            "<script>alert(1)</script> diabetes notes".to_string(),
-        ]
-        .into_iter()
-        .enumerate()
-        .map(|(i, description)| Listed {
-            id: format!("{i:064x}"),
-            hash: format!("{:064x}", i + 100),
-            holder: format!("{:064x}", 0xb0b),
-            owner: format!("{:064x}", i + 200),
-            price: 25,
-            description,
-        })
-        .collect()
+    fn listings(&self) -> Arc<Vec<Listed>> {
+        Arc::new(
+            [
+                coded(
+                    SNOMED,
+                    "44054006",
+                    "Diabetes mellitus type 2",
+                    &["treatment"],
+                ),
+                coded(
+                    ICD10,
+                    "E11.9",
+                    "Type 2 diabetes <b>uncomplicated</b>",
+                    &["research"],
+                ),
+                "<script>alert(1)</script> diabetes notes".to_string(),
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(i, description)| Listed {
+                id: format!("{i:064x}"),
+                hash: format!("{:064x}", i + 100),
+                holder: format!("{:064x}", 0xb0b),
+                owner: format!("{:064x}", i + 200),
+                price: 25,
+                description,
+            })
+            .collect(),
+        )
     }
 }
 const CLINICIAN_PASSWORD: &str = "a clinician's long password";
