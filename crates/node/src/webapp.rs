@@ -155,15 +155,7 @@ impl WebServices {
                 listing.price
             )));
         }
-        // Only data held by an organisation of the network, at that organisation's host.
-        let base = holder_base(&listing.address)
-            .filter(|base| self.is_hosts_address(&listing.holder, base))
-            .ok_or_else(|| {
-                refuse(format!(
-                    "the registration's address {:?} is not the data URL of its holder, an organisation of this network",
-                    listing.address
-                ))
-            })?;
+        let base = self.holder_url(&listing)?;
         let mut steps = Vec::new();
         let with_steps = |steps: &Vec<String>, e: ReadError| match e {
             ReadError::Refused { reason, .. } => ReadError::Refused {
@@ -256,14 +248,7 @@ impl WebServices {
             .ok_or_else(|| {
                 refuse("this data is not registered (any more): its owner withdrew it".into())
             })?;
-        let base = holder_base(&listing.address)
-            .filter(|base| self.is_hosts_address(&listing.holder, base))
-            .ok_or_else(|| {
-                refuse(format!(
-                    "the registration's address {:?} is not the data URL of its holder, an organisation of this network",
-                    listing.address
-                ))
-            })?;
+        let base = self.holder_url(&listing)?;
         let remote = secnet_client::RemoteNode::new(&base, &self.genesis)
             .map_err(|e| ReadError::Failed(e.to_string()))?;
         match remote
@@ -275,6 +260,20 @@ impl WebServices {
             Err(secnet_client::ClientError::Refused(reason)) => Err(refuse(reason)),
             Err(e) => Err(ReadError::Failed(e.to_string())),
         }
+    }
+
+    /// Where the holder of `listing` serves it: only data held by an organisation of the
+    /// network, at that organisation's host.
+    fn holder_url(&self, listing: &secnet_contract::entries::Listing) -> Result<String, ReadError> {
+        holder_base(&listing.address)
+            .filter(|base| self.is_hosts_address(&listing.holder, base))
+            .ok_or_else(|| ReadError::Refused {
+                steps: Vec::new(),
+                reason: format!(
+                    "the registration's address {:?} is not the data URL of its holder, an organisation of this network",
+                    listing.address
+                ),
+            })
     }
 
     /// Whether `base` is on the host of `holder`, a validator of the genesis.

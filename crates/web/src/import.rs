@@ -2,8 +2,8 @@
 //! records are held at this node and owned by the patient (sealed to the patient's
 //! registered key), and the patient is told in their inbox who imported what.
 
-use crate::staff::Role;
-use crate::{WebState, Who, blocking, check_csrf, message, page, signed_in};
+use crate::reading::clinician;
+use crate::{WebState, Who, blocking, check_csrf, page};
 use askama::Template;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,25 +25,11 @@ struct ImportPage<'a> {
     error: Option<String>,
 }
 
-/// The clinician's session, or the answer for anyone else.
-#[expect(clippy::result_large_err, reason = "the error is the response to send")]
-fn clinician(web: &crate::Web, headers: &HeaderMap) -> Result<crate::session::Session, Response> {
-    let (_, session) = signed_in(web, headers)?;
-    if session.member.role != Role::Clinician {
-        return Err(message(
-            web,
-            StatusCode::FORBIDDEN,
-            Some(Who::from(&session)),
-            "Not allowed",
-            "Importing a patient's records is for the clinicians who treat them.",
-            "/app/home",
-        ));
-    }
-    Ok(session)
-}
+/// Why a non-clinician is refused.
+const CLINICIANS_ONLY: &str = "Importing a patient's records is for the clinicians who treat them.";
 
 pub(crate) async fn import_page(State(web): WebState, headers: HeaderMap) -> Response {
-    let session = match clinician(&web, &headers) {
+    let session = match clinician(&web, &headers, CLINICIANS_ONLY) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -95,7 +81,7 @@ async fn read_upload(mut form: Multipart) -> Result<Upload, String> {
 }
 
 pub(crate) async fn import(State(web): WebState, headers: HeaderMap, form: Multipart) -> Response {
-    let session = match clinician(&web, &headers) {
+    let session = match clinician(&web, &headers, CLINICIANS_ONLY) {
         Ok(s) => s,
         Err(r) => return r,
     };

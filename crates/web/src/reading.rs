@@ -187,9 +187,13 @@ pub(crate) struct EmergencyForm {
     reason: String,
 }
 
-/// The clinician's session, or the answer for anyone else.
+/// The clinician's session, or the answer for anyone else (`only` says what is reserved).
 #[expect(clippy::result_large_err, reason = "the error is the response to send")]
-fn clinician(web: &crate::Web, headers: &HeaderMap) -> Result<crate::session::Session, Response> {
+pub(crate) fn clinician(
+    web: &crate::Web,
+    headers: &HeaderMap,
+    only: &str,
+) -> Result<crate::session::Session, Response> {
     let (_, session) = signed_in(web, headers)?;
     if session.member.role != Role::Clinician {
         return Err(message(
@@ -197,15 +201,18 @@ fn clinician(web: &crate::Web, headers: &HeaderMap) -> Result<crate::session::Se
             StatusCode::FORBIDDEN,
             Some(Who::from(&session)),
             "Not allowed",
-            "Emergency access is for clinicians treating a patient.",
+            only,
             "/app/home",
         ));
     }
     Ok(session)
 }
 
+/// Why a non-clinician is refused emergency access.
+const EMERGENCY_ONLY: &str = "Emergency access is for clinicians treating a patient.";
+
 pub(crate) async fn emergency_page(State(web): WebState, headers: HeaderMap) -> Response {
-    let session = match clinician(&web, &headers) {
+    let session = match clinician(&web, &headers, EMERGENCY_ONLY) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -230,7 +237,7 @@ pub(crate) async fn emergency(
     headers: HeaderMap,
     Form(form): Form<EmergencyForm>,
 ) -> Response {
-    let session = match clinician(&web, &headers) {
+    let session = match clinician(&web, &headers, EMERGENCY_ONLY) {
         Ok(s) => s,
         Err(r) => return r,
     };
