@@ -368,7 +368,7 @@ async fn ask_the_patient(c: &Client, api: &str) {
     c.goto(&format!("{api}/app/search?q=44054006"))
         .await
         .unwrap();
-    click(c, "a[href^='/app/ask']").await;
+    click(c, "a[href^='/app/ask?']").await;
     c.wait().for_element(Locator::Css("#reason")).await.unwrap();
     click(c, "input[name=observations]").await;
     type_into(c, "#reason", "to continue your diabetes care with us").await;
@@ -829,6 +829,16 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
     )
     .await;
     assert!(inbox.contains("you denied it"), "{inbox}");
+    // Riverside sees both answers, asked of the holder as Riverside.
+    let sent = wait_page(
+        &c,
+        &format!("{hospital_b}/app/asks"),
+        "approved by the patient: conditions for treatment",
+    )
+    .await;
+    assert!(sent.contains("denied by the patient"), "{sent}");
+    screenshot(&c, "p5b-requests-sent").await;
+    violations.extend(serious_violations(&c, &axe).await);
     // Riverside now reads what was consented, and nothing more.
     wait_page(
         &c,

@@ -475,6 +475,39 @@ impl Services for WebServices {
             .map_err(|p| p.detail().to_string())
     }
 
+    fn ask_status(
+        &self,
+        data: Hash,
+        owner: AccountId,
+        id: Hash,
+    ) -> BoxFuture<'_, Result<AskRecord, ReadError>> {
+        Box::pin(async move {
+            let listing = self
+                .node
+                .with_ledger(|l| l.state().listing(&data).cloned())
+                .map_err(|e| ReadError::Failed(e.to_string()))?
+                .ok_or_else(|| ReadError::Refused {
+                    steps: Vec::new(),
+                    reason: "the record was withdrawn: its holder is no longer named on the ledger"
+                        .into(),
+                })?;
+            let base = self.holder_url(&listing)?;
+            let remote = secnet_client::RemoteNode::new(&base, &self.genesis)
+                .map_err(|e| ReadError::Failed(e.to_string()))?;
+            remote
+                .api()
+                .ask_status(self.node.key(), &owner, &id)
+                .await
+                .map_err(|e| match e {
+                    secnet_client::ClientError::Refused(reason) => ReadError::Refused {
+                        steps: Vec::new(),
+                        reason,
+                    },
+                    other => ReadError::Failed(other.to_string()),
+                })
+        })
+    }
+
     fn ask(&self, ask: AccessAsk) -> BoxFuture<'_, Result<AskRecord, ReadError>> {
         Box::pin(self.ask_holder(ask))
     }

@@ -210,7 +210,24 @@ pub(crate) async fn ask(
     };
     tracing::info!(user = %session.member.username, %data, purpose, "staff member asks a patient for access");
     let (status, sent, error) = match web.services.ask(ask).await {
-        Ok(record) => (StatusCode::OK, Some(record.id.to_string()), None),
+        Ok(record) => {
+            let kept = crate::staff::SentAsk {
+                at_ms: record.at_ms,
+                username: session.member.username.clone(),
+                id: record.id,
+                owner: record.owner,
+                data,
+            };
+            if blocking(&web, move |w| {
+                w.staff.keep_sent_ask(&kept).map_err(|e| e.to_string())
+            })
+            .await
+            .is_err()
+            {
+                tracing::warn!("a sent request could not be kept");
+            }
+            (StatusCode::OK, Some(record.id.to_string()), None)
+        }
         Err(ReadError::Refused { reason, .. }) => (StatusCode::FORBIDDEN, None, Some(reason)),
         Err(ReadError::Failed(e)) => (StatusCode::BAD_GATEWAY, None, Some(e)),
     };
@@ -380,6 +397,87 @@ pub(crate) async fn inbox(State(web): WebState, headers: HeaderMap) -> Response 
             account: session.member.hex.clone(),
             rows,
             notices,
+            error,
+        },
+    )
+}
+
+/// Requests the organisation sent that the requests page shows (the newest).
+pub const SHOWN_SENT_ASKS: usize = 20;
+
+/// One request this organisation sent, with its answer as the holder keeps it now.
+struct SentRow {
+    when: String,
+    by: String,
+    data: String,
+    state: String,
+    answered: bool,
+}
+
+#[derive(Template)]
+#[template(path = "asks.html")]
+struct SentPage<'a> {
+    title: &'a str,
+    node_name: &'a str,
+    who: Option<Who>,
+    rows: Vec<SentRow>,
+    error: Option<String>,
+}
+
+/// `GET /app/asks`: the organisation's newest requests and each one's answer, asked of the
+/// node holding the record (signed as this organisation), for any staff member.
+pub(crate) async fn sent_page(State(web): WebState, headers: HeaderMap) -> Response {
+    let (_, session) = match signed_in(&web, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (sent, error) = match blocking(&web, |w| {
+        w.staff
+            .sent_asks(SHOWN_SENT_ASKS)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    {
+        Ok(sent) => (sent, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let mut rows = Vec::with_capacity(sent.len());
+    for s in sent {
+        let (state, answered) = match web.services.ask_status(s.data, s.owner, s.id).await {
+            Ok(r) => match &r.answer {
+                None => ("waiting for the patient's answer".to_string(), false),
+                Some(a) => (
+                    match a.decision {
+                        AskDecision::Denied => "denied by the patient".to_string(),
+                        AskDecision::Approved => format!(
+                            "approved by the patient: {} for {} until {}",
+                            a.categories.join(", "),
+                            a.purposes.join(", "),
+                            a.until
+                        ),
+                    },
+                    true,
+                ),
+            },
+            Err(ReadError::Refused { reason, .. } | ReadError::Failed(reason)) => {
+                (format!("the holder could not be asked: {reason}"), false)
+            }
+        };
+        rows.push(SentRow {
+            when: utc(s.at_ms),
+            by: s.username,
+            data: s.data.to_string(),
+            state,
+            answered,
+        });
+    }
+    page(
+        StatusCode::OK,
+        &SentPage {
+            title: "Requests sent",
+            node_name: &web.node_name,
+            who: Some(Who::from(&session)),
+            rows,
             error,
         },
     )

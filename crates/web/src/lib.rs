@@ -199,6 +199,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/app/search", get(search_page))
         .route("/app/audit", get(audit::audit_page))
         .route("/app/ask", get(asks::ask_page).post(asks::ask))
+        .route("/app/asks", get(asks::sent_page))
         .route("/app/read", post(reading::read))
         .route(
             "/app/import",

@@ -173,6 +173,17 @@ pub trait Services: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// The request `id` this organisation sent to `owner` about listing `data`, as the
+    /// listing's holder keeps it now (with the patient's answer once given).
+    fn ask_status(
+        &self,
+        _data: Hash,
+        _owner: AccountId,
+        _id: Hash,
+    ) -> BoxFuture<'_, Result<secnet_api::pdc::AskRecord, ReadError>> {
+        Box::pin(async { Err(ReadError::Failed("this node cannot ask".into())) })
+    }
+
     /// Emergency access to the records `owner` stores here: first the ledger records, as
     /// this node, that it reads them without consent and `reason`; then they are read.
     fn break_glass(

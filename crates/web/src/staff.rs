@@ -11,6 +11,27 @@ const STAFF: TableDefinition<&str, &[u8]> = TableDefinition::new("staff");
 /// Sequence number → a JSON [`StaffAction`].
 const ACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("staff_actions");
 
+/// Requests this organisation sent to patients: sequence number → a JSON [`SentAsk`].
+const SENT_ASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("sent_asks");
+
+/// Most sent requests kept (the oldest go first).
+pub const MAX_SENT_ASKS: u64 = 10_000;
+
+/// A request this organisation sent to a patient, to look its answer up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentAsk {
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Who sent it (the account name).
+    pub username: String,
+    /// The request's id at the holder.
+    pub id: secnet_types::Hash,
+    /// The patient asked.
+    pub owner: secnet_types::AccountId,
+    /// The listing asked about.
+    pub data: secnet_types::Hash,
+}
+
 /// Most staff actions kept (the oldest go first).
 pub const MAX_ACTIONS: u64 = 100_000;
 
@@ -213,6 +234,7 @@ impl StaffStore {
         let write = db.begin_write()?;
         write.open_table(STAFF)?;
         write.open_table(ACTIONS)?;
+        write.open_table(SENT_ASKS)?;
         write.commit()?;
         Ok(StaffStore {
             db,
@@ -241,6 +263,37 @@ impl StaffStore {
         }
         write.commit()?;
         Ok(())
+    }
+
+    /// Keeps a request sent to a patient, dropping the oldest beyond [`MAX_SENT_ASKS`].
+    pub fn keep_sent_ask(&self, sent: &SentAsk) -> Result<(), StaffError> {
+        let bytes = serde_json::to_vec(sent).map_err(|e| StaffError::Storage(e.to_string()))?;
+        let write = self.db.begin_write()?;
+        {
+            let mut table = write.open_table(SENT_ASKS)?;
+            let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+            table.insert(next, bytes.as_slice())?;
+            if next >= MAX_SENT_ASKS {
+                table.remove(next - MAX_SENT_ASKS)?;
+            }
+        }
+        write.commit()?;
+        Ok(())
+    }
+
+    /// The newest `limit` requests sent to patients, newest first.
+    pub fn sent_asks(&self, limit: usize) -> Result<Vec<SentAsk>, StaffError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(SENT_ASKS)?;
+        let mut out = Vec::new();
+        for row in table.iter()?.rev().take(limit) {
+            let (_, v) = row?;
+            out.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| StaffError::Storage(format!("a kept request: {e}")))?,
+            );
+        }
+        Ok(out)
     }
 
     /// The newest `limit` staff actions, newest first.

@@ -268,6 +268,34 @@ impl Services for Clinic {
             Vec::new()
         })
     }
+    fn ask_status(
+        &self,
+        data: Hash,
+        owner: AccountId,
+        id: Hash,
+    ) -> BoxFuture<'_, Result<AskRecord, ReadError>> {
+        let asked = self.asked.lock().unwrap().first().cloned();
+        Box::pin(async move {
+            let ask = asked.filter(|a| a.data == data).ok_or(ReadError::Refused {
+                steps: vec![],
+                reason: "no such request".into(),
+            })?;
+            Ok(AskRecord {
+                id,
+                owner,
+                requester: me(),
+                ask,
+                at_ms: 1_800_000_000_000,
+                answer: Some(AskAnswer {
+                    decision: AskDecision::Approved,
+                    categories: vec!["conditions".into()],
+                    purposes: vec!["treatment".into()],
+                    until: "2027-01-15".into(),
+                }),
+                answered_at_ms: Some(1_800_000_001_000),
+            })
+        })
+    }
     fn ask(&self, ask: AccessAsk) -> BoxFuture<'_, Result<AskRecord, ReadError>> {
         self.asked.lock().unwrap().push(ask.clone());
         Box::pin(async move {
@@ -1101,6 +1129,21 @@ async fn staff_ask_a_patient_for_what_their_role_may_use() {
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("id=\"ask-sent\""), "{page}");
+    // The organisation's requests show the patient's answer, as the holder keeps it.
+    let r = app
+        .http
+        .get(format!("{}/app/asks", app.base))
+        .header("cookie", format!("{SESSION}={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let sent = r.text().await.unwrap();
+    assert!(
+        sent.contains("approved by the patient: conditions for treatment until 2027-01-15"),
+        "{sent}"
+    );
+    assert!(sent.contains(&data), "{sent}");
     let sent = app.clinic.asked.lock().unwrap()[0].clone();
     assert_eq!(sent.purposes, ["treatment"]);
     assert_eq!(sent.categories, ["conditions", "observations"]);
