@@ -213,10 +213,12 @@ impl WebServices {
             .with_max_fetch(MAX_READ_BYTES);
         let delivery = match remote.fetch(self.node.key(), &grant).await {
             Ok(d) => d,
-            Err(secnet_client::ClientError::Refused(reason)) => {
-                return Err(ReadError::Refused { steps, reason });
+            Err(e) => {
+                return Err(match read_error(e) {
+                    ReadError::Refused { reason, .. } => ReadError::Refused { steps, reason },
+                    failed => failed,
+                });
             }
-            Err(e) => return Err(ReadError::Failed(e.to_string())),
         };
         let content = delivery
             .plaintext()
@@ -235,31 +237,37 @@ impl WebServices {
 }
 
 impl WebServices {
-    /// Sends `ask` to the node holding its listing, signed as this node.
-    async fn ask_holder(&self, ask: AccessAsk) -> Result<AskRecord, ReadError> {
-        let refuse = |reason: String| ReadError::Refused {
-            steps: Vec::new(),
-            reason,
-        };
+    /// The listing of `data` and a client of the node holding it; `gone` says why there is
+    /// none when the listing is no longer registered.
+    fn holder_of(
+        &self,
+        data: &Hash,
+        gone: &str,
+    ) -> Result<(secnet_contract::entries::Listing, secnet_client::RemoteNode), ReadError> {
         let listing = self
             .node
-            .with_ledger(|l| l.state().listing(&ask.data).cloned())
+            .with_ledger(|l| l.state().listing(data).cloned())
             .map_err(|e| ReadError::Failed(e.to_string()))?
-            .ok_or_else(|| {
-                refuse("this data is not registered (any more): its owner withdrew it".into())
+            .ok_or_else(|| ReadError::Refused {
+                steps: Vec::new(),
+                reason: gone.to_string(),
             })?;
-        let base = self.holder_url(&listing)?;
-        let remote = secnet_client::RemoteNode::new(&base, &self.genesis)
+        let remote = secnet_client::RemoteNode::new(&self.holder_url(&listing)?, &self.genesis)
             .map_err(|e| ReadError::Failed(e.to_string()))?;
-        match remote
+        Ok((listing, remote))
+    }
+
+    /// Sends `ask` to the node holding its listing, signed as this node.
+    async fn ask_holder(&self, ask: AccessAsk) -> Result<AskRecord, ReadError> {
+        let (listing, remote) = self.holder_of(
+            &ask.data,
+            "this data is not registered (any more): its owner withdrew it",
+        )?;
+        remote
             .api()
             .ask(self.node.key(), &listing.owner, &ask)
             .await
-        {
-            Ok(record) => Ok(record),
-            Err(secnet_client::ClientError::Refused(reason)) => Err(refuse(reason)),
-            Err(e) => Err(ReadError::Failed(e.to_string())),
-        }
+            .map_err(read_error)
     }
 
     /// Where the holder of `listing` serves it: only data held by an organisation of the
@@ -482,29 +490,15 @@ impl Services for WebServices {
         id: Hash,
     ) -> BoxFuture<'_, Result<AskRecord, ReadError>> {
         Box::pin(async move {
-            let listing = self
-                .node
-                .with_ledger(|l| l.state().listing(&data).cloned())
-                .map_err(|e| ReadError::Failed(e.to_string()))?
-                .ok_or_else(|| ReadError::Refused {
-                    steps: Vec::new(),
-                    reason: "the record was withdrawn: its holder is no longer named on the ledger"
-                        .into(),
-                })?;
-            let base = self.holder_url(&listing)?;
-            let remote = secnet_client::RemoteNode::new(&base, &self.genesis)
-                .map_err(|e| ReadError::Failed(e.to_string()))?;
+            let (_, remote) = self.holder_of(
+                &data,
+                "the record was withdrawn: its holder is no longer named on the ledger",
+            )?;
             remote
                 .api()
                 .ask_status(self.node.key(), &owner, &id)
                 .await
-                .map_err(|e| match e {
-                    secnet_client::ClientError::Refused(reason) => ReadError::Refused {
-                        steps: Vec::new(),
-                        reason,
-                    },
-                    other => ReadError::Failed(other.to_string()),
-                })
+                .map_err(read_error)
         })
     }
 
@@ -553,6 +547,17 @@ impl Services for WebServices {
                 .map_err(ReadError::Failed)?;
             Ok(EmergencyReading { height, records })
         })
+    }
+}
+
+/// A holder's refusal as a refusal to read; anything else as a failure.
+fn read_error(e: secnet_client::ClientError) -> ReadError {
+    match e {
+        secnet_client::ClientError::Refused(reason) => ReadError::Refused {
+            steps: Vec::new(),
+            reason,
+        },
+        other => ReadError::Failed(other.to_string()),
     }
 }
 

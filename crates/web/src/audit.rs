@@ -72,12 +72,15 @@ pub(crate) async fn audit_page(State(web): WebState, headers: HeaderMap) -> Resp
         })
         .collect();
     let listings = web.services.listings();
+    let by_hash: std::collections::HashMap<&str, &str> = listings
+        .iter()
+        .map(|l| (l.hash.as_str(), l.description.as_str()))
+        .collect();
     let describe = |h: &Hash| {
         let hex = h.to_string();
-        listings
-            .iter()
-            .find(|l| l.hash == hex)
-            .and_then(|l| CodedDescription::parse(&l.description))
+        by_hash
+            .get(hex.as_str())
+            .and_then(|d| CodedDescription::parse(d))
             .map(|d| {
                 let codes: Vec<&str> = d.codes.iter().map(|c| c.display.as_str()).collect();
                 format!("{} ({})", d.resource, codes.join(", "))

@@ -637,9 +637,21 @@ const STAFF_ONLY: &str = "Only an administrator manages staff accounts.";
 /// The admin's session, or the answer for anyone else (`only` says what is reserved).
 #[expect(clippy::result_large_err, reason = "the error is the response to send")]
 pub(crate) fn admin(web: &Web, headers: &HeaderMap, only: &str) -> Result<Session, Response> {
+    in_role(web, headers, Role::Admin, only)
+}
+
+/// The session of a staff member in `role`, or the answer for anyone else (`only` says
+/// what is reserved to the role).
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
+pub(crate) fn in_role(
+    web: &Web,
+    headers: &HeaderMap,
+    role: Role,
+    only: &str,
+) -> Result<Session, Response> {
     let (_, session) = signed_in(web, headers)?;
-    if session.member.role != Role::Admin {
-        tracing::warn!(user = %session.member.username, "admin page refused: not an admin");
+    if session.member.role != role {
+        tracing::warn!(user = %session.member.username, wanted = %role, "page refused: another role");
         return Err(message(
             web,
             StatusCode::FORBIDDEN,

@@ -194,18 +194,7 @@ pub(crate) fn clinician(
     headers: &HeaderMap,
     only: &str,
 ) -> Result<crate::session::Session, Response> {
-    let (_, session) = signed_in(web, headers)?;
-    if session.member.role != Role::Clinician {
-        return Err(message(
-            web,
-            StatusCode::FORBIDDEN,
-            Some(Who::from(&session)),
-            "Not allowed",
-            only,
-            "/app/home",
-        ));
-    }
-    Ok(session)
+    crate::in_role(web, headers, Role::Clinician, only)
 }
 
 /// Why a non-clinician is refused emergency access.

@@ -251,61 +251,59 @@ impl StaffStore {
 
     /// Keeps `action` in the staff's action log, dropping the oldest beyond the bound.
     pub fn keep_action(&self, action: &StaffAction) -> Result<(), StaffError> {
-        let bytes = serde_json::to_vec(action).map_err(|e| StaffError::Storage(e.to_string()))?;
-        let write = self.db.begin_write()?;
-        {
-            let mut table = write.open_table(ACTIONS)?;
-            let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
-            table.insert(next, bytes.as_slice())?;
-            if next >= self.max_actions {
-                table.remove(next - self.max_actions)?;
-            }
-        }
-        write.commit()?;
-        Ok(())
-    }
-
-    /// Keeps a request sent to a patient, dropping the oldest beyond [`MAX_SENT_ASKS`].
-    pub fn keep_sent_ask(&self, sent: &SentAsk) -> Result<(), StaffError> {
-        let bytes = serde_json::to_vec(sent).map_err(|e| StaffError::Storage(e.to_string()))?;
-        let write = self.db.begin_write()?;
-        {
-            let mut table = write.open_table(SENT_ASKS)?;
-            let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
-            table.insert(next, bytes.as_slice())?;
-            if next >= MAX_SENT_ASKS {
-                table.remove(next - MAX_SENT_ASKS)?;
-            }
-        }
-        write.commit()?;
-        Ok(())
-    }
-
-    /// The newest `limit` requests sent to patients, newest first.
-    pub fn sent_asks(&self, limit: usize) -> Result<Vec<SentAsk>, StaffError> {
-        let read = self.db.begin_read()?;
-        let table = read.open_table(SENT_ASKS)?;
-        let mut out = Vec::new();
-        for row in table.iter()?.rev().take(limit) {
-            let (_, v) = row?;
-            out.push(
-                serde_json::from_slice(v.value())
-                    .map_err(|e| StaffError::Storage(format!("a kept request: {e}")))?,
-            );
-        }
-        Ok(out)
+        self.append(ACTIONS, action, self.max_actions)
     }
 
     /// The newest `limit` staff actions, newest first.
     pub fn actions(&self, limit: usize) -> Result<Vec<StaffAction>, StaffError> {
+        self.newest(ACTIONS, limit)
+    }
+
+    /// Keeps a request sent to a patient, dropping the oldest beyond [`MAX_SENT_ASKS`].
+    pub fn keep_sent_ask(&self, sent: &SentAsk) -> Result<(), StaffError> {
+        self.append(SENT_ASKS, sent, MAX_SENT_ASKS)
+    }
+
+    /// The newest `limit` requests sent to patients, newest first.
+    pub fn sent_asks(&self, limit: usize) -> Result<Vec<SentAsk>, StaffError> {
+        self.newest(SENT_ASKS, limit)
+    }
+
+    /// Appends `item` (JSON) to the log `table`, keeping at most `max` items.
+    fn append<T: Serialize>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        item: &T,
+        max: u64,
+    ) -> Result<(), StaffError> {
+        let bytes = serde_json::to_vec(item).map_err(|e| StaffError::Storage(e.to_string()))?;
+        let write = self.db.begin_write()?;
+        {
+            let mut table = write.open_table(table)?;
+            let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+            table.insert(next, bytes.as_slice())?;
+            if next >= max {
+                table.remove(next - max)?;
+            }
+        }
+        write.commit()?;
+        Ok(())
+    }
+
+    /// The newest `limit` items of the log `table`, newest first.
+    fn newest<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        limit: usize,
+    ) -> Result<Vec<T>, StaffError> {
         let read = self.db.begin_read()?;
-        let table = read.open_table(ACTIONS)?;
+        let table = read.open_table(table)?;
         let mut out = Vec::new();
         for row in table.iter()?.rev().take(limit) {
             let (_, v) = row?;
             out.push(
                 serde_json::from_slice(v.value())
-                    .map_err(|e| StaffError::Storage(format!("a kept action: {e}")))?,
+                    .map_err(|e| StaffError::Storage(format!("a kept record: {e}")))?,
             );
         }
         Ok(out)
