@@ -320,3 +320,15 @@ fn a_validator_refuses_a_genesis_of_another_network() {
     let err = common::fails(&["node", "--config", path(&config)]);
     assert!(err.contains("is not a validator"), "{err}");
 }
+
+#[test]
+fn a_validator_that_cannot_serve_its_api_stops_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let api = init_testnet(d, 2, 1);
+    // Someone else holds validator 0's API address.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", api)).unwrap();
+    let config = d.join("node0").join("config.toml");
+    let err = common::fails(&["node", "--config", path(&config)]);
+    assert!(err.contains("cannot serve the HTTP API"), "{err}");
+}

@@ -4,7 +4,7 @@
 use crate::block::ChainBlock;
 use secnet_certified::{Checkpoint, CosignPool, CosignRejected, Cosignature, CosignedCheckpoint};
 use secnet_contract::BlockOutcome;
-use secnet_ledger::{Ledger, LedgerError};
+use secnet_ledger::{Ledger, LedgerError, Syncer};
 use secnet_node::core::LedgerCore;
 use secnet_node::mempool::AdmitError;
 use secnet_types::AccountId;
@@ -23,6 +23,8 @@ const MAX_VERIFIED: usize = 1_000_000;
 #[derive(Debug)]
 pub struct Chain {
     core: LedgerCore,
+    /// Makes executed blocks durable without holding the ledger.
+    syncer: Syncer,
     /// `signed_id`s of transactions whose signature this node already checked.
     verified: Mutex<HashSet<Hash>>,
     /// The height each peer last announced, and when.
@@ -88,6 +90,7 @@ impl Chain {
         max_block_txs: usize,
     ) -> Chain {
         Chain {
+            syncer: ledger.syncer(),
             core: LedgerCore::new(ledger, mempool_capacity),
             verified: Mutex::new(HashSet::new()),
             peers: Mutex::new(BTreeMap::new()),
@@ -298,7 +301,8 @@ impl Chain {
     }
 
     /// Applies a finalized block unless the ledger already has it, then drops from the
-    /// mempool what it consumed.
+    /// mempool what it consumed. The block is visible to readers at once but durable only
+    /// after the next [`Chain::sync`]: acknowledge it to consensus only then.
     pub fn execute(&self, block: &ChainBlock) -> Result<Executed, ExecuteError> {
         let mut ledger = self.core.ledger().map_err(|_| Poisoned)?;
         let height = block.block().header.height;
@@ -318,7 +322,7 @@ impl Chain {
                 .collect()
         };
         let outcome =
-            ledger.apply_block_trusting(block.block(), |t| vouched.contains(&t.signed_id()))?;
+            ledger.apply_block_deferred(block.block(), |t| vouched.contains(&t.signed_id()))?;
         self.core
             .mempool()
             .map_err(|_| Poisoned)?
@@ -332,6 +336,17 @@ impl Chain {
 }
 
 impl Chain {
+    /// Waits until every block executed so far is on disk, without holding the ledger (one
+    /// disk flush covers every block executed since the last). If it fails, the ledger
+    /// refuses further blocks: the disk may be behind what was executed.
+    pub fn sync(&self) -> Result<(), ExecuteError> {
+        if let Err(e) = self.syncer.sync() {
+            self.core.ledger().map_err(|_| Poisoned)?.poison();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// Drops the ledger's stored blocks below `height`, a bounded number at a time (see
     /// [`Ledger::prune_blocks_below`]).
     pub fn prune_blocks_below(&self, height: u64) -> Result<u64, ExecuteError> {

@@ -137,8 +137,11 @@ pub struct Running {
     pub progress: Arc<Progress>,
     /// Marshal, for the certificates of finalized blocks.
     pub marshal: MarshalMailbox,
-    /// The tasks: broadcast, marshal, consensus, executor.
+    /// The tasks: broadcast, marshal, consensus.
     pub handles: Vec<Handle<()>>,
+    /// The executor: it ends only when a finalized block cannot be applied or stored (or
+    /// marshal went away), and the validator must then stop.
+    pub executor: Handle<()>,
 }
 
 impl std::fmt::Debug for Running {
@@ -155,10 +158,13 @@ impl Running {
         for h in self.handles {
             h.abort();
         }
+        self.executor.abort();
     }
 }
 
 const MAILBOX: NonZeroUsize = NZUsize!(1024);
+/// Finalized blocks marshal hands the executor ahead of its acknowledgements.
+pub const MAX_PENDING_ACKS: usize = 8;
 const PAGE_CACHE_PAGE: std::num::NonZeroU16 = NZU16!(4096);
 const PAGE_CACHE_PAGES: NonZeroUsize = NZUsize!(4096);
 
@@ -278,7 +284,7 @@ where
             value_write_buffer: NZUsize!(1024 * 1024),
             block_codec_config: (),
             max_repair: NZUsize!(16),
-            max_pending_acks: NZUsize!(8),
+            max_pending_acks: NZUsize!(MAX_PENDING_ACKS),
             strategy: Sequential,
         },
     )
@@ -354,8 +360,11 @@ where
         },
     );
 
+    // Execution holds its thread (contract, state tree, the ledger's write and flush), so
+    // it runs on a thread of its own rather than one of the runtime's shared workers.
     let executor_handle = context
         .child("executor")
+        .dedicated()
         .spawn(move |context| executor.run(context));
     let buffer_handle = buffer.start(blocks);
     let marshal_handle = marshal_actor.start(executor_mailbox, buffer_mailbox, backfill_resolver);
@@ -363,12 +372,8 @@ where
     Running {
         progress,
         marshal: marshal_mailbox,
-        handles: vec![
-            buffer_handle,
-            marshal_handle,
-            consensus_handle,
-            executor_handle,
-        ],
+        handles: vec![buffer_handle, marshal_handle, consensus_handle],
+        executor: executor_handle,
     }
 }
 

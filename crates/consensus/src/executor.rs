@@ -10,6 +10,7 @@ use commonware_consensus::marshal::Update;
 use commonware_consensus::types::Height;
 use commonware_runtime::Clock;
 use commonware_utils::Acknowledgement as _;
+use commonware_utils::acknowledgement::Exact;
 use futures::StreamExt as _;
 use futures::channel::mpsc;
 use std::sync::Arc;
@@ -62,6 +63,13 @@ impl std::fmt::Debug for Executor {
 /// History is pruned after every height that is a multiple of this.
 pub const PRUNE_EVERY: u64 = 64;
 
+/// Most blocks executed before the disk is flushed and they are acknowledged: marshal's
+/// `max_pending_acks`, beyond which it delivers nothing more.
+pub const MAX_UNSYNCED: usize = crate::engine::MAX_PENDING_ACKS;
+
+/// Longest an executed block waits before the disk is flushed.
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Executor {
     /// An executor for `chain` and the mailbox marshal reports to.
     pub fn new(
@@ -86,43 +94,110 @@ impl Executor {
     /// Applies finalized blocks until marshal goes away or a block cannot be applied; after
     /// every [`COSIGN_EVERY`]th height, cosigns the access log's head; after every
     /// [`PRUNE_EVERY`]th, prunes history beyond the [`Retention`].
+    ///
+    /// Blocks are acknowledged only once they are on disk. Executed blocks are readable at
+    /// once (by the API and by consensus, which commits to their roots), so the disk is
+    /// flushed only when [`MAX_UNSYNCED`] blocks wait for it or the oldest has waited
+    /// [`SYNC_INTERVAL`]: one flush covers several blocks, and pages several blocks change
+    /// are written once. A crash loses at most the unflushed blocks, which consensus delivers
+    /// again since they were not acknowledged.
     pub async fn run(mut self, clock: impl Clock) {
-        while let Some(update) = self.receiver.next().await {
-            match update {
-                Update::Tip(_, height, _) => {
-                    self.progress
-                        .finalized
-                        .fetch_max(height.get(), Ordering::Relaxed);
-                }
-                Update::Block(block, ack) => {
-                    let height = block.inner().block().header.height;
-                    match self.chain.execute(block.inner()) {
-                        Ok(Executed::Applied(outcome)) => {
-                            tracing::debug!(height, state_root = %outcome.tip.state_root, txs = outcome.receipts.len(), "executed block");
-                            if height.is_multiple_of(COSIGN_EVERY)
-                                && self.chain.cosign_head(unix_seconds(&clock)).is_err()
-                            {
-                                tracing::error!(height, "validator state poisoned; stopping");
+        let mut unsynced: Vec<(u64, Exact)> = Vec::new();
+        let mut due = None;
+        loop {
+            let update = match due {
+                None => self.receiver.next().await,
+                Some(deadline) => {
+                    let next = std::pin::pin!(self.receiver.next());
+                    let timer = std::pin::pin!(clock.sleep_until(deadline));
+                    match futures::future::select(next, timer).await {
+                        futures::future::Either::Left((update, _)) => update,
+                        futures::future::Either::Right(((), _)) => {
+                            if !self.sync(&mut unsynced) {
                                 return;
                             }
-                            if height.is_multiple_of(PRUNE_EVERY) {
-                                self.prune(height);
-                            }
-                        }
-                        Ok(Executed::AlreadyApplied) => {
-                            tracing::debug!(height, "block already executed");
-                        }
-                        Err(e) => {
-                            tracing::error!(height, error = %e, "cannot execute finalized block; stopping");
-                            return;
+                            due = None;
+                            continue;
                         }
                     }
-                    self.progress.executed.fetch_max(height, Ordering::Relaxed);
-                    self.progress.finalized.fetch_max(height, Ordering::Relaxed);
-                    ack.acknowledge();
                 }
+            };
+            let Some(update) = update else {
+                // Marshal went away: flush what was executed, and stop.
+                if !unsynced.is_empty() {
+                    self.sync(&mut unsynced);
+                }
+                return;
+            };
+            if !self.handle(update, &clock, &mut unsynced) {
+                return;
+            }
+            if unsynced.len() >= MAX_UNSYNCED {
+                if !self.sync(&mut unsynced) {
+                    return;
+                }
+                due = None;
+            } else if due.is_none() && !unsynced.is_empty() {
+                due = Some(clock.current() + SYNC_INTERVAL);
             }
         }
+    }
+
+    /// Handles one update; false if the validator must stop.
+    fn handle(
+        &mut self,
+        update: Update<ChainBlock>,
+        clock: &impl Clock,
+        unsynced: &mut Vec<(u64, Exact)>,
+    ) -> bool {
+        match update {
+            Update::Tip(_, height, _) => {
+                self.progress
+                    .finalized
+                    .fetch_max(height.get(), Ordering::Relaxed);
+            }
+            Update::Block(block, ack) => {
+                let height = block.inner().block().header.height;
+                match self.chain.execute(block.inner()) {
+                    Ok(Executed::Applied(outcome)) => {
+                        tracing::debug!(height, state_root = %outcome.tip.state_root, txs = outcome.receipts.len(), "executed block");
+                        if height.is_multiple_of(COSIGN_EVERY)
+                            && self.chain.cosign_head(unix_seconds(clock)).is_err()
+                        {
+                            tracing::error!(height, "validator state poisoned; stopping");
+                            return false;
+                        }
+                    }
+                    Ok(Executed::AlreadyApplied) => {
+                        tracing::debug!(height, "block already executed");
+                    }
+                    Err(e) => {
+                        tracing::error!(height, error = %e, "cannot execute finalized block; stopping");
+                        return false;
+                    }
+                }
+                self.progress.executed.fetch_max(height, Ordering::Relaxed);
+                self.progress.finalized.fetch_max(height, Ordering::Relaxed);
+                unsynced.push((height, ack));
+            }
+        }
+        true
+    }
+
+    /// Flushes the executed blocks to disk, then acknowledges them and prunes if one of them
+    /// is due; false if the validator must stop.
+    fn sync(&mut self, unsynced: &mut Vec<(u64, Exact)>) -> bool {
+        if let Err(e) = self.chain.sync() {
+            tracing::error!(error = %e, "cannot write executed blocks to disk; stopping");
+            return false;
+        }
+        for (height, ack) in unsynced.drain(..) {
+            ack.acknowledge();
+            if height.is_multiple_of(PRUNE_EVERY) {
+                self.prune(height);
+            }
+        }
+        true
     }
 }
 

@@ -73,6 +73,20 @@ pub enum StartError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The Private Data Center or the browser application could not be opened.
+    #[error("{0}")]
+    Service(String),
+    /// The HTTP API's address could not be bound.
+    #[error("cannot serve the HTTP API on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A part the validator cannot run without stopped; the validator stops with it.
+    #[error("stopped: {0}")]
+    Stopped(String),
 }
 
 /// The certified finalization a validator installed from a snapshot starts consensus from
@@ -271,7 +285,7 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
     let signer = consensus_key(&config.key);
     let storage = config.data_dir.join("consensus");
     let runtime = cw_tokio::Runner::new(cw_tokio::Config::new().with_storage_directory(storage));
-    runtime.start(async move |context| {
+    runtime.start(async move |context| -> Result<(), StartError> {
         let p2p = lookup::Config::local(
             Cups::<_, ChaCha20Poly1305>::new(
                 Sake {
@@ -289,17 +303,11 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             NZUsize!(4096),
         );
         let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p);
-        let peers: Map<ed25519::PublicKey, Address> = match book
+        let peers: Map<ed25519::PublicKey, Address> = book
             .iter()
             .map(|(k, a)| (k.clone(), Address::from(*a)))
             .try_collect()
-        {
-            Ok(m) => m,
-            Err(_) => {
-                tracing::error!("duplicate validator in the address book");
-                return;
-            }
-        };
+            .map_err(|_| StartError::Genesis("a validator is listed twice".into()))?;
         oracle.track(0, peers);
         // Per-peer rates; each channel's inbound mailbox holds one burst per peer, so these
         // also bound memory.
@@ -335,13 +343,9 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
         let (gossip, _gossip_handles) =
             start_gossip(context.child("gossip"), chain.clone(), oracle.clone(), txs);
 
-        let pdc = match secnet_node::pdc::open(&config.data_dir, &config.key) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot open the Private Data Center");
-                return;
-            }
-        };
+        let pdc = secnet_node::pdc::open(&config.data_dir, &config.key).map_err(|e| {
+            StartError::Service(format!("cannot open the Private Data Center: {e}"))
+        })?;
         let backend: Arc<dyn Backend> = Arc::new(ValidatorBackend {
             chain,
             marshal: running.marshal.clone(),
@@ -357,41 +361,41 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             Duration::from_millis(500),
             recording,
         ));
-        let services = match secnet_node::webapp::WebServices::new(backend.clone(), pdc.clone()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot open the browser application");
-                return;
-            }
-        };
+        let services = secnet_node::webapp::WebServices::new(backend.clone(), pdc.clone())
+            .map_err(|e| {
+                StartError::Service(format!("cannot open the browser application: {e}"))
+            })?;
         let name = services.node_name();
-        let web = match secnet_web::Web::open(&config.data_dir, &name, Arc::new(services)) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot open the staff accounts");
-                return;
-            }
-        };
+        let web = secnet_web::Web::open(&config.data_dir, &name, Arc::new(services))
+            .map_err(|e| StartError::Service(format!("cannot open the staff accounts: {e}")))?;
         let app = api::app(backend, pdc, web);
-        match tokio::net::TcpListener::bind(config.api_listen).await {
-            Ok(listener) => {
-                tokio::spawn(async move {
-                    if let Err(e) = axum::serve(
-                        listener,
-                        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                    )
-                    .await
-                    {
-                        tracing::error!(error = %e, "HTTP API stopped");
-                    }
-                });
+        let listener = tokio::net::TcpListener::bind(config.api_listen)
+            .await
+            .map_err(|error| StartError::Bind {
+                addr: config.api_listen,
+                error,
+            })?;
+        let http = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+        });
+        // The validator runs as long as all of its vital parts do; when one ends, the
+        // process ends with an error naming it, rather than serving stale state.
+        let stopped = tokio::select! {
+            _ = network_handle => "the peer-to-peer network stopped".to_string(),
+            _ = running.executor => {
+                "block execution stopped (a finalized block could not be applied or stored; see the error above)".to_string()
             }
-            Err(e) => {
-                tracing::error!(addr = %config.api_listen, error = %e, "cannot serve the HTTP API");
-                return;
-            }
-        }
-        let _ = network_handle.await;
-    });
-    Ok(())
+            served = http => match served {
+                Ok(Ok(())) => "the HTTP API stopped".to_string(),
+                Ok(Err(e)) => format!("the HTTP API stopped: {e}"),
+                Err(e) => format!("the HTTP API failed: {e}"),
+            },
+        };
+        tracing::error!(reason = %stopped, "validator stopping");
+        Err(StartError::Stopped(stopped))
+    })
 }

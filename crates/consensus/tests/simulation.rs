@@ -167,7 +167,7 @@ impl Cluster {
     /// Stops validator `i` as a crash would: its tasks end and its ledger is closed.
     async fn crash(&mut self, context: &deterministic::Context, i: usize) {
         if let Some(running) = self.nodes[i].running.take() {
-            for h in running.handles {
+            for h in running.handles.into_iter().chain([running.executor]) {
                 h.abort();
                 let _ = h.await;
             }

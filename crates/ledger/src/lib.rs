@@ -20,5 +20,7 @@ pub use snapshot::{
     MAX_SNAPSHOT_ITEM, RecentBlock, SNAPSHOT_BLOCKS, SNAPSHOT_MAGIC, Snapshot, SnapshotError,
     read_head,
 };
-pub use store::{LEDGER_FILE, Ledger, LogSubject, RECENT_STATES, ReplayReport, SnapshotSource};
+pub use store::{
+    LEDGER_FILE, Ledger, LogSubject, RECENT_STATES, ReplayReport, SnapshotSource, Syncer,
+};
 pub use stored_block::StoredBlock;

@@ -17,6 +17,7 @@ use secnet_types::{
 };
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The ledger database's page cache (redb's default, 1 GiB, would let every validator's
 /// memory grow with its history).
@@ -49,10 +50,29 @@ const FORMAT_VERSION: &[u8] = b"secnet-ledger/3";
 /// The file inside a data directory that holds the ledger.
 pub const LEDGER_FILE: &str = "ledger.redb";
 
+/// Makes a ledger's deferred writes durable (see [`Ledger::apply_block_deferred`]); it
+/// shares the database, not the ledger, so the disk is waited for while others read.
+#[derive(Debug, Clone)]
+pub struct Syncer {
+    db: Arc<Database>,
+}
+
+impl Syncer {
+    /// Waits until every write committed so far is on disk.
+    pub fn sync(&self) -> Result<(), LedgerError> {
+        let mut write = self.db.begin_write()?;
+        write
+            .set_durability(Durability::Immediate)
+            .map_err(|e| LedgerError::Storage(e.to_string()))?;
+        write.commit()?;
+        Ok(())
+    }
+}
+
 /// A node's durable ledger.
 #[derive(Debug)]
 pub struct Ledger {
-    db: Database,
+    db: Arc<Database>,
     state: State,
     genesis: Genesis,
     path: PathBuf,
@@ -253,7 +273,7 @@ impl Ledger {
             receipts_root: None,
         }]);
         Ok(Ledger {
-            db,
+            db: Arc::new(db),
             state,
             genesis: genesis.clone(),
             path,
@@ -343,11 +363,48 @@ impl Ledger {
         block: &Block,
         verified: impl Fn(&secnet_types::SignedTransaction) -> bool,
     ) -> Result<BlockOutcome, LedgerError> {
+        self.apply_with(block, verified, Durability::Immediate)
+    }
+
+    /// Like [`Self::apply_block_trusting`], but the block's write is committed without
+    /// waiting for the disk: readers see it at once, and it becomes durable with the next
+    /// [`Syncer::sync`] (or the next durable write). A crash before then loses it and every
+    /// later deferred block, and the ledger reopens at the last durable one, consistent;
+    /// the caller must not tell anyone the block is stored (e.g. acknowledge it to
+    /// consensus) before that sync.
+    pub fn apply_block_deferred(
+        &mut self,
+        block: &Block,
+        verified: impl Fn(&secnet_types::SignedTransaction) -> bool,
+    ) -> Result<BlockOutcome, LedgerError> {
+        self.apply_with(block, verified, Durability::None)
+    }
+
+    /// A handle that makes deferred writes durable without holding the ledger.
+    pub fn syncer(&self) -> Syncer {
+        Syncer {
+            db: Arc::clone(&self.db),
+        }
+    }
+
+    /// Refuses all further writes until the ledger is reopened: the disk may be behind the
+    /// state in memory (e.g. a [`Syncer::sync`] failed).
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    fn apply_with(
+        &mut self,
+        block: &Block,
+        verified: impl Fn(&secnet_types::SignedTransaction) -> bool,
+        durability: Durability,
+    ) -> Result<BlockOutcome, LedgerError> {
         if self.poisoned {
             return Err(LedgerError::Poisoned);
         }
         let outcome = self.state.apply_block_trusting(block, verified)?;
-        if let Err(e) = self.persist(block, &outcome) {
+        let persisted = self.persist(block, &outcome, durability);
+        if let Err(e) = persisted {
             // The in-memory state is ahead of the disk: refuse further work until reopened.
             self.poisoned = true;
             return Err(e);
@@ -363,10 +420,15 @@ impl Ledger {
         Ok(outcome)
     }
 
-    fn persist(&self, block: &Block, outcome: &BlockOutcome) -> Result<(), LedgerError> {
+    fn persist(
+        &self,
+        block: &Block,
+        outcome: &BlockOutcome,
+        durability: Durability,
+    ) -> Result<(), LedgerError> {
         let mut write = self.db.begin_write()?;
         write
-            .set_durability(Durability::Immediate)
+            .set_durability(durability)
             .map_err(|e| LedgerError::Storage(e.to_string()))?;
         {
             let mut state = write.open_table(STATE)?;

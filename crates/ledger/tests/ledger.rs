@@ -269,6 +269,53 @@ fn transfer_block(ledger: &Ledger, from: usize) -> Block {
     )
 }
 
+#[test]
+fn deferred_blocks_are_readable_at_once_and_durable_after_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis("ledger-test");
+    let (tip, syncer) = {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        for i in 0..5 {
+            let block = transfer_block(&ledger, i % 3);
+            ledger.apply_block_deferred(&block, |_| false).unwrap();
+            // Readers see a deferred block at once, from memory and from the database.
+            let height = block.header.height;
+            assert_eq!(ledger.state().tip().height, height);
+            assert_eq!(ledger.block(height).unwrap().unwrap().block, block);
+            assert!(
+                ledger
+                    .committed_receipt(&block.txs[0].hash())
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        let syncer = ledger.syncer();
+        syncer.sync().unwrap();
+        (ledger.state().tip(), syncer)
+    };
+    drop(syncer);
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    assert_eq!(ledger.state().tip(), tip);
+    assert_eq!(ledger.replay_check().unwrap().blocks, 5);
+}
+
+#[test]
+fn a_poisoned_ledger_refuses_blocks_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis("ledger-test");
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    let block = transfer_block(&ledger, 0);
+    ledger.poison();
+    assert!(matches!(
+        ledger.apply_block_deferred(&block, |_| false),
+        Err(LedgerError::Poisoned)
+    ));
+    assert_eq!(ledger.state().tip().height, 0);
+    drop(ledger);
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    ledger.apply_block(&block).unwrap();
+}
+
 fn snapshot_bytes(ledger: &Ledger) -> Vec<u8> {
     let mut out = Vec::new();
     ledger

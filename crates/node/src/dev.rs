@@ -122,33 +122,30 @@ impl DevNode {
         Ok(Some(outcome))
     }
 
-    /// Produces blocks until `shutdown` fires.
+    /// Produces blocks until `shutdown` fires; returns why it stopped otherwise (a block
+    /// that could not be produced or stored).
     ///
     /// (Blocks are produced only while transactions wait, plus one empty block after them
     /// to commit the last state root; an idle node adds none.)
     pub async fn run_producer(
         self: std::sync::Arc<Self>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
+    ) -> Result<(), String> {
         let mut tick = tokio::time::interval(self.config.block_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => return Ok(()),
             }
             let node = self.clone();
-            match tokio::task::spawn_blocking(move || node.produce_block()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "block production stopped");
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "block production task failed");
-                    break;
-                }
-            }
+            let failure = match tokio::task::spawn_blocking(move || node.produce_block()).await {
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => format!("block production stopped: {e}"),
+                Err(e) => format!("block production failed: {e}"),
+            };
+            tracing::error!(reason = %failure, "node stopping");
+            return Err(failure);
         }
     }
 }

@@ -18,7 +18,9 @@ pub struct RunningNode {
     /// The address the API listens on.
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    producer: JoinHandle<Result<(), String>>,
+    server: JoinHandle<Result<(), String>>,
+    recorder: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -30,8 +32,23 @@ impl RunningNode {
     /// Stops producing blocks and serving, and waits for both.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let _ = self.producer.await;
+        let _ = self.server.await;
+        let _ = self.recorder.await;
+    }
+
+    /// Waits until block production or the HTTP API stops on its own (a block that could
+    /// not be stored, a failed listener), and says why: the node must not go on serving a
+    /// ledger that no longer moves. After it returns, drop the node rather than stop it.
+    pub async fn failure(&mut self) -> String {
+        let (part, ended) = tokio::select! {
+            r = &mut self.producer => ("block production", r),
+            r = &mut self.server => ("the HTTP API", r),
+        };
+        match ended {
+            Ok(Ok(())) => format!("{part} stopped"),
+            Ok(Err(e)) => e,
+            Err(e) => format!("{part} failed: {e}"),
         }
     }
 }
@@ -76,15 +93,18 @@ pub async fn start_dev(
             let _ = rx_http.changed().await;
         })
         .await;
-        if let Err(e) = result {
+        result.map_err(|e| {
             tracing::error!(error = %e, "HTTP server stopped");
-        }
+            format!("the HTTP API stopped: {e}")
+        })
     });
     Ok(RunningNode {
         node,
         addr,
         shutdown,
-        tasks: vec![producer, server, recorder],
+        producer,
+        server,
+        recorder,
     })
 }
 

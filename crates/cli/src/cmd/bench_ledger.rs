@@ -100,6 +100,19 @@ pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Bytes a process has caused to be written to storage so far (`write_bytes` of
+/// `/proc/PID/io`), in MiB.
+fn written_mib(pid: u32) -> Option<f64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let bytes: f64 = io
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(bytes / (1024.0 * 1024.0))
+}
+
 /// The workload: what prepares the state, and what is measured.
 pub struct Workload {
     /// Registrations; then one subscription and one grant request per account (each phase
@@ -697,6 +710,8 @@ struct SoakMinute {
     p99_ms: f64,
     rss_mib: Vec<Option<f64>>,
     cpu_s: Vec<Option<f64>>,
+    /// Per validator: MiB written to storage during the minute.
+    written_mib: Vec<Option<f64>>,
     /// Per validator at the minute's end: finalized heights not executed yet, and
     /// transactions waiting in its mempool.
     execution_lag: Vec<Option<u64>>,
@@ -728,6 +743,7 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
         );
         prepare(&net.apis, setup).await?;
         let mut rows = Vec::new();
+        let mut written: Vec<Option<f64>> = net.pids.iter().map(|p| written_mib(*p)).collect();
         for minute in 1..=minutes {
             let signer = std::thread::spawn(move || {
                 let next = mix.next(per_minute);
@@ -757,18 +773,30 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
                 p99_ms: run.p99_ms,
                 rss_mib: net.pids.iter().map(|p| rss_mib(*p)).collect(),
                 cpu_s: run.validators.iter().map(|v| v.cpu_s).collect(),
+                written_mib: net
+                    .pids
+                    .iter()
+                    .zip(&mut written)
+                    .map(|(p, before)| {
+                        let now = written_mib(*p);
+                        let delta = now.zip(*before).map(|(n, b)| n - b);
+                        *before = now;
+                        delta
+                    })
+                    .collect(),
                 execution_lag,
                 mempool,
             };
+            let rounded = |v: &[Option<f64>]| v.iter().map(|r| r.map(f64::round)).collect::<Vec<_>>();
             eprintln!(
-                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, rss {:?} MiB",
+                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, rss {:?} MiB, written {:?} MiB, lag {:?}, mempool {:?}",
                 row.applied_tx_per_s,
                 row.offered_tx_per_s,
                 row.p99_ms,
-                row.rss_mib
-                    .iter()
-                    .map(|r| r.map(|m| m.round()))
-                    .collect::<Vec<_>>()
+                rounded(&row.rss_mib),
+                rounded(&row.written_mib),
+                row.execution_lag,
+                row.mempool,
             );
             rows.push(row);
             let (m, next) = signer

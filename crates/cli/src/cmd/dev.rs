@@ -51,7 +51,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         ..ProducerConfig::default()
     };
     super::runtime()?.block_on(async move {
-        let running =
+        let mut running =
             secnet_node::start_dev(&args.data_dir, &genesis, key, args.listen, config).await?;
         let height = running.node.with_ledger(|l| l.state().tip().height)?;
         println!("secnet dev node");
@@ -65,7 +65,10 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         );
         println!("  height      {height}");
         println!("press Ctrl-C to stop");
-        tokio::signal::ctrl_c().await?;
+        tokio::select! {
+            stop = tokio::signal::ctrl_c() => stop?,
+            reason = running.failure() => anyhow::bail!("the node stopped: {reason}"),
+        }
         running.stop().await;
         println!("stopped");
         anyhow::Ok(())
