@@ -601,7 +601,10 @@ impl State {
         }])
     }
 
-    fn check_access_entry(&self, holder: AccountId, e: &AccessEntry) -> Result<(), Rejection> {
+    /// Whether `holder` may record `e` in a `RecordAccess` now: the very check execution
+    /// makes of each entry (a batch with one entry that fails it is rejected whole), so a
+    /// holder can keep a bad entry from sinking good ones.
+    pub fn check_access_entry(&self, holder: AccountId, e: &AccessEntry) -> Result<(), Rejection> {
         if e.score_ppm > MAX_SCORE_PPM {
             return Err(Rejection::ScoreOutOfRange {
                 score_ppm: e.score_ppm,

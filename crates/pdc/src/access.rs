@@ -411,7 +411,8 @@ pub struct Authorized {
 pub struct Refused {
     /// Why.
     pub reason: RefusalReason,
-    /// The consumer named by a valid token.
+    /// The consumer named by a valid token whose fetch proof verified; `None` for a
+    /// request that authenticated nobody.
     pub requester: Option<AccountId>,
     /// The grant named by a valid token.
     pub grant: Option<Hash>,
@@ -617,14 +618,16 @@ impl Gate {
             score: 0,
             decision: None,
         };
+        // Until the fetch proof verifies, the request names nobody: anyone who saw a token
+        // could send it, so such a refusal is not attributed to the token's consumer or grant.
         let token = self
             .open_token(attempt.token, holder, now_ms)
             .map_err(|r| refuse(r, None))?;
+        if !attempt.proof.verify(&token, attempt.method, attempt.path) {
+            return Err(refuse(RefusalReason::WrongKey, None));
+        }
         if now_ms >= token.expires_ms {
             return Err(refuse(RefusalReason::Expired, Some(&token)));
-        }
-        if !attempt.proof.verify(&token, attempt.method, attempt.path) {
-            return Err(refuse(RefusalReason::WrongKey, Some(&token)));
         }
         if attempt.proof.at_ms.abs_diff(now_ms) > MAX_SKEW_MS {
             return Err(refuse(RefusalReason::Replay, Some(&token)));

@@ -2,19 +2,29 @@
 //!
 //! The holder turns each authorization or refusal into an `AccessEntry` and queues it; the
 //! queue is drained in `RecordAccess` batches of at most `MAX_ACCESS_ENTRIES`, and a batch
-//! that could not be submitted goes back to the front, so no entry is lost or reordered.
+//! that could not be submitted, or that the chain rejected, goes back to the front, so no
+//! entry is lost or reordered. Before a batch is signed, each entry is checked against the
+//! ledger with the contract's own check ([`recordable`]), so one entry the contract would
+//! refuse never sinks the others.
+//!
+//! A refusal of a request that authenticated nobody (no valid token, or a fetch proof that
+//! does not verify) costs its sender nothing, so it is not queued one by one: such refusals
+//! are counted per data item and reason, and per source, over [`TALLY_WINDOW_MS`], and each
+//! window adds one entry per data item and reason.
 //! The owner's history is the access log's entries about their data, each exportable as a
 //! FHIR R4 `AuditEvent`.
 
 use crate::access::{Authorized, Refused};
-use secnet_contract::LogEntry;
+use secnet_contract::{LogEntry, State};
+use secnet_types::Rejection;
 use secnet_types::limits::MAX_ACCESS_ENTRIES;
 use secnet_types::{
     AccessDecision, AccessEntry, AccountId, Call, Hash, Keypair, RefusalReason, SignedTransaction,
     Transaction,
 };
 use serde_json::{Value, json};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
 
 /// The ledger entry for one decided fetch of `data` at `now_ms`. `claimed` names the
 /// requester when the request carried no valid token.
@@ -44,10 +54,67 @@ pub fn entry_for(
     }
 }
 
+/// Most entries waiting to be recorded; a holder with this many must refuse to serve
+/// (nothing may be delivered that cannot be recorded).
+pub const MAX_PENDING_RECORDS: usize = 65_536;
+
+/// How long unauthenticated refusals are counted before their window is recorded.
+pub const TALLY_WINDOW_MS: u64 = 60_000;
+
+/// Most distinct (data, reason) pairs and sources a window counts; beyond them only the
+/// total grows.
+pub const MAX_TALLY_KEYS: usize = 4_096;
+
+/// The entry `holder` can record for `entry` against `state`: the entry itself if the
+/// contract accepts it; without its grant if only the grant is at fault (e.g. a valid token
+/// presented for other data, or a grant retired since), which keeps the access in the data's
+/// history; otherwise the contract's reason (data not listed by this holder).
+pub fn recordable(
+    state: &State,
+    holder: AccountId,
+    entry: AccessEntry,
+) -> Result<AccessEntry, Rejection> {
+    match state.check_access_entry(holder, &entry) {
+        Ok(()) => Ok(entry),
+        Err(first) if entry.grant.is_some() => {
+            let bare = AccessEntry {
+                grant: None,
+                ..entry
+            };
+            state
+                .check_access_entry(holder, &bare)
+                .map(|()| bare)
+                .map_err(|_| first)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Unauthenticated refusals counted over one window.
+#[derive(Debug, Default)]
+struct Tally {
+    since_ms: Option<u64>,
+    by_data: BTreeMap<(Hash, RefusalReason), u64>,
+    by_source: HashMap<IpAddr, u64>,
+    total: u64,
+}
+
+/// What a closed window of unauthenticated refusals counted, for the node's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TallyReport {
+    /// Refusals counted.
+    pub total: u64,
+    /// Distinct (data, reason) pairs recorded.
+    pub recorded: usize,
+    /// The sources that sent the most, most first (at most 5).
+    pub top_sources: Vec<(IpAddr, u64)>,
+}
+
 /// Access entries waiting to be recorded on the ledger.
 #[derive(Debug, Default)]
 pub struct Recorder {
     pending: VecDeque<AccessEntry>,
+    tally: Tally,
 }
 
 impl Recorder {
@@ -56,9 +123,72 @@ impl Recorder {
         Recorder::default()
     }
 
-    /// Queues an entry.
-    pub fn push(&mut self, entry: AccessEntry) {
+    /// Queues an entry; false if [`MAX_PENDING_RECORDS`] wait already (check
+    /// [`Self::is_full`] before serving).
+    pub fn push(&mut self, entry: AccessEntry) -> bool {
+        if self.is_full() {
+            return false;
+        }
         self.pending.push_back(entry);
+        true
+    }
+
+    /// Counts a refusal of a request that authenticated nobody, from `source`.
+    pub fn count_unauthenticated(
+        &mut self,
+        data: Hash,
+        reason: RefusalReason,
+        source: IpAddr,
+        now_ms: u64,
+    ) {
+        let t = &mut self.tally;
+        t.since_ms.get_or_insert(now_ms);
+        t.total += 1;
+        if let Some(n) = t.by_data.get_mut(&(data, reason)) {
+            *n += 1;
+        } else if t.by_data.len() < MAX_TALLY_KEYS {
+            t.by_data.insert((data, reason), 1);
+        }
+        if let Some(n) = t.by_source.get_mut(&source) {
+            *n += 1;
+        } else if t.by_source.len() < MAX_TALLY_KEYS {
+            t.by_source.insert(source, 1);
+        }
+    }
+
+    /// Closes the window of unauthenticated refusals if it is [`TALLY_WINDOW_MS`] old:
+    /// queues one entry per data item and reason (naming nobody, timed at the window's
+    /// start) and says what it counted.
+    pub fn close_tally(&mut self, now_ms: u64) -> Option<TallyReport> {
+        let since = self.tally.since_ms?;
+        if now_ms.saturating_sub(since) < TALLY_WINDOW_MS {
+            return None;
+        }
+        let tally = std::mem::take(&mut self.tally);
+        let recorded = tally.by_data.len();
+        for (data, reason) in tally.by_data.into_keys() {
+            self.push(AccessEntry {
+                data,
+                grant: None,
+                requester: AccountId([0; 32]),
+                decision: AccessDecision::Refused(reason),
+                score_ppm: 0,
+                at_ms: since,
+            });
+        }
+        let mut top: Vec<(IpAddr, u64)> = tally.by_source.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        top.truncate(5);
+        Some(TallyReport {
+            total: tally.total,
+            recorded,
+            top_sources: top,
+        })
+    }
+
+    /// Whether no more entries can be queued.
+    pub fn is_full(&self) -> bool {
+        self.pending.len() >= MAX_PENDING_RECORDS
     }
 
     /// Entries waiting.
@@ -80,7 +210,8 @@ impl Recorder {
         Some(self.pending.drain(..n).collect())
     }
 
-    /// Puts a batch that could not be submitted back in front, in order.
+    /// Puts a batch that could not be submitted, or was rejected, back in front, in order
+    /// (even past [`MAX_PENDING_RECORDS`]: these were accepted before).
     pub fn requeue(&mut self, batch: Vec<AccessEntry>) {
         for e in batch.into_iter().rev() {
             self.pending.push_front(e);
@@ -295,6 +426,46 @@ mod tests {
         }
         assert_eq!(seen.len(), 600);
         assert!(seen.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
+    }
+
+    #[test]
+    fn unauthenticated_refusals_are_counted_and_recorded_once_per_window() {
+        let mut r = Recorder::new();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let data = Hash::digest(b"d");
+        for i in 0..1_000u64 {
+            let source = if i % 10 == 0 { b } else { a };
+            r.count_unauthenticated(data, RefusalReason::WrongKey, source, 1_000 + i);
+        }
+        r.count_unauthenticated(Hash::digest(b"e"), RefusalReason::NoGrant, b, 2_000);
+        assert!(r.is_empty(), "nothing is queued one by one");
+        assert_eq!(r.close_tally(1_000 + TALLY_WINDOW_MS - 1), None);
+        let report = r.close_tally(1_000 + TALLY_WINDOW_MS).unwrap();
+        assert_eq!(report.total, 1_001);
+        assert_eq!(report.recorded, 2);
+        assert_eq!(report.top_sources, vec![(a, 900), (b, 101)]);
+        let batch = r.next_batch().unwrap();
+        assert_eq!(batch.len(), 2);
+        assert!(
+            batch.iter().all(|e| e.grant.is_none()
+                && e.requester == AccountId([0; 32])
+                && e.at_ms == 1_000)
+        );
+        assert_eq!(r.close_tally(1_000_000), None, "a new window starts empty");
+    }
+
+    #[test]
+    fn the_queue_is_bounded_but_keeps_what_it_accepted() {
+        let mut r = Recorder::new();
+        for i in 0..MAX_PENDING_RECORDS as u64 {
+            assert!(r.push(entry(i, AccessDecision::Delivered)));
+        }
+        assert!(r.is_full());
+        assert!(!r.push(entry(0, AccessDecision::Delivered)));
+        let batch = r.next_batch().unwrap();
+        assert!(r.push(entry(1, AccessDecision::Delivered)));
+        r.requeue(batch);
+        assert_eq!(r.len(), MAX_PENDING_RECORDS + 1);
     }
 
     #[test]

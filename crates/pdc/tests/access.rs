@@ -15,9 +15,13 @@ use secnet_pdc::access::{
 };
 use secnet_pdc::crypto::DataKey;
 use secnet_pdc::envelope::FHIR_JSON;
+use secnet_pdc::record::recordable;
 use secnet_pdc::store::{Decryptor, PutRequest, Store};
 use secnet_policy::{Agent, AgentKind, AgentRef, Engine, OwnerPolicies, Resource};
-use secnet_types::{AccountId, Block, Call, DataKind, Hash, Keypair, RefusalReason, RegisterData};
+use secnet_types::{
+    AccessDecision, AccessEntry, AccountId, Block, Call, DataKind, Hash, Keypair, RefusalReason,
+    RegisterData, Rejection,
+};
 use std::io::Read as _;
 
 const PATIENT: usize = 0;
@@ -466,7 +470,6 @@ fn the_rule_scorer_flags_bursts_and_sweeps() {
 fn deliveries_and_refusals_are_recorded_on_the_ledger_and_provable() {
     use secnet_contract::LogEntry;
     use secnet_pdc::record::{Recorder, entry_for, record_tx};
-    use secnet_types::AccessDecision;
 
     let mut w = world();
     let now = w.ledger.now();
@@ -542,4 +545,42 @@ fn deliveries_and_refusals_are_recorded_on_the_ledger_and_provable() {
     assert!(
         secnet_merkle::log::verify_inclusion(&leaf, index, log.len(), &proof, &log.root()).is_ok()
     );
+}
+
+#[test]
+fn one_bad_entry_never_sinks_the_records_of_good_ones() {
+    let w = world();
+    let now = w.ledger.now();
+    let (token, _) = w.token();
+    let holder = w.ledger.id(HOLDER);
+    let state = &w.ledger.state;
+    let delivered = AccessEntry {
+        data: w.data,
+        grant: Some(token.grant),
+        requester: w.ledger.id(CONSUMER),
+        decision: AccessDecision::Delivered,
+        score_ppm: 0,
+        at_ms: now,
+    };
+    assert_eq!(
+        recordable(state, holder, delivered.clone()),
+        Ok(delivered.clone())
+    );
+    // A valid token presented for data this holder does not list: nothing to record.
+    let elsewhere = AccessEntry {
+        data: Hash::digest(b"elsewhere"),
+        ..delivered.clone()
+    };
+    assert!(matches!(
+        recordable(state, holder, elsewhere),
+        Err(Rejection::GrantMismatch { .. })
+    ));
+    // A grant retired since: the access stays in the data's history, without it.
+    let retired = AccessEntry {
+        grant: Some(Hash::digest(b"retired")),
+        ..delivered.clone()
+    };
+    assert_eq!(recordable(state, holder, retired).unwrap().grant, None);
+    // Another holder cannot record accesses to this one's data.
+    assert!(recordable(state, w.ledger.id(CONSUMER), delivered).is_err());
 }

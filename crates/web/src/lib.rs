@@ -94,7 +94,7 @@ pub struct Web {
 
 /// The address a request came from, when the server records it (`ConnectInfo`).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Source(pub(crate) Option<std::net::IpAddr>);
+pub struct Source(pub Option<std::net::IpAddr>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Source {
     type Rejection = std::convert::Infallible;

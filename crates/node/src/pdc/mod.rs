@@ -57,6 +57,8 @@ struct Inner {
     gate: Gate,
     guard: RequestGuard,
     recorder: Recorder,
+    /// Submitted batches of access records whose receipts are not read yet.
+    in_flight: std::collections::VecDeque<recorder::InFlight>,
     next_nonce: u64,
 }
 

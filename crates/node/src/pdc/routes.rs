@@ -601,6 +601,7 @@ async fn issue_token(
 )]
 async fn fetch(
     State((node, pdc)): Ctx,
+    source: secnet_web::Source,
     Path(hash): Path<String>,
     uri: Uri,
     headers: HeaderMap,
@@ -660,6 +661,14 @@ async fn fetch(
     };
     let result = {
         let mut inner = pdc.inner()?;
+        // Nothing is served that could not be recorded.
+        if inner.recorder.is_full() {
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "this node has not yet recorded earlier accesses on the ledger; try again shortly",
+            ));
+        }
         let r = inner.gate.authorize(
             &holder,
             &FetchAttempt {
@@ -677,7 +686,20 @@ async fn fetch(
             &pdc.rules,
             now,
         );
-        inner.recorder.push(entry_for(&r, data, claimed, now));
+        match &r {
+            // A refusal that authenticated nobody is counted, not recorded one by one.
+            Err(refused) if refused.requester.is_none() => {
+                let from = source
+                    .0
+                    .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+                inner
+                    .recorder
+                    .count_unauthenticated(data, refused.reason, from, now);
+            }
+            _ => {
+                inner.recorder.push(entry_for(&r, data, claimed, now));
+            }
+        }
         r
     };
     let ok = match result {
