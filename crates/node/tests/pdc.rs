@@ -694,6 +694,86 @@ async fn the_openapi_document_describes_served_routes() {
     node.stop().await;
 }
 
+/// Each route reads at most what it needs, before any signature is checked, and a flood of
+/// slow uploads holds at most a few of them: the next is refused at once, unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::deterministic("pdc-bodies", 0);
+    let genesis = Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: now_ms() - 1_000,
+        allocations: vec![Allocation {
+            account: key.account(),
+            balance: 1,
+        }],
+        validators: vec![],
+    };
+    let node = secnet_node::start_dev(
+        dir.path(),
+        &genesis,
+        key,
+        "127.0.0.1:0".parse().unwrap(),
+        ProducerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let owner = Keypair::deterministic("pdc-bodies", 1).account();
+    let send = |method: reqwest::Method, path: String, len: usize| {
+        let request = http
+            .request(method, format!("{}{path}", node.url()))
+            .body(vec![b'x'; len]);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Unsigned, oversized: refused for their size (413), not read and then refused.
+    assert_eq!(
+        send(reqwest::Method::POST, "/v1/pdc/tokens".into(), 64 * 1024).await,
+        413
+    );
+    let policies = format!("/v1/pdc/policies/{owner}");
+    assert_eq!(
+        send(reqwest::Method::PUT, policies.clone(), 1024 * 1024).await,
+        413
+    );
+    let import = format!("/v1/pdc/import/{owner}");
+    assert_eq!(
+        send(reqwest::Method::POST, import, 17 * 1024 * 1024).await,
+        413
+    );
+    // Within the limit, the missing signature is what is refused.
+    assert_eq!(send(reqwest::Method::PUT, policies, 1024).await, 401);
+
+    // Slow uploads: each sends its head and a little of a 1 MiB body, then stalls.
+    let object = format!("/v1/pdc/objects/{owner}/fhir/Condition/c1");
+    let mut stalled = Vec::new();
+    for _ in 0..secnet_node::pdc::MAX_CONCURRENT_UPLOADS {
+        let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        let head = format!(
+            "PUT {object} HTTP/1.1\r\nhost: {}\r\ncontent-length: 1048576\r\n\r\n",
+            node.addr
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&[b'x'; 1024]).await.unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(send(reqwest::Method::PUT, object.clone(), 1024).await, 503);
+    // When they go, uploads are read again (and refused for their missing signature).
+    drop(stalled);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = send(reqwest::Method::PUT, object.clone(), 1024).await;
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 401);
+    node.stop().await;
+}
+
 /// An organisation asks a patient, through the node holding the patient's data, for access
 /// to a listing; only organisations of the network ask, only about the patient's listings
 /// held there, once at a time; only the patient lists and answers, once; the organisation

@@ -11,7 +11,7 @@ mod routes;
 
 pub use recorder::run_recorder;
 pub(crate) use routes::PdcApi;
-pub use routes::router;
+pub use routes::{MAX_CONCURRENT_UPLOADS, MAX_SMALL_BODY, router};
 
 use crate::problem::Problem;
 use axum::http::StatusCode;

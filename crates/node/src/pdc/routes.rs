@@ -66,16 +66,46 @@ pub(super) type Ctx = State<(Arc<dyn Backend>, Arc<Pdc>)>;
 )]
 pub(crate) struct PdcApi;
 
-/// The PDC routes, under `/v1/pdc`.
+/// Body limit of every PDC route that takes no upload (signed JSON answers, token requests).
+pub const MAX_SMALL_BODY: usize = 16 * 1024;
+
+/// Most uploads (objects, bundles) read at once: their bodies are buffered before their
+/// signature can be checked, so this bounds what a flood of large unsigned bodies can hold.
+pub const MAX_CONCURRENT_UPLOADS: usize = 4;
+
+/// The PDC routes, under `/v1/pdc`. Each route reads at most what it needs: 64 MiB for an
+/// object, 16 MiB for a FHIR bundle, 64 KiB for a policy, 16 KiB otherwise (8 KiB for asks);
+/// a larger declared or sent body gets 413 before it is buffered. At most
+/// [`MAX_CONCURRENT_UPLOADS`] uploads are read at once; more get 503 at once, unread.
 pub fn router(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Router {
+    let uploads = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS));
+    let few = || axum::middleware::from_fn_with_state(uploads.clone(), one_of_few_uploads);
     Router::new()
         .route("/v1/pdc", get(info))
         .route(
             "/v1/pdc/objects/{owner}/{*path}",
-            put(put_object).get(get_object).delete(delete_object),
+            put(put_object)
+                .layer(DefaultBodyLimit::max(MAX_OBJECT_BODY))
+                .layer(few()),
         )
-        .route("/v1/pdc/import/{owner}", post(import))
-        .route("/v1/pdc/policies/{owner}", put(put_policy).get(get_policy))
+        .route(
+            "/v1/pdc/objects/{owner}/{*path}",
+            get(get_object).delete(delete_object),
+        )
+        .route(
+            "/v1/pdc/import/{owner}",
+            post(import)
+                .layer(DefaultBodyLimit::max(
+                    secnet_pdc::envelope::MAX_STRUCTURED_BYTES,
+                ))
+                .layer(few()),
+        )
+        .route(
+            "/v1/pdc/policies/{owner}",
+            put(put_policy)
+                .get(get_policy)
+                .layer(DefaultBodyLimit::max(secnet_policy::MAX_POLICY_BYTES)),
+        )
         .route("/v1/pdc/tokens", post(issue_token))
         .route("/v1/pdc/data/{hash}", get(fetch))
         .route("/v1/pdc/history/{owner}", get(history))
@@ -92,8 +122,25 @@ pub fn router(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Router {
                 .get(super::asks::ask_status)
                 .layer(DefaultBodyLimit::max(super::asks::MAX_ASK_BODY)),
         )
-        .layer(DefaultBodyLimit::max(MAX_OBJECT_BODY))
+        .layer(DefaultBodyLimit::max(MAX_SMALL_BODY))
         .with_state((node, pdc))
+}
+
+/// Lets an upload be read only if fewer than [`MAX_CONCURRENT_UPLOADS`] are being read.
+async fn one_of_few_uploads(
+    State(permits): State<Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_reading) = permits.try_acquire() else {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("{MAX_CONCURRENT_UPLOADS} uploads are being received; try again shortly"),
+        )
+        .into_response();
+    };
+    next.run(request).await
 }
 
 /// `GET /v1/pdc`: who holds the data here and the limits that apply.
