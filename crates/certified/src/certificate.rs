@@ -41,7 +41,7 @@ pub fn consensus_namespace(genesis: &Genesis) -> Vec<u8> {
 
 /// The consensus signing key of an account key (the same ed25519 seed).
 pub fn consensus_key(key: &Keypair) -> Option<ed25519::PrivateKey> {
-    ed25519::PrivateKey::decode(key.signing_seed().to_vec()).ok()
+    Some(key.signing_key().clone())
 }
 
 /// Why a certified header is not accepted.

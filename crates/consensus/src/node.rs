@@ -279,7 +279,7 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
 
     let ledger = Ledger::open(&config.data_dir, &config.genesis)?;
     let floor = read_floor(&ledger, &config.genesis)?;
-    let cosigner = Keypair::from_seeds(*config.key.signing_seed(), *config.key.encryption_seed());
+    let cosigner = config.key.clone();
     let chain =
         Arc::new(Chain::new(ledger, &config.genesis, 200_000, 5_000).with_cosigner(cosigner));
     let signer = consensus_key(&config.key);

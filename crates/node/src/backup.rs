@@ -149,13 +149,11 @@ pub fn open(text: &[u8], passphrase: &str) -> Result<Keypair, BackupError> {
             )
             .map_err(|_| BackupError::Decrypt)?,
     );
-    let mut signing = [0u8; 32];
-    let mut encryption = [0u8; 32];
+    let mut signing = Zeroizing::new([0u8; 32]);
+    let mut encryption = Zeroizing::new([0u8; 32]);
     signing.copy_from_slice(plain.get(..32).ok_or(BackupError::Decrypt)?);
     encryption.copy_from_slice(plain.get(32..64).ok_or(BackupError::Decrypt)?);
-    let key = Keypair::from_seeds(signing, encryption);
-    zeroize::Zeroize::zeroize(&mut signing);
-    zeroize::Zeroize::zeroize(&mut encryption);
+    let key = Keypair::from_secret_seeds(signing, encryption);
     if key.account().to_string() != b.account {
         return Err(BackupError::Account {
             inside: key.account(),

@@ -21,6 +21,14 @@ struct KeyFile {
     encryption_seed: String,
 }
 
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.signing_seed.zeroize();
+        self.encryption_seed.zeroize();
+    }
+}
+
 /// A key file that cannot be written or used.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -60,7 +68,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
     }
 }
 
-/// Writes `key` to `path` with mode 0600, atomically; refuses to overwrite unless `force`.
+/// Writes `key` to `path` with mode 0600, atomically; refuses to overwrite unless `force`
+/// (also when another process creates the file meanwhile: the check and the creation are
+/// one step).
 pub fn write_key(path: &Path, key: &Keypair, force: bool) -> Result<(), KeyFileError> {
     if path.exists() && !force {
         return Err(KeyFileError::Exists(path.to_path_buf()));
@@ -72,8 +82,8 @@ pub fn write_key(path: &Path, key: &Keypair, force: bool) -> Result<(), KeyFileE
         kind: "secnet-key".into(),
         version: 1,
         account: key.account(),
-        signing_seed: hex::encode(*key.signing_seed()),
-        encryption_seed: hex::encode(*key.encryption_seed()),
+        signing_seed: hex::encode(key.signing_seed().as_slice()),
+        encryption_seed: hex::encode(key.encryption_seed().as_slice()),
     };
     let text = Zeroizing::new(serde_json::to_string_pretty(&file).map_err(|e| {
         KeyFileError::Malformed {
@@ -83,13 +93,40 @@ pub fn write_key(path: &Path, key: &Keypair, force: bool) -> Result<(), KeyFileE
     })?);
     let mut bytes = Zeroizing::new(text.as_bytes().to_vec());
     bytes.push(b'\n');
-    write_private(path, &bytes)
+    if force {
+        write_private(path, &bytes)
+    } else {
+        write_private_new(path, &bytes)
+    }
 }
 
 /// Writes a secret file with mode 0600, atomically (a temporary file renamed into place).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
-    let tmp = path.with_extension("key-tmp");
+    let tmp = private_tmp(path, bytes)?;
+    fs::rename(&tmp, path).map_err(io(path))?;
+    Ok(())
+}
+
+/// Like [`write_private`], but fails with [`KeyFileError::Exists`] if `path` exists, even if
+/// it appears between any check and this write (the file is linked into place, which never
+/// replaces one).
+fn write_private_new(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
+    let tmp = private_tmp(path, bytes)?;
+    let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(KeyFileError::Exists(path.to_path_buf()))
+        }
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// `bytes` written and synced to a new 0600 file beside `path`; returns its path.
+fn private_tmp(path: &Path, bytes: &[u8]) -> Result<PathBuf, KeyFileError> {
+    // A name of its own, so that concurrent writers never touch each other's file.
+    let tmp = path.with_extension(format!("key-tmp-{:016x}", rand::random::<u64>()));
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -98,13 +135,22 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
         .map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))?;
-    Ok(())
+    Ok(tmp)
 }
 
-/// Reads a key file, refusing one that other users can read.
+/// Reads a key file, refusing one that other users can read. The permissions and size are
+/// those of the very file read (checked on the open handle, and the read bounded), so a
+/// file swapped in between is never read unchecked.
 pub fn read_key(path: &Path) -> Result<Keypair, KeyFileError> {
-    let meta = fs::metadata(path).map_err(io(path))?;
+    use std::io::Read as _;
+    let file = fs::File::open(path).map_err(io(path))?;
+    let meta = file.metadata().map_err(io(path))?;
+    if !meta.is_file() {
+        return Err(KeyFileError::Malformed {
+            path: path.to_path_buf(),
+            reason: "not a regular file".into(),
+        });
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(KeyFileError::TooOpen {
@@ -118,7 +164,16 @@ pub fn read_key(path: &Path) -> Result<Keypair, KeyFileError> {
             reason: format!("{} bytes is too large for a key file", meta.len()),
         });
     }
-    let text = Zeroizing::new(fs::read_to_string(path).map_err(io(path))?);
+    let mut text = Zeroizing::new(String::new());
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(io(path))?;
+    if text.len() as u64 > MAX_KEY_FILE {
+        return Err(KeyFileError::Malformed {
+            path: path.to_path_buf(),
+            reason: "the file grew past the size of a key file while it was read".into(),
+        });
+    }
     let malformed = |reason: String| KeyFileError::Malformed {
         path: path.to_path_buf(),
         reason,
@@ -136,7 +191,7 @@ pub fn read_key(path: &Path) -> Result<Keypair, KeyFileError> {
             .map_err(|_| malformed("a seed is not 64 hex characters".into()))?;
         Ok(out)
     };
-    let key = Keypair::from_seeds(*seed(&file.signing_seed)?, *seed(&file.encryption_seed)?);
+    let key = Keypair::from_secret_seeds(seed(&file.signing_seed)?, seed(&file.encryption_seed)?);
     if key.account() != file.account {
         return Err(malformed(
             "the account does not match the signing seed".into(),
@@ -145,14 +200,18 @@ pub fn read_key(path: &Path) -> Result<Keypair, KeyFileError> {
     Ok(key)
 }
 
-/// Reads the key at `path`, or creates one there if the file does not exist.
+/// Reads the key at `path`, or creates one there if the file does not exist (if another
+/// process creates it first, that one is read).
 pub fn load_or_create(path: &Path) -> Result<Keypair, KeyFileError> {
     if path.exists() {
         return read_key(path);
     }
     let key = Keypair::generate();
-    write_key(path, &key, false)?;
-    Ok(key)
+    match write_key(path, &key, false) {
+        Ok(()) => Ok(key),
+        Err(KeyFileError::Exists(_)) => read_key(path),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +255,38 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("does not match")
+        );
+    }
+
+    #[test]
+    fn concurrent_creators_end_with_one_key_that_all_of_them_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.key");
+        let keys: Vec<AccountId> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_or_create(&path).map(|k| k.account())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().unwrap())
+                .collect()
+        });
+        let stored = read_key(&path).unwrap().account();
+        assert!(keys.iter().all(|k| *k == stored), "{keys:?} vs {stored}");
+    }
+
+    #[test]
+    fn a_directory_or_an_oversized_file_is_not_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_key(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let big = dir.path().join("big.key");
+        write_private(&big, &vec![b' '; 10_000]).unwrap();
+        assert!(
+            read_key(&big)
+                .unwrap_err()
+                .to_string()
+                .contains("too large")
         );
     }
 }

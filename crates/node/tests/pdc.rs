@@ -150,7 +150,7 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     let node = secnet_node::start_dev(
         dir.path(),
         &genesis,
-        Keypair::from_seeds(*hospital.signing_seed(), *hospital.encryption_seed()),
+        hospital.clone(),
         "127.0.0.1:0".parse().unwrap(),
         ProducerConfig {
             block_interval: Duration::from_millis(50),
@@ -808,7 +808,7 @@ async fn organisations_ask_patients_and_only_the_patient_answers() {
     let node = secnet_node::start_dev(
         dir.path(),
         &genesis,
-        Keypair::from_seeds(*hospital.signing_seed(), *hospital.encryption_seed()),
+        hospital.clone(),
         "127.0.0.1:0".parse().unwrap(),
         ProducerConfig {
             block_interval: Duration::from_millis(50),

@@ -178,7 +178,7 @@ trait CloneForTest {
 
 impl CloneForTest for Keypair {
     fn clone_for_test(&self) -> Keypair {
-        Keypair::from_seeds(*self.signing_seed(), *self.encryption_seed())
+        self.clone()
     }
 }
 

@@ -114,17 +114,41 @@ pub struct Keypair {
     account: AccountId,
 }
 
+/// A copy of the same secrets; every copy wipes its secrets when dropped.
+impl Clone for Keypair {
+    fn clone(&self) -> Keypair {
+        Keypair {
+            signing: self.signing.clone(),
+            signing_seed: self.signing_seed.clone(),
+            encryption: self.encryption.clone(),
+            account: self.account,
+        }
+    }
+}
+
 impl Keypair {
     /// A fresh keypair from the operating system's random source.
     pub fn generate() -> Keypair {
-        let signing_seed: [u8; 32] = rand::random();
-        let encryption_seed: [u8; 32] = rand::random();
-        Keypair::from_seeds(signing_seed, encryption_seed)
+        let mut signing_seed = Zeroizing::new([0u8; 32]);
+        let mut encryption_seed = Zeroizing::new([0u8; 32]);
+        rand::fill(&mut signing_seed[..]);
+        rand::fill(&mut encryption_seed[..]);
+        Keypair::from_secret_seeds(signing_seed, encryption_seed)
     }
 
     /// Rebuilds a keypair from its two 32-byte secrets (as stored in a key file).
     pub fn from_seeds(signing_seed: [u8; 32], encryption_seed: [u8; 32]) -> Keypair {
-        let signing_seed = Zeroizing::new(signing_seed);
+        Keypair::from_secret_seeds(
+            Zeroizing::new(signing_seed),
+            Zeroizing::new(encryption_seed),
+        )
+    }
+
+    /// Like [`Self::from_seeds`], from seeds held where they are wiped after use.
+    pub fn from_secret_seeds(
+        signing_seed: Zeroizing<[u8; 32]>,
+        encryption_seed: Zeroizing<[u8; 32]>,
+    ) -> Keypair {
         let signing = match ed25519::PrivateKey::read(&mut Copying(&signing_seed[..])) {
             Ok(key) => key,
             // INVARIANT: any 32 bytes are a valid ed25519 seed; reading a fixed array of
@@ -138,7 +162,7 @@ impl Keypair {
         Keypair {
             signing,
             signing_seed,
-            encryption: x25519_dalek::StaticSecret::from(encryption_seed),
+            encryption: x25519_dalek::StaticSecret::from(*encryption_seed),
             account: AccountId(account),
         }
     }
@@ -167,6 +191,11 @@ impl Keypair {
     /// The X25519 secret, for opening sealed data keys.
     pub fn encryption_secret(&self) -> &x25519_dalek::StaticSecret {
         &self.encryption
+    }
+
+    /// The ed25519 signing key (Commonware's type, which consensus signs with).
+    pub fn signing_key(&self) -> &ed25519::PrivateKey {
+        &self.signing
     }
 
     /// The signing seed, for writing a key file.
@@ -314,7 +343,7 @@ mod tests {
     #[test]
     fn seeds_round_trip() {
         let kp = Keypair::generate();
-        let again = Keypair::from_seeds(*kp.signing_seed(), *kp.encryption_seed());
+        let again = Keypair::from_secret_seeds(kp.signing_seed(), kp.encryption_seed());
         assert_eq!(kp.account(), again.account());
         assert_eq!(kp.encryption_key(), again.encryption_key());
     }

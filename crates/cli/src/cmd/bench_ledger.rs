@@ -290,10 +290,7 @@ impl Mix {
 
 /// The setup and `total` measured transactions of the mix.
 pub fn mixed_workload(keys: &[Keypair], chain_id: &str, total: usize) -> anyhow::Result<Workload> {
-    let keys = keys
-        .iter()
-        .map(|k| Keypair::from_seeds(*k.signing_seed(), *k.encryption_seed()))
-        .collect();
+    let keys = keys.to_vec();
     let (mut mix, setup) = Mix::new(keys, chain_id, total)?;
     Ok(Workload {
         setup,
@@ -950,16 +947,10 @@ mod tests {
     #[test]
     fn every_call_of_the_mix_applies_whatever_order_senders_arrive_in() {
         let keys: Vec<Keypair> = (0..20).map(|i| Keypair::deterministic("mix", i)).collect();
-        let copies = keys
-            .iter()
-            .map(|k| Keypair::from_seeds(*k.signing_seed(), *k.encryption_seed()))
-            .collect();
+        let copies = keys.to_vec();
         let mut state = Sandbox::new("secnet-mix", copies, 1_000_000_000).state;
         let total = 4_000;
-        let mix_keys = keys
-            .iter()
-            .map(|k| Keypair::from_seeds(*k.signing_seed(), *k.encryption_seed()))
-            .collect();
+        let mix_keys = keys.to_vec();
         let (mut mix, setup) = Mix::new(mix_keys, "secnet-mix", total).unwrap();
         for phase in setup {
             assert!(apply(&mut state, phase).iter().all(|a| *a));

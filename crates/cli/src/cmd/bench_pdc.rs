@@ -89,10 +89,7 @@ pub fn run(decisions: usize, stream_mib: u64) -> anyhow::Result<()> {
     let k =
         |i: usize| -> anyhow::Result<Keypair> { Ok(Keypair::deterministic("bench-pdc", i as u64)) };
     let (patient_key, holder_key) = (k(patient)?, k(holder)?);
-    let store = Store::open(
-        dir.path(),
-        Keypair::from_seeds(*holder_key.signing_seed(), *holder_key.encryption_seed()),
-    )?;
+    let store = Store::open(dir.path(), holder_key.clone())?;
 
     // A 1 KiB FHIR Condition, registered, subscribed and granted.
     let condition = |note: &str| {
@@ -312,9 +309,8 @@ pub fn run_http(fetches: usize, concurrency: usize) -> anyhow::Result<()> {
     super::runtime()?.block_on(async move {
         let dir = tempfile::tempdir()?;
         let keys: Vec<Keypair> = (0..3).map(|i| Keypair::deterministic("bench-pdc-http", i)).collect();
-        let clone = |k: &Keypair| Keypair::from_seeds(*k.signing_seed(), *k.encryption_seed());
         let (holder, patient, consumer) = match keys.as_slice() {
-            [h, p, c] => (clone(h), clone(p), clone(c)),
+            [h, p, c] => (h.clone(), p.clone(), c.clone()),
             _ => anyhow::bail!("three keys expected"),
         };
         let genesis = Genesis {
@@ -329,7 +325,7 @@ pub fn run_http(fetches: usize, concurrency: usize) -> anyhow::Result<()> {
         let node = secnet_node::start_dev(
             dir.path(),
             &genesis,
-            clone(&holder),
+            holder.clone(),
             "127.0.0.1:0".parse()?,
             secnet_node::dev::ProducerConfig {
                 block_interval: std::time::Duration::from_millis(50),

@@ -304,7 +304,7 @@ impl Pdc {
 /// Opens the PDC of the node whose data directory is `data_dir` (its store lives in
 /// `data_dir/pdc`), holding data as `key`.
 pub fn open(data_dir: &std::path::Path, key: &secnet_types::Keypair) -> Result<Arc<Pdc>, String> {
-    let holder = secnet_types::Keypair::from_seeds(*key.signing_seed(), *key.encryption_seed());
+    let holder = key.clone();
     let store = Store::open(&data_dir.join("pdc"), holder).map_err(|e| e.to_string())?;
     Pdc::new(
         store,
