@@ -103,8 +103,10 @@ pub fn write_key(path: &Path, key: &Keypair, force: bool) -> Result<(), KeyFileE
 /// Writes a secret file with mode 0600, atomically (a temporary file renamed into place).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
     let tmp = private_tmp(path, bytes)?;
-    fs::rename(&tmp, path).map_err(io(path))?;
-    Ok(())
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io(path)(e)
+    })
 }
 
 /// Like [`write_private`], but fails with [`KeyFileError::Exists`] if `path` exists, even if
@@ -133,8 +135,12 @@ fn private_tmp(path: &Path, bytes: &[u8]) -> Result<PathBuf, KeyFileError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
+    // A secret half written is not left behind.
+    if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_all()) {
+        drop(f);
+        let _ = fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
+    }
     Ok(tmp)
 }
 

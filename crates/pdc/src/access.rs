@@ -618,26 +618,27 @@ impl Gate {
             score: 0,
             decision: None,
         };
-        // Until the fetch proof verifies, the request names nobody: anyone who saw a token
-        // could send it, so such a refusal is not attributed to the token's consumer or grant.
+        // Until a fresh fetch proof verifies, the request names nobody: anyone who saw a
+        // token, or a whole request, could send it again, so such a refusal is not
+        // attributed to the token's consumer or grant.
         let token = self
             .open_token(attempt.token, holder, now_ms)
             .map_err(|r| refuse(r, None))?;
         if !attempt.proof.verify(&token, attempt.method, attempt.path) {
             return Err(refuse(RefusalReason::WrongKey, None));
         }
-        if now_ms >= token.expires_ms {
-            return Err(refuse(RefusalReason::Expired, Some(&token)));
-        }
         if attempt.proof.at_ms.abs_diff(now_ms) > MAX_SKEW_MS {
-            return Err(refuse(RefusalReason::Replay, Some(&token)));
+            return Err(refuse(RefusalReason::Replay, None));
         }
         self.prune(now_ms);
         let key = (token.id, attempt.proof.nonce);
         if self.seen.contains_key(&key) || self.seen.len() >= MAX_NONCES {
-            return Err(refuse(RefusalReason::Replay, Some(&token)));
+            return Err(refuse(RefusalReason::Replay, None));
         }
         self.seen.insert(key, token.expires_ms);
+        if now_ms >= token.expires_ms {
+            return Err(refuse(RefusalReason::Expired, Some(&token)));
+        }
         self.expiries.push_back((
             token.expires_ms.max(now_ms + MAX_SKEW_MS),
             token.id,

@@ -166,8 +166,9 @@ impl Recorder {
         }
         let tally = std::mem::take(&mut self.tally);
         let recorded = tally.by_data.len();
+        // Counted refusals are recorded even past the queue's bound, like re-queued entries.
         for (data, reason) in tally.by_data.into_keys() {
-            self.push(AccessEntry {
+            self.pending.push_back(AccessEntry {
                 data,
                 grant: None,
                 requester: AccountId([0; 32]),

@@ -62,6 +62,13 @@ struct Inner {
     next_nonce: u64,
 }
 
+impl Inner {
+    /// Access entries not yet on the ledger: queued, or submitted and not yet applied.
+    fn records_waiting(&self) -> usize {
+        self.recorder.len() + self.in_flight.iter().map(|f| f.len()).sum::<usize>()
+    }
+}
+
 impl Pdc {
     /// A PDC over `store`, refusing non-owners from detector score `threshold` (ppm), with
     /// the detectors installed in `rules_dir` scoring requests.

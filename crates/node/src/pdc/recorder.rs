@@ -24,6 +24,17 @@ pub(super) struct InFlight {
 /// again (it left the mempool without being included, e.g. the node restarted its pool).
 const LOST_AFTER_MS: u64 = 30_000;
 
+/// Most batches submitted and not yet in a block: a stalled chain makes the recorder wait
+/// rather than fill the mempool (everyone's) with the holder's records.
+const MAX_IN_FLIGHT: usize = 16;
+
+impl InFlight {
+    /// Entries it carries.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 impl Pdc {
     /// Reads the receipts of submitted batches, re-queues the rejected and the lost, then
     /// submits queued access records as `RecordAccess` transactions. Returns how many
@@ -48,6 +59,9 @@ impl Pdc {
                 let Ok(mut inner) = self.inner.lock() else {
                     return submitted;
                 };
+                if inner.in_flight.len() >= MAX_IN_FLIGHT {
+                    return submitted;
+                }
                 let Some(batch) = inner.recorder.next_batch() else {
                     return submitted;
                 };

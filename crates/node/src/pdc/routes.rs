@@ -709,7 +709,7 @@ async fn fetch(
     let result = {
         let mut inner = pdc.inner()?;
         // Nothing is served that could not be recorded.
-        if inner.recorder.is_full() {
+        if inner.records_waiting() >= secnet_pdc::record::MAX_PENDING_RECORDS {
             return Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
