@@ -615,11 +615,10 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     node.stop().await;
 }
 
-/// `/openapi.json` describes the API, and every operation it describes is served.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openapi_document_describes_served_routes() {
+/// A single node with one funded account (`label`, 0), on a free loopback port.
+async fn lone_node(label: &str) -> (tempfile::TempDir, secnet_node::RunningNode) {
     let dir = tempfile::tempdir().unwrap();
-    let key = Keypair::deterministic("pdc-openapi", 0);
+    let key = Keypair::deterministic(label, 0);
     let genesis = Genesis {
         chain_id: CHAIN.into(),
         genesis_time_ms: now_ms() - 1_000,
@@ -638,6 +637,13 @@ async fn the_openapi_document_describes_served_routes() {
     )
     .await
     .unwrap();
+    (dir, node)
+}
+
+/// `/openapi.json` describes the API, and every operation it describes is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_served_routes() {
+    let (_dir, node) = lone_node("pdc-openapi").await;
     let http = reqwest::Client::new();
     let doc: Value = http
         .get(format!("{}/openapi.json", node.url()))
@@ -700,26 +706,7 @@ async fn the_openapi_document_describes_served_routes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
     use tokio::io::AsyncWriteExt as _;
-    let dir = tempfile::tempdir().unwrap();
-    let key = Keypair::deterministic("pdc-bodies", 0);
-    let genesis = Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: now_ms() - 1_000,
-        allocations: vec![Allocation {
-            account: key.account(),
-            balance: 1,
-        }],
-        validators: vec![],
-    };
-    let node = secnet_node::start_dev(
-        dir.path(),
-        &genesis,
-        key,
-        "127.0.0.1:0".parse().unwrap(),
-        ProducerConfig::default(),
-    )
-    .await
-    .unwrap();
+    let (_dir, node) = lone_node("pdc-bodies").await;
     let http = reqwest::Client::new();
     let owner = Keypair::deterministic("pdc-bodies", 1).account();
     let send = |method: reqwest::Method, path: String, len: usize| {
