@@ -115,6 +115,19 @@ impl Client {
         a["nonce"].as_u64().unwrap()
     }
 
+    /// Fetches `hash` with `token`, the fetch signed by `key` for the token `opened`.
+    async fn fetch_as(
+        &self,
+        key: &Keypair,
+        token: &str,
+        opened: &AccessToken,
+        hash: &Hash,
+    ) -> (u16, Value) {
+        let path = format!("/v1/pdc/data/{hash}");
+        let proof = FetchProof::sign(key, opened, "GET", &path, now_ms());
+        self.fetch(token, &proof, hash).await
+    }
+
     async fn fetch(&self, token: &str, proof: &FetchProof, hash: &Hash) -> (u16, Value) {
         let r = self
             .http
@@ -308,13 +321,7 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     let path = format!("/v1/pdc/data/{data}");
 
     // No policy yet: default deny.
-    let (status, refused) = c
-        .fetch(
-            &token,
-            &FetchProof::sign(&consumer, &opened, "GET", &path, now_ms()),
-            &data,
-        )
-        .await;
+    let (status, refused) = c.fetch_as(&consumer, &token, &opened, &data).await;
     assert_eq!(
         (status, refused["reason"].as_str()),
         (403, Some("policy-denied")),
@@ -391,13 +398,7 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     // Replayed fetch, stolen token, forged proof: refused with their reasons.
     let (status, r) = c.fetch(&token, &proof, &data).await;
     assert_eq!((status, r["reason"].as_str()), (403, Some("replay")));
-    let (status, r) = c
-        .fetch(
-            &token,
-            &FetchProof::sign(&thief, &opened, "GET", &path, now_ms()),
-            &data,
-        )
-        .await;
+    let (status, r) = c.fetch_as(&thief, &token, &opened, &data).await;
     assert_eq!((status, r["reason"].as_str()), (403, Some("wrong-key")));
 
     // Every decision reaches the ledger; the owner's history shows them with proofs.
@@ -465,34 +466,15 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
         .await;
     assert_eq!(status, 201, "{stored3}");
     let unlisted: Hash = stored3["hash"].as_str().unwrap().parse().unwrap();
-    let unlisted_path = format!("/v1/pdc/data/{unlisted}");
-    let (status, r) = c
-        .fetch(
-            &token,
-            &FetchProof::sign(&consumer, &opened, "GET", &unlisted_path, now_ms()),
-            &unlisted,
-        )
-        .await;
+    let (status, r) = c.fetch_as(&consumer, &token, &opened, &unlisted).await;
     assert_eq!(
         (status, r["reason"].as_str()),
         (403, Some("no-grant")),
         "{r}"
     );
-    let (status, r) = c
-        .fetch(
-            &token,
-            &FetchProof::sign(&consumer, &opened, "GET", &path, now_ms()),
-            &data,
-        )
-        .await;
+    let (status, r) = c.fetch_as(&consumer, &token, &opened, &data).await;
     assert_eq!(status, 200, "{r}");
-    let (status, _) = c
-        .fetch(
-            "garbage",
-            &FetchProof::sign(&consumer, &opened, "GET", &unlisted_path, now_ms()),
-            &unlisted,
-        )
-        .await;
+    let (status, _) = c.fetch_as(&consumer, "garbage", &opened, &unlisted).await;
     assert_eq!(status, 403);
     let mut delivered = Value::Null;
     for _ in 0..200 {
@@ -572,17 +554,7 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     let stolen_token = t["token"].as_str().unwrap().to_string();
     let stolen_opened = AccessToken::open(&stolen_token, &hospital.account()).unwrap();
     let (status, body) = c
-        .fetch(
-            &stolen_token,
-            &FetchProof::sign(
-                &consumer,
-                &stolen_opened,
-                "GET",
-                &format!("/v1/pdc/data/{stolen}"),
-                now_ms(),
-            ),
-            &stolen,
-        )
+        .fetch_as(&consumer, &stolen_token, &stolen_opened, &stolen)
         .await;
     assert_eq!(status, 404, "{body}");
     assert!(
@@ -604,13 +576,7 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) = c
-        .fetch(
-            &token,
-            &FetchProof::sign(&consumer, &opened, "GET", &path, now_ms()),
-            &data,
-        )
-        .await;
+    let (status, _) = c.fetch_as(&consumer, &token, &opened, &data).await;
     assert_eq!(status, 404);
     node.stop().await;
 }

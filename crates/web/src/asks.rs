@@ -19,7 +19,7 @@ use askama::Template;
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use secnet_api::pdc::{AccessAsk, AskDecision, AskRecord};
+use secnet_api::pdc::{AccessAsk, AskAnswer, AskDecision, AskRecord};
 use secnet_types::Hash;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -336,12 +336,7 @@ fn inbox_row(r: &AskRecord, organisations: &[crate::services::Organisation]) -> 
             None => "waiting for your answer".into(),
             Some(a) => match a.decision {
                 AskDecision::Denied => "you denied it".into(),
-                AskDecision::Approved => format!(
-                    "you consented to {} for {} until {}",
-                    a.categories.join(", "),
-                    a.purposes.join(", "),
-                    a.until
-                ),
+                AskDecision::Approved => format!("you consented to {}", approved_scope(a)),
             },
         },
     }
@@ -449,12 +444,9 @@ pub(crate) async fn sent_page(State(web): WebState, headers: HeaderMap) -> Respo
                 Some(a) => (
                     match a.decision {
                         AskDecision::Denied => "denied by the patient".to_string(),
-                        AskDecision::Approved => format!(
-                            "approved by the patient: {} for {} until {}",
-                            a.categories.join(", "),
-                            a.purposes.join(", "),
-                            a.until
-                        ),
+                        AskDecision::Approved => {
+                            format!("approved by the patient: {}", approved_scope(a))
+                        }
                     },
                     true,
                 ),
@@ -480,5 +472,14 @@ pub(crate) async fn sent_page(State(web): WebState, headers: HeaderMap) -> Respo
             rows,
             error,
         },
+    )
+}
+/// What an approval consents to: its categories, purposes and last day, as both sides read it.
+fn approved_scope(a: &AskAnswer) -> String {
+    format!(
+        "{} for {} until {}",
+        a.categories.join(", "),
+        a.purposes.join(", "),
+        a.until
     )
 }

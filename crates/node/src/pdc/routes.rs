@@ -660,9 +660,6 @@ async fn fetch(
     let proof = FetchProof::from_header(header(&headers, "secnet-fetch").unwrap_or_default())
         .map_err(|e| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
     let binary = header(&headers, "accept").is_some_and(|a| a.contains(OCTETS));
-    // A request without a valid token names nobody: its refusal is recorded against the
-    // all-zero account rather than an account the request merely claims.
-    let claimed = AccountId([0; 32]);
     // What is served is the listing owner's object, and only by the holder the listing
     // names: registering someone else's hash, or naming another holder, serves nothing.
     let listed = node.with_ledger(|l| l.state().listing(&data).map(|x| (x.owner, x.holder)))?;
@@ -743,8 +740,12 @@ async fn fetch(
                     .recorder
                     .count_unauthenticated(data, refused.reason, from, now);
             }
+            // The result names its requester here (a delivery, or a refusal of a request
+            // that authenticated one), so the fallback requester is never used.
             _ => {
-                inner.recorder.push(entry_for(&r, data, claimed, now));
+                inner
+                    .recorder
+                    .push(entry_for(&r, data, AccountId([0; 32]), now));
             }
         }
         r
