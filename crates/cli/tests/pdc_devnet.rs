@@ -90,7 +90,7 @@ struct Raw {
 impl Raw {
     fn token(&self, key: &Keypair, grant: &str) -> (String, AccessToken) {
         let body = serde_json::to_vec(&json!({ "grant": grant })).unwrap();
-        let auth = RequestAuth::sign(key, "POST", "/v1/pdc/tokens", &body, now_ms());
+        let auth = RequestAuth::sign(key, &self.holder, "POST", "/v1/pdc/tokens", &body, now_ms());
         let t: Value = self.rt.block_on(async {
             self.http
                 .post(format!("{}/v1/pdc/tokens", self.base))
@@ -500,6 +500,28 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
         "--node",
         &net.a,
     ]);
+    // The same request, signed for hospital B's node, is refused by A's: a holder cannot
+    // replay at another what a client sent it.
+    let b_account = secnet_node::keyfile::read_key(&net.dir.join("node1").join("node.key"))
+        .unwrap()
+        .account()
+        .to_string();
+    let err = fails(&[
+        "data",
+        "history",
+        "--key",
+        &net.key(patient),
+        "--node",
+        &net.a,
+        "--genesis",
+        &genesis,
+        "--node-account",
+        &b_account,
+    ]);
+    assert!(
+        err.contains(&format!("signed for holder {b_account}")),
+        "{err}"
+    );
     assert_eq!(fhir["resourceType"], "Bundle");
     assert!(
         fhir["entry"]

@@ -54,6 +54,8 @@ pub struct LogQuery {
 pub struct NodeApi {
     base: String,
     http: reqwest::Client,
+    /// The holder account signed requests are meant for.
+    holder: std::sync::OnceLock<AccountId>,
 }
 
 /// A refusal: the status and the problem's detail.
@@ -75,7 +77,27 @@ impl NodeApi {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| ClientError::Node(e.to_string()))?,
+            holder: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The API of the node at `base`, known to hold data as `holder` (from a certified
+    /// listing or grant, or the genesis): its signed requests are meant for that holder
+    /// alone, and no other holder accepts them.
+    pub fn for_holder(base: &str, holder: AccountId) -> Result<NodeApi, ClientError> {
+        let api = NodeApi::new(base)?;
+        api.holder.get_or_init(|| holder);
+        Ok(api)
+    }
+
+    /// The holder account signed requests name as their audience: the one this API was made
+    /// for, or else the node's own account as it states it (`GET /v1/pdc`), asked once.
+    pub async fn holder(&self) -> Result<AccountId, ClientError> {
+        if let Some(h) = self.holder.get() {
+            return Ok(*h);
+        }
+        let stated = self.pdc_info().await?.holder;
+        Ok(*self.holder.get_or_init(|| stated))
     }
 
     /// The node's base URL.
@@ -157,8 +179,9 @@ impl NodeApi {
             .map_err(|(s, d)| node_error(s, &d))
     }
 
-    /// `method path` signed by `key` (the `SecNet-Auth` header over the method, path and
-    /// query, body, time and a nonce); the decoded answer. A refusal is
+    /// `method path` signed by `key` (the `SecNet-Auth` header over the holder it is meant
+    /// for, the method, path and query, body, time and a nonce, with the body's
+    /// `Content-Digest`); the decoded answer. A refusal is
     /// [`ClientError::Refused`] with the node's detail.
     pub async fn signed<T: serde::de::DeserializeOwned>(
         &self,
@@ -169,11 +192,20 @@ impl NodeApi {
         content_type: &str,
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
-        let auth = secnet_pdc::auth::RequestAuth::sign(key, method.as_str(), path, &body, now_ms());
+        let audience = self.holder().await?;
+        let auth = secnet_pdc::auth::RequestAuth::sign(
+            key,
+            &audience,
+            method.as_str(),
+            path,
+            &body,
+            now_ms(),
+        );
         let request = self
             .http
             .request(method, &url)
             .header("secnet-auth", auth.to_header())
+            .header("content-digest", secnet_pdc::auth::content_digest(&body))
             .header("content-type", content_type)
             .body(body);
         self.exchange(request, path)

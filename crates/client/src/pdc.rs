@@ -123,7 +123,7 @@ impl RemoteNode {
         let listing = listing.value.ok_or_else(|| {
             ClientError::Refused(format!("data {} is no longer registered", grant.data))
         })?;
-        let here = self.api().pdc_info().await?.holder;
+        let here = self.api().holder().await?;
         if here != grant.holder {
             return Err(ClientError::Refused(format!(
                 "the data is held by {}, and {} is node {here}: ask the holder",

@@ -161,6 +161,19 @@ impl RemoteNode {
         })
     }
 
+    /// A client of the node at `base`, known (from certified state or the genesis) to hold
+    /// data as `holder`: its signed requests are meant for that holder alone.
+    pub fn for_holder(
+        base: &str,
+        genesis: &Genesis,
+        holder: AccountId,
+    ) -> Result<RemoteNode, ClientError> {
+        Ok(RemoteNode {
+            api: NodeApi::for_holder(base, holder)?,
+            ..RemoteNode::new(base, genesis)?
+        })
+    }
+
     /// Refuses, before downloading, an object larger than `max_bytes` (plaintext).
     pub fn with_max_fetch(mut self, max_bytes: usize) -> RemoteNode {
         self.max_fetch = max_bytes.min(crate::pdc::MAX_FETCH_BYTES);

@@ -252,8 +252,12 @@ impl WebServices {
                 steps: Vec::new(),
                 reason: gone.to_string(),
             })?;
-        let remote = secnet_client::RemoteNode::new(&self.holder_url(&listing)?, &self.genesis)
-            .map_err(|e| ReadError::Failed(e.to_string()))?;
+        let remote = secnet_client::RemoteNode::for_holder(
+            &self.holder_url(&listing)?,
+            &self.genesis,
+            listing.holder,
+        )
+        .map_err(|e| ReadError::Failed(e.to_string()))?;
         Ok((listing, remote))
     }
 

@@ -17,7 +17,9 @@ use secnet_pdc::access::{AccessToken, FetchProof};
 use secnet_pdc::auth::RequestAuth;
 use secnet_pdc::crypto::{BlobId, DataKey, SealedKey};
 use secnet_pdc::store::Decryptor;
-use secnet_types::{Allocation, Call, DataKind, Genesis, Hash, Keypair, RegisterData, Transaction};
+use secnet_types::{
+    AccountId, Allocation, Call, DataKind, Genesis, Hash, Keypair, RegisterData, Transaction,
+};
 use serde_json::{Value, json};
 use std::io::Read as _;
 use std::time::Duration;
@@ -27,6 +29,8 @@ const CHAIN: &str = "secnet-pdc-test";
 struct Client {
     http: reqwest::Client,
     base: String,
+    /// The holder signed requests are meant for.
+    holder: AccountId,
 }
 
 fn now_ms() -> u64 {
@@ -42,11 +46,12 @@ impl Client {
         body: Vec<u8>,
         content_type: &str,
     ) -> (u16, Value) {
-        let auth = RequestAuth::sign(key, method.as_str(), path, &body, now_ms());
+        let auth = RequestAuth::sign(key, &self.holder, method.as_str(), path, &body, now_ms());
         let r = self
             .http
             .request(method, format!("{}{path}", self.base))
             .header("secnet-auth", auth.to_header())
+            .header("content-digest", secnet_pdc::auth::content_digest(&body))
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -175,6 +180,7 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     let c = Client {
         http: reqwest::Client::new(),
         base: node.url(),
+        holder: hospital.account(),
     };
     let json_ct = "application/json";
 
@@ -400,6 +406,33 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     assert_eq!((status, r["reason"].as_str()), (403, Some("replay")));
     let (status, r) = c.fetch_as(&thief, &token, &opened, &data).await;
     assert_eq!((status, r["reason"].as_str()), (403, Some("wrong-key")));
+
+    // The owner's request meant for another holder (which could have captured it there) is
+    // refused here, and names both holders.
+    let elsewhere = Client {
+        holder: Keypair::deterministic("pdc-elsewhere", 0).account(),
+        ..Client {
+            http: c.http.clone(),
+            base: c.base.clone(),
+            holder: c.holder,
+        }
+    };
+    let (status, r) = elsewhere
+        .signed(
+            &patient,
+            reqwest::Method::GET,
+            &format!("/v1/pdc/history/{}", patient.account()),
+            vec![],
+            json_ct,
+        )
+        .await;
+    assert_eq!(status, 401, "{r}");
+    let detail = r["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("signed for holder {}", elsewhere.holder))
+            && detail.contains(&hospital.account().to_string()),
+        "{detail}"
+    );
 
     // Every decision reaches the ledger; the owner's history shows them with proofs.
     let mut history = Value::Null;
@@ -671,10 +704,12 @@ async fn the_openapi_document_describes_served_routes() {
 /// slow uploads holds at most a few of them: the next is refused at once, unread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
-    use tokio::io::AsyncWriteExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let (_dir, node) = lone_node("pdc-bodies").await;
+    let holder = Keypair::deterministic("pdc-bodies", 0);
+    let stranger = Keypair::deterministic("pdc-bodies", 1);
     let http = reqwest::Client::new();
-    let owner = Keypair::deterministic("pdc-bodies", 1).account();
+    let owner = holder.account();
     let send = |method: reqwest::Method, path: String, len: usize| {
         let request = http
             .request(method, format!("{}{path}", node.url()))
@@ -691,40 +726,125 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
         send(reqwest::Method::PUT, policies.clone(), 1024 * 1024).await,
         413
     );
-    let import = format!("/v1/pdc/import/{owner}");
-    assert_eq!(
-        send(reqwest::Method::POST, import, 17 * 1024 * 1024).await,
-        413
-    );
     // Within the limit, the missing signature is what is refused.
     assert_eq!(send(reqwest::Method::PUT, policies, 1024).await, 401);
 
-    // Slow uploads: each sends its head and a little of a 1 MiB body, then stalls.
-    let object = format!("/v1/pdc/objects/{owner}/fhir/Condition/c1");
+    // An upload's head is judged before its body is read: each of these sends its head and
+    // 1 KiB of a 1 MiB body, then stalls, and is answered at once.
+    let object =
+        format!("/v1/pdc/objects/{owner}/fhir/Condition/c1?media_type=application/fhir%2Bjson");
+    let full = vec![b'x'; 1024 * 1024];
+    let stall = |signed: Option<&Keypair>| {
+        let head = {
+            let mut head = format!(
+                "PUT {object} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
+                node.addr,
+                full.len()
+            );
+            if let Some(key) = signed {
+                let auth = RequestAuth::sign(key, &owner, "PUT", &object, &full, now_ms());
+                head.push_str(&format!(
+                    "secnet-auth: {}\r\ncontent-digest: {}\r\n",
+                    auth.to_header(),
+                    secnet_pdc::auth::content_digest(&full)
+                ));
+            }
+            head + "\r\n"
+        };
+        let addr = node.addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(&[b'x'; 1024]).await.unwrap();
+            s
+        }
+    };
+    let answer_now = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("answered before the body was sent")
+            .unwrap();
+        String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned()
+    };
+    let unsigned = answer_now(stall(None).await).await;
+    assert!(unsigned.starts_with("HTTP/1.1 401"), "{unsigned}");
+    let not_a_writer = answer_now(stall(Some(&stranger)).await).await;
+    assert!(not_a_writer.starts_with("HTTP/1.1 403"), "{not_a_writer}");
+    // The owner, without an encryption key on the ledger yet: refused before reading too.
+    let no_key = answer_now(stall(Some(&holder)).await).await;
+    assert!(no_key.starts_with("HTTP/1.1 409"), "{no_key}");
+
+    // Allowed writers' slow uploads hold the reading slots; more wait their turn (503).
+    let c = Client {
+        http: http.clone(),
+        base: node.url(),
+        holder: owner,
+    };
+    c.tx(
+        &holder,
+        0,
+        Call::SetEncryptionKey {
+            key: holder.encryption_key(),
+        },
+    )
+    .await;
     let mut stalled = Vec::new();
     for _ in 0..secnet_node::pdc::MAX_CONCURRENT_UPLOADS {
-        let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-        let head = format!(
-            "PUT {object} HTTP/1.1\r\nhost: {}\r\ncontent-length: 1048576\r\n\r\n",
-            node.addr
-        );
-        s.write_all(head.as_bytes()).await.unwrap();
-        s.write_all(&[b'x'; 1024]).await.unwrap();
-        stalled.push(s);
+        stalled.push(stall(Some(&holder)).await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(send(reqwest::Method::PUT, object.clone(), 1024).await, 503);
-    // When they go, uploads are read again (and refused for their missing signature).
+    let record = br#"{"resourceType":"Condition","id":"c1","subject":{"reference":"Patient/p1"}}"#;
+    let (status, body) = c
+        .signed(
+            &holder,
+            reqwest::Method::PUT,
+            &object,
+            record.to_vec(),
+            "application/fhir+json",
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    // When they go, uploads are read again.
     drop(stalled);
     let mut status = 0;
     for _ in 0..50 {
-        status = send(reqwest::Method::PUT, object.clone(), 1024).await;
+        (status, _) = c
+            .signed(
+                &holder,
+                reqwest::Method::PUT,
+                &object,
+                record.to_vec(),
+                "application/fhir+json",
+            )
+            .await;
         if status != 503 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(status, 401);
+    assert_eq!(status, 201);
+    // Signed, but without the digest to check the signature before reading: refused.
+    let auth = RequestAuth::sign(&holder, &owner, "PUT", &object, record, now_ms());
+    let r = http
+        .put(format!("{}{object}", node.url()))
+        .header("secnet-auth", auth.to_header())
+        .body(record.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // A body that is not the one signed for is refused after reading.
+    let auth = RequestAuth::sign(&holder, &owner, "PUT", &object, record, now_ms());
+    let r = http
+        .put(format!("{}{object}", node.url()))
+        .header("secnet-auth", auth.to_header())
+        .header("content-digest", secnet_pdc::auth::content_digest(record))
+        .body(b"{}".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
     node.stop().await;
 }
 
@@ -774,6 +894,7 @@ async fn organisations_ask_patients_and_only_the_patient_answers() {
     let c = Client {
         http: reqwest::Client::new(),
         base: node.url(),
+        holder: hospital.account(),
     };
     let register = |hash: Hash, holder: &Keypair| {
         Call::RegisterData(RegisterData {

@@ -18,12 +18,13 @@ use secnet_policy::{
 };
 use secnet_types::{AccountId, EncryptionKey, Hash, Keypair, RefusalReason, Signature};
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 /// Namespace of token signatures.
 pub const TOKEN_NAMESPACE: &[u8] = b"secnet/pdc/token/v1";
 /// Namespace of fetch signatures.
-pub const FETCH_NAMESPACE: &[u8] = b"secnet/pdc/fetch/v1";
+pub const FETCH_NAMESPACE: &[u8] = b"secnet/pdc/fetch/v2";
 /// Longest a token lives (it never outlives its grant).
 pub const TOKEN_TTL_MS: u64 = 5 * 60 * 1000;
 /// How far a fetch's timestamp may be from the holder's clock.
@@ -149,8 +150,8 @@ impl AccessToken {
     }
 }
 
-/// The consumer's signature on one fetch: over the token id, the method and path, a
-/// timestamp and a fresh nonce.
+/// The consumer's signature on one fetch: over the holder it is meant for (the token's),
+/// the token id, the method and path, a timestamp and a fresh nonce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchProof {
     /// The consumer's clock, ms since the Unix epoch.
@@ -162,13 +163,15 @@ pub struct FetchProof {
 }
 
 fn fetch_message(
+    holder: &AccountId,
     token_id: &[u8; 16],
     method: &str,
     path: &str,
     at_ms: u64,
     nonce: &[u8; 16],
 ) -> Vec<u8> {
-    let mut m = Vec::with_capacity(16 + method.len() + path.len() + 2 + 8 + 16);
+    let mut m = Vec::with_capacity(32 + 16 + method.len() + path.len() + 2 + 8 + 16);
+    m.extend_from_slice(&holder.0);
     m.extend_from_slice(token_id);
     m.extend_from_slice(method.as_bytes());
     m.push(b' ');
@@ -191,7 +194,7 @@ impl FetchProof {
         let nonce: [u8; 16] = rand::random();
         let signature = consumer.sign(
             FETCH_NAMESPACE,
-            &fetch_message(&token.id, method, path, at_ms, &nonce),
+            &fetch_message(&token.holder, &token.id, method, path, at_ms, &nonce),
         );
         FetchProof {
             at_ms,
@@ -241,7 +244,14 @@ impl FetchProof {
         self.signature.verify(
             &token.consumer,
             FETCH_NAMESPACE,
-            &fetch_message(&token.id, method, path, self.at_ms, &self.nonce),
+            &fetch_message(
+                &token.holder,
+                &token.id,
+                method,
+                path,
+                self.at_ms,
+                &self.nonce,
+            ),
         )
     }
 }
@@ -422,11 +432,17 @@ pub struct Refused {
     pub decision: Option<Box<Decision>>,
 }
 
+/// When a fetch nonce may be forgotten: (time, token id, nonce, consumer).
+type NonceExpiry = (u64, [u8; 16], [u8; 16], AccountId);
+
 /// Remembers fetch nonces until their token expires, and each consumer's recent requests.
 #[derive(Debug, Default)]
 pub struct Gate {
     seen: HashMap<([u8; 16], [u8; 16]), u64>,
-    expiries: VecDeque<(u64, [u8; 16], [u8; 16])>,
+    /// When each remembered nonce may be forgotten, soonest first.
+    expiries: BinaryHeap<Reverse<NonceExpiry>>,
+    /// Remembered nonces per consumer.
+    nonces_of: HashMap<AccountId, usize>,
     recent: HashMap<AccountId, Recent>,
     served: HashMap<AccountId, u32>,
     /// Tokens whose holder signature was already checked, by the hash of their sealed form.
@@ -490,11 +506,19 @@ impl Recent {
 
 /// Most remembered fetch nonces; beyond it fetches are refused until old ones expire.
 pub const MAX_NONCES: usize = 1_000_000;
+/// Most remembered fetch nonces of one consumer: no one consumer can fill [`MAX_NONCES`], and
+/// each consumer needs a grant, paid for on the ledger.
+pub const MAX_NONCES_PER_CONSUMER: usize = 65_536;
 
 impl Gate {
     /// A gate with no history.
     pub fn new() -> Gate {
         Gate::default()
+    }
+
+    /// How many fetch nonces are remembered now.
+    pub fn remembered_nonces(&self) -> usize {
+        self.seen.len()
     }
 
     /// Issues a token for `grant` to `consumer`, after checking the grant against the ledger.
@@ -557,12 +581,18 @@ impl Gate {
     }
 
     fn prune(&mut self, now_ms: u64) {
-        while let Some((exp, t, n)) = self.expiries.front().copied() {
+        while let Some(Reverse((exp, t, n, consumer))) = self.expiries.peek().copied() {
             if exp > now_ms {
                 break;
             }
             self.seen.remove(&(t, n));
-            self.expiries.pop_front();
+            if let Some(c) = self.nonces_of.get_mut(&consumer) {
+                *c = c.saturating_sub(1);
+                if *c == 0 {
+                    self.nonces_of.remove(&consumer);
+                }
+            }
+            self.expiries.pop();
         }
     }
 
@@ -632,18 +662,26 @@ impl Gate {
         }
         self.prune(now_ms);
         let key = (token.id, attempt.proof.nonce);
-        if self.seen.contains_key(&key) || self.seen.len() >= MAX_NONCES {
+        let of_consumer = self.nonces_of.get(&token.consumer).copied().unwrap_or(0);
+        if self.seen.contains_key(&key)
+            || self.seen.len() >= MAX_NONCES
+            || of_consumer >= MAX_NONCES_PER_CONSUMER
+        {
             return Err(refuse(RefusalReason::Replay, None));
         }
+        // Remembered until the proof could no longer pass the clock check, nor the token its
+        // expiry, whichever is later: an expired token's proofs are forgotten too.
         self.seen.insert(key, token.expires_ms);
-        if now_ms >= token.expires_ms {
-            return Err(refuse(RefusalReason::Expired, Some(&token)));
-        }
-        self.expiries.push_back((
+        self.nonces_of.insert(token.consumer, of_consumer + 1);
+        self.expiries.push(Reverse((
             token.expires_ms.max(now_ms + MAX_SKEW_MS),
             token.id,
             attempt.proof.nonce,
-        ));
+            token.consumer,
+        )));
+        if now_ms >= token.expires_ms {
+            return Err(refuse(RefusalReason::Expired, Some(&token)));
+        }
 
         let grant = ledger
             .grant(&token.grant)

@@ -280,6 +280,35 @@ fn a_permitted_fetch_delivers_data_the_consumer_can_check_against_the_ledger() {
 }
 
 #[test]
+fn fetches_with_an_expired_token_are_forgotten_like_any_other() {
+    let w = world();
+    let (token, sealed) = w.token();
+    let mut gate = Gate::new();
+    let later = token.expires_ms + 1;
+    for _ in 0..10 {
+        assert_eq!(
+            w.fetch(&mut gate, &sealed, &w.proof(CONSUMER, &token, later), later)
+                .unwrap_err(),
+            RefusalReason::Expired
+        );
+    }
+    assert_eq!(gate.remembered_nonces(), 10);
+    // Past the clock window, they are forgotten: an expired token cannot pin the store.
+    let much_later = later + 2 * secnet_pdc::access::MAX_SKEW_MS;
+    assert_eq!(
+        w.fetch(
+            &mut gate,
+            &sealed,
+            &w.proof(CONSUMER, &token, much_later),
+            much_later
+        )
+        .unwrap_err(),
+        RefusalReason::Expired
+    );
+    assert_eq!(gate.remembered_nonces(), 1);
+}
+
+#[test]
 fn every_bad_fetch_is_refused_with_its_reason() {
     let w = world();
     let now = w.ledger.now();

@@ -141,14 +141,33 @@
       return resp.statusText;
     }
   };
-  // A request signed with SecNet-Auth: method, path and query, body hash, time, nonce.
+  // The holder account this node signs as: requests are signed for it alone. The page and
+  // this script come from the same node, so its word is the one already trusted here.
+  let holderAccount = null;
+  const holder = async () => {
+    if (!holderAccount) {
+      const resp = await fetch('/v1/pdc');
+      if (!resp.ok) throw new Error(`this node does not say which holder it is (${resp.status})`);
+      const h = (await resp.json()).holder;
+      if (!/^[0-9a-f]{64}$/.test(h)) throw new Error('this node names no valid holder account');
+      holderAccount = h;
+    }
+    return holderAccount;
+  };
+  // A request signed with SecNet-Auth: the holder it is meant for, method, path and query,
+  // body hash, time, nonce; the body's digest goes ahead of it (Content-Digest).
   const signedFetch = async (key, method, path, body, contentType) => {
     const bytes = body == null ? new Uint8Array() : (typeof body === 'string' ? enc.encode(body) : body);
+    const audience = await holder();
     const at = Date.now();
     const nonce = crypto.getRandomValues(new Uint8Array(16));
-    const msg = concat(enc.encode(method + ' ' + path), new Uint8Array([0]), await sha256(bytes), u64(at), nonce);
-    const sig = await crypto.subtle.sign({ name: 'Ed25519' }, key.sign, namespaced('secnet/pdc/request/v1', msg));
-    const headers = { 'SecNet-Auth': `${key.account}.${at}.${hex(nonce)}.${hex(sig)}` };
+    const digest = await sha256(bytes);
+    const msg = concat(unhex(audience), enc.encode(method + ' ' + path), new Uint8Array([0]), digest, u64(at), nonce);
+    const sig = await crypto.subtle.sign({ name: 'Ed25519' }, key.sign, namespaced('secnet/pdc/request/v2', msg));
+    const headers = {
+      'SecNet-Auth': `${key.account}.${audience}.${at}.${hex(nonce)}.${hex(sig)}`,
+      'Content-Digest': `sha-256=:${btoa(String.fromCharCode(...digest))}:`,
+    };
     if (contentType) headers['content-type'] = contentType;
     const resp = await fetch(path, { method, headers, body: method === 'GET' ? undefined : bytes });
     if (!resp.ok) throw new Error(`${method} ${path.split('?')[0]} was refused (${resp.status}): ${await problem(resp)}`);

@@ -358,22 +358,11 @@ pub fn run_http(fetches: usize, concurrency: usize) -> anyhow::Result<()> {
             "subject": {"reference": "Patient/p1"}, "note": [{"text": "x".repeat(900)}]
         });
         let body = serde_json::to_vec(&condition)?;
-        let put_path = format!("/v1/pdc/objects/{}/fhir/Condition/c1?media_type=application/fhir%2Bjson", patient.account());
-        let auth = secnet_pdc::auth::RequestAuth::sign(&patient, "PUT", &put_path, &body, secnet_node::datadir::now_ms());
-        let stored: serde_json::Value = http
-            .put(format!("{base}{put_path}"))
-            .header("secnet-auth", auth.to_header())
-            .body(body.clone())
-            .send()
+        let api = secnet_client::NodeApi::for_holder(&base, holder.account())?;
+        let data = api
+            .put_object(&patient, &patient.account(), "fhir/Condition/c1", "", body.clone(), "application/fhir+json")
             .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let data: secnet_types::Hash = stored
-            .get("hash")
-            .and_then(|h| h.as_str())
-            .context("no hash in the store answer")?
-            .parse()?;
+            .hash;
         submit(&patient, Call::RegisterData(RegisterData {
             hash: data,
             description: "condition".into(),
@@ -390,21 +379,8 @@ pub fn run_http(fetches: usize, concurrency: usize) -> anyhow::Result<()> {
             "permit (principal == SecNet::User::\"{}\", action == SecNet::Action::\"read\", resource in SecNet::Collection::\"fhir\");",
             consumer.account()
         );
-        let pol_path = format!("/v1/pdc/policies/{}", patient.account());
-        let auth = secnet_pdc::auth::RequestAuth::sign(&patient, "PUT", &pol_path, policy.as_bytes(), secnet_node::datadir::now_ms());
-        http.put(format!("{base}{pol_path}")).header("secnet-auth", auth.to_header()).body(policy).send().await?.error_for_status()?;
-        let tok_body = serde_json::to_vec(&serde_json::json!({ "grant": grant }))?;
-        let auth = secnet_pdc::auth::RequestAuth::sign(&consumer, "POST", "/v1/pdc/tokens", &tok_body, secnet_node::datadir::now_ms());
-        let t: serde_json::Value = http
-            .post(format!("{base}/v1/pdc/tokens"))
-            .header("secnet-auth", auth.to_header())
-            .body(tok_body)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let sealed = t.get("token").and_then(|v| v.as_str()).context("no token")?.to_string();
+        api.set_policies(&patient, &policy).await?;
+        let sealed = api.token(&consumer, &grant).await?.token;
         let token = secnet_pdc::access::AccessToken::open(&sealed, &holder.account())
             .map_err(|r| anyhow::anyhow!("token does not open: {r:?}"))?;
         let path = format!("/v1/pdc/data/{data}");

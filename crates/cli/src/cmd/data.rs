@@ -35,6 +35,11 @@ pub struct Conn {
     /// log's head) is checked against state its validators certified.
     #[arg(long, default_value = "secnet-devnet/genesis.json", global = true)]
     pub genesis: PathBuf,
+    /// The holder account of the node (as its listings name it): signed requests are meant
+    /// for that holder alone, and every other node refuses them. Default: the account the
+    /// node states at `GET /v1/pdc`.
+    #[arg(long, global = true)]
+    pub node_account: Option<AccountId>,
 }
 
 impl Conn {
@@ -50,7 +55,10 @@ impl Conn {
 
     /// The node's API, unverified: submission and the holder's routes.
     pub fn api(&self) -> anyhow::Result<NodeApi> {
-        Ok(NodeApi::new(&self.node)?)
+        Ok(match self.node_account {
+            Some(holder) => NodeApi::for_holder(&self.node, holder)?,
+            None => NodeApi::new(&self.node)?,
+        })
     }
 }
 

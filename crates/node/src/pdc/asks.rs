@@ -9,13 +9,13 @@
 //! - list and answer: the owner only;
 //! - read one ask: the owner, or the organisation that asked (to learn the answer).
 
-use super::routes::{Ctx, forbidden, now_ms, parse_account, require_owner, signer};
+use super::routes::{Caller, Ctx, forbidden, now_ms, parse_account, require_owner, signer};
 use super::{internal, store_problem};
 use crate::problem::{Problem, ProblemBody};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use secnet_api::pdc::{AccessAsk, AskAnswer, AskDecision, AskRecord, Asks, Notice};
 use secnet_pdc::asks::{AskError, StoredAsk};
 use secnet_types::{AccountId, Hash};
@@ -143,7 +143,8 @@ fn record_of(stored: &StoredAsk) -> Result<AskRecord, Problem> {
     responses(
         (status = 201, description = "kept; the patient sees it in their inbox", body = AskRecord),
         (status = 400, description = "malformed ask, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth, or one signed for another holder", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many signed requests from this account or network source in the last two minutes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "not an organisation of the network, or not a listing of this owner held here", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "this organisation already waits for an answer about this listing", body = ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "the patient has too many unanswered asks", body = ProblemBody, content_type = "application/problem+json"),
@@ -152,13 +153,11 @@ fn record_of(stored: &StoredAsk) -> Result<AskRecord, Problem> {
 pub(super) async fn ask(
     State((node, pdc)): Ctx,
     Path(owner): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<AskRecord>), Problem> {
     let owner = parse_account(&owner)?;
-    let requester = signer(&pdc, &method, &uri, &headers, &body)?;
+    let requester = signer(&*node, &pdc, &caller, &body)?;
     let ask: AccessAsk = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request(format!("malformed ask: {e}")))?;
     let me = node.key().account();
@@ -229,19 +228,18 @@ pub(super) async fn ask(
     ),
     responses(
         (status = 200, description = "the asks and their answers", body = Asks),
-        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth, or one signed for another holder", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many signed requests from this account or network source in the last two minutes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn asks(
-    State((_node, pdc)): Ctx,
+    State((node, pdc)): Ctx,
     Path(owner): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<Asks>, Problem> {
     let owner = parse_account(&owner)?;
-    let who = signer(&pdc, &method, &uri, &headers, b"")?;
+    let who = signer(&*node, &pdc, &caller, b"")?;
     require_owner(&who, &owner, "only the owner reads their requests")?;
     Ok(Json(Asks {
         asks: pdc.asks_of(&owner)?,
@@ -260,19 +258,18 @@ pub(super) async fn asks(
     ),
     responses(
         (status = 200, description = "the ask", body = AskRecord),
-        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth, or one signed for another holder", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many signed requests from this account or network source in the last two minutes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no such ask for this signer", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn ask_status(
-    State((_node, pdc)): Ctx,
+    State((node, pdc)): Ctx,
     Path((owner, id)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<AskRecord>, Problem> {
     let (owner, id) = (parse_account(&owner)?, parse_id(&id)?);
-    let who = signer(&pdc, &method, &uri, &headers, b"")?;
+    let who = signer(&*node, &pdc, &caller, b"")?;
     // Anyone else is told nothing, not even that the ask exists.
     match pdc.store.ask(&owner, &id).map_err(store_problem)? {
         Some(a) if who == owner || who == a.requester => Ok(Json(record_of(&a)?)),
@@ -294,22 +291,21 @@ pub(super) async fn ask_status(
     responses(
         (status = 200, description = "the answered ask", body = AskRecord),
         (status = 400, description = "malformed answer, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth, or one signed for another holder", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many signed requests from this account or network source in the last two minutes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no such ask", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "answered already", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn answer(
-    State((_node, pdc)): Ctx,
+    State((node, pdc)): Ctx,
     Path((owner, id)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Result<Json<AskRecord>, Problem> {
     let (owner, id) = (parse_account(&owner)?, parse_id(&id)?);
-    let who = signer(&pdc, &method, &uri, &headers, &body)?;
+    let who = signer(&*node, &pdc, &caller, &body)?;
     require_owner(&who, &owner, "only the owner answers their requests")?;
     let answer: AskAnswer = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request(format!("malformed answer: {e}")))?;

@@ -42,6 +42,8 @@ pub struct Pdc {
     /// Held while a transaction signed by the node's key is given its nonce and submitted,
     /// so the recorder and the application never take the same nonce.
     own_txs: Mutex<()>,
+    /// Slots for reading uploads' bodies.
+    uploads: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Pdc {
@@ -81,6 +83,7 @@ impl Pdc {
             inner: Mutex::new(Inner::default()),
             policies: Mutex::new(HashMap::new()),
             own_txs: Mutex::new(()),
+            uploads: tokio::sync::Semaphore::new(routes::MAX_CONCURRENT_UPLOADS),
         })
     }
 

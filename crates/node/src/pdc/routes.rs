@@ -17,7 +17,7 @@ use secnet_api::pdc::{
 use secnet_contract::LogEntry;
 use secnet_pdc::Udi;
 use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, LedgerFacts};
-use secnet_pdc::auth::AuthError;
+use secnet_pdc::auth::{AuthError, Signed, parse_content_digest};
 use secnet_pdc::envelope::OCTETS;
 use secnet_pdc::import::import_bundle;
 use secnet_pdc::record::{audit_event, entry_for, reason_code};
@@ -29,7 +29,15 @@ use std::io::Read as _;
 use std::sync::Arc;
 
 fn auth_problem(e: AuthError) -> Problem {
-    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+    match e {
+        AuthError::TooMany(_) => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests",
+            e.to_string(),
+        ),
+        AuthError::BadDigest | AuthError::BodyMismatch => Problem::bad_request(e.to_string()),
+        _ => Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+    }
 }
 
 pub(super) fn forbidden(detail: impl Into<String>) -> Problem {
@@ -69,37 +77,23 @@ pub(crate) struct PdcApi;
 /// Body limit of every PDC route that takes no upload (signed JSON answers, token requests).
 pub const MAX_SMALL_BODY: usize = 16 * 1024;
 
-/// Most uploads (objects, bundles) read at once: their bodies are buffered before their
-/// signature can be checked, so this bounds what a flood of large unsigned bodies can hold.
+/// Most uploads (objects, bundles) read at once. An upload's body is read only after its
+/// signature (over the digest declared ahead of it) and the signer's right to write are
+/// checked, so only writers the owner allows can hold these slots.
 pub const MAX_CONCURRENT_UPLOADS: usize = 4;
 
 /// The PDC routes, under `/v1/pdc`. Each route reads at most what it needs: 64 MiB for an
-/// object, 16 MiB for a FHIR bundle, 64 KiB for a policy, 16 KiB otherwise (8 KiB for asks);
-/// a larger declared or sent body gets 413 before it is buffered. At most
-/// [`MAX_CONCURRENT_UPLOADS`] uploads are read at once; more get 503 at once, unread.
+/// object, 16 MiB for a FHIR bundle, 64 KiB for a policy, 16 KiB otherwise (8 KiB for asks).
+/// Uploads are authorized before their bodies are read, at most [`MAX_CONCURRENT_UPLOADS`]
+/// at once (503 beyond); a larger declared or sent body gets 413.
 pub fn router(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Router {
-    let uploads = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS));
-    let few = || axum::middleware::from_fn_with_state(uploads.clone(), one_of_few_uploads);
     Router::new()
         .route("/v1/pdc", get(info))
         .route(
             "/v1/pdc/objects/{owner}/{*path}",
-            put(put_object)
-                .layer(DefaultBodyLimit::max(MAX_OBJECT_BODY))
-                .layer(few()),
+            put(put_object).get(get_object).delete(delete_object),
         )
-        .route(
-            "/v1/pdc/objects/{owner}/{*path}",
-            get(get_object).delete(delete_object),
-        )
-        .route(
-            "/v1/pdc/import/{owner}",
-            post(import)
-                .layer(DefaultBodyLimit::max(
-                    secnet_pdc::envelope::MAX_STRUCTURED_BYTES,
-                ))
-                .layer(few()),
-        )
+        .route("/v1/pdc/import/{owner}", post(import))
         .route(
             "/v1/pdc/policies/{owner}",
             put(put_policy)
@@ -124,23 +118,6 @@ pub fn router(node: Arc<dyn Backend>, pdc: Arc<Pdc>) -> Router {
         )
         .layer(DefaultBodyLimit::max(MAX_SMALL_BODY))
         .with_state((node, pdc))
-}
-
-/// Lets an upload be read only if fewer than [`MAX_CONCURRENT_UPLOADS`] are being read.
-async fn one_of_few_uploads(
-    State(permits): State<Arc<tokio::sync::Semaphore>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let Ok(_reading) = permits.try_acquire() else {
-        return Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            format!("{MAX_CONCURRENT_UPLOADS} uploads are being received; try again shortly"),
-        )
-        .into_response();
-    };
-    next.run(request).await
 }
 
 /// `GET /v1/pdc`: who holds the data here and the limits that apply.
@@ -191,28 +168,135 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn path_and_query(uri: &Uri) -> &str {
-    uri.path_and_query().map_or("/", |p| p.as_str())
+/// What the PDC needs to know of a request besides its body: method, path and query,
+/// headers, and the network source it came from.
+pub(super) struct Caller {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    source: Option<std::net::IpAddr>,
 }
 
-/// Checks the request's signature and returns the signer.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Caller, Self::Rejection> {
+        let secnet_web::Source(source) =
+            secnet_web::Source::from_request_parts(parts, state).await?;
+        Ok(Caller {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            source,
+        })
+    }
+}
+
+impl Caller {
+    /// A header's value, if present and visible ASCII.
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+
+    /// The path and query, as sent.
+    pub(super) fn path_and_query(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    /// The network source, if known.
+    pub(super) fn source(&self) -> Option<std::net::IpAddr> {
+        self.source
+    }
+
+    fn signed(&self, body_digest: Hash) -> Signed<'_> {
+        Signed {
+            header: self.header("secnet-auth"),
+            method: self.method.as_str(),
+            path_and_query: self.path_and_query(),
+            body_digest,
+            source: self.source,
+        }
+    }
+}
+
+/// Checks the request's signature, meant for this node, over `body`, and returns the signer.
 pub(super) fn signer(
+    node: &dyn Backend,
     pdc: &Pdc,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
+    caller: &Caller,
     body: &[u8],
 ) -> Result<AccountId, Problem> {
+    signer_of_digest(node, pdc, caller, Hash::digest(body))
+}
+
+/// Checks the request's signature over a body whose SHA-256 is `body_digest`.
+fn signer_of_digest(
+    node: &dyn Backend,
+    pdc: &Pdc,
+    caller: &Caller,
+    body_digest: Hash,
+) -> Result<AccountId, Problem> {
+    let holder = node.key().account();
     pdc.inner()?
         .guard
-        .check(
-            header(headers, "secnet-auth"),
-            method.as_str(),
-            path_and_query(uri),
-            body,
-            now_ms(),
-        )
+        .check(&caller.signed(body_digest), &holder, now_ms())
         .map_err(auth_problem)
+}
+
+/// An upload, read only after its signer is known and allowed to write: the signature is
+/// checked against the `Content-Digest` declared ahead of the body, `allowed` decides on the
+/// signer, one of [`MAX_CONCURRENT_UPLOADS`] reading slots is taken, and the body (at most
+/// `limit` bytes) must then hash to the declared digest.
+async fn authorized_upload<T>(
+    node: &dyn Backend,
+    pdc: &Pdc,
+    caller: &Caller,
+    body: axum::body::Body,
+    limit: usize,
+    allowed: impl FnOnce(&AccountId) -> Result<T, Problem>,
+) -> Result<(T, axum::body::Bytes), Problem> {
+    if caller.header("secnet-auth").is_none() {
+        return Err(auth_problem(AuthError::Missing));
+    }
+    let declared = parse_content_digest(caller.header("content-digest").ok_or_else(|| {
+        Problem::bad_request(
+            "an upload declares its body's digest first: Content-Digest: sha-256=:<base64>:",
+        )
+    })?)
+    .map_err(auth_problem)?;
+    let signed = signer_of_digest(node, pdc, caller, declared)?;
+    let allowed = allowed(&signed)?;
+    if let Some(len) = caller
+        .header("content-length")
+        .and_then(|l| l.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large(limit));
+    }
+    let Ok(_reading) = pdc.uploads.try_acquire() else {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("{MAX_CONCURRENT_UPLOADS} uploads are being received; try again shortly"),
+        ));
+    };
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large(limit))?;
+    if Hash::digest(&bytes) != declared {
+        return Err(auth_problem(AuthError::BodyMismatch));
+    }
+    Ok((allowed, bytes))
+}
+
+fn too_large(limit: usize) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload too large",
+        format!("the body is larger than this route's {limit} bytes, or was cut short"),
+    )
 }
 
 /// Refuses anyone but the owner, saying why.
@@ -299,16 +383,19 @@ struct PutQuery {
         ("path" = String, Path, description = "object path, e.g. fhir/Condition/c1"),
         ("media_type" = Option<String>, Query, description = "what the payload is (or Content-Type)"),
         ("source" = Option<String>, Query, description = "where the data comes from"),
-        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<audience>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over this holder's account (the audience), method, path and query, body hash, time and nonce"),
+        ("Content-Digest" = String, Header, description = "sha-256=:<base64>: of the body (RFC 9530): the signature is checked over it before the body is read"),
     ),
     request_body(content = Vec<u8>, description = "the payload", content_type = "application/octet-stream"),
     responses(
         (status = 201, description = "identifier (UDI), version, CID, hash, size, envelope", body = Stored),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth, or one signed for another holder", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many signed requests from this account or network source in the last two minutes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "neither the owner nor a permitted writer", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "the owner has no encryption key on the ledger", body = ProblemBody, content_type = "application/problem+json"),
         (status = 413, description = "body too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "all upload slots are busy; try again shortly", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "payload not what its media type says (e.g. invalid FHIR), or an unknown media type", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -316,23 +403,25 @@ async fn put_object(
     State((node, pdc)): Ctx,
     Path((owner, path)): Path<(String, String)>,
     Query(q): Query<PutQuery>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    caller: Caller,
+    body: axum::body::Body,
 ) -> Result<Response, Problem> {
     let owner = parse_account(&owner)?;
-    let who = signer(&pdc, &method, &uri, &headers, &body)?;
     let media_type = q
         .media_type
-        .or_else(|| header(&headers, "content-type").map(str::to_string))
+        .or_else(|| caller.header("content-type").map(str::to_string))
         .ok_or_else(|| {
             Problem::bad_request("say what the payload is: ?media_type= or Content-Type")
         })?;
-    permitted(&pdc, &who, Action::Write, &owner, &path, &media_type)?;
+    let (owner_key, body) =
+        authorized_upload(&*node, &pdc, &caller, body, MAX_OBJECT_BODY, |who| {
+            permitted(&pdc, who, Action::Write, &owner, &path, &media_type)?;
+            owner_key(&*node, &owner)
+        })
+        .await?;
     let req = PutRequest {
         owner,
-        owner_key: owner_key(&*node, &owner)?,
+        owner_key,
         source: q.source.unwrap_or_else(|| "self".into()),
         object: path,
         media_type,
@@ -366,24 +455,23 @@ async fn put_object(
     params(
         ("owner" = String, Path, description = "owner account, 64 hex digits"),
         ("path" = String, Path, description = "object path, e.g. fhir/Condition/c1"),
-        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<audience>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over this holder's account (the audience), method, path and query, body hash, time and nonce"),
     ),
     responses(
         (status = 200, description = "versions with identifiers, hashes and envelopes", body = ObjectVersions),
-        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth, or one signed for another holder", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many signed requests from this account or network source in the last two minutes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no such object", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 async fn get_object(
-    State((_node, pdc)): Ctx,
+    State((node, pdc)): Ctx,
     Path((owner, path)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<ObjectVersions>, Problem> {
     let owner = parse_account(&owner)?;
-    let who = signer(&pdc, &method, &uri, &headers, b"")?;
+    let who = signer(&*node, &pdc, &caller, b"")?;
     require_owner(
         &who,
         &owner,
@@ -419,24 +507,23 @@ async fn get_object(
     params(
         ("owner" = String, Path, description = "owner account, 64 hex digits"),
         ("path" = String, Path, description = "object path, e.g. fhir/Condition/c1"),
-        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<audience>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over this holder's account (the audience), method, path and query, body hash, time and nonce"),
     ),
     responses(
         (status = 200, description = "what was deleted", body = Deleted),
-        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth, or one signed for another holder", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many signed requests from this account or network source in the last two minutes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "neither the owner nor allowed to control it", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no such object", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 async fn delete_object(
-    State((_node, pdc)): Ctx,
+    State((node, pdc)): Ctx,
     Path((owner, path)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<Deleted>, Problem> {
     let owner = parse_account(&owner)?;
-    let who = signer(&pdc, &method, &uri, &headers, b"")?;
+    let who = signer(&*node, &pdc, &caller, b"")?;
     permitted(&pdc, &who, Action::Control, &owner, &path, "")?;
     let deleted = tokio::task::spawn_blocking(move || pdc.store.delete(&owner, &path))
         .await
@@ -461,37 +548,48 @@ struct ImportQuery {
     params(
         ("owner" = String, Path, description = "owner account, 64 hex digits"),
         ("source" = Option<String>, Query, description = "the source recorded in identifiers"),
-        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<audience>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over this holder's account (the audience), method, path and query, body hash, time and nonce"),
+        ("Content-Digest" = String, Header, description = "sha-256=:<base64>: of the body (RFC 9530): the signature is checked over it before the body is read"),
     ),
     request_body(content = serde_json::Value, description = "a FHIR R4 Bundle", content_type = "application/fhir+json"),
     responses(
         (status = 201, description = "the stored resources: the Patient id, one UDI per resource, counts per resource type", body = serde_json::Value),
-        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth, or one signed for another holder", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many signed requests from this account or network source in the last two minutes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "neither the owner nor a permitted writer", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "the owner has no encryption key on the ledger", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "not a valid Bundle", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "all upload slots are busy; try again shortly", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 async fn import(
     State((node, pdc)): Ctx,
     Path(owner): Path<String>,
     Query(q): Query<ImportQuery>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    caller: Caller,
+    body: axum::body::Body,
 ) -> Result<Response, Problem> {
     let owner = parse_account(&owner)?;
-    let who = signer(&pdc, &method, &uri, &headers, &body)?;
-    permitted(
+    let (key, body) = authorized_upload(
+        &*node,
         &pdc,
-        &who,
-        Action::Write,
-        &owner,
-        "fhir",
-        secnet_pdc::envelope::FHIR_JSON,
-    )?;
-    let key = owner_key(&*node, &owner)?;
+        &caller,
+        body,
+        secnet_pdc::envelope::MAX_STRUCTURED_BYTES,
+        |who| {
+            permitted(
+                &pdc,
+                who,
+                Action::Write,
+                &owner,
+                "fhir",
+                secnet_pdc::envelope::FHIR_JSON,
+            )?;
+            owner_key(&*node, &owner)
+        },
+    )
+    .await?;
     let source = q.source.unwrap_or_else(|| "fhir-import".into());
     let imported =
         tokio::task::spawn_blocking(move || import_bundle(&pdc.store, owner, key, &source, &body))
@@ -508,26 +606,25 @@ async fn import(
     summary = "Replace the owner's Cedar policies",
     params(
         ("owner" = String, Path, description = "owner account, 64 hex digits"),
-        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<audience>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over this holder's account (the audience), method, path and query, body hash, time and nonce"),
     ),
     request_body(content = String, description = "Cedar policies over the SecNet schema", content_type = "text/plain"),
     responses(
         (status = 200, description = "the ids of the installed policies", body = PoliciesInstalled),
-        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth, or one signed for another holder", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many signed requests from this account or network source in the last two minutes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "does not parse or validate against the schema", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 async fn put_policy(
-    State((_node, pdc)): Ctx,
+    State((node, pdc)): Ctx,
     Path(owner): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> Result<Json<PoliciesInstalled>, Problem> {
     let owner = parse_account(&owner)?;
-    let who = signer(&pdc, &method, &uri, &headers, &body)?;
+    let who = signer(&*node, &pdc, &caller, &body)?;
     require_owner(&who, &owner, "only the owner sets their policies")?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| Problem::bad_request("policy text must be UTF-8"))?;
@@ -553,23 +650,22 @@ async fn put_policy(
     summary = "The owner's policies and the built-in ones",
     params(
         ("owner" = String, Path, description = "owner account, 64 hex digits"),
-        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<audience>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over this holder's account (the audience), method, path and query, body hash, time and nonce"),
     ),
     responses(
         (status = 200, description = "policy text", body = PolicyText),
-        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth, or one signed for another holder", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many signed requests from this account or network source in the last two minutes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 async fn get_policy(
-    State((_node, pdc)): Ctx,
+    State((node, pdc)): Ctx,
     Path(owner): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<PolicyText>, Problem> {
     let owner = parse_account(&owner)?;
-    let who = signer(&pdc, &method, &uri, &headers, b"")?;
+    let who = signer(&*node, &pdc, &caller, b"")?;
     require_owner(&who, &owner, "only the owner reads their policies")?;
     let text = pdc
         .store
@@ -589,24 +685,23 @@ async fn get_policy(
     tag = "pdc",
     summary = "A short-lived token for a grant on the ledger, bound to the grantee",
     params(
-        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<audience>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over this holder's account (the audience), method, path and query, body hash, time and nonce"),
     ),
     request_body = TokenRequest,
     responses(
         (status = 200, description = "the sealed token and its expiry", body = TokenAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth, or one signed for another holder", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many signed requests from this account or network source in the last two minutes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "no such grant for the signer, expired, or withdrawn", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 async fn issue_token(
     State((node, pdc)): Ctx,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> Result<Json<TokenAnswer>, Problem> {
-    let who = signer(&pdc, &method, &uri, &headers, &body)?;
+    let who = signer(&*node, &pdc, &caller, &body)?;
     let req: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
         Problem::bad_request(format!("body must be {{\"grant\": \"<hash>\"}}: {e}"))
     })?;
@@ -648,18 +743,18 @@ async fn issue_token(
 )]
 async fn fetch(
     State((node, pdc)): Ctx,
-    source: secnet_web::Source,
     Path(hash): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, Problem> {
     let data: Hash = hash
         .parse()
         .map_err(|_| Problem::bad_request(format!("{hash:?} is not a content hash")))?;
-    let token = header(&headers, "secnet-token").ok_or_else(|| auth_problem(AuthError::Missing))?;
-    let proof = FetchProof::from_header(header(&headers, "secnet-fetch").unwrap_or_default())
+    let token = caller
+        .header("secnet-token")
+        .ok_or_else(|| auth_problem(AuthError::Missing))?;
+    let proof = FetchProof::from_header(caller.header("secnet-fetch").unwrap_or_default())
         .map_err(|e| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
-    let binary = header(&headers, "accept").is_some_and(|a| a.contains(OCTETS));
+    let binary = caller.header("accept").is_some_and(|a| a.contains(OCTETS));
     // What is served is the listing owner's object, and only by the holder the listing
     // names: registering someone else's hash, or naming another holder, serves nothing.
     let listed = node.with_ledger(|l| l.state().listing(&data).map(|x| (x.owner, x.holder)))?;
@@ -691,7 +786,7 @@ async fn fetch(
         schema: version.envelope.schema.clone(),
     };
     let now = now_ms();
-    let path = uri.path().to_string();
+    let path = caller.uri.path().to_string();
     let holder = node.key().account();
     // The ledger is held only to copy out the facts this fetch depends on.
     let facts = node.with_ledger(|l| LedgerFacts::for_token(token, l.state()))?;
@@ -733,8 +828,8 @@ async fn fetch(
         match &r {
             // A refusal that authenticated nobody is counted, not recorded one by one.
             Err(refused) if refused.requester.is_none() => {
-                let from = source
-                    .0
+                let from = caller
+                    .source()
                     .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
                 inner
                     .recorder
@@ -852,11 +947,12 @@ struct HistoryQuery {
     params(
         ("owner" = String, Path, description = "owner account, 64 hex digits"),
         ("format" = Option<String>, Query, description = "fhir: a Bundle of AuditEvent resources"),
-        ("SecNet-Auth" = String, Header, description = "<account>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over method, path and query, body hash, time and nonce"),
+        ("SecNet-Auth" = String, Header, description = "<account>.<audience>.<at_ms>.<nonce>.<signature>: the signer's ed25519 signature over this holder's account (the audience), method, path and query, body hash, time and nonce"),
     ),
     responses(
         (status = 200, description = "entries with proofs (or, with format=fhir, a FHIR Bundle of AuditEvents)", body = History),
-        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "missing, malformed, stale or replayed SecNet-Auth, or one signed for another holder", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "too many signed requests from this account or network source in the last two minutes", body = ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "not the owner", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -864,12 +960,10 @@ async fn history(
     State((node, pdc)): Ctx,
     Path(owner): Path<String>,
     Query(q): Query<HistoryQuery>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, Problem> {
     let owner = parse_account(&owner)?;
-    let who = signer(&pdc, &method, &uri, &headers, b"")?;
+    let who = signer(&*node, &pdc, &caller, b"")?;
     require_owner(&who, &owner, "only the owner reads their history")?;
     let mut delivered = 0usize;
     let mut events = Vec::new();
