@@ -73,6 +73,22 @@ fn demo_runs_the_medical_story_and_leaves_an_auditable_ledger() {
         decisions.iter().any(|d| d["reason"] == "policy_denied"),
         "{log}"
     );
+    // Recorded by the node that decided (its own key), with the score it gave the delivery.
+    let node_key = ok(&["keys", "show", path(&dir.path().join("node.key"))])
+        .trim()
+        .to_string();
+    let shown_score: u64 = out
+        .split("detector score ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the demo shows no delivery score:\n{out}"));
+    for e in entries.iter().filter(|e| e["entry"]["type"] == "access") {
+        assert_eq!(e["entry"]["holder"], node_key.as_str(), "{e}");
+        if e["entry"]["entry"]["decision"]["decision"] == "delivered" {
+            assert_eq!(e["entry"]["entry"]["score_ppm"], shown_score, "{e}");
+        }
+    }
 
     // Inclusion proof in the documented shape, verified by the CLI.
     let proof = json(&["audit", "proof", "--data-dir", d, "--leaf", "1", "--json"]);

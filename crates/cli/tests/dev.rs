@@ -43,6 +43,8 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
         .trim()
         .to_string();
 
+    let genesis = dir.path().join("genesis.json");
+    let genesis = path(&genesis);
     let receipt = json(&[
         "tx",
         "transfer",
@@ -55,10 +57,11 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
         "--node",
         &node.url,
         "--wait",
+        "--genesis",
+        genesis,
     ]);
     assert_eq!(receipt["receipt"]["outcome"]["status"], "applied");
-    let genesis = dir.path().join("genesis.json");
-    let genesis = path(&genesis);
+    assert_eq!(receipt["verified"], true, "{receipt}");
     let account = json(&[
         "account",
         &alice,
@@ -145,6 +148,8 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
         "--node",
         &node.url,
         "--wait",
+        "--genesis",
+        genesis,
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("balance 250 is below the 251 required"));

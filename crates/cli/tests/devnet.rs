@@ -83,6 +83,8 @@ fn four_processes_survive_a_sigkill_and_agree() {
             "--node",
             via,
             "--wait",
+            "--genesis",
+            path(&d.join("genesis.json")),
         ]);
         assert_eq!(r["receipt"]["outcome"]["status"], "applied", "{r}");
     };

@@ -54,6 +54,7 @@ fn node_account(dir: &Path, i: usize) -> String {
 fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
+    let genesis = d.join("genesis.json");
     let api = init_testnet(d, 4, 3);
     let _nodes = Validators(
         (0..4)
@@ -115,7 +116,16 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
         height(&a) >= 1 && height(&b) >= 1
     });
     for (who, via) in [(team, &a), (hospital, &b)] {
-        ok(&["keys", "publish", "--key", &key(d, who), "--node", via]);
+        ok(&[
+            "keys",
+            "publish",
+            "--key",
+            &key(d, who),
+            "--node",
+            via,
+            "--genesis",
+            path(&genesis),
+        ]);
     }
 
     // Only the publisher may register its rule.
@@ -130,6 +140,8 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
         "40",
         "--node",
         &a,
+        "--genesis",
+        path(&genesis),
     ]);
     assert!(err.contains("only its publisher"), "{err}");
     let published = json(&[
@@ -143,6 +155,8 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
         "40",
         "--node",
         &a,
+        "--genesis",
+        path(&genesis),
     ]);
     assert_eq!(
         published["receipt"]["outcome"]["status"], "applied",
@@ -211,6 +225,8 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
         &hash,
         "--node",
         &b,
+        "--genesis",
+        path(&genesis),
     ]);
     assert_eq!(balance(d, &b, &account(d, hospital)), h0 - 40);
     assert_eq!(balance(d, &b, &account(d, team)), t0 + 32);
@@ -221,7 +237,8 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     // Hospital A's node scored the request with its transparent rules only: a calm request.
     let first: Value = serde_json::from_slice(&r.stdout).unwrap();
-    assert_eq!(first["score"], 0, "{first}");
+    assert_eq!(first["reported_by_holder"]["score"], 0, "{first}");
+    assert_eq!(first["verified"], true, "{first}");
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&rule).unwrap());
     assert!(rules_dir.join(format!("{hash}.rule")).exists());
     let mut shown = Value::Null;
@@ -303,7 +320,7 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
         "--genesis",
         path(&d.join("genesis.json")),
     ]);
-    let score = again["score"].as_u64().unwrap();
+    let score = again["reported_by_holder"]["score"].as_u64().unwrap();
     assert!(score > 0 && score < 800_000, "{again}");
 
     // The delivery is recorded: the publisher's history names the hospital.

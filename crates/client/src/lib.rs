@@ -24,6 +24,6 @@ pub use join::{Joined, join_from_snapshot};
 pub use light::{LightClient, VerifiedState, VerifyError};
 pub use pdc::{Delivery, IntegrityError};
 pub use remote::{
-    ClientError, CommittedRoots, ReadError, RemoteNode, Verified, VerifiedCheckpoint,
-    VerifiedReceipt, read_bounded,
+    ClientError, CommittedRoots, ProvenListings, ReadError, RemoteNode, Verified,
+    VerifiedCheckpoint, VerifiedReceipt, read_bounded,
 };

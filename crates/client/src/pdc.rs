@@ -45,7 +45,7 @@ pub struct Delivery {
 /// Why a delivery does not decrypt to the registered content.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "integrity failure: what the holder served for {udi} does not decrypt to the content registered as {registered} ({source})"
+    "verification failed: integrity failure: what the holder served for {udi} does not decrypt to the content registered as {registered} ({source})"
 )]
 pub struct IntegrityError {
     /// The object.

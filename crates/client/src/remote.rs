@@ -122,6 +122,15 @@ pub struct VerifiedReceipt {
     pub receipt: Receipt,
 }
 
+/// Listings proven in certified state, in the order asked for (`None`: not registered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvenListings {
+    /// One per hash asked for.
+    pub listings: Vec<Option<Listing>>,
+    /// The oldest certified height they are as of (`None` if none was asked for).
+    pub height: Option<u64>,
+}
+
 /// The access log's head, cosigned by a quorum of validators.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedCheckpoint {
@@ -280,13 +289,19 @@ impl RemoteNode {
     /// The listings registered with `hashes` (each `None` if not registered), verified in
     /// batches of [`MAX_KEYS`]. A node answering a listing query can leave listings out;
     /// it cannot invent or alter one that this proves.
-    pub async fn listings(&self, hashes: &[Hash]) -> Result<Vec<Option<Listing>>, ClientError> {
-        let mut out = Vec::with_capacity(hashes.len());
+    pub async fn listings(&self, hashes: &[Hash]) -> Result<ProvenListings, ClientError> {
+        let mut out = ProvenListings {
+            listings: Vec::with_capacity(hashes.len()),
+            height: None,
+        };
         for chunk in hashes.chunks(MAX_KEYS) {
             let keys: Vec<StateKey> = chunk.iter().map(|h| StateKey::Listing(*h)).collect();
             let state = self.state(&keys).await?;
+            // Later chunks are never older (`require_at_least`): the first height is the
+            // oldest the answer is as of.
+            out.height.get_or_insert(state.height);
             for key in &keys {
-                out.push(match state.get(key) {
+                out.listings.push(match state.get(key) {
                     Some(StateValue::Listing(l)) => Some(l.clone()),
                     _ => None,
                 });

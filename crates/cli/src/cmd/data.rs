@@ -43,14 +43,22 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A verifying client of the node.
-    pub fn remote(&self) -> anyhow::Result<secnet_client::RemoteNode> {
+    fn query(&self) -> super::query::Remote {
         super::query::Remote {
             node: self.node.clone(),
             genesis: self.genesis.clone(),
             max_age: None,
         }
-        .connect()
+    }
+
+    /// A verifying client of the node.
+    pub fn remote(&self) -> anyhow::Result<secnet_client::RemoteNode> {
+        self.query().connect()
+    }
+
+    /// The network's genesis, read and validated.
+    pub fn genesis(&self) -> anyhow::Result<secnet_types::Genesis> {
+        self.query().read_genesis()
     }
 
     /// The node's API, unverified: submission and the holder's routes.
@@ -427,10 +435,17 @@ async fn put(
     if let Some(s) = source.as_deref() {
         query.push(("source", s));
     }
+    let sent = Hash::digest(&body);
     let answer = conn
         .api()?
         .put_object(&key, &owner, path, &query_string(&query), body, &media_type)
         .await?;
+    if answer.hash != sent {
+        bail!(
+            "verification failed: the node says it stored content hashing to {}, but the file hashes to {sent}",
+            answer.hash
+        );
+    }
     super::print_json(&answer)
 }
 
@@ -458,7 +473,9 @@ pub(super) struct Executed {
     pub tx: Hash,
     /// Its block.
     pub height: u64,
-    /// Its receipt.
+    /// Its position in the block.
+    pub position: u64,
+    /// Its receipt, proven in the block's certified receipts root.
     pub receipt: Receipt,
     /// The grant it issued.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -466,24 +483,33 @@ pub(super) struct Executed {
     /// When that grant expires, milliseconds since the Unix epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<u64>,
+    /// The certified block that commits to the receipt's block.
+    pub certified_block: u64,
+    /// Always true: a receipt that does not verify is an error.
+    pub verified: bool,
 }
 
-/// Executes `call` signed by `key` and returns the receipt (and the grant it issued, if
-/// any); fails, after printing the receipt, if it was refused.
+/// Executes `call` signed by `key` and returns its receipt (and the grant it issued, if
+/// any), proven against state the genesis validators certified: the node's own word about
+/// the outcome is not used. Fails, after printing the receipt, if it was refused.
 pub(super) async fn execute_call(
     conn: &Conn,
     key: &Keypair,
     call: Call,
 ) -> anyhow::Result<Executed> {
-    let api = conn.api()?;
-    let chain_id = api.status().await?.chain_id;
-    let (height, tx, receipt) = api.execute(key, &chain_id, call).await?;
+    let chain_id = conn.genesis()?.chain_id;
+    let remote = conn.remote()?;
+    let (_, tx, _) = conn.api()?.execute(key, &chain_id, call).await?;
+    let verified = remote.transaction(&tx).await?;
     let mut out = Executed {
         tx,
-        height,
-        receipt,
+        height: verified.value.height,
+        position: verified.value.position,
+        receipt: verified.value.receipt,
         grant: None,
         expires_at_ms: None,
+        certified_block: verified.certified_block,
+        verified: true,
     };
     if let Outcome::Applied { events } = &out.receipt.outcome {
         for event in events {
@@ -573,45 +599,51 @@ pub(super) async fn fetch_to(
     tmp.as_file().sync_all()?;
     tmp.persist(out)?;
     Ok(Some(Fetched {
-        udi: delivery.udi,
         hash: delivery.registered,
         size: delivery.size,
-        media_type: delivery.media_type,
         grant: *grant_id,
-        policies: delivery.policies,
-        score: delivery.score,
         verified: true,
         certified_height: delivery.height,
-        reported_by_holder: ["udi", "media_type", "policies", "score"],
         out: out.to_path_buf(),
+        reported_by_holder: HolderReport {
+            udi: delivery.udi,
+            media_type: delivery.media_type,
+            policies: delivery.policies,
+            score: delivery.score,
+        },
     }))
 }
 
 /// What `data fetch` wrote, and what was verified about it.
 #[derive(Debug, Serialize)]
 pub(super) struct Fetched {
-    /// The version delivered (the holder's word).
-    pub udi: String,
     /// The registered hash the plaintext was checked against.
     pub hash: Hash,
     /// Plaintext bytes.
     pub size: u64,
-    /// Its media type (the holder's word).
-    pub media_type: String,
     /// The grant presented.
     pub grant: GrantId,
-    /// The policies that allowed it (the holder's word).
-    pub policies: Vec<String>,
-    /// The detector's score (the holder's word).
-    pub score: u32,
     /// The grant and listing were certified, the content hashes to the registered hash.
     pub verified: bool,
     /// The certified height the grant and listing are as of.
     pub certified_height: u64,
-    /// Which fields only the holder vouches for.
-    pub reported_by_holder: [&'static str; 4],
     /// Where it was written.
     pub out: PathBuf,
+    /// What only the holder vouches for.
+    pub reported_by_holder: HolderReport,
+}
+
+/// What the holder says of a delivery, unverifiable by the consumer.
+#[derive(Debug, Serialize)]
+pub(super) struct HolderReport {
+    /// The version delivered.
+    pub udi: String,
+    /// Its media type.
+    pub media_type: String,
+    /// The policies that allowed it.
+    pub policies: Vec<String>,
+    /// The detector's score.
+    pub score: u32,
 }
 
 fn file_hash(path: &Path) -> anyhow::Result<Hash> {
@@ -686,7 +718,7 @@ async fn verify(conn: &Conn, grant_id: &Hash, file: Option<&Path>) -> anyhow::Re
         "file": file_check.map(|(ok, got)| json!({ "hash": got, "matches_registered": ok })),
     }))?;
     if let Some((false, got)) = file_check {
-        bail!("the file's hash {got} is not the registered {data}");
+        bail!("verification failed: the file's hash {got} is not the registered {data}");
     }
     Ok(())
 }
@@ -815,6 +847,13 @@ async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::
         return super::print_json(&api.history_fhir(&key).await?);
     }
     let answer = api.history(&key).await?;
+    if answer.owner != key.account() {
+        bail!(
+            "verification failed: asked for the history of {}, the node answered {}'s",
+            key.account(),
+            answer.owner
+        );
+    }
     let (proven, certified_size, certified_height) = prove_history(conn, &answer.entries).await?;
     // Deliveries counted from entries proven in the certified log (each entry shown was
     // checked equal to its proven leaf), not the node's own count.
@@ -831,27 +870,26 @@ async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::
         .filter(|(e, p)| **p == Proven::Verified && is_delivery(e))
         .count();
     if as_json {
-        let entries: Vec<serde_json::Value> = answer
+        // Only what was proven: the node's renderings (times, AuditEvents) and its own counts
+        // are left out, and entries past the certified head are only named.
+        let (verified, pending): (Vec<_>, Vec<_>) = answer
             .entries
             .iter()
             .zip(&proven)
-            .map(|(e, p)| {
-                json!({
-                    "index": e.index,
-                    "entry": e.entry,
-                    "proof": e.proof,
-                    "audit_event": e.audit_event,
-                    "verified": *p == Proven::Verified,
-                })
-            })
+            .partition(|(_, p)| **p == Proven::Verified);
+        let entries: Vec<serde_json::Value> = verified
+            .iter()
+            .map(|(e, _)| json!({ "index": e.index, "entry": e.entry, "proof": e.proof }))
             .collect();
+        let pending: Vec<u64> = pending.iter().map(|(e, _)| e.index).collect();
         return super::print_json(&json!({
-            "owner": answer.owner,
+            "owner": key.account(),
             "entries": entries,
-            "delivered": answer.delivered,
+            "pending_indices": pending,
+            "delivered": delivered_verified,
             "certified_log_size": certified_size,
             "certified_height": certified_height,
-            "delivered_verified": delivered_verified,
+            "verified": true,
         }));
     }
     println!(

@@ -352,7 +352,6 @@ async fn story(
             );
         }
     }
-    let leaves: Vec<u64> = entries.iter().map(|e| e.index).collect();
     // The log as it was before the first recorded access: what the log must extend.
     let first = entries
         .iter()
@@ -376,9 +375,18 @@ async fn story(
         "    log head certified at height {} (block {}): {size} leaves, root {}",
         head.height, head.certified_block, certified.root
     );
-    for &leaf in &leaves {
-        super::data::proven_in_log(&c, leaf, size, certified.root).await?;
-        println!("    leaf {leaf}: inclusion in the certified log verified");
+    // Each leaf shown above is proven in the certified log, and is what was shown.
+    for e in &entries {
+        let proven = super::data::proven_in_log(&c, e.index, size, certified.root).await?;
+        ensure!(
+            proven == e.entry,
+            "verification failed: the node showed leaf {} other than the certified log holds it",
+            e.index
+        );
+        println!(
+            "    leaf {}: inclusion in the certified log verified, as shown",
+            e.index
+        );
     }
     let p = c.log_consistency(first, size).await?;
     p.verify()?;

@@ -22,9 +22,8 @@ pub enum KeysCmd {
         /// The key file.
         #[arg(long)]
         key: PathBuf,
-        /// The node's API.
-        #[arg(long, default_value = "http://127.0.0.1:7878")]
-        node: String,
+        #[command(flatten)]
+        conn: super::data::Conn,
     },
     /// Write a key file from an encrypted backup (`secnet-key-backup/1`, what the browser
     /// application downloads when it creates a patient's key). The passphrase is read from
@@ -66,22 +65,13 @@ pub fn run(cmd: KeysCmd) -> anyhow::Result<()> {
             println!("{}", key.account());
             eprintln!("wrote {} (mode 0600)", out.display());
         }
-        KeysCmd::Publish { key, node } => {
+        KeysCmd::Publish { key, conn } => {
             let key = keyfile::read_key(&key)?;
+            let call = secnet_types::Call::SetEncryptionKey {
+                key: key.encryption_key(),
+            };
             super::runtime()?.block_on(async move {
-                let call = secnet_types::Call::SetEncryptionKey {
-                    key: key.encryption_key(),
-                };
-                let api = secnet_client::NodeApi::new(&node)?;
-                let chain_id = api.status().await?.chain_id;
-                let (height, hash, receipt) = api.execute(&key, &chain_id, call).await?;
-                super::print_json(
-                    &serde_json::json!({ "tx": hash, "height": height, "receipt": receipt }),
-                )?;
-                match receipt.rejection() {
-                    Some(r) => anyhow::bail!("transaction refused: {r}"),
-                    None => Ok(()),
-                }
+                super::print_json(&super::data::execute_call(&conn, &key, call).await?)
             })?;
         }
         KeysCmd::Import { backup, out, force } => {

@@ -205,7 +205,7 @@ async fn run_remote(cmd: RulesCmd) -> anyhow::Result<()> {
             let proven = conn.remote()?.listings(&hashes).await?;
             let mut rules = Vec::new();
             let mut not_registered = Vec::new();
-            for (hash, listing) in hashes.iter().zip(proven) {
+            for (hash, listing) in hashes.iter().zip(proven.listings) {
                 let Some(listing) = listing else {
                     // Withdrawn since, or never registered: never shown as a listing.
                     not_registered.push(*hash);
@@ -224,6 +224,7 @@ async fn run_remote(cmd: RulesCmd) -> anyhow::Result<()> {
             super::print_json(&json!({
                 "rules": rules,
                 "verified": true,
+                "certified_height": proven.height,
                 "listed_but_not_registered": not_registered,
             }))
         }
@@ -372,7 +373,7 @@ async fn fetch(
         Ok(r) => {
             std::fs::remove_file(out)?;
             bail!(
-                "the rule is signed by {}, but {owner} registered it: refused and deleted",
+                "verification failed: the rule is signed by {}, but {owner} registered it: refused and deleted",
                 r.meta.publisher
             );
         }
@@ -381,11 +382,15 @@ async fn fetch(
             bail!("what was fetched is not a usable rule ({e}): deleted");
         }
     };
+    // The content hashes to the certified listing's hash and the rule carries its
+    // registrant's signature; the holder's detector score is only its word, kept apart.
     let mut summary = json!({
         "rule": describe(&rule),
         "out": out,
         "grant": grant,
-        "score": fetched.score,
+        "verified": true,
+        "certified_height": fetched.certified_height,
+        "reported_by_holder": { "score": fetched.reported_by_holder.score },
     });
     if let Some(dir) = into {
         install(dir, &bytes, Some(hash))?;

@@ -29,11 +29,10 @@ pub enum TxCmd {
         /// Wait for the receipt.
         #[arg(long)]
         wait: bool,
-        /// With `--wait`, verify the receipt against this network's genesis (the default
-        /// devnet's if it exists); without one the receipt is the node's word and says
-        /// `"verified": false`.
-        #[arg(long)]
-        genesis: Option<PathBuf>,
+        /// With `--wait`, the receipt is verified against this network's genesis (a dev
+        /// node's is `<data-dir>/genesis.json`).
+        #[arg(long, default_value = DEVNET_GENESIS)]
+        genesis: PathBuf,
     },
     /// A committed transaction's receipt, verified against a certified receipts root.
     Show {
@@ -63,13 +62,14 @@ pub fn run(cmd: TxCmd) -> anyhow::Result<()> {
             genesis,
         } => {
             let key = keyfile::read_key(&key)?;
-            let genesis = genesis.or_else(|| {
-                let default = PathBuf::from(DEVNET_GENESIS);
-                default.exists().then_some(default)
-            });
+            let remote = Remote {
+                node: node.clone(),
+                genesis,
+                max_age: None,
+            };
+            let chain_id = remote.read_genesis()?.chain_id;
             super::runtime()?.block_on(async move {
                 let client = NodeApi::new(&node)?;
-                let chain_id = client.status().await?.chain_id;
                 let nonce = client.account(&key.account()).await?.nonce;
                 let tx = Transaction {
                     chain_id,
@@ -83,24 +83,9 @@ pub fn run(cmd: TxCmd) -> anyhow::Result<()> {
                     super::print_json(&serde_json::json!({ "hash": hash, "status": "pending" }))?;
                     return Ok(());
                 }
-                let (height, receipt) = client.wait(&hash, Duration::from_secs(60)).await?;
-                if let Some(genesis) = genesis {
-                    let remote = Remote {
-                        node,
-                        genesis,
-                        max_age: None,
-                    }
-                    .connect()?;
-                    let verified = remote.transaction(&hash).await?;
-                    return print_receipt(&hash, &verified);
-                }
-                super::print_json(&serde_json::json!({
-                    "hash": hash, "height": height, "receipt": receipt, "verified": false,
-                }))?;
-                if let Some(rejection) = receipt.rejection() {
-                    bail!("transaction refused: {rejection}");
-                }
-                Ok(())
+                client.wait(&hash, Duration::from_secs(60)).await?;
+                let verified = remote.connect()?.transaction(&hash).await?;
+                print_receipt(&hash, &verified)
             })
         }
     }
