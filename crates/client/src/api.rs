@@ -49,6 +49,9 @@ pub struct LogQuery {
     pub data: Option<Hash>,
 }
 
+/// Most listings [`NodeApi::listings`] reads.
+pub const MAX_LISTINGS: usize = 1_000_000;
+
 /// A node's API.
 #[derive(Debug, Clone)]
 pub struct NodeApi {
@@ -338,7 +341,28 @@ impl NodeApi {
                 self.get_ok(&format!("/v1/listings?address={}", encode_query(a)))
                     .await
             }
-            None => self.get_ok("/v1/listings").await,
+            None => {
+                // Page by page (the node answers at most a page at a time), in hash order.
+                let mut all: Vec<Listing> = Vec::new();
+                loop {
+                    let path = match all.last() {
+                        Some(last) => format!("/v1/listings?after={}", last.hash),
+                        None => "/v1/listings".to_string(),
+                    };
+                    let page: Vec<Listing> = self.get_ok(&path).await?;
+                    let last = all.last().map(|l| l.hash);
+                    if page.is_empty() || page.first().map(|l| l.hash) <= last {
+                        break;
+                    }
+                    all.extend(page);
+                    if all.len() > MAX_LISTINGS {
+                        return Err(ClientError::Malformed(format!(
+                            "the node lists more than {MAX_LISTINGS} registrations"
+                        )));
+                    }
+                }
+                Ok(all)
+            }
         }
     }
 

@@ -390,6 +390,7 @@ impl State {
             },
         );
         self.addresses.insert(r.address.clone(), r.hash);
+        self.owned.insert((owner, r.hash));
         changes.touch(StateKey::Listing(r.hash));
         changes.touch(StateKey::Address(r.address.clone()));
         Ok(vec![Event::Registered { data: r.hash }])
@@ -409,6 +410,7 @@ impl State {
             return Err(Rejection::NotOwner { hash });
         }
         let address = listing.address.clone();
+        self.owned.remove(&(sender, hash));
         self.listings.remove(&hash);
         self.addresses.remove(&address);
         changes.touch(StateKey::Listing(hash));

@@ -39,6 +39,8 @@ pub struct State {
     pub(crate) grants: BTreeMap<GrantId, AccessGrant>,
     /// The grants by expiry: derived from `grants`, not committed.
     pub(crate) expiring: BTreeSet<(u64, GrantId)>,
+    /// The listings by owner: derived from `listings`, not committed.
+    pub(crate) owned: BTreeSet<(AccountId, Hash)>,
     pub(crate) log: MerkleLog,
     pub(crate) tree: StateTree,
 }
@@ -111,6 +113,7 @@ impl State {
             subscriptions: BTreeMap::new(),
             grants: BTreeMap::new(),
             expiring: BTreeSet::new(),
+            owned: BTreeSet::new(),
             log: MerkleLog::new(),
             tree: StateTree::default(),
         };
@@ -137,6 +140,7 @@ impl State {
             subscriptions: BTreeMap::new(),
             grants: BTreeMap::new(),
             expiring: BTreeSet::new(),
+            owned: BTreeSet::new(),
             log: MerkleLog::new(),
             tree: StateTree::default(),
         };
@@ -150,6 +154,7 @@ impl State {
                     state.accounts.insert(k, v);
                 }
                 (StateKey::Listing(k), StateValue::Listing(v)) => {
+                    state.owned.insert((v.owner, k));
                     state.listings.insert(k, v);
                 }
                 (StateKey::Address(k), StateValue::Address(v)) => {
@@ -299,6 +304,30 @@ impl State {
     /// All listings.
     pub fn listings(&self) -> impl Iterator<Item = &Listing> {
         self.listings.values()
+    }
+
+    /// At most `limit` listings with a hash after `after` (from the first if `None`), in
+    /// hash order: a page of [`Self::listings`].
+    pub fn listings_after(
+        &self,
+        after: Option<&Hash>,
+        limit: usize,
+    ) -> impl Iterator<Item = &Listing> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.listings
+            .range((from, Bound::Unbounded))
+            .map(|(_, l)| l)
+            .take(limit)
+    }
+
+    /// The listings `owner` registered, in hash order (read through an index).
+    pub fn listings_of<'a>(&'a self, owner: &AccountId) -> impl Iterator<Item = &'a Listing> {
+        let owner = *owner;
+        self.owned
+            .range((owner, Hash::ZERO)..)
+            .take_while(move |(o, _)| *o == owner)
+            .filter_map(|(_, h)| self.listings.get(h))
     }
 
     /// Whether `account` holds a subscription to the current registration of `hash`.

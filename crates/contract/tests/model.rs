@@ -300,6 +300,13 @@ proptest! {
                 prop_assert_eq!(acct.nonce, model.nonces[&i], "nonce of {}", i);
             }
             prop_assert_eq!(h.state.total_balance(), (ACCOUNTS as u128) * u128::from(GENESIS_BALANCE));
+            // The owner index agrees with a scan of every listing.
+            for i in 0..ACCOUNTS {
+                let owner = h.id(i);
+                let indexed: Vec<_> = h.state.listings_of(&owner).map(|l| l.hash).collect();
+                let scanned: Vec<_> = h.state.listings().filter(|l| l.owner == owner).map(|l| l.hash).collect();
+                prop_assert_eq!(indexed, scanned, "listings of {}", i);
+            }
         }
 
         // Same blocks from genesis: same root.
@@ -311,5 +318,23 @@ proptest! {
         let leaves: Vec<[u8; 32]> = (0..log.len()).map(|i| log.leaf_hash_at(i).unwrap()).collect();
         let rebuilt = State::from_entries(CHAIN.into(), h.state.tip(), h.state.entries(), leaves).unwrap();
         prop_assert_eq!(rebuilt.state_root(), h.state.state_root());
+        for i in 0..ACCOUNTS {
+            let owner = h.id(i);
+            prop_assert_eq!(
+                rebuilt.listings_of(&owner).collect::<Vec<_>>(),
+                h.state.listings_of(&owner).collect::<Vec<_>>()
+            );
+        }
+        // Pages of listings cover them all, once, in order.
+        let all: Vec<_> = h.state.listings().map(|l| l.hash).collect();
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page: Vec<_> = h.state.listings_after(after.as_ref(), 2).map(|l| l.hash).collect();
+            if page.is_empty() { break; }
+            after = page.last().copied();
+            paged.extend(page);
+        }
+        prop_assert_eq!(paged, all);
     }
 }

@@ -639,6 +639,40 @@ impl Ledger {
         Ok(out)
     }
 
+    /// At most `limit` indices, from `from` on, of the access-log leaves about `subject`,
+    /// ascending: a page of [`Self::log_indices`], read without collecting the rest.
+    pub fn log_indices_page(
+        &self,
+        subject: LogSubject,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_multimap_table(LOG_INDEX)?;
+        let mut out = Vec::new();
+        for index in table.get(subject.key().as_slice())? {
+            let index = index?.value();
+            if index < from {
+                continue;
+            }
+            if out.len() >= limit {
+                break;
+            }
+            out.push(index);
+        }
+        Ok(out)
+    }
+
+    /// The bytes of access-log leaves `indices`, in one read (`None` for a missing leaf).
+    pub fn log_leaves(&self, indices: &[u64]) -> Result<Vec<Option<Vec<u8>>>, LedgerError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(LOG)?;
+        indices
+            .iter()
+            .map(|i| Ok(table.get(*i)?.map(|v| v.value().to_vec())))
+            .collect()
+    }
+
     /// The bytes of access-log leaf `index`.
     pub fn log_leaf(&self, index: u64) -> Result<Option<Vec<u8>>, LedgerError> {
         let read = self.db.begin_read()?;

@@ -910,6 +910,25 @@ async fn organisations_ask_patients_and_only_the_patient_answers() {
     let (held, elsewhere) = (Hash::digest(b"held here"), Hash::digest(b"held elsewhere"));
     c.tx(&patient, 0, register(held, &hospital)).await;
     c.tx(&patient, 1, register(elsewhere, &riverside)).await;
+    // Listings come a page at a time, in hash order.
+    let page = |query: String| {
+        let url = format!("{}/v1/listings{query}", c.base);
+        let http = c.http.clone();
+        async move {
+            let page: Vec<secnet_contract::entries::Listing> =
+                http.get(url).send().await.unwrap().json().await.unwrap();
+            page.iter().map(|l| l.hash).collect::<Vec<Hash>>()
+        }
+    };
+    let mut sorted = vec![held, elsewhere];
+    sorted.sort();
+    assert_eq!(page(String::new()).await, sorted);
+    assert_eq!(page("?limit=1".into()).await, sorted[..1]);
+    assert_eq!(
+        page(format!("?limit=1&after={}", sorted[0])).await,
+        sorted[1..]
+    );
+    assert!(page(format!("?after={}", sorted[1])).await.is_empty());
 
     let today = now_ms() / 86_400_000;
     let date = |days: u64| {

@@ -42,7 +42,7 @@ pub(super) fn log_entry_matches(
 }
 
 /// `GET /v1/log`: entries from `from`, at most `limit`; with `grant` or `data`, only the
-/// matching ones (the scan goes on from `from` until `limit` matched or the log ends).
+/// matching ones, read through the log's index (at most `limit` of them from `from`).
 #[utoipa::path(
     get,
     path = "/v1/log",
@@ -77,24 +77,26 @@ pub(super) async fn log_entries(
         .transpose()?;
     let entries = node.with_ledger(|l| -> Result<Vec<LogItem>, secnet_ledger::LedgerError> {
         let size = l.state().log().len();
-        // A filter reads the index of what leaves are about; otherwise a page in order.
+        // A filter reads a page of the index of what leaves are about; otherwise a page in
+        // order. Either way at most `limit` leaves are read.
+        let page = usize::try_from(limit).unwrap_or(usize::MAX);
         let indices: Vec<u64> = match (grant, data) {
-            (Some(g), _) => l.log_indices(LogSubject::Grant(g))?,
-            (None, Some(d)) => l.log_indices(LogSubject::Data(d))?,
+            (Some(g), _) => l.log_indices_page(LogSubject::Grant(g), from, page)?,
+            (None, Some(d)) => l.log_indices_page(LogSubject::Data(d), from, page)?,
             (None, None) => (from..size.min(from.saturating_add(limit))).collect(),
         };
-        let mut out = Vec::new();
-        for index in indices.into_iter().filter(|i| *i >= from && *i < size) {
-            if out.len() as u64 >= limit {
-                break;
-            }
-            if let Some(bytes) = l.log_leaf(index)? {
-                let entry = LogEntry::from_bytes(&bytes).map_err(|e| {
-                    secnet_ledger::LedgerError::Corrupt(format!("log leaf {index}: {e}"))
-                })?;
-                if log_entry_matches(&entry, grant.as_ref(), data.as_ref()) {
-                    out.push(LogItem { index, entry });
-                }
+        let indices: Vec<u64> = indices.into_iter().filter(|i| *i < size).collect();
+        let mut out = Vec::with_capacity(indices.len());
+        for (index, bytes) in indices.iter().zip(l.log_leaves(&indices)?) {
+            let Some(bytes) = bytes else { continue };
+            let entry = LogEntry::from_bytes(&bytes).map_err(|e| {
+                secnet_ledger::LedgerError::Corrupt(format!("log leaf {index}: {e}"))
+            })?;
+            if log_entry_matches(&entry, grant.as_ref(), data.as_ref()) {
+                out.push(LogItem {
+                    index: *index,
+                    entry,
+                });
             }
         }
         Ok(out)

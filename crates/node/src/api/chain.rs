@@ -209,7 +209,12 @@ pub(super) async fn account(
 #[derive(Deserialize)]
 pub(super) struct ListingQuery {
     address: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
 }
+
+/// Most listings in one answer of `GET /v1/listings`.
+pub const MAX_LISTINGS_PAGE: usize = 1_000;
 
 #[utoipa::path(
     get,
@@ -218,18 +223,36 @@ pub(super) struct ListingQuery {
     summary = "Registered data",
     params(
         ("address" = Option<String>, Query, description = "only the listing registered at this address"),
+        ("after" = Option<String>, Query, description = "only listings whose hash sorts after this one (the last of the previous page)"),
+        ("limit" = Option<usize>, Query, description = "most listings (default and at most 1000)"),
     ),
     responses(
-        (status = 200, description = "listings", body = Vec<Object>),
+        (status = 200, description = "listings in hash order; fewer than `limit` means the last page", body = Vec<Object>),
+        (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn listings(
     State(node): Node,
     Query(q): Query<ListingQuery>,
 ) -> ApiResult<Json<Vec<Listing>>> {
-    Ok(Json(node.with_ledger(|l| match &q.address {
-        Some(address) => l.state().listing_at(address).into_iter().cloned().collect(),
-        None => l.state().listings().cloned().collect(),
+    let after: Option<Hash> = q
+        .after
+        .as_deref()
+        .map(|a| parse("data hash", a))
+        .transpose()?;
+    let limit = q
+        .limit
+        .unwrap_or(MAX_LISTINGS_PAGE)
+        .clamp(1, MAX_LISTINGS_PAGE);
+    Ok(Json(node.with_ledger(|l| {
+        match &q.address {
+            Some(address) => l.state().listing_at(address).into_iter().cloned().collect(),
+            None => l
+                .state()
+                .listings_after(after.as_ref(), limit)
+                .cloned()
+                .collect(),
+        }
     })?))
 }
 

@@ -148,6 +148,21 @@ impl Pdc {
     }
 }
 
+/// Block times by height, each read once from its header.
+#[derive(Default)]
+struct BlockTimes(HashMap<u64, u64>);
+
+impl BlockTimes {
+    fn of(&mut self, l: &secnet_ledger::Ledger, height: u64) -> Result<u64, Problem> {
+        if let Some(t) = self.0.get(&height) {
+            return Ok(*t);
+        }
+        let t = l.header(height)?.map_or(0, |h| h.timestamp_ms);
+        self.0.insert(height, t);
+        Ok(t)
+    }
+}
+
 impl Pdc {
     /// Every access-log entry about data `owner` stores here or listed, in log order, with
     /// its index and its block's time: read through the ledger's log index, not a scan.
@@ -164,12 +179,7 @@ impl Pdc {
             .map_err(store_problem)?
             .into_iter()
             .collect();
-        mine.extend(
-            l.state()
-                .listings()
-                .filter(|x| x.owner == *owner)
-                .map(|x| x.hash),
-        );
+        mine.extend(l.state().listings_of(owner).map(|x| x.hash));
         let size = l.state().log().len();
         let mut indices: std::collections::BTreeSet<u64> = l
             .log_indices(LogSubject::Owner(*owner))?
@@ -178,9 +188,12 @@ impl Pdc {
         for hash in &mine {
             indices.extend(l.log_indices(LogSubject::Data(*hash))?);
         }
+        let indices: Vec<u64> = indices.into_iter().filter(|i| *i < size).collect();
+        let mut times = BlockTimes::default();
         let mut out = Vec::new();
-        for index in indices.into_iter().filter(|i| *i < size) {
-            let Some(leaf) = l.log_leaf(index)? else {
+        let leaves = l.log_leaves(&indices)?;
+        for (index, leaf) in indices.into_iter().zip(leaves) {
+            let Some(leaf) = leaf else {
                 continue;
             };
             let Ok(entry) = LogEntry::from_bytes(&leaf) else {
@@ -199,8 +212,7 @@ impl Pdc {
             if !mine_too {
                 continue;
             }
-            let block_ms = l.block(height)?.map_or(0, |b| b.block.header.timestamp_ms);
-            out.push((index, entry, block_ms));
+            out.push((index, entry, times.of(l, height)?));
         }
         Ok(out)
     }
@@ -219,9 +231,18 @@ impl Pdc {
         use secnet_ledger::LogSubject;
         let indices = l.log_indices(LogSubject::Requester(*account))?;
         let size = l.state().log().len();
+        let indices: Vec<u64> = indices
+            .iter()
+            .rev()
+            .filter(|i| **i < size)
+            .take(limit)
+            .copied()
+            .collect();
+        let mut times = BlockTimes::default();
         let mut out = Vec::new();
-        for index in indices.iter().rev().filter(|i| **i < size).take(limit) {
-            let Some(leaf) = l.log_leaf(*index)? else {
+        let leaves = l.log_leaves(&indices)?;
+        for (index, leaf) in indices.into_iter().zip(leaves) {
+            let Some(leaf) = leaf else {
                 continue;
             };
             let Ok(entry) = LogEntry::from_bytes(&leaf) else {
@@ -233,8 +254,7 @@ impl Pdc {
                 | LogEntry::Emergency { height, .. }
                 | LogEntry::Payment { height, .. } => *height,
             };
-            let block_ms = l.block(height)?.map_or(0, |b| b.block.header.timestamp_ms);
-            out.push((*index, entry, block_ms));
+            out.push((index, entry, times.of(l, height)?));
         }
         out.reverse();
         Ok(out)
