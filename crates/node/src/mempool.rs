@@ -1,5 +1,12 @@
 //! The mempool: transactions admitted after their signature, chain id and nonce are checked,
 //! deduplicated, bounded, and handed out in arrival order (which is nonce order per sender).
+//!
+//! What a sender may have pending is backed by what it holds: one pending transaction per
+//! unit of committed balance, at most [`MAX_PENDING_PER_SENDER`]. Every sender, funded or
+//! not, may have [`FREE_PENDING_PER_SENDER`] pending (a new patient registering a key has no
+//! balance yet); the transactions no balance backs share one lane of
+//! [`MAX_FREE_PENDING`] in the whole pool, so fresh keys can crowd that lane but never the
+//! funded senders' share, and sending more at once takes proportionally more balance.
 
 use secnet_contract::State;
 use secnet_types::{AccountId, Hash, SignedTransaction};
@@ -41,7 +48,42 @@ pub enum AdmitError {
     /// The pool is full.
     #[error("mempool is full ({0} transactions): busy, retry later")]
     Full(usize),
+    /// The sender has as many pending as its balance backs.
+    #[error(
+        "sender {sender} has {pending} transactions pending and a balance of {balance}: a sender may have one pending per unit it holds ({FREE_PENDING_PER_SENDER} at least, {MAX_PENDING_PER_SENDER} at most); retry when some are committed"
+    )]
+    SenderBusy {
+        /// The sender.
+        sender: AccountId,
+        /// Its pending transactions.
+        pending: u64,
+        /// Its committed balance.
+        balance: u64,
+    },
+    /// The lane of transactions no balance backs is full.
+    #[error(
+        "{0} transactions that no sender's balance backs are pending, the most the pool takes: retry later, or send from a funded account"
+    )]
+    FreeLaneFull(usize),
 }
+
+impl AdmitError {
+    /// Whether the same transaction may be admitted later (the pool, the sender's share or
+    /// the free lane was full), rather than being wrong.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            AdmitError::Full(_) | AdmitError::SenderBusy { .. } | AdmitError::FreeLaneFull(_)
+        )
+    }
+}
+
+/// Pending transactions any sender may have, whatever its balance.
+pub const FREE_PENDING_PER_SENDER: u64 = 8;
+/// Most pending transactions of one sender.
+pub const MAX_PENDING_PER_SENDER: u64 = 16_384;
+/// Most pending transactions in the pool that no sender's balance backs.
+pub const MAX_FREE_PENDING: usize = 1_024;
 
 /// Pending transactions.
 ///
@@ -53,7 +95,10 @@ pub struct Mempool {
     pending: HashSet<Hash>,
     /// Per sender: the next nonce to admit.
     next_nonce: HashMap<AccountId, u64>,
+    /// Pending transactions that no balance backed when they were admitted.
+    free: HashSet<Hash>,
     capacity: usize,
+    max_free: usize,
 }
 
 impl Mempool {
@@ -63,7 +108,9 @@ impl Mempool {
             queue: VecDeque::new(),
             pending: HashSet::new(),
             next_nonce: HashMap::new(),
+            free: HashSet::new(),
             capacity,
+            max_free: MAX_FREE_PENDING.min(capacity),
         }
     }
 
@@ -123,6 +170,24 @@ impl Mempool {
         if !verify(&tx) {
             return Err(AdmitError::BadSignature(t.sender));
         }
+        // Pending before this one: the nonces between the committed and this one.
+        let pending = expected - committed;
+        let balance = state.account(&t.sender).balance;
+        let backed = balance.min(MAX_PENDING_PER_SENDER);
+        if pending >= backed.max(FREE_PENDING_PER_SENDER) {
+            return Err(AdmitError::SenderBusy {
+                sender: t.sender,
+                pending,
+                balance,
+            });
+        }
+        let free = pending >= backed;
+        if free && self.free.len() >= self.max_free {
+            return Err(AdmitError::FreeLaneFull(self.free.len()));
+        }
+        if free {
+            self.free.insert(hash);
+        }
         self.next_nonce.insert(t.sender, expected + 1);
         self.pending.insert(hash);
         self.queue.push_back(tx);
@@ -150,11 +215,13 @@ impl Mempool {
 
     /// Drops every transaction whose nonce the committed `state` has consumed.
     pub fn settle(&mut self, state: &State) {
-        let pending = &mut self.pending;
+        let (pending, free) = (&mut self.pending, &mut self.free);
         self.queue.retain(|tx| {
             let keep = tx.tx().nonce >= state.account(&tx.tx().sender).nonce;
             if !keep {
-                pending.remove(&tx.hash());
+                let hash = tx.hash();
+                pending.remove(&hash);
+                free.remove(&hash);
             }
             keep
         });
@@ -249,6 +316,82 @@ mod tests {
             Err(AdmitError::Full(2))
         );
         assert_eq!(pool.select(10, |_| false).len(), 2);
+    }
+
+    #[test]
+    fn what_a_sender_has_pending_is_backed_by_its_balance() {
+        let funded = Keypair::deterministic("mempool-share", 0);
+        let poor = Keypair::deterministic("mempool-share", 1);
+        let genesis = Genesis {
+            chain_id: "pool".into(),
+            genesis_time_ms: 0,
+            allocations: vec![
+                Allocation {
+                    account: funded.account(),
+                    balance: 20,
+                },
+                Allocation {
+                    account: poor.account(),
+                    balance: 3,
+                },
+            ],
+            validators: vec![],
+        };
+        let mut state = State::genesis(&genesis);
+        let mut pool = Mempool::new(100_000);
+        // Twenty units back twenty pending; the twenty-first waits.
+        for n in 0..20 {
+            pool.admit(tx(&funded, "pool", n), &state).unwrap();
+        }
+        assert_eq!(
+            pool.admit(tx(&funded, "pool", 20), &state),
+            Err(AdmitError::SenderBusy {
+                sender: funded.account(),
+                pending: 20,
+                balance: 20
+            })
+        );
+        // Three units: three backed, five more free, then no more.
+        for n in 0..8 {
+            pool.admit(tx(&poor, "pool", n), &state).unwrap();
+        }
+        assert!(matches!(
+            pool.admit(tx(&poor, "pool", 8), &state),
+            Err(AdmitError::SenderBusy { pending: 8, .. })
+        ));
+        // Fresh keys fill the free lane (five of it taken already), and stop there ...
+        let mut fresh = 0u64;
+        let refused = loop {
+            let key = Keypair::deterministic("mempool-fresh", fresh);
+            fresh += 1;
+            if let Err(e) = pool.admit(tx(&key, "pool", 0), &state) {
+                break e;
+            }
+        };
+        assert_eq!(refused, AdmitError::FreeLaneFull(MAX_FREE_PENDING));
+        assert!(refused.is_busy());
+        assert_eq!(fresh - 1, MAX_FREE_PENDING as u64 - 5);
+        // ... while funded senders still get in.
+        let tip = state.tip();
+        let first = pool.select(20, |_| false);
+        state
+            .apply_block(&secnet_types::Block::new(1, tip.block_hash, 1, first))
+            .unwrap();
+        pool.settle(&state);
+        pool.admit(tx(&funded, "pool", 20), &state).unwrap();
+        // Committed free transactions leave the lane.
+        let tip = state.tip();
+        let poor_txs: Vec<_> = pool
+            .select(100_000, |_| false)
+            .into_iter()
+            .filter(|t| t.tx().sender == poor.account())
+            .collect();
+        state
+            .apply_block(&secnet_types::Block::new(2, tip.block_hash, 2, poor_txs))
+            .unwrap();
+        pool.settle(&state);
+        let key = Keypair::deterministic("mempool-fresh", fresh);
+        pool.admit(tx(&key, "pool", 0), &state).unwrap();
     }
 
     #[test]

@@ -27,7 +27,8 @@ use secnet_types::{Hash, SignedTransaction};
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "already admitted", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "refused at admission: bad signature, another chain, a stale nonce or a gap", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 503, description = "mempool full: busy, retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "the sender has as many pending as its balance backs (one per unit; 8 at least): retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "mempool full, or its lane for transactions no balance backs: busy, retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> ApiResult<Response> {
@@ -46,16 +47,19 @@ pub(super) async fn submit_tx(State(node): Node, body: axum::body::Bytes) -> Api
             }),
         )
             .into_response()),
-        Err(AdmitError::Full(n)) => Ok((
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                AdmitError::Full(n).to_string(),
-            ),
-        )
-            .into_response()),
+        Err(e) if e.is_busy() => {
+            let status = if matches!(e, AdmitError::SenderBusy { .. }) {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            Ok((
+                status,
+                [(header::RETRY_AFTER, "1")],
+                Problem::new(status, "busy", e.to_string()),
+            )
+                .into_response())
+        }
         Err(e @ AdmitError::Duplicate(_)) => Err(Problem::new(
             StatusCode::CONFLICT,
             "duplicate",
@@ -128,7 +132,7 @@ pub(super) async fn submit_txs(
         .map(|r| match r {
             Ok(hash) => BatchResult::Admitted { hash },
             Err(e) => BatchResult::Refused {
-                busy: matches!(e, AdmitError::Full(_)),
+                busy: e.is_busy(),
                 error: e.to_string(),
             },
         })
