@@ -33,6 +33,8 @@ enum Command {
     Devnet(cmd::testnet::DevnetArgs),
     /// Run the paper's medical data-sharing story against a fresh single-node ledger.
     Demo(cmd::demo::DemoArgs),
+    /// Attack a fresh node the ways the system must refuse, and print what it did.
+    Attack(cmd::attack::AttackArgs),
     /// Prove and verify entries of the access log.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCmd),
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Keys(c) => cmd::keys::run(c),
         Command::Dev(a) => cmd::dev::run(a),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Attack(a) => cmd::attack::run(a),
         Command::Testnet(c) => cmd::testnet::run(c),
         Command::Node(a) => cmd::testnet::node(a),
         Command::Staff(c) => cmd::staff::run(c),

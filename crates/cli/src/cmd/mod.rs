@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod ai;
+pub mod attack;
 pub mod audit;
 pub mod bench;
 pub mod bench_ai;
