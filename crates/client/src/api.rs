@@ -50,7 +50,9 @@ pub struct LogQuery {
 }
 
 /// Most listings [`NodeApi::listings`] reads.
-pub const MAX_LISTINGS: usize = 1_000_000;
+pub const MAX_LISTINGS: usize = 100_000;
+/// Most listings in one page of `GET /v1/listings`.
+pub const MAX_LISTINGS_PAGE: usize = 1_000;
 
 /// A node's API.
 #[derive(Debug, Clone)]
@@ -244,13 +246,21 @@ impl NodeApi {
         self.get_ok(&format!("/v1/accounts/{id}")).await
     }
 
-    /// Submits a signed transaction; its hash once admitted.
+    /// Submits a signed transaction; its hash once admitted, computed here: a node that
+    /// answers another hash (to have another transaction's receipt checked) is refused.
     pub async fn submit(&self, tx: &SignedTransaction) -> Result<Hash, ClientError> {
         let body = SubmitTx {
             tx: hex::encode(tx.to_bytes()),
         };
         let submitted: Submitted = self.post_ok("/v1/tx", &body).await?;
-        Ok(submitted.hash)
+        let hash = tx.hash();
+        if submitted.hash != hash {
+            return Err(ClientError::Malformed(format!(
+                "the node answered hash {} for transaction {hash}",
+                submitted.hash
+            )));
+        }
+        Ok(hash)
     }
 
     /// Submits a batch in the binary encoding (no hex, no JSON); one result per transaction.
@@ -350,15 +360,36 @@ impl NodeApi {
                         None => "/v1/listings".to_string(),
                     };
                     let page: Vec<Listing> = self.get_ok(&path).await?;
-                    let last = all.last().map(|l| l.hash);
-                    if page.is_empty() || page.first().map(|l| l.hash) <= last {
+                    if page.is_empty() {
                         break;
                     }
+                    // A page is at most the node's page size, strictly after the last one
+                    // and in order: a node cannot make the client loop or hoard.
+                    let mut last = all.last().map(|l| l.hash);
+                    for l in &page {
+                        if Some(l.hash) <= last {
+                            return Err(ClientError::Malformed(
+                                "the node's listings are not in strictly increasing hash order"
+                                    .into(),
+                            ));
+                        }
+                        last = Some(l.hash);
+                    }
+                    if page.len() > MAX_LISTINGS_PAGE {
+                        return Err(ClientError::Malformed(format!(
+                            "the node answered a page of {} listings, more than {MAX_LISTINGS_PAGE}",
+                            page.len()
+                        )));
+                    }
+                    let full = page.len() == MAX_LISTINGS_PAGE;
                     all.extend(page);
                     if all.len() > MAX_LISTINGS {
                         return Err(ClientError::Malformed(format!(
                             "the node lists more than {MAX_LISTINGS} registrations"
                         )));
+                    }
+                    if !full {
+                        break;
                     }
                 }
                 Ok(all)

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 const CHAIN: &str = "secnet-pdc-test";
 
+#[derive(Clone)]
 struct Client {
     http: reqwest::Client,
     base: String,
@@ -411,11 +412,7 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     // refused here, and names both holders.
     let elsewhere = Client {
         holder: Keypair::deterministic("pdc-elsewhere", 0).account(),
-        ..Client {
-            http: c.http.clone(),
-            base: c.base.clone(),
-            holder: c.holder,
-        }
+        ..c.clone()
     };
     let (status, r) = elsewhere
         .signed(
@@ -716,25 +713,43 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
             .body(vec![b'x'; len]);
         async move { request.send().await.unwrap().status().as_u16() }
     };
-    // Unsigned, oversized: refused for their size (413), not read and then refused.
-    assert_eq!(
-        send(reqwest::Method::POST, "/v1/pdc/tokens".into(), 64 * 1024).await,
-        413
-    );
+    // Unsigned, oversized: refused for their size (413) once the route's limit is read, the
+    // rest never sent (a client that sends it all may see the connection close under it).
+    let head_only = |method: &str, path: &str, len: usize, sent: usize| {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {len}\r\n\r\n",
+            node.addr
+        );
+        let addr = node.addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(&vec![b'x'; sent]).await.unwrap();
+            let mut buf = vec![0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("answered once the limit was read")
+                .unwrap();
+            String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned()
+        }
+    };
+    let tokens = head_only("POST", "/v1/pdc/tokens", 64 * 1024, 17 * 1024).await;
+    assert!(tokens.starts_with("HTTP/1.1 413"), "{tokens}");
     let policies = format!("/v1/pdc/policies/{owner}");
-    assert_eq!(
-        send(reqwest::Method::PUT, policies.clone(), 1024 * 1024).await,
-        413
-    );
+    let policy = head_only("PUT", &policies, 1024 * 1024, 65 * 1024).await;
+    assert!(policy.starts_with("HTTP/1.1 413"), "{policy}");
     // Within the limit, the missing signature is what is refused.
     assert_eq!(send(reqwest::Method::PUT, policies, 1024).await, 401);
 
     // An upload's head is judged before its body is read: each of these sends its head and
     // 1 KiB of a 1 MiB body, then stalls, and is answered at once.
-    let object =
-        format!("/v1/pdc/objects/{owner}/fhir/Condition/c1?media_type=application/fhir%2Bjson");
+    let object_of = |o: &AccountId| {
+        format!("/v1/pdc/objects/{o}/fhir/Condition/c1?media_type=application/fhir%2Bjson")
+    };
+    let object = object_of(&owner);
     let full = vec![b'x'; 1024 * 1024];
-    let stall = |signed: Option<&Keypair>| {
+    let stall = |signed: Option<&Keypair>, of: AccountId| {
+        let object = object_of(&of);
         let head = {
             let mut head = format!(
                 "PUT {object} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
@@ -742,6 +757,7 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
                 full.len()
             );
             if let Some(key) = signed {
+                // Signed for this node: its account is the holder (`owner` here).
                 let auth = RequestAuth::sign(key, &owner, "PUT", &object, &full, now_ms());
                 head.push_str(&format!(
                     "secnet-auth: {}\r\ncontent-digest: {}\r\n",
@@ -767,12 +783,12 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
             .unwrap();
         String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned()
     };
-    let unsigned = answer_now(stall(None).await).await;
+    let unsigned = answer_now(stall(None, owner).await).await;
     assert!(unsigned.starts_with("HTTP/1.1 401"), "{unsigned}");
-    let not_a_writer = answer_now(stall(Some(&stranger)).await).await;
+    let not_a_writer = answer_now(stall(Some(&stranger), owner).await).await;
     assert!(not_a_writer.starts_with("HTTP/1.1 403"), "{not_a_writer}");
     // The owner, without an encryption key on the ledger yet: refused before reading too.
-    let no_key = answer_now(stall(Some(&holder)).await).await;
+    let no_key = answer_now(stall(Some(&holder), owner).await).await;
     assert!(no_key.starts_with("HTTP/1.1 409"), "{no_key}");
 
     // Allowed writers' slow uploads hold the reading slots; more wait their turn (503).
@@ -789,9 +805,29 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
         },
     )
     .await;
+    // One upload at a time per signer: the owner's second, while its first stalls, is 429.
+    let first = stall(Some(&holder), owner).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = answer_now(stall(Some(&holder), owner).await).await;
+    assert!(second.starts_with("HTTP/1.1 429"), "{second}");
+    drop(first);
+    // Writers with keys on the ledger (no balance needed), each stalling in its own records.
+    let writers: Vec<Keypair> = (0..secnet_node::pdc::MAX_CONCURRENT_UPLOADS)
+        .map(|i| Keypair::deterministic("pdc-bodies-writer", i as u64))
+        .collect();
+    for w in &writers {
+        c.tx(
+            w,
+            0,
+            Call::SetEncryptionKey {
+                key: w.encryption_key(),
+            },
+        )
+        .await;
+    }
     let mut stalled = Vec::new();
-    for _ in 0..secnet_node::pdc::MAX_CONCURRENT_UPLOADS {
-        stalled.push(stall(Some(&holder)).await);
+    for w in &writers {
+        stalled.push(stall(Some(w), w.account()).await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let record = br#"{"resourceType":"Condition","id":"c1","subject":{"reference":"Patient/p1"}}"#;

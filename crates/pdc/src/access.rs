@@ -669,12 +669,15 @@ impl Gate {
         {
             return Err(refuse(RefusalReason::Replay, None));
         }
-        // Remembered until the proof could no longer pass the clock check, nor the token its
-        // expiry, whichever is later: an expired token's proofs are forgotten too.
+        // Remembered until neither the proof could pass the clock check (by its own time or
+        // ours) nor the token its expiry: an expired token's proofs are forgotten too.
         self.seen.insert(key, token.expires_ms);
         self.nonces_of.insert(token.consumer, of_consumer + 1);
         self.expiries.push(Reverse((
-            token.expires_ms.max(now_ms + MAX_SKEW_MS),
+            token
+                .expires_ms
+                .max(now_ms + MAX_SKEW_MS)
+                .max(attempt.proof.at_ms.saturating_add(MAX_SKEW_MS)),
             token.id,
             attempt.proof.nonce,
             token.consumer,

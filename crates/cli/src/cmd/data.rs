@@ -564,7 +564,7 @@ pub(super) async fn register(
         .ok_or_else(|| anyhow!("say where the data can be asked for: --address"))?;
     reg.holder = match holder {
         Some(h) => h,
-        None => api.pdc_info().await?.holder,
+        None => api.holder().await?,
     };
     execute(conn, &key, Call::RegisterData(reg)).await
 }
@@ -853,6 +853,28 @@ async fn history(conn: &Conn, key: &Path, fhir: bool, as_json: bool) -> anyhow::
             key.account(),
             answer.owner
         );
+    }
+    // Each entry once, in log order; entries that name their owner must name this one. (An
+    // access or grant names the data, not its owner: that the node left none out, and that
+    // each is about this owner's data, is its word.)
+    let mut last: Option<u64> = None;
+    for e in &answer.entries {
+        if last.is_some_and(|l| e.index <= l) {
+            bail!(
+                "verification failed: the history shows log entry {} out of order or twice",
+                e.index
+            );
+        }
+        last = Some(e.index);
+        if let LogEntry::Emergency { owner, .. } | LogEntry::Payment { owner, .. } = &e.entry
+            && *owner != key.account()
+        {
+            bail!(
+                "verification failed: log entry {} is about {owner}'s data, not {}'s",
+                e.index,
+                key.account()
+            );
+        }
     }
     let (proven, certified_size, certified_height) = prove_history(conn, &answer.entries).await?;
     // Deliveries counted from entries proven in the certified log (each entry shown was

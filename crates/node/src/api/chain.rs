@@ -13,6 +13,7 @@ use secnet_api::chain::{
     NodeStatus, TxView,
 };
 use secnet_certified::HexBytes;
+use secnet_client::api::MAX_LISTINGS_PAGE;
 use secnet_contract::StateKey;
 use secnet_contract::entries::Listing;
 use secnet_types::{AccountId, Hash, SignedTransaction};
@@ -212,9 +213,6 @@ pub(super) struct ListingQuery {
     after: Option<String>,
     limit: Option<usize>,
 }
-
-/// Most listings in one answer of `GET /v1/listings`.
-pub const MAX_LISTINGS_PAGE: usize = 1_000;
 
 #[utoipa::path(
     get,

@@ -44,6 +44,8 @@ pub struct Pdc {
     own_txs: Mutex<()>,
     /// Slots for reading uploads' bodies.
     uploads: tokio::sync::Semaphore,
+    /// Accounts whose upload is being read: one at a time each.
+    uploading: Mutex<std::collections::HashSet<AccountId>>,
 }
 
 impl std::fmt::Debug for Pdc {
@@ -84,6 +86,7 @@ impl Pdc {
             policies: Mutex::new(HashMap::new()),
             own_txs: Mutex::new(()),
             uploads: tokio::sync::Semaphore::new(routes::MAX_CONCURRENT_UPLOADS),
+            uploading: Mutex::new(std::collections::HashSet::new()),
         })
     }
 

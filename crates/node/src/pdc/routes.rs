@@ -77,9 +77,9 @@ pub(crate) struct PdcApi;
 /// Body limit of every PDC route that takes no upload (signed JSON answers, token requests).
 pub const MAX_SMALL_BODY: usize = 16 * 1024;
 
-/// Most uploads (objects, bundles) read at once. An upload's body is read only after its
-/// signature (over the digest declared ahead of it) and the signer's right to write are
-/// checked, so only writers the owner allows can hold these slots.
+/// Most uploads (objects, bundles) read at once, and one per signer. An upload's body is read
+/// only after its signature (over the digest declared ahead of it), the signer's right to
+/// write and the owner's encryption key on the ledger are checked.
 pub const MAX_CONCURRENT_UPLOADS: usize = 4;
 
 /// The PDC routes, under `/v1/pdc`. Each route reads at most what it needs: 64 MiB for an
@@ -275,6 +275,7 @@ async fn authorized_upload<T>(
     {
         return Err(too_large(limit));
     }
+    let _one_each = OneUploadEach::take(pdc, signed)?;
     let Ok(_reading) = pdc.uploads.try_acquire() else {
         return Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -289,6 +290,37 @@ async fn authorized_upload<T>(
         return Err(auth_problem(AuthError::BodyMismatch));
     }
     Ok((allowed, bytes))
+}
+
+/// An account's one upload being read; the account may upload again once it is dropped.
+struct OneUploadEach<'a> {
+    pdc: &'a Pdc,
+    who: AccountId,
+}
+
+impl<'a> OneUploadEach<'a> {
+    fn take(pdc: &'a Pdc, who: AccountId) -> Result<OneUploadEach<'a>, Problem> {
+        let mut uploading = pdc
+            .uploading
+            .lock()
+            .map_err(|_| internal("PDC state poisoned"))?;
+        if !uploading.insert(who) {
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                format!("an upload signed by {who} is being received; send the next one after it"),
+            ));
+        }
+        Ok(OneUploadEach { pdc, who })
+    }
+}
+
+impl Drop for OneUploadEach<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut uploading) = self.pdc.uploading.lock() {
+            uploading.remove(&self.who);
+        }
+    }
 }
 
 fn too_large(limit: usize) -> Problem {
