@@ -95,6 +95,16 @@ impl LogEntry {
     pub fn from_bytes(bytes: &[u8]) -> Result<LogEntry, CodecError> {
         LogEntry::decode_cfg(Copying(bytes), &())
     }
+
+    /// The height of the block that logged it.
+    pub fn height(&self) -> u64 {
+        match self {
+            LogEntry::Grant { height, .. }
+            | LogEntry::Access { height, .. }
+            | LogEntry::Emergency { height, .. }
+            | LogEntry::Payment { height, .. } => *height,
+        }
+    }
 }
 
 impl Write for LogEntry {

@@ -196,10 +196,7 @@ impl WebServices {
             })
             .await
             .map_err(|e| with_steps(&steps, e))?;
-        let Some(grant) = events.iter().find_map(|e| match e {
-            Event::GrantIssued { grant, .. } => Some(*grant),
-            _ => None,
-        }) else {
+        let Some((grant, _)) = Event::issued_grant(&events) else {
             return Err(ReadError::Failed(
                 "the request was applied without issuing a grant".into(),
             ));

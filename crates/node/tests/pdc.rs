@@ -713,6 +713,25 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
             .body(vec![b'x'; len]);
         async move { request.send().await.unwrap().status().as_u16() }
     };
+    // A raw connection: a request's head and `sent` bytes of its body, and the answer read
+    // without sending more.
+    let raw = |head: String, sent: usize| {
+        let addr = node.addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(&vec![b'x'; sent]).await.unwrap();
+            s
+        }
+    };
+    let answer_now = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("answered before the rest of the body was sent")
+            .unwrap();
+        String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned()
+    };
     // Unsigned, oversized: refused for their size (413) once the route's limit is read, the
     // rest never sent (a client that sends it all may see the connection close under it).
     let head_only = |method: &str, path: &str, len: usize, sent: usize| {
@@ -720,18 +739,7 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
             "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {len}\r\n\r\n",
             node.addr
         );
-        let addr = node.addr;
-        async move {
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(head.as_bytes()).await.unwrap();
-            s.write_all(&vec![b'x'; sent]).await.unwrap();
-            let mut buf = vec![0u8; 512];
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .expect("answered once the limit was read")
-                .unwrap();
-            String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned()
-        }
+        async move { answer_now(raw(head, sent).await).await }
     };
     let tokens = head_only("POST", "/v1/pdc/tokens", 64 * 1024, 17 * 1024).await;
     assert!(tokens.starts_with("HTTP/1.1 413"), "{tokens}");
@@ -750,38 +758,21 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
     let full = vec![b'x'; 1024 * 1024];
     let stall = |signed: Option<&Keypair>, of: AccountId| {
         let object = object_of(&of);
-        let head = {
-            let mut head = format!(
-                "PUT {object} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
-                node.addr,
-                full.len()
-            );
-            if let Some(key) = signed {
-                // Signed for this node: its account is the holder (`owner` here).
-                let auth = RequestAuth::sign(key, &owner, "PUT", &object, &full, now_ms());
-                head.push_str(&format!(
-                    "secnet-auth: {}\r\ncontent-digest: {}\r\n",
-                    auth.to_header(),
-                    secnet_pdc::auth::content_digest(&full)
-                ));
-            }
-            head + "\r\n"
-        };
-        let addr = node.addr;
-        async move {
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(head.as_bytes()).await.unwrap();
-            s.write_all(&[b'x'; 1024]).await.unwrap();
-            s
+        let mut head = format!(
+            "PUT {object} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
+            node.addr,
+            full.len()
+        );
+        if let Some(key) = signed {
+            // Signed for this node: its account is the holder (`owner` here).
+            let auth = RequestAuth::sign(key, &owner, "PUT", &object, &full, now_ms());
+            head.push_str(&format!(
+                "secnet-auth: {}\r\ncontent-digest: {}\r\n",
+                auth.to_header(),
+                secnet_pdc::auth::content_digest(&full)
+            ));
         }
-    };
-    let answer_now = |mut s: tokio::net::TcpStream| async move {
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("answered before the body was sent")
-            .unwrap();
-        String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned()
+        raw(head + "\r\n", 1024)
     };
     let unsigned = answer_now(stall(None, owner).await).await;
     assert!(unsigned.starts_with("HTTP/1.1 401"), "{unsigned}");
@@ -831,29 +822,22 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let record = br#"{"resourceType":"Condition","id":"c1","subject":{"reference":"Patient/p1"}}"#;
-    let (status, body) = c
-        .signed(
+    let put_record = || {
+        c.signed(
             &holder,
             reqwest::Method::PUT,
             &object,
             record.to_vec(),
             "application/fhir+json",
         )
-        .await;
+    };
+    let (status, body) = put_record().await;
     assert_eq!(status, 503, "{body}");
     // When they go, uploads are read again.
     drop(stalled);
     let mut status = 0;
     for _ in 0..50 {
-        (status, _) = c
-            .signed(
-                &holder,
-                reqwest::Method::PUT,
-                &object,
-                record.to_vec(),
-                "application/fhir+json",
-            )
-            .await;
+        (status, _) = put_record().await;
         if status != 503 {
             break;
         }

@@ -255,6 +255,28 @@ impl Receipt {
             Outcome::Applied { .. } => None,
         }
     }
+
+    /// The grant the transaction issued, and when it expires, if it issued one.
+    pub fn issued_grant(&self) -> Option<(GrantId, u64)> {
+        match &self.outcome {
+            Outcome::Applied { events } => Event::issued_grant(events),
+            Outcome::Rejected { .. } => None,
+        }
+    }
+}
+
+impl Event {
+    /// The grant `events` issued, and when it expires (a request issues one at most).
+    pub fn issued_grant(events: &[Event]) -> Option<(GrantId, u64)> {
+        events.iter().find_map(|e| match e {
+            Event::GrantIssued {
+                grant,
+                expires_at_ms,
+                ..
+            } => Some((*grant, *expires_at_ms)),
+            _ => None,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------

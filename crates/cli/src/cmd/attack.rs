@@ -16,8 +16,8 @@ use secnet_node::keyfile;
 use secnet_pdc::access::{AccessToken, FetchProof};
 use secnet_pdc::auth::RequestAuth;
 use secnet_types::{
-    AccountId, Allocation, Call, DataKind, Genesis, Hash, Keypair, Outcome, RegisterData,
-    SignedTransaction, Transaction,
+    AccountId, Allocation, Call, DataKind, Genesis, Hash, Keypair, RegisterData, SignedTransaction,
+    Transaction,
 };
 use serde::Serialize;
 use std::path::PathBuf;
@@ -127,23 +127,17 @@ fn print_table(outcomes: &[AttackOutcome]) {
     }
 }
 
-async fn execute(world: &World, key: &Keypair, call: Call) -> anyhow::Result<Outcome> {
-    let (_, _, receipt) = world
-        .api
-        .execute(key, &world.genesis.chain_id, call)
-        .await?;
-    Ok(receipt.outcome)
-}
-
+/// Executes `call` as `key`: its events, or an error if it was refused.
 async fn applied(
     world: &World,
     key: &Keypair,
     call: Call,
 ) -> anyhow::Result<Vec<secnet_types::Event>> {
-    match execute(world, key, call).await? {
-        Outcome::Applied { events } => Ok(events),
-        Outcome::Rejected { rejection } => bail!("setup transaction refused: {rejection}"),
-    }
+    let (_, _, receipt) = world
+        .api
+        .execute(key, &world.genesis.chain_id, call)
+        .await?;
+    Ok(super::demo::applied(&receipt.outcome)?.to_vec())
 }
 
 async fn setup(
@@ -229,13 +223,9 @@ async fn setup(
         },
     )
     .await?;
-    world.grant = events
-        .iter()
-        .find_map(|e| match e {
-            secnet_types::Event::GrantIssued { grant, .. } => Some(*grant),
-            _ => None,
-        })
-        .context("the ledger issued no grant")?;
+    world.grant = secnet_types::Event::issued_grant(&events)
+        .context("the ledger issued no grant")?
+        .0;
     // The legitimate read works, checked against certified state.
     RemoteNode::for_holder(url, &world.genesis, holder)?
         .fetch(&world.hospital, &world.grant)
@@ -571,12 +561,7 @@ async fn reregistered(world: &World) -> anyhow::Result<AttackOutcome> {
         },
     )
     .await?;
-    let grant = events
-        .iter()
-        .find_map(|e| match e {
-            secnet_types::Event::GrantIssued { grant, .. } => Some(*grant),
-            _ => None,
-        })
+    let (grant, _) = secnet_types::Event::issued_grant(&events)
         .context("no grant for the thief's own registration")?;
     let r = RemoteNode::for_holder(&world.url, &world.genesis, world.holder)?
         .fetch(&world.thief, &grant)

@@ -16,8 +16,7 @@ use secnet_contract::LogEntry;
 use secnet_ledger::LogSubject;
 use secnet_node::keyfile;
 use secnet_types::{
-    AccessDecision, AccountId, Call, DataKind, Event, GrantId, Hash, Keypair, Outcome, Receipt,
-    RegisterData,
+    AccessDecision, AccountId, Call, DataKind, GrantId, Hash, Keypair, Receipt, RegisterData,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -497,33 +496,21 @@ pub(super) async fn execute_call(
     key: &Keypair,
     call: Call,
 ) -> anyhow::Result<Executed> {
-    let chain_id = conn.genesis()?.chain_id;
-    let remote = conn.remote()?;
-    let (_, tx, _) = conn.api()?.execute(key, &chain_id, call).await?;
+    let genesis = conn.genesis()?;
+    let remote = secnet_client::RemoteNode::new(&conn.node, &genesis)?;
+    let (_, tx, _) = conn.api()?.execute(key, &genesis.chain_id, call).await?;
     let verified = remote.transaction(&tx).await?;
-    let mut out = Executed {
+    let issued = verified.value.receipt.issued_grant();
+    let out = Executed {
         tx,
         height: verified.value.height,
         position: verified.value.position,
         receipt: verified.value.receipt,
-        grant: None,
-        expires_at_ms: None,
+        grant: issued.map(|(grant, _)| grant),
+        expires_at_ms: issued.map(|(_, expires)| expires),
         certified_block: verified.certified_block,
         verified: true,
     };
-    if let Outcome::Applied { events } = &out.receipt.outcome {
-        for event in events {
-            if let Event::GrantIssued {
-                grant,
-                expires_at_ms,
-                ..
-            } = event
-            {
-                out.grant = Some(*grant);
-                out.expires_at_ms = Some(*expires_at_ms);
-            }
-        }
-    }
     if let Some(rejection) = out.receipt.rejection() {
         super::print_json(&out)?;
         bail!("transaction refused: {rejection}");

@@ -59,7 +59,8 @@ fn step(n: u32, text: &str) {
     println!("\n[{n}] {text}");
 }
 
-fn applied(outcome: &Outcome) -> anyhow::Result<&[Event]> {
+/// The events of an applied transaction; a refused one is an error.
+pub(super) fn applied(outcome: &Outcome) -> anyhow::Result<&[Event]> {
     match outcome {
         Outcome::Applied { events } => Ok(events),
         Outcome::Rejected { rejection } => bail!("transaction refused: {rejection}"),

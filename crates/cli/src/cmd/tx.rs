@@ -62,17 +62,17 @@ pub fn run(cmd: TxCmd) -> anyhow::Result<()> {
             genesis,
         } => {
             let key = keyfile::read_key(&key)?;
-            let remote = Remote {
+            let genesis = Remote {
                 node: node.clone(),
                 genesis,
                 max_age: None,
-            };
-            let chain_id = remote.read_genesis()?.chain_id;
+            }
+            .read_genesis()?;
             super::runtime()?.block_on(async move {
                 let client = NodeApi::new(&node)?;
                 let nonce = client.account(&key.account()).await?.nonce;
                 let tx = Transaction {
-                    chain_id,
+                    chain_id: genesis.chain_id.clone(),
                     sender: key.account(),
                     nonce,
                     call: Call::Transfer { to, amount },
@@ -84,7 +84,9 @@ pub fn run(cmd: TxCmd) -> anyhow::Result<()> {
                     return Ok(());
                 }
                 client.wait(&hash, Duration::from_secs(60)).await?;
-                let verified = remote.connect()?.transaction(&hash).await?;
+                let verified = secnet_client::RemoteNode::new(&node, &genesis)?
+                    .transaction(&hash)
+                    .await?;
                 print_receipt(&hash, &verified)
             })
         }

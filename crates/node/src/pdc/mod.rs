@@ -151,19 +151,35 @@ impl Pdc {
     }
 }
 
-/// Block times by height, each read once from its header.
-#[derive(Default)]
-struct BlockTimes(HashMap<u64, u64>);
-
-impl BlockTimes {
-    fn of(&mut self, l: &secnet_ledger::Ledger, height: u64) -> Result<u64, Problem> {
-        if let Some(t) = self.0.get(&height) {
-            return Ok(*t);
+/// The access-log leaves at `indices` that `keep` accepts, decoded, each with its index and
+/// its block's time (read once per height, from the header), in the order given. Leaves that
+/// are missing or do not decode are left out.
+fn timed_entries(
+    l: &secnet_ledger::Ledger,
+    indices: &[u64],
+    keep: impl Fn(&secnet_contract::LogEntry) -> bool,
+) -> Result<Vec<(u64, secnet_contract::LogEntry, u64)>, Problem> {
+    let mut times: HashMap<u64, u64> = HashMap::new();
+    let mut out = Vec::new();
+    for (index, leaf) in indices.iter().zip(l.log_leaves(indices)?) {
+        let Some(entry) = leaf.and_then(|b| secnet_contract::LogEntry::from_bytes(&b).ok()) else {
+            continue;
+        };
+        if !keep(&entry) {
+            continue;
         }
-        let t = l.header(height)?.map_or(0, |h| h.timestamp_ms);
-        self.0.insert(height, t);
-        Ok(t)
+        let height = entry.height();
+        let time = match times.get(&height) {
+            Some(t) => *t,
+            None => {
+                let t = l.header(height)?.map_or(0, |h| h.timestamp_ms);
+                times.insert(height, t);
+                t
+            }
+        };
+        out.push((*index, entry, time));
     }
+    Ok(out)
 }
 
 impl Pdc {
@@ -192,32 +208,11 @@ impl Pdc {
             indices.extend(l.log_indices(LogSubject::Data(*hash))?);
         }
         let indices: Vec<u64> = indices.into_iter().filter(|i| *i < size).collect();
-        let mut times = BlockTimes::default();
-        let mut out = Vec::new();
-        let leaves = l.log_leaves(&indices)?;
-        for (index, leaf) in indices.into_iter().zip(leaves) {
-            let Some(leaf) = leaf else {
-                continue;
-            };
-            let Ok(entry) = LogEntry::from_bytes(&leaf) else {
-                continue;
-            };
-            let (mine_too, height) = match &entry {
-                LogEntry::Grant { data, height, .. } => (mine.contains(data), *height),
-                LogEntry::Access { entry, height, .. } => (mine.contains(&entry.data), *height),
-                LogEntry::Emergency {
-                    owner: o, height, ..
-                }
-                | LogEntry::Payment {
-                    owner: o, height, ..
-                } => (o == owner, *height),
-            };
-            if !mine_too {
-                continue;
-            }
-            out.push((index, entry, times.of(l, height)?));
-        }
-        Ok(out)
+        timed_entries(l, &indices, |entry| match entry {
+            LogEntry::Grant { data, .. } => mine.contains(data),
+            LogEntry::Access { entry, .. } => mine.contains(&entry.data),
+            LogEntry::Emergency { owner: o, .. } | LogEntry::Payment { owner: o, .. } => o == owner,
+        })
     }
 
     /// The last `limit` access-log entries in which `account` asked, read or paid (its own
@@ -230,7 +225,6 @@ impl Pdc {
         account: &AccountId,
         limit: usize,
     ) -> Result<Vec<(u64, secnet_contract::LogEntry, u64)>, Problem> {
-        use secnet_contract::LogEntry;
         use secnet_ledger::LogSubject;
         let indices = l.log_indices(LogSubject::Requester(*account))?;
         let size = l.state().log().len();
@@ -241,24 +235,7 @@ impl Pdc {
             .take(limit)
             .copied()
             .collect();
-        let mut times = BlockTimes::default();
-        let mut out = Vec::new();
-        let leaves = l.log_leaves(&indices)?;
-        for (index, leaf) in indices.into_iter().zip(leaves) {
-            let Some(leaf) = leaf else {
-                continue;
-            };
-            let Ok(entry) = LogEntry::from_bytes(&leaf) else {
-                continue;
-            };
-            let height = match &entry {
-                LogEntry::Grant { height, .. }
-                | LogEntry::Access { height, .. }
-                | LogEntry::Emergency { height, .. }
-                | LogEntry::Payment { height, .. } => *height,
-            };
-            out.push((index, entry, times.of(l, height)?));
-        }
+        let mut out = timed_entries(l, &indices, |_| true)?;
         out.reverse();
         Ok(out)
     }
