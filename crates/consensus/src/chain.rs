@@ -306,11 +306,15 @@ impl Chain {
     pub fn execute(&self, block: &ChainBlock) -> Result<Executed, ExecuteError> {
         let mut ledger = self.core.ledger().map_err(|_| Poisoned)?;
         let height = block.block().header.height;
+        if ledger.is_poisoned() {
+            // Memory may hold blocks the disk never will: none may be acknowledged as stored.
+            return Err(LedgerError::Poisoned.into());
+        }
         if height <= ledger.state().tip().height {
             return Ok(Executed::AlreadyApplied);
         }
         // Which signatures were checked before, read out so that the memory is not held
-        // across execution and the disk write (proposal checks consult it meanwhile).
+        // across execution (proposal checks consult it meanwhile).
         let vouched: HashSet<Hash> = {
             let verified = lock(&self.verified)?;
             block

@@ -1,6 +1,7 @@
 //! The executor: receives finalized blocks from marshal in height order, applies each to the
-//! ledger, and only then acknowledges it. A block that cannot be applied stops the node
-//! (its acknowledgement is dropped, which stops marshal) rather than being skipped.
+//! ledger, and acknowledges it once a writer has put it on disk. A block that cannot be
+//! applied or written stops the node (its acknowledgement is dropped, which stops marshal)
+//! rather than being skipped.
 
 use crate::block::ChainBlock;
 use crate::chain::{COSIGN_EVERY, Chain, Executed};
@@ -8,11 +9,12 @@ use crate::engine::{MarshalMailbox, Retention};
 use commonware_actor::Feedback;
 use commonware_consensus::marshal::Update;
 use commonware_consensus::types::Height;
-use commonware_runtime::Clock;
+use commonware_runtime::{Clock, Spawner};
 use commonware_utils::Acknowledgement as _;
 use commonware_utils::acknowledgement::Exact;
 use futures::StreamExt as _;
 use futures::channel::mpsc;
+use futures::future::Either;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -63,12 +65,16 @@ impl std::fmt::Debug for Executor {
 /// History is pruned after every height that is a multiple of this.
 pub const PRUNE_EVERY: u64 = 64;
 
-/// Most blocks executed before the disk is flushed and they are acknowledged: marshal's
-/// `max_pending_acks`, beyond which it delivers nothing more.
-pub const MAX_UNSYNCED: usize = crate::engine::MAX_PENDING_ACKS;
+/// An executed block waiting to be written, with marshal's acknowledgement of it.
+type Unacknowledged = (u64, Exact);
 
-/// Longest an executed block waits before the disk is flushed.
-pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// A write starts once this many executed blocks wait for it (half of marshal's
+/// `MAX_PENDING_ACKS`, so execution goes on with the other half meanwhile)...
+pub const WRITE_BATCH: usize = crate::engine::MAX_PENDING_ACKS / 2;
+
+/// ... or once the oldest has waited this long: fewer, larger writes cost the machine less
+/// than one per block, and nothing but marshal's delivery waits for them.
+pub const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Executor {
     /// An executor for `chain` and the mailbox marshal reports to.
@@ -91,54 +97,48 @@ impl Executor {
         )
     }
 
-    /// Applies finalized blocks until marshal goes away or a block cannot be applied; after
-    /// every [`COSIGN_EVERY`]th height, cosigns the access log's head; after every
-    /// [`PRUNE_EVERY`]th, prunes history beyond the [`Retention`].
+    /// Applies finalized blocks until marshal goes away or a block cannot be applied or
+    /// written; after every [`COSIGN_EVERY`]th height, cosigns the access log's head.
     ///
-    /// Blocks are acknowledged only once they are on disk. Executed blocks are readable at
-    /// once (by the API and by consensus, which commits to their roots), so the disk is
-    /// flushed only when [`MAX_UNSYNCED`] blocks wait for it or the oldest has waited
-    /// [`SYNC_INTERVAL`]: one flush covers several blocks, and pages several blocks change
-    /// are written once. A crash loses at most the unflushed blocks, which consensus delivers
-    /// again since they were not acknowledged.
-    pub async fn run(mut self, clock: impl Clock) {
-        let mut unsynced: Vec<(u64, Exact)> = Vec::new();
-        let mut due = None;
+    /// Execution never waits for the disk. Each executed block is readable at once (by the
+    /// API, and by consensus, which commits to its roots) and is handed to a writer on a
+    /// thread of its own, which writes every block executed since its last write in one
+    /// durable transaction (when [`WRITE_BATCH`] blocks wait or the oldest has waited
+    /// [`WRITE_LINGER`]), then acknowledges them to marshal and prunes history after every
+    /// [`PRUNE_EVERY`]th height. A crash loses at most the blocks not acknowledged yet,
+    /// which marshal delivers again; marshal delivers at most `MAX_PENDING_ACKS` blocks
+    /// ahead of the acknowledgements, which bounds how far execution runs ahead of the disk.
+    pub async fn run<E: Clock + Spawner>(mut self, context: E) {
+        let (to_writer, requests) = mpsc::unbounded();
+        let writer = Writer {
+            chain: self.chain.clone(),
+            marshal: self.marshal.clone(),
+            retention: self.retention,
+        };
+        let mut writer = std::pin::pin!(
+            context
+                .child("writer")
+                .dedicated()
+                .spawn(move |context| writer.run(context, requests))
+        );
         loop {
-            let update = match due {
-                None => self.receiver.next().await,
-                Some(deadline) => {
-                    let next = std::pin::pin!(self.receiver.next());
-                    let timer = std::pin::pin!(clock.sleep_until(deadline));
-                    match futures::future::select(next, timer).await {
-                        futures::future::Either::Left((update, _)) => update,
-                        futures::future::Either::Right(((), _)) => {
-                            if !self.sync(&mut unsynced) {
-                                return;
-                            }
-                            due = None;
-                            continue;
-                        }
+            let next = std::pin::pin!(self.receiver.next());
+            match futures::future::select(next, writer.as_mut()).await {
+                Either::Left((Some(update), _)) => {
+                    if !self.handle(update, &context, &to_writer) {
+                        return;
                     }
                 }
-            };
-            let Some(update) = update else {
-                // Marshal went away: flush what was executed, and stop.
-                if !unsynced.is_empty() {
-                    self.sync(&mut unsynced);
-                }
-                return;
-            };
-            if !self.handle(update, &clock, &mut unsynced) {
-                return;
-            }
-            if unsynced.len() >= MAX_UNSYNCED {
-                if !self.sync(&mut unsynced) {
+                Either::Left((None, _)) => {
+                    // Marshal went away: let the writer finish what was executed, and stop.
+                    drop(to_writer);
+                    let _ = writer.await;
                     return;
                 }
-                due = None;
-            } else if due.is_none() && !unsynced.is_empty() {
-                due = Some(clock.current() + SYNC_INTERVAL);
+                Either::Right(_) => {
+                    tracing::error!("the ledger writer stopped; stopping");
+                    return;
+                }
             }
         }
     }
@@ -148,7 +148,7 @@ impl Executor {
         &mut self,
         update: Update<ChainBlock>,
         clock: &impl Clock,
-        unsynced: &mut Vec<(u64, Exact)>,
+        to_writer: &mpsc::UnboundedSender<Unacknowledged>,
     ) -> bool {
         match update {
             Update::Tip(_, height, _) => {
@@ -178,30 +178,57 @@ impl Executor {
                 }
                 self.progress.executed.fetch_max(height, Ordering::Relaxed);
                 self.progress.finalized.fetch_max(height, Ordering::Relaxed);
-                unsynced.push((height, ack));
-            }
-        }
-        true
-    }
-
-    /// Flushes the executed blocks to disk, then acknowledges them and prunes if one of them
-    /// is due; false if the validator must stop.
-    fn sync(&mut self, unsynced: &mut Vec<(u64, Exact)>) -> bool {
-        if let Err(e) = self.chain.sync() {
-            tracing::error!(error = %e, "cannot write executed blocks to disk; stopping");
-            return false;
-        }
-        for (height, ack) in unsynced.drain(..) {
-            ack.acknowledge();
-            if height.is_multiple_of(PRUNE_EVERY) {
-                self.prune(height);
+                if to_writer.unbounded_send((height, ack)).is_err() {
+                    tracing::error!(height, "the ledger writer stopped; stopping");
+                    return false;
+                }
             }
         }
         true
     }
 }
 
-impl Executor {
+/// Writes executed blocks to disk, then acknowledges them to marshal and prunes.
+struct Writer {
+    chain: Arc<Chain>,
+    marshal: MarshalMailbox,
+    retention: Retention,
+}
+
+impl Writer {
+    /// Writes until the executor goes away or a write fails (the ledger is then poisoned,
+    /// and the executor stops at once, watching this task). A write starts when
+    /// [`WRITE_BATCH`] blocks wait or the oldest has waited [`WRITE_LINGER`].
+    async fn run(self, clock: impl Clock, mut requests: mpsc::UnboundedReceiver<Unacknowledged>) {
+        while let Some(first) = requests.next().await {
+            let mut batch = vec![first];
+            let deadline = clock.current() + WRITE_LINGER;
+            while batch.len() < WRITE_BATCH {
+                let next = std::pin::pin!(requests.next());
+                let timer = std::pin::pin!(clock.sleep_until(deadline));
+                match futures::future::select(next, timer).await {
+                    Either::Left((Some(more), _)) => batch.push(more),
+                    Either::Left((None, _)) | Either::Right(_) => break,
+                }
+            }
+            while let Ok(more) = requests.try_recv() {
+                batch.push(more);
+            }
+            // Every block in the batch was executed before it was sent, so this write,
+            // which covers every block executed so far, holds it.
+            if let Err(e) = self.chain.sync() {
+                tracing::error!(error = %e, "cannot write executed blocks to disk; stopping");
+                return;
+            }
+            for (height, ack) in batch {
+                ack.acknowledge();
+                if height.is_multiple_of(PRUNE_EVERY) {
+                    self.prune(height);
+                }
+            }
+        }
+    }
+
     /// Prunes history below the retention after executing `height`: consensus archives
     /// (marshal ignores heights it has not processed) and, if configured, the ledger's
     /// blocks, a few at a time (see `PRUNE_BATCH`), so the ledger is held only briefly.

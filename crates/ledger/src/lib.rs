@@ -1,15 +1,17 @@
 //! The durable ledger of one node: the contract state, every block with its receipts, and
 //! the access log, kept in one redb database.
 //!
-//! A block is applied in one redb write transaction: after a crash at any moment the
-//! ledger reopens at the last block whose transaction committed, and its state root equals
-//! the root obtained by replaying every stored block from genesis.
+//! Blocks are written in redb write transactions of one or more whole blocks (a validator
+//! writes every block executed since its last flush in one, see [`Syncer`]): after a crash
+//! at any moment the ledger reopens at the last block whose transaction committed, and its
+//! state root equals the root obtained by replaying every stored block from genesis.
 
 mod audit;
 mod error;
 mod snapshot;
 mod store;
 mod stored_block;
+mod unwritten;
 
 pub use error::LedgerError;
 pub use secnet_certified::checkpoint::{

@@ -3,6 +3,8 @@
 use crate::error::LedgerError;
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::stored_block::StoredBlock;
+pub use crate::unwritten::Syncer;
+use crate::unwritten::{BlockRows, Unwritten, encode_location, tx_locations};
 use redb::{
     Database, Durability, MultimapTableDefinition, ReadTransaction, ReadableDatabase,
     ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -27,19 +29,19 @@ pub const LEDGER_CACHE_BYTES: usize = 128 * 1024 * 1024;
 /// certificate covers (certification trails execution by a few blocks).
 pub const RECENT_STATES: usize = 8;
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
-const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("access_log");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("access_log");
 /// The access log's leaves by what they are about: `0 ‖ data hash` and `1 ‖ grant id` →
 /// leaf indices, so an owner's history or a grant's accesses are read without a scan.
-const LOG_INDEX: MultimapTableDefinition<&[u8], u64> =
+pub(crate) const LOG_INDEX: MultimapTableDefinition<&[u8], u64> =
     MultimapTableDefinition::new("access_log_index");
 /// Transaction hash → (height, position), 12 bytes big-endian.
-const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
+pub(crate) const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
 
 const META_GENESIS: &str = "genesis_hash";
-const META_TIP: &str = "tip";
+pub(crate) const META_TIP: &str = "tip";
 const META_FORMAT: &str = "format";
 /// The lowest height whose block is stored (absent: 1, every block is).
 const META_FIRST_BLOCK: &str = "first_block";
@@ -50,25 +52,6 @@ const FORMAT_VERSION: &[u8] = b"secnet-ledger/3";
 /// The file inside a data directory that holds the ledger.
 pub const LEDGER_FILE: &str = "ledger.redb";
 
-/// Makes a ledger's deferred writes durable (see [`Ledger::apply_block_deferred`]); it
-/// shares the database, not the ledger, so the disk is waited for while others read.
-#[derive(Debug, Clone)]
-pub struct Syncer {
-    db: Arc<Database>,
-}
-
-impl Syncer {
-    /// Waits until every write committed so far is on disk.
-    pub fn sync(&self) -> Result<(), LedgerError> {
-        let mut write = self.db.begin_write()?;
-        write
-            .set_durability(Durability::Immediate)
-            .map_err(|e| LedgerError::Storage(e.to_string()))?;
-        write.commit()?;
-        Ok(())
-    }
-}
-
 /// A node's durable ledger.
 #[derive(Debug)]
 pub struct Ledger {
@@ -76,10 +59,11 @@ pub struct Ledger {
     state: State,
     genesis: Genesis,
     path: PathBuf,
-    poisoned: bool,
     /// The last [`RECENT_STATES`] heights, oldest first.
     recent: VecDeque<Recent>,
     genesis_root: Hash,
+    /// Applied blocks whose rows are not on disk yet.
+    unwritten: Arc<Unwritten>,
 }
 
 /// What an access-log leaf is about, as the ledger indexes it.
@@ -136,7 +120,7 @@ impl LogSubject {
         }
     }
 
-    fn key(&self) -> Vec<u8> {
+    pub(crate) fn key(&self) -> Vec<u8> {
         let (tag, bytes) = match self {
             LogSubject::Data(h) => (0u8, h.as_bytes()),
             LogSubject::Grant(g) => (1u8, g.as_bytes()),
@@ -199,31 +183,11 @@ pub(crate) fn decode_tip(bytes: &[u8]) -> Result<ChainTip, LedgerError> {
 
 /// Whether a receipt's transaction consumed its sender's nonce (it was well signed, for this
 /// chain, at the right nonce), whether or not the call itself succeeded.
-fn consumed_nonce(receipt: &Receipt) -> bool {
+pub(crate) fn consumed_nonce(receipt: &Receipt) -> bool {
     !matches!(
         receipt.rejection(),
         Some(Rejection::BadSignature | Rejection::WrongChain { .. } | Rejection::BadNonce { .. })
     )
-}
-
-/// Indexes the transactions of the block at `height` that consumed their sender's nonce:
-/// hash → (height, position), 12 bytes big-endian.
-fn index_txs(
-    table: &mut redb::Table<&[u8], &[u8]>,
-    height: u64,
-    txs: &[secnet_types::SignedTransaction],
-    receipts: &[Receipt],
-) -> Result<(), LedgerError> {
-    for ((position, tx), receipt) in (0u32..).zip(txs).zip(receipts) {
-        if !consumed_nonce(receipt) {
-            continue;
-        }
-        let mut location = [0u8; 12];
-        location[..8].copy_from_slice(&height.to_be_bytes());
-        location[8..].copy_from_slice(&position.to_be_bytes());
-        table.insert(tx.hash().as_bytes().as_slice(), location.as_slice())?;
-    }
-    Ok(())
 }
 
 impl Ledger {
@@ -274,12 +238,12 @@ impl Ledger {
         }]);
         Ok(Ledger {
             db: Arc::new(db),
-            state,
             genesis: genesis.clone(),
             path,
-            poisoned: false,
-            recent,
             genesis_root: State::genesis(genesis).state_root(),
+            unwritten: Arc::new(Unwritten::new(state.tip().height)),
+            state,
+            recent,
         })
     }
 
@@ -351,7 +315,8 @@ impl Ledger {
         Ok(state)
     }
 
-    /// Applies `block` to the state and persists it, atomically.
+    /// Applies `block` to the state and persists it, atomically, with every block applied
+    /// before it that was not on disk yet.
     pub fn apply_block(&mut self, block: &Block) -> Result<BlockOutcome, LedgerError> {
         self.apply_block_trusting(block, |_| false)
     }
@@ -363,50 +328,31 @@ impl Ledger {
         block: &Block,
         verified: impl Fn(&secnet_types::SignedTransaction) -> bool,
     ) -> Result<BlockOutcome, LedgerError> {
-        self.apply_with(block, verified, Durability::Immediate)
+        let outcome = self.apply_block_deferred(block, verified)?;
+        self.unwritten.write(&self.db, Durability::Immediate)?;
+        Ok(outcome)
     }
 
-    /// Like [`Self::apply_block_trusting`], but the block's write is committed without
-    /// waiting for the disk: readers see it at once, and it becomes durable with the next
-    /// [`Syncer::sync`] (or the next durable write). A crash before then loses it and every
-    /// later deferred block, and the ledger reopens at the last durable one, consistent;
-    /// the caller must not tell anyone the block is stored (e.g. acknowledge it to
-    /// consensus) before that sync.
+    /// Like [`Self::apply_block_trusting`], but the block's rows wait in memory for the next
+    /// [`Syncer::sync`], which writes every block waiting in one durable transaction.
+    /// Readers see the block at once. A crash before the sync loses it and every later
+    /// deferred block, and the ledger reopens at the last block written, consistent; the
+    /// caller must not tell anyone the block is stored (e.g. acknowledge it to consensus)
+    /// before that sync.
     pub fn apply_block_deferred(
         &mut self,
         block: &Block,
         verified: impl Fn(&secnet_types::SignedTransaction) -> bool,
     ) -> Result<BlockOutcome, LedgerError> {
-        self.apply_with(block, verified, Durability::None)
-    }
-
-    /// A handle that makes deferred writes durable without holding the ledger.
-    pub fn syncer(&self) -> Syncer {
-        Syncer {
-            db: Arc::clone(&self.db),
-        }
-    }
-
-    /// Refuses all further writes until the ledger is reopened: the disk may be behind the
-    /// state in memory (e.g. a [`Syncer::sync`] failed).
-    pub fn poison(&mut self) {
-        self.poisoned = true;
-    }
-
-    fn apply_with(
-        &mut self,
-        block: &Block,
-        verified: impl Fn(&secnet_types::SignedTransaction) -> bool,
-        durability: Durability,
-    ) -> Result<BlockOutcome, LedgerError> {
-        if self.poisoned {
+        if self.is_poisoned() {
             return Err(LedgerError::Poisoned);
         }
         let outcome = self.state.apply_block_trusting(block, verified)?;
-        let persisted = self.persist(block, &outcome, durability);
-        if let Err(e) = persisted {
-            // The in-memory state is ahead of the disk: refuse further work until reopened.
-            self.poisoned = true;
+        let queued = BlockRows::of(block, &outcome, self.state.log().len())
+            .and_then(|rows| self.unwritten.push(rows));
+        if let Err(e) = queued {
+            // The in-memory state is ahead of what can be written: refuse further work.
+            self.unwritten.poison();
             return Err(e);
         }
         if self.recent.len() >= RECENT_STATES {
@@ -420,60 +366,23 @@ impl Ledger {
         Ok(outcome)
     }
 
-    fn persist(
-        &self,
-        block: &Block,
-        outcome: &BlockOutcome,
-        durability: Durability,
-    ) -> Result<(), LedgerError> {
-        let mut write = self.db.begin_write()?;
-        write
-            .set_durability(durability)
-            .map_err(|e| LedgerError::Storage(e.to_string()))?;
-        {
-            let mut state = write.open_table(STATE)?;
-            for w in &outcome.writes {
-                match &w.value {
-                    Some(v) => {
-                        state.insert(w.key.as_slice(), v.as_slice())?;
-                    }
-                    None => {
-                        state.remove(w.key.as_slice())?;
-                    }
-                }
-            }
-            let mut log = write.open_table(LOG)?;
-            let mut log_index = write.open_multimap_table(LOG_INDEX)?;
-            for (index, leaf) in (outcome.first_log_index..).zip(&outcome.log_leaves) {
-                log.insert(index, leaf.as_slice())?;
-                let entry = LogEntry::from_bytes(leaf).map_err(|e| {
-                    LedgerError::Corrupt(format!("log leaf {index} being written: {e}"))
-                })?;
-                for key in LogSubject::of(&entry) {
-                    log_index.insert(key.key().as_slice(), index)?;
-                }
-            }
-            index_txs(
-                &mut write.open_table(TXS)?,
-                block.header.height,
-                &block.txs,
-                &outcome.receipts,
-            )?;
-            let stored = StoredBlock::encode_parts(
-                block,
-                &outcome.receipts,
-                &outcome.tip.state_root,
-                self.state.log().len(),
-            );
-            write
-                .open_table(BLOCKS)?
-                .insert(block.header.height, stored.as_slice())?;
-            write
-                .open_table(META)?
-                .insert(META_TIP, encode_tip(&outcome.tip).as_slice())?;
+    /// A handle that writes deferred blocks without holding the ledger.
+    pub fn syncer(&self) -> Syncer {
+        Syncer {
+            db: Arc::clone(&self.db),
+            unwritten: Arc::clone(&self.unwritten),
         }
-        write.commit()?;
-        Ok(())
+    }
+
+    /// Refuses all further writes until the ledger is reopened: the disk may be behind the
+    /// state in memory (e.g. a [`Syncer::sync`] failed).
+    pub fn poison(&mut self) {
+        self.unwritten.poison();
+    }
+
+    /// Whether an earlier failure left memory ahead of the disk (see [`Self::poison`]).
+    pub fn is_poisoned(&self) -> bool {
+        self.unwritten.is_poisoned()
     }
 
     /// The current state.
@@ -503,6 +412,11 @@ impl Ledger {
         }) = self.recent_at(height)
         {
             return Ok(Some(header.clone()));
+        }
+        if let Some(rows) = self.unwritten.block(height)? {
+            return StoredBlock::header_of(&rows.stored)
+                .map(Some)
+                .map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")));
         }
         let read = self.db.begin_read()?;
         let table = read.open_table(BLOCKS)?;
@@ -573,6 +487,11 @@ impl Ledger {
 
     /// The stored block at `height`, with its receipts.
     pub fn block(&self, height: u64) -> Result<Option<StoredBlock>, LedgerError> {
+        if let Some(rows) = self.unwritten.block(height)? {
+            return StoredBlock::from_bytes(&rows.stored)
+                .map(Some)
+                .map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")));
+        }
         let read = self.db.begin_read()?;
         let table = read.open_table(BLOCKS)?;
         let Some(bytes) = table.get(height)? else {
@@ -588,6 +507,14 @@ impl Ledger {
     /// Only the inclusion that consumed the sender's nonce is indexed: a transaction hash
     /// covers sender and nonce, so there is at most one.
     pub fn tx_location(&self, hash: &Hash) -> Result<Option<(u64, u32)>, LedgerError> {
+        if let Some(location) = self
+            .unwritten
+            .blocks()?
+            .iter()
+            .find_map(|b| b.tx_location(hash))
+        {
+            return Ok(Some(location));
+        }
         let read = self.db.begin_read()?;
         let table = read.open_table(TXS)?;
         let Some(v) = table.get(hash.as_bytes().as_slice())? else {
@@ -630,13 +557,7 @@ impl Ledger {
 
     /// The indices of the access-log leaves about `subject`, ascending.
     pub fn log_indices(&self, subject: LogSubject) -> Result<Vec<u64>, LedgerError> {
-        let read = self.db.begin_read()?;
-        let table = read.open_multimap_table(LOG_INDEX)?;
-        let mut out = Vec::new();
-        for index in table.get(subject.key().as_slice())? {
-            out.push(index?.value());
-        }
-        Ok(out)
+        self.log_indices_page(subject, 0, usize::MAX)
     }
 
     /// At most `limit` indices, from `from` on, of the access-log leaves about `subject`,
@@ -647,37 +568,51 @@ impl Ledger {
         from: u64,
         limit: usize,
     ) -> Result<Vec<u64>, LedgerError> {
+        let key = subject.key();
+        // The queue before the disk: a block written meanwhile is then seen twice, never
+        // missed.
+        let unwritten = self.unwritten.blocks()?;
         let read = self.db.begin_read()?;
         let table = read.open_multimap_table(LOG_INDEX)?;
         let mut out = Vec::new();
-        for index in table.get(subject.key().as_slice())? {
+        for index in table.get(key.as_slice())? {
             let index = index?.value();
             if index < from {
                 continue;
             }
             if out.len() >= limit {
-                break;
+                return Ok(out);
             }
             out.push(index);
         }
+        // Leaves are appended in index order: what the disk did not show is newer than all
+        // it showed.
+        let after = out.last().map_or(from, |last| last + 1).max(from);
+        let newer = unwritten
+            .iter()
+            .flat_map(|b| b.log_indices(&key))
+            .filter(|index| *index >= after);
+        out.extend(newer.take(limit.saturating_sub(out.len())));
         Ok(out)
     }
 
     /// The bytes of access-log leaves `indices`, in one read (`None` for a missing leaf).
     pub fn log_leaves(&self, indices: &[u64]) -> Result<Vec<Option<Vec<u8>>>, LedgerError> {
+        let unwritten = self.unwritten.blocks()?;
         let read = self.db.begin_read()?;
         let table = read.open_table(LOG)?;
         indices
             .iter()
-            .map(|i| Ok(table.get(*i)?.map(|v| v.value().to_vec())))
+            .map(|i| match unwritten.iter().find_map(|b| b.log_leaf(*i)) {
+                Some(leaf) => Ok(Some(leaf.to_vec())),
+                None => Ok(table.get(*i)?.map(|v| v.value().to_vec())),
+            })
             .collect()
     }
 
     /// The bytes of access-log leaf `index`.
     pub fn log_leaf(&self, index: u64) -> Result<Option<Vec<u8>>, LedgerError> {
-        let read = self.db.begin_read()?;
-        let table = read.open_table(LOG)?;
-        Ok(table.get(index)?.map(|v| v.value().to_vec()))
+        Ok(self.log_leaves(&[index])?.pop().flatten())
     }
 
     /// The lowest height whose block this ledger stores: 1 unless it was installed from a
@@ -697,10 +632,11 @@ impl Ledger {
     }
 
     /// Drops stored blocks (and the index of their transactions) below `height`, at most
-    /// `max` of them in one write, never the last [`RECENT_STATES`] heights: the state, the
-    /// access log and the newer blocks stay. Returns how many were dropped.
+    /// `max` of them in one write, never the last [`RECENT_STATES`] heights nor a block not
+    /// written yet: the state, the access log and the newer blocks stay. The write is not
+    /// waited for (the next block write makes it durable). Returns how many were dropped.
     pub fn prune_blocks_below(&mut self, height: u64, max: u64) -> Result<u64, LedgerError> {
-        if self.poisoned {
+        if self.is_poisoned() {
             return Err(LedgerError::Poisoned);
         }
         let keep_from = self
@@ -708,13 +644,19 @@ impl Ledger {
             .tip()
             .height
             .saturating_sub(RECENT_STATES as u64)
+            .min(self.unwritten.written()?)
             .max(1);
         let first = self.first_block()?;
         let until = height.min(keep_from).min(first.saturating_add(max));
         if until <= first {
             return Ok(0);
         }
-        let write = self.db.begin_write()?;
+        // Not waited for: the next block write makes it durable, and a crash before then
+        // only leaves the blocks to be pruned again.
+        let mut write = self.db.begin_write()?;
+        write
+            .set_durability(Durability::None)
+            .map_err(|e| LedgerError::Storage(e.to_string()))?;
         {
             let mut blocks = write.open_table(BLOCKS)?;
             let mut txs = write.open_table(TXS)?;
@@ -808,7 +750,14 @@ impl Ledger {
             for block in &snapshot.blocks {
                 let height = block.block.header.height;
                 blocks.insert(height, block.to_bytes().as_slice())?;
-                index_txs(&mut txs, height, &block.block.txs, &block.receipts)?;
+                for (hash, (height, position)) in
+                    tx_locations(height, &block.block.txs, &block.receipts)
+                {
+                    txs.insert(
+                        hash.as_bytes().as_slice(),
+                        encode_location(height, position).as_slice(),
+                    )?;
+                }
             }
         }
         write.commit()?;

@@ -41,6 +41,17 @@ fn genesis(chain: &str) -> Genesis {
 
 /// Applies a register / subscribe / request / record story plus transfers over `n` blocks.
 fn run_story(ledger: &mut Ledger, n: u64) {
+    run_story_with(ledger, n, |ledger, block| {
+        ledger.apply_block(block).unwrap()
+    });
+}
+
+/// [`run_story`], applying each block with `apply`.
+fn run_story_with(
+    ledger: &mut Ledger,
+    n: u64,
+    mut apply: impl FnMut(&mut Ledger, &Block) -> secnet_contract::BlockOutcome,
+) {
     let k = keys();
     let mut nonces = [0u64; 3];
     let mut tx = |i: usize, call: Call| {
@@ -104,7 +115,7 @@ fn run_story(ledger: &mut Ledger, n: u64) {
     for txs in blocks {
         let tip = ledger.state().tip();
         let block = Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms + 1, txs);
-        let out = ledger.apply_block(&block).unwrap();
+        let out = apply(ledger, &block);
         assert!(
             out.receipts.iter().all(|r| r.is_applied()),
             "{:?}",
@@ -278,7 +289,7 @@ fn deferred_blocks_are_readable_at_once_and_durable_after_a_sync() {
         for i in 0..5 {
             let block = transfer_block(&ledger, i % 3);
             ledger.apply_block_deferred(&block, |_| false).unwrap();
-            // Readers see a deferred block at once, from memory and from the database.
+            // Readers see a deferred block at once.
             let height = block.header.height;
             assert_eq!(ledger.state().tip().height, height);
             assert_eq!(ledger.block(height).unwrap().unwrap().block, block);
@@ -297,6 +308,86 @@ fn deferred_blocks_are_readable_at_once_and_durable_after_a_sync() {
     let ledger = Ledger::open(dir.path(), &g).unwrap();
     assert_eq!(ledger.state().tip(), tip);
     assert_eq!(ledger.replay_check().unwrap().blocks, 5);
+}
+
+/// Every reader of `ledger` agrees with the blocks `applied` and with a scan of the access
+/// log, whichever of them are still waiting to be written.
+fn check_readers(ledger: &Ledger, applied: &[Block]) {
+    for block in applied {
+        let height = block.header.height;
+        assert_eq!(ledger.block(height).unwrap().unwrap().block, *block);
+        assert_eq!(ledger.header(height).unwrap().unwrap(), block.header);
+        for (position, tx) in (0u32..).zip(&block.txs) {
+            assert_eq!(
+                ledger.tx_location(&tx.hash()).unwrap(),
+                Some((height, position))
+            );
+            assert!(ledger.committed_receipt(&tx.hash()).unwrap().is_some());
+        }
+    }
+    let size = ledger.state().log().len();
+    let mut scanned: std::collections::BTreeMap<LogSubject, Vec<u64>> = Default::default();
+    for index in 0..size {
+        let entry = LogEntry::from_bytes(&ledger.log_leaf(index).unwrap().unwrap()).unwrap();
+        for subject in LogSubject::of(&entry) {
+            scanned.entry(subject).or_default().push(index);
+        }
+    }
+    assert_eq!(ledger.log_leaf(size).unwrap(), None);
+    let all: Vec<u64> = (0..size).collect();
+    let leaves = ledger.log_leaves(&all).unwrap();
+    assert!(leaves.iter().all(Option::is_some));
+    for (subject, indices) in scanned {
+        assert_eq!(ledger.log_indices(subject).unwrap(), indices, "{subject:?}");
+        for from in 0..=size {
+            for limit in 0..=indices.len() + 1 {
+                let expected: Vec<u64> = indices
+                    .iter()
+                    .copied()
+                    .filter(|i| *i >= from)
+                    .take(limit)
+                    .collect();
+                assert_eq!(
+                    ledger.log_indices_page(subject, from, limit).unwrap(),
+                    expected,
+                    "{subject:?} from {from} limit {limit}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn blocks_waiting_to_be_written_read_like_written_ones_and_a_crash_keeps_the_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis("ledger-test");
+    let mut applied = Vec::new();
+    let mut written = None;
+    {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        let syncer = ledger.syncer();
+        run_story_with(&mut ledger, 6, |ledger, block| {
+            let out = ledger.apply_block_deferred(block, |_| false).unwrap();
+            applied.push(block.clone());
+            check_readers(ledger, &applied);
+            // Writes cover several blocks, and split the story's log entries between the
+            // disk and memory.
+            if block.header.height.is_multiple_of(3) {
+                syncer.sync().unwrap();
+                written = Some(ledger.state().tip());
+                check_readers(ledger, &applied);
+            }
+            out
+        });
+        assert!(ledger.state().tip().height > written.unwrap().height);
+        // Dropped without a sync, like a process killed: the unwritten blocks are lost.
+    }
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    let written = written.unwrap();
+    assert_eq!(ledger.state().tip(), written);
+    assert_eq!(ledger.replay_check().unwrap().blocks, written.height);
+    let kept = usize::try_from(written.height).unwrap();
+    check_readers(&ledger, &applied[..kept]);
 }
 
 #[test]
@@ -498,4 +589,68 @@ fn pruned_blocks_are_gone_and_the_rest_stays() {
     assert!(ledger.log_leaf(0).unwrap().is_some());
     let block = transfer_block(&ledger, 0);
     ledger.apply_block(&block).unwrap();
+}
+
+#[test]
+fn blocks_waiting_to_be_written_are_never_pruned_and_a_durable_apply_writes_them_first() {
+    let g = genesis("ledger-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut applied = Vec::new();
+    let tip = {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        run_story_with(&mut ledger, 30, |ledger, block| {
+            applied.push(block.clone());
+            ledger.apply_block_deferred(block, |_| false).unwrap()
+        });
+        // Nothing is on disk yet: nothing may be pruned.
+        assert_eq!(ledger.prune_blocks_below(u64::MAX, u64::MAX).unwrap(), 0);
+        assert_eq!(ledger.first_block().unwrap(), 1);
+        // A durable apply writes the waiting blocks with its own, in order.
+        let block = transfer_block(&ledger, 0);
+        ledger.apply_block(&block).unwrap();
+        applied.push(block);
+        assert!(ledger.prune_blocks_below(5, u64::MAX).unwrap() > 0);
+        ledger.state().tip()
+    };
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    assert_eq!(ledger.state().tip(), tip);
+    check_readers(&ledger, &applied[4..]);
+}
+
+#[test]
+fn readers_see_every_block_while_another_thread_writes_them() {
+    let g = genesis("ledger-test");
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = std::sync::Arc::new(std::sync::Mutex::new(Ledger::open(dir.path(), &g).unwrap()));
+    let syncer = ledger.lock().unwrap().syncer();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                syncer.sync().unwrap();
+                std::thread::yield_now();
+            }
+            syncer.sync().unwrap();
+        })
+    };
+    let mut applied = Vec::new();
+    run_story_with(&mut ledger.lock().unwrap(), 0, |ledger, block| {
+        applied.push(block.clone());
+        ledger.apply_block_deferred(block, |_| false).unwrap()
+    });
+    for _ in 0..40 {
+        let mut guard = ledger.lock().unwrap();
+        let block = transfer_block(&guard, applied.len() % 3);
+        guard.apply_block_deferred(&block, |_| false).unwrap();
+        applied.push(block);
+        check_readers(&guard, &applied);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let tip = ledger.lock().unwrap().state().tip();
+    drop(ledger);
+    let reopened = Ledger::open(dir.path(), &g).unwrap();
+    assert_eq!(reopened.state().tip(), tip);
+    check_readers(&reopened, &applied);
 }

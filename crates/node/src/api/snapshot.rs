@@ -25,7 +25,7 @@ const CHUNK: usize = 256 * 1024;
     get,
     path = "/v1/snapshot",
     tag = "ledger",
-    summary = "The ledger's current state as one snapshot stream",
+    summary = "The ledger as last written to disk, as one snapshot stream",
     description = "Binary (format secnet-snapshot/1): the tip, its block, every state entry and every access-log leaf. A joining node checks the stream against itself and its roots against a certified header, so this node is trusted for nothing but availability. One snapshot is streamed at a time.",
     responses(
         (status = 200, description = "the snapshot; its height in x-secnet-snapshot-height", content_type = "application/octet-stream"),

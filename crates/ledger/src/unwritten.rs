@@ -1,0 +1,281 @@
+//! Blocks applied in memory whose rows are not on disk yet, and the one write that stores
+//! them.
+//!
+//! A ledger applying blocks for a validator executes each block in memory and queues its
+//! rows here ([`crate::Ledger::apply_block_deferred`]); a [`Syncer`] then writes every
+//! queued block in one redb transaction, made durable once, without holding the ledger.
+//! One transaction per flush instead of one per block: a B-tree page that several blocks
+//! change is copied and checksummed once, and redb's commit work (allocator state, free
+//! lists, the header) is paid once.
+//!
+//! Readers look here first, then on disk. A block leaves the queue only after the
+//! transaction holding it committed, so a reader that looked at the queue before opening
+//! its read transaction always finds every block in one or the other (possibly in both,
+//! which the access-log index reader accounts for).
+
+use crate::error::LedgerError;
+use crate::store::{
+    BLOCKS, LOG, LOG_INDEX, LogSubject, META, META_TIP, STATE, TXS, consumed_nonce, encode_tip,
+};
+use crate::stored_block::StoredBlock;
+use redb::{Database, Durability};
+use secnet_contract::{BlockOutcome, LogEntry, StateWrite};
+use secnet_types::{Block, Hash, Receipt, SignedTransaction};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The rows one applied block adds to the database.
+#[derive(Debug)]
+pub(crate) struct BlockRows {
+    pub(crate) height: u64,
+    /// [`StoredBlock`] bytes.
+    pub(crate) stored: Vec<u8>,
+    tip: Vec<u8>,
+    writes: Vec<StateWrite>,
+    pub(crate) first_log_index: u64,
+    pub(crate) log_leaves: Vec<Vec<u8>>,
+    /// Subject key and leaf index, for every subject of every appended leaf.
+    log_keys: Vec<(Vec<u8>, u64)>,
+    /// Transactions that consumed their sender's nonce, and where: (height, position).
+    txs: Vec<(Hash, (u64, u32))>,
+}
+
+impl BlockRows {
+    /// The rows of `block`, applied with `outcome`, after which the access log holds
+    /// `log_size` leaves.
+    pub(crate) fn of(
+        block: &Block,
+        outcome: &BlockOutcome,
+        log_size: u64,
+    ) -> Result<BlockRows, LedgerError> {
+        let height = block.header.height;
+        let mut log_keys = Vec::new();
+        for (index, leaf) in (outcome.first_log_index..).zip(&outcome.log_leaves) {
+            let entry = LogEntry::from_bytes(leaf).map_err(|e| {
+                LedgerError::Corrupt(format!("log leaf {index} being written: {e}"))
+            })?;
+            log_keys.extend(LogSubject::of(&entry).iter().map(|s| (s.key(), index)));
+        }
+        let txs = tx_locations(height, &block.txs, &outcome.receipts).collect();
+        Ok(BlockRows {
+            height,
+            stored: StoredBlock::encode_parts(
+                block,
+                &outcome.receipts,
+                &outcome.tip.state_root,
+                log_size,
+            ),
+            tip: encode_tip(&outcome.tip),
+            writes: outcome.writes.clone(),
+            first_log_index: outcome.first_log_index,
+            log_leaves: outcome.log_leaves.clone(),
+            log_keys,
+            txs,
+        })
+    }
+
+    /// Where transaction `hash` is, if this block consumed its nonce.
+    pub(crate) fn tx_location(&self, hash: &Hash) -> Option<(u64, u32)> {
+        self.txs.iter().find(|(h, _)| h == hash).map(|(_, at)| *at)
+    }
+
+    /// Leaf `index`, if this block appended it.
+    pub(crate) fn log_leaf(&self, index: u64) -> Option<&[u8]> {
+        let offset = usize::try_from(index.checked_sub(self.first_log_index)?).ok()?;
+        self.log_leaves.get(offset).map(Vec::as_slice)
+    }
+
+    /// The indices of the leaves this block appended about the subject with `key`.
+    pub(crate) fn log_indices<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = u64> + 'a {
+        self.log_keys
+            .iter()
+            .filter(move |(k, _)| k.as_slice() == key)
+            .map(|(_, index)| *index)
+    }
+}
+
+/// Where the transactions of the block at `height` that consumed their sender's nonce
+/// are: hash → (height, position). Only those are indexed: a hash covers sender and nonce,
+/// so each is included that way at most once.
+pub(crate) fn tx_locations<'a>(
+    height: u64,
+    txs: &'a [SignedTransaction],
+    receipts: &'a [Receipt],
+) -> impl Iterator<Item = (Hash, (u64, u32))> + 'a {
+    (0u32..)
+        .zip(txs)
+        .zip(receipts)
+        .filter(|(_, receipt)| consumed_nonce(receipt))
+        .map(move |((position, tx), _)| (tx.hash(), (height, position)))
+}
+
+/// The transaction index's value: 12 bytes big-endian, height then position.
+pub(crate) fn encode_location(height: u64, position: u32) -> [u8; 12] {
+    let mut location = [0u8; 12];
+    location[..8].copy_from_slice(&height.to_be_bytes());
+    location[8..].copy_from_slice(&position.to_be_bytes());
+    location
+}
+
+/// The blocks a ledger applied that are not on disk yet, shared by the ledger (which adds
+/// and reads them) and its [`Syncer`] (which writes them, then drops them).
+pub(crate) struct Unwritten {
+    blocks: Mutex<VecDeque<Arc<BlockRows>>>,
+    /// The highest height on disk. Held for a whole write, so writes never overlap.
+    written: Mutex<u64>,
+    /// Set when memory may be ahead of what can be written (a block's rows could not be
+    /// built, or a write failed): nothing more is applied or written until the ledger is
+    /// reopened from disk.
+    poisoned: AtomicBool,
+}
+
+impl std::fmt::Debug for Unwritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let heights = self
+            .blocks
+            .lock()
+            .ok()
+            .map(|b| (b.front().map(|r| r.height), b.back().map(|r| r.height)));
+        f.debug_struct("Unwritten")
+            .field("heights", &heights)
+            .field("poisoned", &self.is_poisoned())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, LedgerError> {
+    mutex.lock().map_err(|_| LedgerError::Poisoned)
+}
+
+impl Unwritten {
+    /// Nothing waiting; the disk holds heights up to `written`.
+    pub(crate) fn new(written: u64) -> Unwritten {
+        Unwritten {
+            blocks: Mutex::new(VecDeque::new()),
+            written: Mutex::new(written),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn push(&self, rows: BlockRows) -> Result<(), LedgerError> {
+        lock(&self.blocks)?.push_back(Arc::new(rows));
+        Ok(())
+    }
+
+    /// The blocks waiting now, oldest first.
+    pub(crate) fn blocks(&self) -> Result<Vec<Arc<BlockRows>>, LedgerError> {
+        Ok(lock(&self.blocks)?.iter().cloned().collect())
+    }
+
+    /// The waiting block at `height`.
+    pub(crate) fn block(&self, height: u64) -> Result<Option<Arc<BlockRows>>, LedgerError> {
+        Ok(lock(&self.blocks)?
+            .iter()
+            .find(|b| b.height == height)
+            .cloned())
+    }
+
+    /// The highest height on disk (waits for a write in progress).
+    pub(crate) fn written(&self) -> Result<u64, LedgerError> {
+        Ok(*lock(&self.written)?)
+    }
+
+    /// Writes every waiting block in one transaction with `durability`, then drops them
+    /// from the queue. A failed write poisons the ledger.
+    pub(crate) fn write(&self, db: &Database, durability: Durability) -> Result<(), LedgerError> {
+        let mut written = lock(&self.written)?;
+        if self.is_poisoned() {
+            return Err(LedgerError::Poisoned);
+        }
+        let batch: Vec<Arc<BlockRows>> = lock(&self.blocks)?
+            .iter()
+            .filter(|b| b.height > *written)
+            .cloned()
+            .collect();
+        let Some(last) = batch.last().map(|b| b.height) else {
+            return Ok(());
+        };
+        if let Err(e) = write_rows(db, &batch, durability) {
+            self.poison();
+            return Err(e);
+        }
+        *written = last;
+        lock(&self.blocks)?.retain(|b| b.height > last);
+        Ok(())
+    }
+}
+
+fn write_rows(
+    db: &Database,
+    batch: &[Arc<BlockRows>],
+    durability: Durability,
+) -> Result<(), LedgerError> {
+    let mut write = db.begin_write()?;
+    write
+        .set_durability(durability)
+        .map_err(|e| LedgerError::Storage(e.to_string()))?;
+    {
+        let mut state = write.open_table(STATE)?;
+        let mut log = write.open_table(LOG)?;
+        let mut log_index = write.open_multimap_table(LOG_INDEX)?;
+        let mut txs = write.open_table(TXS)?;
+        let mut blocks = write.open_table(BLOCKS)?;
+        for rows in batch {
+            for w in &rows.writes {
+                match &w.value {
+                    Some(v) => {
+                        state.insert(w.key.as_slice(), v.as_slice())?;
+                    }
+                    None => {
+                        state.remove(w.key.as_slice())?;
+                    }
+                }
+            }
+            for (index, leaf) in (rows.first_log_index..).zip(&rows.log_leaves) {
+                log.insert(index, leaf.as_slice())?;
+            }
+            for (key, index) in &rows.log_keys {
+                log_index.insert(key.as_slice(), *index)?;
+            }
+            for (hash, (height, position)) in &rows.txs {
+                txs.insert(
+                    hash.as_bytes().as_slice(),
+                    encode_location(*height, *position).as_slice(),
+                )?;
+            }
+            blocks.insert(rows.height, rows.stored.as_slice())?;
+        }
+        if let Some(last) = batch.last() {
+            write
+                .open_table(META)?
+                .insert(META_TIP, last.tip.as_slice())?;
+        }
+    }
+    write.commit()?;
+    Ok(())
+}
+
+/// Makes a ledger's deferred blocks durable (see [`crate::Ledger::apply_block_deferred`]);
+/// it shares the database and the queue, not the ledger, so the disk is written and waited
+/// for while others read.
+#[derive(Debug, Clone)]
+pub struct Syncer {
+    pub(crate) db: Arc<Database>,
+    pub(crate) unwritten: Arc<Unwritten>,
+}
+
+impl Syncer {
+    /// Writes every block applied so far in one durable transaction.
+    pub fn sync(&self) -> Result<(), LedgerError> {
+        self.unwritten.write(&self.db, Durability::Immediate)
+    }
+}
