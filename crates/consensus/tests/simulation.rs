@@ -10,368 +10,18 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
-use commonware_cryptography::{Signer as _, ed25519};
-use commonware_p2p::simulated::{self, Link, Network, Oracle};
-use commonware_runtime::{Clock, Quota, Runner as _, Supervisor as _, deterministic};
-use commonware_utils::{NZU32, NZUsize, TryCollect as _, ordered::Set, probability};
-use secnet_certified::Finalization;
+mod cluster;
+
+use cluster::*;
+use commonware_cryptography::Signer as _;
+use commonware_p2p::simulated::Link;
+use commonware_runtime::{Clock, Runner as _, deterministic};
 use secnet_consensus::chain::Chain;
-use secnet_consensus::engine::{Retention, Running, Timing, ValidatorConfig, start_validator};
+use secnet_consensus::engine::{Retention, Timing};
 use secnet_ledger::{Ledger, Snapshot};
-use secnet_types::{Allocation, Call, Genesis, Hash, Keypair, SignedTransaction, Transaction};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use secnet_types::Hash;
 use std::sync::Arc;
 use std::time::Duration;
-
-const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
-const LINK: Link = Link {
-    latency: Duration::from_millis(20),
-    jitter: Duration::from_millis(5),
-    success_rate: probability!(1.0),
-};
-const LOSSY: Link = Link {
-    latency: Duration::from_millis(60),
-    jitter: Duration::from_millis(30),
-    success_rate: probability!(0.8),
-};
-const CHAIN: &str = "secnet-sim";
-const CLIENTS: u64 = 8;
-const BALANCE: u64 = 1_000_000;
-
-fn validator_key(i: u64) -> ed25519::PrivateKey {
-    ed25519::PrivateKey::from_seed(1_000 + i)
-}
-
-fn client(i: u64) -> Keypair {
-    Keypair::deterministic("sim-client", i)
-}
-
-fn genesis() -> Genesis {
-    Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: 0,
-        allocations: (0..CLIENTS)
-            .map(|i| Allocation {
-                account: client(i).account(),
-                balance: BALANCE,
-            })
-            .collect(),
-        validators: vec![],
-    }
-}
-
-struct Node {
-    chain: Arc<Chain>,
-    running: Option<Running>,
-    dir: PathBuf,
-    /// Where consensus starts for a validator installed from a snapshot.
-    floor: Option<Finalization>,
-}
-
-struct Cluster {
-    oracle: Oracle<ed25519::PublicKey, deterministic::Context>,
-    participants: Set<ed25519::PublicKey>,
-    nodes: Vec<Node>,
-    genesis: Genesis,
-    retention: Retention,
-    _dirs: tempfile::TempDir,
-}
-
-impl Cluster {
-    async fn new(context: &deterministic::Context, n: u64) -> Cluster {
-        Cluster::with_link(context, n, LINK).await
-    }
-
-    async fn with_link(context: &deterministic::Context, n: u64, link: Link) -> Cluster {
-        Cluster::build(context, n, n, link, Retention::default()).await
-    }
-
-    /// `n` validators of which the first `started` run, keeping `retention` of history.
-    async fn build(
-        context: &deterministic::Context,
-        n: u64,
-        started: u64,
-        link: Link,
-        retention: Retention,
-    ) -> Cluster {
-        let participants: Set<ed25519::PublicKey> = (0..n)
-            .map(|i| validator_key(i).public_key())
-            .try_collect()
-            .unwrap();
-        let (network, oracle) = Network::new_with_peers(
-            context.child("network"),
-            simulated::Config {
-                max_size: 16 * 1024 * 1024,
-                max_peers_per_set: NZUsize!(n as usize),
-                disconnect_on_block: true,
-                tracked_peer_sets: NZUsize!(1),
-            },
-            participants.clone(),
-        )
-        .await;
-        network.start();
-        let dirs = tempfile::tempdir().unwrap();
-        let mut cluster = Cluster {
-            oracle,
-            participants,
-            nodes: Vec::new(),
-            genesis: genesis(),
-            retention,
-            _dirs: dirs,
-        };
-        cluster.link_all(link).await;
-        for i in 0..n {
-            let dir = cluster._dirs.path().join(format!("v{i}"));
-            let chain = open_chain(&dir, &cluster.genesis);
-            cluster.nodes.push(Node {
-                chain,
-                running: None,
-                dir,
-                floor: None,
-            });
-        }
-        for i in 0..started {
-            cluster.start(context, i as usize).await;
-        }
-        cluster
-    }
-
-    /// Links every pair of validators.
-    async fn link_all(&mut self, link: Link) {
-        let keys: Vec<_> = self.participants.iter().cloned().collect();
-        for a in &keys {
-            for b in &keys {
-                if a != b {
-                    let _ = self
-                        .oracle
-                        .add_link(a.clone(), b.clone(), link.clone())
-                        .await;
-                }
-            }
-        }
-    }
-
-    /// Cuts every link between the two groups.
-    async fn partition(&mut self, left: &[usize]) {
-        let keys: Vec<_> = self.participants.iter().cloned().collect();
-        for (i, a) in keys.iter().enumerate() {
-            for (j, b) in keys.iter().enumerate() {
-                if left.contains(&i) != left.contains(&j) {
-                    let _ = self.oracle.remove_link(a.clone(), b.clone()).await;
-                }
-            }
-        }
-    }
-
-    /// Stops validator `i` as a crash would: its tasks end and its ledger is closed.
-    async fn crash(&mut self, context: &deterministic::Context, i: usize) {
-        if let Some(running) = self.nodes[i].running.take() {
-            for h in running.handles.into_iter().chain([running.executor]) {
-                h.abort();
-                let _ = h.await;
-            }
-        }
-        // Let the aborted tasks unwind and release what they hold.
-        context.sleep(Duration::from_secs(1)).await;
-        // Drop the last reference so the ledger file is closed, then reopen it from disk.
-        let dir = self.nodes[i].dir.clone();
-        self.nodes[i].chain = open_chain_after_crash(
-            &dir,
-            &self.genesis,
-            std::mem::replace(&mut self.nodes[i].chain, placeholder()),
-        );
-    }
-
-    async fn start(&mut self, context: &deterministic::Context, i: usize) {
-        let key = validator_key(i as u64);
-        let control = self.oracle.control(key.public_key());
-        let channel = async |c: u64| control.register(c, QUOTA).await.unwrap();
-        let votes = channel(0).await;
-        let certificates = channel(1).await;
-        let resolver = channel(2).await;
-        let backfill = channel(3).await;
-        let blocks = channel(4).await;
-        let config = ValidatorConfig {
-            key,
-            participants: self.participants.clone(),
-            blocker: control.clone(),
-            provider: self.oracle.manager(),
-            partition_prefix: format!("validator-{i}"),
-            timing: Timing::default(),
-            retention: self.retention,
-            floor: self.nodes[i].floor.clone(),
-        };
-        let running = start_validator(
-            context.child("validator").with_attribute("index", i),
-            self.nodes[i].chain.clone(),
-            config,
-            votes,
-            certificates,
-            resolver,
-            backfill,
-            blocks,
-        )
-        .await;
-        self.nodes[i].running = Some(running);
-    }
-
-    /// Hands every transaction to every validator's mempool, as gossip would.
-    fn submit(&self, txs: &[SignedTransaction]) {
-        self.submit_to(self.nodes.len(), txs);
-    }
-
-    /// Hands every transaction to the mempools of the first `n` validators.
-    fn submit_to(&self, n: usize, txs: &[SignedTransaction]) {
-        for node in &self.nodes[..n] {
-            for tx in txs {
-                let _ = node.chain.submit(tx.clone()).unwrap();
-            }
-        }
-    }
-
-    fn executed(&self, i: usize) -> u64 {
-        self.nodes[i].chain.executed_height().unwrap()
-    }
-
-    async fn wait_until(
-        &self,
-        context: &deterministic::Context,
-        mut done: impl FnMut(&Cluster) -> bool,
-    ) {
-        for _ in 0..6_000 {
-            if done(self) {
-                return;
-            }
-            context.sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "cluster made no progress: executed heights {:?}",
-            (0..self.nodes.len())
-                .map(|i| self.executed(i))
-                .collect::<Vec<_>>()
-        );
-    }
-
-    /// Checks agreement: same block and state root at every height all nodes have.
-    fn check_agreement(&self) -> Hash {
-        let min = (0..self.nodes.len())
-            .map(|i| self.executed(i))
-            .min()
-            .unwrap();
-        // Blocks below a pruned or snapshot-installed ledger's first are compared by the
-        // nodes that still have them.
-        let mut by_height: BTreeMap<u64, (Hash, Hash)> = BTreeMap::new();
-        for node in &self.nodes {
-            node.chain
-                .with_ledger(|l| {
-                    for h in l.first_block().unwrap()..=min {
-                        let b = l.block(h).unwrap().unwrap();
-                        let entry = (b.block.hash(), b.state_root);
-                        let seen = by_height.entry(h).or_insert(entry);
-                        assert_eq!(*seen, entry, "validators disagree at height {h}");
-                    }
-                    assert_eq!(
-                        l.state().total_balance(),
-                        u128::from(CLIENTS * BALANCE),
-                        "value was created or destroyed"
-                    );
-                })
-                .unwrap();
-        }
-        by_height.get(&min).map(|e| e.1).unwrap_or(Hash::ZERO)
-    }
-}
-
-/// A chain that is never used: it stands in while a crashed validator's chain is reopened.
-fn placeholder() -> Arc<Chain> {
-    thread_local!(static DIR: tempfile::TempDir = tempfile::tempdir().unwrap());
-    DIR.with(|d| {
-        open_chain(
-            &d.path().join(format!("{:?}", std::time::Instant::now())),
-            &genesis(),
-        )
-    })
-}
-
-fn open_chain_after_crash(dir: &Path, genesis: &Genesis, old: Arc<Chain>) -> Arc<Chain> {
-    assert_eq!(
-        Arc::strong_count(&old),
-        1,
-        "a crashed validator's tasks still hold its chain"
-    );
-    drop(old);
-    open_chain(dir, genesis)
-}
-
-fn open_chain(dir: &Path, genesis: &Genesis) -> Arc<Chain> {
-    let ledger = Ledger::open(dir, genesis).unwrap();
-    Arc::new(Chain::new(ledger, genesis, 100_000, 2_000))
-}
-
-fn transfers(from: u64, nonces: std::ops::Range<u64>) -> Vec<SignedTransaction> {
-    let key = client(from);
-    nonces
-        .map(|nonce| {
-            Transaction {
-                chain_id: CHAIN.into(),
-                sender: key.account(),
-                nonce,
-                call: Call::Transfer {
-                    to: client((from + 1) % CLIENTS).account(),
-                    amount: 1,
-                },
-            }
-            .sign(&key)
-        })
-        .collect()
-}
-
-fn committed(cluster: &Cluster, txs: &[SignedTransaction]) -> bool {
-    committed_on(cluster, cluster.nodes.len(), txs)
-}
-
-/// Whether the first `n` validators have all committed `txs`.
-fn committed_on(cluster: &Cluster, n: usize, txs: &[SignedTransaction]) -> bool {
-    cluster.nodes[..n].iter().all(|n| {
-        n.chain
-            .with_ledger(|l| {
-                txs.iter()
-                    .all(|t| l.tx_location(&t.hash()).unwrap().is_some())
-            })
-            .unwrap()
-    })
-}
-
-fn runner(seed: u64) -> deterministic::Runner {
-    deterministic::Runner::new(
-        deterministic::Config::new()
-            .with_seed(seed)
-            .with_timeout(Some(Duration::from_secs(900))),
-    )
-}
-
-fn all_transfers(nonces: std::ops::Range<u64>) -> Vec<SignedTransaction> {
-    (0..CLIENTS)
-        .flat_map(|c| transfers(c, nonces.clone()))
-        .collect()
-}
-
-fn check_nonces(cluster: &Cluster, expected: u64) {
-    for node in &cluster.nodes {
-        node.chain
-            .with_ledger(|l| {
-                for c in 0..CLIENTS {
-                    assert_eq!(
-                        l.state().account(&client(c).account()).nonce,
-                        expected,
-                        "every transaction executes exactly once"
-                    );
-                }
-            })
-            .unwrap();
-    }
-}
 
 fn run_transfers(seed: u64, validators: u64, link: Link) -> Hash {
     runner(seed).start(|context| async move {
@@ -489,19 +139,7 @@ fn a_byzantine_proposer_of_invalid_blocks_is_outvoted() {
     runner(51).start(|context| async move {
         let cluster = Cluster::new(&context, 4).await;
         // Validator 0 proposes a transfer whose signature is forged.
-        let honest = transfers(0, 0..1);
-        let stolen = Transaction {
-            call: Call::Transfer {
-                to: client(5).account(),
-                amount: 500_000,
-            },
-            ..honest[0].tx().clone()
-        };
-        let forged = SignedTransaction::new(stolen, secnet_types::Signature([3; 64]));
-        cluster.nodes[0]
-            .chain
-            .inject_unchecked(forged.clone())
-            .unwrap();
+        let forged = cluster.inject_forged_transfer(0);
         let txs = all_transfers(0..8);
         cluster.submit(&txs);
         cluster.wait_until(&context, |c| committed(c, &txs)).await;
@@ -524,91 +162,28 @@ fn a_byzantine_proposer_of_invalid_blocks_is_outvoted() {
 
 #[test]
 fn an_equivocating_validator_cannot_split_the_honest_ones() {
-    use commonware_consensus::simplex::elector::RoundRobin;
-    use commonware_consensus::simplex::mocks::{equivocator, relay::Relay};
-    use commonware_consensus::types::Epoch;
-    use commonware_cryptography::Sha256;
-    use secnet_consensus::application::Scheme;
     runner(61).start(|context| async move {
         // Three honest validators run SecNet; the fourth member of the set equivocates: as
         // leader it sends one proposal to one validator and a conflicting one to the others.
         let mut cluster = Cluster::new(&context, 4).await;
-        cluster.crash(&context, 3).await;
-        let byzantine = validator_key(3);
-        let namespace = secnet_certified::consensus_namespace(&cluster.genesis);
-        let scheme =
-            Scheme::signer(&namespace, cluster.participants.clone(), byzantine.clone()).unwrap();
-        let control = cluster.oracle.control(byzantine.public_key());
-        let votes = control.register(0, QUOTA).await.unwrap();
-        let certificates = control.register(1, QUOTA).await.unwrap();
-        let engine = equivocator::Equivocator::new(
-            context.child("equivocator"),
-            equivocator::Config::<_, _, Sha256> {
-                scheme,
-                elector: RoundRobin::<Sha256>::default(),
-                epoch: Epoch::zero(),
-                relay: std::sync::Arc::new(Relay::new()),
-            },
-        );
-        let _handle = engine.start(votes, certificates);
+        cluster.become_equivocator(&context, 3).await;
 
         let txs = all_transfers(0..6);
         cluster.submit_to(3, &txs);
         cluster
             .wait_until(&context, |c| committed_on(c, 3, &txs))
             .await;
-        let heights: Vec<u64> = (0..3).map(|i| cluster.executed(i)).collect();
-        let min = *heights.iter().min().unwrap();
-        let mut seen = BTreeMap::new();
-        for node in &cluster.nodes[..3] {
-            node.chain
-                .with_ledger(|l| {
-                    for h in 1..=min {
-                        let b = l.block(h).unwrap().unwrap();
-                        let entry = (b.block.hash(), b.state_root);
-                        assert_eq!(
-                            *seen.entry(h).or_insert(entry),
-                            entry,
-                            "honest validators finalized different blocks at {h}"
-                        );
-                    }
-                })
-                .unwrap();
-        }
+        cluster.check_agreement_among(&[0, 1, 2]);
     });
 }
 
 #[test]
 fn a_validator_sending_garbage_is_blocked_and_the_others_go_on() {
-    use commonware_p2p::{Recipients, Sender as _};
-    use commonware_runtime::Spawner as _;
     runner(73).start(|context| async move {
         // The fourth member of the validator set sends random bytes on every consensus channel.
         let mut cluster = Cluster::new(&context, 4).await;
-        cluster.crash(&context, 3).await;
+        cluster.become_garbage_sender(&context, 3, 73).await;
         let byzantine = validator_key(3);
-        let control = cluster.oracle.control(byzantine.public_key());
-        let mut senders = Vec::new();
-        for channel in 0..5 {
-            senders.push(control.register(channel, QUOTA).await.unwrap());
-        }
-        let _garbage = context.child("garbage").spawn(move |context| async move {
-            let mut state: u64 = 73;
-            let mut next = move || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state
-            };
-            loop {
-                for (sender, _receiver) in &mut senders {
-                    let len = next() % 512;
-                    let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-                    let _ = sender.send(Recipients::All, bytes, false);
-                }
-                context.sleep(Duration::from_millis(50)).await;
-            }
-        });
 
         let txs = all_transfers(0..4);
         cluster.submit_to(3, &txs);
@@ -804,4 +379,39 @@ fn a_validator_joins_from_a_snapshot_and_agrees_with_those_that_replayed_everyth
         check_nonces(&cluster, nonce);
         cluster.check_agreement();
     });
+}
+
+/// A handful of the fault campaign's seeds (`examples/chaos.rs` runs hundreds): each kind of
+/// Byzantine member, with crashes, partitions and bad links, keeps safety and liveness.
+#[test]
+fn a_handful_of_chaos_seeds_keep_safety_and_liveness() {
+    use cluster::chaos::{Byzantine, Step, run};
+    let mut steps = Vec::new();
+    let mut kinds = Vec::new();
+    for (seed, validators) in [(1, 4), (2, 4), (3, 4), (4, 7)] {
+        let outcome = run(seed, validators);
+        assert!(outcome.height > 0, "seed {seed}");
+        kinds.push(outcome.byzantine);
+        steps.extend(outcome.schedule.into_iter().map(|(_, s)| s));
+    }
+    for kind in [
+        Byzantine::InvalidProposer,
+        Byzantine::Equivocator,
+        Byzantine::Garbage,
+    ] {
+        assert!(kinds.contains(&kind), "{kind:?} never ran");
+    }
+    for (what, happened) in [
+        ("crash", steps.iter().any(|s| matches!(s, Step::Crash(_)))),
+        (
+            "partition",
+            steps.iter().any(|s| matches!(s, Step::Partition(_))),
+        ),
+        (
+            "bad links",
+            steps.iter().any(|s| matches!(s, Step::Lossy | Step::Slow)),
+        ),
+    ] {
+        assert!(happened, "no {what} in these schedules");
+    }
 }

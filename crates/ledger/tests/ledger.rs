@@ -234,14 +234,7 @@ fn the_log_index_agrees_with_a_full_scan() {
         run_story(&mut ledger, 3);
     }
     let ledger = Ledger::open(dir.path(), &g).unwrap();
-    let size = ledger.state().log().len();
-    let mut scanned: std::collections::BTreeMap<LogSubject, Vec<u64>> = Default::default();
-    for index in 0..size {
-        let entry = LogEntry::from_bytes(&ledger.log_leaf(index).unwrap().unwrap()).unwrap();
-        for subject in LogSubject::of(&entry) {
-            scanned.entry(subject).or_default().push(index);
-        }
-    }
+    let scanned = scan_log(&ledger);
     assert_eq!(
         scanned.len(),
         4,
@@ -310,6 +303,18 @@ fn deferred_blocks_are_readable_at_once_and_durable_after_a_sync() {
     assert_eq!(ledger.replay_check().unwrap().blocks, 5);
 }
 
+/// Every access-log leaf's index under each subject it is about, read leaf by leaf.
+fn scan_log(ledger: &Ledger) -> std::collections::BTreeMap<LogSubject, Vec<u64>> {
+    let mut scanned: std::collections::BTreeMap<LogSubject, Vec<u64>> = Default::default();
+    for index in 0..ledger.state().log().len() {
+        let entry = LogEntry::from_bytes(&ledger.log_leaf(index).unwrap().unwrap()).unwrap();
+        for subject in LogSubject::of(&entry) {
+            scanned.entry(subject).or_default().push(index);
+        }
+    }
+    scanned
+}
+
 /// Every reader of `ledger` agrees with the blocks `applied` and with a scan of the access
 /// log, whichever of them are still waiting to be written.
 fn check_readers(ledger: &Ledger, applied: &[Block]) {
@@ -326,13 +331,7 @@ fn check_readers(ledger: &Ledger, applied: &[Block]) {
         }
     }
     let size = ledger.state().log().len();
-    let mut scanned: std::collections::BTreeMap<LogSubject, Vec<u64>> = Default::default();
-    for index in 0..size {
-        let entry = LogEntry::from_bytes(&ledger.log_leaf(index).unwrap().unwrap()).unwrap();
-        for subject in LogSubject::of(&entry) {
-            scanned.entry(subject).or_default().push(index);
-        }
-    }
+    let scanned = scan_log(ledger);
     assert_eq!(ledger.log_leaf(size).unwrap(), None);
     let all: Vec<u64> = (0..size).collect();
     let leaves = ledger.log_leaves(&all).unwrap();

@@ -1,0 +1,482 @@
+//! The simulated validator network shared by the simulation tests and the chaos campaign
+//! (`examples/chaos.rs`): validators in Commonware's deterministic runtime over its
+//! simulated network, with crashes, partitions, link changes and checks of agreement,
+//! exactly-once execution and conservation of value.
+#![allow(
+    dead_code,
+    reason = "shared by the simulation tests and the chaos campaign, which use different parts"
+)]
+
+pub mod chaos;
+
+use commonware_cryptography::{Signer as _, ed25519};
+use commonware_p2p::simulated::{self, Link, Network, Oracle};
+use commonware_runtime::{Clock, Quota, Runner as _, Supervisor as _, deterministic};
+use commonware_utils::{NZU32, NZUsize, TryCollect as _, ordered::Set, probability};
+use secnet_certified::Finalization;
+use secnet_consensus::chain::Chain;
+use secnet_consensus::engine::{Retention, Running, Timing, ValidatorConfig, start_validator};
+use secnet_ledger::Ledger;
+use secnet_types::{Allocation, Call, Genesis, Hash, Keypair, SignedTransaction, Transaction};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
+pub const LINK: Link = Link {
+    latency: Duration::from_millis(20),
+    jitter: Duration::from_millis(5),
+    success_rate: probability!(1.0),
+};
+pub const LOSSY: Link = Link {
+    latency: Duration::from_millis(60),
+    jitter: Duration::from_millis(30),
+    success_rate: probability!(0.8),
+};
+/// Slow but reliable: what a congested wide-area link looks like.
+pub const SLOW: Link = Link {
+    latency: Duration::from_millis(400),
+    jitter: Duration::from_millis(200),
+    success_rate: probability!(1.0),
+};
+pub const CHAIN: &str = "secnet-sim";
+pub const CLIENTS: u64 = 8;
+pub const BALANCE: u64 = 1_000_000;
+
+pub fn validator_key(i: u64) -> ed25519::PrivateKey {
+    ed25519::PrivateKey::from_seed(1_000 + i)
+}
+
+pub fn client(i: u64) -> Keypair {
+    Keypair::deterministic("sim-client", i)
+}
+
+pub fn genesis() -> Genesis {
+    Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: 0,
+        allocations: (0..CLIENTS)
+            .map(|i| Allocation {
+                account: client(i).account(),
+                balance: BALANCE,
+            })
+            .collect(),
+        validators: vec![],
+    }
+}
+
+pub struct Node {
+    pub chain: Arc<Chain>,
+    pub running: Option<Running>,
+    pub dir: PathBuf,
+    /// Where consensus starts for a validator installed from a snapshot.
+    pub floor: Option<Finalization>,
+}
+
+pub struct Cluster {
+    pub oracle: Oracle<ed25519::PublicKey, deterministic::Context>,
+    pub participants: Set<ed25519::PublicKey>,
+    pub nodes: Vec<Node>,
+    pub genesis: Genesis,
+    pub retention: Retention,
+    pub dirs: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn new(context: &deterministic::Context, n: u64) -> Cluster {
+        Cluster::with_link(context, n, LINK).await
+    }
+
+    pub async fn with_link(context: &deterministic::Context, n: u64, link: Link) -> Cluster {
+        Cluster::build(context, n, n, link, Retention::default()).await
+    }
+
+    /// `n` validators of which the first `started` run, keeping `retention` of history.
+    pub async fn build(
+        context: &deterministic::Context,
+        n: u64,
+        started: u64,
+        link: Link,
+        retention: Retention,
+    ) -> Cluster {
+        let participants: Set<ed25519::PublicKey> = (0..n)
+            .map(|i| validator_key(i).public_key())
+            .try_collect()
+            .unwrap();
+        let (network, oracle) = Network::new_with_peers(
+            context.child("network"),
+            simulated::Config {
+                max_size: 16 * 1024 * 1024,
+                max_peers_per_set: NZUsize!(n as usize),
+                disconnect_on_block: true,
+                tracked_peer_sets: NZUsize!(1),
+            },
+            participants.clone(),
+        )
+        .await;
+        network.start();
+        let dirs = tempfile::tempdir().unwrap();
+        let mut cluster = Cluster {
+            oracle,
+            participants,
+            nodes: Vec::new(),
+            genesis: genesis(),
+            retention,
+            dirs,
+        };
+        cluster.link_all(link).await;
+        for i in 0..n {
+            let dir = cluster.dirs.path().join(format!("v{i}"));
+            let chain = open_chain(&dir, &cluster.genesis);
+            cluster.nodes.push(Node {
+                chain,
+                running: None,
+                dir,
+                floor: None,
+            });
+        }
+        for i in 0..started {
+            cluster.start(context, i as usize).await;
+        }
+        cluster
+    }
+
+    /// Links every pair of validators.
+    pub async fn link_all(&mut self, link: Link) {
+        let keys: Vec<_> = self.participants.iter().cloned().collect();
+        for a in &keys {
+            for b in &keys {
+                if a != b {
+                    let _ = self
+                        .oracle
+                        .add_link(a.clone(), b.clone(), link.clone())
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Cuts every link between the two groups.
+    pub async fn partition(&mut self, left: &[usize]) {
+        let keys: Vec<_> = self.participants.iter().cloned().collect();
+        for (i, a) in keys.iter().enumerate() {
+            for (j, b) in keys.iter().enumerate() {
+                if left.contains(&i) != left.contains(&j) {
+                    let _ = self.oracle.remove_link(a.clone(), b.clone()).await;
+                }
+            }
+        }
+    }
+
+    /// Stops validator `i` as a crash would: its tasks end and its ledger is closed.
+    pub async fn crash(&mut self, context: &deterministic::Context, i: usize) {
+        if let Some(running) = self.nodes[i].running.take() {
+            for h in running.handles.into_iter().chain([running.executor]) {
+                h.abort();
+                let _ = h.await;
+            }
+        }
+        // Let the aborted tasks unwind and release what they hold.
+        context.sleep(Duration::from_secs(1)).await;
+        // Drop the last reference so the ledger file is closed, then reopen it from disk.
+        let dir = self.nodes[i].dir.clone();
+        self.nodes[i].chain = open_chain_after_crash(
+            &dir,
+            &self.genesis,
+            std::mem::replace(&mut self.nodes[i].chain, placeholder()),
+        );
+    }
+
+    pub async fn start(&mut self, context: &deterministic::Context, i: usize) {
+        let key = validator_key(i as u64);
+        let control = self.oracle.control(key.public_key());
+        let channel = async |c: u64| control.register(c, QUOTA).await.unwrap();
+        let votes = channel(0).await;
+        let certificates = channel(1).await;
+        let resolver = channel(2).await;
+        let backfill = channel(3).await;
+        let blocks = channel(4).await;
+        let config = ValidatorConfig {
+            key,
+            participants: self.participants.clone(),
+            blocker: control.clone(),
+            provider: self.oracle.manager(),
+            partition_prefix: format!("validator-{i}"),
+            timing: Timing::default(),
+            retention: self.retention,
+            floor: self.nodes[i].floor.clone(),
+        };
+        let running = start_validator(
+            context.child("validator").with_attribute("index", i),
+            self.nodes[i].chain.clone(),
+            config,
+            votes,
+            certificates,
+            resolver,
+            backfill,
+            blocks,
+        )
+        .await;
+        self.nodes[i].running = Some(running);
+    }
+
+    /// Hands every transaction to every validator's mempool, as gossip would.
+    pub fn submit(&self, txs: &[SignedTransaction]) {
+        self.submit_to(self.nodes.len(), txs);
+    }
+
+    /// Hands every transaction to the mempools of the first `n` validators.
+    pub fn submit_to(&self, n: usize, txs: &[SignedTransaction]) {
+        for node in &self.nodes[..n] {
+            for tx in txs {
+                let _ = node.chain.submit(tx.clone()).unwrap();
+            }
+        }
+    }
+
+    pub fn executed(&self, i: usize) -> u64 {
+        self.nodes[i].chain.executed_height().unwrap()
+    }
+
+    pub async fn wait_until(
+        &self,
+        context: &deterministic::Context,
+        mut done: impl FnMut(&Cluster) -> bool,
+    ) {
+        for _ in 0..6_000 {
+            if done(self) {
+                return;
+            }
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "cluster made no progress: executed heights {:?}",
+            (0..self.nodes.len())
+                .map(|i| self.executed(i))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    /// Checks agreement: same block and state root at every height all nodes have.
+    pub fn check_agreement(&self) -> Hash {
+        self.check_agreement_among(&(0..self.nodes.len()).collect::<Vec<_>>())
+    }
+
+    /// Checks agreement among validators `among`: the same block and state root at every
+    /// height they all have, and value conserved in each.
+    pub fn check_agreement_among(&self, among: &[usize]) -> Hash {
+        let min = among.iter().map(|i| self.executed(*i)).min().unwrap();
+        // Blocks below a pruned or snapshot-installed ledger's first are compared by the
+        // nodes that still have them.
+        let mut by_height: BTreeMap<u64, (Hash, Hash)> = BTreeMap::new();
+        for node in among.iter().map(|i| &self.nodes[*i]) {
+            node.chain
+                .with_ledger(|l| {
+                    for h in l.first_block().unwrap()..=min {
+                        let b = l.block(h).unwrap().unwrap();
+                        let entry = (b.block.hash(), b.state_root);
+                        let seen = by_height.entry(h).or_insert(entry);
+                        assert_eq!(*seen, entry, "validators disagree at height {h}");
+                    }
+                    assert_eq!(
+                        l.state().total_balance(),
+                        u128::from(CLIENTS * BALANCE),
+                        "value was created or destroyed"
+                    );
+                })
+                .unwrap();
+        }
+        by_height.get(&min).map(|e| e.1).unwrap_or(Hash::ZERO)
+    }
+
+    /// Makes validator `i` propose a transfer of half of client 0's balance, at its next
+    /// nonce, under a forged signature (as a Byzantine proposer of invalid blocks would).
+    pub fn inject_forged_transfer(&self, i: usize) -> SignedTransaction {
+        let honest = transfers(0, 0..1);
+        let stolen = Transaction {
+            call: Call::Transfer {
+                to: client(CLIENTS + 1).account(),
+                amount: BALANCE / 2,
+            },
+            ..honest[0].tx().clone()
+        };
+        let forged = SignedTransaction::new(stolen, secnet_types::Signature([3; 64]));
+        self.nodes[i]
+            .chain
+            .inject_unchecked(forged.clone())
+            .unwrap();
+        forged
+    }
+
+    /// Replaces every link between validators with `link` (which also heals partitions).
+    pub async fn set_links(&mut self, link: Link) {
+        let keys: Vec<_> = self.participants.iter().cloned().collect();
+        for a in &keys {
+            for b in &keys {
+                if a != b {
+                    let _ = self.oracle.remove_link(a.clone(), b.clone()).await;
+                }
+            }
+        }
+        self.link_all(link).await;
+    }
+
+    /// Replaces validator `i` (crashed first) with Commonware's equivocator under its key:
+    /// as leader it sends one proposal to one validator and a conflicting one to the others.
+    pub async fn become_equivocator(&mut self, context: &deterministic::Context, i: usize) {
+        use commonware_consensus::simplex::elector::RoundRobin;
+        use commonware_consensus::simplex::mocks::{equivocator, relay::Relay};
+        use commonware_consensus::types::Epoch;
+        use commonware_cryptography::Sha256;
+        use secnet_consensus::application::Scheme;
+        self.crash(context, i).await;
+        let byzantine = validator_key(i as u64);
+        let namespace = secnet_certified::consensus_namespace(&self.genesis);
+        let scheme =
+            Scheme::signer(&namespace, self.participants.clone(), byzantine.clone()).unwrap();
+        let control = self.oracle.control(byzantine.public_key());
+        let votes = control.register(0, QUOTA).await.unwrap();
+        let certificates = control.register(1, QUOTA).await.unwrap();
+        let engine = equivocator::Equivocator::new(
+            context.child("equivocator"),
+            equivocator::Config::<_, _, Sha256> {
+                scheme,
+                elector: RoundRobin::<Sha256>::default(),
+                epoch: Epoch::zero(),
+                relay: Arc::new(Relay::new()),
+            },
+        );
+        let _handle = engine.start(votes, certificates);
+    }
+
+    /// Replaces validator `i` (crashed first) with a sender of random bytes (from `seed`) on
+    /// every consensus channel, under its key.
+    pub async fn become_garbage_sender(
+        &mut self,
+        context: &deterministic::Context,
+        i: usize,
+        seed: u64,
+    ) {
+        use commonware_p2p::{Recipients, Sender as _};
+        use commonware_runtime::Spawner as _;
+        self.crash(context, i).await;
+        let control = self.oracle.control(validator_key(i as u64).public_key());
+        let mut senders = Vec::new();
+        for channel in 0..5 {
+            senders.push(control.register(channel, QUOTA).await.unwrap());
+        }
+        let _garbage = context.child("garbage").spawn(move |context| async move {
+            let mut next = xorshift(seed);
+            loop {
+                for (sender, _receiver) in &mut senders {
+                    let len = next() % 512;
+                    let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                    let _ = sender.send(Recipients::All, bytes, false);
+                }
+                context.sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+}
+
+/// A deterministic stream of pseudo-random numbers from `seed` (xorshift64).
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed.max(1);
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// A chain that is never used: it stands in while a crashed validator's chain is reopened.
+pub fn placeholder() -> Arc<Chain> {
+    thread_local!(static DIR: tempfile::TempDir = tempfile::tempdir().unwrap());
+    DIR.with(|d| {
+        open_chain(
+            &d.path().join(format!("{:?}", std::time::Instant::now())),
+            &genesis(),
+        )
+    })
+}
+
+pub fn open_chain_after_crash(dir: &Path, genesis: &Genesis, old: Arc<Chain>) -> Arc<Chain> {
+    assert_eq!(
+        Arc::strong_count(&old),
+        1,
+        "a crashed validator's tasks still hold its chain"
+    );
+    drop(old);
+    open_chain(dir, genesis)
+}
+
+pub fn open_chain(dir: &Path, genesis: &Genesis) -> Arc<Chain> {
+    let ledger = Ledger::open(dir, genesis).unwrap();
+    Arc::new(Chain::new(ledger, genesis, 100_000, 2_000))
+}
+
+pub fn transfers(from: u64, nonces: std::ops::Range<u64>) -> Vec<SignedTransaction> {
+    let key = client(from);
+    nonces
+        .map(|nonce| {
+            Transaction {
+                chain_id: CHAIN.into(),
+                sender: key.account(),
+                nonce,
+                call: Call::Transfer {
+                    to: client((from + 1) % CLIENTS).account(),
+                    amount: 1,
+                },
+            }
+            .sign(&key)
+        })
+        .collect()
+}
+
+pub fn committed(cluster: &Cluster, txs: &[SignedTransaction]) -> bool {
+    committed_on(cluster, cluster.nodes.len(), txs)
+}
+
+/// Whether the first `n` validators have all committed `txs`.
+pub fn committed_on(cluster: &Cluster, n: usize, txs: &[SignedTransaction]) -> bool {
+    cluster.nodes[..n].iter().all(|n| {
+        n.chain
+            .with_ledger(|l| {
+                txs.iter()
+                    .all(|t| l.tx_location(&t.hash()).unwrap().is_some())
+            })
+            .unwrap()
+    })
+}
+
+pub fn runner(seed: u64) -> deterministic::Runner {
+    deterministic::Runner::new(
+        deterministic::Config::new()
+            .with_seed(seed)
+            .with_timeout(Some(Duration::from_secs(900))),
+    )
+}
+
+pub fn all_transfers(nonces: std::ops::Range<u64>) -> Vec<SignedTransaction> {
+    (0..CLIENTS)
+        .flat_map(|c| transfers(c, nonces.clone()))
+        .collect()
+}
+
+pub fn check_nonces(cluster: &Cluster, expected: u64) {
+    for node in &cluster.nodes {
+        node.chain
+            .with_ledger(|l| {
+                for c in 0..CLIENTS {
+                    assert_eq!(
+                        l.state().account(&client(c).account()).nonce,
+                        expected,
+                        "every transaction executes exactly once"
+                    );
+                }
+            })
+            .unwrap();
+    }
+}
