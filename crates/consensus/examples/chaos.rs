@@ -78,8 +78,6 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // Violations are reported by the campaign, not by the default panic printer.
-    std::panic::set_hook(Box::new(|_| {}));
     if let Some(seed) = args.seed {
         let mut failed = false;
         for &n in &args.validators {
@@ -104,6 +102,9 @@ fn main() {
         }
         std::process::exit(i32::from(failed));
     }
+    // Violations are reported by the campaign, not by the default panic printer (a replay
+    // of one seed keeps it, for the file and line).
+    std::panic::set_hook(Box::new(|_| {}));
     let started = Instant::now();
     let mut runs = 0u64;
     let mut violations = Vec::new();

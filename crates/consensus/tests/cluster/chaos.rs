@@ -1,11 +1,13 @@
 //! The fault campaign. Each seed draws its own schedule over about 40 s of simulated time:
-//! crashes and restarts, partitions, lossy and slow links, overlapping one another, with
-//! transfers submitted throughout, and one Byzantine member of the validator set (an
-//! invalid proposer, an equivocator or a sender of garbage, by seed). Then every fault
-//! heals and the run checks:
+//! network episodes one after another (partitions, lossy links, slow links), crashes and
+//! restarts overlapping them, transfers submitted throughout, and one Byzantine member of
+//! the validator set (an invalid proposer, an equivocator or a sender of garbage, by seed).
+//! A crash aborts the validator's tasks and drops its ledger with every block not yet
+//! written; it restarts from its data directory. Then every fault heals and the run checks:
 //!
 //! - safety: the honest validators finalized the same block and reached the same state root
-//!   at every height, value was conserved, a forged transaction was never finalized;
+//!   at every height any two of them have, value was conserved, and none of the forged
+//!   transactions was finalized;
 //! - liveness: every transfer ever submitted commits on every honest validator once the
 //!   faults have healed, and each executes exactly once.
 //!
@@ -16,11 +18,15 @@ use super::*;
 /// The Byzantine member of the validator set in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Byzantine {
-    /// Validator 0 proposes blocks carrying a transfer with a forged signature.
+    /// Validator 0 proposes blocks carrying transfers with forged signatures: a new one at
+    /// every round of submissions, at the nonce the honest transfer of that round uses.
     InvalidProposer,
-    /// The last validator, as leader, sends conflicting proposals to different validators.
+    /// The last validator runs Commonware's equivocator: as leader it signs conflicting
+    /// proposals for different validators (payloads nobody else can fetch, so honest
+    /// validators see conflicting signed proposals, not two valid blocks).
     Equivocator,
-    /// The last validator sends random bytes on every consensus channel.
+    /// The last validator sends random bytes on every consensus channel (the honest ones
+    /// must block it).
     Garbage,
 }
 
@@ -93,6 +99,8 @@ pub struct Outcome {
     pub height: u64,
     /// Their state root there.
     pub state_root: Hash,
+    /// The hashes of the blocks up to that height.
+    pub blocks: Vec<Hash>,
 }
 
 /// Transfers each client submits per [`Step::Submit`].
@@ -159,33 +167,27 @@ pub fn run(seed: u64, n: u64) -> Outcome {
     let byzantine = Byzantine::for_seed(seed);
     let steps = schedule(seed, n, byzantine);
     let schedule = steps.clone();
-    let (height, state_root) = runner(seed).start(|context| async move {
+    let (height, state_root, blocks) = runner(seed).start(|context| async move {
         let mut cluster = Cluster::build(&context, n, n, LINK, Retention::default()).await;
         let last = n as usize - 1;
         let honest: Vec<usize> = match byzantine {
             Byzantine::InvalidProposer => (0..n as usize).collect(),
             Byzantine::Equivocator | Byzantine::Garbage => (0..last).collect(),
         };
-        let forged = match byzantine {
-            Byzantine::InvalidProposer => Some(cluster.inject_forged_transfer(0)),
-            Byzantine::Equivocator => {
-                cluster.become_equivocator(&context, last).await;
-                None
-            }
-            Byzantine::Garbage => {
-                cluster.become_garbage_sender(&context, last, seed).await;
-                None
-            }
-        };
+        match byzantine {
+            Byzantine::InvalidProposer => {}
+            Byzantine::Equivocator => cluster.become_equivocator(&context, last).await,
+            Byzantine::Garbage => cluster.become_garbage_sender(&context, last, seed).await,
+        }
+        let mut forged: Vec<SignedTransaction> = Vec::new();
         let mut submitted: Vec<SignedTransaction> = Vec::new();
         let mut rounds = 0u64;
         let mut crashed: Vec<usize> = Vec::new();
-        let mut now = 0u64;
+        let start = context.current();
         for (at, step) in steps {
-            if at > now {
-                context.sleep(Duration::from_secs(at - now)).await;
-                now = at;
-            }
+            // Steps keep their times whatever earlier steps took (a crash waits for its
+            // tasks to unwind).
+            context.sleep_until(start + Duration::from_secs(at)).await;
             match step {
                 Step::Crash(v) => {
                     cluster.crash(&context, v).await;
@@ -200,9 +202,12 @@ pub fn run(seed: u64, n: u64) -> Outcome {
                 Step::Slow => cluster.set_links(SLOW).await,
                 Step::Heal => cluster.set_links(LINK).await,
                 Step::Submit => {
+                    if byzantine == Byzantine::InvalidProposer {
+                        forged.push(cluster.inject_forged_transfer(0, rounds * PER_SUBMIT));
+                    }
                     let txs = all_transfers(rounds * PER_SUBMIT..(rounds + 1) * PER_SUBMIT);
                     rounds += 1;
-                    submit_to(&cluster, &honest, &crashed, &txs);
+                    submit_to_running(&cluster, &honest, &crashed, &txs);
                     submitted.extend(txs);
                 }
             }
@@ -213,10 +218,10 @@ pub fn run(seed: u64, n: u64) -> Outcome {
             cluster.start(&context, v).await;
         }
         // Mempools of crashed validators are gone: what they alone held is handed out again.
-        submit_to(&cluster, &honest, &crashed, &submitted);
+        submit_to_running(&cluster, &honest, &crashed, &submitted);
         let last_round = all_transfers(rounds * PER_SUBMIT..(rounds + 1) * PER_SUBMIT);
         rounds += 1;
-        submit_to(&cluster, &honest, &crashed, &last_round);
+        submit_to_running(&cluster, &honest, &crashed, &last_round);
         submitted.extend(last_round);
         cluster
             .wait_until(&context, |c| {
@@ -247,7 +252,7 @@ pub fn run(seed: u64, n: u64) -> Outcome {
                             "validator {i}: every transfer executes exactly once"
                         );
                     }
-                    if let Some(forged) = &forged {
+                    for forged in &forged {
                         assert!(
                             l.tx_location(&forged.hash()).unwrap().is_none(),
                             "validator {i} finalized a forged transaction"
@@ -256,7 +261,24 @@ pub fn run(seed: u64, n: u64) -> Outcome {
                 })
                 .unwrap();
         }
-        (max, cluster.check_agreement_among(&honest))
+        if byzantine == Byzantine::Garbage {
+            let garbage = validator_key(last as u64).public_key();
+            let blocked = cluster.oracle.blocked().await.unwrap();
+            assert!(
+                blocked.iter().any(|(_, whom)| *whom == garbage),
+                "no honest validator blocked the sender of garbage"
+            );
+        }
+        let (height, root) = cluster.check_agreement_among(&honest);
+        let blocks = cluster.nodes[honest[0]]
+            .chain
+            .with_ledger(|l| {
+                (1..=height)
+                    .map(|h| l.block(h).unwrap().unwrap().block.hash())
+                    .collect()
+            })
+            .unwrap();
+        (height, root, blocks)
     });
     Outcome {
         seed,
@@ -265,11 +287,17 @@ pub fn run(seed: u64, n: u64) -> Outcome {
         schedule,
         height,
         state_root,
+        blocks,
     }
 }
 
 /// Hands `txs` to every honest validator that is running.
-fn submit_to(cluster: &Cluster, honest: &[usize], crashed: &[usize], txs: &[SignedTransaction]) {
+fn submit_to_running(
+    cluster: &Cluster,
+    honest: &[usize],
+    crashed: &[usize],
+    txs: &[SignedTransaction],
+) {
     for i in honest.iter().filter(|i| !crashed.contains(i)) {
         for tx in txs {
             let _ = cluster.nodes[*i].chain.submit(tx.clone()).unwrap();

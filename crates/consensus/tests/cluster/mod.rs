@@ -157,13 +157,19 @@ impl Cluster {
         }
     }
 
-    /// Cuts every link between the two groups.
+    /// Cuts every link between validators `left` and the others.
     pub async fn partition(&mut self, left: &[usize]) {
-        let keys: Vec<_> = self.participants.iter().cloned().collect();
-        for (i, a) in keys.iter().enumerate() {
-            for (j, b) in keys.iter().enumerate() {
+        let n = self.nodes.len();
+        for i in 0..n {
+            for j in 0..n {
                 if left.contains(&i) != left.contains(&j) {
-                    let _ = self.oracle.remove_link(a.clone(), b.clone()).await;
+                    let _ = self
+                        .oracle
+                        .remove_link(
+                            validator_key(i as u64).public_key(),
+                            validator_key(j as u64).public_key(),
+                        )
+                        .await;
                 }
             }
         }
@@ -261,11 +267,13 @@ impl Cluster {
     /// Checks agreement: same block and state root at every height all nodes have.
     pub fn check_agreement(&self) -> Hash {
         self.check_agreement_among(&(0..self.nodes.len()).collect::<Vec<_>>())
+            .1
     }
 
     /// Checks agreement among validators `among`: the same block and state root at every
-    /// height they all have, and value conserved in each.
-    pub fn check_agreement_among(&self, among: &[usize]) -> Hash {
+    /// height any two of them have, and value conserved in each. Returns the lowest of
+    /// their heights and the state root there.
+    pub fn check_agreement_among(&self, among: &[usize]) -> (u64, Hash) {
         let min = among.iter().map(|i| self.executed(*i)).min().unwrap();
         // Blocks below a pruned or snapshot-installed ledger's first are compared by the
         // nodes that still have them.
@@ -273,7 +281,7 @@ impl Cluster {
         for node in among.iter().map(|i| &self.nodes[*i]) {
             node.chain
                 .with_ledger(|l| {
-                    for h in l.first_block().unwrap()..=min {
+                    for h in l.first_block().unwrap()..=l.state().tip().height {
                         let b = l.block(h).unwrap().unwrap();
                         let entry = (b.block.hash(), b.state_root);
                         let seen = by_height.entry(h).or_insert(entry);
@@ -287,13 +295,13 @@ impl Cluster {
                 })
                 .unwrap();
         }
-        by_height.get(&min).map(|e| e.1).unwrap_or(Hash::ZERO)
+        (min, by_height.get(&min).map(|e| e.1).unwrap_or(Hash::ZERO))
     }
 
-    /// Makes validator `i` propose a transfer of half of client 0's balance, at its next
-    /// nonce, under a forged signature (as a Byzantine proposer of invalid blocks would).
-    pub fn inject_forged_transfer(&self, i: usize) -> SignedTransaction {
-        let honest = transfers(0, 0..1);
+    /// Makes validator `i` propose a transfer of half of client 0's balance at `nonce`,
+    /// under a forged signature (as a Byzantine proposer of invalid blocks would).
+    pub fn inject_forged_transfer(&self, i: usize, nonce: u64) -> SignedTransaction {
+        let honest = transfers(0, nonce..nonce + 1);
         let stolen = Transaction {
             call: Call::Transfer {
                 to: client(CLIENTS + 1).account(),
