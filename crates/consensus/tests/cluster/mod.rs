@@ -48,6 +48,11 @@ pub fn validator_key(i: u64) -> ed25519::PrivateKey {
     ed25519::PrivateKey::from_seed(1_000 + i)
 }
 
+/// Validator `i`'s public key.
+fn key(i: usize) -> ed25519::PublicKey {
+    validator_key(i as u64).public_key()
+}
+
 pub fn client(i: u64) -> Keypair {
     Keypair::deterministic("sim-client", i)
 }
@@ -142,35 +147,24 @@ impl Cluster {
         cluster
     }
 
+    /// Every ordered pair of distinct members of the validator set, by index.
+    fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let n = self.participants.len();
+        (0..n).flat_map(move |i| (0..n).filter(move |j| *j != i).map(move |j| (i, j)))
+    }
+
     /// Links every pair of validators.
     pub async fn link_all(&mut self, link: Link) {
-        let keys: Vec<_> = self.participants.iter().cloned().collect();
-        for a in &keys {
-            for b in &keys {
-                if a != b {
-                    let _ = self
-                        .oracle
-                        .add_link(a.clone(), b.clone(), link.clone())
-                        .await;
-                }
-            }
+        for (i, j) in self.pairs() {
+            let _ = self.oracle.add_link(key(i), key(j), link.clone()).await;
         }
     }
 
     /// Cuts every link between validators `left` and the others.
     pub async fn partition(&mut self, left: &[usize]) {
-        let n = self.nodes.len();
-        for i in 0..n {
-            for j in 0..n {
-                if left.contains(&i) != left.contains(&j) {
-                    let _ = self
-                        .oracle
-                        .remove_link(
-                            validator_key(i as u64).public_key(),
-                            validator_key(j as u64).public_key(),
-                        )
-                        .await;
-                }
+        for (i, j) in self.pairs() {
+            if left.contains(&i) != left.contains(&j) {
+                let _ = self.oracle.remove_link(key(i), key(j)).await;
             }
         }
     }
@@ -319,13 +313,8 @@ impl Cluster {
 
     /// Replaces every link between validators with `link` (which also heals partitions).
     pub async fn set_links(&mut self, link: Link) {
-        let keys: Vec<_> = self.participants.iter().cloned().collect();
-        for a in &keys {
-            for b in &keys {
-                if a != b {
-                    let _ = self.oracle.remove_link(a.clone(), b.clone()).await;
-                }
-            }
+        for (i, j) in self.pairs() {
+            let _ = self.oracle.remove_link(key(i), key(j)).await;
         }
         self.link_all(link).await;
     }
