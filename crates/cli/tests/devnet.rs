@@ -15,7 +15,7 @@ mod common;
 
 use common::{
     Validators, height, init_testnet, json, kill, ok, path, run, secnet, start_validator,
-    start_validator_with, wait_for,
+    start_validator_with, tail, wait_for, wait_for_explained,
 };
 use std::process::Stdio;
 use std::time::Duration;
@@ -122,10 +122,17 @@ fn four_processes_survive_a_sigkill_and_agree() {
     let target = height(&apis[0]);
 
     nodes.0[3] = Some(start_validator(d, 3, "node-restarted.log"));
-    wait_for(
+    wait_for_explained(
         "the restarted validator to catch up",
         Duration::from_secs(120),
         || height(&apis[3]) >= target,
+        || {
+            format!(
+                "target {target}; heights {:?}; the restarted validator's log ends:\n{}",
+                apis.iter().map(|a| height(a)).collect::<Vec<_>>(),
+                tail(&d.join("node3").join("node-restarted.log"), 40)
+            )
+        },
     );
 
     let status = load.wait().unwrap();

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 pub fn secnet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_secnet"));
-    c.env("SECNET_LOG", "warn");
+    c.env(
+        "SECNET_LOG",
+        std::env::var("SECNET_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+    );
     c
 }
 
@@ -104,21 +107,29 @@ impl Drop for DevNode {
     }
 }
 
+/// The first of `n` consecutive loopback ports that are free now, below the kernel's
+/// ephemeral range (32768 and up on Linux), so that no outgoing connection is handed one of
+/// them while a test has a validator down: a restarted validator must be able to bind its
+/// ports again. No port is handed out twice in one test binary.
 pub fn free_port_block(n: u16) -> u16 {
-    // Ask the OS for a free port and use the block after it; retry if any is taken.
-    loop {
-        let base = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > 60_000 {
-            continue;
-        }
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+    use std::hash::{BuildHasher, RandomState};
+    const LOW: u16 = 10_000;
+    const HIGH: u16 = 32_000;
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let random = RandomState::new();
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    for attempt in 0u32.. {
+        let draw = random.hash_one((std::process::id(), attempt));
+        let base = LOW + u16::try_from(draw % u64::from(HIGH - n - LOW)).unwrap();
+        let ports = base..base + n;
+        if ports.clone().all(|p| {
+            !handed_out.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        }) {
+            handed_out.extend(ports);
             return base;
         }
     }
+    unreachable!("some block of {n} ports is free")
 }
 
 /// Validator processes, killed on drop.
@@ -173,12 +184,31 @@ pub fn kill(nodes: &mut Validators, i: usize) {
     child.wait().unwrap();
 }
 
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    wait_for_explained(what, timeout, cond, String::new);
+}
+
+/// [`wait_for`], adding what `explain` says (e.g. a node's log) to the failure.
+pub fn wait_for_explained(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        if start.elapsed() >= timeout {
+            panic!("timed out waiting for {what}\n{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The last `lines` lines of the file at `path` (empty if it cannot be read).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// `secnet testnet init` in `dir` for `validators` validators and `accounts` funded accounts,
