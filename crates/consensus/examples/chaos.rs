@@ -1,8 +1,8 @@
 //! The fault campaign over the simulated validator network (see `tests/cluster/chaos.rs`):
 //!
 //! ```sh
-//! cargo run --release -p secnet-consensus --example chaos -- --seeds 200
-//! cargo run --release -p secnet-consensus --example chaos -- --seed 17 --validators 7
+//! cargo run --release -p secnet-consensus --features campaign --example chaos -- --seeds 200
+//! cargo run --release -p secnet-consensus --features campaign --example chaos -- --seed 17 --validators 7
 //! ```
 //!
 //! `--seeds N` runs seeds 1..=N with 4 and with 7 validators (`--validators` to choose) and
@@ -128,7 +128,7 @@ fn main() {
                         "byzantine": Byzantine::for_seed(seed).name(),
                         "violation": e,
                         "replay": format!(
-                            "cargo run --release -p secnet-consensus --example chaos -- --seed {seed} --validators {n}"
+                            "cargo run --release -p secnet-consensus --features campaign --example chaos -- --seed {seed} --validators {n}"
                         ),
                     }));
                 }
