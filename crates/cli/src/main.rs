@@ -35,6 +35,9 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Attack a fresh node the ways the system must refuse, and print what it did.
     Attack(cmd::attack::AttackArgs),
+    /// Kill a node with SIGKILL at random moments while it takes writes, and check after
+    /// each kill that it reopens consistent and lost nothing it acknowledged.
+    Crash(cmd::crash::CrashArgs),
     /// Prove and verify entries of the access log.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCmd),
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Dev(a) => cmd::dev::run(a),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Attack(a) => cmd::attack::run(a),
+        Command::Crash(a) => cmd::crash::run(a),
         Command::Testnet(c) => cmd::testnet::run(c),
         Command::Node(a) => cmd::testnet::node(a),
         Command::Staff(c) => cmd::staff::run(c),

@@ -63,3 +63,56 @@ fn killed_mid_write_the_ledger_reopens_consistent() {
         "no kill landed after a commit: {heights:?}"
     );
 }
+
+/// `secnet crash` kills a node taking transactions and uploads from several clients, checks
+/// after each kill that the ledger replays to its root and every acknowledged transaction and
+/// upload is there; as root, it also fills a tmpfs and checks the node says why and recovers.
+#[test]
+fn a_node_killed_under_load_loses_nothing_it_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "crash",
+        "--kills",
+        "4",
+        "--seed",
+        "7",
+        "--max-run-ms",
+        "1500",
+        "--data-dir",
+        path(dir.path()),
+        "--json",
+    ];
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if root {
+        args.push("--full-disk");
+    } else {
+        eprintln!("not root: the full-disk check (a tmpfs mount) is left out");
+    }
+    let report = json(&args);
+    assert_eq!(report["failed_kills"], 0, "{report:#}");
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    assert!(
+        report["txs_acked"].as_u64().unwrap() > 0 && report["uploads_acked"].as_u64().unwrap() > 0,
+        "the clients got nothing acknowledged: {report:#}"
+    );
+    // After every kill, every transaction acknowledged so far (in any earlier run) is checked.
+    let mut acked = 0;
+    for run in runs {
+        acked += run["txs_acked"].as_u64().unwrap();
+        assert_eq!(run["txs_checked"], acked, "{run:#}");
+        assert!(run["violations"].as_array().unwrap().is_empty(), "{run:#}");
+    }
+    if root {
+        let disk = &report["full_disk"];
+        assert!(
+            disk["violations"].as_array().unwrap().is_empty(),
+            "{disk:#}"
+        );
+        assert_eq!(disk["recovered"], true, "{disk:#}");
+        assert!(disk["uploads_acked"].as_u64().unwrap() > 0, "{disk:#}");
+    }
+}

@@ -5,6 +5,7 @@ use crate::block::ChainBlock;
 use secnet_certified::{Checkpoint, CosignPool, CosignRejected, Cosignature, CosignedCheckpoint};
 use secnet_contract::BlockOutcome;
 use secnet_ledger::{Ledger, LedgerError, Syncer};
+use secnet_node::backend::NodeError;
 use secnet_node::core::LedgerCore;
 use secnet_node::mempool::AdmitError;
 use secnet_types::AccountId;
@@ -304,12 +305,10 @@ impl Chain {
     /// mempool what it consumed. The block is visible to readers at once but durable only
     /// after the next [`Chain::sync`]: acknowledge it to consensus only then.
     pub fn execute(&self, block: &ChainBlock) -> Result<Executed, ExecuteError> {
-        let mut ledger = self.core.ledger().map_err(|_| Poisoned)?;
+        // A ledger whose write failed is refused here: memory may hold blocks the disk never
+        // will, and none may be acknowledged as stored.
+        let mut ledger = self.core.ledger().map_err(ExecuteError::from)?;
         let height = block.block().header.height;
-        if ledger.is_poisoned() {
-            // Memory may hold blocks the disk never will: none may be acknowledged as stored.
-            return Err(LedgerError::Poisoned.into());
-        }
         if height <= ledger.state().tip().height {
             return Ok(Executed::AlreadyApplied);
         }
@@ -345,7 +344,10 @@ impl Chain {
     /// refuses further blocks: the disk may be behind what was executed.
     pub fn sync(&self) -> Result<(), ExecuteError> {
         if let Err(e) = self.syncer.sync() {
-            self.core.ledger().map_err(|_| Poisoned)?.poison();
+            // (A ledger already poisoned is refused, and stays so.)
+            if let Ok(mut ledger) = self.core.ledger() {
+                ledger.poison();
+            }
             return Err(e.into());
         }
         Ok(())
@@ -363,6 +365,15 @@ impl Chain {
 /// index entries), so that pruning holds the ledger only briefly; after every
 /// `PRUNE_EVERY` heights, which outpaces the chain.
 const PRUNE_BATCH: u64 = 128;
+
+impl From<NodeError> for ExecuteError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Ledger(e) => ExecuteError::Ledger(e),
+            NodeError::Poisoned => ExecuteError::Poisoned(Poisoned),
+        }
+    }
+}
 
 /// A finalized block that could not be executed: the node must stop, not skip it.
 #[derive(Debug, thiserror::Error)]

@@ -28,8 +28,15 @@ impl LedgerCore {
     }
 
     /// The ledger, locked. Take the mempool only after it, if at all.
+    ///
+    /// Refused once a write of the ledger has failed: what it holds in memory may then never
+    /// reach the disk, so nothing (a receipt, a balance) is served from it.
     pub fn ledger(&self) -> Result<MutexGuard<'_, Ledger>, NodeError> {
-        lock(&self.ledger)
+        let ledger = lock(&self.ledger)?;
+        if ledger.is_poisoned() {
+            return Err(NodeError::Ledger(secnet_ledger::LedgerError::Poisoned));
+        }
+        Ok(ledger)
     }
 
     /// The mempool, locked. Never hold it while taking the ledger.
@@ -89,5 +96,41 @@ impl LedgerCore {
         skip: impl Fn(&Hash) -> bool,
     ) -> Result<Vec<SignedTransaction>, NodeError> {
         Ok(self.mempool()?.select(max, skip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+    use crate::datadir::DataDir;
+    use secnet_ledger::LedgerError;
+
+    #[test]
+    fn a_ledger_whose_write_failed_serves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (genesis, key) = DataDir::new(dir.path()).open_dev(&[]).unwrap();
+        let core = LedgerCore::new(Ledger::open(dir.path(), &genesis).unwrap(), 16);
+        assert!(core.with_ledger(|l| l.state().tip().height).is_ok());
+        core.ledger().unwrap().poison();
+        assert!(matches!(
+            core.ledger(),
+            Err(NodeError::Ledger(LedgerError::Poisoned))
+        ));
+        // Neither a receipt, nor a balance, nor admission.
+        assert!(core.tx_status(&Hash::digest(b"any")).is_err());
+        assert!(core.with_ledger(|l| l.state().tip().height).is_err());
+        let tx = secnet_types::Transaction {
+            chain_id: genesis.chain_id.clone(),
+            sender: key.account(),
+            nonce: 0,
+            call: secnet_types::tx::Call::Transfer {
+                to: key.account(),
+                amount: 1,
+            },
+        }
+        .sign(&key);
+        assert!(core.admit_one(tx).is_err());
     }
 }

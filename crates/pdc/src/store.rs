@@ -160,6 +160,27 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the disk (or the owner's quota on it) is full: the operator must make room,
+    /// and the request may be retried once there is.
+    pub fn is_storage_full(&self) -> bool {
+        /// ENOSPC and EDQUOT on Linux.
+        const FULL: [i32; 2] = [28, 122];
+        match self {
+            StoreError::Io { source, .. } => {
+                source.kind() == io::ErrorKind::StorageFull
+                    || source.kind() == io::ErrorKind::QuotaExceeded
+                    || source.raw_os_error().is_some_and(|c| FULL.contains(&c))
+            }
+            // The metadata database's errors arrive as text (redb's I/O errors included).
+            StoreError::Db(text) => {
+                text.contains("No space left on device") || text.contains("Disk quota exceeded")
+            }
+            _ => false,
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),

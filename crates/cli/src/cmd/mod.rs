@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bench_ai;
 pub mod bench_ledger;
 pub mod bench_pdc;
+pub mod crash;
 pub mod data;
 pub mod demo;
 pub mod dev;

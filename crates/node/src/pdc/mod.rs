@@ -345,9 +345,20 @@ fn store_problem(e: StoreError) -> Problem {
             "integrity failure",
             e.to_string(),
         ),
+        full if full.is_storage_full() => {
+            tracing::error!(error = %full, "PDC storage is full: nothing was stored");
+            Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage full",
+                "the node's storage is full: nothing was stored; try again once its operator has made room",
+            )
+        }
         other => {
+            // The details (file paths among them) are for the operator's log, not the caller.
             tracing::error!(error = %other, "PDC storage failed");
-            internal(&other.to_string())
+            internal(
+                "the node could not complete the operation on its storage; nothing was changed",
+            )
         }
     }
 }
