@@ -1,5 +1,6 @@
 //! The binary encodings validators and nodes exchange or store: headers, receipts, stored
-//! blocks, binary transaction batches, access-log entries and state entries. Decoding never
+//! blocks, binary transaction batches, access-log entries, journaled access decisions and
+//! state entries. Decoding never
 //! panics, and whatever decodes re-encodes to the same bytes.
 #![no_main]
 
@@ -7,11 +8,11 @@ use libfuzzer_sys::fuzz_target;
 use secnet_contract::{LogEntry, StateKey, StateValue};
 use secnet_fuzz::{selector, two_fields};
 use secnet_ledger::StoredBlock;
-use secnet_types::{BlockHeader, Receipt};
+use secnet_types::{AccessEntry, BlockHeader, Receipt};
 
 fuzz_target!(|data: &[u8]| {
     let (which, data) = selector(data);
-    match which % 6 {
+    match which % 7 {
         0 => {
             if let Ok(h) = BlockHeader::decode_bytes(data) {
                 assert_eq!(h.to_bytes(), data, "the encoding is canonical");
@@ -34,6 +35,11 @@ fuzz_target!(|data: &[u8]| {
         }
         4 => {
             if let Ok(e) = LogEntry::from_bytes(data) {
+                assert_eq!(e.to_bytes(), data, "the encoding is canonical");
+            }
+        }
+        5 => {
+            if let Ok(e) = AccessEntry::decode_bytes(data) {
                 assert_eq!(e.to_bytes(), data, "the encoding is canonical");
             }
         }

@@ -1,7 +1,8 @@
 //! Recording every access on the ledger, and showing owners their history.
 //!
-//! The holder turns each authorization or refusal into an `AccessEntry` and queues it; the
-//! queue is drained in `RecordAccess` batches of at most `MAX_ACCESS_ENTRIES`, and a batch
+//! The holder turns each authorization or refusal into an `AccessEntry`, journals it in its
+//! store (durably, before a delivery is served: a holder that crashes still records it once
+//! it restarts) and queues it; the queue is drained in `RecordAccess` batches of at most `MAX_ACCESS_ENTRIES`, and a batch
 //! that could not be submitted, or that the chain rejected, goes back to the front, so no
 //! entry is lost or reordered. Before a batch is signed, each entry is checked against the
 //! ledger with the contract's own check ([`recordable`]), so one entry the contract would
@@ -110,10 +111,21 @@ pub struct TallyReport {
     pub top_sources: Vec<(IpAddr, u64)>,
 }
 
+/// An access entry waiting to be recorded, with its number in the store's journal of
+/// unrecorded decisions (`Store::journal_access`); none for a window's count of
+/// unauthenticated refusals, which is not journaled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// Its journal number, to forget once the ledger applied its record.
+    pub journal: Option<u64>,
+    /// The entry.
+    pub entry: AccessEntry,
+}
+
 /// Access entries waiting to be recorded on the ledger.
 #[derive(Debug, Default)]
 pub struct Recorder {
-    pending: VecDeque<AccessEntry>,
+    pending: VecDeque<Queued>,
     tally: Tally,
 }
 
@@ -123,14 +135,13 @@ impl Recorder {
         Recorder::default()
     }
 
-    /// Queues an entry; false if [`MAX_PENDING_RECORDS`] wait already (check
-    /// [`Self::is_full`] before serving).
-    pub fn push(&mut self, entry: AccessEntry) -> bool {
-        if self.is_full() {
-            return false;
-        }
-        self.pending.push_back(entry);
-        true
+    /// Queues an entry journaled as `journal`. It is always kept (it was journaled, and may
+    /// have been served): check [`Self::is_full`] before deciding a fetch.
+    pub fn push(&mut self, journal: u64, entry: AccessEntry) {
+        self.pending.push_back(Queued {
+            journal: Some(journal),
+            entry,
+        });
     }
 
     /// Counts a refusal of a request that authenticated nobody, from `source`.
@@ -168,13 +179,16 @@ impl Recorder {
         let recorded = tally.by_data.len();
         // Counted refusals are recorded even past the queue's bound, like re-queued entries.
         for (data, reason) in tally.by_data.into_keys() {
-            self.pending.push_back(AccessEntry {
-                data,
-                grant: None,
-                requester: AccountId([0; 32]),
-                decision: AccessDecision::Refused(reason),
-                score_ppm: 0,
-                at_ms: since,
+            self.pending.push_back(Queued {
+                journal: None,
+                entry: AccessEntry {
+                    data,
+                    grant: None,
+                    requester: AccountId([0; 32]),
+                    decision: AccessDecision::Refused(reason),
+                    score_ppm: 0,
+                    at_ms: since,
+                },
             });
         }
         let mut top: Vec<(IpAddr, u64)> = tally.by_source.into_iter().collect();
@@ -203,7 +217,7 @@ impl Recorder {
     }
 
     /// The next batch (oldest first), at most `MAX_ACCESS_ENTRIES`.
-    pub fn next_batch(&mut self) -> Option<Vec<AccessEntry>> {
+    pub fn next_batch(&mut self) -> Option<Vec<Queued>> {
         if self.pending.is_empty() {
             return None;
         }
@@ -213,7 +227,7 @@ impl Recorder {
 
     /// Puts a batch that could not be submitted, or was rejected, back in front, in order
     /// (even past [`MAX_PENDING_RECORDS`]: these were accepted before).
-    pub fn requeue(&mut self, batch: Vec<AccessEntry>) {
+    pub fn requeue(&mut self, batch: Vec<Queued>) {
         for e in batch.into_iter().rev() {
             self.pending.push_front(e);
         }
@@ -416,7 +430,7 @@ mod tests {
     fn batches_keep_order_and_lose_nothing_on_failure() {
         let mut r = Recorder::new();
         for i in 0..600 {
-            r.push(entry(i, AccessDecision::Delivered));
+            r.push(i, entry(i, AccessDecision::Delivered));
         }
         let first = r.next_batch().unwrap();
         assert_eq!(first.len(), MAX_ACCESS_ENTRIES);
@@ -426,7 +440,10 @@ mod tests {
             seen.extend(b);
         }
         assert_eq!(seen.len(), 600);
-        assert!(seen.windows(2).all(|w| w[0].at_ms < w[1].at_ms));
+        assert!(
+            seen.windows(2)
+                .all(|w| w[0].entry.at_ms < w[1].entry.at_ms && w[0].journal < w[1].journal)
+        );
     }
 
     #[test]
@@ -447,24 +464,23 @@ mod tests {
         assert_eq!(report.top_sources, vec![(a, 900), (b, 101)]);
         let batch = r.next_batch().unwrap();
         assert_eq!(batch.len(), 2);
-        assert!(
-            batch.iter().all(|e| e.grant.is_none()
-                && e.requester == AccountId([0; 32])
-                && e.at_ms == 1_000)
-        );
+        assert!(batch.iter().all(|q| q.journal.is_none()
+            && q.entry.grant.is_none()
+            && q.entry.requester == AccountId([0; 32])
+            && q.entry.at_ms == 1_000));
         assert_eq!(r.close_tally(1_000_000), None, "a new window starts empty");
     }
 
     #[test]
-    fn the_queue_is_bounded_but_keeps_what_it_accepted() {
+    fn the_queue_says_when_it_is_full_but_keeps_what_it_accepted() {
         let mut r = Recorder::new();
         for i in 0..MAX_PENDING_RECORDS as u64 {
-            assert!(r.push(entry(i, AccessDecision::Delivered)));
+            assert!(!r.is_full());
+            r.push(i, entry(i, AccessDecision::Delivered));
         }
         assert!(r.is_full());
-        assert!(!r.push(entry(0, AccessDecision::Delivered)));
         let batch = r.next_batch().unwrap();
-        assert!(r.push(entry(1, AccessDecision::Delivered)));
+        r.push(1, entry(1, AccessDecision::Delivered));
         r.requeue(batch);
         assert_eq!(r.len(), MAX_PENDING_RECORDS + 1);
     }

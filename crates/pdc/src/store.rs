@@ -36,6 +36,10 @@ const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 /// the owner's access history stays complete after a deletion. A hash is what the ledger
 /// already records forever; it brings nothing of the content back.
 const HELD: MultimapTableDefinition<&[u8; 32], &[u8; 32]> = MultimapTableDefinition::new("held");
+/// Access decisions (deliveries and refusals) not yet recorded on the ledger, by journal
+/// number: written before a delivery is served, forgotten once the ledger applied their
+/// record, so a holder that crashes in between records them when it restarts.
+const UNRECORDED: TableDefinition<u64, &[u8]> = TableDefinition::new("unrecorded");
 const KEY_MAGIC: &[u8; 4] = b"SNK1";
 const KEY_FILE_LEN: usize = 4 + 2 * SealedKey::LEN;
 
@@ -274,6 +278,7 @@ impl Store {
             w.open_table(POLICIES).map_err(db_err)?;
             w.open_table(AGENTS).map_err(db_err)?;
             w.open_multimap_table(HELD).map_err(db_err)?;
+            w.open_table(UNRECORDED).map_err(db_err)?;
             w.open_table(crate::asks::ASKS).map_err(db_err)?;
             w.open_table(crate::notices::NOTICES).map_err(db_err)?;
             w.commit().map_err(db_err)?;
@@ -700,6 +705,54 @@ impl Store {
             t.insert(owner.to_string().as_str(), text).map_err(db_err)?;
         }
         w.commit().map_err(db_err)
+    }
+
+    /// Journals an access decision durably, before it takes effect; its journal number.
+    pub fn journal_access(&self, entry: &secnet_types::AccessEntry) -> Result<u64, StoreError> {
+        let bytes = entry.to_bytes();
+        let w = self.db.begin_write().map_err(db_err)?;
+        let number = {
+            let mut t = w.open_table(UNRECORDED).map_err(db_err)?;
+            let next = t
+                .last()
+                .map_err(db_err)?
+                .map_or(0, |(k, _)| k.value().saturating_add(1));
+            t.insert(next, bytes.as_slice()).map_err(db_err)?;
+            next
+        };
+        w.commit().map_err(db_err)?;
+        Ok(number)
+    }
+
+    /// Every journaled access decision not yet recorded on the ledger, oldest first.
+    pub fn unrecorded(&self) -> Result<Vec<(u64, secnet_types::AccessEntry)>, StoreError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(UNRECORDED).map_err(db_err)?;
+        t.iter()
+            .map_err(db_err)?
+            .map(|row| {
+                let (k, v) = row.map_err(db_err)?;
+                let entry = secnet_types::AccessEntry::decode_bytes(v.value())
+                    .map_err(|_| StoreError::Corrupt(format!("journaled access {}", k.value())))?;
+                Ok((k.value(), entry))
+            })
+            .collect()
+    }
+
+    /// Forgets journaled access decisions whose records the ledger applied.
+    pub fn forget_recorded(&self, numbers: &[u64]) -> Result<(), StoreError> {
+        if numbers.is_empty() {
+            return Ok(());
+        }
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(UNRECORDED).map_err(db_err)?;
+            for n in numbers {
+                t.remove(n).map_err(db_err)?;
+            }
+        }
+        w.commit().map_err(db_err)?;
+        Ok(())
     }
 
     /// `owner`'s policy text, if they set one.

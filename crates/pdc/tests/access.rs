@@ -506,7 +506,7 @@ fn deliveries_and_refusals_are_recorded_on_the_ledger_and_provable() {
     let mut gate = Gate::new();
     let mut recorder = Recorder::new();
     let good = w.proof(CONSUMER, &token, now);
-    for proof in [&good, &good, &w.proof(THIEF, &token, now)] {
+    for (journal, proof) in (0..).zip([&good, &good, &w.proof(THIEF, &token, now)]) {
         let result = gate.authorize(
             &w.ledger.id(HOLDER),
             &FetchAttempt {
@@ -524,7 +524,7 @@ fn deliveries_and_refusals_are_recorded_on_the_ledger_and_provable() {
             &RuleScorer,
             now,
         );
-        recorder.push(entry_for(&result, w.data, w.ledger.id(THIEF), now));
+        recorder.push(journal, entry_for(&result, w.data, w.ledger.id(THIEF), now));
     }
     let batch = recorder.next_batch().unwrap();
     let holder_nonce = w.ledger.state.account(&w.ledger.id(HOLDER)).nonce;
@@ -532,7 +532,7 @@ fn deliveries_and_refusals_are_recorded_on_the_ledger_and_provable() {
         w.ledger.key(HOLDER).unwrap(),
         "secnet-access",
         holder_nonce,
-        batch,
+        batch.into_iter().map(|q| q.entry).collect(),
     );
     let tip = w.ledger.state.tip();
     let block = Block::new(

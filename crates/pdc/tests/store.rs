@@ -448,3 +448,49 @@ fn policies_and_the_agent_directory_persist() {
     );
     assert_eq!(store.agent(&holder().account()).unwrap(), doctor);
 }
+
+#[test]
+fn the_access_journal_survives_a_reopen_in_order_until_forgotten() {
+    use secnet_types::{AccessDecision, AccessEntry, AccountId, RefusalReason};
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |i: u64| AccessEntry {
+        data: Hash::digest(&i.to_be_bytes()),
+        grant: None,
+        requester: AccountId([9; 32]),
+        decision: if i.is_multiple_of(2) {
+            AccessDecision::Delivered
+        } else {
+            AccessDecision::Refused(RefusalReason::PolicyDenied)
+        },
+        score_ppm: 10,
+        at_ms: 1_700_000_000_000 + i,
+    };
+    let numbers: Vec<u64> = {
+        let store = Store::open(dir.path(), holder()).unwrap();
+        (0..5)
+            .map(|i| store.journal_access(&entry(i)).unwrap())
+            .collect()
+    };
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]));
+    let store = Store::open(dir.path(), holder()).unwrap();
+    let journaled = store.unrecorded().unwrap();
+    assert_eq!(
+        journaled,
+        numbers
+            .iter()
+            .copied()
+            .zip((0..5).map(entry))
+            .collect::<Vec<_>>()
+    );
+    store.forget_recorded(&numbers[..3]).unwrap();
+    let rest: Vec<u64> = store
+        .unrecorded()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(rest, numbers[3..]);
+    // New entries never take a number still journaled.
+    let next = store.journal_access(&entry(9)).unwrap();
+    assert!(next > numbers[4]);
+}

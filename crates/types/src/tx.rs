@@ -635,6 +635,18 @@ impl EncodeSize for AccessEntry {
     }
 }
 
+impl AccessEntry {
+    /// The canonical encoding (as in a `RecordAccess` transaction).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode().to_vec()
+    }
+
+    /// Decodes an entry, refusing trailing bytes.
+    pub fn decode_bytes(bytes: &[u8]) -> Result<AccessEntry, DecodeError> {
+        AccessEntry::decode(Copying(bytes)).map_err(DecodeError::from)
+    }
+}
+
 impl Read for AccessEntry {
     type Cfg = ();
     fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {

@@ -76,13 +76,26 @@ impl Inner {
 impl Pdc {
     /// A PDC over `store`, refusing non-owners from detector score `threshold` (ppm), with
     /// the detectors installed in `rules_dir` scoring requests.
+    /// Access decisions journaled and not yet recorded (the node stopped first) are queued
+    /// again.
     pub fn new(store: Store, threshold: u32, rules_dir: &std::path::Path) -> Result<Pdc, String> {
+        let mut inner = Inner::default();
+        let journaled = store.unrecorded().map_err(|e| e.to_string())?;
+        if !journaled.is_empty() {
+            tracing::info!(
+                entries = journaled.len(),
+                "access decisions journaled before a stop are queued for the ledger again"
+            );
+        }
+        for (number, entry) in journaled {
+            inner.recorder.push(number, entry);
+        }
         Ok(Pdc {
             store,
             engine: Engine::new(threshold).map_err(|e| e.to_string())?,
             rules: Installed::open(rules_dir, threshold)
                 .map_err(|e| format!("{}: {e}", rules_dir.display()))?,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(inner),
             policies: Mutex::new(HashMap::new()),
             own_txs: Mutex::new(()),
             uploads: tokio::sync::Semaphore::new(routes::MAX_CONCURRENT_UPLOADS),

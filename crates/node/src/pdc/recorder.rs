@@ -2,13 +2,15 @@
 //! transactions, with the node's nonce kept; each entry checked against the ledger before it
 //! is signed, unadmitted batches re-queued, and every submitted batch followed to its
 //! receipt: one the chain rejected (the state moved between the check and the block) goes
-//! back in the queue, to be checked again.
+//! back in the queue, to be checked again. An entry leaves the store's journal only once
+//! the ledger applied its record (or the contract's check says it can never be recorded): a
+//! crash in between records it again on restart, at least once rather than never.
 
 use super::Pdc;
 use crate::backend::{Backend, TxStatus};
 use crate::mempool::AdmitError;
-use secnet_pdc::record::{record_tx, recordable};
-use secnet_types::{AccessEntry, Hash};
+use secnet_pdc::record::{Queued, record_tx, recordable};
+use secnet_types::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use std::time::Duration;
 #[derive(Debug)]
 pub(super) struct InFlight {
     tx: Hash,
-    entries: Vec<AccessEntry>,
+    entries: Vec<Queued>,
     submitted_ms: u64,
 }
 
@@ -71,27 +73,42 @@ impl Pdc {
             let Ok(checked) = node.with_ledger(|l| {
                 batch
                     .into_iter()
-                    .map(|e| recordable(l.state(), holder, e))
+                    .map(|q| {
+                        let journal = q.journal;
+                        recordable(l.state(), holder, q.entry)
+                            .map(|entry| Queued { journal, entry })
+                            .map_err(|why| (journal, why))
+                    })
                     .collect::<Vec<_>>()
             }) else {
                 return submitted;
             };
             let mut entries = Vec::with_capacity(checked.len());
+            let mut never = Vec::new();
             for c in checked {
                 match c {
-                    Ok(e) => entries.push(e),
-                    Err(why) => tracing::warn!(
-                        error = %why,
-                        "an access entry cannot be recorded on the ledger; kept in this log only"
-                    ),
+                    Ok(q) => entries.push(q),
+                    Err((journal, why)) => {
+                        tracing::warn!(
+                            error = %why,
+                            "an access entry cannot be recorded on the ledger; kept in this log only"
+                        );
+                        never.extend(journal);
+                    }
                 }
             }
+            self.forget_journaled(&never);
             if entries.is_empty() {
                 continue;
             }
             let n = entries.len();
             let result = self.submit_at_next_nonce(node, |chain_id, nonce| {
-                record_tx(node.key(), chain_id, nonce, entries.clone())
+                record_tx(
+                    node.key(),
+                    chain_id,
+                    nonce,
+                    entries.iter().map(|q| q.entry.clone()).collect(),
+                )
             });
             match result {
                 Ok(Ok(tx)) => {
@@ -127,9 +144,12 @@ impl Pdc {
         };
         let mut waiting = std::collections::VecDeque::new();
         let mut again = Vec::new();
+        let mut recorded = Vec::new();
         for f in in_flight {
             match node.tx_status(&f.tx) {
-                Ok(TxStatus::Committed { receipt, .. }) if receipt.is_applied() => {}
+                Ok(TxStatus::Committed { receipt, .. }) if receipt.is_applied() => {
+                    recorded.extend(f.entries.iter().filter_map(|q| q.journal));
+                }
                 Ok(TxStatus::Committed {
                     receipt, height, ..
                 }) => {
@@ -153,6 +173,15 @@ impl Pdc {
             if !again.is_empty() {
                 inner.recorder.requeue(again);
             }
+        }
+        self.forget_journaled(&recorded);
+    }
+
+    /// Drops entries from the store's journal (their records are on the ledger, or never can
+    /// be). A failure leaves them there, to be recorded again after a restart.
+    fn forget_journaled(&self, numbers: &[u64]) {
+        if let Err(e) = self.store.forget_recorded(numbers) {
+            tracing::error!(error = %e, "cannot clear recorded entries from the access journal");
         }
     }
 }
@@ -178,5 +207,84 @@ pub async fn run_recorder(
         if stop || *shutdown.borrow() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+
+    use crate::backend::Backend;
+    use crate::datadir::DataDir;
+    use crate::dev::{DevNode, ProducerConfig};
+    use secnet_contract::LogEntry;
+    use secnet_ledger::LogSubject;
+    use secnet_types::tx::{Call, DataKind, RegisterData};
+    use secnet_types::{AccessDecision, AccessEntry, AccountId, Hash, RefusalReason, Transaction};
+
+    /// An access decision journaled by a holder that stopped before recording it is
+    /// recorded after the restart, then leaves the journal.
+    #[test]
+    fn a_journaled_access_survives_a_stop_and_is_recorded_once_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (genesis, key) = DataDir::new(dir.path()).open_dev(&[]).unwrap();
+        let node =
+            DevNode::open(dir.path(), &genesis, key.clone(), ProducerConfig::default()).unwrap();
+        let data = Hash::digest(b"a record held here");
+        let register = Transaction {
+            chain_id: genesis.chain_id.clone(),
+            sender: key.account(),
+            nonce: 0,
+            call: Call::RegisterData(RegisterData {
+                hash: data,
+                description: "a record".into(),
+                address: "pdc://here/record".into(),
+                price: 1,
+                kind: DataKind::UserData,
+                holder: key.account(),
+                holder_share_bps: 1_000,
+            }),
+        }
+        .sign(&key);
+        node.submit(register).unwrap().unwrap();
+        node.produce_block().unwrap();
+        let entry = AccessEntry {
+            data,
+            grant: None,
+            requester: AccountId([7; 32]),
+            decision: AccessDecision::Refused(RefusalReason::NoGrant),
+            score_ppm: 0,
+            at_ms: 1_700_000_000_000,
+        };
+        // Journaled, then the holder stops before its recorder ran.
+        {
+            let pdc = super::super::open(dir.path(), &key).unwrap();
+            pdc.store.journal_access(&entry).unwrap();
+        }
+        let pdc = super::super::open(dir.path(), &key).unwrap();
+        assert_eq!(pdc.store.unrecorded().unwrap().len(), 1);
+        assert_eq!(pdc.flush_records(&node), 1);
+        node.produce_block().unwrap();
+        pdc.flush_records(&node);
+        assert!(
+            pdc.store.unrecorded().unwrap().is_empty(),
+            "forgotten once applied"
+        );
+        let recorded = node
+            .core()
+            .with_ledger(|l| {
+                let indices = l.log_indices(LogSubject::Data(data)).unwrap();
+                l.log_leaves(&indices)
+                    .unwrap()
+                    .into_iter()
+                    .flatten()
+                    .filter(|leaf| {
+                        matches!(LogEntry::from_bytes(leaf).unwrap(),
+                            LogEntry::Access { entry: e, .. } if e == entry)
+                    })
+                    .count()
+            })
+            .unwrap();
+        assert_eq!(recorded, 1);
     }
 }

@@ -857,7 +857,7 @@ async fn fetch(
             &pdc.rules,
             now,
         );
-        match &r {
+        let to_record = match &r {
             // A refusal that authenticated nobody is counted, not recorded one by one.
             Err(refused) if refused.requester.is_none() => {
                 let from = caller
@@ -866,17 +866,35 @@ async fn fetch(
                 inner
                     .recorder
                     .count_unauthenticated(data, refused.reason, from, now);
+                None
             }
             // The result names its requester here (a delivery, or a refusal of a request
             // that authenticated one), so the fallback requester is never used.
-            _ => {
-                inner
-                    .recorder
-                    .push(entry_for(&r, data, AccountId([0; 32]), now));
-            }
-        }
-        r
+            _ => Some(entry_for(&r, data, AccountId([0; 32]), now)),
+        };
+        (r, to_record)
     };
+    let (result, to_record) = result;
+    if let Some(entry) = to_record {
+        // Journaled durably before anything is served (off the async runtime): a crash from
+        // here on still records this access once the node restarts.
+        let (p, e) = (pdc.clone(), entry.clone());
+        let journaled = tokio::task::spawn_blocking(move || p.store.journal_access(&e))
+            .await
+            .map_err(|e| internal(&e.to_string()))?;
+        let number = match journaled {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot journal an access decision; not served");
+                return Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cannot record",
+                    "this node cannot record the access, so it serves nothing; try again later",
+                ));
+            }
+        };
+        pdc.inner()?.recorder.push(number, entry);
+    }
     let ok = match result {
         Ok(ok) => ok,
         Err(refused) => {
