@@ -122,6 +122,9 @@ pub struct FullDiskReport {
     /// What a client sending transactions was told once the ledger could not write (none:
     /// every transaction sent committed).
     pub ledger_refusal: Option<String>,
+    /// How the node exited, if it stopped by itself (it must, with an error, once its
+    /// ledger cannot write).
+    pub node_exit: Option<String>,
     /// Whether the node's log says the device has no space left.
     pub log_says_why: bool,
     /// Whether, after the disk was grown, the node came back with everything acknowledged
@@ -162,6 +165,47 @@ pub fn run(args: CrashArgs) -> anyhow::Result<()> {
             (t.path().to_path_buf(), Some(t))
         }
     };
+    // Keep the evidence (the data directory and every run's log) of anything that failed.
+    let keep = |temp: Option<tempfile::TempDir>| {
+        if let Some(temp) = temp {
+            eprintln!("kept for inspection: {}", temp.keep().display());
+        }
+    };
+    let report = match campaign(&args, &dir) {
+        Ok(report) => report,
+        Err(e) => {
+            keep(temp);
+            return Err(e);
+        }
+    };
+    let disk_failed = report
+        .full_disk
+        .as_ref()
+        .is_some_and(|f| !f.violations.is_empty());
+    if args.json {
+        super::print_json(&report)?;
+    } else {
+        print_summary(&report);
+    }
+    if report.failed_kills > 0 || disk_failed {
+        keep(temp);
+        bail!(
+            "crash consistency violated after {} of {} kills{} (seed {})",
+            report.failed_kills,
+            report.kills,
+            if disk_failed {
+                " and on a full disk"
+            } else {
+                ""
+            },
+            args.seed
+        );
+    }
+    Ok(())
+}
+
+/// The kills, each followed by its check, then the full-disk check if asked for.
+fn campaign(args: &CrashArgs, dir: &Path) -> anyhow::Result<CrashReport> {
     let started = Instant::now();
     let mut rng = SplitMix(args.seed);
     let node_dir = dir.join("node");
@@ -181,21 +225,25 @@ pub fn run(args: CrashArgs) -> anyhow::Result<()> {
         let mut node = NodeProcess::start(&node_dir, &log)?;
         let start = Instant::now();
         let deadline = start + Duration::from_millis(ran_ms);
-        if !during_startup {
+        let killed = if during_startup {
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            node.kill()
+        } else {
             let url = node.wait_for_api(Duration::from_secs(60))?;
             let clients = spawn_clients(&runtime, &url, &genesis, &acked, rng.next());
             std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-            node.kill()?;
-            for client in clients {
-                client.abort();
-            }
-        } else {
-            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-            node.kill()?;
-        }
+            let killed = node.kill();
+            // Every client has stopped, and recorded what it saw acknowledged, before the
+            // check.
+            runtime.block_on(async {
+                for client in clients {
+                    client.abort();
+                    let _ = client.await;
+                }
+            });
+            killed
+        };
         let elapsed = start.elapsed().as_millis() as u64;
-        // Let clients that were mid-request see the connection drop before counting.
-        std::thread::sleep(Duration::from_millis(50));
         let (txs_after, uploads_after) = counts(&acked);
         let mut report = KillReport {
             kill,
@@ -208,6 +256,9 @@ pub fn run(args: CrashArgs) -> anyhow::Result<()> {
             versions_checked: 0,
             violations: Vec::new(),
         };
+        if let Err(e) = killed {
+            report.violations.push(format!("{e:#}"));
+        }
         let snapshot = acked_snapshot(&acked);
         check_node_dir(&node_dir, &genesis, &node_key, &snapshot, &mut report);
         if !args.json {
@@ -216,13 +267,13 @@ pub fn run(args: CrashArgs) -> anyhow::Result<()> {
         runs.push(report);
     }
     let full_disk = if args.full_disk {
-        Some(full_disk(&dir, &runtime, args.seed)?)
+        Some(full_disk(dir, &runtime, args.seed)?)
     } else {
         None
     };
     let (txs_acked, uploads_acked) = counts(&acked);
     let failed_kills = runs.iter().filter(|r| !r.violations.is_empty()).count();
-    let report = CrashReport {
+    Ok(CrashReport {
         seed: args.seed,
         kills: args.kills,
         txs_acked,
@@ -232,33 +283,7 @@ pub fn run(args: CrashArgs) -> anyhow::Result<()> {
         elapsed_s: started.elapsed().as_secs_f64(),
         runs,
         full_disk,
-    };
-    let disk_failed = report
-        .full_disk
-        .as_ref()
-        .is_some_and(|f| !f.violations.is_empty());
-    if args.json {
-        super::print_json(&report)?;
-    } else {
-        print_summary(&report);
-    }
-    if failed_kills > 0 || disk_failed {
-        if let Some(temp) = temp {
-            // Keep the evidence: the data directory and every run's log.
-            eprintln!("kept for inspection: {}", temp.keep().display());
-        }
-        bail!(
-            "crash consistency violated after {failed_kills} of {} kills{} (seed {})",
-            report.kills,
-            if disk_failed {
-                " and on a full disk"
-            } else {
-                ""
-            },
-            args.seed
-        );
-    }
-    Ok(())
+    })
 }
 
 /// Creates the node's data directory with a genesis funding the clients.
@@ -336,8 +361,22 @@ impl NodeProcess {
         }
     }
 
+    /// Kills the node if it still runs; how it exited if it had stopped by itself.
+    fn stop(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(Some(status));
+        }
+        self.child.kill().context("SIGKILL")?;
+        self.child.wait()?;
+        Ok(None)
+    }
+
+    /// Kills the node with SIGKILL (std's `kill` on Unix); an error if it had already
+    /// exited by itself.
     fn kill(&mut self) -> anyhow::Result<()> {
-        // std's kill sends SIGKILL on Unix.
+        if let Some(status) = self.child.try_wait()? {
+            bail!("the node exited by itself before it was killed ({status})");
+        }
         self.child.kill().context("SIGKILL")?;
         self.child.wait()?;
         Ok(())
@@ -611,7 +650,7 @@ fn full_disk(
     let (upload_refusal, ledger_refusal) = runtime.block_on(fill(&url, &genesis, &acked, seed))?;
     // Give the node a moment to log whatever it logs about the failed write.
     std::thread::sleep(Duration::from_millis(500));
-    node.kill()?;
+    let stopped_itself = node.stop()?;
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     let log_says_why = says_disk_full(&log_text);
     let mut violations = Vec::new();
@@ -622,6 +661,11 @@ fn full_disk(
     }
     if ledger_refusal.is_some() && !log_says_why {
         violations.push("the ledger failed to write, and the node's log does not say why".into());
+    }
+    if let Some(status) = stopped_itself
+        && status.success()
+    {
+        violations.push("the node stopped on a full disk with a success status".into());
     }
     let snapshot = acked_snapshot(&acked);
     let (txs_acked, uploads_acked) = (snapshot.txs.len(), snapshot.uploads.len());
@@ -669,6 +713,7 @@ fn full_disk(
         txs_acked,
         upload_refusal,
         ledger_refusal,
+        node_exit: stopped_itself.map(|s| s.to_string()),
         log_says_why,
         recovered: recovered.is_ok() && violations.is_empty(),
         violations,
@@ -727,7 +772,7 @@ async fn fill(
 }
 
 /// Transactions sent to a full disk after uploads are refused, at most.
-const FILL_TXS: usize = 300;
+const FILL_TXS: usize = 1_500;
 
 /// One transfer from `payer`, recorded if its applied receipt is seen.
 async fn transfer(

@@ -63,13 +63,18 @@ struct Inner {
     recorder: Recorder,
     /// Submitted batches of access records whose receipts are not read yet.
     in_flight: std::collections::VecDeque<recorder::InFlight>,
+    /// Decided fetches whose entries are being journaled, not yet queued.
+    journaling: usize,
     next_nonce: u64,
 }
 
 impl Inner {
-    /// Access entries not yet on the ledger: queued, or submitted and not yet applied.
+    /// Access entries not yet on the ledger: being journaled, queued, or submitted and not
+    /// yet applied.
     fn records_waiting(&self) -> usize {
-        self.recorder.len() + self.in_flight.iter().map(|f| f.len()).sum::<usize>()
+        self.journaling
+            + self.recorder.len()
+            + self.in_flight.iter().map(|f| f.len()).sum::<usize>()
     }
 }
 
@@ -358,6 +363,16 @@ fn store_problem(e: StoreError) -> Problem {
             "integrity failure",
             e.to_string(),
         ),
+        StoreError::Db(text) if text.contains("Previous I/O error") => {
+            tracing::error!(
+                "an earlier write to the PDC's database failed; restart the node to write again"
+            );
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage failed",
+                "an earlier write to the node's storage failed: nothing more is stored until its operator restarts it",
+            )
+        }
         full if full.is_storage_full() => {
             tracing::error!(error = %full, "PDC storage is full: nothing was stored");
             Problem::new(

@@ -72,15 +72,21 @@ impl Pdc {
             // The contract refuses a whole batch for one bad entry: check each first.
             let Ok(checked) = node.with_ledger(|l| {
                 batch
-                    .into_iter()
+                    .iter()
                     .map(|q| {
-                        let journal = q.journal;
-                        recordable(l.state(), holder, q.entry)
-                            .map(|entry| Queued { journal, entry })
-                            .map_err(|why| (journal, why))
+                        recordable(l.state(), holder, q.entry.clone())
+                            .map(|entry| Queued {
+                                journal: q.journal,
+                                entry,
+                            })
+                            .map_err(|why| (q.journal, why))
                     })
                     .collect::<Vec<_>>()
             }) else {
+                // The ledger cannot be read: the batch waits in front for the next round.
+                if let Ok(mut inner) = self.inner.lock() {
+                    inner.recorder.requeue(batch);
+                }
                 return submitted;
             };
             let mut entries = Vec::with_capacity(checked.len());

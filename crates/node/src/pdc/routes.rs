@@ -809,6 +809,14 @@ async fn fetch(
             ))
         })?;
     let (_, version) = pdc.store.resolve(&udi).map_err(store_problem)?;
+    // Refused before any decision, so that nothing is recorded as delivered that is not.
+    if version.size > MAX_INLINE_FETCH {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too large",
+            format!("objects over {MAX_INLINE_FETCH} bytes are not served in one answer"),
+        ));
+    }
     let owner = udi.owner;
     let policies = pdc.policies(&owner)?;
     let resource = Resource {
@@ -869,31 +877,40 @@ async fn fetch(
                 None
             }
             // The result names its requester here (a delivery, or a refusal of a request
-            // that authenticated one), so the fallback requester is never used.
-            _ => Some(entry_for(&r, data, AccountId([0; 32]), now)),
+            // that authenticated one), so the fallback requester is never used; its place
+            // in the bounded queue is taken now.
+            _ => {
+                inner.journaling += 1;
+                Some(entry_for(&r, data, AccountId([0; 32]), now))
+            }
         };
         (r, to_record)
     };
     let (result, to_record) = result;
     if let Some(entry) = to_record {
-        // Journaled durably before anything is served (off the async runtime): a crash from
+        // Journaled durably and queued, off the async runtime and in one task (a request
+        // dropped meanwhile cannot part the two), before anything is served: a crash from
         // here on still records this access once the node restarts.
-        let (p, e) = (pdc.clone(), entry.clone());
-        let journaled = tokio::task::spawn_blocking(move || p.store.journal_access(&e))
-            .await
-            .map_err(|e| internal(&e.to_string()))?;
-        let number = match journaled {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot journal an access decision; not served");
-                return Err(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "cannot record",
-                    "this node cannot record the access, so it serves nothing; try again later",
-                ));
+        let p = pdc.clone();
+        let journaled = tokio::task::spawn_blocking(move || {
+            let number = p.store.journal_access(&entry);
+            let mut inner = p.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.journaling -= 1;
+            if let Ok(n) = number {
+                inner.recorder.push(n, entry);
             }
-        };
-        pdc.inner()?.recorder.push(number, entry);
+            number
+        })
+        .await
+        .map_err(|e| internal(&e.to_string()))?;
+        if let Err(e) = journaled {
+            tracing::error!(error = %e, "cannot journal an access decision; not served");
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot record",
+                "this node cannot record the access, so it serves nothing; try again later",
+            ));
+        }
     }
     let ok = match result {
         Ok(ok) => ok,
@@ -915,13 +932,6 @@ async fn fetch(
                 .into_response());
         }
     };
-    if version.size > MAX_INLINE_FETCH {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too large",
-            format!("objects over {MAX_INLINE_FETCH} bytes are not served in one answer"),
-        ));
-    }
     let sealed = pdc
         .store
         .reseal(&version, &ok.consumer_key)
