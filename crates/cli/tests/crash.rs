@@ -64,9 +64,10 @@ fn killed_mid_write_the_ledger_reopens_consistent() {
     );
 }
 
-/// `secnet crash` kills a node taking transactions and uploads from several clients, checks
-/// after each kill that the ledger replays to its root and every acknowledged transaction and
-/// upload is there; as root, it also fills a tmpfs and checks the node says why and recovers.
+/// `secnet crash` kills a node taking transactions, uploads and fetches from several clients,
+/// checks after each kill that the ledger replays to its root, every acknowledged transaction
+/// and upload is there and every delivery is recorded or journaled; where it may mount a
+/// tmpfs, it also fills one and checks the node says why and recovers.
 #[test]
 fn a_node_killed_under_load_loses_nothing_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -77,7 +78,7 @@ fn a_node_killed_under_load_loses_nothing_it_acknowledged() {
         "--seed",
         "7",
         "--max-run-ms",
-        "1500",
+        "2000",
         "--data-dir",
         path(dir.path()),
         "--json",
@@ -106,13 +107,20 @@ fn a_node_killed_under_load_loses_nothing_it_acknowledged() {
         report["txs_acked"].as_u64().unwrap() > 0 && report["uploads_acked"].as_u64().unwrap() > 0,
         "the clients got nothing acknowledged: {report:#}"
     );
-    // After every kill, every transaction acknowledged so far (in any earlier run) is checked.
-    let mut acked = 0;
+    // After every kill, every transaction acknowledged so far (in any earlier run) is
+    // checked, and every delivery received so far is recorded or journaled.
+    let (mut acked, mut delivered) = (0, 0);
     for run in runs {
         acked += run["txs_acked"].as_u64().unwrap();
+        delivered += run["fetches_acked"].as_u64().unwrap();
         assert_eq!(run["txs_checked"], acked, "{run:#}");
+        assert!(
+            run["deliveries_recorded"].as_u64().unwrap() >= delivered,
+            "{run:#}"
+        );
         assert!(run["violations"].as_array().unwrap().is_empty(), "{run:#}");
     }
+    assert!(delivered > 0, "the consumer received nothing: {report:#}");
     if root {
         let disk = &report["full_disk"];
         assert!(

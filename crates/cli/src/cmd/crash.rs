@@ -10,12 +10,14 @@
 use anyhow::{Context, anyhow, bail, ensure};
 use clap::Args;
 use secnet_client::api::NodeApi;
-use secnet_ledger::Ledger;
+use secnet_client::remote::RemoteNode;
+use secnet_contract::LogEntry;
+use secnet_ledger::{Ledger, LogSubject};
 use secnet_node::datadir::DataDir;
 use secnet_pdc::Store;
 use secnet_types::{
-    AccountId, Allocation, Genesis, Hash, Keypair, Outcome, Receipt, SignedTransaction,
-    Transaction, tx::Call, tx::DataKind, tx::RegisterData,
+    AccessDecision, AccessEntry, AccountId, Allocation, Genesis, Hash, Keypair, Outcome, Receipt,
+    SignedTransaction, Transaction, tx::Call, tx::DataKind, tx::RegisterData,
 };
 use serde::Serialize;
 use std::io::{BufRead, BufReader};
@@ -52,6 +54,13 @@ pub struct CrashArgs {
 const SENDERS: u64 = 3;
 /// Clients uploading objects as their owners.
 const UPLOADERS: u64 = 2;
+/// The record a consumer fetches over and over (it is the first uploader's, registered with
+/// this node as holder): every delivery must end up on the ledger or in the holder's
+/// journal of accesses not yet recorded.
+const SHARED_PATH: &str = "crash/shared-record";
+const SHARED_ADDRESS: &str = "pdc://crash/shared-record";
+const SHARED_RECORD: &[u8] = b"a record the consumer is allowed to read, fetched again and again";
+const PURPOSE: &str = "treatment";
 /// Paths each uploader writes (new versions of the same objects accumulate).
 const PATHS: u64 = 4;
 /// Transactions a sender submits before waiting for their receipts.
@@ -83,6 +92,10 @@ struct AckedUpload {
 struct Acked {
     txs: Vec<AckedTx>,
     uploads: Vec<AckedUpload>,
+    /// Deliveries of the shared record the consumer received (and verified).
+    fetches: usize,
+    /// The consumer's grant for it, once the ledger issued one.
+    grant: Option<Hash>,
 }
 
 /// One kill and what the check after it found.
@@ -104,6 +117,11 @@ pub struct KillReport {
     pub txs_checked: usize,
     /// Every object version in the store, decrypted and checked against its hash.
     pub versions_checked: usize,
+    /// Deliveries of the shared record the consumer received while this run was up.
+    pub fetches_acked: usize,
+    /// Deliveries of it on the ledger or in the holder's journal: at least every one
+    /// received so far.
+    pub deliveries_recorded: usize,
     /// What was wrong (empty: nothing).
     pub violations: Vec<String>,
 }
@@ -145,6 +163,9 @@ pub struct CrashReport {
     pub txs_acked: usize,
     /// Uploads acknowledged in all.
     pub uploads_acked: usize,
+    /// Deliveries the consumer received in all, each on the ledger or in the holder's
+    /// journal after every later kill.
+    pub fetches_acked: usize,
     /// The ledger's height at the end.
     pub final_height: u64,
     /// Kills after which something was wrong.
@@ -214,7 +235,7 @@ fn campaign(args: &CrashArgs, dir: &Path) -> anyhow::Result<CrashReport> {
     let acked = Arc::new(Mutex::new(Acked::default()));
     let mut runs = Vec::new();
     for kill in 1..=args.kills {
-        let (txs_before, uploads_before) = counts(&acked);
+        let (txs_before, uploads_before, fetches_before) = counts(&acked);
         let during_startup = rng.below(10) == 0;
         let ran_ms = if during_startup {
             rng.below(300)
@@ -230,7 +251,14 @@ fn campaign(args: &CrashArgs, dir: &Path) -> anyhow::Result<CrashReport> {
             node.kill()
         } else {
             let url = node.wait_for_api(Duration::from_secs(60))?;
-            let clients = spawn_clients(&runtime, &url, &genesis, &acked, rng.next());
+            let clients = spawn_clients(
+                &runtime,
+                &url,
+                &genesis,
+                node_key.account(),
+                &acked,
+                rng.next(),
+            );
             std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
             let killed = node.kill();
             // Every client has stopped, and recorded what it saw acknowledged, before the
@@ -244,7 +272,7 @@ fn campaign(args: &CrashArgs, dir: &Path) -> anyhow::Result<CrashReport> {
             killed
         };
         let elapsed = start.elapsed().as_millis() as u64;
-        let (txs_after, uploads_after) = counts(&acked);
+        let (txs_after, uploads_after, fetches_after) = counts(&acked);
         let mut report = KillReport {
             kill,
             ran_ms: elapsed,
@@ -254,6 +282,8 @@ fn campaign(args: &CrashArgs, dir: &Path) -> anyhow::Result<CrashReport> {
             uploads_acked: uploads_after - uploads_before,
             txs_checked: 0,
             versions_checked: 0,
+            fetches_acked: fetches_after - fetches_before,
+            deliveries_recorded: 0,
             violations: Vec::new(),
         };
         if let Err(e) = killed {
@@ -271,13 +301,14 @@ fn campaign(args: &CrashArgs, dir: &Path) -> anyhow::Result<CrashReport> {
     } else {
         None
     };
-    let (txs_acked, uploads_acked) = counts(&acked);
+    let (txs_acked, uploads_acked, fetches) = counts(&acked);
     let failed_kills = runs.iter().filter(|r| !r.violations.is_empty()).count();
     Ok(CrashReport {
         seed: args.seed,
         kills: args.kills,
         txs_acked,
         uploads_acked,
+        fetches_acked: fetches,
         final_height: runs.last().map_or(0, |r| r.height),
         failed_kills,
         elapsed_s: started.elapsed().as_secs_f64(),
@@ -291,6 +322,7 @@ fn init(node_dir: &Path) -> anyhow::Result<(Genesis, Keypair)> {
     let extra: Vec<Allocation> = (0..SENDERS)
         .map(sender)
         .chain((0..UPLOADERS).map(uploader))
+        .chain([consumer()])
         .map(|key| Allocation {
             account: key.account(),
             balance: 1_000_000_000,
@@ -307,9 +339,13 @@ fn uploader(i: u64) -> Keypair {
     Keypair::deterministic("crash-uploader", i)
 }
 
-fn counts(acked: &Mutex<Acked>) -> (usize, usize) {
+fn consumer() -> Keypair {
+    Keypair::deterministic("crash-consumer", 0)
+}
+
+fn counts(acked: &Mutex<Acked>) -> (usize, usize, usize) {
     let a = lock(acked);
-    (a.txs.len(), a.uploads.len())
+    (a.txs.len(), a.uploads.len(), a.fetches)
 }
 
 fn acked_snapshot(acked: &Mutex<Acked>) -> Acked {
@@ -317,6 +353,8 @@ fn acked_snapshot(acked: &Mutex<Acked>) -> Acked {
     Acked {
         txs: a.txs.clone(),
         uploads: a.uploads.clone(),
+        fetches: a.fetches,
+        grant: a.grant,
     }
 }
 
@@ -395,6 +433,7 @@ fn spawn_clients(
     runtime: &tokio::runtime::Runtime,
     url: &str,
     genesis: &Genesis,
+    holder: AccountId,
     acked: &Arc<Mutex<Acked>>,
     seed: u64,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -411,6 +450,10 @@ fn spawn_clients(
             let _ = upload(&url, &chain, uploader(i), &acked, seed.rotate_left(17) ^ i).await;
         }));
     }
+    let (url, genesis, acked) = (url.to_string(), genesis.clone(), acked.clone());
+    handles.push(runtime.spawn(async move {
+        let _ = fetch_shared(&url, &genesis, holder, &acked).await;
+    }));
     handles
 }
 
@@ -466,6 +509,87 @@ async fn send_transactions(
                 });
             }
         }
+    }
+}
+
+/// Shares one record with a consumer (stored, permitted, registered with this node as
+/// holder, subscribed, granted; each step again after a kill until it is on the ledger),
+/// then fetches it over and over with the verifying client, counting every delivery.
+async fn fetch_shared(
+    url: &str,
+    genesis: &Genesis,
+    holder: AccountId,
+    acked: &Mutex<Acked>,
+) -> anyhow::Result<()> {
+    let api = NodeApi::new(url)?;
+    let verifying = RemoteNode::new(url, genesis)?;
+    let (owner, reader) = (uploader(0), consumer());
+    let chain = genesis.chain_id.as_str();
+    let grant = lock(acked).grant;
+    let grant = match grant {
+        Some(grant) => grant,
+        None => {
+            publish_encryption_key(&api, chain, &owner).await?;
+            publish_encryption_key(&api, chain, &reader).await?;
+            let hash = Hash::digest(SHARED_RECORD);
+            if verifying.listing_at(SHARED_ADDRESS).await?.value.is_none() {
+                api.put_object(
+                    &owner,
+                    &owner.account(),
+                    SHARED_PATH,
+                    "media_type=text/plain",
+                    SHARED_RECORD.to_vec(),
+                    "text/plain",
+                )
+                .await?;
+                let policy = format!(
+                    "permit (principal == SecNet::User::\"{}\", action == SecNet::Action::\"read\", \
+                     resource in SecNet::Collection::\"crash\") when {{ context.purpose == \"{PURPOSE}\" }};\n",
+                    reader.account()
+                );
+                api.set_policies(&owner, &policy).await?;
+                api.execute(
+                    &owner,
+                    chain,
+                    Call::RegisterData(RegisterData {
+                        hash,
+                        description: "a record shared during the crash campaign".into(),
+                        address: SHARED_ADDRESS.into(),
+                        price: 1,
+                        kind: DataKind::UserData,
+                        holder,
+                        holder_share_bps: 1_000,
+                    }),
+                )
+                .await?;
+                api.execute(&reader, chain, Call::SubscribeData { hash })
+                    .await?;
+            }
+            let (_, _, receipt) = api
+                .execute(
+                    &reader,
+                    chain,
+                    Call::RequestDataWithAddress {
+                        address: SHARED_ADDRESS.into(),
+                        purpose: PURPOSE.into(),
+                        ttl_secs: 24 * 3600,
+                    },
+                )
+                .await?;
+            let (grant, _) = receipt
+                .issued_grant()
+                .ok_or_else(|| anyhow!("no grant: {:?}", receipt.outcome))?;
+            lock(acked).grant = Some(grant);
+            grant
+        }
+    };
+    loop {
+        let delivery = verifying.fetch(&reader, &grant).await?;
+        ensure!(
+            delivery.plaintext()? == SHARED_RECORD,
+            "the consumer received other content"
+        );
+        lock(acked).fetches += 1;
     }
 }
 
@@ -555,6 +679,54 @@ fn check_node_dir(
         }
         Err(e) => report.violations.push(format!("store: {e:#}")),
     }
+    match recorded_deliveries(node_dir, genesis, node_key) {
+        Ok(found) => {
+            report.deliveries_recorded = found;
+            if found < acked.fetches {
+                report.violations.push(format!(
+                    "{} deliveries were received, {found} are on the ledger or in the holder's journal",
+                    acked.fetches
+                ));
+            }
+        }
+        Err(e) => report.violations.push(format!("access records: {e:#}")),
+    }
+}
+
+/// Deliveries of the shared record to the consumer that are recorded on the ledger or
+/// journaled by the holder to be recorded (a delivery may be recorded twice after a crash,
+/// never not at all).
+fn recorded_deliveries(
+    node_dir: &Path,
+    genesis: &Genesis,
+    node_key: &Keypair,
+) -> anyhow::Result<usize> {
+    let hash = Hash::digest(SHARED_RECORD);
+    let reader = consumer().account();
+    let delivered = |e: &AccessEntry| {
+        e.data == hash && e.requester == reader && e.decision == AccessDecision::Delivered
+    };
+    let on_ledger = {
+        let ledger = Ledger::open(node_dir, genesis).context("reopening the ledger")?;
+        let indices = ledger.log_indices(LogSubject::Data(hash))?;
+        let mut n = 0;
+        for leaf in ledger.log_leaves(&indices)?.into_iter().flatten() {
+            if let LogEntry::Access { entry, .. } = LogEntry::from_bytes(&leaf)?
+                && delivered(&entry)
+            {
+                n += 1;
+            }
+        }
+        n
+    };
+    let store =
+        Store::open(&node_dir.join("pdc"), node_key.clone()).context("reopening the store")?;
+    let journaled = store
+        .unrecorded()?
+        .iter()
+        .filter(|(_, e)| delivered(e))
+        .count();
+    Ok(on_ledger + journaled)
 }
 
 /// Replays the ledger from genesis and finds every acknowledged transaction in it.
@@ -680,6 +852,8 @@ fn full_disk(
         uploads_acked,
         txs_checked: 0,
         versions_checked: 0,
+        fetches_acked: 0,
+        deliveries_recorded: 0,
         violations: Vec::new(),
     };
     check_node_dir(&node_dir, &genesis, &node_key, &snapshot, &mut check);
@@ -878,16 +1052,18 @@ impl SplitMix {
 
 fn print_kill(r: &KillReport) {
     println!(
-        "kill {:>3} after {:>5} ms{}: height {:>5}, acknowledged {:>4} txs {:>3} uploads; \
-         checked {} txs, {} versions: {}",
+        "kill {:>3} after {:>5} ms{}: height {:>5}, acknowledged {:>4} txs {:>3} uploads \
+         {:>3} deliveries; checked {} txs, {} versions, {} deliveries recorded: {}",
         r.kill,
         r.ran_ms,
         if r.during_startup { " (starting)" } else { "" },
         r.height,
         r.txs_acked,
         r.uploads_acked,
+        r.fetches_acked,
         r.txs_checked,
         r.versions_checked,
+        r.deliveries_recorded,
         if r.violations.is_empty() {
             "consistent".to_string()
         } else {
@@ -898,9 +1074,9 @@ fn print_kill(r: &KillReport) {
 
 fn print_summary(r: &CrashReport) {
     println!(
-        "{} kills (seed {}) in {:.0} s: {} transactions and {} uploads acknowledged, none lost; \
-         {} kills found something wrong",
-        r.kills, r.seed, r.elapsed_s, r.txs_acked, r.uploads_acked, r.failed_kills
+        "{} kills (seed {}) in {:.0} s: {} transactions, {} uploads and {} deliveries \
+         acknowledged; {} kills found something wrong",
+        r.kills, r.seed, r.elapsed_s, r.txs_acked, r.uploads_acked, r.fetches_acked, r.failed_kills
     );
     if let Some(d) = &r.full_disk {
         println!(
