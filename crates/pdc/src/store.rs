@@ -40,6 +40,9 @@ const HELD: MultimapTableDefinition<&[u8; 32], &[u8; 32]> = MultimapTableDefinit
 /// number: written before a delivery is served, forgotten once the ledger applied their
 /// record, so a holder that crashes in between records them when it restarts.
 const UNRECORDED: TableDefinition<u64, &[u8]> = TableDefinition::new("unrecorded");
+/// The `RecordAccess` transaction a journaled decision was last submitted in: after a
+/// restart its receipt says whether the decision is already recorded.
+const SUBMITTED: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("unrecorded_submitted");
 const KEY_MAGIC: &[u8; 4] = b"SNK1";
 const KEY_FILE_LEN: usize = 4 + 2 * SealedKey::LEN;
 
@@ -279,6 +282,7 @@ impl Store {
             w.open_table(AGENTS).map_err(db_err)?;
             w.open_multimap_table(HELD).map_err(db_err)?;
             w.open_table(UNRECORDED).map_err(db_err)?;
+            w.open_table(SUBMITTED).map_err(db_err)?;
             w.open_table(crate::asks::ASKS).map_err(db_err)?;
             w.open_table(crate::notices::NOTICES).map_err(db_err)?;
             w.commit().map_err(db_err)?;
@@ -724,19 +728,44 @@ impl Store {
         Ok(number)
     }
 
-    /// Every journaled access decision not yet recorded on the ledger, oldest first.
-    pub fn unrecorded(&self) -> Result<Vec<(u64, secnet_types::AccessEntry)>, StoreError> {
+    /// Every journaled access decision not yet known to be recorded on the ledger, oldest
+    /// first, with the transaction it was last submitted in, if any.
+    #[allow(clippy::type_complexity, reason = "a number, an entry and a hash")]
+    pub fn unrecorded(
+        &self,
+    ) -> Result<Vec<(u64, secnet_types::AccessEntry, Option<Hash>)>, StoreError> {
         let r = self.db.begin_read().map_err(db_err)?;
         let t = r.open_table(UNRECORDED).map_err(db_err)?;
+        let submitted = r.open_table(SUBMITTED).map_err(db_err)?;
         t.iter()
             .map_err(db_err)?
             .map(|row| {
                 let (k, v) = row.map_err(db_err)?;
                 let entry = secnet_types::AccessEntry::decode_bytes(v.value())
                     .map_err(|_| StoreError::Corrupt(format!("journaled access {}", k.value())))?;
-                Ok((k.value(), entry))
+                let tx = submitted
+                    .get(k.value())
+                    .map_err(db_err)?
+                    .map(|h| Hash(*h.value()));
+                Ok((k.value(), entry, tx))
             })
             .collect()
+    }
+
+    /// Notes that journaled decisions were submitted in transaction `tx`.
+    pub fn mark_submitted(&self, numbers: &[u64], tx: &Hash) -> Result<(), StoreError> {
+        if numbers.is_empty() {
+            return Ok(());
+        }
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(SUBMITTED).map_err(db_err)?;
+            for n in numbers {
+                t.insert(n, &tx.0).map_err(db_err)?;
+            }
+        }
+        w.commit().map_err(db_err)?;
+        Ok(())
     }
 
     /// Forgets journaled access decisions whose records the ledger applied.
@@ -747,8 +776,10 @@ impl Store {
         let w = self.db.begin_write().map_err(db_err)?;
         {
             let mut t = w.open_table(UNRECORDED).map_err(db_err)?;
+            let mut submitted = w.open_table(SUBMITTED).map_err(db_err)?;
             for n in numbers {
                 t.remove(n).map_err(db_err)?;
+                submitted.remove(n).map_err(db_err)?;
             }
         }
         w.commit().map_err(db_err)?;

@@ -480,16 +480,29 @@ fn the_access_journal_survives_a_reopen_in_order_until_forgotten() {
             .iter()
             .copied()
             .zip((0..5).map(entry))
+            .map(|(n, e)| (n, e, None))
             .collect::<Vec<_>>()
     );
-    store.forget_recorded(&numbers[..3]).unwrap();
-    let rest: Vec<u64> = store
+    // A submitted batch is noted with its transaction, across a reopen.
+    let tx = Hash::digest(b"the RecordAccess transaction");
+    store.mark_submitted(&numbers[1..3], &tx).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), holder()).unwrap();
+    let submitted: Vec<Option<Hash>> = store
         .unrecorded()
         .unwrap()
         .into_iter()
-        .map(|(n, _)| n)
+        .map(|(_, _, tx)| tx)
         .collect();
-    assert_eq!(rest, numbers[3..]);
+    assert_eq!(submitted, vec![None, Some(tx), Some(tx), None, None]);
+    store.forget_recorded(&numbers[..3]).unwrap();
+    let rest: Vec<(u64, Option<Hash>)> = store
+        .unrecorded()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _, tx)| (n, tx))
+        .collect();
+    assert_eq!(rest, vec![(numbers[3], None), (numbers[4], None)]);
     // New entries never take a number still journaled.
     let next = store.journal_access(&entry(9)).unwrap();
     assert!(next > numbers[4]);

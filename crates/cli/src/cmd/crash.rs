@@ -694,8 +694,9 @@ fn check_node_dir(
 }
 
 /// Deliveries of the shared record to the consumer that are recorded on the ledger or
-/// journaled by the holder to be recorded (a delivery may be recorded twice after a crash,
-/// never not at all).
+/// journaled by the holder and not yet recorded. More than were received: deliveries whose
+/// answer the kill cut off (and, should the journal fail to note a submission, a record
+/// made twice); fewer: a delivery lost.
 fn recorded_deliveries(
     node_dir: &Path,
     genesis: &Genesis,
@@ -706,26 +707,32 @@ fn recorded_deliveries(
     let delivered = |e: &AccessEntry| {
         e.data == hash && e.requester == reader && e.decision == AccessDecision::Delivered
     };
-    let on_ledger = {
-        let ledger = Ledger::open(node_dir, genesis).context("reopening the ledger")?;
-        let indices = ledger.log_indices(LogSubject::Data(hash))?;
-        let mut n = 0;
-        for leaf in ledger.log_leaves(&indices)?.into_iter().flatten() {
-            if let LogEntry::Access { entry, .. } = LogEntry::from_bytes(&leaf)?
-                && delivered(&entry)
-            {
-                n += 1;
-            }
+    let ledger = Ledger::open(node_dir, genesis).context("reopening the ledger")?;
+    let indices = ledger.log_indices(LogSubject::Data(hash))?;
+    let mut on_ledger = 0;
+    for leaf in ledger.log_leaves(&indices)?.into_iter().flatten() {
+        if let LogEntry::Access { entry, .. } = LogEntry::from_bytes(&leaf)?
+            && delivered(&entry)
+        {
+            on_ledger += 1;
         }
-        n
-    };
+    }
+    // Journaled entries not yet on the ledger: never submitted, or in a transaction that
+    // was not applied.
     let store =
         Store::open(&node_dir.join("pdc"), node_key.clone()).context("reopening the store")?;
-    let journaled = store
-        .unrecorded()?
-        .iter()
-        .filter(|(_, e)| delivered(e))
-        .count();
+    let mut journaled = 0;
+    for (_, entry, tx) in store.unrecorded()? {
+        let applied = match tx {
+            Some(tx) => ledger
+                .committed_receipt(&tx)?
+                .is_some_and(|(_, _, r)| r.is_applied()),
+            None => false,
+        };
+        if delivered(&entry) && !applied {
+            journaled += 1;
+        }
+    }
     Ok(on_ledger + journaled)
 }
 

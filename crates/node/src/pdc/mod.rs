@@ -21,7 +21,7 @@ use secnet_pdc::record::Recorder;
 use secnet_pdc::store::{Store, StoreError};
 use secnet_policy::{Engine, OwnerPolicies};
 use secnet_rules::Installed;
-use secnet_types::AccountId;
+use secnet_types::{AccountId, Hash};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -81,19 +81,37 @@ impl Inner {
 impl Pdc {
     /// A PDC over `store`, refusing non-owners from detector score `threshold` (ppm), with
     /// the detectors installed in `rules_dir` scoring requests.
-    /// Access decisions journaled and not yet recorded (the node stopped first) are queued
-    /// again.
+    /// Access decisions journaled and not known to be recorded (the node stopped first) are
+    /// taken up again: those submitted in a transaction wait for its receipt (applied: they
+    /// are recorded, and leave the journal; otherwise they are submitted again), the others
+    /// are queued.
     pub fn new(store: Store, threshold: u32, rules_dir: &std::path::Path) -> Result<Pdc, String> {
         let mut inner = Inner::default();
         let journaled = store.unrecorded().map_err(|e| e.to_string())?;
         if !journaled.is_empty() {
             tracing::info!(
                 entries = journaled.len(),
-                "access decisions journaled before a stop are queued for the ledger again"
+                "access decisions journaled before a stop are taken up again"
             );
         }
-        for (number, entry) in journaled {
-            inner.recorder.push(number, entry);
+        let mut submitted: std::collections::BTreeMap<Hash, Vec<secnet_pdc::record::Queued>> =
+            std::collections::BTreeMap::new();
+        for (number, entry, tx) in journaled {
+            match tx {
+                Some(tx) => submitted
+                    .entry(tx)
+                    .or_default()
+                    .push(secnet_pdc::record::Queued {
+                        journal: Some(number),
+                        entry,
+                    }),
+                None => inner.recorder.push(number, entry),
+            }
+        }
+        for (tx, entries) in submitted {
+            inner
+                .in_flight
+                .push_back(recorder::InFlight::restored(tx, entries));
         }
         Ok(Pdc {
             store,

@@ -31,6 +31,17 @@ const LOST_AFTER_MS: u64 = 30_000;
 const MAX_IN_FLIGHT: usize = 16;
 
 impl InFlight {
+    /// A batch submitted before the node restarted: its receipt is read on the next round,
+    /// and if the transaction is neither pending nor in a block it is submitted again at
+    /// once (the node's nonce keeps it from being recorded twice).
+    pub(super) fn restored(tx: Hash, entries: Vec<Queued>) -> InFlight {
+        InFlight {
+            tx,
+            entries,
+            submitted_ms: 0,
+        }
+    }
+
     /// Entries it carries.
     pub(super) fn len(&self) -> usize {
         self.entries.len()
@@ -119,6 +130,12 @@ impl Pdc {
             match result {
                 Ok(Ok(tx)) => {
                     submitted += n;
+                    // After a restart, this transaction's receipt tells whether these are
+                    // recorded (a failure here only risks recording them twice).
+                    let numbers: Vec<u64> = entries.iter().filter_map(|q| q.journal).collect();
+                    if let Err(e) = self.store.mark_submitted(&numbers, &tx) {
+                        tracing::warn!(error = %e, "cannot note a submitted batch in the access journal");
+                    }
                     if let Ok(mut inner) = self.inner.lock() {
                         inner.in_flight.push_back(InFlight {
                             tx,
@@ -270,6 +287,17 @@ mod tests {
         let pdc = super::super::open(dir.path(), &key).unwrap();
         assert_eq!(pdc.store.unrecorded().unwrap().len(), 1);
         assert_eq!(pdc.flush_records(&node), 1);
+        node.produce_block().unwrap();
+        // The record is in a block, and the holder stops again before it read the receipt:
+        // back, it reads the receipt of the transaction noted in the journal and does not
+        // record the entry twice.
+        drop(pdc);
+        let pdc = super::super::open(dir.path(), &key).unwrap();
+        assert!(matches!(
+            pdc.store.unrecorded().unwrap().as_slice(),
+            [(_, _, Some(_))]
+        ));
+        assert_eq!(pdc.flush_records(&node), 0);
         node.produce_block().unwrap();
         pdc.flush_records(&node);
         assert!(
