@@ -562,9 +562,11 @@ async fn fetch_shared(
                     }),
                 )
                 .await?;
-                api.execute(&reader, chain, Call::SubscribeData { hash })
-                    .await?;
             }
+            // Each step stands alone: a kill may have come between any two. A subscription
+            // that already exists is refused, and that is fine.
+            api.execute(&reader, chain, Call::SubscribeData { hash })
+                .await?;
             let (_, _, receipt) = api
                 .execute(
                     &reader,
