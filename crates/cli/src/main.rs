@@ -13,8 +13,34 @@ use std::process::ExitCode;
     about = "SecNet: share data you own, record every use, get paid"
 )]
 struct Cli {
+    /// The certificate authority (PEM; one or more certificates) whose certificates this
+    /// command accepts from nodes' TLS. Default: `secnet-devnet/ca.pem` if it exists. A
+    /// `secnet dev` node is its own authority: `--ca <data-dir>/tls/ca.pem`.
+    #[arg(long, global = true, env = "SECNET_CA", value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The devnet's authority, trusted when no `--ca` is given.
+const DEVNET_CA: &str = "secnet-devnet/ca.pem";
+/// Largest certificate file read.
+const MAX_CA_FILE: u64 = 1 << 20;
+
+/// Trusts `--ca`, or the devnet's authority if there is one here.
+fn trust_authority(ca: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Read as _;
+    let path = match ca {
+        Some(p) => p,
+        None if std::path::Path::new(DEVNET_CA).is_file() => std::path::Path::new(DEVNET_CA),
+        None => return Ok(()),
+    };
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CA_FILE).read_to_end(&mut pem))
+        .with_context(|| format!("--ca {}", path.display()))?;
+    secnet_tls::trust(&pem).with_context(|| format!("--ca {}", path.display()))
 }
 
 #[derive(Subcommand)]
@@ -87,6 +113,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = trust_authority(cli.ca.as_deref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Keys(c) => cmd::keys::run(c),
         Command::Dev(a) => cmd::dev::run(a),

@@ -59,7 +59,16 @@ fn driver() -> Driver {
     Driver { child, url }
 }
 
-async fn browser(driver: &Driver) -> Client {
+/// A Chromium session that accepts the TLS certificates of the nodes whose data
+/// directories are `nodes` (pinned by public key) and no other certificate.
+async fn browser(driver: &Driver, nodes: &[&Path]) -> Client {
+    let pins: Vec<String> = nodes
+        .iter()
+        .map(|d| {
+            let cert = std::fs::read(d.join("tls").join("cert.pem")).unwrap();
+            secnet_tls::fingerprint(&cert).unwrap()
+        })
+        .collect();
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -68,7 +77,8 @@ async fn browser(driver: &Driver) -> Client {
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--window-size=412,915"
+                "--disable-sync", "--window-size=412,915",
+                format!("--ignore-certificate-errors-spki-list={}", pins.join(","))
             ]
         }),
     );
@@ -150,7 +160,7 @@ async fn staff_use_the_application_in_chromium_safely_and_accessibly() {
     );
     let node = DevNode::start(&data);
     let driver = driver();
-    let c = browser(&driver).await;
+    let c = browser(&driver, &[&data]).await;
     let app = format!("{}/app", node.url);
 
     // Sign in.
@@ -483,6 +493,8 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
         &api.to_string(),
         "--names",
         "Northside Hospital,Riverside Hospital,Institute for Clinical Research,Lakeside Clinic",
+        "--authority",
+        path(common::authority()),
     ]);
     for (node, user, name, role) in [
         (0, "dr.ada", "Dr Ada", "clinician"),
@@ -516,8 +528,8 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
             .map(|i| Some(common::start_validator(d, i, "node.log")))
             .collect(),
     );
-    let hospital_a = format!("http://127.0.0.1:{api}");
-    let hospital_b = format!("http://127.0.0.1:{}", api + 1);
+    let hospital_a = format!("https://127.0.0.1:{api}");
+    let hospital_b = format!("https://127.0.0.1:{}", api + 1);
     common::wait_for(
         "the validators to finalize",
         Duration::from_secs(60),
@@ -527,7 +539,9 @@ async fn a_patient_consents_and_hospitals_read_or_are_refused_in_chromium() {
     std::fs::write(&bundle, sample_bundle().to_string()).unwrap();
 
     let driver = driver();
-    let c = browser(&driver).await;
+    let node_dirs: Vec<PathBuf> = (0..4).map(|i| d.join(format!("node{i}"))).collect();
+    let pinned: Vec<&Path> = node_dirs.iter().map(PathBuf::as_path).collect();
+    let c = browser(&driver, &pinned).await;
     let mut violations = Vec::new();
 
     // 1. A patient creates their key in the browser, signs in and imports their records.
@@ -1247,10 +1261,10 @@ async fn a_node_that_lies_about_a_patients_history_is_caught_in_the_browser() {
     let base = serve_liar(web, served.clone()).await;
 
     let driver = driver();
-    let c = browser(&driver).await;
+    let c = browser(&driver, &[]).await;
     // The patient signs in: the browser posts the signed challenge, so it holds the session.
     c.goto(&format!("{base}/app/patient")).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = common::http();
     let challenge: Value = http
         .post(format!("{base}/app/patient/challenge"))
         .send()

@@ -15,7 +15,7 @@ use common::{DevNode, json, ok, path};
 fn post(url: &str, body: &str) -> (u16, serde_json::Value, String) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let resp = reqwest::Client::new()
+        let resp = common::http()
             .post(format!("{url}/v1/tx"))
             .header("content-type", "application/json")
             .body(body.to_string())
@@ -256,4 +256,68 @@ fn a_key_survives_its_encrypted_backup_and_nothing_else_opens_it() {
         ok(&["keys", "show", path(&restored), "--json"]),
         ok(&["keys", "show", path(&key), "--json"])
     );
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn nodes_serve_tls_that_only_their_authority_vouches_for_and_plain_http_only_on_loopback() {
+    // A dev node with no --authority is its own; its secrets are its owner's alone.
+    let dir = tempfile::tempdir().unwrap();
+    let node = DevNode::start_with(dir.path(), &[]);
+    assert!(node.url.starts_with("https://127.0.0.1:"), "{}", node.url);
+    let tls = dir.path().join("tls");
+    assert_eq!(mode(&tls.join("key.pem")), 0o600);
+    assert_eq!(mode(&tls.join("ca.key")), 0o600);
+    // A command trusting another authority (the tests' own, in SECNET_CA) refuses it and
+    // says what to do; given the node's authority, it is served.
+    let refused = common::fails(&["health", "--node", &node.url]);
+    assert!(
+        refused.contains("invalid peer certificate") && refused.contains("--ca"),
+        "{refused}"
+    );
+    let ca = tls.join("ca.pem");
+    ok(&["health", "--node", &node.url, "--ca", path(&ca)]);
+    // A certificate file that is not one is refused before anything is sent.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let err = common::fails(&["health", "--node", &node.url, "--ca", path(&junk)]);
+    assert!(err.contains("--ca") && err.contains("junk.pem"), "{err}");
+    drop(node);
+
+    // Plain HTTP: refused on an address other machines reach, served on loopback.
+    let open = tempfile::tempdir().unwrap();
+    let err = common::fails(&[
+        "dev",
+        "--data-dir",
+        path(open.path()),
+        "--listen",
+        "0.0.0.0:0",
+        "--plain-http",
+    ]);
+    assert!(
+        err.contains("plain HTTP is allowed only on a loopback address"),
+        "{err}"
+    );
+    let loopback = tempfile::tempdir().unwrap();
+    let plain = DevNode::start_with(loopback.path(), &["--plain-http"]);
+    assert!(plain.url.starts_with("http://127.0.0.1:"), "{}", plain.url);
+    ok(&["health", "--node", &plain.url]);
+    assert!(
+        !loopback.path().join("tls").exists(),
+        "no certificate was made"
+    );
+
+    // A network's authority key stays beside its genesis, outside every node.
+    let net = tempfile::tempdir().unwrap();
+    common::init_testnet(net.path(), 2, 1);
+    assert!(net.path().join("ca.pem").exists());
+    for i in 0..2 {
+        let node_tls = net.path().join(format!("node{i}")).join("tls");
+        assert_eq!(mode(&node_tls.join("key.pem")), 0o600);
+        assert!(!node_tls.join("ca.key").exists());
+    }
 }

@@ -48,7 +48,7 @@ fn four_processes_survive_a_sigkill_and_agree() {
         std::fs::rename(d.join("accounts").join(&name), load_keys.join(&name)).unwrap();
     }
     let apis: Vec<String> = (0..4)
-        .map(|i| format!("http://127.0.0.1:{}", api + i))
+        .map(|i| format!("https://127.0.0.1:{}", api + i))
         .collect();
     let mut nodes = Validators(
         (0..4)

@@ -88,7 +88,7 @@ async fn forward(
     let body = axum::body::to_bytes(request.into_body(), 1 << 20)
         .await
         .unwrap();
-    let answer = reqwest::Client::new()
+    let answer = common::http()
         .request(method, format!("{node}{target}"))
         .header("content-type", "application/json")
         .body(body)

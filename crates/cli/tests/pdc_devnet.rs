@@ -165,8 +165,8 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
     );
     let net = Net {
         dir: d.to_path_buf(),
-        a: format!("http://127.0.0.1:{api}"),
-        b: format!("http://127.0.0.1:{}", api + 1),
+        a: format!("https://127.0.0.1:{api}"),
+        b: format!("https://127.0.0.1:{}", api + 1),
     };
     wait_for("the validators to serve", Duration::from_secs(60), || {
         height(&net.a) >= 1 && height(&net.b) >= 1
@@ -177,7 +177,7 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
             .enable_all()
             .build()
             .unwrap(),
-        http: reqwest::Client::new(),
+        http: common::http(),
         base: net.a.clone(),
         holder: secnet_node::keyfile::read_key(&d.join("node0").join("node.key"))
             .unwrap()

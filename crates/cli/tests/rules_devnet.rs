@@ -62,8 +62,8 @@ fn a_security_team_sells_a_rule_and_a_hospital_buys_and_installs_it() {
             .collect(),
     );
     let (a, b) = (
-        format!("http://127.0.0.1:{api}"),
-        format!("http://127.0.0.1:{}", api + 1),
+        format!("https://127.0.0.1:{api}"),
+        format!("https://127.0.0.1:{}", api + 1),
     );
     let (team, hospital) = ("account0", "account1");
 

@@ -63,6 +63,24 @@ pub struct NodeApi {
     holder: std::sync::OnceLock<AccountId>,
 }
 
+/// Why a request to `url` got no answer, with the causes reqwest keeps in its source chain
+/// (a refused certificate is named, with what to do about it).
+pub(crate) fn unreachable(url: &str, e: &reqwest::Error) -> ClientError {
+    let mut why = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        why.push_str(": ");
+        why.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if why.contains("invalid peer certificate") {
+        why.push_str(
+            " (the node's certificate is not from an authority this command trusts: pass the network's --ca)",
+        );
+    }
+    ClientError::Node(format!("cannot reach {url}: {why}"))
+}
+
 /// A refusal: the status and the problem's detail.
 fn refused(status: reqwest::StatusCode, bytes: &[u8]) -> (reqwest::StatusCode, String) {
     let detail = serde_json::from_slice::<ProblemBody>(bytes)
@@ -72,12 +90,17 @@ fn refused(status: reqwest::StatusCode, bytes: &[u8]) -> (reqwest::StatusCode, S
 }
 
 impl NodeApi {
-    /// The API of the node at `base` (e.g. `http://127.0.0.1:7878`).
+    /// The API of the node at `base` (e.g. `https://127.0.0.1:7878`). TLS trusts the
+    /// authorities this process trusts ([`secnet_tls::trust`]).
     pub fn new(base: &str) -> Result<NodeApi, ClientError> {
         Ok(NodeApi {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
+            http: secnet_tls::http_client()
+                .map_err(|e| ClientError::Node(e.to_string()))?
                 .timeout(Duration::from_secs(30))
+                // Nodes close connections idle for 20 s; closing first avoids reusing one
+                // the node is closing.
+                .pool_idle_timeout(Duration::from_secs(10))
                 // A node answers itself; a redirect would send signed requests elsewhere.
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -122,10 +145,7 @@ impl NodeApi {
         path: &str,
     ) -> Result<Result<T, (reqwest::StatusCode, String)>, ClientError> {
         let url = format!("{}{path}", self.base);
-        let resp = request
-            .send()
-            .await
-            .map_err(|e| ClientError::Node(format!("cannot reach {url}: {e}")))?;
+        let resp = request.send().await.map_err(|e| unreachable(&url, &e))?;
         let status = resp.status();
         let bytes = read_bounded(resp, MAX_ANSWER_BYTES)
             .await

@@ -191,7 +191,8 @@ async fn certified_floor(
 async fn download(remote: &RemoteNode, path: &PathBuf, max_bytes: u64) -> Result<u64, ClientError> {
     let url = format!("{}/v1/snapshot", remote.base());
     // No overall timeout: a large state takes long; a stalled transfer does not.
-    let http = reqwest::Client::builder()
+    let http = secnet_tls::http_client()
+        .map_err(|e| ClientError::Node(e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60))
         .build()
@@ -200,7 +201,7 @@ async fn download(remote: &RemoteNode, path: &PathBuf, max_bytes: u64) -> Result
         .get(&url)
         .send()
         .await
-        .map_err(|e| ClientError::Node(format!("cannot reach {url}: {e}")))?;
+        .map_err(|e| crate::api::unreachable(&url, &e))?;
     if !resp.status().is_success() {
         let status = resp.status();
         let body = crate::read_bounded(resp, 64 * 1024)

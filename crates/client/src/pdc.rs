@@ -149,7 +149,7 @@ impl RemoteNode {
             .header("secnet-fetch", proof.to_header())
             .send()
             .await
-            .map_err(|e| ClientError::Node(format!("cannot reach {}: {e}", self.base())))?;
+            .map_err(|e| crate::api::unreachable(self.base(), &e))?;
         if !resp.status().is_success() {
             let status = resp.status();
             let detail = read_bounded(resp, 64 * 1024)

@@ -158,7 +158,7 @@ pub struct RemoteNode {
 }
 
 impl RemoteNode {
-    /// A client of the node at `base` (e.g. `http://127.0.0.1:7878`) on the network
+    /// A client of the node at `base` (e.g. `https://127.0.0.1:7878`) on the network
     /// `genesis` defines.
     pub fn new(base: &str, genesis: &Genesis) -> Result<RemoteNode, ClientError> {
         Ok(RemoteNode {

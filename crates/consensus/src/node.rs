@@ -46,6 +46,8 @@ pub struct ValidatorNodeConfig {
     pub p2p_listen: SocketAddr,
     /// Where to serve the HTTP API.
     pub api_listen: SocketAddr,
+    /// How to serve it: TLS with the node's certificate, or plain HTTP on loopback.
+    pub transport: secnet_node::tls::Transport,
     /// Consensus timeouts.
     pub timing: Timing,
     /// History kept.
@@ -369,19 +371,24 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
         let web = secnet_web::Web::open(&config.data_dir, &name, Arc::new(services))
             .map_err(|e| StartError::Service(format!("cannot open the staff accounts: {e}")))?;
         let app = api::app(backend, pdc, web);
+        config
+            .transport
+            .check(config.api_listen)
+            .map_err(|e| StartError::Service(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(config.api_listen)
             .await
             .map_err(|error| StartError::Bind {
                 addr: config.api_listen,
                 error,
             })?;
-        let http = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .await
-        });
+        let tls = config.transport.server_config();
+        let http = tokio::spawn(secnet_tls::serve(
+            listener,
+            app,
+            tls,
+            secnet_tls::ServeLimits::default(),
+            std::future::pending(),
+        ));
         // The validator runs as long as all of its vital parts do; when one ends, the
         // process ends with an error naming it, rather than serving stale state.
         let stopped = tokio::select! {
@@ -390,8 +397,7 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
                 "block execution stopped (a finalized block could not be applied or stored; see the error above)".to_string()
             }
             served = http => match served {
-                Ok(Ok(())) => "the HTTP API stopped".to_string(),
-                Ok(Err(e)) => format!("the HTTP API stopped: {e}"),
+                Ok(()) => "the HTTP API stopped".to_string(),
                 Err(e) => format!("the HTTP API failed: {e}"),
             },
         };

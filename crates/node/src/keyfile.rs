@@ -144,18 +144,19 @@ fn private_tmp(path: &Path, bytes: &[u8]) -> Result<PathBuf, KeyFileError> {
     Ok(tmp)
 }
 
-/// Reads a key file, refusing one that other users can read. The permissions and size are
-/// those of the very file read (checked on the open handle, and the read bounded), so a
-/// file swapped in between is never read unchecked.
-pub fn read_key(path: &Path) -> Result<Keypair, KeyFileError> {
+/// Reads a secret file of at most `max` bytes, refusing one that other users can read. The
+/// permissions and size are those of the very file read (checked on the open handle, and the
+/// read bounded), so a file swapped in between is never read unchecked.
+pub fn read_private(path: &Path, max: u64) -> Result<Zeroizing<String>, KeyFileError> {
     use std::io::Read as _;
     let file = fs::File::open(path).map_err(io(path))?;
     let meta = file.metadata().map_err(io(path))?;
+    let malformed = |reason: String| KeyFileError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    };
     if !meta.is_file() {
-        return Err(KeyFileError::Malformed {
-            path: path.to_path_buf(),
-            reason: "not a regular file".into(),
-        });
+        return Err(malformed("not a regular file".into()));
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -164,22 +165,27 @@ pub fn read_key(path: &Path) -> Result<Keypair, KeyFileError> {
             mode,
         });
     }
-    if meta.len() > MAX_KEY_FILE {
-        return Err(KeyFileError::Malformed {
-            path: path.to_path_buf(),
-            reason: format!("{} bytes is too large for a key file", meta.len()),
-        });
+    if meta.len() > max {
+        return Err(malformed(format!(
+            "{} bytes is too large for this file",
+            meta.len()
+        )));
     }
     let mut text = Zeroizing::new(String::new());
-    file.take(MAX_KEY_FILE + 1)
+    file.take(max + 1)
         .read_to_string(&mut text)
         .map_err(io(path))?;
-    if text.len() as u64 > MAX_KEY_FILE {
-        return Err(KeyFileError::Malformed {
-            path: path.to_path_buf(),
-            reason: "the file grew past the size of a key file while it was read".into(),
-        });
+    if text.len() as u64 > max {
+        return Err(malformed(
+            "the file grew past its largest size while it was read".into(),
+        ));
     }
+    Ok(text)
+}
+
+/// Reads a key file, refusing one that other users can read (see [`read_private`]).
+pub fn read_key(path: &Path) -> Result<Keypair, KeyFileError> {
+    let text = read_private(path, MAX_KEY_FILE)?;
     let malformed = |reason: String| KeyFileError::Malformed {
         path: path.to_path_buf(),
         reason,

@@ -12,6 +12,7 @@ pub mod mempool;
 pub mod pdc;
 pub mod problem;
 mod server;
+pub mod tls;
 pub mod webapp;
 
 pub use server::{RunningNode, StartError, start_dev};

@@ -3,6 +3,7 @@
 use crate::api;
 use crate::backend::{Backend, NodeError};
 use crate::dev::{DevNode, ProducerConfig};
+use crate::tls::Transport;
 use secnet_types::{Genesis, Keypair};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,6 +18,7 @@ pub struct RunningNode {
     pub node: Arc<DevNode>,
     /// The address the API listens on.
     pub addr: SocketAddr,
+    scheme: &'static str,
     shutdown: watch::Sender<bool>,
     producer: JoinHandle<Result<(), String>>,
     server: JoinHandle<Result<(), String>>,
@@ -26,7 +28,7 @@ pub struct RunningNode {
 impl RunningNode {
     /// The API's base URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Stops producing blocks and serving, and waits for both.
@@ -53,14 +55,17 @@ impl RunningNode {
     }
 }
 
-/// Opens the ledger in `dir` and starts producing blocks and serving the API on `listen`.
+/// Opens the ledger in `dir` and starts producing blocks and serving the API on `listen`,
+/// over `transport`.
 pub async fn start_dev(
     dir: &Path,
     genesis: &Genesis,
     key: Keypair,
     listen: SocketAddr,
+    transport: Transport,
     config: ProducerConfig,
 ) -> Result<RunningNode, StartError> {
+    transport.check(listen)?;
     let node = Arc::new(DevNode::open(dir, genesis, key, config)?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -84,23 +89,24 @@ pub async fn start_dev(
         .map_err(|e| StartError::Web(e.to_string()))?;
     let app = api::app(backend, pdc, web);
     let mut rx_http = rx;
+    let scheme = transport.scheme();
     let server = tokio::spawn(async move {
-        let result = axum::serve(
+        secnet_tls::serve(
             listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            app,
+            transport.server_config(),
+            secnet_tls::ServeLimits::default(),
+            async move {
+                let _ = rx_http.changed().await;
+            },
         )
-        .with_graceful_shutdown(async move {
-            let _ = rx_http.changed().await;
-        })
         .await;
-        result.map_err(|e| {
-            tracing::error!(error = %e, "HTTP server stopped");
-            format!("the HTTP API stopped: {e}")
-        })
+        Ok(())
     });
     Ok(RunningNode {
         node,
         addr,
+        scheme,
         shutdown,
         producer,
         server,
@@ -123,4 +129,8 @@ pub enum StartError {
     /// The application's staff accounts could not be opened.
     #[error("opening the staff accounts: {0}")]
     Web(String),
+    /// The TLS files are missing or unusable, or plain HTTP was asked for where it is not
+    /// allowed.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsFileError),
 }

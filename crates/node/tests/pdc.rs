@@ -171,6 +171,7 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
         &genesis,
         hospital.clone(),
         "127.0.0.1:0".parse().unwrap(),
+        tls_transport(dir.path()),
         ProducerConfig {
             block_interval: Duration::from_millis(50),
             ..ProducerConfig::default()
@@ -179,7 +180,7 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     .await
     .unwrap();
     let c = Client {
-        http: reqwest::Client::new(),
+        http: secnet_tls::http_client().unwrap().build().unwrap(),
         base: node.url(),
         holder: hospital.account(),
     };
@@ -629,6 +630,7 @@ async fn lone_node(label: &str) -> (tempfile::TempDir, secnet_node::RunningNode)
         &genesis,
         key,
         "127.0.0.1:0".parse().unwrap(),
+        tls_transport(dir.path()),
         ProducerConfig::default(),
     )
     .await
@@ -640,7 +642,7 @@ async fn lone_node(label: &str) -> (tempfile::TempDir, secnet_node::RunningNode)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_served_routes() {
     let (_dir, node) = lone_node("pdc-openapi").await;
-    let http = reqwest::Client::new();
+    let http = secnet_tls::http_client().unwrap().build().unwrap();
     let doc: Value = http
         .get(format!("{}/openapi.json", node.url()))
         .send()
@@ -705,7 +707,7 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
     let (_dir, node) = lone_node("pdc-bodies").await;
     let holder = Keypair::deterministic("pdc-bodies", 0);
     let stranger = Keypair::deterministic("pdc-bodies", 1);
-    let http = reqwest::Client::new();
+    let http = secnet_tls::http_client().unwrap().build().unwrap();
     let owner = holder.account();
     let send = |method: reqwest::Method, path: String, len: usize| {
         let request = http
@@ -716,15 +718,15 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
     // A raw connection: a request's head and `sent` bytes of its body, and the answer read
     // without sending more.
     let raw = |head: String, sent: usize| {
-        let addr = node.addr;
+        let url = node.url();
         async move {
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut s = secnet_tls::connect(&url).await.unwrap();
             s.write_all(head.as_bytes()).await.unwrap();
             s.write_all(&vec![b'x'; sent]).await.unwrap();
             s
         }
     };
-    let answer_now = |mut s: tokio::net::TcpStream| async move {
+    let answer_now = |mut s: Box<dyn secnet_tls::Stream>| async move {
         let mut buf = vec![0u8; 4096];
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
             .await
@@ -904,6 +906,7 @@ async fn organisations_ask_patients_and_only_the_patient_answers() {
         &genesis,
         hospital.clone(),
         "127.0.0.1:0".parse().unwrap(),
+        tls_transport(dir.path()),
         ProducerConfig {
             block_interval: Duration::from_millis(50),
             ..ProducerConfig::default()
@@ -912,7 +915,7 @@ async fn organisations_ask_patients_and_only_the_patient_answers() {
     .await
     .unwrap();
     let c = Client {
-        http: reqwest::Client::new(),
+        http: secnet_tls::http_client().unwrap().build().unwrap(),
         base: node.url(),
         holder: hospital.account(),
     };
@@ -1140,4 +1143,12 @@ async fn get(c: &Client, key: &Keypair, path: String) -> (u16, Value) {
         "application/json",
     )
     .await
+}
+
+/// TLS with a certificate from the node's own authority, which this process then trusts.
+fn tls_transport(dir: &std::path::Path) -> secnet_node::tls::Transport {
+    let listen = "127.0.0.1:0".parse().unwrap();
+    secnet_node::tls::dev_transport(dir, listen, &Default::default())
+        .unwrap()
+        .0
 }

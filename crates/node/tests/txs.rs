@@ -61,6 +61,7 @@ async fn json_and_binary_batches_admit_alike_and_a_malformed_one_admits_nothing(
         &genesis,
         node_key,
         "127.0.0.1:0".parse().unwrap(),
+        tls_transport(dir.path()),
         ProducerConfig {
             block_interval: Duration::from_secs(3_600),
             ..ProducerConfig::default()
@@ -68,7 +69,7 @@ async fn json_and_binary_batches_admit_alike_and_a_malformed_one_admits_nothing(
     )
     .await
     .unwrap();
-    let http = reqwest::Client::new();
+    let http = secnet_tls::http_client().unwrap().build().unwrap();
     let url = format!("{}/v1/txs", node.url());
     let post_binary = async |body: Vec<u8>| {
         let r = http
@@ -155,4 +156,12 @@ async fn node_pending(http: &reqwest::Client, base: &str) -> u64 {
         .await
         .unwrap();
     s["mempool"].as_u64().unwrap_or_else(|| panic!("{s}"))
+}
+
+/// TLS with a certificate from the node's own authority, which this process then trusts.
+fn tls_transport(dir: &std::path::Path) -> secnet_node::tls::Transport {
+    let listen = "127.0.0.1:0".parse().unwrap();
+    secnet_node::tls::dev_transport(dir, listen, &Default::default())
+        .unwrap()
+        .0
 }

@@ -115,7 +115,7 @@ fn main() {
             )
             .await
         });
-        let http = reqwest::Client::builder()
+        let http = secnet_tls::http_client().unwrap()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();

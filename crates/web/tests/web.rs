@@ -267,7 +267,8 @@ async fn repeated_failures_pause_an_account_even_for_the_right_password() {
     // source address: a stranger's guesses do not lock its owner out.
     app.session("dr.ada", CLINICIAN_PASSWORD).await;
     let elsewhere = App {
-        http: reqwest::Client::builder()
+        http: secnet_tls::http_client()
+            .unwrap()
             .redirect(reqwest::redirect::Policy::none())
             .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
             .build()

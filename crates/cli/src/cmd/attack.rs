@@ -84,8 +84,10 @@ pub fn run(args: AttackArgs) -> anyhow::Result<()> {
         ..ProducerConfig::default()
     };
     let listen = "127.0.0.1:0".parse()?;
+    let (transport, _) = secnet_node::tls::dev_transport(&dir, listen, &Default::default())?;
     let outcomes = super::runtime()?.block_on(async move {
-        let node = secnet_node::start_dev(&dir, &genesis, node_key, listen, config).await?;
+        let node =
+            secnet_node::start_dev(&dir, &genesis, node_key, listen, transport, config).await?;
         let url = node.url();
         let result = async {
             let world = setup(&url, genesis, holder, patient, hospital, thief).await?;
@@ -159,7 +161,7 @@ async fn setup(
         thief,
         data: Hash::ZERO,
         grant: Hash::ZERO,
-        http: reqwest::Client::new(),
+        http: secnet_tls::http_client()?.build()?,
     };
     for key in [&world.patient, &world.hospital, &world.thief] {
         applied(
@@ -465,6 +467,7 @@ async fn attacks(world: &World) -> anyhow::Result<Vec<AttackOutcome>> {
         s == 403,
     ));
     out.push(unsigned_upload(world).await?);
+    out.extend(transport(world).await?);
 
     // The owner's control: a revoked policy, then a withdrawal someone tries to undo.
     world.api.set_policies(&world.patient, "").await?;
@@ -506,8 +509,8 @@ async fn attacks(world: &World) -> anyhow::Result<Vec<AttackOutcome>> {
 /// An upload's head with no signature, its 64 MiB body never sent: answered at once.
 async fn unsigned_upload(world: &World) -> anyhow::Result<AttackOutcome> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let addr = world.url.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let addr = world.url.split("://").nth(1).unwrap_or(&world.url);
+    let mut s = secnet_tls::connect(&world.url).await?;
     let head = format!(
         "PUT /v1/pdc/objects/{}/x?media_type=text/plain HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\n",
         world.patient.account(),
@@ -526,6 +529,103 @@ async fn unsigned_upload(world: &World) -> anyhow::Result<AttackOutcome> {
         format!("{status}, answered with the body unsent"),
         status == "401",
     ))
+}
+
+/// The transport: plain HTTP to the TLS API, a node impersonated with a certificate from
+/// another authority, and connections that never finish their headers.
+async fn transport(world: &World) -> anyhow::Result<Vec<AttackOutcome>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut out = Vec::new();
+    let addr = world
+        .url
+        .split("://")
+        .nth(1)
+        .unwrap_or(&world.url)
+        .to_string();
+
+    // Plain HTTP to the TLS port: whatever comes back is not an HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect(&addr).await?;
+    plain
+        .write_all(format!("GET /v1/status HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf))
+        .await
+        .unwrap_or(Ok(0))
+        .unwrap_or(0);
+    let http_answer = buf.get(..n).is_some_and(|b| b.starts_with(b"HTTP/"));
+    out.push(outcome(
+        "plain HTTP to the TLS API",
+        "no HTTP answer",
+        if http_answer {
+            "an HTTP answer in the clear".to_string()
+        } else {
+            format!("{n} bytes of TLS alert, then closed")
+        },
+        !http_answer,
+    ));
+
+    // A man in the middle on loopback with a certificate for this very address, from an
+    // authority the client does not trust.
+    let impostor_ca = secnet_tls::Authority::create()?;
+    let issued = impostor_ca.issue(&["127.0.0.1".into(), "localhost".into()])?;
+    let tls = secnet_tls::server_config(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let impostor = format!("https://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(secnet_tls::serve(
+        listener,
+        axum::Router::new(),
+        Some(tls),
+        secnet_tls::ServeLimits::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let refused = NodeApi::new(&impostor)?.status().await;
+    let _ = stop.send(());
+    let _ = server.await;
+    let why = refused
+        .as_ref()
+        .err()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    out.push(outcome(
+        "node impersonated with another authority's certificate",
+        "client refuses the certificate and names --ca",
+        if refused.is_ok() {
+            "the client accepted it".to_string()
+        } else {
+            "refused: invalid peer certificate".to_string()
+        },
+        why.contains("invalid peer certificate") && why.contains("--ca"),
+    ));
+
+    // Slow loris: connections that send half a request head and stall do not keep others
+    // out (each is closed at the header deadline, 20 s).
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        let mut s = secnet_tls::connect(&world.url).await?;
+        s.write_all(format!("GET /v1/status HTTP/1.1\r\nhost: {addr}\r\n").as_bytes())
+            .await?;
+        s.flush().await?;
+        stalled.push(s);
+    }
+    let started = std::time::Instant::now();
+    let served = tokio::time::timeout(Duration::from_secs(5), world.api.status()).await;
+    let ms = started.elapsed().as_millis();
+    drop(stalled);
+    out.push(outcome(
+        "slow loris: 8 connections stall mid-header",
+        "others served meanwhile",
+        match &served {
+            Ok(Ok(_)) => format!("a status request answered in {ms} ms"),
+            Ok(Err(e)) => format!("refused: {e}"),
+            Err(_) => "no answer within 5 s".to_string(),
+        },
+        matches!(served, Ok(Ok(_))),
+    ));
+    Ok(out)
 }
 
 /// After the owner withdrew, the thief registers the same hash naming this holder, pays

@@ -50,6 +50,9 @@ pub enum BenchCmd {
         /// Concurrent connections for `--http-fetches`.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// With `--http-fetches`, plain HTTP instead of TLS (to measure what TLS costs).
+        #[arg(long)]
+        plain_http: bool,
         /// Print JSON (the only output format; kept for symmetry with other commands).
         #[arg(long)]
         json: bool,
@@ -257,10 +260,11 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             stream_mib,
             http_fetches,
             concurrency,
+            plain_http,
             json: _,
         } => {
             return match http_fetches {
-                Some(n) => super::bench_pdc::run_http(n, concurrency),
+                Some(n) => super::bench_pdc::run_http(n, concurrency, plain_http),
                 None => super::bench_pdc::run(decisions, stream_mib),
             };
         }

@@ -619,8 +619,10 @@ impl Net {
             api_base_port: api,
             chain_id: "secnet-bench".into(),
             names: Vec::new(),
+            authority: None,
         })?;
-        let (children, urls) = super::testnet::spawn_validators(dir.path(), validators)?;
+        secnet_tls::trust(&std::fs::read(dir.path().join("ca.pem"))?)?;
+        let (children, urls) = super::testnet::spawn_validators(dir.path(), validators, false)?;
         let pids = children.0.iter().map(std::process::Child::id).collect();
         let apis = urls
             .iter()

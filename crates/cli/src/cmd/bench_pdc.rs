@@ -304,10 +304,18 @@ pub fn run(decisions: usize, stream_mib: u64) -> anyhow::Result<()> {
 }
 
 /// Fetches of a 1 KiB FHIR resource over HTTP on loopback: a single-node ledger with its PDC,
-/// one grant, and `fetches` pre-signed fetch proofs sent by `concurrency` connections.
-pub fn run_http(fetches: usize, concurrency: usize) -> anyhow::Result<()> {
+/// one grant, and `fetches` pre-signed fetch proofs sent by `concurrency` connections, over
+/// TLS unless `plain`.
+pub fn run_http(fetches: usize, concurrency: usize, plain: bool) -> anyhow::Result<()> {
     super::runtime()?.block_on(async move {
         let dir = tempfile::tempdir()?;
+        let listen = "127.0.0.1:0".parse()?;
+        let (transport, _) = secnet_node::tls::dev_transport(
+            dir.path(),
+            listen,
+            &secnet_node::tls::DevTls { plain, ..Default::default() },
+        )?;
+        let scheme = transport.scheme();
         let keys: Vec<Keypair> = (0..3).map(|i| Keypair::deterministic("bench-pdc-http", i)).collect();
         let (holder, patient, consumer) = match keys.as_slice() {
             [h, p, c] => (h.clone(), p.clone(), c.clone()),
@@ -326,7 +334,8 @@ pub fn run_http(fetches: usize, concurrency: usize) -> anyhow::Result<()> {
             dir.path(),
             &genesis,
             holder.clone(),
-            "127.0.0.1:0".parse()?,
+            listen,
+            transport,
             secnet_node::dev::ProducerConfig {
                 block_interval: std::time::Duration::from_millis(50),
                 ..Default::default()
@@ -334,7 +343,7 @@ pub fn run_http(fetches: usize, concurrency: usize) -> anyhow::Result<()> {
         )
         .await?;
         let base = node.url();
-        let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+        let http = secnet_tls::http_client()?.pool_max_idle_per_host(concurrency).build()?;
         let mut nonces = std::collections::HashMap::new();
         let mut submit = async |key: &Keypair, call: Call| -> anyhow::Result<secnet_types::Hash> {
             let nonce = nonces.entry(key.account()).or_insert(0u64);
@@ -418,6 +427,7 @@ pub fn run_http(fetches: usize, concurrency: usize) -> anyhow::Result<()> {
             "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
             "fetches": fetches,
             "concurrency": concurrency,
+            "transport": scheme,
             "resource_bytes": body.len(),
             "seconds": secs,
             "requests_per_s": fetches as f64 / secs,

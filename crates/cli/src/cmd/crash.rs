@@ -362,6 +362,7 @@ fn acked_snapshot(acked: &Mutex<Acked>) -> Acked {
 struct NodeProcess {
     child: Child,
     api: std::sync::mpsc::Receiver<String>,
+    node_dir: std::path::PathBuf,
 }
 
 impl NodeProcess {
@@ -386,12 +387,21 @@ impl NodeProcess {
                 }
             }
         });
-        Ok(NodeProcess { child, api })
+        Ok(NodeProcess {
+            child,
+            api,
+            node_dir: node_dir.to_path_buf(),
+        })
     }
 
     fn wait_for_api(&mut self, timeout: Duration) -> anyhow::Result<String> {
         match self.api.recv_timeout(timeout) {
-            Ok(url) => Ok(url),
+            Ok(url) => {
+                // The node made its own authority on its first start.
+                let ca = self.node_dir.join(secnet_node::tls::TLS_DIR).join("ca.pem");
+                secnet_tls::trust(&std::fs::read(&ca).with_context(|| ca.display().to_string())?)?;
+                Ok(url)
+            }
             Err(_) => {
                 let status = self.child.try_wait()?;
                 bail!("the node did not serve its API within {timeout:?} (exit: {status:?})")

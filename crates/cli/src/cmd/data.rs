@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 #[derive(Args, Clone)]
 pub struct Conn {
     /// The node's API (for `fetch`, the node that holds the data).
-    #[arg(long, default_value = "http://127.0.0.1:7878", global = true)]
+    #[arg(long, default_value = "https://127.0.0.1:7878", global = true)]
     pub node: String,
     /// The network's genesis: what is read from the ledger (grants, listings, the access
     /// log's head) is checked against state its validators certified.

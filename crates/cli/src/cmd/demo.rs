@@ -115,8 +115,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         block_interval: Duration::from_millis(50),
         ..ProducerConfig::default()
     };
+    let (transport, _) = secnet_node::tls::dev_transport(&dir, args.listen, &Default::default())?;
     super::runtime()?.block_on(async move {
-        let node = secnet_node::start_dev(&dir, &genesis, node_key, args.listen, config).await?;
+        let node = secnet_node::start_dev(&dir, &genesis, node_key, args.listen, transport, config)
+            .await?;
         let result = story(&node.url(), &dir, &genesis, &alice, &ha, &hb, &institute).await;
         node.stop().await;
         result

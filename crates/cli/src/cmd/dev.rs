@@ -23,6 +23,18 @@ pub struct DevArgs {
     /// Milliseconds between blocks while transactions wait.
     #[arg(long, default_value_t = 200)]
     pub block_ms: u64,
+    /// Further names or addresses the node's certificate carries (on first start), besides
+    /// localhost and the listening address.
+    #[arg(long, value_name = "NAME")]
+    pub tls_name: Vec<String>,
+    /// The certificate authority (a directory with `ca.pem` and `ca.key`, as `secnet
+    /// testnet init` writes) that issues the node's certificate on first start; by default
+    /// the node becomes an authority of its own.
+    #[arg(long, value_name = "DIR")]
+    pub authority: Option<PathBuf>,
+    /// Serve plain HTTP instead of TLS (refused unless --listen is a loopback address).
+    #[arg(long)]
+    pub plain_http: bool,
 }
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -50,14 +62,37 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         block_interval: Duration::from_millis(args.block_ms.max(1)),
         ..ProducerConfig::default()
     };
+    let (transport, tls) = secnet_node::tls::dev_transport(
+        &args.data_dir,
+        args.listen,
+        &secnet_node::tls::DevTls {
+            plain: args.plain_http,
+            extra_names: args.tls_name.clone(),
+            authority: args.authority.clone(),
+        },
+    )?;
     super::runtime()?.block_on(async move {
-        let mut running =
-            secnet_node::start_dev(&args.data_dir, &genesis, key, args.listen, config).await?;
+        let mut running = secnet_node::start_dev(
+            &args.data_dir,
+            &genesis,
+            key,
+            args.listen,
+            transport,
+            config,
+        )
+        .await?;
         let height = running.node.with_ledger(|l| l.state().tip().height)?;
         println!("secnet dev node");
         println!("  chain       {}", genesis.chain_id);
         println!("  data dir    {}", args.data_dir.display());
         println!("  api         {}", running.url());
+        match &tls {
+            Some(tls) => {
+                println!("  clients     --ca {}", tls.ca_path.display());
+                println!("  certificate public key sha256/{}", tls.fingerprint);
+            }
+            None => println!("  plain HTTP  on loopback only, as --plain-http asked"),
+        }
         println!(
             "  node key    {} (funded account {})",
             data.node_key_path().display(),

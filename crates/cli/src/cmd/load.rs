@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 #[derive(Args)]
 pub struct LoadArgs {
     /// Validators' APIs, comma-separated; transactions are spread over them.
-    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8100")]
+    #[arg(long, value_delimiter = ',', default_value = "https://127.0.0.1:8100")]
     pub node: Vec<String>,
     /// Directory of funded key files that send the transactions.
     #[arg(long)]

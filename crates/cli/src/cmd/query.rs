@@ -12,7 +12,7 @@ use std::path::PathBuf;
 #[derive(Args, Debug, Clone)]
 pub struct Remote {
     /// The node's API.
-    #[arg(long, default_value = "http://127.0.0.1:7878")]
+    #[arg(long, default_value = "https://127.0.0.1:7878")]
     pub node: String,
     /// The network's genesis: answers are checked against its validators. Defaults to the
     /// default devnet's (`secnet-devnet/genesis.json`); a dev node's is
@@ -180,7 +180,7 @@ pub fn block(args: BlockArgs) -> anyhow::Result<()> {
 #[derive(Args)]
 pub struct HealthArgs {
     /// The node's API.
-    #[arg(long, default_value = "http://127.0.0.1:7878")]
+    #[arg(long, default_value = "https://127.0.0.1:7878")]
     pub node: String,
     /// Print JSON.
     #[arg(long)]

@@ -49,6 +49,10 @@ pub struct InitArgs {
     /// no name.
     #[arg(long, value_delimiter = ',')]
     pub names: Vec<String>,
+    /// An existing certificate authority (a directory with `ca.pem` and `ca.key`) to issue
+    /// the validators' certificates; by default a new one is made in DIR.
+    #[arg(long, value_name = "DIR")]
+    pub authority: Option<PathBuf>,
 }
 
 /// Who runs a new devnet's validators: two hospitals, a research institute, a clinic.
@@ -155,8 +159,35 @@ pub fn init(args: &InitArgs) -> anyhow::Result<Genesis> {
             toml::to_string_pretty(&config)?,
         )?;
     }
+    issue_certificates(&args.dir, args.validators, args.authority.as_deref())?;
     Ok(genesis)
 }
+
+/// Issues each of the `n` validators in `dir` a certificate for the address its API listens
+/// on (and localhost), into `nodeI/tls/`: by the authority in `authority`, or by a new one
+/// made in `dir` (`ca.pem`, which clients trust, and `ca.key`, outside every node's
+/// directory). `dir/ca.pem` is the network's authority either way.
+fn issue_certificates(dir: &Path, n: usize, authority: Option<&Path>) -> anyhow::Result<()> {
+    let authority = match authority {
+        Some(a) => {
+            let authority = secnet_node::tls::read_authority(a)?;
+            std::fs::write(dir.join(CA_CERT), authority.cert_pem())?;
+            authority
+        }
+        None => secnet_node::tls::create_authority(dir)?,
+    };
+    for i in 0..n {
+        let node_dir = dir.join(format!("node{i}"));
+        let config = node_dir.join("config.toml");
+        let file: NodeConfigFile = toml::from_str(&std::fs::read_to_string(&config)?)?;
+        let issued = authority.issue(&secnet_node::tls::default_names(file.api_listen))?;
+        secnet_node::tls::install(&node_dir, authority.cert_pem(), &issued)?;
+    }
+    Ok(())
+}
+
+/// The network's authority certificate, beside the genesis.
+const CA_CERT: &str = secnet_node::tls::AUTHORITY_CERT;
 
 /// Arguments of `secnet node`.
 #[derive(Args)]
@@ -180,6 +211,10 @@ pub struct NodeArgs {
     /// Largest snapshot accepted by --join, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 30)]
     pub max_snapshot_bytes: u64,
+    /// Serve the API over plain HTTP instead of TLS (refused unless it listens on a
+    /// loopback address).
+    #[arg(long)]
+    pub plain_http: bool,
 }
 
 fn relative(base: &Path, p: &Path) -> PathBuf {
@@ -205,7 +240,18 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         genesis.chain_id,
         genesis.hash()
     );
-    println!("  p2p {}  api http://{}", file.p2p_listen, file.api_listen);
+    let transport = if args.plain_http {
+        secnet_node::tls::Transport::Plain
+    } else {
+        secnet_node::tls::Transport::Tls(secnet_node::tls::load(&data_dir)?.server)
+    };
+    transport.check(file.api_listen)?;
+    println!(
+        "  p2p {}  api {}://{}",
+        file.p2p_listen,
+        transport.scheme(),
+        file.api_listen
+    );
     if let Some(url) = &args.join {
         join(url, &genesis, &data_dir, args.max_snapshot_bytes)?;
     }
@@ -223,6 +269,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         key,
         p2p_listen: file.p2p_listen,
         api_listen: file.api_listen,
+        transport,
         timing: Timing::default(),
         retention: Retention {
             archive: args.archive_heights,
@@ -307,6 +354,13 @@ pub struct DevnetArgs {
     /// two held at each hospital); skipped if the directory does not exist.
     #[arg(long, default_value = super::samples::DEFAULT_SAMPLES)]
     pub samples: PathBuf,
+    /// Serve the validators' APIs over plain HTTP on loopback instead of TLS.
+    #[arg(long)]
+    pub plain_http: bool,
+    /// An existing certificate authority (a directory with `ca.pem` and `ca.key`) to issue
+    /// the validators' certificates on first run; by default a new one is made in DIR.
+    #[arg(long, value_name = "DIR")]
+    pub authority: Option<PathBuf>,
 }
 
 /// Validator processes, killed when dropped.
@@ -322,8 +376,12 @@ impl Drop for Children {
 }
 
 /// Starts `secnet node` for each of the `n` validators under `dir` (logs in
-/// `nodeI/node.log`); returns the processes and their API URLs.
-pub fn spawn_validators(dir: &Path, n: usize) -> anyhow::Result<(Children, Vec<String>)> {
+/// `nodeI/node.log`), over TLS unless `plain`; returns the processes and their API URLs.
+pub fn spawn_validators(
+    dir: &Path,
+    n: usize,
+    plain: bool,
+) -> anyhow::Result<(Children, Vec<String>)> {
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
     let mut apis = Vec::new();
@@ -332,15 +390,19 @@ pub fn spawn_validators(dir: &Path, n: usize) -> anyhow::Result<(Children, Vec<S
         let config = node_dir.join("config.toml");
         let file: NodeConfigFile = toml::from_str(&std::fs::read_to_string(&config)?)?;
         let log = std::fs::File::create(node_dir.join("node.log"))?;
-        let child = Command::new(&exe)
-            .args(["node", "--config"])
-            .arg(&config)
+        let mut command = Command::new(&exe);
+        command.args(["node", "--config"]).arg(&config);
+        if plain {
+            command.arg("--plain-http");
+        }
+        let child = command
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
             .with_context(|| format!("starting validator {i}"))?;
         children.0.push(child);
-        apis.push(format!("http://{}", file.api_listen));
+        let scheme = if plain { "http" } else { "https" };
+        apis.push(format!("{scheme}://{}", file.api_listen));
     }
     Ok((children, apis))
 }
@@ -358,6 +420,7 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
             api_base_port: 8100,
             chain_id: "secnet-devnet".into(),
             names: DEVNET_NAMES.iter().map(|n| (*n).to_string()).collect(),
+            authority: args.authority.clone(),
         })?;
         write_sample_logins(&args.dir, args.validators)?;
         genesis
@@ -369,7 +432,13 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
             args.dir.display()
         );
     }
-    let (mut children, apis) = spawn_validators(&args.dir, n)?;
+    if !args.dir.join(CA_CERT).exists() {
+        // A network made before its APIs served TLS gets its authority now.
+        issue_certificates(&args.dir, n, args.authority.as_deref())?;
+    }
+    // This process talks to its validators while it seeds the sample patients.
+    secnet_tls::trust(&std::fs::read(args.dir.join(CA_CERT))?)?;
+    let (mut children, apis) = spawn_validators(&args.dir, n, args.plain_http)?;
     if first_run && args.samples.is_dir() {
         println!(
             "importing sample patients from {} (first run only)…",
@@ -399,6 +468,12 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         );
     }
     println!("  client keys in {}", args.dir.join("accounts").display());
+    if !args.plain_http {
+        println!(
+            "  TLS: clients trust {} (`--ca`; the default for this directory)",
+            args.dir.join(CA_CERT).display()
+        );
+    }
     if let Ok(logins) = std::fs::read_to_string(args.dir.join(SAMPLE_LOGINS)) {
         println!(
             "  the application: open {}/app (staff) or {}/app/patient (patients)",

@@ -24,7 +24,7 @@ pub enum TxCmd {
         #[arg(long)]
         amount: u64,
         /// The node's API.
-        #[arg(long, default_value = "http://127.0.0.1:7878")]
+        #[arg(long, default_value = "https://127.0.0.1:7878")]
         node: String,
         /// Wait for the receipt.
         #[arg(long)]

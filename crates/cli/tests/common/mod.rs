@@ -16,13 +16,35 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// A `secnet` command that trusts [`authority`] (`SECNET_CA`).
 pub fn secnet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_secnet"));
     c.env(
         "SECNET_LOG",
         std::env::var("SECNET_TEST_LOG").unwrap_or_else(|_| "warn".into()),
     );
+    c.env("SECNET_CA", authority().join("ca.pem"));
     c
+}
+
+/// The certificate authority (a directory with `ca.pem` and `ca.key`) that issues every
+/// node's certificate in this test binary, and that every command run here and
+/// [`http`] trusts: nodes serve TLS, as they do by default.
+pub fn authority() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        secnet_node::tls::create_authority(dir.path()).unwrap();
+        secnet_tls::trust(&std::fs::read(dir.path().join("ca.pem")).unwrap()).unwrap();
+        dir
+    })
+    .path()
+}
+
+/// An HTTP client trusting [`authority`].
+pub fn http() -> reqwest::Client {
+    authority();
+    secnet_tls::http_client().unwrap().build().unwrap()
 }
 
 /// Runs `secnet args...`, asserting success; returns stdout.
@@ -68,7 +90,13 @@ pub struct DevNode {
 }
 
 impl DevNode {
+    /// A node whose certificate is from [`authority`].
     pub fn start(dir: &Path) -> DevNode {
+        DevNode::start_with(dir, &["--authority", path(authority())])
+    }
+
+    /// A node started with `extra` arguments to `secnet dev`.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> DevNode {
         let mut child = secnet()
             .args([
                 "dev",
@@ -79,6 +107,7 @@ impl DevNode {
                 "--block-ms",
                 "20",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -229,6 +258,8 @@ pub fn init_testnet(dir: &Path, validators: u16, accounts: usize) -> u16 {
         &p2p.to_string(),
         "--api-base-port",
         &api.to_string(),
+        "--authority",
+        path(authority()),
     ]);
     api
 }

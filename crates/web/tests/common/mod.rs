@@ -16,7 +16,8 @@ pub async fn serve(web: Arc<Web>) -> (String, reqwest::Client) {
         )
         .await
     });
-    let http = reqwest::Client::builder()
+    let http = secnet_tls::http_client()
+        .unwrap()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

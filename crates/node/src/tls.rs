@@ -1,0 +1,255 @@
+//! A node's TLS files, in `tls/` of its data directory:
+//!
+//! - `ca.pem`: the network's certificate authority, which the node trusts when its
+//!   application calls other holders, and which clients are given (`--ca`);
+//! - `cert.pem` and `key.pem` (mode 0600): the node's certificate, for the names and
+//!   addresses its API is reached at, and its key;
+//! - `ca.key` (mode 0600), only on a `secnet dev` node, which is its own authority. A
+//!   network made by `secnet testnet init` or `secnet devnet` keeps the authority's key
+//!   beside the genesis, outside every node's directory.
+
+use crate::keyfile::{KeyFileError, read_private, write_private};
+use secnet_tls::{Authority, Issued, TlsError};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The directory, inside a node's data directory, holding its TLS files.
+pub const TLS_DIR: &str = "tls";
+/// Largest certificate or key file read, in bytes.
+const MAX_PEM_FILE: u64 = 64 * 1024;
+
+/// How a node's API is served.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// Over TLS with this configuration.
+    Tls(Arc<rustls::ServerConfig>),
+    /// Plain HTTP: allowed only on a loopback address, and only when asked for.
+    Plain,
+}
+
+impl Transport {
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Transport::Tls(_) => "https",
+            Transport::Plain => "http",
+        }
+    }
+
+    /// Refuses plain HTTP on an address other machines can reach.
+    pub fn check(&self, listen: SocketAddr) -> Result<(), TlsFileError> {
+        match self {
+            Transport::Plain if !listen.ip().is_loopback() => {
+                Err(TlsFileError::PlainNotLoopback(listen))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The server configuration, if TLS.
+    pub fn server_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        match self {
+            Transport::Tls(c) => Some(c.clone()),
+            Transport::Plain => None,
+        }
+    }
+}
+
+/// A node's TLS files that cannot be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFileError {
+    /// A file could not be read or written.
+    #[error(transparent)]
+    File(#[from] KeyFileError),
+    /// A file does not hold what it should.
+    #[error("{path}: {source}")]
+    Content {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: TlsError,
+    },
+    /// A certificate or key could not be made.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The node has no TLS files.
+    #[error(
+        "{0} has no TLS certificate; `secnet testnet init` and `secnet devnet` create one for each node"
+    )]
+    Missing(PathBuf),
+    /// Plain HTTP was asked for on an address others can reach.
+    #[error(
+        "plain HTTP is allowed only on a loopback address, not {0}; serve TLS (the default) instead"
+    )]
+    PlainNotLoopback(SocketAddr),
+}
+
+/// What a node serving TLS knows of its files.
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    /// The server configuration.
+    pub server: Arc<rustls::ServerConfig>,
+    /// The authority clients are to trust (`--ca`).
+    pub ca_path: PathBuf,
+    /// The base64 SHA-256 of the node certificate's public key, to compare with what a
+    /// browser shows.
+    pub fingerprint: String,
+}
+
+/// The names a node listening on `listen` is reached at on this machine: `localhost`, the
+/// loopback addresses, and the listening address itself when it is a specific one.
+pub fn default_names(listen: SocketAddr) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    let ip = listen.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        names.push(ip.to_string());
+    }
+    names
+}
+
+fn tls_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(TLS_DIR)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsFileError + '_ {
+    move |source| {
+        TlsFileError::File(KeyFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Writes a node's certificate and key, and the authority it trusts, into `data_dir/tls`.
+pub fn install(data_dir: &Path, ca_pem: &str, issued: &Issued) -> Result<(), TlsFileError> {
+    let dir = tls_dir(data_dir);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let ca = dir.join(AUTHORITY_CERT);
+    std::fs::write(&ca, ca_pem).map_err(io(&ca))?;
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, &issued.cert_pem).map_err(io(&cert))?;
+    write_private(&dir.join("key.pem"), issued.key_pem.as_bytes())?;
+    Ok(())
+}
+
+/// The authority's certificate in an authority directory (and in a node's `tls/`).
+pub const AUTHORITY_CERT: &str = "ca.pem";
+/// The authority's key in an authority directory (mode 0600).
+pub const AUTHORITY_KEY: &str = "ca.key";
+
+/// Makes a new certificate authority in `dir`: `ca.pem` and `ca.key` (0600).
+pub fn create_authority(dir: &Path) -> Result<Authority, TlsFileError> {
+    let authority = Authority::create()?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    write_private(&dir.join(AUTHORITY_KEY), authority.key_pem().as_bytes())?;
+    let cert = dir.join(AUTHORITY_CERT);
+    std::fs::write(&cert, authority.cert_pem()).map_err(io(&cert))?;
+    Ok(authority)
+}
+
+/// The certificate authority in `dir` (`ca.pem` and `ca.key`, which others must not read).
+pub fn read_authority(dir: &Path) -> Result<Authority, TlsFileError> {
+    let cert_path = dir.join(AUTHORITY_CERT);
+    let cert = read_public(&cert_path)?;
+    let cert = String::from_utf8(cert).map_err(|_| TlsFileError::Content {
+        path: cert_path.clone(),
+        source: TlsError::Config("not UTF-8 PEM text".into()),
+    })?;
+    let key_path = dir.join(AUTHORITY_KEY);
+    let key = read_private(&key_path, MAX_PEM_FILE)?;
+    Authority::load(&cert, &key).map_err(|source| TlsFileError::Content {
+        path: key_path,
+        source,
+    })
+}
+
+/// Makes sure a `secnet dev` node has TLS files. On first start it is issued a certificate
+/// for `names`: by the authority in `authority` if given, or else by an authority of its
+/// own, made in its `tls/` (`ca.key` there). Later starts use what is there.
+pub fn ensure_dev(
+    data_dir: &Path,
+    names: &[String],
+    authority: Option<&Path>,
+) -> Result<(), TlsFileError> {
+    let dir = tls_dir(data_dir);
+    if dir.join("cert.pem").exists() {
+        return Ok(());
+    }
+    let authority = match authority {
+        Some(a) => read_authority(a)?,
+        None if dir.join(AUTHORITY_KEY).exists() => read_authority(&dir)?,
+        None => create_authority(&dir)?,
+    };
+    let issued = authority.issue(names)?;
+    install(data_dir, authority.cert_pem(), &issued)
+}
+
+fn read_public(path: &Path) -> Result<Vec<u8>, TlsFileError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    if bytes.len() as u64 > MAX_PEM_FILE {
+        return Err(TlsFileError::Content {
+            path: path.to_path_buf(),
+            source: TlsError::Config(format!("{} bytes is too large", bytes.len())),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads a node's TLS files, trusts its network's authority in this process (the node's
+/// application calls other holders of the same network), and returns the server side.
+pub fn load(data_dir: &Path) -> Result<NodeTls, TlsFileError> {
+    let dir = tls_dir(data_dir);
+    let cert_path = dir.join("cert.pem");
+    if !cert_path.exists() {
+        return Err(TlsFileError::Missing(data_dir.to_path_buf()));
+    }
+    let cert = read_public(&cert_path)?;
+    let key_path = dir.join("key.pem");
+    let key = read_private(&key_path, MAX_PEM_FILE)?;
+    let ca_path = dir.join(AUTHORITY_CERT);
+    let ca = read_public(&ca_path)?;
+    let content = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TlsFileError::Content { path, source }
+    };
+    let server = secnet_tls::server_config(&cert, key.as_bytes()).map_err(content(&key_path))?;
+    secnet_tls::trust(&ca).map_err(content(&ca_path))?;
+    let fingerprint = secnet_tls::fingerprint(&cert).map_err(content(&cert_path))?;
+    Ok(NodeTls {
+        server,
+        ca_path,
+        fingerprint,
+    })
+}
+
+/// How a `secnet dev` node serves its API.
+#[derive(Debug, Clone, Default)]
+pub struct DevTls {
+    /// Plain HTTP (on loopback only) instead of TLS.
+    pub plain: bool,
+    /// Names or addresses the certificate carries besides [`default_names`].
+    pub extra_names: Vec<String>,
+    /// The authority directory that issues the certificate; by default the node is its own.
+    pub authority: Option<PathBuf>,
+}
+
+/// A `secnet dev` node's transport: TLS with the files [`ensure_dev`] makes in `data_dir`,
+/// its authority trusted by this process; or plain HTTP, if asked for and `listen` is a
+/// loopback address.
+pub fn dev_transport(
+    data_dir: &Path,
+    listen: SocketAddr,
+    how: &DevTls,
+) -> Result<(Transport, Option<NodeTls>), TlsFileError> {
+    if how.plain {
+        let transport = Transport::Plain;
+        transport.check(listen)?;
+        return Ok((transport, None));
+    }
+    let mut names = default_names(listen);
+    names.extend(how.extra_names.iter().cloned());
+    ensure_dev(data_dir, &names, how.authority.as_deref())?;
+    let tls = load(data_dir)?;
+    Ok((Transport::Tls(tls.server.clone()), Some(tls)))
+}

@@ -1,0 +1,180 @@
+//! The server loop over real TLS on loopback: who is trusted, who is refused, and what a
+//! slow client gets.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step is a failed test"
+)]
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use secnet_tls::{Authority, ServeLimits, client_config, serve, server_config};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn app() -> Router {
+    Router::new().route(
+        "/peer",
+        get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+    )
+}
+
+async fn start(
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    limits: ServeLimits,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, app(), tls, limits, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop, task)
+}
+
+fn client(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(client_config(ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_trusting_the_authority_is_served_and_others_are_refused() {
+    let ca = Authority::create().unwrap();
+    let node = ca.issue(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let tls = server_config(node.cert_pem.as_bytes(), node.key_pem.as_bytes()).unwrap();
+    let (addr, stop, task) = start(Some(tls), ServeLimits::default()).await;
+
+    let by_ip = format!("https://127.0.0.1:{}/peer", addr.port());
+    let by_name = format!("https://localhost:{}/peer", addr.port());
+    for url in [&by_ip, &by_name] {
+        let answer = client(ca.cert_pem()).get(url).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(
+            answer.text().await.unwrap(),
+            "127.0.0.1",
+            "ConnectInfo reaches handlers"
+        );
+    }
+
+    // Another authority's client does not accept this node: a man in the middle with a
+    // certificate from any other authority is refused the same way.
+    let other = Authority::create().unwrap();
+    let err = client(other.cert_pem())
+        .get(&by_ip)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("InvalidCertificate"), "{err:?}");
+
+    // A certificate for other names is refused for this address.
+    let elsewhere = ca.issue(&["node.example".into()]).unwrap();
+    let wrong = server_config(elsewhere.cert_pem.as_bytes(), elsewhere.key_pem.as_bytes()).unwrap();
+    let (addr2, stop2, task2) = start(Some(wrong), ServeLimits::default()).await;
+    let err = client(ca.cert_pem())
+        .get(format!("https://127.0.0.1:{}/peer", addr2.port()))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("NotValidForName"), "{err:?}");
+
+    // Plain HTTP to a TLS port gets no answer.
+    let plain = secnet_tls::http_client()
+        .unwrap()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{}/peer", addr.port()))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+
+    for (stop, task) in [(stop, task), (stop2, task2)] {
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_do_not_hold_the_server() {
+    let ca = Authority::create().unwrap();
+    let node = ca.issue(&["127.0.0.1".into()]).unwrap();
+    let tls = server_config(node.cert_pem.as_bytes(), node.key_pem.as_bytes()).unwrap();
+    let limits = ServeLimits {
+        handshake: Duration::from_millis(300),
+        headers: Duration::from_millis(300),
+        connections: 2,
+        grace: Duration::from_secs(1),
+    };
+    let (addr, stop, task) = start(Some(tls.clone()), limits).await;
+    // Two silent connections take both slots, and are dropped at the handshake deadline.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let url = format!("https://127.0.0.1:{}/peer", addr.port());
+    let answer = client(ca.cert_pem()).get(&url).send().await.unwrap();
+    assert_eq!(
+        answer.status(),
+        200,
+        "served once the silent ones were dropped"
+    );
+    for mut s in silent {
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the server closed a connection that never said hello");
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    // Plain HTTP: a request whose headers never finish is closed at the header deadline.
+    let (addr, stop, task) = start(None, limits).await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest))
+        .await
+        .expect("the server closed the slow request");
+    let answer = secnet_tls::http_client()
+        .unwrap()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{}/peer", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn http_client_trusts_what_the_process_trusts() {
+    let ca = Authority::create().unwrap();
+    let node = ca.issue(&["127.0.0.1".into()]).unwrap();
+    let tls = server_config(node.cert_pem.as_bytes(), node.key_pem.as_bytes()).unwrap();
+    let (addr, stop, task) = start(Some(tls), ServeLimits::default()).await;
+    let url = format!("https://127.0.0.1:{}/peer", addr.port());
+    let before = secnet_tls::http_client().unwrap().build().unwrap();
+    assert!(before.get(&url).send().await.is_err(), "not trusted yet");
+    assert!(secnet_tls::trust(b"not a certificate").is_err());
+    secnet_tls::trust(ca.cert_pem().as_bytes()).unwrap();
+    let after = secnet_tls::http_client().unwrap().build().unwrap();
+    assert_eq!(after.get(&url).send().await.unwrap().status(), 200);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
