@@ -302,12 +302,22 @@ impl WebServices {
     }
 }
 
+/// What a person is told when this node's own storage fails: the cause, which can name the
+/// node's files, goes to the node's log and not to the page.
+fn storage_failure(what: &str, e: impl std::fmt::Display) -> String {
+    tracing::error!(error = %e, "the application could not {what}");
+    format!("this node could not {what}; its operator will find the cause in the node's log")
+}
+
 /// The FHIR resources `owner` stores in `pdc`, decrypted, within the page's budget.
 fn records_of(pdc: &Pdc, owner: &AccountId) -> Result<Vec<StoredRecord>, String> {
     let store = pdc.store();
     let mut out = Vec::new();
     let mut budget = MAX_SHOWN_TOTAL;
-    for object in store.objects_of(owner).map_err(|e| e.to_string())? {
+    for object in store
+        .objects_of(owner)
+        .map_err(|e| storage_failure("read the stored records", e))?
+    {
         if !object.object.starts_with("fhir/") {
             continue;
         }
@@ -321,10 +331,10 @@ fn records_of(pdc: &Pdc, owner: &AccountId) -> Result<Vec<StoredRecord>, String>
         let mut content = Vec::new();
         store
             .read(version)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| storage_failure("read the stored records", e))?
             .take(MAX_SHOWN_OBJECT)
             .read_to_end(&mut content)
-            .map_err(|e| format!("{}: {e}", object.object))?;
+            .map_err(|e| storage_failure("read the stored records", e))?;
         out.push(StoredRecord {
             path: object.object.clone(),
             content,
@@ -425,7 +435,7 @@ impl Services for WebServices {
                     encryption_key: a.encryption_key.is_some(),
                 }
             })
-            .map_err(|e| e.to_string())
+            .map_err(|e| storage_failure("read the ledger", e))
     }
 
     fn records(&self, owner: &AccountId) -> Result<Vec<StoredRecord>, String> {
@@ -437,7 +447,7 @@ impl Services for WebServices {
             .pdc
             .store()
             .policy(owner)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| storage_failure("read the policy", e))?
             .unwrap_or_default())
     }
 
@@ -445,7 +455,7 @@ impl Services for WebServices {
         history_items(
             self.node
                 .with_ledger(|l| self.pdc.history_of(l, owner))
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| storage_failure("read the ledger", e))?,
         )
     }
 
@@ -453,7 +463,7 @@ impl Services for WebServices {
         history_items(
             self.node
                 .with_ledger(|l| self.pdc.trail_of(l, account, limit))
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| storage_failure("read the ledger", e))?,
         )
     }
 

@@ -273,24 +273,24 @@ fn campaign(args: &CrashArgs, dir: &Path) -> anyhow::Result<CrashReport> {
         };
         let elapsed = start.elapsed().as_millis() as u64;
         let (txs_after, uploads_after, fetches_after) = counts(&acked);
-        let mut report = KillReport {
+        let snapshot = acked_snapshot(&acked);
+        let found = check_node_dir(&node_dir, &genesis, &node_key, &snapshot);
+        let mut violations: Vec<String> =
+            killed.err().map(|e| format!("{e:#}")).into_iter().collect();
+        violations.extend(found.violations);
+        let report = KillReport {
             kill,
             ran_ms: elapsed,
             during_startup,
-            height: 0,
+            height: found.height,
             txs_acked: txs_after - txs_before,
             uploads_acked: uploads_after - uploads_before,
-            txs_checked: 0,
-            versions_checked: 0,
+            txs_checked: found.txs_checked,
+            versions_checked: found.versions_checked,
             fetches_acked: fetches_after - fetches_before,
-            deliveries_recorded: 0,
-            violations: Vec::new(),
+            deliveries_recorded: found.deliveries_recorded,
+            violations,
         };
-        if let Err(e) = killed {
-            report.violations.push(format!("{e:#}"));
-        }
-        let snapshot = acked_snapshot(&acked);
-        check_node_dir(&node_dir, &genesis, &node_key, &snapshot, &mut report);
         if !args.json {
             print_kill(&report);
         }
@@ -667,6 +667,21 @@ async fn upload(
     }
 }
 
+/// What opening a stopped node's directory found.
+#[derive(Debug, Default)]
+struct DirCheck {
+    /// The ledger's height.
+    height: u64,
+    /// Acknowledged transactions found with their receipts.
+    txs_checked: usize,
+    /// Object versions decrypted and checked against their hashes.
+    versions_checked: usize,
+    /// Deliveries on the ledger or in the holder's journal.
+    deliveries_recorded: usize,
+    /// What was wrong (empty: nothing).
+    violations: Vec<String>,
+}
+
 /// Opens the stopped node's ledger and store as the node would, and checks them against
 /// everything acknowledged so far.
 fn check_node_dir(
@@ -674,35 +689,36 @@ fn check_node_dir(
     genesis: &Genesis,
     node_key: &Keypair,
     acked: &Acked,
-    report: &mut KillReport,
-) {
+) -> DirCheck {
+    let mut found = DirCheck::default();
     match check_ledger(node_dir, genesis, acked) {
         Ok((height, checked, mut problems)) => {
-            report.height = height;
-            report.txs_checked = checked;
-            report.violations.append(&mut problems);
+            found.height = height;
+            found.txs_checked = checked;
+            found.violations.append(&mut problems);
         }
-        Err(e) => report.violations.push(format!("ledger: {e:#}")),
+        Err(e) => found.violations.push(format!("ledger: {e:#}")),
     }
     match check_store(node_dir, node_key, acked) {
         Ok((checked, mut problems)) => {
-            report.versions_checked = checked;
-            report.violations.append(&mut problems);
+            found.versions_checked = checked;
+            found.violations.append(&mut problems);
         }
-        Err(e) => report.violations.push(format!("store: {e:#}")),
+        Err(e) => found.violations.push(format!("store: {e:#}")),
     }
     match recorded_deliveries(node_dir, genesis, node_key) {
-        Ok(found) => {
-            report.deliveries_recorded = found;
-            if found < acked.fetches {
-                report.violations.push(format!(
-                    "{} deliveries were received, {found} are on the ledger or in the holder's journal",
+        Ok(recorded) => {
+            found.deliveries_recorded = recorded;
+            if recorded < acked.fetches {
+                found.violations.push(format!(
+                    "{} deliveries were received, {recorded} are on the ledger or in the holder's journal",
                     acked.fetches
                 ));
             }
         }
-        Err(e) => report.violations.push(format!("access records: {e:#}")),
+        Err(e) => found.violations.push(format!("access records: {e:#}")),
     }
+    found
 }
 
 /// Deliveries of the shared record to the consumer that are recorded on the ledger or
@@ -862,21 +878,7 @@ fn full_disk(
     let (txs_acked, uploads_acked) = (snapshot.txs.len(), snapshot.uploads.len());
     // Grow the disk, as an operator would, and reopen.
     mounted.resize(SIZE * 4)?;
-    let mut check = KillReport {
-        kill: 0,
-        ran_ms: 0,
-        during_startup: false,
-        height: 0,
-        txs_acked,
-        uploads_acked,
-        txs_checked: 0,
-        versions_checked: 0,
-        fetches_acked: 0,
-        deliveries_recorded: 0,
-        violations: Vec::new(),
-    };
-    check_node_dir(&node_dir, &genesis, &node_key, &snapshot, &mut check);
-    violations.append(&mut check.violations);
+    violations.extend(check_node_dir(&node_dir, &genesis, &node_key, &snapshot).violations);
     let mut node = NodeProcess::start(&node_dir, &dir.join("node-full-disk-grown.log"))?;
     let url = node.wait_for_api(Duration::from_secs(60))?;
     let recovered = runtime.block_on(async {

@@ -65,6 +65,8 @@ struct Inner {
     in_flight: std::collections::VecDeque<recorder::InFlight>,
     /// Decided fetches whose entries are being journaled, not yet queued.
     journaling: usize,
+    /// Entries waiting to be recorded (journaling, queued or in flight), per requester.
+    waiting_by: HashMap<AccountId, usize>,
     next_nonce: u64,
 }
 
@@ -76,7 +78,36 @@ impl Inner {
             + self.recorder.len()
             + self.in_flight.iter().map(|f| f.len()).sum::<usize>()
     }
+
+    /// Counts one more entry waiting for `requester`, unless it already has
+    /// [`MAX_WAITING_PER_REQUESTER`]: one account cannot take the whole queue, and so keep
+    /// every other consumer's reads (which must be recorded before they are served) out.
+    fn hold(&mut self, requester: AccountId) -> bool {
+        let n = self.waiting_by.entry(requester).or_insert(0);
+        if *n >= MAX_WAITING_PER_REQUESTER {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Counts entries of these requesters as no longer waiting (recorded, or never
+    /// recordable).
+    fn release<'a>(&mut self, requesters: impl IntoIterator<Item = &'a AccountId>) {
+        for r in requesters {
+            if let Some(n) = self.waiting_by.get_mut(r) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.waiting_by.remove(r);
+                }
+            }
+        }
+    }
 }
+
+/// Most access entries one requester may have waiting to be recorded; beyond, its next
+/// fetch is refused (503, nothing served) until the recorder catches up.
+pub const MAX_WAITING_PER_REQUESTER: usize = 4_096;
 
 impl Pdc {
     /// A PDC over `store`, refusing non-owners from detector score `threshold` (ppm), with
@@ -97,6 +128,8 @@ impl Pdc {
         let mut submitted: std::collections::BTreeMap<Hash, Vec<secnet_pdc::record::Queued>> =
             std::collections::BTreeMap::new();
         for (number, entry, tx) in journaled {
+            // Restored entries count even past the limit: they were accepted before.
+            *inner.waiting_by.entry(entry.requester).or_insert(0) += 1;
             match tx {
                 Some(tx) => submitted
                     .entry(tx)
@@ -406,5 +439,32 @@ fn store_problem(e: StoreError) -> Problem {
                 "the node could not complete the operation on its storage; nothing was changed",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_requester_cannot_take_every_place_in_the_record_queue() {
+        let mut inner = Inner::default();
+        let (greedy, other) = (AccountId([1; 32]), AccountId([2; 32]));
+        for _ in 0..MAX_WAITING_PER_REQUESTER {
+            assert!(inner.hold(greedy));
+        }
+        assert!(!inner.hold(greedy), "refused at the limit");
+        assert!(inner.hold(other), "others still have their places");
+        inner.release([&greedy]);
+        assert!(
+            inner.hold(greedy),
+            "a place freed by a recorded entry is its own again"
+        );
+        inner.release(std::iter::repeat_n(&greedy, MAX_WAITING_PER_REQUESTER + 5));
+        assert!(
+            !inner.waiting_by.contains_key(&greedy),
+            "no count below zero is kept"
+        );
+        assert_eq!(inner.waiting_by.get(&other), Some(&1));
     }
 }

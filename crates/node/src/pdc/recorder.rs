@@ -90,7 +90,7 @@ impl Pdc {
                                 journal: q.journal,
                                 entry,
                             })
-                            .map_err(|why| (q.journal, why))
+                            .map_err(|why| (q.journal, q.entry.requester, why))
                     })
                     .collect::<Vec<_>>()
             }) else {
@@ -102,17 +102,22 @@ impl Pdc {
             };
             let mut entries = Vec::with_capacity(checked.len());
             let mut never = Vec::new();
+            let mut never_by = Vec::new();
             for c in checked {
                 match c {
                     Ok(q) => entries.push(q),
-                    Err((journal, why)) => {
+                    Err((journal, requester, why)) => {
                         tracing::warn!(
                             error = %why,
                             "an access entry cannot be recorded on the ledger; kept in this log only"
                         );
                         never.extend(journal);
+                        never_by.push(requester);
                     }
                 }
+            }
+            if let Ok(mut inner) = self.inner.lock() {
+                inner.release(&never_by);
             }
             self.forget_journaled(&never);
             if entries.is_empty() {
@@ -168,10 +173,12 @@ impl Pdc {
         let mut waiting = std::collections::VecDeque::new();
         let mut again = Vec::new();
         let mut recorded = Vec::new();
+        let mut recorded_by = Vec::new();
         for f in in_flight {
             match node.tx_status(&f.tx) {
                 Ok(TxStatus::Committed { receipt, .. }) if receipt.is_applied() => {
                     recorded.extend(f.entries.iter().filter_map(|q| q.journal));
+                    recorded_by.extend(f.entries.iter().map(|q| q.entry.requester));
                 }
                 Ok(TxStatus::Committed {
                     receipt, height, ..
@@ -196,6 +203,7 @@ impl Pdc {
             if !again.is_empty() {
                 inner.recorder.requeue(again);
             }
+            inner.release(&recorded_by);
         }
         self.forget_journaled(&recorded);
     }
@@ -297,12 +305,30 @@ mod tests {
             pdc.store.unrecorded().unwrap().as_slice(),
             [(_, _, Some(_))]
         ));
+        let waiting = |pdc: &crate::pdc::Pdc| {
+            pdc.inner
+                .lock()
+                .unwrap()
+                .waiting_by
+                .get(&entry.requester)
+                .copied()
+        };
+        assert_eq!(
+            waiting(&pdc),
+            Some(1),
+            "a restored entry counts for its requester"
+        );
         assert_eq!(pdc.flush_records(&node), 0);
         node.produce_block().unwrap();
         pdc.flush_records(&node);
         assert!(
             pdc.store.unrecorded().unwrap().is_empty(),
             "forgotten once applied"
+        );
+        assert_eq!(
+            waiting(&pdc),
+            None,
+            "and no longer counts for its requester"
         );
         let recorded = node
             .core()

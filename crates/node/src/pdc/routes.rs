@@ -880,8 +880,16 @@ async fn fetch(
             // that authenticated one), so the fallback requester is never used; its place
             // in the bounded queue is taken now.
             _ => {
+                let entry = entry_for(&r, data, AccountId([0; 32]), now);
+                if !inner.hold(entry.requester) {
+                    return Err(Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        "this node has not yet recorded your earlier accesses on the ledger; try again shortly",
+                    ));
+                }
                 inner.journaling += 1;
-                Some(entry_for(&r, data, AccountId([0; 32]), now))
+                Some(entry)
             }
         };
         (r, to_record)
@@ -896,8 +904,9 @@ async fn fetch(
             let number = p.store.journal_access(&entry);
             let mut inner = p.inner.lock().unwrap_or_else(|e| e.into_inner());
             inner.journaling -= 1;
-            if let Ok(n) = number {
-                inner.recorder.push(n, entry);
+            match number {
+                Ok(n) => inner.recorder.push(n, entry),
+                Err(_) => inner.release([&entry.requester]),
             }
             number
         })
