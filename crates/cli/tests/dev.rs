@@ -313,8 +313,17 @@ fn nodes_serve_tls_that_only_their_authority_vouches_for_and_plain_http_only_on_
 
     // A network's authority key stays beside its genesis, outside every node.
     let net = tempfile::tempdir().unwrap();
-    common::init_testnet(net.path(), 2, 1);
-    assert!(net.path().join("ca.pem").exists());
+    ok(&[
+        "testnet",
+        "init",
+        "--validators",
+        "2",
+        "--accounts",
+        "1",
+        "--dir",
+        path(net.path()),
+    ]);
+    assert_eq!(mode(&net.path().join("ca.key")), 0o600);
     for i in 0..2 {
         let node_tls = net.path().join(format!("node{i}")).join("tls");
         assert_eq!(mode(&node_tls.join("key.pem")), 0o600);

@@ -73,10 +73,14 @@ pub(crate) fn unreachable(url: &str, e: &reqwest::Error) -> ClientError {
         why.push_str(&cause.to_string());
         source = cause.source();
     }
-    if why.contains("invalid peer certificate") {
+    if why.contains("UnknownIssuer") || why.contains("BadSignature") {
         why.push_str(
             " (the node's certificate is not from an authority this command trusts: pass the network's --ca)",
         );
+    } else if why.contains("NotValidForName") || why.contains("NameConstraint") {
+        why.push_str(" (the node's certificate is not for this address)");
+    } else if why.contains("Expired") {
+        why.push_str(" (the node's certificate has expired)");
     }
     ClientError::Node(format!("cannot reach {url}: {why}"))
 }

@@ -122,15 +122,35 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsFileError + '_ {
 }
 
 /// Writes a node's certificate and key, and the authority it trusts, into `data_dir/tls`.
+/// The certificate goes last, each file whole or not at all: a node whose `cert.pem` exists
+/// has the rest.
 pub fn install(data_dir: &Path, ca_pem: &str, issued: &Issued) -> Result<(), TlsFileError> {
     let dir = tls_dir(data_dir);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let ca = dir.join(AUTHORITY_CERT);
-    std::fs::write(&ca, ca_pem).map_err(io(&ca))?;
-    let cert = dir.join("cert.pem");
-    std::fs::write(&cert, &issued.cert_pem).map_err(io(&cert))?;
     write_private(&dir.join("key.pem"), issued.key_pem.as_bytes())?;
-    Ok(())
+    write_public(&dir.join(AUTHORITY_CERT), ca_pem.as_bytes())?;
+    write_public(&dir.join("cert.pem"), issued.cert_pem.as_bytes())
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file renamed into place).
+fn write_public(path: &Path, bytes: &[u8]) -> Result<(), TlsFileError> {
+    let tmp = path.with_extension("pem-tmp");
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Trusts, in this process, the network authority in a node's `tls/` if it has one (a node
+/// serving plain HTTP on loopback still calls other holders over TLS).
+pub fn trust_network(data_dir: &Path) -> Result<(), TlsFileError> {
+    let ca_path = tls_dir(data_dir).join(AUTHORITY_CERT);
+    if !ca_path.exists() {
+        return Ok(());
+    }
+    let ca = read_public(&ca_path)?;
+    secnet_tls::trust(&ca).map_err(|source| TlsFileError::Content {
+        path: ca_path,
+        source,
+    })
 }
 
 /// The authority's certificate in an authority directory (and in a node's `tls/`).
@@ -138,13 +158,19 @@ pub const AUTHORITY_CERT: &str = "ca.pem";
 /// The authority's key in an authority directory (mode 0600).
 pub const AUTHORITY_KEY: &str = "ca.key";
 
-/// Makes a new certificate authority in `dir`: `ca.pem` and `ca.key` (0600).
-pub fn create_authority(dir: &Path) -> Result<Authority, TlsFileError> {
-    let authority = Authority::create()?;
+/// Makes a new certificate authority in `dir`, `ca.pem` and `ca.key` (0600), for this
+/// machine and `names` only (see [`Authority::create`]). An authority already there is
+/// never replaced.
+pub fn create_authority(dir: &Path, names: &[String]) -> Result<Authority, TlsFileError> {
+    if dir.join(AUTHORITY_KEY).exists() {
+        return Err(TlsFileError::File(KeyFileError::Exists(
+            dir.join(AUTHORITY_KEY),
+        )));
+    }
+    let authority = Authority::create(names)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     write_private(&dir.join(AUTHORITY_KEY), authority.key_pem().as_bytes())?;
-    let cert = dir.join(AUTHORITY_CERT);
-    std::fs::write(&cert, authority.cert_pem()).map_err(io(&cert))?;
+    write_public(&dir.join(AUTHORITY_CERT), authority.cert_pem().as_bytes())?;
     Ok(authority)
 }
 
@@ -174,23 +200,33 @@ pub fn ensure_dev(
 ) -> Result<(), TlsFileError> {
     let dir = tls_dir(data_dir);
     if dir.join("cert.pem").exists() {
+        if authority.is_some() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "the node already has a certificate; --authority is used only on first start (remove tls/ to issue a new one)"
+            );
+        }
         return Ok(());
     }
     let authority = match authority {
         Some(a) => read_authority(a)?,
         None if dir.join(AUTHORITY_KEY).exists() => read_authority(&dir)?,
-        None => create_authority(&dir)?,
+        None => create_authority(&dir, names)?,
     };
     let issued = authority.issue(names)?;
     install(data_dir, authority.cert_pem(), &issued)
 }
 
 fn read_public(path: &Path) -> Result<Vec<u8>, TlsFileError> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PEM_FILE + 1).read_to_end(&mut bytes))
+        .map_err(io(path))?;
     if bytes.len() as u64 > MAX_PEM_FILE {
         return Err(TlsFileError::Content {
             path: path.to_path_buf(),
-            source: TlsError::Config(format!("{} bytes is too large", bytes.len())),
+            source: TlsError::Config(format!("larger than {MAX_PEM_FILE} bytes")),
         });
     }
     Ok(bytes)
@@ -252,4 +288,59 @@ pub fn dev_transport(
     ensure_dev(data_dir, &names, how.authority.as_deref())?;
     let tls = load(data_dir)?;
     Ok((Transport::Tls(tls.server.clone()), Some(tls)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_refused_on_every_address_but_loopback() {
+        for ok in ["127.0.0.1:8100", "127.0.0.2:1", "[::1]:8100"] {
+            assert!(Transport::Plain.check(ok.parse().unwrap()).is_ok(), "{ok}");
+        }
+        for refused in [
+            "0.0.0.0:8100",
+            "[::]:8100",
+            "10.0.0.5:8100",
+            "[::ffff:127.0.0.1]:8100",
+        ] {
+            let err = Transport::Plain
+                .check(refused.parse().unwrap())
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("only on a loopback address"),
+                "{refused}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dev_node_is_its_own_authority_once_and_keeps_its_files_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let (_, tls) = dev_transport(dir.path(), listen, &DevTls::default()).unwrap();
+        let tls = tls.unwrap();
+        let files = dir.path().join(TLS_DIR);
+        for private in ["key.pem", "ca.key"] {
+            let mode = std::fs::metadata(files.join(private))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{private}");
+        }
+        // A second start uses the same certificate; an authority is never made over one.
+        let (_, again) = dev_transport(dir.path(), listen, &DevTls::default()).unwrap();
+        assert_eq!(again.unwrap().fingerprint, tls.fingerprint);
+        assert!(create_authority(&files, &[]).is_err());
+        // A key others can read is refused, saying how to fix it.
+        std::fs::set_permissions(
+            files.join("key.pem"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let err = load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
 }

@@ -347,8 +347,18 @@ fn records_of(pdc: &Pdc, owner: &AccountId) -> Result<Vec<StoredRecord>, String>
 /// http(s) URLs of that shape are followed.
 fn holder_base(address: &str) -> Option<String> {
     let (base, rest) = address.split_once("/v1/pdc/data/")?;
-    let scheme_ok = base.starts_with("http://") || base.starts_with("https://");
     let host = base.split_once("://")?.1;
+    // Signed requests go in the clear only to this machine.
+    let loopback = host
+        .rsplit_once(':')
+        .map_or(host, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = loopback == "localhost"
+        || loopback
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let scheme_ok = base.starts_with("https://") || (base.starts_with("http://") && loopback);
     (scheme_ok
         && !host.is_empty()
         && !host.contains(['/', '?', '#', '@'])
@@ -599,7 +609,14 @@ mod tests {
             holder_base(&format!("http://127.0.0.1:8100/v1/pdc/data/{h}")).as_deref(),
             Some("http://127.0.0.1:8100")
         );
+        assert_eq!(
+            holder_base(&format!("https://hospital.example:8100/v1/pdc/data/{h}")).as_deref(),
+            Some("https://hospital.example:8100")
+        );
         for bad in [
+            // Signed requests in the clear, off this machine.
+            format!("http://hospital.example:8100/v1/pdc/data/{h}"),
+            format!("http://10.0.0.5:8100/v1/pdc/data/{h}"),
             format!("file:///etc/v1/pdc/data/{h}"),
             format!("http://user@host/v1/pdc/data/{h}"),
             "http://host/v1/pdc/data/xyz".to_string(),

@@ -2,8 +2,9 @@
 
 use crate::TlsError;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    NameConstraints, PublicKeyData as _,
 };
 use sha2::Digest as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -39,11 +40,15 @@ impl std::fmt::Debug for Authority {
 
 impl Authority {
     /// A new authority with a fresh ECDSA P-256 key, valid from yesterday (clocks differ)
-    /// for ten years, allowed to sign node certificates and nothing below them.
-    pub fn create() -> Result<Authority, TlsError> {
+    /// for ten years, allowed to sign server certificates and nothing below them, and only
+    /// for `names` (DNS names, and addresses as text) and this machine (`localhost`,
+    /// 127.0.0.0/8, `::1`): a browser or client that trusts it trusts it for nothing else,
+    /// even if its key is stolen.
+    pub fn create(names: &[String]) -> Result<Authority, TlsError> {
         let key = KeyPair::generate().map_err(generate)?;
         let mut params = authority_params();
         set_validity(&mut params, AUTHORITY_YEARS);
+        params.name_constraints = Some(permitted(names));
         let cert = params.self_signed(&key).map_err(generate)?;
         Ok(Authority {
             cert_pem: cert.pem(),
@@ -124,6 +129,34 @@ impl Authority {
     }
 }
 
+/// Name constraints permitting this machine and `names`.
+fn permitted(names: &[String]) -> NameConstraints {
+    let mut subtrees = vec![
+        GeneralSubtree::DnsName("localhost".into()),
+        GeneralSubtree::IpAddress(CidrSubnet::from_v4_prefix([127, 0, 0, 0], 8)),
+        GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+            std::net::Ipv6Addr::LOCALHOST.into(),
+            128,
+        )),
+    ];
+    for name in names {
+        let subtree = match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                let bits = if ip.is_ipv4() { 32 } else { 128 };
+                GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(ip, bits))
+            }
+            Err(_) => GeneralSubtree::DnsName(name.clone()),
+        };
+        if !subtrees.contains(&subtree) {
+            subtrees.push(subtree);
+        }
+    }
+    NameConstraints {
+        permitted_subtrees: subtrees,
+        excluded_subtrees: Vec::new(),
+    }
+}
+
 /// The authority's subject and powers. Issuing rebuilds the issuer from these, so they
 /// must stay what [`Authority::create`] signed.
 fn authority_params() -> CertificateParams {
@@ -195,10 +228,10 @@ mod tests {
 
     #[test]
     fn an_authority_reloads_and_refuses_a_key_not_its_own() {
-        let a = Authority::create().unwrap();
+        let a = Authority::create(&[]).unwrap();
         let again = Authority::load(a.cert_pem(), &a.key_pem()).unwrap();
         assert_eq!(again.cert_pem(), a.cert_pem());
-        let b = Authority::create().unwrap();
+        let b = Authority::create(&[]).unwrap();
         let err = Authority::load(a.cert_pem(), &b.key_pem()).unwrap_err();
         assert!(err.to_string().contains("not the key"), "{err}");
         assert!(Authority::load("not pem", &a.key_pem()).is_err());

@@ -1,20 +1,27 @@
 //! Serving an axum router over TLS (or plain HTTP where the caller allows it).
 //!
-//! Each connection is its own task: the TLS handshake and the reading of each request's
-//! headers have deadlines, and a semaphore bounds how many connections are open, so a client
-//! that sends slowly or not at all holds one connection's slot for a bounded time and never
-//! blocks the accept loop. Handlers see the peer's address as axum's `ConnectInfo`.
+//! Each connection is its own task. The TLS handshake, the reading of each request's headers
+//! and every write to a client that stopped reading have deadlines; a connection that misses
+//! one is closed. The number of connections is bounded in all and per source address, and
+//! a connection over either bound is closed at once rather than left waiting, so one client
+//! cannot hold more than its share, and nobody is kept waiting behind it in the listen
+//! queue. The router's own timeout bounds each request's handling and body. Handlers see
+//! the peer's address as axum's `ConnectInfo`.
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 /// How long, how many: the bounds one client meets.
@@ -26,9 +33,14 @@ pub struct ServeLimits {
     /// connection idle for this long between requests (clients keep idle connections for
     /// less: 10 s in SecNet's client).
     pub headers: Duration,
-    /// At most this many connections are served at once; more wait in the listen queue.
+    /// A connection that accepts none of an answer's bytes for this long is dropped.
+    pub stalled_write: Duration,
+    /// At most this many connections are served at once; more are closed on arrival.
     pub connections: usize,
-    /// On shutdown, requests in flight get this long to finish.
+    /// At most this many of them from one source address.
+    pub per_source: usize,
+    /// On shutdown, requests in flight get this long to finish; then their connections are
+    /// closed.
     pub grace: Duration,
 }
 
@@ -37,16 +49,77 @@ impl Default for ServeLimits {
         ServeLimits {
             handshake: Duration::from_secs(10),
             headers: Duration::from_secs(20),
-            connections: 4_096,
+            stalled_write: Duration::from_secs(60),
+            connections: default_connections(),
+            per_source: 256,
             grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Half the process's open-file limit (the rest is for its databases, peers and clients),
+/// at most 4,096; 512 where the limit cannot be read.
+fn default_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+        })
+        .and_then(|n| n.parse::<usize>().ok());
+    soft.map_or(512, |n| (n / 2).clamp(16, 4_096))
+}
+
+/// Connections open per source address.
+#[derive(Debug, Default)]
+struct Sources(Mutex<HashMap<IpAddr, usize>>);
+
+impl Sources {
+    fn enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<SourceSlot> {
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place among its source's; given back when the connection ends.
+struct SourceSlot {
+    sources: Arc<Sources>,
+    ip: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .sources
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes: over TLS with `tls`, or plain HTTP
 /// when it is `None` (the caller decides when that is allowed). After `shutdown`, no new
-/// connection is accepted, idle connections close, and requests in flight get
-/// [`ServeLimits::grace`] to finish.
+/// connection is accepted, idle connections close, requests in flight get
+/// [`ServeLimits::grace`] to finish, and then every connection is closed.
 pub async fn serve<F>(
     listener: TcpListener,
     app: Router,
@@ -58,18 +131,11 @@ pub async fn serve<F>(
 {
     let acceptor = tls.map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.connections.max(1)));
+    let sources = Arc::new(Sources::default());
     let (stop, stopping) = watch::channel(false);
-    // Each connection holds a sender; when all are gone, every connection has ended.
-    let (open, mut all_closed) = mpsc::channel::<()>(1);
+    let mut open = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
@@ -83,22 +149,37 @@ pub async fn serve<F>(
             },
             () = &mut shutdown => break,
         };
+        while open.try_join_next().is_some() {}
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = limits.connections, "too many connections; closing a new one");
+            continue;
+        };
+        let Some(source) = sources.enter(peer.ip(), limits.per_source) else {
+            tracing::debug!(%peer, limit = limits.per_source, "too many connections from one address; closing a new one");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(Connection {
+        open.spawn(connection(Connection {
             tcp,
             peer,
             acceptor: acceptor.clone(),
             app: app.clone(),
             limits,
             stopping: stopping.clone(),
-            _open: open.clone(),
             _permit: permit,
+            _source: source,
         }));
     }
     drop(listener);
     let _ = stop.send(true);
-    drop(open);
-    let _ = tokio::time::timeout(limits.grace, all_closed.recv()).await;
+    let drained = tokio::time::timeout(limits.grace, async {
+        while open.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        open.abort_all();
+        while open.join_next().await.is_some() {}
+    }
 }
 
 /// One accepted connection and what it holds while it lives.
@@ -109,8 +190,8 @@ struct Connection {
     app: Router,
     limits: ServeLimits,
     stopping: watch::Receiver<bool>,
-    _open: mpsc::Sender<()>,
     _permit: OwnedSemaphorePermit,
+    _source: SourceSlot,
 }
 
 async fn connection(c: Connection) {
@@ -121,14 +202,20 @@ async fn connection(c: Connection) {
         app,
         limits,
         stopping,
-        _open,
         _permit,
+        _source,
     } = c;
     match acceptor {
-        None => http(TokioIo::new(tcp), peer, app, limits, stopping).await,
+        None => {
+            let io = TokioIo::new(WriteDeadline::new(tcp, limits.stalled_write));
+            http(io, peer, app, limits, stopping).await;
+        }
         Some(acceptor) => {
             match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => http(TokioIo::new(stream), peer, app, limits, stopping).await,
+                Ok(Ok(stream)) => {
+                    let io = TokioIo::new(WriteDeadline::new(stream, limits.stalled_write));
+                    http(io, peer, app, limits, stopping).await;
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -166,5 +253,96 @@ async fn http<I>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// A stream whose writes fail once one has waited `limit` without the peer taking a byte:
+/// a client that stops reading its answers loses its connection instead of holding it.
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            limit,
+            waiting: None,
+        }
+    }
+
+    /// After a write returned `Pending`: starts the clock, or fails once it ran out.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let limit = self.limit;
+        let sleep = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took none of the answer for too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.stalled(cx),
+            ready => {
+                self.waiting = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.stalled(cx),
+            ready => {
+                self.waiting = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.stalled(cx),
+            ready => {
+                self.waiting = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

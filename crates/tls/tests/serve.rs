@@ -15,10 +15,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn app() -> Router {
-    Router::new().route(
-        "/peer",
-        get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
-    )
+    Router::new()
+        .route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+        )
+        .route("/big", get(|| async { vec![b'x'; 32 << 20] }))
 }
 
 async fn start(
@@ -47,7 +49,7 @@ fn client(ca_pem: &str) -> reqwest::Client {
 
 #[tokio::test]
 async fn a_client_trusting_the_authority_is_served_and_others_are_refused() {
-    let ca = Authority::create().unwrap();
+    let ca = Authority::create(&["node.example".into()]).unwrap();
     let node = ca.issue(&["localhost".into(), "127.0.0.1".into()]).unwrap();
     let tls = server_config(node.cert_pem.as_bytes(), node.key_pem.as_bytes()).unwrap();
     let (addr, stop, task) = start(Some(tls), ServeLimits::default()).await;
@@ -66,7 +68,7 @@ async fn a_client_trusting_the_authority_is_served_and_others_are_refused() {
 
     // Another authority's client does not accept this node: a man in the middle with a
     // certificate from any other authority is refused the same way.
-    let other = Authority::create().unwrap();
+    let other = Authority::create(&[]).unwrap();
     let err = client(other.cert_pem())
         .get(&by_ip)
         .send()
@@ -106,13 +108,15 @@ async fn a_client_trusting_the_authority_is_served_and_others_are_refused() {
 
 #[tokio::test]
 async fn slow_clients_are_cut_off_and_do_not_hold_the_server() {
-    let ca = Authority::create().unwrap();
+    let ca = Authority::create(&[]).unwrap();
     let node = ca.issue(&["127.0.0.1".into()]).unwrap();
     let tls = server_config(node.cert_pem.as_bytes(), node.key_pem.as_bytes()).unwrap();
     let limits = ServeLimits {
         handshake: Duration::from_millis(300),
         headers: Duration::from_millis(300),
+        stalled_write: Duration::from_secs(5),
         connections: 2,
+        per_source: 8,
         grace: Duration::from_secs(1),
     };
     let (addr, stop, task) = start(Some(tls.clone()), limits).await;
@@ -122,6 +126,10 @@ async fn slow_clients_are_cut_off_and_do_not_hold_the_server() {
         silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
     let url = format!("https://127.0.0.1:{}/peer", addr.port());
+    // Meanwhile a third is closed on arrival; once they are dropped, one is served.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(client(ca.cert_pem()).get(&url).send().await.is_err());
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let answer = client(ca.cert_pem()).get(&url).send().await.unwrap();
     assert_eq!(
         answer.status(),
@@ -164,7 +172,7 @@ async fn slow_clients_are_cut_off_and_do_not_hold_the_server() {
 
 #[tokio::test]
 async fn http_client_trusts_what_the_process_trusts() {
-    let ca = Authority::create().unwrap();
+    let ca = Authority::create(&[]).unwrap();
     let node = ca.issue(&["127.0.0.1".into()]).unwrap();
     let tls = server_config(node.cert_pem.as_bytes(), node.key_pem.as_bytes()).unwrap();
     let (addr, stop, task) = start(Some(tls), ServeLimits::default()).await;
@@ -175,6 +183,70 @@ async fn http_client_trusts_what_the_process_trusts() {
     secnet_tls::trust(ca.cert_pem().as_bytes()).unwrap();
     let after = secnet_tls::http_client().unwrap().build().unwrap();
     assert_eq!(after.get(&url).send().await.unwrap().status(), 200);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_connection_and_one_source_gets_its_share() {
+    let ca = Authority::create(&[]).unwrap();
+    let node = ca.issue(&["127.0.0.1".into()]).unwrap();
+    let tls = server_config(node.cert_pem.as_bytes(), node.key_pem.as_bytes()).unwrap();
+    let limits = ServeLimits {
+        handshake: Duration::from_secs(5),
+        headers: Duration::from_secs(5),
+        stalled_write: Duration::from_millis(500),
+        connections: 1,
+        per_source: 1,
+        grace: Duration::from_secs(1),
+    };
+    let (addr, stop, task) = start(Some(tls), limits).await;
+    let base = format!("https://127.0.0.1:{}", addr.port());
+    secnet_tls::trust(ca.cert_pem().as_bytes()).unwrap();
+    // A client asks for a large answer and never reads it: it holds the only connection.
+    let mut greedy = secnet_tls::connect(&base).await.unwrap();
+    greedy
+        .write_all(b"GET /big HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    greedy.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let url = format!("{base}/peer");
+    assert!(
+        client(ca.cert_pem()).get(&url).send().await.is_err(),
+        "no second connection from this address while it holds one"
+    );
+    // Once its writes have waited past the deadline, its connection is closed and others
+    // are served.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let answer = client(ca.cert_pem()).get(&url).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    drop(greedy);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_authority_vouches_only_for_the_names_it_was_made_for() {
+    // Its key is stolen, and a certificate for another site is made with it.
+    let ca = Authority::create(&[]).unwrap();
+    let forged = ca.issue(&["bank.example".into()]).unwrap();
+    let tls = server_config(forged.cert_pem.as_bytes(), forged.key_pem.as_bytes()).unwrap();
+    let (addr, stop, task) = start(Some(tls), ServeLimits::default()).await;
+    let pinned = reqwest::Client::builder()
+        .use_preconfigured_tls(client_config(ca.cert_pem().as_bytes()).unwrap())
+        .resolve("bank.example", addr)
+        .build()
+        .unwrap();
+    let err = pinned
+        .get(format!("https://bank.example:{}/peer", addr.port()))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("NameConstraint"), "{err:?}");
     stop.send(()).unwrap();
     task.await.unwrap();
 }

@@ -168,20 +168,29 @@ pub fn init(args: &InitArgs) -> anyhow::Result<Genesis> {
 /// made in `dir` (`ca.pem`, which clients trust, and `ca.key`, outside every node's
 /// directory). `dir/ca.pem` is the network's authority either way.
 fn issue_certificates(dir: &Path, n: usize, authority: Option<&Path>) -> anyhow::Result<()> {
+    let mut names = Vec::with_capacity(n);
+    for i in 0..n {
+        let config = dir.join(format!("node{i}")).join("config.toml");
+        let file: NodeConfigFile = toml::from_str(&std::fs::read_to_string(&config)?)?;
+        names.push(secnet_node::tls::default_names(file.api_listen));
+    }
     let authority = match authority {
         Some(a) => {
             let authority = secnet_node::tls::read_authority(a)?;
             std::fs::write(dir.join(CA_CERT), authority.cert_pem())?;
             authority
         }
-        None => secnet_node::tls::create_authority(dir)?,
+        None => {
+            let mut all = Vec::new();
+            for names in &names {
+                all.extend(names.iter().cloned());
+            }
+            secnet_node::tls::create_authority(dir, &all)?
+        }
     };
-    for i in 0..n {
-        let node_dir = dir.join(format!("node{i}"));
-        let config = node_dir.join("config.toml");
-        let file: NodeConfigFile = toml::from_str(&std::fs::read_to_string(&config)?)?;
-        let issued = authority.issue(&secnet_node::tls::default_names(file.api_listen))?;
-        secnet_node::tls::install(&node_dir, authority.cert_pem(), &issued)?;
+    for (i, names) in names.iter().enumerate() {
+        let issued = authority.issue(names)?;
+        secnet_node::tls::install(&dir.join(format!("node{i}")), authority.cert_pem(), &issued)?;
     }
     Ok(())
 }
@@ -241,6 +250,8 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         genesis.hash()
     );
     let transport = if args.plain_http {
+        // Its application still calls other holders over TLS, trusting its network.
+        secnet_node::tls::trust_network(&data_dir)?;
         secnet_node::tls::Transport::Plain
     } else {
         secnet_node::tls::Transport::Tls(secnet_node::tls::load(&data_dir)?.server)

@@ -34,7 +34,7 @@ pub fn authority() -> &'static Path {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        secnet_node::tls::create_authority(dir.path()).unwrap();
+        secnet_node::tls::create_authority(dir.path(), &[]).unwrap();
         secnet_tls::trust(&std::fs::read(dir.path().join("ca.pem")).unwrap()).unwrap();
         dir
     })
