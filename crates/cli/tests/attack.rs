@@ -31,7 +31,10 @@ fn every_attack_is_refused_as_designed() {
         "stolen token, thief's own fetch proof",
         "request signed for another holder, replayed here",
         "withdrawn record re-registered by a thief",
-        "1,500 fresh keys flood the mempool at once",
+        "1,500 fresh keys flood the mempool from one address",
+        "plain HTTP to the TLS API",
+        "node impersonated with another authority's certificate",
+        "slow loris: one address opens 272 connections and stalls each mid-header",
         "the refusals above, in the owner's history",
     ] {
         assert!(attacks.contains(&wanted), "{wanted} missing: {attacks:?}");

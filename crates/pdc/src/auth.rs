@@ -244,7 +244,7 @@ pub struct Signed<'a> {
 }
 
 /// Requests from one IPv4 address, or one IPv6 /64, count as one source.
-fn source_key(source: Option<IpAddr>) -> [u8; 8] {
+pub fn source_key(source: Option<IpAddr>) -> [u8; 8] {
     match source {
         None => [0xff; 8],
         Some(IpAddr::V4(a)) => {

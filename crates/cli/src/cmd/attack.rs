@@ -707,26 +707,46 @@ async fn reregistered(world: &World) -> anyhow::Result<AttackOutcome> {
 /// the rest wait, and a funded sender still gets in.
 async fn flood(world: &World) -> anyhow::Result<AttackOutcome> {
     const FRESH: usize = 1_500;
-    let txs: Vec<SignedTransaction> = (0..FRESH)
-        .map(|_| {
-            let key = Keypair::generate();
-            Transaction {
-                chain_id: world.genesis.chain_id.clone(),
-                sender: key.account(),
-                nonce: 0,
-                call: Call::SetEncryptionKey {
-                    key: key.encryption_key(),
-                },
+    let fresh = || {
+        let key = Keypair::generate();
+        Transaction {
+            chain_id: world.genesis.chain_id.clone(),
+            sender: key.account(),
+            nonce: 0,
+            call: Call::SetEncryptionKey {
+                key: key.encryption_key(),
+            },
+        }
+        .sign(&key)
+    };
+    let txs: Vec<SignedTransaction> = (0..FRESH).map(|_| fresh()).collect();
+    // One address: its minute's share of transactions from accounts that hold nothing is
+    // admitted; the rest is refused whole.
+    let share = secnet_node::api::UNFUNDED_PER_SOURCE_PER_MINUTE as usize;
+    let (mut admitted, mut refused, mut refused_429) = (0, 0, true);
+    let flooding = std::time::Instant::now();
+    for batch in txs.chunks(16) {
+        match world.api.submit_batch(batch).await {
+            Ok(answer) => admitted += answer.accepted,
+            Err(e) => {
+                refused += batch.len();
+                refused_429 &= e.to_string().contains("429");
             }
-            .sign(&key)
-        })
-        .collect();
-    let answer = world.api.submit_batch(&txs).await?;
-    let busy = answer
-        .results
-        .iter()
-        .filter(|r| matches!(r, secnet_api::txs::BatchResult::Refused { busy: true, .. }))
-        .count();
+        }
+    }
+    // The budget refills evenly over a minute: what the flood's own duration added.
+    let refilled = (flooding.elapsed().as_secs_f64() * share as f64 / 60.0).ceil() as usize;
+    // Another address still publishes a new patient's key, and funded senders are admitted.
+    let other_address = secnet_tls::http_client()?
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()?;
+    let newcomer = other_address
+        .post(format!("{}/v1/tx", world.url))
+        .json(&serde_json::json!({ "tx": hex::encode(fresh().to_bytes()) }))
+        .send()
+        .await?
+        .status()
+        .as_u16();
     let funded = world
         .api
         .execute(
@@ -739,15 +759,17 @@ async fn flood(world: &World) -> anyhow::Result<AttackOutcome> {
         )
         .await;
     Ok(outcome(
-        "1,500 fresh keys flood the mempool at once",
-        "at most 1,024 admitted, the rest told to retry; funded senders still admitted",
+        "1,500 fresh keys flood the mempool from one address",
+        "64 at once (refilled over a minute) admitted, the rest refused 429; another address's new key and funded senders still admitted",
         format!(
-            "{} admitted, {busy} busy; funded transfer {}",
-            answer.accepted,
+            "{admitted} admitted (this address had sent some before), {refused} refused{}; another address: {newcomer}; funded transfer {}",
+            if refused_429 { " 429" } else { ", not all 429" },
             if funded.is_ok() { "applied" } else { "refused" }
         ),
-        answer.accepted <= secnet_node::mempool::MAX_FREE_PENDING
-            && answer.accepted + busy == FRESH
+        admitted <= share + refilled
+            && admitted + refused == FRESH
+            && refused_429
+            && newcomer == 202
             && funded.is_ok(),
     ))
 }

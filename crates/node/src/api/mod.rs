@@ -19,6 +19,7 @@ use std::sync::Arc;
 pub use certified::MAX_STATE_KEYS;
 pub use secnet_api::txs::{SubmitTx, SubmitTxs};
 pub use snapshot::SNAPSHOT_HEIGHT_HEADER;
+pub use txs::UNFUNDED_PER_SOURCE_PER_MINUTE;
 
 /// Largest request body, in bytes (a hex-encoded transaction of the largest size fits).
 pub const MAX_BODY_BYTES: usize = 160 * 1024;
@@ -141,6 +142,7 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
             Problem::not_found("no such endpoint; the API is described at /openapi.json")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::Extension(txs::UnfundedBudget::default()))
         .with_state(node)
 }
 
