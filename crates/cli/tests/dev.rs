@@ -135,7 +135,7 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
     assert_eq!(shown["receipt"]["outcome"]["status"], "applied");
     assert_eq!(block["state_root"], status["state_root"]);
 
-    // Not enough money: committed, refused, nothing moved.
+    // Not enough money: refused at admission, nothing moved.
     let out = common::run(&[
         "tx",
         "transfer",
@@ -152,7 +152,11 @@ fn transfers_commit_and_bad_input_is_refused_clearly() {
         genesis,
     ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("balance 250 is below the 251 required"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds 250; this transaction would spend 251"),
+        "{err}"
+    );
 
     // Garbage, a truncated transaction, and an oversized body: problem+json, no state change.
     let before = json(&["health", "--node", &node.url, "--json"]);

@@ -60,11 +60,35 @@ pub enum AdmitError {
         /// Its committed balance.
         balance: u64,
     },
+    /// What the sender's pending transactions would spend, with this one, is more than
+    /// its balance: all of them cannot apply (busy, if others are pending; wrong, if this
+    /// one alone spends more than the sender holds).
+    #[error("{}", overspend_message(sender, *balance, *pending_spend, *spend))]
+    Overspend {
+        /// The sender.
+        sender: AccountId,
+        /// Its committed balance.
+        balance: u64,
+        /// What its pending transactions would spend (transfers, listing prices).
+        pending_spend: u64,
+        /// What this one would spend.
+        spend: u64,
+    },
     /// The lane of transactions no balance backs is full.
     #[error(
         "{0} transactions that no sender's balance backs are pending, the most the pool takes: retry later, or send from a funded account"
     )]
     FreeLaneFull(usize),
+}
+
+fn overspend_message(sender: &AccountId, balance: u64, pending_spend: u64, spend: u64) -> String {
+    if pending_spend == 0 {
+        format!("sender {sender} holds {balance}; this transaction would spend {spend}")
+    } else {
+        format!(
+            "sender {sender} holds {balance}, and its pending transactions would spend {pending_spend} before this one's {spend}: retry when some are committed"
+        )
+    }
 }
 
 impl AdmitError {
@@ -74,7 +98,7 @@ impl AdmitError {
         matches!(
             self,
             AdmitError::Full(_) | AdmitError::SenderBusy { .. } | AdmitError::FreeLaneFull(_)
-        )
+        ) || matches!(self, AdmitError::Overspend { pending_spend, .. } if *pending_spend > 0)
     }
 }
 
@@ -97,6 +121,10 @@ pub struct Mempool {
     next_nonce: HashMap<AccountId, u64>,
     /// Pending transactions that no balance backed when they were admitted.
     free: HashSet<Hash>,
+    /// What each pending transaction would spend (a transfer's amount, a listing's price).
+    spend_of: HashMap<Hash, u64>,
+    /// Per sender: what its pending transactions would spend in all.
+    spending: HashMap<AccountId, u64>,
     capacity: usize,
     max_free: usize,
 }
@@ -109,6 +137,8 @@ impl Mempool {
             pending: HashSet::new(),
             next_nonce: HashMap::new(),
             free: HashSet::new(),
+            spend_of: HashMap::new(),
+            spending: HashMap::new(),
             capacity,
             max_free: MAX_FREE_PENDING.min(capacity),
         }
@@ -181,12 +211,28 @@ impl Mempool {
                 balance,
             });
         }
+        // Value is reserved: what pending transactions would spend cannot pass the balance,
+        // so a sender cannot queue payments that cannot all apply.
+        let spend = spend_of(t, state);
+        let pending_spend = self.spending.get(&t.sender).copied().unwrap_or(0);
+        if pending_spend.saturating_add(spend) > balance {
+            return Err(AdmitError::Overspend {
+                sender: t.sender,
+                balance,
+                pending_spend,
+                spend,
+            });
+        }
         let free = pending >= backed;
         if free && self.free.len() >= self.max_free {
             return Err(AdmitError::FreeLaneFull(self.free.len()));
         }
         if free {
             self.free.insert(hash);
+        }
+        if spend > 0 {
+            self.spend_of.insert(hash, spend);
+            *self.spending.entry(t.sender).or_insert(0) += spend;
         }
         self.next_nonce.insert(t.sender, expected + 1);
         self.pending.insert(hash);
@@ -215,22 +261,28 @@ impl Mempool {
 
     /// Drops every transaction whose nonce the committed `state` has consumed.
     pub fn settle(&mut self, state: &State) {
-        let (pending, free) = (&mut self.pending, &mut self.free);
+        let (pending, free, spend_of) = (&mut self.pending, &mut self.free, &mut self.spend_of);
         self.queue.retain(|tx| {
             let keep = tx.tx().nonce >= state.account(&tx.tx().sender).nonce;
             if !keep {
                 let hash = tx.hash();
                 pending.remove(&hash);
                 free.remove(&hash);
+                spend_of.remove(&hash);
             }
             keep
         });
         let mut next: HashMap<AccountId, u64> = HashMap::new();
+        let mut spending: HashMap<AccountId, u64> = HashMap::new();
         for tx in &self.queue {
             let n = next.entry(tx.tx().sender).or_insert(0);
             *n = (*n).max(tx.tx().nonce + 1);
+            if let Some(spend) = self.spend_of.get(&tx.hash()) {
+                *spending.entry(tx.tx().sender).or_insert(0) += spend;
+            }
         }
         self.next_nonce = next;
+        self.spending = spending;
     }
 
     /// Whether `hash` is pending.
@@ -246,6 +298,16 @@ impl Mempool {
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+}
+
+/// What `tx` would spend if it applied on `state`: a transfer's amount, or the price of the
+/// listing it subscribes to.
+fn spend_of(tx: &secnet_types::Transaction, state: &State) -> u64 {
+    match &tx.call {
+        secnet_types::Call::Transfer { amount, .. } => *amount,
+        secnet_types::Call::SubscribeData { hash } => state.listing(hash).map_or(0, |l| l.price),
+        _ => 0,
     }
 }
 
@@ -268,14 +330,14 @@ mod tests {
         (State::genesis(&genesis), key)
     }
 
+    /// A transaction that spends nothing.
     fn tx(key: &Keypair, chain: &str, nonce: u64) -> SignedTransaction {
         Transaction {
             chain_id: chain.into(),
             sender: key.account(),
             nonce,
-            call: Call::Transfer {
-                to: key.account(),
-                amount: 1,
+            call: Call::SetEncryptionKey {
+                key: key.encryption_key(),
             },
         }
         .sign(key)
@@ -417,5 +479,64 @@ mod tests {
             Err(AdmitError::StaleNonce { .. })
         ));
         pool.admit(tx(&key, "pool", 3), &state).unwrap();
+    }
+
+    #[test]
+    fn pending_payments_cannot_spend_more_than_the_sender_holds() {
+        let (state, key) = setup();
+        let balance = state.account(&key.account()).balance;
+        let mut pool = Mempool::new(100);
+        let pay = |nonce: u64, amount: u64| {
+            Transaction {
+                chain_id: "pool".into(),
+                sender: key.account(),
+                nonce,
+                call: Call::Transfer {
+                    to: AccountId([9; 32]),
+                    amount,
+                },
+            }
+            .sign(&key)
+        };
+        pool.admit(pay(0, balance - 1), &state).unwrap();
+        let refused = pool.admit(pay(1, 2), &state).unwrap_err();
+        assert!(
+            matches!(refused, AdmitError::Overspend { pending_spend, spend: 2, .. } if pending_spend == balance - 1),
+            "{refused}"
+        );
+        assert!(
+            refused.is_busy(),
+            "the same transaction may be admitted later"
+        );
+        // What it holds is still its own to spend, and a call that spends nothing goes in.
+        pool.admit(pay(1, 1), &state).unwrap();
+        pool.admit(pay(2, 0), &state).unwrap();
+        assert!(matches!(
+            pool.admit(pay(3, 1), &state),
+            Err(AdmitError::Overspend { .. })
+        ));
+        // Once the pending ones are committed, the reservation goes with them: one unit is
+        // left, and it can be spent.
+        let mut state = state;
+        let tip = state.tip();
+        let pending = pool.select(100, |_| false);
+        state
+            .apply_block(&secnet_types::Block::new(
+                tip.height + 1,
+                tip.block_hash,
+                1,
+                pending,
+            ))
+            .unwrap();
+        pool.settle(&state);
+        assert!(pool.is_empty());
+        assert_eq!(state.account(&key.account()).balance, 0);
+        assert!(matches!(
+            pool.admit(pay(3, 1), &state),
+            Err(AdmitError::Overspend {
+                pending_spend: 0,
+                ..
+            })
+        ));
     }
 }

@@ -246,7 +246,7 @@ async fn fetch_with(world: &World, data: &Hash, sealed: &str, proof: &str) -> (u
         .send()
         .await;
     match answer {
-        Err(e) => (0, e.to_string()),
+        Err(e) => (0, with_causes(&e)),
         Ok(r) => {
             let status = r.status().as_u16();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
@@ -257,6 +257,18 @@ async fn fetch_with(world: &World, data: &Hash, sealed: &str, proof: &str) -> (u
             (status, reason)
         }
     }
+}
+
+/// An error and its causes, for the table.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// A string field of a JSON answer.

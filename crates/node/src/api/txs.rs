@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 409, description = "already admitted", body = ProblemBody, content_type = "application/problem+json"),
         (status = 422, description = "refused at admission: bad signature, another chain, a stale nonce or a gap", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 429, description = "the sender has as many pending as its balance backs (one per unit; 8 at least): retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "the sender has as many pending as its balance backs (one per unit; 8 at least), or its pending transactions would spend more than it holds, or its address sent its share from unfunded accounts: retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "mempool full, or its lane for transactions no balance backs: busy, retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -58,7 +58,10 @@ pub(super) async fn submit_tx(
         )
             .into_response()),
         Err(e) if e.is_busy() => {
-            let status = if matches!(e, AdmitError::SenderBusy { .. }) {
+            let status = if matches!(
+                e,
+                AdmitError::SenderBusy { .. } | AdmitError::Overspend { .. }
+            ) {
                 StatusCode::TOO_MANY_REQUESTS
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
