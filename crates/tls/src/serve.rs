@@ -234,28 +234,7 @@ async fn http<I>(
 {
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
-        let had_body = request
-            .headers()
-            .contains_key(hyper::header::TRANSFER_ENCODING)
-            || request
-                .headers()
-                .get(hyper::header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0");
-        let answer = tower_service::Service::call(&mut app.clone(), request);
-        async move {
-            let mut response = answer.await?;
-            // A refusal may leave the body unread (too large, or refused before reading);
-            // the connection then cannot carry another request, and the client is told so
-            // instead of finding out on its next request.
-            let status = response.status();
-            if had_body && (status.is_client_error() || status.is_server_error()) {
-                response.headers_mut().insert(
-                    hyper::header::CONNECTION,
-                    hyper::header::HeaderValue::from_static("close"),
-                );
-            }
-            Ok::<_, std::convert::Infallible>(response)
-        }
+        tower_service::Service::call(&mut app.clone(), request)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
