@@ -61,8 +61,8 @@ pub enum AdmitError {
         balance: u64,
     },
     /// What the sender's pending transactions would spend, with this one, is more than
-    /// its balance: all of them cannot apply (busy, if others are pending; wrong, if this
-    /// one alone spends more than the sender holds).
+    /// its balance: all of them cannot apply (busy, if this one alone fits the balance;
+    /// wrong, if it alone spends more than the sender holds).
     #[error("{}", overspend_message(sender, *balance, *pending_spend, *spend))]
     Overspend {
         /// The sender.
@@ -82,7 +82,7 @@ pub enum AdmitError {
 }
 
 fn overspend_message(sender: &AccountId, balance: u64, pending_spend: u64, spend: u64) -> String {
-    if pending_spend == 0 {
+    if spend > balance {
         format!("sender {sender} holds {balance}; this transaction would spend {spend}")
     } else {
         format!(
@@ -98,7 +98,7 @@ impl AdmitError {
         matches!(
             self,
             AdmitError::Full(_) | AdmitError::SenderBusy { .. } | AdmitError::FreeLaneFull(_)
-        ) || matches!(self, AdmitError::Overspend { pending_spend, .. } if *pending_spend > 0)
+        ) || matches!(self, AdmitError::Overspend { balance, spend, .. } if spend <= balance)
     }
 }
 

@@ -244,7 +244,7 @@ impl WebServices {
         let listing = self
             .node
             .with_ledger(|l| l.state().listing(data).cloned())
-            .map_err(|e| ReadError::Failed(e.to_string()))?
+            .map_err(|e| ReadError::Failed(storage_failure("read the ledger", e)))?
             .ok_or_else(|| ReadError::Refused {
                 steps: Vec::new(),
                 reason: gone.to_string(),
@@ -551,7 +551,7 @@ impl Services for WebServices {
                 })
                 .await
                 .map_err(|e| ReadError::Failed(e.to_string()))?
-                .map_err(|e| ReadError::Failed(e.to_string()))?
+                .map_err(|e| ReadError::Failed(storage_failure("read the stored records", e)))?
             };
             if !holds {
                 return Err(ReadError::Refused {

@@ -196,21 +196,13 @@ fn set_validity(params: &mut CertificateParams, years: i32) {
     params.not_after = rcgen::date_time_ymd(y.saturating_add(years), m, last_day);
 }
 
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (H. Hinnant's algorithm).
+/// The date of a day counted from 1970-01-01, as rcgen takes it.
 fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (y, m, d) = secnet_types::date::civil_from_days(days);
     (
-        i32::try_from(year).unwrap_or(i32::MAX),
-        u8::try_from(month).unwrap_or(1),
-        u8::try_from(day).unwrap_or(1),
+        i32::try_from(y).unwrap_or(i32::MAX),
+        u8::try_from(m).unwrap_or(1),
+        u8::try_from(d).unwrap_or(1),
     )
 }
 

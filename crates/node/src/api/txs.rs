@@ -158,8 +158,9 @@ pub(super) async fn submit_txs(
     Ok(Json(BatchAnswer { accepted, results }).into_response())
 }
 
-/// Transactions from accounts that hold nothing — which only the pool's free lane takes —
-/// that one network source (an IPv4 address, an IPv6 /64) may submit per minute, at most
+/// Transactions from accounts that hold nothing, or too little to back all they may have
+/// pending (less than [`crate::mempool::FREE_PENDING_PER_SENDER`] units) — the pool's free
+/// lane takes theirs — that one network source (an IPv4 address, an IPv6 /64) may submit per minute, at most
 /// this many at once and refilled evenly over the minute. Fresh keys cost nothing, so
 /// without this one source could keep the free lane full and keep new patients, who join
 /// with no balance, from publishing their keys and consents.
@@ -212,7 +213,9 @@ impl SourceBuckets {
 }
 
 impl UnfundedBudget {
-    /// Charges `source` for the transactions in `txs` whose senders hold nothing; a 429
+    /// Charges `source` for the transactions in `txs` whose senders hold too little to back
+    /// every transaction they may have pending (less than
+    /// [`crate::mempool::FREE_PENDING_PER_SENDER`]: some of theirs go to the free lane); a 429
     /// answer (with `Retry-After`) if its budget for this minute does not cover them.
     fn charge(
         &self,
@@ -223,7 +226,10 @@ impl UnfundedBudget {
         let unfunded = node
             .with_ledger(|l| {
                 txs.iter()
-                    .filter(|t| l.state().account(&t.tx().sender).balance == 0)
+                    .filter(|t| {
+                        l.state().account(&t.tx().sender).balance
+                            < crate::mempool::FREE_PENDING_PER_SENDER
+                    })
                     .count()
             })
             .map_err(|e| Box::new(Problem::from(e).into_response()))?;
@@ -246,7 +252,7 @@ impl UnfundedBudget {
                     status,
                     "busy",
                     format!(
-                        "this address may submit {UNFUNDED_PER_SOURCE_PER_MINUTE} transactions a minute from accounts that hold nothing; {unfunded} more is over that; retry in {retry_s} s, or send from a funded account"
+                        "this address may submit {UNFUNDED_PER_SOURCE_PER_MINUTE} transactions a minute from accounts that hold less than {} units; {unfunded} more is over that; retry in {retry_s} s, or send from a funded account", crate::mempool::FREE_PENDING_PER_SENDER
                     ),
                 ),
             )
