@@ -24,23 +24,19 @@ struct Cli {
 
 /// The devnet's authority, trusted when no `--ca` is given.
 const DEVNET_CA: &str = "secnet-devnet/ca.pem";
-/// Largest certificate file read.
+/// Largest certificate file read (a bundle of public roots fits).
 const MAX_CA_FILE: u64 = 1 << 20;
 
 /// Trusts `--ca`, or the devnet's authority if there is one here.
 fn trust_authority(ca: Option<&std::path::Path>) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    use std::io::Read as _;
     let path = match ca {
         Some(p) => p,
         None if std::path::Path::new(DEVNET_CA).is_file() => std::path::Path::new(DEVNET_CA),
         None => return Ok(()),
     };
-    let mut pem = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CA_FILE).read_to_end(&mut pem))
-        .with_context(|| format!("--ca {}", path.display()))?;
-    secnet_tls::trust(&pem).with_context(|| format!("--ca {}", path.display()))
+    secnet_node::tls::trust_file(path, MAX_CA_FILE)
+        .with_context(|| format!("--ca {}", path.display()))
 }
 
 #[derive(Subcommand)]

@@ -63,16 +63,23 @@ pub struct NodeApi {
     holder: std::sync::OnceLock<AccountId>,
 }
 
+/// An error and the causes in its source chain, `: `-separated (reqwest's own message
+/// names only the request).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Why a request to `url` got no answer, with the causes reqwest keeps in its source chain
 /// (a refused certificate is named, with what to do about it).
 pub(crate) fn unreachable(url: &str, e: &reqwest::Error) -> ClientError {
-    let mut why = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        why.push_str(": ");
-        why.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let mut why = with_causes(e);
     if why.contains("UnknownIssuer") || why.contains("BadSignature") {
         why.push_str(
             " (the node's certificate is not from an authority this command trusts: pass the network's --ca)",

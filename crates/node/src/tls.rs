@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// The directory, inside a node's data directory, holding its TLS files.
 pub const TLS_DIR: &str = "tls";
 /// Largest certificate or key file read, in bytes.
-const MAX_PEM_FILE: u64 = 64 * 1024;
+pub const MAX_PEM_FILE: u64 = 64 * 1024;
 
 /// How a node's API is served.
 #[derive(Debug, Clone)]
@@ -146,9 +146,15 @@ pub fn trust_network(data_dir: &Path) -> Result<(), TlsFileError> {
     if !ca_path.exists() {
         return Ok(());
     }
-    let ca = read_public(&ca_path)?;
+    trust_file(&ca_path, MAX_PEM_FILE)
+}
+
+/// Trusts, in this process, the certificate authorities in the PEM file at `path`, which
+/// must be at most `max` bytes.
+pub fn trust_file(path: &Path, max: u64) -> Result<(), TlsFileError> {
+    let ca = read_public(path, max)?;
     secnet_tls::trust(&ca).map_err(|source| TlsFileError::Content {
-        path: ca_path,
+        path: path.to_path_buf(),
         source,
     })
 }
@@ -177,7 +183,7 @@ pub fn create_authority(dir: &Path, names: &[String]) -> Result<Authority, TlsFi
 /// The certificate authority in `dir` (`ca.pem` and `ca.key`, which others must not read).
 pub fn read_authority(dir: &Path) -> Result<Authority, TlsFileError> {
     let cert_path = dir.join(AUTHORITY_CERT);
-    let cert = read_public(&cert_path)?;
+    let cert = read_public(&cert_path, MAX_PEM_FILE)?;
     let cert = String::from_utf8(cert).map_err(|_| TlsFileError::Content {
         path: cert_path.clone(),
         source: TlsError::Config("not UTF-8 PEM text".into()),
@@ -217,16 +223,16 @@ pub fn ensure_dev(
     install(data_dir, authority.cert_pem(), &issued)
 }
 
-fn read_public(path: &Path) -> Result<Vec<u8>, TlsFileError> {
+fn read_public(path: &Path, max: u64) -> Result<Vec<u8>, TlsFileError> {
     use std::io::Read as _;
     let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_PEM_FILE + 1).read_to_end(&mut bytes))
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
         .map_err(io(path))?;
-    if bytes.len() as u64 > MAX_PEM_FILE {
+    if bytes.len() as u64 > max {
         return Err(TlsFileError::Content {
             path: path.to_path_buf(),
-            source: TlsError::Config(format!("larger than {MAX_PEM_FILE} bytes")),
+            source: TlsError::Config(format!("larger than {max} bytes")),
         });
     }
     Ok(bytes)
@@ -240,17 +246,16 @@ pub fn load(data_dir: &Path) -> Result<NodeTls, TlsFileError> {
     if !cert_path.exists() {
         return Err(TlsFileError::Missing(data_dir.to_path_buf()));
     }
-    let cert = read_public(&cert_path)?;
+    let cert = read_public(&cert_path, MAX_PEM_FILE)?;
     let key_path = dir.join("key.pem");
     let key = read_private(&key_path, MAX_PEM_FILE)?;
     let ca_path = dir.join(AUTHORITY_CERT);
-    let ca = read_public(&ca_path)?;
     let content = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TlsFileError::Content { path, source }
     };
     let server = secnet_tls::server_config(&cert, key.as_bytes()).map_err(content(&key_path))?;
-    secnet_tls::trust(&ca).map_err(content(&ca_path))?;
+    trust_file(&ca_path, MAX_PEM_FILE)?;
     let fingerprint = secnet_tls::fingerprint(&cert).map_err(content(&cert_path))?;
     Ok(NodeTls {
         server,

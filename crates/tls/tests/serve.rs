@@ -40,6 +40,13 @@ async fn start(
     (addr, stop, task)
 }
 
+/// A server configuration with a certificate `ca` issues for `names`.
+fn serving(ca: &Authority, names: &[&str]) -> std::sync::Arc<rustls::ServerConfig> {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_string()).collect();
+    let issued = ca.issue(&names).unwrap();
+    server_config(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes()).unwrap()
+}
+
 fn client(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .use_preconfigured_tls(client_config(ca_pem.as_bytes()).unwrap())
@@ -50,8 +57,7 @@ fn client(ca_pem: &str) -> reqwest::Client {
 #[tokio::test]
 async fn a_client_trusting_the_authority_is_served_and_others_are_refused() {
     let ca = Authority::create(&["node.example".into()]).unwrap();
-    let node = ca.issue(&["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let tls = server_config(node.cert_pem.as_bytes(), node.key_pem.as_bytes()).unwrap();
+    let tls = serving(&ca, &["localhost", "127.0.0.1"]);
     let (addr, stop, task) = start(Some(tls), ServeLimits::default()).await;
 
     let by_ip = format!("https://127.0.0.1:{}/peer", addr.port());
@@ -77,8 +83,7 @@ async fn a_client_trusting_the_authority_is_served_and_others_are_refused() {
     assert!(format!("{err:?}").contains("InvalidCertificate"), "{err:?}");
 
     // A certificate for other names is refused for this address.
-    let elsewhere = ca.issue(&["node.example".into()]).unwrap();
-    let wrong = server_config(elsewhere.cert_pem.as_bytes(), elsewhere.key_pem.as_bytes()).unwrap();
+    let wrong = serving(&ca, &["node.example"]);
     let (addr2, stop2, task2) = start(Some(wrong), ServeLimits::default()).await;
     let err = client(ca.cert_pem())
         .get(format!("https://127.0.0.1:{}/peer", addr2.port()))
@@ -109,8 +114,7 @@ async fn a_client_trusting_the_authority_is_served_and_others_are_refused() {
 #[tokio::test]
 async fn slow_clients_are_cut_off_and_do_not_hold_the_server() {
     let ca = Authority::create(&[]).unwrap();
-    let node = ca.issue(&["127.0.0.1".into()]).unwrap();
-    let tls = server_config(node.cert_pem.as_bytes(), node.key_pem.as_bytes()).unwrap();
+    let tls = serving(&ca, &["127.0.0.1"]);
     let limits = ServeLimits {
         handshake: Duration::from_millis(300),
         headers: Duration::from_millis(300),
@@ -173,8 +177,7 @@ async fn slow_clients_are_cut_off_and_do_not_hold_the_server() {
 #[tokio::test]
 async fn http_client_trusts_what_the_process_trusts() {
     let ca = Authority::create(&[]).unwrap();
-    let node = ca.issue(&["127.0.0.1".into()]).unwrap();
-    let tls = server_config(node.cert_pem.as_bytes(), node.key_pem.as_bytes()).unwrap();
+    let tls = serving(&ca, &["127.0.0.1"]);
     let (addr, stop, task) = start(Some(tls), ServeLimits::default()).await;
     let url = format!("https://127.0.0.1:{}/peer", addr.port());
     let before = secnet_tls::http_client().unwrap().build().unwrap();
@@ -190,8 +193,7 @@ async fn http_client_trusts_what_the_process_trusts() {
 #[tokio::test]
 async fn a_client_that_stops_reading_loses_its_connection_and_one_source_gets_its_share() {
     let ca = Authority::create(&[]).unwrap();
-    let node = ca.issue(&["127.0.0.1".into()]).unwrap();
-    let tls = server_config(node.cert_pem.as_bytes(), node.key_pem.as_bytes()).unwrap();
+    let tls = serving(&ca, &["127.0.0.1"]);
     let limits = ServeLimits {
         handshake: Duration::from_secs(5),
         headers: Duration::from_secs(5),
@@ -233,8 +235,7 @@ async fn a_client_that_stops_reading_loses_its_connection_and_one_source_gets_it
 async fn an_authority_vouches_only_for_the_names_it_was_made_for() {
     // Its key is stolen, and a certificate for another site is made with it.
     let ca = Authority::create(&[]).unwrap();
-    let forged = ca.issue(&["bank.example".into()]).unwrap();
-    let tls = server_config(forged.cert_pem.as_bytes(), forged.key_pem.as_bytes()).unwrap();
+    let tls = serving(&ca, &["bank.example"]);
     let (addr, stop, task) = start(Some(tls), ServeLimits::default()).await;
     let pinned = reqwest::Client::builder()
         .use_preconfigured_tls(client_config(ca.cert_pem().as_bytes()).unwrap())

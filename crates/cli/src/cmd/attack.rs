@@ -246,7 +246,7 @@ async fn fetch_with(world: &World, data: &Hash, sealed: &str, proof: &str) -> (u
         .send()
         .await;
     match answer {
-        Err(e) => (0, with_causes(&e)),
+        Err(e) => (0, secnet_client::api::with_causes(&e)),
         Ok(r) => {
             let status = r.status().as_u16();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
@@ -257,18 +257,6 @@ async fn fetch_with(world: &World, data: &Hash, sealed: &str, proof: &str) -> (u
             (status, reason)
         }
     }
-}
-
-/// An error and its causes, for the table.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// A string field of a JSON answer.
@@ -378,7 +366,7 @@ async fn attacks(world: &World) -> anyhow::Result<Vec<AttackOutcome>> {
     let (observed, refused) = match &oversized {
         Ok(r) => (r.status().as_u16().to_string(), r.status().as_u16() == 413),
         Err(e) => {
-            let why = with_causes(e);
+            let why = secnet_client::api::with_causes(e);
             let closed = why.contains("Broken pipe") || why.contains("reset by peer");
             (
                 format!("closed while the body was being sent ({why})"),

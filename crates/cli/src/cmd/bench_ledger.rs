@@ -621,7 +621,7 @@ impl Net {
             names: Vec::new(),
             authority: None,
         })?;
-        secnet_tls::trust(&std::fs::read(dir.path().join("ca.pem"))?)?;
+        secnet_node::tls::trust_file(&dir.path().join("ca.pem"), secnet_node::tls::MAX_PEM_FILE)?;
         let (children, urls) = super::testnet::spawn_validators(dir.path(), validators, false)?;
         let pids = children.0.iter().map(std::process::Child::id).collect();
         let apis = urls

@@ -399,7 +399,7 @@ impl NodeProcess {
             Ok(url) => {
                 // The node made its own authority on its first start.
                 let ca = self.node_dir.join(secnet_node::tls::TLS_DIR).join("ca.pem");
-                secnet_tls::trust(&std::fs::read(&ca).with_context(|| ca.display().to_string())?)?;
+                secnet_node::tls::trust_file(&ca, secnet_node::tls::MAX_PEM_FILE)?;
                 Ok(url)
             }
             Err(_) => {

@@ -448,7 +448,7 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         issue_certificates(&args.dir, n, args.authority.as_deref())?;
     }
     // This process talks to its validators while it seeds the sample patients.
-    secnet_tls::trust(&std::fs::read(args.dir.join(CA_CERT))?)?;
+    secnet_node::tls::trust_file(&args.dir.join(CA_CERT), secnet_node::tls::MAX_PEM_FILE)?;
     let (mut children, apis) = spawn_validators(&args.dir, n, args.plain_http)?;
     if first_run && args.samples.is_dir() {
         println!(

@@ -120,11 +120,8 @@ pub(super) async fn submit_txs(
     } else {
         decode_json_batch(&body)?
     };
-    if let Err(refused) = budget.charge(&*node, source, &txs) {
-        return Ok(*refused);
-    }
-    // Checking a batch's signatures takes milliseconds: off the async runtime, which also
-    // runs consensus on a validator, and only a few batches at once.
+    // Checking a batch's senders and signatures takes milliseconds: off the async runtime,
+    // which also runs consensus on a validator, and only a few batches at once.
     let permit = ADMISSIONS.try_acquire().map_err(|_| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -132,9 +129,11 @@ pub(super) async fn submit_txs(
             format!("{MAX_ADMISSIONS} batches are being admitted; retry shortly"),
         )
     })?;
-    let results = tokio::task::spawn_blocking(move || {
+    let admitted = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        node.submit_batch(txs)
+        budget
+            .charge(&*node, source, &txs)
+            .map(|()| node.submit_batch(txs))
     })
     .await
     .map_err(|e| {
@@ -143,7 +142,11 @@ pub(super) async fn submit_txs(
             "internal error",
             format!("admission failed: {e}"),
         )
-    })??;
+    })?;
+    let results = match admitted {
+        Ok(results) => results?,
+        Err(refused) => return Ok(*refused),
+    };
     let accepted = results.iter().filter(|r| r.is_ok()).count();
     let results = results
         .into_iter()
