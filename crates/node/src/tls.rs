@@ -63,12 +63,12 @@ pub enum TlsFileError {
     #[error(transparent)]
     File(#[from] KeyFileError),
     /// A file does not hold what it should.
-    #[error("{path}: {source}")]
+    #[error("{path}: {problem}")]
     Content {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        source: TlsError,
+        /// What is wrong (shown in this error's message, so not also as its source).
+        problem: TlsError,
     },
     /// A certificate or key could not be made.
     #[error(transparent)]
@@ -153,9 +153,9 @@ pub fn trust_network(data_dir: &Path) -> Result<(), TlsFileError> {
 /// must be at most `max` bytes.
 pub fn trust_file(path: &Path, max: u64) -> Result<(), TlsFileError> {
     let ca = read_public(path, max)?;
-    secnet_tls::trust(&ca).map_err(|source| TlsFileError::Content {
+    secnet_tls::trust(&ca).map_err(|problem| TlsFileError::Content {
         path: path.to_path_buf(),
-        source,
+        problem,
     })
 }
 
@@ -186,13 +186,13 @@ pub fn read_authority(dir: &Path) -> Result<Authority, TlsFileError> {
     let cert = read_public(&cert_path, MAX_PEM_FILE)?;
     let cert = String::from_utf8(cert).map_err(|_| TlsFileError::Content {
         path: cert_path.clone(),
-        source: TlsError::Config("not UTF-8 PEM text".into()),
+        problem: TlsError::Config("not UTF-8 PEM text".into()),
     })?;
     let key_path = dir.join(AUTHORITY_KEY);
     let key = read_private(&key_path, MAX_PEM_FILE)?;
-    Authority::load(&cert, &key).map_err(|source| TlsFileError::Content {
+    Authority::load(&cert, &key).map_err(|problem| TlsFileError::Content {
         path: key_path,
-        source,
+        problem,
     })
 }
 
@@ -232,7 +232,7 @@ fn read_public(path: &Path, max: u64) -> Result<Vec<u8>, TlsFileError> {
     if bytes.len() as u64 > max {
         return Err(TlsFileError::Content {
             path: path.to_path_buf(),
-            source: TlsError::Config(format!("larger than {max} bytes")),
+            problem: TlsError::Config(format!("larger than {max} bytes")),
         });
     }
     Ok(bytes)
@@ -252,7 +252,7 @@ pub fn load(data_dir: &Path) -> Result<NodeTls, TlsFileError> {
     let ca_path = dir.join(AUTHORITY_CERT);
     let content = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| TlsFileError::Content { path, source }
+        move |problem| TlsFileError::Content { path, problem }
     };
     let server = secnet_tls::server_config(&cert, key.as_bytes()).map_err(content(&key_path))?;
     trust_file(&ca_path, MAX_PEM_FILE)?;
