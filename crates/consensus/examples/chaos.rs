@@ -91,8 +91,12 @@ fn main() {
             }
             match run(seed, n) {
                 Ok(o) => println!(
-                    "  ok: honest validators agree at height {} on root {}",
-                    o.height, o.state_root
+                    "  ok: honest validators agree at height {} on root {}; the light client \
+                     verified {} answers and refused {} lies",
+                    o.height,
+                    o.state_root,
+                    o.verified_answers,
+                    o.lies_refused.len()
                 ),
                 Err(e) => {
                     failed = true;
@@ -110,6 +114,8 @@ fn main() {
     let mut violations = Vec::new();
     let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
     let mut steps: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut verified_answers = 0u64;
+    let mut lies_refused: BTreeMap<String, u64> = BTreeMap::new();
     for seed in 1..=args.seeds {
         for &n in &args.validators {
             runs += 1;
@@ -118,6 +124,10 @@ fn main() {
                 Ok(o) => {
                     for (_, step) in &o.schedule {
                         *steps.entry(step.kind()).or_default() += 1;
+                    }
+                    verified_answers += o.verified_answers;
+                    for lie in &o.lies_refused {
+                        *lies_refused.entry(format!("{lie:?}")).or_default() += 1;
                     }
                 }
                 Err(e) => {
@@ -149,6 +159,8 @@ fn main() {
         "runs": runs,
         "runs_by_byzantine_kind": by_kind,
         "steps_run": steps,
+        "light_client_verified_answers": verified_answers,
+        "light_client_lies_refused_by_kind": lies_refused,
         "violations": violations,
         "wall_s": started.elapsed().as_secs_f64(),
     });

@@ -388,6 +388,7 @@ fn a_handful_of_chaos_seeds_keep_safety_and_liveness() {
     use cluster::chaos::{Byzantine, Step, run};
     let mut steps = Vec::new();
     let mut kinds = Vec::new();
+    let (mut lies, mut verified) = (0, 0);
     for (seed, validators) in [(1, 4), (2, 4), (3, 4), (4, 7)] {
         let outcome = run(seed, validators);
         assert!(outcome.height > 0, "seed {seed}");
@@ -400,15 +401,20 @@ fn a_handful_of_chaos_seeds_keep_safety_and_liveness() {
             );
         }
         kinds.push(outcome.byzantine);
+        lies += outcome.lies_refused.len();
+        verified += outcome.verified_answers;
         steps.extend(outcome.schedule.into_iter().map(|(_, s)| s));
     }
     for kind in [
         Byzantine::InvalidProposer,
         Byzantine::Equivocator,
         Byzantine::Garbage,
+        Byzantine::LyingApi,
     ] {
         assert!(kinds.contains(&kind), "{kind:?} never ran");
     }
+    assert!(lies > 0, "the lying API told no lie");
+    assert!(verified > 0, "the light client verified no answer");
     for (what, happened) in [
         ("crash", steps.iter().any(|s| matches!(s, Step::Crash(_)))),
         (

@@ -6,6 +6,7 @@
 //! at any moment the ledger reopens at the last block whose transaction committed, and its
 //! state root equals the root obtained by replaying every stored block from genesis.
 
+mod answer;
 mod audit;
 mod error;
 mod snapshot;

@@ -1,19 +1,27 @@
 //! The fault campaign. Each seed draws its own schedule over about 40 s of simulated time:
 //! network episodes one after another (partitions, lossy links, slow links), crashes and
 //! restarts overlapping them, transfers submitted throughout, and one Byzantine member of
-//! the validator set (an invalid proposer, an equivocator or a sender of garbage, by seed).
-//! A crash aborts the validator's tasks and drops its ledger with every block not yet
-//! written; it restarts from its data directory. Then every fault heals and the run checks:
+//! the validator set (an invalid proposer, an equivocator, a sender of garbage or a lying
+//! API, by seed). A crash aborts the validator's tasks and drops its ledger with every block
+//! not yet written; it restarts from its data directory. A light client, which trusts only
+//! the genesis, reads the clients' accounts from a running honest validator at every round
+//! of submissions. Then every fault heals and the run checks:
 //!
 //! - safety: the honest validators finalized the same block and reached the same state root
-//!   at every height any two of them have, value was conserved, and none of the forged
-//!   transactions was finalized;
+//!   at every height any two of them have, value was conserved, none of the forged
+//!   transactions was finalized, and the light client believed none of the lies it was told
+//!   and refused no honest answer but for being older than one it had verified;
 //! - liveness: every transfer ever submitted commits on every honest validator once the
-//!   faults have healed, and each executes exactly once.
+//!   faults have healed, each executes exactly once, and the light client sees that in a
+//!   certified answer from every honest validator.
 //!
 //! A violation panics with what was violated; the same seed replays the same run.
 
 use super::*;
+use secnet_certified::{Certifier, HexBytes};
+use secnet_client::{LightClient, VerifyError};
+use secnet_contract::StateValue;
+use secnet_types::BlockHeader;
 
 /// The Byzantine member of the validator set in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,15 +36,19 @@ pub enum Byzantine {
     /// The last validator sends random bytes on every consensus channel (the honest ones
     /// must block it).
     Garbage,
+    /// The last validator takes part in consensus honestly, but its API lies to the light
+    /// client at every round of submissions (see [`Lie`]).
+    LyingApi,
 }
 
 impl Byzantine {
     /// The kind a seed runs with: each in turn.
     pub fn for_seed(seed: u64) -> Byzantine {
-        match seed % 3 {
+        match seed % 4 {
             0 => Byzantine::InvalidProposer,
             1 => Byzantine::Equivocator,
-            _ => Byzantine::Garbage,
+            2 => Byzantine::Garbage,
+            _ => Byzantine::LyingApi,
         }
     }
 
@@ -46,6 +58,168 @@ impl Byzantine {
             Byzantine::InvalidProposer => "invalid-proposer",
             Byzantine::Equivocator => "equivocator",
             Byzantine::Garbage => "garbage",
+            Byzantine::LyingApi => "lying-api",
+        }
+    }
+
+    /// Which validators run honest code: all but the last, unless the Byzantine member is
+    /// validator 0's proposer.
+    fn honest(self, n: usize) -> Vec<usize> {
+        match self {
+            Byzantine::InvalidProposer => (0..n).collect(),
+            Byzantine::Equivocator | Byzantine::Garbage | Byzantine::LyingApi => {
+                (0..n - 1).collect()
+            }
+        }
+    }
+}
+
+/// How the lying API alters the true answer it would give about the clients' accounts:
+/// what a node wanting a client to believe something false can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lie {
+    /// The real certificate and header; the first account's balance raised in its proof.
+    Balance,
+    /// Another account's true proof where the first account's was asked for.
+    OtherAccount,
+    /// A header whose state root the liar made up, certified by the liar alone.
+    OwnCertificate,
+    /// That made-up header under the real certificate of the real header.
+    BorrowedCertificate,
+    /// The true proofs, said to be as of a height the header commits to no root for.
+    Uncommitted,
+    /// A true answer older than one the client has verified since: a rollback.
+    Stale,
+}
+
+impl Lie {
+    const ALL: [Lie; 6] = [
+        Lie::Balance,
+        Lie::OtherAccount,
+        Lie::OwnCertificate,
+        Lie::BorrowedCertificate,
+        Lie::Uncommitted,
+        Lie::Stale,
+    ];
+
+    /// The lie made of `honest`, the true answer as of the client's newest verified height
+    /// or later (`older`: a true answer below that height, for [`Lie::Stale`]).
+    fn tell(
+        self,
+        honest: &CertifiedState,
+        older: Option<&CertifiedState>,
+        liar: &Certifier,
+    ) -> Option<CertifiedState> {
+        let mut lie = honest.clone();
+        let made_up_header = || {
+            let mut header = BlockHeader::decode_bytes(&honest.certified.header.0).unwrap();
+            let last = header.state.roots.last_mut().unwrap();
+            *last = Hash::digest(last.as_bytes());
+            header
+        };
+        match self {
+            Lie::Balance => {
+                let proof = &mut lie.proofs[0];
+                let StateValue::Account(mut account) =
+                    StateValue::from_bytes(&proof.key, proof.value.as_ref()?).unwrap()
+                else {
+                    unreachable!("an account key proves an account")
+                };
+                account.balance += BALANCE;
+                proof.value = Some(StateValue::Account(account).to_bytes());
+            }
+            Lie::OtherAccount => lie.proofs.swap(0, 1),
+            Lie::OwnCertificate => {
+                let header = made_up_header();
+                lie.certified.certificate = HexBytes(liar.certify(&header).unwrap());
+                lie.certified.header = HexBytes(header.to_bytes());
+            }
+            Lie::BorrowedCertificate => {
+                lie.certified.header = HexBytes(made_up_header().to_bytes());
+            }
+            Lie::Uncommitted => {
+                lie.height += 1;
+                for proof in &mut lie.proofs {
+                    proof.height = lie.height;
+                }
+            }
+            Lie::Stale => return older.cloned(),
+        }
+        Some(lie)
+    }
+
+    /// Whether the light client refused the lie for what it is.
+    fn caught(self, error: &VerifyError) -> bool {
+        matches!(
+            (self, error),
+            (Lie::Balance, VerifyError::Proof { .. })
+                | (Lie::OtherAccount, VerifyError::OtherKey { .. })
+                | (
+                    Lie::OwnCertificate | Lie::BorrowedCertificate,
+                    VerifyError::Certificate(_)
+                )
+                | (Lie::Uncommitted, VerifyError::NotCommitted { .. })
+                | (Lie::Stale, VerifyError::Stale { .. })
+        )
+    }
+}
+
+/// The light client of a run: it trusts the genesis only, and reads the clients' accounts.
+struct Reader {
+    client: LightClient,
+    keys: Vec<StateKey>,
+    /// The newest height it verified an answer as of.
+    floor: u64,
+    /// Honest answers it verified.
+    verified: u64,
+    /// Lies it was told (every one refused, or the run panics).
+    lies: Vec<Lie>,
+}
+
+impl Reader {
+    fn new(genesis: &Genesis) -> Reader {
+        Reader {
+            client: LightClient::new(genesis).unwrap(),
+            keys: (0..CLIENTS)
+                .map(|c| StateKey::Account(client(c).account()))
+                .collect(),
+            floor: 0,
+            verified: 0,
+            lies: Vec::new(),
+        }
+    }
+
+    /// Reads from honest validator `i`: a true answer must verify, unless it is older than
+    /// one verified before. Returns the clients' nonces when it verified.
+    fn check_honest(&mut self, i: usize, answer: &CertifiedState) -> Option<Vec<u64>> {
+        match self.client.verify_state(answer, &self.keys) {
+            Ok(verified) => {
+                self.verified += 1;
+                self.floor = self.floor.max(verified.height);
+                self.client.require_at_least(self.floor);
+                Some(
+                    verified
+                        .values
+                        .iter()
+                        .map(|(_, v)| match v {
+                            Some(StateValue::Account(a)) => a.nonce,
+                            _ => 0,
+                        })
+                        .collect(),
+                )
+            }
+            Err(VerifyError::Stale { .. }) => None,
+            Err(e) => panic!("the light client refused validator {i}'s true answer: {e}"),
+        }
+    }
+
+    /// Tells the light client `lie`; it must refuse it for what it is.
+    fn check_lie(&mut self, lie: Lie, answer: &CertifiedState, second: u64) {
+        self.lies.push(lie);
+        match self.client.verify_state(answer, &self.keys) {
+            Ok(_) => panic!("at {second} s the light client believed the lying API ({lie:?})"),
+            Err(e) if lie.caught(&e) => {}
+            Err(e) => panic!("at {second} s the light client refused a {lie:?} lie as: {e}"),
         }
     }
 }
@@ -101,6 +275,10 @@ pub struct Outcome {
     pub state_root: Hash,
     /// The hashes of the blocks up to that height.
     pub blocks: Vec<Hash>,
+    /// Honest validators' certified answers the light client verified.
+    pub verified_answers: u64,
+    /// The lies the lying API told it, in order (each refused).
+    pub lies_refused: Vec<Lie>,
 }
 
 /// Transfers each client submits per [`Step::Submit`].
@@ -115,7 +293,7 @@ pub fn schedule(seed: u64, n: u64, byzantine: Byzantine) -> Vec<(u64, Step)> {
     // schedule should also let the network progress while degraded).
     let crashable: Vec<usize> = match byzantine {
         Byzantine::InvalidProposer => (1..n).collect(),
-        Byzantine::Equivocator | Byzantine::Garbage => (0..n - 1).collect(),
+        Byzantine::Equivocator | Byzantine::Garbage | Byzantine::LyingApi => (0..n - 1).collect(),
     };
     let f = (n - 1) / 3;
     let mut steps: Vec<(u64, Step)> = Vec::new();
@@ -167,18 +345,20 @@ pub fn run(seed: u64, n: u64) -> Outcome {
     let byzantine = Byzantine::for_seed(seed);
     let steps = schedule(seed, n, byzantine);
     let schedule = steps.clone();
-    let (height, state_root, blocks) = runner(seed).start(|context| async move {
+    let (height, state_root, blocks, reader) = runner(seed).start(|context| async move {
         let mut cluster = Cluster::build(&context, n, n, LINK, Retention::default()).await;
         let last = n as usize - 1;
-        let honest: Vec<usize> = match byzantine {
-            Byzantine::InvalidProposer => (0..n as usize).collect(),
-            Byzantine::Equivocator | Byzantine::Garbage => (0..last).collect(),
-        };
+        let honest = byzantine.honest(n as usize);
         match byzantine {
-            Byzantine::InvalidProposer => {}
+            Byzantine::InvalidProposer | Byzantine::LyingApi => {}
             Byzantine::Equivocator => cluster.become_equivocator(&context, last).await,
             Byzantine::Garbage => cluster.become_garbage_sender(&context, last, seed).await,
         }
+        let mut reader = Reader::new(&cluster.genesis);
+        let liar = Certifier::new(&cluster.genesis, &[&validator_keypair(last as u64)]).unwrap();
+        let mut lies = xorshift(seed ^ 0x11E5);
+        // The lying API's true answers so far, oldest first (for rollbacks).
+        let mut told: Vec<CertifiedState> = Vec::new();
         let mut forged: Vec<SignedTransaction> = Vec::new();
         let mut submitted: Vec<SignedTransaction> = Vec::new();
         let mut rounds = 0u64;
@@ -209,6 +389,28 @@ pub fn run(seed: u64, n: u64) -> Outcome {
                     rounds += 1;
                     submit_to_running(&cluster, &honest, &crashed, &txs);
                     submitted.extend(txs);
+                    if let Some(i) = honest.iter().find(|i| !crashed.contains(i))
+                        && let Some(answer) = cluster.certified_state(*i, &reader.keys).await
+                    {
+                        reader.check_honest(*i, &answer);
+                    }
+                    if byzantine == Byzantine::LyingApi
+                        && let Some(truth) = cluster.certified_state(last, &reader.keys).await
+                    {
+                        // A true answer older than what the client verified is a rollback
+                        // already; any other lie made of it would be refused as stale
+                        // before it is looked at.
+                        let (lie, older) = if truth.height < reader.floor {
+                            (Lie::Stale, Some(&truth))
+                        } else {
+                            let lie = Lie::ALL[(lies() % Lie::ALL.len() as u64) as usize];
+                            (lie, told.iter().find(|a| a.height < reader.floor))
+                        };
+                        if let Some(answer) = lie.tell(&truth, older, &liar) {
+                            reader.check_lie(lie, &answer, at);
+                        }
+                        told.push(truth);
+                    }
                 }
             }
         }
@@ -261,6 +463,39 @@ pub fn run(seed: u64, n: u64) -> Outcome {
                 })
                 .unwrap();
         }
+        // The light client sees every transfer in a certified answer from each honest
+        // validator, and is lied to once more.
+        let expected = vec![rounds * PER_SUBMIT; CLIENTS as usize];
+        for i in &honest {
+            let deadline = context.current() + Duration::from_secs(60);
+            loop {
+                if let Some(answer) = cluster.certified_state(*i, &reader.keys).await
+                    && reader.check_honest(*i, &answer).as_ref() == Some(&expected)
+                {
+                    break;
+                }
+                assert!(
+                    context.current() < deadline,
+                    "validator {i} gave no certified answer showing every transfer within 60 s"
+                );
+                context.sleep(Duration::from_millis(200)).await;
+            }
+        }
+        if byzantine == Byzantine::LyingApi {
+            let now = context
+                .current()
+                .duration_since(start)
+                .unwrap_or_default()
+                .as_secs();
+            if let Some(older) = told.iter().find(|a| a.height < reader.floor) {
+                reader.check_lie(Lie::Stale, &older.clone(), now);
+            }
+            let truth = cluster.certified_state(last, &reader.keys).await.unwrap();
+            if truth.height >= reader.floor {
+                let answer = Lie::Balance.tell(&truth, None, &liar).unwrap();
+                reader.check_lie(Lie::Balance, &answer, now);
+            }
+        }
         if byzantine == Byzantine::Garbage {
             let garbage = validator_key(last as u64).public_key();
             let blocked = cluster.oracle.blocked().await.unwrap();
@@ -278,7 +513,7 @@ pub fn run(seed: u64, n: u64) -> Outcome {
                     .collect()
             })
             .unwrap();
-        (height, root, blocks)
+        (height, root, blocks, reader)
     });
     Outcome {
         seed,
@@ -288,6 +523,8 @@ pub fn run(seed: u64, n: u64) -> Outcome {
         height,
         state_root,
         blocks,
+        verified_answers: reader.verified,
+        lies_refused: reader.lies,
     }
 }
 

@@ -9,15 +9,20 @@
 
 pub mod chaos;
 
+use commonware_codec::Encode as _;
+use commonware_consensus::types::Height;
 use commonware_cryptography::{Signer as _, ed25519};
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
 use commonware_runtime::{Clock, Quota, Runner as _, Supervisor as _, deterministic};
 use commonware_utils::{NZU32, NZUsize, TryCollect as _, ordered::Set, probability};
-use secnet_certified::Finalization;
+use secnet_certified::{CertifiedState, Finalization};
 use secnet_consensus::chain::Chain;
 use secnet_consensus::engine::{Retention, Running, Timing, ValidatorConfig, start_validator};
+use secnet_contract::StateKey;
 use secnet_ledger::Ledger;
-use secnet_types::{Allocation, Call, Genesis, Hash, Keypair, SignedTransaction, Transaction};
+use secnet_types::{
+    AccountId, Allocation, Call, Genesis, Hash, Keypair, SignedTransaction, Transaction, Validator,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,7 +62,9 @@ pub fn client(i: u64) -> Keypair {
     Keypair::deterministic("sim-client", i)
 }
 
-pub fn genesis() -> Genesis {
+/// The genesis of a network of `n` validators (listed, so light clients can check their
+/// certificates).
+pub fn genesis(n: u64) -> Genesis {
     Genesis {
         chain_id: CHAIN.into(),
         genesis_time_ms: 0,
@@ -67,8 +74,25 @@ pub fn genesis() -> Genesis {
                 balance: BALANCE,
             })
             .collect(),
-        validators: vec![],
+        validators: (0..n)
+            .map(|i| Validator {
+                key: validator_account(i),
+                address: format!("sim-validator-{i}"),
+                name: String::new(),
+            })
+            .collect(),
     }
+}
+
+/// Validator `i`'s key as an account: the same ed25519 seed (what it signs certificates
+/// with, as a [`Keypair`] can).
+pub fn validator_keypair(i: u64) -> Keypair {
+    let seed: [u8; 32] = validator_key(i).encode().as_ref().try_into().unwrap();
+    Keypair::from_seeds(seed, [0; 32])
+}
+
+fn validator_account(i: u64) -> AccountId {
+    validator_keypair(i).account()
 }
 
 pub struct Node {
@@ -126,7 +150,7 @@ impl Cluster {
             oracle,
             participants,
             nodes: Vec::new(),
-            genesis: genesis(),
+            genesis: genesis(n),
             retention,
             dirs,
         };
@@ -264,6 +288,36 @@ impl Cluster {
             .1
     }
 
+    /// What validator `i`'s API answers a certified-state query about `keys`: the newest of
+    /// its last 16 blocks with a finalization of its own whose header commits to a state it
+    /// still holds, and the proofs from its ledger (`None`: it is not running, or has no
+    /// such block).
+    pub async fn certified_state(&self, i: usize, keys: &[StateKey]) -> Option<CertifiedState> {
+        let marshal = &self.nodes[i].running.as_ref()?.marshal;
+        let chain = &self.nodes[i].chain;
+        let tip = chain.executed_height().ok()?;
+        for height in (tip.saturating_sub(16).max(1)..=tip).rev() {
+            let Some(header) = chain
+                .with_ledger(|l| {
+                    let header = l.header(height).ok()??;
+                    let (state_height, _) = header.state.last()?;
+                    l.snapshot_at(state_height).map(|_| header)
+                })
+                .ok()?
+            else {
+                continue;
+            };
+            let Some(finalization) = marshal.get_finalization(Height::new(height)).await else {
+                continue;
+            };
+            let certificate = finalization.encode().to_vec();
+            return chain
+                .with_ledger(|l| l.certified_state(&header, certificate, keys))
+                .ok()?;
+        }
+        None
+    }
+
     /// Checks agreement among validators `among`: the same block and state root at every
     /// height any two of them have, and value conserved in each. Returns the lowest of
     /// their heights and the state root there.
@@ -394,7 +448,7 @@ pub fn placeholder() -> Arc<Chain> {
     DIR.with(|d| {
         open_chain(
             &d.path().join(format!("{:?}", std::time::Instant::now())),
-            &genesis(),
+            &genesis(4),
         )
     })
 }

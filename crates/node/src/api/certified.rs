@@ -160,18 +160,7 @@ pub(super) async fn certified_state(
     }
     if let Some((header, certificate)) = found {
         let _permit = STATE_QUERIES.try_acquire().map_err(|_| busy())?;
-        let answer = node.with_ledger(|l| {
-            let (state_height, _) = header.state.last()?;
-            let snapshot = l.snapshot_at(state_height)?;
-            Some(CertifiedState {
-                certified: CertifiedHeader {
-                    header: HexBytes(header.to_bytes()),
-                    certificate: HexBytes(certificate),
-                },
-                height: state_height,
-                proofs: keys.iter().map(|k| snapshot.prove(k)).collect(),
-            })
-        })?;
+        let answer = node.with_ledger(|l| l.certified_state(&header, certificate, &keys))?;
         if let Some(answer) = answer {
             return Ok(Json(answer));
         }
