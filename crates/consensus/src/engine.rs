@@ -164,7 +164,7 @@ impl Running {
 
 const MAILBOX: NonZeroUsize = NZUsize!(1024);
 /// Finalized blocks marshal hands the executor ahead of its acknowledgements.
-pub const MAX_PENDING_ACKS: usize = 8;
+pub const MAX_PENDING_ACKS: usize = 32;
 const PAGE_CACHE_PAGE: std::num::NonZeroU16 = NZU16!(4096);
 const PAGE_CACHE_PAGES: NonZeroUsize = NZUsize!(4096);
 

@@ -74,7 +74,7 @@ pub const WRITE_BATCH: usize = crate::engine::MAX_PENDING_ACKS / 2;
 
 /// ... or once the oldest has waited this long: fewer, larger writes cost the machine less
 /// than one per block, and nothing but marshal's delivery waits for them.
-pub const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(250);
+pub const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(1000);
 
 impl Executor {
     /// An executor for `chain` and the mailbox marshal reports to.
