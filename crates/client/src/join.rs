@@ -177,7 +177,21 @@ async fn certified_floor(
         else {
             continue;
         };
-        remote.light().verify_header_at(h, &certified)?;
+        // The certificate itself is checked, not only its header (which the light client
+        // may know already, and would then take without looking at the certificate): it
+        // becomes the validator's consensus floor, which must verify at every start.
+        let header = remote
+            .light()
+            .committee()
+            .verify(&certified.header.0, &certified.certificate.0)
+            .map_err(VerifyError::from)?;
+        if header.height != h {
+            return Err(VerifyError::OtherHeight {
+                asked: h,
+                got: header.height,
+            }
+            .into());
+        }
         return Ok((h, certified));
     }
     Err(ClientError::Node(format!(

@@ -288,6 +288,9 @@ impl LightClient {
 
     /// Checks an answer about `keys`: the certificate against the genesis validators, the
     /// answer's height against the roots the header commits to, each proof against that root.
+    /// It refuses answers below the floor but does not raise it: a caller that must not be
+    /// rolled back raises it with [`Self::require_at_least`] after each verified answer (as
+    /// `RemoteNode` does).
     pub fn verify_state(
         &self,
         answer: &CertifiedState,

@@ -387,10 +387,10 @@ fn a_validator_joins_from_a_snapshot_and_agrees_with_those_that_replayed_everyth
 /// Byzantine member, with crashes, partitions and bad links, keeps safety and liveness.
 #[test]
 fn a_handful_of_chaos_seeds_keep_safety_and_liveness() {
-    use cluster::chaos::{Byzantine, Step, run};
+    use cluster::chaos::{Byzantine, Lie, Step, run};
     let mut steps = Vec::new();
     let mut kinds = Vec::new();
-    let (mut lies, mut verified) = (0, 0);
+    let (mut lies, mut verified) = (Vec::new(), 0);
     for (seed, validators) in [(1, 4), (2, 4), (3, 4), (4, 7)] {
         let outcome = run(seed, validators);
         assert!(outcome.height > 0, "seed {seed}");
@@ -403,7 +403,7 @@ fn a_handful_of_chaos_seeds_keep_safety_and_liveness() {
             );
         }
         kinds.push(outcome.byzantine);
-        lies += outcome.lies_refused.len();
+        lies.extend(outcome.lies_refused);
         verified += outcome.verified_answers;
         steps.extend(outcome.schedule.into_iter().map(|(_, s)| s));
     }
@@ -415,7 +415,12 @@ fn a_handful_of_chaos_seeds_keep_safety_and_liveness() {
     ] {
         assert!(kinds.contains(&kind), "{kind:?} never ran");
     }
-    assert!(lies > 0, "the lying API told no lie");
+    for lie in Lie::ALL {
+        assert!(
+            lies.contains(&lie),
+            "the lying API never told a {lie:?} lie"
+        );
+    }
     assert!(verified > 0, "the light client verified no answer");
     for (what, happened) in [
         ("crash", steps.iter().any(|s| matches!(s, Step::Crash(_)))),

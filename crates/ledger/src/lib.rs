@@ -14,6 +14,7 @@ mod store;
 mod stored_block;
 mod unwritten;
 
+pub use answer::CERTIFIED_SEARCH;
 pub use error::LedgerError;
 pub use secnet_certified::checkpoint::{
     Checkpoint, CheckpointError, SignedCheckpoint, verifier_key,

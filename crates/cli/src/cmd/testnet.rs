@@ -21,6 +21,21 @@ const ACCOUNT_BALANCE: u64 = 1_000_000_000;
 pub enum TestnetCmd {
     /// Write a genesis, validator keys and configs, and funded client accounts.
     Init(InitArgs),
+    /// Issue every validator of a network a new TLS key and certificate (for the address
+    /// its API listens on, and localhost) by the network's authority, e.g. before the
+    /// current ones expire (they last two years); each node serves them from its next start.
+    Renew(RenewArgs),
+}
+
+/// Arguments of `secnet testnet renew`.
+#[derive(Args, Clone)]
+pub struct RenewArgs {
+    /// The network's directory, as written by `testnet init`.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The directory holding the network's authority (`ca.pem` and `ca.key`), if not DIR.
+    #[arg(long, value_name = "DIR")]
+    pub authority: Option<PathBuf>,
 }
 
 /// Arguments of `secnet testnet init`.
@@ -79,14 +94,46 @@ pub struct NodeConfigFile {
 }
 
 pub fn run(cmd: TestnetCmd) -> anyhow::Result<()> {
-    let TestnetCmd::Init(args) = cmd;
-    init(&args)?;
-    println!(
-        "wrote a {}-validator network to {}",
-        args.validators,
+    match cmd {
+        TestnetCmd::Init(args) => {
+            init(&args)?;
+            println!(
+                "wrote a {}-validator network to {}",
+                args.validators,
+                args.dir.display()
+            );
+        }
+        TestnetCmd::Renew(args) => {
+            let n = renew(&args)?;
+            println!(
+                "issued {n} validators new certificates; each serves its own from its next start"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Issues every validator of the network in `args.dir` a new key and certificate by the
+/// network's authority. Returns how many.
+pub fn renew(args: &RenewArgs) -> anyhow::Result<usize> {
+    let genesis = DataDir::new(&args.dir)
+        .read_genesis()
+        .with_context(|| format!("{} holds no network", args.dir.display()))?;
+    let authority = args.authority.as_deref().unwrap_or(&args.dir);
+    let network_ca = std::fs::read(args.dir.join(CA_CERT))
+        .with_context(|| format!("reading {}", args.dir.join(CA_CERT).display()))?;
+    let given_ca = std::fs::read(authority.join(CA_CERT))
+        .with_context(|| format!("reading {}", authority.join(CA_CERT).display()))?;
+    // Clients trust the network's authority: certificates by another would be refused.
+    ensure!(
+        network_ca == given_ca,
+        "{} is not the authority of the network in {} (its ca.pem differs); its certificates would not be trusted",
+        authority.display(),
         args.dir.display()
     );
-    Ok(())
+    let n = genesis.validators.len();
+    issue_certificates(&args.dir, n, Some(authority))?;
+    Ok(n)
 }
 
 /// Writes a testnet into `args.dir`.

@@ -18,7 +18,7 @@
 //! A violation panics with what was violated; the same seed replays the same run.
 
 use super::*;
-use secnet_certified::{Certifier, HexBytes};
+use secnet_certified::{CertificateError, Certifier, HexBytes};
 use secnet_client::{LightClient, VerifyError};
 use secnet_contract::StateValue;
 use secnet_types::BlockHeader;
@@ -82,6 +82,8 @@ pub enum Lie {
     Balance,
     /// Another account's true proof where the first account's was asked for.
     OtherAccount,
+    /// The first account, which exists, said to be absent.
+    Absent,
     /// A header whose state root the liar made up, certified by the liar alone.
     OwnCertificate,
     /// That made-up header under the real certificate of the real header.
@@ -93,9 +95,11 @@ pub enum Lie {
 }
 
 impl Lie {
-    const ALL: [Lie; 6] = [
+    /// Every kind, in the order a run tells them.
+    pub const ALL: [Lie; 7] = [
         Lie::Balance,
         Lie::OtherAccount,
+        Lie::Absent,
         Lie::OwnCertificate,
         Lie::BorrowedCertificate,
         Lie::Uncommitted,
@@ -129,6 +133,7 @@ impl Lie {
                 proof.value = Some(StateValue::Account(account).to_bytes());
             }
             Lie::OtherAccount => lie.proofs.swap(0, 1),
+            Lie::Absent => lie.proofs[0].value = None,
             Lie::OwnCertificate => {
                 let header = made_up_header();
                 lie.certified.certificate = HexBytes(liar.certify(&header).unwrap());
@@ -152,11 +157,15 @@ impl Lie {
     fn caught(self, error: &VerifyError) -> bool {
         matches!(
             (self, error),
-            (Lie::Balance, VerifyError::Proof { .. })
+            (Lie::Balance | Lie::Absent, VerifyError::Proof { .. })
                 | (Lie::OtherAccount, VerifyError::OtherKey { .. })
                 | (
-                    Lie::OwnCertificate | Lie::BorrowedCertificate,
-                    VerifyError::Certificate(_)
+                    Lie::OwnCertificate,
+                    VerifyError::Certificate(CertificateError::TooFewSignatures { .. })
+                )
+                | (
+                    Lie::BorrowedCertificate,
+                    VerifyError::Certificate(CertificateError::OtherBlock { .. })
                 )
                 | (Lie::Uncommitted, VerifyError::NotCommitted { .. })
                 | (Lie::Stale, VerifyError::Stale { .. })
@@ -356,7 +365,8 @@ pub fn run(seed: u64, n: u64) -> Outcome {
         }
         let mut reader = Reader::new(&cluster.genesis);
         let liar = Certifier::new(&cluster.genesis, &[&validator_keypair(last as u64)]).unwrap();
-        let mut lies = xorshift(seed ^ 0x11E5);
+        // The next kind of lie to tell: each in turn, so that every run tells every kind.
+        let mut next_lie = 0usize;
         // The lying API's true answers so far, oldest first (for rollbacks).
         let mut told: Vec<CertifiedState> = Vec::new();
         let mut forged: Vec<SignedTransaction> = Vec::new();
@@ -400,14 +410,17 @@ pub fn run(seed: u64, n: u64) -> Outcome {
                         // A true answer older than what the client verified is a rollback
                         // already; any other lie made of it would be refused as stale
                         // before it is looked at.
-                        let (lie, older) = if truth.height < reader.floor {
-                            (Lie::Stale, Some(&truth))
+                        let (lie, older, forced) = if truth.height < reader.floor {
+                            (Lie::Stale, Some(&truth), true)
                         } else {
-                            let lie = Lie::ALL[(lies() % Lie::ALL.len() as u64) as usize];
-                            (lie, told.iter().find(|a| a.height < reader.floor))
+                            let lie = Lie::ALL[next_lie % Lie::ALL.len()];
+                            (lie, told.iter().find(|a| a.height < reader.floor), false)
                         };
+                        // A rollback needs an answer older than the client's newest: until
+                        // there is one, that kind waits for a later round.
                         if let Some(answer) = lie.tell(&truth, older, &liar) {
                             reader.check_lie(lie, &answer, at);
+                            next_lie += usize::from(!forced);
                         }
                         told.push(truth);
                     }
@@ -464,9 +477,11 @@ pub fn run(seed: u64, n: u64) -> Outcome {
                 .unwrap();
         }
         // The light client sees every transfer in a certified answer from each honest
-        // validator, and is lied to once more.
+        // validator — and from the lying API's validator, whose true answers verify too (so
+        // its lies were refused for what was altered) — and is lied to once more.
         let expected = vec![rounds * PER_SUBMIT; CLIENTS as usize];
-        for i in &honest {
+        let liar_too = (byzantine == Byzantine::LyingApi).then_some(last);
+        for i in honest.iter().chain(&liar_too) {
             let deadline = context.current() + Duration::from_secs(60);
             loop {
                 if let Some(answer) = cluster.certified_state(*i, &reader.keys).await

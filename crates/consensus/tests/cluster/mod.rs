@@ -288,26 +288,18 @@ impl Cluster {
             .1
     }
 
-    /// What validator `i`'s API answers a certified-state query about `keys`: the newest of
-    /// its last 16 blocks with a finalization of its own whose header commits to a state it
-    /// still holds, and the proofs from its ledger (`None`: it is not running, or has no
-    /// such block).
+    /// What validator `i`'s API answers a certified-state query about `keys`, chosen and
+    /// built as the API does (`Ledger::answerable_headers`, `Ledger::certified_state`)
+    /// with the certificate its marshal holds (`None`: it is not running, or has no such
+    /// block).
     pub async fn certified_state(&self, i: usize, keys: &[StateKey]) -> Option<CertifiedState> {
         let marshal = &self.nodes[i].running.as_ref()?.marshal;
         let chain = &self.nodes[i].chain;
         let tip = chain.executed_height().ok()?;
-        for height in (tip.saturating_sub(16).max(1)..=tip).rev() {
-            let Some(header) = chain
-                .with_ledger(|l| {
-                    let header = l.header(height).ok()??;
-                    let (state_height, _) = header.state.last()?;
-                    l.snapshot_at(state_height).map(|_| header)
-                })
-                .ok()?
+        let headers = chain.with_ledger(|l| l.answerable_headers(tip)).ok()?;
+        for header in headers {
+            let Some(finalization) = marshal.get_finalization(Height::new(header.height)).await
             else {
-                continue;
-            };
-            let Some(finalization) = marshal.get_finalization(Height::new(height)).await else {
                 continue;
             };
             let certificate = finalization.encode().to_vec();

@@ -14,9 +14,6 @@ use secnet_types::BlockHeader;
 use serde::Deserialize;
 use std::sync::Arc;
 
-/// How many of the latest blocks are searched for a certificate: a block finalized only
-/// through a descendant has none of its own.
-const CERTIFIED_SEARCH: u64 = 16;
 /// Most state keys one certified query may ask for.
 pub const MAX_STATE_KEYS: usize = 64;
 
@@ -63,14 +60,8 @@ pub(super) async fn newest_certified(
     node: &Arc<dyn Backend>,
     tip: u64,
 ) -> ApiResult<Option<(BlockHeader, Vec<u8>)>> {
-    for height in (tip.saturating_sub(CERTIFIED_SEARCH).max(1)..=tip).rev() {
-        let header = node.with_ledger(|l| {
-            let header = l.header(height).ok()??;
-            let (state_height, _) = header.state.last()?;
-            l.snapshot_at(state_height).map(|_| header)
-        })?;
-        let Some(header) = header else { continue };
-        if let Some(certificate) = node.certificate(height).await {
+    for header in node.with_ledger(|l| l.answerable_headers(tip))? {
+        if let Some(certificate) = node.certificate(header.height).await {
             return Ok(Some((header, certificate)));
         }
     }

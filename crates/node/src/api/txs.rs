@@ -45,8 +45,9 @@ pub(super) async fn submit_tx(
         .map_err(|e| Problem::bad_request(format!("tx is not hex: {e}")))?;
     let tx = SignedTransaction::decode_bytes(&bytes)
         .map_err(|e| Problem::bad_request(format!("transaction rejected: {e}")))?;
-    if let Err(refused) = budget.charge(&*node, source, std::slice::from_ref(&tx)) {
-        return Ok(*refused);
+    let charged = budget.charge(&*node, source, std::slice::from_ref(&tx))?;
+    if let Some(over) = charged.over_budget() {
+        return Ok(over.into_response());
     }
     match node.submit(tx)? {
         Ok(hash) => Ok((
@@ -129,11 +130,34 @@ pub(super) async fn submit_txs(
             format!("{MAX_ADMISSIONS} batches are being admitted; retry shortly"),
         )
     })?;
-    let admitted = tokio::task::spawn_blocking(move || {
+    let results = tokio::task::spawn_blocking(move || -> ApiResult<Vec<BatchResult>> {
         let _permit = permit;
-        budget
-            .charge(&*node, source, &txs)
-            .map(|()| node.submit_batch(txs))
+        // The source's budget covers the first of the batch's unfunded transactions; the
+        // rest are refused as busy (retry later), and everything else goes on.
+        let charged = budget.charge(&*node, source, &txs)?;
+        let over = charged.refusal();
+        let kept = txs
+            .into_iter()
+            .zip(&charged.covered)
+            .filter(|(_, covered)| **covered)
+            .map(|(tx, _)| tx)
+            .collect();
+        let mut admitted = node.submit_batch(kept)?.into_iter();
+        Ok(charged
+            .covered
+            .iter()
+            .map(|covered| match (covered, admitted.next()) {
+                (true, Some(Ok(hash))) => BatchResult::Admitted { hash },
+                (true, Some(Err(e))) => BatchResult::Refused {
+                    busy: e.is_busy(),
+                    error: e.to_string(),
+                },
+                _ => BatchResult::Refused {
+                    busy: true,
+                    error: over.clone(),
+                },
+            })
+            .collect())
     })
     .await
     .map_err(|e| {
@@ -142,22 +166,11 @@ pub(super) async fn submit_txs(
             "internal error",
             format!("admission failed: {e}"),
         )
-    })?;
-    let results = match admitted {
-        Ok(results) => results?,
-        Err(refused) => return Ok(*refused),
-    };
-    let accepted = results.iter().filter(|r| r.is_ok()).count();
-    let results = results
-        .into_iter()
-        .map(|r| match r {
-            Ok(hash) => BatchResult::Admitted { hash },
-            Err(e) => BatchResult::Refused {
-                busy: e.is_busy(),
-                error: e.to_string(),
-            },
-        })
-        .collect();
+    })??;
+    let accepted = results
+        .iter()
+        .filter(|r| matches!(r, BatchResult::Admitted { .. }))
+        .count();
     Ok(Json(BatchAnswer { accepted, results }).into_response())
 }
 
@@ -185,9 +198,9 @@ struct SourceBuckets(HashMap<[u8; 8], (u64, u64)>);
 const FULL: u64 = UNFUNDED_PER_SOURCE_PER_MINUTE as u64 * 1_000;
 
 impl SourceBuckets {
-    /// Takes `n` from `source`'s budget at `now_ms`; if it has not that much, takes nothing
-    /// and says in how many seconds it will.
-    fn take(&mut self, source: [u8; 8], n: u32, now_ms: u64) -> Result<(), u64> {
+    /// Takes as much of `n` as `source`'s budget holds at `now_ms`: how many it took and, if
+    /// fewer than `n`, in how many seconds one more will be there.
+    fn take(&mut self, source: [u8; 8], n: u32, now_ms: u64) -> (u32, Option<u64>) {
         let refill = |(tokens, at): (u64, u64)| -> u64 {
             // 64 a minute: 64,000 thousandths per 60,000 ms.
             let gained = now_ms.saturating_sub(at).saturating_mul(FULL) / 60_000;
@@ -203,65 +216,98 @@ impl SourceBuckets {
         };
         let bucket = self.0.entry(key).or_insert((FULL, now_ms));
         let tokens = refill(*bucket);
-        let want = u64::from(n).saturating_mul(1_000);
-        if want > tokens {
-            let missing = want.saturating_sub(tokens);
-            let wait_ms = missing.saturating_mul(60_000).div_ceil(FULL);
-            *bucket = (tokens, now_ms);
-            return Err(wait_ms.div_ceil(1_000).max(1));
+        let taken = (tokens / 1_000).min(u64::from(n));
+        let left = tokens - taken * 1_000;
+        *bucket = (left, now_ms);
+        if taken == u64::from(n) {
+            return (n, None);
         }
-        *bucket = (tokens - want, now_ms);
-        Ok(())
+        let wait_ms = (1_000 - left).saturating_mul(60_000).div_ceil(FULL);
+        // `taken` < `n`, a u32.
+        let taken = u32::try_from(taken).unwrap_or(n);
+        (taken, Some(wait_ms.div_ceil(1_000).max(1)))
+    }
+}
+
+/// What a source's budget covered of some transactions.
+#[derive(Debug)]
+struct Charged {
+    /// Per transaction, in order: whether it may go on to admission (it is funded, or the
+    /// budget covered it).
+    covered: Vec<bool>,
+    /// If it did not cover them all: in how many seconds it covers one more.
+    retry_s: Option<u64>,
+}
+
+impl Charged {
+    /// Why the uncovered transactions were refused.
+    fn refusal(&self) -> String {
+        format!(
+            "this address may submit {UNFUNDED_PER_SOURCE_PER_MINUTE} transactions a minute from accounts that hold less than {} units; this one is over that; retry in {} s, or send from a funded account",
+            crate::mempool::FREE_PENDING_PER_SENDER,
+            self.retry_s.unwrap_or(1)
+        )
+    }
+
+    /// The answer to a submission the budget did not cover: 429 with `Retry-After`.
+    fn over_budget(&self) -> Option<impl IntoResponse + use<>> {
+        let retry_s = self.retry_s?;
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        Some((
+            status,
+            [(header::RETRY_AFTER, retry_s.to_string())],
+            Problem::new(status, "busy", self.refusal()),
+        ))
     }
 }
 
 impl UnfundedBudget {
     /// Charges `source` for the transactions in `txs` whose senders hold too little to back
     /// every transaction they may have pending (less than
-    /// [`crate::mempool::FREE_PENDING_PER_SENDER`]: some of theirs go to the free lane); a 429
-    /// answer (with `Retry-After`) if its budget for this minute does not cover them.
+    /// [`crate::mempool::FREE_PENDING_PER_SENDER`]: some of theirs go to the free lane), in
+    /// order, as far as its budget for this minute goes; says which it covered. It is
+    /// charged before signatures are checked: the budget meters the admission work a source
+    /// asks of the node, including checks of forged signatures.
     fn charge(
         &self,
         node: &dyn crate::backend::Backend,
         source: Option<std::net::IpAddr>,
         txs: &[SignedTransaction],
-    ) -> Result<(), Box<Response>> {
-        let unfunded = node
-            .with_ledger(|l| {
-                txs.iter()
-                    .filter(|t| {
-                        l.state().account(&t.tx().sender).balance
-                            < crate::mempool::FREE_PENDING_PER_SENDER
-                    })
-                    .count()
-            })
-            .map_err(|e| Box::new(Problem::from(e).into_response()))?;
-        if unfunded == 0 {
-            return Ok(());
+    ) -> Result<Charged, Problem> {
+        let unfunded: Vec<bool> = node.with_ledger(|l| {
+            txs.iter()
+                .map(|t| {
+                    l.state().account(&t.tx().sender).balance
+                        < crate::mempool::FREE_PENDING_PER_SENDER
+                })
+                .collect()
+        })?;
+        let n = unfunded.iter().filter(|u| **u).count();
+        let mut charged = Charged {
+            covered: vec![true; txs.len()],
+            retry_s: None,
+        };
+        if n == 0 {
+            return Ok(charged);
         }
-        let n = u32::try_from(unfunded).unwrap_or(u32::MAX);
-        let now = crate::datadir::now_ms();
-        let key = secnet_pdc::auth::source_key(source);
-        let mut minute = self
+        let (taken, retry_s) = self
             .0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        minute.take(key, n, now).map_err(|retry_s| {
-            let status = StatusCode::TOO_MANY_REQUESTS;
-            let answer = (
-                status,
-                [(header::RETRY_AFTER, retry_s.to_string())],
-                Problem::new(
-                    status,
-                    "busy",
-                    format!(
-                        "this address may submit {UNFUNDED_PER_SOURCE_PER_MINUTE} transactions a minute from accounts that hold less than {} units; {unfunded} more is over that; retry in {retry_s} s, or send from a funded account", crate::mempool::FREE_PENDING_PER_SENDER
-                    ),
-                ),
-            )
-                .into_response();
-            Box::new(answer)
-        })
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(
+                secnet_pdc::auth::source_key(source),
+                u32::try_from(n).unwrap_or(u32::MAX),
+                crate::datadir::now_ms(),
+            );
+        let mut left = taken;
+        for (covered, unfunded) in charged.covered.iter_mut().zip(&unfunded) {
+            if *unfunded {
+                *covered = left > 0;
+                left = left.saturating_sub(1);
+            }
+        }
+        charged.retry_s = retry_s;
+        Ok(charged)
     }
 }
 
@@ -373,45 +419,46 @@ mod tests {
         let mut m = SourceBuckets::default();
         let (a, b) = ([1; 8], [2; 8]);
         let t = 1_000_000;
-        assert!(m.take(a, UNFUNDED_PER_SOURCE_PER_MINUTE - 1, t).is_ok());
+        let all = |n: u32| (n, None);
+        assert_eq!(m.take(a, UNFUNDED_PER_SOURCE_PER_MINUTE - 2, t), all(62));
         assert_eq!(
-            m.take(a, 2, t),
-            Err(1),
-            "over budget: nothing taken; one more in ~1 s"
+            m.take(a, 3, t),
+            (2, Some(1)),
+            "over budget: what was left is taken; one more in ~1 s"
         );
-        assert!(m.take(a, 1, t).is_ok(), "what was left is still there");
-        assert!(m.take(a, 1, t).is_err());
-        assert!(
-            m.take(b, UNFUNDED_PER_SOURCE_PER_MINUTE, t).is_ok(),
+        assert_eq!(m.take(a, 1, t), (0, Some(1)));
+        assert_eq!(
+            m.take(b, UNFUNDED_PER_SOURCE_PER_MINUTE, t),
+            all(64),
             "another source"
         );
         // A minute's budget refills evenly: 16 after 15 s, and never more than whole.
-        assert!(m.take(a, 16, t + 15_000).is_ok());
-        assert!(m.take(a, 1, t + 15_000).is_err());
-        assert!(
-            m.take(a, UNFUNDED_PER_SOURCE_PER_MINUTE, t + 3_600_000)
-                .is_ok()
-        );
-        assert!(m.take(a, 1, t + 3_600_000).is_err());
-        assert!(m.take(a, u32::MAX, t).is_err(), "no overflow");
+        assert_eq!(m.take(a, 16, t + 15_000), all(16));
+        assert_eq!(m.take(a, 1, t + 15_000).0, 0);
+        assert_eq!(m.take(a, 1_000, t + 3_600_000), (64, Some(1)));
+        assert_eq!(m.take(a, u32::MAX, t + 3_600_000).0, 0, "no overflow");
+        // A part-refilled token is kept and waited for, not rounded away.
+        assert_eq!(m.take(a, 1, t + 3_600_500), (0, Some(1)));
+        assert_eq!(m.take(a, 1, t + 3_601_000), all(1));
     }
 
     #[test]
     fn counted_sources_stay_bounded() {
         let mut m = SourceBuckets::default();
         for i in 0..MAX_COUNTED_SOURCES as u64 {
-            m.take(i.to_be_bytes(), 1, 0).unwrap();
+            assert_eq!(m.take(i.to_be_bytes(), 1, 0), (1, None));
         }
         // Nobody's budget is whole yet: newcomers share one.
         let late = u64::MAX.to_be_bytes();
-        m.take(late, UNFUNDED_PER_SOURCE_PER_MINUTE, 0).unwrap();
-        assert!(
-            m.take([7; 8], 1, 0).is_err(),
+        assert_eq!(m.take(late, UNFUNDED_PER_SOURCE_PER_MINUTE, 0).1, None);
+        assert_eq!(
+            m.take([7; 8], 1, 0).0,
+            0,
             "shares the late source's spent budget"
         );
         assert_eq!(m.0.len(), MAX_COUNTED_SOURCES + 1);
         // A minute later every budget is whole again, and the whole ones are forgotten.
-        m.take([8; 8], 1, 60_000).unwrap();
+        assert_eq!(m.take([8; 8], 1, 60_000), (1, None));
         assert_eq!(m.0.len(), 1);
     }
 }
