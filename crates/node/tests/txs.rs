@@ -113,6 +113,47 @@ async fn json_and_binary_batches_admit_alike_and_a_malformed_one_admits_nothing(
     };
     assert_eq!(*hash, binary_batch[0].hash());
 
+    // Fresh keys past the address's budget are refused busy, one by one; funded senders
+    // in the same batch are admitted, each answer in its transaction's place.
+    let fresh: Vec<Keypair> = (0..70)
+        .map(|i| Keypair::deterministic("txs-fresh", i))
+        .collect();
+    let publish_key = |k: &Keypair| {
+        Transaction {
+            chain_id: CHAIN.into(),
+            sender: k.account(),
+            nonce: 0,
+            call: Call::SetEncryptionKey {
+                key: k.encryption_key(),
+            },
+        }
+        .sign(k)
+    };
+    let mut mixed: Vec<SignedTransaction> = fresh.iter().map(publish_key).collect();
+    mixed.insert(66, transfer(&a, &b, 2));
+    mixed.push(transfer(&a, &b, 3));
+    let (status, r) = post_binary(encode_batch(&mixed)).await;
+    assert_eq!(status, 200, "{r}");
+    let answer: BatchAnswer = serde_json::from_value(r).unwrap();
+    assert_eq!(answer.results.len(), mixed.len());
+    for (i, (tx, result)) in mixed.iter().zip(&answer.results).enumerate() {
+        let funded = tx.tx().sender == a.account();
+        match result {
+            BatchResult::Admitted { hash } => {
+                assert_eq!(*hash, tx.hash(), "answer {i} is another transaction's");
+                assert!(funded || i < 64, "fresh key {i} past the budget admitted");
+            }
+            BatchResult::Refused { error, busy } => {
+                assert!(!funded, "funded transfer {i} refused: {error}");
+                assert!(
+                    *busy && error.contains("this address may submit"),
+                    "{error}"
+                );
+            }
+        }
+    }
+    assert_eq!(answer.accepted, 64 + 2);
+
     // Malformed binary batches: refused whole, with what was wrong, and nothing admitted.
     let good = encode_batch(&[transfer(&a, &b, 2)]);
     let pending_before = node_pending(&http, &node.url()).await;

@@ -132,7 +132,12 @@ pub fn renew(args: &RenewArgs) -> anyhow::Result<usize> {
         args.dir.display()
     );
     let n = genesis.validators.len();
-    issue_certificates(&args.dir, n, Some(authority))?;
+    issue_certificates(&args.dir, n, Some(authority)).with_context(|| {
+        format!(
+            "issuing certificates by the authority in {} (ca.pem and ca.key; --authority DIR if it is kept elsewhere); if this stopped halfway, run it again",
+            authority.display()
+        )
+    })?;
     Ok(n)
 }
 

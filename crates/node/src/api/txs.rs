@@ -143,19 +143,28 @@ pub(super) async fn submit_txs(
             .map(|(tx, _)| tx)
             .collect();
         let mut admitted = node.submit_batch(kept)?.into_iter();
+        // Admission answered the covered transactions, in order: each takes the next answer.
         Ok(charged
             .covered
             .iter()
-            .map(|covered| match (covered, admitted.next()) {
-                (true, Some(Ok(hash))) => BatchResult::Admitted { hash },
-                (true, Some(Err(e))) => BatchResult::Refused {
-                    busy: e.is_busy(),
-                    error: e.to_string(),
-                },
-                _ => BatchResult::Refused {
-                    busy: true,
-                    error: over.clone(),
-                },
+            .map(|covered| {
+                if !covered {
+                    return BatchResult::Refused {
+                        busy: true,
+                        error: over.clone(),
+                    };
+                }
+                match admitted.next() {
+                    Some(Ok(hash)) => BatchResult::Admitted { hash },
+                    Some(Err(e)) => BatchResult::Refused {
+                        busy: e.is_busy(),
+                        error: e.to_string(),
+                    },
+                    None => BatchResult::Refused {
+                        busy: true,
+                        error: "admission gave no answer for this transaction; retry".into(),
+                    },
+                }
             })
             .collect())
     })
@@ -266,8 +275,9 @@ impl UnfundedBudget {
     /// every transaction they may have pending (less than
     /// [`crate::mempool::FREE_PENDING_PER_SENDER`]: some of theirs go to the free lane), in
     /// order, as far as its budget for this minute goes; says which it covered. It is
-    /// charged before signatures are checked: the budget meters the admission work a source
-    /// asks of the node, including checks of forged signatures.
+    /// charged before signatures are checked, so forged transactions in the names of such
+    /// accounts cost a source its budget too (those naming a funded sender are checked in a
+    /// batch's admission, at most [`MAX_ADMISSIONS`] batches at once).
     fn charge(
         &self,
         node: &dyn crate::backend::Backend,
