@@ -300,10 +300,11 @@ pub fn schedule(seed: u64, n: u64, byzantine: Byzantine) -> Vec<(u64, Step)> {
     // Which validators may crash: honest ones that are not the invalid proposer, at most
     // f = (n - 1) / 3 of them at once (liveness under faults is not required, but a
     // schedule should also let the network progress while degraded).
-    let crashable: Vec<usize> = match byzantine {
-        Byzantine::InvalidProposer => (1..n).collect(),
-        Byzantine::Equivocator | Byzantine::Garbage | Byzantine::LyingApi => (0..n - 1).collect(),
-    };
+    let crashable: Vec<usize> = byzantine
+        .honest(n)
+        .into_iter()
+        .filter(|v| byzantine != Byzantine::InvalidProposer || *v != 0)
+        .collect();
     let f = (n - 1) / 3;
     let mut steps: Vec<(u64, Step)> = Vec::new();
     // Network episodes one after another, each between 2 and 8 s, with gaps.
