@@ -26,5 +26,6 @@ pub use snapshot::{
 };
 pub use store::{
     LEDGER_FILE, Ledger, LogSubject, RECENT_STATES, ReplayReport, SnapshotSource, Syncer,
+    decode_stored_block,
 };
 pub use stored_block::StoredBlock;

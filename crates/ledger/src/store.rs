@@ -6,8 +6,8 @@ use crate::stored_block::StoredBlock;
 pub use crate::unwritten::Syncer;
 use crate::unwritten::{BlockRows, Unwritten, encode_location, tx_locations};
 use redb::{
-    Database, Durability, MultimapTableDefinition, ReadTransaction, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
 };
 use secnet_contract::{
     BlockOutcome, ChainTip, LogEntry, State, StateKey, StateSnapshot, StateValue, receipts_root,
@@ -33,10 +33,27 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub(crate) const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("access_log");
-/// The access log's leaves by what they are about: `0 ‖ data hash` and `1 ‖ grant id` →
-/// leaf indices, so an owner's history or a grant's accesses are read without a scan.
-pub(crate) const LOG_INDEX: MultimapTableDefinition<&[u8], u64> =
-    MultimapTableDefinition::new("access_log_index");
+/// The access log's leaves by what they are about: one empty row per subject and leaf,
+/// keyed `subject key ‖ leaf index` ([`log_index_row`]), so a subject's leaves are one
+/// ascending key range, read without a scan, and adding one is a single B-tree insert.
+pub(crate) const LOG_INDEX: TableDefinition<&[u8], ()> =
+    TableDefinition::new("access_log_by_subject");
+
+/// The length of a [`LogSubject`]'s key: a tag and 32 bytes.
+pub(crate) const SUBJECT_KEY_LEN: usize = 33;
+
+/// A row of [`LOG_INDEX`]: the subject's key, then the leaf index big-endian (every subject
+/// key has the same length, so a subject's rows are exactly the keys between its index 0
+/// and `u64::MAX`).
+pub(crate) fn log_index_row(
+    subject: &[u8; SUBJECT_KEY_LEN],
+    index: u64,
+) -> [u8; SUBJECT_KEY_LEN + 8] {
+    let mut row = [0u8; SUBJECT_KEY_LEN + 8];
+    row[..SUBJECT_KEY_LEN].copy_from_slice(subject);
+    row[SUBJECT_KEY_LEN..].copy_from_slice(&index.to_be_bytes());
+    row
+}
 /// Transaction hash → (height, position), 12 bytes big-endian.
 pub(crate) const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
 
@@ -47,7 +64,7 @@ const META_FORMAT: &str = "format";
 const META_FIRST_BLOCK: &str = "first_block";
 /// A ledger installed from a snapshot: where its validator's consensus starts.
 const META_CONSENSUS_FLOOR: &str = "consensus_floor";
-const FORMAT_VERSION: &[u8] = b"secnet-ledger/3";
+const FORMAT_VERSION: &[u8] = b"secnet-ledger/4";
 
 /// The file inside a data directory that holds the ledger.
 pub const LEDGER_FILE: &str = "ledger.redb";
@@ -120,16 +137,16 @@ impl LogSubject {
         }
     }
 
-    pub(crate) fn key(&self) -> Vec<u8> {
+    pub(crate) fn key(&self) -> [u8; SUBJECT_KEY_LEN] {
         let (tag, bytes) = match self {
             LogSubject::Data(h) => (0u8, h.as_bytes()),
             LogSubject::Grant(g) => (1u8, g.as_bytes()),
             LogSubject::Owner(a) => (2u8, a.as_bytes()),
             LogSubject::Requester(a) => (3u8, a.as_bytes()),
         };
-        let mut key = Vec::with_capacity(33);
-        key.push(tag);
-        key.extend_from_slice(bytes);
+        let mut key = [0u8; SUBJECT_KEY_LEN];
+        key[0] = tag;
+        key[1..].copy_from_slice(bytes);
         key
     }
 }
@@ -154,6 +171,11 @@ pub struct ReplayReport {
     pub replayed_root: Hash,
     /// The state root the ledger holds.
     pub stored_root: Hash,
+}
+
+/// Decodes the bytes [`Ledger::block_bytes`] read for `height`.
+pub fn decode_stored_block(height: u64, bytes: &[u8]) -> Result<StoredBlock, LedgerError> {
+    StoredBlock::from_bytes(bytes).map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")))
 }
 
 pub(crate) fn encode_tip(tip: &ChainTip) -> Vec<u8> {
@@ -261,7 +283,7 @@ impl Ledger {
             }
             write.open_table(BLOCKS)?;
             write.open_table(LOG)?;
-            write.open_multimap_table(LOG_INDEX)?;
+            write.open_table(LOG_INDEX)?;
             write.open_table(TXS)?;
         }
         write.commit()?;
@@ -487,19 +509,20 @@ impl Ledger {
 
     /// The stored block at `height`, with its receipts.
     pub fn block(&self, height: u64) -> Result<Option<StoredBlock>, LedgerError> {
+        self.block_bytes(height)?
+            .map(|bytes| decode_stored_block(height, &bytes))
+            .transpose()
+    }
+
+    /// The [`StoredBlock`] bytes of the block at `height`, for a caller that decodes them
+    /// without holding the ledger ([`decode_stored_block`]).
+    pub fn block_bytes(&self, height: u64) -> Result<Option<Vec<u8>>, LedgerError> {
         if let Some(rows) = self.unwritten.block(height)? {
-            return StoredBlock::from_bytes(&rows.stored)
-                .map(Some)
-                .map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")));
+            return Ok(Some(rows.stored.clone()));
         }
         let read = self.db.begin_read()?;
         let table = read.open_table(BLOCKS)?;
-        let Some(bytes) = table.get(height)? else {
-            return Ok(None);
-        };
-        StoredBlock::from_bytes(bytes.value())
-            .map(Some)
-            .map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")))
+        Ok(table.get(height)?.map(|bytes| bytes.value().to_vec()))
     }
 
     /// Where a transaction was included: `(height, position)`.
@@ -573,16 +596,22 @@ impl Ledger {
         // missed.
         let unwritten = self.unwritten.blocks()?;
         let read = self.db.begin_read()?;
-        let table = read.open_multimap_table(LOG_INDEX)?;
+        let table = read.open_table(LOG_INDEX)?;
+        let (first, last) = (log_index_row(&key, from), log_index_row(&key, u64::MAX));
         let mut out = Vec::new();
-        for index in table.get(key.as_slice())? {
-            let index = index?.value();
-            if index < from {
-                continue;
-            }
+        for row in table.range(first.as_slice()..=last.as_slice())? {
             if out.len() >= limit {
                 return Ok(out);
             }
+            let (row, _) = row?;
+            let index = row
+                .value()
+                .get(SUBJECT_KEY_LEN..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| {
+                    LedgerError::Corrupt("access-log index row of the wrong length".into())
+                })?;
             out.push(index);
         }
         // Leaves are appended in index order: what the disk did not show is newer than all
@@ -736,14 +765,21 @@ impl Ledger {
                 table.insert(key.as_slice(), value.as_slice())?;
             }
             let mut log = write.open_table(LOG)?;
-            let mut log_index = write.open_multimap_table(LOG_INDEX)?;
+            let mut rows = Vec::new();
             for (index, leaf) in (0u64..).zip(&snapshot.leaves) {
                 log.insert(index, leaf.as_slice())?;
                 let entry = LogEntry::from_bytes(leaf)
                     .map_err(|e| LedgerError::Corrupt(format!("snapshot log leaf {index}: {e}")))?;
-                for key in LogSubject::of(&entry) {
-                    log_index.insert(key.key().as_slice(), index)?;
-                }
+                rows.extend(
+                    LogSubject::of(&entry)
+                        .iter()
+                        .map(|s| log_index_row(&s.key(), index)),
+                );
+            }
+            rows.sort_unstable();
+            let mut log_index = write.open_table(LOG_INDEX)?;
+            for row in &rows {
+                log_index.insert(row.as_slice(), ())?;
             }
             let mut blocks = write.open_table(BLOCKS)?;
             let mut txs = write.open_table(TXS)?;

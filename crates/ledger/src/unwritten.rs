@@ -15,13 +15,14 @@
 
 use crate::error::LedgerError;
 use crate::store::{
-    BLOCKS, LOG, LOG_INDEX, LogSubject, META, META_TIP, STATE, TXS, consumed_nonce, encode_tip,
+    BLOCKS, LOG, LOG_INDEX, LogSubject, META, META_TIP, STATE, SUBJECT_KEY_LEN, TXS,
+    consumed_nonce, encode_tip, log_index_row,
 };
 use crate::stored_block::StoredBlock;
 use redb::{Database, Durability};
 use secnet_contract::{BlockOutcome, LogEntry, StateWrite};
 use secnet_types::{Block, Hash, Receipt, SignedTransaction};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -36,7 +37,7 @@ pub(crate) struct BlockRows {
     pub(crate) first_log_index: u64,
     pub(crate) log_leaves: Vec<Vec<u8>>,
     /// Subject key and leaf index, for every subject of every appended leaf.
-    log_keys: Vec<(Vec<u8>, u64)>,
+    log_keys: Vec<([u8; SUBJECT_KEY_LEN], u64)>,
     /// Transactions that consumed their sender's nonce, and where: (height, position).
     txs: Vec<(Hash, (u64, u32))>,
 }
@@ -219,38 +220,56 @@ fn write_rows(
     batch: &[Arc<BlockRows>],
     durability: Durability,
 ) -> Result<(), LedgerError> {
+    // Each table's rows in key order, and a state entry several blocks changed once, with
+    // its last value: the B-trees are walked once from left to right instead of at random,
+    // and no page is rewritten for a value a later block replaces.
+    let mut state: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
+    let mut log_rows = Vec::new();
+    let mut txs = Vec::new();
+    for rows in batch {
+        for w in &rows.writes {
+            state.insert(w.key.as_slice(), w.value.as_deref());
+        }
+        log_rows.extend(
+            rows.log_keys
+                .iter()
+                .map(|(key, index)| log_index_row(key, *index)),
+        );
+        txs.extend(rows.txs.iter().map(|(hash, (height, position))| {
+            (*hash.as_bytes(), encode_location(*height, *position))
+        }));
+    }
+    log_rows.sort_unstable();
+    txs.sort_unstable();
     let mut write = db.begin_write()?;
     write
         .set_durability(durability)
         .map_err(|e| LedgerError::Storage(e.to_string()))?;
     {
-        let mut state = write.open_table(STATE)?;
-        let mut log = write.open_table(LOG)?;
-        let mut log_index = write.open_multimap_table(LOG_INDEX)?;
-        let mut txs = write.open_table(TXS)?;
-        let mut blocks = write.open_table(BLOCKS)?;
-        for rows in batch {
-            for w in &rows.writes {
-                match &w.value {
-                    Some(v) => {
-                        state.insert(w.key.as_slice(), v.as_slice())?;
-                    }
-                    None => {
-                        state.remove(w.key.as_slice())?;
-                    }
+        let mut table = write.open_table(STATE)?;
+        for (key, value) in state {
+            match value {
+                Some(v) => {
+                    table.insert(key, v)?;
+                }
+                None => {
+                    table.remove(key)?;
                 }
             }
+        }
+        let mut table = write.open_table(LOG_INDEX)?;
+        for row in &log_rows {
+            table.insert(row.as_slice(), ())?;
+        }
+        let mut table = write.open_table(TXS)?;
+        for (hash, location) in &txs {
+            table.insert(hash.as_slice(), location.as_slice())?;
+        }
+        let mut log = write.open_table(LOG)?;
+        let mut blocks = write.open_table(BLOCKS)?;
+        for rows in batch {
             for (index, leaf) in (rows.first_log_index..).zip(&rows.log_leaves) {
                 log.insert(index, leaf.as_slice())?;
-            }
-            for (key, index) in &rows.log_keys {
-                log_index.insert(key.as_slice(), *index)?;
-            }
-            for (hash, (height, position)) in &rows.txs {
-                txs.insert(
-                    hash.as_bytes().as_slice(),
-                    encode_location(*height, *position).as_slice(),
-                )?;
             }
             blocks.insert(rows.height, rows.stored.as_slice())?;
         }

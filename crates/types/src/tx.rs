@@ -226,8 +226,9 @@ impl Transaction {
 
 /// A transaction with the sender's signature.
 ///
-/// Immutable once built: the canonical bytes and the hash are computed once and cached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Immutable once built: the canonical bytes and the hash are computed once and cached, the
+/// [`Self::signed_id`] when first asked for.
+#[derive(Debug, Clone, Serialize)]
 pub struct SignedTransaction {
     tx: Transaction,
     signature: Signature,
@@ -235,7 +236,19 @@ pub struct SignedTransaction {
     hash: TxHash,
     #[serde(skip)]
     signing_bytes: Vec<u8>,
+    #[serde(skip)]
+    signed_id: std::sync::OnceLock<Hash>,
 }
+
+/// Equal when the transaction and the signature are: the rest is derived from them (and
+/// whether the signed id was asked for yet must not matter).
+impl PartialEq for SignedTransaction {
+    fn eq(&self, other: &Self) -> bool {
+        self.signing_bytes == other.signing_bytes && self.signature == other.signature
+    }
+}
+
+impl Eq for SignedTransaction {}
 
 impl<'de> Deserialize<'de> for SignedTransaction {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -258,6 +271,7 @@ impl SignedTransaction {
             signing_bytes,
             tx,
             signature,
+            signed_id: std::sync::OnceLock::new(),
         }
     }
 
@@ -284,7 +298,9 @@ impl SignedTransaction {
     /// Identifies this exact signed transaction (hash and signature), e.g. to remember that
     /// its signature was already checked.
     pub fn signed_id(&self) -> Hash {
-        Hash::digest_parts(&[self.hash.as_bytes(), &self.signature.0])
+        *self
+            .signed_id
+            .get_or_init(|| Hash::digest_parts(&[self.hash.as_bytes(), &self.signature.0]))
     }
 
     /// Whether the signature is the sender's over this transaction.

@@ -82,10 +82,12 @@ pub(super) fn stored_block(
     height: &str,
 ) -> ApiResult<(u64, secnet_ledger::StoredBlock)> {
     let height: u64 = parse("height", height)?;
-    let stored = node
-        .with_ledger(|l| l.block(height))??
+    // Decoded after the ledger is released: a large block's decoding must not hold up
+    // execution.
+    let bytes = node
+        .with_ledger(|l| l.block_bytes(height))??
         .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
-    Ok((height, stored))
+    Ok((height, secnet_ledger::decode_stored_block(height, &bytes)?))
 }
 
 /// The header of the block at the height named in a path (read without its body).

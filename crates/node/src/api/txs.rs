@@ -394,27 +394,35 @@ pub(super) async fn tx_proof(
     Path(hash): Path<String>,
 ) -> ApiResult<Json<ReceiptProof>> {
     let hash: Hash = parse("transaction hash", &hash)?;
-    let proof = node.with_ledger(|l| -> Result<Option<ReceiptProof>, Problem> {
+    // The block is read under the ledger and decoded, and the proof built, after it.
+    let found = node.with_ledger(|l| -> Result<Option<(u64, u32, Vec<u8>)>, Problem> {
         let Some((height, position)) = l.tx_location(&hash)? else {
             return Ok(None);
         };
-        let stored = l
-            .block(height)?
+        let bytes = l
+            .block_bytes(height)?
             .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
-        let receipt = stored
-            .receipts
-            .get(position as usize)
-            .ok_or_else(|| Problem::not_found(format!("no receipt {position} at {height}")))?;
-        let path = secnet_contract::receipt_proof(&stored.receipts, u64::from(position))
-            .map_err(|e| Problem::bad_request(e.to_string()))?;
-        Ok(Some(ReceiptProof {
-            height,
-            position: u64::from(position),
-            count: stored.receipts.len() as u64,
-            receipt: HexBytes(receipt.to_bytes()),
-            path: path.iter().map(|h| HexBytes(h.to_vec())).collect(),
-        }))
+        Ok(Some((height, position, bytes)))
     })??;
+    let proof = match found {
+        None => None,
+        Some((height, position, bytes)) => {
+            let stored = secnet_ledger::decode_stored_block(height, &bytes)?;
+            let receipt = stored
+                .receipts
+                .get(position as usize)
+                .ok_or_else(|| Problem::not_found(format!("no receipt {position} at {height}")))?;
+            let path = secnet_contract::receipt_proof(&stored.receipts, u64::from(position))
+                .map_err(|e| Problem::bad_request(e.to_string()))?;
+            Some(ReceiptProof {
+                height,
+                position: u64::from(position),
+                count: stored.receipts.len() as u64,
+                receipt: HexBytes(receipt.to_bytes()),
+                path: path.iter().map(|h| HexBytes(h.to_vec())).collect(),
+            })
+        }
+    };
     proof
         .map(Json)
         .ok_or_else(|| Problem::not_found(format!("transaction {hash} is not committed")))
