@@ -824,16 +824,19 @@ impl Read for Transaction {
     }
 }
 
+/// The transaction's bytes are the ones kept at construction ([`SignedTransaction::new`]
+/// encodes the transaction once), so a block or a batch is encoded without encoding each
+/// transaction again.
 impl Write for SignedTransaction {
     fn write(&self, buf: &mut impl BufMut) {
-        self.tx.write(buf);
+        buf.put_slice(&self.signing_bytes);
         self.signature.write(buf);
     }
 }
 
 impl EncodeSize for SignedTransaction {
     fn encode_size(&self) -> usize {
-        self.tx.encode_size() + Signature::SIZE
+        self.signing_bytes.len() + Signature::SIZE
     }
 }
 
