@@ -65,6 +65,12 @@ const META_FIRST_BLOCK: &str = "first_block";
 /// A ledger installed from a snapshot: where its validator's consensus starts.
 const META_CONSENSUS_FLOOR: &str = "consensus_floor";
 const FORMAT_VERSION: &[u8] = b"secnet-ledger/4";
+/// The format before: the same, with the access-log index as a redb multimap
+/// (`access_log_index`, subject key → leaf indices). Opening one rebuilds the index in the
+/// current shape ([`migrate_from_format_3`]).
+const FORMAT_3: &[u8] = b"secnet-ledger/3";
+const FORMAT_3_LOG_INDEX: redb::MultimapTableDefinition<&[u8], u64> =
+    redb::MultimapTableDefinition::new("access_log_index");
 
 /// The file inside a data directory that holds the ledger.
 pub const LEDGER_FILE: &str = "ledger.redb";
@@ -173,6 +179,51 @@ pub struct ReplayReport {
     pub stored_root: Hash,
 }
 
+/// Brings a format-3 ledger to the current format in one write transaction (a crash during
+/// it leaves the format-3 ledger as it was): the access-log index is rebuilt from the log's
+/// own leaves, in the current shape, and the old index is dropped. Any other ledger is left
+/// alone.
+fn migrate_from_format_3(db: &Database) -> Result<(), LedgerError> {
+    {
+        let read = db.begin_read()?;
+        let meta = read.open_table(META)?;
+        if meta
+            .get(META_FORMAT)?
+            .map(|v| v.value().to_vec())
+            .as_deref()
+            != Some(FORMAT_3)
+        {
+            return Ok(());
+        }
+    }
+    let write = db.begin_write()?;
+    {
+        let mut rows = Vec::new();
+        for item in write.open_table(LOG)?.iter()? {
+            let (index, leaf) = item?;
+            let index = index.value();
+            let entry = LogEntry::from_bytes(leaf.value())
+                .map_err(|e| LedgerError::Corrupt(format!("access log leaf {index}: {e}")))?;
+            rows.extend(
+                LogSubject::of(&entry)
+                    .iter()
+                    .map(|s| log_index_row(&s.key(), index)),
+            );
+        }
+        rows.sort_unstable();
+        let mut table = write.open_table(LOG_INDEX)?;
+        for row in &rows {
+            table.insert(row.as_slice(), ())?;
+        }
+        write
+            .open_table(META)?
+            .insert(META_FORMAT, FORMAT_VERSION)?;
+    }
+    write.delete_multimap_table(FORMAT_3_LOG_INDEX)?;
+    write.commit()?;
+    Ok(())
+}
+
 /// Decodes the bytes [`Ledger::block_bytes`] read for `height`.
 pub fn decode_stored_block(height: u64, bytes: &[u8]) -> Result<StoredBlock, LedgerError> {
     StoredBlock::from_bytes(bytes).map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")))
@@ -250,6 +301,7 @@ impl Ledger {
                         given,
                     });
                 }
+                migrate_from_format_3(&db)?;
                 Self::load(&db, genesis)?
             }
         };

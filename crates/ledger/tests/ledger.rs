@@ -7,7 +7,7 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 use secnet_contract::{LogEntry, StateKey};
 use secnet_ledger::{
     Checkpoint, LEDGER_FILE, Ledger, LedgerError, LogSubject, SNAPSHOT_MAGIC, Snapshot,
@@ -249,6 +249,80 @@ fn the_log_index_agrees_with_a_full_scan() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A ledger written in format 3 (the access-log index as a multimap) opens in the current
+/// format, its index rebuilt from the log; a format this version does not know is refused.
+#[test]
+fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
+    const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("access_log_by_subject");
+    const OLD_INDEX: MultimapTableDefinition<&[u8], u64> =
+        MultimapTableDefinition::new("access_log_index");
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis("ledger-test");
+    let (root, scanned) = {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        run_story(&mut ledger, 3);
+        (ledger.state().state_root(), scan_log(&ledger))
+    };
+    let set_format = |format: &[u8]| {
+        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+        let w = db.begin_write().unwrap();
+        w.open_table(META)
+            .unwrap()
+            .insert("format", format)
+            .unwrap();
+        w.commit().unwrap();
+    };
+    {
+        // What this ledger looked like in format 3: the old index (its rows are not read,
+        // the log is) and no new one.
+        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+        let w = db.begin_write().unwrap();
+        w.delete_table(INDEX).unwrap();
+        w.open_multimap_table(OLD_INDEX)
+            .unwrap()
+            .insert([0u8; 33].as_slice(), 7)
+            .unwrap();
+        w.open_table(META)
+            .unwrap()
+            .insert("format", b"secnet-ledger/3".as_slice())
+            .unwrap();
+        w.commit().unwrap();
+    }
+    {
+        let ledger = Ledger::open(dir.path(), &g).unwrap();
+        assert_eq!(ledger.state().state_root(), root);
+        assert_eq!(scanned.len(), 4, "{scanned:?}");
+        for (subject, indices) in &scanned {
+            assert_eq!(
+                &ledger.log_indices(*subject).unwrap(),
+                indices,
+                "{subject:?}"
+            );
+        }
+    }
+    {
+        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+        let r = db.begin_read().unwrap();
+        assert!(
+            r.open_multimap_table(OLD_INDEX).is_err(),
+            "the old index is dropped"
+        );
+        let format = r
+            .open_table(META)
+            .unwrap()
+            .get("format")
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
+        assert_eq!(format, b"secnet-ledger/4");
+    }
+    set_format(b"secnet-ledger/2");
+    let err = Ledger::open(dir.path(), &g).unwrap_err();
+    assert!(err.to_string().contains("secnet-ledger/2"), "{err}");
 }
 
 /// A block of one transfer from key `from`, at the nonce the ledger expects.
