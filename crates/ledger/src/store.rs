@@ -6,8 +6,8 @@ use crate::stored_block::StoredBlock;
 pub use crate::unwritten::Syncer;
 use crate::unwritten::{BlockRows, Unwritten, encode_location, tx_locations};
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableMultimapTable, ReadableTable,
+    ReadableTableMetadata, TableDefinition,
 };
 use secnet_contract::{
     BlockOutcome, ChainTip, LogEntry, State, StateKey, StateSnapshot, StateValue, receipts_root,
@@ -66,7 +66,7 @@ const META_FIRST_BLOCK: &str = "first_block";
 const META_CONSENSUS_FLOOR: &str = "consensus_floor";
 const FORMAT_VERSION: &[u8] = b"secnet-ledger/4";
 /// The format before: the same, with the access-log index as a redb multimap
-/// (`access_log_index`, subject key → leaf indices). Opening one rebuilds the index in the
+/// (`access_log_index`, subject key → leaf indices). Opening one converts the index to the
 /// current shape ([`migrate_from_format_3`]).
 const FORMAT_3: &[u8] = b"secnet-ledger/3";
 const FORMAT_3_LOG_INDEX: redb::MultimapTableDefinition<&[u8], u64> =
@@ -179,41 +179,47 @@ pub struct ReplayReport {
     pub stored_root: Hash,
 }
 
-/// Brings a format-3 ledger to the current format in one write transaction (a crash during
-/// it leaves the format-3 ledger as it was): the access-log index is rebuilt from the log's
-/// own leaves, in the current shape, and the old index is dropped. Any other ledger is left
-/// alone.
+/// Brings a format-3 ledger, which [`Ledger::load`] has just checked, to the current format
+/// in one write transaction (a crash during it leaves the format-3 ledger as it was): the old
+/// index's rows are copied in the order they are stored, which is the new index's order, so
+/// memory stays flat whatever the log's size; then the old index is dropped. The upgrade is
+/// one-way: an older binary refuses the migrated file. Any other ledger is left alone.
 fn migrate_from_format_3(db: &Database) -> Result<(), LedgerError> {
     {
         let read = db.begin_read()?;
-        let meta = read.open_table(META)?;
-        if meta
+        let format = read
+            .open_table(META)?
             .get(META_FORMAT)?
-            .map(|v| v.value().to_vec())
-            .as_deref()
-            != Some(FORMAT_3)
-        {
+            .map(|v| v.value().to_vec());
+        if format.as_deref() != Some(FORMAT_3) {
             return Ok(());
+        }
+        match read.open_multimap_table(FORMAT_3_LOG_INDEX) {
+            Ok(_) => {}
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Err(LedgerError::Corrupt(
+                    "a format-3 ledger without its access-log index".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     let write = db.begin_write()?;
+    write.delete_table(LOG_INDEX)?;
     {
-        let mut rows = Vec::new();
-        for item in write.open_table(LOG)?.iter()? {
-            let (index, leaf) = item?;
-            let index = index.value();
-            let entry = LogEntry::from_bytes(leaf.value())
-                .map_err(|e| LedgerError::Corrupt(format!("access log leaf {index}: {e}")))?;
-            rows.extend(
-                LogSubject::of(&entry)
-                    .iter()
-                    .map(|s| log_index_row(&s.key(), index)),
-            );
-        }
-        rows.sort_unstable();
-        let mut table = write.open_table(LOG_INDEX)?;
-        for row in &rows {
-            table.insert(row.as_slice(), ())?;
+        let old = write.open_multimap_table(FORMAT_3_LOG_INDEX)?;
+        let mut new = write.open_table(LOG_INDEX)?;
+        for item in old.iter()? {
+            let (key, indices) = item?;
+            let key: [u8; SUBJECT_KEY_LEN] = key.value().try_into().map_err(|_| {
+                LedgerError::Corrupt(format!(
+                    "format-3 access-log index key of {} bytes",
+                    key.value().len()
+                ))
+            })?;
+            for index in indices {
+                new.insert(log_index_row(&key, index?.value()).as_slice(), ())?;
+            }
         }
         write
             .open_table(META)?
@@ -301,8 +307,9 @@ impl Ledger {
                         given,
                     });
                 }
+                let state = Self::load(&db, genesis)?;
                 migrate_from_format_3(&db)?;
-                Self::load(&db, genesis)?
+                state
             }
         };
         let recent = VecDeque::from([Recent {
@@ -346,7 +353,9 @@ impl Ledger {
         let read = db.begin_read()?;
         let meta = read.open_table(META)?;
         let format = meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
-        if format.as_deref() != Some(FORMAT_VERSION) {
+        // A format-3 ledger differs only in its access-log index, which loading does not
+        // read; it is migrated once loaded.
+        if format.as_deref() != Some(FORMAT_VERSION) && format.as_deref() != Some(FORMAT_3) {
             return Err(LedgerError::Corrupt(format!(
                 "unknown ledger format {:?}",
                 format.map(|f| String::from_utf8_lossy(&f).into_owned())

@@ -251,8 +251,20 @@ fn the_log_index_agrees_with_a_full_scan() {
     );
 }
 
+/// The access-log index key of `subject` (a tag, then its 32 bytes).
+fn subject_key(subject: &LogSubject) -> Vec<u8> {
+    let (tag, bytes) = match subject {
+        LogSubject::Data(h) => (0u8, h.as_bytes()),
+        LogSubject::Grant(g) => (1u8, g.as_bytes()),
+        LogSubject::Owner(a) => (2u8, a.as_bytes()),
+        LogSubject::Requester(a) => (3u8, a.as_bytes()),
+    };
+    [&[tag][..], &bytes[..]].concat()
+}
+
 /// A ledger written in format 3 (the access-log index as a multimap) opens in the current
-/// format, its index rebuilt from the log; a format this version does not know is refused.
+/// format with the same index; one whose old index is missing, or of a format this version
+/// does not know, is refused.
 #[test]
 fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
     const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -266,35 +278,45 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         run_story(&mut ledger, 3);
         (ledger.state().state_root(), scan_log(&ledger))
     };
-    let set_format = |format: &[u8]| {
-        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
-        let w = db.begin_write().unwrap();
-        w.open_table(META)
-            .unwrap()
-            .insert("format", format)
-            .unwrap();
-        w.commit().unwrap();
-    };
-    {
-        // What this ledger looked like in format 3: the old index (its rows are not read,
-        // the log is) and no new one.
-        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+    assert_eq!(scanned.len(), 4, "{scanned:?}");
+    let stray = LogSubject::Data(Hash::digest(b"stray"));
+    let path = dir.path().join(LEDGER_FILE);
+    let write_format_3 = |with_old_index: bool| {
+        // What this ledger looked like in format 3: its index as a multimap, and a stray
+        // row left in a table of the new shape, which the migration must not keep.
+        let db = Database::create(&path).unwrap();
         let w = db.begin_write().unwrap();
         w.delete_table(INDEX).unwrap();
-        w.open_multimap_table(OLD_INDEX)
-            .unwrap()
-            .insert([0u8; 33].as_slice(), 7)
-            .unwrap();
+        let mut index = w.open_table(INDEX).unwrap();
+        let row = [subject_key(&stray), 0u64.to_be_bytes().to_vec()].concat();
+        index.insert(row.as_slice(), ()).unwrap();
+        drop(index);
+        if with_old_index {
+            let mut old = w.open_multimap_table(OLD_INDEX).unwrap();
+            for (subject, indices) in &scanned {
+                for i in indices {
+                    old.insert(subject_key(subject).as_slice(), i).unwrap();
+                }
+            }
+        } else {
+            w.delete_multimap_table(OLD_INDEX).unwrap();
+        }
         w.open_table(META)
             .unwrap()
             .insert("format", b"secnet-ledger/3".as_slice())
             .unwrap();
         w.commit().unwrap();
-    }
+    };
+    write_format_3(false);
+    let err = Ledger::open(dir.path(), &g).unwrap_err();
+    assert!(
+        err.to_string().contains("without its access-log index"),
+        "{err}"
+    );
+    write_format_3(true);
     {
         let ledger = Ledger::open(dir.path(), &g).unwrap();
         assert_eq!(ledger.state().state_root(), root);
-        assert_eq!(scanned.len(), 4, "{scanned:?}");
         for (subject, indices) in &scanned {
             assert_eq!(
                 &ledger.log_indices(*subject).unwrap(),
@@ -302,9 +324,10 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
                 "{subject:?}"
             );
         }
+        assert!(ledger.log_indices(stray).unwrap().is_empty());
     }
     {
-        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+        let db = Database::create(&path).unwrap();
         let r = db.begin_read().unwrap();
         assert!(
             r.open_multimap_table(OLD_INDEX).is_err(),
@@ -319,8 +342,13 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
             .value()
             .to_vec();
         assert_eq!(format, b"secnet-ledger/4");
+        let w = db.begin_write().unwrap();
+        w.open_table(META)
+            .unwrap()
+            .insert("format", b"secnet-ledger/2".as_slice())
+            .unwrap();
+        w.commit().unwrap();
     }
-    set_format(b"secnet-ledger/2");
     let err = Ledger::open(dir.path(), &g).unwrap_err();
     assert!(err.to_string().contains("secnet-ledger/2"), "{err}");
 }

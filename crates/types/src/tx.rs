@@ -228,7 +228,7 @@ impl Transaction {
 ///
 /// Immutable once built: the canonical bytes and the hash are computed once and cached, the
 /// [`Self::signed_id`] when first asked for.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct SignedTransaction {
     tx: Transaction,
     signature: Signature,
@@ -249,6 +249,17 @@ impl PartialEq for SignedTransaction {
 }
 
 impl Eq for SignedTransaction {}
+
+/// The transaction, the signature and the hash (not whether the signed id was computed yet).
+impl std::fmt::Debug for SignedTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedTransaction")
+            .field("tx", &self.tx)
+            .field("signature", &self.signature)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
 
 impl<'de> Deserialize<'de> for SignedTransaction {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -836,10 +847,14 @@ impl Write for SignedTransaction {
 
 impl EncodeSize for SignedTransaction {
     fn encode_size(&self) -> usize {
+        debug_assert_eq!(self.signing_bytes.len(), self.tx.encode_size());
         self.signing_bytes.len() + Signature::SIZE
     }
 }
 
+/// Goes through [`SignedTransaction::new`], which encodes the decoded transaction again:
+/// the bytes kept, hashed and written out later are the canonical encoding, never the bytes
+/// received.
 impl Read for SignedTransaction {
     type Cfg = ();
     fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
