@@ -111,7 +111,9 @@ impl DevNode {
         .committing(ledger.commitment_after(&parent));
         // Every pooled transaction's signature was checked at admission.
         let outcome = ledger.apply_block_trusting(&block, |_| true)?;
-        self.core.mempool()?.settle(ledger.state());
+        self.core
+            .mempool()?
+            .settle_senders(ledger.state(), block.txs.iter().map(|t| t.tx().sender));
         drop(ledger);
         tracing::info!(
             height = outcome.tip.height,

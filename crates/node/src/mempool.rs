@@ -10,7 +10,7 @@
 
 use secnet_contract::State;
 use secnet_types::{AccountId, Hash, SignedTransaction};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 /// Why a transaction was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,8 +115,13 @@ pub const MAX_FREE_PENDING: usize = 1_024;
 /// does not remove it, so a proposal that never commits loses nothing.
 #[derive(Debug)]
 pub struct Mempool {
+    /// Arrival order. A transaction that left the pool stays here, skipped, until the queue
+    /// is compacted (when such entries outnumber the pending ones).
     queue: VecDeque<SignedTransaction>,
     pending: HashSet<Hash>,
+    /// Per sender: its pending transactions by nonce, so that a block's senders are settled
+    /// without scanning the pool.
+    by_sender: HashMap<AccountId, BTreeSet<(u64, Hash)>>,
     /// Per sender: the next nonce to admit.
     next_nonce: HashMap<AccountId, u64>,
     /// Pending transactions that no balance backed when they were admitted.
@@ -135,6 +140,7 @@ impl Mempool {
         Mempool {
             queue: VecDeque::new(),
             pending: HashSet::new(),
+            by_sender: HashMap::new(),
             next_nonce: HashMap::new(),
             free: HashSet::new(),
             spend_of: HashMap::new(),
@@ -235,6 +241,10 @@ impl Mempool {
             *self.spending.entry(t.sender).or_insert(0) += spend;
         }
         self.next_nonce.insert(t.sender, expected + 1);
+        self.by_sender
+            .entry(t.sender)
+            .or_default()
+            .insert((t.nonce, hash));
         self.pending.insert(hash);
         self.queue.push_back(tx);
         Ok(hash)
@@ -245,6 +255,10 @@ impl Mempool {
     #[cfg(feature = "fault-injection")]
     pub fn push_unchecked(&mut self, tx: SignedTransaction) {
         self.pending.insert(tx.hash());
+        self.by_sender
+            .entry(tx.tx().sender)
+            .or_default()
+            .insert((tx.tx().nonce, tx.hash()));
         self.queue.push_back(tx);
     }
 
@@ -253,7 +267,7 @@ impl Mempool {
     pub fn select(&self, max: usize, skip: impl Fn(&Hash) -> bool) -> Vec<SignedTransaction> {
         self.queue
             .iter()
-            .filter(|tx| !skip(&tx.hash()))
+            .filter(|tx| self.pending.contains(&tx.hash()) && !skip(&tx.hash()))
             .take(max)
             .cloned()
             .collect()
@@ -261,28 +275,49 @@ impl Mempool {
 
     /// Drops every transaction whose nonce the committed `state` has consumed.
     pub fn settle(&mut self, state: &State) {
-        let (pending, free, spend_of) = (&mut self.pending, &mut self.free, &mut self.spend_of);
-        self.queue.retain(|tx| {
-            let keep = tx.tx().nonce >= state.account(&tx.tx().sender).nonce;
-            if !keep {
-                let hash = tx.hash();
-                pending.remove(&hash);
-                free.remove(&hash);
-                spend_of.remove(&hash);
+        let senders: Vec<AccountId> = self.by_sender.keys().copied().collect();
+        self.settle_senders(state, senders);
+    }
+
+    /// Like [`Mempool::settle`], looking only at `senders`: after a block, its senders are
+    /// the only ones whose nonces moved, so settling costs what the block holds, not what
+    /// the pool holds.
+    pub fn settle_senders(&mut self, state: &State, senders: impl IntoIterator<Item = AccountId>) {
+        for sender in senders {
+            let Some(by_nonce) = self.by_sender.get_mut(&sender) else {
+                continue;
+            };
+            let committed = state.account(&sender).nonce;
+            let still = by_nonce.split_off(&(committed, Hash([0; 32])));
+            let consumed = std::mem::replace(by_nonce, still);
+            for (_, hash) in consumed {
+                self.pending.remove(&hash);
+                self.free.remove(&hash);
+                if let Some(spend) = self.spend_of.remove(&hash)
+                    && let Some(total) = self.spending.get_mut(&sender)
+                {
+                    *total = total.saturating_sub(spend);
+                }
             }
-            keep
-        });
-        let mut next: HashMap<AccountId, u64> = HashMap::new();
-        let mut spending: HashMap<AccountId, u64> = HashMap::new();
-        for tx in &self.queue {
-            let n = next.entry(tx.tx().sender).or_insert(0);
-            *n = (*n).max(tx.tx().nonce + 1);
-            if let Some(spend) = self.spend_of.get(&tx.hash()) {
-                *spending.entry(tx.tx().sender).or_insert(0) += spend;
+            match by_nonce.last() {
+                Some((last, _)) => {
+                    self.next_nonce.insert(sender, last + 1);
+                }
+                None => {
+                    self.by_sender.remove(&sender);
+                    self.next_nonce.remove(&sender);
+                }
+            }
+            if self.spending.get(&sender) == Some(&0) {
+                self.spending.remove(&sender);
             }
         }
-        self.next_nonce = next;
-        self.spending = spending;
+        // Entries that left the pool are dropped from the queue once they outnumber the
+        // pending ones, so the queue stays within twice the pool.
+        if self.queue.len() > 2 * self.pending.len() {
+            let pending = &self.pending;
+            self.queue.retain(|tx| pending.contains(&tx.hash()));
+        }
     }
 
     /// Whether `hash` is pending.
@@ -479,6 +514,85 @@ mod tests {
             Err(AdmitError::StaleNonce { .. })
         ));
         pool.admit(tx(&key, "pool", 3), &state).unwrap();
+    }
+
+    /// Settling only a block's senders leaves the pool exactly as settling every sender
+    /// does: the same pending transactions, selection order, next nonces, reserved spends
+    /// and free lane.
+    #[test]
+    fn settling_a_blocks_senders_agrees_with_settling_the_whole_pool() {
+        let keys: Vec<Keypair> = (0..4)
+            .map(|i| Keypair::deterministic("settle", i))
+            .collect();
+        let genesis = Genesis {
+            chain_id: "pool".into(),
+            genesis_time_ms: 0,
+            // The last key holds nothing: its transactions take the free lane.
+            allocations: keys[..3]
+                .iter()
+                .map(|k| Allocation {
+                    account: k.account(),
+                    balance: 100,
+                })
+                .collect(),
+            validators: vec![],
+        };
+        let mut state = State::genesis(&genesis);
+        let (mut whole, mut by_block) = (Mempool::new(1_000), Mempool::new(1_000));
+        let transfer = |k: &Keypair, nonce: u64| {
+            Transaction {
+                chain_id: "pool".into(),
+                sender: k.account(),
+                nonce,
+                call: Call::Transfer {
+                    to: keys[0].account(),
+                    amount: 1,
+                },
+            }
+            .sign(k)
+        };
+        let mut next = [0u64; 4];
+        for round in 0..12u64 {
+            for (i, k) in keys.iter().enumerate() {
+                for _ in 0..=(round + i as u64) % 3 {
+                    let t = if i == 1 {
+                        transfer(k, next[i])
+                    } else {
+                        tx(k, "pool", next[i])
+                    };
+                    let a = whole.admit(t.clone(), &state);
+                    assert_eq!(a, by_block.admit(t, &state));
+                    if a.is_ok() {
+                        next[i] += 1;
+                    }
+                }
+            }
+            // Blocks take a few from the front, in arrival order, as a leader would.
+            let txs = whole.select(1 + (round as usize * 5) % 9, |_| false);
+            assert_eq!(
+                txs,
+                by_block.select(1 + (round as usize * 5) % 9, |_| false)
+            );
+            let tip = state.tip();
+            let block = secnet_types::Block::new(tip.height + 1, tip.block_hash, round + 1, txs);
+            state.apply_block(&block).unwrap();
+            whole.settle(&state);
+            by_block.settle_senders(&state, block.txs.iter().map(|t| t.tx().sender));
+            assert_eq!(whole.len(), by_block.len(), "round {round}");
+            assert_eq!(
+                whole.select(usize::MAX, |_| false),
+                by_block.select(usize::MAX, |_| false)
+            );
+            assert_eq!(whole.next_nonce, by_block.next_nonce, "round {round}");
+            assert_eq!(whole.spending, by_block.spending, "round {round}");
+            assert_eq!(whole.free, by_block.free, "round {round}");
+            assert_eq!(whole.spend_of, by_block.spend_of, "round {round}");
+            assert!(by_block.queue.len() <= 2 * by_block.pending.len().max(1) + 32);
+        }
+        assert!(
+            state.account(&keys[3].account()).nonce > 0,
+            "the free lane was used"
+        );
     }
 
     #[test]
