@@ -326,16 +326,11 @@ impl Chain {
         };
         let outcome =
             ledger.apply_block_deferred(block.block(), |t| vouched.contains(&t.signed_id()))?;
-        let senders = block.block().txs.iter().map(|t| t.tx().sender);
-        let mut mempool = self.core.mempool().map_err(|_| Poisoned)?;
-        // Every so often the whole pool is settled, not just the block's senders, which
-        // bounds how long anything a skipped settle left behind can stay.
-        if height.is_multiple_of(FULL_SETTLE_EVERY) {
-            mempool.settle(ledger.state());
-        } else {
-            mempool.settle_senders(ledger.state(), senders);
-        }
-        drop(mempool);
+        // Only the block's senders' nonces moved.
+        self.core.mempool().map_err(|_| Poisoned)?.settle_senders(
+            ledger.state(),
+            block.block().txs.iter().map(|t| t.tx().sender),
+        );
         let mut verified = lock(&self.verified)?;
         for tx in &block.block().txs {
             verified.remove(&tx.signed_id());
@@ -366,10 +361,6 @@ impl Chain {
         Ok(ledger.prune_blocks_below(height, PRUNE_BATCH)?)
     }
 }
-
-/// How often (in heights) execution settles the whole mempool rather than only the
-/// executed block's senders.
-const FULL_SETTLE_EVERY: u64 = 256;
 
 /// Most blocks pruned from the ledger in one write (each is read back for its transactions'
 /// index entries), so that pruning holds the ledger only briefly; after every

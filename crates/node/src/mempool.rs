@@ -116,7 +116,7 @@ pub const MAX_FREE_PENDING: usize = 1_024;
 #[derive(Debug)]
 pub struct Mempool {
     /// Arrival order. A transaction that left the pool stays here, skipped, until the queue
-    /// is compacted (when such entries outnumber the pending ones).
+    /// is compacted (when such entries are more than a quarter of it).
     queue: VecDeque<SignedTransaction>,
     pending: HashSet<Hash>,
     /// Per sender: its pending transactions by nonce, so that a block's senders are settled
@@ -254,6 +254,11 @@ impl Mempool {
     /// tests. Never compiled into a release node.
     #[cfg(feature = "fault-injection")]
     pub fn push_unchecked(&mut self, tx: SignedTransaction) {
+        if self.pending.contains(&tx.hash()) {
+            return;
+        }
+        let hash = tx.hash();
+        self.queue.retain(|t| t.hash() != hash);
         self.pending.insert(tx.hash());
         self.by_sender
             .entry(tx.tx().sender)
@@ -283,6 +288,7 @@ impl Mempool {
     /// the only ones whose nonces moved, so settling costs what the block holds, not what
     /// the pool holds.
     pub fn settle_senders(&mut self, state: &State, senders: impl IntoIterator<Item = AccountId>) {
+        let senders: HashSet<AccountId> = senders.into_iter().collect();
         for sender in senders {
             let Some(by_nonce) = self.by_sender.get_mut(&sender) else {
                 continue;
@@ -312,9 +318,10 @@ impl Mempool {
                 self.spending.remove(&sender);
             }
         }
-        // Entries that left the pool are dropped from the queue once they outnumber the
-        // pending ones, so the queue stays within twice the pool.
-        if self.queue.len() > 2 * self.pending.len() {
+        // Entries that left the pool are dropped from the queue once they are more than a
+        // quarter of it: the queue stays within a third more than the pool, and each
+        // compaction removes at least a quarter of what it walks.
+        if self.queue.len().saturating_sub(self.pending.len()) > self.queue.len() / 4 {
             let pending = &self.pending;
             self.queue.retain(|tx| pending.contains(&tx.hash()));
         }
@@ -587,7 +594,7 @@ mod tests {
             assert_eq!(whole.spending, by_block.spending, "round {round}");
             assert_eq!(whole.free, by_block.free, "round {round}");
             assert_eq!(whole.spend_of, by_block.spend_of, "round {round}");
-            assert!(by_block.queue.len() <= 2 * by_block.pending.len().max(1) + 32);
+            assert!(by_block.queue.len() - by_block.pending.len() <= by_block.queue.len() / 4);
         }
         assert!(
             state.account(&keys[3].account()).nonce > 0,
