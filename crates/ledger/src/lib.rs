@@ -9,6 +9,7 @@
 mod answer;
 mod audit;
 mod error;
+mod index;
 mod snapshot;
 mod store;
 mod stored_block;

@@ -1,6 +1,7 @@
 //! The ledger's redb database and the one write path that applies blocks.
 
 use crate::error::LedgerError;
+use crate::index::{IndexMarks, Pending};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::stored_block::StoredBlock;
 pub use crate::unwritten::Syncer;
@@ -64,10 +65,16 @@ const META_FORMAT: &str = "format";
 const META_FIRST_BLOCK: &str = "first_block";
 /// A ledger installed from a snapshot: where its validator's consensus starts.
 const META_CONSENSUS_FLOOR: &str = "consensus_floor";
-const FORMAT_VERSION: &[u8] = b"secnet-ledger/4";
-/// The format before: the same, with the access-log index as a redb multimap
+/// Where each slice of the two hash-keyed indexes is on disk ([`crate::index::IndexMarks`]).
+pub(crate) const META_INDEX_MARKS: &str = "index_marks";
+const FORMAT_VERSION: &[u8] = b"secnet-ledger/5";
+/// The format before: the same, with every block's index rows written with it (so no
+/// [`META_INDEX_MARKS`]). Opening one records that every slice is complete
+/// ([`migrate_from_format_4`]).
+const FORMAT_4: &[u8] = b"secnet-ledger/4";
+/// The format before that: format 4 with the access-log index as a redb multimap
 /// (`access_log_index`, subject key → leaf indices). Opening one converts the index to the
-/// current shape ([`migrate_from_format_3`]).
+/// format-4 shape ([`migrate_from_format_3`]), then to the current format.
 const FORMAT_3: &[u8] = b"secnet-ledger/3";
 const FORMAT_3_LOG_INDEX: redb::MultimapTableDefinition<&[u8], u64> =
     redb::MultimapTableDefinition::new("access_log_index");
@@ -179,8 +186,8 @@ pub struct ReplayReport {
     pub stored_root: Hash,
 }
 
-/// Brings a format-3 ledger, which [`Ledger::load`] has just checked, to the current format
-/// in one write transaction (a crash during it leaves the format-3 ledger as it was): the old
+/// Brings a format-3 ledger, which [`Ledger::load`] has just checked, to format 4 in one
+/// write transaction (a crash during it leaves the format-3 ledger as it was): the old
 /// index's rows are copied in the order they are stored, which is the new index's order, so
 /// memory stays flat whatever the log's size; then the old index is dropped. The upgrade is
 /// one-way: an older binary refuses the migrated file. Any other ledger is left alone.
@@ -221,9 +228,7 @@ fn migrate_from_format_3(db: &Database) -> Result<(), LedgerError> {
                 new.insert(log_index_row(&key, index?.value()).as_slice(), ())?;
             }
         }
-        write
-            .open_table(META)?
-            .insert(META_FORMAT, FORMAT_VERSION)?;
+        write.open_table(META)?.insert(META_FORMAT, FORMAT_4)?;
     }
     write.delete_multimap_table(FORMAT_3_LOG_INDEX)?;
     write.commit()?;
@@ -269,6 +274,66 @@ pub(crate) fn consumed_nonce(receipt: &Receipt) -> bool {
     )
 }
 
+/// Brings a format-4 ledger to the current format: every index row of a format-4 ledger is
+/// on disk, so every slice is complete up to its tip. One-way, like the step before.
+fn migrate_from_format_4(db: &Database, tip: u64, log_size: u64) -> Result<(), LedgerError> {
+    {
+        let read = db.begin_read()?;
+        let format = read
+            .open_table(META)?
+            .get(META_FORMAT)?
+            .map(|v| v.value().to_vec());
+        if format.as_deref() != Some(FORMAT_4) {
+            return Ok(());
+        }
+    }
+    let write = db.begin_write()?;
+    {
+        let mut meta = write.open_table(META)?;
+        meta.insert(
+            META_INDEX_MARKS,
+            IndexMarks::all(tip, log_size).to_bytes().as_slice(),
+        )?;
+        meta.insert(META_FORMAT, FORMAT_VERSION)?;
+    }
+    write.commit()?;
+    Ok(())
+}
+
+/// The index rows a ledger holds beyond what its indexes have on disk (pruned blocks'
+/// transactions are not indexed).
+fn pending_index(db: &Database, state: &State) -> Result<Pending, LedgerError> {
+    let read = db.begin_read()?;
+    let marks = read
+        .open_table(META)?
+        .get(META_INDEX_MARKS)?
+        .ok_or_else(|| LedgerError::Corrupt("no index marks record".into()))
+        .and_then(|v| IndexMarks::from_bytes(v.value()))?;
+    let first_block = first_block_in(&read)?;
+    Pending::rebuild(
+        &read,
+        marks,
+        first_block,
+        state.tip().height,
+        state.log().len(),
+    )
+}
+
+/// The lowest stored height (see [`Ledger::first_block`]).
+fn first_block_in(read: &redb::ReadTransaction) -> Result<u64, LedgerError> {
+    let meta = read.open_table(META)?;
+    match meta.get(META_FIRST_BLOCK)? {
+        None => Ok(1),
+        Some(v) => {
+            let bytes: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| LedgerError::Corrupt("first-block record is not 8 bytes".into()))?;
+            Ok(u64::from_be_bytes(bytes))
+        }
+    }
+}
+
 impl Ledger {
     /// Opens the ledger in `dir`, creating it from `genesis` if the directory is new.
     ///
@@ -309,9 +374,11 @@ impl Ledger {
                 }
                 let state = Self::load(&db, genesis)?;
                 migrate_from_format_3(&db)?;
+                migrate_from_format_4(&db, state.tip().height, state.log().len())?;
                 state
             }
         };
+        let pending = pending_index(&db, &state)?;
         let recent = VecDeque::from([Recent {
             snapshot: state.snapshot(),
             header: None,
@@ -322,7 +389,7 @@ impl Ledger {
             genesis: genesis.clone(),
             path,
             genesis_root: State::genesis(genesis).state_root(),
-            unwritten: Arc::new(Unwritten::new(state.tip().height)),
+            unwritten: Arc::new(Unwritten::new(state.tip().height, pending)),
             state,
             recent,
         })
@@ -336,6 +403,10 @@ impl Ledger {
             meta.insert(META_FORMAT, FORMAT_VERSION)?;
             meta.insert(META_GENESIS, genesis.hash().as_bytes().as_slice())?;
             meta.insert(META_TIP, encode_tip(&state.tip()).as_slice())?;
+            meta.insert(
+                META_INDEX_MARKS,
+                IndexMarks::all(0, 0).to_bytes().as_slice(),
+            )?;
             let mut table = write.open_table(STATE)?;
             for (key, value) in state.entries() {
                 table.insert(key.to_bytes().as_slice(), value.to_bytes().as_slice())?;
@@ -353,9 +424,12 @@ impl Ledger {
         let read = db.begin_read()?;
         let meta = read.open_table(META)?;
         let format = meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
-        // A format-3 ledger differs only in its access-log index, which loading does not
-        // read; it is migrated once loaded.
-        if format.as_deref() != Some(FORMAT_VERSION) && format.as_deref() != Some(FORMAT_3) {
+        // Formats 3 and 4 differ only in their indexes, which loading does not read; they are
+        // migrated once loaded.
+        if ![FORMAT_VERSION, FORMAT_4, FORMAT_3]
+            .iter()
+            .any(|known| format.as_deref() == Some(*known))
+        {
             return Err(LedgerError::Corrupt(format!(
                 "unknown ledger format {:?}",
                 format.map(|f| String::from_utf8_lossy(&f).into_owned())
@@ -599,12 +673,17 @@ impl Ledger {
         {
             return Ok(Some(location));
         }
+        let waiting = self.unwritten.pending()?.tx_location(hash);
         let read = self.db.begin_read()?;
         let table = read.open_table(TXS)?;
-        let Some(v) = table.get(hash.as_bytes().as_slice())? else {
-            return Ok(None);
+        let stored = match waiting {
+            Some(location) => location.to_vec(),
+            None => match table.get(hash.as_bytes().as_slice())? {
+                Some(v) => v.value().to_vec(),
+                None => return Ok(None),
+            },
         };
-        let bytes = v.value();
+        let bytes = stored.as_slice();
         let bad = || LedgerError::Corrupt(format!("index entry of transaction {hash}"));
         let height = u64::from_be_bytes(
             bytes
@@ -653,9 +732,10 @@ impl Ledger {
         limit: usize,
     ) -> Result<Vec<u64>, LedgerError> {
         let key = subject.key();
-        // The queue before the disk: a block written meanwhile is then seen twice, never
-        // missed.
+        // The queue, then the rows waiting in memory, then the disk: a block or a slice
+        // written meanwhile is then seen twice, never missed.
         let unwritten = self.unwritten.blocks()?;
+        let waiting = self.unwritten.pending()?.log_indices(&key, from);
         let read = self.db.begin_read()?;
         let table = read.open_table(LOG_INDEX)?;
         let (first, last) = (log_index_row(&key, from), log_index_row(&key, u64::MAX));
@@ -678,11 +758,17 @@ impl Ledger {
         // Leaves are appended in index order: what the disk did not show is newer than all
         // it showed.
         let after = out.last().map_or(from, |last| last + 1).max(from);
-        let newer = unwritten
-            .iter()
-            .flat_map(|b| b.log_indices(&key))
-            .filter(|index| *index >= after);
-        out.extend(newer.take(limit.saturating_sub(out.len())));
+        let newer = waiting
+            .into_iter()
+            .chain(unwritten.iter().flat_map(|b| b.log_indices(&key)));
+        for index in newer {
+            if out.len() >= limit {
+                break;
+            }
+            if out.last().is_none_or(|last| index > *last) && index >= after {
+                out.push(index);
+            }
+        }
         Ok(out)
     }
 
@@ -708,17 +794,7 @@ impl Ledger {
     /// The lowest height whose block this ledger stores: 1 unless it was installed from a
     /// snapshot or pruned (see [`Self::prune_blocks_below`]).
     pub fn first_block(&self) -> Result<u64, LedgerError> {
-        let read = self.db.begin_read()?;
-        let meta = read.open_table(META)?;
-        match meta.get(META_FIRST_BLOCK)? {
-            None => Ok(1),
-            Some(v) => {
-                let bytes: [u8; 8] = v.value().try_into().map_err(|_| {
-                    LedgerError::Corrupt("first-block record is not 8 bytes".into())
-                })?;
-                Ok(u64::from_be_bytes(bytes))
-            }
-        }
+        first_block_in(&self.db.begin_read()?)
     }
 
     /// Drops stored blocks (and the index of their transactions) below `height`, at most
@@ -729,20 +805,27 @@ impl Ledger {
         if self.is_poisoned() {
             return Err(LedgerError::Poisoned);
         }
+        // No write runs meanwhile: one could otherwise store index rows of the pruned blocks
+        // taken from memory before they were dropped there.
+        let written = self.unwritten.hold_writes()?;
         let keep_from = self
             .state
             .tip()
             .height
             .saturating_sub(RECENT_STATES as u64)
-            .min(self.unwritten.written()?)
+            .min(*written)
             .max(1);
         let first = self.first_block()?;
         let until = height.min(keep_from).min(first.saturating_add(max));
         if until <= first {
             return Ok(0);
         }
+        // Their transactions waiting to be indexed are dropped first: a reader may then miss
+        // one of a block being pruned, never find one whose block is gone.
+        self.unwritten.pending()?.forget_txs_below(until);
         // Not waited for: the next block write makes it durable, and a crash before then
-        // only leaves the blocks to be pruned again.
+        // only leaves the blocks to be pruned again (opening the ledger derives their
+        // transactions' rows again).
         let mut write = self.db.begin_write()?;
         write
             .set_durability(Durability::None)
@@ -818,6 +901,13 @@ impl Ledger {
             meta.insert(META_GENESIS, genesis.hash().as_bytes().as_slice())?;
             meta.insert(META_TIP, encode_tip(&tip).as_slice())?;
             meta.insert(META_FIRST_BLOCK, first.to_be_bytes().as_slice())?;
+            // Every index row is written below.
+            meta.insert(
+                META_INDEX_MARKS,
+                IndexMarks::all(tip.height, snapshot.leaves.len() as u64)
+                    .to_bytes()
+                    .as_slice(),
+            )?;
             if let Some(floor) = floor {
                 meta.insert(META_CONSENSUS_FLOOR, floor)?;
             }

@@ -11,12 +11,15 @@
 //! Readers look here first, then on disk. A block leaves the queue only after the
 //! transaction holding it committed, so a reader that looked at the queue before opening
 //! its read transaction always finds every block in one or the other (possibly in both,
-//! which the access-log index reader accounts for).
+//! which the access-log index reader accounts for). A block's index rows go from here to
+//! the rows waiting in memory ([`crate::index`]) before it leaves the queue, and each write
+//! stores one slice of those.
 
 use crate::error::LedgerError;
+use crate::index::{IndexMarks, Pending, SliceRows};
 use crate::store::{
-    BLOCKS, LOG, LOG_INDEX, LogSubject, META, META_TIP, STATE, SUBJECT_KEY_LEN, TXS,
-    consumed_nonce, encode_tip, log_index_row,
+    BLOCKS, LOG, LOG_INDEX, LogSubject, META, META_INDEX_MARKS, META_TIP, STATE, SUBJECT_KEY_LEN,
+    TXS, consumed_nonce, encode_tip, log_index_row,
 };
 use crate::stored_block::StoredBlock;
 use redb::{Database, Durability};
@@ -125,6 +128,8 @@ pub(crate) struct Unwritten {
     blocks: Mutex<VecDeque<Arc<BlockRows>>>,
     /// The highest height on disk. Held for a whole write, so writes never overlap.
     written: Mutex<u64>,
+    /// Index rows of written blocks not on disk yet (see [`crate::index`]).
+    pending: Mutex<Pending>,
     /// Set when memory may be ahead of what can be written (a block's rows could not be
     /// built, or a write failed): nothing more is applied or written until the ledger is
     /// reopened from disk.
@@ -151,10 +156,11 @@ fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, LedgerError> {
 
 impl Unwritten {
     /// Nothing waiting; the disk holds heights up to `written`.
-    pub(crate) fn new(written: u64) -> Unwritten {
+    pub(crate) fn new(written: u64, pending: Pending) -> Unwritten {
         Unwritten {
             blocks: Mutex::new(VecDeque::new()),
             written: Mutex::new(written),
+            pending: Mutex::new(pending),
             poisoned: AtomicBool::new(false),
         }
     }
@@ -185,9 +191,15 @@ impl Unwritten {
             .cloned())
     }
 
-    /// The highest height on disk (waits for a write in progress).
-    pub(crate) fn written(&self) -> Result<u64, LedgerError> {
-        Ok(*lock(&self.written)?)
+    /// Holds off writes while the guard lives; its value is the highest height on disk.
+    pub(crate) fn hold_writes(&self) -> Result<MutexGuard<'_, u64>, LedgerError> {
+        lock(&self.written)
+    }
+
+    /// The index rows of written blocks that wait in memory. Look here after the queue and
+    /// before opening a read transaction.
+    pub(crate) fn pending(&self) -> Result<MutexGuard<'_, Pending>, LedgerError> {
+        lock(&self.pending)
     }
 
     /// Writes every waiting block in one transaction with `durability`, then drops them
@@ -202,13 +214,36 @@ impl Unwritten {
             .filter(|b| b.height > *written)
             .cloned()
             .collect();
-        let Some(last) = batch.last().map(|b| b.height) else {
+        let Some((last, log_size)) = batch
+            .last()
+            .map(|b| (b.height, b.first_log_index + b.log_leaves.len() as u64))
+        else {
             return Ok(());
         };
-        if let Err(e) = write_rows(db, &batch, durability) {
+        let (due, wait, marks) = {
+            let pending = self.pending()?;
+            let (due, wait) = pending.plan(
+                batch.iter().flat_map(|rows| {
+                    rows.txs.iter().map(|(hash, (height, position))| {
+                        (*hash.as_bytes(), encode_location(*height, *position))
+                    })
+                }),
+                batch.iter().flat_map(|rows| {
+                    rows.log_keys
+                        .iter()
+                        .map(|(key, index)| log_index_row(key, *index))
+                }),
+            );
+            let marks = pending.marks_after(&due, last, log_size);
+            (due, wait, marks)
+        };
+        if let Err(e) = write_rows(db, &batch, durability, &due, &marks) {
             self.poison();
             return Err(e);
         }
+        // The slice's rows leave memory only now that they are on disk, and the waiting
+        // rows join it before their blocks leave the queue.
+        self.pending()?.written(&due, wait, marks);
         *written = last;
         lock(&self.blocks)?.retain(|b| b.height > last);
         Ok(())
@@ -219,28 +254,15 @@ fn write_rows(
     db: &Database,
     batch: &[Arc<BlockRows>],
     durability: Durability,
+    index: &SliceRows,
+    marks: &IndexMarks,
 ) -> Result<(), LedgerError> {
-    // Each table's rows in key order, and a state entry several blocks changed once, with
-    // its last value: the B-trees are walked once from left to right instead of at random,
-    // and no page is rewritten for a value a later block replaces.
     let mut state: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
-    let mut log_rows = Vec::new();
-    let mut txs = Vec::new();
     for rows in batch {
         for w in &rows.writes {
             state.insert(w.key.as_slice(), w.value.as_deref());
         }
-        log_rows.extend(
-            rows.log_keys
-                .iter()
-                .map(|(key, index)| log_index_row(key, *index)),
-        );
-        txs.extend(rows.txs.iter().map(|(hash, (height, position))| {
-            (*hash.as_bytes(), encode_location(*height, *position))
-        }));
     }
-    log_rows.sort_unstable();
-    txs.sort_unstable();
     let mut write = db.begin_write()?;
     write
         .set_durability(durability)
@@ -258,11 +280,11 @@ fn write_rows(
             }
         }
         let mut table = write.open_table(LOG_INDEX)?;
-        for row in &log_rows {
+        for row in &index.log_rows {
             table.insert(row.as_slice(), ())?;
         }
         let mut table = write.open_table(TXS)?;
-        for (hash, location) in &txs {
+        for (hash, location) in &index.txs {
             table.insert(hash.as_slice(), location.as_slice())?;
         }
         let mut log = write.open_table(LOG)?;
@@ -273,11 +295,11 @@ fn write_rows(
             }
             blocks.insert(rows.height, rows.stored.as_slice())?;
         }
+        let mut meta = write.open_table(META)?;
         if let Some(last) = batch.last() {
-            write
-                .open_table(META)?
-                .insert(META_TIP, last.tip.as_slice())?;
+            meta.insert(META_TIP, last.tip.as_slice())?;
         }
+        meta.insert(META_INDEX_MARKS, marks.to_bytes().as_slice())?;
     }
     write.commit()?;
     Ok(())

@@ -7,7 +7,10 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
-use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
 use secnet_contract::{LogEntry, StateKey};
 use secnet_ledger::{
     Checkpoint, LEDGER_FILE, Ledger, LedgerError, LogSubject, SNAPSHOT_MAGIC, Snapshot,
@@ -273,10 +276,14 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         MultimapTableDefinition::new("access_log_index");
     let dir = tempfile::tempdir().unwrap();
     let g = genesis("ledger-test");
-    let (root, scanned) = {
+    let (root, scanned, located) = {
         let mut ledger = Ledger::open(dir.path(), &g).unwrap();
         run_story(&mut ledger, 3);
-        (ledger.state().state_root(), scan_log(&ledger))
+        (
+            ledger.state().state_root(),
+            scan_log(&ledger),
+            tx_locations(&ledger),
+        )
     };
     assert_eq!(scanned.len(), 4, "{scanned:?}");
     let stray = LogSubject::Data(Hash::digest(b"stray"));
@@ -301,10 +308,13 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         } else {
             w.delete_multimap_table(OLD_INDEX).unwrap();
         }
-        w.open_table(META)
-            .unwrap()
-            .insert("format", b"secnet-ledger/3".as_slice())
+        // Every transaction indexed, as each block wrote them then.
+        write_tx_index(&w, &located);
+        let mut meta = w.open_table(META).unwrap();
+        meta.insert("format", b"secnet-ledger/3".as_slice())
             .unwrap();
+        meta.remove("index_marks").unwrap();
+        drop(meta);
         w.commit().unwrap();
     };
     write_format_3(false);
@@ -325,6 +335,9 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
             );
         }
         assert!(ledger.log_indices(stray).unwrap().is_empty());
+        for (tx, location) in &located {
+            assert_eq!(ledger.tx_location(tx).unwrap(), Some(*location));
+        }
     }
     {
         let db = Database::create(&path).unwrap();
@@ -341,7 +354,7 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
             .unwrap()
             .value()
             .to_vec();
-        assert_eq!(format, b"secnet-ledger/4");
+        assert_eq!(format, b"secnet-ledger/5");
         let w = db.begin_write().unwrap();
         w.open_table(META)
             .unwrap()
@@ -351,6 +364,93 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
     }
     let err = Ledger::open(dir.path(), &g).unwrap_err();
     assert!(err.to_string().contains("secnet-ledger/2"), "{err}");
+}
+
+/// Where every stored transaction was included, read from the blocks.
+fn tx_locations(ledger: &Ledger) -> Vec<(Hash, (u64, u32))> {
+    (ledger.first_block().unwrap()..=ledger.state().tip().height)
+        .flat_map(|h| {
+            let block = ledger.block(h).unwrap().unwrap().block;
+            (0u32..)
+                .zip(block.txs)
+                .map(move |(p, tx)| (tx.hash(), (h, p)))
+        })
+        .collect()
+}
+
+/// Writes `located` into a ledger file's transaction index, as formats 3 and 4 did.
+fn write_tx_index(w: &redb::WriteTransaction, located: &[(Hash, (u64, u32))]) {
+    const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
+    let mut txs = w.open_table(TXS).unwrap();
+    for (tx, (h, p)) in located {
+        let location = [h.to_be_bytes().as_slice(), p.to_be_bytes().as_slice()].concat();
+        txs.insert(tx.as_bytes().as_slice(), location.as_slice())
+            .unwrap();
+    }
+}
+
+#[test]
+fn index_rows_waiting_in_memory_are_found_and_derived_again_on_open() {
+    const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
+    let g = genesis("ledger-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut applied = Vec::new();
+    {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        // One write per block: each writes one of the 64 slices.
+        run_story_with(&mut ledger, 150, |ledger, block| {
+            applied.push(block.clone());
+            ledger.apply_block(block).unwrap()
+        });
+        check_readers(&ledger, &applied);
+    }
+    // Some rows were still waiting in memory when the ledger closed.
+    let on_disk = {
+        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+        let r = db.begin_read().unwrap();
+        r.open_table(TXS).unwrap().len().unwrap()
+    };
+    let total: u64 = applied.iter().map(|b| b.txs.len() as u64).sum();
+    assert!(on_disk < total, "{on_disk} of {total} indexed on disk");
+    // Opening derives them again, and the ledger goes on.
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    check_readers(&ledger, &applied);
+    for i in 0..70 {
+        let block = transfer_block(&ledger, i % 3);
+        ledger.apply_block(&block).unwrap();
+        applied.push(block);
+    }
+    check_readers(&ledger, &applied);
+
+    // Pruning drops the pruned blocks' transactions whether they waited or not; what stays
+    // is found, before and after reopening.
+    let located = tx_locations(&ledger);
+    let pruned = ledger.prune_blocks_below(u64::MAX, u64::MAX).unwrap();
+    assert!(pruned > 100, "{pruned}");
+    let first = ledger.first_block().unwrap();
+    let check = |ledger: &Ledger| {
+        for (tx, (h, p)) in &located {
+            let found = ledger.tx_location(tx).unwrap();
+            if *h < first {
+                assert_eq!(found, None, "a transaction of pruned block {h}");
+            } else {
+                assert_eq!(found, Some((*h, *p)));
+            }
+        }
+    };
+    check(&ledger);
+    let block = transfer_block(&ledger, 0);
+    ledger.apply_block(&block).unwrap();
+    drop(ledger);
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    check(&ledger);
+    check_readers(&ledger, &[block]);
+    // Every slice is written again: none brings back a pruned block's transaction.
+    for i in 0..64 {
+        let block = transfer_block(&ledger, i % 3);
+        ledger.apply_block(&block).unwrap();
+    }
+    check(&ledger);
 }
 
 /// A block of one transfer from key `from`, at the nonce the ledger expects.

@@ -102,7 +102,7 @@ pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// Bytes a process has caused to be written to storage so far (`write_bytes` of
 /// `/proc/PID/io`), in MiB.
-fn written_mib(pid: u32) -> Option<f64> {
+pub(super) fn written_mib(pid: u32) -> Option<f64> {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
     let bytes: f64 = io
         .lines()

@@ -1,0 +1,401 @@
+//! The transaction index and the access-log index, written a slice at a time.
+//!
+//! Both are keyed by hashes, so each row lands on a random page of a B-tree much larger
+//! than one write: written with every block, nearly every row costs a page of its own
+//! (measured by `secnet bench apply`: the two indexes were over two thirds of the bytes
+//! written). So their rows wait in memory, split by the first byte of their hash into
+//! [`INDEX_SLICES`] slices, and each write stores one slice's rows: those rows share the
+//! pages of one sixty-fourth of each tree, and a slice waits about [`INDEX_SLICES`] writes.
+//!
+//! Nothing is lost in a crash: the rows are derived from the blocks and the access-log
+//! leaves, which are written at once. [`IndexMarks`], written with every slice, says which
+//! rows of each slice are on disk; opening a ledger derives the others again
+//! ([`Pending::rebuild`]).
+//!
+//! Readers look at the waiting rows before they open their read transaction: a slice
+//! written meanwhile is then seen twice, never missed, since the rows are dropped from
+//! memory only once the write holding them committed.
+
+use crate::error::LedgerError;
+use crate::store::{BLOCKS, LOG, LogSubject, SUBJECT_KEY_LEN, consumed_nonce, log_index_row};
+use crate::stored_block::StoredBlock;
+use crate::unwritten::encode_location;
+use redb::ReadTransaction;
+use secnet_contract::LogEntry;
+use secnet_types::Hash;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How many slices each index is written in.
+pub(crate) const INDEX_SLICES: usize = 64;
+
+/// A row of the access-log index (see [`log_index_row`]).
+pub(crate) type LogRow = [u8; SUBJECT_KEY_LEN + 8];
+
+/// The slice of a transaction hash.
+pub(crate) fn tx_slice(hash: &[u8; 32]) -> usize {
+    usize::from(hash[0]) % INDEX_SLICES
+}
+
+/// The slice of an access-log index row: the first byte of its subject's hash or account
+/// (after the subject's tag byte).
+pub(crate) fn log_slice(row: &[u8]) -> usize {
+    usize::from(row.get(1).copied().unwrap_or(0)) % INDEX_SLICES
+}
+
+fn location_height(location: &[u8; 12]) -> u64 {
+    let mut height = [0u8; 8];
+    height.copy_from_slice(&location[..8]);
+    u64::from_be_bytes(height)
+}
+
+/// How much of each slice is on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexMarks {
+    /// Per slice: the transactions of every block at or below this height are in the
+    /// transaction index.
+    pub(crate) tx_height: [u64; INDEX_SLICES],
+    /// Per slice: the access-log leaves below this index are in the access-log index.
+    pub(crate) log_size: [u64; INDEX_SLICES],
+}
+
+impl IndexMarks {
+    /// Every slice complete up to `height` and `log_size`.
+    pub(crate) fn all(height: u64, log_size: u64) -> IndexMarks {
+        IndexMarks {
+            tx_height: [height; INDEX_SLICES],
+            log_size: [log_size; INDEX_SLICES],
+        }
+    }
+
+    /// `tx_height` then `log_size`, each slice big-endian.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        self.tx_height
+            .iter()
+            .chain(&self.log_size)
+            .flat_map(|v| v.to_be_bytes())
+            .collect()
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<IndexMarks, LedgerError> {
+        if bytes.len() != 2 * 8 * INDEX_SLICES {
+            return Err(LedgerError::Corrupt(format!(
+                "index marks record of {} bytes, expected {}",
+                bytes.len(),
+                2 * 8 * INDEX_SLICES
+            )));
+        }
+        let mut values = bytes.chunks_exact(8).map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            u64::from_be_bytes(b)
+        });
+        let mut marks = IndexMarks::all(0, 0);
+        for v in &mut marks.tx_height {
+            *v = values.next().unwrap_or(0);
+        }
+        for v in &mut marks.log_size {
+            *v = values.next().unwrap_or(0);
+        }
+        Ok(marks)
+    }
+
+    /// The lowest height below which every slice's transactions are on disk.
+    pub(crate) fn min_tx_height(&self) -> u64 {
+        self.tx_height.iter().copied().min().unwrap_or(0)
+    }
+
+    fn min_log_size(&self) -> u64 {
+        self.log_size.iter().copied().min().unwrap_or(0)
+    }
+}
+
+/// The index rows not on disk yet, by slice, and the marks of what is.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    txs: Vec<BTreeMap<[u8; 32], [u8; 12]>>,
+    log_rows: Vec<BTreeSet<LogRow>>,
+    marks: IndexMarks,
+    next: usize,
+}
+
+/// One slice's rows, sorted, to write.
+#[derive(Debug, Default)]
+pub(crate) struct SliceRows {
+    pub(crate) slice: usize,
+    pub(crate) txs: Vec<([u8; 32], [u8; 12])>,
+    pub(crate) log_rows: Vec<LogRow>,
+}
+
+impl Pending {
+    /// Nothing waiting, with `marks` on disk.
+    pub(crate) fn new(marks: IndexMarks) -> Pending {
+        Pending {
+            txs: vec![BTreeMap::new(); INDEX_SLICES],
+            log_rows: vec![BTreeSet::new(); INDEX_SLICES],
+            marks,
+            next: 0,
+        }
+    }
+
+    /// The rows a ledger at `tip_height` with `log_size` leaves holds beyond `marks`,
+    /// derived from its stored blocks (from `first_block` on: pruned blocks' transactions
+    /// leave the index) and access-log leaves.
+    pub(crate) fn rebuild(
+        read: &ReadTransaction,
+        marks: IndexMarks,
+        first_block: u64,
+        tip_height: u64,
+        log_size: u64,
+    ) -> Result<Pending, LedgerError> {
+        let mut pending = Pending::new(marks);
+        let blocks = read.open_table(BLOCKS)?;
+        let from = pending
+            .marks
+            .min_tx_height()
+            .saturating_add(1)
+            .max(first_block);
+        for height in from..=tip_height {
+            let bytes = blocks.get(height)?.ok_or_else(|| {
+                LedgerError::Corrupt(format!(
+                    "block {height} is missing, and its transactions are not indexed yet"
+                ))
+            })?;
+            let stored = StoredBlock::from_bytes(bytes.value())
+                .map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")))?;
+            for ((position, tx), receipt) in (0u32..).zip(&stored.block.txs).zip(&stored.receipts) {
+                if !consumed_nonce(receipt) {
+                    continue;
+                }
+                let hash = *tx.hash().as_bytes();
+                let slice = tx_slice(&hash);
+                if pending
+                    .marks
+                    .tx_height
+                    .get(slice)
+                    .is_some_and(|m| height > *m)
+                    && let Some(rows) = pending.txs.get_mut(slice)
+                {
+                    rows.insert(hash, encode_location(height, position));
+                }
+            }
+        }
+        let log = read.open_table(LOG)?;
+        for index in pending.marks.min_log_size()..log_size {
+            let leaf = log.get(index)?.ok_or_else(|| {
+                LedgerError::Corrupt(format!("access-log leaf {index} is missing"))
+            })?;
+            let entry = LogEntry::from_bytes(leaf.value())
+                .map_err(|e| LedgerError::Corrupt(format!("access-log leaf {index}: {e}")))?;
+            for subject in LogSubject::of(&entry) {
+                let row = log_index_row(&subject.key(), index);
+                let slice = log_slice(&row);
+                if pending
+                    .marks
+                    .log_size
+                    .get(slice)
+                    .is_some_and(|m| index >= *m)
+                    && let Some(rows) = pending.log_rows.get_mut(slice)
+                {
+                    rows.insert(row);
+                }
+            }
+        }
+        Ok(pending)
+    }
+
+    /// What is on disk.
+    #[cfg(test)]
+    pub(crate) fn marks(&self) -> &IndexMarks {
+        &self.marks
+    }
+
+    /// Where a transaction waiting here was included.
+    pub(crate) fn tx_location(&self, hash: &Hash) -> Option<[u8; 12]> {
+        let hash = hash.as_bytes();
+        self.txs.get(tx_slice(hash))?.get(hash).copied()
+    }
+
+    /// The waiting leaf indices about the subject with key `key`, from `from` on,
+    /// ascending.
+    pub(crate) fn log_indices(&self, key: &[u8; SUBJECT_KEY_LEN], from: u64) -> Vec<u64> {
+        let first = log_index_row(key, from);
+        let last = log_index_row(key, u64::MAX);
+        self.log_rows
+            .get(log_slice(&first))
+            .into_iter()
+            .flat_map(|rows| rows.range(first..=last))
+            .map(|row| {
+                let mut index = [0u8; 8];
+                index.copy_from_slice(&row[SUBJECT_KEY_LEN..]);
+                u64::from_be_bytes(index)
+            })
+            .collect()
+    }
+
+    /// Splits a write's new rows: those of the slice due now join that slice's waiting rows,
+    /// to be written (returned, sorted); the others are returned to wait. Nothing changes
+    /// here until [`Self::written`].
+    pub(crate) fn plan(
+        &self,
+        txs: impl IntoIterator<Item = ([u8; 32], [u8; 12])>,
+        log_rows: impl IntoIterator<Item = LogRow>,
+    ) -> (SliceRows, SliceRows) {
+        let slice = self.next;
+        let mut due = SliceRows {
+            slice,
+            txs: self
+                .txs
+                .get(slice)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (*k, *v))
+                .collect(),
+            log_rows: self
+                .log_rows
+                .get(slice)
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect(),
+        };
+        let mut wait = SliceRows::default();
+        for tx in txs {
+            if tx_slice(&tx.0) == slice {
+                due.txs.push(tx);
+            } else {
+                wait.txs.push(tx);
+            }
+        }
+        for row in log_rows {
+            if log_slice(&row) == slice {
+                due.log_rows.push(row);
+            } else {
+                wait.log_rows.push(row);
+            }
+        }
+        due.txs.sort_unstable();
+        due.log_rows.sort_unstable();
+        (due, wait)
+    }
+
+    /// The marks once `due` is written with blocks up to `height` and `log_size` leaves.
+    pub(crate) fn marks_after(&self, due: &SliceRows, height: u64, log_size: u64) -> IndexMarks {
+        let mut marks = self.marks.clone();
+        if let Some(h) = marks.tx_height.get_mut(due.slice) {
+            *h = height;
+        }
+        if let Some(s) = marks.log_size.get_mut(due.slice) {
+            *s = log_size;
+        }
+        marks
+    }
+
+    /// Records that `due` and `marks` committed: drops the slice's rows, keeps `wait`'s,
+    /// and moves on to the next slice.
+    pub(crate) fn written(&mut self, due: &SliceRows, wait: SliceRows, marks: IndexMarks) {
+        if let Some(rows) = self.txs.get_mut(due.slice) {
+            rows.clear();
+        }
+        if let Some(rows) = self.log_rows.get_mut(due.slice) {
+            rows.clear();
+        }
+        for (hash, location) in wait.txs {
+            if let Some(rows) = self.txs.get_mut(tx_slice(&hash)) {
+                rows.insert(hash, location);
+            }
+        }
+        for row in wait.log_rows {
+            if let Some(rows) = self.log_rows.get_mut(log_slice(&row)) {
+                rows.insert(row);
+            }
+        }
+        self.marks = marks;
+        self.next = (due.slice + 1) % INDEX_SLICES;
+    }
+
+    /// Drops the waiting transactions of blocks below `height`, which are being pruned.
+    pub(crate) fn forget_txs_below(&mut self, height: u64) {
+        for rows in &mut self.txs {
+            rows.retain(|_, location| location_height(location) >= height);
+        }
+    }
+
+    /// Rows waiting, transactions and access-log rows together.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.txs.iter().map(BTreeMap::len).sum::<usize>()
+            + self.log_rows.iter().map(BTreeSet::len).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_round_trip_and_a_wrong_length_is_refused() {
+        let mut marks = IndexMarks::all(7, 11);
+        marks.tx_height[3] = 9;
+        marks.log_size[63] = 20;
+        assert_eq!(IndexMarks::from_bytes(&marks.to_bytes()).unwrap(), marks);
+        assert_eq!(marks.min_tx_height(), 7);
+        let err = IndexMarks::from_bytes(&[0u8; 10]).unwrap_err();
+        assert!(err.to_string().contains("10 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_write_takes_the_due_slice_and_the_rest_waits_until_it_committed() {
+        let mut pending = Pending::new(IndexMarks::all(0, 0));
+        let tx = |first: u8| {
+            let mut h = [0u8; 32];
+            h[0] = first;
+            (h, encode_location(1, u32::from(first)))
+        };
+        let row = |first: u8, index: u64| {
+            let mut key = [0u8; SUBJECT_KEY_LEN];
+            key[1] = first;
+            log_index_row(&key, index)
+        };
+        let (due, wait) = pending.plan([tx(0), tx(1), tx(64)], [row(0, 0), row(1, 1)]);
+        assert_eq!(due.slice, 0);
+        assert_eq!(due.txs, vec![tx(0), tx(64)]);
+        assert_eq!(due.log_rows, vec![row(0, 0)]);
+        // Until the write committed, nothing moved.
+        assert_eq!(pending.len(), 0);
+        let marks = pending.marks_after(&due, 1, 2);
+        pending.written(&due, wait, marks);
+        assert_eq!(pending.marks().tx_height[0], 1);
+        assert_eq!(pending.marks().tx_height[1], 0);
+        assert_eq!(pending.tx_location(&Hash(tx(1).0)), Some(tx(1).1));
+        assert_eq!(pending.tx_location(&Hash(tx(0).0)), None);
+        let mut key = [0u8; SUBJECT_KEY_LEN];
+        key[1] = 1;
+        assert_eq!(pending.log_indices(&key, 0), vec![1]);
+        assert_eq!(pending.log_indices(&key, 2), Vec::<u64>::new());
+
+        // The next write takes slice 1, with what waited there.
+        let (due, _) = pending.plan([], []);
+        assert_eq!(due.slice, 1);
+        assert_eq!(due.txs, vec![tx(1)]);
+        assert_eq!(due.log_rows, vec![row(1, 1)]);
+    }
+
+    #[test]
+    fn pruning_forgets_only_the_waiting_transactions_of_pruned_blocks() {
+        let mut pending = Pending::new(IndexMarks::all(0, 0));
+        let tx = |first: u8, height: u64| {
+            let mut h = [0u8; 32];
+            h[0] = first;
+            h[1] = height as u8;
+            (h, encode_location(height, 0))
+        };
+        let (due, wait) = pending.plan([tx(1, 3), tx(1, 4), tx(2, 5)], []);
+        let marks = pending.marks_after(&due, 5, 0);
+        pending.written(&due, wait, marks);
+        pending.forget_txs_below(4);
+        assert_eq!(pending.tx_location(&Hash(tx(1, 3).0)), None);
+        assert!(pending.tx_location(&Hash(tx(1, 4).0)).is_some());
+        assert!(pending.tx_location(&Hash(tx(2, 5).0)).is_some());
+        assert_eq!(pending.len(), 2);
+    }
+}
