@@ -107,6 +107,14 @@ impl IndexMarks {
     fn min_log_size(&self) -> u64 {
         self.log_size.iter().copied().min().unwrap_or(0)
     }
+
+    /// The slice written longest ago (the first of equals), which the next write stores: so
+    /// no slice waits more than [`INDEX_SLICES`] writes, however often the node restarts.
+    fn oldest(&self) -> usize {
+        (0..INDEX_SLICES)
+            .min_by_key(|s| (self.tx_height.get(*s), self.log_size.get(*s)))
+            .unwrap_or(0)
+    }
 }
 
 /// The index rows not on disk yet, by slice, and the marks of what is.
@@ -115,7 +123,6 @@ pub(crate) struct Pending {
     txs: Vec<BTreeMap<[u8; 32], [u8; 12]>>,
     log_rows: Vec<BTreeSet<LogRow>>,
     marks: IndexMarks,
-    next: usize,
 }
 
 /// One slice's rows, sorted, to write.
@@ -133,7 +140,6 @@ impl Pending {
             txs: vec![BTreeMap::new(); INDEX_SLICES],
             log_rows: vec![BTreeSet::new(); INDEX_SLICES],
             marks,
-            next: 0,
         }
     }
 
@@ -240,7 +246,7 @@ impl Pending {
         txs: impl IntoIterator<Item = ([u8; 32], [u8; 12])>,
         log_rows: impl IntoIterator<Item = LogRow>,
     ) -> (SliceRows, SliceRows) {
-        let slice = self.next;
+        let slice = self.marks.oldest();
         let mut due = SliceRows {
             slice,
             txs: self
@@ -290,8 +296,7 @@ impl Pending {
         marks
     }
 
-    /// Records that `due` and `marks` committed: drops the slice's rows, keeps `wait`'s,
-    /// and moves on to the next slice.
+    /// Records that `due` and `marks` committed: drops the slice's rows and keeps `wait`'s.
     pub(crate) fn written(&mut self, due: &SliceRows, wait: SliceRows, marks: IndexMarks) {
         if let Some(rows) = self.txs.get_mut(due.slice) {
             rows.clear();
@@ -310,7 +315,6 @@ impl Pending {
             }
         }
         self.marks = marks;
-        self.next = (due.slice + 1) % INDEX_SLICES;
     }
 
     /// Drops the waiting transactions of blocks below `height`, which are being pruned.
@@ -378,6 +382,18 @@ mod tests {
         assert_eq!(due.slice, 1);
         assert_eq!(due.txs, vec![tx(1)]);
         assert_eq!(due.log_rows, vec![row(1, 1)]);
+    }
+
+    #[test]
+    fn the_slice_written_longest_ago_goes_first_after_a_restart() {
+        let mut marks = IndexMarks::all(100, 500);
+        marks.tx_height[40] = 60;
+        marks.log_size[40] = 300;
+        marks.tx_height[7] = 60;
+        marks.log_size[7] = 310;
+        let pending = Pending::new(marks);
+        let (due, _) = pending.plan([], []);
+        assert_eq!(due.slice, 40);
     }
 
     #[test]

@@ -820,9 +820,6 @@ impl Ledger {
         if until <= first {
             return Ok(0);
         }
-        // Their transactions waiting to be indexed are dropped first: a reader may then miss
-        // one of a block being pruned, never find one whose block is gone.
-        self.unwritten.pending()?.forget_txs_below(until);
         // Not waited for: the next block write makes it durable, and a crash before then
         // only leaves the blocks to be pruned again (opening the ledger derives their
         // transactions' rows again).
@@ -851,6 +848,10 @@ impl Ledger {
                 .insert(META_FIRST_BLOCK, until.to_be_bytes().as_slice())?;
         }
         write.commit()?;
+        // Only now, still holding off writes, are their transactions waiting to be indexed
+        // dropped: a failed prune leaves them to be written like the rest.
+        self.unwritten.pending()?.forget_txs_below(until);
+        drop(written);
         Ok(until - first)
     }
 

@@ -453,6 +453,35 @@ fn index_rows_waiting_in_memory_are_found_and_derived_again_on_open() {
     check(&ledger);
 }
 
+#[test]
+fn every_index_slice_is_written_however_often_the_ledger_reopens() {
+    const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    let g = genesis("ledger-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut applied = Vec::new();
+    // 3 writes per opening, 90 in all: more than the 64 slices, fewer than 64 per opening.
+    for _ in 0..30 {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        for i in 0..3 {
+            let block = transfer_block(&ledger, i);
+            ledger.apply_block(&block).unwrap();
+            applied.push(block);
+        }
+    }
+    let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+    let r = db.begin_read().unwrap();
+    let meta = r.open_table(META).unwrap();
+    let marks = meta.get("index_marks").unwrap().unwrap().value().to_vec();
+    let oldest_tx_mark = marks[..64 * 8]
+        .chunks(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+        .min()
+        .unwrap();
+    assert!(oldest_tx_mark > 0, "a slice was never written");
+    drop((meta, r, db));
+    check_readers(&Ledger::open(dir.path(), &g).unwrap(), &applied);
+}
+
 /// A block of one transfer from key `from`, at the nonce the ledger expects.
 fn transfer_block(ledger: &Ledger, from: usize) -> Block {
     let k = keys();
