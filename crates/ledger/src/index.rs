@@ -317,7 +317,7 @@ impl Pending {
         self.marks = marks;
     }
 
-    /// Drops the waiting transactions of blocks below `height`, which are being pruned.
+    /// Drops the waiting transactions of blocks below `height`, which were pruned.
     pub(crate) fn forget_txs_below(&mut self, height: u64) {
         for rows in &mut self.txs {
             rows.retain(|_, location| location_height(location) >= height);

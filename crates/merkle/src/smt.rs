@@ -109,10 +109,11 @@ fn build<P: Clone>(depth: usize, entries: &[Entry<P>]) -> Node<P> {
 /// An update: set (`Some`) or remove (`None`) the entry under a key.
 type Update<P> = (Digest, Option<(Digest, P)>);
 
-/// Applies sorted, distinct-key updates below `node` at `depth`.
-fn update<P: Clone>(node: Node<P>, depth: usize, updates: &[Update<P>]) -> Node<P> {
+/// Applies sorted, distinct-key updates below `node` at `depth`; returns the new node and
+/// how many entries it gained (negative: lost).
+fn update<P: Clone>(node: Node<P>, depth: usize, updates: &[Update<P>]) -> (Node<P>, isize) {
     if updates.is_empty() {
-        return node;
+        return (node, 0);
     }
     match node {
         Node::Empty => {
@@ -120,7 +121,8 @@ fn update<P: Clone>(node: Node<P>, depth: usize, updates: &[Update<P>]) -> Node<
                 .iter()
                 .filter_map(|(k, v)| v.as_ref().map(|(h, p)| (*k, *h, p.clone())))
                 .collect();
-            build(depth, &inserts)
+            let gained = inserts.len() as isize;
+            (build(depth, &inserts), gained)
         }
         Node::Leaf(leaf) => {
             let mut merged: Vec<Entry<P>> = Vec::with_capacity(updates.len() + 1);
@@ -138,14 +140,17 @@ fn update<P: Clone>(node: Node<P>, depth: usize, updates: &[Update<P>]) -> Node<
             if let Some(e) = existing {
                 merged.push(e);
             }
-            build(depth, &merged)
+            let gained = merged.len() as isize - 1;
+            (build(depth, &merged), gained)
         }
         Node::Internal(internal) => {
             // A node shared with another version is copied (its children stay shared).
             let Internal { left, right, .. } = Arc::unwrap_or_clone(internal);
             let split = updates.partition_point(|(k, _)| !bit(k, depth));
             let (lu, ru) = updates.split_at(split);
-            Node::join(update(left, depth + 1, lu), update(right, depth + 1, ru))
+            let (left, gained_left) = update(left, depth + 1, lu);
+            let (right, gained_right) = update(right, depth + 1, ru);
+            (Node::join(left, right), gained_left + gained_right)
         }
     }
 }
@@ -236,18 +241,10 @@ impl<P: Clone> SparseMerkleTree<P> {
                 _ => deduped.push(u),
             }
         }
-        let mut delta: isize = 0;
-        for (k, v) in &deduped {
-            let present = self.get(k).is_some();
-            match (present, v.is_some()) {
-                (false, true) => delta += 1,
-                (true, false) => delta -= 1,
-                _ => {}
-            }
-        }
         let root = std::mem::replace(&mut self.root, Node::Empty);
-        self.root = update(root, 0, &deduped);
-        self.len = self.len.saturating_add_signed(delta);
+        let (root, gained) = update(root, 0, &deduped);
+        self.root = root;
+        self.len = self.len.saturating_add_signed(gained);
     }
 
     fn leaf(&self, key: &Digest) -> Option<(&Digest, &P)> {
@@ -395,6 +392,12 @@ mod tests {
         assert_eq!(t.root(), EMPTY);
         t.apply(vec![(h(1), Some(h(2)))]);
         assert_eq!(t.root(), leaf_hash(&h(1), &h(2)));
+        // Removing a key the single leaf does not hold changes nothing.
+        t.apply(vec![(h(3), None)]);
+        assert_eq!((t.len(), t.root()), (1, leaf_hash(&h(1), &h(2))));
+        // Replacing the leaf's value keeps one entry.
+        t.apply(vec![(h(1), Some(h(4))), (h(5), None)]);
+        assert_eq!((t.len(), t.root()), (1, leaf_hash(&h(1), &h(4))));
         t.apply(vec![(h(1), None)]);
         assert_eq!(t.root(), EMPTY);
         assert!(t.is_empty());
