@@ -19,7 +19,7 @@
 use crate::error::LedgerError;
 use crate::store::{BLOCKS, LOG, LogSubject, SUBJECT_KEY_LEN, consumed_nonce, log_index_row};
 use crate::stored_block::StoredBlock;
-use crate::unwritten::encode_location;
+use crate::unwritten::{decode_location, encode_location};
 use redb::ReadTransaction;
 use secnet_contract::LogEntry;
 use secnet_types::Hash;
@@ -40,12 +40,6 @@ pub(crate) fn tx_slice(hash: &[u8; 32]) -> usize {
 /// (after the subject's tag byte).
 pub(crate) fn log_slice(row: &[u8]) -> usize {
     usize::from(row.get(1).copied().unwrap_or(0)) % INDEX_SLICES
-}
-
-fn location_height(location: &[u8; 12]) -> u64 {
-    let mut height = [0u8; 8];
-    height.copy_from_slice(&location[..8]);
-    u64::from_be_bytes(height)
 }
 
 /// How much of each slice is on disk.
@@ -216,9 +210,9 @@ impl Pending {
     }
 
     /// Where a transaction waiting here was included.
-    pub(crate) fn tx_location(&self, hash: &Hash) -> Option<[u8; 12]> {
+    pub(crate) fn tx_location(&self, hash: &Hash) -> Option<(u64, u32)> {
         let hash = hash.as_bytes();
-        self.txs.get(tx_slice(hash))?.get(hash).copied()
+        decode_location(self.txs.get(tx_slice(hash))?.get(hash)?)
     }
 
     /// The waiting leaf indices about the subject with key `key`, from `from` on,
@@ -320,7 +314,7 @@ impl Pending {
     /// Drops the waiting transactions of blocks below `height`, which were pruned.
     pub(crate) fn forget_txs_below(&mut self, height: u64) {
         for rows in &mut self.txs {
-            rows.retain(|_, location| location_height(location) >= height);
+            rows.retain(|_, location| decode_location(location).is_some_and(|(h, _)| h >= height));
         }
     }
 
@@ -370,7 +364,7 @@ mod tests {
         pending.written(&due, wait, marks);
         assert_eq!(pending.marks().tx_height[0], 1);
         assert_eq!(pending.marks().tx_height[1], 0);
-        assert_eq!(pending.tx_location(&Hash(tx(1).0)), Some(tx(1).1));
+        assert_eq!(pending.tx_location(&Hash(tx(1).0)), Some((1, 1)));
         assert_eq!(pending.tx_location(&Hash(tx(0).0)), None);
         let mut key = [0u8; SUBJECT_KEY_LEN];
         key[1] = 1;

@@ -5,7 +5,7 @@ use crate::index::{IndexMarks, Pending};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::stored_block::StoredBlock;
 pub use crate::unwritten::Syncer;
-use crate::unwritten::{BlockRows, Unwritten, encode_location, tx_locations};
+use crate::unwritten::{BlockRows, Unwritten, decode_location, encode_location, tx_locations};
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableMultimapTable, ReadableTable,
     ReadableTableMetadata, TableDefinition,
@@ -194,11 +194,7 @@ pub struct ReplayReport {
 fn migrate_from_format_3(db: &Database) -> Result<(), LedgerError> {
     {
         let read = db.begin_read()?;
-        let format = read
-            .open_table(META)?
-            .get(META_FORMAT)?
-            .map(|v| v.value().to_vec());
-        if format.as_deref() != Some(FORMAT_3) {
+        if stored_format(&read)?.as_deref() != Some(FORMAT_3) {
             return Ok(());
         }
         match read.open_multimap_table(FORMAT_3_LOG_INDEX) {
@@ -277,15 +273,8 @@ pub(crate) fn consumed_nonce(receipt: &Receipt) -> bool {
 /// Brings a format-4 ledger to the current format: every index row of a format-4 ledger is
 /// on disk, so every slice is complete up to its tip. One-way, like the step before.
 fn migrate_from_format_4(db: &Database, tip: u64, log_size: u64) -> Result<(), LedgerError> {
-    {
-        let read = db.begin_read()?;
-        let format = read
-            .open_table(META)?
-            .get(META_FORMAT)?
-            .map(|v| v.value().to_vec());
-        if format.as_deref() != Some(FORMAT_4) {
-            return Ok(());
-        }
+    if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_4) {
+        return Ok(());
     }
     let write = db.begin_write()?;
     {
@@ -317,6 +306,14 @@ fn pending_index(db: &Database, state: &State) -> Result<Pending, LedgerError> {
         state.tip().height,
         state.log().len(),
     )
+}
+
+/// The format a ledger file records.
+fn stored_format(read: &redb::ReadTransaction) -> Result<Option<Vec<u8>>, LedgerError> {
+    Ok(read
+        .open_table(META)?
+        .get(META_FORMAT)?
+        .map(|v| v.value().to_vec()))
 }
 
 /// The lowest stored height (see [`Ledger::first_block`]).
@@ -422,8 +419,8 @@ impl Ledger {
 
     fn load(db: &Database, genesis: &Genesis) -> Result<State, LedgerError> {
         let read = db.begin_read()?;
+        let format = stored_format(&read)?;
         let meta = read.open_table(META)?;
-        let format = meta.get(META_FORMAT)?.map(|v| v.value().to_vec());
         // Formats 3 and 4 differ only in their indexes, which loading does not read; they are
         // migrated once loaded.
         if ![FORMAT_VERSION, FORMAT_4, FORMAT_3]
@@ -673,31 +670,17 @@ impl Ledger {
         {
             return Ok(Some(location));
         }
-        let waiting = self.unwritten.pending()?.tx_location(hash);
+        if let Some(location) = self.unwritten.pending()?.tx_location(hash) {
+            return Ok(Some(location));
+        }
         let read = self.db.begin_read()?;
         let table = read.open_table(TXS)?;
-        let stored = match waiting {
-            Some(location) => location.to_vec(),
-            None => match table.get(hash.as_bytes().as_slice())? {
-                Some(v) => v.value().to_vec(),
-                None => return Ok(None),
-            },
+        let Some(v) = table.get(hash.as_bytes().as_slice())? else {
+            return Ok(None);
         };
-        let bytes = stored.as_slice();
-        let bad = || LedgerError::Corrupt(format!("index entry of transaction {hash}"));
-        let height = u64::from_be_bytes(
-            bytes
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(bad)?,
-        );
-        let position = u32::from_be_bytes(
-            bytes
-                .get(8..12)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(bad)?,
-        );
-        Ok(Some((height, position)))
+        decode_location(v.value())
+            .map(Some)
+            .ok_or_else(|| LedgerError::Corrupt(format!("index entry of transaction {hash}")))
     }
 
     /// The committed receipt of a transaction with where it was included:

@@ -122,6 +122,13 @@ pub(crate) fn encode_location(height: u64, position: u32) -> [u8; 12] {
     location
 }
 
+/// `(height, position)` from [`encode_location`]'s bytes (`None` if they are not 12).
+pub(crate) fn decode_location(bytes: &[u8]) -> Option<(u64, u32)> {
+    let height = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let position = u32::from_be_bytes(bytes.get(8..)?.try_into().ok()?);
+    Some((height, position))
+}
+
 /// The blocks a ledger applied that are not on disk yet, shared by the ledger (which adds
 /// and reads them) and its [`Syncer`] (which writes them, then drops them).
 pub(crate) struct Unwritten {
@@ -257,6 +264,9 @@ fn write_rows(
     index: &SliceRows,
     marks: &IndexMarks,
 ) -> Result<(), LedgerError> {
+    // Each table's rows in key order (the index slice comes sorted), and a state entry several
+    // blocks changed once, with its last value: the B-trees are walked once from left to
+    // right instead of at random, and no page is rewritten for a value a later block replaces.
     let mut state: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
     for rows in batch {
         for w in &rows.writes {

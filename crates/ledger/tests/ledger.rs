@@ -42,11 +42,15 @@ fn genesis(chain: &str) -> Genesis {
     }
 }
 
-/// Applies a register / subscribe / request / record story plus transfers over `n` blocks.
-fn run_story(ledger: &mut Ledger, n: u64) {
+/// Applies a register / subscribe / request / record story plus transfers over `n` blocks,
+/// each written at once; returns the blocks.
+fn run_story(ledger: &mut Ledger, n: u64) -> Vec<Block> {
+    let mut applied = Vec::new();
     run_story_with(ledger, n, |ledger, block| {
+        applied.push(block.clone());
         ledger.apply_block(block).unwrap()
     });
+    applied
 }
 
 /// [`run_story`], applying each block with `apply`.
@@ -394,14 +398,11 @@ fn index_rows_waiting_in_memory_are_found_and_derived_again_on_open() {
     const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
     let g = genesis("ledger-test");
     let dir = tempfile::tempdir().unwrap();
-    let mut applied = Vec::new();
+    let mut applied;
     {
         let mut ledger = Ledger::open(dir.path(), &g).unwrap();
         // One write per block: each writes one of the 64 slices.
-        run_story_with(&mut ledger, 150, |ledger, block| {
-            applied.push(block.clone());
-            ledger.apply_block(block).unwrap()
-        });
+        applied = run_story(&mut ledger, 150);
         check_readers(&ledger, &applied);
     }
     // Some rows were still waiting in memory when the ledger closed.
@@ -458,14 +459,11 @@ fn every_index_slice_is_written_however_often_the_ledger_reopens() {
     const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     let g = genesis("ledger-test");
     let dir = tempfile::tempdir().unwrap();
-    let mut applied = Vec::new();
+    let mut applied;
     {
         // A story that leaves access-log leaves, so that the log marks move too.
         let mut ledger = Ledger::open(dir.path(), &g).unwrap();
-        run_story_with(&mut ledger, 0, |ledger, block| {
-            applied.push(block.clone());
-            ledger.apply_block(block).unwrap()
-        });
+        applied = run_story(&mut ledger, 0);
         assert!(!ledger.state().log().is_empty());
     }
     // 3 writes per opening, 90 in all: more than the 64 slices, fewer than 64 per opening.

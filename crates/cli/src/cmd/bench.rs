@@ -235,8 +235,10 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             .collect(),
         validators: vec![],
     };
-    let (mut mix, setup) = super::bench_ledger::Mix::new(keys.clone(), CHAIN, total)?;
-    let txs = mix.next(total);
+    let super::bench_ledger::Workload {
+        setup,
+        measured: txs,
+    } = super::bench_ledger::mixed_workload(&keys, CHAIN, total)?;
 
     let tmp;
     let dir = match data_dir {
