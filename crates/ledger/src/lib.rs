@@ -29,4 +29,4 @@ pub use store::{
     LEDGER_FILE, Ledger, LogSubject, RECENT_STATES, ReplayReport, SnapshotSource, Syncer,
     decode_stored_block,
 };
-pub use stored_block::StoredBlock;
+pub use stored_block::{BlockTxs, StoredBlock};

@@ -3,7 +3,7 @@
 use crate::error::LedgerError;
 use crate::index::{IndexMarks, Pending};
 use crate::snapshot::{Snapshot, SnapshotError};
-use crate::stored_block::StoredBlock;
+use crate::stored_block::{BlockTxs, StoredBlock};
 pub use crate::unwritten::Syncer;
 use crate::unwritten::{BlockRows, Unwritten, decode_location, encode_location, tx_locations};
 use redb::{
@@ -173,6 +173,9 @@ struct Recent {
     header: Option<BlockHeader>,
     /// Its receipts root (likewise).
     receipts_root: Option<Hash>,
+    /// Its transactions' hashes and outcomes (likewise): what clients waiting for
+    /// finality ask of every new block.
+    txs: Option<Arc<BlockTxs>>,
 }
 
 /// What [`Ledger::replay_check`] found.
@@ -380,6 +383,7 @@ impl Ledger {
             snapshot: state.snapshot(),
             header: None,
             receipts_root: None,
+            txs: None,
         }]);
         Ok(Ledger {
             db: Arc::new(db),
@@ -516,6 +520,7 @@ impl Ledger {
             snapshot: self.state.snapshot(),
             header: Some(block.header.clone()),
             receipts_root: Some(receipts_root(&outcome.receipts)),
+            txs: Some(Arc::new(BlockTxs::of(block, &outcome.receipts))),
         });
         Ok(outcome)
     }
@@ -555,6 +560,13 @@ impl Ledger {
         self.recent
             .get(index)
             .filter(|r| r.snapshot.height() == height)
+    }
+
+    /// The transactions' hashes and outcomes of the block at `height`, if it is one of the
+    /// blocks applied since the ledger opened and among the last [`RECENT_STATES`]; for
+    /// others, decode [`Self::block_bytes`] (outside any lock the ledger is under).
+    pub fn recent_block_txs(&self, height: u64) -> Option<Arc<BlockTxs>> {
+        self.recent_at(height).and_then(|r| r.txs.clone())
     }
 
     /// The header of the block at `height` (recent ones from memory, others read without

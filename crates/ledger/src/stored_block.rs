@@ -6,7 +6,7 @@ use commonware_codec::{
 };
 use secnet_types::codec::read_vec_bounded;
 use secnet_types::limits::MAX_BLOCK_TXS;
-use secnet_types::{Block, BlockHeader, Hash, Receipt};
+use secnet_types::{Block, BlockHeader, Hash, Receipt, SignedTransaction};
 use serde::Serialize;
 
 const STORED_BLOCK_VERSION: u8 = 1;
@@ -22,6 +22,29 @@ pub struct StoredBlock {
     pub state_root: Hash,
     /// The access log's size after the block.
     pub log_size: u64,
+}
+
+/// What a client waiting for its transactions needs of a block: its hash, its transactions'
+/// hashes in order, and whether each was applied (`false`: its receipt is a rejection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockTxs {
+    /// The block's hash.
+    pub block_hash: Hash,
+    /// Its transactions' hashes, in order.
+    pub tx_hashes: Vec<Hash>,
+    /// For each, whether it was applied.
+    pub applied: Vec<bool>,
+}
+
+impl BlockTxs {
+    /// The summary of `block`, which produced `receipts`.
+    pub fn of(block: &Block, receipts: &[Receipt]) -> BlockTxs {
+        BlockTxs {
+            block_hash: block.hash(),
+            tx_hashes: block.txs.iter().map(SignedTransaction::hash).collect(),
+            applied: receipts.iter().map(|r| r.rejection().is_none()).collect(),
+        }
+    }
 }
 
 impl StoredBlock {

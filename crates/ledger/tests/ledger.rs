@@ -13,8 +13,8 @@ use redb::{
 };
 use secnet_contract::{LogEntry, StateKey};
 use secnet_ledger::{
-    Checkpoint, LEDGER_FILE, Ledger, LedgerError, LogSubject, SNAPSHOT_MAGIC, Snapshot,
-    SnapshotError,
+    BlockTxs, Checkpoint, LEDGER_FILE, Ledger, LedgerError, LogSubject, RECENT_STATES,
+    SNAPSHOT_MAGIC, Snapshot, SnapshotError,
 };
 use secnet_types::{
     AccessDecision, AccessEntry, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair,
@@ -512,6 +512,61 @@ fn transfer_block(ledger: &Ledger, from: usize) -> Block {
         tip.timestamp_ms + 1,
         vec![tx],
     )
+}
+
+#[test]
+fn recent_blocks_summaries_match_their_stored_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis("ledger-test");
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    run_story(&mut ledger, 12);
+    // A block holding an applied transfer and one its sender cannot pay for.
+    let k = keys();
+    let mut block = transfer_block(&ledger, 0);
+    let broke = Transaction {
+        chain_id: "ledger-test".into(),
+        sender: k[1].account(),
+        nonce: ledger.state().account(&k[1].account()).nonce,
+        call: Call::Transfer {
+            to: k[2].account(),
+            amount: u64::MAX,
+        },
+    }
+    .sign(&k[1]);
+    block = Block::new(
+        block.header.height,
+        block.header.parent,
+        block.header.timestamp_ms,
+        vec![block.txs[0].clone(), broke],
+    );
+    ledger.apply_block(&block).unwrap();
+    let tip = ledger.state().tip().height;
+    let mut from_memory = 0;
+    for height in 1..=tip {
+        let stored = ledger.block(height).unwrap().unwrap();
+        let expected = BlockTxs::of(&stored.block, &stored.receipts);
+        assert_eq!(expected.block_hash, stored.block.hash());
+        assert_eq!(expected.tx_hashes.len(), stored.block.txs.len());
+        match ledger.recent_block_txs(height) {
+            Some(txs) => {
+                assert_eq!(*txs, expected, "height {height}");
+                from_memory += 1;
+            }
+            None => assert!(height + RECENT_STATES as u64 <= tip, "height {height}"),
+        }
+    }
+    assert_eq!(from_memory, RECENT_STATES);
+    let last = ledger.recent_block_txs(tip).unwrap();
+    assert_eq!(last.applied, vec![true, false]);
+    assert_eq!(
+        last.tx_hashes,
+        vec![block.txs[0].hash(), block.txs[1].hash()]
+    );
+    // Heights not applied since opening are not in memory; readers decode them instead.
+    drop(ledger);
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    assert!(ledger.recent_block_txs(tip).is_none());
+    assert!(ledger.recent_block_txs(tip + 1).is_none());
 }
 
 #[test]

@@ -16,7 +16,8 @@ use secnet_certified::HexBytes;
 use secnet_client::api::MAX_LISTINGS_PAGE;
 use secnet_contract::StateKey;
 use secnet_contract::entries::Listing;
-use secnet_types::{AccountId, Hash, SignedTransaction};
+use secnet_ledger::BlockTxs;
+use secnet_types::{AccountId, Hash};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -122,21 +123,20 @@ pub(super) async fn block_tx_hashes(
     State(node): Node,
     Path(height): Path<String>,
 ) -> ApiResult<Json<BlockTxHashes>> {
-    let (height, stored) = stored_block(&node, &height)?;
+    let at: u64 = parse("height", &height)?;
+    // Blocks just applied, the ones watchers ask for, come from memory; others are decoded.
+    let txs = match node.with_ledger(|l| l.recent_block_txs(at))? {
+        Some(txs) => txs,
+        None => {
+            let (_, stored) = stored_block(&node, &height)?;
+            Arc::new(BlockTxs::of(&stored.block, &stored.receipts))
+        }
+    };
     Ok(Json(BlockTxHashes {
-        height,
-        hash: stored.block.hash(),
-        tx_hashes: stored
-            .block
-            .txs
-            .iter()
-            .map(SignedTransaction::hash)
-            .collect(),
-        applied: stored
-            .receipts
-            .iter()
-            .map(|r| r.rejection().is_none())
-            .collect(),
+        height: at,
+        hash: txs.block_hash,
+        tx_hashes: txs.tx_hashes.clone(),
+        applied: txs.applied.clone(),
     }))
 }
 
