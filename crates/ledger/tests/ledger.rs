@@ -18,7 +18,7 @@ use secnet_ledger::{
 };
 use secnet_types::{
     AccessDecision, AccessEntry, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair,
-    RegisterData, StateCommitment, Transaction,
+    RegisterData, SignedTransaction, StateCommitment, Transaction,
 };
 
 fn keys() -> Vec<Keypair> {
@@ -120,8 +120,7 @@ fn run_story_with(
         )]);
     }
     for txs in blocks {
-        let tip = ledger.state().tip();
-        let block = Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms + 1, txs);
+        let block = next_block(ledger, txs);
         let out = apply(ledger, &block);
         assert!(
             out.receipts.iter().all(|r| r.is_applied()),
@@ -493,25 +492,29 @@ fn every_index_slice_is_written_however_often_the_ledger_reopens() {
 }
 
 /// A block of one transfer from key `from`, at the nonce the ledger expects.
-fn transfer_block(ledger: &Ledger, from: usize) -> Block {
+/// A transfer of `amount` from account `from` to the next one, at `from`'s next nonce.
+fn transfer(ledger: &Ledger, from: usize, amount: u64) -> SignedTransaction {
     let k = keys();
-    let tip = ledger.state().tip();
-    let tx = Transaction {
+    Transaction {
         chain_id: "ledger-test".into(),
         sender: k[from].account(),
         nonce: ledger.state().account(&k[from].account()).nonce,
         call: Call::Transfer {
             to: k[(from + 1) % 3].account(),
-            amount: 1,
+            amount,
         },
     }
-    .sign(&k[from]);
-    Block::new(
-        tip.height + 1,
-        tip.block_hash,
-        tip.timestamp_ms + 1,
-        vec![tx],
-    )
+    .sign(&k[from])
+}
+
+/// The next block on `ledger`'s tip, holding `txs`.
+fn next_block(ledger: &Ledger, txs: Vec<SignedTransaction>) -> Block {
+    let tip = ledger.state().tip();
+    Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms + 1, txs)
+}
+
+fn transfer_block(ledger: &Ledger, from: usize) -> Block {
+    next_block(ledger, vec![transfer(ledger, from, 1)])
 }
 
 #[test]
@@ -521,23 +524,9 @@ fn recent_blocks_summaries_match_their_stored_blocks() {
     let mut ledger = Ledger::open(dir.path(), &g).unwrap();
     run_story(&mut ledger, 12);
     // A block holding an applied transfer and one its sender cannot pay for.
-    let k = keys();
-    let mut block = transfer_block(&ledger, 0);
-    let broke = Transaction {
-        chain_id: "ledger-test".into(),
-        sender: k[1].account(),
-        nonce: ledger.state().account(&k[1].account()).nonce,
-        call: Call::Transfer {
-            to: k[2].account(),
-            amount: u64::MAX,
-        },
-    }
-    .sign(&k[1]);
-    block = Block::new(
-        block.header.height,
-        block.header.parent,
-        block.header.timestamp_ms,
-        vec![block.txs[0].clone(), broke],
+    let block = next_block(
+        &ledger,
+        vec![transfer(&ledger, 0, 1), transfer(&ledger, 1, u64::MAX)],
     );
     ledger.apply_block(&block).unwrap();
     let tip = ledger.state().tip().height;
