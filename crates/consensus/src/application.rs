@@ -34,6 +34,10 @@ pub struct SecnetApp {
     commitment_wait: Duration,
     /// An idle chain's block interval (measured from the parent's timestamp).
     heartbeat: Duration,
+    /// The shortest interval between a block and its parent, unless at least `eager_txs`
+    /// transactions wait.
+    block_interval: Duration,
+    eager_txs: usize,
     /// How long a leader with nothing to propose waits in its view before giving it up.
     view_wait: Duration,
 }
@@ -46,17 +50,22 @@ impl SecnetApp {
     /// executed yet is given `commitment_wait` to catch up before it is refused; with nothing
     /// to propose, a leader proposes an empty block once `heartbeat` has passed since its
     /// parent, and otherwise waits up to `view_wait` for transactions before giving up its
-    /// view.
+    /// view; with transactions, it proposes once `block_interval` has passed since its
+    /// parent, or at once if `eager_txs` of them (or a full block) wait.
     pub fn new(
         chain: Arc<Chain>,
         commitment_wait: Duration,
         heartbeat: Duration,
+        (block_interval, eager_txs): (Duration, usize),
         view_wait: Duration,
     ) -> SecnetApp {
         SecnetApp {
             chain,
             commitment_wait,
             heartbeat,
+            // Never so long that a leader would lose its view waiting.
+            block_interval: block_interval.min(view_wait / 2),
+            eager_txs,
             view_wait,
         }
     }
@@ -240,15 +249,28 @@ where
             cursor = ancestry.next().await;
         }
         let parent_header = &parent.inner().block().header;
-        // Propose at once when there are transactions or a new state root to commit (so that
-        // it is certified), or when the heartbeat since the parent is due; otherwise wait for
+        // Propose when there are transactions or a new state root to commit (so that it is
+        // certified), or when the heartbeat since the parent is due; otherwise wait for
         // transactions, and give the view up (the others nullify it) rather than finalize an
-        // empty block: an idle chain rests.
+        // empty block: an idle chain rests. A few transactions wait for the block interval
+        // since the parent; enough to amortise a block go at once. Under a moderate load a
+        // block every few milliseconds would spend the validators' time on the work every
+        // block costs (votes, a state-tree version, a durable write) instead of on
+        // transactions.
         let view_deadline = runtime.current() + self.view_wait;
-        let beat_due = std::time::UNIX_EPOCH
-            + Duration::from_millis(parent_header.timestamp_ms)
-            + self.heartbeat;
+        let parent_time = std::time::UNIX_EPOCH + Duration::from_millis(parent_header.timestamp_ms);
+        let beat_due = parent_time + self.heartbeat;
+        let interval_due = parent_time + self.block_interval;
         let (txs, state) = loop {
+            let now = runtime.current();
+            if now < interval_due && now < beat_due {
+                let waiting = self.chain.pending().ok()?.saturating_sub(in_flight.len());
+                if waiting < self.eager_txs.min(self.chain.max_block_txs()) {
+                    let until_due = interval_due.duration_since(now).unwrap_or_default();
+                    runtime.sleep(PROPOSE_POLL.min(until_due)).await;
+                    continue;
+                }
+            }
             let txs = self.chain.select(|h| in_flight.contains(h)).ok()?;
             let state = self.chain.commitment_after(&parent_header.state).ok()?;
             let now = runtime.current();

@@ -92,6 +92,9 @@ pub struct Ledger {
     /// The last [`RECENT_STATES`] heights, oldest first.
     recent: VecDeque<Recent>,
     genesis_root: Hash,
+    /// [`Genesis::hash`], which hashes every allocation: kept rather than recomputed for
+    /// every status a node serves.
+    genesis_hash: Hash,
     /// Applied blocks whose rows are not on disk yet.
     unwritten: Arc<Unwritten>,
 }
@@ -390,6 +393,7 @@ impl Ledger {
             genesis: genesis.clone(),
             path,
             genesis_root: State::genesis(genesis).state_root(),
+            genesis_hash: given,
             unwritten: Arc::new(Unwritten::new(state.tip().height, pending)),
             state,
             recent,
@@ -542,6 +546,11 @@ impl Ledger {
     /// Whether an earlier failure left memory ahead of the disk (see [`Self::poison`]).
     pub fn is_poisoned(&self) -> bool {
         self.unwritten.is_poisoned()
+    }
+
+    /// The hash of the genesis this ledger was opened with ([`Genesis::hash`]).
+    pub fn genesis_hash(&self) -> Hash {
+        self.genesis_hash
     }
 
     /// The current state.
@@ -855,7 +864,7 @@ impl Ledger {
     pub fn snapshot_source(&self) -> Result<SnapshotSource, LedgerError> {
         Ok(SnapshotSource {
             read: self.db.begin_read()?,
-            genesis: self.genesis.hash(),
+            genesis: self.genesis_hash,
         })
     }
 

@@ -50,6 +50,42 @@ pub enum ProofError {
     },
 }
 
+/// The root of a tree built leaf by leaf, keeping only its right edge: the hash of each
+/// complete subtree the size's binary digits name, largest first. Gives
+/// [`MerkleLog::root`] without the interior hashes a proof would need.
+#[derive(Debug, Clone, Default)]
+pub struct Frontier {
+    /// (height, hash) of each complete subtree, heights strictly decreasing.
+    peaks: Vec<(u32, Digest)>,
+}
+
+impl Frontier {
+    /// Appends an already computed leaf hash.
+    pub fn append_hash(&mut self, hash: Digest) {
+        let mut carry = (0u32, hash);
+        while let Some(&(height, left)) = self.peaks.last() {
+            if height != carry.0 {
+                break;
+            }
+            self.peaks.pop();
+            carry = (height + 1, node_hash(&left, &carry.1));
+        }
+        self.peaks.push(carry);
+    }
+
+    /// The root of the leaves appended so far (of none: [`empty_root`]).
+    pub fn root(&self) -> Digest {
+        let mut peaks = self.peaks.iter().rev();
+        let Some(&(_, mut root)) = peaks.next() else {
+            return empty_root();
+        };
+        for (_, left) in peaks {
+            root = node_hash(left, &root);
+        }
+        root
+    }
+}
+
 /// An append-only Merkle tree of leaf hashes.
 #[derive(Debug, Clone, Default)]
 pub struct MerkleLog {
@@ -545,6 +581,18 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn frontier_root_is_the_logs_root(leaves in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut log = MerkleLog::new();
+            let mut frontier = Frontier::default();
+            prop_assert_eq!(frontier.root(), log.root());
+            for leaf in &leaves {
+                log.append(&[*leaf]);
+                frontier.append_hash(leaf_hash(&[*leaf]));
+                prop_assert_eq!(frontier.root(), log.root());
+            }
+        }
+
         #[test]
         fn roots_match_the_definition(n in 0usize..200) {
             let log = log_of(n);

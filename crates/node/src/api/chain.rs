@@ -63,7 +63,7 @@ pub(super) async fn status(State(node): Node) -> ApiResult<Json<NodeStatus>> {
         let log = l.state().log();
         NodeStatus {
             chain_id: l.genesis().chain_id.clone(),
-            genesis_hash: l.genesis().hash(),
+            genesis_hash: l.genesis_hash(),
             height: tip.height,
             block_hash: tip.block_hash,
             timestamp_ms: tip.timestamp_ms,
