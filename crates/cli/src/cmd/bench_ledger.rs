@@ -25,7 +25,7 @@ use secnet_types::{
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,12 @@ pub struct LedgerRun {
     pub same_state_root: Option<bool>,
     /// The height they agreed on.
     pub final_height: Option<u64>,
+    /// Blocks validator 0 finalized from the run's first submission until its last
+    /// transaction was final.
+    pub blocks: u64,
+    /// The most transactions any validator's mempool held when a watcher asked: how far
+    /// the chain fell behind what was offered.
+    pub peak_mempool: usize,
     /// Per validator: peak resident memory and CPU time over the run.
     pub validators: Vec<ValidatorUsage>,
 }
@@ -310,17 +316,21 @@ struct Track {
 type Tracks = Arc<Mutex<HashMap<Hash, Track>>>;
 
 /// Follows validator `v`'s finalized blocks from `from`, marking the transactions sent to it
-/// as final, until `stop`. Returns the last height seen.
+/// as final, until `stop`, and raises `peak_mempool` to the largest mempool it sees. Returns
+/// the last height seen.
 async fn watch(
     api: NodeApi,
     v: usize,
     from: u64,
     tracks: Tracks,
     stop: Arc<AtomicBool>,
+    peak_mempool: Arc<AtomicUsize>,
 ) -> anyhow::Result<u64> {
     let mut next = from;
     loop {
-        let height = api.status().await?.height;
+        let status = api.status().await?;
+        peak_mempool.fetch_max(status.mempool, Ordering::Relaxed);
+        let height = status.height;
         while next <= height {
             let Some(block) = api.block_tx_hashes(next).await? else {
                 break;
@@ -471,6 +481,7 @@ pub async fn measure(
 ) -> anyhow::Result<LedgerRun> {
     let tracks: Tracks = Arc::new(Mutex::new(HashMap::with_capacity(measured.len())));
     let stop = Arc::new(AtomicBool::new(false));
+    let peak_mempool = Arc::new(AtomicUsize::new(0));
     let start_height = apis.first().context("no validator")?.status().await?.height + 1;
     let cpu_before: Vec<Option<f64>> = pids.iter().map(|p| cpu_seconds(*p)).collect();
     let submitted = measured.len();
@@ -485,6 +496,7 @@ pub async fn measure(
             start_height,
             tracks.clone(),
             stop.clone(),
+            peak_mempool.clone(),
         )));
         let share = rate.map(|r| r as f64 * queue.len() as f64 / submitted.max(1) as f64);
         submitters.push(tokio::spawn(submit(
@@ -526,8 +538,9 @@ pub async fn measure(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, Ordering::Relaxed);
+    let mut last_heights = Vec::new();
     for w in watchers {
-        w.await??;
+        last_heights.push(w.await??);
     }
     let final_height = if settle { agree(apis).await? } else { None };
     let cpu_after: Vec<Option<f64>> = pids.iter().map(|p| cpu_seconds(*p)).collect();
@@ -573,6 +586,10 @@ pub async fn measure(
         p999_ms: percentile(&latencies, 0.999),
         same_state_root: settle.then_some(final_height.is_some()),
         final_height,
+        blocks: last_heights
+            .first()
+            .map_or(0, |h| (h + 1).saturating_sub(start_height)),
+        peak_mempool: peak_mempool.load(Ordering::Relaxed),
         validators: pids
             .iter()
             .zip(cpu_before.iter().zip(&cpu_after))
@@ -691,6 +708,22 @@ pub fn run_once(
     Ok((run, sig_rate))
 }
 
+/// The machine's CPU time so far from `/proc/stat`, in clock ticks: all of it, and the
+/// idle part (idle and waiting for I/O).
+fn machine_cpu() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((ticks.iter().sum(), idle))
+}
+
 /// Resident memory of a process now, in MiB.
 fn rss_mib(pid: u32) -> Option<f64> {
     super::bench::proc_status_mib(pid, "VmRSS")
@@ -708,13 +741,23 @@ struct SoakMinute {
     p50_ms: f64,
     p99_ms: f64,
     rss_mib: Vec<Option<f64>>,
+    /// Resident memory the validators gained during the minute (their mean), per
+    /// transaction applied in it: the state and access log grow with what is applied, so a
+    /// steady figure is growth in proportion to the data, a rising one something else.
+    rss_bytes_per_applied_tx: Option<f64>,
     cpu_s: Vec<Option<f64>>,
     /// Per validator: MiB written to storage during the minute.
     written_mib: Vec<Option<f64>>,
-    /// Per validator at the minute's end: finalized heights not executed yet, and
-    /// transactions waiting in its mempool.
-    execution_lag: Vec<Option<u64>>,
-    mempool: Vec<Option<usize>>,
+    /// Blocks finalized during the minute, and applied transactions per block.
+    blocks: u64,
+    txs_per_block: f64,
+    /// The most transactions any validator's mempool held during the minute.
+    peak_mempool: usize,
+    /// CPU seconds the load generator itself took (submitting, watching, and signing the
+    /// next minute's transactions), on the same machine as the validators.
+    load_generator_cpu_s: Option<f64>,
+    /// Share of the machine's CPU time nobody used during the minute, percent.
+    machine_idle_pct: Option<f64>,
 }
 
 /// `secnet bench soak`: holds `rate` with the mixed workload for `minutes`, one measured
@@ -743,24 +786,26 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
         prepare(&net.apis, setup).await?;
         let mut rows = Vec::new();
         let mut written: Vec<Option<f64>> = net.pids.iter().map(|p| written_mib(*p)).collect();
+        let mut rss_before: Vec<Option<f64>> = net.pids.iter().map(|p| rss_mib(*p)).collect();
         for minute in 1..=minutes {
             let signer = std::thread::spawn(move || {
                 let next = mix.next(per_minute);
                 (mix, next)
             });
+            let own_cpu = cpu_seconds(std::process::id());
+            let machine = machine_cpu();
             let run = measure(&net.apis, &net.pids, chunk, Some(rate), false).await?;
-            let mut execution_lag = Vec::new();
-            let mut mempool = Vec::new();
-            for api in &net.apis {
-                let status = api.status().await.ok();
-                mempool.push(status.as_ref().map(|s| s.mempool));
-                execution_lag.push(status.and_then(|s| {
-                    s.validators
-                        .iter()
-                        .find(|v| v.is_self)
-                        .and_then(|v| v.finalized.zip(v.height).map(|(f, h)| f.saturating_sub(h)))
-                }));
-            }
+            let rss: Vec<Option<f64>> = net.pids.iter().map(|p| rss_mib(*p)).collect();
+            let gained: Vec<f64> = rss
+                .iter()
+                .zip(&rss_before)
+                .filter_map(|(now, before)| now.zip(*before).map(|(n, b)| n - b))
+                .collect();
+            let rss_bytes_per_applied_tx = (!gained.is_empty() && run.applied > 0).then(|| {
+                gained.iter().sum::<f64>() / gained.len() as f64 * 1024.0 * 1024.0
+                    / run.applied as f64
+            });
+            rss_before.clone_from(&rss);
             let row = SoakMinute {
                 minute,
                 offered_tx_per_s: run.offered_tx_per_s,
@@ -770,7 +815,8 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
                 lost: run.lost,
                 p50_ms: run.p50_ms,
                 p99_ms: run.p99_ms,
-                rss_mib: net.pids.iter().map(|p| rss_mib(*p)).collect(),
+                rss_mib: rss,
+                rss_bytes_per_applied_tx,
                 cpu_s: run.validators.iter().map(|v| v.cpu_s).collect(),
                 written_mib: net
                     .pids
@@ -783,19 +829,29 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
                         delta
                     })
                     .collect(),
-                execution_lag,
-                mempool,
+                blocks: run.blocks,
+                txs_per_block: run.applied as f64 / run.blocks.max(1) as f64,
+                peak_mempool: run.peak_mempool,
+                load_generator_cpu_s: cpu_seconds(std::process::id())
+                    .zip(own_cpu)
+                    .map(|(a, b)| a - b),
+                machine_idle_pct: machine_cpu().zip(machine).and_then(|(a, b)| {
+                    let total = a.0 - b.0;
+                    (total > 0.0).then(|| 100.0 * (a.1 - b.1) / total)
+                }),
             };
             let rounded = |v: &[Option<f64>]| v.iter().map(|r| r.map(f64::round)).collect::<Vec<_>>();
             eprintln!(
-                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, rss {:?} MiB, written {:?} MiB, lag {:?}, mempool {:?}",
+                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, written {:?} MiB, machine idle {:.0}%",
                 row.applied_tx_per_s,
                 row.offered_tx_per_s,
                 row.p99_ms,
+                row.blocks,
+                row.txs_per_block,
+                row.peak_mempool,
                 rounded(&row.rss_mib),
                 rounded(&row.written_mib),
-                row.execution_lag,
-                row.mempool,
+                row.machine_idle_pct.unwrap_or(f64::NAN),
             );
             rows.push(row);
             let (m, next) = signer
