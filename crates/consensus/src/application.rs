@@ -19,7 +19,7 @@ use secnet_types::limits::MAX_BLOCK_TXS;
 use secnet_types::{Block, Hash, SignedTransaction, StateCommitment, verify_signatures_except};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 pub use secnet_certified::Scheme;
 
@@ -221,6 +221,15 @@ pub fn check_proposal(
     Ok(())
 }
 
+/// When a leader that began proposing at `started` may propose a block of a few
+/// transactions: `interval` after its parent, but never later than `interval` after it
+/// began. A parent's timestamp may run up to [`MAX_CLOCK_SKEW_MS`] ahead of this clock (a
+/// byzantine leader's, or a clock that runs fast); waiting for it would cost this leader its
+/// view, and the next leader on the same parent its view too.
+fn interval_due(parent: SystemTime, started: SystemTime, interval: Duration) -> SystemTime {
+    parent.min(started) + interval
+}
+
 impl<E> commonware_consensus::Application<E> for SecnetApp
 where
     E: Clock + Send + Sync + 'static,
@@ -257,10 +266,11 @@ where
         // block every few milliseconds would spend the validators' time on the work every
         // block costs (votes, a state-tree version, a durable write) instead of on
         // transactions.
-        let view_deadline = runtime.current() + self.view_wait;
+        let started = runtime.current();
+        let view_deadline = started + self.view_wait;
         let parent_time = std::time::UNIX_EPOCH + Duration::from_millis(parent_header.timestamp_ms);
         let beat_due = parent_time + self.heartbeat;
-        let interval_due = parent_time + self.block_interval;
+        let interval_due = interval_due(parent_time, started, self.block_interval);
         let (txs, state) = loop {
             let now = runtime.current();
             if now < interval_due && now < beat_due {
@@ -331,5 +341,24 @@ where
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parent_from_the_future_delays_a_proposal_by_one_interval_at_most() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let interval = Duration::from_millis(200);
+        // A parent 5 s ahead (the skew verification accepts): the interval counts from now.
+        let ahead = now + Duration::from_millis(MAX_CLOCK_SKEW_MS);
+        assert_eq!(interval_due(ahead, now, interval), now + interval);
+        // A recent parent: from the parent; an old one: due already.
+        let recent = now - Duration::from_millis(50);
+        assert_eq!(interval_due(recent, now, interval), recent + interval);
+        let old = now - Duration::from_secs(10);
+        assert!(interval_due(old, now, interval) < now);
     }
 }
