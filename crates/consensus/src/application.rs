@@ -19,7 +19,7 @@ use secnet_types::limits::MAX_BLOCK_TXS;
 use secnet_types::{Block, Hash, SignedTransaction, StateCommitment, verify_signatures_except};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 pub use secnet_certified::Scheme;
 
@@ -34,10 +34,6 @@ pub struct SecnetApp {
     commitment_wait: Duration,
     /// An idle chain's block interval (measured from the parent's timestamp).
     heartbeat: Duration,
-    /// The shortest interval between a block and its parent, unless at least `eager_txs`
-    /// transactions wait.
-    block_interval: Duration,
-    eager_txs: usize,
     /// How long a leader with nothing to propose waits in its view before giving it up.
     view_wait: Duration,
 }
@@ -50,22 +46,17 @@ impl SecnetApp {
     /// executed yet is given `commitment_wait` to catch up before it is refused; with nothing
     /// to propose, a leader proposes an empty block once `heartbeat` has passed since its
     /// parent, and otherwise waits up to `view_wait` for transactions before giving up its
-    /// view; with transactions, it proposes once `block_interval` has passed since its
-    /// parent, or at once if `eager_txs` of them (or a full block) wait.
+    /// view.
     pub fn new(
         chain: Arc<Chain>,
         commitment_wait: Duration,
         heartbeat: Duration,
-        (block_interval, eager_txs): (Duration, usize),
         view_wait: Duration,
     ) -> SecnetApp {
         SecnetApp {
             chain,
             commitment_wait,
             heartbeat,
-            // Never so long that a leader would lose its view waiting.
-            block_interval: block_interval.min(view_wait / 2),
-            eager_txs,
             view_wait,
         }
     }
@@ -221,15 +212,6 @@ pub fn check_proposal(
     Ok(())
 }
 
-/// When a leader that began proposing at `started` may propose a block of a few
-/// transactions: `interval` after its parent, but never later than `interval` after it
-/// began. A parent's timestamp may run up to [`MAX_CLOCK_SKEW_MS`] ahead of this clock (a
-/// byzantine leader's, or a clock that runs fast); waiting for it would cost this leader its
-/// view, and the next leader on the same parent its view too.
-fn interval_due(parent: SystemTime, started: SystemTime, interval: Duration) -> SystemTime {
-    parent.min(started) + interval
-}
-
 impl<E> commonware_consensus::Application<E> for SecnetApp
 where
     E: Clock + Send + Sync + 'static,
@@ -258,29 +240,15 @@ where
             cursor = ancestry.next().await;
         }
         let parent_header = &parent.inner().block().header;
-        // Propose when there are transactions or a new state root to commit (so that it is
-        // certified), or when the heartbeat since the parent is due; otherwise wait for
+        // Propose at once when there are transactions or a new state root to commit (so that
+        // it is certified), or when the heartbeat since the parent is due; otherwise wait for
         // transactions, and give the view up (the others nullify it) rather than finalize an
-        // empty block: an idle chain rests. A few transactions wait for the block interval
-        // since the parent; enough to amortise a block go at once. Under a moderate load a
-        // block every few milliseconds would spend the validators' time on the work every
-        // block costs (votes, a state-tree version, a durable write) instead of on
-        // transactions.
-        let started = runtime.current();
-        let view_deadline = started + self.view_wait;
-        let parent_time = std::time::UNIX_EPOCH + Duration::from_millis(parent_header.timestamp_ms);
-        let beat_due = parent_time + self.heartbeat;
-        let interval_due = interval_due(parent_time, started, self.block_interval);
+        // empty block: an idle chain rests.
+        let view_deadline = runtime.current() + self.view_wait;
+        let beat_due = std::time::UNIX_EPOCH
+            + Duration::from_millis(parent_header.timestamp_ms)
+            + self.heartbeat;
         let (txs, state) = loop {
-            let now = runtime.current();
-            if now < interval_due && now < beat_due {
-                let waiting = self.chain.pending().ok()?.saturating_sub(in_flight.len());
-                if waiting < self.eager_txs.min(self.chain.max_block_txs()) {
-                    let until_due = interval_due.duration_since(now).unwrap_or_default();
-                    runtime.sleep(PROPOSE_POLL.min(until_due)).await;
-                    continue;
-                }
-            }
             let txs = self.chain.select(|h| in_flight.contains(h)).ok()?;
             let state = self.chain.commitment_after(&parent_header.state).ok()?;
             let now = runtime.current();
@@ -341,24 +309,5 @@ where
                 false
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_parent_from_the_future_delays_a_proposal_by_one_interval_at_most() {
-        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let interval = Duration::from_millis(200);
-        // A parent 5 s ahead (the skew verification accepts): the interval counts from now.
-        let ahead = now + Duration::from_millis(MAX_CLOCK_SKEW_MS);
-        assert_eq!(interval_due(ahead, now, interval), now + interval);
-        // A recent parent: from the parent; an old one: due already.
-        let recent = now - Duration::from_millis(50);
-        assert_eq!(interval_due(recent, now, interval), recent + interval);
-        let old = now - Duration::from_secs(10);
-        assert!(interval_due(old, now, interval) < now);
     }
 }

@@ -60,12 +60,6 @@ pub struct Timing {
     /// parent's timestamp. Before that it waits for transactions for most of its view and
     /// then lets the view be skipped (nullified), which costs a few votes and no block.
     pub heartbeat: Duration,
-    /// The shortest time between a block and its parent (by their timestamps) unless
-    /// `eager_txs` transactions wait: under a moderate load, fewer and larger blocks, each
-    /// paying once for its votes, its version of the state tree and its durable write.
-    pub block_interval: Duration,
-    /// Transactions that make a block worth proposing before `block_interval` is up.
-    pub eager_txs: usize,
 }
 
 impl Default for Timing {
@@ -76,8 +70,6 @@ impl Default for Timing {
             timeout_retry: Duration::from_secs(5),
             fetch_timeout: Duration::from_secs(2),
             heartbeat: Duration::from_secs(5),
-            block_interval: Duration::from_millis(200),
-            eager_txs: 1_000,
         }
     }
 }
@@ -328,7 +320,6 @@ where
             chain.clone(),
             config.timing.certification_timeout,
             config.timing.heartbeat,
-            (config.timing.block_interval, config.timing.eager_txs),
             config.timing.leader_timeout.mul_f64(0.75),
         ),
         marshal_mailbox.clone(),

@@ -256,40 +256,6 @@ fn an_idle_network_rests_and_wakes_for_transactions() {
     });
 }
 
-#[test]
-fn under_a_steady_load_blocks_come_once_per_interval_and_no_transaction_is_left() {
-    runner(17).start(|context| async move {
-        let cluster = Cluster::new(&context, 4).await;
-        let interval = Timing::default().block_interval;
-        let before = cluster.executed(0);
-        let began = context.current();
-        // Ten seconds of simulated time with a transfer from every client every 20 ms: an
-        // eager leader proposes a block per round trip, several hundred here.
-        let rounds = 500;
-        for nonce in 0..rounds {
-            cluster.submit(&all_transfers(nonce..nonce + 1));
-            context.sleep(Duration::from_millis(20)).await;
-        }
-        let last = all_transfers(rounds - 1..rounds);
-        cluster.wait_until(&context, |c| committed(c, &last)).await;
-        let elapsed = context.current().duration_since(began).unwrap();
-        let produced = cluster.executed(0) - before;
-        let bound = u64::try_from(elapsed.as_millis() / interval.as_millis()).unwrap() + 2;
-        assert!(
-            produced <= bound,
-            "{produced} blocks in {elapsed:?}; at most one per {interval:?} ({bound}) expected"
-        );
-        // Waiting for the interval delays a transaction by about one interval, not more.
-        let tail = elapsed - Duration::from_millis(20) * u32::try_from(rounds).unwrap();
-        assert!(
-            tail < interval * 5,
-            "the last transactions took {tail:?} after their submission"
-        );
-        check_nonces(&cluster, rounds);
-        cluster.check_agreement();
-    });
-}
-
 /// Commits rounds of transfers (one per client) until validator `watch` executed `height`;
 /// returns the next unused nonce.
 async fn advance_to(
