@@ -491,7 +491,6 @@ fn every_index_slice_is_written_however_often_the_ledger_reopens() {
     check_readers(&Ledger::open(dir.path(), &g).unwrap(), &applied);
 }
 
-/// A block of one transfer from key `from`, at the nonce the ledger expects.
 /// A transfer of `amount` from account `from` to the next one, at `from`'s next nonce.
 fn transfer(ledger: &Ledger, from: usize, amount: u64) -> SignedTransaction {
     let k = keys();
@@ -513,6 +512,7 @@ fn next_block(ledger: &Ledger, txs: Vec<SignedTransaction>) -> Block {
     Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms + 1, txs)
 }
 
+/// A block of one transfer from key `from`, at the nonce the ledger expects.
 fn transfer_block(ledger: &Ledger, from: usize) -> Block {
     next_block(ledger, vec![transfer(ledger, from, 1)])
 }

@@ -77,18 +77,17 @@ pub(super) async fn status(State(node): Node) -> ApiResult<Json<NodeStatus>> {
     })?))
 }
 
-/// The stored block at the height named in a path.
+/// The stored block at `height`.
 pub(super) fn stored_block(
     node: &Arc<dyn Backend>,
-    height: &str,
-) -> ApiResult<(u64, secnet_ledger::StoredBlock)> {
-    let height: u64 = parse("height", height)?;
+    height: u64,
+) -> ApiResult<secnet_ledger::StoredBlock> {
     // Decoded after the ledger is released: a large block's decoding must not hold up
     // execution.
     let bytes = node
         .with_ledger(|l| l.block_bytes(height))??
         .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
-    Ok((height, secnet_ledger::decode_stored_block(height, &bytes)?))
+    Ok(secnet_ledger::decode_stored_block(height, &bytes)?)
 }
 
 /// The header of the block at the height named in a path (read without its body).
@@ -123,20 +122,20 @@ pub(super) async fn block_tx_hashes(
     State(node): Node,
     Path(height): Path<String>,
 ) -> ApiResult<Json<BlockTxHashes>> {
-    let at: u64 = parse("height", &height)?;
+    let height: u64 = parse("height", &height)?;
     // Blocks just applied, the ones watchers ask for, come from memory; others are decoded.
-    let txs = match node.with_ledger(|l| l.recent_block_txs(at))? {
-        Some(txs) => txs,
+    let txs = match node.with_ledger(|l| l.recent_block_txs(height))? {
+        Some(txs) => BlockTxs::clone(&txs),
         None => {
-            let (_, stored) = stored_block(&node, &height)?;
-            Arc::new(BlockTxs::of(&stored.block, &stored.receipts))
+            let stored = stored_block(&node, height)?;
+            BlockTxs::of(&stored.block, &stored.receipts)
         }
     };
     Ok(Json(BlockTxHashes {
-        height: at,
+        height,
         hash: txs.block_hash,
-        tx_hashes: txs.tx_hashes.clone(),
-        applied: txs.applied.clone(),
+        tx_hashes: txs.tx_hashes,
+        applied: txs.applied,
     }))
 }
 
@@ -158,7 +157,7 @@ pub(super) async fn block(
     State(node): Node,
     Path(height): Path<String>,
 ) -> ApiResult<Json<BlockAnswer>> {
-    let (_, stored) = stored_block(&node, &height)?;
+    let stored = stored_block(&node, parse("height", &height)?)?;
     Ok(Json(BlockAnswer {
         hash: stored.block.hash(),
         bytes: HexBytes(stored.block.to_bytes()),
