@@ -1,4 +1,5 @@
-//! The transaction index and the access-log index, written a slice at a time.
+//! The transaction index and the access-log index, written a slice at a time (the state
+//! table is written the same way, see [`crate::journal`]).
 //!
 //! Both are keyed by hashes, so each row lands on a random page of a B-tree much larger
 //! than one write: written with every block, nearly every row costs a page of its own
@@ -17,6 +18,7 @@
 //! memory only once the write holding them committed.
 
 use crate::error::LedgerError;
+use crate::journal::{self, state_slice};
 use crate::store::{BLOCKS, LOG, LogSubject, SUBJECT_KEY_LEN, consumed_nonce, log_index_row};
 use crate::stored_block::StoredBlock;
 use crate::unwritten::{decode_location, encode_location};
@@ -46,7 +48,7 @@ pub(crate) fn log_slice(row: &[u8]) -> usize {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IndexMarks {
     /// Per slice: the transactions of every block at or below this height are in the
-    /// transaction index.
+    /// transaction index, and the slice's entries in the state table are as of this height.
     pub(crate) tx_height: [u64; INDEX_SLICES],
     /// Per slice: the access-log leaves below this index are in the access-log index.
     pub(crate) log_size: [u64; INDEX_SLICES],
@@ -111,11 +113,13 @@ impl IndexMarks {
     }
 }
 
-/// The index rows not on disk yet, by slice, and the marks of what is.
+/// The index rows not on disk yet, by slice, the keys of the state entries whose slice of
+/// the state table is behind ([`crate::journal`]), and the marks of what is on disk.
 #[derive(Debug)]
 pub(crate) struct Pending {
     txs: Vec<BTreeMap<[u8; 32], [u8; 12]>>,
     log_rows: Vec<BTreeSet<LogRow>>,
+    state: Vec<BTreeSet<Vec<u8>>>,
     marks: IndexMarks,
 }
 
@@ -125,6 +129,9 @@ pub(crate) struct SliceRows {
     pub(crate) slice: usize,
     pub(crate) txs: Vec<([u8; 32], [u8; 12])>,
     pub(crate) log_rows: Vec<LogRow>,
+    /// Keys of the state entries to store (their values are taken as of the write's last
+    /// block).
+    pub(crate) state_keys: Vec<Vec<u8>>,
 }
 
 impl Pending {
@@ -133,13 +140,15 @@ impl Pending {
         Pending {
             txs: vec![BTreeMap::new(); INDEX_SLICES],
             log_rows: vec![BTreeSet::new(); INDEX_SLICES],
+            state: vec![BTreeSet::new(); INDEX_SLICES],
             marks,
         }
     }
 
     /// The rows a ledger at `tip_height` with `log_size` leaves holds beyond `marks`,
     /// derived from its stored blocks (from `first_block` on: pruned blocks' transactions
-    /// leave the index) and access-log leaves.
+    /// leave the index) and access-log leaves, and the state entries its journal holds
+    /// beyond them.
     pub(crate) fn rebuild(
         read: &ReadTransaction,
         marks: IndexMarks,
@@ -200,6 +209,11 @@ impl Pending {
                 }
             }
         }
+        for key in journal::overlay(read, &pending.marks)?.into_keys() {
+            if let Some(keys) = pending.state.get_mut(state_slice(&key)) {
+                keys.insert(key);
+            }
+        }
         Ok(pending)
     }
 
@@ -235,10 +249,11 @@ impl Pending {
     /// Splits a write's new rows: those of the slice due now join that slice's waiting rows,
     /// to be written (returned, sorted); the others are returned to wait. Nothing changes
     /// here until [`Self::written`].
-    pub(crate) fn plan(
+    pub(crate) fn plan<'k>(
         &self,
         txs: impl IntoIterator<Item = ([u8; 32], [u8; 12])>,
         log_rows: impl IntoIterator<Item = LogRow>,
+        state_keys: impl IntoIterator<Item = &'k [u8]>,
     ) -> (SliceRows, SliceRows) {
         let slice = self.marks.oldest();
         let mut due = SliceRows {
@@ -257,8 +272,24 @@ impl Pending {
                 .flatten()
                 .copied()
                 .collect(),
+            state_keys: Vec::new(),
         };
+        let mut due_state: BTreeSet<&[u8]> = self
+            .state
+            .get(slice)
+            .into_iter()
+            .flatten()
+            .map(Vec::as_slice)
+            .collect();
         let mut wait = SliceRows::default();
+        for key in state_keys {
+            if state_slice(key) == slice {
+                due_state.insert(key);
+            } else {
+                wait.state_keys.push(key.to_vec());
+            }
+        }
+        due.state_keys = due_state.into_iter().map(<[u8]>::to_vec).collect();
         for tx in txs {
             if tx_slice(&tx.0) == slice {
                 due.txs.push(tx);
@@ -298,6 +329,9 @@ impl Pending {
         if let Some(rows) = self.log_rows.get_mut(due.slice) {
             rows.clear();
         }
+        if let Some(keys) = self.state.get_mut(due.slice) {
+            keys.clear();
+        }
         for (hash, location) in wait.txs {
             if let Some(rows) = self.txs.get_mut(tx_slice(&hash)) {
                 rows.insert(hash, location);
@@ -306,6 +340,11 @@ impl Pending {
         for row in wait.log_rows {
             if let Some(rows) = self.log_rows.get_mut(log_slice(&row)) {
                 rows.insert(row);
+            }
+        }
+        for key in wait.state_keys {
+            if let Some(keys) = self.state.get_mut(state_slice(&key)) {
+                keys.insert(key);
             }
         }
         self.marks = marks;
@@ -318,11 +357,12 @@ impl Pending {
         }
     }
 
-    /// Rows waiting, transactions and access-log rows together.
+    /// Rows waiting: transactions, access-log rows and state keys together.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.txs.iter().map(BTreeMap::len).sum::<usize>()
             + self.log_rows.iter().map(BTreeSet::len).sum::<usize>()
+            + self.state.iter().map(BTreeSet::len).sum::<usize>()
     }
 }
 
@@ -354,10 +394,15 @@ mod tests {
             key[1] = first;
             log_index_row(&key, index)
         };
-        let (due, wait) = pending.plan([tx(0), tx(1), tx(64)], [row(0, 0), row(1, 1)]);
+        let state: [&[u8]; 3] = [b"\x05", b"\x01\x01b", b"\x01\x00a"];
+        let (due, wait) = pending.plan([tx(0), tx(1), tx(64)], [row(0, 0), row(1, 1)], state);
         assert_eq!(due.slice, 0);
         assert_eq!(due.txs, vec![tx(0), tx(64)]);
         assert_eq!(due.log_rows, vec![row(0, 0)]);
+        assert_eq!(
+            due.state_keys,
+            vec![b"\x01\x00a".to_vec(), b"\x05".to_vec()]
+        );
         // Until the write committed, nothing moved.
         assert_eq!(pending.len(), 0);
         let marks = pending.marks_after(&due, 1, 2);
@@ -372,10 +417,14 @@ mod tests {
         assert_eq!(pending.log_indices(&key, 2), Vec::<u64>::new());
 
         // The next write takes slice 1, with what waited there.
-        let (due, _) = pending.plan([], []);
+        let (due, _) = pending.plan([], [], [b"\x03\x01c".as_slice()]);
         assert_eq!(due.slice, 1);
         assert_eq!(due.txs, vec![tx(1)]);
         assert_eq!(due.log_rows, vec![row(1, 1)]);
+        assert_eq!(
+            due.state_keys,
+            vec![b"\x01\x01b".to_vec(), b"\x03\x01c".to_vec()]
+        );
     }
 
     #[test]
@@ -386,7 +435,7 @@ mod tests {
         marks.tx_height[7] = 60;
         marks.log_size[7] = 310;
         let pending = Pending::new(marks);
-        let (due, _) = pending.plan([], []);
+        let (due, _) = pending.plan([], [], []);
         assert_eq!(due.slice, 40);
     }
 
@@ -399,7 +448,7 @@ mod tests {
             h[1] = height as u8;
             (h, encode_location(height, 0))
         };
-        let (due, wait) = pending.plan([tx(1, 3), tx(1, 4), tx(2, 5)], []);
+        let (due, wait) = pending.plan([tx(1, 3), tx(1, 4), tx(2, 5)], [], []);
         let marks = pending.marks_after(&due, 5, 0);
         pending.written(&due, wait, marks);
         pending.forget_txs_below(4);

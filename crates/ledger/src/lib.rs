@@ -10,6 +10,7 @@ mod answer;
 mod audit;
 mod error;
 mod index;
+mod journal;
 mod snapshot;
 mod store;
 mod stored_block;

@@ -2,6 +2,7 @@
 
 use crate::error::LedgerError;
 use crate::index::{IndexMarks, Pending};
+use crate::journal::{self, STATE_JOURNAL};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::stored_block::{BlockTxs, StoredBlock};
 pub use crate::unwritten::Syncer;
@@ -67,12 +68,16 @@ const META_FIRST_BLOCK: &str = "first_block";
 const META_CONSENSUS_FLOOR: &str = "consensus_floor";
 /// Where each slice of the two hash-keyed indexes is on disk ([`crate::index::IndexMarks`]).
 pub(crate) const META_INDEX_MARKS: &str = "index_marks";
-const FORMAT_VERSION: &[u8] = b"secnet-ledger/5";
-/// The format before: the same, with every block's index rows written with it (so no
+const FORMAT_VERSION: &[u8] = b"secnet-ledger/6";
+/// The format before: the same, with every changed state entry written with each group
+/// commit, so no state journal ([`crate::journal`]). Opening one records the current format
+/// ([`migrate_from_format_5`]): its state table is whole.
+const FORMAT_5: &[u8] = b"secnet-ledger/5";
+/// The format before that: format 5 with every block's index rows written with it (so no
 /// [`META_INDEX_MARKS`]). Opening one records that every slice is complete
 /// ([`migrate_from_format_4`]).
 const FORMAT_4: &[u8] = b"secnet-ledger/4";
-/// The format before that: format 4 with the access-log index as a redb multimap
+/// And before: format 4 with the access-log index as a redb multimap
 /// (`access_log_index`, subject key → leaf indices). Opening one converts the index to the
 /// format-4 shape ([`migrate_from_format_3`]), then to the current format.
 const FORMAT_3: &[u8] = b"secnet-ledger/3";
@@ -295,15 +300,43 @@ fn migrate_from_format_4(db: &Database, tip: u64, log_size: u64) -> Result<(), L
     Ok(())
 }
 
-/// The index rows a ledger holds beyond what its indexes have on disk (pruned blocks'
-/// transactions are not indexed).
-fn pending_index(db: &Database, state: &State) -> Result<Pending, LedgerError> {
-    let read = db.begin_read()?;
-    let marks = read
+/// Brings a format-5 ledger to the current format: its state table holds every entry as of
+/// its tip, which is what a current ledger with an empty state journal holds.
+fn migrate_from_format_5(db: &Database) -> Result<(), LedgerError> {
+    if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_5) {
+        return Ok(());
+    }
+    let write = db.begin_write()?;
+    write.open_table(STATE_JOURNAL)?;
+    write
         .open_table(META)?
+        .insert(META_FORMAT, FORMAT_VERSION)?;
+    write.commit()?;
+    Ok(())
+}
+
+/// Where each slice of the indexes and of the state table is on disk.
+fn index_marks(read: &ReadTransaction) -> Result<IndexMarks, LedgerError> {
+    read.open_table(META)?
         .get(META_INDEX_MARKS)?
         .ok_or_else(|| LedgerError::Corrupt("no index marks record".into()))
-        .and_then(|v| IndexMarks::from_bytes(v.value()))?;
+        .and_then(|v| IndexMarks::from_bytes(v.value()))
+}
+
+/// What the state journal holds beyond the state table ([`journal::overlay`]); nothing for
+/// a ledger of a format before the journal.
+fn state_overlay(read: &ReadTransaction) -> Result<journal::Overlay, LedgerError> {
+    if stored_format(read)?.as_deref() != Some(FORMAT_VERSION) {
+        return Ok(journal::Overlay::new());
+    }
+    journal::overlay(read, &index_marks(read)?)
+}
+
+/// The index rows a ledger holds beyond what its indexes have on disk (pruned blocks'
+/// transactions are not indexed), and the keys of the state entries its journal holds.
+fn pending_index(db: &Database, state: &State) -> Result<Pending, LedgerError> {
+    let read = db.begin_read()?;
+    let marks = index_marks(&read)?;
     let first_block = first_block_in(&read)?;
     Pending::rebuild(
         &read,
@@ -378,6 +411,7 @@ impl Ledger {
                 let state = Self::load(&db, genesis)?;
                 migrate_from_format_3(&db)?;
                 migrate_from_format_4(&db, state.tip().height, state.log().len())?;
+                migrate_from_format_5(&db)?;
                 state
             }
         };
@@ -420,6 +454,7 @@ impl Ledger {
             write.open_table(LOG)?;
             write.open_table(LOG_INDEX)?;
             write.open_table(TXS)?;
+            write.open_table(STATE_JOURNAL)?;
         }
         write.commit()?;
         Ok(state)
@@ -429,9 +464,9 @@ impl Ledger {
         let read = db.begin_read()?;
         let format = stored_format(&read)?;
         let meta = read.open_table(META)?;
-        // Formats 3 and 4 differ only in their indexes, which loading does not read; they are
-        // migrated once loaded.
-        if ![FORMAT_VERSION, FORMAT_4, FORMAT_3]
+        // Formats 3 to 5 differ only in their indexes, which loading does not read, and in
+        // having no state journal; they are migrated once loaded.
+        if ![FORMAT_VERSION, FORMAT_5, FORMAT_4, FORMAT_3]
             .iter()
             .any(|known| format.as_deref() == Some(*known))
         {
@@ -446,11 +481,16 @@ impl Ledger {
                 .value(),
         )?;
         let table = read.open_table(STATE)?;
-        let mut entries = Vec::new();
-        for item in table.iter()? {
+        let overlay = state_overlay(&read)?;
+        let rows = table.iter()?.map(|item| {
             let (k, v) = item?;
-            let key = StateKey::from_bytes(k.value())?;
-            let value = StateValue::from_bytes(&key, v.value())?;
+            Ok::<_, LedgerError>((k.value().to_vec(), v.value().to_vec()))
+        });
+        let mut entries = Vec::new();
+        for item in journal::merged(rows, &overlay) {
+            let (k, v) = item?;
+            let key = StateKey::from_bytes(&k)?;
+            let value = StateValue::from_bytes(&key, &v)?;
             entries.push((key, value));
         }
         let log = read.open_table(LOG)?;
@@ -510,8 +550,13 @@ impl Ledger {
             return Err(LedgerError::Poisoned);
         }
         let outcome = self.state.apply_block_trusting(block, verified)?;
-        let queued = BlockRows::of(block, &outcome, self.state.log().len())
-            .and_then(|rows| self.unwritten.push(rows));
+        let queued = BlockRows::of(
+            block,
+            &outcome,
+            self.state.log().len(),
+            self.state.snapshot(),
+        )
+        .and_then(|rows| self.unwritten.push(rows));
         if let Err(e) = queued {
             // The in-memory state is ahead of what can be written: refuse further work.
             self.unwritten.poison();
@@ -920,6 +965,8 @@ impl Ledger {
             for (key, value) in &snapshot.entries {
                 table.insert(key.as_slice(), value.as_slice())?;
             }
+            // Every slice of the state table is whole: the journal starts empty.
+            write.open_table(STATE_JOURNAL)?;
             let mut log = write.open_table(LOG)?;
             let mut rows = Vec::new();
             for (index, leaf) in (0u64..).zip(&snapshot.leaves) {
@@ -1056,17 +1103,28 @@ impl SnapshotSource {
         }
         let state = self.read.open_table(STATE)?;
         let log = self.read.open_table(LOG)?;
-        let entries = state.iter()?.map(|item| {
+        // The state table with the journal's changes it lacks applied, and their count.
+        let overlay = state_overlay(&self.read)?;
+        let mut count = state.len()?;
+        for (key, value) in &overlay {
+            match (state.get(key.as_slice())?.is_some(), value.is_some()) {
+                (false, true) => count += 1,
+                (true, false) => count = count.saturating_sub(1),
+                _ => {}
+            }
+        }
+        let rows = state.iter()?.map(|item| {
             let (k, v) = item?;
             Ok((k.value().to_vec(), v.value().to_vec()))
         });
+        let entries = journal::merged(rows, &overlay);
         let leaves = log.iter()?.map(|item| Ok(item?.1.value().to_vec()));
         crate::snapshot::write(
             out,
             &self.genesis,
             &tip,
             &recent,
-            (state.len()?, entries),
+            (count, entries),
             (log.len()?, leaves),
         )
     }

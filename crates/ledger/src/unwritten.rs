@@ -17,15 +17,16 @@
 
 use crate::error::LedgerError;
 use crate::index::{IndexMarks, Pending, SliceRows};
+use crate::journal::{self, STATE_JOURNAL};
 use crate::store::{
     BLOCKS, LOG, LOG_INDEX, LogSubject, META, META_INDEX_MARKS, META_TIP, STATE, SUBJECT_KEY_LEN,
     TXS, consumed_nonce, encode_tip, log_index_row,
 };
 use crate::stored_block::StoredBlock;
 use redb::{Database, Durability};
-use secnet_contract::{BlockOutcome, LogEntry, StateWrite};
+use secnet_contract::{BlockOutcome, LogEntry, StateSnapshot, StateWrite};
 use secnet_types::{Block, Hash, Receipt, SignedTransaction};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -37,6 +38,9 @@ pub(crate) struct BlockRows {
     pub(crate) stored: Vec<u8>,
     tip: Vec<u8>,
     writes: Vec<StateWrite>,
+    /// The state tree after this block: where a write ending with it takes the values of the
+    /// state entries it stores.
+    snapshot: StateSnapshot,
     pub(crate) first_log_index: u64,
     pub(crate) log_leaves: Vec<Vec<u8>>,
     /// Subject key and leaf index, for every subject of every appended leaf.
@@ -47,11 +51,12 @@ pub(crate) struct BlockRows {
 
 impl BlockRows {
     /// The rows of `block`, applied with `outcome`, after which the access log holds
-    /// `log_size` leaves.
+    /// `log_size` leaves and the state tree is `snapshot`.
     pub(crate) fn of(
         block: &Block,
         outcome: &BlockOutcome,
         log_size: u64,
+        snapshot: StateSnapshot,
     ) -> Result<BlockRows, LedgerError> {
         let height = block.header.height;
         let mut log_keys = Vec::new();
@@ -72,6 +77,7 @@ impl BlockRows {
             ),
             tip: encode_tip(&outcome.tip),
             writes: outcome.writes.clone(),
+            snapshot,
             first_log_index: outcome.first_log_index,
             log_leaves: outcome.log_leaves.clone(),
             log_keys,
@@ -240,6 +246,9 @@ impl Unwritten {
                         .iter()
                         .map(|(key, index)| log_index_row(key, *index))
                 }),
+                batch
+                    .iter()
+                    .flat_map(|rows| rows.writes.iter().map(|w| w.key.as_slice())),
             );
             let marks = pending.marks_after(&due, last, log_size);
             (due, wait, marks)
@@ -261,16 +270,19 @@ fn write_rows(
     db: &Database,
     batch: &[Arc<BlockRows>],
     durability: Durability,
-    index: &SliceRows,
+    due: &SliceRows,
     marks: &IndexMarks,
 ) -> Result<(), LedgerError> {
-    // Each table's rows in key order (the index slice comes sorted), and a state entry several
+    let Some(last) = batch.last() else {
+        return Ok(());
+    };
+    // Each table's rows in key order (the slice comes sorted), and a state entry several
     // blocks changed once, with its last value: the B-trees are walked once from left to
     // right instead of at random, and no page is rewritten for a value a later block replaces.
-    let mut state: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
+    let mut changes = journal::Changes::new();
     for rows in batch {
         for w in &rows.writes {
-            state.insert(w.key.as_slice(), w.value.as_deref());
+            changes.insert(w.key.as_slice(), w.value.as_deref());
         }
     }
     let mut write = db.begin_write()?;
@@ -278,23 +290,27 @@ fn write_rows(
         .set_durability(durability)
         .map_err(|e| LedgerError::Storage(e.to_string()))?;
     {
+        let mut journal = write.open_table(STATE_JOURNAL)?;
+        journal.insert(last.height, journal::encode(&changes).as_slice())?;
+        // Rows every slice of the state table has caught up with are not needed again.
+        journal.retain_in(..=marks.min_tx_height(), |_, _| false)?;
         let mut table = write.open_table(STATE)?;
-        for (key, value) in state {
-            match value {
-                Some(v) => {
-                    table.insert(key, v)?;
+        for key in &due.state_keys {
+            match last.snapshot.value_bytes(key) {
+                Some(value) => {
+                    table.insert(key.as_slice(), value)?;
                 }
                 None => {
-                    table.remove(key)?;
+                    table.remove(key.as_slice())?;
                 }
             }
         }
         let mut table = write.open_table(LOG_INDEX)?;
-        for row in &index.log_rows {
+        for row in &due.log_rows {
             table.insert(row.as_slice(), ())?;
         }
         let mut table = write.open_table(TXS)?;
-        for (hash, location) in &index.txs {
+        for (hash, location) in &due.txs {
             table.insert(hash.as_slice(), location.as_slice())?;
         }
         let mut log = write.open_table(LOG)?;
@@ -306,9 +322,7 @@ fn write_rows(
             blocks.insert(rows.height, rows.stored.as_slice())?;
         }
         let mut meta = write.open_table(META)?;
-        if let Some(last) = batch.last() {
-            meta.insert(META_TIP, last.tip.as_slice())?;
-        }
+        meta.insert(META_TIP, last.tip.as_slice())?;
         meta.insert(META_INDEX_MARKS, marks.to_bytes().as_slice())?;
     }
     write.commit()?;

@@ -175,16 +175,25 @@ fn a_directory_of_another_network_is_refused() {
 
 #[test]
 fn tampered_state_is_detected_on_open() {
+    const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+    const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("state_journal");
     let dir = tempfile::tempdir().unwrap();
     let g = genesis("ledger-test");
     {
         let mut ledger = Ledger::open(dir.path(), &g).unwrap();
         run_story(&mut ledger, 3);
+        // Account 0 stays as it is while every slice of the state table is written again
+        // (one per write): its row in the table is the one opening uses.
+        for _ in 0..70 {
+            let block = transfer_block(&ledger, 1);
+            ledger.apply_block(&block).unwrap();
+        }
     }
+    let path = dir.path().join(LEDGER_FILE);
+    let saved = std::fs::read(&path).unwrap();
     {
         // Someone with access to the disk gives themselves money.
-        const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
-        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+        let db = Database::create(&path).unwrap();
         let w = db.begin_write().unwrap();
         {
             let mut t = w.open_table(STATE).unwrap();
@@ -197,6 +206,61 @@ fn tampered_state_is_detected_on_open() {
     }
     let err = Ledger::open(dir.path(), &g).unwrap_err();
     assert!(err.to_string().contains("stored entries hash to"), "{err}");
+
+    // Or changes a byte of the journal's latest row, anywhere: refused as a row that does
+    // not decode, or as a state that does not hash to the recorded root, unless the byte
+    // belongs to an entry whose slice of the table was written at that height (the row's
+    // copy of it is not used): the ledger never opens on another state.
+    std::fs::write(&path, &saved).unwrap();
+    let root = Ledger::open(dir.path(), &g).unwrap().state().state_root();
+    let (height, row) = {
+        let db = Database::create(&path).unwrap();
+        let r = db.begin_read().unwrap();
+        let t = r.open_table(JOURNAL).unwrap();
+        let (h, v) = t.last().unwrap().unwrap();
+        (h.value(), v.value().to_vec())
+    };
+    let mut refused = 0;
+    for at in (0..row.len()).step_by(7) {
+        std::fs::write(&path, &saved).unwrap();
+        {
+            let db = Database::create(&path).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut tampered = row.clone();
+                tampered[at] ^= 0x08;
+                w.open_table(JOURNAL)
+                    .unwrap()
+                    .insert(height, tampered.as_slice())
+                    .unwrap();
+            }
+            w.commit().unwrap();
+        }
+        match Ledger::open(dir.path(), &g) {
+            Ok(ledger) => assert_eq!(ledger.state().state_root(), root, "byte {at}"),
+            Err(err) => {
+                let err = err.to_string();
+                assert!(
+                    err.contains("stored entries hash to")
+                        || err.contains("state journal row")
+                        || err.contains("value of")
+                        || err.contains("key"),
+                    "byte {at}: {err}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused > row.len() / 14,
+        "{refused} of {} refused",
+        row.len() / 7
+    );
+    std::fs::write(&path, &saved).unwrap();
+    assert_eq!(
+        Ledger::open(dir.path(), &g).unwrap().state().state_root(),
+        root
+    );
 }
 
 #[test]
@@ -279,13 +343,14 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         MultimapTableDefinition::new("access_log_index");
     let dir = tempfile::tempdir().unwrap();
     let g = genesis("ledger-test");
-    let (root, scanned, located) = {
+    let (root, scanned, located, entries) = {
         let mut ledger = Ledger::open(dir.path(), &g).unwrap();
         run_story(&mut ledger, 3);
         (
             ledger.state().state_root(),
             scan_log(&ledger),
             tx_locations(&ledger),
+            state_rows(&ledger),
         )
     };
     assert_eq!(scanned.len(), 4, "{scanned:?}");
@@ -311,8 +376,10 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         } else {
             w.delete_multimap_table(OLD_INDEX).unwrap();
         }
-        // Every transaction indexed, as each block wrote them then.
+        // Every transaction indexed and every state entry written, as each block wrote
+        // them then.
         write_tx_index(&w, &located);
+        write_whole_state(&w, &entries);
         let mut meta = w.open_table(META).unwrap();
         meta.insert("format", b"secnet-ledger/3".as_slice())
             .unwrap();
@@ -357,7 +424,7 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
             .unwrap()
             .value()
             .to_vec();
-        assert_eq!(format, b"secnet-ledger/5");
+        assert_eq!(format, b"secnet-ledger/6");
         let w = db.begin_write().unwrap();
         w.open_table(META)
             .unwrap()
@@ -367,6 +434,28 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
     }
     let err = Ledger::open(dir.path(), &g).unwrap_err();
     assert!(err.to_string().contains("secnet-ledger/2"), "{err}");
+}
+
+/// Every state entry's key and value bytes, as the state table stores them.
+fn state_rows(ledger: &Ledger) -> Vec<(Vec<u8>, Vec<u8>)> {
+    ledger
+        .state()
+        .entries()
+        .map(|(k, v)| (k.to_bytes(), v.to_bytes()))
+        .collect()
+}
+
+/// Writes `entries` as a ledger file's whole state table, without a state journal, as
+/// formats 3 to 5 stored the state.
+fn write_whole_state(w: &redb::WriteTransaction, entries: &[(Vec<u8>, Vec<u8>)]) {
+    const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+    const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("state_journal");
+    w.delete_table(STATE).unwrap();
+    w.delete_table(JOURNAL).unwrap();
+    let mut table = w.open_table(STATE).unwrap();
+    for (k, v) in entries {
+        table.insert(k.as_slice(), v.as_slice()).unwrap();
+    }
 }
 
 /// Where every stored transaction was included, read from the blocks.
@@ -489,6 +578,167 @@ fn every_index_slice_is_written_however_often_the_ledger_reopens() {
     assert!(oldest(&marks[64 * 8..]) > 0, "a slice was never written");
     drop((meta, r, db));
     check_readers(&Ledger::open(dir.path(), &g).unwrap(), &applied);
+}
+
+/// What a closed ledger's file holds of its state.
+struct StateOnDisk {
+    /// The state table's rows.
+    table: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The journal's rows: height and length.
+    journal: Vec<(u64, usize)>,
+    /// The index marks' 64 per-slice heights.
+    marks: Vec<u64>,
+}
+
+fn state_on_disk(dir: &std::path::Path) -> StateOnDisk {
+    const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+    const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("state_journal");
+    const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    let db = Database::create(dir.join(LEDGER_FILE)).unwrap();
+    let r = db.begin_read().unwrap();
+    let table = r
+        .open_table(STATE)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|i| {
+            let (k, v) = i.unwrap();
+            (k.value().to_vec(), v.value().to_vec())
+        })
+        .collect();
+    let journal = r
+        .open_table(JOURNAL)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|i| {
+            let (h, v) = i.unwrap();
+            (h.value(), v.value().len())
+        })
+        .collect();
+    let marks = r
+        .open_table(META)
+        .unwrap()
+        .get("index_marks")
+        .unwrap()
+        .unwrap()
+        .value()[..64 * 8]
+        .chunks(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+        .collect();
+    StateOnDisk {
+        table,
+        journal,
+        marks,
+    }
+}
+
+/// The state table is written a slice at a time: after a run its rows are behind the state in
+/// memory, and the journal holds what they lack, no more than the rows some slice still
+/// needs. Reopening, a snapshot served from the disk, and reopening again after more blocks
+/// (the keys waiting derived again) all give the state in memory.
+#[test]
+fn the_state_table_is_written_a_slice_at_a_time_and_the_journal_keeps_it_whole() {
+    let g = genesis("ledger-test");
+    let dir = tempfile::tempdir().unwrap();
+    let (entries, root, snapshot) = {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        // One write per block: each stores one of the 64 slices.
+        run_story(&mut ledger, 150);
+        (
+            state_rows(&ledger),
+            ledger.state().state_root(),
+            snapshot_bytes(&ledger),
+        )
+    };
+    let StateOnDisk {
+        table,
+        journal,
+        marks,
+    } = state_on_disk(dir.path());
+    assert_ne!(table, entries, "every entry of the table is current");
+    let oldest = *marks.iter().min().unwrap();
+    assert!(!journal.is_empty());
+    assert!(journal.len() <= 64, "{} journal rows", journal.len());
+    assert!(
+        journal.iter().all(|(h, _)| *h > oldest),
+        "a row every slice has caught up with is kept: {journal:?}, oldest mark {oldest}"
+    );
+
+    // Served from the disk, the snapshot holds the state in memory.
+    let snapshot = Snapshot::read(snapshot.as_slice(), &g, u64::MAX).unwrap();
+    let joined_dir = tempfile::tempdir().unwrap();
+    let joined = Ledger::install_snapshot(joined_dir.path(), &g, snapshot, None).unwrap();
+    assert_eq!(state_rows(&joined), entries);
+    assert_eq!(joined.state().state_root(), root);
+    drop(joined);
+    let installed = state_on_disk(joined_dir.path());
+    assert_eq!(
+        installed.table, entries,
+        "an installed ledger's table is whole"
+    );
+    assert!(installed.journal.is_empty());
+
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    assert_eq!(state_rows(&ledger), entries);
+    // More writes than slices: every slice is stored again, and every row from before the
+    // reopening leaves the journal.
+    for i in 0..70 {
+        let block = transfer_block(&ledger, i % 3);
+        ledger.apply_block(&block).unwrap();
+    }
+    let (entries, root) = (state_rows(&ledger), ledger.state().state_root());
+    drop(ledger);
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    assert_eq!(state_rows(&ledger), entries);
+    assert_eq!(ledger.state().state_root(), root);
+}
+
+/// A ledger of format 5 (its state table whole, no journal) opens in the current format and
+/// goes on.
+#[test]
+fn a_format_5_ledger_is_migrated() {
+    const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    let g = genesis("ledger-test");
+    let dir = tempfile::tempdir().unwrap();
+    let (entries, root) = {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        run_story(&mut ledger, 20);
+        (state_rows(&ledger), ledger.state().state_root())
+    };
+    {
+        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+        let w = db.begin_write().unwrap();
+        write_whole_state(&w, &entries);
+        w.open_table(META)
+            .unwrap()
+            .insert("format", b"secnet-ledger/5".as_slice())
+            .unwrap();
+        w.commit().unwrap();
+    }
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    assert_eq!(ledger.state().state_root(), root);
+    for i in 0..70 {
+        let block = transfer_block(&ledger, i % 3);
+        ledger.apply_block(&block).unwrap();
+    }
+    let (entries, root) = (state_rows(&ledger), ledger.state().state_root());
+    drop(ledger);
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    assert_eq!(state_rows(&ledger), entries);
+    assert_eq!(ledger.state().state_root(), root);
+    drop(ledger);
+    let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+    let r = db.begin_read().unwrap();
+    let format = r
+        .open_table(META)
+        .unwrap()
+        .get("format")
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    assert_eq!(format, b"secnet-ledger/6");
 }
 
 /// A transfer of `amount` from account `from` to the next one, at `from`'s next nonce.
