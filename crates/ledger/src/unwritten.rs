@@ -291,9 +291,9 @@ fn write_rows(
         .map_err(|e| LedgerError::Storage(e.to_string()))?;
     {
         let mut journal = write.open_table(STATE_JOURNAL)?;
-        journal.insert(last.height, journal::encode(&changes).as_slice())?;
-        // Rows every slice of the state table has caught up with are not needed again.
-        journal.retain_in(..=marks.min_tx_height(), |_, _| false)?;
+        journal::append(&mut journal, last.height, &changes)?;
+        // Changes every slice of the state table has caught up with are not needed again.
+        journal::prune(&mut journal, marks.min_tx_height())?;
         let mut table = write.open_table(STATE)?;
         for key in &due.state_keys {
             match last.snapshot.value_bytes(key) {

@@ -176,7 +176,7 @@ fn a_directory_of_another_network_is_refused() {
 #[test]
 fn tampered_state_is_detected_on_open() {
     const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
-    const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("state_journal");
+    const JOURNAL: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("state_journal");
     let dir = tempfile::tempdir().unwrap();
     let g = genesis("ledger-test");
     {
@@ -213,12 +213,12 @@ fn tampered_state_is_detected_on_open() {
     // copy of it is not used): the ledger never opens on another state.
     std::fs::write(&path, &saved).unwrap();
     let root = Ledger::open(dir.path(), &g).unwrap().state().state_root();
-    let (height, row) = {
+    let (at_key, row) = {
         let db = Database::create(&path).unwrap();
         let r = db.begin_read().unwrap();
         let t = r.open_table(JOURNAL).unwrap();
-        let (h, v) = t.last().unwrap().unwrap();
-        (h.value(), v.value().to_vec())
+        let (k, v) = t.last().unwrap().unwrap();
+        (k.value(), v.value().to_vec())
     };
     let mut refused = 0;
     for at in (0..row.len()).step_by(7) {
@@ -231,7 +231,7 @@ fn tampered_state_is_detected_on_open() {
                 tampered[at] ^= 0x08;
                 w.open_table(JOURNAL)
                     .unwrap()
-                    .insert(height, tampered.as_slice())
+                    .insert(at_key, tampered.as_slice())
                     .unwrap();
             }
             w.commit().unwrap();
@@ -242,7 +242,7 @@ fn tampered_state_is_detected_on_open() {
                 let err = err.to_string();
                 assert!(
                     err.contains("stored entries hash to")
-                        || err.contains("state journal row")
+                        || err.contains("state journal of height")
                         || err.contains("value of")
                         || err.contains("key"),
                     "byte {at}: {err}"
@@ -449,7 +449,7 @@ fn state_rows(ledger: &Ledger) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// formats 3 to 5 stored the state.
 fn write_whole_state(w: &redb::WriteTransaction, entries: &[(Vec<u8>, Vec<u8>)]) {
     const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
-    const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("state_journal");
+    const JOURNAL: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("state_journal");
     w.delete_table(STATE).unwrap();
     w.delete_table(JOURNAL).unwrap();
     let mut table = w.open_table(STATE).unwrap();
@@ -584,15 +584,15 @@ fn every_index_slice_is_written_however_often_the_ledger_reopens() {
 struct StateOnDisk {
     /// The state table's rows.
     table: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The journal's rows: height and length.
-    journal: Vec<(u64, usize)>,
+    /// The journal: each commit's height, and its changes' length in bytes.
+    journal: std::collections::BTreeMap<u64, usize>,
     /// The index marks' 64 per-slice heights.
     marks: Vec<u64>,
 }
 
 fn state_on_disk(dir: &std::path::Path) -> StateOnDisk {
     const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
-    const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("state_journal");
+    const JOURNAL: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("state_journal");
     const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     let db = Database::create(dir.join(LEDGER_FILE)).unwrap();
     let r = db.begin_read().unwrap();
@@ -606,16 +606,11 @@ fn state_on_disk(dir: &std::path::Path) -> StateOnDisk {
             (k.value().to_vec(), v.value().to_vec())
         })
         .collect();
-    let journal = r
-        .open_table(JOURNAL)
-        .unwrap()
-        .iter()
-        .unwrap()
-        .map(|i| {
-            let (h, v) = i.unwrap();
-            (h.value(), v.value().len())
-        })
-        .collect();
+    let mut journal = std::collections::BTreeMap::new();
+    for row in r.open_table(JOURNAL).unwrap().iter().unwrap() {
+        let (k, v) = row.unwrap();
+        *journal.entry(k.value().0).or_default() += v.value().len();
+    }
     let marks = r
         .open_table(META)
         .unwrap()
@@ -659,9 +654,13 @@ fn the_state_table_is_written_a_slice_at_a_time_and_the_journal_keeps_it_whole()
     assert_ne!(table, entries, "every entry of the table is current");
     let oldest = *marks.iter().min().unwrap();
     assert!(!journal.is_empty());
-    assert!(journal.len() <= 64, "{} journal rows", journal.len());
     assert!(
-        journal.iter().all(|(h, _)| *h > oldest),
+        journal.len() <= 64,
+        "the journal of {} commits",
+        journal.len()
+    );
+    assert!(
+        journal.keys().all(|h| *h > oldest),
         "a row every slice has caught up with is kept: {journal:?}, oldest mark {oldest}"
     );
 
