@@ -11,7 +11,7 @@
 //! Nothing is lost in a crash: the rows are derived from the blocks and the access-log
 //! leaves, which are written at once. [`IndexMarks`], written with every slice, says which
 //! rows of each slice are on disk; opening a ledger derives the others again
-//! ([`Pending::rebuild`]).
+//! ([`Pending::rebuild`]), and the keys of the state entries waiting from the state journal.
 //!
 //! Readers look at the waiting rows before they open their read transaction: a slice
 //! written meanwhile is then seen twice, never missed, since the rows are dropped from

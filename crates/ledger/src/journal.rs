@@ -1,7 +1,7 @@
 //! The state table, written a slice at a time, and the journal that keeps it whole.
 //!
-//! A state key is a tag byte and then, for every kind but the log head, a hash or an account
-//! ([`secnet_contract::StateKey::to_bytes`]), so the entries one group commit changes land on
+//! A state key is a tag byte and then a hash, an account or an address (the log head's is the
+//! tag alone; [`secnet_contract::StateKey::to_bytes`]), so the entries one group commit changes land on
 //! random pages of a B-tree much larger than the commit: written with every commit, nearly
 //! every changed entry costs a page of its own. So the state table is written like the
 //! indexes ([`crate::index`]): split by the key's second byte into [`INDEX_SLICES`] slices,
@@ -40,7 +40,10 @@ pub(crate) fn append(
     height: u64,
     changes: &Changes<'_>,
 ) -> Result<(), LedgerError> {
-    for (chunk, bytes) in (0u32..).zip(encode(changes).chunks(JOURNAL_CHUNK)) {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    for (chunk, bytes) in (0u32..).zip(encode(changes)?.chunks(JOURNAL_CHUNK)) {
         journal.insert((height, chunk), bytes)?;
     }
     Ok(())
@@ -56,7 +59,8 @@ pub(crate) fn prune(
 }
 
 /// The slice of a state entry: its key's second byte (the first of its hash, account or
-/// address), or slice 0 for a key of one byte.
+/// address) modulo [`INDEX_SLICES`], or slice 0 for a key of one byte. Hashes and accounts
+/// spread evenly; addresses by their first character, so most share a slice.
 pub(crate) fn state_slice(key: &[u8]) -> usize {
     usize::from(key.get(1).copied().unwrap_or(0)) % INDEX_SLICES
 }
@@ -70,28 +74,34 @@ pub(crate) type Change<'a> = (&'a [u8], Option<&'a [u8]>);
 /// The changes the table lacks: key bytes → value bytes at the tip, or `None` if removed.
 pub(crate) type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-/// A commit's journal: per entry, the key's length (4 bytes, big-endian) and bytes, then 0 for a
-/// removed entry, or 1, the value's length (4 bytes, big-endian) and bytes.
-pub(crate) fn encode(changes: &Changes<'_>) -> Vec<u8> {
-    let size = changes
+/// A commit's journal: the length of what follows (8 bytes, big-endian), then per entry the
+/// key's length (4 bytes, big-endian) and bytes, then 0 for a removed entry, or 1, the
+/// value's length (4 bytes, big-endian) and bytes.
+pub(crate) fn encode(changes: &Changes<'_>) -> Result<Vec<u8>, LedgerError> {
+    let size: usize = changes
         .iter()
         .map(|(k, v)| 5 + k.len() + v.map_or(0, |v| 4 + v.len()))
         .sum();
-    let mut out = Vec::with_capacity(size);
+    let too_long = |what: &str, len: usize| {
+        LedgerError::Storage(format!("a state {what} of {len} bytes cannot be journaled"))
+    };
+    let mut out = Vec::with_capacity(8 + size);
+    out.extend_from_slice(&(size as u64).to_be_bytes());
     for (key, value) in changes {
-        // Both lengths fit: keys and values come from transactions of bounded size.
-        out.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_be_bytes());
+        let len = u32::try_from(key.len()).map_err(|_| too_long("key", key.len()))?;
+        out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(key);
         match value {
             None => out.push(0),
             Some(v) => {
+                let len = u32::try_from(v.len()).map_err(|_| too_long("value", v.len()))?;
                 out.push(1);
-                out.extend_from_slice(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_be_bytes());
+                out.extend_from_slice(&len.to_be_bytes());
                 out.extend_from_slice(v);
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// The changes in a commit's journal ([`encode`]), in the order written; `height` names the
@@ -100,6 +110,13 @@ pub(crate) fn decode(height: u64, bytes: &[u8]) -> Result<Vec<Change<'_>>, Ledge
     let corrupt =
         |what: &str| LedgerError::Corrupt(format!("state journal of height {height}: {what}"));
     let mut rest = Cursor(bytes);
+    let length = rest.be_u64().ok_or_else(|| corrupt("truncated length"))?;
+    if u64::try_from(rest.0.len()).ok() != Some(length) {
+        return Err(corrupt(&format!(
+            "{} bytes of changes, {length} recorded",
+            rest.0.len()
+        )));
+    }
     let mut changes = Vec::new();
     while !rest.0.is_empty() {
         let len = rest
@@ -138,6 +155,10 @@ impl<'a> Cursor<'a> {
 
     fn be_u32(&mut self) -> Option<u32> {
         Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn be_u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
 }
 
@@ -263,36 +284,36 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let bytes = encode(&changes);
+        let bytes = encode(&changes).unwrap();
         let decoded: Changes<'_> = decode(9, &bytes).unwrap().into_iter().collect();
         assert_eq!(decoded, changes);
-        assert!(decode(9, &[]).unwrap().is_empty());
-        // A cut row is refused unless it ends where an entry does: then it is those entries.
-        let all = decode(9, &bytes).unwrap();
-        let mut refused = 0;
-        for cut in 1..bytes.len() {
-            match decode(9, &bytes[..cut]) {
-                Ok(prefix) => assert_eq!(prefix[..], all[..prefix.len()]),
-                Err(err) => {
-                    assert!(
-                        err.to_string().contains("state journal of height 9"),
-                        "{err}"
-                    );
-                    refused += 1;
-                }
-            }
+        let empty = encode(&Changes::new()).unwrap();
+        assert!(decode(9, &empty).unwrap().is_empty());
+        // A cut is refused wherever it falls, an entry's end included (a commit whose last
+        // rows are lost must not pass for a commit of fewer changes); so is a longer one.
+        for cut in 0..bytes.len() {
+            let err = decode(9, &bytes[..cut]).unwrap_err();
+            assert!(
+                err.to_string().contains("state journal of height 9"),
+                "{err}"
+            );
         }
-        assert_eq!(refused, bytes.len() - all.len());
-        let mut bad_tag = encode(&[(b"\x00k".as_slice(), None)].into_iter().collect());
-        *bad_tag.last_mut().unwrap() = 2;
+        let longer = [bytes.as_slice(), &[0]].concat();
         assert!(
-            decode(1, &bad_tag)
+            decode(9, &longer)
+                .unwrap_err()
+                .to_string()
+                .contains("recorded")
+        );
+        let entry = |body: &[u8]| [&(body.len() as u64).to_be_bytes()[..], body].concat();
+        assert!(
+            decode(1, &entry(&[0, 0, 0, 1, 7, 2]))
                 .unwrap_err()
                 .to_string()
                 .contains("unknown entry tag")
         );
         assert!(
-            decode(1, &[0, 0, 0, 0, 0])
+            decode(1, &entry(&[0, 0, 0, 0, 0]))
                 .unwrap_err()
                 .to_string()
                 .contains("empty key")
@@ -300,12 +321,16 @@ mod tests {
     }
 
     #[test]
-    fn a_slice_is_a_range_of_keys_per_tag() {
+    fn a_slice_is_four_ranges_of_keys_per_tag() {
         assert_eq!(state_slice(&[5]), 0);
         assert_eq!(state_slice(&[0, 3, 9]), 3);
         assert_eq!(state_slice(&[4, 67]), 3);
-        // Keys of one slice and one tag are contiguous: a slice's rows share pages.
-        assert_eq!(state_slice(&[1, 64, 0xff]), state_slice(&[1, 0, 0]));
+        // One slice of one tag: the keys whose second byte is b, b+64, b+128 or b+192, four
+        // contiguous ranges whose rows share pages.
+        for second in [0u8, 64, 128, 192] {
+            assert_eq!(state_slice(&[1, second, 0xff]), state_slice(&[1, 0, 0]));
+        }
+        assert_ne!(state_slice(&[1, 1]), state_slice(&[1, 0]));
     }
 
     /// Commits' changes cut into rows come back whole and in height order; only a slice's

@@ -66,7 +66,8 @@ const META_FORMAT: &str = "format";
 const META_FIRST_BLOCK: &str = "first_block";
 /// A ledger installed from a snapshot: where its validator's consensus starts.
 const META_CONSENSUS_FLOOR: &str = "consensus_floor";
-/// Where each slice of the two hash-keyed indexes is on disk ([`crate::index::IndexMarks`]).
+/// Where each slice of the two hash-keyed indexes and of the state table is on disk
+/// ([`crate::index::IndexMarks`], [`crate::journal`]).
 pub(crate) const META_INDEX_MARKS: &str = "index_marks";
 const FORMAT_VERSION: &[u8] = b"secnet-ledger/6";
 /// The format before: the same, with every changed state entry written with each group

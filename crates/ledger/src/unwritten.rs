@@ -11,9 +11,10 @@
 //! Readers look here first, then on disk. A block leaves the queue only after the
 //! transaction holding it committed, so a reader that looked at the queue before opening
 //! its read transaction always finds every block in one or the other (possibly in both,
-//! which the access-log index reader accounts for). A block's index rows go from here to
-//! the rows waiting in memory ([`crate::index`]) before it leaves the queue, and each write
-//! stores one slice of those.
+//! which the access-log index reader accounts for). A block's index rows and the keys of the
+//! state entries it changed go from here to what waits in memory ([`crate::index`]) before
+//! it leaves the queue; each write stores one slice of those (the entries with their values
+//! as of its last block) and journals every state change it holds ([`crate::journal`]).
 
 use crate::error::LedgerError;
 use crate::index::{IndexMarks, Pending, SliceRows};
