@@ -288,7 +288,9 @@ impl Mempool {
     /// the only ones whose nonces moved, so settling costs what the block holds, not what
     /// the pool holds.
     pub fn settle_senders(&mut self, state: &State, senders: impl IntoIterator<Item = AccountId>) {
-        let senders: HashSet<AccountId> = senders.into_iter().collect();
+        let mut senders: Vec<AccountId> = senders.into_iter().collect();
+        senders.sort_unstable();
+        senders.dedup();
         for sender in senders {
             let Some(by_nonce) = self.by_sender.get_mut(&sender) else {
                 continue;
