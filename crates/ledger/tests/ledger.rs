@@ -416,15 +416,7 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
             r.open_multimap_table(OLD_INDEX).is_err(),
             "the old index is dropped"
         );
-        let format = r
-            .open_table(META)
-            .unwrap()
-            .get("format")
-            .unwrap()
-            .unwrap()
-            .value()
-            .to_vec();
-        assert_eq!(format, b"secnet-ledger/6");
+        assert_eq!(stored_format(&r), b"secnet-ledger/6");
         let w = db.begin_write().unwrap();
         w.open_table(META)
             .unwrap()
@@ -678,17 +670,22 @@ fn the_state_table_is_written_a_slice_at_a_time_and_the_journal_keeps_it_whole()
     );
     assert!(installed.journal.is_empty());
 
-    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
     assert_eq!(state_rows(&ledger), entries);
-    // More writes than slices: every slice is stored again, and every row from before the
-    // reopening leaves the journal.
+    rewrite_every_slice_and_reopen(dir.path(), &g, ledger);
+}
+
+/// Applies more blocks than there are slices, one write each (so every slice is stored again
+/// and every journal row from before leaves), closes `ledger`, and checks that it reopens on
+/// the same state.
+fn rewrite_every_slice_and_reopen(dir: &std::path::Path, g: &Genesis, mut ledger: Ledger) {
     for i in 0..70 {
         let block = transfer_block(&ledger, i % 3);
         ledger.apply_block(&block).unwrap();
     }
     let (entries, root) = (state_rows(&ledger), ledger.state().state_root());
     drop(ledger);
-    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    let ledger = Ledger::open(dir, g).unwrap();
     assert_eq!(state_rows(&ledger), entries);
     assert_eq!(ledger.state().state_root(), root);
 }
@@ -715,29 +712,23 @@ fn a_format_5_ledger_is_migrated() {
             .unwrap();
         w.commit().unwrap();
     }
-    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
-    assert_eq!(ledger.state().state_root(), root);
-    for i in 0..70 {
-        let block = transfer_block(&ledger, i % 3);
-        ledger.apply_block(&block).unwrap();
-    }
-    let (entries, root) = (state_rows(&ledger), ledger.state().state_root());
-    drop(ledger);
     let ledger = Ledger::open(dir.path(), &g).unwrap();
-    assert_eq!(state_rows(&ledger), entries);
     assert_eq!(ledger.state().state_root(), root);
-    drop(ledger);
+    rewrite_every_slice_and_reopen(dir.path(), &g, ledger);
     let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
-    let r = db.begin_read().unwrap();
-    let format = r
-        .open_table(META)
+    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/6");
+}
+
+/// The format a ledger file records.
+fn stored_format(r: &redb::ReadTransaction) -> Vec<u8> {
+    const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    r.open_table(META)
         .unwrap()
         .get("format")
         .unwrap()
         .unwrap()
         .value()
-        .to_vec();
-    assert_eq!(format, b"secnet-ledger/6");
+        .to_vec()
 }
 
 /// A transfer of `amount` from account `from` to the next one, at `from`'s next nonce.
