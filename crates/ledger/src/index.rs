@@ -48,7 +48,8 @@ pub(crate) fn log_slice(row: &[u8]) -> usize {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IndexMarks {
     /// Per slice: the transactions of every block at or below this height are in the
-    /// transaction index, and the slice's entries in the state table are as of this height.
+    /// transaction index, and the slice's entries in the state table hold every change up to
+    /// this height ([`crate::journal`]).
     pub(crate) tx_height: [u64; INDEX_SLICES],
     /// Per slice: the access-log leaves below this index are in the access-log index.
     pub(crate) log_size: [u64; INDEX_SLICES],

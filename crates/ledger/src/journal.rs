@@ -1,21 +1,23 @@
 //! The state table, written a slice at a time, and the journal that keeps it whole.
 //!
-//! A state key is a tag byte and then a hash, an account or an address (the log head's is the
-//! tag alone; [`secnet_contract::StateKey::to_bytes`]), so the entries one group commit changes land on
-//! random pages of a B-tree much larger than the commit: written with every commit, nearly
+//! A state key is a tag byte and then a hash, an account or an address (the log head's is
+//! the tag alone; [`secnet_contract::StateKey::to_bytes`]), so the entries one group commit
+//! changes land on random pages of a B-tree much larger than the commit: written with every commit, nearly
 //! every changed entry costs a page of its own. So the state table is written like the
 //! indexes ([`crate::index`]): split by the key's second byte into [`INDEX_SLICES`] slices,
 //! and each group commit stores the entries of the slice whose index rows it stores, with
-//! their values as of the commit's last block. A slice's entries in the table are then as of
-//! that slice's mark ([`IndexMarks::tx_height`]).
+//! their values as of the commit's last block. A slice's entries in the table then hold every
+//! change up to that slice's mark ([`IndexMarks::tx_height`]), and none of a block the disk
+//! does not hold (a table migrated from format 5 is as of its tip, which may be above the
+//! marks).
 //!
 //! The changes the table does not hold yet are in this journal, written with every group
 //! commit: every entry its blocks changed with the entry's last value ([`encode`]), keyed by
 //! the commit's last height and cut into rows of at most [`JOURNAL_CHUNK`] bytes. The rows
 //! land at the right edge of their B-tree, so one commit writes a few sequential pages
-//! instead of one random page per entry; and each fits a page, since deleting a value larger
-//! than a page made redb write megabytes (`secnet bench apply` with 500-transaction blocks
-//! wrote 6.4 KiB per transaction with one row per commit, 3.1 KiB with rows cut to a page).
+//! instead of one random page per entry; and two rows fit a page, since deleting a value
+//! larger than a page made redb write about twice as much as the rest of the commit (see
+//! the README's measurements).
 //! The state at the tip is the table with, for each slice, the journal's changes above the
 //! slice's mark applied in height order ([`overlay`]); rows at or below every slice's mark
 //! are deleted ([`prune`]).
