@@ -16,7 +16,7 @@
 //! the commit's last height and cut into rows of at most [`JOURNAL_CHUNK`] bytes. The rows
 //! land at the right edge of their B-tree, so one commit writes a few sequential pages
 //! instead of one random page per entry; and two rows fit a page, since deleting a value
-//! larger than a page made redb write about twice as much as the rest of the commit (see
+//! larger than a page made redb write about as much again as the rest of the commit (see
 //! the README's measurements).
 //! The state at the tip is the table with, for each slice, the journal's changes above the
 //! slice's mark applied in height order ([`overlay`]); rows at or below every slice's mark
