@@ -18,7 +18,7 @@
 //! memory only once the write holding them committed.
 
 use crate::error::LedgerError;
-use crate::journal::{self, state_slice};
+use crate::journal::state_slice;
 use crate::store::{BLOCKS, LOG, LogSubject, SUBJECT_KEY_LEN, consumed_nonce, log_index_row};
 use crate::stored_block::StoredBlock;
 use crate::unwritten::{decode_location, encode_location};
@@ -148,14 +148,15 @@ impl Pending {
 
     /// The rows a ledger at `tip_height` with `log_size` leaves holds beyond `marks`,
     /// derived from its stored blocks (from `first_block` on: pruned blocks' transactions
-    /// leave the index) and access-log leaves, and the state entries its journal holds
-    /// beyond them.
+    /// leave the index) and access-log leaves; with `state_keys`, the keys of the state
+    /// entries its journal holds beyond the state table ([`crate::journal::overlay`]).
     pub(crate) fn rebuild(
         read: &ReadTransaction,
         marks: IndexMarks,
         first_block: u64,
         tip_height: u64,
         log_size: u64,
+        state_keys: Vec<Vec<u8>>,
     ) -> Result<Pending, LedgerError> {
         let mut pending = Pending::new(marks);
         let blocks = read.open_table(BLOCKS)?;
@@ -210,7 +211,7 @@ impl Pending {
                 }
             }
         }
-        for key in journal::overlay(read, &pending.marks)?.into_keys() {
+        for key in state_keys {
             if let Some(keys) = pending.state.get_mut(state_slice(&key)) {
                 keys.insert(key);
             }

@@ -334,8 +334,13 @@ fn state_overlay(read: &ReadTransaction) -> Result<journal::Overlay, LedgerError
 }
 
 /// The index rows a ledger holds beyond what its indexes have on disk (pruned blocks'
-/// transactions are not indexed), and the keys of the state entries its journal holds.
-fn pending_index(db: &Database, state: &State) -> Result<Pending, LedgerError> {
+/// transactions are not indexed), with `waiting`, the keys of the state entries its journal
+/// holds beyond the state table.
+fn pending_index(
+    db: &Database,
+    state: &State,
+    waiting: Vec<Vec<u8>>,
+) -> Result<Pending, LedgerError> {
     let read = db.begin_read()?;
     let marks = index_marks(&read)?;
     let first_block = first_block_in(&read)?;
@@ -345,6 +350,7 @@ fn pending_index(db: &Database, state: &State) -> Result<Pending, LedgerError> {
         first_block,
         state.tip().height,
         state.log().len(),
+        waiting,
     )
 }
 
@@ -396,8 +402,8 @@ impl Ledger {
                 Err(e) => return Err(e.into()),
             }
         };
-        let state = match stored_genesis {
-            None => Self::initialise(&db, genesis)?,
+        let (state, waiting) = match stored_genesis {
+            None => (Self::initialise(&db, genesis)?, Vec::new()),
             Some(stored) => {
                 let stored: [u8; 32] = stored
                     .as_slice()
@@ -409,14 +415,14 @@ impl Ledger {
                         given,
                     });
                 }
-                let state = Self::load(&db, genesis)?;
+                let (state, waiting) = Self::load(&db, genesis)?;
                 migrate_from_format_3(&db)?;
                 migrate_from_format_4(&db, state.tip().height, state.log().len())?;
                 migrate_from_format_5(&db)?;
-                state
+                (state, waiting)
             }
         };
-        let pending = pending_index(&db, &state)?;
+        let pending = pending_index(&db, &state, waiting)?;
         let recent = VecDeque::from([Recent {
             snapshot: state.snapshot(),
             header: None,
@@ -461,7 +467,9 @@ impl Ledger {
         Ok(state)
     }
 
-    fn load(db: &Database, genesis: &Genesis) -> Result<State, LedgerError> {
+    /// The stored state, and the keys of the entries the state journal holds beyond the
+    /// state table.
+    fn load(db: &Database, genesis: &Genesis) -> Result<(State, Vec<Vec<u8>>), LedgerError> {
         let read = db.begin_read()?;
         let format = stored_format(&read)?;
         let meta = read.open_table(META)?;
@@ -515,7 +523,7 @@ impl Ledger {
                 tip.state_root
             )));
         }
-        Ok(state)
+        Ok((state, overlay.into_keys().collect()))
     }
 
     /// Applies `block` to the state and persists it, atomically, with every block applied
