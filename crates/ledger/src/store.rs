@@ -1089,7 +1089,7 @@ impl SnapshotSource {
         decode_tip(tip.value())
     }
 
-    /// Writes the snapshot (see [`crate::snapshot`]) to `out`.
+    /// Writes the snapshot (the format [`Snapshot::read`] reads) to `out`.
     pub fn write_to(&self, out: &mut impl std::io::Write) -> Result<(), SnapshotError> {
         let tip = self.tip()?;
         let table = self.read.open_table(BLOCKS)?;
