@@ -234,6 +234,14 @@ impl Unwritten {
         else {
             return Ok(());
         };
+        // A state entry several blocks changed once, with its last value: journaled once, and
+        // its key handed once to the slice it waits in.
+        let mut changes = journal::Changes::new();
+        for rows in &batch {
+            for w in &rows.writes {
+                changes.insert(w.key.as_slice(), w.value.as_deref());
+            }
+        }
         let (due, wait, marks) = {
             let pending = self.pending()?;
             let (due, wait) = pending.plan(
@@ -247,14 +255,12 @@ impl Unwritten {
                         .iter()
                         .map(|(key, index)| log_index_row(key, *index))
                 }),
-                batch
-                    .iter()
-                    .flat_map(|rows| rows.writes.iter().map(|w| w.key.as_slice())),
+                changes.keys().copied(),
             );
             let marks = pending.marks_after(&due, last, log_size);
             (due, wait, marks)
         };
-        if let Err(e) = write_rows(db, &batch, durability, &due, &marks) {
+        if let Err(e) = write_rows(db, &batch, &changes, durability, &due, &marks) {
             self.poison();
             return Err(e);
         }
@@ -270,6 +276,7 @@ impl Unwritten {
 fn write_rows(
     db: &Database,
     batch: &[Arc<BlockRows>],
+    changes: &journal::Changes<'_>,
     durability: Durability,
     due: &SliceRows,
     marks: &IndexMarks,
@@ -277,22 +284,15 @@ fn write_rows(
     let Some(last) = batch.last() else {
         return Ok(());
     };
-    // Each table's rows in key order (the slice comes sorted), and a state entry several
-    // blocks changed once, with its last value: the B-trees are walked once from left to
-    // right instead of at random, and no page is rewritten for a value a later block replaces.
-    let mut changes = journal::Changes::new();
-    for rows in batch {
-        for w in &rows.writes {
-            changes.insert(w.key.as_slice(), w.value.as_deref());
-        }
-    }
+    // Each table's rows in key order (the slice comes sorted): the B-trees are walked once
+    // from left to right instead of at random.
     let mut write = db.begin_write()?;
     write
         .set_durability(durability)
         .map_err(|e| LedgerError::Storage(e.to_string()))?;
     {
         let mut journal = write.open_table(STATE_JOURNAL)?;
-        journal::append(&mut journal, last.height, &changes)?;
+        journal::append(&mut journal, last.height, changes)?;
         // Changes every slice of the state table has caught up with are not needed again.
         journal::prune(&mut journal, marks.min_tx_height())?;
         let mut table = write.open_table(STATE)?;
