@@ -193,7 +193,12 @@ impl StateKey {
 
     /// The key's position in the sparse Merkle tree.
     pub fn tree_key(&self) -> Hash {
-        Hash::digest(&self.to_bytes())
+        StateKey::tree_key_of(&self.to_bytes())
+    }
+
+    /// The state tree key of the key whose canonical bytes are `key`.
+    pub fn tree_key_of(key: &[u8]) -> Hash {
+        Hash::digest(key)
     }
 }
 

@@ -73,7 +73,9 @@ impl StateSnapshot {
     /// The stored bytes ([`StateValue::to_bytes`]) of the value under the key whose bytes
     /// ([`StateKey::to_bytes`]) are `key`, as of this height; `None` if there is none.
     pub fn value_bytes(&self, key: &[u8]) -> Option<&[u8]> {
-        self.tree.payload(&Hash::digest(key).0).map(|v| &v[..])
+        self.tree
+            .payload(&StateKey::tree_key_of(key).0)
+            .map(|v| &v[..])
     }
 
     /// A proof of the value under `key` (or of its absence) as of this height.
