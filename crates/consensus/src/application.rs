@@ -32,10 +32,25 @@ pub struct SecnetApp {
     chain: Arc<Chain>,
     /// How long a verifier waits to execute the heights a proposal commits to.
     commitment_wait: Duration,
-    /// An idle chain's block interval (measured from the parent's timestamp).
-    heartbeat: Duration,
+    /// When a leader proposes.
+    pace: Pace,
+}
+
+/// When a leader proposes: a block is worth its fixed cost (votes, a broadcast, a group
+/// commit, a version of the state tree) on every validator only once it carries enough.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// A leader with at least this many transactions proposes at once.
+    pub batch_txs: usize,
+    /// A leader with fewer (or with only a new state root to commit) proposes once this has
+    /// passed since its parent's timestamp, and at most this long into its view (a clock
+    /// behind the parent's cannot hold a view up).
+    pub block_interval: Duration,
+    /// A leader with nothing at all proposes an empty block once this has passed since its
+    /// parent's timestamp: an idle chain's block interval.
+    pub heartbeat: Duration,
     /// How long a leader with nothing to propose waits in its view before giving it up.
-    view_wait: Duration,
+    pub view_wait: Duration,
 }
 
 /// How often a waiting leader looks for transactions.
@@ -43,21 +58,13 @@ const PROPOSE_POLL: Duration = Duration::from_millis(10);
 
 impl SecnetApp {
     /// An application over `chain`; a proposal committing to heights this validator has not
-    /// executed yet is given `commitment_wait` to catch up before it is refused; with nothing
-    /// to propose, a leader proposes an empty block once `heartbeat` has passed since its
-    /// parent, and otherwise waits up to `view_wait` for transactions before giving up its
-    /// view.
-    pub fn new(
-        chain: Arc<Chain>,
-        commitment_wait: Duration,
-        heartbeat: Duration,
-        view_wait: Duration,
-    ) -> SecnetApp {
+    /// executed yet is given `commitment_wait` to catch up before it is refused; a leader
+    /// proposes as `pace` says.
+    pub fn new(chain: Arc<Chain>, commitment_wait: Duration, pace: Pace) -> SecnetApp {
         SecnetApp {
             chain,
             commitment_wait,
-            heartbeat,
-            view_wait,
+            pace,
         }
     }
 
@@ -240,19 +247,27 @@ where
             cursor = ancestry.next().await;
         }
         let parent_header = &parent.inner().block().header;
-        // Propose at once when there are transactions or a new state root to commit (so that
-        // it is certified), or when the heartbeat since the parent is due; otherwise wait for
-        // transactions, and give the view up (the others nullify it) rather than finalize an
-        // empty block: an idle chain rests.
-        let view_deadline = runtime.current() + self.view_wait;
-        let beat_due = std::time::UNIX_EPOCH
-            + Duration::from_millis(parent_header.timestamp_ms)
-            + self.heartbeat;
+        // Propose at once with a batch of transactions. With fewer, or with only a new state
+        // root to commit (so that it is certified), propose once the block interval is due:
+        // under moderate load blocks fill instead of each paying its fixed cost for a few
+        // transactions. With nothing, propose an empty block once the heartbeat is due;
+        // before that wait for transactions, and give the view up (the others nullify it)
+        // rather than finalize an empty block: an idle chain rests.
+        let view_start = runtime.current();
+        let view_deadline = view_start + self.pace.view_wait;
+        let parent_time = std::time::UNIX_EPOCH + Duration::from_millis(parent_header.timestamp_ms);
+        let interval_due =
+            (parent_time + self.pace.block_interval).min(view_start + self.pace.block_interval);
+        let beat_due = parent_time + self.pace.heartbeat;
         let (txs, state) = loop {
             let txs = self.chain.select(|h| in_flight.contains(h)).ok()?;
             let state = self.chain.commitment_after(&parent_header.state).ok()?;
             let now = runtime.current();
-            if !txs.is_empty() || self.commits_news(&state) || now >= beat_due {
+            let something = !txs.is_empty() || self.commits_news(&state);
+            if txs.len() >= self.pace.batch_txs
+                || (something && now >= interval_due)
+                || now >= beat_due
+            {
                 break (txs, state);
             }
             if now >= view_deadline {

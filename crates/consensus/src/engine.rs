@@ -3,7 +3,7 @@
 //! executor. Generic over the runtime (deterministic simulation or tokio) and the network
 //! (simulated or authenticated TCP).
 
-use crate::application::{Scheme, SecnetApp};
+use crate::application::{Pace, Scheme, SecnetApp};
 use crate::block::{ChainBlock, digest_of};
 use crate::chain::Chain;
 use crate::executor::{Executor, Progress};
@@ -60,6 +60,12 @@ pub struct Timing {
     /// parent's timestamp. Before that it waits for transactions for most of its view and
     /// then lets the view be skipped (nullified), which costs a few votes and no block.
     pub heartbeat: Duration,
+    /// A leader with fewer than [`Self::batch_txs`] transactions proposes once this has
+    /// passed since its parent: blocks per second under moderate load, and the most a
+    /// transaction waits for a block beyond the pipeline's own pace.
+    pub block_interval: Duration,
+    /// A leader with at least this many transactions proposes at once.
+    pub batch_txs: usize,
 }
 
 impl Default for Timing {
@@ -70,6 +76,8 @@ impl Default for Timing {
             timeout_retry: Duration::from_secs(5),
             fetch_timeout: Duration::from_secs(2),
             heartbeat: Duration::from_secs(5),
+            block_interval: Duration::from_millis(100),
+            batch_txs: 1_000,
         }
     }
 }
@@ -319,8 +327,12 @@ where
         SecnetApp::new(
             chain.clone(),
             config.timing.certification_timeout,
-            config.timing.heartbeat,
-            config.timing.leader_timeout.mul_f64(0.75),
+            Pace {
+                batch_txs: config.timing.batch_txs,
+                block_interval: config.timing.block_interval,
+                heartbeat: config.timing.heartbeat,
+                view_wait: config.timing.leader_timeout.mul_f64(0.75),
+            },
         ),
         marshal_mailbox.clone(),
         epocher,

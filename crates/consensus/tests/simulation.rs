@@ -256,6 +256,41 @@ fn an_idle_network_rests_and_wakes_for_transactions() {
     });
 }
 
+#[test]
+fn a_trickle_of_transactions_fills_blocks_instead_of_multiplying_them() {
+    runner(12).start(|context| async move {
+        // Eight transactions every 20 ms for ten seconds: far fewer than a batch per block
+        // interval, while a view on these 20 ms links takes about 70 ms. An eager leader
+        // finalizes about 150 blocks of a few transactions; a paced one at most one per
+        // interval.
+        let cluster = Cluster::new(&context, 4).await;
+        let start = cluster.executed(0);
+        let began = context.current();
+        let rounds = 500u64;
+        for nonce in 0..rounds {
+            cluster.submit(&all_transfers(nonce..nonce + 1));
+            context.sleep(Duration::from_millis(20)).await;
+        }
+        let last = all_transfers(rounds - 1..rounds);
+        cluster.wait_until(&context, |c| committed(c, &last)).await;
+        let elapsed = context.current().duration_since(began).unwrap();
+        let produced = cluster.executed(0) - start;
+        let interval = Timing::default().block_interval;
+        let bound = (elapsed.as_millis() / interval.as_millis()) as u64 + 5;
+        assert!(
+            produced <= bound,
+            "{produced} blocks in {elapsed:?} of a trickle; at most {bound} expected"
+        );
+        // And the blocks still come about once an interval: the trickle is not held back.
+        assert!(
+            elapsed < Duration::from_millis(20 * rounds) + 4 * interval,
+            "the last transactions took until {elapsed:?}"
+        );
+        check_nonces(&cluster, rounds);
+        cluster.check_agreement();
+    });
+}
+
 /// Commits rounds of transfers (one per client) until validator `watch` executed `height`;
 /// returns the next unused nonce.
 async fn advance_to(
