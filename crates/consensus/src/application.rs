@@ -19,7 +19,7 @@ use secnet_types::limits::MAX_BLOCK_TXS;
 use secnet_types::{Block, Hash, SignedTransaction, StateCommitment, verify_signatures_except};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use secnet_certified::Scheme;
 
@@ -53,14 +53,52 @@ pub struct Pace {
     pub view_wait: Duration,
 }
 
+/// When a leader on a given parent, in a view begun at a given time, proposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Due {
+    /// With some transactions or a new state root to commit.
+    interval: SystemTime,
+    /// With nothing: an empty block.
+    heartbeat: SystemTime,
+    /// With nothing before the heartbeat: the view is given up.
+    give_up: SystemTime,
+}
+
+impl Pace {
+    /// This pace within what a leader can follow: a batch of at least one transaction and at
+    /// most a full block (a larger one would never be reached), and a block interval of at
+    /// most half the view's wait (a longer one would give views up with transactions
+    /// waiting).
+    pub fn bounded(self, max_block_txs: usize) -> Pace {
+        Pace {
+            batch_txs: self.batch_txs.clamp(1, max_block_txs.max(1)),
+            block_interval: self.block_interval.min(self.view_wait / 2),
+            ..self
+        }
+    }
+
+    /// When a leader whose view began at `view_start` proposes on a parent stamped
+    /// `parent_time`. The block interval counts from the parent, but never from later than
+    /// the view's start: a parent stamped in the future (a clock ahead, or a Byzantine
+    /// leader) cannot hold the next one up.
+    fn due(&self, parent_time: SystemTime, view_start: SystemTime) -> Due {
+        Due {
+            interval: parent_time.min(view_start) + self.block_interval,
+            heartbeat: parent_time + self.heartbeat,
+            give_up: view_start + self.view_wait,
+        }
+    }
+}
+
 /// How often a waiting leader looks for transactions.
 const PROPOSE_POLL: Duration = Duration::from_millis(10);
 
 impl SecnetApp {
     /// An application over `chain`; a proposal committing to heights this validator has not
     /// executed yet is given `commitment_wait` to catch up before it is refused; a leader
-    /// proposes as `pace` says.
+    /// proposes as `pace` says, within [`Pace::bounded`].
     pub fn new(chain: Arc<Chain>, commitment_wait: Duration, pace: Pace) -> SecnetApp {
+        let pace = pace.bounded(chain.max_block_txs());
         SecnetApp {
             chain,
             commitment_wait,
@@ -253,24 +291,28 @@ where
         // transactions. With nothing, propose an empty block once the heartbeat is due;
         // before that wait for transactions, and give the view up (the others nullify it)
         // rather than finalize an empty block: an idle chain rests.
-        let view_start = runtime.current();
-        let view_deadline = view_start + self.pace.view_wait;
-        let parent_time = std::time::UNIX_EPOCH + Duration::from_millis(parent_header.timestamp_ms);
-        let interval_due =
-            (parent_time + self.pace.block_interval).min(view_start + self.pace.block_interval);
-        let beat_due = parent_time + self.pace.heartbeat;
+        let parent_time = UNIX_EPOCH + Duration::from_millis(parent_header.timestamp_ms);
+        let due = self.pace.due(parent_time, runtime.current());
         let (txs, state) = loop {
+            let now = runtime.current();
+            // Until the interval is due only a batch can make the leader propose: counting
+            // the pool is enough to know there is none (the count includes what ancestors
+            // hold, so it can only overstate what is left), without selecting from it.
+            let might_batch = self.chain.pending().ok()? >= self.pace.batch_txs;
+            if now < due.interval && now < due.heartbeat && !might_batch {
+                runtime.sleep(PROPOSE_POLL).await;
+                continue;
+            }
             let txs = self.chain.select(|h| in_flight.contains(h)).ok()?;
             let state = self.chain.commitment_after(&parent_header.state).ok()?;
-            let now = runtime.current();
             let something = !txs.is_empty() || self.commits_news(&state);
             if txs.len() >= self.pace.batch_txs
-                || (something && now >= interval_due)
-                || now >= beat_due
+                || (something && now >= due.interval)
+                || now >= due.heartbeat
             {
                 break (txs, state);
             }
-            if now >= view_deadline {
+            if now >= due.give_up {
                 return None;
             }
             runtime.sleep(PROPOSE_POLL).await;
@@ -324,5 +366,60 @@ where
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PACE: Pace = Pace {
+        batch_txs: 1_000,
+        block_interval: Duration::from_millis(100),
+        heartbeat: Duration::from_secs(5),
+        view_wait: Duration::from_millis(1_500),
+    };
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn the_interval_counts_from_the_parent_but_never_from_after_the_view_began() {
+        // A parent 40 ms old: 60 ms left.
+        let due = PACE.due(at(10_000), at(10_040));
+        assert_eq!(due.interval, at(10_100));
+        assert_eq!(due.heartbeat, at(15_000));
+        assert_eq!(due.give_up, at(11_540));
+        // An old parent: due at once.
+        assert!(PACE.due(at(1_000), at(10_000)).interval <= at(10_000));
+        // A parent stamped 5 s ahead of this clock (the most a proposal may be): the
+        // interval still counts from the view's start, well before the view is given up.
+        let due = PACE.due(at(15_000), at(10_000));
+        assert_eq!(due.interval, at(10_100));
+        assert!(due.interval < due.give_up);
+    }
+
+    #[test]
+    fn a_pace_is_bounded_to_what_a_leader_can_follow() {
+        // A batch of nothing would propose empty blocks without pause; one larger than a
+        // block would never be reached.
+        let zero = Pace {
+            batch_txs: 0,
+            ..PACE
+        };
+        assert_eq!(zero.bounded(5_000).batch_txs, 1);
+        assert_eq!(PACE.bounded(500).batch_txs, 500);
+        assert_eq!(PACE.bounded(5_000).batch_txs, 1_000);
+        // An interval past the view's wait would give views up with transactions waiting.
+        let slow = Pace {
+            block_interval: Duration::from_secs(3),
+            ..PACE
+        };
+        assert_eq!(
+            slow.bounded(5_000).block_interval,
+            Duration::from_millis(750)
+        );
+        assert_eq!(PACE.bounded(5_000).block_interval, PACE.block_interval);
     }
 }

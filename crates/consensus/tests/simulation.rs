@@ -291,6 +291,50 @@ fn a_trickle_of_transactions_fills_blocks_instead_of_multiplying_them() {
     });
 }
 
+#[test]
+fn a_batch_is_proposed_at_once_and_fewer_transactions_wait_for_the_interval() {
+    runner(13).start(|context| async move {
+        // A long interval and a batch of two rounds (16 transactions), so that the two
+        // cases differ by far more than a view on these 20 ms links takes.
+        let timing = Timing {
+            block_interval: Duration::from_secs(1),
+            batch_txs: 2 * CLIENTS as usize,
+            ..Timing::default()
+        };
+        let interval = timing.block_interval;
+        let cluster = Cluster::with_timing(&context, 4, timing).await;
+        let first = all_transfers(0..1);
+        cluster.submit(&first);
+        cluster.wait_until(&context, |c| committed(c, &first)).await;
+
+        // Just after a block: a batch goes into the next one at once.
+        let batch = all_transfers(1..3);
+        let sent = context.current();
+        cluster.submit(&batch);
+        cluster.wait_until(&context, |c| committed(c, &batch)).await;
+        let took = context.current().duration_since(sent).unwrap();
+        assert!(
+            took < interval / 2,
+            "a batch took {took:?} to commit; a leader should not have waited for the interval"
+        );
+
+        // Just after a block: fewer than a batch wait for the interval since it.
+        let few = all_transfers(3..4);
+        let sent = context.current();
+        cluster.submit(&few);
+        cluster.wait_until(&context, |c| committed(c, &few)).await;
+        let took = context.current().duration_since(sent).unwrap();
+        assert!(
+            took >= interval / 2,
+            "{} transactions took {took:?} to commit; they should have waited for the interval",
+            few.len()
+        );
+        assert!(took < 2 * interval, "{took:?} is past the interval");
+        check_nonces(&cluster, 4);
+        cluster.check_agreement();
+    });
+}
+
 /// Commits rounds of transfers (one per client) until validator `watch` executed `height`;
 /// returns the next unused nonce.
 async fn advance_to(

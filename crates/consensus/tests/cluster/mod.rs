@@ -109,6 +109,7 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub genesis: Genesis,
     pub retention: Retention,
+    pub timing: Timing,
     pub dirs: tempfile::TempDir,
 }
 
@@ -119,6 +120,16 @@ impl Cluster {
 
     pub async fn with_link(context: &deterministic::Context, n: u64, link: Link) -> Cluster {
         Cluster::build(context, n, n, link, Retention::default()).await
+    }
+
+    /// `n` validators over [`LINK`] with the given timing.
+    pub async fn with_timing(context: &deterministic::Context, n: u64, timing: Timing) -> Cluster {
+        let mut cluster = Cluster::build(context, n, 0, LINK, Retention::default()).await;
+        cluster.timing = timing;
+        for i in 0..n {
+            cluster.start(context, i as usize).await;
+        }
+        cluster
     }
 
     /// `n` validators of which the first `started` run, keeping `retention` of history.
@@ -152,6 +163,7 @@ impl Cluster {
             nodes: Vec::new(),
             genesis: genesis(n),
             retention,
+            timing: Timing::default(),
             dirs,
         };
         cluster.link_all(link).await;
@@ -227,7 +239,7 @@ impl Cluster {
             blocker: control.clone(),
             provider: self.oracle.manager(),
             partition_prefix: format!("validator-{i}"),
-            timing: Timing::default(),
+            timing: self.timing.clone(),
             retention: self.retention,
             floor: self.nodes[i].floor.clone(),
         };
