@@ -67,8 +67,8 @@ struct Due {
 impl Pace {
     /// This pace within what a leader can follow: a batch of at least one transaction and at
     /// most a full block (a larger one would never be reached), and a block interval of at
-    /// most half the view's wait (a longer one would give views up with transactions
-    /// waiting).
+    /// most half the view's wait (one as long would give views up with transactions
+    /// waiting; half leaves the rest of the view for the proposal to be built and sent).
     pub fn bounded(self, max_block_txs: usize) -> Pace {
         Pace {
             batch_txs: self.batch_txs.clamp(1, max_block_txs.max(1)),
@@ -298,12 +298,20 @@ where
             // Until the interval is due only a batch can make the leader propose: counting
             // the pool is enough to know there is none (the count includes what ancestors
             // hold, so it can only overstate what is left), without selecting from it.
-            let might_batch = self.chain.pending().ok()? >= self.pace.batch_txs;
-            if now < due.interval && now < due.heartbeat && !might_batch {
+            let pending = self.chain.pending().ok()?;
+            if now < due.interval
+                && now < due.heartbeat
+                && now < due.give_up
+                && pending < self.pace.batch_txs
+            {
                 runtime.sleep(PROPOSE_POLL).await;
                 continue;
             }
-            let txs = self.chain.select(|h| in_flight.contains(h)).ok()?;
+            let txs = if pending == 0 {
+                Vec::new()
+            } else {
+                self.chain.select(|h| in_flight.contains(h)).ok()?
+            };
             let state = self.chain.commitment_after(&parent_header.state).ok()?;
             let something = !txs.is_empty() || self.commits_news(&state);
             if txs.len() >= self.pace.batch_txs

@@ -62,9 +62,12 @@ pub struct Timing {
     pub heartbeat: Duration,
     /// A leader with fewer than [`Self::batch_txs`] transactions proposes once this has
     /// passed since its parent: blocks per second under moderate load, and the most a
-    /// transaction waits for a block beyond the pipeline's own pace.
+    /// transaction waits for a block beyond the pipeline's own pace. At most 3/8 of
+    /// [`Self::leader_timeout`] (half of the wait a leader gives its view): a longer one is
+    /// lowered to that.
     pub block_interval: Duration,
-    /// A leader with at least this many transactions proposes at once.
+    /// A leader with at least this many transactions proposes at once; between one and a
+    /// full block.
     pub batch_txs: usize,
 }
 

@@ -295,10 +295,13 @@ fn a_trickle_of_transactions_fills_blocks_instead_of_multiplying_them() {
 fn a_batch_is_proposed_at_once_and_fewer_transactions_wait_for_the_interval() {
     runner(13).start(|context| async move {
         // A long interval and a batch of two rounds (16 transactions), so that the two
-        // cases differ by far more than a view on these 20 ms links takes.
+        // cases differ by far more than a view on these 20 ms links takes; a leader timeout
+        // long enough that the interval is kept as it is.
         let timing = Timing {
             block_interval: Duration::from_secs(1),
             batch_txs: 2 * CLIENTS as usize,
+            leader_timeout: Duration::from_secs(4),
+            certification_timeout: Duration::from_secs(6),
             ..Timing::default()
         };
         let interval = timing.block_interval;
