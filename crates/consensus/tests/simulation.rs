@@ -241,10 +241,7 @@ fn an_idle_network_rests_and_wakes_for_transactions() {
         );
         // New transactions wake it at once.
         let more = all_transfers(2..4);
-        let woke_at = context.current();
-        cluster.submit(&more);
-        cluster.wait_until(&context, |c| committed(c, &more)).await;
-        let took = context.current().duration_since(woke_at).unwrap();
+        let took = cluster.commit_timed(&context, &more).await;
         // At worst the current view is given up and the next leader proposes them.
         let limit = Timing::default().leader_timeout * 2;
         assert!(
@@ -311,11 +308,7 @@ fn a_batch_is_proposed_at_once_and_fewer_transactions_wait_for_the_interval() {
         cluster.wait_until(&context, |c| committed(c, &first)).await;
 
         // Just after a block: a batch goes into the next one at once.
-        let batch = all_transfers(1..3);
-        let sent = context.current();
-        cluster.submit(&batch);
-        cluster.wait_until(&context, |c| committed(c, &batch)).await;
-        let took = context.current().duration_since(sent).unwrap();
+        let took = cluster.commit_timed(&context, &all_transfers(1..3)).await;
         assert!(
             took < interval / 2,
             "a batch took {took:?} to commit; a leader should not have waited for the interval"
@@ -323,10 +316,7 @@ fn a_batch_is_proposed_at_once_and_fewer_transactions_wait_for_the_interval() {
 
         // Just after a block: fewer than a batch wait for the interval since it.
         let few = all_transfers(3..4);
-        let sent = context.current();
-        cluster.submit(&few);
-        cluster.wait_until(&context, |c| committed(c, &few)).await;
-        let took = context.current().duration_since(sent).unwrap();
+        let took = cluster.commit_timed(&context, &few).await;
         assert!(
             took >= interval / 2,
             "{} transactions took {took:?} to commit; they should have waited for the interval",

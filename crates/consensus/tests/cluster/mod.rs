@@ -271,6 +271,19 @@ impl Cluster {
         }
     }
 
+    /// Submits `txs` to every validator and waits until all have committed them; returns how
+    /// long that took in simulated time.
+    pub async fn commit_timed(
+        &self,
+        context: &deterministic::Context,
+        txs: &[SignedTransaction],
+    ) -> Duration {
+        let sent = context.current();
+        self.submit(txs);
+        self.wait_until(context, |c| committed(c, txs)).await;
+        context.current().duration_since(sent).unwrap()
+    }
+
     pub fn executed(&self, i: usize) -> u64 {
         self.nodes[i].chain.executed_height().unwrap()
     }
