@@ -7,6 +7,7 @@
 use crate::entries::{AccessGrant, Account, Listing, StateKey, Subscription};
 use crate::log_entry::LogEntry;
 use crate::state::{ChainTip, State};
+use secnet_merkle::log::{Subtree, leaf_hash};
 use secnet_types::limits::{
     BASIS_POINTS, EXPIRED_GRANT_RETENTION_MS, MAX_ACCESS_ENTRIES, MAX_ADDRESS, MAX_BLOCK_TXS,
     MAX_CATEGORY, MAX_DESCRIPTION, MAX_GRANT_TTL_SECS, MAX_GRANTS_RETIRED_PER_BLOCK, MAX_PURPOSE,
@@ -80,6 +81,10 @@ pub struct BlockOutcome {
     pub log_leaves: Vec<Vec<u8>>,
     /// Index of the first appended leaf.
     pub first_log_index: u64,
+    /// The log's interior subtrees the appended leaves completed, in the order they were
+    /// completed: with the leaves, what a store keeps to prove any leaf later (the state
+    /// holds only the log's right edge).
+    pub log_subtrees: Vec<Subtree>,
 }
 
 struct BlockCtx {
@@ -92,6 +97,7 @@ struct BlockCtx {
 struct Changes {
     touched: Vec<StateKey>,
     log_leaves: Vec<Vec<u8>>,
+    log_subtrees: Vec<Subtree>,
 }
 
 impl Changes {
@@ -196,6 +202,7 @@ impl State {
             writes,
             log_leaves: changes.log_leaves,
             first_log_index,
+            log_subtrees: changes.log_subtrees,
         })
     }
 
@@ -662,7 +669,9 @@ impl State {
 
     fn append_log(&mut self, entry: LogEntry, changes: &mut Changes) {
         let bytes = entry.to_bytes();
-        self.log.append(&bytes);
+        let subtrees = &mut changes.log_subtrees;
+        self.log
+            .append_hash_with(leaf_hash(&bytes), |node| subtrees.push(node));
         changes.log_leaves.push(bytes);
     }
 }

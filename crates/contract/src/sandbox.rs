@@ -3,6 +3,7 @@
 //! second apart. Deterministic: the same calls give the same state root.
 
 use crate::{BlockOutcome, BlockRejected, State};
+use secnet_merkle::log::MerkleLog;
 use secnet_types::{
     AccountId, Allocation, Block, Call, Genesis, Keypair, Receipt, SignedTransaction, Transaction,
 };
@@ -15,8 +16,12 @@ pub const GENESIS_TIME_MS: u64 = 1_700_000_000_000;
 /// A ledger with its accounts' keys.
 #[derive(Debug)]
 pub struct Sandbox {
-    /// The contract state.
+    /// The contract state (blocks go through [`Sandbox::commit`] or [`Sandbox::apply`],
+    /// which keep [`Sandbox::log`] with it).
     pub state: State,
+    /// The access log with every interior hash, which proves any leaf (the state keeps only
+    /// its right edge; a node's ledger stores the rest).
+    pub log: MerkleLog,
     chain_id: String,
     keys: Vec<Keypair>,
     nonces: Vec<u64>,
@@ -40,6 +45,7 @@ impl Sandbox {
         };
         Sandbox {
             state: State::genesis(&genesis),
+            log: MerkleLog::new(),
             chain_id: chain_id.into(),
             nonces: vec![0; keys.len()],
             keys,
@@ -94,7 +100,16 @@ impl Sandbox {
             tip.timestamp_ms + BLOCK_INTERVAL_MS,
             std::mem::take(&mut self.pending),
         );
-        self.state.apply_block(&block)
+        self.apply(&block)
+    }
+
+    /// Applies `block` (built by the caller) to the state and its leaves to the log.
+    pub fn apply(&mut self, block: &Block) -> Result<BlockOutcome, BlockRejected> {
+        let outcome = self.state.apply_block(block)?;
+        for leaf in &outcome.log_leaves {
+            self.log.append(leaf);
+        }
+        Ok(outcome)
     }
 
     /// Runs one call as account `i` in a block of its own and returns its receipt.

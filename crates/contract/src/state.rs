@@ -1,10 +1,11 @@
-//! The contract state held in memory, with its sparse Merkle commitment and access log.
+//! The contract state held in memory, with its sparse Merkle commitment and the right edge
+//! of its access log (the log's leaves and interior hashes are the storage layer's).
 
 use crate::entries::{
     AccessGrant, Account, CorruptEntry, Listing, LogHead, StateKey, StateValue, Subscription,
 };
 use crate::proof::StateProof;
-use secnet_merkle::log::MerkleLog;
+use secnet_merkle::log::Frontier;
 use secnet_merkle::smt::SparseMerkleTree;
 use secnet_types::{AccountId, Genesis, GrantId, Hash};
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,8 @@ pub struct State {
     pub(crate) expiring: BTreeSet<(u64, GrantId)>,
     /// The listings by owner: derived from `listings`, not committed.
     pub(crate) owned: BTreeSet<(AccountId, Hash)>,
-    pub(crate) log: MerkleLog,
+    /// The access log's right edge: its size and root.
+    pub(crate) log: Frontier,
     pub(crate) tree: StateTree,
 }
 
@@ -122,22 +124,22 @@ impl State {
             grants: BTreeMap::new(),
             expiring: BTreeSet::new(),
             owned: BTreeSet::new(),
-            log: MerkleLog::new(),
+            log: Frontier::default(),
             tree: StateTree::default(),
         };
         state.rebuild_tree();
         state
     }
 
-    /// Rebuilds a state from its stored entries, access-log leaf hashes and tip.
+    /// Rebuilds a state from its stored entries, the right edge of its access log and tip.
     ///
     /// The state root is recomputed from the entries; the caller compares it with the root
-    /// it stored to detect corruption.
+    /// it stored to detect corruption. The log must be the one the stored log head names.
     pub fn from_entries(
         chain_id: String,
         tip: ChainTip,
         entries: impl IntoIterator<Item = (StateKey, StateValue)>,
-        log_leaf_hashes: impl IntoIterator<Item = [u8; 32]>,
+        log: Frontier,
     ) -> Result<State, CorruptEntry> {
         let mut state = State {
             chain_id,
@@ -149,12 +151,9 @@ impl State {
             grants: BTreeMap::new(),
             expiring: BTreeSet::new(),
             owned: BTreeSet::new(),
-            log: MerkleLog::new(),
+            log,
             tree: StateTree::default(),
         };
-        for leaf in log_leaf_hashes {
-            state.log.append_hash(leaf);
-        }
         let mut log_head = None;
         for (key, value) in entries {
             match (key, value) {
@@ -183,12 +182,11 @@ impl State {
                 }
             }
         }
-        if let Some(head) = log_head
-            && (head.size != state.log.len() || head.root.0 != state.log.root())
-        {
+        let (head_size, head_root) = log_head.map_or((0, None), |h| (h.size, Some(h.root.0)));
+        let log_root = (!state.log.is_empty()).then(|| state.log.root());
+        if head_size != state.log.len() || head_root != log_root {
             return Err(CorruptEntry(format!(
-                "stored log head (size {}) does not match the {} stored log leaves",
-                head.size,
+                "stored log head (size {head_size}) does not match the stored log of {} leaves",
                 state.log.len()
             )));
         }
@@ -359,8 +357,9 @@ impl State {
         self.grants.values()
     }
 
-    /// The access log (leaf hashes; the leaf bytes are stored by the ledger).
-    pub fn log(&self) -> &MerkleLog {
+    /// The access log's right edge: its size and root (its leaves and the interior hashes
+    /// that prove them are stored by the ledger).
+    pub fn log(&self) -> &Frontier {
         &self.log
     }
 

@@ -259,7 +259,7 @@ fn a_break_glass_is_logged_against_the_owner_and_grants_nothing() {
         reason: "Dr Ada: unconscious, allergies unknown".into(),
     };
     assert_eq!(
-        h.state.log().leaf_hash_at(before),
+        h.log.leaf_hash_at(before),
         Some(secnet_merkle::log::leaf_hash(&expected.to_bytes())),
         "the log holds who read whose data and why"
     );
@@ -576,12 +576,30 @@ fn malformed_blocks_are_refused_whole() {
 fn state_rebuilt_from_its_entries_has_the_same_root() {
     let (mut h, d) = listed_and_subscribed();
     h.run(CONSUMER, request(d));
-    let logs: Vec<[u8; 32]> = (0..h.state.log().len())
-        .map(|i| h.state.log().leaf_hash_at(i).unwrap())
-        .collect();
-    let rebuilt =
-        State::from_entries(CHAIN.into(), h.state.tip(), h.state.entries(), logs).unwrap();
+    let size = h.state.log().len();
+    let rebuilt = State::from_entries(
+        CHAIN.into(),
+        h.state.tip(),
+        h.state.entries(),
+        h.frontier(size),
+    )
+    .unwrap();
     assert_eq!(rebuilt.state_root(), h.state.state_root());
+    assert_eq!(rebuilt.log(), h.state.log());
+    // A stored log that is not the one the log head names is refused: one leaf short, or
+    // none at all.
+    for short in [size - 1, 0] {
+        let refused = State::from_entries(
+            CHAIN.into(),
+            h.state.tip(),
+            h.state.entries(),
+            h.frontier(short),
+        );
+        assert!(
+            refused.is_err(),
+            "a log of {short} leaves instead of {size}"
+        );
+    }
 }
 
 #[test]
@@ -628,7 +646,7 @@ fn expired_grants_leave_the_state_an_hour_after_expiry_and_stay_in_the_log() {
         CHAIN.into(),
         h.state.tip(),
         h.state.entries(),
-        (0..log_size).map(|i| h.state.log().leaf_hash_at(i).unwrap()),
+        h.frontier(log_size),
     )
     .unwrap();
     let reloaded_from = h.blocks.len();

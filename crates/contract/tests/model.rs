@@ -314,9 +314,9 @@ proptest! {
         for b in &h.blocks { replay.apply_block(b).unwrap(); }
         prop_assert_eq!(replay.state_root(), h.state.state_root());
         // Rebuilt from entries: same root.
-        let log = h.state.log();
-        let leaves: Vec<[u8; 32]> = (0..log.len()).map(|i| log.leaf_hash_at(i).unwrap()).collect();
-        let rebuilt = State::from_entries(CHAIN.into(), h.state.tip(), h.state.entries(), leaves).unwrap();
+        let rebuilt = State::from_entries(
+            CHAIN.into(), h.state.tip(), h.state.entries(), h.frontier(h.state.log().len()),
+        ).unwrap();
         prop_assert_eq!(rebuilt.state_root(), h.state.state_root());
         for i in 0..ACCOUNTS {
             let owner = h.id(i);

@@ -1,50 +1,40 @@
 //! Audit proofs of the access log (`secnet_certified::log_proof` shapes) made from the
-//! stored log.
+//! stored log ([`crate::log_tree`]).
 
 use crate::error::LedgerError;
+use crate::log_tree::LogReader;
 use crate::store::Ledger;
 use secnet_certified::log_proof::{ConsistencyProof, InclusionProof};
-use secnet_merkle::log::leaf_hash;
 use secnet_types::Hash;
 
 impl Ledger {
-    /// An inclusion proof for leaf `index` in the log of `size` leaves (default: all).
+    /// An inclusion proof for leaf `index` in the log of `size` leaves (default: all),
+    /// checked against the state's log root (see [`LogReader`]).
     pub fn inclusion_proof(
         &self,
         index: u64,
         size: Option<u64>,
     ) -> Result<InclusionProof, LedgerError> {
-        let log = self.state().log();
-        let size = size.unwrap_or(log.len());
-        let audit_path = log.inclusion_proof(index, size)?;
-        let leaf = self
-            .log_leaf(index)?
-            .ok_or_else(|| LedgerError::Corrupt(format!("access log leaf {index} is missing")))?;
-        Ok(InclusionProof {
-            tree_size: size,
-            root_hash: Hash(log.root_at(size)?),
-            leaf_index: index,
-            leaf_hash: Hash(leaf_hash(&leaf)),
-            leaf,
-            audit_path: audit_path.into_iter().map(Hash).collect(),
-        })
+        self.log_reader()?.inclusion_proof(index, size)
     }
 
-    /// A consistency proof between two sizes of the log.
+    /// A consistency proof between two sizes of the log, checked like
+    /// [`Self::inclusion_proof`].
     pub fn consistency_proof(
         &self,
         first: u64,
         second: u64,
     ) -> Result<ConsistencyProof, LedgerError> {
-        let log = self.state().log();
-        let proof = log.consistency_proof(first, second)?;
-        Ok(ConsistencyProof {
-            first_size: first,
-            second_size: second,
-            first_root: Hash(log.root_at(first)?),
-            second_root: Hash(log.root_at(second)?),
-            proof: proof.into_iter().map(Hash).collect(),
-        })
+        self.log_reader()?.consistency_proof(first, second)
+    }
+
+    /// The access log as applied now, to make proofs from after letting go of the ledger: a
+    /// node makes many of them (an owner's history) without holding up blocks.
+    pub fn log_reader(&self) -> Result<LogReader, LedgerError> {
+        Ok(LogReader::new(
+            self.stored_log()?,
+            self.state().log().root(),
+        ))
     }
 
     /// The current checkpoint of the access log.

@@ -11,6 +11,7 @@ mod audit;
 mod error;
 mod index;
 mod journal;
+mod log_tree;
 mod snapshot;
 mod store;
 mod stored_block;
@@ -18,6 +19,7 @@ mod unwritten;
 
 pub use answer::CERTIFIED_SEARCH;
 pub use error::LedgerError;
+pub use log_tree::LogReader;
 pub use secnet_certified::checkpoint::{
     Checkpoint, CheckpointError, SignedCheckpoint, verifier_key,
 };

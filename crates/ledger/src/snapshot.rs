@@ -22,7 +22,7 @@ use crate::error::LedgerError;
 use crate::store::{RECENT_STATES, decode_tip, encode_tip};
 use crate::stored_block::StoredBlock;
 use secnet_contract::{ChainTip, State, StateKey, StateValue, receipts_root};
-use secnet_merkle::log::leaf_hash;
+use secnet_merkle::log::{Frontier, leaf_hash};
 use secnet_types::limits::MAX_BLOCK_BYTES;
 use secnet_types::{Genesis, Hash};
 use std::io::{Read, Write};
@@ -223,8 +223,11 @@ impl Snapshot {
             .iter()
             .map(|(k, v)| (k.to_bytes(), v.to_bytes()))
             .collect();
-        let hashes = self.leaves.iter().map(|l| leaf_hash(l));
-        let state = State::from_entries(genesis.chain_id.clone(), self.tip, decoded, hashes)
+        let mut log = Frontier::default();
+        for leaf in &self.leaves {
+            log.append_hash(leaf_hash(leaf));
+        }
+        let state = State::from_entries(genesis.chain_id.clone(), self.tip, decoded, log)
             .map_err(LedgerError::from)?;
         if state.state_root() != self.tip.state_root {
             return bad(format!(

@@ -3,6 +3,7 @@
 use crate::error::LedgerError;
 use crate::index::{IndexMarks, Pending};
 use crate::journal::{self, STATE_JOURNAL};
+use crate::log_tree::{self, LOG_SUBTREES, StoredLog};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::stored_block::{BlockTxs, StoredBlock};
 pub use crate::unwritten::Syncer;
@@ -14,7 +15,7 @@ use redb::{
 use secnet_contract::{
     BlockOutcome, ChainTip, LogEntry, State, StateKey, StateSnapshot, StateValue, receipts_root,
 };
-use secnet_merkle::log::leaf_hash;
+use secnet_merkle::log::{Frontier, leaf_hash};
 use secnet_types::limits::MAX_HEADER_STATE_ROOTS;
 use secnet_types::{
     Block, BlockHeader, Genesis, GrantId, Hash, Receipt, Rejection, StateCommitment,
@@ -69,12 +70,16 @@ const META_CONSENSUS_FLOOR: &str = "consensus_floor";
 /// Where each slice of the two hash-keyed indexes and of the state table is on disk
 /// ([`crate::index::IndexMarks`], [`crate::journal`]).
 pub(crate) const META_INDEX_MARKS: &str = "index_marks";
-const FORMAT_VERSION: &[u8] = b"secnet-ledger/6";
-/// The format before: the same, with every changed state entry written with each group
+const FORMAT_VERSION: &[u8] = b"secnet-ledger/7";
+/// The format before: the same without the access log's interior hashes
+/// ([`crate::log_tree`]), so opening one read and hashed every leaf. Opening one writes them
+/// ([`migrate_from_format_6`]).
+const FORMAT_6: &[u8] = b"secnet-ledger/6";
+/// The format before that: format 6 with every changed state entry written with each group
 /// commit, so no state journal ([`crate::journal`]). Opening one records the current format
 /// ([`migrate_from_format_5`]): its state table is whole.
 const FORMAT_5: &[u8] = b"secnet-ledger/5";
-/// The format before that: format 5 with every block's index rows written with it (so no
+/// And before: format 5 with every block's index rows written with it (so no
 /// [`META_INDEX_MARKS`]). Opening one records that every slice is complete
 /// ([`migrate_from_format_4`]).
 const FORMAT_4: &[u8] = b"secnet-ledger/4";
@@ -282,8 +287,8 @@ pub(crate) fn consumed_nonce(receipt: &Receipt) -> bool {
     )
 }
 
-/// Brings a format-4 ledger to the current format: every index row of a format-4 ledger is
-/// on disk, so every slice is complete up to its tip. One-way, like the step before.
+/// Brings a format-4 ledger to format 5: every index row of a format-4 ledger is on disk, so
+/// every slice is complete up to its tip. One-way, like the step before.
 fn migrate_from_format_4(db: &Database, tip: u64, log_size: u64) -> Result<(), LedgerError> {
     if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_4) {
         return Ok(());
@@ -295,23 +300,58 @@ fn migrate_from_format_4(db: &Database, tip: u64, log_size: u64) -> Result<(), L
             META_INDEX_MARKS,
             IndexMarks::all(tip, log_size).to_bytes().as_slice(),
         )?;
-        meta.insert(META_FORMAT, FORMAT_VERSION)?;
+        meta.insert(META_FORMAT, FORMAT_5)?;
     }
     write.commit()?;
     Ok(())
 }
 
-/// Brings a format-5 ledger to the current format: its state table holds every entry as of
-/// its tip, which is what a current ledger with an empty state journal holds.
+/// Brings a format-5 ledger to format 6: its state table holds every entry as of its tip,
+/// which is what a ledger with an empty state journal holds.
 fn migrate_from_format_5(db: &Database) -> Result<(), LedgerError> {
     if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_5) {
         return Ok(());
     }
     let write = db.begin_write()?;
     write.open_table(STATE_JOURNAL)?;
-    write
-        .open_table(META)?
-        .insert(META_FORMAT, FORMAT_VERSION)?;
+    write.open_table(META)?.insert(META_FORMAT, FORMAT_6)?;
+    write.commit()?;
+    Ok(())
+}
+
+/// Brings a format-6 ledger to the current format: writes the interior hashes of its access
+/// log, computed from every stored leaf, in one transaction (a crash before it commits leaves
+/// a format-6 ledger, migrated again at the next opening). `expected` is the log the ledger
+/// was loaded with: the hashes written must give the same.
+fn migrate_from_format_6(db: &Database, expected: &Frontier) -> Result<(), LedgerError> {
+    if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_6) {
+        return Ok(());
+    }
+    let write = db.begin_write()?;
+    {
+        // Whatever an interrupted or older writer left in the table goes first.
+        write.delete_table(LOG_SUBTREES)?;
+        let leaves = write.open_table(LOG)?;
+        let mut subtrees = write.open_table(LOG_SUBTREES)?;
+        let rows = leaves.iter()?.map(|item| {
+            item.map(|(_, leaf)| leaf.value().to_vec())
+                .map_err(Into::into)
+        });
+        let written = log_tree::write_all(&mut subtrees, rows)?;
+        if &written != expected {
+            return Err(LedgerError::Corrupt(format!(
+                "the access log's tree written from {} leaves has root {}, but {} leaves with \
+                 root {} were loaded",
+                written.len(),
+                Hash(written.root()),
+                expected.len(),
+                Hash(expected.root())
+            )));
+        }
+        write
+            .open_table(META)?
+            .insert(META_FORMAT, FORMAT_VERSION)?;
+    }
     write.commit()?;
     Ok(())
 }
@@ -327,7 +367,8 @@ fn index_marks(read: &ReadTransaction) -> Result<IndexMarks, LedgerError> {
 /// What the state journal holds beyond the state table ([`journal::overlay`]); nothing for
 /// a ledger of a format before the journal.
 fn state_overlay(read: &ReadTransaction) -> Result<journal::Overlay, LedgerError> {
-    if stored_format(read)?.as_deref() != Some(FORMAT_VERSION) {
+    let format = stored_format(read)?;
+    if format.as_deref() != Some(FORMAT_VERSION) && format.as_deref() != Some(FORMAT_6) {
         return Ok(journal::Overlay::new());
     }
     journal::overlay(read, &index_marks(read)?)
@@ -360,6 +401,19 @@ fn stored_format(read: &redb::ReadTransaction) -> Result<Option<Vec<u8>>, Ledger
         .open_table(META)?
         .get(META_FORMAT)?
         .map(|v| v.value().to_vec()))
+}
+
+/// How many leaves the stored access log holds: its rows, numbered from 0 without a gap.
+fn stored_log_size(read: &ReadTransaction) -> Result<u64, LedgerError> {
+    let log = read.open_table(LOG)?;
+    let rows = log.len()?;
+    let next = log.last()?.map_or(0, |(index, _)| index.value() + 1);
+    if next != rows {
+        return Err(LedgerError::Corrupt(format!(
+            "the access log holds {rows} leaves numbered up to {next}"
+        )));
+    }
+    Ok(rows)
 }
 
 /// The lowest stored height (see [`Ledger::first_block`]).
@@ -419,6 +473,7 @@ impl Ledger {
                 migrate_from_format_3(&db)?;
                 migrate_from_format_4(&db, state.tip().height, state.log().len())?;
                 migrate_from_format_5(&db)?;
+                migrate_from_format_6(&db, state.log())?;
                 (state, waiting)
             }
         };
@@ -459,6 +514,7 @@ impl Ledger {
             }
             write.open_table(BLOCKS)?;
             write.open_table(LOG)?;
+            write.open_table(LOG_SUBTREES)?;
             write.open_table(LOG_INDEX)?;
             write.open_table(TXS)?;
             write.open_table(STATE_JOURNAL)?;
@@ -473,9 +529,10 @@ impl Ledger {
         let read = db.begin_read()?;
         let format = stored_format(&read)?;
         let meta = read.open_table(META)?;
-        // Formats 3 to 5 differ only in their indexes, which loading does not read, and in
-        // having no state journal; they are migrated once loaded.
-        if ![FORMAT_VERSION, FORMAT_5, FORMAT_4, FORMAT_3]
+        // Formats 3 to 5 differ only in their indexes, which loading does not read, in having
+        // no state journal and, like format 6, no stored log tree; they are migrated once
+        // loaded.
+        if ![FORMAT_VERSION, FORMAT_6, FORMAT_5, FORMAT_4, FORMAT_3]
             .iter()
             .any(|known| format.as_deref() == Some(*known))
         {
@@ -502,19 +559,24 @@ impl Ledger {
             let value = StateValue::from_bytes(&key, &v)?;
             entries.push((key, value));
         }
-        let log = read.open_table(LOG)?;
-        let mut leaves = Vec::new();
-        for (expected, item) in (0u64..).zip(log.iter()?) {
-            let (index, leaf) = item?;
-            if index.value() != expected {
-                return Err(LedgerError::Corrupt(format!(
-                    "access log jumps from leaf {expected} to {}",
-                    index.value()
-                )));
+        let log = if format.as_deref() == Some(FORMAT_VERSION) {
+            log_tree::frontier(&read, stored_log_size(&read)?)?
+        } else {
+            let mut log = Frontier::default();
+            for (expected, item) in (0u64..).zip(read.open_table(LOG)?.iter()?) {
+                let (index, leaf) = item?;
+                if index.value() != expected {
+                    return Err(LedgerError::Corrupt(format!(
+                        "access log jumps from leaf {expected} to {}",
+                        index.value()
+                    )));
+                }
+                log.append_hash(leaf_hash(leaf.value()));
             }
-            leaves.push(leaf_hash(leaf.value()));
-        }
-        let state = State::from_entries(genesis.chain_id.clone(), tip, entries, leaves)?;
+            log
+        };
+        // The state's log head, which its root commits to, checks the log.
+        let state = State::from_entries(genesis.chain_id.clone(), tip, entries, log)?;
         if state.state_root() != tip.state_root {
             return Err(LedgerError::Corrupt(format!(
                 "stored entries hash to {}, but height {} recorded root {}",
@@ -844,6 +906,16 @@ impl Ledger {
             .collect()
     }
 
+    /// The access log as far as this ledger has applied it, read from the blocks not written
+    /// yet and the disk: the source of its proofs.
+    pub(crate) fn stored_log(&self) -> Result<StoredLog, LedgerError> {
+        if self.is_poisoned() {
+            return Err(LedgerError::Poisoned);
+        }
+        let unwritten = self.unwritten.blocks()?;
+        StoredLog::open(&self.db.begin_read()?, self.state.log().len(), unwritten)
+    }
+
     /// The bytes of access-log leaf `index`.
     pub fn log_leaf(&self, index: u64) -> Result<Option<Vec<u8>>, LedgerError> {
         Ok(self.log_leaves(&[index])?.pop().flatten())
@@ -976,6 +1048,17 @@ impl Ledger {
             }
             // Every slice of the state table is whole: the journal starts empty.
             write.open_table(STATE_JOURNAL)?;
+            let written = log_tree::write_all(
+                &mut write.open_table(LOG_SUBTREES)?,
+                snapshot.leaves.iter().map(Ok),
+            )?;
+            if written.len() != snapshot.log_size() {
+                return Err(LedgerError::Corrupt(format!(
+                    "the snapshot's log tree has {} leaves, its tip names {}",
+                    written.len(),
+                    snapshot.log_size()
+                )));
+            }
             let mut log = write.open_table(LOG)?;
             let mut rows = Vec::new();
             for (index, leaf) in (0u64..).zip(&snapshot.leaves) {

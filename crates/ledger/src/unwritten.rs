@@ -19,6 +19,7 @@
 use crate::error::LedgerError;
 use crate::index::{IndexMarks, Pending, SliceRows};
 use crate::journal::{self, STATE_JOURNAL};
+use crate::log_tree::{self, LOG_SUBTREES};
 use crate::store::{
     BLOCKS, LOG, LOG_INDEX, LogSubject, META, META_INDEX_MARKS, META_TIP, STATE, SUBJECT_KEY_LEN,
     TXS, consumed_nonce, encode_tip, log_index_row,
@@ -26,6 +27,7 @@ use crate::store::{
 use crate::stored_block::StoredBlock;
 use redb::{Database, Durability};
 use secnet_contract::{BlockOutcome, LogEntry, StateSnapshot, StateWrite};
+use secnet_merkle::Digest;
 use secnet_types::{Block, Hash, Receipt, SignedTransaction};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +46,9 @@ pub(crate) struct BlockRows {
     snapshot: StateSnapshot,
     pub(crate) first_log_index: u64,
     pub(crate) log_leaves: Vec<Vec<u8>>,
+    /// The log's interior subtrees these leaves completed ([`log_tree::row`]), positions
+    /// ascending.
+    log_subtrees: Vec<(u64, Digest)>,
     /// Subject key and leaf index, for every subject of every appended leaf.
     log_keys: Vec<([u8; SUBJECT_KEY_LEN], u64)>,
     /// Transactions that consumed their sender's nonce, and where: (height, position).
@@ -68,6 +73,14 @@ impl BlockRows {
             log_keys.extend(LogSubject::of(&entry).iter().map(|s| (s.key(), index)));
         }
         let txs = tx_locations(height, &block.txs, &outcome.receipts).collect();
+        let log_subtrees: Vec<(u64, Digest)> =
+            outcome.log_subtrees.iter().map(log_tree::row).collect();
+        debug_assert!(
+            log_subtrees
+                .windows(2)
+                .all(|w| matches!(w, [a, b] if a.0 < b.0)),
+            "a log completes its subtrees in position order"
+        );
         Ok(BlockRows {
             height,
             stored: StoredBlock::encode_parts(
@@ -81,6 +94,7 @@ impl BlockRows {
             snapshot,
             first_log_index: outcome.first_log_index,
             log_leaves: outcome.log_leaves.clone(),
+            log_subtrees,
             log_keys,
             txs,
         })
@@ -95,6 +109,16 @@ impl BlockRows {
     pub(crate) fn log_leaf(&self, index: u64) -> Option<&[u8]> {
         let offset = usize::try_from(index.checked_sub(self.first_log_index)?).ok()?;
         self.log_leaves.get(offset).map(Vec::as_slice)
+    }
+
+    /// The hash of the log's subtree at `position` ([`secnet_merkle::log::Subtree::position`]),
+    /// if this block's leaves completed it.
+    pub(crate) fn log_subtree(&self, position: u64) -> Option<Digest> {
+        let at = self
+            .log_subtrees
+            .binary_search_by_key(&position, |(p, _)| *p)
+            .ok()?;
+        self.log_subtrees.get(at).map(|(_, hash)| *hash)
     }
 
     /// The indices of the leaves this block appended about the subject with `key`.
@@ -315,10 +339,14 @@ fn write_rows(
             table.insert(hash.as_slice(), location.as_slice())?;
         }
         let mut log = write.open_table(LOG)?;
+        let mut subtrees = write.open_table(LOG_SUBTREES)?;
         let mut blocks = write.open_table(BLOCKS)?;
         for rows in batch {
             for (index, leaf) in (rows.first_log_index..).zip(&rows.log_leaves) {
                 log.insert(index, leaf.as_slice())?;
+            }
+            for (position, hash) in &rows.log_subtrees {
+                subtrees.insert(*position, hash.as_slice())?;
             }
             blocks.insert(rows.height, rows.stored.as_slice())?;
         }

@@ -343,14 +343,16 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         MultimapTableDefinition::new("access_log_index");
     let dir = tempfile::tempdir().unwrap();
     let g = genesis("ledger-test");
-    let (root, scanned, located, entries) = {
+    let (root, scanned, located, entries, head) = {
         let mut ledger = Ledger::open(dir.path(), &g).unwrap();
         run_story(&mut ledger, 3);
+        let head = ledger.checkpoint();
         (
             ledger.state().state_root(),
             scan_log(&ledger),
             tx_locations(&ledger),
             state_rows(&ledger),
+            (head.tree_size, head.root_hash),
         )
     };
     assert_eq!(scanned.len(), 4, "{scanned:?}");
@@ -380,6 +382,8 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         // them then.
         write_tx_index(&w, &located);
         write_whole_state(&w, &entries);
+        // Nor had it the log's tree.
+        w.delete_table(LOG_SUBTREES).unwrap();
         let mut meta = w.open_table(META).unwrap();
         meta.insert("format", b"secnet-ledger/3".as_slice())
             .unwrap();
@@ -408,6 +412,7 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         for (tx, location) in &located {
             assert_eq!(ledger.tx_location(tx).unwrap(), Some(*location));
         }
+        check_log_proofs(&ledger, &[head]);
     }
     {
         let db = Database::create(&path).unwrap();
@@ -416,7 +421,7 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
             r.open_multimap_table(OLD_INDEX).is_err(),
             "the old index is dropped"
         );
-        assert_eq!(stored_format(&r), b"secnet-ledger/6");
+        assert_eq!(stored_format(&r), b"secnet-ledger/7");
         let w = db.begin_write().unwrap();
         w.open_table(META)
             .unwrap()
@@ -697,10 +702,15 @@ fn a_format_5_ledger_is_migrated() {
     const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     let g = genesis("ledger-test");
     let dir = tempfile::tempdir().unwrap();
-    let (entries, root) = {
+    let (entries, root, head) = {
         let mut ledger = Ledger::open(dir.path(), &g).unwrap();
         run_story(&mut ledger, 20);
-        (state_rows(&ledger), ledger.state().state_root())
+        let head = ledger.checkpoint();
+        (
+            state_rows(&ledger),
+            ledger.state().state_root(),
+            (head.tree_size, head.root_hash),
+        )
     };
     {
         let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
@@ -710,13 +720,16 @@ fn a_format_5_ledger_is_migrated() {
             .unwrap()
             .insert("format", b"secnet-ledger/5".as_slice())
             .unwrap();
+        // Format 5 had no tree of its log either.
+        w.delete_table(LOG_SUBTREES).unwrap();
         w.commit().unwrap();
     }
     let ledger = Ledger::open(dir.path(), &g).unwrap();
     assert_eq!(ledger.state().state_root(), root);
+    check_log_proofs(&ledger, &[head]);
     rewrite_every_slice_and_reopen(dir.path(), &g, ledger);
     let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
-    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/6");
+    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/7");
 }
 
 /// The format a ledger file records.
@@ -1184,4 +1197,209 @@ fn readers_see_every_block_while_another_thread_writes_them() {
     let reopened = Ledger::open(dir.path(), &g).unwrap();
     assert_eq!(reopened.state().tip(), tip);
     check_readers(&reopened, &applied);
+}
+
+/// `count` access records by the holder of the story's data ([`run_story`]), at its next
+/// nonce.
+fn records(ledger: &Ledger, count: usize) -> SignedTransaction {
+    let k = keys();
+    let entry = AccessEntry {
+        data: Hash::digest(b"record"),
+        grant: None,
+        requester: k[2].account(),
+        decision: AccessDecision::Delivered,
+        score_ppm: 10,
+        at_ms: 5,
+    };
+    Transaction {
+        chain_id: "ledger-test".into(),
+        sender: k[1].account(),
+        nonce: ledger.state().account(&k[1].account()).nonce,
+        call: Call::RecordAccess {
+            entries: vec![entry; count],
+        },
+    }
+    .sign(&k[1])
+}
+
+/// Checks every leaf's inclusion proof at the log's size and at each of `heads` (size and
+/// root, as the state committed to them when the log had that size), and the consistency
+/// proofs between them: each proof is checked against the recorded root, not the one it
+/// carries.
+fn check_log_proofs(ledger: &Ledger, heads: &[(u64, Hash)]) {
+    let (size, root) = (ledger.state().log().len(), ledger.checkpoint().root_hash);
+    let mut all = heads.to_vec();
+    all.push((size, root));
+    for &(size, root) in &all {
+        for index in (0..size).step_by(7).chain([size - 1]) {
+            let proof = ledger.inclusion_proof(index, Some(size)).unwrap();
+            assert_eq!(proof.root_hash, root, "leaf {index} in {size}");
+            proof.verify().unwrap();
+        }
+    }
+    for pair in all.windows(2) {
+        let [(first, first_root), (second, second_root)] = pair else {
+            continue;
+        };
+        let proof = ledger.consistency_proof(*first, *second).unwrap();
+        assert_eq!(
+            (proof.first_root, proof.second_root),
+            (*first_root, *second_root)
+        );
+        proof.verify().unwrap();
+    }
+}
+
+const LOG_SUBTREES: TableDefinition<u64, &[u8]> = TableDefinition::new("access_log_subtrees");
+type SubtreeTable<'a> = redb::Table<'a, u64, &'static [u8]>;
+
+/// The access log's tree is stored beside its leaves, and the state keeps only its right
+/// edge: proofs made while blocks wait in memory, once they are written and after reopening
+/// are the same; a missing interior hash is an error, never a wrong proof; a right edge
+/// that does not match the committed log head is refused on opening.
+#[test]
+fn the_log_tree_on_disk_proves_every_leaf_however_it_was_written() {
+    use secnet_merkle::log::{Frontier, Subtree};
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis("ledger-test");
+    let mut heads = Vec::new();
+    {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        run_story(&mut ledger, 0);
+        for (i, count) in [37, 64, 1, 100, 29, 200].into_iter().enumerate() {
+            let block = next_block(&ledger, vec![records(&ledger, count)]);
+            // Half of the blocks are written at once, the others wait in memory.
+            if i < 3 {
+                ledger.apply_block(&block).unwrap();
+            } else {
+                ledger.apply_block_deferred(&block, |_| false).unwrap();
+            }
+            let head = ledger.checkpoint();
+            heads.push((head.tree_size, head.root_hash));
+        }
+        check_log_proofs(&ledger, &heads);
+        ledger.syncer().sync().unwrap();
+        check_log_proofs(&ledger, &heads);
+    }
+    let size = heads.last().unwrap().0;
+    assert_eq!(size, 3 + 37 + 64 + 1 + 100 + 29 + 200);
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    check_log_proofs(&ledger, &heads);
+    drop(ledger);
+
+    let file = dir.path().join(LEDGER_FILE);
+    let edit = |f: &dyn Fn(&mut SubtreeTable)| {
+        let db = Database::create(&file).unwrap();
+        let w = db.begin_write().unwrap();
+        f(&mut w.open_table(LOG_SUBTREES).unwrap());
+        w.commit().unwrap();
+    };
+    {
+        let db = Database::create(&file).unwrap();
+        let r = db.begin_read().unwrap();
+        let rows = r.open_table(LOG_SUBTREES).unwrap().len().unwrap();
+        assert_eq!(
+            rows,
+            size - u64::from(size.count_ones()),
+            "one row per interior subtree"
+        );
+    }
+    // Leaf 0's path in a log of 434 leaves reads the subtree (3, 1), which is not on the
+    // right edge: without it, opening works and that proof is an error.
+    let inner = Subtree::position(3, 1);
+    edit(&|t| {
+        t.remove(inner).unwrap();
+    });
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    match ledger.inclusion_proof(0, None) {
+        Err(LedgerError::Corrupt(m)) => assert!(m.contains("subtree 3/1"), "{m}"),
+        other => panic!("expected a corrupt-ledger error, got {other:?}"),
+    }
+    ledger
+        .inclusion_proof(size - 1, None)
+        .unwrap()
+        .verify()
+        .unwrap();
+    drop(ledger);
+    // Altered instead: every proof is checked against the state's log root before it is
+    // served, at the log's size and below it (where the stored rows alone would agree with
+    // a root made from them).
+    edit(&|t| {
+        t.insert(inner, [9u8; 32].as_slice()).unwrap();
+    });
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    for at in [None, Some(300), Some(16)] {
+        match ledger.inclusion_proof(0, at) {
+            Err(LedgerError::Corrupt(m)) => assert!(m.contains("stored access log"), "{m}"),
+            other => panic!("expected a corrupt-ledger error at {at:?}, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        ledger.consistency_proof(8, 300),
+        Err(LedgerError::Corrupt(_))
+    ));
+    ledger
+        .inclusion_proof(size - 1, None)
+        .unwrap()
+        .verify()
+        .unwrap();
+    // Proofs that do not read the altered row are served.
+    ledger
+        .consistency_proof(16, size)
+        .unwrap()
+        .verify()
+        .unwrap();
+    drop(ledger);
+    // A right edge that is not the committed log's: opening refuses the ledger.
+    let (level, index) = Frontier::peak_positions(size)[0];
+    edit(&|t| {
+        t.insert(Subtree::position(level, index), [7u8; 32].as_slice())
+            .unwrap();
+    });
+    match Ledger::open(dir.path(), &g) {
+        Err(LedgerError::Corrupt(m)) => assert!(m.contains("log head"), "{m}"),
+        other => panic!("expected a corrupt-ledger error, got {other:?}"),
+    }
+}
+
+/// A ledger of format 6 (no stored log tree: opening hashed every leaf) opens in the current
+/// format, with the tree written from its leaves.
+#[test]
+fn a_format_6_ledger_gets_its_log_tree() {
+    const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    let g = genesis("ledger-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut heads = Vec::new();
+    {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        run_story(&mut ledger, 0);
+        for count in [5, 60, 3] {
+            let block = next_block(&ledger, vec![records(&ledger, count)]);
+            ledger.apply_block(&block).unwrap();
+            let head = ledger.checkpoint();
+            heads.push((head.tree_size, head.root_hash));
+        }
+    }
+    {
+        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+        let w = db.begin_write().unwrap();
+        w.delete_table(LOG_SUBTREES).unwrap();
+        w.open_table(META)
+            .unwrap()
+            .insert("format", b"secnet-ledger/6".as_slice())
+            .unwrap();
+        w.commit().unwrap();
+    }
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    check_log_proofs(&ledger, &heads);
+    let block = next_block(&ledger, vec![records(&ledger, 9)]);
+    ledger.apply_block(&block).unwrap();
+    let head = ledger.checkpoint();
+    heads.push((head.tree_size, head.root_hash));
+    drop(ledger);
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    check_log_proofs(&ledger, &heads);
+    drop(ledger);
+    let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/7");
 }

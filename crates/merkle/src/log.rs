@@ -1,8 +1,12 @@
 //! An RFC 6962 Merkle tree log: leaf hash `SHA-256(0x00 || leaf)`, node hash
 //! `SHA-256(0x01 || left || right)`, empty tree `SHA-256("")`.
 //!
-//! The tree keeps every complete, aligned subtree hash, so appending is amortised O(1) and
-//! proofs take O(log n) lookups plus O(log² n) hashing for the ragged right edge.
+//! A proof needs the hashes of complete, aligned subtrees ([`Subtrees`]): [`MerkleLog`]
+//! keeps every one in memory; a store can keep them on disk and answer the same proofs
+//! ([`root_at`], [`inclusion_proof`], [`consistency_proof`]) in O(log n) lookups plus
+//! O(log² n) hashing for the ragged right edge. [`Frontier`] keeps only the right edge,
+//! enough to append and to give the root, and names each subtree an append completes so
+//! that a store can keep it.
 
 use crate::{Digest, sha256};
 
@@ -52,16 +56,86 @@ pub enum ProofError {
 
 /// The root of a tree built leaf by leaf, keeping only its right edge: the hash of each
 /// complete subtree the size's binary digits name, largest first. Gives
-/// [`MerkleLog::root`] without the interior hashes a proof would need.
-#[derive(Debug, Clone, Default)]
+/// [`MerkleLog::root`] without the interior hashes a proof would need; memory O(log n).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Frontier {
+    /// Leaves appended.
+    size: u64,
     /// (height, hash) of each complete subtree, heights strictly decreasing.
     peaks: Vec<(u32, Digest)>,
 }
 
+/// A complete, aligned subtree: the hash of leaves `[index·2^level, (index+1)·2^level)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subtree {
+    /// Its height: 0 for a leaf.
+    pub level: u32,
+    /// Its position among the subtrees of its height.
+    pub index: u64,
+    /// Its hash.
+    pub hash: Digest,
+}
+
+impl Subtree {
+    /// Where this subtree comes in the order a log completes them (leaves and interior
+    /// nodes together, each node right after its last leaf): a key under which a store
+    /// only ever appends.
+    pub fn position(level: u32, index: u64) -> u64 {
+        // The last leaf of the subtree, then the `level` nodes completed on top of it.
+        let last = ((index + 1) << level) - 1;
+        2 * last - u64::from(last.count_ones()) + u64::from(level)
+    }
+}
+
 impl Frontier {
-    /// Appends an already computed leaf hash.
-    pub fn append_hash(&mut self, hash: Digest) {
+    /// The frontier of a log of `size` leaves, from the hashes of the complete subtrees its
+    /// binary digits name, largest first ([`Frontier::peak_positions`]); `None` if there
+    /// are not exactly that many.
+    pub fn from_peaks(size: u64, hashes: &[Digest]) -> Option<Frontier> {
+        let positions = Frontier::peak_positions(size);
+        (positions.len() == hashes.len()).then(|| Frontier {
+            size,
+            peaks: positions
+                .iter()
+                .zip(hashes)
+                .map(|(&(level, _), hash)| (level, *hash))
+                .collect(),
+        })
+    }
+
+    /// The (level, index) of each complete subtree whose hashes make up the frontier of a
+    /// log of `size` leaves, largest first.
+    pub fn peak_positions(size: u64) -> Vec<(u32, u64)> {
+        let mut out = Vec::new();
+        let mut start = 0u64;
+        for level in (0..64u32).rev() {
+            if size & (1 << level) != 0 {
+                out.push((level, start >> level));
+                start += 1 << level;
+            }
+        }
+        out
+    }
+
+    /// Leaves appended.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether no leaf was appended.
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Appends an already computed leaf hash; returns its index.
+    pub fn append_hash(&mut self, hash: Digest) -> u64 {
+        self.append_hash_with(hash, |_| {})
+    }
+
+    /// Appends an already computed leaf hash, handing `completed` every interior subtree
+    /// (level ≥ 1) the leaf completes, lowest first; returns the leaf's index.
+    pub fn append_hash_with(&mut self, hash: Digest, mut completed: impl FnMut(Subtree)) -> u64 {
+        let index = self.size;
         let mut carry = (0u32, hash);
         while let Some(&(height, left)) = self.peaks.last() {
             if height != carry.0 {
@@ -69,8 +143,15 @@ impl Frontier {
             }
             self.peaks.pop();
             carry = (height + 1, node_hash(&left, &carry.1));
+            completed(Subtree {
+                level: carry.0,
+                index: index >> carry.0,
+                hash: carry.1,
+            });
         }
         self.peaks.push(carry);
+        self.size += 1;
+        index
     }
 
     /// The root of the leaves appended so far (of none: [`empty_root`]).
@@ -84,6 +165,152 @@ impl Frontier {
         }
         root
     }
+}
+
+/// Where the hashes of a log's complete, aligned subtrees are read from: enough to give its
+/// root at any size and any proof ([`root_at`], [`inclusion_proof`], [`consistency_proof`]).
+pub trait Subtrees {
+    /// Why a hash could not be read.
+    type Error;
+
+    /// Leaves in the log.
+    fn size(&self) -> u64;
+
+    /// The hash of leaves `[index·2^level, (index+1)·2^level)`; asked only for subtrees
+    /// that lie within [`Self::size`].
+    fn complete(&self, level: u32, index: u64) -> Result<Digest, Self::Error>;
+}
+
+/// Why a proof could not be made from a [`Subtrees`] source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError<E> {
+    /// The log cannot answer this request.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// A subtree's hash could not be read.
+    #[error("reading the log: {0}")]
+    Source(E),
+}
+
+fn check_size<S: Subtrees>(log: &S, size: u64) -> Result<(), ProofError> {
+    if size > log.size() {
+        return Err(ProofError::SizeOutOfRange {
+            size,
+            len: log.size(),
+        });
+    }
+    Ok(())
+}
+
+/// MTH(D[start..end]); requires `start < end <= size`.
+fn subtree<S: Subtrees>(log: &S, start: u64, end: u64) -> Result<Digest, S::Error> {
+    let n = end - start;
+    if n.is_power_of_two() && start.is_multiple_of(n) {
+        return log.complete(n.trailing_zeros(), start / n);
+    }
+    let k = largest_power_of_two_below(n);
+    Ok(node_hash(
+        &subtree(log, start, start + k)?,
+        &subtree(log, start + k, end)?,
+    ))
+}
+
+/// The root of the first `size` leaves of `log`.
+pub fn root_at<S: Subtrees>(log: &S, size: u64) -> Result<Digest, LogError<S::Error>> {
+    check_size(log, size)?;
+    if size == 0 {
+        return Ok(empty_root());
+    }
+    subtree(log, 0, size).map_err(LogError::Source)
+}
+
+/// The audit path of leaf `index` in the tree of the first `size` leaves of `log`
+/// (RFC 6962 2.1.1), ordered from the leaf upwards.
+pub fn inclusion_proof<S: Subtrees>(
+    log: &S,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Digest>, LogError<S::Error>> {
+    check_size(log, size)?;
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange { index, size }.into());
+    }
+    let mut path = Vec::new();
+    audit_path(log, index, 0, size, &mut path).map_err(LogError::Source)?;
+    Ok(path)
+}
+
+fn audit_path<S: Subtrees>(
+    log: &S,
+    m: u64,
+    start: u64,
+    end: u64,
+    out: &mut Vec<Digest>,
+) -> Result<(), S::Error> {
+    let n = end - start;
+    if n <= 1 {
+        return Ok(());
+    }
+    let k = largest_power_of_two_below(n);
+    if m < k {
+        audit_path(log, m, start, start + k, out)?;
+        out.push(subtree(log, start + k, end)?);
+    } else {
+        audit_path(log, m - k, start + k, end, out)?;
+        out.push(subtree(log, start, start + k)?);
+    }
+    Ok(())
+}
+
+/// The consistency proof from the tree of the first `first` leaves of `log` to the tree of
+/// its first `second` leaves (RFC 6962 2.1.2).
+pub fn consistency_proof<S: Subtrees>(
+    log: &S,
+    first: u64,
+    second: u64,
+) -> Result<Vec<Digest>, LogError<S::Error>> {
+    check_size(log, second)?;
+    if first == 0 || first > second {
+        return Err(ProofError::BadRange { first, second }.into());
+    }
+    let mut proof = Vec::new();
+    if first < second {
+        subproof(log, first, 0, second, true, &mut proof).map_err(LogError::Source)?;
+    }
+    Ok(proof)
+}
+
+fn subproof<S: Subtrees>(
+    log: &S,
+    m: u64,
+    start: u64,
+    end: u64,
+    complete: bool,
+    out: &mut Vec<Digest>,
+) -> Result<(), S::Error> {
+    let n = end - start;
+    if m == n {
+        if !complete {
+            out.push(subtree(log, start, end)?);
+        }
+        return Ok(());
+    }
+    let k = largest_power_of_two_below(n);
+    if m <= k {
+        subproof(log, m, start, start + k, complete, out)?;
+        out.push(subtree(log, start + k, end)?);
+    } else {
+        subproof(log, m - k, start + k, end, false, out)?;
+        out.push(subtree(log, start, start + k)?);
+    }
+    Ok(())
+}
+
+/// The answer of a source whose own errors are proof errors.
+fn flatten<T>(r: Result<T, LogError<ProofError>>) -> Result<T, ProofError> {
+    r.map_err(|e| match e {
+        LogError::Proof(p) | LogError::Source(p) => p,
+    })
 }
 
 /// An append-only Merkle tree of leaf hashes.
@@ -155,97 +382,41 @@ impl MerkleLog {
 
     /// The root of the first `size` leaves.
     pub fn root_at(&self, size: u64) -> Result<Digest, ProofError> {
-        self.check_size(size)?;
-        if size == 0 {
-            return Ok(empty_root());
-        }
-        Ok(self.subtree(0, size))
-    }
-
-    fn check_size(&self, size: u64) -> Result<(), ProofError> {
-        if size > self.len() {
-            return Err(ProofError::SizeOutOfRange {
-                size,
-                len: self.len(),
-            });
-        }
-        Ok(())
-    }
-
-    /// MTH(D[start..end]); requires `start < end <= len`.
-    fn subtree(&self, start: u64, end: u64) -> Digest {
-        let n = end - start;
-        if n.is_power_of_two() && start.is_multiple_of(n) {
-            let level = n.trailing_zeros() as usize;
-            let idx = (start / n) as usize;
-            if let Some(h) = self.levels.get(level).and_then(|row| row.get(idx)) {
-                return *h;
-            }
-        }
-        let k = largest_power_of_two_below(n);
-        node_hash(
-            &self.subtree(start, start + k),
-            &self.subtree(start + k, end),
-        )
+        flatten(root_at(self, size))
     }
 
     /// The audit path of leaf `index` in the tree of the first `size` leaves (RFC 6962 2.1.1),
     /// ordered from the leaf upwards.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Digest>, ProofError> {
-        self.check_size(size)?;
-        if index >= size {
-            return Err(ProofError::IndexOutOfRange { index, size });
-        }
-        let mut path = Vec::new();
-        self.path(index, 0, size, &mut path);
-        Ok(path)
-    }
-
-    fn path(&self, m: u64, start: u64, end: u64, out: &mut Vec<Digest>) {
-        let n = end - start;
-        if n <= 1 {
-            return;
-        }
-        let k = largest_power_of_two_below(n);
-        if m < k {
-            self.path(m, start, start + k, out);
-            out.push(self.subtree(start + k, end));
-        } else {
-            self.path(m - k, start + k, end, out);
-            out.push(self.subtree(start, start + k));
-        }
+        flatten(inclusion_proof(self, index, size))
     }
 
     /// The consistency proof from the tree of `first` leaves to the tree of `second` leaves
     /// (RFC 6962 2.1.2).
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Digest>, ProofError> {
-        self.check_size(second)?;
-        if first == 0 || first > second {
-            return Err(ProofError::BadRange { first, second });
-        }
-        let mut proof = Vec::new();
-        if first < second {
-            self.subproof(first, 0, second, true, &mut proof);
-        }
-        Ok(proof)
+        flatten(consistency_proof(self, first, second))
+    }
+}
+
+impl Subtrees for MerkleLog {
+    type Error = ProofError;
+
+    fn size(&self) -> u64 {
+        self.len()
     }
 
-    fn subproof(&self, m: u64, start: u64, end: u64, complete: bool, out: &mut Vec<Digest>) {
-        let n = end - start;
-        if m == n {
-            if !complete {
-                out.push(self.subtree(start, end));
-            }
-            return;
-        }
-        let k = largest_power_of_two_below(n);
-        if m <= k {
-            self.subproof(m, start, start + k, complete, out);
-            out.push(self.subtree(start + k, end));
-        } else {
-            self.subproof(m - k, start + k, end, false, out);
-            out.push(self.subtree(start, start + k));
-        }
+    /// Every complete subtree within the log is kept; asking for one beyond it is an error.
+    fn complete(&self, level: u32, index: u64) -> Result<Digest, ProofError> {
+        usize::try_from(level)
+            .ok()
+            .and_then(|l| self.levels.get(l))
+            .zip(usize::try_from(index).ok())
+            .and_then(|(row, i)| row.get(i))
+            .copied()
+            .ok_or(ProofError::SizeOutOfRange {
+                size: index.saturating_add(1).saturating_mul(1 << level.min(63)),
+                len: self.len(),
+            })
     }
 }
 
@@ -580,7 +751,123 @@ mod tests {
         ));
     }
 
+    /// A log as a store keeps it: the leaf hashes and the interior subtrees a [`Frontier`]
+    /// reported, keyed by [`Subtree::position`].
+    struct Stored {
+        size: u64,
+        leaves: Vec<Digest>,
+        nodes: std::collections::BTreeMap<u64, Digest>,
+    }
+
+    impl Subtrees for Stored {
+        type Error = String;
+        fn size(&self) -> u64 {
+            self.size
+        }
+        fn complete(&self, level: u32, index: u64) -> Result<Digest, String> {
+            if level == 0 {
+                return self
+                    .leaves
+                    .get(index as usize)
+                    .copied()
+                    .ok_or("no leaf".into());
+            }
+            self.nodes
+                .get(&Subtree::position(level, index))
+                .copied()
+                .ok_or_else(|| format!("no subtree {level}/{index}"))
+        }
+    }
+
+    fn stored_of(n: u64) -> (Stored, Frontier) {
+        let mut frontier = Frontier::default();
+        let mut stored = Stored {
+            size: n,
+            leaves: Vec::new(),
+            nodes: Default::default(),
+        };
+        for i in 0..n {
+            let hash = leaf_hash(&i.to_be_bytes());
+            stored.leaves.push(hash);
+            let mut last = Subtree::position(0, i);
+            frontier.append_hash_with(hash, |node| {
+                let at = Subtree::position(node.level, node.index);
+                assert!(at > last, "positions only grow as the log grows");
+                last = at;
+                assert!(stored.nodes.insert(at, node.hash).is_none());
+            });
+        }
+        (stored, frontier)
+    }
+
+    #[test]
+    fn positions_follow_the_order_subtrees_complete() {
+        // Leaves 0 1, node (1,0), leaves 2 3, nodes (1,1) (2,0), leaf 4.
+        let order = [
+            (0, 0),
+            (0, 1),
+            (1, 0),
+            (0, 2),
+            (0, 3),
+            (1, 1),
+            (2, 0),
+            (0, 4),
+        ];
+        for (at, (level, index)) in order.into_iter().enumerate() {
+            assert_eq!(Subtree::position(level, index), at as u64);
+        }
+        assert_eq!(Subtree::position(3, 0), 14);
+        assert_eq!(Subtree::position(0, 8), 15);
+    }
+
+    #[test]
+    fn a_missing_subtree_is_an_error_not_a_wrong_proof() {
+        let (mut stored, _) = stored_of(9);
+        // Leaf 0's path in 9 leaves: leaf 1, then subtrees (1,1), (2,1) and leaf 8.
+        stored.nodes.remove(&Subtree::position(2, 1));
+        assert_eq!(
+            inclusion_proof(&stored, 0, 9),
+            Err(LogError::Source("no subtree 2/1".to_string()))
+        );
+        assert!(matches!(
+            root_at(&stored, 10),
+            Err(LogError::Proof(ProofError::SizeOutOfRange {
+                size: 10,
+                len: 9
+            }))
+        ));
+    }
+
     proptest! {
+        #[test]
+        fn stored_subtrees_give_the_proofs_of_the_whole_log(n in 1u64..200, a in any::<u64>(), b in any::<u64>()) {
+            let log = log_of(n as usize);
+            let (stored, frontier) = stored_of(n);
+            // A frontier reports every complete interior subtree exactly once.
+            prop_assert_eq!(stored.nodes.len() as u64, n - u64::from(n.count_ones()));
+            prop_assert_eq!(frontier.len(), n);
+            prop_assert_eq!(frontier.root(), log.root());
+            let second = 1 + a % n;
+            let first = 1 + b % second;
+            let index = b % second;
+            prop_assert_eq!(root_at(&stored, second).unwrap(), log.root_at(second).unwrap());
+            prop_assert_eq!(
+                inclusion_proof(&stored, index, second).unwrap(),
+                log.inclusion_proof(index, second).unwrap()
+            );
+            prop_assert_eq!(
+                consistency_proof(&stored, first, second).unwrap(),
+                log.consistency_proof(first, second).unwrap()
+            );
+            // The frontier read back from the stored peaks is the same frontier.
+            let peaks: Vec<Digest> = Frontier::peak_positions(n)
+                .into_iter()
+                .map(|(level, index)| stored.complete(level, index).unwrap())
+                .collect();
+            prop_assert_eq!(Frontier::from_peaks(n, &peaks), Some(frontier.clone()));
+            prop_assert_eq!(Frontier::from_peaks(n, &peaks[1..]), None);
+        }
+
         #[test]
         fn frontier_root_is_the_logs_root(leaves in proptest::collection::vec(any::<u8>(), 0..300)) {
             let mut log = MerkleLog::new();

@@ -12,6 +12,7 @@
 )]
 
 use secnet_contract::{BlockOutcome, State};
+use secnet_merkle::log::{Frontier, MerkleLog};
 use secnet_types::{
     AccountId, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair, Receipt, RegisterData,
     SignedTransaction, Transaction,
@@ -27,6 +28,9 @@ pub struct Harness {
     pub nonces: BTreeMap<AccountId, u64>,
     pub blocks: Vec<Block>,
     pub genesis: Genesis,
+    /// Every leaf the blocks appended to the access log, with every interior hash: what a
+    /// ledger stores beside the state, which keeps only the log's right edge.
+    pub log: MerkleLog,
 }
 
 impl Harness {
@@ -52,7 +56,18 @@ impl Harness {
             nonces: BTreeMap::new(),
             blocks: vec![],
             genesis,
+            log: MerkleLog::new(),
         }
+    }
+
+    /// The right edge of the first `size` leaves of the stored log, read the way a ledger
+    /// reads it back: from the hashes of its complete subtrees.
+    pub fn frontier(&self, size: u64) -> Frontier {
+        let peaks: Vec<[u8; 32]> = Frontier::peak_positions(size)
+            .into_iter()
+            .map(|(level, index)| subtree(&self.log, level, index).unwrap())
+            .collect();
+        Frontier::from_peaks(size, &peaks).unwrap()
     }
 
     pub fn id(&self, i: usize) -> AccountId {
@@ -87,6 +102,17 @@ impl Harness {
         let tip = self.state.tip();
         let block = Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms + ms, txs);
         let outcome = self.state.apply_block(&block).expect("block applies");
+        for leaf in &outcome.log_leaves {
+            self.log.append(leaf);
+        }
+        // The interior subtrees the block reports are the log's, each once.
+        let expected = (outcome.first_log_index..self.log.len())
+            .map(|i| (i + 1).trailing_zeros() as usize)
+            .sum::<usize>();
+        assert_eq!(outcome.log_subtrees.len(), expected);
+        for node in &outcome.log_subtrees {
+            assert_eq!(subtree(&self.log, node.level, node.index), Some(node.hash));
+        }
         self.blocks.push(block);
         outcome
     }
@@ -113,4 +139,9 @@ pub fn register(hash: Hash, address: &str, price: u64, holder: AccountId, share_
         holder,
         holder_share_bps: share_bps,
     })
+}
+
+/// The hash of the complete subtree (`level`, `index`) of `log`.
+fn subtree(log: &MerkleLog, level: u32, index: u64) -> Option<[u8; 32]> {
+    secnet_merkle::log::Subtrees::complete(log, level, index).ok()
 }

@@ -129,9 +129,9 @@ pub(super) async fn log_proof(
     Query(q): Query<SizeQuery>,
 ) -> ApiResult<Json<InclusionProof>> {
     let index: u64 = parse("leaf index", &index)?;
-    Ok(Json(
-        node.with_ledger(|l| l.inclusion_proof(index, q.size))??,
-    ))
+    // The proof reads the stored log after the ledger is let go.
+    let log = node.with_ledger(|l| l.log_reader())??;
+    Ok(Json(log.inclusion_proof(index, q.size)?))
 }
 
 #[derive(Deserialize)]
@@ -158,10 +158,9 @@ pub(super) async fn log_consistency(
     State(node): Node,
     Query(q): Query<ConsistencyQuery>,
 ) -> ApiResult<Json<ConsistencyProof>> {
-    Ok(Json(node.with_ledger(|l| {
-        let to = q.to.unwrap_or(l.state().log().len());
-        l.consistency_proof(q.from, to)
-    })??))
+    let log = node.with_ledger(|l| l.log_reader())??;
+    let to = q.to.unwrap_or(log.size());
+    Ok(Json(log.consistency_proof(q.from, to)?))
 }
 
 #[utoipa::path(

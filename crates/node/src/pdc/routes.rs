@@ -1036,25 +1036,27 @@ async fn history(
     require_owner(&who, &owner, "only the owner reads their history")?;
     let mut delivered = 0usize;
     let mut events = Vec::new();
-    let entries = node.with_ledger(|l| -> Result<Vec<HistoryItem>, Problem> {
-        let size = l.state().log().len();
-        let mut out = Vec::new();
-        for (index, entry, block_ms) in pdc.history_of(l, &owner)? {
-            if let LogEntry::Access { entry: e, .. } = &entry {
-                delivered += usize::from(e.decision == AccessDecision::Delivered);
-            }
-            let proof = l.inclusion_proof(index, Some(size))?;
-            let event = audit_event(&entry, index, block_ms);
-            events.push(serde_json::json!({ "resource": event.clone() }));
-            out.push(HistoryItem {
-                index,
-                entry,
-                proof,
-                audit_event: event,
-            });
-        }
-        Ok(out)
+    // The entries and a reader of the log as of now are taken under the ledger; the proofs,
+    // which read the stored log, are made after letting it go.
+    let (history, log) = node.with_ledger(|l| -> Result<_, Problem> {
+        Ok((pdc.history_of(l, &owner)?, l.log_reader()?))
     })??;
+    let size = log.size();
+    let mut entries = Vec::new();
+    for (index, entry, block_ms) in history {
+        if let LogEntry::Access { entry: e, .. } = &entry {
+            delivered += usize::from(e.decision == AccessDecision::Delivered);
+        }
+        let proof = log.inclusion_proof(index, Some(size))?;
+        let event = audit_event(&entry, index, block_ms);
+        events.push(serde_json::json!({ "resource": event.clone() }));
+        entries.push(HistoryItem {
+            index,
+            entry,
+            proof,
+            audit_event: event,
+        });
+    }
     if q.format.as_deref() == Some("fhir") {
         // A FHIR resource is JSON by definition: the Bundle is built as such.
         return Ok(Json(
