@@ -15,6 +15,7 @@ use redb::{
 use secnet_contract::{
     BlockOutcome, ChainTip, LogEntry, State, StateKey, StateSnapshot, StateValue, receipts_root,
 };
+use secnet_merkle::log::Subtrees as _;
 use secnet_merkle::log::{Frontier, leaf_hash};
 use secnet_types::limits::MAX_HEADER_STATE_ROOTS;
 use secnet_types::{
@@ -1108,8 +1109,9 @@ impl Ledger {
         Ok(meta.get(META_CONSENSUS_FLOOR)?.map(|v| v.value().to_vec()))
     }
 
-    /// Replays every stored block from genesis in memory and compares each state root with
-    /// the stored one.
+    /// Replays every stored block from genesis in memory and compares each state root and
+    /// receipts with the stored ones, and each access-log leaf and interior hash a block
+    /// appended with the stored log.
     pub fn replay_check(&self) -> Result<ReplayReport, LedgerError> {
         let first = self.first_block()?;
         if first > 1 {
@@ -1120,6 +1122,7 @@ impl Ledger {
         }
         let mut state = State::genesis(&self.genesis);
         let tip = self.state.tip();
+        let log = self.stored_log()?;
         for height in 1..=tip.height {
             let stored = self
                 .block(height)?
@@ -1135,6 +1138,26 @@ impl Ledger {
                 return Err(LedgerError::Corrupt(format!(
                     "replaying block {height} gives other receipts than stored"
                 )));
+            }
+            // The stored log: every leaf the block appended and every interior hash they
+            // completed (the proofs' material, which opening does not read).
+            let leaves = (outcome.first_log_index..).zip(&outcome.log_leaves);
+            for (index, leaf) in leaves {
+                if log.complete(0, index)? != leaf_hash(leaf) {
+                    return Err(LedgerError::Corrupt(format!(
+                        "replaying block {height} appends another access log leaf {index} \
+                         than stored"
+                    )));
+                }
+            }
+            for node in &outcome.log_subtrees {
+                if log.complete(node.level, node.index)? != node.hash {
+                    return Err(LedgerError::Corrupt(format!(
+                        "the stored access log's subtree {}/{} is not the one block {height} \
+                         completed",
+                        node.level, node.index
+                    )));
+                }
             }
         }
         Ok(ReplayReport {

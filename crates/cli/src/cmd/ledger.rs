@@ -7,7 +7,8 @@ use std::path::PathBuf;
 #[derive(Subcommand)]
 pub enum LedgerCmd {
     /// Reopen the ledger (which checks the stored state against its root), then replay
-    /// every block from genesis and compare each state root and receipt.
+    /// every block from genesis and compare each state root, receipt and access-log leaf
+    /// and hash with what is stored.
     Check {
         /// The data directory.
         #[arg(long)]
