@@ -3,7 +3,7 @@
 //! commits to.
 
 use commonware_codec::Write as _;
-use secnet_merkle::log::{Frontier, MerkleLog, ProofError, leaf_hash};
+use secnet_merkle::log::{Frontier, MerkleLog, ProofError};
 use secnet_types::{Hash, Receipt};
 
 fn tree(receipts: &[Receipt]) -> MerkleLog {
@@ -22,7 +22,7 @@ pub fn receipts_root(receipts: &[Receipt]) -> Hash {
     for r in receipts {
         bytes.clear();
         r.write(&mut bytes);
-        frontier.append_hash(leaf_hash(&bytes));
+        frontier.append(&bytes);
     }
     Hash(frontier.root())
 }

@@ -92,13 +92,18 @@ impl StoredLog {
         })
     }
 
-    fn leaf(&self, index: u64) -> Result<Vec<u8>, LedgerError> {
+    /// The bytes of leaf `index`, from the queued blocks or the disk (`None` if neither
+    /// holds it).
+    pub(crate) fn find_leaf(&self, index: u64) -> Result<Option<Vec<u8>>, LedgerError> {
         if let Some(leaf) = self.unwritten.iter().find_map(|b| b.log_leaf(index)) {
-            return Ok(leaf.to_vec());
+            return Ok(Some(leaf.to_vec()));
         }
-        self.leaves
-            .get(index)?
-            .map(|leaf| leaf.value().to_vec())
+        Ok(self.leaves.get(index)?.map(|leaf| leaf.value().to_vec()))
+    }
+
+    /// The bytes of leaf `index`, which the log must hold.
+    fn leaf(&self, index: u64) -> Result<Vec<u8>, LedgerError> {
+        self.find_leaf(index)?
             .ok_or_else(|| LedgerError::Corrupt(format!("access log leaf {index} is missing")))
     }
 }

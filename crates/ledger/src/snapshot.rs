@@ -22,7 +22,7 @@ use crate::error::LedgerError;
 use crate::store::{RECENT_STATES, decode_tip, encode_tip};
 use crate::stored_block::StoredBlock;
 use secnet_contract::{ChainTip, State, StateKey, StateValue, receipts_root};
-use secnet_merkle::log::{Frontier, leaf_hash};
+use secnet_merkle::log::Frontier;
 use secnet_types::limits::MAX_BLOCK_BYTES;
 use secnet_types::{Genesis, Hash};
 use std::io::{Read, Write};
@@ -225,7 +225,7 @@ impl Snapshot {
             .collect();
         let mut log = Frontier::default();
         for leaf in &self.leaves {
-            log.append_hash(leaf_hash(leaf));
+            log.append(leaf);
         }
         let state = State::from_entries(genesis.chain_id.clone(), self.tip, decoded, log)
             .map_err(LedgerError::from)?;

@@ -572,7 +572,7 @@ impl Ledger {
                         index.value()
                     )));
                 }
-                log.append_hash(leaf_hash(leaf.value()));
+                log.append(leaf.value());
             }
             log
         };
@@ -895,24 +895,22 @@ impl Ledger {
 
     /// The bytes of access-log leaves `indices`, in one read (`None` for a missing leaf).
     pub fn log_leaves(&self, indices: &[u64]) -> Result<Vec<Option<Vec<u8>>>, LedgerError> {
-        let unwritten = self.unwritten.blocks()?;
-        let read = self.db.begin_read()?;
-        let table = read.open_table(LOG)?;
-        indices
-            .iter()
-            .map(|i| match unwritten.iter().find_map(|b| b.log_leaf(*i)) {
-                Some(leaf) => Ok(Some(leaf.to_vec())),
-                None => Ok(table.get(*i)?.map(|v| v.value().to_vec())),
-            })
-            .collect()
+        let log = self.log_as_stored()?;
+        indices.iter().map(|i| log.find_leaf(*i)).collect()
     }
 
     /// The access log as far as this ledger has applied it, read from the blocks not written
-    /// yet and the disk: the source of its proofs.
+    /// yet and the disk: the source of its proofs. Refused on a poisoned ledger, whose state
+    /// may be ahead of what it holds.
     pub(crate) fn stored_log(&self) -> Result<StoredLog, LedgerError> {
         if self.is_poisoned() {
             return Err(LedgerError::Poisoned);
         }
+        self.log_as_stored()
+    }
+
+    /// [`Self::stored_log`] whatever the ledger's health: what it holds can still be read.
+    fn log_as_stored(&self) -> Result<StoredLog, LedgerError> {
         let unwritten = self.unwritten.blocks()?;
         StoredLog::open(&self.db.begin_read()?, self.state.log().len(), unwritten)
     }

@@ -127,6 +127,11 @@ impl Frontier {
         self.size == 0
     }
 
+    /// Appends a leaf's data; returns its index.
+    pub fn append(&mut self, leaf: &[u8]) -> u64 {
+        self.append_hash(leaf_hash(leaf))
+    }
+
     /// Appends an already computed leaf hash; returns its index.
     pub fn append_hash(&mut self, hash: Digest) -> u64 {
         self.append_hash_with(hash, |_| {})
