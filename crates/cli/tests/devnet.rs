@@ -216,18 +216,37 @@ fn four_processes_survive_a_sigkill_and_agree() {
         state_root(d, &apis[0], target),
         "a validator synced from scratch disagrees at height {target}"
     );
+    // Having lost its record of the votes it signed, it listened before voting again.
+    assert!(
+        std::fs::read_to_string(node2.join("node-wiped.log"))
+            .unwrap()
+            .contains("no consensus journal"),
+        "{}",
+        tail(&node2.join("node-wiped.log"), 20)
+    );
 
     // Every validator hears every other one's height.
-    wait_for(
+    let last = std::cell::RefCell::new(serde_json::Value::Null);
+    wait_for_explained(
         "validator 0 to report its peers' heights",
         Duration::from_secs(30),
         || {
             let s = json(&["health", "--node", &apis[0], "--json"]);
             let vs = s["validators"].as_array().unwrap();
-            vs.len() == 4
+            let heard = vs.len() == 4
                 && vs
                     .iter()
-                    .all(|v| v["height"].as_u64().is_some_and(|h| h >= target))
+                    .all(|v| v["height"].as_u64().is_some_and(|h| h >= target));
+            *last.borrow_mut() = s;
+            heard
+        },
+        || {
+            format!(
+                "target {target}, validator 0 reports {:#}\n-- node0 --\n{}\n-- node2 --\n{}",
+                last.borrow(),
+                tail(&d.join("node0").join("node.log"), 60),
+                tail(&node2.join("node-wiped.log"), 60),
+            )
         },
     );
 

@@ -7,6 +7,7 @@ use crate::application::{Pace, Scheme, SecnetApp};
 use crate::block::{ChainBlock, digest_of};
 use crate::chain::Chain;
 use crate::executor::{Executor, Progress};
+use crate::recovery::{GuardedReceiver, GuardedSender, Recovery};
 use commonware_broadcast::buffered;
 use commonware_consensus::marshal::{
     self, core::Actor as Marshal, resolver::p2p as marshal_resolver, standard::Inline,
@@ -125,6 +126,9 @@ pub struct ValidatorConfig<B, P> {
     /// finalization at or below the snapshot's height. `None` starts from genesis (or from
     /// wherever this validator's archives already are).
     pub floor: Option<Finalization>,
+    /// It starts without its consensus journal (a new network, a lost data directory, a
+    /// join from a snapshot): it listens before it votes (see [`crate::recovery`]).
+    pub without_journal: bool,
 }
 
 impl<B, P> std::fmt::Debug for ValidatorConfig<B, P> {
@@ -204,6 +208,12 @@ fn archive_config<C>(
         freezer_value_write_buffer: NZUsize!(1024 * 1024),
         ordinal_write_buffer: NZUsize!(1024 * 1024),
     }
+}
+
+/// The storage partition of the consensus journal of a validator whose partitions start with
+/// `prefix`: the record of the votes it signed.
+pub fn journal_partition(prefix: &str) -> String {
+    format!("{prefix}-consensus")
 }
 
 /// Starts a validator over `chain` with the given network channels.
@@ -350,7 +360,7 @@ where
             relay: app.clone(),
             reporter: app,
             strategy: Sequential,
-            partition: format!("{prefix}-consensus"),
+            partition: journal_partition(&prefix),
             mailbox_size: MAILBOX,
             epoch: Epoch::zero(),
             floor: match config.floor {
@@ -383,6 +393,17 @@ where
         .spawn(move |context| executor.run(context));
     let buffer_handle = buffer.start(blocks);
     let marshal_handle = marshal_actor.start(executor_mailbox, buffer_mailbox, backfill_resolver);
+    let recovery = config.without_journal.then(|| {
+        Recovery::new(
+            context.current(),
+            Recovery::listen(config.timing.leader_timeout),
+            config.participants.len(),
+        )
+    });
+    let votes = (
+        GuardedSender::new(votes.0, recovery.clone(), context.child("votes")),
+        GuardedReceiver::new(votes.1, recovery, context.child("votes")),
+    );
     let consensus_handle = consensus.start(votes, certificates, resolver);
     Running {
         progress,

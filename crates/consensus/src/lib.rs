@@ -12,3 +12,4 @@ pub mod engine;
 pub mod executor;
 pub mod gossip;
 pub mod node;
+pub mod recovery;

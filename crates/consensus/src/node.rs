@@ -3,7 +3,9 @@
 //! HTTP API.
 
 use crate::chain::Chain;
-use crate::engine::{Retention, Running, Timing, ValidatorConfig, channels, start_validator};
+use crate::engine::{
+    Retention, Running, Timing, ValidatorConfig, channels, journal_partition, start_validator,
+};
 use crate::executor::Progress;
 use crate::gossip::{TxGossip, start_gossip};
 use commonware_codec::DecodeExt as _;
@@ -32,6 +34,8 @@ use std::time::Duration;
 pub const P2P_NAMESPACE: &[u8] = b"secnet/p2p/v1";
 /// Largest p2p message: a full block plus framing.
 pub const MAX_P2P_MESSAGE: u32 = 20 * 1024 * 1024;
+/// Prefix of a validator's storage partitions under its `consensus` directory.
+const PARTITION_PREFIX: &str = "validator";
 
 /// Everything a validator process needs.
 #[derive(Debug)]
@@ -286,6 +290,13 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
         Arc::new(Chain::new(ledger, &config.genesis, 200_000, 5_000).with_cosigner(cosigner));
     let signer = consensus_key(&config.key);
     let storage = config.data_dir.join("consensus");
+    let without_journal = std::fs::read_dir(storage.join(journal_partition(PARTITION_PREFIX)))
+        .map_or(true, |mut entries| entries.next().is_none());
+    if without_journal {
+        tracing::warn!(
+            "no consensus journal (a new network, or this validator lost its data): listening to the peers before voting, so as never to sign a vote that conflicts with one signed before"
+        );
+    }
     let runtime = cw_tokio::Runner::new(cw_tokio::Config::new().with_storage_directory(storage));
     runtime.start(async move |context| -> Result<(), StartError> {
         let p2p = lookup::Config::local(
@@ -330,10 +341,11 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
                 participants,
                 blocker: oracle.clone(),
                 provider: oracle.clone(),
-                partition_prefix: "validator".into(),
+                partition_prefix: PARTITION_PREFIX.into(),
                 timing: config.timing,
                 retention: config.retention,
                 floor,
+                without_journal,
             },
             votes,
             certificates,

@@ -105,6 +105,90 @@ fn a_crashed_validator_restarts_and_catches_up() {
     });
 }
 
+/// Whether any validator blocked validator `i` (as an equivocator, or for anything else).
+async fn blocked_by_anyone(cluster: &Cluster, i: u64) -> Vec<String> {
+    let whom = validator_key(i).public_key();
+    cluster
+        .oracle
+        .blocked()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, w)| *w == whom)
+        .map(|(by, _)| by.to_string())
+        .collect()
+}
+
+#[test]
+fn a_validator_that_lost_its_storage_returns_without_equivocating() {
+    runner(37).start(|context| async move {
+        // A young network: the peers still hold the votes of every view so far, including
+        // those validator 2 signed as a leader. (Were it to vote at once after losing its
+        // journal, it would propose anew in such a view and all three would block it as an
+        // equivocator: it would never sync.)
+        let mut cluster = Cluster::new(&context, 4).await;
+        let first = all_transfers(0..5);
+        cluster.submit(&first);
+        cluster.wait_until(&context, |c| committed(c, &first)).await;
+
+        // It loses its ledger and its consensus journal, and starts again at once.
+        cluster.wipe(&context, 2).await;
+        cluster.start(&context, 2).await;
+        let second = all_transfers(5..10);
+        cluster.submit(&second);
+        cluster.wait_until(&context, |c| committed(c, &second)).await;
+        let ahead = cluster.executed(0);
+        cluster.wait_until(&context, |c| c.executed(2) >= ahead).await;
+
+        // It votes again: with validator 0 down, validators 1 and 3 need it for a quorum.
+        cluster.crash(&context, 0).await;
+        let third = all_transfers(10..15);
+        for node in &cluster.nodes[1..] {
+            for tx in &third {
+                let _ = node.chain.submit(tx.clone()).unwrap();
+            }
+        }
+        let live_committed = |c: &Cluster| {
+            c.nodes[1..].iter().all(|n| {
+                n.chain
+                    .with_ledger(|l| {
+                        third
+                            .iter()
+                            .all(|t| l.tx_location(&t.hash()).unwrap().is_some())
+                    })
+                    .unwrap()
+            })
+        };
+        cluster.wait_until(&context, live_committed).await;
+        cluster.check_agreement_among(&[1, 2, 3]);
+        let blockers = blocked_by_anyone(&cluster, 2).await;
+        assert!(
+            blockers.is_empty(),
+            "validator 2 signed votes that conflict with those it signed before it lost its journal; blocked by {blockers:?}"
+        );
+    });
+}
+
+#[test]
+fn a_new_network_of_validators_without_journals_starts() {
+    runner(38).start(|context| async move {
+        // Every validator listens before it votes; the first views pass as nullifications.
+        let mut cluster = Cluster::build(&context, 4, 0, LINK, Retention::default()).await;
+        for i in 0..4 {
+            cluster.nodes[i].without_journal = true;
+            cluster.start(&context, i).await;
+        }
+        let txs = all_transfers(0..5);
+        cluster.submit(&txs);
+        cluster.wait_until(&context, |c| committed(c, &txs)).await;
+        check_nonces(&cluster, 5);
+        cluster.check_agreement();
+        for i in 0..4 {
+            assert!(blocked_by_anyone(&cluster, i).await.is_empty());
+        }
+    });
+}
+
 #[test]
 fn progress_stops_without_quorum_and_resumes_when_the_partition_heals() {
     runner(41).start(|context| async move {

@@ -101,6 +101,10 @@ pub struct Node {
     pub dir: PathBuf,
     /// Where consensus starts for a validator installed from a snapshot.
     pub floor: Option<Finalization>,
+    /// How many times it lost its storage: each loss starts on new partitions.
+    pub wiped: u32,
+    /// It starts without a consensus journal.
+    pub without_journal: bool,
 }
 
 pub struct Cluster {
@@ -175,6 +179,8 @@ impl Cluster {
                 running: None,
                 dir,
                 floor: None,
+                wiped: 0,
+                without_journal: false,
             });
         }
         for i in 0..started {
@@ -224,6 +230,21 @@ impl Cluster {
         );
     }
 
+    /// Crashes validator `i` and loses everything it stored: its ledger and its consensus
+    /// partitions (journal and archives). It starts again as a validator without a journal.
+    pub async fn wipe(&mut self, context: &deterministic::Context, i: usize) {
+        self.crash(context, i).await;
+        let old = std::mem::replace(&mut self.nodes[i].chain, placeholder());
+        assert_eq!(Arc::strong_count(&old), 1);
+        drop(old);
+        let dir = self.nodes[i].dir.clone();
+        std::fs::remove_dir_all(&dir).unwrap();
+        self.nodes[i].chain = open_chain(&dir, &self.genesis);
+        self.nodes[i].wiped += 1;
+        self.nodes[i].without_journal = true;
+        self.nodes[i].floor = None;
+    }
+
     pub async fn start(&mut self, context: &deterministic::Context, i: usize) {
         let key = validator_key(i as u64);
         let control = self.oracle.control(key.public_key());
@@ -238,10 +259,11 @@ impl Cluster {
             participants: self.participants.clone(),
             blocker: control.clone(),
             provider: self.oracle.manager(),
-            partition_prefix: format!("validator-{i}"),
+            partition_prefix: format!("validator-{i}-{}", self.nodes[i].wiped),
             timing: self.timing.clone(),
             retention: self.retention,
             floor: self.nodes[i].floor.clone(),
+            without_journal: self.nodes[i].without_journal,
         };
         let running = start_validator(
             context.child("validator").with_attribute("index", i),
