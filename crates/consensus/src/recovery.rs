@@ -7,14 +7,15 @@
 //! proposing a new block), its peers would hold two conflicting votes signed by it: they
 //! would block it as an equivocator, and the vote would count towards two proposals.
 //!
-//! So such a validator first listens. For [`Recovery::listen`] it signs only nullify votes
-//! (the signatures are deterministic: a repeat is the same vote, never a conflicting one) and
-//! notes the views its peers vote in. Then it withholds its notarize and finalize votes in
-//! every view up to the one its peers had reached, the `f + 1`-th highest any of them
-//! reported (so that `f` Byzantine peers announcing far-off views cannot silence it). A view
-//! it voted in before it lost its journal is at most one its peers had entered, so it never
-//! signs conflicting votes there; from the next view on it votes as usual. Views it sits out
-//! are nullified by the others, as when a validator is down.
+//! So such a validator first listens. For [`Recovery::listen`], and then until it has heard
+//! `f + 1` peers, it signs only nullify votes (the signatures are deterministic: a repeat is
+//! the same vote, never a conflicting one) and notes the views its peers vote in. Then it
+//! withholds its notarize and finalize votes in every view up to one past the view its peers
+//! had reached, the `f + 1`-th highest any of them reported (so that `f` Byzantine peers
+//! announcing far-off views cannot silence it; one past because simplex may vote a view
+//! ahead of its own). A view it voted in before it lost its journal is at most that, so it
+//! never signs conflicting votes there; above it, it votes as usual. Views it sits out are
+//! nullified by the others, as when a validator is down.
 //!
 //! A network started from genesis has no earlier votes: every validator listens once, the
 //! first views pass as nullifications, and the first block follows.
@@ -42,6 +43,9 @@ pub struct Recovery {
     until: SystemTime,
     /// Most validators that may be Byzantine.
     faults: usize,
+    /// Peers it must hear before it decides: `f + 1` (at least one honest), or all of them
+    /// in a network of fewer.
+    needed: usize,
     /// The highest view each peer voted in while this validator listened.
     heard: Mutex<HashMap<ed25519::PublicKey, u64>>,
     /// Decided when listening ends: notarize and finalize votes up to this view are withheld.
@@ -51,9 +55,11 @@ pub struct Recovery {
 impl Recovery {
     /// Listens from `now` for `listen` in a network of `validators`.
     pub fn new(now: SystemTime, listen: Duration, validators: usize) -> Arc<Recovery> {
+        let faults = validators.saturating_sub(1) / 3;
         Arc::new(Recovery {
             until: now + listen,
-            faults: validators.saturating_sub(1) / 3,
+            faults,
+            needed: (faults + 1).min(validators.saturating_sub(1)),
             heard: Mutex::new(HashMap::new()),
             hold_through: OnceLock::new(),
         })
@@ -66,9 +72,14 @@ impl Recovery {
         leader_timeout * 2
     }
 
-    /// Whether it still listens at `now`.
+    /// Whether it still listens at `now`: for the listening time, and then until it has
+    /// heard enough peers. (Without them it could not make a quorum anyway: waiting costs no
+    /// liveness, and silence never lifts the guard.)
     pub fn listening(&self, now: SystemTime) -> bool {
-        now < self.until
+        if self.hold_through.get().is_some() {
+            return false;
+        }
+        now < self.until || self.heard.lock().map_or(true, |h| h.len() < self.needed)
     }
 
     /// Notes that `peer` voted in `view` (while listening; later votes change nothing).
@@ -91,7 +102,8 @@ impl Recovery {
     }
 
     /// The last view in which this validator withholds its notarize and finalize votes
-    /// (decided once listening is over).
+    /// (decided once listening is over): one past the view its peers reached, since simplex
+    /// may sign a vote one view ahead of its current one.
     fn hold_through(&self) -> u64 {
         *self.hold_through.get_or_init(|| {
             let mut views: Vec<u64> = self
@@ -103,8 +115,7 @@ impl Recovery {
             let through = views
                 .get(self.faults)
                 .or(views.last())
-                .copied()
-                .unwrap_or(0);
+                .map_or(0, |view| view.saturating_add(1));
             tracing::info!(
                 heard = views.len(),
                 through,
@@ -289,8 +300,10 @@ mod tests {
         r.heard(at(102), key(3), 1_000_000);
         r.heard(at(102), key(2), 39);
         // Heard after listening ended: ignored.
+        assert!(!r.listening(at(105)));
         r.heard(at(105), key(1), 500);
-        assert_eq!(r.hold_through(), 41);
+        // One past it: simplex may vote a view ahead of its own.
+        assert_eq!(r.hold_through(), 42);
     }
 
     #[test]
@@ -321,15 +334,16 @@ mod tests {
             r.heard(at(1), key.public_key(), 20 + i as u64);
         }
         // While it listens: nullify only.
+        assert!(r.listening(at(2)));
         assert!(r.allows(at(2), &nullify(30)));
         assert!(!r.allows(at(2), &notarize(30)));
         assert!(!r.allows(at(2), &finalize(30)));
-        // Then: nothing carrying a proposal up to view 22, everything above.
-        assert!(!r.allows(at(5), &notarize(22)));
+        // Then: nothing carrying a proposal up to one past view 22, everything above.
+        assert!(!r.allows(at(5), &notarize(23)));
         assert!(!r.allows(at(5), &finalize(5)));
-        assert!(r.allows(at(5), &nullify(22)));
-        assert!(r.allows(at(5), &notarize(23)));
-        assert!(r.allows(at(5), &finalize(23)));
+        assert!(r.allows(at(5), &nullify(23)));
+        assert!(r.allows(at(5), &notarize(24)));
+        assert!(r.allows(at(5), &finalize(24)));
         // What it read off the wire is what it judges.
         let bytes = IoBufs::from(commonware_codec::Encode::encode(&notarize(23)));
         let read = vote_of(&bytes).unwrap();
@@ -339,12 +353,18 @@ mod tests {
     }
 
     #[test]
-    fn with_fewer_peers_heard_than_may_lie_the_lowest_counts() {
+    fn it_listens_until_enough_peers_are_heard() {
+        // Seven validators, two possibly Byzantine: three peers must be heard.
         let r = Recovery::new(at(0), Duration::from_secs(4), 7);
         r.heard(at(1), key(1), 12);
         r.heard(at(1), key(2), 30);
-        assert_eq!(r.hold_through(), 12);
-        let silent = Recovery::new(at(0), Duration::from_secs(4), 4);
-        assert_eq!(silent.hold_through(), 0);
+        assert!(r.listening(at(60)), "two peers could both be lying");
+        r.heard(at(61), key(3), 14);
+        assert!(!r.listening(at(61)));
+        assert_eq!(r.hold_through(), 13);
+        // A validator alone has nobody to hear.
+        let alone = Recovery::new(at(0), Duration::from_secs(4), 1);
+        assert!(!alone.listening(at(4)));
+        assert_eq!(alone.hold_through(), 0);
     }
 }
