@@ -7,7 +7,7 @@ use crate::application::{Pace, Scheme, SecnetApp};
 use crate::block::{ChainBlock, digest_of};
 use crate::chain::Chain;
 use crate::executor::{Executor, Progress};
-use crate::recovery::{GuardedReceiver, GuardedSender, Recovery};
+use crate::recovery::{GuardedReceiver, GuardedSender, Held, Recovery, Watching};
 use commonware_broadcast::buffered;
 use commonware_consensus::marshal::{
     self, core::Actor as Marshal, resolver::p2p as marshal_resolver, standard::Inline,
@@ -350,15 +350,23 @@ where
         marshal_mailbox.clone(),
         epocher,
     );
+    // A validator without its journal sits views out before it signs (see `recovery`).
+    let recovery = config.without_journal.then(|| {
+        Recovery::new(
+            context.current(),
+            Recovery::listen(config.timing.leader_timeout),
+            config.participants.len(),
+        )
+    });
     let consensus = simplex::Engine::new(
         context.child("consensus"),
         simplex::Config {
             scheme,
             elector: RoundRobin::<Sha256>::default(),
             blocker: config.blocker,
-            automaton: app.clone(),
+            automaton: Held::new(app.clone(), recovery.clone(), context.child("held")),
             relay: app.clone(),
-            reporter: app,
+            reporter: Watching::new(app, recovery.clone()),
             strategy: Sequential,
             partition: journal_partition(&prefix),
             mailbox_size: MAILBOX,
@@ -393,13 +401,6 @@ where
         .spawn(move |context| executor.run(context));
     let buffer_handle = buffer.start(blocks);
     let marshal_handle = marshal_actor.start(executor_mailbox, buffer_mailbox, backfill_resolver);
-    let recovery = config.without_journal.then(|| {
-        Recovery::new(
-            context.current(),
-            Recovery::listen(config.timing.leader_timeout),
-            config.participants.len(),
-        )
-    });
     let votes = (
         GuardedSender::new(votes.0, recovery.clone(), context.child("votes")),
         GuardedReceiver::new(votes.1, recovery, context.child("votes")),

@@ -144,6 +144,40 @@ fn a_validator_that_lost_its_storage_returns_without_equivocating() {
 }
 
 #[test]
+fn a_validator_that_lost_its_storage_and_an_equivocating_leader_cannot_split_the_honest_ones() {
+    runner(39).start(|context| async move {
+        // Validator 3 turns equivocator (as leader, one proposal to one validator and a
+        // conflicting one to the others) while validator 2, having lost its journal,
+        // returns: 0 and 1 need it for every quorum, and the equivocator may lead a view 2
+        // voted in before.
+        let mut cluster = Cluster::new(&context, 4).await;
+        let first = all_transfers(0..5);
+        cluster.submit(&first);
+        cluster.wait_until(&context, |c| committed(c, &first)).await;
+        cluster.become_equivocator(&context, 3).await;
+        cluster.wipe(&context, 2).await;
+        cluster.start(&context, 2).await;
+
+        let second = all_transfers(5..15);
+        cluster.submit_to(3, &second);
+        cluster
+            .wait_until(&context, |c| committed_on(c, 3, &second))
+            .await;
+        cluster.check_agreement_among(&[0, 1, 2]);
+        let honest = [validator_key(0), validator_key(1)].map(|k| k.public_key().to_string());
+        let blockers: Vec<String> = blocked_by_anyone(&cluster, 2)
+            .await
+            .into_iter()
+            .filter(|by| honest.contains(by))
+            .collect();
+        assert!(
+            blockers.is_empty(),
+            "honest validators {blockers:?} saw validator 2 sign conflicting votes"
+        );
+    });
+}
+
+#[test]
 fn a_new_network_of_validators_without_journals_starts() {
     runner(38).start(|context| async move {
         // Every validator listens before it votes; the first views pass as nullifications.
