@@ -92,6 +92,12 @@ pub(crate) fn unreachable(url: &str, e: &reqwest::Error) -> ClientError {
     ClientError::Node(format!("cannot reach {url}: {why}"))
 }
 
+/// Times a read refused as over this address's budget is asked again ([`NodeApi::get`]).
+pub const BUSY_RETRIES: u32 = 2;
+/// The longest wait a node may ask for before a read is asked again; a longer one is
+/// reported as the refusal it is.
+pub const BUSY_WAIT_MAX: Duration = Duration::from_secs(2);
+
 /// A refusal: the status and the problem's detail.
 fn refused(status: reqwest::StatusCode, bytes: &[u8]) -> (reqwest::StatusCode, String) {
     let detail = serde_json::from_slice::<ProblemBody>(bytes)
@@ -155,9 +161,24 @@ impl NodeApi {
         request: reqwest::RequestBuilder,
         path: &str,
     ) -> Result<Result<T, (reqwest::StatusCode, String)>, ClientError> {
+        Ok(self.exchange_noting_wait(request, path).await?.0)
+    }
+
+    /// [`NodeApi::exchange`], and with a refusal as over this address's budget (429), the
+    /// wait the node asked for (`Retry-After`, in seconds).
+    async fn exchange_noting_wait<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<(Result<T, (reqwest::StatusCode, String)>, Option<Duration>), ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = request.send().await.map_err(|e| unreachable(&url, &e))?;
         let status = resp.status();
+        let wait = (status == reqwest::StatusCode::TOO_MANY_REQUESTS)
+            .then(|| resp.headers().get(reqwest::header::RETRY_AFTER))
+            .flatten()
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let bytes = read_bounded(resp, MAX_ANSWER_BYTES)
             .await
             .map_err(|e| match e {
@@ -167,20 +188,33 @@ impl NodeApi {
                 ReadError::Http(e) => ClientError::Node(format!("reading {url}: {e}")),
             })?;
         if !status.is_success() {
-            return Ok(Err(refused(status, &bytes)));
+            return Ok((Err(refused(status, &bytes)), wait));
         }
         serde_json::from_slice(&bytes)
-            .map(Ok)
+            .map(|answer| (Ok(answer), None))
             .map_err(|e| ClientError::Malformed(format!("{path}: {e}")))
     }
 
-    /// `GET path`: the decoded answer, or the status and detail of a refusal.
+    /// `GET path`: the decoded answer, or the status and detail of a refusal. A refusal as
+    /// over this address's budget is asked again after the wait the node names, when that
+    /// is at most [`BUSY_WAIT_MAX`], up to [`BUSY_RETRIES`] times (a read asked again asks
+    /// for the same thing; a submission is never sent twice here).
     pub(crate) async fn get<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
     ) -> Result<Result<T, (reqwest::StatusCode, String)>, ClientError> {
         let url = format!("{}{path}", self.base);
-        self.exchange(self.http.get(&url), path).await
+        let mut retries = 0;
+        loop {
+            let (answer, wait) = self.exchange_noting_wait(self.http.get(&url), path).await?;
+            match wait {
+                Some(wait) if retries < BUSY_RETRIES && wait <= BUSY_WAIT_MAX => {
+                    retries += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Ok(answer),
+            }
+        }
     }
 
     /// `GET path`; a refusal is an error.

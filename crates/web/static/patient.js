@@ -649,6 +649,12 @@
         try {
           if (!claims.has(index)) {
             const p = await fetch(`/v1/log/${index}?size=${head.size}`);
+            // A busy node has not answered: that is no evidence against it.
+            if (p.status === 429 || p.status === 503) {
+              if (attempt < ATTEMPTS) { waiting++; mark(cell, 'not checked yet: the node is busy', 'waiting'); continue; }
+              mark(cell, 'not checked: the node was busy', 'busy');
+              continue;
+            }
             if (!p.ok) throw new Error(await problem(p));
             const proof = await p.json();
             if (proof.leaf_index !== index || proof.tree_size !== head.size) throw new Error('the proof is for another entry');
@@ -679,11 +685,13 @@
       const entries = (cls) => new Set(cells.filter((c) => !cls || c.classList.contains(cls)).map((c) => c.dataset.index)).size;
       const failed = entries('failed');
       const verified = entries('verified');
+      const busy = entries('busy');
       summary.textContent = `${verified} of ${entries()} entries verified against the log head `
         + `${head ? `of ${head.size} entries cosigned by ${head.signers} of ${head.of} validators` : 'once the validators cosign one'}`
         + `${failed ? `; ${failed} FAILED verification: do not trust this node's account of your data` : ''}`
         + `${rewardsWrong ? `; the rewards shown are not the ${paid} the verified payments add up to` : ''}`
-        + `${waiting ? `; ${entries('waiting')} awaiting the validators' cosignature` : ''}.`;
+        + `${waiting ? `; ${entries('waiting')} awaiting the validators' cosignature or a busy node` : ''}`
+        + `${busy ? `; ${busy} not checked: the node was busy (reload the page to check them)` : ''}.`;
       summary.className = failed || rewardsWrong ? 'error' : (waiting ? '' : 'ok');
       if (!waiting) break;
       await new Promise((resolve) => setTimeout(resolve, 3000));

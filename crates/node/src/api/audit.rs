@@ -57,6 +57,7 @@ pub(super) fn log_entry_matches(
     responses(
         (status = 200, description = "entries with their indices", body = LogPage),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "this address is over its budget of proofs a minute: retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn log_entries(
@@ -121,6 +122,7 @@ pub(super) struct SizeQuery {
     responses(
         (status = 200, description = "inclusion proof with the leaf bytes", body = InclusionProof),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "this address is over its budget of proofs a minute: retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn log_proof(
@@ -152,6 +154,7 @@ pub(super) struct ConsistencyQuery {
     responses(
         (status = 200, description = "consistency proof", body = ConsistencyProof),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "this address is over its budget of proofs a minute: retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn log_consistency(

@@ -87,6 +87,7 @@ pub(super) struct StateQuery {
     responses(
         (status = 200, description = "certified header, state height and one proof per key", body = CertifiedState),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "this address is over its budget of proofs a minute: retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "no certified state yet (retry shortly)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]

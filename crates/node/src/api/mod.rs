@@ -3,6 +3,7 @@
 //! node, and the access log.
 
 mod audit;
+mod budget;
 mod certified;
 mod chain;
 mod snapshot;
@@ -16,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
 
+pub use budget::PROOFS_PER_SOURCE_PER_MINUTE;
 pub use certified::MAX_STATE_KEYS;
 pub use secnet_api::txs::{SubmitTx, SubmitTxs};
 pub use snapshot::SNAPSHOT_HEIGHT_HEADER;
@@ -108,12 +110,22 @@ pub fn node_name(account: &secnet_types::AccountId) -> String {
     format!("node {}", hex.get(..8).unwrap_or(&hex))
 }
 
-/// The API's routes.
+/// The API's routes. Those that prove something are charged to their source's budget
+/// ([`PROOFS_PER_SOURCE_PER_MINUTE`]).
 pub fn router(node: Arc<dyn Backend>) -> Router {
+    let proofs = Router::new()
+        .route("/v1/tx/{hash}/proof", get(txs::tx_proof))
+        .route("/v1/state", get(certified::certified_state))
+        .route("/v1/log", get(audit::log_entries))
+        .route("/v1/log/consistency", get(audit::log_consistency))
+        .route("/v1/log/{index}", get(audit::log_proof))
+        .route_layer(axum::middleware::from_fn_with_state(
+            budget::ProofBudget::default(),
+            budget::charge_proof,
+        ));
     Router::new()
         .route("/v1/tx", post(txs::submit_tx))
         .route("/v1/tx/{hash}", get(txs::tx_status))
-        .route("/v1/tx/{hash}/proof", get(txs::tx_proof))
         .route("/v1/headers/{height}", get(chain::block_header))
         .route(
             "/v1/txs",
@@ -126,18 +138,15 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
             "/v1/blocks/{height}/certificate",
             get(certified::block_certificate),
         )
-        .route("/v1/state", get(certified::certified_state))
         .route("/v1/accounts/{id}", get(chain::account))
         .route("/v1/listings", get(chain::listings))
         .route("/v1/listings/{hash}", get(chain::listing))
         .route("/v1/grants/{id}", get(chain::grant))
-        .route("/v1/log", get(audit::log_entries))
-        .route("/v1/log/consistency", get(audit::log_consistency))
-        .route("/v1/log/{index}", get(audit::log_proof))
         .route("/v1/checkpoint", get(audit::checkpoint))
         .route("/v1/snapshot", get(snapshot::snapshot))
         .route("/metrics", get(chain::metrics))
         .route("/openapi.json", get(openapi_json))
+        .merge(proofs)
         .fallback(|| async {
             Problem::not_found("no such endpoint; the API is described at /openapi.json")
         })

@@ -1,6 +1,7 @@
 //! Submitting transactions and asking where they are.
 
 use super::MAX_BATCH_TXS;
+use super::budget::SourceBuckets;
 use super::{ApiResult, Node, parse};
 use crate::backend::TxStatus;
 use crate::mempool::AdmitError;
@@ -15,7 +16,6 @@ use secnet_api::txs::{
 };
 use secnet_certified::{HexBytes, ReceiptProof};
 use secnet_types::{Hash, SignedTransaction};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 #[utoipa::path(
@@ -190,51 +190,16 @@ pub(super) async fn submit_txs(
 /// without this one source could keep the free lane full and keep new patients, who join
 /// with no balance, from publishing their keys and consents.
 pub const UNFUNDED_PER_SOURCE_PER_MINUTE: u32 = 64;
-/// Sources counted at once; when more arrive, those whose budget is whole are forgotten,
-/// and if none is, the newcomers share one budget.
-const MAX_COUNTED_SOURCES: usize = 65_536;
-
 /// What each source has left of [`UNFUNDED_PER_SOURCE_PER_MINUTE`] (one per router, so
 /// nodes in one process do not share it).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct UnfundedBudget(Arc<Mutex<SourceBuckets>>);
 
-/// A token bucket per source: `(tokens in thousandths, when last refilled, ms)`.
-#[derive(Debug, Default)]
-struct SourceBuckets(HashMap<[u8; 8], (u64, u64)>);
-
-/// A whole budget, in thousandths of a transaction.
-const FULL: u64 = UNFUNDED_PER_SOURCE_PER_MINUTE as u64 * 1_000;
-
-impl SourceBuckets {
-    /// Takes as much of `n` as `source`'s budget holds at `now_ms`: how many it took and, if
-    /// fewer than `n`, in how many seconds one more will be there.
-    fn take(&mut self, source: [u8; 8], n: u32, now_ms: u64) -> (u32, Option<u64>) {
-        let refill = |(tokens, at): (u64, u64)| -> u64 {
-            // 64 a minute: 64,000 thousandths per 60,000 ms.
-            let gained = now_ms.saturating_sub(at).saturating_mul(FULL) / 60_000;
-            tokens.saturating_add(gained).min(FULL)
-        };
-        if self.0.len() >= MAX_COUNTED_SOURCES && !self.0.contains_key(&source) {
-            self.0.retain(|_, bucket| refill(*bucket) < FULL);
-        }
-        let key = if self.0.len() >= MAX_COUNTED_SOURCES && !self.0.contains_key(&source) {
-            [0xee; 8]
-        } else {
-            source
-        };
-        let bucket = self.0.entry(key).or_insert((FULL, now_ms));
-        let tokens = refill(*bucket);
-        let taken = (tokens / 1_000).min(u64::from(n));
-        let left = tokens - taken * 1_000;
-        *bucket = (left, now_ms);
-        if taken == u64::from(n) {
-            return (n, None);
-        }
-        let wait_ms = (1_000 - left).saturating_mul(60_000).div_ceil(FULL);
-        // `taken` < `n`, a u32.
-        let taken = u32::try_from(taken).unwrap_or(n);
-        (taken, Some(wait_ms.div_ceil(1_000).max(1)))
+impl Default for UnfundedBudget {
+    fn default() -> Self {
+        UnfundedBudget(Arc::new(Mutex::new(SourceBuckets::new(
+            UNFUNDED_PER_SOURCE_PER_MINUTE,
+        ))))
     }
 }
 
@@ -386,6 +351,7 @@ pub(super) async fn tx_status(State(node): Node, Path(hash): Path<String>) -> Ap
     responses(
         (status = 200, description = "height, position, receipt count, the receipt's bytes and its audit path (hex)", body = ReceiptProof),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "this address is over its budget of proofs a minute: retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "not committed (yet)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
@@ -426,57 +392,4 @@ pub(super) async fn tx_proof(
     proof
         .map(Json)
         .ok_or_else(|| Problem::not_found(format!("transaction {hash} is not committed")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_source_spends_its_budget_and_it_refills_over_the_minute() {
-        let mut m = SourceBuckets::default();
-        let (a, b) = ([1; 8], [2; 8]);
-        let t = 1_000_000;
-        let all = |n: u32| (n, None);
-        assert_eq!(m.take(a, UNFUNDED_PER_SOURCE_PER_MINUTE - 2, t), all(62));
-        assert_eq!(
-            m.take(a, 3, t),
-            (2, Some(1)),
-            "over budget: what was left is taken; one more in ~1 s"
-        );
-        assert_eq!(m.take(a, 1, t), (0, Some(1)));
-        assert_eq!(
-            m.take(b, UNFUNDED_PER_SOURCE_PER_MINUTE, t),
-            all(64),
-            "another source"
-        );
-        // A minute's budget refills evenly: 16 after 15 s, and never more than whole.
-        assert_eq!(m.take(a, 16, t + 15_000), all(16));
-        assert_eq!(m.take(a, 1, t + 15_000).0, 0);
-        assert_eq!(m.take(a, 1_000, t + 3_600_000), (64, Some(1)));
-        assert_eq!(m.take(a, u32::MAX, t + 3_600_000).0, 0, "no overflow");
-        // A part-refilled token is kept and waited for, not rounded away.
-        assert_eq!(m.take(a, 1, t + 3_600_500), (0, Some(1)));
-        assert_eq!(m.take(a, 1, t + 3_601_000), all(1));
-    }
-
-    #[test]
-    fn counted_sources_stay_bounded() {
-        let mut m = SourceBuckets::default();
-        for i in 0..MAX_COUNTED_SOURCES as u64 {
-            assert_eq!(m.take(i.to_be_bytes(), 1, 0), (1, None));
-        }
-        // Nobody's budget is whole yet: newcomers share one.
-        let late = u64::MAX.to_be_bytes();
-        assert_eq!(m.take(late, UNFUNDED_PER_SOURCE_PER_MINUTE, 0).1, None);
-        assert_eq!(
-            m.take([7; 8], 1, 0).0,
-            0,
-            "shares the late source's spent budget"
-        );
-        assert_eq!(m.0.len(), MAX_COUNTED_SOURCES + 1);
-        // A minute later every budget is whole again, and the whole ones are forgotten.
-        assert_eq!(m.take([8; 8], 1, 60_000), (1, None));
-        assert_eq!(m.0.len(), 1);
-    }
 }

@@ -1,0 +1,164 @@
+//! The proof routes' budget per source, over HTTPS on loopback against a real single node:
+//! one address that asks for more proofs than its budget gets 429 with `Retry-After`,
+//! everywhere the budget applies and nowhere else, while another address is still served;
+//! the client library waits as asked and is served.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
+
+use secnet_node::api::PROOFS_PER_SOURCE_PER_MINUTE;
+use secnet_node::dev::ProducerConfig;
+use secnet_types::{Genesis, Keypair};
+use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_over_its_proof_budget_is_refused_and_another_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = Genesis {
+        chain_id: "secnet-budget-test".into(),
+        genesis_time_ms: secnet_node::datadir::now_ms() - 1_000,
+        allocations: vec![],
+        validators: vec![],
+    };
+    let node = secnet_node::start_dev(
+        dir.path(),
+        &genesis,
+        Keypair::deterministic("budget", 0),
+        "127.0.0.1:0".parse().unwrap(),
+        secnet_node::tls::dev_transport(
+            dir.path(),
+            "127.0.0.1:0".parse().unwrap(),
+            &Default::default(),
+        )
+        .unwrap()
+        .0,
+        ProducerConfig {
+            block_interval: Duration::from_secs(3_600),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let from = |ip: [u8; 4]| {
+        secnet_tls::http_client()
+            .unwrap()
+            .local_address(IpAddr::V4(Ipv4Addr::from(ip)))
+            .build()
+            .unwrap()
+    };
+    let base = node.url().to_string();
+
+    // 127.0.0.1 asks for pages of the log (2 each: the request, and up to 100 entries) until
+    // it is refused.
+    let started = Instant::now();
+    let served = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (http, url) = (from([127, 0, 0, 1]), format!("{base}/v1/log?limit=1"));
+        let (served, refused) = (served.clone(), refused.clone());
+        tasks.push(tokio::spawn(async move {
+            while !refused.load(Ordering::Relaxed) {
+                let r = http.get(&url).send().await.unwrap();
+                match r.status().as_u16() {
+                    200 => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    429 => refused.store(true, Ordering::Relaxed),
+                    other => panic!("{other}: {}", r.text().await.unwrap()),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let served = served.load(Ordering::Relaxed) as f64;
+    let budget = f64::from(PROOFS_PER_SOURCE_PER_MINUTE);
+    // Its whole budget, plus what refilled while it spent it (200 a second); in flight at the
+    // refusal, at most one request per task more.
+    assert!(served >= budget / 2.0, "refused after {served}");
+    assert!(
+        served <= (budget + budget / 60.0 * elapsed) / 2.0 + 16.0,
+        "served {served} in {elapsed:.1} s"
+    );
+
+    // Refused on every proof route, with when to come back, and served elsewhere. (The
+    // budget refills 200 a second, so a route may serve a request or two first.)
+    let http = from([127, 0, 0, 1]);
+    for route in [
+        "/v1/log/0?size=1",
+        "/v1/log/consistency?from=0&to=0",
+        "/v1/state?keys=",
+        "/v1/tx/00/proof",
+    ] {
+        let mut tries = 0;
+        let r = loop {
+            let r = http.get(format!("{base}{route}")).send().await.unwrap();
+            if r.status() == 429 {
+                break r;
+            }
+            assert!(r.status().is_client_error(), "{route}: {}", r.status());
+            tries += 1;
+            assert!(tries < 1_000, "{route} is not charged");
+        };
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let problem: Value = r.json().await.unwrap();
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("proofs a minute"),
+            "{problem}"
+        );
+    }
+    let status = http.get(format!("{base}/v1/status")).send().await.unwrap();
+    assert_eq!(status.status(), 200, "not a proof route");
+
+    // The client library, from the same address, waits as asked and is served. Its
+    // connection is made first; then the address spends its budget on the largest pages
+    // (11 each), and the library asks for one at once, before 11 have refilled (55 ms).
+    let api = secnet_client::NodeApi::new(&base).unwrap();
+    api.status().await.unwrap();
+    loop {
+        let r = http
+            .get(format!("{base}/v1/log?limit=1000"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            break;
+        }
+    }
+    let page = secnet_client::LogQuery {
+        limit: Some(1_000),
+        ..Default::default()
+    };
+    if let Err(e) = api.log(&page).await {
+        panic!("the library gave up on a busy node: {e}");
+    }
+
+    // Another address has its own budget.
+    let other = from([127, 0, 0, 2]);
+    let r = other
+        .get(format!("{base}/v1/log?limit=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
