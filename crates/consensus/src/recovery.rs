@@ -172,8 +172,20 @@ impl Recovery {
 
     /// Whether this validator sits out `view` at `now`: it neither proposes nor verifies
     /// there, so it signs no notarize vote.
+    ///
+    /// Simplex enters a view on a certificate, and asks to propose or verify there before
+    /// it reports that certificate. Until it has ([`Recovery::certified`] is at least the
+    /// view before), the hold is not decided: the view it is in would be missing from it,
+    /// and lying peers, voting in old views, could have lowered it below that view.
     pub fn holds(&self, now: SystemTime, view: u64) -> bool {
-        self.listening(now) || view <= self.hold_through()
+        if self.listening(now) {
+            return true;
+        }
+        let reported = self.certified.load(Ordering::Relaxed).saturating_add(1) >= view;
+        if self.hold_through.get().is_none() && !reported {
+            return true;
+        }
+        view <= self.hold_through()
     }
 
     /// The last view in which this validator neither proposes nor verifies (decided once
@@ -582,6 +594,9 @@ mod tests {
         }
         // While it listens: every view.
         assert!(r.holds(at(2), 1_000));
+        // Then, until simplex reports the certificate it entered a view on, that view too.
+        assert!(r.holds(at(5), 24));
+        r.certified(21);
         // Then: up to one past view 22, and nothing above.
         assert!(r.holds(at(5), 5));
         assert!(r.holds(at(5), 23));
@@ -608,6 +623,24 @@ mod tests {
     }
 
     #[test]
+    fn the_hold_waits_for_the_certificate_simplex_entered_its_view_on() {
+        // Four validators: an honest peer heard in view 40 and a Byzantine one voting in
+        // view 1, so that by the votes alone the network is in view 1.
+        let r = Recovery::new(at(0), Duration::from_secs(4), 4);
+        r.heard(at(1), key(1), 40);
+        r.heard(at(1), key(3), 1);
+        // Listening is over. Simplex asks to verify in view 41, having entered it on a
+        // notarization of view 40 that it has not reported yet: undecided, so held.
+        assert!(r.holds(at(5), 41));
+        assert!(r.hold_through.get().is_none());
+        // Reported: the hold covers the view it is in, and one past.
+        r.certified(40);
+        assert!(r.holds(at(5), 41));
+        assert!(!r.holds(at(5), 42));
+        assert_eq!(r.hold_through.get(), Some(&41));
+    }
+
+    #[test]
     fn nullify_votes_pass_from_the_view_its_peers_reached() {
         let r = Recovery::new(at(0), Duration::from_secs(4), 4);
         // Nothing heard yet: no nullify while it listens, since any view may be stale (even
@@ -626,8 +659,10 @@ mod tests {
         assert!(!r.allows_nullify(at(1), 30));
         assert!(r.allows_nullify(at(1), 31));
         assert!(r.allows_nullify(at(1), 40));
-        // Still so after listening, while notarize and finalize wait one view longer.
+        // Still so after listening, while notarize and finalize wait one view longer (once
+        // simplex has reported the notarization of view 31 it entered view 32 on).
         assert!(!r.allows_nullify(at(5), 30) && r.allows_nullify(at(5), 31));
+        r.certified(31);
         assert!(r.holds(at(5), 32) && !r.holds(at(5), 33));
     }
 
@@ -706,7 +741,7 @@ mod tests {
                 recovery.heard(context.current(), key(i), 10);
             }
             let app = Counting::default();
-            let mut held = Held::new(app.clone(), Some(recovery), context.child("held"));
+            let mut held = Held::new(app.clone(), Some(recovery.clone()), context.child("held"));
             let round = |v: u64| Round::new(Epoch::zero(), View::new(v));
             let ctx = |v: u64| TestContext {
                 round: round(v),
@@ -732,6 +767,8 @@ mod tests {
             context.sleep(Duration::from_secs(5)).await;
             assert_eq!(certified.await, Ok(true));
             assert_eq!(app.count(), 1);
+            // Simplex entered view 11 on a notarization of view 10, and reported it.
+            recovery.certified(10);
             unanswered.push(held.verify(ctx(11), payload).await);
             for rx in &mut unanswered {
                 assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));

@@ -732,6 +732,67 @@ fn a_format_5_ledger_is_migrated() {
     assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/7");
 }
 
+/// A ledger of format 4 (every index row written with its block, no marks of where each
+/// slice is, its state table whole, no journal, no log tree) opens in the current format
+/// with the same indexes and goes on.
+#[test]
+fn a_format_4_ledger_is_migrated() {
+    const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("access_log_by_subject");
+    let g = genesis("ledger-test");
+    let dir = tempfile::tempdir().unwrap();
+    let (root, scanned, located, entries, head) = {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        run_story(&mut ledger, 20);
+        let head = ledger.checkpoint();
+        (
+            ledger.state().state_root(),
+            scan_log(&ledger),
+            tx_locations(&ledger),
+            state_rows(&ledger),
+            (head.tree_size, head.root_hash),
+        )
+    };
+    {
+        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+        let w = db.begin_write().unwrap();
+        w.delete_table(INDEX).unwrap();
+        let mut index = w.open_table(INDEX).unwrap();
+        for (subject, indices) in &scanned {
+            for i in indices {
+                let row = [subject_key(subject), i.to_be_bytes().to_vec()].concat();
+                index.insert(row.as_slice(), ()).unwrap();
+            }
+        }
+        drop(index);
+        write_tx_index(&w, &located);
+        write_whole_state(&w, &entries);
+        w.delete_table(LOG_SUBTREES).unwrap();
+        let mut meta = w.open_table(META).unwrap();
+        meta.insert("format", b"secnet-ledger/4".as_slice())
+            .unwrap();
+        meta.remove("index_marks").unwrap();
+        drop(meta);
+        w.commit().unwrap();
+    }
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    assert_eq!(ledger.state().state_root(), root);
+    for (subject, indices) in &scanned {
+        assert_eq!(
+            &ledger.log_indices(*subject).unwrap(),
+            indices,
+            "{subject:?}"
+        );
+    }
+    for (tx, location) in &located {
+        assert_eq!(ledger.tx_location(tx).unwrap(), Some(*location));
+    }
+    check_log_proofs(&ledger, &[head]);
+    rewrite_every_slice_and_reopen(dir.path(), &g, ledger);
+    let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/7");
+}
+
 /// The format a ledger file records.
 fn stored_format(r: &redb::ReadTransaction) -> Vec<u8> {
     const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

@@ -1,5 +1,10 @@
 //! Budgets per network source (an IPv4 address, an IPv6 /64) for what any anonymous caller
 //! can ask of a node: a token bucket each, refilled evenly over a minute.
+//!
+//! Budgets are counted for at most [`MAX_COUNTED_SOURCES`] holders. Once half of that is
+//! counted, a network block whose addresses already hold many budgets shares one among its
+//! newcomers ([`blocks`]), so that one allocation (an IPv6 /32 holds 2³² /64s) cannot fill
+//! the table and push everyone else into the one budget newcomers share when it is full.
 
 use crate::problem::Problem;
 use axum::extract::{Request, State};
@@ -9,16 +14,71 @@ use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Sources counted at once; when more arrive, those whose budget is whole are forgotten,
+/// Budgets counted at once; when more are asked for, those that are whole are forgotten,
 /// and if none is, the newcomers share one budget.
 pub(super) const MAX_COUNTED_SOURCES: usize = 65_536;
+
+/// From this many budgets counted on, network blocks share ([`blocks`]). Below it every
+/// source has its own, however many of its neighbours came before.
+const CROWDED: usize = MAX_COUNTED_SOURCES / 2;
+
+/// In a crowded table, budgets of their own that the sources of one narrow block (an IPv6
+/// /48, an IPv4 /24) may hold; its later newcomers share one.
+const PER_BLOCK: usize = 64;
+
+/// In a crowded table, budgets that one wide block (an IPv6 /32, an IPv4 /16) may hold, its
+/// sources' and its narrow blocks' together; its later newcomers share one.
+const PER_WIDE_BLOCK: usize = 256;
+
+/// Forgetting whole budgets walks the table: at most once a second, so newcomers arriving
+/// in a crowd cannot make every request pay for a walk.
+const SWEEP_EVERY_MS: u64 = 1_000;
+
+/// Who a budget belongs to: a source key ([`secnet_pdc::auth::source_key`]) cut to its
+/// first `.1` bytes (8: the source itself; fewer: a network block; 0: every newcomer once
+/// the table is full).
+type Holder = ([u8; 8], u8);
+
+/// `source` cut to its first `bytes` bytes.
+fn cut(source: [u8; 8], bytes: u8) -> Holder {
+    let mut key = [0u8; 8];
+    for (to, from) in key.iter_mut().zip(source).take(usize::from(bytes)) {
+        *to = from;
+    }
+    (key, bytes)
+}
+
+/// The narrow and the wide network block of a source key: an IPv4 address's /24 and /16
+/// (its key is the address after four zero bytes), an IPv6 /64's /48 and /32.
+fn blocks(source: [u8; 8]) -> (Holder, Holder) {
+    if source[..4] == [0; 4] {
+        (cut(source, 7), cut(source, 6))
+    } else {
+        (cut(source, 6), cut(source, 4))
+    }
+}
+
+/// The blocks a holder's budget counts in: a source's narrow and wide block, a narrow
+/// block's wide one.
+fn within(holder: Holder) -> Vec<Holder> {
+    let (narrow, wide) = blocks(holder.0);
+    match holder.1 {
+        8 => vec![narrow, wide],
+        b if b == narrow.1 => vec![wide],
+        _ => Vec::new(),
+    }
+}
 
 /// A token bucket per source, `per_minute` tokens whole, refilled evenly over the minute.
 #[derive(Debug)]
 pub(super) struct SourceBuckets {
     per_minute: u32,
-    /// Per source: `(tokens in thousandths, when last refilled, ms)`.
-    buckets: HashMap<[u8; 8], (u64, u64)>,
+    /// Per holder: `(tokens in thousandths, when last refilled, ms)`.
+    buckets: HashMap<Holder, (u64, u64)>,
+    /// Per network block: how many of the budgets counted are held inside it.
+    members: HashMap<Holder, usize>,
+    /// When whole budgets were last forgotten, ms.
+    swept_ms: Option<u64>,
 }
 
 impl SourceBuckets {
@@ -27,6 +87,8 @@ impl SourceBuckets {
         SourceBuckets {
             per_minute,
             buckets: HashMap::new(),
+            members: HashMap::new(),
+            swept_ms: None,
         }
     }
 
@@ -35,25 +97,83 @@ impl SourceBuckets {
         u64::from(self.per_minute) * 1_000
     }
 
-    /// `source`'s bucket (the one newcomers share, when too many sources are counted),
-    /// refilled to `now_ms`: `(tokens in thousandths, now_ms)`.
-    fn refilled(&mut self, source: [u8; 8], now_ms: u64) -> &mut (u64, u64) {
+    /// A bucket holding `tokens` thousandths at `at_ms`, refilled to `now_ms`.
+    fn refill(&self, (tokens, at_ms): (u64, u64), now_ms: u64) -> u64 {
         let full = self.full();
-        let refill = |(tokens, at): (u64, u64)| -> u64 {
-            let gained = now_ms.saturating_sub(at).saturating_mul(full) / 60_000;
-            tokens.saturating_add(gained).min(full)
-        };
-        if self.buckets.len() >= MAX_COUNTED_SOURCES && !self.buckets.contains_key(&source) {
-            self.buckets.retain(|_, bucket| refill(*bucket) < full);
+        let gained = now_ms.saturating_sub(at_ms).saturating_mul(full) / 60_000;
+        tokens.saturating_add(gained).min(full)
+    }
+
+    fn members(&self, block: &Holder) -> usize {
+        self.members.get(block).copied().unwrap_or(0)
+    }
+
+    /// Forgets the budgets that are whole again (at most once every [`SWEEP_EVERY_MS`]).
+    fn sweep(&mut self, now_ms: u64) {
+        if self
+            .swept_ms
+            .is_some_and(|at| now_ms < at.saturating_add(SWEEP_EVERY_MS))
+        {
+            return;
         }
-        let key =
-            if self.buckets.len() >= MAX_COUNTED_SOURCES && !self.buckets.contains_key(&source) {
-                [0xee; 8]
-            } else {
-                source
-            };
-        let bucket = self.buckets.entry(key).or_insert((full, now_ms));
-        *bucket = (refill(*bucket), now_ms);
+        self.swept_ms = Some(now_ms);
+        let full = self.full();
+        let mut buckets = std::mem::take(&mut self.buckets);
+        buckets.retain(|_, bucket| self.refill(*bucket, now_ms) < full);
+        self.buckets = buckets;
+        self.members.clear();
+        let holders: Vec<Holder> = self.buckets.keys().copied().collect();
+        for holder in holders {
+            for block in within(holder) {
+                *self.members.entry(block).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// Whose budget a source without one of its own draws on.
+    fn holder_for(&mut self, source: [u8; 8], now_ms: u64) -> Holder {
+        let own = (source, 8);
+        if self.buckets.len() >= CROWDED {
+            self.sweep(now_ms);
+        }
+        if self.buckets.len() < CROWDED {
+            return own;
+        }
+        let (narrow, wide) = blocks(source);
+        let wide_has_room = self.members(&wide) < PER_WIDE_BLOCK;
+        let holder = if wide_has_room && self.members(&narrow) < PER_BLOCK {
+            own
+        } else if wide_has_room || self.buckets.contains_key(&narrow) {
+            narrow
+        } else {
+            wide
+        };
+        if self.buckets.len() >= MAX_COUNTED_SOURCES && !self.buckets.contains_key(&holder) {
+            ([0; 8], 0)
+        } else {
+            holder
+        }
+    }
+
+    /// `source`'s bucket (or the one it shares, see [`Self::holder_for`]), refilled to
+    /// `now_ms`: `(tokens in thousandths, now_ms)`.
+    fn refilled(&mut self, source: [u8; 8], now_ms: u64) -> &mut (u64, u64) {
+        let own = (source, 8);
+        let holder = if self.buckets.contains_key(&own) {
+            own
+        } else {
+            self.holder_for(source, now_ms)
+        };
+        if !self.buckets.contains_key(&holder) {
+            for block in within(holder) {
+                *self.members.entry(block).or_insert(0) += 1;
+            }
+        }
+        let full = self.full();
+        let stored = *self.buckets.get(&holder).unwrap_or(&(full, now_ms));
+        let tokens = self.refill(stored, now_ms);
+        let bucket = self.buckets.entry(holder).or_insert((full, now_ms));
+        *bucket = (tokens, now_ms);
         bucket
     }
 
@@ -112,23 +232,25 @@ pub const PROOFS_PER_SOURCE_PER_MINUTE: u32 = 12_000;
 
 /// What a proof request costs: one, and for a page of the log one per 100 entries asked
 /// for (100 unless said: 2; at most 1,000: 11), for certified state one per 8 keys (64 keys:
-/// 9).
+/// 9). The query is read decoded, as the handlers read it; one that does not decode costs
+/// one, and its handler refuses it.
 fn cost(uri: &axum::http::Uri) -> u32 {
-    let param = |name: &str| {
-        uri.query()?
-            .split('&')
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-    };
+    let query = axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
     match uri.path() {
         "/v1/log" => {
-            let limit = param("limit")
-                .and_then(|l| l.parse::<u64>().ok())
+            let limit = query
+                .get("limit")
+                .and_then(|l| l.trim().parse::<u64>().ok())
                 .unwrap_or(100)
                 .min(1_000);
             1 + u32::try_from(limit.div_ceil(100)).unwrap_or(10)
         }
         "/v1/state" => {
-            let keys = param("keys").map_or(0, |k| k.split(',').filter(|k| !k.is_empty()).count());
+            let keys = query
+                .get("keys")
+                .map_or(0, |k| k.split(',').filter(|k| !k.is_empty()).count());
             1 + u32::try_from(keys.div_ceil(8)).unwrap_or(8)
         }
         _ => 1,
@@ -251,25 +373,120 @@ mod tests {
         let many = vec!["k"; 64].join(",");
         assert_eq!(cost(&format!("/v1/state?keys={many}")), 9);
         assert_eq!(cost("/v1/tx/ab/proof"), 1);
+        // Read as the handlers read them: decoded.
+        assert_eq!(cost("/v1/log?l%69mit=1000"), 11);
+        assert_eq!(cost("/v1/log?limit=%31000"), 11);
+        let many = vec!["k"; 64].join("%2C");
+        assert_eq!(cost(&format!("/v1/state?k%65ys={many}")), 9);
+        assert_eq!(cost("/v1/state?keys=a,%20,b"), 2);
+    }
+
+    /// An IPv6 source key: a /64 in the /32 `wide`, the /48 `narrow`, number `n` in it.
+    fn v6(wide: u16, narrow: u16, n: u16) -> [u8; 8] {
+        let [w0, w1] = wide.to_be_bytes();
+        let [a, b] = narrow.to_be_bytes();
+        let [c, d] = n.to_be_bytes();
+        [0x20, 0x01, w0, w1, a, b, c, d]
+    }
+
+    #[test]
+    fn below_a_crowd_every_source_has_its_own_budget() {
+        let mut m = SourceBuckets::new(PER_MINUTE);
+        // 1,000 hosts of one IPv4 /24 and /16, and of one IPv6 /48.
+        for i in 0..1_000u16 {
+            let [c, d] = i.to_be_bytes();
+            assert_eq!(
+                m.take([0, 0, 0, 0, 10, 1, c, d], PER_MINUTE, 0),
+                (PER_MINUTE, None)
+            );
+            assert_eq!(m.take(v6(1, 1, i), PER_MINUTE, 0), (PER_MINUTE, None));
+        }
+        assert_eq!(m.counted(), 2_000);
+    }
+
+    #[test]
+    fn one_allocation_cannot_crowd_out_everyone_else() {
+        let mut m = SourceBuckets::new(PER_MINUTE);
+        let t = 1_000_000;
+        // An attacker holding one IPv6 /32 spends the budget of every /64 of it it can.
+        let mut attacker = (0u16..).flat_map(|narrow| (0u16..256).map(move |n| v6(7, narrow, n)));
+        for _ in 0..CROWDED {
+            let source = attacker.next().unwrap();
+            assert_eq!(m.take(source, PER_MINUTE, t).0, PER_MINUTE);
+        }
+        // The table is crowded: the attacker's newcomers share its /48's budget, then
+        // its /32's, and that is all they get however many more /64s it uses.
+        let mut got = 0;
+        for _ in 0..10_000 {
+            got += m.take(attacker.next().unwrap(), PER_MINUTE, t).0;
+        }
+        let more = (0u16..1_000).map(|narrow| v6(7, 40_000 + narrow, 0));
+        for source in more {
+            got += m.take(source, PER_MINUTE, t).0;
+        }
+        assert_eq!(got, PER_MINUTE, "one shared budget");
+        assert!(m.counted() <= CROWDED + 2, "{}", m.counted());
+        // Everyone else still has a budget of their own, and so do the first sources of
+        // another block in a crowded table.
+        for i in 0..200u16 {
+            assert_eq!(m.take(v6(8, i, 1), PER_MINUTE, t), (PER_MINUTE, None));
+            let [c, d] = i.to_be_bytes();
+            assert_eq!(m.take([0, 0, 0, 0, 192, c, d, 1], 1, t), (1, None));
+        }
+        // Past its share, a block of them shares too.
+        for i in 0..PER_BLOCK as u16 {
+            assert_eq!(m.take(v6(9, 1, i), PER_MINUTE, t), (PER_MINUTE, None));
+        }
+        assert_eq!(m.take(v6(9, 1, 1_000), PER_MINUTE, t), (PER_MINUTE, None));
+        assert_eq!(m.take(v6(9, 1, 1_001), 1, t).0, 0, "shares its /48's");
+        assert_eq!(
+            m.take(v6(9, 2, 0), 1, t),
+            (1, None),
+            "the next /48 of the /32"
+        );
     }
 
     #[test]
     fn counted_sources_stay_bounded() {
         let mut m = SourceBuckets::new(PER_MINUTE);
-        for i in 0..MAX_COUNTED_SOURCES as u64 {
-            assert_eq!(m.take(i.to_be_bytes(), 1, 0), (1, None));
+        // Each in a /32 of its own: no block is over its share.
+        let spread = |i: u32| {
+            let [_, b, c, d] = i.to_be_bytes();
+            [0x20, b, c, d, 0, 0, 0, 1]
+        };
+        for i in 0..MAX_COUNTED_SOURCES as u32 {
+            assert_eq!(m.take(spread(i), 1, 0), (1, None));
         }
         // Nobody's budget is whole yet: newcomers share one.
-        let late = u64::MAX.to_be_bytes();
+        let late = spread(u32::MAX);
         assert_eq!(m.take(late, PER_MINUTE, 0).1, None);
         assert_eq!(
-            m.take([7; 8], 1, 0).0,
+            m.take(spread(u32::MAX - 1), 1, 500).0,
             0,
             "shares the late source's spent budget"
         );
         assert_eq!(m.counted(), MAX_COUNTED_SOURCES + 1);
         // A minute later every budget is whole again, and the whole ones are forgotten.
-        assert_eq!(m.take([8; 8], 1, 60_000), (1, None));
+        assert_eq!(m.take([8; 8], 1, 60_500), (1, None));
         assert_eq!(m.counted(), 1);
+    }
+
+    #[test]
+    fn a_crowd_of_newcomers_walks_the_table_at_most_once_a_second() {
+        let mut m = SourceBuckets::new(PER_MINUTE);
+        for i in 0..CROWDED as u32 {
+            let [_, b, c, d] = i.to_be_bytes();
+            m.take([0x20, b, c, d, 0, 0, 0, 1], 1, 0);
+        }
+        // 1,000 newcomers in the first second: one walk.
+        for i in 0..1_000u16 {
+            m.take(v6(3, i, 0), 1, u64::from(i));
+        }
+        assert_eq!(m.swept_ms, Some(0));
+        // Every budget is whole a minute after it was last drawn on; the next walk forgets
+        // them.
+        m.take(v6(4, 0, 0), 1, 61_000);
+        assert_eq!(m.counted(), 1);
+        assert_eq!(m.swept_ms, Some(61_000));
     }
 }

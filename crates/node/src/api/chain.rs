@@ -189,6 +189,7 @@ pub(super) async fn block(
     responses(
         (status = 200, description = "account and its state proof", body = AccountAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "this address is over its budget of proofs a minute: retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn account(
@@ -267,6 +268,7 @@ pub(super) async fn listings(
         (status = 200, description = "listing and proof", body = ListingAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "nothing registered with that hash", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "this address is over its budget of proofs a minute: retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn listing(
@@ -296,6 +298,7 @@ pub(super) async fn listing(
         (status = 200, description = "grant and proof", body = GrantAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no such grant", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "this address is over its budget of proofs a minute: retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn grant(

@@ -119,6 +119,9 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         .route("/v1/log", get(audit::log_entries))
         .route("/v1/log/consistency", get(audit::log_consistency))
         .route("/v1/log/{index}", get(audit::log_proof))
+        .route("/v1/accounts/{id}", get(chain::account))
+        .route("/v1/listings/{hash}", get(chain::listing))
+        .route("/v1/grants/{id}", get(chain::grant))
         .route_layer(axum::middleware::from_fn_with_state(
             budget::ProofBudget::default(),
             budget::charge_proof,
@@ -138,10 +141,7 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
             "/v1/blocks/{height}/certificate",
             get(certified::block_certificate),
         )
-        .route("/v1/accounts/{id}", get(chain::account))
         .route("/v1/listings", get(chain::listings))
-        .route("/v1/listings/{hash}", get(chain::listing))
-        .route("/v1/grants/{id}", get(chain::grant))
         .route("/v1/checkpoint", get(audit::checkpoint))
         .route("/v1/snapshot", get(snapshot::snapshot))
         .route("/metrics", get(chain::metrics))
