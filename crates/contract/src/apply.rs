@@ -4,7 +4,7 @@
 //! leaves the state as it was (apart from the sender's nonce, which a correctly signed
 //! transaction for this chain always consumes).
 
-use crate::entries::{AccessGrant, Account, Listing, StateKey, Subscription};
+use crate::entries::{AccessGrant, Account, Listing, StateKey, StateValue, Subscription};
 use crate::log_entry::LogEntry;
 use crate::state::{ChainTip, State};
 use secnet_merkle::log::{Subtree, leaf_hash};
@@ -157,7 +157,7 @@ impl State {
         let signatures = verify_signatures_except(&block.txs, verified);
         let first_log_index = self.log.len();
         let mut changes = Changes::default();
-        self.retire_expired_grants(ctx.timestamp_ms, &mut changes);
+        self.retire_expired_grants(ctx.timestamp_ms);
         let receipts: Vec<Receipt> = block
             .txs
             .iter()
@@ -168,13 +168,19 @@ impl State {
         if !changes.log_leaves.is_empty() {
             changes.touch(StateKey::LogHead);
         }
+        changes.touched.extend(self.staged.keys().cloned());
         changes.touched.sort();
         changes.touched.dedup();
         let mut writes = Vec::with_capacity(changes.touched.len());
         let mut tree_updates = Vec::with_capacity(changes.touched.len());
+        let mut staged = std::mem::take(&mut self.staged);
         for key in changes.touched {
             let key_bytes = key.to_bytes();
-            let value = self.get(&key).map(|v| v.to_bytes());
+            let value = match staged.remove(&key) {
+                Some(staged) => staged,
+                None => self.get(&key),
+            }
+            .map(|v| v.to_bytes());
             tree_updates.push((
                 Hash::digest(&key_bytes).0,
                 value.as_ref().map(|v| {
@@ -244,19 +250,18 @@ impl State {
                 self.accounts.entry(sender).or_default().encryption_key = Some(*key);
                 Ok(vec![Event::EncryptionKeySet])
             }
-            Call::RegisterData(r) => self.register(ctx, stx.hash(), sender, r, changes),
-            Call::WithdrawData { hash } => self.withdraw(sender, *hash, changes),
+            Call::RegisterData(r) => self.register(ctx, stx.hash(), sender, r),
+            Call::WithdrawData { hash } => self.withdraw(sender, *hash),
             Call::SubscribeData { hash } => self.subscribe(ctx, stx, *hash, changes),
             Call::RequestDataWithAddress {
                 address,
                 purpose,
                 ttl_secs,
-            } => match self.addresses.get(address) {
-                Some(hash) => {
-                    let hash = *hash;
+            } => match self.get(&StateKey::Address(address.clone())) {
+                Some(StateValue::Address(hash)) => {
                     self.request(ctx, stx, hash, purpose, *ttl_secs, changes)
                 }
-                None => Err(Rejection::UnknownAddress {
+                _ => Err(Rejection::UnknownAddress {
                     address: address.clone(),
                 }),
             },
@@ -361,7 +366,6 @@ impl State {
         id: Hash,
         owner: AccountId,
         r: &RegisterData,
-        changes: &mut Changes,
     ) -> Result<Vec<Event>, Rejection> {
         check_text("description", &r.description, MAX_DESCRIPTION)?;
         check_text("address", &r.address, MAX_ADDRESS)?;
@@ -373,17 +377,18 @@ impl State {
                 bps: r.holder_share_bps,
             });
         }
-        if self.listings.contains_key(&r.hash) {
+        if self.contains(&StateKey::Listing(r.hash)) {
             return Err(Rejection::AlreadyRegistered { hash: r.hash });
         }
-        if self.addresses.contains_key(&r.address) {
+        let address = StateKey::Address(r.address.clone());
+        if self.contains(&address) {
             return Err(Rejection::AddressTaken {
                 address: r.address.clone(),
             });
         }
-        self.listings.insert(
-            r.hash,
-            Listing {
+        self.stage(
+            StateKey::Listing(r.hash),
+            Some(StateValue::Listing(Listing {
                 id,
                 hash: r.hash,
                 owner,
@@ -394,34 +399,23 @@ impl State {
                 price: r.price,
                 kind: r.kind.clone(),
                 registered_at: ctx.height,
-            },
+            })),
         );
-        self.addresses.insert(r.address.clone(), r.hash);
+        self.stage(address, Some(StateValue::Address(r.hash)));
+        self.listed.insert(r.hash);
         self.owned.insert((owner, r.hash));
-        changes.touch(StateKey::Listing(r.hash));
-        changes.touch(StateKey::Address(r.address.clone()));
         Ok(vec![Event::Registered { data: r.hash }])
     }
 
-    fn withdraw(
-        &mut self,
-        sender: AccountId,
-        hash: Hash,
-        changes: &mut Changes,
-    ) -> Result<Vec<Event>, Rejection> {
-        let listing = self
-            .listings
-            .get(&hash)
-            .ok_or(Rejection::UnknownData { hash })?;
+    fn withdraw(&mut self, sender: AccountId, hash: Hash) -> Result<Vec<Event>, Rejection> {
+        let listing = self.listing(&hash).ok_or(Rejection::UnknownData { hash })?;
         if listing.owner != sender {
             return Err(Rejection::NotOwner { hash });
         }
-        let address = listing.address.clone();
         self.owned.remove(&(sender, hash));
-        self.listings.remove(&hash);
-        self.addresses.remove(&address);
-        changes.touch(StateKey::Listing(hash));
-        changes.touch(StateKey::Address(address));
+        self.listed.remove(&hash);
+        self.stage(StateKey::Listing(hash), None);
+        self.stage(StateKey::Address(listing.address), None);
         Ok(vec![Event::Withdrawn { data: hash }])
     }
 
@@ -433,11 +427,11 @@ impl State {
         changes: &mut Changes,
     ) -> Result<Vec<Event>, Rejection> {
         let consumer = stx.tx().sender;
-        let listing = self
-            .listings
-            .get(&hash)
-            .ok_or(Rejection::UnknownData { hash })?;
-        if self.is_subscribed(&hash, &consumer) {
+        let listing = self.listing(&hash).ok_or(Rejection::UnknownData { hash })?;
+        if self
+            .subscription(&hash, &consumer)
+            .is_some_and(|sub| sub.listing == listing.id)
+        {
             return Err(Rejection::AlreadySubscribed { hash });
         }
         let price = listing.price;
@@ -462,15 +456,15 @@ impl State {
             &[(consumer, holder, price), (holder, owner, owner_amount)],
             changes,
         )?;
-        self.subscriptions.insert(
-            (hash, consumer),
-            Subscription {
+        self.stage(
+            StateKey::Subscription(hash, consumer),
+            Some(StateValue::Subscription(Subscription {
                 listing: listing_id,
                 paid: price,
                 height: ctx.height,
-            },
+            })),
         );
-        changes.touch(StateKey::Subscription(hash, consumer));
+        self.subscribed.insert((hash, consumer));
         // The payment is logged too, so the owner's statement of rewards and the consumer's
         // audit come from the certified log rather than from blocks a node may have pruned.
         let first_index = self.log.len();
@@ -513,11 +507,11 @@ impl State {
         changes: &mut Changes,
     ) -> Result<Vec<Event>, Rejection> {
         let requester = stx.tx().sender;
-        let listing = self
-            .listings
-            .get(&hash)
-            .ok_or(Rejection::UnknownData { hash })?;
-        if !self.is_subscribed(&hash, &requester) {
+        let listing = self.listing(&hash).ok_or(Rejection::UnknownData { hash })?;
+        if self
+            .subscription(&hash, &requester)
+            .is_none_or(|sub| sub.listing != listing.id)
+        {
             return Err(Rejection::NotSubscribed { hash });
         }
         check_text("purpose", purpose, MAX_PURPOSE)?;
@@ -543,7 +537,7 @@ impl State {
         let grant = AccessGrant {
             id: grant_id,
             data: hash,
-            address: listing.address.clone(),
+            address: listing.address,
             requester,
             holder: listing.holder,
             purpose: purpose.to_string(),
@@ -554,8 +548,7 @@ impl State {
         let address = grant.address.clone();
         self.append_log(entry, changes);
         self.expiring.insert((expires_at_ms, grant_id));
-        self.grants.insert(grant_id, grant);
-        changes.touch(StateKey::Grant(grant_id));
+        self.stage(StateKey::Grant(grant_id), Some(StateValue::Grant(grant)));
         Ok(vec![
             Event::GrantIssued {
                 grant: grant_id,
@@ -622,8 +615,7 @@ impl State {
         match &e.grant {
             Some(id) => {
                 let grant = self
-                    .grants
-                    .get(id)
+                    .grant(id)
                     .ok_or(Rejection::UnknownGrant { grant: *id })?;
                 if grant.holder != holder {
                     return Err(Rejection::NotHolder { hash: grant.data });
@@ -634,8 +626,7 @@ impl State {
             }
             None => {
                 let listing = self
-                    .listings
-                    .get(&e.data)
+                    .listing(&e.data)
                     .ok_or(Rejection::UnknownData { hash: e.data })?;
                 if listing.holder != holder {
                     return Err(Rejection::NotHolder { hash: e.data });
@@ -650,7 +641,7 @@ impl State {
     /// block (grants made to expire together are retired over several blocks): they
     /// authorise nothing any more, and their issue stays in the access log. Kept that long so
     /// that a holder's late access records can still name them.
-    fn retire_expired_grants(&mut self, now_ms: u64, changes: &mut Changes) {
+    fn retire_expired_grants(&mut self, now_ms: u64) {
         let Some(cutoff) = now_ms.checked_sub(EXPIRED_GRANT_RETENTION_MS) else {
             return;
         };
@@ -662,8 +653,7 @@ impl State {
                 break;
             }
             self.expiring.pop_first();
-            self.grants.remove(&id);
-            changes.touch(StateKey::Grant(id));
+            self.stage(StateKey::Grant(id), None);
         }
     }
 

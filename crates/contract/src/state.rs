@@ -27,24 +27,35 @@ pub struct ChainTip {
 
 /// The whole contract state.
 ///
-/// INVARIANT: `tree` holds exactly one leaf per entry of the maps (and the log head once the
-/// log is non-empty), keyed by [`StateKey::tree_key`] with the SHA-256 of the value bytes.
+/// The state tree is where the entries are: each leaf keeps its entry's value bytes, which
+/// are read (and decoded) from there. Only the accounts, which every transaction reads, are
+/// also kept decoded; for the other kinds memory holds just the keys, in orders the
+/// contract and its readers walk them in.
+///
+/// INVARIANT: `tree` holds exactly one leaf per entry (the accounts, the listings in
+/// `listed` and an address for each, the subscriptions in `subscribed`, the grants in
+/// `expiring`, and the log head once the log is non-empty), keyed by [`StateKey::tree_key`],
+/// with the SHA-256 of the value bytes and the bytes themselves; while a block is applied,
+/// `staged` holds what it wrote that the tree does not have yet.
 #[derive(Debug, Clone)]
 pub struct State {
     pub(crate) chain_id: String,
     pub(crate) tip: ChainTip,
     pub(crate) accounts: BTreeMap<AccountId, Account>,
-    pub(crate) listings: BTreeMap<Hash, Listing>,
-    pub(crate) addresses: BTreeMap<String, Hash>,
-    pub(crate) subscriptions: BTreeMap<(Hash, AccountId), Subscription>,
-    pub(crate) grants: BTreeMap<GrantId, AccessGrant>,
-    /// The grants by expiry: derived from `grants`, not committed.
+    /// The listings' content hashes.
+    pub(crate) listed: BTreeSet<Hash>,
+    /// The subscriptions' keys.
+    pub(crate) subscribed: BTreeSet<(Hash, AccountId)>,
+    /// The grants by expiry.
     pub(crate) expiring: BTreeSet<(u64, GrantId)>,
-    /// The listings by owner: derived from `listings`, not committed.
+    /// The listings by owner.
     pub(crate) owned: BTreeSet<(AccountId, Hash)>,
     /// The access log's right edge: its size and root.
     pub(crate) log: Frontier,
     pub(crate) tree: StateTree,
+    /// Entries the block being applied wrote (`None`: removed), until they go into the tree
+    /// at its end; empty between blocks.
+    pub(crate) staged: BTreeMap<StateKey, Option<StateValue>>,
 }
 
 /// The state commitment: one leaf per entry, keeping the entry's value bytes beside it so
@@ -118,16 +129,16 @@ impl State {
                 state_root: Hash::ZERO,
             },
             accounts,
-            listings: BTreeMap::new(),
-            addresses: BTreeMap::new(),
-            subscriptions: BTreeMap::new(),
-            grants: BTreeMap::new(),
+            listed: BTreeSet::new(),
+            subscribed: BTreeSet::new(),
             expiring: BTreeSet::new(),
             owned: BTreeSet::new(),
             log: Frontier::default(),
             tree: StateTree::default(),
+            staged: BTreeMap::new(),
         };
-        state.rebuild_tree();
+        let entries: Vec<_> = state.entries().collect();
+        state.build_tree(entries);
         state
     }
 
@@ -145,42 +156,40 @@ impl State {
             chain_id,
             tip,
             accounts: BTreeMap::new(),
-            listings: BTreeMap::new(),
-            addresses: BTreeMap::new(),
-            subscriptions: BTreeMap::new(),
-            grants: BTreeMap::new(),
+            listed: BTreeSet::new(),
+            subscribed: BTreeSet::new(),
             expiring: BTreeSet::new(),
             owned: BTreeSet::new(),
             log,
             tree: StateTree::default(),
+            staged: BTreeMap::new(),
         };
         let mut log_head = None;
+        let mut tree_entries = Vec::new();
         for (key, value) in entries {
-            match (key, value) {
+            match (&key, &value) {
                 (StateKey::Account(k), StateValue::Account(v)) => {
-                    state.accounts.insert(k, v);
+                    state.accounts.insert(*k, v.clone());
                 }
                 (StateKey::Listing(k), StateValue::Listing(v)) => {
-                    state.owned.insert((v.owner, k));
-                    state.listings.insert(k, v);
+                    state.owned.insert((v.owner, *k));
+                    state.listed.insert(*k);
                 }
-                (StateKey::Address(k), StateValue::Address(v)) => {
-                    state.addresses.insert(k, v);
-                }
-                (StateKey::Subscription(h, a), StateValue::Subscription(v)) => {
-                    state.subscriptions.insert((h, a), v);
+                (StateKey::Address(_), StateValue::Address(_)) => {}
+                (StateKey::Subscription(h, a), StateValue::Subscription(_)) => {
+                    state.subscribed.insert((*h, *a));
                 }
                 (StateKey::Grant(k), StateValue::Grant(v)) => {
-                    state.expiring.insert((v.expires_at_ms, k));
-                    state.grants.insert(k, v);
+                    state.expiring.insert((v.expires_at_ms, *k));
                 }
-                (StateKey::LogHead, StateValue::LogHead(v)) => log_head = Some(v),
+                (StateKey::LogHead, StateValue::LogHead(v)) => log_head = Some(*v),
                 (key, _) => {
                     return Err(CorruptEntry(format!(
                         "value of the wrong kind under {key:?}"
                     )));
                 }
             }
+            tree_entries.push((key, value));
         }
         let (head_size, head_root) = log_head.map_or((0, None), |h| (h.size, Some(h.root.0)));
         let log_root = (!state.log.is_empty()).then(|| state.log.root());
@@ -190,71 +199,93 @@ impl State {
                 state.log.len()
             )));
         }
-        state.rebuild_tree();
+        state.build_tree(tree_entries);
         Ok(state)
     }
 
-    fn rebuild_tree(&mut self) {
-        let entries: Vec<_> = self
-            .entries()
+    /// Makes the tree hold exactly `entries`, and the tip commit to it.
+    fn build_tree(&mut self, entries: Vec<(StateKey, StateValue)>) {
+        let leaves: Vec<_> = entries
+            .into_iter()
             .map(|(k, v)| {
                 let bytes = v.to_bytes();
                 (k.tree_key().0, Hash::digest(&bytes).0, Arc::from(bytes))
             })
             .collect();
-        self.tree = StateTree::from_entries_with(entries);
+        self.tree = StateTree::from_entries_with(leaves);
         self.tip.state_root = Hash(self.tree.root());
     }
 
-    /// Every entry, in key order within each kind.
+    /// Every entry, kind by kind, in key order within each kind. Decodes every value: for
+    /// exports and checks, not for serving.
     pub fn entries(&self) -> impl Iterator<Item = (StateKey, StateValue)> + '_ {
         let accounts = self
             .accounts
             .iter()
             .map(|(k, v)| (StateKey::Account(*k), StateValue::Account(v.clone())));
-        let listings = self
-            .listings
+        let mut addresses: Vec<StateKey> = self
+            .listings()
+            .map(|l| StateKey::Address(l.address))
+            .collect();
+        addresses.sort();
+        let keys = self
+            .listed
             .iter()
-            .map(|(k, v)| (StateKey::Listing(*k), StateValue::Listing(v.clone())));
-        let addresses = self
-            .addresses
-            .iter()
-            .map(|(k, v)| (StateKey::Address(k.clone()), StateValue::Address(*v)));
-        let subs = self.subscriptions.iter().map(|((h, a), v)| {
-            (
-                StateKey::Subscription(*h, *a),
-                StateValue::Subscription(v.clone()),
+            .map(|h| StateKey::Listing(*h))
+            .chain(addresses)
+            .chain(
+                self.subscribed
+                    .iter()
+                    .map(|(h, a)| StateKey::Subscription(*h, *a)),
             )
-        });
-        let grants = self
-            .grants
-            .iter()
-            .map(|(k, v)| (StateKey::Grant(*k), StateValue::Grant(v.clone())));
+            .chain(self.grant_ids().into_iter().map(StateKey::Grant));
+        let stored = keys.filter_map(|k| self.get(&k).map(|v| (k, v)));
         let head = self
             .log_head()
             .map(|h| (StateKey::LogHead, StateValue::LogHead(h)));
-        accounts
-            .chain(listings)
-            .chain(addresses)
-            .chain(subs)
-            .chain(grants)
-            .chain(head)
+        accounts.chain(stored).chain(head)
+    }
+
+    /// How many entries the state holds.
+    pub fn entry_count(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// The grants' ids, in order.
+    fn grant_ids(&self) -> Vec<GrantId> {
+        let mut ids: Vec<GrantId> = self.expiring.iter().map(|(_, id)| *id).collect();
+        ids.sort();
+        ids
     }
 
     /// The value under `key`, if any.
     pub fn get(&self, key: &StateKey) -> Option<StateValue> {
         match key {
             StateKey::Account(k) => self.accounts.get(k).cloned().map(StateValue::Account),
-            StateKey::Listing(k) => self.listings.get(k).cloned().map(StateValue::Listing),
-            StateKey::Address(k) => self.addresses.get(k).copied().map(StateValue::Address),
-            StateKey::Subscription(h, a) => self
-                .subscriptions
-                .get(&(*h, *a))
-                .cloned()
-                .map(StateValue::Subscription),
-            StateKey::Grant(k) => self.grants.get(k).cloned().map(StateValue::Grant),
             StateKey::LogHead => self.log_head().map(StateValue::LogHead),
+            _ => match self.staged.get(key) {
+                Some(staged) => staged.clone(),
+                None => {
+                    let bytes = self.tree.payload(&key.tree_key().0)?;
+                    // INVARIANT: the tree holds only bytes `StateValue::to_bytes` made for
+                    // this key; they decode.
+                    StateValue::from_bytes(key, bytes).ok()
+                }
+            },
         }
+    }
+
+    /// Whether there is a value under `key`, without decoding it.
+    pub(crate) fn contains(&self, key: &StateKey) -> bool {
+        match self.staged.get(key) {
+            Some(staged) => staged.is_some(),
+            None => self.tree.payload(&key.tree_key().0).is_some(),
+        }
+    }
+
+    /// Writes `value` under `key` (`None`: removes it) in the block being applied.
+    pub(crate) fn stage(&mut self, key: StateKey, value: Option<StateValue>) {
+        self.staged.insert(key, value);
     }
 
     /// A proof of the value under `key` (or of its absence) against the current state root.
@@ -296,20 +327,29 @@ impl State {
     }
 
     /// A listing by content hash.
-    pub fn listing(&self, hash: &Hash) -> Option<&Listing> {
-        self.listings.get(hash)
+    pub fn listing(&self, hash: &Hash) -> Option<Listing> {
+        match self.get(&StateKey::Listing(*hash))? {
+            StateValue::Listing(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Whether `hash` is registered (not withdrawn).
+    pub fn is_listed(&self, hash: &Hash) -> bool {
+        self.listed.contains(hash)
     }
 
     /// A listing by address.
-    pub fn listing_at(&self, address: &str) -> Option<&Listing> {
-        self.addresses
-            .get(address)
-            .and_then(|h| self.listings.get(h))
+    pub fn listing_at(&self, address: &str) -> Option<Listing> {
+        match self.get(&StateKey::Address(address.to_string()))? {
+            StateValue::Address(hash) => self.listing(&hash),
+            _ => None,
+        }
     }
 
-    /// All listings.
-    pub fn listings(&self) -> impl Iterator<Item = &Listing> {
-        self.listings.values()
+    /// All listings, in hash order.
+    pub fn listings(&self) -> impl Iterator<Item = Listing> + '_ {
+        self.listings_after(None, usize::MAX)
     }
 
     /// At most `limit` listings with a hash after `after` (from the first if `None`), in
@@ -318,43 +358,51 @@ impl State {
         &self,
         after: Option<&Hash>,
         limit: usize,
-    ) -> impl Iterator<Item = &Listing> {
+    ) -> impl Iterator<Item = Listing> + '_ {
         use std::ops::Bound;
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.listings
+        self.listed
             .range((from, Bound::Unbounded))
-            .map(|(_, l)| l)
             .take(limit)
+            .filter_map(|h| self.listing(h))
     }
 
     /// The listings `owner` registered, in hash order (read through an index).
-    pub fn listings_of<'a>(&'a self, owner: &AccountId) -> impl Iterator<Item = &'a Listing> {
+    pub fn listings_of<'a>(&'a self, owner: &AccountId) -> impl Iterator<Item = Listing> + 'a {
         let owner = *owner;
         self.owned
             .range((owner, Hash::ZERO)..)
             .take_while(move |(o, _)| *o == owner)
-            .filter_map(|(_, h)| self.listings.get(h))
+            .filter_map(|(_, h)| self.listing(h))
+    }
+
+    /// `account`'s subscription to `hash`, whichever registration it paid for.
+    pub fn subscription(&self, hash: &Hash, account: &AccountId) -> Option<Subscription> {
+        match self.get(&StateKey::Subscription(*hash, *account))? {
+            StateValue::Subscription(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// Whether `account` holds a subscription to the current registration of `hash`.
     pub fn is_subscribed(&self, hash: &Hash, account: &AccountId) -> bool {
-        match (
-            self.listings.get(hash),
-            self.subscriptions.get(&(*hash, *account)),
-        ) {
+        match (self.listing(hash), self.subscription(hash, account)) {
             (Some(listing), Some(sub)) => sub.listing == listing.id,
             _ => false,
         }
     }
 
     /// A grant.
-    pub fn grant(&self, id: &GrantId) -> Option<&AccessGrant> {
-        self.grants.get(id)
+    pub fn grant(&self, id: &GrantId) -> Option<AccessGrant> {
+        match self.get(&StateKey::Grant(*id))? {
+            StateValue::Grant(g) => Some(g),
+            _ => None,
+        }
     }
 
-    /// All grants.
-    pub fn grants(&self) -> impl Iterator<Item = &AccessGrant> {
-        self.grants.values()
+    /// All grants, in order of expiry.
+    pub fn grants(&self) -> impl Iterator<Item = AccessGrant> + '_ {
+        self.expiring.iter().filter_map(|(_, id)| self.grant(id))
     }
 
     /// The access log's right edge: its size and root (its leaves and the interior hashes

@@ -113,7 +113,7 @@ fn subscribers_get_time_limited_grants_by_hash_or_address() {
     let tx = h.tx(CONSUMER, request(d));
     let grant_id = tx.hash();
     let out = h.block(vec![tx]);
-    let grant = h.state.grant(&grant_id).expect("grant written").clone();
+    let grant = h.state.grant(&grant_id).expect("grant written");
     assert_eq!(grant.requester, h.id(CONSUMER));
     assert_eq!(grant.holder, h.id(HOLDER));
     assert_eq!(grant.expires_at_ms, out.tip.timestamp_ms + 600_000);

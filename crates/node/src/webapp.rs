@@ -127,7 +127,7 @@ impl WebServices {
             .node
             .with_ledger(|l| {
                 (
-                    l.state().listing(&data).cloned(),
+                    l.state().listing(&data),
                     l.state().is_subscribed(&data, &me),
                     l.state().account(&me).encryption_key.is_some(),
                 )
@@ -243,7 +243,7 @@ impl WebServices {
     ) -> Result<(secnet_contract::entries::Listing, secnet_client::RemoteNode), ReadError> {
         let listing = self
             .node
-            .with_ledger(|l| l.state().listing(data).cloned())
+            .with_ledger(|l| l.state().listing(data))
             .map_err(|e| ReadError::Failed(storage_failure("read the ledger", e)))?
             .ok_or_else(|| ReadError::Refused {
                 steps: Vec::new(),

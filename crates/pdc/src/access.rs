@@ -268,10 +268,10 @@ pub trait LedgerView {
 
 impl LedgerView for State {
     fn grant(&self, id: &Hash) -> Option<AccessGrant> {
-        State::grant(self, id).cloned()
+        State::grant(self, id)
     }
     fn is_listed(&self, data: &Hash) -> bool {
-        self.listing(data).is_some()
+        State::is_listed(self, data)
     }
     fn encryption_key(&self, account: &AccountId) -> Option<EncryptionKey> {
         self.account(account).encryption_key

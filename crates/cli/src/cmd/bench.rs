@@ -284,7 +284,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         txs.len() - valid
     );
 
-    let entries_before = ledger.state().entries().count();
+    let entries_before = ledger.state().entry_count();
     let log_before = ledger.state().log().len();
     let height_before = ledger.state().tip().height;
     let pid = std::process::id();
@@ -299,11 +299,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let written = super::bench_ledger::written_mib(pid)
         .zip(written_before)
         .map(|(a, b)| a - b);
-    let entries_added = ledger
-        .state()
-        .entries()
-        .count()
-        .saturating_sub(entries_before);
+    let entries_added = ledger.state().entry_count().saturating_sub(entries_before);
     let log_added = ledger.state().log().len().saturating_sub(log_before);
     let grown_bytes_per_item = match (rss_before, rss_after) {
         (Some(b), Some(a)) if entries_added as u64 + log_added > 0 => {
@@ -347,7 +343,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         "apply_seconds": apply_secs,
         "tx_per_s": txs.len() as f64 / apply_secs,
         "limit_sig_verify_per_s": txs.len() as f64 / sig_secs,
-        "state_entries": state.entries().count(),
+        "state_entries": state.entry_count(),
         "log_size": log_size,
         "state_entries_added": entries_added,
         "log_leaves_added": log_added,

@@ -244,15 +244,9 @@ pub(super) async fn listings(
         .limit
         .unwrap_or(MAX_LISTINGS_PAGE)
         .clamp(1, MAX_LISTINGS_PAGE);
-    Ok(Json(node.with_ledger(|l| {
-        match &q.address {
-            Some(address) => l.state().listing_at(address).into_iter().cloned().collect(),
-            None => l
-                .state()
-                .listings_after(after.as_ref(), limit)
-                .cloned()
-                .collect(),
-        }
+    Ok(Json(node.with_ledger(|l| match &q.address {
+        Some(address) => l.state().listing_at(address).into_iter().collect(),
+        None => l.state().listings_after(after.as_ref(), limit).collect(),
     })?))
 }
 

@@ -164,7 +164,7 @@ pub(super) async fn ask(
     let (organisation, listing) = node.with_ledger(|l| {
         (
             l.genesis().validators.iter().any(|v| v.key == requester),
-            l.state().listing(&ask.data).cloned(),
+            l.state().listing(&ask.data),
         )
     })?;
     if !organisation {
