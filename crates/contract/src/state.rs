@@ -268,8 +268,10 @@ impl State {
                 None => {
                     let bytes = self.tree.payload(&key.tree_key().0)?;
                     // INVARIANT: the tree holds only bytes `StateValue::to_bytes` made for
-                    // this key; they decode.
-                    StateValue::from_bytes(key, bytes).ok()
+                    // this key (checked against the root when loaded); they decode.
+                    let value = StateValue::from_bytes(key, bytes);
+                    debug_assert!(value.is_ok(), "undecodable state entry under {key:?}");
+                    value.ok()
                 }
             },
         }
@@ -367,13 +369,19 @@ impl State {
             .filter_map(|h| self.listing(h))
     }
 
-    /// The listings `owner` registered, in hash order (read through an index).
-    pub fn listings_of<'a>(&'a self, owner: &AccountId) -> impl Iterator<Item = Listing> + 'a {
+    /// The content hashes of the listings `owner` registered, in order, decoding nothing.
+    pub fn hashes_listed_by<'a>(&'a self, owner: &AccountId) -> impl Iterator<Item = Hash> + 'a {
         let owner = *owner;
         self.owned
             .range((owner, Hash::ZERO)..)
             .take_while(move |(o, _)| *o == owner)
-            .filter_map(|(_, h)| self.listing(h))
+            .map(|(_, h)| *h)
+    }
+
+    /// The listings `owner` registered, in hash order (read through an index).
+    pub fn listings_of<'a>(&'a self, owner: &AccountId) -> impl Iterator<Item = Listing> + 'a {
+        self.hashes_listed_by(owner)
+            .filter_map(|h| self.listing(&h))
     }
 
     /// `account`'s subscription to `hash`, whichever registration it paid for.

@@ -126,9 +126,15 @@ impl WebServices {
         let (listing, subscribed, has_key) = self
             .node
             .with_ledger(|l| {
+                let listing = l.state().listing(&data);
+                let subscribed = listing.as_ref().is_some_and(|x| {
+                    l.state()
+                        .subscription(&data, &me)
+                        .is_some_and(|sub| sub.listing == x.id)
+                });
                 (
-                    l.state().listing(&data),
-                    l.state().is_subscribed(&data, &me),
+                    listing,
+                    subscribed,
                     l.state().account(&me).encryption_key.is_some(),
                 )
             })
