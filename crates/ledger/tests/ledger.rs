@@ -343,18 +343,17 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         MultimapTableDefinition::new("access_log_index");
     let dir = tempfile::tempdir().unwrap();
     let g = genesis("ledger-test");
-    let (root, scanned, located, entries, head) = {
+    let recorded = {
         let mut ledger = Ledger::open(dir.path(), &g).unwrap();
         run_story(&mut ledger, 3);
-        let head = ledger.checkpoint();
-        (
-            ledger.state().state_root(),
-            scan_log(&ledger),
-            tx_locations(&ledger),
-            state_rows(&ledger),
-            (head.tree_size, head.root_hash),
-        )
+        Recorded::of(&ledger)
     };
+    let Recorded {
+        scanned,
+        located,
+        entries,
+        ..
+    } = &recorded;
     assert_eq!(scanned.len(), 4, "{scanned:?}");
     let stray = LogSubject::Data(Hash::digest(b"stray"));
     let path = dir.path().join(LEDGER_FILE);
@@ -370,7 +369,7 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         drop(index);
         if with_old_index {
             let mut old = w.open_multimap_table(OLD_INDEX).unwrap();
-            for (subject, indices) in &scanned {
+            for (subject, indices) in scanned {
                 for i in indices {
                     old.insert(subject_key(subject).as_slice(), i).unwrap();
                 }
@@ -380,8 +379,8 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         }
         // Every transaction indexed and every state entry written, as each block wrote
         // them then.
-        write_tx_index(&w, &located);
-        write_whole_state(&w, &entries);
+        write_tx_index(&w, located);
+        write_whole_state(&w, entries);
         // Nor had it the log's tree.
         w.delete_table(LOG_SUBTREES).unwrap();
         let mut meta = w.open_table(META).unwrap();
@@ -400,19 +399,8 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
     write_format_3(true);
     {
         let ledger = Ledger::open(dir.path(), &g).unwrap();
-        assert_eq!(ledger.state().state_root(), root);
-        for (subject, indices) in &scanned {
-            assert_eq!(
-                &ledger.log_indices(*subject).unwrap(),
-                indices,
-                "{subject:?}"
-            );
-        }
+        recorded.check(&ledger);
         assert!(ledger.log_indices(stray).unwrap().is_empty());
-        for (tx, location) in &located {
-            assert_eq!(ledger.tx_location(tx).unwrap(), Some(*location));
-        }
-        check_log_proofs(&ledger, &[head]);
     }
     {
         let db = Database::create(&path).unwrap();
@@ -431,6 +419,48 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
     }
     let err = Ledger::open(dir.path(), &g).unwrap_err();
     assert!(err.to_string().contains("secnet-ledger/2"), "{err}");
+}
+
+/// What a ledger held, to compare it with after a migration.
+struct Recorded {
+    root: Hash,
+    /// Every subject's access-log indices, scanned from the log.
+    scanned: std::collections::BTreeMap<LogSubject, Vec<u64>>,
+    /// Where each transaction was included.
+    located: Vec<(Hash, (u64, u32))>,
+    /// The state table's rows.
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The log's size and root.
+    head: (u64, Hash),
+}
+
+impl Recorded {
+    fn of(ledger: &Ledger) -> Recorded {
+        let head = ledger.checkpoint();
+        Recorded {
+            root: ledger.state().state_root(),
+            scanned: scan_log(ledger),
+            located: tx_locations(ledger),
+            entries: state_rows(ledger),
+            head: (head.tree_size, head.root_hash),
+        }
+    }
+
+    /// `ledger` holds the same state root, index rows, transaction locations and log.
+    fn check(&self, ledger: &Ledger) {
+        assert_eq!(ledger.state().state_root(), self.root);
+        for (subject, indices) in &self.scanned {
+            assert_eq!(
+                &ledger.log_indices(*subject).unwrap(),
+                indices,
+                "{subject:?}"
+            );
+        }
+        for (tx, location) in &self.located {
+            assert_eq!(ledger.tx_location(tx).unwrap(), Some(*location));
+        }
+        check_log_proofs(ledger, &[self.head]);
+    }
 }
 
 /// Every state entry's key and value bytes, as the state table stores them.
@@ -741,32 +771,25 @@ fn a_format_4_ledger_is_migrated() {
     const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("access_log_by_subject");
     let g = genesis("ledger-test");
     let dir = tempfile::tempdir().unwrap();
-    let (root, scanned, located, entries, head) = {
+    let recorded = {
         let mut ledger = Ledger::open(dir.path(), &g).unwrap();
         run_story(&mut ledger, 20);
-        let head = ledger.checkpoint();
-        (
-            ledger.state().state_root(),
-            scan_log(&ledger),
-            tx_locations(&ledger),
-            state_rows(&ledger),
-            (head.tree_size, head.root_hash),
-        )
+        Recorded::of(&ledger)
     };
     {
         let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
         let w = db.begin_write().unwrap();
         w.delete_table(INDEX).unwrap();
         let mut index = w.open_table(INDEX).unwrap();
-        for (subject, indices) in &scanned {
+        for (subject, indices) in &recorded.scanned {
             for i in indices {
                 let row = [subject_key(subject), i.to_be_bytes().to_vec()].concat();
                 index.insert(row.as_slice(), ()).unwrap();
             }
         }
         drop(index);
-        write_tx_index(&w, &located);
-        write_whole_state(&w, &entries);
+        write_tx_index(&w, &recorded.located);
+        write_whole_state(&w, &recorded.entries);
         w.delete_table(LOG_SUBTREES).unwrap();
         let mut meta = w.open_table(META).unwrap();
         meta.insert("format", b"secnet-ledger/4".as_slice())
@@ -776,18 +799,7 @@ fn a_format_4_ledger_is_migrated() {
         w.commit().unwrap();
     }
     let ledger = Ledger::open(dir.path(), &g).unwrap();
-    assert_eq!(ledger.state().state_root(), root);
-    for (subject, indices) in &scanned {
-        assert_eq!(
-            &ledger.log_indices(*subject).unwrap(),
-            indices,
-            "{subject:?}"
-        );
-    }
-    for (tx, location) in &located {
-        assert_eq!(ledger.tx_location(tx).unwrap(), Some(*location));
-    }
-    check_log_proofs(&ledger, &[head]);
+    recorded.check(&ledger);
     rewrite_every_slice_and_reopen(dir.path(), &g, ledger);
     let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
     assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/7");
