@@ -72,6 +72,16 @@ pub struct StateSnapshot {
     tree: StateTree,
 }
 
+/// The value under `key` in `tree`, decoded.
+fn value_in(tree: &StateTree, key: &StateKey) -> Option<StateValue> {
+    let bytes = tree.payload(&key.tree_key().0)?;
+    // INVARIANT: the tree holds only bytes `StateValue::to_bytes` made for this key (checked
+    // against the root when loaded); they decode.
+    let value = StateValue::from_bytes(key, bytes);
+    debug_assert!(value.is_ok(), "undecodable state entry under {key:?}");
+    value.ok()
+}
+
 impl StateSnapshot {
     /// The height this snapshot is the state after.
     pub fn height(&self) -> u64 {
@@ -89,6 +99,11 @@ impl StateSnapshot {
         self.tree
             .payload(&StateKey::tree_key_of(key).0)
             .map(|v| &v[..])
+    }
+
+    /// The value under `key` as of this height, decoded.
+    pub fn get(&self, key: &StateKey) -> Option<StateValue> {
+        value_in(&self.tree, key)
     }
 
     /// A proof of the value under `key` (or of its absence) as of this height.
@@ -265,14 +280,7 @@ impl State {
             StateKey::LogHead => self.log_head().map(StateValue::LogHead),
             _ => match self.staged.get(key) {
                 Some(staged) => staged.clone(),
-                None => {
-                    let bytes = self.tree.payload(&key.tree_key().0)?;
-                    // INVARIANT: the tree holds only bytes `StateValue::to_bytes` made for
-                    // this key (checked against the root when loaded); they decode.
-                    let value = StateValue::from_bytes(key, bytes);
-                    debug_assert!(value.is_ok(), "undecodable state entry under {key:?}");
-                    value.ok()
-                }
+                None => value_in(&self.tree, key),
             },
         }
     }
@@ -334,6 +342,11 @@ impl State {
             StateValue::Listing(l) => Some(l),
             _ => None,
         }
+    }
+
+    /// The content hashes of every listing, in order, decoding nothing.
+    pub fn listed_hashes(&self) -> impl Iterator<Item = Hash> + '_ {
+        self.listed.iter().copied()
     }
 
     /// Whether `hash` is registered (not withdrawn).

@@ -7,6 +7,7 @@ use crate::backend::Backend;
 use crate::pdc::Pdc;
 use secnet_api::pdc::{AccessAsk, AskRecord, Notice};
 use secnet_api::txs::TxStatus;
+use secnet_contract::{StateKey, StateValue};
 use secnet_types::{AccountId, Call, Event, Genesis, Hash, Outcome};
 use secnet_web::services::{
     AccountFacts, BoxFuture, EmergencyReading, HistoryItem, Organisation, ReadError, Reading,
@@ -393,33 +394,49 @@ impl Services for WebServices {
     }
 
     fn listings(&self) -> Arc<Vec<secnet_web::search::Listed>> {
-        self.node
-            .with_ledger(|l| {
-                // Listings change only with a new height: built once per height, shared.
-                let height = l.state().tip().height;
-                let mut cached = self
-                    .listed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if cached.0 != Some(height) {
-                    let fresh: Vec<_> = l
-                        .state()
-                        .listings()
-                        .filter(|x| x.kind == secnet_types::DataKind::UserData)
-                        .map(|x| secnet_web::search::Listed {
-                            id: x.id.to_string(),
-                            hash: x.hash.to_string(),
-                            holder: x.holder.to_string(),
-                            owner: x.owner.to_string(),
-                            price: x.price,
-                            description: x.description.clone(),
-                        })
-                        .collect();
-                    *cached = (Some(height), Arc::new(fresh));
-                }
-                cached.1.clone()
+        let cache = || {
+            self.listed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        // Listings change only with a new height: built once per height, shared. Under the
+        // ledger only the state tree (an O(1) version) and the listings' hashes are taken;
+        // they are decoded after it is let go, so that blocks are not held up.
+        let stale = self.node.with_ledger(|l| {
+            let height = l.state().tip().height;
+            (cache().0 != Some(height)).then(|| {
+                let hashes: Vec<Hash> = l.state().listed_hashes().collect();
+                (height, l.state().snapshot(), hashes)
             })
-            .unwrap_or_default()
+        });
+        match stale {
+            Ok(Some((height, snapshot, hashes))) => {
+                let fresh: Vec<_> = hashes
+                    .into_iter()
+                    .filter_map(|h| match snapshot.get(&StateKey::Listing(h))? {
+                        StateValue::Listing(x) => Some(x),
+                        _ => None,
+                    })
+                    .filter(|x| x.kind == secnet_types::DataKind::UserData)
+                    .map(|x| secnet_web::search::Listed {
+                        id: x.id.to_string(),
+                        hash: x.hash.to_string(),
+                        holder: x.holder.to_string(),
+                        owner: x.owner.to_string(),
+                        price: x.price,
+                        description: x.description,
+                    })
+                    .collect();
+                let fresh = Arc::new(fresh);
+                let mut cached = cache();
+                if cached.0.is_none_or(|at| at <= height) {
+                    *cached = (Some(height), fresh.clone());
+                }
+                fresh
+            }
+            Ok(None) => cache().1.clone(),
+            Err(_) => Arc::default(),
+        }
     }
 
     fn validators(&self) -> Vec<(AccountId, String)> {
