@@ -428,10 +428,7 @@ impl State {
     ) -> Result<Vec<Event>, Rejection> {
         let consumer = stx.tx().sender;
         let listing = self.listing(&hash).ok_or(Rejection::UnknownData { hash })?;
-        if self
-            .subscription(&hash, &consumer)
-            .is_some_and(|sub| sub.listing == listing.id)
-        {
+        if self.is_subscribed_to(&listing, &consumer) {
             return Err(Rejection::AlreadySubscribed { hash });
         }
         let price = listing.price;
@@ -508,10 +505,7 @@ impl State {
     ) -> Result<Vec<Event>, Rejection> {
         let requester = stx.tx().sender;
         let listing = self.listing(&hash).ok_or(Rejection::UnknownData { hash })?;
-        if self
-            .subscription(&hash, &requester)
-            .is_none_or(|sub| sub.listing != listing.id)
-        {
+        if !self.is_subscribed_to(&listing, &requester) {
             return Err(Rejection::NotSubscribed { hash });
         }
         check_text("purpose", purpose, MAX_PURPOSE)?;

@@ -106,6 +106,14 @@ impl StateSnapshot {
         value_in(&self.tree, key)
     }
 
+    /// The listing of `hash` as of this height.
+    pub fn listing(&self, hash: &Hash) -> Option<Listing> {
+        match self.get(&StateKey::Listing(*hash))? {
+            StateValue::Listing(l) => Some(l),
+            _ => None,
+        }
+    }
+
     /// A proof of the value under `key` (or of its absence) as of this height.
     pub fn prove(&self, key: &StateKey) -> StateProof {
         let tree_key = key.tree_key().0;
@@ -407,10 +415,15 @@ impl State {
 
     /// Whether `account` holds a subscription to the current registration of `hash`.
     pub fn is_subscribed(&self, hash: &Hash, account: &AccountId) -> bool {
-        match (self.listing(hash), self.subscription(hash, account)) {
-            (Some(listing), Some(sub)) => sub.listing == listing.id,
-            _ => false,
-        }
+        self.listing(hash)
+            .is_some_and(|listing| self.is_subscribed_to(&listing, account))
+    }
+
+    /// Whether `account` holds a subscription to `listing`, a current registration (one
+    /// paid for an earlier registration of its hash does not count).
+    pub fn is_subscribed_to(&self, listing: &Listing, account: &AccountId) -> bool {
+        self.subscription(&listing.hash, account)
+            .is_some_and(|sub| sub.listing == listing.id)
     }
 
     /// A grant.

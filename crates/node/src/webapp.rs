@@ -7,7 +7,6 @@ use crate::backend::Backend;
 use crate::pdc::Pdc;
 use secnet_api::pdc::{AccessAsk, AskRecord, Notice};
 use secnet_api::txs::TxStatus;
-use secnet_contract::{StateKey, StateValue};
 use secnet_types::{AccountId, Call, Event, Genesis, Hash, Outcome};
 use secnet_web::services::{
     AccountFacts, BoxFuture, EmergencyReading, HistoryItem, Organisation, ReadError, Reading,
@@ -128,11 +127,9 @@ impl WebServices {
             .node
             .with_ledger(|l| {
                 let listing = l.state().listing(&data);
-                let subscribed = listing.as_ref().is_some_and(|x| {
-                    l.state()
-                        .subscription(&data, &me)
-                        .is_some_and(|sub| sub.listing == x.id)
-                });
+                let subscribed = listing
+                    .as_ref()
+                    .is_some_and(|x| l.state().is_subscribed_to(x, &me));
                 (
                     listing,
                     subscribed,
@@ -413,10 +410,7 @@ impl Services for WebServices {
             Ok(Some((height, snapshot, hashes))) => {
                 let fresh: Vec<_> = hashes
                     .into_iter()
-                    .filter_map(|h| match snapshot.get(&StateKey::Listing(h))? {
-                        StateValue::Listing(x) => Some(x),
-                        _ => None,
-                    })
+                    .filter_map(|h| snapshot.listing(&h))
                     .filter(|x| x.kind == secnet_types::DataKind::UserData)
                     .map(|x| secnet_web::search::Listed {
                         id: x.id.to_string(),

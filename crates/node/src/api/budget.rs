@@ -69,6 +69,20 @@ fn within(holder: Holder) -> Vec<Holder> {
     }
 }
 
+/// Counts `holder`'s budget in the blocks it lies within.
+fn count(members: &mut HashMap<Holder, usize>, holder: Holder) {
+    for block in within(holder) {
+        *members.entry(block).or_insert(0) += 1;
+    }
+}
+
+/// A bucket of at most `full` thousandths that held `tokens` at `at_ms`, refilled evenly
+/// over a minute to `now_ms`.
+fn refill(full: u64, (tokens, at_ms): (u64, u64), now_ms: u64) -> u64 {
+    let gained = now_ms.saturating_sub(at_ms).saturating_mul(full) / 60_000;
+    tokens.saturating_add(gained).min(full)
+}
+
 /// A token bucket per source, `per_minute` tokens whole, refilled evenly over the minute.
 #[derive(Debug)]
 pub(super) struct SourceBuckets {
@@ -97,13 +111,6 @@ impl SourceBuckets {
         u64::from(self.per_minute) * 1_000
     }
 
-    /// A bucket holding `tokens` thousandths at `at_ms`, refilled to `now_ms`.
-    fn refill(&self, (tokens, at_ms): (u64, u64), now_ms: u64) -> u64 {
-        let full = self.full();
-        let gained = now_ms.saturating_sub(at_ms).saturating_mul(full) / 60_000;
-        tokens.saturating_add(gained).min(full)
-    }
-
     fn members(&self, block: &Holder) -> usize {
         self.members.get(block).copied().unwrap_or(0)
     }
@@ -118,15 +125,11 @@ impl SourceBuckets {
         }
         self.swept_ms = Some(now_ms);
         let full = self.full();
-        let mut buckets = std::mem::take(&mut self.buckets);
-        buckets.retain(|_, bucket| self.refill(*bucket, now_ms) < full);
-        self.buckets = buckets;
+        self.buckets
+            .retain(|_, bucket| refill(full, *bucket, now_ms) < full);
         self.members.clear();
-        let holders: Vec<Holder> = self.buckets.keys().copied().collect();
-        for holder in holders {
-            for block in within(holder) {
-                *self.members.entry(block).or_insert(0) += 1;
-            }
+        for holder in self.buckets.keys() {
+            count(&mut self.members, *holder);
         }
     }
 
@@ -164,16 +167,12 @@ impl SourceBuckets {
         } else {
             self.holder_for(source, now_ms)
         };
-        if !self.buckets.contains_key(&holder) {
-            for block in within(holder) {
-                *self.members.entry(block).or_insert(0) += 1;
-            }
-        }
         let full = self.full();
-        let stored = *self.buckets.get(&holder).unwrap_or(&(full, now_ms));
-        let tokens = self.refill(stored, now_ms);
-        let bucket = self.buckets.entry(holder).or_insert((full, now_ms));
-        *bucket = (tokens, now_ms);
+        let bucket = self.buckets.entry(holder).or_insert_with(|| {
+            count(&mut self.members, holder);
+            (full, now_ms)
+        });
+        *bucket = (refill(full, *bucket, now_ms), now_ms);
         bucket
     }
 
