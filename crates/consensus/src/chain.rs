@@ -316,13 +316,14 @@ impl Chain {
         // across execution (proposal checks consult it meanwhile).
         let vouched: HashSet<Hash> = {
             let verified = lock(&self.verified)?;
-            block
-                .block()
-                .txs
-                .iter()
-                .map(SignedTransaction::signed_id)
-                .filter(|id| verified.contains(id))
-                .collect()
+            let txs = &block.block().txs;
+            let mut vouched = HashSet::with_capacity(txs.len());
+            vouched.extend(
+                txs.iter()
+                    .map(SignedTransaction::signed_id)
+                    .filter(|id| verified.contains(id)),
+            );
+            vouched
         };
         let outcome =
             ledger.apply_block_deferred(block.block(), |t| vouched.contains(&t.signed_id()))?;

@@ -17,7 +17,7 @@ use secnet_types::{
     AccessEntry, AccountId, Block, BlockError, Call, DataKind, Event, Hash, Outcome, Receipt,
     RegisterData, Rejection, SignedTransaction, verify_signatures_except,
 };
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// A block that cannot be applied at all; the state is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,12 +60,13 @@ pub enum BlockRejected {
 }
 
 /// One state change to persist.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateWrite {
     /// Key bytes ([`StateKey::to_bytes`]).
     pub key: Vec<u8>,
-    /// New value bytes, or `None` if the entry was removed.
-    pub value: Option<Vec<u8>>,
+    /// New value bytes ([`StateValue::to_bytes`]), shared with the state tree's leaf, or
+    /// `None` if the entry was removed.
+    pub value: Option<Arc<[u8]>>,
 }
 
 /// What applying a block produced.
@@ -180,15 +181,10 @@ impl State {
                 Some(staged) => staged,
                 None => self.get(&key),
             }
-            .map(|v| v.to_bytes());
+            .map(|v| Arc::<[u8]>::from(v.to_bytes()));
             tree_updates.push((
                 Hash::digest(&key_bytes).0,
-                value.as_ref().map(|v| {
-                    (
-                        Hash::digest(v).0,
-                        std::sync::Arc::<[u8]>::from(v.as_slice()),
-                    )
-                }),
+                value.as_ref().map(|v| (Hash::digest(v).0, Arc::clone(v))),
             ));
             writes.push(StateWrite {
                 key: key_bytes,

@@ -93,14 +93,51 @@ impl<P: Clone> Node<P> {
     }
 }
 
-/// Builds the canonical subtree at `depth` from entries sorted by key, keys distinct.
-fn build<P: Clone>(depth: usize, entries: &[Entry<P>]) -> Node<P> {
-    match entries {
+/// Something a subtree is built from: an entry to make a leaf of, or a leaf that already
+/// exists (a leaf's hash does not depend on its depth, so one that moves down is kept as it is).
+trait Item<P> {
+    fn key(&self) -> &Digest;
+    fn node(&self) -> Node<P>;
+}
+
+impl<P: Clone> Item<P> for Entry<P> {
+    fn key(&self) -> &Digest {
+        &self.0
+    }
+    fn node(&self) -> Node<P> {
+        Node::leaf(self.clone())
+    }
+}
+
+/// A new entry, or the leaf that was there.
+enum Merged<P> {
+    New(Entry<P>),
+    Kept(Arc<Leaf<P>>),
+}
+
+impl<P: Clone> Item<P> for Merged<P> {
+    fn key(&self) -> &Digest {
+        match self {
+            Merged::New(entry) => &entry.0,
+            Merged::Kept(leaf) => &leaf.key,
+        }
+    }
+    fn node(&self) -> Node<P> {
+        match self {
+            Merged::New(entry) => entry.node(),
+            Merged::Kept(leaf) => Node::Leaf(Arc::clone(leaf)),
+        }
+    }
+}
+
+/// Builds the canonical subtree at `depth` from items sorted by key, keys distinct.
+fn build<P: Clone, I: Item<P>>(depth: usize, items: &[I]) -> Node<P> {
+    match items {
         [] => Node::Empty,
-        [entry] => Node::leaf(entry.clone()),
+        [item] => item.node(),
         _ => {
-            let split = entries.partition_point(|(k, _, _)| !bit(k, depth));
-            let (l, r) = entries.split_at(split);
+            let split = items.partition_point(|item| !bit(item.key(), depth));
+            let (l, r) = items.split_at(split);
             Node::join(build(depth + 1, l), build(depth + 1, r))
         }
     }
@@ -125,20 +162,21 @@ fn update<P: Clone>(node: Node<P>, depth: usize, updates: &[Update<P>]) -> (Node
             (build(depth, &inserts), gained)
         }
         Node::Leaf(leaf) => {
-            let mut merged: Vec<Entry<P>> = Vec::with_capacity(updates.len() + 1);
-            let mut existing = Some((leaf.key, leaf.value_hash, leaf.payload.clone()));
+            let mut merged: Vec<Merged<P>> = Vec::with_capacity(updates.len() + 1);
+            let mut existing = Some(leaf);
             for (k, v) in updates {
-                if let Some(e) = existing.take_if(|e| e.0 <= *k)
-                    && e.0 < *k
+                // The leaf stays unless an update names its key.
+                if let Some(kept) = existing.take_if(|l| l.key <= *k)
+                    && kept.key < *k
                 {
-                    merged.push(e);
+                    merged.push(Merged::Kept(kept));
                 }
                 if let Some((h, p)) = v {
-                    merged.push((*k, *h, p.clone()));
+                    merged.push(Merged::New((*k, *h, p.clone())));
                 }
             }
-            if let Some(e) = existing {
-                merged.push(e);
+            if let Some(kept) = existing {
+                merged.push(Merged::Kept(kept));
             }
             let gained = merged.len() as isize - 1;
             (build(depth, &merged), gained)
@@ -452,6 +490,44 @@ mod tests {
             old.prove(&h(4)).verify(&old_root, &h(4), Some(&h(104))),
             Ok(())
         );
+    }
+
+    /// The leaf under `key`, as the tree holds it.
+    fn leaf_of<P: Clone>(tree: &SparseMerkleTree<P>, key: &Digest) -> Option<Arc<Leaf<P>>> {
+        let mut node = &tree.root;
+        let mut depth = 0;
+        loop {
+            match node {
+                Node::Empty => return None,
+                Node::Leaf(l) => return (l.key == *key).then(|| Arc::clone(l)),
+                Node::Internal(i) => {
+                    node = if bit(key, depth) { &i.right } else { &i.left };
+                    depth += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_leaf_pushed_down_by_a_new_key_is_kept_not_rebuilt() {
+        let mut t = SparseMerkleTree::new();
+        t.apply(vec![(h(1), Some(h(2)))]);
+        let before = leaf_of(&t, &h(1)).expect("the only leaf");
+        t.apply(vec![(h(3), Some(h(4))), (h(5), Some(h(6)))]);
+        let after = leaf_of(&t, &h(1)).expect("still there, deeper");
+        assert!(Arc::ptr_eq(&before, &after));
+        // An update that names the key replaces the leaf.
+        t.apply(vec![(h(1), Some(h(7))), (h(8), Some(h(9)))]);
+        let replaced = leaf_of(&t, &h(1)).expect("replaced");
+        assert!(!Arc::ptr_eq(&before, &replaced));
+        assert_eq!(replaced.value_hash, h(7));
+        let rebuilt = SparseMerkleTree::from_entries(vec![
+            (h(1), h(7)),
+            (h(3), h(4)),
+            (h(5), h(6)),
+            (h(8), h(9)),
+        ]);
+        assert_eq!(t.root(), rebuilt.root());
     }
 
     proptest! {
