@@ -78,7 +78,7 @@ fn a_node_killed_under_load_loses_nothing_it_acknowledged() {
         "--seed",
         "7",
         "--max-run-ms",
-        "2000",
+        "5000",
         "--data-dir",
         path(dir.path()),
         "--json",

@@ -405,8 +405,9 @@ fn two_hospitals_and_a_patient_share_only_as_the_ledger_and_the_owner_allow() {
     ]);
     assert!(err.contains("was issued to"), "{err}");
 
-    // An expired token: a grant of 3 s, fetched after it lapsed.
-    let short = request("3");
+    // An expired token: a grant of 10 s (a shorter one may lapse on a slow machine before
+    // its token is issued), fetched after it lapsed.
+    let short = request("10");
     let (sealed_short, token_short) = raw.token(&b_key, &short);
     std::thread::sleep(Duration::from_millis(
         token_short.expires_ms.saturating_sub(now_ms()) + 200,
