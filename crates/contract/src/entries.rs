@@ -203,6 +203,14 @@ impl StateKey {
 }
 
 impl StateValue {
+    /// The listing, if this entry is one.
+    pub fn into_listing(self) -> Option<Listing> {
+        match self {
+            StateValue::Listing(l) => Some(l),
+            _ => None,
+        }
+    }
+
     /// The value's canonical bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {

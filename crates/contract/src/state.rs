@@ -108,10 +108,7 @@ impl StateSnapshot {
 
     /// The listing of `hash` as of this height.
     pub fn listing(&self, hash: &Hash) -> Option<Listing> {
-        match self.get(&StateKey::Listing(*hash))? {
-            StateValue::Listing(l) => Some(l),
-            _ => None,
-        }
+        self.get(&StateKey::Listing(*hash))?.into_listing()
     }
 
     /// A proof of the value under `key` (or of its absence) as of this height.
@@ -346,10 +343,7 @@ impl State {
 
     /// A listing by content hash.
     pub fn listing(&self, hash: &Hash) -> Option<Listing> {
-        match self.get(&StateKey::Listing(*hash))? {
-            StateValue::Listing(l) => Some(l),
-            _ => None,
-        }
+        self.get(&StateKey::Listing(*hash))?.into_listing()
     }
 
     /// The content hashes of every listing, in order, decoding nothing.
