@@ -800,7 +800,8 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
     .await;
     // One upload at a time per signer: the owner's second, while its first stalls, is 429.
     let first = stall(Some(&holder), owner).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Time for the node to check the first's head and give it the slot, on a busy machine too.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let second = answer_now(stall(Some(&holder), owner).await).await;
     assert!(second.starts_with("HTTP/1.1 429"), "{second}");
     drop(first);
@@ -822,7 +823,7 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
     for w in &writers {
         stalled.push(stall(Some(w), w.account()).await);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let record = br#"{"resourceType":"Condition","id":"c1","subject":{"reference":"Patient/p1"}}"#;
     let put_record = || {
         c.signed(
