@@ -752,7 +752,9 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
     assert_eq!(send(reqwest::Method::PUT, policies, 1024).await, 401);
 
     // An upload's head is judged before its body is read: each of these sends its head and
-    // 1 KiB of a 1 MiB body, then stalls, and is answered at once.
+    // 1 KiB of a 1 MiB body, then stalls, and is answered at once. Each asks to be told when
+    // its body is wanted (`Expect: 100-continue`): the node reads a body only once the upload
+    // holds its slots, so the `100 Continue` says the stalled upload holds them.
     let object_of = |o: &AccountId| {
         format!("/v1/pdc/objects/{o}/fhir/Condition/c1?media_type=application/fhir%2Bjson")
     };
@@ -761,7 +763,7 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
     let stall = |signed: Option<&Keypair>, of: AccountId| {
         let object = object_of(&of);
         let mut head = format!(
-            "PUT {object} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
+            "PUT {object} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\nexpect: 100-continue\r\n",
             node.addr,
             full.len()
         );
@@ -775,6 +777,20 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
             ));
         }
         raw(head + "\r\n", 1024)
+    };
+    // A stalled upload, once the node reads its body: it holds its slots.
+    let held = |mut s: Box<dyn secnet_tls::Stream>| async move {
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("100 Continue") {
+            let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+                .await
+                .expect("the node reads an allowed upload's body")
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(buf.get(..n).unwrap_or_default());
+        }
+        s
     };
     let unsigned = answer_now(stall(None, owner).await).await;
     assert!(unsigned.starts_with("HTTP/1.1 401"), "{unsigned}");
@@ -799,9 +815,7 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
     )
     .await;
     // One upload at a time per signer: the owner's second, while its first stalls, is 429.
-    let first = stall(Some(&holder), owner).await;
-    // Time for the node to check the first's head and give it the slot, on a busy machine too.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let first = held(stall(Some(&holder), owner).await).await;
     let second = answer_now(stall(Some(&holder), owner).await).await;
     assert!(second.starts_with("HTTP/1.1 429"), "{second}");
     drop(first);
@@ -821,9 +835,8 @@ async fn bodies_are_bounded_per_route_and_uploads_cannot_pile_up() {
     }
     let mut stalled = Vec::new();
     for w in &writers {
-        stalled.push(stall(Some(w), w.account()).await);
+        stalled.push(held(stall(Some(w), w.account()).await).await);
     }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
     let record = br#"{"resourceType":"Condition","id":"c1","subject":{"reference":"Patient/p1"}}"#;
     let put_record = || {
         c.signed(
