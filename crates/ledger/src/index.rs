@@ -5,8 +5,8 @@
 //! than one write: written with every block, nearly every row costs a page of its own
 //! (measured by `secnet bench apply`: the two indexes were over two thirds of the bytes
 //! written). So their rows wait in memory, split by the first byte of their hash into
-//! [`INDEX_SLICES`] slices, and each write stores one slice's rows: those rows share the
-//! pages of one sixty-fourth of each tree, and a slice waits about [`INDEX_SLICES`] writes.
+//! [`INDEX_SLICES`] slices, and each write stores one slice's rows, sorted, as a new run of
+//! that slice ([`crate::runs`]); a slice waits about [`INDEX_SLICES`] writes.
 //!
 //! Nothing is lost in a crash: the rows are derived from the blocks and the access-log
 //! leaves, which are written at once. [`IndexMarks`], written with every slice, says which
@@ -34,8 +34,8 @@ pub(crate) const INDEX_SLICES: usize = 64;
 pub(crate) type LogRow = [u8; SUBJECT_KEY_LEN + 8];
 
 /// The slice of a transaction hash.
-pub(crate) fn tx_slice(hash: &[u8; 32]) -> usize {
-    usize::from(hash[0]) % INDEX_SLICES
+pub(crate) fn tx_slice(hash: &[u8]) -> usize {
+    usize::from(hash.first().copied().unwrap_or(0)) % INDEX_SLICES
 }
 
 /// The slice of an access-log index row: the first byte of its subject's hash or account

@@ -145,21 +145,21 @@ pub(crate) fn decode(height: u64, bytes: &[u8]) -> Result<Vec<Change<'_>>, Ledge
     Ok(changes)
 }
 
-/// The bytes of a commit's journal not decoded yet.
-struct Cursor<'a>(&'a [u8]);
+/// The bytes of a record not decoded yet (a commit's journal, a slice's runs).
+pub(crate) struct Cursor<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (head, tail) = self.0.split_at_checked(n)?;
         self.0 = tail;
         Some(head)
     }
 
-    fn be_u32(&mut self) -> Option<u32> {
+    pub(crate) fn be_u32(&mut self) -> Option<u32> {
         Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
     }
 
-    fn be_u64(&mut self) -> Option<u64> {
+    pub(crate) fn be_u64(&mut self) -> Option<u64> {
         Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
 }

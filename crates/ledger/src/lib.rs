@@ -12,6 +12,7 @@ mod error;
 mod index;
 mod journal;
 mod log_tree;
+mod runs;
 mod snapshot;
 mod store;
 mod stored_block;

@@ -1,9 +1,10 @@
 //! The ledger's redb database and the one write path that applies blocks.
 
 use crate::error::LedgerError;
-use crate::index::{IndexMarks, Pending};
+use crate::index::{self, IndexMarks, Pending};
 use crate::journal::{self, STATE_JOURNAL};
 use crate::log_tree::{self, LOG_SUBTREES, StoredLog};
+use crate::runs::{self, RUN_SETS, RUNS};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::stored_block::{BlockTxs, StoredBlock};
 pub use crate::unwritten::Syncer;
@@ -37,16 +38,16 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub(crate) const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("access_log");
-/// The access log's leaves by what they are about: one empty row per subject and leaf,
-/// keyed `subject key ‖ leaf index` ([`log_index_row`]), so a subject's leaves are one
-/// ascending key range, read without a scan, and adding one is a single B-tree insert.
-pub(crate) const LOG_INDEX: TableDefinition<&[u8], ()> =
+/// The access log's leaves by what they are about, as formats 4 to 7 stored them: one empty
+/// row per subject and leaf, keyed `subject key ‖ leaf index` ([`log_index_row`]), in one
+/// B-tree. Format 8 keeps the same rows in sorted runs ([`crate::runs`]).
+pub(crate) const FORMAT_7_LOG_INDEX: TableDefinition<&[u8], ()> =
     TableDefinition::new("access_log_by_subject");
 
 /// The length of a [`LogSubject`]'s key: a tag and 32 bytes.
 pub(crate) const SUBJECT_KEY_LEN: usize = 33;
 
-/// A row of [`LOG_INDEX`]: the subject's key, then the leaf index big-endian (every subject
+/// A row of the access-log index ([`crate::runs::Index::Log`]): the subject's key, then the leaf index big-endian (every subject
 /// key has the same length, so a subject's rows are exactly the keys between its index 0
 /// and `u64::MAX`).
 pub(crate) fn log_index_row(
@@ -58,8 +59,9 @@ pub(crate) fn log_index_row(
     row[SUBJECT_KEY_LEN..].copy_from_slice(&index.to_be_bytes());
     row
 }
-/// Transaction hash → (height, position), 12 bytes big-endian.
-pub(crate) const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
+/// Transaction hash → (height, position), 12 bytes big-endian, as formats up to 7 stored it
+/// in one B-tree; format 8 keeps the same rows in sorted runs ([`crate::runs`]).
+const FORMAT_7_TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
 
 const META_GENESIS: &str = "genesis_hash";
 pub(crate) const META_TIP: &str = "tip";
@@ -71,12 +73,16 @@ const META_CONSENSUS_FLOOR: &str = "consensus_floor";
 /// Where each slice of the two hash-keyed indexes and of the state table is on disk
 /// ([`crate::index::IndexMarks`], [`crate::journal`]).
 pub(crate) const META_INDEX_MARKS: &str = "index_marks";
-const FORMAT_VERSION: &[u8] = b"secnet-ledger/7";
-/// The format before: the same without the access log's interior hashes
+const FORMAT_VERSION: &[u8] = b"secnet-ledger/8";
+/// The format before: format 8 with each hash-keyed index in one B-tree, into which each
+/// write inserted a slice's rows, so a row cost more the larger the index grew. Opening one
+/// makes each slice's rows a run ([`migrate_from_format_7`]).
+const FORMAT_7: &[u8] = b"secnet-ledger/7";
+/// The format before that: format 7 without the access log's interior hashes
 /// ([`crate::log_tree`]), so opening one read and hashed every leaf. Opening one writes them
 /// ([`migrate_from_format_6`]).
 const FORMAT_6: &[u8] = b"secnet-ledger/6";
-/// The format before that: format 6 with every changed state entry written with each group
+/// And before: format 6 with every changed state entry written with each group
 /// commit, so no state journal ([`crate::journal`]). Opening one records the current format
 /// ([`migrate_from_format_5`]): its state table is whole.
 const FORMAT_5: &[u8] = b"secnet-ledger/5";
@@ -226,10 +232,10 @@ fn migrate_from_format_3(db: &Database) -> Result<(), LedgerError> {
         }
     }
     let write = db.begin_write()?;
-    write.delete_table(LOG_INDEX)?;
+    write.delete_table(FORMAT_7_LOG_INDEX)?;
     {
         let old = write.open_multimap_table(FORMAT_3_LOG_INDEX)?;
-        let mut new = write.open_table(LOG_INDEX)?;
+        let mut new = write.open_table(FORMAT_7_LOG_INDEX)?;
         for item in old.iter()? {
             let (key, indices) = item?;
             let key: [u8; SUBJECT_KEY_LEN] = key.value().try_into().map_err(|_| {
@@ -247,6 +253,20 @@ fn migrate_from_format_3(db: &Database) -> Result<(), LedgerError> {
     write.delete_multimap_table(FORMAT_3_LOG_INDEX)?;
     write.commit()?;
     Ok(())
+}
+
+/// `rows` sorted by slice, then key, each once, as [`runs::adopt`] takes them.
+fn sorted_by_slice(
+    rows: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    slice_of: impl Fn(&[u8]) -> usize,
+) -> impl Iterator<Item = Result<(usize, Vec<u8>, Vec<u8>), LedgerError>> {
+    let mut rows: Vec<(usize, Vec<u8>, Vec<u8>)> = rows
+        .into_iter()
+        .map(|(key, value)| (slice_of(&key), key, value))
+        .collect();
+    rows.sort_unstable();
+    rows.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    rows.into_iter().map(Ok)
 }
 
 /// Decodes the bytes [`Ledger::block_bytes`] read for `height`.
@@ -320,7 +340,7 @@ fn migrate_from_format_5(db: &Database) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Brings a format-6 ledger to the current format: writes the interior hashes of its access
+/// Brings a format-6 ledger to format 7: writes the interior hashes of its access
 /// log, computed from every stored leaf, in one transaction (a crash before it commits leaves
 /// a format-6 ledger, migrated again at the next opening). `expected` is the log the ledger
 /// was loaded with: the hashes written must give the same.
@@ -349,10 +369,52 @@ fn migrate_from_format_6(db: &Database, expected: &Frontier) -> Result<(), Ledge
                 Hash(expected.root())
             )));
         }
+        write.open_table(META)?.insert(META_FORMAT, FORMAT_7)?;
+    }
+    write.commit()?;
+    Ok(())
+}
+
+/// Brings a format-7 ledger to the current format in one write transaction: each slice's
+/// rows of the two indexes become that slice's first run, copied in their stored order
+/// (memory stays flat whatever the indexes' size); the old tables are dropped. The marks
+/// stay as they were: a slice's rows are on disk up to the same heights.
+fn migrate_from_format_7(db: &Database) -> Result<(), LedgerError> {
+    if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_7) {
+        return Ok(());
+    }
+    let write = db.begin_write()?;
+    {
+        let mut runs = write.open_table(RUNS)?;
+        let mut sets = write.open_table(RUN_SETS)?;
+        let txs = write.open_table(FORMAT_7_TXS)?;
+        runs::adopt(
+            &mut runs,
+            &mut sets,
+            runs::Index::Txs,
+            txs.iter()?.map(|item| {
+                let (key, value) = item?;
+                let (key, value) = (key.value().to_vec(), value.value().to_vec());
+                Ok((index::tx_slice(&key), key, value))
+            }),
+        )?;
+        let log_index = write.open_table(FORMAT_7_LOG_INDEX)?;
+        runs::adopt(
+            &mut runs,
+            &mut sets,
+            runs::Index::Log,
+            log_index.iter()?.map(|item| {
+                let (key, _) = item?;
+                let key = key.value().to_vec();
+                Ok((index::log_slice(&key), key, Vec::new()))
+            }),
+        )?;
         write
             .open_table(META)?
             .insert(META_FORMAT, FORMAT_VERSION)?;
     }
+    write.delete_table(FORMAT_7_TXS)?;
+    write.delete_table(FORMAT_7_LOG_INDEX)?;
     write.commit()?;
     Ok(())
 }
@@ -369,7 +431,10 @@ fn index_marks(read: &ReadTransaction) -> Result<IndexMarks, LedgerError> {
 /// a ledger of a format before the journal.
 fn state_overlay(read: &ReadTransaction) -> Result<journal::Overlay, LedgerError> {
     let format = stored_format(read)?;
-    if format.as_deref() != Some(FORMAT_VERSION) && format.as_deref() != Some(FORMAT_6) {
+    if ![FORMAT_VERSION, FORMAT_7, FORMAT_6]
+        .iter()
+        .any(|known| format.as_deref() == Some(*known))
+    {
         return Ok(journal::Overlay::new());
     }
     journal::overlay(read, &index_marks(read)?)
@@ -419,7 +484,13 @@ fn stored_log_size(read: &ReadTransaction) -> Result<u64, LedgerError> {
 
 /// The lowest stored height (see [`Ledger::first_block`]).
 fn first_block_in(read: &redb::ReadTransaction) -> Result<u64, LedgerError> {
-    let meta = read.open_table(META)?;
+    first_block_of(&read.open_table(META)?)
+}
+
+/// The lowest stored height as `meta` records it.
+pub(crate) fn first_block_of(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<u64, LedgerError> {
     match meta.get(META_FIRST_BLOCK)? {
         None => Ok(1),
         Some(v) => {
@@ -475,6 +546,7 @@ impl Ledger {
                 migrate_from_format_4(&db, state.tip().height, state.log().len())?;
                 migrate_from_format_5(&db)?;
                 migrate_from_format_6(&db, state.log())?;
+                migrate_from_format_7(&db)?;
                 (state, waiting)
             }
         };
@@ -516,8 +588,8 @@ impl Ledger {
             write.open_table(BLOCKS)?;
             write.open_table(LOG)?;
             write.open_table(LOG_SUBTREES)?;
-            write.open_table(LOG_INDEX)?;
-            write.open_table(TXS)?;
+            write.open_table(RUNS)?;
+            write.open_table(RUN_SETS)?;
             write.open_table(STATE_JOURNAL)?;
         }
         write.commit()?;
@@ -531,11 +603,18 @@ impl Ledger {
         let format = stored_format(&read)?;
         let meta = read.open_table(META)?;
         // Formats 3 to 5 differ only in their indexes, which loading does not read, in having
-        // no state journal and, like format 6, no stored log tree; they are migrated once
-        // loaded.
-        if ![FORMAT_VERSION, FORMAT_6, FORMAT_5, FORMAT_4, FORMAT_3]
-            .iter()
-            .any(|known| format.as_deref() == Some(*known))
+        // no state journal and, like format 6, no stored log tree; format 7 only in its
+        // indexes. They are migrated once loaded.
+        if ![
+            FORMAT_VERSION,
+            FORMAT_7,
+            FORMAT_6,
+            FORMAT_5,
+            FORMAT_4,
+            FORMAT_3,
+        ]
+        .iter()
+        .any(|known| format.as_deref() == Some(*known))
         {
             return Err(LedgerError::Corrupt(format!(
                 "unknown ledger format {:?}",
@@ -560,22 +639,23 @@ impl Ledger {
             let value = StateValue::from_bytes(&key, &v)?;
             entries.push((key, value));
         }
-        let log = if format.as_deref() == Some(FORMAT_VERSION) {
-            log_tree::frontier(&read, stored_log_size(&read)?)?
-        } else {
-            let mut log = Frontier::default();
-            for (expected, item) in (0u64..).zip(read.open_table(LOG)?.iter()?) {
-                let (index, leaf) = item?;
-                if index.value() != expected {
-                    return Err(LedgerError::Corrupt(format!(
-                        "access log jumps from leaf {expected} to {}",
-                        index.value()
-                    )));
+        let log =
+            if format.as_deref() == Some(FORMAT_VERSION) || format.as_deref() == Some(FORMAT_7) {
+                log_tree::frontier(&read, stored_log_size(&read)?)?
+            } else {
+                let mut log = Frontier::default();
+                for (expected, item) in (0u64..).zip(read.open_table(LOG)?.iter()?) {
+                    let (index, leaf) = item?;
+                    if index.value() != expected {
+                        return Err(LedgerError::Corrupt(format!(
+                            "access log jumps from leaf {expected} to {}",
+                            index.value()
+                        )));
+                    }
+                    log.append(leaf.value());
                 }
-                log.append(leaf.value());
-            }
-            log
-        };
+                log
+            };
         // The state's log head, which its root commits to, checks the log.
         let state = State::from_entries(genesis.chain_id.clone(), tip, entries, log)?;
         if state.state_root() != tip.state_root {
@@ -812,13 +892,20 @@ impl Ledger {
             return Ok(Some(location));
         }
         let read = self.db.begin_read()?;
-        let table = read.open_table(TXS)?;
-        let Some(v) = table.get(hash.as_bytes().as_slice())? else {
+        let slice = index::tx_slice(hash.as_bytes());
+        let set = runs::load(&read.open_table(RUN_SETS)?, runs::Index::Txs, slice)?;
+        let runs_table = read.open_table(RUNS)?;
+        let Some(v) = runs::get(&runs_table, &set, runs::Index::Txs, slice, hash.as_bytes())?
+        else {
             return Ok(None);
         };
-        decode_location(v.value())
-            .map(Some)
-            .ok_or_else(|| LedgerError::Corrupt(format!("index entry of transaction {hash}")))
+        let (height, position) = decode_location(&v)
+            .ok_or_else(|| LedgerError::Corrupt(format!("index entry of transaction {hash}")))?;
+        // A pruned block's rows leave the index when their run is next merged.
+        if height < first_block_in(&read)? {
+            return Ok(None);
+        }
+        Ok(Some((height, position)))
     }
 
     /// The committed receipt of a transaction with where it was included:
@@ -858,16 +945,21 @@ impl Ledger {
         let unwritten = self.unwritten.blocks()?;
         let waiting = self.unwritten.pending()?.log_indices(&key, from);
         let read = self.db.begin_read()?;
-        let table = read.open_table(LOG_INDEX)?;
         let (first, last) = (log_index_row(&key, from), log_index_row(&key, u64::MAX));
+        let slice = index::log_slice(&first);
+        let set = runs::load(&read.open_table(RUN_SETS)?, runs::Index::Log, slice)?;
+        let rows = runs::range(
+            &read.open_table(RUNS)?,
+            &set,
+            runs::Index::Log,
+            slice,
+            &first,
+            &last,
+            limit,
+        )?;
         let mut out = Vec::new();
-        for row in table.range(first.as_slice()..=last.as_slice())? {
-            if out.len() >= limit {
-                return Ok(out);
-            }
-            let (row, _) = row?;
+        for (row, _) in rows {
             let index = row
-                .value()
                 .get(SUBJECT_KEY_LEN..)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(u64::from_be_bytes)
@@ -957,20 +1049,11 @@ impl Ledger {
             .set_durability(Durability::None)
             .map_err(|e| LedgerError::Storage(e.to_string()))?;
         {
+            // Their transactions' index rows are no longer found (a location below the first
+            // stored block is not one), and leave the index when their runs are next merged.
             let mut blocks = write.open_table(BLOCKS)?;
-            let mut txs = write.open_table(TXS)?;
             for h in first..until {
-                let Some(bytes) = blocks.remove(h)? else {
-                    continue;
-                };
-                let stored = StoredBlock::from_bytes(bytes.value())
-                    .map_err(|e| LedgerError::Corrupt(format!("block {h}: {e}")))?;
-                drop(bytes);
-                for (tx, receipt) in stored.block.txs.iter().zip(&stored.receipts) {
-                    if consumed_nonce(receipt) {
-                        txs.remove(tx.hash().as_bytes().as_slice())?;
-                    }
-                }
+                blocks.remove(h)?;
             }
             write
                 .open_table(META)?
@@ -1070,25 +1153,37 @@ impl Ledger {
                         .map(|s| log_index_row(&s.key(), index)),
                 );
             }
-            rows.sort_unstable();
-            let mut log_index = write.open_table(LOG_INDEX)?;
-            for row in &rows {
-                log_index.insert(row.as_slice(), ())?;
-            }
+            let mut runs_table = write.open_table(RUNS)?;
+            let mut sets = write.open_table(RUN_SETS)?;
+            runs::adopt(
+                &mut runs_table,
+                &mut sets,
+                runs::Index::Log,
+                sorted_by_slice(
+                    rows.into_iter().map(|row| (row.to_vec(), Vec::new())),
+                    index::log_slice,
+                ),
+            )?;
             let mut blocks = write.open_table(BLOCKS)?;
-            let mut txs = write.open_table(TXS)?;
+            let mut located = Vec::new();
             for block in &snapshot.blocks {
                 let height = block.block.header.height;
                 blocks.insert(height, block.to_bytes().as_slice())?;
-                for (hash, (height, position)) in
-                    tx_locations(height, &block.block.txs, &block.receipts)
-                {
-                    txs.insert(
-                        hash.as_bytes().as_slice(),
-                        encode_location(height, position).as_slice(),
-                    )?;
-                }
+                located.extend(tx_locations(height, &block.block.txs, &block.receipts).map(
+                    |(hash, (height, position))| {
+                        (
+                            hash.as_bytes().to_vec(),
+                            encode_location(height, position).to_vec(),
+                        )
+                    },
+                ));
             }
+            runs::adopt(
+                &mut runs_table,
+                &mut sets,
+                runs::Index::Txs,
+                sorted_by_slice(located, index::tx_slice),
+            )?;
         }
         write.commit()?;
         drop(db);

@@ -20,9 +20,10 @@ use crate::error::LedgerError;
 use crate::index::{IndexMarks, Pending, SliceRows};
 use crate::journal::{self, STATE_JOURNAL};
 use crate::log_tree::{self, LOG_SUBTREES};
+use crate::runs::{self, RUN_SETS, RUNS};
 use crate::store::{
-    BLOCKS, LOG, LOG_INDEX, LogSubject, META, META_INDEX_MARKS, META_TIP, STATE, SUBJECT_KEY_LEN,
-    TXS, consumed_nonce, encode_tip, log_index_row,
+    BLOCKS, LOG, LogSubject, META, META_INDEX_MARKS, META_TIP, STATE, SUBJECT_KEY_LEN,
+    consumed_nonce, encode_tip, first_block_of, log_index_row,
 };
 use crate::stored_block::StoredBlock;
 use redb::{Database, Durability};
@@ -330,14 +331,31 @@ fn write_rows(
                 }
             }
         }
-        let mut table = write.open_table(LOG_INDEX)?;
-        for row in &due.log_rows {
-            table.insert(row.as_slice(), ())?;
-        }
-        let mut table = write.open_table(TXS)?;
-        for (hash, location) in &due.txs {
-            table.insert(hash.as_slice(), location.as_slice())?;
-        }
+        // The slice's rows go in as a run of each index, and the slice's merges advance.
+        let first_block = first_block_of(&write.open_table(META)?)?;
+        let mut runs_table = write.open_table(RUNS)?;
+        let mut sets = write.open_table(RUN_SETS)?;
+        runs::append(
+            &mut runs_table,
+            &mut sets,
+            runs::Index::Log,
+            due.slice,
+            due.log_rows
+                .iter()
+                .map(|row| (row.as_slice(), [].as_slice())),
+            &|_, _| true,
+        )?;
+        // A pruned block's transactions are dropped as their runs are merged.
+        runs::append(
+            &mut runs_table,
+            &mut sets,
+            runs::Index::Txs,
+            due.slice,
+            due.txs
+                .iter()
+                .map(|(hash, location)| (hash.as_slice(), location.as_slice())),
+            &|_, location| decode_location(location).is_some_and(|(h, _)| h >= first_block),
+        )?;
         let mut log = write.open_table(LOG)?;
         let mut subtrees = write.open_table(LOG_SUBTREES)?;
         let mut blocks = write.open_table(BLOCKS)?;

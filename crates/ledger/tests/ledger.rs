@@ -380,6 +380,7 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         // Every transaction indexed and every state entry written, as each block wrote
         // them then.
         write_tx_index(&w, located);
+        drop_index_runs(&w);
         write_whole_state(&w, entries);
         // Nor had it the log's tree.
         w.delete_table(LOG_SUBTREES).unwrap();
@@ -409,7 +410,7 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
             r.open_multimap_table(OLD_INDEX).is_err(),
             "the old index is dropped"
         );
-        assert_eq!(stored_format(&r), b"secnet-ledger/7");
+        assert_eq!(stored_format(&r), b"secnet-ledger/8");
         let w = db.begin_write().unwrap();
         w.open_table(META)
             .unwrap()
@@ -497,7 +498,50 @@ fn tx_locations(ledger: &Ledger) -> Vec<(Hash, (u64, u32))> {
         .collect()
 }
 
-/// Writes `located` into a ledger file's transaction index, as formats 3 and 4 did.
+/// The sorted runs that hold both indexes since format 8.
+const RUNS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_runs");
+const RUN_SETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_run_sets");
+
+/// Removes the indexes' runs, which ledgers before format 8 did not have.
+fn drop_index_runs(w: &redb::WriteTransaction) {
+    w.delete_table(RUNS).unwrap();
+    w.delete_table(RUN_SETS).unwrap();
+}
+
+/// The index rows in a ledger file's runs, as `(index, row key, value)`: each chunk is
+/// stored under `index ‖ slice ‖ run id ‖ its first key` and holds its rows as key length
+/// (2 bytes), key, value length, value.
+fn index_rows(
+    runs: &impl ReadableTable<&'static [u8], &'static [u8]>,
+) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for chunk in runs.iter().unwrap() {
+        let (key, value) = chunk.unwrap();
+        let index = key.value()[0];
+        let mut at = value.value();
+        while !at.is_empty() {
+            let mut part = || {
+                let len = usize::from(u16::from_be_bytes([at[0], at[1]]));
+                let part = at[2..2 + len].to_vec();
+                at = &at[2 + len..];
+                part
+            };
+            let (k, v) = (part(), part());
+            out.push((index, k, v));
+        }
+    }
+    out
+}
+
+/// How many transaction index rows a closed ledger holds on disk.
+fn tx_rows_on_disk(dir: &std::path::Path) -> u64 {
+    let db = Database::create(dir.join(LEDGER_FILE)).unwrap();
+    let r = db.begin_read().unwrap();
+    let rows = index_rows(&r.open_table(RUNS).unwrap());
+    rows.iter().filter(|(index, _, _)| *index == 0).count() as u64
+}
+
+/// Writes `located` into a ledger file's transaction index, as formats 3 to 7 did.
 fn write_tx_index(w: &redb::WriteTransaction, located: &[(Hash, (u64, u32))]) {
     const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
     let mut txs = w.open_table(TXS).unwrap();
@@ -510,7 +554,6 @@ fn write_tx_index(w: &redb::WriteTransaction, located: &[(Hash, (u64, u32))]) {
 
 #[test]
 fn index_rows_waiting_in_memory_are_found_and_derived_again_on_open() {
-    const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
     let g = genesis("ledger-test");
     let dir = tempfile::tempdir().unwrap();
     let mut applied;
@@ -521,11 +564,7 @@ fn index_rows_waiting_in_memory_are_found_and_derived_again_on_open() {
         check_readers(&ledger, &applied);
     }
     // Some rows were still waiting in memory when the ledger closed.
-    let on_disk = {
-        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
-        let r = db.begin_read().unwrap();
-        r.open_table(TXS).unwrap().len().unwrap()
-    };
+    let on_disk = tx_rows_on_disk(dir.path());
     let total: u64 = applied.iter().map(|b| b.txs.len() as u64).sum();
     assert!(on_disk < total, "{on_disk} of {total} indexed on disk");
     // Opening derives them again, and the ledger goes on.
@@ -759,7 +798,7 @@ fn a_format_5_ledger_is_migrated() {
     check_log_proofs(&ledger, &[head]);
     rewrite_every_slice_and_reopen(dir.path(), &g, ledger);
     let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
-    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/7");
+    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/8");
 }
 
 /// A ledger of format 4 (every index row written with its block, no marks of where each
@@ -789,6 +828,7 @@ fn a_format_4_ledger_is_migrated() {
         }
         drop(index);
         write_tx_index(&w, &recorded.located);
+        drop_index_runs(&w);
         write_whole_state(&w, &recorded.entries);
         w.delete_table(LOG_SUBTREES).unwrap();
         let mut meta = w.open_table(META).unwrap();
@@ -802,7 +842,78 @@ fn a_format_4_ledger_is_migrated() {
     recorded.check(&ledger);
     rewrite_every_slice_and_reopen(dir.path(), &g, ledger);
     let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
-    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/7");
+    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/8");
+}
+
+/// A ledger of format 7 (each index one B-tree, written a slice at a time) opens in the
+/// current format with every row in runs, the old tables gone, and goes on: rows that were
+/// still waiting in memory are derived again and written as runs.
+#[test]
+fn a_format_7_ledger_gets_its_indexes_in_runs() {
+    const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("access_log_by_subject");
+    const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
+    let g = genesis("ledger-test");
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = {
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        run_story(&mut ledger, 90);
+        Recorded::of(&ledger)
+    };
+    let on_disk = {
+        // Format 7 held on disk, in one table per index, what its marks say is there: keep
+        // the rows of what this ledger has on disk, and let the rest be derived again.
+        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+        let w = db.begin_write().unwrap();
+        let rows = index_rows(&w.open_table(RUNS).unwrap());
+        let mut txs = w.open_table(TXS).unwrap();
+        let mut index = w.open_table(INDEX).unwrap();
+        for (which, key, value) in &rows {
+            match which {
+                0 => {
+                    txs.insert(key.as_slice(), value.as_slice()).unwrap();
+                }
+                _ => {
+                    index.insert(key.as_slice(), ()).unwrap();
+                }
+            }
+        }
+        drop((txs, index));
+        drop_index_runs(&w);
+        w.open_table(META)
+            .unwrap()
+            .insert("format", b"secnet-ledger/7".as_slice())
+            .unwrap();
+        w.commit().unwrap();
+        rows.len()
+    };
+    assert!(on_disk > 0);
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    recorded.check(&ledger);
+    drop(ledger);
+    {
+        let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+        let r = db.begin_read().unwrap();
+        assert!(
+            r.open_table(TXS).is_err(),
+            "the old transaction index is dropped"
+        );
+        assert!(r.open_table(INDEX).is_err(), "the old log index is dropped");
+    }
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    rewrite_every_slice_and_reopen(dir.path(), &g, ledger);
+    // Every slice was written again since: the old rows are still found, once each.
+    let ledger = Ledger::open(dir.path(), &g).unwrap();
+    for (tx, location) in &recorded.located {
+        assert_eq!(ledger.tx_location(tx).unwrap(), Some(*location));
+    }
+    for (subject, indices) in &recorded.scanned {
+        let now = ledger.log_indices(*subject).unwrap();
+        assert_eq!(&now[..indices.len()], indices.as_slice(), "{subject:?}");
+    }
+    drop(ledger);
+    let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
+    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/8");
 }
 
 /// The format a ledger file records.
@@ -1480,5 +1591,5 @@ fn a_format_6_ledger_gets_its_log_tree() {
     check_log_proofs(&ledger, &heads);
     drop(ledger);
     let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
-    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/7");
+    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/8");
 }

@@ -1,0 +1,824 @@
+//! Sorted runs: how each slice of the two hash-keyed indexes is stored, so that indexing a
+//! row costs about the same however large the index has grown.
+//!
+//! A slice's rows (see [`crate::index`]) were inserted into one B-tree holding the whole
+//! slice: its rows land on random pages, so each write rewrote about every page of its
+//! slice, and a row cost more the larger the index grew (about N / 8,000 bytes a
+//! transaction at N transactions). Now each write of a slice appends its rows as a new
+//! *run*: rows sorted by key under a run id, [`CHUNK_ROWS`] to a chunk (one redb value), so
+//! they fill fresh pages one after the other and cost one B-tree insert per chunk.
+//! Runs of about the same size (the same *level*, a factor of [`FAN_OUT`] apart) are merged
+//! [`FAN_OUT`] at a time into one run of the next level, a step with every write of the
+//! slice: each step moves, in key order, at least twice the rows that write added, from the
+//! front of the merging runs to the back of the merged one. A row is written about once per
+//! level, log4 of the slice's size over a write's rows, and never waits for a large merge:
+//! no write moves more than a few times its own rows per level.
+//!
+//! A lookup reads, in each run of the key's slice, the one chunk that would hold the key (a
+//! B-tree read each: a few dozen for an index of billions of rows); a range read merges the
+//! slice's runs. Chunks, runs and each slice's [`RunSet`] change only in the write
+//! transaction of that slice, so a reader sees a slice as one write left it.
+
+use crate::error::LedgerError;
+use crate::index::INDEX_SLICES;
+use crate::journal::Cursor;
+use redb::{ReadableTable, Table, TableDefinition};
+use std::collections::BTreeMap;
+
+/// The runs' rows, [`CHUNK_ROWS`] to a chunk: `index ‖ slice ‖ run id (big-endian) ‖ the
+/// chunk's first row key` → its rows ([`encode_chunk`]).
+pub(crate) const RUNS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_runs");
+
+/// Each slice's [`RunSet`]: `index ‖ slice` → its bytes.
+pub(crate) const RUN_SETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_run_sets");
+
+/// How many runs of one level are merged into one of the next.
+pub(crate) const FAN_OUT: usize = 4;
+
+/// Runs of fewer than `LEVEL_BASE * FAN_OUT` rows are of level 0, then each level holds
+/// runs [`FAN_OUT`] times larger: runs within a factor of four of each other are merged
+/// together, whatever size a write's runs have.
+const LEVEL_BASE: u64 = 64;
+
+/// The fewest rows a merge step moves (a write adding few rows still advances merges).
+const MIN_STEP: usize = 4_096;
+
+/// More runs or merges than a slice can come to (a record claiming more is damaged).
+const MAX_RUNS: usize = 4_096;
+const MAX_MERGES: usize = 64;
+
+/// The bytes before a chunk's first row key in its key in [`RUNS`].
+const CHUNK_PREFIX: usize = 2 + 8;
+
+/// The most rows a chunk holds: about a page of either index's rows.
+const CHUNK_ROWS: usize = 64;
+
+/// A row's key and value.
+pub(crate) type Row = (Vec<u8>, Vec<u8>);
+
+/// Which index a run belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Index {
+    /// Transaction hash → its location (`tx_index` before format 8).
+    Txs = 0,
+    /// Access-log rows, keyed subject ‖ leaf index, empty values (`access_log_by_subject`).
+    Log = 1,
+}
+
+/// A run: rows stored under its id, in key order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub(crate) id: u64,
+    pub(crate) rows: u64,
+}
+
+impl Run {
+    fn level(&self) -> u8 {
+        // log4 of the rows over the base, 0 below it (at most 28 for 64-bit counts).
+        match self.rows / LEVEL_BASE {
+            0 => 0,
+            q => ((63 - q.leading_zeros()) / 2) as u8,
+        }
+    }
+}
+
+/// Runs being merged: `sources`' rows move, smallest keys first, to the end of `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Merge {
+    level: u8,
+    target: Run,
+    sources: Vec<Run>,
+}
+
+/// One slice's runs: those complete and those being merged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RunSet {
+    next_id: u64,
+    runs: Vec<Run>,
+    merges: Vec<Merge>,
+}
+
+impl RunSet {
+    /// Every run holding rows of the slice, newest first.
+    fn all_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .runs
+            .iter()
+            .chain(
+                self.merges
+                    .iter()
+                    .flat_map(|m| std::iter::once(&m.target).chain(&m.sources)),
+            )
+            .map(|r| r.id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids
+    }
+
+    /// Rows in all runs.
+    #[cfg(test)]
+    pub(crate) fn rows(&self) -> u64 {
+        self.runs
+            .iter()
+            .chain(
+                self.merges
+                    .iter()
+                    .flat_map(|m| std::iter::once(&m.target).chain(&m.sources)),
+            )
+            .map(|r| r.rows)
+            .sum()
+    }
+
+    /// How many runs a lookup probes.
+    #[cfg(test)]
+    pub(crate) fn run_count(&self) -> usize {
+        self.all_ids().len()
+    }
+
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.saturating_add(1);
+        id
+    }
+
+    /// Starts a merge at every level holding [`FAN_OUT`] complete runs and not merging yet:
+    /// its oldest runs.
+    fn start_merges(&mut self) {
+        loop {
+            let mut by_level: BTreeMap<u8, Vec<Run>> = BTreeMap::new();
+            for run in &self.runs {
+                by_level.entry(run.level()).or_default().push(*run);
+            }
+            let Some((level, mut runs)) = by_level.into_iter().find(|(level, runs)| {
+                runs.len() >= FAN_OUT && !self.merges.iter().any(|m| m.level == *level)
+            }) else {
+                return;
+            };
+            runs.sort_unstable_by_key(|r| r.id);
+            runs.truncate(FAN_OUT);
+            self.runs.retain(|r| !runs.contains(r));
+            let target = Run {
+                id: self.new_id(),
+                rows: 0,
+            };
+            self.merges.push(Merge {
+                level,
+                target,
+                sources: runs,
+            });
+        }
+    }
+
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + 16 * (self.runs.len() + 6 * self.merges.len()));
+        out.extend_from_slice(&self.next_id.to_be_bytes());
+        let put_runs = |out: &mut Vec<u8>, runs: &[Run]| {
+            out.extend_from_slice(&(runs.len() as u32).to_be_bytes());
+            for r in runs {
+                out.extend_from_slice(&r.id.to_be_bytes());
+                out.extend_from_slice(&r.rows.to_be_bytes());
+            }
+        };
+        put_runs(&mut out, &self.runs);
+        out.extend_from_slice(&(self.merges.len() as u32).to_be_bytes());
+        for m in &self.merges {
+            out.push(m.level);
+            put_runs(&mut out, std::slice::from_ref(&m.target));
+            put_runs(&mut out, &m.sources);
+        }
+        out
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<RunSet, LedgerError> {
+        let corrupt = |what: &str| LedgerError::Corrupt(format!("index run set: {what}"));
+        let mut at = Cursor(bytes);
+        let truncated = || corrupt("truncated");
+        let next_id = at.be_u64().ok_or_else(truncated)?;
+        let runs_of = |at: &mut Cursor<'_>, max: usize| -> Result<Vec<Run>, LedgerError> {
+            let n = at.be_u32().ok_or_else(truncated)? as usize;
+            if n > max {
+                return Err(corrupt(&format!("{n} runs where at most {max} may be")));
+            }
+            (0..n)
+                .map(|_| {
+                    Ok(Run {
+                        id: at.be_u64().ok_or_else(truncated)?,
+                        rows: at.be_u64().ok_or_else(truncated)?,
+                    })
+                })
+                .collect()
+        };
+        let runs = runs_of(&mut at, MAX_RUNS)?;
+        let merges_len = at.be_u32().ok_or_else(truncated)? as usize;
+        if merges_len > MAX_MERGES {
+            return Err(corrupt(&format!(
+                "{merges_len} merges where at most {MAX_MERGES} may be"
+            )));
+        }
+        let mut merges = Vec::with_capacity(merges_len);
+        for _ in 0..merges_len {
+            let level = at
+                .take(1)
+                .and_then(|b| b.first().copied())
+                .ok_or_else(truncated)?;
+            let target = runs_of(&mut at, 1)?
+                .pop()
+                .ok_or_else(|| corrupt("a merge without a target"))?;
+            let sources = runs_of(&mut at, FAN_OUT)?;
+            merges.push(Merge {
+                level,
+                target,
+                sources,
+            });
+        }
+        if !at.0.is_empty() {
+            return Err(corrupt("trailing bytes"));
+        }
+        let set = RunSet {
+            next_id,
+            runs,
+            merges,
+        };
+        let mut ids = set.all_ids();
+        let count = ids.len();
+        ids.dedup();
+        if ids.len() != count || ids.first().is_some_and(|newest| *newest >= next_id) {
+            return Err(corrupt("run ids repeat or reach past the next id"));
+        }
+        Ok(set)
+    }
+}
+
+const _: () = assert!(INDEX_SLICES <= 256, "a slice is named by one byte");
+
+/// The key of a slice's record in [`RUN_SETS`].
+fn set_key(index: Index, slice: usize) -> [u8; 2] {
+    [index as u8, slice as u8]
+}
+
+/// The key of a chunk of run `id` of a slice in [`RUNS`]: the run, then the chunk's first
+/// row key.
+fn chunk_key(index: Index, slice: usize, id: u64, first: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CHUNK_PREFIX + first.len());
+    out.extend_from_slice(&set_key(index, slice));
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(first);
+    out
+}
+
+/// A chunk's rows: each row's key length (2 bytes, big-endian), key, value length, value.
+fn encode_chunk<'r>(
+    rows: impl IntoIterator<Item = (&'r [u8], &'r [u8])>,
+) -> Result<Vec<u8>, LedgerError> {
+    let mut out = Vec::new();
+    for (key, value) in rows {
+        for part in [key, value] {
+            let len = u16::try_from(part.len()).map_err(|_| {
+                LedgerError::Storage(format!("an index row part of {} bytes", part.len()))
+            })?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    Ok(out)
+}
+
+fn decode_chunk(bytes: &[u8]) -> Result<Vec<Row>, LedgerError> {
+    let mut at = Cursor(bytes);
+    let mut rows = Vec::with_capacity(CHUNK_ROWS);
+    let part = |at: &mut Cursor<'_>| -> Result<Vec<u8>, LedgerError> {
+        let len = at
+            .take(2)
+            .and_then(|b| <[u8; 2]>::try_from(b).ok())
+            .map(u16::from_be_bytes)
+            .ok_or_else(|| LedgerError::Corrupt("index chunk: truncated length".into()))?;
+        at.take(usize::from(len))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| LedgerError::Corrupt("index chunk: truncated row".into()))
+    };
+    while !at.0.is_empty() {
+        let key = part(&mut at)?;
+        let value = part(&mut at)?;
+        if rows.last().is_some_and(|(last, _): &Row| *last >= key) {
+            return Err(LedgerError::Corrupt(
+                "index chunk: rows out of order".into(),
+            ));
+        }
+        rows.push((key, value));
+    }
+    if rows.is_empty() {
+        return Err(LedgerError::Corrupt("index chunk: empty".into()));
+    }
+    Ok(rows)
+}
+
+/// A chunk as stored: its key's row part must be its first row's key.
+fn chunk_rows(key: &[u8], value: &[u8]) -> Result<Vec<Row>, LedgerError> {
+    let rows = decode_chunk(value)?;
+    if rows.first().map(|(k, _)| k.as_slice()) != key.get(CHUNK_PREFIX..) {
+        return Err(LedgerError::Corrupt(
+            "index chunk: stored under another key than its first row's".into(),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Stores `rows` (sorted, each key once, all above the run's last key) at the end of run
+/// `id`, [`CHUNK_ROWS`] to a chunk.
+fn put_rows<'r>(
+    runs: &mut Table<&'static [u8], &'static [u8]>,
+    index: Index,
+    slice: usize,
+    id: u64,
+    rows: &[(&'r [u8], &'r [u8])],
+) -> Result<(), LedgerError> {
+    for chunk in rows.chunks(CHUNK_ROWS) {
+        let Some((first, _)) = chunk.first() else {
+            continue;
+        };
+        runs.insert(
+            chunk_key(index, slice, id, first).as_slice(),
+            encode_chunk(chunk.iter().copied())?.as_slice(),
+        )?;
+    }
+    Ok(())
+}
+
+/// A slice's runs as stored (none yet: an empty set).
+pub(crate) fn load(
+    sets: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    index: Index,
+    slice: usize,
+) -> Result<RunSet, LedgerError> {
+    match sets.get(set_key(index, slice).as_slice())? {
+        None => Ok(RunSet::default()),
+        Some(bytes) => RunSet::from_bytes(bytes.value()),
+    }
+}
+
+/// The value of `key` in a slice's runs, probing the newest run first: in each, the one
+/// chunk that would hold it.
+pub(crate) fn get(
+    runs: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    set: &RunSet,
+    index: Index,
+    slice: usize,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, LedgerError> {
+    for id in set.all_ids() {
+        let lo = chunk_key(index, slice, id, &[]);
+        let hi = chunk_key(index, slice, id, key);
+        let Some(chunk) = runs.range(lo.as_slice()..=hi.as_slice())?.next_back() else {
+            continue;
+        };
+        let (k, v) = chunk?;
+        let rows = chunk_rows(k.value(), v.value())?;
+        if let Ok(at) = rows.binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            && let Some((_, value)) = rows.into_iter().nth(at)
+        {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
+/// The slice's rows with keys in `from..=to`, ascending, each once, at most `limit`.
+pub(crate) fn range(
+    runs: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    set: &RunSet,
+    index: Index,
+    slice: usize,
+    from: &[u8],
+    to: &[u8],
+    limit: usize,
+) -> Result<Vec<Row>, LedgerError> {
+    let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for id in set.all_ids() {
+        let lo = chunk_key(index, slice, id, &[]);
+        let hi = chunk_key(index, slice, id, to);
+        // From the chunk that would hold `from` (the last starting at or before it).
+        let start = match runs
+            .range(lo.as_slice()..=chunk_key(index, slice, id, from).as_slice())?
+            .next_back()
+        {
+            Some(chunk) => chunk?.0.value().to_vec(),
+            None => chunk_key(index, slice, id, from),
+        };
+        let mut taken = 0usize;
+        'chunks: for chunk in runs.range(start.as_slice()..=hi.as_slice())? {
+            let (k, v) = chunk?;
+            for (key, value) in chunk_rows(k.value(), v.value())? {
+                if key.as_slice() < from {
+                    continue;
+                }
+                if key.as_slice() > to || taken >= limit {
+                    break 'chunks;
+                }
+                taken += 1;
+                found.entry(key).or_insert(value);
+            }
+        }
+        // Only the `limit` smallest can be returned: the rest need not be held.
+        while found.len() > limit {
+            found.pop_last();
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// Appends `rows` (sorted by key, each key once) to a slice as a new run, then advances the
+/// slice's merges by a step each; rows for which `keep` is false are dropped as they are
+/// merged. Returns the slice's runs as they now are.
+pub(crate) fn append<'k>(
+    runs: &mut Table<&'static [u8], &'static [u8]>,
+    sets: &mut Table<&'static [u8], &'static [u8]>,
+    index: Index,
+    slice: usize,
+    rows: impl IntoIterator<Item = (&'k [u8], &'k [u8])>,
+    keep: &dyn Fn(&[u8], &[u8]) -> bool,
+) -> Result<RunSet, LedgerError> {
+    let mut set = load(sets, index, slice)?;
+    let rows: Vec<(&[u8], &[u8])> = rows.into_iter().collect();
+    if !rows.is_empty() {
+        let id = set.new_id();
+        put_rows(runs, index, slice, id, &rows)?;
+        set.runs.push(Run {
+            id,
+            rows: rows.len() as u64,
+        });
+    }
+    set.start_merges();
+    let step = MIN_STEP.max(rows.len().saturating_mul(2));
+    let mut merges = std::mem::take(&mut set.merges);
+    for merge in &mut merges {
+        advance(runs, index, slice, merge, step, keep)?;
+    }
+    for merge in merges {
+        if merge.sources.is_empty() {
+            if merge.target.rows > 0 {
+                set.runs.push(merge.target);
+            }
+        } else {
+            set.merges.push(merge);
+        }
+    }
+    set.start_merges();
+    sets.insert(set_key(index, slice).as_slice(), set.to_bytes().as_slice())?;
+    Ok(set)
+}
+
+/// Makes rows already sorted by key (`(slice, key, value)`, as a format-7 index stores
+/// them) each slice's newest run, without merging: a one-time copy.
+pub(crate) fn adopt(
+    runs: &mut Table<&'static [u8], &'static [u8]>,
+    sets: &mut Table<&'static [u8], &'static [u8]>,
+    index: Index,
+    rows: impl Iterator<Item = Result<(usize, Vec<u8>, Vec<u8>), LedgerError>>,
+) -> Result<(), LedgerError> {
+    struct Adopted {
+        set: RunSet,
+        run: Run,
+        waiting: Vec<Row>,
+    }
+    let flush = |runs: &mut Table<&'static [u8], &'static [u8]>,
+                 slice: usize,
+                 a: &mut Adopted|
+     -> Result<(), LedgerError> {
+        let rows: Vec<(&[u8], &[u8])> = a
+            .waiting
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        put_rows(runs, index, slice, a.run.id, &rows)?;
+        a.waiting.clear();
+        Ok(())
+    };
+    let mut adopted: BTreeMap<usize, Adopted> = BTreeMap::new();
+    for row in rows {
+        let (slice, key, value) = row?;
+        let a = match adopted.entry(slice) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let mut set = load(sets, index, slice)?;
+                let id = set.new_id();
+                e.insert(Adopted {
+                    set,
+                    run: Run { id, rows: 0 },
+                    waiting: Vec::with_capacity(CHUNK_ROWS),
+                })
+            }
+        };
+        a.waiting.push((key, value));
+        a.run.rows += 1;
+        if a.waiting.len() >= CHUNK_ROWS {
+            flush(runs, slice, a)?;
+        }
+    }
+    for (slice, mut a) in adopted {
+        flush(runs, slice, &mut a)?;
+        a.set.runs.push(a.run);
+        sets.insert(
+            set_key(index, slice).as_slice(),
+            a.set.to_bytes().as_slice(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Moves the next rows of a merge, at least `step` unless the sources run out: from every
+/// source its first chunks, `step` rows or more, are read, and the rows no later than the
+/// last read from each source that has more (a smaller key may still follow there) move to
+/// the end of the target. What was read and does not move goes back as its source's first
+/// chunks.
+fn advance(
+    runs: &mut Table<&'static [u8], &'static [u8]>,
+    index: Index,
+    slice: usize,
+    merge: &mut Merge,
+    step: usize,
+    keep: &dyn Fn(&[u8], &[u8]) -> bool,
+) -> Result<(), LedgerError> {
+    let mut read: Vec<(Vec<u8>, Vec<u8>, usize)> = Vec::new();
+    let mut chunks: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut bound: Option<Vec<u8>> = None;
+    for (s, source) in merge.sources.iter().enumerate() {
+        let lo = chunk_key(index, slice, source.id, &[]);
+        let hi = chunk_key(index, slice, source.id.saturating_add(1), &[]);
+        let mut n = 0usize;
+        let mut more = false;
+        let mut last = None;
+        for chunk in runs.range(lo.as_slice()..hi.as_slice())? {
+            if n >= step {
+                more = true;
+                break;
+            }
+            let (k, v) = chunk?;
+            let rows = chunk_rows(k.value(), v.value())?;
+            chunks.push((s, k.value().to_vec()));
+            n += rows.len();
+            for (key, value) in rows {
+                last = Some(key.clone());
+                read.push((key, value, s));
+            }
+        }
+        if more
+            && let Some(last) = last
+            && bound.as_ref().is_none_or(|b| last < *b)
+        {
+            bound = Some(last);
+        }
+    }
+    for (_, key) in &chunks {
+        runs.remove(key.as_slice())?;
+    }
+    read.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+    let mut moved: Vec<(&[u8], &[u8])> = Vec::with_capacity(read.len());
+    let mut stay: Vec<Vec<(&[u8], &[u8])>> = vec![Vec::new(); merge.sources.len()];
+    let mut previous: Option<&[u8]> = None;
+    for (key, value, s) in &read {
+        if bound.as_ref().is_some_and(|b| key > b) {
+            if let Some(stay) = stay.get_mut(*s) {
+                stay.push((key, value));
+            }
+            continue;
+        }
+        if let Some(source) = merge.sources.get_mut(*s) {
+            source.rows = source.rows.saturating_sub(1);
+        }
+        if previous != Some(key.as_slice()) && keep(key, value) {
+            moved.push((key, value));
+        }
+        previous = Some(key.as_slice());
+    }
+    put_rows(runs, index, slice, merge.target.id, &moved)?;
+    merge.target.rows += moved.len() as u64;
+    for (source, rows) in merge.sources.iter().zip(&stay) {
+        put_rows(runs, index, slice, source.id, rows)?;
+    }
+    if bound.is_none() {
+        // Every source was read to its end, and all of it moved.
+        merge.sources.clear();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use redb::{Database, ReadableDatabase, backends::InMemoryBackend};
+
+    fn db() -> Database {
+        Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_run_set_round_trips_and_damage_is_refused() {
+        let mut set = RunSet::default();
+        for rows in [3_000, 3_500, 4_000, 2_000, 100] {
+            let id = set.new_id();
+            set.runs.push(Run { id, rows });
+        }
+        set.start_merges();
+        assert_eq!(set.merges.len(), 1);
+        assert_eq!(set.runs.len(), 1);
+        let bytes = set.to_bytes();
+        assert_eq!(RunSet::from_bytes(&bytes).unwrap(), set);
+        for cut in 0..bytes.len() {
+            assert!(RunSet::from_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(RunSet::from_bytes(&longer).is_err());
+        // A run id at or past the next id.
+        let mut wrong = bytes;
+        wrong[..8].copy_from_slice(&3u64.to_be_bytes());
+        let err = RunSet::from_bytes(&wrong).unwrap_err();
+        assert!(err.to_string().contains("next id"), "{err}");
+    }
+
+    #[test]
+    fn a_chunk_round_trips_and_damage_is_refused() {
+        let rows: Vec<(&[u8], &[u8])> = vec![(b"a", b"1"), (b"b", b""), (b"c", b"333")];
+        let bytes = encode_chunk(rows.iter().copied()).unwrap();
+        let decoded = decode_chunk(&bytes).unwrap();
+        assert_eq!(
+            decoded,
+            rows.iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect::<Vec<_>>()
+        );
+        for cut in 1..bytes.len() {
+            if let Ok(rows) = decode_chunk(&bytes[..cut]) {
+                // Only a cut between rows decodes, to fewer rows.
+                assert!(rows.len() < 3, "cut at {cut}");
+            }
+        }
+        assert!(decode_chunk(&[]).is_err(), "an empty chunk");
+        let unordered = encode_chunk([(b"b".as_slice(), b"".as_slice()), (b"a", b"")]).unwrap();
+        let err = decode_chunk(&unordered).unwrap_err();
+        assert!(err.to_string().contains("out of order"), "{err}");
+        // A chunk must be stored under its first row's key.
+        let key = chunk_key(Index::Txs, 0, 0, b"b");
+        let err = chunk_rows(&key, &bytes).unwrap_err();
+        assert!(err.to_string().contains("another key"), "{err}");
+        assert!(chunk_rows(&chunk_key(Index::Txs, 0, 0, b"a"), &bytes).is_ok());
+        let long = vec![0u8; 70_000];
+        assert!(encode_chunk([(long.as_slice(), b"".as_slice())]).is_err());
+    }
+
+    #[test]
+    fn levels_are_a_factor_of_four_apart() {
+        let level = |rows| Run { id: 0, rows }.level();
+        assert_eq!(level(0), 0);
+        assert_eq!(level(255), 0);
+        assert_eq!(level(256), 1);
+        assert_eq!(level(1_023), 1);
+        assert_eq!(level(1_024), 2);
+        assert_eq!(level(3_750), 2);
+        assert_eq!(level(15_000), 3);
+        assert_eq!(level(u64::MAX), 28);
+    }
+
+    fn key(n: u32) -> Vec<u8> {
+        // Spread over the key space, like hashes.
+        n.wrapping_mul(2_654_435_761).to_be_bytes().to_vec()
+    }
+
+    /// Appends batches to one slice and checks every read against a map, and that the runs
+    /// stay few while every row is written a bounded number of times.
+    fn check_against_model(batches: &[Vec<u32>], dropped: Option<u32>) {
+        let db = db();
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let keep = |_: &[u8], value: &[u8]| {
+            Some(value)
+                != dropped
+                    .map(|d| d.to_be_bytes())
+                    .as_ref()
+                    .map(|v| v.as_slice())
+        };
+        let mut max_runs = 0;
+        for batch in batches {
+            let mut rows: Vec<(Vec<u8>, Vec<u8>)> = batch
+                .iter()
+                .map(|n| (key(*n), n.to_be_bytes().to_vec()))
+                .filter(|(k, _)| !model.contains_key(k))
+                .collect();
+            rows.sort();
+            rows.dedup_by(|a, b| a.0 == b.0);
+            let w = db.begin_write().unwrap();
+            let set = {
+                let mut runs = w.open_table(RUNS).unwrap();
+                let mut sets = w.open_table(RUN_SETS).unwrap();
+                append(
+                    &mut runs,
+                    &mut sets,
+                    Index::Txs,
+                    3,
+                    rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                    &keep,
+                )
+                .unwrap()
+            };
+            w.commit().unwrap();
+            model.extend(rows);
+            max_runs = max_runs.max(set.run_count());
+            let r = db.begin_read().unwrap();
+            let runs = r.open_table(RUNS).unwrap();
+            let sets = r.open_table(RUN_SETS).unwrap();
+            let stored = load(&sets, Index::Txs, 3).unwrap();
+            assert_eq!(stored, set);
+            // A row dropped by `keep` may still wait in a run not merged yet.
+            let expected: BTreeMap<Vec<u8>, Vec<u8>> = model.clone();
+            let all = range(&runs, &stored, Index::Txs, 3, &[], &[0xff; 5], usize::MAX).unwrap();
+            let all: BTreeMap<_, _> = all.into_iter().collect();
+            for (k, v) in expected.iter().step_by(37) {
+                let found = get(&runs, &stored, Index::Txs, 3, k).unwrap();
+                if dropped.is_some_and(|d| d.to_be_bytes().as_slice() == v.as_slice()) {
+                    assert_eq!(found.as_ref(), all.get(k));
+                } else {
+                    assert_eq!(found.as_ref(), Some(v));
+                    assert_eq!(all.get(k), Some(v));
+                }
+            }
+            assert!(all.keys().all(|k| expected.contains_key(k)));
+            // A page of a range is the first rows of the whole range.
+            let page = range(&runs, &stored, Index::Txs, 3, &[0x40], &[0xff; 5], 7).unwrap();
+            let whole: Vec<_> = all
+                .iter()
+                .filter(|(k, _)| k.as_slice() >= [0x40].as_slice())
+                .take(7)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(page, whole);
+            // No other slice or index sees them.
+            assert_eq!(
+                get(
+                    &runs,
+                    &stored,
+                    Index::Log,
+                    3,
+                    &key(batch.first().copied().unwrap_or(0))
+                )
+                .unwrap(),
+                None
+            );
+            let total = stored.rows();
+            assert!(
+                total <= model.len() as u64,
+                "{total} rows for {}",
+                model.len()
+            );
+        }
+        assert!(max_runs <= 24, "{max_runs} runs at most");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+        #[test]
+        fn reads_agree_with_a_map_whatever_the_batches(
+            batches in prop::collection::vec(prop::collection::vec(0u32..200_000, 0..2_000), 1..30),
+            drop_one in prop::option::of(0u32..200_000),
+        ) {
+            check_against_model(&batches, drop_one);
+        }
+    }
+
+    #[test]
+    fn many_writes_keep_few_runs_and_write_each_row_a_few_times() {
+        let db = db();
+        let writes = 200u32;
+        let per_write = 500u32;
+        for w in 0..writes {
+            let mut rows: Vec<(Vec<u8>, Vec<u8>)> = (0..per_write)
+                .map(|i| (key(w * per_write + i), Vec::new()))
+                .collect();
+            rows.sort();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut runs = tx.open_table(RUNS).unwrap();
+                let mut sets = tx.open_table(RUN_SETS).unwrap();
+                let set = append(
+                    &mut runs,
+                    &mut sets,
+                    Index::Log,
+                    0,
+                    rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                    &|_, _| true,
+                )
+                .unwrap();
+                assert!(set.run_count() <= 16, "write {w}: {} runs", set.run_count());
+                assert_eq!(set.rows(), u64::from((w + 1) * per_write));
+            }
+            tx.commit().unwrap();
+        }
+        let r = db.begin_read().unwrap();
+        let runs = r.open_table(RUNS).unwrap();
+        let sets = r.open_table(RUN_SETS).unwrap();
+        let set = load(&sets, Index::Log, 0).unwrap();
+        let all = range(&runs, &set, Index::Log, 0, &[], &[0xff; 5], usize::MAX).unwrap();
+        assert_eq!(all.len(), (writes * per_write) as usize);
+    }
+}
