@@ -38,7 +38,7 @@ pub(crate) const FAN_OUT: usize = 4;
 /// Runs of fewer than `LEVEL_BASE * FAN_OUT` rows are of level 0, then each level holds
 /// runs [`FAN_OUT`] times larger: runs within a factor of four of each other are merged
 /// together, whatever size a write's runs have.
-const LEVEL_BASE: u64 = 64;
+const LEVEL_BASE: u64 = 1;
 
 /// The fewest rows a merge step moves (a write adding few rows still advances merges).
 const MIN_STEP: usize = 4_096;
@@ -55,6 +55,12 @@ const CHUNK_ROWS: usize = 64;
 
 /// A row's key and value.
 pub(crate) type Row = (Vec<u8>, Vec<u8>);
+
+/// A row's key and value, borrowed.
+type RowRef<'r> = (&'r [u8], &'r [u8]);
+
+/// The table of runs or of run sets, open for writing.
+type RunTable<'t> = Table<'t, &'static [u8], &'static [u8]>;
 
 /// Which index a run belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +80,7 @@ pub(crate) struct Run {
 
 impl Run {
     fn level(&self) -> u8 {
-        // log4 of the rows over the base, 0 below it (at most 28 for 64-bit counts).
+        // log4 of the rows over the base, 0 below it (at most 31 for 64-bit counts).
         match self.rows / LEVEL_BASE {
             0 => 0,
             q => ((63 - q.leading_zeros()) / 2) as u8,
@@ -326,7 +332,7 @@ fn chunk_rows(key: &[u8], value: &[u8]) -> Result<Vec<Row>, LedgerError> {
 /// Stores `rows` (sorted, each key once, all above the run's last key) at the end of run
 /// `id`, [`CHUNK_ROWS`] to a chunk.
 fn put_rows<'r>(
-    runs: &mut Table<&'static [u8], &'static [u8]>,
+    runs: &mut RunTable<'_>,
     index: Index,
     slice: usize,
     id: u64,
@@ -430,8 +436,8 @@ pub(crate) fn range(
 /// slice's merges by a step each; rows for which `keep` is false are dropped as they are
 /// merged. Returns the slice's runs as they now are.
 pub(crate) fn append<'k>(
-    runs: &mut Table<&'static [u8], &'static [u8]>,
-    sets: &mut Table<&'static [u8], &'static [u8]>,
+    runs: &mut RunTable<'_>,
+    sets: &mut RunTable<'_>,
     index: Index,
     slice: usize,
     rows: impl IntoIterator<Item = (&'k [u8], &'k [u8])>,
@@ -439,6 +445,12 @@ pub(crate) fn append<'k>(
 ) -> Result<RunSet, LedgerError> {
     let mut set = load(sets, index, slice)?;
     let rows: Vec<(&[u8], &[u8])> = rows.into_iter().collect();
+    // A chunk out of order would make the slice unreadable: refuse before writing.
+    if rows.windows(2).any(|w| matches!(w, [a, b] if a.0 >= b.0)) {
+        return Err(LedgerError::Storage(
+            "index rows to store are not sorted by key, each once".into(),
+        ));
+    }
     if !rows.is_empty() {
         let id = set.new_id();
         put_rows(runs, index, slice, id, &rows)?;
@@ -470,8 +482,8 @@ pub(crate) fn append<'k>(
 /// Makes rows already sorted by key (`(slice, key, value)`, as a format-7 index stores
 /// them) each slice's newest run, without merging: a one-time copy.
 pub(crate) fn adopt(
-    runs: &mut Table<&'static [u8], &'static [u8]>,
-    sets: &mut Table<&'static [u8], &'static [u8]>,
+    runs: &mut RunTable<'_>,
+    sets: &mut RunTable<'_>,
     index: Index,
     rows: impl Iterator<Item = Result<(usize, Vec<u8>, Vec<u8>), LedgerError>>,
 ) -> Result<(), LedgerError> {
@@ -480,19 +492,17 @@ pub(crate) fn adopt(
         run: Run,
         waiting: Vec<Row>,
     }
-    let flush = |runs: &mut Table<&'static [u8], &'static [u8]>,
-                 slice: usize,
-                 a: &mut Adopted|
-     -> Result<(), LedgerError> {
-        let rows: Vec<(&[u8], &[u8])> = a
-            .waiting
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
-            .collect();
-        put_rows(runs, index, slice, a.run.id, &rows)?;
-        a.waiting.clear();
-        Ok(())
-    };
+    let flush =
+        |runs: &mut RunTable<'_>, slice: usize, a: &mut Adopted| -> Result<(), LedgerError> {
+            let rows: Vec<(&[u8], &[u8])> = a
+                .waiting
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .collect();
+            put_rows(runs, index, slice, a.run.id, &rows)?;
+            a.waiting.clear();
+            Ok(())
+        };
     let mut adopted: BTreeMap<usize, Adopted> = BTreeMap::new();
     for row in rows {
         let (slice, key, value) = row?;
@@ -528,25 +538,26 @@ pub(crate) fn adopt(
 /// Moves the next rows of a merge, at least `step` unless the sources run out: from every
 /// source its first chunks, `step` rows or more, are read, and the rows no later than the
 /// last read from each source that has more (a smaller key may still follow there) move to
-/// the end of the target. What was read and does not move goes back as its source's first
-/// chunks.
+/// the end of the target. A chunk that moves whole is removed; one that moves in part keeps
+/// its tail, stored again under the tail's first key; one past that bound stays as it is.
+/// Of rows with the same key, the newest run's moves.
 fn advance(
-    runs: &mut Table<&'static [u8], &'static [u8]>,
+    runs: &mut RunTable<'_>,
     index: Index,
     slice: usize,
     merge: &mut Merge,
     step: usize,
     keep: &dyn Fn(&[u8], &[u8]) -> bool,
 ) -> Result<(), LedgerError> {
-    let mut read: Vec<(Vec<u8>, Vec<u8>, usize)> = Vec::new();
-    let mut chunks: Vec<(usize, Vec<u8>)> = Vec::new();
+    // Per source, the chunks read: their keys and rows.
+    let mut read: Vec<Vec<(Vec<u8>, Vec<Row>)>> = Vec::with_capacity(merge.sources.len());
     let mut bound: Option<Vec<u8>> = None;
-    for (s, source) in merge.sources.iter().enumerate() {
+    for source in &merge.sources {
         let lo = chunk_key(index, slice, source.id, &[]);
         let hi = chunk_key(index, slice, source.id.saturating_add(1), &[]);
+        let mut chunks = Vec::new();
         let mut n = 0usize;
         let mut more = false;
-        let mut last = None;
         for chunk in runs.range(lo.as_slice()..hi.as_slice())? {
             if n >= step {
                 more = true;
@@ -554,52 +565,122 @@ fn advance(
             }
             let (k, v) = chunk?;
             let rows = chunk_rows(k.value(), v.value())?;
-            chunks.push((s, k.value().to_vec()));
             n += rows.len();
-            for (key, value) in rows {
-                last = Some(key.clone());
-                read.push((key, value, s));
-            }
+            chunks.push((k.value().to_vec(), rows));
         }
+        let last = chunks
+            .last()
+            .and_then(|(_, rows)| rows.last())
+            .map(|(key, _)| key);
         if more
             && let Some(last) = last
-            && bound.as_ref().is_none_or(|b| last < *b)
+            && bound.as_ref().is_none_or(|b| last < b)
         {
-            bound = Some(last);
+            bound = Some(last.clone());
         }
+        read.push(chunks);
     }
-    for (_, key) in &chunks {
-        runs.remove(key.as_slice())?;
-    }
-    read.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
-    let mut moved: Vec<(&[u8], &[u8])> = Vec::with_capacity(read.len());
-    let mut stay: Vec<Vec<(&[u8], &[u8])>> = vec![Vec::new(); merge.sources.len()];
-    let mut previous: Option<&[u8]> = None;
-    for (key, value, s) in &read {
-        if bound.as_ref().is_some_and(|b| key > b) {
-            if let Some(stay) = stay.get_mut(*s) {
-                stay.push((key, value));
+    let moves = |key: &[u8]| bound.as_ref().is_none_or(|b| key <= b.as_slice());
+    // (key, newest first, value) of every row that moves.
+    let mut moving: Vec<(&[u8], std::cmp::Reverse<u64>, &[u8])> = Vec::new();
+    let mut tails: Vec<(u64, Vec<RowRef<'_>>)> = Vec::new();
+    for (source, chunks) in merge.sources.iter_mut().zip(&read) {
+        for (chunk, rows) in chunks {
+            let Some((first, _)) = rows.first() else {
+                continue;
+            };
+            if !moves(first) {
+                continue;
             }
-            continue;
+            runs.remove(chunk.as_slice())?;
+            let mut tail = Vec::new();
+            for (key, value) in rows {
+                if moves(key) {
+                    moving.push((key, std::cmp::Reverse(source.id), value));
+                    source.rows = source.rows.saturating_sub(1);
+                } else {
+                    tail.push((key.as_slice(), value.as_slice()));
+                }
+            }
+            if !tail.is_empty() {
+                tails.push((source.id, tail));
+            }
         }
-        if let Some(source) = merge.sources.get_mut(*s) {
-            source.rows = source.rows.saturating_sub(1);
-        }
-        if previous != Some(key.as_slice()) && keep(key, value) {
+    }
+    moving.sort_unstable();
+    let mut moved: Vec<(&[u8], &[u8])> = Vec::with_capacity(moving.len());
+    let mut previous: Option<&[u8]> = None;
+    for (key, _, value) in moving {
+        if previous != Some(key) && keep(key, value) {
             moved.push((key, value));
         }
-        previous = Some(key.as_slice());
+        previous = Some(key);
     }
     put_rows(runs, index, slice, merge.target.id, &moved)?;
     merge.target.rows += moved.len() as u64;
-    for (source, rows) in merge.sources.iter().zip(&stay) {
-        put_rows(runs, index, slice, source.id, rows)?;
+    for (id, tail) in &tails {
+        put_rows(runs, index, slice, *id, tail)?;
     }
     if bound.is_none() {
         // Every source was read to its end, and all of it moved.
         merge.sources.clear();
     }
     Ok(())
+}
+
+/// Removes `keys` (each once) from a slice's runs: the chunk holding each is stored again
+/// without it. Returns how many were found.
+pub(crate) fn remove(
+    runs: &mut RunTable<'_>,
+    sets: &mut RunTable<'_>,
+    index: Index,
+    slice: usize,
+    keys: &[&[u8]],
+) -> Result<u64, LedgerError> {
+    let mut set = load(sets, index, slice)?;
+    let mut found = 0u64;
+    for key in keys {
+        let mut runs_of_set: Vec<&mut Run> = set
+            .runs
+            .iter_mut()
+            .chain(
+                set.merges
+                    .iter_mut()
+                    .flat_map(|m| std::iter::once(&mut m.target).chain(m.sources.iter_mut())),
+            )
+            .collect();
+        runs_of_set.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
+        for run in runs_of_set {
+            let lo = chunk_key(index, slice, run.id, &[]);
+            let hi = chunk_key(index, slice, run.id, key);
+            let Some(chunk) = runs.range(lo.as_slice()..=hi.as_slice())?.next_back() else {
+                continue;
+            };
+            let (chunk, rows) = {
+                let (k, v) = chunk?;
+                (k.value().to_vec(), chunk_rows(k.value(), v.value())?)
+            };
+            if rows
+                .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+                .is_err()
+            {
+                continue;
+            }
+            runs.remove(chunk.as_slice())?;
+            let rest: Vec<(&[u8], &[u8])> = rows
+                .iter()
+                .filter(|(k, _)| k.as_slice() != *key)
+                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .collect();
+            put_rows(runs, index, slice, run.id, &rest)?;
+            run.rows = run.rows.saturating_sub(1);
+            found += 1;
+            break;
+        }
+    }
+    set.runs.retain(|r| r.rows > 0);
+    sets.insert(set_key(index, slice).as_slice(), set.to_bytes().as_slice())?;
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -673,13 +754,13 @@ mod tests {
     fn levels_are_a_factor_of_four_apart() {
         let level = |rows| Run { id: 0, rows }.level();
         assert_eq!(level(0), 0);
-        assert_eq!(level(255), 0);
-        assert_eq!(level(256), 1);
-        assert_eq!(level(1_023), 1);
-        assert_eq!(level(1_024), 2);
-        assert_eq!(level(3_750), 2);
-        assert_eq!(level(15_000), 3);
-        assert_eq!(level(u64::MAX), 28);
+        assert_eq!(level(3), 0);
+        assert_eq!(level(4), 1);
+        assert_eq!(level(15), 1);
+        assert_eq!(level(16), 2);
+        assert_eq!(level(3_750), 5);
+        assert_eq!(level(15_000), 6);
+        assert_eq!(level(u64::MAX), 31);
     }
 
     fn key(n: u32) -> Vec<u8> {
@@ -784,6 +865,87 @@ mod tests {
         ) {
             check_against_model(&batches, drop_one);
         }
+    }
+
+    #[test]
+    fn removed_rows_are_gone_from_every_run_and_the_rest_stays() {
+        let db = db();
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let write = |f: &mut dyn FnMut(&mut RunTable<'_>, &mut RunTable<'_>)| {
+            let w = db.begin_write().unwrap();
+            {
+                let mut runs = w.open_table(RUNS).unwrap();
+                let mut sets = w.open_table(RUN_SETS).unwrap();
+                f(&mut runs, &mut sets);
+            }
+            w.commit().unwrap();
+        };
+        for batch in 0..40u32 {
+            let mut rows: Vec<(Vec<u8>, Vec<u8>)> = (0..300)
+                .map(|i| (key(batch * 300 + i), i.to_be_bytes().to_vec()))
+                .collect();
+            rows.sort();
+            write(&mut |runs, sets| {
+                append(
+                    runs,
+                    sets,
+                    Index::Txs,
+                    9,
+                    rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                    &|_, _| true,
+                )
+                .unwrap();
+            });
+            model.extend(rows);
+            // Every 7th key so far, whichever run or merge holds it.
+            let mut gone: Vec<Vec<u8>> = model.keys().step_by(7).cloned().collect();
+            gone.truncate(50);
+            write(&mut |runs, sets| {
+                let keys: Vec<&[u8]> = gone.iter().map(Vec::as_slice).collect();
+                let found = remove(runs, sets, Index::Txs, 9, &keys).unwrap();
+                assert_eq!(found, keys.len() as u64);
+                // A key not there is not found.
+                assert_eq!(
+                    remove(runs, sets, Index::Txs, 9, &[b"none".as_slice()]).unwrap(),
+                    0
+                );
+            });
+            for k in &gone {
+                model.remove(k);
+            }
+            let r = db.begin_read().unwrap();
+            let runs = r.open_table(RUNS).unwrap();
+            let set = load(&r.open_table(RUN_SETS).unwrap(), Index::Txs, 9).unwrap();
+            assert_eq!(set.rows(), model.len() as u64);
+            for k in &gone {
+                assert_eq!(get(&runs, &set, Index::Txs, 9, k).unwrap(), None);
+            }
+            let all = range(&runs, &set, Index::Txs, 9, &[], &[0xff; 5], usize::MAX).unwrap();
+            assert_eq!(all, model.clone().into_iter().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn rows_out_of_order_are_refused_before_anything_is_written() {
+        let db = db();
+        let w = db.begin_write().unwrap();
+        let mut runs = w.open_table(RUNS).unwrap();
+        let mut sets = w.open_table(RUN_SETS).unwrap();
+        for rows in [
+            [
+                (b"b".as_slice(), b"".as_slice()),
+                (b"a".as_slice(), b"".as_slice()),
+            ],
+            [
+                (b"a".as_slice(), b"".as_slice()),
+                (b"a".as_slice(), b"".as_slice()),
+            ],
+        ] {
+            let err = append(&mut runs, &mut sets, Index::Log, 0, rows, &|_, _| true).unwrap_err();
+            assert!(err.to_string().contains("not sorted"), "{err}");
+        }
+        assert_eq!(runs.iter().unwrap().count(), 0);
+        assert_eq!(load(&sets, Index::Log, 0).unwrap(), RunSet::default());
     }
 
     #[test]

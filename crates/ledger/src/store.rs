@@ -1049,11 +1049,36 @@ impl Ledger {
             .set_durability(Durability::None)
             .map_err(|e| LedgerError::Storage(e.to_string()))?;
         {
-            // Their transactions' index rows are no longer found (a location below the first
-            // stored block is not one), and leave the index when their runs are next merged.
             let mut blocks = write.open_table(BLOCKS)?;
+            let mut pruned: Vec<Vec<Vec<u8>>> = vec![Vec::new(); index::INDEX_SLICES];
             for h in first..until {
-                blocks.remove(h)?;
+                let Some(bytes) = blocks.remove(h)? else {
+                    continue;
+                };
+                let stored = StoredBlock::from_bytes(bytes.value())
+                    .map_err(|e| LedgerError::Corrupt(format!("block {h}: {e}")))?;
+                drop(bytes);
+                for (tx, receipt) in stored.block.txs.iter().zip(&stored.receipts) {
+                    if consumed_nonce(receipt) {
+                        let hash = tx.hash().as_bytes().to_vec();
+                        if let Some(slice) = pruned.get_mut(index::tx_slice(&hash)) {
+                            slice.push(hash);
+                        }
+                    }
+                }
+            }
+            // Their transactions leave the index (a row that waited in memory is dropped
+            // below; one written later is not found, since a location below the first stored
+            // block is not one, and leaves as its run is merged).
+            let mut runs_table = write.open_table(RUNS)?;
+            let mut sets = write.open_table(RUN_SETS)?;
+            for (slice, mut hashes) in pruned.into_iter().enumerate() {
+                if hashes.is_empty() {
+                    continue;
+                }
+                hashes.sort_unstable();
+                let keys: Vec<&[u8]> = hashes.iter().map(Vec::as_slice).collect();
+                runs::remove(&mut runs_table, &mut sets, runs::Index::Txs, slice, &keys)?;
             }
             write
                 .open_table(META)?
