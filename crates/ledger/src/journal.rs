@@ -76,6 +76,17 @@ pub(crate) type Change<'a> = (&'a [u8], Option<&'a [u8]>);
 /// The changes the table lacks: key bytes → value bytes at the tip, or `None` if removed.
 pub(crate) type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// `overlay` split by the slice of its keys ([`state_slice`]), one map per slice.
+pub(crate) fn by_slice(overlay: Overlay) -> Vec<Overlay> {
+    let mut slices = vec![Overlay::new(); INDEX_SLICES];
+    for (key, value) in overlay {
+        if let Some(slice) = slices.get_mut(state_slice(&key)) {
+            slice.insert(key, value);
+        }
+    }
+    slices
+}
+
 /// A commit's journal: the length of what follows (8 bytes, big-endian), then per entry the
 /// key's length (4 bytes, big-endian) and bytes, then 0 for a removed entry, or 1, the
 /// value's length (4 bytes, big-endian) and bytes.

@@ -1,5 +1,5 @@
-//! Sorted runs: how each slice of the two hash-keyed indexes is stored, so that indexing a
-//! row costs about the same however large the index has grown.
+//! Sorted runs: how each slice of the two hash-keyed indexes and of the state table is
+//! stored, so that writing a row costs about the same however large the table has grown.
 //!
 //! A slice's rows (see [`crate::index`]) were inserted into one B-tree holding the whole
 //! slice: its rows land on random pages, so each write rewrote about every page of its
@@ -13,6 +13,10 @@
 //! front of the merging runs to the back of the merged one. A row is written about once per
 //! level, log4 of the slice's size over a write's rows, and never waits for a large merge:
 //! no write moves more than a few times its own rows per level.
+//!
+//! The state table's merges take every run of the slice instead ([`RunSet::start_merges`]):
+//! a key is written again and again there, and removed, so the newest run must win and a
+//! removal can only be forgotten when nothing older is left outside the merge.
 //!
 //! A lookup reads, in each run of the key's slice, the one chunk that would hold the key (a
 //! B-tree read each: a few dozen for an index of billions of rows); a range read merges the
@@ -43,8 +47,14 @@ const LEVEL_BASE: u64 = 1;
 /// The fewest rows a merge step moves (a write adding few rows still advances merges).
 const MIN_STEP: usize = 4_096;
 
-/// More runs or merges than a slice can come to (a record claiming more is damaged).
-const MAX_RUNS: usize = 4_096;
+/// More runs or merges than a slice can come to (a record claiming more is damaged): a
+/// state-table merge moves at least [`MIN_STEP`] rows a write, so the runs written while it
+/// lasts stay below this up to slices of hundreds of millions of rows.
+const MAX_RUNS: usize = 65_536;
+
+/// A state-table slice with this many runs is merged whatever their sizes, so that a slice
+/// written with few rows at a time is not left in thousands of runs.
+const STATE_MAX_RUNS: usize = 32;
 const MAX_MERGES: usize = 64;
 
 /// The bytes before a chunk's first row key in its key in [`RUNS`].
@@ -69,6 +79,29 @@ pub(crate) enum Index {
     Txs = 0,
     /// Access-log rows, keyed subject ‖ leaf index, empty values (`access_log_by_subject`).
     Log = 1,
+    /// The state table: key → 1 ‖ the value's bytes, or 0 for an entry removed. Its runs
+    /// are merged all together (see [`RunSet::start_merges`]), so that the newest value of
+    /// a key wins by run id and a removal can be forgotten once merged.
+    State = 2,
+}
+
+/// A state row's value: the entry's bytes, or a removal.
+pub(crate) fn state_value(value: Option<&[u8]>) -> Vec<u8> {
+    match value {
+        Some(bytes) => [&[1u8][..], bytes].concat(),
+        None => vec![0],
+    }
+}
+
+/// The entry's bytes a state row holds (`None`: removed).
+pub(crate) fn state_entry(value: &[u8]) -> Result<Option<&[u8]>, LedgerError> {
+    match value.split_first() {
+        Some((1, bytes)) => Ok(Some(bytes)),
+        Some((0, [])) => Ok(None),
+        _ => Err(LedgerError::Corrupt(
+            "a state row neither an entry nor a removal".into(),
+        )),
+    }
 }
 
 /// A run: rows stored under its id, in key order.
@@ -147,9 +180,35 @@ impl RunSet {
         id
     }
 
-    /// Starts a merge at every level holding [`FAN_OUT`] complete runs and not merging yet:
-    /// its oldest runs.
-    fn start_merges(&mut self) {
+    /// Starts the merges `index` calls for. The indexes (each key written once): a merge at
+    /// every level holding [`FAN_OUT`] complete runs and not merging yet, of its oldest
+    /// runs. The state table (a key written again and again, and removed): one merge at a
+    /// time, of every run, once the runs besides the oldest hold as many rows as it does (or
+    /// there are [`STATE_MAX_RUNS`]); so runs made meanwhile are newer than the merged one,
+    /// whose id is newer than what it merged, and a row is rewritten about twice for each
+    /// change.
+    fn start_merges(&mut self, index: Index) {
+        if index == Index::State {
+            let oldest = self.runs.iter().min_by_key(|r| r.id).map_or(0, |r| r.rows);
+            let rest: u64 = self.runs.iter().map(|r| r.rows).sum::<u64>() - oldest;
+            if self.merges.is_empty()
+                && self.runs.len() >= 2
+                && (rest >= oldest || self.runs.len() >= STATE_MAX_RUNS)
+            {
+                let mut sources = std::mem::take(&mut self.runs);
+                sources.sort_unstable_by_key(|r| r.id);
+                let target = Run {
+                    id: self.new_id(),
+                    rows: 0,
+                };
+                self.merges.push(Merge {
+                    level: 0,
+                    target,
+                    sources,
+                });
+            }
+            return;
+        }
         loop {
             let mut by_level: BTreeMap<u8, Vec<Run>> = BTreeMap::new();
             for run in &self.runs {
@@ -230,7 +289,7 @@ impl RunSet {
             let target = runs_of(&mut at, 1)?
                 .pop()
                 .ok_or_else(|| corrupt("a merge without a target"))?;
-            let sources = runs_of(&mut at, FAN_OUT)?;
+            let sources = runs_of(&mut at, MAX_RUNS)?;
             merges.push(Merge {
                 level,
                 target,
@@ -272,19 +331,22 @@ fn chunk_key(index: Index, slice: usize, id: u64, first: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A chunk's rows: each row's key length (2 bytes, big-endian), key, value length, value.
+/// A chunk's rows: each row's key length (2 bytes, big-endian), key, value length (4
+/// bytes), value.
 fn encode_chunk<'r>(
     rows: impl IntoIterator<Item = (&'r [u8], &'r [u8])>,
 ) -> Result<Vec<u8>, LedgerError> {
     let mut out = Vec::new();
     for (key, value) in rows {
-        for part in [key, value] {
-            let len = u16::try_from(part.len()).map_err(|_| {
-                LedgerError::Storage(format!("an index row part of {} bytes", part.len()))
-            })?;
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(part);
-        }
+        let too_long = |what: &str, len: usize| {
+            LedgerError::Storage(format!("an index row {what} of {len} bytes"))
+        };
+        let key_len = u16::try_from(key.len()).map_err(|_| too_long("key", key.len()))?;
+        let value_len = u32::try_from(value.len()).map_err(|_| too_long("value", value.len()))?;
+        out.extend_from_slice(&key_len.to_be_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(&value_len.to_be_bytes());
+        out.extend_from_slice(value);
     }
     Ok(out)
 }
@@ -292,19 +354,20 @@ fn encode_chunk<'r>(
 fn decode_chunk(bytes: &[u8]) -> Result<Vec<Row>, LedgerError> {
     let mut at = Cursor(bytes);
     let mut rows = Vec::with_capacity(CHUNK_ROWS);
-    let part = |at: &mut Cursor<'_>| -> Result<Vec<u8>, LedgerError> {
-        let len = at
+    let truncated = || LedgerError::Corrupt("index chunk: truncated row".into());
+    while !at.0.is_empty() {
+        let key_len = at
             .take(2)
             .and_then(|b| <[u8; 2]>::try_from(b).ok())
             .map(u16::from_be_bytes)
-            .ok_or_else(|| LedgerError::Corrupt("index chunk: truncated length".into()))?;
-        at.take(usize::from(len))
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| LedgerError::Corrupt("index chunk: truncated row".into()))
-    };
-    while !at.0.is_empty() {
-        let key = part(&mut at)?;
-        let value = part(&mut at)?;
+            .ok_or_else(truncated)?;
+        let key = at
+            .take(usize::from(key_len))
+            .ok_or_else(truncated)?
+            .to_vec();
+        let value_len = at.be_u32().ok_or_else(truncated)?;
+        let value_len = usize::try_from(value_len).map_err(|_| truncated())?;
+        let value = at.take(value_len).ok_or_else(truncated)?.to_vec();
         if rows.last().is_some_and(|(last, _): &Row| *last >= key) {
             return Err(LedgerError::Corrupt(
                 "index chunk: rows out of order".into(),
@@ -432,6 +495,27 @@ pub(crate) fn range(
     Ok(found.into_iter().collect())
 }
 
+/// Every row of a slice, ascending, each key once with its newest run's value.
+pub(crate) fn all(
+    runs: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    set: &RunSet,
+    index: Index,
+    slice: usize,
+) -> Result<Vec<Row>, LedgerError> {
+    let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for id in set.all_ids() {
+        let lo = chunk_key(index, slice, id, &[]);
+        let hi = chunk_key(index, slice, id.saturating_add(1), &[]);
+        for chunk in runs.range(lo.as_slice()..hi.as_slice())? {
+            let (k, v) = chunk?;
+            for (key, value) in chunk_rows(k.value(), v.value())? {
+                found.entry(key).or_insert(value);
+            }
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
 /// Appends `rows` (sorted by key, each key once) to a slice as a new run, then advances the
 /// slice's merges by a step each; rows for which `keep` is false are dropped as they are
 /// merged. Returns the slice's runs as they now are.
@@ -459,7 +543,7 @@ pub(crate) fn append<'k>(
             rows: rows.len() as u64,
         });
     }
-    set.start_merges();
+    set.start_merges(index);
     let step = MIN_STEP.max(rows.len().saturating_mul(2));
     let mut merges = std::mem::take(&mut set.merges);
     for merge in &mut merges {
@@ -474,7 +558,7 @@ pub(crate) fn append<'k>(
             set.merges.push(merge);
         }
     }
-    set.start_merges();
+    set.start_merges(index);
     sets.insert(set_key(index, slice).as_slice(), set.to_bytes().as_slice())?;
     Ok(set)
 }
@@ -702,7 +786,7 @@ mod tests {
             let id = set.new_id();
             set.runs.push(Run { id, rows });
         }
-        set.start_merges();
+        set.start_merges(Index::Txs);
         assert_eq!(set.merges.len(), 1);
         assert_eq!(set.runs.len(), 1);
         let bytes = set.to_bytes();
@@ -856,8 +940,82 @@ mod tests {
         assert!(max_runs <= 24, "{max_runs} runs at most");
     }
 
+    /// Writes batches of changes (`None`: removed) to one slice of the state table, and
+    /// checks after each that its rows, newest first and removals left out, are the map's.
+    fn check_state_against_model(batches: &[Vec<(u16, Option<u8>)>]) {
+        let db = db();
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let live = |_: &[u8], value: &[u8]| matches!(state_entry(value), Ok(Some(_)));
+        let mut most_runs = 0;
+        for batch in batches {
+            let changes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = batch
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_be_bytes().to_vec(),
+                        v.map(|v| vec![v; usize::from(v % 5)]),
+                    )
+                })
+                .collect();
+            let rows: Vec<(Vec<u8>, Vec<u8>)> = changes
+                .iter()
+                .map(|(k, v)| (k.clone(), state_value(v.as_deref())))
+                .collect();
+            let w = db.begin_write().unwrap();
+            let set = {
+                let mut runs = w.open_table(RUNS).unwrap();
+                let mut sets = w.open_table(RUN_SETS).unwrap();
+                append(
+                    &mut runs,
+                    &mut sets,
+                    Index::State,
+                    5,
+                    rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+                    &live,
+                )
+                .unwrap()
+            };
+            w.commit().unwrap();
+            most_runs = most_runs.max(set.run_count());
+            for (k, v) in changes {
+                match v {
+                    Some(v) => model.insert(k, v),
+                    None => model.remove(&k),
+                };
+            }
+            let r = db.begin_read().unwrap();
+            let runs = r.open_table(RUNS).unwrap();
+            let stored = load(&r.open_table(RUN_SETS).unwrap(), Index::State, 5).unwrap();
+            assert_eq!(stored, set);
+            let now: BTreeMap<Vec<u8>, Vec<u8>> = all(&runs, &stored, Index::State, 5)
+                .unwrap()
+                .into_iter()
+                .filter_map(|(k, v)| state_entry(&v).unwrap().map(|v| (k, v.to_vec())))
+                .collect();
+            assert_eq!(now, model);
+            // What is stored is bounded by the keys there can be, not by the changes made.
+            assert!(
+                stored.rows() <= 4 * 3_000,
+                "{} rows stored for {} live",
+                stored.rows(),
+                model.len()
+            );
+        }
+        assert!(most_runs <= 40, "{most_runs} runs at most");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(12))]
+        #[test]
+        fn the_state_table_reads_as_its_changes_say(
+            batches in prop::collection::vec(
+                prop::collection::vec((0u16..3_000, prop::option::weighted(0.8, any::<u8>())), 0..1_500),
+                1..30,
+            ),
+        ) {
+            check_state_against_model(&batches);
+        }
+
         #[test]
         fn reads_agree_with_a_map_whatever_the_batches(
             batches in prop::collection::vec(prop::collection::vec(0u32..200_000, 0..2_000), 1..30),

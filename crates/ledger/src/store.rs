@@ -35,7 +35,9 @@ pub const LEDGER_CACHE_BYTES: usize = 128 * 1024 * 1024;
 pub const RECENT_STATES: usize = 8;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-pub(crate) const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+/// The state table as formats up to 7 stored it, one B-tree (key → value bytes); format 8
+/// keeps it in sorted runs ([`crate::runs::Index::State`]).
+const FORMAT_7_STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("access_log");
 /// The access log's leaves by what they are about, as formats 4 to 7 stored them: one empty
@@ -409,12 +411,28 @@ fn migrate_from_format_7(db: &Database) -> Result<(), LedgerError> {
                 Ok((index::log_slice(&key), key, Vec::new()))
             }),
         )?;
+        let state = write.open_table(FORMAT_7_STATE)?;
+        runs::adopt(
+            &mut runs,
+            &mut sets,
+            runs::Index::State,
+            state.iter()?.map(|item| {
+                let (key, value) = item?;
+                let key = key.value().to_vec();
+                Ok((
+                    journal::state_slice(&key),
+                    key,
+                    runs::state_value(Some(value.value())),
+                ))
+            }),
+        )?;
         write
             .open_table(META)?
             .insert(META_FORMAT, FORMAT_VERSION)?;
     }
     write.delete_table(FORMAT_7_TXS)?;
     write.delete_table(FORMAT_7_LOG_INDEX)?;
+    write.delete_table(FORMAT_7_STATE)?;
     write.commit()?;
     Ok(())
 }
@@ -438,6 +456,25 @@ fn state_overlay(read: &ReadTransaction) -> Result<journal::Overlay, LedgerError
         return Ok(journal::Overlay::new());
     }
     journal::overlay(read, &index_marks(read)?)
+}
+
+/// A slice of the state as stored: its rows in the runs, newest first and removals left
+/// out, with `overlay` (the journal's changes to that slice beyond its mark) applied;
+/// ascending.
+fn state_slice_entries(
+    read: &ReadTransaction,
+    slice: usize,
+    overlay: &journal::Overlay,
+) -> Result<Vec<runs::Row>, LedgerError> {
+    let set = runs::load(&read.open_table(RUN_SETS)?, runs::Index::State, slice)?;
+    let mut rows = Vec::new();
+    for (key, value) in runs::all(&read.open_table(RUNS)?, &set, runs::Index::State, slice)? {
+        if let Some(bytes) = runs::state_entry(&value)? {
+            let bytes = bytes.to_vec();
+            rows.push((key, bytes));
+        }
+    }
+    journal::merged(rows.into_iter().map(Ok), overlay).collect()
 }
 
 /// The index rows a ledger holds beyond what its indexes have on disk (pruned blocks'
@@ -581,15 +618,20 @@ impl Ledger {
                 META_INDEX_MARKS,
                 IndexMarks::all(0, 0).to_bytes().as_slice(),
             )?;
-            let mut table = write.open_table(STATE)?;
-            for (key, value) in state.entries() {
-                table.insert(key.to_bytes().as_slice(), value.to_bytes().as_slice())?;
-            }
+            runs::adopt(
+                &mut write.open_table(RUNS)?,
+                &mut write.open_table(RUN_SETS)?,
+                runs::Index::State,
+                sorted_by_slice(
+                    state.entries().map(|(key, value)| {
+                        (key.to_bytes(), runs::state_value(Some(&value.to_bytes())))
+                    }),
+                    journal::state_slice,
+                ),
+            )?;
             write.open_table(BLOCKS)?;
             write.open_table(LOG)?;
             write.open_table(LOG_SUBTREES)?;
-            write.open_table(RUNS)?;
-            write.open_table(RUN_SETS)?;
             write.open_table(STATE_JOURNAL)?;
         }
         write.commit()?;
@@ -626,18 +668,33 @@ impl Ledger {
                 .ok_or_else(|| LedgerError::Corrupt("no tip record".into()))?
                 .value(),
         )?;
-        let table = read.open_table(STATE)?;
         let overlay = state_overlay(&read)?;
-        let rows = table.iter()?.map(|item| {
-            let (k, v) = item?;
-            Ok::<_, LedgerError>((k.value().to_vec(), v.value().to_vec()))
-        });
         let mut entries = Vec::new();
-        for item in journal::merged(rows, &overlay) {
-            let (k, v) = item?;
+        let mut waiting = Vec::new();
+        let mut add = |k: Vec<u8>, v: Vec<u8>| -> Result<(), LedgerError> {
             let key = StateKey::from_bytes(&k)?;
             let value = StateValue::from_bytes(&key, &v)?;
             entries.push((key, value));
+            Ok(())
+        };
+        if format.as_deref() == Some(FORMAT_VERSION) {
+            for (slice, overlay) in journal::by_slice(overlay).iter().enumerate() {
+                for (k, v) in state_slice_entries(&read, slice, overlay)? {
+                    add(k, v)?;
+                }
+                waiting.extend(overlay.keys().cloned());
+            }
+        } else {
+            let table = read.open_table(FORMAT_7_STATE)?;
+            let rows = table.iter()?.map(|item| {
+                let (k, v) = item?;
+                Ok::<_, LedgerError>((k.value().to_vec(), v.value().to_vec()))
+            });
+            for item in journal::merged(rows, &overlay) {
+                let (k, v) = item?;
+                add(k, v)?;
+            }
+            waiting.extend(overlay.into_keys());
         }
         let log =
             if format.as_deref() == Some(FORMAT_VERSION) || format.as_deref() == Some(FORMAT_7) {
@@ -666,7 +723,7 @@ impl Ledger {
                 tip.state_root
             )));
         }
-        Ok((state, overlay.into_keys().collect()))
+        Ok((state, waiting))
     }
 
     /// Applies `block` to the state and persists it, atomically, with every block applied
@@ -1149,10 +1206,18 @@ impl Ledger {
             if let Some(floor) = floor {
                 meta.insert(META_CONSENSUS_FLOOR, floor)?;
             }
-            let mut table = write.open_table(STATE)?;
-            for (key, value) in &snapshot.entries {
-                table.insert(key.as_slice(), value.as_slice())?;
-            }
+            runs::adopt(
+                &mut write.open_table(RUNS)?,
+                &mut write.open_table(RUN_SETS)?,
+                runs::Index::State,
+                sorted_by_slice(
+                    snapshot
+                        .entries
+                        .iter()
+                        .map(|(key, value)| (key.clone(), runs::state_value(Some(value)))),
+                    journal::state_slice,
+                ),
+            )?;
             // Every slice of the state table is whole: the journal starts empty.
             write.open_table(STATE_JOURNAL)?;
             let written = log_tree::write_all(
@@ -1334,23 +1399,21 @@ impl SnapshotSource {
                 }
             }
         }
-        let state = self.read.open_table(STATE)?;
         let log = self.read.open_table(LOG)?;
-        // The state table with the journal's changes it lacks applied, and their count.
-        let overlay = state_overlay(&self.read)?;
-        let mut count = state.len()?;
-        for (key, value) in &overlay {
-            match (state.get(key.as_slice())?.is_some(), value.is_some()) {
-                (false, true) => count += 1,
-                (true, false) => count = count.saturating_sub(1),
-                _ => {}
-            }
+        // The state as stored with the journal's changes it lacks applied, a slice at a time
+        // (so memory holds one slice): counted first, then read again as it is written.
+        let overlays = journal::by_slice(state_overlay(&self.read)?);
+        let mut count = 0u64;
+        for (slice, overlay) in overlays.iter().enumerate() {
+            count += state_slice_entries(&self.read, slice, overlay)?.len() as u64;
         }
-        let rows = state.iter()?.map(|item| {
-            let (k, v) = item?;
-            Ok((k.value().to_vec(), v.value().to_vec()))
+        let read = &self.read;
+        let entries = overlays.iter().enumerate().flat_map(|(slice, overlay)| {
+            match state_slice_entries(read, slice, overlay) {
+                Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            }
         });
-        let entries = journal::merged(rows, &overlay);
         let leaves = log.iter()?.map(|item| Ok(item?.1.value().to_vec()));
         crate::snapshot::write(
             out,

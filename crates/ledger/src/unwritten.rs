@@ -22,8 +22,8 @@ use crate::journal::{self, STATE_JOURNAL};
 use crate::log_tree::{self, LOG_SUBTREES};
 use crate::runs::{self, RUN_SETS, RUNS};
 use crate::store::{
-    BLOCKS, LOG, LogSubject, META, META_INDEX_MARKS, META_TIP, STATE, SUBJECT_KEY_LEN,
-    consumed_nonce, encode_tip, first_block_of, log_index_row,
+    BLOCKS, LOG, LogSubject, META, META_INDEX_MARKS, META_TIP, SUBJECT_KEY_LEN, consumed_nonce,
+    encode_tip, first_block_of, log_index_row,
 };
 use crate::stored_block::StoredBlock;
 use redb::{Database, Durability};
@@ -320,21 +320,28 @@ fn write_rows(
         journal::append(&mut journal, last.height, changes)?;
         // Changes every slice of the state table has caught up with are not needed again.
         journal::prune(&mut journal, marks.min_tx_height())?;
-        let mut table = write.open_table(STATE)?;
-        for key in &due.state_keys {
-            match last.snapshot.value_bytes(key) {
-                Some(value) => {
-                    table.insert(key.as_slice(), value)?;
-                }
-                None => {
-                    table.remove(key.as_slice())?;
-                }
-            }
-        }
-        // The slice's rows go in as a run of each index, and the slice's merges advance.
+        // The slice's rows go in as a run of the state table and of each index, and the
+        // slice's merges advance.
         let first_block = first_block_of(&write.open_table(META)?)?;
         let mut runs_table = write.open_table(RUNS)?;
         let mut sets = write.open_table(RUN_SETS)?;
+        let state: Vec<Vec<u8>> = due
+            .state_keys
+            .iter()
+            .map(|key| runs::state_value(last.snapshot.value_bytes(key)))
+            .collect();
+        // Merges of the state table take all its runs: a removal merged is forgotten.
+        runs::append(
+            &mut runs_table,
+            &mut sets,
+            runs::Index::State,
+            due.slice,
+            due.state_keys
+                .iter()
+                .map(Vec::as_slice)
+                .zip(state.iter().map(Vec::as_slice)),
+            &|_, value| matches!(runs::state_entry(value), Ok(Some(_))),
+        )?;
         runs::append(
             &mut runs_table,
             &mut sets,

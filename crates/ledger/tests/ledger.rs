@@ -175,7 +175,6 @@ fn a_directory_of_another_network_is_refused() {
 
 #[test]
 fn tampered_state_is_detected_on_open() {
-    const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
     const JOURNAL: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("state_journal");
     let dir = tempfile::tempdir().unwrap();
     let g = genesis("ledger-test");
@@ -196,11 +195,37 @@ fn tampered_state_is_detected_on_open() {
         let db = Database::create(&path).unwrap();
         let w = db.begin_write().unwrap();
         {
-            let mut t = w.open_table(STATE).unwrap();
+            // Its newest row in the state table's runs: 1, then the account's bytes.
             let key = StateKey::Account(keys()[0].account()).to_bytes();
-            let mut value = t.get(key.as_slice()).unwrap().unwrap().value().to_vec();
-            value[0] ^= 0x40;
-            t.insert(key.as_slice(), value.as_slice()).unwrap();
+            let mut runs = w.open_table(RUNS).unwrap();
+            type Chunk = (u64, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+            let mut newest: Option<Chunk> = None;
+            for chunk in runs.iter().unwrap() {
+                let (k, v) = chunk.unwrap();
+                let k = k.value().to_vec();
+                if k[0] != 2 {
+                    continue;
+                }
+                let run = u64::from_be_bytes(k[2..10].try_into().unwrap());
+                let rows = chunk_rows(v.value());
+                if rows.iter().any(|(row, _)| *row == key)
+                    && newest.as_ref().is_none_or(|(r, ..)| run > *r)
+                {
+                    newest = Some((run, k, rows));
+                }
+            }
+            let (_, chunk, mut rows) = newest.unwrap();
+            let row = rows.iter_mut().find(|(row, _)| *row == key).unwrap();
+            assert_eq!(row.1[0], 1);
+            row.1[1] ^= 0x40;
+            let mut bytes = Vec::new();
+            for (k, v) in &rows {
+                bytes.extend_from_slice(&(k.len() as u16).to_be_bytes());
+                bytes.extend_from_slice(k);
+                bytes.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                bytes.extend_from_slice(v);
+            }
+            runs.insert(chunk.as_slice(), bytes.as_slice()).unwrap();
         }
         w.commit().unwrap();
     }
@@ -508,29 +533,53 @@ fn drop_index_runs(w: &redb::WriteTransaction) {
     w.delete_table(RUN_SETS).unwrap();
 }
 
-/// The index rows in a ledger file's runs, as `(index, row key, value)`: each chunk is
+/// The rows in a ledger file's runs, as `(index, run id, row key, value)`: each chunk is
 /// stored under `index ‖ slice ‖ run id ‖ its first key` and holds its rows as key length
-/// (2 bytes), key, value length, value.
+/// (2 bytes), key, value length (4 bytes), value.
 fn index_rows(
     runs: &impl ReadableTable<&'static [u8], &'static [u8]>,
-) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
+) -> Vec<(u8, u64, Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     for chunk in runs.iter().unwrap() {
         let (key, value) = chunk.unwrap();
         let index = key.value()[0];
-        let mut at = value.value();
-        while !at.is_empty() {
-            let mut part = || {
-                let len = usize::from(u16::from_be_bytes([at[0], at[1]]));
-                let part = at[2..2 + len].to_vec();
-                at = &at[2 + len..];
-                part
-            };
-            let (k, v) = (part(), part());
-            out.push((index, k, v));
+        let run = u64::from_be_bytes(key.value()[2..10].try_into().unwrap());
+        for (k, v) in chunk_rows(value.value()) {
+            out.push((index, run, k, v));
         }
     }
     out
+}
+
+/// A chunk's rows: key length (2 bytes), key, value length (4 bytes), value.
+fn chunk_rows(mut at: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut rows = Vec::new();
+    while !at.is_empty() {
+        let key_len = usize::from(u16::from_be_bytes([at[0], at[1]]));
+        let k = at[2..2 + key_len].to_vec();
+        at = &at[2 + key_len..];
+        let value_len = u32::from_be_bytes(at[..4].try_into().unwrap()) as usize;
+        let v = at[4..4 + value_len].to_vec();
+        at = &at[4 + value_len..];
+        rows.push((k, v));
+    }
+    rows
+}
+
+/// The state table a ledger file's runs hold: per key the newest run's row, removals
+/// (a row `0`) left out, values without their leading `1`.
+fn state_table(rows: &[(u8, u64, Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut newest: std::collections::BTreeMap<Vec<u8>, (u64, Vec<u8>)> = Default::default();
+    for (index, run, key, value) in rows {
+        if *index == 2 && newest.get(key).is_none_or(|(r, _)| run > r) {
+            newest.insert(key.clone(), (*run, value.clone()));
+        }
+    }
+    newest
+        .into_iter()
+        .filter(|(_, (_, v))| v[0] == 1)
+        .map(|(k, (_, v))| (k, v[1..].to_vec()))
+        .collect()
 }
 
 /// How many transaction index rows a closed ledger holds on disk.
@@ -538,7 +587,7 @@ fn tx_rows_on_disk(dir: &std::path::Path) -> u64 {
     let db = Database::create(dir.join(LEDGER_FILE)).unwrap();
     let r = db.begin_read().unwrap();
     let rows = index_rows(&r.open_table(RUNS).unwrap());
-    rows.iter().filter(|(index, _, _)| *index == 0).count() as u64
+    rows.iter().filter(|(index, ..)| *index == 0).count() as u64
 }
 
 /// Writes `located` into a ledger file's transaction index, as formats 3 to 7 did.
@@ -657,21 +706,11 @@ struct StateOnDisk {
 }
 
 fn state_on_disk(dir: &std::path::Path) -> StateOnDisk {
-    const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
     const JOURNAL: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("state_journal");
     const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     let db = Database::create(dir.join(LEDGER_FILE)).unwrap();
     let r = db.begin_read().unwrap();
-    let table = r
-        .open_table(STATE)
-        .unwrap()
-        .iter()
-        .unwrap()
-        .map(|i| {
-            let (k, v) = i.unwrap();
-            (k.value().to_vec(), v.value().to_vec())
-        })
-        .collect();
+    let table = state_table(&index_rows(&r.open_table(RUNS).unwrap()));
     let mut journal = std::collections::BTreeMap::new();
     for row in r.open_table(JOURNAL).unwrap().iter().unwrap() {
         let (k, v) = row.unwrap();
@@ -785,6 +824,7 @@ fn a_format_5_ledger_is_migrated() {
         let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
         let w = db.begin_write().unwrap();
         write_whole_state(&w, &entries);
+        drop_index_runs(&w);
         w.open_table(META)
             .unwrap()
             .insert("format", b"secnet-ledger/5".as_slice())
@@ -845,14 +885,16 @@ fn a_format_4_ledger_is_migrated() {
     assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/8");
 }
 
-/// A ledger of format 7 (each index one B-tree, written a slice at a time) opens in the
-/// current format with every row in runs, the old tables gone, and goes on: rows that were
-/// still waiting in memory are derived again and written as runs.
+/// A ledger of format 7 (each index and the state table one B-tree, written a slice at a
+/// time) opens in the current format with every row in runs, the old tables gone, and goes
+/// on: rows that were still waiting in memory are derived again and written as runs, and the
+/// journal still applies to the state table's runs.
 #[test]
-fn a_format_7_ledger_gets_its_indexes_in_runs() {
+fn a_format_7_ledger_gets_its_indexes_and_state_table_in_runs() {
     const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("access_log_by_subject");
     const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
+    const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
     let g = genesis("ledger-test");
     let dir = tempfile::tempdir().unwrap();
     let recorded = {
@@ -865,27 +907,13 @@ fn a_format_7_ledger_gets_its_indexes_in_runs() {
         // the rows of what this ledger has on disk, and let the rest be derived again.
         let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
         let w = db.begin_write().unwrap();
-        let rows = index_rows(&w.open_table(RUNS).unwrap());
-        let mut txs = w.open_table(TXS).unwrap();
-        let mut index = w.open_table(INDEX).unwrap();
-        for (which, key, value) in &rows {
-            match which {
-                0 => {
-                    txs.insert(key.as_slice(), value.as_slice()).unwrap();
-                }
-                _ => {
-                    index.insert(key.as_slice(), ()).unwrap();
-                }
-            }
-        }
-        drop((txs, index));
-        drop_index_runs(&w);
+        let rows = as_format_7_tables(&w);
         w.open_table(META)
             .unwrap()
             .insert("format", b"secnet-ledger/7".as_slice())
             .unwrap();
         w.commit().unwrap();
-        rows.len()
+        rows
     };
     assert!(on_disk > 0);
     let ledger = Ledger::open(dir.path(), &g).unwrap();
@@ -899,6 +927,10 @@ fn a_format_7_ledger_gets_its_indexes_in_runs() {
             "the old transaction index is dropped"
         );
         assert!(r.open_table(INDEX).is_err(), "the old log index is dropped");
+        assert!(
+            r.open_table(STATE).is_err(),
+            "the old state table is dropped"
+        );
     }
     let ledger = Ledger::open(dir.path(), &g).unwrap();
     rewrite_every_slice_and_reopen(dir.path(), &g, ledger);
@@ -914,6 +946,37 @@ fn a_format_7_ledger_gets_its_indexes_in_runs() {
     drop(ledger);
     let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
     assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/8");
+}
+
+/// Rewrites a ledger file's runs as the tables of format 7 (a transaction index, an
+/// access-log index and a state table, each one B-tree; the state table as its slices'
+/// marks say, the journal holding the rest), drops the runs, and returns how many rows
+/// they held.
+fn as_format_7_tables(w: &redb::WriteTransaction) -> usize {
+    const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("access_log_by_subject");
+    const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_index");
+    const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+    let rows = index_rows(&w.open_table(RUNS).unwrap());
+    let mut txs = w.open_table(TXS).unwrap();
+    let mut index = w.open_table(INDEX).unwrap();
+    let mut state = w.open_table(STATE).unwrap();
+    for (which, _, key, value) in &rows {
+        match which {
+            0 => {
+                txs.insert(key.as_slice(), value.as_slice()).unwrap();
+            }
+            1 => {
+                index.insert(key.as_slice(), ()).unwrap();
+            }
+            _ => {}
+        }
+    }
+    for (key, value) in state_table(&rows) {
+        state.insert(key.as_slice(), value.as_slice()).unwrap();
+    }
+    drop((txs, index, state));
+    drop_index_runs(w);
+    rows.len()
 }
 
 /// The format a ledger file records.
@@ -1573,6 +1636,7 @@ fn a_format_6_ledger_gets_its_log_tree() {
     {
         let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
         let w = db.begin_write().unwrap();
+        as_format_7_tables(&w);
         w.delete_table(LOG_SUBTREES).unwrap();
         w.open_table(META)
             .unwrap()
