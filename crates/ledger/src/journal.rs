@@ -2,11 +2,12 @@
 //!
 //! A state key is a tag byte and then a hash, an account or an address (the log head's is
 //! the tag alone; [`secnet_contract::StateKey::to_bytes`]), so the entries one group commit
-//! changes land on random pages of a B-tree much larger than the commit: written with every
-//! commit, nearly every changed entry costs a page of its own. So the state table is written like the
-//! indexes ([`crate::index`]): split by the key's second byte into [`INDEX_SLICES`] slices,
-//! and each group commit stores the entries of the slice whose index rows it stores, with
-//! their values as of the commit's last block. A slice's entries in the table then hold every
+//! changes would land on random pages of a B-tree much larger than the commit. So the state
+//! table is written like the indexes ([`crate::index`]): split by the key's second byte into
+//! [`INDEX_SLICES`] slices, and each group commit stores the entries of the slice whose
+//! index rows it stores, with their values as of the commit's last block, as a new run of
+//! that slice ([`crate::runs::Index::State`]; format 7 kept one B-tree and rewrote a
+//! sixty-fourth of it with every commit). A slice's entries in the table then hold every
 //! change up to that slice's mark ([`IndexMarks::tx_height`]), and none of a block the disk
 //! does not hold (a table migrated from format 5 is as of its tip, which may be above the
 //! marks).

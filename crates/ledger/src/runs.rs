@@ -190,7 +190,11 @@ impl RunSet {
     fn start_merges(&mut self, index: Index) {
         if index == Index::State {
             let oldest = self.runs.iter().min_by_key(|r| r.id).map_or(0, |r| r.rows);
-            let rest: u64 = self.runs.iter().map(|r| r.rows).sum::<u64>() - oldest;
+            let rest = self
+                .runs
+                .iter()
+                .fold(0u64, |sum, r| sum.saturating_add(r.rows))
+                .saturating_sub(oldest);
             if self.merges.is_empty()
                 && self.runs.len() >= 2
                 && (rest >= oldest || self.runs.len() >= STATE_MAX_RUNS)
@@ -413,16 +417,28 @@ fn put_rows<'r>(
     Ok(())
 }
 
-/// A slice's runs as stored (none yet: an empty set).
+/// A slice's runs as stored (none yet: an empty set), with no merge `index` would not make:
+/// at most [`FAN_OUT`] runs merged together in an index, one merge at a time in the state
+/// table.
 pub(crate) fn load(
     sets: &impl ReadableTable<&'static [u8], &'static [u8]>,
     index: Index,
     slice: usize,
 ) -> Result<RunSet, LedgerError> {
-    match sets.get(set_key(index, slice).as_slice())? {
-        None => Ok(RunSet::default()),
-        Some(bytes) => RunSet::from_bytes(bytes.value()),
+    let Some(bytes) = sets.get(set_key(index, slice).as_slice())? else {
+        return Ok(RunSet::default());
+    };
+    let set = RunSet::from_bytes(bytes.value())?;
+    let possible = match index {
+        Index::State => set.merges.len() <= 1,
+        Index::Txs | Index::Log => set.merges.iter().all(|m| m.sources.len() <= FAN_OUT),
+    };
+    if !possible {
+        return Err(LedgerError::Corrupt(format!(
+            "index run set of {index:?} slice {slice}: merges it does not make"
+        )));
     }
+    Ok(set)
 }
 
 /// The value of `key` in a slice's runs, probing the newest run first: in each, the one
@@ -564,7 +580,9 @@ pub(crate) fn append<'k>(
 }
 
 /// Makes rows already sorted by key (`(slice, key, value)`, as a format-7 index stores
-/// them) each slice's newest run, without merging: a one-time copy.
+/// them) each slice's newest run, without merging: a one-time copy. A slice of the state
+/// table must have no run yet (a run adopted later would be taken as newer than rows
+/// written since).
 pub(crate) fn adopt(
     runs: &mut RunTable<'_>,
     sets: &mut RunTable<'_>,
@@ -594,6 +612,11 @@ pub(crate) fn adopt(
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
                 let mut set = load(sets, index, slice)?;
+                if index == Index::State && set != RunSet::default() {
+                    return Err(LedgerError::Storage(format!(
+                        "state slice {slice} already has runs: rows cannot be adopted into it"
+                    )));
+                }
                 let id = set.new_id();
                 e.insert(Adopted {
                     set,
@@ -701,7 +724,7 @@ fn advance(
         previous = Some(key);
     }
     put_rows(runs, index, slice, merge.target.id, &moved)?;
-    merge.target.rows += moved.len() as u64;
+    merge.target.rows = merge.target.rows.saturating_add(moved.len() as u64);
     for (id, tail) in &tails {
         put_rows(runs, index, slice, *id, tail)?;
     }

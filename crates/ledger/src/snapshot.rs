@@ -213,6 +213,12 @@ impl Snapshot {
     /// earlier block is its successor's parent; entries are kept in canonical form.
     fn check(&mut self, genesis: &Genesis) -> Result<(), SnapshotError> {
         let bad = |m: String| Err(SnapshotError::Inconsistent(m));
+        // Each entry once: the tree would keep one copy and the stored table another.
+        let mut keys: Vec<&[u8]> = self.entries.iter().map(|(k, _)| k.as_slice()).collect();
+        keys.sort_unstable();
+        if let Some([key, _]) = keys.windows(2).find(|w| matches!(w, [a, b] if a == b)) {
+            return bad(format!("state entry {} appears twice", hex::encode(key)));
+        }
         let mut decoded = Vec::with_capacity(self.entries.len());
         for (k, v) in &self.entries {
             let key = StateKey::from_bytes(k).map_err(LedgerError::from)?;

@@ -266,7 +266,10 @@ fn sorted_by_slice(
         .into_iter()
         .map(|(key, value)| (slice_of(&key), key, value))
         .collect();
-    rows.sort_unstable();
+    // Of a key given twice the last is kept, as a state tree built from the same rows keeps
+    // it.
+    rows.reverse();
+    rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     rows.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
     rows.into_iter().map(Ok)
 }
@@ -469,6 +472,12 @@ fn state_slice_entries(
     let set = runs::load(&read.open_table(RUN_SETS)?, runs::Index::State, slice)?;
     let mut rows = Vec::new();
     for (key, value) in runs::all(&read.open_table(RUNS)?, &set, runs::Index::State, slice)? {
+        if journal::state_slice(&key) != slice {
+            return Err(LedgerError::Corrupt(format!(
+                "state entry {} stored in slice {slice}",
+                hex::encode(&key)
+            )));
+        }
         if let Some(bytes) = runs::state_entry(&value)? {
             let bytes = bytes.to_vec();
             rows.push((key, bytes));

@@ -340,7 +340,8 @@ fn write_rows(
                 .iter()
                 .map(Vec::as_slice)
                 .zip(state.iter().map(Vec::as_slice)),
-            &|_, value| matches!(runs::state_entry(value), Ok(Some(_))),
+            // Only removals go: a damaged row stays, for readers to report.
+            &|_, value| !matches!(runs::state_entry(value), Ok(None)),
         )?;
         runs::append(
             &mut runs_table,

@@ -1335,6 +1335,29 @@ fn a_snapshot_that_does_not_hold_together_is_refused() {
         let accepted = Snapshot::read(bad.as_slice(), &g, u64::MAX).is_ok_and(|s| certified(&s));
         assert!(!accepted, "a flipped byte at {at} went unnoticed");
     }
+    // An entry given twice is refused, even with the same value (the tree would keep one
+    // copy, a stored table perhaps the other).
+    let entries = state_rows(&ledger);
+    let count = (entries.len() as u64).to_be_bytes();
+    let (at, pair) = (header..bytes.len() - 12)
+        .find_map(|p| {
+            if bytes[p..p + 8] != count {
+                return None;
+            }
+            let len = u32::from_be_bytes(bytes[p + 8..p + 12].try_into().unwrap()) as usize;
+            let key = bytes.get(p + 12..p + 12 + len)?;
+            let (_, value) = entries.iter().find(|(k, _)| k.as_slice() == key)?;
+            Some((p, bytes[p + 8..p + 12 + len + 4 + value.len()].to_vec()))
+        })
+        .unwrap();
+    let mut twice = bytes[..at].to_vec();
+    twice.extend_from_slice(&(entries.len() as u64 + 1).to_be_bytes());
+    twice.extend_from_slice(&pair);
+    twice.extend_from_slice(&bytes[at + 8..]);
+    match read(&twice) {
+        Err(SnapshotError::Inconsistent(e)) => assert!(e.contains("appears twice"), "{e}"),
+        other => panic!("a repeated entry was not refused: {other:?}"),
+    }
     // A length prefix of 4 GiB is refused before anything is allocated.
     let mut huge = bytes[..header + 80].to_vec();
     huge.extend_from_slice(&1u32.to_be_bytes());
