@@ -870,6 +870,25 @@ mod tests {
         assert_eq!(level(u64::MAX), 31);
     }
 
+    /// Appends `rows` to a slice in a write transaction of its own, committed.
+    fn append_committed(
+        db: &Database,
+        index: Index,
+        slice: usize,
+        rows: &[Row],
+        keep: &dyn Fn(&[u8], &[u8]) -> bool,
+    ) -> RunSet {
+        let w = db.begin_write().unwrap();
+        let set = {
+            let mut runs = w.open_table(RUNS).unwrap();
+            let mut sets = w.open_table(RUN_SETS).unwrap();
+            let rows = rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+            append(&mut runs, &mut sets, index, slice, rows, keep).unwrap()
+        };
+        w.commit().unwrap();
+        set
+    }
+
     fn key(n: u32) -> Vec<u8> {
         // Spread over the key space, like hashes.
         n.wrapping_mul(2_654_435_761).to_be_bytes().to_vec()
@@ -896,21 +915,7 @@ mod tests {
                 .collect();
             rows.sort();
             rows.dedup_by(|a, b| a.0 == b.0);
-            let w = db.begin_write().unwrap();
-            let set = {
-                let mut runs = w.open_table(RUNS).unwrap();
-                let mut sets = w.open_table(RUN_SETS).unwrap();
-                append(
-                    &mut runs,
-                    &mut sets,
-                    Index::Txs,
-                    3,
-                    rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-                    &keep,
-                )
-                .unwrap()
-            };
-            w.commit().unwrap();
+            let set = append_committed(&db, Index::Txs, 3, &rows, &keep);
             model.extend(rows);
             max_runs = max_runs.max(set.run_count());
             let r = db.begin_read().unwrap();
@@ -984,21 +989,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.clone(), state_value(v.as_deref())))
                 .collect();
-            let w = db.begin_write().unwrap();
-            let set = {
-                let mut runs = w.open_table(RUNS).unwrap();
-                let mut sets = w.open_table(RUN_SETS).unwrap();
-                append(
-                    &mut runs,
-                    &mut sets,
-                    Index::State,
-                    5,
-                    rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-                    &live,
-                )
-                .unwrap()
-            };
-            w.commit().unwrap();
+            let set = append_committed(&db, Index::State, 5, &rows, &live);
             most_runs = most_runs.max(set.run_count());
             for (k, v) in changes {
                 match v {
@@ -1066,17 +1057,7 @@ mod tests {
                 .map(|i| (key(batch * 300 + i), i.to_be_bytes().to_vec()))
                 .collect();
             rows.sort();
-            write(&mut |runs, sets| {
-                append(
-                    runs,
-                    sets,
-                    Index::Txs,
-                    9,
-                    rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-                    &|_, _| true,
-                )
-                .unwrap();
-            });
+            append_committed(&db, Index::Txs, 9, &rows, &|_, _| true);
             model.extend(rows);
             // Every 7th key so far, whichever run or merge holds it.
             let mut gone: Vec<Vec<u8>> = model.keys().step_by(7).cloned().collect();
@@ -1139,23 +1120,9 @@ mod tests {
                 .map(|i| (key(w * per_write + i), Vec::new()))
                 .collect();
             rows.sort();
-            let tx = db.begin_write().unwrap();
-            {
-                let mut runs = tx.open_table(RUNS).unwrap();
-                let mut sets = tx.open_table(RUN_SETS).unwrap();
-                let set = append(
-                    &mut runs,
-                    &mut sets,
-                    Index::Log,
-                    0,
-                    rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-                    &|_, _| true,
-                )
-                .unwrap();
-                assert!(set.run_count() <= 16, "write {w}: {} runs", set.run_count());
-                assert_eq!(set.rows(), u64::from((w + 1) * per_write));
-            }
-            tx.commit().unwrap();
+            let set = append_committed(&db, Index::Log, 0, &rows, &|_, _| true);
+            assert!(set.run_count() <= 16, "write {w}: {} runs", set.run_count());
+            assert_eq!(set.rows(), u64::from((w + 1) * per_write));
         }
         let r = db.begin_read().unwrap();
         let runs = r.open_table(RUNS).unwrap();
