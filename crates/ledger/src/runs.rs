@@ -39,11 +39,6 @@ pub(crate) const RUN_SETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 /// How many runs of one level are merged into one of the next.
 pub(crate) const FAN_OUT: usize = 4;
 
-/// Runs of fewer than `LEVEL_BASE * FAN_OUT` rows are of level 0, then each level holds
-/// runs [`FAN_OUT`] times larger: runs within a factor of four of each other are merged
-/// together, whatever size a write's runs have.
-const LEVEL_BASE: u64 = 1;
-
 /// The fewest rows a merge step moves (a write adding few rows still advances merges).
 const MIN_STEP: usize = 4_096;
 
@@ -51,11 +46,11 @@ const MIN_STEP: usize = 4_096;
 /// state-table merge moves at least [`MIN_STEP`] rows a write, so the runs written while it
 /// lasts stay below this up to slices of hundreds of millions of rows.
 const MAX_RUNS: usize = 65_536;
+const MAX_MERGES: usize = 64;
 
 /// A state-table slice with this many runs is merged whatever their sizes, so that a slice
 /// written with few rows at a time is not left in thousands of runs.
 const STATE_MAX_RUNS: usize = 32;
-const MAX_MERGES: usize = 64;
 
 /// The bytes before a chunk's first row key in its key in [`RUNS`].
 const CHUNK_PREFIX: usize = 2 + 8;
@@ -112,11 +107,13 @@ pub(crate) struct Run {
 }
 
 impl Run {
+    /// log4 of its rows, rounded down (0 for none; at most 31): runs within a factor of
+    /// [`FAN_OUT`] of each other are of one level and merged together, whatever size a
+    /// write's runs have.
     fn level(&self) -> u8 {
-        // log4 of the rows over the base, 0 below it (at most 31 for 64-bit counts).
-        match self.rows / LEVEL_BASE {
+        match self.rows {
             0 => 0,
-            q => ((63 - q.leading_zeros()) / 2) as u8,
+            rows => ((63 - rows.leading_zeros()) / 2) as u8,
         }
     }
 }
@@ -138,18 +135,33 @@ pub(crate) struct RunSet {
 }
 
 impl RunSet {
-    /// Every run holding rows of the slice, newest first.
-    fn all_ids(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self
+    /// Every run holding rows of the slice: complete, merged into, and being merged.
+    fn every_run(&self) -> impl Iterator<Item = &Run> {
+        self.runs.iter().chain(
+            self.merges
+                .iter()
+                .flat_map(|m| std::iter::once(&m.target).chain(&m.sources)),
+        )
+    }
+
+    /// [`Self::every_run`], newest first, to change.
+    fn every_run_newest_first(&mut self) -> Vec<&mut Run> {
+        let mut runs: Vec<&mut Run> = self
             .runs
-            .iter()
+            .iter_mut()
             .chain(
                 self.merges
-                    .iter()
-                    .flat_map(|m| std::iter::once(&m.target).chain(&m.sources)),
+                    .iter_mut()
+                    .flat_map(|m| std::iter::once(&mut m.target).chain(m.sources.iter_mut())),
             )
-            .map(|r| r.id)
             .collect();
+        runs.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
+        runs
+    }
+
+    /// The ids of every run holding rows of the slice, newest first.
+    fn all_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.every_run().map(|r| r.id).collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         ids
     }
@@ -157,15 +169,7 @@ impl RunSet {
     /// Rows in all runs.
     #[cfg(test)]
     pub(crate) fn rows(&self) -> u64 {
-        self.runs
-            .iter()
-            .chain(
-                self.merges
-                    .iter()
-                    .flat_map(|m| std::iter::once(&m.target).chain(&m.sources)),
-            )
-            .map(|r| r.rows)
-            .sum()
+        self.every_run().map(|r| r.rows).sum()
     }
 
     /// How many runs a lookup probes.
@@ -201,15 +205,7 @@ impl RunSet {
             {
                 let mut sources = std::mem::take(&mut self.runs);
                 sources.sort_unstable_by_key(|r| r.id);
-                let target = Run {
-                    id: self.new_id(),
-                    rows: 0,
-                };
-                self.merges.push(Merge {
-                    level: 0,
-                    target,
-                    sources,
-                });
+                self.begin_merge(0, sources);
             }
             return;
         }
@@ -226,16 +222,21 @@ impl RunSet {
             runs.sort_unstable_by_key(|r| r.id);
             runs.truncate(FAN_OUT);
             self.runs.retain(|r| !runs.contains(r));
-            let target = Run {
-                id: self.new_id(),
-                rows: 0,
-            };
-            self.merges.push(Merge {
-                level,
-                target,
-                sources: runs,
-            });
+            self.begin_merge(level, runs);
         }
+    }
+
+    /// A merge of `sources` (taken out of the complete runs) into a new, empty run.
+    fn begin_merge(&mut self, level: u8, sources: Vec<Run>) {
+        let target = Run {
+            id: self.new_id(),
+            rows: 0,
+        };
+        self.merges.push(Merge {
+            level,
+            target,
+            sources,
+        });
     }
 
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
@@ -451,20 +452,47 @@ pub(crate) fn get(
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, LedgerError> {
     for id in set.all_ids() {
-        let lo = chunk_key(index, slice, id, &[]);
-        let hi = chunk_key(index, slice, id, key);
-        let Some(chunk) = runs.range(lo.as_slice()..=hi.as_slice())?.next_back() else {
-            continue;
-        };
-        let (k, v) = chunk?;
-        let rows = chunk_rows(k.value(), v.value())?;
-        if let Ok(at) = rows.binary_search_by(|(k, _)| k.as_slice().cmp(key))
+        if let Some(Holding { rows, at, .. }) = chunk_holding(runs, index, slice, id, key)?
             && let Some((_, value)) = rows.into_iter().nth(at)
         {
             return Ok(Some(value));
         }
     }
     Ok(None)
+}
+
+/// A chunk holding a key: the chunk's key in [`RUNS`], its rows, and where the key is among
+/// them.
+struct Holding {
+    chunk: Vec<u8>,
+    rows: Vec<Row>,
+    at: usize,
+}
+
+/// The chunk of run `id` that holds `key`, if one does.
+fn chunk_holding(
+    runs: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    index: Index,
+    slice: usize,
+    id: u64,
+    key: &[u8],
+) -> Result<Option<Holding>, LedgerError> {
+    let lo = chunk_key(index, slice, id, &[]);
+    let hi = chunk_key(index, slice, id, key);
+    // The last chunk starting at or before `key`.
+    let Some(chunk) = runs.range(lo.as_slice()..=hi.as_slice())?.next_back() else {
+        return Ok(None);
+    };
+    let (k, v) = chunk?;
+    let rows = chunk_rows(k.value(), v.value())?;
+    Ok(rows
+        .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+        .ok()
+        .map(|at| Holding {
+            chunk: k.value().to_vec(),
+            rows,
+            at,
+        }))
 }
 
 /// The slice's rows with keys in `from..=to`, ascending, each once, at most `limit`.
@@ -534,7 +562,7 @@ pub(crate) fn all(
 
 /// Appends `rows` (sorted by key, each key once) to a slice as a new run, then advances the
 /// slice's merges by a step each; rows for which `keep` is false are dropped as they are
-/// merged. Returns the slice's runs as they now are.
+/// merged, and so are the state table's removals. Returns the slice's runs as they now are.
 pub(crate) fn append<'k>(
     runs: &mut RunTable<'_>,
     sets: &mut RunTable<'_>,
@@ -718,7 +746,11 @@ fn advance(
     let mut moved: Vec<(&[u8], &[u8])> = Vec::with_capacity(moving.len());
     let mut previous: Option<&[u8]> = None;
     for (key, _, value) in moving {
-        if previous != Some(key) && keep(key, value) {
+        // A state merge takes every run of its slice, so nothing older than a removal is
+        // left outside it: the removal is forgotten. A damaged row stays, for readers to
+        // report.
+        let removal = index == Index::State && matches!(state_entry(value), Ok(None));
+        if previous != Some(key) && !removal && keep(key, value) {
             moved.push((key, value));
         }
         previous = Some(key);
@@ -747,37 +779,17 @@ pub(crate) fn remove(
     let mut set = load(sets, index, slice)?;
     let mut found = 0u64;
     for key in keys {
-        let mut runs_of_set: Vec<&mut Run> = set
-            .runs
-            .iter_mut()
-            .chain(
-                set.merges
-                    .iter_mut()
-                    .flat_map(|m| std::iter::once(&mut m.target).chain(m.sources.iter_mut())),
-            )
-            .collect();
-        runs_of_set.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
-        for run in runs_of_set {
-            let lo = chunk_key(index, slice, run.id, &[]);
-            let hi = chunk_key(index, slice, run.id, key);
-            let Some(chunk) = runs.range(lo.as_slice()..=hi.as_slice())?.next_back() else {
+        for run in set.every_run_newest_first() {
+            let Some(Holding { chunk, rows, at }) = chunk_holding(runs, index, slice, run.id, key)?
+            else {
                 continue;
             };
-            let (chunk, rows) = {
-                let (k, v) = chunk?;
-                (k.value().to_vec(), chunk_rows(k.value(), v.value())?)
-            };
-            if rows
-                .binary_search_by(|(k, _)| k.as_slice().cmp(key))
-                .is_err()
-            {
-                continue;
-            }
             runs.remove(chunk.as_slice())?;
             let rest: Vec<(&[u8], &[u8])> = rows
                 .iter()
-                .filter(|(k, _)| k.as_slice() != *key)
-                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .enumerate()
+                .filter(|(i, _)| *i != at)
+                .map(|(_, (k, v))| (k.as_slice(), v.as_slice()))
                 .collect();
             put_rows(runs, index, slice, run.id, &rest)?;
             run.rows = run.rows.saturating_sub(1);
@@ -973,7 +985,6 @@ mod tests {
     fn check_state_against_model(batches: &[Vec<(u16, Option<u8>)>]) {
         let db = db();
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        let live = |_: &[u8], value: &[u8]| matches!(state_entry(value), Ok(Some(_)));
         let mut most_runs = 0;
         for batch in batches {
             let changes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = batch
@@ -989,7 +1000,8 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.clone(), state_value(v.as_deref())))
                 .collect();
-            let set = append_committed(&db, Index::State, 5, &rows, &live);
+            // No `keep`: the state table forgets removals as it merges, by itself.
+            let set = append_committed(&db, Index::State, 5, &rows, &|_, _| true);
             most_runs = most_runs.max(set.run_count());
             for (k, v) in changes {
                 match v {

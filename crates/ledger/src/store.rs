@@ -76,9 +76,9 @@ const META_CONSENSUS_FLOOR: &str = "consensus_floor";
 /// ([`crate::index::IndexMarks`], [`crate::journal`]).
 pub(crate) const META_INDEX_MARKS: &str = "index_marks";
 const FORMAT_VERSION: &[u8] = b"secnet-ledger/8";
-/// The format before: format 8 with each hash-keyed index in one B-tree, into which each
-/// write inserted a slice's rows, so a row cost more the larger the index grew. Opening one
-/// makes each slice's rows a run ([`migrate_from_format_7`]).
+/// The format before: format 8 with each hash-keyed index and the state table in one B-tree,
+/// into which each write inserted a slice's rows, so a row cost more the larger the table
+/// grew. Opening one makes each slice's rows a run ([`migrate_from_format_7`]).
 const FORMAT_7: &[u8] = b"secnet-ledger/7";
 /// The format before that: format 7 without the access log's interior hashes
 /// ([`crate::log_tree`]), so opening one read and hashed every leaf. Opening one writes them
@@ -381,7 +381,8 @@ fn migrate_from_format_6(db: &Database, expected: &Frontier) -> Result<(), Ledge
 }
 
 /// Brings a format-7 ledger to the current format in one write transaction: each slice's
-/// rows of the two indexes become that slice's first run, copied in their stored order
+/// rows of the two indexes and of the state table become that slice's first run, copied in
+/// their stored order
 /// (memory stays flat whatever the indexes' size); the old tables are dropped. The marks
 /// stay as they were: a slice's rows are on disk up to the same heights.
 fn migrate_from_format_7(db: &Database) -> Result<(), LedgerError> {

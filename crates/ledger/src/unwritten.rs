@@ -330,7 +330,6 @@ fn write_rows(
             .iter()
             .map(|key| runs::state_value(last.snapshot.value_bytes(key)))
             .collect();
-        // Merges of the state table take all its runs: a removal merged is forgotten.
         runs::append(
             &mut runs_table,
             &mut sets,
@@ -340,8 +339,7 @@ fn write_rows(
                 .iter()
                 .map(Vec::as_slice)
                 .zip(state.iter().map(Vec::as_slice)),
-            // Only removals go: a damaged row stays, for readers to report.
-            &|_, value| !matches!(runs::state_entry(value), Ok(None)),
+            &|_, _| true,
         )?;
         runs::append(
             &mut runs_table,
