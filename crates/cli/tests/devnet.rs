@@ -360,3 +360,28 @@ fn a_validator_that_cannot_serve_its_api_stops_with_an_error() {
     let err = common::fails(&["node", "--config", path(&config)]);
     assert!(err.contains("cannot serve the HTTP API"), "{err}");
 }
+
+#[test]
+fn a_node_refuses_trusted_proxies_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    init_testnet(d, 2, 1);
+    let config = d.join("node0").join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n");
+    std::fs::write(&config, text).unwrap();
+    let err = common::fails(&["node", "--config", path(&config)]);
+    assert!(err.contains("trusted_proxies in"), "{err}");
+    assert!(err.contains("at most 32 bits"), "{err}");
+
+    let dev = d.join("dev");
+    let err = common::fails(&[
+        "dev",
+        "--data-dir",
+        path(&dev),
+        "--trusted-proxy",
+        "proxy.example",
+    ]);
+    assert!(err.contains("--trusted-proxy"), "{err}");
+    assert!(err.contains("is not an IP address"), "{err}");
+}

@@ -52,6 +52,9 @@ pub struct ValidatorNodeConfig {
     pub api_listen: SocketAddr,
     /// How to serve it: TLS with the node's certificate, or plain HTTP on loopback.
     pub transport: secnet_node::tls::Transport,
+    /// The reverse proxies in front of the API, whose `X-Forwarded-For` names the client
+    /// that budgets and throttles count (none: every peer is a client).
+    pub trusted_proxies: secnet_tls::TrustedProxies,
     /// Consensus timeouts.
     pub timing: Timing,
     /// History kept.
@@ -398,7 +401,10 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             listener,
             app,
             tls,
-            secnet_tls::ServeLimits::default(),
+            secnet_tls::ServeLimits {
+                proxies: config.trusted_proxies.clone(),
+                ..secnet_tls::ServeLimits::default()
+            },
             std::future::pending(),
         ));
         // The validator runs as long as all of its vital parts do; when one ends, the

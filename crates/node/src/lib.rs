@@ -15,4 +15,4 @@ mod server;
 pub mod tls;
 pub mod webapp;
 
-pub use server::{RunningNode, StartError, start_dev};
+pub use server::{RunningNode, StartError, start_dev, start_dev_serving};

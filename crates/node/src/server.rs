@@ -65,6 +65,29 @@ pub async fn start_dev(
     transport: Transport,
     config: ProducerConfig,
 ) -> Result<RunningNode, StartError> {
+    start_dev_serving(
+        dir,
+        genesis,
+        key,
+        listen,
+        transport,
+        config,
+        secnet_tls::ServeLimits::default(),
+    )
+    .await
+}
+
+/// [`start_dev`], serving its API within `limits` (and behind the reverse proxies they
+/// name).
+pub async fn start_dev_serving(
+    dir: &Path,
+    genesis: &Genesis,
+    key: Keypair,
+    listen: SocketAddr,
+    transport: Transport,
+    config: ProducerConfig,
+    limits: secnet_tls::ServeLimits,
+) -> Result<RunningNode, StartError> {
     transport.check(listen)?;
     let node = Arc::new(DevNode::open(dir, genesis, key, config)?);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -95,7 +118,7 @@ pub async fn start_dev(
             listener,
             app,
             transport.server_config(),
-            secnet_tls::ServeLimits::default(),
+            limits,
             async move {
                 let _ = rx_http.changed().await;
             },

@@ -8,6 +8,8 @@
 //! - [`serve`]: serves an axum router on a listener, over TLS or (where the caller allows it)
 //!   plain HTTP, with handshakes and request headers bounded in time and connections in
 //!   number, so a slow client holds one connection's slot and nothing else.
+//! - [`TrustedProxies`]: which peers are the node's reverse proxies, whose `X-Forwarded-For`
+//!   names the client ([`ClientAddr`]) that budgets and throttles count.
 //!
 //! - [`trust`] and [`http_client`]: the authorities this process trusts, and HTTP clients
 //!   that trust exactly those. A node trusts its own network's authority when it starts (its
@@ -17,9 +19,11 @@
 //! configurations and back, and the node's data directory decides where they live.
 
 mod authority;
+mod client;
 mod serve;
 
 pub use authority::{Authority, Issued};
+pub use client::{ClientAddr, MAX_TRUSTED_PROXIES, Net, NetError, TrustedProxies};
 pub use serve::{ServeLimits, serve};
 
 use rustls::pki_types::pem::PemObject;

@@ -6,7 +6,8 @@
 //! a connection over either bound is closed at once rather than left waiting, so one client
 //! cannot hold more than its share, and nobody is kept waiting behind it in the listen
 //! queue. The router's own timeout bounds each request's handling and body. Handlers see
-//! the peer's address as axum's `ConnectInfo`.
+//! the peer's address as axum's `ConnectInfo`, and the client's as [`crate::ClientAddr`]:
+//! the peer's own, or the one a trusted reverse proxy forwarded the request for.
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -24,8 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-/// How long, how many: the bounds one client meets.
-#[derive(Debug, Clone, Copy)]
+/// How long, how many: the bounds one client meets, and who is one client.
+#[derive(Debug, Clone)]
 pub struct ServeLimits {
     /// A TLS handshake not finished in this time is dropped.
     pub handshake: Duration,
@@ -37,8 +38,12 @@ pub struct ServeLimits {
     pub stalled_write: Duration,
     /// At most this many connections are served at once; more are closed on arrival.
     pub connections: usize,
-    /// At most this many of them from one source address.
+    /// At most this many of them from one source address (a trusted proxy's count only
+    /// towards [`Self::connections`]).
     pub per_source: usize,
+    /// The peers that are the node's reverse proxies: a request through one of them comes
+    /// from the client its `X-Forwarded-For` names ([`crate::ClientAddr`]).
+    pub proxies: crate::TrustedProxies,
     /// On shutdown, requests in flight get this long to finish; then their connections are
     /// closed.
     pub grace: Duration,
@@ -52,6 +57,7 @@ impl Default for ServeLimits {
             stalled_write: Duration::from_secs(60),
             connections: default_connections(),
             per_source: 256,
+            proxies: crate::TrustedProxies::none(),
             grace: Duration::from_secs(10),
         }
     }
@@ -154,8 +160,13 @@ pub async fn serve<F>(
             tracing::warn!(%peer, limit = limits.connections, "too many connections; closing a new one");
             continue;
         };
-        let Some(source) = sources.enter(peer.ip(), limits.per_source) else {
-            tracing::debug!(%peer, limit = limits.per_source, "too many connections from one address; closing a new one");
+        let per_source = if limits.proxies.trusts(peer.ip()) {
+            limits.connections
+        } else {
+            limits.per_source
+        };
+        let Some(source) = sources.enter(peer.ip(), per_source) else {
+            tracing::debug!(%peer, limit = per_source, "too many connections from one address; closing a new one");
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -164,7 +175,7 @@ pub async fn serve<F>(
             peer,
             acceptor: acceptor.clone(),
             app: app.clone(),
-            limits,
+            limits: limits.clone(),
             stopping: stopping.clone(),
             _permit: permit,
             _source: source,
@@ -232,8 +243,11 @@ async fn http<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let proxies = limits.proxies.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let client = proxies.client(peer.ip(), request.headers());
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(crate::ClientAddr(client));
         tower_service::Service::call(&mut app.clone(), request)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();

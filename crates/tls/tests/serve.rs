@@ -122,8 +122,9 @@ async fn slow_clients_are_cut_off_and_do_not_hold_the_server() {
         connections: 2,
         per_source: 8,
         grace: Duration::from_secs(1),
+        ..ServeLimits::default()
     };
-    let (addr, stop, task) = start(Some(tls.clone()), limits).await;
+    let (addr, stop, task) = start(Some(tls.clone()), limits.clone()).await;
     // Two silent connections take both slots, and are dropped at the handshake deadline.
     let mut silent = Vec::new();
     for _ in 0..2 {
@@ -202,6 +203,7 @@ async fn a_client_that_stops_reading_loses_its_connection_and_one_source_gets_it
         connections: 1,
         per_source: 1,
         grace: Duration::from_secs(1),
+        ..ServeLimits::default()
     };
     let (addr, stop, task) = start(Some(tls), limits).await;
     let base = format!("https://127.0.0.1:{}", addr.port());

@@ -92,7 +92,9 @@ pub struct Web {
     cookies: CookieNames,
 }
 
-/// The address a request came from, when the server records it (`ConnectInfo`).
+/// The address a request came from, when the server records it: the client a trusted
+/// reverse proxy forwarded it for ([`secnet_tls::ClientAddr`]), or else the peer
+/// (`ConnectInfo`).
 #[derive(Debug, Clone, Copy)]
 pub struct Source(pub Option<std::net::IpAddr>);
 
@@ -102,12 +104,17 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Source {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Source, Self::Rejection> {
-        Ok(Source(
+        let client = parts
+            .extensions
+            .get::<secnet_tls::ClientAddr>()
+            .map(|c| c.0);
+        let peer = || {
             parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+                .map(|c| c.0.ip())
+        };
+        Ok(Source(client.or_else(peer)))
     }
 }
 

@@ -1,5 +1,6 @@
 //! `secnet dev`: one node that accepts signed transactions over HTTP and produces blocks.
 
+use anyhow::Context as _;
 use clap::Args;
 use secnet_node::datadir::DataDir;
 use secnet_node::dev::ProducerConfig;
@@ -35,6 +36,11 @@ pub struct DevArgs {
     /// Serve plain HTTP instead of TLS (refused unless --listen is a loopback address).
     #[arg(long)]
     pub plain_http: bool,
+    /// A reverse proxy in front of the API (an address, or a network such as 10.0.0.0/8;
+    /// repeatable): a request through one counts against the budgets and throttles of the
+    /// client its X-Forwarded-For names. None by default: every peer is a client.
+    #[arg(long, value_name = "NET")]
+    pub trusted_proxy: Vec<String>,
 }
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -71,14 +77,20 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             authority: args.authority.clone(),
         },
     )?;
+    let limits = secnet_tls::ServeLimits {
+        proxies: secnet_tls::TrustedProxies::parse(&args.trusted_proxy)
+            .context("--trusted-proxy")?,
+        ..secnet_tls::ServeLimits::default()
+    };
     super::runtime()?.block_on(async move {
-        let mut running = secnet_node::start_dev(
+        let mut running = secnet_node::start_dev_serving(
             &args.data_dir,
             &genesis,
             key,
             args.listen,
             transport,
             config,
+            limits,
         )
         .await?;
         let height = running.node.with_ledger(|l| l.state().tip().height)?;
@@ -92,6 +104,12 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 println!("  certificate public key sha256/{}", tls.fingerprint);
             }
             None => println!("  plain HTTP  on loopback only, as --plain-http asked"),
+        }
+        if !args.trusted_proxy.is_empty() {
+            println!(
+                "  proxies     {} (their X-Forwarded-For names the client)",
+                args.trusted_proxy.join(", ")
+            );
         }
         println!(
             "  node key    {} (funded account {})",

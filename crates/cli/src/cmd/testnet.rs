@@ -91,6 +91,11 @@ pub struct NodeConfigFile {
     pub p2p_listen: SocketAddr,
     /// HTTP API listen address.
     pub api_listen: SocketAddr,
+    /// The reverse proxies in front of the API (addresses or networks such as
+    /// `10.0.0.0/8`): a request through one of them counts against the budgets and throttles
+    /// of the client its `X-Forwarded-For` names. None by default: every peer is a client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
 }
 
 pub fn run(cmd: TestnetCmd) -> anyhow::Result<()> {
@@ -205,6 +210,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<Genesis> {
             key: PathBuf::from("node.key"),
             p2p_listen: format!("127.0.0.1:{}", args.p2p_base_port + i as u16).parse()?,
             api_listen: format!("127.0.0.1:{}", args.api_base_port + i as u16).parse()?,
+            trusted_proxies: Vec::new(),
         };
         std::fs::write(
             args.dir.join(format!("node{i}")).join("config.toml"),
@@ -295,6 +301,8 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
     let data_dir = relative(base, &file.data_dir);
     let genesis = read_genesis(&relative(base, &file.genesis))?;
     let key = keyfile::read_key(&relative(base, &file.key))?;
+    let trusted_proxies = secnet_tls::TrustedProxies::parse(&file.trusted_proxies)
+        .with_context(|| format!("trusted_proxies in {}", args.config.display()))?;
     println!(
         "validator {} of chain {} (genesis {})",
         key.account(),
@@ -333,6 +341,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         p2p_listen: file.p2p_listen,
         api_listen: file.api_listen,
         transport,
+        trusted_proxies,
         timing: Timing::default(),
         retention: Retention {
             archive: args.archive_heights,

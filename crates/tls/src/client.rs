@@ -1,0 +1,374 @@
+//! Who a request came from, when the server sits behind reverse proxies it trusts.
+//!
+//! A node tells its clients apart by address: budgets, throttles and connection bounds are
+//! per source. Behind a reverse proxy every request arrives from the proxy, so all of its
+//! clients would share one budget, and one of them could spend it for all. A node told which
+//! peers are its proxies ([`TrustedProxies`]) takes the client's address from the
+//! `X-Forwarded-For` header those proxies add, and from nobody else's: the header is read
+//! from the right (each proxy appends the address it was called from), past the proxies the
+//! node trusts, and the first address that is not one of them is the client. What a client
+//! writes into the header itself stays to the left of that and is never read; a peer that is
+//! not a trusted proxy is the client, whatever headers it sends.
+
+use axum::http::HeaderMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Most networks a node trusts as proxies.
+pub const MAX_TRUSTED_PROXIES: usize = 64;
+
+/// Most `X-Forwarded-For` entries read, from the right: more proxies than this in a row
+/// would be a loop, not a deployment.
+const MAX_HOPS: usize = 32;
+
+/// The address a request came from, as the node tells its clients apart: the peer, or the
+/// client a trusted proxy forwarded it for. The server puts it in each request's
+/// extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// An address or a network of them: `10.0.0.7`, `10.0.0.0/8`, `2001:db8::/32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// Why a network was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    /// Not an address, nor an address and a prefix length.
+    #[error("{0:?} is not an IP address or a network such as 10.0.0.0/8")]
+    Syntax(String),
+    /// A prefix longer than the address.
+    #[error("{given:?}: a prefix of an IPv{version} network is at most {max} bits")]
+    Prefix {
+        /// What was given.
+        given: String,
+        /// 4 or 6.
+        version: u8,
+        /// 32 or 128.
+        max: u8,
+    },
+    /// More networks than [`MAX_TRUSTED_PROXIES`].
+    #[error("{0} trusted proxies are more than the {MAX_TRUSTED_PROXIES} a node takes")]
+    TooMany(usize),
+}
+
+impl FromStr for Net {
+    type Err = NetError;
+
+    fn from_str(s: &str) -> Result<Net, NetError> {
+        let syntax = || NetError::Syntax(s.to_string());
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((addr, prefix)) => (
+                addr.parse::<IpAddr>().map_err(|_| syntax())?,
+                Some(prefix.parse::<u8>().map_err(|_| syntax())?),
+            ),
+            None => (s.trim().parse::<IpAddr>().map_err(|_| syntax())?, None),
+        };
+        let addr = addr.to_canonical();
+        let (version, max) = if addr.is_ipv4() { (4, 32) } else { (6, 128) };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(NetError::Prefix {
+                given: s.to_string(),
+                version,
+                max,
+            });
+        }
+        Ok(Net { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Net {
+    /// Whether `ip` is in this network (an IPv4 address written as IPv6, `::ffff:a.b.c.d`,
+    /// is the IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                leading_bits_equal(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                leading_bits_equal(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn leading_bits_equal(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let bits = usize::from(bits);
+    let (whole, rest) = (bits / 8, bits % 8);
+    if a.get(..whole) != b.get(..whole) {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    matches!((a.get(whole), b.get(whole)), (Some(x), Some(y)) if x & mask == y & mask)
+}
+
+/// The peers a node takes for its reverse proxies (none by default: every peer is a
+/// client).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Arc<[Net]>);
+
+impl TrustedProxies {
+    /// None: each peer is the client.
+    pub fn none() -> TrustedProxies {
+        TrustedProxies::default()
+    }
+
+    /// These networks, at most [`MAX_TRUSTED_PROXIES`].
+    pub fn new(nets: Vec<Net>) -> Result<TrustedProxies, NetError> {
+        if nets.len() > MAX_TRUSTED_PROXIES {
+            return Err(NetError::TooMany(nets.len()));
+        }
+        Ok(TrustedProxies(nets.into()))
+    }
+
+    /// Parses each of `nets` (see [`Net`]); an error names the one that is wrong.
+    pub fn parse<S: AsRef<str>>(nets: &[S]) -> Result<TrustedProxies, NetError> {
+        if nets.len() > MAX_TRUSTED_PROXIES {
+            return Err(NetError::TooMany(nets.len()));
+        }
+        TrustedProxies::new(
+            nets.iter()
+                .map(|n| n.as_ref().parse())
+                .collect::<Result<_, _>>()?,
+        )
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The networks, as given.
+    pub fn nets(&self) -> &[Net] {
+        &self.0
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|n| n.contains(ip))
+    }
+
+    /// The client a request from `peer` with `headers` came from: `peer` unless it is a
+    /// trusted proxy; then, reading `X-Forwarded-For` from the right, the first address
+    /// that is not a trusted proxy. An entry that is not an address ends the reading, and
+    /// the last proxy read is the client (the request's origin is unknown past it); so it
+    /// is when every entry is a trusted proxy.
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        for entry in entries.iter().rev().take(MAX_HOPS) {
+            let Some(hop) = forwarded_addr(entry) else {
+                break;
+            };
+            client = hop;
+            if !self.trusts(hop) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+/// An `X-Forwarded-For` entry's address: `a.b.c.d`, an IPv6 address, or either with a
+/// port (`a.b.c.d:p`, `[v6]:p`).
+fn forwarded_addr(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+        .map(|ip| ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        headers
+    }
+
+    fn proxies(nets: &[&str]) -> TrustedProxies {
+        TrustedProxies::parse(nets).unwrap()
+    }
+
+    #[test]
+    fn networks_parse_and_contain_what_they_should() {
+        let net: Net = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains(ip("10.1.255.3")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(net.contains(ip("::ffff:10.1.0.9")), "IPv4 written as IPv6");
+        let odd: Net = "192.168.5.130/25".parse().unwrap();
+        assert!(odd.contains(ip("192.168.5.200")));
+        assert!(!odd.contains(ip("192.168.5.127")));
+        let one: Net = "2001:db8::7".parse().unwrap();
+        assert!(one.contains(ip("2001:db8::7")));
+        assert!(!one.contains(ip("2001:db8::8")));
+        let v6: Net = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")));
+        assert!(!v6.contains(ip("10.0.0.1")));
+        let everyone: Net = "0.0.0.0/0".parse().unwrap();
+        assert!(everyone.contains(ip("203.0.113.9")));
+        assert_eq!(one.to_string(), "2001:db8::7/128");
+
+        for bad in [
+            "",
+            "10.0.0",
+            "10.0.0.0/",
+            "10.0.0.0/x",
+            "proxy.example",
+            "10.0.0.0/8/1",
+        ] {
+            assert_eq!(
+                bad.parse::<Net>(),
+                Err(NetError::Syntax(bad.into())),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            "10.0.0.0/33".parse::<Net>(),
+            Err(NetError::Prefix {
+                version: 4,
+                max: 32,
+                ..
+            })
+        ));
+        assert!(matches!(
+            "::/129".parse::<Net>(),
+            Err(NetError::Prefix {
+                version: 6,
+                max: 128,
+                ..
+            })
+        ));
+        let many: Vec<String> = (0..=MAX_TRUSTED_PROXIES)
+            .map(|i| format!("10.0.0.{i}"))
+            .collect();
+        assert_eq!(
+            TrustedProxies::parse(&many),
+            Err(NetError::TooMany(MAX_TRUSTED_PROXIES + 1))
+        );
+    }
+
+    #[test]
+    fn a_peer_that_is_not_a_trusted_proxy_is_the_client_whatever_it_claims() {
+        let none = TrustedProxies::none();
+        let claims = forwarded(&["198.51.100.1"]);
+        assert_eq!(none.client(ip("203.0.113.5"), &claims), ip("203.0.113.5"));
+        let some = proxies(&["10.0.0.0/8"]);
+        assert_eq!(some.client(ip("203.0.113.5"), &claims), ip("203.0.113.5"));
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_client_is_the_first_untrusted_address_from_the_right() {
+        let p = proxies(&["10.0.0.0/8", "2001:db8::1"]);
+        let proxy = ip("10.0.0.2");
+        assert_eq!(
+            p.client(proxy, &forwarded(&["198.51.100.1"])),
+            ip("198.51.100.1")
+        );
+        // What the client wrote itself is left of the address its proxy appended.
+        assert_eq!(
+            p.client(proxy, &forwarded(&["1.2.3.4, 9.9.9.9", "198.51.100.1"])),
+            ip("198.51.100.1")
+        );
+        // Two proxies in a row.
+        assert_eq!(
+            p.client(proxy, &forwarded(&["1.2.3.4, 198.51.100.1, 10.9.9.9"])),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            p.client(ip("2001:db8::1"), &forwarded(&["[2001:db8::99]:4711"])),
+            ip("2001:db8::99")
+        );
+        assert_eq!(
+            p.client(proxy, &forwarded(&["198.51.100.1:80"])),
+            ip("198.51.100.1")
+        );
+        // No header: the proxy itself; only proxies: the farthest one.
+        assert_eq!(p.client(proxy, &HeaderMap::new()), proxy);
+        assert_eq!(
+            p.client(proxy, &forwarded(&["10.1.1.1, 10.2.2.2"])),
+            ip("10.1.1.1")
+        );
+        // An entry that is not an address ends the reading: the last proxy read is the
+        // client, never anything the unreadable entry's side wrote.
+        assert_eq!(p.client(proxy, &forwarded(&["1.2.3.4, junk"])), proxy);
+        assert_eq!(
+            p.client(proxy, &forwarded(&["1.2.3.4, junk, 10.7.7.7"])),
+            ip("10.7.7.7")
+        );
+        // A peer written as IPv6-mapped IPv4 is the IPv4 proxy.
+        assert_eq!(
+            p.client(ip("::ffff:10.0.0.2"), &forwarded(&["198.51.100.1"])),
+            ip("198.51.100.1")
+        );
+    }
+
+    proptest! {
+        /// Against the rule stated another way: the client is the peer if the peer is not
+        /// trusted. Else take the run of readable trusted proxies at the right end of the
+        /// header: the entry left of it, if it is an address (one not trusted); otherwise the
+        /// leftmost of the run, or the peer when the run is empty.
+        #[test]
+        fn the_client_is_what_the_rule_says(
+            peer in 0u8..8,
+            entries in prop::collection::vec(prop::option::of(0u8..8), 0..12),
+        ) {
+            // Addresses 10.0.0.0..3 are trusted proxies, 10.0.0.4..7 are not; `None` is junk.
+            let p = proxies(&["10.0.0.0/30"]);
+            let addr = |n: u8| IpAddr::from([10, 0, 0, n]);
+            let text: Vec<String> = entries
+                .iter()
+                .map(|e| e.map_or("junk".to_string(), |n| addr(n).to_string()))
+                .collect();
+            let headers = forwarded(&[text.join(", ").as_str()]);
+            let got = p.client(addr(peer), &headers);
+            let tail = &entries[entries.len().saturating_sub(MAX_HOPS)..];
+            // The run of readable trusted proxies at the right end, and what is left of it.
+            let run = tail.iter().rev().take_while(|e| e.is_some_and(|n| n < 4)).count();
+            let left = tail.len() - run;
+            let leftmost_of_run = tail.get(left).copied().flatten().map_or(addr(peer), addr);
+            let expected = match (peer >= 4, left.checked_sub(1).map(|i| tail[i])) {
+                (true, _) => addr(peer),
+                (false, Some(Some(untrusted))) => addr(untrusted),
+                (false, Some(None) | None) => leftmost_of_run,
+            };
+            prop_assert_eq!(got, expected);
+        }
+    }
+}
