@@ -374,6 +374,16 @@ fn a_node_refuses_trusted_proxies_it_cannot_read() {
     assert!(err.contains("trusted_proxies in"), "{err}");
     assert!(err.contains("at most 32 bits"), "{err}");
 
+    // A misspelt setting is refused, not left out.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+        "trusted_proxy = [\"10.0.0.5\"]",
+    );
+    std::fs::write(&config, text).unwrap();
+    let err = common::fails(&["node", "--config", path(&config)]);
+    assert!(err.contains("unknown field `trusted_proxy`"), "{err}");
+
     let dev = d.join("dev");
     let err = common::fails(&[
         "dev",

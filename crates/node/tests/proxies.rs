@@ -56,7 +56,8 @@ async fn fresh_keys(
         .post(format!("{base}/v1/txs"))
         .json(&json!({ "txs": txs }));
     if let Some(header) = forwarded_for {
-        request = request.header("x-forwarded-for", header);
+        let value = reqwest::header::HeaderValue::from_bytes(header.as_bytes()).unwrap();
+        request = request.header("x-forwarded-for", value);
     }
     let r = request.send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -124,6 +125,11 @@ async fn clients_behind_a_trusted_proxy_have_budgets_of_their_own_and_cannot_pic
     let spoofed = fresh_keys(&base, proxy, Some("198.51.100.7, 198.51.100.1"), 8).await;
     assert!(spoofed.admitted <= refilled(), "{spoofed:?}");
     assert_eq!(spoofed.admitted + spoofed.over_budget, 8, "{spoofed:?}");
+
+    // Nor do bytes that are not text in front of it make A the proxy.
+    let garbled = fresh_keys(&base, proxy, Some("\u{e9}, 198.51.100.1"), 8).await;
+    assert!(garbled.admitted <= refilled(), "{garbled:?}");
+    assert_eq!(garbled.admitted + garbled.over_budget, 8, "{garbled:?}");
 
     // Client B, behind the same proxy, has its whole share; so has the proxy itself.
     let b = fresh_keys(&base, proxy, Some("198.51.100.2"), share).await;

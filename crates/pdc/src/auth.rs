@@ -17,6 +17,7 @@
 //! /64), so that no one account or source can fill the [`MAX_NONCES`] the guard holds in all.
 
 use base64::Engine as _;
+use secnet_types::source::source_key;
 use secnet_types::{AccountId, Hash, Keypair, Signature};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -241,26 +242,6 @@ pub struct Signed<'a> {
     pub body_digest: Hash,
     /// Where the request came from (`None` if unknown).
     pub source: Option<IpAddr>,
-}
-
-/// Requests from one IPv4 address, or one IPv6 /64, count as one source.
-pub fn source_key(source: Option<IpAddr>) -> [u8; 8] {
-    match source {
-        None => [0xff; 8],
-        Some(IpAddr::V4(a)) => {
-            let [a, b, c, d] = a.octets();
-            [0, 0, 0, 0, a, b, c, d]
-        }
-        Some(IpAddr::V6(a)) => match a.to_ipv4_mapped() {
-            Some(v4) => source_key(Some(IpAddr::V4(v4))),
-            None => {
-                let o = a.octets();
-                let mut k = [0u8; 8];
-                k.copy_from_slice(o.get(..8).unwrap_or(&[0; 8]));
-                k
-            }
-        },
-    }
 }
 
 fn bump<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: K) {
@@ -534,20 +515,6 @@ mod tests {
         for _ in 0..3 {
             send(&mut guard, &alice, [192, 0, 2, 1], later).unwrap();
         }
-    }
-
-    #[test]
-    fn ipv6_sources_count_per_64_and_mapped_ipv4_as_ipv4() {
-        let a = "2001:db8:1:2:3:4:5:6".parse::<IpAddr>().unwrap();
-        let b = "2001:db8:1:2:ffff::1".parse::<IpAddr>().unwrap();
-        let c = "2001:db8:1:3::1".parse::<IpAddr>().unwrap();
-        assert_eq!(source_key(Some(a)), source_key(Some(b)));
-        assert_ne!(source_key(Some(a)), source_key(Some(c)));
-        let mapped = "::ffff:192.0.2.1".parse::<IpAddr>().unwrap();
-        assert_eq!(
-            source_key(Some(mapped)),
-            source_key(Some(IpAddr::from([192, 0, 2, 1])))
-        );
     }
 
     #[test]

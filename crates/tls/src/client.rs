@@ -51,10 +51,19 @@ pub enum NetError {
         /// 32 or 128.
         max: u8,
     },
+    /// A network wider than [`MIN_PROXY_PREFIX`] bits.
+    #[error(
+        "{0:?} is wider than /{MIN_PROXY_PREFIX}: name the proxies' own addresses, not the networks clients connect from"
+    )]
+    Wide(String),
     /// More networks than [`MAX_TRUSTED_PROXIES`].
     #[error("{0} trusted proxies are more than the {MAX_TRUSTED_PROXIES} a node takes")]
     TooMany(usize),
 }
+
+/// The narrowest prefix a trusted network may have: a wider one (`0.0.0.0/0` at the
+/// extreme) would take clients for proxies, and let them name themselves anyone.
+pub const MIN_PROXY_PREFIX: u8 = 8;
 
 impl FromStr for Net {
     type Err = NetError;
@@ -62,23 +71,57 @@ impl FromStr for Net {
     fn from_str(s: &str) -> Result<Net, NetError> {
         let syntax = || NetError::Syntax(s.to_string());
         let (addr, prefix) = match s.trim().split_once('/') {
-            Some((addr, prefix)) => (
-                addr.parse::<IpAddr>().map_err(|_| syntax())?,
-                Some(prefix.parse::<u8>().map_err(|_| syntax())?),
-            ),
+            Some((addr, prefix)) => {
+                if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(syntax());
+                }
+                (
+                    addr.parse::<IpAddr>().map_err(|_| syntax())?,
+                    Some(prefix.parse::<u8>().map_err(|_| syntax())?),
+                )
+            }
             None => (s.trim().parse::<IpAddr>().map_err(|_| syntax())?, None),
         };
-        let addr = addr.to_canonical();
-        let (version, max) = if addr.is_ipv4() { (4, 32) } else { (6, 128) };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = prefix.unwrap_or(max);
         if prefix > max {
             return Err(NetError::Prefix {
                 given: s.to_string(),
-                version,
+                version: if addr.is_ipv4() { 4 } else { 6 },
                 max,
             });
         }
-        Ok(Net { addr, prefix })
+        // An IPv4 network written as IPv6 (`::ffff:10.0.0.0/104`) is the IPv4 one.
+        let (addr, prefix) = match addr {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) if prefix >= 96 => (IpAddr::V4(v4), prefix - 96),
+                Some(_) => return Err(NetError::Wide(s.to_string())),
+                None => (addr, prefix),
+            },
+            IpAddr::V4(_) => (addr, prefix),
+        };
+        if prefix < MIN_PROXY_PREFIX {
+            return Err(NetError::Wide(s.to_string()));
+        }
+        Ok(Net {
+            addr: masked(addr, prefix),
+            prefix,
+        })
+    }
+}
+
+/// `addr` with the bits past `prefix` cleared.
+fn masked(addr: IpAddr, prefix: u8) -> IpAddr {
+    fn clear<const N: usize>(mut octets: [u8; N], prefix: u8) -> [u8; N] {
+        for (i, octet) in octets.iter_mut().enumerate() {
+            let kept = usize::from(prefix).saturating_sub(i * 8).min(8);
+            *octet &= !(0xffu16 >> kept) as u8;
+        }
+        octets
+    }
+    match addr {
+        IpAddr::V4(a) => IpAddr::from(clear(a.octets(), prefix)),
+        IpAddr::V6(a) => IpAddr::from(clear(a.octets(), prefix)),
     }
 }
 
@@ -138,9 +181,6 @@ impl TrustedProxies {
 
     /// Parses each of `nets` (see [`Net`]); an error names the one that is wrong.
     pub fn parse<S: AsRef<str>>(nets: &[S]) -> Result<TrustedProxies, NetError> {
-        if nets.len() > MAX_TRUSTED_PROXIES {
-            return Err(NetError::TooMany(nets.len()));
-        }
         TrustedProxies::new(
             nets.iter()
                 .map(|n| n.as_ref().parse())
@@ -164,23 +204,24 @@ impl TrustedProxies {
     }
 
     /// The client a request from `peer` with `headers` came from: `peer` unless it is a
-    /// trusted proxy; then, reading `X-Forwarded-For` from the right, the first address
-    /// that is not a trusted proxy. An entry that is not an address ends the reading, and
-    /// the last proxy read is the client (the request's origin is unknown past it); so it
-    /// is when every entry is a trusted proxy.
+    /// trusted proxy; then, reading `X-Forwarded-For` from the right (the last header line
+    /// first), the first address that is not a trusted proxy. An entry that is not an
+    /// address (whatever its bytes) ends the reading, and the last proxy read is the client
+    /// (the request's origin is unknown past it); so it is when every entry is a trusted
+    /// proxy. At most [`MAX_HOPS`] entries are read.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if !self.trusts(peer) {
             return peer;
         }
         let mut client = peer;
-        let entries: Vec<&str> = headers
+        let entries = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .collect();
-        for entry in entries.iter().rev().take(MAX_HOPS) {
+            .rev()
+            .flat_map(|line| line.as_bytes().rsplit(|b| *b == b','))
+            .take(MAX_HOPS);
+        for entry in entries {
             let Some(hop) = forwarded_addr(entry) else {
                 break;
             };
@@ -193,12 +234,15 @@ impl TrustedProxies {
     }
 }
 
-/// An `X-Forwarded-For` entry's address: `a.b.c.d`, an IPv6 address, or either with a
-/// port (`a.b.c.d:p`, `[v6]:p`).
-fn forwarded_addr(entry: &str) -> Option<IpAddr> {
-    let entry = entry.trim();
-    entry
-        .parse::<IpAddr>()
+/// An `X-Forwarded-For` entry's address: `a.b.c.d`, an IPv6 address, either with a port
+/// (`a.b.c.d:p`, `[v6]:p`), or `[v6]`.
+fn forwarded_addr(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry).ok()?.trim();
+    let bare = entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .unwrap_or(entry);
+    bare.parse::<IpAddr>()
         .ok()
         .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
         .map(|ip| ip.to_canonical())
@@ -217,7 +261,10 @@ mod tests {
     fn forwarded(values: &[&str]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for v in values {
-            headers.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            headers.append(
+                "x-forwarded-for",
+                HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+            );
         }
         headers
     }
@@ -241,9 +288,31 @@ mod tests {
         let v6: Net = "2001:db8::/32".parse().unwrap();
         assert!(v6.contains(ip("2001:db8:ffff::1")));
         assert!(!v6.contains(ip("10.0.0.1")));
-        let everyone: Net = "0.0.0.0/0".parse().unwrap();
-        assert!(everyone.contains(ip("203.0.113.9")));
         assert_eq!(one.to_string(), "2001:db8::7/128");
+        // Host bits are dropped; an IPv4 network written as IPv6 is the IPv4 one.
+        assert_eq!("10.1.2.3/8".parse::<Net>(), "10.0.0.0/8".parse::<Net>());
+        assert_eq!(
+            "::ffff:10.0.0.0/104".parse::<Net>(),
+            "10.0.0.0/8".parse::<Net>()
+        );
+        assert_eq!(
+            "10.1.2.3/8".parse::<Net>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        // Networks so wide that clients would be taken for proxies.
+        for wide in [
+            "0.0.0.0/0",
+            "10.0.0.0/7",
+            "::/0",
+            "2000::/3",
+            "::ffff:10.0.0.0/8",
+        ] {
+            assert_eq!(
+                wide.parse::<Net>(),
+                Err(NetError::Wide(wide.into())),
+                "{wide}"
+            );
+        }
 
         for bad in [
             "",
@@ -252,6 +321,8 @@ mod tests {
             "10.0.0.0/x",
             "proxy.example",
             "10.0.0.0/8/1",
+            "10.0.0.0/+8",
+            "10.0.0.0/ 8",
         ] {
             assert_eq!(
                 bad.parse::<Net>(),
@@ -332,6 +403,17 @@ mod tests {
             p.client(proxy, &forwarded(&["1.2.3.4, junk, 10.7.7.7"])),
             ip("10.7.7.7")
         );
+        // An entry's bytes need not be text: what is right of it is still read, and it ends
+        // the reading like any unreadable entry.
+        assert_eq!(
+            p.client(proxy, &forwarded(&["é, 198.51.100.1"])),
+            ip("198.51.100.1")
+        );
+        assert_eq!(p.client(proxy, &forwarded(&["198.51.100.1, é"])), proxy);
+        assert_eq!(
+            p.client(ip("2001:db8::1"), &forwarded(&["[2001:db8::99]"])),
+            ip("2001:db8::99")
+        );
         // A peer written as IPv6-mapped IPv4 is the IPv4 proxy.
         assert_eq!(
             p.client(ip("::ffff:10.0.0.2"), &forwarded(&["198.51.100.1"])),
@@ -347,17 +429,35 @@ mod tests {
         #[test]
         fn the_client_is_what_the_rule_says(
             peer in 0u8..8,
-            entries in prop::collection::vec(prop::option::of(0u8..8), 0..12),
+            lines in prop::collection::vec(
+                prop::collection::vec(prop::option::of(0u8..10), 0..16),
+                0..4,
+            ),
         ) {
-            // Addresses 10.0.0.0..3 are trusted proxies, 10.0.0.4..7 are not; `None` is junk.
+            // Addresses 10.0.0.0..3 are trusted proxies, 10.0.0.4..7 are not; 8, 9 and
+            // `None` are entries that are not addresses (words, bytes that are not text).
             let p = proxies(&["10.0.0.0/30"]);
             let addr = |n: u8| IpAddr::from([10, 0, 0, n]);
-            let text: Vec<String> = entries
+            let text = |e: &Option<u8>| match e {
+                None => "junk".to_string(),
+                Some(8) => "10.0.0.é".to_string(),
+                Some(9) => String::new(),
+                Some(n) => addr(*n).to_string(),
+            };
+            let joined: Vec<String> = lines
                 .iter()
-                .map(|e| e.map_or("junk".to_string(), |n| addr(n).to_string()))
+                .map(|line| line.iter().map(text).collect::<Vec<_>>().join(", "))
                 .collect();
-            let headers = forwarded(&[text.join(", ").as_str()]);
+            let headers = forwarded(&joined.iter().map(String::as_str).collect::<Vec<_>>());
             let got = p.client(addr(peer), &headers);
+            // An empty header line is one entry that is not an address.
+            let entries: Vec<Option<u8>> = lines
+                .iter()
+                .flat_map(|line| {
+                    if line.is_empty() { vec![None] } else { line.clone() }
+                })
+                .map(|e| e.filter(|n| *n < 8))
+                .collect();
             let tail = &entries[entries.len().saturating_sub(MAX_HOPS)..];
             // The run of readable trusted proxies at the right end, and what is left of it.
             let run = tail.iter().rev().take_while(|e| e.is_some_and(|n| n < 4)).count();

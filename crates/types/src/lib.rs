@@ -12,6 +12,7 @@ pub mod genesis;
 pub mod hash;
 pub mod limits;
 pub mod receipt;
+pub mod source;
 pub mod tx;
 
 pub use account::{AccountId, EncryptionKey, Keypair, Signature};

@@ -21,8 +21,8 @@ pub const SIGN_IN_NAMESPACE: &[u8] = b"secnet/web/sign-in/v1";
 pub const CHALLENGE_LIFETIME: Duration = Duration::from_secs(120);
 /// Most challenges outstanding; beyond it expired ones are dropped, then issuing waits.
 pub const MAX_CHALLENGES: usize = 10_000;
-/// Most challenges outstanding for one source address, so that one source cannot take the
-/// slots everyone else signs in with.
+/// Most challenges outstanding for one source (an IPv4 address or an IPv6 /64), so that
+/// one source cannot take the slots everyone else signs in with.
 pub const MAX_CHALLENGES_PER_SOURCE: usize = 16;
 
 /// The bytes an Ed25519 signature in `namespace` covers: the namespace's length as a LEB128
@@ -91,8 +91,9 @@ pub enum SignInError {
     Malformed(&'static str),
 }
 
-/// When a challenge was issued, and to which source address.
-type Issued = (Instant, Option<std::net::IpAddr>);
+/// When a challenge was issued, and to which source ([`secnet_types::source::source_key`]:
+/// an IPv4 address or an IPv6 /64).
+type Issued = (Instant, [u8; 8]);
 
 /// Challenges issued and not yet answered.
 #[derive(Debug, Default)]
@@ -106,6 +107,7 @@ impl Challenges {
     pub fn issue(&self, source: Option<std::net::IpAddr>) -> Option<[u8; 32]> {
         let mut issued = self.issued.lock().ok()?;
         let now = Instant::now();
+        let source = secnet_types::source::source_key(source);
         let from_source = |issued: &HashMap<[u8; 32], Issued>| {
             issued.values().filter(|(_, s)| *s == source).count()
         };
@@ -244,5 +246,12 @@ mod tests {
                 .issue(Some(std::net::IpAddr::from([10, 0, 0, 2])))
                 .is_some()
         );
+        // The addresses of one IPv6 /64 are one source.
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        for n in 0..MAX_CHALLENGES_PER_SOURCE {
+            assert!(challenges.issue(ip(&format!("2001:db8::{n:x}"))).is_some());
+        }
+        assert!(challenges.issue(ip("2001:db8::ffff:1")).is_none());
+        assert!(challenges.issue(ip("2001:db8:0:1::1")).is_some());
     }
 }

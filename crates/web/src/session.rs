@@ -155,9 +155,11 @@ struct Failures {
     until: Option<Instant>,
 }
 
-/// What sign-in attempts are counted against: the account as tried from one source address
-/// (so that a stranger's guesses cannot lock the owner out from elsewhere), and the source
-/// address itself (so that one source cannot try account after account).
+/// What sign-in attempts are counted against: the account as tried from one source (an IPv4
+/// address or an IPv6 /64, [`secnet_types::source::source_key`]; so that a stranger's
+/// guesses cannot lock the owner out from elsewhere), and the source itself (so that one
+/// source cannot try account after account, nor one host with a /64 from each of its
+/// addresses).
 #[derive(Debug, Clone)]
 pub struct AttemptKeys {
     account: String,
@@ -167,7 +169,7 @@ pub struct AttemptKeys {
 impl AttemptKeys {
     /// The keys of an attempt at `username` from `source`.
     pub fn new(username: &str, source: Option<std::net::IpAddr>) -> AttemptKeys {
-        let source = source.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        let source = hex::encode(secnet_types::source::source_key(source));
         AttemptKeys {
             account: format!("{username}\u{0}{source}"),
             source,
@@ -229,5 +231,27 @@ impl Throttle {
                 f.count = f.count.saturating_sub(1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_addresses_of_one_ipv6_64_are_one_source() {
+        let throttle = Throttle::default();
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        // Each guess from a new address of one /64, at a new account.
+        for n in 0..FREE_FAILURES_PER_SOURCE {
+            let keys = AttemptKeys::new(&format!("user{n}"), ip(&format!("2001:db8:1:2::{n:x}")));
+            assert!(throttle.attempt(&keys).is_ok(), "attempt {n}");
+        }
+        let same = AttemptKeys::new("another", ip("2001:db8:1:2:ffff::1"));
+        assert!(throttle.attempt(&same).is_err(), "the /64 is paused");
+        let elsewhere = AttemptKeys::new("another", ip("2001:db8:1:3::1"));
+        assert!(throttle.attempt(&elsewhere).is_ok(), "another /64 is not");
+        let v4 = AttemptKeys::new("another", ip("192.0.2.1"));
+        assert!(throttle.attempt(&v4).is_ok());
     }
 }

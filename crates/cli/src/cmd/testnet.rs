@@ -78,8 +78,10 @@ pub const DEVNET_NAMES: [&str; 4] = [
     "Lakeside Clinic",
 ];
 
-/// A validator's `config.toml` (paths relative to the file).
+/// A validator's `config.toml` (paths relative to the file). A key it does not know is
+/// refused, so that a misspelt setting is not silently left out.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NodeConfigFile {
     /// The data directory.
     pub data_dir: PathBuf,
@@ -323,6 +325,12 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         transport.scheme(),
         file.api_listen
     );
+    if !trusted_proxies.is_empty() {
+        println!(
+            "  proxies {} (their X-Forwarded-For names the client)",
+            file.trusted_proxies.join(", ")
+        );
+    }
     if let Some(url) = &args.join {
         join(url, &genesis, &data_dir, args.max_snapshot_bytes)?;
     }

@@ -34,7 +34,7 @@ const PER_WIDE_BLOCK: usize = 256;
 /// in a crowd cannot make every request pay for a walk.
 const SWEEP_EVERY_MS: u64 = 1_000;
 
-/// Who a budget belongs to: a source key ([`secnet_pdc::auth::source_key`]) cut to its
+/// Who a budget belongs to: a source key ([`secnet_types::source::source_key`]) cut to its
 /// first `.1` bytes (8: the source itself; fewer: a network block; 0: every newcomer once
 /// the table is full).
 type Holder = ([u8; 8], u8);
@@ -282,7 +282,7 @@ pub(super) async fn charge_proof(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take_all(
-            secnet_pdc::auth::source_key(source),
+            secnet_types::source::source_key(source),
             cost(request.uri()),
             crate::datadir::now_ms(),
         );

@@ -270,7 +270,7 @@ impl UnfundedBudget {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take(
-                secnet_pdc::auth::source_key(source),
+                secnet_types::source::source_key(source),
                 u32::try_from(n).unwrap_or(u32::MAX),
                 crate::datadir::now_ms(),
             );
