@@ -654,6 +654,23 @@ impl Net {
         })
     }
 
+    /// `result`, or its error with the end of each validator's log (their directory goes
+    /// when the network does).
+    fn explain<T>(&self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        result.map_err(|e| {
+            let mut tails = String::new();
+            for i in 0..self.apis.len() {
+                let log = self.dir.path().join(format!("node{i}")).join("node.log");
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let last = lines.get(lines.len().saturating_sub(20)..).unwrap_or_default();
+                tails.push_str(&format!("\n--- validator {i}, the end of node.log:\n"));
+                tails.push_str(&last.join("\n"));
+            }
+            e.context(format!("the network failed{tails}"))
+        })
+    }
+
     fn keys(&self) -> anyhow::Result<Vec<Keypair>> {
         super::load::read_keys(&self.dir.path().join("accounts"))
     }
@@ -671,7 +688,7 @@ impl Net {
             }
             ensure!(
                 since.elapsed() < Duration::from_secs(60),
-                "validators did not start; see their node.log"
+                "validators did not start"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -703,7 +720,8 @@ pub fn run_once(
             ))
         );
         measure(&net.apis, &net.pids, workload.measured, rate, true).await
-    })?;
+    });
+    let run = net.explain(run)?;
     drop(net.children);
     Ok((run, sig_rate))
 }
@@ -777,7 +795,7 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
         per_minute * usize::try_from(minutes)?,
     )?;
     let mut chunk = mix.next(per_minute);
-    let (rows, final_height) = super::runtime()?.block_on(async {
+    let soaked = super::runtime()?.block_on(async {
         net.ready().await?;
         eprintln!(
             "preparing state ({} transactions, not measured)...",
@@ -861,7 +879,8 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
             chunk = next;
         }
         anyhow::Ok((rows, agree(&net.apis).await?))
-    })?;
+    });
+    let (rows, final_height) = net.explain(soaked)?;
     drop(net.children);
     let stalls: Vec<u64> = rows
         .iter()
