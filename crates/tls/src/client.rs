@@ -51,19 +51,28 @@ pub enum NetError {
         /// 32 or 128.
         max: u8,
     },
-    /// A network wider than [`MIN_PROXY_PREFIX`] bits.
+    /// A network wider than [`MIN_PROXY_PREFIX_V4`] or [`MIN_PROXY_PREFIX_V6`] bits.
     #[error(
-        "{0:?} is wider than /{MIN_PROXY_PREFIX}: name the proxies' own addresses, not the networks clients connect from"
+        "{given:?} is wider than an IPv{version} /{min}: name the proxies' own addresses, not the networks clients connect from"
     )]
-    Wide(String),
+    Wide {
+        /// What was given.
+        given: String,
+        /// 4 or 6.
+        version: u8,
+        /// The narrowest prefix taken.
+        min: u8,
+    },
     /// More networks than [`MAX_TRUSTED_PROXIES`].
     #[error("{0} trusted proxies are more than the {MAX_TRUSTED_PROXIES} a node takes")]
     TooMany(usize),
 }
 
-/// The narrowest prefix a trusted network may have: a wider one (`0.0.0.0/0` at the
+/// The narrowest prefix a trusted IPv4 network may have: a wider one (`0.0.0.0/0` at the
 /// extreme) would take clients for proxies, and let them name themselves anyone.
-pub const MIN_PROXY_PREFIX: u8 = 8;
+pub const MIN_PROXY_PREFIX_V4: u8 = 8;
+/// The same for IPv6, where a /8 still spans much of the Internet.
+pub const MIN_PROXY_PREFIX_V6: u8 = 32;
 
 impl FromStr for Net {
     type Err = NetError;
@@ -91,17 +100,28 @@ impl FromStr for Net {
                 max,
             });
         }
+        let wide = |version, min| NetError::Wide {
+            given: s.to_string(),
+            version,
+            min,
+        };
         // An IPv4 network written as IPv6 (`::ffff:10.0.0.0/104`) is the IPv4 one.
         let (addr, prefix) = match addr {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) if prefix >= 96 => (IpAddr::V4(v4), prefix - 96),
-                Some(_) => return Err(NetError::Wide(s.to_string())),
+                Some(_) => return Err(wide(6, 96 + MIN_PROXY_PREFIX_V4)),
                 None => (addr, prefix),
             },
             IpAddr::V4(_) => (addr, prefix),
         };
-        if prefix < MIN_PROXY_PREFIX {
-            return Err(NetError::Wide(s.to_string()));
+        match addr {
+            IpAddr::V4(_) if prefix < MIN_PROXY_PREFIX_V4 => {
+                return Err(wide(4, MIN_PROXY_PREFIX_V4));
+            }
+            IpAddr::V6(_) if prefix < MIN_PROXY_PREFIX_V6 => {
+                return Err(wide(6, MIN_PROXY_PREFIX_V6));
+            }
+            _ => {}
         }
         Ok(Net {
             addr: masked(addr, prefix),
@@ -193,7 +213,7 @@ impl TrustedProxies {
         self.0.is_empty()
     }
 
-    /// The networks, as given.
+    /// The networks, as understood (host bits dropped, IPv4 written as IPv6 as IPv4).
     pub fn nets(&self) -> &[Net] {
         &self.0
     }
@@ -300,16 +320,22 @@ mod tests {
             "10.0.0.0/8"
         );
         // Networks so wide that clients would be taken for proxies.
-        for wide in [
-            "0.0.0.0/0",
-            "10.0.0.0/7",
-            "::/0",
-            "2000::/3",
-            "::ffff:10.0.0.0/8",
+        for (wide, version, min) in [
+            ("0.0.0.0/0", 4, 8),
+            ("10.0.0.0/7", 4, 8),
+            ("::ffff:10.0.0.0/8", 6, 104),
+            ("::ffff:10.0.0.0/103", 4, 8),
+            ("::/0", 6, 32),
+            ("2000::/8", 6, 32),
+            ("2001:db8::/31", 6, 32),
         ] {
             assert_eq!(
                 wide.parse::<Net>(),
-                Err(NetError::Wide(wide.into())),
+                Err(NetError::Wide {
+                    given: wide.into(),
+                    version,
+                    min
+                }),
                 "{wide}"
             );
         }
@@ -413,6 +439,27 @@ mod tests {
         assert_eq!(
             p.client(ip("2001:db8::1"), &forwarded(&["[2001:db8::99]"])),
             ip("2001:db8::99")
+        );
+        // Bytes that are not UTF-8 at all are an unreadable entry like any other.
+        let mut raw = HeaderMap::new();
+        raw.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.1").unwrap(),
+        );
+        assert_eq!(p.client(proxy, &raw), ip("198.51.100.1"));
+        raw.append("x-forwarded-for", HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(p.client(proxy, &raw), proxy);
+        // At most MAX_HOPS entries are read: past a longer run of proxies, the farthest
+        // one read is the client.
+        let run = vec!["10.0.0.1"; MAX_HOPS + 8].join(", ");
+        assert_eq!(
+            p.client(proxy, &forwarded(&[&format!("198.51.100.1, {run}")])),
+            ip("10.0.0.1")
+        );
+        let run = vec!["10.0.0.1"; MAX_HOPS - 1].join(", ");
+        assert_eq!(
+            p.client(proxy, &forwarded(&[&format!("198.51.100.1, {run}")])),
+            ip("198.51.100.1")
         );
         // A peer written as IPv6-mapped IPv4 is the IPv4 proxy.
         assert_eq!(

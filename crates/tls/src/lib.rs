@@ -23,7 +23,10 @@ mod client;
 mod serve;
 
 pub use authority::{Authority, Issued};
-pub use client::{ClientAddr, MAX_TRUSTED_PROXIES, Net, NetError, TrustedProxies};
+pub use client::{
+    ClientAddr, MAX_TRUSTED_PROXIES, MIN_PROXY_PREFIX_V4, MIN_PROXY_PREFIX_V6, Net, NetError,
+    TrustedProxies,
+};
 pub use serve::{ServeLimits, serve};
 
 use rustls::pki_types::pem::PemObject;

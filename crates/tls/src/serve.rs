@@ -38,8 +38,8 @@ pub struct ServeLimits {
     pub stalled_write: Duration,
     /// At most this many connections are served at once; more are closed on arrival.
     pub connections: usize,
-    /// At most this many of them from one source address (a trusted proxy's count only
-    /// towards [`Self::connections`]).
+    /// At most this many of them from one source, an IPv4 address or an IPv6 /64 (a trusted
+    /// proxy's count only towards [`Self::connections`]).
     pub per_source: usize,
     /// The peers that are the node's reverse proxies: a request through one of them comes
     /// from the client its `X-Forwarded-For` names ([`crate::ClientAddr`]).
@@ -78,24 +78,26 @@ fn default_connections() -> usize {
     soft.map_or(512, |n| (n / 2).clamp(16, 4_096))
 }
 
-/// Connections open per source address.
+/// Connections open per source ([`secnet_types::source::source_key`]: an IPv4 address or an
+/// IPv6 /64, so that one host cannot take every slot from the addresses of its /64).
 #[derive(Debug, Default)]
-struct Sources(Mutex<HashMap<IpAddr, usize>>);
+struct Sources(Mutex<HashMap<[u8; 8], usize>>);
 
 impl Sources {
     fn enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<SourceSlot> {
+        let key = secnet_types::source::source_key(Some(ip));
         let mut open = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = open.entry(ip).or_insert(0);
+        let n = open.entry(key).or_insert(0);
         if *n >= max {
             return None;
         }
         *n += 1;
         Some(SourceSlot {
             sources: self.clone(),
-            ip,
+            key,
         })
     }
 }
@@ -103,7 +105,7 @@ impl Sources {
 /// One connection's place among its source's; given back when the connection ends.
 struct SourceSlot {
     sources: Arc<Sources>,
-    ip: IpAddr,
+    key: [u8; 8],
 }
 
 impl Drop for SourceSlot {
@@ -113,10 +115,10 @@ impl Drop for SourceSlot {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.ip) {
+        if let Some(n) = open.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                open.remove(&self.ip);
+                open.remove(&self.key);
             }
         }
     }

@@ -614,8 +614,9 @@ pub fn sig_verify_per_s(workload: &[SignedTransaction]) -> f64 {
 
 /// A fresh network of validator processes in a temporary directory.
 struct Net {
-    dir: tempfile::TempDir,
+    /// Declared first, so dropped first: the validators stop before their directory goes.
     children: super::testnet::Children,
+    dir: tempfile::TempDir,
     apis: Vec<NodeApi>,
     pids: Vec<u32>,
     chain_id: String,
@@ -654,21 +655,34 @@ impl Net {
         })
     }
 
-    /// `result`, or its error with the end of each validator's log (their directory goes
-    /// when the network does).
-    fn explain<T>(&self, result: anyhow::Result<T>) -> anyhow::Result<T> {
-        result.map_err(|e| {
-            let mut tails = String::new();
-            for i in 0..self.apis.len() {
-                let log = self.dir.path().join(format!("node{i}")).join("node.log");
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                let last = lines.get(lines.len().saturating_sub(20)..).unwrap_or_default();
-                tails.push_str(&format!("\n--- validator {i}, the end of node.log:\n"));
-                tails.push_str(&last.join("\n"));
+    /// The last lines of each validator's log (their directory goes when the network does).
+    fn log_tails(&self) -> String {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let mut tails = String::new();
+        for i in 0..self.apis.len() {
+            let log = self.dir.path().join(format!("node{i}")).join("node.log");
+            let mut bytes = Vec::new();
+            if let Ok(mut file) = std::fs::File::open(&log) {
+                let len = file.metadata().map_or(0, |m| m.len());
+                let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+                let _ = file.read_to_end(&mut bytes);
             }
-            e.context(format!("the network failed{tails}"))
-        })
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            let last = lines
+                .get(lines.len().saturating_sub(20)..)
+                .unwrap_or_default();
+            tails.push_str(&format!(
+                "\n--- validator {i}, the end of its node.log:\n{}",
+                last.join("\n")
+            ));
+        }
+        tails
+    }
+
+    /// `result`, or its error followed by the end of each validator's log.
+    fn explain<T>(&self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        result.map_err(|e| anyhow::anyhow!("{e:#}{}", self.log_tails()))
     }
 
     fn keys(&self) -> anyhow::Result<Vec<Keypair>> {
@@ -722,6 +736,12 @@ pub fn run_once(
         measure(&net.apis, &net.pids, workload.measured, rate, true).await
     });
     let run = net.explain(run)?;
+    if run.same_state_root == Some(false) {
+        eprintln!(
+            "the validators did not reach the same state root{}",
+            net.log_tails()
+        );
+    }
     drop(net.children);
     Ok((run, sig_rate))
 }
@@ -881,6 +901,12 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
         anyhow::Ok((rows, agree(&net.apis).await?))
     });
     let (rows, final_height) = net.explain(soaked)?;
+    if final_height.is_none() {
+        eprintln!(
+            "the validators did not reach the same state root{}",
+            net.log_tails()
+        );
+    }
     drop(net.children);
     let stalls: Vec<u64> = rows
         .iter()

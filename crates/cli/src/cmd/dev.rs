@@ -77,9 +77,10 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             authority: args.authority.clone(),
         },
     )?;
+    let proxies =
+        secnet_tls::TrustedProxies::parse(&args.trusted_proxy).context("--trusted-proxy")?;
     let limits = secnet_tls::ServeLimits {
-        proxies: secnet_tls::TrustedProxies::parse(&args.trusted_proxy)
-            .context("--trusted-proxy")?,
+        proxies: proxies.clone(),
         ..secnet_tls::ServeLimits::default()
     };
     super::runtime()?.block_on(async move {
@@ -105,10 +106,11 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             }
             None => println!("  plain HTTP  on loopback only, as --plain-http asked"),
         }
-        if !args.trusted_proxy.is_empty() {
+        if !proxies.is_empty() {
+            let nets: Vec<String> = proxies.nets().iter().map(ToString::to_string).collect();
             println!(
                 "  proxies     {} (their X-Forwarded-For names the client)",
-                args.trusted_proxy.join(", ")
+                nets.join(", ")
             );
         }
         println!(

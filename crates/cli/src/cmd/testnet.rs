@@ -328,7 +328,12 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
     if !trusted_proxies.is_empty() {
         println!(
             "  proxies {} (their X-Forwarded-For names the client)",
-            file.trusted_proxies.join(", ")
+            trusted_proxies
+                .nets()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     if let Some(url) = &args.join {
