@@ -356,3 +356,28 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
         self.inner.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_addresses_of_one_ipv6_64_share_one_sources_connections() {
+        let sources = Arc::new(Sources::default());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let first = sources.enter(ip("2001:db8:1:2::1"), 2).unwrap();
+        let second = sources.enter(ip("2001:db8:1:2::ffff"), 2).unwrap();
+        assert!(sources.enter(ip("2001:db8:1:2:3:4:5:6"), 2).is_none());
+        assert!(sources.enter(ip("2001:db8:1:3::1"), 2).is_some());
+        assert!(sources.enter(ip("192.0.2.1"), 2).is_some());
+        // A connection that ends gives its place back to the whole /64.
+        drop(first);
+        let third = sources.enter(ip("2001:db8:1:2::7"), 2);
+        assert!(third.is_some());
+        drop((second, third));
+        assert!(
+            sources.0.lock().unwrap().is_empty(),
+            "every place given back"
+        );
+    }
+}
