@@ -999,7 +999,21 @@ pub fn run(
         "runs": runs,
         "limit_sig_verify_per_s_one_core": sig_rate,
         "plot": plot_dir.map(|d| d.join("ledger-curve.png")),
-    }))
+    }))?;
+    let split: Vec<String> = runs
+        .iter()
+        .filter(|r| r.same_state_root != Some(true))
+        .map(|r| {
+            r.target_tx_per_s
+                .map_or("the fastest accepted rate".into(), |t| format!("{t} tx/s"))
+        })
+        .collect();
+    ensure!(
+        split.is_empty(),
+        "the validators did not reach the same state root in the runs at {}",
+        split.join(", ")
+    );
+    Ok(())
 }
 
 fn write_curve(dir: &Path, runs: &[LedgerRun]) -> anyhow::Result<PathBuf> {
