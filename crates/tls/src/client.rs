@@ -153,37 +153,31 @@ impl std::fmt::Display for Net {
 
 impl Net {
     /// Whether `ip` is in this network (an IPv4 address written as IPv6, `::ffff:a.b.c.d`,
-    /// is the IPv4 address).
+    /// is the IPv4 address): the network's address is stored masked, so `ip` masked alike
+    /// is equal to it.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                leading_bits_equal(&net.octets(), &ip.octets(), self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                leading_bits_equal(&net.octets(), &ip.octets(), self.prefix)
-            }
-            _ => false,
-        }
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.addr.is_ipv4() && masked(ip, self.prefix) == self.addr
     }
-}
-
-fn leading_bits_equal(a: &[u8], b: &[u8], bits: u8) -> bool {
-    let bits = usize::from(bits);
-    let (whole, rest) = (bits / 8, bits % 8);
-    if a.get(..whole) != b.get(..whole) {
-        return false;
-    }
-    if rest == 0 {
-        return true;
-    }
-    let mask = 0xffu8 << (8 - rest);
-    matches!((a.get(whole), b.get(whole)), (Some(x), Some(y)) if x & mask == y & mask)
 }
 
 /// The peers a node takes for its reverse proxies (none by default: every peer is a
 /// client).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Arc<[Net]>);
+
+/// The networks as understood, separated by commas (what a node prints when it starts).
+impl std::fmt::Display for TrustedProxies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, net) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{net}")?;
+        }
+        Ok(())
+    }
+}
 
 impl TrustedProxies {
     /// None: each peer is the client.
@@ -318,6 +312,10 @@ mod tests {
         assert_eq!(
             "10.1.2.3/8".parse::<Net>().unwrap().to_string(),
             "10.0.0.0/8"
+        );
+        assert_eq!(
+            proxies(&["10.1.2.3/8", "2001:db8::7"]).to_string(),
+            "10.0.0.0/8, 2001:db8::7/128"
         );
         // Networks so wide that clients would be taken for proxies.
         for (wide, version, min) in [

@@ -685,6 +685,17 @@ impl Net {
         result.map_err(|e| anyhow::anyhow!("{e:#}{}", self.log_tails()))
     }
 
+    /// Unless the validators `agreed` on a state root, says so with the end of each one's
+    /// log (the run's result is still printed; the command then fails).
+    fn report_disagreement(&self, agreed: bool) {
+        if !agreed {
+            eprintln!(
+                "the validators did not reach the same state root{}",
+                self.log_tails()
+            );
+        }
+    }
+
     fn keys(&self) -> anyhow::Result<Vec<Keypair>> {
         super::load::read_keys(&self.dir.path().join("accounts"))
     }
@@ -736,12 +747,7 @@ pub fn run_once(
         measure(&net.apis, &net.pids, workload.measured, rate, true).await
     });
     let run = net.explain(run)?;
-    if run.same_state_root == Some(false) {
-        eprintln!(
-            "the validators did not reach the same state root{}",
-            net.log_tails()
-        );
-    }
+    net.report_disagreement(run.same_state_root != Some(false));
     drop(net.children);
     Ok((run, sig_rate))
 }
@@ -901,12 +907,7 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
         anyhow::Ok((rows, agree(&net.apis).await?))
     });
     let (rows, final_height) = net.explain(soaked)?;
-    if final_height.is_none() {
-        eprintln!(
-            "the validators did not reach the same state root{}",
-            net.log_tails()
-        );
-    }
+    net.report_disagreement(final_height.is_some());
     drop(net.children);
     let stalls: Vec<u64> = rows
         .iter()

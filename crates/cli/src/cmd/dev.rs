@@ -107,11 +107,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             None => println!("  plain HTTP  on loopback only, as --plain-http asked"),
         }
         if !proxies.is_empty() {
-            let nets: Vec<String> = proxies.nets().iter().map(ToString::to_string).collect();
-            println!(
-                "  proxies     {} (their X-Forwarded-For names the client)",
-                nets.join(", ")
-            );
+            println!("  proxies     {proxies} (their X-Forwarded-For names the client)");
         }
         println!(
             "  node key    {} (funded account {})",

@@ -326,15 +326,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         file.api_listen
     );
     if !trusted_proxies.is_empty() {
-        println!(
-            "  proxies {} (their X-Forwarded-For names the client)",
-            trusted_proxies
-                .nets()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        println!("  proxies {trusted_proxies} (their X-Forwarded-For names the client)");
     }
     if let Some(url) = &args.join {
         join(url, &genesis, &data_dir, args.max_snapshot_bytes)?;
