@@ -34,6 +34,13 @@ pub struct NodeStatus {
     pub log_root: Hash,
     /// Transactions waiting for a block.
     pub mempool: usize,
+    /// Entries in the contract state.
+    #[serde(default)]
+    pub state_entries: u64,
+    /// Of them, those whose leaves the node's state tree holds in memory; the rest are in
+    /// its spill file.
+    #[serde(default)]
+    pub state_entries_in_memory: u64,
     /// This node's account.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub node: AccountId,

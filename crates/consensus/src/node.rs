@@ -18,7 +18,7 @@ use commonware_stream::sake::{self, Sake};
 use commonware_utils::ordered::{Map, Set};
 use commonware_utils::{NZU32, NZUsize, TryCollect as _};
 use secnet_api::chain::ValidatorStatus;
-use secnet_ledger::{Ledger, LedgerError};
+use secnet_ledger::{Ledger, LedgerError, StateMemory};
 use secnet_node::api;
 use secnet_node::backend::Backend;
 use secnet_node::backend::{CertificateFuture, NodeError, TxStatus};
@@ -59,6 +59,9 @@ pub struct ValidatorNodeConfig {
     pub timing: Timing,
     /// History kept.
     pub retention: Retention,
+    /// The bound on what the state tree keeps in memory (see
+    /// [`Ledger::bound_state_memory`]); `None`: all of it.
+    pub state_memory: Option<StateMemory>,
 }
 
 /// A validator that cannot start.
@@ -286,7 +289,10 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             .map_err(|_| StartError::Genesis("a validator is listed twice".into()))?;
     let validators: Vec<AccountId> = config.genesis.validators.iter().map(|v| v.key).collect();
 
-    let ledger = Ledger::open(&config.data_dir, &config.genesis)?;
+    let mut ledger = Ledger::open(&config.data_dir, &config.genesis)?;
+    if let Some(memory) = config.state_memory {
+        ledger.bound_state_memory(memory)?;
+    }
     let floor = read_floor(&ledger, &config.genesis)?;
     let cosigner = config.key.clone();
     let chain =

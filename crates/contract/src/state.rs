@@ -6,7 +6,7 @@ use crate::entries::{
 };
 use crate::proof::StateProof;
 use secnet_merkle::log::Frontier;
-use secnet_merkle::smt::SparseMerkleTree;
+use secnet_merkle::smt::{Evictable, Eviction, SparseMerkleTree, StoreError, SubtreeStore};
 use secnet_types::{AccountId, Genesis, GrantId, Hash};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,6 +62,15 @@ pub struct State {
 /// that a snapshot alone can prove any entry.
 pub(crate) type StateTree = SparseMerkleTree<Arc<[u8]>>;
 
+/// Where the state tree keeps the subtrees it moves out of memory: each entry with its
+/// value bytes.
+pub type TreeStore = dyn SubtreeStore<Arc<[u8]>>;
+
+/// About how many entries a subtree the state tree moves out of memory holds (between this
+/// and twice this): fewer make more of them to keep track of in memory, more make every
+/// read of one entry, and every rewrite after one changed, larger.
+pub const STORED_SUBTREE_ENTRIES: usize = 16;
+
 /// The state tree as it was after one height: enough to prove any entry as of then.
 ///
 /// Taking one is O(1) (the tree's nodes are shared); keeping it costs only the nodes that
@@ -74,12 +83,13 @@ pub struct StateSnapshot {
 
 /// The value under `key` in `tree`, decoded.
 fn value_in(tree: &StateTree, key: &StateKey) -> Option<StateValue> {
-    let bytes = tree.payload(&key.tree_key().0)?;
-    // INVARIANT: the tree holds only bytes `StateValue::to_bytes` made for this key (checked
-    // against the root when loaded); they decode.
-    let value = StateValue::from_bytes(key, bytes);
-    debug_assert!(value.is_ok(), "undecodable state entry under {key:?}");
-    value.ok()
+    tree.with_payload(&key.tree_key().0, |bytes| {
+        // INVARIANT: the tree holds only bytes `StateValue::to_bytes` made for this key
+        // (checked against the root when loaded); they decode.
+        let value = StateValue::from_bytes(key, bytes);
+        debug_assert!(value.is_ok(), "undecodable state entry under {key:?}");
+        value.ok()
+    })?
 }
 
 impl StateSnapshot {
@@ -95,10 +105,8 @@ impl StateSnapshot {
 
     /// The stored bytes ([`StateValue::to_bytes`]) of the value under the key whose bytes
     /// ([`StateKey::to_bytes`]) are `key`, as of this height; `None` if there is none.
-    pub fn value_bytes(&self, key: &[u8]) -> Option<&[u8]> {
-        self.tree
-            .payload(&StateKey::tree_key_of(key).0)
-            .map(|v| &v[..])
+    pub fn value_bytes(&self, key: &[u8]) -> Option<Arc<[u8]>> {
+        self.tree.payload(&StateKey::tree_key_of(key).0)
     }
 
     /// The value under `key` as of this height, decoded.
@@ -271,6 +279,37 @@ impl State {
         self.tree.len()
     }
 
+    /// From now on, subtrees of the state tree move to `store` when [`Self::evict`] says so,
+    /// and subtrees read back from it are kept for later reads until they hold
+    /// `opened_entries` entries (see [`SparseMerkleTree::with_store`]).
+    pub fn keep_tree_in(&mut self, store: Arc<TreeStore>, opened_entries: usize) {
+        self.tree = std::mem::take(&mut self.tree).with_store(store, opened_entries);
+    }
+
+    /// How many entries the state tree holds in memory; the rest are in its store.
+    pub fn resident_entries(&self) -> usize {
+        self.tree.resident()
+    }
+
+    /// Moves subtrees of about [`STORED_SUBTREE_ENTRIES`] entries out of memory, those the
+    /// state as of `unchanged_since` shares with this one (`None`: none, only the subtrees
+    /// an earlier store holds move to the current one), from position `start` on, until
+    /// `max` entries have moved (see [`SparseMerkleTree::evict`]). Nothing it answers
+    /// changes. Between blocks only.
+    pub fn evict(
+        &mut self,
+        unchanged_since: Option<&StateSnapshot>,
+        start: u64,
+        max: usize,
+    ) -> Result<Eviction, StoreError> {
+        let depth = self.tree.eviction_depth(STORED_SUBTREE_ENTRIES);
+        let evictable = match unchanged_since {
+            Some(snapshot) => Evictable::UnchangedSince(&snapshot.tree),
+            None => Evictable::None,
+        };
+        self.tree.evict(depth, evictable, start, max)
+    }
+
     /// The grants' ids, in order.
     fn grant_ids(&self) -> Vec<GrantId> {
         let mut ids: Vec<GrantId> = self.expiring.iter().map(|(_, id)| *id).collect();
@@ -294,7 +333,7 @@ impl State {
     pub(crate) fn contains(&self, key: &StateKey) -> bool {
         match self.staged.get(key) {
             Some(staged) => staged.is_some(),
-            None => self.tree.payload(&key.tree_key().0).is_some(),
+            None => self.tree.get(&key.tree_key().0).is_some(),
         }
     }
 

@@ -14,6 +14,7 @@ mod journal;
 mod log_tree;
 mod runs;
 mod snapshot;
+mod spill;
 mod store;
 mod stored_block;
 mod unwritten;
@@ -30,7 +31,7 @@ pub use snapshot::{
     read_head,
 };
 pub use store::{
-    LEDGER_FILE, Ledger, LogSubject, RECENT_STATES, ReplayReport, SnapshotSource, Syncer,
-    decode_stored_block,
+    LEDGER_FILE, Ledger, LogSubject, RECENT_STATES, ReplayReport, STATE_BYTES_PER_ENTRY,
+    SnapshotSource, StateMemory, Syncer, decode_stored_block,
 };
 pub use stored_block::{BlockTxs, StoredBlock};

@@ -6,6 +6,7 @@ use crate::journal::{self, STATE_JOURNAL};
 use crate::log_tree::{self, LOG_SUBTREES, StoredLog};
 use crate::runs::{self, RUN_SETS, RUNS};
 use crate::snapshot::{Snapshot, SnapshotError};
+use crate::spill::Spill;
 use crate::stored_block::{BlockTxs, StoredBlock};
 pub use crate::unwritten::Syncer;
 use crate::unwritten::{BlockRows, Unwritten, decode_location, encode_location, tx_locations};
@@ -102,6 +103,57 @@ const FORMAT_3_LOG_INDEX: redb::MultimapTableDefinition<&[u8], u64> =
 /// The file inside a data directory that holds the ledger.
 pub const LEDGER_FILE: &str = "ledger.redb";
 
+/// What a state entry the state tree holds in memory costs, for [`StateMemory::mib`]: `cargo
+/// bench -p secnet-contract --bench memory` measures about 413 bytes with the entry's
+/// value; the rest is for the nodes above stored subtrees and for versions kept.
+pub const STATE_BYTES_PER_ENTRY: usize = 512;
+
+/// A bound on what the state tree keeps in memory (see [`Ledger::bound_state_memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateMemory {
+    /// Entries the current state tree may hold in memory; past this, subtrees that have not
+    /// changed for [`RECENT_STATES`] heights move to the spill file.
+    pub resident_entries: usize,
+    /// Entries of subtrees read back from the spill file, kept for the next reads.
+    pub opened_entries: usize,
+    /// A spill file is replaced once it holds more than twice what the state tree still
+    /// reads from it, plus this many bytes.
+    pub spill_slack_bytes: u64,
+}
+
+impl StateMemory {
+    /// About `mib` MiB, at [`STATE_BYTES_PER_ENTRY`]: seven eighths for the tree, one eighth
+    /// for subtrees read back; spill files are replaced past 64 MiB of slack.
+    pub fn mib(mib: usize) -> StateMemory {
+        let entries = mib.saturating_mul(1 << 20) / STATE_BYTES_PER_ENTRY;
+        StateMemory {
+            resident_entries: entries - entries / 8,
+            opened_entries: entries / 8,
+            spill_slack_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// At most this many entries leave memory after one block, so that no block waits long for
+/// its eviction (a block of the measured workload adds a few thousand).
+const EVICT_PER_BLOCK: usize = 65_536;
+
+/// At most this many entries move from an old spill file to the new one after one block.
+const MOVE_PER_BLOCK: usize = 16_384;
+
+/// The spill file the state tree moves subtrees to, and where the next eviction starts.
+#[derive(Debug)]
+struct Spilling {
+    memory: StateMemory,
+    file: Arc<Spill>,
+    /// Where the next eviction starts (see [`State::evict`]).
+    next: u64,
+    /// Subtrees an earlier file holds are moving to this one.
+    moving: bool,
+    /// The last eviction failed (reported once until one succeeds).
+    failing: bool,
+}
+
 /// A node's durable ledger.
 #[derive(Debug)]
 pub struct Ledger {
@@ -117,6 +169,9 @@ pub struct Ledger {
     genesis_hash: Hash,
     /// Applied blocks whose rows are not on disk yet.
     unwritten: Arc<Unwritten>,
+    /// Where the state tree moves subtrees when it holds more than its bound, once one is
+    /// set.
+    spilling: Option<Spilling>,
 }
 
 /// What an access-log leaf is about, as the ledger indexes it.
@@ -613,7 +668,122 @@ impl Ledger {
             unwritten: Arc::new(Unwritten::new(state.tip().height, pending)),
             state,
             recent,
+            spilling: None,
         })
+    }
+
+    /// Keeps the state tree within `memory` from now on: past its bound, subtrees of the
+    /// state tree that have not changed for [`RECENT_STATES`] heights move to a spill file
+    /// beside the ledger (see `spill`), after each block, and are read back from it (checked
+    /// against their hashes) when a block or a reader needs them. What is over the bound
+    /// now moves at once. Roots, proofs and answers do not change; the spill file is gone
+    /// when the process is.
+    pub fn bound_state_memory(&mut self, memory: StateMemory) -> Result<(), LedgerError> {
+        let file = Arc::new(self.new_spill_file()?);
+        self.state
+            .keep_tree_in(Arc::clone(&file).into_store(), memory.opened_entries);
+        self.spilling = Some(Spilling {
+            memory,
+            file,
+            next: 0,
+            moving: false,
+            failing: false,
+        });
+        let over = self
+            .state
+            .resident_entries()
+            .saturating_sub(memory.resident_entries);
+        if over > 0 {
+            let now = self.state.snapshot();
+            self.state
+                .evict(Some(&now), 0, over)
+                .map_err(|e| LedgerError::Storage(e.to_string()))?;
+            // The versions kept of this height would hold the whole tree in memory still.
+            let height = self.state.tip().height;
+            for recent in &mut self.recent {
+                if recent.snapshot.height() == height {
+                    recent.snapshot = self.state.snapshot();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The bound [`Self::bound_state_memory`] set, if any.
+    pub fn state_memory(&self) -> Option<StateMemory> {
+        self.spilling.as_ref().map(|s| s.memory)
+    }
+
+    fn new_spill_file(&self) -> Result<Spill, LedgerError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        Spill::create(dir).map_err(|e| {
+            LedgerError::Storage(format!(
+                "cannot create a state spill file in {}: {e}",
+                dir.display()
+            ))
+        })
+    }
+
+    /// After a block: while the state tree holds more than its bound, moves subtrees that
+    /// have not changed since the oldest recent height to the spill file (at most
+    /// [`EVICT_PER_BLOCK`] entries); starts a new spill file once the current one is mostly
+    /// copies nothing reads any more, and moves what the old one holds over, a few
+    /// subtrees a block. A file that cannot be written leaves the tree in memory, reported.
+    fn spill_over_bound(&mut self) {
+        let Some(spilling) = &mut self.spilling else {
+            return;
+        };
+        let stored = self.state.entry_count() - self.state.resident_entries();
+        let live = stored as u64 * spilling.file.bytes_per_entry();
+        if !spilling.moving
+            && spilling.file.written()
+                > (2 * live).saturating_add(spilling.memory.spill_slack_bytes)
+        {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            match Spill::create(dir) {
+                Ok(file) => {
+                    let file = Arc::new(file);
+                    self.state.keep_tree_in(
+                        Arc::clone(&file).into_store(),
+                        spilling.memory.opened_entries,
+                    );
+                    spilling.file = file;
+                    spilling.moving = true;
+                    spilling.next = 0;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot start a new state spill file"),
+            }
+        }
+        let over = self
+            .state
+            .resident_entries()
+            .saturating_sub(spilling.memory.resident_entries);
+        if over == 0 && !spilling.moving {
+            return;
+        }
+        let (unchanged_since, max) = if over > 0 {
+            let oldest = self.recent.front().map(|r| &r.snapshot);
+            let max = over + spilling.memory.resident_entries / 64;
+            (oldest, max.min(EVICT_PER_BLOCK))
+        } else {
+            (None, MOVE_PER_BLOCK)
+        };
+        match self.state.evict(unchanged_since, spilling.next, max) {
+            Ok(done) => {
+                if spilling.moving && done.next == 0 {
+                    // The walk went through every subtree since the new file started.
+                    spilling.moving = false;
+                }
+                spilling.next = done.next;
+                spilling.failing = false;
+            }
+            Err(e) => {
+                if !spilling.failing {
+                    tracing::warn!(error = %e, "the state tree stays in memory: its spill file takes nothing");
+                }
+                spilling.failing = true;
+            }
+        }
     }
 
     fn initialise(db: &Database, genesis: &Genesis) -> Result<State, LedgerError> {
@@ -790,6 +960,7 @@ impl Ledger {
             receipts_root: Some(receipts_root(&outcome.receipts)),
             txs: Some(Arc::new(BlockTxs::of(block, &outcome.receipts))),
         });
+        self.spill_over_bound();
         Ok(outcome)
     }
 

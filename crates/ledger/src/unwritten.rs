@@ -328,7 +328,7 @@ fn write_rows(
         let state: Vec<Vec<u8>> = due
             .state_keys
             .iter()
-            .map(|key| runs::state_value(last.snapshot.value_bytes(key)))
+            .map(|key| runs::state_value(last.snapshot.value_bytes(key).as_deref()))
             .collect();
         runs::append(
             &mut runs_table,

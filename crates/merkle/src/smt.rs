@@ -9,10 +9,16 @@
 //!
 //! The shape, and so the root, is a function of the set of entries alone: replaying the
 //! same blocks, or rebuilding from a snapshot of the entries, gives the same root.
+//!
+//! A tree given a [`SubtreeStore`] can move subtrees out of memory ([`SparseMerkleTree::evict`]):
+//! it keeps of each only its hash, its size and where the store put its entries, and reads
+//! them back, checked against the hash, when a read, a proof or an update reaches it.
 
 use crate::{Digest, sha256};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The hash of an empty subtree.
 pub const EMPTY: Digest = [0u8; 32];
@@ -41,6 +47,9 @@ enum Node<P> {
     Leaf(Arc<Leaf<P>>),
     /// Shared between versions of the tree: an update copies only the nodes on its paths.
     Internal(Arc<Internal<P>>),
+    /// A subtree of two or more entries whose entries a [`SubtreeStore`] holds; it stands
+    /// where the internal node was, with the same hash.
+    Stored(Arc<Stored<P>>),
 }
 
 /// A leaf keeps what its hash is made of, not the hash: hashed again only where a path
@@ -60,7 +69,128 @@ struct Internal<P> {
 }
 
 /// One entry: its key, the hash of its value, and what the tree keeps beside it.
-type Entry<P> = (Digest, Digest, P);
+pub type Entry<P> = (Digest, Digest, P);
+
+/// Where a tree keeps the subtrees it moves out of memory.
+///
+/// The tree hands over the entries of a subtree (two or more, sorted by key) and keeps the
+/// location it gets back; when it needs them again it asks for them by that location,
+/// rebuilds the subtree and checks it against the hash it kept.
+///
+/// A tree cannot go on without the entries it committed to: a store that cannot give them
+/// back must not return from [`SubtreeStore::load`], and [`SubtreeStore::fail`] is told
+/// when what it gave back is not what was put.
+pub trait SubtreeStore<P>: Send + Sync + fmt::Debug {
+    /// Keeps `entries`; returns where, for [`SubtreeStore::load`].
+    fn put(&self, entries: &[Entry<P>]) -> Result<u64, StoreError>;
+
+    /// The entries [`SubtreeStore::put`] kept at `location`, in the order given.
+    fn load(&self, location: u64) -> Vec<Entry<P>>;
+
+    /// Called when the entries loaded from `location` do not make the subtree that was put
+    /// there: the store is corrupt, and the tree cannot answer.
+    fn fail(&self, location: u64) -> !;
+}
+
+/// A store could not keep a subtree; the tree keeps it in memory instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot store a subtree: {0}")]
+pub struct StoreError(pub String);
+
+/// A subtree that a store holds.
+struct Stored<P> {
+    hash: Digest,
+    /// How many entries it holds.
+    len: usize,
+    location: u64,
+    backing: Arc<Backing<P>>,
+}
+
+impl<P> fmt::Debug for Stored<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stored")
+            .field("len", &self.len)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A store and the subtrees recently read back from it, checked.
+struct Backing<P> {
+    store: Arc<dyn SubtreeStore<P>>,
+    opened: Mutex<Opened<P>>,
+}
+
+impl<P> fmt::Debug for Backing<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backing")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Subtrees read back from the store, the least recently used dropped first once they hold
+/// more than `capacity` entries together.
+struct Opened<P> {
+    by_location: HashMap<u64, (Node<P>, usize, u64)>,
+    by_use: BTreeMap<u64, u64>,
+    entries: usize,
+    capacity: usize,
+    tick: u64,
+}
+
+impl<P: Clone> Opened<P> {
+    fn get(&mut self, location: u64) -> Option<Node<P>> {
+        self.tick += 1;
+        let (node, _, used) = self.by_location.get_mut(&location)?;
+        self.by_use.remove(used);
+        *used = self.tick;
+        self.by_use.insert(self.tick, location);
+        Some(node.clone())
+    }
+
+    fn insert(&mut self, location: u64, node: Node<P>, len: usize) {
+        self.tick += 1;
+        if let Some((_, old_len, used)) = self.by_location.insert(location, (node, len, self.tick))
+        {
+            self.by_use.remove(&used);
+            self.entries -= old_len;
+        }
+        self.by_use.insert(self.tick, location);
+        self.entries += len;
+        while self.entries > self.capacity {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            if let Some((_, len, _)) = self.by_location.remove(&oldest) {
+                self.entries -= len;
+            }
+        }
+    }
+}
+
+impl<P: Clone> Stored<P> {
+    /// The subtree, read back (or found among those read recently) and checked.
+    fn open(&self, depth: usize) -> Node<P> {
+        let opened = || {
+            self.backing
+                .opened
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if let Some(node) = opened().get(self.location) {
+            return node;
+        }
+        let entries = self.backing.store.load(self.location);
+        let sorted = entries.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0));
+        let node = build(depth, &entries);
+        if !sorted || entries.len() != self.len || node.hash() != self.hash {
+            self.backing.store.fail(self.location);
+        }
+        opened().insert(self.location, node.clone(), self.len);
+        node
+    }
+}
 
 impl<P: Clone> Node<P> {
     fn hash(&self) -> Digest {
@@ -68,6 +198,7 @@ impl<P: Clone> Node<P> {
             Node::Empty => EMPTY,
             Node::Leaf(l) => leaf_hash(&l.key, &l.value_hash),
             Node::Internal(i) => i.hash,
+            Node::Stored(s) => s.hash,
         }
     }
 
@@ -147,12 +278,22 @@ fn build<P: Clone, I: Item<P>>(depth: usize, items: &[I]) -> Node<P> {
 type Update<P> = (Digest, Option<(Digest, P)>);
 
 /// Applies sorted, distinct-key updates below `node` at `depth`; returns the new node and
-/// how many entries it gained (negative: lost).
-fn update<P: Clone>(node: Node<P>, depth: usize, updates: &[Update<P>]) -> (Node<P>, isize) {
+/// how many entries it gained (negative: lost). Stored subtrees the updates reach are read
+/// back into memory; `loaded` counts their entries.
+fn update<P: Clone>(
+    node: Node<P>,
+    depth: usize,
+    updates: &[Update<P>],
+    loaded: &mut usize,
+) -> (Node<P>, isize) {
     if updates.is_empty() {
         return (node, 0);
     }
     match node {
+        Node::Stored(stored) => {
+            *loaded += stored.len;
+            update(stored.open(depth), depth, updates, loaded)
+        }
         Node::Empty => {
             let inserts: Vec<Entry<P>> = updates
                 .iter()
@@ -186,8 +327,8 @@ fn update<P: Clone>(node: Node<P>, depth: usize, updates: &[Update<P>]) -> (Node
             let Internal { left, right, .. } = Arc::unwrap_or_clone(internal);
             let split = updates.partition_point(|(k, _)| !bit(k, depth));
             let (lu, ru) = updates.split_at(split);
-            let (left, gained_left) = update(left, depth + 1, lu);
-            let (right, gained_right) = update(right, depth + 1, ru);
+            let (left, gained_left) = update(left, depth + 1, lu, loaded);
+            let (right, gained_right) = update(right, depth + 1, ru, loaded);
             (Node::join(left, right), gained_left + gained_right)
         }
     }
@@ -198,10 +339,17 @@ fn update<P: Clone>(node: Node<P>, depth: usize, updates: &[Update<P>]) -> (Node
 ///
 /// Cloning is O(1): versions share every node neither has changed since, so keeping the
 /// trees of recent heights costs only the paths each block touched.
+///
+/// Given a store ([`SparseMerkleTree::with_store`]), it can move subtrees that have not
+/// changed for a while out of memory ([`SparseMerkleTree::evict`]); they read back on
+/// demand, so every method answers as before.
 #[derive(Debug, Clone)]
 pub struct SparseMerkleTree<P = ()> {
     root: Node<P>,
     len: usize,
+    /// Entries whose leaves this version holds in memory.
+    resident: usize,
+    backing: Option<Arc<Backing<P>>>,
 }
 
 impl<P> Default for SparseMerkleTree<P> {
@@ -209,6 +357,8 @@ impl<P> Default for SparseMerkleTree<P> {
         SparseMerkleTree {
             root: Node::Empty,
             len: 0,
+            resident: 0,
+            backing: None,
         }
     }
 }
@@ -235,6 +385,169 @@ impl SparseMerkleTree {
     }
 }
 
+/// What one call of [`SparseMerkleTree::evict`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Eviction {
+    /// Subtrees moved to the store.
+    pub subtrees: usize,
+    /// Entries that left memory with them.
+    pub entries: usize,
+    /// Entries of subtrees that an earlier store held, moved to the current one.
+    pub moved: usize,
+    /// Where the next call should start: the position after the last one looked at, or 0
+    /// once the walk reached the end of the key space.
+    pub next: u64,
+}
+
+/// Which subtrees at the depth [`SparseMerkleTree::evict`] works at may leave memory.
+#[derive(Debug)]
+pub enum Evictable<'a, P> {
+    /// Every one.
+    All,
+    /// Those this version shares with an older one: nothing in them changed since.
+    UnchangedSince(&'a SparseMerkleTree<P>),
+    /// None: only subtrees an earlier store holds move.
+    None,
+}
+
+/// How a subtree of the tree being evicted from compares with the same place in an older
+/// version.
+#[derive(Clone, Copy)]
+enum Older<'a, P> {
+    /// The same nodes: nothing below changed since.
+    Same,
+    /// The older version's node there.
+    Node(&'a Node<P>),
+    /// The older version has no internal node there.
+    Other,
+}
+
+/// One call of [`SparseMerkleTree::evict`]: moves subtrees at `depth` whose positions are
+/// at least `start`, unchanged since the older version, until `max` entries have moved.
+struct Evictor<'a, P> {
+    backing: &'a Arc<Backing<P>>,
+    depth: usize,
+    start: u64,
+    max: usize,
+    done: Eviction,
+    stopped_at: Option<u64>,
+    error: Option<StoreError>,
+}
+
+impl<P: Clone> Evictor<'_, P> {
+    fn walk(&mut self, node: &Node<P>, older: Older<'_, P>, depth: usize, prefix: u64) -> Node<P> {
+        let elsewhere = matches!(node, Node::Stored(s) if !Arc::ptr_eq(&s.backing, self.backing));
+        if !matches!(node, Node::Internal(_)) && !elsewhere {
+            return node.clone();
+        }
+        let shift = self.depth - depth;
+        // Every position below this node is before where the walk starts.
+        if (prefix + 1) << shift <= self.start {
+            return node.clone();
+        }
+        if self.stopped_at.is_some() {
+            return node.clone();
+        }
+        if self.done.entries + self.done.moved >= self.max || self.error.is_some() {
+            self.stopped_at = Some((prefix << shift).max(self.start));
+            return node.clone();
+        }
+        let internal = match node {
+            Node::Internal(internal) => internal,
+            Node::Stored(stored) => return self.store(node, stored.hash, depth, true),
+            Node::Empty | Node::Leaf(_) => return node.clone(),
+        };
+        let same = match older {
+            Older::Same => true,
+            Older::Node(Node::Internal(o)) => Arc::ptr_eq(o, internal),
+            Older::Node(_) | Older::Other => false,
+        };
+        if depth == self.depth {
+            if !same {
+                return node.clone();
+            }
+            return self.store(node, internal.hash, depth, false);
+        }
+        let (older_left, older_right) = match older {
+            _ if same => (Older::Same, Older::Same),
+            Older::Node(Node::Internal(o)) => (Older::Node(&o.left), Older::Node(&o.right)),
+            _ => (Older::Other, Older::Other),
+        };
+        let left = self.walk(&internal.left, older_left, depth + 1, prefix << 1);
+        let right = self.walk(&internal.right, older_right, depth + 1, (prefix << 1) | 1);
+        if same_node(&left, &internal.left) && same_node(&right, &internal.right) {
+            node.clone()
+        } else {
+            // Stored subtrees keep their hashes, so this node's stays.
+            Node::Internal(Arc::new(Internal {
+                left,
+                right,
+                hash: internal.hash,
+            }))
+        }
+    }
+}
+
+impl<P: Clone> Evictor<'_, P> {
+    /// Puts the entries below `node` into this call's store; `moving`: it is a subtree
+    /// another store holds.
+    fn store(&mut self, node: &Node<P>, hash: Digest, depth: usize, moving: bool) -> Node<P> {
+        let mut entries = Vec::new();
+        let already_stored = collect(node, depth, &mut entries);
+        match self.backing.store.put(&entries) {
+            Ok(location) => {
+                if moving {
+                    self.done.moved += entries.len();
+                } else {
+                    self.done.subtrees += 1;
+                    self.done.entries += entries.len() - already_stored;
+                }
+                Node::Stored(Arc::new(Stored {
+                    hash,
+                    len: entries.len(),
+                    location,
+                    backing: Arc::clone(self.backing),
+                }))
+            }
+            Err(e) => {
+                self.error = Some(e);
+                node.clone()
+            }
+        }
+    }
+}
+
+/// Whether two nodes are the same allocation.
+fn same_node<P>(a: &Node<P>, b: &Node<P>) -> bool {
+    match (a, b) {
+        (Node::Empty, Node::Empty) => true,
+        (Node::Leaf(a), Node::Leaf(b)) => Arc::ptr_eq(a, b),
+        (Node::Internal(a), Node::Internal(b)) => Arc::ptr_eq(a, b),
+        (Node::Stored(a), Node::Stored(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
+/// Appends the entries below `node` (at `depth`) to `out`, in key order; returns how many
+/// of them were in stored subtrees already.
+fn collect<P: Clone>(node: &Node<P>, depth: usize, out: &mut Vec<Entry<P>>) -> usize {
+    match node {
+        Node::Empty => 0,
+        Node::Leaf(l) => {
+            out.push((l.key, l.value_hash, l.payload.clone()));
+            0
+        }
+        Node::Internal(i) => collect(&i.left, depth + 1, out) + collect(&i.right, depth + 1, out),
+        Node::Stored(s) => {
+            collect(&s.open(depth), depth, out);
+            s.len
+        }
+    }
+}
+
+/// The deepest level eviction works at: positions there are counted in a `u64`.
+pub const MAX_EVICTION_DEPTH: usize = 63;
+
 impl<P: Clone> SparseMerkleTree<P> {
     /// Builds a tree from `(key, value_hash, payload)` entries in one pass; later duplicates
     /// win.
@@ -245,8 +558,36 @@ impl<P: Clone> SparseMerkleTree<P> {
         entries.reverse();
         SparseMerkleTree {
             len: entries.len(),
+            resident: entries.len(),
             root: build(0, &entries),
+            backing: None,
         }
+    }
+
+    /// This tree, moving subtrees to `store` from now on. Subtrees read back from it are
+    /// kept, checked, until more than `opened_entries` entries are (the least recently used
+    /// are dropped first), so that reading an entry again is not reading it from the store
+    /// again; they are shared by every version of the tree.
+    ///
+    /// Subtrees an earlier store holds stay there, and are read from there, until
+    /// [`Self::evict`] moves them to this one; once no version of the tree holds any, the
+    /// earlier store is dropped.
+    pub fn with_store(
+        mut self,
+        store: Arc<dyn SubtreeStore<P>>,
+        opened_entries: usize,
+    ) -> SparseMerkleTree<P> {
+        self.backing = Some(Arc::new(Backing {
+            store,
+            opened: Mutex::new(Opened {
+                by_location: HashMap::new(),
+                by_use: BTreeMap::new(),
+                entries: 0,
+                capacity: opened_entries,
+                tick: 0,
+            }),
+        }));
+        self
     }
 
     /// The root hash.
@@ -262,6 +603,67 @@ impl<P: Clone> SparseMerkleTree<P> {
     /// Whether the tree has no entries.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// How many of the entries this version holds in memory rather than in stored subtrees
+    /// (subtrees read back for a read, not an update, are not counted: they are shared by
+    /// the versions, and bounded by `with_store`).
+    pub fn resident(&self) -> usize {
+        self.resident
+    }
+
+    /// The level at which subtrees hold about `per_subtree` entries, for [`Self::evict`].
+    pub fn eviction_depth(&self, per_subtree: usize) -> usize {
+        let subtrees = self.len / per_subtree.max(1);
+        (subtrees.max(1).ilog2() as usize).min(MAX_EVICTION_DEPTH)
+    }
+
+    /// Moves to the store the subtrees at `depth` (positions counted left to right from 0)
+    /// that hold two or more entries and are `evictable`, and the subtrees an earlier store
+    /// holds, from position `start` on, until at least `max` entries have moved.
+    ///
+    /// Roots, proofs and answers do not change. Versions that shared a moved subtree keep it
+    /// in memory until they are dropped. A store that cannot keep a subtree stops the call
+    /// with its error, what moved before staying moved.
+    pub fn evict(
+        &mut self,
+        depth: usize,
+        evictable: Evictable<'_, P>,
+        start: u64,
+        max: usize,
+    ) -> Result<Eviction, StoreError> {
+        let none = Eviction {
+            subtrees: 0,
+            entries: 0,
+            moved: 0,
+            next: 0,
+        };
+        let Some(backing) = self.backing.clone() else {
+            return Ok(none);
+        };
+        let depth = depth.min(MAX_EVICTION_DEPTH);
+        let mut evictor = Evictor {
+            backing: &backing,
+            depth,
+            start: if start >> depth == 0 { start } else { 0 },
+            max,
+            done: none,
+            stopped_at: None,
+            error: None,
+        };
+        let older = match evictable {
+            Evictable::All => Older::Same,
+            Evictable::UnchangedSince(o) => Older::Node(&o.root),
+            Evictable::None => Older::Other,
+        };
+        self.root = evictor.walk(&self.root, older, 0, 0);
+        self.resident = self.resident.saturating_sub(evictor.done.entries);
+        let mut done = evictor.done;
+        done.next = evictor.stopped_at.unwrap_or(0);
+        match evictor.error {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
     }
 
     /// Sets (`Some((value_hash, payload))`) or removes (`None`) entries; for a key given
@@ -280,68 +682,83 @@ impl<P: Clone> SparseMerkleTree<P> {
             }
         }
         let root = std::mem::replace(&mut self.root, Node::Empty);
-        let (root, gained) = update(root, 0, &deduped);
+        let mut loaded = 0;
+        let (root, gained) = update(root, 0, &deduped, &mut loaded);
         self.root = root;
         self.len = self.len.saturating_add_signed(gained);
+        self.resident = (self.resident + loaded).saturating_add_signed(gained);
     }
 
-    fn leaf(&self, key: &Digest) -> Option<(&Digest, &P)> {
-        let mut node = &self.root;
-        let mut depth = 0;
-        loop {
-            match node {
-                Node::Empty => return None,
-                Node::Leaf(l) => {
-                    return (l.key == *key).then_some((&l.value_hash, &l.payload));
-                }
-                Node::Internal(i) => {
-                    node = if bit(key, depth) { &i.right } else { &i.left };
-                    depth += 1;
-                }
-            }
-        }
+    /// What `f` makes of the leaf under `key`, if there is one.
+    fn find<R>(&self, key: &Digest, f: impl FnOnce(&Digest, &P) -> R) -> Option<R> {
+        find_in(&self.root, 0, key, f)
     }
 
     /// The value hash stored under `key`.
     pub fn get(&self, key: &Digest) -> Option<Digest> {
-        self.leaf(key).map(|(h, _)| *h)
+        self.find(key, |h, _| *h)
     }
 
     /// The payload kept under `key`.
-    pub fn payload(&self, key: &Digest) -> Option<&P> {
-        self.leaf(key).map(|(_, p)| p)
+    pub fn payload(&self, key: &Digest) -> Option<P> {
+        self.find(key, |_, p| p.clone())
+    }
+
+    /// What `f` makes of the payload kept under `key`, without copying it.
+    pub fn with_payload<R>(&self, key: &Digest, f: impl FnOnce(&P) -> R) -> Option<R> {
+        self.find(key, |_, p| f(p))
     }
 
     /// A proof that `key` holds its current value, or that it is absent.
     pub fn prove(&self, key: &Digest) -> SmtProof {
         let mut siblings = Vec::new();
-        let mut node = &self.root;
-        let mut depth = 0;
-        loop {
-            match node {
-                Node::Empty => {
-                    return SmtProof {
-                        siblings,
-                        leaf: None,
-                    };
-                }
-                Node::Leaf(l) => {
-                    return SmtProof {
-                        siblings,
-                        leaf: Some((l.key, l.value_hash)),
-                    };
-                }
-                Node::Internal(i) => {
-                    if bit(key, depth) {
-                        siblings.push(i.left.hash());
-                        node = &i.right;
-                    } else {
-                        siblings.push(i.right.hash());
-                        node = &i.left;
-                    }
-                    depth += 1;
-                }
+        let leaf = prove_in(&self.root, 0, key, &mut siblings);
+        SmtProof { siblings, leaf }
+    }
+}
+
+fn find_in<P: Clone, R>(
+    mut node: &Node<P>,
+    mut depth: usize,
+    key: &Digest,
+    f: impl FnOnce(&Digest, &P) -> R,
+) -> Option<R> {
+    loop {
+        match node {
+            Node::Empty => return None,
+            Node::Leaf(l) => return (l.key == *key).then(|| f(&l.value_hash, &l.payload)),
+            Node::Internal(i) => {
+                node = if bit(key, depth) { &i.right } else { &i.left };
+                depth += 1;
             }
+            Node::Stored(s) => return find_in(&s.open(depth), depth, key, f),
+        }
+    }
+}
+
+/// Pushes the siblings of `key`'s path below `node` (at `depth`) and returns the leaf where
+/// it ends.
+fn prove_in<P: Clone>(
+    mut node: &Node<P>,
+    mut depth: usize,
+    key: &Digest,
+    siblings: &mut Vec<Digest>,
+) -> Option<(Digest, Digest)> {
+    loop {
+        match node {
+            Node::Empty => return None,
+            Node::Leaf(l) => return Some((l.key, l.value_hash)),
+            Node::Internal(i) => {
+                if bit(key, depth) {
+                    siblings.push(i.left.hash());
+                    node = &i.right;
+                } else {
+                    siblings.push(i.right.hash());
+                    node = &i.left;
+                }
+                depth += 1;
+            }
+            Node::Stored(s) => return prove_in(&s.open(depth), depth, key, siblings),
         }
     }
 }
@@ -482,8 +899,8 @@ mod tests {
         t.apply_with(vec![(h(3), Some((h(999), 999))), (h(4), None)]);
         assert_ne!(t.root(), old_root);
         assert_eq!(old.root(), old_root);
-        assert_eq!(old.payload(&h(3)), Some(&3));
-        assert_eq!(t.payload(&h(3)), Some(&999));
+        assert_eq!(old.payload(&h(3)), Some(3));
+        assert_eq!(t.payload(&h(3)), Some(999));
         assert_eq!(old.get(&h(4)), Some(h(104)));
         assert_eq!(t.get(&h(4)), None);
         assert_eq!(
@@ -504,6 +921,7 @@ mod tests {
                     node = if bit(key, depth) { &i.right } else { &i.left };
                     depth += 1;
                 }
+                Node::Stored(_) => return None,
             }
         }
     }
@@ -530,7 +948,286 @@ mod tests {
         assert_eq!(t.root(), rebuilt.root());
     }
 
+    /// A store in memory that counts its loads, and can be told to refuse puts or to give
+    /// back something else than it was given.
+    #[derive(Debug, Default)]
+    struct MemStore {
+        subtrees: Mutex<Vec<Vec<Entry<u64>>>>,
+        loads: std::sync::atomic::AtomicUsize,
+        refuse: std::sync::atomic::AtomicBool,
+        corrupt: std::sync::atomic::AtomicBool,
+    }
+
+    impl SubtreeStore<u64> for MemStore {
+        fn put(&self, entries: &[Entry<u64>]) -> Result<u64, StoreError> {
+            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(StoreError("disk full".into()));
+            }
+            let mut subtrees = self.subtrees.lock().unwrap();
+            subtrees.push(entries.to_vec());
+            Ok(subtrees.len() as u64 - 1)
+        }
+
+        fn load(&self, location: u64) -> Vec<Entry<u64>> {
+            self.loads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut entries = self.subtrees.lock().unwrap()[location as usize].clone();
+            if self.corrupt.load(std::sync::atomic::Ordering::Relaxed) {
+                entries[0].2 += 1;
+                entries[0].1 = h(entries[0].2);
+            }
+            entries
+        }
+
+        fn fail(&self, location: u64) -> ! {
+            panic!("stored subtree {location} does not match its hash")
+        }
+    }
+
+    impl MemStore {
+        fn loads(&self) -> usize {
+            self.loads.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    /// Entries whose leaves `node` holds in memory.
+    fn in_memory<P>(node: &Node<P>) -> usize {
+        match node {
+            Node::Empty | Node::Stored(_) => 0,
+            Node::Leaf(_) => 1,
+            Node::Internal(i) => in_memory(&i.left) + in_memory(&i.right),
+        }
+    }
+
+    fn stored_tree(n: u64, opened: usize) -> (SparseMerkleTree<u64>, Arc<MemStore>) {
+        let store = Arc::new(MemStore::default());
+        let tree =
+            SparseMerkleTree::from_entries_with((0..n).map(|i| (h(i), h(i + 1000), i)).collect())
+                .with_store(Arc::clone(&store) as Arc<dyn SubtreeStore<u64>>, opened);
+        (tree, store)
+    }
+
+    #[test]
+    fn a_tree_with_stored_subtrees_answers_as_before() {
+        let (mut tree, store) = stored_tree(500, 0);
+        let whole = tree.clone();
+        let depth = tree.eviction_depth(16);
+        assert_eq!(depth, 4);
+        let done = tree.evict(depth, Evictable::All, 0, usize::MAX).unwrap();
+        assert_eq!((done.entries, done.next), (500, 0));
+        assert_eq!(done.subtrees, 16);
+        assert_eq!((tree.resident(), in_memory(&tree.root)), (0, 0));
+        assert_eq!(tree.root(), whole.root());
+        for i in 0..520 {
+            let key = h(i);
+            assert_eq!(tree.get(&key), whole.get(&key));
+            assert_eq!(tree.payload(&key), whole.payload(&key));
+            assert_eq!(tree.prove(&key), whole.prove(&key));
+        }
+        // Nothing is kept once read: every read went to the store.
+        assert!(store.loads() >= 3 * 520);
+        // An update reads back the subtrees it reaches, and only those.
+        let loads = store.loads();
+        tree.apply_with(vec![
+            (h(7), Some((h(7007), 7007))),
+            (h(600), Some((h(1600), 600))),
+        ]);
+        assert!(store.loads() - loads <= 2);
+        assert_eq!(tree.resident(), in_memory(&tree.root));
+        let mut rebuilt: Vec<_> = (0..500).map(|i| (h(i), h(i + 1000), i)).collect();
+        rebuilt[7] = (h(7), h(7007), 7007);
+        rebuilt.push((h(600), h(1600), 600));
+        assert_eq!(
+            tree.root(),
+            SparseMerkleTree::from_entries_with(rebuilt).root()
+        );
+        assert_eq!(tree.payload(&h(7)), Some(7007));
+        assert_eq!(whole.payload(&h(7)), Some(7));
+    }
+
+    #[test]
+    fn only_subtrees_unchanged_since_the_older_version_move() {
+        let (mut tree, _store) = stored_tree(400, 0);
+        let older = tree.clone();
+        tree.apply_with(vec![(h(3), Some((h(3003), 3003)))]);
+        let depth = 3;
+        let done = tree
+            .evict(depth, Evictable::UnchangedSince(&older), 0, usize::MAX)
+            .unwrap();
+        assert_eq!(done.subtrees, 7, "the eighth holds the changed entry");
+        assert_eq!(tree.resident(), in_memory(&tree.root));
+        assert_eq!(tree.resident(), 400 - done.entries);
+        assert_eq!(tree.payload(&h(3)), Some(3003));
+        // Once nothing changed since, it moves too.
+        let now = tree.clone();
+        let done = tree
+            .evict(depth, Evictable::UnchangedSince(&now), 0, usize::MAX)
+            .unwrap();
+        assert_eq!(done.subtrees, 1);
+        assert_eq!(tree.resident(), 0);
+    }
+
+    #[test]
+    fn eviction_resumes_where_it_stopped_and_wraps_around() {
+        let (mut tree, _store) = stored_tree(1000, 0);
+        let root = tree.root();
+        let depth = 5;
+        let mut start = 0;
+        let mut moved = 0;
+        let mut calls = 0;
+        loop {
+            let done = tree.evict(depth, Evictable::All, start, 100).unwrap();
+            assert!(done.entries >= 100 || done.next == 0);
+            assert!(done.entries < 100 + 1000 / 8, "stops soon after the bound");
+            moved += done.entries;
+            calls += 1;
+            start = done.next;
+            if start == 0 {
+                break;
+            }
+            assert!(start < 1 << depth);
+        }
+        assert_eq!(moved, 1000);
+        assert!(calls >= 8);
+        assert_eq!((tree.resident(), tree.root()), (0, root));
+        // A start past the positions of this depth starts from the beginning.
+        let (mut other, _s) = stored_tree(100, 0);
+        assert_eq!(
+            other
+                .evict(2, Evictable::All, 1 << 40, usize::MAX)
+                .unwrap()
+                .entries,
+            100
+        );
+    }
+
+    #[test]
+    fn subtrees_read_back_are_kept_up_to_the_bound() {
+        let (mut tree, store) = stored_tree(256, 64);
+        tree.evict(3, Evictable::All, 0, usize::MAX).unwrap();
+        let loads = store.loads();
+        for _ in 0..10 {
+            assert_eq!(tree.payload(&h(5)), Some(5));
+        }
+        assert_eq!(store.loads() - loads, 1, "read once, then kept");
+        // Reading every subtree in turn overflows the bound: the first is read again.
+        for i in 0..256 {
+            tree.get(&h(i));
+        }
+        let loads = store.loads();
+        tree.get(&h(5));
+        assert_eq!(store.loads() - loads, 1);
+    }
+
+    #[test]
+    fn subtrees_move_to_a_new_store_and_the_old_one_is_let_go() {
+        let (tree, first) = stored_tree(600, 8);
+        let mut tree = tree;
+        let root = tree.root();
+        tree.evict(4, Evictable::All, 0, usize::MAX).unwrap();
+        let kept = tree.clone();
+        let second = Arc::new(MemStore::default());
+        let mut tree = tree.with_store(Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>, 8);
+        // Still read from the first store until moved.
+        assert_eq!(tree.payload(&h(11)), Some(11));
+        let mut start = 0;
+        let mut moved = 0;
+        loop {
+            let done = tree.evict(4, Evictable::None, start, 100).unwrap();
+            assert_eq!(done.entries, 0, "nothing was in memory");
+            moved += done.moved;
+            start = done.next;
+            if start == 0 {
+                break;
+            }
+        }
+        assert_eq!(moved, 600);
+        assert_eq!(second.subtrees.lock().unwrap().len(), 16);
+        assert_eq!(tree.root(), root);
+        let loads = first.loads();
+        for i in 0..600 {
+            assert_eq!(tree.payload(&h(i)), Some(i));
+        }
+        assert_eq!(first.loads(), loads, "the first store is not read any more");
+        // The version kept from before still reads from the first store; once it is
+        // dropped, nothing holds the first store but this test.
+        assert_eq!(kept.payload(&h(11)), Some(11));
+        assert!(Arc::strong_count(&first) > 1);
+        drop(kept);
+        assert_eq!(Arc::strong_count(&first), 1);
+    }
+
+    #[test]
+    fn a_store_that_refuses_leaves_the_tree_whole() {
+        let (mut tree, store) = stored_tree(300, 0);
+        let root = tree.root();
+        store
+            .refuse
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let err = tree.evict(3, Evictable::All, 0, usize::MAX).unwrap_err();
+        assert_eq!(err, StoreError("disk full".into()));
+        assert_eq!((tree.root(), tree.resident(), tree.len()), (root, 300, 300));
+        assert_eq!(tree.payload(&h(9)), Some(9));
+    }
+
+    #[test]
+    #[should_panic(expected = "does not match its hash")]
+    fn a_store_that_gives_back_something_else_is_caught() {
+        let (mut tree, store) = stored_tree(300, 0);
+        tree.evict(3, Evictable::All, 0, usize::MAX).unwrap();
+        store
+            .corrupt
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tree.get(&h(1));
+    }
+
     proptest! {
+        /// Updates and evictions in any order, with older versions kept, answer as a tree
+        /// rebuilt from the final map does, and so do the older versions as of theirs.
+        #[test]
+        fn evictions_change_no_answer(steps in prop::collection::vec(
+            (prop::collection::vec((0u64..200, prop::option::of(0u64..1000)), 0..30),
+             0usize..8, prop::option::of(0usize..4), 0u64..64, 1usize..200), 1..16)) {
+            let store = Arc::new(MemStore::default());
+            let mut tree: SparseMerkleTree<u64> =
+                SparseMerkleTree::default().with_store(store as Arc<dyn SubtreeStore<u64>>, 40);
+            let mut model: BTreeMap<Digest, u64> = BTreeMap::new();
+            let mut versions: Vec<(SparseMerkleTree<u64>, BTreeMap<Digest, u64>)> = Vec::new();
+            for (batch, depth, older, start, max) in steps {
+                tree.apply_with(batch.iter().map(|(k, v)| (h(*k), v.map(|v| (h(v), v)))).collect());
+                for (k, v) in &batch {
+                    match v { Some(v) => { model.insert(h(*k), *v); } None => { model.remove(&h(*k)); } }
+                }
+                versions.push((tree.clone(), model.clone()));
+                if start % 7 == 3 {
+                    // A new store: what the old one holds moves over as evictions pass.
+                    let next = Arc::new(MemStore::default());
+                    tree = tree.with_store(next as Arc<dyn SubtreeStore<u64>>, 40);
+                }
+                let older = older.and_then(|back| versions.len().checked_sub(back + 1)).map(|i| versions[i].0.clone());
+                let evictable = match (&older, start % 5) {
+                    (_, 0) => Evictable::None,
+                    (Some(older), _) => Evictable::UnchangedSince(older),
+                    (None, _) => Evictable::All,
+                };
+                tree.evict(depth, evictable, start, max).unwrap();
+                prop_assert_eq!(tree.len(), model.len());
+                prop_assert_eq!(tree.resident(), in_memory(&tree.root));
+                let rebuilt = SparseMerkleTree::from_entries(model.iter().map(|(k, v)| (*k, h(*v))).collect());
+                prop_assert_eq!(tree.root(), rebuilt.root());
+            }
+            versions.push((tree, model));
+            for (version, model) in &versions {
+                let root = version.root();
+                for k in (0u64..200).step_by(7) {
+                    let key = h(k);
+                    let value_hash = model.get(&key).map(|v| h(*v));
+                    prop_assert_eq!(version.prove(&key).verify(&root, &key, value_hash.as_ref()), Ok(()));
+                    prop_assert_eq!(version.payload(&key), model.get(&key).copied());
+                }
+            }
+        }
+
         /// Any sequence of updates gives the same tree as building from the final map.
         #[test]
         fn incremental_matches_rebuild(batches in prop::collection::vec(
@@ -557,7 +1254,7 @@ mod tests {
                 let proof = tree.prove(&key);
                 prop_assert_eq!(proof.verify(&root, &key, value_hash.as_ref()), Ok(()));
                 prop_assert_eq!(tree.get(&key), value_hash);
-                prop_assert_eq!(tree.payload(&key), model.get(&key));
+                prop_assert_eq!(tree.payload(&key), model.get(&key).copied());
             }
         }
     }

@@ -116,6 +116,10 @@ pub enum BenchCmd {
         /// Funded client accounts.
         #[arg(long, default_value_t = 64)]
         accounts: usize,
+        /// Memory for each validator's state tree, in MiB (`secnet node --state-memory-mib`;
+        /// by default theirs): a soak that outgrows it shows the spill file at work.
+        #[arg(long, value_name = "MIB")]
+        state_memory_mib: Option<usize>,
         /// Print JSON (the only output format; kept for symmetry with other commands).
         #[arg(long)]
         json: bool,
@@ -191,8 +195,17 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             rate,
             validators,
             accounts,
+            state_memory_mib,
             json: _,
-        } => return super::bench_ledger::soak(validators, accounts, minutes, rate),
+        } => {
+            return super::bench_ledger::soak(
+                validators,
+                accounts,
+                minutes,
+                rate,
+                state_memory_mib,
+            );
+        }
         BenchCmd::Ledger {
             validators,
             txs,

@@ -623,8 +623,9 @@ struct Net {
 }
 
 impl Net {
-    /// Writes a genesis and keys for `validators` and `accounts`, then starts the validators.
-    fn start(validators: usize, accounts: usize) -> anyhow::Result<Net> {
+    /// Writes a genesis and keys for `validators` and `accounts`, then starts the validators
+    /// with `node_args`.
+    fn start(validators: usize, accounts: usize, node_args: &[String]) -> anyhow::Result<Net> {
         use super::testnet::{InitArgs, init};
         let dir = tempfile::tempdir()?;
         let p2p = super::bench::free_port_block(validators as u16)?;
@@ -640,7 +641,8 @@ impl Net {
             authority: None,
         })?;
         secnet_node::tls::trust_file(&dir.path().join("ca.pem"), secnet_node::tls::MAX_PEM_FILE)?;
-        let (children, urls) = super::testnet::spawn_validators(dir.path(), validators, false)?;
+        let (children, urls) =
+            super::testnet::spawn_validators(dir.path(), validators, false, node_args)?;
         let pids = children.0.iter().map(std::process::Child::id).collect();
         let apis = urls
             .iter()
@@ -727,7 +729,7 @@ pub fn run_once(
     txs: usize,
     rate: Option<u64>,
 ) -> anyhow::Result<(LedgerRun, f64)> {
-    let net = Net::start(validators, accounts)?;
+    let net = Net::start(validators, accounts, &[])?;
     eprintln!("signing {txs} transactions of the mixed workload...");
     let workload = mixed_workload(&net.keys()?, &net.chain_id, txs)?;
     let sig_rate = sig_verify_per_s(&workload.measured);
@@ -785,6 +787,10 @@ struct SoakMinute {
     p50_ms: f64,
     p99_ms: f64,
     rss_mib: Vec<Option<f64>>,
+    /// Per validator at the end of the minute: entries in the contract state, and of them
+    /// those its state tree holds in memory (the rest are in its spill file).
+    state_entries: Vec<Option<u64>>,
+    state_entries_in_memory: Vec<Option<u64>>,
     /// Resident memory the validators gained during the minute (their mean), per
     /// transaction applied in it: the state and access log grow with what is applied, so a
     /// steady figure is growth in proportion to the data, a rising one something else.
@@ -807,13 +813,23 @@ struct SoakMinute {
 /// `secnet bench soak`: holds `rate` with the mixed workload for `minutes`, one measured
 /// minute after another (the next minute's transactions are signed on another thread while
 /// the current one runs), and reports memory and latency over time, stalls, and whether
-/// every validator ends on the same state root.
-pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyhow::Result<()> {
+/// every validator ends on the same state root. The validators' state trees get
+/// `state_memory_mib` (`None`: their default).
+pub fn soak(
+    validators: usize,
+    accounts: usize,
+    minutes: u64,
+    rate: u64,
+    state_memory_mib: Option<usize>,
+) -> anyhow::Result<()> {
     ensure!(
         minutes >= 1 && rate >= 1,
         "--minutes and --rate must be positive"
     );
-    let net = Net::start(validators, accounts)?;
+    let node_args = state_memory_mib
+        .map(|mib| vec!["--state-memory-mib".to_string(), mib.to_string()])
+        .unwrap_or_default();
+    let net = Net::start(validators, accounts, &node_args)?;
     let per_minute = usize::try_from(rate * 60)?;
     let (mut mix, setup) = Mix::new(
         net.keys()?,
@@ -840,6 +856,13 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
             let machine = machine_cpu();
             let run = measure(&net.apis, &net.pids, chunk, Some(rate), false).await?;
             let rss: Vec<Option<f64>> = net.pids.iter().map(|p| rss_mib(*p)).collect();
+            let mut state_entries = Vec::new();
+            let mut state_entries_in_memory = Vec::new();
+            for api in &net.apis {
+                let status = api.status().await.ok();
+                state_entries.push(status.as_ref().map(|s| s.state_entries));
+                state_entries_in_memory.push(status.map(|s| s.state_entries_in_memory));
+            }
             let gained: Vec<f64> = rss
                 .iter()
                 .zip(&rss_before)
@@ -860,6 +883,8 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
                 p50_ms: run.p50_ms,
                 p99_ms: run.p99_ms,
                 rss_mib: rss,
+                state_entries,
+                state_entries_in_memory,
                 rss_bytes_per_applied_tx,
                 cpu_s: run.validators.iter().map(|v| v.cpu_s).collect(),
                 written_mib: net
@@ -886,7 +911,7 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
             };
             let rounded = |v: &[Option<f64>]| v.iter().map(|r| r.map(f64::round)).collect::<Vec<_>>();
             eprintln!(
-                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, written {:?} MiB, machine idle {:.0}%",
+                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, state entries in memory {:?} of {:?}, written {:?} MiB, machine idle {:.0}%",
                 row.applied_tx_per_s,
                 row.offered_tx_per_s,
                 row.p99_ms,
@@ -894,6 +919,8 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
                 row.txs_per_block,
                 row.peak_mempool,
                 rounded(&row.rss_mib),
+                row.state_entries_in_memory,
+                row.state_entries,
                 rounded(&row.written_mib),
                 row.machine_idle_pct.unwrap_or(f64::NAN),
             );
@@ -928,6 +955,7 @@ pub fn soak(validators: usize, accounts: usize, minutes: u64, rate: u64) -> anyh
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
         "validators": validators,
         "rate": rate,
+        "state_memory_mib": state_memory_mib,
         "minutes": rows,
         "rss_growth_mib_first_to_last_minute": growth,
         "stalled_minutes": stalls,

@@ -5,6 +5,7 @@ use anyhow::{Context, bail, ensure};
 use clap::{Args, Subcommand};
 use secnet_consensus::engine::{Retention, Timing};
 use secnet_consensus::node::{ValidatorNodeConfig, run as run_validator};
+use secnet_ledger::StateMemory;
 use secnet_node::datadir::{DataDir, now_ms, read_genesis};
 use secnet_node::keyfile;
 use secnet_types::{Allocation, Genesis, Keypair, Validator};
@@ -258,6 +259,9 @@ fn issue_certificates(dir: &Path, n: usize, authority: Option<&Path>) -> anyhow:
 /// The network's authority certificate, beside the genesis.
 const CA_CERT: &str = secnet_node::tls::AUTHORITY_CERT;
 
+/// A validator's memory for its state tree unless `--state-memory-mib` says otherwise.
+pub const DEFAULT_STATE_MEMORY_MIB: usize = 1024;
+
 /// Arguments of `secnet node`.
 #[derive(Args)]
 pub struct NodeArgs {
@@ -280,6 +284,11 @@ pub struct NodeArgs {
     /// Largest snapshot accepted by --join, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 30)]
     pub max_snapshot_bytes: u64,
+    /// Memory for the state tree, in MiB (at least 16): past it, the parts of the state no
+    /// block changed for a few heights move to a spill file beside the ledger, and are read
+    /// back from there when needed.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_STATE_MEMORY_MIB)]
+    pub state_memory_mib: usize,
     /// Serve the API over plain HTTP instead of TLS (refused unless it listens on a
     /// loopback address).
     #[arg(long)]
@@ -339,6 +348,10 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         args.archive_heights >= 64,
         "--archive-heights must be at least 64"
     );
+    ensure!(
+        args.state_memory_mib >= 16,
+        "--state-memory-mib must be at least 16"
+    );
     run_validator(ValidatorNodeConfig {
         data_dir,
         genesis,
@@ -352,6 +365,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
             archive: args.archive_heights,
             ledger: args.keep_blocks,
         },
+        state_memory: Some(StateMemory::mib(args.state_memory_mib)),
     })?;
     Ok(())
 }
@@ -453,11 +467,13 @@ impl Drop for Children {
 }
 
 /// Starts `secnet node` for each of the `n` validators under `dir` (logs in
-/// `nodeI/node.log`), over TLS unless `plain`; returns the processes and their API URLs.
+/// `nodeI/node.log`), over TLS unless `plain`, with `extra` arguments; returns the processes
+/// and their API URLs.
 pub fn spawn_validators(
     dir: &Path,
     n: usize,
     plain: bool,
+    extra: &[String],
 ) -> anyhow::Result<(Children, Vec<String>)> {
     let exe = std::env::current_exe()?;
     let mut children = Children(Vec::new());
@@ -472,6 +488,7 @@ pub fn spawn_validators(
         if plain {
             command.arg("--plain-http");
         }
+        command.args(extra);
         let child = command
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -515,7 +532,7 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     }
     // This process talks to its validators while it seeds the sample patients.
     secnet_node::tls::trust_file(&args.dir.join(CA_CERT), secnet_node::tls::MAX_PEM_FILE)?;
-    let (mut children, apis) = spawn_validators(&args.dir, n, args.plain_http)?;
+    let (mut children, apis) = spawn_validators(&args.dir, n, args.plain_http, &[])?;
     if first_run && args.samples.is_dir() {
         println!(
             "importing sample patients from {} (first run only)…",

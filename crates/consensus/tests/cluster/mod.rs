@@ -19,7 +19,7 @@ use secnet_certified::{CertifiedState, Finalization};
 use secnet_consensus::chain::Chain;
 use secnet_consensus::engine::{Retention, Running, Timing, ValidatorConfig, start_validator};
 use secnet_contract::StateKey;
-use secnet_ledger::Ledger;
+use secnet_ledger::{Ledger, StateMemory};
 use secnet_types::{
     AccountId, Allocation, Call, Genesis, Hash, Keypair, SignedTransaction, Transaction, Validator,
 };
@@ -48,6 +48,9 @@ pub const SLOW: Link = Link {
 pub const CHAIN: &str = "secnet-sim";
 pub const CLIENTS: u64 = 8;
 pub const BALANCE: u64 = 1_000_000;
+/// Accounts the genesis funds with one unit each that never transact: state that, on the
+/// validators that bound their state tree's memory (see [`open_chain`]), leaves memory.
+pub const DORMANT: u64 = 1_000;
 
 pub fn validator_key(i: u64) -> ed25519::PrivateKey {
     ed25519::PrivateKey::from_seed(1_000 + i)
@@ -73,6 +76,10 @@ pub fn genesis(n: u64) -> Genesis {
                 account: client(i).account(),
                 balance: BALANCE,
             })
+            .chain((0..DORMANT).map(|i| Allocation {
+                account: Keypair::deterministic("sim-dormant", i).account(),
+                balance: 1,
+            }))
             .collect(),
         validators: (0..n)
             .map(|i| Validator {
@@ -365,9 +372,18 @@ impl Cluster {
         // Blocks below a pruned or snapshot-installed ledger's first are compared by the
         // nodes that still have them.
         let mut by_height: BTreeMap<u64, (Hash, Hash)> = BTreeMap::new();
-        for node in among.iter().map(|i| &self.nodes[*i]) {
+        for (i, node) in among.iter().map(|i| (*i, &self.nodes[*i])) {
             node.chain
                 .with_ledger(|l| {
+                    if l.state_memory().is_some() {
+                        // The dormant accounts are in its spill file.
+                        assert!(
+                            l.state().resident_entries() < l.state().entry_count() / 2,
+                            "validator {i} bounds its state tree's memory, yet holds {} of {} entries",
+                            l.state().resident_entries(),
+                            l.state().entry_count()
+                        );
+                    }
                     for h in l.first_block().unwrap()..=l.state().tip().height {
                         let b = l.block(h).unwrap().unwrap();
                         let entry = (b.block.hash(), b.state_root);
@@ -376,7 +392,7 @@ impl Cluster {
                     }
                     assert_eq!(
                         l.state().total_balance(),
-                        u128::from(CLIENTS * BALANCE),
+                        u128::from(CLIENTS * BALANCE + DORMANT),
                         "value was created or destroyed"
                     );
                 })
@@ -502,8 +518,24 @@ pub fn open_chain_after_crash(dir: &Path, genesis: &Genesis, old: Arc<Chain>) ->
     open_chain(dir, genesis)
 }
 
+/// Opens the chain in a validator's directory. Validators of even index (directories `v0`,
+/// `v2`, ...) keep their state tree within a bound of a few entries, so that it lives in
+/// their spill files, and every check of agreement also compares them with validators that
+/// hold it all in memory.
 pub fn open_chain(dir: &Path, genesis: &Genesis) -> Arc<Chain> {
-    let ledger = Ledger::open(dir, genesis).unwrap();
+    let mut ledger = Ledger::open(dir, genesis).unwrap();
+    let index = dir
+        .file_name()
+        .and_then(|n| n.to_str()?.strip_prefix('v')?.parse::<usize>().ok());
+    if index.is_some_and(|i| i % 2 == 0) {
+        ledger
+            .bound_state_memory(StateMemory {
+                resident_entries: 4,
+                opened_entries: 4,
+                spill_slack_bytes: 0,
+            })
+            .unwrap();
+    }
     Arc::new(Chain::new(ledger, genesis, 100_000, 2_000))
 }
 

@@ -1,0 +1,269 @@
+//! A ledger whose state tree is bound to a few entries in memory answers exactly as one that
+//! holds everything: same roots, same values, proofs that verify, a reopened directory that
+//! loads; and the spill files it no longer needs are let go.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
+
+use secnet_contract::StateKey;
+use secnet_ledger::{Ledger, RECENT_STATES, StateMemory};
+use secnet_types::{
+    Allocation, Block, Call, DataKind, Genesis, Hash, Keypair, RegisterData, SignedTransaction,
+    Transaction,
+};
+
+const CHAIN: &str = "spill-test";
+
+/// Tests count the spill files this process holds open: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn keys() -> Vec<Keypair> {
+    (0..3).map(|i| Keypair::deterministic(CHAIN, i)).collect()
+}
+
+fn genesis() -> Genesis {
+    Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: 1_000,
+        allocations: keys()
+            .iter()
+            .map(|k| Allocation {
+                account: k.account(),
+                balance: 1_000_000,
+            })
+            .collect(),
+        validators: vec![],
+    }
+}
+
+fn data(n: u64) -> Hash {
+    Hash::digest_parts(&[b"spill-test", &n.to_be_bytes()])
+}
+
+/// Signs the calls of one block for key 0 from its nonce in `ledger`.
+fn block(ledger: &Ledger, calls: Vec<Call>) -> Block {
+    let key = &keys()[0];
+    let nonce = ledger.state().account(&key.account()).nonce;
+    let txs: Vec<SignedTransaction> = calls
+        .into_iter()
+        .zip(nonce..)
+        .map(|(call, nonce)| {
+            Transaction {
+                chain_id: CHAIN.into(),
+                sender: key.account(),
+                nonce,
+                call,
+            }
+            .sign(key)
+        })
+        .collect();
+    let tip = ledger.state().tip();
+    Block::new(
+        tip.height + 1,
+        tip.block_hash,
+        tip.timestamp_ms + 1_000,
+        txs,
+    )
+}
+
+fn register(n: u64) -> Call {
+    Call::RegisterData(RegisterData {
+        hash: data(n),
+        description: format!("record {n}"),
+        address: format!("pdc://spill/{n}"),
+        price: 10,
+        kind: DataKind::UserData,
+        holder: keys()[1].account(),
+        holder_share_bps: 1_000,
+    })
+}
+
+fn withdraw(n: u64) -> Call {
+    Call::WithdrawData { hash: data(n) }
+}
+
+/// A tiny bound, so that nearly all of the state lives in the spill file.
+fn tiny(spill_slack_bytes: u64) -> StateMemory {
+    StateMemory {
+        resident_entries: 64,
+        opened_entries: 32,
+        spill_slack_bytes,
+    }
+}
+
+/// Spill files this process holds open.
+fn open_spill_files() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("state-spill-"))
+        .count()
+}
+
+/// The same blocks go to both ledgers; every answer of the bounded one is checked against
+/// the other's.
+fn apply_both(bounded: &mut Ledger, whole: &mut Ledger, calls: Vec<Call>, registered: u64) {
+    let block = block(whole, calls);
+    let outcome = whole.apply_block(&block).unwrap();
+    assert!(outcome.receipts.iter().all(|r| r.is_applied()));
+    bounded.apply_block(&block).unwrap();
+    let height = block.header.height;
+    assert_eq!(bounded.state().state_root(), whole.state().state_root());
+    assert_eq!(bounded.state().entry_count(), whole.state().entry_count());
+    // About forty listings, and one that never was, through the state and through proofs
+    // as of this height and as of the oldest recent one.
+    let oldest = height.saturating_sub(RECENT_STATES as u64 - 1).max(1);
+    let step = (registered / 40).max(1) as usize;
+    for n in (0..registered + 1).step_by(step).chain([registered]) {
+        let key = StateKey::Listing(data(n));
+        assert_eq!(
+            bounded.state().listing(&data(n)),
+            whole.state().listing(&data(n))
+        );
+        for h in [height, oldest] {
+            let (Some(b), Some(w)) = (bounded.snapshot_at(h), whole.snapshot_at(h)) else {
+                continue;
+            };
+            let proof = b.prove(&key);
+            assert_eq!(proof, w.prove(&key));
+            proof.verify(&w.state_root()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_bounded_state_tree_answers_as_a_whole_one_and_reopens() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let whole_dir = tempfile::tempdir().unwrap();
+    let mut bounded = Ledger::open(dir.path(), &genesis()).unwrap();
+    let mut whole = Ledger::open(whole_dir.path(), &genesis()).unwrap();
+    bounded.bound_state_memory(tiny(u64::MAX)).unwrap();
+    // The spill file is open but has no name.
+    assert_eq!(open_spill_files(), 1);
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("spill"))
+    );
+
+    let mut registered = 0;
+    for _ in 0..50 {
+        let calls = (registered..registered + 100).map(register).collect();
+        registered += 100;
+        apply_both(&mut bounded, &mut whole, calls, registered);
+    }
+    let entries = whole.state().entry_count();
+    assert!(entries > 10_000);
+    // Blocks this large change every subtree of so small a tree, and only subtrees no block
+    // changed for RECENT_STATES heights leave memory. Once blocks change nothing, the tree
+    // settles at its bound.
+    for _ in 0..RECENT_STATES + 1 {
+        apply_both(&mut bounded, &mut whole, vec![], registered);
+    }
+    let resident = bounded.state().resident_entries();
+    assert!(resident <= 64, "{resident} of {entries} entries in memory");
+    // Small blocks, whose registrations and withdrawals reach into subtrees that left
+    // memory: answers stay the same, and most of the tree stays out.
+    for round in 0..20 {
+        let calls = vec![register(registered), withdraw(round * 97)];
+        registered += 1;
+        apply_both(&mut bounded, &mut whole, calls, registered);
+        let resident = bounded.state().resident_entries();
+        assert!(
+            resident < entries / 4,
+            "{resident} of {entries} entries in memory"
+        );
+    }
+    assert_eq!(
+        whole.state().resident_entries(),
+        whole.state().entry_count()
+    );
+
+    // Reopened without a bound, the directory loads the same state; the spill file is gone
+    // with the ledger that made it.
+    let root = bounded.state().state_root();
+    let entries = bounded.state().entry_count();
+    drop(bounded);
+    assert_eq!(open_spill_files(), 0);
+    let reopened = Ledger::open(dir.path(), &genesis()).unwrap();
+    assert_eq!(reopened.state().state_root(), root);
+    assert_eq!(reopened.state().entry_count(), entries);
+}
+
+#[test]
+fn a_bound_set_on_a_large_state_moves_it_out_at_once() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path(), &genesis()).unwrap();
+    for round in 0..10 {
+        let b = block(
+            &ledger,
+            (round * 50..round * 50 + 50).map(register).collect(),
+        );
+        ledger.apply_block(&b).unwrap();
+    }
+    let root = ledger.state().state_root();
+    let entries = ledger.state().entry_count();
+    ledger.bound_state_memory(tiny(u64::MAX)).unwrap();
+    assert!(ledger.state().resident_entries() <= 64);
+    assert_eq!(ledger.state().state_root(), root);
+    assert_eq!(ledger.state().entry_count(), entries);
+    let height = ledger.state().tip().height;
+    let proof = ledger
+        .snapshot_at(height)
+        .unwrap()
+        .prove(&StateKey::Listing(data(123)));
+    proof.verify(&root).unwrap();
+    assert_eq!(
+        ledger.state().listing(&data(123)).unwrap().address,
+        "pdc://spill/123"
+    );
+}
+
+#[test]
+fn a_spill_file_of_mostly_dead_copies_is_replaced_and_let_go() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let whole_dir = tempfile::tempdir().unwrap();
+    let mut bounded = Ledger::open(dir.path(), &genesis()).unwrap();
+    let mut whole = Ledger::open(whole_dir.path(), &genesis()).unwrap();
+    // No slack: a file is replaced as soon as it holds twice what is read from it.
+    bounded.bound_state_memory(tiny(0)).unwrap();
+    let before = open_spill_files();
+    let mut registered = 0;
+    // New keys land all over the tree, so subtrees are read back, changed and stored again:
+    // copies pile up.
+    let mut most = 0;
+    for _ in 0..60 {
+        let calls = (registered..registered + 20).map(register).collect();
+        registered += 20;
+        apply_both(&mut bounded, &mut whole, calls, registered);
+        most = most.max(open_spill_files());
+    }
+    assert!(most > before, "a second file was started");
+    // Once everything moved and the versions that read the old file are gone, only the
+    // current one is open.
+    for _ in 0..3 * RECENT_STATES {
+        apply_both(
+            &mut bounded,
+            &mut whole,
+            vec![register(registered)],
+            registered,
+        );
+        registered += 1;
+    }
+    assert_eq!(open_spill_files(), before);
+}
