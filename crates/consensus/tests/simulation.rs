@@ -521,7 +521,9 @@ fn a_validator_joins_from_a_snapshot_and_agrees_with_those_that_replayed_everyth
         let old = std::mem::replace(&mut cluster.nodes[4].chain, placeholder());
         drop(old);
         std::fs::remove_dir_all(&dir).unwrap();
-        let ledger = Ledger::install_snapshot(&dir, &cluster.genesis, snapshot, None).unwrap();
+        let mut ledger = Ledger::install_snapshot(&dir, &cluster.genesis, snapshot, None).unwrap();
+        // Like the harness's other even validators, it reads its state from a spill file.
+        ledger.bound_state_memory(TINY_STATE_MEMORY).unwrap();
         cluster.nodes[4].chain = Arc::new(Chain::new(ledger, &cluster.genesis, 100_000, 2_000));
         cluster.nodes[4].floor = Some(floor);
         cluster.start(&context, 4).await;

@@ -6,7 +6,7 @@ use crate::entries::{
 };
 use crate::proof::StateProof;
 use secnet_merkle::log::Frontier;
-use secnet_merkle::smt::{Evictable, Eviction, SparseMerkleTree, StoreError, SubtreeStore};
+use secnet_merkle::smt::{Evictable, Eviction, SparseMerkleTree, SubtreeStore};
 use secnet_types::{AccountId, Genesis, GrantId, Hash};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,8 +67,9 @@ pub(crate) type StateTree = SparseMerkleTree<Arc<[u8]>>;
 pub type TreeStore = dyn SubtreeStore<Arc<[u8]>>;
 
 /// About how many entries a subtree the state tree moves out of memory holds (between this
-/// and twice this): fewer make more of them to keep track of in memory, more make every
-/// read of one entry, and every rewrite after one changed, larger.
+/// and twice this on average; never more than sixteen times this, however keys crowd):
+/// fewer make more of them to keep track of in memory, more make every read of one entry,
+/// and every rewrite after one changed, larger.
 pub const STORED_SUBTREE_ENTRIES: usize = 16;
 
 /// The state tree as it was after one height: enough to prove any entry as of then.
@@ -117,6 +118,22 @@ impl StateSnapshot {
     /// The listing of `hash` as of this height.
     pub fn listing(&self, hash: &Hash) -> Option<Listing> {
         self.get(&StateKey::Listing(*hash))?.into_listing()
+    }
+
+    /// The listing registered at `address` as of this height.
+    pub fn listing_at(&self, address: &str) -> Option<Listing> {
+        match self.get(&StateKey::Address(address.to_string()))? {
+            StateValue::Address(hash) => self.listing(&hash),
+            _ => None,
+        }
+    }
+
+    /// A grant as of this height.
+    pub fn grant(&self, id: &GrantId) -> Option<AccessGrant> {
+        match self.get(&StateKey::Grant(*id))? {
+            StateValue::Grant(g) => Some(g),
+            _ => None,
+        }
     }
 
     /// A proof of the value under `key` (or of its absence) as of this height.
@@ -286,28 +303,40 @@ impl State {
         self.tree = std::mem::take(&mut self.tree).with_store(store, opened_entries);
     }
 
-    /// How many entries the state tree holds in memory; the rest are in its store.
+    /// How many entries the state tree holds in memory; the rest are in its stores.
     pub fn resident_entries(&self) -> usize {
         self.tree.resident()
     }
 
+    /// How many entries are in subtrees that stores before the current one hold (see
+    /// [`SparseMerkleTree::elsewhere`]).
+    pub fn entries_in_earlier_stores(&self) -> usize {
+        self.tree.elsewhere()
+    }
+
+    /// The bytes the state tree's subtrees take in its current store (see
+    /// [`SparseMerkleTree::stored_bytes`]).
+    pub fn stored_bytes(&self) -> u64 {
+        self.tree.stored_bytes()
+    }
+
     /// Moves subtrees of about [`STORED_SUBTREE_ENTRIES`] entries out of memory, those the
     /// state as of `unchanged_since` shares with this one (`None`: none, only the subtrees
-    /// an earlier store holds move to the current one), from position `start` on, until
-    /// `max` entries have moved (see [`SparseMerkleTree::evict`]). Nothing it answers
+    /// an earlier store holds move to the current one), walking the key space from `start`
+    /// until `max` entries have moved (see [`SparseMerkleTree::evict`]). Nothing it answers
     /// changes. Between blocks only.
     pub fn evict(
         &mut self,
         unchanged_since: Option<&StateSnapshot>,
         start: u64,
         max: usize,
-    ) -> Result<Eviction, StoreError> {
-        let depth = self.tree.eviction_depth(STORED_SUBTREE_ENTRIES);
+    ) -> Eviction {
         let evictable = match unchanged_since {
             Some(snapshot) => Evictable::UnchangedSince(&snapshot.tree),
             None => Evictable::None,
         };
-        self.tree.evict(depth, evictable, start, max)
+        self.tree
+            .evict(STORED_SUBTREE_ENTRIES, evictable, start, max)
     }
 
     /// The grants' ids, in order.
@@ -408,6 +437,21 @@ impl State {
         self.listings_after(None, usize::MAX)
     }
 
+    /// The content hashes of at most `limit` listings with a hash after `after` (from the
+    /// first if `None`), in order, decoding nothing: the page [`Self::listings_after`] reads.
+    pub fn listed_hashes_after(
+        &self,
+        after: Option<&Hash>,
+        limit: usize,
+    ) -> impl Iterator<Item = Hash> + '_ {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.listed
+            .range((from, Bound::Unbounded))
+            .take(limit)
+            .copied()
+    }
+
     /// At most `limit` listings with a hash after `after` (from the first if `None`), in
     /// hash order: a page of [`Self::listings`].
     pub fn listings_after(
@@ -415,12 +459,8 @@ impl State {
         after: Option<&Hash>,
         limit: usize,
     ) -> impl Iterator<Item = Listing> + '_ {
-        use std::ops::Bound;
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.listed
-            .range((from, Bound::Unbounded))
-            .take(limit)
-            .filter_map(|h| self.listing(h))
+        self.listed_hashes_after(after, limit)
+            .filter_map(|h| self.listing(&h))
     }
 
     /// The content hashes of the listings `owner` registered, in order, decoding nothing.

@@ -16,7 +16,8 @@
 //! back against the hash it kept.
 
 use secnet_contract::TreeStore;
-use secnet_merkle::smt::{Entry, StoreError, SubtreeStore};
+use secnet_merkle::smt::{Entry, Placed, StoreError, SubtreeStore};
+use sha2::{Digest as _, Sha256};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -38,8 +39,6 @@ pub(crate) struct Spill {
     path: PathBuf,
     /// Where the next subtree goes: the bytes written so far.
     end: Mutex<u64>,
-    /// Entries put so far.
-    entries: AtomicU64,
 }
 
 /// Spill files created by this process, for unique names.
@@ -61,7 +60,6 @@ impl Spill {
             file,
             path,
             end: Mutex::new(0),
-            entries: AtomicU64::new(0),
         })
     }
 
@@ -73,12 +71,6 @@ impl Spill {
     /// Bytes written to it so far.
     pub(crate) fn written(&self) -> u64 {
         *self.end.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Bytes an entry took on average, of all put so far (none yet: 256).
-    pub(crate) fn bytes_per_entry(&self) -> u64 {
-        let entries = self.entries.load(Ordering::Relaxed);
-        self.written().checked_div(entries).unwrap_or(256)
     }
 
     /// Stops the process: the state tree cannot go on without the subtree at `location`,
@@ -97,7 +89,7 @@ impl Spill {
 }
 
 impl SubtreeStore<Arc<[u8]>> for Spill {
-    fn put(&self, entries: &[Entry<Arc<[u8]>>]) -> Result<u64, StoreError> {
+    fn put(&self, entries: &[Entry<Arc<[u8]>>]) -> Result<Placed, StoreError> {
         let size = 4 + entries
             .iter()
             .map(|(_, _, value)| ENTRY_OVERHEAD + value.len())
@@ -116,15 +108,21 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
             bytes.extend_from_slice(&(value.len() as u32).to_be_bytes());
             bytes.extend_from_slice(value);
         }
-        let mut end = self.end.lock().unwrap_or_else(PoisonError::into_inner);
-        let location = *end;
+        // The place is taken under the lock and written outside it: a write that fails
+        // leaves a hole nothing points to.
+        let location = {
+            let mut end = self.end.lock().unwrap_or_else(PoisonError::into_inner);
+            let location = *end;
+            *end += bytes.len() as u64;
+            location
+        };
         self.file
             .write_all_at(&bytes, location)
             .map_err(|e| StoreError(format!("{}: {e}", self.path.display())))?;
-        *end += bytes.len() as u64;
-        self.entries
-            .fetch_add(entries.len() as u64, Ordering::Relaxed);
-        Ok(location)
+        Ok(Placed {
+            location,
+            bytes: bytes.len() as u64,
+        })
     }
 
     fn load(&self, location: u64) -> Vec<Entry<Arc<[u8]>>> {
@@ -179,6 +177,11 @@ fn decode(bytes: &[u8]) -> Option<Vec<Entry<Arc<[u8]>>>> {
         let (len, after) = after.split_first_chunk::<4>()?;
         let len = u32::from_be_bytes(*len) as usize;
         let value = after.get(..len)?;
+        // The tree checks keys and value hashes against the hash it kept; the value bytes
+        // are checked here, against their hash.
+        if <[u8; 32]>::from(Sha256::digest(value)) != *value_hash {
+            return None;
+        }
         entries.push((*key, *value_hash, Arc::from(value)));
         rest = after.get(len..)?;
     }
@@ -190,7 +193,8 @@ mod tests {
     use super::*;
 
     fn entry(i: u8, len: usize) -> Entry<Arc<[u8]>> {
-        ([i; 32], [i.wrapping_add(1); 32], Arc::from(vec![i; len]))
+        let value = vec![i; len];
+        ([i; 32], Sha256::digest(&value).into(), Arc::from(value))
     }
 
     #[test]
@@ -201,19 +205,33 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let a = vec![entry(1, 0), entry(2, 100)];
         let b = vec![entry(3, 7), entry(4, 1), entry(5, 300)];
-        let at_a = spill.put(&a).unwrap();
-        let at_b = spill.put(&b).unwrap();
+        let at_a = spill.put(&a).unwrap().location;
+        let at_b = spill.put(&b).unwrap().location;
         assert_eq!(spill.load(at_b), b);
         assert_eq!(spill.load(at_a), a);
         assert_eq!(spill.written(), 2 * 8 + 5 * 68 + 408);
-        assert_eq!(spill.bytes_per_entry(), spill.written() / 5);
+    }
+
+    #[test]
+    fn a_value_changed_on_disk_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::create(dir.path()).unwrap();
+        let placed = spill.put(&[entry(1, 10), entry(2, 10)]).unwrap();
+        assert_eq!(placed.bytes, spill.written());
+        assert!(spill.read(placed.location).is_ok());
+        // The last byte is the second entry's value's last byte.
+        spill.file.write_all_at(&[9], placed.bytes - 1).unwrap();
+        assert_eq!(
+            spill.read(placed.location),
+            Err("its bytes do not decode".to_string())
+        );
     }
 
     #[test]
     fn reads_are_bounded_by_what_was_written() {
         let dir = tempfile::tempdir().unwrap();
         let spill = Spill::create(dir.path()).unwrap();
-        let at = spill.put(&[entry(1, 10), entry(2, 10)]).unwrap();
+        let at = spill.put(&[entry(1, 10), entry(2, 10)]).unwrap().location;
         assert!(spill.read(at + 1).is_err());
         assert!(spill.read(spill.written()).is_err());
         assert!(spill.read(u64::MAX - 2).is_err());
@@ -221,7 +239,8 @@ mod tests {
         // left over are each refused.
         assert_eq!(decode(&u32::MAX.to_be_bytes()), None);
         let mut one = 1u32.to_be_bytes().to_vec();
-        one.extend_from_slice(&[0u8; 64]);
+        one.extend_from_slice(&[0u8; 32]);
+        one.extend_from_slice(&Sha256::digest([9u8; 5]));
         one.extend_from_slice(&5u32.to_be_bytes());
         one.extend_from_slice(&[9u8; 4]);
         assert_eq!(decode(&one), None);

@@ -148,9 +148,7 @@ struct Spilling {
     file: Arc<Spill>,
     /// Where the next eviction starts (see [`State::evict`]).
     next: u64,
-    /// Subtrees an earlier file holds are moving to this one.
-    moving: bool,
-    /// The last eviction failed (reported once until one succeeds).
+    /// The spill file failed the last time (reported once until it works again).
     failing: bool,
 }
 
@@ -676,9 +674,14 @@ impl Ledger {
     /// state tree that have not changed for [`RECENT_STATES`] heights move to a spill file
     /// beside the ledger (see `spill`), after each block, and are read back from it (checked
     /// against their hashes) when a block or a reader needs them. What is over the bound
-    /// now moves at once. Roots, proofs and answers do not change; the spill file is gone
-    /// when the process is.
+    /// now moves at once; a spill file that cannot be made, or that refuses it, is an
+    /// error. Called again, it changes the bound. Roots, proofs and answers do not change;
+    /// the spill file is gone when the process is.
     pub fn bound_state_memory(&mut self, memory: StateMemory) -> Result<(), LedgerError> {
+        if let Some(spilling) = &mut self.spilling {
+            spilling.memory = memory;
+            return Ok(());
+        }
         let file = Arc::new(self.new_spill_file()?);
         self.state
             .keep_tree_in(Arc::clone(&file).into_store(), memory.opened_entries);
@@ -686,7 +689,6 @@ impl Ledger {
             memory,
             file,
             next: 0,
-            moving: false,
             failing: false,
         });
         let over = self
@@ -695,9 +697,17 @@ impl Ledger {
             .saturating_sub(memory.resident_entries);
         if over > 0 {
             let now = self.state.snapshot();
-            self.state
-                .evict(Some(&now), 0, over)
-                .map_err(|e| LedgerError::Storage(e.to_string()))?;
+            let mut next = 0;
+            loop {
+                let done = self.state.evict(Some(&now), next, over);
+                if let Some(refused) = done.refused {
+                    return Err(LedgerError::Storage(refused.to_string()));
+                }
+                next = done.next;
+                if next == 0 || self.state.resident_entries() <= memory.resident_entries {
+                    break;
+                }
+            }
             // The versions kept of this height would hold the whole tree in memory still.
             let height = self.state.tip().height;
             for recent in &mut self.recent {
@@ -726,18 +736,21 @@ impl Ledger {
 
     /// After a block: while the state tree holds more than its bound, moves subtrees that
     /// have not changed since the oldest recent height to the spill file (at most
-    /// [`EVICT_PER_BLOCK`] entries); starts a new spill file once the current one is mostly
-    /// copies nothing reads any more, and moves what the old one holds over, a few
-    /// subtrees a block. A file that cannot be written leaves the tree in memory, reported.
+    /// [`EVICT_PER_BLOCK`] entries, from where the last call stopped); starts a new spill
+    /// file once the current one is mostly copies the current state does not read, and
+    /// moves what the old one holds over ([`MOVE_PER_BLOCK`] entries a block, or with the
+    /// evictions). A file that refuses a subtree leaves it in memory, reported once.
     fn spill_over_bound(&mut self) {
         let Some(spilling) = &mut self.spilling else {
             return;
         };
-        let stored = self.state.entry_count() - self.state.resident_entries();
-        let live = stored as u64 * spilling.file.bytes_per_entry();
-        if !spilling.moving
+        let moving = self.state.entries_in_earlier_stores() > 0;
+        let live = self.state.stored_bytes();
+        if !moving
             && spilling.file.written()
-                > (2 * live).saturating_add(spilling.memory.spill_slack_bytes)
+                > live
+                    .saturating_mul(2)
+                    .saturating_add(spilling.memory.spill_slack_bytes)
         {
             let dir = self.path.parent().unwrap_or(Path::new("."));
             match Spill::create(dir) {
@@ -748,17 +761,22 @@ impl Ledger {
                         spilling.memory.opened_entries,
                     );
                     spilling.file = file;
-                    spilling.moving = true;
                     spilling.next = 0;
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot start a new state spill file"),
+                Err(e) => {
+                    if !spilling.failing {
+                        tracing::warn!(error = %e, "cannot start a new state spill file");
+                    }
+                    spilling.failing = true;
+                }
             }
         }
         let over = self
             .state
             .resident_entries()
             .saturating_sub(spilling.memory.resident_entries);
-        if over == 0 && !spilling.moving {
+        let moving = self.state.entries_in_earlier_stores() > 0;
+        if over == 0 && !moving {
             return;
         }
         let (unchanged_since, max) = if over > 0 {
@@ -768,18 +786,13 @@ impl Ledger {
         } else {
             (None, MOVE_PER_BLOCK)
         };
-        match self.state.evict(unchanged_since, spilling.next, max) {
-            Ok(done) => {
-                if spilling.moving && done.next == 0 {
-                    // The walk went through every subtree since the new file started.
-                    spilling.moving = false;
-                }
-                spilling.next = done.next;
-                spilling.failing = false;
-            }
-            Err(e) => {
+        let done = self.state.evict(unchanged_since, spilling.next, max);
+        spilling.next = done.next;
+        match done.refused {
+            None => spilling.failing = false,
+            Some(e) => {
                 if !spilling.failing {
-                    tracing::warn!(error = %e, "the state tree stays in memory: its spill file takes nothing");
+                    tracing::warn!(error = %e, "a part of the state tree stays in memory: its spill file refused it");
                 }
                 spilling.failing = true;
             }

@@ -81,8 +81,9 @@ pub type Entry<P> = (Digest, Digest, P);
 /// back must not return from [`SubtreeStore::load`], and [`SubtreeStore::fail`] is told
 /// when what it gave back is not what was put.
 pub trait SubtreeStore<P>: Send + Sync + fmt::Debug {
-    /// Keeps `entries`; returns where, for [`SubtreeStore::load`].
-    fn put(&self, entries: &[Entry<P>]) -> Result<u64, StoreError>;
+    /// Keeps `entries`; returns where, for [`SubtreeStore::load`], and how many bytes they
+    /// take there.
+    fn put(&self, entries: &[Entry<P>]) -> Result<Placed, StoreError>;
 
     /// The entries [`SubtreeStore::put`] kept at `location`, in the order given.
     fn load(&self, location: u64) -> Vec<Entry<P>>;
@@ -90,6 +91,15 @@ pub trait SubtreeStore<P>: Send + Sync + fmt::Debug {
     /// Called when the entries loaded from `location` do not make the subtree that was put
     /// there: the store is corrupt, and the tree cannot answer.
     fn fail(&self, location: u64) -> !;
+}
+
+/// Where a store put a subtree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// What [`SubtreeStore::load`] is given to read it back.
+    pub location: u64,
+    /// The bytes it takes in the store.
+    pub bytes: u64,
 }
 
 /// A store could not keep a subtree; the tree keeps it in memory instead.
@@ -103,6 +113,8 @@ struct Stored<P> {
     /// How many entries it holds.
     len: usize,
     location: u64,
+    /// The bytes it takes in the store.
+    bytes: u64,
     backing: Arc<Backing<P>>,
 }
 
@@ -277,22 +289,48 @@ fn build<P: Clone, I: Item<P>>(depth: usize, items: &[I]) -> Node<P> {
 /// An update: set (`Some`) or remove (`None`) the entry under a key.
 type Update<P> = (Digest, Option<(Digest, P)>);
 
+/// What an update or an eviction did to a version's accounting of where its entries are.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Entries now held in memory that were not.
+    loaded: usize,
+    /// Entries no longer held in memory.
+    stored: usize,
+    /// Bytes of the current store's subtrees this version no longer reads.
+    dropped_bytes: u64,
+    /// Entries of other stores' subtrees this version no longer reads.
+    dropped_elsewhere: usize,
+}
+
+impl Tally {
+    /// `stored` leaves this version: its entries are now in memory, or written again.
+    fn left<P>(&mut self, stored: &Stored<P>, current: Option<&Arc<Backing<P>>>) {
+        if current.is_some_and(|c| Arc::ptr_eq(c, &stored.backing)) {
+            self.dropped_bytes += stored.bytes;
+        } else {
+            self.dropped_elsewhere += stored.len;
+        }
+    }
+}
+
 /// Applies sorted, distinct-key updates below `node` at `depth`; returns the new node and
 /// how many entries it gained (negative: lost). Stored subtrees the updates reach are read
-/// back into memory; `loaded` counts their entries.
+/// back into memory, and `tally` says so (`current`: the tree's store).
 fn update<P: Clone>(
     node: Node<P>,
     depth: usize,
     updates: &[Update<P>],
-    loaded: &mut usize,
+    current: Option<&Arc<Backing<P>>>,
+    tally: &mut Tally,
 ) -> (Node<P>, isize) {
     if updates.is_empty() {
         return (node, 0);
     }
     match node {
         Node::Stored(stored) => {
-            *loaded += stored.len;
-            update(stored.open(depth), depth, updates, loaded)
+            tally.loaded += stored.len;
+            tally.left(&stored, current);
+            update(stored.open(depth), depth, updates, current, tally)
         }
         Node::Empty => {
             let inserts: Vec<Entry<P>> = updates
@@ -327,8 +365,8 @@ fn update<P: Clone>(
             let Internal { left, right, .. } = Arc::unwrap_or_clone(internal);
             let split = updates.partition_point(|(k, _)| !bit(k, depth));
             let (lu, ru) = updates.split_at(split);
-            let (left, gained_left) = update(left, depth + 1, lu, loaded);
-            let (right, gained_right) = update(right, depth + 1, ru, loaded);
+            let (left, gained_left) = update(left, depth + 1, lu, current, tally);
+            let (right, gained_right) = update(right, depth + 1, ru, current, tally);
             (Node::join(left, right), gained_left + gained_right)
         }
     }
@@ -349,6 +387,10 @@ pub struct SparseMerkleTree<P = ()> {
     len: usize,
     /// Entries whose leaves this version holds in memory.
     resident: usize,
+    /// Entries of this version in subtrees that stores other than the current one hold.
+    elsewhere: usize,
+    /// Bytes of this version's subtrees in the current store.
+    stored_bytes: u64,
     backing: Option<Arc<Backing<P>>>,
 }
 
@@ -358,6 +400,8 @@ impl<P> Default for SparseMerkleTree<P> {
             root: Node::Empty,
             len: 0,
             resident: 0,
+            elsewhere: 0,
+            stored_bytes: 0,
             backing: None,
         }
     }
@@ -386,27 +430,31 @@ impl SparseMerkleTree {
 }
 
 /// What one call of [`SparseMerkleTree::evict`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Eviction {
-    /// Subtrees moved to the store.
+    /// Subtrees written to the store.
     pub subtrees: usize,
     /// Entries that left memory with them.
     pub entries: usize,
     /// Entries of subtrees that an earlier store held, moved to the current one.
     pub moved: usize,
-    /// Where the next call should start: the position after the last one looked at, or 0
-    /// once the walk reached the end of the key space.
+    /// Where the next call should start, as the first 64 bits of a key: where this one
+    /// stopped, or 0 once it reached the end of the key space.
     pub next: u64,
+    /// Why the store refused a subtree, if it did: the walk stopped there, and the next
+    /// call starts past it.
+    pub refused: Option<StoreError>,
 }
 
-/// Which subtrees at the depth [`SparseMerkleTree::evict`] works at may leave memory.
+/// Which subtrees [`SparseMerkleTree::evict`] may move out of memory.
 #[derive(Debug)]
 pub enum Evictable<'a, P> {
     /// Every one.
     All,
     /// Those this version shares with an older one: nothing in them changed since.
     UnchangedSince(&'a SparseMerkleTree<P>),
-    /// None: only subtrees an earlier store holds move.
+    /// None: only subtrees an earlier store holds move to the current one (the walk then
+    /// goes below the eviction depth to find them).
     None,
 }
 
@@ -422,59 +470,103 @@ enum Older<'a, P> {
     Other,
 }
 
-/// One call of [`SparseMerkleTree::evict`]: moves subtrees at `depth` whose positions are
-/// at least `start`, unchanged since the older version, until `max` entries have moved.
+/// One call of [`SparseMerkleTree::evict`].
 struct Evictor<'a, P> {
     backing: &'a Arc<Backing<P>>,
+    /// The depth subtrees are stored at (deeper where one holds more than `largest`).
     depth: usize,
+    largest: usize,
+    /// Whether subtrees may be evicted at all (else only moved).
+    evicting: bool,
     start: u64,
     max: usize,
+    /// Nodes it may still visit.
+    looks: usize,
     done: Eviction,
-    stopped_at: Option<u64>,
-    error: Option<StoreError>,
+    tally: Tally,
+    /// Bytes of the subtrees it wrote.
+    placed_bytes: u64,
+    stopped: bool,
+}
+
+/// The first 64 bits of the keys below a node at `depth` whose path is `prefix`, and where
+/// the range of such keys ends (exclusive).
+fn key_range(prefix: u64, depth: usize) -> (u128, u128) {
+    let span = if depth >= 64 {
+        1
+    } else {
+        1u128 << (64 - depth)
+    };
+    (u128::from(prefix), u128::from(prefix) + span)
+}
+
+/// The paths of a node's children.
+fn child_prefixes(prefix: u64, depth: usize) -> (u64, u64) {
+    let right = if depth >= 64 {
+        prefix
+    } else {
+        prefix | (1u64 << (63 - depth))
+    };
+    (prefix, right)
 }
 
 impl<P: Clone> Evictor<'_, P> {
+    fn is_current(&self, stored: &Stored<P>) -> bool {
+        Arc::ptr_eq(&stored.backing, self.backing)
+    }
+
+    /// Stops the walk at the node whose key range starts at `begin`.
+    fn stop(&mut self, begin: u128) {
+        self.stopped = true;
+        let at = begin.max(u128::from(self.start));
+        self.done.next = u64::try_from(at).unwrap_or(0);
+    }
+
     fn walk(&mut self, node: &Node<P>, older: Older<'_, P>, depth: usize, prefix: u64) -> Node<P> {
-        let elsewhere = matches!(node, Node::Stored(s) if !Arc::ptr_eq(&s.backing, self.backing));
-        if !matches!(node, Node::Internal(_)) && !elsewhere {
+        let (begin, end) = key_range(prefix, depth);
+        if self.stopped || end <= u128::from(self.start) {
             return node.clone();
         }
-        let shift = self.depth - depth;
-        // Every position below this node is before where the walk starts.
-        if (prefix + 1) << shift <= self.start {
+        if self.looks == 0 || self.done.entries + self.done.moved >= self.max {
+            self.stop(begin);
             return node.clone();
         }
-        if self.stopped_at.is_some() {
-            return node.clone();
-        }
-        if self.done.entries + self.done.moved >= self.max || self.error.is_some() {
-            self.stopped_at = Some((prefix << shift).max(self.start));
-            return node.clone();
-        }
+        self.looks -= 1;
         let internal = match node {
             Node::Internal(internal) => internal,
-            Node::Stored(stored) => return self.store(node, stored.hash, depth, true),
-            Node::Empty | Node::Leaf(_) => return node.clone(),
+            Node::Stored(stored) if !self.is_current(stored) => {
+                return self.store(node, stored.hash, depth, end);
+            }
+            Node::Stored(_) | Node::Empty | Node::Leaf(_) => return node.clone(),
         };
         let same = match older {
             Older::Same => true,
             Older::Node(Node::Internal(o)) => Arc::ptr_eq(o, internal),
             Older::Node(_) | Older::Other => false,
         };
-        if depth == self.depth {
-            if !same {
+        if depth >= self.depth {
+            if self.evicting && same {
+                let (in_memory, total) = count(node);
+                if in_memory == 0 && !self.holds_elsewhere(node) {
+                    // Nothing to free: its parts are in the current store already.
+                    return node.clone();
+                }
+                if total <= self.largest {
+                    return self.store(node, internal.hash, depth, end);
+                }
+                // Too large to keep as one: its children are stored instead.
+            } else if self.evicting {
                 return node.clone();
             }
-            return self.store(node, internal.hash, depth, false);
         }
         let (older_left, older_right) = match older {
             _ if same => (Older::Same, Older::Same),
             Older::Node(Node::Internal(o)) => (Older::Node(&o.left), Older::Node(&o.right)),
             _ => (Older::Other, Older::Other),
         };
-        let left = self.walk(&internal.left, older_left, depth + 1, prefix << 1);
-        let right = self.walk(&internal.right, older_right, depth + 1, (prefix << 1) | 1);
+        let (left_prefix, right_prefix) = child_prefixes(prefix, depth);
+        let left = self.walk(&internal.left, older_left, depth + 1, left_prefix);
+        let right = self.walk(&internal.right, older_right, depth + 1, right_prefix);
         if same_node(&left, &internal.left) && same_node(&right, &internal.right) {
             node.clone()
         } else {
@@ -486,31 +578,46 @@ impl<P: Clone> Evictor<'_, P> {
             }))
         }
     }
-}
 
-impl<P: Clone> Evictor<'_, P> {
-    /// Puts the entries below `node` into this call's store; `moving`: it is a subtree
-    /// another store holds.
-    fn store(&mut self, node: &Node<P>, hash: Digest, depth: usize, moving: bool) -> Node<P> {
+    /// Whether another store holds a part of `node`.
+    fn holds_elsewhere(&self, node: &Node<P>) -> bool {
+        match node {
+            Node::Stored(s) => !self.is_current(s),
+            Node::Internal(i) => self.holds_elsewhere(&i.left) || self.holds_elsewhere(&i.right),
+            Node::Empty | Node::Leaf(_) => false,
+        }
+    }
+
+    /// Puts the entries below `node` into the current store: the node that stands for them
+    /// then, or `node` if the store refused them (the walk stops past it).
+    fn store(&mut self, node: &Node<P>, hash: Digest, depth: usize, end: u128) -> Node<P> {
         let mut entries = Vec::new();
-        let already_stored = collect(node, depth, &mut entries);
+        let mut tally = Tally::default();
+        collect(node, depth, &mut entries, Some(self.backing), &mut tally);
         match self.backing.store.put(&entries) {
-            Ok(location) => {
-                if moving {
-                    self.done.moved += entries.len();
-                } else {
+            Ok(placed) => {
+                let in_memory = entries.len() - tally.loaded;
+                self.done.moved += tally.dropped_elsewhere;
+                if !matches!(node, Node::Stored(_)) {
                     self.done.subtrees += 1;
-                    self.done.entries += entries.len() - already_stored;
+                    self.done.entries += in_memory;
                 }
+                self.tally.stored += in_memory;
+                self.tally.dropped_bytes += tally.dropped_bytes;
+                self.tally.dropped_elsewhere += tally.dropped_elsewhere;
+                self.placed_bytes += placed.bytes;
                 Node::Stored(Arc::new(Stored {
                     hash,
                     len: entries.len(),
-                    location,
+                    location: placed.location,
+                    bytes: placed.bytes,
                     backing: Arc::clone(self.backing),
                 }))
             }
             Err(e) => {
-                self.error = Some(e);
+                self.done.refused = Some(e);
+                self.stopped = true;
+                self.done.next = u64::try_from(end).unwrap_or(0);
                 node.clone()
             }
         }
@@ -528,24 +635,45 @@ fn same_node<P>(a: &Node<P>, b: &Node<P>) -> bool {
     }
 }
 
-/// Appends the entries below `node` (at `depth`) to `out`, in key order; returns how many
-/// of them were in stored subtrees already.
-fn collect<P: Clone>(node: &Node<P>, depth: usize, out: &mut Vec<Entry<P>>) -> usize {
+/// How many entries below `node` are in memory, and how many there are.
+fn count<P>(node: &Node<P>) -> (usize, usize) {
     match node {
-        Node::Empty => 0,
-        Node::Leaf(l) => {
-            out.push((l.key, l.value_hash, l.payload.clone()));
-            0
+        Node::Empty => (0, 0),
+        Node::Leaf(_) => (1, 1),
+        Node::Internal(i) => {
+            let (a, b) = count(&i.left);
+            let (c, d) = count(&i.right);
+            (a + c, b + d)
         }
-        Node::Internal(i) => collect(&i.left, depth + 1, out) + collect(&i.right, depth + 1, out),
+        Node::Stored(s) => (0, s.len),
+    }
+}
+
+/// Appends the entries below `node` (at `depth`) to `out`, in key order, reading stored
+/// subtrees back; `tally` counts those as loaded and as left (`current`: the tree's store).
+fn collect<P: Clone>(
+    node: &Node<P>,
+    depth: usize,
+    out: &mut Vec<Entry<P>>,
+    current: Option<&Arc<Backing<P>>>,
+    tally: &mut Tally,
+) {
+    match node {
+        Node::Empty => {}
+        Node::Leaf(l) => out.push((l.key, l.value_hash, l.payload.clone())),
+        Node::Internal(i) => {
+            collect(&i.left, depth + 1, out, current, tally);
+            collect(&i.right, depth + 1, out, current, tally);
+        }
         Node::Stored(s) => {
-            collect(&s.open(depth), depth, out);
-            s.len
+            tally.loaded += s.len;
+            tally.left(s, current);
+            collect(&s.open(depth), depth, out, current, tally);
         }
     }
 }
 
-/// The deepest level eviction works at: positions there are counted in a `u64`.
+/// The deepest level subtrees are stored at by [`SparseMerkleTree::eviction_depth`].
 pub const MAX_EVICTION_DEPTH: usize = 63;
 
 impl<P: Clone> SparseMerkleTree<P> {
@@ -559,6 +687,8 @@ impl<P: Clone> SparseMerkleTree<P> {
         SparseMerkleTree {
             len: entries.len(),
             resident: entries.len(),
+            elsewhere: 0,
+            stored_bytes: 0,
             root: build(0, &entries),
             backing: None,
         }
@@ -570,8 +700,8 @@ impl<P: Clone> SparseMerkleTree<P> {
     /// again; they are shared by every version of the tree.
     ///
     /// Subtrees an earlier store holds stay there, and are read from there, until
-    /// [`Self::evict`] moves them to this one; once no version of the tree holds any, the
-    /// earlier store is dropped.
+    /// [`Self::evict`] moves them to this one ([`Self::elsewhere`] counts their entries);
+    /// once no version of the tree holds any, the earlier store is dropped.
     pub fn with_store(
         mut self,
         store: Arc<dyn SubtreeStore<P>>,
@@ -587,6 +717,8 @@ impl<P: Clone> SparseMerkleTree<P> {
                 tick: 0,
             }),
         }));
+        self.elsewhere = self.len - self.resident;
+        self.stored_bytes = 0;
         self
     }
 
@@ -612,58 +744,83 @@ impl<P: Clone> SparseMerkleTree<P> {
         self.resident
     }
 
-    /// The level at which subtrees hold about `per_subtree` entries, for [`Self::evict`].
+    /// How many of this version's entries are in subtrees that stores before the current
+    /// one hold.
+    pub fn elsewhere(&self) -> usize {
+        self.elsewhere
+    }
+
+    /// The bytes this version's subtrees take in the current store: what of it is still
+    /// read, the rest being copies only older versions, or none, read.
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored_bytes
+    }
+
+    /// The level at which subtrees hold about `per_subtree` entries (between that and twice
+    /// as many, on average).
     pub fn eviction_depth(&self, per_subtree: usize) -> usize {
         let subtrees = self.len / per_subtree.max(1);
         (subtrees.max(1).ilog2() as usize).min(MAX_EVICTION_DEPTH)
     }
 
-    /// Moves to the store the subtrees at `depth` (positions counted left to right from 0)
-    /// that hold two or more entries and are `evictable`, and the subtrees an earlier store
-    /// holds, from position `start` on, until at least `max` entries have moved.
+    /// Moves out of memory the subtrees of about `per_subtree` entries (at
+    /// [`Self::eviction_depth`]; one holding more than sixteen times that is split into its
+    /// children, so that no subtree a read or an update has to read back is large, however
+    /// keys crowd) that are `evictable`, and moves the subtrees an earlier store holds to
+    /// the current one, walking the key space from `start` (the first 64 bits of a key)
+    /// until `max` entries have moved.
     ///
-    /// Roots, proofs and answers do not change. Versions that shared a moved subtree keep it
-    /// in memory until they are dropped. A store that cannot keep a subtree stops the call
-    /// with its error, what moved before staying moved.
+    /// It visits at most `max / 2 + 128` nodes, so that a call costs about what it moves
+    /// even when few subtrees qualify. Roots, proofs and answers do not change. Versions
+    /// that shared a moved subtree keep it in memory until they are dropped. A store that
+    /// refuses a subtree stops the call there (`Eviction::refused`), what moved before
+    /// staying moved; the next call starts past it. Without a store, nothing moves.
     pub fn evict(
         &mut self,
-        depth: usize,
+        per_subtree: usize,
         evictable: Evictable<'_, P>,
         start: u64,
         max: usize,
-    ) -> Result<Eviction, StoreError> {
-        let none = Eviction {
+    ) -> Eviction {
+        let mut done = Eviction {
             subtrees: 0,
             entries: 0,
             moved: 0,
             next: 0,
+            refused: None,
         };
         let Some(backing) = self.backing.clone() else {
-            return Ok(none);
+            return done;
         };
-        let depth = depth.min(MAX_EVICTION_DEPTH);
+        let (evicting, older) = match evictable {
+            Evictable::All => (true, Older::Same),
+            Evictable::UnchangedSince(o) => (true, Older::Node(&o.root)),
+            Evictable::None => (false, Older::Other),
+        };
         let mut evictor = Evictor {
             backing: &backing,
-            depth,
-            start: if start >> depth == 0 { start } else { 0 },
+            depth: self.eviction_depth(per_subtree),
+            largest: per_subtree.saturating_mul(16),
+            evicting,
+            start,
             max,
-            done: none,
-            stopped_at: None,
-            error: None,
-        };
-        let older = match evictable {
-            Evictable::All => Older::Same,
-            Evictable::UnchangedSince(o) => Older::Node(&o.root),
-            Evictable::None => Older::Other,
+            looks: max / 2 + 128,
+            done,
+            tally: Tally::default(),
+            placed_bytes: 0,
+            stopped: false,
         };
         self.root = evictor.walk(&self.root, older, 0, 0);
-        self.resident = self.resident.saturating_sub(evictor.done.entries);
-        let mut done = evictor.done;
-        done.next = evictor.stopped_at.unwrap_or(0);
-        match evictor.error {
-            Some(e) => Err(e),
-            None => Ok(done),
+        let tally = evictor.tally;
+        self.resident = self.resident.saturating_sub(tally.stored);
+        self.elsewhere = self.elsewhere.saturating_sub(tally.dropped_elsewhere);
+        self.stored_bytes =
+            self.stored_bytes.saturating_sub(tally.dropped_bytes) + evictor.placed_bytes;
+        done = evictor.done;
+        if !evictor.stopped {
+            done.next = 0;
         }
+        done
     }
 
     /// Sets (`Some((value_hash, payload))`) or removes (`None`) entries; for a key given
@@ -682,11 +839,13 @@ impl<P: Clone> SparseMerkleTree<P> {
             }
         }
         let root = std::mem::replace(&mut self.root, Node::Empty);
-        let mut loaded = 0;
-        let (root, gained) = update(root, 0, &deduped, &mut loaded);
+        let mut tally = Tally::default();
+        let (root, gained) = update(root, 0, &deduped, self.backing.as_ref(), &mut tally);
         self.root = root;
         self.len = self.len.saturating_add_signed(gained);
-        self.resident = (self.resident + loaded).saturating_add_signed(gained);
+        self.resident = (self.resident + tally.loaded).saturating_add_signed(gained);
+        self.elsewhere = self.elsewhere.saturating_sub(tally.dropped_elsewhere);
+        self.stored_bytes = self.stored_bytes.saturating_sub(tally.dropped_bytes);
     }
 
     /// What `f` makes of the leaf under `key`, if there is one.
@@ -959,13 +1118,16 @@ mod tests {
     }
 
     impl SubtreeStore<u64> for MemStore {
-        fn put(&self, entries: &[Entry<u64>]) -> Result<u64, StoreError> {
+        fn put(&self, entries: &[Entry<u64>]) -> Result<Placed, StoreError> {
             if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(StoreError("disk full".into()));
             }
             let mut subtrees = self.subtrees.lock().unwrap();
             subtrees.push(entries.to_vec());
-            Ok(subtrees.len() as u64 - 1)
+            Ok(Placed {
+                location: subtrees.len() as u64 - 1,
+                bytes: 72 * entries.len() as u64,
+            })
         }
 
         fn load(&self, location: u64) -> Vec<Entry<u64>> {
@@ -990,6 +1152,24 @@ mod tests {
         }
     }
 
+    /// Entries below `node` in subtrees a store other than `current` holds.
+    fn elsewhere<P>(node: &Node<P>, current: Option<&Arc<Backing<P>>>) -> usize {
+        match node {
+            Node::Stored(s) if !current.is_some_and(|c| Arc::ptr_eq(c, &s.backing)) => s.len,
+            Node::Internal(i) => elsewhere(&i.left, current) + elsewhere(&i.right, current),
+            _ => 0,
+        }
+    }
+
+    /// Bytes of the subtrees below `node` that `current` holds.
+    fn current_bytes<P>(node: &Node<P>, current: Option<&Arc<Backing<P>>>) -> u64 {
+        match node {
+            Node::Stored(s) if current.is_some_and(|c| Arc::ptr_eq(c, &s.backing)) => s.bytes,
+            Node::Internal(i) => current_bytes(&i.left, current) + current_bytes(&i.right, current),
+            _ => 0,
+        }
+    }
+
     /// Entries whose leaves `node` holds in memory.
     fn in_memory<P>(node: &Node<P>) -> usize {
         match node {
@@ -1011,11 +1191,11 @@ mod tests {
     fn a_tree_with_stored_subtrees_answers_as_before() {
         let (mut tree, store) = stored_tree(500, 0);
         let whole = tree.clone();
-        let depth = tree.eviction_depth(16);
-        assert_eq!(depth, 4);
-        let done = tree.evict(depth, Evictable::All, 0, usize::MAX).unwrap();
+        assert_eq!(tree.eviction_depth(16), 4);
+        let done = tree.evict(16, Evictable::All, 0, usize::MAX);
         assert_eq!((done.entries, done.next), (500, 0));
         assert_eq!(done.subtrees, 16);
+        assert_eq!(tree.stored_bytes(), 72 * 500);
         assert_eq!((tree.resident(), in_memory(&tree.root)), (0, 0));
         assert_eq!(tree.root(), whole.root());
         for i in 0..520 {
@@ -1050,61 +1230,108 @@ mod tests {
         let (mut tree, _store) = stored_tree(400, 0);
         let older = tree.clone();
         tree.apply_with(vec![(h(3), Some((h(3003), 3003)))]);
-        let depth = 3;
-        let done = tree
-            .evict(depth, Evictable::UnchangedSince(&older), 0, usize::MAX)
-            .unwrap();
+        // 50 entries a subtree: depth 3.
+        let done = tree.evict(50, Evictable::UnchangedSince(&older), 0, usize::MAX);
         assert_eq!(done.subtrees, 7, "the eighth holds the changed entry");
         assert_eq!(tree.resident(), in_memory(&tree.root));
         assert_eq!(tree.resident(), 400 - done.entries);
         assert_eq!(tree.payload(&h(3)), Some(3003));
         // Once nothing changed since, it moves too.
         let now = tree.clone();
-        let done = tree
-            .evict(depth, Evictable::UnchangedSince(&now), 0, usize::MAX)
-            .unwrap();
+        let done = tree.evict(50, Evictable::UnchangedSince(&now), 0, usize::MAX);
         assert_eq!(done.subtrees, 1);
         assert_eq!(tree.resident(), 0);
+        // Nothing is left in memory: a further call writes nothing again.
+        let again = tree.evict(50, Evictable::All, 0, usize::MAX);
+        assert_eq!((again.subtrees, again.entries, again.moved), (0, 0, 0));
     }
 
     #[test]
     fn eviction_resumes_where_it_stopped_and_wraps_around() {
         let (mut tree, _store) = stored_tree(1000, 0);
         let root = tree.root();
-        let depth = 5;
         let mut start = 0;
         let mut moved = 0;
         let mut calls = 0;
         loop {
-            let done = tree.evict(depth, Evictable::All, start, 100).unwrap();
+            // About 31 entries a subtree: depth 5.
+            let done = tree.evict(31, Evictable::All, start, 100);
             assert!(done.entries >= 100 || done.next == 0);
             assert!(done.entries < 100 + 1000 / 8, "stops soon after the bound");
+            assert!(done.next == 0 || done.next > start, "goes forward");
             moved += done.entries;
             calls += 1;
             start = done.next;
             if start == 0 {
                 break;
             }
-            assert!(start < 1 << depth);
         }
         assert_eq!(moved, 1000);
         assert!(calls >= 8);
         assert_eq!((tree.resident(), tree.root()), (0, root));
-        // A start past the positions of this depth starts from the beginning.
-        let (mut other, _s) = stored_tree(100, 0);
-        assert_eq!(
-            other
-                .evict(2, Evictable::All, 1 << 40, usize::MAX)
-                .unwrap()
-                .entries,
-            100
+        // A start halfway through the key space moves about half.
+        let (mut other, _s) = stored_tree(1000, 0);
+        let done = other.evict(31, Evictable::All, 1 << 63, usize::MAX);
+        assert!((400..600).contains(&done.entries), "{}", done.entries);
+        assert_eq!(done.next, 0);
+    }
+
+    #[test]
+    fn a_call_looks_at_a_bounded_number_of_nodes() {
+        let (mut tree, _store) = stored_tree(4000, 0);
+        // Every subtree changed since `older`: none qualifies, and the walk stops after
+        // max / 2 + 128 nodes instead of going through all of them.
+        let older = tree.clone();
+        tree.apply_with((0..4000).map(|i| (h(i), Some((h(i + 7), i + 7)))).collect());
+        let done = tree.evict(15, Evictable::UnchangedSince(&older), 0, 40);
+        assert_eq!(done.entries, 0);
+        assert!(done.next > 0, "stopped before the end");
+        let again = tree.evict(15, Evictable::UnchangedSince(&older), done.next, 40);
+        assert!(again.next > done.next, "and goes on from there");
+    }
+
+    #[test]
+    fn crowded_keys_are_stored_in_small_subtrees() {
+        // 600 keys sharing their first 16 bits, among 400 spread ones: at the eviction depth
+        // their subtree holds 600 entries, more than 16 times the 25 asked for.
+        let crowded = |i: u64| {
+            let mut k = h(i);
+            k[0] = 0xab;
+            k[1] = 0xcd;
+            k
+        };
+        let store = Arc::new(MemStore::default());
+        let entries = (0..600)
+            .map(|i| (crowded(i), h(i + 1000), i))
+            .chain((600..1000).map(|i| (h(i), h(i + 1000), i)))
+            .collect();
+        let mut tree = SparseMerkleTree::from_entries_with(entries)
+            .with_store(Arc::clone(&store) as Arc<dyn SubtreeStore<u64>>, 0);
+        let root = tree.root();
+        let done = tree.evict(25, Evictable::All, 0, usize::MAX);
+        // A few leaves left alone deep in the split are not worth a subtree of their own.
+        assert!(done.entries > 990, "{}", done.entries);
+        assert_eq!(tree.resident(), 1000 - done.entries);
+        let largest = store
+            .subtrees
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap();
+        assert!(
+            largest <= 16 * 25,
+            "a subtree of {largest} entries was stored"
         );
+        assert_eq!(tree.root(), root);
+        assert_eq!(tree.payload(&crowded(17)), Some(17));
     }
 
     #[test]
     fn subtrees_read_back_are_kept_up_to_the_bound() {
         let (mut tree, store) = stored_tree(256, 64);
-        tree.evict(3, Evictable::All, 0, usize::MAX).unwrap();
+        tree.evict(32, Evictable::All, 0, usize::MAX);
         let loads = store.loads();
         for _ in 0..10 {
             assert_eq!(tree.payload(&h(5)), Some(5));
@@ -1121,40 +1348,51 @@ mod tests {
 
     #[test]
     fn subtrees_move_to_a_new_store_and_the_old_one_is_let_go() {
-        let (tree, first) = stored_tree(600, 8);
-        let mut tree = tree;
-        let root = tree.root();
-        tree.evict(4, Evictable::All, 0, usize::MAX).unwrap();
-        let kept = tree.clone();
-        let second = Arc::new(MemStore::default());
-        let mut tree = tree.with_store(Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>, 8);
-        // Still read from the first store until moved.
-        assert_eq!(tree.payload(&h(11)), Some(11));
-        let mut start = 0;
-        let mut moved = 0;
-        loop {
-            let done = tree.evict(4, Evictable::None, start, 100).unwrap();
-            assert_eq!(done.entries, 0, "nothing was in memory");
-            moved += done.moved;
-            start = done.next;
-            if start == 0 {
-                break;
+        for evictable_while_moving in [false, true] {
+            let (tree, first) = stored_tree(600, 8);
+            let mut tree = tree;
+            let root = tree.root();
+            // Sixteen subtrees at depth 4.
+            tree.evict(37, Evictable::All, 0, usize::MAX);
+            let kept = tree.clone();
+            let second = Arc::new(MemStore::default());
+            let mut tree = tree.with_store(Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>, 8);
+            assert_eq!(tree.elsewhere(), 600);
+            // Still read from the first store until moved.
+            assert_eq!(tree.payload(&h(11)), Some(11));
+            // Moved at a shallower depth than they were stored at (as once a tree shrank):
+            // found below it and moved one by one, or moved as part of the shallower
+            // subtrees.
+            let mut start = 0;
+            loop {
+                let evictable = if evictable_while_moving {
+                    Evictable::All
+                } else {
+                    Evictable::None
+                };
+                let done = tree.evict(300, evictable, start, 100);
+                assert_eq!(done.entries, 0, "nothing was in memory");
+                start = done.next;
+                if start == 0 {
+                    break;
+                }
             }
+            assert_eq!(tree.elsewhere(), 0);
+            assert_eq!(tree.resident(), 0);
+            assert_eq!(tree.stored_bytes(), 72 * 600);
+            assert_eq!(tree.root(), root);
+            let loads = first.loads();
+            for i in 0..600 {
+                assert_eq!(tree.payload(&h(i)), Some(i));
+            }
+            assert_eq!(first.loads(), loads, "the first store is not read any more");
+            // The version kept from before still reads from the first store; once it is
+            // dropped, nothing holds the first store but this test.
+            assert_eq!(kept.payload(&h(11)), Some(11));
+            assert!(Arc::strong_count(&first) > 1);
+            drop(kept);
+            assert_eq!(Arc::strong_count(&first), 1);
         }
-        assert_eq!(moved, 600);
-        assert_eq!(second.subtrees.lock().unwrap().len(), 16);
-        assert_eq!(tree.root(), root);
-        let loads = first.loads();
-        for i in 0..600 {
-            assert_eq!(tree.payload(&h(i)), Some(i));
-        }
-        assert_eq!(first.loads(), loads, "the first store is not read any more");
-        // The version kept from before still reads from the first store; once it is
-        // dropped, nothing holds the first store but this test.
-        assert_eq!(kept.payload(&h(11)), Some(11));
-        assert!(Arc::strong_count(&first) > 1);
-        drop(kept);
-        assert_eq!(Arc::strong_count(&first), 1);
     }
 
     #[test]
@@ -1164,8 +1402,12 @@ mod tests {
         store
             .refuse
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let err = tree.evict(3, Evictable::All, 0, usize::MAX).unwrap_err();
-        assert_eq!(err, StoreError("disk full".into()));
+        let done = tree.evict(37, Evictable::All, 0, usize::MAX);
+        assert_eq!(done.refused, Some(StoreError("disk full".into())));
+        assert!(
+            done.next > 0,
+            "the next call starts past the refused subtree"
+        );
         assert_eq!((tree.root(), tree.resident(), tree.len()), (root, 300, 300));
         assert_eq!(tree.payload(&h(9)), Some(9));
     }
@@ -1174,7 +1416,7 @@ mod tests {
     #[should_panic(expected = "does not match its hash")]
     fn a_store_that_gives_back_something_else_is_caught() {
         let (mut tree, store) = stored_tree(300, 0);
-        tree.evict(3, Evictable::All, 0, usize::MAX).unwrap();
+        tree.evict(37, Evictable::All, 0, usize::MAX);
         store
             .corrupt
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1187,13 +1429,13 @@ mod tests {
         #[test]
         fn evictions_change_no_answer(steps in prop::collection::vec(
             (prop::collection::vec((0u64..200, prop::option::of(0u64..1000)), 0..30),
-             0usize..8, prop::option::of(0usize..4), 0u64..64, 1usize..200), 1..16)) {
+             1usize..64, prop::option::of(0usize..4), any::<u64>(), 1usize..200), 1..16)) {
             let store = Arc::new(MemStore::default());
             let mut tree: SparseMerkleTree<u64> =
                 SparseMerkleTree::default().with_store(store as Arc<dyn SubtreeStore<u64>>, 40);
             let mut model: BTreeMap<Digest, u64> = BTreeMap::new();
             let mut versions: Vec<(SparseMerkleTree<u64>, BTreeMap<Digest, u64>)> = Vec::new();
-            for (batch, depth, older, start, max) in steps {
+            for (batch, per_subtree, older, start, max) in steps {
                 tree.apply_with(batch.iter().map(|(k, v)| (h(*k), v.map(|v| (h(v), v)))).collect());
                 for (k, v) in &batch {
                     match v { Some(v) => { model.insert(h(*k), *v); } None => { model.remove(&h(*k)); } }
@@ -1210,9 +1452,12 @@ mod tests {
                     (Some(older), _) => Evictable::UnchangedSince(older),
                     (None, _) => Evictable::All,
                 };
-                tree.evict(depth, evictable, start, max).unwrap();
+                let done = tree.evict(per_subtree, evictable, start, max);
+                prop_assert!(done.refused.is_none());
                 prop_assert_eq!(tree.len(), model.len());
                 prop_assert_eq!(tree.resident(), in_memory(&tree.root));
+                prop_assert_eq!(tree.elsewhere(), elsewhere(&tree.root, tree.backing.as_ref()));
+                prop_assert_eq!(tree.stored_bytes(), current_bytes(&tree.root, tree.backing.as_ref()));
                 let rebuilt = SparseMerkleTree::from_entries(model.iter().map(|(k, v)| (*k, h(*v))).collect());
                 prop_assert_eq!(tree.root(), rebuilt.root());
             }

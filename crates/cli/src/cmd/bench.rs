@@ -28,6 +28,10 @@ pub enum BenchCmd {
         /// Write the ledger here (default: a temporary directory, removed afterwards).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Bound the state tree's memory to this many MiB, as validators do (`secnet node
+        /// --state-memory-mib`); by default it holds everything.
+        #[arg(long, value_name = "MIB")]
+        state_memory_mib: Option<usize>,
         /// Print JSON (the only output format; kept for symmetry with other commands).
         #[arg(long)]
         json: bool,
@@ -163,14 +167,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
-    let (total, accounts, block_txs, data_dir) = match cmd {
+    let (total, accounts, block_txs, data_dir, state_memory_mib) = match cmd {
         BenchCmd::Apply {
             txs,
             accounts,
             block_txs,
             data_dir,
+            state_memory_mib,
             json: _,
-        } => (txs, accounts, block_txs, data_dir),
+        } => (txs, accounts, block_txs, data_dir, state_memory_mib),
         BenchCmd::Ai {
             dataset,
             data,
@@ -263,6 +268,9 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     };
     DataDir::new(&dir).write_genesis(&genesis)?;
     let mut ledger = Ledger::open(&dir, &genesis)?;
+    if let Some(mib) = state_memory_mib {
+        ledger.bound_state_memory(secnet_ledger::StateMemory::mib(mib))?;
+    }
     let apply = |ledger: &mut Ledger, txs: &[SignedTransaction]| -> anyhow::Result<usize> {
         let mut rejected = 0;
         for chunk in txs.chunks(block_txs) {
@@ -357,6 +365,8 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         "tx_per_s": txs.len() as f64 / apply_secs,
         "limit_sig_verify_per_s": txs.len() as f64 / sig_secs,
         "state_entries": state.entry_count(),
+        "state_memory_mib": state_memory_mib,
+        "state_entries_in_memory": state.resident_entries(),
         "log_size": log_size,
         "state_entries_added": entries_added,
         "log_leaves_added": log_added,

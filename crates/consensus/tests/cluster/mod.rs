@@ -518,6 +518,14 @@ pub fn open_chain_after_crash(dir: &Path, genesis: &Genesis, old: Arc<Chain>) ->
     open_chain(dir, genesis)
 }
 
+/// The bound on state-tree memory of the validators of even index: a few entries, no slack
+/// before a spill file is replaced.
+pub const TINY_STATE_MEMORY: StateMemory = StateMemory {
+    resident_entries: 4,
+    opened_entries: 4,
+    spill_slack_bytes: 0,
+};
+
 /// Opens the chain in a validator's directory. Validators of even index (directories `v0`,
 /// `v2`, ...) keep their state tree within a bound of a few entries, so that it lives in
 /// their spill files, and every check of agreement also compares them with validators that
@@ -528,13 +536,7 @@ pub fn open_chain(dir: &Path, genesis: &Genesis) -> Arc<Chain> {
         .file_name()
         .and_then(|n| n.to_str()?.strip_prefix('v')?.parse::<usize>().ok());
     if index.is_some_and(|i| i % 2 == 0) {
-        ledger
-            .bound_state_memory(StateMemory {
-                resident_entries: 4,
-                opened_entries: 4,
-                spill_slack_bytes: 0,
-            })
-            .unwrap();
+        ledger.bound_state_memory(TINY_STATE_MEMORY).unwrap();
     }
     Arc::new(Chain::new(ledger, genesis, 100_000, 2_000))
 }

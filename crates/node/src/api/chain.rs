@@ -199,16 +199,16 @@ pub(super) async fn account(
     Path(id): Path<String>,
 ) -> ApiResult<Json<AccountAnswer>> {
     let id: AccountId = parse("account", &id)?;
-    Ok(Json(node.with_ledger(|l| {
-        let a = l.state().account(&id);
-        AccountAnswer {
-            account: id,
-            balance: a.balance,
-            nonce: a.nonce,
-            encryption_key: a.encryption_key,
-            proof: l.state().prove(&StateKey::Account(id)),
-        }
-    })?))
+    // Only the state tree's version is taken under the ledger: a part of it that left
+    // memory is read back without holding up blocks.
+    let (a, snapshot) = node.with_ledger(|l| (l.state().account(&id), l.state().snapshot()))?;
+    Ok(Json(AccountAnswer {
+        account: id,
+        balance: a.balance,
+        nonce: a.nonce,
+        encryption_key: a.encryption_key,
+        proof: snapshot.prove(&StateKey::Account(id)),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -246,10 +246,22 @@ pub(super) async fn listings(
         .limit
         .unwrap_or(MAX_LISTINGS_PAGE)
         .clamp(1, MAX_LISTINGS_PAGE);
-    Ok(Json(node.with_ledger(|l| match &q.address {
-        Some(address) => l.state().listing_at(address).into_iter().collect(),
-        None => l.state().listings_after(after.as_ref(), limit).collect(),
-    })?))
+    // Under the ledger only the state tree's version and the page's hashes are taken; the
+    // listings are read from that version after it is let go.
+    let (snapshot, hashes) = node.with_ledger(|l| {
+        let hashes: Vec<Hash> = match &q.address {
+            Some(_) => Vec::new(),
+            None => l
+                .state()
+                .listed_hashes_after(after.as_ref(), limit)
+                .collect(),
+        };
+        (l.state().snapshot(), hashes)
+    })?;
+    Ok(Json(match &q.address {
+        Some(address) => snapshot.listing_at(address).into_iter().collect(),
+        None => hashes.iter().filter_map(|h| snapshot.listing(h)).collect(),
+    }))
 }
 
 #[utoipa::path(
@@ -272,12 +284,11 @@ pub(super) async fn listing(
     Path(hash): Path<String>,
 ) -> ApiResult<Json<ListingAnswer>> {
     let hash: Hash = parse("data hash", &hash)?;
-    let body = node.with_ledger(|l| {
-        l.state().listing(&hash).map(|listing| ListingAnswer {
-            listing: listing.clone(),
-            proof: l.state().prove(&StateKey::Listing(hash)),
-        })
-    })?;
+    let snapshot = node.with_ledger(|l| l.state().snapshot())?;
+    let body = snapshot.listing(&hash).map(|listing| ListingAnswer {
+        listing,
+        proof: snapshot.prove(&StateKey::Listing(hash)),
+    });
     body.map(Json)
         .ok_or_else(|| Problem::not_found(format!("no data is registered with hash {hash}")))
 }
@@ -302,12 +313,11 @@ pub(super) async fn grant(
     Path(id): Path<String>,
 ) -> ApiResult<Json<GrantAnswer>> {
     let id: Hash = parse("grant id", &id)?;
-    let body = node.with_ledger(|l| {
-        l.state().grant(&id).map(|grant| GrantAnswer {
-            grant: grant.clone(),
-            proof: l.state().prove(&StateKey::Grant(id)),
-        })
-    })?;
+    let snapshot = node.with_ledger(|l| l.state().snapshot())?;
+    let body = snapshot.grant(&id).map(|grant| GrantAnswer {
+        grant,
+        proof: snapshot.prove(&StateKey::Grant(id)),
+    });
     body.map(Json)
         .ok_or_else(|| Problem::not_found(format!("no access grant {id}")))
 }
