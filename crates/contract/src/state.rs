@@ -67,10 +67,11 @@ pub(crate) type StateTree = SparseMerkleTree<Arc<[u8]>>;
 pub type TreeStore = dyn SubtreeStore<Arc<[u8]>>;
 
 /// About how many entries a subtree the state tree moves out of memory holds (between this
-/// and twice this on average; never more than sixteen times this, however keys crowd):
-/// fewer make more of them to keep track of in memory, more make every read of one entry,
-/// and every rewrite after one changed, larger.
-pub const STORED_SUBTREE_ENTRIES: usize = 16;
+/// and twice this on average; never more than sixteen times this, however keys crowd).
+/// Fewer make more of them to keep track of in memory (a stored subtree and the node above
+/// it are about 160 bytes); more make every read of one entry, and every write back after
+/// one changed, larger (the README has what `bench apply` measured with 16 and with 4).
+pub const STORED_SUBTREE_ENTRIES: usize = 4;
 
 /// The state tree as it was after one height: enough to prove any entry as of then.
 ///
@@ -297,10 +298,15 @@ impl State {
     }
 
     /// From now on, subtrees of the state tree move to `store` when [`Self::evict`] says so,
-    /// and subtrees read back from it are kept for later reads until they hold
-    /// `opened_entries` entries (see [`SparseMerkleTree::with_store`]).
+    /// a stored subtree a block changes is written back to it at once, and subtrees read
+    /// back from it are kept for later reads until they hold `opened_entries` entries (see
+    /// [`SparseMerkleTree::with_store`]).
     pub fn keep_tree_in(&mut self, store: Arc<TreeStore>, opened_entries: usize) {
-        self.tree = std::mem::take(&mut self.tree).with_store(store, opened_entries);
+        self.tree = std::mem::take(&mut self.tree).with_store(
+            store,
+            STORED_SUBTREE_ENTRIES,
+            opened_entries,
+        );
     }
 
     /// How many entries the state tree holds in memory; the rest are in its stores.
@@ -335,8 +341,7 @@ impl State {
             Some(snapshot) => Evictable::UnchangedSince(&snapshot.tree),
             None => Evictable::None,
         };
-        self.tree
-            .evict(STORED_SUBTREE_ENTRIES, evictable, start, max)
+        self.tree.evict(evictable, start, max)
     }
 
     /// The grants' ids, in order.

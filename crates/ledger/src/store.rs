@@ -138,6 +138,11 @@ impl StateMemory {
 /// its eviction (a block of the measured workload adds a few thousand).
 const EVICT_PER_BLOCK: usize = 65_536;
 
+/// An eviction, once one is needed, may move at least this many entries (and look at as
+/// many nodes as that allows), so that the last few over the bound do not take a walk of
+/// the whole tree a few nodes a block.
+const EVICT_AT_LEAST: usize = 4_096;
+
 /// At most this many entries move from an old spill file to the new one after one block.
 const MOVE_PER_BLOCK: usize = 16_384;
 
@@ -148,6 +153,8 @@ struct Spilling {
     file: Arc<Spill>,
     /// Where the next eviction starts (see [`State::evict`]).
     next: u64,
+    /// Where the next walk moving subtrees from an earlier file starts.
+    moving_next: u64,
     /// The spill file failed the last time (reported once until it works again).
     failing: bool,
 }
@@ -689,6 +696,7 @@ impl Ledger {
             memory,
             file,
             next: 0,
+            moving_next: 0,
             failing: false,
         });
         let over = self
@@ -738,8 +746,8 @@ impl Ledger {
     /// have not changed since the oldest recent height to the spill file (at most
     /// [`EVICT_PER_BLOCK`] entries, from where the last call stopped); starts a new spill
     /// file once the current one is mostly copies the current state does not read, and
-    /// moves what the old one holds over ([`MOVE_PER_BLOCK`] entries a block, or with the
-    /// evictions). A file that refuses a subtree leaves it in memory, reported once.
+    /// moves what the old one holds over ([`MOVE_PER_BLOCK`] entries a block, on a walk of
+    /// its own). A file that refuses a subtree leaves it in memory, reported once.
     fn spill_over_bound(&mut self) {
         let Some(spilling) = &mut self.spilling else {
             return;
@@ -761,7 +769,7 @@ impl Ledger {
                         spilling.memory.opened_entries,
                     );
                     spilling.file = file;
-                    spilling.next = 0;
+                    spilling.moving_next = 0;
                 }
                 Err(e) => {
                     if !spilling.failing {
@@ -771,24 +779,27 @@ impl Ledger {
                 }
             }
         }
+        let mut refused = None;
+        // What an earlier file holds moves over on a walk of its own, so that evictions,
+        // however few, do not hold it up.
+        if self.state.entries_in_earlier_stores() > 0 {
+            let done = self.state.evict(None, spilling.moving_next, MOVE_PER_BLOCK);
+            spilling.moving_next = done.next;
+            refused = refused.or(done.refused);
+        }
         let over = self
             .state
             .resident_entries()
             .saturating_sub(spilling.memory.resident_entries);
-        let moving = self.state.entries_in_earlier_stores() > 0;
-        if over == 0 && !moving {
-            return;
-        }
-        let (unchanged_since, max) = if over > 0 {
+        if over > 0 {
             let oldest = self.recent.front().map(|r| &r.snapshot);
-            let max = over + spilling.memory.resident_entries / 64;
-            (oldest, max.min(EVICT_PER_BLOCK))
-        } else {
-            (None, MOVE_PER_BLOCK)
-        };
-        let done = self.state.evict(unchanged_since, spilling.next, max);
-        spilling.next = done.next;
-        match done.refused {
+            let max = (over + spilling.memory.resident_entries / 64)
+                .clamp(EVICT_AT_LEAST, EVICT_PER_BLOCK);
+            let done = self.state.evict(oldest, spilling.next, max);
+            spilling.next = done.next;
+            refused = refused.or(done.refused);
+        }
+        match refused {
             None => spilling.failing = false,
             Some(e) => {
                 if !spilling.failing {

@@ -127,10 +127,19 @@ impl<P> fmt::Debug for Stored<P> {
     }
 }
 
-/// A store and the subtrees recently read back from it, checked.
+/// A store, the size of the subtrees put there, and the subtrees recently read back from
+/// it, checked.
 struct Backing<P> {
     store: Arc<dyn SubtreeStore<P>>,
+    /// About how many entries a stored subtree holds.
+    per_subtree: usize,
     opened: Mutex<Opened<P>>,
+}
+
+impl<P> Backing<P> {
+    fn opened(&self) -> std::sync::MutexGuard<'_, Opened<P>> {
+        self.opened.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl<P> fmt::Debug for Backing<P> {
@@ -184,13 +193,13 @@ impl<P: Clone> Opened<P> {
 impl<P: Clone> Stored<P> {
     /// The subtree, read back (or found among those read recently) and checked.
     fn open(&self, depth: usize) -> Node<P> {
-        let opened = || {
-            self.backing
-                .opened
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        };
-        if let Some(node) = opened().get(self.location) {
+        self.open_keeping(depth, true)
+    }
+
+    /// [`Self::open`], keeping what was read back among the subtrees read back only if
+    /// `keep` (an update writes the subtree back changed, and keeps that instead).
+    fn open_keeping(&self, depth: usize, keep: bool) -> Node<P> {
+        if let Some(node) = self.backing.opened().get(self.location) {
             return node;
         }
         let entries = self.backing.store.load(self.location);
@@ -199,7 +208,11 @@ impl<P: Clone> Stored<P> {
         if !sorted || entries.len() != self.len || node.hash() != self.hash {
             self.backing.store.fail(self.location);
         }
-        opened().insert(self.location, node.clone(), self.len);
+        if keep {
+            self.backing
+                .opened()
+                .insert(self.location, node.clone(), self.len);
+        }
         node
     }
 }
@@ -300,6 +313,10 @@ struct Tally {
     dropped_bytes: u64,
     /// Entries of other stores' subtrees this version no longer reads.
     dropped_elsewhere: usize,
+    /// Bytes of the subtrees written to the current store.
+    placed_bytes: u64,
+    /// What the entries of stored subtrees gained (negative: lost) as they were changed.
+    stored_gain: isize,
 }
 
 impl Tally {
@@ -313,14 +330,25 @@ impl Tally {
     }
 }
 
+/// Where an update writes back the stored subtrees it changes: the tree's store, and the
+/// depth its subtrees are stored at and the most entries one holds there (see
+/// [`SparseMerkleTree::evict`]).
+struct WriteBack<'a, P> {
+    backing: &'a Arc<Backing<P>>,
+    depth: usize,
+    largest: usize,
+}
+
 /// Applies sorted, distinct-key updates below `node` at `depth`; returns the new node and
-/// how many entries it gained (negative: lost). Stored subtrees the updates reach are read
-/// back into memory, and `tally` says so (`current`: the tree's store).
+/// how many entries it gained (negative: lost). A stored subtree the updates reach is read
+/// back, changed and written back at once (`back`: to the tree's store), so that an update
+/// leaves nothing of it in memory but what the store keeps among the subtrees read back;
+/// `tally` counts what moved.
 fn update<P: Clone>(
     node: Node<P>,
     depth: usize,
     updates: &[Update<P>],
-    current: Option<&Arc<Backing<P>>>,
+    back: Option<&WriteBack<'_, P>>,
     tally: &mut Tally,
 ) -> (Node<P>, isize) {
     if updates.is_empty() {
@@ -328,9 +356,19 @@ fn update<P: Clone>(
     }
     match node {
         Node::Stored(stored) => {
-            tally.loaded += stored.len;
-            tally.left(&stored, current);
-            update(stored.open(depth), depth, updates, current, tally)
+            tally.left(&stored, back.map(|b| b.backing));
+            // A subtree read back holds no stored subtrees: its gain is counted once.
+            let opened = stored.open_keeping(depth, back.is_none());
+            let (node, gained) = update(opened, depth, updates, back, tally);
+            tally.stored_gain += gained;
+            let node = match back {
+                Some(back) => write_back(node, depth, back, tally),
+                None => {
+                    tally.loaded += count(&node).0;
+                    node
+                }
+            };
+            (node, gained)
         }
         Node::Empty => {
             let inserts: Vec<Entry<P>> = updates
@@ -365,9 +403,60 @@ fn update<P: Clone>(
             let Internal { left, right, .. } = Arc::unwrap_or_clone(internal);
             let split = updates.partition_point(|(k, _)| !bit(k, depth));
             let (lu, ru) = updates.split_at(split);
-            let (left, gained_left) = update(left, depth + 1, lu, current, tally);
-            let (right, gained_right) = update(right, depth + 1, ru, current, tally);
+            let (left, gained_left) = update(left, depth + 1, lu, back, tally);
+            let (right, gained_right) = update(right, depth + 1, ru, back, tally);
             (Node::join(left, right), gained_left + gained_right)
+        }
+    }
+}
+
+/// Puts the subtrees of `node` (at `depth`) at the store's depth into the store, and
+/// returns the node that stands for them; what the store refuses, and leaves, stay in
+/// memory, and `tally` counts them as loaded. The subtrees put are kept among those read
+/// back.
+fn write_back<P: Clone>(
+    node: Node<P>,
+    depth: usize,
+    back: &WriteBack<'_, P>,
+    tally: &mut Tally,
+) -> Node<P> {
+    let Node::Internal(internal) = &node else {
+        tally.loaded += count(&node).0;
+        return node;
+    };
+    let (in_memory, total) = count(&node);
+    if in_memory == 0 {
+        return node;
+    }
+    if depth < back.depth || total > back.largest {
+        let Internal { left, right, hash } = Arc::unwrap_or_clone(Arc::clone(internal));
+        let left = write_back(left, depth + 1, back, tally);
+        let right = write_back(right, depth + 1, back, tally);
+        // Stored subtrees keep their hashes, so this node's stays.
+        return Node::Internal(Arc::new(Internal { left, right, hash }));
+    }
+    let mut entries = Vec::with_capacity(total);
+    let mut nested = Tally::default();
+    collect(&node, depth, &mut entries, Some(back.backing), &mut nested);
+    match back.backing.store.put(&entries) {
+        Ok(placed) => {
+            tally.dropped_bytes += nested.dropped_bytes;
+            tally.dropped_elsewhere += nested.dropped_elsewhere;
+            tally.placed_bytes += placed.bytes;
+            back.backing
+                .opened()
+                .insert(placed.location, node.clone(), entries.len());
+            Node::Stored(Arc::new(Stored {
+                hash: internal.hash,
+                len: entries.len(),
+                location: placed.location,
+                bytes: placed.bytes,
+                backing: Arc::clone(back.backing),
+            }))
+        }
+        Err(_) => {
+            tally.loaded += in_memory;
+            node
         }
     }
 }
@@ -484,8 +573,6 @@ struct Evictor<'a, P> {
     looks: usize,
     done: Eviction,
     tally: Tally,
-    /// Bytes of the subtrees it wrote.
-    placed_bytes: u64,
     stopped: bool,
 }
 
@@ -605,7 +692,7 @@ impl<P: Clone> Evictor<'_, P> {
                 self.tally.stored += in_memory;
                 self.tally.dropped_bytes += tally.dropped_bytes;
                 self.tally.dropped_elsewhere += tally.dropped_elsewhere;
-                self.placed_bytes += placed.bytes;
+                self.tally.placed_bytes += placed.bytes;
                 Node::Stored(Arc::new(Stored {
                     hash,
                     len: entries.len(),
@@ -694,10 +781,13 @@ impl<P: Clone> SparseMerkleTree<P> {
         }
     }
 
-    /// This tree, moving subtrees to `store` from now on. Subtrees read back from it are
-    /// kept, checked, until more than `opened_entries` entries are (the least recently used
-    /// are dropped first), so that reading an entry again is not reading it from the store
-    /// again; they are shared by every version of the tree.
+    /// This tree, moving subtrees of about `per_subtree` entries to `store` from now on
+    /// (see [`Self::evict`]). A stored subtree an update changes is written back to the
+    /// store at once, so that updates leave nothing of it in memory. Subtrees read back
+    /// from it, or written back, are kept, checked, until more than `opened_entries`
+    /// entries are (the least recently used are dropped first), so that reading an entry
+    /// again is not reading it from the store again; they are shared by every version of
+    /// the tree.
     ///
     /// Subtrees an earlier store holds stay there, and are read from there, until
     /// [`Self::evict`] moves them to this one ([`Self::elsewhere`] counts their entries);
@@ -705,10 +795,12 @@ impl<P: Clone> SparseMerkleTree<P> {
     pub fn with_store(
         mut self,
         store: Arc<dyn SubtreeStore<P>>,
+        per_subtree: usize,
         opened_entries: usize,
     ) -> SparseMerkleTree<P> {
         self.backing = Some(Arc::new(Backing {
             store,
+            per_subtree: per_subtree.max(1),
             opened: Mutex::new(Opened {
                 by_location: HashMap::new(),
                 by_use: BTreeMap::new(),
@@ -738,8 +830,8 @@ impl<P: Clone> SparseMerkleTree<P> {
     }
 
     /// How many of the entries this version holds in memory rather than in stored subtrees
-    /// (subtrees read back for a read, not an update, are not counted: they are shared by
-    /// the versions, and bounded by `with_store`).
+    /// (subtrees read back or written back are not counted: they are shared by the
+    /// versions, and bounded by `with_store`).
     pub fn resident(&self) -> usize {
         self.resident
     }
@@ -763,7 +855,7 @@ impl<P: Clone> SparseMerkleTree<P> {
         (subtrees.max(1).ilog2() as usize).min(MAX_EVICTION_DEPTH)
     }
 
-    /// Moves out of memory the subtrees of about `per_subtree` entries (at
+    /// Moves out of memory the subtrees of about the store's `per_subtree` entries (at
     /// [`Self::eviction_depth`]; one holding more than sixteen times that is split into its
     /// children, so that no subtree a read or an update has to read back is large, however
     /// keys crowd) that are `evictable`, and moves the subtrees an earlier store holds to
@@ -775,13 +867,7 @@ impl<P: Clone> SparseMerkleTree<P> {
     /// that shared a moved subtree keep it in memory until they are dropped. A store that
     /// refuses a subtree stops the call there (`Eviction::refused`), what moved before
     /// staying moved; the next call starts past it. Without a store, nothing moves.
-    pub fn evict(
-        &mut self,
-        per_subtree: usize,
-        evictable: Evictable<'_, P>,
-        start: u64,
-        max: usize,
-    ) -> Eviction {
+    pub fn evict(&mut self, evictable: Evictable<'_, P>, start: u64, max: usize) -> Eviction {
         let mut done = Eviction {
             subtrees: 0,
             entries: 0,
@@ -799,15 +885,14 @@ impl<P: Clone> SparseMerkleTree<P> {
         };
         let mut evictor = Evictor {
             backing: &backing,
-            depth: self.eviction_depth(per_subtree),
-            largest: per_subtree.saturating_mul(16),
+            depth: self.eviction_depth(backing.per_subtree),
+            largest: backing.per_subtree.saturating_mul(16),
             evicting,
             start,
             max,
             looks: max / 2 + 128,
             done,
             tally: Tally::default(),
-            placed_bytes: 0,
             stopped: false,
         };
         self.root = evictor.walk(&self.root, older, 0, 0);
@@ -815,7 +900,7 @@ impl<P: Clone> SparseMerkleTree<P> {
         self.resident = self.resident.saturating_sub(tally.stored);
         self.elsewhere = self.elsewhere.saturating_sub(tally.dropped_elsewhere);
         self.stored_bytes =
-            self.stored_bytes.saturating_sub(tally.dropped_bytes) + evictor.placed_bytes;
+            self.stored_bytes.saturating_sub(tally.dropped_bytes) + tally.placed_bytes;
         done = evictor.done;
         if !evictor.stopped {
             done.next = 0;
@@ -840,12 +925,20 @@ impl<P: Clone> SparseMerkleTree<P> {
         }
         let root = std::mem::replace(&mut self.root, Node::Empty);
         let mut tally = Tally::default();
-        let (root, gained) = update(root, 0, &deduped, self.backing.as_ref(), &mut tally);
+        let back = self.backing.as_ref().map(|backing| WriteBack {
+            backing,
+            depth: self.eviction_depth(backing.per_subtree),
+            largest: backing.per_subtree.saturating_mul(16),
+        });
+        let (root, gained) = update(root, 0, &deduped, back.as_ref(), &mut tally);
         self.root = root;
         self.len = self.len.saturating_add_signed(gained);
-        self.resident = (self.resident + tally.loaded).saturating_add_signed(gained);
+        // Entries gained in memory, and those of stored subtrees that stayed in memory.
+        self.resident =
+            (self.resident + tally.loaded).saturating_add_signed(gained - tally.stored_gain);
         self.elsewhere = self.elsewhere.saturating_sub(tally.dropped_elsewhere);
-        self.stored_bytes = self.stored_bytes.saturating_sub(tally.dropped_bytes);
+        self.stored_bytes =
+            self.stored_bytes.saturating_sub(tally.dropped_bytes) + tally.placed_bytes;
     }
 
     /// What `f` makes of the leaf under `key`, if there is one.
@@ -1179,20 +1272,30 @@ mod tests {
         }
     }
 
-    fn stored_tree(n: u64, opened: usize) -> (SparseMerkleTree<u64>, Arc<MemStore>) {
+    /// `n` entries, with a store for subtrees of about `per_subtree` entries, and `opened`
+    /// entries of them kept once read back.
+    fn stored_tree(
+        n: u64,
+        per_subtree: usize,
+        opened: usize,
+    ) -> (SparseMerkleTree<u64>, Arc<MemStore>) {
         let store = Arc::new(MemStore::default());
         let tree =
             SparseMerkleTree::from_entries_with((0..n).map(|i| (h(i), h(i + 1000), i)).collect())
-                .with_store(Arc::clone(&store) as Arc<dyn SubtreeStore<u64>>, opened);
+                .with_store(
+                    Arc::clone(&store) as Arc<dyn SubtreeStore<u64>>,
+                    per_subtree,
+                    opened,
+                );
         (tree, store)
     }
 
     #[test]
     fn a_tree_with_stored_subtrees_answers_as_before() {
-        let (mut tree, store) = stored_tree(500, 0);
+        let (mut tree, store) = stored_tree(500, 16, 0);
         let whole = tree.clone();
         assert_eq!(tree.eviction_depth(16), 4);
-        let done = tree.evict(16, Evictable::All, 0, usize::MAX);
+        let done = tree.evict(Evictable::All, 0, usize::MAX);
         assert_eq!((done.entries, done.next), (500, 0));
         assert_eq!(done.subtrees, 16);
         assert_eq!(tree.stored_bytes(), 72 * 500);
@@ -1226,36 +1329,75 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_subtree_an_update_changes_is_written_back_at_once() {
+        let (mut tree, store) = stored_tree(500, 16, 64);
+        tree.evict(Evictable::All, 0, usize::MAX);
+        assert_eq!(tree.resident(), 0);
+        let before = store.subtrees.lock().unwrap().len();
+        // A new key and a changed value, in two stored subtrees (or one).
+        tree.apply_with(vec![
+            (h(7), Some((h(7007), 7007))),
+            (h(600), Some((h(1600), 600))),
+        ]);
+        assert_eq!(tree.resident(), 0, "nothing of them stays in memory");
+        assert_eq!(tree.resident(), in_memory(&tree.root));
+        let written = store.subtrees.lock().unwrap().len() - before;
+        assert!(
+            (1..=2).contains(&written),
+            "{written} subtrees written back"
+        );
+        assert_eq!(tree.stored_bytes(), 72 * 501);
+        let mut model: Vec<_> = (0..500).map(|i| (h(i), h(i + 1000))).collect();
+        model[7] = (h(7), h(7007));
+        model.push((h(600), h(1600)));
+        assert_eq!(tree.root(), SparseMerkleTree::from_entries(model).root());
+        // Written back, they are kept among the subtrees read back: reading them again does
+        // not read the store.
+        let loads = store.loads();
+        assert_eq!(tree.payload(&h(600)), Some(600));
+        assert_eq!(store.loads(), loads);
+        // A store that refuses keeps the changed subtree in memory instead.
+        store
+            .refuse
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tree.apply_with(vec![(h(9), None)]);
+        assert!(tree.resident() > 0);
+        assert_eq!(tree.resident(), in_memory(&tree.root));
+        assert_eq!(tree.get(&h(9)), None);
+        assert_eq!(tree.len(), 500);
+    }
+
+    #[test]
     fn only_subtrees_unchanged_since_the_older_version_move() {
-        let (mut tree, _store) = stored_tree(400, 0);
+        let (mut tree, _store) = stored_tree(400, 50, 0);
         let older = tree.clone();
         tree.apply_with(vec![(h(3), Some((h(3003), 3003)))]);
         // 50 entries a subtree: depth 3.
-        let done = tree.evict(50, Evictable::UnchangedSince(&older), 0, usize::MAX);
+        let done = tree.evict(Evictable::UnchangedSince(&older), 0, usize::MAX);
         assert_eq!(done.subtrees, 7, "the eighth holds the changed entry");
         assert_eq!(tree.resident(), in_memory(&tree.root));
         assert_eq!(tree.resident(), 400 - done.entries);
         assert_eq!(tree.payload(&h(3)), Some(3003));
         // Once nothing changed since, it moves too.
         let now = tree.clone();
-        let done = tree.evict(50, Evictable::UnchangedSince(&now), 0, usize::MAX);
+        let done = tree.evict(Evictable::UnchangedSince(&now), 0, usize::MAX);
         assert_eq!(done.subtrees, 1);
         assert_eq!(tree.resident(), 0);
         // Nothing is left in memory: a further call writes nothing again.
-        let again = tree.evict(50, Evictable::All, 0, usize::MAX);
+        let again = tree.evict(Evictable::All, 0, usize::MAX);
         assert_eq!((again.subtrees, again.entries, again.moved), (0, 0, 0));
     }
 
     #[test]
     fn eviction_resumes_where_it_stopped_and_wraps_around() {
-        let (mut tree, _store) = stored_tree(1000, 0);
+        let (mut tree, _store) = stored_tree(1000, 31, 0);
         let root = tree.root();
         let mut start = 0;
         let mut moved = 0;
         let mut calls = 0;
         loop {
             // About 31 entries a subtree: depth 5.
-            let done = tree.evict(31, Evictable::All, start, 100);
+            let done = tree.evict(Evictable::All, start, 100);
             assert!(done.entries >= 100 || done.next == 0);
             assert!(done.entries < 100 + 1000 / 8, "stops soon after the bound");
             assert!(done.next == 0 || done.next > start, "goes forward");
@@ -1270,23 +1412,23 @@ mod tests {
         assert!(calls >= 8);
         assert_eq!((tree.resident(), tree.root()), (0, root));
         // A start halfway through the key space moves about half.
-        let (mut other, _s) = stored_tree(1000, 0);
-        let done = other.evict(31, Evictable::All, 1 << 63, usize::MAX);
+        let (mut other, _s) = stored_tree(1000, 31, 0);
+        let done = other.evict(Evictable::All, 1 << 63, usize::MAX);
         assert!((400..600).contains(&done.entries), "{}", done.entries);
         assert_eq!(done.next, 0);
     }
 
     #[test]
     fn a_call_looks_at_a_bounded_number_of_nodes() {
-        let (mut tree, _store) = stored_tree(4000, 0);
+        let (mut tree, _store) = stored_tree(4000, 15, 0);
         // Every subtree changed since `older`: none qualifies, and the walk stops after
         // max / 2 + 128 nodes instead of going through all of them.
         let older = tree.clone();
         tree.apply_with((0..4000).map(|i| (h(i), Some((h(i + 7), i + 7)))).collect());
-        let done = tree.evict(15, Evictable::UnchangedSince(&older), 0, 40);
+        let done = tree.evict(Evictable::UnchangedSince(&older), 0, 40);
         assert_eq!(done.entries, 0);
         assert!(done.next > 0, "stopped before the end");
-        let again = tree.evict(15, Evictable::UnchangedSince(&older), done.next, 40);
+        let again = tree.evict(Evictable::UnchangedSince(&older), done.next, 40);
         assert!(again.next > done.next, "and goes on from there");
     }
 
@@ -1305,10 +1447,13 @@ mod tests {
             .map(|i| (crowded(i), h(i + 1000), i))
             .chain((600..1000).map(|i| (h(i), h(i + 1000), i)))
             .collect();
-        let mut tree = SparseMerkleTree::from_entries_with(entries)
-            .with_store(Arc::clone(&store) as Arc<dyn SubtreeStore<u64>>, 0);
+        let mut tree = SparseMerkleTree::from_entries_with(entries).with_store(
+            Arc::clone(&store) as Arc<dyn SubtreeStore<u64>>,
+            25,
+            0,
+        );
         let root = tree.root();
-        let done = tree.evict(25, Evictable::All, 0, usize::MAX);
+        let done = tree.evict(Evictable::All, 0, usize::MAX);
         // A few leaves left alone deep in the split are not worth a subtree of their own.
         assert!(done.entries > 990, "{}", done.entries);
         assert_eq!(tree.resident(), 1000 - done.entries);
@@ -1330,8 +1475,8 @@ mod tests {
 
     #[test]
     fn subtrees_read_back_are_kept_up_to_the_bound() {
-        let (mut tree, store) = stored_tree(256, 64);
-        tree.evict(32, Evictable::All, 0, usize::MAX);
+        let (mut tree, store) = stored_tree(256, 32, 64);
+        tree.evict(Evictable::All, 0, usize::MAX);
         let loads = store.loads();
         for _ in 0..10 {
             assert_eq!(tree.payload(&h(5)), Some(5));
@@ -1349,14 +1494,15 @@ mod tests {
     #[test]
     fn subtrees_move_to_a_new_store_and_the_old_one_is_let_go() {
         for evictable_while_moving in [false, true] {
-            let (tree, first) = stored_tree(600, 8);
+            let (tree, first) = stored_tree(600, 37, 8);
             let mut tree = tree;
             let root = tree.root();
             // Sixteen subtrees at depth 4.
-            tree.evict(37, Evictable::All, 0, usize::MAX);
+            tree.evict(Evictable::All, 0, usize::MAX);
             let kept = tree.clone();
             let second = Arc::new(MemStore::default());
-            let mut tree = tree.with_store(Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>, 8);
+            let mut tree =
+                tree.with_store(Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>, 300, 8);
             assert_eq!(tree.elsewhere(), 600);
             // Still read from the first store until moved.
             assert_eq!(tree.payload(&h(11)), Some(11));
@@ -1370,7 +1516,7 @@ mod tests {
                 } else {
                     Evictable::None
                 };
-                let done = tree.evict(300, evictable, start, 100);
+                let done = tree.evict(evictable, start, 100);
                 assert_eq!(done.entries, 0, "nothing was in memory");
                 start = done.next;
                 if start == 0 {
@@ -1397,12 +1543,12 @@ mod tests {
 
     #[test]
     fn a_store_that_refuses_leaves_the_tree_whole() {
-        let (mut tree, store) = stored_tree(300, 0);
+        let (mut tree, store) = stored_tree(300, 37, 0);
         let root = tree.root();
         store
             .refuse
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let done = tree.evict(37, Evictable::All, 0, usize::MAX);
+        let done = tree.evict(Evictable::All, 0, usize::MAX);
         assert_eq!(done.refused, Some(StoreError("disk full".into())));
         assert!(
             done.next > 0,
@@ -1415,8 +1561,8 @@ mod tests {
     #[test]
     #[should_panic(expected = "does not match its hash")]
     fn a_store_that_gives_back_something_else_is_caught() {
-        let (mut tree, store) = stored_tree(300, 0);
-        tree.evict(37, Evictable::All, 0, usize::MAX);
+        let (mut tree, store) = stored_tree(300, 37, 0);
+        tree.evict(Evictable::All, 0, usize::MAX);
         store
             .corrupt
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1432,7 +1578,7 @@ mod tests {
              1usize..64, prop::option::of(0usize..4), any::<u64>(), 1usize..200), 1..16)) {
             let store = Arc::new(MemStore::default());
             let mut tree: SparseMerkleTree<u64> =
-                SparseMerkleTree::default().with_store(store as Arc<dyn SubtreeStore<u64>>, 40);
+                SparseMerkleTree::default().with_store(store as Arc<dyn SubtreeStore<u64>>, 8, 40);
             let mut model: BTreeMap<Digest, u64> = BTreeMap::new();
             let mut versions: Vec<(SparseMerkleTree<u64>, BTreeMap<Digest, u64>)> = Vec::new();
             for (batch, per_subtree, older, start, max) in steps {
@@ -1444,7 +1590,7 @@ mod tests {
                 if start % 7 == 3 {
                     // A new store: what the old one holds moves over as evictions pass.
                     let next = Arc::new(MemStore::default());
-                    tree = tree.with_store(next as Arc<dyn SubtreeStore<u64>>, 40);
+                    tree = tree.with_store(next as Arc<dyn SubtreeStore<u64>>, per_subtree, 40);
                 }
                 let older = older.and_then(|back| versions.len().checked_sub(back + 1)).map(|i| versions[i].0.clone());
                 let evictable = match (&older, start % 5) {
@@ -1452,7 +1598,7 @@ mod tests {
                     (Some(older), _) => Evictable::UnchangedSince(older),
                     (None, _) => Evictable::All,
                 };
-                let done = tree.evict(per_subtree, evictable, start, max);
+                let done = tree.evict(evictable, start, max);
                 prop_assert!(done.refused.is_none());
                 prop_assert_eq!(tree.len(), model.len());
                 prop_assert_eq!(tree.resident(), in_memory(&tree.root));
