@@ -342,7 +342,9 @@ struct WriteBack<'a, P> {
 /// Applies sorted, distinct-key updates below `node` at `depth`; returns the new node and
 /// how many entries it gained (negative: lost). A stored subtree the updates reach is read
 /// back, changed and written back at once (`back`: to the tree's store), so that an update
-/// leaves nothing of it in memory but what the store keeps among the subtrees read back;
+/// leaves none of its subtrees of two or more entries in memory (a lone leaf stays), only
+/// what the store keeps among the subtrees read back; one the update left as it was stays
+/// as stored;
 /// `tally` counts what moved.
 fn update<P: Clone>(
     node: Node<P>,
@@ -356,10 +358,14 @@ fn update<P: Clone>(
     }
     match node {
         Node::Stored(stored) => {
-            tally.left(&stored, back.map(|b| b.backing));
             // A subtree read back holds no stored subtrees: its gain is counted once.
             let opened = stored.open_keeping(depth, back.is_none());
             let (node, gained) = update(opened, depth, updates, back, tally);
+            if node.hash() == stored.hash {
+                // Nothing changed (a value written again as it was): it stays as stored.
+                return (Node::Stored(stored), 0);
+            }
+            tally.left(&stored, back.map(|b| b.backing));
             tally.stored_gain += gained;
             let node = match back {
                 Some(back) => write_back(node, depth, back, tally),
@@ -755,7 +761,8 @@ fn collect<P: Clone>(
         Node::Stored(s) => {
             tally.loaded += s.len;
             tally.left(s, current);
-            collect(&s.open(depth), depth, out, current, tally);
+            // Read to be written elsewhere: not kept among the subtrees read back.
+            collect(&s.open_keeping(depth, false), depth, out, current, tally);
         }
     }
 }
@@ -783,7 +790,8 @@ impl<P: Clone> SparseMerkleTree<P> {
 
     /// This tree, moving subtrees of about `per_subtree` entries to `store` from now on
     /// (see [`Self::evict`]). A stored subtree an update changes is written back to the
-    /// store at once, so that updates leave nothing of it in memory. Subtrees read back
+    /// store at once, so that updates leave none of its subtrees of two or more entries in
+    /// memory (a lone leaf stays). Subtrees read back
     /// from it, or written back, are kept, checked, until more than `opened_entries`
     /// entries are (the least recently used are dropped first), so that reading an entry
     /// again is not reading it from the store again; they are shared by every version of
@@ -1583,6 +1591,9 @@ mod tests {
             let mut versions: Vec<(SparseMerkleTree<u64>, BTreeMap<Digest, u64>)> = Vec::new();
             for (batch, per_subtree, older, start, max) in steps {
                 tree.apply_with(batch.iter().map(|(k, v)| (h(*k), v.map(|v| (h(v), v)))).collect());
+                prop_assert_eq!(tree.resident(), in_memory(&tree.root));
+                prop_assert_eq!(tree.elsewhere(), elsewhere(&tree.root, tree.backing.as_ref()));
+                prop_assert_eq!(tree.stored_bytes(), current_bytes(&tree.root, tree.backing.as_ref()));
                 for (k, v) in &batch {
                     match v { Some(v) => { model.insert(h(*k), *v); } None => { model.remove(&h(*k)); } }
                 }
