@@ -320,6 +320,12 @@ impl State {
         self.tree.elsewhere()
     }
 
+    /// Why the state tree's store refused a subtree a block wrote back (it stayed in
+    /// memory), if it did since this was last asked.
+    pub fn take_refused_write_back(&mut self) -> Option<secnet_merkle::smt::StoreError> {
+        self.tree.take_refused_write_back()
+    }
+
     /// The bytes the state tree's subtrees take in its current store (see
     /// [`SparseMerkleTree::stored_bytes`]).
     pub fn stored_bytes(&self) -> u64 {

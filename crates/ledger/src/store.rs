@@ -779,7 +779,7 @@ impl Ledger {
                 }
             }
         }
-        let mut refused = None;
+        let mut refused = self.state.take_refused_write_back();
         // What an earlier file holds moves over on a walk of its own, so that evictions,
         // however few, do not hold it up.
         if self.state.entries_in_earlier_stores() > 0 {

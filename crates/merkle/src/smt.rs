@@ -303,7 +303,7 @@ fn build<P: Clone, I: Item<P>>(depth: usize, items: &[I]) -> Node<P> {
 type Update<P> = (Digest, Option<(Digest, P)>);
 
 /// What an update or an eviction did to a version's accounting of where its entries are.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Tally {
     /// Entries now held in memory that were not.
     loaded: usize,
@@ -317,6 +317,8 @@ struct Tally {
     placed_bytes: u64,
     /// What the entries of stored subtrees gained (negative: lost) as they were changed.
     stored_gain: isize,
+    /// Why the store refused a subtree written back, the first time it did.
+    refused: Option<StoreError>,
 }
 
 impl Tally {
@@ -460,8 +462,9 @@ fn write_back<P: Clone>(
                 backing: Arc::clone(back.backing),
             }))
         }
-        Err(_) => {
+        Err(e) => {
             tally.loaded += in_memory;
+            tally.refused.get_or_insert(e);
             node
         }
     }
@@ -486,6 +489,8 @@ pub struct SparseMerkleTree<P = ()> {
     elsewhere: usize,
     /// Bytes of this version's subtrees in the current store.
     stored_bytes: u64,
+    /// Why the store refused a subtree an update wrote back, until taken.
+    refused_write_back: Option<StoreError>,
     backing: Option<Arc<Backing<P>>>,
 }
 
@@ -497,6 +502,7 @@ impl<P> Default for SparseMerkleTree<P> {
             resident: 0,
             elsewhere: 0,
             stored_bytes: 0,
+            refused_write_back: None,
             backing: None,
         }
     }
@@ -783,6 +789,7 @@ impl<P: Clone> SparseMerkleTree<P> {
             resident: entries.len(),
             elsewhere: 0,
             stored_bytes: 0,
+            refused_write_back: None,
             root: build(0, &entries),
             backing: None,
         }
@@ -947,6 +954,15 @@ impl<P: Clone> SparseMerkleTree<P> {
         self.elsewhere = self.elsewhere.saturating_sub(tally.dropped_elsewhere);
         self.stored_bytes =
             self.stored_bytes.saturating_sub(tally.dropped_bytes) + tally.placed_bytes;
+        if let Some(e) = tally.refused {
+            self.refused_write_back.get_or_insert(e);
+        }
+    }
+
+    /// Why the store refused a subtree an update wrote back (it stayed in memory), if it
+    /// did since this was last asked.
+    pub fn take_refused_write_back(&mut self) -> Option<StoreError> {
+        self.refused_write_back.take()
     }
 
     /// What `f` makes of the leaf under `key`, if there is one.
@@ -1368,7 +1384,13 @@ mod tests {
         store
             .refuse
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(tree.take_refused_write_back(), None);
         tree.apply_with(vec![(h(9), None)]);
+        assert_eq!(
+            tree.take_refused_write_back(),
+            Some(StoreError("disk full".into()))
+        );
+        assert_eq!(tree.take_refused_write_back(), None, "told once");
         assert!(tree.resident() > 0);
         assert_eq!(tree.resident(), in_memory(&tree.root));
         assert_eq!(tree.get(&h(9)), None);
