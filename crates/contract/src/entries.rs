@@ -211,6 +211,22 @@ impl StateValue {
         }
     }
 
+    /// The grant, if this entry is one.
+    pub fn into_grant(self) -> Option<AccessGrant> {
+        match self {
+            StateValue::Grant(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// The content hash an address entry names, if this entry is one.
+    pub fn into_address(self) -> Option<Hash> {
+        match self {
+            StateValue::Address(h) => Some(h),
+            _ => None,
+        }
+    }
+
     /// The value's canonical bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {

@@ -123,18 +123,15 @@ impl StateSnapshot {
 
     /// The listing registered at `address` as of this height.
     pub fn listing_at(&self, address: &str) -> Option<Listing> {
-        match self.get(&StateKey::Address(address.to_string()))? {
-            StateValue::Address(hash) => self.listing(&hash),
-            _ => None,
-        }
+        let hash = self
+            .get(&StateKey::Address(address.to_string()))?
+            .into_address()?;
+        self.listing(&hash)
     }
 
     /// A grant as of this height.
     pub fn grant(&self, id: &GrantId) -> Option<AccessGrant> {
-        match self.get(&StateKey::Grant(*id))? {
-            StateValue::Grant(g) => Some(g),
-            _ => None,
-        }
+        self.get(&StateKey::Grant(*id))?.into_grant()
     }
 
     /// A proof of the value under `key` (or of its absence) as of this height.
@@ -437,10 +434,10 @@ impl State {
 
     /// A listing by address.
     pub fn listing_at(&self, address: &str) -> Option<Listing> {
-        match self.get(&StateKey::Address(address.to_string()))? {
-            StateValue::Address(hash) => self.listing(&hash),
-            _ => None,
-        }
+        let hash = self
+            .get(&StateKey::Address(address.to_string()))?
+            .into_address()?;
+        self.listing(&hash)
     }
 
     /// All listings, in hash order.
@@ -512,10 +509,7 @@ impl State {
 
     /// A grant.
     pub fn grant(&self, id: &GrantId) -> Option<AccessGrant> {
-        match self.get(&StateKey::Grant(*id))? {
-            StateValue::Grant(g) => Some(g),
-            _ => None,
-        }
+        self.get(&StateKey::Grant(*id))?.into_grant()
     }
 
     /// All grants, in order of expiry.

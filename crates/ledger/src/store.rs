@@ -159,6 +159,17 @@ struct Spilling {
     failing: bool,
 }
 
+/// A new spill file beside the ledger at `ledger_path`.
+fn new_spill_file(ledger_path: &Path) -> Result<Spill, LedgerError> {
+    let dir = ledger_path.parent().unwrap_or(Path::new("."));
+    Spill::create(dir).map_err(|e| {
+        LedgerError::Storage(format!(
+            "cannot create a state spill file in {}: {e}",
+            dir.display()
+        ))
+    })
+}
+
 /// A node's durable ledger.
 #[derive(Debug)]
 pub struct Ledger {
@@ -689,7 +700,7 @@ impl Ledger {
             spilling.memory = memory;
             return Ok(());
         }
-        let file = Arc::new(self.new_spill_file()?);
+        let file = Arc::new(new_spill_file(&self.path)?);
         self.state
             .keep_tree_in(Arc::clone(&file).into_store(), memory.opened_entries);
         self.spilling = Some(Spilling {
@@ -732,16 +743,6 @@ impl Ledger {
         self.spilling.as_ref().map(|s| s.memory)
     }
 
-    fn new_spill_file(&self) -> Result<Spill, LedgerError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        Spill::create(dir).map_err(|e| {
-            LedgerError::Storage(format!(
-                "cannot create a state spill file in {}: {e}",
-                dir.display()
-            ))
-        })
-    }
-
     /// After a block: while the state tree holds more than its bound, moves subtrees that
     /// have not changed since the oldest recent height to the spill file (at most
     /// [`EVICT_PER_BLOCK`] entries, from where the last call stopped); starts a new spill
@@ -752,6 +753,8 @@ impl Ledger {
         let Some(spilling) = &mut self.spilling else {
             return;
         };
+        // What went wrong with the spill file this block, if anything.
+        let mut problem = self.state.take_refused_write_back().map(|e| e.to_string());
         let moving = self.state.entries_in_earlier_stores() > 0;
         let live = self.state.stored_bytes();
         if !moving
@@ -760,8 +763,7 @@ impl Ledger {
                     .saturating_mul(2)
                     .saturating_add(spilling.memory.spill_slack_bytes)
         {
-            let dir = self.path.parent().unwrap_or(Path::new("."));
-            match Spill::create(dir) {
+            match new_spill_file(&self.path) {
                 Ok(file) => {
                     let file = Arc::new(file);
                     self.state.keep_tree_in(
@@ -771,21 +773,15 @@ impl Ledger {
                     spilling.file = file;
                     spilling.moving_next = 0;
                 }
-                Err(e) => {
-                    if !spilling.failing {
-                        tracing::warn!(error = %e, "cannot start a new state spill file");
-                    }
-                    spilling.failing = true;
-                }
+                Err(e) => problem = problem.or(Some(e.to_string())),
             }
         }
-        let mut refused = self.state.take_refused_write_back();
         // What an earlier file holds moves over on a walk of its own, so that evictions,
         // however few, do not hold it up.
         if self.state.entries_in_earlier_stores() > 0 {
             let done = self.state.evict(None, spilling.moving_next, MOVE_PER_BLOCK);
             spilling.moving_next = done.next;
-            refused = refused.or(done.refused);
+            problem = problem.or(done.refused.map(|e| e.to_string()));
         }
         let over = self
             .state
@@ -797,13 +793,13 @@ impl Ledger {
                 .clamp(EVICT_AT_LEAST, EVICT_PER_BLOCK);
             let done = self.state.evict(oldest, spilling.next, max);
             spilling.next = done.next;
-            refused = refused.or(done.refused);
+            problem = problem.or(done.refused.map(|e| e.to_string()));
         }
-        match refused {
+        match problem {
             None => spilling.failing = false,
-            Some(e) => {
+            Some(error) => {
                 if !spilling.failing {
-                    tracing::warn!(error = %e, "a part of the state tree stays in memory: its spill file refused it");
+                    tracing::warn!(%error, "a part of the state tree stays in memory: its spill file takes nothing");
                 }
                 spilling.failing = true;
             }

@@ -443,24 +443,12 @@ fn write_back<P: Clone>(
         // Stored subtrees keep their hashes, so this node's stays.
         return Node::Internal(Arc::new(Internal { left, right, hash }));
     }
-    let mut entries = Vec::with_capacity(total);
-    let mut nested = Tally::default();
-    collect(&node, depth, &mut entries, Some(back.backing), &mut nested);
-    match back.backing.store.put(&entries) {
-        Ok(placed) => {
-            tally.dropped_bytes += nested.dropped_bytes;
-            tally.dropped_elsewhere += nested.dropped_elsewhere;
-            tally.placed_bytes += placed.bytes;
+    match put_subtree(&node, internal.hash, depth, back.backing, tally) {
+        Ok((stored, _)) => {
             back.backing
                 .opened()
-                .insert(placed.location, node.clone(), entries.len());
-            Node::Stored(Arc::new(Stored {
-                hash: internal.hash,
-                len: entries.len(),
-                location: placed.location,
-                bytes: placed.bytes,
-                backing: Arc::clone(back.backing),
-            }))
+                .insert(stored.location, node.clone(), stored.len);
+            Node::Stored(stored)
         }
         Err(e) => {
             tally.loaded += in_memory;
@@ -468,6 +456,34 @@ fn write_back<P: Clone>(
             node
         }
     }
+}
+
+/// Puts the entries below `node` (at `depth`, whose hash is `hash`) into `backing`'s store:
+/// what stands for them then, and how many of them were in memory. `tally` counts
+/// the stored subtrees inside it that this version no longer reads, and the bytes put; on a
+/// refusal it is left as it was.
+fn put_subtree<P: Clone>(
+    node: &Node<P>,
+    hash: Digest,
+    depth: usize,
+    backing: &Arc<Backing<P>>,
+    tally: &mut Tally,
+) -> Result<(Arc<Stored<P>>, usize), StoreError> {
+    let mut entries = Vec::new();
+    let mut nested = Tally::default();
+    collect(node, depth, &mut entries, Some(backing), &mut nested);
+    let placed = backing.store.put(&entries)?;
+    tally.dropped_bytes += nested.dropped_bytes;
+    tally.dropped_elsewhere += nested.dropped_elsewhere;
+    tally.placed_bytes += placed.bytes;
+    let stored = Arc::new(Stored {
+        hash,
+        len: entries.len(),
+        location: placed.location,
+        bytes: placed.bytes,
+        backing: Arc::clone(backing),
+    });
+    Ok((stored, entries.len() - nested.loaded))
 }
 
 /// A sparse Merkle tree held in memory, keeping a payload `P` beside each entry (`()` when
@@ -690,28 +706,16 @@ impl<P: Clone> Evictor<'_, P> {
     /// Puts the entries below `node` into the current store: the node that stands for them
     /// then, or `node` if the store refused them (the walk stops past it).
     fn store(&mut self, node: &Node<P>, hash: Digest, depth: usize, end: u128) -> Node<P> {
-        let mut entries = Vec::new();
-        let mut tally = Tally::default();
-        collect(node, depth, &mut entries, Some(self.backing), &mut tally);
-        match self.backing.store.put(&entries) {
-            Ok(placed) => {
-                let in_memory = entries.len() - tally.loaded;
-                self.done.moved += tally.dropped_elsewhere;
+        let moved_before = self.tally.dropped_elsewhere;
+        match put_subtree(node, hash, depth, self.backing, &mut self.tally) {
+            Ok((stored, in_memory)) => {
+                self.done.moved += self.tally.dropped_elsewhere - moved_before;
                 if !matches!(node, Node::Stored(_)) {
                     self.done.subtrees += 1;
                     self.done.entries += in_memory;
                 }
                 self.tally.stored += in_memory;
-                self.tally.dropped_bytes += tally.dropped_bytes;
-                self.tally.dropped_elsewhere += tally.dropped_elsewhere;
-                self.tally.placed_bytes += placed.bytes;
-                Node::Stored(Arc::new(Stored {
-                    hash,
-                    len: entries.len(),
-                    location: placed.location,
-                    bytes: placed.bytes,
-                    backing: Arc::clone(self.backing),
-                }))
+                Node::Stored(stored)
             }
             Err(e) => {
                 self.done.refused = Some(e);
@@ -898,10 +902,11 @@ impl<P: Clone> SparseMerkleTree<P> {
             Evictable::UnchangedSince(o) => (true, Older::Node(&o.root)),
             Evictable::None => (false, Older::Other),
         };
+        let (depth, largest) = self.store_shape(&backing);
         let mut evictor = Evictor {
             backing: &backing,
-            depth: self.eviction_depth(backing.per_subtree),
-            largest: backing.per_subtree.saturating_mul(16),
+            depth,
+            largest,
             evicting,
             start,
             max,
@@ -911,11 +916,7 @@ impl<P: Clone> SparseMerkleTree<P> {
             stopped: false,
         };
         self.root = evictor.walk(&self.root, older, 0, 0);
-        let tally = evictor.tally;
-        self.resident = self.resident.saturating_sub(tally.stored);
-        self.elsewhere = self.elsewhere.saturating_sub(tally.dropped_elsewhere);
-        self.stored_bytes =
-            self.stored_bytes.saturating_sub(tally.dropped_bytes) + tally.placed_bytes;
+        self.settle(evictor.tally, 0);
         done = evictor.done;
         if !evictor.stopped {
             done.next = 0;
@@ -940,17 +941,37 @@ impl<P: Clone> SparseMerkleTree<P> {
         }
         let root = std::mem::replace(&mut self.root, Node::Empty);
         let mut tally = Tally::default();
-        let back = self.backing.as_ref().map(|backing| WriteBack {
-            backing,
-            depth: self.eviction_depth(backing.per_subtree),
-            largest: backing.per_subtree.saturating_mul(16),
+        let back = self.backing.as_ref().map(|backing| {
+            let (depth, largest) = self.store_shape(backing);
+            WriteBack {
+                backing,
+                depth,
+                largest,
+            }
         });
         let (root, gained) = update(root, 0, &deduped, back.as_ref(), &mut tally);
         self.root = root;
         self.len = self.len.saturating_add_signed(gained);
-        // Entries gained in memory, and those of stored subtrees that stayed in memory.
-        self.resident =
-            (self.resident + tally.loaded).saturating_add_signed(gained - tally.stored_gain);
+        self.settle(tally, gained);
+    }
+
+    /// The depth subtrees are stored at in `backing`, and the most entries one holds there
+    /// (a larger one is split into its children).
+    fn store_shape(&self, backing: &Backing<P>) -> (usize, usize) {
+        (
+            self.eviction_depth(backing.per_subtree),
+            backing.per_subtree.saturating_mul(16),
+        )
+    }
+
+    /// Brings this version's count of where its entries are up to date with what an update
+    /// (that gained `gained` entries) or an eviction did.
+    fn settle(&mut self, tally: Tally, gained: isize) {
+        // Entries gained in memory, those of stored subtrees that stayed in memory, less
+        // those that left it.
+        self.resident = (self.resident + tally.loaded)
+            .saturating_add_signed(gained - tally.stored_gain)
+            .saturating_sub(tally.stored);
         self.elsewhere = self.elsewhere.saturating_sub(tally.dropped_elsewhere);
         self.stored_bytes =
             self.stored_bytes.saturating_sub(tally.dropped_bytes) + tally.placed_bytes;
