@@ -5,6 +5,7 @@
 //! transaction for this chain always consumes).
 
 use crate::entries::{AccessGrant, Account, Listing, StateKey, StateValue, Subscription};
+use crate::index::Row;
 use crate::log_entry::LogEntry;
 use crate::state::{ChainTip, State};
 use secnet_merkle::log::{Subtree, leaf_hash};
@@ -192,6 +193,7 @@ impl State {
             });
         }
         self.tree.apply_with(tree_updates);
+        crate::index::apply(&mut self.indexes, std::mem::take(&mut self.staged_rows));
         self.tip = ChainTip {
             height: block.header.height,
             block_hash: block.hash(),
@@ -398,8 +400,8 @@ impl State {
             })),
         );
         self.stage(address, Some(StateValue::Address(r.hash)));
-        self.listed.insert(r.hash);
-        self.owned.insert((owner, r.hash));
+        self.stage_row(Row::Listed(r.hash), true);
+        self.stage_row(Row::Owned(owner, r.hash), true);
         Ok(vec![Event::Registered { data: r.hash }])
     }
 
@@ -408,8 +410,8 @@ impl State {
         if listing.owner != sender {
             return Err(Rejection::NotOwner { hash });
         }
-        self.owned.remove(&(sender, hash));
-        self.listed.remove(&hash);
+        self.stage_row(Row::Owned(sender, hash), false);
+        self.stage_row(Row::Listed(hash), false);
         self.stage(StateKey::Listing(hash), None);
         self.stage(StateKey::Address(listing.address), None);
         Ok(vec![Event::Withdrawn { data: hash }])
@@ -457,7 +459,7 @@ impl State {
                 height: ctx.height,
             })),
         );
-        self.subscribed.insert((hash, consumer));
+        self.stage_row(Row::Subscribed(hash, consumer), true);
         // The payment is logged too, so the owner's statement of rewards and the consumer's
         // audit come from the certified log rather than from blocks a node may have pruned.
         let first_index = self.log.len();
@@ -537,7 +539,7 @@ impl State {
         };
         let address = grant.address.clone();
         self.append_log(entry, changes);
-        self.expiring.insert((expires_at_ms, grant_id));
+        self.stage_row(Row::Expiring(expires_at_ms, grant_id), true);
         self.stage(StateKey::Grant(grant_id), Some(StateValue::Grant(grant)));
         Ok(vec![
             Event::GrantIssued {
@@ -635,14 +637,8 @@ impl State {
         let Some(cutoff) = now_ms.checked_sub(EXPIRED_GRANT_RETENTION_MS) else {
             return;
         };
-        for _ in 0..MAX_GRANTS_RETIRED_PER_BLOCK {
-            let Some(&(expires_at_ms, id)) = self.expiring.first() else {
-                break;
-            };
-            if expires_at_ms >= cutoff {
-                break;
-            }
-            self.expiring.pop_first();
+        for (expires_at_ms, id) in self.expired_grants(cutoff, MAX_GRANTS_RETIRED_PER_BLOCK) {
+            self.stage_row(Row::Expiring(expires_at_ms, id), false);
             self.stage(StateKey::Grant(id), None);
         }
     }

@@ -15,7 +15,8 @@ use redb::{
     ReadableTableMetadata, TableDefinition,
 };
 use secnet_contract::{
-    BlockOutcome, ChainTip, LogEntry, State, StateKey, StateSnapshot, StateValue, receipts_root,
+    BlockOutcome, ChainTip, EvictionCursor, LogEntry, State, StateKey, StateSnapshot, StateValue,
+    receipts_root,
 };
 use secnet_merkle::log::Subtrees as _;
 use secnet_merkle::log::{Frontier, leaf_hash};
@@ -152,9 +153,9 @@ struct Spilling {
     memory: StateMemory,
     file: Arc<Spill>,
     /// Where the next eviction starts (see [`State::evict`]).
-    next: u64,
+    next: EvictionCursor,
     /// Where the next walk moving subtrees from an earlier file starts.
-    moving_next: u64,
+    moving_next: EvictionCursor,
     /// The spill file failed the last time (reported once until it works again).
     failing: bool,
 }
@@ -706,8 +707,8 @@ impl Ledger {
         self.spilling = Some(Spilling {
             memory,
             file,
-            next: 0,
-            moving_next: 0,
+            next: EvictionCursor::default(),
+            moving_next: EvictionCursor::default(),
             failing: false,
         });
         let over = self
@@ -716,14 +717,12 @@ impl Ledger {
             .saturating_sub(memory.resident_entries);
         if over > 0 {
             let now = self.state.snapshot();
-            let mut next = 0;
+            let mut next = EvictionCursor::default();
             loop {
-                let done = self.state.evict(Some(&now), next, over);
-                if let Some(refused) = done.refused {
+                if let Some(refused) = self.state.evict(Some(&now), &mut next, over) {
                     return Err(LedgerError::Storage(refused.to_string()));
                 }
-                next = done.next;
-                if next == 0 || self.state.resident_entries() <= memory.resident_entries {
+                if next.at_start() || self.state.resident_entries() <= memory.resident_entries {
                     break;
                 }
             }
@@ -771,7 +770,7 @@ impl Ledger {
                         spilling.memory.opened_entries,
                     );
                     spilling.file = file;
-                    spilling.moving_next = 0;
+                    spilling.moving_next = EvictionCursor::default();
                 }
                 Err(e) => problem = problem.or(Some(e.to_string())),
             }
@@ -779,9 +778,10 @@ impl Ledger {
         // What an earlier file holds moves over on a walk of its own, so that evictions,
         // however few, do not hold it up.
         if self.state.entries_in_earlier_stores() > 0 {
-            let done = self.state.evict(None, spilling.moving_next, MOVE_PER_BLOCK);
-            spilling.moving_next = done.next;
-            problem = problem.or(done.refused.map(|e| e.to_string()));
+            let refused = self
+                .state
+                .evict(None, &mut spilling.moving_next, MOVE_PER_BLOCK);
+            problem = problem.or(refused.map(|e| e.to_string()));
         }
         let over = self
             .state
@@ -791,9 +791,8 @@ impl Ledger {
             let oldest = self.recent.front().map(|r| &r.snapshot);
             let max = (over + spilling.memory.resident_entries / 64)
                 .clamp(EVICT_AT_LEAST, EVICT_PER_BLOCK);
-            let done = self.state.evict(oldest, spilling.next, max);
-            spilling.next = done.next;
-            problem = problem.or(done.refused.map(|e| e.to_string()));
+            let refused = self.state.evict(oldest, &mut spilling.next, max);
+            problem = problem.or(refused.map(|e| e.to_string()));
         }
         match problem {
             None => spilling.failing = false,

@@ -52,6 +52,11 @@ fn data(n: u64) -> Hash {
 
 /// Signs the calls of one block for key 0 from its nonce in `ledger`.
 fn block(ledger: &Ledger, calls: Vec<Call>) -> Block {
+    block_after(ledger, calls, 1_000)
+}
+
+/// [`block`], `after_ms` after the tip.
+fn block_after(ledger: &Ledger, calls: Vec<Call>, after_ms: u64) -> Block {
     let key = &keys()[0];
     let nonce = ledger.state().account(&key.account()).nonce;
     let txs: Vec<SignedTransaction> = calls
@@ -71,7 +76,7 @@ fn block(ledger: &Ledger, calls: Vec<Call>) -> Block {
     Block::new(
         tip.height + 1,
         tip.block_hash,
-        tip.timestamp_ms + 1_000,
+        tip.timestamp_ms + after_ms,
         txs,
     )
 }
@@ -120,12 +125,34 @@ fn apply_both(bounded: &mut Ledger, whole: &mut Ledger, calls: Vec<Call>, regist
     let height = block.header.height;
     assert_eq!(bounded.state().state_root(), whole.state().state_root());
     assert_eq!(bounded.state().entry_count(), whole.state().entry_count());
+    assert_eq!(bounded.state().index_rows(), whole.state().index_rows());
+    // The indexes, walked in order through parts that left memory.
+    let owner = keys()[0].account();
+    let listed: Vec<Hash> = whole.state().listed_hashes().collect();
+    assert_eq!(bounded.state().listed_hashes().collect::<Vec<_>>(), listed);
+    assert_eq!(
+        bounded.state().hashes_listed_by(&owner).collect::<Vec<_>>(),
+        whole.state().hashes_listed_by(&owner).collect::<Vec<_>>()
+    );
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(sorted, listed, "listings are walked in hash order");
     // About forty listings, and one that never was, through the state and through proofs
     // as of this height and as of the oldest recent one.
     let oldest = height.saturating_sub(RECENT_STATES as u64 - 1).max(1);
     let step = (registered / 40).max(1) as usize;
     for n in (0..registered + 1).step_by(step).chain([registered]) {
         let key = StateKey::Listing(data(n));
+        assert_eq!(
+            bounded
+                .state()
+                .listed_hashes_after(Some(&data(n)), 3)
+                .collect::<Vec<_>>(),
+            whole
+                .state()
+                .listed_hashes_after(Some(&data(n)), 3)
+                .collect::<Vec<_>>()
+        );
         assert_eq!(
             bounded.state().listing(&data(n)),
             whole.state().listing(&data(n))
@@ -165,8 +192,8 @@ fn a_bounded_state_tree_answers_as_a_whole_one_and_reopens() {
         registered += 100;
         apply_both(&mut bounded, &mut whole, calls, registered);
     }
-    let entries = whole.state().entry_count();
-    assert!(entries > 10_000);
+    let entries = whole.state().entry_count() + whole.state().index_rows();
+    assert!(entries > 20_000);
     // Blocks this large change much of so small a tree, and only subtrees no block changed
     // for RECENT_STATES heights leave memory (a stored one a block changes is written back
     // at once). Once blocks change nothing, the tree settles at its bound.
@@ -194,7 +221,7 @@ fn a_bounded_state_tree_answers_as_a_whole_one_and_reopens() {
     }
     assert_eq!(
         whole.state().resident_entries(),
-        whole.state().entry_count()
+        whole.state().entry_count() + whole.state().index_rows()
     );
 
     // Reopened without a bound, the directory loads the same state; the spill file is gone
@@ -271,4 +298,53 @@ fn a_spill_file_of_mostly_dead_copies_is_replaced_and_let_go() {
         registered += 1;
     }
     assert_eq!(open_spill_files(), before);
+}
+
+#[test]
+fn grants_expire_through_an_index_that_left_memory() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let whole_dir = tempfile::tempdir().unwrap();
+    let mut bounded = Ledger::open(dir.path(), &genesis()).unwrap();
+    let mut whole = Ledger::open(whole_dir.path(), &genesis()).unwrap();
+    bounded.bound_state_memory(tiny(u64::MAX)).unwrap();
+    let both = |bounded: &mut Ledger, whole: &mut Ledger, calls: Vec<Call>, after_ms: u64| {
+        let block = block_after(whole, calls, after_ms);
+        let outcome = whole.apply_block(&block).unwrap();
+        assert!(outcome.receipts.iter().all(|r| r.is_applied()));
+        bounded.apply_block(&block).unwrap();
+        assert_eq!(bounded.state().state_root(), whole.state().state_root());
+        let ids = |l: &Ledger| l.state().grants().map(|g| g.id).collect::<Vec<_>>();
+        assert_eq!(ids(bounded), ids(whole));
+        ids(whole).len()
+    };
+    let calls = (0..20)
+        .map(register)
+        .chain([Call::SubscribeData { hash: data(3) }])
+        .collect();
+    both(&mut bounded, &mut whole, calls, 1_000);
+    // Grants made to expire over a minute, 1,500 of them (more than a block retires).
+    for second in 0..60u32 {
+        let calls = (0..25)
+            .map(|i| Call::RequestDataWithHash {
+                hash: data(3),
+                purpose: format!("care {second}/{i}"),
+                ttl_secs: 1 + second,
+            })
+            .collect();
+        both(&mut bounded, &mut whole, calls, 1_000);
+    }
+    for _ in 0..2 * RECENT_STATES {
+        both(&mut bounded, &mut whole, vec![], 1_000);
+    }
+    assert_eq!(whole.state().grants().count(), 1_500);
+    assert!(bounded.state().resident_entries() < 1_500);
+    // An hour later they are retired, oldest first, at most 1,024 a block.
+    let left = both(&mut bounded, &mut whole, vec![], 3_600_000 + 30_000);
+    assert!(left > 0 && left < 1_500, "{left} grants left");
+    let left = both(&mut bounded, &mut whole, vec![], 1_000);
+    assert!(left < 1_500 - 1_024, "{left} grants left");
+    let left = both(&mut bounded, &mut whole, vec![], 60_000);
+    assert_eq!(left, 0);
+    assert_eq!(bounded.state().index_rows(), whole.state().index_rows());
 }

@@ -18,6 +18,7 @@ use crate::{Digest, sha256};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The hash of an empty subtree.
@@ -66,6 +67,15 @@ struct Internal<P> {
     left: Node<P>,
     right: Node<P>,
     hash: Digest,
+}
+
+impl<P> Internal<P> {
+    /// Whether a child is a leaf: a lone entry, which a subtree stored below this node
+    /// would leave in memory, so this node is stored whole when it is small enough
+    /// (however far above the store's depth).
+    fn has_leaf(&self) -> bool {
+        matches!(self.left, Node::Leaf(_)) || matches!(self.right, Node::Leaf(_))
+    }
 }
 
 /// One entry: its key, the hash of its value, and what the tree keeps beside it.
@@ -344,7 +354,8 @@ struct WriteBack<'a, P> {
 /// Applies sorted, distinct-key updates below `node` at `depth`; returns the new node and
 /// how many entries it gained (negative: lost). A stored subtree the updates reach is read
 /// back, changed and written back at once (`back`: to the tree's store), so that an update
-/// leaves none of its subtrees of two or more entries in memory (a lone leaf stays), only
+/// leaves none of its subtrees in memory (a leaf stays only where its parent holds more than
+/// the store's largest subtree), only
 /// what the store keeps among the subtrees read back; one the update left as it was stays
 /// as stored;
 /// `tally` counts what moved.
@@ -436,7 +447,7 @@ fn write_back<P: Clone>(
     if in_memory == 0 {
         return node;
     }
-    if depth < back.depth || total > back.largest {
+    if total > back.largest || (depth < back.depth && !internal.has_leaf()) {
         let Internal { left, right, hash } = Arc::unwrap_or_clone(Arc::clone(internal));
         let left = write_back(left, depth + 1, back, tally);
         let right = write_back(right, depth + 1, back, tally);
@@ -555,9 +566,9 @@ pub struct Eviction {
     pub entries: usize,
     /// Entries of subtrees that an earlier store held, moved to the current one.
     pub moved: usize,
-    /// Where the next call should start, as the first 64 bits of a key: where this one
-    /// stopped, or 0 once it reached the end of the key space.
-    pub next: u64,
+    /// Where the next call should start, as a key: where this one stopped, or all zeros
+    /// once it reached the end of the key space.
+    pub next: Digest,
     /// Why the store refused a subtree, if it did: the walk stopped there, and the next
     /// call starts past it.
     pub refused: Option<StoreError>,
@@ -595,7 +606,7 @@ struct Evictor<'a, P> {
     largest: usize,
     /// Whether subtrees may be evicted at all (else only moved).
     evicting: bool,
-    start: u64,
+    start: Digest,
     max: usize,
     /// Nodes it may still visit.
     looks: usize,
@@ -604,25 +615,29 @@ struct Evictor<'a, P> {
     stopped: bool,
 }
 
-/// The first 64 bits of the keys below a node at `depth` whose path is `prefix`, and where
-/// the range of such keys ends (exclusive).
-fn key_range(prefix: u64, depth: usize) -> (u128, u128) {
-    let span = if depth >= 64 {
-        1
-    } else {
-        1u128 << (64 - depth)
-    };
-    (u128::from(prefix), u128::from(prefix) + span)
+/// The first key after those below a node at `depth` whose path is `prefix` (its first
+/// `depth` bits, the rest zeros); `None` if they run to the end of the key space.
+fn range_end(prefix: &Digest, depth: usize) -> Option<Digest> {
+    let mut end = *prefix;
+    for at in (0..depth.min(256)).rev() {
+        let (byte, mask) = (at / 8, 1u8 << (7 - at % 8));
+        let b = end.get_mut(byte)?;
+        if *b & mask == 0 {
+            *b |= mask;
+            return Some(end);
+        }
+        *b &= !mask;
+    }
+    None
 }
 
 /// The paths of a node's children.
-fn child_prefixes(prefix: u64, depth: usize) -> (u64, u64) {
-    let right = if depth >= 64 {
-        prefix
-    } else {
-        prefix | (1u64 << (63 - depth))
-    };
-    (prefix, right)
+fn child_prefixes(prefix: &Digest, depth: usize) -> (Digest, Digest) {
+    let mut right = *prefix;
+    if let Some(b) = right.get_mut(depth / 8) {
+        *b |= 1u8 << (7 - depth % 8);
+    }
+    (*prefix, right)
 }
 
 impl<P: Clone> Evictor<'_, P> {
@@ -631,19 +646,24 @@ impl<P: Clone> Evictor<'_, P> {
     }
 
     /// Stops the walk at the node whose key range starts at `begin`.
-    fn stop(&mut self, begin: u128) {
+    fn stop(&mut self, begin: &Digest) {
         self.stopped = true;
-        let at = begin.max(u128::from(self.start));
-        self.done.next = u64::try_from(at).unwrap_or(0);
+        self.done.next = (*begin).max(self.start);
     }
 
-    fn walk(&mut self, node: &Node<P>, older: Older<'_, P>, depth: usize, prefix: u64) -> Node<P> {
-        let (begin, end) = key_range(prefix, depth);
-        if self.stopped || end <= u128::from(self.start) {
+    fn walk(
+        &mut self,
+        node: &Node<P>,
+        older: Older<'_, P>,
+        depth: usize,
+        prefix: &Digest,
+    ) -> Node<P> {
+        let end = range_end(prefix, depth);
+        if self.stopped || end.is_some_and(|end| end <= self.start) {
             return node.clone();
         }
         if self.looks == 0 || self.done.entries + self.done.moved >= self.max {
-            self.stop(begin);
+            self.stop(prefix);
             return node.clone();
         }
         self.looks -= 1;
@@ -659,20 +679,20 @@ impl<P: Clone> Evictor<'_, P> {
             Older::Node(Node::Internal(o)) => Arc::ptr_eq(o, internal),
             Older::Node(_) | Older::Other => false,
         };
-        if depth >= self.depth {
-            if self.evicting && same {
-                let (in_memory, total) = count(node);
+        let at_store_depth = depth >= self.depth;
+        if self.evicting && same && (at_store_depth || internal.has_leaf()) {
+            // Counted only up to `largest`, so that a crowded subtree (keys that share a long
+            // prefix) costs no more to look at on each level it is split on.
+            if let Some(in_memory) = count_within(node, self.largest) {
                 if in_memory == 0 && !self.holds_elsewhere(node) {
                     // Nothing to free: its parts are in the current store already.
                     return node.clone();
                 }
-                if total <= self.largest {
-                    return self.store(node, internal.hash, depth, end);
-                }
-                // Too large to keep as one: its children are stored instead.
-            } else if self.evicting {
-                return node.clone();
+                return self.store(node, internal.hash, depth, end);
             }
+            // Too large to keep as one: its children are stored instead.
+        } else if self.evicting && at_store_depth {
+            return node.clone();
         }
         let (older_left, older_right) = match older {
             _ if same => (Older::Same, Older::Same),
@@ -680,8 +700,8 @@ impl<P: Clone> Evictor<'_, P> {
             _ => (Older::Other, Older::Other),
         };
         let (left_prefix, right_prefix) = child_prefixes(prefix, depth);
-        let left = self.walk(&internal.left, older_left, depth + 1, left_prefix);
-        let right = self.walk(&internal.right, older_right, depth + 1, right_prefix);
+        let left = self.walk(&internal.left, older_left, depth + 1, &left_prefix);
+        let right = self.walk(&internal.right, older_right, depth + 1, &right_prefix);
         if same_node(&left, &internal.left) && same_node(&right, &internal.right) {
             node.clone()
         } else {
@@ -705,7 +725,13 @@ impl<P: Clone> Evictor<'_, P> {
 
     /// Puts the entries below `node` into the current store: the node that stands for them
     /// then, or `node` if the store refused them (the walk stops past it).
-    fn store(&mut self, node: &Node<P>, hash: Digest, depth: usize, end: u128) -> Node<P> {
+    fn store(
+        &mut self,
+        node: &Node<P>,
+        hash: Digest,
+        depth: usize,
+        end: Option<Digest>,
+    ) -> Node<P> {
         let moved_before = self.tally.dropped_elsewhere;
         match put_subtree(node, hash, depth, self.backing, &mut self.tally) {
             Ok((stored, in_memory)) => {
@@ -720,7 +746,7 @@ impl<P: Clone> Evictor<'_, P> {
             Err(e) => {
                 self.done.refused = Some(e);
                 self.stopped = true;
-                self.done.next = u64::try_from(end).unwrap_or(0);
+                self.done.next = end.unwrap_or(EMPTY);
                 node.clone()
             }
         }
@@ -736,6 +762,30 @@ fn same_node<P>(a: &Node<P>, b: &Node<P>) -> bool {
         (Node::Stored(a), Node::Stored(b)) => Arc::ptr_eq(a, b),
         _ => false,
     }
+}
+
+/// How many entries below `node` are in memory, if it has at most `largest` entries in all
+/// (`None` otherwise); stops counting past `largest`.
+fn count_within<P>(node: &Node<P>, largest: usize) -> Option<usize> {
+    fn go<P>(node: &Node<P>, in_memory: &mut usize, total: &mut usize, largest: usize) -> bool {
+        match node {
+            Node::Empty => true,
+            Node::Leaf(_) => {
+                *in_memory += 1;
+                *total += 1;
+                *total <= largest
+            }
+            Node::Internal(i) => {
+                go(&i.left, in_memory, total, largest) && go(&i.right, in_memory, total, largest)
+            }
+            Node::Stored(s) => {
+                *total += s.len;
+                *total <= largest
+            }
+        }
+    }
+    let (mut in_memory, mut total) = (0, 0);
+    go(node, &mut in_memory, &mut total, largest).then_some(in_memory)
 }
 
 /// How many entries below `node` are in memory, and how many there are.
@@ -802,7 +852,8 @@ impl<P: Clone> SparseMerkleTree<P> {
     /// This tree, moving subtrees of about `per_subtree` entries to `store` from now on
     /// (see [`Self::evict`]). A stored subtree an update changes is written back to the
     /// store at once, so that updates leave none of its subtrees of two or more entries in
-    /// memory (a lone leaf stays). Subtrees read back
+    /// memory (a lone entry goes with its sibling subtree, stored whole above the store's
+    /// depth if small enough). Subtrees read back
     /// from it, or written back, are kept, checked, until more than `opened_entries`
     /// entries are (the least recently used are dropped first), so that reading an entry
     /// again is not reading it from the store again; they are shared by every version of
@@ -878,20 +929,20 @@ impl<P: Clone> SparseMerkleTree<P> {
     /// [`Self::eviction_depth`]; one holding more than sixteen times that is split into its
     /// children, so that no subtree a read or an update has to read back is large, however
     /// keys crowd) that are `evictable`, and moves the subtrees an earlier store holds to
-    /// the current one, walking the key space from `start` (the first 64 bits of a key)
-    /// until `max` entries have moved.
+    /// the current one, walking the key space from the key `start` until `max` entries have
+    /// moved.
     ///
     /// It visits at most `max / 2 + 128` nodes, so that a call costs about what it moves
     /// even when few subtrees qualify. Roots, proofs and answers do not change. Versions
     /// that shared a moved subtree keep it in memory until they are dropped. A store that
     /// refuses a subtree stops the call there (`Eviction::refused`), what moved before
     /// staying moved; the next call starts past it. Without a store, nothing moves.
-    pub fn evict(&mut self, evictable: Evictable<'_, P>, start: u64, max: usize) -> Eviction {
+    pub fn evict(&mut self, evictable: Evictable<'_, P>, start: &Digest, max: usize) -> Eviction {
         let mut done = Eviction {
             subtrees: 0,
             entries: 0,
             moved: 0,
-            next: 0,
+            next: EMPTY,
             refused: None,
         };
         let Some(backing) = self.backing.clone() else {
@@ -908,18 +959,18 @@ impl<P: Clone> SparseMerkleTree<P> {
             depth,
             largest,
             evicting,
-            start,
+            start: *start,
             max,
             looks: max / 2 + 128,
             done,
             tally: Tally::default(),
             stopped: false,
         };
-        self.root = evictor.walk(&self.root, older, 0, 0);
+        self.root = evictor.walk(&self.root, older, 0, &EMPTY);
         self.settle(evictor.tally, 0);
         done = evictor.done;
         if !evictor.stopped {
-            done.next = 0;
+            done.next = EMPTY;
         }
         done
     }
@@ -1006,6 +1057,21 @@ impl<P: Clone> SparseMerkleTree<P> {
         self.find(key, |_, p| f(p))
     }
 
+    /// Calls `f` with the key and payload of each entry whose key is `from` or after it, in
+    /// the order of the keys' bytes, until `f` breaks; returns what it broke with. The
+    /// stored subtrees it passes are read back and checked, but not kept among those read
+    /// back: a walk over many does not push out what reads and updates keep there.
+    pub fn walk_from<B>(
+        &self,
+        from: &Digest,
+        mut f: impl FnMut(&Digest, &P) -> ControlFlow<B>,
+    ) -> Option<B> {
+        match walk_in(&self.root, 0, Some(from), &mut f) {
+            ControlFlow::Break(b) => Some(b),
+            ControlFlow::Continue(()) => None,
+        }
+    }
+
     /// A proof that `key` holds its current value, or that it is absent.
     pub fn prove(&self, key: &Digest) -> SmtProof {
         let mut siblings = Vec::new();
@@ -1030,6 +1096,35 @@ fn find_in<P: Clone, R>(
             }
             Node::Stored(s) => return find_in(&s.open(depth), depth, key, f),
         }
+    }
+}
+
+/// [`SparseMerkleTree::walk_from`] below `node` (at `depth`): every key below it shares its
+/// first `depth` bits with `from`, if there is one (`None`: every entry below counts).
+fn walk_in<P: Clone, B, F: FnMut(&Digest, &P) -> ControlFlow<B>>(
+    node: &Node<P>,
+    depth: usize,
+    from: Option<&Digest>,
+    f: &mut F,
+) -> ControlFlow<B> {
+    match node {
+        Node::Empty => ControlFlow::Continue(()),
+        Node::Leaf(l) => {
+            if from.is_none_or(|from| l.key >= *from) {
+                f(&l.key, &l.payload)
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        Node::Internal(i) => match from {
+            // Every key on the left is before `from`.
+            Some(key) if bit(key, depth) => walk_in(&i.right, depth + 1, from, f),
+            _ => {
+                walk_in(&i.left, depth + 1, from, f)?;
+                walk_in(&i.right, depth + 1, None, f)
+            }
+        },
+        Node::Stored(s) => walk_in(&s.open_keeping(depth, false), depth, from, f),
     }
 }
 
@@ -1335,13 +1430,72 @@ mod tests {
         (tree, store)
     }
 
+    /// The keys of `tree` from `from` on, as `walk_from` gives them, at most `limit`.
+    fn walked<P: Clone>(tree: &SparseMerkleTree<P>, from: &Digest, limit: usize) -> Vec<Digest> {
+        let mut out = Vec::new();
+        tree.walk_from(from, |key, _| {
+            out.push(*key);
+            if out.len() == limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn a_walk_gives_the_keys_from_a_key_on_in_order_stored_or_not() {
+        let (mut tree, store) = stored_tree(300, 4, 0);
+        let mut keys: Vec<Digest> = (0..300).map(h).collect();
+        keys.sort();
+        let check = |tree: &SparseMerkleTree<u64>| {
+            assert_eq!(walked(tree, &EMPTY, usize::MAX), keys);
+            for (i, from) in keys.iter().enumerate().step_by(7) {
+                // From a key that is there, and from one just after it that is not.
+                assert_eq!(walked(tree, from, 10), keys[i..keys.len().min(i + 10)]);
+                let mut after = *from;
+                after[31] = after[31].wrapping_add(1);
+                let next: Vec<Digest> = keys
+                    .iter()
+                    .filter(|k| **k >= after)
+                    .take(3)
+                    .copied()
+                    .collect();
+                assert_eq!(walked(tree, &after, 3), next);
+            }
+            assert!(walked(tree, &[0xff; 32], 5).is_empty());
+        };
+        check(&tree);
+        tree.evict(Evictable::All, &EMPTY, usize::MAX);
+        // About five entries a subtree at the store's depth, so some of its subtrees there
+        // are lone leaves: each went with its sibling.
+        assert_eq!(tree.resident(), 0);
+        assert_eq!(tree.resident(), in_memory(&tree.root));
+        let loads = store.loads();
+        check(&tree);
+        assert!(
+            store.loads() > loads,
+            "the walk read the stored subtrees back"
+        );
+        // A walk keeps nothing it read back.
+        assert_eq!(tree.backing.as_ref().map(|b| b.opened().entries), Some(0));
+        // The payloads come with the keys.
+        let mut payloads = Vec::new();
+        tree.walk_from(&EMPTY, |key, p| {
+            payloads.push((*key, *p));
+            ControlFlow::<()>::Continue(())
+        });
+        assert!(payloads.iter().all(|(key, p)| h(*p) == *key));
+    }
+
     #[test]
     fn a_tree_with_stored_subtrees_answers_as_before() {
         let (mut tree, store) = stored_tree(500, 16, 0);
         let whole = tree.clone();
         assert_eq!(tree.eviction_depth(16), 4);
-        let done = tree.evict(Evictable::All, 0, usize::MAX);
-        assert_eq!((done.entries, done.next), (500, 0));
+        let done = tree.evict(Evictable::All, &EMPTY, usize::MAX);
+        assert_eq!((done.entries, done.next), (500, EMPTY));
         assert_eq!(done.subtrees, 16);
         assert_eq!(tree.stored_bytes(), 72 * 500);
         assert_eq!((tree.resident(), in_memory(&tree.root)), (0, 0));
@@ -1376,7 +1530,7 @@ mod tests {
     #[test]
     fn a_stored_subtree_an_update_changes_is_written_back_at_once() {
         let (mut tree, store) = stored_tree(500, 16, 64);
-        tree.evict(Evictable::All, 0, usize::MAX);
+        tree.evict(Evictable::All, &EMPTY, usize::MAX);
         assert_eq!(tree.resident(), 0);
         let before = store.subtrees.lock().unwrap().len();
         // A new key and a changed value, in two stored subtrees (or one).
@@ -1424,18 +1578,18 @@ mod tests {
         let older = tree.clone();
         tree.apply_with(vec![(h(3), Some((h(3003), 3003)))]);
         // 50 entries a subtree: depth 3.
-        let done = tree.evict(Evictable::UnchangedSince(&older), 0, usize::MAX);
+        let done = tree.evict(Evictable::UnchangedSince(&older), &EMPTY, usize::MAX);
         assert_eq!(done.subtrees, 7, "the eighth holds the changed entry");
         assert_eq!(tree.resident(), in_memory(&tree.root));
         assert_eq!(tree.resident(), 400 - done.entries);
         assert_eq!(tree.payload(&h(3)), Some(3003));
         // Once nothing changed since, it moves too.
         let now = tree.clone();
-        let done = tree.evict(Evictable::UnchangedSince(&now), 0, usize::MAX);
+        let done = tree.evict(Evictable::UnchangedSince(&now), &EMPTY, usize::MAX);
         assert_eq!(done.subtrees, 1);
         assert_eq!(tree.resident(), 0);
         // Nothing is left in memory: a further call writes nothing again.
-        let again = tree.evict(Evictable::All, 0, usize::MAX);
+        let again = tree.evict(Evictable::All, &EMPTY, usize::MAX);
         assert_eq!((again.subtrees, again.entries, again.moved), (0, 0, 0));
     }
 
@@ -1443,19 +1597,19 @@ mod tests {
     fn eviction_resumes_where_it_stopped_and_wraps_around() {
         let (mut tree, _store) = stored_tree(1000, 31, 0);
         let root = tree.root();
-        let mut start = 0;
+        let mut start = EMPTY;
         let mut moved = 0;
         let mut calls = 0;
         loop {
             // About 31 entries a subtree: depth 5.
-            let done = tree.evict(Evictable::All, start, 100);
-            assert!(done.entries >= 100 || done.next == 0);
+            let done = tree.evict(Evictable::All, &start, 100);
+            assert!(done.entries >= 100 || done.next == EMPTY);
             assert!(done.entries < 100 + 1000 / 8, "stops soon after the bound");
-            assert!(done.next == 0 || done.next > start, "goes forward");
+            assert!(done.next == EMPTY || done.next > start, "goes forward");
             moved += done.entries;
             calls += 1;
             start = done.next;
-            if start == 0 {
+            if start == EMPTY {
                 break;
             }
         }
@@ -1464,9 +1618,11 @@ mod tests {
         assert_eq!((tree.resident(), tree.root()), (0, root));
         // A start halfway through the key space moves about half.
         let (mut other, _s) = stored_tree(1000, 31, 0);
-        let done = other.evict(Evictable::All, 1 << 63, usize::MAX);
+        let mut half = EMPTY;
+        half[0] = 0x80;
+        let done = other.evict(Evictable::All, &half, usize::MAX);
         assert!((400..600).contains(&done.entries), "{}", done.entries);
-        assert_eq!(done.next, 0);
+        assert_eq!(done.next, EMPTY);
     }
 
     #[test]
@@ -1476,10 +1632,10 @@ mod tests {
         // max / 2 + 128 nodes instead of going through all of them.
         let older = tree.clone();
         tree.apply_with((0..4000).map(|i| (h(i), Some((h(i + 7), i + 7)))).collect());
-        let done = tree.evict(Evictable::UnchangedSince(&older), 0, 40);
+        let done = tree.evict(Evictable::UnchangedSince(&older), &EMPTY, 40);
         assert_eq!(done.entries, 0);
-        assert!(done.next > 0, "stopped before the end");
-        let again = tree.evict(Evictable::UnchangedSince(&older), done.next, 40);
+        assert!(done.next > EMPTY, "stopped before the end");
+        let again = tree.evict(Evictable::UnchangedSince(&older), &done.next, 40);
         assert!(again.next > done.next, "and goes on from there");
     }
 
@@ -1504,7 +1660,7 @@ mod tests {
             0,
         );
         let root = tree.root();
-        let done = tree.evict(Evictable::All, 0, usize::MAX);
+        let done = tree.evict(Evictable::All, &EMPTY, usize::MAX);
         // A few leaves left alone deep in the split are not worth a subtree of their own.
         assert!(done.entries > 990, "{}", done.entries);
         assert_eq!(tree.resident(), 1000 - done.entries);
@@ -1527,7 +1683,7 @@ mod tests {
     #[test]
     fn subtrees_read_back_are_kept_up_to_the_bound() {
         let (mut tree, store) = stored_tree(256, 32, 64);
-        tree.evict(Evictable::All, 0, usize::MAX);
+        tree.evict(Evictable::All, &EMPTY, usize::MAX);
         let loads = store.loads();
         for _ in 0..10 {
             assert_eq!(tree.payload(&h(5)), Some(5));
@@ -1549,7 +1705,7 @@ mod tests {
             let mut tree = tree;
             let root = tree.root();
             // Sixteen subtrees at depth 4.
-            tree.evict(Evictable::All, 0, usize::MAX);
+            tree.evict(Evictable::All, &EMPTY, usize::MAX);
             let kept = tree.clone();
             let second = Arc::new(MemStore::default());
             let mut tree =
@@ -1560,17 +1716,17 @@ mod tests {
             // Moved at a shallower depth than they were stored at (as once a tree shrank):
             // found below it and moved one by one, or moved as part of the shallower
             // subtrees.
-            let mut start = 0;
+            let mut start = EMPTY;
             loop {
                 let evictable = if evictable_while_moving {
                     Evictable::All
                 } else {
                     Evictable::None
                 };
-                let done = tree.evict(evictable, start, 100);
+                let done = tree.evict(evictable, &start, 100);
                 assert_eq!(done.entries, 0, "nothing was in memory");
                 start = done.next;
-                if start == 0 {
+                if start == EMPTY {
                     break;
                 }
             }
@@ -1599,10 +1755,10 @@ mod tests {
         store
             .refuse
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let done = tree.evict(Evictable::All, 0, usize::MAX);
+        let done = tree.evict(Evictable::All, &EMPTY, usize::MAX);
         assert_eq!(done.refused, Some(StoreError("disk full".into())));
         assert!(
-            done.next > 0,
+            done.next > EMPTY,
             "the next call starts past the refused subtree"
         );
         assert_eq!((tree.root(), tree.resident(), tree.len()), (root, 300, 300));
@@ -1613,11 +1769,21 @@ mod tests {
     #[should_panic(expected = "does not match its hash")]
     fn a_store_that_gives_back_something_else_is_caught() {
         let (mut tree, store) = stored_tree(300, 37, 0);
-        tree.evict(Evictable::All, 0, usize::MAX);
+        tree.evict(Evictable::All, &EMPTY, usize::MAX);
         store
             .corrupt
             .store(true, std::sync::atomic::Ordering::Relaxed);
         tree.get(&h(1));
+    }
+
+    /// A key for the property test: odd numbers crowd under one 160-bit prefix, as an
+    /// index's rows of one owner do.
+    fn crowded(n: u64) -> Digest {
+        let mut key = h(n);
+        if n % 2 == 1 {
+            key[..20].fill(0x5a);
+        }
+        key
     }
 
     proptest! {
@@ -1633,12 +1799,12 @@ mod tests {
             let mut model: BTreeMap<Digest, u64> = BTreeMap::new();
             let mut versions: Vec<(SparseMerkleTree<u64>, BTreeMap<Digest, u64>)> = Vec::new();
             for (batch, per_subtree, older, start, max) in steps {
-                tree.apply_with(batch.iter().map(|(k, v)| (h(*k), v.map(|v| (h(v), v)))).collect());
+                tree.apply_with(batch.iter().map(|(k, v)| (crowded(*k), v.map(|v| (h(v), v)))).collect());
                 prop_assert_eq!(tree.resident(), in_memory(&tree.root));
                 prop_assert_eq!(tree.elsewhere(), elsewhere(&tree.root, tree.backing.as_ref()));
                 prop_assert_eq!(tree.stored_bytes(), current_bytes(&tree.root, tree.backing.as_ref()));
                 for (k, v) in &batch {
-                    match v { Some(v) => { model.insert(h(*k), *v); } None => { model.remove(&h(*k)); } }
+                    match v { Some(v) => { model.insert(crowded(*k), *v); } None => { model.remove(&crowded(*k)); } }
                 }
                 versions.push((tree.clone(), model.clone()));
                 if start % 7 == 3 {
@@ -1652,7 +1818,13 @@ mod tests {
                     (Some(older), _) => Evictable::UnchangedSince(older),
                     (None, _) => Evictable::All,
                 };
-                let done = tree.evict(evictable, start, max);
+                let mut from = EMPTY;
+                from[..8].copy_from_slice(&start.to_be_bytes());
+                if start % 3 == 1 {
+                    // Inside the crowd.
+                    from = crowded(start | 1);
+                }
+                let done = tree.evict(evictable, &from, max);
                 prop_assert!(done.refused.is_none());
                 prop_assert_eq!(tree.len(), model.len());
                 prop_assert_eq!(tree.resident(), in_memory(&tree.root));
@@ -1664,8 +1836,9 @@ mod tests {
             versions.push((tree, model));
             for (version, model) in &versions {
                 let root = version.root();
+                prop_assert_eq!(walked(version, &EMPTY, usize::MAX), model.keys().copied().collect::<Vec<_>>());
                 for k in (0u64..200).step_by(7) {
-                    let key = h(k);
+                    let key = crowded(k);
                     let value_hash = model.get(&key).map(|v| h(*v));
                     prop_assert_eq!(version.prove(&key).verify(&root, &key, value_hash.as_ref()), Ok(()));
                     prop_assert_eq!(version.payload(&key), model.get(&key).copied());

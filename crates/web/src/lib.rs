@@ -73,7 +73,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// core); sign-ins beyond them are answered "busy" rather than queued.
 pub const MAX_PASSWORD_CHECKS: usize = 2;
 
-/// Most parsed descriptions remembered; beyond it the memory is cleared.
+/// Most parsed descriptions remembered; a search that finds it full clears it first, and
+/// one that fills it parses the rest without remembering them.
 const MAX_PARSED: usize = 200_000;
 
 /// The application's state on one node.
@@ -165,7 +166,10 @@ impl Web {
                         None => {
                             let coded =
                                 search::CodedDescription::parse(&l.description).map(Arc::new);
-                            parsed.insert(l.id.clone(), coded.clone());
+                            // Past the bound, parsed for this search only.
+                            if parsed.len() < MAX_PARSED {
+                                parsed.insert(l.id.clone(), coded.clone());
+                            }
                             coded
                         }
                     })

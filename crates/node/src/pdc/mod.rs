@@ -30,6 +30,18 @@ pub const MAX_OBJECT_BODY: usize = 64 * 1024 * 1024;
 /// Largest object delivered inline in a fetch answer.
 pub const MAX_INLINE_FETCH: u64 = 64 * 1024 * 1024;
 
+/// The most owners whose parsed policies a node keeps.
+const CACHED_POLICIES: usize = 10_000;
+
+/// Owners' parsed policies, and how many times any owner's were set.
+#[derive(Default)]
+struct PolicyCache {
+    parsed: HashMap<AccountId, Arc<OwnerPolicies>>,
+    /// Counts [`Pdc::set_policies`]: a policy read from the store before a set is not
+    /// remembered after it (it may be the one the set replaced).
+    sets: u64,
+}
+
 /// A node's Private Data Center.
 pub struct Pdc {
     store: Store,
@@ -37,8 +49,10 @@ pub struct Pdc {
     /// The node's own detector and the security rules it installed: they score every fetch.
     rules: Installed,
     inner: Mutex<Inner>,
-    /// Owners' parsed and validated policies, so a fetch does not re-parse them.
-    policies: Mutex<HashMap<AccountId, Arc<OwnerPolicies>>>,
+    /// Owners' parsed and validated policies, so a fetch does not re-parse them: only of
+    /// owners who stored some (an owner without is not remembered, so a request naming any
+    /// account costs no memory), at most [`CACHED_POLICIES`] (the cache empties when full).
+    policies: Mutex<PolicyCache>,
     /// Held while a transaction signed by the node's key is given its nonce and submitted,
     /// so the recorder and the application never take the same nonce.
     own_txs: Mutex<()>,
@@ -152,7 +166,7 @@ impl Pdc {
             rules: Installed::open(rules_dir, threshold)
                 .map_err(|e| format!("{}: {e}", rules_dir.display()))?,
             inner: Mutex::new(inner),
-            policies: Mutex::new(HashMap::new()),
+            policies: Mutex::new(PolicyCache::default()),
             own_txs: Mutex::new(()),
             uploads: tokio::sync::Semaphore::new(routes::MAX_CONCURRENT_UPLOADS),
             uploading: Mutex::new(std::collections::HashSet::new()),
@@ -185,37 +199,49 @@ impl Pdc {
     }
 
     fn policies(&self, owner: &AccountId) -> Result<Arc<OwnerPolicies>, Problem> {
-        if let Some(p) = self
-            .policies
-            .lock()
-            .ok()
-            .and_then(|m| m.get(owner).cloned())
-        {
-            return Ok(p);
-        }
-        let parsed = Arc::new(match self.store.policy(owner).map_err(store_problem)? {
-            Some(text) => self
-                .engine
+        let sets = {
+            let cache = self
+                .policies
+                .lock()
+                .map_err(|_| internal("PDC state poisoned"))?;
+            if let Some(p) = cache.parsed.get(owner) {
+                return Ok(Arc::clone(p));
+            }
+            cache.sets
+        };
+        let Some(text) = self.store.policy(owner).map_err(store_problem)? else {
+            return Ok(Arc::new(OwnerPolicies::empty()));
+        };
+        let parsed = Arc::new(
+            self.engine
                 .check(&text)
                 .map_err(|e| internal(&format!("stored policy no longer valid: {e}")))?,
-            None => OwnerPolicies::empty(),
-        });
-        if let Ok(mut m) = self.policies.lock() {
-            m.insert(*owner, parsed.clone());
+        );
+        if let Ok(mut cache) = self.policies.lock()
+            && cache.sets == sets
+        {
+            if cache.parsed.len() >= CACHED_POLICIES {
+                cache.parsed.clear();
+            }
+            cache.parsed.insert(*owner, Arc::clone(&parsed));
         }
         Ok(parsed)
     }
 
     /// Stores `owner`'s validated policies and makes them the ones decisions use.
     fn set_policies(&self, owner: &AccountId, checked: OwnerPolicies) -> Result<(), Problem> {
-        let mut m = self
+        let mut cache = self
             .policies
             .lock()
             .map_err(|_| internal("PDC state poisoned"))?;
+        cache.sets += 1;
         self.store
             .set_policy(owner, checked.text())
             .map_err(store_problem)?;
-        m.insert(*owner, Arc::new(checked));
+        if cache.parsed.len() >= CACHED_POLICIES {
+            cache.parsed.clear();
+        }
+        cache.parsed.insert(*owner, Arc::new(checked));
         Ok(())
     }
 }
