@@ -20,7 +20,8 @@ use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage};
-use commonware_storage::archive::immutable;
+use commonware_storage::archive::prunable;
+use commonware_storage::translator::EightCap;
 use commonware_utils::ordered::Set;
 use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize};
 use rand_core::CryptoRng;
@@ -95,13 +96,21 @@ pub struct Retention {
     pub archive: u64,
     /// Heights of blocks the ledger keeps; `None` keeps every block (an archive node).
     pub ledger: Option<u64>,
+    /// Heights in one section of consensus's archives: they are dropped a section at a
+    /// time, so up to this many more than `archive` are kept. Fixed for the life of a data
+    /// directory (archives written with another size do not open).
+    pub archive_section: u64,
 }
+
+/// [`Retention::archive_section`] unless a test needs sections small enough to see go.
+pub const ARCHIVE_SECTION: u64 = 1_024;
 
 impl Default for Retention {
     fn default() -> Self {
         Retention {
             archive: 16_384,
             ledger: None,
+            archive_section: ARCHIVE_SECTION,
         }
     }
 }
@@ -183,31 +192,55 @@ pub const MAX_PENDING_ACKS: usize = 32;
 const PAGE_CACHE_PAGE: std::num::NonZeroU16 = NZU16!(4096);
 const PAGE_CACHE_PAGES: NonZeroUsize = NZUsize!(4096);
 
+/// An archive of finalized blocks or certificates by height, dropped a section at a time
+/// below what [`Retention::archive`] keeps (block digests, its keys, are hashes: spread
+/// evenly, as its index of keys needs).
 fn archive_config<C>(
     prefix: &str,
     name: &str,
     page_cache: &CacheRef,
+    section: u64,
     codec_config: C,
-) -> immutable::Config<C> {
-    immutable::Config {
-        metadata_partition: format!("{prefix}-{name}-metadata"),
-        freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
-        freezer_table_initial_size: 1024,
-        freezer_table_resize_frequency: 4,
-        freezer_table_resize_chunk_size: 1024,
-        freezer_key_partition: format!("{prefix}-{name}-freezer-key"),
-        freezer_key_page_cache: page_cache.clone(),
-        freezer_value_partition: format!("{prefix}-{name}-freezer-value"),
-        freezer_value_target_size: 64 * 1024 * 1024,
-        freezer_value_compression: None,
-        ordinal_partition: format!("{prefix}-{name}-ordinal"),
-        items_per_section: NZU64!(4096),
+) -> prunable::Config<EightCap, C> {
+    prunable::Config {
+        translator: EightCap,
+        metadata_partition: archive_partition(prefix, name, "metadata"),
+        key_partition: archive_partition(prefix, name, "key"),
+        key_page_cache: page_cache.clone(),
+        value_partition: archive_partition(prefix, name, "value"),
+        compression: None,
         codec_config,
+        items_per_section: std::num::NonZeroU64::new(section).unwrap_or(NZU64!(ARCHIVE_SECTION)),
+        key_write_buffer: NZUsize!(1024 * 1024),
+        value_write_buffer: NZUsize!(1024 * 1024),
         replay_buffer: NZUsize!(1024 * 1024),
-        freezer_key_write_buffer: NZUsize!(1024 * 1024),
-        freezer_value_write_buffer: NZUsize!(1024 * 1024),
-        ordinal_write_buffer: NZUsize!(1024 * 1024),
     }
+}
+
+/// The storage partition `part` of the archive `name` (`blocks` or `finalizations`) of a
+/// validator whose partitions start with `prefix`.
+pub fn archive_partition(prefix: &str, name: &str, part: &str) -> String {
+    format!("{prefix}-{name}-recent-{part}")
+}
+
+/// The partitions of the archives of earlier versions, which kept every height: never
+/// read, removed at start.
+fn unpruned_archive_partitions(prefix: &str) -> Vec<String> {
+    let parts = [
+        "metadata",
+        "freezer-table",
+        "freezer-key",
+        "freezer-value",
+        "ordinal",
+    ];
+    ["finalizations", "blocks"]
+        .iter()
+        .flat_map(|name| {
+            parts
+                .iter()
+                .map(move |part| format!("{prefix}-{name}-{part}"))
+        })
+        .collect()
 }
 
 /// The storage partition of the consensus journal of a validator whose partitions start with
@@ -263,20 +296,28 @@ where
     );
 
     // Marshal and its archives.
-    let finalizations = immutable::Archive::init(
+    for partition in unpruned_archive_partitions(&prefix) {
+        match context.remove(&partition, None).await {
+            Ok(()) | Err(commonware_runtime::Error::PartitionMissing(_)) => {}
+            Err(e) => tracing::warn!(%partition, error = %e, "an old archive was not removed"),
+        }
+    }
+    let section = config.retention.archive_section;
+    let finalizations = prunable::Archive::init(
         context.child("finalizations_by_height"),
         archive_config(
             &prefix,
             "finalizations",
             &page_cache,
+            section,
             <Scheme as Verifier>::certificate_codec_config_unbounded(),
         ),
     )
     .await
     .unwrap_or_else(|e| storage_failed(&e));
-    let finalized_blocks = immutable::Archive::init(
+    let finalized_blocks = prunable::Archive::init(
         context.child("finalized_blocks"),
-        archive_config(&prefix, "blocks", &page_cache, ()),
+        archive_config(&prefix, "blocks", &page_cache, section, ()),
     )
     .await
     .unwrap_or_else(|e| storage_failed(&e));

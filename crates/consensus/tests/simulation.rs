@@ -15,9 +15,9 @@ mod cluster;
 use cluster::*;
 use commonware_cryptography::Signer as _;
 use commonware_p2p::simulated::Link;
-use commonware_runtime::{Clock, Runner as _, deterministic};
+use commonware_runtime::{Clock, Runner as _, Storage as _, deterministic};
 use secnet_consensus::chain::Chain;
-use secnet_consensus::engine::{Retention, Timing};
+use secnet_consensus::engine::{Retention, Timing, archive_partition};
 use secnet_ledger::{Ledger, Snapshot};
 use secnet_types::Hash;
 use std::sync::Arc;
@@ -444,7 +444,33 @@ async fn advance_to(
 const SHORT: Retention = Retention {
     archive: 64,
     ledger: Some(64),
+    archive_section: 16,
 };
+
+/// The sections (first heights) of each of node `i`'s consensus archives that are on disk.
+async fn archive_sections(
+    context: &deterministic::Context,
+    cluster: &Cluster,
+    i: usize,
+) -> Vec<(String, Vec<u64>)> {
+    let prefix = format!("validator-{i}-{}", cluster.nodes[i].wiped);
+    let mut out = Vec::new();
+    for name in ["blocks", "finalizations"] {
+        for part in ["key", "value"] {
+            let partition = archive_partition(&prefix, name, part);
+            let mut sections: Vec<u64> = context
+                .scan(&partition)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|blob| u64::from_be_bytes(blob.as_slice().try_into().unwrap()))
+                .collect();
+            sections.sort();
+            out.push((partition, sections));
+        }
+    }
+    out
+}
 
 #[test]
 fn a_pruned_validator_restarts_and_catches_up() {
@@ -464,6 +490,31 @@ fn a_pruned_validator_restarts_and_catches_up() {
                     .all(|n| n.chain.with_ledger(|l| l.first_block().unwrap()).unwrap() > 64)
             })
             .await;
+
+        // Consensus's archives of blocks and certificates are pruned with the ledger's
+        // blocks (both keep 64 heights here): at most the section of 16 that holds the
+        // oldest kept height is older.
+        let mut old = Vec::new();
+        for _ in 0..60 {
+            old.clear();
+            for i in 0..all {
+                let first = cluster.nodes[i]
+                    .chain
+                    .with_ledger(|l| l.first_block().unwrap())
+                    .unwrap();
+                for (partition, sections) in archive_sections(&context, &cluster, i).await {
+                    assert!(!sections.is_empty(), "{partition} holds nothing");
+                    if sections.first().is_some_and(|oldest| oldest + 16 <= first) {
+                        old.push((partition, first, sections));
+                    }
+                }
+            }
+            if old.is_empty() {
+                break;
+            }
+            context.sleep(Duration::from_secs(1)).await;
+        }
+        assert!(old.is_empty(), "sections kept too long: {old:?}");
 
         cluster.crash(&context, 3).await;
         let behind = cluster.executed(3);

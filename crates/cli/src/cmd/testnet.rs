@@ -364,6 +364,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         retention: Retention {
             archive: args.archive_heights,
             ledger: args.keep_blocks,
+            ..Retention::default()
         },
         state_memory: Some(StateMemory::mib(args.state_memory_mib)),
     })?;
