@@ -37,12 +37,8 @@ pub struct NodeStatus {
     /// Entries in the contract state.
     #[serde(default)]
     pub state_entries: u64,
-    /// Rows of the contract's ordered indexes (listings by hash and by owner,
-    /// subscriptions, grants by expiry).
-    #[serde(default)]
-    pub state_index_rows: u64,
-    /// Of the entries and index rows, those the node holds in memory; the rest are in its
-    /// spill file.
+    /// Of them, those whose leaves the node's state tree holds in memory; the rest are in
+    /// its spill file.
     #[serde(default)]
     pub state_entries_in_memory: u64,
     /// This node's account.

@@ -5,7 +5,6 @@
 //! transaction for this chain always consumes).
 
 use crate::entries::{AccessGrant, Account, Listing, StateKey, StateValue, Subscription};
-use crate::index::Row;
 use crate::log_entry::LogEntry;
 use crate::state::{ChainTip, State};
 use secnet_merkle::log::{Subtree, leaf_hash};
@@ -193,7 +192,6 @@ impl State {
             });
         }
         self.tree.apply_with(tree_updates);
-        crate::index::apply(&mut self.indexes, std::mem::take(&mut self.staged_rows));
         self.tip = ChainTip {
             height: block.header.height,
             block_hash: block.hash(),
@@ -232,14 +230,15 @@ impl State {
             return reject(Rejection::BadSignature);
         }
         let sender = tx.sender;
-        let account = self.accounts.entry(sender).or_default();
-        if tx.nonce != account.nonce {
+        // Looked up first: a refused transaction adds no account, not even in memory.
+        let expected = self.accounts.get(&sender).map_or(0, |a| a.nonce);
+        if tx.nonce != expected {
             return reject(Rejection::BadNonce {
-                expected: account.nonce,
+                expected,
                 got: tx.nonce,
             });
         }
-        account.nonce += 1;
+        self.accounts.entry(sender).or_default().nonce += 1;
         changes.touch(StateKey::Account(sender));
 
         let result = match &tx.call {
@@ -400,8 +399,8 @@ impl State {
             })),
         );
         self.stage(address, Some(StateValue::Address(r.hash)));
-        self.stage_row(Row::Listed(r.hash), true);
-        self.stage_row(Row::Owned(owner, r.hash), true);
+        self.listed.insert(r.hash);
+        self.owned.insert((owner, r.hash));
         Ok(vec![Event::Registered { data: r.hash }])
     }
 
@@ -410,8 +409,8 @@ impl State {
         if listing.owner != sender {
             return Err(Rejection::NotOwner { hash });
         }
-        self.stage_row(Row::Owned(sender, hash), false);
-        self.stage_row(Row::Listed(hash), false);
+        self.owned.remove(&(sender, hash));
+        self.listed.remove(&hash);
         self.stage(StateKey::Listing(hash), None);
         self.stage(StateKey::Address(listing.address), None);
         Ok(vec![Event::Withdrawn { data: hash }])
@@ -459,7 +458,7 @@ impl State {
                 height: ctx.height,
             })),
         );
-        self.stage_row(Row::Subscribed(hash, consumer), true);
+        self.subscribed.insert((hash, consumer));
         // The payment is logged too, so the owner's statement of rewards and the consumer's
         // audit come from the certified log rather than from blocks a node may have pruned.
         let first_index = self.log.len();
@@ -539,7 +538,7 @@ impl State {
         };
         let address = grant.address.clone();
         self.append_log(entry, changes);
-        self.stage_row(Row::Expiring(expires_at_ms, grant_id), true);
+        self.expiring.insert((expires_at_ms, grant_id));
         self.stage(StateKey::Grant(grant_id), Some(StateValue::Grant(grant)));
         Ok(vec![
             Event::GrantIssued {
@@ -637,8 +636,14 @@ impl State {
         let Some(cutoff) = now_ms.checked_sub(EXPIRED_GRANT_RETENTION_MS) else {
             return;
         };
-        for (expires_at_ms, id) in self.expired_grants(cutoff, MAX_GRANTS_RETIRED_PER_BLOCK) {
-            self.stage_row(Row::Expiring(expires_at_ms, id), false);
+        for _ in 0..MAX_GRANTS_RETIRED_PER_BLOCK {
+            let Some(&(expires_at_ms, id)) = self.expiring.first() else {
+                break;
+            };
+            if expires_at_ms >= cutoff {
+                break;
+            }
+            self.expiring.pop_first();
             self.stage(StateKey::Grant(id), None);
         }
     }

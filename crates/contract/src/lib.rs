@@ -8,7 +8,6 @@
 
 mod apply;
 pub mod entries;
-mod index;
 pub mod log_entry;
 pub mod proof;
 pub mod receipts;
@@ -23,6 +22,4 @@ pub use log_entry::LogEntry;
 pub use proof::{StateProof, StateProofError};
 pub use receipts::{receipt_proof, receipts_root};
 pub use sandbox::{Sandbox, SandboxError};
-pub use state::{
-    ChainTip, EvictionCursor, STORED_SUBTREE_ENTRIES, State, StateSnapshot, TreeStore,
-};
+pub use state::{ChainTip, STORED_SUBTREE_ENTRIES, State, StateSnapshot, TreeStore};

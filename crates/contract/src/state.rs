@@ -4,14 +4,12 @@
 use crate::entries::{
     AccessGrant, Account, CorruptEntry, Listing, LogHead, StateKey, StateValue, Subscription,
 };
-use crate::index::{self, INDEXES, Index, Row};
 use crate::proof::StateProof;
 use secnet_merkle::log::Frontier;
-use secnet_merkle::smt::{Evictable, SparseMerkleTree, StoreError, SubtreeStore};
+use secnet_merkle::smt::{Evictable, Eviction, SparseMerkleTree, SubtreeStore};
 use secnet_types::{AccountId, Genesis, GrantId, Hash};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::ops::ControlFlow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// The last applied block.
@@ -31,45 +29,33 @@ pub struct ChainTip {
 ///
 /// The state tree is where the entries are: each leaf keeps its entry's value bytes, which
 /// are read (and decoded) from there. Only the accounts, which every transaction reads, are
-/// also kept decoded; for the other kinds the keys are kept in the orders the contract and
-/// its readers walk them in, in indexes that can move out of memory like the tree
-/// ([`crate::index`]).
+/// also kept decoded; for the other kinds memory holds just the keys, in orders the
+/// contract and its readers walk them in.
 ///
 /// INVARIANT: `tree` holds exactly one leaf per entry (the accounts, the listings in
-/// [`Index::Listed`] and [`Index::Owned`] and an address for each, the subscriptions in
-/// [`Index::Subscribed`], the grants in [`Index::Expiring`], and the log head once the log
-/// is non-empty), keyed by [`StateKey::tree_key`], with the SHA-256 of the value bytes and
-/// the bytes themselves; while a block is applied, `staged` holds what it wrote that the
-/// tree does not have yet, and `staged_rows` what it changed in the indexes.
+/// `listed` and an address for each, the subscriptions in `subscribed`, the grants in
+/// `expiring`, and the log head once the log is non-empty), keyed by [`StateKey::tree_key`],
+/// with the SHA-256 of the value bytes and the bytes themselves; while a block is applied,
+/// `staged` holds what it wrote that the tree does not have yet.
 #[derive(Debug, Clone)]
 pub struct State {
     pub(crate) chain_id: String,
     pub(crate) tip: ChainTip,
     pub(crate) accounts: BTreeMap<AccountId, Account>,
+    /// The listings' content hashes.
+    pub(crate) listed: BTreeSet<Hash>,
+    /// The subscriptions' keys.
+    pub(crate) subscribed: BTreeSet<(Hash, AccountId)>,
+    /// The grants by expiry.
+    pub(crate) expiring: BTreeSet<(u64, GrantId)>,
+    /// The listings by owner.
+    pub(crate) owned: BTreeSet<(AccountId, Hash)>,
     /// The access log's right edge: its size and root.
     pub(crate) log: Frontier,
     pub(crate) tree: StateTree,
-    pub(crate) indexes: index::Trees,
     /// Entries the block being applied wrote (`None`: removed), until they go into the tree
     /// at its end; empty between blocks.
     pub(crate) staged: BTreeMap<StateKey, Option<StateValue>>,
-    /// Rows the block being applied added (`true`) or removed, in order, until they go into
-    /// the indexes at its end; empty between blocks.
-    pub(crate) staged_rows: Vec<(Row, bool)>,
-}
-
-/// How many trees a state keeps: the state tree and one per index.
-const TREES: usize = 1 + INDEXES;
-
-/// Where the walks of [`State::evict`] over the state's trees stopped, one per tree.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EvictionCursor([secnet_merkle::Digest; TREES]);
-
-impl EvictionCursor {
-    /// Whether every walk is at the start of its tree: none began, or each went round.
-    pub fn at_start(&self) -> bool {
-        self.0.iter().all(|next| *next == [0; 32])
-    }
 }
 
 /// The state commitment: one leaf per entry, keeping the entry's value bytes beside it so
@@ -89,20 +75,12 @@ pub const STORED_SUBTREE_ENTRIES: usize = 4;
 
 /// The state tree as it was after one height: enough to prove any entry as of then.
 ///
-/// Taking one is O(1) (the tree's nodes are shared, and so are the indexes'); keeping it
-/// costs only the nodes that later blocks replace.
+/// Taking one is O(1) (the tree's nodes are shared); keeping it costs only the nodes that
+/// later blocks replace.
 #[derive(Debug, Clone)]
 pub struct StateSnapshot {
     height: u64,
     tree: StateTree,
-    indexes: index::Trees,
-}
-
-impl StateSnapshot {
-    /// Its trees, the state tree first, as [`State::trees_mut`] orders them.
-    fn trees(&self) -> impl Iterator<Item = &StateTree> {
-        std::iter::once(&self.tree).chain(self.indexes.iter())
-    }
 }
 
 /// The value under `key` in `tree`, decoded.
@@ -194,11 +172,13 @@ impl State {
                 state_root: Hash::ZERO,
             },
             accounts,
+            listed: BTreeSet::new(),
+            subscribed: BTreeSet::new(),
+            expiring: BTreeSet::new(),
+            owned: BTreeSet::new(),
             log: Frontier::default(),
             tree: StateTree::default(),
-            indexes: Default::default(),
             staged: BTreeMap::new(),
-            staged_rows: Vec::new(),
         };
         let entries: Vec<_> = state.entries().collect();
         state.build_tree(entries);
@@ -219,30 +199,31 @@ impl State {
             chain_id,
             tip,
             accounts: BTreeMap::new(),
+            listed: BTreeSet::new(),
+            subscribed: BTreeSet::new(),
+            expiring: BTreeSet::new(),
+            owned: BTreeSet::new(),
             log,
             tree: StateTree::default(),
-            indexes: Default::default(),
             staged: BTreeMap::new(),
-            staged_rows: Vec::new(),
         };
         let mut log_head = None;
         let mut tree_entries = Vec::new();
-        let mut rows = Vec::new();
         for (key, value) in entries {
             match (&key, &value) {
                 (StateKey::Account(k), StateValue::Account(v)) => {
                     state.accounts.insert(*k, v.clone());
                 }
                 (StateKey::Listing(k), StateValue::Listing(v)) => {
-                    rows.push(Row::Owned(v.owner, *k));
-                    rows.push(Row::Listed(*k));
+                    state.owned.insert((v.owner, *k));
+                    state.listed.insert(*k);
                 }
                 (StateKey::Address(_), StateValue::Address(_)) => {}
                 (StateKey::Subscription(h, a), StateValue::Subscription(_)) => {
-                    rows.push(Row::Subscribed(*h, *a));
+                    state.subscribed.insert((*h, *a));
                 }
                 (StateKey::Grant(k), StateValue::Grant(v)) => {
-                    rows.push(Row::Expiring(v.expires_at_ms, *k));
+                    state.expiring.insert((v.expires_at_ms, *k));
                 }
                 (StateKey::LogHead, StateValue::LogHead(v)) => log_head = Some(*v),
                 (key, _) => {
@@ -262,7 +243,6 @@ impl State {
             )));
         }
         state.build_tree(tree_entries);
-        state.indexes = index::build(rows);
         Ok(state)
     }
 
@@ -291,19 +271,16 @@ impl State {
             .map(|l| StateKey::Address(l.address))
             .collect();
         addresses.sort();
-        let mut subscriptions = Vec::new();
-        index::walk(&self.indexes, Index::Subscribed, &[0; 32], |row| {
-            if let Row::Subscribed(h, a) = row {
-                subscriptions.push(StateKey::Subscription(h, a));
-            }
-            ControlFlow::<()>::Continue(())
-        });
-        subscriptions.sort();
         let keys = self
-            .listed_hashes()
-            .map(StateKey::Listing)
+            .listed
+            .iter()
+            .map(|h| StateKey::Listing(*h))
             .chain(addresses)
-            .chain(subscriptions)
+            .chain(
+                self.subscribed
+                    .iter()
+                    .map(|(h, a)| StateKey::Subscription(*h, *a)),
+            )
             .chain(self.grant_ids().into_iter().map(StateKey::Grant));
         let stored = keys.filter_map(|k| self.get(&k).map(|v| (k, v)));
         let head = self
@@ -321,148 +298,60 @@ impl State {
     /// a stored subtree a block changes is written back to it at once, and subtrees read
     /// back from it are kept for later reads until they hold `opened_entries` entries (see
     /// [`SparseMerkleTree::with_store`]).
-    ///
-    /// The indexes move to `store` the same way; of the subtrees read back, the state tree
-    /// keeps half of `opened_entries`, and each index an eighth.
     pub fn keep_tree_in(&mut self, store: Arc<TreeStore>, opened_entries: usize) {
         self.tree = std::mem::take(&mut self.tree).with_store(
-            Arc::clone(&store),
+            store,
             STORED_SUBTREE_ENTRIES,
-            opened_entries / 2,
+            opened_entries,
         );
-        for tree in &mut self.indexes {
-            *tree = std::mem::take(tree).with_store(
-                Arc::clone(&store),
-                STORED_SUBTREE_ENTRIES,
-                opened_entries / 8,
-            );
-        }
     }
 
-    /// The state's trees, the state tree first, then the indexes.
-    fn trees(&self) -> impl Iterator<Item = &StateTree> {
-        std::iter::once(&self.tree).chain(self.indexes.iter())
-    }
-
-    /// [`Self::trees`], to change.
-    fn trees_mut(&mut self) -> impl Iterator<Item = &mut StateTree> {
-        std::iter::once(&mut self.tree).chain(self.indexes.iter_mut())
-    }
-
-    /// How many rows the indexes hold (see [`crate::index`]): about one per grant and
-    /// subscription, two per listing.
-    pub fn index_rows(&self) -> usize {
-        self.indexes.iter().map(StateTree::len).sum()
-    }
-
-    /// How many entries of the state tree, and rows of the indexes, are in memory; the rest
-    /// are in their stores.
+    /// How many entries the state tree holds in memory; the rest are in its stores.
     pub fn resident_entries(&self) -> usize {
-        self.trees().map(StateTree::resident).sum()
+        self.tree.resident()
     }
 
-    /// How many entries and rows are in subtrees that stores before the current one hold
-    /// (see [`SparseMerkleTree::elsewhere`]).
+    /// How many entries are in subtrees that stores before the current one hold (see
+    /// [`SparseMerkleTree::elsewhere`]).
     pub fn entries_in_earlier_stores(&self) -> usize {
-        self.trees().map(StateTree::elsewhere).sum()
+        self.tree.elsewhere()
     }
 
-    /// Why the store refused a subtree a block wrote back (it stayed in memory), if it did
-    /// since this was last asked.
-    pub fn take_refused_write_back(&mut self) -> Option<StoreError> {
-        self.trees_mut()
-            .filter_map(StateTree::take_refused_write_back)
-            .reduce(|first, _| first)
+    /// Why the state tree's store refused a subtree a block wrote back (it stayed in
+    /// memory), if it did since this was last asked.
+    pub fn take_refused_write_back(&mut self) -> Option<secnet_merkle::smt::StoreError> {
+        self.tree.take_refused_write_back()
     }
 
-    /// The bytes the state's trees take in their current store (see
+    /// The bytes the state tree's subtrees take in its current store (see
     /// [`SparseMerkleTree::stored_bytes`]).
     pub fn stored_bytes(&self) -> u64 {
-        self.trees().map(StateTree::stored_bytes).sum()
+        self.tree.stored_bytes()
     }
 
     /// Moves subtrees of about [`STORED_SUBTREE_ENTRIES`] entries out of memory, those the
     /// state as of `unchanged_since` shares with this one (`None`: none, only the subtrees
-    /// an earlier store holds move to the current one), until about `max` entries have
-    /// moved (see [`SparseMerkleTree::evict`]). Each tree's walk starts where `cursor`
-    /// says and leaves it where it stopped; `max` is shared among the trees by what each
-    /// holds in memory (or, with `None`, in earlier stores). Nothing it answers changes.
-    /// Between blocks only. Returns why the store refused a subtree, if it did (what moved
-    /// stays moved; the walk goes on past it next time).
+    /// an earlier store holds move to the current one), walking the key space from the tree
+    /// key `start` until `max` entries have moved (see [`SparseMerkleTree::evict`]). Nothing
+    /// it answers changes. Between blocks only.
     pub fn evict(
         &mut self,
         unchanged_since: Option<&StateSnapshot>,
-        cursor: &mut EvictionCursor,
+        start: &secnet_merkle::Digest,
         max: usize,
-    ) -> Option<StoreError> {
-        let weights: Vec<usize> = match unchanged_since {
-            Some(_) => self.trees().map(StateTree::resident).collect(),
-            None => self.trees().map(StateTree::elsewhere).collect(),
+    ) -> Eviction {
+        let evictable = match unchanged_since {
+            Some(snapshot) => Evictable::UnchangedSince(&snapshot.tree),
+            None => Evictable::None,
         };
-        let total = weights.iter().sum::<usize>().max(1);
-        let older: Vec<Option<&StateTree>> = match unchanged_since {
-            Some(snapshot) => snapshot.trees().map(Some).collect(),
-            None => vec![None; TREES],
-        };
-        let mut refused = None;
-        for (((tree, next), weight), older) in self
-            .trees_mut()
-            .zip(cursor.0.iter_mut())
-            .zip(weights)
-            .zip(older)
-        {
-            if weight == 0 {
-                continue;
-            }
-            let share = usize::try_from(max as u128 * weight as u128 / total as u128)
-                .unwrap_or(max)
-                .max(1);
-            let evictable = match older {
-                Some(older) => Evictable::UnchangedSince(older),
-                None => Evictable::None,
-            };
-            let done = tree.evict(evictable, next, share);
-            *next = done.next;
-            refused = refused.or(done.refused);
-        }
-        refused
-    }
-
-    /// The grants' ids, in order of expiry.
-    fn grants_by_expiry(&self) -> Vec<GrantId> {
-        let mut ids = Vec::new();
-        index::walk(&self.indexes, Index::Expiring, &[0; 32], |row| {
-            if let Row::Expiring(_, id) = row {
-                ids.push(id);
-            }
-            ControlFlow::<()>::Continue(())
-        });
-        ids
+        self.tree.evict(evictable, start, max)
     }
 
     /// The grants' ids, in order.
     fn grant_ids(&self) -> Vec<GrantId> {
-        let mut ids = self.grants_by_expiry();
+        let mut ids: Vec<GrantId> = self.expiring.iter().map(|(_, id)| *id).collect();
         ids.sort();
         ids
-    }
-
-    /// Adds (`true`) or removes a row of an index in the block being applied.
-    pub(crate) fn stage_row(&mut self, row: Row, present: bool) {
-        self.staged_rows.push((row, present));
-    }
-
-    /// The grants that expired before `cutoff_ms`, by expiry, at most `max`.
-    pub(crate) fn expired_grants(&self, cutoff_ms: u64, max: usize) -> Vec<(u64, GrantId)> {
-        let mut expired = Vec::new();
-        index::walk(&self.indexes, Index::Expiring, &[0; 32], |row| match row {
-            Row::Expiring(at, id) if at < cutoff_ms && expired.len() < max => {
-                expired.push((at, id));
-                ControlFlow::Continue(())
-            }
-            _ => ControlFlow::Break(()),
-        });
-        expired
     }
 
     /// The value under `key`, if any.
@@ -500,7 +389,6 @@ impl State {
         StateSnapshot {
             height: self.tip.height,
             tree: self.tree.clone(),
-            indexes: self.indexes.clone(),
         }
     }
 
@@ -536,12 +424,12 @@ impl State {
 
     /// The content hashes of every listing, in order, decoding nothing.
     pub fn listed_hashes(&self) -> impl Iterator<Item = Hash> + '_ {
-        self.listed_hashes_after(None, usize::MAX)
+        self.listed.iter().copied()
     }
 
     /// Whether `hash` is registered (not withdrawn).
     pub fn is_listed(&self, hash: &Hash) -> bool {
-        self.contains(&StateKey::Listing(*hash))
+        self.listed.contains(hash)
     }
 
     /// A listing by address.
@@ -564,26 +452,12 @@ impl State {
         after: Option<&Hash>,
         limit: usize,
     ) -> impl Iterator<Item = Hash> + '_ {
-        let from = match after {
-            None => Some([0; 32]),
-            Some(after) => index::listed_after(after),
-        };
-        let mut hashes = Vec::new();
-        if let Some(from) = from
-            && limit > 0
-        {
-            index::walk(&self.indexes, Index::Listed, &from, |row| {
-                if let Row::Listed(hash) = row {
-                    hashes.push(hash);
-                }
-                if hashes.len() < limit {
-                    ControlFlow::Continue(())
-                } else {
-                    ControlFlow::Break(())
-                }
-            });
-        }
-        hashes.into_iter()
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.listed
+            .range((from, Bound::Unbounded))
+            .take(limit)
+            .copied()
     }
 
     /// At most `limit` listings with a hash after `after` (from the first if `None`), in
@@ -599,22 +473,11 @@ impl State {
 
     /// The content hashes of the listings `owner` registered, in order, decoding nothing.
     pub fn hashes_listed_by<'a>(&'a self, owner: &AccountId) -> impl Iterator<Item = Hash> + 'a {
-        let mut hashes = Vec::new();
-        index::walk(
-            &self.indexes,
-            Index::Owned,
-            &index::owned_from(owner),
-            |row| match row {
-                Row::Owned(o, h) if o.0[..16] == owner.0[..16] => {
-                    if o == *owner {
-                        hashes.push(h);
-                    }
-                    ControlFlow::Continue(())
-                }
-                _ => ControlFlow::Break(()),
-            },
-        );
-        hashes.into_iter()
+        let owner = *owner;
+        self.owned
+            .range((owner, Hash::ZERO)..)
+            .take_while(move |(o, _)| *o == owner)
+            .map(|(_, h)| *h)
     }
 
     /// The listings `owner` registered, in hash order (read through an index).
@@ -651,9 +514,7 @@ impl State {
 
     /// All grants, in order of expiry.
     pub fn grants(&self) -> impl Iterator<Item = AccessGrant> + '_ {
-        self.grants_by_expiry()
-            .into_iter()
-            .filter_map(|id| self.grant(&id))
+        self.expiring.iter().filter_map(|(_, id)| self.grant(id))
     }
 
     /// The access log's right edge: its size and root (its leaves and the interior hashes

@@ -13,7 +13,7 @@ use common::{CHAIN, Harness, data_hash, register};
 use secnet_contract::{LogEntry, State, StateKey};
 use secnet_types::limits::{EXPIRED_GRANT_RETENTION_MS, MAX_DESCRIPTION, MAX_GRANT_TTL_SECS};
 use secnet_types::{
-    AccessDecision, AccessEntry, Block, Call, DataKind, Event, Outcome, RefusalReason,
+    AccessDecision, AccessEntry, Block, Call, DataKind, Event, Keypair, Outcome, RefusalReason,
     RegisterData, Rejection, Signature, SignedTransaction, Transaction,
 };
 
@@ -396,6 +396,31 @@ fn replays_gaps_other_chains_and_forgeries_are_refused_without_a_trace() {
     assert_eq!((h.balance(0), h.balance(1)), (49, 51));
     assert_eq!(h.state.account(&sender).nonce, 1);
     assert!(out.writes.is_empty(), "a refused forgery writes nothing");
+    // A stranger's transaction with the wrong nonce adds no account, not even in memory.
+    let stranger = Keypair::deterministic("stranger", 0);
+    let accounts = h.state.accounts().count();
+    let gap = Transaction {
+        chain_id: CHAIN.into(),
+        sender: stranger.account(),
+        nonce: 3,
+        call: Call::Transfer { to, amount: 1 },
+    }
+    .sign(&stranger);
+    let out = h.block(vec![gap]);
+    assert!(matches!(
+        rejected(&out.receipts[0]),
+        Rejection::BadNonce {
+            expected: 0,
+            got: 3
+        }
+    ));
+    assert!(out.writes.is_empty());
+    assert_eq!(h.state.accounts().count(), accounts);
+    assert!(
+        h.state
+            .get(&StateKey::Account(stranger.account()))
+            .is_none()
+    );
 }
 
 #[test]

@@ -15,9 +15,9 @@ use redb::{
     ReadableTableMetadata, TableDefinition,
 };
 use secnet_contract::{
-    BlockOutcome, ChainTip, EvictionCursor, LogEntry, State, StateKey, StateSnapshot, StateValue,
-    receipts_root,
+    BlockOutcome, ChainTip, LogEntry, State, StateKey, StateSnapshot, StateValue, receipts_root,
 };
+use secnet_merkle::Digest;
 use secnet_merkle::log::Subtrees as _;
 use secnet_merkle::log::{Frontier, leaf_hash};
 use secnet_types::limits::MAX_HEADER_STATE_ROOTS;
@@ -152,10 +152,10 @@ const MOVE_PER_BLOCK: usize = 16_384;
 struct Spilling {
     memory: StateMemory,
     file: Arc<Spill>,
-    /// Where the next eviction starts (see [`State::evict`]).
-    next: EvictionCursor,
+    /// Where the next eviction starts (a tree key, see [`State::evict`]).
+    next: Digest,
     /// Where the next walk moving subtrees from an earlier file starts.
-    moving_next: EvictionCursor,
+    moving_next: Digest,
     /// The spill file failed the last time (reported once until it works again).
     failing: bool,
 }
@@ -707,8 +707,8 @@ impl Ledger {
         self.spilling = Some(Spilling {
             memory,
             file,
-            next: EvictionCursor::default(),
-            moving_next: EvictionCursor::default(),
+            next: [0; 32],
+            moving_next: [0; 32],
             failing: false,
         });
         let over = self
@@ -717,12 +717,14 @@ impl Ledger {
             .saturating_sub(memory.resident_entries);
         if over > 0 {
             let now = self.state.snapshot();
-            let mut next = EvictionCursor::default();
+            let mut next = [0; 32];
             loop {
-                if let Some(refused) = self.state.evict(Some(&now), &mut next, over) {
+                let done = self.state.evict(Some(&now), &next, over);
+                if let Some(refused) = done.refused {
                     return Err(LedgerError::Storage(refused.to_string()));
                 }
-                if next.at_start() || self.state.resident_entries() <= memory.resident_entries {
+                next = done.next;
+                if next == [0; 32] || self.state.resident_entries() <= memory.resident_entries {
                     break;
                 }
             }
@@ -770,7 +772,7 @@ impl Ledger {
                         spilling.memory.opened_entries,
                     );
                     spilling.file = file;
-                    spilling.moving_next = EvictionCursor::default();
+                    spilling.moving_next = [0; 32];
                 }
                 Err(e) => problem = problem.or(Some(e.to_string())),
             }
@@ -778,10 +780,11 @@ impl Ledger {
         // What an earlier file holds moves over on a walk of its own, so that evictions,
         // however few, do not hold it up.
         if self.state.entries_in_earlier_stores() > 0 {
-            let refused = self
+            let done = self
                 .state
-                .evict(None, &mut spilling.moving_next, MOVE_PER_BLOCK);
-            problem = problem.or(refused.map(|e| e.to_string()));
+                .evict(None, &spilling.moving_next, MOVE_PER_BLOCK);
+            spilling.moving_next = done.next;
+            problem = problem.or(done.refused.map(|e| e.to_string()));
         }
         let over = self
             .state
@@ -791,8 +794,9 @@ impl Ledger {
             let oldest = self.recent.front().map(|r| &r.snapshot);
             let max = (over + spilling.memory.resident_entries / 64)
                 .clamp(EVICT_AT_LEAST, EVICT_PER_BLOCK);
-            let refused = self.state.evict(oldest, &mut spilling.next, max);
-            problem = problem.or(refused.map(|e| e.to_string()));
+            let done = self.state.evict(oldest, &spilling.next, max);
+            spilling.next = done.next;
+            problem = problem.or(done.refused.map(|e| e.to_string()));
         }
         match problem {
             None => spilling.failing = false,

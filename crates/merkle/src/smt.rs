@@ -18,7 +18,6 @@ use crate::{Digest, sha256};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The hash of an empty subtree.
@@ -1057,21 +1056,6 @@ impl<P: Clone> SparseMerkleTree<P> {
         self.find(key, |_, p| f(p))
     }
 
-    /// Calls `f` with the key and payload of each entry whose key is `from` or after it, in
-    /// the order of the keys' bytes, until `f` breaks; returns what it broke with. The
-    /// stored subtrees it passes are read back and checked, but not kept among those read
-    /// back: a walk over many does not push out what reads and updates keep there.
-    pub fn walk_from<B>(
-        &self,
-        from: &Digest,
-        mut f: impl FnMut(&Digest, &P) -> ControlFlow<B>,
-    ) -> Option<B> {
-        match walk_in(&self.root, 0, Some(from), &mut f) {
-            ControlFlow::Break(b) => Some(b),
-            ControlFlow::Continue(()) => None,
-        }
-    }
-
     /// A proof that `key` holds its current value, or that it is absent.
     pub fn prove(&self, key: &Digest) -> SmtProof {
         let mut siblings = Vec::new();
@@ -1096,35 +1080,6 @@ fn find_in<P: Clone, R>(
             }
             Node::Stored(s) => return find_in(&s.open(depth), depth, key, f),
         }
-    }
-}
-
-/// [`SparseMerkleTree::walk_from`] below `node` (at `depth`): every key below it shares its
-/// first `depth` bits with `from`, if there is one (`None`: every entry below counts).
-fn walk_in<P: Clone, B, F: FnMut(&Digest, &P) -> ControlFlow<B>>(
-    node: &Node<P>,
-    depth: usize,
-    from: Option<&Digest>,
-    f: &mut F,
-) -> ControlFlow<B> {
-    match node {
-        Node::Empty => ControlFlow::Continue(()),
-        Node::Leaf(l) => {
-            if from.is_none_or(|from| l.key >= *from) {
-                f(&l.key, &l.payload)
-            } else {
-                ControlFlow::Continue(())
-            }
-        }
-        Node::Internal(i) => match from {
-            // Every key on the left is before `from`.
-            Some(key) if bit(key, depth) => walk_in(&i.right, depth + 1, from, f),
-            _ => {
-                walk_in(&i.left, depth + 1, from, f)?;
-                walk_in(&i.right, depth + 1, None, f)
-            }
-        },
-        Node::Stored(s) => walk_in(&s.open_keeping(depth, false), depth, from, f),
     }
 }
 
@@ -1430,63 +1385,24 @@ mod tests {
         (tree, store)
     }
 
-    /// The keys of `tree` from `from` on, as `walk_from` gives them, at most `limit`.
-    fn walked<P: Clone>(tree: &SparseMerkleTree<P>, from: &Digest, limit: usize) -> Vec<Digest> {
-        let mut out = Vec::new();
-        tree.walk_from(from, |key, _| {
-            out.push(*key);
-            if out.len() == limit {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
-        out
-    }
-
     #[test]
-    fn a_walk_gives_the_keys_from_a_key_on_in_order_stored_or_not() {
-        let (mut tree, store) = stored_tree(300, 4, 0);
-        let mut keys: Vec<Digest> = (0..300).map(h).collect();
-        keys.sort();
-        let check = |tree: &SparseMerkleTree<u64>| {
-            assert_eq!(walked(tree, &EMPTY, usize::MAX), keys);
-            for (i, from) in keys.iter().enumerate().step_by(7) {
-                // From a key that is there, and from one just after it that is not.
-                assert_eq!(walked(tree, from, 10), keys[i..keys.len().min(i + 10)]);
-                let mut after = *from;
-                after[31] = after[31].wrapping_add(1);
-                let next: Vec<Digest> = keys
-                    .iter()
-                    .filter(|k| **k >= after)
-                    .take(3)
-                    .copied()
-                    .collect();
-                assert_eq!(walked(tree, &after, 3), next);
-            }
-            assert!(walked(tree, &[0xff; 32], 5).is_empty());
-        };
-        check(&tree);
-        tree.evict(Evictable::All, &EMPTY, usize::MAX);
+    fn lone_entries_are_stored_with_their_siblings() {
         // About five entries a subtree at the store's depth, so some of its subtrees there
-        // are lone leaves: each went with its sibling.
-        assert_eq!(tree.resident(), 0);
+        // are lone leaves: each goes with its sibling.
+        let (mut tree, _store) = stored_tree(300, 4, 0);
+        let whole = tree.clone();
+        tree.evict(Evictable::All, &EMPTY, usize::MAX);
+        assert_eq!((tree.resident(), in_memory(&tree.root)), (0, 0));
+        for i in 0..300 {
+            assert_eq!(tree.payload(&h(i)), whole.payload(&h(i)));
+        }
+        // New entries stay in memory only where they land outside stored subtrees, and the
+        // next eviction takes them too.
+        tree.apply_with((300..340).map(|i| (h(i), Some((h(i + 1000), i)))).collect());
         assert_eq!(tree.resident(), in_memory(&tree.root));
-        let loads = store.loads();
-        check(&tree);
-        assert!(
-            store.loads() > loads,
-            "the walk read the stored subtrees back"
-        );
-        // A walk keeps nothing it read back.
-        assert_eq!(tree.backing.as_ref().map(|b| b.opened().entries), Some(0));
-        // The payloads come with the keys.
-        let mut payloads = Vec::new();
-        tree.walk_from(&EMPTY, |key, p| {
-            payloads.push((*key, *p));
-            ControlFlow::<()>::Continue(())
-        });
-        assert!(payloads.iter().all(|(key, p)| h(*p) == *key));
+        assert!(tree.resident() <= 40);
+        tree.evict(Evictable::All, &EMPTY, usize::MAX);
+        assert_eq!((tree.resident(), in_memory(&tree.root)), (0, 0));
     }
 
     #[test]
@@ -1836,7 +1752,6 @@ mod tests {
             versions.push((tree, model));
             for (version, model) in &versions {
                 let root = version.root();
-                prop_assert_eq!(walked(version, &EMPTY, usize::MAX), model.keys().copied().collect::<Vec<_>>());
                 for k in (0u64..200).step_by(7) {
                     let key = crowded(k);
                     let value_hash = model.get(&key).map(|v| h(*v));

@@ -366,7 +366,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         "limit_sig_verify_per_s": txs.len() as f64 / sig_secs,
         "state_entries": state.entry_count(),
         "state_memory_mib": state_memory_mib,
-        "state_index_rows": state.index_rows(),
         "state_entries_in_memory": state.resident_entries(),
         "log_size": log_size,
         "state_entries_added": entries_added,

@@ -72,7 +72,6 @@ pub(super) async fn status(State(node): Node) -> ApiResult<Json<NodeStatus>> {
             log_root: Hash(log.root()),
             mempool,
             state_entries: l.state().entry_count() as u64,
-            state_index_rows: l.state().index_rows() as u64,
             state_entries_in_memory: l.state().resident_entries() as u64,
             node: node.key().account(),
             validators,
