@@ -20,7 +20,7 @@ use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage};
-use commonware_storage::archive::prunable;
+use commonware_storage::archive::{immutable, prunable};
 use commonware_storage::translator::EightCap;
 use commonware_utils::ordered::Set;
 use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize};
@@ -192,24 +192,52 @@ pub const MAX_PENDING_ACKS: usize = 32;
 const PAGE_CACHE_PAGE: std::num::NonZeroU16 = NZU16!(4096);
 const PAGE_CACHE_PAGES: NonZeroUsize = NZUsize!(4096);
 
-/// An archive of finalized blocks or certificates by height, dropped a section at a time
-/// below what [`Retention::archive`] keeps (block digests, its keys, are hashes: spread
-/// evenly, as its index of keys needs).
-fn archive_config<C>(
+/// The archive of finalization certificates by height. Every one is kept (a few hundred
+/// bytes a height): a certified read of any height the ledger holds needs one within the
+/// next 64 heights, and the ledger keeps none of its own.
+fn certificates_config<C>(
     prefix: &str,
-    name: &str,
+    page_cache: &CacheRef,
+    codec_config: C,
+) -> immutable::Config<C> {
+    let name = "finalizations";
+    immutable::Config {
+        metadata_partition: format!("{prefix}-{name}-metadata"),
+        freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
+        freezer_table_initial_size: 1024,
+        freezer_table_resize_frequency: 4,
+        freezer_table_resize_chunk_size: 1024,
+        freezer_key_partition: format!("{prefix}-{name}-freezer-key"),
+        freezer_key_page_cache: page_cache.clone(),
+        freezer_value_partition: format!("{prefix}-{name}-freezer-value"),
+        freezer_value_target_size: 64 * 1024 * 1024,
+        freezer_value_compression: None,
+        ordinal_partition: format!("{prefix}-{name}-ordinal"),
+        items_per_section: NZU64!(4096),
+        codec_config,
+        replay_buffer: NZUsize!(1024 * 1024),
+        freezer_key_write_buffer: NZUsize!(1024 * 1024),
+        freezer_value_write_buffer: NZUsize!(1024 * 1024),
+        ordinal_write_buffer: NZUsize!(1024 * 1024),
+    }
+}
+
+/// The archive of finalized blocks by height, dropped a section at a time below what
+/// [`Retention::archive`] keeps (block digests, its keys, are hashes: spread evenly, as its
+/// index of keys needs).
+fn blocks_config(
+    prefix: &str,
     page_cache: &CacheRef,
     section: u64,
-    codec_config: C,
-) -> prunable::Config<EightCap, C> {
+) -> prunable::Config<EightCap, ()> {
     prunable::Config {
         translator: EightCap,
-        metadata_partition: archive_partition(prefix, name, "metadata"),
-        key_partition: archive_partition(prefix, name, "key"),
+        metadata_partition: blocks_partition(prefix, "metadata"),
+        key_partition: blocks_partition(prefix, "key"),
         key_page_cache: page_cache.clone(),
-        value_partition: archive_partition(prefix, name, "value"),
+        value_partition: blocks_partition(prefix, "value"),
         compression: None,
-        codec_config,
+        codec_config: (),
         items_per_section: std::num::NonZeroU64::new(section).unwrap_or(NZU64!(ARCHIVE_SECTION)),
         key_write_buffer: NZUsize!(1024 * 1024),
         value_write_buffer: NZUsize!(1024 * 1024),
@@ -217,30 +245,25 @@ fn archive_config<C>(
     }
 }
 
-/// The storage partition `part` of the archive `name` (`blocks` or `finalizations`) of a
-/// validator whose partitions start with `prefix`.
-pub fn archive_partition(prefix: &str, name: &str, part: &str) -> String {
-    format!("{prefix}-{name}-recent-{part}")
+/// The storage partition `part` of the archive of finalized blocks of a validator whose
+/// partitions start with `prefix`.
+pub fn blocks_partition(prefix: &str, part: &str) -> String {
+    format!("{prefix}-blocks-recent-{part}")
 }
 
-/// The partitions of the archives of earlier versions, which kept every height: never
-/// read, removed at start.
-fn unpruned_archive_partitions(prefix: &str) -> Vec<String> {
-    let parts = [
+/// The partitions of the archive of blocks of earlier versions, which kept every height:
+/// never read, removed at start.
+fn unpruned_blocks_partitions(prefix: &str) -> Vec<String> {
+    [
         "metadata",
         "freezer-table",
         "freezer-key",
         "freezer-value",
         "ordinal",
-    ];
-    ["finalizations", "blocks"]
-        .iter()
-        .flat_map(|name| {
-            parts
-                .iter()
-                .map(move |part| format!("{prefix}-{name}-{part}"))
-        })
-        .collect()
+    ]
+    .iter()
+    .map(|part| format!("{prefix}-blocks-{part}"))
+    .collect()
 }
 
 /// The storage partition of the consensus journal of a validator whose partitions start with
@@ -296,20 +319,18 @@ where
     );
 
     // Marshal and its archives.
-    for partition in unpruned_archive_partitions(&prefix) {
+    for partition in unpruned_blocks_partitions(&prefix) {
         match context.remove(&partition, None).await {
             Ok(()) | Err(commonware_runtime::Error::PartitionMissing(_)) => {}
             Err(e) => tracing::warn!(%partition, error = %e, "an old archive was not removed"),
         }
     }
     let section = config.retention.archive_section;
-    let finalizations = prunable::Archive::init(
+    let finalizations = immutable::Archive::init(
         context.child("finalizations_by_height"),
-        archive_config(
+        certificates_config(
             &prefix,
-            "finalizations",
             &page_cache,
-            section,
             <Scheme as Verifier>::certificate_codec_config_unbounded(),
         ),
     )
@@ -317,7 +338,7 @@ where
     .unwrap_or_else(|e| storage_failed(&e));
     let finalized_blocks = prunable::Archive::init(
         context.child("finalized_blocks"),
-        archive_config(&prefix, "blocks", &page_cache, section, ()),
+        blocks_config(&prefix, &page_cache, section),
     )
     .await
     .unwrap_or_else(|e| storage_failed(&e));

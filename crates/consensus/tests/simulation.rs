@@ -17,7 +17,7 @@ use commonware_cryptography::Signer as _;
 use commonware_p2p::simulated::Link;
 use commonware_runtime::{Clock, Runner as _, Storage as _, deterministic};
 use secnet_consensus::chain::Chain;
-use secnet_consensus::engine::{Retention, Timing, archive_partition};
+use secnet_consensus::engine::{Retention, Timing, blocks_partition};
 use secnet_ledger::{Ledger, Snapshot};
 use secnet_types::Hash;
 use std::sync::Arc;
@@ -447,7 +447,7 @@ const SHORT: Retention = Retention {
     archive_section: 16,
 };
 
-/// The sections (first heights) of each of node `i`'s consensus archives that are on disk.
+/// The sections (first heights) of node `i`'s consensus archive of blocks that are on disk.
 async fn archive_sections(
     context: &deterministic::Context,
     cluster: &Cluster,
@@ -455,19 +455,17 @@ async fn archive_sections(
 ) -> Vec<(String, Vec<u64>)> {
     let prefix = format!("validator-{i}-{}", cluster.nodes[i].wiped);
     let mut out = Vec::new();
-    for name in ["blocks", "finalizations"] {
-        for part in ["key", "value"] {
-            let partition = archive_partition(&prefix, name, part);
-            let mut sections: Vec<u64> = context
-                .scan(&partition)
-                .await
-                .unwrap_or_default()
-                .iter()
-                .map(|blob| u64::from_be_bytes(blob.as_slice().try_into().unwrap()))
-                .collect();
-            sections.sort();
-            out.push((partition, sections));
-        }
+    for part in ["key", "value"] {
+        let partition = blocks_partition(&prefix, part);
+        let mut sections: Vec<u64> = context
+            .scan(&partition)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|blob| u64::from_be_bytes(blob.as_slice().try_into().unwrap()))
+            .collect();
+        sections.sort();
+        out.push((partition, sections));
     }
     out
 }
@@ -491,9 +489,9 @@ fn a_pruned_validator_restarts_and_catches_up() {
             })
             .await;
 
-        // Consensus's archives of blocks and certificates are pruned with the ledger's
-        // blocks (both keep 64 heights here): at most the section of 16 that holds the
-        // oldest kept height is older.
+        // Consensus's archive of blocks is pruned with the ledger's blocks (both keep 64
+        // heights here): at most the section of 16 that holds the oldest kept height is
+        // older.
         let mut old = Vec::new();
         for _ in 0..60 {
             old.clear();

@@ -442,17 +442,18 @@ fn write_back<P: Clone>(
         tally.loaded += count(&node).0;
         return node;
     };
-    let (in_memory, total) = count(&node);
-    if in_memory == 0 {
-        return node;
-    }
-    if total > back.largest || (depth < back.depth && !internal.has_leaf()) {
-        let Internal { left, right, hash } = Arc::unwrap_or_clone(Arc::clone(internal));
-        let left = write_back(left, depth + 1, back, tally);
-        let right = write_back(right, depth + 1, back, tally);
-        // Stored subtrees keep their hashes, so this node's stays.
-        return Node::Internal(Arc::new(Internal { left, right, hash }));
-    }
+    // Counted only up to `largest`, as evictions count.
+    let in_memory = match count_within(&node, back.largest) {
+        Some(0) => return node,
+        Some(n) if depth >= back.depth || internal.has_leaf() => n,
+        _ => {
+            let Internal { left, right, hash } = Arc::unwrap_or_clone(Arc::clone(internal));
+            let left = write_back(left, depth + 1, back, tally);
+            let right = write_back(right, depth + 1, back, tally);
+            // Stored subtrees keep their hashes, so this node's stays.
+            return Node::Internal(Arc::new(Internal { left, right, hash }));
+        }
+    };
     match put_subtree(&node, internal.hash, depth, back.backing, tally) {
         Ok((stored, _)) => {
             back.backing

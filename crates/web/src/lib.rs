@@ -156,7 +156,7 @@ impl Web {
         let listings = self.services.listings();
         let coded: Vec<Option<Arc<search::CodedDescription>>> = match self.parsed.lock() {
             Ok(mut parsed) => {
-                if parsed.len() > MAX_PARSED {
+                if parsed.len() >= MAX_PARSED {
                     parsed.clear();
                 }
                 listings

@@ -33,13 +33,43 @@ pub const MAX_INLINE_FETCH: u64 = 64 * 1024 * 1024;
 /// The most owners whose parsed policies a node keeps.
 const CACHED_POLICIES: usize = 10_000;
 
+/// The most policy text a node keeps parsed (about a tenth of what its parsed form takes).
+const CACHED_POLICY_BYTES: usize = 16 * 1024 * 1024;
+
 /// Owners' parsed policies, and how many times any owner's were set.
 #[derive(Default)]
 struct PolicyCache {
     parsed: HashMap<AccountId, Arc<OwnerPolicies>>,
+    /// The length of the policy text of those in `parsed`.
+    bytes: usize,
     /// Counts [`Pdc::set_policies`]: a policy read from the store before a set is not
     /// remembered after it (it may be the one the set replaced).
     sets: u64,
+}
+
+impl PolicyCache {
+    /// Remembers `owner`'s parsed policies, emptied first if that would pass a bound.
+    fn keep(&mut self, owner: AccountId, policies: Arc<OwnerPolicies>) {
+        if let Some(old) = self.parsed.remove(&owner) {
+            self.bytes -= old.text().len();
+        }
+        let bytes = policies.text().len();
+        if self.parsed.len() >= CACHED_POLICIES
+            || self.bytes.saturating_add(bytes) > CACHED_POLICY_BYTES
+        {
+            self.parsed.clear();
+            self.bytes = 0;
+        }
+        self.bytes += bytes;
+        self.parsed.insert(owner, policies);
+    }
+
+    /// Forgets `owner`'s.
+    fn forget(&mut self, owner: &AccountId) {
+        if let Some(old) = self.parsed.remove(owner) {
+            self.bytes -= old.text().len();
+        }
+    }
 }
 
 /// A node's Private Data Center.
@@ -51,7 +81,8 @@ pub struct Pdc {
     inner: Mutex<Inner>,
     /// Owners' parsed and validated policies, so a fetch does not re-parse them: only of
     /// owners who stored some (an owner without is not remembered, so a request naming any
-    /// account costs no memory), at most [`CACHED_POLICIES`] (the cache empties when full).
+    /// account costs no memory), at most [`CACHED_POLICIES`] and [`CACHED_POLICY_BYTES`] of
+    /// text (the cache empties when full).
     policies: Mutex<PolicyCache>,
     /// Held while a transaction signed by the node's key is given its nonce and submitted,
     /// so the recorder and the application never take the same nonce.
@@ -220,10 +251,7 @@ impl Pdc {
         if let Ok(mut cache) = self.policies.lock()
             && cache.sets == sets
         {
-            if cache.parsed.len() >= CACHED_POLICIES {
-                cache.parsed.clear();
-            }
-            cache.parsed.insert(*owner, Arc::clone(&parsed));
+            cache.keep(*owner, Arc::clone(&parsed));
         }
         Ok(parsed)
     }
@@ -235,13 +263,12 @@ impl Pdc {
             .lock()
             .map_err(|_| internal("PDC state poisoned"))?;
         cache.sets += 1;
+        // Forgotten first: a write that fails may still have reached the store.
+        cache.forget(owner);
         self.store
             .set_policy(owner, checked.text())
             .map_err(store_problem)?;
-        if cache.parsed.len() >= CACHED_POLICIES {
-            cache.parsed.clear();
-        }
-        cache.parsed.insert(*owner, Arc::new(checked));
+        cache.keep(*owner, Arc::new(checked));
         Ok(())
     }
 }
