@@ -167,14 +167,37 @@ fn apply_both(bounded: &mut Ledger, whole: &mut Ledger, calls: Vec<Call>, regist
     }
 }
 
-#[test]
-fn a_bounded_state_tree_answers_as_a_whole_one_and_reopens() {
-    let _serial = serial();
+/// Two ledgers of the same genesis in new directories, the first bound to [`tiny`].
+struct Pair {
+    dir: tempfile::TempDir,
+    _whole_dir: tempfile::TempDir,
+    bounded: Ledger,
+    whole: Ledger,
+}
+
+fn pair() -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let whole_dir = tempfile::tempdir().unwrap();
     let mut bounded = Ledger::open(dir.path(), &genesis()).unwrap();
-    let mut whole = Ledger::open(whole_dir.path(), &genesis()).unwrap();
+    let whole = Ledger::open(whole_dir.path(), &genesis()).unwrap();
     bounded.bound_state_memory(tiny(u64::MAX)).unwrap();
+    Pair {
+        dir,
+        _whole_dir: whole_dir,
+        bounded,
+        whole,
+    }
+}
+
+#[test]
+fn a_bounded_state_tree_answers_as_a_whole_one_and_reopens() {
+    let _serial = serial();
+    let Pair {
+        dir,
+        _whole_dir,
+        mut bounded,
+        mut whole,
+    } = pair();
     // The spill file is open but has no name.
     assert_eq!(open_spill_files(), 1);
     assert!(
@@ -267,12 +290,9 @@ fn a_bound_set_on_a_large_state_moves_it_out_at_once() {
 #[test]
 fn a_spill_file_of_mostly_dead_copies_is_replaced_and_let_go() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let whole_dir = tempfile::tempdir().unwrap();
-    let mut bounded = Ledger::open(dir.path(), &genesis()).unwrap();
-    let mut whole = Ledger::open(whole_dir.path(), &genesis()).unwrap();
+    let mut p = pair();
     // No slack: a file is replaced as soon as it holds twice what is read from it.
-    bounded.bound_state_memory(tiny(0)).unwrap();
+    p.bounded.bound_state_memory(tiny(0)).unwrap();
     let before = open_spill_files();
     let mut registered = 0;
     // New keys land all over the tree, so subtrees are read back, changed and stored again:
@@ -281,7 +301,7 @@ fn a_spill_file_of_mostly_dead_copies_is_replaced_and_let_go() {
     for _ in 0..60 {
         let calls = (registered..registered + 20).map(register).collect();
         registered += 20;
-        apply_both(&mut bounded, &mut whole, calls, registered);
+        apply_both(&mut p.bounded, &mut p.whole, calls, registered);
         most = most.max(open_spill_files());
     }
     assert!(most > before, "a second file was started");
@@ -289,8 +309,8 @@ fn a_spill_file_of_mostly_dead_copies_is_replaced_and_let_go() {
     // current one is open.
     for _ in 0..3 * RECENT_STATES {
         apply_both(
-            &mut bounded,
-            &mut whole,
+            &mut p.bounded,
+            &mut p.whole,
             vec![register(registered)],
             registered,
         );
@@ -302,11 +322,7 @@ fn a_spill_file_of_mostly_dead_copies_is_replaced_and_let_go() {
 #[test]
 fn grants_expire_from_a_tree_that_left_memory() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let whole_dir = tempfile::tempdir().unwrap();
-    let mut bounded = Ledger::open(dir.path(), &genesis()).unwrap();
-    let mut whole = Ledger::open(whole_dir.path(), &genesis()).unwrap();
-    bounded.bound_state_memory(tiny(u64::MAX)).unwrap();
+    let mut p = pair();
     let both = |bounded: &mut Ledger, whole: &mut Ledger, calls: Vec<Call>, after_ms: u64| {
         let block = block_after(whole, calls, after_ms);
         let outcome = whole.apply_block(&block).unwrap();
@@ -321,7 +337,7 @@ fn grants_expire_from_a_tree_that_left_memory() {
         .map(register)
         .chain([Call::SubscribeData { hash: data(3) }])
         .collect();
-    both(&mut bounded, &mut whole, calls, 1_000);
+    both(&mut p.bounded, &mut p.whole, calls, 1_000);
     // Grants made to expire over a minute, 1,500 of them (more than a block retires).
     for second in 0..60u32 {
         let calls = (0..25)
@@ -331,18 +347,18 @@ fn grants_expire_from_a_tree_that_left_memory() {
                 ttl_secs: 1 + second,
             })
             .collect();
-        both(&mut bounded, &mut whole, calls, 1_000);
+        both(&mut p.bounded, &mut p.whole, calls, 1_000);
     }
     for _ in 0..2 * RECENT_STATES {
-        both(&mut bounded, &mut whole, vec![], 1_000);
+        both(&mut p.bounded, &mut p.whole, vec![], 1_000);
     }
-    assert_eq!(whole.state().grants().count(), 1_500);
-    assert!(bounded.state().resident_entries() < 1_500);
+    assert_eq!(p.whole.state().grants().count(), 1_500);
+    assert!(p.bounded.state().resident_entries() < 1_500);
     // An hour later they are retired, oldest first, at most 1,024 a block.
-    let left = both(&mut bounded, &mut whole, vec![], 3_600_000 + 30_000);
+    let left = both(&mut p.bounded, &mut p.whole, vec![], 3_600_000 + 30_000);
     assert!(left > 0 && left < 1_500, "{left} grants left");
-    let left = both(&mut bounded, &mut whole, vec![], 1_000);
+    let left = both(&mut p.bounded, &mut p.whole, vec![], 1_000);
     assert!(left < 1_500 - 1_024, "{left} grants left");
-    let left = both(&mut bounded, &mut whole, vec![], 60_000);
+    let left = both(&mut p.bounded, &mut p.whole, vec![], 60_000);
     assert_eq!(left, 0);
 }
