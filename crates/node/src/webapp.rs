@@ -42,6 +42,9 @@ pub struct WebServices {
     reads: Arc<tokio::sync::Semaphore>,
     /// The listings as of a height, shared by every page until the next height.
     listed: std::sync::Mutex<(Option<u64>, Arc<Vec<secnet_web::search::Listed>>)>,
+    /// Held while the listings are built, so that pages asking at once wait for one build
+    /// and share it instead of each decoding every listing.
+    building: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for WebServices {
@@ -62,6 +65,7 @@ impl WebServices {
             genesis,
             reads: Arc::new(tokio::sync::Semaphore::new(MAX_READS)),
             listed: std::sync::Mutex::new((None, Arc::default())),
+            building: std::sync::Mutex::new(()),
         })
     }
 
@@ -396,9 +400,14 @@ impl Services for WebServices {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         };
-        // Listings change only with a new height: built once per height, shared. Under the
+        // Listings change only with a new height: built once per height, shared, one build
+        // at a time (a page asking meanwhile waits for it, then finds it fresh). Under the
         // ledger only the state tree (an O(1) version) and the listings' hashes are taken;
         // they are decoded after it is let go, so that blocks are not held up.
+        let _building = self
+            .building
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let stale = self.node.with_ledger(|l| {
             let height = l.state().tip().height;
             (cache().0 != Some(height)).then(|| {
