@@ -69,11 +69,13 @@ struct Internal<P> {
 }
 
 impl<P> Internal<P> {
-    /// Whether a child is a leaf: a lone entry, which a subtree stored below this node
-    /// would leave in memory, so this node is stored whole when it is small enough
-    /// (however far above the store's depth).
-    fn has_leaf(&self) -> bool {
-        matches!(self.left, Node::Leaf(_)) || matches!(self.right, Node::Leaf(_))
+    /// Whether this node, at `depth`, is where a subtree is stored whole (when it holds at
+    /// most the largest subtree): at or below the store's depth, or above it when a child
+    /// is a leaf, a lone entry that subtrees stored below this node would leave in memory.
+    fn stored_whole_at(&self, depth: usize, store_depth: usize) -> bool {
+        depth >= store_depth
+            || matches!(self.left, Node::Leaf(_))
+            || matches!(self.right, Node::Leaf(_))
     }
 }
 
@@ -445,7 +447,7 @@ fn write_back<P: Clone>(
     // Counted only up to `largest`, as evictions count.
     let in_memory = match count_within(&node, back.largest) {
         Some(0) => return node,
-        Some(n) if depth >= back.depth || internal.has_leaf() => n,
+        Some(n) if internal.stored_whole_at(depth, back.depth) => n,
         _ => {
             let Internal { left, right, hash } = Arc::unwrap_or_clone(Arc::clone(internal));
             let left = write_back(left, depth + 1, back, tally);
@@ -679,8 +681,7 @@ impl<P: Clone> Evictor<'_, P> {
             Older::Node(Node::Internal(o)) => Arc::ptr_eq(o, internal),
             Older::Node(_) | Older::Other => false,
         };
-        let at_store_depth = depth >= self.depth;
-        if self.evicting && same && (at_store_depth || internal.has_leaf()) {
+        if self.evicting && same && internal.stored_whole_at(depth, self.depth) {
             // Counted only up to `largest`, so that a crowded subtree (keys that share a long
             // prefix) costs no more to look at on each level it is split on.
             if let Some(in_memory) = count_within(node, self.largest) {
@@ -691,7 +692,7 @@ impl<P: Clone> Evictor<'_, P> {
                 return self.store(node, internal.hash, depth, end);
             }
             // Too large to keep as one: its children are stored instead.
-        } else if self.evicting && at_store_depth {
+        } else if self.evicting && depth >= self.depth {
             return node.clone();
         }
         let (older_left, older_right) = match older {

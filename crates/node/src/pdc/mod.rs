@@ -50,9 +50,7 @@ struct PolicyCache {
 impl PolicyCache {
     /// Remembers `owner`'s parsed policies, emptied first if that would pass a bound.
     fn keep(&mut self, owner: AccountId, policies: Arc<OwnerPolicies>) {
-        if let Some(old) = self.parsed.remove(&owner) {
-            self.bytes -= old.text().len();
-        }
+        self.forget(&owner);
         let bytes = policies.text().len();
         if self.parsed.len() >= CACHED_POLICIES
             || self.bytes.saturating_add(bytes) > CACHED_POLICY_BYTES
