@@ -399,8 +399,6 @@ impl State {
             })),
         );
         self.stage(address, Some(StateValue::Address(r.hash)));
-        self.listed.insert(r.hash);
-        self.owned.insert((owner, r.hash));
         Ok(vec![Event::Registered { data: r.hash }])
     }
 
@@ -409,8 +407,6 @@ impl State {
         if listing.owner != sender {
             return Err(Rejection::NotOwner { hash });
         }
-        self.owned.remove(&(sender, hash));
-        self.listed.remove(&hash);
         self.stage(StateKey::Listing(hash), None);
         self.stage(StateKey::Address(listing.address), None);
         Ok(vec![Event::Withdrawn { data: hash }])
@@ -458,7 +454,6 @@ impl State {
                 height: ctx.height,
             })),
         );
-        self.subscribed.insert((hash, consumer));
         // The payment is logged too, so the owner's statement of rewards and the consumer's
         // audit come from the certified log rather than from blocks a node may have pruned.
         let first_index = self.log.len();

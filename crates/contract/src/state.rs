@@ -29,27 +29,24 @@ pub struct ChainTip {
 ///
 /// The state tree is where the entries are: each leaf keeps its entry's value bytes, which
 /// are read (and decoded) from there. Only the accounts, which every transaction reads, are
-/// also kept decoded; for the other kinds memory holds just the keys, in orders the
-/// contract and its readers walk them in.
+/// also kept decoded, and the grants' keys in order of expiry, which each block walks to
+/// retire the expired ones (they leave an hour after expiry, so these are as many as a few
+/// hours of requests). Nothing else grows in memory with the state: listings and
+/// subscriptions are found through the tree by key, and listed in order by the ledger that
+/// stores the entries (`secnet-ledger`).
 ///
-/// INVARIANT: `tree` holds exactly one leaf per entry (the accounts, the listings in
-/// `listed` and an address for each, the subscriptions in `subscribed`, the grants in
-/// `expiring`, and the log head once the log is non-empty), keyed by [`StateKey::tree_key`],
-/// with the SHA-256 of the value bytes and the bytes themselves; while a block is applied,
-/// `staged` holds what it wrote that the tree does not have yet.
+/// INVARIANT: `tree` holds exactly one leaf per entry (the accounts, the listings and an
+/// address for each, the subscriptions, the grants in `expiring`, and the log head once the
+/// log is non-empty), keyed by [`StateKey::tree_key`], with the SHA-256 of the value bytes
+/// and the bytes themselves; while a block is applied, `staged` holds what it wrote that the
+/// tree does not have yet.
 #[derive(Debug, Clone)]
 pub struct State {
     pub(crate) chain_id: String,
     pub(crate) tip: ChainTip,
     pub(crate) accounts: BTreeMap<AccountId, Account>,
-    /// The listings' content hashes.
-    pub(crate) listed: BTreeSet<Hash>,
-    /// The subscriptions' keys.
-    pub(crate) subscribed: BTreeSet<(Hash, AccountId)>,
     /// The grants by expiry.
     pub(crate) expiring: BTreeSet<(u64, GrantId)>,
-    /// The listings by owner.
-    pub(crate) owned: BTreeSet<(AccountId, Hash)>,
     /// The access log's right edge: its size and root.
     pub(crate) log: Frontier,
     pub(crate) tree: StateTree,
@@ -150,6 +147,34 @@ impl StateSnapshot {
 impl State {
     /// The state at height 0. The genesis must be valid ([`Genesis::validate`]).
     pub fn genesis(genesis: &Genesis) -> State {
+        let entries = State::genesis_entries(genesis);
+        let accounts = entries
+            .iter()
+            .filter_map(|(key, value)| match (key, value) {
+                (StateKey::Account(k), StateValue::Account(v)) => Some((*k, v.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut state = State {
+            chain_id: genesis.chain_id.clone(),
+            tip: ChainTip {
+                height: 0,
+                block_hash: genesis.block().hash(),
+                timestamp_ms: genesis.genesis_time_ms,
+                state_root: Hash::ZERO,
+            },
+            accounts,
+            expiring: BTreeSet::new(),
+            log: Frontier::default(),
+            tree: StateTree::default(),
+            staged: BTreeMap::new(),
+        };
+        state.build_tree(entries);
+        state
+    }
+
+    /// The entries of the state at height 0: an account for each allocation, in key order.
+    pub fn genesis_entries(genesis: &Genesis) -> Vec<(StateKey, StateValue)> {
         let accounts: BTreeMap<AccountId, Account> = genesis
             .allocations
             .iter()
@@ -163,26 +188,10 @@ impl State {
                 )
             })
             .collect();
-        let mut state = State {
-            chain_id: genesis.chain_id.clone(),
-            tip: ChainTip {
-                height: 0,
-                block_hash: genesis.block().hash(),
-                timestamp_ms: genesis.genesis_time_ms,
-                state_root: Hash::ZERO,
-            },
-            accounts,
-            listed: BTreeSet::new(),
-            subscribed: BTreeSet::new(),
-            expiring: BTreeSet::new(),
-            owned: BTreeSet::new(),
-            log: Frontier::default(),
-            tree: StateTree::default(),
-            staged: BTreeMap::new(),
-        };
-        let entries: Vec<_> = state.entries().collect();
-        state.build_tree(entries);
-        state
+        accounts
+            .into_iter()
+            .map(|(k, v)| (StateKey::Account(k), StateValue::Account(v)))
+            .collect()
     }
 
     /// Rebuilds a state from its stored entries, the right edge of its access log and tip.
@@ -199,10 +208,7 @@ impl State {
             chain_id,
             tip,
             accounts: BTreeMap::new(),
-            listed: BTreeSet::new(),
-            subscribed: BTreeSet::new(),
             expiring: BTreeSet::new(),
-            owned: BTreeSet::new(),
             log,
             tree: StateTree::default(),
             staged: BTreeMap::new(),
@@ -214,14 +220,9 @@ impl State {
                 (StateKey::Account(k), StateValue::Account(v)) => {
                     state.accounts.insert(*k, v.clone());
                 }
-                (StateKey::Listing(k), StateValue::Listing(v)) => {
-                    state.owned.insert((v.owner, *k));
-                    state.listed.insert(*k);
-                }
-                (StateKey::Address(_), StateValue::Address(_)) => {}
-                (StateKey::Subscription(h, a), StateValue::Subscription(_)) => {
-                    state.subscribed.insert((*h, *a));
-                }
+                (StateKey::Listing(_), StateValue::Listing(_))
+                | (StateKey::Address(_), StateValue::Address(_))
+                | (StateKey::Subscription(..), StateValue::Subscription(_)) => {}
                 (StateKey::Grant(k), StateValue::Grant(v)) => {
                     state.expiring.insert((v.expires_at_ms, *k));
                 }
@@ -257,36 +258,6 @@ impl State {
             .collect();
         self.tree = StateTree::from_entries_with(leaves);
         self.tip.state_root = Hash(self.tree.root());
-    }
-
-    /// Every entry, kind by kind, in key order within each kind. Decodes every value: for
-    /// exports and checks, not for serving.
-    pub fn entries(&self) -> impl Iterator<Item = (StateKey, StateValue)> + '_ {
-        let accounts = self
-            .accounts
-            .iter()
-            .map(|(k, v)| (StateKey::Account(*k), StateValue::Account(v.clone())));
-        let mut addresses: Vec<StateKey> = self
-            .listings()
-            .map(|l| StateKey::Address(l.address))
-            .collect();
-        addresses.sort();
-        let keys = self
-            .listed
-            .iter()
-            .map(|h| StateKey::Listing(*h))
-            .chain(addresses)
-            .chain(
-                self.subscribed
-                    .iter()
-                    .map(|(h, a)| StateKey::Subscription(*h, *a)),
-            )
-            .chain(self.grant_ids().into_iter().map(StateKey::Grant));
-        let stored = keys.filter_map(|k| self.get(&k).map(|v| (k, v)));
-        let head = self
-            .log_head()
-            .map(|h| (StateKey::LogHead, StateValue::LogHead(h)));
-        accounts.chain(stored).chain(head)
     }
 
     /// How many entries the state holds.
@@ -345,13 +316,6 @@ impl State {
             None => Evictable::None,
         };
         self.tree.evict(evictable, start, max)
-    }
-
-    /// The grants' ids, in order.
-    fn grant_ids(&self) -> Vec<GrantId> {
-        let mut ids: Vec<GrantId> = self.expiring.iter().map(|(_, id)| *id).collect();
-        ids.sort();
-        ids
     }
 
     /// The value under `key`, if any.
@@ -422,14 +386,9 @@ impl State {
         self.get(&StateKey::Listing(*hash))?.into_listing()
     }
 
-    /// The content hashes of every listing, in order, decoding nothing.
-    pub fn listed_hashes(&self) -> impl Iterator<Item = Hash> + '_ {
-        self.listed.iter().copied()
-    }
-
     /// Whether `hash` is registered (not withdrawn).
     pub fn is_listed(&self, hash: &Hash) -> bool {
-        self.listed.contains(hash)
+        self.contains(&StateKey::Listing(*hash))
     }
 
     /// A listing by address.
@@ -438,52 +397,6 @@ impl State {
             .get(&StateKey::Address(address.to_string()))?
             .into_address()?;
         self.listing(&hash)
-    }
-
-    /// All listings, in hash order.
-    pub fn listings(&self) -> impl Iterator<Item = Listing> + '_ {
-        self.listings_after(None, usize::MAX)
-    }
-
-    /// The content hashes of at most `limit` listings with a hash after `after` (from the
-    /// first if `None`), in order, decoding nothing: the page [`Self::listings_after`] reads.
-    pub fn listed_hashes_after(
-        &self,
-        after: Option<&Hash>,
-        limit: usize,
-    ) -> impl Iterator<Item = Hash> + '_ {
-        use std::ops::Bound;
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        self.listed
-            .range((from, Bound::Unbounded))
-            .take(limit)
-            .copied()
-    }
-
-    /// At most `limit` listings with a hash after `after` (from the first if `None`), in
-    /// hash order: a page of [`Self::listings`].
-    pub fn listings_after(
-        &self,
-        after: Option<&Hash>,
-        limit: usize,
-    ) -> impl Iterator<Item = Listing> + '_ {
-        self.listed_hashes_after(after, limit)
-            .filter_map(|h| self.listing(&h))
-    }
-
-    /// The content hashes of the listings `owner` registered, in order, decoding nothing.
-    pub fn hashes_listed_by<'a>(&'a self, owner: &AccountId) -> impl Iterator<Item = Hash> + 'a {
-        let owner = *owner;
-        self.owned
-            .range((owner, Hash::ZERO)..)
-            .take_while(move |(o, _)| *o == owner)
-            .map(|(_, h)| *h)
-    }
-
-    /// The listings `owner` registered, in hash order (read through an index).
-    pub fn listings_of<'a>(&'a self, owner: &AccountId) -> impl Iterator<Item = Listing> + 'a {
-        self.hashes_listed_by(owner)
-            .filter_map(|h| self.listing(&h))
     }
 
     /// `account`'s subscription to `hash`, whichever registration it paid for.

@@ -316,7 +316,7 @@ fn oversized_and_empty_fields_are_refused() {
             field: "category".into()
         }
     );
-    assert_eq!(h.state.listings().count(), 0);
+    assert_eq!(h.listings().len(), 0);
 }
 
 #[test]
@@ -602,24 +602,15 @@ fn state_rebuilt_from_its_entries_has_the_same_root() {
     let (mut h, d) = listed_and_subscribed();
     h.run(CONSUMER, request(d));
     let size = h.state.log().len();
-    let rebuilt = State::from_entries(
-        CHAIN.into(),
-        h.state.tip(),
-        h.state.entries(),
-        h.frontier(size),
-    )
-    .unwrap();
+    let rebuilt =
+        State::from_entries(CHAIN.into(), h.state.tip(), h.entries(), h.frontier(size)).unwrap();
     assert_eq!(rebuilt.state_root(), h.state.state_root());
     assert_eq!(rebuilt.log(), h.state.log());
     // A stored log that is not the one the log head names is refused: one leaf short, or
     // none at all.
     for short in [size - 1, 0] {
-        let refused = State::from_entries(
-            CHAIN.into(),
-            h.state.tip(),
-            h.state.entries(),
-            h.frontier(short),
-        );
+        let refused =
+            State::from_entries(CHAIN.into(), h.state.tip(), h.entries(), h.frontier(short));
         assert!(
             refused.is_err(),
             "a log of {short} leaves instead of {size}"
@@ -670,7 +661,7 @@ fn expired_grants_leave_the_state_an_hour_after_expiry_and_stay_in_the_log() {
     let mut reloaded = State::from_entries(
         CHAIN.into(),
         h.state.tip(),
-        h.state.entries(),
+        h.entries(),
         h.frontier(log_size),
     )
     .unwrap();

@@ -1,5 +1,5 @@
-//! The transaction index and the access-log index, written a slice at a time (the state
-//! table is written the same way, see [`crate::journal`]).
+//! The transaction index, the access-log index and the index of listings by owner, written a
+//! slice at a time (the state table is written the same way, see [`crate::journal`]).
 //!
 //! Both are keyed by hashes, so each row lands on a random page of a B-tree much larger
 //! than one write: written with every block, nearly every row costs a page of its own
@@ -18,20 +18,64 @@
 //! memory only once the write holding them committed.
 
 use crate::error::LedgerError;
-use crate::journal::state_slice;
+use crate::journal::{self, state_slice};
 use crate::store::{BLOCKS, LOG, LogSubject, SUBJECT_KEY_LEN, consumed_nonce, log_index_row};
 use crate::stored_block::StoredBlock;
 use crate::unwritten::{decode_location, encode_location};
 use redb::ReadTransaction;
-use secnet_contract::LogEntry;
-use secnet_types::Hash;
+use secnet_contract::{LogEntry, StateKey, StateValue};
+use secnet_types::{AccountId, Hash};
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 /// How many slices each index is written in.
 pub(crate) const INDEX_SLICES: usize = 64;
 
 /// A row of the access-log index (see [`log_index_row`]).
 pub(crate) type LogRow = [u8; SUBJECT_KEY_LEN + 8];
+
+/// A row of the index of listings by owner: owner ‖ content hash, written when the owner
+/// registered it. A row is never removed: readers keep only the hashes the state still
+/// lists under that owner (a withdrawn listing, or one registered again by someone else,
+/// leaves a row behind).
+pub(crate) type OwnedRow = [u8; 64];
+
+/// The row for `owner`'s listing of `hash`.
+pub(crate) fn owned_row(owner: &AccountId, hash: &Hash) -> OwnedRow {
+    let mut row = [0u8; 64];
+    row[..32].copy_from_slice(owner.as_bytes());
+    row[32..].copy_from_slice(hash.as_bytes());
+    row
+}
+
+/// The content hash an owner-index row names.
+pub(crate) fn owned_hash(row: &[u8]) -> Option<Hash> {
+    Some(Hash(row.get(32..64)?.try_into().ok()?))
+}
+
+/// The slice of an owner-index row: its owner's first byte.
+pub(crate) fn owned_slice(row: &[u8]) -> usize {
+    usize::from(row.first().copied().unwrap_or(0)) % INDEX_SLICES
+}
+
+/// The owner-index row a state change makes: a listing's registration (key bytes `key`,
+/// value bytes `value`); `None` for any other change.
+pub(crate) fn owned_row_of(
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<Option<OwnedRow>, LedgerError> {
+    let (Some(value), Some(LISTING_TAG)) = (value, key.first().copied()) else {
+        return Ok(None);
+    };
+    let key = StateKey::from_bytes(key)?;
+    let listing = StateValue::from_bytes(&key, value)?
+        .into_listing()
+        .ok_or_else(|| LedgerError::Corrupt(format!("{key:?} holds no listing")))?;
+    Ok(Some(owned_row(&listing.owner, &listing.hash)))
+}
+
+/// The first byte of a listing's key bytes ([`StateKey::to_bytes`]).
+pub(crate) const LISTING_TAG: u8 = 1;
 
 /// The slice of a transaction hash.
 pub(crate) fn tx_slice(hash: &[u8]) -> usize {
@@ -48,8 +92,9 @@ pub(crate) fn log_slice(row: &[u8]) -> usize {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IndexMarks {
     /// Per slice: the transactions of every block at or below this height are in the
-    /// transaction index, and the slice's entries in the state table hold every change up to
-    /// this height ([`crate::journal`]).
+    /// transaction index, so are the listings registered in them in the owner index, and the
+    /// slice's entries in the state table hold every change up to this height
+    /// ([`crate::journal`]).
     pub(crate) tx_height: [u64; INDEX_SLICES],
     /// Per slice: the access-log leaves below this index are in the access-log index.
     pub(crate) log_size: [u64; INDEX_SLICES],
@@ -120,6 +165,7 @@ impl IndexMarks {
 pub(crate) struct Pending {
     txs: Vec<BTreeMap<[u8; 32], [u8; 12]>>,
     log_rows: Vec<BTreeSet<LogRow>>,
+    owned: Vec<BTreeSet<OwnedRow>>,
     state: Vec<BTreeSet<Vec<u8>>>,
     marks: IndexMarks,
 }
@@ -130,6 +176,7 @@ pub(crate) struct SliceRows {
     pub(crate) slice: usize,
     pub(crate) txs: Vec<([u8; 32], [u8; 12])>,
     pub(crate) log_rows: Vec<LogRow>,
+    pub(crate) owned: Vec<OwnedRow>,
     /// Keys of the state entries to store (their values are taken as of the write's last
     /// block).
     pub(crate) state_keys: Vec<Vec<u8>>,
@@ -141,6 +188,7 @@ impl Pending {
         Pending {
             txs: vec![BTreeMap::new(); INDEX_SLICES],
             log_rows: vec![BTreeSet::new(); INDEX_SLICES],
+            owned: vec![BTreeSet::new(); INDEX_SLICES],
             state: vec![BTreeSet::new(); INDEX_SLICES],
             marks,
         }
@@ -148,7 +196,8 @@ impl Pending {
 
     /// The rows a ledger at `tip_height` with `log_size` leaves holds beyond `marks`,
     /// derived from its stored blocks (from `first_block` on: pruned blocks' transactions
-    /// leave the index) and access-log leaves; with `state_keys`, the keys of the state
+    /// leave the index), access-log leaves and the registrations its state journal holds
+    /// ([`crate::journal::changes_above`]); with `state_keys`, the keys of the state
     /// entries its journal holds beyond the state table ([`crate::journal::overlay`]).
     pub(crate) fn rebuild(
         read: &ReadTransaction,
@@ -211,6 +260,22 @@ impl Pending {
                 }
             }
         }
+        let from = pending.marks.min_tx_height();
+        journal::changes_above(read, from, |height, key, value| {
+            if let Some(row) = owned_row_of(key, value)? {
+                let slice = owned_slice(&row);
+                if pending
+                    .marks
+                    .tx_height
+                    .get(slice)
+                    .is_some_and(|m| height > *m)
+                    && let Some(rows) = pending.owned.get_mut(slice)
+                {
+                    rows.insert(row);
+                }
+            }
+            Ok(())
+        })?;
         for key in state_keys {
             if let Some(keys) = pending.state.get_mut(state_slice(&key)) {
                 keys.insert(key);
@@ -248,6 +313,30 @@ impl Pending {
             .collect()
     }
 
+    /// The content hashes of the waiting owner-index rows of `owner`, ascending.
+    pub(crate) fn hashes_owned_by(&self, owner: &AccountId) -> Vec<Hash> {
+        let first = owned_row(owner, &Hash([0; 32]));
+        let last = owned_row(owner, &Hash([0xff; 32]));
+        self.owned
+            .get(owned_slice(&first))
+            .into_iter()
+            .flat_map(|rows| rows.range(first..=last))
+            .filter_map(|row| owned_hash(row))
+            .collect()
+    }
+
+    /// The waiting keys of state entries in `from..=to`, of every slice.
+    pub(crate) fn keys_in(&self, from: &[u8], to: &[u8]) -> Vec<Vec<u8>> {
+        if from > to {
+            return Vec::new();
+        }
+        self.state
+            .iter()
+            .flat_map(|keys| keys.range::<[u8], _>((Bound::Included(from), Bound::Included(to))))
+            .cloned()
+            .collect()
+    }
+
     /// Splits a write's new rows: those of the slice due now join that slice's waiting rows,
     /// to be written (returned, sorted); the others are returned to wait. Nothing changes
     /// here until [`Self::written`].
@@ -255,6 +344,7 @@ impl Pending {
         &self,
         txs: impl IntoIterator<Item = ([u8; 32], [u8; 12])>,
         log_rows: impl IntoIterator<Item = LogRow>,
+        owned: impl IntoIterator<Item = OwnedRow>,
         state_keys: impl IntoIterator<Item = &'k [u8]>,
     ) -> (SliceRows, SliceRows) {
         let slice = self.marks.oldest();
@@ -269,6 +359,13 @@ impl Pending {
                 .collect(),
             log_rows: self
                 .log_rows
+                .get(slice)
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect(),
+            owned: self
+                .owned
                 .get(slice)
                 .into_iter()
                 .flatten()
@@ -306,8 +403,17 @@ impl Pending {
                 wait.log_rows.push(row);
             }
         }
+        for row in owned {
+            if owned_slice(&row) == slice {
+                due.owned.push(row);
+            } else {
+                wait.owned.push(row);
+            }
+        }
         due.txs.sort_unstable();
         due.log_rows.sort_unstable();
+        due.owned.sort_unstable();
+        due.owned.dedup();
         (due, wait)
     }
 
@@ -331,6 +437,9 @@ impl Pending {
         if let Some(rows) = self.log_rows.get_mut(due.slice) {
             rows.clear();
         }
+        if let Some(rows) = self.owned.get_mut(due.slice) {
+            rows.clear();
+        }
         if let Some(keys) = self.state.get_mut(due.slice) {
             keys.clear();
         }
@@ -341,6 +450,11 @@ impl Pending {
         }
         for row in wait.log_rows {
             if let Some(rows) = self.log_rows.get_mut(log_slice(&row)) {
+                rows.insert(row);
+            }
+        }
+        for row in wait.owned {
+            if let Some(rows) = self.owned.get_mut(owned_slice(&row)) {
                 rows.insert(row);
             }
         }
@@ -359,11 +473,13 @@ impl Pending {
         }
     }
 
-    /// Rows waiting: transactions, access-log rows and state keys together.
+    /// Rows waiting: transactions, access-log rows, owner-index rows and state keys
+    /// together.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.txs.iter().map(BTreeMap::len).sum::<usize>()
             + self.log_rows.iter().map(BTreeSet::len).sum::<usize>()
+            + self.owned.iter().map(BTreeSet::len).sum::<usize>()
             + self.state.iter().map(BTreeSet::len).sum::<usize>()
     }
 }
@@ -397,7 +513,7 @@ mod tests {
             log_index_row(&key, index)
         };
         let state: [&[u8]; 3] = [b"\x05", b"\x01\x01b", b"\x01\x00a"];
-        let (due, wait) = pending.plan([tx(0), tx(1), tx(64)], [row(0, 0), row(1, 1)], state);
+        let (due, wait) = pending.plan([tx(0), tx(1), tx(64)], [row(0, 0), row(1, 1)], [], state);
         assert_eq!(due.slice, 0);
         assert_eq!(due.txs, vec![tx(0), tx(64)]);
         assert_eq!(due.log_rows, vec![row(0, 0)]);
@@ -419,7 +535,7 @@ mod tests {
         assert_eq!(pending.log_indices(&key, 2), Vec::<u64>::new());
 
         // The next write takes slice 1, with what waited there.
-        let (due, _) = pending.plan([], [], [b"\x03\x01c".as_slice()]);
+        let (due, _) = pending.plan([], [], [], [b"\x03\x01c".as_slice()]);
         assert_eq!(due.slice, 1);
         assert_eq!(due.txs, vec![tx(1)]);
         assert_eq!(due.log_rows, vec![row(1, 1)]);
@@ -437,7 +553,7 @@ mod tests {
         marks.tx_height[7] = 60;
         marks.log_size[7] = 310;
         let pending = Pending::new(marks);
-        let (due, _) = pending.plan([], [], []);
+        let (due, _) = pending.plan([], [], [], []);
         assert_eq!(due.slice, 40);
     }
 
@@ -450,7 +566,7 @@ mod tests {
             h[1] = height as u8;
             (h, encode_location(height, 0))
         };
-        let (due, wait) = pending.plan([tx(1, 3), tx(1, 4), tx(2, 5)], [], []);
+        let (due, wait) = pending.plan([tx(1, 3), tx(1, 4), tx(2, 5)], [], [], []);
         let marks = pending.marks_after(&due, 5, 0);
         pending.written(&due, wait, marks);
         pending.forget_txs_below(4);

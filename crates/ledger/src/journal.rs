@@ -179,28 +179,42 @@ impl<'a> Cursor<'a> {
 /// What the journal in `read` holds beyond the state table, given each slice's mark: for
 /// every entry of a slice changed above that slice's mark, its latest value.
 pub(crate) fn overlay(read: &ReadTransaction, marks: &IndexMarks) -> Result<Overlay, LedgerError> {
+    let mut overlay = Overlay::new();
+    changes_above(read, marks.min_tx_height(), |height, key, value| {
+        let behind = marks
+            .tx_height
+            .get(state_slice(key))
+            .is_some_and(|mark| height > *mark);
+        if behind {
+            overlay.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        }
+        Ok(())
+    })?;
+    Ok(overlay)
+}
+
+/// Calls `visit` with every change the journal in `read` holds of heights above `from`, in
+/// order of height: the height, the key bytes, and the value bytes (`None`: removed).
+pub(crate) fn changes_above(
+    read: &ReadTransaction,
+    from: u64,
+    mut visit: impl FnMut(u64, &[u8], Option<&[u8]>) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
     let journal = match read.open_table(STATE_JOURNAL) {
         Ok(table) => table,
         // A ledger of a format before the journal: its state table is whole.
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Overlay::new()),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let mut overlay = Overlay::new();
     let mut apply = |height: u64, bytes: &[u8]| -> Result<(), LedgerError> {
         for (key, value) in decode(height, bytes)? {
-            let behind = marks
-                .tx_height
-                .get(state_slice(key))
-                .is_some_and(|mark| height > *mark);
-            if behind {
-                overlay.insert(key.to_vec(), value.map(<[u8]>::to_vec));
-            }
+            visit(height, key, value)?;
         }
         Ok(())
     };
     // One commit's chunks, joined.
     let mut commit: Option<(u64, Vec<u8>)> = None;
-    for row in journal.range((marks.min_tx_height().saturating_add(1), 0)..)? {
+    for row in journal.range((from.saturating_add(1), 0)..)? {
         let (key, bytes) = row?;
         let (height, chunk) = key.value();
         match &mut commit {
@@ -230,7 +244,7 @@ pub(crate) fn overlay(read: &ReadTransaction, marks: &IndexMarks) -> Result<Over
     if let Some((h, joined)) = commit {
         apply(h, &joined)?;
     }
-    Ok(overlay)
+    Ok(())
 }
 
 /// The state table's entries (`base`, ascending by key) with `overlay` applied: ascending by

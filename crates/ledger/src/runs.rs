@@ -78,6 +78,8 @@ pub(crate) enum Index {
     /// are merged all together (see [`RunSet::start_merges`]), so that the newest value of
     /// a key wins by run id and a removal can be forgotten once merged.
     State = 2,
+    /// Listings by owner: owner ‖ content hash, empty values ([`crate::index::OwnedRow`]).
+    Owned = 3,
 }
 
 /// A state row's value: the entry's bytes, or a removal.
@@ -432,7 +434,9 @@ pub(crate) fn load(
     let set = RunSet::from_bytes(bytes.value())?;
     let possible = match index {
         Index::State => set.merges.len() <= 1,
-        Index::Txs | Index::Log => set.merges.iter().all(|m| m.sources.len() <= FAN_OUT),
+        Index::Txs | Index::Log | Index::Owned => {
+            set.merges.iter().all(|m| m.sources.len() <= FAN_OUT)
+        }
     };
     if !possible {
         return Err(LedgerError::Corrupt(format!(

@@ -106,6 +106,12 @@ pub fn read_head(mut reader: impl Read, genesis: &Genesis) -> Result<ChainTip, S
 }
 
 impl Snapshot {
+    /// The key and value bytes of every state entry it holds ([`secnet_contract::StateKey::to_bytes`],
+    /// [`secnet_contract::StateValue::to_bytes`]).
+    pub fn entries(&self) -> &[(Vec<u8>, Vec<u8>)] {
+        &self.entries
+    }
+
     /// The height whose state it holds.
     pub fn height(&self) -> u64 {
         self.tip.height

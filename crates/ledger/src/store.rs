@@ -22,9 +22,9 @@ use secnet_merkle::log::Subtrees as _;
 use secnet_merkle::log::{Frontier, leaf_hash};
 use secnet_types::limits::MAX_HEADER_STATE_ROOTS;
 use secnet_types::{
-    Block, BlockHeader, Genesis, GrantId, Hash, Receipt, Rejection, StateCommitment,
+    AccountId, Block, BlockHeader, Genesis, GrantId, Hash, Receipt, Rejection, StateCommitment,
 };
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -77,12 +77,15 @@ const META_CONSENSUS_FLOOR: &str = "consensus_floor";
 /// Where each slice of the two hash-keyed indexes and of the state table is on disk
 /// ([`crate::index::IndexMarks`], [`crate::journal`]).
 pub(crate) const META_INDEX_MARKS: &str = "index_marks";
-const FORMAT_VERSION: &[u8] = b"secnet-ledger/8";
-/// The format before: format 8 with each hash-keyed index and the state table in one B-tree,
+const FORMAT_VERSION: &[u8] = b"secnet-ledger/9";
+/// The format before: format 9 without the index of listings by owner (the contract kept it
+/// in memory). Opening one writes it from the stored listings ([`migrate_from_format_8`]).
+const FORMAT_8: &[u8] = b"secnet-ledger/8";
+/// And before: format 8 with each hash-keyed index and the state table in one B-tree,
 /// into which each write inserted a slice's rows, so a row cost more the larger the table
 /// grew. Opening one makes each slice's rows a run ([`migrate_from_format_7`]).
 const FORMAT_7: &[u8] = b"secnet-ledger/7";
-/// The format before that: format 7 without the access log's interior hashes
+/// And before: format 7 without the access log's interior hashes
 /// ([`crate::log_tree`]), so opening one read and hashed every leaf. Opening one writes them
 /// ([`migrate_from_format_6`]).
 const FORMAT_6: &[u8] = b"secnet-ledger/6";
@@ -452,7 +455,7 @@ fn migrate_from_format_6(db: &Database, expected: &Frontier) -> Result<(), Ledge
     Ok(())
 }
 
-/// Brings a format-7 ledger to the current format in one write transaction: each slice's
+/// Brings a format-7 ledger to format 8 in one write transaction: each slice's
 /// rows of the two indexes and of the state table become that slice's first run, copied in
 /// their stored order
 /// (memory stays flat whatever the indexes' size); the old tables are dropped. The marks
@@ -502,15 +505,55 @@ fn migrate_from_format_7(db: &Database) -> Result<(), LedgerError> {
                 ))
             }),
         )?;
-        write
-            .open_table(META)?
-            .insert(META_FORMAT, FORMAT_VERSION)?;
+        write.open_table(META)?.insert(META_FORMAT, FORMAT_8)?;
     }
     write.delete_table(FORMAT_7_TXS)?;
     write.delete_table(FORMAT_7_LOG_INDEX)?;
     write.delete_table(FORMAT_7_STATE)?;
     write.commit()?;
     Ok(())
+}
+
+/// Brings a format-8 ledger to the current format in one write transaction: `owned`, the
+/// owner-index rows of the listings it stores as of its tip, become each slice's first run.
+/// The marks stay as they were: the listings registered above a slice's mark are in the
+/// state journal, from which opening the ledger makes the rows waiting in memory again.
+fn migrate_from_format_8(db: &Database, owned: Vec<index::OwnedRow>) -> Result<(), LedgerError> {
+    if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_8) {
+        return Ok(());
+    }
+    let write = db.begin_write()?;
+    {
+        runs::adopt(
+            &mut write.open_table(RUNS)?,
+            &mut write.open_table(RUN_SETS)?,
+            runs::Index::Owned,
+            sorted_by_slice(
+                owned.into_iter().map(|row| (row.to_vec(), Vec::new())),
+                index::owned_slice,
+            ),
+        )?;
+        write
+            .open_table(META)?
+            .insert(META_FORMAT, FORMAT_VERSION)?;
+    }
+    write.commit()?;
+    Ok(())
+}
+
+/// What [`Ledger::load`] read.
+struct Loaded {
+    state: State,
+    /// The keys of the entries the state journal holds beyond the state table.
+    waiting: Vec<Vec<u8>>,
+    /// For a ledger of a format before the owner index: its rows of the stored listings.
+    owned: Vec<index::OwnedRow>,
+}
+
+/// Whether a ledger of `format` keeps its state table and indexes in sorted runs
+/// ([`crate::runs`]).
+fn in_runs(format: Option<&[u8]>) -> bool {
+    format == Some(FORMAT_VERSION) || format == Some(FORMAT_8)
 }
 
 /// Where each slice of the indexes and of the state table is on disk.
@@ -525,7 +568,7 @@ fn index_marks(read: &ReadTransaction) -> Result<IndexMarks, LedgerError> {
 /// a ledger of a format before the journal.
 fn state_overlay(read: &ReadTransaction) -> Result<journal::Overlay, LedgerError> {
     let format = stored_format(read)?;
-    if ![FORMAT_VERSION, FORMAT_7, FORMAT_6]
+    if ![FORMAT_VERSION, FORMAT_8, FORMAT_7, FORMAT_6]
         .iter()
         .any(|known| format.as_deref() == Some(*known))
     {
@@ -660,12 +703,17 @@ impl Ledger {
                         given,
                     });
                 }
-                let (state, waiting) = Self::load(&db, genesis)?;
+                let Loaded {
+                    state,
+                    waiting,
+                    owned,
+                } = Self::load(&db, genesis)?;
                 migrate_from_format_3(&db)?;
                 migrate_from_format_4(&db, state.tip().height, state.log().len())?;
                 migrate_from_format_5(&db)?;
                 migrate_from_format_6(&db, state.log())?;
                 migrate_from_format_7(&db)?;
+                migrate_from_format_8(&db, owned)?;
                 (state, waiting)
             }
         };
@@ -826,9 +874,11 @@ impl Ledger {
                 &mut write.open_table(RUN_SETS)?,
                 runs::Index::State,
                 sorted_by_slice(
-                    state.entries().map(|(key, value)| {
-                        (key.to_bytes(), runs::state_value(Some(&value.to_bytes())))
-                    }),
+                    State::genesis_entries(genesis)
+                        .into_iter()
+                        .map(|(key, value)| {
+                            (key.to_bytes(), runs::state_value(Some(&value.to_bytes())))
+                        }),
                     journal::state_slice,
                 ),
             )?;
@@ -841,17 +891,20 @@ impl Ledger {
         Ok(state)
     }
 
-    /// The stored state, and the keys of the entries the state journal holds beyond the
-    /// state table.
-    fn load(db: &Database, genesis: &Genesis) -> Result<(State, Vec<Vec<u8>>), LedgerError> {
+    /// The stored state, the keys of the entries the state journal holds beyond the state
+    /// table, and, for a ledger of a format before the owner index, that index's rows of
+    /// the stored listings.
+    fn load(db: &Database, genesis: &Genesis) -> Result<Loaded, LedgerError> {
         let read = db.begin_read()?;
         let format = stored_format(&read)?;
         let meta = read.open_table(META)?;
         // Formats 3 to 5 differ only in their indexes, which loading does not read, in having
         // no state journal and, like format 6, no stored log tree; format 7 only in its
-        // indexes. They are migrated once loaded.
+        // indexes, and format 8 only in having no owner index. They are migrated once
+        // loaded.
         if ![
             FORMAT_VERSION,
+            FORMAT_8,
             FORMAT_7,
             FORMAT_6,
             FORMAT_5,
@@ -874,13 +927,18 @@ impl Ledger {
         let overlay = state_overlay(&read)?;
         let mut entries = Vec::new();
         let mut waiting = Vec::new();
+        let mut owned = Vec::new();
+        let without_owned = format.as_deref() != Some(FORMAT_VERSION);
         let mut add = |k: Vec<u8>, v: Vec<u8>| -> Result<(), LedgerError> {
             let key = StateKey::from_bytes(&k)?;
             let value = StateValue::from_bytes(&key, &v)?;
+            if let (true, StateValue::Listing(listing)) = (without_owned, &value) {
+                owned.push(index::owned_row(&listing.owner, &listing.hash));
+            }
             entries.push((key, value));
             Ok(())
         };
-        if format.as_deref() == Some(FORMAT_VERSION) {
+        if in_runs(format.as_deref()) {
             for (slice, overlay) in journal::by_slice(overlay).iter().enumerate() {
                 for (k, v) in state_slice_entries(&read, slice, overlay)? {
                     add(k, v)?;
@@ -899,23 +957,22 @@ impl Ledger {
             }
             waiting.extend(overlay.into_keys());
         }
-        let log =
-            if format.as_deref() == Some(FORMAT_VERSION) || format.as_deref() == Some(FORMAT_7) {
-                log_tree::frontier(&read, stored_log_size(&read)?)?
-            } else {
-                let mut log = Frontier::default();
-                for (expected, item) in (0u64..).zip(read.open_table(LOG)?.iter()?) {
-                    let (index, leaf) = item?;
-                    if index.value() != expected {
-                        return Err(LedgerError::Corrupt(format!(
-                            "access log jumps from leaf {expected} to {}",
-                            index.value()
-                        )));
-                    }
-                    log.append(leaf.value());
+        let log = if in_runs(format.as_deref()) || format.as_deref() == Some(FORMAT_7) {
+            log_tree::frontier(&read, stored_log_size(&read)?)?
+        } else {
+            let mut log = Frontier::default();
+            for (expected, item) in (0u64..).zip(read.open_table(LOG)?.iter()?) {
+                let (index, leaf) = item?;
+                if index.value() != expected {
+                    return Err(LedgerError::Corrupt(format!(
+                        "access log jumps from leaf {expected} to {}",
+                        index.value()
+                    )));
                 }
-                log
-            };
+                log.append(leaf.value());
+            }
+            log
+        };
         // The state's log head, which its root commits to, checks the log.
         let state = State::from_entries(genesis.chain_id.clone(), tip, entries, log)?;
         if state.state_root() != tip.state_root {
@@ -926,7 +983,11 @@ impl Ledger {
                 tip.state_root
             )));
         }
-        Ok((state, waiting))
+        Ok(Loaded {
+            state,
+            waiting,
+            owned,
+        })
     }
 
     /// Applies `block` to the state and persists it, atomically, with every block applied
@@ -1187,6 +1248,126 @@ impl Ledger {
         Ok(Some((height, position, receipt)))
     }
 
+    /// The content hashes of the listings `owner` registered and still holds, ascending:
+    /// read through the owner index (the rows of blocks not written yet, then those waiting
+    /// in memory, then the disk), each checked against the state.
+    pub fn hashes_listed_by(&self, owner: &AccountId) -> Result<Vec<Hash>, LedgerError> {
+        let mut hashes: BTreeSet<Hash> = BTreeSet::new();
+        for block in self.unwritten.blocks()? {
+            hashes.extend(block.hashes_owned_by(owner));
+        }
+        hashes.extend(self.unwritten.pending()?.hashes_owned_by(owner));
+        let read = self.db.begin_read()?;
+        let first = index::owned_row(owner, &Hash([0; 32]));
+        let last = index::owned_row(owner, &Hash([0xff; 32]));
+        let slice = index::owned_slice(&first);
+        let set = runs::load(&read.open_table(RUN_SETS)?, runs::Index::Owned, slice)?;
+        let rows = runs::range(
+            &read.open_table(RUNS)?,
+            &set,
+            runs::Index::Owned,
+            slice,
+            &first,
+            &last,
+            usize::MAX,
+        )?;
+        for (row, _) in rows {
+            hashes.insert(index::owned_hash(&row).ok_or_else(|| {
+                LedgerError::Corrupt("owner index row of the wrong length".into())
+            })?);
+        }
+        Ok(hashes
+            .into_iter()
+            .filter(|hash| self.state.listing(hash).is_some_and(|l| l.owner == *owner))
+            .collect())
+    }
+
+    /// The content hashes of at most `limit` listings with a hash after `after` (from the
+    /// first if `None`), ascending, as of the tip: the page [`State::listing`] reads them
+    /// from. Read from the state table (the keys of the blocks not written yet, then those
+    /// waiting in memory, then the disk), each checked against the state; nothing is
+    /// decoded.
+    pub fn listed_hashes_after(
+        &self,
+        after: Option<&Hash>,
+        limit: usize,
+    ) -> Result<Vec<Hash>, LedgerError> {
+        // A listing's key is its tag and its hash: 33 bytes.
+        let end = [&[index::LISTING_TAG][..], &[0xff; 32]].concat();
+        let mut from = match after {
+            Some(hash) => [&[index::LISTING_TAG][..], hash.as_bytes(), &[0]].concat(),
+            None => vec![index::LISTING_TAG],
+        };
+        let mut recent: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for block in self.unwritten.blocks()? {
+            recent.extend(
+                block
+                    .changed_keys()
+                    .filter(|k| k.first() == Some(&index::LISTING_TAG))
+                    .map(<[u8]>::to_vec),
+            );
+        }
+        recent.extend(self.unwritten.pending()?.keys_in(&from, &end));
+        let read = self.db.begin_read()?;
+        let (runs_table, sets) = (read.open_table(RUNS)?, read.open_table(RUN_SETS)?);
+        let mut out = Vec::new();
+        // One first byte of the hash at a time: its keys are in one slice of the table.
+        while out.len() < limit {
+            let byte = from.get(1).copied().unwrap_or(0);
+            let to = [&[index::LISTING_TAG, byte][..], &[0xff; 31]].concat();
+            let slice = journal::state_slice(&to);
+            let want = limit - out.len();
+            let rows = if from <= to {
+                let set = runs::load(&sets, runs::Index::State, slice)?;
+                runs::range(
+                    &runs_table,
+                    &set,
+                    runs::Index::State,
+                    slice,
+                    &from,
+                    &to,
+                    want,
+                )?
+            } else {
+                Vec::new()
+            };
+            // A full page may stop short of `to`: the keys waiting in memory count up to
+            // where it stopped.
+            let full = rows.len() >= want;
+            let upto = match rows.last() {
+                Some((key, _)) if full => key.clone(),
+                _ => to.clone(),
+            };
+            let mut keys: BTreeSet<Vec<u8>> = rows.into_iter().map(|(key, _)| key).collect();
+            if from <= upto {
+                keys.extend(recent.range(from.clone()..=upto.clone()).cloned());
+            }
+            for key in keys {
+                let hash = key
+                    .get(1..)
+                    .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                    .map(Hash)
+                    .ok_or_else(|| {
+                        LedgerError::Corrupt(format!(
+                            "listing key {} of the wrong length",
+                            hex::encode(&key)
+                        ))
+                    })?;
+                if out.len() < limit && self.state.is_listed(&hash) {
+                    out.push(hash);
+                }
+            }
+            from = if full {
+                [upto.as_slice(), &[0]].concat()
+            } else if byte == 0xff {
+                break;
+            } else {
+                vec![index::LISTING_TAG, byte + 1]
+            };
+        }
+        Ok(out)
+    }
+
     /// The indices of the access-log leaves about `subject`, ascending.
     pub fn log_indices(&self, subject: LogSubject) -> Result<Vec<u64>, LedgerError> {
         self.log_indices_page(subject, 0, usize::MAX)
@@ -1420,6 +1601,19 @@ impl Ledger {
                         .iter()
                         .map(|(key, value)| (key.clone(), runs::state_value(Some(value)))),
                     journal::state_slice,
+                ),
+            )?;
+            let mut owned = Vec::new();
+            for (key, value) in &snapshot.entries {
+                owned.extend(index::owned_row_of(key, Some(value))?);
+            }
+            runs::adopt(
+                &mut write.open_table(RUNS)?,
+                &mut write.open_table(RUN_SETS)?,
+                runs::Index::Owned,
+                sorted_by_slice(
+                    owned.into_iter().map(|row| (row.to_vec(), Vec::new())),
+                    index::owned_slice,
                 ),
             )?;
             // Every slice of the state table is whole: the journal starts empty.

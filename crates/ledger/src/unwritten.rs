@@ -17,7 +17,7 @@
 //! as of its last block) and journals every state change it holds ([`crate::journal`]).
 
 use crate::error::LedgerError;
-use crate::index::{IndexMarks, Pending, SliceRows};
+use crate::index::{IndexMarks, OwnedRow, Pending, SliceRows, owned_hash, owned_row_of};
 use crate::journal::{self, STATE_JOURNAL};
 use crate::log_tree::{self, LOG_SUBTREES};
 use crate::runs::{self, RUN_SETS, RUNS};
@@ -29,7 +29,7 @@ use crate::stored_block::StoredBlock;
 use redb::{Database, Durability};
 use secnet_contract::{BlockOutcome, LogEntry, StateSnapshot, StateWrite};
 use secnet_merkle::Digest;
-use secnet_types::{Block, Hash, Receipt, SignedTransaction};
+use secnet_types::{AccountId, Block, Hash, Receipt, SignedTransaction};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,6 +52,8 @@ pub(crate) struct BlockRows {
     log_subtrees: Vec<(u64, Digest)>,
     /// Subject key and leaf index, for every subject of every appended leaf.
     log_keys: Vec<([u8; SUBJECT_KEY_LEN], u64)>,
+    /// The owner-index rows of the listings this block registered.
+    owned: Vec<OwnedRow>,
     /// Transactions that consumed their sender's nonce, and where: (height, position).
     txs: Vec<(Hash, (u64, u32))>,
 }
@@ -74,6 +76,10 @@ impl BlockRows {
             log_keys.extend(LogSubject::of(&entry).iter().map(|s| (s.key(), index)));
         }
         let txs = tx_locations(height, &block.txs, &outcome.receipts).collect();
+        let mut owned = Vec::new();
+        for write in &outcome.writes {
+            owned.extend(owned_row_of(&write.key, write.value.as_deref())?);
+        }
         let log_subtrees: Vec<(u64, Digest)> =
             outcome.log_subtrees.iter().map(log_tree::row).collect();
         debug_assert!(
@@ -97,6 +103,7 @@ impl BlockRows {
             log_leaves: outcome.log_leaves.clone(),
             log_subtrees,
             log_keys,
+            owned,
             txs,
         })
     }
@@ -120,6 +127,22 @@ impl BlockRows {
             .binary_search_by_key(&position, |(p, _)| *p)
             .ok()?;
         self.log_subtrees.get(at).map(|(_, hash)| *hash)
+    }
+
+    /// The content hashes of the listings this block registered for `owner`.
+    pub(crate) fn hashes_owned_by<'a>(
+        &'a self,
+        owner: &'a AccountId,
+    ) -> impl Iterator<Item = Hash> + 'a {
+        self.owned
+            .iter()
+            .filter(move |row| row.starts_with(owner.as_bytes()))
+            .filter_map(|row| owned_hash(row))
+    }
+
+    /// The key bytes of the state entries this block changed.
+    pub(crate) fn changed_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.writes.iter().map(|w| w.key.as_slice())
     }
 
     /// The indices of the leaves this block appended about the subject with `key`.
@@ -280,6 +303,7 @@ impl Unwritten {
                         .iter()
                         .map(|(key, index)| log_index_row(key, *index))
                 }),
+                batch.iter().flat_map(|rows| rows.owned.iter().copied()),
                 changes.keys().copied(),
             );
             let marks = pending.marks_after(&due, last, log_size);
@@ -349,6 +373,14 @@ fn write_rows(
             due.log_rows
                 .iter()
                 .map(|row| (row.as_slice(), [].as_slice())),
+            &|_, _| true,
+        )?;
+        runs::append(
+            &mut runs_table,
+            &mut sets,
+            runs::Index::Owned,
+            due.slice,
+            due.owned.iter().map(|row| (row.as_slice(), [].as_slice())),
             &|_, _| true,
         )?;
         // A pruned block's transactions are dropped as their runs are merged.

@@ -435,7 +435,7 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
             r.open_multimap_table(OLD_INDEX).is_err(),
             "the old index is dropped"
         );
-        assert_eq!(stored_format(&r), b"secnet-ledger/8");
+        assert_eq!(stored_format(&r), CURRENT_FORMAT);
         let w = db.begin_write().unwrap();
         w.open_table(META)
             .unwrap()
@@ -446,6 +446,9 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
     let err = Ledger::open(dir.path(), &g).unwrap_err();
     assert!(err.to_string().contains("secnet-ledger/2"), "{err}");
 }
+
+/// The format a ledger is migrated to.
+const CURRENT_FORMAT: &[u8] = b"secnet-ledger/9";
 
 /// What a ledger held, to compare it with after a migration.
 struct Recorded {
@@ -458,6 +461,9 @@ struct Recorded {
     entries: Vec<(Vec<u8>, Vec<u8>)>,
     /// The log's size and root.
     head: (u64, Hash),
+    /// The listings' hashes, and each key's.
+    listed: Vec<Hash>,
+    owned: Vec<Vec<Hash>>,
 }
 
 impl Recorded {
@@ -469,6 +475,11 @@ impl Recorded {
             located: tx_locations(ledger),
             entries: state_rows(ledger),
             head: (head.tree_size, head.root_hash),
+            listed: ledger.listed_hashes_after(None, usize::MAX).unwrap(),
+            owned: keys()
+                .iter()
+                .map(|k| ledger.hashes_listed_by(&k.account()).unwrap())
+                .collect(),
         }
     }
 
@@ -486,16 +497,29 @@ impl Recorded {
             assert_eq!(ledger.tx_location(tx).unwrap(), Some(*location));
         }
         check_log_proofs(ledger, &[self.head]);
+        assert_eq!(
+            ledger.listed_hashes_after(None, usize::MAX).unwrap(),
+            self.listed
+        );
+        for (k, owned) in keys().iter().zip(&self.owned) {
+            assert_eq!(&ledger.hashes_listed_by(&k.account()).unwrap(), owned);
+        }
     }
 }
 
-/// Every state entry's key and value bytes, as the state table stores them.
+/// Every state entry's key and value bytes, in key order, as a snapshot of what `ledger`
+/// wrote holds them.
 fn state_rows(ledger: &Ledger) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut bytes = Vec::new();
     ledger
-        .state()
-        .entries()
-        .map(|(k, v)| (k.to_bytes(), v.to_bytes()))
-        .collect()
+        .snapshot_source()
+        .unwrap()
+        .write_to(&mut bytes)
+        .unwrap();
+    let snapshot = Snapshot::read(bytes.as_slice(), ledger.genesis(), u64::MAX).unwrap();
+    let mut rows = snapshot.entries().to_vec();
+    rows.sort();
+    rows
 }
 
 /// Writes `entries` as a ledger file's whole state table, without a state journal, as
@@ -838,7 +862,7 @@ fn a_format_5_ledger_is_migrated() {
     check_log_proofs(&ledger, &[head]);
     rewrite_every_slice_and_reopen(dir.path(), &g, ledger);
     let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
-    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/8");
+    assert_eq!(stored_format(&db.begin_read().unwrap()), CURRENT_FORMAT);
 }
 
 /// A ledger of format 4 (every index row written with its block, no marks of where each
@@ -882,7 +906,7 @@ fn a_format_4_ledger_is_migrated() {
     recorded.check(&ledger);
     rewrite_every_slice_and_reopen(dir.path(), &g, ledger);
     let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
-    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/8");
+    assert_eq!(stored_format(&db.begin_read().unwrap()), CURRENT_FORMAT);
 }
 
 /// A ledger of format 7 (each index and the state table one B-tree, written a slice at a
@@ -945,7 +969,7 @@ fn a_format_7_ledger_gets_its_indexes_and_state_table_in_runs() {
     }
     drop(ledger);
     let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
-    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/8");
+    assert_eq!(stored_format(&db.begin_read().unwrap()), CURRENT_FORMAT);
 }
 
 /// Rewrites a ledger file's runs as the tables of format 7 (a transaction index, an
@@ -1678,5 +1702,5 @@ fn a_format_6_ledger_gets_its_log_tree() {
     check_log_proofs(&ledger, &heads);
     drop(ledger);
     let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
-    assert_eq!(stored_format(&db.begin_read().unwrap()), b"secnet-ledger/8");
+    assert_eq!(stored_format(&db.begin_read().unwrap()), CURRENT_FORMAT);
 }

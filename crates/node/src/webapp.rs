@@ -18,6 +18,10 @@ use std::time::Duration;
 
 /// Largest object shown in a page.
 const MAX_SHOWN_OBJECT: u64 = 4 * 1024 * 1024;
+
+/// How many listings' hashes the application takes under the ledger at a time.
+const LISTINGS_READ_AT_ONCE: usize = 1_024;
+
 /// Most bytes of a patient's records read for one page.
 const MAX_SHOWN_TOTAL: u64 = 64 * 1024 * 1024;
 /// Most resources read for one page.
@@ -401,25 +405,37 @@ impl Services for WebServices {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         };
         // Listings change only with a new height: built once per height, shared, one build
-        // at a time (a page asking meanwhile waits for it, then finds it fresh). Under the
-        // ledger only the state tree (an O(1) version) and the listings' hashes are taken;
-        // they are decoded after it is let go, so that blocks are not held up.
+        // at a time (a page asking meanwhile waits for it, then finds it fresh). They are
+        // read a page of hashes at a time: under the ledger only the state tree (an O(1)
+        // version) and the page's hashes are taken, and decoded after it is let go, so that
+        // blocks are not held up for long however many listings there are. A listing that
+        // changes while the pages are read may be seen as of either height.
         let _building = self
             .building
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let stale = self.node.with_ledger(|l| {
-            let height = l.state().tip().height;
-            (cache().0 != Some(height)).then(|| {
-                let hashes: Vec<Hash> = l.state().listed_hashes().collect();
-                (height, l.state().snapshot(), hashes)
-            })
-        });
-        match stale {
-            Ok(Some((height, snapshot, hashes))) => {
-                let fresh: Vec<_> = hashes
-                    .into_iter()
-                    .filter_map(|h| snapshot.listing(&h))
+        let height = match self.node.with_ledger(|l| l.state().tip().height) {
+            Ok(height) => height,
+            Err(_) => return Arc::default(),
+        };
+        if cache().0 == Some(height) {
+            return cache().1.clone();
+        }
+        let mut fresh = Vec::new();
+        let mut after: Option<Hash> = None;
+        loop {
+            let page = self.node.with_ledger(|l| {
+                l.listed_hashes_after(after.as_ref(), LISTINGS_READ_AT_ONCE)
+                    .map(|hashes| (l.state().snapshot(), hashes))
+            });
+            let Ok(Ok((snapshot, hashes))) = page else {
+                return Arc::default();
+            };
+            after = hashes.last().copied();
+            fresh.extend(
+                hashes
+                    .iter()
+                    .filter_map(|h| snapshot.listing(h))
                     .filter(|x| x.kind == secnet_types::DataKind::UserData)
                     .map(|x| secnet_web::search::Listed {
                         id: x.id.to_string(),
@@ -428,18 +444,18 @@ impl Services for WebServices {
                         owner: x.owner.to_string(),
                         price: x.price,
                         description: x.description,
-                    })
-                    .collect();
-                let fresh = Arc::new(fresh);
-                let mut cached = cache();
-                if cached.0.is_none_or(|at| at <= height) {
-                    *cached = (Some(height), fresh.clone());
-                }
-                fresh
+                    }),
+            );
+            if hashes.len() < LISTINGS_READ_AT_ONCE {
+                break;
             }
-            Ok(None) => cache().1.clone(),
-            Err(_) => Arc::default(),
         }
+        let fresh = Arc::new(fresh);
+        let mut cached = cache();
+        if cached.0.is_none_or(|at| at <= height) {
+            *cached = (Some(height), fresh.clone());
+        }
+        fresh
     }
 
     fn validators(&self) -> Vec<(AccountId, String)> {

@@ -11,7 +11,7 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
-use secnet_contract::{BlockOutcome, State};
+use secnet_contract::{BlockOutcome, Listing, State, StateKey, StateValue};
 use secnet_merkle::log::{Frontier, MerkleLog};
 use secnet_types::{
     AccountId, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair, Receipt, RegisterData,
@@ -31,6 +31,9 @@ pub struct Harness {
     /// Every leaf the blocks appended to the access log, with every interior hash: what a
     /// ledger stores beside the state, which keeps only the log's right edge.
     pub log: MerkleLog,
+    /// Every entry's key and value bytes, as the blocks' outcomes wrote them: what a ledger
+    /// stores of the state.
+    pub stored: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 impl Harness {
@@ -50,6 +53,10 @@ impl Harness {
                 .collect(),
             validators: vec![],
         };
+        let stored = State::genesis_entries(&genesis)
+            .into_iter()
+            .map(|(k, v)| (k.to_bytes(), v.to_bytes()))
+            .collect();
         Harness {
             state: State::genesis(&genesis),
             keys,
@@ -57,7 +64,28 @@ impl Harness {
             blocks: vec![],
             genesis,
             log: MerkleLog::new(),
+            stored,
         }
+    }
+
+    /// Every stored entry, decoded, in key order.
+    pub fn entries(&self) -> Vec<(StateKey, StateValue)> {
+        self.stored
+            .iter()
+            .map(|(k, v)| {
+                let key = StateKey::from_bytes(k).unwrap();
+                let value = StateValue::from_bytes(&key, v).unwrap();
+                (key, value)
+            })
+            .collect()
+    }
+
+    /// Every stored listing, in hash order.
+    pub fn listings(&self) -> Vec<Listing> {
+        self.entries()
+            .into_iter()
+            .filter_map(|(_, v)| v.into_listing())
+            .collect()
     }
 
     /// The right edge of the first `size` leaves of the stored log, read the way a ledger
@@ -102,6 +130,12 @@ impl Harness {
         let tip = self.state.tip();
         let block = Block::new(tip.height + 1, tip.block_hash, tip.timestamp_ms + ms, txs);
         let outcome = self.state.apply_block(&block).expect("block applies");
+        for write in &outcome.writes {
+            match &write.value {
+                Some(value) => self.stored.insert(write.key.clone(), value.to_vec()),
+                None => self.stored.remove(&write.key),
+            };
+        }
         for leaf in &outcome.log_leaves {
             self.log.append(leaf);
         }

@@ -251,13 +251,10 @@ pub(super) async fn listings(
     let (snapshot, hashes) = node.with_ledger(|l| {
         let hashes: Vec<Hash> = match &q.address {
             Some(_) => Vec::new(),
-            None => l
-                .state()
-                .listed_hashes_after(after.as_ref(), limit)
-                .collect(),
+            None => l.listed_hashes_after(after.as_ref(), limit)?,
         };
-        (l.state().snapshot(), hashes)
-    })?;
+        Ok::<_, secnet_ledger::LedgerError>((l.state().snapshot(), hashes))
+    })??;
     Ok(Json(match &q.address {
         Some(address) => snapshot.listing_at(address).into_iter().collect(),
         None => hashes.iter().filter_map(|h| snapshot.listing(h)).collect(),

@@ -318,7 +318,7 @@ impl Pdc {
             .map_err(store_problem)?
             .into_iter()
             .collect();
-        mine.extend(l.state().hashes_listed_by(owner));
+        mine.extend(l.hashes_listed_by(owner)?);
         let size = l.state().log().len();
         let mut indices: std::collections::BTreeSet<u64> = l
             .log_indices(LogSubject::Owner(*owner))?

@@ -1,0 +1,258 @@
+//! The ledger lists the current listings, in hash order and by owner, exactly as a model of
+//! registrations and withdrawals says, whether what a block changed is still in memory, waits
+//! for its slice to be written, or is on disk; after a reopen; and after a ledger of the
+//! format before the owner index is opened.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup is a failed test"
+)]
+
+use proptest::prelude::*;
+use redb::{Database, ReadableTable, TableDefinition};
+use secnet_ledger::{LEDGER_FILE, Ledger};
+use secnet_types::{
+    AccountId, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair, RegisterData, Transaction,
+};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const CHAIN: &str = "listings-test";
+const OWNERS: usize = 4;
+const DATA: u64 = 24;
+
+fn keys() -> Vec<Keypair> {
+    (0..OWNERS as u64)
+        .map(|i| Keypair::deterministic(CHAIN, i))
+        .collect()
+}
+
+fn genesis() -> Genesis {
+    Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: 1_000,
+        allocations: keys()
+            .iter()
+            .map(|k| Allocation {
+                account: k.account(),
+                balance: 1_000_000,
+            })
+            .collect(),
+        validators: vec![],
+    }
+}
+
+fn data(n: u64) -> Hash {
+    Hash::digest_parts(&[CHAIN.as_bytes(), &n.to_be_bytes()])
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Register { owner: usize, data: u64 },
+    Withdraw { owner: usize, data: u64 },
+}
+
+/// How a block reaches the ledger, and what happens after it.
+#[derive(Debug, Clone, Copy)]
+enum Then {
+    /// Applied and written at once.
+    Written,
+    /// Applied; written with a later block.
+    Deferred,
+    /// Applied and written, then the ledger is closed and opened again.
+    Reopened,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..OWNERS, 0..DATA).prop_map(|(owner, data)| Op::Register { owner, data }),
+        1 => (0..OWNERS, 0..DATA).prop_map(|(owner, data)| Op::Withdraw { owner, data }),
+    ]
+}
+
+fn then() -> impl Strategy<Value = Then> {
+    prop_oneof![
+        4 => Just(Then::Written),
+        4 => Just(Then::Deferred),
+        1 => Just(Then::Reopened),
+    ]
+}
+
+/// One block of `ops`, each signed by its owner with the owner's next nonce.
+fn block(ledger: &Ledger, ops: &[Op]) -> Block {
+    let keys = keys();
+    let mut nonces: BTreeMap<usize, u64> = BTreeMap::new();
+    let txs = ops
+        .iter()
+        .map(|op| {
+            let (owner, call) = match *op {
+                Op::Register { owner, data: n } => (
+                    owner,
+                    Call::RegisterData(RegisterData {
+                        hash: data(n),
+                        description: format!("record {n}"),
+                        address: format!("pdc://listings/{n}"),
+                        price: 1,
+                        kind: DataKind::UserData,
+                        holder: keys[owner].account(),
+                        holder_share_bps: 0,
+                    }),
+                ),
+                Op::Withdraw { owner, data: n } => (owner, Call::WithdrawData { hash: data(n) }),
+            };
+            let key = &keys[owner];
+            let nonce = nonces
+                .entry(owner)
+                .or_insert_with(|| ledger.state().account(&key.account()).nonce);
+            let tx = Transaction {
+                chain_id: CHAIN.into(),
+                sender: key.account(),
+                nonce: *nonce,
+                call,
+            }
+            .sign(key);
+            *nonce += 1;
+            tx
+        })
+        .collect();
+    let tip = ledger.state().tip();
+    Block::new(
+        tip.height + 1,
+        tip.block_hash,
+        tip.timestamp_ms + 1_000,
+        txs,
+    )
+}
+
+/// The model: who lists each data hash.
+type Model = BTreeMap<Hash, AccountId>;
+
+fn apply(model: &mut Model, op: Op) {
+    let owner = keys()[match op {
+        Op::Register { owner, .. } | Op::Withdraw { owner, .. } => owner,
+    }]
+    .account();
+    match op {
+        Op::Register { data: n, .. } => {
+            model.entry(data(n)).or_insert(owner);
+        }
+        Op::Withdraw { data: n, .. } => {
+            if model.get(&data(n)) == Some(&owner) {
+                model.remove(&data(n));
+            }
+        }
+    }
+}
+
+/// Every answer of `ledger` about listings is the model's.
+fn check(ledger: &Ledger, model: &Model) -> Result<(), TestCaseError> {
+    let all: Vec<Hash> = model.keys().copied().collect();
+    prop_assert_eq!(&ledger.listed_hashes_after(None, usize::MAX).unwrap(), &all);
+    // Pages of every size cover them all, once, in order, from any starting point.
+    for limit in [1, 2, 5] {
+        let mut paged: Vec<Hash> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = ledger.listed_hashes_after(after.as_ref(), limit).unwrap();
+            prop_assert!(page.len() <= limit);
+            paged.extend(&page);
+            if page.len() < limit {
+                break;
+            }
+            after = page.last().copied();
+        }
+        prop_assert_eq!(&paged, &all, "pages of {}", limit);
+    }
+    for n in 0..DATA {
+        let after: Vec<Hash> = all.iter().copied().filter(|h| *h > data(n)).collect();
+        prop_assert_eq!(
+            ledger
+                .listed_hashes_after(Some(&data(n)), usize::MAX)
+                .unwrap(),
+            after
+        );
+    }
+    for key in keys() {
+        let owner = key.account();
+        let mine: Vec<Hash> = model
+            .iter()
+            .filter(|(_, o)| **o == owner)
+            .map(|(h, _)| *h)
+            .collect();
+        prop_assert_eq!(ledger.hashes_listed_by(&owner).unwrap(), mine);
+    }
+    Ok(())
+}
+
+/// Makes the ledger in `dir` one of the format before the owner index: its runs removed,
+/// its format recorded as 8.
+fn as_format_8(dir: &Path) {
+    const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    const RUNS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_runs");
+    const RUN_SETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_run_sets");
+    /// The owner index's first key byte in both tables.
+    const OWNED: u8 = 3;
+    let db = Database::create(dir.join(LEDGER_FILE)).unwrap();
+    let w = db.begin_write().unwrap();
+    for table in [RUNS, RUN_SETS] {
+        let mut t = w.open_table(table).unwrap();
+        let owned: Vec<Vec<u8>> = t
+            .range([OWNED].as_slice()..[OWNED + 1].as_slice())
+            .unwrap()
+            .map(|row| row.unwrap().0.value().to_vec())
+            .collect();
+        for key in owned {
+            t.remove(key.as_slice()).unwrap();
+        }
+    }
+    w.open_table(META)
+        .unwrap()
+        .insert("format", b"secnet-ledger/8".as_slice())
+        .unwrap();
+    w.commit().unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    #[test]
+    fn listings_by_hash_and_by_owner_match_the_model(
+        blocks in prop::collection::vec(
+            (prop::collection::vec(op(), 1..6), then()),
+            40..120,
+        )
+    ) {
+        let g = genesis();
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        let mut model = Model::new();
+        for (ops, then) in &blocks {
+            let block = block(&ledger, ops);
+            for op in ops {
+                apply(&mut model, *op);
+            }
+            match then {
+                Then::Written | Then::Reopened => {
+                    ledger.apply_block(&block).unwrap();
+                }
+                Then::Deferred => {
+                    ledger.apply_block_deferred(&block, |_| false).unwrap();
+                }
+            }
+            check(&ledger, &model)?;
+            if let Then::Reopened = then {
+                drop(ledger);
+                ledger = Ledger::open(dir.path(), &g).unwrap();
+                check(&ledger, &model)?;
+            }
+        }
+        // A ledger of the format before the owner index gets it from its listings.
+        ledger.syncer().sync().unwrap();
+        drop(ledger);
+        as_format_8(dir.path());
+        let ledger = Ledger::open(dir.path(), &g).unwrap();
+        check(&ledger, &model)?;
+    }
+}
