@@ -5,7 +5,7 @@
 //! five per item, of the kinds the measured workload writes: a listing and its address, a
 //! subscription, two grants, with the values that mix writes — and the growth of the
 //! process's resident memory is printed per entry (with the allocator the node uses, its
-//! rounding included; the contract's ordered indexes of keys are not in it). Then 600,000
+//! rounding included). Then 600,000
 //! updates (half of them new keys) are timed. JSON on standard output. `cargo bench -p
 //! secnet-contract --bench memory [-- ITEMS]` (200,000 items by default).
 

@@ -134,6 +134,10 @@ pub enum StateValue {
 pub struct CorruptEntry(pub String);
 
 impl StateKey {
+    /// The first byte of a listing's key bytes: a listing's key is this and its content
+    /// hash, 33 bytes.
+    pub const LISTING_TAG: u8 = 1;
+
     /// The key's canonical bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(65);
@@ -143,7 +147,7 @@ impl StateKey {
                 out.extend_from_slice(a.as_bytes());
             }
             StateKey::Listing(h) => {
-                out.push(1);
+                out.push(StateKey::LISTING_TAG);
                 out.extend_from_slice(h.as_bytes());
             }
             StateKey::Address(s) => {
@@ -169,9 +173,9 @@ impl StateKey {
         let bad = || CorruptEntry(format!("bad key of {} bytes", bytes.len()));
         let (tag, rest) = bytes.split_first().ok_or_else(bad)?;
         let h32 = |b: &[u8]| -> Result<[u8; 32], CorruptEntry> { b.try_into().map_err(|_| bad()) };
-        Ok(match tag {
+        Ok(match *tag {
             0 => StateKey::Account(AccountId(h32(rest)?)),
-            1 => StateKey::Listing(Hash(h32(rest)?)),
+            StateKey::LISTING_TAG => StateKey::Listing(Hash(h32(rest)?)),
             2 => {
                 if rest.len() > MAX_ADDRESS {
                     return Err(bad());

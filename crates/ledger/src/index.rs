@@ -1,8 +1,9 @@
-//! The transaction index, the access-log index and the index of listings by owner, written a
-//! slice at a time (the state table is written the same way, see [`crate::journal`]).
+//! The transaction index, the access-log index, and the indexes of listings by owner and by
+//! hash, written a slice at a time (the state table is written the same way, see
+//! [`crate::journal`]).
 //!
-//! Both are keyed by hashes, so each row lands on a random page of a B-tree much larger
-//! than one write: written with every block, nearly every row costs a page of its own
+//! The first two are keyed by hashes, so each row lands on a random page of a B-tree much
+//! larger than one write: written with every block, nearly every row costs a page of its own
 //! (measured by `secnet bench apply`: the two indexes were over two thirds of the bytes
 //! written). So their rows wait in memory, split by the first byte of their hash into
 //! [`INDEX_SLICES`] slices, and each write stores one slice's rows, sorted, as a new run of
@@ -26,7 +27,6 @@ use redb::ReadTransaction;
 use secnet_contract::{LogEntry, StateKey, StateValue};
 use secnet_types::{AccountId, Hash};
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 
 /// How many slices each index is written in.
 pub(crate) const INDEX_SLICES: usize = 64;
@@ -53,9 +53,52 @@ pub(crate) fn owned_hash(row: &[u8]) -> Option<Hash> {
     Some(Hash(row.get(32..64)?.try_into().ok()?))
 }
 
-/// The slice of an owner-index row: its owner's first byte.
+/// The slice of an owner-index row: its owner's first byte (as a transaction hash's).
 pub(crate) fn owned_slice(row: &[u8]) -> usize {
-    usize::from(row.first().copied().unwrap_or(0)) % INDEX_SLICES
+    tx_slice(row)
+}
+
+/// The slice of a listed hash: consecutive hashes share one, so that listing them in order
+/// reads one slice after the other.
+pub(crate) fn listed_slice(hash: &[u8]) -> usize {
+    usize::from(hash.first().copied().unwrap_or(0)) / (256 / INDEX_SLICES)
+}
+
+/// The last hash of slice `slice` of the listed hashes.
+pub(crate) fn listed_slice_end(slice: usize) -> [u8; 32] {
+    let mut hash = [0xff; 32];
+    hash[0] = u8::try_from((slice + 1) * (256 / INDEX_SLICES) - 1).unwrap_or(u8::MAX);
+    hash
+}
+
+/// The hash after `hash`, counted big-endian; `None` after the last.
+pub(crate) fn next_hash(hash: &[u8; 32]) -> Option<[u8; 32]> {
+    let mut next = *hash;
+    for byte in next.iter_mut().rev() {
+        let (sum, carry) = byte.overflowing_add(1);
+        *byte = sum;
+        if !carry {
+            return Some(next);
+        }
+    }
+    None
+}
+
+/// The row of the listed hashes a state change makes: a listing's content hash, and whether
+/// it is listed after it; `None` for a change of anything else.
+pub(crate) fn listed_row_of(key: &[u8], value: Option<&[u8]>) -> Option<([u8; 32], bool)> {
+    match key.split_first() {
+        Some((&StateKey::LISTING_TAG, hash)) => Some((hash.try_into().ok()?, value.is_some())),
+        _ => None,
+    }
+}
+
+/// The first and the last row `owner`'s listings can have.
+pub(crate) fn owned_bounds(owner: &AccountId) -> (OwnedRow, OwnedRow) {
+    (
+        owned_row(owner, &Hash([0; 32])),
+        owned_row(owner, &Hash([0xff; 32])),
+    )
 }
 
 /// The owner-index row a state change makes: a listing's registration (key bytes `key`,
@@ -64,7 +107,7 @@ pub(crate) fn owned_row_of(
     key: &[u8],
     value: Option<&[u8]>,
 ) -> Result<Option<OwnedRow>, LedgerError> {
-    let (Some(value), Some(LISTING_TAG)) = (value, key.first().copied()) else {
+    let (Some(value), Some(StateKey::LISTING_TAG)) = (value, key.first().copied()) else {
         return Ok(None);
     };
     let key = StateKey::from_bytes(key)?;
@@ -73,9 +116,6 @@ pub(crate) fn owned_row_of(
         .ok_or_else(|| LedgerError::Corrupt(format!("{key:?} holds no listing")))?;
     Ok(Some(owned_row(&listing.owner, &listing.hash)))
 }
-
-/// The first byte of a listing's key bytes ([`StateKey::to_bytes`]).
-pub(crate) const LISTING_TAG: u8 = 1;
 
 /// The slice of a transaction hash.
 pub(crate) fn tx_slice(hash: &[u8]) -> usize {
@@ -166,6 +206,9 @@ pub(crate) struct Pending {
     txs: Vec<BTreeMap<[u8; 32], [u8; 12]>>,
     log_rows: Vec<BTreeSet<LogRow>>,
     owned: Vec<BTreeSet<OwnedRow>>,
+    /// Per slice ([`listed_slice`]): content hash → whether it is listed, as of the last
+    /// change waiting.
+    listed: Vec<BTreeMap<[u8; 32], bool>>,
     state: Vec<BTreeSet<Vec<u8>>>,
     marks: IndexMarks,
 }
@@ -177,6 +220,7 @@ pub(crate) struct SliceRows {
     pub(crate) txs: Vec<([u8; 32], [u8; 12])>,
     pub(crate) log_rows: Vec<LogRow>,
     pub(crate) owned: Vec<OwnedRow>,
+    pub(crate) listed: Vec<([u8; 32], bool)>,
     /// Keys of the state entries to store (their values are taken as of the write's last
     /// block).
     pub(crate) state_keys: Vec<Vec<u8>>,
@@ -189,6 +233,7 @@ impl Pending {
             txs: vec![BTreeMap::new(); INDEX_SLICES],
             log_rows: vec![BTreeSet::new(); INDEX_SLICES],
             owned: vec![BTreeSet::new(); INDEX_SLICES],
+            listed: vec![BTreeMap::new(); INDEX_SLICES],
             state: vec![BTreeSet::new(); INDEX_SLICES],
             marks,
         }
@@ -262,6 +307,19 @@ impl Pending {
         }
         let from = pending.marks.min_tx_height();
         journal::changes_above(read, from, |height, key, value| {
+            // In order of height: the last change of a hash wins.
+            if let Some((hash, listed)) = listed_row_of(key, value) {
+                let slice = listed_slice(&hash);
+                if pending
+                    .marks
+                    .tx_height
+                    .get(slice)
+                    .is_some_and(|m| height > *m)
+                    && let Some(rows) = pending.listed.get_mut(slice)
+                {
+                    rows.insert(hash, listed);
+                }
+            }
             if let Some(row) = owned_row_of(key, value)? {
                 let slice = owned_slice(&row);
                 if pending
@@ -315,8 +373,7 @@ impl Pending {
 
     /// The content hashes of the waiting owner-index rows of `owner`, ascending.
     pub(crate) fn hashes_owned_by(&self, owner: &AccountId) -> Vec<Hash> {
-        let first = owned_row(owner, &Hash([0; 32]));
-        let last = owned_row(owner, &Hash([0xff; 32]));
+        let (first, last) = owned_bounds(owner);
         self.owned
             .get(owned_slice(&first))
             .into_iter()
@@ -325,15 +382,14 @@ impl Pending {
             .collect()
     }
 
-    /// The waiting keys of state entries in `from..=to`, of every slice.
-    pub(crate) fn keys_in(&self, from: &[u8], to: &[u8]) -> Vec<Vec<u8>> {
-        if from > to {
-            return Vec::new();
-        }
-        self.state
-            .iter()
-            .flat_map(|keys| keys.range::<[u8], _>((Bound::Included(from), Bound::Included(to))))
-            .cloned()
+    /// The content hashes from `from` on in slice `slice` of the listed hashes whose
+    /// changes wait here (listed or not), ascending.
+    pub(crate) fn listed_from(&self, slice: usize, from: &[u8; 32]) -> Vec<[u8; 32]> {
+        self.listed
+            .get(slice)
+            .into_iter()
+            .flat_map(|rows| rows.range(*from..))
+            .map(|(hash, _)| *hash)
             .collect()
     }
 
@@ -345,6 +401,7 @@ impl Pending {
         txs: impl IntoIterator<Item = ([u8; 32], [u8; 12])>,
         log_rows: impl IntoIterator<Item = LogRow>,
         owned: impl IntoIterator<Item = OwnedRow>,
+        listed: impl IntoIterator<Item = ([u8; 32], bool)>,
         state_keys: impl IntoIterator<Item = &'k [u8]>,
     ) -> (SliceRows, SliceRows) {
         let slice = self.marks.oldest();
@@ -371,8 +428,21 @@ impl Pending {
                 .flatten()
                 .copied()
                 .collect(),
+            listed: Vec::new(),
             state_keys: Vec::new(),
         };
+        // The last change of a hash wins.
+        let mut due_listed: BTreeMap<[u8; 32], bool> =
+            self.listed.get(slice).cloned().unwrap_or_default();
+        let mut wait_listed: BTreeMap<[u8; 32], bool> = BTreeMap::new();
+        for (hash, listed) in listed {
+            if listed_slice(&hash) == slice {
+                due_listed.insert(hash, listed);
+            } else {
+                wait_listed.insert(hash, listed);
+            }
+        }
+        due.listed = due_listed.into_iter().collect();
         let mut due_state: BTreeSet<&[u8]> = self
             .state
             .get(slice)
@@ -380,7 +450,10 @@ impl Pending {
             .flatten()
             .map(Vec::as_slice)
             .collect();
-        let mut wait = SliceRows::default();
+        let mut wait = SliceRows {
+            listed: wait_listed.into_iter().collect(),
+            ..SliceRows::default()
+        };
         for key in state_keys {
             if state_slice(key) == slice {
                 due_state.insert(key);
@@ -440,6 +513,9 @@ impl Pending {
         if let Some(rows) = self.owned.get_mut(due.slice) {
             rows.clear();
         }
+        if let Some(rows) = self.listed.get_mut(due.slice) {
+            rows.clear();
+        }
         if let Some(keys) = self.state.get_mut(due.slice) {
             keys.clear();
         }
@@ -458,6 +534,11 @@ impl Pending {
                 rows.insert(row);
             }
         }
+        for (hash, listed) in wait.listed {
+            if let Some(rows) = self.listed.get_mut(listed_slice(&hash)) {
+                rows.insert(hash, listed);
+            }
+        }
         for key in wait.state_keys {
             if let Some(keys) = self.state.get_mut(state_slice(&key)) {
                 keys.insert(key);
@@ -473,13 +554,14 @@ impl Pending {
         }
     }
 
-    /// Rows waiting: transactions, access-log rows, owner-index rows and state keys
-    /// together.
+    /// Rows waiting: transactions, access-log rows, rows of the listings by owner and by
+    /// hash, and state keys together.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.txs.iter().map(BTreeMap::len).sum::<usize>()
             + self.log_rows.iter().map(BTreeSet::len).sum::<usize>()
             + self.owned.iter().map(BTreeSet::len).sum::<usize>()
+            + self.listed.iter().map(BTreeMap::len).sum::<usize>()
             + self.state.iter().map(BTreeSet::len).sum::<usize>()
     }
 }
@@ -513,7 +595,13 @@ mod tests {
             log_index_row(&key, index)
         };
         let state: [&[u8]; 3] = [b"\x05", b"\x01\x01b", b"\x01\x00a"];
-        let (due, wait) = pending.plan([tx(0), tx(1), tx(64)], [row(0, 0), row(1, 1)], [], state);
+        let (due, wait) = pending.plan(
+            [tx(0), tx(1), tx(64)],
+            [row(0, 0), row(1, 1)],
+            [],
+            [],
+            state,
+        );
         assert_eq!(due.slice, 0);
         assert_eq!(due.txs, vec![tx(0), tx(64)]);
         assert_eq!(due.log_rows, vec![row(0, 0)]);
@@ -535,7 +623,7 @@ mod tests {
         assert_eq!(pending.log_indices(&key, 2), Vec::<u64>::new());
 
         // The next write takes slice 1, with what waited there.
-        let (due, _) = pending.plan([], [], [], [b"\x03\x01c".as_slice()]);
+        let (due, _) = pending.plan([], [], [], [], [b"\x03\x01c".as_slice()]);
         assert_eq!(due.slice, 1);
         assert_eq!(due.txs, vec![tx(1)]);
         assert_eq!(due.log_rows, vec![row(1, 1)]);
@@ -553,7 +641,7 @@ mod tests {
         marks.tx_height[7] = 60;
         marks.log_size[7] = 310;
         let pending = Pending::new(marks);
-        let (due, _) = pending.plan([], [], [], []);
+        let (due, _) = pending.plan([], [], [], [], []);
         assert_eq!(due.slice, 40);
     }
 
@@ -566,7 +654,7 @@ mod tests {
             h[1] = height as u8;
             (h, encode_location(height, 0))
         };
-        let (due, wait) = pending.plan([tx(1, 3), tx(1, 4), tx(2, 5)], [], [], []);
+        let (due, wait) = pending.plan([tx(1, 3), tx(1, 4), tx(2, 5)], [], [], [], []);
         let marks = pending.marks_after(&due, 5, 0);
         pending.written(&due, wait, marks);
         pending.forget_txs_below(4);

@@ -1,4 +1,4 @@
-//! Sorted runs: how each slice of the two hash-keyed indexes and of the state table is
+//! Sorted runs: how each slice of the indexes and of the state table is
 //! stored, so that writing a row costs about the same however large the table has grown.
 //!
 //! A slice's rows (see [`crate::index`]) were inserted into one B-tree holding the whole
@@ -14,7 +14,7 @@
 //! level, log4 of the slice's size over a write's rows, and never waits for a large merge:
 //! no write moves more than a few times its own rows per level.
 //!
-//! The state table's merges take every run of the slice instead ([`RunSet::start_merges`]):
+//! The state table's merges (and the listed hashes') take every run of the slice instead ([`RunSet::start_merges`]):
 //! a key is written again and again there, and removed, so the newest run must win and a
 //! removal can only be forgotten when nothing older is left outside the merge.
 //!
@@ -80,6 +80,19 @@ pub(crate) enum Index {
     State = 2,
     /// Listings by owner: owner ‖ content hash, empty values ([`crate::index::OwnedRow`]).
     Owned = 3,
+    /// The listings' content hashes → [`state_value`] of no bytes while listed, of a
+    /// removal once withdrawn, in slices of consecutive hashes
+    /// ([`crate::index::listed_slice`]). Merged like the state table.
+    Listed = 4,
+}
+
+impl Index {
+    /// Whether a key is written again and again, and removed: the newest run wins, and runs
+    /// are merged all together ([`RunSet::start_merges`]). Otherwise each key is written
+    /// once.
+    fn newest_wins(self) -> bool {
+        matches!(self, Index::State | Index::Listed)
+    }
 }
 
 /// A state row's value: the entry's bytes, or a removal.
@@ -188,13 +201,14 @@ impl RunSet {
 
     /// Starts the merges `index` calls for. The indexes (each key written once): a merge at
     /// every level holding [`FAN_OUT`] complete runs and not merging yet, of its oldest
-    /// runs. The state table (a key written again and again, and removed): one merge at a
+    /// runs. The state table and the listed hashes (a key written again and again, and
+    /// removed): one merge at a
     /// time, of every run, once the runs besides the oldest hold as many rows as it does (or
     /// there are [`STATE_MAX_RUNS`]); so runs made meanwhile are newer than the merged one,
     /// whose id is newer than what it merged, and a row is rewritten about twice for each
     /// change.
     fn start_merges(&mut self, index: Index) {
-        if index == Index::State {
+        if index.newest_wins() {
             let oldest = self.runs.iter().min_by_key(|r| r.id).map_or(0, |r| r.rows);
             let rest = self
                 .runs
@@ -433,7 +447,7 @@ pub(crate) fn load(
     };
     let set = RunSet::from_bytes(bytes.value())?;
     let possible = match index {
-        Index::State => set.merges.len() <= 1,
+        Index::State | Index::Listed => set.merges.len() <= 1,
         Index::Txs | Index::Log | Index::Owned => {
             set.merges.iter().all(|m| m.sources.len() <= FAN_OUT)
         }
@@ -644,9 +658,9 @@ pub(crate) fn adopt(
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
                 let mut set = load(sets, index, slice)?;
-                if index == Index::State && set != RunSet::default() {
+                if index.newest_wins() && set != RunSet::default() {
                     return Err(LedgerError::Storage(format!(
-                        "state slice {slice} already has runs: rows cannot be adopted into it"
+                        "{index:?} slice {slice} already has runs: rows cannot be adopted into it"
                     )));
                 }
                 let id = set.new_id();
@@ -753,7 +767,7 @@ fn advance(
         // A state merge takes every run of its slice, so nothing older than a removal is
         // left outside it: the removal is forgotten. A damaged row stays, for readers to
         // report.
-        let removal = index == Index::State && matches!(state_entry(value), Ok(None));
+        let removal = index.newest_wins() && matches!(state_entry(value), Ok(None));
         if previous != Some(key) && !removal && keep(key, value) {
             moved.push((key, value));
         }

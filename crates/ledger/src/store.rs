@@ -74,7 +74,7 @@ const META_FORMAT: &str = "format";
 const META_FIRST_BLOCK: &str = "first_block";
 /// A ledger installed from a snapshot: where its validator's consensus starts.
 const META_CONSENSUS_FLOOR: &str = "consensus_floor";
-/// Where each slice of the two hash-keyed indexes and of the state table is on disk
+/// Where each slice of the indexes and of the state table is on disk
 /// ([`crate::index::IndexMarks`], [`crate::journal`]).
 pub(crate) const META_INDEX_MARKS: &str = "index_marks";
 const FORMAT_VERSION: &[u8] = b"secnet-ledger/9";
@@ -515,24 +515,17 @@ fn migrate_from_format_7(db: &Database) -> Result<(), LedgerError> {
 }
 
 /// Brings a format-8 ledger to the current format in one write transaction: `owned`, the
-/// owner-index rows of the listings it stores as of its tip, become each slice's first run.
-/// The marks stay as they were: the listings registered above a slice's mark are in the
-/// state journal, from which opening the ledger makes the rows waiting in memory again.
+/// owner-index rows of the listings it stores as of its tip, become each slice's first run of
+/// the listings by owner and by hash. The marks stay as they were: the listings registered or
+/// withdrawn above a slice's mark are in the state journal, from which opening the ledger
+/// makes the rows waiting in memory again.
 fn migrate_from_format_8(db: &Database, owned: Vec<index::OwnedRow>) -> Result<(), LedgerError> {
     if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_8) {
         return Ok(());
     }
     let write = db.begin_write()?;
     {
-        runs::adopt(
-            &mut write.open_table(RUNS)?,
-            &mut write.open_table(RUN_SETS)?,
-            runs::Index::Owned,
-            sorted_by_slice(
-                owned.into_iter().map(|row| (row.to_vec(), Vec::new())),
-                index::owned_slice,
-            ),
-        )?;
+        adopt_listings(&write, owned)?;
         write
             .open_table(META)?
             .insert(META_FORMAT, FORMAT_VERSION)?;
@@ -541,6 +534,10 @@ fn migrate_from_format_8(db: &Database, owned: Vec<index::OwnedRow>) -> Result<(
     Ok(())
 }
 
+/// The fewest rows of listed hashes read at once (a chunk's): withdrawn hashes are rows too,
+/// until their slice is merged, and are read past a page at a time.
+const LISTED_READ_AT_ONCE: usize = 64;
+
 /// What [`Ledger::load`] read.
 struct Loaded {
     state: State,
@@ -548,6 +545,36 @@ struct Loaded {
     waiting: Vec<Vec<u8>>,
     /// For a ledger of a format before the owner index: its rows of the stored listings.
     owned: Vec<index::OwnedRow>,
+}
+
+/// Makes `owned`, the owner-index rows of every listing a ledger stores, each slice's first
+/// run of the listings by owner and by hash.
+fn adopt_listings(
+    write: &redb::WriteTransaction,
+    owned: Vec<index::OwnedRow>,
+) -> Result<(), LedgerError> {
+    let mut runs_table = write.open_table(RUNS)?;
+    let mut sets = write.open_table(RUN_SETS)?;
+    let listed: Vec<(Vec<u8>, Vec<u8>)> = owned
+        .iter()
+        .filter_map(|row| index::owned_hash(row))
+        .map(|hash| (hash.as_bytes().to_vec(), runs::state_value(Some(&[]))))
+        .collect();
+    runs::adopt(
+        &mut runs_table,
+        &mut sets,
+        runs::Index::Listed,
+        sorted_by_slice(listed, index::listed_slice),
+    )?;
+    runs::adopt(
+        &mut runs_table,
+        &mut sets,
+        runs::Index::Owned,
+        sorted_by_slice(
+            owned.into_iter().map(|row| (row.to_vec(), Vec::new())),
+            index::owned_slice,
+        ),
+    )
 }
 
 /// Whether a ledger of `format` keeps its state table and indexes in sorted runs
@@ -1258,8 +1285,7 @@ impl Ledger {
         }
         hashes.extend(self.unwritten.pending()?.hashes_owned_by(owner));
         let read = self.db.begin_read()?;
-        let first = index::owned_row(owner, &Hash([0; 32]));
-        let last = index::owned_row(owner, &Hash([0xff; 32]));
+        let (first, last) = index::owned_bounds(owner);
         let slice = index::owned_slice(&first);
         let set = runs::load(&read.open_table(RUN_SETS)?, runs::Index::Owned, slice)?;
         let rows = runs::range(
@@ -1284,86 +1310,79 @@ impl Ledger {
 
     /// The content hashes of at most `limit` listings with a hash after `after` (from the
     /// first if `None`), ascending, as of the tip: the page [`State::listing`] reads them
-    /// from. Read from the state table (the keys of the blocks not written yet, then those
-    /// waiting in memory, then the disk), each checked against the state; nothing is
-    /// decoded.
+    /// from. Read through the index of listed hashes (the changes of blocks not written yet,
+    /// then those waiting in memory, then the disk), one slice of consecutive hashes after
+    /// the other, each hash checked against the state; nothing is decoded.
     pub fn listed_hashes_after(
         &self,
         after: Option<&Hash>,
         limit: usize,
     ) -> Result<Vec<Hash>, LedgerError> {
-        // A listing's key is its tag and its hash: 33 bytes.
-        let end = [&[index::LISTING_TAG][..], &[0xff; 32]].concat();
-        let mut from = match after {
-            Some(hash) => [&[index::LISTING_TAG][..], hash.as_bytes(), &[0]].concat(),
-            None => vec![index::LISTING_TAG],
+        let mut from: [u8; 32] = match after {
+            // The hash after `after`; none comes after the last one.
+            Some(hash) => match index::next_hash(hash.as_bytes()) {
+                Some(next) => next,
+                None => return Ok(Vec::new()),
+            },
+            None => [0; 32],
         };
-        let mut recent: BTreeSet<Vec<u8>> = BTreeSet::new();
-        for block in self.unwritten.blocks()? {
-            recent.extend(
-                block
-                    .changed_keys()
-                    .filter(|k| k.first() == Some(&index::LISTING_TAG))
-                    .map(<[u8]>::to_vec),
-            );
-        }
-        recent.extend(self.unwritten.pending()?.keys_in(&from, &end));
-        let read = self.db.begin_read()?;
-        let (runs_table, sets) = (read.open_table(RUNS)?, read.open_table(RUN_SETS)?);
+        let queued: Vec<[u8; 32]> = self
+            .unwritten
+            .blocks()?
+            .iter()
+            .flat_map(|block| block.listed_changes().collect::<Vec<_>>())
+            .collect();
         let mut out = Vec::new();
-        // One first byte of the hash at a time: its keys are in one slice of the table.
-        while out.len() < limit {
-            let byte = from.get(1).copied().unwrap_or(0);
-            let to = [&[index::LISTING_TAG, byte][..], &[0xff; 31]].concat();
-            let slice = journal::state_slice(&to);
-            let want = limit - out.len();
-            let rows = if from <= to {
-                let set = runs::load(&sets, runs::Index::State, slice)?;
-                runs::range(
-                    &runs_table,
-                    &set,
-                    runs::Index::State,
-                    slice,
-                    &from,
-                    &to,
-                    want,
-                )?
-            } else {
-                Vec::new()
+        let mut slice = index::listed_slice(&from);
+        while out.len() < limit && slice < index::INDEX_SLICES {
+            let waiting = self.unwritten.pending()?.listed_from(slice, &from);
+            let read = self.db.begin_read()?;
+            let set = runs::load(&read.open_table(RUN_SETS)?, runs::Index::Listed, slice)?;
+            let to = index::listed_slice_end(slice);
+            // Withdrawn hashes are rows too: read past them a page at a time.
+            let want = (limit - out.len()).max(LISTED_READ_AT_ONCE);
+            let rows = runs::range(
+                &read.open_table(RUNS)?,
+                &set,
+                runs::Index::Listed,
+                slice,
+                &from,
+                &to,
+                want,
+            )?;
+            // A full page may stop short of the slice's end: what waits in memory counts up
+            // to where it stopped.
+            let upto: [u8; 32] = match rows.last() {
+                Some((key, _)) if rows.len() >= want => key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| LedgerError::Corrupt("listed hash of the wrong length".into()))?,
+                _ => to,
             };
-            // A full page may stop short of `to`: the keys waiting in memory count up to
-            // where it stopped.
-            let full = rows.len() >= want;
-            let upto = match rows.last() {
-                Some((key, _)) if full => key.clone(),
-                _ => to.clone(),
-            };
-            let mut keys: BTreeSet<Vec<u8>> = rows.into_iter().map(|(key, _)| key).collect();
-            if from <= upto {
-                keys.extend(recent.range(from.clone()..=upto.clone()).cloned());
+            let mut hashes: BTreeSet<[u8; 32]> = BTreeSet::new();
+            for (key, value) in &rows {
+                if runs::state_entry(value)?.is_some() {
+                    hashes.insert(key.as_slice().try_into().map_err(|_| {
+                        LedgerError::Corrupt("listed hash of the wrong length".into())
+                    })?);
+                }
             }
-            for key in keys {
-                let hash = key
-                    .get(1..)
-                    .and_then(|h| <[u8; 32]>::try_from(h).ok())
-                    .map(Hash)
-                    .ok_or_else(|| {
-                        LedgerError::Corrupt(format!(
-                            "listing key {} of the wrong length",
-                            hex::encode(&key)
-                        ))
-                    })?;
+            hashes.extend(waiting.into_iter().filter(|h| *h <= upto));
+            hashes.extend(queued.iter().filter(|h| (from..=upto).contains(h)));
+            for hash in hashes {
+                let hash = Hash(hash);
                 if out.len() < limit && self.state.is_listed(&hash) {
                     out.push(hash);
                 }
             }
-            from = if full {
-                [upto.as_slice(), &[0]].concat()
-            } else if byte == 0xff {
-                break;
-            } else {
-                vec![index::LISTING_TAG, byte + 1]
-            };
+            match index::next_hash(&upto) {
+                Some(next) if upto != to => from = next,
+                Some(next) => {
+                    from = next;
+                    slice += 1;
+                }
+                None => break,
+            }
         }
         Ok(out)
     }
@@ -1607,15 +1626,7 @@ impl Ledger {
             for (key, value) in &snapshot.entries {
                 owned.extend(index::owned_row_of(key, Some(value))?);
             }
-            runs::adopt(
-                &mut write.open_table(RUNS)?,
-                &mut write.open_table(RUN_SETS)?,
-                runs::Index::Owned,
-                sorted_by_slice(
-                    owned.into_iter().map(|row| (row.to_vec(), Vec::new())),
-                    index::owned_slice,
-                ),
-            )?;
+            adopt_listings(&write, owned)?;
             // Every slice of the state table is whole: the journal starts empty.
             write.open_table(STATE_JOURNAL)?;
             let written = log_tree::write_all(

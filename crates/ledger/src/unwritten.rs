@@ -17,7 +17,9 @@
 //! as of its last block) and journals every state change it holds ([`crate::journal`]).
 
 use crate::error::LedgerError;
-use crate::index::{IndexMarks, OwnedRow, Pending, SliceRows, owned_hash, owned_row_of};
+use crate::index::{
+    IndexMarks, OwnedRow, Pending, SliceRows, listed_row_of, owned_hash, owned_row_of,
+};
 use crate::journal::{self, STATE_JOURNAL};
 use crate::log_tree::{self, LOG_SUBTREES};
 use crate::runs::{self, RUN_SETS, RUNS};
@@ -54,6 +56,9 @@ pub(crate) struct BlockRows {
     log_keys: Vec<([u8; SUBJECT_KEY_LEN], u64)>,
     /// The owner-index rows of the listings this block registered.
     owned: Vec<OwnedRow>,
+    /// The content hashes of the listings this block registered or withdrew, and whether
+    /// each is listed after it.
+    listed: Vec<([u8; 32], bool)>,
     /// Transactions that consumed their sender's nonce, and where: (height, position).
     txs: Vec<(Hash, (u64, u32))>,
 }
@@ -77,8 +82,10 @@ impl BlockRows {
         }
         let txs = tx_locations(height, &block.txs, &outcome.receipts).collect();
         let mut owned = Vec::new();
+        let mut listed = Vec::new();
         for write in &outcome.writes {
             owned.extend(owned_row_of(&write.key, write.value.as_deref())?);
+            listed.extend(listed_row_of(&write.key, write.value.as_deref()));
         }
         let log_subtrees: Vec<(u64, Digest)> =
             outcome.log_subtrees.iter().map(log_tree::row).collect();
@@ -104,6 +111,7 @@ impl BlockRows {
             log_subtrees,
             log_keys,
             owned,
+            listed,
             txs,
         })
     }
@@ -140,9 +148,9 @@ impl BlockRows {
             .filter_map(|row| owned_hash(row))
     }
 
-    /// The key bytes of the state entries this block changed.
-    pub(crate) fn changed_keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.writes.iter().map(|w| w.key.as_slice())
+    /// The content hashes of the listings this block registered or withdrew.
+    pub(crate) fn listed_changes(&self) -> impl Iterator<Item = [u8; 32]> + '_ {
+        self.listed.iter().map(|(hash, _)| *hash)
     }
 
     /// The indices of the leaves this block appended about the subject with `key`.
@@ -304,6 +312,7 @@ impl Unwritten {
                         .map(|(key, index)| log_index_row(key, *index))
                 }),
                 batch.iter().flat_map(|rows| rows.owned.iter().copied()),
+                batch.iter().flat_map(|rows| rows.listed.iter().copied()),
                 changes.keys().copied(),
             );
             let marks = pending.marks_after(&due, last, log_size);
@@ -375,12 +384,34 @@ fn write_rows(
                 .map(|row| (row.as_slice(), [].as_slice())),
             &|_, _| true,
         )?;
+        // A row of a listing its owner no longer holds is dropped as its run is merged: if
+        // the owner registers it again later, that makes a new row.
+        let snapshot = &last.snapshot;
         runs::append(
             &mut runs_table,
             &mut sets,
             runs::Index::Owned,
             due.slice,
             due.owned.iter().map(|row| (row.as_slice(), [].as_slice())),
+            &|row, _| {
+                owned_hash(row)
+                    .and_then(|hash| snapshot.listing(&hash))
+                    .is_some_and(|listing| row.starts_with(listing.owner.as_bytes()))
+            },
+        )?;
+        let listed: Vec<([u8; 32], Vec<u8>)> = due
+            .listed
+            .iter()
+            .map(|(hash, listed)| (*hash, runs::state_value(listed.then_some(&[][..]))))
+            .collect();
+        runs::append(
+            &mut runs_table,
+            &mut sets,
+            runs::Index::Listed,
+            due.slice,
+            listed
+                .iter()
+                .map(|(hash, value)| (hash.as_slice(), value.as_slice())),
             &|_, _| true,
         )?;
         // A pruned block's transactions are dropped as their runs are merged.

@@ -429,7 +429,7 @@ impl Services for WebServices {
                     .map(|hashes| (l.state().snapshot(), hashes))
             });
             let Ok(Ok((snapshot, hashes))) = page else {
-                return Arc::default();
+                return cache().1.clone();
             };
             after = hashes.last().copied();
             fresh.extend(
