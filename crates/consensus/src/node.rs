@@ -289,10 +289,7 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             .map_err(|_| StartError::Genesis("a validator is listed twice".into()))?;
     let validators: Vec<AccountId> = config.genesis.validators.iter().map(|v| v.key).collect();
 
-    let mut ledger = Ledger::open(&config.data_dir, &config.genesis)?;
-    if let Some(memory) = config.state_memory {
-        ledger.bound_state_memory(memory)?;
-    }
+    let ledger = Ledger::open_bounded(&config.data_dir, &config.genesis, config.state_memory)?;
     let floor = read_floor(&ledger, &config.genesis)?;
     let cosigner = config.key.clone();
     let chain =

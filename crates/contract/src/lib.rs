@@ -22,4 +22,4 @@ pub use log_entry::LogEntry;
 pub use proof::{StateProof, StateProofError};
 pub use receipts::{receipt_proof, receipts_root};
 pub use sandbox::{Sandbox, SandboxError};
-pub use state::{ChainTip, STORED_SUBTREE_ENTRIES, State, StateSnapshot, TreeStore};
+pub use state::{ChainTip, STORED_SUBTREE_ENTRIES, State, StateLoader, StateSnapshot, TreeStore};

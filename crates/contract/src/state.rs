@@ -5,6 +5,7 @@ use crate::entries::{
     AccessGrant, Account, CorruptEntry, Listing, LogHead, StateKey, StateValue, Subscription,
 };
 use crate::proof::StateProof;
+use secnet_merkle::Digest;
 use secnet_merkle::log::Frontier;
 use secnet_merkle::smt::{Evictable, Eviction, SparseMerkleTree, SubtreeStore};
 use secnet_types::{AccountId, Genesis, GrantId, Hash};
@@ -78,6 +79,126 @@ pub const STORED_SUBTREE_ENTRIES: usize = 4;
 pub struct StateSnapshot {
     height: u64,
     tree: StateTree,
+}
+
+/// The state tree's leaves of `entries`: tree key, value hash and value bytes.
+fn leaves_of(entries: Vec<(StateKey, StateValue)>) -> Vec<(Digest, Digest, Arc<[u8]>)> {
+    entries
+        .into_iter()
+        .map(|(k, v)| {
+            let bytes = v.to_bytes();
+            (k.tree_key().0, Hash::digest(&bytes).0, Arc::from(bytes))
+        })
+        .collect()
+}
+
+/// Rebuilds a [`State`] from its stored entries a part of the key space at a time: each
+/// batch's tree keys ([`StateKey::tree_key`]) come after every earlier batch's, so that a
+/// tree kept in a store ([`Self::keep_tree_in`]) can move each part out of memory
+/// ([`Self::evict`]) before the next is read, and loading never holds much more than one
+/// part. [`State::from_entries`] is one batch.
+#[derive(Debug)]
+pub struct StateLoader {
+    state: State,
+    log_head: Option<LogHead>,
+    /// The largest tree key added so far.
+    last: Option<Digest>,
+}
+
+impl StateLoader {
+    /// Nothing loaded yet of the state after `tip`, whose access log's right edge is `log`.
+    pub fn new(chain_id: String, tip: ChainTip, log: Frontier) -> StateLoader {
+        StateLoader {
+            state: State {
+                chain_id,
+                tip,
+                accounts: BTreeMap::new(),
+                expiring: BTreeSet::new(),
+                log,
+                tree: StateTree::default(),
+                staged: BTreeMap::new(),
+            },
+            log_head: None,
+            last: None,
+        }
+    }
+
+    /// Keeps the tree in `store` from now on, as [`State::keep_tree_in`] does.
+    pub fn keep_tree_in(&mut self, store: Arc<TreeStore>, opened_entries: usize) {
+        self.state.keep_tree_in(store, opened_entries);
+    }
+
+    /// Adds `entries`, whose tree keys must all come after those of every entry added
+    /// before; refuses a value of the wrong kind for its key, and a batch out of order.
+    pub fn add(&mut self, entries: Vec<(StateKey, StateValue)>) -> Result<(), CorruptEntry> {
+        for (key, value) in &entries {
+            match (key, value) {
+                (StateKey::Account(k), StateValue::Account(v)) => {
+                    self.state.accounts.insert(*k, v.clone());
+                }
+                (StateKey::Listing(_), StateValue::Listing(_))
+                | (StateKey::Address(_), StateValue::Address(_))
+                | (StateKey::Subscription(..), StateValue::Subscription(_)) => {}
+                (StateKey::Grant(k), StateValue::Grant(v)) => {
+                    self.state.expiring.insert((v.expires_at_ms, *k));
+                }
+                (StateKey::LogHead, StateValue::LogHead(v)) => self.log_head = Some(*v),
+                (key, _) => {
+                    return Err(CorruptEntry(format!(
+                        "value of the wrong kind under {key:?}"
+                    )));
+                }
+            }
+        }
+        let mut leaves = leaves_of(entries);
+        leaves.sort_by_key(|(key, _, _)| *key);
+        let (Some(first), Some(last)) = (leaves.first(), leaves.last()) else {
+            return Ok(());
+        };
+        if self.last.is_some_and(|before| first.0 <= before) {
+            return Err(CorruptEntry(
+                "entries loaded out of order of their tree keys".into(),
+            ));
+        }
+        self.last = Some(last.0);
+        self.state.tree.apply_with(
+            leaves
+                .into_iter()
+                .map(|(key, hash, bytes)| (key, Some((hash, bytes))))
+                .collect(),
+        );
+        Ok(())
+    }
+
+    /// How many entries the tree holds in memory.
+    pub fn resident_entries(&self) -> usize {
+        self.state.tree.resident()
+    }
+
+    /// Moves subtrees of the tree to its store, walking the key space from the tree key
+    /// `start` until `max` entries have moved (see [`SparseMerkleTree::evict`]).
+    pub fn evict(&mut self, start: &Digest, max: usize) -> Eviction {
+        self.state.tree.evict(Evictable::All, start, max)
+    }
+
+    /// The state: its root recomputed from the entries added, which the caller compares
+    /// with the root it stored. Refuses a log that is not the one the stored log head
+    /// names.
+    pub fn finish(mut self) -> Result<State, CorruptEntry> {
+        let log = &self.state.log;
+        let (head_size, head_root) = self
+            .log_head
+            .map_or((0, None), |h| (h.size, Some(h.root.0)));
+        let log_root = (!log.is_empty()).then(|| log.root());
+        if head_size != log.len() || head_root != log_root {
+            return Err(CorruptEntry(format!(
+                "stored log head (size {head_size}) does not match the stored log of {} leaves",
+                log.len()
+            )));
+        }
+        self.state.tip.state_root = Hash(self.state.tree.root());
+        Ok(self.state)
+    }
 }
 
 /// The value under `key` in `tree`, decoded.
@@ -204,59 +325,14 @@ impl State {
         entries: impl IntoIterator<Item = (StateKey, StateValue)>,
         log: Frontier,
     ) -> Result<State, CorruptEntry> {
-        let mut state = State {
-            chain_id,
-            tip,
-            accounts: BTreeMap::new(),
-            expiring: BTreeSet::new(),
-            log,
-            tree: StateTree::default(),
-            staged: BTreeMap::new(),
-        };
-        let mut log_head = None;
-        let mut tree_entries = Vec::new();
-        for (key, value) in entries {
-            match (&key, &value) {
-                (StateKey::Account(k), StateValue::Account(v)) => {
-                    state.accounts.insert(*k, v.clone());
-                }
-                (StateKey::Listing(_), StateValue::Listing(_))
-                | (StateKey::Address(_), StateValue::Address(_))
-                | (StateKey::Subscription(..), StateValue::Subscription(_)) => {}
-                (StateKey::Grant(k), StateValue::Grant(v)) => {
-                    state.expiring.insert((v.expires_at_ms, *k));
-                }
-                (StateKey::LogHead, StateValue::LogHead(v)) => log_head = Some(*v),
-                (key, _) => {
-                    return Err(CorruptEntry(format!(
-                        "value of the wrong kind under {key:?}"
-                    )));
-                }
-            }
-            tree_entries.push((key, value));
-        }
-        let (head_size, head_root) = log_head.map_or((0, None), |h| (h.size, Some(h.root.0)));
-        let log_root = (!state.log.is_empty()).then(|| state.log.root());
-        if head_size != state.log.len() || head_root != log_root {
-            return Err(CorruptEntry(format!(
-                "stored log head (size {head_size}) does not match the stored log of {} leaves",
-                state.log.len()
-            )));
-        }
-        state.build_tree(tree_entries);
-        Ok(state)
+        let mut loader = StateLoader::new(chain_id, tip, log);
+        loader.add(entries.into_iter().collect())?;
+        loader.finish()
     }
 
     /// Makes the tree hold exactly `entries`, and the tip commit to it.
     fn build_tree(&mut self, entries: Vec<(StateKey, StateValue)>) {
-        let leaves: Vec<_> = entries
-            .into_iter()
-            .map(|(k, v)| {
-                let bytes = v.to_bytes();
-                (k.tree_key().0, Hash::digest(&bytes).0, Arc::from(bytes))
-            })
-            .collect();
-        self.tree = StateTree::from_entries_with(leaves);
+        self.tree = StateTree::from_entries_with(leaves_of(entries));
         self.tip.state_root = Hash(self.tree.root());
     }
 
@@ -308,7 +384,7 @@ impl State {
     pub fn evict(
         &mut self,
         unchanged_since: Option<&StateSnapshot>,
-        start: &secnet_merkle::Digest,
+        start: &Digest,
         max: usize,
     ) -> Eviction {
         let evictable = match unchanged_since {

@@ -9,10 +9,16 @@
 //! [`INDEX_SLICES`] slices, and each write stores one slice's rows, sorted, as a new run of
 //! that slice ([`crate::runs`]); a slice waits about [`INDEX_SLICES`] writes.
 //!
-//! Nothing is lost in a crash: the rows are derived from the blocks and the access-log
-//! leaves, which are written at once. [`IndexMarks`], written with every slice, says which
-//! rows of each slice are on disk; opening a ledger derives the others again
-//! ([`Pending::rebuild`]), and the keys of the state entries waiting from the state journal.
+//! The listings' indexes are written with the same slices and marks: by owner, a row each
+//! time one registers a listing, so that an owner's history does not scan every listing; by
+//! hash, a row each time a hash is registered or withdrawn, in slices of consecutive hashes,
+//! so that a page of listings in order reads what it returns and not the whole state table.
+//!
+//! Nothing is lost in a crash: the rows are derived from the blocks, the access-log leaves
+//! and the state journal, which are written at once. [`IndexMarks`], written with every
+//! slice, says which rows of each slice are on disk; opening a ledger derives the others
+//! again ([`Pending::rebuild`]), and the keys of the state entries waiting from the state
+//! journal.
 //!
 //! Readers look at the waiting rows before they open their read transaction: a slice
 //! written meanwhile is then seen twice, never missed, since the rows are dropped from
@@ -35,9 +41,9 @@ pub(crate) const INDEX_SLICES: usize = 64;
 pub(crate) type LogRow = [u8; SUBJECT_KEY_LEN + 8];
 
 /// A row of the index of listings by owner: owner ‖ content hash, written when the owner
-/// registered it. A row is never removed: readers keep only the hashes the state still
-/// lists under that owner (a withdrawn listing, or one registered again by someone else,
-/// leaves a row behind).
+/// registered it. A withdrawal writes nothing: readers keep only the hashes the state still
+/// lists under that owner, and a row of a listing its owner no longer holds is dropped when
+/// its run is merged.
 pub(crate) type OwnedRow = [u8; 64];
 
 /// The row for `owner`'s listing of `hash`.

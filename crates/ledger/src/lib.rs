@@ -12,6 +12,7 @@ mod error;
 mod index;
 mod journal;
 mod log_tree;
+mod parts;
 mod runs;
 mod snapshot;
 mod spill;

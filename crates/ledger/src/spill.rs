@@ -41,21 +41,28 @@ pub(crate) struct Spill {
     end: Mutex<u64>,
 }
 
-/// Spill files created by this process, for unique names.
+/// Files created by this process, for unique names.
 static CREATED: AtomicU64 = AtomicU64::new(0);
+
+/// A new, empty file in `dir` named after `name`, readable and writable by this process
+/// only, already unlinked; and the path it had.
+pub(crate) fn unlinked_file(dir: &Path, name: &str) -> std::io::Result<(File, PathBuf)> {
+    let n = CREATED.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{name}-{}-{n}", std::process::id()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok((file, path))
+}
 
 impl Spill {
     /// A new, empty spill file in `dir`, readable by this process only, already unlinked.
     pub(crate) fn create(dir: &Path) -> std::io::Result<Spill> {
-        let n = CREATED.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("state-spill-{}-{n}", std::process::id()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        std::fs::remove_file(&path)?;
+        let (file, path) = unlinked_file(dir, "state-spill")?;
         Ok(Spill {
             file,
             path,

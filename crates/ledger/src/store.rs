@@ -4,6 +4,7 @@ use crate::error::LedgerError;
 use crate::index::{self, IndexMarks, Pending};
 use crate::journal::{self, STATE_JOURNAL};
 use crate::log_tree::{self, LOG_SUBTREES, StoredLog};
+use crate::parts::{self, Parts};
 use crate::runs::{self, RUN_SETS, RUNS};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::spill::Spill;
@@ -15,7 +16,8 @@ use redb::{
     ReadableTableMetadata, TableDefinition,
 };
 use secnet_contract::{
-    BlockOutcome, ChainTip, LogEntry, State, StateKey, StateSnapshot, StateValue, receipts_root,
+    BlockOutcome, ChainTip, LogEntry, State, StateKey, StateLoader, StateSnapshot, StateValue,
+    receipts_root,
 };
 use secnet_merkle::Digest;
 use secnet_merkle::log::Subtrees as _;
@@ -698,6 +700,18 @@ impl Ledger {
     /// Refuses a directory made for another genesis, and a directory whose stored entries do
     /// not hash to the stored state root.
     pub fn open(dir: &Path, genesis: &Genesis) -> Result<Ledger, LedgerError> {
+        Ledger::open_bounded(dir, genesis, None)
+    }
+
+    /// Like [`Self::open`], with the state tree kept within `memory` from the start (see
+    /// [`Self::bound_state_memory`]): the stored entries are read a part of the key space at
+    /// a time, and each part moves to the spill file before the next is read, so that
+    /// opening holds about a sixty-fourth of the state besides the bound, not all of it.
+    pub fn open_bounded(
+        dir: &Path,
+        genesis: &Genesis,
+        memory: Option<StateMemory>,
+    ) -> Result<Ledger, LedgerError> {
         genesis
             .validate()
             .map_err(|e| LedgerError::Corrupt(format!("invalid genesis: {e}")))?;
@@ -717,6 +731,7 @@ impl Ledger {
                 Err(e) => return Err(e.into()),
             }
         };
+        let mut spilling = None;
         let (state, waiting) = match stored_genesis {
             None => (Self::initialise(&db, genesis)?, Vec::new()),
             Some(stored) => {
@@ -730,11 +745,22 @@ impl Ledger {
                         given,
                     });
                 }
+                if let Some(memory) = memory {
+                    let file = Arc::new(new_spill_file(&path)?);
+                    spilling = Some(Spilling {
+                        memory,
+                        file,
+                        next: [0; 32],
+                        moving_next: [0; 32],
+                        failing: false,
+                    });
+                }
+                let into = spilling.as_ref().map(|s| (&s.file, s.memory));
                 let Loaded {
                     state,
                     waiting,
                     owned,
-                } = Self::load(&db, genesis)?;
+                } = Self::load(&db, genesis, into, dir)?;
                 migrate_from_format_3(&db)?;
                 migrate_from_format_4(&db, state.tip().height, state.log().len())?;
                 migrate_from_format_5(&db)?;
@@ -751,7 +777,7 @@ impl Ledger {
             receipts_root: None,
             txs: None,
         }]);
-        Ok(Ledger {
+        let mut ledger = Ledger {
             db: Arc::new(db),
             genesis: genesis.clone(),
             path,
@@ -760,8 +786,13 @@ impl Ledger {
             unwritten: Arc::new(Unwritten::new(state.tip().height, pending)),
             state,
             recent,
-            spilling: None,
-        })
+            spilling,
+        };
+        // A new ledger's state is its genesis: bound from here on.
+        if let (Some(memory), None) = (memory, &ledger.spilling) {
+            ledger.bound_state_memory(memory)?;
+        }
+        Ok(ledger)
     }
 
     /// Keeps the state tree within `memory` from now on: past its bound, subtrees of the
@@ -921,7 +952,16 @@ impl Ledger {
     /// The stored state, the keys of the entries the state journal holds beyond the state
     /// table, and, for a ledger of a format before the owner index, that index's rows of
     /// the stored listings.
-    fn load(db: &Database, genesis: &Genesis) -> Result<Loaded, LedgerError> {
+    ///
+    /// With `into`, the state tree is kept in that spill file within that bound from the
+    /// start: the entries are sorted into parts of the tree's key space on disk first
+    /// ([`crate::parts`]), and each part moves out of memory before the next is read.
+    fn load(
+        db: &Database,
+        genesis: &Genesis,
+        into: Option<(&Arc<Spill>, StateMemory)>,
+        dir: &Path,
+    ) -> Result<Loaded, LedgerError> {
         let read = db.begin_read()?;
         let format = stored_format(&read)?;
         let meta = read.open_table(META)?;
@@ -953,10 +993,17 @@ impl Ledger {
         )?;
         let overlay = state_overlay(&read)?;
         let mut entries = Vec::new();
+        let mut parts = into.map(|_| Parts::new(dir)).transpose()?;
         let mut waiting = Vec::new();
         let mut owned = Vec::new();
         let without_owned = format.as_deref() != Some(FORMAT_VERSION);
         let mut add = |k: Vec<u8>, v: Vec<u8>| -> Result<(), LedgerError> {
+            if let Some(parts) = &mut parts {
+                if without_owned && k.first() == Some(&StateKey::LISTING_TAG) {
+                    owned.extend(index::owned_row_of(&k, Some(&v))?);
+                }
+                return parts.push(&k, &v);
+            }
             let key = StateKey::from_bytes(&k)?;
             let value = StateValue::from_bytes(&key, &v)?;
             if let (true, StateValue::Listing(listing)) = (without_owned, &value) {
@@ -1001,7 +1048,31 @@ impl Ledger {
             log
         };
         // The state's log head, which its root commits to, checks the log.
-        let state = State::from_entries(genesis.chain_id.clone(), tip, entries, log)?;
+        let mut loader = StateLoader::new(genesis.chain_id.clone(), tip, log);
+        match (parts, into) {
+            (Some(parts), Some((file, memory))) => {
+                loader.keep_tree_in(Arc::clone(file).into_store(), memory.opened_entries);
+                for (part, entries) in parts.into_parts().enumerate() {
+                    loader.add(entries?)?;
+                    let mut start = parts::part_start(part);
+                    while loader.resident_entries() > memory.resident_entries {
+                        let over = loader.resident_entries() - memory.resident_entries;
+                        let done = loader.evict(&start, over);
+                        if let Some(refused) = done.refused {
+                            return Err(LedgerError::Storage(refused.to_string()));
+                        }
+                        // The walk reached the end of the key space: what is left cannot
+                        // move yet.
+                        if done.next == [0; 32] {
+                            break;
+                        }
+                        start = done.next;
+                    }
+                }
+            }
+            _ => loader.add(entries)?,
+        }
+        let state = loader.finish()?;
         if state.state_root() != tip.state_root {
             return Err(LedgerError::Corrupt(format!(
                 "stored entries hash to {}, but height {} recorded root {}",

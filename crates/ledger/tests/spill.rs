@@ -284,6 +284,65 @@ fn a_bound_set_on_a_large_state_moves_it_out_at_once() {
     );
 }
 
+/// Opened with a bound, a ledger reads its state a part of the key space at a time and moves
+/// each part out before the next: it ends within the bound, with the same root and answers,
+/// and goes on applying blocks.
+#[test]
+fn a_ledger_opened_with_a_bound_loads_within_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, entries, listed) = {
+        let mut ledger = Ledger::open(dir.path(), &genesis()).unwrap();
+        for round in 0..10 {
+            let b = block(
+                &ledger,
+                (round * 50..round * 50 + 50).map(register).collect(),
+            );
+            ledger.apply_block(&b).unwrap();
+        }
+        (
+            ledger.state().state_root(),
+            ledger.state().entry_count(),
+            ledger.listed_hashes_after(None, usize::MAX).unwrap(),
+        )
+    };
+    let mut ledger = Ledger::open_bounded(dir.path(), &genesis(), Some(tiny(u64::MAX))).unwrap();
+    assert_eq!(open_spill_files(), 1);
+    assert!(ledger.state().resident_entries() <= 64);
+    assert_eq!(ledger.state().state_root(), root);
+    assert_eq!(ledger.state().entry_count(), entries);
+    assert_eq!(
+        ledger.listed_hashes_after(None, usize::MAX).unwrap(),
+        listed
+    );
+    let height = ledger.state().tip().height;
+    for n in [0, 123, 499] {
+        let proof = ledger
+            .snapshot_at(height)
+            .unwrap()
+            .prove(&StateKey::Listing(data(n)));
+        proof.verify(&root).unwrap();
+        assert_eq!(
+            ledger.state().listing(&data(n)).unwrap().address,
+            format!("pdc://spill/{n}")
+        );
+    }
+    for round in 10..12 {
+        let b = block(
+            &ledger,
+            (round * 50..round * 50 + 50).map(register).collect(),
+        );
+        ledger.apply_block(&b).unwrap();
+    }
+    let root = ledger.state().state_root();
+    drop(ledger);
+    assert_eq!(open_spill_files(), 0);
+    // What it wrote loads whole, to the same root.
+    let whole = Ledger::open(dir.path(), &genesis()).unwrap();
+    assert_eq!(whole.state().state_root(), root);
+    assert_eq!(whole.state().entry_count(), entries + 200);
+}
+
 #[test]
 fn a_spill_file_of_mostly_dead_copies_is_replaced_and_let_go() {
     let _serial = serial();

@@ -36,6 +36,20 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Open a ledger a node or `bench apply --data-dir` wrote, in this fresh process: how
+    /// long it takes, and the peak memory it needs (a validator restarting).
+    Open {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Open it with the state tree bound to this many MiB, as validators do (`secnet node
+        /// --state-memory-mib`); by default it holds everything.
+        #[arg(long, value_name = "MIB")]
+        state_memory_mib: Option<usize>,
+        /// Print JSON (the only output format; kept for symmetry with other commands).
+        #[arg(long)]
+        json: bool,
+    },
     /// The Private Data Center in process: access decisions and streaming through the
     /// encrypted store.
     Pdc {
@@ -161,6 +175,40 @@ pub(super) fn proc_status_mib(pid: u32, field: &str) -> Option<f64> {
 
 const CHAIN: &str = "secnet-bench";
 
+/// `bench open`: opens the ledger in `dir` once, in this process, and reports the time and
+/// this process's peak resident memory (`VmHWM`, which includes the few MiB the process had
+/// before).
+fn open(dir: &std::path::Path, state_memory_mib: Option<usize>) -> anyhow::Result<()> {
+    let genesis = DataDir::new(dir)
+        .read_genesis()
+        .with_context(|| format!("reading the genesis in {}", dir.display()))?;
+    let pid = std::process::id();
+    let rss_before = proc_status_mib(pid, "VmRSS");
+    let start = Instant::now();
+    let ledger = Ledger::open_bounded(
+        dir,
+        &genesis,
+        state_memory_mib.map(secnet_ledger::StateMemory::mib),
+    )
+    .with_context(|| format!("opening the ledger in {}", dir.display()))?;
+    let open_secs = start.elapsed().as_secs_f64();
+    let state = ledger.state();
+    let out = serde_json::json!({
+        "bench": "open",
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "open_seconds": open_secs,
+        "height": state.tip().height,
+        "state_root": state.state_root(),
+        "state_entries": state.entry_count(),
+        "state_memory_mib": state_memory_mib,
+        "state_entries_in_memory": state.resident_entries(),
+        "rss_mib_before": rss_before,
+        "rss_mib_after": proc_status_mib(pid, "VmRSS"),
+        "rss_mib_peak": proc_status_mib(pid, "VmHWM"),
+    });
+    super::print_json(&out)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -176,6 +224,11 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             state_memory_mib,
             json: _,
         } => (txs, accounts, block_txs, data_dir, state_memory_mib),
+        BenchCmd::Open {
+            data_dir,
+            state_memory_mib,
+            json: _,
+        } => return open(&data_dir, state_memory_mib),
         BenchCmd::Ai {
             dataset,
             data,
@@ -267,10 +320,11 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         }
     };
     DataDir::new(&dir).write_genesis(&genesis)?;
-    let mut ledger = Ledger::open(&dir, &genesis)?;
-    if let Some(mib) = state_memory_mib {
-        ledger.bound_state_memory(secnet_ledger::StateMemory::mib(mib))?;
-    }
+    let mut ledger = Ledger::open_bounded(
+        &dir,
+        &genesis,
+        state_memory_mib.map(secnet_ledger::StateMemory::mib),
+    )?;
     let apply = |ledger: &mut Ledger, txs: &[SignedTransaction]| -> anyhow::Result<usize> {
         let mut rejected = 0;
         for chunk in txs.chunks(block_txs) {

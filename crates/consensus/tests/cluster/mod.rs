@@ -527,17 +527,18 @@ pub const TINY_STATE_MEMORY: StateMemory = StateMemory {
 };
 
 /// Opens the chain in a validator's directory. Validators of even index (directories `v0`,
-/// `v2`, ...) keep their state tree within a bound of a few entries, so that it lives in
+/// `v2`, ...) keep their state tree within a bound of a few entries from the moment their
+/// ledger loads (a restart after a crash loads it a part at a time), so that it lives in
 /// their spill files, and every check of agreement also compares them with validators that
 /// hold it all in memory.
 pub fn open_chain(dir: &Path, genesis: &Genesis) -> Arc<Chain> {
-    let mut ledger = Ledger::open(dir, genesis).unwrap();
     let index = dir
         .file_name()
         .and_then(|n| n.to_str()?.strip_prefix('v')?.parse::<usize>().ok());
-    if index.is_some_and(|i| i % 2 == 0) {
-        ledger.bound_state_memory(TINY_STATE_MEMORY).unwrap();
-    }
+    let memory = index
+        .is_some_and(|i| i % 2 == 0)
+        .then_some(TINY_STATE_MEMORY);
+    let ledger = Ledger::open_bounded(dir, genesis, memory).unwrap();
     Arc::new(Chain::new(ledger, genesis, 100_000, 2_000))
 }
 

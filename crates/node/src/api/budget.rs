@@ -230,22 +230,25 @@ impl SourceBuckets {
 pub const PROOFS_PER_SOURCE_PER_MINUTE: u32 = 12_000;
 
 /// What a proof request costs: one, and for a page of the log one per 100 entries asked
-/// for (100 unless said: 2; at most 1,000: 11), for certified state one per 8 keys (64 keys:
-/// 9). The query is read decoded, as the handlers read it; one that does not decode costs
-/// one, and its handler refuses it.
+/// for (100 unless said: 2; at most 1,000: 11), for a page of listings the same (1,000
+/// unless said: 11), for certified state one per 8 keys (64 keys: 9). The query is read
+/// decoded, as the handlers read it; one that does not decode costs one, and its handler
+/// refuses it.
 fn cost(uri: &axum::http::Uri) -> u32 {
     let query = axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri)
         .map(|q| q.0)
         .unwrap_or_default();
+    let page = |unless_said: u64| {
+        let limit = query
+            .get("limit")
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .unwrap_or(unless_said)
+            .min(1_000);
+        1 + u32::try_from(limit.div_ceil(100)).unwrap_or(10)
+    };
     match uri.path() {
-        "/v1/log" => {
-            let limit = query
-                .get("limit")
-                .and_then(|l| l.trim().parse::<u64>().ok())
-                .unwrap_or(100)
-                .min(1_000);
-            1 + u32::try_from(limit.div_ceil(100)).unwrap_or(10)
-        }
+        "/v1/log" => page(100),
+        "/v1/listings" => page(secnet_client::api::MAX_LISTINGS_PAGE as u64),
         "/v1/state" => {
             let keys = query
                 .get("keys")
@@ -372,6 +375,9 @@ mod tests {
         let many = vec!["k"; 64].join(",");
         assert_eq!(cost(&format!("/v1/state?keys={many}")), 9);
         assert_eq!(cost("/v1/tx/ab/proof"), 1);
+        assert_eq!(cost("/v1/listings"), 11);
+        assert_eq!(cost("/v1/listings?after=ab&limit=1"), 2);
+        assert_eq!(cost("/v1/listings/ab"), 1);
         // Read as the handlers read them: decoded.
         assert_eq!(cost("/v1/log?l%69mit=1000"), 11);
         assert_eq!(cost("/v1/log?limit=%31000"), 11);

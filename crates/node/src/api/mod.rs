@@ -110,8 +110,8 @@ pub fn node_name(account: &secnet_types::AccountId) -> String {
     format!("node {}", hex.get(..8).unwrap_or(&hex))
 }
 
-/// The API's routes. Those that prove something are charged to their source's budget
-/// ([`PROOFS_PER_SOURCE_PER_MINUTE`]).
+/// The API's routes. Those that prove something, and pages of listings, are charged to their
+/// source's budget ([`PROOFS_PER_SOURCE_PER_MINUTE`]).
 pub fn router(node: Arc<dyn Backend>) -> Router {
     let proofs = Router::new()
         .route("/v1/tx/{hash}/proof", get(txs::tx_proof))
@@ -120,6 +120,7 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         .route("/v1/log/consistency", get(audit::log_consistency))
         .route("/v1/log/{index}", get(audit::log_proof))
         .route("/v1/accounts/{id}", get(chain::account))
+        .route("/v1/listings", get(chain::listings))
         .route("/v1/listings/{hash}", get(chain::listing))
         .route("/v1/grants/{id}", get(chain::grant))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -141,7 +142,6 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
             "/v1/blocks/{height}/certificate",
             get(certified::block_certificate),
         )
-        .route("/v1/listings", get(chain::listings))
         .route("/v1/checkpoint", get(audit::checkpoint))
         .route("/v1/snapshot", get(snapshot::snapshot))
         .route("/metrics", get(chain::metrics))
