@@ -123,9 +123,16 @@ impl StateLoader {
         }
     }
 
-    /// Keeps the tree in `store` from now on, as [`State::keep_tree_in`] does.
-    pub fn keep_tree_in(&mut self, store: Arc<TreeStore>, opened_entries: usize) {
+    /// Keeps the tree in `store` from now on, as [`State::keep_tree_in`] does, moving out
+    /// subtrees the size they will have once the `expected_entries` are loaded.
+    pub fn keep_tree_in(
+        &mut self,
+        store: Arc<TreeStore>,
+        opened_entries: usize,
+        expected_entries: usize,
+    ) {
         self.state.keep_tree_in(store, opened_entries);
+        self.state.tree.expect_len(expected_entries);
     }
 
     /// Adds `entries`, whose tree keys must all come after those of every entry added

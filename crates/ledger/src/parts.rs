@@ -34,6 +34,8 @@ pub(crate) fn part_start(part: usize) -> [u8; 32] {
 /// The entries of a state being opened, written part by part.
 pub(crate) struct Parts {
     files: Vec<BufWriter<File>>,
+    /// Entries written.
+    len: usize,
 }
 
 fn io_error(what: &str, e: std::io::Error) -> LedgerError {
@@ -50,7 +52,12 @@ impl Parts {
                     .map_err(|e| io_error("cannot create a file for", e))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Parts { files })
+        Ok(Parts { files, len: 0 })
+    }
+
+    /// How many entries were written.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 
     /// Writes the entry with key bytes `key` and value bytes `value` to its part.
@@ -67,6 +74,7 @@ impl Parts {
                 .and_then(|()| file.write_all(bytes))
                 .map_err(|e| io_error("cannot write", e))?;
         }
+        self.len += 1;
         Ok(())
     }
 

@@ -558,6 +558,7 @@ pub(crate) fn range(
 }
 
 /// Every row of a slice, ascending, each key once with its newest run's value.
+#[cfg(test)]
 pub(crate) fn all(
     runs: &impl ReadableTable<&'static [u8], &'static [u8]>,
     set: &RunSet,

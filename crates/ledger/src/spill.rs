@@ -45,18 +45,30 @@ pub(crate) struct Spill {
 static CREATED: AtomicU64 = AtomicU64::new(0);
 
 /// A new, empty file in `dir` named after `name`, readable and writable by this process
-/// only, already unlinked; and the path it had.
+/// only, already unlinked; and the path it had. A name a crashed process left behind (a
+/// restart may get its process id) is passed over.
 pub(crate) fn unlinked_file(dir: &Path, name: &str) -> std::io::Result<(File, PathBuf)> {
-    let n = CREATED.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!("{name}-{}-{n}", std::process::id()));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
-    Ok((file, path))
+    let mut tries = 0;
+    loop {
+        let n = CREATED.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{name}-{}-{n}", std::process::id()));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => {
+                std::fs::remove_file(&path)?;
+                return Ok((file, path));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 1_000 => {
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl Spill {

@@ -79,9 +79,12 @@ const META_CONSENSUS_FLOOR: &str = "consensus_floor";
 /// Where each slice of the indexes and of the state table is on disk
 /// ([`crate::index::IndexMarks`], [`crate::journal`]).
 pub(crate) const META_INDEX_MARKS: &str = "index_marks";
-const FORMAT_VERSION: &[u8] = b"secnet-ledger/9";
-/// The format before: format 9 without the index of listings by owner (the contract kept it
-/// in memory). Opening one writes it from the stored listings ([`migrate_from_format_8`]).
+const FORMAT_VERSION: &[u8] = b"secnet-ledger/10";
+/// The format before: format 10 without the index of listed hashes. Opening one writes it
+/// from the stored listings ([`migrate_from_format_9`]).
+const FORMAT_9: &[u8] = b"secnet-ledger/9";
+/// And before: format 9 without the index of listings by owner (the contract kept it in
+/// memory). Opening one writes both from the stored listings ([`migrate_from_format_8`]).
 const FORMAT_8: &[u8] = b"secnet-ledger/8";
 /// And before: format 8 with each hash-keyed index and the state table in one B-tree,
 /// into which each write inserted a slice's rows, so a row cost more the larger the table
@@ -521,13 +524,32 @@ fn migrate_from_format_7(db: &Database) -> Result<(), LedgerError> {
 /// the listings by owner and by hash. The marks stay as they were: the listings registered or
 /// withdrawn above a slice's mark are in the state journal, from which opening the ledger
 /// makes the rows waiting in memory again.
-fn migrate_from_format_8(db: &Database, owned: Vec<index::OwnedRow>) -> Result<(), LedgerError> {
+fn migrate_from_format_8(db: &Database, owned: &[index::OwnedRow]) -> Result<(), LedgerError> {
     if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_8) {
         return Ok(());
     }
     let write = db.begin_write()?;
     {
-        adopt_listings(&write, owned)?;
+        adopt_owned(&write, owned)?;
+        adopt_listed(&write, owned)?;
+        write
+            .open_table(META)?
+            .insert(META_FORMAT, FORMAT_VERSION)?;
+    }
+    write.commit()?;
+    Ok(())
+}
+
+/// Brings a format-9 ledger to the current format in one write transaction: the hashes of
+/// `owned`, the owner-index rows of the listings it stores as of its tip, become each
+/// slice's first run of the listed hashes; the marks stay, as for format 8.
+fn migrate_from_format_9(db: &Database, owned: &[index::OwnedRow]) -> Result<(), LedgerError> {
+    if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_9) {
+        return Ok(());
+    }
+    let write = db.begin_write()?;
+    {
+        adopt_listed(&write, owned)?;
         write
             .open_table(META)?
             .insert(META_FORMAT, FORMAT_VERSION)?;
@@ -540,41 +562,73 @@ fn migrate_from_format_8(db: &Database, owned: Vec<index::OwnedRow>) -> Result<(
 /// until their slice is merged, and are read past a page at a time.
 const LISTED_READ_AT_ONCE: usize = 64;
 
+/// Moves subtrees of a state tree holding `resident` entries in memory out with `evict`
+/// (walking the key space from `start`; it answers what moved and how many stay), until
+/// `bound` or fewer stay or the walk reached the end of the key space (what is left cannot
+/// move yet); a subtree the spill file refuses is an error.
+fn evict_down_to(
+    bound: usize,
+    mut start: Digest,
+    mut resident: usize,
+    mut evict: impl FnMut(&Digest, usize) -> (secnet_merkle::smt::Eviction, usize),
+) -> Result<(), LedgerError> {
+    while resident > bound {
+        let (done, now) = evict(&start, resident - bound);
+        if let Some(refused) = done.refused {
+            return Err(LedgerError::Storage(refused.to_string()));
+        }
+        resident = now;
+        if done.next == [0; 32] {
+            break;
+        }
+        start = done.next;
+    }
+    Ok(())
+}
+
 /// What [`Ledger::load`] read.
 struct Loaded {
     state: State,
     /// The keys of the entries the state journal holds beyond the state table.
     waiting: Vec<Vec<u8>>,
-    /// For a ledger of a format before the owner index: its rows of the stored listings.
+    /// For a ledger of a format before the indexes of listings: the owner index's rows of
+    /// its stored listings.
     owned: Vec<index::OwnedRow>,
 }
 
 /// Makes `owned`, the owner-index rows of every listing a ledger stores, each slice's first
-/// run of the listings by owner and by hash.
-fn adopt_listings(
+/// run of the listings by owner.
+fn adopt_owned(
     write: &redb::WriteTransaction,
-    owned: Vec<index::OwnedRow>,
+    owned: &[index::OwnedRow],
 ) -> Result<(), LedgerError> {
-    let mut runs_table = write.open_table(RUNS)?;
-    let mut sets = write.open_table(RUN_SETS)?;
-    let listed: Vec<(Vec<u8>, Vec<u8>)> = owned
-        .iter()
-        .filter_map(|row| index::owned_hash(row))
-        .map(|hash| (hash.as_bytes().to_vec(), runs::state_value(Some(&[]))))
-        .collect();
     runs::adopt(
-        &mut runs_table,
-        &mut sets,
-        runs::Index::Listed,
-        sorted_by_slice(listed, index::listed_slice),
-    )?;
-    runs::adopt(
-        &mut runs_table,
-        &mut sets,
+        &mut write.open_table(RUNS)?,
+        &mut write.open_table(RUN_SETS)?,
         runs::Index::Owned,
         sorted_by_slice(
-            owned.into_iter().map(|row| (row.to_vec(), Vec::new())),
+            owned.iter().map(|row| (row.to_vec(), Vec::new())),
             index::owned_slice,
+        ),
+    )
+}
+
+/// Makes the hashes of `owned`, the owner-index rows of every listing a ledger stores, each
+/// slice's first run of the listed hashes.
+fn adopt_listed(
+    write: &redb::WriteTransaction,
+    owned: &[index::OwnedRow],
+) -> Result<(), LedgerError> {
+    runs::adopt(
+        &mut write.open_table(RUNS)?,
+        &mut write.open_table(RUN_SETS)?,
+        runs::Index::Listed,
+        sorted_by_slice(
+            owned
+                .iter()
+                .filter_map(|row| index::owned_hash(row))
+                .map(|hash| (hash.as_bytes().to_vec(), runs::state_value(Some(&[])))),
+            index::listed_slice,
         ),
     )
 }
@@ -582,7 +636,9 @@ fn adopt_listings(
 /// Whether a ledger of `format` keeps its state table and indexes in sorted runs
 /// ([`crate::runs`]).
 fn in_runs(format: Option<&[u8]>) -> bool {
-    format == Some(FORMAT_VERSION) || format == Some(FORMAT_8)
+    [FORMAT_VERSION, FORMAT_9, FORMAT_8]
+        .iter()
+        .any(|known| format == Some(*known))
 }
 
 /// Where each slice of the indexes and of the state table is on disk.
@@ -597,7 +653,7 @@ fn index_marks(read: &ReadTransaction) -> Result<IndexMarks, LedgerError> {
 /// a ledger of a format before the journal.
 fn state_overlay(read: &ReadTransaction) -> Result<journal::Overlay, LedgerError> {
     let format = stored_format(read)?;
-    if ![FORMAT_VERSION, FORMAT_8, FORMAT_7, FORMAT_6]
+    if ![FORMAT_VERSION, FORMAT_9, FORMAT_8, FORMAT_7, FORMAT_6]
         .iter()
         .any(|known| format.as_deref() == Some(*known))
     {
@@ -606,29 +662,107 @@ fn state_overlay(read: &ReadTransaction) -> Result<journal::Overlay, LedgerError
     journal::overlay(read, &index_marks(read)?)
 }
 
-/// A slice of the state as stored: its rows in the runs, newest first and removals left
-/// out, with `overlay` (the journal's changes to that slice beyond its mark) applied;
-/// ascending.
-fn state_slice_entries(
-    read: &ReadTransaction,
+/// How many rows of a slice of the state table [`StateSlice`] reads at a time.
+const STATE_WINDOW: usize = 4_096;
+
+/// A slice of the state as stored: its rows in the runs (the newest of each key, removals
+/// left out) with the journal's changes to that slice beyond its mark applied, ascending,
+/// read [`STATE_WINDOW`] rows at a time. Memory holds a window, not the slice: one slice
+/// can hold much of the state (every address's key starts `2‖p`, so all are in one).
+struct StateSlice<'o> {
+    runs: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    set: runs::RunSet,
     slice: usize,
-    overlay: &journal::Overlay,
-) -> Result<Vec<runs::Row>, LedgerError> {
-    let set = runs::load(&read.open_table(RUN_SETS)?, runs::Index::State, slice)?;
-    let mut rows = Vec::new();
-    for (key, value) in runs::all(&read.open_table(RUNS)?, &set, runs::Index::State, slice)? {
-        if journal::state_slice(&key) != slice {
-            return Err(LedgerError::Corrupt(format!(
-                "state entry {} stored in slice {slice}",
-                hex::encode(&key)
-            )));
+    overlay: &'o journal::Overlay,
+    /// Where the next window starts; `None` once the slice is read.
+    from: Option<Vec<u8>>,
+    window: std::vec::IntoIter<runs::Row>,
+}
+
+impl<'o> StateSlice<'o> {
+    fn new(
+        read: &ReadTransaction,
+        slice: usize,
+        overlay: &'o journal::Overlay,
+    ) -> Result<StateSlice<'o>, LedgerError> {
+        Ok(StateSlice {
+            runs: read.open_table(RUNS)?,
+            set: runs::load(&read.open_table(RUN_SETS)?, runs::Index::State, slice)?,
+            slice,
+            overlay,
+            from: Some(Vec::new()),
+            window: Vec::new().into_iter(),
+        })
+    }
+
+    /// The next window's rows, the overlay's changes to its keys applied.
+    fn next_window(&mut self) -> Result<Option<Vec<runs::Row>>, LedgerError> {
+        let Some(from) = self.from.take() else {
+            return Ok(None);
+        };
+        // Every state key starts with a kind byte below this one.
+        let end = [0xff];
+        let rows = runs::range(
+            &self.runs,
+            &self.set,
+            runs::Index::State,
+            self.slice,
+            &from,
+            &end,
+            STATE_WINDOW,
+        )?;
+        // A full window may stop short of the slice's end: the overlay counts up to where it
+        // stopped, the rest with the next window.
+        let upto = match rows.last() {
+            Some((key, _)) if rows.len() >= STATE_WINDOW => key.clone(),
+            _ => end.to_vec(),
+        };
+        let mut stored = Vec::with_capacity(rows.len());
+        for (key, value) in rows {
+            if journal::state_slice(&key) != self.slice {
+                return Err(LedgerError::Corrupt(format!(
+                    "state entry {} stored in slice {}",
+                    hex::encode(&key),
+                    self.slice
+                )));
+            }
+            if let Some(bytes) = runs::state_entry(&value)? {
+                let bytes = bytes.to_vec();
+                stored.push((key, bytes));
+            }
         }
-        if let Some(bytes) = runs::state_entry(&value)? {
-            let bytes = bytes.to_vec();
-            rows.push((key, bytes));
+        let changes: journal::Overlay = self
+            .overlay
+            .range(from.clone()..=upto.clone())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if upto.as_slice() != end.as_slice() {
+            self.from = Some([upto.as_slice(), &[0]].concat());
+        }
+        journal::merged(stored.into_iter().map(Ok), &changes)
+            .collect::<Result<Vec<_>, LedgerError>>()
+            .map(Some)
+    }
+}
+
+impl Iterator for StateSlice<'_> {
+    type Item = Result<runs::Row, LedgerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(row) = self.window.next() {
+                return Some(Ok(row));
+            }
+            match self.next_window() {
+                Ok(Some(rows)) => self.window = rows.into_iter(),
+                Ok(None) => return None,
+                Err(e) => {
+                    self.from = None;
+                    return Some(Err(e));
+                }
+            }
         }
     }
-    journal::merged(rows.into_iter().map(Ok), overlay).collect()
 }
 
 /// The index rows a ledger holds beyond what its indexes have on disk (pruned blocks'
@@ -766,7 +900,8 @@ impl Ledger {
                 migrate_from_format_5(&db)?;
                 migrate_from_format_6(&db, state.log())?;
                 migrate_from_format_7(&db)?;
-                migrate_from_format_8(&db, owned)?;
+                migrate_from_format_8(&db, &owned)?;
+                migrate_from_format_9(&db, &owned)?;
                 (state, waiting)
             }
         };
@@ -823,17 +958,16 @@ impl Ledger {
             .saturating_sub(memory.resident_entries);
         if over > 0 {
             let now = self.state.snapshot();
-            let mut next = [0; 32];
-            loop {
-                let done = self.state.evict(Some(&now), &next, over);
-                if let Some(refused) = done.refused {
-                    return Err(LedgerError::Storage(refused.to_string()));
-                }
-                next = done.next;
-                if next == [0; 32] || self.state.resident_entries() <= memory.resident_entries {
-                    break;
-                }
-            }
+            let state = &mut self.state;
+            evict_down_to(
+                memory.resident_entries,
+                [0; 32],
+                state.resident_entries(),
+                |start, max| {
+                    let done = state.evict(Some(&now), start, max);
+                    (done, state.resident_entries())
+                },
+            )?;
             // The versions kept of this height would hold the whole tree in memory still.
             let height = self.state.tip().height;
             for recent in &mut self.recent {
@@ -967,10 +1101,11 @@ impl Ledger {
         let meta = read.open_table(META)?;
         // Formats 3 to 5 differ only in their indexes, which loading does not read, in having
         // no state journal and, like format 6, no stored log tree; format 7 only in its
-        // indexes, and format 8 only in having no owner index. They are migrated once
-        // loaded.
+        // indexes, and formats 8 and 9 only in having no index of listings by owner, or by
+        // hash. They are migrated once loaded.
         if ![
             FORMAT_VERSION,
+            FORMAT_9,
             FORMAT_8,
             FORMAT_7,
             FORMAT_6,
@@ -996,17 +1131,17 @@ impl Ledger {
         let mut parts = into.map(|_| Parts::new(dir)).transpose()?;
         let mut waiting = Vec::new();
         let mut owned = Vec::new();
-        let without_owned = format.as_deref() != Some(FORMAT_VERSION);
+        let without_listings = format.as_deref() != Some(FORMAT_VERSION);
         let mut add = |k: Vec<u8>, v: Vec<u8>| -> Result<(), LedgerError> {
             if let Some(parts) = &mut parts {
-                if without_owned && k.first() == Some(&StateKey::LISTING_TAG) {
+                if without_listings && k.first() == Some(&StateKey::LISTING_TAG) {
                     owned.extend(index::owned_row_of(&k, Some(&v))?);
                 }
                 return parts.push(&k, &v);
             }
             let key = StateKey::from_bytes(&k)?;
             let value = StateValue::from_bytes(&key, &v)?;
-            if let (true, StateValue::Listing(listing)) = (without_owned, &value) {
+            if let (true, StateValue::Listing(listing)) = (without_listings, &value) {
                 owned.push(index::owned_row(&listing.owner, &listing.hash));
             }
             entries.push((key, value));
@@ -1014,7 +1149,8 @@ impl Ledger {
         };
         if in_runs(format.as_deref()) {
             for (slice, overlay) in journal::by_slice(overlay).iter().enumerate() {
-                for (k, v) in state_slice_entries(&read, slice, overlay)? {
+                for row in StateSlice::new(&read, slice, overlay)? {
+                    let (k, v) = row?;
                     add(k, v)?;
                 }
                 waiting.extend(overlay.keys().cloned());
@@ -1051,23 +1187,19 @@ impl Ledger {
         let mut loader = StateLoader::new(genesis.chain_id.clone(), tip, log);
         match (parts, into) {
             (Some(parts), Some((file, memory))) => {
-                loader.keep_tree_in(Arc::clone(file).into_store(), memory.opened_entries);
+                loader.keep_tree_in(
+                    Arc::clone(file).into_store(),
+                    memory.opened_entries,
+                    parts.len(),
+                );
                 for (part, entries) in parts.into_parts().enumerate() {
                     loader.add(entries?)?;
-                    let mut start = parts::part_start(part);
-                    while loader.resident_entries() > memory.resident_entries {
-                        let over = loader.resident_entries() - memory.resident_entries;
-                        let done = loader.evict(&start, over);
-                        if let Some(refused) = done.refused {
-                            return Err(LedgerError::Storage(refused.to_string()));
-                        }
-                        // The walk reached the end of the key space: what is left cannot
-                        // move yet.
-                        if done.next == [0; 32] {
-                            break;
-                        }
-                        start = done.next;
-                    }
+                    evict_down_to(
+                        memory.resident_entries,
+                        parts::part_start(part),
+                        loader.resident_entries(),
+                        |start, max| (loader.evict(start, max), loader.resident_entries()),
+                    )?;
                 }
             }
             _ => loader.add(entries)?,
@@ -1697,7 +1829,8 @@ impl Ledger {
             for (key, value) in &snapshot.entries {
                 owned.extend(index::owned_row_of(key, Some(value))?);
             }
-            adopt_listings(&write, owned)?;
+            adopt_owned(&write, &owned)?;
+            adopt_listed(&write, &owned)?;
             // Every slice of the state table is whole: the journal starts empty.
             write.open_table(STATE_JOURNAL)?;
             let written = log_tree::write_all(
@@ -1880,20 +2013,24 @@ impl SnapshotSource {
             }
         }
         let log = self.read.open_table(LOG)?;
-        // The state as stored with the journal's changes it lacks applied, a slice at a time
-        // (so memory holds one slice): counted first, then read again as it is written.
+        // The state as stored with the journal's changes it lacks applied, a window of a
+        // slice at a time: counted first, then read again as it is written.
         let overlays = journal::by_slice(state_overlay(&self.read)?);
         let mut count = 0u64;
         for (slice, overlay) in overlays.iter().enumerate() {
-            count += state_slice_entries(&self.read, slice, overlay)?.len() as u64;
+            for row in StateSlice::new(&self.read, slice, overlay)? {
+                row?;
+                count += 1;
+            }
         }
         let read = &self.read;
-        let entries = overlays.iter().enumerate().flat_map(|(slice, overlay)| {
-            match state_slice_entries(read, slice, overlay) {
-                Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(e) => vec![Err(e)],
-            }
-        });
+        let entries =
+            overlays.iter().enumerate().flat_map(|(slice, overlay)| {
+                match StateSlice::new(read, slice, overlay) {
+                    Ok(rows) => Box::new(rows) as Box<dyn Iterator<Item = _>>,
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                }
+            });
         let leaves = log.iter()?.map(|item| Ok(item?.1.value().to_vec()));
         crate::snapshot::write(
             out,

@@ -448,7 +448,7 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
 }
 
 /// The format a ledger is migrated to.
-const CURRENT_FORMAT: &[u8] = b"secnet-ledger/9";
+const CURRENT_FORMAT: &[u8] = b"secnet-ledger/10";
 
 /// What a ledger held, to compare it with after a migration.
 struct Recorded {

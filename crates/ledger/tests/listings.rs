@@ -198,9 +198,9 @@ fn check(
     Ok(())
 }
 
-/// Makes the ledger in `dir` one of the format before the indexes of listings: their runs
-/// removed, its format recorded as 8.
-fn as_format_8(dir: &Path) {
+/// Makes the ledger in `dir` one of format 8, before the indexes of listings (their runs
+/// removed), or of format 9, before the index of listed hashes.
+fn as_format(dir: &Path, format: u8) {
     const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     const RUNS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_runs");
     const RUN_SETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_run_sets");
@@ -212,7 +212,7 @@ fn as_format_8(dir: &Path) {
     for table in [RUNS, RUN_SETS] {
         let mut t = w.open_table(table).unwrap();
         let owned: Vec<Vec<u8>> = t
-            .range([OWNED].as_slice()..[LISTED + 1].as_slice())
+            .range([if format == 8 { OWNED } else { LISTED }].as_slice()..[LISTED + 1].as_slice())
             .unwrap()
             .map(|row| row.unwrap().0.value().to_vec())
             .collect();
@@ -222,7 +222,7 @@ fn as_format_8(dir: &Path) {
     }
     w.open_table(META)
         .unwrap()
-        .insert("format", b"secnet-ledger/8".as_slice())
+        .insert("format", format!("secnet-ledger/{format}").as_bytes())
         .unwrap();
     w.commit().unwrap();
 }
@@ -268,12 +268,14 @@ proptest! {
                 check(&ledger, &model, 0..DATA)?;
             }
         }
-        // A ledger of the format before the indexes of listings gets them from its listings.
+        // A ledger of a format before the indexes of listings gets them from its listings.
         ledger.syncer().sync().unwrap();
-        drop(ledger);
-        as_format_8(dir.path());
-        let ledger = Ledger::open(dir.path(), &g).unwrap();
-        check(&ledger, &model, 0..DATA)?;
+        for format in [8, 9] {
+            drop(ledger);
+            as_format(dir.path(), format);
+            ledger = Ledger::open(dir.path(), &g).unwrap();
+            check(&ledger, &model, 0..DATA)?;
+        }
     }
 }
 

@@ -521,6 +521,8 @@ pub struct SparseMerkleTree<P = ()> {
     /// Why the store refused a subtree an update wrote back, until taken.
     refused_write_back: Option<StoreError>,
     backing: Option<Arc<Backing<P>>>,
+    /// How many entries the tree is expected to hold (see [`Self::expect_len`]).
+    expected_len: usize,
 }
 
 impl<P> Default for SparseMerkleTree<P> {
@@ -533,6 +535,7 @@ impl<P> Default for SparseMerkleTree<P> {
             stored_bytes: 0,
             refused_write_back: None,
             backing: None,
+            expected_len: 0,
         }
     }
 }
@@ -847,6 +850,7 @@ impl<P: Clone> SparseMerkleTree<P> {
             refused_write_back: None,
             root: build(0, &entries),
             backing: None,
+            expected_len: 0,
         }
     }
 
@@ -919,10 +923,18 @@ impl<P: Clone> SparseMerkleTree<P> {
         self.stored_bytes
     }
 
+    /// Stores subtrees as deep as a tree of at least `n` entries would (see
+    /// [`Self::eviction_depth`]): for a tree built a part at a time and moved out of memory
+    /// as it grows, so that the parts stored first are no larger than the last.
+    pub fn expect_len(&mut self, n: usize) {
+        self.expected_len = n;
+    }
+
     /// The level at which subtrees hold about `per_subtree` entries (between that and twice
-    /// as many, on average).
+    /// as many, on average) in a tree of this many entries, or of as many as it is expected
+    /// to hold ([`Self::expect_len`]) if more.
     pub fn eviction_depth(&self, per_subtree: usize) -> usize {
-        let subtrees = self.len / per_subtree.max(1);
+        let subtrees = self.len.max(self.expected_len) / per_subtree.max(1);
         (subtrees.max(1).ilog2() as usize).min(MAX_EVICTION_DEPTH)
     }
 

@@ -37,7 +37,8 @@ pub enum BenchCmd {
         json: bool,
     },
     /// Open a ledger a node or `bench apply --data-dir` wrote, in this fresh process: how
-    /// long it takes, and the peak memory it needs (a validator restarting).
+    /// long it takes, and the peak memory it needs (a validator restarting). A ledger of an
+    /// earlier format is migrated, as a node opening it would.
     Open {
         /// The node's data directory.
         #[arg(long)]

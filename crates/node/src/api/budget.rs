@@ -231,7 +231,7 @@ pub const PROOFS_PER_SOURCE_PER_MINUTE: u32 = 12_000;
 
 /// What a proof request costs: one, and for a page of the log one per 100 entries asked
 /// for (100 unless said: 2; at most 1,000: 11), for a page of listings the same (1,000
-/// unless said: 11), for certified state one per 8 keys (64 keys: 9). The query is read
+/// unless said: 11; one by address: 1), for certified state one per 8 keys (64 keys: 9). The query is read
 /// decoded, as the handlers read it; one that does not decode costs one, and its handler
 /// refuses it.
 fn cost(uri: &axum::http::Uri) -> u32 {
@@ -248,6 +248,8 @@ fn cost(uri: &axum::http::Uri) -> u32 {
     };
     match uri.path() {
         "/v1/log" => page(100),
+        // By address: one listing at most.
+        "/v1/listings" if query.contains_key("address") => 1,
         "/v1/listings" => page(secnet_client::api::MAX_LISTINGS_PAGE as u64),
         "/v1/state" => {
             let keys = query
@@ -377,6 +379,7 @@ mod tests {
         assert_eq!(cost("/v1/tx/ab/proof"), 1);
         assert_eq!(cost("/v1/listings"), 11);
         assert_eq!(cost("/v1/listings?after=ab&limit=1"), 2);
+        assert_eq!(cost("/v1/listings?address=pdc://a/b"), 1);
         assert_eq!(cost("/v1/listings/ab"), 1);
         // Read as the handlers read them: decoded.
         assert_eq!(cost("/v1/log?l%69mit=1000"), 11);

@@ -231,6 +231,7 @@ pub(super) struct ListingQuery {
     responses(
         (status = 200, description = "listings in hash order; fewer than `limit` means the last page", body = Vec<Object>),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "this address is over its budget a minute (a page costs one, and one per 100 listings asked for): retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn listings(
