@@ -81,10 +81,10 @@ const META_CONSENSUS_FLOOR: &str = "consensus_floor";
 pub(crate) const META_INDEX_MARKS: &str = "index_marks";
 const FORMAT_VERSION: &[u8] = b"secnet-ledger/10";
 /// The format before: format 10 without the index of listed hashes. Opening one writes it
-/// from the stored listings ([`migrate_from_format_9`]).
+/// from the stored listings ([`migrate_listings`]).
 const FORMAT_9: &[u8] = b"secnet-ledger/9";
 /// And before: format 9 without the index of listings by owner (the contract kept it in
-/// memory). Opening one writes both from the stored listings ([`migrate_from_format_8`]).
+/// memory). Opening one writes both from the stored listings ([`migrate_listings`]).
 const FORMAT_8: &[u8] = b"secnet-ledger/8";
 /// And before: format 8 with each hash-keyed index and the state table in one B-tree,
 /// into which each write inserted a slice's rows, so a row cost more the larger the table
@@ -519,36 +519,22 @@ fn migrate_from_format_7(db: &Database) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Brings a format-8 ledger to the current format in one write transaction: `owned`, the
-/// owner-index rows of the listings it stores as of its tip, become each slice's first run of
-/// the listings by owner and by hash. The marks stay as they were: the listings registered or
-/// withdrawn above a slice's mark are in the state journal, from which opening the ledger
-/// makes the rows waiting in memory again.
-fn migrate_from_format_8(db: &Database, owned: &[index::OwnedRow]) -> Result<(), LedgerError> {
-    if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_8) {
-        return Ok(());
-    }
-    let write = db.begin_write()?;
-    {
-        adopt_owned(&write, owned)?;
-        adopt_listed(&write, owned)?;
-        write
-            .open_table(META)?
-            .insert(META_FORMAT, FORMAT_VERSION)?;
-    }
-    write.commit()?;
-    Ok(())
-}
-
-/// Brings a format-9 ledger to the current format in one write transaction: the hashes of
+/// Brings a ledger of format 8 or 9 to the current format in one write transaction:
 /// `owned`, the owner-index rows of the listings it stores as of its tip, become each
-/// slice's first run of the listed hashes; the marks stay, as for format 8.
-fn migrate_from_format_9(db: &Database, owned: &[index::OwnedRow]) -> Result<(), LedgerError> {
-    if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_9) {
+/// slice's first run of the listings by owner (format 8 has none) and by hash (neither has
+/// them). The marks stay as they were: the listings registered or withdrawn above a slice's
+/// mark are in the state journal, from which opening the ledger makes the rows waiting in
+/// memory again.
+fn migrate_listings(db: &Database, owned: &[index::OwnedRow]) -> Result<(), LedgerError> {
+    let format = stored_format(&db.begin_read()?)?;
+    if format.as_deref() != Some(FORMAT_8) && format.as_deref() != Some(FORMAT_9) {
         return Ok(());
     }
     let write = db.begin_write()?;
     {
+        if format.as_deref() == Some(FORMAT_8) {
+            adopt_owned(&write, owned)?;
+        }
         adopt_listed(&write, owned)?;
         write
             .open_table(META)?
@@ -900,8 +886,7 @@ impl Ledger {
                 migrate_from_format_5(&db)?;
                 migrate_from_format_6(&db, state.log())?;
                 migrate_from_format_7(&db)?;
-                migrate_from_format_8(&db, &owned)?;
-                migrate_from_format_9(&db, &owned)?;
+                migrate_listings(&db, &owned)?;
                 (state, waiting)
             }
         };

@@ -10,11 +10,13 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
+mod common;
+
 use proptest::prelude::*;
 use redb::{Database, ReadableTable, TableDefinition};
 use secnet_ledger::{LEDGER_FILE, Ledger};
 use secnet_types::{
-    AccountId, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair, RegisterData, Transaction,
+    AccountId, Block, Call, DataKind, Genesis, Hash, Keypair, RegisterData, Transaction,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,24 +29,11 @@ const DATA: u64 = 160;
 const CROWDED: u64 = 120;
 
 fn keys() -> Vec<Keypair> {
-    (0..OWNERS as u64)
-        .map(|i| Keypair::deterministic(CHAIN, i))
-        .collect()
+    common::keys(CHAIN, OWNERS as u64)
 }
 
 fn genesis() -> Genesis {
-    Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: 1_000,
-        allocations: keys()
-            .iter()
-            .map(|k| Allocation {
-                account: k.account(),
-                balance: 1_000_000,
-            })
-            .collect(),
-        validators: vec![],
-    }
+    common::genesis(CHAIN, OWNERS as u64)
 }
 
 fn data(n: u64) -> Hash {

@@ -9,11 +9,12 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
+mod common;
+
 use secnet_contract::StateKey;
 use secnet_ledger::{Ledger, RECENT_STATES, StateMemory};
 use secnet_types::{
-    Allocation, Block, Call, DataKind, Genesis, Hash, Keypair, RegisterData, SignedTransaction,
-    Transaction,
+    Block, Call, DataKind, Genesis, Hash, Keypair, RegisterData, SignedTransaction, Transaction,
 };
 
 const CHAIN: &str = "spill-test";
@@ -28,22 +29,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn keys() -> Vec<Keypair> {
-    (0..3).map(|i| Keypair::deterministic(CHAIN, i)).collect()
+    common::keys(CHAIN, 3)
 }
 
 fn genesis() -> Genesis {
-    Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: 1_000,
-        allocations: keys()
-            .iter()
-            .map(|k| Allocation {
-                account: k.account(),
-                balance: 1_000_000,
-            })
-            .collect(),
-        validators: vec![],
-    }
+    common::genesis(CHAIN, 3)
 }
 
 fn data(n: u64) -> Hash {
@@ -254,18 +244,23 @@ fn a_bounded_state_tree_answers_as_a_whole_one_and_reopens() {
     assert_eq!(reopened.state().entry_count(), entries);
 }
 
+/// Registers data `rounds.start * 50` to `rounds.end * 50`, 50 to a block.
+fn register_rounds(ledger: &mut Ledger, rounds: std::ops::Range<u64>) {
+    for round in rounds {
+        let b = block(
+            ledger,
+            (round * 50..round * 50 + 50).map(register).collect(),
+        );
+        ledger.apply_block(&b).unwrap();
+    }
+}
+
 #[test]
 fn a_bound_set_on_a_large_state_moves_it_out_at_once() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::open(dir.path(), &genesis()).unwrap();
-    for round in 0..10 {
-        let b = block(
-            &ledger,
-            (round * 50..round * 50 + 50).map(register).collect(),
-        );
-        ledger.apply_block(&b).unwrap();
-    }
+    register_rounds(&mut ledger, 0..10);
     let root = ledger.state().state_root();
     let entries = ledger.state().entry_count();
     ledger.bound_state_memory(tiny(u64::MAX)).unwrap();
@@ -293,13 +288,7 @@ fn a_ledger_opened_with_a_bound_loads_within_it() {
     let dir = tempfile::tempdir().unwrap();
     let (root, entries, listed) = {
         let mut ledger = Ledger::open(dir.path(), &genesis()).unwrap();
-        for round in 0..10 {
-            let b = block(
-                &ledger,
-                (round * 50..round * 50 + 50).map(register).collect(),
-            );
-            ledger.apply_block(&b).unwrap();
-        }
+        register_rounds(&mut ledger, 0..10);
         (
             ledger.state().state_root(),
             ledger.state().entry_count(),
@@ -327,13 +316,7 @@ fn a_ledger_opened_with_a_bound_loads_within_it() {
             format!("pdc://spill/{n}")
         );
     }
-    for round in 10..12 {
-        let b = block(
-            &ledger,
-            (round * 50..round * 50 + 50).map(register).collect(),
-        );
-        ledger.apply_block(&b).unwrap();
-    }
+    register_rounds(&mut ledger, 10..12);
     let root = ledger.state().state_root();
     drop(ledger);
     assert_eq!(open_spill_files(), 0);
