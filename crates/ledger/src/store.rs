@@ -532,10 +532,7 @@ fn migrate_listings(db: &Database, owned: &[index::OwnedRow]) -> Result<(), Ledg
     }
     let write = db.begin_write()?;
     {
-        if format.as_deref() == Some(FORMAT_8) {
-            adopt_owned(&write, owned)?;
-        }
-        adopt_listed(&write, owned)?;
+        adopt_listings(&write, owned, format.as_deref() == Some(FORMAT_8))?;
         write
             .open_table(META)?
             .insert(META_FORMAT, FORMAT_VERSION)?;
@@ -582,41 +579,27 @@ struct Loaded {
     owned: Vec<index::OwnedRow>,
 }
 
-/// Makes `owned`, the owner-index rows of every listing a ledger stores, each slice's first
-/// run of the listings by owner.
-fn adopt_owned(
-    write: &redb::WriteTransaction,
-    owned: &[index::OwnedRow],
-) -> Result<(), LedgerError> {
-    runs::adopt(
-        &mut write.open_table(RUNS)?,
-        &mut write.open_table(RUN_SETS)?,
-        runs::Index::Owned,
-        sorted_by_slice(
-            owned.iter().map(|row| (row.to_vec(), Vec::new())),
-            index::owned_slice,
-        ),
-    )
-}
-
 /// Makes the hashes of `owned`, the owner-index rows of every listing a ledger stores, each
-/// slice's first run of the listed hashes.
-fn adopt_listed(
+/// slice's first run of the listed hashes, and with `by_owner` the rows themselves each
+/// slice's first run of the listings by owner.
+fn adopt_listings(
     write: &redb::WriteTransaction,
     owned: &[index::OwnedRow],
+    by_owner: bool,
 ) -> Result<(), LedgerError> {
-    runs::adopt(
-        &mut write.open_table(RUNS)?,
-        &mut write.open_table(RUN_SETS)?,
-        runs::Index::Listed,
-        sorted_by_slice(
-            owned
-                .iter()
-                .filter_map(|row| index::owned_hash(row))
-                .map(|hash| (hash.as_bytes().to_vec(), runs::state_value(Some(&[])))),
-            index::listed_slice,
-        ),
-    )
+    let mut runs_table = write.open_table(RUNS)?;
+    let mut sets = write.open_table(RUN_SETS)?;
+    if by_owner {
+        let rows = owned.iter().map(|row| (row.to_vec(), Vec::new()));
+        let rows = sorted_by_slice(rows, index::owned_slice);
+        runs::adopt(&mut runs_table, &mut sets, runs::Index::Owned, rows)?;
+    }
+    let listed = owned
+        .iter()
+        .filter_map(|row| index::owned_hash(row))
+        .map(|hash| (hash.as_bytes().to_vec(), runs::state_value(Some(&[]))));
+    let listed = sorted_by_slice(listed, index::listed_slice);
+    runs::adopt(&mut runs_table, &mut sets, runs::Index::Listed, listed)
 }
 
 /// Whether a ledger of `format` keeps its state table and indexes in sorted runs
@@ -1814,8 +1797,7 @@ impl Ledger {
             for (key, value) in &snapshot.entries {
                 owned.extend(index::owned_row_of(key, Some(value))?);
             }
-            adopt_owned(&write, &owned)?;
-            adopt_listed(&write, &owned)?;
+            adopt_listings(&write, &owned, true)?;
             // Every slice of the state table is whole: the journal starts empty.
             write.open_table(STATE_JOURNAL)?;
             let written = log_tree::write_all(
