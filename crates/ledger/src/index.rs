@@ -187,6 +187,12 @@ impl IndexMarks {
         Ok(marks)
     }
 
+    /// Whether slice `slice` lacks what the block at `height` wrote to it (the slice is on
+    /// disk only up to a lower height).
+    pub(crate) fn behind(&self, slice: usize, height: u64) -> bool {
+        self.tx_height.get(slice).is_some_and(|mark| height > *mark)
+    }
+
     /// The lowest height below which every slice's transactions are on disk.
     pub(crate) fn min_tx_height(&self) -> u64 {
         self.tx_height.iter().copied().min().unwrap_or(0)
@@ -279,11 +285,7 @@ impl Pending {
                 }
                 let hash = *tx.hash().as_bytes();
                 let slice = tx_slice(&hash);
-                if pending
-                    .marks
-                    .tx_height
-                    .get(slice)
-                    .is_some_and(|m| height > *m)
+                if pending.marks.behind(slice, height)
                     && let Some(rows) = pending.txs.get_mut(slice)
                 {
                     rows.insert(hash, encode_location(height, position));
@@ -316,11 +318,7 @@ impl Pending {
             // In order of height: the last change of a hash wins.
             if let Some((hash, listed)) = listed_row_of(key, value) {
                 let slice = listed_slice(&hash);
-                if pending
-                    .marks
-                    .tx_height
-                    .get(slice)
-                    .is_some_and(|m| height > *m)
+                if pending.marks.behind(slice, height)
                     && let Some(rows) = pending.listed.get_mut(slice)
                 {
                     rows.insert(hash, listed);
@@ -328,11 +326,7 @@ impl Pending {
             }
             if let Some(row) = owned_row_of(key, value)? {
                 let slice = owned_slice(&row);
-                if pending
-                    .marks
-                    .tx_height
-                    .get(slice)
-                    .is_some_and(|m| height > *m)
+                if pending.marks.behind(slice, height)
                     && let Some(rows) = pending.owned.get_mut(slice)
                 {
                     rows.insert(row);

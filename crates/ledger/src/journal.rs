@@ -181,11 +181,7 @@ impl<'a> Cursor<'a> {
 pub(crate) fn overlay(read: &ReadTransaction, marks: &IndexMarks) -> Result<Overlay, LedgerError> {
     let mut overlay = Overlay::new();
     changes_above(read, marks.min_tx_height(), |height, key, value| {
-        let behind = marks
-            .tx_height
-            .get(state_slice(key))
-            .is_some_and(|mark| height > *mark);
-        if behind {
+        if marks.behind(state_slice(key), height) {
             overlay.insert(key.to_vec(), value.map(<[u8]>::to_vec));
         }
         Ok(())

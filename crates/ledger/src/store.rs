@@ -1101,17 +1101,14 @@ impl Ledger {
         let mut owned = Vec::new();
         let without_listings = format.as_deref() != Some(FORMAT_VERSION);
         let mut add = |k: Vec<u8>, v: Vec<u8>| -> Result<(), LedgerError> {
+            if without_listings {
+                owned.extend(index::owned_row_of(&k, Some(&v))?);
+            }
             if let Some(parts) = &mut parts {
-                if without_listings && k.first() == Some(&StateKey::LISTING_TAG) {
-                    owned.extend(index::owned_row_of(&k, Some(&v))?);
-                }
                 return parts.push(&k, &v);
             }
             let key = StateKey::from_bytes(&k)?;
             let value = StateValue::from_bytes(&key, &v)?;
-            if let (true, StateValue::Listing(listing)) = (without_listings, &value) {
-                owned.push(index::owned_row(&listing.owner, &listing.hash));
-            }
             entries.push((key, value));
             Ok(())
         };
@@ -1523,19 +1520,18 @@ impl Ledger {
             )?;
             // A full page may stop short of the slice's end: what waits in memory counts up
             // to where it stopped.
+            let listed_hash = |key: &[u8]| -> Result<[u8; 32], LedgerError> {
+                key.try_into()
+                    .map_err(|_| LedgerError::Corrupt("listed hash of the wrong length".into()))
+            };
             let upto: [u8; 32] = match rows.last() {
-                Some((key, _)) if rows.len() >= want => key
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| LedgerError::Corrupt("listed hash of the wrong length".into()))?,
+                Some((key, _)) if rows.len() >= want => listed_hash(key)?,
                 _ => to,
             };
             let mut hashes: BTreeSet<[u8; 32]> = BTreeSet::new();
             for (key, value) in &rows {
                 if runs::state_entry(value)?.is_some() {
-                    hashes.insert(key.as_slice().try_into().map_err(|_| {
-                        LedgerError::Corrupt("listed hash of the wrong length".into())
-                    })?);
+                    hashes.insert(listed_hash(key)?);
                 }
             }
             hashes.extend(waiting.into_iter().filter(|h| *h <= upto));
