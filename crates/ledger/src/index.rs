@@ -24,9 +24,10 @@
 //! written meanwhile is then seen twice, never missed, since the rows are dropped from
 //! memory only once the write holding them committed.
 
+use crate::blocks::{self, BLOCK_CHUNKS};
 use crate::error::LedgerError;
 use crate::journal::{self, state_slice};
-use crate::store::{BLOCKS, LOG, LogSubject, SUBJECT_KEY_LEN, consumed_nonce, log_index_row};
+use crate::store::{LOG, LogSubject, SUBJECT_KEY_LEN, consumed_nonce, log_index_row};
 use crate::stored_block::StoredBlock;
 use crate::unwritten::{decode_location, encode_location};
 use redb::ReadTransaction;
@@ -265,19 +266,19 @@ impl Pending {
         state_keys: Vec<Vec<u8>>,
     ) -> Result<Pending, LedgerError> {
         let mut pending = Pending::new(marks);
-        let blocks = read.open_table(BLOCKS)?;
+        let table = read.open_table(BLOCK_CHUNKS)?;
         let from = pending
             .marks
             .min_tx_height()
             .saturating_add(1)
             .max(first_block);
         for height in from..=tip_height {
-            let bytes = blocks.get(height)?.ok_or_else(|| {
+            let bytes = blocks::get(&table, height)?.ok_or_else(|| {
                 LedgerError::Corrupt(format!(
                     "block {height} is missing, and its transactions are not indexed yet"
                 ))
             })?;
-            let stored = StoredBlock::from_bytes(bytes.value())
+            let stored = StoredBlock::from_bytes(&bytes)
                 .map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")))?;
             for ((position, tx), receipt) in (0u32..).zip(&stored.block.txs).zip(&stored.receipts) {
                 if !consumed_nonce(receipt) {

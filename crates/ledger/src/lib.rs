@@ -8,6 +8,7 @@
 
 mod answer;
 mod audit;
+mod blocks;
 mod error;
 mod index;
 mod journal;
@@ -19,6 +20,7 @@ mod spill;
 mod store;
 mod stored_block;
 mod unwritten;
+mod usage;
 
 pub use answer::CERTIFIED_SEARCH;
 pub use error::LedgerError;
@@ -36,3 +38,4 @@ pub use store::{
     SnapshotSource, StateMemory, Syncer, decode_stored_block,
 };
 pub use stored_block::{BlockTxs, StoredBlock};
+pub use usage::{DiskUsage, IndexUsage, TableUsage, disk_usage};

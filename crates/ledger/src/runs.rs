@@ -5,8 +5,9 @@
 //! slice: its rows land on random pages, so each write rewrote about every page of its
 //! slice, and a row cost more the larger the index grew (about N / 8,000 bytes a
 //! transaction at N transactions). Now each write of a slice appends its rows as a new
-//! *run*: rows sorted by key under a run id, [`CHUNK_ROWS`] to a chunk (one redb value), so
-//! they fill fresh pages one after the other and cost one B-tree insert per chunk.
+//! *run*: rows sorted by key under a run id, cut into chunks (one redb value each) of at most
+//! [`CHUNK_BYTES`], so that they fill fresh pages one after the other, one chunk to a page,
+//! and cost one B-tree insert per chunk.
 //! Runs of about the same size (the same *level*, a factor of [`FAN_OUT`] apart) are merged
 //! [`FAN_OUT`] at a time into one run of the next level, a step with every write of the
 //! slice: each step moves, in key order, at least twice the rows that write added, from the
@@ -29,8 +30,8 @@ use crate::journal::Cursor;
 use redb::{ReadableTable, Table, TableDefinition};
 use std::collections::BTreeMap;
 
-/// The runs' rows, [`CHUNK_ROWS`] to a chunk: `index ‖ slice ‖ run id (big-endian) ‖ the
-/// chunk's first row key` → its rows ([`encode_chunk`]).
+/// The runs' rows, in chunks of at most [`CHUNK_BYTES`]: `index ‖ slice ‖ run id
+/// (big-endian) ‖ the chunk's first row key` → its rows ([`encode_chunk`]).
 pub(crate) const RUNS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_runs");
 
 /// Each slice's [`RunSet`]: `index ‖ slice` → its bytes.
@@ -55,8 +56,20 @@ const STATE_MAX_RUNS: usize = 32;
 /// The bytes before a chunk's first row key in its key in [`RUNS`].
 const CHUNK_PREFIX: usize = 2 + 8;
 
-/// The most rows a chunk holds: about a page of either index's rows.
-const CHUNK_ROWS: usize = 64;
+/// The most bytes of a chunk's rows (one row larger than this is a chunk of its own): with
+/// the chunk's key and redb's leaf header, a chunk fills one 4 KiB page. Values larger than
+/// a page get a run of pages rounded up to a power of two, and those runs, once freed, serve
+/// only allocations of their size: chunks of 64 rows of state entries, 5–10 KiB, left about
+/// a fifth of their pages empty and the file a quarter free.
+const CHUNK_BYTES: usize = 4_096 - 160;
+
+/// The bytes a row takes in a chunk ([`encode_chunk`]).
+fn encoded_len(key: &[u8], value: &[u8]) -> usize {
+    2 + key.len() + 4 + value.len()
+}
+
+/// Rows adopted into a slice ([`adopt`]) are stored once this many wait.
+const ADOPT_BATCH: usize = 1_024;
 
 /// A row's key and value.
 pub(crate) type Row = (Vec<u8>, Vec<u8>);
@@ -87,6 +100,15 @@ pub(crate) enum Index {
 }
 
 impl Index {
+    /// Every index, in tag order.
+    pub(crate) const ALL: [Index; 5] = [
+        Index::Txs,
+        Index::Log,
+        Index::State,
+        Index::Owned,
+        Index::Listed,
+    ];
+
     /// Whether a key is written again and again, and removed: the newest run wins, and runs
     /// are merged all together ([`RunSet::start_merges`]). Otherwise each key is written
     /// once.
@@ -374,7 +396,7 @@ fn encode_chunk<'r>(
 
 fn decode_chunk(bytes: &[u8]) -> Result<Vec<Row>, LedgerError> {
     let mut at = Cursor(bytes);
-    let mut rows = Vec::with_capacity(CHUNK_ROWS);
+    let mut rows = Vec::new();
     let truncated = || LedgerError::Corrupt("index chunk: truncated row".into());
     while !at.0.is_empty() {
         let key_len = at
@@ -414,7 +436,7 @@ fn chunk_rows(key: &[u8], value: &[u8]) -> Result<Vec<Row>, LedgerError> {
 }
 
 /// Stores `rows` (sorted, each key once, all above the run's last key) at the end of run
-/// `id`, [`CHUNK_ROWS`] to a chunk.
+/// `id`, in chunks of at most [`CHUNK_BYTES`].
 fn put_rows<'r>(
     runs: &mut RunTable<'_>,
     index: Index,
@@ -422,14 +444,23 @@ fn put_rows<'r>(
     id: u64,
     rows: &[(&'r [u8], &'r [u8])],
 ) -> Result<(), LedgerError> {
-    for chunk in rows.chunks(CHUNK_ROWS) {
-        let Some((first, _)) = chunk.first() else {
-            continue;
-        };
+    let mut rest = rows;
+    while let Some((first, _)) = rest.first() {
+        let mut bytes = 0;
+        let ends = rest
+            .iter()
+            .position(|(key, value)| {
+                bytes += encoded_len(key, value);
+                bytes > CHUNK_BYTES
+            })
+            .unwrap_or(rest.len())
+            .max(1);
+        let (chunk, after) = rest.split_at(ends);
         runs.insert(
             chunk_key(index, slice, id, first).as_slice(),
             encode_chunk(chunk.iter().copied())?.as_slice(),
         )?;
+        rest = after;
     }
     Ok(())
 }
@@ -668,13 +699,13 @@ pub(crate) fn adopt(
                 e.insert(Adopted {
                     set,
                     run: Run { id, rows: 0 },
-                    waiting: Vec::with_capacity(CHUNK_ROWS),
+                    waiting: Vec::with_capacity(ADOPT_BATCH),
                 })
             }
         };
         a.waiting.push((key, value));
         a.run.rows += 1;
-        if a.waiting.len() >= CHUNK_ROWS {
+        if a.waiting.len() >= ADOPT_BATCH {
             flush(runs, slice, a)?;
         }
     }

@@ -1,5 +1,6 @@
 //! The ledger's redb database and the one write path that applies blocks.
 
+use crate::blocks::{self, BLOCK_CHUNKS};
 use crate::error::LedgerError;
 use crate::index::{self, IndexMarks, Pending};
 use crate::journal::{self, STATE_JOURNAL};
@@ -42,7 +43,9 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 /// The state table as formats up to 7 stored it, one B-tree (key → value bytes); format 8
 /// keeps it in sorted runs ([`crate::runs::Index::State`]).
 const FORMAT_7_STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
-pub(crate) const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+/// Each block whole, as formats up to 10 stored them; format 11 cuts them into chunks
+/// ([`crate::blocks`]).
+const FORMAT_10_BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("access_log");
 /// The access log's leaves by what they are about, as formats 4 to 7 stored them: one empty
 /// row per subject and leaf, keyed `subject key ‖ leaf index` ([`log_index_row`]), in one
@@ -79,9 +82,12 @@ const META_CONSENSUS_FLOOR: &str = "consensus_floor";
 /// Where each slice of the indexes and of the state table is on disk
 /// ([`crate::index::IndexMarks`], [`crate::journal`]).
 pub(crate) const META_INDEX_MARKS: &str = "index_marks";
-const FORMAT_VERSION: &[u8] = b"secnet-ledger/10";
-/// The format before: format 10 without the index of listed hashes. Opening one writes it
-/// from the stored listings ([`migrate_listings`]).
+const FORMAT_VERSION: &[u8] = b"secnet-ledger/11";
+/// The format before: format 11 with each block stored whole, in a run of pages rounded up
+/// to a power of two. Opening one cuts them into chunks ([`migrate_blocks`]).
+const FORMAT_10: &[u8] = b"secnet-ledger/10";
+/// And before: format 10 without the index of listed hashes. Opening one writes it from the
+/// stored listings ([`migrate_listings`]).
 const FORMAT_9: &[u8] = b"secnet-ledger/9";
 /// And before: format 9 without the index of listings by owner (the contract kept it in
 /// memory). Opening one writes both from the stored listings ([`migrate_listings`]).
@@ -519,7 +525,7 @@ fn migrate_from_format_7(db: &Database) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Brings a ledger of format 8 or 9 to the current format in one write transaction:
+/// Brings a ledger of format 8 or 9 to format 10 in one write transaction:
 /// `owned`, the owner-index rows of the listings it stores as of its tip, become each
 /// slice's first run of the listings by owner (format 8 has none) and by hash (neither has
 /// them). The marks stay as they were: the listings registered or withdrawn above a slice's
@@ -533,16 +539,38 @@ fn migrate_listings(db: &Database, owned: &[index::OwnedRow]) -> Result<(), Ledg
     let write = db.begin_write()?;
     {
         adopt_listings(&write, owned, format.as_deref() == Some(FORMAT_8))?;
-        write
-            .open_table(META)?
-            .insert(META_FORMAT, FORMAT_VERSION)?;
+        write.open_table(META)?.insert(META_FORMAT, FORMAT_10)?;
     }
     write.commit()?;
     Ok(())
 }
 
-/// The fewest rows of listed hashes read at once (a chunk's): withdrawn hashes are rows too,
-/// until their slice is merged, and are read past a page at a time.
+/// Brings a ledger of format 10 (or one an earlier migration brought there) to format 11
+/// in one write transaction: each block is cut into chunks ([`crate::blocks`]), read one
+/// at a time in height order, and the table of whole blocks is dropped.
+fn migrate_blocks(db: &Database) -> Result<(), LedgerError> {
+    if stored_format(&db.begin_read()?)?.as_deref() != Some(FORMAT_10) {
+        return Ok(());
+    }
+    let write = db.begin_write()?;
+    {
+        let whole = write.open_table(FORMAT_10_BLOCKS)?;
+        let mut chunks = write.open_table(BLOCK_CHUNKS)?;
+        for row in whole.iter()? {
+            let (height, bytes) = row?;
+            blocks::insert(&mut chunks, height.value(), bytes.value())?;
+        }
+        write
+            .open_table(META)?
+            .insert(META_FORMAT, FORMAT_VERSION)?;
+    }
+    write.delete_table(FORMAT_10_BLOCKS)?;
+    write.commit()?;
+    Ok(())
+}
+
+/// The fewest rows of listed hashes read at once (about two thirds of a chunk): withdrawn
+/// hashes are rows too, until their slice is merged, and are read past a page at a time.
 const LISTED_READ_AT_ONCE: usize = 64;
 
 /// Moves subtrees of a state tree holding `resident` entries in memory out with `evict`
@@ -605,7 +633,7 @@ fn adopt_listings(
 /// Whether a ledger of `format` keeps its state table and indexes in sorted runs
 /// ([`crate::runs`]).
 fn in_runs(format: Option<&[u8]>) -> bool {
-    [FORMAT_VERSION, FORMAT_9, FORMAT_8]
+    [FORMAT_VERSION, FORMAT_10, FORMAT_9, FORMAT_8]
         .iter()
         .any(|known| format == Some(*known))
 }
@@ -622,9 +650,16 @@ fn index_marks(read: &ReadTransaction) -> Result<IndexMarks, LedgerError> {
 /// a ledger of a format before the journal.
 fn state_overlay(read: &ReadTransaction) -> Result<journal::Overlay, LedgerError> {
     let format = stored_format(read)?;
-    if ![FORMAT_VERSION, FORMAT_9, FORMAT_8, FORMAT_7, FORMAT_6]
-        .iter()
-        .any(|known| format.as_deref() == Some(*known))
+    if ![
+        FORMAT_VERSION,
+        FORMAT_10,
+        FORMAT_9,
+        FORMAT_8,
+        FORMAT_7,
+        FORMAT_6,
+    ]
+    .iter()
+    .any(|known| format.as_deref() == Some(*known))
     {
         return Ok(journal::Overlay::new());
     }
@@ -870,6 +905,7 @@ impl Ledger {
                 migrate_from_format_6(&db, state.log())?;
                 migrate_from_format_7(&db)?;
                 migrate_listings(&db, &owned)?;
+                migrate_blocks(&db)?;
                 (state, waiting)
             }
         };
@@ -1042,7 +1078,7 @@ impl Ledger {
                     journal::state_slice,
                 ),
             )?;
-            write.open_table(BLOCKS)?;
+            write.open_table(BLOCK_CHUNKS)?;
             write.open_table(LOG)?;
             write.open_table(LOG_SUBTREES)?;
             write.open_table(STATE_JOURNAL)?;
@@ -1073,6 +1109,7 @@ impl Ledger {
         // hash. They are migrated once loaded.
         if ![
             FORMAT_VERSION,
+            FORMAT_10,
             FORMAT_9,
             FORMAT_8,
             FORMAT_7,
@@ -1099,7 +1136,8 @@ impl Ledger {
         let mut parts = into.map(|_| Parts::new(dir)).transpose()?;
         let mut waiting = Vec::new();
         let mut owned = Vec::new();
-        let without_listings = format.as_deref() != Some(FORMAT_VERSION);
+        let without_listings =
+            format.as_deref() != Some(FORMAT_VERSION) && format.as_deref() != Some(FORMAT_10);
         let mut add = |k: Vec<u8>, v: Vec<u8>| -> Result<(), LedgerError> {
             if without_listings {
                 owned.extend(index::owned_row_of(&k, Some(&v))?);
@@ -1308,11 +1346,11 @@ impl Ledger {
                 .map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")));
         }
         let read = self.db.begin_read()?;
-        let table = read.open_table(BLOCKS)?;
-        let Some(bytes) = table.get(height)? else {
+        let table = read.open_table(BLOCK_CHUNKS)?;
+        let Some(bytes) = blocks::get(&table, height)? else {
             return Ok(None);
         };
-        StoredBlock::header_of(bytes.value())
+        StoredBlock::header_of(&bytes)
             .map(Some)
             .map_err(|e| LedgerError::Corrupt(format!("block {height}: {e}")))
     }
@@ -1388,8 +1426,7 @@ impl Ledger {
             return Ok(Some(rows.stored.clone()));
         }
         let read = self.db.begin_read()?;
-        let table = read.open_table(BLOCKS)?;
-        Ok(table.get(height)?.map(|bytes| bytes.value().to_vec()))
+        blocks::get(&read.open_table(BLOCK_CHUNKS)?, height)
     }
 
     /// Where a transaction was included: `(height, position)`.
@@ -1677,15 +1714,14 @@ impl Ledger {
             .set_durability(Durability::None)
             .map_err(|e| LedgerError::Storage(e.to_string()))?;
         {
-            let mut blocks = write.open_table(BLOCKS)?;
+            let mut table = write.open_table(BLOCK_CHUNKS)?;
             let mut pruned: Vec<Vec<Vec<u8>>> = vec![Vec::new(); index::INDEX_SLICES];
             for h in first..until {
-                let Some(bytes) = blocks.remove(h)? else {
+                let Some(bytes) = blocks::remove(&mut table, h)? else {
                     continue;
                 };
-                let stored = StoredBlock::from_bytes(bytes.value())
+                let stored = StoredBlock::from_bytes(&bytes)
                     .map_err(|e| LedgerError::Corrupt(format!("block {h}: {e}")))?;
-                drop(bytes);
                 for (tx, receipt) in stored.block.txs.iter().zip(&stored.receipts) {
                     if consumed_nonce(receipt) {
                         let hash = tx.hash().as_bytes().to_vec();
@@ -1830,11 +1866,11 @@ impl Ledger {
                     index::log_slice,
                 ),
             )?;
-            let mut blocks = write.open_table(BLOCKS)?;
+            let mut table = write.open_table(BLOCK_CHUNKS)?;
             let mut located = Vec::new();
             for block in &snapshot.blocks {
                 let height = block.block.header.height;
-                blocks.insert(height, block.to_bytes().as_slice())?;
+                blocks::insert(&mut table, height, &block.to_bytes())?;
                 located.extend(tx_locations(height, &block.block.txs, &block.receipts).map(
                     |(hash, (height, position))| {
                         (
@@ -1957,7 +1993,7 @@ impl SnapshotSource {
     /// Writes the snapshot (the format [`Snapshot::read`] reads) to `out`.
     pub fn write_to(&self, out: &mut impl std::io::Write) -> Result<(), SnapshotError> {
         let tip = self.tip()?;
-        let table = self.read.open_table(BLOCKS)?;
+        let table = self.read.open_table(BLOCK_CHUNKS)?;
         let mut recent = Vec::new();
         if tip.height > 0 {
             let from = tip
@@ -1966,8 +2002,8 @@ impl SnapshotSource {
                 .max(1);
             for height in from..=tip.height {
                 // Blocks below a pruned ledger's first are simply not carried; the tip's is.
-                if let Some(bytes) = table.get(height)? {
-                    recent.push(bytes.value().to_vec());
+                if let Some(bytes) = blocks::get(&table, height)? {
+                    recent.push(bytes);
                 } else if height == tip.height {
                     return Err(LedgerError::Corrupt(format!("block {height} is missing")).into());
                 } else {

@@ -16,6 +16,7 @@
 //! it leaves the queue; each write stores one slice of those (the entries with their values
 //! as of its last block) and journals every state change it holds ([`crate::journal`]).
 
+use crate::blocks::{self, BLOCK_CHUNKS};
 use crate::error::LedgerError;
 use crate::index::{
     IndexMarks, OwnedRow, Pending, SliceRows, listed_row_of, owned_hash, owned_row_of,
@@ -24,8 +25,8 @@ use crate::journal::{self, STATE_JOURNAL};
 use crate::log_tree::{self, LOG_SUBTREES};
 use crate::runs::{self, RUN_SETS, RUNS};
 use crate::store::{
-    BLOCKS, LOG, LogSubject, META, META_INDEX_MARKS, META_TIP, SUBJECT_KEY_LEN, consumed_nonce,
-    encode_tip, first_block_of, log_index_row,
+    LOG, LogSubject, META, META_INDEX_MARKS, META_TIP, SUBJECT_KEY_LEN, consumed_nonce, encode_tip,
+    first_block_of, log_index_row,
 };
 use crate::stored_block::StoredBlock;
 use redb::{Database, Durability};
@@ -427,7 +428,7 @@ fn write_rows(
         )?;
         let mut log = write.open_table(LOG)?;
         let mut subtrees = write.open_table(LOG_SUBTREES)?;
-        let mut blocks = write.open_table(BLOCKS)?;
+        let mut blocks = write.open_table(BLOCK_CHUNKS)?;
         for rows in batch {
             for (index, leaf) in (rows.first_log_index..).zip(&rows.log_leaves) {
                 log.insert(index, leaf.as_slice())?;
@@ -435,7 +436,7 @@ fn write_rows(
             for (position, hash) in &rows.log_subtrees {
                 subtrees.insert(*position, hash.as_slice())?;
             }
-            blocks.insert(rows.height, rows.stored.as_slice())?;
+            blocks::insert(&mut blocks, rows.height, &rows.stored)?;
         }
         let mut meta = write.open_table(META)?;
         meta.insert(META_TIP, last.tip.as_slice())?;

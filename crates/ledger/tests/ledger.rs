@@ -7,6 +7,8 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
+mod common;
+
 use redb::{
     Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition,
@@ -409,6 +411,7 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
         write_whole_state(&w, entries);
         // Nor had it the log's tree.
         w.delete_table(LOG_SUBTREES).unwrap();
+        common::whole_blocks(&w);
         let mut meta = w.open_table(META).unwrap();
         meta.insert("format", b"secnet-ledger/3".as_slice())
             .unwrap();
@@ -448,7 +451,7 @@ fn a_format_3_ledger_is_migrated_and_an_unknown_format_refused() {
 }
 
 /// The format a ledger is migrated to.
-const CURRENT_FORMAT: &[u8] = b"secnet-ledger/10";
+const CURRENT_FORMAT: &[u8] = b"secnet-ledger/11";
 
 /// What a ledger held, to compare it with after a migration.
 struct Recorded {
@@ -849,6 +852,7 @@ fn a_format_5_ledger_is_migrated() {
         let w = db.begin_write().unwrap();
         write_whole_state(&w, &entries);
         drop_index_runs(&w);
+        common::whole_blocks(&w);
         w.open_table(META)
             .unwrap()
             .insert("format", b"secnet-ledger/5".as_slice())
@@ -895,6 +899,7 @@ fn a_format_4_ledger_is_migrated() {
         drop_index_runs(&w);
         write_whole_state(&w, &recorded.entries);
         w.delete_table(LOG_SUBTREES).unwrap();
+        common::whole_blocks(&w);
         let mut meta = w.open_table(META).unwrap();
         meta.insert("format", b"secnet-ledger/4".as_slice())
             .unwrap();
@@ -932,6 +937,7 @@ fn a_format_7_ledger_gets_its_indexes_and_state_table_in_runs() {
         let db = Database::create(dir.path().join(LEDGER_FILE)).unwrap();
         let w = db.begin_write().unwrap();
         let rows = as_format_7_tables(&w);
+        common::whole_blocks(&w);
         w.open_table(META)
             .unwrap()
             .insert("format", b"secnet-ledger/7".as_slice())
@@ -1685,6 +1691,7 @@ fn a_format_6_ledger_gets_its_log_tree() {
         let w = db.begin_write().unwrap();
         as_format_7_tables(&w);
         w.delete_table(LOG_SUBTREES).unwrap();
+        common::whole_blocks(&w);
         w.open_table(META)
             .unwrap()
             .insert("format", b"secnet-ledger/6".as_slice())

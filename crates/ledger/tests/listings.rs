@@ -1,7 +1,7 @@
 //! The ledger lists the current listings, in hash order and by owner, exactly as a model of
 //! registrations and withdrawals says, whether what a block changed is still in memory, waits
-//! for its slice to be written, or is on disk; after a reopen; and after a ledger of the
-//! format before the owner index is opened.
+//! for its slice to be written, or is on disk; after a reopen; and after a ledger of a format
+//! before the indexes of listings, or before blocks were cut into chunks, is opened.
 #![allow(
     clippy::indexing_slicing,
     clippy::unwrap_used,
@@ -188,7 +188,8 @@ fn check(
 }
 
 /// Makes the ledger in `dir` one of format 8, before the indexes of listings (their runs
-/// removed), or of format 9, before the index of listed hashes.
+/// removed), of format 9, before the index of listed hashes, or of format 10, with each
+/// block stored whole.
 fn as_format(dir: &Path, format: u8) {
     const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     const RUNS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_runs");
@@ -199,6 +200,9 @@ fn as_format(dir: &Path, format: u8) {
     let db = Database::create(dir.join(LEDGER_FILE)).unwrap();
     let w = db.begin_write().unwrap();
     for table in [RUNS, RUN_SETS] {
+        if format >= 10 {
+            break;
+        }
         let mut t = w.open_table(table).unwrap();
         let owned: Vec<Vec<u8>> = t
             .range([if format == 8 { OWNED } else { LISTED }].as_slice()..[LISTED + 1].as_slice())
@@ -209,6 +213,7 @@ fn as_format(dir: &Path, format: u8) {
             t.remove(key.as_slice()).unwrap();
         }
     }
+    common::whole_blocks(&w);
     w.open_table(META)
         .unwrap()
         .insert("format", format!("secnet-ledger/{format}").as_bytes())
@@ -257,13 +262,22 @@ proptest! {
                 check(&ledger, &model, 0..DATA)?;
             }
         }
-        // A ledger of a format before the indexes of listings gets them from its listings.
+        // A ledger of a format before the indexes of listings gets them from its listings,
+        // and one of a format before blocks were cut into chunks keeps every block.
         ledger.syncer().sync().unwrap();
-        for format in [8, 9] {
+        let tip = ledger.state().tip().height;
+        let stored: Vec<Vec<u8>> = (1..=tip)
+            .map(|h| ledger.block_bytes(h).unwrap().unwrap())
+            .collect();
+        for format in [8, 9, 10] {
             drop(ledger);
             as_format(dir.path(), format);
             ledger = Ledger::open(dir.path(), &g).unwrap();
             check(&ledger, &model, 0..DATA)?;
+            for (h, bytes) in (1..=tip).zip(&stored) {
+                prop_assert_eq!(&ledger.block_bytes(h).unwrap().unwrap(), bytes);
+            }
+            prop_assert!(ledger.block_bytes(tip + 1).unwrap().is_none());
         }
     }
 }
@@ -299,4 +313,37 @@ fn the_owner_index_keeps_what_owners_hold_through_merges() {
     drop(ledger);
     let ledger = Ledger::open(dir.path(), &g).unwrap();
     check(&ledger, &model, 0..DATA).unwrap();
+}
+
+/// `disk_usage` accounts for a ledger's file: every block is a row of the blocks table, every
+/// index written has chunks in the sorted runs, and what the tables hold fits in what is
+/// allocated, which fits in the file. It refuses a ledger that is open.
+#[test]
+fn disk_usage_accounts_for_the_file() {
+    let g = genesis();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(LEDGER_FILE);
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    for b in 0..80u64 {
+        let owner = (b % OWNERS as u64) as usize;
+        let block = block(&ledger, &[Op::Register { owner, data: b }]);
+        ledger.apply_block(&block).unwrap();
+    }
+    let refused = secnet_ledger::disk_usage(&path).unwrap_err().to_string();
+    assert!(refused.contains("open"), "{refused}");
+    drop(ledger);
+
+    let usage = secnet_ledger::disk_usage(&path).unwrap();
+    let table = |name: &str| usage.tables.iter().find(|t| t.name == name).unwrap();
+    assert!(table("block_chunks").rows >= 80);
+    assert!(table("index_runs").rows > 0);
+    for index in ["Txs", "State", "Owned", "Listed"] {
+        let runs = usage.runs.iter().find(|r| r.index == index).unwrap();
+        assert!(runs.chunks > 0 && runs.stored_bytes > 0, "{runs:?}");
+    }
+    let held: u64 = usage.tables.iter().map(|t| t.total_bytes()).sum();
+    assert!(held <= usage.allocated_bytes, "{usage:?}");
+    assert!(usage.allocated_bytes <= usage.file_bytes, "{usage:?}");
+    let in_runs: u64 = usage.runs.iter().map(|r| r.stored_bytes).sum();
+    assert_eq!(in_runs, table("index_runs").stored_bytes);
 }

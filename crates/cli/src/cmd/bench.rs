@@ -139,6 +139,10 @@ pub enum BenchCmd {
         /// by default theirs): a soak that outgrows it shows the spill file at work.
         #[arg(long, value_name = "MIB")]
         state_memory_mib: Option<usize>,
+        /// Keep the validators' directories after the run (their path is printed on stderr),
+        /// for `secnet ledger usage --data-dir DIR/node0`.
+        #[arg(long)]
+        keep: bool,
         /// Print JSON (the only output format; kept for symmetry with other commands).
         #[arg(long)]
         json: bool,
@@ -255,6 +259,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             validators,
             accounts,
             state_memory_mib,
+            keep,
             json: _,
         } => {
             return super::bench_ledger::soak(
@@ -263,6 +268,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 minutes,
                 rate,
                 state_memory_mib,
+                keep,
             );
         }
         BenchCmd::Ledger {

@@ -119,6 +119,69 @@ pub(super) fn written_mib(pid: u32) -> Option<f64> {
     Some(bytes / (1024.0 * 1024.0))
 }
 
+/// Bytes a directory's files take on disk (allocated blocks), all the way down.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&entry.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Bytes the files a process holds open but has unlinked take on disk: a validator's state
+/// spill files, which no directory lists.
+fn unlinked_bytes(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(
+        fds.flatten()
+            .filter(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.to_string_lossy().ends_with(" (deleted)"))
+            })
+            .filter_map(|fd| std::fs::metadata(fd.path()).ok())
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.blocks() * 512)
+            .sum(),
+    )
+}
+
+/// Where a validator's disk goes, in MiB.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct DiskMib {
+    /// The ledger file.
+    ledger: f64,
+    /// Consensus's journals and archives.
+    consensus: f64,
+    /// The state tree's spill files (unlinked, so only the process sees them).
+    spill: Option<f64>,
+    /// The rest of its directory (web and PDC databases, logs, keys).
+    other: f64,
+}
+
+impl DiskMib {
+    fn of(dir: &std::path::Path, pid: u32) -> DiskMib {
+        use std::os::unix::fs::MetadataExt as _;
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let ledger =
+            std::fs::metadata(dir.join(secnet_ledger::LEDGER_FILE)).map_or(0, |m| m.blocks() * 512);
+        let consensus = dir_bytes(&dir.join("consensus"));
+        DiskMib {
+            ledger: mib(ledger),
+            consensus: mib(consensus),
+            spill: unlinked_bytes(pid).map(mib),
+            other: mib(dir_bytes(dir).saturating_sub(ledger + consensus)),
+        }
+    }
+}
+
 /// The workload: what prepares the state, and what is measured.
 pub struct Workload {
     /// Registrations; then one subscription and one grant request per account (each phase
@@ -698,6 +761,15 @@ impl Net {
         }
     }
 
+    /// What each validator's files take on disk now.
+    fn disk(&self) -> Vec<DiskMib> {
+        self.pids
+            .iter()
+            .enumerate()
+            .map(|(i, pid)| DiskMib::of(&self.dir.path().join(format!("node{i}")), *pid))
+            .collect()
+    }
+
     fn keys(&self) -> anyhow::Result<Vec<Keypair>> {
         super::load::read_keys(&self.dir.path().join("accounts"))
     }
@@ -798,6 +870,8 @@ struct SoakMinute {
     cpu_s: Vec<Option<f64>>,
     /// Per validator: MiB written to storage during the minute.
     written_mib: Vec<Option<f64>>,
+    /// Per validator at the end of the minute: what its files take on disk.
+    disk_mib: Vec<DiskMib>,
     /// Blocks finalized during the minute, and applied transactions per block.
     blocks: u64,
     txs_per_block: f64,
@@ -814,13 +888,14 @@ struct SoakMinute {
 /// minute after another (the next minute's transactions are signed on another thread while
 /// the current one runs), and reports memory and latency over time, stalls, and whether
 /// every validator ends on the same state root. The validators' state trees get
-/// `state_memory_mib` (`None`: their default).
+/// `state_memory_mib` (`None`: their default); their directories stay if `keep`.
 pub fn soak(
     validators: usize,
     accounts: usize,
     minutes: u64,
     rate: u64,
     state_memory_mib: Option<usize>,
+    keep: bool,
 ) -> anyhow::Result<()> {
     ensure!(
         minutes >= 1 && rate >= 1,
@@ -898,6 +973,7 @@ pub fn soak(
                         delta
                     })
                     .collect(),
+                disk_mib: net.disk(),
                 blocks: run.blocks,
                 txs_per_block: run.applied as f64 / run.blocks.max(1) as f64,
                 peak_mempool: run.peak_mempool,
@@ -911,7 +987,7 @@ pub fn soak(
             };
             let rounded = |v: &[Option<f64>]| v.iter().map(|r| r.map(f64::round)).collect::<Vec<_>>();
             eprintln!(
-                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, state entries in memory {:?} of {:?}, written {:?} MiB, machine idle {:.0}%",
+                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, state entries in memory {:?} of {:?}, written {:?} MiB, on disk {:?} MiB, machine idle {:.0}%",
                 row.applied_tx_per_s,
                 row.offered_tx_per_s,
                 row.p99_ms,
@@ -922,6 +998,10 @@ pub fn soak(
                 row.state_entries_in_memory,
                 row.state_entries,
                 rounded(&row.written_mib),
+                row.disk_mib
+                    .iter()
+                    .map(|d| (d.ledger + d.consensus + d.spill.unwrap_or(0.0) + d.other).round())
+                    .collect::<Vec<_>>(),
                 row.machine_idle_pct.unwrap_or(f64::NAN),
             );
             rows.push(row);
@@ -936,6 +1016,12 @@ pub fn soak(
     let (rows, final_height) = net.explain(soaked)?;
     net.report_disagreement(final_height.is_some());
     drop(net.children);
+    if keep {
+        eprintln!(
+            "the validators' directories are kept in {}",
+            net.dir.keep().display()
+        );
+    }
     let stalls: Vec<u64> = rows
         .iter()
         .filter(|r| r.lost > 0 || r.applied_tx_per_s < 0.9 * r.offered_tx_per_s)
