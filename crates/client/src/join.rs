@@ -201,7 +201,16 @@ async fn certified_floor(
     )))
 }
 
-/// Streams `/v1/snapshot` into `path`, at most `max_bytes`.
+/// How long a join waits, in all, for a node busy streaming another snapshot or asked for
+/// them too often by this source, before it gives up.
+const SNAPSHOT_BUSY_PATIENCE: Duration = Duration::from_secs(300);
+/// Seconds waited before asking again when the node does not say (`Retry-After`), and the
+/// most waited at once whatever it says.
+const SNAPSHOT_RETRY_DEFAULT_S: u64 = 5;
+const SNAPSHOT_RETRY_MAX_S: u64 = 60;
+
+/// Streams `/v1/snapshot` into `path`, at most `max_bytes`; waits while the node is busy
+/// ([`SNAPSHOT_BUSY_PATIENCE`]).
 async fn download(remote: &RemoteNode, path: &PathBuf, max_bytes: u64) -> Result<u64, ClientError> {
     let url = format!("{}/v1/snapshot", remote.base());
     // No overall timeout: a large state takes long; a stalled transfer does not.
@@ -211,11 +220,31 @@ async fn download(remote: &RemoteNode, path: &PathBuf, max_bytes: u64) -> Result
         .read_timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| ClientError::Node(e.to_string()))?;
-    let mut resp = http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| crate::api::unreachable(&url, &e))?;
+    let mut waited = Duration::ZERO;
+    let mut resp = loop {
+        let resp = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| crate::api::unreachable(&url, &e))?;
+        // Busy streaming another snapshot, or this source asked too often: wait as told.
+        let status = resp.status();
+        let busy = status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+        let wait = Duration::from_secs(
+            resp.headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(SNAPSHOT_RETRY_DEFAULT_S)
+                .clamp(1, SNAPSHOT_RETRY_MAX_S),
+        );
+        if !busy || waited + wait > SNAPSHOT_BUSY_PATIENCE {
+            break resp;
+        }
+        waited += wait;
+        tokio::time::sleep(wait).await;
+    };
     if !resp.status().is_success() {
         let status = resp.status();
         let body = crate::read_bounded(resp, 64 * 1024)

@@ -1,7 +1,8 @@
 //! The proof routes' budget per source, over HTTPS on loopback against a real single node:
 //! one address that asks for more proofs than its budget gets 429 with `Retry-After`,
 //! everywhere the budget applies and nowhere else, while another address is still served;
-//! the client library waits as asked and is served.
+//! the client library waits as asked and is served. Snapshots have a budget of their own: one
+//! a minute per address.
 #![allow(
     clippy::indexing_slicing,
     clippy::unwrap_used,
@@ -10,7 +11,7 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
-use secnet_node::api::PROOFS_PER_SOURCE_PER_MINUTE;
+use secnet_node::api::{PROOFS_PER_SOURCE_PER_MINUTE, SNAPSHOTS_PER_SOURCE_PER_MINUTE};
 use secnet_node::dev::ProducerConfig;
 use secnet_types::{Genesis, Keypair};
 use serde_json::Value;
@@ -19,41 +20,44 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_address_over_its_proof_budget_is_refused_and_another_is_served() {
-    let dir = tempfile::tempdir().unwrap();
+/// A development node with no validators, over HTTPS on loopback, in `dir`.
+async fn dev_node(dir: &std::path::Path) -> secnet_node::RunningNode {
     let genesis = Genesis {
         chain_id: "secnet-budget-test".into(),
         genesis_time_ms: secnet_node::datadir::now_ms() - 1_000,
         allocations: vec![],
         validators: vec![],
     };
-    let node = secnet_node::start_dev(
-        dir.path(),
+    secnet_node::start_dev(
+        dir,
         &genesis,
         Keypair::deterministic("budget", 0),
         "127.0.0.1:0".parse().unwrap(),
-        secnet_node::tls::dev_transport(
-            dir.path(),
-            "127.0.0.1:0".parse().unwrap(),
-            &Default::default(),
-        )
-        .unwrap()
-        .0,
+        secnet_node::tls::dev_transport(dir, "127.0.0.1:0".parse().unwrap(), &Default::default())
+            .unwrap()
+            .0,
         ProducerConfig {
             block_interval: Duration::from_secs(3_600),
             ..ProducerConfig::default()
         },
     )
     .await
-    .unwrap();
-    let from = |ip: [u8; 4]| {
-        secnet_tls::http_client()
-            .unwrap()
-            .local_address(IpAddr::V4(Ipv4Addr::from(ip)))
-            .build()
-            .unwrap()
-    };
+    .unwrap()
+}
+
+/// An HTTPS client whose requests come from `ip`.
+fn from(ip: [u8; 4]) -> reqwest::Client {
+    secnet_tls::http_client()
+        .unwrap()
+        .local_address(IpAddr::V4(Ipv4Addr::from(ip)))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_over_its_proof_budget_is_refused_and_another_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = dev_node(dir.path()).await;
     let base = node.url().to_string();
 
     // 127.0.0.1 asks for pages of the log (2 each: the request, and up to 100 entries) until
@@ -170,4 +174,43 @@ async fn one_address_over_its_proof_budget_is_refused_and_another_is_served() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// An address that started a snapshot is refused the next within the minute, told when to
+/// come back; another address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_starts_one_snapshot_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = dev_node(dir.path()).await;
+    let url = format!("{}/v1/snapshot", node.url());
+    let snapshot = |ip: [u8; 4]| {
+        let url = url.clone();
+        async move { from(ip).get(&url).send().await.unwrap() }
+    };
+    for _ in 0..SNAPSHOTS_PER_SOURCE_PER_MINUTE {
+        let served = snapshot([127, 0, 0, 3]).await;
+        assert_eq!(served.status(), 200);
+        assert!(!served.bytes().await.unwrap().is_empty());
+    }
+    let refused = snapshot([127, 0, 0, 3]).await;
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("snapshot a minute"),
+        "{problem}"
+    );
+    assert_eq!(
+        snapshot([127, 0, 0, 4]).await.status(),
+        200,
+        "another address"
+    );
 }

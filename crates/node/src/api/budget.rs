@@ -309,6 +309,56 @@ pub(super) async fn charge_proof(
         .into_response()
 }
 
+/// Snapshots (`/v1/snapshot`) one source may start a minute. Only one is streamed at a time,
+/// so a source that started one after the other would keep everyone else out.
+pub const SNAPSHOTS_PER_SOURCE_PER_MINUTE: u32 = 1;
+
+/// What each source has left of [`SNAPSHOTS_PER_SOURCE_PER_MINUTE`].
+#[derive(Debug, Clone)]
+pub(super) struct SnapshotBudget(Arc<Mutex<SourceBuckets>>);
+
+impl Default for SnapshotBudget {
+    fn default() -> Self {
+        SnapshotBudget(Arc::new(Mutex::new(SourceBuckets::new(
+            SNAPSHOTS_PER_SOURCE_PER_MINUTE,
+        ))))
+    }
+}
+
+/// Charges a snapshot to its source's budget; over it, answers 429 with `Retry-After`.
+pub(super) async fn charge_snapshot(
+    State(budget): State<SnapshotBudget>,
+    secnet_web::Source(source): secnet_web::Source,
+    request: Request,
+    next: Next,
+) -> Response {
+    let refused = budget
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take_all(
+            secnet_types::source::source_key(source),
+            1,
+            crate::datadir::now_ms(),
+        );
+    let Some(retry_s) = refused else {
+        return next.run(request).await;
+    };
+    let status = StatusCode::TOO_MANY_REQUESTS;
+    (
+        status,
+        [(header::RETRY_AFTER, retry_s.to_string())],
+        Problem::new(
+            status,
+            "busy",
+            format!(
+                "this address may start {SNAPSHOTS_PER_SOURCE_PER_MINUTE} snapshot a minute; retry in {retry_s} s"
+            ),
+        ),
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

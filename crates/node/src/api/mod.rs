@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
 
-pub use budget::PROOFS_PER_SOURCE_PER_MINUTE;
+pub use budget::{PROOFS_PER_SOURCE_PER_MINUTE, SNAPSHOTS_PER_SOURCE_PER_MINUTE};
 pub use certified::MAX_STATE_KEYS;
 pub use secnet_api::txs::{SubmitTx, SubmitTxs};
 pub use snapshot::SNAPSHOT_HEIGHT_HEADER;
@@ -111,7 +111,8 @@ pub fn node_name(account: &secnet_types::AccountId) -> String {
 }
 
 /// The API's routes. Those that prove something, and pages of listings, are charged to their
-/// source's budget ([`PROOFS_PER_SOURCE_PER_MINUTE`]).
+/// source's budget ([`PROOFS_PER_SOURCE_PER_MINUTE`]); snapshots to another
+/// ([`SNAPSHOTS_PER_SOURCE_PER_MINUTE`]).
 pub fn router(node: Arc<dyn Backend>) -> Router {
     let proofs = Router::new()
         .route("/v1/tx/{hash}/proof", get(txs::tx_proof))
@@ -143,7 +144,13 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
             get(certified::block_certificate),
         )
         .route("/v1/checkpoint", get(audit::checkpoint))
-        .route("/v1/snapshot", get(snapshot::snapshot))
+        .route(
+            "/v1/snapshot",
+            get(snapshot::snapshot).route_layer(axum::middleware::from_fn_with_state(
+                budget::SnapshotBudget::default(),
+                budget::charge_snapshot,
+            )),
+        )
         .route("/metrics", get(chain::metrics))
         .route("/openapi.json", get(openapi_json))
         .merge(proofs)

@@ -18,6 +18,9 @@ pub const SNAPSHOT_HEIGHT_HEADER: &str = "x-secnet-snapshot-height";
 /// one at a time; others are answered 503 (retry).
 static SNAPSHOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
+/// Seconds a caller refused while another snapshot streams is told to wait.
+const BUSY_RETRY_S: u64 = 5;
+
 /// Bytes handed to the connection at a time.
 const CHUNK: usize = 256 * 1024;
 
@@ -26,20 +29,27 @@ const CHUNK: usize = 256 * 1024;
     path = "/v1/snapshot",
     tag = "ledger",
     summary = "The ledger as last written to disk, as one snapshot stream",
-    description = "Binary (format secnet-snapshot/1): the tip, its block, every state entry and every access-log leaf. A joining node checks the stream against itself and its roots against a certified header, so this node is trusted for nothing but availability. One snapshot is streamed at a time.",
+    description = "Binary (format secnet-snapshot/1): the tip, its block, every state entry and every access-log leaf. A joining node checks the stream against itself and its roots against a certified header, so this node is trusted for nothing but availability. One snapshot is streamed at a time, and one source may start one a minute.",
     responses(
         (status = 200, description = "the snapshot; its height in x-secnet-snapshot-height", content_type = "application/octet-stream"),
-        (status = 503, description = "a snapshot is already being streamed; retry later", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "this source started a snapshot less than a minute ago; retry after Retry-After seconds", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "a snapshot is already being streamed; retry after Retry-After seconds", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn snapshot(State(node): Node) -> ApiResult<Response> {
-    let permit = SNAPSHOTS.try_acquire().map_err(|_| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "a snapshot is already being streamed; retry later",
+    let Ok(permit) = SNAPSHOTS.try_acquire() else {
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        return Ok((
+            status,
+            [(header::RETRY_AFTER, BUSY_RETRY_S.to_string())],
+            Problem::new(
+                status,
+                "busy",
+                format!("a snapshot is already being streamed; retry in {BUSY_RETRY_S} s"),
+            ),
         )
-    })?;
+            .into_response());
+    };
     let source = node
         .with_ledger(secnet_ledger::Ledger::snapshot_source)?
         .map_err(NodeError::from)?;
