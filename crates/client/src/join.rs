@@ -202,8 +202,9 @@ async fn certified_floor(
 }
 
 /// How long a join waits, in all, for a node busy streaming another snapshot or asked for
-/// them too often by this source, before it gives up.
-const SNAPSHOT_BUSY_PATIENCE: Duration = Duration::from_secs(300);
+/// them too often by this source, before it gives up: a little longer than a node lets one
+/// stream last (30 minutes).
+const SNAPSHOT_BUSY_PATIENCE: Duration = Duration::from_secs(31 * 60);
 /// Seconds waited before asking again when the node does not say (`Retry-After`), and the
 /// most waited at once whatever it says.
 const SNAPSHOT_RETRY_DEFAULT_S: u64 = 5;
@@ -239,9 +240,16 @@ async fn download(remote: &RemoteNode, path: &PathBuf, max_bytes: u64) -> Result
                 .unwrap_or(SNAPSHOT_RETRY_DEFAULT_S)
                 .clamp(1, SNAPSHOT_RETRY_MAX_S),
         );
-        if !busy || waited + wait > SNAPSHOT_BUSY_PATIENCE {
+        if !busy {
             break resp;
         }
+        if waited + wait > SNAPSHOT_BUSY_PATIENCE {
+            return Err(ClientError::Node(format!(
+                "{url} was busy for {} s ({status}); try again later or join from another node",
+                waited.as_secs()
+            )));
+        }
+        drop(resp);
         waited += wait;
         tokio::time::sleep(wait).await;
     };

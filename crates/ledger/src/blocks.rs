@@ -3,10 +3,11 @@
 //! A block with its receipts is about a hundred kilobytes under load. redb gives a value
 //! larger than a page a run of pages rounded up to a power of two, so a block stored whole
 //! left about a third of its pages empty (`secnet ledger usage` showed 85 MiB of 280). Cut
-//! into [`CHUNK_BYTES`] pieces, each piece fills one 4 KiB page and only a block's last
-//! piece leaves part of one empty.
+//! into [`CHUNK_BYTES`] pieces, each piece fills one page ([`crate::PAGE_BYTES`]) and only a
+//! block's last piece leaves part of one empty.
 
 use crate::error::LedgerError;
+use crate::stored_block::MAX_STORED_BLOCK_BYTES;
 use redb::{ReadableTable, Table, TableDefinition};
 
 /// (Height, chunk) → the chunk's part of the [`crate::StoredBlock`] bytes; every stored
@@ -14,24 +15,25 @@ use redb::{ReadableTable, Table, TableDefinition};
 pub(crate) const BLOCK_CHUNKS: TableDefinition<(u64, u32), &[u8]> =
     TableDefinition::new("block_chunks");
 
-/// The most bytes of a chunk: with redb's leaf header (4 bytes), the value's length (4) and
-/// the key (12), one fills a 4 KiB page.
-pub(crate) const CHUNK_BYTES: usize = 4_096 - 32;
-
-/// More bytes than any stored block takes (a block of at most
-/// [`secnet_types::limits::MAX_BLOCK_BYTES`] and a receipt per transaction): chunks adding up
-/// to more are damage, and reading stops there.
-const MAX_STORED_BLOCK_BYTES: usize = 2 * secnet_types::limits::MAX_BLOCK_BYTES;
+/// The most bytes of a chunk: with its key (12 bytes) and what a leaf adds, one fills a page.
+pub(crate) const CHUNK_BYTES: usize = crate::PAGE_BYTES - crate::LEAF_OVERHEAD - 12;
 
 /// The table, open for writing.
 pub(crate) type BlockTable<'t> = Table<'t, (u64, u32), &'static [u8]>;
 
-/// Stores the block at `height` (replacing any stored there).
+/// Stores the block at `height` (replacing any stored there); refuses one larger than any
+/// block may be, which no reader would take back.
 pub(crate) fn insert(
     table: &mut BlockTable<'_>,
     height: u64,
     bytes: &[u8],
 ) -> Result<(), LedgerError> {
+    if bytes.len() > MAX_STORED_BLOCK_BYTES {
+        return Err(LedgerError::Storage(format!(
+            "block {height} takes {} bytes, more than any block may ({MAX_STORED_BLOCK_BYTES})",
+            bytes.len()
+        )));
+    }
     remove(table, height)?;
     let mut chunks = bytes.chunks(CHUNK_BYTES);
     // An empty value is still a block that is there.
@@ -43,26 +45,32 @@ pub(crate) fn insert(
     Ok(())
 }
 
-/// The bytes of the block at `height`, if stored.
+/// The bytes of the block at `height`, if stored: every chunk but the last full, at most
+/// [`MAX_STORED_BLOCK_BYTES`] in all.
 pub(crate) fn get(
     table: &impl ReadableTable<(u64, u32), &'static [u8]>,
     height: u64,
 ) -> Result<Option<Vec<u8>>, LedgerError> {
     let mut bytes: Option<Vec<u8>> = None;
+    let damaged = |what: String| LedgerError::Corrupt(format!("block {height} {what}"));
     for (expected, row) in (0u32..).zip(table.range((height, 0)..=(height, u32::MAX))?) {
         let (key, chunk) = row?;
+        let chunk = chunk.value();
         if key.value().1 != expected {
-            return Err(LedgerError::Corrupt(format!(
-                "block {height} lacks chunk {expected}"
-            )));
+            return Err(damaged(format!("lacks chunk {expected}")));
         }
         let bytes = bytes.get_or_insert_with(|| Vec::with_capacity(CHUNK_BYTES));
-        if bytes.len() + chunk.value().len() > MAX_STORED_BLOCK_BYTES {
-            return Err(LedgerError::Corrupt(format!(
-                "block {height} is stored in more than {MAX_STORED_BLOCK_BYTES} bytes"
+        if !bytes.len().is_multiple_of(CHUNK_BYTES) || chunk.len() > CHUNK_BYTES {
+            return Err(damaged(format!(
+                "has a chunk of another size at {expected}"
             )));
         }
-        bytes.extend_from_slice(chunk.value());
+        if bytes.len() + chunk.len() > MAX_STORED_BLOCK_BYTES {
+            return Err(damaged(format!(
+                "is stored in more than {MAX_STORED_BLOCK_BYTES} bytes"
+            )));
+        }
+        bytes.extend_from_slice(chunk);
     }
     Ok(bytes)
 }
@@ -124,6 +132,28 @@ mod tests {
         assert_eq!(get(&table, 6).unwrap(), None);
     }
 
+    /// Blocks of a hundred kilobytes leave little of their pages empty (stored whole, each
+    /// took a run of 128 or 256 KiB).
+    #[test]
+    fn chunks_fill_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("b.redb")).unwrap();
+        for h in 0..40u64 {
+            let write = db.begin_write().unwrap();
+            {
+                let mut table = write.open_table(BLOCK_CHUNKS).unwrap();
+                let len = 100_000 + 1_000 * h as usize;
+                insert(&mut table, h, &vec![h as u8; len]).unwrap();
+            }
+            write.commit().unwrap();
+        }
+        let read = db.begin_read().unwrap();
+        let stats =
+            redb::ReadableTableMetadata::stats(&read.open_table(BLOCK_CHUNKS).unwrap()).unwrap();
+        let empty = stats.fragmented_bytes() as f64 / stats.stored_bytes() as f64;
+        assert!(empty < 0.05, "{empty:.3} of the pages empty");
+    }
+
     #[test]
     fn a_missing_chunk_or_too_many_is_corruption() {
         let dir = tempfile::tempdir().unwrap();
@@ -142,6 +172,26 @@ mod tests {
             }
             let err = get(&table, 2).unwrap_err().to_string();
             assert!(err.contains("block 2 is stored in more than"), "{err}");
+            // A short chunk followed by another, or one too long.
+            insert(&mut table, 3, &vec![7; 2 * CHUNK_BYTES]).unwrap();
+            table.insert((3, 0), [7u8; 10].as_slice()).unwrap();
+            let err = get(&table, 3).unwrap_err().to_string();
+            assert!(
+                err.contains("block 3 has a chunk of another size at 1"),
+                "{err}"
+            );
+            table
+                .insert((3, 0), vec![7u8; CHUNK_BYTES + 1].as_slice())
+                .unwrap();
+            let err = get(&table, 3).unwrap_err().to_string();
+            assert!(
+                err.contains("block 3 has a chunk of another size at 0"),
+                "{err}"
+            );
+            // Nothing larger than a block may be is written.
+            let err = insert(&mut table, 4, &vec![0; MAX_STORED_BLOCK_BYTES + 1]).unwrap_err();
+            assert!(err.to_string().contains("more than any block may"), "{err}");
+            assert_eq!(get(&table, 4).unwrap(), None);
         }
         write.abort().unwrap();
     }

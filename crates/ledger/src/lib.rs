@@ -22,6 +22,15 @@ mod stored_block;
 mod unwritten;
 mod usage;
 
+/// redb's page: a leaf whose rows fit in it takes one; a larger leaf (one row larger than a
+/// page) takes a run of pages rounded up to a power of two, and such a run, once freed,
+/// serves only allocations of its size. So what is written in volume is cut to fit a page.
+const PAGE_BYTES: usize = 4_096;
+
+/// What a redb leaf of one row adds to it: the leaf's header (4 bytes), and the key's and the
+/// value's length (4 each, for a key or value of variable length).
+const LEAF_OVERHEAD: usize = 12;
+
 pub use answer::CERTIFIED_SEARCH;
 pub use error::LedgerError;
 pub use log_tree::LogReader;

@@ -5,9 +5,9 @@
 //! slice: its rows land on random pages, so each write rewrote about every page of its
 //! slice, and a row cost more the larger the index grew (about N / 8,000 bytes a
 //! transaction at N transactions). Now each write of a slice appends its rows as a new
-//! *run*: rows sorted by key under a run id, cut into chunks (one redb value each) of at most
-//! [`CHUNK_BYTES`], so that they fill fresh pages one after the other, one chunk to a page,
-//! and cost one B-tree insert per chunk.
+//! *run*: rows sorted by key under a run id, cut into chunks (one redb value each) that fit a
+//! page ([`CHUNK_BYTES`]), so that they fill fresh pages one after the other, one chunk to a
+//! page, and cost one B-tree insert per chunk.
 //! Runs of about the same size (the same *level*, a factor of [`FAN_OUT`] apart) are merged
 //! [`FAN_OUT`] at a time into one run of the next level, a step with every write of the
 //! slice: each step moves, in key order, at least twice the rows that write added, from the
@@ -30,7 +30,7 @@ use crate::journal::Cursor;
 use redb::{ReadableTable, Table, TableDefinition};
 use std::collections::BTreeMap;
 
-/// The runs' rows, in chunks of at most [`CHUNK_BYTES`]: `index ‖ slice ‖ run id
+/// The runs' rows, in chunks that fit a page ([`CHUNK_BYTES`]): `index ‖ slice ‖ run id
 /// (big-endian) ‖ the chunk's first row key` → its rows ([`encode_chunk`]).
 pub(crate) const RUNS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_runs");
 
@@ -56,12 +56,12 @@ const STATE_MAX_RUNS: usize = 32;
 /// The bytes before a chunk's first row key in its key in [`RUNS`].
 const CHUNK_PREFIX: usize = 2 + 8;
 
-/// The most bytes of a chunk's rows (one row larger than this is a chunk of its own): with
-/// the chunk's key and redb's leaf header, a chunk fills one 4 KiB page. Values larger than
-/// a page get a run of pages rounded up to a power of two, and those runs, once freed, serve
-/// only allocations of their size: chunks of 64 rows of state entries, 5–10 KiB, left about
-/// a fifth of their pages empty and the file a quarter free.
-const CHUNK_BYTES: usize = 4_096 - 160;
+/// The most bytes of a chunk's rows with its key ([`CHUNK_PREFIX`] and the first row's key)
+/// and what a redb leaf adds (one row larger than that is a chunk of its own): a chunk fills
+/// one page ([`crate::PAGE_BYTES`]). Chunks of 64 rows of state entries, 5–10 KiB, were
+/// given runs of 8 or 16 KiB and left about a fifth of their pages empty, and the ledger file
+/// a quarter free pages that only runs of their size could reuse.
+const CHUNK_BYTES: usize = crate::PAGE_BYTES - crate::LEAF_OVERHEAD;
 
 /// The bytes a row takes in a chunk ([`encode_chunk`]).
 fn encoded_len(key: &[u8], value: &[u8]) -> usize {
@@ -436,7 +436,7 @@ fn chunk_rows(key: &[u8], value: &[u8]) -> Result<Vec<Row>, LedgerError> {
 }
 
 /// Stores `rows` (sorted, each key once, all above the run's last key) at the end of run
-/// `id`, in chunks of at most [`CHUNK_BYTES`].
+/// `id`, in chunks that fit a page with their key ([`CHUNK_BYTES`]).
 fn put_rows<'r>(
     runs: &mut RunTable<'_>,
     index: Index,
@@ -446,7 +446,7 @@ fn put_rows<'r>(
 ) -> Result<(), LedgerError> {
     let mut rest = rows;
     while let Some((first, _)) = rest.first() {
-        let mut bytes = 0;
+        let mut bytes = CHUNK_PREFIX + first.len();
         let ends = rest
             .iter()
             .position(|(key, value)| {
@@ -949,6 +949,36 @@ mod tests {
         };
         w.commit().unwrap();
         set
+    }
+
+    /// Runs of rows the size of state entries, or with keys as long as the longest address's,
+    /// leave little of their pages empty: each chunk fills one page.
+    #[test]
+    fn chunks_fill_pages() {
+        for key_len in [33, 257] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Database::create(dir.path().join("r.redb")).unwrap();
+            for batch in 0..20u32 {
+                let rows: Vec<Row> = (0..500u32)
+                    .map(|n| {
+                        let mut k = vec![0u8; key_len];
+                        k[..4].copy_from_slice(&key(batch * 500 + n));
+                        (k, vec![1u8; 60 + (n % 90) as usize])
+                    })
+                    .collect();
+                let mut rows = rows;
+                rows.sort();
+                append_committed(&db, Index::State, 0, &rows, &|_, _| true);
+            }
+            let read = db.begin_read().unwrap();
+            let stats =
+                redb::ReadableTableMetadata::stats(&read.open_table(RUNS).unwrap()).unwrap();
+            let empty = stats.fragmented_bytes() as f64 / stats.stored_bytes() as f64;
+            assert!(
+                empty < 0.1,
+                "keys of {key_len}: {empty:.2} of the pages empty"
+            );
+        }
     }
 
     fn key(n: u32) -> Vec<u8> {

@@ -23,7 +23,6 @@ use crate::store::{RECENT_STATES, decode_tip, encode_tip};
 use crate::stored_block::StoredBlock;
 use secnet_contract::{ChainTip, State, StateKey, StateValue, receipts_root};
 use secnet_merkle::log::Frontier;
-use secnet_types::limits::MAX_BLOCK_BYTES;
 use secnet_types::{Genesis, Hash};
 use std::io::{Read, Write};
 
@@ -181,7 +180,7 @@ impl Snapshot {
         }
         let mut blocks = Vec::with_capacity(block_count);
         for _ in 0..block_count {
-            let bytes = read_item(&mut r, MAX_BLOCK_BYTES + 64 * 1024)?;
+            let bytes = read_item(&mut r, crate::stored_block::MAX_STORED_BLOCK_BYTES)?;
             blocks.push(
                 StoredBlock::from_bytes(&bytes)
                     .map_err(|e| SnapshotError::Inconsistent(format!("recent block: {e}")))?,

@@ -82,7 +82,7 @@ const META_CONSENSUS_FLOOR: &str = "consensus_floor";
 /// Where each slice of the indexes and of the state table is on disk
 /// ([`crate::index::IndexMarks`], [`crate::journal`]).
 pub(crate) const META_INDEX_MARKS: &str = "index_marks";
-const FORMAT_VERSION: &[u8] = b"secnet-ledger/11";
+pub(crate) const FORMAT_VERSION: &[u8] = b"secnet-ledger/11";
 /// The format before: format 11 with each block stored whole, in a run of pages rounded up
 /// to a power of two. Opening one cuts them into chunks ([`migrate_blocks`]).
 const FORMAT_10: &[u8] = b"secnet-ledger/10";
@@ -633,9 +633,24 @@ fn adopt_listings(
 /// Whether a ledger of `format` keeps its state table and indexes in sorted runs
 /// ([`crate::runs`]).
 fn in_runs(format: Option<&[u8]>) -> bool {
-    [FORMAT_VERSION, FORMAT_10, FORMAT_9, FORMAT_8]
-        .iter()
-        .any(|known| format == Some(*known))
+    format_in(format, 8..=CURRENT_FORMAT)
+}
+
+/// The number of the current format, [`FORMAT_VERSION`]'s.
+const CURRENT_FORMAT: u32 = 11;
+
+/// Whether `format` (as stored) is `secnet-ledger/N` for an `N` in `range`.
+fn format_in(format: Option<&[u8]>, range: std::ops::RangeInclusive<u32>) -> bool {
+    format
+        .and_then(|f| f.strip_prefix(b"secnet-ledger/".as_slice()))
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| range.contains(&n) && format == Some(format_name(n).as_bytes()))
+}
+
+/// `secnet-ledger/N`.
+fn format_name(n: u32) -> String {
+    format!("secnet-ledger/{n}")
 }
 
 /// Where each slice of the indexes and of the state table is on disk.
@@ -650,17 +665,7 @@ fn index_marks(read: &ReadTransaction) -> Result<IndexMarks, LedgerError> {
 /// a ledger of a format before the journal.
 fn state_overlay(read: &ReadTransaction) -> Result<journal::Overlay, LedgerError> {
     let format = stored_format(read)?;
-    if ![
-        FORMAT_VERSION,
-        FORMAT_10,
-        FORMAT_9,
-        FORMAT_8,
-        FORMAT_7,
-        FORMAT_6,
-    ]
-    .iter()
-    .any(|known| format.as_deref() == Some(*known))
-    {
+    if !format_in(format.as_deref(), 6..=CURRENT_FORMAT) {
         return Ok(journal::Overlay::new());
     }
     journal::overlay(read, &index_marks(read)?)
@@ -791,7 +796,7 @@ fn pending_index(
 }
 
 /// The format a ledger file records.
-fn stored_format(read: &redb::ReadTransaction) -> Result<Option<Vec<u8>>, LedgerError> {
+pub(crate) fn stored_format(read: &redb::ReadTransaction) -> Result<Option<Vec<u8>>, LedgerError> {
     Ok(read
         .open_table(META)?
         .get(META_FORMAT)?
@@ -1107,20 +1112,7 @@ impl Ledger {
         // no state journal and, like format 6, no stored log tree; format 7 only in its
         // indexes, and formats 8 and 9 only in having no index of listings by owner, or by
         // hash. They are migrated once loaded.
-        if ![
-            FORMAT_VERSION,
-            FORMAT_10,
-            FORMAT_9,
-            FORMAT_8,
-            FORMAT_7,
-            FORMAT_6,
-            FORMAT_5,
-            FORMAT_4,
-            FORMAT_3,
-        ]
-        .iter()
-        .any(|known| format.as_deref() == Some(*known))
-        {
+        if !format_in(format.as_deref(), 3..=CURRENT_FORMAT) {
             return Err(LedgerError::Corrupt(format!(
                 "unknown ledger format {:?}",
                 format.map(|f| String::from_utf8_lossy(&f).into_owned())
@@ -1136,8 +1128,7 @@ impl Ledger {
         let mut parts = into.map(|_| Parts::new(dir)).transpose()?;
         let mut waiting = Vec::new();
         let mut owned = Vec::new();
-        let without_listings =
-            format.as_deref() != Some(FORMAT_VERSION) && format.as_deref() != Some(FORMAT_10);
+        let without_listings = !format_in(format.as_deref(), 10..=CURRENT_FORMAT);
         let mut add = |k: Vec<u8>, v: Vec<u8>| -> Result<(), LedgerError> {
             if without_listings {
                 owned.extend(index::owned_row_of(&k, Some(&v))?);
@@ -2039,5 +2030,29 @@ impl SnapshotSource {
             (count, entries),
             (log.len()?, leaves),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_named_and_ranged_as_stored() {
+        assert_eq!(format_name(CURRENT_FORMAT).as_bytes(), FORMAT_VERSION);
+        for (n, name) in [(10, FORMAT_10), (9, FORMAT_9), (8, FORMAT_8), (3, FORMAT_3)] {
+            assert_eq!(format_name(n).as_bytes(), name);
+        }
+        assert!(format_in(Some(FORMAT_8), 8..=CURRENT_FORMAT));
+        assert!(!format_in(Some(FORMAT_7), 8..=CURRENT_FORMAT));
+        for odd in [
+            &b"secnet-ledger/08"[..],
+            b"secnet-ledger/+9",
+            b"secnet-ledger/",
+            b"9",
+        ] {
+            assert!(!format_in(Some(odd), 0..=u32::MAX), "{odd:?}");
+        }
+        assert!(!format_in(None, 0..=u32::MAX));
     }
 }

@@ -11,6 +11,11 @@ use serde::Serialize;
 
 const STORED_BLOCK_VERSION: u8 = 1;
 
+/// More bytes than a stored block takes: a block of at most
+/// [`secnet_types::limits::MAX_BLOCK_BYTES`] and a receipt per transaction (a few hundred
+/// bytes each, for at most [`MAX_BLOCK_TXS`]). Readers of stored blocks refuse more.
+pub const MAX_STORED_BLOCK_BYTES: usize = 2 * secnet_types::limits::MAX_BLOCK_BYTES;
+
 /// An applied block and what it produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredBlock {

@@ -60,12 +60,22 @@ pub struct DiskUsage {
 }
 
 /// Reads where the ledger file at `path` spends its bytes. It opens the file itself, so
-/// the node using it must be stopped; it reads every row of the sorted runs once.
+/// the node using it must be stopped (a file its node did not close is repaired first, as
+/// opening it would); it reads every row of the sorted runs once. A ledger of an earlier
+/// format is refused: its node migrates it when it starts.
 pub fn disk_usage(path: &Path) -> Result<DiskUsage, LedgerError> {
     let file_bytes = std::fs::metadata(path)
-        .map_err(|e| LedgerError::Corrupt(format!("{}: {e}", path.display())))?
+        .map_err(|e| LedgerError::Storage(format!("{}: {e}", path.display())))?
         .len();
     let db = Database::open(path)?;
+    let format = crate::store::stored_format(&db.begin_read()?)?;
+    if format.as_deref() != Some(crate::store::FORMAT_VERSION) {
+        return Err(LedgerError::Storage(format!(
+            "a ledger of format {:?}; its node brings it to {:?} when it starts",
+            format.map(|f| String::from_utf8_lossy(&f).into_owned()),
+            String::from_utf8_lossy(crate::store::FORMAT_VERSION),
+        )));
+    }
     let allocated_bytes = {
         let write = db.begin_write()?;
         let stats = write.stats()?;

@@ -346,4 +346,8 @@ fn disk_usage_accounts_for_the_file() {
     assert!(usage.allocated_bytes <= usage.file_bytes, "{usage:?}");
     let in_runs: u64 = usage.runs.iter().map(|r| r.stored_bytes).sum();
     assert_eq!(in_runs, table("index_runs").stored_bytes);
+    // A ledger of an earlier format is its node's to migrate first.
+    as_format(dir.path(), 10);
+    let refused = secnet_ledger::disk_usage(&path).unwrap_err().to_string();
+    assert!(refused.contains("secnet-ledger/10"), "{refused}");
 }

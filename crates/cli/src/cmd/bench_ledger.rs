@@ -135,22 +135,24 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-/// Bytes the files a process holds open but has unlinked take on disk: a validator's state
-/// spill files, which no directory lists.
-fn unlinked_bytes(pid: u32) -> Option<u64> {
+/// Bytes the files a process holds open but has unlinked from `dir` take on disk (each file
+/// once, however many descriptors it has): a validator's state spill files (and, while a
+/// bounded ledger opens, its parts), which no directory lists.
+fn unlinked_bytes(pid: u32, dir: &std::path::Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt as _;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    Some(
-        fds.flatten()
-            .filter(|fd| {
-                std::fs::read_link(fd.path())
-                    .is_ok_and(|target| target.to_string_lossy().ends_with(" (deleted)"))
+    let files: std::collections::BTreeMap<(u64, u64), u64> = fds
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| {
+                target.starts_with(dir) && target.to_string_lossy().ends_with(" (deleted)")
             })
-            .filter_map(|fd| std::fs::metadata(fd.path()).ok())
-            .filter(std::fs::Metadata::is_file)
-            .map(|m| m.blocks() * 512)
-            .sum(),
-    )
+        })
+        .filter_map(|fd| std::fs::metadata(fd.path()).ok())
+        .filter(std::fs::Metadata::is_file)
+        .map(|m| ((m.dev(), m.ino()), m.blocks() * 512))
+        .collect();
+    Some(files.values().sum())
 }
 
 /// Where a validator's disk goes, in MiB.
@@ -176,7 +178,7 @@ impl DiskMib {
         DiskMib {
             ledger: mib(ledger),
             consensus: mib(consensus),
-            spill: unlinked_bytes(pid).map(mib),
+            spill: unlinked_bytes(pid, dir).map(mib),
             other: mib(dir_bytes(dir).saturating_sub(ledger + consensus)),
         }
     }
@@ -1013,8 +1015,10 @@ pub fn soak(
         }
         anyhow::Ok((rows, agree(&net.apis).await?))
     });
-    let (rows, final_height) = net.explain(soaked)?;
-    net.report_disagreement(final_height.is_some());
+    let soaked = net.explain(soaked);
+    if let Ok((_, final_height)) = &soaked {
+        net.report_disagreement(final_height.is_some());
+    }
     drop(net.children);
     if keep {
         eprintln!(
@@ -1022,6 +1026,7 @@ pub fn soak(
             net.dir.keep().display()
         );
     }
+    let (rows, final_height) = soaked?;
     let stalls: Vec<u64> = rows
         .iter()
         .filter(|r| r.lost > 0 || r.applied_tx_per_s < 0.9 * r.offered_tx_per_s)

@@ -310,7 +310,8 @@ pub(super) async fn charge_proof(
 }
 
 /// Snapshots (`/v1/snapshot`) one source may start a minute. Only one is streamed at a time,
-/// so a source that started one after the other would keep everyone else out.
+/// so a source that started one after the other would keep everyone else out. A caller
+/// turned away because another snapshot is streaming is not charged.
 pub const SNAPSHOTS_PER_SOURCE_PER_MINUTE: u32 = 1;
 
 /// What each source has left of [`SNAPSHOTS_PER_SOURCE_PER_MINUTE`].
@@ -325,38 +326,19 @@ impl Default for SnapshotBudget {
     }
 }
 
-/// Charges a snapshot to its source's budget; over it, answers 429 with `Retry-After`.
-pub(super) async fn charge_snapshot(
-    State(budget): State<SnapshotBudget>,
-    secnet_web::Source(source): secnet_web::Source,
-    request: Request,
-    next: Next,
-) -> Response {
-    let refused = budget
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take_all(
-            secnet_types::source::source_key(source),
-            1,
-            crate::datadir::now_ms(),
-        );
-    let Some(retry_s) = refused else {
-        return next.run(request).await;
-    };
-    let status = StatusCode::TOO_MANY_REQUESTS;
-    (
-        status,
-        [(header::RETRY_AFTER, retry_s.to_string())],
-        Problem::new(
-            status,
-            "busy",
-            format!(
-                "this address may start {SNAPSHOTS_PER_SOURCE_PER_MINUTE} snapshot a minute; retry in {retry_s} s"
-            ),
-        ),
-    )
-        .into_response()
+impl SnapshotBudget {
+    /// Takes one snapshot from `source`'s budget: `None` if taken, else in how many seconds
+    /// the next may start.
+    pub(super) fn charge(&self, source: Option<std::net::IpAddr>) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take_all(
+                secnet_types::source::source_key(source),
+                1,
+                crate::datadir::now_ms(),
+            )
+    }
 }
 
 #[cfg(test)]

@@ -144,13 +144,7 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
             get(certified::block_certificate),
         )
         .route("/v1/checkpoint", get(audit::checkpoint))
-        .route(
-            "/v1/snapshot",
-            get(snapshot::snapshot).route_layer(axum::middleware::from_fn_with_state(
-                budget::SnapshotBudget::default(),
-                budget::charge_snapshot,
-            )),
-        )
+        .route("/v1/snapshot", get(snapshot::snapshot))
         .route("/metrics", get(chain::metrics))
         .route("/openapi.json", get(openapi_json))
         .merge(proofs)
@@ -159,6 +153,7 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::Extension(txs::UnfundedBudget::default()))
+        .layer(axum::Extension(budget::SnapshotBudget::default()))
         .with_state(node)
 }
 

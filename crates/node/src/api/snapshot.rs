@@ -2,6 +2,7 @@
 //! replaying every block. The stream checks itself; the joining node checks its roots
 //! against certified ones, so it trusts this node for nothing but availability.
 
+use super::budget::{SNAPSHOTS_PER_SOURCE_PER_MINUTE, SnapshotBudget};
 use super::{ApiResult, Node};
 use crate::backend::NodeError;
 use crate::problem::{Problem, ProblemBody};
@@ -29,14 +30,19 @@ const CHUNK: usize = 256 * 1024;
     path = "/v1/snapshot",
     tag = "ledger",
     summary = "The ledger as last written to disk, as one snapshot stream",
-    description = "Binary (format secnet-snapshot/1): the tip, its block, every state entry and every access-log leaf. A joining node checks the stream against itself and its roots against a certified header, so this node is trusted for nothing but availability. One snapshot is streamed at a time, and one source may start one a minute.",
+    description = "Binary (format secnet-snapshot/1): the tip, its block, every state entry and every access-log leaf. A joining node checks the stream against itself and its roots against a certified header, so this node is trusted for nothing but availability. One snapshot is streamed at a time, and one source may start one a minute; a reader slower than 1 MiB/s on average after its first 30 s is dropped.",
     responses(
         (status = 200, description = "the snapshot; its height in x-secnet-snapshot-height", content_type = "application/octet-stream"),
         (status = 429, description = "this source started a snapshot less than a minute ago; retry after Retry-After seconds", body = ProblemBody, content_type = "application/problem+json"),
         (status = 503, description = "a snapshot is already being streamed; retry after Retry-After seconds", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
-pub(super) async fn snapshot(State(node): Node) -> ApiResult<Response> {
+pub(super) async fn snapshot(
+    State(node): Node,
+    axum::Extension(budget): axum::Extension<SnapshotBudget>,
+    secnet_web::Source(source): secnet_web::Source,
+) -> ApiResult<Response> {
+    // Busy first: a caller turned away for another's stream keeps its budget.
     let Ok(permit) = SNAPSHOTS.try_acquire() else {
         let status = StatusCode::SERVICE_UNAVAILABLE;
         return Ok((
@@ -50,6 +56,21 @@ pub(super) async fn snapshot(State(node): Node) -> ApiResult<Response> {
         )
             .into_response());
     };
+    if let Some(retry_s) = budget.charge(source) {
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        return Ok((
+            status,
+            [(header::RETRY_AFTER, retry_s.to_string())],
+            Problem::new(
+                status,
+                "busy",
+                format!(
+                    "this address may start {SNAPSHOTS_PER_SOURCE_PER_MINUTE} snapshot a minute; retry in {retry_s} s"
+                ),
+            ),
+        )
+            .into_response());
+    }
     let source = node
         .with_ledger(secnet_ledger::Ledger::snapshot_source)?
         .map_err(NodeError::from)?;
@@ -63,7 +84,8 @@ pub(super) async fn snapshot(State(node): Node) -> ApiResult<Response> {
             ChannelWriter {
                 sender: sender.clone(),
                 runtime,
-                deadline: std::time::Instant::now() + STREAM_DEADLINE,
+                started: std::time::Instant::now(),
+                sent: 0,
             },
         );
         if let Err(e) = source.write_to(&mut out) {
@@ -91,22 +113,34 @@ pub(super) async fn snapshot(State(node): Node) -> ApiResult<Response> {
 const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// No snapshot stream lasts longer than this.
 const STREAM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// After the first [`STALL_LIMIT`], a reader must have taken this many bytes a second on
+/// average, or it is dropped: one that reads a chunk just often enough not to stall would
+/// otherwise hold the only permit for the whole [`STREAM_DEADLINE`].
+const MIN_BYTES_PER_S: u64 = 1024 * 1024;
 
-/// Hands written bytes to the response body; fails once the client went away, stalls, or
-/// the stream's deadline passes.
+/// When a stream that started at `started` and has sent `sent` bytes must have handed over
+/// its next chunk: [`STALL_LIMIT`] plus a second per [`MIN_BYTES_PER_S`] sent, and never
+/// after [`STREAM_DEADLINE`].
+fn next_chunk_due(started: std::time::Instant, sent: u64) -> std::time::Instant {
+    let earned = std::time::Duration::from_secs_f64(sent as f64 / MIN_BYTES_PER_S as f64);
+    started + (STALL_LIMIT + earned).min(STREAM_DEADLINE)
+}
+
+/// Hands written bytes to the response body; fails once the client went away, stalls, falls
+/// below [`MIN_BYTES_PER_S`], or the stream's deadline passes.
 struct ChannelWriter {
     sender: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     runtime: tokio::runtime::Handle,
-    deadline: std::time::Instant,
+    started: std::time::Instant,
+    sent: u64,
 }
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let gone = |why: &str| std::io::Error::new(std::io::ErrorKind::BrokenPipe, why.to_owned());
-        let left = self
-            .deadline
+        let left = next_chunk_due(self.started, self.sent)
             .checked_duration_since(std::time::Instant::now())
-            .ok_or_else(|| gone("the stream's deadline passed"))?;
+            .ok_or_else(|| gone("the client read too slowly, or the stream's deadline passed"))?;
         let chunk = Ok(Bytes::copy_from_slice(buf));
         self.runtime
             .block_on(self.sender.send_timeout(chunk, STALL_LIMIT.min(left)))
@@ -116,10 +150,28 @@ impl Write for ChannelWriter {
                 }
                 tokio::sync::mpsc::error::SendTimeoutError::Closed(_) => gone("client went away"),
             })?;
+        self.sent += buf.len() as u64;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_reader_earns_time_by_what_it_took_up_to_the_deadline() {
+        let t = std::time::Instant::now();
+        assert_eq!(next_chunk_due(t, 0), t + STALL_LIMIT);
+        assert_eq!(
+            next_chunk_due(t, 60 * MIN_BYTES_PER_S),
+            t + STALL_LIMIT + Duration::from_secs(60)
+        );
+        assert_eq!(next_chunk_due(t, u64::MAX), t + STREAM_DEADLINE);
     }
 }
