@@ -51,6 +51,25 @@ pub(crate) fn get(
     table: &impl ReadableTable<(u64, u32), &'static [u8]>,
     height: u64,
 ) -> Result<Option<Vec<u8>>, LedgerError> {
+    read(table, height, MAX_STORED_BLOCK_BYTES)
+}
+
+/// At least the first `front` bytes of the block at `height` (all of it if shorter), if
+/// stored: what is read for its header, not the whole block.
+pub(crate) fn front(
+    table: &impl ReadableTable<(u64, u32), &'static [u8]>,
+    height: u64,
+    front: usize,
+) -> Result<Option<Vec<u8>>, LedgerError> {
+    read(table, height, front.min(MAX_STORED_BLOCK_BYTES))
+}
+
+/// The block at `height`'s chunks until they hold `enough` bytes or end (see [`get`]).
+fn read(
+    table: &impl ReadableTable<(u64, u32), &'static [u8]>,
+    height: u64,
+    enough: usize,
+) -> Result<Option<Vec<u8>>, LedgerError> {
     let mut bytes: Option<Vec<u8>> = None;
     let damaged = |what: String| LedgerError::Corrupt(format!("block {height} {what}"));
     for (expected, row) in (0u32..).zip(table.range((height, 0)..=(height, u32::MAX))?) {
@@ -60,6 +79,9 @@ pub(crate) fn get(
             return Err(damaged(format!("lacks chunk {expected}")));
         }
         let bytes = bytes.get_or_insert_with(|| Vec::with_capacity(CHUNK_BYTES));
+        if bytes.len() >= enough && enough < MAX_STORED_BLOCK_BYTES {
+            break;
+        }
         if !bytes.len().is_multiple_of(CHUNK_BYTES) || chunk.len() > CHUNK_BYTES {
             return Err(damaged(format!(
                 "has a chunk of another size at {expected}"
@@ -126,6 +148,10 @@ mod tests {
         let table = read.open_table(BLOCK_CHUNKS).unwrap();
         for h in [0, 1, 2, 4] {
             assert_eq!(get(&table, h as u64).unwrap().unwrap(), block(h));
+            // The front: whole chunks up to what was asked, or the whole block.
+            let want = (CHUNK_BYTES + 1).min(block(h).len());
+            let got = front(&table, h as u64, CHUNK_BYTES + 1).unwrap().unwrap();
+            assert!(got.len() >= want && block(h).starts_with(&got), "{h}");
         }
         assert_eq!(get(&table, 5).unwrap().unwrap(), block(4));
         assert_eq!(get(&table, 3).unwrap(), None);

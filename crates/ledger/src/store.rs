@@ -1338,7 +1338,7 @@ impl Ledger {
         }
         let read = self.db.begin_read()?;
         let table = read.open_table(BLOCK_CHUNKS)?;
-        let Some(bytes) = blocks::get(&table, height)? else {
+        let Some(bytes) = blocks::front(&table, height, StoredBlock::HEADER_FRONT)? else {
             return Ok(None);
         };
         StoredBlock::header_of(&bytes)

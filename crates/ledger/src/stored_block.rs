@@ -53,6 +53,9 @@ impl BlockTxs {
 }
 
 impl StoredBlock {
+    /// The stored bytes' front that holds the header ([`Self::header_of`] reads no more).
+    pub const HEADER_FRONT: usize = 8 * 1024;
+
     /// The stored bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.encode().to_vec()
@@ -85,7 +88,9 @@ impl StoredBlock {
     /// The block header alone, read from the front of stored bytes.
     pub fn header_of(bytes: &[u8]) -> Result<BlockHeader, CodecError> {
         // A header is at most a few KiB: copy only the front of the stored bytes.
-        let front = bytes.get(..bytes.len().min(8 * 1024)).unwrap_or(bytes);
+        let front = bytes
+            .get(..bytes.len().min(Self::HEADER_FRONT))
+            .unwrap_or(bytes);
         let mut buf = bytes::Bytes::copy_from_slice(front);
         let version = u8::read(&mut buf)?;
         if version != STORED_BLOCK_VERSION {
