@@ -71,6 +71,7 @@ fn read(
     enough: usize,
 ) -> Result<Option<Vec<u8>>, LedgerError> {
     let mut bytes: Option<Vec<u8>> = None;
+    let mut last_len = CHUNK_BYTES;
     let damaged = |what: String| LedgerError::Corrupt(format!("block {height} {what}"));
     for (expected, row) in (0u32..).zip(table.range((height, 0)..=(height, u32::MAX))?) {
         let (key, chunk) = row?;
@@ -78,21 +79,23 @@ fn read(
         if key.value().1 != expected {
             return Err(damaged(format!("lacks chunk {expected}")));
         }
-        let bytes = bytes.get_or_insert_with(|| Vec::with_capacity(CHUNK_BYTES));
-        if bytes.len() >= enough && enough < MAX_STORED_BLOCK_BYTES {
-            break;
-        }
-        if !bytes.len().is_multiple_of(CHUNK_BYTES) || chunk.len() > CHUNK_BYTES {
+        // Every chunk before this one full.
+        if last_len != CHUNK_BYTES || chunk.len() > CHUNK_BYTES {
             return Err(damaged(format!(
                 "has a chunk of another size at {expected}"
             )));
         }
+        let bytes = bytes.get_or_insert_with(|| Vec::with_capacity(CHUNK_BYTES));
         if bytes.len() + chunk.len() > MAX_STORED_BLOCK_BYTES {
             return Err(damaged(format!(
                 "is stored in more than {MAX_STORED_BLOCK_BYTES} bytes"
             )));
         }
         bytes.extend_from_slice(chunk);
+        last_len = chunk.len();
+        if bytes.len() >= enough && enough < MAX_STORED_BLOCK_BYTES {
+            break;
+        }
     }
     Ok(bytes)
 }
@@ -201,6 +204,13 @@ mod tests {
             // A short chunk followed by another, or one too long.
             insert(&mut table, 3, &vec![7; 2 * CHUNK_BYTES]).unwrap();
             table.insert((3, 0), [7u8; 10].as_slice()).unwrap();
+            let err = get(&table, 3).unwrap_err().to_string();
+            assert!(
+                err.contains("block 3 has a chunk of another size at 1"),
+                "{err}"
+            );
+            // An empty one before another, likewise.
+            table.insert((3, 0), [].as_slice()).unwrap();
             let err = get(&table, 3).unwrap_err().to_string();
             assert!(
                 err.contains("block 3 has a chunk of another size at 1"),

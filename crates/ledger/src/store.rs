@@ -285,6 +285,8 @@ struct Recent {
     /// Its transactions' hashes and outcomes (likewise): what clients waiting for
     /// finality ask of every new block.
     txs: Option<Arc<BlockTxs>>,
+    /// The content hashes of the listings its block wrote (likewise).
+    listings: Option<Arc<[Hash]>>,
 }
 
 /// What [`Ledger::replay_check`] found.
@@ -920,6 +922,7 @@ impl Ledger {
             header: None,
             receipts_root: None,
             txs: None,
+            listings: None,
         }]);
         let mut ledger = Ledger {
             db: Arc::new(db),
@@ -1262,11 +1265,18 @@ impl Ledger {
         if self.recent.len() >= RECENT_STATES {
             self.recent.pop_front();
         }
+        let listings: Arc<[Hash]> = outcome
+            .writes
+            .iter()
+            .filter_map(|w| index::listed_row_of(&w.key, w.value.as_deref()))
+            .map(|(hash, _)| Hash(hash))
+            .collect();
         self.recent.push_back(Recent {
             snapshot: self.state.snapshot(),
             header: Some(block.header.clone()),
             receipts_root: Some(receipts_root(&outcome.receipts)),
             txs: Some(Arc::new(BlockTxs::of(block, &outcome.receipts))),
+            listings: Some(listings),
         });
         self.spill_over_bound();
         Ok(outcome)
@@ -1312,6 +1322,19 @@ impl Ledger {
         self.recent
             .get(index)
             .filter(|r| r.snapshot.height() == height)
+    }
+
+    /// The tip's height, and the content hashes of the listings registered, changed or
+    /// withdrawn by the blocks after `height` up to it; `None` if one of those blocks is not
+    /// among the last [`RECENT_STATES`] applied since the ledger opened (a caller keeping
+    /// the listings as of `height` then reads them all again).
+    pub fn listings_changed_since(&self, height: u64) -> Option<(u64, BTreeSet<Hash>)> {
+        let tip = self.state.tip().height;
+        let mut changed = BTreeSet::new();
+        for h in height.checked_add(1)?..=tip {
+            changed.extend(self.recent_at(h)?.listings.as_deref()?.iter().copied());
+        }
+        (height <= tip).then_some((tip, changed))
     }
 
     /// The transactions' hashes and outcomes of the block at `height`, if it is one of the

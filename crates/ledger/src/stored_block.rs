@@ -12,9 +12,11 @@ use serde::Serialize;
 const STORED_BLOCK_VERSION: u8 = 1;
 
 /// More bytes than a stored block takes: a block of at most
-/// [`secnet_types::limits::MAX_BLOCK_BYTES`] and a receipt per transaction (a few hundred
-/// bytes each, for at most [`MAX_BLOCK_TXS`]). Readers of stored blocks refuse more.
-pub const MAX_STORED_BLOCK_BYTES: usize = 2 * secnet_types::limits::MAX_BLOCK_BYTES;
+/// [`secnet_types::limits::MAX_BLOCK_BYTES`] and a receipt per transaction (a hash and a few
+/// events of at most a few hundred bytes each, for at most [`MAX_BLOCK_TXS`]: well under
+/// another `MAX_BLOCK_BYTES`), with room to spare, so that no executed block is refused for
+/// its size. Readers of stored blocks refuse more.
+pub const MAX_STORED_BLOCK_BYTES: usize = 4 * secnet_types::limits::MAX_BLOCK_BYTES;
 
 /// An applied block and what it produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

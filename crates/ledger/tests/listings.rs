@@ -14,7 +14,7 @@ mod common;
 
 use proptest::prelude::*;
 use redb::{Database, ReadableTable, TableDefinition};
-use secnet_ledger::{LEDGER_FILE, Ledger};
+use secnet_ledger::{LEDGER_FILE, Ledger, RECENT_STATES};
 use secnet_types::{
     AccountId, Block, Call, DataKind, Genesis, Hash, Keypair, RegisterData, Transaction,
 };
@@ -187,6 +187,32 @@ fn check(
     Ok(())
 }
 
+/// Whether the ledger names every listing that changed since each recent height (`history`:
+/// the model after each height), and says it cannot for heights before the last
+/// `RECENT_STATES` or before it was opened at `opened_at`.
+fn changes_since(ledger: &Ledger, history: &[Model], opened_at: u64) -> Result<(), TestCaseError> {
+    let tip = ledger.state().tip().height;
+    let now = &history[tip as usize];
+    for since in tip.saturating_sub(RECENT_STATES as u64 + 2)..=tip {
+        let answer = ledger.listings_changed_since(since);
+        let knowable = since >= opened_at && since + RECENT_STATES as u64 >= tip;
+        prop_assert_eq!(answer.is_some(), knowable, "since {} at {}", since, tip);
+        let Some((at, changed)) = answer else {
+            continue;
+        };
+        prop_assert_eq!(at, tip);
+        let then = &history[since as usize];
+        for n in 0..DATA {
+            let hash = data(n);
+            if then.get(&hash) != now.get(&hash) {
+                prop_assert!(changed.contains(&hash), "{} changed since {}", n, since);
+            }
+        }
+    }
+    prop_assert!(ledger.listings_changed_since(tip + 1).is_none());
+    Ok(())
+}
+
 /// Makes the ledger in `dir` one of format 8, before the indexes of listings (their runs
 /// removed), of format 9, before the index of listed hashes, or of format 10, with each
 /// block stored whole.
@@ -241,11 +267,15 @@ proptest! {
             .map(|data| Op::Register { owner: data as usize % OWNERS, data })
             .collect();
         let blocks = std::iter::once((prelude, Then::Written)).chain(blocks);
+        // The model after each height, and the last height the ledger was opened at.
+        let mut history = vec![Model::new()];
+        let mut opened_at = 0;
         for (ops, then) in &blocks.collect::<Vec<_>>() {
             let block = block(&ledger, ops);
             for op in ops {
                 apply(&mut model, *op);
             }
+            history.push(model.clone());
             match then {
                 Then::Written | Then::Reopened => {
                     ledger.apply_block(&block).unwrap();
@@ -256,10 +286,14 @@ proptest! {
             }
             let start = ledger.state().tip().height % DATA;
             check(&ledger, &model, [start, CROWDED - 1 - start % CROWDED])?;
+            let tip = ledger.state().tip().height;
+            changes_since(&ledger, &history, opened_at)?;
             if let Then::Reopened = then {
                 drop(ledger);
                 ledger = Ledger::open(dir.path(), &g).unwrap();
                 check(&ledger, &model, 0..DATA)?;
+                opened_at = tip;
+                changes_since(&ledger, &history, opened_at)?;
             }
         }
         // A ledger of a format before the indexes of listings gets them from its listings,

@@ -7,11 +7,13 @@ use crate::backend::Backend;
 use crate::pdc::Pdc;
 use secnet_api::pdc::{AccessAsk, AskRecord, Notice};
 use secnet_api::txs::TxStatus;
+use secnet_contract::StateSnapshot;
 use secnet_types::{AccountId, Call, Event, Genesis, Hash, Outcome};
 use secnet_web::services::{
     AccountFacts, BoxFuture, EmergencyReading, HistoryItem, Organisation, ReadError, Reading,
     Services, StoredRecord,
 };
+use std::collections::BTreeSet;
 use std::io::Read as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -389,6 +391,64 @@ pub fn name_in(genesis: &Genesis, account: &AccountId) -> String {
         .unwrap_or_else(|| crate::api::node_name(account))
 }
 
+/// What the application lists of the listing registered under `hash` in `snapshot`: patient
+/// data only.
+fn listed_of(snapshot: &StateSnapshot, hash: &Hash) -> Option<secnet_web::search::Listed> {
+    snapshot
+        .listing(hash)
+        .filter(|x| x.kind == secnet_types::DataKind::UserData)
+        .map(|x| secnet_web::search::Listed {
+            id: x.id.to_string(),
+            hash: x.hash.to_string(),
+            holder: x.holder.to_string(),
+            owner: x.owner.to_string(),
+            price: x.price,
+            description: x.description,
+        })
+}
+
+/// `old` (in content-hash order) with the listings under `changed` read again with
+/// `listed` (gone where it gives none), still in content-hash order: what reading every
+/// listing again would give, when `changed` names every listing written since `old`.
+fn updated_listings(
+    old: &[secnet_web::search::Listed],
+    changed: &BTreeSet<Hash>,
+    listed: impl Fn(&Hash) -> Option<secnet_web::search::Listed>,
+) -> Vec<secnet_web::search::Listed> {
+    let names: BTreeSet<String> = changed.iter().map(ToString::to_string).collect();
+    let mut fresh: Vec<_> = old
+        .iter()
+        .filter(|l| !names.contains(&l.hash))
+        .cloned()
+        .collect();
+    fresh.extend(changed.iter().filter_map(listed));
+    // Two sorted runs (hex of equal length sorts as the bytes do): merged in one pass.
+    fresh.sort_by(|a, b| a.hash.cmp(&b.hash));
+    fresh
+}
+
+impl WebServices {
+    /// Every listing, read a page of hashes at a time; `None` if the ledger cannot be read.
+    fn all_listings(&self) -> Option<Vec<secnet_web::search::Listed>> {
+        let mut all = Vec::new();
+        let mut after: Option<Hash> = None;
+        loop {
+            let page = self.node.with_ledger(|l| {
+                l.listed_hashes_after(after.as_ref(), LISTINGS_READ_AT_ONCE)
+                    .map(|hashes| (l.state().snapshot(), hashes))
+            });
+            let Ok(Ok((snapshot, hashes))) = page else {
+                return None;
+            };
+            after = hashes.last().copied();
+            all.extend(hashes.iter().filter_map(|h| listed_of(&snapshot, h)));
+            if hashes.len() < LISTINGS_READ_AT_ONCE {
+                return Some(all);
+            }
+        }
+    }
+}
+
 impl Services for WebServices {
     fn me(&self) -> AccountId {
         self.node.key().account()
@@ -404,53 +464,42 @@ impl Services for WebServices {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         };
-        // Listings change only with a new height: built once per height, shared, one build
-        // at a time (a page asking meanwhile waits for it, then finds it fresh). They are
-        // read a page of hashes at a time: under the ledger only the state tree (an O(1)
-        // version) and the page's hashes are taken, and decoded after it is let go, so that
-        // blocks are not held up for long however many listings there are. A listing that
-        // changes while the pages are read may be seen as of either height.
+        // Listings change only with a new height: brought up to date once per height,
+        // shared, one update at a time (a page asking meanwhile waits for it, then finds it
+        // fresh). When the ledger can name the listings the blocks since the cached height
+        // wrote, only those are read again; otherwise all are, a page of hashes at a time.
+        // Under the ledger only the state tree (an O(1) version) and hashes are taken, and
+        // listings are decoded after it is let go, so that blocks are not held up for long
+        // however many listings there are.
         let _building = self
             .building
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let height = match self.node.with_ledger(|l| l.state().tip().height) {
-            Ok(height) => height,
-            Err(_) => return Arc::default(),
+        let cached = cache().0;
+        let since = self.node.with_ledger(|l| {
+            let tip = l.state().tip().height;
+            let changed = cached.and_then(|at| l.listings_changed_since(at));
+            (
+                tip,
+                changed.map(|(_, changed)| (l.state().snapshot(), changed)),
+            )
+        });
+        let Ok((height, changed)) = since else {
+            return Arc::default();
         };
-        if cache().0 == Some(height) {
+        if cached == Some(height) {
             return cache().1.clone();
         }
-        let mut fresh = Vec::new();
-        let mut after: Option<Hash> = None;
-        loop {
-            let page = self.node.with_ledger(|l| {
-                l.listed_hashes_after(after.as_ref(), LISTINGS_READ_AT_ONCE)
-                    .map(|hashes| (l.state().snapshot(), hashes))
-            });
-            let Ok(Ok((snapshot, hashes))) = page else {
-                return cache().1.clone();
-            };
-            after = hashes.last().copied();
-            fresh.extend(
-                hashes
-                    .iter()
-                    .filter_map(|h| snapshot.listing(h))
-                    .filter(|x| x.kind == secnet_types::DataKind::UserData)
-                    .map(|x| secnet_web::search::Listed {
-                        id: x.id.to_string(),
-                        hash: x.hash.to_string(),
-                        holder: x.holder.to_string(),
-                        owner: x.owner.to_string(),
-                        price: x.price,
-                        description: x.description,
-                    }),
-            );
-            if hashes.len() < LISTINGS_READ_AT_ONCE {
-                break;
+        let fresh = match changed {
+            Some((snapshot, changed)) => {
+                let listed = |hash: &Hash| listed_of(&snapshot, hash);
+                Arc::new(updated_listings(&cache().1, &changed, listed))
             }
-        }
-        let fresh = Arc::new(fresh);
+            None => match self.all_listings() {
+                Some(all) => Arc::new(all),
+                None => return cache().1.clone(),
+            },
+        };
         let mut cached = cache();
         if cached.0.is_none_or(|at| at <= height) {
             *cached = (Some(height), fresh.clone());
@@ -642,7 +691,57 @@ fn history_items(
 
 #[cfg(test)]
 mod tests {
-    use super::holder_base;
+    use super::{holder_base, updated_listings};
+    use proptest::prelude::*;
+    use secnet_types::Hash;
+    use secnet_web::search::Listed;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Listings as the ledger holds them at two heights: content hash (from a small number)
+    /// → price, absent when not listed.
+    fn listings(model: &BTreeMap<u8, u64>) -> Vec<Listed> {
+        let mut all: Vec<Listed> = model.iter().map(|(n, price)| listed(*n, *price)).collect();
+        all.sort_by(|a, b| a.hash.cmp(&b.hash));
+        all
+    }
+
+    fn hash(n: u8) -> Hash {
+        Hash::digest_parts(&[b"listing", &[n]])
+    }
+
+    fn listed(n: u8, price: u64) -> Listed {
+        Listed {
+            id: format!("id{n}"),
+            hash: hash(n).to_string(),
+            holder: "h".into(),
+            owner: "o".into(),
+            price,
+            description: format!("record {n}"),
+        }
+    }
+
+    proptest! {
+        /// Reading again only what changed (and anything else named) gives what reading
+        /// everything gives, in the same order.
+        #[test]
+        fn updating_what_changed_is_reading_everything(
+            before in prop::collection::btree_map(any::<u8>(), 0..3u64, 0..40),
+            after in prop::collection::btree_map(any::<u8>(), 0..3u64, 0..40),
+            named in prop::collection::btree_set(any::<u8>(), 0..10),
+        ) {
+            let changed: BTreeSet<Hash> = (0..=u8::MAX)
+                .filter(|n| before.get(n) != after.get(n) || named.contains(n))
+                .map(hash)
+                .collect();
+            let read = |h: &Hash| {
+                (0..=u8::MAX)
+                    .find(|n| hash(*n) == *h)
+                    .and_then(|n| after.get(&n).map(|price| listed(n, *price)))
+            };
+            let updated = updated_listings(&listings(&before), &changed, read);
+            prop_assert_eq!(updated, listings(&after));
+        }
+    }
 
     #[test]
     fn only_holder_data_urls_are_followed() {

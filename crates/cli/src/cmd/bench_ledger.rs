@@ -171,6 +171,8 @@ struct DiskMib {
 impl DiskMib {
     fn of(dir: &std::path::Path, pid: u32) -> DiskMib {
         use std::os::unix::fs::MetadataExt as _;
+        // As the kernel names the files a process holds (no symbolic link in the way).
+        let dir = &dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
         let ledger =
             std::fs::metadata(dir.join(secnet_ledger::LEDGER_FILE)).map_or(0, |m| m.blocks() * 512);

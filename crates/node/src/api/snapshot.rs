@@ -30,7 +30,7 @@ const CHUNK: usize = 256 * 1024;
     path = "/v1/snapshot",
     tag = "ledger",
     summary = "The ledger as last written to disk, as one snapshot stream",
-    description = "Binary (format secnet-snapshot/1): the tip, its block, every state entry and every access-log leaf. A joining node checks the stream against itself and its roots against a certified header, so this node is trusted for nothing but availability. One snapshot is streamed at a time, and one source may start one a minute; a reader slower than 1 MiB/s on average after its first 30 s is dropped.",
+    description = "Binary (format secnet-snapshot/1): the tip, its block, every state entry and every access-log leaf. A joining node checks the stream against itself and its roots against a certified header, so this node is trusted for nothing but availability. One snapshot is streamed at a time, and one source may start one a minute; a reader that keeps the stream waiting longer than 30 s plus a second per MiB it has taken is dropped.",
     responses(
         (status = 200, description = "the snapshot; its height in x-secnet-snapshot-height", content_type = "application/octet-stream"),
         (status = 429, description = "this source started a snapshot less than a minute ago; retry after Retry-After seconds", body = ProblemBody, content_type = "application/problem+json"),
@@ -84,8 +84,9 @@ pub(super) async fn snapshot(
             ChannelWriter {
                 sender: sender.clone(),
                 runtime,
-                started: std::time::Instant::now(),
+                deadline: std::time::Instant::now() + STREAM_DEADLINE,
                 sent: 0,
+                waited: std::time::Duration::ZERO,
             },
         );
         if let Err(e) = source.write_to(&mut out) {
@@ -113,43 +114,54 @@ pub(super) async fn snapshot(
 const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// No snapshot stream lasts longer than this.
 const STREAM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
-/// After the first [`STALL_LIMIT`], a reader must have taken this many bytes a second on
-/// average, or it is dropped: one that reads a chunk just often enough not to stall would
-/// otherwise hold the only permit for the whole [`STREAM_DEADLINE`].
+/// A reader is dropped once the stream has waited for it longer than [`STALL_LIMIT`] plus a
+/// second for every this many bytes it took: one that reads a chunk just often enough not to
+/// stall would otherwise hold the only permit for the whole [`STREAM_DEADLINE`]. Only time
+/// spent waiting for the reader counts, not the time the node takes to produce the stream.
 const MIN_BYTES_PER_S: u64 = 1024 * 1024;
 
-/// When a stream that started at `started` and has sent `sent` bytes must have handed over
-/// its next chunk: [`STALL_LIMIT`] plus a second per [`MIN_BYTES_PER_S`] sent, and never
-/// after [`STREAM_DEADLINE`].
-fn next_chunk_due(started: std::time::Instant, sent: u64) -> std::time::Instant {
+/// How much longer a reader that has taken `sent` bytes, and kept the stream waiting for
+/// `waited` in all, may keep it waiting (see [`MIN_BYTES_PER_S`]).
+fn reader_allowance(sent: u64, waited: std::time::Duration) -> std::time::Duration {
     let earned = std::time::Duration::from_secs_f64(sent as f64 / MIN_BYTES_PER_S as f64);
-    started + (STALL_LIMIT + earned).min(STREAM_DEADLINE)
+    (STALL_LIMIT + earned).saturating_sub(waited)
 }
 
-/// Hands written bytes to the response body; fails once the client went away, stalls, falls
-/// below [`MIN_BYTES_PER_S`], or the stream's deadline passes.
+/// Hands written bytes to the response body; fails once the client went away, stalls, keeps
+/// the stream waiting beyond [`reader_allowance`], or the stream's deadline passes.
 struct ChannelWriter {
     sender: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     runtime: tokio::runtime::Handle,
-    started: std::time::Instant,
+    deadline: std::time::Instant,
     sent: u64,
+    /// How long the stream has waited for the reader to take what was sent.
+    waited: std::time::Duration,
 }
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let gone = |why: &str| std::io::Error::new(std::io::ErrorKind::BrokenPipe, why.to_owned());
-        let left = next_chunk_due(self.started, self.sent)
-            .checked_duration_since(std::time::Instant::now())
-            .ok_or_else(|| gone("the client read too slowly, or the stream's deadline passed"))?;
+        let now = std::time::Instant::now();
+        let left = self
+            .deadline
+            .checked_duration_since(now)
+            .ok_or_else(|| gone("the stream's deadline passed"))?;
+        let allowed = reader_allowance(self.sent, self.waited);
+        if allowed.is_zero() {
+            return Err(gone("the client read too slowly"));
+        }
         let chunk = Ok(Bytes::copy_from_slice(buf));
-        self.runtime
-            .block_on(self.sender.send_timeout(chunk, STALL_LIMIT.min(left)))
-            .map_err(|e| match e {
-                tokio::sync::mpsc::error::SendTimeoutError::Timeout(_) => {
-                    gone("the client stopped reading")
-                }
-                tokio::sync::mpsc::error::SendTimeoutError::Closed(_) => gone("client went away"),
-            })?;
+        let sent = self.runtime.block_on(
+            self.sender
+                .send_timeout(chunk, STALL_LIMIT.min(left).min(allowed)),
+        );
+        self.waited += now.elapsed();
+        sent.map_err(|e| match e {
+            tokio::sync::mpsc::error::SendTimeoutError::Timeout(_) => {
+                gone("the client stopped reading, or read too slowly")
+            }
+            tokio::sync::mpsc::error::SendTimeoutError::Closed(_) => gone("client went away"),
+        })?;
         self.sent += buf.len() as u64;
         Ok(buf.len())
     }
@@ -165,13 +177,13 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn a_reader_earns_time_by_what_it_took_up_to_the_deadline() {
-        let t = std::time::Instant::now();
-        assert_eq!(next_chunk_due(t, 0), t + STALL_LIMIT);
+    fn a_reader_earns_waiting_time_by_what_it_took() {
+        assert_eq!(reader_allowance(0, Duration::ZERO), STALL_LIMIT);
         assert_eq!(
-            next_chunk_due(t, 60 * MIN_BYTES_PER_S),
-            t + STALL_LIMIT + Duration::from_secs(60)
+            reader_allowance(60 * MIN_BYTES_PER_S, Duration::from_secs(10)),
+            STALL_LIMIT + Duration::from_secs(50)
         );
-        assert_eq!(next_chunk_due(t, u64::MAX), t + STREAM_DEADLINE);
+        assert_eq!(reader_allowance(0, STALL_LIMIT * 2), Duration::ZERO);
+        assert!(reader_allowance(u64::MAX, Duration::ZERO) > STREAM_DEADLINE);
     }
 }
