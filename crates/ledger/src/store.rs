@@ -203,6 +203,8 @@ pub struct Ledger {
     /// Where the state tree moves subtrees when it holds more than its bound, once one is
     /// set.
     spilling: Option<Spilling>,
+    /// The listings each recent block wrote.
+    listing_changes: ListingChanges,
 }
 
 /// What an access-log leaf is about, as the ledger indexes it.
@@ -285,8 +287,34 @@ struct Recent {
     /// Its transactions' hashes and outcomes (likewise): what clients waiting for
     /// finality ask of every new block.
     txs: Option<Arc<BlockTxs>>,
-    /// The content hashes of the listings its block wrote (likewise).
-    listings: Option<Arc<[Hash]>>,
+}
+
+/// Heights whose listing writes a ledger keeps ([`Ledger::listings_changed_since`]), and the
+/// most content hashes it keeps of them in all (8 MiB; older heights go first).
+pub const LISTING_CHANGES_HEIGHTS: usize = 1_024;
+const LISTING_CHANGES_HASHES: usize = 1 << 18;
+
+/// The content hashes of the listings each block applied since a ledger opened wrote, for
+/// the last heights ([`LISTING_CHANGES_HEIGHTS`], [`LISTING_CHANGES_HASHES`]).
+#[derive(Debug, Default)]
+struct ListingChanges {
+    /// (Height, hashes), consecutive heights, oldest first.
+    heights: VecDeque<(u64, Arc<[Hash]>)>,
+    hashes: usize,
+}
+
+impl ListingChanges {
+    fn push(&mut self, height: u64, hashes: Arc<[Hash]>) {
+        self.hashes += hashes.len();
+        self.heights.push_back((height, hashes));
+        while self.heights.len() > LISTING_CHANGES_HEIGHTS
+            || (self.hashes > LISTING_CHANGES_HASHES && self.heights.len() > 1)
+        {
+            if let Some((_, gone)) = self.heights.pop_front() {
+                self.hashes -= gone.len();
+            }
+        }
+    }
 }
 
 /// What [`Ledger::replay_check`] found.
@@ -922,7 +950,6 @@ impl Ledger {
             header: None,
             receipts_root: None,
             txs: None,
-            listings: None,
         }]);
         let mut ledger = Ledger {
             db: Arc::new(db),
@@ -934,6 +961,7 @@ impl Ledger {
             state,
             recent,
             spilling,
+            listing_changes: ListingChanges::default(),
         };
         // A new ledger's state is its genesis: bound from here on.
         if let (Some(memory), None) = (memory, &ledger.spilling) {
@@ -1276,8 +1304,8 @@ impl Ledger {
             header: Some(block.header.clone()),
             receipts_root: Some(receipts_root(&outcome.receipts)),
             txs: Some(Arc::new(BlockTxs::of(block, &outcome.receipts))),
-            listings: Some(listings),
         });
+        self.listing_changes.push(block.header.height, listings);
         self.spill_over_bound();
         Ok(outcome)
     }
@@ -1325,16 +1353,26 @@ impl Ledger {
     }
 
     /// The tip's height, and the content hashes of the listings registered, changed or
-    /// withdrawn by the blocks after `height` up to it; `None` if one of those blocks is not
-    /// among the last [`RECENT_STATES`] applied since the ledger opened (a caller keeping
-    /// the listings as of `height` then reads them all again).
-    pub fn listings_changed_since(&self, height: u64) -> Option<(u64, BTreeSet<Hash>)> {
+    /// withdrawn by the blocks after `height` up to it, a slice per block (cheap to take:
+    /// merge them after letting the ledger go); `None` if `height` is above the tip, or one
+    /// of those blocks is not among those applied since the ledger opened whose listing
+    /// writes it keeps ([`LISTING_CHANGES_HEIGHTS`]): a caller keeping the listings as of
+    /// `height` then reads them all again.
+    pub fn listings_changed_since(&self, height: u64) -> Option<(u64, Vec<Arc<[Hash]>>)> {
         let tip = self.state.tip().height;
-        let mut changed = BTreeSet::new();
-        for h in height.checked_add(1)?..=tip {
-            changed.extend(self.recent_at(h)?.listings.as_deref()?.iter().copied());
+        if height >= tip {
+            return (height == tip).then_some((tip, Vec::new()));
         }
-        (height <= tip).then_some((tip, changed))
+        let kept = &self.listing_changes.heights;
+        let first = kept.front()?.0;
+        if height.checked_add(1)? < first || kept.back()?.0 != tip {
+            return None;
+        }
+        let skip = usize::try_from(height + 1 - first).ok()?;
+        Some((
+            tip,
+            kept.iter().skip(skip).map(|(_, h)| h.clone()).collect(),
+        ))
     }
 
     /// The transactions' hashes and outcomes of the block at `height`, if it is one of the

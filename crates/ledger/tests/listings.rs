@@ -14,7 +14,7 @@ mod common;
 
 use proptest::prelude::*;
 use redb::{Database, ReadableTable, TableDefinition};
-use secnet_ledger::{LEDGER_FILE, Ledger, RECENT_STATES};
+use secnet_ledger::{LEDGER_FILE, LISTING_CHANGES_HEIGHTS, Ledger};
 use secnet_types::{
     AccountId, Block, Call, DataKind, Genesis, Hash, Keypair, RegisterData, Transaction,
 };
@@ -187,20 +187,27 @@ fn check(
     Ok(())
 }
 
-/// Whether the ledger names every listing that changed since each recent height (`history`:
-/// the model after each height), and says it cannot for heights before the last
-/// `RECENT_STATES` or before it was opened at `opened_at`.
+/// Whether the ledger names every listing that changed since each height (`history`: the
+/// model after each height), and says it cannot for heights before it was opened at
+/// `opened_at` (the test's blocks are fewer than it keeps).
 fn changes_since(ledger: &Ledger, history: &[Model], opened_at: u64) -> Result<(), TestCaseError> {
     let tip = ledger.state().tip().height;
     let now = &history[tip as usize];
-    for since in tip.saturating_sub(RECENT_STATES as u64 + 2)..=tip {
+    for since in 0..=tip {
         let answer = ledger.listings_changed_since(since);
-        let knowable = since >= opened_at && since + RECENT_STATES as u64 >= tip;
-        prop_assert_eq!(answer.is_some(), knowable, "since {} at {}", since, tip);
+        prop_assert_eq!(
+            answer.is_some(),
+            since >= opened_at,
+            "since {} at {}",
+            since,
+            tip
+        );
         let Some((at, changed)) = answer else {
             continue;
         };
         prop_assert_eq!(at, tip);
+        let changed: std::collections::BTreeSet<Hash> =
+            changed.iter().flat_map(|h| h.iter().copied()).collect();
         let then = &history[since as usize];
         for n in 0..DATA {
             let hash = data(n);
@@ -384,4 +391,38 @@ fn disk_usage_accounts_for_the_file() {
     as_format(dir.path(), 10);
     let refused = secnet_ledger::disk_usage(&path).unwrap_err().to_string();
     assert!(refused.contains("secnet-ledger/10"), "{refused}");
+}
+
+/// The listings written by the last `LISTING_CHANGES_HEIGHTS` blocks are known, not those of
+/// older ones.
+#[test]
+fn the_listing_writes_of_the_last_heights_are_kept() {
+    let g = genesis();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    let blocks = LISTING_CHANGES_HEIGHTS as u64 + 3;
+    for b in 0..blocks {
+        let op = if b % 2 == 0 {
+            Op::Register { owner: 0, data: 0 }
+        } else {
+            Op::Withdraw { owner: 0, data: 0 }
+        };
+        let block = block(&ledger, &[op]);
+        ledger.apply_block_deferred(&block, |_| false).unwrap();
+        if b % 256 == 0 {
+            ledger.syncer().sync().unwrap();
+        }
+    }
+    let tip = ledger.state().tip().height;
+    assert_eq!(tip, blocks);
+    let oldest = tip - LISTING_CHANGES_HEIGHTS as u64;
+    let (at, changed) = ledger.listings_changed_since(oldest).unwrap();
+    assert_eq!((at, changed.len()), (tip, LISTING_CHANGES_HEIGHTS));
+    assert!(changed.iter().all(|h| h.as_ref() == [data(0)]));
+    assert!(ledger.listings_changed_since(oldest - 1).is_none());
+    assert!(ledger.listings_changed_since(tip + 1).is_none());
+    assert_eq!(
+        ledger.listings_changed_since(tip).unwrap(),
+        (tip, Vec::new())
+    );
 }

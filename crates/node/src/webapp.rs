@@ -485,15 +485,18 @@ impl Services for WebServices {
             )
         });
         let Ok((height, changed)) = since else {
-            return Arc::default();
+            return cache().1.clone();
         };
         if cached == Some(height) {
             return cache().1.clone();
         }
         let fresh = match changed {
             Some((snapshot, changed)) => {
+                let changed: BTreeSet<Hash> =
+                    changed.iter().flat_map(|h| h.iter().copied()).collect();
+                let old = cache().1.clone();
                 let listed = |hash: &Hash| listed_of(&snapshot, hash);
-                Arc::new(updated_listings(&cache().1, &changed, listed))
+                Arc::new(updated_listings(&old, &changed, listed))
             }
             None => match self.all_listings() {
                 Some(all) => Arc::new(all),

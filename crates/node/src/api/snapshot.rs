@@ -78,7 +78,6 @@ pub(super) async fn snapshot(
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
         let mut out = std::io::BufWriter::with_capacity(
             CHUNK,
             ChannelWriter {
@@ -89,9 +88,19 @@ pub(super) async fn snapshot(
                 waited: std::time::Duration::ZERO,
             },
         );
-        if let Err(e) = source.write_to(&mut out) {
+        let written = source
+            .write_to(&mut out)
+            .map_err(|e| e.to_string())
+            .and_then(|()| out.flush().map_err(|e| e.to_string()));
+        // Nothing more waits for the reader (it may be why the stream failed): what is still
+        // buffered is dropped unsent, and the database read and the permit go now.
+        drop(out.into_parts());
+        drop(source);
+        drop(permit);
+        if let Err(e) = written {
             tracing::warn!(height, error = %e, "snapshot stream ended early");
-            let _ = sender.blocking_send(Err(std::io::Error::other(e.to_string())));
+            // The reader learns of it if it has room; a full channel means it stopped reading.
+            let _ = sender.try_send(Err(std::io::Error::other(e)));
         }
     });
     let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
