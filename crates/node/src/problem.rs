@@ -33,6 +33,16 @@ impl Problem {
     pub fn not_found(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "not found", detail)
     }
+
+    /// A refusal for now (429, 503), "busy", with when to ask again (`Retry-After`).
+    pub fn busy(status: StatusCode, retry_s: u64, detail: impl Into<String>) -> Response {
+        (
+            status,
+            [(header::RETRY_AFTER, retry_s.to_string())],
+            Problem::new(status, "busy", detail),
+        )
+            .into_response()
+    }
 }
 
 pub use secnet_api::ProblemBody;

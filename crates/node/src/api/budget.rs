@@ -8,9 +8,9 @@
 
 use crate::problem::Problem;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -294,19 +294,13 @@ pub(super) async fn charge_proof(
     let Some(retry_s) = refused else {
         return next.run(request).await;
     };
-    let status = StatusCode::TOO_MANY_REQUESTS;
-    (
-        status,
-        [(header::RETRY_AFTER, retry_s.to_string())],
-        Problem::new(
-            status,
-            "busy",
-            format!(
-                "this address may ask for {PROOFS_PER_SOURCE_PER_MINUTE} proofs a minute and is over that; retry in {retry_s} s"
-            ),
+    Problem::busy(
+        StatusCode::TOO_MANY_REQUESTS,
+        retry_s,
+        format!(
+            "this address may ask for {PROOFS_PER_SOURCE_PER_MINUTE} proofs a minute and is over that; retry in {retry_s} s"
         ),
     )
-        .into_response()
 }
 
 /// Snapshots (`/v1/snapshot`) one source may start a minute. Only one is streamed at a time,

@@ -44,32 +44,20 @@ pub(super) async fn snapshot(
 ) -> ApiResult<Response> {
     // Busy first: a caller turned away for another's stream keeps its budget.
     let Ok(permit) = SNAPSHOTS.try_acquire() else {
-        let status = StatusCode::SERVICE_UNAVAILABLE;
-        return Ok((
-            status,
-            [(header::RETRY_AFTER, BUSY_RETRY_S.to_string())],
-            Problem::new(
-                status,
-                "busy",
-                format!("a snapshot is already being streamed; retry in {BUSY_RETRY_S} s"),
-            ),
-        )
-            .into_response());
+        return Ok(Problem::busy(
+            StatusCode::SERVICE_UNAVAILABLE,
+            BUSY_RETRY_S,
+            format!("a snapshot is already being streamed; retry in {BUSY_RETRY_S} s"),
+        ));
     };
     if let Some(retry_s) = budget.charge(source) {
-        let status = StatusCode::TOO_MANY_REQUESTS;
-        return Ok((
-            status,
-            [(header::RETRY_AFTER, retry_s.to_string())],
-            Problem::new(
-                status,
-                "busy",
-                format!(
-                    "this address may start {SNAPSHOTS_PER_SOURCE_PER_MINUTE} snapshot a minute; retry in {retry_s} s"
-                ),
+        return Ok(Problem::busy(
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_s,
+            format!(
+                "this address may start {SNAPSHOTS_PER_SOURCE_PER_MINUTE} snapshot a minute; retry in {retry_s} s"
             ),
-        )
-            .into_response());
+        ));
     }
     let source = node
         .with_ledger(secnet_ledger::Ledger::snapshot_source)?

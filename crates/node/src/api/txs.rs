@@ -67,12 +67,7 @@ pub(super) async fn submit_tx(
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            Ok((
-                status,
-                [(header::RETRY_AFTER, "1")],
-                Problem::new(status, "busy", e.to_string()),
-            )
-                .into_response())
+            Ok(Problem::busy(status, 1, e.to_string()))
         }
         Err(e @ AdmitError::Duplicate(_)) => Err(Problem::new(
             StatusCode::CONFLICT,
@@ -224,13 +219,12 @@ impl Charged {
     }
 
     /// The answer to a submission the budget did not cover: 429 with `Retry-After`.
-    fn over_budget(&self) -> Option<impl IntoResponse + use<>> {
+    fn over_budget(&self) -> Option<Response> {
         let retry_s = self.retry_s?;
-        let status = StatusCode::TOO_MANY_REQUESTS;
-        Some((
-            status,
-            [(header::RETRY_AFTER, retry_s.to_string())],
-            Problem::new(status, "busy", self.refusal()),
+        Some(Problem::busy(
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_s,
+            self.refusal(),
         ))
     }
 }
