@@ -1049,7 +1049,7 @@ impl secnet_web::Services for Liar {
     fn chain_id(&self) -> String {
         LIAR_CHAIN.into()
     }
-    fn listings(&self) -> std::sync::Arc<Vec<secnet_web::search::Listed>> {
+    fn listings(&self) -> secnet_web::services::Listings {
         std::sync::Arc::default()
     }
     fn organisations(&self) -> Vec<secnet_web::services::Organisation> {

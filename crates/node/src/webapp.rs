@@ -10,8 +10,8 @@ use secnet_api::txs::TxStatus;
 use secnet_contract::StateSnapshot;
 use secnet_types::{AccountId, Call, Event, Genesis, Hash, Outcome};
 use secnet_web::services::{
-    AccountFacts, BoxFuture, EmergencyReading, HistoryItem, Organisation, ReadError, Reading,
-    Services, StoredRecord,
+    AccountFacts, BoxFuture, EmergencyReading, HistoryItem, Listings, Organisation, ReadError,
+    Reading, Services, StoredRecord,
 };
 use std::collections::BTreeSet;
 use std::io::Read as _;
@@ -47,7 +47,7 @@ pub struct WebServices {
     genesis: Genesis,
     reads: Arc<tokio::sync::Semaphore>,
     /// The listings as of a height, shared by every page until the next height.
-    listed: std::sync::Mutex<(Option<u64>, Arc<Vec<secnet_web::search::Listed>>)>,
+    listed: std::sync::Mutex<(Option<u64>, Listings)>,
     /// Held while the listings are built, so that pages asking at once wait for one build
     /// and share it instead of each decoding every listing.
     building: std::sync::Mutex<()>,
@@ -409,19 +409,20 @@ fn listed_of(snapshot: &StateSnapshot, hash: &Hash) -> Option<secnet_web::search
 
 /// `old` (in content-hash order) with the listings under `changed` read again with
 /// `listed` (gone where it gives none), still in content-hash order: what reading every
-/// listing again would give, when `changed` names every listing written since `old`.
+/// listing again would give, when `changed` names every listing written since `old`. The
+/// others are shared, not copied.
 fn updated_listings(
-    old: &[secnet_web::search::Listed],
+    old: &[Arc<secnet_web::search::Listed>],
     changed: &BTreeSet<Hash>,
     listed: impl Fn(&Hash) -> Option<secnet_web::search::Listed>,
-) -> Vec<secnet_web::search::Listed> {
+) -> Vec<Arc<secnet_web::search::Listed>> {
     let names: BTreeSet<String> = changed.iter().map(ToString::to_string).collect();
     let mut fresh: Vec<_> = old
         .iter()
         .filter(|l| !names.contains(&l.hash))
         .cloned()
         .collect();
-    fresh.extend(changed.iter().filter_map(listed));
+    fresh.extend(changed.iter().filter_map(listed).map(Arc::new));
     // Two sorted runs (hex of equal length sorts as the bytes do): merged in one pass.
     fresh.sort_by(|a, b| a.hash.cmp(&b.hash));
     fresh
@@ -429,7 +430,7 @@ fn updated_listings(
 
 impl WebServices {
     /// Every listing, read a page of hashes at a time; `None` if the ledger cannot be read.
-    fn all_listings(&self) -> Option<Vec<secnet_web::search::Listed>> {
+    fn all_listings(&self) -> Option<Vec<Arc<secnet_web::search::Listed>>> {
         let mut all = Vec::new();
         let mut after: Option<Hash> = None;
         loop {
@@ -441,7 +442,12 @@ impl WebServices {
                 return None;
             };
             after = hashes.last().copied();
-            all.extend(hashes.iter().filter_map(|h| listed_of(&snapshot, h)));
+            all.extend(
+                hashes
+                    .iter()
+                    .filter_map(|h| listed_of(&snapshot, h))
+                    .map(Arc::new),
+            );
             if hashes.len() < LISTINGS_READ_AT_ONCE {
                 return Some(all);
             }
@@ -458,7 +464,7 @@ impl Services for WebServices {
         self.genesis.chain_id.clone()
     }
 
-    fn listings(&self) -> Arc<Vec<secnet_web::search::Listed>> {
+    fn listings(&self) -> Listings {
         let cache = || {
             self.listed
                 .lock()
@@ -495,8 +501,13 @@ impl Services for WebServices {
                 let changed: BTreeSet<Hash> =
                     changed.iter().flat_map(|h| h.iter().copied()).collect();
                 let old = cache().1.clone();
-                let listed = |hash: &Hash| listed_of(&snapshot, hash);
-                Arc::new(updated_listings(&old, &changed, listed))
+                if changed.is_empty() {
+                    // Blocks that wrote no listing: the same list, shared.
+                    old
+                } else {
+                    let listed = |hash: &Hash| listed_of(&snapshot, hash);
+                    Arc::new(updated_listings(&old, &changed, listed))
+                }
             }
             None => match self.all_listings() {
                 Some(all) => Arc::new(all),
@@ -699,11 +710,15 @@ mod tests {
     use secnet_types::Hash;
     use secnet_web::search::Listed;
     use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
 
     /// Listings as the ledger holds them at two heights: content hash (from a small number)
     /// → price, absent when not listed.
-    fn listings(model: &BTreeMap<u8, u64>) -> Vec<Listed> {
-        let mut all: Vec<Listed> = model.iter().map(|(n, price)| listed(*n, *price)).collect();
+    fn listings(model: &BTreeMap<u8, u64>) -> Vec<Arc<Listed>> {
+        let mut all: Vec<Arc<Listed>> = model
+            .iter()
+            .map(|(n, price)| Arc::new(listed(*n, *price)))
+            .collect();
         all.sort_by(|a, b| a.hash.cmp(&b.hash));
         all
     }

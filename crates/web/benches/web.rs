@@ -21,7 +21,7 @@ const LOGIN: &str = "__Host-secnet_login-0707070707070707";
 const LISTINGS: usize = 10_000;
 const REQUESTS: usize = 300;
 
-struct Registered(Arc<Vec<Listed>>);
+struct Registered(secnet_web::services::Listings);
 
 impl Services for Registered {
     fn me(&self) -> secnet_types::AccountId {
@@ -30,7 +30,7 @@ impl Services for Registered {
     fn chain_id(&self) -> String {
         "test".into()
     }
-    fn listings(&self) -> Arc<Vec<Listed>> {
+    fn listings(&self) -> secnet_web::services::Listings {
         self.0.clone()
     }
 }
@@ -101,7 +101,9 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let web = Web::open(dir.path(), "bench", Arc::new(Registered(Arc::new(listings())))).unwrap();
+        let web = Web::open(dir.path(), "bench", Arc::new(Registered(Arc::new(
+            listings().into_iter().map(Arc::new).collect(),
+        )))).unwrap();
         web.staff()
             .add("dr.bench", "Dr Bench", Role::Clinician, "a long bench password", 1)
             .unwrap();

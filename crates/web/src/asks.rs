@@ -12,7 +12,7 @@
 use crate::consent::{Category, date_of_day};
 use crate::log_view::utc;
 use crate::reading::staff_purpose;
-use crate::search::CodedDescription;
+use crate::search::{CodedDescription, Listed};
 use crate::services::{ReadError, name_of};
 use crate::{Web, WebState, Who, blocking, check_csrf, message, page, signed_in};
 use askama::Template;
@@ -63,7 +63,7 @@ fn listing_of(web: &Web, data: &Hash) -> Option<Listing> {
         .listings()
         .iter()
         .find(|l| l.hash == hex)
-        .cloned()
+        .map(|l| Listed::clone(l))
         .map(|l| Listing {
             what: CodedDescription::parse(&l.description)
                 .map(|d| {

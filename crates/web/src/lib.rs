@@ -181,7 +181,10 @@ impl Web {
                 .collect(),
         };
         search::search(
-            listings.iter().zip(coded.iter().map(|c| c.as_deref())),
+            listings
+                .iter()
+                .map(|l| &**l)
+                .zip(coded.iter().map(|c| c.as_deref())),
             query,
             purpose,
         )

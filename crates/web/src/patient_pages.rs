@@ -281,7 +281,7 @@ fn my_listings(web: &Web, owner: &AccountId) -> Vec<(crate::search::Listed, Code
         .listings()
         .iter()
         .filter(|l| l.owner == owner)
-        .cloned()
+        .map(|l| crate::search::Listed::clone(l))
         .filter_map(|l| CodedDescription::parse(&l.description).map(|d| (l, d)))
         .filter(|(_, d)| !d.audience.is_empty())
         .collect()

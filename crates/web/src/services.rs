@@ -4,6 +4,9 @@
 //! and PDC; tests implement it with fixed answers.
 
 use crate::search::Listed;
+
+/// The listings a node serves ([`Services::listings`]).
+pub type Listings = std::sync::Arc<Vec<std::sync::Arc<Listed>>>;
 use secnet_contract::LogEntry;
 use secnet_types::{AccountId, Hash};
 use std::future::Future;
@@ -90,8 +93,9 @@ pub trait Services: Send + Sync + 'static {
     /// The chain id transactions must carry.
     fn chain_id(&self) -> String;
 
-    /// Every listing of user data.
-    fn listings(&self) -> std::sync::Arc<Vec<Listed>>;
+    /// Every listing of user data, in content-hash order (each shared: a list brought up to
+    /// date shares the listings that did not change).
+    fn listings(&self) -> Listings;
 
     /// The genesis validators, whose cosignatures certify the access log, with their names
     /// as the genesis gives them (maybe empty).

@@ -179,8 +179,16 @@ impl Services for Clinic {
     fn chain_id(&self) -> String {
         "test-chain".into()
     }
-    fn listings(&self) -> Arc<Vec<Listed>> {
-        Arc::new(self.listings.lock().unwrap().clone())
+    fn listings(&self) -> secnet_web::services::Listings {
+        Arc::new(
+            self.listings
+                .lock()
+                .unwrap()
+                .iter()
+                .cloned()
+                .map(Arc::new)
+                .collect(),
+        )
     }
     fn organisations(&self) -> Vec<Organisation> {
         vec![

@@ -37,7 +37,7 @@ impl Services for Registered {
     fn chain_id(&self) -> String {
         "test".into()
     }
-    fn listings(&self) -> Arc<Vec<Listed>> {
+    fn listings(&self) -> secnet_web::services::Listings {
         Arc::new(
             [
                 coded(
@@ -64,6 +64,7 @@ impl Services for Registered {
                 price: 25,
                 description,
             })
+            .map(Arc::new)
             .collect(),
         )
     }
