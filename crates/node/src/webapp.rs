@@ -521,6 +521,12 @@ impl Services for WebServices {
         fresh
     }
 
+    fn listing(&self, hash: &Hash) -> Option<Arc<secnet_web::search::Listed>> {
+        // The state as of now (an O(1) version), decoded after the ledger is let go.
+        let snapshot = self.node.with_ledger(|l| l.state().snapshot()).ok()?;
+        listed_of(&snapshot, hash).map(Arc::new)
+    }
+
     fn validators(&self) -> Vec<(AccountId, String)> {
         self.genesis
             .validators

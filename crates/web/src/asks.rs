@@ -57,13 +57,10 @@ struct AskPage<'a> {
 
 /// The listing `data` as the ask page names it, if registered.
 fn listing_of(web: &Web, data: &Hash) -> Option<Listing> {
-    let hex = data.to_string();
     let organisations = web.services.organisations();
     web.services
-        .listings()
-        .iter()
-        .find(|l| l.hash == hex)
-        .map(|l| Listed::clone(l))
+        .listing(data)
+        .map(|l| Listed::clone(&l))
         .map(|l| Listing {
             what: CodedDescription::parse(&l.description)
                 .map(|d| {

@@ -71,16 +71,11 @@ pub(crate) async fn audit_page(State(web): WebState, headers: HeaderMap) -> Resp
             detail: a.detail,
         })
         .collect();
-    let listings = web.services.listings();
-    let by_hash: std::collections::HashMap<&str, &str> = listings
-        .iter()
-        .map(|l| (l.hash.as_str(), l.description.as_str()))
-        .collect();
     let describe = |h: &Hash| {
         let hex = h.to_string();
-        by_hash
-            .get(hex.as_str())
-            .and_then(|d| CodedDescription::parse(d))
+        web.services
+            .listing(h)
+            .and_then(|l| CodedDescription::parse(&l.description))
             .map(|d| {
                 let codes: Vec<&str> = d.codes.iter().map(|c| c.display.as_str()).collect();
                 format!("{} ({})", d.resource, codes.join(", "))

@@ -97,6 +97,13 @@ pub trait Services: Send + Sync + 'static {
     /// date shares the listings that did not change).
     fn listings(&self) -> Listings;
 
+    /// The listing of user data registered under `hash`, if any: one of
+    /// [`Self::listings`], found without reading them all where the node can.
+    fn listing(&self, hash: &Hash) -> Option<std::sync::Arc<Listed>> {
+        let hex = hash.to_string();
+        self.listings().iter().find(|l| l.hash == hex).cloned()
+    }
+
     /// The genesis validators, whose cosignatures certify the access log, with their names
     /// as the genesis gives them (maybe empty).
     fn validators(&self) -> Vec<(AccountId, String)> {
