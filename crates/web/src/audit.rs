@@ -71,16 +71,23 @@ pub(crate) async fn audit_page(State(web): WebState, headers: HeaderMap) -> Resp
             detail: a.detail,
         })
         .collect();
+    // Each listing the rows name is looked up once per page (rows name few, many times).
+    let described = std::cell::RefCell::new(std::collections::HashMap::<Hash, String>::new());
     let describe = |h: &Hash| {
-        let hex = h.to_string();
-        web.services
+        if let Some(known) = described.borrow().get(h) {
+            return known.clone();
+        }
+        let text = web
+            .services
             .listing(h)
             .and_then(|l| CodedDescription::parse(&l.description))
             .map(|d| {
                 let codes: Vec<&str> = d.codes.iter().map(|c| c.display.as_str()).collect();
                 format!("{} ({})", d.resource, codes.join(", "))
             })
-            .unwrap_or_else(|| format!("data {}", short(&hex)))
+            .unwrap_or_else(|| format!("data {}", short(&h.to_string())));
+        described.borrow_mut().insert(*h, text.clone());
+        text
     };
     let organisations = web.services.organisations();
     let mut paid = 0u64;

@@ -4,13 +4,13 @@
 //! and PDC; tests implement it with fixed answers.
 
 use crate::search::Listed;
-
-/// The listings a node serves ([`Services::listings`]).
-pub type Listings = std::sync::Arc<Vec<std::sync::Arc<Listed>>>;
 use secnet_contract::LogEntry;
 use secnet_types::{AccountId, Hash};
 use std::future::Future;
 use std::pin::Pin;
+
+/// The listings a node serves ([`Services::listings`]).
+pub type Listings = std::sync::Arc<Vec<std::sync::Arc<Listed>>>;
 
 /// A future that can be sent between threads.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
