@@ -51,21 +51,12 @@ pub(crate) fn get(
     table: &impl ReadableTable<(u64, u32), &'static [u8]>,
     height: u64,
 ) -> Result<Option<Vec<u8>>, LedgerError> {
-    read(table, height, MAX_STORED_BLOCK_BYTES)
+    front(table, height, usize::MAX)
 }
 
-/// At least the first `front` bytes of the block at `height` (all of it if shorter), if
-/// stored: what is read for its header, not the whole block.
+/// At least the first `enough` bytes of the block at `height` (all of it if shorter), if
+/// stored, checked as [`get`] checks them: what is read for its header, not the whole block.
 pub(crate) fn front(
-    table: &impl ReadableTable<(u64, u32), &'static [u8]>,
-    height: u64,
-    front: usize,
-) -> Result<Option<Vec<u8>>, LedgerError> {
-    read(table, height, front.min(MAX_STORED_BLOCK_BYTES))
-}
-
-/// The block at `height`'s chunks until they hold `enough` bytes or end (see [`get`]).
-fn read(
     table: &impl ReadableTable<(u64, u32), &'static [u8]>,
     height: u64,
     enough: usize,
@@ -93,7 +84,7 @@ fn read(
         }
         bytes.extend_from_slice(chunk);
         last_len = chunk.len();
-        if bytes.len() >= enough && enough < MAX_STORED_BLOCK_BYTES {
+        if bytes.len() >= enough {
             break;
         }
     }

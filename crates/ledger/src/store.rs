@@ -1278,13 +1278,17 @@ impl Ledger {
             return Err(LedgerError::Poisoned);
         }
         let outcome = self.state.apply_block_trusting(block, verified)?;
+        let mut listings: Arc<[Hash]> = Arc::new([]);
         let queued = BlockRows::of(
             block,
             &outcome,
             self.state.log().len(),
             self.state.snapshot(),
         )
-        .and_then(|rows| self.unwritten.push(rows));
+        .and_then(|rows| {
+            listings = rows.listed_changes().map(Hash).collect();
+            self.unwritten.push(rows)
+        });
         if let Err(e) = queued {
             // The in-memory state is ahead of what can be written: refuse further work.
             self.unwritten.poison();
@@ -1293,12 +1297,6 @@ impl Ledger {
         if self.recent.len() >= RECENT_STATES {
             self.recent.pop_front();
         }
-        let listings: Arc<[Hash]> = outcome
-            .writes
-            .iter()
-            .filter_map(|w| index::listed_row_of(&w.key, w.value.as_deref()))
-            .map(|(hash, _)| Hash(hash))
-            .collect();
         self.recent.push_back(Recent {
             snapshot: self.state.snapshot(),
             header: Some(block.header.clone()),

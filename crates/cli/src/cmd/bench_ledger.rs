@@ -119,20 +119,24 @@ pub(super) fn written_mib(pid: u32) -> Option<f64> {
     Some(bytes / (1024.0 * 1024.0))
 }
 
-/// Bytes a directory's files take on disk (allocated blocks), all the way down.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
+/// Bytes each entry of a directory takes on disk (allocated blocks; a directory's files all
+/// the way down), by name.
+fn entry_bytes(dir: &std::path::Path) -> Vec<(std::ffi::OsString, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return Vec::new();
     };
     entries
         .flatten()
-        .map(|entry| match entry.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&entry.path()),
-            Ok(m) => m.blocks() * 512,
-            Err(_) => 0,
+        .map(|entry| {
+            let bytes = match entry.metadata() {
+                Ok(m) if m.is_dir() => entry_bytes(&entry.path()).iter().map(|e| e.1).sum(),
+                Ok(m) => m.blocks() * 512,
+                Err(_) => 0,
+            };
+            (entry.file_name(), bytes)
         })
-        .sum()
+        .collect()
 }
 
 /// Bytes the files a process holds open but has unlinked from `dir` take on disk (each file
@@ -170,18 +174,22 @@ struct DiskMib {
 
 impl DiskMib {
     fn of(dir: &std::path::Path, pid: u32) -> DiskMib {
-        use std::os::unix::fs::MetadataExt as _;
+        use super::mib;
         // As the kernel names the files a process holds (no symbolic link in the way).
         let dir = &dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
-        let ledger =
-            std::fs::metadata(dir.join(secnet_ledger::LEDGER_FILE)).map_or(0, |m| m.blocks() * 512);
-        let consensus = dir_bytes(&dir.join("consensus"));
+        let (mut ledger, mut consensus, mut other) = (0, 0, 0);
+        for (name, bytes) in entry_bytes(dir) {
+            match name.to_str() {
+                Some(secnet_ledger::LEDGER_FILE) => ledger += bytes,
+                Some("consensus") => consensus += bytes,
+                _ => other += bytes,
+            }
+        }
         DiskMib {
             ledger: mib(ledger),
             consensus: mib(consensus),
             spill: unlinked_bytes(pid, dir).map(mib),
-            other: mib(dir_bytes(dir).saturating_sub(ledger + consensus)),
+            other: mib(other),
         }
     }
 }

@@ -57,7 +57,7 @@ fn usage(data_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
     if json {
         return super::print_json(&usage);
     }
-    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let mib = super::mib;
     println!(
         "{}: {:.1} MiB, of which {:.1} MiB allocated",
         path.display(),

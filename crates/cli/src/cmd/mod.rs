@@ -46,6 +46,11 @@ pub fn open_existing_ledger(dir: &Path) -> anyhow::Result<Ledger> {
     })
 }
 
+/// `bytes` in MiB.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 /// Prints `value` as pretty JSON.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

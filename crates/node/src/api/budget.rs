@@ -261,37 +261,40 @@ fn cost(uri: &axum::http::Uri) -> u32 {
     }
 }
 
-/// What each source has left of [`PROOFS_PER_SOURCE_PER_MINUTE`] (one per router, so nodes
-/// in one process do not share it).
+/// What each source has left of a budget per minute: [`PROOFS_PER_SOURCE_PER_MINUTE`],
+/// [`SNAPSHOTS_PER_SOURCE_PER_MINUTE`] (one per router, so nodes in one process do not share
+/// it).
 #[derive(Debug, Clone)]
-pub(super) struct ProofBudget(Arc<Mutex<SourceBuckets>>);
+pub(super) struct SourceBudget(Arc<Mutex<SourceBuckets>>);
 
-impl Default for ProofBudget {
-    fn default() -> Self {
-        ProofBudget(Arc::new(Mutex::new(SourceBuckets::new(
-            PROOFS_PER_SOURCE_PER_MINUTE,
-        ))))
+impl SourceBudget {
+    pub(super) fn per_minute(n: u32) -> SourceBudget {
+        SourceBudget(Arc::new(Mutex::new(SourceBuckets::new(n))))
+    }
+
+    /// Takes `n` from `source`'s budget if it holds them all: `None` if taken, else in how
+    /// many seconds it will.
+    pub(super) fn charge(&self, source: Option<std::net::IpAddr>, n: u32) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take_all(
+                secnet_types::source::source_key(source),
+                n,
+                crate::datadir::now_ms(),
+            )
     }
 }
 
 /// Charges a proof request ([`cost`]) to its source's budget; over it, answers 429 with
 /// `Retry-After` without doing the work.
 pub(super) async fn charge_proof(
-    State(budget): State<ProofBudget>,
+    State(budget): State<SourceBudget>,
     secnet_web::Source(source): secnet_web::Source,
     request: Request,
     next: Next,
 ) -> Response {
-    let refused = budget
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take_all(
-            secnet_types::source::source_key(source),
-            cost(request.uri()),
-            crate::datadir::now_ms(),
-        );
-    let Some(retry_s) = refused else {
+    let Some(retry_s) = budget.charge(source, cost(request.uri())) else {
         return next.run(request).await;
     };
     Problem::busy(
@@ -307,33 +310,6 @@ pub(super) async fn charge_proof(
 /// so a source that started one after the other would keep everyone else out. A caller
 /// turned away because another snapshot is streaming is not charged.
 pub const SNAPSHOTS_PER_SOURCE_PER_MINUTE: u32 = 1;
-
-/// What each source has left of [`SNAPSHOTS_PER_SOURCE_PER_MINUTE`].
-#[derive(Debug, Clone)]
-pub(super) struct SnapshotBudget(Arc<Mutex<SourceBuckets>>);
-
-impl Default for SnapshotBudget {
-    fn default() -> Self {
-        SnapshotBudget(Arc::new(Mutex::new(SourceBuckets::new(
-            SNAPSHOTS_PER_SOURCE_PER_MINUTE,
-        ))))
-    }
-}
-
-impl SnapshotBudget {
-    /// Takes one snapshot from `source`'s budget: `None` if taken, else in how many seconds
-    /// the next may start.
-    pub(super) fn charge(&self, source: Option<std::net::IpAddr>) -> Option<u64> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take_all(
-                secnet_types::source::source_key(source),
-                1,
-                crate::datadir::now_ms(),
-            )
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -125,7 +125,7 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         .route("/v1/listings/{hash}", get(chain::listing))
         .route("/v1/grants/{id}", get(chain::grant))
         .route_layer(axum::middleware::from_fn_with_state(
-            budget::ProofBudget::default(),
+            budget::SourceBudget::per_minute(PROOFS_PER_SOURCE_PER_MINUTE),
             budget::charge_proof,
         ));
     Router::new()
@@ -153,7 +153,10 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::Extension(txs::UnfundedBudget::default()))
-        .layer(axum::Extension(budget::SnapshotBudget::default()))
+        // The snapshot route's (the only budget handed over as an extension).
+        .layer(axum::Extension(budget::SourceBudget::per_minute(
+            SNAPSHOTS_PER_SOURCE_PER_MINUTE,
+        )))
         .with_state(node)
 }
 

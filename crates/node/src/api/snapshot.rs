@@ -2,7 +2,7 @@
 //! replaying every block. The stream checks itself; the joining node checks its roots
 //! against certified ones, so it trusts this node for nothing but availability.
 
-use super::budget::{SNAPSHOTS_PER_SOURCE_PER_MINUTE, SnapshotBudget};
+use super::budget::{SNAPSHOTS_PER_SOURCE_PER_MINUTE, SourceBudget};
 use super::{ApiResult, Node};
 use crate::backend::NodeError;
 use crate::problem::{Problem, ProblemBody};
@@ -39,7 +39,7 @@ const CHUNK: usize = 256 * 1024;
 )]
 pub(super) async fn snapshot(
     State(node): Node,
-    axum::Extension(budget): axum::Extension<SnapshotBudget>,
+    axum::Extension(budget): axum::Extension<SourceBudget>,
     secnet_web::Source(source): secnet_web::Source,
 ) -> ApiResult<Response> {
     // Busy first: a caller turned away for another's stream keeps its budget.
@@ -50,7 +50,7 @@ pub(super) async fn snapshot(
             format!("a snapshot is already being streamed; retry in {BUSY_RETRY_S} s"),
         ));
     };
-    if let Some(retry_s) = budget.charge(source) {
+    if let Some(retry_s) = budget.charge(source, 1) {
         return Ok(Problem::busy(
             StatusCode::TOO_MANY_REQUESTS,
             retry_s,
