@@ -306,6 +306,33 @@ impl NodeApi {
         self.get_ok("/v1/status").await
     }
 
+    /// The node's gauges (`GET /metrics`, Prometheus text), by name.
+    pub async fn metrics(&self) -> Result<std::collections::BTreeMap<String, f64>, ClientError> {
+        let url = format!("{}/metrics", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, &e))?;
+        let status = resp.status();
+        let bytes = read_bounded(resp, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => {
+                    ClientError::Malformed(format!("answer of more than {MAX_ANSWER_BYTES} bytes"))
+                }
+                ReadError::Http(e) => ClientError::Node(format!("reading {url}: {e}")),
+            })?;
+        if !status.is_success() {
+            let (s, d) = refused(status, &bytes);
+            return Err(node_error(s, &d));
+        }
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| ClientError::Malformed(format!("/metrics: {e}")))?;
+        Ok(parse_gauges(text))
+    }
+
     /// An account as of the node's tip (unverified: see `RemoteNode::account`).
     pub async fn account(&self, id: &AccountId) -> Result<AccountAnswer, ClientError> {
         self.get_ok(&format!("/v1/accounts/{id}")).await
@@ -701,4 +728,33 @@ pub fn encode_query(value: &str) -> String {
         }
     }
     out
+}
+
+/// The samples of Prometheus text without labels, by name: `name value` lines (comments,
+/// labelled samples and values that are not numbers are left out).
+pub fn parse_gauges(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let (name, value) = (words.next()?, words.next()?);
+            let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            Some((name.to_string(), value.parse().ok()?)).filter(|_| plain)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod gauge_tests {
+    use super::parse_gauges;
+
+    #[test]
+    fn gauges_are_read_by_name_and_the_rest_left_out() {
+        let text = "# HELP a_b the a\n# TYPE a_b gauge\na_b 12\nc{x=\"1\"} 3\nd NaNx\ne 1.5e3 1700000000\n\n";
+        let gauges = parse_gauges(text);
+        assert_eq!(
+            gauges.into_iter().collect::<Vec<_>>(),
+            vec![("a_b".to_string(), 12.0), ("e".to_string(), 1500.0)]
+        );
+    }
 }

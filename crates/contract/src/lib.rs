@@ -7,6 +7,7 @@
 //! genesis give the same state root on every machine.
 
 mod apply;
+mod by_expiry;
 pub mod entries;
 pub mod log_entry;
 pub mod proof;
@@ -22,4 +23,6 @@ pub use log_entry::LogEntry;
 pub use proof::{StateProof, StateProofError};
 pub use receipts::{receipt_proof, receipts_root};
 pub use sandbox::{Sandbox, SandboxError};
-pub use state::{ChainTip, STORED_SUBTREE_ENTRIES, State, StateLoader, StateSnapshot, TreeStore};
+pub use state::{
+    ChainTip, Footprint, STORED_SUBTREE_ENTRIES, State, StateLoader, StateSnapshot, TreeStore,
+};

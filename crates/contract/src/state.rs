@@ -1,6 +1,7 @@
 //! The contract state held in memory, with its sparse Merkle commitment and the right edge
 //! of its access log (the log's leaves and interior hashes are the storage layer's).
 
+use crate::by_expiry::ByExpiry;
 use crate::entries::{
     AccessGrant, Account, CorruptEntry, Listing, LogHead, StateKey, StateValue, Subscription,
 };
@@ -10,7 +11,7 @@ use secnet_merkle::log::Frontier;
 use secnet_merkle::smt::{Evictable, Eviction, SparseMerkleTree, SubtreeStore};
 use secnet_types::{AccountId, Genesis, GrantId, Hash};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The last applied block.
@@ -47,13 +48,31 @@ pub struct State {
     pub(crate) tip: ChainTip,
     pub(crate) accounts: BTreeMap<AccountId, Account>,
     /// The grants by expiry.
-    pub(crate) expiring: BTreeSet<(u64, GrantId)>,
+    pub(crate) expiring: ByExpiry,
     /// The access log's right edge: its size and root.
     pub(crate) log: Frontier,
     pub(crate) tree: StateTree,
     /// Entries the block being applied wrote (`None`: removed), until they go into the tree
     /// at its end; empty between blocks.
     pub(crate) staged: BTreeMap<StateKey, Option<StateValue>>,
+}
+
+/// What a [`State`] keeps in memory, counted by kind: what an operator watches to see what
+/// a node's memory grows with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Footprint {
+    /// Entries in the state.
+    pub entries: usize,
+    /// Of them, those whose leaves the state tree holds in memory (the rest are in its
+    /// stores).
+    pub entries_in_memory: usize,
+    /// Subtrees the tree's stores hold: each keeps about 160 bytes in memory (its node and
+    /// its share of the nodes above it).
+    pub stored_subtrees: usize,
+    /// Accounts, kept decoded.
+    pub accounts: usize,
+    /// Grants, each kept by its expiry until it is retired.
+    pub grants_by_expiry: usize,
 }
 
 /// The state commitment: one leaf per entry, keeping the entry's value bytes beside it so
@@ -113,7 +132,7 @@ impl StateLoader {
                 chain_id,
                 tip,
                 accounts: BTreeMap::new(),
-                expiring: BTreeSet::new(),
+                expiring: ByExpiry::default(),
                 log,
                 tree: StateTree::default(),
                 staged: BTreeMap::new(),
@@ -292,7 +311,7 @@ impl State {
                 state_root: Hash::ZERO,
             },
             accounts,
-            expiring: BTreeSet::new(),
+            expiring: ByExpiry::default(),
             log: Frontier::default(),
             tree: StateTree::default(),
             staged: BTreeMap::new(),
@@ -363,6 +382,17 @@ impl State {
     /// How many entries the state tree holds in memory; the rest are in its stores.
     pub fn resident_entries(&self) -> usize {
         self.tree.resident()
+    }
+
+    /// What the state keeps in memory, counted by kind.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            entries: self.tree.len(),
+            entries_in_memory: self.tree.resident(),
+            stored_subtrees: self.tree.stored_subtrees(),
+            accounts: self.accounts.len(),
+            grants_by_expiry: self.expiring.len(),
+        }
     }
 
     /// How many entries are in subtrees that stores before the current one hold (see

@@ -240,6 +240,18 @@ pub(crate) struct SliceRows {
 }
 
 impl Pending {
+    /// How many rows wait, in all.
+    pub(crate) fn rows(&self) -> usize {
+        let (txs, log_rows, owned) = (&self.txs, &self.log_rows, &self.owned);
+        let lens = txs
+            .iter()
+            .map(BTreeMap::len)
+            .chain(log_rows.iter().map(BTreeSet::len));
+        let lens = lens.chain(owned.iter().map(BTreeSet::len));
+        let lens = lens.chain(self.listed.iter().map(BTreeMap::len));
+        lens.chain(self.state.iter().map(BTreeSet::len)).sum()
+    }
+
     /// Nothing waiting, with `marks` on disk.
     pub(crate) fn new(marks: IndexMarks) -> Pending {
         Pending {

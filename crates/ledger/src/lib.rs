@@ -43,8 +43,8 @@ pub use snapshot::{
     read_head,
 };
 pub use store::{
-    LEDGER_FILE, LISTING_CHANGES_HEIGHTS, Ledger, LogSubject, RECENT_STATES, ReplayReport,
-    STATE_BYTES_PER_ENTRY, SnapshotSource, StateMemory, Syncer, decode_stored_block,
+    LEDGER_FILE, LISTING_CHANGES_HEIGHTS, Ledger, LedgerFootprint, LogSubject, RECENT_STATES,
+    ReplayReport, STATE_BYTES_PER_ENTRY, SnapshotSource, StateMemory, Syncer, decode_stored_block,
 };
 pub use stored_block::{BlockTxs, StoredBlock};
 pub use usage::{DiskUsage, IndexUsage, TableUsage, disk_usage};

@@ -207,6 +207,25 @@ pub struct Ledger {
     listing_changes: ListingChanges,
 }
 
+/// What a [`Ledger`] keeps in memory, counted by kind ([`Ledger::footprint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LedgerFootprint {
+    /// The state's.
+    pub state: secnet_contract::Footprint,
+    /// Recent heights whose state trees are kept (they share what the blocks since left
+    /// unchanged).
+    pub recent_heights: usize,
+    /// Applied blocks whose rows are not on disk yet.
+    pub blocks_unwritten: usize,
+    /// Index rows of written blocks that wait in memory to be merged into the indexes.
+    pub index_rows_waiting: usize,
+    /// Content hashes of the listings recent blocks wrote.
+    pub listing_changes: usize,
+    /// The bytes redb's page cache holds (up to [`LEDGER_CACHE_BYTES`] and its write
+    /// buffer).
+    pub page_cache_bytes: u64,
+}
+
 /// What an access-log leaf is about, as the ledger indexes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogSubject {
@@ -1335,6 +1354,19 @@ impl Ledger {
     /// The current state.
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// What this ledger keeps in memory, counted by kind.
+    pub fn footprint(&self) -> Result<LedgerFootprint, LedgerError> {
+        let rows_waiting = self.unwritten.pending()?.rows();
+        Ok(LedgerFootprint {
+            state: self.state.footprint(),
+            recent_heights: self.recent.len(),
+            blocks_unwritten: self.unwritten.len()?,
+            index_rows_waiting: rows_waiting,
+            listing_changes: self.listing_changes.hashes,
+            page_cache_bytes: self.db.cache_stats().used_bytes() as u64,
+        })
     }
 
     /// The state tree as of `height`, if it is one of the last [`RECENT_STATES`] heights.

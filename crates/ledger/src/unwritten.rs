@@ -249,6 +249,11 @@ impl Unwritten {
         Ok(())
     }
 
+    /// How many blocks wait.
+    pub(crate) fn len(&self) -> Result<usize, LedgerError> {
+        Ok(lock(&self.blocks)?.len())
+    }
+
     /// The blocks waiting now, oldest first.
     pub(crate) fn blocks(&self) -> Result<Vec<Arc<BlockRows>>, LedgerError> {
         Ok(lock(&self.blocks)?.iter().cloned().collect())

@@ -330,11 +330,16 @@ struct Tally {
     stored_gain: isize,
     /// Why the store refused a subtree written back, the first time it did.
     refused: Option<StoreError>,
+    /// Stored subtrees put in the store.
+    parts_placed: usize,
+    /// Stored subtrees (of any store) this version no longer has.
+    parts_left: usize,
 }
 
 impl Tally {
     /// `stored` leaves this version: its entries are now in memory, or written again.
     fn left<P>(&mut self, stored: &Stored<P>, current: Option<&Arc<Backing<P>>>) {
+        self.parts_left += 1;
         if current.is_some_and(|c| Arc::ptr_eq(c, &stored.backing)) {
             self.dropped_bytes += stored.bytes;
         } else {
@@ -488,7 +493,9 @@ fn put_subtree<P: Clone>(
     let placed = backing.store.put(&entries)?;
     tally.dropped_bytes += nested.dropped_bytes;
     tally.dropped_elsewhere += nested.dropped_elsewhere;
+    tally.parts_left += nested.parts_left;
     tally.placed_bytes += placed.bytes;
+    tally.parts_placed += 1;
     let stored = Arc::new(Stored {
         hash,
         len: entries.len(),
@@ -518,6 +525,8 @@ pub struct SparseMerkleTree<P = ()> {
     elsewhere: usize,
     /// Bytes of this version's subtrees in the current store.
     stored_bytes: u64,
+    /// This version's stored subtrees, in any store.
+    stored_subtrees: usize,
     /// Why the store refused a subtree an update wrote back, until taken.
     refused_write_back: Option<StoreError>,
     backing: Option<Arc<Backing<P>>>,
@@ -533,6 +542,7 @@ impl<P> Default for SparseMerkleTree<P> {
             resident: 0,
             elsewhere: 0,
             stored_bytes: 0,
+            stored_subtrees: 0,
             refused_write_back: None,
             backing: None,
             expected_len: 0,
@@ -847,6 +857,7 @@ impl<P: Clone> SparseMerkleTree<P> {
             resident: entries.len(),
             elsewhere: 0,
             stored_bytes: 0,
+            stored_subtrees: 0,
             refused_write_back: None,
             root: build(0, &entries),
             backing: None,
@@ -921,6 +932,12 @@ impl<P: Clone> SparseMerkleTree<P> {
     /// read, the rest being copies only older versions, or none, read.
     pub fn stored_bytes(&self) -> u64 {
         self.stored_bytes
+    }
+
+    /// How many subtrees of this version stores hold (each costs its node, and its share of
+    /// the nodes above, in memory).
+    pub fn stored_subtrees(&self) -> usize {
+        self.stored_subtrees
     }
 
     /// Stores subtrees as deep as a tree of at least `n` entries would (see
@@ -1039,6 +1056,8 @@ impl<P: Clone> SparseMerkleTree<P> {
         self.elsewhere = self.elsewhere.saturating_sub(tally.dropped_elsewhere);
         self.stored_bytes =
             self.stored_bytes.saturating_sub(tally.dropped_bytes) + tally.placed_bytes;
+        self.stored_subtrees =
+            (self.stored_subtrees + tally.parts_placed).saturating_sub(tally.parts_left);
         if let Some(e) = tally.refused {
             self.refused_write_back.get_or_insert(e);
         }
@@ -1369,6 +1388,15 @@ mod tests {
             Node::Stored(s) if current.is_some_and(|c| Arc::ptr_eq(c, &s.backing)) => s.bytes,
             Node::Internal(i) => current_bytes(&i.left, current) + current_bytes(&i.right, current),
             _ => 0,
+        }
+    }
+
+    /// Stored subtrees below `node`, in any store.
+    fn stored_subtrees<P>(node: &Node<P>) -> usize {
+        match node {
+            Node::Empty | Node::Leaf(_) => 0,
+            Node::Stored(_) => 1,
+            Node::Internal(i) => stored_subtrees(&i.left) + stored_subtrees(&i.right),
         }
     }
 
@@ -1733,6 +1761,7 @@ mod tests {
                 prop_assert_eq!(tree.resident(), in_memory(&tree.root));
                 prop_assert_eq!(tree.elsewhere(), elsewhere(&tree.root, tree.backing.as_ref()));
                 prop_assert_eq!(tree.stored_bytes(), current_bytes(&tree.root, tree.backing.as_ref()));
+                prop_assert_eq!(tree.stored_subtrees(), stored_subtrees(&tree.root));
                 for (k, v) in &batch {
                     match v { Some(v) => { model.insert(crowded(*k), *v); } None => { model.remove(&crowded(*k)); } }
                 }
@@ -1760,6 +1789,7 @@ mod tests {
                 prop_assert_eq!(tree.resident(), in_memory(&tree.root));
                 prop_assert_eq!(tree.elsewhere(), elsewhere(&tree.root, tree.backing.as_ref()));
                 prop_assert_eq!(tree.stored_bytes(), current_bytes(&tree.root, tree.backing.as_ref()));
+                prop_assert_eq!(tree.stored_subtrees(), stored_subtrees(&tree.root));
                 let rebuilt = SparseMerkleTree::from_entries(model.iter().map(|(k, v)| (*k, h(*v))).collect());
                 prop_assert_eq!(tree.root(), rebuilt.root());
             }

@@ -1,6 +1,7 @@
-//! Batch submission over HTTP on loopback, on a real single-node ledger: the JSON and the
-//! binary encodings admit the same transactions with the same per-transaction results, and
-//! a malformed binary batch is refused whole, saying what was wrong, with nothing admitted.
+//! Transactions over HTTP on loopback, on a real single-node ledger: the JSON and the
+//! binary encodings of a batch admit the same transactions with the same per-transaction
+//! results, and a malformed binary batch is refused whole, saying what was wrong, with
+//! nothing admitted; what the node applied shows in its gauges.
 #![allow(
     clippy::indexing_slicing,
     clippy::unwrap_used,
@@ -185,6 +186,87 @@ async fn json_and_binary_batches_admit_alike_and_a_malformed_one_admits_nothing(
     assert_eq!(node_pending(&http, &node.url()).await, pending_before);
     let (status, r) = post_binary(Vec::new()).await;
     assert_eq!((status, r["accepted"].as_u64()), (200, Some(0)), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gauges_count_what_the_applied_transactions_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = Keypair::deterministic("txs-gauges", 0);
+    let owner = Keypair::deterministic("txs-gauges", 1);
+    let reader = Keypair::deterministic("txs-gauges", 2);
+    let genesis = Genesis {
+        chain_id: CHAIN.into(),
+        genesis_time_ms: secnet_node::datadir::now_ms() - 1_000,
+        allocations: [&owner, &reader]
+            .iter()
+            .map(|k| Allocation {
+                account: k.account(),
+                balance: 10_000,
+            })
+            .collect(),
+        validators: vec![],
+    };
+    let node = secnet_node::start_dev(
+        dir.path(),
+        &genesis,
+        node_key,
+        "127.0.0.1:0".parse().unwrap(),
+        tls_transport(dir.path()),
+        ProducerConfig {
+            block_interval: Duration::from_millis(50),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let api = secnet_client::NodeApi::new(&node.url()).unwrap();
+    let before = api.metrics().await.unwrap();
+    assert_eq!(before["secnet_state_grants_by_expiry"], 0.0);
+    assert_eq!(before["secnet_state_accounts"], 2.0);
+
+    // A listing (and its address), a subscription and a grant: four entries, one grant.
+    let hash = secnet_types::Hash::digest(b"gauged record");
+    let calls = [
+        Call::RegisterData(secnet_types::RegisterData {
+            hash,
+            description: "a gauged record".into(),
+            address: "pdc://gauges/1".into(),
+            price: 5,
+            kind: secnet_types::DataKind::UserData,
+            holder: owner.account(),
+            holder_share_bps: 0,
+        }),
+        Call::SubscribeData { hash },
+        Call::RequestDataWithHash {
+            hash,
+            purpose: "treatment".into(),
+            ttl_secs: 60,
+        },
+    ];
+    for (call, key) in calls.into_iter().zip([&owner, &reader, &reader]) {
+        let (_, _, receipt) = api.execute(key, CHAIN, call).await.unwrap();
+        assert!(receipt.is_applied(), "{receipt:?}");
+    }
+    let status = api.status().await.unwrap();
+    let after = api.metrics().await.unwrap();
+    assert!(after["secnet_height"] >= status.height as f64);
+    assert_eq!(after["secnet_state_grants_by_expiry"], 1.0);
+    assert_eq!(
+        after["secnet_state_entries"] - before["secnet_state_entries"],
+        4.0 + 1.0,
+        "four entries and the access log's head"
+    );
+    // Nothing is bounded here: every entry stays in memory and nothing is stored.
+    assert_eq!(
+        after["secnet_state_entries_in_memory"],
+        after["secnet_state_entries"]
+    );
+    assert_eq!(after["secnet_state_stored_subtrees"], 0.0);
+    assert!(after["secnet_ledger_recent_heights"] >= 1.0);
+    assert!(after["secnet_ledger_page_cache_bytes"] > 0.0);
+    assert!(after.contains_key("secnet_ledger_index_rows_waiting"));
+    assert!(after.contains_key("secnet_ledger_blocks_unwritten"));
+    assert_eq!(after["secnet_ledger_listing_changes"], 1.0);
 }
 
 async fn node_pending(http: &reqwest::Client, base: &str) -> u64 {

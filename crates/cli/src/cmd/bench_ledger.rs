@@ -875,6 +875,9 @@ struct SoakMinute {
     /// those its state tree holds in memory (the rest are in its spill file).
     state_entries: Vec<Option<u64>>,
     state_entries_in_memory: Vec<Option<u64>>,
+    /// Per validator at the end of the minute: its gauges (`GET /metrics`, without the
+    /// `secnet_` prefix), which count what it keeps in memory by kind.
+    gauges: Vec<Option<std::collections::BTreeMap<String, f64>>>,
     /// Resident memory the validators gained during the minute (their mean), per
     /// transaction applied in it: the state and access log grow with what is applied, so a
     /// steady figure is growth in proportion to the data, a rising one something else.
@@ -945,10 +948,16 @@ pub fn soak(
             let rss: Vec<Option<f64>> = net.pids.iter().map(|p| rss_mib(*p)).collect();
             let mut state_entries = Vec::new();
             let mut state_entries_in_memory = Vec::new();
+            let mut gauges = Vec::new();
             for api in &net.apis {
                 let status = api.status().await.ok();
                 state_entries.push(status.as_ref().map(|s| s.state_entries));
                 state_entries_in_memory.push(status.map(|s| s.state_entries_in_memory));
+                gauges.push(api.metrics().await.ok().map(|g| {
+                    g.into_iter()
+                        .map(|(name, v)| (name.trim_start_matches("secnet_").to_string(), v))
+                        .collect()
+                }));
             }
             let gained: Vec<f64> = rss
                 .iter()
@@ -972,6 +981,7 @@ pub fn soak(
                 rss_mib: rss,
                 state_entries,
                 state_entries_in_memory,
+                gauges,
                 rss_bytes_per_applied_tx,
                 cpu_s: run.validators.iter().map(|v| v.cpu_s).collect(),
                 written_mib: net
@@ -998,8 +1008,14 @@ pub fn soak(
                 }),
             };
             let rounded = |v: &[Option<f64>]| v.iter().map(|r| r.map(f64::round)).collect::<Vec<_>>();
+            let gauge = |name: &str| {
+                row.gauges
+                    .iter()
+                    .map(|g| g.as_ref().and_then(|g| g.get(name)).copied())
+                    .collect::<Vec<_>>()
+            };
             eprintln!(
-                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, state entries in memory {:?} of {:?}, written {:?} MiB, on disk {:?} MiB, machine idle {:.0}%",
+                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, state entries in memory {:?} of {:?}, stored subtrees {:?}, grants by expiry {:?}, page cache {:?} MiB, written {:?} MiB, on disk {:?} MiB, machine idle {:.0}%",
                 row.applied_tx_per_s,
                 row.offered_tx_per_s,
                 row.p99_ms,
@@ -1009,6 +1025,14 @@ pub fn soak(
                 rounded(&row.rss_mib),
                 row.state_entries_in_memory,
                 row.state_entries,
+                gauge("state_stored_subtrees"),
+                gauge("state_grants_by_expiry"),
+                rounded(
+                    &gauge("ledger_page_cache_bytes")
+                        .into_iter()
+                        .map(|b| b.map(|b| b / 1_048_576.0))
+                        .collect::<Vec<_>>()
+                ),
                 rounded(&row.written_mib),
                 row.disk_mib
                     .iter()

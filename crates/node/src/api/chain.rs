@@ -331,14 +331,79 @@ pub(super) async fn grant(
 )]
 pub(super) async fn metrics(State(node): Node) -> ApiResult<Response> {
     let pending = node.pending()?;
-    let text = node.with_ledger(|l| {
-        let tip = l.state().tip();
-        format!(
-            "# TYPE secnet_height gauge\nsecnet_height {}\n# TYPE secnet_log_size gauge\nsecnet_log_size {}\n# TYPE secnet_mempool_pending gauge\nsecnet_mempool_pending {}\n",
-            tip.height,
+    let (height, log_size, footprint) = node.with_ledger(|l| {
+        let footprint = l.footprint()?;
+        Ok::<_, secnet_ledger::LedgerError>((
+            l.state().tip().height,
             l.state().log().len(),
-            pending
-        )
-    })?;
+            footprint,
+        ))
+    })??;
+    let state = footprint.state;
+    let gauges: [(&str, &str, u64); 13] = [
+        ("height", "height of the last applied block", height),
+        ("log_size", "leaves of the access log", log_size),
+        (
+            "mempool_pending",
+            "transactions waiting in the mempool",
+            pending as u64,
+        ),
+        (
+            "state_entries",
+            "entries in the contract state",
+            state.entries as u64,
+        ),
+        (
+            "state_entries_in_memory",
+            "state entries whose leaves the state tree holds in memory",
+            state.entries_in_memory as u64,
+        ),
+        (
+            "state_stored_subtrees",
+            "subtrees of the state tree in its spill file (about 160 bytes of memory each)",
+            state.stored_subtrees as u64,
+        ),
+        (
+            "state_accounts",
+            "accounts, kept decoded in memory",
+            state.accounts as u64,
+        ),
+        (
+            "state_grants_by_expiry",
+            "grants kept in memory by expiry until they are retired",
+            state.grants_by_expiry as u64,
+        ),
+        (
+            "ledger_recent_heights",
+            "recent heights whose state trees are kept for proofs",
+            footprint.recent_heights as u64,
+        ),
+        (
+            "ledger_blocks_unwritten",
+            "applied blocks whose rows are not on disk yet",
+            footprint.blocks_unwritten as u64,
+        ),
+        (
+            "ledger_index_rows_waiting",
+            "index rows waiting in memory to be merged",
+            footprint.index_rows_waiting as u64,
+        ),
+        (
+            "ledger_listing_changes",
+            "content hashes of listings recent blocks wrote",
+            footprint.listing_changes as u64,
+        ),
+        (
+            "ledger_page_cache_bytes",
+            "bytes in the ledger database's page cache and write buffer",
+            footprint.page_cache_bytes,
+        ),
+    ];
+    let mut text = String::new();
+    for (name, help, value) in gauges {
+        text.push_str(&format!(
+            "# HELP secnet_{name} {help}\n# TYPE secnet_{name} gauge\nsecnet_{name} {value}\n"
+        ));
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
