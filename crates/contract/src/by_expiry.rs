@@ -82,6 +82,22 @@ impl ByExpiry {
         }
     }
 
+    /// Holds `keys`, in any order (sorted first: cheaper than inserting them one by one
+    /// where they fall).
+    pub(crate) fn from_keys(mut keys: Vec<Expiring>) -> ByExpiry {
+        keys.sort_unstable();
+        keys.dedup();
+        let len = keys.len();
+        let mut chunks = VecDeque::with_capacity(len.div_ceil(CHUNK));
+        let mut keys = keys.into_iter().peekable();
+        while keys.peek().is_some() {
+            let mut chunk = VecDeque::with_capacity(CHUNK);
+            chunk.extend(keys.by_ref().take(CHUNK));
+            chunks.push_back(chunk);
+        }
+        ByExpiry { chunks, len }
+    }
+
     /// The smallest key.
     pub(crate) fn first(&self) -> Option<&Expiring> {
         self.chunks.front()?.front()
@@ -164,6 +180,23 @@ mod tests {
                 }
                 check(&queue, &model);
             }
+        }
+    }
+
+    proptest! {
+        /// Built from keys in any order, then changed, it holds what an ordered set holds.
+        #[test]
+        fn built_at_once_it_holds_the_same(keys in prop::collection::vec((0u64..50, any::<u8>()), 0..2_000),
+                                           more in prop::collection::vec((0u64..60, any::<u8>()), 0..600)) {
+            let keys: Vec<Expiring> = keys.into_iter().map(|(e, id)| key(e, id)).collect();
+            let mut model: BTreeSet<Expiring> = keys.iter().copied().collect();
+            let mut queue = ByExpiry::from_keys(keys);
+            check(&queue, &model);
+            for (e, id) in more {
+                queue.insert(key(e, id));
+                model.insert(key(e, id));
+            }
+            check(&queue, &model);
         }
     }
 

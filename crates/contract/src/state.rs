@@ -8,7 +8,7 @@ use crate::entries::{
 use crate::proof::StateProof;
 use secnet_merkle::Digest;
 use secnet_merkle::log::Frontier;
-use secnet_merkle::smt::{Evictable, Eviction, SparseMerkleTree, SubtreeStore};
+use secnet_merkle::smt::{Evictable, Eviction, Grouping, SparseMerkleTree, SubtreeStore};
 use secnet_types::{AccountId, Genesis, GrantId, Hash};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -123,6 +123,8 @@ fn leaves_of(entries: Vec<(StateKey, StateValue)>) -> Vec<(Digest, Digest, Arc<[
 pub struct StateLoader {
     state: State,
     log_head: Option<LogHead>,
+    /// The grants' keys by expiry, in the order loaded (random: by tree key).
+    expiring: Vec<(u64, GrantId)>,
     /// The largest tree key added so far.
     last: Option<Digest>,
 }
@@ -141,6 +143,7 @@ impl StateLoader {
                 staged: BTreeMap::new(),
             },
             log_head: None,
+            expiring: Vec::new(),
             last: None,
         }
     }
@@ -169,7 +172,7 @@ impl StateLoader {
                 | (StateKey::Address(_), StateValue::Address(_))
                 | (StateKey::Subscription(..), StateValue::Subscription(_)) => {}
                 (StateKey::Grant(k), StateValue::Grant(v)) => {
-                    self.state.expiring.insert((v.expires_at_ms, *k));
+                    self.expiring.push((v.expires_at_ms, *k));
                 }
                 (StateKey::LogHead, StateValue::LogHead(v)) => self.log_head = Some(*v),
                 (key, _) => {
@@ -226,6 +229,7 @@ impl StateLoader {
             )));
         }
         self.state.tip.state_root = Hash(self.state.tree.root());
+        self.state.expiring = ByExpiry::from_keys(self.expiring);
         Ok(self.state)
     }
 }
@@ -433,6 +437,20 @@ impl State {
             None => Evictable::None,
         };
         self.tree.evict(evictable, start, max)
+    }
+
+    /// Groups the tree's stored subtrees that have not changed since `unchanged_since`
+    /// (`None`: any), walking the key space from the tree key `start` and visiting at most
+    /// `looks` nodes (see [`SparseMerkleTree::group`]). Nothing it answers changes. Between
+    /// blocks only.
+    pub fn group(
+        &mut self,
+        unchanged_since: Option<&StateSnapshot>,
+        start: &Digest,
+        looks: usize,
+    ) -> Grouping {
+        self.tree
+            .group(unchanged_since.map(|s| &s.tree), start, looks)
     }
 
     /// The value under `key`, if any.

@@ -13,8 +13,8 @@
 //! A tree given a [`SubtreeStore`] can move subtrees out of memory ([`SparseMerkleTree::evict`]):
 //! it keeps of each only its hash, its size and where the store put its entries, and reads
 //! them back, checked against the hash, when a read, a proof or an update reaches it. Stored
-//! subtrees that sit together can go further ([`group`]): the store keeps their places and
-//! hashes too, and the tree one node for all of them.
+//! subtrees that sit together can go further (`smt/group.rs`): the store keeps their places
+//! and hashes too, and the tree one node for all of them.
 
 use crate::{Digest, sha256};
 use group::Group;
@@ -56,7 +56,7 @@ enum Node<P> {
     /// where the internal node was, with the same hash.
     Stored(Arc<Stored<P>>),
     /// Stored subtrees below one node whose places and hashes a [`SubtreeStore`] holds too
-    /// (see [`group`]); it stands where that node was, with the same hash.
+    /// (see `smt/group.rs`); it stands where that node was, with the same hash.
     Group(Arc<Group<P>>),
 }
 
@@ -188,13 +188,14 @@ struct Opened<P> {
 }
 
 impl<P: Clone> Opened<P> {
-    fn get(&mut self, location: u64) -> Option<Node<P>> {
+    /// The subtree read back from `location`, and how many entries it holds.
+    fn get(&mut self, location: u64) -> Option<(Node<P>, usize)> {
         self.tick += 1;
-        let (node, _, used) = self.by_location.get_mut(&location)?;
+        let (node, len, used) = self.by_location.get_mut(&location)?;
         self.by_use.remove(used);
         *used = self.tick;
         self.by_use.insert(self.tick, location);
-        Some(node.clone())
+        Some((node.clone(), *len))
     }
 
     fn insert(&mut self, location: u64, node: Node<P>, len: usize) {
@@ -226,7 +227,14 @@ impl<P: Clone> Stored<P> {
     /// [`Self::open`], keeping what was read back among the subtrees read back only if
     /// `keep` (an update writes the subtree back changed, and keeps that instead).
     fn open_keeping(&self, depth: usize, keep: bool) -> Node<P> {
-        if let Some(node) = self.backing.opened().get(self.location) {
+        let cached = self.backing.opened().get(self.location);
+        if let Some((node, len)) = cached {
+            // What was read back from here was checked against the subtree put here; a
+            // location read from a group's record is checked against the subtree the group
+            // says is there, which a damaged record may name wrongly.
+            if len != self.len || node.hash() != self.hash {
+                self.backing.store.fail(self.location);
+            }
             return node;
         }
         let entries = self.backing.store.load(self.location);
@@ -796,30 +804,15 @@ impl<P: Clone> Evictor<'_, P> {
         walked
     }
 
-    /// `node` (whose hash is `hash`) as a group, if it is made of stored subtrees of the
-    /// current store and the nodes above them only; else as it is.
+    /// `node` (whose hash is `hash`) as a group, if it can be one; else as it is.
     fn group(&mut self, node: Node<P>, hash: Digest) -> Node<P> {
-        let Some(record) = group::record_of(&node, self.backing) else {
-            return node;
-        };
-        // A store that refuses a group's record leaves its subtrees as they are (they cost
-        // memory, not answers); a store that refuses anything refuses the next subtree put,
-        // which is reported.
-        let Ok(placed) = self.backing.store.put_bytes(&record.bytes) else {
-            return node;
-        };
-        self.tally.parts_grouped += record.parts;
-        self.tally.groups_placed += 1;
-        self.tally.placed_bytes += placed.bytes;
-        self.done.groups += 1;
-        Node::Group(Arc::new(Group {
-            hash,
-            len: record.len,
-            parts: record.parts,
-            location: placed.location,
-            bytes: placed.bytes,
-            backing: Arc::clone(self.backing),
-        }))
+        match make_group(&node, hash, self.backing, &mut self.tally) {
+            Some(group) => {
+                self.done.groups += 1;
+                group
+            }
+            None => node,
+        }
     }
 
     /// Whether another store holds a part of `node`.
@@ -858,6 +851,116 @@ impl<P: Clone> Evictor<'_, P> {
                 self.done.next = end.unwrap_or(EMPTY);
                 node.clone()
             }
+        }
+    }
+}
+
+/// `node` (whose hash is `hash`) as a group, if it is made of stored subtrees of `backing`'s
+/// store and the nodes above them only; `tally` counts what moved.
+fn make_group<P: Clone>(
+    node: &Node<P>,
+    hash: Digest,
+    backing: &Arc<Backing<P>>,
+    tally: &mut Tally,
+) -> Option<Node<P>> {
+    let record = group::record_of(node, backing)?;
+    // A store that refuses a group's record leaves its subtrees as they are (they cost
+    // memory, not answers); a store that refuses anything refuses the next subtree put,
+    // which is reported.
+    let placed = backing.store.put_bytes(&record.bytes).ok()?;
+    tally.parts_grouped += record.parts;
+    tally.groups_placed += 1;
+    tally.placed_bytes += placed.bytes;
+    Some(Node::Group(Arc::new(Group {
+        hash,
+        len: record.len,
+        parts: record.parts,
+        location: placed.location,
+        bytes: placed.bytes,
+        backing: Arc::clone(backing),
+    })))
+}
+
+/// One call of [`SparseMerkleTree::group`].
+struct Grouper<'a, P> {
+    backing: &'a Arc<Backing<P>>,
+    /// The depth groups are made at.
+    depth: usize,
+    start: Digest,
+    /// Nodes it may still visit.
+    looks: usize,
+    done: Grouping,
+    tally: Tally,
+    stopped: bool,
+}
+
+/// What one call of [`SparseMerkleTree::group`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grouping {
+    /// Groups made.
+    pub groups: usize,
+    /// Where the next call should start, as a key: where this one stopped, or all zeros
+    /// once it reached the end of the key space.
+    pub next: Digest,
+}
+
+impl<P: Clone> Grouper<'_, P> {
+    fn walk(
+        &mut self,
+        node: &Node<P>,
+        older: Older<'_, P>,
+        depth: usize,
+        prefix: &Digest,
+    ) -> Node<P> {
+        let end = range_end(prefix, depth);
+        if self.stopped || end.is_some_and(|end| end <= self.start) {
+            return node.clone();
+        }
+        if self.looks == 0 {
+            self.stopped = true;
+            self.done.next = (*prefix).max(self.start);
+            return node.clone();
+        }
+        self.looks -= 1;
+        let Node::Internal(internal) = node else {
+            return node.clone();
+        };
+        let same = match older {
+            Older::Same => true,
+            Older::Node(Node::Internal(o)) => Arc::ptr_eq(o, internal),
+            Older::Node(_) | Older::Other => false,
+        };
+        if depth == self.depth {
+            if !same {
+                return node.clone();
+            }
+            // Looking costs about a node per subtree it may hold.
+            self.looks = self.looks.saturating_sub(group::GROUP_PARTS_LOOKED_AT);
+            return match make_group(node, internal.hash, self.backing, &mut self.tally) {
+                Some(group) => {
+                    self.done.groups += 1;
+                    group
+                }
+                None => node.clone(),
+            };
+        }
+        let (older_left, older_right) = match older {
+            _ if same => (Older::Same, Older::Same),
+            Older::Node(Node::Internal(o)) => (Older::Node(&o.left), Older::Node(&o.right)),
+            _ => (Older::Other, Older::Other),
+        };
+        let (left_prefix, right_prefix) = child_prefixes(prefix, depth);
+        let left = self.walk(&internal.left, older_left, depth + 1, &left_prefix);
+        let right = self.walk(&internal.right, older_right, depth + 1, &right_prefix);
+        if same_node(&left, &internal.left) && same_node(&right, &internal.right) {
+            node.clone()
+        } else {
+            // Groups keep their hashes, so this node's stays.
+            Node::Internal(Arc::new(Internal {
+                left,
+                right,
+                hash: internal.hash,
+            }))
         }
     }
 }
@@ -1101,7 +1204,7 @@ impl<P: Clone> SparseMerkleTree<P> {
             backing: &backing,
             depth,
             largest,
-            group_depth: depth.checked_sub(group::GROUP_LEVELS).filter(|d| *d > 0),
+            group_depth: self.group_depth(&backing),
             evicting,
             start: *start,
             max,
@@ -1117,6 +1220,54 @@ impl<P: Clone> SparseMerkleTree<P> {
             done.next = EMPTY;
         }
         done
+    }
+
+    /// Groups the stored subtrees below nodes `GROUP_LEVELS` (4) above the store's depth
+    /// that hold only the current store's subtrees (and the nodes above them) and have not
+    /// changed since `unchanged_since` (`None`: any), as [`Self::evict`] does on its way,
+    /// without moving anything else out of memory: walking the key space from the key
+    /// `start`, visiting at most `looks` nodes (a node where a group could be counts as
+    /// many as the subtrees it may hold). Roots, proofs and answers do not change. Without a
+    /// store, or in a tree too small to group, it does nothing.
+    pub fn group(
+        &mut self,
+        unchanged_since: Option<&SparseMerkleTree<P>>,
+        start: &Digest,
+        looks: usize,
+    ) -> Grouping {
+        let mut done = Grouping {
+            groups: 0,
+            next: EMPTY,
+        };
+        let Some(backing) = self.backing.clone() else {
+            return done;
+        };
+        let Some(depth) = self.group_depth(&backing) else {
+            return done;
+        };
+        let mut grouper = Grouper {
+            backing: &backing,
+            depth,
+            start: *start,
+            looks,
+            done,
+            tally: Tally::default(),
+            stopped: false,
+        };
+        let older = unchanged_since.map_or(Older::Same, |o| Older::Node(&o.root));
+        self.root = grouper.walk(&self.root, older, 0, &EMPTY);
+        self.settle(grouper.tally, 0);
+        done = grouper.done;
+        if !grouper.stopped {
+            done.next = EMPTY;
+        }
+        done
+    }
+
+    /// The depth stored subtrees are grouped at in `backing`, if the tree is large enough.
+    fn group_depth(&self, backing: &Backing<P>) -> Option<usize> {
+        let (depth, _) = self.store_shape(backing);
+        depth.checked_sub(group::GROUP_LEVELS).filter(|d| *d > 0)
     }
 
     /// Sets (`Some((value_hash, payload))`) or removes (`None`) entries; for a key given
@@ -1925,9 +2076,30 @@ mod tests {
             tree.stored_bytes(),
             current_bytes(&tree.root, tree.backing.as_ref())
         );
+        // Not again while it is compared with a version from before the update; then so.
+        assert_eq!(tree.group(Some(&whole), &EMPTY, usize::MAX).groups, 0);
         let changed = tree.clone();
-        tree.evict(Evictable::UnchangedSince(&changed), &EMPTY, usize::MAX);
+        assert_eq!(tree.group(Some(&changed), &EMPTY, usize::MAX).groups, 1);
         assert_eq!(tree.stored_groups(), groups);
+        assert_eq!(
+            (tree.stored_subtrees(), tree.stored_groups()),
+            stored_subtrees(&tree.root)
+        );
+        // A walk visits at most what it is given, and says where to go on.
+        tree.apply_with(vec![(h(7), Some((h(71), 71))), (h(2_000), Some((h(0), 0)))]);
+        let opened = groups - tree.stored_groups();
+        assert!(opened >= 1);
+        let changed_again = tree.clone();
+        let first = tree.group(Some(&changed_again), &EMPTY, 20);
+        assert_ne!(first.next, EMPTY);
+        let rest = tree.group(Some(&changed_again), &first.next, usize::MAX);
+        assert_eq!((first.groups + rest.groups, rest.next), (opened, EMPTY));
+        tree.apply_with(vec![
+            (h(7), Some((h(70), 70))),
+            (h(2_000), Some((h(3_000), 2_000))),
+        ]);
+        let restored = tree.clone();
+        tree.group(Some(&restored), &EMPTY, usize::MAX);
         assert_eq!(tree.payload(&h(7)), Some(70));
         let mut expected = whole.clone();
         expected.apply_with(vec![(h(7), Some((h(70), 70)))]);
@@ -1949,7 +2121,7 @@ mod tests {
         assert_eq!(tree.payload(&h(3_999)), Some(3_999));
         // Nothing keeps a store alive but the versions that read from it: a group's
         // subtrees, read back, are not kept where the store would hold them itself.
-        drop((whole, changed, expected));
+        drop((whole, changed, changed_again, restored, expected));
         assert_eq!(Arc::strong_count(&store), 1);
         drop(tree);
         assert_eq!(Arc::strong_count(&next), 1);
@@ -1963,6 +2135,33 @@ mod tests {
         store
             .corrupt
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..4_000 {
+            tree.get(&h(i));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "does not match its hash")]
+    fn a_group_naming_another_subtrees_place_is_caught_though_that_one_was_read_back() {
+        let (mut tree, store) = stored_tree(4_000, 4, 100_000);
+        assert!(tree.evict(Evictable::All, &EMPTY, usize::MAX).groups > 0);
+        // Every subtree read back, and kept.
+        for i in 0..4_000 {
+            tree.get(&h(i));
+        }
+        {
+            // A group's record names its first subtree at its second one's place.
+            let mut kept = store.subtrees.lock().unwrap();
+            let record = &mut kept.iter_mut().find(|(_, b)| !b.is_empty()).unwrap().1;
+            let location_at = |record: &[u8], part: usize| {
+                let below = usize::from(u16::from_be_bytes([record[part], record[part + 1]]));
+                part + 2 + below.div_ceil(8) + 32 + 4
+            };
+            let first = location_at(record, 4);
+            let second = location_at(record, first + 16);
+            let place: [u8; 8] = record[second..second + 8].try_into().unwrap();
+            record[first..first + 8].copy_from_slice(&place);
+        }
         for i in 0..4_000 {
             tree.get(&h(i));
         }
@@ -2033,6 +2232,11 @@ mod tests {
                 }
                 let done = tree.evict(evictable, &from, max);
                 prop_assert!(done.refused.is_none());
+                if start % 4 == 1 {
+                    let older = older.as_ref();
+                    let grouped = tree.group(older, &from, max);
+                    prop_assert!(grouped.groups <= max);
+                }
                 prop_assert_eq!(tree.len(), model.len());
                 prop_assert_eq!(tree.resident(), in_memory(&tree.root));
                 prop_assert_eq!(tree.elsewhere(), elsewhere(&tree.root, tree.backing.as_ref()));

@@ -20,6 +20,9 @@ pub(super) const GROUP_LEVELS: usize = 4;
 /// of them share a node: past this, none of them are grouped there).
 pub(super) const MAX_GROUP_PARTS: usize = 64;
 
+/// What looking for a group below a node counts as, in nodes visited.
+pub(super) const GROUP_PARTS_LOOKED_AT: usize = 1 << GROUP_LEVELS;
+
 /// The fewest bytes a subtree takes in a record (depth, hash, count, location, bytes).
 const MIN_PART_BYTES: usize = 2 + 32 + 4 + 8 + 8;
 
