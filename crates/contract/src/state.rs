@@ -8,7 +8,7 @@ use crate::entries::{
 use crate::proof::StateProof;
 use secnet_merkle::Digest;
 use secnet_merkle::log::Frontier;
-use secnet_merkle::smt::{Evictable, Eviction, Grouping, SparseMerkleTree, SubtreeStore};
+use secnet_merkle::smt::{Evictable, Eviction, SparseMerkleTree, SubtreeStore};
 use secnet_types::{AccountId, Genesis, GrantId, Hash};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -66,12 +66,9 @@ pub struct Footprint {
     /// Of them, those whose leaves the state tree holds in memory (the rest are in its
     /// stores).
     pub entries_in_memory: usize,
-    /// Subtrees the tree's stores hold, outside groups: each keeps about 160 bytes in
-    /// memory (its node and its share of the nodes above it).
+    /// Subtrees the tree's stores hold: each keeps about 160 bytes in memory (its node and
+    /// its share of the nodes above it).
     pub stored_subtrees: usize,
-    /// Groups of such subtrees whose places the stores hold too: one node in memory for
-    /// about sixteen subtrees.
-    pub stored_groups: usize,
     /// Accounts, kept decoded.
     pub accounts: usize,
     /// Grants, each kept by its expiry until it is retired.
@@ -397,7 +394,6 @@ impl State {
             entries: self.tree.len(),
             entries_in_memory: self.tree.resident(),
             stored_subtrees: self.tree.stored_subtrees(),
-            stored_groups: self.tree.stored_groups(),
             accounts: self.accounts.len(),
             grants_by_expiry: self.expiring.len(),
         }
@@ -437,20 +433,6 @@ impl State {
             None => Evictable::None,
         };
         self.tree.evict(evictable, start, max)
-    }
-
-    /// Groups the tree's stored subtrees that have not changed since `unchanged_since`
-    /// (`None`: any), walking the key space from the tree key `start` and visiting at most
-    /// `looks` nodes (see [`SparseMerkleTree::group`]). Nothing it answers changes. Between
-    /// blocks only.
-    pub fn group(
-        &mut self,
-        unchanged_since: Option<&StateSnapshot>,
-        start: &Digest,
-        looks: usize,
-    ) -> Grouping {
-        self.tree
-            .group(unchanged_since.map(|s| &s.tree), start, looks)
     }
 
     /// The value under `key`, if any.

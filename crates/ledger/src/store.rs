@@ -39,10 +39,6 @@ pub const LEDGER_CACHE_BYTES: usize = 128 * 1024 * 1024;
 /// certificate covers (certification trails execution by a few blocks).
 pub const RECENT_STATES: usize = 8;
 
-/// Nodes the walk that groups the state tree's stored subtrees visits a block at most
-/// ([`State::group`]).
-const GROUP_LOOKS_PER_BLOCK: usize = 4_096;
-
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The state table as formats up to 7 stored it, one B-tree (key → value bytes); format 8
 /// keeps it in sorted runs ([`crate::runs::Index::State`]).
@@ -174,8 +170,6 @@ struct Spilling {
     next: Digest,
     /// Where the next walk moving subtrees from an earlier file starts.
     moving_next: Digest,
-    /// Where the next walk grouping stored subtrees starts (see [`State::group`]).
-    grouping_next: Digest,
     /// The spill file failed the last time (reported once until it works again).
     failing: bool,
 }
@@ -950,7 +944,6 @@ impl Ledger {
                         file,
                         next: [0; 32],
                         moving_next: [0; 32],
-                        grouping_next: [0; 32],
                         failing: false,
                     });
                 }
@@ -1016,7 +1009,6 @@ impl Ledger {
             file,
             next: [0; 32],
             moving_next: [0; 32],
-            grouping_next: [0; 32],
             failing: false,
         });
         let over = self
@@ -1080,7 +1072,6 @@ impl Ledger {
                     );
                     spilling.file = file;
                     spilling.moving_next = [0; 32];
-                    spilling.grouping_next = [0; 32];
                 }
                 Err(e) => problem = problem.or(Some(e.to_string())),
             }
@@ -1105,17 +1096,6 @@ impl Ledger {
             let done = self.state.evict(oldest, &spilling.next, max);
             spilling.next = done.next;
             problem = problem.or(done.refused.map(|e| e.to_string()));
-        }
-        // Stored subtrees the last block left alone are grouped (one node in memory for
-        // about sixteen), a part of the key space a block.
-        let before_last = self.recent.len().checked_sub(2);
-        if let Some(previous) = before_last.and_then(|i| self.recent.get(i)) {
-            let done = self.state.group(
-                Some(&previous.snapshot),
-                &spilling.grouping_next,
-                GROUP_LOOKS_PER_BLOCK,
-            );
-            spilling.grouping_next = done.next;
         }
         match problem {
             None => spilling.failing = false,

@@ -1015,7 +1015,7 @@ pub fn soak(
                     .collect::<Vec<_>>()
             };
             eprintln!(
-                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, state entries in memory {:?} of {:?}, stored subtrees {:?} and groups {:?}, grants by expiry {:?}, page cache {:?} MiB, written {:?} MiB, on disk {:?} MiB, machine idle {:.0}%",
+                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, state entries in memory {:?} of {:?}, stored subtrees {:?}, grants by expiry {:?}, page cache {:?} MiB, written {:?} MiB, on disk {:?} MiB, machine idle {:.0}%",
                 row.applied_tx_per_s,
                 row.offered_tx_per_s,
                 row.p99_ms,
@@ -1026,7 +1026,6 @@ pub fn soak(
                 row.state_entries_in_memory,
                 row.state_entries,
                 gauge("state_stored_subtrees"),
-                gauge("state_stored_groups"),
                 gauge("state_grants_by_expiry"),
                 rounded(
                     &gauge("ledger_page_cache_bytes")
