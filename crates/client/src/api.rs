@@ -179,14 +179,7 @@ impl NodeApi {
             .flatten()
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = read_bounded(resp, MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| match e {
-                ReadError::TooLarge => {
-                    ClientError::Malformed(format!("answer of more than {MAX_ANSWER_BYTES} bytes"))
-                }
-                ReadError::Http(e) => ClientError::Node(format!("reading {url}: {e}")),
-            })?;
+        let bytes = answer_bytes(resp, &url, MAX_ANSWER_BYTES).await?;
         if !status.is_success() {
             return Ok((Err(refused(status, &bytes)), wait));
         }
@@ -316,14 +309,7 @@ impl NodeApi {
             .await
             .map_err(|e| unreachable(&url, &e))?;
         let status = resp.status();
-        let bytes = read_bounded(resp, MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| match e {
-                ReadError::TooLarge => {
-                    ClientError::Malformed(format!("answer of more than {MAX_ANSWER_BYTES} bytes"))
-                }
-                ReadError::Http(e) => ClientError::Node(format!("reading {url}: {e}")),
-            })?;
+        let bytes = answer_bytes(resp, &url, MAX_GAUGES_BYTES).await?;
         if !status.is_success() {
             let (s, d) = refused(status, &bytes);
             return Err(node_error(s, &d));
@@ -710,6 +696,21 @@ impl NodeApi {
 /// The route of `owner`'s object `path`.
 fn object_route(owner: &AccountId, path: &str) -> String {
     format!("/v1/pdc/objects/{owner}/{}", path.trim_start_matches('/'))
+}
+
+/// The most bytes of gauges read from a node (a few KiB are served).
+const MAX_GAUGES_BYTES: usize = 1 << 20;
+
+/// The body of an answer from `url`, read up to `max` bytes.
+async fn answer_bytes(
+    resp: reqwest::Response,
+    url: &str,
+    max: usize,
+) -> Result<Vec<u8>, ClientError> {
+    read_bounded(resp, max).await.map_err(|e| match e {
+        ReadError::TooLarge => ClientError::Malformed(format!("answer of more than {max} bytes")),
+        ReadError::Http(e) => ClientError::Node(format!("reading {url}: {e}")),
+    })
 }
 
 /// A node's refusal as an error.

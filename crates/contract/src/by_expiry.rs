@@ -5,7 +5,9 @@
 //! so the queue holds every live grant: a few hours of requests. A `BTreeSet` of
 //! `(expiry, id)` takes about 72 bytes for each (its nodes are about half full when keys
 //! arrive in order, as expiries mostly do); this queue takes about 40, the key itself, by
-//! keeping the keys in sorted chunks that stay full.
+//! keeping the keys in sorted chunks that a full chunk passes its largest key on from, so
+//! that they stay full (a chunk's storage grows by doubling as it fills, so chunks filled
+//! from the middle take up to about 53).
 
 use secnet_types::GrantId;
 use std::collections::VecDeque;
@@ -54,19 +56,22 @@ impl ByExpiry {
         // has room, else to a new chunk after it: so chunks stay full whether keys arrive
         // at the end, as expiries mostly do, or in the middle, as a block's grants of one
         // expiry do (they are ordered by id).
-        let moved = if chunk.len() < CHUNK {
+        if chunk.len() < CHUNK {
             chunk.insert(position, key);
             return;
-        } else if position == chunk.len() {
-            key
-        } else {
-            // Taken out first, so that the chunk's storage never grows past its keys.
-            let last = chunk.pop_back();
-            chunk.insert(position, key);
-            match last {
-                Some(last) => last,
-                None => return,
+        }
+        // Taken out before `key` goes in, so that the chunk's storage never grows past its
+        // keys (the largest is `key` itself when it goes at the end).
+        let moved = match chunk.pop_back() {
+            Some(last) if position < CHUNK => {
+                chunk.insert(position, key);
+                last
             }
+            Some(last) => {
+                chunk.push_back(last);
+                key
+            }
+            None => key,
         };
         match self.chunks.get_mut(at + 1) {
             Some(next) if next.len() < CHUNK => next.push_front(moved),

@@ -1358,7 +1358,7 @@ impl Ledger {
 
     /// What this ledger keeps in memory, counted by kind.
     pub fn footprint(&self) -> Result<LedgerFootprint, LedgerError> {
-        let rows_waiting = self.unwritten.pending()?.rows();
+        let rows_waiting = self.unwritten.rows_waiting();
         Ok(LedgerFootprint {
             state: self.state.footprint(),
             recent_heights: self.recent.len(),
@@ -1833,7 +1833,8 @@ impl Ledger {
         write.commit()?;
         // Only now, still holding off writes, are their transactions waiting to be indexed
         // dropped: a failed prune leaves them to be written like the rest.
-        self.unwritten.pending()?.forget_txs_below(until);
+        self.unwritten
+            .change_pending(|pending| pending.forget_txs_below(until))?;
         drop(written);
         Ok(until - first)
     }

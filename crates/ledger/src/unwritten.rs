@@ -34,7 +34,7 @@ use secnet_contract::{BlockOutcome, LogEntry, StateSnapshot, StateWrite};
 use secnet_merkle::Digest;
 use secnet_types::{AccountId, Block, Hash, Receipt, SignedTransaction};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The rows one applied block adds to the database.
@@ -201,6 +201,9 @@ pub(crate) struct Unwritten {
     written: Mutex<u64>,
     /// Index rows of written blocks not on disk yet (see [`crate::index`]).
     pending: Mutex<Pending>,
+    /// How many rows `pending` held when it last changed, for gauges read without waiting
+    /// for a write.
+    rows_waiting: AtomicUsize,
     /// Set when memory may be ahead of what can be written (a block's rows could not be
     /// built, or a write failed): nothing more is applied or written until the ledger is
     /// reopened from disk.
@@ -231,6 +234,7 @@ impl Unwritten {
         Unwritten {
             blocks: Mutex::new(VecDeque::new()),
             written: Mutex::new(written),
+            rows_waiting: AtomicUsize::new(pending.rows()),
             pending: Mutex::new(pending),
             poisoned: AtomicBool::new(false),
         }
@@ -270,6 +274,24 @@ impl Unwritten {
     /// Holds off writes while the guard lives; its value is the highest height on disk.
     pub(crate) fn hold_writes(&self) -> Result<MutexGuard<'_, u64>, LedgerError> {
         lock(&self.written)
+    }
+
+    /// How many index rows waited in memory when they last changed (without waiting for a
+    /// write that holds them).
+    pub(crate) fn rows_waiting(&self) -> usize {
+        self.rows_waiting.load(Ordering::Relaxed)
+    }
+
+    /// Changes the index rows that wait in memory with `change`, and notes how many there
+    /// are then.
+    pub(crate) fn change_pending(
+        &self,
+        change: impl FnOnce(&mut Pending),
+    ) -> Result<(), LedgerError> {
+        let mut pending = self.pending()?;
+        change(&mut pending);
+        self.rows_waiting.store(pending.rows(), Ordering::Relaxed);
+        Ok(())
     }
 
     /// The index rows of written blocks that wait in memory. Look here after the queue and
@@ -330,7 +352,7 @@ impl Unwritten {
         }
         // The slice's rows leave memory only now that they are on disk, and the waiting
         // rows join it before their blocks leave the queue.
-        self.pending()?.written(&due, wait, marks);
+        self.change_pending(|pending| pending.written(&due, wait, marks))?;
         *written = last;
         lock(&self.blocks)?.retain(|b| b.height > last);
         Ok(())

@@ -955,7 +955,10 @@ pub fn soak(
                 state_entries_in_memory.push(status.map(|s| s.state_entries_in_memory));
                 gauges.push(api.metrics().await.ok().map(|g| {
                     g.into_iter()
-                        .map(|(name, v)| (name.trim_start_matches("secnet_").to_string(), v))
+                        .map(|(name, v)| {
+                            let short = name.strip_prefix("secnet_").unwrap_or(&name);
+                            (short.to_string(), v)
+                        })
                         .collect()
                 }));
             }

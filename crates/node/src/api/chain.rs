@@ -360,7 +360,7 @@ pub(super) async fn metrics(State(node): Node) -> ApiResult<Response> {
         ),
         (
             "state_stored_subtrees",
-            "subtrees of the state tree in its spill file (about 160 bytes of memory each)",
+            "subtrees of the state tree in spill files (about 160 bytes of memory each)",
             state.stored_subtrees as u64,
         ),
         (
