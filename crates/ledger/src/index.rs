@@ -242,14 +242,11 @@ pub(crate) struct SliceRows {
 impl Pending {
     /// How many rows wait, in all.
     pub(crate) fn rows(&self) -> usize {
-        let (txs, log_rows, owned) = (&self.txs, &self.log_rows, &self.owned);
-        let lens = txs
-            .iter()
-            .map(BTreeMap::len)
-            .chain(log_rows.iter().map(BTreeSet::len));
-        let lens = lens.chain(owned.iter().map(BTreeSet::len));
-        let lens = lens.chain(self.listed.iter().map(BTreeMap::len));
-        lens.chain(self.state.iter().map(BTreeSet::len)).sum()
+        self.txs.iter().map(BTreeMap::len).sum::<usize>()
+            + self.log_rows.iter().map(BTreeSet::len).sum::<usize>()
+            + self.owned.iter().map(BTreeSet::len).sum::<usize>()
+            + self.listed.iter().map(BTreeMap::len).sum::<usize>()
+            + self.state.iter().map(BTreeSet::len).sum::<usize>()
     }
 
     /// Nothing waiting, with `marks` on disk.

@@ -1358,12 +1358,11 @@ impl Ledger {
 
     /// What this ledger keeps in memory, counted by kind.
     pub fn footprint(&self) -> Result<LedgerFootprint, LedgerError> {
-        let rows_waiting = self.unwritten.rows_waiting();
         Ok(LedgerFootprint {
             state: self.state.footprint(),
             recent_heights: self.recent.len(),
             blocks_unwritten: self.unwritten.len()?,
-            index_rows_waiting: rows_waiting,
+            index_rows_waiting: self.unwritten.rows_waiting(),
             listing_changes: self.listing_changes.hashes,
             page_cache_bytes: self.db.cache_stats().used_bytes() as u64,
         })

@@ -522,20 +522,11 @@ impl Services for WebServices {
     }
 
     fn listing(&self, hash: &Hash) -> Option<Arc<secnet_web::search::Listed>> {
-        // The state as of now (an O(1) version), decoded after the ledger is let go; the
-        // cached listings if the ledger cannot be read, as `listings` gives them then.
+        // The state as of now (an O(1) version), decoded after the ledger is let go; among
+        // the cached listings if the ledger cannot be read, as `listings` gives them then.
         match self.node.with_ledger(|l| l.state().snapshot()) {
             Ok(snapshot) => listed_of(&snapshot, hash).map(Arc::new),
-            Err(_) => {
-                let hex = hash.to_string();
-                let cached = self
-                    .listed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .1
-                    .clone();
-                cached.iter().find(|l| l.hash == hex).cloned()
-            }
+            Err(_) => secnet_web::services::find_listing(&self.listings(), hash),
         }
     }
 

@@ -11,9 +11,10 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
+mod common;
+
 use secnet_node::api::{PROOFS_PER_SOURCE_PER_MINUTE, SNAPSHOTS_PER_SOURCE_PER_MINUTE};
-use secnet_node::dev::ProducerConfig;
-use secnet_types::{Genesis, Keypair};
+use secnet_types::Keypair;
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -22,27 +23,9 @@ use std::time::{Duration, Instant};
 
 /// A development node with no validators, over HTTPS on loopback, in `dir`.
 async fn dev_node(dir: &std::path::Path) -> secnet_node::RunningNode {
-    let genesis = Genesis {
-        chain_id: "secnet-budget-test".into(),
-        genesis_time_ms: secnet_node::datadir::now_ms() - 1_000,
-        allocations: vec![],
-        validators: vec![],
-    };
-    secnet_node::start_dev(
-        dir,
-        &genesis,
-        Keypair::deterministic("budget", 0),
-        "127.0.0.1:0".parse().unwrap(),
-        secnet_node::tls::dev_transport(dir, "127.0.0.1:0".parse().unwrap(), &Default::default())
-            .unwrap()
-            .0,
-        ProducerConfig {
-            block_interval: Duration::from_secs(3_600),
-            ..ProducerConfig::default()
-        },
-    )
-    .await
-    .unwrap()
+    let genesis = common::funding("secnet-budget-test", &[], 0);
+    let key = Keypair::deterministic("budget", 0);
+    common::dev_node(dir, &genesis, key, Duration::from_secs(3_600)).await
 }
 
 /// An HTTPS client whose requests come from `ip`.

@@ -11,15 +11,15 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
+mod common;
+
 use base64::Engine as _;
 use secnet_node::dev::ProducerConfig;
 use secnet_pdc::access::{AccessToken, FetchProof};
 use secnet_pdc::auth::RequestAuth;
 use secnet_pdc::crypto::{BlobId, DataKey, SealedKey};
 use secnet_pdc::store::Decryptor;
-use secnet_types::{
-    AccountId, Allocation, Call, DataKind, Genesis, Hash, Keypair, RegisterData, Transaction,
-};
+use secnet_types::{AccountId, Call, DataKind, Genesis, Hash, Keypair, RegisterData, Transaction};
 use serde_json::{Value, json};
 use std::io::Read as _;
 use std::time::Duration;
@@ -154,31 +154,14 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
     let patient = Keypair::deterministic("pdc-http", 1);
     let consumer = Keypair::deterministic("pdc-http", 2);
     let thief = Keypair::deterministic("pdc-http", 3);
-    let genesis = Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: now_ms() - 1_000,
-        allocations: [&hospital, &patient, &consumer, &thief]
-            .iter()
-            .map(|k| Allocation {
-                account: k.account(),
-                balance: 10_000,
-            })
-            .collect(),
-        validators: vec![],
-    };
-    let node = secnet_node::start_dev(
+    let genesis = common::funding(CHAIN, &[&hospital, &patient, &consumer, &thief], 10_000);
+    let node = common::dev_node(
         dir.path(),
         &genesis,
         hospital.clone(),
-        "127.0.0.1:0".parse().unwrap(),
-        tls_transport(dir.path()),
-        ProducerConfig {
-            block_interval: Duration::from_millis(50),
-            ..ProducerConfig::default()
-        },
+        Duration::from_millis(50),
     )
-    .await
-    .unwrap();
+    .await;
     let c = Client {
         http: secnet_tls::http_client().unwrap().build().unwrap(),
         base: node.url(),
@@ -616,25 +599,9 @@ async fn a_record_is_shared_only_as_the_ledger_and_the_owner_allow() {
 async fn lone_node(label: &str) -> (tempfile::TempDir, secnet_node::RunningNode) {
     let dir = tempfile::tempdir().unwrap();
     let key = Keypair::deterministic(label, 0);
-    let genesis = Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: now_ms() - 1_000,
-        allocations: vec![Allocation {
-            account: key.account(),
-            balance: 1,
-        }],
-        validators: vec![],
-    };
-    let node = secnet_node::start_dev(
-        dir.path(),
-        &genesis,
-        key,
-        "127.0.0.1:0".parse().unwrap(),
-        tls_transport(dir.path()),
-        ProducerConfig::default(),
-    )
-    .await
-    .unwrap();
+    let genesis = common::funding(CHAIN, &[&key], 1);
+    let every = ProducerConfig::default().block_interval;
+    let node = common::dev_node(dir.path(), &genesis, key, every).await;
     (dir, node)
 }
 
@@ -897,15 +864,6 @@ async fn organisations_ask_patients_and_only_the_patient_answers() {
     let riverside = Keypair::deterministic("asks", 2);
     let stranger = Keypair::deterministic("asks", 3);
     let genesis = Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: now_ms() - 1_000,
-        allocations: [&hospital, &patient, &riverside, &stranger]
-            .iter()
-            .map(|k| Allocation {
-                account: k.account(),
-                balance: 10_000,
-            })
-            .collect(),
         validators: [&hospital, &riverside]
             .iter()
             .map(|k| secnet_types::Validator {
@@ -914,20 +872,15 @@ async fn organisations_ask_patients_and_only_the_patient_answers() {
                 name: String::new(),
             })
             .collect(),
+        ..common::funding(CHAIN, &[&hospital, &patient, &riverside, &stranger], 10_000)
     };
-    let node = secnet_node::start_dev(
+    let node = common::dev_node(
         dir.path(),
         &genesis,
         hospital.clone(),
-        "127.0.0.1:0".parse().unwrap(),
-        tls_transport(dir.path()),
-        ProducerConfig {
-            block_interval: Duration::from_millis(50),
-            ..ProducerConfig::default()
-        },
+        Duration::from_millis(50),
     )
-    .await
-    .unwrap();
+    .await;
     let c = Client {
         http: secnet_tls::http_client().unwrap().build().unwrap(),
         base: node.url(),
@@ -1157,12 +1110,4 @@ async fn get(c: &Client, key: &Keypair, path: String) -> (u16, Value) {
         "application/json",
     )
     .await
-}
-
-/// TLS with a certificate from the node's own authority, which this process then trusts.
-fn tls_transport(dir: &std::path::Path) -> secnet_node::tls::Transport {
-    let listen = "127.0.0.1:0".parse().unwrap();
-    secnet_node::tls::dev_transport(dir, listen, &Default::default())
-        .unwrap()
-        .0
 }

@@ -10,9 +10,10 @@
     reason = "test code: a failed lookup is a failed test"
 )]
 
+mod common;
+
 use secnet_api::txs::{BATCH_MEDIA_TYPE, BatchAnswer, BatchResult, encode_batch};
-use secnet_node::dev::ProducerConfig;
-use secnet_types::{Allocation, Call, Genesis, Keypair, SignedTransaction, Transaction};
+use secnet_types::{Call, Keypair, SignedTransaction, Transaction};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -42,11 +43,11 @@ fn forged(key: &Keypair, to: &Keypair, nonce: u64) -> SignedTransaction {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_and_binary_batches_admit_alike_and_a_malformed_one_admits_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (
-        Keypair::deterministic("txs-http", 1),
-        Keypair::deterministic("txs-http", 2),
-    );
-    let node = start(&dir, &[&a, &b], Duration::from_secs(3_600)).await;
+    let node_key = Keypair::deterministic("txs-http", 0);
+    let a = Keypair::deterministic("txs-http", 1);
+    let b = Keypair::deterministic("txs-http", 2);
+    let genesis = common::funding(CHAIN, &[&a, &b], 10_000);
+    let node = common::dev_node(dir.path(), &genesis, node_key, Duration::from_secs(3_600)).await;
     let http = secnet_tls::http_client().unwrap().build().unwrap();
     let url = format!("{}/v1/txs", node.url());
     let post_binary = async |body: Vec<u8>| {
@@ -168,9 +169,11 @@ async fn json_and_binary_batches_admit_alike_and_a_malformed_one_admits_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gauges_count_what_the_applied_transactions_keep() {
     let dir = tempfile::tempdir().unwrap();
+    let node_key = Keypair::deterministic("txs-gauges", 0);
     let owner = Keypair::deterministic("txs-gauges", 1);
     let reader = Keypair::deterministic("txs-gauges", 2);
-    let node = start(&dir, &[&owner, &reader], Duration::from_millis(50)).await;
+    let genesis = common::funding(CHAIN, &[&owner, &reader], 10_000);
+    let node = common::dev_node(dir.path(), &genesis, node_key, Duration::from_millis(50)).await;
     let api = secnet_client::NodeApi::new(&node.url()).unwrap();
     let before = api.metrics().await.unwrap();
     assert_eq!(before["secnet_state_grants_by_expiry"], 0.0);
@@ -231,46 +234,4 @@ async fn node_pending(http: &reqwest::Client, base: &str) -> u64 {
         .await
         .unwrap();
     s["mempool"].as_u64().unwrap_or_else(|| panic!("{s}"))
-}
-
-/// TLS with a certificate from the node's own authority, which this process then trusts.
-/// A single-node ledger in `dir` whose genesis funds `funded`, making a block every
-/// `block_interval`.
-async fn start(
-    dir: &tempfile::TempDir,
-    funded: &[&Keypair],
-    block_interval: Duration,
-) -> secnet_node::RunningNode {
-    let genesis = Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: secnet_node::datadir::now_ms() - 1_000,
-        allocations: funded
-            .iter()
-            .map(|k| Allocation {
-                account: k.account(),
-                balance: 10_000,
-            })
-            .collect(),
-        validators: vec![],
-    };
-    secnet_node::start_dev(
-        dir.path(),
-        &genesis,
-        Keypair::deterministic("txs-node", 0),
-        "127.0.0.1:0".parse().unwrap(),
-        tls_transport(dir.path()),
-        ProducerConfig {
-            block_interval,
-            ..ProducerConfig::default()
-        },
-    )
-    .await
-    .unwrap()
-}
-
-fn tls_transport(dir: &std::path::Path) -> secnet_node::tls::Transport {
-    let listen = "127.0.0.1:0".parse().unwrap();
-    secnet_node::tls::dev_transport(dir, listen, &Default::default())
-        .unwrap()
-        .0
 }

@@ -12,6 +12,15 @@ use std::pin::Pin;
 /// The listings a node serves ([`Services::listings`]).
 pub type Listings = std::sync::Arc<Vec<std::sync::Arc<Listed>>>;
 
+/// The listing registered under `hash` among `listings`.
+pub fn find_listing(
+    listings: &[std::sync::Arc<Listed>],
+    hash: &Hash,
+) -> Option<std::sync::Arc<Listed>> {
+    let hex = hash.to_string();
+    listings.iter().find(|l| l.hash == hex).cloned()
+}
+
 /// A future that can be sent between threads.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -100,8 +109,7 @@ pub trait Services: Send + Sync + 'static {
     /// The listing of user data registered under `hash`, if any: one of
     /// [`Self::listings`], found without reading them all where the node can.
     fn listing(&self, hash: &Hash) -> Option<std::sync::Arc<Listed>> {
-        let hex = hash.to_string();
-        self.listings().iter().find(|l| l.hash == hex).cloned()
+        find_listing(&self.listings(), hash)
     }
 
     /// The genesis validators, whose cosignatures certify the access log, with their names
