@@ -305,7 +305,7 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
     }
     let runtime = cw_tokio::Runner::new(cw_tokio::Config::new().with_storage_directory(storage));
     runtime.start(async move |context| -> Result<(), StartError> {
-        let p2p = lookup::Config::local(
+        let mut p2p = lookup::Config::local(
             Cups::<_, ChaCha20Poly1305>::new(
                 Sake {
                     signer: signer.clone(),
@@ -321,6 +321,11 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             MAX_P2P_MESSAGE,
             NZUsize!(4096),
         );
+        // The validators are one set, fixed by the genesis and tracked once. Each channel's
+        // inbound mailbox, and the router's, hold a burst for every peer of every set tracked:
+        // the default of four sets made them four times what one set needs (about 100 MiB
+        // of queue slots per validator, allocated at start).
+        p2p.tracked_peer_sets = NZUsize!(1);
         let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p);
         let peers: Map<ed25519::PublicKey, Address> = book
             .iter()
