@@ -25,6 +25,7 @@ use secnet_node::backend::{CertificateFuture, NodeError, TxStatus};
 use secnet_node::mempool::AdmitError;
 use secnet_types::{AccountId, Genesis, Hash, Keypair, SignedTransaction};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -36,6 +37,11 @@ pub const P2P_NAMESPACE: &[u8] = b"secnet/p2p/v1";
 pub const MAX_P2P_MESSAGE: u32 = 20 * 1024 * 1024;
 /// Prefix of a validator's storage partitions under its `consensus` directory.
 const PARTITION_PREFIX: &str = "validator";
+
+/// The peer sets a validator's network keeps: one, the genesis's validators, tracked once
+/// at index 0. Tracking a second set would drop the first at once, so a change of the
+/// validator set has to raise this to keep both while it is handed over.
+const VALIDATOR_SETS: NonZeroUsize = NZUsize!(1);
 
 /// Everything a validator process needs.
 #[derive(Debug)]
@@ -321,11 +327,11 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             MAX_P2P_MESSAGE,
             NZUsize!(4096),
         );
-        // The validators are one set, fixed by the genesis and tracked once. Each channel's
-        // inbound mailbox, and the router's, hold a burst for every peer of every set tracked:
-        // the default of four sets made them four times what one set needs (about 100 MiB
-        // of queue slots per validator, allocated at start).
-        p2p.tracked_peer_sets = NZUsize!(1);
+        // Each channel's inbound mailbox holds a burst for every place in every peer set
+        // tracked (this validator's own included), and the router's mailbox holds all of
+        // theirs: with the default of four sets, about 100 MiB of slots per validator,
+        // written at start; with one, a quarter of that.
+        p2p.tracked_peer_sets = VALIDATOR_SETS;
         let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p);
         let peers: Map<ed25519::PublicKey, Address> = book
             .iter()
@@ -333,8 +339,8 @@ pub fn run(config: ValidatorNodeConfig) -> Result<(), StartError> {
             .try_collect()
             .map_err(|_| StartError::Genesis("a validator is listed twice".into()))?;
         oracle.track(0, peers);
-        // Per-peer rates; each channel's inbound mailbox holds one burst per peer, so these
-        // also bound memory.
+        // Per-peer rates; each channel's inbound mailbox holds one burst per place in the
+        // validator set, so these also bound memory.
         let votes = network.register(channels::VOTES, Quota::per_second(NZU32!(1_000)));
         let certificates =
             network.register(channels::CERTIFICATES, Quota::per_second(NZU32!(1_000)));
