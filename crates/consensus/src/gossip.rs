@@ -18,6 +18,7 @@ use futures::StreamExt as _;
 use futures::channel::mpsc;
 use secnet_certified::checkpoint::log_origin;
 use secnet_certified::{Checkpoint, CosignRejected, Cosignature};
+use secnet_node::mempool::AdmitError;
 use secnet_types::{AccountId, Hash, Signature, SignedTransaction};
 use std::sync::Arc;
 use std::time::Duration;
@@ -226,9 +227,23 @@ where
                 }
                 match Message::decode(message.as_ref()) {
                     Ok(Message::Txs(txs)) => {
-                        if let Err(e) = chain.submit_batch(txs) {
-                            tracing::error!(error = %e, "gossip stopped");
-                            return;
+                        let results = match chain.submit_batch(txs) {
+                            Ok(results) => results,
+                            Err(e) => {
+                                tracing::error!(error = %e, "gossip stopped");
+                                return;
+                            }
+                        };
+                        // A validator relays only transactions it admitted, and whether a
+                        // signature verifies, or a transaction names this chain, depends on
+                        // no one's state: a peer relaying one that fails either is not
+                        // honest, and made this validator verify signatures for nothing.
+                        if let Some(e) = results.iter().find_map(|r| match r {
+                            Err(e @ (AdmitError::BadSignature(_) | AdmitError::WrongChain { .. })) => Some(e),
+                            _ => None,
+                        }) {
+                            tracing::warn!(%peer, error = %e, "peer relayed a transaction no validator admits; blocking it");
+                            let _ = blocker.block(peer);
                         }
                     }
                     Ok(Message::Height(height)) => {

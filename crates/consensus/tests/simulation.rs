@@ -19,7 +19,7 @@ use commonware_runtime::{Clock, Runner as _, Storage as _, deterministic};
 use secnet_consensus::chain::Chain;
 use secnet_consensus::engine::{Retention, Timing, blocks_partition};
 use secnet_ledger::{Ledger, Snapshot};
-use secnet_types::Hash;
+use secnet_types::{Hash, Signature, SignedTransaction};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -292,6 +292,66 @@ fn a_validator_sending_garbage_is_blocked_and_the_others_go_on() {
                 "validator {i} did not block the peer sending garbage: {blocked:?}"
             );
         }
+    });
+}
+
+#[test]
+fn a_validator_relaying_forged_transactions_is_blocked_and_the_others_go_on() {
+    runner(29).start(|context| async move {
+        let cluster = Cluster::new(&context, 4).await;
+        let mut gossip = Vec::new();
+        for i in 0..4 {
+            gossip.push(cluster.start_gossip(&context, i).await);
+        }
+        let byzantine = validator_key(3).public_key();
+        let blocked_by_all = async || {
+            let blocked = cluster.oracle.blocked().await.unwrap();
+            (0..3).all(|i| {
+                let honest = validator_key(i).public_key();
+                blocked
+                    .iter()
+                    .any(|(by, whom)| *by == honest && *whom == byzantine)
+            })
+        };
+
+        // Relayed honestly, a transfer reaches the others' mempools and a block, and no one
+        // is blocked for it.
+        let relayed = transfers(0, 0..1);
+        gossip[3].0.publish(&relayed);
+        cluster
+            .wait_until(&context, |c| committed_on(c, 3, &relayed))
+            .await;
+        assert!(cluster.oracle.blocked().await.unwrap().is_empty());
+
+        // The fourth then relays a transfer whose signature is not its sender's: each
+        // honest validator blocks it.
+        let honest = transfers(1, 0..1).remove(0);
+        let unsigned = SignedTransaction::new(honest.tx().clone(), Signature([7; 64]));
+        gossip[3].0.publish(&[unsigned]);
+        let mut waited = 0;
+        while !blocked_by_all().await {
+            waited += 1;
+            assert!(
+                waited < 600,
+                "the forger was not blocked by every validator"
+            );
+            context.sleep(Duration::from_millis(100)).await;
+        }
+        for i in 0..3 {
+            assert_eq!(
+                cluster.nodes[i].chain.pending().unwrap(),
+                0,
+                "a forged transaction was admitted"
+            );
+        }
+
+        // And the three go on without it.
+        let txs = all_transfers(0..4);
+        cluster.submit_to(3, &txs);
+        cluster
+            .wait_until(&context, |c| committed_on(c, 3, &txs))
+            .await;
+        cluster.check_agreement_among(&[0, 1, 2]);
     });
 }
 

@@ -13,11 +13,14 @@ use commonware_codec::Encode as _;
 use commonware_consensus::types::Height;
 use commonware_cryptography::{Signer as _, ed25519};
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
-use commonware_runtime::{Clock, Quota, Runner as _, Supervisor as _, deterministic};
+use commonware_runtime::{Clock, Handle, Quota, Runner as _, Supervisor as _, deterministic};
 use commonware_utils::{NZU32, NZUsize, TryCollect as _, ordered::Set, probability};
 use secnet_certified::{CertifiedState, Finalization};
 use secnet_consensus::chain::Chain;
-use secnet_consensus::engine::{Retention, Running, Timing, ValidatorConfig, start_validator};
+use secnet_consensus::engine::{
+    Retention, Running, Timing, ValidatorConfig, channels, start_validator,
+};
+use secnet_consensus::gossip::{TxGossip, start_gossip};
 use secnet_contract::StateKey;
 use secnet_ledger::{Ledger, StateMemory};
 use secnet_types::{
@@ -284,6 +287,23 @@ impl Cluster {
         )
         .await;
         self.nodes[i].running = Some(running);
+    }
+
+    /// Starts validator `i`'s transaction gossip, as a node does beside consensus: what it
+    /// publishes reaches the others' gossip, which admit it to their mempools.
+    pub async fn start_gossip(
+        &self,
+        context: &deterministic::Context,
+        i: usize,
+    ) -> (TxGossip, Vec<Handle<()>>) {
+        let control = self.oracle.control(validator_key(i as u64).public_key());
+        let channel = control.register(channels::TXS, QUOTA).await.unwrap();
+        start_gossip(
+            context.child("gossip").with_attribute("index", i),
+            self.nodes[i].chain.clone(),
+            control,
+            channel,
+        )
     }
 
     /// Hands every transaction to every validator's mempool, as gossip would.
