@@ -246,8 +246,19 @@ impl Chain {
         &self,
         txs: Vec<SignedTransaction>,
     ) -> Result<Vec<Result<Hash, AdmitError>>, Poisoned> {
+        let valid = secnet_types::verify_signatures(&txs);
+        self.submit_checked(txs, &valid)
+    }
+
+    /// [`Self::submit_batch`] for transactions whose signatures the caller checked:
+    /// `valid[i]` is whether the signature of `txs[i]` verifies.
+    pub fn submit_checked(
+        &self,
+        txs: Vec<SignedTransaction>,
+        valid: &[bool],
+    ) -> Result<Vec<Result<Hash, AdmitError>>, Poisoned> {
         let ids: Vec<Hash> = txs.iter().map(SignedTransaction::signed_id).collect();
-        let results = self.core.admit(txs).map_err(|_| Poisoned)?;
+        let results = self.core.admit_checked(txs, valid).map_err(|_| Poisoned)?;
         self.remember_verified(
             ids.into_iter()
                 .zip(&results)

@@ -3,8 +3,9 @@
 //! checks; each validator announces its executed height once a second, so that any node
 //! can report how far its peers are, and its newest cosignature of the access log's head
 //! (`tlog-cosignature` v1), so that every node can serve a head a quorum cosigned. A peer
-//! that sends a malformed message of a known kind, or a cosignature that does not verify,
-//! is blocked; a message of a kind this version does not know is ignored (a peer may run a
+//! that sends a malformed message of a known kind, a cosignature that does not verify, or a
+//! transaction of another chain or not signed by its sender (which no validator admits, so
+//! none relays), is blocked; a message of a kind this version does not know is ignored (a peer may run a
 //! newer version); cosignatures beyond [`MAX_COSIGNATURES_PER_INTERVAL`] per peer and
 //! interval are dropped unread.
 
@@ -18,7 +19,6 @@ use futures::StreamExt as _;
 use futures::channel::mpsc;
 use secnet_certified::checkpoint::log_origin;
 use secnet_certified::{Checkpoint, CosignRejected, Cosignature};
-use secnet_node::mempool::AdmitError;
 use secnet_types::{AccountId, Hash, Signature, SignedTransaction};
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,23 +227,25 @@ where
                 }
                 match Message::decode(message.as_ref()) {
                     Ok(Message::Txs(txs)) => {
-                        let results = match chain.submit_batch(txs) {
-                            Ok(results) => results,
-                            Err(e) => {
-                                tracing::error!(error = %e, "gossip stopped");
-                                return;
-                            }
-                        };
                         // A validator relays only transactions it admitted, and whether a
-                        // signature verifies, or a transaction names this chain, depends on
-                        // no one's state: a peer relaying one that fails either is not
-                        // honest, and made this validator verify signatures for nothing.
-                        if let Some(e) = results.iter().find_map(|r| match r {
-                            Err(e @ (AdmitError::BadSignature(_) | AdmitError::WrongChain { .. })) => Some(e),
-                            _ => None,
-                        }) {
-                            tracing::warn!(%peer, error = %e, "peer relayed a transaction no validator admits; blocking it");
+                        // transaction names this chain, or its signature verifies, depends on
+                        // no one's state: a batch with one that fails either was not relayed
+                        // honestly. It is dropped whole and its sender blocked, whatever
+                        // else admission would have said of it (a used nonce, a full pool).
+                        if let Some(t) = txs.iter().find(|t| t.tx().chain_id != chain.chain_id()) {
+                            tracing::warn!(%peer, chain = %t.tx().chain_id, "peer relayed another chain's transaction; blocking it");
                             let _ = blocker.block(peer);
+                            continue;
+                        }
+                        let valid = secnet_types::verify_signatures(&txs);
+                        if let Some(t) = txs.iter().zip(&valid).find_map(|(t, ok)| (!ok).then_some(t)) {
+                            tracing::warn!(%peer, sender = %t.tx().sender, "peer relayed a transaction its sender did not sign; blocking it");
+                            let _ = blocker.block(peer);
+                            continue;
+                        }
+                        if let Err(e) = chain.submit_checked(txs, &valid) {
+                            tracing::error!(error = %e, "gossip stopped");
+                            return;
                         }
                     }
                     Ok(Message::Height(height)) => {

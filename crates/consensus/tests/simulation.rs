@@ -295,9 +295,11 @@ fn a_validator_sending_garbage_is_blocked_and_the_others_go_on() {
     });
 }
 
-#[test]
-fn a_validator_relaying_forged_transactions_is_blocked_and_the_others_go_on() {
-    runner(29).start(|context| async move {
+/// Validator 3 relays `forged` by gossip to the three others: each blocks it, none admits
+/// what it relayed, and they go on without it. Before, what validator 3 relays honestly
+/// (also a transaction that can no longer be admitted) blocks no one.
+fn a_relayer_of(seed: u64, forged: SignedTransaction) {
+    runner(seed).start(|context| async move {
         let cluster = Cluster::new(&context, 4).await;
         let mut gossip = Vec::new();
         for i in 0..4 {
@@ -314,20 +316,19 @@ fn a_validator_relaying_forged_transactions_is_blocked_and_the_others_go_on() {
             })
         };
 
-        // Relayed honestly, a transfer reaches the others' mempools and a block, and no one
-        // is blocked for it.
+        // Relayed honestly, a transfer reaches the others' mempools and a block; relayed
+        // again once its nonce is used, it is refused. No one is blocked for either.
         let relayed = transfers(0, 0..1);
         gossip[3].0.publish(&relayed);
         cluster
             .wait_until(&context, |c| committed_on(c, 3, &relayed))
             .await;
+        gossip[3].0.publish(&relayed);
+        context.sleep(Duration::from_secs(2)).await;
         assert!(cluster.oracle.blocked().await.unwrap().is_empty());
 
-        // The fourth then relays a transfer whose signature is not its sender's: each
-        // honest validator blocks it.
-        let honest = transfers(1, 0..1).remove(0);
-        let unsigned = SignedTransaction::new(honest.tx().clone(), Signature([7; 64]));
-        gossip[3].0.publish(&[unsigned]);
+        // Then the forged one, in a batch with a transaction that would be admitted.
+        gossip[3].0.publish(&[transfers(2, 0..1).remove(0), forged]);
         let mut waited = 0;
         while !blocked_by_all().await {
             waited += 1;
@@ -341,7 +342,7 @@ fn a_validator_relaying_forged_transactions_is_blocked_and_the_others_go_on() {
             assert_eq!(
                 cluster.nodes[i].chain.pending().unwrap(),
                 0,
-                "a forged transaction was admitted"
+                "validator {i} admitted from a batch with a forged transaction"
             );
         }
 
@@ -353,6 +354,23 @@ fn a_validator_relaying_forged_transactions_is_blocked_and_the_others_go_on() {
             .await;
         cluster.check_agreement_among(&[0, 1, 2]);
     });
+}
+
+#[test]
+fn a_validator_relaying_a_transaction_its_sender_did_not_sign_is_blocked() {
+    // With a nonce already used: admission would refuse it for that before its signature.
+    let used = transfers(0, 0..1).remove(0);
+    a_relayer_of(
+        29,
+        SignedTransaction::new(used.tx().clone(), Signature([7; 64])),
+    );
+}
+
+#[test]
+fn a_validator_relaying_another_chains_transaction_is_blocked() {
+    let mut tx = transfers(1, 0..1).remove(0).tx().clone();
+    tx.chain_id = "another-chain".into();
+    a_relayer_of(31, tx.sign(&client(1)));
 }
 
 #[test]

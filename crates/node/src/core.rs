@@ -56,11 +56,21 @@ impl LedgerCore {
         txs: Vec<SignedTransaction>,
     ) -> Result<Vec<Result<Hash, AdmitError>>, NodeError> {
         let valid = secnet_types::verify_signatures(&txs);
+        self.admit_checked(txs, &valid)
+    }
+
+    /// [`Self::admit`] for transactions whose signatures the caller checked: `valid[i]` is
+    /// whether the signature of `txs[i]` verifies.
+    pub fn admit_checked(
+        &self,
+        txs: Vec<SignedTransaction>,
+        valid: &[bool],
+    ) -> Result<Vec<Result<Hash, AdmitError>>, NodeError> {
         let ledger = self.ledger()?;
         let mut pool = self.mempool()?;
         Ok(txs
             .into_iter()
-            .zip(valid)
+            .zip(valid.iter().copied().chain(std::iter::repeat(false)))
             .map(|(tx, ok)| pool.admit_checked(tx, ledger.state(), ok))
             .collect())
     }
