@@ -251,8 +251,10 @@ impl Chain {
     }
 
     /// [`Self::submit_batch`] for transactions whose signatures the caller checked:
-    /// `valid[i]` is whether the signature of `txs[i]` verifies.
-    pub fn submit_checked(
+    /// `valid` must be what [`secnet_types::verify_signatures`] gave for exactly these
+    /// transactions, since those admitted are remembered as verified and not checked again
+    /// in proposals or at execution.
+    pub(crate) fn submit_checked(
         &self,
         txs: Vec<SignedTransaction>,
         valid: &[bool],

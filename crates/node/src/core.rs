@@ -59,13 +59,19 @@ impl LedgerCore {
         self.admit_checked(txs, &valid)
     }
 
-    /// [`Self::admit`] for transactions whose signatures the caller checked: `valid[i]` is
-    /// whether the signature of `txs[i]` verifies.
+    /// [`Self::admit`] for transactions whose signatures the caller checked: `valid` must be
+    /// what [`secnet_types::verify_signatures`] gave for exactly these transactions (one
+    /// missing counts as not verifying).
     pub fn admit_checked(
         &self,
         txs: Vec<SignedTransaction>,
         valid: &[bool],
     ) -> Result<Vec<Result<Hash, AdmitError>>, NodeError> {
+        debug_assert_eq!(
+            valid.len(),
+            txs.len(),
+            "one signature check per transaction"
+        );
         let ledger = self.ledger()?;
         let mut pool = self.mempool()?;
         Ok(txs

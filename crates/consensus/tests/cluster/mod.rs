@@ -306,6 +306,27 @@ impl Cluster {
         )
     }
 
+    /// Whether each of the validators `by` has blocked validator `whom`.
+    pub async fn blocked_by(&self, by: std::ops::Range<u64>, whom: u64) -> bool {
+        let blocked = self.oracle.blocked().await.unwrap();
+        let whom = validator_key(whom).public_key();
+        by.map(|i| validator_key(i).public_key())
+            .all(|honest| blocked.iter().any(|(b, w)| *b == honest && *w == whom))
+    }
+
+    /// Hands `txs` to the first `n` validators' mempools, waits until they all committed
+    /// them, and checks that they agree.
+    pub async fn commit_among_first(
+        &self,
+        context: &deterministic::Context,
+        n: usize,
+        txs: &[SignedTransaction],
+    ) {
+        self.submit_to(n, txs);
+        self.wait_until(context, |c| committed_on(c, n, txs)).await;
+        self.check_agreement_among(&(0..n).collect::<Vec<_>>());
+    }
+
     /// Hands every transaction to every validator's mempool, as gossip would.
     pub fn submit(&self, txs: &[SignedTransaction]) {
         self.submit_to(self.nodes.len(), txs);
