@@ -5,9 +5,9 @@
 //! (`tlog-cosignature` v1), so that every node can serve a head a quorum cosigned. A peer
 //! that sends a malformed message of a known kind, a cosignature that does not verify, or a
 //! transaction of another chain or not signed by its sender (which no validator admits, so
-//! no honest one relays), is blocked; a message of a kind this version does not know is ignored (a peer may run a
-//! newer version); cosignatures beyond [`MAX_COSIGNATURES_PER_INTERVAL`] per peer and
-//! interval are dropped unread.
+//! no honest one relays), is blocked; a message of a kind this version does not know is
+//! ignored (a peer may run a newer version); cosignatures beyond
+//! [`MAX_COSIGNATURES_PER_INTERVAL`] per peer and interval are dropped unread.
 
 use crate::chain::Chain;
 use crate::executor::unix_seconds;

@@ -5,7 +5,7 @@
 use crate::{BlockOutcome, BlockRejected, State};
 use secnet_merkle::log::MerkleLog;
 use secnet_types::{
-    AccountId, Allocation, Block, Call, Genesis, Keypair, Receipt, SignedTransaction, Transaction,
+    AccountId, Block, Call, Genesis, Keypair, Receipt, SignedTransaction, Transaction,
 };
 
 /// Milliseconds between two sandbox blocks.
@@ -31,18 +31,12 @@ pub struct Sandbox {
 impl Sandbox {
     /// A ledger of chain `chain_id` where each of `keys` starts with `balance`.
     pub fn new(chain_id: &str, keys: Vec<Keypair>, balance: u64) -> Sandbox {
-        let genesis = Genesis {
-            chain_id: chain_id.into(),
-            genesis_time_ms: GENESIS_TIME_MS,
-            allocations: keys
-                .iter()
-                .map(|k| Allocation {
-                    account: k.account(),
-                    balance,
-                })
-                .collect(),
-            validators: vec![],
-        };
+        let genesis = Genesis::single_node(
+            chain_id,
+            GENESIS_TIME_MS,
+            keys.iter().map(Keypair::account),
+            balance,
+        );
         Sandbox {
             state: State::genesis(&genesis),
             log: MerkleLog::new(),

@@ -19,8 +19,8 @@ use secnet_ledger::{
     SNAPSHOT_MAGIC, Snapshot, SnapshotError,
 };
 use secnet_types::{
-    AccessDecision, AccessEntry, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair,
-    RegisterData, SignedTransaction, StateCommitment, Transaction,
+    AccessDecision, AccessEntry, Block, Call, DataKind, Genesis, Hash, Keypair, RegisterData,
+    SignedTransaction, StateCommitment, Transaction,
 };
 
 fn keys() -> Vec<Keypair> {
@@ -30,18 +30,7 @@ fn keys() -> Vec<Keypair> {
 }
 
 fn genesis(chain: &str) -> Genesis {
-    Genesis {
-        chain_id: chain.into(),
-        genesis_time_ms: 1_000,
-        allocations: keys()
-            .iter()
-            .map(|k| Allocation {
-                account: k.account(),
-                balance: 1_000,
-            })
-            .collect(),
-        validators: vec![],
-    }
+    Genesis::single_node(chain, 1_000, keys().iter().map(Keypair::account), 1_000)
 }
 
 /// Applies a register / subscribe / request / record story plus transfers over `n` blocks,

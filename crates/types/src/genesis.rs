@@ -67,6 +67,25 @@ pub enum GenesisError {
 pub const MAX_VALIDATOR_NAME: usize = 64;
 
 impl Genesis {
+    /// A single node's genesis (no validators: the node key produces blocks) of chain
+    /// `chain_id` at `genesis_time_ms`, where each of `accounts` starts with `balance`.
+    pub fn single_node(
+        chain_id: &str,
+        genesis_time_ms: u64,
+        accounts: impl IntoIterator<Item = AccountId>,
+        balance: u64,
+    ) -> Genesis {
+        Genesis {
+            chain_id: chain_id.into(),
+            genesis_time_ms,
+            allocations: accounts
+                .into_iter()
+                .map(|account| Allocation { account, balance })
+                .collect(),
+            validators: vec![],
+        }
+    }
+
     /// Checks the genesis is usable.
     pub fn validate(&self) -> Result<(), GenesisError> {
         // The chain id names the access log in checkpoint notes and the validators' cosigner

@@ -6,7 +6,7 @@ use secnet_contract::StateKey;
 use secnet_ledger::Ledger;
 use secnet_merkle::log::{leaf_hash, verify_inclusion};
 use secnet_node::datadir::DataDir;
-use secnet_types::{Allocation, Block, Genesis, Keypair, SignedTransaction, verify_signatures};
+use secnet_types::{Block, Genesis, Keypair, SignedTransaction, verify_signatures};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -301,18 +301,12 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let keys: Vec<Keypair> = (0..accounts as u64)
         .map(|i| Keypair::deterministic("bench", i))
         .collect();
-    let genesis = Genesis {
-        chain_id: CHAIN.into(),
-        genesis_time_ms: 1_700_000_000_000,
-        allocations: keys
-            .iter()
-            .map(|k| Allocation {
-                account: k.account(),
-                balance: 1_000_000_000,
-            })
-            .collect(),
-        validators: vec![],
-    };
+    let genesis = Genesis::single_node(
+        CHAIN,
+        1_700_000_000_000,
+        keys.iter().map(Keypair::account),
+        1_000_000_000,
+    );
     let super::bench_ledger::Workload {
         setup,
         measured: txs,

@@ -18,7 +18,7 @@ use secnet_pdc::access::{FetchAttempt, FetchProof, Gate, RuleScorer};
 use secnet_pdc::envelope::{FHIR_JSON, OCTETS};
 use secnet_pdc::store::{PutRequest, Store};
 use secnet_policy::{Action, Agent, AgentKind, AgentRef, Engine, Facts, Resource};
-use secnet_types::{Allocation, Call, DataKind, Genesis, Keypair, RegisterData, Transaction};
+use secnet_types::{Call, DataKind, Genesis, Keypair, RegisterData, Transaction};
 use std::io::Read;
 use std::time::Instant;
 
@@ -321,15 +321,12 @@ pub fn run_http(fetches: usize, concurrency: usize, plain: bool) -> anyhow::Resu
             [h, p, c] => (h.clone(), p.clone(), c.clone()),
             _ => anyhow::bail!("three keys expected"),
         };
-        let genesis = Genesis {
-            chain_id: CHAIN.into(),
-            genesis_time_ms: secnet_node::datadir::now_ms().saturating_sub(1_000),
-            allocations: keys
-                .iter()
-                .map(|k| Allocation { account: k.account(), balance: 1_000_000 })
-                .collect(),
-            validators: vec![],
-        };
+        let genesis = Genesis::single_node(
+            CHAIN,
+            secnet_node::datadir::now_ms().saturating_sub(1_000),
+            keys.iter().map(Keypair::account),
+            1_000_000,
+        );
         let node = secnet_node::start_dev(
             dir.path(),
             &genesis,

@@ -14,7 +14,7 @@
 use secnet_contract::{BlockOutcome, Listing, State, StateKey, StateValue};
 use secnet_merkle::log::{Frontier, MerkleLog};
 use secnet_types::{
-    AccountId, Allocation, Block, Call, DataKind, Genesis, Hash, Keypair, Receipt, RegisterData,
+    AccountId, Block, Call, DataKind, Genesis, Hash, Keypair, Receipt, RegisterData,
     SignedTransaction, Transaction,
 };
 use std::collections::BTreeMap;
@@ -41,18 +41,8 @@ impl Harness {
         let keys: Vec<Keypair> = (0..accounts as u64)
             .map(|i| Keypair::deterministic("harness", i))
             .collect();
-        let genesis = Genesis {
-            chain_id: CHAIN.into(),
-            genesis_time_ms: START_MS,
-            allocations: keys
-                .iter()
-                .map(|k| Allocation {
-                    account: k.account(),
-                    balance,
-                })
-                .collect(),
-            validators: vec![],
-        };
+        let genesis =
+            Genesis::single_node(CHAIN, START_MS, keys.iter().map(Keypair::account), balance);
         let stored = State::genesis_entries(&genesis)
             .into_iter()
             .map(|(k, v)| (k.to_bytes(), v.to_bytes()))

@@ -2,7 +2,7 @@
 #![allow(dead_code, reason = "each test crate uses a part of it")]
 
 use redb::{ReadableTable as _, TableDefinition};
-use secnet_types::{Allocation, Genesis, Keypair};
+use secnet_types::{Genesis, Keypair};
 use std::collections::BTreeMap;
 
 /// `n` deterministic keys of network `chain`.
@@ -12,18 +12,12 @@ pub fn keys(chain: &str, n: u64) -> Vec<Keypair> {
 
 /// A genesis of network `chain` funding the first `n` of its [`keys`], with no validators.
 pub fn genesis(chain: &str, n: u64) -> Genesis {
-    Genesis {
-        chain_id: chain.into(),
-        genesis_time_ms: 1_000,
-        allocations: keys(chain, n)
-            .iter()
-            .map(|k| Allocation {
-                account: k.account(),
-                balance: 1_000_000,
-            })
-            .collect(),
-        validators: vec![],
-    }
+    Genesis::single_node(
+        chain,
+        1_000,
+        keys(chain, n).iter().map(Keypair::account),
+        1_000_000,
+    )
 }
 
 /// Stores every block whole again, as ledgers of format 10 and before did (the current format

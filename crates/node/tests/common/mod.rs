@@ -1,25 +1,19 @@
 //! The single development node the node's tests start, and its genesis.
 
 use secnet_node::dev::ProducerConfig;
-use secnet_types::{Allocation, Genesis, Keypair};
+use secnet_types::{Genesis, Keypair};
 use std::path::Path;
 use std::time::Duration;
 
 /// A genesis of network `chain`, begun a second ago, with no validators, funding each of
 /// `funded` with `balance`.
 pub fn funding(chain: &str, funded: &[&Keypair], balance: u64) -> Genesis {
-    Genesis {
-        chain_id: chain.into(),
-        genesis_time_ms: secnet_node::datadir::now_ms() - 1_000,
-        allocations: funded
-            .iter()
-            .map(|k| Allocation {
-                account: k.account(),
-                balance,
-            })
-            .collect(),
-        validators: vec![],
-    }
+    Genesis::single_node(
+        chain,
+        secnet_node::datadir::now_ms() - 1_000,
+        funded.iter().map(|k| k.account()),
+        balance,
+    )
 }
 
 /// A development node of `genesis` in `dir`, run by `key`, making a block every
