@@ -2,15 +2,24 @@
 //! to retire the grants that expired long enough ago.
 //!
 //! A grant stays in this queue from its issue until it is retired, an hour after it expired,
-//! so the queue holds every live grant: a few hours of requests. A `BTreeSet` of
-//! `(expiry, id)` takes about 72 bytes for each (its nodes are about half full when keys
-//! arrive in order, as expiries mostly do); this queue takes about 40, the key itself, by
-//! keeping the keys in sorted chunks that a full chunk passes its largest key on from, so
-//! that they stay full (a chunk's storage grows by doubling as it fills, so chunks filled
-//! from the middle take up to about 53).
+//! so the queue holds every live grant: up to a day and an hour of requests (the longest
+//! lifetime is a day). A `BTreeSet` of `(expiry, id)` takes about 72 bytes for each (its
+//! nodes are about half full when keys arrive in order, as expiries mostly do); this queue
+//! takes about 40, the key itself, by keeping the keys in sorted chunks that a full chunk
+//! passes its largest key on from, so that they stay full (a chunk's storage grows by
+//! doubling as it fills, so chunks filled from the middle take up to about 53).
+//!
+//! Given a store ([`ByExpiry::keep_in`]), it keeps only a few chunks in memory, those a block
+//! touched last: the front, which blocks retire from, and where new grants' expiries fall
+//! (now plus the lifetimes clients ask for). The others go to the store ([`ByExpiry::store_cold`]),
+//! and memory keeps of each its first key, its length, its place and the hash of its bytes,
+//! about 120 bytes for 512 keys; a chunk is read back, and checked against that hash, when a
+//! block inserts into it or retires from it.
 
-use secnet_types::GrantId;
+use secnet_types::{GrantId, Hash};
 use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
 
 /// A grant's expiry (milliseconds since the Unix epoch) and its id.
 pub(crate) type Expiring = (u64, GrantId);
@@ -18,14 +27,113 @@ pub(crate) type Expiring = (u64, GrantId);
 /// Keys a chunk holds at most (20 KiB: a chunk's storage grows by doubling, to this).
 const CHUNK: usize = 512;
 
+/// The bytes of one key in a stored chunk: its expiry (big-endian) and its id.
+const KEY_BYTES: usize = 8 + 32;
+
+/// The most bytes a stored chunk takes ([`ExpiryStore::put`] is never given more).
+pub const EXPIRY_CHUNK_BYTES: usize = CHUNK * KEY_BYTES;
+
+/// Where the grants by expiry keep the chunks they move out of memory.
+///
+/// A store that cannot give back what it was given must not return from
+/// [`ExpiryStore::load`]; [`ExpiryStore::fail`] is told when what it gave back is not what
+/// was put. Nothing of it needs to outlive the process: the queue is rebuilt from the
+/// grants when a state is loaded.
+pub trait ExpiryStore: Send + Sync + fmt::Debug {
+    /// Keeps `bytes` (at most [`EXPIRY_CHUNK_BYTES`]); returns where, for
+    /// [`ExpiryStore::load`].
+    fn put(&self, bytes: &[u8]) -> std::io::Result<u64>;
+
+    /// The `len` bytes put at `location`.
+    fn load(&self, location: u64, len: usize) -> Vec<u8>;
+
+    /// What was put at `location` is no longer read: its place may be given again.
+    fn free(&self, location: u64);
+
+    /// Called when the bytes loaded from `location` are not those put there.
+    fn fail(&self, location: u64) -> !;
+}
+
+/// A chunk a store holds; its place is freed when no version of the queue holds it.
+struct StoredChunk {
+    first: Expiring,
+    len: u32,
+    location: u64,
+    hash: Hash,
+    store: Arc<dyn ExpiryStore>,
+}
+
+impl Drop for StoredChunk {
+    fn drop(&mut self) {
+        self.store.free(self.location);
+    }
+}
+
+impl fmt::Debug for StoredChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredChunk")
+            .field("len", &self.len)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoredChunk {
+    /// Its keys, read back and checked against the hash kept.
+    fn keys(&self) -> VecDeque<Expiring> {
+        let len = self.len as usize * KEY_BYTES;
+        let bytes = self.store.load(self.location, len);
+        if bytes.len() != len || Hash::digest(&bytes) != self.hash {
+            self.store.fail(self.location);
+        }
+        let mut keys = VecDeque::with_capacity(CHUNK);
+        keys.extend(bytes.chunks_exact(KEY_BYTES).filter_map(|key| {
+            let (expiry, id) = key.split_first_chunk::<8>()?;
+            Some((u64::from_be_bytes(*expiry), Hash(id.try_into().ok()?)))
+        }));
+        keys
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Chunk {
+    /// In memory, with when a block last touched it (the queue's `tick`).
+    Held {
+        keys: VecDeque<Expiring>,
+        touched: u64,
+    },
+    Stored(Arc<StoredChunk>),
+}
+
+impl Chunk {
+    fn first(&self) -> Option<&Expiring> {
+        match self {
+            Chunk::Held { keys, .. } => keys.front(),
+            Chunk::Stored(stored) => Some(&stored.first),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Held { keys, .. } => keys.len(),
+            Chunk::Stored(stored) => stored.len as usize,
+        }
+    }
+}
+
 /// An ordered set of [`Expiring`] keys.
 ///
 /// INVARIANT: every chunk is non-empty, sorted, and holds at most [`CHUNK`] keys; every key
-/// of a chunk is below every key of the chunks after it; `len` is the number of keys.
+/// of a chunk is below every key of the chunks after it; `len` is the number of keys; a
+/// stored chunk's `first` and `len` are those of the keys it was stored with.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ByExpiry {
-    chunks: VecDeque<VecDeque<Expiring>>,
+    chunks: VecDeque<Chunk>,
     len: usize,
+    /// Where chunks go once more than `held` are in memory.
+    store: Option<Arc<dyn ExpiryStore>>,
+    held: usize,
+    tick: u64,
 }
 
 impl ByExpiry {
@@ -34,16 +142,108 @@ impl ByExpiry {
         self.len
     }
 
+    /// How many of them are in memory (the rest are in its store).
+    pub(crate) fn held_len(&self) -> usize {
+        self.chunks
+            .iter()
+            .filter(|c| matches!(c, Chunk::Held { .. }))
+            .map(Chunk::len)
+            .sum()
+    }
+
+    /// Moves chunks to `store` from now on ([`Self::store_cold`]), keeping `held` chunks in
+    /// memory.
+    pub(crate) fn keep_in(&mut self, store: Arc<dyn ExpiryStore>, held: usize) {
+        self.store = Some(store);
+        self.held = held;
+    }
+
+    /// Moves to the store the chunks in memory past the `held` a block touched last (the
+    /// first chunks, when none was touched since they were built). A chunk the store
+    /// refuses stays in memory, and the first refusal is returned.
+    pub(crate) fn store_cold(&mut self) -> Option<std::io::Error> {
+        let store = self.store.clone()?;
+        let mut held: Vec<(u64, usize)> = (self.chunks.iter().enumerate())
+            .filter_map(|(i, c)| match c {
+                Chunk::Held { touched, .. } => Some((*touched, i)),
+                Chunk::Stored(_) => None,
+            })
+            .collect();
+        let cold = held.len().checked_sub(self.held).filter(|n| *n > 0)?;
+        held.select_nth_unstable(cold - 1);
+        for &(_, i) in held.iter().take(cold) {
+            if let Err(e) = self.store_chunk(i, &store) {
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// Moves chunk `i`, held, to `store`.
+    fn store_chunk(&mut self, i: usize, store: &Arc<dyn ExpiryStore>) -> std::io::Result<()> {
+        let Some(Chunk::Held { keys, .. }) = self.chunks.get(i) else {
+            return Ok(());
+        };
+        let Some(&first) = keys.front() else {
+            return Ok(());
+        };
+        let mut bytes = Vec::with_capacity(keys.len() * KEY_BYTES);
+        for (expiry, id) in keys {
+            bytes.extend_from_slice(&expiry.to_be_bytes());
+            bytes.extend_from_slice(&id.0);
+        }
+        let stored = Chunk::Stored(Arc::new(StoredChunk {
+            first,
+            len: keys.len() as u32,
+            location: store.put(&bytes)?,
+            hash: Hash::digest(&bytes),
+            store: Arc::clone(store),
+        }));
+        if let Some(chunk) = self.chunks.get_mut(i) {
+            *chunk = stored;
+        }
+        Ok(())
+    }
+
+    /// Chunk `i`'s keys, in memory (read back if stored), marked as touched.
+    fn open(&mut self, i: usize) -> Option<&mut VecDeque<Expiring>> {
+        self.tick += 1;
+        let chunk = self.chunks.get_mut(i)?;
+        if let Chunk::Stored(stored) = chunk {
+            *chunk = Chunk::Held {
+                keys: stored.keys(),
+                touched: 0,
+            };
+        }
+        match chunk {
+            Chunk::Held { keys, touched } => {
+                *touched = self.tick;
+                Some(keys)
+            }
+            Chunk::Stored(_) => None,
+        }
+    }
+
+    /// A new chunk in memory holding `keys`, touched now.
+    fn new_chunk(&mut self, keys: VecDeque<Expiring>) -> Chunk {
+        self.tick += 1;
+        Chunk::Held {
+            keys,
+            touched: self.tick,
+        }
+    }
+
     /// Adds `key` (a key already there stays once).
     pub(crate) fn insert(&mut self, key: Expiring) {
         // The last chunk whose first key is at most `key` (keys arrive mostly in order, so
         // mostly the last chunk), or the first.
         let at = self
             .chunks
-            .partition_point(|c| c.front().is_some_and(|first| *first <= key))
+            .partition_point(|c| c.first().is_some_and(|first| *first <= key))
             .saturating_sub(1);
-        let Some(chunk) = self.chunks.get_mut(at) else {
-            self.chunks.push_back(VecDeque::from([key]));
+        let Some(chunk) = self.open(at) else {
+            let chunk = self.new_chunk(VecDeque::from([key]));
+            self.chunks.push_back(chunk);
             self.len += 1;
             return;
         };
@@ -51,13 +251,13 @@ impl ByExpiry {
         if chunk.get(position) == Some(&key) {
             return;
         }
-        self.len += 1;
         // A full chunk passes its largest key (it may be `key`) to the next chunk if that
         // has room, else to a new chunk after it: so chunks stay full whether keys arrive
         // at the end, as expiries mostly do, or in the middle, as a block's grants of one
         // expiry do (they are ordered by id).
         if chunk.len() < CHUNK {
             chunk.insert(position, key);
+            self.len += 1;
             return;
         }
         // Taken out before `key` goes in, so that the chunk's storage never grows past its
@@ -73,44 +273,67 @@ impl ByExpiry {
             }
             None => key,
         };
+        self.len += 1;
         match self.chunks.get_mut(at + 1) {
-            Some(next) if next.len() < CHUNK => next.push_front(moved),
-            Some(_) => self.chunks.insert(at + 1, VecDeque::from([moved])),
+            // A stored next chunk is not read back for one key: a new chunk takes it.
+            Some(Chunk::Held { keys: next, .. }) if next.len() < CHUNK => {
+                next.push_front(moved);
+            }
+            Some(_) => {
+                let chunk = self.new_chunk(VecDeque::from([moved]));
+                self.chunks.insert(at + 1, chunk);
+            }
             None => {
                 // A new last chunk is where keys arriving in order go next: it gets its
                 // whole storage at once, rather than by doubling (one chunk at the end
                 // can be partly empty; the others grow as they fill).
                 let mut last = VecDeque::with_capacity(CHUNK);
                 last.push_back(moved);
-                self.chunks.push_back(last);
+                let chunk = self.new_chunk(last);
+                self.chunks.push_back(chunk);
             }
         }
     }
 
     /// Holds `keys`, in any order (sorted first: cheaper than inserting them one by one
-    /// where they fall).
-    pub(crate) fn from_keys(mut keys: Vec<Expiring>) -> ByExpiry {
+    /// where they fall); given a store and how many chunks to hold, it moves the chunks there
+    /// as they are made but for the last ones (which are those [`Self::store_cold`] would
+    /// keep), so that loading holds the keys given and little more.
+    pub(crate) fn from_keys(
+        mut keys: Vec<Expiring>,
+        store: Option<(Arc<dyn ExpiryStore>, usize)>,
+    ) -> ByExpiry {
         keys.sort_unstable();
         keys.dedup();
         let len = keys.len();
-        let mut chunks = VecDeque::with_capacity(len.div_ceil(CHUNK));
-        let mut keys = keys.into_iter().peekable();
-        while keys.peek().is_some() {
-            let mut chunk = VecDeque::with_capacity(CHUNK);
-            chunk.extend(keys.by_ref().take(CHUNK));
-            chunks.push_back(chunk);
+        let count = len.div_ceil(CHUNK);
+        let mut queue = ByExpiry {
+            chunks: VecDeque::with_capacity(count),
+            len,
+            ..ByExpiry::default()
+        };
+        if let Some((store, held)) = store {
+            queue.keep_in(store, held);
         }
-        ByExpiry { chunks, len }
+        for (i, keys) in keys.chunks(CHUNK).enumerate() {
+            let chunk = queue.new_chunk(keys.iter().copied().collect());
+            queue.chunks.push_back(chunk);
+            if let Some(store) = queue.store.clone().filter(|_| i + queue.held < count) {
+                // One the store refuses stays in memory: `store_cold` tries it again.
+                let _ = queue.store_chunk(i, &store);
+            }
+        }
+        queue
     }
 
     /// The smallest key.
     pub(crate) fn first(&self) -> Option<&Expiring> {
-        self.chunks.front()?.front()
+        self.chunks.front()?.first()
     }
 
     /// Removes and returns the smallest key.
     pub(crate) fn pop_first(&mut self) -> Option<Expiring> {
-        let chunk = self.chunks.front_mut()?;
+        let chunk = self.open(0)?;
         let key = chunk.pop_front()?;
         if chunk.is_empty() {
             self.chunks.pop_front();
@@ -119,9 +342,12 @@ impl ByExpiry {
         Some(key)
     }
 
-    /// Every key, in order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Expiring> + '_ {
-        self.chunks.iter().flatten()
+    /// Every key, in order (stored chunks are read back one at a time, and not kept).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Expiring> + '_ {
+        self.chunks.iter().flat_map(|chunk| match chunk {
+            Chunk::Held { keys, .. } => keys.clone(),
+            Chunk::Stored(stored) => stored.keys(),
+        })
     }
 }
 
@@ -129,8 +355,9 @@ impl ByExpiry {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use secnet_types::Hash;
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     fn key(expiry: u64, id: u8) -> Expiring {
         (expiry, Hash::digest(&[id]))
@@ -138,15 +365,69 @@ mod tests {
 
     /// The invariant, and the same keys as `model` in the same order.
     fn check(queue: &ByExpiry, model: &BTreeSet<Expiring>) {
-        assert!(
-            queue
-                .chunks
-                .iter()
-                .all(|c| !c.is_empty() && c.len() <= CHUNK)
-        );
+        assert!(queue.chunks.iter().all(|c| c.len() > 0 && c.len() <= CHUNK));
         assert_eq!(queue.len(), model.len());
-        assert!(queue.iter().eq(model.iter()));
+        assert!(queue.iter().eq(model.iter().copied()));
         assert_eq!(queue.first(), model.first());
+        for chunk in &queue.chunks {
+            if let Chunk::Stored(stored) = chunk {
+                let keys = stored.keys();
+                assert_eq!(keys.front(), Some(&stored.first));
+                assert_eq!(keys.len(), stored.len as usize);
+            }
+        }
+    }
+
+    /// A store in memory that counts what it holds, and can be made to refuse or to give
+    /// back other bytes than it was given.
+    #[derive(Debug, Default)]
+    struct Slots {
+        held: Mutex<HashMap<u64, Vec<u8>>>,
+        next: Mutex<u64>,
+        refuse: AtomicBool,
+    }
+
+    impl Slots {
+        fn len(&self) -> usize {
+            self.held.lock().unwrap().len()
+        }
+    }
+
+    impl ExpiryStore for Slots {
+        fn put(&self, bytes: &[u8]) -> std::io::Result<u64> {
+            assert!(bytes.len() <= EXPIRY_CHUNK_BYTES);
+            if self.refuse.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("full"));
+            }
+            let mut next = self.next.lock().unwrap();
+            *next += 1;
+            self.held.lock().unwrap().insert(*next, bytes.to_vec());
+            Ok(*next)
+        }
+
+        fn load(&self, location: u64, len: usize) -> Vec<u8> {
+            let held = self.held.lock().unwrap();
+            let bytes = held.get(&location).expect("a place given and not freed");
+            bytes[..len.min(bytes.len())].to_vec()
+        }
+
+        fn free(&self, location: u64) {
+            assert!(
+                self.held.lock().unwrap().remove(&location).is_some(),
+                "freed twice"
+            );
+        }
+
+        fn fail(&self, location: u64) -> ! {
+            panic!("the chunk at {location} is not what was put there")
+        }
+    }
+
+    /// Chunks of `queue` in its store.
+    fn stored(queue: &ByExpiry) -> usize {
+        (queue.chunks.iter())
+            .filter(|c| matches!(c, Chunk::Stored(_)))
+            .count()
     }
 
     proptest! {
@@ -195,7 +476,7 @@ mod tests {
                                            more in prop::collection::vec((0u64..60, any::<u8>()), 0..600)) {
             let keys: Vec<Expiring> = keys.into_iter().map(|(e, id)| key(e, id)).collect();
             let mut model: BTreeSet<Expiring> = keys.iter().copied().collect();
-            let mut queue = ByExpiry::from_keys(keys);
+            let mut queue = ByExpiry::from_keys(keys, None);
             check(&queue, &model);
             for (e, id) in more {
                 queue.insert(key(e, id));
@@ -214,11 +495,117 @@ mod tests {
         }
         assert_eq!(queue.chunks.len(), 10);
         // Full, and their storage no larger: 40 bytes a key.
-        assert!(
-            queue
-                .chunks
-                .iter()
-                .all(|c| c.len() == CHUNK && c.capacity() == CHUNK)
-        );
+        assert!(queue.chunks.iter().all(|c| matches!(c,
+            Chunk::Held { keys, .. } if keys.len() == CHUNK && keys.capacity() == CHUNK)));
+    }
+
+    proptest! {
+        /// With a store and a few chunks in memory, moved out after every step, it holds
+        /// what an ordered set holds; the store holds exactly the chunks stored, so that a
+        /// chunk read back, or retired, gives its place back.
+        #[test]
+        fn with_a_store_it_holds_what_an_ordered_set_holds(
+            held in 0usize..3,
+            steps in prop::collection::vec((0u64..3, 0u64..2_000, any::<u8>(), 0usize..1_500), 1..30),
+        ) {
+            let slots = Arc::new(Slots::default());
+            let mut queue = ByExpiry::default();
+            queue.keep_in(slots.clone(), held);
+            let mut model = BTreeSet::new();
+            let mut clock = 0;
+            for (kind, expiry, id, count) in steps {
+                match kind {
+                    0 => {
+                        clock += expiry;
+                        for i in 0..count {
+                            let k = key(clock, id.wrapping_add(i as u8));
+                            queue.insert(k);
+                            model.insert(k);
+                        }
+                    }
+                    1 => {
+                        for i in 0..count {
+                            let k = (expiry + (i as u64 * 7) % 300, Hash::digest(&i.to_be_bytes()));
+                            queue.insert(k);
+                            model.insert(k);
+                        }
+                    }
+                    _ => {
+                        for _ in 0..count {
+                            prop_assert_eq!(queue.pop_first(), model.pop_first());
+                        }
+                    }
+                }
+                prop_assert!(queue.store_cold().is_none());
+                let in_memory = queue.chunks.len() - stored(&queue);
+                prop_assert!(in_memory <= held);
+                prop_assert_eq!(slots.len(), stored(&queue));
+                prop_assert_eq!(queue.held_len() + (queue.chunks.iter())
+                    .filter_map(|c| match c { Chunk::Stored(s) => Some(s.len as usize), _ => None })
+                    .sum::<usize>(), queue.len());
+                check(&queue, &model);
+            }
+            drop(queue);
+            prop_assert_eq!(slots.len(), 0);
+        }
+    }
+
+    fn keys(n: u64) -> Vec<Expiring> {
+        (0..n)
+            .map(|i| (i / 3, Hash::digest(&i.to_be_bytes())))
+            .collect()
+    }
+
+    #[test]
+    fn built_in_a_store_it_keeps_only_the_last_chunks_in_memory() {
+        let slots = Arc::new(Slots::default());
+        let all = keys(10 * CHUNK as u64 + 7);
+        let queue = ByExpiry::from_keys(all.clone(), Some((slots.clone(), 2)));
+        assert_eq!(queue.chunks.len(), 11);
+        assert_eq!(stored(&queue), 9);
+        assert_eq!(slots.len(), 9);
+        assert_eq!(queue.held_len(), CHUNK + 7);
+        assert!(queue.iter().eq(ByExpiry::from_keys(all, None).iter()));
+    }
+
+    #[test]
+    fn a_store_that_refuses_leaves_the_chunks_in_memory() {
+        let slots = Arc::new(Slots::default());
+        slots.refuse.store(true, Ordering::Relaxed);
+        let mut queue = ByExpiry::from_keys(keys(4 * CHUNK as u64), Some((slots.clone(), 1)));
+        assert_eq!(stored(&queue), 0);
+        assert!(queue.store_cold().is_some());
+        assert_eq!(queue.held_len(), queue.len());
+        // Once it takes them again, they go.
+        slots.refuse.store(false, Ordering::Relaxed);
+        assert!(queue.store_cold().is_none());
+        assert_eq!(stored(&queue), 3);
+    }
+
+    #[test]
+    fn versions_share_stored_chunks_until_both_are_done_with_them() {
+        let slots = Arc::new(Slots::default());
+        let mut queue = ByExpiry::from_keys(keys(3 * CHUNK as u64), Some((slots.clone(), 0)));
+        assert_eq!(slots.len(), 3);
+        let copy = queue.clone();
+        // Retiring the first chunk from one version reads it back; the other still reads it.
+        for _ in 0..CHUNK {
+            queue.pop_first();
+        }
+        assert_eq!(slots.len(), 3);
+        assert_eq!(copy.iter().count(), 3 * CHUNK);
+        drop(copy);
+        assert_eq!(slots.len(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "is not what was put there")]
+    fn a_chunk_changed_in_its_store_is_refused() {
+        let slots = Arc::new(Slots::default());
+        let mut queue = ByExpiry::from_keys(keys(2 * CHUNK as u64), Some((slots.clone(), 0)));
+        for bytes in slots.held.lock().unwrap().values_mut() {
+            bytes[0] ^= 1;
+        }
+        queue.pop_first();
     }
 }

@@ -16,6 +16,7 @@ pub mod sandbox;
 mod state;
 
 pub use apply::{BlockOutcome, BlockRejected, StateWrite};
+pub use by_expiry::{EXPIRY_CHUNK_BYTES, ExpiryStore};
 pub use entries::{
     AccessGrant, Account, CorruptEntry, Listing, LogHead, StateKey, StateValue, Subscription,
 };

@@ -1,7 +1,7 @@
 //! The contract state held in memory, with its sparse Merkle commitment and the right edge
 //! of its access log (the log's leaves and interior hashes are the storage layer's).
 
-use crate::by_expiry::ByExpiry;
+use crate::by_expiry::{ByExpiry, ExpiryStore};
 use crate::entries::{
     AccessGrant, Account, CorruptEntry, Listing, LogHead, StateKey, StateValue, Subscription,
 };
@@ -73,6 +73,8 @@ pub struct Footprint {
     pub accounts: usize,
     /// Grants, each kept by its expiry until it is retired.
     pub grants_by_expiry: usize,
+    /// Of them, those whose keys are in memory (the rest are in the queue's store).
+    pub grants_by_expiry_in_memory: usize,
 }
 
 /// The state commitment: one leaf per entry, keeping the entry's value bytes beside it so
@@ -124,6 +126,8 @@ pub struct StateLoader {
     expiring: Vec<(u64, GrantId)>,
     /// The largest tree key added so far.
     last: Option<Digest>,
+    /// Where the grants by expiry go, and how many of their chunks stay in memory.
+    expiry_store: Option<(Arc<dyn ExpiryStore>, usize)>,
 }
 
 impl StateLoader {
@@ -142,7 +146,14 @@ impl StateLoader {
             log_head: None,
             expiring: Vec::new(),
             last: None,
+            expiry_store: None,
         }
+    }
+
+    /// Keeps the grants by expiry in `store` from now on, as [`State::keep_grants_in`]
+    /// does: the queue is built there as it is made.
+    pub fn keep_grants_in(&mut self, store: Arc<dyn ExpiryStore>, held_chunks: usize) {
+        self.expiry_store = Some((store, held_chunks));
     }
 
     /// Keeps the tree in `store` from now on, as [`State::keep_tree_in`] does, moving out
@@ -226,7 +237,7 @@ impl StateLoader {
             )));
         }
         self.state.tip.state_root = Hash(self.state.tree.root());
-        self.state.expiring = ByExpiry::from_keys(self.expiring);
+        self.state.expiring = ByExpiry::from_keys(self.expiring, self.expiry_store);
         Ok(self.state)
     }
 }
@@ -383,6 +394,21 @@ impl State {
         );
     }
 
+    /// Keeps the grants by expiry (what blocks retire expired grants from) in `store` from
+    /// now on, all but the `held_chunks` chunks of 512 that blocks touched last: once moved
+    /// ([`Self::store_cold_grants`]), a grant's key takes about a quarter of a byte of
+    /// memory instead of 40.
+    pub fn keep_grants_in(&mut self, store: Arc<dyn ExpiryStore>, held_chunks: usize) {
+        self.expiring.keep_in(store, held_chunks);
+    }
+
+    /// Moves the chunks of grants by expiry that blocks did not touch lately to their store
+    /// (see [`Self::keep_grants_in`]); a chunk the store refuses stays in memory, and the
+    /// first refusal is returned.
+    pub fn store_cold_grants(&mut self) -> Option<std::io::Error> {
+        self.expiring.store_cold()
+    }
+
     /// How many entries the state tree holds in memory; the rest are in its stores.
     pub fn resident_entries(&self) -> usize {
         self.tree.resident()
@@ -396,6 +422,7 @@ impl State {
             stored_subtrees: self.tree.stored_subtrees(),
             accounts: self.accounts.len(),
             grants_by_expiry: self.expiring.len(),
+            grants_by_expiry_in_memory: self.expiring.held_len(),
         }
     }
 
@@ -544,7 +571,7 @@ impl State {
 
     /// All grants, in order of expiry.
     pub fn grants(&self) -> impl Iterator<Item = AccessGrant> + '_ {
-        self.expiring.iter().filter_map(|(_, id)| self.grant(id))
+        self.expiring.iter().filter_map(|(_, id)| self.grant(&id))
     }
 
     /// The access log's right edge: its size and root (its leaves and the interior hashes

@@ -10,6 +10,7 @@ mod answer;
 mod audit;
 mod blocks;
 mod error;
+mod expiry_file;
 mod index;
 mod journal;
 mod log_tree;
@@ -43,8 +44,9 @@ pub use snapshot::{
     read_head,
 };
 pub use store::{
-    LEDGER_FILE, LISTING_CHANGES_HEIGHTS, Ledger, LedgerFootprint, LogSubject, RECENT_STATES,
-    ReplayReport, STATE_BYTES_PER_ENTRY, SnapshotSource, StateMemory, Syncer, decode_stored_block,
+    GRANT_CHUNKS_IN_MEMORY, LEDGER_FILE, LISTING_CHANGES_HEIGHTS, Ledger, LedgerFootprint,
+    LogSubject, RECENT_STATES, ReplayReport, STATE_BYTES_PER_ENTRY, SnapshotSource, StateMemory,
+    Syncer, decode_stored_block,
 };
 pub use stored_block::{BlockTxs, StoredBlock};
 pub use usage::{DiskUsage, IndexUsage, TableUsage, disk_usage};

@@ -2,6 +2,7 @@
 
 use crate::blocks::{self, BLOCK_CHUNKS};
 use crate::error::LedgerError;
+use crate::expiry_file::ExpiryFile;
 use crate::index::{self, IndexMarks, Pending};
 use crate::journal::{self, STATE_JOURNAL};
 use crate::log_tree::{self, LOG_SUBTREES, StoredLog};
@@ -17,8 +18,8 @@ use redb::{
     ReadableTableMetadata, TableDefinition,
 };
 use secnet_contract::{
-    BlockOutcome, ChainTip, LogEntry, State, StateKey, StateLoader, StateSnapshot, StateValue,
-    receipts_root,
+    BlockOutcome, ChainTip, ExpiryStore, LogEntry, State, StateKey, StateLoader, StateSnapshot,
+    StateValue, receipts_root,
 };
 use secnet_merkle::Digest;
 use secnet_merkle::log::Subtrees as _;
@@ -134,6 +135,10 @@ pub struct StateMemory {
     /// A spill file is replaced once it holds more than twice what the state tree still
     /// reads from it, plus this many bytes.
     pub spill_slack_bytes: u64,
+    /// Chunks of 512 grants by expiry kept in memory (those blocks touched last: where they
+    /// retire grants, and where new grants' expiries fall); the others move to a file
+    /// beside the ledger, as the state tree's subtrees do.
+    pub grant_chunks_in_memory: usize,
 }
 
 impl StateMemory {
@@ -145,9 +150,14 @@ impl StateMemory {
             resident_entries: entries - entries / 8,
             opened_entries: entries / 8,
             spill_slack_bytes: 64 * 1024 * 1024,
+            grant_chunks_in_memory: GRANT_CHUNKS_IN_MEMORY,
         }
     }
 }
+
+/// Chunks of grants by expiry a bounded state keeps in memory: 640 KiB, room for the front
+/// and a few lifetimes' worth of places where new grants go.
+pub const GRANT_CHUNKS_IN_MEMORY: usize = 32;
 
 /// At most this many entries leave memory after one block, so that no block waits long for
 /// its eviction (a block of the measured workload adds a few thousand).
@@ -161,11 +171,13 @@ const EVICT_AT_LEAST: usize = 4_096;
 /// At most this many entries move from an old spill file to the new one after one block.
 const MOVE_PER_BLOCK: usize = 16_384;
 
-/// The spill file the state tree moves subtrees to, and where the next eviction starts.
+/// The spill file the state tree moves subtrees to, and where the next eviction starts; the
+/// file the grants by expiry move to.
 #[derive(Debug)]
 struct Spilling {
     memory: StateMemory,
     file: Arc<Spill>,
+    grants: Arc<ExpiryFile>,
     /// Where the next eviction starts (a tree key, see [`State::evict`]).
     next: Digest,
     /// Where the next walk moving subtrees from an earlier file starts.
@@ -183,6 +195,27 @@ fn new_spill_file(ledger_path: &Path) -> Result<Spill, LedgerError> {
             dir.display()
         ))
     })
+}
+
+impl Spilling {
+    /// New spill and grant files beside the ledger at `ledger_path`, for `memory`.
+    fn new(ledger_path: &Path, memory: StateMemory) -> Result<Spilling, LedgerError> {
+        let dir = ledger_path.parent().unwrap_or(Path::new("."));
+        let grants = ExpiryFile::create(dir).map_err(|e| {
+            LedgerError::Storage(format!(
+                "cannot create a file for grants by expiry in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Spilling {
+            memory,
+            file: Arc::new(new_spill_file(ledger_path)?),
+            grants: Arc::new(grants),
+            next: [0; 32],
+            moving_next: [0; 32],
+            failing: false,
+        })
+    }
 }
 
 /// A node's durable ledger.
@@ -938,16 +971,9 @@ impl Ledger {
                     });
                 }
                 if let Some(memory) = memory {
-                    let file = Arc::new(new_spill_file(&path)?);
-                    spilling = Some(Spilling {
-                        memory,
-                        file,
-                        next: [0; 32],
-                        moving_next: [0; 32],
-                        failing: false,
-                    });
+                    spilling = Some(Spilling::new(&path, memory)?);
                 }
-                let into = spilling.as_ref().map(|s| (&s.file, s.memory));
+                let into = spilling.as_ref();
                 let Loaded {
                     state,
                     waiting,
@@ -994,23 +1020,34 @@ impl Ledger {
     /// beside the ledger (see `spill`), after each block, and are read back from it (checked
     /// against their hashes) when a block or a reader needs them. What is over the bound
     /// now moves at once; a spill file that cannot be made, or that refuses it, is an
-    /// error. Called again, it changes the bound. Roots, proofs and answers do not change;
-    /// the spill file is gone when the process is.
+    /// error. The grants by expiry move out of memory too, after each block, all but the
+    /// `grant_chunks_in_memory` chunks blocks touched last (to a second file, see
+    /// `expiry_file`). Called again, it changes the bound. Roots, proofs and answers do not
+    /// change; the files are gone when the process is.
     pub fn bound_state_memory(&mut self, memory: StateMemory) -> Result<(), LedgerError> {
         if let Some(spilling) = &mut self.spilling {
             spilling.memory = memory;
+            self.state.keep_grants_in(
+                Arc::clone(&spilling.grants) as Arc<dyn ExpiryStore>,
+                memory.grant_chunks_in_memory,
+            );
             return Ok(());
         }
-        let file = Arc::new(new_spill_file(&self.path)?);
-        self.state
-            .keep_tree_in(Arc::clone(&file).into_store(), memory.opened_entries);
-        self.spilling = Some(Spilling {
-            memory,
-            file,
-            next: [0; 32],
-            moving_next: [0; 32],
-            failing: false,
-        });
+        let spilling = Spilling::new(&self.path, memory)?;
+        self.state.keep_tree_in(
+            Arc::clone(&spilling.file).into_store(),
+            memory.opened_entries,
+        );
+        self.state.keep_grants_in(
+            Arc::clone(&spilling.grants) as Arc<dyn ExpiryStore>,
+            memory.grant_chunks_in_memory,
+        );
+        if let Some(e) = self.state.store_cold_grants() {
+            return Err(LedgerError::Storage(format!(
+                "cannot move grants by expiry out of memory: {e}"
+            )));
+        }
+        self.spilling = Some(spilling);
         let over = self
             .state
             .resident_entries()
@@ -1053,8 +1090,9 @@ impl Ledger {
         let Some(spilling) = &mut self.spilling else {
             return;
         };
-        // What went wrong with the spill file this block, if anything.
+        // What went wrong with the spill file, or the grants' file, this block, if anything.
         let mut problem = self.state.take_refused_write_back().map(|e| e.to_string());
+        problem = problem.or(self.state.store_cold_grants().map(|e| e.to_string()));
         let moving = self.state.entries_in_earlier_stores() > 0;
         let live = self.state.stored_bytes();
         if !moving
@@ -1101,7 +1139,7 @@ impl Ledger {
             None => spilling.failing = false,
             Some(error) => {
                 if !spilling.failing {
-                    tracing::warn!(%error, "a part of the state tree stays in memory: its spill file takes nothing");
+                    tracing::warn!(%error, "a part of the state stays in memory: a file beside the ledger refused it");
                 }
                 spilling.failing = true;
             }
@@ -1152,7 +1190,7 @@ impl Ledger {
     fn load(
         db: &Database,
         genesis: &Genesis,
-        into: Option<(&Arc<Spill>, StateMemory)>,
+        into: Option<&Spilling>,
         dir: &Path,
     ) -> Result<Loaded, LedgerError> {
         let read = db.begin_read()?;
@@ -1229,7 +1267,13 @@ impl Ledger {
         };
         // The state's log head, which its root commits to, checks the log.
         let mut loader = StateLoader::new(genesis.chain_id.clone(), tip, log);
-        match (parts, into) {
+        if let Some(spilling) = into {
+            loader.keep_grants_in(
+                Arc::clone(&spilling.grants) as Arc<dyn ExpiryStore>,
+                spilling.memory.grant_chunks_in_memory,
+            );
+        }
+        match (parts, into.map(|s| (&s.file, s.memory))) {
             (Some(parts), Some((file, memory))) => {
                 loader.keep_tree_in(
                     Arc::clone(file).into_store(),

@@ -93,6 +93,7 @@ fn tiny(spill_slack_bytes: u64) -> StateMemory {
         resident_entries: 64,
         opened_entries: 32,
         spill_slack_bytes,
+        grant_chunks_in_memory: 1,
     }
 }
 
@@ -393,6 +394,14 @@ fn grants_expire_from_a_tree_that_left_memory() {
     }
     assert_eq!(p.whole.state().grants().count(), 1_500);
     assert!(p.bounded.state().resident_entries() < 1_500);
+    // Their keys by expiry are in the grants' file but for one chunk of 512.
+    let in_memory = |l: &Ledger| l.state().footprint().grants_by_expiry_in_memory;
+    assert_eq!(in_memory(&p.whole), 1_500);
+    assert!(in_memory(&p.bounded) <= 512, "{}", in_memory(&p.bounded));
+    // Opened again, the bounded ledger builds them in its file as it loads.
+    drop(p.bounded);
+    p.bounded = Ledger::open_bounded(p.dir.path(), &genesis(), Some(tiny(u64::MAX))).unwrap();
+    assert!(in_memory(&p.bounded) <= 512, "{}", in_memory(&p.bounded));
     // An hour later they are retired, oldest first, at most 1,024 a block.
     let left = both(&mut p.bounded, &mut p.whole, vec![], 3_600_000 + 30_000);
     assert!(left > 0 && left < 1_500, "{left} grants left");

@@ -206,6 +206,8 @@ async fn the_gauges_count_what_the_applied_transactions_keep() {
     let after = api.metrics().await.unwrap();
     assert!(after["secnet_height"] >= status.height as f64);
     assert_eq!(after["secnet_state_grants_by_expiry"], 1.0);
+    // A node without a state memory bound keeps them all in memory.
+    assert_eq!(after["secnet_state_grants_by_expiry_in_memory"], 1.0);
     assert_eq!(
         after["secnet_state_entries"] - before["secnet_state_entries"],
         4.0 + 1.0,

@@ -140,8 +140,8 @@ fn entry_bytes(dir: &std::path::Path) -> Vec<(std::ffi::OsString, u64)> {
 }
 
 /// Bytes the files a process holds open but has unlinked from `dir` take on disk (each file
-/// once, however many descriptors it has): a validator's state spill files (and, while a
-/// bounded ledger opens, its parts), which no directory lists.
+/// once, however many descriptors it has): a validator's state spill files and its file of
+/// grants by expiry (and, while a bounded ledger opens, its parts), which no directory lists.
 fn unlinked_bytes(pid: u32, dir: &std::path::Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt as _;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
@@ -166,7 +166,8 @@ struct DiskMib {
     ledger: f64,
     /// Consensus's journals and archives.
     consensus: f64,
-    /// The state tree's spill files (unlinked, so only the process sees them).
+    /// The state tree's spill files and the grants' file (unlinked, so only the process sees
+    /// them).
     spill: Option<f64>,
     /// The rest of its directory (web and PDC databases, logs, keys).
     other: f64,
@@ -1018,7 +1019,7 @@ pub fn soak(
                     .collect::<Vec<_>>()
             };
             eprintln!(
-                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, state entries in memory {:?} of {:?}, stored subtrees {:?}, grants by expiry {:?}, page cache {:?} MiB, written {:?} MiB, on disk {:?} MiB, machine idle {:.0}%",
+                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, state entries in memory {:?} of {:?}, stored subtrees {:?}, grants by expiry {:?} ({:?} in memory), page cache {:?} MiB, written {:?} MiB, on disk {:?} MiB, machine idle {:.0}%",
                 row.applied_tx_per_s,
                 row.offered_tx_per_s,
                 row.p99_ms,
@@ -1030,6 +1031,7 @@ pub fn soak(
                 row.state_entries,
                 gauge("state_stored_subtrees"),
                 gauge("state_grants_by_expiry"),
+                gauge("state_grants_by_expiry_in_memory"),
                 rounded(
                     &gauge("ledger_page_cache_bytes")
                         .into_iter()

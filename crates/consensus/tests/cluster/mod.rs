@@ -565,6 +565,7 @@ pub const TINY_STATE_MEMORY: StateMemory = StateMemory {
     resident_entries: 4,
     opened_entries: 4,
     spill_slack_bytes: 0,
+    grant_chunks_in_memory: 1,
 };
 
 /// Opens the chain in a validator's directory. Validators of even index (directories `v0`,

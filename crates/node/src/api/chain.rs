@@ -340,7 +340,7 @@ pub(super) async fn metrics(State(node): Node) -> ApiResult<Response> {
         ))
     })??;
     let state = footprint.state;
-    let gauges: [(&str, &str, u64); 13] = [
+    let gauges: [(&str, &str, u64); 14] = [
         ("height", "height of the last applied block", height),
         ("log_size", "leaves of the access log", log_size),
         (
@@ -370,8 +370,13 @@ pub(super) async fn metrics(State(node): Node) -> ApiResult<Response> {
         ),
         (
             "state_grants_by_expiry",
-            "grants kept in memory by expiry until they are retired",
+            "grants kept by expiry until they are retired (40 bytes each in memory or in a file)",
             state.grants_by_expiry as u64,
+        ),
+        (
+            "state_grants_by_expiry_in_memory",
+            "of the grants by expiry, those in memory (with a state memory bound, the rest are in a file)",
+            state.grants_by_expiry_in_memory as u64,
         ),
         (
             "ledger_recent_heights",
