@@ -11,10 +11,14 @@
 //!
 //! Given a store ([`ByExpiry::keep_in`]), it keeps only a few chunks in memory, those a block
 //! touched last: the front, which blocks retire from, and where new grants' expiries fall
-//! (now plus the lifetimes clients ask for). The others go to the store ([`ByExpiry::store_cold`]),
-//! and memory keeps of each its first key, its length, its place and the hash of its bytes,
-//! about 120 bytes for 512 keys; a chunk is read back, and checked against that hash, when a
-//! block inserts into it or retires from it.
+//! (now plus the lifetimes clients ask for). The others go to the store
+//! ([`ByExpiry::store_cold`]), and memory keeps of each its first key, its length, its place
+//! and the hash of its bytes, about 120 bytes. A stored chunk takes up to [`PENDING`] keys
+//! in memory before it is read back (checked against that hash) and they are merged in, so
+//! that grants of lifetimes clients rarely ask for cost a read and a write of a chunk per
+//! [`PENDING`] grants, not each; a full chunk before a stored one is cut in two rather than
+//! passing keys on, so that such grants leave chunks at least half full. Blocks retire from
+//! the front chunk, read back once.
 
 use secnet_types::{GrantId, Hash};
 use std::collections::VecDeque;
@@ -95,6 +99,12 @@ impl StoredChunk {
     }
 }
 
+/// Keys a stored chunk takes in memory, without being read back, before the next one that
+/// falls in it has it read back and them merged in: so that grants whose expiries fall in
+/// chunks blocks did not touch lately (lifetimes clients rarely ask for) cost a read and a
+/// write of a chunk per this many, not each.
+const PENDING: usize = 32;
+
 #[derive(Debug, Clone)]
 enum Chunk {
     /// In memory, with when a block last touched it (the queue's `tick`).
@@ -102,37 +112,76 @@ enum Chunk {
         keys: VecDeque<Expiring>,
         touched: u64,
     },
-    Stored(Arc<StoredChunk>),
+    /// In the store, with the keys added since (sorted; at most [`PENDING`]), merged in when
+    /// it is read back.
+    Stored {
+        stored: Arc<StoredChunk>,
+        pending: Vec<Expiring>,
+    },
 }
 
 impl Chunk {
     fn first(&self) -> Option<&Expiring> {
         match self {
             Chunk::Held { keys, .. } => keys.front(),
-            Chunk::Stored(stored) => Some(&stored.first),
+            Chunk::Stored { stored, pending } => match pending.first() {
+                Some(key) if *key < stored.first => Some(key),
+                _ => Some(&stored.first),
+            },
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         match self {
             Chunk::Held { keys, .. } => keys.len(),
-            Chunk::Stored(stored) => stored.len as usize,
+            Chunk::Stored { stored, pending } => stored.len as usize + pending.len(),
         }
+    }
+
+    /// Its keys, in order (a stored chunk's read back, and not kept).
+    fn keys(&self) -> Vec<Expiring> {
+        match self {
+            Chunk::Held { keys, .. } => keys.iter().copied().collect(),
+            Chunk::Stored { stored, pending } => merged(stored.keys().into(), pending.clone()),
+        }
+    }
+}
+
+/// The sorted keys of `a` and `b`, sorted, each once.
+fn merged(mut a: Vec<Expiring>, mut b: Vec<Expiring>) -> Vec<Expiring> {
+    a.append(&mut b);
+    a.sort_unstable();
+    a.dedup();
+    a
+}
+
+/// A chunk in memory holding `keys`, touched at `tick`, with a whole chunk's storage.
+fn held(keys: Vec<Expiring>, tick: u64) -> Chunk {
+    let mut deque = VecDeque::with_capacity(CHUNK);
+    deque.extend(keys);
+    Chunk::Held {
+        keys: deque,
+        touched: tick,
     }
 }
 
 /// An ordered set of [`Expiring`] keys.
 ///
-/// INVARIANT: every chunk is non-empty, sorted, and holds at most [`CHUNK`] keys; every key
-/// of a chunk is below every key of the chunks after it; `len` is the number of keys; a
-/// stored chunk's `first` and `len` are those of the keys it was stored with.
+/// INVARIANT: every chunk is non-empty and sorted; a held chunk holds at most [`CHUNK`] keys,
+/// a stored one at most [`CHUNK`] in its store and [`PENDING`] more; every key of a chunk is
+/// below every key of the chunks after it; a stored chunk's `first` and `len` are those of
+/// the keys it was stored with; `len` is the number of keys (one added twice while its
+/// chunk was stored is counted twice until the chunk is read back: a grant is added once);
+/// `held_keys` is the number of keys in memory, in held chunks and pending.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ByExpiry {
     chunks: VecDeque<Chunk>,
     len: usize,
-    /// Where chunks go once more than `held` are in memory.
+    held_keys: usize,
+    /// Where chunks go once more than `held_chunks` are in memory.
     store: Option<Arc<dyn ExpiryStore>>,
-    held: usize,
+    held_chunks: usize,
     tick: u64,
 }
 
@@ -144,32 +193,31 @@ impl ByExpiry {
 
     /// How many of them are in memory (the rest are in its store).
     pub(crate) fn held_len(&self) -> usize {
-        self.chunks
-            .iter()
-            .filter(|c| matches!(c, Chunk::Held { .. }))
-            .map(Chunk::len)
-            .sum()
+        self.held_keys
     }
 
-    /// Moves chunks to `store` from now on ([`Self::store_cold`]), keeping `held` chunks in
-    /// memory.
-    pub(crate) fn keep_in(&mut self, store: Arc<dyn ExpiryStore>, held: usize) {
+    /// Moves chunks to `store` from now on ([`Self::store_cold`]), keeping `held_chunks`
+    /// chunks in memory.
+    pub(crate) fn keep_in(&mut self, store: Arc<dyn ExpiryStore>, held_chunks: usize) {
         self.store = Some(store);
-        self.held = held;
+        self.held_chunks = held_chunks;
     }
 
-    /// Moves to the store the chunks in memory past the `held` a block touched last (the
-    /// first chunks, when none was touched since they were built). A chunk the store
+    /// Moves to the store the chunks in memory past the `held_chunks` a block touched last
+    /// (the first chunks, when none was touched since they were built). A chunk the store
     /// refuses stays in memory, and the first refusal is returned.
     pub(crate) fn store_cold(&mut self) -> Option<std::io::Error> {
         let store = self.store.clone()?;
         let mut held: Vec<(u64, usize)> = (self.chunks.iter().enumerate())
             .filter_map(|(i, c)| match c {
                 Chunk::Held { touched, .. } => Some((*touched, i)),
-                Chunk::Stored(_) => None,
+                Chunk::Stored { .. } => None,
             })
             .collect();
-        let cold = held.len().checked_sub(self.held).filter(|n| *n > 0)?;
+        let cold = held
+            .len()
+            .checked_sub(self.held_chunks)
+            .filter(|n| *n > 0)?;
         held.select_nth_unstable(cold - 1);
         for &(_, i) in held.iter().take(cold) {
             if let Err(e) = self.store_chunk(i, &store) {
@@ -192,35 +240,51 @@ impl ByExpiry {
             bytes.extend_from_slice(&expiry.to_be_bytes());
             bytes.extend_from_slice(&id.0);
         }
-        let stored = Chunk::Stored(Arc::new(StoredChunk {
-            first,
-            len: keys.len() as u32,
-            location: store.put(&bytes)?,
-            hash: Hash::digest(&bytes),
-            store: Arc::clone(store),
-        }));
+        let len = keys.len();
+        let stored = Chunk::Stored {
+            stored: Arc::new(StoredChunk {
+                first,
+                len: len as u32,
+                location: store.put(&bytes)?,
+                hash: Hash::digest(&bytes),
+                store: Arc::clone(store),
+            }),
+            pending: Vec::new(),
+        };
         if let Some(chunk) = self.chunks.get_mut(i) {
             *chunk = stored;
+            self.held_keys -= len;
         }
         Ok(())
     }
 
-    /// Chunk `i`'s keys, in memory (read back if stored), marked as touched.
+    /// Chunk `i`'s keys, in memory, marked as touched: a stored chunk is read back, its
+    /// pending keys merged in, and cut in two if that made it larger than a chunk (the keys
+    /// of chunk `i` are then the smaller half).
     fn open(&mut self, i: usize) -> Option<&mut VecDeque<Expiring>> {
         self.tick += 1;
-        let chunk = self.chunks.get_mut(i)?;
-        if let Chunk::Stored(stored) = chunk {
-            *chunk = Chunk::Held {
-                keys: stored.keys(),
-                touched: 0,
-            };
+        let tick = self.tick;
+        if let Some(Chunk::Stored { stored, pending }) = self.chunks.get_mut(i) {
+            let stored_len = stored.len as usize;
+            let added = pending.len();
+            let mut keys = merged(stored.keys().into(), std::mem::take(pending));
+            let twice = stored_len + added - keys.len();
+            let upper = (keys.len() > CHUNK).then(|| keys.split_off(keys.len() / 2));
+            if let Some(chunk) = self.chunks.get_mut(i) {
+                *chunk = held(keys, tick);
+            }
+            if let Some(upper) = upper {
+                self.chunks.insert(i + 1, held(upper, tick));
+            }
+            self.len -= twice;
+            self.held_keys += stored_len - twice;
         }
-        match chunk {
+        match self.chunks.get_mut(i)? {
             Chunk::Held { keys, touched } => {
-                *touched = self.tick;
+                *touched = tick;
                 Some(keys)
             }
-            Chunk::Stored(_) => None,
+            Chunk::Stored { .. } => None,
         }
     }
 
@@ -233,64 +297,100 @@ impl ByExpiry {
         }
     }
 
+    /// The chunk `key` goes in: the last whose first key is at most `key` (keys arrive
+    /// mostly in order, so mostly the last chunk), or the first.
+    fn chunk_of(&self, key: &Expiring) -> usize {
+        self.chunks
+            .partition_point(|c| c.first().is_some_and(|first| first <= key))
+            .saturating_sub(1)
+    }
+
     /// Adds `key` (a key already there stays once).
     pub(crate) fn insert(&mut self, key: Expiring) {
-        // The last chunk whose first key is at most `key` (keys arrive mostly in order, so
-        // mostly the last chunk), or the first.
-        let at = self
-            .chunks
-            .partition_point(|c| c.first().is_some_and(|first| *first <= key))
-            .saturating_sub(1);
+        let mut at = self.chunk_of(&key);
+        if let Some(Chunk::Stored { pending, .. }) = self.chunks.get_mut(at) {
+            if pending.len() < PENDING {
+                if let Err(position) = pending.binary_search(&key) {
+                    pending.insert(position, key);
+                    self.len += 1;
+                    self.held_keys += 1;
+                }
+                return;
+            }
+            // Read back with its pending keys; if that cut it in two, `key` may go in the
+            // upper half.
+            self.open(at);
+            at = self.chunk_of(&key);
+        }
+        // A full chunk passes its largest key (it may be `key`) on to the next chunk if that
+        // is in memory and has room, else to a new chunk after it: so chunks stay full
+        // whether keys arrive at the end, as expiries mostly do, or in the middle, as a
+        // block's grants of one expiry do (they are ordered by id), and those of a lifetime
+        // shorter than the longest. But if the next chunk is stored, the full one is cut in
+        // two: keys falling among stored chunks (lifetimes clients rarely ask for) then
+        // leave chunks at least half full, not one small chunk each.
+        let next_stored = matches!(self.chunks.get(at + 1), Some(Chunk::Stored { .. }));
         let Some(chunk) = self.open(at) else {
             let chunk = self.new_chunk(VecDeque::from([key]));
             self.chunks.push_back(chunk);
             self.len += 1;
+            self.held_keys += 1;
             return;
         };
         let position = chunk.partition_point(|k| *k < key);
         if chunk.get(position) == Some(&key) {
             return;
         }
-        // A full chunk passes its largest key (it may be `key`) to the next chunk if that
-        // has room, else to a new chunk after it: so chunks stay full whether keys arrive
-        // at the end, as expiries mostly do, or in the middle, as a block's grants of one
-        // expiry do (they are ordered by id).
         if chunk.len() < CHUNK {
             chunk.insert(position, key);
             self.len += 1;
+            self.held_keys += 1;
+            return;
+        }
+        if next_stored {
+            let mut upper = chunk.split_off(CHUNK / 2);
+            match upper.front() {
+                Some(first) if *first <= key => {
+                    upper.insert(upper.partition_point(|k| *k < key), key);
+                }
+                _ => chunk.insert(position, key),
+            }
+            self.len += 1;
+            self.held_keys += 1;
+            let upper = self.new_chunk(upper);
+            self.chunks.insert(at + 1, upper);
             return;
         }
         // Taken out before `key` goes in, so that the chunk's storage never grows past its
         // keys (the largest is `key` itself when it goes at the end).
         let moved = match chunk.pop_back() {
-            Some(last) if position < CHUNK => {
+            Some(largest) if position < CHUNK => {
                 chunk.insert(position, key);
-                last
+                largest
             }
-            Some(last) => {
-                chunk.push_back(last);
+            Some(largest) => {
+                chunk.push_back(largest);
                 key
             }
             None => key,
         };
+        // Wherever `moved` goes, it is in memory.
         self.len += 1;
+        self.held_keys += 1;
         match self.chunks.get_mut(at + 1) {
-            // A stored next chunk is not read back for one key: a new chunk takes it.
-            Some(Chunk::Held { keys: next, .. }) if next.len() < CHUNK => {
-                next.push_front(moved);
-            }
+            Some(Chunk::Held { keys: next, .. }) if next.len() < CHUNK => next.push_front(moved),
             Some(_) => {
-                let chunk = self.new_chunk(VecDeque::from([moved]));
-                self.chunks.insert(at + 1, chunk);
+                let new = self.new_chunk(VecDeque::from([moved]));
+                self.chunks.insert(at + 1, new);
             }
             None => {
                 // A new last chunk is where keys arriving in order go next: it gets its
                 // whole storage at once, rather than by doubling (one chunk at the end
                 // can be partly empty; the others grow as they fill).
-                let mut last = VecDeque::with_capacity(CHUNK);
-                last.push_back(moved);
-                let chunk = self.new_chunk(last);
-                self.chunks.push_back(chunk);
+                let mut new = VecDeque::with_capacity(CHUNK);
+                new.push_back(moved);
+                let new = self.new_chunk(new);
+                self.chunks.push_back(new);
             }
         }
     }
@@ -310,15 +410,16 @@ impl ByExpiry {
         let mut queue = ByExpiry {
             chunks: VecDeque::with_capacity(count),
             len,
+            held_keys: len,
             ..ByExpiry::default()
         };
-        if let Some((store, held)) = store {
-            queue.keep_in(store, held);
+        if let Some((store, held_chunks)) = store {
+            queue.keep_in(store, held_chunks);
         }
         for (i, keys) in keys.chunks(CHUNK).enumerate() {
             let chunk = queue.new_chunk(keys.iter().copied().collect());
             queue.chunks.push_back(chunk);
-            if let Some(store) = queue.store.clone().filter(|_| i + queue.held < count) {
+            if let Some(store) = (queue.store.clone()).filter(|_| i + queue.held_chunks < count) {
                 // One the store refuses stays in memory: `store_cold` tries it again.
                 let _ = queue.store_chunk(i, &store);
             }
@@ -339,15 +440,13 @@ impl ByExpiry {
             self.chunks.pop_front();
         }
         self.len -= 1;
+        self.held_keys -= 1;
         Some(key)
     }
 
     /// Every key, in order (stored chunks are read back one at a time, and not kept).
     pub(crate) fn iter(&self) -> impl Iterator<Item = Expiring> + '_ {
-        self.chunks.iter().flat_map(|chunk| match chunk {
-            Chunk::Held { keys, .. } => keys.clone(),
-            Chunk::Stored(stored) => stored.keys(),
-        })
+        self.chunks.iter().flat_map(Chunk::keys)
     }
 }
 
@@ -357,7 +456,7 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::{BTreeSet, HashMap};
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     fn key(expiry: u64, id: u8) -> Expiring {
         (expiry, Hash::digest(&[id]))
@@ -365,17 +464,27 @@ mod tests {
 
     /// The invariant, and the same keys as `model` in the same order.
     fn check(queue: &ByExpiry, model: &BTreeSet<Expiring>) {
-        assert!(queue.chunks.iter().all(|c| c.len() > 0 && c.len() <= CHUNK));
         assert_eq!(queue.len(), model.len());
         assert!(queue.iter().eq(model.iter().copied()));
         assert_eq!(queue.first(), model.first());
+        let mut held = 0;
         for chunk in &queue.chunks {
-            if let Chunk::Stored(stored) = chunk {
-                let keys = stored.keys();
-                assert_eq!(keys.front(), Some(&stored.first));
-                assert_eq!(keys.len(), stored.len as usize);
+            match chunk {
+                Chunk::Held { keys, .. } => {
+                    assert!(!keys.is_empty() && keys.len() <= CHUNK);
+                    held += keys.len();
+                }
+                Chunk::Stored { stored, pending } => {
+                    let keys = stored.keys();
+                    assert_eq!(keys.front(), Some(&stored.first));
+                    assert_eq!(keys.len(), stored.len as usize);
+                    assert!(!keys.is_empty() && keys.len() <= CHUNK && pending.len() <= PENDING);
+                    assert!(pending.is_sorted());
+                    held += pending.len();
+                }
             }
         }
+        assert_eq!(queue.held_len(), held);
     }
 
     /// A store in memory that counts what it holds, and can be made to refuse or to give
@@ -385,6 +494,7 @@ mod tests {
         held: Mutex<HashMap<u64, Vec<u8>>>,
         next: Mutex<u64>,
         refuse: AtomicBool,
+        loads: AtomicUsize,
     }
 
     impl Slots {
@@ -406,6 +516,7 @@ mod tests {
         }
 
         fn load(&self, location: u64, len: usize) -> Vec<u8> {
+            self.loads.fetch_add(1, Ordering::Relaxed);
             let held = self.held.lock().unwrap();
             let bytes = held.get(&location).expect("a place given and not freed");
             bytes[..len.min(bytes.len())].to_vec()
@@ -426,7 +537,7 @@ mod tests {
     /// Chunks of `queue` in its store.
     fn stored(queue: &ByExpiry) -> usize {
         (queue.chunks.iter())
-            .filter(|c| matches!(c, Chunk::Stored(_)))
+            .filter(|c| matches!(c, Chunk::Stored { .. }))
             .count()
     }
 
@@ -502,30 +613,43 @@ mod tests {
     proptest! {
         /// With a store and a few chunks in memory, moved out after every step, it holds
         /// what an ordered set holds; the store holds exactly the chunks stored, so that a
-        /// chunk read back, or retired, gives its place back.
+        /// chunk read back, or retired, gives its place back. Keys are added once each, as
+        /// grants are.
         #[test]
         fn with_a_store_it_holds_what_an_ordered_set_holds(
             held in 0usize..3,
-            steps in prop::collection::vec((0u64..3, 0u64..2_000, any::<u8>(), 0usize..1_500), 1..30),
+            steps in prop::collection::vec((0u64..4, 0u64..2_000, 0usize..1_500), 1..30),
         ) {
             let slots = Arc::new(Slots::default());
             let mut queue = ByExpiry::default();
             queue.keep_in(slots.clone(), held);
             let mut model = BTreeSet::new();
             let mut clock = 0;
-            for (kind, expiry, id, count) in steps {
+            let mut ids = 0u64..;
+            let mut id = || Hash::digest(&ids.next().unwrap_or_default().to_be_bytes());
+            for (kind, expiry, count) in steps {
                 match kind {
+                    // A block's worth of grants of one lifetime, after the rest.
                     0 => {
                         clock += expiry;
-                        for i in 0..count {
-                            let k = key(clock, id.wrapping_add(i as u8));
+                        for _ in 0..count {
+                            let k = (clock, id());
                             queue.insert(k);
                             model.insert(k);
                         }
                     }
+                    // Grants of a few lifetimes, in the middle.
                     1 => {
                         for i in 0..count {
-                            let k = (expiry + (i as u64 * 7) % 300, Hash::digest(&i.to_be_bytes()));
+                            let k = (expiry + (i as u64 * 7) % 300, id());
+                            queue.insert(k);
+                            model.insert(k);
+                        }
+                    }
+                    // Grants of lifetimes anywhere.
+                    2 => {
+                        for i in 0..count as u64 {
+                            let k = ((expiry * 7919 + i * 104_729) % (clock + 2_000), id());
                             queue.insert(k);
                             model.insert(k);
                         }
@@ -541,7 +665,7 @@ mod tests {
                 prop_assert!(in_memory <= held);
                 prop_assert_eq!(slots.len(), stored(&queue));
                 prop_assert_eq!(queue.held_len() + (queue.chunks.iter())
-                    .filter_map(|c| match c { Chunk::Stored(s) => Some(s.len as usize), _ => None })
+                    .filter_map(|c| match c { Chunk::Stored { stored, .. } => Some(stored.len as usize), _ => None })
                     .sum::<usize>(), queue.len());
                 check(&queue, &model);
             }
@@ -596,6 +720,53 @@ mod tests {
         assert_eq!(copy.iter().count(), 3 * CHUNK);
         drop(copy);
         assert_eq!(slots.len(), 2);
+    }
+
+    #[test]
+    fn keys_falling_in_stored_chunks_cost_a_read_per_pending_keys() {
+        let slots = Arc::new(Slots::default());
+        let mut queue = ByExpiry::from_keys(keys(8 * CHUNK as u64), Some((slots.clone(), 0)));
+        assert_eq!(stored(&queue), 8);
+        let firsts: Vec<Expiring> = queue
+            .chunks
+            .iter()
+            .filter_map(|c| c.first().copied())
+            .collect();
+        // Keys of other lifetimes falling in every stored chunk, as many as each takes
+        // pending: none is read back.
+        let mut added = 0u64;
+        for first in &firsts {
+            for _ in 0..PENDING {
+                added += 1;
+                queue.insert((first.0 + 50, Hash::digest(&added.to_le_bytes())));
+            }
+        }
+        assert_eq!(slots.loads.load(Ordering::Relaxed), 0);
+        assert_eq!(stored(&queue), 8);
+        assert_eq!(queue.held_len(), 8 * PENDING);
+        // One more in the fourth chunk reads it back, with its pending keys, cut in two.
+        queue.insert((firsts[3].0 + 50, Hash::digest(b"one more")));
+        assert_eq!(slots.loads.load(Ordering::Relaxed), 1);
+        assert_eq!(queue.chunks.len(), 9);
+        assert!(queue.chunks.iter().all(|c| c.len() >= CHUNK / 2));
+        assert_eq!(queue.len(), 8 * CHUNK + 8 * PENDING + 1);
+        assert_eq!(queue.iter().count(), queue.len());
+        assert!(queue.iter().is_sorted());
+    }
+
+    #[test]
+    fn a_key_added_again_while_its_chunk_is_stored_stays_once() {
+        let slots = Arc::new(Slots::default());
+        let mut all = keys(CHUNK as u64);
+        all.sort_unstable();
+        let mut queue = ByExpiry::from_keys(all.clone(), Some((slots.clone(), 0)));
+        queue.insert(all[7]);
+        // Counted until the chunk is read back.
+        assert_eq!(queue.len(), CHUNK + 1);
+        assert!(queue.iter().eq(all.iter().copied()));
+        assert_eq!(queue.pop_first(), Some(all[0]));
+        assert_eq!(queue.len(), CHUNK - 1);
+        assert_eq!(queue.held_len(), CHUNK - 1);
     }
 
     #[test]

@@ -396,8 +396,9 @@ impl State {
 
     /// Keeps the grants by expiry (what blocks retire expired grants from) in `store` from
     /// now on, all but the `held_chunks` chunks of 512 that blocks touched last: once moved
-    /// ([`Self::store_cold_grants`]), a grant's key takes about a quarter of a byte of
-    /// memory instead of 40.
+    /// ([`Self::store_cold_grants`]), a chunk keeps about 120 bytes of memory for its 256 to
+    /// 512 grants, and up to 32 grants added since it was stored, 40 bytes each, until a
+    /// block reads it back.
     pub fn keep_grants_in(&mut self, store: Arc<dyn ExpiryStore>, held_chunks: usize) {
         self.expiring.keep_in(store, held_chunks);
     }

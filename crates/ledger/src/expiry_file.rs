@@ -5,8 +5,10 @@
 //! once, and the queue is rebuilt from the state's grants at the next start. The file is cut
 //! into slots of [`EXPIRY_CHUNK_BYTES`], one chunk each; a slot the queue frees (its chunk
 //! was read back, or retired) is given to the next chunk stored, so that the file is as
-//! large as the most chunks stored at once, about 40 bytes a grant. The queue checks every
-//! chunk it reads back against the hash it kept.
+//! large as the most chunks stored at once: 40 to 80 bytes a grant (chunks are full where
+//! grants' expiries arrive in order, at least half full elsewhere). The queue checks every
+//! chunk it reads back against the hash it kept. A read that fails, or a chunk that does not
+//! check, stops the validator: its next start rebuilds the queue.
 
 use crate::spill::unlinked_file;
 use secnet_contract::{EXPIRY_CHUNK_BYTES, ExpiryStore};
