@@ -769,6 +769,81 @@ mod tests {
         assert_eq!(queue.held_len(), CHUNK - 1);
     }
 
+    /// A queue of two stored chunks whose first is read back and full again: what follows
+    /// it is stored. Expiries 0, 10, 20, ...
+    fn full_before_stored() -> (Arc<Slots>, ByExpiry, Vec<Expiring>) {
+        let slots = Arc::new(Slots::default());
+        let all: Vec<Expiring> = (0..2 * CHUNK as u64)
+            .map(|i| (i * 10, Hash::digest(&i.to_be_bytes())))
+            .collect();
+        let mut queue = ByExpiry::from_keys(all.clone(), Some((slots.clone(), 0)));
+        assert_eq!(queue.pop_first(), Some(all[0]));
+        queue.insert(all[0]);
+        assert!(matches!(&queue.chunks[0], Chunk::Held { keys, .. } if keys.len() == CHUNK));
+        assert!(matches!(&queue.chunks[1], Chunk::Stored { .. }));
+        (slots, queue, all)
+    }
+
+    #[test]
+    fn a_full_chunk_before_a_stored_one_is_cut_in_two() {
+        // Below everything, in the lower half, and past the chunk's last key but before the
+        // stored chunk's first.
+        let cases: [fn(&[Expiring]) -> Expiring; 3] = [
+            |_| (0, Hash([0; 32])),
+            |all| (all[10].0 + 5, Hash([1; 32])),
+            |all| (all[CHUNK - 1].0 + 5, Hash([2; 32])),
+        ];
+        for case in cases {
+            let (slots, mut queue, all) = full_before_stored();
+            let key = case(&all);
+            queue.insert(key);
+            assert_eq!(
+                slots.loads.load(Ordering::Relaxed),
+                1,
+                "only the first read back"
+            );
+            let lens: Vec<usize> = queue.chunks.iter().map(Chunk::len).collect();
+            assert_eq!(
+                lens,
+                [
+                    CHUNK / 2 + usize::from(key < all[CHUNK / 2]),
+                    CHUNK / 2 + usize::from(key > all[CHUNK / 2]),
+                    CHUNK
+                ]
+            );
+            let mut model: BTreeSet<Expiring> = all.iter().copied().collect();
+            model.insert(key);
+            check(&queue, &model);
+        }
+    }
+
+    #[test]
+    fn a_key_below_a_stored_front_chunk_is_first_without_reading_it() {
+        let slots = Arc::new(Slots::default());
+        let mut all = keys(2 * CHUNK as u64);
+        all.sort_unstable();
+        let mut queue = ByExpiry::from_keys(all.clone(), Some((slots.clone(), 0)));
+        let lowest = (0, Hash([0; 32]));
+        queue.insert(lowest);
+        assert_eq!(queue.first(), Some(&lowest));
+        assert_eq!(slots.loads.load(Ordering::Relaxed), 0);
+        assert_eq!(queue.pop_first(), Some(lowest));
+        assert_eq!(queue.pop_first(), Some(all[0]));
+        assert_eq!(queue.len(), 2 * CHUNK - 1);
+    }
+
+    #[test]
+    fn a_key_pending_twice_is_counted_once() {
+        let slots = Arc::new(Slots::default());
+        let mut queue = ByExpiry::from_keys(keys(CHUNK as u64), Some((slots.clone(), 0)));
+        let key = (100, Hash::digest(b"pending"));
+        queue.insert(key);
+        queue.insert(key);
+        assert_eq!(queue.len(), CHUNK + 1);
+        assert_eq!(queue.held_len(), 1);
+        assert_eq!(queue.iter().filter(|k| *k == key).count(), 1);
+    }
+
     #[test]
     #[should_panic(expected = "is not what was put there")]
     fn a_chunk_changed_in_its_store_is_refused() {
