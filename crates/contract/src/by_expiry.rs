@@ -16,9 +16,10 @@
 //! and the hash of its bytes, about 120 bytes. A stored chunk takes up to [`PENDING`] keys
 //! in memory before it is read back (checked against that hash) and they are merged in, so
 //! that grants of lifetimes clients rarely ask for cost a read and a write of a chunk per
-//! [`PENDING`] grants, not each; a full chunk before a stored one is cut in two rather than
-//! passing keys on, so that such grants leave chunks at least half full. Blocks retire from
-//! the front chunk, read back once.
+//! [`PENDING`] grants, not each (a full chunk passes its largest key on to a stored next
+//! chunk the same way), and the chunk read back is cut in two if the keys merged in made it
+//! larger than a chunk, so that such grants leave chunks at least half full. Blocks retire
+//! from the front chunk, read back once.
 
 use secnet_types::{GrantId, Hash};
 use std::collections::VecDeque;
@@ -322,14 +323,6 @@ impl ByExpiry {
             self.open(at);
             at = self.chunk_of(&key);
         }
-        // A full chunk passes its largest key (it may be `key`) on to the next chunk if that
-        // is in memory and has room, else to a new chunk after it: so chunks stay full
-        // whether keys arrive at the end, as expiries mostly do, or in the middle, as a
-        // block's grants of one expiry do (they are ordered by id), and those of a lifetime
-        // shorter than the longest. But if the next chunk is stored, the full one is cut in
-        // two: keys falling among stored chunks (lifetimes clients rarely ask for) then
-        // leave chunks at least half full, not one small chunk each.
-        let next_stored = matches!(self.chunks.get(at + 1), Some(Chunk::Stored { .. }));
         let Some(chunk) = self.open(at) else {
             let chunk = self.new_chunk(VecDeque::from([key]));
             self.chunks.push_back(chunk);
@@ -347,22 +340,11 @@ impl ByExpiry {
             self.held_keys += 1;
             return;
         }
-        if next_stored {
-            let mut upper = chunk.split_off(CHUNK / 2);
-            match upper.front() {
-                Some(first) if *first <= key => {
-                    upper.insert(upper.partition_point(|k| *k < key), key);
-                }
-                _ => chunk.insert(position, key),
-            }
-            self.len += 1;
-            self.held_keys += 1;
-            let upper = self.new_chunk(upper);
-            self.chunks.insert(at + 1, upper);
-            return;
-        }
-        // Taken out before `key` goes in, so that the chunk's storage never grows past its
-        // keys (the largest is `key` itself when it goes at the end).
+        // A full chunk passes its largest key (it may be `key`) on to the next chunk: so
+        // chunks stay full whether keys arrive at the end, as expiries mostly do, or in the
+        // middle, as a block's grants of one expiry do (they are ordered by id), and those of
+        // a lifetime shorter than the longest. Taken out before `key` goes in, so that the
+        // chunk's storage never grows past its keys.
         let moved = match chunk.pop_back() {
             Some(largest) if position < CHUNK => {
                 chunk.insert(position, key);
@@ -377,20 +359,35 @@ impl ByExpiry {
         // Wherever `moved` goes, it is in memory.
         self.len += 1;
         self.held_keys += 1;
-        match self.chunks.get_mut(at + 1) {
-            Some(Chunk::Held { keys: next, .. }) if next.len() < CHUNK => next.push_front(moved),
-            Some(_) => {
-                let new = self.new_chunk(VecDeque::from([moved]));
-                self.chunks.insert(at + 1, new);
+        self.pass_on(at + 1, moved);
+    }
+
+    /// Puts `key`, below every key of chunk `i` and above those before it, at the front of
+    /// chunk `i`: among its pending keys if it is stored and takes more (else it is read
+    /// back first), or in a new chunk before it if it is held and full (a new last chunk,
+    /// with its whole storage at once, where keys arriving in order go next, if there is no
+    /// chunk `i`).
+    fn pass_on(&mut self, i: usize, key: Expiring) {
+        match self.chunks.get_mut(i) {
+            Some(Chunk::Held { keys, .. }) if keys.len() < CHUNK => keys.push_front(key),
+            Some(Chunk::Stored { pending, .. }) if pending.len() < PENDING => {
+                pending.insert(0, key);
+            }
+            Some(Chunk::Stored { .. }) => {
+                // Read back with its pending keys (and cut in two if that made it larger
+                // than a chunk): `key` still goes in front of chunk `i`, now held.
+                self.open(i);
+                self.pass_on(i, key);
+            }
+            Some(Chunk::Held { .. }) => {
+                let new = self.new_chunk(VecDeque::from([key]));
+                self.chunks.insert(i, new);
             }
             None => {
-                // A new last chunk is where keys arriving in order go next: it gets its
-                // whole storage at once, rather than by doubling (one chunk at the end
-                // can be partly empty; the others grow as they fill).
-                let mut new = VecDeque::with_capacity(CHUNK);
-                new.push_back(moved);
-                let new = self.new_chunk(new);
-                self.chunks.push_back(new);
+                let mut last = VecDeque::with_capacity(CHUNK);
+                last.push_back(key);
+                let last = self.new_chunk(last);
+                self.chunks.push_back(last);
             }
         }
     }
@@ -785,8 +782,8 @@ mod tests {
     }
 
     #[test]
-    fn a_full_chunk_before_a_stored_one_is_cut_in_two() {
-        // Below everything, in the lower half, and past the chunk's last key but before the
+    fn a_full_chunk_passes_its_largest_key_to_a_stored_next_one_without_reading_it() {
+        // Below everything, in the middle, and past the chunk's last key but before the
         // stored chunk's first.
         let cases: [fn(&[Expiring]) -> Expiring; 3] = [
             |_| (0, Hash([0; 32])),
@@ -803,18 +800,27 @@ mod tests {
                 "only the first read back"
             );
             let lens: Vec<usize> = queue.chunks.iter().map(Chunk::len).collect();
-            assert_eq!(
-                lens,
-                [
-                    CHUNK / 2 + usize::from(key < all[CHUNK / 2]),
-                    CHUNK / 2 + usize::from(key > all[CHUNK / 2]),
-                    CHUNK
-                ]
-            );
+            assert_eq!(lens, [CHUNK, CHUNK + 1]);
             let mut model: BTreeSet<Expiring> = all.iter().copied().collect();
             model.insert(key);
             check(&queue, &model);
         }
+        // Once the stored one takes no more, it is read back, the keys merged in, and cut
+        // in two.
+        let (slots, mut queue, all) = full_before_stored();
+        let mut model: BTreeSet<Expiring> = all.iter().copied().collect();
+        for i in 0..=PENDING as u8 {
+            let key = (all[20].0 + 1, Hash([i; 32]));
+            queue.insert(key);
+            model.insert(key);
+        }
+        assert_eq!(slots.loads.load(Ordering::Relaxed), 2);
+        let lens: Vec<usize> = queue.chunks.iter().map(Chunk::len).collect();
+        assert_eq!(
+            lens,
+            [CHUNK, (CHUNK + PENDING) / 2 + 1, (CHUNK + PENDING) / 2]
+        );
+        check(&queue, &model);
     }
 
     #[test]
