@@ -15,7 +15,7 @@ use secnet_contract::{EXPIRY_CHUNK_BYTES, ExpiryStore};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A slot's bytes: one chunk at most.
 const SLOT_BYTES: u64 = EXPIRY_CHUNK_BYTES as u64;
@@ -46,6 +46,11 @@ impl ExpiryFile {
             path,
             slots: Mutex::new(Slots::default()),
         })
+    }
+
+    /// This file as the grants' store.
+    pub(crate) fn into_store(self: Arc<Self>) -> Arc<dyn ExpiryStore> {
+        self
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
@@ -170,11 +175,9 @@ mod tests {
     #[test]
     fn a_write_that_fails_frees_its_slot() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("read-only");
-        std::fs::write(&path, b"").unwrap();
-        // A file this store cannot write to, as a full disk would refuse it.
+        let (file, path) = crate::spill::read_only_file(dir.path());
         let file = ExpiryFile {
-            file: File::open(&path).unwrap(),
+            file,
             path,
             slots: Mutex::new(Slots::default()),
         };

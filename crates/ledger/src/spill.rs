@@ -186,6 +186,16 @@ impl Spill {
     }
 }
 
+/// A file in `dir` opened read-only, and its path: what a store cannot write to, as a full
+/// disk would refuse it.
+#[cfg(test)]
+pub(crate) fn read_only_file(dir: &Path) -> (File, PathBuf) {
+    let path = dir.join("read-only");
+    std::fs::write(&path, b"").unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (file, path)
+}
+
 /// The entries of a subtree's bytes (after its length).
 fn decode(bytes: &[u8]) -> Option<Vec<Entry<Arc<[u8]>>>> {
     let (count, mut rest) = bytes.split_first_chunk::<4>()?;
@@ -255,11 +265,9 @@ mod tests {
     #[test]
     fn a_write_that_fails_gives_its_place_back() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("read-only");
-        std::fs::write(&path, b"").unwrap();
-        // A file this store cannot write to, as a full disk would refuse it.
+        let (file, path) = read_only_file(dir.path());
         let spill = Spill {
-            file: File::open(&path).unwrap(),
+            file,
             path,
             end: Mutex::new(0),
         };

@@ -18,8 +18,8 @@ use redb::{
     ReadableTableMetadata, TableDefinition,
 };
 use secnet_contract::{
-    BlockOutcome, ChainTip, ExpiryStore, LogEntry, State, StateKey, StateLoader, StateSnapshot,
-    StateValue, receipts_root,
+    BlockOutcome, ChainTip, LogEntry, State, StateKey, StateLoader, StateSnapshot, StateValue,
+    receipts_root,
 };
 use secnet_merkle::Digest;
 use secnet_merkle::log::Subtrees as _;
@@ -1028,7 +1028,7 @@ impl Ledger {
         if let Some(spilling) = &mut self.spilling {
             spilling.memory = memory;
             self.state.keep_grants_in(
-                Arc::clone(&spilling.grants) as Arc<dyn ExpiryStore>,
+                Arc::clone(&spilling.grants).into_store(),
                 memory.grant_chunks_in_memory,
             );
             return Ok(());
@@ -1039,7 +1039,7 @@ impl Ledger {
             memory.opened_entries,
         );
         self.state.keep_grants_in(
-            Arc::clone(&spilling.grants) as Arc<dyn ExpiryStore>,
+            Arc::clone(&spilling.grants).into_store(),
             memory.grant_chunks_in_memory,
         );
         self.spilling = Some(spilling);
@@ -1266,7 +1266,7 @@ impl Ledger {
         let mut loader = StateLoader::new(genesis.chain_id.clone(), tip, log);
         if let Some(spilling) = into {
             loader.keep_grants_in(
-                Arc::clone(&spilling.grants) as Arc<dyn ExpiryStore>,
+                Arc::clone(&spilling.grants).into_store(),
                 spilling.memory.grant_chunks_in_memory,
             );
         }
