@@ -66,9 +66,12 @@ pub struct Footprint {
     /// Of them, those whose leaves the state tree holds in memory (the rest are in its
     /// stores).
     pub entries_in_memory: usize,
-    /// Subtrees the tree's stores hold: each keeps about 160 bytes in memory (its node and
-    /// its share of the nodes above it).
+    /// Subtrees the tree's stores hold, outside groups: each keeps about 160 bytes in
+    /// memory (its node and its share of the nodes above it).
     pub stored_subtrees: usize,
+    /// Groups of such subtrees whose places the stores hold too: one node in memory for
+    /// about eight subtrees.
+    pub stored_groups: usize,
     /// Accounts, kept decoded.
     pub accounts: usize,
     /// Grants, each kept by its expiry until it is retired.
@@ -421,6 +424,7 @@ impl State {
             entries: self.tree.len(),
             entries_in_memory: self.tree.resident(),
             stored_subtrees: self.tree.stored_subtrees(),
+            stored_groups: self.tree.stored_groups(),
             accounts: self.accounts.len(),
             grants_by_expiry: self.expiring.len(),
             grants_by_expiry_in_memory: self.expiring.held_len(),

@@ -11,9 +11,10 @@
 //! state version that read from it is dropped.
 //!
 //! A subtree is `u32` length of what follows, `u32` entry count, then per entry its key
-//! (32 bytes), value hash (32 bytes), `u32` value length and value bytes, all big-endian.
-//! Reading is bounded by what was written; the state tree checks every subtree it reads
-//! back against the hash it kept.
+//! (32 bytes), value hash (32 bytes), `u32` value length and value bytes, all big-endian; a
+//! group of subtrees' places (`SubtreeStore::put_bytes`) is `u32` length and the bytes the
+//! tree gave. Reading is bounded by what was written; the state tree checks every subtree
+//! and group it reads back against the hash it kept.
 
 use secnet_contract::TreeStore;
 use secnet_merkle::smt::{Entry, Placed, StoreError, SubtreeStore};
@@ -127,6 +128,44 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
             bytes.extend_from_slice(&(value.len() as u32).to_be_bytes());
             bytes.extend_from_slice(value);
         }
+        self.append(&bytes)
+    }
+
+    fn load(&self, location: u64) -> Vec<Entry<Arc<[u8]>>> {
+        match self.read(location) {
+            Ok(entries) => entries,
+            Err(what) => self.stop(location, &what),
+        }
+    }
+
+    fn put_bytes(&self, bytes: &[u8]) -> Result<Placed, StoreError> {
+        if bytes.len() > MAX_SUBTREE_BYTES {
+            return Err(StoreError(format!(
+                "a record of {} bytes is over the {MAX_SUBTREE_BYTES} a spill file takes",
+                bytes.len()
+            )));
+        }
+        let mut record = Vec::with_capacity(4 + bytes.len());
+        record.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        record.extend_from_slice(bytes);
+        self.append(&record)
+    }
+
+    fn load_bytes(&self, location: u64) -> Vec<u8> {
+        match self.read_record(location) {
+            Ok(bytes) => bytes,
+            Err(what) => self.stop(location, &what),
+        }
+    }
+
+    fn fail(&self, location: u64) -> ! {
+        self.stop(location, "it does not hash to what was put there")
+    }
+}
+
+impl Spill {
+    /// Appends `bytes` (a record with its length first).
+    fn append(&self, bytes: &[u8]) -> Result<Placed, StoreError> {
         // The place is taken under the lock and written outside it: a write that fails
         // gives its place back if nothing was placed after it (else it leaves a hole
         // nothing points to), so that a full disk does not make the file look fuller and
@@ -137,7 +176,7 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
             *end += bytes.len() as u64;
             location
         };
-        if let Err(e) = self.file.write_all_at(&bytes, location) {
+        if let Err(e) = self.file.write_all_at(bytes, location) {
             let mut end = self.end.lock().unwrap_or_else(PoisonError::into_inner);
             if *end == location + bytes.len() as u64 {
                 *end = location;
@@ -150,20 +189,13 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
         })
     }
 
-    fn load(&self, location: u64) -> Vec<Entry<Arc<[u8]>>> {
-        match self.read(location) {
-            Ok(entries) => entries,
-            Err(what) => self.stop(location, &what),
-        }
-    }
-
-    fn fail(&self, location: u64) -> ! {
-        self.stop(location, "it does not hash to what was put there")
-    }
-}
-
-impl Spill {
     fn read(&self, location: u64) -> Result<Vec<Entry<Arc<[u8]>>>, String> {
+        let bytes = self.read_record(location)?;
+        decode(&bytes).ok_or_else(|| "its bytes do not decode".to_string())
+    }
+
+    /// The record at `location`, after its length: read only within what was written.
+    fn read_record(&self, location: u64) -> Result<Vec<u8>, String> {
         let written = self.written();
         let mut head = [0u8; 4];
         if location.saturating_add(4) > written {
@@ -182,7 +214,7 @@ impl Spill {
         self.file
             .read_exact_at(&mut bytes, location + 4)
             .map_err(|e| e.to_string())?;
-        decode(&bytes).ok_or_else(|| "its bytes do not decode".to_string())
+        Ok(bytes)
     }
 }
 
@@ -275,7 +307,24 @@ mod tests {
         assert_eq!(spill.written(), 0);
         let at = spill.written();
         assert!(spill.put(&[entry(1, 3)]).is_err());
+        assert!(spill.put_bytes(b"places of subtrees").is_err());
         assert_eq!(spill.written(), at);
+    }
+
+    #[test]
+    fn records_of_bytes_read_back_as_put_beside_subtrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::create(dir.path()).unwrap();
+        let at_a = spill.put(&[entry(1, 3), entry(2, 4)]).unwrap().location;
+        let group = spill.put_bytes(b"places of subtrees").unwrap();
+        let empty = spill.put_bytes(&[]).unwrap();
+        assert_eq!((group.bytes, empty.bytes), (4 + 18, 4));
+        assert_eq!(spill.load_bytes(group.location), b"places of subtrees");
+        assert!(spill.load_bytes(empty.location).is_empty());
+        assert_eq!(spill.load(at_a), vec![entry(1, 3), entry(2, 4)]);
+        // Bounded like a subtree: nothing past what was written is read.
+        assert!(spill.read_record(spill.written()).is_err());
+        assert!(spill.read_record(group.location + 1).is_err());
     }
 
     #[test]

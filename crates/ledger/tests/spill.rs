@@ -217,6 +217,16 @@ fn a_bounded_state_tree_answers_as_a_whole_one_and_reopens() {
             bounded.state().resident_entries()
         );
     }
+    // Stored subtrees sit in groups: one node in memory for about eight.
+    let grouped = |l: &Ledger| {
+        let footprint = l.state().footprint();
+        assert!(
+            footprint.stored_groups > 0 && footprint.stored_subtrees < footprint.stored_groups,
+            "{footprint:?}"
+        );
+        footprint.stored_groups
+    };
+    let groups = grouped(&bounded);
     // Small blocks, whose registrations and withdrawals reach into subtrees that left
     // memory: answers stay the same, and most of the tree stays out.
     for round in 0..20 {
@@ -233,6 +243,8 @@ fn a_bounded_state_tree_answers_as_a_whole_one_and_reopens() {
         whole.state().resident_entries(),
         whole.state().entry_count()
     );
+    // The groups those blocks reached were written back with their subtrees.
+    assert!(grouped(&bounded) >= groups);
 
     // Reopened without a bound, the directory loads the same state; the spill file is gone
     // with the ledger that made it.

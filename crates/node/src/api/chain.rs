@@ -340,7 +340,7 @@ pub(super) async fn metrics(State(node): Node) -> ApiResult<Response> {
         ))
     })??;
     let state = footprint.state;
-    let gauges: [(&str, &str, u64); 14] = [
+    let gauges: [(&str, &str, u64); 15] = [
         ("height", "height of the last applied block", height),
         ("log_size", "leaves of the access log", log_size),
         (
@@ -360,8 +360,13 @@ pub(super) async fn metrics(State(node): Node) -> ApiResult<Response> {
         ),
         (
             "state_stored_subtrees",
-            "subtrees of the state tree in spill files (about 160 bytes of memory each)",
+            "subtrees of the state tree in spill files, outside groups (about 160 bytes of memory each)",
             state.stored_subtrees as u64,
+        ),
+        (
+            "state_stored_groups",
+            "groups of such subtrees whose places are in the spill file too (one node in memory each)",
+            state.stored_groups as u64,
         ),
         (
             "state_accounts",
