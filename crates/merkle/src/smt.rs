@@ -463,7 +463,13 @@ fn update<P: Clone>(
         }
         Node::Group(group) => {
             let opened = group.open(depth);
-            let (node, gained) = update(opened, depth, updates, back, tally);
+            // Grouped again here as a whole, not below (a group made where groups are made
+            // now, deeper once the tree grew, would leave its neighbours out).
+            let inside = back.map(|back| WriteBack {
+                group_depth: None,
+                ..*back
+            });
+            let (node, gained) = update(opened, depth, updates, inside.as_ref(), tally);
             if node.hash() == group.hash {
                 return (Node::Group(group), 0);
             }
@@ -509,16 +515,17 @@ fn update<P: Clone>(
         }
         Node::Internal(internal) => {
             // A node shared with another version is copied (its children stay shared).
-            let Internal { left, right, hash } = Arc::unwrap_or_clone(internal);
+            let Internal { left, right, .. } = Arc::unwrap_or_clone(internal);
             let split = updates.partition_point(|(k, _)| !bit(k, depth));
             let (lu, ru) = updates.split_at(split);
+            let placed = tally.parts_placed;
             let (left, gained_left) = update(left, depth + 1, lu, back, tally);
             let (right, gained_right) = update(right, depth + 1, ru, back, tally);
             let node = match (back, Node::join(left, right)) {
-                // Where groups are made, stored subtrees an update changed (and wrote back)
-                // and their neighbours are grouped at once.
+                // Where groups are made, stored subtrees an update wrote back and their
+                // neighbours are grouped at once.
                 (Some(back), Node::Internal(internal))
-                    if Some(depth) == back.group_depth && internal.hash != hash =>
+                    if Some(depth) == back.group_depth && tally.parts_placed > placed =>
                 {
                     let hash = internal.hash;
                     group::make(Node::Internal(internal), hash, back.backing, tally)
@@ -553,7 +560,11 @@ fn write_back<P: Clone>(
             let left = write_back(left, depth + 1, back, tally);
             let right = write_back(right, depth + 1, back, tally);
             // Stored subtrees keep their hashes, so this node's stays.
-            return Node::Internal(Arc::new(Internal { left, right, hash }));
+            let node = Node::Internal(Arc::new(Internal { left, right, hash }));
+            if Some(depth) == back.group_depth {
+                return group::make(node, hash, back.backing, tally);
+            }
+            return node;
         }
     };
     match put_subtree(&node, internal.hash, depth, back.backing, tally) {
@@ -833,6 +844,7 @@ impl<P: Clone> Evictor<'_, P> {
             _ => (Older::Other, Older::Other),
         };
         let (left_prefix, right_prefix) = child_prefixes(prefix, depth);
+        let placed = self.tally.parts_placed;
         let left = self.walk(&internal.left, older_left, depth + 1, &left_prefix);
         let right = self.walk(&internal.right, older_right, depth + 1, &right_prefix);
         let walked = if same_node(&left, &internal.left) && same_node(&right, &internal.right) {
@@ -845,7 +857,8 @@ impl<P: Clone> Evictor<'_, P> {
                 hash: internal.hash,
             }))
         };
-        if Some(depth) == self.group_depth {
+        // Grouped where the walk stored or moved subtrees below.
+        if Some(depth) == self.group_depth && self.tally.parts_placed > placed {
             let groups = self.tally.groups_placed;
             let walked = group::make(walked, internal.hash, self.backing, &mut self.tally);
             self.done.groups += self.tally.groups_placed - groups;
@@ -1264,7 +1277,10 @@ fn find_in<P: Clone, R>(
                 depth += 1;
             }
             Node::Stored(s) => return find_in(&s.open(depth), depth, key, f),
-            Node::Group(g) => return find_in(&g.open(depth), depth, key, f),
+            Node::Group(g) => {
+                let (part, below) = g.part_for(depth, key)?;
+                return find_in(&part, below, key, f);
+            }
         }
     }
 }
@@ -2036,6 +2052,36 @@ mod tests {
         assert_eq!(Arc::strong_count(&store), 1);
         drop(tree);
         assert_eq!(Arc::strong_count(&next), 1);
+    }
+
+    #[test]
+    fn a_group_made_before_the_tree_grew_is_written_back_whole() {
+        let (mut tree, store) = stored_tree(4_000, 4, 0);
+        tree.evict(Evictable::All, &EMPTY, usize::MAX);
+        let (subtrees, groups) = (tree.stored_subtrees(), tree.stored_groups());
+        // Subtrees are now stored a level deeper, and grouped a level deeper.
+        tree.expect_len(8_000);
+        let puts = store.puts();
+        tree.apply_with(vec![(h(7), Some((h(70), 70)))]);
+        // The subtree written back is cut in two at the new depth (unless one half is a
+        // lone entry); its group is written back as one, at its own depth, with nothing of
+        // it left out.
+        let (subtrees_put, groups_put) = store.puts();
+        assert!((1..=2).contains(&(subtrees_put - puts.0)));
+        assert_eq!(groups_put, puts.1 + 1);
+        assert_eq!(
+            (tree.stored_subtrees(), tree.stored_groups()),
+            (subtrees, groups)
+        );
+        assert_eq!(
+            (tree.stored_subtrees(), tree.stored_groups()),
+            stored_subtrees(&tree.root)
+        );
+        assert_eq!(
+            tree.stored_bytes(),
+            current_bytes(&tree.root, tree.backing.as_ref())
+        );
+        assert_eq!(tree.payload(&h(7)), Some(70));
     }
 
     #[test]

@@ -68,6 +68,19 @@ pub(super) struct Part {
     bytes: u64,
 }
 
+impl Part {
+    /// The node that stands for this subtree.
+    fn stored<P>(&self, backing: &Arc<Backing<P>>) -> Node<P> {
+        Node::Stored(Arc::new(Stored {
+            hash: self.hash,
+            len: self.len,
+            location: self.location,
+            bytes: self.bytes,
+            backing: Arc::clone(backing),
+        }))
+    }
+}
+
 /// What a group of the stored subtrees below a node would be.
 struct Record {
     bytes: Vec<u8>,
@@ -187,13 +200,7 @@ fn decode(bytes: &[u8], depth: usize) -> Option<Vec<Part>> {
 fn build<P: Clone>(below: usize, parts: &[Part], backing: &Arc<Backing<P>>) -> Option<Node<P>> {
     match parts {
         [] => Some(Node::Empty),
-        [part] if part.depth == below => Some(Node::Stored(Arc::new(Stored {
-            hash: part.hash,
-            len: part.len,
-            location: part.location,
-            bytes: part.bytes,
-            backing: Arc::clone(backing),
-        }))),
+        [part] if part.depth == below => Some(part.stored(backing)),
         _ if below >= 256 || parts.iter().any(|p| p.depth <= below) => None,
         _ => {
             let split = parts.partition_point(|p| !bit(&p.path, below));
@@ -213,15 +220,14 @@ fn build<P: Clone>(below: usize, parts: &[Part], backing: &Arc<Backing<P>>) -> O
 }
 
 impl<P: Clone> Group<P> {
-    /// The subtree it stands for (stored subtrees and the nodes above them), read back (or
-    /// built from the places kept) and checked.
-    pub(super) fn open(&self, depth: usize) -> Node<P> {
+    /// The places of its subtrees (the group's node at `depth`): kept, or read back,
+    /// rebuilt, checked, and kept.
+    fn parts(&self, depth: usize) -> Parts {
         let kept = self.backing.groups().get(self.location);
         if let Some((parts, _)) = kept {
-            // Kept once its record was checked against this group's hash.
-            if let Some(node) = build(0, &parts, &self.backing) {
-                return node;
-            }
+            // Kept once its record was checked against this group's hash (a location holds
+            // one record).
+            return parts;
         }
         let bytes = self.backing.store.load_bytes(self.location);
         let parts = decode(&bytes, depth).filter(|parts| {
@@ -234,14 +240,33 @@ impl<P: Clone> Group<P> {
             (Some(parts), Some(node))
                 if matches!(node, Node::Internal(_)) && node.hash() == self.hash =>
             {
-                let weight = parts.len();
+                let parts: Parts = parts.into();
                 self.backing
                     .groups()
-                    .insert(self.location, parts.into(), weight);
-                node
+                    .insert(self.location, Arc::clone(&parts), parts.len());
+                parts
             }
             _ => self.backing.store.fail(self.location),
         }
+    }
+
+    /// The subtree it stands for (stored subtrees and the nodes above them), checked.
+    pub(super) fn open(&self, depth: usize) -> Node<P> {
+        match build(0, &self.parts(depth), &self.backing) {
+            Some(node) => node,
+            None => self.backing.store.fail(self.location),
+        }
+    }
+
+    /// The stored subtree of the group (whose node is at `depth`) that `key` would be in,
+    /// and its depth; `None` if the key's path leaves the group's subtrees (it is not in the
+    /// tree). Found by the places alone: nothing is rebuilt or hashed.
+    pub(super) fn part_for(&self, depth: usize, key: &Digest) -> Option<(Node<P>, usize)> {
+        let parts = self.parts(depth);
+        let part = parts
+            .iter()
+            .find(|p| (0..p.depth).all(|i| bit(&p.path, i) == bit(key, depth + i)))?;
+        Some((part.stored(&self.backing), depth + part.depth))
     }
 }
 
