@@ -1512,6 +1512,8 @@ mod tests {
         group_loads: std::sync::atomic::AtomicUsize,
         refuse: std::sync::atomic::AtomicBool,
         corrupt: std::sync::atomic::AtomicBool,
+        /// A byte of groups' records to change as they are read back, counted from the end.
+        corrupt_group_at: std::sync::atomic::AtomicUsize,
     }
 
     impl SubtreeStore<u64> for MemStore {
@@ -1543,9 +1545,11 @@ mod tests {
             self.group_loads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut bytes = self.subtrees.lock().unwrap()[location as usize].1.clone();
-            if self.corrupt.load(std::sync::atomic::Ordering::Relaxed) {
-                // A part's hash (past the count and the first part's depth and path).
-                let at = bytes.len() - 25;
+            let from_end = self
+                .corrupt_group_at
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if from_end > 0 {
+                let at = bytes.len() - from_end;
                 bytes[at] ^= 1;
             }
             bytes
@@ -2105,15 +2109,25 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "does not match its hash")]
     fn a_group_that_comes_back_changed_is_caught() {
-        let (mut tree, store) = stored_tree(4_000, 4, 0);
-        assert!(tree.evict(Evictable::All, &EMPTY, usize::MAX).groups > 0);
-        store
-            .corrupt
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        for i in 0..4_000 {
-            tree.get(&h(i));
+        // The last part's size in the store, its location, its entry count and its hash:
+        // what the group's hash covers, and what it does not.
+        for from_end in [1, 9, 17, 21, 25] {
+            let (mut tree, store) = stored_tree(4_000, 4, 0);
+            assert!(tree.evict(Evictable::All, &EMPTY, usize::MAX).groups > 0);
+            store
+                .corrupt_group_at
+                .store(from_end, std::sync::atomic::Ordering::Relaxed);
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                tree.get(&h(0));
+            }));
+            let message = read.expect_err("a changed record is refused");
+            assert!(
+                message
+                    .downcast_ref::<String>()
+                    .is_some_and(|m| m.contains("does not match its hash")),
+                "{from_end}"
+            );
         }
     }
 

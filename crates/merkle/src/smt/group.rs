@@ -42,7 +42,19 @@ pub(super) struct Group<P> {
     pub(super) location: u64,
     /// The bytes its record takes in the store.
     pub(super) bytes: u64,
+    /// What its record hashes to with [`checksum`]: the places and sizes of its subtrees,
+    /// which its hash does not cover, are checked too when it is read back.
+    check: u64,
     pub(super) backing: Arc<Backing<P>>,
+}
+
+/// A checksum of a record, for damage (the store is this process's own file): SipHash with
+/// the same keys for the life of the process.
+fn checksum(record: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(record);
+    hasher.finish()
 }
 
 impl<P> std::fmt::Debug for Group<P> {
@@ -230,6 +242,9 @@ impl<P: Clone> Group<P> {
             return parts;
         }
         let bytes = self.backing.store.load_bytes(self.location);
+        if checksum(&bytes) != self.check {
+            self.backing.store.fail(self.location);
+        }
         let parts = decode(&bytes, depth).filter(|parts| {
             parts.len() == self.parts && parts.iter().map(|p| p.len).sum::<usize>() == self.len
         });
@@ -296,6 +311,7 @@ pub(super) fn make<P: Clone>(
         parts: record.parts.len(),
         location: placed.location,
         bytes: placed.bytes,
+        check: checksum(&record.bytes),
         backing: Arc::clone(backing),
     };
     let weight = record.parts.len();
