@@ -475,13 +475,15 @@ fn update<P: Clone>(
             }
             tally.left_group(&group, back.map(|b| b.backing));
             // Its subtrees the updates changed were written back: it is written back too, if
-            // it is still made of stored subtrees only.
-            let node = match (back, &node) {
-                (Some(back), Node::Internal(internal)) => {
-                    let hash = internal.hash;
-                    group::make(node, hash, back.backing, tally)
+            // it is still made of stored subtrees only; as groups where groups are made now,
+            // if the tree grew since it was made (else its subtrees, cut in two each time
+            // the tree doubles, would soon be too many for one group).
+            let node = match back {
+                Some(back) => {
+                    let at = back.group_depth.filter(|at| *at > depth).unwrap_or(depth);
+                    regroup(node, depth, at, back.backing, tally)
                 }
-                _ => node,
+                None => node,
             };
             (node, gained)
         }
@@ -535,6 +537,33 @@ fn update<P: Clone>(
             (node, gained_left + gained_right)
         }
     }
+}
+
+/// `node` (at `depth`) with its nodes at depth `at` (`depth` or below), or above it where a
+/// stored subtree sits higher, made groups where they can be (see [`group::make`]); `tally`
+/// counts what moved.
+fn regroup<P: Clone>(
+    node: Node<P>,
+    depth: usize,
+    at: usize,
+    backing: &Arc<Backing<P>>,
+    tally: &mut Tally,
+) -> Node<P> {
+    let Node::Internal(internal) = node else {
+        return node;
+    };
+    if depth >= at
+        || matches!(internal.left, Node::Stored(_))
+        || matches!(internal.right, Node::Stored(_))
+    {
+        let hash = internal.hash;
+        return group::make(Node::Internal(internal), hash, backing, tally);
+    }
+    let Internal { left, right, hash } = Arc::unwrap_or_clone(internal);
+    let left = regroup(left, depth + 1, at, backing, tally);
+    let right = regroup(right, depth + 1, at, backing, tally);
+    // Groups keep their hashes, so this node's stays.
+    Node::Internal(Arc::new(Internal { left, right, hash }))
 }
 
 /// Puts the subtrees of `node` (at `depth`) at the store's depth into the store, and
@@ -2059,7 +2088,7 @@ mod tests {
     }
 
     #[test]
-    fn a_group_made_before_the_tree_grew_is_written_back_whole() {
+    fn a_group_made_before_the_tree_grew_is_written_back_where_groups_are_made_now() {
         let (mut tree, store) = stored_tree(4_000, 4, 0);
         tree.evict(Evictable::All, &EMPTY, usize::MAX);
         let (subtrees, groups) = (tree.stored_subtrees(), tree.stored_groups());
@@ -2068,15 +2097,28 @@ mod tests {
         let puts = store.puts();
         tree.apply_with(vec![(h(7), Some((h(70), 70)))]);
         // The subtree written back is cut in two at the new depth (unless one half is a
-        // lone entry); its group is written back as one, at its own depth, with nothing of
+        // lone entry); its group is written back as two, one level deeper, with nothing of
         // it left out.
         let (subtrees_put, groups_put) = store.puts();
         assert!((1..=2).contains(&(subtrees_put - puts.0)));
-        assert_eq!(groups_put, puts.1 + 1);
+        assert_eq!(groups_put, puts.1 + 2);
         assert_eq!(
             (tree.stored_subtrees(), tree.stored_groups()),
-            (subtrees, groups)
+            (subtrees, groups + 1)
         );
+        // Three doublings more: a group of the first depth that an update reaches is written
+        // back as groups as deep as its subtrees allow (those untouched are still where the
+        // first depth put them), none of its subtrees left out.
+        tree.expect_len(64_000);
+        let far = (0..4_000).find(|i| h(*i)[0] >> 4 != h(7)[0] >> 4).unwrap();
+        tree.apply_with(vec![(h(far), Some((h(1), 1)))]);
+        assert_eq!(tree.stored_subtrees(), subtrees);
+        assert!(tree.stored_groups() >= groups + 3);
+        assert_eq!(
+            (tree.stored_subtrees(), tree.stored_groups()),
+            stored_subtrees(&tree.root)
+        );
+        assert_eq!(tree.payload(&h(far)), Some(1));
         assert_eq!(
             (tree.stored_subtrees(), tree.stored_groups()),
             stored_subtrees(&tree.root)

@@ -275,7 +275,7 @@ impl<P: Clone> Group<P> {
 
     /// The stored subtree of the group (whose node is at `depth`) that `key` would be in,
     /// and its depth; `None` if the key's path leaves the group's subtrees (it is not in the
-    /// tree). Found by the places alone: nothing is rebuilt or hashed.
+    /// tree). Found by the places alone: where they are kept, nothing is rebuilt or hashed.
     pub(super) fn part_for(&self, depth: usize, key: &Digest) -> Option<(Node<P>, usize)> {
         let parts = self.parts(depth);
         let part = parts
