@@ -91,8 +91,9 @@ pub type TreeStore = dyn SubtreeStore<Arc<[u8]>>;
 /// About how many entries a subtree the state tree moves out of memory holds (between this
 /// and twice this on average; never more than sixteen times this, however keys crowd).
 /// Fewer make more of them to keep track of in memory (a stored subtree and the node above
-/// it are about 160 bytes); more make every read of one entry, and every write back after
-/// one changed, larger (the README has what `bench apply` measured with 16 and with 4).
+/// it are about 160 bytes, about 12 in a group of eight); more make every read of one
+/// entry, and every write back after one changed, larger (the README has what `bench
+/// apply` measured with 16 and with 4).
 pub const STORED_SUBTREE_ENTRIES: usize = 4;
 
 /// The state tree as it was after one height: enough to prove any entry as of then.

@@ -540,8 +540,9 @@ fn update<P: Clone>(
 }
 
 /// `node` (at `depth`) with its nodes at depth `at` (`depth` or below), or above it where a
-/// stored subtree sits higher, made groups where they can be (see [`group::make`]); `tally`
-/// counts what moved.
+/// stored subtree sits higher, made groups where they can be (see [`group::make`]), and
+/// where one cannot (an entry in memory below it, or a lone stored subtree), the nodes
+/// below it; `tally` counts what moved.
 fn regroup<P: Clone>(
     node: Node<P>,
     depth: usize,
@@ -552,13 +553,18 @@ fn regroup<P: Clone>(
     let Node::Internal(internal) = node else {
         return node;
     };
-    if depth >= at
+    let internal = if depth >= at
         || matches!(internal.left, Node::Stored(_))
         || matches!(internal.right, Node::Stored(_))
     {
         let hash = internal.hash;
-        return group::make(Node::Internal(internal), hash, backing, tally);
-    }
+        match group::make(Node::Internal(internal), hash, backing, tally) {
+            Node::Internal(internal) => internal,
+            grouped => return grouped,
+        }
+    } else {
+        internal
+    };
     let Internal { left, right, hash } = Arc::unwrap_or_clone(internal);
     let left = regroup(left, depth + 1, at, backing, tally);
     let right = regroup(right, depth + 1, at, backing, tally);
@@ -2128,6 +2134,37 @@ mod tests {
             current_bytes(&tree.root, tree.backing.as_ref())
         );
         assert_eq!(tree.payload(&h(7)), Some(70));
+    }
+
+    #[test]
+    fn where_a_group_cannot_be_written_back_whole_its_parts_are_grouped() {
+        let (mut tree, _store) = stored_tree(4_000, 4, 0);
+        tree.evict(Evictable::All, &EMPTY, usize::MAX);
+        assert_eq!(tree.stored_subtrees(), 0);
+        let groups = tree.stored_groups();
+        // Every entry of one stored subtree (nine levels down) but one is removed: the one
+        // left stays in memory, so its group cannot be written back whole.
+        let place = |k: &Digest| (u16::from(k[0]) << 1) | u16::from(k[1] >> 7);
+        let mates: Vec<u64> = (0..4_000)
+            .filter(|i| place(&h(*i)) == place(&h(7)))
+            .collect();
+        assert!(mates.len() >= 2, "{mates:?}");
+        tree.apply_with(mates.iter().skip(1).map(|i| (h(*i), None)).collect());
+        assert_eq!(tree.resident(), 1);
+        // The subtrees beside it are grouped below it, all but at most the one that shares
+        // a node with the entry alone.
+        assert!(tree.stored_subtrees() <= 1, "{}", tree.stored_subtrees());
+        assert!(tree.stored_groups() > groups);
+        assert_eq!(
+            (tree.stored_subtrees(), tree.stored_groups()),
+            stored_subtrees(&tree.root)
+        );
+        assert_eq!(
+            tree.stored_bytes(),
+            current_bytes(&tree.root, tree.backing.as_ref())
+        );
+        assert_eq!(tree.payload(&h(mates[0])), Some(mates[0]));
+        assert_eq!(tree.payload(&h(mates[1])), None);
     }
 
     #[test]
