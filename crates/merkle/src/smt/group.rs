@@ -10,7 +10,8 @@
 //! the path there (that many bits, most significant first, in whole bytes, the rest
 //! zeros), its hash (32 bytes), entry count (`u32`), location (`u64`) and bytes in the
 //! store (`u64`), all big-endian, in key order. It is read back bounded by its length and
-//! checked against the hash kept in memory, as a stored subtree's entries are.
+//! checked against a checksum of the record and the hash kept in memory, as a stored
+//! subtree's entries are checked against its hash.
 
 use super::{Backing, Node, Stored, Tally, bit};
 use crate::Digest;
