@@ -526,11 +526,10 @@ fn update<P: Clone>(
             let node = match (back, Node::join(left, right)) {
                 // Where groups are made, stored subtrees an update wrote back and their
                 // neighbours are grouped at once.
-                (Some(back), Node::Internal(internal))
+                (Some(back), node)
                     if Some(depth) == back.group_depth && tally.parts_placed > placed =>
                 {
-                    let hash = internal.hash;
-                    group::make(Node::Internal(internal), hash, back.backing, tally)
+                    group::make(node, back.backing, tally)
                 }
                 (_, node) => node,
             };
@@ -557,8 +556,7 @@ fn regroup<P: Clone>(
         || matches!(internal.left, Node::Stored(_))
         || matches!(internal.right, Node::Stored(_))
     {
-        let hash = internal.hash;
-        match group::make(Node::Internal(internal), hash, backing, tally) {
+        match group::make(Node::Internal(internal), backing, tally) {
             Node::Internal(internal) => internal,
             grouped => return grouped,
         }
@@ -597,7 +595,7 @@ fn write_back<P: Clone>(
             // Stored subtrees keep their hashes, so this node's stays.
             let node = Node::Internal(Arc::new(Internal { left, right, hash }));
             if Some(depth) == back.group_depth {
-                return group::make(node, hash, back.backing, tally);
+                return group::make(node, back.backing, tally);
             }
             return node;
         }
@@ -895,7 +893,7 @@ impl<P: Clone> Evictor<'_, P> {
         // Grouped where the walk stored or moved subtrees below.
         if Some(depth) == self.group_depth && self.tally.parts_placed > placed {
             let groups = self.tally.groups_placed;
-            let walked = group::make(walked, internal.hash, self.backing, &mut self.tally);
+            let walked = group::make(walked, self.backing, &mut self.tally);
             self.done.groups += self.tally.groups_placed - groups;
             return walked;
         }
@@ -1626,6 +1624,19 @@ mod tests {
         }
     }
 
+    /// Asserts that `tree` counts its stored subtrees, groups and stored bytes as walking it
+    /// does.
+    fn assert_counted<P: Clone>(tree: &SparseMerkleTree<P>) {
+        assert_eq!(
+            (tree.stored_subtrees(), tree.stored_groups()),
+            stored_subtrees(&tree.root)
+        );
+        assert_eq!(
+            tree.stored_bytes(),
+            current_bytes(&tree.root, tree.backing.as_ref())
+        );
+    }
+
     /// Bytes of the groups below `node` that `current` holds (their records only).
     fn group_bytes<P>(node: &Node<P>, current: Option<&Arc<Backing<P>>>) -> u64 {
         match node {
@@ -1737,10 +1748,7 @@ mod tests {
             tree.stored_bytes() - group_bytes(&tree.root, tree.backing.as_ref()),
             72 * 500
         );
-        assert_eq!(
-            tree.stored_bytes(),
-            current_bytes(&tree.root, tree.backing.as_ref())
-        );
+        assert_counted(&tree);
         assert_eq!((tree.resident(), in_memory(&tree.root)), (0, 0));
         assert_eq!(tree.root(), whole.root());
         for i in 0..520 {
@@ -2024,16 +2032,9 @@ mod tests {
         let done = tree.evict(Evictable::All, &EMPTY, usize::MAX);
         assert!(done.groups > 40, "{done:?}");
         assert_eq!(tree.stored_groups(), done.groups);
-        assert_eq!(
-            (tree.stored_subtrees(), tree.stored_groups()),
-            stored_subtrees(&tree.root)
-        );
+        assert_counted(&tree);
         // Nearly every subtree is in a group: one node in memory for about eight.
         assert!(tree.stored_subtrees() < done.subtrees / 10, "{done:?}");
-        assert_eq!(
-            tree.stored_bytes(),
-            current_bytes(&tree.root, tree.backing.as_ref())
-        );
         let (root, subtrees) = (tree.root(), done.subtrees);
         let group_loads = store.group_loads();
         for i in (0..4_000).step_by(37) {
@@ -2054,15 +2055,8 @@ mod tests {
         assert_eq!(store.loads() - loads, 2);
         assert_eq!(store.puts(), (subtrees_put + 2, groups_put + 2));
         assert_eq!(tree.stored_groups(), groups);
-        assert_eq!(
-            (tree.stored_subtrees(), tree.stored_groups()),
-            stored_subtrees(&tree.root)
-        );
+        assert_counted(&tree);
         assert_eq!((tree.resident(), in_memory(&tree.root)), (0, 0));
-        assert_eq!(
-            tree.stored_bytes(),
-            current_bytes(&tree.root, tree.backing.as_ref())
-        );
         // A value written again as it was, and a key removed that is not there, change
         // nothing and write nothing.
         tree.apply_with(vec![(h(7), Some((h(70), 70))), (h(9_001), None)]);
@@ -2079,10 +2073,7 @@ mod tests {
         assert_eq!((done.moved, tree.elsewhere()), (4_001, 0));
         assert_eq!(tree.stored_groups(), groups);
         assert!(tree.stored_subtrees() < subtrees / 10, "{done:?}");
-        assert_eq!(
-            tree.stored_bytes(),
-            current_bytes(&tree.root, tree.backing.as_ref())
-        );
+        assert_counted(&tree);
         assert_eq!(tree.root(), expected.root());
         assert_eq!(tree.payload(&h(3_999)), Some(3_999));
         // Nothing keeps a store alive but the versions that read from it: groups are kept
@@ -2112,6 +2103,8 @@ mod tests {
             (tree.stored_subtrees(), tree.stored_groups()),
             (subtrees, groups + 1)
         );
+        assert_counted(&tree);
+        assert_eq!(tree.payload(&h(7)), Some(70));
         // Three doublings more: a group of the first depth that an update reaches is written
         // back as groups as deep as its subtrees allow (those untouched are still where the
         // first depth put them), none of its subtrees left out.
@@ -2120,20 +2113,8 @@ mod tests {
         tree.apply_with(vec![(h(far), Some((h(1), 1)))]);
         assert_eq!(tree.stored_subtrees(), subtrees);
         assert!(tree.stored_groups() >= groups + 3);
-        assert_eq!(
-            (tree.stored_subtrees(), tree.stored_groups()),
-            stored_subtrees(&tree.root)
-        );
+        assert_counted(&tree);
         assert_eq!(tree.payload(&h(far)), Some(1));
-        assert_eq!(
-            (tree.stored_subtrees(), tree.stored_groups()),
-            stored_subtrees(&tree.root)
-        );
-        assert_eq!(
-            tree.stored_bytes(),
-            current_bytes(&tree.root, tree.backing.as_ref())
-        );
-        assert_eq!(tree.payload(&h(7)), Some(70));
     }
 
     #[test]
@@ -2155,14 +2136,7 @@ mod tests {
         // a node with the entry alone.
         assert!(tree.stored_subtrees() <= 1, "{}", tree.stored_subtrees());
         assert!(tree.stored_groups() > groups);
-        assert_eq!(
-            (tree.stored_subtrees(), tree.stored_groups()),
-            stored_subtrees(&tree.root)
-        );
-        assert_eq!(
-            tree.stored_bytes(),
-            current_bytes(&tree.root, tree.backing.as_ref())
-        );
+        assert_counted(&tree);
         assert_eq!(tree.payload(&h(mates[0])), Some(mates[0]));
         assert_eq!(tree.payload(&h(mates[1])), None);
     }

@@ -286,14 +286,13 @@ impl<P: Clone> Group<P> {
     }
 }
 
-/// `node` (whose hash is `hash`) as a group in `backing`'s store, if it is made of stored
+/// `node` as a group in `backing`'s store (with `node`'s hash), if it is made of stored
 /// subtrees of that store and the nodes above them only, two to [`MAX_GROUP_PARTS`]; else
 /// `node` as it is. `tally` counts what moved. A store that refuses the record leaves the
 /// subtrees as they are (they cost memory, not answers; a store that refuses anything
 /// refuses the next subtree put, which is reported).
 pub(super) fn make<P: Clone>(
     node: Node<P>,
-    hash: Digest,
     backing: &Arc<Backing<P>>,
     tally: &mut Tally,
 ) -> Node<P> {
@@ -307,7 +306,7 @@ pub(super) fn make<P: Clone>(
     tally.groups_placed += 1;
     tally.placed_bytes += placed.bytes;
     let group = Group {
-        hash,
+        hash: node.hash(),
         len: record.len,
         parts: record.parts.len(),
         location: placed.location,
