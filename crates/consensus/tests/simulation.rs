@@ -351,6 +351,46 @@ fn a_validator_relaying_another_chains_transaction_is_blocked() {
     a_relayer_of(31, tx.sign(&client(1)));
 }
 
+/// Batches relayed at once by honest validators and a forger are read and checked together
+/// by the validator receiving them: the forger is blocked, and what the others relayed is
+/// admitted and committed all the same.
+#[test]
+fn a_forgers_batch_checked_with_honest_ones_costs_them_nothing() {
+    runner(37).start(|context| async move {
+        let cluster = Cluster::new(&context, 4).await;
+        let mut gossip = Vec::new();
+        for i in 0..4 {
+            gossip.push(cluster.start_gossip(&context, i).await);
+        }
+        let (first, second) = (transfers(1, 0..3), transfers(2, 0..3));
+        let unsigned = transfers(3, 0..1).remove(0);
+        let forged = SignedTransaction::new(unsigned.tx().clone(), Signature([7; 64]));
+        gossip[1].0.publish(&first);
+        gossip[3].0.publish(&[transfers(0, 0..1).remove(0), forged]);
+        gossip[2].0.publish(&second);
+        let honest = [first, second].concat();
+        cluster
+            .wait_until(&context, |c| committed_on(c, 3, &honest))
+            .await;
+        let mut waited = 0;
+        while !cluster.blocked_by(0..3, 3).await {
+            waited += 1;
+            assert!(
+                waited < 600,
+                "the forger was not blocked by every validator"
+            );
+            context.sleep(Duration::from_millis(100)).await;
+        }
+        let blocked = cluster.oracle.blocked().await.unwrap();
+        assert!(
+            blocked
+                .iter()
+                .all(|(_, peer)| *peer == validator_key(3).public_key()),
+            "an honest relayer was blocked: {blocked:?}"
+        );
+    });
+}
+
 #[test]
 fn an_idle_network_rests_and_wakes_for_transactions() {
     runner(11).start(|context| async move {
