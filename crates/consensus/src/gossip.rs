@@ -11,9 +11,11 @@
 //!
 //! Relayed transactions are checked in batches as large as what waits allows: the messages
 //! already received when one is read are read with it, up to [`MAX_CHECKED_TOGETHER`]
-//! transactions, and their signatures checked as one batch. A forged signature among them
-//! costs the others nothing but the search for it (halving the batch), once: what its relayer
-//! sent is dropped, what the others sent is admitted, and the relayer is blocked.
+//! transactions, and their signatures checked as one batch. If a forged signature is among
+//! them, each message's transactions are checked again apart, and the search for the forged
+//! one stays within its message: the others pay one more batch check, once. Everything its
+//! relayer sent in that round is dropped, what the others sent is admitted, and the relayer
+//! is blocked; what it sent that still waits is dropped unread.
 
 use crate::chain::{Chain, Poisoned};
 use crate::executor::unix_seconds;
@@ -218,6 +220,7 @@ where
             chain,
             blocker,
             budget: std::collections::HashMap::new(),
+            blocked: std::collections::HashSet::new(),
         };
         let mut next = receiver.recv().await;
         while let Ok(first) = next {
@@ -226,9 +229,9 @@ where
             let (relayed, closed) = gather(
                 first,
                 || receiver.recv().now_or_never(),
-                |peer, message| inbound.read(&context, peer, message),
+                |peer, message| inbound.handle(&context, peer, message),
             );
-            if !relayed.is_empty() && inbound.admit(relayed).is_err() {
+            if !relayed.is_empty() && inbound.admit_relayed(relayed).is_err() {
                 tracing::error!("gossip stopped: the ledger is poisoned");
                 return;
             }
@@ -243,31 +246,37 @@ where
 
 /// Most relayed transactions checked as one batch: ed25519 batch verification costs less per
 /// signature the larger the batch (on one core here about 96,000 a second in batches of 200,
-/// the size clients submit, and 117,000 in batches of 1,024).
+/// the size clients submit, and 117,000 in batches of 1,024). About 17 ms of one core here.
 pub const MAX_CHECKED_TOGETHER: usize = 2 * MAX_GOSSIP_BATCH;
 
+/// Most messages of any kind read in one round, so that messages without transactions do
+/// not hold the round's transactions back.
+pub const MAX_READ_TOGETHER: usize = 32;
+
 /// The transactions relayed in `first` and in the messages already waiting (`waiting` gives
-/// the next one if it is there, without waiting), each read by `read`, until
-/// [`MAX_CHECKED_TOGETHER`] are gathered or none waits; and the error that closed the
-/// channel, if it did.
+/// the next one if it is there, without waiting), each handled by `read`; and the error that
+/// closed the channel, if it did. Reading stops when none waits, after
+/// [`MAX_READ_TOGETHER`] messages, or when one more batch could take the transactions past
+/// [`MAX_CHECKED_TOGETHER`].
 fn gather<P: Clone, M, E>(
     first: (P, M),
     mut waiting: impl FnMut() -> Option<Result<(P, M), E>>,
     mut read: impl FnMut(P, &M) -> Option<Vec<SignedTransaction>>,
 ) -> (Vec<(P, Vec<SignedTransaction>)>, Option<E>) {
     let mut relayed = Vec::new();
-    let mut count = 0;
+    let (mut count, mut messages) = (0, 0);
     let mut next = Some(Ok(first));
     while let Some(message) = next {
         let (peer, message) = match message {
             Ok(m) => m,
             Err(e) => return (relayed, Some(e)),
         };
+        messages += 1;
         if let Some(txs) = read(peer.clone(), &message) {
             count += txs.len();
             relayed.push((peer, txs));
         }
-        next = if count < MAX_CHECKED_TOGETHER {
+        next = if messages < MAX_READ_TOGETHER && count + MAX_GOSSIP_BATCH <= MAX_CHECKED_TOGETHER {
             waiting()
         } else {
             None
@@ -282,17 +291,24 @@ struct Inbound<B> {
     blocker: B,
     /// Cosignatures read per peer in the current interval.
     budget: std::collections::HashMap<ed25519::PublicKey, (std::time::SystemTime, u32)>,
+    /// The peers this task blocked: what they sent before the network cut them off, still
+    /// waiting to be read, is dropped unread.
+    blocked: std::collections::HashSet<ed25519::PublicKey>,
 }
 
 impl<B: Blocker<PublicKey = ed25519::PublicKey>> Inbound<B> {
-    /// Handles `message` from `peer`, except the transactions it relays, which it returns to
-    /// be checked with others.
-    fn read(
+    /// Handles `message` from `peer` (blocking a peer that sent garbage or a false
+    /// cosignature), except the transactions it relays, which it returns to be checked with
+    /// others.
+    fn handle(
         &mut self,
         clock: &impl Clock,
         peer: ed25519::PublicKey,
         message: &impl AsRef<[u8]>,
     ) -> Option<Vec<SignedTransaction>> {
+        if self.blocked.contains(&peer) {
+            return None;
+        }
         let message = message.as_ref();
         if message.first() == Some(&TAG_COSIGNATURE) {
             let now = clock.current();
@@ -333,7 +349,7 @@ impl<B: Blocker<PublicKey = ed25519::PublicKey>> Inbound<B> {
                         e @ (CosignRejected::BadSignature(_) | CosignRejected::NotAValidator(_)),
                     ) => {
                         tracing::warn!(%peer, error = %e, "peer sent a false cosignature; blocking it");
-                        let _ = self.blocker.block(peer);
+                        self.block(peer);
                     }
                     Err(e) => tracing::warn!(%peer, error = %e, "cosignature refused"),
                 }
@@ -343,33 +359,33 @@ impl<B: Blocker<PublicKey = ed25519::PublicKey>> Inbound<B> {
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "peer sent garbage on the gossip channel; blocking it");
-                let _ = self.blocker.block(peer);
+                self.block(peer);
             }
         }
         None
     }
 
-    /// Checks the transactions `relayed` by peers as one batch, blocks the peers that
+    /// Checks the transactions `relayed` by peers ([`check_relayed`]), blocks the peers that
     /// relayed one no validator admits, and admits the rest.
-    fn admit(
+    fn admit_relayed(
         &mut self,
         relayed: Vec<(ed25519::PublicKey, Vec<SignedTransaction>)>,
     ) -> Result<(), Poisoned> {
         let checked = check_relayed(
             relayed,
             self.chain.chain_id(),
-            secnet_types::verify_signatures,
+            secnet_types::verify_signatures_in_parts,
         );
-        for (peer, why) in checked.forgers {
-            match why {
-                Forgery::OtherChain { chain } => {
+        for (peer, fault) in checked.faults {
+            match fault {
+                RelayFault::WrongChain { chain } => {
                     tracing::warn!(%peer, %chain, "peer relayed another chain's transaction; blocking it")
                 }
-                Forgery::Unsigned { sender } => {
+                RelayFault::BadSignature { sender } => {
                     tracing::warn!(%peer, %sender, "peer relayed a transaction its sender did not sign; blocking it")
                 }
             }
-            let _ = self.blocker.block(peer);
+            self.block(peer);
         }
         if checked.txs.is_empty() {
             return Ok(());
@@ -377,66 +393,80 @@ impl<B: Blocker<PublicKey = ed25519::PublicKey>> Inbound<B> {
         let valid = vec![true; checked.txs.len()];
         self.chain.submit_checked(checked.txs, &valid).map(|_| ())
     }
+
+    fn block(&mut self, peer: ed25519::PublicKey) {
+        let _ = self.blocker.block(peer.clone());
+        self.blocked.insert(peer);
+    }
 }
 
 /// Why a peer is blocked for what it relayed.
 #[derive(Debug, PartialEq, Eq)]
-enum Forgery {
+enum RelayFault {
     /// A transaction of another chain.
-    OtherChain { chain: String },
+    WrongChain { chain: String },
     /// A transaction whose signature does not verify.
-    Unsigned { sender: AccountId },
+    BadSignature { sender: AccountId },
 }
 
 /// Relayed transactions, checked.
 #[derive(Debug)]
 struct Checked<P> {
-    /// Those to admit: every transaction of every batch whose peer relayed nothing forged.
+    /// Those to admit: every transaction relayed by a peer that relayed nothing faulty.
     txs: Vec<SignedTransaction>,
     /// The peers that relayed a transaction no validator admits, once each, with the first
     /// such transaction's fault.
-    forgers: Vec<(P, Forgery)>,
+    faults: Vec<(P, RelayFault)>,
 }
 
 /// Checks the batches peers relayed. A validator relays only transactions it admitted, and
 /// whether a transaction names this chain, or its signature verifies, depends on no one's
-/// state: a peer that relayed one that fails either did not relay honestly. All it relayed
-/// here is dropped, whatever else admission would have said of it (a used nonce, a full
-/// pool). The signatures of all batches are checked in one call to `verify` (which finds
-/// the forged ones among many by halving, see `secnet_types::verify_signatures`).
+/// state: a peer that relayed one that fails either did not relay honestly. Everything it
+/// relayed in these batches is dropped, also what it relayed honestly and whatever else
+/// admission would have said of it (a used nonce, a full pool); the signatures of a peer
+/// that relayed another chain's transaction are not checked. `verify` checks the others'
+/// signatures, given the batches' lengths (`secnet_types::verify_signatures_in_parts`
+/// checks them as one batch, and each batch apart if that fails, so that a forged signature
+/// costs the other batches one more check).
 fn check_relayed<P: PartialEq + Clone>(
     relayed: Vec<(P, Vec<SignedTransaction>)>,
     chain_id: &str,
-    verify: impl FnOnce(&[SignedTransaction]) -> Vec<bool>,
+    verify: impl FnOnce(&[SignedTransaction], &[usize]) -> Vec<bool>,
 ) -> Checked<P> {
-    fn blame<P: PartialEq>(forgers: &mut Vec<(P, Forgery)>, peer: P, why: Forgery) {
-        if !forgers.iter().any(|(p, _)| *p == peer) {
-            forgers.push((peer, why));
+    fn blame<P: PartialEq>(faults: &mut Vec<(P, RelayFault)>, peer: P, fault: RelayFault) {
+        if !faults.iter().any(|(p, _)| *p == peer) {
+            faults.push((peer, fault));
         }
     }
-    let mut forgers = Vec::new();
-    // Each kept batch's peer and length, its transactions in `all`, in order.
+    let mut faults = Vec::new();
+    for (peer, txs) in &relayed {
+        if let Some(t) = txs.iter().find(|t| t.tx().chain_id != chain_id) {
+            let chain = t.tx().chain_id.clone();
+            blame(&mut faults, peer.clone(), RelayFault::WrongChain { chain });
+        }
+    }
+    // The batches of peers not blamed: each one's peer and length, their transactions in
+    // `all`, in order.
     let mut kept: Vec<(P, usize)> = Vec::with_capacity(relayed.len());
     let mut all = Vec::with_capacity(relayed.iter().map(|(_, txs)| txs.len()).sum());
     for (peer, txs) in relayed {
-        match txs.iter().find(|t| t.tx().chain_id != chain_id) {
-            Some(t) => {
-                let chain = t.tx().chain_id.clone();
-                blame(&mut forgers, peer, Forgery::OtherChain { chain });
-            }
-            None => {
-                kept.push((peer, txs.len()));
-                all.extend(txs);
-            }
+        if !faults.iter().any(|(p, _)| *p == peer) {
+            kept.push((peer, txs.len()));
+            all.extend(txs);
         }
     }
-    let valid = verify(&all);
+    let lengths: Vec<usize> = kept.iter().map(|(_, len)| *len).collect();
+    let valid = verify(&all, &lengths);
     let mut at = 0;
     for (peer, len) in &kept {
         let unsigned = (at..at + len).find(|&i| !valid.get(i).copied().unwrap_or(false));
         if let Some(t) = unsigned.and_then(|i| all.get(i)) {
             let sender = t.tx().sender;
-            blame(&mut forgers, peer.clone(), Forgery::Unsigned { sender });
+            blame(
+                &mut faults,
+                peer.clone(),
+                RelayFault::BadSignature { sender },
+            );
         }
         at += len;
     }
@@ -444,13 +474,13 @@ fn check_relayed<P: PartialEq + Clone>(
     let mut all = all.into_iter();
     for (peer, len) in kept {
         let batch = all.by_ref().take(len);
-        if forgers.iter().any(|(p, _)| *p == peer) {
+        if faults.iter().any(|(p, _)| *p == peer) {
             batch.for_each(drop);
         } else {
             txs.extend(batch);
         }
     }
-    Checked { txs, forgers }
+    Checked { txs, faults }
 }
 
 #[cfg(test)]
@@ -508,37 +538,38 @@ mod tests {
     }
 
     #[test]
-    fn relayed_batches_are_checked_together_and_a_forgers_are_all_dropped() {
+    fn relayed_batches_are_checked_together_and_a_faulty_relayers_are_all_dropped() {
         let honest = vec![signed(1, 0, "c"), signed(1, 1, "c")];
         let later = vec![signed(2, 0, "c")];
         let relayed = vec![
             ("a", honest.clone()),
             ("b", vec![signed(3, 0, "c"), forged(3, 1)]),
-            ("c", vec![signed(4, 0, "other")]),
+            ("c", vec![signed(4, 0, "c")]),
             ("b", vec![signed(5, 0, "c")]),
-            ("c", vec![signed(6, 0, "c")]),
+            ("c", vec![signed(6, 0, "other")]),
             ("a", later.clone()),
         ];
         let mut calls = Vec::new();
-        let checked = check_relayed(relayed, "c", |txs| {
-            calls.push(txs.len());
-            secnet_types::verify_signatures(txs)
+        let checked = check_relayed(relayed, "c", |txs, parts| {
+            calls.push((txs.len(), parts.to_vec()));
+            secnet_types::verify_signatures_in_parts(txs, parts)
         });
-        // One check for every batch of this chain: 2 + 2 + 1 + 1 + 1.
-        assert_eq!(calls, vec![7]);
+        // One call for the batches of the peers that relayed only this chain's transactions,
+        // each batch a part; none of "c"'s, which relayed another chain's.
+        assert_eq!(calls, vec![(6, vec![2, 2, 1, 1])]);
         assert_eq!(checked.txs, [honest, later].concat());
         assert_eq!(
-            checked.forgers,
+            checked.faults,
             vec![
                 (
                     "c",
-                    Forgery::OtherChain {
+                    RelayFault::WrongChain {
                         chain: "other".into()
                     }
                 ),
                 (
                     "b",
-                    Forgery::Unsigned {
+                    RelayFault::BadSignature {
                         sender: forged(3, 1).tx().sender
                     }
                 ),
@@ -547,15 +578,15 @@ mod tests {
     }
 
     #[test]
-    fn a_checker_answering_short_counts_as_forged() {
+    fn a_checker_answering_short_counts_as_a_bad_signature() {
         let relayed = vec![
             ("a", vec![signed(1, 0, "c")]),
             ("b", vec![signed(2, 0, "c")]),
         ];
-        let checked = check_relayed(relayed, "c", |_| vec![true]);
+        let checked = check_relayed(relayed, "c", |_, _| vec![true]);
         assert_eq!(checked.txs, vec![signed(1, 0, "c")]);
-        assert_eq!(checked.forgers.len(), 1);
-        assert_eq!(checked.forgers.first().map(|(p, _)| *p), Some("b"));
+        assert_eq!(checked.faults.len(), 1);
+        assert_eq!(checked.faults.first().map(|(p, _)| *p), Some("b"));
     }
 
     #[test]
@@ -578,12 +609,26 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![("a", 3), ("c", 2)]
         );
-        // Past the bound, the rest waits for the next round.
+        // Past the bound, the rest waits for the next round: two full batches fill it...
         let big = MAX_GOSSIP_BATCH as u64;
         let mut queue: Queue = [Ok(("b", Some(big))), Ok(("c", Some(1)))].into();
         let (relayed, _) = gather(("a", Some(big)), || queue.pop_front(), |_, m| m.map(batch));
         assert_eq!(relayed.len(), 2);
         assert_eq!(queue.len(), 1);
+        // ... and so does one less than it holds, whatever the next message holds.
+        let mut queue: Queue = [Ok(("b", Some(1)))].into();
+        let almost = MAX_CHECKED_TOGETHER as u64 - 1;
+        let (relayed, _) = gather(
+            ("a", Some(almost)),
+            || queue.pop_front(),
+            |_, m| m.map(batch),
+        );
+        assert_eq!((relayed.len(), queue.len()), (1, 1));
+        // Messages without transactions count too.
+        let mut queue: Queue = std::iter::repeat_n(Ok(("b", None)), 40).collect();
+        let (relayed, _) = gather(("a", Some(1)), || queue.pop_front(), |_, m| m.map(batch));
+        assert_eq!(relayed.len(), 1);
+        assert_eq!(queue.len(), 40 - (MAX_READ_TOGETHER - 1));
         // A closed channel ends the gathering, with what was gathered before it.
         let mut queue: Queue = [Err(()), Ok(("c", Some(1)))].into();
         let (relayed, closed) = gather(("a", Some(1)), || queue.pop_front(), |_, m| m.map(batch));

@@ -351,11 +351,11 @@ fn a_validator_relaying_another_chains_transaction_is_blocked() {
     a_relayer_of(31, tx.sign(&client(1)));
 }
 
-/// Batches relayed at once by honest validators and a forger are read and checked together
-/// by the validator receiving them: the forger is blocked, and what the others relayed is
-/// admitted and committed all the same.
+/// Batches relayed at once by honest validators and a forger (read together where they wait
+/// together): the forger is blocked, and what the others relayed is admitted and committed
+/// all the same.
 #[test]
-fn a_forgers_batch_checked_with_honest_ones_costs_them_nothing() {
+fn a_forger_among_honest_relayers_is_blocked_and_what_they_relayed_is_committed() {
     runner(37).start(|context| async move {
         let cluster = Cluster::new(&context, 4).await;
         let mut gossip = Vec::new();

@@ -23,5 +23,5 @@ pub use receipt::{Event, Outcome, Receipt, Rejection};
 pub use tx::{
     AccessDecision, AccessEntry, Call, ChainId, DataKind, DecodeError, GrantId, RefusalReason,
     RegisterData, SignedTransaction, Transaction, TxHash, verify_signatures,
-    verify_signatures_except,
+    verify_signatures_except, verify_signatures_in_parts,
 };

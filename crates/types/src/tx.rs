@@ -434,42 +434,106 @@ type Parsed = (
 const CHECK_SINGLY_BELOW: usize = 4;
 
 fn batch_verify(txs: &[SignedTransaction]) -> Vec<bool> {
-    // A sender that is not a curve point, or a signature that does not parse, fails alone.
-    let parsed: Vec<Parsed> = txs
-        .iter()
-        .zip(sender_keys(txs))
-        .enumerate()
-        .filter_map(|(i, (t, key))| Some((i, key?, t.signature.to_commonware()?)))
-        .collect();
+    let parsed = parse(txs);
     let mut flags = vec![false; txs.len()];
-    let mut budget = 2 * parsed.len();
+    let mut budget = BUDGET_PER_SIGNATURE * parsed.len();
     verify_parsed(txs, &parsed, &mut flags, &mut budget);
     flags
 }
+
+/// Like [`verify_signatures`], for transactions that came in `parts` (their lengths, in
+/// order) from different sources, say relayed by different peers: all are checked as one
+/// batch, which costs less per signature than smaller ones; if that fails, each part is
+/// checked on its own, so that the search for the forged signatures stays within the parts
+/// that hold them and costs the other parts one more batch check. Transactions past the
+/// parts' lengths make one more part.
+pub fn verify_signatures_in_parts(txs: &[SignedTransaction], parts: &[usize]) -> Vec<bool> {
+    if parts.len() > 1 {
+        let parsed = parse(txs);
+        if parsed.len() == txs.len() && batch_passes(txs, &parsed) {
+            return vec![true; txs.len()];
+        }
+    }
+    let mut flags = Vec::with_capacity(txs.len());
+    let mut rest = txs;
+    for &len in parts {
+        let (part, after) = rest.split_at(len.min(rest.len()));
+        flags.extend(batch_verify(part));
+        rest = after;
+    }
+    if !rest.is_empty() {
+        flags.extend(batch_verify(rest));
+    }
+    flags
+}
+
+/// The transactions whose sender is a curve point and whose signature parses, parsed (the
+/// others fail alone).
+fn parse(txs: &[SignedTransaction]) -> Vec<Parsed> {
+    txs.iter()
+        .zip(sender_keys(txs))
+        .enumerate()
+        .filter_map(|(i, (t, key))| Some((i, key?, t.signature.to_commonware()?)))
+        .collect()
+}
+
+/// Signatures that batches may cover in all, per signature to check: one forged signature
+/// among n takes about 3n (the batches down to it, about 2n, and the halves beside them,
+/// about n), so it is found by halving wherever it is; with forgeries everywhere, what is
+/// left once the budget is spent is checked singly, so the worst case stays near the cost
+/// of single checks.
+const BUDGET_PER_SIGNATURE: usize = 3;
 
 /// Verifies `items` of `txs` as one batch, marking them in `flags`; a batch that fails is
 /// split in halves, each verified the same way, so that k forged signatures among n cost
 /// about 2k·log2(n/k) batches rather than n single checks (an attacker slipping one forgery
 /// into a block must not multiply everyone's verification cost). Batches may cover at most
-/// `budget` signatures in all (twice the block): with forgeries everywhere, the rest is
-/// checked singly, so the worst case stays near the cost of single checks.
+/// `budget` signatures in all ([`BUDGET_PER_SIGNATURE`] times the block's).
 fn verify_parsed(
     txs: &[SignedTransaction],
     items: &[Parsed],
     flags: &mut [bool],
     budget: &mut usize,
 ) {
-    use commonware_cryptography::{BatchEntry, BatchVerifier as _, ed25519};
     if items.len() < CHECK_SINGLY_BELOW || items.len() > *budget {
         for (i, _, _) in items {
             if let (Some(t), Some(f)) = (txs.get(*i), flags.get_mut(*i)) {
+                #[cfg(test)]
+                SINGLE_CHECKS.with(|c| c.set(c.get() + 1));
                 *f = t.verify_signature();
             }
         }
         return;
     }
     *budget -= items.len();
-    let batch_ok = ed25519::PublicKey::verify_batch(
+    if batch_passes(txs, items) {
+        for (i, _, _) in items {
+            if let Some(f) = flags.get_mut(*i) {
+                *f = true;
+            }
+        }
+        return;
+    }
+    let (left, right) = items.split_at(items.len() / 2);
+    verify_parsed(txs, left, flags, budget);
+    verify_parsed(txs, right, flags, budget);
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Signatures this thread checked one at a time.
+    static SINGLE_CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Signatures this thread's batch checks covered.
+    static BATCHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether `items` of `txs` verify as one batch; if they do, their senders' keys are
+/// remembered.
+fn batch_passes(txs: &[SignedTransaction], items: &[Parsed]) -> bool {
+    use commonware_cryptography::{BatchEntry, BatchVerifier as _, ed25519};
+    #[cfg(test)]
+    BATCHED.with(|c| c.set(c.get() + items.len()));
+    let ok = ed25519::PublicKey::verify_batch(
         &mut rand::rng(),
         items,
         |_, (i, public_key, signature)| BatchEntry {
@@ -482,22 +546,14 @@ fn verify_parsed(
         },
         &commonware_parallel::Sequential,
     );
-    if batch_ok {
-        for (i, _, _) in items {
-            if let Some(f) = flags.get_mut(*i) {
-                *f = true;
-            }
-        }
+    if ok {
         remember_keys(
             items
                 .iter()
                 .filter_map(|(i, key, _)| Some((txs.get(*i)?.tx.sender, key))),
         );
-        return;
     }
-    let (left, right) = items.split_at(items.len() / 2);
-    verify_parsed(txs, left, flags, budget);
-    verify_parsed(txs, right, flags, budget);
+    ok
 }
 
 #[cold]
@@ -934,6 +990,75 @@ mod tests {
     /// A signature that parses but is another transaction's.
     fn forged(tx: &SignedTransaction, other: &SignedTransaction) -> SignedTransaction {
         SignedTransaction::new(tx.tx().clone(), other.signature)
+    }
+
+    /// Signatures checked singly and covered by batches while `f` runs.
+    fn checks<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
+        SINGLE_CHECKS.with(|c| c.set(0));
+        BATCHED.with(|c| c.set(0));
+        let out = f();
+        (
+            out,
+            SINGLE_CHECKS.with(std::cell::Cell::get),
+            BATCHED.with(std::cell::Cell::get),
+        )
+    }
+
+    #[test]
+    fn one_forged_signature_is_found_by_halving_wherever_it_is() {
+        let txs = signed_batch(256);
+        for at in [0, 100, 255] {
+            let mut batch = txs.clone();
+            batch[at] = forged(&txs[at], &txs[(at + 1) % 256]);
+            let (flags, singles, batched) = checks(|| verify_signatures(&batch));
+            let failed: Vec<usize> = (0..256).filter(|i| !flags[*i]).collect();
+            assert_eq!(failed, vec![at]);
+            // The batches down to it and the halves beside them; the last few singly.
+            assert!(
+                singles < 2 * CHECK_SINGLY_BELOW,
+                "{singles} signatures checked singly for one forgery at {at}"
+            );
+            assert!(batched <= BUDGET_PER_SIGNATURE * 256, "{batched}");
+        }
+    }
+
+    #[test]
+    fn parts_are_checked_apart_once_their_batch_fails() {
+        let txs = signed_batch(300);
+        let (flags, singles, batched) = checks(|| verify_signatures_in_parts(&txs, &[100, 150]));
+        assert!(flags.iter().all(|f| *f) && flags.len() == 300);
+        assert_eq!((singles, batched), (0, 300), "one batch for all the parts");
+
+        // A forgery in the second part: the first and third are checked again once each,
+        // and the search for it stays within the second.
+        let mut batch = txs.clone();
+        batch[150] = forged(&txs[150], &txs[0]);
+        let (flags, singles, batched) = checks(|| verify_signatures_in_parts(&batch, &[100, 150]));
+        let failed: Vec<usize> = (0..300).filter(|i| !flags[*i]).collect();
+        assert_eq!(failed, vec![150]);
+        assert!(singles < 2 * CHECK_SINGLY_BELOW, "{singles}");
+        assert!(
+            batched <= 300 + 100 + BUDGET_PER_SIGNATURE * 150 + 50,
+            "{batched}"
+        );
+        // Many forgeries in one part cannot send the others' signatures to single checks.
+        let mut batch = txs.clone();
+        for i in (100..250).step_by(3) {
+            batch[i] = forged(&txs[i], &txs[0]);
+        }
+        let (flags, _, _) = checks(|| verify_signatures_in_parts(&batch, &[100, 150]));
+        assert_eq!(
+            flags,
+            batch
+                .iter()
+                .map(SignedTransaction::verify_signature)
+                .collect::<Vec<_>>()
+        );
+        let (_, singles, _) = checks(|| verify_signatures_in_parts(&batch, &[100, 150]));
+        assert!(
+            singles <= 150,
+            "{singles} checked singly: some outside the forger's part"
+        );
     }
 
     proptest! {
