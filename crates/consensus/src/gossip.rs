@@ -13,9 +13,10 @@
 //! already received when one is read are read with it, up to [`MAX_CHECKED_TOGETHER`]
 //! transactions, and their signatures checked as one batch. If a forged signature is among
 //! them, each message's transactions are checked again apart, and the search for the forged
-//! one stays within its message: the others pay one more batch check, once. Everything its
-//! relayer sent in that round is dropped, what the others sent is admitted, and the relayer
-//! is blocked; what it sent that still waits is dropped unread.
+//! one stays within its message: the others pay one more batch check, once (a message of
+//! fewer than four transactions is checked singly). Everything its relayer sent in that
+//! round is dropped, what the others sent is admitted, and the relayer is blocked; what it
+//! sent that still waits is dropped unread.
 
 use crate::chain::{Chain, Poisoned};
 use crate::executor::unix_seconds;
@@ -220,7 +221,7 @@ where
             chain,
             blocker,
             budget: std::collections::HashMap::new(),
-            blocked: std::collections::HashSet::new(),
+            blocked: std::collections::HashMap::new(),
         };
         let mut next = receiver.recv().await;
         while let Ok(first) = next {
@@ -231,7 +232,7 @@ where
                 || receiver.recv().now_or_never(),
                 |peer, message| inbound.handle(&context, peer, message),
             );
-            if !relayed.is_empty() && inbound.admit_relayed(relayed).is_err() {
+            if !relayed.is_empty() && inbound.admit_relayed(&context, relayed).is_err() {
                 tracing::error!("gossip stopped: the ledger is poisoned");
                 return;
             }
@@ -248,6 +249,11 @@ where
 /// signature the larger the batch (on one core here about 96,000 a second in batches of 200,
 /// the size clients submit, and 117,000 in batches of 1,024). About 17 ms of one core here.
 pub const MAX_CHECKED_TOGETHER: usize = 2 * MAX_GOSSIP_BATCH;
+
+/// How long after this task blocks a peer the messages from it that still arrive are
+/// dropped unread: those it sent before the network cut it off. The network's own block
+/// lasts longer.
+pub const DROP_AFTER_BLOCKING: Duration = Duration::from_secs(10);
 
 /// Most messages of any kind read in one round, so that messages without transactions do
 /// not hold the round's transactions back.
@@ -291,9 +297,9 @@ struct Inbound<B> {
     blocker: B,
     /// Cosignatures read per peer in the current interval.
     budget: std::collections::HashMap<ed25519::PublicKey, (std::time::SystemTime, u32)>,
-    /// The peers this task blocked: what they sent before the network cut them off, still
-    /// waiting to be read, is dropped unread.
-    blocked: std::collections::HashSet<ed25519::PublicKey>,
+    /// The peers this task blocked lately, and when: what they sent before the network cut
+    /// them off, still waiting to be read, is dropped unread ([`DROP_AFTER_BLOCKING`]).
+    blocked: std::collections::HashMap<ed25519::PublicKey, std::time::SystemTime>,
 }
 
 impl<B: Blocker<PublicKey = ed25519::PublicKey>> Inbound<B> {
@@ -306,8 +312,12 @@ impl<B: Blocker<PublicKey = ed25519::PublicKey>> Inbound<B> {
         peer: ed25519::PublicKey,
         message: &impl AsRef<[u8]>,
     ) -> Option<Vec<SignedTransaction>> {
-        if self.blocked.contains(&peer) {
-            return None;
+        if let Some(at) = self.blocked.get(&peer) {
+            let since = clock.current().duration_since(*at).unwrap_or_default();
+            if since < DROP_AFTER_BLOCKING {
+                return None;
+            }
+            self.blocked.remove(&peer);
         }
         let message = message.as_ref();
         if message.first() == Some(&TAG_COSIGNATURE) {
@@ -349,7 +359,7 @@ impl<B: Blocker<PublicKey = ed25519::PublicKey>> Inbound<B> {
                         e @ (CosignRejected::BadSignature(_) | CosignRejected::NotAValidator(_)),
                     ) => {
                         tracing::warn!(%peer, error = %e, "peer sent a false cosignature; blocking it");
-                        self.block(peer);
+                        self.block(clock, peer);
                     }
                     Err(e) => tracing::warn!(%peer, error = %e, "cosignature refused"),
                 }
@@ -359,7 +369,7 @@ impl<B: Blocker<PublicKey = ed25519::PublicKey>> Inbound<B> {
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "peer sent garbage on the gossip channel; blocking it");
-                self.block(peer);
+                self.block(clock, peer);
             }
         }
         None
@@ -369,6 +379,7 @@ impl<B: Blocker<PublicKey = ed25519::PublicKey>> Inbound<B> {
     /// relayed one no validator admits, and admits the rest.
     fn admit_relayed(
         &mut self,
+        clock: &impl Clock,
         relayed: Vec<(ed25519::PublicKey, Vec<SignedTransaction>)>,
     ) -> Result<(), Poisoned> {
         let checked = check_relayed(
@@ -385,7 +396,7 @@ impl<B: Blocker<PublicKey = ed25519::PublicKey>> Inbound<B> {
                     tracing::warn!(%peer, %sender, "peer relayed a transaction its sender did not sign; blocking it")
                 }
             }
-            self.block(peer);
+            self.block(clock, peer);
         }
         if checked.txs.is_empty() {
             return Ok(());
@@ -394,9 +405,9 @@ impl<B: Blocker<PublicKey = ed25519::PublicKey>> Inbound<B> {
         self.chain.submit_checked(checked.txs, &valid).map(|_| ())
     }
 
-    fn block(&mut self, peer: ed25519::PublicKey) {
+    fn block(&mut self, clock: &impl Clock, peer: ed25519::PublicKey) {
         let _ = self.blocker.block(peer.clone());
-        self.blocked.insert(peer);
+        self.blocked.insert(peer, clock.current());
     }
 }
 
@@ -615,15 +626,10 @@ mod tests {
         let (relayed, _) = gather(("a", Some(big)), || queue.pop_front(), |_, m| m.map(batch));
         assert_eq!(relayed.len(), 2);
         assert_eq!(queue.len(), 1);
-        // ... and so does one less than it holds, whatever the next message holds.
-        let mut queue: Queue = [Ok(("b", Some(1)))].into();
-        let almost = MAX_CHECKED_TOGETHER as u64 - 1;
-        let (relayed, _) = gather(
-            ("a", Some(almost)),
-            || queue.pop_front(),
-            |_, m| m.map(batch),
-        );
-        assert_eq!((relayed.len(), queue.len()), (1, 1));
+        // ... and a message is read only if a full one still fits after it.
+        let mut queue: Queue = [Ok(("b", Some(big))), Ok(("c", Some(big)))].into();
+        let (relayed, _) = gather(("a", Some(1)), || queue.pop_front(), |_, m| m.map(batch));
+        assert_eq!((relayed.len(), queue.len()), (2, 1));
         // Messages without transactions count too.
         let mut queue: Queue = std::iter::repeat_n(Ok(("b", None)), 40).collect();
         let (relayed, _) = gather(("a", Some(1)), || queue.pop_front(), |_, m| m.map(batch));

@@ -307,15 +307,7 @@ fn a_relayer_of(seed: u64, forged: SignedTransaction) {
         // Then the forged one, in a batch with a transaction that would be admitted.
         let companion = transfers(2, 0..1).remove(0);
         gossip[3].0.publish(&[companion.clone(), forged]);
-        let mut waited = 0;
-        while !cluster.blocked_by(0..3, 3).await {
-            waited += 1;
-            assert!(
-                waited < 600,
-                "the forger was not blocked by every validator"
-            );
-            context.sleep(Duration::from_millis(100)).await;
-        }
+        cluster.wait_blocked_by(&context, 0..3, 3).await;
         for i in 0..3 {
             let chain = &cluster.nodes[i].chain;
             let committed = chain
@@ -372,15 +364,7 @@ fn a_forger_among_honest_relayers_is_blocked_and_what_they_relayed_is_committed(
         cluster
             .wait_until(&context, |c| committed_on(c, 3, &honest))
             .await;
-        let mut waited = 0;
-        while !cluster.blocked_by(0..3, 3).await {
-            waited += 1;
-            assert!(
-                waited < 600,
-                "the forger was not blocked by every validator"
-            );
-            context.sleep(Duration::from_millis(100)).await;
-        }
+        cluster.wait_blocked_by(&context, 0..3, 3).await;
         let blocked = cluster.oracle.blocked().await.unwrap();
         assert!(
             blocked

@@ -339,9 +339,9 @@ impl SignedTransaction {
 
 /// Checks the signatures of `txs`, one flag per transaction.
 ///
-/// All signatures are first checked together as one batch; only if the batch fails is each
-/// checked alone. The ed25519 rules used (ZIP-215) make batch and single verification agree,
-/// so every node reaches the same flags.
+/// All signatures are first checked together as one batch; a batch that fails is halved
+/// (see [`halve`]). The ed25519 rules used (ZIP-215) make batch and single verification
+/// agree, so every node reaches the same flags.
 pub fn verify_signatures(txs: &[SignedTransaction]) -> Vec<bool> {
     verify_signatures_except(txs, |_| false)
 }
@@ -436,39 +436,45 @@ const CHECK_SINGLY_BELOW: usize = 4;
 fn batch_verify(txs: &[SignedTransaction]) -> Vec<bool> {
     let parsed = parse(txs);
     let mut flags = vec![false; txs.len()];
-    let mut budget = BUDGET_PER_SIGNATURE * parsed.len();
-    verify_parsed(txs, &parsed, &mut flags, &mut budget);
+    verify_parsed(txs, &parsed, &mut flags);
     flags
 }
 
 /// Like [`verify_signatures`], for transactions that came in `parts` (their lengths, in
 /// order) from different sources, say relayed by different peers: all are checked as one
 /// batch, which costs less per signature than smaller ones; if that fails, each part is
-/// checked on its own, so that the search for the forged signatures stays within the parts
-/// that hold them and costs the other parts one more batch check. Transactions past the
-/// parts' lengths make one more part.
+/// checked on its own, within its own budget, so that the search for the forged signatures
+/// stays within the parts that hold them: the others pay one more batch check (parts of
+/// fewer than [`CHECK_SINGLY_BELOW`] are checked singly). Transactions past the parts'
+/// lengths make one more part.
 pub fn verify_signatures_in_parts(txs: &[SignedTransaction], parts: &[usize]) -> Vec<bool> {
-    if parts.len() > 1 {
-        let parsed = parse(txs);
-        if parsed.len() == txs.len() && batch_passes(txs, &parsed) {
-            return vec![true; txs.len()];
-        }
+    let parsed = parse(txs);
+    let mut flags = vec![false; txs.len()];
+    if parts.len() > 1 && parsed.len() == txs.len() && batch_passes(txs, &parsed) {
+        flags.fill(true);
+        return flags;
     }
-    let mut flags = Vec::with_capacity(txs.len());
-    let mut rest = txs;
-    for &len in parts {
-        let (part, after) = rest.split_at(len.min(rest.len()));
-        flags.extend(batch_verify(part));
+    let mut ends: Vec<usize> = parts
+        .iter()
+        .scan(0usize, |end, len| {
+            *end = end.saturating_add(*len).min(txs.len());
+            Some(*end)
+        })
+        .collect();
+    if ends.last() != Some(&txs.len()) {
+        ends.push(txs.len());
+    }
+    let mut rest = parsed.as_slice();
+    for end in ends {
+        let (part, after) = rest.split_at(rest.partition_point(|(i, _, _)| *i < end));
+        verify_parsed(txs, part, &mut flags);
         rest = after;
-    }
-    if !rest.is_empty() {
-        flags.extend(batch_verify(rest));
     }
     flags
 }
 
-/// The transactions whose sender is a curve point and whose signature parses, parsed (the
-/// others fail alone).
+/// The transactions whose sender is a curve point and whose signature parses, parsed, in
+/// order (the others fail alone).
 fn parse(txs: &[SignedTransaction]) -> Vec<Parsed> {
     txs.iter()
         .zip(sender_keys(txs))
@@ -477,52 +483,74 @@ fn parse(txs: &[SignedTransaction]) -> Vec<Parsed> {
         .collect()
 }
 
-/// Signatures that batches may cover in all, per signature to check: one forged signature
-/// among n takes about 3n (the batches down to it, about 2n, and the halves beside them,
-/// about n), so it is found by halving wherever it is; with forgeries everywhere, what is
-/// left once the budget is spent is checked singly, so the worst case stays near the cost
-/// of single checks.
-const BUDGET_PER_SIGNATURE: usize = 3;
+/// Verifies `items` of `txs`, marking them in `flags`: as one batch, halved where it fails
+/// ([`halve`], within [`halving_budget`]).
+fn verify_parsed(txs: &[SignedTransaction], items: &[Parsed], flags: &mut [bool]) {
+    let mut budget = halving_budget(items.len());
+    halve(
+        items,
+        &mut budget,
+        &mut |batch| batch_passes(txs, batch),
+        &mut |(i, _, _)| {
+            #[cfg(test)]
+            SINGLE_CHECKS.with(|c| c.borrow_mut().push(*i));
+            txs.get(*i).is_some_and(SignedTransaction::verify_signature)
+        },
+        &mut |(i, _, _), ok| {
+            if let Some(f) = flags.get_mut(*i) {
+                *f = ok;
+            }
+        },
+    );
+}
 
-/// Verifies `items` of `txs` as one batch, marking them in `flags`; a batch that fails is
-/// split in halves, each verified the same way, so that k forged signatures among n cost
-/// about 2k·log2(n/k) batches rather than n single checks (an attacker slipping one forgery
-/// into a block must not multiply everyone's verification cost). Batches may cover at most
-/// `budget` signatures in all ([`BUDGET_PER_SIGNATURE`] times the block's).
-fn verify_parsed(
-    txs: &[SignedTransaction],
-    items: &[Parsed],
-    flags: &mut [bool],
+/// Signatures that batches may cover in all while halving `n`: what one forged signature
+/// among them takes wherever it is. That is the batches down to it, about 2n, the halves
+/// beside them, about n, and, where halves are odd, at most a little more per level. So one
+/// forgery costs about three batch checks of `n`, and no single check but the last few.
+fn halving_budget(n: usize) -> usize {
+    3 * n + 2 * (usize::BITS - n.leading_zeros()) as usize
+}
+
+/// Finds which `items` pass, marking each with `mark`: checks them as one batch (`batch`)
+/// and halves a batch that fails, each half checked the same way, so that k forged
+/// signatures among n cost about 2k·log2(n/k) batches rather than n single checks (an
+/// attacker slipping one forgery into a block must not multiply everyone's verification
+/// cost). Batches may cover at most `budget` items in all; batches under
+/// [`CHECK_SINGLY_BELOW`], and what is left once the budget is spent, are checked one at a
+/// time (`single`). With several forgeries placed to spend the budget, the worst case is the
+/// budget in batches plus every item singly, about 5.5 times a batch check of all (a single
+/// check costs about two and a half times a signature's share of a batch).
+fn halve<T>(
+    items: &[T],
     budget: &mut usize,
+    batch: &mut impl FnMut(&[T]) -> bool,
+    single: &mut impl FnMut(&T) -> bool,
+    mark: &mut impl FnMut(&T, bool),
 ) {
     if items.len() < CHECK_SINGLY_BELOW || items.len() > *budget {
-        for (i, _, _) in items {
-            if let (Some(t), Some(f)) = (txs.get(*i), flags.get_mut(*i)) {
-                #[cfg(test)]
-                SINGLE_CHECKS.with(|c| c.set(c.get() + 1));
-                *f = t.verify_signature();
-            }
+        for item in items {
+            let ok = single(item);
+            mark(item, ok);
         }
         return;
     }
     *budget -= items.len();
-    if batch_passes(txs, items) {
-        for (i, _, _) in items {
-            if let Some(f) = flags.get_mut(*i) {
-                *f = true;
-            }
+    if batch(items) {
+        for item in items {
+            mark(item, true);
         }
         return;
     }
     let (left, right) = items.split_at(items.len() / 2);
-    verify_parsed(txs, left, flags, budget);
-    verify_parsed(txs, right, flags, budget);
+    halve(left, budget, batch, single, mark);
+    halve(right, budget, batch, single, mark);
 }
 
 #[cfg(test)]
 thread_local! {
-    /// Signatures this thread checked one at a time.
-    static SINGLE_CHECKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The transactions (by index) this thread checked one at a time.
+    static SINGLE_CHECKS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Signatures this thread's batch checks covered.
     static BATCHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
@@ -992,20 +1020,90 @@ mod tests {
         SignedTransaction::new(tx.tx().clone(), other.signature)
     }
 
-    /// Signatures checked singly and covered by batches while `f` runs.
-    fn checks<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
-        SINGLE_CHECKS.with(|c| c.set(0));
+    /// The transactions checked singly, and the signatures batches covered, while `f` runs.
+    fn checks<T>(f: impl FnOnce() -> T) -> (T, Vec<usize>, usize) {
+        SINGLE_CHECKS.with(|c| c.borrow_mut().clear());
         BATCHED.with(|c| c.set(0));
         let out = f();
         (
             out,
-            SINGLE_CHECKS.with(std::cell::Cell::get),
+            SINGLE_CHECKS.with(|c| c.take()),
             BATCHED.with(std::cell::Cell::get),
         )
     }
 
+    /// What halving `n` items with forgeries at `forged` (sorted) costs: items in batches,
+    /// items checked singly, and whether every verdict is right.
+    fn halving_cost(n: usize, forged: &[usize]) -> (usize, usize, bool) {
+        let items: Vec<usize> = (0..n).collect();
+        let (mut batched, mut singles, mut right) = (0, 0, true);
+        let clean = |batch: &[usize]| match (batch.first(), batch.last()) {
+            (Some(a), Some(b)) => {
+                let from = forged.partition_point(|f| f < a);
+                forged.get(from).is_none_or(|f| f > b)
+            }
+            _ => true,
+        };
+        halve(
+            &items,
+            &mut halving_budget(n),
+            &mut |batch| {
+                batched += batch.len();
+                clean(batch)
+            },
+            &mut |item| {
+                singles += 1;
+                !forged.contains(item)
+            },
+            &mut |item, ok| right &= ok != forged.contains(item),
+        );
+        (batched, singles, right)
+    }
+
     #[test]
-    fn one_forged_signature_is_found_by_halving_wherever_it_is() {
+    fn one_forgery_is_found_by_halving_wherever_it_is() {
+        // Every size up to a few gossip rounds, every position; and sizes of large blocks
+        // where odd halves add most, around their halves and quarters and spread over the
+        // rest.
+        let small = (1..=1_100).map(|n| (n, (0..n).collect::<Vec<_>>()));
+        let large = [2_048, 4_097, 7_170, 14_338, 16_386, 20_000].map(|n: usize| {
+            let near = [n / 4, n / 2, 3 * n / 4, n]
+                .into_iter()
+                .flat_map(|m| m.saturating_sub(70)..(m + 70).min(n));
+            (n, (0..n).step_by(97).chain(near).collect())
+        });
+        for (n, positions) in small.chain(large) {
+            for at in positions {
+                let (batched, singles, right) = halving_cost(n, &[at]);
+                assert!(right, "a wrong verdict, {n} items, forgery at {at}");
+                assert!(
+                    singles < 2 * CHECK_SINGLY_BELOW,
+                    "{singles} checked singly of {n}, forgery at {at}"
+                );
+                assert!(batched <= halving_budget(n));
+            }
+        }
+    }
+
+    #[test]
+    fn forgeries_anywhere_cost_at_most_the_budget_and_single_checks_of_all() {
+        for n in [64, 301, 2_048] {
+            for k in [2, 3, 8, n / 4, n] {
+                for stride in [1, 3, 7, n / k.max(1)] {
+                    let forged: Vec<usize> = (0..k).map(|j| j * stride.max(1) % n).collect();
+                    let mut forged = forged;
+                    forged.sort_unstable();
+                    forged.dedup();
+                    let (batched, singles, right) = halving_cost(n, &forged);
+                    assert!(right);
+                    assert!(batched <= halving_budget(n) && singles <= n);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_forged_signature_is_found_with_few_single_checks() {
         let txs = signed_batch(256);
         for at in [0, 100, 255] {
             let mut batch = txs.clone();
@@ -1013,12 +1111,11 @@ mod tests {
             let (flags, singles, batched) = checks(|| verify_signatures(&batch));
             let failed: Vec<usize> = (0..256).filter(|i| !flags[*i]).collect();
             assert_eq!(failed, vec![at]);
-            // The batches down to it and the halves beside them; the last few singly.
             assert!(
-                singles < 2 * CHECK_SINGLY_BELOW,
-                "{singles} signatures checked singly for one forgery at {at}"
+                singles.len() < 2 * CHECK_SINGLY_BELOW && singles.contains(&at),
+                "{singles:?} checked singly for one forgery at {at}"
             );
-            assert!(batched <= BUDGET_PER_SIGNATURE * 256, "{batched}");
+            assert!(batched <= halving_budget(256), "{batched}");
         }
     }
 
@@ -1027,7 +1124,11 @@ mod tests {
         let txs = signed_batch(300);
         let (flags, singles, batched) = checks(|| verify_signatures_in_parts(&txs, &[100, 150]));
         assert!(flags.iter().all(|f| *f) && flags.len() == 300);
-        assert_eq!((singles, batched), (0, 300), "one batch for all the parts");
+        assert_eq!(
+            (singles.len(), batched),
+            (0, 300),
+            "one batch for all the parts"
+        );
 
         // A forgery in the second part: the first and third are checked again once each,
         // and the search for it stays within the second.
@@ -1036,17 +1137,14 @@ mod tests {
         let (flags, singles, batched) = checks(|| verify_signatures_in_parts(&batch, &[100, 150]));
         let failed: Vec<usize> = (0..300).filter(|i| !flags[*i]).collect();
         assert_eq!(failed, vec![150]);
-        assert!(singles < 2 * CHECK_SINGLY_BELOW, "{singles}");
-        assert!(
-            batched <= 300 + 100 + BUDGET_PER_SIGNATURE * 150 + 50,
-            "{batched}"
-        );
-        // Many forgeries in one part cannot send the others' signatures to single checks.
+        assert!(singles.len() < 2 * CHECK_SINGLY_BELOW, "{singles:?}");
+        assert!(batched <= 300 + 100 + halving_budget(150) + 50, "{batched}");
+        // Many forgeries in one part send none of the others' signatures to single checks.
         let mut batch = txs.clone();
         for i in (100..250).step_by(3) {
             batch[i] = forged(&txs[i], &txs[0]);
         }
-        let (flags, _, _) = checks(|| verify_signatures_in_parts(&batch, &[100, 150]));
+        let (flags, singles, _) = checks(|| verify_signatures_in_parts(&batch, &[100, 150]));
         assert_eq!(
             flags,
             batch
@@ -1054,11 +1152,15 @@ mod tests {
                 .map(SignedTransaction::verify_signature)
                 .collect::<Vec<_>>()
         );
-        let (_, singles, _) = checks(|| verify_signatures_in_parts(&batch, &[100, 150]));
         assert!(
-            singles <= 150,
-            "{singles} checked singly: some outside the forger's part"
+            singles.iter().all(|i| (100..250).contains(i)),
+            "checked singly outside the forger's part: {singles:?}"
         );
+        // Lengths past the transactions, or none, still check every one.
+        let (flags, _, _) = checks(|| verify_signatures_in_parts(&batch, &[0, 400, 7]));
+        assert_eq!(flags.iter().filter(|f| !**f).count(), 50);
+        let (flags, _, _) = checks(|| verify_signatures_in_parts(&txs, &[]));
+        assert!(flags.iter().all(|f| *f) && flags.len() == 300);
     }
 
     proptest! {

@@ -314,6 +314,22 @@ impl Cluster {
             .all(|honest| blocked.iter().any(|(b, w)| *b == honest && *w == whom))
     }
 
+    /// Waits (a minute of simulated time at most) until validators `by` all blocked `whom`.
+    pub async fn wait_blocked_by(
+        &self,
+        context: &deterministic::Context,
+        by: std::ops::Range<u64>,
+        whom: u64,
+    ) {
+        for _ in 0..600 {
+            if self.blocked_by(by.clone(), whom).await {
+                return;
+            }
+            context.sleep(Duration::from_millis(100)).await;
+        }
+        panic!("validator {whom} was not blocked by every one of {by:?}");
+    }
+
     /// Hands `txs` to the first `n` validators' mempools, waits until they all committed
     /// them, and checks that they agree.
     pub async fn commit_among_first(
