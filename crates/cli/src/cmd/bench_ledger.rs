@@ -683,7 +683,11 @@ pub async fn measure(
 const LIMIT_BATCH: usize = 5_000;
 
 /// What the limit printed beside each run is.
-const LIMIT_NOTE: &str = "batch ed25519 verification on one core with the validators' own function (verify_signatures), in batches of 5,000 (larger than validators' own, which cost more per signature), measured before the network starts";
+fn limit_note() -> String {
+    format!(
+        "batch ed25519 verification on one core with the validators' own function (verify_signatures), in batches of {LIMIT_BATCH} (larger than validators' own, which cost more per signature), measured before the network starts"
+    )
+}
 
 /// Batch ed25519 verification on one core with the function validators call at admission
 /// and when checking proposals, in batches of [`LIMIT_BATCH`]: the ceiling one core puts on
@@ -1140,7 +1144,7 @@ pub fn run(
             "workload": MIX.iter().map(|(n, s)| (n.to_string(), *s as f64 / 20.0)).collect::<HashMap<_, _>>(),
             "run": run,
             "limit_sig_verify_per_s_one_core": sig_rate,
-            "limit_note": LIMIT_NOTE,
+            "limit_note": limit_note(),
         }));
     };
     let mut runs = Vec::new();
@@ -1167,7 +1171,7 @@ pub fn run(
         "txs_per_run": txs,
         "runs": runs,
         "limit_sig_verify_per_s_one_core": sig_rate,
-        "limit_note": LIMIT_NOTE,
+        "limit_note": limit_note(),
         "plot": plot_dir.map(|d| d.join("ledger-curve.png")),
     }))?;
     let split: Vec<String> = runs
