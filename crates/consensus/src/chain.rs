@@ -376,9 +376,8 @@ impl Chain {
     }
 }
 
-/// Most blocks pruned from the ledger in one write (each is read back for its transactions'
-/// index entries), so that pruning holds the ledger only briefly; after every
-/// `PRUNE_EVERY` heights, which outpaces the chain.
+/// Most blocks pruned from the ledger in one write, so that pruning holds the ledger only
+/// briefly; after every `PRUNE_EVERY` heights, which outpaces the chain.
 const PRUNE_BATCH: u64 = 128;
 
 impl From<NodeError> for ExecuteError {

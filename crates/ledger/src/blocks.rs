@@ -34,7 +34,7 @@ pub(crate) fn insert(
             bytes.len()
         )));
     }
-    remove(table, height)?;
+    remove_range(table, height..height.saturating_add(1))?;
     let mut chunks = bytes.chunks(CHUNK_BYTES);
     // An empty value is still a block that is there.
     let first = chunks.next().unwrap_or_default();
@@ -91,16 +91,15 @@ pub(crate) fn front(
     Ok(bytes)
 }
 
-/// Removes the block at `height`; returns its bytes, if it was stored.
-pub(crate) fn remove(
+/// Removes the blocks at `heights`.
+pub(crate) fn remove_range(
     table: &mut BlockTable<'_>,
-    height: u64,
-) -> Result<Option<Vec<u8>>, LedgerError> {
-    let bytes = get(table, height)?;
-    if bytes.is_some() {
-        table.retain_in((height, 0)..=(height, u32::MAX), |_, _| false)?;
+    heights: std::ops::Range<u64>,
+) -> Result<(), LedgerError> {
+    if let Some(last) = heights.end.checked_sub(1).filter(|l| *l >= heights.start) {
+        table.retain_in((heights.start, 0)..=(last, u32::MAX), |_, _| false)?;
     }
-    Ok(bytes)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -134,8 +133,13 @@ mod tests {
             }
             // Written again, shorter: no chunk of the longer one is left.
             insert(&mut table, 5, &block(4)).unwrap();
-            assert_eq!(remove(&mut table, 3).unwrap().unwrap(), block(3));
-            assert_eq!(remove(&mut table, 3).unwrap(), None);
+            remove_range(&mut table, 3..4).unwrap();
+            assert_eq!(get(&table, 3).unwrap(), None);
+            assert_eq!(get(&table, 2).unwrap().unwrap(), block(2));
+            assert_eq!(get(&table, 4).unwrap().unwrap(), block(4));
+            // An empty range removes nothing.
+            remove_range(&mut table, 4..4).unwrap();
+            assert_eq!(get(&table, 4).unwrap().unwrap(), block(4));
         }
         write.commit().unwrap();
         let read = db.begin_read().unwrap();

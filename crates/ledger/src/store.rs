@@ -1805,16 +1805,18 @@ impl Ledger {
         first_block_in(&self.db.begin_read()?)
     }
 
-    /// Drops stored blocks (and the index of their transactions) below `height`, at most
-    /// `max` of them in one write, never the last [`RECENT_STATES`] heights nor a block not
-    /// written yet: the state, the access log and the newer blocks stay. The write is not
-    /// waited for (the next block write makes it durable). Returns how many were dropped.
+    /// Drops stored blocks below `height`, at most `max` of them in one write, never the last
+    /// [`RECENT_STATES`] heights nor a block not written yet: the state, the access log and
+    /// the newer blocks stay. Their transactions' rows in the index are not looked for: a
+    /// location below the first stored block is not one ([`Self::tx_location`]), and such
+    /// rows leave as their runs are merged, so pruning costs the blocks' pages, not a
+    /// rewritten index chunk per transaction. The write is not waited for (the next block
+    /// write makes it durable). Returns how many were dropped.
     pub fn prune_blocks_below(&mut self, height: u64, max: u64) -> Result<u64, LedgerError> {
         if self.is_poisoned() {
             return Err(LedgerError::Poisoned);
         }
-        // No write runs meanwhile: one could otherwise store index rows of the pruned blocks
-        // taken from memory before they were dropped there.
+        // No write runs meanwhile, so that what is written stays as it was read here.
         let written = self.unwritten.hold_writes()?;
         let keep_from = self
             .state
@@ -1829,43 +1831,13 @@ impl Ledger {
             return Ok(0);
         }
         // Not waited for: the next block write makes it durable, and a crash before then
-        // only leaves the blocks to be pruned again (opening the ledger derives their
-        // transactions' rows again).
+        // only leaves the blocks to be pruned again.
         let mut write = self.db.begin_write()?;
         write
             .set_durability(Durability::None)
             .map_err(|e| LedgerError::Storage(e.to_string()))?;
         {
-            let mut table = write.open_table(BLOCK_CHUNKS)?;
-            let mut pruned: Vec<Vec<Vec<u8>>> = vec![Vec::new(); index::INDEX_SLICES];
-            for h in first..until {
-                let Some(bytes) = blocks::remove(&mut table, h)? else {
-                    continue;
-                };
-                let stored = StoredBlock::from_bytes(&bytes)
-                    .map_err(|e| LedgerError::Corrupt(format!("block {h}: {e}")))?;
-                for (tx, receipt) in stored.block.txs.iter().zip(&stored.receipts) {
-                    if consumed_nonce(receipt) {
-                        let hash = tx.hash().as_bytes().to_vec();
-                        if let Some(slice) = pruned.get_mut(index::tx_slice(&hash)) {
-                            slice.push(hash);
-                        }
-                    }
-                }
-            }
-            // Their transactions leave the index (a row that waited in memory is dropped
-            // below; one written later is not found, since a location below the first stored
-            // block is not one, and leaves as its run is merged).
-            let mut runs_table = write.open_table(RUNS)?;
-            let mut sets = write.open_table(RUN_SETS)?;
-            for (slice, mut hashes) in pruned.into_iter().enumerate() {
-                if hashes.is_empty() {
-                    continue;
-                }
-                hashes.sort_unstable();
-                let keys: Vec<&[u8]> = hashes.iter().map(Vec::as_slice).collect();
-                runs::remove(&mut runs_table, &mut sets, runs::Index::Txs, slice, &keys)?;
-            }
+            blocks::remove_range(&mut write.open_table(BLOCK_CHUNKS)?, first..until)?;
             write
                 .open_table(META)?
                 .insert(META_FIRST_BLOCK, until.to_be_bytes().as_slice())?;

@@ -139,6 +139,10 @@ pub enum BenchCmd {
         /// by default theirs): a soak that outgrows it shows the spill file at work.
         #[arg(long, value_name = "MIB")]
         state_memory_mib: Option<usize>,
+        /// Each validator keeps only its last N blocks (`secnet node --keep-blocks`; by
+        /// default every block): a soak of an hour or more then needs a fraction of the disk.
+        #[arg(long, value_name = "N")]
+        keep_blocks: Option<u64>,
         /// Keep the validators' directories after the run (their path is printed on stderr),
         /// for `secnet ledger usage --data-dir DIR/node0`.
         #[arg(long)]
@@ -259,6 +263,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             validators,
             accounts,
             state_memory_mib,
+            keep_blocks,
             keep,
             json: _,
         } => {
@@ -267,7 +272,10 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 accounts,
                 minutes,
                 rate,
-                state_memory_mib,
+                super::bench_ledger::SoakNodes {
+                    state_memory_mib,
+                    keep_blocks,
+                },
                 keep,
             );
         }

@@ -913,26 +913,46 @@ struct SoakMinute {
     machine_idle_pct: Option<f64>,
 }
 
+/// What `bench soak` asks of each validator beyond the defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SoakNodes {
+    /// `secnet node --state-memory-mib` (`None`: the node's default).
+    pub state_memory_mib: Option<usize>,
+    /// `secnet node --keep-blocks` (`None`: every block is kept).
+    pub keep_blocks: Option<u64>,
+}
+
+impl SoakNodes {
+    fn args(self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(mib) = self.state_memory_mib {
+            args.extend(["--state-memory-mib".to_string(), mib.to_string()]);
+        }
+        if let Some(n) = self.keep_blocks {
+            args.extend(["--keep-blocks".to_string(), n.to_string()]);
+        }
+        args
+    }
+}
+
 /// `secnet bench soak`: holds `rate` with the mixed workload for `minutes`, one measured
 /// minute after another (the next minute's transactions are signed on another thread while
 /// the current one runs), and reports memory and latency over time, stalls, and whether
-/// every validator ends on the same state root. The validators' state trees get
-/// `state_memory_mib` (`None`: their default); their directories stay if `keep`.
+/// every validator ends on the same state root. The validators run with `nodes`; their
+/// directories stay if `keep`.
 pub fn soak(
     validators: usize,
     accounts: usize,
     minutes: u64,
     rate: u64,
-    state_memory_mib: Option<usize>,
+    nodes: SoakNodes,
     keep: bool,
 ) -> anyhow::Result<()> {
     ensure!(
         minutes >= 1 && rate >= 1,
         "--minutes and --rate must be positive"
     );
-    let node_args = state_memory_mib
-        .map(|mib| vec!["--state-memory-mib".to_string(), mib.to_string()])
-        .unwrap_or_default();
+    let node_args = nodes.args();
     let net = Net::start(validators, accounts, &node_args)?;
     let per_minute = usize::try_from(rate * 60)?;
     let (mut mix, setup) = Mix::new(
@@ -1099,7 +1119,8 @@ pub fn soak(
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
         "validators": validators,
         "rate": rate,
-        "state_memory_mib": state_memory_mib,
+        "state_memory_mib": nodes.state_memory_mib,
+        "keep_blocks": nodes.keep_blocks,
         "minutes": rows,
         "rss_growth_mib_first_to_last_minute": growth,
         "stalled_minutes": stalls,
