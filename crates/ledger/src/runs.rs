@@ -163,6 +163,18 @@ struct Merge {
     sources: Vec<Run>,
 }
 
+impl Merge {
+    /// Whether this merge, done, of `sources` runs, left less than its sources' level holds
+    /// (one source: less than that source's level), so that `keep` dropped most rows.
+    fn shrank(&self, sources: usize) -> bool {
+        match sources {
+            0 => false,
+            1 => self.target.level() < self.level,
+            _ => self.target.level() <= self.level,
+        }
+    }
+}
+
 /// One slice's runs: those complete and those being merged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RunSet {
@@ -247,6 +259,26 @@ impl RunSet {
             self.runs.retain(|r| !runs.contains(r));
             self.begin_merge(level, runs);
         }
+    }
+
+    /// After a merge whose `keep` dropped most of its rows (a pruned block's transactions
+    /// leave the index that way), merges alone the largest complete run above `level`, the
+    /// level of what that merge left: its rows are likely older still, and runs larger than
+    /// merges now make would otherwise never be merged again (say, made before pruning
+    /// began, or while more blocks were kept). Where that run shrinks too, the next one
+    /// follows; where it does not, it cost one rewrite.
+    fn merge_alone_above(&mut self, level: u8) {
+        let Some(largest) = self
+            .runs
+            .iter()
+            .filter(|r| r.level() > level && !self.merges.iter().any(|m| m.level == r.level()))
+            .max_by_key(|r| r.rows)
+            .copied()
+        else {
+            return;
+        };
+        self.runs.retain(|r| *r != largest);
+        self.begin_merge(largest.level(), vec![largest]);
     }
 
     /// A merge of `sources` (taken out of the complete runs) into a new, empty run.
@@ -619,8 +651,15 @@ pub(crate) fn append<'k>(
     set.start_merges(index);
     let step = MIN_STEP.max(rows.len().saturating_mul(2));
     let mut merges = std::mem::take(&mut set.merges);
+    // The level of the smallest merge just done that `keep` emptied for the most part.
+    let mut shrank: Option<u8> = None;
     for merge in &mut merges {
+        let sources = merge.sources.len();
         advance(runs, index, slice, merge, step, keep)?;
+        if merge.sources.is_empty() && !index.newest_wins() && merge.shrank(sources) {
+            let level = merge.target.level();
+            shrank = Some(shrank.map_or(level, |l| l.min(level)));
+        }
     }
     for merge in merges {
         if merge.sources.is_empty() {
@@ -630,6 +669,9 @@ pub(crate) fn append<'k>(
         } else {
             set.merges.push(merge);
         }
+    }
+    if let Some(level) = shrank {
+        set.merge_alone_above(level);
     }
     set.start_merges(index);
     sets.insert(set_key(index, slice).as_slice(), set.to_bytes().as_slice())?;
@@ -1077,30 +1119,35 @@ mod tests {
 
     /// What pruning relies on: rows that `keep` no longer wants (here, those of batches
     /// older than a window, as a pruned block's transactions) leave as merges pass over
-    /// them, so a slice whose rows all expire holds a bounded multiple of its window, and
-    /// every row still kept is found. (It peaks at five windows here, whatever the number
-    /// of batches.)
+    /// them, so a slice whose rows all expire comes down to a bounded multiple of its window,
+    /// even where the window begins long after the first rows (pruning turned on late: the
+    /// runs made before are larger than any merge of the window makes), and every row still
+    /// kept is found.
     #[test]
     fn rows_no_longer_kept_leave_as_runs_merge_and_the_slice_stays_bounded() {
         const BATCH: u32 = 200;
         const WINDOW: u32 = 8;
         const BATCHES: u32 = 1_000;
+        // Every row is kept until then: runs of up to about 16,000 rows.
+        const WINDOW_FROM: u32 = 300;
         let db = db();
         let first_kept = std::cell::Cell::new(0u32);
-        let keep = |_: &[u8], value: &[u8]| {
-            value
-                .try_into()
-                .is_ok_and(|b: [u8; 4]| u32::from_be_bytes(b) >= first_kept.get())
-        };
-        let mut most = 0;
+        let batch_of = |value: &[u8]| value.try_into().map(u32::from_be_bytes).ok();
+        let keep = |_: &[u8], value: &[u8]| batch_of(value).is_some_and(|b| b >= first_kept.get());
+        let mut most_since = 0;
+        let mut set = RunSet::default();
         for batch in 0..BATCHES {
-            first_kept.set(batch.saturating_sub(WINDOW));
+            if batch >= WINDOW_FROM {
+                first_kept.set(batch - WINDOW);
+            }
             let mut rows: Vec<(Vec<u8>, Vec<u8>)> = (0..BATCH)
                 .map(|i| (key(batch * BATCH + i), batch.to_be_bytes().to_vec()))
                 .collect();
             rows.sort();
-            let set = append_committed(&db, Index::Txs, 5, &rows, &keep);
-            most = most.max(set.rows());
+            set = append_committed(&db, Index::Txs, 5, &rows, &keep);
+            if batch >= WINDOW_FROM + 100 {
+                most_since = most_since.max(set.rows());
+            }
             if batch % 50 == 49 {
                 let r = db.begin_read().unwrap();
                 let runs = r.open_table(RUNS).unwrap();
@@ -1112,10 +1159,30 @@ mod tests {
         }
         let window = u64::from(WINDOW * BATCH);
         assert!(
-            most <= 8 * window,
-            "{most} rows at most for a window of {window}, of {} written",
-            BATCHES * BATCH
+            most_since <= 6 * window,
+            "{most_since} rows at most for a window of {window} once it began, of {} written \
+             and {} before it began",
+            BATCHES * BATCH,
+            WINDOW_FROM * BATCH
         );
+        // What is left of the expired rows is what runs not merged since hold.
+        let r = db.begin_read().unwrap();
+        let all = range(
+            &r.open_table(RUNS).unwrap(),
+            &set,
+            Index::Txs,
+            5,
+            &[],
+            &[0xff; 5],
+            usize::MAX,
+        )
+        .unwrap();
+        let expired = all
+            .iter()
+            .filter(|(_, v)| batch_of(v).is_some_and(|b| b < first_kept.get()))
+            .count() as u64;
+        assert_eq!(all.len() as u64, set.rows());
+        assert!(expired <= 5 * window, "{expired} expired rows left");
     }
 
     #[test]

@@ -1816,7 +1816,8 @@ impl Ledger {
         if self.is_poisoned() {
             return Err(LedgerError::Poisoned);
         }
-        // No write runs meanwhile, so that what is written stays as it was read here.
+        // No write runs meanwhile: what is written bounds what may be pruned, and the first
+        // stored block, read here, is replaced below.
         let written = self.unwritten.hold_writes()?;
         let keep_from = self
             .state
@@ -1837,7 +1838,7 @@ impl Ledger {
             .set_durability(Durability::None)
             .map_err(|e| LedgerError::Storage(e.to_string()))?;
         {
-            blocks::remove_range(&mut write.open_table(BLOCK_CHUNKS)?, first..until)?;
+            blocks::remove_range(&mut write.open_table(BLOCK_CHUNKS)?, first..=until - 1)?;
             write
                 .open_table(META)?
                 .insert(META_FIRST_BLOCK, until.to_be_bytes().as_slice())?;

@@ -952,6 +952,10 @@ pub fn soak(
         minutes >= 1 && rate >= 1,
         "--minutes and --rate must be positive"
     );
+    ensure!(
+        nodes.keep_blocks.is_none_or(|n| n >= 64),
+        "--keep-blocks must be at least 64, as for `secnet node`"
+    );
     let node_args = nodes.args();
     let net = Net::start(validators, accounts, &node_args)?;
     let per_minute = usize::try_from(rate * 60)?;
