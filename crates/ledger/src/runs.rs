@@ -115,6 +115,13 @@ impl Index {
     fn newest_wins(self) -> bool {
         matches!(self, Index::State | Index::Listed)
     }
+
+    /// Whether `keep` drops rows by age, so that a run's rows expire together with the
+    /// runs around them: the transactions' index, whose rows leave with their pruned
+    /// blocks (see [`RunSet::merge_alone_above`]).
+    fn expires_by_age(self) -> bool {
+        matches!(self, Index::Txs)
+    }
 }
 
 /// A state row's value: the entry's bytes, or a removal.
@@ -164,8 +171,8 @@ struct Merge {
 }
 
 impl Merge {
-    /// Whether this merge, done, of `sources` runs, left less than its sources' level holds
-    /// (one source: less than that source's level), so that `keep` dropped most rows.
+    /// Whether this merge, done, of `sources` runs, fell below the level they make together
+    /// (one source: below its own level), which only rows `keep` dropped can do.
     fn shrank(&self, sources: usize) -> bool {
         match sources {
             0 => false,
@@ -261,13 +268,18 @@ impl RunSet {
         }
     }
 
-    /// After a merge whose `keep` dropped most of its rows (a pruned block's transactions
-    /// leave the index that way), merges alone the largest complete run above `level`, the
-    /// level of what that merge left: its rows are likely older still, and runs larger than
-    /// merges now make would otherwise never be merged again (say, made before pruning
-    /// began, or while more blocks were kept). Where that run shrinks too, the next one
-    /// follows; where it does not, it cost one rewrite.
-    fn merge_alone_above(&mut self, level: u8) {
+    /// After a merge of an index whose rows expire by age ([`Index::expires_by_age`]) fell
+    /// below the level its sources make ([`Merge::shrank`]: its `keep` dropped rows, most of
+    /// them unless the sources' rows were just at a level's edge), merges alone the largest
+    /// complete run above `level`, the level of what that merge left: its rows are older
+    /// still, and runs larger than merges now make would otherwise never be merged again
+    /// (made before pruning began, or while more blocks were kept). Where that run falls a
+    /// level too, the next one follows; where it does not, it cost one rewrite. Called after
+    /// [`Self::start_merges`], so that it takes no run a regular merge is due to take.
+    fn merge_alone_above(&mut self, index: Index, level: u8) {
+        if !index.expires_by_age() {
+            return;
+        }
         let Some(largest) = self
             .runs
             .iter()
@@ -656,7 +668,7 @@ pub(crate) fn append<'k>(
     for merge in &mut merges {
         let sources = merge.sources.len();
         advance(runs, index, slice, merge, step, keep)?;
-        if merge.sources.is_empty() && !index.newest_wins() && merge.shrank(sources) {
+        if merge.sources.is_empty() && index.expires_by_age() && merge.shrank(sources) {
             let level = merge.target.level();
             shrank = Some(shrank.map_or(level, |l| l.min(level)));
         }
@@ -670,10 +682,10 @@ pub(crate) fn append<'k>(
             set.merges.push(merge);
         }
     }
-    if let Some(level) = shrank {
-        set.merge_alone_above(level);
-    }
     set.start_merges(index);
+    if let Some(level) = shrank {
+        set.merge_alone_above(index, level);
+    }
     sets.insert(set_key(index, slice).as_slice(), set.to_bytes().as_slice())?;
     Ok(set)
 }
@@ -1128,7 +1140,7 @@ mod tests {
         const BATCH: u32 = 200;
         const WINDOW: u32 = 8;
         const BATCHES: u32 = 1_000;
-        // Every row is kept until then: runs of up to about 16,000 rows.
+        // Every row is kept until then: 60,000 rows, the largest run 51,200.
         const WINDOW_FROM: u32 = 300;
         let db = db();
         let first_kept = std::cell::Cell::new(0u32);
@@ -1183,6 +1195,43 @@ mod tests {
             .count() as u64;
         assert_eq!(all.len() as u64, set.rows());
         assert!(expired <= 5 * window, "{expired} expired rows left");
+    }
+
+    #[test]
+    fn only_the_transactions_index_merges_a_run_alone_and_one_a_level() {
+        for index in Index::ALL {
+            let mut set = RunSet::default();
+            for rows in [10u64, 5_000, 70_000] {
+                let id = set.new_id();
+                set.runs.push(Run { id, rows });
+            }
+            set.merge_alone_above(index, 1);
+            set.merge_alone_above(index, 1);
+            set.merge_alone_above(index, 1);
+            let lone: Vec<(u8, Vec<Run>)> = set
+                .merges
+                .iter()
+                .map(|m| (m.level, m.sources.clone()))
+                .collect();
+            if index == Index::Txs {
+                // The largest first, then the next; never one at or below the level given.
+                let (large, middle) = (
+                    Run {
+                        id: 2,
+                        rows: 70_000,
+                    },
+                    Run { id: 1, rows: 5_000 },
+                );
+                assert_eq!(
+                    lone,
+                    vec![(large.level(), vec![large]), (middle.level(), vec![middle])]
+                );
+                assert_eq!(set.runs, vec![Run { id: 0, rows: 10 }]);
+                assert_eq!(RunSet::from_bytes(&set.to_bytes()).unwrap(), set);
+            } else {
+                assert!(lone.is_empty(), "{index:?}");
+            }
+        }
     }
 
     #[test]
