@@ -663,7 +663,7 @@ pub(crate) fn append<'k>(
     set.start_merges(index);
     let step = MIN_STEP.max(rows.len().saturating_mul(2));
     let mut merges = std::mem::take(&mut set.merges);
-    // The level of the smallest merge just done that `keep` emptied for the most part.
+    // The lowest level left by a merge just done that fell below its sources' level.
     let mut shrank: Option<u8> = None;
     for merge in &mut merges {
         let sources = merge.sources.len();
