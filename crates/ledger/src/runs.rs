@@ -668,7 +668,7 @@ pub(crate) fn append<'k>(
     for merge in &mut merges {
         let sources = merge.sources.len();
         advance(runs, index, slice, merge, step, keep)?;
-        if merge.sources.is_empty() && index.expires_by_age() && merge.shrank(sources) {
+        if merge.sources.is_empty() && merge.shrank(sources) {
             let level = merge.target.level();
             shrank = Some(shrank.map_or(level, |l| l.min(level)));
         }

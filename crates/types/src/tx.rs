@@ -352,27 +352,10 @@ pub fn verify_signatures_except(
     txs: &[SignedTransaction],
     already_verified: impl Fn(&SignedTransaction) -> bool,
 ) -> Vec<bool> {
-    let known: Vec<bool> = txs.iter().map(&already_verified).collect();
-    if !known.iter().any(|k| *k) {
-        return batch_verify(txs);
-    }
-    let mut flags = vec![true; txs.len()];
-    let pending: Vec<(usize, SignedTransaction)> = txs
-        .iter()
-        .enumerate()
-        .zip(&known)
-        .filter(|(_, known)| !**known)
-        .map(|((i, t), _)| (i, t.clone()))
-        .collect();
-    if pending.is_empty() {
-        return flags;
-    }
-    let unverified: Vec<SignedTransaction> = pending.iter().map(|(_, t)| t.clone()).collect();
-    for ((i, _), ok) in pending.iter().zip(batch_verify(&unverified)) {
-        if let Some(f) = flags.get_mut(*i) {
-            *f = ok;
-        }
-    }
+    // The trusted ones pass; the others are checked in place, by index, uncopied.
+    let mut flags: Vec<bool> = txs.iter().map(&already_verified).collect();
+    let parsed = parse_where(txs, |i| flags.get(i) == Some(&false));
+    verify_parsed(txs, &parsed, &mut flags);
     flags
 }
 
@@ -390,7 +373,7 @@ static KEYS: std::sync::LazyLock<
 /// The verification keys of `txs`' senders (`None` for one that is not a curve point):
 /// remembered ones copied out under the lock, the others decompressed without it.
 fn sender_keys(
-    txs: &[SignedTransaction],
+    txs: &[&SignedTransaction],
 ) -> Vec<Option<commonware_cryptography::ed25519::PublicKey>> {
     let mut keys: Vec<Option<commonware_cryptography::ed25519::PublicKey>> = match KEYS.lock() {
         Ok(known) => txs
@@ -399,7 +382,7 @@ fn sender_keys(
             .collect(),
         Err(_) => vec![None; txs.len()],
     };
-    for (key, t) in keys.iter_mut().zip(txs) {
+    for (key, t) in keys.iter_mut().zip(txs.iter().copied()) {
         if key.is_none() {
             *key = t.tx.sender.verification_key();
         }
@@ -432,13 +415,6 @@ type Parsed = (
 
 /// Below this many signatures, a failed batch is checked one signature at a time.
 const CHECK_SINGLY_BELOW: usize = 4;
-
-fn batch_verify(txs: &[SignedTransaction]) -> Vec<bool> {
-    let parsed = parse(txs);
-    let mut flags = vec![false; txs.len()];
-    verify_parsed(txs, &parsed, &mut flags);
-    flags
-}
 
 /// Like [`verify_signatures`], for transactions that came in `parts` (their lengths, in
 /// order) from different sources, say relayed by different peers: all are checked as one
@@ -476,10 +452,18 @@ pub fn verify_signatures_in_parts(txs: &[SignedTransaction], parts: &[usize]) ->
 /// The transactions whose sender is a curve point and whose signature parses, parsed, in
 /// order (the others fail alone).
 fn parse(txs: &[SignedTransaction]) -> Vec<Parsed> {
-    txs.iter()
-        .zip(sender_keys(txs))
-        .enumerate()
-        .filter_map(|(i, (t, key))| Some((i, key?, t.signature.to_commonware()?)))
+    parse_where(txs, |_| true)
+}
+
+/// [`parse`], of the transactions whose index is `wanted`.
+fn parse_where(txs: &[SignedTransaction], wanted: impl Fn(usize) -> bool) -> Vec<Parsed> {
+    let (indices, chosen): (Vec<usize>, Vec<&SignedTransaction>) =
+        txs.iter().enumerate().filter(|(i, _)| wanted(*i)).unzip();
+    indices
+        .into_iter()
+        .zip(&chosen)
+        .zip(sender_keys(&chosen))
+        .filter_map(|((i, t), key)| Some((i, key?, t.signature.to_commonware()?)))
         .collect()
 }
 
@@ -1090,8 +1074,7 @@ mod tests {
         for n in [64, 301, 2_048] {
             for k in [2, 3, 8, n / 4, n] {
                 for stride in [1, 3, 7, n / k.max(1)] {
-                    let forged: Vec<usize> = (0..k).map(|j| j * stride.max(1) % n).collect();
-                    let mut forged = forged;
+                    let mut forged: Vec<usize> = (0..k).map(|j| j * stride.max(1) % n).collect();
                     forged.sort_unstable();
                     forged.dedup();
                     let (batched, singles, right) = halving_cost(n, &forged);
@@ -1100,6 +1083,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn trusted_transactions_pass_unchecked_and_the_rest_are_checked_in_place() {
+        let txs = signed_batch(40);
+        let mut batch = txs.clone();
+        // Forged: 3 and 4 trusted, 10 and 30 not.
+        for i in [3, 4, 10, 30] {
+            batch[i] = forged(&txs[i], &txs[0]);
+        }
+        let trusted: Vec<Hash> = [0, 3, 4, 5].map(|i| batch[i].hash()).to_vec();
+        let (flags, _, batched) =
+            checks(|| verify_signatures_except(&batch, |t| trusted.contains(&t.hash())));
+        let failed: Vec<usize> = (0..40).filter(|i| !flags[*i]).collect();
+        assert_eq!(failed, vec![10, 30]);
+        assert!(batched >= 36 && batched <= halving_budget(36), "{batched}");
+        // All trusted: nothing is checked; none trusted: as verify_signatures.
+        let (flags, singles, batched) = checks(|| verify_signatures_except(&batch, |_| true));
+        assert!(flags.iter().all(|f| *f) && singles.is_empty() && batched == 0);
+        assert_eq!(
+            verify_signatures_except(&batch, |_| false),
+            verify_signatures(&batch)
+        );
     }
 
     #[test]
