@@ -17,8 +17,8 @@
 //! Nothing is lost in a crash: the rows are derived from the blocks, the access-log leaves
 //! and the state journal, which are written at once. [`IndexMarks`], written with every
 //! slice, says which rows of each slice are on disk; opening a ledger derives the others
-//! again ([`Pending::rebuild`]), and the keys of the state entries waiting from the state
-//! journal.
+//! again ([`Pending::rebuild`]), and the state entries waiting (with their values) from the
+//! state journal.
 //!
 //! Readers look at the waiting rows before they open their read transaction: a slice
 //! written meanwhile is then seen twice, never missed, since the rows are dropped from
@@ -34,6 +34,11 @@ use redb::ReadTransaction;
 use secnet_contract::{LogEntry, StateKey, StateValue};
 use secnet_types::{AccountId, Hash};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// A state entry's value bytes as of its last change, shared with the state tree's leaf,
+/// or `None` if the entry was removed.
+pub(crate) type StateValueBytes = Option<Arc<[u8]>>;
 
 /// How many slices each index is written in.
 pub(crate) const INDEX_SLICES: usize = 64;
@@ -212,8 +217,14 @@ impl IndexMarks {
     }
 }
 
-/// The index rows not on disk yet, by slice, the keys of the state entries whose slice of
-/// the state table is behind ([`crate::journal`]), and the marks of what is on disk.
+/// The index rows not on disk yet, by slice, the state entries whose slice of the state
+/// table is behind ([`crate::journal`]) with their last values, and the marks of what is on
+/// disk.
+///
+/// The values wait with their keys so that a write stores them as they are, without looking
+/// each up in the state tree: under a memory bound most of those would be read back from
+/// the spill file, since a key waits about [`INDEX_SLICES`] writes, far longer than a
+/// changed subtree is kept in memory.
 #[derive(Debug)]
 pub(crate) struct Pending {
     txs: Vec<BTreeMap<[u8; 32], [u8; 12]>>,
@@ -222,7 +233,7 @@ pub(crate) struct Pending {
     /// Per slice ([`listed_slice`]): content hash → whether it is listed, as of the last
     /// change waiting.
     listed: Vec<BTreeMap<[u8; 32], bool>>,
-    state: Vec<BTreeSet<Vec<u8>>>,
+    state: Vec<BTreeMap<Vec<u8>, StateValueBytes>>,
     marks: IndexMarks,
 }
 
@@ -234,9 +245,9 @@ pub(crate) struct SliceRows {
     pub(crate) log_rows: Vec<LogRow>,
     pub(crate) owned: Vec<OwnedRow>,
     pub(crate) listed: Vec<([u8; 32], bool)>,
-    /// Keys of the state entries to store (their values are taken as of the write's last
-    /// block).
-    pub(crate) state_keys: Vec<Vec<u8>>,
+    /// The state entries to store, keys ascending, each with its value as of the write's
+    /// last block.
+    pub(crate) state: Vec<(Vec<u8>, StateValueBytes)>,
 }
 
 impl Pending {
@@ -246,7 +257,7 @@ impl Pending {
             + self.log_rows.iter().map(BTreeSet::len).sum::<usize>()
             + self.owned.iter().map(BTreeSet::len).sum::<usize>()
             + self.listed.iter().map(BTreeMap::len).sum::<usize>()
-            + self.state.iter().map(BTreeSet::len).sum::<usize>()
+            + self.state.iter().map(BTreeMap::len).sum::<usize>()
     }
 
     /// Nothing waiting, with `marks` on disk.
@@ -256,7 +267,7 @@ impl Pending {
             log_rows: vec![BTreeSet::new(); INDEX_SLICES],
             owned: vec![BTreeSet::new(); INDEX_SLICES],
             listed: vec![BTreeMap::new(); INDEX_SLICES],
-            state: vec![BTreeSet::new(); INDEX_SLICES],
+            state: vec![BTreeMap::new(); INDEX_SLICES],
             marks,
         }
     }
@@ -264,15 +275,15 @@ impl Pending {
     /// The rows a ledger at `tip_height` with `log_size` leaves holds beyond `marks`,
     /// derived from its stored blocks (from `first_block` on: pruned blocks' transactions
     /// leave the index), access-log leaves and the registrations its state journal holds
-    /// ([`crate::journal::changes_above`]); with `state_keys`, the keys of the state
-    /// entries its journal holds beyond the state table ([`crate::journal::overlay`]).
+    /// ([`crate::journal::changes_above`]); with `state`, the state entries its journal holds
+    /// beyond the state table, with their values ([`crate::journal::overlay`]).
     pub(crate) fn rebuild(
         read: &ReadTransaction,
         marks: IndexMarks,
         first_block: u64,
         tip_height: u64,
         log_size: u64,
-        state_keys: Vec<Vec<u8>>,
+        state: impl IntoIterator<Item = (Vec<u8>, StateValueBytes)>,
     ) -> Result<Pending, LedgerError> {
         let mut pending = Pending::new(marks);
         let table = read.open_table(BLOCK_CHUNKS)?;
@@ -344,9 +355,9 @@ impl Pending {
             }
             Ok(())
         })?;
-        for key in state_keys {
-            if let Some(keys) = pending.state.get_mut(state_slice(&key)) {
-                keys.insert(key);
+        for (key, value) in state {
+            if let Some(entries) = pending.state.get_mut(state_slice(&key)) {
+                entries.insert(key, value);
             }
         }
         Ok(pending)
@@ -404,15 +415,16 @@ impl Pending {
     }
 
     /// Splits a write's new rows: those of the slice due now join that slice's waiting rows,
-    /// to be written (returned, sorted); the others are returned to wait. Nothing changes
-    /// here until [`Self::written`].
+    /// to be written (returned, sorted); the others are returned to wait. A state entry's
+    /// value here replaces the one waiting, so `state` names each key once, with its value
+    /// as of the write's last block. Nothing changes here until [`Self::written`].
     pub(crate) fn plan<'k>(
         &self,
         txs: impl IntoIterator<Item = ([u8; 32], [u8; 12])>,
         log_rows: impl IntoIterator<Item = LogRow>,
         owned: impl IntoIterator<Item = OwnedRow>,
         listed: impl IntoIterator<Item = ([u8; 32], bool)>,
-        state_keys: impl IntoIterator<Item = &'k [u8]>,
+        state: impl IntoIterator<Item = (&'k [u8], &'k StateValueBytes)>,
     ) -> (SliceRows, SliceRows) {
         let slice = self.marks.oldest();
         let mut due = SliceRows {
@@ -439,7 +451,7 @@ impl Pending {
                 .copied()
                 .collect(),
             listed: Vec::new(),
-            state_keys: Vec::new(),
+            state: Vec::new(),
         };
         // The last change of a hash wins.
         let mut due_listed: BTreeMap<[u8; 32], bool> =
@@ -453,25 +465,28 @@ impl Pending {
             }
         }
         due.listed = due_listed.into_iter().collect();
-        let mut due_state: BTreeSet<&[u8]> = self
+        let mut due_state: BTreeMap<&[u8], &StateValueBytes> = self
             .state
             .get(slice)
             .into_iter()
             .flatten()
-            .map(Vec::as_slice)
+            .map(|(key, value)| (key.as_slice(), value))
             .collect();
         let mut wait = SliceRows {
             listed: wait_listed.into_iter().collect(),
             ..SliceRows::default()
         };
-        for key in state_keys {
+        for (key, value) in state {
             if state_slice(key) == slice {
-                due_state.insert(key);
+                due_state.insert(key, value);
             } else {
-                wait.state_keys.push(key.to_vec());
+                wait.state.push((key.to_vec(), value.clone()));
             }
         }
-        due.state_keys = due_state.into_iter().map(<[u8]>::to_vec).collect();
+        due.state = due_state
+            .into_iter()
+            .map(|(key, value)| (key.to_vec(), value.clone()))
+            .collect();
         for tx in txs {
             if tx_slice(&tx.0) == slice {
                 due.txs.push(tx);
@@ -526,8 +541,8 @@ impl Pending {
         if let Some(rows) = self.listed.get_mut(due.slice) {
             rows.clear();
         }
-        if let Some(keys) = self.state.get_mut(due.slice) {
-            keys.clear();
+        if let Some(entries) = self.state.get_mut(due.slice) {
+            entries.clear();
         }
         for (hash, location) in wait.txs {
             if let Some(rows) = self.txs.get_mut(tx_slice(&hash)) {
@@ -549,9 +564,9 @@ impl Pending {
                 rows.insert(hash, listed);
             }
         }
-        for key in wait.state_keys {
-            if let Some(keys) = self.state.get_mut(state_slice(&key)) {
-                keys.insert(key);
+        for (key, value) in wait.state {
+            if let Some(entries) = self.state.get_mut(state_slice(&key)) {
+                entries.insert(key, value);
             }
         }
         self.marks = marks;
@@ -565,14 +580,10 @@ impl Pending {
     }
 
     /// Rows waiting: transactions, access-log rows, rows of the listings by owner and by
-    /// hash, and state keys together.
+    /// hash, and state entries together.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.txs.iter().map(BTreeMap::len).sum::<usize>()
-            + self.log_rows.iter().map(BTreeSet::len).sum::<usize>()
-            + self.owned.iter().map(BTreeSet::len).sum::<usize>()
-            + self.listed.iter().map(BTreeMap::len).sum::<usize>()
-            + self.state.iter().map(BTreeSet::len).sum::<usize>()
+        self.rows()
     }
 }
 
@@ -604,20 +615,28 @@ mod tests {
             key[1] = first;
             log_index_row(&key, index)
         };
-        let state: [&[u8]; 3] = [b"\x05", b"\x01\x01b", b"\x01\x00a"];
+        let value = |v: &[u8]| -> StateValueBytes { Some(Arc::from(v)) };
+        let state: [(&[u8], StateValueBytes); 3] = [
+            (b"\x05", value(b"five")),
+            (b"\x01\x01b", value(b"b")),
+            (b"\x01\x00a", None),
+        ];
         let (due, wait) = pending.plan(
             [tx(0), tx(1), tx(64)],
             [row(0, 0), row(1, 1)],
             [],
             [],
-            state,
+            state.iter().map(|(k, v)| (*k, v)),
         );
         assert_eq!(due.slice, 0);
         assert_eq!(due.txs, vec![tx(0), tx(64)]);
         assert_eq!(due.log_rows, vec![row(0, 0)]);
         assert_eq!(
-            due.state_keys,
-            vec![b"\x01\x00a".to_vec(), b"\x05".to_vec()]
+            due.state,
+            vec![
+                (b"\x01\x00a".to_vec(), None),
+                (b"\x05".to_vec(), value(b"five"))
+            ]
         );
         // Until the write committed, nothing moved.
         assert_eq!(pending.len(), 0);
@@ -632,15 +651,54 @@ mod tests {
         assert_eq!(pending.log_indices(&key, 0), vec![1]);
         assert_eq!(pending.log_indices(&key, 2), Vec::<u64>::new());
 
-        // The next write takes slice 1, with what waited there.
-        let (due, _) = pending.plan([], [], [], [], [b"\x03\x01c".as_slice()]);
+        // The next write takes slice 1, with what waited there; a value this write brings
+        // replaces the one waiting.
+        let later = [
+            (b"\x03\x01c".as_slice(), value(b"c")),
+            (b"\x01\x01b".as_slice(), None),
+        ];
+        let (due, _) = pending.plan([], [], [], [], later.iter().map(|(k, v)| (*k, v)));
         assert_eq!(due.slice, 1);
         assert_eq!(due.txs, vec![tx(1)]);
         assert_eq!(due.log_rows, vec![row(1, 1)]);
         assert_eq!(
-            due.state_keys,
-            vec![b"\x01\x01b".to_vec(), b"\x03\x01c".to_vec()]
+            due.state,
+            vec![
+                (b"\x01\x01b".to_vec(), None),
+                (b"\x03\x01c".to_vec(), value(b"c"))
+            ]
         );
+    }
+
+    #[test]
+    fn a_waiting_value_is_replaced_by_a_later_writes_until_its_slice_is_due() {
+        let mut pending = Pending::new(IndexMarks::all(0, 0));
+        let key: &[u8] = b"\x01\x07k";
+        let value = |v: &[u8]| -> StateValueBytes { Some(Arc::from(v)) };
+        // Slices 0 to 6 are written first; the key waits in slice 7 through all of them,
+        // changed by every write.
+        for (n, v) in [
+            value(b"1"),
+            None,
+            value(b"3"),
+            value(b"4"),
+            None,
+            value(b"6"),
+            value(b"7"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let (due, wait) = pending.plan([], [], [], [], [(key, v)]);
+            assert_eq!(due.slice, n);
+            assert!(due.state.is_empty());
+            let marks = pending.marks_after(&due, n as u64 + 1, 0);
+            pending.written(&due, wait, marks);
+            assert_eq!(pending.len(), 1);
+        }
+        let (due, _) = pending.plan([], [], [], [], []);
+        assert_eq!(due.slice, 7);
+        assert_eq!(due.state, vec![(key.to_vec(), value(b"7"))]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use crate::blocks::{self, BLOCK_CHUNKS};
 use crate::error::LedgerError;
 use crate::expiry_file::ExpiryFile;
-use crate::index::{self, IndexMarks, Pending};
+use crate::index::{self, IndexMarks, Pending, StateValueBytes};
 use crate::journal::{self, STATE_JOURNAL};
 use crate::log_tree::{self, LOG_SUBTREES, StoredLog};
 use crate::parts::{self, Parts};
@@ -682,8 +682,8 @@ fn evict_down_to(
 /// What [`Ledger::load`] read.
 struct Loaded {
     state: State,
-    /// The keys of the entries the state journal holds beyond the state table.
-    waiting: Vec<Vec<u8>>,
+    /// The entries the state journal holds beyond the state table, with their values.
+    waiting: Vec<(Vec<u8>, StateValueBytes)>,
     /// For a ledger of a format before the indexes of listings: the owner index's rows of
     /// its stored listings.
     owned: Vec<index::OwnedRow>,
@@ -857,12 +857,12 @@ impl Iterator for StateSlice<'_> {
 }
 
 /// The index rows a ledger holds beyond what its indexes have on disk (pruned blocks'
-/// transactions are not indexed), with `waiting`, the keys of the state entries its journal
-/// holds beyond the state table.
+/// transactions are not indexed), with `waiting`, the state entries its journal holds beyond
+/// the state table.
 fn pending_index(
     db: &Database,
     state: &State,
-    waiting: Vec<Vec<u8>>,
+    waiting: Vec<(Vec<u8>, StateValueBytes)>,
 ) -> Result<Pending, LedgerError> {
     let read = db.begin_read()?;
     let marks = index_marks(&read)?;
@@ -1232,7 +1232,11 @@ impl Ledger {
                     let (k, v) = row?;
                     add(k, v)?;
                 }
-                waiting.extend(overlay.keys().cloned());
+                waiting.extend(
+                    overlay
+                        .iter()
+                        .map(|(key, value)| (key.clone(), value.as_deref().map(Arc::from))),
+                );
             }
         } else {
             let table = read.open_table(FORMAT_7_STATE)?;
@@ -1244,7 +1248,11 @@ impl Ledger {
                 let (k, v) = item?;
                 add(k, v)?;
             }
-            waiting.extend(overlay.into_keys());
+            waiting.extend(
+                overlay
+                    .into_iter()
+                    .map(|(key, value)| (key, value.map(Arc::from))),
+            );
         }
         let log = if in_runs(format.as_deref()) || format.as_deref() == Some(FORMAT_7) {
             log_tree::frontier(&read, stored_log_size(&read)?)?

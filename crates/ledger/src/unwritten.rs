@@ -14,12 +14,14 @@
 //! which the access-log index reader accounts for). A block's index rows and the keys of the
 //! state entries it changed go from here to what waits in memory ([`crate::index`]) before
 //! it leaves the queue; each write stores one slice of those (the entries with their values
-//! as of its last block) and journals every state change it holds ([`crate::journal`]).
+//! as of its last block, which wait with them) and journals every state change it holds
+//! ([`crate::journal`]).
 
 use crate::blocks::{self, BLOCK_CHUNKS};
 use crate::error::LedgerError;
 use crate::index::{
-    IndexMarks, OwnedRow, Pending, SliceRows, listed_row_of, owned_hash, owned_row_of,
+    IndexMarks, OwnedRow, Pending, SliceRows, StateValueBytes, listed_row_of, owned_hash,
+    owned_row_of,
 };
 use crate::journal::{self, STATE_JOURNAL};
 use crate::log_tree::{self, LOG_SUBTREES};
@@ -33,7 +35,7 @@ use redb::{Database, Durability};
 use secnet_contract::{BlockOutcome, LogEntry, StateSnapshot, StateWrite};
 use secnet_merkle::Digest;
 use secnet_types::{AccountId, Block, Hash, Receipt, SignedTransaction};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -45,8 +47,8 @@ pub(crate) struct BlockRows {
     pub(crate) stored: Vec<u8>,
     tip: Vec<u8>,
     writes: Vec<StateWrite>,
-    /// The state tree after this block: where a write ending with it takes the values of the
-    /// state entries it stores.
+    /// The state tree after this block: where a write ending with it looks up who holds the
+    /// listings whose owner-index rows it merges.
     snapshot: StateSnapshot,
     pub(crate) first_log_index: u64,
     pub(crate) log_leaves: Vec<Vec<u8>>,
@@ -319,13 +321,17 @@ impl Unwritten {
             return Ok(());
         };
         // A state entry several blocks changed once, with its last value: journaled once, and
-        // its key handed once to the slice it waits in.
-        let mut changes = journal::Changes::new();
+        // handed once to the slice it waits in.
+        let mut latest: BTreeMap<&[u8], &StateValueBytes> = BTreeMap::new();
         for rows in &batch {
             for w in &rows.writes {
-                changes.insert(w.key.as_slice(), w.value.as_deref());
+                latest.insert(w.key.as_slice(), &w.value);
             }
         }
+        let changes: journal::Changes<'_> = latest
+            .iter()
+            .map(|(key, value)| (*key, value.as_deref()))
+            .collect();
         let (due, wait, marks) = {
             let pending = self.pending()?;
             let (due, wait) = pending.plan(
@@ -341,7 +347,7 @@ impl Unwritten {
                 }),
                 batch.iter().flat_map(|rows| rows.owned.iter().copied()),
                 batch.iter().flat_map(|rows| rows.listed.iter().copied()),
-                changes.keys().copied(),
+                latest.iter().map(|(key, value)| (*key, *value)),
             );
             let marks = pending.marks_after(&due, last, log_size);
             (due, wait, marks)
@@ -387,18 +393,18 @@ fn write_rows(
         let mut runs_table = write.open_table(RUNS)?;
         let mut sets = write.open_table(RUN_SETS)?;
         let state: Vec<Vec<u8>> = due
-            .state_keys
+            .state
             .iter()
-            .map(|key| runs::state_value(last.snapshot.value_bytes(key).as_deref()))
+            .map(|(_, value)| runs::state_value(value.as_deref()))
             .collect();
         runs::append(
             &mut runs_table,
             &mut sets,
             runs::Index::State,
             due.slice,
-            due.state_keys
+            due.state
                 .iter()
-                .map(Vec::as_slice)
+                .map(|(key, _)| key.as_slice())
                 .zip(state.iter().map(Vec::as_slice)),
             &|_, _| true,
         )?;
