@@ -10,6 +10,12 @@
 //! holds there over, a few subtrees a block; the old file's space is freed when the last
 //! state version that read from it is dropped.
 //!
+//! Appends go through a buffer of [`WRITE_BUFFER_BYTES`], written to the file in one call
+//! when the next record would not fit (reads of what is still in the buffer copy from it):
+//! an eviction or a block's write-back puts thousands of small records, and one system call
+//! each cost more than copying them. A record is read back with one call too, since the tree
+//! keeps its size with its location.
+//!
 //! A subtree is `u32` length of what follows, `u32` entry count, then per entry its key
 //! (32 bytes), value hash (32 bytes), `u32` value length and value bytes, all big-endian; a
 //! group of subtrees' places (`SubtreeStore::put_bytes`) is `u32` length and the bytes the
@@ -32,14 +38,32 @@ pub(crate) const MAX_SUBTREE_BYTES: usize = 64 * 1024 * 1024;
 /// Bytes a stored entry takes besides its value: key, value hash, value length.
 const ENTRY_OVERHEAD: usize = 32 + 32 + 4;
 
+/// The most bytes of records that wait in memory to be written to the file together.
+pub(crate) const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
 /// One spill file.
 #[derive(Debug)]
 pub(crate) struct Spill {
     file: File,
     /// Where it was created, for messages (the name is gone once created).
     path: PathBuf,
-    /// Where the next subtree goes: the bytes written so far.
-    end: Mutex<u64>,
+    tail: Mutex<Tail>,
+}
+
+/// The end of a spill file: what is on it and what waits to be written after that.
+#[derive(Debug, Default)]
+struct Tail {
+    /// The bytes on the file: every record below this offset was written there.
+    on_file: u64,
+    /// The records from `on_file` on, in order, not written yet.
+    buffer: Vec<u8>,
+}
+
+impl Tail {
+    /// Where the next record goes: the bytes put so far.
+    fn end(&self) -> u64 {
+        self.on_file + self.buffer.len() as u64
+    }
 }
 
 /// Files created by this process, for unique names.
@@ -79,8 +103,12 @@ impl Spill {
         Ok(Spill {
             file,
             path,
-            end: Mutex::new(0),
+            tail: Mutex::new(Tail::default()),
         })
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// This file as the state tree's store.
@@ -88,9 +116,9 @@ impl Spill {
         self
     }
 
-    /// Bytes written to it so far.
+    /// Bytes put in it so far (some of them perhaps still waiting in its buffer).
     pub(crate) fn written(&self) -> u64 {
-        *self.end.lock().unwrap_or_else(PoisonError::into_inner)
+        self.tail().end()
     }
 
     /// Stops the process: the state tree cannot go on without the subtree at `location`,
@@ -131,10 +159,10 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
         self.append(&bytes)
     }
 
-    fn load(&self, location: u64) -> Vec<Entry<Arc<[u8]>>> {
-        match self.read(location) {
+    fn load(&self, at: Placed) -> Vec<Entry<Arc<[u8]>>> {
+        match self.read(at) {
             Ok(entries) => entries,
-            Err(what) => self.stop(location, &what),
+            Err(what) => self.stop(at.location, &what),
         }
     }
 
@@ -151,10 +179,13 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
         self.append(&record)
     }
 
-    fn load_bytes(&self, location: u64) -> Vec<u8> {
-        match self.read_record(location) {
-            Ok(bytes) => bytes,
-            Err(what) => self.stop(location, &what),
+    fn load_bytes(&self, at: Placed) -> Vec<u8> {
+        match self.read_record(at) {
+            Ok(mut record) => {
+                record.drain(..4);
+                record
+            }
+            Err(what) => self.stop(at.location, &what),
         }
     }
 
@@ -164,24 +195,29 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
 }
 
 impl Spill {
-    /// Appends `bytes` (a record with its length first).
+    /// Appends `bytes` (a record with its length first): into the buffer, which is first
+    /// written to the file if the record would not fit beside what waits there.
+    ///
+    /// A write that fails refuses this record and keeps the buffer, which still answers
+    /// reads: nothing placed is lost, and the next append tries the write again. So a full
+    /// disk refuses new records (the tree keeps those subtrees in memory) without the file
+    /// looking fuller than what it holds.
     fn append(&self, bytes: &[u8]) -> Result<Placed, StoreError> {
-        // The place is taken under the lock and written outside it: a write that fails
-        // gives its place back if nothing was placed after it (else it leaves a hole
-        // nothing points to), so that a full disk does not make the file look fuller and
-        // start a new one on the same disk.
-        let location = {
-            let mut end = self.end.lock().unwrap_or_else(PoisonError::into_inner);
-            let location = *end;
-            *end += bytes.len() as u64;
-            location
-        };
-        if let Err(e) = self.file.write_all_at(bytes, location) {
-            let mut end = self.end.lock().unwrap_or_else(PoisonError::into_inner);
-            if *end == location + bytes.len() as u64 {
-                *end = location;
+        let mut tail = self.tail();
+        if tail.buffer.len() + bytes.len() > WRITE_BUFFER_BYTES {
+            self.write_buffer(&mut tail)?;
+        }
+        let location = tail.end();
+        if bytes.len() > WRITE_BUFFER_BYTES {
+            self.file
+                .write_all_at(bytes, location)
+                .map_err(|e| StoreError(format!("{}: {e}", self.path.display())))?;
+            tail.on_file += bytes.len() as u64;
+        } else {
+            if tail.buffer.capacity() == 0 {
+                tail.buffer.reserve_exact(WRITE_BUFFER_BYTES);
             }
-            return Err(StoreError(format!("{}: {e}", self.path.display())));
+            tail.buffer.extend_from_slice(bytes);
         }
         Ok(Placed {
             location,
@@ -189,32 +225,73 @@ impl Spill {
         })
     }
 
-    fn read(&self, location: u64) -> Result<Vec<Entry<Arc<[u8]>>>, String> {
-        let bytes = self.read_record(location)?;
-        decode(&bytes).ok_or_else(|| "its bytes do not decode".to_string())
+    /// Writes what waits in the buffer to the file.
+    fn write_buffer(&self, tail: &mut Tail) -> Result<(), StoreError> {
+        if tail.buffer.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all_at(&tail.buffer, tail.on_file)
+            .map_err(|e| StoreError(format!("{}: {e}", self.path.display())))?;
+        tail.on_file += tail.buffer.len() as u64;
+        tail.buffer.clear();
+        Ok(())
     }
 
-    /// The record at `location`, after its length: read only within what was written.
-    fn read_record(&self, location: u64) -> Result<Vec<u8>, String> {
-        let written = self.written();
-        let mut head = [0u8; 4];
-        if location.saturating_add(4) > written {
-            return Err(format!("past the {written} bytes written"));
+    fn read(&self, at: Placed) -> Result<Vec<Entry<Arc<[u8]>>>, String> {
+        let record = self.read_record(at)?;
+        record
+            .get(4..)
+            .and_then(decode)
+            .ok_or_else(|| "its bytes do not decode".to_string())
+    }
+
+    /// The record `at` names, length first, read in one call: only within what was put, and
+    /// only if its length is the one the record begins with.
+    fn read_record(&self, at: Placed) -> Result<Vec<u8>, String> {
+        let size = usize::try_from(at.bytes)
+            .ok()
+            .filter(|size| (4..=MAX_SUBTREE_BYTES + 4).contains(size))
+            .ok_or_else(|| format!("a record of {} bytes is out of bounds", at.bytes))?;
+        let mut record = vec![0u8; size];
+        let on_file = {
+            let tail = self.tail();
+            let end = tail.end();
+            if at
+                .location
+                .checked_add(at.bytes)
+                .is_none_or(|last| last > end)
+            {
+                return Err(format!("{} bytes there run past the {end} put", at.bytes));
+            }
+            if at.location >= tail.on_file {
+                let from = (at.location - tail.on_file) as usize;
+                let buffered = tail
+                    .buffer
+                    .get(from..from + size)
+                    .ok_or_else(|| format!("{} bytes there run past the buffer", at.bytes))?;
+                record.copy_from_slice(buffered);
+                false
+            } else {
+                true
+            }
+        };
+        // A record below the file's end was written before, in one piece (the buffer is
+        // written whole, and a record never straddles it).
+        if on_file {
+            self.file
+                .read_exact_at(&mut record, at.location)
+                .map_err(|e| e.to_string())?;
         }
-        self.file
-            .read_exact_at(&mut head, location)
-            .map_err(|e| e.to_string())?;
-        let size = u32::from_be_bytes(head) as usize;
-        if size > MAX_SUBTREE_BYTES || location + 4 + size as u64 > written {
+        let head = record.first_chunk::<4>().copied().unwrap_or_default();
+        let length = u32::from_be_bytes(head) as usize;
+        if length + 4 != size {
             return Err(format!(
-                "a length of {size} bytes runs past what was written"
+                "it begins with a length of {length} bytes, not the {} put",
+                size - 4
             ));
         }
-        let mut bytes = vec![0u8; size];
-        self.file
-            .read_exact_at(&mut bytes, location + 4)
-            .map_err(|e| e.to_string())?;
-        Ok(bytes)
+        Ok(record)
     }
 }
 
@@ -264,6 +341,11 @@ mod tests {
         ([i; 32], Sha256::digest(&value).into(), Arc::from(value))
     }
 
+    /// A subtree of `count` entries of `len`-byte values, keys from `first` on.
+    fn subtree(first: u8, count: u8, len: usize) -> Vec<Entry<Arc<[u8]>>> {
+        (first..first + count).map(|i| entry(i, len)).collect()
+    }
+
     #[test]
     fn subtrees_read_back_as_put() {
         let dir = tempfile::tempdir().unwrap();
@@ -272,11 +354,51 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let a = vec![entry(1, 0), entry(2, 100)];
         let b = vec![entry(3, 7), entry(4, 1), entry(5, 300)];
-        let at_a = spill.put(&a).unwrap().location;
-        let at_b = spill.put(&b).unwrap().location;
+        let at_a = spill.put(&a).unwrap();
+        let at_b = spill.put(&b).unwrap();
         assert_eq!(spill.load(at_b), b);
         assert_eq!(spill.load(at_a), a);
         assert_eq!(spill.written(), 2 * 8 + 5 * 68 + 408);
+    }
+
+    #[test]
+    fn records_read_back_alike_from_the_buffer_and_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::create(dir.path()).unwrap();
+        // About 20 KiB a subtree: the buffer is written to the file every fifty or so, and
+        // one larger than the buffer goes to the file at once.
+        let mut put = Vec::new();
+        for n in 0..200u8 {
+            let entries = subtree(n, 2, 10_000 + usize::from(n));
+            put.push((spill.put(&entries).unwrap(), entries));
+            if n == 120 {
+                let large = subtree(n, 2, WRITE_BUFFER_BYTES / 2 + 1);
+                put.push((spill.put(&large).unwrap(), large));
+            }
+        }
+        let group = spill.put_bytes(b"places of subtrees").unwrap();
+        let (on_file, waiting) = {
+            let tail = spill.tail();
+            (tail.on_file, tail.buffer.len() as u64)
+        };
+        assert!(on_file > 3 * WRITE_BUFFER_BYTES as u64, "{on_file}");
+        assert!(
+            waiting > 0 && waiting <= WRITE_BUFFER_BYTES as u64,
+            "{waiting}"
+        );
+        assert_eq!(spill.written(), on_file + waiting);
+        for (at, entries) in put.iter().rev() {
+            assert_eq!(spill.load(*at), *entries);
+        }
+        assert_eq!(spill.load_bytes(group), b"places of subtrees");
+        // What the file holds is what was put, every record where it was placed.
+        let mut file = vec![0u8; on_file as usize];
+        spill.file.read_exact_at(&mut file, 0).unwrap();
+        for (at, _) in put.iter().filter(|(at, _)| at.location < on_file) {
+            let from = at.location as usize;
+            let record = &file[from..from + at.bytes as usize];
+            assert_eq!(record, spill.read_record(*at).unwrap().as_slice());
+        }
     }
 
     #[test]
@@ -285,56 +407,87 @@ mod tests {
         let spill = Spill::create(dir.path()).unwrap();
         let placed = spill.put(&[entry(1, 10), entry(2, 10)]).unwrap();
         assert_eq!(placed.bytes, spill.written());
-        assert!(spill.read(placed.location).is_ok());
+        assert!(spill.read(placed).is_ok());
+        let mut tail = spill.tail();
+        spill.write_buffer(&mut tail).unwrap();
+        drop(tail);
         // The last byte is the second entry's value's last byte.
         spill.file.write_all_at(&[9], placed.bytes - 1).unwrap();
         assert_eq!(
-            spill.read(placed.location),
+            spill.read(placed),
             Err("its bytes do not decode".to_string())
         );
     }
 
     #[test]
-    fn a_write_that_fails_gives_its_place_back() {
+    fn a_write_that_fails_refuses_the_record_and_keeps_what_waits() {
         let dir = tempfile::tempdir().unwrap();
         let (file, path) = read_only_file(dir.path());
         let spill = Spill {
             file,
             path,
-            end: Mutex::new(0),
+            tail: Mutex::new(Tail::default()),
         };
-        assert!(spill.put(&[entry(1, 3), entry(2, 4)]).is_err());
-        assert_eq!(spill.written(), 0);
-        let at = spill.written();
-        assert!(spill.put(&[entry(1, 3)]).is_err());
-        assert!(spill.put_bytes(b"places of subtrees").is_err());
-        assert_eq!(spill.written(), at);
+        // What fits in the buffer is taken, and read back from it.
+        let small = subtree(1, 2, 1_000);
+        let at = spill.put(&small).unwrap();
+        let before = spill.written();
+        // A record that needs the buffer written first, or is larger than the buffer, or a
+        // group's record then, is refused; nothing placed is lost, and nothing moved.
+        assert!(spill.put(&subtree(3, 2, WRITE_BUFFER_BYTES / 2)).is_err());
+        assert!(spill.put(&subtree(5, 1, WRITE_BUFFER_BYTES + 1)).is_err());
+        assert!(spill.put_bytes(&vec![7u8; WRITE_BUFFER_BYTES]).is_err());
+        assert_eq!(spill.written(), before);
+        assert_eq!(spill.load(at), small);
+        // A record that still fits is taken.
+        let next = spill.put(&subtree(9, 2, 10)).unwrap();
+        assert_eq!(next.location, before);
+        assert_eq!(spill.load(next), subtree(9, 2, 10));
     }
 
     #[test]
     fn records_of_bytes_read_back_as_put_beside_subtrees() {
         let dir = tempfile::tempdir().unwrap();
         let spill = Spill::create(dir.path()).unwrap();
-        let at_a = spill.put(&[entry(1, 3), entry(2, 4)]).unwrap().location;
+        let at_a = spill.put(&[entry(1, 3), entry(2, 4)]).unwrap();
         let group = spill.put_bytes(b"places of subtrees").unwrap();
         let empty = spill.put_bytes(&[]).unwrap();
         assert_eq!((group.bytes, empty.bytes), (4 + 18, 4));
-        assert_eq!(spill.load_bytes(group.location), b"places of subtrees");
-        assert!(spill.load_bytes(empty.location).is_empty());
+        assert_eq!(spill.load_bytes(group), b"places of subtrees");
+        assert!(spill.load_bytes(empty).is_empty());
         assert_eq!(spill.load(at_a), vec![entry(1, 3), entry(2, 4)]);
-        // Bounded like a subtree: nothing past what was written is read.
-        assert!(spill.read_record(spill.written()).is_err());
-        assert!(spill.read_record(group.location + 1).is_err());
     }
 
     #[test]
-    fn reads_are_bounded_by_what_was_written() {
+    fn reads_are_bounded_by_what_was_put_and_by_the_length_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let spill = Spill::create(dir.path()).unwrap();
-        let at = spill.put(&[entry(1, 10), entry(2, 10)]).unwrap().location;
-        assert!(spill.read(at + 1).is_err());
-        assert!(spill.read(spill.written()).is_err());
-        assert!(spill.read(u64::MAX - 2).is_err());
+        let at = spill.put(&[entry(1, 10), entry(2, 10)]).unwrap();
+        let group = spill.put_bytes(b"places").unwrap();
+        let placed = |location, bytes| Placed { location, bytes };
+        for flushed in [false, true] {
+            if flushed {
+                let mut tail = spill.tail();
+                spill.write_buffer(&mut tail).unwrap();
+            }
+            let end = spill.written();
+            let refused = |at: Placed| {
+                let err = spill.read_record(at).unwrap_err();
+                assert!(spill.read(at).is_err());
+                err
+            };
+            // Past what was put, however far; a size that overflows or is not a record's.
+            assert!(refused(placed(end, 4)).contains("run past"));
+            assert!(refused(placed(group.location, group.bytes + 1)).contains("run past"));
+            assert!(refused(placed(u64::MAX - 2, 4)).contains("run past"));
+            assert!(refused(placed(0, 3)).contains("out of bounds"));
+            assert!(refused(placed(0, u64::MAX)).contains("out of bounds"));
+            // Inside what was put, but not where a record of that size begins.
+            assert!(refused(placed(at.location + 1, at.bytes)).contains("begins with"));
+            assert!(refused(placed(at.location, at.bytes - 1)).contains("begins with"));
+            assert!(refused(placed(at.location, at.bytes + group.bytes)).contains("begins with"));
+            assert_eq!(spill.load(at), vec![entry(1, 10), entry(2, 10)]);
+        }
         // A count larger than the bytes could hold, a value running past the end, and bytes
         // left over are each refused.
         assert_eq!(decode(&u32::MAX.to_be_bytes()), None);

@@ -104,16 +104,18 @@ pub trait SubtreeStore<P>: Send + Sync + fmt::Debug {
     /// take there.
     fn put(&self, entries: &[Entry<P>]) -> Result<Placed, StoreError>;
 
-    /// The entries [`SubtreeStore::put`] kept at `location`, in the order given.
-    fn load(&self, location: u64) -> Vec<Entry<P>>;
+    /// The entries [`SubtreeStore::put`] kept where it placed them (`at`, as it returned),
+    /// in the order given.
+    fn load(&self, at: Placed) -> Vec<Entry<P>>;
 
     /// Keeps `bytes` (the places and hashes of stored subtrees that sit together); returns
     /// where, for [`SubtreeStore::load_bytes`], and how many bytes they take there. Its
     /// locations are distinct from those of [`SubtreeStore::put`].
     fn put_bytes(&self, bytes: &[u8]) -> Result<Placed, StoreError>;
 
-    /// The bytes [`SubtreeStore::put_bytes`] kept at `location`.
-    fn load_bytes(&self, location: u64) -> Vec<u8>;
+    /// The bytes [`SubtreeStore::put_bytes`] kept where it placed them (`at`, as it
+    /// returned).
+    fn load_bytes(&self, at: Placed) -> Vec<u8>;
 
     /// Called when the entries loaded from `location` do not make the subtree that was put
     /// there: the store is corrupt, and the tree cannot answer.
@@ -258,7 +260,10 @@ impl<P: Clone> Stored<P> {
             }
             return node;
         }
-        let entries = self.backing.store.load(self.location);
+        let entries = self.backing.store.load(Placed {
+            location: self.location,
+            bytes: self.bytes,
+        });
         let sorted = entries.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0));
         let node = build(depth, &entries);
         if !sorted || entries.len() != self.len || node.hash() != self.hash {
@@ -1574,7 +1579,8 @@ mod tests {
             })
         }
 
-        fn load_bytes(&self, location: u64) -> Vec<u8> {
+        fn load_bytes(&self, at: Placed) -> Vec<u8> {
+            let location = at.location;
             self.group_loads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut bytes = self.subtrees.lock().unwrap()[location as usize].1.clone();
@@ -1588,7 +1594,8 @@ mod tests {
             bytes
         }
 
-        fn load(&self, location: u64) -> Vec<Entry<u64>> {
+        fn load(&self, at: Placed) -> Vec<Entry<u64>> {
+            let location = at.location;
             self.loads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut entries = self.subtrees.lock().unwrap()[location as usize].0.clone();

@@ -13,7 +13,7 @@
 //! checked against a checksum of the record and the hash kept in memory, as a stored
 //! subtree's entries are checked against its hash.
 
-use super::{Backing, Node, Stored, Tally, bit};
+use super::{Backing, Node, Placed, Stored, Tally, bit};
 use crate::Digest;
 use std::sync::Arc;
 
@@ -242,7 +242,10 @@ impl<P: Clone> Group<P> {
             // one record).
             return parts;
         }
-        let bytes = self.backing.store.load_bytes(self.location);
+        let bytes = self.backing.store.load_bytes(Placed {
+            location: self.location,
+            bytes: self.bytes,
+        });
         if checksum(&bytes) != self.check {
             self.backing.store.fail(self.location);
         }
