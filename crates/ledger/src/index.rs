@@ -40,6 +40,32 @@ use std::sync::Arc;
 /// or `None` if the entry was removed.
 pub(crate) type StateValueBytes = Option<Arc<[u8]>>;
 
+/// The most value bytes that wait in memory with their state keys: past this, a key waits
+/// alone and the write looks its value up in the state tree, as a key always did before
+/// values waited with it. The waiting values are not part of the state tree's memory bound;
+/// this is their own, against a flood of large values.
+pub(crate) const WAITING_VALUE_BYTES: usize = 64 << 20;
+
+/// What waits in memory for a state entry besides its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Waiting {
+    /// Its value as of its last change.
+    Value(StateValueBytes),
+    /// Nothing (the waiting values were at [`WAITING_VALUE_BYTES`]): the write looks the
+    /// value up in the state tree as of its last block.
+    LookUp,
+}
+
+impl Waiting {
+    /// The value bytes it holds.
+    fn bytes(&self) -> usize {
+        match self {
+            Waiting::Value(Some(value)) => value.len(),
+            Waiting::Value(None) | Waiting::LookUp => 0,
+        }
+    }
+}
+
 /// How many slices each index is written in.
 pub(crate) const INDEX_SLICES: usize = 64;
 
@@ -233,7 +259,11 @@ pub(crate) struct Pending {
     /// Per slice ([`listed_slice`]): content hash → whether it is listed, as of the last
     /// change waiting.
     listed: Vec<BTreeMap<[u8; 32], bool>>,
-    state: Vec<BTreeMap<Vec<u8>, StateValueBytes>>,
+    state: Vec<BTreeMap<Vec<u8>, Waiting>>,
+    /// The value bytes `state` holds.
+    state_value_bytes: usize,
+    /// The most it may hold ([`WAITING_VALUE_BYTES`]).
+    value_budget: usize,
     marks: IndexMarks,
 }
 
@@ -245,9 +275,9 @@ pub(crate) struct SliceRows {
     pub(crate) log_rows: Vec<LogRow>,
     pub(crate) owned: Vec<OwnedRow>,
     pub(crate) listed: Vec<([u8; 32], bool)>,
-    /// The state entries to store, keys ascending, each with its value as of the write's
-    /// last block.
-    pub(crate) state: Vec<(Vec<u8>, StateValueBytes)>,
+    /// The state entries to store (to wait, for the rows returned to wait), keys ascending,
+    /// each with its value as of the write's last block (or to look it up there).
+    pub(crate) state: Vec<(Vec<u8>, Waiting)>,
 }
 
 impl Pending {
@@ -268,6 +298,8 @@ impl Pending {
             owned: vec![BTreeSet::new(); INDEX_SLICES],
             listed: vec![BTreeMap::new(); INDEX_SLICES],
             state: vec![BTreeMap::new(); INDEX_SLICES],
+            state_value_bytes: 0,
+            value_budget: WAITING_VALUE_BYTES,
             marks,
         }
     }
@@ -356,11 +388,32 @@ impl Pending {
             Ok(())
         })?;
         for (key, value) in state {
-            if let Some(entries) = pending.state.get_mut(state_slice(&key)) {
-                entries.insert(key, value);
-            }
+            pending.wait_state(key, Waiting::Value(value));
         }
         Ok(pending)
+    }
+
+    /// Makes the state entry `key` wait with `waiting`, replacing what waited for it; alone
+    /// if the waiting values would be over their budget.
+    fn wait_state(&mut self, key: Vec<u8>, waiting: Waiting) {
+        let Some(entries) = self.state.get_mut(state_slice(&key)) else {
+            return;
+        };
+        let replaced = entries.remove(&key).map_or(0, |w| w.bytes());
+        self.state_value_bytes -= replaced;
+        let waiting = if self.state_value_bytes + waiting.bytes() <= self.value_budget {
+            self.state_value_bytes += waiting.bytes();
+            waiting
+        } else {
+            Waiting::LookUp
+        };
+        entries.insert(key, waiting);
+    }
+
+    /// The value bytes waiting with their state keys.
+    #[cfg(test)]
+    pub(crate) fn state_value_bytes(&self) -> usize {
+        self.state_value_bytes
     }
 
     /// What is on disk.
@@ -465,12 +518,12 @@ impl Pending {
             }
         }
         due.listed = due_listed.into_iter().collect();
-        let mut due_state: BTreeMap<&[u8], &StateValueBytes> = self
+        let mut due_state: BTreeMap<&[u8], Waiting> = self
             .state
             .get(slice)
             .into_iter()
             .flatten()
-            .map(|(key, value)| (key.as_slice(), value))
+            .map(|(key, waiting)| (key.as_slice(), waiting.clone()))
             .collect();
         let mut wait = SliceRows {
             listed: wait_listed.into_iter().collect(),
@@ -478,14 +531,15 @@ impl Pending {
         };
         for (key, value) in state {
             if state_slice(key) == slice {
-                due_state.insert(key, value);
+                due_state.insert(key, Waiting::Value(value.clone()));
             } else {
-                wait.state.push((key.to_vec(), value.clone()));
+                wait.state
+                    .push((key.to_vec(), Waiting::Value(value.clone())));
             }
         }
         due.state = due_state
             .into_iter()
-            .map(|(key, value)| (key.to_vec(), value.clone()))
+            .map(|(key, waiting)| (key.to_vec(), waiting))
             .collect();
         for tx in txs {
             if tx_slice(&tx.0) == slice {
@@ -542,6 +596,8 @@ impl Pending {
             rows.clear();
         }
         if let Some(entries) = self.state.get_mut(due.slice) {
+            let written: usize = entries.values().map(Waiting::bytes).sum();
+            self.state_value_bytes -= written;
             entries.clear();
         }
         for (hash, location) in wait.txs {
@@ -564,10 +620,8 @@ impl Pending {
                 rows.insert(hash, listed);
             }
         }
-        for (key, value) in wait.state {
-            if let Some(entries) = self.state.get_mut(state_slice(&key)) {
-                entries.insert(key, value);
-            }
+        for (key, waiting) in wait.state {
+            self.wait_state(key, waiting);
         }
         self.marks = marks;
     }
@@ -634,8 +688,8 @@ mod tests {
         assert_eq!(
             due.state,
             vec![
-                (b"\x01\x00a".to_vec(), None),
-                (b"\x05".to_vec(), value(b"five"))
+                (b"\x01\x00a".to_vec(), Waiting::Value(None)),
+                (b"\x05".to_vec(), Waiting::Value(value(b"five")))
             ]
         );
         // Until the write committed, nothing moved.
@@ -664,8 +718,8 @@ mod tests {
         assert_eq!(
             due.state,
             vec![
-                (b"\x01\x01b".to_vec(), None),
-                (b"\x03\x01c".to_vec(), value(b"c"))
+                (b"\x01\x01b".to_vec(), Waiting::Value(None)),
+                (b"\x03\x01c".to_vec(), Waiting::Value(value(b"c")))
             ]
         );
     }
@@ -698,7 +752,64 @@ mod tests {
         }
         let (due, _) = pending.plan([], [], [], [], []);
         assert_eq!(due.slice, 7);
-        assert_eq!(due.state, vec![(key.to_vec(), value(b"7"))]);
+        assert_eq!(due.state, vec![(key.to_vec(), Waiting::Value(value(b"7")))]);
+    }
+
+    #[test]
+    fn values_past_their_budget_wait_as_keys_alone_and_the_budget_is_given_back() {
+        let mut pending = Pending::new(IndexMarks::all(0, 0));
+        pending.value_budget = 10;
+        let value = |len: usize| -> StateValueBytes { Some(Arc::from(vec![7u8; len])) };
+        // Keys of slices 1 to 4, written by a write that stores slice 0.
+        let keys: [&[u8]; 4] = [b"\x01\x01a", b"\x01\x02b", b"\x01\x03c", b"\x01\x04d"];
+        let values = [value(4), value(4), value(4), None];
+        let (due, wait) = pending.plan([], [], [], [], keys.iter().copied().zip(&values));
+        let marks = pending.marks_after(&due, 1, 0);
+        pending.written(&due, wait, marks);
+        // Two values fit the budget, the third waits as a key alone, a removal costs nothing.
+        assert_eq!(pending.state_value_bytes(), 8);
+        let (due, wait) = pending.plan([], [], [], [], []);
+        assert_eq!(
+            due.state,
+            vec![(keys[0].to_vec(), Waiting::Value(value(4)))]
+        );
+        let marks = pending.marks_after(&due, 2, 0);
+        pending.written(&due, wait, marks);
+        assert_eq!(pending.state_value_bytes(), 4);
+        let (due, wait) = pending.plan([], [], [], [], []);
+        assert_eq!(
+            due.state,
+            vec![(keys[1].to_vec(), Waiting::Value(value(4)))]
+        );
+        let marks = pending.marks_after(&due, 3, 0);
+        pending.written(&due, wait, marks);
+        let (due, wait) = pending.plan([], [], [], [], []);
+        assert_eq!(due.state, vec![(keys[2].to_vec(), Waiting::LookUp)]);
+        let marks = pending.marks_after(&due, 4, 0);
+        pending.written(&due, wait, marks);
+        assert_eq!(pending.state_value_bytes(), 0);
+        // A value replacing a waiting one gives the old one's bytes back first.
+        let bigger = value(9);
+        let (due, wait) = pending.plan([], [], [], [], [(keys[3], &bigger)]);
+        assert_eq!(due.slice, 4);
+        assert_eq!(
+            due.state,
+            vec![(keys[3].to_vec(), Waiting::Value(bigger.clone()))]
+        );
+        let marks = pending.marks_after(&due, 5, 0);
+        pending.written(&due, wait, marks);
+        assert_eq!(pending.state_value_bytes(), 0);
+        let later: [&[u8]; 2] = [b"\x01\x08f", b"\x01\x08f"];
+        let (due, wait) = pending.plan([], [], [], [], [(later[0], &bigger)]);
+        let marks = pending.marks_after(&due, 6, 0);
+        pending.written(&due, wait, marks);
+        assert_eq!(pending.state_value_bytes(), 9);
+        let smaller = value(2);
+        let (due, wait) = pending.plan([], [], [], [], [(later[1], &smaller)]);
+        let marks = pending.marks_after(&due, 7, 0);
+        pending.written(&due, wait, marks);
+        assert_eq!(pending.state_value_bytes(), 2);
+        assert_eq!(pending.len(), 1);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! A subtree is `u32` length of what follows, `u32` entry count, then per entry its key
 //! (32 bytes), value hash (32 bytes), `u32` value length and value bytes, all big-endian; a
 //! group of subtrees' places (`SubtreeStore::put_bytes`) is `u32` length and the bytes the
-//! tree gave. Reading is bounded by what was written; the state tree checks every subtree
+//! tree gave. Reading is bounded by what was put; the state tree checks every subtree
 //! and group it reads back against the hash it kept.
 
 use secnet_contract::TreeStore;
@@ -48,6 +48,9 @@ pub(crate) struct Spill {
     /// Where it was created, for messages (the name is gone once created).
     path: PathBuf,
     tail: Mutex<Tail>,
+    /// `Tail::on_file`, for reads of records on the file without taking the lock that
+    /// writes to the file hold.
+    on_file: AtomicU64,
 }
 
 /// The end of a spill file: what is on it and what waits to be written after that.
@@ -104,6 +107,7 @@ impl Spill {
             file,
             path,
             tail: Mutex::new(Tail::default()),
+            on_file: AtomicU64::new(0),
         })
     }
 
@@ -213,6 +217,7 @@ impl Spill {
                 .write_all_at(bytes, location)
                 .map_err(|e| StoreError(format!("{}: {e}", self.path.display())))?;
             tail.on_file += bytes.len() as u64;
+            self.on_file.store(tail.on_file, Ordering::Release);
         } else {
             if tail.buffer.capacity() == 0 {
                 tail.buffer.reserve_exact(WRITE_BUFFER_BYTES);
@@ -234,6 +239,7 @@ impl Spill {
             .write_all_at(&tail.buffer, tail.on_file)
             .map_err(|e| StoreError(format!("{}: {e}", self.path.display())))?;
         tail.on_file += tail.buffer.len() as u64;
+        self.on_file.store(tail.on_file, Ordering::Release);
         tail.buffer.clear();
         Ok(())
     }
@@ -254,15 +260,15 @@ impl Spill {
             .filter(|size| (4..=MAX_SUBTREE_BYTES + 4).contains(size))
             .ok_or_else(|| format!("a record of {} bytes is out of bounds", at.bytes))?;
         let mut record = vec![0u8; size];
-        let on_file = {
+        let end = at.location.checked_add(at.bytes);
+        // A record wholly on the file is read without the lock (it is never written again);
+        // one past it is looked for in the buffer, under the lock, and read from the file
+        // if the buffer was written meanwhile.
+        let on_file = end.is_some_and(|end| end <= self.on_file.load(Ordering::Acquire)) || {
             let tail = self.tail();
-            let end = tail.end();
-            if at
-                .location
-                .checked_add(at.bytes)
-                .is_none_or(|last| last > end)
-            {
-                return Err(format!("{} bytes there run past the {end} put", at.bytes));
+            let put = tail.end();
+            if end.is_none_or(|last| last > put) {
+                return Err(format!("{} bytes there run past the {put} put", at.bytes));
             }
             if at.location >= tail.on_file {
                 let from = (at.location - tail.on_file) as usize;
@@ -272,12 +278,16 @@ impl Spill {
                     .ok_or_else(|| format!("{} bytes there run past the buffer", at.bytes))?;
                 record.copy_from_slice(buffered);
                 false
+            } else if end.is_some_and(|end| end > tail.on_file) {
+                // A record never straddles the file's end and the buffer.
+                return Err(format!(
+                    "{} bytes there run past the {} on the file",
+                    at.bytes, tail.on_file
+                ));
             } else {
                 true
             }
         };
-        // A record below the file's end was written before, in one piece (the buffer is
-        // written whole, and a record never straddles it).
         if on_file {
             self.file
                 .read_exact_at(&mut record, at.location)
@@ -394,11 +404,25 @@ mod tests {
         // What the file holds is what was put, every record where it was placed.
         let mut file = vec![0u8; on_file as usize];
         spill.file.read_exact_at(&mut file, 0).unwrap();
-        for (at, _) in put.iter().filter(|(at, _)| at.location < on_file) {
+        let mut records = 0;
+        for (at, entries) in put.iter().filter(|(at, _)| at.location < on_file) {
             let from = at.location as usize;
             let record = &file[from..from + at.bytes as usize];
-            assert_eq!(record, spill.read_record(*at).unwrap().as_slice());
+            assert_eq!(decode(&record[4..]).as_ref(), Some(entries));
+            records += 1;
         }
+        assert!(records > 150, "{records}");
+        // A record straddling the file's end and the buffer is not one.
+        let straddling = Placed {
+            location: on_file - 8,
+            bytes: 16,
+        };
+        assert!(
+            spill
+                .read_record(straddling)
+                .unwrap_err()
+                .contains("on the file")
+        );
     }
 
     #[test]
@@ -427,7 +451,12 @@ mod tests {
             file,
             path,
             tail: Mutex::new(Tail::default()),
+            on_file: AtomicU64::new(0),
         };
+        // With nothing waiting, a record larger than the buffer goes to the file, and is
+        // refused there.
+        assert!(spill.put(&subtree(5, 1, WRITE_BUFFER_BYTES + 1)).is_err());
+        assert_eq!(spill.written(), 0);
         // What fits in the buffer is taken, and read back from it.
         let small = subtree(1, 2, 1_000);
         let at = spill.put(&small).unwrap();

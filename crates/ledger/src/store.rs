@@ -1177,8 +1177,8 @@ impl Ledger {
         Ok(state)
     }
 
-    /// The stored state, the keys of the entries the state journal holds beyond the state
-    /// table, and, for a ledger of a format before the owner index, that index's rows of
+    /// The stored state, the entries the state journal holds beyond the state table (with
+    /// their values), and, for a ledger of a format before the owner index, that index's rows of
     /// the stored listings.
     ///
     /// With `into`, the state tree is kept in that spill file within that bound from the
@@ -1227,15 +1227,15 @@ impl Ledger {
             Ok(())
         };
         if in_runs(format.as_deref()) {
-            for (slice, overlay) in journal::by_slice(overlay).iter().enumerate() {
-                for row in StateSlice::new(&read, slice, overlay)? {
+            for (slice, overlay) in journal::by_slice(overlay).into_iter().enumerate() {
+                for row in StateSlice::new(&read, slice, &overlay)? {
                     let (k, v) = row?;
                     add(k, v)?;
                 }
                 waiting.extend(
                     overlay
-                        .iter()
-                        .map(|(key, value)| (key.clone(), value.as_deref().map(Arc::from))),
+                        .into_iter()
+                        .map(|(key, value)| (key, value.map(Arc::from))),
                 );
             }
         } else {

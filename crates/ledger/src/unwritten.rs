@@ -20,7 +20,7 @@
 use crate::blocks::{self, BLOCK_CHUNKS};
 use crate::error::LedgerError;
 use crate::index::{
-    IndexMarks, OwnedRow, Pending, SliceRows, StateValueBytes, listed_row_of, owned_hash,
+    IndexMarks, OwnedRow, Pending, SliceRows, StateValueBytes, Waiting, listed_row_of, owned_hash,
     owned_row_of,
 };
 use crate::journal::{self, STATE_JOURNAL};
@@ -48,7 +48,8 @@ pub(crate) struct BlockRows {
     tip: Vec<u8>,
     writes: Vec<StateWrite>,
     /// The state tree after this block: where a write ending with it looks up who holds the
-    /// listings whose owner-index rows it merges.
+    /// listings whose owner-index rows it merges, and the values of state entries that
+    /// waited without theirs ([`Waiting::LookUp`]).
     snapshot: StateSnapshot,
     pub(crate) first_log_index: u64,
     pub(crate) log_leaves: Vec<Vec<u8>>,
@@ -395,7 +396,10 @@ fn write_rows(
         let state: Vec<Vec<u8>> = due
             .state
             .iter()
-            .map(|(_, value)| runs::state_value(value.as_deref()))
+            .map(|(key, waiting)| match waiting {
+                Waiting::Value(value) => runs::state_value(value.as_deref()),
+                Waiting::LookUp => runs::state_value(last.snapshot.value_bytes(key).as_deref()),
+            })
             .collect();
         runs::append(
             &mut runs_table,
