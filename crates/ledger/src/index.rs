@@ -755,6 +755,19 @@ mod tests {
         assert_eq!(due.state, vec![(key.to_vec(), Waiting::Value(value(b"7")))]);
     }
 
+    /// One write with `state` changed at `height`: what it stored from the state table's
+    /// slice, and that slice.
+    fn write_state(
+        pending: &mut Pending,
+        height: u64,
+        state: &[(&[u8], StateValueBytes)],
+    ) -> (usize, Vec<(Vec<u8>, Waiting)>) {
+        let (due, wait) = pending.plan([], [], [], [], state.iter().map(|(k, v)| (*k, v)));
+        let marks = pending.marks_after(&due, height, 0);
+        pending.written(&due, wait, marks);
+        (due.slice, due.state)
+    }
+
     #[test]
     fn values_past_their_budget_wait_as_keys_alone_and_the_budget_is_given_back() {
         let mut pending = Pending::new(IndexMarks::all(0, 0));
@@ -763,51 +776,36 @@ mod tests {
         // Keys of slices 1 to 4, written by a write that stores slice 0.
         let keys: [&[u8]; 4] = [b"\x01\x01a", b"\x01\x02b", b"\x01\x03c", b"\x01\x04d"];
         let values = [value(4), value(4), value(4), None];
-        let (due, wait) = pending.plan([], [], [], [], keys.iter().copied().zip(&values));
-        let marks = pending.marks_after(&due, 1, 0);
-        pending.written(&due, wait, marks);
+        let changed: Vec<_> = keys.iter().copied().zip(values).collect();
+        assert_eq!(write_state(&mut pending, 1, &changed), (0, vec![]));
         // Two values fit the budget, the third waits as a key alone, a removal costs nothing.
         assert_eq!(pending.state_value_bytes(), 8);
-        let (due, wait) = pending.plan([], [], [], [], []);
+        let stored = |n: usize, waiting| (n, vec![(keys[n - 1].to_vec(), waiting)]);
         assert_eq!(
-            due.state,
-            vec![(keys[0].to_vec(), Waiting::Value(value(4)))]
+            write_state(&mut pending, 2, &[]),
+            stored(1, Waiting::Value(value(4)))
         );
-        let marks = pending.marks_after(&due, 2, 0);
-        pending.written(&due, wait, marks);
         assert_eq!(pending.state_value_bytes(), 4);
-        let (due, wait) = pending.plan([], [], [], [], []);
         assert_eq!(
-            due.state,
-            vec![(keys[1].to_vec(), Waiting::Value(value(4)))]
+            write_state(&mut pending, 3, &[]),
+            stored(2, Waiting::Value(value(4)))
         );
-        let marks = pending.marks_after(&due, 3, 0);
-        pending.written(&due, wait, marks);
-        let (due, wait) = pending.plan([], [], [], [], []);
-        assert_eq!(due.state, vec![(keys[2].to_vec(), Waiting::LookUp)]);
-        let marks = pending.marks_after(&due, 4, 0);
-        pending.written(&due, wait, marks);
+        assert_eq!(
+            write_state(&mut pending, 4, &[]),
+            stored(3, Waiting::LookUp)
+        );
         assert_eq!(pending.state_value_bytes(), 0);
         // A value replacing a waiting one gives the old one's bytes back first.
         let bigger = value(9);
-        let (due, wait) = pending.plan([], [], [], [], [(keys[3], &bigger)]);
-        assert_eq!(due.slice, 4);
         assert_eq!(
-            due.state,
-            vec![(keys[3].to_vec(), Waiting::Value(bigger.clone()))]
+            write_state(&mut pending, 5, &[(keys[3], bigger.clone())]),
+            stored(4, Waiting::Value(bigger.clone()))
         );
-        let marks = pending.marks_after(&due, 5, 0);
-        pending.written(&due, wait, marks);
         assert_eq!(pending.state_value_bytes(), 0);
-        let later: [&[u8]; 2] = [b"\x01\x08f", b"\x01\x08f"];
-        let (due, wait) = pending.plan([], [], [], [], [(later[0], &bigger)]);
-        let marks = pending.marks_after(&due, 6, 0);
-        pending.written(&due, wait, marks);
+        let later: &[u8] = b"\x01\x08f";
+        write_state(&mut pending, 6, &[(later, bigger)]);
         assert_eq!(pending.state_value_bytes(), 9);
-        let smaller = value(2);
-        let (due, wait) = pending.plan([], [], [], [], [(later[1], &smaller)]);
-        let marks = pending.marks_after(&due, 7, 0);
-        pending.written(&due, wait, marks);
+        write_state(&mut pending, 7, &[(later, value(2))]);
         assert_eq!(pending.state_value_bytes(), 2);
         assert_eq!(pending.len(), 1);
     }
