@@ -1105,8 +1105,16 @@ impl Ledger {
                         Arc::clone(&file).into_store(),
                         spilling.memory.opened_entries,
                     );
+                    let old_bytes = spilling.file.written();
                     spilling.file = file;
                     spilling.moving_next = [0; 32];
+                    tracing::info!(
+                        height = self.state.tip().height,
+                        old_file_bytes = old_bytes,
+                        live_bytes = live,
+                        entries_to_move = self.state.entries_in_earlier_stores(),
+                        "started a new spill file; the old one's parts move over"
+                    );
                 }
                 Err(e) => problem = problem.or(Some(e.to_string())),
             }
@@ -1119,6 +1127,12 @@ impl Ledger {
                 .evict(None, &spilling.moving_next, MOVE_PER_BLOCK);
             spilling.moving_next = done.next;
             problem = problem.or(done.refused.map(|e| e.to_string()));
+            if self.state.entries_in_earlier_stores() == 0 {
+                tracing::info!(
+                    height = self.state.tip().height,
+                    "the old spill file's parts have moved over"
+                );
+            }
         }
         let over = self
             .state
