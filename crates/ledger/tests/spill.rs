@@ -343,7 +343,8 @@ fn a_ledger_opened_with_a_bound_loads_within_it() {
 fn a_spill_file_of_mostly_dead_copies_is_replaced_and_let_go() {
     let _serial = serial();
     let mut p = pair();
-    // No slack: a file is replaced as soon as it holds twice what is read from it.
+    // No slack: a file is replaced as soon as it holds `SPILL_FILE_TIMES_LIVE` times what
+    // is read from it.
     p.bounded.bound_state_memory(tiny(0)).unwrap();
     let before = open_spill_files();
     let mut registered = 0;
