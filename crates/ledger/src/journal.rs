@@ -37,13 +37,14 @@ pub(crate) const STATE_JOURNAL: TableDefinition<(u64, u32), &[u8]> =
 /// The most bytes of one journal row: two fit a 4 KiB page.
 pub(crate) const JOURNAL_CHUNK: usize = 2_000;
 
-/// Appends the changes of the group commit ending at `height`.
-pub(crate) fn append(
+/// Appends the changes of the group commit ending at `height` (each entry once, keys
+/// ascending).
+pub(crate) fn append<'a>(
     journal: &mut Table<'_, (u64, u32), &[u8]>,
     height: u64,
-    changes: &Changes<'_>,
+    changes: impl Iterator<Item = Change<'a>> + Clone,
 ) -> Result<(), LedgerError> {
-    if changes.is_empty() {
+    if changes.clone().next().is_none() {
         return Ok(());
     }
     for (chunk, bytes) in (0u32..).zip(encode(changes)?.chunks(JOURNAL_CHUNK)) {
@@ -68,9 +69,6 @@ pub(crate) fn state_slice(key: &[u8]) -> usize {
     usize::from(key.get(1).copied().unwrap_or(0)) % INDEX_SLICES
 }
 
-/// Changed entries: key bytes → value bytes, or `None` for a removed entry.
-pub(crate) type Changes<'a> = BTreeMap<&'a [u8], Option<&'a [u8]>>;
-
 /// One changed entry: its key bytes, and its value bytes or `None` if it was removed.
 pub(crate) type Change<'a> = (&'a [u8], Option<&'a [u8]>);
 
@@ -91,9 +89,11 @@ pub(crate) fn by_slice(overlay: Overlay) -> Vec<Overlay> {
 /// A commit's journal: the length of what follows (8 bytes, big-endian), then per entry the
 /// key's length (4 bytes, big-endian) and bytes, then 0 for a removed entry, or 1, the
 /// value's length (4 bytes, big-endian) and bytes.
-pub(crate) fn encode(changes: &Changes<'_>) -> Result<Vec<u8>, LedgerError> {
+pub(crate) fn encode<'a>(
+    changes: impl Iterator<Item = Change<'a>> + Clone,
+) -> Result<Vec<u8>, LedgerError> {
     let size: usize = changes
-        .iter()
+        .clone()
         .map(|(k, v)| 5 + k.len() + v.map_or(0, |v| 4 + v.len()))
         .sum();
     let too_long = |what: &str, len: usize| {
@@ -297,6 +297,13 @@ mod tests {
     use proptest::prelude::*;
     use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
+    /// Changed entries: key bytes → value bytes, or `None` for a removed entry.
+    type Changes<'a> = BTreeMap<&'a [u8], Option<&'a [u8]>>;
+
+    fn each<'a>(changes: &'a Changes<'a>) -> impl Iterator<Item = Change<'a>> + Clone {
+        changes.iter().map(|(key, value)| (*key, *value))
+    }
+
     #[test]
     fn rows_round_trip_and_damaged_ones_are_refused() {
         let long = vec![7u8; 300];
@@ -308,10 +315,10 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let bytes = encode(&changes).unwrap();
+        let bytes = encode(each(&changes)).unwrap();
         let decoded: Changes<'_> = decode(9, &bytes).unwrap().into_iter().collect();
         assert_eq!(decoded, changes);
-        let empty = encode(&Changes::new()).unwrap();
+        let empty = encode(each(&Changes::new())).unwrap();
         assert!(decode(9, &empty).unwrap().is_empty());
         // A cut is refused wherever it falls, an entry's end included (a commit whose last
         // rows are lost must not pass for a commit of fewer changes); so is a longer one.
@@ -375,8 +382,8 @@ mod tests {
         let w = db.begin_write().unwrap();
         {
             let mut journal = w.open_table(STATE_JOURNAL).unwrap();
-            append(&mut journal, 5, &first).unwrap();
-            append(&mut journal, 8, &second).unwrap();
+            append(&mut journal, 5, each(&first)).unwrap();
+            append(&mut journal, 8, each(&second)).unwrap();
             assert!(
                 journal.len().unwrap() > 4,
                 "{} rows",

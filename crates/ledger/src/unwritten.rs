@@ -329,10 +329,6 @@ impl Unwritten {
                 latest.insert(w.key.as_slice(), &w.value);
             }
         }
-        let changes: journal::Changes<'_> = latest
-            .iter()
-            .map(|(key, value)| (*key, value.as_deref()))
-            .collect();
         let (due, wait, marks) = {
             let pending = self.pending()?;
             let (due, wait) = pending.plan(
@@ -353,7 +349,7 @@ impl Unwritten {
             let marks = pending.marks_after(&due, last, log_size);
             (due, wait, marks)
         };
-        if let Err(e) = write_rows(db, &batch, &changes, durability, &due, &marks) {
+        if let Err(e) = write_rows(db, &batch, &latest, durability, &due, &marks) {
             self.poison();
             return Err(e);
         }
@@ -369,7 +365,7 @@ impl Unwritten {
 fn write_rows(
     db: &Database,
     batch: &[Arc<BlockRows>],
-    changes: &journal::Changes<'_>,
+    changes: &BTreeMap<&[u8], &StateValueBytes>,
     durability: Durability,
     due: &SliceRows,
     marks: &IndexMarks,
@@ -385,7 +381,11 @@ fn write_rows(
         .map_err(|e| LedgerError::Storage(e.to_string()))?;
     {
         let mut journal = write.open_table(STATE_JOURNAL)?;
-        journal::append(&mut journal, last.height, changes)?;
+        journal::append(
+            &mut journal,
+            last.height,
+            changes.iter().map(|(key, value)| (*key, value.as_deref())),
+        )?;
         // Changes every slice of the state table has caught up with are not needed again.
         journal::prune(&mut journal, marks.min_tx_height())?;
         // The slice's rows go in as a run of the state table and of each index, and the
