@@ -47,26 +47,12 @@ pub(crate) struct Spill {
     file: File,
     /// Where it was created, for messages (the name is gone once created).
     path: PathBuf,
-    tail: Mutex<Tail>,
-    /// `Tail::on_file`, for reads of records on the file without taking the lock that
-    /// writes to the file hold.
+    /// The records from `on_file` on, in order, not written yet. Its lock is held by every
+    /// write to the file.
+    buffer: Mutex<Vec<u8>>,
+    /// The bytes on the file: every record below this offset was written there. Changed only
+    /// under the buffer's lock; read without it by reads of records on the file.
     on_file: AtomicU64,
-}
-
-/// The end of a spill file: what is on it and what waits to be written after that.
-#[derive(Debug, Default)]
-struct Tail {
-    /// The bytes on the file: every record below this offset was written there.
-    on_file: u64,
-    /// The records from `on_file` on, in order, not written yet.
-    buffer: Vec<u8>,
-}
-
-impl Tail {
-    /// Where the next record goes: the bytes put so far.
-    fn end(&self) -> u64 {
-        self.on_file + self.buffer.len() as u64
-    }
 }
 
 /// Files created by this process, for unique names.
@@ -106,13 +92,18 @@ impl Spill {
         Ok(Spill {
             file,
             path,
-            tail: Mutex::new(Tail::default()),
+            buffer: Mutex::new(Vec::new()),
             on_file: AtomicU64::new(0),
         })
     }
 
-    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
-        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
+    fn buffer(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Where the next record goes: the bytes put so far, given the buffer's guard.
+    fn end(&self, buffer: &[u8]) -> u64 {
+        self.on_file.load(Ordering::Acquire) + buffer.len() as u64
     }
 
     /// This file as the state tree's store.
@@ -122,7 +113,7 @@ impl Spill {
 
     /// Bytes put in it so far (some of them perhaps still waiting in its buffer).
     pub(crate) fn written(&self) -> u64 {
-        self.tail().end()
+        self.end(&self.buffer())
     }
 
     /// Stops the process: the state tree cannot go on without the subtree at `location`,
@@ -207,22 +198,18 @@ impl Spill {
     /// disk refuses new records (the tree keeps those subtrees in memory) without the file
     /// looking fuller than what it holds.
     fn append(&self, bytes: &[u8]) -> Result<Placed, StoreError> {
-        let mut tail = self.tail();
-        if tail.buffer.len() + bytes.len() > WRITE_BUFFER_BYTES {
-            self.write_buffer(&mut tail)?;
+        let mut buffer = self.buffer();
+        if buffer.len() + bytes.len() > WRITE_BUFFER_BYTES {
+            self.write_buffer(&mut buffer)?;
         }
-        let location = tail.end();
+        let location = self.end(&buffer);
         if bytes.len() > WRITE_BUFFER_BYTES {
-            self.file
-                .write_all_at(bytes, location)
-                .map_err(|e| StoreError(format!("{}: {e}", self.path.display())))?;
-            tail.on_file += bytes.len() as u64;
-            self.on_file.store(tail.on_file, Ordering::Release);
+            self.write_at_end(bytes)?;
         } else {
-            if tail.buffer.capacity() == 0 {
-                tail.buffer.reserve_exact(WRITE_BUFFER_BYTES);
+            if buffer.capacity() == 0 {
+                buffer.reserve_exact(WRITE_BUFFER_BYTES);
             }
-            tail.buffer.extend_from_slice(bytes);
+            buffer.extend_from_slice(bytes);
         }
         Ok(Placed {
             location,
@@ -230,17 +217,25 @@ impl Spill {
         })
     }
 
-    /// Writes what waits in the buffer to the file.
-    fn write_buffer(&self, tail: &mut Tail) -> Result<(), StoreError> {
-        if tail.buffer.is_empty() {
+    /// Writes what waits in `buffer` (this file's, its guard held) to the file.
+    fn write_buffer(&self, buffer: &mut Vec<u8>) -> Result<(), StoreError> {
+        if buffer.is_empty() {
             return Ok(());
         }
+        self.write_at_end(buffer)?;
+        buffer.clear();
+        Ok(())
+    }
+
+    /// Writes `bytes` where the file ends and moves its end past them (with the buffer's
+    /// guard held).
+    fn write_at_end(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let at = self.on_file.load(Ordering::Acquire);
         self.file
-            .write_all_at(&tail.buffer, tail.on_file)
+            .write_all_at(bytes, at)
             .map_err(|e| StoreError(format!("{}: {e}", self.path.display())))?;
-        tail.on_file += tail.buffer.len() as u64;
-        self.on_file.store(tail.on_file, Ordering::Release);
-        tail.buffer.clear();
+        self.on_file
+            .store(at + bytes.len() as u64, Ordering::Release);
         Ok(())
     }
 
@@ -265,24 +260,24 @@ impl Spill {
         // one past it is looked for in the buffer, under the lock, and read from the file
         // if the buffer was written meanwhile.
         let on_file = end.is_some_and(|end| end <= self.on_file.load(Ordering::Acquire)) || {
-            let tail = self.tail();
-            let put = tail.end();
+            let buffer = self.buffer();
+            let on_file = self.on_file.load(Ordering::Acquire);
+            let put = self.end(&buffer);
             if end.is_none_or(|last| last > put) {
                 return Err(format!("{} bytes there run past the {put} put", at.bytes));
             }
-            if at.location >= tail.on_file {
-                let from = (at.location - tail.on_file) as usize;
-                let buffered = tail
-                    .buffer
+            if at.location >= on_file {
+                let from = (at.location - on_file) as usize;
+                let buffered = buffer
                     .get(from..from + size)
                     .ok_or_else(|| format!("{} bytes there run past the buffer", at.bytes))?;
                 record.copy_from_slice(buffered);
                 false
-            } else if end.is_some_and(|end| end > tail.on_file) {
+            } else if end.is_some_and(|end| end > on_file) {
                 // A record never straddles the file's end and the buffer.
                 return Err(format!(
-                    "{} bytes there run past the {} on the file",
-                    at.bytes, tail.on_file
+                    "{} bytes there run past the {on_file} on the file",
+                    at.bytes
                 ));
             } else {
                 true
@@ -388,8 +383,8 @@ mod tests {
         }
         let group = spill.put_bytes(b"places of subtrees").unwrap();
         let (on_file, waiting) = {
-            let tail = spill.tail();
-            (tail.on_file, tail.buffer.len() as u64)
+            let buffer = spill.buffer();
+            (spill.on_file.load(Ordering::Acquire), buffer.len() as u64)
         };
         assert!(on_file > 3 * WRITE_BUFFER_BYTES as u64, "{on_file}");
         assert!(
@@ -432,9 +427,7 @@ mod tests {
         let placed = spill.put(&[entry(1, 10), entry(2, 10)]).unwrap();
         assert_eq!(placed.bytes, spill.written());
         assert!(spill.read(placed).is_ok());
-        let mut tail = spill.tail();
-        spill.write_buffer(&mut tail).unwrap();
-        drop(tail);
+        spill.write_buffer(&mut spill.buffer()).unwrap();
         // The last byte is the second entry's value's last byte.
         spill.file.write_all_at(&[9], placed.bytes - 1).unwrap();
         assert_eq!(
@@ -450,7 +443,7 @@ mod tests {
         let spill = Spill {
             file,
             path,
-            tail: Mutex::new(Tail::default()),
+            buffer: Mutex::new(Vec::new()),
             on_file: AtomicU64::new(0),
         };
         // With nothing waiting, a record larger than the buffer goes to the file, and is
@@ -496,8 +489,7 @@ mod tests {
         let placed = |location, bytes| Placed { location, bytes };
         for flushed in [false, true] {
             if flushed {
-                let mut tail = spill.tail();
-                spill.write_buffer(&mut tail).unwrap();
+                spill.write_buffer(&mut spill.buffer()).unwrap();
             }
             let end = spill.written();
             let refused = |at: Placed| {
