@@ -632,13 +632,6 @@ impl Pending {
             rows.retain(|_, location| decode_location(location).is_some_and(|(h, _)| h >= height));
         }
     }
-
-    /// Rows waiting: transactions, access-log rows, rows of the listings by owner and by
-    /// hash, and state entries together.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.rows()
-    }
 }
 
 #[cfg(test)]
@@ -693,7 +686,7 @@ mod tests {
             ]
         );
         // Until the write committed, nothing moved.
-        assert_eq!(pending.len(), 0);
+        assert_eq!(pending.rows(), 0);
         let marks = pending.marks_after(&due, 1, 2);
         pending.written(&due, wait, marks);
         assert_eq!(pending.marks().tx_height[0], 1);
@@ -748,7 +741,7 @@ mod tests {
             assert!(due.state.is_empty());
             let marks = pending.marks_after(&due, n as u64 + 1, 0);
             pending.written(&due, wait, marks);
-            assert_eq!(pending.len(), 1);
+            assert_eq!(pending.rows(), 1);
         }
         let (due, _) = pending.plan([], [], [], [], []);
         assert_eq!(due.slice, 7);
@@ -807,7 +800,7 @@ mod tests {
         assert_eq!(pending.state_value_bytes(), 9);
         write_state(&mut pending, 7, &[(later, value(2))]);
         assert_eq!(pending.state_value_bytes(), 2);
-        assert_eq!(pending.len(), 1);
+        assert_eq!(pending.rows(), 1);
     }
 
     #[test]
@@ -838,6 +831,6 @@ mod tests {
         assert_eq!(pending.tx_location(&Hash(tx(1, 3).0)), None);
         assert!(pending.tx_location(&Hash(tx(1, 4).0)).is_some());
         assert!(pending.tx_location(&Hash(tx(2, 5).0)).is_some());
-        assert_eq!(pending.len(), 2);
+        assert_eq!(pending.rows(), 2);
     }
 }
