@@ -411,7 +411,6 @@ impl Pending {
     }
 
     /// The value bytes waiting with their state keys.
-    #[cfg(test)]
     pub(crate) fn state_value_bytes(&self) -> usize {
         self.state_value_bytes
     }

@@ -263,6 +263,10 @@ pub struct LedgerFootprint {
     pub blocks_unwritten: usize,
     /// Index rows of written blocks that wait in memory to be merged into the indexes.
     pub index_rows_waiting: usize,
+    /// The bytes of the state values that wait in memory with their keys, among those rows
+    /// (at most 64 MiB; past that a key waits alone).
+    #[serde(default)]
+    pub state_value_bytes_waiting: usize,
     /// Content hashes of the listings recent blocks wrote.
     pub listing_changes: usize,
     /// The bytes redb's page cache holds (up to [`LEDGER_CACHE_BYTES`] and its write
@@ -1437,6 +1441,7 @@ impl Ledger {
             recent_heights: self.recent.len(),
             blocks_unwritten: self.unwritten.len()?,
             index_rows_waiting: self.unwritten.rows_waiting(),
+            state_value_bytes_waiting: self.unwritten.value_bytes_waiting(),
             listing_changes: self.listing_changes.hashes,
             page_cache_bytes: self.db.cache_stats().used_bytes() as u64,
         })

@@ -207,6 +207,8 @@ pub(crate) struct Unwritten {
     /// How many rows `pending` held when it last changed, for gauges read without waiting
     /// for a write.
     rows_waiting: AtomicUsize,
+    /// The state values' bytes `pending` held then.
+    value_bytes_waiting: AtomicUsize,
     /// Set when memory may be ahead of what can be written (a block's rows could not be
     /// built, or a write failed): nothing more is applied or written until the ledger is
     /// reopened from disk.
@@ -238,6 +240,7 @@ impl Unwritten {
             blocks: Mutex::new(VecDeque::new()),
             written: Mutex::new(written),
             rows_waiting: AtomicUsize::new(pending.rows()),
+            value_bytes_waiting: AtomicUsize::new(pending.state_value_bytes()),
             pending: Mutex::new(pending),
             poisoned: AtomicBool::new(false),
         }
@@ -285,6 +288,12 @@ impl Unwritten {
         self.rows_waiting.load(Ordering::Relaxed)
     }
 
+    /// The bytes of the state values that waited in memory with their keys when they last
+    /// changed (at most [`crate::index::WAITING_VALUE_BYTES`]).
+    pub(crate) fn value_bytes_waiting(&self) -> usize {
+        self.value_bytes_waiting.load(Ordering::Relaxed)
+    }
+
     /// Changes the index rows that wait in memory with `change`, and notes how many there
     /// are then.
     pub(crate) fn change_pending(
@@ -294,6 +303,8 @@ impl Unwritten {
         let mut pending = self.pending()?;
         change(&mut pending);
         self.rows_waiting.store(pending.rows(), Ordering::Relaxed);
+        self.value_bytes_waiting
+            .store(pending.state_value_bytes(), Ordering::Relaxed);
         Ok(())
     }
 

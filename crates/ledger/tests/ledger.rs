@@ -617,23 +617,36 @@ fn write_tx_index(w: &redb::WriteTransaction, located: &[(Hash, (u64, u32))]) {
     }
 }
 
+/// The index rows waiting in memory, and the bytes of the state values among them.
+fn waiting_of(ledger: &Ledger) -> (usize, usize) {
+    let footprint = ledger.footprint().unwrap();
+    (
+        footprint.index_rows_waiting,
+        footprint.state_value_bytes_waiting,
+    )
+}
+
 #[test]
 fn index_rows_waiting_in_memory_are_found_and_derived_again_on_open() {
     let g = genesis("ledger-test");
     let dir = tempfile::tempdir().unwrap();
     let mut applied;
+    let waiting;
     {
         let mut ledger = Ledger::open(dir.path(), &g).unwrap();
         // One write per block: each writes one of the 64 slices.
         applied = run_story(&mut ledger, 150);
         check_readers(&ledger, &applied);
+        waiting = waiting_of(&ledger);
     }
-    // Some rows were still waiting in memory when the ledger closed.
+    // Some rows were still waiting in memory when the ledger closed, state values with them.
     let on_disk = tx_rows_on_disk(dir.path());
     let total: u64 = applied.iter().map(|b| b.txs.len() as u64).sum();
     assert!(on_disk < total, "{on_disk} of {total} indexed on disk");
+    assert!(waiting.0 > 0 && waiting.1 > 0, "{waiting:?}");
     // Opening derives them again, and the ledger goes on.
     let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+    assert_eq!(waiting_of(&ledger), waiting);
     check_readers(&ledger, &applied);
     for i in 0..70 {
         let block = transfer_block(&ledger, i % 3);

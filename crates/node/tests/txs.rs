@@ -223,6 +223,7 @@ async fn the_gauges_count_what_the_applied_transactions_keep() {
     assert!(after["secnet_ledger_recent_heights"] >= 1.0);
     assert!(after["secnet_ledger_page_cache_bytes"] > 0.0);
     assert!(after.contains_key("secnet_ledger_index_rows_waiting"));
+    assert!(after.contains_key("secnet_ledger_state_value_bytes_waiting"));
     assert!(after.contains_key("secnet_ledger_blocks_unwritten"));
     assert_eq!(after["secnet_ledger_listing_changes"], 1.0);
 }

@@ -15,6 +15,7 @@
 
 use super::bench::peak_rss_mib;
 use super::load::percentile;
+use super::stop::Stop;
 use anyhow::{Context, bail, ensure};
 use secnet_api::txs::BatchResult;
 use secnet_client::NodeApi;
@@ -827,29 +828,45 @@ pub fn run_once(
     txs: usize,
     rate: Option<u64>,
 ) -> anyhow::Result<(LedgerRun, f64)> {
+    let runtime = super::runtime()?;
+    let mut stop = Stop::catch(&runtime)?;
     let net = Net::start(validators, accounts, &[])?;
     eprintln!("signing {txs} transactions of the mixed workload...");
     let workload = mixed_workload(&net.keys()?, &net.chain_id, txs)?;
     let sig_rate = sig_verify_per_s(&workload.measured);
-    let run = super::runtime()?.block_on(async {
-        net.ready().await?;
-        eprintln!(
-            "preparing state ({} transactions, not measured)...",
-            workload.setup.iter().map(Vec::len).sum::<usize>()
-        );
-        prepare(&net.apis, workload.setup).await?;
-        eprintln!(
-            "driving {txs} transactions at {}...",
-            rate.map_or("the fastest accepted rate".to_string(), |r| format!(
-                "{r} tx/s"
-            ))
-        );
-        measure(&net.apis, &net.pids, workload.measured, rate, true).await
+    let run = runtime.block_on(async {
+        tokio::select! {
+            run = drive(&net, workload, txs, rate) => run,
+            signal = stop.received() => Err(anyhow::anyhow!("stopped by {signal}")),
+        }
     });
     let run = net.explain(run)?;
     net.report_disagreement(run.same_state_root != Some(false));
     drop(net.children);
     Ok((run, sig_rate))
+}
+
+/// Prepares `net`'s state with `workload`'s setup, then measures its `txs` transactions at
+/// `rate`.
+async fn drive(
+    net: &Net,
+    workload: Workload,
+    txs: usize,
+    rate: Option<u64>,
+) -> anyhow::Result<LedgerRun> {
+    net.ready().await?;
+    eprintln!(
+        "preparing state ({} transactions, not measured)...",
+        workload.setup.iter().map(Vec::len).sum::<usize>()
+    );
+    prepare(&net.apis, workload.setup).await?;
+    eprintln!(
+        "driving {txs} transactions at {}...",
+        rate.map_or("the fastest accepted rate".to_string(), |r| format!(
+            "{r} tx/s"
+        ))
+    );
+    measure(&net.apis, &net.pids, workload.measured, rate, true).await
 }
 
 /// The machine's CPU time so far from `/proc/stat`, in clock ticks: all of it, and the
@@ -957,6 +974,8 @@ pub fn soak(
         "--keep-blocks must be at least 64, as for `secnet node`"
     );
     let node_args = nodes.args();
+    let runtime = super::runtime()?;
+    let mut stop = Stop::catch(&runtime)?;
     let net = Net::start(validators, accounts, &node_args)?;
     let per_minute = usize::try_from(rate * 60)?;
     let (mut mix, setup) = Mix::new(
@@ -965,14 +984,22 @@ pub fn soak(
         per_minute * usize::try_from(minutes)?,
     )?;
     let mut chunk = mix.next(per_minute);
-    let soaked = super::runtime()?.block_on(async {
-        net.ready().await?;
-        eprintln!(
-            "preparing state ({} transactions, not measured)...",
-            setup.iter().map(Vec::len).sum::<usize>()
-        );
-        prepare(&net.apis, setup).await?;
+    let soaked = runtime.block_on(async {
+        let prepared = async {
+            net.ready().await?;
+            eprintln!(
+                "preparing state ({} transactions, not measured)...",
+                setup.iter().map(Vec::len).sum::<usize>()
+            );
+            prepare(&net.apis, setup).await
+        };
+        tokio::select! {
+            prepared = prepared => prepared?,
+            signal = stop.received() => anyhow::bail!("stopped by {signal} before the first minute"),
+        }
+        eprintln!("holding {rate} tx/s for {minutes} minutes...");
         let mut rows = Vec::new();
+        let mut stopped = None;
         let mut written: Vec<Option<f64>> = net.pids.iter().map(|p| written_mib(*p)).collect();
         let mut rss_before: Vec<Option<f64>> = net.pids.iter().map(|p| rss_mib(*p)).collect();
         for minute in 1..=minutes {
@@ -982,7 +1009,13 @@ pub fn soak(
             });
             let own_cpu = cpu_seconds(std::process::id());
             let machine = machine_cpu();
-            let run = measure(&net.apis, &net.pids, chunk, Some(rate), false).await?;
+            let run = tokio::select! {
+                run = measure(&net.apis, &net.pids, chunk, Some(rate), false) => run?,
+                signal = stop.received() => {
+                    stopped = Some(signal);
+                    break;
+                }
+            };
             let rss: Vec<Option<f64>> = net.pids.iter().map(|p| rss_mib(*p)).collect();
             let mut state_entries = Vec::new();
             let mut state_entries_in_memory = Vec::new();
@@ -1090,10 +1123,14 @@ pub fn soak(
             mix = m;
             chunk = next;
         }
-        anyhow::Ok((rows, agree(&net.apis).await?))
+        let final_height = match stopped {
+            Some(_) => None,
+            None => agree(&net.apis).await?,
+        };
+        anyhow::Ok((rows, final_height, stopped))
     });
     let soaked = net.explain(soaked);
-    if let Ok((_, final_height)) = &soaked {
+    if let Ok((_, final_height, None)) = &soaked {
         net.report_disagreement(final_height.is_some());
     }
     drop(net.children);
@@ -1103,7 +1140,7 @@ pub fn soak(
             net.dir.keep().display()
         );
     }
-    let (rows, final_height) = soaked?;
+    let (rows, final_height, stopped) = soaked?;
     let stalls: Vec<u64> = rows
         .iter()
         .filter(|r| r.lost > 0 || r.applied_tx_per_s < 0.9 * r.offered_tx_per_s)
@@ -1128,9 +1165,16 @@ pub fn soak(
         "minutes": rows,
         "rss_growth_mib_first_to_last_minute": growth,
         "stalled_minutes": stalls,
-        "same_state_root": final_height.is_some(),
+        "same_state_root": stopped.is_none().then_some(final_height.is_some()),
         "final_height": final_height,
+        "stopped_by": stopped,
     }))?;
+    if let Some(signal) = stopped {
+        bail!(
+            "stopped by {signal} after {} of {minutes} minutes; the roots were not compared",
+            rows.len()
+        );
+    }
     ensure!(
         final_height.is_some(),
         "the validators did not reach the same state root"

@@ -83,7 +83,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         proxies: proxies.clone(),
         ..secnet_tls::ServeLimits::default()
     };
-    super::runtime()?.block_on(async move {
+    let runtime = super::runtime()?;
+    let mut stop = super::stop::Stop::catch(&runtime)?;
+    runtime.block_on(async move {
         let mut running = secnet_node::start_dev_serving(
             &args.data_dir,
             &genesis,
@@ -115,9 +117,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
             running.node.key().account()
         );
         println!("  height      {height}");
-        println!("press Ctrl-C to stop");
+        println!("press Ctrl-C (or send SIGTERM) to stop");
         tokio::select! {
-            stop = tokio::signal::ctrl_c() => stop?,
+            _ = stop.received() => {}
             reason = running.failure() => anyhow::bail!("the node stopped: {reason}"),
         }
         running.stop().await;

@@ -19,6 +19,7 @@ pub mod rules;
 pub mod samples;
 pub mod sim;
 pub mod staff;
+pub mod stop;
 pub mod testnet;
 pub mod tx;
 

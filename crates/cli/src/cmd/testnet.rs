@@ -533,6 +533,8 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     }
     // This process talks to its validators while it seeds the sample patients.
     secnet_node::tls::trust_file(&args.dir.join(CA_CERT), secnet_node::tls::MAX_PEM_FILE)?;
+    let runtime = super::runtime()?;
+    let mut stop = super::stop::Stop::catch(&runtime)?;
     let (mut children, apis) = spawn_validators(&args.dir, n, args.plain_http, &[])?;
     if first_run && args.samples.is_dir() {
         println!(
@@ -591,12 +593,12 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         "try: secnet status --node {} --json",
         apis.first().map(String::as_str).unwrap_or("")
     );
-    println!("press Ctrl-C to stop");
-    super::runtime()?.block_on(async {
+    println!("press Ctrl-C (or send SIGTERM) to stop");
+    runtime.block_on(async {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                _ = stop.received() => break,
                 _ = tick.tick() => {
                     for (i, c) in children.0.iter_mut().enumerate() {
                         if let Ok(Some(status)) = c.try_wait() {

@@ -340,7 +340,7 @@ pub(super) async fn metrics(State(node): Node) -> ApiResult<Response> {
         ))
     })??;
     let state = footprint.state;
-    let gauges: [(&str, &str, u64); 15] = [
+    let gauges: [(&str, &str, u64); 16] = [
         ("height", "height of the last applied block", height),
         ("log_size", "leaves of the access log", log_size),
         (
@@ -397,6 +397,11 @@ pub(super) async fn metrics(State(node): Node) -> ApiResult<Response> {
             "ledger_index_rows_waiting",
             "index rows waiting in memory to be merged",
             footprint.index_rows_waiting as u64,
+        ),
+        (
+            "ledger_state_value_bytes_waiting",
+            "bytes of state values waiting in memory with their keys to be written",
+            footprint.state_value_bytes_waiting as u64,
         ),
         (
             "ledger_listing_changes",
