@@ -821,15 +821,16 @@ impl Net {
     }
 }
 
-/// Starts a fresh network, prepares its state, and measures one run at `rate`.
-pub fn run_once(
+/// Starts a fresh network, prepares its state, and measures one run at `rate` on `runtime`,
+/// unless `stop` says to stop first.
+fn run_once(
+    runtime: &tokio::runtime::Runtime,
+    stop: &mut Stop,
     validators: usize,
     accounts: usize,
     txs: usize,
     rate: Option<u64>,
 ) -> anyhow::Result<(LedgerRun, f64)> {
-    let runtime = super::runtime()?;
-    let mut stop = Stop::catch(&runtime)?;
     let net = Net::start(validators, accounts, &[])?;
     eprintln!("signing {txs} transactions of the mixed workload...");
     let workload = mixed_workload(&net.keys()?, &net.chain_id, txs)?;
@@ -1125,7 +1126,13 @@ pub fn soak(
         }
         let final_height = match stopped {
             Some(_) => None,
-            None => agree(&net.apis).await?,
+            None => tokio::select! {
+                agreed = agree(&net.apis) => agreed?,
+                signal = stop.received() => {
+                    stopped = Some(signal);
+                    None
+                }
+            },
         };
         anyhow::Ok((rows, final_height, stopped))
     });
@@ -1198,8 +1205,11 @@ pub fn run(
     } else {
         "release"
     };
+    // One for every run of a sweep, so that no signal falls between two runs.
+    let runtime = super::runtime()?;
+    let mut stop = Stop::catch(&runtime)?;
     let Some(rates) = sweep else {
-        let (run, sig_rate) = run_once(validators, accounts, txs, rate)?;
+        let (run, sig_rate) = run_once(&runtime, &mut stop, validators, accounts, txs, rate)?;
         ensure!(
             run.same_state_root == Some(true),
             "the validators did not reach the same state root"
@@ -1219,7 +1229,7 @@ pub fn run(
     let mut runs = Vec::new();
     let mut sig_rate = 0.0;
     for r in rates {
-        let (run, s) = run_once(validators, accounts, txs, Some(r))?;
+        let (run, s) = run_once(&runtime, &mut stop, validators, accounts, txs, Some(r))?;
         sig_rate = s;
         eprintln!(
             "offered {:.0} tx/s: applied {:.0} tx/s, p50 {:.0} ms, p99 {:.0} ms",
