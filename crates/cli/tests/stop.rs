@@ -12,76 +12,119 @@
 mod common;
 
 use common::{height, init_testnet, path, secnet, wait_for};
+use rustix::process::{Pid, Signal, kill_process};
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+/// A process as `/proc` names it: its pid and when it started (a pid alone may be reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Process {
+    pid: i32,
+    started: u64,
+}
+
+/// The state, parent and start time of process `pid` from `/proc/<pid>/stat`.
+fn stat(pid: i32) -> Option<(char, i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (name) state ppid ...`: the name may hold spaces and parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    Some((
+        state,
+        fields.get(1)?.parse().ok()?,
+        fields.get(19)?.parse().ok()?,
+    ))
+}
+
 /// The processes that `parent` started and that still run.
-fn children_of(parent: u32) -> Vec<u32> {
+fn children_of(parent: u32) -> Vec<Process> {
+    let parent = i32::try_from(parent).unwrap();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            // `pid (name) state ppid ...`; the name may hold spaces and parentheses.
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                let fields: Vec<&str> = stat
-                    .rsplit_once(')')
-                    .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-                fields.first() != Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
-            })
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let (state, ppid, started) = stat(pid)?;
+            (state != 'Z' && ppid == parent).then_some(Process { pid, started })
         })
         .collect()
 }
 
-/// Which of `pids` still run (a zombie has stopped).
-fn running(pids: &[u32]) -> Vec<u32> {
-    pids.iter()
+/// Which of `processes` still run (a zombie has stopped; a pid now another process's
+/// does not count).
+fn running(processes: &[Process]) -> Vec<Process> {
+    processes
+        .iter()
         .copied()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rsplit_once(')')
-                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            })
+        .filter(|p| {
+            stat(p.pid).is_some_and(|(state, _, started)| state != 'Z' && started == p.started)
         })
         .collect()
 }
 
-/// Processes killed with SIGKILL when the test ends, whether it passed or not, so that a
-/// failure leaves nothing running.
-struct KillAtEnd(Vec<u32>);
+fn signal(child: &Child, signal: Signal) {
+    kill_process(Pid::from_child(child), signal).unwrap();
+}
 
-impl Drop for KillAtEnd {
+/// What a test started, stopped when it ends whether it passed or not, so that a failure
+/// leaves nothing running: the command (killed), the validators it started (killed), and a
+/// directory it kept (removed).
+struct Cleanup {
+    command: Option<Child>,
+    validators: Vec<Process>,
+    kept: Option<PathBuf>,
+}
+
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        for pid in running(&self.0) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+        if let Some(command) = &mut self.command {
+            self.validators.extend(children_of(command.id()));
+            let _ = command.kill();
+            let _ = command.wait();
+        }
+        for p in running(&self.validators) {
+            if let Some(pid) = Pid::from_raw(p.pid) {
+                let _ = kill_process(pid, Signal::KILL);
+            }
+        }
+        if let Some(dir) = &self.kept {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
 
-fn sigterm(child: &Child) {
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-}
+impl Cleanup {
+    fn command(&mut self) -> &mut Child {
+        self.command.as_mut().unwrap()
+    }
 
-/// Waits for `child` to exit; panics (killing it) past `timeout`.
-fn exits_within(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
+    /// Waits for the command to exit; fails past `timeout`.
+    fn exits_within(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.command().try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "the command did not exit within {timeout:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            panic!("the command did not exit within {timeout:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// What the command printed on standard output.
+    fn stdout(&mut self) -> String {
+        let mut out = String::new();
+        self.command()
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        out
     }
 }
 
@@ -90,54 +133,60 @@ fn a_devnet_stopped_by_sigterm_stops_its_validators() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let api = init_testnet(d, 4, 2);
-    let mut devnet = secnet()
-        .args(["devnet", "--validators", "4", "--dir", path(d)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut started = Cleanup {
+        command: Some(
+            secnet()
+                .args(["devnet", "--validators", "4", "--dir", path(d)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ),
+        validators: Vec::new(),
+        kept: None,
+    };
     let apis: Vec<String> = (0..4)
         .map(|i| format!("https://127.0.0.1:{}", api + i))
         .collect();
     wait_for("the validators to serve", Duration::from_secs(60), || {
         apis.iter().all(|a| height(a) >= 1)
     });
-    let validators = KillAtEnd(children_of(devnet.id()));
-    assert_eq!(validators.0.len(), 4, "{:?}", validators.0);
+    started.validators = children_of(started.command().id());
+    assert_eq!(started.validators.len(), 4, "{:?}", started.validators);
 
-    sigterm(&devnet);
-    let status = exits_within(&mut devnet, Duration::from_secs(30));
-    let mut out = String::new();
-    devnet
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    signal(started.command(), Signal::TERM);
+    let status = started.exits_within(Duration::from_secs(30));
+    let out = started.stdout();
     assert!(status.success(), "{status}: {out}");
     assert!(out.trim_end().ends_with("stopped"), "{out}");
-    assert_eq!(running(&validators.0), Vec::<u32>::new());
+    assert_eq!(running(&started.validators), Vec::new());
 }
 
 #[test]
 fn a_soak_stopped_by_sigterm_stops_its_validators_and_prints_its_minutes() {
-    let mut soak = secnet()
-        .args([
-            "bench",
-            "soak",
-            "--minutes",
-            "3",
-            "--rate",
-            "40",
-            "--accounts",
-            "16",
-            "--keep",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(soak.stderr.take().unwrap()).lines();
+    let mut started = Cleanup {
+        command: Some(
+            secnet()
+                .args([
+                    "bench",
+                    "soak",
+                    "--minutes",
+                    "3",
+                    "--rate",
+                    "40",
+                    "--accounts",
+                    "16",
+                    "--keep",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ),
+        validators: Vec::new(),
+        kept: None,
+    };
+    let mut stderr = BufReader::new(started.command().stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     loop {
         let line = stderr
@@ -150,18 +199,17 @@ fn a_soak_stopped_by_sigterm_stops_its_validators_and_prints_its_minutes() {
             break;
         }
     }
-    let validators = KillAtEnd(children_of(soak.id()));
-    assert_eq!(validators.0.len(), 4, "{:?}", validators.0);
+    started.validators = children_of(started.command().id());
+    assert_eq!(started.validators.len(), 4, "{:?}", started.validators);
 
-    sigterm(&soak);
-    let status = exits_within(&mut soak, Duration::from_secs(60));
+    signal(started.command(), Signal::TERM);
+    let status = started.exits_within(Duration::from_secs(60));
     let rest: Vec<String> = stderr.map_while(Result::ok).collect();
-    let mut out = String::new();
-    soak.stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    started.kept = rest
+        .iter()
+        .find_map(|l| l.strip_prefix("the validators' directories are kept in "))
+        .map(PathBuf::from);
+    let out = started.stdout();
     assert!(!status.success(), "a stopped soak does not pass: {out}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["stopped_by"], "SIGTERM", "{report}");
@@ -176,12 +224,7 @@ fn a_soak_stopped_by_sigterm_stops_its_validators_and_prints_its_minutes() {
             .any(|l| l.contains("stopped by SIGTERM after 0 of 3 minutes")),
         "{rest:#?}"
     );
-    let kept = rest
-        .iter()
-        .find_map(|l| l.strip_prefix("the validators' directories are kept in "))
-        .unwrap_or_else(|| panic!("{rest:#?}"));
-    let kept = Path::new(kept);
+    let kept = started.kept.clone().unwrap_or_else(|| panic!("{rest:#?}"));
     assert!(kept.join("node0").join("config.toml").is_file());
-    assert_eq!(running(&validators.0), Vec::<u32>::new());
-    std::fs::remove_dir_all(kept).unwrap();
+    assert_eq!(running(&started.validators), Vec::new());
 }

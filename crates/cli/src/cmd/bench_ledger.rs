@@ -821,8 +821,16 @@ impl Net {
     }
 }
 
+/// How a run of `bench ledger` ended.
+enum Ran {
+    /// Measured, with the validators' batch verification rate on one core.
+    Measured(LedgerRun, f64),
+    /// Stopped by this signal.
+    Stopped(&'static str),
+}
+
 /// Starts a fresh network, prepares its state, and measures one run at `rate` on `runtime`,
-/// unless `stop` says to stop first.
+/// unless `stop` says to stop first (the network is then stopped).
 fn run_once(
     runtime: &tokio::runtime::Runtime,
     stop: &mut Stop,
@@ -830,21 +838,38 @@ fn run_once(
     accounts: usize,
     txs: usize,
     rate: Option<u64>,
-) -> anyhow::Result<(LedgerRun, f64)> {
+) -> anyhow::Result<Ran> {
     let net = Net::start(validators, accounts, &[])?;
-    eprintln!("signing {txs} transactions of the mixed workload...");
-    let workload = mixed_workload(&net.keys()?, &net.chain_id, txs)?;
-    let sig_rate = sig_verify_per_s(&workload.measured);
-    let run = runtime.block_on(async {
+    let (keys, chain_id) = (net.keys()?, net.chain_id.clone());
+    let ran = runtime.block_on(async {
+        let measured = async {
+            let (workload, sig_rate) = tokio::task::spawn_blocking(move || {
+                eprintln!("signing {txs} transactions of the mixed workload...");
+                let workload = mixed_workload(&keys, &chain_id, txs)?;
+                let sig_rate = sig_verify_per_s(&workload.measured);
+                anyhow::Ok((workload, sig_rate))
+            })
+            .await??;
+            anyhow::Ok(Ran::Measured(
+                drive(&net, workload, txs, rate).await?,
+                sig_rate,
+            ))
+        };
         tokio::select! {
-            run = drive(&net, workload, txs, rate) => run,
-            signal = stop.received() => Err(anyhow::anyhow!("stopped by {signal}")),
+            biased;
+            signal = stop.received() => Ok(Ran::Stopped(signal)),
+            measured = measured => match measured {
+                Err(e) => stop.soon().await.map_or(Err(e), |signal| Ok(Ran::Stopped(signal))),
+                ran => ran,
+            },
         }
     });
-    let run = net.explain(run)?;
-    net.report_disagreement(run.same_state_root != Some(false));
+    let ran = net.explain(ran)?;
+    if let Ran::Measured(run, _) = &ran {
+        net.report_disagreement(run.same_state_root != Some(false));
+    }
     drop(net.children);
-    Ok((run, sig_rate))
+    Ok(ran)
 }
 
 /// Prepares `net`'s state with `workload`'s setup, then measures its `txs` transactions at
@@ -979,43 +1004,59 @@ pub fn soak(
     let mut stop = Stop::catch(&runtime)?;
     let net = Net::start(validators, accounts, &node_args)?;
     let per_minute = usize::try_from(rate * 60)?;
-    let (mut mix, setup) = Mix::new(
-        net.keys()?,
-        &net.chain_id,
-        per_minute * usize::try_from(minutes)?,
-    )?;
-    let mut chunk = mix.next(per_minute);
+    let planned = per_minute * usize::try_from(minutes)?;
+    let (keys, chain_id) = (net.keys()?, net.chain_id.clone());
     let soaked = runtime.block_on(async {
         let prepared = async {
+            let (mut mix, setup) =
+                tokio::task::spawn_blocking(move || Mix::new(keys, &chain_id, planned)).await??;
+            let first = tokio::task::spawn_blocking(move || {
+                let chunk = mix.next(per_minute);
+                (mix, chunk)
+            });
             net.ready().await?;
             eprintln!(
                 "preparing state ({} transactions, not measured)...",
                 setup.iter().map(Vec::len).sum::<usize>()
             );
-            prepare(&net.apis, setup).await
+            prepare(&net.apis, setup).await?;
+            anyhow::Ok(first.await?)
         };
-        tokio::select! {
-            prepared = prepared => prepared?,
+        let (mut mix, mut chunk) = tokio::select! {
+            biased;
             signal = stop.received() => anyhow::bail!("stopped by {signal} before the first minute"),
-        }
+            prepared = prepared => prepared?,
+        };
         eprintln!("holding {rate} tx/s for {minutes} minutes...");
         let mut rows = Vec::new();
         let mut stopped = None;
         let mut written: Vec<Option<f64>> = net.pids.iter().map(|p| written_mib(*p)).collect();
         let mut rss_before: Vec<Option<f64>> = net.pids.iter().map(|p| rss_mib(*p)).collect();
         for minute in 1..=minutes {
-            let signer = std::thread::spawn(move || {
+            let signer = tokio::task::spawn_blocking(move || {
                 let next = mix.next(per_minute);
                 (mix, next)
             });
             let own_cpu = cpu_seconds(std::process::id());
             let machine = machine_cpu();
             let run = tokio::select! {
-                run = measure(&net.apis, &net.pids, chunk, Some(rate), false) => run?,
+                biased;
                 signal = stop.received() => {
                     stopped = Some(signal);
                     break;
                 }
+                run = measure(&net.apis, &net.pids, chunk, Some(rate), false) => match run {
+                    Ok(run) => run,
+                    // Ctrl-C in a terminal stops the validators too: their going away is
+                    // then not the error.
+                    Err(e) => match stop.soon().await {
+                        Some(signal) => {
+                            stopped = Some(signal);
+                            break;
+                        }
+                        None => return Err(e),
+                    },
+                },
             };
             let rss: Vec<Option<f64>> = net.pids.iter().map(|p| rss_mib(*p)).collect();
             let mut state_entries = Vec::new();
@@ -1118,24 +1159,30 @@ pub fn soak(
                 row.machine_idle_pct.unwrap_or(f64::NAN),
             );
             rows.push(row);
-            let (m, next) = signer
-                .join()
-                .map_err(|_| anyhow::anyhow!("the signing thread failed"))?;
-            mix = m;
-            chunk = next;
+            (mix, chunk) = tokio::select! {
+                biased;
+                signal = stop.received() => {
+                    stopped = Some(signal);
+                    break;
+                }
+                signed = signer => signed.context("signing the next minute's transactions")?,
+            };
         }
         let final_height = match stopped {
             Some(_) => None,
             None => tokio::select! {
-                agreed = agree(&net.apis) => agreed?,
+                biased;
                 signal = stop.received() => {
                     stopped = Some(signal);
                     None
                 }
+                agreed = agree(&net.apis) => agreed?,
             },
         };
         anyhow::Ok((rows, final_height, stopped))
     });
+    // A minute's signing that a stop left running is not waited for.
+    runtime.shutdown_background();
     let soaked = net.explain(soaked);
     if let Ok((_, final_height, None)) = &soaked {
         net.report_disagreement(final_height.is_some());
@@ -1199,17 +1246,43 @@ pub fn run(
     sweep: Option<Vec<u64>>,
     plot_dir: Option<&Path>,
 ) -> anyhow::Result<()> {
+    // One for every run of a sweep, so that no signal falls between two runs.
+    let runtime = super::runtime()?;
+    let mut stop = Stop::catch(&runtime)?;
+    let ran = run_all(
+        &runtime, &mut stop, validators, accounts, txs, rate, sweep, plot_dir,
+    );
+    // Signing that a stop left running is not waited for.
+    runtime.shutdown_background();
+    ran
+}
+
+/// [`run`] on `runtime`, stopping when `stop` says.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "run's arguments, and where it runs"
+)]
+fn run_all(
+    runtime: &tokio::runtime::Runtime,
+    stop: &mut Stop,
+    validators: usize,
+    accounts: usize,
+    txs: usize,
+    rate: Option<u64>,
+    sweep: Option<Vec<u64>>,
+    plot_dir: Option<&Path>,
+) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
         "release"
     };
-    // One for every run of a sweep, so that no signal falls between two runs.
-    let runtime = super::runtime()?;
-    let mut stop = Stop::catch(&runtime)?;
     let Some(rates) = sweep else {
-        let (run, sig_rate) = run_once(&runtime, &mut stop, validators, accounts, txs, rate)?;
+        let (run, sig_rate) = match run_once(runtime, stop, validators, accounts, txs, rate)? {
+            Ran::Measured(run, sig_rate) => (run, sig_rate),
+            Ran::Stopped(signal) => bail!("stopped by {signal}"),
+        };
         ensure!(
             run.same_state_root == Some(true),
             "the validators did not reach the same state root"
@@ -1228,8 +1301,20 @@ pub fn run(
     };
     let mut runs = Vec::new();
     let mut sig_rate = 0.0;
+    let mut stopped = None;
     for r in rates {
-        let (run, s) = run_once(&runtime, &mut stop, validators, accounts, txs, Some(r))?;
+        // A signal that came while the last network stopped.
+        stopped = runtime.block_on(stop.within(Duration::ZERO));
+        if stopped.is_some() {
+            break;
+        }
+        let (run, s) = match run_once(runtime, stop, validators, accounts, txs, Some(r))? {
+            Ran::Measured(run, s) => (run, s),
+            Ran::Stopped(signal) => {
+                stopped = Some(signal);
+                break;
+            }
+        };
         sig_rate = s;
         eprintln!(
             "offered {:.0} tx/s: applied {:.0} tx/s, p50 {:.0} ms, p99 {:.0} ms",
@@ -1237,7 +1322,9 @@ pub fn run(
         );
         runs.push(run);
     }
-    if let Some(dir) = plot_dir {
+    if let Some(dir) = plot_dir
+        && !runs.is_empty()
+    {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         write_curve(dir, &runs)?;
     }
@@ -1252,7 +1339,11 @@ pub fn run(
         "limit_sig_verify_per_s_one_core": sig_rate,
         "limit_note": limit_note(),
         "plot": plot_dir.map(|d| d.join("ledger-curve.png")),
+        "stopped_by": stopped,
     }))?;
+    if let Some(signal) = stopped {
+        bail!("stopped by {signal} after {} runs", runs.len());
+    }
     let split: Vec<String> = runs
         .iter()
         .filter(|r| r.same_state_root != Some(true))

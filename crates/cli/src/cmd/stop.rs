@@ -2,10 +2,18 @@
 //! clean up first: a command that started validator processes stops them (they would
 //! otherwise outlive it), and a benchmark prints what it measured until then.
 
+use std::time::Duration;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
+/// How long a command that failed waits for a signal that may explain the failure: Ctrl-C
+/// in a terminal reaches the validators it started as it reaches the command, and their
+/// going away can be seen first.
+const EXPLAINS_A_FAILURE: Duration = Duration::from_millis(500);
+
 /// SIGINT and SIGTERM, caught from [`Stop::catch`] on. Neither ends the process by itself
-/// any more: a command that catches them waits on [`Stop::received`] wherever it waits.
+/// any more: one is kept until the command next asks ([`Stop::received`],
+/// [`Stop::within`]), which the commands that catch them do at every wait, and their
+/// long computations run beside such a wait.
 #[derive(Debug)]
 pub struct Stop {
     interrupt: Signal,
@@ -13,8 +21,7 @@ pub struct Stop {
 }
 
 impl Stop {
-    /// Catches SIGINT and SIGTERM from now on; one that arrives before anything waits is
-    /// kept for the first wait.
+    /// Catches SIGINT and SIGTERM from now on.
     pub fn catch(runtime: &tokio::runtime::Runtime) -> anyhow::Result<Stop> {
         let _context = runtime.enter();
         Ok(Stop {
@@ -29,5 +36,15 @@ impl Stop {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",
         }
+    }
+
+    /// The signal received already or within `wait`, if any.
+    pub async fn within(&mut self, wait: Duration) -> Option<&'static str> {
+        tokio::time::timeout(wait, self.received()).await.ok()
+    }
+
+    /// The signal that may explain a failure just seen, if one came or comes shortly.
+    pub async fn soon(&mut self) -> Option<&'static str> {
+        self.within(EXPLAINS_A_FAILURE).await
     }
 }

@@ -541,7 +541,39 @@ pub fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
             "importing sample patients from {} (first run only)…",
             args.samples.display()
         );
-        match super::samples::seed(&args.dir, &apis, &genesis, &args.samples) {
+        // On a thread of its own (it runs its own runtime), so that a signal meanwhile stops
+        // the validators at once.
+        let (done, seeded) = tokio::sync::oneshot::channel();
+        let (dir, seed_apis, seed_genesis, samples) = (
+            args.dir.clone(),
+            apis.clone(),
+            genesis.clone(),
+            args.samples.clone(),
+        );
+        std::thread::spawn(move || {
+            let _ = done.send(super::samples::seed(
+                &dir,
+                &seed_apis,
+                &seed_genesis,
+                &samples,
+            ));
+        });
+        let seeded = runtime.block_on(async {
+            tokio::select! {
+                biased;
+                signal = stop.received() => Err(signal),
+                seeded = seeded => Ok(seeded),
+            }
+        });
+        let seeded = match seeded {
+            Ok(seeded) => seeded.context("the thread importing sample patients failed")?,
+            Err(signal) => {
+                drop(children);
+                println!("stopped by {signal} while importing sample patients");
+                return Ok(());
+            }
+        };
+        match seeded {
             Ok(lines) => {
                 let mut all = std::fs::read_to_string(args.dir.join(SAMPLE_LOGINS))?;
                 for line in lines {
