@@ -1024,8 +1024,14 @@ pub fn soak(
         };
         let (mut mix, mut chunk) = tokio::select! {
             biased;
-            signal = stop.received() => anyhow::bail!("stopped by {signal} before the first minute"),
-            prepared = prepared => prepared?,
+            signal = stop.received() => return Ok((Vec::new(), None, Some(signal))),
+            prepared = prepared => match prepared {
+                Ok(prepared) => prepared,
+                Err(e) => match stop.soon().await {
+                    Some(signal) => return Ok((Vec::new(), None, Some(signal))),
+                    None => return Err(e),
+                },
+            },
         };
         eprintln!("holding {rate} tx/s for {minutes} minutes...");
         let mut rows = Vec::new();
