@@ -15,7 +15,7 @@ use common::{height, init_testnet, path, secnet, wait_for};
 use rustix::process::{Pid, Signal, kill_process};
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A process as `/proc` names it: its pid and when it started (a pid alone may be reused).
@@ -72,18 +72,16 @@ fn signal(child: &Child, signal: Signal) {
 /// leaves nothing running: the command (killed), the validators it started (killed), and a
 /// directory it kept (removed).
 struct Cleanup {
-    command: Option<Child>,
+    command: Child,
     validators: Vec<Process>,
     kept: Option<PathBuf>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(command) = &mut self.command {
-            self.validators.extend(children_of(command.id()));
-            let _ = command.kill();
-            let _ = command.wait();
-        }
+        self.validators.extend(children_of(self.command.id()));
+        let _ = self.command.kill();
+        let _ = self.command.wait();
         for p in running(&self.validators) {
             if let Some(pid) = Pid::from_raw(p.pid) {
                 let _ = kill_process(pid, Signal::KILL);
@@ -96,15 +94,20 @@ impl Drop for Cleanup {
 }
 
 impl Cleanup {
-    fn command(&mut self) -> &mut Child {
-        self.command.as_mut().unwrap()
+    /// Starts `command`.
+    fn start(command: &mut Command) -> Cleanup {
+        Cleanup {
+            command: command.spawn().unwrap(),
+            validators: Vec::new(),
+            kept: None,
+        }
     }
 
     /// Waits for the command to exit; fails past `timeout`.
     fn exits_within(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let start = Instant::now();
         loop {
-            if let Some(status) = self.command().try_wait().unwrap() {
+            if let Some(status) = self.command.try_wait().unwrap() {
                 return status;
             }
             assert!(
@@ -118,7 +121,7 @@ impl Cleanup {
     /// What the command printed on standard output.
     fn stdout(&mut self) -> String {
         let mut out = String::new();
-        self.command()
+        self.command
             .stdout
             .take()
             .unwrap()
@@ -133,28 +136,22 @@ fn a_devnet_stopped_by_sigterm_stops_its_validators() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let api = init_testnet(d, 4, 2);
-    let mut started = Cleanup {
-        command: Some(
-            secnet()
-                .args(["devnet", "--validators", "4", "--dir", path(d)])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        ),
-        validators: Vec::new(),
-        kept: None,
-    };
+    let mut started = Cleanup::start(
+        secnet()
+            .args(["devnet", "--validators", "4", "--dir", path(d)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
     let apis: Vec<String> = (0..4)
         .map(|i| format!("https://127.0.0.1:{}", api + i))
         .collect();
     wait_for("the validators to serve", Duration::from_secs(60), || {
         apis.iter().all(|a| height(a) >= 1)
     });
-    started.validators = children_of(started.command().id());
+    started.validators = children_of(started.command.id());
     assert_eq!(started.validators.len(), 4, "{:?}", started.validators);
 
-    signal(started.command(), Signal::TERM);
+    signal(&started.command, Signal::TERM);
     let status = started.exits_within(Duration::from_secs(30));
     let out = started.stdout();
     assert!(status.success(), "{status}: {out}");
@@ -164,29 +161,23 @@ fn a_devnet_stopped_by_sigterm_stops_its_validators() {
 
 #[test]
 fn a_soak_stopped_by_sigterm_stops_its_validators_and_prints_its_minutes() {
-    let mut started = Cleanup {
-        command: Some(
-            secnet()
-                .args([
-                    "bench",
-                    "soak",
-                    "--minutes",
-                    "3",
-                    "--rate",
-                    "40",
-                    "--accounts",
-                    "16",
-                    "--keep",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        ),
-        validators: Vec::new(),
-        kept: None,
-    };
-    let mut stderr = BufReader::new(started.command().stderr.take().unwrap()).lines();
+    let mut started = Cleanup::start(
+        secnet()
+            .args([
+                "bench",
+                "soak",
+                "--minutes",
+                "3",
+                "--rate",
+                "40",
+                "--accounts",
+                "16",
+                "--keep",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut stderr = BufReader::new(started.command.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     loop {
         let line = stderr
@@ -199,10 +190,10 @@ fn a_soak_stopped_by_sigterm_stops_its_validators_and_prints_its_minutes() {
             break;
         }
     }
-    started.validators = children_of(started.command().id());
+    started.validators = children_of(started.command.id());
     assert_eq!(started.validators.len(), 4, "{:?}", started.validators);
 
-    signal(started.command(), Signal::TERM);
+    signal(&started.command, Signal::TERM);
     let status = started.exits_within(Duration::from_secs(60));
     let rest: Vec<String> = stderr.map_while(Result::ok).collect();
     started.kept = rest

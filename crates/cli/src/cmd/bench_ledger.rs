@@ -855,14 +855,9 @@ fn run_once(
                 sig_rate,
             ))
         };
-        tokio::select! {
-            biased;
-            signal = stop.received() => Ok(Ran::Stopped(signal)),
-            measured = measured => match measured {
-                Err(e) => stop.soon().await.map_or(Err(e), |signal| Ok(Ran::Stopped(signal))),
-                ran => ran,
-            },
-        }
+        stop.unless(measured)
+            .await
+            .unwrap_or_else(|signal| Ok(Ran::Stopped(signal)))
     });
     let ran = net.explain(ran)?;
     if let Ran::Measured(run, _) = &ran {
@@ -1022,16 +1017,9 @@ pub fn soak(
             prepare(&net.apis, setup).await?;
             anyhow::Ok(first.await?)
         };
-        let (mut mix, mut chunk) = tokio::select! {
-            biased;
-            signal = stop.received() => return Ok((Vec::new(), None, Some(signal))),
-            prepared = prepared => match prepared {
-                Ok(prepared) => prepared,
-                Err(e) => match stop.soon().await {
-                    Some(signal) => return Ok((Vec::new(), None, Some(signal))),
-                    None => return Err(e),
-                },
-            },
+        let (mut mix, mut chunk) = match stop.unless(prepared).await {
+            Ok(prepared) => prepared?,
+            Err(signal) => return Ok((Vec::new(), None, Some(signal))),
         };
         eprintln!("holding {rate} tx/s for {minutes} minutes...");
         let mut rows = Vec::new();
@@ -1045,24 +1033,17 @@ pub fn soak(
             });
             let own_cpu = cpu_seconds(std::process::id());
             let machine = machine_cpu();
-            let run = tokio::select! {
-                biased;
-                signal = stop.received() => {
+            // Ctrl-C in a terminal stops the validators too: their going away is then not
+            // the error (see `Stop::unless`).
+            let run = match stop
+                .unless(measure(&net.apis, &net.pids, chunk, Some(rate), false))
+                .await
+            {
+                Ok(run) => run?,
+                Err(signal) => {
                     stopped = Some(signal);
                     break;
                 }
-                run = measure(&net.apis, &net.pids, chunk, Some(rate), false) => match run {
-                    Ok(run) => run,
-                    // Ctrl-C in a terminal stops the validators too: their going away is
-                    // then not the error.
-                    Err(e) => match stop.soon().await {
-                        Some(signal) => {
-                            stopped = Some(signal);
-                            break;
-                        }
-                        None => return Err(e),
-                    },
-                },
             };
             let rss: Vec<Option<f64>> = net.pids.iter().map(|p| rss_mib(*p)).collect();
             let mut state_entries = Vec::new();

@@ -12,7 +12,7 @@ const EXPLAINS_A_FAILURE: Duration = Duration::from_millis(500);
 
 /// SIGINT and SIGTERM, caught from [`Stop::catch`] on. Neither ends the process by itself
 /// any more: one is kept until the command next asks ([`Stop::received`],
-/// [`Stop::within`]), which the commands that catch them do at every wait, and their
+/// [`Stop::within`], [`Stop::unless`]), which the commands that catch them do at every wait, and their
 /// long computations run beside such a wait.
 #[derive(Debug)]
 pub struct Stop {
@@ -43,8 +43,19 @@ impl Stop {
         tokio::time::timeout(wait, self.received()).await.ok()
     }
 
-    /// The signal that may explain a failure just seen, if one came or comes shortly.
-    pub async fn soon(&mut self) -> Option<&'static str> {
-        self.within(EXPLAINS_A_FAILURE).await
+    /// What `work` gives, unless a signal comes first (`Err`, its name). A failure of
+    /// `work` that a signal follows within [`EXPLAINS_A_FAILURE`] counts as that signal.
+    pub async fn unless<T>(
+        &mut self,
+        work: impl Future<Output = anyhow::Result<T>>,
+    ) -> Result<anyhow::Result<T>, &'static str> {
+        tokio::select! {
+            biased;
+            signal = self.received() => Err(signal),
+            done = work => match done {
+                Err(e) => self.within(EXPLAINS_A_FAILURE).await.map_or(Ok(Err(e)), Err),
+                done => Ok(done),
+            },
+        }
     }
 }
