@@ -7,7 +7,8 @@
 //! crash. Subtrees are appended and never rewritten in place: a subtree read back and
 //! changed is appended again when it leaves memory the next time. Once most of a file is
 //! such dead copies, the ledger starts a new one and the state tree moves what it still
-//! holds there over, a few subtrees a block; the old file's space is freed when the last
+//! holds there over, a few subtrees a block, each record copied as it is (checked when it is
+//! next read, from the new file); the old file's space is freed when the last
 //! state version that read from it is dropped.
 //!
 //! Appends go through a buffer of [`WRITE_BUFFER_BYTES`], written to the file in one call
@@ -182,6 +183,27 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
             }
             Err(what) => self.stop(at.location, &what),
         }
+    }
+
+    fn record(&self, at: Placed) -> Vec<u8> {
+        match self.read_record(at) {
+            Ok(record) => record,
+            Err(what) => self.stop(at.location, &what),
+        }
+    }
+
+    fn put_record(&self, record: &[u8]) -> Result<Placed, StoreError> {
+        let length = record
+            .first_chunk::<4>()
+            .map(|head| u32::from_be_bytes(*head) as usize);
+        if length.is_none_or(|length| length + 4 != record.len() || length > MAX_SUBTREE_BYTES) {
+            return Err(StoreError(format!(
+                "{} bytes are not a record of a spill file (its length, then at most \
+                 {MAX_SUBTREE_BYTES} bytes)",
+                record.len()
+            )));
+        }
+        self.append(record)
     }
 
     fn fail(&self, location: u64) -> ! {
@@ -478,6 +500,56 @@ mod tests {
         assert_eq!(spill.load_bytes(group), b"places of subtrees");
         assert!(spill.load_bytes(empty).is_empty());
         assert_eq!(spill.load(at_a), vec![entry(1, 3), entry(2, 4)]);
+    }
+
+    #[test]
+    fn records_copied_to_another_file_read_back_there_as_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Spill::create(dir.path()).unwrap();
+        let new = Spill::create(dir.path()).unwrap();
+        new.put_bytes(b"already there").unwrap();
+        let entries = subtree(1, 3, 40);
+        let at = old.put(&entries).unwrap();
+        let group = old.put_bytes(b"places of subtrees").unwrap();
+        // From the old file's buffer, then from the file itself.
+        for flushed in [false, true] {
+            if flushed {
+                old.write_buffer(&mut old.buffer()).unwrap();
+            }
+            let copied = new.put_record(&old.record(at)).unwrap();
+            assert_eq!(copied.bytes, at.bytes);
+            assert_eq!(new.load(copied), entries);
+            let copied = new.put_record(&old.record(group)).unwrap();
+            assert_eq!(new.load_bytes(copied), b"places of subtrees");
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_record_is_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::create(dir.path()).unwrap();
+        let record = spill.record(spill.put(&subtree(1, 2, 5)).unwrap());
+        let written = spill.written();
+        let mut longer = record.clone();
+        longer.push(0);
+        let mut oversized = vec![0u8; 4];
+        oversized[..4].copy_from_slice(&(MAX_SUBTREE_BYTES as u32 + 1).to_be_bytes());
+        oversized.resize(MAX_SUBTREE_BYTES + 5, 0);
+        for bad in [
+            &[][..],
+            &[0, 0, 1][..],
+            &record[..record.len() - 1],
+            &longer[..],
+            &oversized[..],
+        ] {
+            let refused = spill.put_record(bad).unwrap_err();
+            assert!(refused.0.contains("not a record"), "{refused}");
+        }
+        assert_eq!(spill.written(), written, "nothing refused was put");
+        assert_eq!(
+            spill.put_record(&record).unwrap().bytes,
+            record.len() as u64
+        );
     }
 
     #[test]

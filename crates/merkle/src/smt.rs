@@ -117,6 +117,17 @@ pub trait SubtreeStore<P>: Send + Sync + fmt::Debug {
     /// returned).
     fn load_bytes(&self, at: Placed) -> Vec<u8>;
 
+    /// What [`SubtreeStore::put`] or [`SubtreeStore::put_bytes`] kept at `at`, as the store
+    /// keeps it, for another store of the same kind to keep as it is
+    /// ([`SubtreeStore::put_record`]): a subtree moves from an old store to a new one without
+    /// being read back, rebuilt and written again (its next read, from the new store, checks
+    /// it).
+    fn record(&self, at: Placed) -> Vec<u8>;
+
+    /// Keeps a record that [`SubtreeStore::record`] of a store of the same kind gave, as it
+    /// is: where, and how many bytes it takes. A record that is not one is refused.
+    fn put_record(&self, record: &[u8]) -> Result<Placed, StoreError>;
+
     /// Called when the entries loaded from `location` do not make the subtree that was put
     /// there: the store is corrupt, and the tree cannot answer.
     fn fail(&self, location: u64) -> !;
@@ -242,6 +253,30 @@ impl<V: Clone> Recent<V> {
     }
 }
 
+impl<P> Stored<P> {
+    fn placed(&self) -> Placed {
+        Placed {
+            location: self.location,
+            bytes: self.bytes,
+        }
+    }
+
+    /// This subtree kept by `backing`'s store too, its record copied as it is (see
+    /// [`SubtreeStore::record`]).
+    fn copy_to(&self, backing: &Arc<Backing<P>>) -> Result<Stored<P>, StoreError> {
+        let placed = backing
+            .store
+            .put_record(&self.backing.store.record(self.placed()))?;
+        Ok(Stored {
+            hash: self.hash,
+            len: self.len,
+            location: placed.location,
+            bytes: placed.bytes,
+            backing: Arc::clone(backing),
+        })
+    }
+}
+
 impl<P: Clone> Stored<P> {
     /// The subtree, read back (or found among those read recently) and checked.
     fn open(&self, depth: usize) -> Node<P> {
@@ -260,10 +295,7 @@ impl<P: Clone> Stored<P> {
             }
             return node;
         }
-        let entries = self.backing.store.load(Placed {
-            location: self.location,
-            bytes: self.bytes,
-        });
+        let entries = self.backing.store.load(self.placed());
         let sorted = entries.windows(2).all(|w| matches!(w, [a, b] if a.0 < b.0));
         let node = build(depth, &entries);
         if !sorted || entries.len() != self.len || node.hash() != self.hash {
@@ -839,19 +871,10 @@ impl<P: Clone> Evictor<'_, P> {
         let internal = match node {
             Node::Internal(internal) => internal,
             Node::Stored(stored) if !self.is_current(stored) => {
-                return self.store(node, stored.hash, depth, end);
+                return self.move_stored(node, stored, end);
             }
             Node::Group(group) if !Arc::ptr_eq(&group.backing, self.backing) => {
-                // Opened, so that its subtrees move (grouped again where groups are made); as
-                // unchanged since the older version as the group was.
-                let older = match older {
-                    Older::Same => Older::Same,
-                    Older::Node(Node::Group(o)) if Arc::ptr_eq(o, group) => Older::Same,
-                    Older::Node(_) | Older::Other => Older::Other,
-                };
-                self.tally.left_group(group, Some(self.backing));
-                let opened = group.open(depth);
-                return self.walk(&opened, older, depth, prefix);
+                return self.move_group(node, group, depth, end);
             }
             Node::Stored(_) | Node::Group(_) | Node::Empty | Node::Leaf(_) => {
                 return node.clone();
@@ -865,14 +888,15 @@ impl<P: Clone> Evictor<'_, P> {
         if self.evicting && same && internal.stored_whole_at(depth, self.depth) {
             // Counted only up to `largest`, so that a crowded subtree (keys that share a long
             // prefix) costs no more to look at on each level it is split on.
-            if let Some(in_memory) = count_within(node, self.largest) {
-                if in_memory == 0 && !self.holds_elsewhere(node) {
-                    // Nothing to free: its parts are in the current store already.
-                    return node.clone();
-                }
-                return self.store(node, internal.hash, depth, end);
+            match count_within(node, self.largest) {
+                // Nothing to free: its parts are in the current store already, or move there
+                // as they are kept (below).
+                Some(0) if !self.holds_elsewhere(node) => return node.clone(),
+                Some(0) => {}
+                Some(_) => return self.store(node, internal.hash, depth, end),
+                // Too large to keep as one: its children are stored instead.
+                None => {}
             }
-            // Too large to keep as one: its children are stored instead.
         } else if self.evicting && depth >= self.depth {
             return node.clone();
         }
@@ -905,6 +929,57 @@ impl<P: Clone> Evictor<'_, P> {
         walked
     }
 
+    /// Copies a subtree another store holds to the current one as it is kept there (not read
+    /// back, rebuilt or checked: its next read, from the current store, checks it): the node
+    /// that stands for it then, or `node` if the store refused it (the walk stops past it).
+    fn move_stored(&mut self, node: &Node<P>, stored: &Stored<P>, end: Option<Digest>) -> Node<P> {
+        match stored.copy_to(self.backing) {
+            Ok(moved) => {
+                self.tally.left(stored, Some(self.backing));
+                self.tally.placed_bytes += moved.bytes;
+                self.tally.parts_placed += 1;
+                self.done.moved += stored.len;
+                Node::Stored(Arc::new(moved))
+            }
+            Err(e) => self.refused(e, end, node),
+        }
+    }
+
+    /// Copies a group another store holds to the current one: its subtrees as they are kept
+    /// there, and its record with their new places (see [`Self::move_stored`]); or `node`
+    /// if the store refused them (the walk stops past it).
+    fn move_group(
+        &mut self,
+        node: &Node<P>,
+        group: &Group<P>,
+        depth: usize,
+        end: Option<Digest>,
+    ) -> Node<P> {
+        match group.copy_to(depth, self.backing) {
+            Ok((moved, placed_bytes)) => {
+                self.tally.left_group(group, Some(self.backing));
+                self.tally.parts_left += group.parts;
+                self.tally.dropped_elsewhere += group.len;
+                self.tally.parts_placed += group.parts;
+                self.tally.parts_grouped += group.parts;
+                self.tally.groups_placed += 1;
+                self.tally.placed_bytes += placed_bytes;
+                self.done.moved += group.len;
+                self.done.groups += 1;
+                Node::Group(Arc::new(moved))
+            }
+            Err(e) => self.refused(e, end, node),
+        }
+    }
+
+    /// Stops the walk past a subtree the store refused, which stays as it was (`node`).
+    fn refused(&mut self, e: StoreError, end: Option<Digest>, node: &Node<P>) -> Node<P> {
+        self.done.refused = Some(e);
+        self.stopped = true;
+        self.done.next = end.unwrap_or(EMPTY);
+        node.clone()
+    }
+
     /// Whether another store holds a part of `node`.
     fn holds_elsewhere(&self, node: &Node<P>) -> bool {
         match node {
@@ -935,12 +1010,7 @@ impl<P: Clone> Evictor<'_, P> {
                 self.tally.stored += in_memory;
                 Node::Stored(stored)
             }
-            Err(e) => {
-                self.done.refused = Some(e);
-                self.stopped = true;
-                self.done.next = end.unwrap_or(EMPTY);
-                node.clone()
-            }
+            Err(e) => self.refused(e, end, node),
         }
     }
 }
@@ -1548,6 +1618,8 @@ mod tests {
         subtrees: Mutex<Vec<Kept>>,
         loads: std::sync::atomic::AtomicUsize,
         group_loads: std::sync::atomic::AtomicUsize,
+        /// Records copied out as they are kept.
+        records: std::sync::atomic::AtomicUsize,
         refuse: std::sync::atomic::AtomicBool,
         corrupt: std::sync::atomic::AtomicBool,
         /// A byte of groups' records to change as they are read back, counted from the end.
@@ -1604,6 +1676,51 @@ mod tests {
                 entries[0].1 = h(entries[0].2);
             }
             entries
+        }
+
+        fn record(&self, at: Placed) -> Vec<u8> {
+            self.records
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (entries, bytes) = self.subtrees.lock().unwrap()[at.location as usize].clone();
+            let mut record = vec![u8::from(entries.is_empty())];
+            for (key, value_hash, payload) in entries {
+                record.extend_from_slice(&key);
+                record.extend_from_slice(&value_hash);
+                record.extend_from_slice(&payload.to_be_bytes());
+            }
+            record.extend_from_slice(&bytes);
+            record
+        }
+
+        fn put_record(&self, record: &[u8]) -> Result<Placed, StoreError> {
+            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(StoreError("disk full".into()));
+            }
+            let (kind, rest) = record.split_first().expect("a record has its kind first");
+            let kept: Kept = if *kind == 1 {
+                (Vec::new(), rest.to_vec())
+            } else {
+                let entries = rest
+                    .chunks(72)
+                    .map(|c| {
+                        let key: Digest = c[..32].try_into().unwrap();
+                        let value_hash: Digest = c[32..64].try_into().unwrap();
+                        (
+                            key,
+                            value_hash,
+                            u64::from_be_bytes(c[64..].try_into().unwrap()),
+                        )
+                    })
+                    .collect();
+                (entries, Vec::new())
+            };
+            let bytes = rest.len() as u64;
+            let mut subtrees = self.subtrees.lock().unwrap();
+            subtrees.push(kept);
+            Ok(Placed {
+                location: subtrees.len() as u64 - 1,
+                bytes,
+            })
         }
 
         fn fail(&self, location: u64) -> ! {
@@ -1997,7 +2114,12 @@ mod tests {
             }
             assert_eq!(tree.elsewhere(), 0);
             assert_eq!(tree.resident(), 0);
-            assert_eq!(tree.stored_bytes(), 72 * 600);
+            // Moved as they were kept, and grouped where groups are made.
+            assert_eq!(
+                tree.stored_bytes(),
+                72 * 600 + group_bytes(&tree.root, tree.backing.as_ref())
+            );
+            assert_counted(&tree);
             assert_eq!(tree.root(), root);
             let loads = first.loads();
             for i in 0..600 {
@@ -2011,6 +2133,107 @@ mod tests {
             drop(kept);
             assert_eq!(Arc::strong_count(&first), 1);
         }
+    }
+
+    /// Moves everything `tree` reads from other stores to its own, `max` entries a call;
+    /// returns the calls.
+    fn move_all(tree: &mut SparseMerkleTree<u64>, max: usize) -> usize {
+        let (mut start, mut calls) = (EMPTY, 0);
+        loop {
+            let done = tree.evict(Evictable::None, &start, max);
+            assert_eq!((done.entries, done.refused), (0, None));
+            calls += 1;
+            start = done.next;
+            if start == EMPTY {
+                return calls;
+            }
+        }
+    }
+
+    #[test]
+    fn subtrees_and_groups_move_as_they_are_kept_without_being_read_back() {
+        let (mut tree, first) = stored_tree(4_000, 4, 0);
+        let done = tree.evict(Evictable::All, &EMPTY, usize::MAX);
+        assert!(done.groups > 40, "{done:?}");
+        // One subtree read back, changed and written again outside any group, so that both
+        // lone subtrees and groups move.
+        tree.apply_with(vec![(h(7), Some((h(70), 70)))]);
+        let proofs: Vec<SmtProof> = (0..4_000).step_by(13).map(|i| tree.prove(&h(i))).collect();
+        let root = tree.root();
+        let (subtrees, groups) = (tree.stored_subtrees(), tree.stored_groups());
+        let second = Arc::new(MemStore::default());
+        let mut tree = tree.with_store(Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>, 4, 0);
+        assert_eq!(tree.elsewhere(), 4_000);
+        let (loads, group_loads) = (first.loads(), first.group_loads());
+        assert!(move_all(&mut tree, 500) > 4, "a few hundred entries a call");
+        // Every record was copied, none read back: the groups' records were read (the places
+        // of their subtrees), not the subtrees.
+        assert_eq!(first.loads(), loads);
+        assert!(first.group_loads() - group_loads <= groups);
+        assert!(first.records.load(std::sync::atomic::Ordering::Relaxed) >= 4_000 / 8);
+        assert_eq!((tree.elsewhere(), tree.resident()), (0, 0));
+        assert_eq!(
+            (tree.stored_subtrees(), tree.stored_groups()),
+            (subtrees, groups)
+        );
+        assert_counted(&tree);
+        assert_eq!(tree.root(), root);
+        // What moved reads back from the new store, checked, as it was.
+        let (loads, group_loads) = (first.loads(), first.group_loads());
+        for (i, proof) in (0..4_000).step_by(13).zip(proofs) {
+            let expected = if i == 7 { 70 } else { i };
+            assert_eq!(tree.payload(&h(i)), Some(expected));
+            assert_eq!(tree.prove(&h(i)), proof);
+        }
+        assert_eq!((first.loads(), first.group_loads()), (loads, group_loads));
+        // And changes there as anywhere.
+        tree.apply_with(vec![(h(9), None), (h(9_001), Some((h(3), 3)))]);
+        let mut expected = SparseMerkleTree::from_entries_with(
+            (0..4_000)
+                .filter(|i| *i != 9)
+                .map(|i| (h(i), h(i + 1000), i))
+                .collect(),
+        );
+        expected.apply_with(vec![(h(7), Some((h(70), 70))), (h(9_001), Some((h(3), 3)))]);
+        assert_eq!(tree.root(), expected.root());
+        assert_counted(&tree);
+    }
+
+    #[test]
+    fn a_move_the_new_store_refuses_leaves_the_old_one_read() {
+        let (mut tree, first) = stored_tree(4_000, 4, 0);
+        tree.evict(Evictable::All, &EMPTY, usize::MAX);
+        let root = tree.root();
+        let second = Arc::new(MemStore::default());
+        let mut tree = tree.with_store(Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>, 4, 0);
+        let half = tree.evict(Evictable::None, &EMPTY, 2_000);
+        assert!(half.moved > 0 && half.next != EMPTY, "{half:?}");
+        let left = tree.elsewhere();
+        second
+            .refuse
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let refused = tree.evict(Evictable::None, &half.next, 2_000);
+        assert_eq!(refused.refused, Some(StoreError("disk full".into())));
+        assert_eq!(refused.moved, 0);
+        assert_eq!(
+            (tree.elsewhere(), tree.root(), tree.len()),
+            (left, root, 4_000)
+        );
+        assert_counted(&tree);
+        let loads = first.loads();
+        for i in (0..4_000).step_by(41) {
+            assert_eq!(tree.payload(&h(i)), Some(i));
+        }
+        assert!(
+            first.loads() > loads,
+            "what did not move is read from the old store"
+        );
+        second
+            .refuse
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        move_all(&mut tree, 2_000);
+        assert_eq!((tree.elsewhere(), tree.root()), (0, root));
+        assert_counted(&tree);
     }
 
     #[test]

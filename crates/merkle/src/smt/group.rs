@@ -13,7 +13,7 @@
 //! checked against a checksum of the record and the hash kept in memory, as a stored
 //! subtree's entries are checked against its hash.
 
-use super::{Backing, Node, Placed, Stored, Tally, bit};
+use super::{Backing, Node, Placed, StoreError, Stored, Tally, bit};
 use crate::Digest;
 use std::sync::Arc;
 
@@ -275,6 +275,49 @@ impl<P: Clone> Group<P> {
             Some(node) => node,
             None => self.backing.store.fail(self.location),
         }
+    }
+
+    /// This group (its node at `depth`) kept by `backing`'s store too: its subtrees' records
+    /// copied as they are (see [`super::SubtreeStore::record`]), and a record of their new
+    /// places; and the bytes put there in all. What was copied before a refusal is left
+    /// unread.
+    pub(super) fn copy_to(
+        &self,
+        depth: usize,
+        backing: &Arc<Backing<P>>,
+    ) -> Result<(Group<P>, u64), StoreError> {
+        let mut placed_bytes = 0;
+        let mut moved = Vec::with_capacity(self.parts);
+        for part in self.parts(depth).iter() {
+            let record = self.backing.store.record(Placed {
+                location: part.location,
+                bytes: part.bytes,
+            });
+            let placed = backing.store.put_record(&record)?;
+            placed_bytes += placed.bytes;
+            moved.push(Part {
+                location: placed.location,
+                bytes: placed.bytes,
+                ..part.clone()
+            });
+        }
+        let record = encode(&moved);
+        let placed = backing.store.put_bytes(&record)?;
+        backing
+            .groups()
+            .insert(placed.location, moved.into(), self.parts);
+        Ok((
+            Group {
+                hash: self.hash,
+                len: self.len,
+                parts: self.parts,
+                location: placed.location,
+                bytes: placed.bytes,
+                check: checksum(&record),
+                backing: Arc::clone(backing),
+            },
+            placed_bytes + placed.bytes,
+        ))
     }
 
     /// The stored subtree of the group (whose node is at `depth`) that `key` would be in,
