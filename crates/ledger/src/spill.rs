@@ -196,7 +196,7 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
         let length = record
             .first_chunk::<4>()
             .map(|head| u32::from_be_bytes(*head) as usize);
-        if length.is_none_or(|length| length + 4 != record.len() || length > MAX_SUBTREE_BYTES) {
+        if length.is_none_or(|length| length > MAX_SUBTREE_BYTES || length + 4 != record.len()) {
             return Err(StoreError(format!(
                 "{} bytes are not a record of a spill file (its length, then at most \
                  {MAX_SUBTREE_BYTES} bytes)",

@@ -117,11 +117,12 @@ pub trait SubtreeStore<P>: Send + Sync + fmt::Debug {
     /// returned).
     fn load_bytes(&self, at: Placed) -> Vec<u8>;
 
-    /// What [`SubtreeStore::put`] or [`SubtreeStore::put_bytes`] kept at `at`, as the store
-    /// keeps it, for another store of the same kind to keep as it is
-    /// ([`SubtreeStore::put_record`]): a subtree moves from an old store to a new one without
-    /// being read back, rebuilt and written again (its next read, from the new store, checks
-    /// it).
+    /// What [`SubtreeStore::put`], [`SubtreeStore::put_bytes`] or
+    /// [`SubtreeStore::put_record`] kept at `at`, as the store keeps it, for another store of
+    /// the same kind to keep as it is ([`SubtreeStore::put_record`]): a subtree moves from an
+    /// old store to a new one without being read back, rebuilt and written again (its next
+    /// read, from the new store, checks it). Like [`SubtreeStore::load`], it must not return
+    /// if it cannot give the record back.
     fn record(&self, at: Placed) -> Vec<u8>;
 
     /// Keeps a record that [`SubtreeStore::record`] of a store of the same kind gave, as it
@@ -1144,7 +1145,9 @@ impl<P: Clone> SparseMerkleTree<P> {
     ///
     /// Subtrees an earlier store holds stay there, and are read from there, until
     /// [`Self::evict`] moves them to this one ([`Self::elsewhere`] counts their entries);
-    /// once no version of the tree holds any, the earlier store is dropped.
+    /// once no version of the tree holds any, the earlier store is dropped. They move as
+    /// their records are kept ([`SubtreeStore::record`]), so every store a tree is given
+    /// must keep records in the same format.
     pub fn with_store(
         mut self,
         store: Arc<dyn SubtreeStore<P>>,
@@ -1229,6 +1232,9 @@ impl<P: Clone> SparseMerkleTree<P> {
     /// keys crowd) that are `evictable`, and moves the subtrees an earlier store holds to
     /// the current one, walking the key space from the key `start` until `max` entries have
     /// moved.
+    ///
+    /// A subtree or group an earlier store holds moves whole, as its record is kept (see
+    /// [`Self::with_store`]): so a call may move up to a group's entries past `max`.
     ///
     /// It visits at most `max / 2 + 128` nodes, so that a call costs about what it moves
     /// even when few subtrees qualify. Roots, proofs and answers do not change. Versions
@@ -1621,6 +1627,10 @@ mod tests {
         /// Records copied out as they are kept.
         records: std::sync::atomic::AtomicUsize,
         refuse: std::sync::atomic::AtomicBool,
+        /// Refuses groups' records only (so subtrees stay outside groups).
+        refuse_groups: std::sync::atomic::AtomicBool,
+        /// Puts of any kind taken before it refuses, if set.
+        puts_left: Mutex<Option<usize>>,
         corrupt: std::sync::atomic::AtomicBool,
         /// A byte of groups' records to change as they are read back, counted from the end.
         corrupt_group_at: std::sync::atomic::AtomicUsize,
@@ -1628,9 +1638,7 @@ mod tests {
 
     impl SubtreeStore<u64> for MemStore {
         fn put(&self, entries: &[Entry<u64>]) -> Result<Placed, StoreError> {
-            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(StoreError("disk full".into()));
-            }
+            self.take_put()?;
             let mut subtrees = self.subtrees.lock().unwrap();
             subtrees.push((entries.to_vec(), Vec::new()));
             Ok(Placed {
@@ -1640,9 +1648,13 @@ mod tests {
         }
 
         fn put_bytes(&self, bytes: &[u8]) -> Result<Placed, StoreError> {
-            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(StoreError("disk full".into()));
+            if self
+                .refuse_groups
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return Err(StoreError("no groups".into()));
             }
+            self.take_put()?;
             let mut subtrees = self.subtrees.lock().unwrap();
             subtrees.push((Vec::new(), bytes.to_vec()));
             Ok(Placed {
@@ -1656,6 +1668,7 @@ mod tests {
             self.group_loads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut bytes = self.subtrees.lock().unwrap()[location as usize].1.clone();
+            assert_eq!(at.bytes, bytes.len() as u64, "the size put at {location}");
             let from_end = self
                 .corrupt_group_at
                 .load(std::sync::atomic::Ordering::Relaxed);
@@ -1671,6 +1684,11 @@ mod tests {
             self.loads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut entries = self.subtrees.lock().unwrap()[location as usize].0.clone();
+            assert_eq!(
+                at.bytes,
+                72 * entries.len() as u64,
+                "the size put at {location}"
+            );
             if self.corrupt.load(std::sync::atomic::Ordering::Relaxed) {
                 entries[0].2 += 1;
                 entries[0].1 = h(entries[0].2);
@@ -1682,6 +1700,7 @@ mod tests {
             self.records
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (entries, bytes) = self.subtrees.lock().unwrap()[at.location as usize].clone();
+            assert_eq!(at.bytes, (72 * entries.len() + bytes.len()) as u64);
             let mut record = vec![u8::from(entries.is_empty())];
             for (key, value_hash, payload) in entries {
                 record.extend_from_slice(&key);
@@ -1693,9 +1712,7 @@ mod tests {
         }
 
         fn put_record(&self, record: &[u8]) -> Result<Placed, StoreError> {
-            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(StoreError("disk full".into()));
-            }
+            self.take_put()?;
             let (kind, rest) = record.split_first().expect("a record has its kind first");
             let kept: Kept = if *kind == 1 {
                 (Vec::new(), rest.to_vec())
@@ -1729,6 +1746,22 @@ mod tests {
     }
 
     impl MemStore {
+        /// Takes one put, or refuses it (told to refuse, or out of the puts it may take).
+        fn take_put(&self) -> Result<(), StoreError> {
+            let mut left = self.puts_left.lock().unwrap();
+            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) || *left == Some(0) {
+                return Err(StoreError("disk full".into()));
+            }
+            if let Some(n) = left.as_mut() {
+                *n -= 1;
+            }
+            Ok(())
+        }
+
+        fn records(&self) -> usize {
+            self.records.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
         fn loads(&self) -> usize {
             self.loads.load(std::sync::atomic::Ordering::Relaxed)
         }
@@ -2086,8 +2119,12 @@ mod tests {
             let (tree, first) = stored_tree(600, 37, 8);
             let mut tree = tree;
             let root = tree.root();
-            // Sixteen subtrees at depth 4.
+            // Sixteen subtrees at depth 4, outside groups (the store refuses them).
+            first
+                .refuse_groups
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             tree.evict(Evictable::All, &EMPTY, usize::MAX);
+            assert_eq!((tree.stored_subtrees(), tree.stored_groups()), (16, 0));
             let kept = tree.clone();
             let second = Arc::new(MemStore::default());
             let mut tree =
@@ -2096,8 +2133,9 @@ mod tests {
             // Still read from the first store until moved.
             assert_eq!(tree.payload(&h(11)), Some(11));
             // Moved at a shallower depth than they were stored at (as once a tree shrank):
-            // found below it and moved one by one, or moved as part of the shallower
-            // subtrees.
+            // found below it (by a walk that moves only, or one that evicts too and finds
+            // nothing in memory there) and each moved as it is kept.
+            let (loads, records) = (first.loads(), first.records());
             let mut start = EMPTY;
             loop {
                 let evictable = if evictable_while_moving {
@@ -2112,16 +2150,13 @@ mod tests {
                     break;
                 }
             }
-            assert_eq!(tree.elsewhere(), 0);
-            assert_eq!(tree.resident(), 0);
-            // Moved as they were kept, and grouped where groups are made.
-            assert_eq!(
-                tree.stored_bytes(),
-                72 * 600 + group_bytes(&tree.root, tree.backing.as_ref())
-            );
+            assert_eq!(first.loads(), loads, "nothing was read back to move");
+            assert_eq!(first.records() - records, 16);
+            assert_eq!((tree.elsewhere(), tree.resident()), (0, 0));
+            assert_eq!((tree.stored_subtrees(), tree.stored_groups()), (16, 0));
+            assert_eq!(tree.stored_bytes(), 72 * 600);
             assert_counted(&tree);
             assert_eq!(tree.root(), root);
-            let loads = first.loads();
             for i in 0..600 {
                 assert_eq!(tree.payload(&h(i)), Some(i));
             }
@@ -2150,42 +2185,81 @@ mod tests {
         }
     }
 
+    /// Stored subtrees below `node` in groups.
+    fn grouped_parts<P>(node: &Node<P>) -> usize {
+        match node {
+            Node::Group(g) => g.parts,
+            Node::Internal(i) => grouped_parts(&i.left) + grouped_parts(&i.right),
+            Node::Empty | Node::Leaf(_) | Node::Stored(_) => 0,
+        }
+    }
+
+    /// A tree of 4,000 entries in about 700 subtrees in `MemStore`, the first half of the
+    /// key space outside groups (the store refused them), the rest in groups.
+    fn half_grouped() -> (SparseMerkleTree<u64>, Arc<MemStore>) {
+        let (mut tree, first) = stored_tree(4_000, 4, 64);
+        first
+            .refuse_groups
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut half = EMPTY;
+        half[0] = 0x80;
+        let done = tree.evict(Evictable::All, &EMPTY, 2_000);
+        first
+            .refuse_groups
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        tree.evict(Evictable::All, &done.next.max(half), usize::MAX);
+        tree.evict(Evictable::All, &EMPTY, usize::MAX);
+        assert!(tree.stored_subtrees() > 100, "{}", tree.stored_subtrees());
+        assert!(tree.stored_groups() > 20, "{}", tree.stored_groups());
+        assert_eq!(tree.resident(), 0);
+        (tree, first)
+    }
+
     #[test]
     fn subtrees_and_groups_move_as_they_are_kept_without_being_read_back() {
-        let (mut tree, first) = stored_tree(4_000, 4, 0);
-        let done = tree.evict(Evictable::All, &EMPTY, usize::MAX);
-        assert!(done.groups > 40, "{done:?}");
-        // One subtree read back, changed and written again outside any group, so that both
-        // lone subtrees and groups move.
+        let (mut tree, first) = half_grouped();
         tree.apply_with(vec![(h(7), Some((h(70), 70)))]);
         let proofs: Vec<SmtProof> = (0..4_000).step_by(13).map(|i| tree.prove(&h(i))).collect();
         let root = tree.root();
         let (subtrees, groups) = (tree.stored_subtrees(), tree.stored_groups());
+        let parts = subtrees + grouped_parts(&tree.root);
         let second = Arc::new(MemStore::default());
-        let mut tree = tree.with_store(Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>, 4, 0);
-        assert_eq!(tree.elsewhere(), 4_000);
-        let (loads, group_loads) = (first.loads(), first.group_loads());
-        assert!(move_all(&mut tree, 500) > 4, "a few hundred entries a call");
-        // Every record was copied, none read back: the groups' records were read (the places
-        // of their subtrees), not the subtrees.
-        assert_eq!(first.loads(), loads);
-        assert!(first.group_loads() - group_loads <= groups);
-        assert!(first.records.load(std::sync::atomic::Ordering::Relaxed) >= 4_000 / 8);
-        assert_eq!((tree.elsewhere(), tree.resident()), (0, 0));
-        assert_eq!(
-            (tree.stored_subtrees(), tree.stored_groups()),
-            (subtrees, groups)
+        // Room to keep every group's places among those read back.
+        let mut tree = tree.with_store(
+            Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>,
+            4,
+            100_000,
         );
+        assert_eq!(tree.elsewhere(), 4_000);
+        let (loads, group_loads, records) = (first.loads(), first.group_loads(), first.records());
+        assert!(move_all(&mut tree, 500) > 4, "a few hundred entries a call");
+        // Every subtree's record was copied once, none read back: of the groups, their
+        // records were read (the places of their subtrees), not their subtrees.
+        assert_eq!(first.loads(), loads);
+        assert_eq!(first.records() - records, parts);
+        assert!(first.group_loads() - group_loads <= groups);
+        assert_eq!((tree.elsewhere(), tree.resident()), (0, 0));
+        // Lone subtrees that moved are grouped in the new store where groups are made.
+        assert_eq!(
+            tree.stored_subtrees() + grouped_parts(&tree.root),
+            parts,
+            "as many subtrees as before"
+        );
+        assert!(tree.stored_groups() > groups);
         assert_counted(&tree);
         assert_eq!(tree.root(), root);
-        // What moved reads back from the new store, checked, as it was.
+        // What moved reads back from the new store, checked, as it was; the groups' places
+        // kept when they moved are found there without reading their records again.
         let (loads, group_loads) = (first.loads(), first.group_loads());
+        let new_group_loads = second.group_loads();
         for (i, proof) in (0..4_000).step_by(13).zip(proofs) {
             let expected = if i == 7 { 70 } else { i };
             assert_eq!(tree.payload(&h(i)), Some(expected));
             assert_eq!(tree.prove(&h(i)), proof);
         }
         assert_eq!((first.loads(), first.group_loads()), (loads, group_loads));
+        assert!(second.loads() > 0);
+        assert_eq!(second.group_loads(), new_group_loads);
         // And changes there as anywhere.
         tree.apply_with(vec![(h(9), None), (h(9_001), Some((h(3), 3)))]);
         let mut expected = SparseMerkleTree::from_entries_with(
@@ -2200,24 +2274,61 @@ mod tests {
     }
 
     #[test]
-    fn a_move_the_new_store_refuses_leaves_the_old_one_read() {
-        let (mut tree, first) = stored_tree(4_000, 4, 0);
-        tree.evict(Evictable::All, &EMPTY, usize::MAX);
-        let root = tree.root();
+    #[should_panic(expected = "does not match its hash")]
+    fn a_moved_subtree_is_checked_when_read_from_the_new_store() {
+        let (tree, _first) = half_grouped();
         let second = Arc::new(MemStore::default());
         let mut tree = tree.with_store(Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>, 4, 0);
-        let half = tree.evict(Evictable::None, &EMPTY, 2_000);
-        assert!(half.moved > 0 && half.next != EMPTY, "{half:?}");
-        let left = tree.elsewhere();
+        move_all(&mut tree, usize::MAX);
         second
-            .refuse
+            .corrupt
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let refused = tree.evict(Evictable::None, &half.next, 2_000);
+        tree.payload(&h(1));
+    }
+
+    /// The first stored subtree or group below `node`, in key order.
+    fn first_stored<P>(node: &Node<P>) -> Option<&Node<P>> {
+        match node {
+            Node::Stored(_) | Node::Group(_) => Some(node),
+            Node::Internal(i) => first_stored(&i.left).or_else(|| first_stored(&i.right)),
+            Node::Empty | Node::Leaf(_) => None,
+        }
+    }
+
+    #[test]
+    fn a_move_the_new_store_refuses_leaves_the_old_one_read() {
+        let (mut tree, first) = stored_tree(4_000, 4, 64);
+        tree.evict(Evictable::All, &EMPTY, usize::MAX);
+        let root = tree.root();
+        let Some(Node::Group(group)) = first_stored(&tree.root) else {
+            panic!("the first subtrees are grouped");
+        };
+        let parts = group.parts;
+        let second = Arc::new(MemStore::default());
+        let mut tree = tree.with_store(Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>, 4, 64);
+        let counts = (
+            tree.stored_subtrees(),
+            tree.stored_groups(),
+            tree.stored_bytes(),
+        );
+        // The store takes all but the last of the first group's subtrees, then refuses: the
+        // parts it took are left unread, and the group stays in the old store.
+        *second.puts_left.lock().unwrap() = Some(parts - 1);
+        let refused = tree.evict(Evictable::None, &EMPTY, usize::MAX);
         assert_eq!(refused.refused, Some(StoreError("disk full".into())));
         assert_eq!(refused.moved, 0);
+        assert_eq!(second.puts(), (parts - 1, 0), "copied before the refusal");
         assert_eq!(
             (tree.elsewhere(), tree.root(), tree.len()),
-            (left, root, 4_000)
+            (4_000, root, 4_000)
+        );
+        assert_eq!(
+            (
+                tree.stored_subtrees(),
+                tree.stored_groups(),
+                tree.stored_bytes()
+            ),
+            counts
         );
         assert_counted(&tree);
         let loads = first.loads();
@@ -2228,9 +2339,7 @@ mod tests {
             first.loads() > loads,
             "what did not move is read from the old store"
         );
-        second
-            .refuse
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        *second.puts_left.lock().unwrap() = None;
         move_all(&mut tree, 2_000);
         assert_eq!((tree.elsewhere(), tree.root()), (0, root));
         assert_counted(&tree);
