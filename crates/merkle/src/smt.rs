@@ -515,9 +515,16 @@ fn update<P: Clone>(
             // Its subtrees the updates changed were written back: it is written back too, if
             // it is still made of stored subtrees only; as groups where groups are made now,
             // if the tree grew since it was made (else its subtrees, cut in two each time
-            // the tree doubles, would soon be too many for one group).
+            // the tree doubles, would soon be too many for one group). The subtrees an
+            // earlier store holds are copied to the current one first, as they are kept, so
+            // that a group changed while its store's parts move over stays a group.
             let node = match back {
                 Some(back) => {
+                    let node = if Arc::ptr_eq(&group.backing, back.backing) {
+                        node
+                    } else {
+                        copy_stored_to(node, back.backing, tally)
+                    };
                     let at = back.group_depth.filter(|at| *at > depth).unwrap_or(depth);
                     regroup(node, depth, at, back.backing, tally)
                 }
@@ -573,6 +580,40 @@ fn update<P: Clone>(
             };
             (node, gained_left + gained_right)
         }
+    }
+}
+
+/// `node` with the stored subtrees below it that another store holds copied to `backing`'s
+/// store as they are kept ([`Stored::copy_to`]); one the store refuses stays where it is
+/// (`tally` keeps the first refusal).
+fn copy_stored_to<P: Clone>(
+    node: Node<P>,
+    backing: &Arc<Backing<P>>,
+    tally: &mut Tally,
+) -> Node<P> {
+    match node {
+        Node::Stored(stored) if !Arc::ptr_eq(&stored.backing, backing) => {
+            match stored.copy_to(backing) {
+                Ok(copied) => {
+                    tally.left(&stored, Some(backing));
+                    tally.placed_bytes += copied.bytes;
+                    tally.parts_placed += 1;
+                    Node::Stored(Arc::new(copied))
+                }
+                Err(e) => {
+                    tally.refused.get_or_insert(e);
+                    Node::Stored(stored)
+                }
+            }
+        }
+        Node::Internal(internal) => {
+            let Internal { left, right, hash } = Arc::unwrap_or_clone(internal);
+            let left = copy_stored_to(left, backing, tally);
+            let right = copy_stored_to(right, backing, tally);
+            // Stored subtrees keep their hashes, so this node's stays.
+            Node::Internal(Arc::new(Internal { left, right, hash }))
+        }
+        other => other,
     }
 }
 
@@ -2292,6 +2333,77 @@ mod tests {
             Node::Stored(_) | Node::Group(_) => Some(node),
             Node::Internal(i) => first_stored(&i.left).or_else(|| first_stored(&i.right)),
             Node::Empty | Node::Leaf(_) => None,
+        }
+    }
+
+    /// Whether the path to `key` below `node` (at `depth`) passes a group.
+    fn in_a_group<P>(node: &Node<P>, depth: usize, key: &Digest) -> bool {
+        match node {
+            Node::Group(_) => true,
+            Node::Internal(i) => {
+                let child = if bit(key, depth) { &i.right } else { &i.left };
+                in_a_group(child, depth + 1, key)
+            }
+            Node::Empty | Node::Leaf(_) | Node::Stored(_) => false,
+        }
+    }
+
+    #[test]
+    fn a_group_changed_while_its_store_moves_over_stays_a_group() {
+        for takes in [None, Some(1)] {
+            let (mut tree, first) = stored_tree(4_000, 4, 0);
+            tree.evict(Evictable::All, &EMPTY, usize::MAX);
+            let key = (0..4_000)
+                .map(h)
+                .find(|k| in_a_group(&tree.root, 0, k))
+                .expect("most subtrees are grouped");
+            let (subtrees, groups) = (tree.stored_subtrees(), tree.stored_groups());
+            let second = Arc::new(MemStore::default());
+            let mut tree = tree.with_store(Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>, 4, 0);
+            // With `Some(1)`, the new store takes the changed subtree and refuses the rest.
+            *second.puts_left.lock().unwrap() = takes;
+            let loads = first.loads();
+            tree.apply_with(vec![(key, Some((h(1), 1)))]);
+            assert_eq!(
+                first.loads() - loads,
+                1,
+                "only the changed subtree is read back"
+            );
+            assert_counted(&tree);
+            let mut expected = SparseMerkleTree::from_entries_with(
+                (0..4_000).map(|i| (h(i), h(i + 1000), i)).collect(),
+            );
+            expected.apply_with(vec![(key, Some((h(1), 1)))]);
+            assert_eq!(tree.root(), expected.root());
+            assert_eq!(tree.payload(&key), Some(1));
+            if takes.is_none() {
+                // Its other subtrees were copied as they are kept, and it was written back
+                // as a group: nothing came apart.
+                assert_eq!(
+                    (tree.stored_subtrees(), tree.stored_groups()),
+                    (subtrees, groups)
+                );
+                assert!(in_a_group(&tree.root, 0, &key));
+                let moved = 4_000 - tree.elsewhere();
+                assert!(
+                    (8..200).contains(&moved),
+                    "one group's entries moved: {moved}"
+                );
+                assert_eq!(tree.take_refused_write_back(), None);
+            } else {
+                // The refusal is reported; the group's other subtrees stay in the old store,
+                // outside any group, until they move.
+                assert_eq!(
+                    tree.take_refused_write_back(),
+                    Some(StoreError("disk full".into()))
+                );
+                assert!(tree.stored_subtrees() > subtrees);
+                assert_eq!(tree.stored_groups(), groups - 1);
+                *second.puts_left.lock().unwrap() = None;
+                move_all(&mut tree, usize::MAX);
+                assert_eq!((tree.elsewhere(), tree.root()), (0, expected.root()));
+                assert_counted(&tree);
+            }
         }
     }
 
