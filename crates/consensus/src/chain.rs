@@ -2,6 +2,7 @@
 //! its API: the durable ledger, the mempool, and the cosignatures of the access log's head.
 
 use crate::block::ChainBlock;
+use crate::verified::VerifiedIds;
 use secnet_certified::{Checkpoint, CosignPool, CosignRejected, Cosignature, CosignedCheckpoint};
 use secnet_contract::BlockOutcome;
 use secnet_ledger::{Ledger, LedgerError, Syncer};
@@ -14,9 +15,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
-/// Most remembered verified signatures; beyond it the memory is cleared (and signatures
-/// are simply checked again).
-const MAX_VERIFIED: usize = 1_000_000;
+/// Blocks' worth of transactions, past what the mempool holds, for which a checked
+/// signature is remembered at least (see [`VerifiedIds`]).
+const VERIFIED_BLOCKS: usize = 8;
 
 /// A validator's ledger and mempool (the core every node has) and what only validators need.
 /// Lock order everywhere: ledger, then mempool, then the memory of verified signatures; the
@@ -27,7 +28,7 @@ pub struct Chain {
     /// Makes executed blocks durable without holding the ledger.
     syncer: Syncer,
     /// `signed_id`s of transactions whose signature this node already checked.
-    verified: Mutex<HashSet<Hash>>,
+    verified: Mutex<VerifiedIds>,
     /// The height each peer last announced, and when.
     peers: Mutex<BTreeMap<AccountId, PeerSeen>>,
     /// This validator's key for cosigning the log head, and what it heard from the others.
@@ -93,7 +94,9 @@ impl Chain {
         Chain {
             syncer: ledger.syncer(),
             core: LedgerCore::new(ledger, mempool_capacity),
-            verified: Mutex::new(HashSet::new()),
+            verified: Mutex::new(VerifiedIds::new(
+                mempool_capacity.saturating_add(VERIFIED_BLOCKS.saturating_mul(max_block_txs)),
+            )),
             peers: Mutex::new(BTreeMap::new()),
             cosigning: Mutex::new(Cosigning {
                 key: None,
@@ -272,11 +275,7 @@ impl Chain {
 
     /// Remembers that these signed transactions' signatures are valid.
     pub fn remember_verified(&self, ids: impl IntoIterator<Item = Hash>) -> Result<(), Poisoned> {
-        let mut verified = lock(&self.verified)?;
-        if verified.len() > MAX_VERIFIED {
-            verified.clear();
-        }
-        verified.extend(ids);
+        lock(&self.verified)?.extend(ids);
         Ok(())
     }
 

@@ -13,3 +13,4 @@ pub mod executor;
 pub mod gossip;
 pub mod node;
 pub mod recovery;
+mod verified;

@@ -7,7 +7,9 @@
 //! (measured by `secnet bench apply`: the two indexes were over two thirds of the bytes
 //! written). So their rows wait in memory, split by the first byte of their hash into
 //! [`INDEX_SLICES`] slices, and each write stores one slice's rows, sorted, as a new run of
-//! that slice ([`crate::runs`]); a slice waits about [`INDEX_SLICES`] writes.
+//! that slice ([`crate::runs`]); a slice waits about [`INDEX_SLICES`] writes, fewer while
+//! more than [`ROWS_WAITING`] rows would wait (a write then stores the oldest slices that
+//! bring them back to it).
 //!
 //! The listings' indexes are written with the same slices and marks: by owner, a row each
 //! time one registers a listing, so that an owner's history does not scan every listing; by
@@ -68,6 +70,14 @@ impl Waiting {
 
 /// How many slices each index is written in.
 pub(crate) const INDEX_SLICES: usize = 64;
+
+/// The rows that may wait in memory (about 80 bytes each) once a write committed, besides
+/// those it brought. A write stores one slice, so about [`INDEX_SLICES`] / 2 writes' rows
+/// wait: more as a write takes longer (a larger ledger, a busy disk), so the memory would
+/// grow with the time a write takes. Past this, a write stores as many of the oldest slices
+/// as bring the rows waiting back to it: each slice waits fewer writes, and a write stores
+/// about as many rows as before (those that came since the last one), in smaller runs.
+pub(crate) const ROWS_WAITING: usize = 1 << 19;
 
 /// A row of the access-log index (see [`log_index_row`]).
 pub(crate) type LogRow = [u8; SUBJECT_KEY_LEN + 8];
@@ -234,12 +244,13 @@ impl IndexMarks {
         self.log_size.iter().copied().min().unwrap_or(0)
     }
 
-    /// The slice written longest ago (the first of equals), which the next write stores: so
-    /// no slice waits more than [`INDEX_SLICES`] writes, however often the node restarts.
-    fn oldest(&self) -> usize {
-        (0..INDEX_SLICES)
-            .min_by_key(|s| (self.tx_height.get(*s), self.log_size.get(*s)))
-            .unwrap_or(0)
+    /// The slices, the one written longest ago first (the first of equals first): the next
+    /// write stores the first (and more, see [`Pending::plan`]), so no slice waits more than
+    /// [`INDEX_SLICES`] writes, however often the node restarts.
+    fn oldest(&self) -> Vec<usize> {
+        let mut slices: Vec<usize> = (0..INDEX_SLICES).collect();
+        slices.sort_by_key(|s| (self.tx_height.get(*s), self.log_size.get(*s)));
+        slices
     }
 }
 
@@ -264,6 +275,8 @@ pub(crate) struct Pending {
     state_value_bytes: usize,
     /// The most it may hold ([`WAITING_VALUE_BYTES`]).
     value_budget: usize,
+    /// The rows that may wait before a write stores more than one slice ([`ROWS_WAITING`]).
+    row_budget: usize,
     marks: IndexMarks,
 }
 
@@ -300,6 +313,7 @@ impl Pending {
             state: vec![BTreeMap::new(); INDEX_SLICES],
             state_value_bytes: 0,
             value_budget: WAITING_VALUE_BYTES,
+            row_budget: ROWS_WAITING,
             marks,
         }
     }
@@ -410,6 +424,11 @@ impl Pending {
         entries.insert(key, waiting);
     }
 
+    /// Lets at most `rows` rows wait once a write committed, besides those it brought.
+    pub(crate) fn set_row_budget(&mut self, rows: usize) {
+        self.row_budget = rows;
+    }
+
     /// The value bytes waiting with their state keys.
     pub(crate) fn state_value_bytes(&self) -> usize {
         self.state_value_bytes
@@ -466,10 +485,35 @@ impl Pending {
             .collect()
     }
 
-    /// Splits a write's new rows: those of the slice due now join that slice's waiting rows,
-    /// to be written (returned, sorted); the others are returned to wait. A state entry's
-    /// value here replaces the one waiting, so `state` names each key once, with its value
-    /// as of the write's last block. Nothing changes here until [`Self::written`].
+    /// The rows of slice `slice` waiting.
+    fn slice_rows(&self, slice: usize) -> usize {
+        self.txs.get(slice).map_or(0, BTreeMap::len)
+            + self.log_rows.get(slice).map_or(0, BTreeSet::len)
+            + self.owned.get(slice).map_or(0, BTreeSet::len)
+            + self.listed.get(slice).map_or(0, BTreeMap::len)
+            + self.state.get(slice).map_or(0, BTreeMap::len)
+    }
+
+    /// The slices the next write stores: the oldest, and the next oldest as long as more
+    /// than [`ROWS_WAITING`] rows would still wait without them, so that a write leaves at
+    /// most that many waiting besides those it brings.
+    fn slices_due(&self) -> Vec<usize> {
+        let mut left = self.rows();
+        let mut due = Vec::new();
+        for slice in self.marks.oldest() {
+            if !due.is_empty() && left <= self.row_budget {
+                break;
+            }
+            left -= self.slice_rows(slice);
+            due.push(slice);
+        }
+        due
+    }
+
+    /// Splits a write's new rows: those of the slices due now ([`Self::slices_due`]) join those slices' waiting rows, to be written (returned, sorted, a
+    /// [`SliceRows`] per slice); the others are returned to wait. A state entry's value here
+    /// replaces the one waiting, so `state` names each key once, with its value as of the
+    /// write's last block. Nothing changes here until [`Self::written`].
     pub(crate) fn plan<'k>(
         &self,
         txs: impl IntoIterator<Item = ([u8; 32], [u8; 12])>,
@@ -477,127 +521,148 @@ impl Pending {
         owned: impl IntoIterator<Item = OwnedRow>,
         listed: impl IntoIterator<Item = ([u8; 32], bool)>,
         state: impl IntoIterator<Item = (&'k [u8], &'k StateValueBytes)>,
-    ) -> (SliceRows, SliceRows) {
-        let slice = self.marks.oldest();
-        let mut due = SliceRows {
-            slice,
-            txs: self
-                .txs
-                .get(slice)
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (*k, *v))
-                .collect(),
-            log_rows: self
-                .log_rows
-                .get(slice)
-                .into_iter()
-                .flatten()
-                .copied()
-                .collect(),
-            owned: self
-                .owned
-                .get(slice)
-                .into_iter()
-                .flatten()
-                .copied()
-                .collect(),
-            listed: Vec::new(),
-            state: Vec::new(),
-        };
-        // The last change of a hash wins.
-        let mut due_listed: BTreeMap<[u8; 32], bool> =
-            self.listed.get(slice).cloned().unwrap_or_default();
-        let mut wait_listed: BTreeMap<[u8; 32], bool> = BTreeMap::new();
-        for (hash, listed) in listed {
-            if listed_slice(&hash) == slice {
-                due_listed.insert(hash, listed);
-            } else {
-                wait_listed.insert(hash, listed);
+    ) -> (Vec<SliceRows>, SliceRows) {
+        let slices = self.slices_due();
+        // Where each due slice's rows go in `due`.
+        let mut at = [None; INDEX_SLICES];
+        for (i, slice) in slices.iter().enumerate() {
+            if let Some(a) = at.get_mut(*slice) {
+                *a = Some(i);
             }
         }
-        due.listed = due_listed.into_iter().collect();
-        let mut due_state: BTreeMap<&[u8], Waiting> = self
-            .state
-            .get(slice)
-            .into_iter()
-            .flatten()
-            .map(|(key, waiting)| (key.as_slice(), waiting.clone()))
+        let due_at = |slice: usize| at.get(slice).copied().flatten();
+        let mut due: Vec<SliceRows> = slices
+            .iter()
+            .map(|&slice| SliceRows {
+                slice,
+                txs: self
+                    .txs
+                    .get(slice)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (*k, *v))
+                    .collect(),
+                log_rows: self
+                    .log_rows
+                    .get(slice)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .collect(),
+                owned: self
+                    .owned
+                    .get(slice)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .collect(),
+                listed: Vec::new(),
+                state: Vec::new(),
+            })
+            .collect();
+        // The last change of a hash wins.
+        let mut due_listed: Vec<BTreeMap<[u8; 32], bool>> = slices
+            .iter()
+            .map(|slice| self.listed.get(*slice).cloned().unwrap_or_default())
+            .collect();
+        let mut wait_listed: BTreeMap<[u8; 32], bool> = BTreeMap::new();
+        for (hash, listed) in listed {
+            match due_at(listed_slice(&hash)).and_then(|i| due_listed.get_mut(i)) {
+                Some(rows) => rows.insert(hash, listed),
+                None => wait_listed.insert(hash, listed),
+            };
+        }
+        let mut due_state: Vec<BTreeMap<&[u8], Waiting>> = slices
+            .iter()
+            .map(|slice| {
+                self.state
+                    .get(*slice)
+                    .into_iter()
+                    .flatten()
+                    .map(|(key, waiting)| (key.as_slice(), waiting.clone()))
+                    .collect()
+            })
             .collect();
         let mut wait = SliceRows {
             listed: wait_listed.into_iter().collect(),
             ..SliceRows::default()
         };
         for (key, value) in state {
-            if state_slice(key) == slice {
-                due_state.insert(key, Waiting::Value(value.clone()));
-            } else {
-                wait.state
-                    .push((key.to_vec(), Waiting::Value(value.clone())));
+            match due_at(state_slice(key)).and_then(|i| due_state.get_mut(i)) {
+                Some(entries) => {
+                    entries.insert(key, Waiting::Value(value.clone()));
+                }
+                None => wait
+                    .state
+                    .push((key.to_vec(), Waiting::Value(value.clone()))),
             }
         }
-        due.state = due_state
-            .into_iter()
-            .map(|(key, waiting)| (key.to_vec(), waiting))
-            .collect();
         for tx in txs {
-            if tx_slice(&tx.0) == slice {
-                due.txs.push(tx);
-            } else {
-                wait.txs.push(tx);
+            match due_at(tx_slice(&tx.0)).and_then(|i| due.get_mut(i)) {
+                Some(rows) => rows.txs.push(tx),
+                None => wait.txs.push(tx),
             }
         }
         for row in log_rows {
-            if log_slice(&row) == slice {
-                due.log_rows.push(row);
-            } else {
-                wait.log_rows.push(row);
+            match due_at(log_slice(&row)).and_then(|i| due.get_mut(i)) {
+                Some(rows) => rows.log_rows.push(row),
+                None => wait.log_rows.push(row),
             }
         }
         for row in owned {
-            if owned_slice(&row) == slice {
-                due.owned.push(row);
-            } else {
-                wait.owned.push(row);
+            match due_at(owned_slice(&row)).and_then(|i| due.get_mut(i)) {
+                Some(rows) => rows.owned.push(row),
+                None => wait.owned.push(row),
             }
         }
-        due.txs.sort_unstable();
-        due.log_rows.sort_unstable();
-        due.owned.sort_unstable();
-        due.owned.dedup();
+        for ((rows, listed), state) in due.iter_mut().zip(due_listed).zip(due_state) {
+            rows.listed = listed.into_iter().collect();
+            rows.state = state
+                .into_iter()
+                .map(|(key, waiting)| (key.to_vec(), waiting))
+                .collect();
+            rows.txs.sort_unstable();
+            rows.log_rows.sort_unstable();
+            rows.owned.sort_unstable();
+            rows.owned.dedup();
+        }
         (due, wait)
     }
 
     /// The marks once `due` is written with blocks up to `height` and `log_size` leaves.
-    pub(crate) fn marks_after(&self, due: &SliceRows, height: u64, log_size: u64) -> IndexMarks {
+    pub(crate) fn marks_after(&self, due: &[SliceRows], height: u64, log_size: u64) -> IndexMarks {
         let mut marks = self.marks.clone();
-        if let Some(h) = marks.tx_height.get_mut(due.slice) {
-            *h = height;
-        }
-        if let Some(s) = marks.log_size.get_mut(due.slice) {
-            *s = log_size;
+        for slice in due.iter().map(|rows| rows.slice) {
+            if let Some(h) = marks.tx_height.get_mut(slice) {
+                *h = height;
+            }
+            if let Some(s) = marks.log_size.get_mut(slice) {
+                *s = log_size;
+            }
         }
         marks
     }
 
-    /// Records that `due` and `marks` committed: drops the slice's rows and keeps `wait`'s.
-    pub(crate) fn written(&mut self, due: &SliceRows, wait: SliceRows, marks: IndexMarks) {
-        if let Some(rows) = self.txs.get_mut(due.slice) {
-            rows.clear();
-        }
-        if let Some(rows) = self.log_rows.get_mut(due.slice) {
-            rows.clear();
-        }
-        if let Some(rows) = self.owned.get_mut(due.slice) {
-            rows.clear();
-        }
-        if let Some(rows) = self.listed.get_mut(due.slice) {
-            rows.clear();
-        }
-        if let Some(entries) = self.state.get_mut(due.slice) {
-            let written: usize = entries.values().map(Waiting::bytes).sum();
-            self.state_value_bytes -= written;
-            entries.clear();
+    /// Records that `due` and `marks` committed: drops the slices' rows and keeps `wait`'s.
+    pub(crate) fn written(&mut self, due: &[SliceRows], wait: SliceRows, marks: IndexMarks) {
+        for slice in due.iter().map(|rows| rows.slice) {
+            if let Some(rows) = self.txs.get_mut(slice) {
+                rows.clear();
+            }
+            if let Some(rows) = self.log_rows.get_mut(slice) {
+                rows.clear();
+            }
+            if let Some(rows) = self.owned.get_mut(slice) {
+                rows.clear();
+            }
+            if let Some(rows) = self.listed.get_mut(slice) {
+                rows.clear();
+            }
+            if let Some(entries) = self.state.get_mut(slice) {
+                let written: usize = entries.values().map(Waiting::bytes).sum();
+                self.state_value_bytes -= written;
+                entries.clear();
+            }
         }
         for (hash, location) in wait.txs {
             if let Some(rows) = self.txs.get_mut(tx_slice(&hash)) {
@@ -674,11 +739,11 @@ mod tests {
             [],
             state.iter().map(|(k, v)| (*k, v)),
         );
-        assert_eq!(due.slice, 0);
-        assert_eq!(due.txs, vec![tx(0), tx(64)]);
-        assert_eq!(due.log_rows, vec![row(0, 0)]);
+        assert_eq!(due[0].slice, 0);
+        assert_eq!(due[0].txs, vec![tx(0), tx(64)]);
+        assert_eq!(due[0].log_rows, vec![row(0, 0)]);
         assert_eq!(
-            due.state,
+            due[0].state,
             vec![
                 (b"\x01\x00a".to_vec(), Waiting::Value(None)),
                 (b"\x05".to_vec(), Waiting::Value(value(b"five")))
@@ -704,11 +769,11 @@ mod tests {
             (b"\x01\x01b".as_slice(), None),
         ];
         let (due, _) = pending.plan([], [], [], [], later.iter().map(|(k, v)| (*k, v)));
-        assert_eq!(due.slice, 1);
-        assert_eq!(due.txs, vec![tx(1)]);
-        assert_eq!(due.log_rows, vec![row(1, 1)]);
+        assert_eq!(due[0].slice, 1);
+        assert_eq!(due[0].txs, vec![tx(1)]);
+        assert_eq!(due[0].log_rows, vec![row(1, 1)]);
         assert_eq!(
-            due.state,
+            due[0].state,
             vec![
                 (b"\x01\x01b".to_vec(), Waiting::Value(None)),
                 (b"\x03\x01c".to_vec(), Waiting::Value(value(b"c")))
@@ -736,15 +801,18 @@ mod tests {
         .enumerate()
         {
             let (due, wait) = pending.plan([], [], [], [], [(key, v)]);
-            assert_eq!(due.slice, n);
-            assert!(due.state.is_empty());
+            assert_eq!(due[0].slice, n);
+            assert!(due[0].state.is_empty());
             let marks = pending.marks_after(&due, n as u64 + 1, 0);
             pending.written(&due, wait, marks);
             assert_eq!(pending.rows(), 1);
         }
         let (due, _) = pending.plan([], [], [], [], []);
-        assert_eq!(due.slice, 7);
-        assert_eq!(due.state, vec![(key.to_vec(), Waiting::Value(value(b"7")))]);
+        assert_eq!(due[0].slice, 7);
+        assert_eq!(
+            due[0].state,
+            vec![(key.to_vec(), Waiting::Value(value(b"7")))]
+        );
     }
 
     /// One write with `state` changed at `height`: what it stored from the state table's
@@ -757,6 +825,7 @@ mod tests {
         let (due, wait) = pending.plan([], [], [], [], state.iter().map(|(k, v)| (*k, v)));
         let marks = pending.marks_after(&due, height, 0);
         pending.written(&due, wait, marks);
+        let [due] = <[SliceRows; 1]>::try_from(due).expect("one slice");
         (due.slice, due.state)
     }
 
@@ -811,7 +880,60 @@ mod tests {
         marks.log_size[7] = 310;
         let pending = Pending::new(marks);
         let (due, _) = pending.plan([], [], [], [], []);
-        assert_eq!(due.slice, 40);
+        assert_eq!(due[0].slice, 40);
+    }
+
+    #[test]
+    fn past_their_budget_rows_wait_fewer_writes_and_each_is_written_once() {
+        let run = |budget: usize| {
+            let mut pending = Pending::new(IndexMarks::all(0, 0));
+            pending.row_budget = budget;
+            let mut written: BTreeMap<[u8; 32], u64> = BTreeMap::new();
+            let (mut most, mut most_slices) = (0, 0);
+            // 200 writes of 50 transactions each, then writes of nothing until all are out.
+            for height in 1..=300u64 {
+                let txs: Vec<([u8; 32], [u8; 12])> = (0..if height <= 200 { 50 } else { 0 })
+                    .map(|i: u32| {
+                        let hash = Hash::digest(
+                            &[height.to_le_bytes(), u64::from(i).to_le_bytes()].concat(),
+                        );
+                        (*hash.as_bytes(), encode_location(height, i))
+                    })
+                    .collect();
+                let before = pending.marks().clone();
+                let (due, wait) = pending.plan(txs, [], [], [], []);
+                // The slices stored are distinct, and none waited less than one left out.
+                let slices: BTreeSet<usize> = due.iter().map(|rows| rows.slice).collect();
+                assert_eq!(slices.len(), due.len());
+                let newest_due = slices.iter().map(|s| before.tx_height[*s]).max();
+                let oldest_left = (0..INDEX_SLICES)
+                    .filter(|s| !slices.contains(s))
+                    .map(|s| before.tx_height[s])
+                    .min();
+                assert!(newest_due <= oldest_left.or(newest_due));
+                for rows in &due {
+                    for (hash, _) in &rows.txs {
+                        assert_eq!(tx_slice(hash), rows.slice);
+                        assert!(written.insert(*hash, height).is_none(), "written twice");
+                    }
+                }
+                most_slices = most_slices.max(due.len());
+                let marks = pending.marks_after(&due, height, 0);
+                pending.written(&due, wait, marks);
+                most = most.max(pending.rows());
+            }
+            assert_eq!(pending.rows(), 0);
+            assert_eq!(written.len(), 200 * 50, "every row written");
+            (most, most_slices)
+        };
+        // One slice a write: about half of 64 writes' rows wait.
+        let (unbounded, slices) = run(usize::MAX);
+        assert_eq!(slices, 1);
+        assert!(unbounded > 1_500, "{unbounded}");
+        // With a budget of 200 rows, several slices a write keep them near it.
+        let (bounded, slices) = run(200);
+        assert!(slices > 1);
+        assert!(bounded <= 200 + 50, "{bounded}");
     }
 
     #[test]

@@ -1434,6 +1434,14 @@ impl Ledger {
         &self.state
     }
 
+    /// Lets at most `rows` index rows wait in memory once a write committed, besides those
+    /// it brought (2^19 by default): past it a
+    /// write stores several slices. Until the ledger is opened again.
+    pub fn limit_index_rows_waiting(&self, rows: usize) -> Result<(), LedgerError> {
+        self.unwritten
+            .change_pending(|pending| pending.set_row_budget(rows))
+    }
+
     /// What this ledger keeps in memory, counted by kind.
     pub fn footprint(&self) -> Result<LedgerFootprint, LedgerError> {
         Ok(LedgerFootprint {

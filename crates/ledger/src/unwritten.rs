@@ -378,7 +378,7 @@ fn write_rows(
     batch: &[Arc<BlockRows>],
     changes: &BTreeMap<&[u8], &StateValueBytes>,
     durability: Durability,
-    due: &SliceRows,
+    due: &[SliceRows],
     marks: &IndexMarks,
 ) -> Result<(), LedgerError> {
     let Some(last) = batch.last() else {
@@ -399,81 +399,83 @@ fn write_rows(
         )?;
         // Changes every slice of the state table has caught up with are not needed again.
         journal::prune(&mut journal, marks.min_tx_height())?;
-        // The slice's rows go in as a run of the state table and of each index, and the
+        // Each slice's rows go in as a run of the state table and of each index, and the
         // slice's merges advance.
         let first_block = first_block_of(&write.open_table(META)?)?;
         let mut runs_table = write.open_table(RUNS)?;
         let mut sets = write.open_table(RUN_SETS)?;
-        let state: Vec<Vec<u8>> = due
-            .state
-            .iter()
-            .map(|(key, waiting)| match waiting {
-                Waiting::Value(value) => runs::state_value(value.as_deref()),
-                Waiting::LookUp => runs::state_value(last.snapshot.value_bytes(key).as_deref()),
-            })
-            .collect();
-        runs::append(
-            &mut runs_table,
-            &mut sets,
-            runs::Index::State,
-            due.slice,
-            due.state
+        for due in due {
+            let state: Vec<Vec<u8>> = due
+                .state
                 .iter()
-                .map(|(key, _)| key.as_slice())
-                .zip(state.iter().map(Vec::as_slice)),
-            &|_, _| true,
-        )?;
-        runs::append(
-            &mut runs_table,
-            &mut sets,
-            runs::Index::Log,
-            due.slice,
-            due.log_rows
+                .map(|(key, waiting)| match waiting {
+                    Waiting::Value(value) => runs::state_value(value.as_deref()),
+                    Waiting::LookUp => runs::state_value(last.snapshot.value_bytes(key).as_deref()),
+                })
+                .collect();
+            runs::append(
+                &mut runs_table,
+                &mut sets,
+                runs::Index::State,
+                due.slice,
+                due.state
+                    .iter()
+                    .map(|(key, _)| key.as_slice())
+                    .zip(state.iter().map(Vec::as_slice)),
+                &|_, _| true,
+            )?;
+            runs::append(
+                &mut runs_table,
+                &mut sets,
+                runs::Index::Log,
+                due.slice,
+                due.log_rows
+                    .iter()
+                    .map(|row| (row.as_slice(), [].as_slice())),
+                &|_, _| true,
+            )?;
+            // A row of a listing its owner no longer holds is dropped as its run is merged: if
+            // the owner registers it again later, that makes a new row.
+            let snapshot = &last.snapshot;
+            runs::append(
+                &mut runs_table,
+                &mut sets,
+                runs::Index::Owned,
+                due.slice,
+                due.owned.iter().map(|row| (row.as_slice(), [].as_slice())),
+                &|row, _| {
+                    owned_hash(row)
+                        .and_then(|hash| snapshot.listing(&hash))
+                        .is_some_and(|listing| row.starts_with(listing.owner.as_bytes()))
+                },
+            )?;
+            let listed: Vec<([u8; 32], Vec<u8>)> = due
+                .listed
                 .iter()
-                .map(|row| (row.as_slice(), [].as_slice())),
-            &|_, _| true,
-        )?;
-        // A row of a listing its owner no longer holds is dropped as its run is merged: if
-        // the owner registers it again later, that makes a new row.
-        let snapshot = &last.snapshot;
-        runs::append(
-            &mut runs_table,
-            &mut sets,
-            runs::Index::Owned,
-            due.slice,
-            due.owned.iter().map(|row| (row.as_slice(), [].as_slice())),
-            &|row, _| {
-                owned_hash(row)
-                    .and_then(|hash| snapshot.listing(&hash))
-                    .is_some_and(|listing| row.starts_with(listing.owner.as_bytes()))
-            },
-        )?;
-        let listed: Vec<([u8; 32], Vec<u8>)> = due
-            .listed
-            .iter()
-            .map(|(hash, listed)| (*hash, runs::state_value(listed.then_some(&[][..]))))
-            .collect();
-        runs::append(
-            &mut runs_table,
-            &mut sets,
-            runs::Index::Listed,
-            due.slice,
-            listed
-                .iter()
-                .map(|(hash, value)| (hash.as_slice(), value.as_slice())),
-            &|_, _| true,
-        )?;
-        // A pruned block's transactions are dropped as their runs are merged.
-        runs::append(
-            &mut runs_table,
-            &mut sets,
-            runs::Index::Txs,
-            due.slice,
-            due.txs
-                .iter()
-                .map(|(hash, location)| (hash.as_slice(), location.as_slice())),
-            &|_, location| decode_location(location).is_some_and(|(h, _)| h >= first_block),
-        )?;
+                .map(|(hash, listed)| (*hash, runs::state_value(listed.then_some(&[][..]))))
+                .collect();
+            runs::append(
+                &mut runs_table,
+                &mut sets,
+                runs::Index::Listed,
+                due.slice,
+                listed
+                    .iter()
+                    .map(|(hash, value)| (hash.as_slice(), value.as_slice())),
+                &|_, _| true,
+            )?;
+            // A pruned block's transactions are dropped as their runs are merged.
+            runs::append(
+                &mut runs_table,
+                &mut sets,
+                runs::Index::Txs,
+                due.slice,
+                due.txs
+                    .iter()
+                    .map(|(hash, location)| (hash.as_slice(), location.as_slice())),
+                &|_, location| decode_location(location).is_some_and(|(h, _)| h >= first_block),
+            )?;
+        }
         let mut log = write.open_table(LOG)?;
         let mut subtrees = write.open_table(LOG_SUBTREES)?;
         let mut blocks = write.open_table(BLOCK_CHUNKS)?;

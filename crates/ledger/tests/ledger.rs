@@ -687,6 +687,51 @@ fn index_rows_waiting_in_memory_are_found_and_derived_again_on_open() {
 }
 
 #[test]
+fn with_few_rows_let_wait_writes_store_several_slices_and_every_reader_agrees() {
+    let g = genesis("ledger-test");
+    let (bounded, unbounded) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut applied;
+    {
+        let mut ledger = Ledger::open(bounded.path(), &g).unwrap();
+        ledger.limit_index_rows_waiting(4).unwrap();
+        applied = run_story(&mut ledger, 150);
+        check_readers(&ledger, &applied);
+        let mut other = Ledger::open(unbounded.path(), &g).unwrap();
+        assert_eq!(run_story(&mut other, 150), applied);
+        // The same blocks leave far fewer rows waiting.
+        let (few, many) = (waiting_of(&ledger).0, waiting_of(&other).0);
+        assert!(few * 2 < many, "{few} rows waiting against {many}");
+        drop(other);
+        // None at all: each write stores every slice that had rows waiting.
+        ledger.limit_index_rows_waiting(0).unwrap();
+        for i in 0..40 {
+            let block = transfer_block(&ledger, i % 3);
+            ledger.apply_block(&block).unwrap();
+            applied.push(block);
+            check_readers(&ledger, &applied[applied.len() - 1..]);
+        }
+        check_readers(&ledger, &applied);
+    }
+    // Opening checks the state table against the state root, and derives what waited.
+    let mut ledger = Ledger::open(bounded.path(), &g).unwrap();
+    check_readers(&ledger, &applied);
+    ledger.limit_index_rows_waiting(3).unwrap();
+    for i in 0..70 {
+        let block = transfer_block(&ledger, i % 3);
+        ledger.apply_block(&block).unwrap();
+        applied.push(block);
+    }
+    check_readers(&ledger, &applied);
+    drop(ledger);
+    let ledger = Ledger::open(bounded.path(), &g).unwrap();
+    check_readers(&ledger, &applied);
+    assert_eq!(
+        ledger.replay_check().unwrap().blocks,
+        ledger.state().tip().height
+    );
+}
+
+#[test]
 fn every_index_slice_is_written_however_often_the_ledger_reopens() {
     const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     let g = genesis("ledger-test");

@@ -262,11 +262,20 @@ proptest! {
         blocks in prop::collection::vec(
             (prop::collection::vec(op(), 1..12), then()),
             70..120,
-        )
+        ),
+        // The rows let wait: by default, or so few that writes store several slices.
+        rows_waiting in prop_oneof![Just(None), (0usize..8).prop_map(Some)],
     ) {
         let g = genesis();
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path(), &g).unwrap();
+        let open = |dir: &Path| {
+            let ledger = Ledger::open(dir, &g).unwrap();
+            if let Some(rows) = rows_waiting {
+                ledger.limit_index_rows_waiting(rows).unwrap();
+            }
+            ledger
+        };
+        let mut ledger = open(dir.path());
         let mut model = Model::new();
         // First every crowded hash is registered, so that once its slice has been written
         // (every 64 writes) a page of it is read past in parts.
@@ -297,7 +306,7 @@ proptest! {
             changes_since(&ledger, &history, opened_at)?;
             if let Then::Reopened = then {
                 drop(ledger);
-                ledger = Ledger::open(dir.path(), &g).unwrap();
+                ledger = open(dir.path());
                 check(&ledger, &model, 0..DATA)?;
                 opened_at = tip;
                 changes_since(&ledger, &history, opened_at)?;
