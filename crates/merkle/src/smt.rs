@@ -416,8 +416,6 @@ struct Tally {
     refused: Option<StoreError>,
     /// Stored subtrees put in the store.
     parts_placed: usize,
-    /// Entries of an earlier store's subtrees copied to keep changed groups whole.
-    copied: usize,
     /// Stored subtrees (of any store) this version no longer has.
     parts_left: usize,
     /// Stored subtrees that went into groups.
@@ -519,13 +517,10 @@ fn update<P: Clone>(
             // if the tree grew since it was made (else its subtrees, cut in two each time
             // the tree doubles, would soon be too many for one group). The subtrees an
             // earlier store holds are copied to the current one first, as they are kept, so
-            // that a group changed while its store's parts move over stays a group (up to
-            // `GROUP_COPIES_PER_UPDATE` entries an update).
+            // that a group changed while its store's parts move over stays a group.
             let node = match back {
                 Some(back) => {
-                    let node = if Arc::ptr_eq(&group.backing, back.backing)
-                        || tally.copied >= GROUP_COPIES_PER_UPDATE
-                    {
+                    let node = if Arc::ptr_eq(&group.backing, back.backing) {
                         node
                     } else {
                         copy_stored_to(node, back.backing, tally)
@@ -603,7 +598,6 @@ fn copy_stored_to<P: Clone>(
                     tally.left(&stored, Some(backing));
                     tally.placed_bytes += copied.bytes;
                     tally.parts_placed += 1;
-                    tally.copied += copied.len;
                     Node::Stored(Arc::new(copied))
                 }
                 Err(e) => {
@@ -1156,14 +1150,6 @@ fn group_depth(depth: usize) -> Option<usize> {
 /// The deepest level subtrees are stored at by [`SparseMerkleTree::eviction_depth`].
 pub const MAX_EVICTION_DEPTH: usize = 63;
 
-/// The most entries of an earlier store's subtrees one update copies to the current store to
-/// keep the groups it changes whole. Past it, a changed group's other subtrees stay where they
-/// are, outside any group, until the eviction walk moves them: when a store is new, nearly
-/// every group an update changes is still in the old one, and copying all of them would move
-/// the old store in a few updates, each reading thousands of records, instead of at the
-/// walk's pace.
-pub const GROUP_COPIES_PER_UPDATE: usize = 8_192;
-
 impl<P: Clone> SparseMerkleTree<P> {
     /// Builds a tree from `(key, value_hash, payload)` entries in one pass; later duplicates
     /// win.
@@ -1681,8 +1667,6 @@ mod tests {
         group_loads: std::sync::atomic::AtomicUsize,
         /// Records copied out as they are kept.
         records: std::sync::atomic::AtomicUsize,
-        /// Entries of the subtrees' records copied in as they were kept.
-        copied_in: std::sync::atomic::AtomicUsize,
         refuse: std::sync::atomic::AtomicBool,
         /// Refuses groups' records only (so subtrees stay outside groups).
         refuse_groups: std::sync::atomic::AtomicBool,
@@ -1774,7 +1758,7 @@ mod tests {
             let kept: Kept = if *kind == 1 {
                 (Vec::new(), rest.to_vec())
             } else {
-                let entries: Vec<Entry<u64>> = rest
+                let entries = rest
                     .chunks(72)
                     .map(|c| {
                         let key: Digest = c[..32].try_into().unwrap();
@@ -1786,8 +1770,6 @@ mod tests {
                         )
                     })
                     .collect();
-                self.copied_in
-                    .fetch_add(entries.len(), std::sync::atomic::Ordering::Relaxed);
                 (entries, Vec::new())
             };
             let bytes = rest.len() as u64;
@@ -2423,61 +2405,6 @@ mod tests {
                 assert_counted(&tree);
             }
         }
-    }
-
-    /// The group that the path to `key` below `node` passes, if any.
-    fn group_on_path<'a, P>(node: &'a Node<P>, depth: usize, key: &Digest) -> Option<&'a Group<P>> {
-        match node {
-            Node::Group(group) => Some(group),
-            Node::Internal(i) => {
-                let child = if bit(key, depth) { &i.right } else { &i.left };
-                group_on_path(child, depth + 1, key)
-            }
-            Node::Empty | Node::Leaf(_) | Node::Stored(_) => None,
-        }
-    }
-
-    #[test]
-    fn an_update_copies_at_most_its_budget_of_an_old_stores_subtrees_for_groups() {
-        let n = 60_000;
-        let (mut tree, first) = stored_tree(n, 4, 0);
-        tree.evict(Evictable::All, &EMPTY, usize::MAX);
-        // A key in each group: every group changes, nearly all of its subtrees unchanged.
-        let mut seen = std::collections::HashSet::new();
-        let keys: Vec<Digest> = (0..n)
-            .map(h)
-            .filter(|k| {
-                group_on_path(&tree.root, 0, k).is_some_and(|g| seen.insert(g as *const Group<u64>))
-            })
-            .collect();
-        let groups = tree.stored_groups();
-        assert_eq!(keys.len(), groups);
-        let second = Arc::new(MemStore::default());
-        let mut tree = tree.with_store(Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>, 4, 0);
-        let updates: Vec<_> = keys.iter().map(|k| (*k, Some((h(2), 2)))).collect();
-        let records = first.records.load(std::sync::atomic::Ordering::Relaxed);
-        tree.apply_with(updates.clone());
-        // Far more than the budget waited in the changed groups; the budget was copied (up to
-        // a group past it), and the groups past it came apart.
-        let copied = second.copied_in.load(std::sync::atomic::Ordering::Relaxed);
-        assert!(
-            (GROUP_COPIES_PER_UPDATE..GROUP_COPIES_PER_UPDATE + 64 * 64).contains(&copied),
-            "{copied} entries copied"
-        );
-        assert!(n as usize > 3 * GROUP_COPIES_PER_UPDATE);
-        assert!(first.records.load(std::sync::atomic::Ordering::Relaxed) > records);
-        assert!(tree.stored_groups() < groups);
-        assert!(tree.elsewhere() > n as usize / 2, "{}", tree.elsewhere());
-        assert_counted(&tree);
-        let mut expected =
-            SparseMerkleTree::from_entries_with((0..n).map(|i| (h(i), h(i + 1000), i)).collect());
-        expected.apply_with(updates);
-        assert_eq!(tree.root(), expected.root());
-        // The walk moves the rest, and groups them again.
-        move_all(&mut tree, 8_192);
-        assert_eq!((tree.elsewhere(), tree.root()), (0, expected.root()));
-        assert_counted(&tree);
-        assert!(tree.stored_groups() * 2 > groups);
     }
 
     #[test]
