@@ -439,6 +439,13 @@ impl Tally {
         }
     }
 
+    /// `stored` leaves this version for `copy`, its record copied to `current`'s store.
+    fn copied<P>(&mut self, stored: &Stored<P>, copy: &Stored<P>, current: &Arc<Backing<P>>) {
+        self.left(stored, Some(current));
+        self.placed_bytes += copy.bytes;
+        self.parts_placed += 1;
+    }
+
     /// `stored` leaves this version: its entries are now in memory, or written again.
     fn left<P>(&mut self, stored: &Stored<P>, current: Option<&Arc<Backing<P>>>) {
         self.parts_left += 1;
@@ -595,9 +602,7 @@ fn copy_stored_to<P: Clone>(
         Node::Stored(stored) if !Arc::ptr_eq(&stored.backing, backing) => {
             match stored.copy_to(backing) {
                 Ok(copied) => {
-                    tally.left(&stored, Some(backing));
-                    tally.placed_bytes += copied.bytes;
-                    tally.parts_placed += 1;
+                    tally.copied(&stored, &copied, backing);
                     Node::Stored(Arc::new(copied))
                 }
                 Err(e) => {
@@ -977,9 +982,7 @@ impl<P: Clone> Evictor<'_, P> {
     fn move_stored(&mut self, node: &Node<P>, stored: &Stored<P>, end: Option<Digest>) -> Node<P> {
         match stored.copy_to(self.backing) {
             Ok(moved) => {
-                self.tally.left(stored, Some(self.backing));
-                self.tally.placed_bytes += moved.bytes;
-                self.tally.parts_placed += 1;
+                self.tally.copied(stored, &moved, self.backing);
                 self.done.moved += stored.len;
                 Node::Stored(Arc::new(moved))
             }
