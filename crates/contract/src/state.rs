@@ -72,6 +72,9 @@ pub struct Footprint {
     /// Groups of such subtrees whose places the stores hold too: one node in memory for
     /// about eight subtrees.
     pub stored_groups: usize,
+    /// Entries in subtrees a store before the current one holds, still to move over.
+    #[serde(default)]
+    pub entries_moving: usize,
     /// Accounts, kept decoded.
     pub accounts: usize,
     /// Grants, each kept by its expiry until it is retired.
@@ -426,6 +429,7 @@ impl State {
             entries_in_memory: self.tree.resident(),
             stored_subtrees: self.tree.stored_subtrees(),
             stored_groups: self.tree.stored_groups(),
+            entries_moving: self.tree.elsewhere(),
             accounts: self.accounts.len(),
             grants_by_expiry: self.expiring.len(),
             grants_by_expiry_in_memory: self.expiring.held_len(),

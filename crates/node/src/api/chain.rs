@@ -340,7 +340,7 @@ pub(super) async fn metrics(State(node): Node) -> ApiResult<Response> {
         ))
     })??;
     let state = footprint.state;
-    let gauges: [(&str, &str, u64); 16] = [
+    let gauges: [(&str, &str, u64); 17] = [
         ("height", "height of the last applied block", height),
         ("log_size", "leaves of the access log", log_size),
         (
@@ -367,6 +367,11 @@ pub(super) async fn metrics(State(node): Node) -> ApiResult<Response> {
             "state_stored_groups",
             "groups of such subtrees whose places are in the spill file too (one node in memory each)",
             state.stored_groups as u64,
+        ),
+        (
+            "state_entries_moving",
+            "state entries in an earlier spill file, still to move to the current one",
+            state.entries_moving as u64,
         ),
         (
             "state_accounts",
