@@ -174,19 +174,6 @@ const EVICT_AT_LEAST: usize = 4_096;
 /// seconds, with p99 above a second in the minutes that held such moves).
 const MOVE_PER_BLOCK: usize = 8_192;
 
-/// At least this many entries move from an old spill file after one block, however little
-/// the block wrote, so that a move under light load still ends.
-const MOVE_AT_LEAST: usize = 512;
-
-/// A move from an old spill file keeps pace with what blocks write to the new one: every
-/// part has moved over by the time the blocks have written this many times the bytes the
-/// state read from the old file when the move began ([`MovePace`]). Moving 8,192 entries a
-/// block, a move took about a minute at 6,000 tx/s and pushed p99 past a second while it
-/// lasted; paced, the same work is spread over a few minutes. The new file then holds about
-/// this many times the live parts, plus the moved ones, when the move ends: less than the
-/// [`SPILL_FILE_TIMES_LIVE`] at which it is replaced in turn.
-const MOVE_WHILE_WRITTEN_TIMES_LIVE: u64 = 2;
-
 /// A spill file is replaced once it holds more than this many times what the state reads
 /// from it (plus [`StateMemory::spill_slack_bytes`]). A replacement moves every part the
 /// state reads from it, so the moves cost about the rate at which dead copies pile up
@@ -206,56 +193,8 @@ struct Spilling {
     next: Digest,
     /// Where the next walk moving subtrees from an earlier file starts.
     moving_next: Digest,
-    /// How far a move from an earlier file should be along, while one is under way.
-    pace: Option<MovePace>,
     /// The spill file failed the last time (reported once until it works again).
     failing: bool,
-}
-
-/// A move of the parts an earlier spill file holds to the current one, paced by the bytes
-/// blocks write to the current file (see [`MOVE_WHILE_WRITTEN_TIMES_LIVE`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MovePace {
-    /// Entries the earlier file held for the state when the move began.
-    entries: usize,
-    /// The bytes blocks may write to the current file before every entry has moved.
-    budget: u64,
-    /// The bytes blocks wrote to the current file since the move began (not the moves').
-    written: u64,
-    /// The current file's size after the last move step.
-    after_step: u64,
-}
-
-impl MovePace {
-    /// A move of `entries` entries, `live` bytes of parts, to a file now `written` long.
-    fn new(entries: usize, live: u64, written: u64) -> MovePace {
-        MovePace {
-            entries,
-            budget: live.saturating_mul(MOVE_WHILE_WRITTEN_TIMES_LIVE).max(1),
-            written: 0,
-            after_step: written,
-        }
-    }
-
-    /// How many entries to move after a block that left the current file `written` long,
-    /// with `left` entries still in the earlier file: enough that those left are no more
-    /// than the share of the budget still unwritten allows, within [`MOVE_AT_LEAST`] and
-    /// [`MOVE_PER_BLOCK`].
-    fn due(&mut self, written: u64, left: usize) -> usize {
-        self.written = self
-            .written
-            .saturating_add(written.saturating_sub(self.after_step));
-        let unwritten = self.budget.saturating_sub(self.written);
-        let may_wait =
-            (self.entries as u128 * u128::from(unwritten) / u128::from(self.budget)) as usize;
-        left.saturating_sub(may_wait)
-            .clamp(MOVE_AT_LEAST, MOVE_PER_BLOCK)
-    }
-
-    /// The move step after [`Self::due`] left the current file `written` long.
-    fn stepped(&mut self, written: u64) {
-        self.after_step = written;
-    }
 }
 
 /// A new spill file beside the ledger at `ledger_path`.
@@ -285,7 +224,6 @@ impl Spilling {
             grants: Arc::new(grants),
             next: [0; 32],
             moving_next: [0; 32],
-            pace: None,
             failing: false,
         })
     }
@@ -1158,9 +1096,8 @@ impl Ledger {
     /// have not changed since the oldest recent height to the spill file (at most
     /// [`EVICT_PER_BLOCK`] entries, from where the last call stopped); starts a new spill
     /// file once the current one is mostly copies the current state does not read, and
-    /// moves what the old one holds over (on a walk of its own, at the pace of what blocks
-    /// write to the new file: [`MovePace`]). A file that refuses a subtree leaves it in
-    /// memory, reported once.
+    /// moves what the old one holds over ([`MOVE_PER_BLOCK`] entries a block, on a walk of
+    /// its own). A file that refuses a subtree leaves it in memory, reported once.
     fn spill_over_bound(&mut self) {
         let Some(spilling) = &mut self.spilling else {
             return;
@@ -1184,11 +1121,7 @@ impl Ledger {
                         spilling.memory.opened_entries,
                     );
                     let old_bytes = spilling.file.written();
-                    spilling.pace = Some(MovePace::new(
-                        self.state.entries_in_earlier_stores(),
-                        live,
-                        file.written(),
-                    ));
+                    spilling.file.read_ahead();
                     spilling.file = file;
                     spilling.moving_next = [0; 32];
                     tracing::info!(
@@ -1204,20 +1137,13 @@ impl Ledger {
         }
         // What an earlier file holds moves over on a walk of its own, so that evictions,
         // however few, do not hold it up.
-        let left = self.state.entries_in_earlier_stores();
-        if left == 0 {
-            spilling.pace = None;
-        } else {
-            let pace = spilling
-                .pace
-                .get_or_insert_with(|| MovePace::new(left, live, spilling.file.written()));
-            let due = pace.due(spilling.file.written(), left);
-            let done = self.state.evict(None, &spilling.moving_next, due);
-            pace.stepped(spilling.file.written());
+        if self.state.entries_in_earlier_stores() > 0 {
+            let done = self
+                .state
+                .evict(None, &spilling.moving_next, MOVE_PER_BLOCK);
             spilling.moving_next = done.next;
             problem = problem.or(done.refused.map(|e| e.to_string()));
             if self.state.entries_in_earlier_stores() == 0 {
-                spilling.pace = None;
                 tracing::info!(
                     height = self.state.tip().height,
                     "the old spill file's parts have moved over"
@@ -2262,51 +2188,6 @@ impl SnapshotSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Blocks that each write `fresh` bytes to the new file, with `moved_bytes` per entry
-    /// moved: how many entries each block's step moves until none is left, and the fresh
-    /// bytes written by then.
-    fn run_move(entries: usize, live: u64, fresh: u64, moved_bytes: u64) -> (Vec<usize>, u64) {
-        let mut pace = MovePace::new(entries, live, 0);
-        let (mut left, mut file, mut written, mut steps) = (entries, 0u64, 0u64, Vec::new());
-        while left > 0 {
-            file += fresh;
-            written += fresh;
-            let due = pace.due(file, left).min(left);
-            left -= due;
-            file += due as u64 * moved_bytes;
-            pace.stepped(file);
-            steps.push(due);
-            assert!(steps.len() < 1_000_000, "the move ends");
-        }
-        (steps, written)
-    }
-
-    #[test]
-    fn a_move_keeps_pace_with_what_blocks_write() {
-        // 4 million entries, 1 GB of parts, blocks writing 650 KB: the move is spread over
-        // the blocks that write twice the live bytes, evenly, and only those bytes count.
-        let (steps, written) = run_move(4_000_000, 1_000_000_000, 650_000, 300);
-        let budget = 2_000_000_000;
-        assert!(written <= budget + 650_000, "ended on time: {written}");
-        assert!(
-            written >= budget - 2 * 650_000,
-            "not ahead of pace: {written}"
-        );
-        let even = 4_000_000 * 650_000 / budget as usize;
-        assert!(
-            steps.iter().all(|&s| s <= even + 1 || s == MOVE_AT_LEAST),
-            "{steps:?}"
-        );
-        // Blocks that write nothing still move the least a step moves.
-        let (steps, written) = run_move(10_000, 1_000_000, 0, 300);
-        assert_eq!(written, 0);
-        assert_eq!(steps.len(), 10_000usize.div_ceil(MOVE_AT_LEAST));
-        // Blocks that write more than the live bytes at once move as much as a step may.
-        let (steps, _) = run_move(100_000, 1_000_000, 10_000_000, 300);
-        assert_eq!(steps.first(), Some(&MOVE_PER_BLOCK));
-        assert_eq!(steps.len(), 100_000usize.div_ceil(MOVE_PER_BLOCK));
-    }
 
     #[test]
     fn formats_are_named_and_ranged_as_stored() {
