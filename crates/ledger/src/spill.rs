@@ -6,9 +6,8 @@
 //! unlinked at once, so nothing of it outlives the process or needs recovering after a
 //! crash. Subtrees are appended and never rewritten in place: a subtree read back and
 //! changed is appended again when it leaves memory the next time. Once most of a file is
-//! such dead copies, the ledger starts a new one, has the old one read into the page cache
-//! in order ([`Spill::read_ahead`]), and the state tree moves what it still holds there
-//! over, a few subtrees a block, each record copied as it is (checked when it is
+//! such dead copies, the ledger starts a new one and the state tree moves what it still
+//! holds there over, a few subtrees a block, each record copied as it is (checked when it is
 //! next read, from the new file); the old file's space is freed when the last
 //! state version that read from it is dropped.
 //!
@@ -130,35 +129,6 @@ impl Spill {
         tracing::error!("{message}");
         eprintln!("{message}");
         std::process::abort()
-    }
-}
-
-impl Spill {
-    /// Asks the kernel to read the whole file into the page cache, on a thread of its own
-    /// (the call itself reads ahead and would hold up a block). A move to a new file reads
-    /// every record the state still needs from this one, in key order, at places spread
-    /// over the file, and so do the blocks that change what it holds while the move lasts:
-    /// once the file has left the page cache, each of those is a read from the disk of its
-    /// own, and a move of a few million entries took minutes of them. Read ahead, the file
-    /// comes in order, in large reads, and the moves find it in memory.
-    pub(crate) fn read_ahead(&self) {
-        let Ok(file) = self.file.try_clone() else {
-            return;
-        };
-        let bytes = std::num::NonZeroU64::new(self.on_file.load(Ordering::Acquire));
-        let path = self.path.clone();
-        let started = std::thread::Builder::new()
-            .name("spill-read-ahead".into())
-            .spawn(move || {
-                if let Err(e) =
-                    rustix::fs::fadvise(&file, 0, bytes, rustix::fs::Advice::WillNeed)
-                {
-                    tracing::debug!(path = %path.display(), error = %e, "cannot read a spill file ahead");
-                }
-            });
-        if let Err(e) = started {
-            tracing::debug!(error = %e, "cannot start reading a spill file ahead");
-        }
     }
 }
 

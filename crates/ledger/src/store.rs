@@ -1121,7 +1121,6 @@ impl Ledger {
                         spilling.memory.opened_entries,
                     );
                     let old_bytes = spilling.file.written();
-                    spilling.file.read_ahead();
                     spilling.file = file;
                     spilling.moving_next = [0; 32];
                     tracing::info!(
