@@ -429,7 +429,7 @@ impl State {
             entries_in_memory: self.tree.resident(),
             stored_subtrees: self.tree.stored_subtrees(),
             stored_groups: self.tree.stored_groups(),
-            entries_moving: self.tree.elsewhere(),
+            entries_moving: self.entries_in_earlier_stores(),
             accounts: self.accounts.len(),
             grants_by_expiry: self.expiring.len(),
             grants_by_expiry_in_memory: self.expiring.held_len(),
