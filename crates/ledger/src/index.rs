@@ -96,6 +96,15 @@ pub(crate) fn owned_row(owner: &AccountId, hash: &Hash) -> OwnedRow {
     row
 }
 
+/// The content hashes of listings withdrawn since this table was added (`hash` → nothing):
+/// the only listings whose owner-index rows can name an owner that no longer holds them (a
+/// listing never changes hands; a withdrawn one may be registered again). As the owner
+/// index's runs merge, a row is checked against the state only if its hash is here: a
+/// lookup in a table of withdrawals, not a read of the listing from the state tree for
+/// every row at every level of the merges.
+pub(crate) const WITHDRAWN: redb::TableDefinition<&[u8], ()> =
+    redb::TableDefinition::new("listings_withdrawn");
+
 /// The content hash an owner-index row names.
 pub(crate) fn owned_hash(row: &[u8]) -> Option<Hash> {
     Some(Hash(row.get(32..64)?.try_into().ok()?))

@@ -20,8 +20,8 @@
 use crate::blocks::{self, BLOCK_CHUNKS};
 use crate::error::LedgerError;
 use crate::index::{
-    IndexMarks, OwnedRow, Pending, SliceRows, StateValueBytes, Waiting, listed_row_of, owned_hash,
-    owned_row_of,
+    IndexMarks, OwnedRow, Pending, SliceRows, StateValueBytes, WITHDRAWN, Waiting, listed_row_of,
+    owned_hash, owned_row_of,
 };
 use crate::journal::{self, STATE_JOURNAL};
 use crate::log_tree::{self, LOG_SUBTREES};
@@ -31,7 +31,7 @@ use crate::store::{
     first_block_of, log_index_row,
 };
 use crate::stored_block::StoredBlock;
-use redb::{Database, Durability};
+use redb::{Database, Durability, ReadableTable};
 use secnet_contract::{BlockOutcome, LogEntry, StateSnapshot, StateWrite};
 use secnet_merkle::Digest;
 use secnet_types::{AccountId, Block, Hash, Receipt, SignedTransaction};
@@ -402,6 +402,12 @@ fn write_rows(
         // Each slice's rows go in as a run of the state table and of each index, and the
         // slice's merges advance.
         let first_block = first_block_of(&write.open_table(META)?)?;
+        let mut withdrawn = write.open_table(WITHDRAWN)?;
+        for rows in batch {
+            for (hash, _) in rows.listed.iter().filter(|(_, listed)| !listed) {
+                withdrawn.insert(hash.as_slice(), ())?;
+            }
+        }
         let mut runs_table = write.open_table(RUNS)?;
         let mut sets = write.open_table(RUN_SETS)?;
         for due in due {
@@ -435,7 +441,8 @@ fn write_rows(
                 &|_, _| true,
             )?;
             // A row of a listing its owner no longer holds is dropped as its run is merged: if
-            // the owner registers it again later, that makes a new row.
+            // the owner registers it again later, that makes a new row. Only a withdrawn
+            // listing can be such a one; the others are kept without reading the state.
             let snapshot = &last.snapshot;
             runs::append(
                 &mut runs_table,
@@ -444,9 +451,17 @@ fn write_rows(
                 due.slice,
                 due.owned.iter().map(|row| (row.as_slice(), [].as_slice())),
                 &|row, _| {
-                    owned_hash(row)
-                        .and_then(|hash| snapshot.listing(&hash))
-                        .is_some_and(|listing| row.starts_with(listing.owner.as_bytes()))
+                    let Some(hash) = owned_hash(row) else {
+                        return false;
+                    };
+                    // Unreadable, it is checked as if it were there.
+                    let maybe_withdrawn = withdrawn
+                        .get(hash.as_bytes().as_slice())
+                        .map_or(true, |found| found.is_some());
+                    !maybe_withdrawn
+                        || snapshot
+                            .listing(&hash)
+                            .is_some_and(|listing| row.starts_with(listing.owner.as_bytes()))
                 },
             )?;
             let listed: Vec<([u8; 32], Vec<u8>)> = due

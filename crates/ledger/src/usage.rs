@@ -91,6 +91,7 @@ pub fn disk_usage(path: &Path) -> Result<DiskUsage, LedgerError> {
         table_usage(&read, STATE_JOURNAL)?,
         table_usage(&read, RUNS)?,
         table_usage(&read, RUN_SETS)?,
+        table_usage(&read, crate::index::WITHDRAWN)?,
     ];
     tables.sort_by_key(|t| std::cmp::Reverse(t.total_bytes()));
     let mut runs: Vec<IndexUsage> = Index::ALL

@@ -375,8 +375,26 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let rss_before = proc_status_mib(pid, "VmRSS");
     let written_before = super::bench_ledger::written_mib(pid);
     eprintln!("applying {} blocks...", txs.len().div_ceil(block_txs));
+    // Ten windows of whole blocks: the rate as the state grows, and whether a spill file was
+    // being replaced in each.
+    let window_txs = txs.len().div_ceil(10).div_ceil(block_txs).max(1) * block_txs;
+    let mut windows = Vec::new();
+    let mut rejected = 0;
     let start = Instant::now();
-    let rejected = apply(&mut ledger, &txs)?;
+    for window in txs.chunks(window_txs) {
+        let entries_at_start = ledger.state().entry_count();
+        let moving_at_start = ledger.state().entries_in_earlier_stores();
+        let t = Instant::now();
+        rejected += apply(&mut ledger, window)?;
+        let secs = t.elapsed().as_secs_f64();
+        windows.push(serde_json::json!({
+            "state_entries_at_start": entries_at_start,
+            "state_entries_moving_at_start": moving_at_start,
+            "state_entries_moving_at_end": ledger.state().entries_in_earlier_stores(),
+            "txs": window.len(),
+            "tx_per_s": window.len() as f64 / secs,
+        }));
+    }
     let apply_secs = start.elapsed().as_secs_f64();
     let blocks = ledger.state().tip().height - height_before;
     let rss_after = proc_status_mib(pid, "VmRSS");
@@ -426,6 +444,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         "rejected": rejected,
         "apply_seconds": apply_secs,
         "tx_per_s": txs.len() as f64 / apply_secs,
+        "windows": windows,
         "limit_sig_verify_per_s": txs.len() as f64 / sig_secs,
         "state_entries": state.entry_count(),
         "state_memory_mib": state_memory_mib,
