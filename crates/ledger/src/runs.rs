@@ -10,8 +10,8 @@
 //! page, and cost one B-tree insert per chunk.
 //! Runs of about the same size (the same *level*, a factor of [`FAN_OUT`] apart) are merged
 //! [`FAN_OUT`] at a time into one run of the next level, a step with every write of the
-//! slice: each step moves, in key order, at least twice the rows that write added, from the
-//! front of the merging runs to the back of the merged one. A row is written about once per
+//! slice: each step moves, in key order, about twice the rows that write added (from each
+//! merging run its share by size), from their front to the back of the merged one. A row is written about once per
 //! level, log4 of the slice's size over a write's rows, and never waits for a large merge:
 //! no write moves more than a few times its own rows per level.
 //!
@@ -40,7 +40,8 @@ pub(crate) const RUN_SETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 /// How many runs of one level are merged into one of the next.
 pub(crate) const FAN_OUT: usize = 4;
 
-/// The fewest rows a merge step moves (a write adding few rows still advances merges).
+/// The fewest rows a merge step moves, from all its sources (a write adding few rows still
+/// advances merges).
 const MIN_STEP: usize = 4_096;
 
 /// More runs or merges than a slice can come to (a record claiming more is damaged): a
@@ -661,6 +662,11 @@ pub(crate) fn append<'k>(
         });
     }
     set.start_merges(index);
+    // Each merge moves about twice the rows this write added in all, not from each of its
+    // sources: a merge then lasts about half the writes before its level's next one is due.
+    // Taking that many from each source finished a merge of four runs in an eighth of them,
+    // and since every slice grows at the same pace, the slices' merges of one level fell in
+    // the same few dozen writes, which then took several times as long as the others.
     let step = MIN_STEP.max(rows.len().saturating_mul(2));
     let mut merges = std::mem::take(&mut set.merges);
     // The lowest level left by a merge just done that fell below its sources' level.
@@ -753,12 +759,13 @@ pub(crate) fn adopt(
     Ok(())
 }
 
-/// Moves the next rows of a merge, at least `step` unless the sources run out: from every
-/// source its first chunks, `step` rows or more, are read, and the rows no later than the
-/// last read from each source that has more (a smaller key may still follow there) move to
-/// the end of the target. A chunk that moves whole is removed; one that moves in part keeps
-/// its tail, stored again under the tail's first key; one past that bound stays as it is.
-/// Of rows with the same key, the newest run's moves.
+/// Moves the next rows of a merge, about `step` in all unless the sources run out: from
+/// every source its first chunks are read, its share of `step` by the rows it has left or
+/// more (so that, keys being spread alike, each reaches about as far), and the rows no later
+/// than the last read from each source that has more (a smaller key may still follow there)
+/// move to the end of the target. A chunk that moves whole is removed; one that moves in
+/// part keeps its tail, stored again under the tail's first key; one past that bound stays
+/// as it is. Of rows with the same key, the newest run's moves.
 fn advance(
     runs: &mut RunTable<'_>,
     index: Index,
@@ -770,20 +777,28 @@ fn advance(
     // Per source, the chunks read: their keys and rows.
     let mut read: Vec<Vec<(Vec<u8>, Vec<Row>)>> = Vec::with_capacity(merge.sources.len());
     let mut bound: Option<Vec<u8>> = None;
+    let left = merge
+        .sources
+        .iter()
+        .map(|s| u128::from(s.rows))
+        .sum::<u128>();
     for source in &merge.sources {
+        let share = (step as u128 * u128::from(source.rows))
+            .div_ceil(left.max(1))
+            .max(1);
         let lo = chunk_key(index, slice, source.id, &[]);
         let hi = chunk_key(index, slice, source.id.saturating_add(1), &[]);
         let mut chunks = Vec::new();
-        let mut n = 0usize;
+        let mut n = 0u128;
         let mut more = false;
         for chunk in runs.range(lo.as_slice()..hi.as_slice())? {
-            if n >= step {
+            if n >= share {
                 more = true;
                 break;
             }
             let (k, v) = chunk?;
             let rows = chunk_rows(k.value(), v.value())?;
-            n += rows.len();
+            n += rows.len() as u128;
             chunks.push((k.value().to_vec(), rows));
         }
         let last = chunks
@@ -1277,5 +1292,62 @@ mod tests {
         let set = load(&sets, Index::Log, 0).unwrap();
         let all = range(&runs, &set, Index::Log, 0, &[], &[0xff; 5], usize::MAX).unwrap();
         assert_eq!(all.len(), (writes * per_write) as usize);
+    }
+
+    /// A merge moves about twice the rows a write adds, however many runs it takes, so that
+    /// it is spread over the writes before its level's next merge: slices grow together, and
+    /// merges done in a few writes fell in all of them at once.
+    #[test]
+    fn a_merge_moves_about_twice_the_rows_of_each_write_from_all_its_runs() {
+        const PER_WRITE: u32 = 20_000;
+        for index in [Index::Log, Index::State] {
+            let db = db();
+            let mut written = 0u32;
+            let mut write = |rows: u32| {
+                let mut batch: Vec<Row> = (written..written + rows)
+                    .map(|n| (key(n), state_value(Some(&n.to_be_bytes()))))
+                    .collect();
+                batch.sort();
+                written += rows;
+                append_committed(&db, index, 0, &batch, &|_, _| true)
+            };
+            // A log slice merges its four runs of one level; a state slice merges its five
+            // runs once those after the oldest hold as many rows as it.
+            let (first, sources) = match index {
+                Index::State => (4 * PER_WRITE, 5),
+                _ => (PER_WRITE, 4),
+            };
+            let mut set = write(first);
+            while set.merges.is_empty() {
+                set = write(PER_WRITE);
+            }
+            let [merge] = set.merges.as_slice() else {
+                panic!("{index:?}: one merge under way, not {:?}", set.merges);
+            };
+            assert_eq!(merge.sources.len(), sources, "{index:?}");
+            let moved = merge.target.rows;
+            let step = u64::from(2 * PER_WRITE);
+            assert!(
+                moved > step * 3 / 4 && moved <= step * 11 / 10,
+                "{index:?}: the first step moved {moved} rows, for a step of {step}"
+            );
+            // The merge goes on with each write, and the slice reads as every write left it.
+            while !set.merges.is_empty() {
+                set = write(100);
+            }
+            assert_eq!(set.rows(), u64::from(written));
+            let r = db.begin_read().unwrap();
+            let all = range(
+                &r.open_table(RUNS).unwrap(),
+                &set,
+                index,
+                0,
+                &[],
+                &[0xff; 5],
+                usize::MAX,
+            )
+            .unwrap();
+            assert_eq!(all.len(), written as usize, "{index:?}");
+        }
     }
 }

@@ -232,6 +232,16 @@ impl<V: Clone> Recent<V> {
         Some((value.clone(), *weight))
     }
 
+    /// Forgets what is kept for `location`; returns whether something was.
+    fn remove(&mut self, location: u64) -> bool {
+        let Some((_, weight, used)) = self.by_location.remove(&location) else {
+            return false;
+        };
+        self.by_use.remove(&used);
+        self.weight -= weight;
+        true
+    }
+
     fn insert(&mut self, location: u64, value: V, weight: usize) {
         self.tick += 1;
         if let Some((_, old, used)) = self
@@ -498,7 +508,14 @@ fn update<P: Clone>(
             tally.left(&stored, back.map(|b| b.backing));
             tally.stored_gain += gained;
             let node = match back {
-                Some(back) => write_back(node, depth, back, tally),
+                Some(back) => {
+                    // Only earlier versions read its old place now. What replaces it is kept
+                    // among the subtrees read back only where that was: most subtrees an
+                    // update reaches, as a new key's, are not read again soon, and would push
+                    // out those that are.
+                    let kept = stored.backing.opened().remove(stored.location);
+                    write_back(node, depth, back, kept, tally)
+                }
                 None => {
                     tally.loaded += count(&node).0;
                     node
@@ -657,11 +674,12 @@ fn regroup<P: Clone>(
 /// Puts the subtrees of `node` (at `depth`) at the store's depth into the store, and
 /// returns the node that stands for them; what the store refuses, and leaves, stay in
 /// memory, and `tally` counts them as loaded. The subtrees put are kept among those read
-/// back.
+/// back if `keep`.
 fn write_back<P: Clone>(
     node: Node<P>,
     depth: usize,
     back: &WriteBack<'_, P>,
+    keep: bool,
     tally: &mut Tally,
 ) -> Node<P> {
     let Node::Internal(internal) = &node else {
@@ -674,8 +692,8 @@ fn write_back<P: Clone>(
         Some(n) if internal.stored_whole_at(depth, back.depth) => n,
         _ => {
             let Internal { left, right, hash } = Arc::unwrap_or_clone(Arc::clone(internal));
-            let left = write_back(left, depth + 1, back, tally);
-            let right = write_back(right, depth + 1, back, tally);
+            let left = write_back(left, depth + 1, back, keep, tally);
+            let right = write_back(right, depth + 1, back, keep, tally);
             // Stored subtrees keep their hashes, so this node's stays.
             let node = Node::Internal(Arc::new(Internal { left, right, hash }));
             if Some(depth) == back.group_depth {
@@ -686,9 +704,11 @@ fn write_back<P: Clone>(
     };
     match put_subtree(&node, internal.hash, depth, back.backing, tally) {
         Ok((stored, _)) => {
-            back.backing
-                .opened()
-                .insert(stored.location, node.clone(), stored.len);
+            if keep {
+                back.backing
+                    .opened()
+                    .insert(stored.location, node.clone(), stored.len);
+            }
             Node::Stored(stored)
         }
         Err(e) => {
@@ -1180,10 +1200,10 @@ impl<P: Clone> SparseMerkleTree<P> {
     /// store at once, so that updates leave none of its subtrees of two or more entries in
     /// memory (a lone entry goes with its sibling subtree, stored whole above the store's
     /// depth if small enough). Subtrees read back
-    /// from it, or written back, are kept, checked, until more than `opened_entries`
-    /// entries are (the least recently used are dropped first), so that reading an entry
-    /// again is not reading it from the store again; they are shared by every version of
-    /// the tree. Groups of stored subtrees (whose places and hashes the store keeps too) are
+    /// from it, and those written back in place of one kept, are kept, checked, until more
+    /// than `opened_entries` entries are (the least recently used are dropped first), so that
+    /// reading an entry again is not reading it from the store again; they are shared by
+    /// every version of the tree. Groups of stored subtrees (whose places and hashes the store keeps too) are
     /// kept the same way, as places, for as many subtrees as `opened_entries` holds
     /// subtrees' entries.
     ///
@@ -2009,11 +2029,18 @@ mod tests {
         model[7] = (h(7), h(7007));
         model.push((h(600), h(1600)));
         assert_eq!(tree.root(), SparseMerkleTree::from_entries(model).root());
-        // Written back, they are kept among the subtrees read back: reading them again does
-        // not read the store.
+        // Written back in place of subtrees not read lately, they are not kept among the
+        // subtrees read back (a new key's subtree is seldom read again soon): reading one
+        // reads the store, once.
         let loads = store.loads();
         assert_eq!(tree.payload(&h(600)), Some(600));
-        assert_eq!(store.loads(), loads);
+        assert_eq!(tree.payload(&h(600)), Some(600));
+        assert_eq!(store.loads(), loads + 1);
+        // Read lately, it is kept in its new place once written back again: neither the
+        // update nor the read after it reads the store.
+        tree.apply_with(vec![(h(600), Some((h(2600), 2600)))]);
+        assert_eq!(tree.payload(&h(600)), Some(2600));
+        assert_eq!(store.loads(), loads + 1);
         // A store that refuses keeps the changed subtree in memory instead.
         store
             .refuse
