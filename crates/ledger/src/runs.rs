@@ -10,8 +10,8 @@
 //! page, and cost one B-tree insert per chunk.
 //! Runs of about the same size (the same *level*, a factor of [`FAN_OUT`] apart) are merged
 //! [`FAN_OUT`] at a time into one run of the next level, a step with every write of the
-//! slice: each step moves, in key order, about twice the rows that write added (from each
-//! merging run its share by size), from their front to the back of the merged one. A row is written about once per
+//! slice: each step moves, in key order, about twice the rows that write added in all, from
+//! the front of the merging runs to the back of the merged one. A row is written about once per
 //! level, log4 of the slice's size over a write's rows, and never waits for a large merge:
 //! no write moves more than a few times its own rows per level.
 //!
@@ -45,7 +45,7 @@ pub(crate) const FAN_OUT: usize = 4;
 const MIN_STEP: usize = 4_096;
 
 /// More runs or merges than a slice can come to (a record claiming more is damaged): a
-/// state-table merge moves at least [`MIN_STEP`] rows a write, so the runs written while it
+/// state-table merge moves about [`MIN_STEP`] rows a write or more, so the runs written while it
 /// lasts stay below this up to slices of hundreds of millions of rows.
 const MAX_RUNS: usize = 65_536;
 const MAX_MERGES: usize = 64;
@@ -759,13 +759,13 @@ pub(crate) fn adopt(
     Ok(())
 }
 
-/// Moves the next rows of a merge, about `step` in all unless the sources run out: from
-/// every source its first chunks are read, its share of `step` by the rows it has left or
-/// more (so that, keys being spread alike, each reaches about as far), and the rows no later
-/// than the last read from each source that has more (a smaller key may still follow there)
-/// move to the end of the target. A chunk that moves whole is removed; one that moves in
-/// part keeps its tail, stored again under the tail's first key; one past that bound stays
-/// as it is. Of rows with the same key, the newest run's moves.
+/// Moves the next rows of a merge, about `step` unless the sources run out: chunks are read
+/// from all sources in the order of their first keys until `step` rows are (and past every
+/// chunk starting at the same key as the last one read), and every row read below the first
+/// key of the next chunk left unread moves to the end of the target: no row below it is left
+/// unread, whichever sources hold the keys. A chunk that moves whole is removed; one that
+/// moves in part keeps its tail, stored again under the tail's first key; one past that
+/// bound stays as it is. Of rows with the same key, the newest run's moves.
 fn advance(
     runs: &mut RunTable<'_>,
     index: Index,
@@ -775,45 +775,61 @@ fn advance(
     keep: &dyn Fn(&[u8], &[u8]) -> bool,
 ) -> Result<(), LedgerError> {
     // Per source, the chunks read: their keys and rows.
-    let mut read: Vec<Vec<(Vec<u8>, Vec<Row>)>> = Vec::with_capacity(merge.sources.len());
-    let mut bound: Option<Vec<u8>> = None;
-    let left = merge
+    let mut read: Vec<Vec<(Vec<u8>, Vec<Row>)>> = vec![Vec::new(); merge.sources.len()];
+    let bounds: Vec<(Vec<u8>, Vec<u8>)> = merge
         .sources
         .iter()
-        .map(|s| u128::from(s.rows))
-        .sum::<u128>();
-    for source in &merge.sources {
-        let share = (step as u128 * u128::from(source.rows))
-            .div_ceil(left.max(1))
-            .max(1);
-        let lo = chunk_key(index, slice, source.id, &[]);
-        let hi = chunk_key(index, slice, source.id.saturating_add(1), &[]);
-        let mut chunks = Vec::new();
-        let mut n = 0u128;
-        let mut more = false;
-        for chunk in runs.range(lo.as_slice()..hi.as_slice())? {
-            if n >= share {
-                more = true;
-                break;
+        .map(|s| {
+            (
+                chunk_key(index, slice, s.id, &[]),
+                chunk_key(index, slice, s.id.saturating_add(1), &[]),
+            )
+        })
+        .collect();
+    let bound: Option<Vec<u8>> = {
+        let mut sources = bounds
+            .iter()
+            .map(|(lo, hi)| Ok(runs.range(lo.as_slice()..hi.as_slice())?.peekable()))
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        let mut n = 0usize;
+        let mut last_first: Option<Vec<u8>> = None;
+        loop {
+            for chunks in &mut sources {
+                if matches!(chunks.peek(), Some(Err(_)))
+                    && let Some(Err(e)) = chunks.next()
+                {
+                    return Err(e.into());
+                }
             }
-            let (k, v) = chunk?;
+            // The source whose next chunk starts at the lowest key.
+            let mut lowest: Option<(usize, &[u8])> = None;
+            for (i, chunks) in sources.iter_mut().enumerate() {
+                if let Some(Ok((k, _))) = chunks.peek() {
+                    let first = k.value().get(CHUNK_PREFIX..).unwrap_or_default();
+                    if lowest.is_none_or(|(_, low)| first < low) {
+                        lowest = Some((i, first));
+                    }
+                }
+            }
+            let Some((i, first)) = lowest else {
+                // Every source was read to its end.
+                break None;
+            };
+            if n >= step && last_first.as_deref() != Some(first) {
+                break Some(first.to_vec());
+            }
+            last_first = Some(first.to_vec());
+            let Some((k, v)) = sources.get_mut(i).and_then(Iterator::next).transpose()? else {
+                break None;
+            };
             let rows = chunk_rows(k.value(), v.value())?;
-            n += rows.len() as u128;
-            chunks.push((k.value().to_vec(), rows));
+            n += rows.len();
+            if let Some(chunks) = read.get_mut(i) {
+                chunks.push((k.value().to_vec(), rows));
+            }
         }
-        let last = chunks
-            .last()
-            .and_then(|(_, rows)| rows.last())
-            .map(|(key, _)| key);
-        if more
-            && let Some(last) = last
-            && bound.as_ref().is_none_or(|b| last < b)
-        {
-            bound = Some(last.clone());
-        }
-        read.push(chunks);
-    }
-    let moves = |key: &[u8]| bound.as_ref().is_none_or(|b| key <= b.as_slice());
+    };
+    let moves = |key: &[u8]| bound.as_ref().is_none_or(|b| key < b.as_slice());
     // (key, newest first, value) of every row that moves.
     let mut moving: Vec<(&[u8], std::cmp::Reverse<u64>, &[u8])> = Vec::new();
     let mut tails: Vec<(u64, Vec<RowRef<'_>>)> = Vec::new();
@@ -1292,6 +1308,62 @@ mod tests {
         let set = load(&sets, Index::Log, 0).unwrap();
         let all = range(&runs, &set, Index::Log, 0, &[], &[0xff; 5], usize::MAX).unwrap();
         assert_eq!(all.len(), (writes * per_write) as usize);
+    }
+
+    /// Keys that rise with time (a log's subject ‖ leaf index, addresses a client numbers)
+    /// put each run above the ones before it. Merges read their runs in key order, so they
+    /// still move about a step a write, from whichever runs hold the lowest keys: the runs
+    /// stay as few as with keys spread like hashes, and every row reads back.
+    #[test]
+    fn runs_of_rising_keys_merge_as_fast_as_runs_of_spread_keys() {
+        const WRITES: u32 = 120;
+        const PER_WRITE: u32 = 1_500;
+        for index in [Index::Log, Index::State] {
+            let mut most = Vec::new();
+            for rising in [false, true] {
+                let db = db();
+                let mut peak = 0;
+                let mut set = RunSet::default();
+                for w in 0..WRITES {
+                    let mut rows: Vec<Row> = (w * PER_WRITE..(w + 1) * PER_WRITE)
+                        .map(|n| {
+                            let k = if rising {
+                                n.to_be_bytes().to_vec()
+                            } else {
+                                key(n)
+                            };
+                            (k, state_value(Some(&n.to_be_bytes())))
+                        })
+                        .collect();
+                    rows.sort();
+                    set = append_committed(&db, index, 0, &rows, &|_, _| true);
+                    peak = peak.max(set.run_count());
+                }
+                let r = db.begin_read().unwrap();
+                let all = range(
+                    &r.open_table(RUNS).unwrap(),
+                    &set,
+                    index,
+                    0,
+                    &[],
+                    &[0xff; 5],
+                    usize::MAX,
+                )
+                .unwrap();
+                assert_eq!(all.len(), (WRITES * PER_WRITE) as usize, "{index:?}");
+                most.push(peak);
+            }
+            let [spread, rising] = most[..] else {
+                unreachable!()
+            };
+            assert!(
+                rising <= spread + 2,
+                "{index:?}: at most {rising} runs with rising keys, {spread} with spread ones"
+            );
+            if index == Index::Log {
+                assert!(spread <= 16, "{spread} runs");
+            }
+        }
     }
 
     /// A merge moves about twice the rows a write adds, however many runs it takes, so that
