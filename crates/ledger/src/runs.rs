@@ -28,7 +28,8 @@ use crate::error::LedgerError;
 use crate::index::INDEX_SLICES;
 use crate::journal::Cursor;
 use redb::{ReadableTable, Table, TableDefinition};
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 /// The runs' rows, in chunks that fit a page ([`CHUNK_BYTES`]): `index ‖ slice ‖ run id
 /// (big-endian) ‖ the chunk's first row key` → its rows ([`encode_chunk`]).
@@ -760,12 +761,12 @@ pub(crate) fn adopt(
 }
 
 /// Moves the next rows of a merge, about `step` unless the sources run out: chunks are read
-/// from all sources in the order of their first keys until `step` rows are (and past every
-/// chunk starting at the same key as the last one read), and every row read below the first
-/// key of the next chunk left unread moves to the end of the target: no row below it is left
-/// unread, whichever sources hold the keys. A chunk that moves whole is removed; one that
-/// moves in part keeps its tail, stored again under the tail's first key; one past that
-/// bound stays as it is. Of rows with the same key, the newest run's moves.
+/// from all sources in the order of their first keys until `step` of the rows read lie below
+/// the first key of the next chunk left unread (and past every chunk starting at the same
+/// key as the last one read), and those rows move to the end of the target: no row below
+/// that key is left unread, whichever sources hold the keys. A chunk that moves whole is
+/// removed; one that moves in part keeps its tail, stored again under the tail's first key.
+/// Of rows with the same key, the newest run's moves.
 fn advance(
     runs: &mut RunTable<'_>,
     index: Index,
@@ -791,61 +792,62 @@ fn advance(
             .iter()
             .map(|(lo, hi)| Ok(runs.range(lo.as_slice()..hi.as_slice())?.peekable()))
             .collect::<Result<Vec<_>, LedgerError>>()?;
-        let mut n = 0usize;
+        // Each source's next chunk by its first key, lowest first.
+        let mut next = BinaryHeap::with_capacity(sources.len());
+        for (i, chunks) in sources.iter_mut().enumerate() {
+            if let Some(first) = next_first_key(chunks)? {
+                next.push(Reverse((first, i)));
+            }
+        }
+        // Rows read in all, and those of chunks before each source's last one read (below
+        // any bound to come: the source's next chunk starts above them).
+        let mut rows_read = 0usize;
+        let mut below = 0usize;
         let mut last_first: Option<Vec<u8>> = None;
         loop {
-            for chunks in &mut sources {
-                if matches!(chunks.peek(), Some(Err(_)))
-                    && let Some(Err(e)) = chunks.next()
-                {
-                    return Err(e.into());
-                }
-            }
-            // The source whose next chunk starts at the lowest key.
-            let mut lowest: Option<(usize, &[u8])> = None;
-            for (i, chunks) in sources.iter_mut().enumerate() {
-                if let Some(Ok((k, _))) = chunks.peek() {
-                    let first = k.value().get(CHUNK_PREFIX..).unwrap_or_default();
-                    if lowest.is_none_or(|(_, low)| first < low) {
-                        lowest = Some((i, first));
-                    }
-                }
-            }
-            let Some((i, first)) = lowest else {
+            let Some(Reverse((first, i))) = next.pop() else {
                 // Every source was read to its end.
                 break None;
             };
-            if n >= step && last_first.as_deref() != Some(first) {
-                break Some(first.to_vec());
+            if rows_read >= step && last_first.as_ref() != Some(&first) {
+                let below_first: usize = read
+                    .iter()
+                    .filter_map(|chunks| chunks.last())
+                    .map(|(_, rows)| rows.partition_point(|(key, _)| *key < first))
+                    .sum();
+                if below + below_first >= step {
+                    break Some(first);
+                }
             }
-            last_first = Some(first.to_vec());
-            let Some((k, v)) = sources.get_mut(i).and_then(Iterator::next).transpose()? else {
+            let (Some(chunks), Some(taken)) = (sources.get_mut(i), read.get_mut(i)) else {
                 break None;
             };
+            let Some((k, v)) = chunks.next().transpose()? else {
+                return Err(LedgerError::Corrupt(
+                    "index run: a chunk seen ahead was gone when read".into(),
+                ));
+            };
             let rows = chunk_rows(k.value(), v.value())?;
-            n += rows.len();
-            if let Some(chunks) = read.get_mut(i) {
-                chunks.push((k.value().to_vec(), rows));
+            rows_read += rows.len();
+            below += taken.last().map_or(0, |(_, rows)| rows.len());
+            taken.push((k.value().to_vec(), rows));
+            if let Some(after) = next_first_key(chunks)? {
+                next.push(Reverse((after, i)));
             }
+            last_first = Some(first);
         }
     };
     let moves = |key: &[u8]| bound.as_ref().is_none_or(|b| key < b.as_slice());
     // (key, newest first, value) of every row that moves.
-    let mut moving: Vec<(&[u8], std::cmp::Reverse<u64>, &[u8])> = Vec::new();
+    let mut moving: Vec<(&[u8], Reverse<u64>, &[u8])> = Vec::new();
     let mut tails: Vec<(u64, Vec<RowRef<'_>>)> = Vec::new();
     for (source, chunks) in merge.sources.iter_mut().zip(&read) {
         for (chunk, rows) in chunks {
-            let Some((first, _)) = rows.first() else {
-                continue;
-            };
-            if !moves(first) {
-                continue;
-            }
             runs.remove(chunk.as_slice())?;
             let mut tail = Vec::new();
             for (key, value) in rows {
                 if moves(key) {
-                    moving.push((key, std::cmp::Reverse(source.id), value));
+                    moving.push((key, Reverse(source.id), value));
                     source.rows = source.rows.saturating_sub(1);
                 } else {
                     tail.push((key.as_slice(), value.as_slice()));
@@ -879,6 +881,22 @@ fn advance(
         merge.sources.clear();
     }
     Ok(())
+}
+
+/// The first row key of the next chunk `chunks` holds, if any (a chunk's key is its run's
+/// prefix and that key).
+fn next_first_key(
+    chunks: &mut std::iter::Peekable<redb::Range<'_, &'static [u8], &'static [u8]>>,
+) -> Result<Option<Vec<u8>>, LedgerError> {
+    if matches!(chunks.peek(), Some(Err(_)))
+        && let Some(Err(e)) = chunks.next()
+    {
+        return Err(e.into());
+    }
+    Ok(chunks
+        .peek()
+        .and_then(|chunk| chunk.as_ref().ok())
+        .map(|(k, _)| k.value().get(CHUNK_PREFIX..).unwrap_or_default().to_vec()))
 }
 
 #[cfg(test)]
@@ -1364,6 +1382,44 @@ mod tests {
                 assert!(spread <= 16, "{spread} runs");
             }
         }
+    }
+
+    /// Whatever runs a merge takes, a step that does not finish it moves a step of rows or
+    /// more: here a state slice's merge of 32 runs, one large and the others of a few chunks
+    /// each spanning most keys (a step counting the rows it read, not those below where it
+    /// stops, moved a fraction of that and left the runs to pile up).
+    #[test]
+    fn a_step_moves_its_rows_from_many_small_runs_of_spread_keys() {
+        let db = db();
+        let mut written = 0u32;
+        let mut write = |rows: u32| {
+            let mut batch: Vec<Row> = (written..written + rows)
+                .map(|n| (key(n), state_value(Some(&[1]))))
+                .collect();
+            batch.sort();
+            written += rows;
+            append_committed(&db, Index::State, 0, &batch, &|_, _| true)
+        };
+        let mut set = write(50_000);
+        while set.merges.is_empty() {
+            set = write(300);
+        }
+        let sources = set.merges.first().map_or(0, |m| m.sources.len());
+        assert!(sources >= STATE_MAX_RUNS, "{sources} runs merged");
+        let mut steps = 0;
+        while let Some(merge) = set.merges.first().cloned() {
+            set = write(300);
+            match set.merges.first() {
+                Some(now) if now.target.id == merge.target.id => {
+                    let moved = now.target.rows - merge.target.rows;
+                    assert!(moved >= MIN_STEP as u64, "a step moved {moved} rows");
+                    steps += 1;
+                }
+                _ => break,
+            }
+        }
+        assert!(steps > 3, "{steps} steps");
+        assert_eq!(set.rows(), u64::from(written));
     }
 
     /// A merge moves about twice the rows a write adds, however many runs it takes, so that
