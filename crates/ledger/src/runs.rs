@@ -820,7 +820,9 @@ fn advance(
                 }
             }
             let (Some(chunks), Some(taken)) = (sources.get_mut(i), read.get_mut(i)) else {
-                break None;
+                return Err(LedgerError::Storage(format!(
+                    "merge source {i} out of range"
+                )));
             };
             let Some((k, v)) = chunks.next().transpose()? else {
                 return Err(LedgerError::Corrupt(
@@ -1328,6 +1330,13 @@ mod tests {
         assert_eq!(all.len(), (writes * per_write) as usize);
     }
 
+    /// Every row of slice 0 of `index`, as a reader of the committed `set` finds them.
+    fn rows_of(db: &Database, set: &RunSet, index: Index) -> Vec<Row> {
+        let r = db.begin_read().unwrap();
+        let runs = r.open_table(RUNS).unwrap();
+        range(&runs, set, index, 0, &[], &[0xff; 5], usize::MAX).unwrap()
+    }
+
     /// Keys that rise with time (a log's subject ‖ leaf index, addresses a client numbers)
     /// put each run above the ones before it. Merges read their runs in key order, so they
     /// still move about a step a write, from whichever runs hold the lowest keys: the runs
@@ -1357,17 +1366,7 @@ mod tests {
                     set = append_committed(&db, index, 0, &rows, &|_, _| true);
                     peak = peak.max(set.run_count());
                 }
-                let r = db.begin_read().unwrap();
-                let all = range(
-                    &r.open_table(RUNS).unwrap(),
-                    &set,
-                    index,
-                    0,
-                    &[],
-                    &[0xff; 5],
-                    usize::MAX,
-                )
-                .unwrap();
+                let all = rows_of(&db, &set, index);
                 assert_eq!(all.len(), (WRITES * PER_WRITE) as usize, "{index:?}");
                 most.push(peak);
             }
@@ -1464,18 +1463,11 @@ mod tests {
                 set = write(100);
             }
             assert_eq!(set.rows(), u64::from(written));
-            let r = db.begin_read().unwrap();
-            let all = range(
-                &r.open_table(RUNS).unwrap(),
-                &set,
-                index,
-                0,
-                &[],
-                &[0xff; 5],
-                usize::MAX,
-            )
-            .unwrap();
-            assert_eq!(all.len(), written as usize, "{index:?}");
+            assert_eq!(
+                rows_of(&db, &set, index).len(),
+                written as usize,
+                "{index:?}"
+            );
         }
     }
 }
