@@ -243,14 +243,10 @@ impl<V: Clone> Recent<V> {
     }
 
     fn insert(&mut self, location: u64, value: V, weight: usize) {
+        self.remove(location);
         self.tick += 1;
-        if let Some((_, old, used)) = self
-            .by_location
-            .insert(location, (value, weight, self.tick))
-        {
-            self.by_use.remove(&used);
-            self.weight -= old;
-        }
+        self.by_location
+            .insert(location, (value, weight, self.tick));
         self.by_use.insert(self.tick, location);
         self.weight += weight;
         while self.weight > self.capacity {
@@ -1203,9 +1199,9 @@ impl<P: Clone> SparseMerkleTree<P> {
     /// from it, and those written back in place of one kept, are kept, checked, until more
     /// than `opened_entries` entries are (the least recently used are dropped first), so that
     /// reading an entry again is not reading it from the store again; they are shared by
-    /// every version of the tree. Groups of stored subtrees (whose places and hashes the store keeps too) are
-    /// kept the same way, as places, for as many subtrees as `opened_entries` holds
-    /// subtrees' entries.
+    /// every version of the tree. Groups of stored subtrees (whose places and hashes the
+    /// store keeps too) are kept the same way, as places, for as many subtrees as
+    /// `opened_entries` holds subtrees' entries.
     ///
     /// Subtrees an earlier store holds stay there, and are read from there, until
     /// [`Self::evict`] moves them to this one ([`Self::elsewhere`] counts their entries);
