@@ -9,7 +9,7 @@ use crate::log_tree::{self, LOG_SUBTREES, StoredLog};
 use crate::parts::{self, Parts};
 use crate::runs::{self, RUN_SETS, RUNS};
 use crate::snapshot::{Snapshot, SnapshotError};
-use crate::spill::Spill;
+use crate::spill::{Spare, Spill};
 use crate::stored_block::{BlockTxs, StoredBlock};
 pub use crate::unwritten::Syncer;
 use crate::unwritten::{BlockRows, Unwritten, decode_location, encode_location, tx_locations};
@@ -179,7 +179,8 @@ const MOVE_PER_BLOCK: usize = 8_192;
 /// state reads from it, so the moves cost about the rate at which dead copies pile up
 /// divided by one less than this: at twice, files were replaced every 40–60 seconds at
 /// 7,000 tx/s, each move as large as the state in the file. The disk holds up to this many
-/// times the live parts (plus the slack), and about once more while one moves over.
+/// times the live parts (plus the slack), and about once more while one moves over or as the
+/// file retired last, kept to be written over by the next.
 const SPILL_FILE_TIMES_LIVE: u64 = 4;
 
 /// The spill file the state tree moves subtrees to, and where the next eviction starts; the
@@ -188,6 +189,8 @@ const SPILL_FILE_TIMES_LIVE: u64 = 4;
 struct Spilling {
     memory: StateMemory,
     file: Arc<Spill>,
+    /// The spill file retired last, which the next one writes over.
+    spare: Arc<Spare>,
     grants: Arc<ExpiryFile>,
     /// Where the next eviction starts (a tree key, see [`State::evict`]).
     next: Digest,
@@ -195,12 +198,14 @@ struct Spilling {
     moving_next: Digest,
     /// The spill file failed the last time (reported once until it works again).
     failing: bool,
+    /// Spill files started: the first, then each replacement.
+    started: u64,
 }
 
-/// A new spill file beside the ledger at `ledger_path`.
-fn new_spill_file(ledger_path: &Path) -> Result<Spill, LedgerError> {
+/// A new spill file beside the ledger at `ledger_path`: `spare`'s, if it holds one.
+fn new_spill_file(ledger_path: &Path, spare: &Arc<Spare>) -> Result<Spill, LedgerError> {
     let dir = ledger_path.parent().unwrap_or(Path::new("."));
-    Spill::create(dir).map_err(|e| {
+    Spill::create_over(dir, spare).map_err(|e| {
         LedgerError::Storage(format!(
             "cannot create a state spill file in {}: {e}",
             dir.display()
@@ -218,13 +223,16 @@ impl Spilling {
                 dir.display()
             ))
         })?;
+        let spare = Arc::default();
         Ok(Spilling {
             memory,
-            file: Arc::new(new_spill_file(ledger_path)?),
+            file: Arc::new(new_spill_file(ledger_path, &spare)?),
+            spare,
             grants: Arc::new(grants),
             next: [0; 32],
             moving_next: [0; 32],
             failing: false,
+            started: 1,
         })
     }
 }
@@ -272,6 +280,10 @@ pub struct LedgerFootprint {
     /// The bytes redb's page cache holds (up to [`LEDGER_CACHE_BYTES`] and its write
     /// buffer).
     pub page_cache_bytes: u64,
+    /// Spill files the state tree started since the ledger was opened or bounded (the
+    /// first, then one each time a file of mostly dead copies was replaced).
+    #[serde(default)]
+    pub spill_files_started: u64,
 }
 
 /// What an access-log leaf is about, as the ledger indexes it.
@@ -1113,7 +1125,7 @@ impl Ledger {
                     .saturating_mul(SPILL_FILE_TIMES_LIVE)
                     .saturating_add(spilling.memory.spill_slack_bytes)
         {
-            match new_spill_file(&self.path) {
+            match new_spill_file(&self.path, &spilling.spare) {
                 Ok(file) => {
                     let file = Arc::new(file);
                     self.state.keep_tree_in(
@@ -1123,6 +1135,7 @@ impl Ledger {
                     let old_bytes = spilling.file.written();
                     spilling.file = file;
                     spilling.moving_next = [0; 32];
+                    spilling.started += 1;
                     tracing::info!(
                         height = self.state.tip().height,
                         old_file_bytes = old_bytes,
@@ -1452,6 +1465,7 @@ impl Ledger {
             state_value_bytes_waiting: self.unwritten.value_bytes_waiting(),
             listing_changes: self.listing_changes.hashes,
             page_cache_bytes: self.db.cache_stats().used_bytes() as u64,
+            spill_files_started: self.spilling.as_ref().map_or(0, |s| s.started),
         })
     }
 

@@ -16,6 +16,7 @@ use secnet_ledger::{Ledger, RECENT_STATES, StateMemory};
 use secnet_types::{
     Block, Call, DataKind, Genesis, Hash, Keypair, RegisterData, SignedTransaction, Transaction,
 };
+use std::collections::BTreeSet;
 
 const CHAIN: &str = "spill-test";
 
@@ -98,12 +99,14 @@ fn tiny(spill_slack_bytes: u64) -> StateMemory {
 }
 
 /// Spill files this process holds open.
-fn open_spill_files() -> usize {
+/// The spill files this process holds open, by the names they had.
+fn open_spill_files() -> BTreeSet<String> {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .filter(|target| target.to_string_lossy().contains("state-spill-"))
-        .count()
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.contains("state-spill-"))
+        .collect()
 }
 
 /// The same blocks go to both ledgers; every answer of the bounded one is checked against
@@ -187,7 +190,7 @@ fn a_bounded_state_tree_answers_as_a_whole_one_and_reopens() {
         mut whole,
     } = pair();
     // The spill file is open but has no name.
-    assert_eq!(open_spill_files(), 1);
+    assert_eq!(open_spill_files().len(), 1);
     assert!(
         std::fs::read_dir(dir.path()).unwrap().all(|e| !e
             .unwrap()
@@ -251,7 +254,7 @@ fn a_bounded_state_tree_answers_as_a_whole_one_and_reopens() {
     let root = bounded.state().state_root();
     let entries = bounded.state().entry_count();
     drop(bounded);
-    assert_eq!(open_spill_files(), 0);
+    assert_eq!(open_spill_files().len(), 0);
     let reopened = Ledger::open(dir.path(), &genesis()).unwrap();
     assert_eq!(reopened.state().state_root(), root);
     assert_eq!(reopened.state().entry_count(), entries);
@@ -309,7 +312,7 @@ fn a_ledger_opened_with_a_bound_loads_within_it() {
         )
     };
     let mut ledger = Ledger::open_bounded(dir.path(), &genesis(), Some(tiny(u64::MAX))).unwrap();
-    assert_eq!(open_spill_files(), 1);
+    assert_eq!(open_spill_files().len(), 1);
     assert!(ledger.state().resident_entries() <= 64);
     assert_eq!(ledger.state().state_root(), root);
     assert_eq!(ledger.state().entry_count(), entries);
@@ -332,7 +335,7 @@ fn a_ledger_opened_with_a_bound_loads_within_it() {
     register_rounds(&mut ledger, 10..12);
     let root = ledger.state().state_root();
     drop(ledger);
-    assert_eq!(open_spill_files(), 0);
+    assert_eq!(open_spill_files().len(), 0);
     // What it wrote loads whole, to the same root.
     let whole = Ledger::open(dir.path(), &genesis()).unwrap();
     assert_eq!(whole.state().state_root(), root);
@@ -340,26 +343,38 @@ fn a_ledger_opened_with_a_bound_loads_within_it() {
 }
 
 #[test]
-fn a_spill_file_of_mostly_dead_copies_is_replaced_and_let_go() {
+fn a_spill_file_of_mostly_dead_copies_is_replaced_and_written_over_by_the_next() {
     let _serial = serial();
     let mut p = pair();
     // No slack: a file is replaced as soon as it holds `SPILL_FILE_TIMES_LIVE` times what
     // is read from it.
     p.bounded.bound_state_memory(tiny(0)).unwrap();
     let before = open_spill_files();
+    assert_eq!(before.len(), 1);
     let mut registered = 0;
     // New keys land all over the tree, so subtrees are read back, changed and stored again:
     // copies pile up.
-    let mut most = 0;
-    for _ in 0..60 {
+    let started = |l: &Ledger| l.footprint().unwrap().spill_files_started;
+    assert_eq!(started(&p.bounded), 1);
+    let mut seen = before.clone();
+    for _ in 0..200 {
         let calls = (registered..registered + 20).map(register).collect();
         registered += 20;
         apply_both(&mut p.bounded, &mut p.whole, calls, registered);
-        most = most.max(open_spill_files());
+        let open = open_spill_files();
+        // The current file and the one moving over or retired, never more.
+        assert!(open.len() <= 2, "{open:?}");
+        seen.extend(open);
     }
-    assert!(most > before, "a second file was started");
-    // Once everything moved and the versions that read the old file are gone, only the
-    // current one is open.
+    assert!(
+        started(&p.bounded) >= 3,
+        "{} files started",
+        started(&p.bounded)
+    );
+    // Every new file after the second was the one retired last, written over.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // Once everything moved and the versions that read the old file are gone, the current
+    // file is open, and the old one kept for the next.
     for _ in 0..3 * RECENT_STATES {
         apply_both(
             &mut p.bounded,
@@ -369,7 +384,11 @@ fn a_spill_file_of_mostly_dead_copies_is_replaced_and_let_go() {
         );
         registered += 1;
     }
-    assert_eq!(open_spill_files(), before);
+    assert_eq!(p.bounded.state().entries_in_earlier_stores(), 0);
+    assert_eq!(open_spill_files(), seen);
+    // Dropped, the ledger closes both.
+    drop(p.bounded);
+    assert!(open_spill_files().is_empty());
 }
 
 #[test]

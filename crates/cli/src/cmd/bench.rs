@@ -375,8 +375,8 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     let rss_before = proc_status_mib(pid, "VmRSS");
     let written_before = super::bench_ledger::written_mib(pid);
     eprintln!("applying {} blocks...", txs.len().div_ceil(block_txs));
-    // Ten windows of whole blocks: the rate as the state grows, and whether a spill file was
-    // being replaced in each.
+    // Ten windows of whole blocks: the rate and the bytes written as the state grows, and
+    // whether a spill file was being replaced in each.
     let window_txs = txs.len().div_ceil(10).div_ceil(block_txs).max(1) * block_txs;
     let mut windows = Vec::new();
     let mut rejected = 0;
@@ -384,15 +384,20 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     for window in txs.chunks(window_txs) {
         let entries_at_start = ledger.state().entry_count();
         let moving_at_start = ledger.state().entries_in_earlier_stores();
+        let written_at_start = super::bench_ledger::written_mib(pid);
         let t = Instant::now();
         rejected += apply(&mut ledger, window)?;
         let secs = t.elapsed().as_secs_f64();
+        let written = super::bench_ledger::written_mib(pid)
+            .zip(written_at_start)
+            .map(|(end, start)| end - start);
         windows.push(serde_json::json!({
             "state_entries_at_start": entries_at_start,
             "state_entries_moving_at_start": moving_at_start,
             "state_entries_moving_at_end": ledger.state().entries_in_earlier_stores(),
             "txs": window.len(),
             "tx_per_s": window.len() as f64 / secs,
+            "written_kib_per_tx": written.map(|w| w * 1024.0 / window.len() as f64),
         }));
     }
     let apply_secs = start.elapsed().as_secs_f64();
