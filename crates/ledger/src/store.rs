@@ -180,7 +180,8 @@ const MOVE_PER_BLOCK: usize = 8_192;
 /// divided by one less than this: at twice, files were replaced every 40–60 seconds at
 /// 7,000 tx/s, each move as large as the state in the file. The disk holds up to this many
 /// times the live parts (plus the slack), and about once more while one moves over or as the
-/// file retired last, kept to be written over by the next.
+/// file retired last, kept to be written over by the next (cut to that bound as of when it
+/// is); older files stay open while versions reading them are kept.
 const SPILL_FILE_TIMES_LIVE: u64 = 4;
 
 /// The spill file the state tree moves subtrees to, and where the next eviction starts; the
@@ -202,10 +203,15 @@ struct Spilling {
     started: u64,
 }
 
-/// A new spill file beside the ledger at `ledger_path`: `spare`'s, if it holds one.
-fn new_spill_file(ledger_path: &Path, spare: &Arc<Spare>) -> Result<Spill, LedgerError> {
+/// A new spill file beside the ledger at `ledger_path`: `spare`'s, if it holds one (cut to
+/// `keep_bytes`).
+fn new_spill_file(
+    ledger_path: &Path,
+    spare: &Arc<Spare>,
+    keep_bytes: u64,
+) -> Result<Spill, LedgerError> {
     let dir = ledger_path.parent().unwrap_or(Path::new("."));
-    Spill::create_over(dir, spare).map_err(|e| {
+    Spill::create_over(dir, spare, keep_bytes).map_err(|e| {
         LedgerError::Storage(format!(
             "cannot create a state spill file in {}: {e}",
             dir.display()
@@ -226,7 +232,7 @@ impl Spilling {
         let spare = Arc::default();
         Ok(Spilling {
             memory,
-            file: Arc::new(new_spill_file(ledger_path, &spare)?),
+            file: Arc::new(new_spill_file(ledger_path, &spare, 0)?),
             spare,
             grants: Arc::new(grants),
             next: [0; 32],
@@ -1118,14 +1124,13 @@ impl Ledger {
         let mut problem = self.state.take_refused_write_back().map(|e| e.to_string());
         problem = problem.or(self.state.store_cold_grants().map(|e| e.to_string()));
         let moving = self.state.entries_in_earlier_stores() > 0;
+        // A file is replaced past `most`; the next is expected to grow to about that.
         let live = self.state.stored_bytes();
-        if !moving
-            && spilling.file.written()
-                > live
-                    .saturating_mul(SPILL_FILE_TIMES_LIVE)
-                    .saturating_add(spilling.memory.spill_slack_bytes)
-        {
-            match new_spill_file(&self.path, &spilling.spare) {
+        let most = live
+            .saturating_mul(SPILL_FILE_TIMES_LIVE)
+            .saturating_add(spilling.memory.spill_slack_bytes);
+        if !moving && spilling.file.written() > most {
+            match new_spill_file(&self.path, &spilling.spare, most) {
                 Ok(file) => {
                     let file = Arc::new(file);
                     self.state.keep_tree_in(

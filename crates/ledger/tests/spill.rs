@@ -98,7 +98,6 @@ fn tiny(spill_slack_bytes: u64) -> StateMemory {
     }
 }
 
-/// Spill files this process holds open.
 /// The spill files this process holds open, by the names they had.
 fn open_spill_files() -> BTreeSet<String> {
     std::fs::read_dir("/proc/self/fd")
