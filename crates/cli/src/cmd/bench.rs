@@ -143,6 +143,10 @@ pub enum BenchCmd {
         /// default every block): a soak of an hour or more then needs a fraction of the disk.
         #[arg(long, value_name = "N")]
         keep_blocks: Option<u64>,
+        /// Heights of blocks and certificates each validator's consensus keeps for peers
+        /// that fell behind (`secnet node --archive-heights`; by default theirs).
+        #[arg(long, value_name = "N")]
+        archive_heights: Option<u64>,
         /// Keep the validators' directories after the run (their path is printed on stderr),
         /// for `secnet ledger usage --data-dir DIR/node0`.
         #[arg(long)]
@@ -264,6 +268,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             accounts,
             state_memory_mib,
             keep_blocks,
+            archive_heights,
             keep,
             json: _,
         } => {
@@ -275,6 +280,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 super::bench_ledger::SoakNodes {
                     state_memory_mib,
                     keep_blocks,
+                    archive_heights,
                 },
                 keep,
             );

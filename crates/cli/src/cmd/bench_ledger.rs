@@ -275,11 +275,17 @@ impl Mix {
         Ok((mix, vec![registrations, setup]))
     }
 
+    fn sign(&mut self, i: usize, call: Call) -> SignedTransaction {
+        let tx = self.unsigned(i, call);
+        self.sign_as(i, tx)
+    }
+
+    /// Account `i`'s next transaction making `call` (its nonce taken), not signed yet.
     #[expect(
         clippy::indexing_slicing,
         reason = "callers pass indices below the number of keys"
     )]
-    fn sign(&mut self, i: usize, call: Call) -> SignedTransaction {
+    fn unsigned(&mut self, i: usize, call: Call) -> Transaction {
         let tx = Transaction {
             chain_id: self.chain_id.clone(),
             sender: self.keys[i].account(),
@@ -287,7 +293,58 @@ impl Mix {
             call,
         };
         self.nonces[i] += 1;
+        tx
+    }
+
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "callers pass indices below the number of keys"
+    )]
+    fn sign_as(&self, i: usize, tx: Transaction) -> SignedTransaction {
         tx.sign(&self.keys[i])
+    }
+
+    /// The next `count` measured transactions.
+    pub fn next(&mut self, count: usize) -> Vec<SignedTransaction> {
+        self.next_unsigned(count)
+            .into_iter()
+            .map(|(i, tx)| self.sign_as(i, tx))
+            .collect()
+    }
+
+    /// The next `count` measured transactions, signed on every core (in their order).
+    pub fn next_on_every_core(&mut self, count: usize) -> Vec<SignedTransaction> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        self.next_on(count, cores)
+    }
+
+    /// The next `count` measured transactions, signed on `threads` threads (in their order).
+    fn next_on(&mut self, count: usize, threads: usize) -> Vec<SignedTransaction> {
+        let mut rest = self.next_unsigned(count);
+        let share = rest.len().div_ceil(threads.max(1)).max(1);
+        let mut parts = Vec::with_capacity(threads);
+        while rest.len() > share {
+            let tail = rest.split_off(share);
+            parts.push(std::mem::replace(&mut rest, tail));
+        }
+        parts.push(rest);
+        let this = &*self;
+        std::thread::scope(|scope| {
+            let signers: Vec<_> = parts
+                .into_iter()
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.into_iter()
+                            .map(|(i, tx)| this.sign_as(i, tx))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            signers
+                .into_iter()
+                .flat_map(|s| s.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
     }
 
     #[expect(clippy::indexing_slicing, reason = "reduced modulo the number of keys")]
@@ -303,13 +360,14 @@ impl Mix {
         })
     }
 
-    /// The next `count` measured transactions. Subscriptions past the planned total would
-    /// repeat; they are sent as transfers instead.
+    /// The next `count` measured transactions, each with its sender's index, not signed
+    /// yet. Subscriptions past the planned total would repeat; they are sent as transfers
+    /// instead.
     #[expect(
         clippy::indexing_slicing,
         reason = "every index is reduced modulo the number of keys"
     )]
-    pub fn next(&mut self, count: usize) -> Vec<SignedTransaction> {
+    fn next_unsigned(&mut self, count: usize) -> Vec<(usize, Transaction)> {
         let k = self.keys.len();
         let slots: Vec<&str> = MIX
             .iter()
@@ -365,7 +423,7 @@ impl Mix {
                 }
                 _ => transfer,
             };
-            out.push(self.sign(s, call));
+            out.push((s, self.unsigned(s, call)));
         }
         out
     }
@@ -379,6 +437,62 @@ pub fn mixed_workload(keys: &[Keypair], chain_id: &str, total: usize) -> anyhow:
         setup,
         measured: mix.next(total),
     })
+}
+
+/// A soak's measured transactions, signed before its first minute and kept in an unnamed
+/// temporary file (gone when the process ends), one minute after another in the binary
+/// batch encoding: the load generator then does not sign while it measures, as `bench
+/// ledger` signs before its window, and holds one minute in memory.
+struct Spool {
+    file: std::fs::File,
+    /// Each minute's offset and length in the file.
+    minutes: Vec<(u64, usize)>,
+}
+
+impl Spool {
+    /// Signs `minutes` minutes of `per_minute` transactions from `mix` on every core and
+    /// writes them out; stops early (with an error) once `abandoned` is set.
+    fn sign(
+        mut mix: Mix,
+        minutes: u64,
+        per_minute: usize,
+        abandoned: &AtomicBool,
+    ) -> anyhow::Result<Spool> {
+        use std::io::Write as _;
+        let file = tempfile::tempfile().context("creating the file of signed transactions")?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
+        let mut spool = Vec::new();
+        let mut offset = 0u64;
+        for _ in 0..minutes {
+            ensure!(!abandoned.load(Ordering::Relaxed), "signing abandoned");
+            let bytes = secnet_api::txs::encode_batch(&mix.next_on_every_core(per_minute));
+            out.write_all(&bytes)
+                .context("writing the signed transactions")?;
+            spool.push((offset, bytes.len()));
+            offset += u64::try_from(bytes.len())?;
+        }
+        out.flush().context("writing the signed transactions")?;
+        drop(out);
+        Ok(Spool {
+            file,
+            minutes: spool,
+        })
+    }
+
+    /// Minute `m`'s transactions (0-based).
+    fn minute(&self, m: usize) -> anyhow::Result<Vec<SignedTransaction>> {
+        use std::os::unix::fs::FileExt as _;
+        let (offset, len) = *self
+            .minutes
+            .get(m)
+            .with_context(|| format!("no minute {m} was signed"))?;
+        let mut bytes = vec![0; len];
+        self.file
+            .read_exact_at(&mut bytes, offset)
+            .context("reading the signed transactions")?;
+        secnet_api::txs::decode_batch(&bytes, usize::MAX)
+            .context("decoding the signed transactions")
+    }
 }
 
 /// Where a submitted transaction is.
@@ -944,8 +1058,9 @@ struct SoakMinute {
     txs_per_block: f64,
     /// The most transactions any validator's mempool held during the minute.
     peak_mempool: usize,
-    /// CPU seconds the load generator itself took (submitting, watching, and signing the
-    /// next minute's transactions), on the same machine as the validators.
+    /// CPU seconds the load generator itself took (reading the next minute's transactions,
+    /// signed before the first, submitting and watching), on the same machine as the
+    /// validators.
     load_generator_cpu_s: Option<f64>,
     /// Share of the machine's CPU time nobody used during the minute, percent.
     machine_idle_pct: Option<f64>,
@@ -958,6 +1073,8 @@ pub struct SoakNodes {
     pub state_memory_mib: Option<usize>,
     /// `secnet node --keep-blocks` (`None`: every block is kept).
     pub keep_blocks: Option<u64>,
+    /// `secnet node --archive-heights` (`None`: the node's default).
+    pub archive_heights: Option<u64>,
 }
 
 impl SoakNodes {
@@ -969,15 +1086,18 @@ impl SoakNodes {
         if let Some(n) = self.keep_blocks {
             args.extend(["--keep-blocks".to_string(), n.to_string()]);
         }
+        if let Some(n) = self.archive_heights {
+            args.extend(["--archive-heights".to_string(), n.to_string()]);
+        }
         args
     }
 }
 
 /// `secnet bench soak`: holds `rate` with the mixed workload for `minutes`, one measured
-/// minute after another (the next minute's transactions are signed on another thread while
-/// the current one runs), and reports memory and latency over time, stalls, and whether
-/// every validator ends on the same state root. The validators run with `nodes`; their
-/// directories stay if `keep`.
+/// minute after another (every minute's transactions are signed before the first, see
+/// [`Spool`]; the next one is read while the current one runs), and reports memory and
+/// latency over time, stalls, and whether every validator ends on the same state root. The
+/// validators run with `nodes`; their directories stay if `keep`.
 pub fn soak(
     validators: usize,
     accounts: usize,
@@ -991,8 +1111,8 @@ pub fn soak(
         "--minutes and --rate must be positive"
     );
     ensure!(
-        nodes.keep_blocks.is_none_or(|n| n >= 64),
-        "--keep-blocks must be at least 64, as for `secnet node`"
+        nodes.keep_blocks.is_none_or(|n| n >= 64) && nodes.archive_heights.is_none_or(|n| n >= 64),
+        "--keep-blocks and --archive-heights must be at least 64, as for `secnet node`"
     );
     let node_args = nodes.args();
     let runtime = super::runtime()?;
@@ -1002,24 +1122,37 @@ pub fn soak(
     let planned = per_minute * usize::try_from(minutes)?;
     let (keys, chain_id) = (net.keys()?, net.chain_id.clone());
     let soaked = runtime.block_on(async {
+        let abandoned = Arc::new(AtomicBool::new(false));
         let prepared = async {
-            let (mut mix, setup) =
+            let (mix, setup) =
                 tokio::task::spawn_blocking(move || Mix::new(keys, &chain_id, planned)).await??;
-            let first = tokio::task::spawn_blocking(move || {
-                let chunk = mix.next(per_minute);
-                (mix, chunk)
-            });
             net.ready().await?;
             eprintln!(
                 "preparing state ({} transactions, not measured)...",
                 setup.iter().map(Vec::len).sum::<usize>()
             );
             prepare(&net.apis, setup).await?;
-            anyhow::Ok(first.await?)
+            eprintln!("signing {planned} transactions on every core (not measured)...");
+            let abandon = abandoned.clone();
+            tokio::task::spawn_blocking(move || {
+                let signing = Instant::now();
+                let spool = Spool::sign(mix, minutes, per_minute, &abandon)?;
+                eprintln!(
+                    "signed in {:.0} s, {} bytes written",
+                    signing.elapsed().as_secs_f64(),
+                    spool.minutes.iter().map(|(_, len)| len).sum::<usize>()
+                );
+                let first = spool.minute(0)?;
+                anyhow::Ok((Arc::new(spool), first))
+            })
+            .await?
         };
-        let (mut mix, mut chunk) = match stop.unless(prepared).await {
+        let (spool, mut chunk) = match stop.unless(prepared).await {
             Ok(prepared) => prepared?,
-            Err(signal) => return Ok((Vec::new(), None, Some(signal))),
+            Err(signal) => {
+                abandoned.store(true, Ordering::Relaxed);
+                return Ok((Vec::new(), None, Some(signal)));
+            }
         };
         eprintln!("holding {rate} tx/s for {minutes} minutes...");
         let mut rows = Vec::new();
@@ -1027,10 +1160,15 @@ pub fn soak(
         let mut written: Vec<Option<f64>> = net.pids.iter().map(|p| written_mib(*p)).collect();
         let mut rss_before: Vec<Option<f64>> = net.pids.iter().map(|p| rss_mib(*p)).collect();
         for minute in 1..=minutes {
-            let signer = tokio::task::spawn_blocking(move || {
-                let next = mix.next(per_minute);
-                (mix, next)
-            });
+            let reader = {
+                let spool = spool.clone();
+                let next = usize::try_from(minute)?;
+                tokio::task::spawn_blocking(move || {
+                    (next < spool.minutes.len())
+                        .then(|| spool.minute(next))
+                        .transpose()
+                })
+            };
             let own_cpu = cpu_seconds(std::process::id());
             let machine = machine_cpu();
             // Ctrl-C in a terminal stops the validators too: their going away is then not
@@ -1147,13 +1285,15 @@ pub fn soak(
                 row.machine_idle_pct.unwrap_or(f64::NAN),
             );
             rows.push(row);
-            (mix, chunk) = tokio::select! {
+            chunk = tokio::select! {
                 biased;
                 signal = stop.received() => {
                     stopped = Some(signal);
                     break;
                 }
-                signed = signer => signed.context("signing the next minute's transactions")?,
+                read = reader => read
+                    .context("reading the next minute's transactions")??
+                    .unwrap_or_default(),
             };
         }
         let final_height = match stopped {
@@ -1169,7 +1309,7 @@ pub fn soak(
         };
         anyhow::Ok((rows, final_height, stopped))
     });
-    // A minute's signing that a stop left running is not waited for.
+    // Signing or reading that a stop left running is not waited for.
     runtime.shutdown_background();
     let soaked = net.explain(soaked);
     if let Ok((_, final_height, None)) = &soaked {
@@ -1204,6 +1344,7 @@ pub fn soak(
         "rate": rate,
         "state_memory_mib": nodes.state_memory_mib,
         "keep_blocks": nodes.keep_blocks,
+        "archive_heights": nodes.archive_heights,
         "minutes": rows,
         "rss_growth_mib_first_to_last_minute": growth,
         "stalled_minutes": stalls,
@@ -1442,5 +1583,35 @@ mod tests {
         let applied = apply(&mut state, interleaved);
         assert_eq!(applied.len(), total);
         assert!(applied.iter().all(|a| *a), "a call of the mix was rejected");
+    }
+
+    #[test]
+    fn a_spool_gives_back_each_minute_as_signed_in_order_one_at_a_time() {
+        let keys: Vec<Keypair> = (0..16)
+            .map(|i| Keypair::deterministic("spool", i))
+            .collect();
+        let (mut one_by_one, _) = Mix::new(keys.clone(), "secnet-spool", 3 * 301).unwrap();
+        let (mut spooled, _) = Mix::new(keys, "secnet-spool", 3 * 301).unwrap();
+        // Three threads whatever the machine's cores: parts of 101, 101 and 99.
+        assert_eq!(spooled.next_on(301, 3), one_by_one.next(301));
+        let spool = Spool::sign(spooled, 3, 301, &AtomicBool::new(false)).unwrap();
+        for m in 0..3 {
+            let read = spool.minute(m).unwrap();
+            assert_eq!(read, one_by_one.next(301), "minute {m}");
+            assert!(verify_signatures(&read).iter().all(|ok| *ok));
+        }
+        assert!(spool.minute(3).is_err(), "only three minutes were signed");
+        let (mix, _) = Mix::new(
+            (0..16)
+                .map(|i| Keypair::deterministic("spool", i))
+                .collect(),
+            "secnet-spool",
+            10,
+        )
+        .unwrap();
+        let error = Spool::sign(mix, 2, 5, &AtomicBool::new(true))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("abandoned"), "{error}");
     }
 }
