@@ -304,8 +304,10 @@ impl Mix {
         tx.sign(&self.keys[i])
     }
 
-    /// The next `count` measured transactions.
-    pub fn next(&mut self, count: usize) -> Vec<SignedTransaction> {
+    /// The next `count` measured transactions, signed one after another: the reference
+    /// [`Mix::next_on_every_core`] is checked against.
+    #[cfg(test)]
+    fn next(&mut self, count: usize) -> Vec<SignedTransaction> {
         self.next_unsigned(count)
             .into_iter()
             .map(|(i, tx)| self.sign_as(i, tx))
@@ -429,13 +431,13 @@ impl Mix {
     }
 }
 
-/// The setup and `total` measured transactions of the mix.
+/// The setup and `total` measured transactions of the mix (signed on every core).
 pub fn mixed_workload(keys: &[Keypair], chain_id: &str, total: usize) -> anyhow::Result<Workload> {
     let keys = keys.to_vec();
     let (mut mix, setup) = Mix::new(keys, chain_id, total)?;
     Ok(Workload {
         setup,
-        measured: mix.next(total),
+        measured: mix.next_on_every_core(total),
     })
 }
 
