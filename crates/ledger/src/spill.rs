@@ -275,6 +275,10 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
     fn fail(&self, location: u64) -> ! {
         self.stop(location, "it does not hash to what was put there")
     }
+
+    fn prefetch(&self, at: &[Placed]) {
+        read_ahead(&self.file, self.on_file.load(Ordering::Acquire), at);
+    }
 }
 
 impl Spill {
@@ -388,6 +392,40 @@ impl Spill {
     }
 }
 
+/// Asks the kernel to start reading the pages that hold the records `at` (those wholly on the
+/// file, below `on_file`), a run of adjacent pages at a time, without waiting for them.
+#[cfg(target_os = "linux")]
+fn read_ahead(file: &File, on_file: u64, at: &[Placed]) {
+    const PAGE: u64 = 4096;
+    let mut pages: Vec<(u64, u64)> = at
+        .iter()
+        .filter_map(|p| {
+            let end = p.location.checked_add(p.bytes)?;
+            (p.bytes > 0 && end <= on_file).then_some((p.location / PAGE, end.div_ceil(PAGE)))
+        })
+        .collect();
+    pages.sort_unstable();
+    let mut runs: Vec<(u64, u64)> = Vec::with_capacity(pages.len());
+    for (first, end) in pages {
+        match runs.last_mut() {
+            Some(run) if first <= run.1 => run.1 = run.1.max(end),
+            _ => runs.push((first, end)),
+        }
+    }
+    for (first, end) in runs {
+        // Only a hint: a refusal changes nothing, each record being read when it is needed.
+        let _ = rustix::fs::fadvise(
+            file,
+            first * PAGE,
+            std::num::NonZeroU64::new((end - first) * PAGE),
+            rustix::fs::Advice::WillNeed,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_ahead(_: &File, _: u64, _: &[Placed]) {}
+
 /// A file in `dir` opened read-only, and its path: what a store cannot write to, as a full
 /// disk would refuse it.
 #[cfg(test)]
@@ -454,6 +492,30 @@ mod tests {
         assert_eq!(spill.load(at_b), b);
         assert_eq!(spill.load(at_a), a);
         assert_eq!(spill.written(), 2 * 8 + 5 * 36 + 408);
+    }
+
+    #[test]
+    fn hints_of_any_place_change_nothing_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::create(dir.path()).unwrap();
+        let a = subtree(1, 3, 5_000);
+        let at_a = spill.put(&a).unwrap();
+        spill.write_buffer(&mut spill.buffer()).unwrap();
+        let b = subtree(10, 2, 10);
+        let at_b = spill.put(&b).unwrap();
+        let placed = |location, bytes| Placed { location, bytes };
+        // On the file, in the buffer, past the end, overflowing, empty: only a hint.
+        spill.prefetch(&[
+            at_b,
+            at_a,
+            at_a,
+            placed(at_a.location + 1, 9_000),
+            placed(u64::MAX - 2, 4),
+            placed(0, u64::MAX),
+            placed(0, 0),
+        ]);
+        assert_eq!(spill.load(at_a), a);
+        assert_eq!(spill.load(at_b), b);
     }
 
     #[test]

@@ -1165,6 +1165,17 @@ impl Ledger {
                     height = self.state.tip().height,
                     "the old spill file's parts have moved over"
                 );
+            } else {
+                // Read ahead, as the old file is read one record at a time and may be larger
+                // than what the system caches: the subtrees the next block's move copies
+                // (their groups' records were hinted a block ago), and the groups' records
+                // of the move after it.
+                let after = self
+                    .state
+                    .prefetch_moves(&spilling.moving_next, MOVE_PER_BLOCK, true);
+                if after != [0; 32] {
+                    self.state.prefetch_moves(&after, MOVE_PER_BLOCK, false);
+                }
             }
         }
         let over = self

@@ -132,6 +132,12 @@ pub trait SubtreeStore<P>: Send + Sync + fmt::Debug {
     /// Called when the entries loaded from `location` do not make the subtree that was put
     /// there: the store is corrupt, and the tree cannot answer.
     fn fail(&self, location: u64) -> !;
+
+    /// A hint that the records at `at` (as [`SubtreeStore::put`], [`SubtreeStore::put_bytes`]
+    /// or [`SubtreeStore::put_record`] placed them) are about to be read, so that a store on
+    /// disk can start reading them now, all together, instead of one at a time as each is
+    /// needed. Nothing by default.
+    fn prefetch(&self, _at: &[Placed]) {}
 }
 
 /// Where a store put a subtree.
@@ -1076,6 +1082,63 @@ impl<P: Clone> Evictor<'_, P> {
     }
 }
 
+/// The walk of [`SparseMerkleTree::prefetch_moves`]: [`Evictor::walk`]'s, when it only moves,
+/// collecting places instead of moving.
+struct Hinter<'a, P> {
+    current: &'a Arc<Backing<P>>,
+    start: Digest,
+    max: usize,
+    /// Nodes it may still visit.
+    looks: usize,
+    /// Entries of the subtrees and groups hinted so far.
+    entries: usize,
+    open_groups: bool,
+    /// The places hinted, by the store that holds them.
+    hints: Vec<(Arc<Backing<P>>, Vec<Placed>)>,
+    /// Where it stopped, once it has.
+    next: Option<Digest>,
+}
+
+impl<P: Clone> Hinter<'_, P> {
+    fn walk(&mut self, node: &Node<P>, depth: usize, prefix: &Digest) {
+        let end = range_end(prefix, depth);
+        if self.next.is_some() || end.is_some_and(|end| end <= self.start) {
+            return;
+        }
+        if self.looks == 0 || self.entries >= self.max {
+            self.next = Some((*prefix).max(self.start));
+            return;
+        }
+        self.looks -= 1;
+        match node {
+            Node::Internal(internal) => {
+                let (left, right) = child_prefixes(prefix, depth);
+                self.walk(&internal.left, depth + 1, &left);
+                self.walk(&internal.right, depth + 1, &right);
+            }
+            Node::Stored(stored) if !Arc::ptr_eq(&stored.backing, self.current) => {
+                self.entries += stored.len;
+                self.hint(&stored.backing, [stored.placed()]);
+            }
+            Node::Group(group) if !Arc::ptr_eq(&group.backing, self.current) => {
+                self.entries += group.len;
+                let places = group.places_to_read(depth, self.open_groups);
+                self.hint(&group.backing, places);
+            }
+            Node::Stored(_) | Node::Group(_) | Node::Empty | Node::Leaf(_) => {}
+        }
+    }
+
+    fn hint(&mut self, backing: &Arc<Backing<P>>, places: impl IntoIterator<Item = Placed>) {
+        match self.hints.iter_mut().find(|(b, _)| Arc::ptr_eq(b, backing)) {
+            Some((_, hinted)) => hinted.extend(places),
+            None => self
+                .hints
+                .push((Arc::clone(backing), places.into_iter().collect())),
+        }
+    }
+}
+
 /// Whether two nodes are the same allocation.
 fn same_node<P>(a: &Node<P>, b: &Node<P>) -> bool {
     match (a, b) {
@@ -1339,6 +1402,40 @@ impl<P: Clone> SparseMerkleTree<P> {
             done.next = EMPTY;
         }
         done
+    }
+
+    /// Hints to the stores before the current one ([`SubtreeStore::prefetch`]) the records
+    /// that [`Self::evict`] with [`Evictable::None`] from `start` would read to move `max`
+    /// entries, visiting as many nodes as it would: each subtree's record, and of a group its
+    /// subtrees' records if `open_groups` (reading the group's own record, unless it was read
+    /// recently), else the group's record alone. Returns where such a call would stop, where
+    /// the next hint starts (all zeros at the end of the key space).
+    ///
+    /// A move reads an earlier store's records one at a time, each waiting for the disk once
+    /// the file is larger than what the system caches; hinted a move ahead, they are read
+    /// together, while other work runs. Nothing the tree holds or answers changes.
+    pub fn prefetch_moves(&self, start: &Digest, max: usize, open_groups: bool) -> Digest {
+        let Some(current) = self.backing.as_ref() else {
+            return EMPTY;
+        };
+        if self.elsewhere == 0 {
+            return EMPTY;
+        }
+        let mut hinter = Hinter {
+            current,
+            start: *start,
+            max,
+            looks: max / 2 + 128,
+            entries: 0,
+            open_groups,
+            hints: Vec::new(),
+            next: None,
+        };
+        hinter.walk(&self.root, 0, &EMPTY);
+        for (backing, places) in &hinter.hints {
+            backing.store.prefetch(places);
+        }
+        hinter.next.unwrap_or(EMPTY)
     }
 
     /// Sets (`Some((value_hash, payload))`) or removes (`None`) entries; for a key given
@@ -1694,6 +1791,10 @@ mod tests {
         corrupt: std::sync::atomic::AtomicBool,
         /// A byte of groups' records to change as they are read back, counted from the end.
         corrupt_group_at: std::sync::atomic::AtomicUsize,
+        /// The locations of the records hinted ([`SubtreeStore::prefetch`]), in order.
+        hinted: Mutex<Vec<u64>>,
+        /// The locations of the records copied out or of groups read back, in order.
+        read: Mutex<Vec<u64>>,
     }
 
     impl SubtreeStore<u64> for MemStore {
@@ -1727,6 +1828,7 @@ mod tests {
             let location = at.location;
             self.group_loads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.read.lock().unwrap().push(location);
             let mut bytes = self.subtrees.lock().unwrap()[location as usize].1.clone();
             assert_eq!(at.bytes, bytes.len() as u64, "the size put at {location}");
             let from_end = self
@@ -1759,6 +1861,7 @@ mod tests {
         fn record(&self, at: Placed) -> Vec<u8> {
             self.records
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.read.lock().unwrap().push(at.location);
             let (entries, bytes) = self.subtrees.lock().unwrap()[at.location as usize].clone();
             assert_eq!(at.bytes, (72 * entries.len() + bytes.len()) as u64);
             let mut record = vec![u8::from(entries.is_empty())];
@@ -1802,6 +1905,15 @@ mod tests {
 
         fn fail(&self, location: u64) -> ! {
             panic!("stored subtree {location} does not match its hash")
+        }
+
+        fn prefetch(&self, at: &[Placed]) {
+            let mut hinted = self.hinted.lock().unwrap();
+            for placed in at {
+                let (entries, bytes) = &self.subtrees.lock().unwrap()[placed.location as usize];
+                assert_eq!(placed.bytes, (72 * entries.len() + bytes.len()) as u64);
+                hinted.push(placed.location);
+            }
         }
     }
 
@@ -2280,6 +2392,64 @@ mod tests {
         assert!(tree.stored_groups() > 20, "{}", tree.stored_groups());
         assert_eq!(tree.resident(), 0);
         (tree, first)
+    }
+
+    #[test]
+    fn a_move_reads_only_what_was_hinted_a_move_ahead() {
+        let (tree, first) = half_grouped();
+        let root = tree.root();
+        let second = Arc::new(MemStore::default());
+        let mut tree = tree.with_store(
+            Arc::clone(&second) as Arc<dyn SubtreeStore<u64>>,
+            4,
+            100_000,
+        );
+        let hinted = |store: &MemStore| -> std::collections::HashSet<u64> {
+            store.hinted.lock().unwrap().iter().copied().collect()
+        };
+        let reads = |store: &MemStore| store.read.lock().unwrap().len();
+        // As a ledger calls them after each block's move: the subtrees of the next move
+        // (reading its groups' records, hinted a call before), and the groups' records of
+        // the one after.
+        let hint_ahead = |tree: &SparseMerkleTree<u64>, start: &Digest| {
+            let after = tree.prefetch_moves(start, 500, true);
+            if after != EMPTY {
+                tree.prefetch_moves(&after, 500, false);
+            }
+            after
+        };
+        let (mut start, mut calls) = (EMPTY, 0);
+        let mut after = hint_ahead(&tree, &start);
+        loop {
+            let (before, known) = (reads(&first), hinted(&first));
+            let done = tree.evict(Evictable::None, &start, 500);
+            let read = first.read.lock().unwrap()[before..].to_vec();
+            assert!(!read.is_empty(), "the move copied records");
+            for location in read {
+                assert!(known.contains(&location), "{location} read, not hinted");
+            }
+            // The hints walked what the move did, and stopped where it stopped.
+            assert_eq!(done.next, after);
+            calls += 1;
+            start = done.next;
+            if start == EMPTY {
+                break;
+            }
+            let (before, known) = (reads(&first), hinted(&first));
+            after = hint_ahead(&tree, &start);
+            // The groups' records the hints read were hinted a move earlier.
+            let read = first.read.lock().unwrap()[before..].to_vec();
+            for location in read {
+                assert!(known.contains(&location), "{location} read, not hinted");
+            }
+        }
+        assert!(calls > 4, "a few hundred entries a call");
+        assert_eq!((tree.elsewhere(), tree.root()), (0, root));
+        // Nothing of the new store was hinted, and a tree with nothing elsewhere hints nothing.
+        assert!(second.hinted.lock().unwrap().is_empty());
+        let hints = first.hinted.lock().unwrap().len();
+        assert_eq!(tree.prefetch_moves(&EMPTY, 500, true), EMPTY);
+        assert_eq!(first.hinted.lock().unwrap().len(), hints);
     }
 
     #[test]

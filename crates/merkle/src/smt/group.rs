@@ -233,6 +233,30 @@ fn build<P: Clone>(below: usize, parts: &[Part], backing: &Arc<Backing<P>>) -> O
 }
 
 impl<P: Clone> Group<P> {
+    /// What moving it to another store reads ([`Self::copy_to`]; the group's node at
+    /// `depth`): its subtrees' records if their places are kept, or if `open` (reading its
+    /// record for them); else its own record.
+    pub(super) fn places_to_read(&self, depth: usize, open: bool) -> Vec<Placed> {
+        let kept = self
+            .backing
+            .groups()
+            .get(self.location)
+            .map(|(parts, _)| parts);
+        match kept.or_else(|| open.then(|| self.parts(depth))) {
+            Some(parts) => parts
+                .iter()
+                .map(|part| Placed {
+                    location: part.location,
+                    bytes: part.bytes,
+                })
+                .collect(),
+            None => vec![Placed {
+                location: self.location,
+                bytes: self.bytes,
+            }],
+        }
+    }
+
     /// The places of its subtrees (the group's node at `depth`): kept, or read back,
     /// rebuilt, checked, and kept.
     fn parts(&self, depth: usize) -> Parts {
