@@ -506,28 +506,7 @@ struct Track {
     applied: bool,
 }
 
-type Tracks = Arc<Mutex<HashMap<Hash, Track, std::hash::BuildHasherDefault<DigestPrefix>>>>;
-
-/// Hashes a transaction hash by its first eight bytes, as spread as any hash function's
-/// output: the tracks are the load generator's own transactions (no adversary chooses
-/// them), and watching the blocks spent most of its CPU time in SipHash.
-#[derive(Debug, Default)]
-struct DigestPrefix(u64);
-
-impl std::hash::Hasher for DigestPrefix {
-    fn write(&mut self, bytes: &[u8]) {
-        if let Some(first) = bytes.first_chunk::<8>() {
-            self.0 = u64::from_le_bytes(*first);
-        }
-    }
-
-    /// The slice's length, written before it, changes nothing.
-    fn write_usize(&mut self, _: usize) {}
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+type Tracks = Arc<Mutex<HashMap<Hash, Track>>>;
 
 /// Follows validator `v`'s finalized blocks from `from`, marking the transactions sent to it
 /// as final, until `stop`, and raises `peak_mempool` to the largest mempool it sees. Returns
@@ -693,10 +672,7 @@ pub async fn measure(
     rate: Option<u64>,
     settle: bool,
 ) -> anyhow::Result<LedgerRun> {
-    let tracks: Tracks = Arc::new(Mutex::new(HashMap::with_capacity_and_hasher(
-        measured.len(),
-        Default::default(),
-    )));
+    let tracks: Tracks = Arc::new(Mutex::new(HashMap::with_capacity(measured.len())));
     let stop = Arc::new(AtomicBool::new(false));
     let peak_mempool = Arc::new(AtomicUsize::new(0));
     let start_height = apis.first().context("no validator")?.status().await?.height + 1;
@@ -1609,19 +1585,6 @@ mod tests {
         let applied = apply(&mut state, interleaved);
         assert_eq!(applied.len(), total);
         assert!(applied.iter().all(|a| *a), "a call of the mix was rejected");
-    }
-
-    #[test]
-    fn tracks_hash_a_transaction_hash_by_its_first_eight_bytes() {
-        use std::hash::BuildHasher as _;
-        let tracks = std::hash::BuildHasherDefault::<DigestPrefix>::default();
-        let mut digest = [9u8; 32];
-        digest[..8].copy_from_slice(&7u64.to_le_bytes());
-        assert_eq!(tracks.hash_one(Hash(digest)), 7);
-        assert_ne!(
-            tracks.hash_one(Hash([1; 32])),
-            tracks.hash_one(Hash([2; 32]))
-        );
     }
 
     #[test]
