@@ -392,11 +392,26 @@ impl Spill {
     }
 }
 
-/// Asks the kernel to start reading the pages that hold the records `at` (those wholly on the
-/// file, below `on_file`), a run of adjacent pages at a time, without waiting for them.
+/// Asks the kernel to read the pages that hold the records `at` (see [`page_runs`]). It
+/// allocates the pages and queues the reads in the call, and returns without waiting for
+/// them.
 #[cfg(target_os = "linux")]
 fn read_ahead(file: &File, on_file: u64, at: &[Placed]) {
-    const PAGE: u64 = 4096;
+    for (first, pages) in page_runs(on_file, at) {
+        let Some(len) = std::num::NonZeroU64::new(pages * PAGE) else {
+            continue;
+        };
+        // Only a hint: a refusal changes nothing, each record being read when it is needed.
+        let _ = rustix::fs::fadvise(file, first * PAGE, Some(len), rustix::fs::Advice::WillNeed);
+    }
+}
+
+/// The page size read-ahead counts in.
+const PAGE: u64 = 4096;
+
+/// The pages that hold the records `at` wholly on the file (below `on_file`), as runs of
+/// adjacent pages, in order: (first page, pages).
+fn page_runs(on_file: u64, at: &[Placed]) -> Vec<(u64, u64)> {
     let mut pages: Vec<(u64, u64)> = at
         .iter()
         .filter_map(|p| {
@@ -412,15 +427,9 @@ fn read_ahead(file: &File, on_file: u64, at: &[Placed]) {
             _ => runs.push((first, end)),
         }
     }
-    for (first, end) in runs {
-        // Only a hint: a refusal changes nothing, each record being read when it is needed.
-        let _ = rustix::fs::fadvise(
-            file,
-            first * PAGE,
-            std::num::NonZeroU64::new((end - first) * PAGE),
-            rustix::fs::Advice::WillNeed,
-        );
-    }
+    runs.into_iter()
+        .map(|(first, end)| (first, end - first))
+        .collect()
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -492,6 +501,32 @@ mod tests {
         assert_eq!(spill.load(at_b), b);
         assert_eq!(spill.load(at_a), a);
         assert_eq!(spill.written(), 2 * 8 + 5 * 36 + 408);
+    }
+
+    #[test]
+    fn hinted_records_are_read_as_runs_of_the_pages_that_hold_them() {
+        let placed = |location, bytes| Placed { location, bytes };
+        let on_file = 100 * PAGE;
+        let runs = page_runs(
+            on_file,
+            &[
+                // Out of order; two in one page, one across two pages, and pages adjacent
+                // to those: one run each.
+                placed(10 * PAGE + 100, 50),
+                placed(3 * PAGE + 10, 20),
+                placed(3 * PAGE + 4000, 200),
+                placed(5 * PAGE, PAGE),
+                placed(11 * PAGE, 1),
+                // Ending at the file's end is on it; past it, empty or overflowing are not.
+                placed(on_file - 10, 10),
+                placed(on_file - 10, 11),
+                placed(on_file, 1),
+                placed(20 * PAGE, 0),
+                placed(u64::MAX - 2, 4),
+            ],
+        );
+        assert_eq!(runs, vec![(3, 3), (10, 2), (99, 1)]);
+        assert!(page_runs(0, &[placed(0, 1)]).is_empty());
     }
 
     #[test]

@@ -1165,17 +1165,6 @@ impl Ledger {
                     height = self.state.tip().height,
                     "the old spill file's parts have moved over"
                 );
-            } else {
-                // Read ahead, as the old file is read one record at a time and may be larger
-                // than what the system caches: the subtrees the next block's move copies
-                // (their groups' records were hinted a block ago), and the groups' records
-                // of the move after it.
-                let after = self
-                    .state
-                    .prefetch_moves(&spilling.moving_next, MOVE_PER_BLOCK, true);
-                if after != [0; 32] {
-                    self.state.prefetch_moves(&after, MOVE_PER_BLOCK, false);
-                }
             }
         }
         let over = self
@@ -1189,6 +1178,19 @@ impl Ledger {
             let done = self.state.evict(oldest, &spilling.next, max);
             spilling.next = done.next;
             problem = problem.or(done.refused.map(|e| e.to_string()));
+        }
+        // Read ahead of the next moves (after this block's eviction, which moves what it
+        // passes of the old file too), as the old file is read one record at a time and may
+        // be larger than what the system caches: the subtrees the next block's move copies
+        // (their groups' records were hinted a block ago), and the groups' records of the
+        // move after it.
+        if self.state.entries_in_earlier_stores() > 0 {
+            let after = self
+                .state
+                .prefetch_moves(&spilling.moving_next, MOVE_PER_BLOCK, true);
+            if after != [0; 32] {
+                self.state.prefetch_moves(&after, MOVE_PER_BLOCK, false);
+            }
         }
         match problem {
             None => spilling.failing = false,

@@ -1407,9 +1407,9 @@ impl<P: Clone> SparseMerkleTree<P> {
     /// Hints to the stores before the current one ([`SubtreeStore::prefetch`]) the records
     /// that [`Self::evict`] with [`Evictable::None`] from `start` would read to move `max`
     /// entries, visiting as many nodes as it would: each subtree's record, and of a group its
-    /// subtrees' records if `open_groups` (reading the group's own record, unless it was read
-    /// recently), else the group's record alone. Returns where such a call would stop, where
-    /// the next hint starts (all zeros at the end of the key space).
+    /// subtrees' records if its places were read recently or `open_groups` (reading the
+    /// group's own record for them), else the group's record alone. Returns where such a
+    /// call would stop, where the next hint starts (all zeros at the end of the key space).
     ///
     /// A move reads an earlier store's records one at a time, each waiting for the disk once
     /// the file is larger than what the system caches; hinted a move ahead, they are read
@@ -2404,52 +2404,79 @@ mod tests {
             4,
             100_000,
         );
-        let hinted = |store: &MemStore| -> std::collections::HashSet<u64> {
-            store.hinted.lock().unwrap().iter().copied().collect()
-        };
+        let hinted = |store: &MemStore| store.hinted.lock().unwrap().len();
         let reads = |store: &MemStore| store.read.lock().unwrap().len();
+        // The locations hinted, or read, from the `from`th to the `to`th.
+        let between = |log: &Mutex<Vec<u64>>, from: usize, to: usize| {
+            let log = log.lock().unwrap();
+            log[from..to.min(log.len())]
+                .iter()
+                .copied()
+                .collect::<std::collections::HashSet<u64>>()
+        };
+        let since = |log: &Mutex<Vec<u64>>, from: usize| between(log, from, usize::MAX);
         // As a ledger calls them after each block's move: the subtrees of the next move
-        // (reading its groups' records, hinted a call before), and the groups' records of
-        // the one after.
+        // (reading its groups' records, hinted a call before), then the groups' records of
+        // the one after. Returns where the first stops, and where each call's hints begin.
         let hint_ahead = |tree: &SparseMerkleTree<u64>, start: &Digest| {
+            let parts_from = hinted(&first);
             let after = tree.prefetch_moves(start, 500, true);
+            let groups_from = hinted(&first);
             if after != EMPTY {
                 tree.prefetch_moves(&after, 500, false);
             }
-            after
+            (after, parts_from, groups_from)
         };
         let (mut start, mut calls) = (EMPTY, 0);
-        let mut after = hint_ahead(&tree, &start);
+        let (mut after, mut parts_from, mut groups_from) = hint_ahead(&tree, &start);
+        // Where the hints of the two calls before a move begin.
+        let mut window_from = parts_from;
         loop {
-            let (before, known) = (reads(&first), hinted(&first));
+            let before = reads(&first);
             let done = tree.evict(Evictable::None, &start, 500);
-            let read = first.read.lock().unwrap()[before..].to_vec();
-            assert!(!read.is_empty(), "the move copied records");
-            for location in read {
-                assert!(known.contains(&location), "{location} read, not hinted");
-            }
             // The hints walked what the move did, and stopped where it stopped.
-            assert_eq!(done.next, after);
+            assert_eq!(done.next, after, "move {calls}");
+            // Every record the move copied was hinted by the two calls before it (a group
+            // the move before made whole again near where it stopped, by the first).
+            let read = since(&first.read, before);
+            let hints = between(&first.hinted, window_from, groups_from);
+            assert!(!read.is_empty(), "the move copied records");
+            assert!(
+                read.is_subset(&hints),
+                "read, not hinted: {:?}",
+                read.difference(&hints)
+            );
+            // And those hinted this move's subtrees, not the rest of the store.
+            let parts = between(&first.hinted, parts_from, groups_from);
+            assert!(
+                parts.len() <= read.len() + 64,
+                "{} hinted, {} read",
+                parts.len(),
+                read.len()
+            );
             calls += 1;
             start = done.next;
             if start == EMPTY {
                 break;
             }
-            let (before, known) = (reads(&first), hinted(&first));
-            after = hint_ahead(&tree, &start);
-            // The groups' records the hints read were hinted a move earlier.
-            let read = first.read.lock().unwrap()[before..].to_vec();
-            for location in read {
-                assert!(known.contains(&location), "{location} read, not hinted");
-            }
+            // The groups' records the next hints read were hinted by the call before.
+            let (before, groups) = (reads(&first), since(&first.hinted, groups_from));
+            window_from = groups_from;
+            (after, parts_from, groups_from) = hint_ahead(&tree, &start);
+            let read = since(&first.read, before);
+            assert!(
+                read.is_subset(&groups),
+                "read, not hinted: {:?}",
+                read.difference(&groups)
+            );
         }
         assert!(calls > 4, "a few hundred entries a call");
         assert_eq!((tree.elsewhere(), tree.root()), (0, root));
         // Nothing of the new store was hinted, and a tree with nothing elsewhere hints nothing.
         assert!(second.hinted.lock().unwrap().is_empty());
-        let hints = first.hinted.lock().unwrap().len();
+        let hints = hinted(&first);
         assert_eq!(tree.prefetch_moves(&EMPTY, 500, true), EMPTY);
-        assert_eq!(first.hinted.lock().unwrap().len(), hints);
+        assert_eq!(hinted(&first), hints);
     }
 
     #[test]
