@@ -474,8 +474,9 @@ impl State {
 
     /// Hints to the spill files before the current one what the next moves read (see
     /// [`SparseMerkleTree::prefetch_moves`]): the records [`Self::evict`] with `None` from the
-    /// tree key `start` would read to move `max` entries, the groups' subtrees' if
-    /// `open_groups`, else the groups' own records. Returns where that move would stop.
+    /// tree key `start` would read to move `max` entries (of a group, its subtrees' if their
+    /// places are kept or `open_groups`, else its own record). Returns where that move would
+    /// stop.
     pub fn prefetch_moves(&self, start: &Digest, max: usize, open_groups: bool) -> Digest {
         self.tree.prefetch_moves(start, max, open_groups)
     }

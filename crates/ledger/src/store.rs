@@ -1183,14 +1183,12 @@ impl Ledger {
         // passes of the old file too), as the old file is read one record at a time and may
         // be larger than what the system caches: the subtrees the next block's move copies
         // (their groups' records were hinted a block ago), and the groups' records of the
-        // move after it.
-        if self.state.entries_in_earlier_stores() > 0 {
-            let after = self
-                .state
-                .prefetch_moves(&spilling.moving_next, MOVE_PER_BLOCK, true);
-            if after != [0; 32] {
-                self.state.prefetch_moves(&after, MOVE_PER_BLOCK, false);
-            }
+        // move after it. Nothing, once nothing is in an earlier file.
+        let after = self
+            .state
+            .prefetch_moves(&spilling.moving_next, MOVE_PER_BLOCK, true);
+        if after != [0; 32] {
+            self.state.prefetch_moves(&after, MOVE_PER_BLOCK, false);
         }
         match problem {
             None => spilling.failing = false,

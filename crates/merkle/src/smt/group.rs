@@ -82,6 +82,14 @@ pub(super) struct Part {
 }
 
 impl Part {
+    /// Where its record is in the group's store.
+    fn placed(&self) -> Placed {
+        Placed {
+            location: self.location,
+            bytes: self.bytes,
+        }
+    }
+
     /// The node that stands for this subtree.
     fn stored<P>(&self, backing: &Arc<Backing<P>>) -> Node<P> {
         Node::Stored(Arc::new(Stored {
@@ -237,39 +245,38 @@ impl<P: Clone> Group<P> {
     /// `depth`): its subtrees' records if their places are kept, or if `open` (reading its
     /// record for them); else its own record.
     pub(super) fn places_to_read(&self, depth: usize, open: bool) -> Vec<Placed> {
-        let kept = self
-            .backing
-            .groups()
-            .get(self.location)
-            .map(|(parts, _)| parts);
-        match kept.or_else(|| open.then(|| self.parts(depth))) {
-            Some(parts) => parts
-                .iter()
-                .map(|part| Placed {
-                    location: part.location,
-                    bytes: part.bytes,
-                })
-                .collect(),
-            None => vec![Placed {
-                location: self.location,
-                bytes: self.bytes,
-            }],
+        match self
+            .kept_parts()
+            .or_else(|| open.then(|| self.parts(depth)))
+        {
+            Some(parts) => parts.iter().map(Part::placed).collect(),
+            None => vec![self.placed()],
         }
+    }
+
+    /// Where its record is in its store.
+    fn placed(&self) -> Placed {
+        Placed {
+            location: self.location,
+            bytes: self.bytes,
+        }
+    }
+
+    /// The places of its subtrees, if they were read back recently and are still kept:
+    /// kept once its record was checked against this group's hash (a location holds one
+    /// record).
+    fn kept_parts(&self) -> Option<Parts> {
+        let kept = self.backing.groups().get(self.location);
+        kept.map(|(parts, _)| parts)
     }
 
     /// The places of its subtrees (the group's node at `depth`): kept, or read back,
     /// rebuilt, checked, and kept.
     fn parts(&self, depth: usize) -> Parts {
-        let kept = self.backing.groups().get(self.location);
-        if let Some((parts, _)) = kept {
-            // Kept once its record was checked against this group's hash (a location holds
-            // one record).
+        if let Some(parts) = self.kept_parts() {
             return parts;
         }
-        let bytes = self.backing.store.load_bytes(Placed {
-            location: self.location,
-            bytes: self.bytes,
-        });
+        let bytes = self.backing.store.load_bytes(self.placed());
         if checksum(&bytes) != self.check {
             self.backing.store.fail(self.location);
         }
@@ -313,10 +320,7 @@ impl<P: Clone> Group<P> {
         let mut placed_bytes = 0;
         let mut moved = Vec::with_capacity(self.parts);
         for part in self.parts(depth).iter() {
-            let record = self.backing.store.record(Placed {
-                location: part.location,
-                bytes: part.bytes,
-            });
+            let record = self.backing.store.record(part.placed());
             let placed = backing.store.put_record(&record)?;
             placed_bytes += placed.bytes;
             moved.push(Part {
