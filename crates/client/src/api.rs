@@ -421,6 +421,19 @@ impl NodeApi {
             .await
     }
 
+    /// The same, waiting up to `wait` (at most five seconds) for the block if the node has
+    /// not applied it yet: one request a block for a client following the chain, instead of
+    /// asking again and again.
+    pub async fn next_block_tx_hashes(
+        &self,
+        height: u64,
+        wait: Duration,
+    ) -> Result<Option<BlockTxHashes>, ClientError> {
+        let ms = wait.as_millis().min(5_000);
+        self.get_found(&format!("/v1/blocks/{height}/tx-hashes?wait_ms={ms}"))
+            .await
+    }
+
     /// Listings as of the node's tip, all or the one at `address` (unverified: check each
     /// with `RemoteNode::listing`).
     pub async fn listings(&self, address: Option<&str>) -> Result<Vec<Listing>, ClientError> {

@@ -221,6 +221,11 @@ impl Chain {
         self.core.with_ledger(f).map_err(|_| Poisoned)
     }
 
+    /// The height of the last block executed, and its changes (for those waiting for a block).
+    pub fn applied_heights(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.core.applied_heights()
+    }
+
     /// Height of the last executed block.
     pub fn executed_height(&self) -> Result<u64, Poisoned> {
         self.with_ledger(|l| l.state().tip().height)
@@ -344,6 +349,8 @@ impl Chain {
             ledger.state(),
             block.block().txs.iter().map(|t| t.tx().sender),
         );
+        drop(ledger);
+        self.core.applied(height);
         let mut verified = lock(&self.verified)?;
         for tx in &block.block().txs {
             verified.remove(&tx.signed_id());

@@ -219,6 +219,10 @@ impl Backend for ValidatorBackend {
         self.chain.cosigned_head()
     }
 
+    fn applied_heights(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.chain.applied_heights()
+    }
+
     fn validators(&self) -> Vec<ValidatorStatus> {
         let me = self.key.account();
         let executed = self.progress.executed.load(Ordering::Relaxed);

@@ -44,6 +44,9 @@ pub trait Backend: Send + Sync + 'static {
     /// The largest access-log head a quorum of validators cosigned, as far as this node
     /// heard.
     fn cosigned_checkpoint(&self) -> Option<secnet_certified::CosignedCheckpoint>;
+    /// The height of the last block the ledger applied, and its changes: what a request
+    /// waiting for a block awaits instead of asking again and again.
+    fn applied_heights(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// What [`Backend::certificate`] answers.

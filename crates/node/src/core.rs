@@ -6,12 +6,15 @@ use crate::mempool::{AdmitError, Mempool};
 use secnet_ledger::Ledger;
 use secnet_types::{Hash, SignedTransaction};
 use std::sync::{Mutex, MutexGuard};
+use tokio::sync::watch;
 
 /// A node's ledger and mempool.
 #[derive(Debug)]
 pub struct LedgerCore {
     ledger: Mutex<Ledger>,
     mempool: Mutex<Mempool>,
+    /// The height of the last block applied, for those waiting for the next one.
+    applied: watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, NodeError> {
@@ -22,9 +25,28 @@ impl LedgerCore {
     /// Wraps an opened ledger with an empty mempool of `mempool_capacity` transactions.
     pub fn new(ledger: Ledger, mempool_capacity: usize) -> LedgerCore {
         LedgerCore {
+            applied: watch::Sender::new(ledger.state().tip().height),
             ledger: Mutex::new(ledger),
             mempool: Mutex::new(Mempool::new(mempool_capacity)),
         }
+    }
+
+    /// Tells those waiting for blocks that the ledger now holds `height`. Call it after
+    /// releasing the ledger, which the woken take next.
+    pub fn applied(&self, height: u64) {
+        self.applied.send_if_modified(|last| {
+            let higher = height > *last;
+            if higher {
+                *last = height;
+            }
+            higher
+        });
+    }
+
+    /// The height of the last block applied, announced by [`LedgerCore::applied`], and its
+    /// changes.
+    pub fn applied_heights(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// The ledger, locked. Take the mempool only after it, if at all.

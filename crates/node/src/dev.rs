@@ -115,6 +115,7 @@ impl DevNode {
             .mempool()?
             .settle_senders(ledger.state(), block.txs.iter().map(|t| t.tx().sender));
         drop(ledger);
+        self.core.applied(outcome.tip.height);
         tracing::info!(
             height = outcome.tip.height,
             txs = block.txs.len(),
@@ -191,6 +192,9 @@ impl Backend for DevNode {
             pool.add(head.clone(), head.cosign(&self.key, time)).ok()?;
         }
         pool.best().cloned()
+    }
+    fn applied_heights(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.core.applied_heights()
     }
     fn validators(&self) -> Vec<secnet_api::chain::ValidatorStatus> {
         let height = self.with_ledger(|l| l.state().tip().height).ok();

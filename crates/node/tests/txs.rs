@@ -240,3 +240,61 @@ async fn node_pending(http: &reqwest::Client, base: &str) -> u64 {
         .unwrap();
     s["mempool"].as_u64().unwrap_or_else(|| panic!("{s}"))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_the_next_block_waits_for_it_and_no_longer_than_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = Keypair::deterministic("txs-wait", 0);
+    let a = Keypair::deterministic("txs-wait", 1);
+    let b = Keypair::deterministic("txs-wait", 2);
+    let genesis = common::funding(CHAIN, &[&a, &b], 10_000);
+    let node = common::dev_node(dir.path(), &genesis, node_key, Duration::from_millis(50)).await;
+    let api = secnet_client::NodeApi::new(&node.url()).unwrap();
+    let http = secnet_tls::http_client().unwrap().build().unwrap();
+    let get = async |path: String| {
+        let r = http
+            .get(format!("{}{path}", node.url()))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    // An idle node makes no block: the next one is not there, and asking without waiting,
+    // or waiting less than it takes to come, answers that.
+    let next = api.status().await.unwrap().height + 1;
+    let (status, r) = get(format!("/v1/blocks/{next}/tx-hashes")).await;
+    assert_eq!(status, 404, "{r}");
+    let (status, r) = get(format!("/v1/blocks/{next}/tx-hashes?wait_ms=100")).await;
+    assert_eq!(status, 404, "{r}");
+
+    // Asked for before the transaction that makes it is sent, the block is answered once
+    // the node applies it, with that transaction.
+    let waiting = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.next_block_tx_hashes(next, Duration::from_secs(5))
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "answered before the block existed");
+    let tx = transfer(&a, &b, 0);
+    api.submit(&tx).await.unwrap();
+    let block = waiting.await.unwrap().expect("the block it waited for");
+    assert_eq!(block.height, next);
+    assert_eq!(block.tx_hashes, vec![tx.hash()]);
+    assert_eq!(block.applied, vec![true]);
+
+    // A wait longer than the node grants, or one that is not a number, is refused, saying so.
+    for (query, says) in [
+        ("wait_ms=5001", "at most"),
+        ("wait_ms=soon", "wait_ms"),
+        ("wait_ms=-1", "wait_ms"),
+    ] {
+        let (status, r) = get(format!("/v1/blocks/{}/tx-hashes?{query}", next + 1)).await;
+        assert_eq!(status, 400, "{r}");
+        let detail = r["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{detail:?} should say {says:?}");
+    }
+}

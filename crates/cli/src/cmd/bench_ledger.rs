@@ -508,9 +508,16 @@ struct Track {
 
 type Tracks = Arc<Mutex<HashMap<Hash, Track>>>;
 
+/// How often a watcher reads a validator's status for the size of its mempool.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a watcher's request for the next block waits for it at the validator.
+const BLOCK_WAIT: Duration = Duration::from_millis(250);
+
 /// Follows validator `v`'s finalized blocks from `from`, marking the transactions sent to it
-/// as final, until `stop`, and raises `peak_mempool` to the largest mempool it sees. Returns
-/// the last height seen.
+/// as final, until `stop`, and raises `peak_mempool` to the largest mempool it sees (read
+/// every [`STATUS_EVERY`]). Each block is asked for once, the validator answering when it
+/// has applied it. Returns the last height seen.
 async fn watch(
     api: NodeApi,
     v: usize,
@@ -520,33 +527,33 @@ async fn watch(
     peak_mempool: Arc<AtomicUsize>,
 ) -> anyhow::Result<u64> {
     let mut next = from;
+    let mut status_read: Option<Instant> = None;
     loop {
-        let status = api.status().await?;
-        peak_mempool.fetch_max(status.mempool, Ordering::Relaxed);
-        let height = status.height;
-        while next <= height {
-            let Some(block) = api.block_tx_hashes(next).await? else {
-                break;
-            };
-            let now = Instant::now();
-            let mut map = tracks
-                .lock()
-                .map_err(|_| anyhow::anyhow!("lock poisoned"))?;
-            for (hash, applied) in block.tx_hashes.iter().zip(&block.applied) {
-                if let Some(t) = map.get_mut(hash)
-                    && t.node == v
-                    && t.final_at.is_none()
-                {
-                    t.final_at = Some(now);
-                    t.applied = *applied;
-                }
-            }
-            next += 1;
+        if status_read.is_none_or(|at| at.elapsed() >= STATUS_EVERY) {
+            status_read = Some(Instant::now());
+            let status = api.status().await?;
+            peak_mempool.fetch_max(status.mempool, Ordering::Relaxed);
         }
         if stop.load(Ordering::Relaxed) {
             return Ok(next.saturating_sub(1));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let Some(block) = api.next_block_tx_hashes(next, BLOCK_WAIT).await? else {
+            continue;
+        };
+        let now = Instant::now();
+        let mut map = tracks
+            .lock()
+            .map_err(|_| anyhow::anyhow!("lock poisoned"))?;
+        for (hash, applied) in block.tx_hashes.iter().zip(&block.applied) {
+            if let Some(t) = map.get_mut(hash)
+                && t.node == v
+                && t.final_at.is_none()
+            {
+                t.final_at = Some(now);
+                t.applied = *applied;
+            }
+        }
+        next += 1;
     }
 }
 

@@ -216,11 +216,11 @@ pub async fn drive(
         if latencies.len() + refused_now >= total {
             break;
         }
-        let height = watcher.status().await?.height;
-        while next_height <= height {
-            let Some(block) = watcher.block_tx_hashes(next_height).await? else {
-                break;
-            };
+        // The next block, once the node applied it (the request waits for it a while).
+        if let Some(block) = watcher
+            .next_block_tx_hashes(next_height, Duration::from_millis(250))
+            .await?
+        {
             let now = Instant::now();
             let mut map = submitted_at
                 .lock()
@@ -246,7 +246,6 @@ pub async fn drive(
                 submitted_at.lock().map(|m| m.len()).unwrap_or(0)
             );
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bar.finish();
     latencies.sort_by(f64::total_cmp);

@@ -104,6 +104,24 @@ pub(super) fn stored_header(
     Ok((height, header))
 }
 
+/// The longest a request for a block waits for it to be applied
+/// (`/v1/blocks/{height}/tx-hashes?wait_ms=`): a waiting request holds only a connection
+/// and a small task, and this bounds how long.
+pub const MAX_BLOCK_WAIT_MS: u64 = 5_000;
+
+/// How long to wait for a block not applied yet.
+#[derive(Deserialize)]
+pub(super) struct BlockWait {
+    wait_ms: Option<String>,
+}
+
+/// Waits until the ledger has applied `height`, or `most` passed, whichever comes first.
+/// The ledger is not held meanwhile.
+async fn wait_for_block(node: &Arc<dyn Backend>, height: u64, most: std::time::Duration) {
+    let mut applied = node.applied_heights();
+    let _ = tokio::time::timeout(most, applied.wait_for(|h| *h >= height)).await;
+}
+
 /// Only the hashes of a block's transactions, in order: what a client watching for its
 /// transactions needs, without the cost of the full block.
 #[utoipa::path(
@@ -113,6 +131,7 @@ pub(super) fn stored_header(
     summary = "A block's transaction hashes, in order, and whether each was applied",
     params(
         ("height" = String, Path, description = "block height"),
+        ("wait_ms" = Option<u64>, Query, description = "if the block is not applied yet, wait for it up to this many milliseconds (at most 5000) before answering 404"),
     ),
     responses(
         (status = 200, description = "height, block hash and transaction hashes", body = BlockTxHashes),
@@ -123,8 +142,18 @@ pub(super) fn stored_header(
 pub(super) async fn block_tx_hashes(
     State(node): Node,
     Path(height): Path<String>,
+    Query(wait): Query<BlockWait>,
 ) -> ApiResult<Json<BlockTxHashes>> {
     let height: u64 = parse("height", &height)?;
+    if let Some(ms) = wait.wait_ms {
+        let ms: u64 = parse("wait_ms", &ms)?;
+        if ms > MAX_BLOCK_WAIT_MS {
+            return Err(Problem::bad_request(format!(
+                "wait_ms {ms}: a request waits at most {MAX_BLOCK_WAIT_MS} ms"
+            )));
+        }
+        wait_for_block(&node, height, std::time::Duration::from_millis(ms)).await;
+    }
     // Blocks just applied, the ones watchers ask for, come from memory; others are decoded.
     let txs = match node.with_ledger(|l| l.recent_block_txs(height))? {
         Some(txs) => BlockTxs::clone(&txs),
