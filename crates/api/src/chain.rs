@@ -79,6 +79,11 @@ pub struct HeaderAnswer {
     pub header: HexBytes,
 }
 
+/// The longest a request for a block not applied yet waits for it
+/// (`GET /v1/blocks/{height}/tx-hashes?wait_ms=`): a waiting request holds only a
+/// connection and a small task, and this bounds how long.
+pub const MAX_BLOCK_WAIT_MS: u64 = 5_000;
+
 /// `GET /v1/blocks/{height}/tx-hashes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

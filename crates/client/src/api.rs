@@ -9,7 +9,7 @@
 
 use secnet_api::ProblemBody;
 use secnet_api::audit::{ConsistencyProof, InclusionProof, LogPage};
-use secnet_api::chain::{AccountAnswer, BlockAnswer, BlockTxHashes, NodeStatus};
+use secnet_api::chain::{AccountAnswer, BlockAnswer, BlockTxHashes, MAX_BLOCK_WAIT_MS, NodeStatus};
 use secnet_api::pdc::{
     AccessAsk, AskAnswer, AskRecord, Asks, Deleted, History, Imported, ObjectVersions, PdcInfo,
     PoliciesInstalled, PolicyText, RulesAnswer, Stored, TokenAnswer, TokenRequest,
@@ -421,17 +421,30 @@ impl NodeApi {
             .await
     }
 
-    /// The same, waiting up to `wait` (at most five seconds) for the block if the node has
-    /// not applied it yet: one request a block for a client following the chain, instead of
-    /// asking again and again.
+    /// The same, waiting up to `wait` (at most [`MAX_BLOCK_WAIT_MS`]) for the block if the
+    /// node has not applied it yet: one request a block for a client following the chain,
+    /// instead of asking again and again. `None` comes back no sooner than `wait`, also from
+    /// a node that answers at once (one that does not wait, or has pruned the block), so
+    /// that a caller asking again in a loop does not spin.
     pub async fn next_block_tx_hashes(
         &self,
         height: u64,
         wait: Duration,
     ) -> Result<Option<BlockTxHashes>, ClientError> {
-        let ms = wait.as_millis().min(5_000);
-        self.get_found(&format!("/v1/blocks/{height}/tx-hashes?wait_ms={ms}"))
-            .await
+        let wait = wait.min(Duration::from_millis(MAX_BLOCK_WAIT_MS));
+        let asked = Instant::now();
+        let found = self
+            .get_found(&format!(
+                "/v1/blocks/{height}/tx-hashes?wait_ms={}",
+                wait.as_millis()
+            ))
+            .await?;
+        if found.is_none()
+            && let Some(left) = wait.checked_sub(asked.elapsed())
+        {
+            tokio::time::sleep(left).await;
+        }
+        Ok(found)
     }
 
     /// Listings as of the node's tip, all or the one at `address` (unverified: check each

@@ -242,7 +242,7 @@ async fn node_pending(http: &reqwest::Client, base: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_for_the_next_block_waits_for_it_and_no_longer_than_asked() {
+async fn a_request_for_the_next_block_waits_for_it_and_answers_404_once_the_wait_passes() {
     let dir = tempfile::tempdir().unwrap();
     let node_key = Keypair::deterministic("txs-wait", 0);
     let a = Keypair::deterministic("txs-wait", 1);
@@ -285,6 +285,9 @@ async fn a_request_for_the_next_block_waits_for_it_and_no_longer_than_asked() {
     assert_eq!(block.height, next);
     assert_eq!(block.tx_hashes, vec![tx.hash()]);
     assert_eq!(block.applied, vec![true]);
+    // A block already applied is answered at once, however long the request would wait.
+    let (status, r) = get(format!("/v1/blocks/{next}/tx-hashes?wait_ms=5000")).await;
+    assert_eq!((status, r["height"].as_u64()), (200, Some(next)), "{r}");
 
     // A wait longer than the node grants, or one that is not a number, is refused, saying so.
     for (query, says) in [

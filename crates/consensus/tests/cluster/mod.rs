@@ -370,8 +370,18 @@ impl Cluster {
         context.current().duration_since(sent).unwrap()
     }
 
+    /// Validator `i`'s executed height, which those waiting for blocks on it see too
+    /// (`Chain::applied_heights`: raised by every block executed, and from the ledger's tip
+    /// when it reopens after a restart).
     pub fn executed(&self, i: usize) -> u64 {
-        self.nodes[i].chain.executed_height().unwrap()
+        let chain = &self.nodes[i].chain;
+        let height = chain.executed_height().unwrap();
+        assert_eq!(
+            *chain.applied_heights().borrow(),
+            height,
+            "validator {i}: the height its block waiters see is not its ledger's"
+        );
+        height
     }
 
     pub async fn wait_until(

@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use secnet_api::chain::{
     AccountAnswer, BlockAnswer, BlockTxHashes, GrantAnswer, HeaderAnswer, ListingAnswer,
-    NodeStatus, TxView,
+    MAX_BLOCK_WAIT_MS, NodeStatus, TxView,
 };
 use secnet_certified::HexBytes;
 use secnet_client::api::MAX_LISTINGS_PAGE;
@@ -103,11 +103,6 @@ pub(super) fn stored_header(
         .ok_or_else(|| Problem::not_found(format!("no block at height {height}")))?;
     Ok((height, header))
 }
-
-/// The longest a request for a block waits for it to be applied
-/// (`/v1/blocks/{height}/tx-hashes?wait_ms=`): a waiting request holds only a connection
-/// and a small task, and this bounds how long.
-pub const MAX_BLOCK_WAIT_MS: u64 = 5_000;
 
 /// How long to wait for a block not applied yet.
 #[derive(Deserialize)]
