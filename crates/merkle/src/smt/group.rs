@@ -245,10 +245,13 @@ impl<P: Clone> Group<P> {
     /// `depth`): its subtrees' records if their places are kept, or if `open` (reading its
     /// record for them); else its own record.
     pub(super) fn places_to_read(&self, depth: usize, open: bool) -> Vec<Placed> {
-        match self
-            .kept_parts()
-            .or_else(|| open.then(|| self.parts(depth)))
-        {
+        // (`parts` takes the kept places first, and reads the record only without them.)
+        let parts = if open {
+            Some(self.parts(depth))
+        } else {
+            self.kept_parts()
+        };
+        match parts {
             Some(parts) => parts.iter().map(Part::placed).collect(),
             None => vec![self.placed()],
         }
