@@ -242,7 +242,8 @@ async fn node_pending(http: &reqwest::Client, base: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_for_the_next_block_waits_for_it_and_answers_404_once_the_wait_passes() {
+async fn a_request_for_the_next_block_waits_for_it_and_answers_404_once_the_wait_passes_or_the_node_stops()
+ {
     let dir = tempfile::tempdir().unwrap();
     let node_key = Keypair::deterministic("txs-wait", 0);
     let a = Keypair::deterministic("txs-wait", 1);
@@ -300,4 +301,24 @@ async fn a_request_for_the_next_block_waits_for_it_and_answers_404_once_the_wait
         let detail = r["detail"].as_str().unwrap();
         assert!(detail.contains(says), "{detail:?} should say {says:?}");
     }
+
+    // A request still waiting when the node stops answers then (the block is not there):
+    // the shutdown does not wait out its 5 s.
+    let far = next + 1_000;
+    let url = format!("{}/v1/blocks/{far}/tx-hashes?wait_ms=5000", node.url());
+    let waiting = tokio::spawn(async move {
+        let r = http.get(url).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "answered before the node stopped");
+    let stopping = std::time::Instant::now();
+    node.stop().await;
+    let stopped_in = stopping.elapsed();
+    let (status, r) = waiting.await.unwrap();
+    assert_eq!(status, 404, "{r}");
+    assert!(
+        stopped_in < Duration::from_secs(4),
+        "the shutdown took {stopped_in:?}: it waited for the request's wait to pass"
+    );
 }

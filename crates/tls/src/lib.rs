@@ -7,7 +7,8 @@
 //!   ring provider, TLS 1.2 and 1.3.
 //! - [`serve`]: serves an axum router on a listener, over TLS or (where the caller allows it)
 //!   plain HTTP, with handshakes and request headers bounded in time and connections in
-//!   number, so a slow client holds one connection's slot and nothing else.
+//!   number, so a slow client holds one connection's slot and nothing else; each request
+//!   can learn that the server is stopping ([`Stopping`]).
 //! - [`TrustedProxies`]: which peers are the node's reverse proxies, whose `X-Forwarded-For`
 //!   names the client ([`ClientAddr`]) that budgets and throttles count.
 //!
@@ -27,7 +28,7 @@ pub use client::{
     ClientAddr, MAX_TRUSTED_PROXIES, MIN_PROXY_PREFIX_V4, MIN_PROXY_PREFIX_V6, Net, NetError,
     TrustedProxies,
 };
-pub use serve::{ServeLimits, serve};
+pub use serve::{ServeLimits, Stopping, serve};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -127,7 +127,8 @@ impl Drop for SourceSlot {
 /// Serves `app` on `listener` until `shutdown` completes: over TLS with `tls`, or plain HTTP
 /// when it is `None` (the caller decides when that is allowed). After `shutdown`, no new
 /// connection is accepted, idle connections close, requests in flight get
-/// [`ServeLimits::grace`] to finish, and then every connection is closed.
+/// [`ServeLimits::grace`] to finish (a request can learn that the server is stopping, see
+/// [`Stopping`]), and then every connection is closed.
 pub async fn serve<F>(
     listener: TcpListener,
     app: Router,
@@ -246,10 +247,12 @@ async fn http<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let proxies = limits.proxies.clone();
+    let signal = Stopping(stopping.clone());
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let client = proxies.client(peer.ip(), request.headers());
         request.extensions_mut().insert(ConnectInfo(peer));
         request.extensions_mut().insert(crate::ClientAddr(client));
+        request.extensions_mut().insert(signal.clone());
         tower_service::Service::call(&mut app.clone(), request)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -269,6 +272,20 @@ async fn http<I>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// Given to every request a server answers (an `axum::Extension`): resolves once the
+/// server stops. A handler that waits on purpose (a long poll) answers then, rather than
+/// holding the shutdown for [`ServeLimits::grace`].
+#[derive(Debug, Clone)]
+pub struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    /// Resolves once the server stops accepting connections, or is dropped (at once if it
+    /// has been).
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
     }
 }
 

@@ -1,5 +1,5 @@
-//! The server loop over real TLS on loopback: who is trusted, who is refused, and what a
-//! slow client gets.
+//! The server loop over real TLS on loopback: who is trusted, who is refused, what a
+//! slow client gets, and how a waiting request ends when the server stops.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -231,6 +231,60 @@ async fn a_client_that_stops_reading_loses_its_connection_and_one_source_gets_it
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_waiting_for_the_server_to_stop_answers_and_does_not_hold_the_shutdown() {
+    // A grace of an hour: the shutdown ends long before it only if the waiting request
+    // answers when the server stops.
+    let limits = ServeLimits {
+        grace: Duration::from_secs(3_600),
+        ..ServeLimits::default()
+    };
+    let entered = std::sync::Arc::new(tokio::sync::Notify::new());
+    // Set just before the server is told to stop: the handler answers whether its wait
+    // ended after that.
+    let told = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = Router::new().route(
+        "/wait",
+        get({
+            let (entered, told) = (entered.clone(), told.clone());
+            move |axum::Extension(stopping): axum::Extension<secnet_tls::Stopping>| async move {
+                entered.notify_one();
+                stopping.wait().await;
+                if told.load(std::sync::atomic::Ordering::SeqCst) {
+                    "stopping"
+                } else {
+                    "ended before the server was told to stop"
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, app, None, limits, async move {
+        let _ = stopped.await;
+    }));
+    let url = format!("http://127.0.0.1:{}/wait", addr.port());
+    let waiting = tokio::spawn(async move {
+        let client = secnet_tls::http_client().unwrap().build().unwrap();
+        client.get(url).send().await.unwrap().text().await.unwrap()
+    });
+    tokio::time::timeout(Duration::from_secs(60), entered.notified())
+        .await
+        .expect("the request reached its handler");
+    told.store(true, std::sync::atomic::Ordering::SeqCst);
+    stop.send(()).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("the waiting request answered when the server stopped")
+        .unwrap();
+    assert_eq!(answer, "stopping");
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the server stopped without waiting out its grace")
         .unwrap();
 }
 

@@ -1337,6 +1337,15 @@ pub fn soak(
         .filter(|r| r.lost > 0 || r.applied_tx_per_s < 0.9 * r.offered_tx_per_s)
         .map(|r| r.minute)
         .collect();
+    // The soak's goal, minute by minute: the offered rate applied (within 2%, nothing
+    // lost), and p99 finality under a second (a minute without latencies, NaN, is not).
+    let holds = |r: &SoakMinute| {
+        r.lost == 0 && r.offered_tx_per_s > 0.0 && r.applied_tx_per_s >= 0.98 * r.offered_tx_per_s
+    };
+    let fast = |r: &SoakMinute| r.p99_ms < 1_000.0;
+    let held = rows.iter().filter(|r| holds(r)).count();
+    let p99_under_1s = rows.iter().filter(|r| fast(r)).count();
+    let met = rows.iter().filter(|r| holds(r) && fast(r)).count();
     let growth: Vec<Option<f64>> = match (rows.first(), rows.last()) {
         (Some(a), Some(b)) => a
             .rss_mib
@@ -1357,6 +1366,9 @@ pub fn soak(
         "minutes": rows,
         "rss_growth_mib_first_to_last_minute": growth,
         "stalled_minutes": stalls,
+        "minutes_within_2pct_of_offered": held,
+        "minutes_p99_under_1s": p99_under_1s,
+        "minutes_meeting_both": met,
         "same_state_root": stopped.is_none().then_some(final_height.is_some()),
         "final_height": final_height,
         "stopped_by": stopped,

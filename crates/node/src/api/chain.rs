@@ -110,11 +110,26 @@ pub(super) struct BlockWait {
     wait_ms: Option<String>,
 }
 
-/// Waits until the ledger has applied `height`, or `most` passed, whichever comes first.
-/// The ledger is not held meanwhile.
-async fn wait_for_block(node: &Arc<dyn Backend>, height: u64, most: std::time::Duration) {
+/// Waits until the ledger has applied `height`, `most` passed, or the server is stopping
+/// (`stopping`: a waiting request does not hold a shutdown), whichever comes first. The
+/// ledger is not held meanwhile.
+async fn wait_for_block(
+    node: &Arc<dyn Backend>,
+    height: u64,
+    most: std::time::Duration,
+    stopping: Option<secnet_tls::Stopping>,
+) {
     let mut applied = node.applied_heights();
-    let _ = tokio::time::timeout(most, applied.wait_for(|h| *h >= height)).await;
+    let stopped = async {
+        match stopping {
+            Some(stopping) => stopping.wait().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(most, applied.wait_for(|h| *h >= height)) => {}
+        () = stopped => {}
+    }
 }
 
 /// Only the hashes of a block's transactions, in order: what a client watching for its
@@ -138,6 +153,7 @@ pub(super) async fn block_tx_hashes(
     State(node): Node,
     Path(height): Path<String>,
     Query(wait): Query<BlockWait>,
+    stopping: Option<axum::Extension<secnet_tls::Stopping>>,
 ) -> ApiResult<Json<BlockTxHashes>> {
     let height: u64 = parse("height", &height)?;
     if let Some(ms) = wait.wait_ms {
@@ -147,7 +163,14 @@ pub(super) async fn block_tx_hashes(
                 "wait_ms {ms}: a request waits at most {MAX_BLOCK_WAIT_MS} ms"
             )));
         }
-        wait_for_block(&node, height, std::time::Duration::from_millis(ms)).await;
+        let stopping = stopping.map(|axum::Extension(s)| s);
+        wait_for_block(
+            &node,
+            height,
+            std::time::Duration::from_millis(ms),
+            stopping,
+        )
+        .await;
     }
     // Blocks just applied, the ones watchers ask for, come from memory; others are decoded.
     let txs = match node.with_ledger(|l| l.recent_block_txs(height))? {
