@@ -221,6 +221,7 @@ async fn the_gauges_count_what_the_applied_transactions_keep() {
     assert_eq!(after["secnet_state_stored_subtrees"], 0.0);
     assert_eq!(after["secnet_state_stored_groups"], 0.0);
     assert_eq!(after["secnet_state_entries_moving"], 0.0);
+    assert_eq!(after["secnet_state_spill_files_started_total"], 0.0);
     assert!(after["secnet_ledger_recent_heights"] >= 1.0);
     assert!(after["secnet_ledger_page_cache_bytes"] > 0.0);
     assert!(after.contains_key("secnet_ledger_index_rows_waiting"));

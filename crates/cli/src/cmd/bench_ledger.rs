@@ -1265,7 +1265,7 @@ pub fn soak(
                     .collect::<Vec<_>>()
             };
             eprintln!(
-                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, state entries in memory {:?} of {:?}, stored subtrees {:?} and groups {:?}, entries moving {:?}, grants by expiry {:?} ({:?} in memory), page cache {:?} MiB, written {:?} MiB, on disk {:?} MiB, machine idle {:.0}%",
+                "minute {minute}: applied {:.0} tx/s of {:.0} offered, p99 {:.0} ms, {} blocks of {:.0} tx, peak mempool {}, rss {:?} MiB, state entries in memory {:?} of {:?}, stored subtrees {:?} and groups {:?}, entries moving {:?}, spill files started {:?}, grants by expiry {:?} ({:?} in memory), page cache {:?} MiB, written {:?} MiB, on disk {:?} MiB, machine idle {:.0}%",
                 row.applied_tx_per_s,
                 row.offered_tx_per_s,
                 row.p99_ms,
@@ -1278,6 +1278,7 @@ pub fn soak(
                 gauge("state_stored_subtrees"),
                 gauge("state_stored_groups"),
                 gauge("state_entries_moving"),
+                gauge("state_spill_files_started_total"),
                 gauge("state_grants_by_expiry"),
                 gauge("state_grants_by_expiry_in_memory"),
                 rounded(

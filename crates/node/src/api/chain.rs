@@ -466,10 +466,19 @@ pub(super) async fn metrics(State(node): Node) -> ApiResult<Response> {
             footprint.page_cache_bytes,
         ),
     ];
+    let counters: [(&str, &str, u64); 1] = [(
+        "state_spill_files_started_total",
+        "spill files the state tree started since the ledger was opened (the first, then one each time a file of mostly dead copies was replaced)",
+        footprint.spill_files_started,
+    )];
     let mut text = String::new();
-    for (name, help, value) in gauges {
+    let kinds = gauges
+        .into_iter()
+        .map(|g| (g, "gauge"))
+        .chain(counters.into_iter().map(|c| (c, "counter")));
+    for ((name, help, value), kind) in kinds {
         text.push_str(&format!(
-            "# HELP secnet_{name} {help}\n# TYPE secnet_{name} gauge\nsecnet_{name} {value}\n"
+            "# HELP secnet_{name} {help}\n# TYPE secnet_{name} {kind}\nsecnet_{name} {value}\n"
         ));
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
