@@ -243,8 +243,7 @@ async fn node_pending(http: &reqwest::Client, base: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_for_the_next_block_waits_for_it_and_answers_404_once_the_wait_passes_or_the_node_stops()
- {
+async fn a_wait_for_the_next_block_ends_when_it_comes_the_wait_passes_or_the_node_stops() {
     let dir = tempfile::tempdir().unwrap();
     let node_key = Keypair::deterministic("txs-wait", 0);
     let a = Keypair::deterministic("txs-wait", 1);

@@ -242,12 +242,13 @@ async fn http<I>(
     peer: SocketAddr,
     app: Router,
     limits: ServeLimits,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let proxies = limits.proxies.clone();
-    let signal = Stopping(stopping.clone());
+    let stopping = Stopping(stopping);
+    let signal = stopping.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let client = proxies.client(peer.ip(), request.headers());
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -268,7 +269,7 @@ async fn http<I>(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         }
-        () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+        () = stopping.wait() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
