@@ -27,10 +27,13 @@
 //! A subtree is `u32` length of what follows, `u32` entry count, then per entry its key
 //! (32 bytes), `u32` value length and value bytes, all big-endian; a group of subtrees'
 //! places (`SubtreeStore::put_bytes`) is `u32` length and the bytes the tree gave. A value's
-//! hash is not stored: reading a subtree back hashes each value, which it did anyway to
-//! check the value against a stored hash, and the file holds 32 bytes less per entry.
-//! Reading is bounded by what was put; the state tree checks every subtree and group it
-//! reads back against the hash it kept, which covers the values through their hashes.
+//! hash is not stored: a subtree read back whole hashes each value, and the file holds 32
+//! bytes less per entry. Reading is bounded by what was put, and every record read is
+//! checked against its checksum (SipHash of the record, [`checksum`]), which the state tree
+//! keeps beside its location: a damaged record, or one read from the wrong place, stops the
+//! process before anything is answered from it. A read of one entry
+//! (`SubtreeStore::find`) then makes that entry alone, hashing only its value; a subtree
+//! read back whole is rebuilt by the tree and checked against the hash it kept too.
 
 use secnet_contract::TreeStore;
 use secnet_merkle::smt::{Entry, Placed, StoreError, SubtreeStore};
@@ -228,6 +231,16 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
         }
     }
 
+    fn find(&self, at: Placed, key: &[u8; 32]) -> Option<Entry<Arc<[u8]>>> {
+        let found = self
+            .read_record(at)
+            .and_then(|record| find(record.get(4..).unwrap_or_default(), key));
+        match found {
+            Ok(entry) => entry,
+            Err(what) => self.stop(at.location, &what),
+        }
+    }
+
     fn put_bytes(&self, bytes: &[u8]) -> Result<Placed, StoreError> {
         if bytes.len() > MAX_SUBTREE_BYTES {
             return Err(StoreError(format!(
@@ -306,6 +319,7 @@ impl Spill {
         Ok(Placed {
             location,
             bytes: bytes.len() as u64,
+            check: checksum(bytes),
         })
     }
 
@@ -388,8 +402,20 @@ impl Spill {
                 size - 4
             ));
         }
+        if checksum(&record) != at.check {
+            return Err("it does not match the checksum it was put with".to_string());
+        }
         Ok(record)
     }
+}
+
+/// The checksum a record is read back against: SipHash-1-3 with fixed keys, for damage (the
+/// file is this process's own, and no one else chooses what goes into it).
+fn checksum(record: &[u8]) -> u64 {
+    use std::hash::Hasher as _;
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(record);
+    hasher.finish()
 }
 
 /// Asks the kernel to read the pages that hold the records `at` (see [`page_runs`]). It
@@ -452,6 +478,28 @@ pub(crate) fn read_only_file_of(dir: &Path) -> (File, PathBuf) {
     (file, path)
 }
 
+/// The entry under `key` in a subtree's bytes (after its length), if it holds one; only that
+/// entry's value is copied and hashed. Keys are in order, so the search stops at the first
+/// key past `key`; what it passes over must decode.
+fn find(bytes: &[u8], key: &[u8; 32]) -> Result<Option<Entry<Arc<[u8]>>>, String> {
+    let undecodable = || "its bytes do not decode".to_string();
+    let (count, mut rest) = bytes.split_first_chunk::<4>().ok_or_else(undecodable)?;
+    for _ in 0..u32::from_be_bytes(*count) {
+        let (at, after) = rest.split_first_chunk::<32>().ok_or_else(undecodable)?;
+        let (len, after) = after.split_first_chunk::<4>().ok_or_else(undecodable)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let (value, after) = after.split_at_checked(len).ok_or_else(undecodable)?;
+        match at.cmp(key) {
+            std::cmp::Ordering::Less => rest = after,
+            std::cmp::Ordering::Equal => {
+                return Ok(Some((*at, Sha256::digest(value).into(), Arc::from(value))));
+            }
+            std::cmp::Ordering::Greater => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 /// The entries of a subtree's bytes (after its length).
 fn decode(bytes: &[u8]) -> Option<Vec<Entry<Arc<[u8]>>>> {
     let (count, mut rest) = bytes.split_first_chunk::<4>()?;
@@ -477,6 +525,15 @@ fn decode(bytes: &[u8]) -> Option<Vec<Entry<Arc<[u8]>>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Spill {
+        /// The bytes on the file where `at` is, unchecked.
+        fn file_bytes(&self, at: Placed) -> Vec<u8> {
+            let mut bytes = vec![0; at.bytes as usize];
+            self.file.read_exact_at(&mut bytes, at.location).unwrap();
+            bytes
+        }
+    }
 
     fn entry(i: u8, len: usize) -> Entry<Arc<[u8]>> {
         let value = vec![i; len];
@@ -505,7 +562,11 @@ mod tests {
 
     #[test]
     fn hinted_records_are_read_as_runs_of_the_pages_that_hold_them() {
-        let placed = |location, bytes| Placed { location, bytes };
+        let placed = |location, bytes| Placed {
+            location,
+            bytes,
+            check: 0,
+        };
         let on_file = 100 * PAGE;
         let runs = page_runs(
             on_file,
@@ -538,7 +599,11 @@ mod tests {
         spill.write_buffer(&mut spill.buffer()).unwrap();
         let b = subtree(10, 2, 10);
         let at_b = spill.put(&b).unwrap();
-        let placed = |location, bytes| Placed { location, bytes };
+        let placed = |location, bytes| Placed {
+            location,
+            bytes,
+            check: 0,
+        };
         // On the file, in the buffer, past the end, overflowing, empty: only a hint.
         spill.prefetch(&[
             at_b,
@@ -598,6 +663,7 @@ mod tests {
         let straddling = Placed {
             location: on_file - 8,
             bytes: 16,
+            check: 0,
         };
         assert!(
             spill
@@ -642,6 +708,7 @@ mod tests {
         let beyond = Placed {
             location: at.bytes,
             bytes: 100,
+            check: 0,
         };
         assert!(third.read_record(beyond).is_err());
         // One spare at most, the last retired: the third (the first's file), not the second.
@@ -675,7 +742,7 @@ mod tests {
     }
 
     #[test]
-    fn a_value_changed_on_disk_reads_back_with_the_hash_of_what_is_there() {
+    fn a_value_changed_on_disk_is_refused_and_would_not_hash_as_put() {
         let dir = tempfile::tempdir().unwrap();
         let spill = Spill::create(dir.path()).unwrap();
         let put = [entry(1, 10), entry(2, 10)];
@@ -683,10 +750,19 @@ mod tests {
         assert_eq!(placed.bytes, spill.written());
         assert_eq!(spill.read(placed).unwrap(), put);
         spill.write_buffer(&mut spill.buffer()).unwrap();
-        // The last byte is the second entry's value's last byte: its hash changes with it,
-        // and so the leaf's and the subtree's, which the tree compares with the one it kept.
+        // The last byte is the second entry's value's last byte.
         spill.file.write_all_at(&[9], placed.bytes - 1).unwrap();
-        let read = spill.read(placed).unwrap();
+        assert!(spill.read(placed).unwrap_err().contains("checksum"));
+        assert!(
+            find(&spill.file_bytes(placed)[4..], &[2; 32])
+                .unwrap()
+                .is_some()
+        );
+        // Read with the checksum of what is there now, the value's hash is that of what is
+        // there: the leaf's and the subtree's change with it, which the tree compares with
+        // the one it kept when it rebuilds the subtree.
+        let check = checksum(&spill.file_bytes(placed));
+        let read = spill.read(Placed { check, ..placed }).unwrap();
         assert_eq!(read[0], put[0]);
         assert_eq!(read[1].2.last(), Some(&9));
         assert_eq!(read[1].1, <[u8; 32]>::from(Sha256::digest(&read[1].2)));
@@ -788,7 +864,11 @@ mod tests {
         let spill = Spill::create(dir.path()).unwrap();
         let at = spill.put(&[entry(1, 10), entry(2, 10)]).unwrap();
         let group = spill.put_bytes(b"places").unwrap();
-        let placed = |location, bytes| Placed { location, bytes };
+        let placed = |location, bytes| Placed {
+            location,
+            bytes,
+            check: 0,
+        };
         for flushed in [false, true] {
             if flushed {
                 spill.write_buffer(&mut spill.buffer()).unwrap();
@@ -823,6 +903,67 @@ mod tests {
         assert_eq!(decode(&one).map(|e| e.len()), Some(1));
         one.push(0);
         assert_eq!(decode(&one), None);
+    }
+
+    #[test]
+    fn a_record_damaged_or_read_with_another_checksum_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::create(dir.path()).unwrap();
+        let a = subtree(1, 3, 40);
+        let at = spill.put(&a).unwrap();
+        let other = spill.put(&subtree(10, 3, 40)).unwrap();
+        assert_eq!(at.bytes, other.bytes);
+        spill.write_buffer(&mut spill.buffer()).unwrap();
+        // The place and size of a record, with another record's checksum.
+        let misplaced = Placed {
+            check: other.check,
+            ..at
+        };
+        assert!(
+            spill
+                .read_record(misplaced)
+                .unwrap_err()
+                .contains("checksum")
+        );
+        // One byte of a value changed on the file: the length still fits, the checksum not.
+        let last = at.location + at.bytes - 1;
+        let mut byte = [0u8];
+        spill.file.read_exact_at(&mut byte, last).unwrap();
+        spill.file.write_all_at(&[byte[0] ^ 1], last).unwrap();
+        assert!(spill.read_record(at).unwrap_err().contains("checksum"));
+        assert!(spill.read(at).is_err());
+        assert_eq!(spill.load(other), subtree(10, 3, 40));
+    }
+
+    #[test]
+    fn one_entry_is_found_as_a_whole_read_gives_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::create(dir.path()).unwrap();
+        let entries: Vec<_> = [2u8, 4, 6, 8]
+            .iter()
+            .map(|i| entry(*i, usize::from(*i) * 30))
+            .collect();
+        let at = spill.put(&entries).unwrap();
+        for flushed in [false, true] {
+            if flushed {
+                spill.write_buffer(&mut spill.buffer()).unwrap();
+            }
+            for e in &entries {
+                assert_eq!(spill.find(at, &e.0).as_ref(), Some(e));
+            }
+            // Before the first, between two, past the last.
+            for absent in [1u8, 5, 9] {
+                assert_eq!(spill.find(at, &[absent; 32]), None);
+            }
+        }
+        // Bytes that run out before the key is reached do not decode.
+        let mut cut = 2u32.to_be_bytes().to_vec();
+        cut.extend_from_slice(&[1u8; 32]);
+        cut.extend_from_slice(&3u32.to_be_bytes());
+        cut.extend_from_slice(&[0u8; 3]);
+        assert_eq!(find(&cut, &[1u8; 32]).map(|e| e.is_some()), Ok(true));
+        assert!(find(&cut, &[2u8; 32]).is_err());
+        assert!(find(&cut[..40], &[1u8; 32]).is_err());
     }
 
     #[test]

@@ -130,7 +130,8 @@ pub struct StateMemory {
     /// Entries the current state tree may hold in memory; past this, subtrees that have not
     /// changed for [`RECENT_STATES`] heights move to the spill file.
     pub resident_entries: usize,
-    /// Entries of subtrees read back from the spill file, kept for the next reads.
+    /// Entries of subtrees read back whole from the spill file (by proofs, and by updates of
+    /// subtrees kept), kept for the next reads and proofs; a read of one entry keeps nothing.
     pub opened_entries: usize,
     /// A spill file is replaced once it holds more than four times (`SPILL_FILE_TIMES_LIVE`)
     /// what the state tree still reads from it, plus this many bytes.

@@ -11,8 +11,10 @@
 //! same blocks, or rebuilding from a snapshot of the entries, gives the same root.
 //!
 //! A tree given a [`SubtreeStore`] can move subtrees out of memory ([`SparseMerkleTree::evict`]):
-//! it keeps of each only its hash, its size and where the store put its entries, and reads
-//! them back, checked against the hash, when a read, a proof or an update reaches it. Stored
+//! it keeps of each only its hash, its size, where the store put its entries and the
+//! store's checksum of them. A read of one entry asks the store for that entry alone (the
+//! store checks the record against the checksum); a proof or an update reads the entries
+//! back, rebuilds the subtree and checks it against the hash. Stored
 //! subtrees that sit together can go further ([`group`]): the store keeps their places and
 //! hashes too, and the tree one node for all of them.
 
@@ -92,45 +94,61 @@ pub type Entry<P> = (Digest, Digest, P);
 
 /// Where a tree keeps the subtrees it moves out of memory.
 ///
-/// The tree hands over the entries of a subtree (two or more, sorted by key) and keeps the
-/// location it gets back; when it needs them again it asks for them by that location,
-/// rebuilds the subtree and checks it against the hash it kept.
+/// The tree hands over the entries of a subtree (two or more, sorted by key) and keeps where
+/// the store put them, with the store's checksum of the record ([`Placed::check`]). A read of
+/// one entry asks the store for that entry alone ([`SubtreeStore::find`]); an update or a
+/// proof asks for all of them ([`SubtreeStore::load`]), rebuilds the subtree and checks it
+/// against the hash it kept.
 ///
-/// A tree cannot go on without the entries it committed to: a store that cannot give them
-/// back must not return from [`SubtreeStore::load`], and [`SubtreeStore::fail`] is told
-/// when what it gave back is not what was put.
+/// A store checks every record it reads back against the checksum it gave for it (damage,
+/// or a record that is not the one put there, is caught before anything is answered from
+/// it). A tree cannot go on without the entries it committed to: a store that cannot give
+/// them back must not return, and [`SubtreeStore::fail`] is told when a subtree rebuilt from
+/// what it gave back is not what was put.
 pub trait SubtreeStore<P>: Send + Sync + fmt::Debug {
-    /// Keeps `entries`; returns where, for [`SubtreeStore::load`], and how many bytes they
-    /// take there.
+    /// Keeps `entries`; returns where, for [`SubtreeStore::load`], how many bytes they take
+    /// there, and the checksum their record is read back against.
     fn put(&self, entries: &[Entry<P>]) -> Result<Placed, StoreError>;
 
     /// The entries [`SubtreeStore::put`] kept where it placed them (`at`, as it returned),
-    /// in the order given.
+    /// in the order given, checked against `at.check`.
     fn load(&self, at: Placed) -> Vec<Entry<P>>;
 
+    /// The entry under `key` among those [`SubtreeStore::put`] kept at `at`, if it is one of
+    /// them: the record checked against `at.check` as [`SubtreeStore::load`] checks it, but
+    /// only that entry made (a read of one entry costs no allocation or hash for the
+    /// others). By default, [`SubtreeStore::load`] and a search.
+    fn find(&self, at: Placed, key: &Digest) -> Option<Entry<P>> {
+        let entries = self.load(at);
+        let i = entries.binary_search_by(|e| e.0.cmp(key)).ok()?;
+        entries.into_iter().nth(i)
+    }
+
     /// Keeps `bytes` (the places and hashes of stored subtrees that sit together); returns
-    /// where, for [`SubtreeStore::load_bytes`], and how many bytes they take there. Its
-    /// locations are distinct from those of [`SubtreeStore::put`].
+    /// where, for [`SubtreeStore::load_bytes`], how many bytes they take there, and the
+    /// checksum they are read back against. Its locations are distinct from those of
+    /// [`SubtreeStore::put`].
     fn put_bytes(&self, bytes: &[u8]) -> Result<Placed, StoreError>;
 
     /// The bytes [`SubtreeStore::put_bytes`] kept where it placed them (`at`, as it
-    /// returned).
+    /// returned), checked against `at.check`.
     fn load_bytes(&self, at: Placed) -> Vec<u8>;
 
     /// What [`SubtreeStore::put`], [`SubtreeStore::put_bytes`] or
     /// [`SubtreeStore::put_record`] kept at `at`, as the store keeps it, for another store of
     /// the same kind to keep as it is ([`SubtreeStore::put_record`]): a subtree moves from an
-    /// old store to a new one without being read back, rebuilt and written again (its next
-    /// read, from the new store, checks it). Like [`SubtreeStore::load`], it must not return
-    /// if it cannot give the record back.
+    /// old store to a new one without being read back, rebuilt and written again. Like
+    /// [`SubtreeStore::load`], it checks the record, and must not return if it cannot give
+    /// it back.
     fn record(&self, at: Placed) -> Vec<u8>;
 
     /// Keeps a record that [`SubtreeStore::record`] of a store of the same kind gave, as it
-    /// is: where, and how many bytes it takes. A record that is not one is refused.
+    /// is: where, how many bytes it takes, and its checksum (the same as where it came
+    /// from). A record that is not one is refused.
     fn put_record(&self, record: &[u8]) -> Result<Placed, StoreError>;
 
-    /// Called when the entries loaded from `location` do not make the subtree that was put
-    /// there: the store is corrupt, and the tree cannot answer.
+    /// Called when a subtree or group rebuilt from what the store gave back for `location`
+    /// is not the one put there: the store is corrupt, and the tree cannot answer.
     fn fail(&self, location: u64) -> !;
 
     /// A hint that the records at `at` (as [`SubtreeStore::put`], [`SubtreeStore::put_bytes`]
@@ -147,6 +165,9 @@ pub struct Placed {
     pub location: u64,
     /// The bytes it takes in the store.
     pub bytes: u64,
+    /// The store's checksum of the record, which it checks the record against whenever it
+    /// reads it back.
+    pub check: u64,
 }
 
 /// A store could not keep a subtree; the tree keeps it in memory instead.
@@ -162,6 +183,8 @@ struct Stored<P> {
     location: u64,
     /// The bytes it takes in the store.
     bytes: u64,
+    /// The store's checksum of its record.
+    check: u64,
     backing: Arc<Backing<P>>,
 }
 
@@ -271,6 +294,7 @@ impl<P> Stored<P> {
         Placed {
             location: self.location,
             bytes: self.bytes,
+            check: self.check,
         }
     }
 
@@ -285,12 +309,31 @@ impl<P> Stored<P> {
             len: self.len,
             location: placed.location,
             bytes: placed.bytes,
+            check: placed.check,
             backing: Arc::clone(backing),
         })
     }
 }
 
 impl<P: Clone> Stored<P> {
+    /// What `f` makes of the entry under `key` in this subtree (at `depth`), if it holds one:
+    /// found in the subtree if it was read back recently and is still kept, else asked of the
+    /// store, which reads its record, checks it and makes that entry alone. A read keeps
+    /// nothing: most subtrees a read reaches, an absent key's or a listing's, are not read
+    /// again before many others, and a rebuilt subtree kept for each would cost more than
+    /// the read (the kernel keeps the store's recent pages).
+    fn find<R>(&self, depth: usize, key: &Digest, f: impl FnOnce(&Digest, &P) -> R) -> Option<R> {
+        let kept = self.backing.opened().get(self.location);
+        if let Some((node, len)) = kept {
+            if len != self.len || node.hash() != self.hash {
+                self.backing.store.fail(self.location);
+            }
+            return find_in(&node, depth, key, f);
+        }
+        let (_, value_hash, payload) = self.backing.store.find(self.placed(), key)?;
+        Some(f(&value_hash, &payload))
+    }
+
     /// The subtree, read back (or found among those read recently) and checked.
     fn open(&self, depth: usize) -> Node<P> {
         self.open_keeping(depth, true)
@@ -748,6 +791,7 @@ fn put_subtree<P: Clone>(
         len: entries.len(),
         location: placed.location,
         bytes: placed.bytes,
+        check: placed.check,
         backing: Arc::clone(backing),
     });
     Ok((stored, entries.len() - nested.loaded))
@@ -1258,10 +1302,11 @@ impl<P: Clone> SparseMerkleTree<P> {
     /// (see [`Self::evict`]). A stored subtree an update changes is written back to the
     /// store at once, so that updates leave none of its subtrees of two or more entries in
     /// memory (a lone entry goes with its sibling subtree, stored whole above the store's
-    /// depth if small enough). Subtrees read back
-    /// from it, and those written back in place of one kept, are kept, checked, until more
-    /// than `opened_entries` entries are (the least recently used are dropped first), so that
-    /// reading an entry again is not reading it from the store again; they are shared by
+    /// depth if small enough). Subtrees read back whole
+    /// from it (by a proof or an update), and those written back in place of one kept, are
+    /// kept, checked, until more than `opened_entries` entries are (the least recently used
+    /// are dropped first), so that proving an entry again is not reading it from the store
+    /// again, and reads find them there; they are shared by
     /// every version of the tree. Groups of stored subtrees (whose places and hashes the
     /// store keeps too) are kept the same way, as places, for as many subtrees as
     /// `opened_entries` holds subtrees' entries.
@@ -1547,7 +1592,7 @@ fn find_in<P: Clone, R>(
                 node = if bit(key, depth) { &i.right } else { &i.left };
                 depth += 1;
             }
-            Node::Stored(s) => return find_in(&s.open(depth), depth, key, f),
+            Node::Stored(s) => return s.find(depth, key, f),
             Node::Group(g) => {
                 let (part, below) = g.part_for(depth, key)?;
                 return find_in(&part, below, key, f);
@@ -1780,6 +1825,8 @@ mod tests {
     struct MemStore {
         subtrees: Mutex<Vec<Kept>>,
         loads: std::sync::atomic::AtomicUsize,
+        /// Reads of one entry ([`SubtreeStore::find`]).
+        finds: std::sync::atomic::AtomicUsize,
         group_loads: std::sync::atomic::AtomicUsize,
         /// Records copied out as they are kept.
         records: std::sync::atomic::AtomicUsize,
@@ -1789,6 +1836,9 @@ mod tests {
         /// Puts of any kind taken before it refuses, if set.
         puts_left: Mutex<Option<usize>>,
         corrupt: std::sync::atomic::AtomicBool,
+        /// Gives back changed entries that pass the check: a store that is wrong, not
+        /// damaged.
+        lie: std::sync::atomic::AtomicBool,
         /// A byte of groups' records to change as they are read back, counted from the end.
         corrupt_group_at: std::sync::atomic::AtomicUsize,
         /// The locations of the records hinted ([`SubtreeStore::prefetch`]), in order.
@@ -1797,15 +1847,76 @@ mod tests {
         read: Mutex<Vec<u64>>,
     }
 
+    /// A record of what [`MemStore`] keeps at one location, as [`SubtreeStore::record`]
+    /// gives it: a kind byte (1: a group's bytes), then the entries or the bytes.
+    fn mem_record(entries: &[Entry<u64>], bytes: &[u8]) -> Vec<u8> {
+        let mut record = vec![u8::from(entries.is_empty())];
+        for (key, value_hash, payload) in entries {
+            record.extend_from_slice(key);
+            record.extend_from_slice(value_hash);
+            record.extend_from_slice(&payload.to_be_bytes());
+        }
+        record.extend_from_slice(bytes);
+        record
+    }
+
+    /// [`MemStore`]'s checksum of a record.
+    fn mem_check(record: &[u8]) -> u64 {
+        use std::hash::Hasher as _;
+        let mut hasher = std::hash::DefaultHasher::new();
+        hasher.write(record);
+        hasher.finish()
+    }
+
+    impl MemStore {
+        /// Where `kept` went, and its checksum.
+        fn keep(&self, kept: Kept, bytes: u64) -> Placed {
+            let check = mem_check(&mem_record(&kept.0, &kept.1));
+            let mut subtrees = self.subtrees.lock().unwrap();
+            subtrees.push(kept);
+            Placed {
+                location: subtrees.len() as u64 - 1,
+                bytes,
+                check,
+            }
+        }
+
+        /// The entries kept at `at`, as a store on disk reads them back: damaged if told to
+        /// be (and then refused by the check), or changed and given back as if put so if
+        /// told to lie.
+        fn entries(&self, at: Placed) -> Vec<Entry<u64>> {
+            let location = at.location;
+            let mut entries = self.subtrees.lock().unwrap()[location as usize].0.clone();
+            assert_eq!(
+                at.bytes,
+                72 * entries.len() as u64,
+                "the size put at {location}"
+            );
+            let lie = self.lie.load(std::sync::atomic::Ordering::Relaxed);
+            if lie || self.corrupt.load(std::sync::atomic::Ordering::Relaxed) {
+                entries[0].2 += 1;
+                entries[0].1 = h(entries[0].2);
+            }
+            if lie {
+                // Changed entries given back as if they had been put with the check.
+                return entries;
+            }
+            self.checked(at, (entries, Vec::new())).0
+        }
+
+        /// What is kept at `at`, checked as a store on disk checks what it reads back.
+        fn checked(&self, at: Placed, (entries, bytes): Kept) -> Kept {
+            if mem_check(&mem_record(&entries, &bytes)) != at.check {
+                self.fail(at.location);
+            }
+            (entries, bytes)
+        }
+    }
+
     impl SubtreeStore<u64> for MemStore {
         fn put(&self, entries: &[Entry<u64>]) -> Result<Placed, StoreError> {
             self.take_put()?;
-            let mut subtrees = self.subtrees.lock().unwrap();
-            subtrees.push((entries.to_vec(), Vec::new()));
-            Ok(Placed {
-                location: subtrees.len() as u64 - 1,
-                bytes: 72 * entries.len() as u64,
-            })
+            Ok(self.keep((entries.to_vec(), Vec::new()), 72 * entries.len() as u64))
         }
 
         fn put_bytes(&self, bytes: &[u8]) -> Result<Placed, StoreError> {
@@ -1816,12 +1927,7 @@ mod tests {
                 return Err(StoreError("no groups".into()));
             }
             self.take_put()?;
-            let mut subtrees = self.subtrees.lock().unwrap();
-            subtrees.push((Vec::new(), bytes.to_vec()));
-            Ok(Placed {
-                location: subtrees.len() as u64 - 1,
-                bytes: bytes.len() as u64,
-            })
+            Ok(self.keep((Vec::new(), bytes.to_vec()), bytes.len() as u64))
         }
 
         fn load_bytes(&self, at: Placed) -> Vec<u8> {
@@ -1838,24 +1944,19 @@ mod tests {
                 let at = bytes.len() - from_end;
                 bytes[at] ^= 1;
             }
-            bytes
+            self.checked(at, (Vec::new(), bytes)).1
         }
 
         fn load(&self, at: Placed) -> Vec<Entry<u64>> {
-            let location = at.location;
             self.loads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut entries = self.subtrees.lock().unwrap()[location as usize].0.clone();
-            assert_eq!(
-                at.bytes,
-                72 * entries.len() as u64,
-                "the size put at {location}"
-            );
-            if self.corrupt.load(std::sync::atomic::Ordering::Relaxed) {
-                entries[0].2 += 1;
-                entries[0].1 = h(entries[0].2);
-            }
-            entries
+            self.entries(at)
+        }
+
+        fn find(&self, at: Placed, key: &Digest) -> Option<Entry<u64>> {
+            self.finds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.entries(at).into_iter().find(|e| e.0 == *key)
         }
 
         fn record(&self, at: Placed) -> Vec<u8> {
@@ -1864,14 +1965,8 @@ mod tests {
             self.read.lock().unwrap().push(at.location);
             let (entries, bytes) = self.subtrees.lock().unwrap()[at.location as usize].clone();
             assert_eq!(at.bytes, (72 * entries.len() + bytes.len()) as u64);
-            let mut record = vec![u8::from(entries.is_empty())];
-            for (key, value_hash, payload) in entries {
-                record.extend_from_slice(&key);
-                record.extend_from_slice(&value_hash);
-                record.extend_from_slice(&payload.to_be_bytes());
-            }
-            record.extend_from_slice(&bytes);
-            record
+            let (entries, bytes) = self.checked(at, (entries, bytes));
+            mem_record(&entries, &bytes)
         }
 
         fn put_record(&self, record: &[u8]) -> Result<Placed, StoreError> {
@@ -1894,13 +1989,7 @@ mod tests {
                     .collect();
                 (entries, Vec::new())
             };
-            let bytes = rest.len() as u64;
-            let mut subtrees = self.subtrees.lock().unwrap();
-            subtrees.push(kept);
-            Ok(Placed {
-                location: subtrees.len() as u64 - 1,
-                bytes,
-            })
+            Ok(self.keep(kept, rest.len() as u64))
         }
 
         fn fail(&self, location: u64) -> ! {
@@ -1936,6 +2025,15 @@ mod tests {
 
         fn loads(&self) -> usize {
             self.loads.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        fn finds(&self) -> usize {
+            self.finds.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        /// Subtrees read back, whole or for one entry.
+        fn reads(&self) -> usize {
+            self.loads() + self.finds()
         }
 
         fn group_loads(&self) -> usize {
@@ -2086,8 +2184,10 @@ mod tests {
             assert_eq!(tree.payload(&key), whole.payload(&key));
             assert_eq!(tree.prove(&key), whole.prove(&key));
         }
-        // Nothing is kept once read: every read went to the store.
-        assert!(store.loads() >= 3 * 520);
+        // Nothing is kept once read: every read went to the store, for one entry (a read)
+        // or for the subtree (a proof).
+        assert!(store.finds() >= 2 * 520);
+        assert!(store.loads() >= 520);
         // An update reads back the subtrees it reaches, and only those.
         let loads = store.loads();
         tree.apply_with(vec![
@@ -2137,18 +2237,21 @@ mod tests {
         model[7] = (h(7), h(7007));
         model.push((h(600), h(1600)));
         assert_eq!(tree.root(), SparseMerkleTree::from_entries(model).root());
-        // Written back in place of subtrees not read lately, they are not kept among the
-        // subtrees read back (a new key's subtree is seldom read again soon): reading one
-        // reads the store, once.
-        let loads = store.loads();
+        // Written back in place of subtrees not read back lately, they are not kept among
+        // the subtrees read back (a new key's subtree is seldom read again soon); a read of
+        // one entry keeps nothing either: each asks the store for that entry.
+        let (loads, finds) = (store.loads(), store.finds());
         assert_eq!(tree.payload(&h(600)), Some(600));
         assert_eq!(tree.payload(&h(600)), Some(600));
-        assert_eq!(store.loads(), loads + 1);
-        // Read lately, it is kept in its new place once written back again: neither the
-        // update nor the read after it reads the store.
+        assert_eq!((store.loads(), store.finds()), (loads, finds + 2));
+        // Proved lately (a proof reads the subtree back whole, and keeps it), it is kept in
+        // its new place once written back again: neither the update nor the read after it
+        // asks the store.
+        tree.prove(&h(600));
+        let (loads, finds) = (store.loads(), store.finds());
         tree.apply_with(vec![(h(600), Some((h(2600), 2600)))]);
         assert_eq!(tree.payload(&h(600)), Some(2600));
-        assert_eq!(store.loads(), loads + 1);
+        assert_eq!((store.loads(), store.finds()), (loads, finds));
         // A store that refuses keeps the changed subtree in memory instead.
         store
             .refuse
@@ -2275,20 +2378,27 @@ mod tests {
     }
 
     #[test]
-    fn subtrees_read_back_are_kept_up_to_the_bound() {
+    fn subtrees_read_back_whole_are_kept_up_to_the_bound() {
         let (mut tree, store) = stored_tree(256, 32, 64);
         tree.evict(Evictable::All, &EMPTY, usize::MAX);
-        let loads = store.loads();
+        let (loads, finds) = (store.loads(), store.finds());
         for _ in 0..10 {
             assert_eq!(tree.payload(&h(5)), Some(5));
         }
-        assert_eq!(store.loads() - loads, 1, "read once, then kept");
-        // Reading every subtree in turn overflows the bound: the first is read again.
+        assert_eq!(store.finds() - finds, 10, "a read keeps nothing");
+        let finds = store.finds();
+        for _ in 0..10 {
+            tree.prove(&h(5));
+            assert_eq!(tree.payload(&h(5)), Some(5));
+        }
+        assert_eq!(store.loads() - loads, 1, "proved once, then kept");
+        assert_eq!(store.finds(), finds, "read from what is kept");
+        // Proving every subtree in turn overflows the bound: the first is read again.
         for i in 0..256 {
-            tree.get(&h(i));
+            tree.prove(&h(i));
         }
         let loads = store.loads();
-        tree.get(&h(5));
+        tree.prove(&h(5));
         assert_eq!(store.loads() - loads, 1);
     }
 
@@ -2314,7 +2424,7 @@ mod tests {
             // Moved at a shallower depth than they were stored at (as once a tree shrank):
             // found below it (by a walk that moves only, or one that evicts too and finds
             // nothing in memory there) and each moved as it is kept.
-            let (loads, records) = (first.loads(), first.records());
+            let (reads, records) = (first.reads(), first.records());
             let mut start = EMPTY;
             loop {
                 let evictable = if evictable_while_moving {
@@ -2329,7 +2439,7 @@ mod tests {
                     break;
                 }
             }
-            assert_eq!(first.loads(), loads, "nothing was read back to move");
+            assert_eq!(first.reads(), reads, "nothing was read back to move");
             assert_eq!(first.records() - records, 16);
             assert_eq!((tree.elsewhere(), tree.resident()), (0, 0));
             assert_eq!((tree.stored_subtrees(), tree.stored_groups()), (16, 0));
@@ -2339,7 +2449,7 @@ mod tests {
             for i in 0..600 {
                 assert_eq!(tree.payload(&h(i)), Some(i));
             }
-            assert_eq!(first.loads(), loads, "the first store is not read any more");
+            assert_eq!(first.reads(), reads, "the first store is not read any more");
             // The version kept from before still reads from the first store; once it is
             // dropped, nothing holds the first store but this test.
             assert_eq!(kept.payload(&h(11)), Some(11));
@@ -2495,11 +2605,11 @@ mod tests {
             100_000,
         );
         assert_eq!(tree.elsewhere(), 4_000);
-        let (loads, group_loads, records) = (first.loads(), first.group_loads(), first.records());
+        let (reads, group_loads, records) = (first.reads(), first.group_loads(), first.records());
         assert!(move_all(&mut tree, 500) > 4, "a few hundred entries a call");
         // Every subtree's record was copied once, none read back: of the groups, their
         // records were read (the places of their subtrees), not their subtrees.
-        assert_eq!(first.loads(), loads);
+        assert_eq!(first.reads(), reads);
         assert_eq!(first.records() - records, parts);
         assert!(first.group_loads() - group_loads <= groups);
         assert_eq!((tree.elsewhere(), tree.resident()), (0, 0));
@@ -2514,15 +2624,15 @@ mod tests {
         assert_eq!(tree.root(), root);
         // What moved reads back from the new store, checked, as it was; the groups' places
         // kept when they moved are found there without reading their records again.
-        let (loads, group_loads) = (first.loads(), first.group_loads());
+        let (reads, group_loads) = (first.reads(), first.group_loads());
         let new_group_loads = second.group_loads();
         for (i, proof) in (0..4_000).step_by(13).zip(proofs) {
             let expected = if i == 7 { 70 } else { i };
             assert_eq!(tree.payload(&h(i)), Some(expected));
             assert_eq!(tree.prove(&h(i)), proof);
         }
-        assert_eq!((first.loads(), first.group_loads()), (loads, group_loads));
-        assert!(second.loads() > 0);
+        assert_eq!((first.reads(), first.group_loads()), (reads, group_loads));
+        assert!(second.loads() > 0 && second.finds() > 0);
         assert_eq!(second.group_loads(), new_group_loads);
         // And changes there as anywhere.
         tree.apply_with(vec![(h(9), None), (h(9_001), Some((h(3), 3)))]);
@@ -2666,12 +2776,12 @@ mod tests {
             counts
         );
         assert_counted(&tree);
-        let loads = first.loads();
+        let finds = first.finds();
         for i in (0..4_000).step_by(41) {
             assert_eq!(tree.payload(&h(i)), Some(i));
         }
         assert!(
-            first.loads() > loads,
+            first.finds() > finds,
             "what did not move is read from the old store"
         );
         *second.puts_left.lock().unwrap() = None;
@@ -2832,7 +2942,15 @@ mod tests {
         assert!(loads > 40);
         tree.payload(&h(5));
         tree.payload(&h(5));
-        assert_eq!(store.group_loads() - loads, 1);
+        assert_eq!(store.group_loads() - loads, 2, "a read keeps nothing");
+        tree.prove(&h(5));
+        tree.payload(&h(5));
+        tree.prove(&h(5));
+        assert_eq!(
+            store.group_loads() - loads,
+            3,
+            "a proof keeps the places it read back"
+        );
     }
 
     #[test]
@@ -2856,6 +2974,15 @@ mod tests {
                 "{from_end}"
             );
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "does not match its hash")]
+    fn a_store_that_gives_back_other_entries_as_checked_is_caught_when_rebuilding() {
+        let (mut tree, store) = stored_tree(300, 37, 0);
+        tree.evict(Evictable::All, &EMPTY, usize::MAX);
+        store.lie.store(true, std::sync::atomic::Ordering::Relaxed);
+        tree.prove(&h(1));
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //!
 //! A record is a `u32` count, then per subtree: its depth below the group's node (`u16`),
 //! the path there (that many bits, most significant first, in whole bytes, the rest
-//! zeros), its hash (32 bytes), entry count (`u32`), location (`u64`) and bytes in the
-//! store (`u64`), all big-endian, in key order. It is read back bounded by its length and
-//! checked against a checksum of the record and the hash kept in memory, as a stored
-//! subtree's entries are checked against its hash.
+//! zeros), its hash (32 bytes), entry count (`u32`), location (`u64`), bytes in the store
+//! (`u64`) and the store's checksum of its record (`u64`), all big-endian, in key order. It
+//! is read back bounded by its length, and checked by the store against the checksum it
+//! gave; an update or a proof rebuilds the nodes above its subtrees and checks them against
+//! the hash kept in memory too, as a stored subtree's entries are, while a read only looks
+//! for the subtree its key is in.
 
 use super::{Backing, Node, Placed, StoreError, Stored, Tally, bit};
 use crate::Digest;
@@ -29,8 +31,9 @@ pub(super) const MAX_GROUP_PARTS: usize = 64;
 /// The places of a group's subtrees, read back and checked.
 pub(super) type Parts = Arc<[Part]>;
 
-/// The fewest bytes a subtree takes in a record (depth, hash, count, location, bytes).
-const MIN_PART_BYTES: usize = 2 + 32 + 4 + 8 + 8;
+/// The fewest bytes a subtree takes in a record (depth, hash, count, location, bytes,
+/// checksum).
+const MIN_PART_BYTES: usize = 2 + 32 + 4 + 8 + 8 + 8;
 
 /// Stored subtrees that a store keeps the places and hashes of, standing where the node
 /// above them was, with the same hash.
@@ -43,19 +46,10 @@ pub(super) struct Group<P> {
     pub(super) location: u64,
     /// The bytes its record takes in the store.
     pub(super) bytes: u64,
-    /// What its record hashes to with [`checksum`]: the places and sizes of its subtrees,
-    /// which its hash does not cover, are checked too when it is read back.
+    /// The store's checksum of its record: the places and sizes of its subtrees, which its
+    /// hash does not cover, are checked too when it is read back.
     check: u64,
     pub(super) backing: Arc<Backing<P>>,
-}
-
-/// A checksum of a record, for damage (the store is this process's own file): SipHash with
-/// the same keys for the life of the process.
-fn checksum(record: &[u8]) -> u64 {
-    use std::hash::Hasher;
-    let mut hasher = std::hash::DefaultHasher::new();
-    hasher.write(record);
-    hasher.finish()
 }
 
 impl<P> std::fmt::Debug for Group<P> {
@@ -79,6 +73,7 @@ pub(super) struct Part {
     len: usize,
     location: u64,
     bytes: u64,
+    check: u64,
 }
 
 impl Part {
@@ -87,6 +82,7 @@ impl Part {
         Placed {
             location: self.location,
             bytes: self.bytes,
+            check: self.check,
         }
     }
 
@@ -97,6 +93,7 @@ impl Part {
             len: self.len,
             location: self.location,
             bytes: self.bytes,
+            check: self.check,
             backing: Arc::clone(backing),
         }))
     }
@@ -135,6 +132,7 @@ fn record_of<P>(node: &Node<P>, backing: &Arc<Backing<P>>) -> Option<Record> {
                     len: s.len,
                     location: s.location,
                     bytes: s.bytes,
+                    check: s.check,
                 });
                 true
             }
@@ -176,6 +174,7 @@ fn encode(parts: &[Part]) -> Vec<u8> {
         out.extend_from_slice(&(p.len as u32).to_be_bytes());
         out.extend_from_slice(&p.location.to_be_bytes());
         out.extend_from_slice(&p.bytes.to_be_bytes());
+        out.extend_from_slice(&p.check.to_be_bytes());
     }
     out
 }
@@ -203,6 +202,7 @@ fn decode(bytes: &[u8], depth: usize) -> Option<Vec<Part>> {
         let (len, after) = after.split_first_chunk::<4>()?;
         let (location, after) = after.split_first_chunk::<8>()?;
         let (stored_bytes, after) = after.split_first_chunk::<8>()?;
+        let (check, after) = after.split_first_chunk::<8>()?;
         parts.push(Part {
             depth: below,
             path,
@@ -210,6 +210,7 @@ fn decode(bytes: &[u8], depth: usize) -> Option<Vec<Part>> {
             len: u32::from_be_bytes(*len) as usize,
             location: u64::from_be_bytes(*location),
             bytes: u64::from_be_bytes(*stored_bytes),
+            check: u64::from_be_bytes(*check),
         });
         rest = after;
     }
@@ -262,6 +263,7 @@ impl<P: Clone> Group<P> {
         Placed {
             location: self.location,
             bytes: self.bytes,
+            check: self.check,
         }
     }
 
@@ -273,26 +275,29 @@ impl<P: Clone> Group<P> {
         kept.map(|(parts, _)| parts)
     }
 
+    /// The places of its subtrees (the group's node at `depth`) as its record holds them,
+    /// read back (the store checks the record) and decoded, as many and holding as many
+    /// entries as this group's.
+    fn read_parts(&self, depth: usize) -> Vec<Part> {
+        let bytes = self.backing.store.load_bytes(self.placed());
+        let parts = decode(&bytes, depth).filter(|parts| {
+            parts.len() == self.parts && parts.iter().map(|p| p.len).sum::<usize>() == self.len
+        });
+        match parts {
+            Some(parts) => parts,
+            None => self.backing.store.fail(self.location),
+        }
+    }
+
     /// The places of its subtrees (the group's node at `depth`): kept, or read back,
-    /// rebuilt, checked, and kept.
+    /// rebuilt, checked against its hash, and kept.
     fn parts(&self, depth: usize) -> Parts {
         if let Some(parts) = self.kept_parts() {
             return parts;
         }
-        let bytes = self.backing.store.load_bytes(self.placed());
-        if checksum(&bytes) != self.check {
-            self.backing.store.fail(self.location);
-        }
-        let parts = decode(&bytes, depth).filter(|parts| {
-            parts.len() == self.parts && parts.iter().map(|p| p.len).sum::<usize>() == self.len
-        });
-        let node = parts
-            .as_ref()
-            .and_then(|parts| build(0, parts, &self.backing));
-        match (parts, node) {
-            (Some(parts), Some(node))
-                if matches!(node, Node::Internal(_)) && node.hash() == self.hash =>
-            {
+        let parts = self.read_parts(depth);
+        match build(0, &parts, &self.backing) {
+            Some(node @ Node::Internal(_)) if node.hash() == self.hash => {
                 let parts: Parts = parts.into();
                 self.backing
                     .groups()
@@ -332,8 +337,7 @@ impl<P: Clone> Group<P> {
                 ..part.clone()
             });
         }
-        let record = encode(&moved);
-        let placed = backing.store.put_bytes(&record)?;
+        let placed = backing.store.put_bytes(&encode(&moved))?;
         backing
             .groups()
             .insert(placed.location, moved.into(), self.parts);
@@ -344,7 +348,7 @@ impl<P: Clone> Group<P> {
                 parts: self.parts,
                 location: placed.location,
                 bytes: placed.bytes,
-                check: checksum(&record),
+                check: placed.check,
                 backing: Arc::clone(backing),
             },
             placed_bytes + placed.bytes,
@@ -353,12 +357,14 @@ impl<P: Clone> Group<P> {
 
     /// The stored subtree of the group (whose node is at `depth`) that `key` would be in,
     /// and its depth; `None` if the key's path leaves the group's subtrees (it is not in the
-    /// tree). Found by the places alone: where they are kept, nothing is rebuilt or hashed.
+    /// tree). Found by the places alone, kept or read back (checked by the store), nothing
+    /// rebuilt, hashed or kept: a read reaches a group seldom read again soon.
     pub(super) fn part_for(&self, depth: usize, key: &Digest) -> Option<(Node<P>, usize)> {
-        let parts = self.parts(depth);
-        let part = parts
-            .iter()
-            .find(|p| (0..p.depth).all(|i| bit(&p.path, i) == bit(key, depth + i)))?;
+        let on_path = |p: &Part| (0..p.depth).all(|i| bit(&p.path, i) == bit(key, depth + i));
+        let part = match self.kept_parts() {
+            Some(parts) => parts.iter().find(|p| on_path(p)).cloned(),
+            None => self.read_parts(depth).into_iter().find(on_path),
+        }?;
         Some((part.stored(&self.backing), depth + part.depth))
     }
 }
@@ -388,7 +394,7 @@ pub(super) fn make<P: Clone>(
         parts: record.parts.len(),
         location: placed.location,
         bytes: placed.bytes,
-        check: checksum(&record.bytes),
+        check: placed.check,
         backing: Arc::clone(backing),
     };
     let weight = record.parts.len();
