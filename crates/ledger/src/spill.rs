@@ -25,19 +25,18 @@
 //! keeps its size with its location.
 //!
 //! A subtree is `u32` length of what follows, `u32` entry count, then per entry its key
-//! (32 bytes), `u32` value length and value bytes, all big-endian; a group of subtrees'
-//! places (`SubtreeStore::put_bytes`) is `u32` length and the bytes the tree gave. A value's
-//! hash is not stored: a subtree read back whole hashes each value, and the file holds 32
-//! bytes less per entry. Reading is bounded by what was put, and every record read is
+//! (32 bytes), its value's hash (32 bytes), `u32` value length and value bytes, all
+//! big-endian; a group of subtrees' places (`SubtreeStore::put_bytes`) is `u32` length and
+//! the bytes the tree gave. Reading is bounded by what was put, and every record read is
 //! checked against its checksum (SipHash of the record, [`checksum`]), which the state tree
 //! keeps beside its location: a damaged record, or one read from the wrong place, stops the
-//! process before anything is answered from it. A read of one entry
-//! (`SubtreeStore::find`) then makes that entry alone, hashing only its value; a subtree
-//! read back whole is rebuilt by the tree and checked against the hash it kept too.
+//! process before anything is answered from it. Nothing is hashed as a record is read (the
+//! value hashes are stored beside the values, which the checksum covers): a read of one
+//! entry (`SubtreeStore::find`) makes that entry alone; a subtree read back whole is rebuilt
+//! by the tree and checked against the hash it kept too.
 
 use secnet_contract::TreeStore;
 use secnet_merkle::smt::{Entry, Placed, StoreError, SubtreeStore};
-use sha2::{Digest as _, Sha256};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -48,8 +47,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// entries is a few kilobytes; one this large stays in memory instead).
 pub(crate) const MAX_SUBTREE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Bytes a stored entry takes besides its value: key, value length.
-const ENTRY_OVERHEAD: usize = 32 + 4;
+/// Bytes a stored entry takes besides its value: key, value hash, value length.
+const ENTRY_OVERHEAD: usize = 32 + 32 + 4;
 
 /// The most bytes of records that wait in memory to be written to the file together.
 pub(crate) const WRITE_BUFFER_BYTES: usize = 1 << 20;
@@ -216,8 +215,9 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
         let mut bytes = Vec::with_capacity(4 + size);
         bytes.extend_from_slice(&(size as u32).to_be_bytes());
         bytes.extend_from_slice(&(entries.len() as u32).to_be_bytes());
-        for (key, _, value) in entries {
+        for (key, value_hash, value) in entries {
             bytes.extend_from_slice(key);
+            bytes.extend_from_slice(value_hash);
             bytes.extend_from_slice(&(value.len() as u32).to_be_bytes());
             bytes.extend_from_slice(value);
         }
@@ -479,25 +479,30 @@ pub(crate) fn read_only_file_of(dir: &Path) -> (File, PathBuf) {
 }
 
 /// The entry under `key` in a subtree's bytes (after its length), if it holds one; only that
-/// entry's value is copied and hashed. Keys are in order, so the search stops at the first
-/// key past `key`; what it passes over must decode.
+/// entry's value is copied. Keys are in order, so the search stops at the first key past
+/// `key`; what it passes over must decode.
 fn find(bytes: &[u8], key: &[u8; 32]) -> Result<Option<Entry<Arc<[u8]>>>, String> {
     let undecodable = || "its bytes do not decode".to_string();
     let (count, mut rest) = bytes.split_first_chunk::<4>().ok_or_else(undecodable)?;
     for _ in 0..u32::from_be_bytes(*count) {
-        let (at, after) = rest.split_first_chunk::<32>().ok_or_else(undecodable)?;
-        let (len, after) = after.split_first_chunk::<4>().ok_or_else(undecodable)?;
-        let len = u32::from_be_bytes(*len) as usize;
-        let (value, after) = after.split_at_checked(len).ok_or_else(undecodable)?;
+        let ((at, value_hash, value), after) = entry_in(rest).ok_or_else(undecodable)?;
         match at.cmp(key) {
             std::cmp::Ordering::Less => rest = after,
-            std::cmp::Ordering::Equal => {
-                return Ok(Some((*at, Sha256::digest(value).into(), Arc::from(value))));
-            }
+            std::cmp::Ordering::Equal => return Ok(Some((*at, *value_hash, Arc::from(value)))),
             std::cmp::Ordering::Greater => return Ok(None),
         }
     }
     Ok(None)
+}
+
+/// The entry `bytes` begin with (key, value hash, value), and what follows it.
+#[expect(clippy::type_complexity, reason = "an entry's three parts, borrowed")]
+fn entry_in(bytes: &[u8]) -> Option<((&[u8; 32], &[u8; 32], &[u8]), &[u8])> {
+    let (key, after) = bytes.split_first_chunk::<32>()?;
+    let (value_hash, after) = after.split_first_chunk::<32>()?;
+    let (len, after) = after.split_first_chunk::<4>()?;
+    let (value, after) = after.split_at_checked(u32::from_be_bytes(*len) as usize)?;
+    Some(((key, value_hash, value), after))
 }
 
 /// The entries of a subtree's bytes (after its length).
@@ -511,13 +516,10 @@ fn decode(bytes: &[u8]) -> Option<Vec<Entry<Arc<[u8]>>>> {
     }
     let mut entries = Vec::with_capacity(count);
     for _ in 0..count {
-        let (key, after) = rest.split_first_chunk::<32>()?;
-        let (len, after) = after.split_first_chunk::<4>()?;
-        let len = u32::from_be_bytes(*len) as usize;
-        let value = after.get(..len)?;
+        let ((key, value_hash, value), after) = entry_in(rest)?;
         // The tree checks keys and value hashes against the hash it kept.
-        entries.push((*key, Sha256::digest(value).into(), Arc::from(value)));
-        rest = after.get(len..)?;
+        entries.push((*key, *value_hash, Arc::from(value)));
+        rest = after;
     }
     rest.is_empty().then_some(entries)
 }
@@ -525,15 +527,7 @@ fn decode(bytes: &[u8]) -> Option<Vec<Entry<Arc<[u8]>>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    impl Spill {
-        /// The bytes on the file where `at` is, unchecked.
-        fn file_bytes(&self, at: Placed) -> Vec<u8> {
-            let mut bytes = vec![0; at.bytes as usize];
-            self.file.read_exact_at(&mut bytes, at.location).unwrap();
-            bytes
-        }
-    }
+    use sha2::{Digest as _, Sha256};
 
     fn entry(i: u8, len: usize) -> Entry<Arc<[u8]>> {
         let value = vec![i; len];
@@ -557,7 +551,7 @@ mod tests {
         let at_b = spill.put(&b).unwrap();
         assert_eq!(spill.load(at_b), b);
         assert_eq!(spill.load(at_a), a);
-        assert_eq!(spill.written(), 2 * 8 + 5 * 36 + 408);
+        assert_eq!(spill.written(), 2 * 8 + 5 * 68 + 408);
     }
 
     #[test]
@@ -742,7 +736,7 @@ mod tests {
     }
 
     #[test]
-    fn a_value_changed_on_disk_is_refused_and_would_not_hash_as_put() {
+    fn a_byte_changed_on_disk_is_refused_whole_or_for_one_entry() {
         let dir = tempfile::tempdir().unwrap();
         let spill = Spill::create(dir.path()).unwrap();
         let put = [entry(1, 10), entry(2, 10)];
@@ -750,23 +744,16 @@ mod tests {
         assert_eq!(placed.bytes, spill.written());
         assert_eq!(spill.read(placed).unwrap(), put);
         spill.write_buffer(&mut spill.buffer()).unwrap();
-        // The last byte is the second entry's value's last byte.
-        spill.file.write_all_at(&[9], placed.bytes - 1).unwrap();
-        assert!(spill.read(placed).unwrap_err().contains("checksum"));
-        assert!(
-            find(&spill.file_bytes(placed)[4..], &[2; 32])
-                .unwrap()
-                .is_some()
-        );
-        // Read with the checksum of what is there now, the value's hash is that of what is
-        // there: the leaf's and the subtree's change with it, which the tree compares with
-        // the one it kept when it rebuilds the subtree.
-        let check = checksum(&spill.file_bytes(placed));
-        let read = spill.read(Placed { check, ..placed }).unwrap();
-        assert_eq!(read[0], put[0]);
-        assert_eq!(read[1].2.last(), Some(&9));
-        assert_eq!(read[1].1, <[u8; 32]>::from(Sha256::digest(&read[1].2)));
-        assert_ne!(read[1].1, put[1].1);
+        // The second entry's value's last byte, its hash's first, its key's first: the
+        // checksum covers what the tree's hash would not (a value beside its stored hash).
+        for at in [placed.bytes - 1, 8 + 78 + 32, 8 + 78] {
+            let mut byte = [0u8];
+            spill.file.read_exact_at(&mut byte, at).unwrap();
+            spill.file.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
+            assert!(spill.read(placed).unwrap_err().contains("checksum"));
+            spill.file.write_all_at(&byte, at).unwrap();
+            assert_eq!(spill.read(placed).unwrap(), put);
+        }
     }
 
     #[test]
@@ -895,7 +882,7 @@ mod tests {
         // left over are each refused.
         assert_eq!(decode(&u32::MAX.to_be_bytes()), None);
         let mut one = 1u32.to_be_bytes().to_vec();
-        one.extend_from_slice(&[0u8; 32]);
+        one.extend_from_slice(&[0u8; 64]);
         one.extend_from_slice(&5u32.to_be_bytes());
         one.extend_from_slice(&[9u8; 4]);
         assert_eq!(decode(&one), None);
@@ -958,12 +945,12 @@ mod tests {
         }
         // Bytes that run out before the key is reached do not decode.
         let mut cut = 2u32.to_be_bytes().to_vec();
-        cut.extend_from_slice(&[1u8; 32]);
+        cut.extend_from_slice(&[1u8; 64]);
         cut.extend_from_slice(&3u32.to_be_bytes());
         cut.extend_from_slice(&[0u8; 3]);
         assert_eq!(find(&cut, &[1u8; 32]).map(|e| e.is_some()), Ok(true));
         assert!(find(&cut, &[2u8; 32]).is_err());
-        assert!(find(&cut[..40], &[1u8; 32]).is_err());
+        assert!(find(&cut[..72], &[1u8; 32]).is_err());
     }
 
     #[test]
