@@ -391,8 +391,8 @@ impl State {
 
     /// From now on, subtrees of the state tree move to `store` when [`Self::evict`] says so,
     /// a stored subtree a block changes is written back to it at once, and subtrees read
-    /// back from it are kept for later reads until they hold `opened_entries` entries (see
-    /// [`SparseMerkleTree::with_store`]).
+    /// back whole from it (by proofs) are kept for later reads and proofs until they hold
+    /// `opened_entries` entries (see [`SparseMerkleTree::with_store`]).
     pub fn keep_tree_in(&mut self, store: Arc<TreeStore>, opened_entries: usize) {
         self.tree = std::mem::take(&mut self.tree).with_store(
             store,

@@ -7,8 +7,7 @@
 //! crash. Subtrees are appended and never rewritten in place: a subtree read back and
 //! changed is appended again when it leaves memory the next time. Once most of a file is
 //! such dead copies, the ledger starts a new one and the state tree moves what it still
-//! holds there over, a few subtrees a block, each record copied as it is (checked when it is
-//! next read, from the new file). When the last state version that read from the old file is
+//! holds there over, a few subtrees a block, each record checked and copied as it is. When the last state version that read from the old file is
 //! dropped, the file is kept (still unlinked, its pages still cached) as the ledger's
 //! [`Spare`], and the next new file is that one, written over from its start: writing over
 //! pages the kernel caches copies bytes, while appending to a new file first has the kernel
@@ -28,7 +27,8 @@
 //! (32 bytes), its value's hash (32 bytes), `u32` value length and value bytes, all
 //! big-endian; a group of subtrees' places (`SubtreeStore::put_bytes`) is `u32` length and
 //! the bytes the tree gave. Reading is bounded by what was put, and every record read is
-//! checked against its checksum (SipHash of the record, [`checksum`]), which the state tree
+//! checked against its checksum (SipHash of the record under a key drawn at random by the
+//! process, [`checksum`]), which the state tree
 //! keeps beside its location: a damaged record, or one read from the wrong place, stops the
 //! process before anything is answered from it. Nothing is hashed as a record is read (the
 //! value hashes are stored beside the values, which the checksum covers): a read of one
@@ -286,7 +286,10 @@ impl SubtreeStore<Arc<[u8]>> for Spill {
     }
 
     fn fail(&self, location: u64) -> ! {
-        self.stop(location, "it does not hash to what was put there")
+        self.stop(
+            location,
+            "what it holds does not decode as put, or does not hash to what was put",
+        )
     }
 
     fn prefetch(&self, at: &[Placed]) {
@@ -409,13 +412,16 @@ impl Spill {
     }
 }
 
-/// The checksum a record is read back against: SipHash-1-3 with fixed keys, for damage (the
-/// file is this process's own, and no one else chooses what goes into it).
+/// The checksum a record is read back against: the standard library's keyed hash (SipHash-1-3
+/// as of this writing) under a key drawn at random when the process first puts a record
+/// (the same for every spill file it makes, so a record copied to a new file keeps its
+/// checksum). It catches damage, and a record changed on purpose by whoever can write the
+/// file but not read this process's memory.
 fn checksum(record: &[u8]) -> u64 {
-    use std::hash::Hasher as _;
-    let mut hasher = std::hash::DefaultHasher::new();
-    hasher.write(record);
-    hasher.finish()
+    use std::hash::BuildHasher as _;
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(std::hash::RandomState::new)
+        .hash_one(record)
 }
 
 /// Asks the kernel to read the pages that hold the records `at` (see [`page_runs`]). It
@@ -517,7 +523,8 @@ fn decode(bytes: &[u8]) -> Option<Vec<Entry<Arc<[u8]>>>> {
     let mut entries = Vec::with_capacity(count);
     for _ in 0..count {
         let ((key, value_hash, value), after) = entry_in(rest)?;
-        // The tree checks keys and value hashes against the hash it kept.
+        // The checksum covered the values; the tree checks keys and value hashes against the
+        // hash it kept.
         entries.push((*key, *value_hash, Arc::from(value)));
         rest = after;
     }

@@ -147,8 +147,9 @@ pub trait SubtreeStore<P>: Send + Sync + fmt::Debug {
     /// from). A record that is not one is refused.
     fn put_record(&self, record: &[u8]) -> Result<Placed, StoreError>;
 
-    /// Called when a subtree or group rebuilt from what the store gave back for `location`
-    /// is not the one put there: the store is corrupt, and the tree cannot answer.
+    /// Called when what the store gave back for `location` is not what was put there (a
+    /// subtree or group rebuilt from it does not hash as kept, or a group's record does not
+    /// decode as one): the store is corrupt, and the tree cannot answer.
     fn fail(&self, location: u64) -> !;
 
     /// A hint that the records at `at` (as [`SubtreeStore::put`], [`SubtreeStore::put_bytes`]

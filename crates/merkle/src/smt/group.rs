@@ -334,6 +334,7 @@ impl<P: Clone> Group<P> {
             moved.push(Part {
                 location: placed.location,
                 bytes: placed.bytes,
+                check: placed.check,
                 ..part.clone()
             });
         }
