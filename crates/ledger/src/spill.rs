@@ -7,9 +7,10 @@
 //! crash. Subtrees are appended and never rewritten in place: a subtree read back and
 //! changed is appended again when it leaves memory the next time. Once most of a file is
 //! such dead copies, the ledger starts a new one and the state tree moves what it still
-//! holds there over, a few subtrees a block, each record checked and copied as it is. When the last state version that read from the old file is
-//! dropped, the file is kept (still unlinked, its pages still cached) as the ledger's
-//! [`Spare`], and the next new file is that one, written over from its start: writing over
+//! holds there over, a few subtrees a block, each record checked and copied as it is. When
+//! the last state version that read from the old file is dropped, the file is kept (still
+//! unlinked, its pages still cached) as the ledger's [`Spare`], and the next new file is
+//! that one, written over from its start: writing over
 //! pages the kernel caches copies bytes, while appending to a new file first has the kernel
 //! find memory for every page. On a virtual machine that hands the memory its guest frees
 //! back to the host, that cost forty times the copy or more (155–250 MiB/s against about
@@ -28,9 +29,9 @@
 //! big-endian; a group of subtrees' places (`SubtreeStore::put_bytes`) is `u32` length and
 //! the bytes the tree gave. Reading is bounded by what was put, and every record read is
 //! checked against its checksum (SipHash of the record under a key drawn at random by the
-//! process, [`checksum`]), which the state tree
-//! keeps beside its location: a damaged record, or one read from the wrong place, stops the
-//! process before anything is answered from it. Nothing is hashed as a record is read (the
+//! process, [`checksum`]), which the state tree keeps beside its location: a damaged
+//! record, or one read from the wrong place, stops the process before anything is answered
+//! from it. Nothing is hashed as a record is read (the
 //! value hashes are stored beside the values, which the checksum covers): a read of one
 //! entry (`SubtreeStore::find`) makes that entry alone; a subtree read back whole is rebuilt
 //! by the tree and checked against the hash it kept too.
@@ -536,6 +537,15 @@ mod tests {
     use super::*;
     use sha2::{Digest as _, Sha256};
 
+    /// A place of `bytes` at `location`, with no record's checksum.
+    fn placed(location: u64, bytes: u64) -> Placed {
+        Placed {
+            location,
+            bytes,
+            check: 0,
+        }
+    }
+
     fn entry(i: u8, len: usize) -> Entry<Arc<[u8]>> {
         let value = vec![i; len];
         ([i; 32], Sha256::digest(&value).into(), Arc::from(value))
@@ -563,11 +573,6 @@ mod tests {
 
     #[test]
     fn hinted_records_are_read_as_runs_of_the_pages_that_hold_them() {
-        let placed = |location, bytes| Placed {
-            location,
-            bytes,
-            check: 0,
-        };
         let on_file = 100 * PAGE;
         let runs = page_runs(
             on_file,
@@ -600,11 +605,6 @@ mod tests {
         spill.write_buffer(&mut spill.buffer()).unwrap();
         let b = subtree(10, 2, 10);
         let at_b = spill.put(&b).unwrap();
-        let placed = |location, bytes| Placed {
-            location,
-            bytes,
-            check: 0,
-        };
         // On the file, in the buffer, past the end, overflowing, empty: only a hint.
         spill.prefetch(&[
             at_b,
@@ -858,11 +858,6 @@ mod tests {
         let spill = Spill::create(dir.path()).unwrap();
         let at = spill.put(&[entry(1, 10), entry(2, 10)]).unwrap();
         let group = spill.put_bytes(b"places").unwrap();
-        let placed = |location, bytes| Placed {
-            location,
-            bytes,
-            check: 0,
-        };
         for flushed in [false, true] {
             if flushed {
                 spill.write_buffer(&mut spill.buffer()).unwrap();

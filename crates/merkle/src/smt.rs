@@ -324,15 +324,23 @@ impl<P: Clone> Stored<P> {
     /// again before many others, and a rebuilt subtree kept for each would cost more than
     /// the read (the kernel keeps the store's recent pages).
     fn find<R>(&self, depth: usize, key: &Digest, f: impl FnOnce(&Digest, &P) -> R) -> Option<R> {
-        let kept = self.backing.opened().get(self.location);
-        if let Some((node, len)) = kept {
-            if len != self.len || node.hash() != self.hash {
-                self.backing.store.fail(self.location);
-            }
+        if let Some(node) = self.kept() {
             return find_in(&node, depth, key, f);
         }
         let (_, value_hash, payload) = self.backing.store.find(self.placed(), key)?;
         Some(f(&value_hash, &payload))
+    }
+
+    /// The subtree, if it was read back recently and is still kept, checked against what
+    /// this node says it holds.
+    fn kept(&self) -> Option<Node<P>> {
+        let (node, len) = self.backing.opened().get(self.location)?;
+        // What is kept for a location is what was put there; a group's record names a
+        // location beside the hash, and a damaged one may name another subtree's.
+        if len != self.len || node.hash() != self.hash {
+            self.backing.store.fail(self.location);
+        }
+        Some(node)
     }
 
     /// The subtree, read back (or found among those read recently) and checked.
@@ -343,13 +351,7 @@ impl<P: Clone> Stored<P> {
     /// [`Self::open`], keeping what was read back among the subtrees read back only if
     /// `keep` (an update writes the subtree back changed, and keeps that instead).
     fn open_keeping(&self, depth: usize, keep: bool) -> Node<P> {
-        let kept = self.backing.opened().get(self.location);
-        if let Some((node, len)) = kept {
-            // What is kept for a location is what was put there; a group's record names a
-            // location beside the hash, and a damaged one may name another subtree's.
-            if len != self.len || node.hash() != self.hash {
-                self.backing.store.fail(self.location);
-            }
+        if let Some(node) = self.kept() {
             return node;
         }
         let entries = self.backing.store.load(self.placed());
