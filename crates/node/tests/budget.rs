@@ -1,8 +1,8 @@
 //! The proof routes' budget per source, over HTTPS on loopback against a real single node:
 //! one address that asks for more proofs than its budget gets 429 with `Retry-After`,
 //! everywhere the budget applies and nowhere else, while another address is still served;
-//! the client library waits as asked and is served. Snapshots have a budget of their own: one
-//! a minute per address.
+//! the client library waits as asked and is served; a whole block costs `BLOCK_COST` proofs.
+//! Snapshots have a budget of their own: one a minute per address.
 #![allow(
     clippy::indexing_slicing,
     clippy::unwrap_used,
@@ -13,7 +13,7 @@
 
 mod common;
 
-use secnet_node::api::{PROOFS_PER_SOURCE_PER_MINUTE, SNAPSHOTS_PER_SOURCE_PER_MINUTE};
+use secnet_node::api::{BLOCK_COST, PROOFS_PER_SOURCE_PER_MINUTE, SNAPSHOTS_PER_SOURCE_PER_MINUTE};
 use secnet_types::Keypair;
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr};
@@ -90,6 +90,7 @@ async fn one_address_over_its_proof_budget_is_refused_and_another_is_served() {
         "/v1/log/consistency?from=0&to=0",
         "/v1/state?keys=zz",
         "/v1/tx/00/proof",
+        "/v1/blocks/999999",
     ] {
         let mut tries = 0;
         let r = loop {
@@ -148,6 +149,37 @@ async fn one_address_over_its_proof_budget_is_refused_and_another_is_served() {
     if let Err(e) = api.log(&page).await {
         panic!("the library gave up on a busy node: {e}");
     }
+
+    // A whole block costs BLOCK_COST of the budget: a fresh address is refused after about
+    // the budget's worth of blocks (a missing one is charged as much: it is charged first).
+    let blocks = from([127, 0, 0, 4]);
+    let started = Instant::now();
+    let mut served = 0u32;
+    loop {
+        let r = blocks
+            .get(format!("{base}/v1/blocks/999999"))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            404 => {
+                served += 1;
+                assert!(
+                    served < 10 * PROOFS_PER_SOURCE_PER_MINUTE / BLOCK_COST,
+                    "blocks are not charged"
+                );
+            }
+            429 => break,
+            other => panic!("{other}: {}", r.text().await.unwrap()),
+        }
+    }
+    let refilled = f64::from(PROOFS_PER_SOURCE_PER_MINUTE) / 60.0 * started.elapsed().as_secs_f64();
+    let whole = PROOFS_PER_SOURCE_PER_MINUTE / BLOCK_COST;
+    assert!(served >= whole, "refused after {served} blocks");
+    assert!(
+        f64::from(served) <= f64::from(whole) + refilled / f64::from(BLOCK_COST) + 1.0,
+        "served {served} blocks"
+    );
 
     // Another address has its own budget.
     let other = from([127, 0, 0, 2]);

@@ -226,12 +226,19 @@ impl SourceBuckets {
 /// B-tree reads and hashes (tens of microseconds); a page of the log counts one per 100
 /// entries asked for and certified state one per 8 keys, on top of the request's one. The
 /// budget keeps one source from spending more than a small share of a core on them, while a
-/// client checking every answer it gets stays well within it.
+/// client checking every answer it gets stays well within it. Whole blocks are charged to
+/// it too ([`BLOCK_COST`] each).
 pub const PROOFS_PER_SOURCE_PER_MINUTE: u32 = 12_000;
+
+/// What a whole block (`/v1/blocks/{height}`) costs of that budget, whatever it holds: one
+/// of 5,000 transactions is read back, decoded and answered as about 5 MB of JSON, so that
+/// one source may have 240 a minute.
+pub const BLOCK_COST: u32 = 50;
 
 /// What a proof request costs: one, and for a page of the log one per 100 entries asked
 /// for (100 unless said: 2; at most 1,000: 11), for a page of listings the same (1,000
-/// unless said: 11; one by address: 1), for certified state one per 8 keys (64 keys: 9). The query is read
+/// unless said: 11; one by address: 1), for certified state one per 8 keys (64 keys: 9), for
+/// a whole block [`BLOCK_COST`]. The query is read
 /// decoded, as the handlers read it; one that does not decode costs one, and its handler
 /// refuses it.
 fn cost(uri: &axum::http::Uri) -> u32 {
@@ -256,6 +263,13 @@ fn cost(uri: &axum::http::Uri) -> u32 {
                 .get("keys")
                 .map_or(0, |k| k.split(',').filter(|k| !k.is_empty()).count());
             1 + u32::try_from(keys.div_ceil(8)).unwrap_or(8)
+        }
+        // A whole block (`/v1/blocks/{height}`), not what lies below it.
+        path if path
+            .strip_prefix("/v1/blocks/")
+            .is_some_and(|height| !height.contains('/')) =>
+        {
+            BLOCK_COST
         }
         _ => 1,
     }
@@ -383,6 +397,9 @@ mod tests {
         assert_eq!(cost("/v1/listings?after=ab&limit=1"), 2);
         assert_eq!(cost("/v1/listings?address=pdc://a/b"), 1);
         assert_eq!(cost("/v1/listings/ab"), 1);
+        assert_eq!(cost("/v1/blocks/7"), BLOCK_COST);
+        assert_eq!(cost("/v1/blocks/7?limit=1"), BLOCK_COST);
+        assert_eq!(cost("/v1/blocks/7/tx-hashes"), 1);
         // Read as the handlers read them: decoded.
         assert_eq!(cost("/v1/log?l%69mit=1000"), 11);
         assert_eq!(cost("/v1/log?limit=%31000"), 11);

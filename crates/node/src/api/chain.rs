@@ -200,6 +200,7 @@ pub(super) async fn block_tx_hashes(
         (status = 200, description = "header, transactions, receipts, state root, and the block's canonical bytes (hex) for clients that check it against a certified header", body = BlockAnswer),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no block at that height yet", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "this address is over its budget of proofs a minute (a whole block costs 50): retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn block(

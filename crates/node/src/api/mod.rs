@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
 
-pub use budget::{PROOFS_PER_SOURCE_PER_MINUTE, SNAPSHOTS_PER_SOURCE_PER_MINUTE};
+pub use budget::{BLOCK_COST, PROOFS_PER_SOURCE_PER_MINUTE, SNAPSHOTS_PER_SOURCE_PER_MINUTE};
 pub use certified::MAX_STATE_KEYS;
 pub use secnet_api::txs::{SubmitTx, SubmitTxs};
 pub use snapshot::SNAPSHOT_HEIGHT_HEADER;
@@ -110,8 +110,8 @@ pub fn node_name(account: &secnet_types::AccountId) -> String {
     format!("node {}", hex.get(..8).unwrap_or(&hex))
 }
 
-/// The API's routes. Those that prove something, and pages of listings, are charged to their
-/// source's budget ([`PROOFS_PER_SOURCE_PER_MINUTE`]); snapshots to another
+/// The API's routes. Those that prove something, pages of listings and whole blocks are
+/// charged to their source's budget ([`PROOFS_PER_SOURCE_PER_MINUTE`]); snapshots to another
 /// ([`SNAPSHOTS_PER_SOURCE_PER_MINUTE`]).
 pub fn router(node: Arc<dyn Backend>) -> Router {
     let proofs = Router::new()
@@ -124,6 +124,7 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         .route("/v1/listings", get(chain::listings))
         .route("/v1/listings/{hash}", get(chain::listing))
         .route("/v1/grants/{id}", get(chain::grant))
+        .route("/v1/blocks/{height}", get(chain::block))
         .route_layer(axum::middleware::from_fn_with_state(
             budget::SourceBudget::per_minute(PROOFS_PER_SOURCE_PER_MINUTE),
             budget::charge_proof,
@@ -137,7 +138,6 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
             post(txs::submit_txs).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
         )
         .route("/v1/status", get(chain::status))
-        .route("/v1/blocks/{height}", get(chain::block))
         .route("/v1/blocks/{height}/tx-hashes", get(chain::block_tx_hashes))
         .route(
             "/v1/blocks/{height}/certificate",
