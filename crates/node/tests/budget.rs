@@ -1,7 +1,8 @@
 //! The proof routes' budget per source, over HTTPS on loopback against a real single node:
 //! one address that asks for more proofs than its budget gets 429 with `Retry-After`,
 //! everywhere the budget applies and nowhere else, while another address is still served;
-//! the client library waits as asked and is served; a whole block costs `BLOCK_COST` proofs.
+//! the client library waits as asked and is served; a whole block costs `BLOCK_COST` proofs,
+//! the transaction hashes of one no longer kept in memory `OLD_BLOCK_TX_HASHES_COST`.
 //! Snapshots have a budget of their own: one a minute per address.
 #![allow(
     clippy::indexing_slicing,
@@ -13,7 +14,10 @@
 
 mod common;
 
-use secnet_node::api::{BLOCK_COST, PROOFS_PER_SOURCE_PER_MINUTE, SNAPSHOTS_PER_SOURCE_PER_MINUTE};
+use secnet_node::api::{
+    BLOCK_COST, OLD_BLOCK_TX_HASHES_COST, PROOFS_PER_SOURCE_PER_MINUTE,
+    SNAPSHOTS_PER_SOURCE_PER_MINUTE,
+};
 use secnet_types::Keypair;
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr};
@@ -189,6 +193,64 @@ async fn one_address_over_its_proof_budget_is_refused_and_another_is_served() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// The transaction hashes of a block no longer among those kept in memory are read back and
+/// decoded: they cost `OLD_BLOCK_TX_HASHES_COST` of the budget; those of a height not applied
+/// yet cost nothing, even over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hashes_of_a_block_read_back_are_charged_and_a_later_height_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let payer = Keypair::deterministic("budget", 1);
+    let genesis = common::funding("secnet-budget-test", &[&payer], 1_000);
+    let key = Keypair::deterministic("budget", 0);
+    let node = common::dev_node(dir.path(), &genesis, key, Duration::from_millis(20)).await;
+    let base = node.url().to_string();
+    let api = secnet_client::NodeApi::new(&base).unwrap();
+    // A block a transfer, past the blocks kept in memory.
+    for _ in 0..12 {
+        let call = secnet_types::Call::Transfer {
+            to: Keypair::deterministic("budget", 2).account(),
+            amount: 1,
+        };
+        let (_, _, receipt) = api
+            .execute(&payer, "secnet-budget-test", call)
+            .await
+            .unwrap();
+        assert!(receipt.is_applied(), "{receipt:?}");
+    }
+    let old = from([127, 0, 0, 5]);
+    let started = Instant::now();
+    let mut served = 0u32;
+    let whole = PROOFS_PER_SOURCE_PER_MINUTE / OLD_BLOCK_TX_HASHES_COST;
+    loop {
+        let r = old
+            .get(format!("{base}/v1/blocks/1/tx-hashes"))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => {
+                served += 1;
+                assert!(served < 10 * whole, "old blocks' hashes are not charged");
+            }
+            429 => break,
+            other => panic!("{other}: {}", r.text().await.unwrap()),
+        }
+    }
+    let refilled = f64::from(PROOFS_PER_SOURCE_PER_MINUTE) / 60.0 * started.elapsed().as_secs_f64();
+    assert!(served >= whole, "refused after {served}");
+    assert!(
+        f64::from(served)
+            <= f64::from(whole) + refilled / f64::from(OLD_BLOCK_TX_HASHES_COST) + 1.0,
+        "served {served}"
+    );
+    let ahead = old
+        .get(format!("{base}/v1/blocks/999999/tx-hashes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ahead.status(), 404);
 }
 
 /// An address that started a snapshot is refused the next within the minute, told when to

@@ -235,6 +235,36 @@ pub const PROOFS_PER_SOURCE_PER_MINUTE: u32 = 12_000;
 /// one source may have 240 a minute.
 pub const BLOCK_COST: u32 = 50;
 
+/// What the transaction hashes of a block no longer among those kept in memory
+/// (`/v1/blocks/{height}/tx-hashes`) cost of that budget: the block is read back and decoded,
+/// every transaction hashed, and only hashes answered. A client following the chain asks
+/// for blocks just applied, which cost nothing.
+pub const OLD_BLOCK_TX_HASHES_COST: u32 = 10;
+
+/// The proofs budget, for a handler that charges it only on the way that costs
+/// ([`OLD_BLOCK_TX_HASHES_COST`]).
+#[derive(Debug, Clone)]
+pub(super) struct ProofBudget(pub(super) SourceBudget);
+
+impl ProofBudget {
+    /// Charges `n` to `source`: `None` if charged, else the answer to give (429 with
+    /// `Retry-After`), nothing taken.
+    pub(super) fn charge(&self, source: Option<std::net::IpAddr>, n: u32) -> Option<Response> {
+        self.0.charge(source, n).map(over_budget)
+    }
+}
+
+/// 429: `retry_s` until the budget of proofs holds enough again.
+fn over_budget(retry_s: u64) -> Response {
+    Problem::busy(
+        StatusCode::TOO_MANY_REQUESTS,
+        retry_s,
+        format!(
+            "this address may ask for {PROOFS_PER_SOURCE_PER_MINUTE} proofs a minute and is over that; retry in {retry_s} s"
+        ),
+    )
+}
+
 /// What a proof request costs: one, and for a page of the log one per 100 entries asked
 /// for (100 unless said: 2; at most 1,000: 11), for a page of listings the same (1,000
 /// unless said: 11; one by address: 1), for certified state one per 8 keys (64 keys: 9), for
@@ -308,16 +338,10 @@ pub(super) async fn charge_proof(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(retry_s) = budget.charge(source, cost(request.uri())) else {
-        return next.run(request).await;
-    };
-    Problem::busy(
-        StatusCode::TOO_MANY_REQUESTS,
-        retry_s,
-        format!(
-            "this address may ask for {PROOFS_PER_SOURCE_PER_MINUTE} proofs a minute and is over that; retry in {retry_s} s"
-        ),
-    )
+    match budget.charge(source, cost(request.uri())) {
+        None => next.run(request).await,
+        Some(retry_s) => over_budget(retry_s),
+    }
 }
 
 /// Snapshots (`/v1/snapshot`) one source may start a minute. Only one is streamed at a time,

@@ -1,6 +1,7 @@
 //! Blocks, headers, accounts, listings and grants as the node holds them, the node's own
 //! status and its metrics.
 
+use super::budget::{OLD_BLOCK_TX_HASHES_COST, ProofBudget};
 use super::{ApiResult, Node, parse};
 use crate::backend::Backend;
 use crate::problem::{Problem, ProblemBody};
@@ -147,6 +148,7 @@ async fn wait_for_block(
         (status = 200, description = "height, block hash and transaction hashes", body = BlockTxHashes),
         (status = 400, description = "malformed input, with what was wrong", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "no block at that height yet", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "the block is no longer among those kept in memory, and this address is over its budget of proofs a minute (such a block costs 10): retry later (Retry-After)", body = ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn block_tx_hashes(
@@ -154,7 +156,9 @@ pub(super) async fn block_tx_hashes(
     Path(height): Path<String>,
     Query(wait): Query<BlockWait>,
     stopping: Option<axum::Extension<secnet_tls::Stopping>>,
-) -> ApiResult<Json<BlockTxHashes>> {
+    axum::Extension(budget): axum::Extension<ProofBudget>,
+    secnet_web::Source(source): secnet_web::Source,
+) -> ApiResult<Response> {
     let height: u64 = parse("height", &height)?;
     if let Some(ms) = wait.wait_ms {
         let ms: u64 = parse("wait_ms", &ms)?;
@@ -172,10 +176,18 @@ pub(super) async fn block_tx_hashes(
         )
         .await;
     }
-    // Blocks just applied, the ones watchers ask for, come from memory; others are decoded.
-    let txs = match node.with_ledger(|l| l.recent_block_txs(height))? {
+    // Blocks just applied, the ones watchers ask for, come from memory; others are decoded,
+    // charged to the budget of proofs first (a height not applied yet costs nothing).
+    let (recent, tip) =
+        node.with_ledger(|l| (l.recent_block_txs(height), l.state().tip().height))?;
+    let txs = match recent {
         Some(txs) => BlockTxs::clone(&txs),
         None => {
+            if height <= tip
+                && let Some(busy) = budget.charge(source, OLD_BLOCK_TX_HASHES_COST)
+            {
+                return Ok(busy);
+            }
             let stored = stored_block(&node, height)?;
             BlockTxs::of(&stored.block, &stored.receipts)
         }
@@ -185,7 +197,8 @@ pub(super) async fn block_tx_hashes(
         hash: txs.block_hash,
         tx_hashes: txs.tx_hashes,
         applied: txs.applied,
-    }))
+    })
+    .into_response())
 }
 
 #[utoipa::path(

@@ -17,7 +17,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
 
-pub use budget::{BLOCK_COST, PROOFS_PER_SOURCE_PER_MINUTE, SNAPSHOTS_PER_SOURCE_PER_MINUTE};
+pub use budget::{
+    BLOCK_COST, OLD_BLOCK_TX_HASHES_COST, PROOFS_PER_SOURCE_PER_MINUTE,
+    SNAPSHOTS_PER_SOURCE_PER_MINUTE,
+};
 pub use certified::MAX_STATE_KEYS;
 pub use secnet_api::txs::{SubmitTx, SubmitTxs};
 pub use snapshot::SNAPSHOT_HEIGHT_HEADER;
@@ -110,10 +113,12 @@ pub fn node_name(account: &secnet_types::AccountId) -> String {
     format!("node {}", hex.get(..8).unwrap_or(&hex))
 }
 
-/// The API's routes. Those that prove something, pages of listings and whole blocks are
-/// charged to their source's budget ([`PROOFS_PER_SOURCE_PER_MINUTE`]); snapshots to another
+/// The API's routes. Those that prove something, pages of listings, whole blocks and the
+/// transaction hashes of blocks no longer in memory are charged to their source's budget
+/// ([`PROOFS_PER_SOURCE_PER_MINUTE`]); snapshots to another
 /// ([`SNAPSHOTS_PER_SOURCE_PER_MINUTE`]).
 pub fn router(node: Arc<dyn Backend>) -> Router {
+    let proof_budget = budget::SourceBudget::per_minute(PROOFS_PER_SOURCE_PER_MINUTE);
     let proofs = Router::new()
         .route("/v1/tx/{hash}/proof", get(txs::tx_proof))
         .route("/v1/state", get(certified::certified_state))
@@ -126,7 +131,7 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         .route("/v1/grants/{id}", get(chain::grant))
         .route("/v1/blocks/{height}", get(chain::block))
         .route_layer(axum::middleware::from_fn_with_state(
-            budget::SourceBudget::per_minute(PROOFS_PER_SOURCE_PER_MINUTE),
+            proof_budget.clone(),
             budget::charge_proof,
         ));
     Router::new()
@@ -153,6 +158,8 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::Extension(txs::UnfundedBudget::default()))
+        // The same budget for a block's transaction hashes read back from disk.
+        .layer(axum::Extension(budget::ProofBudget(proof_budget)))
         // The snapshot route's (the only budget handed over as an extension).
         .layer(axum::Extension(budget::SourceBudget::per_minute(
             SNAPSHOTS_PER_SOURCE_PER_MINUTE,
