@@ -41,6 +41,32 @@ fn from(ip: [u8; 4]) -> reqwest::Client {
         .unwrap()
 }
 
+/// Asks `http` for `url` (answered `status` while within budget) until refused, and checks
+/// that each answer took `cost` of the budget: the whole budget's worth were served, and no
+/// more than what refilled meanwhile.
+async fn asks_until_refused(http: &reqwest::Client, url: &str, status: u16, cost: u32) {
+    let whole = PROOFS_PER_SOURCE_PER_MINUTE / cost;
+    let started = Instant::now();
+    let mut served = 0u32;
+    loop {
+        let r = http.get(url).send().await.unwrap();
+        match r.status().as_u16() {
+            429 => break,
+            s if s == status => {
+                served += 1;
+                assert!(served < 10 * whole, "{url} is not charged {cost}");
+            }
+            other => panic!("{other}: {}", r.text().await.unwrap()),
+        }
+    }
+    let refilled = f64::from(PROOFS_PER_SOURCE_PER_MINUTE) / 60.0 * started.elapsed().as_secs_f64();
+    assert!(served >= whole, "{url}: refused after {served}");
+    assert!(
+        f64::from(served) <= f64::from(whole) + refilled / f64::from(cost) + 1.0,
+        "{url}: served {served}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_over_its_proof_budget_is_refused_and_another_is_served() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,34 +182,13 @@ async fn one_address_over_its_proof_budget_is_refused_and_another_is_served() {
 
     // A whole block costs BLOCK_COST of the budget: a fresh address is refused after about
     // the budget's worth of blocks (a missing one is charged as much: it is charged first).
-    let blocks = from([127, 0, 0, 4]);
-    let started = Instant::now();
-    let mut served = 0u32;
-    loop {
-        let r = blocks
-            .get(format!("{base}/v1/blocks/999999"))
-            .send()
-            .await
-            .unwrap();
-        match r.status().as_u16() {
-            404 => {
-                served += 1;
-                assert!(
-                    served < 10 * PROOFS_PER_SOURCE_PER_MINUTE / BLOCK_COST,
-                    "blocks are not charged"
-                );
-            }
-            429 => break,
-            other => panic!("{other}: {}", r.text().await.unwrap()),
-        }
-    }
-    let refilled = f64::from(PROOFS_PER_SOURCE_PER_MINUTE) / 60.0 * started.elapsed().as_secs_f64();
-    let whole = PROOFS_PER_SOURCE_PER_MINUTE / BLOCK_COST;
-    assert!(served >= whole, "refused after {served} blocks");
-    assert!(
-        f64::from(served) <= f64::from(whole) + refilled / f64::from(BLOCK_COST) + 1.0,
-        "served {served} blocks"
-    );
+    asks_until_refused(
+        &from([127, 0, 0, 4]),
+        &format!("{base}/v1/blocks/999999"),
+        404,
+        BLOCK_COST,
+    )
+    .await;
 
     // Another address has its own budget.
     let other = from([127, 0, 0, 2]);
@@ -220,31 +225,13 @@ async fn the_hashes_of_a_block_read_back_are_charged_and_a_later_height_is_not()
         assert!(receipt.is_applied(), "{receipt:?}");
     }
     let old = from([127, 0, 0, 5]);
-    let started = Instant::now();
-    let mut served = 0u32;
-    let whole = PROOFS_PER_SOURCE_PER_MINUTE / OLD_BLOCK_TX_HASHES_COST;
-    loop {
-        let r = old
-            .get(format!("{base}/v1/blocks/1/tx-hashes"))
-            .send()
-            .await
-            .unwrap();
-        match r.status().as_u16() {
-            200 => {
-                served += 1;
-                assert!(served < 10 * whole, "old blocks' hashes are not charged");
-            }
-            429 => break,
-            other => panic!("{other}: {}", r.text().await.unwrap()),
-        }
-    }
-    let refilled = f64::from(PROOFS_PER_SOURCE_PER_MINUTE) / 60.0 * started.elapsed().as_secs_f64();
-    assert!(served >= whole, "refused after {served}");
-    assert!(
-        f64::from(served)
-            <= f64::from(whole) + refilled / f64::from(OLD_BLOCK_TX_HASHES_COST) + 1.0,
-        "served {served}"
-    );
+    asks_until_refused(
+        &old,
+        &format!("{base}/v1/blocks/1/tx-hashes"),
+        200,
+        OLD_BLOCK_TX_HASHES_COST,
+    )
+    .await;
     let ahead = old
         .get(format!("{base}/v1/blocks/999999/tx-hashes"))
         .send()
