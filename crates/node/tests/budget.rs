@@ -201,8 +201,8 @@ async fn one_address_over_its_proof_budget_is_refused_and_another_is_served() {
 }
 
 /// The transaction hashes of a block no longer among those kept in memory are read back and
-/// decoded: they cost `OLD_BLOCK_TX_HASHES_COST` of the budget; those of a height not applied
-/// yet cost nothing, even over it.
+/// decoded: they cost `OLD_BLOCK_TX_HASHES_COST` of the budget; those of a block kept in
+/// memory, and of a height not applied yet, cost nothing, even over it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hashes_of_a_block_read_back_are_charged_and_a_later_height_is_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,6 +232,15 @@ async fn the_hashes_of_a_block_read_back_are_charged_and_a_later_height_is_not()
         OLD_BLOCK_TX_HASHES_COST,
     )
     .await;
+    // Over its budget, the address is still told of the blocks kept in memory, and that a
+    // later height is not applied yet.
+    let tip = api.status().await.unwrap().height;
+    let recent = old
+        .get(format!("{base}/v1/blocks/{tip}/tx-hashes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(recent.status(), 200);
     let ahead = old
         .get(format!("{base}/v1/blocks/999999/tx-hashes"))
         .send()

@@ -160,7 +160,7 @@ pub fn router(node: Arc<dyn Backend>) -> Router {
         .layer(axum::Extension(txs::UnfundedBudget::default()))
         // The same budget for a block's transaction hashes read back from disk.
         .layer(axum::Extension(budget::ProofBudget(proof_budget)))
-        // The snapshot route's (the only budget handed over as an extension).
+        // The snapshot route's budget, a budget of its own.
         .layer(axum::Extension(budget::SourceBudget::per_minute(
             SNAPSHOTS_PER_SOURCE_PER_MINUTE,
         )))
